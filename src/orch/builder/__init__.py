@@ -1,0 +1,1 @@
+"""Images from specs: base images, predefined environments, cache keys and build jobs."""

@@ -1,0 +1,360 @@
+"""`orch env`: list, inspect, create, validate, delete environments and set the default."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orch import dockerfile
+from orch.cli.client import Client
+from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.errors import InvalidInput, OrchError
+
+app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scripts).")
+FINAL = {"ready", "failed"}
+POLL = 0.5
+
+
+def _read_dockerfile(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidInput(f"There is no file {path!r}.", "Pass the path of a Dockerfile with -f.") from None
+    except IsADirectoryError:
+        raise InvalidInput(
+            f"{path!r} is a directory.", f"Pass the file itself, e.g. -f {path}/Dockerfile."
+        ) from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise InvalidInput(f"Cannot read {path!r}: {e}.", "Pass a readable UTF-8 text file.") from None
+
+
+def _status_json(env: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "id",
+        "name",
+        "kind",
+        "status",
+        "cache",
+        "cache_reason",
+        "build_id",
+        "error",
+        "default",
+        "image",
+    )
+    out = {k: env.get(k) for k in keys}
+    build = env.get("build") or {}
+    out["failed_step"] = build.get("failed_step")
+    out["duration"] = build.get("duration")
+    out["size_bytes"] = build.get("size_bytes")
+    return out
+
+
+def _print_findings(findings: list[dict[str, Any]]) -> None:
+    for f in findings:
+        colour = "red" if f["severity"] == "error" else "yellow"
+        where = f"line {f['line']}" if f["line"] else "file"
+        instr = f"  {f['instruction']}" if f["instruction"] else ""
+        console.print(
+            f"  [{colour}]{where}{escape(instr)}[/{colour}]  {escape(f['message'])} {escape(f['fix'])}",
+            soft_wrap=True,
+        )
+
+
+def _summary(findings: list[dict[str, Any]]) -> str:
+    warnings = sum(1 for f in findings if f["severity"] == "warning")
+    return f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON) -> None:
+    """List environments: ids, names, kind, status and the workspace default (★)."""
+    envs = Client.from_settings().get("/v1/environments")
+    if json_:
+        print_json(
+            [
+                {k: e[k] for k in ("id", "name", "kind", "status", "default", "description", "image")}
+                for e in envs
+            ]
+        )
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("", "ID", "NAME", "KIND", "STATUS", "DESCRIPTION"):
+        table.add_column(col)
+    colours = {"ready": "green", "failed": "red", "building": "cyan", "queued": "cyan"}
+    for e in envs:
+        status = e["status"]
+        table.add_row(
+            "★" if e["default"] else "",
+            e["id"],
+            e["name"],
+            e["kind"],
+            f"[{colours.get(status, 'dim')}]{status}[/]",
+            escape(e["description"] or ""),
+        )
+    console.print(table)
+
+
+@app.command()
+@command
+def status(
+    env: str = typer.Argument(..., help="Environment id or name."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the build log until it ends."),
+    json_: bool = JSON,
+) -> None:
+    """Show an environment's build: status, progress, cache hit or miss, and logs."""
+    client = Client.from_settings()
+    data = client.get(f"/v1/environments/{env}")
+    if follow and data["status"] not in FINAL and data["status"] != "not-built":
+        data = _follow(client, data["id"], quiet=json_)
+    if json_:
+        print_json(_status_json(data))
+    else:
+        _print_status(client, data, show_log=not follow)
+    if data["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
+    b = e.get("build") or {}
+    console.print(
+        f"[bold]{e['name']}[/bold]  {e['id']}  ({e['kind']}){'  ★ workspace default' if e['default'] else ''}"
+    )
+    console.print(f"  status   {e['status']}")
+    if e.get("image"):
+        console.print(f"  image    {e['image']}")
+    if b:
+        cache = b["cache"] + (f" ({escape(b['cache_reason'])})" if b["cache_reason"] else "")
+        console.print(f"  build    {b['id']}  cache {cache}")
+        if b["status"] == "building" and b["total_steps"]:
+            console.print(f"  progress step {b['step']}/{b['total_steps']}  {escape(b['step_text'][:80])}")
+        if b.get("duration") is not None:
+            size = f" · {b['size_bytes'] / 1e6:.0f} MB" if b.get("size_bytes") else ""
+            console.print(f"  took     {b['duration']:.1f} s{size}")
+    elif e["status"] == "not-built":
+        console.print("  built on first use, or now with `orch env build " + e["name"] + "`")
+    if e["status"] == "failed":
+        _print_failure(e)
+    elif show_log and b and e["status"] != "ready":
+        text = client.get(f"/v1/environments/{e['id']}/logs")["text"]
+        lines = text.splitlines()[-15:]
+        if lines:
+            console.print("  last lines of the log:")
+            for line in lines:
+                console.print(f"    {escape(line)}", soft_wrap=True)
+
+
+def _print_failure(e: dict[str, Any]) -> None:
+    b = e.get("build") or {}
+    err_console.print(
+        f"[red]✗[/red] Build failed: {escape(e.get('error') or 'unknown error')}", soft_wrap=True
+    )
+    tail = (b.get("log_tail") or "").splitlines()[-12:]
+    for line in tail:
+        err_console.print(f"    {escape(line)}", soft_wrap=True, style="dim")
+    err_console.print(
+        "  Fix the step and create the environment again; full log: orch env status " + e["name"]
+    )
+
+
+def _follow(client: Client, env_id: str, quiet: bool = False, deadline: float = 6 * 3600) -> dict[str, Any]:
+    """Stream the log and a progress bar until the build ends; return the final environment."""
+    offset = 0
+    end = time.monotonic() + deadline
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[step]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+    with progress:
+        task = progress.add_task("Building", total=None, step="queued")
+        while True:
+            chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+            offset = chunk["offset"]
+            if not quiet:
+                for line in chunk["text"].splitlines():
+                    progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
+            data: dict[str, Any] = client.get(f"/v1/environments/{env_id}")
+            b = data.get("build") or {}
+            desc = f'Building {data["id"]} "{data["name"]}"'
+            if b.get("total_steps"):
+                step = f"step {b['step']}/{b['total_steps']}  {b['step_text'][:40]}"
+                progress.update(
+                    task,
+                    description=desc,
+                    total=b["total_steps"],
+                    completed=max(b["step"] - 1, 0),
+                    step=escape(step),
+                )
+            else:
+                progress.update(task, description=desc, step=data["status"])
+            if data["status"] in FINAL:
+                rest = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+                if not quiet:
+                    for line in rest["text"].splitlines():
+                        progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
+                return data
+            if time.monotonic() > end:
+                raise OrchError(
+                    "Gave up following the build.", f"Check later with `orch env status {env_id}`."
+                )
+            time.sleep(POLL)
+
+
+def _print_ready(data: dict[str, Any]) -> None:
+    b = data.get("build") or {}
+    if b.get("cache") == "hit":
+        ok(f"Ready at once · cache hit ({escape(b.get('cache_reason') or '')})")
+        return
+    size = f" · {b['size_bytes'] / 1e6:.0f} MB" if b.get("size_bytes") else ""
+    took = f" in {b['duration']:.1f} s" if b.get("duration") is not None else ""
+    ok(f"Ready{took}{size} · cache miss ({escape(b.get('cache_reason') or '')})")
+
+
+@app.command()
+@command
+def create(
+    file: str = typer.Option(..., "--file", "-f", help="The Dockerfile ('-' reads standard input)."),
+    name: str = typer.Option(
+        ..., "--name", "-n", help="A name for the environment, unique in the workspace."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
+    json_: bool = JSON,
+) -> None:
+    """Create a custom environment from a Dockerfile and build it (or reuse a cached build)."""
+    text = _read_dockerfile(file)
+    validation = dockerfile.validate(text)
+    findings = validation.to_dict()["findings"]
+    if not validation.ok:
+        if json_:
+            print_json(validation.to_dict())
+        else:
+            console.print("[red]✗[/red] Dockerfile rejected; nothing was created.")
+            _print_findings(findings)
+        raise typer.Exit(2)
+    if not json_:
+        ok(f"Dockerfile valid{_summary(findings)}")
+        _print_findings(findings)
+    client = Client.from_settings()
+    data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
+    if not detach and data["status"] not in FINAL:
+        data = _follow(client, data["id"], quiet=json_)
+    if json_:
+        print_json(_status_json(data))
+    elif data["status"] == "ready":
+        _print_ready(data)
+    elif data["status"] == "failed":
+        _print_failure(data)
+    else:
+        ok(f'Queued {data["id"]} "{data["name"]}". Follow it with `orch env status {data["name"]} --follow`.')
+    if data["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def validate(
+    file: str = typer.Option(..., "--file", "-f", help="The Dockerfile ('-' reads standard input)."),
+    json_: bool = JSON,
+) -> None:
+    """Check a Dockerfile without building it (works offline). Exit 0 when it can be built."""
+    validation = dockerfile.validate(_read_dockerfile(file))
+    result = validation.to_dict()
+    if json_:
+        print_json(result)
+    elif validation.ok:
+        ok(f"Dockerfile valid{_summary(result['findings'])}")
+        _print_findings(result["findings"])
+    else:
+        errors = sum(1 for f in result["findings"] if f["severity"] == "error")
+        console.print(f"[red]✗[/red] Dockerfile rejected ({errors} error{'s' if errors != 1 else ''})")
+        _print_findings(result["findings"])
+    if not validation.ok:
+        raise typer.Exit(2)
+
+
+@app.command()
+@command
+def build(
+    env: str = typer.Argument(..., help="Environment id or name."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
+    json_: bool = JSON,
+) -> None:
+    """Build an environment now: a predefined one ahead of first use, or a custom one again."""
+    client = Client.from_settings()
+    data = client.post(f"/v1/environments/{env}/build", json={"no_cache": no_cache})
+    if not detach and data["status"] not in FINAL:
+        data = _follow(client, data["id"], quiet=json_)
+    if json_:
+        print_json(_status_json(data))
+    elif data["status"] == "ready":
+        _print_ready(data)
+    elif data["status"] == "failed":
+        _print_failure(data)
+    else:
+        ok(f"Queued. Follow it with `orch env status {data['name']} --follow`.")
+    if data["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def delete(
+    env: str = typer.Argument(..., help="Environment id or name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a custom environment and its image. Refused while it is used or the default."""
+    client = Client.from_settings()
+    data = client.get(f"/v1/environments/{env}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(
+                f"Deleting {data['name']} needs confirmation.",
+                "Pass --yes to delete without asking.",
+            )
+        if not typer.confirm(f"Delete environment {data['name']} ({data['id']})?"):
+            raise typer.Exit(1)
+    client.delete(f"/v1/environments/{data['id']}")
+    ok(f"Deleted {data['name']} ({data['id']}).")
+
+
+@app.command("set-default")
+@command
+def set_default(env: str = typer.Argument(..., help="Environment id or name.")) -> None:
+    """Make ENV the workspace default: agents without their own Dockerfile or pin use it."""
+    client = Client.from_settings()
+    data = client.put("/v1/workspace/default-environment", json={"environment": env})["default"]
+    ok(
+        f"Workspace default is now {data['name']}. Agents without their own Dockerfile "
+        "or pinned environment will use it on their next run."
+    )
+    if data["status"] in ("queued", "building"):
+        warn(f"{data['name']} is being built now; follow it with `orch env status {data['name']} --follow`.")
+
+
+@app.command("clear-default")
+@command
+def clear_default() -> None:
+    """Clear the workspace default: agents fall back to the base image for their entrypoint."""
+    data = Client.from_settings().delete("/v1/workspace/default-environment")["default"]
+    if data:
+        ok(f"Workspace default cleared (was {data['name']}). Agents fall back to their base image.")
+    else:
+        ok("The workspace had no default environment; nothing changed.")

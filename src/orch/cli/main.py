@@ -1,0 +1,23 @@
+"""The `orch` entry point: registers one sub-command module per noun."""
+
+from __future__ import annotations
+
+import typer
+
+from orch.cli import admin, env, server
+
+app = typer.Typer(
+    name="orch",
+    help="Run AI agents in isolated sandboxes, in environments your workspace shapes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(env.app, name="env")
+app.add_typer(admin.app, name="admin")
+app.command("server")(server.server)
+app.command("login")(server.login)
+
+
+def main() -> None:
+    app()

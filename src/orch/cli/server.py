@@ -1,0 +1,40 @@
+"""`orch server` and `orch login`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orch import config as config_mod
+from orch.cli.client import Client
+from orch.cli.output import command, ok
+from orch.errors import InvalidInput
+
+
+@command
+def server(
+    host: str = typer.Option(None, "--host", help="Address to listen on [default: 127.0.0.1]."),
+    port: int = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one [default: 8750]."),
+    db: str = typer.Option(None, "--db", help="Database URL [default: the SQLite file in ORCH_HOME]."),
+) -> None:
+    """Start the control plane: REST API (docs at /docs) and the build workers."""
+    from orch.server.main import serve
+
+    cfg = config_mod.load()
+    changes = {k: v for k, v in {"host": host, "port": port, "database_url": db}.items() if v is not None}
+    serve(cfg.with_values(**changes))
+
+
+@command
+def login(
+    url: str = typer.Option(..., "--url", help="The server's address, e.g. http://127.0.0.1:8750."),
+    token: str = typer.Option(..., "--token", help="A workspace API token."),
+) -> None:
+    """Point the CLI at a server: checks the token, then saves both in ORCH_HOME/config.toml."""
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInput(f"{url!r} is not an http(s) URL.", "Pass e.g. --url http://127.0.0.1:8750.")
+    Client(url, token).get("/v1/environments")
+    cfg = config_mod.load()
+    config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
+    ok(f"Logged in to {url}; saved in {cfg.config_path}.")

@@ -1,0 +1,166 @@
+"""Settings: one table feeds the CLI, the server, the docs and validation.
+
+Precedence: an ``ORCH_*`` environment variable, then ``$ORCH_HOME/config.toml``, then the default.
+The server writes ``url`` and ``token`` into that file on start, so a CLI with the same
+``ORCH_HOME`` finds it with no other step.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import InvalidInput
+
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Callable[[Path], Any]
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"ORCH_{self.name.upper()}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("url", lambda h: "", str, "Where the CLI reaches the server (written by `orch server`)."),
+    Setting(
+        "token",
+        lambda h: "",
+        str,
+        "The workspace API token the CLI sends (written on first start).",
+    ),
+    Setting(
+        "database_url",
+        lambda h: f"sqlite:///{h / 'orch.db'}",
+        str,
+        "SQLAlchemy URL of the store: the SQLite file in ORCH_HOME, or postgresql://...",
+    ),
+    Setting("host", lambda h: "127.0.0.1", str, "Address `orch server` listens on."),
+    Setting("port", lambda h: 8750, int, "Port `orch server` listens on (0 picks a free one)."),
+    Setting(
+        "build_timeout",
+        lambda h: 1800,
+        _positive_int,
+        "Seconds before a build is stopped and failed.",
+    ),
+    Setting("build_workers", lambda h: 1, _positive_int, "Builds run at the same time."),
+    Setting(
+        "ca_bundle",
+        lambda h: "/etc/ssl/certs/ca-certificates.crt",
+        str,
+        "CA bundle mounted into build steps and sandboxes ('' for none).",
+    ),
+    Setting(
+        "pass_proxy",
+        lambda h: True,
+        lambda s: s.strip().lower() in {"1", "true", "yes", "on"},
+        "Pass the host's HTTP(S)_PROXY/NO_PROXY variables into builds and sandboxes.",
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("ORCH_HOME") or Path.home() / ".orch").expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _BY_NAME:
+            return self.values[name]
+        raise AttributeError(name)
+
+    @property
+    def url(self) -> str:
+        return str(self.values["url"])
+
+    @property
+    def token(self) -> str:
+        return str(self.values["token"])
+
+    @property
+    def database_url(self) -> str:
+        return str(self.values["database_url"])
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    def with_values(self, **changes: Any) -> Config:
+        return Config(self.home, {**self.values, **changes})
+
+
+def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the settings for ORCH_HOME (env > config file > default)."""
+    env = os.environ if environ is None else environ
+    home = (home or Path(env.get("ORCH_HOME") or Path.home() / ".orch")).expanduser().resolve()
+    from_file = read_file(home / CONFIG_FILE)
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw: Any
+        if env.get(s.env):
+            raw, origin = env[s.env], s.env
+        elif s.name in from_file:
+            raw, origin = from_file[s.name], str(home / CONFIG_FILE)
+        else:
+            values[s.name] = s.default(home)
+            continue
+        try:
+            values[s.name] = s.parse(str(raw)) if not isinstance(raw, bool | int) else raw
+        except ValueError:
+            raise InvalidInput(
+                f"Setting {s.name} = {raw!r} (from {origin}) is not valid.", f"Expected: {s.help}"
+            ) from None
+    return Config(home, values)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInput(f"{path} is not valid TOML: {e}.", "Fix or delete the file.") from None
+
+
+def write_file(path: Path, updates: Mapping[str, Any]) -> None:
+    """Merge `updates` into the TOML config file, readable by its owner only (it holds a token)."""
+    data = {**read_file(path), **updates}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in sorted(data.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    escaped = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

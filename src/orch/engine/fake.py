@@ -1,0 +1,89 @@
+"""An in-memory engine for unit and API tests: records what it was asked, builds instantly."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from orch.engine.base import BuildFailed, BuildRequest, ImageInfo, ProcessResult
+
+
+class FakeEngine:
+    """Builds succeed unless a RUN step contains `exit 1`; `gate` lets a test hold a build."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.images_by_tag: dict[str, ImageInfo] = {}
+        self.builds: list[BuildRequest] = []
+        self.runs: list[tuple[str, tuple[str, ...]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def add_image(self, tag: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
+        info = ImageInfo(
+            id=hashlib.sha256(tag.encode()).hexdigest(),
+            size=1000,
+            labels=dict(labels or {}),
+            tags=(tag,),
+        )
+        self.images_by_tag[tag] = info
+        return info
+
+    def build(
+        self,
+        request: BuildRequest,
+        on_output: Callable[[str], None],
+        on_start: Callable[[int], None] | None = None,
+    ) -> ImageInfo:
+        self.builds.append(request)
+        if on_start:
+            on_start(0)
+        steps = [ln for ln in request.containerfile.splitlines() if ln.strip()]
+        for i, step in enumerate(steps, 1):
+            on_output(f"STEP {i}/{len(steps)}: {step}")
+            self.gate.wait(timeout=30)
+            if step.startswith("RUN") and "exit 1" in step:
+                on_output("error: step failed")
+                raise BuildFailed(
+                    "podman build failed.",
+                    "See the build log.",
+                    exit_code=1,
+                    tail=["error: step failed"],
+                )
+        digest = hashlib.sha256(request.containerfile.encode()).hexdigest()
+        info = ImageInfo(id=digest, size=1000, labels=dict(request.labels), tags=(request.tag,))
+        self.images_by_tag[request.tag] = info
+        on_output(f"COMMIT {request.tag}")
+        return info
+
+    def import_rootfs(
+        self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str]
+    ) -> ImageInfo:
+        return self.add_image(tag, labels)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        return self.images_by_tag.get(ref)
+
+    def images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        return [
+            i for i in self.images_by_tag.values() if all(i.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def remove_image(self, ref: str) -> None:
+        self.images_by_tag.pop(ref, None)
+
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        labels: Mapping[str, str],
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+        timeout: float = 120,
+    ) -> ProcessResult:
+        self.runs.append((image, tuple(argv)))
+        return ProcessResult(0, "", "")

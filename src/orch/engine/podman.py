@@ -1,0 +1,189 @@
+"""The Podman engine: the `podman` command line, driven with subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orch.engine.base import BuildFailed, BuildRequest, ImageInfo, ProcessResult
+from orch.errors import EngineError
+
+_FIX = "Run scripts/setup to install and configure Podman, then try again."
+
+
+class PodmanEngine:
+    name = "podman"
+
+    def __init__(self, binary: str = "podman") -> None:
+        self.binary = binary
+
+    def _cmd(self, *args: str, timeout: float = 120, check: bool = True) -> ProcessResult:
+        try:
+            proc = subprocess.run(
+                [self.binary, *args], capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except FileNotFoundError:
+            raise EngineError("Podman is not installed.", _FIX) from None
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"podman {args[0]} did not finish in {timeout:.0f} s.", _FIX) from None
+        if check and proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise EngineError(f"podman {args[0]} failed: {' '.join(tail)}", _FIX)
+        return ProcessResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def build(
+        self,
+        request: BuildRequest,
+        on_output: Callable[[str], None],
+        on_start: Callable[[int], None] | None = None,
+    ) -> ImageInfo:
+        with tempfile.TemporaryDirectory(prefix="orch-build-") as tmp:
+            context = request.context or Path(tmp) / "context"
+            context.mkdir(exist_ok=True)
+            containerfile = Path(tmp) / "Containerfile"
+            containerfile.write_text(request.containerfile)
+            args = [self.binary, "build", "--layers", "--pull=never", "--force-rm"]
+            args += ["-f", str(containerfile), "-t", request.tag]
+            if request.no_cache:
+                args.append("--no-cache")
+            for k, v in sorted(request.labels.items()):
+                args += ["--label", f"{k}={v}"]
+            for host, inside in sorted(request.mounts.items()):
+                args += ["-v", f"{host}:{inside}:ro"]
+            for k, v in sorted(request.build_args.items()):
+                args += ["--build-arg", f"{k}={v}"]
+            args.append(str(context))
+            code, tail = self._stream(args, on_output, on_start, request.timeout)
+        if code == -signal.SIGKILL and request.timeout is not None:
+            raise BuildFailed(
+                f"The build was stopped after {request.timeout:.0f} s.",
+                "Make the Dockerfile's steps faster, or raise ORCH_BUILD_TIMEOUT.",
+                tail=tail,
+            )
+        if code != 0:
+            raise BuildFailed("podman build failed.", "See the build log.", exit_code=code, tail=tail)
+        info = self.inspect_image(request.tag)
+        if info is None:
+            raise EngineError(f"podman build finished but {request.tag} is missing.", _FIX)
+        return info
+
+    def _stream(
+        self,
+        args: list[str],
+        on_output: Callable[[str], None],
+        on_start: Callable[[int], None] | None,
+        timeout: float | None,
+    ) -> tuple[int, list[str]]:
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                start_new_session=True,  # so a timeout can stop podman and its children together
+            )
+        except FileNotFoundError:
+            raise EngineError("Podman is not installed.", _FIX) from None
+        if on_start:
+            on_start(proc.pid)
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, _kill_group, (proc.pid,))
+            timer.daemon = True
+            timer.start()
+        tail: list[str] = []
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail = [*tail[-39:], line]
+                on_output(line)
+            code = proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            if proc.poll() is None:
+                _kill_group(proc.pid)
+                proc.wait()
+        return code, tail
+
+    def import_rootfs(
+        self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str]
+    ) -> ImageInfo:
+        args = ["import"]
+        for change in [*changes, *(f"LABEL {k}={v}" for k, v in sorted(labels.items()))]:
+            args += ["--change", change]
+        self._cmd(*args, str(tarball), tag, timeout=600)
+        info = self.inspect_image(tag)
+        if info is None:
+            raise EngineError(f"podman import finished but {tag} is missing.", _FIX)
+        return info
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        res = self._cmd("image", "inspect", ref, check=False)
+        if res.exit_code != 0:
+            return None
+        return _image_info(json.loads(res.stdout)[0])
+
+    def images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        args = ["images", "--format", "json"]
+        for k, v in labels.items():
+            args += ["--filter", f"label={k}={v}"]
+        data = json.loads(self._cmd(*args).stdout or "[]")
+        return [
+            ImageInfo(
+                id=d["Id"],
+                size=int(d.get("Size", 0)),
+                labels=d.get("Labels") or {},
+                tags=tuple(d.get("Names") or ()),
+            )
+            for d in data
+        ]
+
+    def remove_image(self, ref: str) -> None:
+        res = self._cmd("rmi", ref, check=False)
+        # Gone already, or still used by a container or a child image: not the caller's error.
+        harmless = ("image not known", "image is in use", "has dependent children")
+        if res.exit_code != 0 and not any(h in res.stderr for h in harmless):
+            raise EngineError(f"podman rmi {ref} failed: {res.stderr.strip()}", _FIX)
+
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        labels: Mapping[str, str],
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+        timeout: float = 120,
+    ) -> ProcessResult:
+        args = ["run", "--rm", "--pull=never", "--cap-drop=all", "--security-opt=no-new-privileges"]
+        if not network:
+            args.append("--network=none")
+        for k, v in sorted(labels.items()):
+            args += ["--label", f"{k}={v}"]
+        for k, v in sorted((env or {}).items()):
+            args += ["--env", f"{k}={v}"]
+        return self._cmd(*args, image, *argv, timeout=timeout, check=False)
+
+
+def _image_info(d: dict[str, Any]) -> ImageInfo:
+    labels = (d.get("Config") or {}).get("Labels") or d.get("Labels") or {}
+    return ImageInfo(
+        id=d["Id"], size=int(d.get("Size", 0)), labels=labels, tags=tuple(d.get("RepoTags") or ())
+    )
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,100 @@
+"""The one exception tree of orch.
+
+    OrchError                  message + fix; exit code 1, HTTP 500 unless a subclass says otherwise
+    ├── InvalidInput           bad usage or input: exit 2, HTTP 400
+    │   ├── InvalidDockerfile  carries the validator's findings (HTTP 422)
+    │   ├── NotFound           an id or name that does not exist: exit 2, HTTP 404
+    │   └── Conflict           the request clashes with the current state: exit 2, HTTP 409
+    ├── Unauthorized           missing or wrong token: exit 2, HTTP 401
+    ├── EngineError            the container engine failed: exit 1, HTTP 502
+    └── ServerUnreachable      the CLI cannot reach the server: exit 1
+
+Lower layers raise these; `cli/` turns them into exit codes and `server/` into HTTP answers,
+each in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchError(Exception):
+    """An error with a plain message and a fix that a user can act on."""
+
+    exit_code = 1
+    http_status = 500
+    code = "error"
+
+    def __init__(self, message: str, fix: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.fix}".strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "fix": self.fix, **self.details}
+
+
+class InvalidInput(OrchError):
+    exit_code = 2
+    http_status = 400
+    code = "invalid_input"
+
+
+class InvalidDockerfile(InvalidInput):
+    http_status = 422
+    code = "invalid_dockerfile"
+
+
+class NotFound(InvalidInput):
+    http_status = 404
+    code = "not_found"
+
+
+class Conflict(InvalidInput):
+    http_status = 409
+    code = "conflict"
+
+
+class Unauthorized(OrchError):
+    exit_code = 2
+    http_status = 401
+    code = "unauthorized"
+
+
+class EngineError(OrchError):
+    http_status = 502
+    code = "engine_error"
+
+
+class ServerUnreachable(OrchError):
+    code = "server_unreachable"
+
+
+_BY_CODE: dict[str, type[OrchError]] = {
+    cls.code: cls
+    for cls in (
+        OrchError,
+        InvalidInput,
+        InvalidDockerfile,
+        NotFound,
+        Conflict,
+        Unauthorized,
+        EngineError,
+        ServerUnreachable,
+    )
+}
+
+
+def from_dict(data: dict[str, Any]) -> OrchError:
+    """Rebuild an error sent by the server (the inverse of `OrchError.to_dict`)."""
+    cls = _BY_CODE.get(str(data.get("error")), OrchError)
+    details = {k: v for k, v in data.items() if k not in {"error", "message", "fix"}}
+    return cls(
+        str(data.get("message", "The server reported an error.")),
+        str(data.get("fix", "")),
+        **details,
+    )

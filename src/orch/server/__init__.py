@@ -1,0 +1,1 @@
+"""The control plane: FastAPI app, routes, and the background workers it starts."""

@@ -1,0 +1,114 @@
+"""/v1/environments and the workspace's default environment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.services import environments as envs
+from orch.services.views import (
+    CreatedEnvironment,
+    DefaultView,
+    EnvironmentView,
+    FindingView,
+    ValidationView,
+)
+
+router = APIRouter(prefix="/v1", tags=["environments"])
+
+MAX_DOCKERFILE = 256 * 1024
+
+
+class CreateEnvironment(BaseModel):
+    name: str = Field(max_length=200, description="Lower-case name, unique in the workspace.")
+    dockerfile: str = Field(max_length=MAX_DOCKERFILE, description="The Dockerfile's text.")
+    no_cache: bool = Field(False, description="Build even when a cached image matches.")
+
+
+class DockerfileText(BaseModel):
+    dockerfile: str = Field(max_length=MAX_DOCKERFILE)
+
+
+class BuildRequestBody(BaseModel):
+    no_cache: bool = False
+
+
+class SetDefault(BaseModel):
+    environment: str = Field(max_length=200, description="An environment id or name.")
+
+
+class LogChunk(BaseModel):
+    text: str
+    offset: int
+    status: str
+
+
+@router.get("/environments", response_model=list[EnvironmentView])
+def list_environments(platform: PlatformDep, ws: WorkspaceDep) -> list[EnvironmentView]:
+    """Base, predefined and this workspace's custom environments."""
+    return envs.list_environments(platform, ws)
+
+
+@router.post("/environments", response_model=CreatedEnvironment, status_code=201)
+def create_environment(
+    body: CreateEnvironment, platform: PlatformDep, ws: WorkspaceDep, response: Response
+) -> CreatedEnvironment:
+    """Validate a Dockerfile, then reuse a cached image at once or queue a build."""
+    created = envs.create(platform, ws, body.name, body.dockerfile, body.no_cache)
+    response.headers["Location"] = f"/v1/environments/{created.id}"
+    return created
+
+
+@router.post("/environments/validate", response_model=ValidationView)
+def validate_dockerfile(body: DockerfileText, ws: WorkspaceDep) -> ValidationView:
+    """Findings for a Dockerfile, without building it."""
+    v = envs.validate(body.dockerfile)
+    return ValidationView(ok=v.ok, findings=[FindingView.model_validate(f.to_dict()) for f in v.findings])
+
+
+@router.get("/environments/{ref}", response_model=EnvironmentView)
+def get_environment(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> EnvironmentView:
+    """One environment, by id or name, with its current build."""
+    return envs.show(platform, ws, ref)
+
+
+@router.get("/environments/{ref}/logs", response_model=LogChunk)
+def get_build_log(
+    ref: str, platform: PlatformDep, ws: WorkspaceDep, offset: int = Query(0, ge=0)
+) -> LogChunk:
+    """The current build's log from byte `offset`; poll with the returned offset to follow."""
+    text, next_offset, status = envs.read_log(platform, ws, ref, offset)
+    return LogChunk(text=text, offset=next_offset, status=status)
+
+
+@router.post("/environments/{ref}/build", response_model=EnvironmentView, status_code=202)
+def build_environment(
+    ref: str, platform: PlatformDep, ws: WorkspaceDep, body: BuildRequestBody | None = None
+) -> EnvironmentView:
+    """Build now: a predefined environment ahead of first use, or a custom one again."""
+    return envs.build(platform, ws, ref, no_cache=bool(body and body.no_cache))
+
+
+@router.delete("/environments/{ref}", response_model=EnvironmentView)
+def delete_environment(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> EnvironmentView:
+    """Delete a custom environment that nothing uses."""
+    return envs.delete(platform, ws, ref)
+
+
+@router.get("/workspace/default-environment", response_model=DefaultView)
+def get_default(platform: PlatformDep, ws: WorkspaceDep) -> DefaultView:
+    return DefaultView(default=envs.get_default(platform, ws))
+
+
+@router.put("/workspace/default-environment", response_model=DefaultView)
+def set_default(body: SetDefault, platform: PlatformDep, ws: WorkspaceDep) -> DefaultView:
+    """Make an environment the workspace default (used on the next run of agents that have no
+    Dockerfile and no pinned environment)."""
+    return DefaultView(default=envs.set_default(platform, ws, body.environment))
+
+
+@router.delete("/workspace/default-environment", response_model=DefaultView)
+def clear_default(platform: PlatformDep, ws: WorkspaceDep) -> DefaultView:
+    """Clear the workspace default; returns the environment that was the default."""
+    return DefaultView(default=envs.clear_default(platform, ws))

@@ -1,0 +1,87 @@
+"""The app factory: routes, error handling, and the workers' lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orch import __version__
+from orch.errors import OrchError
+from orch.server.api import environments
+from orch.services import environments as envs
+from orch.services.builds import BuildWorkers
+from orch.services.platform import Platform
+
+
+def create_app(platform: Platform, workers: bool = True) -> FastAPI:
+    """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
+    build_workers = BuildWorkers(platform, count=int(platform.config.build_workers))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if workers:
+            build_workers.start()
+        try:
+            yield
+        finally:
+            if workers:
+                build_workers.stop()
+
+    platform.store.migrate()
+    envs.seed_builtins(platform)
+    app = FastAPI(
+        title="orch",
+        version=__version__,
+        description="Run AI agents in isolated sandboxes. Every call needs a workspace token "
+        "(`Authorization: Bearer ...`).",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.include_router(environments.router)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(OrchError)
+    async def orch_error(_request: Request, exc: OrchError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+        message = f"{where}: {first.get('msg', 'invalid value')}."
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "message": f"The request is not valid: {message}",
+                "fix": "See the API reference at /docs for the expected fields.",
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": "http_error", "message": str(exc.detail), "fix": "See /docs."},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(Exception)
+    async def crash(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": "internal",
+                "message": f"The server failed: {type(exc).__name__}.",
+                "fix": "See the server's log; this is a bug worth reporting.",
+            },
+            status_code=500,
+        )
+
+    return app

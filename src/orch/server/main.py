@@ -1,0 +1,53 @@
+"""`orch server`: bind, bootstrap the CLI's config, and serve."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+
+from orch import config as config_mod
+from orch.config import Config
+from orch.engine import PodmanEngine
+from orch.errors import InvalidInput
+from orch.server.app import create_app
+from orch.services import workspaces
+from orch.services.platform import Platform
+from orch.store import Store
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InvalidInput(
+            f"Cannot listen on {host}:{port}: {e.strerror}.",
+            "Stop what uses that port, or pass --port (0 picks a free one).",
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(cfg: Config, on_ready: object = None) -> None:
+    """Run the control plane until interrupted."""
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
+    app = create_app(platform)
+    sock = bind(str(cfg.host), int(cfg.port))
+    host, port = sock.getsockname()[:2]
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{port}"
+    updates: dict[str, object] = {"url": url}
+    token = workspaces.bootstrap(platform, config_mod.load(cfg.home).token)
+    if token:
+        updates["token"] = token
+    config_mod.write_file(cfg.config_path, updates)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on")).run(sockets=[sock])

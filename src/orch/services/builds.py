@@ -1,0 +1,237 @@
+"""Build jobs: claim a queued build from the store, run it on the engine, record the outcome.
+
+The queue is the `builds` table, so a restart loses nothing; `recover` settles builds that a
+stopped server left in "building".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select, update
+
+from orch import dockerfile
+from orch.builder import base_images
+from orch.builder.cache import cache_key, parse_step
+from orch.builder.host import ca_mounts, proxy_env
+from orch.engine.base import BuildFailed, BuildRequest
+from orch.errors import OrchError
+from orch.models import BuildStatus
+from orch.services.platform import Platform
+from orch.store.schema import BuildRow, EnvironmentRow, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, then failed
+TAIL_LINES = 20
+
+
+def claim(platform: Platform) -> str | None:
+    """Move the oldest queued build to "building" and return its id (None: queue empty).
+    The conditional UPDATE makes the claim safe when several workers race for one build."""
+    with platform.store.session() as s:
+        candidates = s.scalars(
+            select(BuildRow.id)
+            .where(BuildRow.status == BuildStatus.QUEUED.value)
+            .order_by(BuildRow.queued_at)
+            .limit(5)
+        ).all()
+        for build_id in candidates:
+            claimed = s.execute(
+                update(BuildRow)
+                .where(BuildRow.id == build_id, BuildRow.status == BuildStatus.QUEUED.value)
+                .values(
+                    status=BuildStatus.BUILDING.value,
+                    started_at=utcnow(),
+                    attempts=BuildRow.attempts + 1,
+                )
+            )
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                return build_id
+    return None
+
+
+def recover(platform: Platform) -> list[str]:
+    """At start: end podman builds a stopped server left running, and re-queue (or fail) them."""
+    settled = []
+    with platform.store.session() as s:
+        for b in s.scalars(select(BuildRow).where(BuildRow.status == BuildStatus.BUILDING.value)):
+            if b.worker_pid:
+                _stop_orphan(b.worker_pid)
+            note = "The server stopped during this build"
+            if b.attempts < MAX_ATTEMPTS:
+                b.status, b.step, b.step_text, b.worker_pid = BuildStatus.QUEUED.value, 0, "", None
+                _append(platform, b.id, f"\n{note}; it was queued again.\n")
+            else:
+                b.status, b.finished_at = BuildStatus.FAILED.value, utcnow()
+                b.error = f"{note} {b.attempts} times; it was not tried again."
+                _append(platform, b.id, f"\n{b.error}\n")
+            settled.append(b.id)
+    return settled
+
+
+def _stop_orphan(pid: int) -> None:
+    """Kill the process group of a podman build we started, if it is still that build."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if len(cmdline) > 1 and cmdline[0].endswith(b"podman") and cmdline[1] == b"build":
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _append(platform: Platform, build_id: str, text: str) -> None:
+    with (platform.build_logs / f"{build_id}.log").open("a") as f:
+        f.write(text)
+
+
+def run(platform: Platform, build_id: str) -> None:
+    """Run one claimed build to its end; every outcome is recorded, none raises."""
+    with platform.store.session() as s:
+        b = s.get(BuildRow, build_id)
+        env = s.get(EnvironmentRow, b.environment_id) if b else None
+        if b is None or env is None:  # deleted while queued
+            if b is not None:
+                b.status, b.error, b.finished_at = BuildStatus.FAILED.value, "deleted", utcnow()
+            return
+        text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
+    with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
+        tail: list[str] = []
+
+        def out(line: str) -> None:
+            logf.write(line + "\n")
+            tail[:] = [*tail[-(TAIL_LINES - 1) :], line]
+            step = parse_step(line)
+            if step:
+                _progress(platform, build_id, *step)
+
+        try:
+            _build(platform, build_id, env_id, text, no_cache, out, logf)
+        except BuildFailed as e:
+            _fail(platform, build_id, e, e.details.get("tail") or tail)
+        except OrchError as e:
+            out(f"error: {e}")
+            _fail(platform, build_id, e, tail)
+        except Exception as e:  # a bug must fail the build, not kill the worker
+            log.exception("build %s crashed", build_id)
+            out(f"internal error: {e!r}")
+            _fail(platform, build_id, OrchError(f"Internal error: {e!r}"), tail)
+
+
+def _build(
+    platform: Platform,
+    build_id: str,
+    env_id: str,
+    text: str,
+    no_cache: bool,
+    out: Callable[[str], None],
+    logf: IO[str],
+) -> None:
+    validation = dockerfile.validate(text)
+    if not validation.ok:
+        raise OrchError("The Dockerfile no longer validates.", "Create the environment again.")
+    bases = base_images.ensure(platform.engine, platform.config, out, ["code-interpreter"])
+    base = bases["code-interpreter"]
+    key = cache_key(dockerfile.normalised(validation.instructions), base.id)
+    containerfile = dockerfile.render_containerfile(
+        validation.instructions, base_images.image_tag("code-interpreter")
+    )
+    tag = f"localhost/orch-env/{platform.instance}:{key[:20]}"
+    with platform.store.session() as s:
+        b = s.get(BuildRow, build_id)
+        assert b is not None
+        b.cache_key, b.containerfile = key, containerfile
+    request = BuildRequest(
+        containerfile=containerfile,
+        tag=tag,
+        labels={**platform.labels, "org.orch.kind": "environment", "org.orch.cache-key": key},
+        mounts=ca_mounts(platform.config),
+        build_args=proxy_env(platform.config),
+        no_cache=no_cache,
+        timeout=float(platform.config.build_timeout),
+    )
+    info = platform.engine.build(request, out, lambda pid: _set_pid(platform, build_id, pid))
+    with platform.store.session() as s:
+        b = s.get(BuildRow, build_id)
+        env = s.get(EnvironmentRow, env_id)
+        assert b is not None
+        b.status, b.image, b.size_bytes = BuildStatus.READY.value, tag, info.size
+        b.finished_at, b.worker_pid, b.step = utcnow(), None, b.total_steps
+        if env is not None and env.build_id == build_id:
+            env.image = tag
+
+
+def _set_pid(platform: Platform, build_id: str, pid: int) -> None:
+    with platform.store.session() as s:
+        s.execute(update(BuildRow).where(BuildRow.id == build_id).values(worker_pid=pid))
+
+
+def _progress(platform: Platform, build_id: str, step: int, total: int, text: str) -> None:
+    with platform.store.session() as s:
+        s.execute(
+            update(BuildRow)
+            .where(BuildRow.id == build_id)
+            .values(step=step, total_steps=total, step_text=text[:500])
+        )
+
+
+def _fail(platform: Platform, build_id: str, error: OrchError, tail: list[str]) -> None:
+    with platform.store.session() as s:
+        b = s.get(BuildRow, build_id)
+        if b is None:
+            return
+        failed_step = f"step {b.step}/{b.total_steps}: {b.step_text}" if b.step else None
+        if isinstance(error, BuildFailed) and failed_step:
+            code = error.details.get("exit_code")
+            why = f" (exit code {code})" if code not in (None, -9) else f": {error.message}"
+            b.error = f"{failed_step.capitalize()} failed{why}"
+        else:
+            b.error = error.message
+        b.failed_step = failed_step
+        b.log_tail = "\n".join(tail[-TAIL_LINES:])
+        b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
+
+
+class BuildWorkers:
+    """Background threads that drain the build queue until stopped."""
+
+    def __init__(self, platform: Platform, count: int = 1, poll: float = 1.0) -> None:
+        self.platform = platform
+        self.count = count
+        self.poll = poll
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        recover(self.platform)
+        for i in range(self.count):
+            t = threading.Thread(target=self._loop, name=f"orch-build-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                build_id = claim(self.platform)
+            except Exception:
+                log.exception("claiming a build failed")
+                build_id = None
+            if build_id is None:
+                self.platform.wake_builds.wait(self.poll)
+                self.platform.wake_builds.clear()
+                continue
+            run(self.platform, build_id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.platform.wake_builds.set()
+        for t in self._threads:
+            t.join(timeout)

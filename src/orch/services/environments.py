@@ -1,0 +1,377 @@
+"""Environment use cases: list, show, create, build, delete, and the workspace default."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orch import dockerfile
+from orch.builder import base_images
+from orch.builder.cache import cache_key, dockerfile_hash
+from orch.builder.predefined import BASE_ENVIRONMENTS, PREDEFINED
+from orch.errors import Conflict, InvalidDockerfile, InvalidInput, NotFound
+from orch.models import BuildStatus, EnvKind, EnvStatus, check_name, new_id
+from orch.services import usage
+from orch.services.platform import Platform
+from orch.services.views import BuildView, CreatedEnvironment, EnvironmentView, FindingView
+from orch.store.schema import BuildRow, EnvironmentRow, WorkspaceRow, utcnow
+
+SHARED = "*"  # the scope of base and predefined environments
+
+
+# ---- seeding --------------------------------------------------------------------------------
+
+
+def seed_builtins(platform: Platform) -> None:
+    """Make the base and predefined environments exist, with the Dockerfiles this version ships."""
+    with platform.store.session() as s:
+        existing = {
+            e.name: e for e in s.scalars(select(EnvironmentRow).where(EnvironmentRow.scope == SHARED))
+        }
+        for name, (_recipe, description) in BASE_ENVIRONMENTS.items():
+            if name not in existing:
+                s.add(_builtin_row(name, EnvKind.BASE, description, None))
+        for p in PREDEFINED:
+            row = existing.get(p.name)
+            if row is None:
+                s.add(_builtin_row(p.name, EnvKind.PREDEFINED, p.description, p.dockerfile))
+            elif row.dockerfile != p.dockerfile:
+                row.dockerfile, row.description = p.dockerfile, p.description
+
+
+def _builtin_row(name: str, kind: EnvKind, description: str, text: str | None) -> EnvironmentRow:
+    # Stable, readable ids for what every platform has: env_python, env_python_ml, ...
+    return EnvironmentRow(
+        id="env_" + name.replace("-", "_"),
+        scope=SHARED,
+        name=name,
+        kind=kind.value,
+        dockerfile=text,
+        description=description,
+    )
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def _visible(ws: WorkspaceRow) -> ColumnElement[bool]:
+    return or_(EnvironmentRow.scope == SHARED, EnvironmentRow.scope == ws.id)
+
+
+def resolve(s: Session, ws: WorkspaceRow, ref: str) -> EnvironmentRow:
+    """The environment called `ref` (an id or a name) in this workspace, or NotFound."""
+    column = EnvironmentRow.id if ref.startswith("env_") else EnvironmentRow.name
+    row = s.scalar(select(EnvironmentRow).where(_visible(ws), column == ref))
+    if row is None:
+        raise NotFound(
+            f"No environment {ref!r} in this workspace.",
+            "Run `orch env list` to see the ids and names you can use.",
+        )
+    return row
+
+
+def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) -> EnvironmentView:
+    build = s.get(BuildRow, env.build_id) if env.build_id else None
+    status, image = _status(platform, env, build)
+    return EnvironmentView(
+        id=env.id,
+        name=env.name,
+        kind=env.kind,
+        status=status.value,
+        default=ws.default_environment_id == env.id,
+        description=env.description,
+        image=image,
+        cache=build.cache if build else None,
+        cache_reason=build.cache_reason if build else None,
+        build_id=build.id if build else None,
+        error=build.error if build else None,
+        created_at=env.created_at,
+        build=_build_view(build) if build else None,
+        dockerfile=env.dockerfile,
+    )
+
+
+def _status(platform: Platform, env: EnvironmentRow, build: BuildRow | None) -> tuple[EnvStatus, str | None]:
+    if env.kind == EnvKind.BASE:
+        tag = base_images.image_tag(BASE_ENVIRONMENTS[env.name][0])
+        exists = platform.engine.inspect_image(tag) is not None
+        return (EnvStatus.READY if exists else EnvStatus.NOT_BUILT), tag
+    if build is None:
+        return EnvStatus.NOT_BUILT, None
+    return EnvStatus(build.status), env.image
+
+
+def _build_view(b: BuildRow) -> BuildView:
+    duration = (b.finished_at - b.started_at).total_seconds() if b.started_at and b.finished_at else None
+    return BuildView.model_validate({**_columns(b), "duration": duration})
+
+
+def _columns(row: object) -> dict[str, object]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}  # type: ignore[attr-defined]
+
+
+def list_environments(platform: Platform, ws_id: str) -> list[EnvironmentView]:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        rows = s.scalars(select(EnvironmentRow).where(_visible(ws))).all()
+        order = {EnvKind.BASE: 0, EnvKind.PREDEFINED: 1, EnvKind.CUSTOM: 2}
+        rows = sorted(rows, key=lambda e: (order[EnvKind(e.kind)], e.created_at, e.name))
+        return [view(platform, s, ws, e) for e in rows]
+
+
+def show(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        return view(platform, s, ws, resolve(s, ws, ref))
+
+
+def _workspace(s: Session, ws_id: str) -> WorkspaceRow:
+    ws = s.get(WorkspaceRow, ws_id)
+    if ws is None:
+        raise NotFound(f"Workspace {ws_id} no longer exists.", "Log in to another workspace.")
+    return ws
+
+
+# ---- validating and creating ----------------------------------------------------------------
+
+
+def validate(text: str) -> dockerfile.Validation:
+    return dockerfile.validate(text)
+
+
+def _findings(v: dockerfile.Validation, severity: str | None = None) -> list[FindingView]:
+    return [
+        FindingView.model_validate(f.to_dict())
+        for f in v.findings
+        if severity is None or f.severity.value == severity
+    ]
+
+
+def create(
+    platform: Platform, ws_id: str, name: str, text: str, no_cache: bool = False
+) -> CreatedEnvironment:
+    """Validate, then reuse a cached image at once or queue a build."""
+    check_name(name)
+    validation = dockerfile.validate(text)
+    if not validation.ok:
+        errors = [f for f in validation.findings if f.severity == dockerfile.Severity.ERROR]
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidDockerfile(
+            f"The Dockerfile is not valid: line {first.line} {first.instruction}: {first.message}{more}",
+            first.fix,
+            findings=[f.to_dict() for f in validation.findings],
+        )
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        _check_free(s, ws, name)
+        env = EnvironmentRow(
+            id=new_id("env"), scope=ws.id, name=name, kind=EnvKind.CUSTOM.value, dockerfile=text
+        )
+        s.add(env)
+        build = queue_build(platform, s, env, validation, no_cache=no_cache)
+        try:
+            s.flush()
+        except IntegrityError:
+            raise _name_taken(name) from None
+        result = view(platform, s, ws, env)
+        ready = build.status == BuildStatus.READY
+    if not ready:
+        platform.wake_builds.set()
+    return CreatedEnvironment.model_validate(
+        {**result.model_dump(), "warnings": _findings(validation, "warning")}
+    )
+
+
+def _check_free(s: Session, ws: WorkspaceRow, name: str) -> None:
+    if s.scalar(select(EnvironmentRow.id).where(_visible(ws), EnvironmentRow.name == name)):
+        raise _name_taken(name)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(
+        f"An environment named {name!r} already exists in this workspace.",
+        "Choose another name, or delete the existing one first (`orch env delete`).",
+    )
+
+
+def queue_build(
+    platform: Platform,
+    s: Session,
+    env: EnvironmentRow,
+    validation: dockerfile.Validation,
+    no_cache: bool = False,
+) -> BuildRow:
+    """Record a build for `env`: ready at once on a cache hit, else queued for a worker."""
+    normalised = dockerfile.normalised(validation.instructions)
+    base = platform.engine.inspect_image(base_images.image_tag("code-interpreter"))
+    key = cache_key(normalised, base.id if base else "")
+    build = BuildRow(
+        id=new_id("bld"),
+        environment_id=env.id,
+        status=BuildStatus.QUEUED.value,
+        cache_key=key,
+        dockerfile_hash=dockerfile_hash(normalised),
+        containerfile="",  # rendered by the worker, once the base image is known to exist
+        no_cache=no_cache,
+    )
+    hit = None if no_cache or base is None else _cached(platform, s, key)
+    if hit is not None:
+        source = s.get(EnvironmentRow, hit.environment_id)
+        same_ws = source is not None and source.scope in (env.scope, SHARED)
+        like = f" as {source.name}, {source.id}" if same_ws and source else " as an earlier build"
+        build.status, build.cache, build.image = BuildStatus.READY.value, "hit", hit.image
+        build.cache_reason = f"same Dockerfile{like}"
+        build.size_bytes = hit.size_bytes
+        build.started_at = build.finished_at = build.queued_at = utcnow()
+        env.image = hit.image
+    else:
+        build.cache_reason = _miss_reason(s, build, no_cache, base is None)
+    s.add(build)
+    env.build_id = build.id
+    return build
+
+
+def _cached(platform: Platform, s: Session, key: str) -> BuildRow | None:
+    candidates = s.scalars(
+        select(BuildRow)
+        .where(BuildRow.cache_key == key, BuildRow.status == BuildStatus.READY.value)
+        .order_by(BuildRow.finished_at.desc())
+    )
+    for b in candidates:
+        if b.image and platform.engine.inspect_image(b.image) is not None:
+            return b
+    return None
+
+
+def _miss_reason(s: Session, build: BuildRow, no_cache: bool, base_missing: bool) -> str:
+    if no_cache:
+        return "--no-cache was given"
+    if base_missing:
+        return "the base image is not built yet"
+    earlier = s.scalar(
+        select(BuildRow).where(
+            BuildRow.status == BuildStatus.READY.value,
+            BuildRow.dockerfile_hash == build.dockerfile_hash,
+        )
+    )
+    if earlier is None:
+        return "new Dockerfile"
+    if earlier.cache_key == build.cache_key:
+        return "the cached image was removed"
+    return "the base image changed since the last build of this Dockerfile"
+
+
+def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> EnvironmentView:
+    """Build (or rebuild) an environment now: predefined ones ahead of first use, custom ones
+    again, e.g. with --no-cache."""
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        env = resolve(s, ws, ref)
+        if env.kind == EnvKind.BASE:
+            raise InvalidInput(
+                f"{env.name} is a base environment; its image is built by the platform.",
+                "Run `orch admin build-images` on the server's machine instead.",
+            )
+        current = s.get(BuildRow, env.build_id) if env.build_id else None
+        if current is not None and not BuildStatus(current.status).final:
+            if no_cache:
+                raise Conflict(
+                    f"{env.name} is already being built ({current.id}).",
+                    "Wait for it to end (`orch env status --follow`), then build again.",
+                )
+        else:
+            queue_build(platform, s, env, dockerfile.validate(env.dockerfile or ""), no_cache)
+        result = view(platform, s, ws, env)
+    platform.wake_builds.set()
+    return result
+
+
+def ensure_built(platform: Platform, s: Session, env: EnvironmentRow) -> None:
+    """First use of a predefined environment: queue its build if it never had one."""
+    if env.kind == EnvKind.PREDEFINED and env.build_id is None:
+        queue_build(platform, s, env, dockerfile.validate(env.dockerfile or ""))
+        platform.wake_builds.set()
+
+
+# ---- deleting and the workspace default -----------------------------------------------------
+
+
+def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        env = resolve(s, ws, ref)
+        if env.kind != EnvKind.CUSTOM:
+            raise InvalidInput(
+                f"{env.name} is a {env.kind} environment and can't be deleted.",
+                "Only custom environments (made with `orch env create`) can be deleted.",
+            )
+        if ws.default_environment_id == env.id:
+            raise Conflict(
+                f"{env.name} is the workspace default environment.",
+                "Run `orch env clear-default` or set another default, then delete again.",
+            )
+        users = usage.users(s, ws.id, env)
+        if users:
+            raise Conflict(
+                f"{env.name} is used by {len(users)} agent{'s' if len(users) > 1 else ''} "
+                f"({', '.join(users)}).",
+                "Publish them without --docker or pin another environment, then delete again.",
+            )
+        result = view(platform, s, ws, env)
+        image = env.image
+        s.delete(env)
+        for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)):
+            s.delete(b)
+        s.flush()
+        still_used = image and s.scalar(select(EnvironmentRow.id).where(EnvironmentRow.image == image))
+    if image and not still_used:
+        info = platform.engine.inspect_image(image)
+        if info is not None and info.labels.get("org.orch.instance") == platform.instance:
+            platform.engine.remove_image(image)
+    return result
+
+
+def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        env = resolve(s, ws, ref)
+        ensure_built(platform, s, env)
+        ws.default_environment_id = env.id
+        s.flush()
+        return view(platform, s, ws, env)
+
+
+def clear_default(platform: Platform, ws_id: str) -> EnvironmentView | None:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        previous = s.get(EnvironmentRow, ws.default_environment_id) if ws.default_environment_id else None
+        ws.default_environment_id = None
+        s.flush()
+        return view(platform, s, ws, previous) if previous else None
+
+
+def get_default(platform: Platform, ws_id: str) -> EnvironmentView | None:
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        env = s.get(EnvironmentRow, ws.default_environment_id) if ws.default_environment_id else None
+        return view(platform, s, ws, env) if env else None
+
+
+def read_log(platform: Platform, ws_id: str, ref: str, offset: int = 0) -> tuple[str, int, str]:
+    """Build log text from byte `offset`: (text, next offset, build status)."""
+    with platform.store.session() as s:
+        ws = _workspace(s, ws_id)
+        env = resolve(s, ws, ref)
+        b = s.get(BuildRow, env.build_id) if env.build_id else None
+    if b is None:
+        return "", 0, EnvStatus.NOT_BUILT.value
+    path = platform.build_logs / f"{b.id}.log"
+    try:
+        with path.open("rb") as f:
+            f.seek(max(offset, 0))
+            data = f.read(1 << 20)
+    except FileNotFoundError:
+        data = b""
+    return data.decode("utf-8", "replace"), max(offset, 0) + len(data), b.status

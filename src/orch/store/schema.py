@@ -1,0 +1,76 @@
+"""Tables. Changing one needs a migration in migrations/versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class WorkspaceRow(Base):
+    __tablename__ = "workspaces"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    default_environment_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EnvironmentRow(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_environment_scope_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The workspace id for custom environments, "*" for the shared base and predefined ones, so
+    # that one unique constraint covers both (NULLs would never clash).
+    scope: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    dockerfile: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str | None] = mapped_column(String(255))
+    build_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BuildRow(Base):
+    __tablename__ = "builds"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    cache: Mapped[str] = mapped_column(String(8), default="miss")
+    cache_reason: Mapped[str] = mapped_column(Text, default="")
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    # The hash of the normalised Dockerfile alone, to tell "base image changed" from "new Dockerfile".
+    dockerfile_hash: Mapped[str] = mapped_column(String(64), index=True)
+    containerfile: Mapped[str] = mapped_column(Text)
+    no_cache: Mapped[bool] = mapped_column(default=False)
+    image: Mapped[str | None] = mapped_column(String(255))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    step_text: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_step: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,212 @@
+"""The environments API, in-process, on the fake engine."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from orch.engine.fake import FakeEngine
+from orch.services.platform import Platform
+from tests.conftest import drain
+
+GOOD = """\
+FROM e2bdev/code-interpreter:latest
+RUN pip install six
+ENV GREETING=hello
+CMD ["python"]
+"""
+
+
+def create(api: TestClient, name: str, text: str = GOOD, **extra: object) -> dict:
+    resp = api.post("/v1/environments", json={"name": name, "dockerfile": text, **extra})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_list_has_base_and_predefined(api: TestClient) -> None:
+    envs = api.get("/v1/environments").json()
+    by_name = {e["name"]: e for e in envs}
+    assert by_name["python"]["kind"] == "base"
+    assert by_name["python"]["status"] == "ready"
+    assert by_name["node"]["kind"] == "base"
+    for name in ("python-ml", "python-ffmpeg", "python-image", "python-scraping"):
+        assert by_name[name]["kind"] == "predefined"
+        assert by_name[name]["status"] == "not-built"
+        assert by_name[name]["id"].startswith("env_")
+    assert not any(e["default"] for e in envs)
+
+
+def test_token_required(api: TestClient) -> None:
+    resp = api.get("/v1/environments", headers={"Authorization": ""})
+    assert resp.status_code == 401
+    assert "token" in resp.json()["message"]
+    resp = api.get("/v1/environments", headers={"Authorization": "Bearer orch_wrong"})
+    assert resp.status_code == 401
+
+
+def test_create_builds_and_reports_warning(api: TestClient, platform: Platform) -> None:
+    data = create(api, "scraper")
+    assert data["status"] == "queued"
+    assert data["cache"] == "miss" and data["cache_reason"] == "new Dockerfile"
+    assert [w["instruction"] for w in data["warnings"]] == ["CMD"]
+    assert drain(platform) == 1
+    env = api.get("/v1/environments/scraper").json()
+    assert env["status"] == "ready"
+    assert env["image"].startswith(f"localhost/orch-env/{platform.instance}:")
+    assert env["build"]["total_steps"] > 0 and env["build"]["step"] == env["build"]["total_steps"]
+    log = api.get(f"/v1/environments/{env['id']}/logs").json()
+    assert "STEP 1/" in log["text"] and log["status"] == "ready"
+    again = api.get(f"/v1/environments/{env['id']}/logs", params={"offset": log["offset"]}).json()
+    assert again["text"] == ""
+
+
+def test_same_dockerfile_is_a_cache_hit(api: TestClient, platform: Platform, fake_engine: FakeEngine) -> None:
+    first = create(api, "one")
+    drain(platform)
+    # Cosmetic differences (case, comments, continuation, ignored CMD) do not change the key.
+    variant = (
+        "# same thing\nfrom e2bdev/code-interpreter:latest\nRUN pip \\\n  install six\nENV GREETING=hello\n"
+    )
+    second = create(api, "two", variant)
+    assert second["status"] == "ready"
+    assert second["cache"] == "hit"
+    assert "one" in second["cache_reason"] and first["id"] in second["cache_reason"]
+    assert drain(platform) == 0
+    assert len(fake_engine.builds) == 1
+    assert second["image"] == api.get("/v1/environments/one").json()["image"]
+
+
+def test_no_cache_forces_a_build(api: TestClient, platform: Platform, fake_engine: FakeEngine) -> None:
+    create(api, "one")
+    drain(platform)
+    data = create(api, "two", no_cache=True)
+    assert data["status"] == "queued" and data["cache_reason"] == "--no-cache was given"
+    assert drain(platform) == 1
+    assert fake_engine.builds[-1].no_cache
+
+
+def test_appended_step_is_a_miss(api: TestClient, platform: Platform) -> None:
+    create(api, "one")
+    drain(platform)
+    data = create(api, "two", GOOD + "RUN pip install requests\n")
+    assert data["cache"] == "miss" and data["cache_reason"] == "new Dockerfile"
+
+
+def test_failed_build_names_step_and_output(api: TestClient, platform: Platform) -> None:
+    create(api, "broken", "FROM e2bdev/code-interpreter:latest\nRUN echo start\nRUN exit 1\n")
+    drain(platform)
+    env = api.get("/v1/environments/broken").json()
+    assert env["status"] == "failed"
+    assert "Step 3/3" in env["error"] and "RUN exit 1" in env["error"]
+    assert "error: step failed" in env["build"]["log_tail"]
+    assert env["build"]["failed_step"].startswith("step 3/3")
+
+
+def test_rejected_dockerfile_creates_nothing(api: TestClient) -> None:
+    before = api.get("/v1/environments").json()
+    resp = api.post(
+        "/v1/environments",
+        json={"name": "bad", "dockerfile": "FROM e2bdev/code-interpreter:latest\nCOPY . /app\n"},
+    )
+    assert resp.status_code == 422
+    body = resp.json()
+    assert "line 2" in body["message"] and "COPY" in body["message"]
+    assert body["fix"]
+    assert body["findings"][0]["line"] == 2
+    assert api.get("/v1/environments").json() == before
+
+
+def test_empty_dockerfile_rejected(api: TestClient) -> None:
+    resp = api.post("/v1/environments", json={"name": "empty", "dockerfile": ""})
+    assert resp.status_code == 422
+    assert api.get("/v1/environments/empty").status_code == 404
+
+
+def test_duplicate_and_invalid_names(api: TestClient) -> None:
+    create(api, "dup")
+    resp = api.post("/v1/environments", json={"name": "dup", "dockerfile": GOOD})
+    assert resp.status_code == 409 and "already exists" in resp.json()["message"]
+    resp = api.post("/v1/environments", json={"name": "python-ml", "dockerfile": GOOD})
+    assert resp.status_code == 409
+    resp = api.post("/v1/environments", json={"name": "Bad Name!", "dockerfile": GOOD})
+    assert resp.status_code == 400 and "not valid" in resp.json()["message"]
+    assert len([e for e in api.get("/v1/environments").json() if e["kind"] == "custom"]) == 1
+
+
+def test_unknown_environment(api: TestClient) -> None:
+    for ref in ("env_nope000000", "nope"):
+        resp = api.get(f"/v1/environments/{ref}")
+        assert resp.status_code == 404
+        assert "orch env list" in resp.json()["fix"]
+    assert api.delete("/v1/environments/nope").status_code == 404
+    assert api.put("/v1/workspace/default-environment", json={"environment": "nope"}).status_code == 404
+
+
+def test_default_and_delete_rules(api: TestClient, platform: Platform) -> None:
+    env = create(api, "mine")
+    drain(platform)
+    resp = api.put("/v1/workspace/default-environment", json={"environment": env["id"]})
+    assert resp.json()["default"]["name"] == "mine"
+    listed = {e["name"]: e["default"] for e in api.get("/v1/environments").json()}
+    assert listed["mine"] is True and listed["python"] is False
+    refused = api.delete("/v1/environments/mine")
+    assert refused.status_code == 409 and "clear-default" in refused.json()["fix"]
+    assert api.get("/v1/environments/mine").status_code == 200
+    cleared = api.delete("/v1/workspace/default-environment").json()
+    assert cleared["default"]["name"] == "mine"
+    assert api.get("/v1/workspace/default-environment").json()["default"] is None
+    assert api.delete("/v1/environments/mine").status_code == 200
+    assert api.get("/v1/environments/mine").status_code == 404
+
+
+def test_predefined_cannot_be_deleted(api: TestClient) -> None:
+    for name in ("python-ml", "python"):
+        resp = api.delete(f"/v1/environments/{name}")
+        assert resp.status_code == 400
+        assert "can't be deleted" in resp.json()["message"]
+
+
+def test_default_predefined_is_built_on_first_use(api: TestClient, platform: Platform) -> None:
+    resp = api.put("/v1/workspace/default-environment", json={"environment": "python-ml"})
+    assert resp.json()["default"]["status"] == "queued"
+    assert drain(platform) == 1
+    assert api.get("/v1/environments/python-ml").json()["status"] == "ready"
+
+
+def test_delete_removes_image_only_when_unused(
+    api: TestClient, platform: Platform, fake_engine: FakeEngine
+) -> None:
+    create(api, "a")
+    drain(platform)
+    b = create(api, "b")
+    image = b["image"]
+    api.delete("/v1/environments/a")
+    assert fake_engine.inspect_image(image) is not None
+    api.delete("/v1/environments/b")
+    assert fake_engine.inspect_image(image) is None
+
+
+def test_workspaces_are_isolated(api: TestClient, platform: Platform) -> None:
+    from orch.services import workspaces
+
+    create(api, "secret")
+    with platform.store.session() as s:
+        _, other = workspaces.create_workspace(s, "other")
+    headers = {"Authorization": f"Bearer {other}"}
+    assert api.get("/v1/environments/secret", headers=headers).status_code == 404
+    names = [e["name"] for e in api.get("/v1/environments", headers=headers).json()]
+    assert "secret" not in names
+    # The same name is free in the other workspace.
+    resp = api.post("/v1/environments", json={"name": "secret", "dockerfile": GOOD}, headers=headers)
+    assert resp.status_code == 201
+
+
+def test_bad_request_body_is_a_plain_message(api: TestClient) -> None:
+    resp = api.post("/v1/environments", json={"name": "x"})
+    assert resp.status_code == 422
+    assert resp.json()["message"].startswith("The request is not valid: dockerfile")
+
+
+def test_openapi_lists_routes(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    assert "/v1/environments" in paths and "/v1/workspace/default-environment" in paths
+    assert api.get("/docs").status_code == 200

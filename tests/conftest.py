@@ -1,0 +1,57 @@
+"""Fixtures shared by every tier: a platform on a temporary ORCH_HOME."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orch import config
+from orch.builder import base_images
+from orch.engine.fake import FakeEngine
+from orch.services import builds, workspaces
+from orch.services import environments as envs
+from orch.services.platform import Platform
+from orch.store import Store
+
+
+def make_platform(home: Path, engine: object, **settings: object) -> Platform:
+    cfg = config.load(home, environ={}).with_values(**settings)
+    store = Store(cfg.database_url)
+    store.migrate()
+    platform = Platform(cfg, store, engine)  # type: ignore[arg-type]
+    envs.seed_builtins(platform)
+    return platform
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    engine = FakeEngine()
+    for r in base_images.RECIPES:
+        engine.add_image(base_images.image_tag(r.name), base_images.labels(r.name))
+    return engine
+
+
+@pytest.fixture
+def platform(tmp_path: Path, fake_engine: FakeEngine) -> Iterator[Platform]:
+    p = make_platform(tmp_path / "home", fake_engine)
+    yield p
+    p.store.dispose()
+
+
+@pytest.fixture
+def workspace(platform: Platform) -> tuple[str, str]:
+    """(workspace id, token) of a fresh workspace."""
+    with platform.store.session() as s:
+        ws, token = workspaces.create_workspace(s, "team")
+        return ws.id, token
+
+
+def drain(platform: Platform) -> int:
+    """Run every queued build now, in this thread; return how many ran."""
+    n = 0
+    while (build_id := builds.claim(platform)) is not None:
+        builds.run(platform, build_id)
+        n += 1
+    return n

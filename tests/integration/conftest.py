@@ -1,0 +1,128 @@
+"""Real platforms for integration tests: `orch server` processes on real Podman and SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orch import config
+from orch.engine import PodmanEngine
+
+ORCH = str(Path(sys.executable).with_name("orch"))
+
+
+@dataclass
+class Server:
+    """One platform: an ORCH_HOME, and the server process started on it (if running)."""
+
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.home / "server.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        return {**env, "ORCH_HOME": str(self.home), "COLUMNS": "200", "NO_COLOR": "1"}
+
+    def start(self, timeout: float = 60) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.home / "config.toml"
+        before = cfg_path.stat().st_mtime_ns if cfg_path.exists() else 0
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                [ORCH, "server", "--port", "0"], env=self.env, stdout=logf, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            if cfg_path.exists() and cfg_path.stat().st_mtime_ns != before:
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return str(config.load(self.home, environ={}).url)
+
+    @property
+    def token(self) -> str:
+        return str(config.load(self.home, environ={}).token)
+
+    @property
+    def instance(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ORCH, *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def cleanup(self) -> None:
+        engine = PodmanEngine()
+        for image in engine.images({"org.orch.instance": self.instance}):
+            subprocess.run(["podman", "rmi", "-f", image.id], capture_output=True, check=False)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[Server] = []
+
+    def make(name: str = "home") -> Server:
+        server = Server(tmp_path / name)
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop()
+        s.cleanup()
+
+
+@pytest.fixture
+def server(make_server) -> Server:  # type: ignore[no-untyped-def]
+    s = make_server()
+    s.start()
+    return s

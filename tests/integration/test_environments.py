@@ -1,0 +1,164 @@
+"""Environments end to end: the CLI talks to a real `orch server`, which builds on real Podman."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orch.engine import PodmanEngine
+from tests.integration.conftest import Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# A small pure-Python package from PyPI: the build must reach the registry through the host's
+# proxy and CA bundle. The heredoc checks that what validates also builds (Podman 4.3 has none).
+CUSTOM = """\
+# syntax=docker/dockerfile:1
+from e2bdev/code-interpreter:latest
+RUN pip install --no-cache-dir \\
+      six==1.16.0
+ENV GREETING="hello world" \\
+    MODE=test
+RUN <<EOF
+set -e
+mkdir -p /opt/orch-test
+echo "from heredoc" > /opt/orch-test/marker
+EOF
+CMD ["python3"]
+"""
+
+
+def wait_final(server: Server, ref: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    with server.api() as api:
+        while time.monotonic() < deadline:
+            data = api.get(f"/v1/environments/{ref}").json()
+            if data["status"] in ("ready", "failed"):
+                return data
+            time.sleep(0.5)
+    raise AssertionError(f"{ref} did not finish in {timeout} s")
+
+
+def test_create_build_run_and_cache_hit(server: Server, tmp_path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(CUSTOM)
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sixer")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Dockerfile valid (2 warnings)" in res.stdout
+    assert "Ready in" in res.stdout and "cache miss (new Dockerfile)" in res.stdout
+
+    status = json.loads(server.cli("env", "status", "sixer", "--json").stdout)
+    assert status["status"] == "ready" and status["cache"] == "miss"
+    assert set(status) >= {
+        "id",
+        "name",
+        "kind",
+        "status",
+        "cache",
+        "cache_reason",
+        "build_id",
+        "error",
+    }
+    image = status["image"]
+
+    # The image works: the package imports, the ENV is set, the heredoc ran.
+    code = (
+        "import os, six; print(six.__version__, os.environ['GREETING'], os.environ['MODE'], "
+        "open('/opt/orch-test/marker').read().strip())"
+    )
+    probe = PodmanEngine().run(image, ["python3", "-c", code], labels={"org.orch.instance": server.instance})
+    assert probe.exit_code == 0, probe.stderr
+    assert probe.stdout.strip() == "1.16.0 hello world test from heredoc"
+
+    # The same Dockerfile again: ready at once, no build, the same image.
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sixer-copy", "--json")
+    assert res.returncode == 0, res.stderr
+    copy = json.loads(res.stdout)
+    assert copy["status"] == "ready" and copy["cache"] == "hit"
+    assert "sixer" in copy["cache_reason"] and status["id"] in copy["cache_reason"]
+    assert copy["image"] == image
+    log = server.api().get(f"/v1/environments/{copy['id']}/logs").json()
+    assert log["text"] == ""  # no build ran
+
+    listed = json.loads(server.cli("env", "list", "--json").stdout)
+    names = {e["name"]: e for e in listed}
+    assert names["sixer"]["kind"] == "custom" and names["python-ml"]["kind"] == "predefined"
+    assert names["python"]["status"] == "ready"
+
+
+def test_failed_run_step_names_step_and_output(server: Server, tmp_path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM e2bdev/code-interpreter:latest\nRUN echo preparing\nRUN echo 'no such thing' >&2 && exit 3\n"
+    )
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "broken")
+    assert res.returncode == 1
+    assert "Build failed: Step 3/3" in res.stderr and "exit code 3" in res.stderr
+    assert "no such thing" in res.stderr
+    status = json.loads(server.cli("env", "status", "broken", "--json").stdout)
+    assert status["status"] == "failed"
+    assert status["failed_step"].startswith("step 3/3")
+
+
+def test_bad_input_changes_nothing(server: Server, tmp_path) -> None:
+    before = server.cli("env", "list", "--json").stdout
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM e2bdev/code-interpreter:latest\nCOPY app.py /app/\n")
+    res = server.cli("env", "create", "-f", str(bad), "-n", "bad")
+    assert res.returncode == 2 and "line 2" in res.stdout and "COPY" in res.stdout
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    assert server.cli("env", "create", "-f", str(empty), "-n", "empty").returncode == 2
+    res = server.cli("env", "status", "env_doesnotexist")
+    assert res.returncode == 2 and "No environment" in res.stderr and "Traceback" not in res.stderr
+    res = server.cli("env", "delete", "python-ml", "--yes")
+    assert res.returncode == 2 and "can't be deleted" in res.stderr
+    res = server.cli("env", "create", "-f", str(tmp_path / "missing"), "-n", "x")
+    assert res.returncode == 2 and "There is no file" in res.stderr
+    assert server.cli("env", "list", "--json").stdout == before
+
+
+def test_server_killed_during_build_is_not_stuck(make_server, tmp_path) -> None:
+    server: Server = make_server()
+    server.start()
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nRUN sleep 20 && echo slept > /slept\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "slow", "--detach", "--json")
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + 120
+    with server.api() as api:
+        while api.get("/v1/environments/slow").json()["status"] != "building":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    time.sleep(2)  # podman build is running now
+    server.kill()
+    server.start()
+    data = wait_final(server, "slow")
+    assert data["status"] == "ready", data
+    assert data["build"]["attempts"] == 2
+    log = server.api().get("/v1/environments/slow/logs").json()["text"]
+    assert "The server stopped during this build; it was queued again." in log
+
+
+def test_two_platforms_side_by_side(make_server, tmp_path) -> None:
+    a: Server = make_server("a")
+    b: Server = make_server("b")
+    a.start()
+    b.start()
+    assert a.url != b.url and a.token != b.token
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nENV SIDE=by-side\n")
+    for s in (a, b):
+        res = s.cli("env", "create", "-f", str(dockerfile), "-n", "same")
+        assert res.returncode == 0, res.stdout + res.stderr
+    img_a = json.loads(a.cli("env", "status", "same", "--json").stdout)["image"]
+    img_b = json.loads(b.cli("env", "status", "same", "--json").stdout)["image"]
+    assert img_a != img_b
+    # Deleting in one platform leaves the other's image and environment alone.
+    assert a.cli("env", "delete", "same", "--yes").returncode == 0
+    engine = PodmanEngine()
+    assert engine.inspect_image(img_a) is None
+    assert engine.inspect_image(img_b) is not None
+    assert json.loads(b.cli("env", "status", "same", "--json").stdout)["status"] == "ready"
