@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+import httpx
 
 from orch.engine.fake import FakeEngine
 from orch.services.platform import Platform
@@ -16,13 +16,13 @@ CMD ["python"]
 """
 
 
-def create(api: TestClient, name: str, text: str = GOOD, **extra: object) -> dict:
+def create(api: httpx.Client, name: str, text: str = GOOD, **extra: object) -> dict:
     resp = api.post("/v1/environments", json={"name": name, "dockerfile": text, **extra})
     assert resp.status_code == 201, resp.text
     return resp.json()
 
 
-def test_list_has_base_and_predefined(api: TestClient) -> None:
+def test_list_has_base_and_predefined(api: httpx.Client) -> None:
     envs = api.get("/v1/environments").json()
     by_name = {e["name"]: e for e in envs}
     assert by_name["python"]["kind"] == "base"
@@ -35,7 +35,7 @@ def test_list_has_base_and_predefined(api: TestClient) -> None:
     assert not any(e["default"] for e in envs)
 
 
-def test_token_required(api: TestClient) -> None:
+def test_token_required(api: httpx.Client) -> None:
     resp = api.get("/v1/environments", headers={"Authorization": ""})
     assert resp.status_code == 401
     assert "token" in resp.json()["message"]
@@ -43,7 +43,7 @@ def test_token_required(api: TestClient) -> None:
     assert resp.status_code == 401
 
 
-def test_create_builds_and_reports_warning(api: TestClient, platform: Platform) -> None:
+def test_create_builds_and_reports_warning(api: httpx.Client, platform: Platform) -> None:
     data = create(api, "scraper")
     assert data["status"] == "queued"
     assert data["cache"] == "miss" and data["cache_reason"] == "new Dockerfile"
@@ -59,7 +59,9 @@ def test_create_builds_and_reports_warning(api: TestClient, platform: Platform) 
     assert again["text"] == ""
 
 
-def test_same_dockerfile_is_a_cache_hit(api: TestClient, platform: Platform, fake_engine: FakeEngine) -> None:
+def test_same_dockerfile_is_a_cache_hit(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine
+) -> None:
     first = create(api, "one")
     drain(platform)
     # Cosmetic differences (case, comments, continuation, ignored CMD) do not change the key.
@@ -75,7 +77,7 @@ def test_same_dockerfile_is_a_cache_hit(api: TestClient, platform: Platform, fak
     assert second["image"] == api.get("/v1/environments/one").json()["image"]
 
 
-def test_no_cache_forces_a_build(api: TestClient, platform: Platform, fake_engine: FakeEngine) -> None:
+def test_no_cache_forces_a_build(api: httpx.Client, platform: Platform, fake_engine: FakeEngine) -> None:
     create(api, "one")
     drain(platform)
     data = create(api, "two", no_cache=True)
@@ -84,14 +86,14 @@ def test_no_cache_forces_a_build(api: TestClient, platform: Platform, fake_engin
     assert fake_engine.builds[-1].no_cache
 
 
-def test_appended_step_is_a_miss(api: TestClient, platform: Platform) -> None:
+def test_appended_step_is_a_miss(api: httpx.Client, platform: Platform) -> None:
     create(api, "one")
     drain(platform)
     data = create(api, "two", GOOD + "RUN pip install requests\n")
     assert data["cache"] == "miss" and data["cache_reason"] == "new Dockerfile"
 
 
-def test_failed_build_names_step_and_output(api: TestClient, platform: Platform) -> None:
+def test_failed_build_names_step_and_output(api: httpx.Client, platform: Platform) -> None:
     create(api, "broken", "FROM e2bdev/code-interpreter:latest\nRUN echo start\nRUN exit 1\n")
     drain(platform)
     env = api.get("/v1/environments/broken").json()
@@ -101,7 +103,7 @@ def test_failed_build_names_step_and_output(api: TestClient, platform: Platform)
     assert env["build"]["failed_step"].startswith("step 3/3")
 
 
-def test_rejected_dockerfile_creates_nothing(api: TestClient) -> None:
+def test_rejected_dockerfile_creates_nothing(api: httpx.Client) -> None:
     before = api.get("/v1/environments").json()
     resp = api.post(
         "/v1/environments",
@@ -115,13 +117,13 @@ def test_rejected_dockerfile_creates_nothing(api: TestClient) -> None:
     assert api.get("/v1/environments").json() == before
 
 
-def test_empty_dockerfile_rejected(api: TestClient) -> None:
+def test_empty_dockerfile_rejected(api: httpx.Client) -> None:
     resp = api.post("/v1/environments", json={"name": "empty", "dockerfile": ""})
     assert resp.status_code == 422
     assert api.get("/v1/environments/empty").status_code == 404
 
 
-def test_duplicate_and_invalid_names(api: TestClient) -> None:
+def test_duplicate_and_invalid_names(api: httpx.Client) -> None:
     create(api, "dup")
     resp = api.post("/v1/environments", json={"name": "dup", "dockerfile": GOOD})
     assert resp.status_code == 409 and "already exists" in resp.json()["message"]
@@ -132,7 +134,7 @@ def test_duplicate_and_invalid_names(api: TestClient) -> None:
     assert len([e for e in api.get("/v1/environments").json() if e["kind"] == "custom"]) == 1
 
 
-def test_unknown_environment(api: TestClient) -> None:
+def test_unknown_environment(api: httpx.Client) -> None:
     for ref in ("env_nope000000", "nope"):
         resp = api.get(f"/v1/environments/{ref}")
         assert resp.status_code == 404
@@ -141,7 +143,7 @@ def test_unknown_environment(api: TestClient) -> None:
     assert api.put("/v1/workspace/default-environment", json={"environment": "nope"}).status_code == 404
 
 
-def test_default_and_delete_rules(api: TestClient, platform: Platform) -> None:
+def test_default_and_delete_rules(api: httpx.Client, platform: Platform) -> None:
     env = create(api, "mine")
     drain(platform)
     resp = api.put("/v1/workspace/default-environment", json={"environment": env["id"]})
@@ -158,14 +160,14 @@ def test_default_and_delete_rules(api: TestClient, platform: Platform) -> None:
     assert api.get("/v1/environments/mine").status_code == 404
 
 
-def test_predefined_cannot_be_deleted(api: TestClient) -> None:
+def test_predefined_cannot_be_deleted(api: httpx.Client) -> None:
     for name in ("python-ml", "python"):
         resp = api.delete(f"/v1/environments/{name}")
         assert resp.status_code == 400
         assert "can't be deleted" in resp.json()["message"]
 
 
-def test_default_predefined_is_built_on_first_use(api: TestClient, platform: Platform) -> None:
+def test_default_predefined_is_built_on_first_use(api: httpx.Client, platform: Platform) -> None:
     resp = api.put("/v1/workspace/default-environment", json={"environment": "python-ml"})
     assert resp.json()["default"]["status"] == "queued"
     assert drain(platform) == 1
@@ -173,7 +175,7 @@ def test_default_predefined_is_built_on_first_use(api: TestClient, platform: Pla
 
 
 def test_delete_removes_image_only_when_unused(
-    api: TestClient, platform: Platform, fake_engine: FakeEngine
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine
 ) -> None:
     create(api, "a")
     drain(platform)
@@ -185,7 +187,7 @@ def test_delete_removes_image_only_when_unused(
     assert fake_engine.inspect_image(image) is None
 
 
-def test_workspaces_are_isolated(api: TestClient, platform: Platform) -> None:
+def test_workspaces_are_isolated(api: httpx.Client, platform: Platform) -> None:
     from orch.services import workspaces
 
     create(api, "secret")
@@ -200,13 +202,13 @@ def test_workspaces_are_isolated(api: TestClient, platform: Platform) -> None:
     assert resp.status_code == 201
 
 
-def test_bad_request_body_is_a_plain_message(api: TestClient) -> None:
+def test_bad_request_body_is_a_plain_message(api: httpx.Client) -> None:
     resp = api.post("/v1/environments", json={"name": "x"})
     assert resp.status_code == 422
     assert resp.json()["message"].startswith("The request is not valid: dockerfile")
 
 
-def test_openapi_lists_routes(api: TestClient) -> None:
+def test_openapi_lists_routes(api: httpx.Client) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     assert "/v1/environments" in paths and "/v1/workspace/default-environment" in paths
     assert api.get("/docs").status_code == 200

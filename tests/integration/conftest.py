@@ -100,6 +100,11 @@ class Server:
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
+    def get(self, path: str, **kwargs: object) -> dict:  # type: ignore[type-arg]
+        with self.api() as api:
+            resp = api.get(path, **kwargs)  # type: ignore[arg-type]
+            return resp.json()  # type: ignore[no-any-return]
+
     def cleanup(self) -> None:
         engine = PodmanEngine()
         for image in engine.images({"org.orch.instance": self.instance}):

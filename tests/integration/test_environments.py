@@ -19,6 +19,9 @@ CUSTOM = """\
 from e2bdev/code-interpreter:latest
 RUN pip install --no-cache-dir \\
       six==1.16.0
+RUN uv pip install --system --no-cache tomli==2.0.1
+RUN npm install --global --no-fund --no-audit is-number@7.0.0
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends jq >/dev/null
 ENV GREETING="hello world" \\
     MODE=test
 RUN <<EOF
@@ -65,12 +68,14 @@ def test_create_build_run_and_cache_hit(server: Server, tmp_path) -> None:
 
     # The image works: the package imports, the ENV is set, the heredoc ran.
     code = (
-        "import os, six; print(six.__version__, os.environ['GREETING'], os.environ['MODE'], "
-        "open('/opt/orch-test/marker').read().strip())"
+        "import os, six, tomli, shutil; print(six.__version__, os.environ['GREETING'], "
+        "os.environ['MODE'], open('/opt/orch-test/marker').read().strip(), bool(shutil.which('jq')), "
+        "os.path.isdir('/usr/local/lib/node_modules/is-number'))"
     )
     probe = PodmanEngine().run(image, ["python3", "-c", code], labels={"org.orch.instance": server.instance})
     assert probe.exit_code == 0, probe.stderr
-    assert probe.stdout.strip() == "1.16.0 hello world test from heredoc"
+    # pip, uv, npm and apt all reached their registries through the host's proxy and CA bundle.
+    assert probe.stdout.strip() == "1.16.0 hello world test from heredoc True True"
 
     # The same Dockerfile again: ready at once, no build, the same image.
     res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sixer-copy", "--json")
@@ -79,8 +84,18 @@ def test_create_build_run_and_cache_hit(server: Server, tmp_path) -> None:
     assert copy["status"] == "ready" and copy["cache"] == "hit"
     assert "sixer" in copy["cache_reason"] and status["id"] in copy["cache_reason"]
     assert copy["image"] == image
-    log = server.api().get(f"/v1/environments/{copy['id']}/logs").json()
+    log = server.get(f"/v1/environments/{copy['id']}/logs")
     assert log["text"] == ""  # no build ran
+
+    # Appending a step rebuilds only that step: Podman's layer cache serves the others.
+    dockerfile.write_text(CUSTOM + "RUN echo appended > /appended\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sixer-plus", "--json")
+    plus = json.loads(res.stdout)
+    assert plus["status"] == "ready" and plus["cache"] == "miss", res.stderr
+    log = server.get(f"/v1/environments/{plus['id']}/logs")["text"]
+    runs = [chunk for chunk in log.split("STEP ")[1:] if chunk.split(": ", 1)[1].startswith("RUN")]
+    assert "RUN echo appended" in runs[-1] and "Using cache" not in runs[-1], log
+    assert len(runs) == 6 and all("Using cache" in chunk for chunk in runs[:-1]), log
 
     listed = json.loads(server.cli("env", "list", "--json").stdout)
     names = {e["name"]: e for e in listed}
@@ -138,7 +153,7 @@ def test_server_killed_during_build_is_not_stuck(make_server, tmp_path) -> None:
     data = wait_final(server, "slow")
     assert data["status"] == "ready", data
     assert data["build"]["attempts"] == 2
-    log = server.api().get("/v1/environments/slow/logs").json()["text"]
+    log = server.get("/v1/environments/slow/logs")["text"]
     assert "The server stopped during this build; it was queued again." in log
 
 
@@ -162,3 +177,17 @@ def test_two_platforms_side_by_side(make_server, tmp_path) -> None:
     assert engine.inspect_image(img_a) is None
     assert engine.inspect_image(img_b) is not None
     assert json.loads(b.cli("env", "status", "same", "--json").stdout)["status"] == "ready"
+
+
+def test_build_timeout_fails_the_build(make_server, tmp_path) -> None:
+    server: Server = make_server()
+    (server.home).mkdir(parents=True)
+    (server.home / "config.toml").write_text("build_timeout = 5\n")
+    server.start()
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nRUN sleep 120\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sleepy", "--json")
+    assert res.returncode == 1
+    data = json.loads(res.stdout)
+    assert data["status"] == "failed"
+    assert "stopped after 5 s" in data["error"] and data["failed_step"] == "step 2/2: RUN sleep 120"

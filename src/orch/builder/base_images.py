@@ -142,7 +142,7 @@ def ensure(
 ) -> dict[str, ImageInfo]:
     """Build every base image whose current recipe has no image yet; return them all."""
     wanted = set(names or _BY_NAME)
-    for r in RECIPES:  # a wanted image needs its parents
+    for r in reversed(RECIPES):  # a wanted image needs its parents (listed before it)
         if r.name in wanted and r.parent:
             wanted.add(r.parent)
     with _machine_lock():

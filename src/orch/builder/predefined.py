@@ -27,6 +27,6 @@ PREDEFINED: tuple[Predefined, ...] = tuple(
 
 # Base environments shown in `orch env list`: name -> (base image recipe, description).
 BASE_ENVIRONMENTS: dict[str, tuple[str, str]] = {
-    "python": ("python", "Python 3.11, pip and uv (for .py entrypoints)"),
-    "node": ("node", "Node.js 20, npm and Python 3 (for .js entrypoints)"),
+    "python": ("python", "Python 3.11, pip, uv (for .py agents)"),
+    "node": ("node", "Node.js 20, npm, Python 3 (for .js agents)"),
 }

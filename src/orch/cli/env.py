@@ -60,18 +60,16 @@ def _status_json(env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _print_findings(findings: list[dict[str, Any]]) -> None:
+def _print_findings(findings: list[dict[str, object]]) -> None:
     for f in findings:
         colour = "red" if f["severity"] == "error" else "yellow"
         where = f"line {f['line']}" if f["line"] else "file"
         instr = f"  {f['instruction']}" if f["instruction"] else ""
-        console.print(
-            f"  [{colour}]{where}{escape(instr)}[/{colour}]  {escape(f['message'])} {escape(f['fix'])}",
-            soft_wrap=True,
-        )
+        text = escape(f"{f['message']} {f['fix']}")
+        console.print(f"  [{colour}]{where}{escape(instr)}[/{colour}]  {text}", soft_wrap=True)
 
 
-def _summary(findings: list[dict[str, Any]]) -> str:
+def _summary(findings: list[dict[str, object]]) -> str:
     warnings = sum(1 for f in findings if f["severity"] == "warning")
     return f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
 
@@ -79,7 +77,7 @@ def _summary(findings: list[dict[str, Any]]) -> str:
 @app.command("list")
 @command
 def list_(json_: bool = JSON) -> None:
-    """List environments: ids, names, kind, status and the workspace default (★)."""
+    """List environments: ids, names (★ marks the workspace default), kind and status."""
     envs = Client.from_settings().get("/v1/environments")
     if json_:
         print_json(
@@ -89,20 +87,19 @@ def list_(json_: bool = JSON) -> None:
             ]
         )
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("", "ID", "NAME", "KIND", "STATUS", "DESCRIPTION"):
-        table.add_column(col)
     colours = {"ready": "green", "failed": "red", "building": "cyan", "queued": "cyan"}
-    for e in envs:
-        status = e["status"]
-        table.add_row(
-            "★" if e["default"] else "",
-            e["id"],
-            e["name"],
-            e["kind"],
-            f"[{colours.get(status, 'dim')}]{status}[/]",
-            escape(e["description"] or ""),
-        )
+    rows = [
+        (e["id"], e["name"] + (" ★" if e["default"] else ""), e["kind"], e["status"], e["description"] or "")
+        for e in envs
+    ]
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for i, col in enumerate(("ID", "NAME", "KIND", "STATUS")):
+        # Ids and names are what users type next: never cut them; the description gives way.
+        table.add_column(col, no_wrap=True, min_width=max([len(r[i]) for r in rows] + [len(col)]))
+    table.add_column("DESCRIPTION", no_wrap=True, overflow="ellipsis", ratio=1)
+    for id_, name, kind, status, description in rows:
+        colour = colours.get(status, "dim")
+        table.add_row(id_, name, kind, f"[{colour}]{status}[/]", escape(description))
     console.print(table)
 
 
@@ -240,7 +237,7 @@ def create(
     """Create a custom environment from a Dockerfile and build it (or reuse a cached build)."""
     text = _read_dockerfile(file)
     validation = dockerfile.validate(text)
-    findings = validation.to_dict()["findings"]
+    findings = [f.to_dict() for f in validation.findings]
     if not validation.ok:
         if json_:
             print_json(validation.to_dict())
@@ -275,16 +272,16 @@ def validate(
 ) -> None:
     """Check a Dockerfile without building it (works offline). Exit 0 when it can be built."""
     validation = dockerfile.validate(_read_dockerfile(file))
-    result = validation.to_dict()
+    findings = [f.to_dict() for f in validation.findings]
     if json_:
-        print_json(result)
+        print_json(validation.to_dict())
     elif validation.ok:
-        ok(f"Dockerfile valid{_summary(result['findings'])}")
-        _print_findings(result["findings"])
+        ok(f"Dockerfile valid{_summary(findings)}")
+        _print_findings(findings)
     else:
-        errors = sum(1 for f in result["findings"] if f["severity"] == "error")
+        errors = sum(1 for f in findings if f["severity"] == "error")
         console.print(f"[red]✗[/red] Dockerfile rejected ({errors} error{'s' if errors != 1 else ''})")
-        _print_findings(result["findings"])
+        _print_findings(findings)
     if not validation.ok:
         raise typer.Exit(2)
 

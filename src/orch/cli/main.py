@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from orch.cli import admin, env, server
+from orch.cli.output import err_console
 
 app = typer.Typer(
     name="orch",
@@ -20,4 +21,9 @@ app.command("login")(server.login)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - a bug: still one sentence, never a traceback
+        err_console.print(f"✗ orch failed unexpectedly ({type(e).__name__}: {e}).", markup=False)
+        err_console.print("  This is a bug; please report it with the command you ran.", markup=False)
+        raise SystemExit(1) from None

@@ -13,7 +13,6 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from sqlalchemy import select, update
 
@@ -109,12 +108,9 @@ def run(platform: Platform, build_id: str) -> None:
         def out(line: str) -> None:
             logf.write(line + "\n")
             tail[:] = [*tail[-(TAIL_LINES - 1) :], line]
-            step = parse_step(line)
-            if step:
-                _progress(platform, build_id, *step)
 
         try:
-            _build(platform, build_id, env_id, text, no_cache, out, logf)
+            _build(platform, build_id, env_id, text, no_cache, out)
         except BuildFailed as e:
             _fail(platform, build_id, e, e.details.get("tail") or tail)
         except OrchError as e:
@@ -133,7 +129,6 @@ def _build(
     text: str,
     no_cache: bool,
     out: Callable[[str], None],
-    logf: IO[str],
 ) -> None:
     validation = dockerfile.validate(text)
     if not validation.ok:
@@ -158,7 +153,17 @@ def _build(
         no_cache=no_cache,
         timeout=float(platform.config.build_timeout),
     )
-    info = platform.engine.build(request, out, lambda pid: _set_pid(platform, build_id, pid))
+    # Podman numbers the LABEL steps that --label adds after the user's own; progress counts
+    # only the steps of the Dockerfile, so "step 3/3" means what the user wrote.
+    total = sum(1 for line in containerfile.splitlines() if line.strip() and not line.startswith("#"))
+
+    def out_with_progress(line: str) -> None:
+        out(line)
+        step = parse_step(line)
+        if step and step[0] <= total:
+            _progress(platform, build_id, step[0], total, step[2])
+
+    info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
         env = s.get(EnvironmentRow, env_id)
@@ -192,7 +197,7 @@ def _fail(platform: Platform, build_id: str, error: OrchError, tail: list[str]) 
         if isinstance(error, BuildFailed) and failed_step:
             code = error.details.get("exit_code")
             why = f" (exit code {code})" if code not in (None, -9) else f": {error.message}"
-            b.error = f"{failed_step.capitalize()} failed{why}"
+            b.error = f"S{failed_step[1:]} failed{why}"
         else:
             b.error = error.message
         b.failed_step = failed_step

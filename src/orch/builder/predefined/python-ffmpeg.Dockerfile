@@ -1,3 +1,3 @@
-# Video and audio: ffmpeg-python, moviepy, imageio-ffmpeg (ships an ffmpeg binary).
+# ffmpeg-python, moviepy, imageio-ffmpeg
 FROM e2bdev/code-interpreter:latest
 RUN uv pip install --system ffmpeg-python moviepy imageio-ffmpeg

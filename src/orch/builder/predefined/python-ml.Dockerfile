@@ -1,3 +1,3 @@
-# Data science: numpy, pandas, scikit-learn, matplotlib, seaborn.
+# numpy, pandas, scikit-learn, matplotlib, seaborn
 FROM e2bdev/code-interpreter:latest
 RUN uv pip install --system numpy pandas scikit-learn matplotlib seaborn
