@@ -212,3 +212,9 @@ def test_openapi_lists_routes(api: httpx.Client) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     assert "/v1/environments" in paths and "/v1/workspace/default-environment" in paths
     assert api.get("/docs").status_code == 200
+
+
+def test_leading_comment_is_the_description(api: httpx.Client) -> None:
+    data = create(api, "described", "# syntax=docker/dockerfile:1\n# Scraping tools\n" + GOOD)
+    assert data["description"] == "Scraping tools"
+    assert create(api, "plain")["description"] == ""

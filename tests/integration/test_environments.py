@@ -150,6 +150,9 @@ def test_server_killed_during_build_is_not_stuck(make_server, tmp_path) -> None:
     time.sleep(2)  # podman build is running now
     server.kill()
     server.start()
+    res = server.cli("env", "status", "slow", "--follow")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "STEP 2/" in res.stdout and "status   ready" in res.stdout
     data = wait_final(server, "slow")
     assert data["status"] == "ready", data
     assert data["build"]["attempts"] == 2

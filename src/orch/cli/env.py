@@ -165,8 +165,10 @@ def _print_failure(e: dict[str, Any]) -> None:
     )
 
 
-def _follow(client: Client, env_id: str, quiet: bool = False, deadline: float = 6 * 3600) -> dict[str, Any]:
-    """Stream the log and a progress bar until the build ends; return the final environment."""
+def _follow(
+    client: Client, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
+) -> dict[str, Any]:
+    """Show a progress bar (and the log, if `logs`) until the build ends; return the final state."""
     offset = 0
     end = time.monotonic() + deadline
     progress = Progress(
@@ -183,7 +185,7 @@ def _follow(client: Client, env_id: str, quiet: bool = False, deadline: float = 
         while True:
             chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
             offset = chunk["offset"]
-            if not quiet:
+            if logs and not quiet:
                 for line in chunk["text"].splitlines():
                     progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
             data: dict[str, Any] = client.get(f"/v1/environments/{env_id}")
@@ -202,7 +204,7 @@ def _follow(client: Client, env_id: str, quiet: bool = False, deadline: float = 
                 progress.update(task, description=desc, step=data["status"])
             if data["status"] in FINAL:
                 rest = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
-                if not quiet:
+                if logs and not quiet:
                     for line in rest["text"].splitlines():
                         progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
                 return data
@@ -232,6 +234,7 @@ def create(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
+    logs: bool = typer.Option(False, "--logs", help="Stream the build log while it builds."),
     json_: bool = JSON,
 ) -> None:
     """Create a custom environment from a Dockerfile and build it (or reuse a cached build)."""
@@ -251,7 +254,7 @@ def create(
     client = Client.from_settings()
     data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
     if not detach and data["status"] not in FINAL:
-        data = _follow(client, data["id"], quiet=json_)
+        data = _follow(client, data["id"], quiet=json_, logs=logs)
     if json_:
         print_json(_status_json(data))
     elif data["status"] == "ready":
@@ -292,13 +295,14 @@ def build(
     env: str = typer.Argument(..., help="Environment id or name."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
+    logs: bool = typer.Option(False, "--logs", help="Stream the build log while it builds."),
     json_: bool = JSON,
 ) -> None:
     """Build an environment now: a predefined one ahead of first use, or a custom one again."""
     client = Client.from_settings()
     data = client.post(f"/v1/environments/{env}/build", json={"no_cache": no_cache})
     if not detach and data["status"] not in FINAL:
-        data = _follow(client, data["id"], quiet=json_)
+        data = _follow(client, data["id"], quiet=json_, logs=logs)
     if json_:
         print_json(_status_json(data))
     elif data["status"] == "ready":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -167,7 +169,12 @@ def create(
         ws = _workspace(s, ws_id)
         _check_free(s, ws, name)
         env = EnvironmentRow(
-            id=new_id("env"), scope=ws.id, name=name, kind=EnvKind.CUSTOM.value, dockerfile=text
+            id=new_id("env"),
+            scope=ws.id,
+            name=name,
+            kind=EnvKind.CUSTOM.value,
+            dockerfile=text,
+            description=_leading_comment(text),
         )
         s.add(env)
         build = queue_build(platform, s, env, validation, no_cache=no_cache)
@@ -182,6 +189,20 @@ def create(
     return CreatedEnvironment.model_validate(
         {**result.model_dump(), "warnings": _findings(validation, "warning")}
     )
+
+
+def _leading_comment(text: str) -> str:
+    """The Dockerfile's first comment line, as its description (parser directives excluded)."""
+    for line in text.lstrip("\ufeff").splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            return ""
+        body = stripped.lstrip("#").strip()
+        if body and not re.match(r"^(syntax|escape|check)\s*=", body, re.IGNORECASE):
+            return body[:200]
+    return ""
 
 
 def _check_free(s: Session, ws: WorkspaceRow, name: str) -> None:

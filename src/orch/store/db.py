@@ -23,6 +23,10 @@ class Store:
     """One database: SQLite file (WAL) by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:
+        # A plain postgresql:// URL means psycopg 3, the driver orch ships with.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url[len(prefix) :]
         self.url = url
         try:
             self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
