@@ -225,6 +225,22 @@ def _print_ready(data: dict[str, Any]) -> None:
     ok(f"Ready{took}{size} · cache miss ({escape(b.get('cache_reason') or '')})")
 
 
+def _wait_and_report(client: Client, data: dict[str, Any], detach: bool, logs: bool, json_: bool) -> None:
+    """After a create or build: follow it unless detached, print the outcome, exit 1 on failure."""
+    if not detach and data["status"] not in FINAL:
+        data = _follow(client, data["id"], quiet=json_, logs=logs)
+    if json_:
+        print_json(_status_json(data))
+    elif data["status"] == "ready":
+        _print_ready(data)
+    elif data["status"] == "failed":
+        _print_failure(data)
+    else:
+        ok(f'Queued {data["id"]} "{data["name"]}". Follow it with `orch env status {data["name"]} --follow`.')
+    if data["status"] == "failed":
+        raise typer.Exit(1)
+
+
 @app.command()
 @command
 def create(
@@ -253,18 +269,7 @@ def create(
         _print_findings(findings)
     client = Client.from_settings()
     data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
-    if not detach and data["status"] not in FINAL:
-        data = _follow(client, data["id"], quiet=json_, logs=logs)
-    if json_:
-        print_json(_status_json(data))
-    elif data["status"] == "ready":
-        _print_ready(data)
-    elif data["status"] == "failed":
-        _print_failure(data)
-    else:
-        ok(f'Queued {data["id"]} "{data["name"]}". Follow it with `orch env status {data["name"]} --follow`.')
-    if data["status"] == "failed":
-        raise typer.Exit(1)
+    _wait_and_report(client, data, detach, logs, json_)
 
 
 @app.command()
@@ -301,18 +306,7 @@ def build(
     """Build an environment now: a predefined one ahead of first use, or a custom one again."""
     client = Client.from_settings()
     data = client.post(f"/v1/environments/{env}/build", json={"no_cache": no_cache})
-    if not detach and data["status"] not in FINAL:
-        data = _follow(client, data["id"], quiet=json_, logs=logs)
-    if json_:
-        print_json(_status_json(data))
-    elif data["status"] == "ready":
-        _print_ready(data)
-    elif data["status"] == "failed":
-        _print_failure(data)
-    else:
-        ok(f"Queued. Follow it with `orch env status {data['name']} --follow`.")
-    if data["status"] == "failed":
-        raise typer.Exit(1)
+    _wait_and_report(client, data, detach, logs, json_)
 
 
 @app.command()
