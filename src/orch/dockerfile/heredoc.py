@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from orch.dockerfile.shell_words import split_words
+from orch.dockerfile.shell_words import HEREDOC_MARKER, split_words
 
-_LONE = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 # Each argument a program receives is capped (MAX_ARG_STRLEN, 128 KiB), so a long script body
@@ -44,7 +43,7 @@ def heredoc_argv(command: str, heredocs: Sequence[tuple[str, str]], shell: Seque
 
 def _lone_marker(command: str) -> bool | None:
     """Whether a command that is one heredoc marker strips tabs (`<<-`); None if it is more."""
-    match = _LONE.match(command)
+    match = HEREDOC_MARKER.match(command)
     if match is None or not match[3]:
         return None
     words = split_words(match[3], raw=False)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 BOM = "\ufeff"
+# What separates an instruction's keyword from its arguments (Go's splitCommand).
+TOKEN_SPACE = re.compile(r"[\t\v\f\r ]+")
 
 # Python's str.isspace() also accepts the ASCII file/group/record/unit separators; Go's
 # unicode.IsSpace does not, and the parser's behaviour is what has to be mirrored.

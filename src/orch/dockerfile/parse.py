@@ -13,7 +13,7 @@ from orch.dockerfile.lines import split_lines
 from orch.dockerfile.spans import Span, spans
 from orch.dockerfile.words import rewrite
 
-MAX_LINE_BYTES = 65535  # the parser's bufio.Scanner limit
+MAX_LINE_BYTES = 65535  # the parser's bufio.Scanner limit (checked: 65536 bytes fail)
 _FIXES = (
     ("unterminated heredoc", "End the heredoc with a line that holds only its delimiter word (e.g. EOF)."),
     (
@@ -80,9 +80,9 @@ def _failure(message: str, lines: list[str], directives: Directives) -> Finding:
             "Start it with FROM e2bdev/code-interpreter:latest and add RUN steps after it.",
         )
     if message.startswith("dockerfile line greater than"):
-        sizes = [len(line.encode()) for line in lines] or [0]
+        long = (n for n, line in enumerate(lines, start=1) if len(line.encode()) > MAX_LINE_BYTES)
         return error(
-            sizes.index(max(sizes)) + 1,
+            next(long, 1),
             "",
             f"This line is longer than the parser's limit of {MAX_LINE_BYTES} bytes.",
             "Split it over several lines, ending each but the last with a backslash (\\).",
@@ -96,7 +96,7 @@ def _failure(message: str, lines: list[str], directives: Directives) -> Finding:
         )
     span = _failing_span(message, lines, directives)
     line, keyword = (span.start, span.keyword.upper()) if span else (1, "")
-    fix = next((f for needle, f in _FIXES if needle in message), "Fix the syntax of this instruction.")
+    fix = next((f for needle, f in _FIXES if needle in message), "Fix the syntax on this line.")
     what = f"This {keyword} instruction" if keyword else "The Dockerfile"
     return error(line, keyword, f"{what} can't be parsed: {message}.", fix)
 

@@ -106,8 +106,9 @@ def _fold(line: str) -> str:
 
 
 def _cut(line: str, start: int) -> int | None:
-    """A cut after which the next piece starts with no blank or '#' (read as comments or
-    empty continuation lines) and before which there is no backslash (an escaped continuation)."""
+    """Where to end the piece that starts at `start`, if a safe place is near the limit."""
+    # Not before a blank or '#' (the parsers drop such continuation lines as empty or as
+    # comments) and not after a backslash (the join would read as an escaped backslash).
     for cut in range(start + _FOLD, start + _FOLD // 2, -1):
         if line[cut - 1] != "\\" and not line[cut].isspace() and line[cut] != "#":
             return cut

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from orch.dockerfile.lines import is_go_space
 
+# A word that opens a heredoc: optional fd, <<, optional - (strip tabs), the delimiter word.
+HEREDOC_MARKER = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
+
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_MODIFIERS = ("}", ":-", ":+", ":?", "-", "+", "?", "#", "%", "/")
 
 
 def split_words(text: str, *, raw: bool) -> list[str] | None:
@@ -28,46 +34,61 @@ def split_words(text: str, *, raw: bool) -> list[str] | None:
             continue
         started = True
         if ch == "\\":
-            pair = text[i : i + 2]
-            word.append(pair if raw else pair[1:])
             end = i + 2
-        elif ch in "'\"":
-            end = _closing_quote(text, i)
+            word.append(text[i:end] if raw else text[i + 1 : end])
+        elif ch in "'\"" or text.startswith("${", i):
+            end = _construct_end(text, i)
             if end < 0:
                 return None
-            word.append(text[i:end] if raw else _unquote(text[i:end]))
-        elif text.startswith("${", i):
-            end = _brace_end(text, i)
-            if end < 0:
-                return None
-            word.append(text[i:end])
+            word.append(text[i:end] if raw or ch == "$" else _unquote(text[i:end]))
         else:
-            word.append(ch)
             end = i + 1
+            word.append(ch)
         i = end
     if started and (raw or word):
         words.append("".join(word))
     return words
 
 
-def _closing_quote(text: str, start: int) -> int:
-    """The index after the quote that closes the one at `start`, or -1."""
-    quote, i = text[start], start + 1
-    while i < len(text):
-        if text[i] == quote:
-            return i + 1
-        if text.startswith("${", i) and quote == '"':
-            i = _brace_end(text, i)
+def _construct_end(text: str, start: int) -> int:
+    """The index after the quoted string or `${...}` at `start`, or -1 if it never ends well.
+
+    Nesting is followed with a stack of closing characters rather than recursion, because a
+    hostile line can nest `${` thousands deep.
+    """
+    closers: list[str] = []
+    i, n = start, len(text)
+    while True:
+        if text[i] == "'":
+            i = text.find("'", i + 1) + 1
+            if i == 0:
+                return -1
+        elif text[i] == '"':
+            closers.append('"')
+            i += 1
+        else:
+            i = _open_brace(text, i, closers)
             if i < 0:
                 return -1
-            continue
-        # Backslash escapes inside double quotes only.
-        i += 2 if quote == '"' and text[i] == "\\" else 1
-    return -1
+        while closers:
+            if i >= n:
+                return -1
+            ch, closer = text[i], closers[-1]
+            if ch == closer:
+                closers.pop()
+                i += 1
+            elif ch == "\\":
+                i += 2
+            elif text.startswith("${", i) or (closer != '"' and ch in "'\""):
+                break  # a nested construct opens here
+            else:
+                i += 1
+        if not closers:
+            return i
 
 
-def _brace_end(text: str, start: int) -> int:
-    """The index after the `}` closing `${` at `start`, or -1 where BuildKit reports bad syntax."""
+def _open_brace(text: str, start: int, closers: list[str]) -> int:
+    """Read `${name` and its modifier, pushing what must close it; the index after, or -1."""
     i, n = start + 2, len(text)
     if i >= n or text[i] in "{}:":
         return -1
@@ -79,34 +100,12 @@ def _brace_end(text: str, start: int) -> int:
     else:
         while i < n and (text[i].isalnum() or text[i] == "_"):
             i += 1
-    modifier = text[i : i + 2] if text[i : i + 1] == ":" else text[i : i + 1]
-    if modifier == "}":
-        return i + 1
-    if modifier in (":-", ":+", ":?", "-", "+", "?", "#", "%"):
-        return _word_end(text, i + len(modifier), "}")
-    if modifier == "/":
-        middle = _word_end(text, i + 1, "/")
-        return -1 if middle < 0 else _word_end(text, middle, "}")
-    return -1
-
-
-def _word_end(text: str, i: int, stop: str) -> int:
-    """The index after the unquoted, unescaped `stop` from `i`, or -1."""
-    while i < len(text):
-        ch = text[i]
-        if ch == stop:
-            return i + 1
-        if ch == "\\":
-            i += 2
-        elif ch in "'\"":
-            i = _closing_quote(text, i)
-        elif text.startswith("${", i):
-            i = _brace_end(text, i)
-        else:
-            i += 1
-        if i < 0:
-            return -1
-    return -1
+    modifier = next((m for m in _MODIFIERS if text.startswith(m, i)), None)
+    if modifier is None:
+        return -1
+    if modifier != "}":
+        closers += ["}", "/"] if modifier == "/" else ["}"]
+    return i + len(modifier)
 
 
 def _unquote(body: str) -> str:

@@ -12,12 +12,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from orch.dockerfile.lines import BOM, go_lstrip, is_comment, trim_newline
-from orch.dockerfile.shell_words import split_words
+from orch.dockerfile.lines import BOM, TOKEN_SPACE, go_lstrip, is_comment, trim_newline
+from orch.dockerfile.shell_words import HEREDOC_MARKER, split_words
 
-_HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 _HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
-_TOKEN_SPACE = re.compile(r"[\t\v\f\r ]+")
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def spans(lines: list[str], escape: str) -> Iterator[Span]:
                 continue
             more, done = _trim(continuation, trim_newline(raw))
             line += more
-        keyword = _TOKEN_SPACE.split(line.strip(), maxsplit=1)[0].lower()
+        keyword = TOKEN_SPACE.split(line.strip(), maxsplit=1)[0].lower()
         unterminated = False
         for name, chomp in _heredocs(line):
             i, found = _skip_body(lines, i, name, chomp)
@@ -69,16 +67,16 @@ def _trim(continuation: re.Pattern[str], line: str) -> tuple[str, bool]:
 
 def _heredocs(line: str) -> list[tuple[str, bool]]:
     """(name, strip leading tabs) for each heredoc the instruction opens."""
-    parts = _TOKEN_SPACE.split(line.strip(), maxsplit=1)
+    parts = TOKEN_SPACE.split(line.strip(), maxsplit=1)
     keyword, rest = parts[0].lower(), (parts[1] if len(parts) > 1 else "")
     if keyword == "onbuild":
-        parts = _TOKEN_SPACE.split(rest.strip(), maxsplit=1)
+        parts = TOKEN_SPACE.split(rest.strip(), maxsplit=1)
         keyword, rest = parts[0].lower(), (parts[1] if len(parts) > 1 else "")
     if keyword not in _HEREDOC_KEYWORDS or _is_json(rest):
         return []
     found = []
     for word in split_words(line, raw=True) or []:
-        match = _HEREDOC.match(word)
+        match = HEREDOC_MARKER.match(word)
         names = split_words(match[3], raw=False) if match and match[3] else None
         if match and names is not None and len(names) == 1:
             found.append((names[0], match[2] == "-"))
@@ -89,7 +87,7 @@ def _is_json(rest: str) -> bool:
     """Whether the arguments after any --flags are a JSON array (which has no heredocs)."""
     rest = rest.strip()
     while rest.startswith("--"):
-        parts = _TOKEN_SPACE.split(rest, maxsplit=1)
+        parts = TOKEN_SPACE.split(rest, maxsplit=1)
         rest = parts[1].strip() if len(parts) > 1 else ""
     if not rest.startswith("["):
         return False

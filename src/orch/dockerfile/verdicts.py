@@ -7,10 +7,10 @@ which a sandbox never shows, and refusing old Dockerfiles over it would help nob
 from __future__ import annotations
 
 import difflib
-import re
 
 from orch.dockerfile.findings import Finding, error, warning
 from orch.dockerfile.instruction import Instruction
+from orch.dockerfile.lines import TOKEN_SPACE
 
 BUILT = frozenset({"FROM", "RUN", "ENV", "ARG", "WORKDIR", "USER", "LABEL", "SHELL"})
 
@@ -38,7 +38,6 @@ _REJECTED = {
         "Remove it, or run the command now with RUN.",
     ),
 }
-_TOKEN_SPACE = re.compile(r"[\t\v\f\r ]+")
 IGNORED = frozenset({*_IGNORED, "MAINTAINER"})
 _KNOWN = BUILT | IGNORED | _REJECTED.keys()
 
@@ -66,7 +65,7 @@ def verdict(ins: Instruction) -> Finding | None:
             "This line continues into nothing: no instruction follows the line-continuation character.",
             "Remove the stray backslash (or backtick, after # escape=`).",
         )
-    word = _TOKEN_SPACE.split(ins.original.strip(), maxsplit=1)[0]
+    word = TOKEN_SPACE.split(ins.original.strip(), maxsplit=1)[0]
     shown = word if len(word) <= 40 else word[:40] + "..."
     return error(ins.line, kw, f'"{shown}" is not a Dockerfile instruction.', _unknown_fix(kw))
 

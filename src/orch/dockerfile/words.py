@@ -30,81 +30,54 @@ def rewrite(raw: str, escape: str, *, escape_blanks: bool = False) -> Word:
     With `escape_blanks`, unquoted whitespace is escaped too, so that a legacy `ENV KEY a b`
     value becomes one `KEY=a\\ b` word.
     """
-    return _Rewriter(raw, escape, escape_blanks).run()
+    out: list[str] = []
+    # Open contexts, innermost last: '"' inside double quotes, '}' inside ${...}. A stack
+    # rather than recursion, because a hostile word can nest ${ thousands deep.
+    stack: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        ch, nxt = raw[i], raw[i + 1 : i + 2]
+        quoted = bool(stack) and stack[-1] == '"'
+        if stack and ch == stack[-1]:
+            stack.pop()
+            out.append(ch)
+        elif ch == "$" and nxt == "{":
+            stack.append("}")
+            out.append("${")
+            i += 1
+        elif quoted:
+            i += _in_double_quotes(ch, nxt, escape, out)
+        elif ch == escape:
+            # Escapes the next character; a trailing escape escapes nothing and Docker drops it.
+            out.append(BACKSLASH + nxt if nxt else "")
+            i += 1
+        elif ch == BACKSLASH:  # only reachable with the backtick escape: a literal backslash
+            out.append(BACKSLASH * 2)
+        elif ch == "'":
+            end = raw.find("'", i + 1)
+            if end < 0:
+                return Word("".join(out) + raw[i:], closed=False)
+            out.append(raw[i : end + 1])
+            i = end
+        elif ch == '"':
+            stack.append('"')
+            out.append(ch)
+        elif escape_blanks and is_go_space(ch):
+            out.append(BACKSLASH + ch)
+        else:
+            out.append(ch)
+        i += 1
+    return Word("".join(out), closed=not stack)
 
 
-class _Rewriter:
-    def __init__(self, raw: str, escape: str, escape_blanks: bool) -> None:
-        self.src, self.esc, self.blanks = raw, escape, escape_blanks
-        self.i = 0
-        self.out: list[str] = []
-        self.closed = True
-
-    def run(self) -> Word:
-        self._plain(stop=None)
-        return Word("".join(self.out), self.closed)
-
-    def _next(self) -> str:
-        ch = self.src[self.i]
-        self.i += 1
-        return ch
-
-    def _peek(self) -> str:
-        return self.src[self.i] if self.i < len(self.src) else ""
-
-    def _plain(self, stop: str | None) -> None:
-        while self.i < len(self.src):
-            ch = self._next()
-            if ch == stop:
-                self.out.append(ch)
-                return
-            if ch == self.esc:
-                # A trailing escape escapes nothing, and Docker drops it.
-                if self.i < len(self.src):
-                    self.out.append(BACKSLASH + self._next())
-            elif ch == BACKSLASH:  # only reachable with the backtick escape: a literal backslash
-                self.out.append(BACKSLASH * 2)
-            elif ch == "'":
-                self._single()
-            elif ch == '"':
-                self._double()
-            elif ch == "$" and self._peek() == "{":
-                self._brace()
-            elif self.blanks and is_go_space(ch):
-                self.out.append(BACKSLASH + ch)
-            else:
-                self.out.append(ch)
-        if stop is not None:
-            self.closed = False
-
-    def _single(self) -> None:
-        end = self.src.find("'", self.i)
-        if end < 0:
-            self.closed = False
-            end = len(self.src) - 1
-        self.out.append("'" + self.src[self.i : end + 1])
-        self.i = end + 1
-
-    def _double(self) -> None:
-        self.out.append('"')
-        while self.i < len(self.src):
-            ch = self._next()
-            if ch == '"':
-                self.out.append(ch)
-                return
-            if ch == self.esc and self._peek() in ('"', "$", self.esc):
-                escaped = self._next()
-                # A backtick needs no escaping once backslash is the escape character.
-                self.out.append("`" if escaped == "`" else BACKSLASH + escaped)
-            elif ch == BACKSLASH:
-                # Literal here (with the backtick escape); doubled so it stays literal.
-                self.out.append(BACKSLASH * 2 if self.esc == "`" else BACKSLASH)
-            elif ch == "$" and self._peek() == "{":
-                self._brace()
-            else:
-                self.out.append(ch)
-        self.closed = False
-
-    def _brace(self) -> None:
-        self.out.append("$" + self._next())
-        self._plain(stop="}")
+def _in_double_quotes(ch: str, nxt: str, escape: str, out: list[str]) -> int:
+    """Rewrite one character inside double quotes; how many extra characters it used."""
+    if ch == escape and nxt in ('"', "$", escape):
+        # A backtick needs no escaping once backslash is the escape character.
+        out.append("`" if nxt == "`" else BACKSLASH + nxt)
+        return 1
+    if ch == BACKSLASH and escape == "`":
+        out.append(BACKSLASH * 2)  # literal here; doubled so it stays literal
+        return 0
+    out.append(ch)
+    return 0

@@ -92,7 +92,10 @@ def _line(keyword: str, words: list[str], ending: str) -> str:
 
 
 LINES = st.builds(
-    _line, st.sampled_from(_KEYWORDS), st.lists(st.sampled_from(_WORDS), max_size=6), st.sampled_from(_ENDINGS)
+    _line,
+    st.sampled_from(_KEYWORDS),
+    st.lists(st.sampled_from(_WORDS), max_size=6),
+    st.sampled_from(_ENDINGS),
 )
 NEWLINES = st.sampled_from(["\n", "\n", "\r\n"])
 
@@ -113,5 +116,7 @@ def dockerfile_texts(draw: st.DrawFn) -> str:
 ANY_TEXT = st.one_of(
     st.text(),
     st.text(st.characters(codec=None, exclude_categories=())),
-    st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["\ud800", "\udfff", "\x00", "\r", "\n"]))).map("".join),
+    st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["\ud800", "\udfff", "\x00", "\r", "\n"]))).map(
+        "".join
+    ),
 )

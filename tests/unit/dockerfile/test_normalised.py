@@ -46,12 +46,14 @@ MEANINGFUL = {
     "an ENV value": REFERENCE.replace("MODE=fast", "MODE=slow"),
     "an ENV name": REFERENCE.replace("MODE=fast", "MODE_=fast"),
     "blanks inside quotes": REFERENCE.replace('"two words"', '"two  words"'),
-    "reordered steps": REFERENCE.replace("RUN pip install numpy pandas\nENV MODE=fast", "ENV MODE=fast").replace(
-        'words"\n', 'words"\nRUN pip install numpy pandas\n', 1
-    ),
+    "reordered steps": REFERENCE.replace(
+        "RUN pip install numpy pandas\nENV MODE=fast", "ENV MODE=fast"
+    ).replace('words"\n', 'words"\nRUN pip install numpy pandas\n', 1),
     "a heredoc body": REFERENCE.replace("echo ready", "echo steady"),
     "a cache mount": REFERENCE.replace("RUN pip", "RUN --mount=type=cache,target=/root/.cache pip"),
-    "exec form": REFERENCE.replace("RUN pip install numpy pandas", 'RUN ["pip", "install", "numpy", "pandas"]'),
+    "exec form": REFERENCE.replace(
+        "RUN pip install numpy pandas", 'RUN ["pip", "install", "numpy", "pandas"]'
+    ),
     "a shell": REFERENCE + 'SHELL ["/bin/bash", "-c"]\n',
     "a user": REFERENCE + "USER nobody\n",
 }

@@ -78,7 +78,9 @@ def guarded(word: str) -> str:
     return word + '""' if word[-1:].isspace() or word.endswith("\\") else word
 
 
-def read_back_meaning(commands: Sequence[dockerfile.Command]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+def read_back_meaning(
+    commands: Sequence[dockerfile.Command],
+) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     out = []
     for c in commands:
         args = tuple(c.value)

@@ -75,7 +75,7 @@ def test_command_that_looks_like_a_flag_stays_a_command() -> None:
 def test_escape_directive_renders_to_backslash_escape() -> None:
     text = (
         "# escape=`\nFROM e2bdev/code-interpreter:latest\n"
-        "ENV PATH_W=C:\\tools\\ Q=\"say `\"hi`\"\" D=`$HOME\n"
+        'ENV PATH_W=C:\\tools\\ Q="say `"hi`"" D=`$HOME\n'
         "WORKDIR C:\\work\n"
         "RUN dir C:\\ `\n  && echo done\n"
     )

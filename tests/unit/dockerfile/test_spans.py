@@ -12,7 +12,7 @@ from tests.unit.dockerfile.strategies import dockerfile_texts
 
 CORPUS = [
     "FROM x\nRUN <<EOF\na\nEOF\nRUN echo \\\n  # c\n  b\n\nENV A=1\n",
-    "# escape=`\nFROM x\nRUN a `\n b\nRUN <<-EOF\n\tx\n\tEOF\nRUN [\"a\"] <<X\nY\n",
+    '# escape=`\nFROM x\nRUN a `\n b\nRUN <<-EOF\n\tx\n\tEOF\nRUN ["a"] <<X\nY\n',
     "RUN <<A cat > /a && <<B cat > /b\naa\nA\nbb\nB\n",
     'RUN echo <<"E F"\nx\nE F\n',
     "\ufeffFROM x\n  RUN y \\\n\n z\n",

@@ -90,6 +90,12 @@ def test_escape_directive_continues_lines_with_backticks() -> None:
     assert v.instructions[2].args == ("P", "C:\\\\tools")
 
 
+def test_escape_directive_after_a_bom() -> None:
+    v = validate("\ufeff# escape=`\nFROM e2bdev/code-interpreter:latest\nRUN a `\n b\n")
+    assert v.ok
+    assert v.instructions[1].args == ("a  b",)
+
+
 def test_heredocs() -> None:
     text = BASE + (
         "RUN <<EOF\napt-get update\nEOF\n"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from orch.dockerfile import Severity, validate
@@ -54,7 +58,12 @@ def test_wrong_base_image() -> None:
 
 @pytest.mark.parametrize(
     "image",
-    ["e2bdev/code-interpreter:v1", "E2BDEV/code-interpreter:latest", "$BASE", "e2bdev/code-interpreter@sha256:00"],
+    [
+        "e2bdev/code-interpreter:v1",
+        "E2BDEV/code-interpreter:latest",
+        "$BASE",
+        "e2bdev/code-interpreter@sha256:00",
+    ],
 )
 def test_other_spellings_are_other_images(image: str) -> None:
     assert where(errors(validate(f"FROM {image}\nRUN true\n"))) == [(1, "FROM")]
@@ -90,7 +99,9 @@ def test_from_platform_and_other_flags() -> None:
     assert "--platform" in finding.message and "--platform" in finding.fix
 
 
-@pytest.mark.parametrize("line", ["FROM", "FROM e2bdev/code-interpreter:latest AS", "FROM e2bdev/code-interpreter x y"])
+@pytest.mark.parametrize(
+    "line", ["FROM", "FROM e2bdev/code-interpreter:latest AS", "FROM e2bdev/code-interpreter x y"]
+)
 def test_malformed_from(line: str) -> None:
     assert where(errors(validate(line + "\nRUN true\n"))) == [(1, "FROM")]
 
@@ -151,7 +162,7 @@ def test_unterminated_heredoc_points_at_its_run() -> None:
     [
         (BASE + "RUN a\n\nENV ONLYNAME\nRUN b\n", 4, "ENV", "must have two arguments"),
         (BASE + "LABEL a=b \\\n  c\n", 2, "LABEL", "can't find ="),
-        (BASE + "RUN true\nRUN [\"python\", 3]\n", 3, "RUN", "JSON array"),
+        (BASE + 'RUN true\nRUN ["python", 3]\n', 3, "RUN", "JSON array"),
         ("# escape=x\n" + BASE, 1, "", "invalid escape token"),
         ("# escape=`\n# escape=\\\n" + BASE, 2, "", "only one escape"),
     ],
@@ -170,13 +181,31 @@ def test_too_long_line() -> None:
     assert "65535" in finding.message
 
 
-def test_nul_byte_and_lone_surrogate() -> None:
-    # The parser would cut the text at the NUL and crash on the surrogate; neither reaches it.
+def test_nul_byte() -> None:
+    # The parser gets strings over C and would silently cut the file at the NUL.
     [nul] = validate(BASE + "RUN echo a\x00b\n").findings
     assert (nul.line, nul.instruction) == (2, "")
-    [bad] = validate(BASE + "RUN true\nRUN echo \udcff\n").findings
-    assert (bad.line, bad.instruction) == (3, "")
-    assert "UTF-8" in bad.message
+    assert "NUL" in nul.message
+
+
+def test_lone_surrogate() -> None:
+    # The parser crashes the whole process on text that can't be UTF-8 encoded, so this runs
+    # in a child process: a regression fails this test instead of killing the test run.
+    code = (
+        "from orch.dockerfile import validate\n"
+        "[f] = validate('FROM e2bdev/code-interpreter:latest\\nRUN true\\nRUN echo \\udcff\\n').findings\n"
+        "print(f.line, f.message)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.startswith("3 ") and "UTF-8" in out.stdout
+
+
+def test_lone_continuation_at_the_end() -> None:
+    [finding] = errors(validate(BASE + "RUN true\n\\\n"))
+    assert (finding.line, finding.instruction) == (3, "")
+    assert "continues into nothing" in finding.message
 
 
 @pytest.mark.parametrize(
