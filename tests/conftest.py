@@ -55,3 +55,19 @@ def drain(platform: Platform) -> int:
         builds.run(platform, build_id)
         n += 1
     return n
+
+
+def drain_runs(platform: Platform) -> int:
+    """Run every queued run now, in this thread (builds they wait for included)."""
+    from orch.services import run_worker
+
+    workers = builds.BuildWorkers(platform, poll=0.05)  # a run may wait for its environment's build
+    workers.start()
+    try:
+        n = 0
+        while (run_id := run_worker.claim(platform)) is not None:
+            run_worker.execute(platform, run_id)
+            n += 1
+        return n
+    finally:
+        workers.stop()

@@ -62,6 +62,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("build_workers", lambda h: 1, _positive_int, "Builds run at the same time."),
     Setting(
+        "run_workers", lambda h: 2, _positive_int, "Runs that execute at the same time; more wait queued."
+    ),
+    Setting(
         "ca_bundle",
         lambda h: "/etc/ssl/certs/ca-certificates.crt",
         str,

@@ -37,6 +37,40 @@ BUILD_TRANSITIONS: dict[BuildStatus, frozenset[BuildStatus]] = {
 }
 
 
+class RunStatus(StrEnum):
+    QUEUED = "queued"  # in the store, waiting for a run worker
+    STARTING = "starting"  # claimed: environment resolved and made ready, dependencies installed
+    RUNNING = "running"  # the agent's process runs in its sandbox
+    SUCCEEDED = "succeeded"  # exited 0
+    FAILED = "failed"  # exited non-zero, hit a limit, or could not start; `reason` says which
+    TIMED_OUT = "timed_out"  # stopped at its wall-clock limit
+    CANCELLED = "cancelled"  # stopped by `orch runs cancel`
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL_RUN
+
+
+_FINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
+
+# The only legal moves of a run; `services.runs` refuses any other.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, *_FINAL_RUN}),
+    RunStatus.RUNNING: _FINAL_RUN,
+    **{s: frozenset() for s in _FINAL_RUN},
+}
+
+
+class EnvironmentRule(StrEnum):
+    """Why a run got its environment (SPEC §2.4), in the order the rules are tried."""
+
+    DOCKERFILE = "dockerfile"
+    PINNED = "pinned"
+    WORKSPACE_DEFAULT = "workspace-default"
+    BASE = "base"
+
+
 class EnvStatus(StrEnum):
     NOT_BUILT = "not-built"  # predefined, never built yet: built on first use
     QUEUED = "queued"

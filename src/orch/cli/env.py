@@ -114,7 +114,7 @@ def status(
     client = Client.from_settings()
     data = client.get(f"/v1/environments/{env}")
     if follow and data["status"] not in FINAL and data["status"] != "not-built":
-        data = _follow(client, data["id"], quiet=json_)
+        data = follow_build(client, data["id"], quiet=json_)
     if json_:
         print_json(_status_json(data))
     else:
@@ -165,7 +165,7 @@ def _print_failure(e: dict[str, Any]) -> None:
     )
 
 
-def _follow(
+def follow_build(
     client: Client, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
 ) -> dict[str, Any]:
     """Show a progress bar (and the log, if `logs`) until the build ends; return the final state."""
@@ -228,7 +228,7 @@ def _print_ready(data: dict[str, Any]) -> None:
 def _wait_and_report(client: Client, data: dict[str, Any], detach: bool, logs: bool, json_: bool) -> None:
     """After a create or build: follow it unless detached, print the outcome, exit 1 on failure."""
     if not detach and data["status"] not in FINAL:
-        data = _follow(client, data["id"], quiet=json_, logs=logs)
+        data = follow_build(client, data["id"], quiet=json_, logs=logs)
     if json_:
         print_json(_status_json(data))
     elif data["status"] == "ready":
@@ -335,11 +335,10 @@ def delete(
 def set_default(env: str = typer.Argument(..., help="Environment id or name.")) -> None:
     """Make ENV the workspace default: agents without their own Dockerfile or pin use it."""
     client = Client.from_settings()
-    data = client.put("/v1/workspace/default-environment", json={"environment": env})["default"]
-    ok(
-        f"Workspace default is now {data['name']}. Agents without their own Dockerfile "
-        "or pinned environment will use it on their next run."
-    )
+    answer = client.put("/v1/workspace/default-environment", json={"environment": env})
+    data, n = answer["default"], answer["affected_agents"]
+    who = f"{n} agent{'s' if n != 1 else ''} without their own Dockerfile or pinned environment"
+    ok(f"Workspace default is now {data['name']}. {who} will use it on their next run.")
     if data["status"] in ("queued", "building"):
         warn(f"{data['name']} is being built now; follow it with `orch env status {data['name']} --follow`.")
 

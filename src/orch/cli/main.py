@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from orch.cli import admin, env, server
+from orch.cli import admin, agent, env, server
+from orch.cli import run as run_cmd
 from orch.cli.output import err_console
 
 app = typer.Typer(
@@ -15,7 +16,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(env.app, name="env")
+app.add_typer(agent.app, name="agents")
+app.add_typer(run_cmd.app, name="runs")
 app.add_typer(admin.app, name="admin")
+app.command("publish")(agent.publish)
+app.command("run")(run_cmd.run)
 app.command("server")(server.server)
 app.command("login")(server.login)
 

@@ -1,6 +1,23 @@
 """The container engine interface. Podman today; a fake beside it for unit tests."""
 
-from orch.engine.base import BuildFailed, Engine, ImageInfo, ProcessResult
+from orch.engine.base import (
+    BuildFailed,
+    ContainerExit,
+    ContainerSpec,
+    Engine,
+    ImageInfo,
+    Mount,
+    ProcessResult,
+)
 from orch.engine.podman import PodmanEngine
 
-__all__ = ["BuildFailed", "Engine", "ImageInfo", "PodmanEngine", "ProcessResult"]
+__all__ = [
+    "BuildFailed",
+    "ContainerExit",
+    "ContainerSpec",
+    "Engine",
+    "ImageInfo",
+    "Mount",
+    "PodmanEngine",
+    "ProcessResult",
+]

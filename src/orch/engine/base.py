@@ -46,6 +46,43 @@ class BuildRequest:
     context: Path | None = None  # only the platform's own recipes have one; user builds never
 
 
+@dataclass(frozen=True)
+class Mount:
+    host: str
+    container: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One sandbox: what runs, in which image, with which limits. Nothing is optional by accident:
+    the defaults are the strict ones (no network, read-only root, all capabilities dropped)."""
+
+    image: str
+    argv: Sequence[str]
+    name: str
+    labels: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    mounts: Sequence[Mount] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)  # path -> mount options
+    network: bool = False
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    read_only: bool = True
+    stdin: bytes = b""
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    exit_code: int
+    oom_killed: bool = False
+    timed_out: bool = False
+    cancelled: bool = False
+
+
 class Engine(Protocol):
     name: str
 
@@ -67,6 +104,22 @@ class Engine(Protocol):
     def images(self, labels: Mapping[str, str]) -> list[ImageInfo]: ...
 
     def remove_image(self, ref: str) -> None: ...
+
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ContainerExit:
+        """Run a sandbox to its end, streaming its output; the container is removed afterwards.
+        `timeout` and `should_stop` kill it (reported as timed_out / cancelled)."""
+        ...
+
+    def remove_containers(self, labels: Mapping[str, str]) -> int:
+        """Force-remove every container with these labels; return how many."""
+        ...
 
     def run(
         self,

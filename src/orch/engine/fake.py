@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from orch.engine.base import BuildFailed, BuildRequest, ImageInfo, ProcessResult
+from orch.engine.base import BuildFailed, BuildRequest, ContainerExit, ContainerSpec, ImageInfo, ProcessResult
 
 
 class FakeEngine:
@@ -21,6 +21,11 @@ class FakeEngine:
         self.runs: list[tuple[str, tuple[str, ...]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.containers: list[ContainerSpec] = []
+        # What a sandbox "does": given its spec, write output through the callbacks, return an exit.
+        self.behaviour: Callable[
+            [ContainerSpec, Callable[[bytes], None], Callable[[bytes], None]], ContainerExit
+        ] = lambda spec, out, err: ContainerExit(0)
 
     def add_image(self, tag: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
         info = ImageInfo(
@@ -74,6 +79,22 @@ class FakeEngine:
 
     def remove_image(self, ref: str) -> None:
         self.images_by_tag.pop(ref, None)
+
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ContainerExit:
+        self.containers.append(spec)
+        if should_stop is not None and should_stop():
+            return ContainerExit(137, cancelled=True)
+        return self.behaviour(spec, on_stdout, on_stderr)
+
+    def remove_containers(self, labels: Mapping[str, str]) -> int:
+        return 0
 
     def run(
         self,

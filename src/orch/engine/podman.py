@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orch.engine.base import BuildFailed, BuildRequest, ImageInfo, ProcessResult
+from orch.engine import podman_run
+from orch.engine.base import BuildFailed, BuildRequest, ContainerExit, ContainerSpec, ImageInfo, ProcessResult
 from orch.errors import EngineError
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
@@ -156,6 +157,28 @@ class PodmanEngine:
         harmless = ("image not known", "image is in use", "has dependent children")
         if res.exit_code != 0 and not any(h in res.stderr for h in harmless):
             raise EngineError(f"podman rmi {ref} failed: {res.stderr.strip()}", _FIX)
+
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ContainerExit:
+        try:
+            return podman_run.run_container(self.binary, spec, on_stdout, on_stderr, timeout, should_stop)
+        except FileNotFoundError:
+            raise EngineError("Podman is not installed.", _FIX) from None
+
+    def remove_containers(self, labels: Mapping[str, str]) -> int:
+        args = ["ps", "-a", "-q"]
+        for k, v in labels.items():
+            args += ["--filter", f"label={k}={v}"]
+        ids = self._cmd(*args).stdout.split()
+        if ids:
+            self._cmd("rm", "-f", "-t", "0", *ids, check=False)
+        return len(ids)
 
     def run(
         self,

@@ -12,24 +12,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server.api import environments
+from orch.server.api import agents, environments, runs
 from orch.services import environments as envs
 from orch.services.builds import BuildWorkers
 from orch.services.platform import Platform
+from orch.services.run_worker import RunWorkers
 
 
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
     build_workers = BuildWorkers(platform, count=int(platform.config.build_workers))
+    run_workers = RunWorkers(platform, count=int(platform.config.run_workers))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if workers:
             build_workers.start()
+            run_workers.start()
         try:
             yield
         finally:
             if workers:
+                run_workers.stop()
                 build_workers.stop()
 
     platform.store.migrate()
@@ -43,6 +47,8 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     )
     app.state.platform = platform
     app.include_router(environments.router)
+    app.include_router(agents.router)
+    app.include_router(runs.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

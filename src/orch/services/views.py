@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -64,3 +65,65 @@ class CreatedEnvironment(EnvironmentView):
 
 class DefaultView(BaseModel):
     default: EnvironmentView | None
+    # Agents with no Dockerfile and no pin: they follow the default on their next run.
+    affected_agents: int = 0
+
+
+class AgentVersionView(BaseModel):
+    id: str
+    version: int
+    entrypoint: str
+    language: str
+    command: list[str]
+    bundle_sha256: str
+    bundle_size: int
+    pinned_environment: str | None
+    dockerfile_environment: dict[str, str] | None
+    dependency_files: list[str]
+    manifest: dict[str, Any]
+    created_at: datetime
+
+
+class AgentView(BaseModel):
+    id: str
+    name: str
+    latest_version: int
+    created_at: datetime
+    latest: AgentVersionView
+    versions: list[AgentVersionView] | None = None
+
+
+class PublishedView(BaseModel):
+    agent: AgentView
+    version: AgentVersionView
+    notes: list[str] = []
+
+
+class RunEnvironment(BaseModel):
+    id: str | None
+    name: str | None
+
+
+class RunView(BaseModel):
+    id: str
+    agent: str
+    agent_version: int
+    status: str
+    exit_code: int | None
+    reason: str | None
+    environment: RunEnvironment
+    environment_rule: str | None
+    deps: str
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+
+
+class RunLogs(BaseModel):
+    stdout: str
+    stderr: str
+    log: str
+    offsets: dict[str, int]
+    status: str
+    truncated: bool = False

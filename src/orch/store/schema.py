@@ -74,3 +74,59 @@ class BuildRow(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_agent_workspace_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AgentVersionRow(Base):
+    """One immutable published version of an agent: its bundle and what publish derived from it."""
+
+    __tablename__ = "agent_versions"
+    __table_args__ = (UniqueConstraint("agent_id", "version", name="uq_agent_version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    bundle_size: Mapped[int] = mapped_column(BigInteger)
+    entrypoint: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str] = mapped_column(String(16))
+    command: Mapped[str] = mapped_column(Text)  # JSON argv
+    manifest: Mapped[str] = mapped_column(Text)  # JSON of the parsed manifest
+    pinned_environment: Mapped[str | None] = mapped_column(String(63))
+    # The environment built from the bundle's Dockerfile (publish --docker), if any.
+    dockerfile_environment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    deps_files: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of dependency files
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str] = mapped_column(String(40), index=True)
+    agent_version_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    input: Mapped[str] = mapped_column(Text, default="")
+    env: Mapped[str] = mapped_column(Text, default="{}")  # JSON of --env variables
+    timeout: Mapped[int | None] = mapped_column(Integer)
+    environment_id: Mapped[str | None] = mapped_column(String(40))
+    environment_name: Mapped[str | None] = mapped_column(String(63))
+    environment_rule: Mapped[str | None] = mapped_column(String(32))
+    image: Mapped[str | None] = mapped_column(String(255))
+    deps: Mapped[str] = mapped_column(String(16), default="none")  # none | cached | installed
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    container: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

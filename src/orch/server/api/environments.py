@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
     CreatedEnvironment,
@@ -105,7 +106,8 @@ def get_default(platform: PlatformDep, ws: WorkspaceDep) -> DefaultView:
 def set_default(body: SetDefault, platform: PlatformDep, ws: WorkspaceDep) -> DefaultView:
     """Make an environment the workspace default (used on the next run of agents that have no
     Dockerfile and no pinned environment)."""
-    return DefaultView(default=envs.set_default(platform, ws, body.environment))
+    default = envs.set_default(platform, ws, body.environment)
+    return DefaultView(default=default, affected_agents=agents.count_without_own_environment(platform, ws))
 
 
 @router.delete("/workspace/default-environment", response_model=DefaultView)

@@ -1,0 +1,68 @@
+"""What the server learns from a bundle before it accepts it: manifest, entrypoint, build files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from orch.bundle.contents import read_bundle
+from orch.bundle.entrypoint import Entrypoint, detect_entrypoint
+from orch.bundle.limits import MAX_BUNDLE_BYTES, MAX_FILES
+from orch.bundle.manifest import Manifest, parse_manifest
+from orch.errors import InvalidInput
+
+MANIFEST_NAMES = ("orch.yaml", "orch.yml")
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """A bundle that passed every check; the build and dependency files are those at its top."""
+
+    data: bytes
+    sha256: str
+    files: Mapping[str, bytes]
+    manifest: Manifest
+    entrypoint: Entrypoint
+    dockerfile: str | None
+    requirements: bytes | None  # requirements.txt
+    package_json: bytes | None
+    package_lock: bytes | None  # package-lock.json
+
+
+def inspect_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES, max_files: int = MAX_FILES) -> BundleInfo:
+    """Read `data` safely, parse its manifest and find its entrypoint; InvalidInput on any problem."""
+    files = read_bundle(data, max_bytes, max_files)
+    manifest = _manifest(files)
+    package_json = files.get("package.json")
+    dockerfile = files.get("Dockerfile")
+    return BundleInfo(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        files=files,
+        manifest=manifest,
+        entrypoint=detect_entrypoint(files.keys(), manifest, package_json),
+        dockerfile=_text(dockerfile, "Dockerfile") if dockerfile is not None else None,
+        requirements=files.get("requirements.txt"),
+        package_json=package_json,
+        package_lock=files.get("package-lock.json"),
+    )
+
+
+def _manifest(files: Mapping[str, bytes]) -> Manifest:
+    present = [name for name in MANIFEST_NAMES if name in files]
+    if len(present) > 1:
+        raise InvalidInput("The bundle has both orch.yaml and orch.yml.", "Keep one of them.")
+    if not present:
+        return Manifest()
+    name = present[0]
+    return parse_manifest(_text(files[name], name), name)
+
+
+def _text(content: bytes, name: str) -> str:
+    try:
+        return content.decode("utf-8-sig")  # editors on Windows start UTF-8 files with a BOM
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{name} is not UTF-8 text (byte {exc.start}).", f"Save {name} as UTF-8."
+        ) from None

@@ -1,0 +1,223 @@
+"""`orch.yaml`: what a bundle says about itself. Every key is optional and unknown keys are errors."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+
+from orch.bundle.language import language_of
+from orch.bundle.limits import MAX_MANIFEST_BYTES
+from orch.bundle.manifest_problems import invalid_manifest, problem, show
+from orch.bundle.resources import Resources
+from orch.bundle.sizes import format_size
+from orch.bundle.yaml_source import load_yaml
+from orch.errors import InvalidInput
+from orch.models import check_name
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JSON_DEPTH = 64
+
+
+def _text(value: object, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise problem(f"{show(value)} is not text.", f"Write {what} as text, in quotes if need be.")
+
+
+def _command(value: object, what: str) -> str | None:
+    text = _text(value, what)
+    if text is None:
+        return None
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        raise problem(f"{show(text)} has a quote that is never closed.", "Close the quote.") from None
+    if not words:
+        raise problem("the command is empty.", f"Write {what}, or remove the key.")
+    return text
+
+
+class Runtime(BaseModel):
+    """`runtime:`: how the code is started."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str | None = None  # run by the sandbox instead of `python ENTRYPOINT` / `node ENTRYPOINT`
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _check_command(cls, value: object) -> str | None:
+        return _command(value, "the command, such as `python main.py --fast`")
+
+
+def _env_name(value: object) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        raise problem(
+            f"{show(value)} is not a variable name.", "Use letters, digits and '_', not a leading digit."
+        )
+    if value.startswith("ORCH_"):
+        raise problem(f"{value} starts with ORCH_, which orch reserves for itself.", "Choose another name.")
+    return value
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as written in YAML, not Python's True
+    if isinstance(value, str | int | float):
+        return str(value)
+    if value is None:
+        raise problem("has no value.", 'Write KEY: "" for an empty value.')
+    raise problem(f"{show(value)} is not text or a number.", "Write the value as text, in quotes.")
+
+
+def _check_json(value: object) -> None:
+    """Refuse what JSON can't hold: dates, binary, sets, non-text keys, and alias cycles."""
+    stack: list[tuple[object, str, tuple[int, ...]]] = [(value, "", ())]
+    while stack:
+        item, where, ancestors = stack.pop()
+        place = f"{where[1:]}: " if where else ""
+        if isinstance(item, dict | list):
+            if id(item) in ancestors or len(ancestors) > _JSON_DEPTH:
+                raise problem(
+                    f"{place}contains itself or is nested too deeply.", "Write it out without aliases."
+                )
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(item, dict) and not isinstance(key, str):
+                    raise problem(f"{place}the key {show(key)} is not text.", "Write keys as text.")
+                stack.append((child, f"{where}.{key}", (*ancestors, id(item))))
+        elif not isinstance(item, str | int | float | bool) and item is not None:
+            raise problem(f"{place}{show(item)} is not text, a number, a list or a mapping.", "Quote it.")
+
+
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class Manifest(BaseModel):
+    """A parsed `orch.yaml`. `Manifest()` is what a bundle without one gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    entrypoint: str | None = None  # a bundle path ending in .py or .js; detected when absent
+    runtime: Runtime = Runtime()
+    environment: str | None = None  # a predefined or custom environment, by name or env_ id
+    resources: Resources = Resources()
+    env: dict[EnvName, EnvValue] = {}
+    network: bool = True  # outbound access; inbound is never allowed
+    run_command: str | None = None  # services only: runs before the command at each start
+    loop: dict[str, Any] | None = None  # managed LLM loop: accepted, not runnable yet
+
+    @property
+    def command(self) -> str | None:
+        """`runtime.command`, the command line that replaces the default one."""
+        return self.runtime.command
+
+    @property
+    def has_loop(self) -> bool:
+        return self.loop is not None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, value: object) -> str | None:
+        name = _text(value, "the agent's name")
+        if name is None:
+            return None
+        try:
+            return check_name(name, "Agent name")
+        except InvalidInput as exc:
+            raise problem(exc.message, exc.fix) from None
+
+    @field_validator("entrypoint", mode="before")
+    @classmethod
+    def _check_entrypoint(cls, value: object) -> str | None:
+        path = _text(value, "the path of the entrypoint")
+        if path is None:
+            return None
+        fix = "Name a file of the bundle by its path from the bundle's top, such as main.py or src/app.js."
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if path.startswith("/") or "\\" in path or ".." in parts or not parts:
+            raise problem(f"{show(path)} is not a path inside the bundle.", fix)
+        if language_of(path) is None:
+            raise problem(f"{show(path)} is neither a .py nor a .js file.", fix)
+        return "/".join(parts)
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _check_environment(cls, value: object) -> str | None:
+        name = _text(value, "the environment's name or id")
+        if name is None:
+            return None
+        try:
+            return check_name(name, "Environment")
+        except InvalidInput as exc:
+            raise problem(exc.message, exc.fix) from None
+
+    @field_validator("run_command", mode="before")
+    @classmethod
+    def _check_run_command(cls, value: object) -> str | None:
+        return _command(value, "a command, such as `apt-get install -y ffmpeg`")
+
+    @field_validator("loop", mode="before")
+    @classmethod
+    def _check_loop(cls, value: object) -> object:
+        # Versions keep the manifest as JSON, so the loop section must survive a trip through it.
+        if isinstance(value, dict):
+            _check_json(value)
+        return value
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _check_network(cls, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise problem(f"{show(value)} is not true or false.", "Write network: true or network: false.")
+        return value
+
+
+def parse_manifest(text: str, filename: str = "orch.yaml") -> Manifest:
+    """The manifest in `text`; any problem is an InvalidInput naming the file, line and key."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise InvalidInput(
+            f"{filename} is {format_size(len(text))}; a manifest is at most "
+            f"{format_size(MAX_MANIFEST_BYTES)}.",
+            "Keep only the manifest's keys in it.",
+        )
+    source = load_yaml(text, filename)
+    duplicate = source.duplicate_key()
+    if duplicate is not None:
+        path, line, first = duplicate
+        raise InvalidInput(
+            f"{filename} line {line}: {'.'.join(path)}: the key is also on line {first}.", "Keep one of them."
+        )
+    if source.data is None:
+        return Manifest()
+    if not isinstance(source.data, dict):
+        raise InvalidInput(
+            f"{filename} line {source.line_of(())}: the manifest is a {_kind(source.data)}, "
+            "not a mapping of keys.",
+            "Write `key: value` lines, such as `name: my-agent` and `entrypoint: main.py`.",
+        )
+    try:
+        return Manifest.model_validate(source.data, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise invalid_manifest(exc, source, filename, _KNOWN_KEYS) from None
+
+
+# The keys each mapping accepts, named in the fix of an "unknown key" error.
+_KNOWN_KEYS: dict[tuple[str, ...], list[str]] = {
+    (): [f.alias or n for n, f in Manifest.model_fields.items()],
+    ("runtime",): [f.alias or n for n, f in Runtime.model_fields.items()],
+    ("resources",): [f.alias or n for n, f in Resources.model_fields.items()],
+}
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "single value"
+    return type(value).__name__

@@ -1,0 +1,150 @@
+"""`orch publish` and `orch agents`: publish bundles, list and inspect agents."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from orch.bundle import pack_directory, parse_manifest
+from orch.cli.client import Client
+from orch.cli.env import JSON, follow_build
+from orch.cli.output import command, console, ok, print_json, warn
+from orch.errors import InvalidInput
+
+app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
+
+
+def _default_name(root: Path) -> str:
+    for candidate in ("orch.yaml", "orch.yml"):
+        path = root / candidate
+        if path.is_file():
+            name = parse_manifest(path.read_text(encoding="utf-8-sig"), candidate).name
+            if name:
+                return name
+    slug = re.sub(r"[^a-z0-9._-]+", "-", root.resolve().name.lower()).strip("-._")
+    if not slug:
+        raise InvalidInput(f"Cannot make an agent name from {root}.", "Pass --name NAME.")
+    return slug[:63]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+@command
+def publish(
+    path: Path = typer.Argument(Path("."), help="The agent's directory (default: the current one)."),
+    docker: bool = typer.Option(
+        False, "--docker", help="Build the bundle's Dockerfile into the agent's own environment."
+    ),
+    name: str = typer.Option(
+        None, "--name", "-n", help="Agent name [default: orch.yaml's name, else the directory's]."
+    ),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the Dockerfile's build."),
+    json_: bool = JSON,
+) -> None:
+    """Publish a directory as a new immutable version of an agent."""
+    if not path.is_dir():
+        raise InvalidInput(
+            f"{str(path)!r} is not a directory.",
+            "Pass the agent's directory, e.g. `orch publish ./my-agent`.",
+        )
+    agent_name = name or _default_name(path)
+    bundle = pack_directory(path)
+    client = Client.from_settings()
+    data = client.post(
+        f"/v1/agents/{agent_name}/versions",
+        params={"docker": "true" if docker else "false"},
+        content=bundle.data,
+        headers={"Content-Type": "application/gzip"},
+    )
+    version = data["version"]
+    if json_:
+        print_json(data)
+        return
+    ok(
+        f"Published {data['agent']['name']} v{version['version']} · "
+        f"{version['entrypoint']} ({version['language']}) · "
+        f"{len(bundle.files)} files, {_size(sum(f.size for f in bundle.files))}"
+    )
+    for note in data["notes"]:
+        warn(note)
+    deps = version["dependency_files"]
+    if deps:
+        console.print(f"  dependencies: {', '.join(deps)} (installed on the first run, then cached)")
+    env = version["dockerfile_environment"]
+    if env:
+        console.print(f"  environment: {env['name']} ({env['id']}), built from the bundle's Dockerfile")
+        state = client.get(f"/v1/environments/{env['id']}")
+        if state["status"] not in ("ready", "failed") and not detach:
+            state = follow_build(client, env["id"], logs=False)
+        if state["status"] == "ready":
+            ok(f"Environment {env['name']} is ready")
+        elif state["status"] == "failed":
+            warn(
+                f"Environment {env['name']} failed to build: {state.get('error')}. "
+                f"See `orch env status {env['name']}`."
+            )
+    elif version["pinned_environment"]:
+        console.print(f"  environment: {version['pinned_environment']} (pinned in orch.yaml)")
+    else:
+        console.print("  environment: the workspace default, else the base image (chosen at each run)")
+
+
+def _environment(v: dict[str, Any]) -> str:
+    if v["dockerfile_environment"]:
+        return f"{v['dockerfile_environment']['name']} (dockerfile)"
+    if v["pinned_environment"]:
+        return f"{v['pinned_environment']} (pinned)"
+    return "default"
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON) -> None:
+    """List the workspace's agents with their latest version."""
+    agents = Client.from_settings().get("/v1/agents")
+    if json_:
+        print_json(agents)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "VERSION", "ENTRYPOINT", "ENVIRONMENT", "PUBLISHED"):
+        table.add_column(col, no_wrap=True)
+    for a in agents:
+        v = a["latest"]
+        table.add_row(
+            a["name"],
+            f"v{v['version']}",
+            f"{v['entrypoint']} ({v['language']})",
+            _environment(v),
+            v["created_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command()
+@command
+def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool = JSON) -> None:
+    """Show an agent and its versions."""
+    a = Client.from_settings().get(f"/v1/agents/{agent}")
+    if json_:
+        print_json(a)
+        return
+    v = a["latest"]
+    console.print(f"[bold]{escape(a['name'])}[/bold]  {a['id']}  latest v{v['version']}")
+    console.print(
+        f"  entrypoint   {escape(v['entrypoint'])} ({v['language']}): {escape(' '.join(v['command']))}"
+    )
+    console.print(f"  environment  {escape(_environment(v))}")
+    console.print(f"  dependencies {', '.join(v['dependency_files']) or 'none'}")
+    console.print("  versions")
+    for old in a.get("versions") or []:
+        console.print(
+            f"    v{old['version']}  {old['created_at'][:19]}  "
+            f"{old['bundle_sha256'][:12]}  {_size(old['bundle_size'])}"
+        )

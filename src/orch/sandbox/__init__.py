@@ -1,0 +1,1 @@
+"""Runs: the sandbox a run gets (spec, limits, mounts) and its cached dependencies."""

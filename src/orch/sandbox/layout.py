@@ -1,0 +1,10 @@
+"""Where things are inside a sandbox."""
+
+WORKDIR = "/home/user/work"  # a sized tmpfs: the agent's files, writable, gone with the sandbox
+BUNDLE = "/opt/orch/bundle"  # the published bundle, read-only; copied into WORKDIR at start
+DEPS = "/opt/orch/deps"  # cached dependencies, read-only
+PYTHON_DEPS = f"{DEPS}/python"
+SANDBOX_USER = "1000:1000"  # never root inside a sandbox
+PYTHON_DEPS_FILES = ("requirements.txt",)
+NODE_DEPS_FILES = ("package.json", "package-lock.json")
+SCRATCH = "/tmp"  # noqa: S108 - inside the sandbox, where it is a private, sized tmpfs

@@ -1,0 +1,62 @@
+"""The sandbox a run gets: hard limits, a read-only root, a private writable working directory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orch.engine.base import ContainerSpec, Mount
+from orch.sandbox.deps import Deps
+from orch.sandbox.layout import BUNDLE, SANDBOX_USER, SCRATCH, WORKDIR
+
+# The bundle is copied into the tmpfs working directory, so the agent may write next to its
+# files while nothing of the host is writable.
+_PRELUDE = f'cp -R {BUNDLE}/. {WORKDIR}/ && exec "$@"'
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float
+    memory_bytes: int
+    pids: int
+    timeout: int  # seconds of wall-clock time
+
+    @property
+    def work_bytes(self) -> int:
+        """Size of the writable places; tmpfs pages count against the memory limit too."""
+        return max(self.memory_bytes // 2, 16 * 1024 * 1024)
+
+
+def run_spec(
+    *,
+    name: str,
+    image: str,
+    command: Sequence[str],
+    bundle_dir: Path,
+    deps: Deps,
+    env: Mapping[str, str],
+    stdin: bytes,
+    limits: Limits,
+    network: bool,
+    labels: Mapping[str, str],
+    host_mounts: Sequence[Mount] = (),
+) -> ContainerSpec:
+    tmpfs_opts = f"rw,exec,nosuid,nodev,mode=1777,size={limits.work_bytes}"
+    return ContainerSpec(
+        image=image,
+        argv=["/bin/sh", "-c", _PRELUDE, "orch-run", *command],
+        name=name,
+        labels=labels,
+        env={**env, "HOME": WORKDIR, **deps.env},
+        workdir=WORKDIR,
+        user=SANDBOX_USER,
+        mounts=[*host_mounts, Mount(str(bundle_dir), BUNDLE), *deps.mounts],
+        tmpfs={WORKDIR: tmpfs_opts, SCRATCH: tmpfs_opts},
+        network=network,
+        memory_bytes=limits.memory_bytes,
+        cpus=limits.cpus,
+        pids=limits.pids,
+        read_only=True,
+        stdin=stdin,
+    )

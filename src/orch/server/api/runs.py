@@ -1,0 +1,61 @@
+"""/v1/runs: start runs of agents, follow their output, cancel them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.services import runs
+from orch.services.views import RunLogs, RunView
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+
+class StartRun(BaseModel):
+    agent: str = Field(max_length=200, description="Agent name or id; its latest version runs.")
+    input: str = Field("", description="Given to the agent on stdin and in ORCH_INPUT.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    timeout: int | None = Field(None, description="Wall-clock limit in seconds (default: the manifest's).")
+
+
+@router.post("/runs", response_model=RunView, status_code=201)
+def start_run(body: StartRun, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
+    """Queue a run in a fresh sandbox; poll it, or follow /runs/{id}/logs."""
+    return runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
+
+
+@router.get("/runs", response_model=list[RunView])
+def list_runs(
+    platform: PlatformDep,
+    ws: WorkspaceDep,
+    agent: str | None = Query(None, description="Only this agent's runs."),
+    limit: int = Query(50, ge=1, le=500),
+) -> list[RunView]:
+    """Runs, newest first."""
+    return runs.list_runs(platform, ws, agent, limit)
+
+
+@router.get("/runs/{run_id}", response_model=RunView)
+def get_run(run_id: str, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
+    return runs.show(platform, ws, run_id)
+
+
+@router.get("/runs/{run_id}/logs", response_model=RunLogs)
+def get_run_logs(
+    run_id: str,
+    platform: PlatformDep,
+    ws: WorkspaceDep,
+    stdout: int = Query(0, ge=0, description="Byte offset in the agent's stdout."),
+    stderr: int = Query(0, ge=0, description="Byte offset in the agent's stderr."),
+    log: int = Query(0, ge=0, description="Byte offset in the platform's log of the run."),
+    wait: float = Query(0, ge=0, le=30, description="Seconds to wait for new output (long poll)."),
+) -> RunLogs:
+    """Output from the given offsets; pass the returned offsets back to follow the run."""
+    return runs.read_logs(platform, ws, run_id, {"stdout": stdout, "stderr": stderr, "log": log}, wait)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunView)
+def cancel_run(run_id: str, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
+    """Cancel a run: at once if queued, else its sandbox is stopped."""
+    return runs.cancel(platform, ws, run_id)

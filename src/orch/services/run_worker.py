@@ -1,0 +1,390 @@
+"""Executing runs: claim a queued run, resolve and prepare its environment, install its
+dependencies (cached), run it in a sandbox, and record the outcome. Runs are rows in the store,
+so a restart loses nothing; `recover` settles runs a stopped server left in flight."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy import select, update
+
+from orch.builder import base_images
+from orch.builder.host import ca_mounts, proxy_env
+from orch.builder.predefined import BASE_ENVIRONMENTS
+from orch.bundle import Manifest
+from orch.engine.base import ContainerExit, ContainerSpec, Mount
+from orch.errors import NotFound, OrchError
+from orch.models import BuildStatus, EnvironmentRule, EnvKind, RunStatus
+from orch.sandbox import deps as deps_mod
+from orch.sandbox.spec import Limits, run_spec
+from orch.services import environments as envs
+from orch.services.agents import extracted_bundle
+from orch.services.platform import Platform
+from orch.services.runs import MAX_OUTPUT
+from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
+
+log = logging.getLogger(__name__)
+
+_FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry", "EAGAIN")
+
+
+class RunFailed(OrchError):
+    """The run could not start: its reason is recorded and shown to the user."""
+
+
+@dataclass(frozen=True)
+class Chosen:
+    environment: EnvironmentRow
+    rule: EnvironmentRule
+
+
+def choose_environment(s: Any, ws: WorkspaceRow, version: AgentVersionRow) -> Chosen:
+    """SPEC §2.4, at run time: the agent's Dockerfile, its pin, the workspace default, the base."""
+    if version.dockerfile_environment_id:
+        env = s.get(EnvironmentRow, version.dockerfile_environment_id)
+        if env is None:
+            raise RunFailed(
+                "The environment built from this agent's Dockerfile no longer exists.",
+                "Publish the agent again with --docker.",
+            )
+        return Chosen(env, EnvironmentRule.DOCKERFILE)
+    if version.pinned_environment:
+        try:
+            return Chosen(envs.resolve(s, ws, version.pinned_environment), EnvironmentRule.PINNED)
+        except NotFound:
+            raise RunFailed(
+                f"The pinned environment {version.pinned_environment!r} no longer exists.",
+                "Create it again, or pin another environment in orch.yaml and publish again.",
+            ) from None
+    if ws.default_environment_id:
+        env = s.get(EnvironmentRow, ws.default_environment_id)
+        if env is not None:
+            return Chosen(env, EnvironmentRule.WORKSPACE_DEFAULT)
+    base = "python" if version.language == "python" else "node"
+    env = s.scalar(
+        select(EnvironmentRow).where(EnvironmentRow.scope == envs.SHARED, EnvironmentRow.name == base)
+    )
+    return Chosen(env, EnvironmentRule.BASE)
+
+
+class Output:
+    """The run's three streams on disk, bounded, and a wake-up for long-polling readers."""
+
+    def __init__(self, platform: Platform, run_id: str) -> None:
+        self.platform = platform
+        self.dir = platform.run_dir(run_id)
+        self.files: dict[str, IO[bytes]] = {n: (self.dir / n).open("ab") for n in ("stdout", "stderr", "log")}
+        self.sizes = {n: (self.dir / n).stat().st_size for n in self.files}
+        self.stderr_tail = b""
+
+    def write(self, stream: str, data: bytes) -> None:
+        if stream == "stderr":
+            self.stderr_tail = (self.stderr_tail + data)[-4096:]
+        room = MAX_OUTPUT - self.sizes[stream]
+        if room <= 0:
+            (self.dir / "truncated").touch()
+            return
+        data = data[:room]
+        self.files[stream].write(data)
+        self.files[stream].flush()
+        self.sizes[stream] += len(data)
+        self.platform.notify_runs()
+
+    def line(self, text: str) -> None:
+        self.write("log", (text + "\n").encode())
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def claim(platform: Platform) -> str | None:
+    with platform.store.session() as s:
+        for run_id in s.scalars(
+            select(RunRow.id)
+            .where(RunRow.status == RunStatus.QUEUED.value)
+            .order_by(RunRow.queued_at)
+            .limit(5)
+        ).all():
+            claimed = s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
+                .values(status=RunStatus.STARTING.value, started_at=utcnow(), attempts=RunRow.attempts + 1)
+            )
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                return run_id
+    return None
+
+
+def recover(platform: Platform) -> list[str]:
+    """At start: remove this platform's leftover sandboxes; a run that had not started its agent
+    is queued again, one whose agent was running is failed (it may have had effects)."""
+    platform.engine.remove_containers({"org.orch.instance": platform.instance, "org.orch.kind": "run"})
+    settled = []
+    with platform.store.session() as s:
+        for run in s.scalars(
+            select(RunRow).where(RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]))
+        ):
+            if run.status == RunStatus.STARTING.value and run.attempts < 2:
+                run.status = RunStatus.QUEUED.value
+                note = "The server stopped while this run was starting; it was queued again."
+            else:
+                run.status, run.finished_at = RunStatus.FAILED.value, utcnow()
+                run.reason = "the server stopped while the run was running"
+                note = f"The server stopped during this run; it was marked failed ({run.reason})."
+            with (platform.run_dir(run.id) / "log").open("a") as f:
+                f.write(note + "\n")
+            settled.append(run.id)
+    return settled
+
+
+def execute(platform: Platform, run_id: str) -> None:
+    """Take a claimed run to its end; every outcome is recorded, none raises."""
+    out = Output(platform, run_id)
+    try:
+        _execute(platform, run_id, out)
+    except OrchError as e:
+        out.line(f"✗ {e}")
+        _finish(platform, run_id, RunStatus.FAILED, None, e.message)
+    except Exception as e:  # a bug must fail the run, not the worker
+        log.exception("run %s crashed", run_id)
+        out.line(f"✗ internal error: {e!r}")
+        _finish(platform, run_id, RunStatus.FAILED, None, f"internal error: {type(e).__name__}")
+    finally:
+        out.close()
+        platform.notify_runs()
+
+
+def _cancelled(platform: Platform, run_id: str) -> bool:
+    with platform.store.session() as s:
+        return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+
+
+def _finish(
+    platform: Platform, run_id: str, status: RunStatus, exit_code: int | None, reason: str | None
+) -> None:
+    with platform.store.session() as s:
+        run = s.get(RunRow, run_id)
+        if run is None or RunStatus(run.status).final:
+            return
+        run.status, run.exit_code, run.reason, run.finished_at = status.value, exit_code, reason, utcnow()
+
+
+def _execute(platform: Platform, run_id: str, out: Output) -> None:
+    with platform.store.session() as s:
+        run = s.get(RunRow, run_id)
+        assert run is not None
+        version = s.get(AgentVersionRow, run.agent_version_id)
+        ws = s.get(WorkspaceRow, run.workspace_id)
+        assert version is not None and ws is not None
+        manifest = Manifest.model_validate_json(version.manifest)
+        if manifest.has_loop:
+            raise RunFailed(
+                "managed loops are not supported yet: this agent's orch.yaml has a loop: section.",
+                "Remove loop: from orch.yaml and give the agent an entrypoint to run.",
+            )
+        chosen = choose_environment(s, ws, version)
+        env = chosen.environment
+        run.environment_id, run.environment_name, run.environment_rule = env.id, env.name, chosen.rule.value
+        env_id, env_kind, env_name = env.id, EnvKind(env.kind), env.name
+        if env_kind == EnvKind.PREDEFINED:
+            envs.ensure_built(platform, s, env)
+        run_env, input_text, timeout_override = json.loads(run.env), run.input, run.timeout
+        bundle_sha, deps_names = version.bundle_sha256, json.loads(version.deps_files)
+        command = json.loads(version.command)
+    out.line(f"→ environment {env_name} ({chosen.rule.value.replace('-', ' ')})")
+    platform.notify_runs()
+    image = _ready_image(platform, run_id, env_id, env_kind, env_name, out)
+    info = platform.engine.inspect_image(image)
+    if info is None:
+        raise RunFailed(
+            f"The image of {env_name} ({image}) is missing.", f"Rebuild it: orch env build {env_name}."
+        )
+    bundle_dir = extracted_bundle(platform, bundle_sha)
+    limits = Limits(
+        cpus=manifest.resources.cpus,
+        memory_bytes=manifest.resources.memory_bytes,
+        pids=manifest.resources.pids,
+        timeout=timeout_override or manifest.resources.timeout,
+    )
+    labels = {**platform.labels, "org.orch.kind": "run", "org.orch.run": run_id}
+    host_mounts = [Mount(h, c) for h, c in ca_mounts(platform.config).items()]
+    base = ContainerSpec(
+        image=image,
+        argv=[],
+        name=f"orch-{platform.instance}-{run_id}",
+        labels=labels,
+        env=proxy_env(platform.config),
+        user="1000:1000",
+        mounts=host_mounts,
+        cpus=limits.cpus,
+    )
+    dep_files = {n: (bundle_dir / n).read_bytes() for n in deps_names if (bundle_dir / n).is_file()}
+    deps = deps_mod.ensure(
+        platform.engine,
+        cache_root=platform.config.home / "deps",
+        image=image,
+        image_id=info.id,
+        bundle_dir=bundle_dir,
+        dep_files=dep_files,
+        base_spec=base,
+        log=out.line,
+        timeout=float(platform.config.build_timeout),
+        should_stop=lambda: _cancelled(platform, run_id),
+    )
+    if _cancelled(platform, run_id):
+        _finish(platform, run_id, RunStatus.CANCELLED, None, "cancelled before the agent started")
+        return
+    spec = run_spec(
+        name=base.name,
+        image=image,
+        command=command,
+        bundle_dir=bundle_dir,
+        deps=deps,
+        env={
+            **proxy_env(platform.config),
+            **manifest.env,
+            **run_env,
+            "ORCH_INPUT": input_text,
+            "ORCH_RUN_ID": run_id,
+        },
+        stdin=input_text.encode(),
+        limits=limits,
+        network=manifest.network,
+        labels=labels,
+        host_mounts=host_mounts,
+    )
+    with platform.store.session() as s:
+        s.execute(
+            update(RunRow)
+            .where(RunRow.id == run_id)
+            .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
+        )
+    platform.notify_runs()
+    result = platform.engine.run_container(
+        spec,
+        lambda b: out.write("stdout", b),
+        lambda b: out.write("stderr", b),
+        timeout=float(limits.timeout),
+        should_stop=_stop_check(platform, run_id),
+    )
+    status, reason = outcome(result, limits, out.stderr_tail)
+    _finish(platform, run_id, status, result.exit_code, reason)
+
+
+def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
+    """A cheap cancellation check: the store is asked at most once a second."""
+    last = [0.0]
+
+    def check() -> bool:
+        now = time.monotonic()
+        if now - last[0] < 1.0:
+            return False
+        last[0] = now
+        return _cancelled(platform, run_id)
+
+    return check
+
+
+def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[RunStatus, str | None]:
+    """The run's final status and a reason a user understands."""
+    if result.cancelled:
+        return RunStatus.CANCELLED, "cancelled while running"
+    if result.timed_out:
+        return RunStatus.TIMED_OUT, f"timed out after {limits.timeout} s"
+    if result.oom_killed:
+        return RunStatus.FAILED, f"killed: memory limit {_size(limits.memory_bytes)}"
+    if result.exit_code == 0:
+        return RunStatus.SUCCEEDED, None
+    text = stderr_tail.decode("utf-8", "replace")
+    if any(marker in text for marker in _FORK_FAILURES):
+        return RunStatus.FAILED, f"exit code {result.exit_code}: process limit ({limits.pids}) reached"
+    if result.exit_code == 137:
+        return RunStatus.FAILED, "killed (SIGKILL)"
+    return RunStatus.FAILED, f"exit code {result.exit_code}"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, name: str, out: Output) -> str:
+    """The environment's image, waiting for its build when it is queued or building."""
+    if kind == EnvKind.BASE:
+        return _base_tag(platform, BASE_ENVIRONMENTS[name][0], out)
+    announced = False
+    deadline = time.monotonic() + float(platform.config.build_timeout) + 60
+    while True:
+        with platform.store.session() as s:
+            env = s.get(EnvironmentRow, env_id)
+            build = s.get(BuildRow, env.build_id) if env and env.build_id else None
+            image = env.image if env else None
+        if env is None:
+            raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
+        if build is not None and build.status == BuildStatus.READY.value and image:
+            return image
+        if build is None or build.status == BuildStatus.FAILED.value:
+            raise RunFailed(
+                f"The environment {name} failed to build: {build.error if build else 'never built'}.",
+                f"See `orch env status {name}`, fix it, and run again.",
+            )
+        if not announced:
+            out.line(f"Waiting for {name} to build (orch env status {name} --follow)")
+            announced = True
+        if _cancelled(platform, run_id):
+            raise RunFailed("The run was cancelled while its environment was building.", "")
+        if time.monotonic() > deadline:
+            raise RunFailed(f"{name} took too long to build.", f"See `orch env status {name}`.")
+        platform.wake_builds.set()
+        time.sleep(0.5)
+
+
+def _base_tag(platform: Platform, recipe: str, out: Output) -> str:
+    base_images.ensure(platform.engine, platform.config, out.line, [recipe])
+    return base_images.image_tag(recipe)
+
+
+class RunWorkers:
+    """Background threads that drain the run queue; their count bounds concurrent sandboxes."""
+
+    def __init__(self, platform: Platform, count: int = 2, poll: float = 1.0) -> None:
+        self.platform = platform
+        self.count = count
+        self.poll = poll
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        recover(self.platform)
+        for i in range(self.count):
+            t = threading.Thread(target=self._loop, name=f"orch-run-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run_id = claim(self.platform)
+            except Exception:
+                log.exception("claiming a run failed")
+                run_id = None
+            if run_id is None:
+                self.platform.wake_runs.wait(self.poll)
+                self.platform.wake_runs.clear()
+                continue
+            execute(self.platform, run_id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.platform.wake_runs.set()
+        for t in self._threads:
+            t.join(timeout)

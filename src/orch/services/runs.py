@@ -1,0 +1,178 @@
+"""Run use cases: start a run of an agent's latest version, list, show, read logs, cancel."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from orch.errors import Conflict, InvalidInput, NotFound
+from orch.models import RunStatus, new_id
+from orch.services.agents import latest_version, resolve_agent
+from orch.services.platform import Platform
+from orch.services.views import RunEnvironment, RunLogs, RunView
+from orch.store.schema import AgentRow, AgentVersionRow, RunRow, utcnow
+
+MAX_INPUT = 1024 * 1024
+MAX_OUTPUT = 1024 * 1024  # kept per stream; the rest is drained and counted, not stored
+STREAMS = ("stdout", "stderr", "log")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def create(
+    platform: Platform,
+    ws_id: str,
+    agent_ref: str,
+    input: str = "",
+    env: dict[str, str] | None = None,
+    timeout: int | None = None,
+) -> RunView:
+    """Queue a run of the agent's latest version; a worker picks it up at once when one is free."""
+    env = env or {}
+    for key in env:
+        if not _ENV_NAME.match(key) or key.startswith("ORCH_"):
+            raise InvalidInput(
+                f"--env {key!r} is not a usable variable name.",
+                "Use letters, digits and '_', not starting with a digit or ORCH_ (reserved).",
+            )
+    if len(input.encode()) > MAX_INPUT:
+        raise InvalidInput(
+            f"The input is {len(input.encode())} bytes; the limit is {MAX_INPUT}.",
+            "Pass a smaller input, or let the agent download large data itself.",
+        )
+    if timeout is not None and not 1 <= timeout <= 86400:
+        raise InvalidInput(f"--timeout {timeout} is out of range.", "Use 1 to 86400 seconds.")
+    with platform.store.session() as s:
+        agent = resolve_agent(s, ws_id, agent_ref)
+        version = latest_version(s, agent)
+        run = RunRow(
+            id=new_id("run"),
+            workspace_id=ws_id,
+            agent_id=agent.id,
+            agent_version_id=version.id,
+            status=RunStatus.QUEUED.value,
+            input=input,
+            env=json.dumps(env),
+            timeout=timeout,
+        )
+        s.add(run)
+        s.flush()
+        view = _view(run, agent, version)
+    platform.wake_runs.set()
+    return view
+
+
+def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow) -> RunView:
+    duration = (
+        (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
+    )
+    return RunView(
+        id=run.id,
+        agent=agent.name,
+        agent_version=version.version,
+        status=run.status,
+        exit_code=run.exit_code,
+        reason=run.reason,
+        environment=RunEnvironment(id=run.environment_id, name=run.environment_name),
+        environment_rule=run.environment_rule,
+        deps=run.deps,
+        queued_at=run.queued_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration=duration,
+    )
+
+
+def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:
+    with platform.store.session() as s:
+        run = s.get(RunRow, run_id)
+        if run is None or run.workspace_id != ws_id:
+            raise NotFound(f"No run {run_id!r} in this workspace.", "Run `orch runs list` to see the runs.")
+        agent = s.get(AgentRow, run.agent_id)
+        version = s.get(AgentVersionRow, run.agent_version_id)
+        assert agent is not None and version is not None
+        return run, agent, version
+
+
+def show(platform: Platform, ws_id: str, run_id: str) -> RunView:
+    return _view(*_get(platform, ws_id, run_id))
+
+
+def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limit: int = 50) -> list[RunView]:
+    with platform.store.session() as s:
+        query = select(RunRow).where(RunRow.workspace_id == ws_id)
+        if agent_ref:
+            query = query.where(RunRow.agent_id == resolve_agent(s, ws_id, agent_ref).id)
+        rows = s.scalars(query.order_by(RunRow.queued_at.desc()).limit(max(1, min(limit, 500)))).all()
+        views = []
+        for run in rows:
+            agent = s.get(AgentRow, run.agent_id)
+            version = s.get(AgentVersionRow, run.agent_version_id)
+            if agent is not None and version is not None:
+                views.append(_view(run, agent, version))
+        return views
+
+
+def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
+    """Cancel a queued run at once, or ask its worker to stop a started one."""
+    run, _agent, _version = _get(platform, ws_id, run_id)
+    if RunStatus(run.status).final:
+        raise Conflict(f"Run {run_id} has already ended ({run.status}).", "Nothing to cancel.")
+    with platform.store.session() as s:
+        s.execute(update(RunRow).where(RunRow.id == run_id).values(cancel_requested=True))
+        s.execute(
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
+            .values(
+                status=RunStatus.CANCELLED.value, reason="cancelled before it started", finished_at=utcnow()
+            )
+        )
+    platform.notify_runs()
+    return show(platform, ws_id, run_id)
+
+
+def read_logs(
+    platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int], wait: float = 0
+) -> RunLogs:
+    """Output from the given byte offsets; with `wait`, block until there is some or the run ends."""
+    _get(platform, ws_id, run_id)
+    wait = max(0.0, min(wait, 30.0))
+    while True:
+        status = show(platform, ws_id, run_id).status
+        chunks = {name: _read(platform.run_dir(run_id) / name, offsets.get(name, 0)) for name in STREAMS}
+        if any(chunks.values()) or RunStatus(status).final or wait <= 0:
+            break
+        with platform.run_output:
+            platform.run_output.wait(min(wait, 1.0))
+        wait -= 1.0
+    if not RunStatus(status).final:
+        chunks = {name: _whole_characters(chunk) for name, chunk in chunks.items()}
+    new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
+    truncated = (platform.run_dir(run_id) / "truncated").exists()
+    return RunLogs(
+        **{name: chunks[name].decode("utf-8", "replace") for name in STREAMS},
+        offsets=new_offsets,
+        status=status,
+        truncated=truncated,
+    )
+
+
+def _read(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(offset, 0))
+            return f.read(MAX_OUTPUT)
+    except FileNotFoundError:
+        return b""
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """Drop a UTF-8 character cut in half at the end (the next read returns it whole)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the last lead (or ASCII) byte
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return data if need <= back else data[:-back]
+    return data

@@ -1,0 +1,229 @@
+"""Agents and runs through the API, in-process, on the fake engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orch.bundle import pack_directory
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.fake import FakeEngine
+from orch.services.platform import Platform
+from tests.conftest import drain, drain_runs
+
+DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\nENV FROM_DOCKERFILE=yes\n"
+
+
+def bundle(tmp_path: Path, files: dict[str, str], name: str = "agent") -> bytes:
+    root = tmp_path / name
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return pack_directory(root).data
+
+
+def publish(api: httpx.Client, name: str, data: bytes, docker: bool = False) -> httpx.Response:
+    return api.post(
+        f"/v1/agents/{name}/versions",
+        params={"docker": docker},
+        content=data,
+        headers={"Content-Type": "application/gzip"},
+    )
+
+
+def run(api: httpx.Client, platform: Platform, agent: str, **body: object) -> dict:
+    resp = api.post("/v1/runs", json={"agent": agent, **body})
+    assert resp.status_code == 201, resp.text
+    drain_runs(platform)
+    return api.get(f"/v1/runs/{resp.json()['id']}").json()
+
+
+@pytest.fixture
+def hello(api: httpx.Client, tmp_path: Path) -> dict:
+    resp = publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')\n"}))
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_publish_makes_immutable_versions(api: httpx.Client, tmp_path: Path, hello: dict) -> None:
+    v1 = hello["version"]
+    assert (v1["version"], v1["entrypoint"], v1["language"]) == (1, "main.py", "python")
+    assert v1["command"] == ["python", "main.py"]
+    resp = publish(
+        api, "hello", bundle(tmp_path, {"main.py": "print('v2')\n", "requirements.txt": "six\n"}, "b")
+    )
+    v2 = resp.json()["version"]
+    assert v2["version"] == 2 and v2["dependency_files"] == ["requirements.txt"]
+    assert v2["bundle_sha256"] != v1["bundle_sha256"]
+    shown = api.get("/v1/agents/hello").json()
+    assert [v["version"] for v in shown["versions"]] == [2, 1]
+    assert [a["name"] for a in api.get("/v1/agents").json()] == ["hello"]
+
+
+def test_dockerfile_without_docker_flag_is_not_used(api: httpx.Client, tmp_path: Path) -> None:
+    resp = publish(api, "d", bundle(tmp_path, {"main.py": "", "Dockerfile": DOCKERFILE}))
+    assert resp.status_code == 201
+    assert "not used" in resp.json()["notes"][0]
+    assert resp.json()["version"]["dockerfile_environment"] is None
+
+
+def test_docker_publish_builds_and_reuses(
+    api: httpx.Client, tmp_path: Path, platform: Platform, fake_engine: FakeEngine
+) -> None:
+    first = publish(
+        api, "crawler", bundle(tmp_path, {"main.py": "", "Dockerfile": DOCKERFILE}, "a"), docker=True
+    )
+    env = first.json()["version"]["dockerfile_environment"]
+    assert env["name"] == "crawler-dockerfile"
+    assert drain(platform) == 1
+    second = publish(
+        api, "digest", bundle(tmp_path, {"main.py": "", "Dockerfile": DOCKERFILE}, "b"), docker=True
+    )
+    assert second.json()["version"]["dockerfile_environment"] == env  # same Dockerfile: same environment
+    assert drain(platform) == 0 and len(fake_engine.builds) == 1
+    refused = api.delete(f"/v1/environments/{env['name']}")
+    assert refused.status_code == 409
+    assert "2 agents (crawler, digest)" in refused.json()["message"]
+
+
+def test_bad_bundles_store_nothing(api: httpx.Client, tmp_path: Path) -> None:
+    cases = [
+        bundle(tmp_path, {"README.md": "no code"}, "none"),
+        bundle(tmp_path, {"main.py": "", "index.js": ""}, "mixed"),
+        b"not a tarball at all",
+        b"",
+    ]
+    for data in cases:
+        resp = publish(api, "bad", data)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["message"] and resp.json()["fix"]
+    resp = publish(
+        api, "bad", bundle(tmp_path, {"main.py": "", "Dockerfile": "FROM ubuntu\n"}, "df"), docker=True
+    )
+    assert resp.status_code == 422
+    resp = publish(api, "bad", bundle(tmp_path, {"main.py": "", "orch.yaml": "environment: nope\n"}, "pin"))
+    assert resp.status_code == 400 and "nope" in resp.json()["message"]
+    resp = publish(api, "Bad Name", bundle(tmp_path, {"main.py": ""}, "ok"))
+    assert resp.status_code == 400
+    assert api.get("/v1/agents").json() == []
+    assert len([e for e in api.get("/v1/environments").json() if e["kind"] == "custom"]) == 0
+
+
+def test_run_succeeds_with_output_and_base_rule(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, hello: dict
+) -> None:
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:
+        out(b"hello from " + spec.env["ORCH_INPUT"].encode())
+        err(b"a warning\n")
+        return ContainerExit(0)
+
+    fake_engine.behaviour = behave
+    r = run(api, platform, "hello", input='{"x": 1}', env={"MODE": "test"})
+    assert r["status"] == "succeeded" and r["exit_code"] == 0
+    assert r["environment"]["name"] == "python" and r["environment_rule"] == "base"
+    logs = api.get(f"/v1/runs/{r['id']}/logs").json()
+    assert logs["stdout"] == 'hello from {"x": 1}' and logs["stderr"] == "a warning\n"
+    assert "→ environment python (base)" in logs["log"]
+    spec = fake_engine.containers[-1]
+    assert spec.stdin == b'{"x": 1}' and spec.env["MODE"] == "test"
+    assert spec.read_only and spec.user == "1000:1000" and spec.memory_bytes == 512 * 1024 * 1024
+    assert spec.labels["org.orch.instance"] == platform.instance
+
+
+def test_environment_rules_in_order(
+    api: httpx.Client, platform: Platform, tmp_path: Path, hello: dict
+) -> None:
+    assert run(api, platform, "hello")["environment_rule"] == "base"
+    api.put("/v1/workspace/default-environment", json={"environment": "python-scraping"})
+    r = run(api, platform, "hello")
+    assert (r["environment"]["name"], r["environment_rule"]) == ("python-scraping", "workspace-default")
+    publish(api, "pinned", bundle(tmp_path, {"main.py": "", "orch.yaml": "environment: python-ml\n"}, "p"))
+    r = run(api, platform, "pinned")
+    assert (r["environment"]["name"], r["environment_rule"]) == ("python-ml", "pinned")
+    publish(api, "docker", bundle(tmp_path, {"main.py": "", "Dockerfile": DOCKERFILE}, "d"), docker=True)
+    r = run(api, platform, "docker")
+    assert (r["environment"]["name"], r["environment_rule"]) == ("docker-dockerfile", "dockerfile")
+    assert r["status"] == "succeeded"
+
+
+def test_limits_give_reasons(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, hello: dict
+) -> None:
+    fake_engine.behaviour = lambda spec, out, err: ContainerExit(137, oom_killed=True)
+    r = run(api, platform, "hello")
+    assert (r["status"], r["reason"]) == ("failed", "killed: memory limit 512 MiB")
+    fake_engine.behaviour = lambda spec, out, err: ContainerExit(137, timed_out=True)
+    r = run(api, platform, "hello", timeout=30)
+    assert (r["status"], r["reason"]) == ("timed_out", "timed out after 30 s")
+
+    def fork_bomb(spec, out, err) -> ContainerExit:
+        err(b"BlockingIOError: [Errno 11] Resource temporarily unavailable\n")
+        return ContainerExit(1)
+
+    fake_engine.behaviour = fork_bomb
+    r = run(api, platform, "hello")
+    assert r["status"] == "failed" and "process limit (256) reached" in r["reason"]
+
+
+def test_dependencies_install_once(
+    api: httpx.Client, platform: Platform, tmp_path: Path, fake_engine: FakeEngine
+) -> None:
+    publish(api, "deps", bundle(tmp_path, {"main.py": "", "requirements.txt": "six==1.16.0\n"}))
+    first = run(api, platform, "deps")
+    second = run(api, platform, "deps")
+    assert (first["deps"], second["deps"]) == ("installed", "cached")
+    installs = [c for c in fake_engine.containers if c.name.endswith("-deps")]
+    assert len(installs) == 1 and installs[0].network
+    log = api.get(f"/v1/runs/{second['id']}/logs").json()["log"]
+    assert "cached, nothing to install" in log
+    # A changed dependency file installs again.
+    publish(api, "deps", bundle(tmp_path, {"main.py": "", "requirements.txt": "six==1.15.0\n"}, "v2"))
+    assert run(api, platform, "deps")["deps"] == "installed"
+
+
+def test_failed_install_fails_the_run(
+    api: httpx.Client, platform: Platform, tmp_path: Path, fake_engine: FakeEngine
+) -> None:
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:
+        if spec.name.endswith("-deps"):
+            err(b"ERROR: No matching distribution found for nosuchpackage\n")
+            return ContainerExit(1)
+        return ContainerExit(0)
+
+    fake_engine.behaviour = behave
+    publish(api, "broken", bundle(tmp_path, {"main.py": "", "requirements.txt": "nosuchpackage\n"}))
+    r = run(api, platform, "broken")
+    assert r["status"] == "failed" and "Installing requirements.txt failed" in r["reason"]
+    assert "No matching distribution" in api.get(f"/v1/runs/{r['id']}/logs").json()["log"]
+
+
+def test_loop_manifest_is_not_supported_yet(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
+    resp = publish(api, "loopy", bundle(tmp_path, {"main.py": "", "orch.yaml": "loop:\n  model: x\n"}))
+    assert resp.status_code == 201
+    r = run(api, platform, "loopy")
+    assert r["status"] == "failed" and "managed loops are not supported yet" in r["reason"]
+
+
+def test_cancel_a_queued_run(api: httpx.Client, hello: dict) -> None:
+    created = api.post("/v1/runs", json={"agent": "hello"}).json()
+    r = api.post(f"/v1/runs/{created['id']}/cancel").json()
+    assert r["status"] == "cancelled"
+    assert api.post(f"/v1/runs/{created['id']}/cancel").status_code == 409
+
+
+def test_bad_run_requests(api: httpx.Client, hello: dict) -> None:
+    assert api.post("/v1/runs", json={"agent": "nope"}).status_code == 404
+    resp = api.post("/v1/runs", json={"agent": "hello", "env": {"ORCH_SECRET": "x"}})
+    assert resp.status_code == 400 and "reserved" in resp.json()["fix"]
+    assert api.post("/v1/runs", json={"agent": "hello", "timeout": 0}).status_code == 400
+    assert api.get("/v1/runs/run_nope").status_code == 404
+    assert api.get("/v1/runs").json() == []
+
+
+def test_default_counts_affected_agents(api: httpx.Client, tmp_path: Path, hello: dict) -> None:
+    publish(api, "pinned", bundle(tmp_path, {"main.py": "", "orch.yaml": "environment: python-ml\n"}, "p"))
+    resp = api.put("/v1/workspace/default-environment", json={"environment": "python-image"})
+    assert resp.json()["affected_agents"] == 1

@@ -1,0 +1,226 @@
+"""Agents and runs end to end: `orch publish` and `orch run` against a real server on real Podman."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LOCK = {
+    "name": "counter",
+    "version": "1.0.0",
+    "lockfileVersion": 3,
+    "requires": True,
+    "packages": {
+        "": {"name": "counter", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}},
+        "node_modules/is-number": {
+            "version": "7.0.0",
+            "integrity": (
+                "sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng=="
+            ),
+            "license": "MIT",
+            "engines": {"node": ">=0.12.0"},
+        },
+    },
+}
+PACKAGE = {"name": "counter", "version": "1.0.0", "private": True, "dependencies": {"is-number": "7.0.0"}}
+NODE_MAIN = """
+const isNumber = require('is-number');
+let data = '';
+process.stdin.on('data', c => data += c);
+process.stdin.on('end', () => {
+  const input = JSON.parse(process.env.ORCH_INPUT);
+  console.log(`node ${process.version} is-number(${input.n})=${isNumber(input.n)} stdin=${data.length}`);
+});
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (root / rel).write_text(text)
+    return root
+
+
+def run_json(server: Server, agent: str, *args: str) -> dict:
+    res = server.cli("run", agent, "--json", *args)
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+def test_python_agent_with_requirements(server: Server, tmp_path: Path) -> None:
+    agent = write(
+        tmp_path / "py",
+        {
+            "main.py": (
+                "import json, os, sys, six\n"
+                "data = json.loads(sys.stdin.read())\n"
+                "assert data == json.loads(os.environ['ORCH_INPUT'])\n"
+                "print('hello', data['who'], six.__version__, os.environ['GREETING'], os.getuid())\n"
+                "print('to stderr', file=sys.stderr)\n"
+            ),
+            "requirements.txt": "six==1.16.0\n",
+            "orch.yaml": "name: greeter\nenv: {GREETING: hi}\n",
+        },
+    )
+    res = server.cli("publish", str(agent))
+    assert res.returncode == 0, res.stderr
+    assert "Published greeter v1 · main.py (python)" in res.stdout
+    res = server.cli("run", "greeter", "--input", '{"who": "world"}')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "hello world 1.16.0 hi 1000\n"
+    assert "to stderr" in res.stderr and "environment python (base)" in res.stderr
+    assert "Installing requirements.txt" in res.stderr and "succeeded" in res.stderr
+    second = run_json(server, "greeter", "--input", '{"who": "again"}')
+    assert second["status"] == "succeeded" and second["deps"] == "cached"
+    assert second["stdout"] == "hello again 1.16.0 hi 1000\n"
+    assert second["environment"]["name"] == "python" and second["environment_rule"] == "base"
+    log = server.get(f"/v1/runs/{second['id']}/logs")["log"]
+    assert "cached, nothing to install" in log and "Installing" not in log
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["npm-ci", "npm-install"])
+def test_javascript_agent(server: Server, tmp_path: Path, locked: bool) -> None:
+    files = {"index.js": NODE_MAIN, "package.json": json.dumps(PACKAGE)}
+    if locked:
+        files["package-lock.json"] = json.dumps(LOCK)
+    write(tmp_path / "js", files)
+    assert server.cli("publish", str(tmp_path / "js"), "--name", "counter").returncode == 0
+    res = server.cli("run", "counter", "--input", '{"n": 5}')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("node v20.") and "is-number(5)=true stdin=8" in res.stdout
+    assert ("npm ci" if locked else "npm install") in res.stderr
+    assert "environment node (base)" in res.stderr
+
+
+def test_docker_agent_sees_its_env_and_package(server: Server, tmp_path: Path) -> None:
+    write(
+        tmp_path / "d",
+        {
+            "main.py": (
+                "import os, humanize\nprint(os.environ['FROM_DOCKERFILE'], humanize.intcomma(1234567))\n"
+            ),
+            "Dockerfile": (
+                "FROM e2bdev/code-interpreter:latest\nRUN pip install --no-cache-dir humanize==4.9.0\n"
+                "ENV FROM_DOCKERFILE=baked\n"
+            ),
+        },
+    )
+    res = server.cli("publish", str(tmp_path / "d"), "--name", "docked")
+    assert "not used" in res.stdout  # without --docker the Dockerfile is ignored, and publish says so
+    res = server.cli("publish", str(tmp_path / "d"), "--name", "docked", "--docker")
+    assert res.returncode == 0 and "Environment docked-dockerfile is ready" in res.stdout, (
+        res.stdout + res.stderr
+    )
+    r = run_json(server, "docked")
+    assert r["status"] == "succeeded" and r["stdout"] == "baked 1,234,567\n"
+    assert r["environment"]["name"] == "docked-dockerfile" and r["environment_rule"] == "dockerfile"
+    res = server.cli("env", "delete", "docked-dockerfile", "--yes")
+    assert res.returncode == 2 and "used by 1 agent (docked)" in res.stderr
+
+
+def test_pinned_and_default_environments(server: Server, tmp_path: Path) -> None:
+    write(
+        tmp_path / "ml",
+        {"main.py": "import numpy\nprint(numpy.arange(4).sum())\n", "orch.yaml": "environment: python-ml\n"},
+    )
+    assert server.cli("publish", str(tmp_path / "ml"), "--name", "ml").returncode == 0
+    r = run_json(server, "ml")
+    assert r["status"] == "succeeded" and r["stdout"] == "6\n", r
+    assert (r["environment"]["name"], r["environment_rule"]) == ("python-ml", "pinned")
+
+    probe = "import importlib.util as u\nprint(bool(u.find_spec('bs4')))\n"
+    write(tmp_path / "plain", {"main.py": probe})
+    assert server.cli("publish", str(tmp_path / "plain"), "--name", "plain").returncode == 0
+    first = run_json(server, "plain")
+    assert first["stdout"] == "False\n" and first["environment_rule"] == "base"
+    res = server.cli("env", "set-default", "python-scraping")
+    assert "1 agent without their own Dockerfile" in res.stdout
+    second = run_json(server, "plain")
+    assert second["status"] == "succeeded", second
+    assert second["stdout"] == "True\n"
+    assert (second["environment"]["name"], second["environment_rule"]) == (
+        "python-scraping",
+        "workspace-default",
+    )
+    r = run_json(server, "ml")  # a pin beats the default
+    assert r["environment_rule"] == "pinned"
+
+
+def test_hostile_agents_end_in_recorded_failures(server: Server, tmp_path: Path) -> None:
+    write(
+        tmp_path / "memory",
+        {
+            "main.py": "x = bytearray(400 * 1024 * 1024)\nprint('survived')\n",
+            "orch.yaml": "resources: {memory: 128Mi}\n",
+        },
+    )
+    write(
+        tmp_path / "forks",
+        {
+            "main.py": "import os, time\nwhile True:\n    os.fork()\n",
+            "orch.yaml": "resources: {pids: 64, timeout: 60}\n",
+        },
+    )
+    write(tmp_path / "loop", {"main.py": "while True:\n    pass\n", "orch.yaml": "resources: {timeout: 3}\n"})
+    write(
+        tmp_path / "escape",
+        {
+            "main.py": (
+                "import os\n"
+                "for path in ('/etc/evil', '/opt/orch/bundle/evil', '/usr/local/evil'):\n"
+                "    try:\n"
+                "        open(path, 'w').write('x')\n"
+                "        print('WROTE', path)\n"
+                "    except OSError as e:\n"
+                "        print('refused', path, e.errno)\n"
+                "open('ok.txt', 'w').write('the working directory is writable')\n"
+                "print(open('ok.txt').read())\n"
+            ),
+            "orch.yaml": "network: false\n",
+        },
+    )
+    for name in ("memory", "forks", "loop", "escape"):
+        assert server.cli("publish", str(tmp_path / name), "--name", name).returncode == 0
+    r = run_json(server, "memory")
+    assert (r["status"], r["reason"]) == ("failed", "killed: memory limit 128 MiB"), r
+    r = run_json(server, "forks")
+    assert r["status"] in ("failed", "timed_out"), r
+    assert "process limit (64) reached" in (r["reason"] or "") or r["status"] == "timed_out", r
+    r = run_json(server, "loop")
+    assert (r["status"], r["reason"]) == ("timed_out", "timed out after 3 s"), r
+    r = run_json(server, "escape")
+    assert r["status"] == "succeeded", r
+    assert "WROTE" not in r["stdout"] and r["stdout"].count("refused") == 3
+    assert "the working directory is writable" in r["stdout"]
+    assert not os.path.exists("/etc/evil")
+    # Every sandbox is gone, and the machine still runs things.
+    assert run_json(server, "escape")["status"] == "succeeded"
+
+
+def test_bad_bundles_are_refused(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "none", {"README.md": "nothing to run"})
+    res = server.cli("publish", str(tmp_path / "none"))
+    assert res.returncode == 2 and "entrypoint" in res.stderr.lower()
+    write(tmp_path / "mixed", {"main.py": "", "index.js": ""})
+    res = server.cli("publish", str(tmp_path / "mixed"))
+    assert res.returncode == 2 and "main.py" in res.stderr and "index.js" in res.stderr
+    write(tmp_path / "link", {"main.py": ""})
+    (tmp_path / "link" / "secrets").symlink_to("/etc")
+    res = server.cli("publish", str(tmp_path / "link"))
+    assert res.returncode == 2 and "secrets" in res.stderr
+    write(tmp_path / "big", {"main.py": ""})
+    (tmp_path / "big" / "blob.bin").write_bytes(os.urandom(51 * 1024 * 1024))
+    res = server.cli("publish", str(tmp_path / "big"))
+    assert res.returncode == 2 and ".orchignore" in res.stderr
+    write(tmp_path / "yaml", {"main.py": "", "orch.yaml": "resources:\n  memory: lots\n"})
+    res = server.cli("publish", str(tmp_path / "yaml"))
+    assert res.returncode == 2 and "line 2" in res.stderr and "memory" in res.stderr
+    assert json.loads(server.cli("agents", "list", "--json").stdout) == []
+    assert "Traceback" not in res.stderr
