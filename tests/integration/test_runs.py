@@ -224,3 +224,59 @@ def test_bad_bundles_are_refused(server: Server, tmp_path: Path) -> None:
     assert res.returncode == 2 and "line 2" in res.stderr and "memory" in res.stderr
     assert json.loads(server.cli("agents", "list", "--json").stdout) == []
     assert "Traceback" not in res.stderr
+
+
+def _wait_status(server: Server, run_id: str, wanted: set[str], timeout: float = 120) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = server.get(f"/v1/runs/{run_id}")
+        if run["status"] in wanted:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"{run_id} never reached {wanted}: {run}")
+
+
+def _containers(run_id: str) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(
+        ["podman", "ps", "-a", "-q", "--filter", f"label=org.orch.run={run_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+def test_cancel_and_server_restart(make_server, tmp_path: Path) -> None:
+    server: Server = make_server()
+    server.start()
+    write(tmp_path / "sleepy", {"main.py": "import time\nprint('started', flush=True)\ntime.sleep(120)\n"})
+    write(tmp_path / "quick", {"main.py": "print('quick')\n"})
+    for name in ("sleepy", "quick"):
+        assert server.cli("publish", str(tmp_path / name)).returncode == 0
+
+    # Cancel a running run: its sandbox is stopped and removed.
+    run_id = server.cli("run", "sleepy", "--detach").stdout.strip()
+    _wait_status(server, run_id, {"running"})
+    res = server.cli("runs", "cancel", run_id)
+    assert "cancelled" in res.stderr, res.stderr
+    assert _containers(run_id) == []
+
+    # Two runs hold both workers, a third waits queued; then the server is killed.
+    busy = [server.cli("run", "sleepy", "--detach").stdout.strip() for _ in range(2)]
+    for b in busy:
+        _wait_status(server, b, {"running"})
+    queued = server.cli("run", "quick", "--detach").stdout.strip()
+    assert server.get(f"/v1/runs/{queued}")["status"] == "queued"
+    server.kill()
+    server.start()
+    for b in busy:
+        run = _wait_status(server, b, {"failed"})
+        assert run["reason"] == "the server stopped while the run was running"
+        assert _containers(b) == []
+    run = _wait_status(server, queued, {"succeeded", "failed"})
+    assert run["status"] == "succeeded"
+    assert server.cli("runs", "logs", queued).stdout == "quick\n"

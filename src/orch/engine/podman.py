@@ -172,13 +172,16 @@ class PodmanEngine:
             raise EngineError("Podman is not installed.", _FIX) from None
 
     def remove_containers(self, labels: Mapping[str, str]) -> int:
-        args = ["ps", "-a", "-q"]
+        args = ["ps", "-a"]
         for k, v in labels.items():
             args += ["--filter", f"label={k}={v}"]
-        ids = self._cmd(*args).stdout.split()
-        if ids:
-            self._cmd("rm", "-f", "-t", "0", *ids, check=False)
-        return len(ids)
+        args += ["--format", "{{.ID}} {{.Names}}"]
+        found = [line.split(" ", 1) for line in self._cmd(*args).stdout.splitlines() if " " in line]
+        if found:
+            self._cmd("rm", "-f", "-t", "0", *(cid for cid, _ in found), check=False)
+            for _, name in found:
+                podman_run.remove_cgroup_parent(name)
+        return len(found)
 
     def run(
         self,

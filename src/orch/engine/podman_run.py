@@ -15,10 +15,10 @@ CHUNK = 65536
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cgroup_parent(spec: ContainerSpec) -> str:
-    """A parent cgroup of our own for the sandbox: it outlives the container, so its peak memory
+def cgroup_parent(name: str) -> str:
+    """A parent cgroup of our own for a sandbox: it outlives the container, so its peak memory
     can still be read after the exit (Podman's OOMKilled stays false on cgroup v1 hosts)."""
-    return f"/orch_{spec.name}"
+    return f"/orch_{name}"
 
 
 def run_args(binary: str, spec: ContainerSpec) -> list[str]:
@@ -30,7 +30,7 @@ def run_args(binary: str, spec: ContainerSpec) -> list[str]:
         args += ["--read-only", "--read-only-tmpfs=false"]
     args.append("--network=bridge" if spec.network else "--network=none")
     if spec.memory_bytes and (CGROUP_ROOT / "memory").is_dir():
-        args.append(f"--cgroup-parent={cgroup_parent(spec)}")
+        args.append(f"--cgroup-parent={cgroup_parent(spec.name)}")
     if spec.memory_bytes:
         # Swap equal to memory: the limit is a real limit, not a slow path to the disk.
         args += [f"--memory={spec.memory_bytes}b", f"--memory-swap={spec.memory_bytes}b"]
@@ -113,7 +113,7 @@ def run_container(
         )
     finally:
         subprocess.run([binary, "rm", "-f", "-t", "0", spec.name], capture_output=True, check=False)
-        _remove_cgroup_parent(spec)
+        remove_cgroup_parent(spec.name)
     return ContainerExit(
         exit_code=proc.returncode if proc.returncode is not None else -1,
         oom_killed=oom,
@@ -124,7 +124,7 @@ def run_container(
 
 def _peak_reached_limit(spec: ContainerSpec) -> bool:
     """Whether the sandbox's memory use reached its limit (read from our parent cgroup, v1)."""
-    path = CGROUP_ROOT / "memory" / cgroup_parent(spec).lstrip("/") / "memory.max_usage_in_bytes"
+    path = CGROUP_ROOT / "memory" / cgroup_parent(spec.name).lstrip("/") / "memory.max_usage_in_bytes"
     try:
         peak = int(path.read_text())
     except (OSError, ValueError):
@@ -133,8 +133,8 @@ def _peak_reached_limit(spec: ContainerSpec) -> bool:
     return spec.memory_bytes is not None and peak >= spec.memory_bytes * 0.99
 
 
-def _remove_cgroup_parent(spec: ContainerSpec) -> None:
-    name = cgroup_parent(spec).lstrip("/")
+def remove_cgroup_parent(container_name: str) -> None:
+    name = cgroup_parent(container_name).lstrip("/")
     for controller in CGROUP_ROOT.glob(f"*/{name}"):
         # Children first (a container's own cgroup is normally gone by now).
         for child in sorted(controller.glob("**/"), key=lambda p: len(p.parts), reverse=True):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -195,19 +197,48 @@ def test_named_pipe_is_refused_unless_ignored(tmp_path: Path) -> None:
     assert packed_paths(tmp_path) == [".orchignore", "main.py"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_and_directory(tmp_path: Path) -> None:
-    write(tmp_path, "main.py", "secret.key", "private/x.py")
-    (tmp_path / "secret.key").chmod(0)
+def _refusal_as_nobody(root: Path) -> str:
+    """pack_directory's refusal message, computed in a child that dropped root (root reads any file)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read_end)
+        message = "no refusal"
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            pack_directory(root)
+        except InvalidInput as e:
+            message = e.message
+        except BaseException as e:
+            message = f"unexpected {e!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_file_and_directory() -> None:
+    root = Path(tempfile.mkdtemp(prefix="orch-unreadable-"))
     try:
-        assert refusal(tmp_path).message == "Can't read secret.key: Permission denied."
+        root.chmod(0o755)
+        write(root, "main.py", "secret.key", "private/x.py")
+        for path in (root / "main.py", root / "private" / "x.py"):
+            path.chmod(0o644)
+        (root / "private").chmod(0o755)
+        (root / "secret.key").chmod(0)
+        assert _refusal_as_nobody(root) == "Can't read secret.key: Permission denied."
+        (root / "secret.key").chmod(0o644)
+        (root / "private").chmod(0)
+        assert _refusal_as_nobody(root) == "Can't read private: Permission denied."
     finally:
-        (tmp_path / "secret.key").chmod(0o600)
-    (tmp_path / "private").chmod(0)
-    try:
-        assert refusal(tmp_path).message == "Can't read private: Permission denied."
-    finally:
-        (tmp_path / "private").chmod(0o700)
+        (root / "private").chmod(0o755)
+        shutil.rmtree(root)
 
 
 def test_names_the_server_would_refuse_are_refused_here(tmp_path: Path) -> None:
