@@ -49,3 +49,15 @@ def test_ensure_builds_missing_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert built == [base_images.image_tag("code-interpreter")]
     assert engine.builds[0].containerfile.startswith(f"FROM {base_images.image_tag('python')}\n")
     assert base_images.missing(engine) == ["node", "service-runner"]
+
+
+def test_prune_removes_only_stale_base_images() -> None:
+    engine = FakeEngine()
+    for r in base_images.RECIPES:
+        engine.add_image(base_images.image_tag(r.name), base_images.labels(r.name))
+    engine.add_image("localhost/orch/python:000000000000", {"org.orch.base": "python"})
+    # An environment image inherits its base's labels; it is never a base image to prune.
+    engine.add_image("localhost/orch-env/abc:123", {"org.orch.instance": "abc", "org.orch.base": "python"})
+    assert base_images.prune(engine) == ["localhost/orch/python:000000000000"]
+    assert base_images.missing(engine) == []
+    assert engine.inspect_image("localhost/orch-env/abc:123") is not None

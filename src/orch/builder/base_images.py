@@ -35,7 +35,8 @@ ENV LANG=C.UTF-8 \\
     PIP_CERT={IMAGE_CA_PATH} \\
     REQUESTS_CA_BUNDLE={IMAGE_CA_PATH} \\
     NODE_EXTRA_CA_CERTS={IMAGE_CA_PATH} \\
-    UV_NATIVE_TLS=1 \\
+    UV_SYSTEM_CERTS=1 \\
+    UV_LINK_MODE=copy \\
     PIP_BREAK_SYSTEM_PACKAGES=1 \\
     PIP_ROOT_USER_ACTION=ignore \\
     PIP_DISABLE_PIP_VERSION_CHECK=1 \\
@@ -157,6 +158,24 @@ def ensure(
                 info = _build(engine, config, r, tag, on_output)
             result[r.name] = info
         return result
+
+
+def prune(engine: Engine) -> list[str]:
+    """Remove base images of recipes that are no longer current; images still in use (by an
+    environment image built on them, or a container) stay."""
+    current = {image_tag(r.name) for r in RECIPES}
+    ours = tuple(f"localhost/orch/{r.name}:" for r in RECIPES)
+    removed: list[str] = []
+    for info in engine.images({}):
+        # Images built on a base inherit its labels: only our own base tags are candidates.
+        stale = [t for t in info.tags if t.startswith(ours)]
+        if not stale or len(stale) != len(info.tags) or any(t in current for t in info.tags):
+            continue
+        for tag in info.tags:
+            engine.remove_image(tag)
+        if engine.inspect_image(info.id) is None:
+            removed.extend(info.tags)
+    return removed
 
 
 def _build(

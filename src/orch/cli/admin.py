@@ -17,7 +17,8 @@ app = typer.Typer(help="Operator commands that act on this machine directly.", n
 def build_images(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
-    """Build the base images whose recipe changed or that are missing; reuse the others."""
+    """Build the base images whose recipe changed or that are missing; reuse the others, and
+    remove those of older recipes that nothing uses."""
     cfg = config.load()
     engine = PodmanEngine()
     todo = base_images.missing(engine)
@@ -30,3 +31,5 @@ def build_images(
     for name, info in images.items():
         mark = "built" if name in todo else "reused"
         ok(f"{base_images.image_tag(name)}  {info.size / 1e6:.0f} MB  ({mark})")
+    for tag in base_images.prune(engine):
+        ok(f"{tag}  removed (an older recipe)")
