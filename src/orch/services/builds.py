@@ -24,6 +24,7 @@ from orch.engine.base import BuildFailed, BuildRequest
 from orch.errors import OrchError
 from orch.models import BuildStatus
 from orch.services.platform import Platform
+from orch.store import queue
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -33,28 +34,8 @@ TAIL_LINES = 20
 
 
 def claim(platform: Platform) -> str | None:
-    """Move the oldest queued build to "building" and return its id (None: queue empty).
-    The conditional UPDATE makes the claim safe when several workers race for one build."""
-    with platform.store.session() as s:
-        candidates = s.scalars(
-            select(BuildRow.id)
-            .where(BuildRow.status == BuildStatus.QUEUED.value)
-            .order_by(BuildRow.queued_at)
-            .limit(5)
-        ).all()
-        for build_id in candidates:
-            claimed = s.execute(
-                update(BuildRow)
-                .where(BuildRow.id == build_id, BuildRow.status == BuildStatus.QUEUED.value)
-                .values(
-                    status=BuildStatus.BUILDING.value,
-                    started_at=utcnow(),
-                    attempts=BuildRow.attempts + 1,
-                )
-            )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                return build_id
-    return None
+    """Move the oldest queued build to "building" and return its id (None: queue empty)."""
+    return queue.claim(platform.store, BuildRow, BuildStatus.QUEUED.value, BuildStatus.BUILDING.value)
 
 
 def recover(platform: Platform) -> list[str]:

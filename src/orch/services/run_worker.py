@@ -27,6 +27,7 @@ from orch.services import environments as envs
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.runs import MAX_OUTPUT
+from orch.store import queue
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -105,21 +106,8 @@ class Output:
 
 
 def claim(platform: Platform) -> str | None:
-    with platform.store.session() as s:
-        for run_id in s.scalars(
-            select(RunRow.id)
-            .where(RunRow.status == RunStatus.QUEUED.value)
-            .order_by(RunRow.queued_at)
-            .limit(5)
-        ).all():
-            claimed = s.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
-                .values(status=RunStatus.STARTING.value, started_at=utcnow(), attempts=RunRow.attempts + 1)
-            )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                return run_id
-    return None
+    """Move the oldest queued run to "starting" and return its id (None: queue empty)."""
+    return queue.claim(platform.store, RunRow, RunStatus.QUEUED.value, RunStatus.STARTING.value)
 
 
 def recover(platform: Platform) -> list[str]:
