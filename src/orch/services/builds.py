@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from orch.engine.base import BuildFailed, BuildRequest
 from orch.errors import OrchError
 from orch.models import BuildStatus
 from orch.services.platform import Platform
+from orch.services.workers import QueueWorkers
 from orch.store import queue
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 
@@ -186,38 +186,14 @@ def _fail(platform: Platform, build_id: str, error: OrchError, tail: list[str]) 
         b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
 
 
-class BuildWorkers:
+def BuildWorkers(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
     """Background threads that drain the build queue until stopped."""
-
-    def __init__(self, platform: Platform, count: int = 1, poll: float = 1.0) -> None:
-        self.platform = platform
-        self.count = count
-        self.poll = poll
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        recover(self.platform)
-        for i in range(self.count):
-            t = threading.Thread(target=self._loop, name=f"orch-build-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                build_id = claim(self.platform)
-            except Exception:
-                log.exception("claiming a build failed")
-                build_id = None
-            if build_id is None:
-                self.platform.wake_builds.wait(self.poll)
-                self.platform.wake_builds.clear()
-                continue
-            run(self.platform, build_id)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self.platform.wake_builds.set()
-        for t in self._threads:
-            t.join(timeout)
+    return QueueWorkers(
+        "build",
+        claim=lambda: claim(platform),
+        work=lambda build_id: run(platform, build_id),
+        recover=lambda: recover(platform),
+        wake=platform.wake_builds,
+        count=count,
+        poll=poll,
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from orch.services import environments as envs
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.runs import MAX_OUTPUT
+from orch.services.workers import QueueWorkers
 from orch.store import queue
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
 
@@ -341,38 +341,14 @@ def _base_tag(platform: Platform, recipe: str, out: Output) -> str:
     return base_images.image_tag(recipe)
 
 
-class RunWorkers:
+def RunWorkers(platform: Platform, count: int = 2, poll: float = 1.0) -> QueueWorkers:
     """Background threads that drain the run queue; their count bounds concurrent sandboxes."""
-
-    def __init__(self, platform: Platform, count: int = 2, poll: float = 1.0) -> None:
-        self.platform = platform
-        self.count = count
-        self.poll = poll
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        recover(self.platform)
-        for i in range(self.count):
-            t = threading.Thread(target=self._loop, name=f"orch-run-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                run_id = claim(self.platform)
-            except Exception:
-                log.exception("claiming a run failed")
-                run_id = None
-            if run_id is None:
-                self.platform.wake_runs.wait(self.poll)
-                self.platform.wake_runs.clear()
-                continue
-            execute(self.platform, run_id)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self.platform.wake_runs.set()
-        for t in self._threads:
-            t.join(timeout)
+    return QueueWorkers(
+        "run",
+        claim=lambda: claim(platform),
+        work=lambda run_id: execute(platform, run_id),
+        recover=lambda: recover(platform),
+        wake=platform.wake_runs,
+        count=count,
+        poll=poll,
+    )

@@ -1,0 +1,61 @@
+"""Worker threads that drain a durable queue in the store until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class QueueWorkers:
+    """`count` threads, each claiming one queued item at a time and working it to its end.
+
+    `recover` runs once before they start (settling what a stopped server left in flight);
+    `wake` is set by whoever queues work, so an idle worker starts at once instead of at its
+    next poll."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        claim: Callable[[], str | None],
+        work: Callable[[str], None],
+        recover: Callable[[], object],
+        wake: threading.Event,
+        count: int = 1,
+        poll: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._claim, self._work, self._recover, self._wake = claim, work, recover, wake
+        self.count = count
+        self.poll = poll
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._recover()
+        for i in range(self.count):
+            t = threading.Thread(target=self._loop, name=f"orch-{self.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._claim()
+            except Exception:
+                log.exception("claiming from the %s queue failed", self.name)
+                item = None
+            if item is None:
+                self._wake.wait(self.poll)
+                self._wake.clear()
+                continue
+            self._work(item)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
