@@ -1,7 +1,5 @@
-"""Remove images left by test platforms whose ORCH_HOME no longer exists (a killed test run).
-
-Only images carrying orch's labels are touched, and only those of a platform that is gone.
-"""
+"""Remove containers and images left by test platforms whose ORCH_HOME no longer exists (a killed
+test run). Only what carries orch's labels is touched, and only that of a platform that is gone."""
 
 from __future__ import annotations
 
@@ -10,21 +8,28 @@ import subprocess
 from pathlib import Path
 
 
+def _gone(labels: dict[str, str] | None) -> bool:
+    home = (labels or {}).get("org.orch.home", "")
+    return bool(home) and not Path(home).exists()
+
+
+def _podman_json(*args: str) -> list[dict]:  # type: ignore[type-arg]
+    out = subprocess.run(["podman", *args], capture_output=True, text=True, check=False).stdout
+    return json.loads(out or "[]")  # type: ignore[no-any-return]
+
+
 def main() -> int:
-    out = subprocess.run(
-        ["podman", "images", "--format", "json", "--filter", "label=org.orch.instance"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
     removed = 0
-    for image in json.loads(out or "[]"):
-        home = (image.get("Labels") or {}).get("org.orch.home", "")
-        if home and not Path(home).exists():
+    for c in _podman_json("ps", "-a", "--format", "json", "--filter", "label=org.orch.instance"):
+        if _gone(c.get("Labels")):
+            subprocess.run(["podman", "rm", "-f", "-t", "0", c["Id"]], capture_output=True, check=False)
+            removed += 1
+    for image in _podman_json("images", "--format", "json", "--filter", "label=org.orch.instance"):
+        if _gone(image.get("Labels")):
             subprocess.run(["podman", "rmi", "-f", image["Id"]], capture_output=True, check=False)
             removed += 1
     return removed
 
 
 if __name__ == "__main__":
-    print(f"removed {main()} orphaned test images")
+    print(f"removed {main()} orphaned test containers and images")

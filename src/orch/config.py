@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "run_workers", lambda h: 2, _positive_int, "Runs that execute at the same time; more wait queued."
     ),
     Setting(
+        "service_start_timeout",
+        lambda h: 60,
+        _positive_int,
+        "Seconds a newly deployed service version has to answer on its port before the deploy fails.",
+    ),
+    Setting(
         "ca_bundle",
         lambda h: "/etc/ssl/certs/ca-certificates.crt",
         str,

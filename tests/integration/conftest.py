@@ -107,6 +107,8 @@ class Server:
 
     def cleanup(self) -> None:
         engine = PodmanEngine()
+        # Services' containers outlive their server: remove them (by label) before their images.
+        engine.remove_containers({"org.orch.instance": self.instance})
         for image in engine.images({"org.orch.instance": self.instance}):
             subprocess.run(["podman", "rmi", "-f", image.id], capture_output=True, check=False)
 

@@ -26,5 +26,5 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-    assert version == "0002" and mode == "wal"
+    assert version == "0003" and mode == "wal"
     store.dispose()

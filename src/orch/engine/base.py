@@ -73,6 +73,7 @@ class ContainerSpec:
     pids: int | None = None
     read_only: bool = True
     stdin: bytes = b""
+    cap_add: Sequence[str] = ()  # capabilities kept although all others are dropped (services)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,22 @@ class ContainerExit:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container as `podman ps -a` lists it (detached ones: services)."""
+
+    id: str
+    name: str
+    state: str  # created, running, exited, ...
+    exit_code: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    started_at: float = 0.0  # Unix time
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
 
 
 class Engine(Protocol):
@@ -132,4 +149,21 @@ class Engine(Protocol):
         timeout: float = 120,
     ) -> ProcessResult:
         """Run `argv` in a fresh, removed-afterwards container and collect its output."""
+        ...
+
+    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+        """Start `spec` detached (it outlives the server), its output written to `log_path`;
+        return its id. It is not removed when it exits."""
+        ...
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Every container (running or not) with these labels."""
+        ...
+
+    def container_address(self, name: str) -> str | None:
+        """The container's IP address on the bridge network, or None."""
+        ...
+
+    def remove_container(self, name: str, timeout: int = 10) -> None:
+        """Stop (SIGTERM, then SIGKILL after `timeout` s) and remove one container; gone is fine."""
         ...

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from orch.engine.base import BuildFailed, BuildRequest, ContainerExit, ContainerSpec, ImageInfo, ProcessResult
+from orch.engine.base import (
+    BuildFailed,
+    BuildRequest,
+    ContainerExit,
+    ContainerInfo,
+    ContainerSpec,
+    ImageInfo,
+    ProcessResult,
+)
+from orch.errors import EngineError
 
 
 class FakeEngine:
@@ -26,6 +37,9 @@ class FakeEngine:
         self.behaviour: Callable[
             [ContainerSpec, Callable[[bytes], None], Callable[[bytes], None]], ContainerExit
         ] = lambda spec, out, err: ContainerExit(0)
+        # Detached containers (services) by name; a test "crashes" one with `exit_container`.
+        self.detached: dict[str, tuple[ContainerSpec, ContainerInfo]] = {}
+        self.started: list[ContainerSpec] = []
 
     def add_image(self, tag: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
         info = ImageInfo(
@@ -108,3 +122,31 @@ class FakeEngine:
     ) -> ProcessResult:
         self.runs.append((image, tuple(argv)))
         return ProcessResult(0, "", "")
+
+    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+        if spec.name in self.detached:
+            raise EngineError(f"podman run failed: the name {spec.name} is already in use.", "")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch()
+        cid = hashlib.sha256(spec.name.encode()).hexdigest()
+        info = ContainerInfo(cid, spec.name, "running", 0, dict(spec.labels), time.time())
+        self.detached[spec.name] = (spec, info)
+        self.started.append(spec)
+        return cid
+
+    def exit_container(self, name: str, exit_code: int) -> None:
+        spec, info = self.detached[name]
+        self.detached[name] = (spec, dataclasses.replace(info, state="exited", exit_code=exit_code))
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        return [
+            info
+            for _spec, info in self.detached.values()
+            if all(info.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def container_address(self, name: str) -> str | None:
+        return "127.0.0.1" if name in self.detached else None
+
+    def remove_container(self, name: str, timeout: int = 10) -> None:
+        self.detached.pop(name, None)

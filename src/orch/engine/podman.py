@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from orch.engine import podman_run
-from orch.engine.base import BuildFailed, BuildRequest, ContainerExit, ContainerSpec, ImageInfo, ProcessResult
+from orch.engine.base import (
+    BuildFailed,
+    BuildRequest,
+    ContainerExit,
+    ContainerInfo,
+    ContainerSpec,
+    ImageInfo,
+    ProcessResult,
+)
 from orch.errors import EngineError
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
@@ -201,6 +209,50 @@ class PodmanEngine:
         for k, v in sorted((env or {}).items()):
             args += ["--env", f"{k}={v}"]
         return self._cmd(*args, image, *argv, timeout=timeout, check=False)
+
+    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        return self._cmd(*detached_args(spec, log_path), timeout=120).stdout.strip()
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        args = ["ps", "-a", "--format", "json"]
+        for k, v in labels.items():
+            args += ["--filter", f"label={k}={v}"]
+        data = json.loads(self._cmd(*args).stdout or "[]")
+        return [
+            ContainerInfo(
+                id=d["Id"],
+                name=(d.get("Names") or [d["Id"][:12]])[0],
+                state=str(d.get("State", "")),
+                exit_code=int(d.get("ExitCode") or 0),
+                labels=d.get("Labels") or {},
+                started_at=float(d.get("StartedAt") or 0),
+            )
+            for d in data
+        ]
+
+    def container_address(self, name: str) -> str | None:
+        res = self._cmd(
+            "inspect", "--type", "container", "--format", "{{.NetworkSettings.IPAddress}}", name, check=False
+        )
+        address = res.stdout.strip()
+        return address if res.exit_code == 0 and address else None
+
+    def remove_container(self, name: str, timeout: int = 10) -> None:
+        self._cmd("rm", "-f", "-t", str(timeout), name, timeout=timeout + 60, check=False)
+        podman_run.remove_cgroup_parent(name)
+
+
+def detached_args(spec: ContainerSpec, log_path: Path) -> list[str]:
+    """`podman run -d` for a service: the hardened arguments of a run, detached, its output kept
+    in a k8s-file log at `log_path`, and the capabilities `spec.cap_add` names kept."""
+    args = podman_run.run_args("podman", spec)[1:]
+    args[args.index("-i")] = "-d"
+    args[args.index("--log-driver=none")] = "--log-driver=k8s-file"
+    args.insert(args.index("-d") + 1, f"--log-opt=path={log_path}")
+    at = args.index("--cap-drop=all") + 1
+    args[at:at] = [f"--cap-add={cap}" for cap in spec.cap_add]
+    return args
 
 
 def _image_info(d: dict[str, Any]) -> ImageInfo:

@@ -108,8 +108,11 @@ def run_container(
                 break
         for t in threads[1:]:
             t.join(10)
-        oom = _oom_killed(binary, spec.name) or (
-            proc.returncode == 137 and not why and _peak_reached_limit(spec)
+        # An OOM kill is a SIGKILL (137); only then is it worth asking.
+        oom = (
+            proc.returncode == 137
+            and not why
+            and (_oom_killed(binary, spec.name) or _peak_reached_limit(spec))
         )
     finally:
         subprocess.run([binary, "rm", "-f", "-t", "0", spec.name], capture_output=True, check=False)

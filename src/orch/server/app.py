@@ -4,35 +4,44 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server.api import agents, environments, runs
+from orch.server import proxy
+from orch.server.api import agents, environments, runs, services
+from orch.server.ui import routes as ui
 from orch.services import environments as envs
 from orch.services.builds import BuildWorkers
 from orch.services.platform import Platform
 from orch.services.run_worker import RunWorkers
+from orch.services.supervisor import Supervisor
 
 
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
     build_workers = BuildWorkers(platform, count=int(platform.config.build_workers))
     run_workers = RunWorkers(platform, count=int(platform.config.run_workers))
+    supervisor = Supervisor(platform)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if workers:
             build_workers.start()
             run_workers.start()
+            supervisor.start()
         try:
             yield
         finally:
+            await proxy.close(_app.state)
             if workers:
+                supervisor.stop()
                 run_workers.stop()
                 build_workers.stop()
 
@@ -47,8 +56,12 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     )
     app.state.platform = platform
     app.include_router(environments.router)
+    app.include_router(ui.router)
+    app.mount("/ui/static", StaticFiles(directory=Path(ui.__file__).parent / "static"), name="ui-static")
     app.include_router(agents.router)
     app.include_router(runs.router)
+    app.include_router(services.router)
+    app.include_router(proxy.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

@@ -189,11 +189,6 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     out.line(f"→ environment {env_name} ({chosen.rule.value.replace('-', ' ')})")
     platform.notify_runs()
     image = _ready_image(platform, run_id, env_id, env_kind, env_name, out)
-    info = platform.engine.inspect_image(image)
-    if info is None:
-        raise RunFailed(
-            f"The image of {env_name} ({image}) is missing.", f"Rebuild it: orch env build {env_name}."
-        )
     bundle_dir = extracted_bundle(platform, bundle_sha)
     limits = Limits(
         cpus=manifest.resources.cpus,
@@ -214,11 +209,17 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         cpus=limits.cpus,
     )
     dep_files = {n: (bundle_dir / n).read_bytes() for n in deps_names if (bundle_dir / n).is_file()}
+    # The dependency cache is keyed by the image's id; without dependencies, no need to ask.
+    info = platform.engine.inspect_image(image) if dep_files else None
+    if dep_files and info is None:
+        raise RunFailed(
+            f"The image of {env_name} ({image}) is missing.", f"Rebuild it: orch env build {env_name}."
+        )
     deps = deps_mod.ensure(
         platform.engine,
         cache_root=platform.config.home / "deps",
         image=image,
-        image_id=info.id,
+        image_id=info.id if info else "",
         bundle_dir=bundle_dir,
         dep_files=dep_files,
         base_spec=base,
@@ -336,9 +337,16 @@ def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, na
         time.sleep(0.5)
 
 
+_present_base_tags: set[str] = set()
+
+
 def _base_tag(platform: Platform, recipe: str, out: Output) -> str:
-    base_images.ensure(platform.engine, platform.config, out.line, [recipe])
-    return base_images.image_tag(recipe)
+    """The base image's tag, built first if missing (checked once per process, not per run)."""
+    tag = base_images.image_tag(recipe)
+    if tag not in _present_base_tags:
+        base_images.ensure(platform.engine, platform.config, out.line, [recipe])
+        _present_base_tags.add(tag)
+    return tag
 
 
 def RunWorkers(platform: Platform, count: int = 2, poll: float = 1.0) -> QueueWorkers:

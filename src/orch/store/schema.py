@@ -130,3 +130,53 @@ class RunRow(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceRow(Base):
+    """An always-on service: what should run (desired, the serving version) and what runs now."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_service_workspace_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    desired: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)  # the serving version; 0: none yet
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)  # the last deployment's
+    image: Mapped[str | None] = mapped_column(String(255))
+    command: Mapped[str] = mapped_column(Text, default="[]")  # JSON argv
+    run_command: Mapped[str | None] = mapped_column(Text)
+    manifest: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the parsed manifest
+    container: Mapped[str | None] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    quick_crashes: Mapped[int] = mapped_column(Integer, default=0)
+    next_start_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_exit: Mapped[int | None] = mapped_column(Integer)
+    last_output: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ServiceDeploymentRow(Base):
+    """One `orch service deploy`: its bundle, the image built from it, and how the switch went."""
+
+    __tablename__ = "service_deployments"
+    __table_args__ = (UniqueConstraint("service_id", "version", name="uq_service_deployment_version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(Text)  # JSON argv
+    run_command: Mapped[str | None] = mapped_column(Text)
+    manifest: Mapped[str] = mapped_column(Text)
+    deps_files: Mapped[str] = mapped_column(Text, default="[]")
+    image: Mapped[str | None] = mapped_column(String(255))
+    container: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,16 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from orch.bundle import MAX_BUNDLE_BYTES
-from orch.errors import InvalidInput
 from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.uploads import read_bundle_upload
 from orch.services import agents
 from orch.services.views import AgentView, PublishedView
 
 router = APIRouter(prefix="/v1", tags=["agents"])
-
-# The compressed upload may not be larger than what it may unpack to.
-MAX_UPLOAD = MAX_BUNDLE_BYTES
 
 
 @router.get("/agents", response_model=list[AgentView])
@@ -48,14 +44,5 @@ async def publish(
     docker: bool = Query(False, description="Build the bundle's Dockerfile into the agent's environment."),
 ) -> PublishedView:
     """Publish a bundle (a gzip'd tar, as `orch publish` makes) as the agent's next version."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_UPLOAD:
-            raise InvalidInput(
-                f"The upload is over the {MAX_UPLOAD // (1024 * 1024)} MiB limit.",
-                "Leave large files out with .orchignore and download them at run time.",
-            )
-    if not body:
-        raise InvalidInput("The request has no bundle.", "Send the bundle (a .tar.gz) as the request body.")
-    return await run_in_threadpool(agents.publish, platform, ws, name, bytes(body), docker)
+    body = await read_bundle_upload(request)
+    return await run_in_threadpool(agents.publish, platform, ws, name, body, docker)

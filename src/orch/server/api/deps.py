@@ -18,12 +18,19 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
+# The web UI signs in by storing the token in this cookie (HttpOnly, SameSite=Strict); its pages
+# and their scripts then call the same API as the CLI.
+TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
+
+
 def get_workspace_id(
+    request: Request,
     platform: Annotated[Platform, Depends(get_platform)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
+    token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
     with platform.store.session() as s:
-        return workspaces.authenticate(s, credentials.credentials if credentials else None).id
+        return workspaces.authenticate(s, token).id
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

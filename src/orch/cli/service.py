@@ -1,0 +1,226 @@
+"""`orch service`: deploy bundles as always-on services, and watch and manage them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from orch.bundle import pack_directory
+from orch.cli.agent import _default_name
+from orch.cli.client import Client
+from orch.cli.env import JSON
+from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.errors import InvalidInput, OrchError
+
+app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
+
+FINAL = {"ready", "failed"}
+
+
+def _url(client: Client, path: str) -> str:
+    return client.url + path
+
+
+def _json(client: Client, svc: dict[str, Any]) -> dict[str, Any]:
+    """SPEC §3's keys first ({name, state, url, restarts}), then the rest; `url` made absolute."""
+    return {
+        "name": svc["name"],
+        "state": svc["state"],
+        "url": _url(client, svc["url"]),
+        "restarts": svc["restarts"],
+        **{k: v for k, v in svc.items() if k not in ("name", "state", "url", "restarts")},
+        "path": svc["url"],
+    }
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@command
+def deploy(
+    path: Path = typer.Argument(Path("."), help="The service's directory (default: the current one)."),
+    name: str = typer.Option(
+        None, "--name", "-n", help="Service name [default: orch.yaml's name, else the directory's]."
+    ),
+    command_: str = typer.Option(
+        None, "--command", "-c", help="Command [default: orch.yaml's runtime.command or the entrypoint's]."
+    ),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the deployment."),
+    json_: bool = JSON,
+) -> None:
+    """Deploy a directory as a service's next version; the old one serves until the new one answers."""
+    if not path.is_dir():
+        raise InvalidInput(
+            f"{str(path)!r} is not a directory.",
+            "Pass the service's directory, e.g. `orch service deploy ./api`.",
+        )
+    service = name or _default_name(path)
+    bundle = pack_directory(path)
+    client = Client.from_settings()
+    params = {"command": command_} if command_ is not None else {}
+    dep = client.post(
+        f"/v1/services/{service}/deploy",
+        params=params,
+        content=bundle.data,
+        headers={"Content-Type": "application/gzip"},
+    )
+    if not json_:
+        err_console.print(f"→ {escape(service)} v{dep['version']} · {escape(' '.join(dep['command']))}")
+        for note in dep["notes"]:
+            warn(note)
+        if dep["dependency_files"]:
+            files = ", ".join(dep["dependency_files"])
+            err_console.print(f"  dependencies: {files} (installed into its image)")
+    if detach:
+        if json_:
+            print_json(dep)
+        return
+    while dep["status"] not in FINAL:
+        time.sleep(0.5)
+        dep = client.get(f"/v1/services/{service}/deployments/{dep['version']}")
+    svc = client.get(f"/v1/services/{service}")
+    if json_:
+        print_json({**_json(client, svc), "deployment": dep})
+    elif dep["status"] == "ready":
+        ok(f"{service} v{dep['version']} is running at {_url(client, svc['url'])}")
+    if dep["status"] != "ready":
+        if not json_:
+            why = escape(dep["error"] or "the deployment failed")
+            err_console.print(f"[red]✗[/red] {why}", soft_wrap=True)
+            if dep["log_tail"] and (dep["error"] or "").startswith("Building"):
+                err_console.print(escape(dep["log_tail"]), style="dim", soft_wrap=True)
+            if svc["version"]:
+                err_console.print(f"  {service} v{svc['version']} still serves.")
+        raise typer.Exit(1)
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON) -> None:
+    """List the workspace's services."""
+    client = Client.from_settings()
+    services = client.get("/v1/services")
+    if json_:
+        print_json([_json(client, s) for s in services])
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "STATE", "VERSION", "UPTIME", "RESTARTS", "URL"):
+        table.add_column(col, no_wrap=True)
+    for s in services:
+        table.add_row(
+            s["name"],
+            s["state"],
+            f"v{s['version']}",
+            _uptime(s["uptime"]),
+            str(s["restarts"]),
+            _url(client, s["url"]),
+        )
+    console.print(table)
+
+
+@app.command()
+@command
+def status(name: str = typer.Argument(..., help="Service name or id."), json_: bool = JSON) -> None:
+    """Show a service: state, uptime, restarts, image, URL, and its last output after a crash."""
+    client = Client.from_settings()
+    s = client.get(f"/v1/services/{name}")
+    if json_:
+        print_json(_json(client, s))
+        return
+    console.print(f"[bold]{escape(s['name'])}[/bold]  {s['id']}  v{s['version']}")
+    stopped = " (stopped by request)" if s["desired"] == "stopped" else ""
+    console.print(f"  state     {s['state']}{stopped}")
+    console.print(f"  uptime    {_uptime(s['uptime'])}")
+    last = f" · last exit {s['last_exit']}" if s["last_exit"] is not None else ""
+    console.print(f"  restarts  {s['restarts']}{last}")
+    console.print(f"  image     {s['image'] or '-'}")
+    console.print(f"  command   {escape(' '.join(s['command']))}")
+    if s["run_command"]:
+        console.print(f"  run       {escape(s['run_command'])}")
+    console.print(f"  url       {_url(client, s['url'])}")
+    dep = s.get("deployment")
+    if dep and dep["status"] not in ("ready",):
+        why = f": {escape(dep['error'])}" if dep["error"] else ""
+        console.print(f"  deploy    v{dep['version']} {dep['status']}{why}")
+    if s["error"]:
+        warn(escape(s["error"]))
+    if s["last_output"] and s["state"] in ("crash-looping", "restarting", "failed"):
+        console.print("  last output:")
+        console.print(escape(s["last_output"].rstrip()), style="dim", soft_wrap=True)
+
+
+@app.command()
+@command
+def logs(
+    name: str = typer.Argument(..., help="Service name or id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output (Ctrl-C stops)."),
+) -> None:
+    """Print the service's output (every container's, oldest first)."""
+    client = Client.from_settings()
+    offset = 0
+    try:
+        while True:
+            params = {"offset": offset, "wait": 10 if follow else 0}
+            chunk = client.get(f"/v1/services/{name}/logs", params=params)
+            sys.stdout.write(chunk["text"])
+            sys.stdout.flush()
+            offset = chunk["offset"]
+            if not follow and not chunk["text"]:
+                return
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+@command
+def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None:
+    """Restart a service in a new container (a stopped one too)."""
+    s = Client.from_settings().post(f"/v1/services/{name}/restart")
+    ok(f"{s['name']} restarted ({s['state']}).")
+
+
+@app.command()
+@command
+def stop(name: str = typer.Argument(..., help="Service name or id.")) -> None:
+    """Stop a service; it stays stopped (server restarts too) until `orch service restart`."""
+    s = Client.from_settings().post(f"/v1/services/{name}/stop")
+    ok(f"{s['name']} stopped.")
+
+
+@app.command()
+@command
+def delete(
+    name: str = typer.Argument(..., help="Service name or id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a service: its container, images and logs."""
+    client = Client.from_settings()
+    s = client.get(f"/v1/services/{name}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(
+                f"Deleting {s['name']} needs confirmation.", "Pass --yes to delete without asking."
+            )
+        if not typer.confirm(f"Delete service {s['name']} ({s['id']})?"):
+            raise typer.Exit(1)
+    client.delete(f"/v1/services/{s['id']}")
+    ok(f"Deleted {s['name']}.")
+
+
+app.command("deploy")(deploy)
+
+__all__ = ["OrchError", "app"]

@@ -1,0 +1,92 @@
+"""What a service is on the engine: its image (the bundle and its dependencies, installed once at
+deploy time) and its long-running container (the limits of a run, reachable on PORT)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orch.engine.base import ContainerSpec, Mount
+from orch.sandbox.layout import PYTHON_DEPS, SANDBOX_USER, SCRATCH
+
+APP = "/home/user/app"  # the bundle and its node_modules, baked into the service's image
+PORT = 8080  # what the service listens on inside its container (given as $PORT)
+# What `run_command` may need as root (apt-get: dpkg chowns files, apt drops to the _apt user);
+# every other capability stays dropped, and the command itself runs as SANDBOX_USER with none.
+RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID")
+
+_PYTHON_STEP = f"""\
+RUN uv pip install --no-cache --python "$(command -v python3)" --target {PYTHON_DEPS} -r requirements.txt
+ENV PYTHONPATH={PYTHON_DEPS}
+"""
+_NODE_STEP = """\
+RUN if [ -f package-lock.json ]; then echo "npm ci (package-lock.json)" && npm ci --no-audit --no-fund; \\
+    else echo "npm install (no package-lock.json)" && npm install --no-audit --no-fund; fi \\
+ && rm -rf /root/.npm
+"""
+
+
+def containerfile(base_image: str, dep_files: Sequence[str]) -> str:
+    """The service image: FROM the service runner, the bundle (the build context) at APP, and its
+    dependencies installed into the image, so that a start installs nothing."""
+    text = f"FROM {base_image}\nCOPY . {APP}\nWORKDIR {APP}\n"
+    if "requirements.txt" in dep_files:
+        text += _PYTHON_STEP
+    if "package.json" in dep_files:
+        text += _NODE_STEP
+    return text + f"RUN chmod -R a+rX {APP}\nENV PORT={PORT}\n"
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    cpus: float
+    memory_bytes: int
+    pids: int
+
+
+def container_spec(
+    *,
+    name: str,
+    image: str,
+    command: Sequence[str],
+    run_command: str | None,
+    env: Mapping[str, str],
+    limits: ServiceLimits,
+    labels: Mapping[str, str],
+    host_mounts: Sequence[Mount] = (),
+) -> ContainerSpec:
+    """The service's container. Without a run_command it is hardened like a run (read-only root,
+    user 1000, no capabilities). With one, it starts as root with a writable root file system and
+    only RUN_COMMAND_CAPS, runs run_command, then drops to user 1000 (and so every capability)
+    for the command: `apt-get install` works, the service's own code never runs as root."""
+    scratch = max(limits.memory_bytes // 4, 16 * 1024 * 1024)
+    common = {
+        "name": name,
+        "image": image,
+        "labels": labels,
+        "env": {**env, "PORT": str(PORT), "HOME": SCRATCH},
+        "workdir": APP,
+        "mounts": list(host_mounts),
+        "tmpfs": {SCRATCH: f"rw,exec,nosuid,nodev,mode=1777,size={scratch}"},
+        "network": True,  # the bridge: the server's proxy reaches it by its address, nothing else does
+        "memory_bytes": limits.memory_bytes,
+        "cpus": limits.cpus,
+        "pids": limits.pids,
+    }
+    if not run_command:
+        return ContainerSpec(argv=list(command), user=SANDBOX_USER, read_only=True, **common)  # type: ignore[arg-type]
+    uid, gid = SANDBOX_USER.split(":")
+    drop = f"setpriv --reuid={uid} --regid={gid} --clear-groups --"
+    script = f'set -e\n{run_command}\nexec {drop} "$@"'
+    return ContainerSpec(
+        argv=["/bin/sh", "-c", script, "orch-service", *command],
+        user="0:0",
+        read_only=False,
+        cap_add=RUN_COMMAND_CAPS,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def describe(command: Sequence[str]) -> str:
+    return shlex.join(command)

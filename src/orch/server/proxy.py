@@ -1,0 +1,120 @@
+"""The reverse proxy in front of services: /services/WORKSPACE/NAME/PATH streams the request to
+the service's container (over Podman's bridge, by its address) and the answer back. Services
+have no port on any host interface; this is their one way in, and it needs a workspace token."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from orch.errors import NotFound, OrchError
+from orch.sandbox.service import PORT
+from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.services.platform import Platform
+from orch.services.service_views import ServiceState
+from orch.store.schema import ServiceRow, WorkspaceRow
+
+router = APIRouter(tags=["services"])
+
+# httpx logs each request at INFO; for a proxy that is a line (and a cost) per request served.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and ours: never passed on. The token stays with the server.
+_DROP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+}
+# The web UI's sign-in cookie (server/api/deps.py) is the platform's, not the service's.
+_TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class ServiceUnavailable(OrchError):
+    http_status = 503
+    code = "service_unavailable"
+
+
+def _target(platform: Platform, ws_id: str, workspace: str, name: str) -> str:
+    with platform.store.session() as s:
+        ws = s.get(WorkspaceRow, ws_id)
+        svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+        if ws is None or ws.name != workspace or svc is None:
+            raise NotFound(
+                f"No service {workspace}/{name} for this token.",
+                "Run `orch service list` for the services and their URLs.",
+            )
+        if svc.state != ServiceState.RUNNING.value or not svc.address:
+            raise ServiceUnavailable(
+                f"The service {name} is {svc.state}, not running.",
+                f"See `orch service status {name}` and `orch service logs {name}`.",
+            )
+        return f"http://{svc.address}:{PORT}"
+
+
+def client(request: Request) -> httpx.AsyncClient:
+    found: httpx.AsyncClient | None = getattr(request.app.state, "service_proxy", None)
+    if found is None:
+        found = httpx.AsyncClient(
+            timeout=httpx.Timeout(300.0, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+            trust_env=False,  # the service is on the local bridge: never through an egress proxy
+        )
+        request.app.state.service_proxy = found
+    return found
+
+
+@router.api_route("/services/{workspace}/{name}", methods=METHODS, include_in_schema=False)
+@router.api_route("/services/{workspace}/{name}/{path:path}", methods=METHODS, include_in_schema=False)
+async def proxy(
+    workspace: str, name: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = ""
+) -> StreamingResponse:
+    """Forward the request to the service and stream its answer back."""
+    base = await run_in_threadpool(_target, platform, ws, workspace, name)
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP | {"cookie"}]
+    cookies = [c for c in request.headers.get("cookie", "").split(";") if c.strip()]
+    kept = [c.strip() for c in cookies if c.strip().split("=", 1)[0] != _TOKEN_COOKIE]
+    if kept:
+        headers.append(("cookie", "; ".join(kept)))
+    headers.append(("x-forwarded-prefix", f"/services/{workspace}/{name}"))
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    upstream_request = client(request).build_request(
+        request.method,
+        f"{base}/{path}" + (f"?{request.url.query}" if request.url.query else ""),
+        headers=headers,
+        content=request.stream() if has_body else None,
+    )
+    try:
+        upstream = await client(request).send(upstream_request, stream=True)
+    except httpx.TransportError as e:
+        raise ServiceUnavailable(
+            f"The service {name} did not answer ({type(e).__name__}).",
+            f"See `orch service status {name}` and `orch service logs {name}`.",
+        ) from None
+    answer_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
+    return StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=upstream.status_code,
+        headers=answer_headers,
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+async def close(app_state: object) -> None:
+    found = getattr(app_state, "service_proxy", None)
+    if found is not None:
+        await found.aclose()

@@ -1,0 +1,235 @@
+"""Pages of the web UI. Reads are rendered here; changes go through the JSON API from the page's
+script (or a plain form), so the UI and the CLI change the same things the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from orch import dockerfile
+from orch.errors import OrchError, Unauthorized
+from orch.server.api.deps import TOKEN_COOKIE, get_platform
+from orch.services import agents, runs, service_deploys, usage, workspaces
+from orch.services import environments as envs
+from orch.services.platform import Platform
+from orch.services.run_worker import RunFailed, choose_environment
+from orch.store.schema import AgentRow, EnvironmentRow, WorkspaceRow
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
+    with platform.store.session() as s:
+        return workspaces.authenticate(s, request.cookies.get(TOKEN_COOKIE))
+
+
+def page(
+    request: Request, platform: Platform, template: str, build: Callable[[WorkspaceRow], dict[str, Any]]
+) -> Response:
+    """Render `template` for the signed-in workspace; errors become a plain page, never a trace."""
+    try:
+        ws = _workspace(request, platform)
+    except Unauthorized:
+        return RedirectResponse(f"/ui/login?next={request.url.path}", status_code=303)
+    try:
+        context = build(ws)
+    except OrchError as e:
+        return templates.TemplateResponse(
+            request, "error.html", {"error": e, "workspace": ws}, status_code=e.http_status
+        )
+    return templates.TemplateResponse(request, template, {"workspace": ws, **context})
+
+
+def action(request: Request, platform: Platform, do: Callable[[WorkspaceRow], str]) -> Response:
+    """A form's change for the signed-in workspace, then a redirect to the URL `do` returns."""
+    try:
+        ws = _workspace(request, platform)
+    except Unauthorized:
+        return RedirectResponse("/ui/login", status_code=303)
+    try:
+        return RedirectResponse(do(ws), status_code=303)
+    except OrchError as e:
+        return templates.TemplateResponse(
+            request, "error.html", {"error": e, "workspace": ws}, status_code=e.http_status
+        )
+
+
+@router.get("", response_class=HTMLResponse)
+def home() -> Response:
+    return RedirectResponse("/ui/environments", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/ui/environments", error: str = "") -> Response:
+    return templates.TemplateResponse(request, "login.html", {"next": next, "error": error})
+
+
+@router.post("/login")
+def login(
+    platform: PlatformDep, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
+) -> Response:
+    try:
+        with platform.store.session() as s:
+            workspaces.authenticate(s, token.strip())
+    except Unauthorized as e:
+        return RedirectResponse(f"/ui/login?error={e.message}", status_code=303)
+    target = next if next.startswith("/ui/") else "/ui/environments"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", max_age=30 * 86400)
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE)
+    return response
+
+
+# ---- environments ----------------------------------------------------------------------------
+
+
+def _used_by(platform: Platform, ws: WorkspaceRow) -> dict[str, list[str]]:
+    with platform.store.session() as s:
+        ws_row = s.get(WorkspaceRow, ws.id)
+        assert ws_row is not None
+        result = {}
+        for env in s.scalars(select(EnvironmentRow).where(EnvironmentRow.scope.in_([ws.id, envs.SHARED]))):
+            users = [f"agent {u}" for u in usage.users(s, ws.id, env)]
+            if ws_row.default_environment_id == env.id:
+                users.insert(0, "the workspace default")
+            result[env.id] = users
+        return result
+
+
+@router.get("/environments", response_class=HTMLResponse)
+def environments_page(request: Request, platform: PlatformDep) -> Response:
+    def build(ws: WorkspaceRow) -> dict[str, Any]:
+        return {"environments": envs.list_environments(platform, ws.id), "used_by": _used_by(platform, ws)}
+
+    return page(request, platform, "environments.html", build)
+
+
+@router.get("/environments/new", response_class=HTMLResponse)
+def new_environment_page(request: Request, platform: PlatformDep) -> Response:
+    return page(request, platform, "environment_new.html", lambda ws: {})
+
+
+@router.get("/environments/{ref}", response_class=HTMLResponse)
+def environment_page(ref: str, request: Request, platform: PlatformDep) -> Response:
+    def build(ws: WorkspaceRow) -> dict[str, Any]:
+        env = envs.show(platform, ws.id, ref)
+        lines = (env.dockerfile or "").splitlines()
+        findings: dict[int, list[dockerfile.Finding]] = {}
+        for f in dockerfile.validate(env.dockerfile).findings if env.dockerfile else ():
+            findings.setdefault(f.line, []).append(f)
+        return {
+            "env": env,
+            "lines": list(enumerate(lines, 1)),
+            "findings": findings,
+            "used_by": _used_by(platform, ws).get(env.id, []),
+        }
+
+    return page(request, platform, "environment.html", build)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(request: Request, platform: PlatformDep, saved: str = "") -> Response:
+    def build(ws: WorkspaceRow) -> dict[str, Any]:
+        followers = [a for a in agents.list_agents(platform, ws.id) if _follows_default(a.latest)]
+        return {
+            "environments": [e for e in envs.list_environments(platform, ws.id) if e.kind != "base"]
+            + [e for e in envs.list_environments(platform, ws.id) if e.kind == "base"],
+            "default": envs.get_default(platform, ws.id),
+            "followers": followers,
+            "saved": saved,
+        }
+
+    return page(request, platform, "settings.html", build)
+
+
+def _follows_default(version: Any) -> bool:
+    return not version.dockerfile_environment and not version.pinned_environment
+
+
+@router.post("/settings/default-environment")
+def set_default(
+    request: Request, platform: PlatformDep, environment: Annotated[str, Form()] = ""
+) -> Response:
+    def do(ws: WorkspaceRow) -> str:
+        if environment:
+            envs.set_default(platform, ws.id, environment)
+        else:
+            envs.clear_default(platform, ws.id)
+        return "/ui/settings?saved=1"
+
+    return action(request, platform, do)
+
+
+# ---- agents and runs --------------------------------------------------------------------------
+
+
+@router.get("/agents", response_class=HTMLResponse)
+def agents_page(request: Request, platform: PlatformDep) -> Response:
+    return page(request, platform, "agents.html", lambda ws: {"agents": agents.list_agents(platform, ws.id)})
+
+
+@router.get("/agents/{ref}", response_class=HTMLResponse)
+def agent_page(ref: str, request: Request, platform: PlatformDep) -> Response:
+    def build(ws: WorkspaceRow) -> dict[str, Any]:
+        agent = agents.show(platform, ws.id, ref)
+        with platform.store.session() as s:
+            row = s.get(AgentRow, agent.id)
+            ws_row = s.get(WorkspaceRow, ws.id)
+            assert row is not None and ws_row is not None
+            try:
+                chosen = choose_environment(s, ws_row, agents.latest_version(s, row))
+                would_run = {"name": chosen.environment.name, "rule": chosen.rule.value, "error": None}
+            except RunFailed as e:
+                would_run = {"name": None, "rule": None, "error": e.message}
+        return {"agent": agent, "would_run": would_run, "runs": runs.list_runs(platform, ws.id, agent.id, 20)}
+
+    return page(request, platform, "agent.html", build)
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(request: Request, platform: PlatformDep) -> Response:
+    return page(
+        request, platform, "runs.html", lambda ws: {"runs": runs.list_runs(platform, ws.id, None, 100)}
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(run_id: str, request: Request, platform: PlatformDep) -> Response:
+    return page(request, platform, "run.html", lambda ws: {"run": runs.show(platform, ws.id, run_id)})
+
+
+# ---- services ---------------------------------------------------------------------------------
+
+
+@router.get("/services", response_class=HTMLResponse)
+def services_page(request: Request, platform: PlatformDep) -> Response:
+    return page(
+        request,
+        platform,
+        "services.html",
+        lambda ws: {"services": service_deploys.list_services(platform, ws.id)},
+    )
+
+
+@router.get("/services/{ref}", response_class=HTMLResponse)
+def service_page(ref: str, request: Request, platform: PlatformDep) -> Response:
+    return page(
+        request, platform, "service.html", lambda ws: {"svc": service_deploys.show(platform, ws.id, ref)}
+    )

@@ -1,0 +1,279 @@
+"""Service use cases: deploy a bundle as a new version, list, show, stop, restart, delete, logs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from orch.bundle import inspect_bundle
+from orch.errors import Conflict, InvalidInput, NotFound
+from orch.models import check_name, new_id
+from orch.sandbox.deps import dependency_files
+from orch.services import service_logs, supervisor
+from orch.services.agents import bundle_path
+from orch.services.platform import Platform
+from orch.services.service_views import (
+    DeploymentStatus,
+    DeploymentView,
+    ServiceLogs,
+    ServiceState,
+    ServiceView,
+)
+from orch.store.schema import ServiceDeploymentRow, ServiceRow, WorkspaceRow, utcnow
+
+DOCKERFILE_REFUSED = "custom Dockerfiles are not supported for services"
+
+
+def deploy(
+    platform: Platform, ws_id: str, name: str, data: bytes, command: str | None = None
+) -> DeploymentView:
+    """Store `data` as the service's next version and queue its deployment; nothing is stored
+    (and nothing deployed) on refusal."""
+    check_name(name, "Service name")
+    info = inspect_bundle(data)
+    if info.dockerfile is not None:
+        raise InvalidInput(
+            f"The bundle has a Dockerfile: {DOCKERFILE_REFUSED}.",
+            "Remove the Dockerfile; services run on the service runtime (Python 3.11 + Node.js 20), "
+            "with requirements.txt / package.json installed at deploy time and system packages "
+            "from `run_command:` in orch.yaml.",
+        )
+    if info.manifest.has_loop:
+        raise InvalidInput(
+            "managed loops are not supported yet: this bundle's orch.yaml has a loop: section.",
+            "Remove loop: from orch.yaml and give the service an entrypoint to run.",
+        )
+    if not info.manifest.network:
+        raise InvalidInput(
+            "orch.yaml says network: false, but a service must be reachable through the server.",
+            "Remove network: false for services (they never get a public port of their own).",
+        )
+    if command is not None:
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            raise InvalidInput(
+                f"--command {command!r} has a quote that is never closed.", "Close the quote."
+            ) from None
+        if not argv:
+            raise InvalidInput("--command is empty.", "Pass a command line, e.g. --command 'python app.py'.")
+    else:
+        argv = list(info.entrypoint.command)  # the manifest's runtime.command, else from the entrypoint
+    notes = []
+    if info.manifest.environment:
+        notes.append(
+            f"orch.yaml pins environment {info.manifest.environment!r}, which services ignore: "
+            "they run on the service runtime."
+        )
+    path = bundle_path(platform, info.sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(data)
+    with supervisor.locked(platform), platform.store.session() as s:
+        svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+        if svc is None:
+            svc = ServiceRow(
+                id=new_id("svc"),
+                workspace_id=ws_id,
+                name=name,
+                desired="running",
+                state=ServiceState.DEPLOYING.value,
+                version=0,
+                latest_version=0,
+                command="[]",
+                manifest="{}",
+                restarts=0,
+                quick_crashes=0,
+                last_output="",
+            )
+            s.add(svc)
+            s.flush()
+        elif svc.version == 0:
+            svc.state = ServiceState.DEPLOYING.value
+        busy = s.scalar(
+            select(ServiceDeploymentRow.version).where(
+                ServiceDeploymentRow.service_id == svc.id,
+                ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
+            )
+        )
+        if busy is not None:
+            raise Conflict(
+                f"{name} v{busy} is still being deployed.",
+                f"Wait for it (`orch service status {name}`), then deploy again.",
+            )
+        svc.latest_version += 1
+        dep = ServiceDeploymentRow(
+            id=new_id("dep"),
+            service_id=svc.id,
+            version=svc.latest_version,
+            status=DeploymentStatus.QUEUED.value,
+            bundle_sha256=info.sha256,
+            command=json.dumps(argv),
+            run_command=info.manifest.run_command,
+            manifest=info.manifest.model_dump_json(),
+            deps_files=json.dumps(sorted(dependency_files(info.files))),
+            log_tail="",
+        )
+        s.add(dep)
+        s.flush()
+        view = _deployment_view(svc, dep)
+    view.notes = notes
+    return view
+
+
+def _deployment_view(svc: ServiceRow, dep: ServiceDeploymentRow) -> DeploymentView:
+    return DeploymentView(
+        id=dep.id,
+        service=svc.name,
+        version=dep.version,
+        status=dep.status,
+        command=json.loads(dep.command),
+        run_command=dep.run_command,
+        dependency_files=json.loads(dep.deps_files),
+        image=dep.image,
+        error=dep.error,
+        log_tail=dep.log_tail,
+        queued_at=dep.queued_at,
+        finished_at=dep.finished_at,
+    )
+
+
+def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
+    column = ServiceRow.id if ref.startswith("svc_") else ServiceRow.name
+    svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, column == ref))
+    if svc is None:
+        raise NotFound(
+            f"No service {ref!r} in this workspace.",
+            "Run `orch service list` to see the services, or deploy one with `orch service deploy`.",
+        )
+    return svc
+
+
+def _view(s: Session, svc: ServiceRow) -> ServiceView:
+    ws = s.get(WorkspaceRow, svc.workspace_id)
+    assert ws is not None
+    latest = s.scalar(
+        select(ServiceDeploymentRow).where(
+            ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == svc.latest_version
+        )
+    )
+    uptime = None
+    if svc.state == ServiceState.RUNNING.value and svc.started_at is not None:
+        uptime = (utcnow() - supervisor.utc(svc.started_at)).total_seconds()
+    return ServiceView(
+        id=svc.id,
+        name=svc.name,
+        workspace=ws.name,
+        state=svc.state,
+        desired=svc.desired,
+        url=f"/services/{ws.name}/{svc.name}/",
+        version=svc.version,
+        latest_version=svc.latest_version,
+        image=svc.image,
+        command=json.loads(svc.command),
+        run_command=svc.run_command,
+        container=svc.container,
+        restarts=svc.restarts,
+        started_at=svc.started_at,
+        uptime=uptime,
+        last_exit=svc.last_exit,
+        last_output=svc.last_output,
+        error=svc.error,
+        created_at=svc.created_at,
+        deployment=_deployment_view(svc, latest) if latest else None,
+    )
+
+
+def list_services(platform: Platform, ws_id: str) -> list[ServiceView]:
+    with platform.store.session() as s:
+        rows = s.scalars(select(ServiceRow).where(ServiceRow.workspace_id == ws_id).order_by(ServiceRow.name))
+        return [_view(s, r) for r in rows]
+
+
+def show(platform: Platform, ws_id: str, ref: str) -> ServiceView:
+    with platform.store.session() as s:
+        return _view(s, _resolve(s, ws_id, ref))
+
+
+def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> DeploymentView:
+    with platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        dep = s.scalar(
+            select(ServiceDeploymentRow).where(
+                ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == version
+            )
+        )
+        if dep is None:
+            raise NotFound(f"{svc.name} has no version {version}.", f"Run `orch service status {svc.name}`.")
+        return _deployment_view(svc, dep)
+
+
+def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
+    """Stop the service's container; it stays stopped (also across server restarts)."""
+    with supervisor.locked(platform), platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        svc.desired = "stopped"
+    supervisor.reconcile(platform)
+    return show(platform, ws_id, ref)
+
+
+def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
+    """Start the service afresh (a stopped one too): a new container, the backoff forgotten."""
+    with supervisor.locked(platform), platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        if svc.version == 0:
+            raise Conflict(
+                f"{svc.name} has no deployed version to restart.",
+                f"Deploy it with `orch service deploy --name {svc.name}`.",
+            )
+        if svc.container:
+            service_logs.archive(platform, svc.id, svc.container)
+            platform.engine.remove_container(svc.container)
+        svc.container, svc.address, svc.next_start_at, svc.quick_crashes = None, None, None, 0
+        svc.desired, svc.state = "running", ServiceState.STARTING.value
+    supervisor.reconcile(platform)
+    return show(platform, ws_id, ref)
+
+
+def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
+    """Remove the service: its containers, images, deployments and logs."""
+    with supervisor.locked(platform), platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        service_id, name = svc.id, svc.name
+        busy = s.scalar(
+            select(ServiceDeploymentRow.version).where(
+                ServiceDeploymentRow.service_id == svc.id,
+                ServiceDeploymentRow.status.in_(
+                    [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
+                ),
+            )
+        )
+        if busy is not None:
+            raise Conflict(f"{svc.name} v{busy} is being deployed.", "Wait for it to end, then delete again.")
+        s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
+        s.delete(svc)
+    platform.engine.remove_containers(supervisor.labels(platform, service_id))
+    for image in platform.engine.images(supervisor.labels(platform, service_id)):
+        for tag in image.tags or (image.id,):
+            platform.engine.remove_image(tag)
+    shutil.rmtree(service_logs.directory(platform, service_id), ignore_errors=True)
+    return name
+
+
+def logs(platform: Platform, ws_id: str, ref: str, offset: int = 0, wait: float = 0) -> ServiceLogs:
+    """Output from byte `offset` (all of the service's containers, oldest first); with `wait`,
+    block until there is some."""
+    deadline = time.monotonic() + max(0.0, min(wait, 30.0))
+    while True:
+        with platform.store.session() as s:
+            svc = _resolve(s, ws_id, ref)
+            service_id, container, state = svc.id, svc.container, svc.state
+        text, new_offset = service_logs.read(platform, service_id, container, offset)
+        if text or time.monotonic() >= deadline:
+            return ServiceLogs(text=text, offset=new_offset, state=state)
+        time.sleep(0.25)

@@ -1,0 +1,367 @@
+"""Services through the API, in-process, on the fake engine: deploy, supervision, redeploy, proxy."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orch.bundle import pack_directory
+from orch.engine.fake import FakeEngine
+from orch.server import proxy
+from orch.services import service_worker, supervisor
+from orch.services.platform import Platform
+from orch.store.schema import ServiceRow
+
+
+def bundle(tmp_path: Path, files: dict[str, str], name: str = "svc") -> bytes:
+    root = tmp_path / name
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (root / rel).write_text(text)
+    return pack_directory(root).data
+
+
+def deploy(api: httpx.Client, name: str, data: bytes, command: str | None = None) -> httpx.Response:
+    params = {"command": command} if command is not None else {}
+    return api.post(
+        f"/v1/services/{name}/deploy",
+        params=params,
+        content=data,
+        headers={"Content-Type": "application/gzip"},
+    )
+
+
+@pytest.fixture(autouse=True)
+def answering(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether a new container 'answers on its port' (the fake engine runs nothing)."""
+    state = [True]
+    monkeypatch.setattr(service_worker, "answers", lambda address: state[0])
+    return state
+
+
+def work(platform: Platform) -> None:
+    """Run every queued deployment now, in this thread, then one supervisor pass."""
+    while (dep := service_worker.claim(platform)) is not None:
+        service_worker.execute(platform, dep)
+    supervisor.reconcile(platform)
+
+
+def deployed(api: httpx.Client, platform: Platform, tmp_path: Path, name: str = "web", **files: str) -> dict:
+    resp = deploy(api, name, bundle(tmp_path, files or {"main.py": "print('hi')\n"}, name))
+    assert resp.status_code == 201, resp.text
+    work(platform)
+    return api.get(f"/v1/services/{name}").json()
+
+
+def current_spec(fake_engine: FakeEngine, svc: dict):
+    return fake_engine.detached[svc["container"]][0]
+
+
+def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    svc = deployed(
+        api,
+        platform,
+        tmp_path,
+        **{
+            "main.py": "",
+            "requirements.txt": "six\n",
+            "orch.yaml": "resources: {memory: 256Mi, cpus: 0.5, pids: 64}\nenv: {MODE: prod}\n",
+        },
+    )
+    assert svc["state"] == "running" and svc["version"] == 1 and svc["restarts"] == 0
+    assert svc["url"] == "/services/team/web/" and svc["command"] == ["python", "main.py"]
+    build = fake_engine.builds[-1]
+    assert build.containerfile.startswith("FROM localhost/orch/service-runner:")
+    assert "uv pip install" in build.containerfile and "npm" not in build.containerfile
+    assert build.context is not None and (build.context / "main.py").exists()
+    assert build.tag == f"localhost/orch-svc/{platform.instance}:web-v1"
+    assert (
+        build.labels["org.orch.kind"] == "service" and build.labels["org.orch.instance"] == platform.instance
+    )
+    spec = current_spec(fake_engine, svc)
+    assert spec.image == build.tag and spec.argv == ["python", "main.py"]
+    assert spec.user == "1000:1000" and spec.read_only and not spec.cap_add and spec.network
+    assert (spec.memory_bytes, spec.cpus, spec.pids) == (256 * 1024**2, 0.5, 64)
+    assert spec.env["PORT"] == "8080" and spec.env["MODE"] == "prod"
+    assert spec.labels["org.orch.kind"] == "service" and spec.labels["org.orch.service"] == svc["id"]
+    assert len(fake_engine.detached) == 1
+
+
+def test_node_dependencies_use_npm_ci_with_a_lockfile(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    deployed(api, platform, tmp_path, **{"index.js": "", "package.json": "{}", "package-lock.json": "{}"})
+    text = fake_engine.builds[-1].containerfile
+    assert "npm ci" in text and "uv pip" not in text
+
+
+def test_a_dockerfile_is_refused_and_nothing_is_deployed(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    data = bundle(tmp_path, {"main.py": "", "Dockerfile": "FROM e2bdev/code-interpreter:latest\n"})
+    resp = deploy(api, "web", data)
+    assert resp.status_code == 400
+    assert "custom Dockerfiles are not supported for services" in resp.json()["message"]
+    assert api.get("/v1/services").json() == []
+    work(platform)
+    assert fake_engine.builds == [] and fake_engine.detached == {}
+
+
+def test_the_command_comes_from_the_flag_then_the_manifest_then_the_entrypoint(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    files = {"app.py": "", "orch.yaml": "runtime: {command: python app.py --fast}\n"}
+    resp = deploy(api, "a", bundle(tmp_path, files, "a"))
+    assert resp.json()["command"] == ["python", "app.py", "--fast"]
+    resp = deploy(api, "b", bundle(tmp_path, files, "b"), command="python -m http.server")
+    assert resp.json()["command"] == ["python", "-m", "http.server"]
+    resp = deploy(api, "c", bundle(tmp_path, {"index.js": ""}, "c"))
+    assert resp.json()["command"] == ["node", "index.js"]
+    assert deploy(api, "d", bundle(tmp_path, {"x.txt": ""}, "d")).status_code == 400
+
+
+def test_run_command_runs_as_root_then_drops_to_the_sandbox_user(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    files = {"main.py": "", "orch.yaml": "run_command: apt-get install -y ffmpeg\n"}
+    svc = deployed(api, platform, tmp_path, **files)
+    spec = current_spec(fake_engine, svc)
+    assert spec.user == "0:0" and not spec.read_only and "SETUID" in spec.cap_add
+    script = spec.argv[2]
+    assert spec.argv[:2] == ["/bin/sh", "-c"] and spec.argv[-2:] == ["python", "main.py"]
+    assert script.index("apt-get install -y ffmpeg") < script.index("setpriv --reuid=1000")
+
+
+def test_a_crash_is_restarted_with_backoff_and_counted(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    svc = deployed(api, platform, tmp_path)
+    first = svc["container"]
+    log = platform.config.home / "logs" / "services" / svc["id"] / f"{first}.log"
+    log.write_text("2026-01-01T00:00:00Z stderr F Traceback: boom\n")
+    fake_engine.exit_container(first, 1)
+    supervisor.reconcile(platform)
+    svc = api.get("/v1/services/web").json()
+    assert (svc["state"], svc["restarts"], svc["last_exit"]) == ("restarting", 1, 1)
+    assert "Traceback: boom" in svc["last_output"] and svc["container"] is None
+    assert first not in fake_engine.detached
+    supervisor.reconcile(platform)  # within the backoff: nothing starts
+    assert api.get("/v1/services/web").json()["container"] is None
+    _skip_backoff(platform)
+    supervisor.reconcile(platform)
+    svc = api.get("/v1/services/web").json()
+    assert svc["state"] == "running" and svc["container"] not in (None, first)
+    assert "Traceback: boom" in api.get("/v1/services/web/logs").json()["text"]
+
+
+def test_quick_crashes_in_a_row_make_it_crash_looping(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    deployed(api, platform, tmp_path)
+    for _ in range(supervisor.CRASH_LOOP_AFTER):
+        fake_engine.exit_container(api.get("/v1/services/web").json()["container"], 2)
+        supervisor.reconcile(platform)
+        _skip_backoff(platform)
+        supervisor.reconcile(platform)
+    svc = api.get("/v1/services/web").json()
+    assert svc["state"] == "crash-looping" and svc["restarts"] == supervisor.CRASH_LOOP_AFTER
+    assert supervisor.backoff(1) == 1 and supervisor.backoff(3) == 4 and supervisor.backoff(20) == 60
+
+
+def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    svc = deployed(api, platform, tmp_path)
+    spec = current_spec(fake_engine, svc)
+    # A second copy of the same service (as a server killed mid-start could leave) and a
+    # container of a service that no longer exists.
+    fake_engine.start_container(spec.__class__(**{**spec.__dict__, "name": "dup"}), tmp_path / "dup.log")
+    orphan_labels = {**spec.labels, "org.orch.service": "svc_gone"}
+    fake_engine.start_container(
+        spec.__class__(**{**spec.__dict__, "name": "orphan", "labels": orphan_labels}), tmp_path / "o.log"
+    )
+    started = len(fake_engine.started)
+    supervisor.reconcile(platform)
+    assert list(fake_engine.detached) == [svc["container"]]
+    assert len(fake_engine.started) == started  # the running one was adopted, not replaced
+    # Another platform's containers are never touched.
+    other = {**spec.labels, "org.orch.instance": "someoneelse"}
+    fake_engine.start_container(
+        spec.__class__(**{**spec.__dict__, "name": "x", "labels": other}), tmp_path / "x"
+    )
+    supervisor.reconcile(platform)
+    assert "x" in fake_engine.detached
+
+
+def test_redeploy_switches_only_once_the_new_version_answers(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path, answering: list[bool]
+) -> None:
+    v1 = deployed(api, platform, tmp_path)
+    answering[0] = False
+    platform.config = platform.config.with_values(service_start_timeout=1)
+    resp = deploy(api, "web", bundle(tmp_path, {"main.py": "print('v2')\n"}, "v2"))
+    assert resp.status_code == 201 and resp.json()["version"] == 2
+    work(platform)
+    failed = api.get("/v1/services/web/deployments/2").json()
+    assert failed["status"] == "failed" and "did not answer on port 8080" in failed["error"]
+    svc = api.get("/v1/services/web").json()
+    assert (svc["version"], svc["container"], svc["state"]) == (1, v1["container"], "running")
+    assert "v2 was not deployed" in svc["error"] and list(fake_engine.detached) == [v1["container"]]
+    answering[0] = True
+    deploy(api, "web", bundle(tmp_path, {"main.py": "print('v3')\n"}, "v3"))
+    work(platform)
+    svc = api.get("/v1/services/web").json()
+    assert svc["version"] == 3 and svc["error"] is None and svc["container"] != v1["container"]
+    assert list(fake_engine.detached) == [svc["container"]]
+    assert f"localhost/orch-svc/{platform.instance}:web-v1" not in fake_engine.images_by_tag
+
+
+def test_stop_restart_delete(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    deployed(api, platform, tmp_path)
+    assert api.post("/v1/services/web/stop").json()["state"] == "stopped"
+    assert fake_engine.detached == {}
+    supervisor.reconcile(platform)
+    assert fake_engine.detached == {}  # stays stopped
+    restarted = api.post("/v1/services/web/restart").json()
+    assert restarted["state"] == "running" and restarted["desired"] == "running"
+    assert len(fake_engine.detached) == 1
+    assert api.delete("/v1/services/web").json() == {"deleted": "web"}
+    assert api.get("/v1/services/web").status_code == 404
+    assert not [t for t in fake_engine.images_by_tag if "orch-svc" in t]
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    def do_POST(self) -> None:
+        self._answer(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _answer(self, body: bytes) -> None:
+        text = json.dumps(
+            {
+                "path": self.path,
+                "body": body.decode(),
+                "auth": self.headers.get("Authorization"),
+                "prefix": self.headers.get("X-Forwarded-Prefix"),
+            }
+        ).encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(text)))
+        self.send_header("X-From", "service")
+        self.end_headers()
+        self.wfile.write(text)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    monkeypatch.setattr(proxy, "PORT", server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_proxy_forwards_to_the_service_without_the_token(
+    api: httpx.Client, platform: Platform, tmp_path: Path, echo: None
+) -> None:
+    deployed(api, platform, tmp_path)
+    resp = api.post("/services/team/web/hello/there?x=1&x=2", content=b"payload")
+    assert resp.status_code == 201 and resp.headers["x-from"] == "service"
+    assert resp.json() == {
+        "path": "/hello/there?x=1&x=2",
+        "body": "payload",
+        "auth": None,
+        "prefix": "/services/team/web",
+    }
+    assert api.get("/services/team/web").json()["path"] == "/"
+    assert api.get("/services/other/web/").status_code == 404
+    assert api.get("/services/team/nope/").status_code == 404
+    assert (
+        httpx.Client(transport=api._transport, base_url="http://testserver")
+        .get("/services/team/web/")
+        .status_code
+        == 401
+    )
+    api.post("/v1/services/web/stop")
+    assert api.get("/services/team/web/").status_code == 503
+
+
+def _skip_backoff(platform: Platform) -> None:
+    with platform.store.session() as s:
+        for svc in s.query(ServiceRow):
+            if svc.next_start_at is not None:
+                svc.next_start_at = svc.next_start_at - timedelta(seconds=120)
+
+
+@pytest.fixture
+def cli(api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str, str]):
+    from typer.testing import CliRunner
+
+    from orch.cli import client as client_mod
+    from orch.cli.main import app
+
+    def make() -> client_mod.Client:
+        return client_mod.Client("http://testserver", workspace[1], transport=api._transport)
+
+    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_deploy_status_list_logs(cli, platform: Platform, tmp_path: Path, monkeypatch) -> None:
+    import orch.cli.service as service_cli
+
+    # The deploy worker is not running in API tests: do its work while the CLI waits.
+    monkeypatch.setattr(service_cli.time, "sleep", lambda _s: work(platform))
+    root = tmp_path / "api"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    res = cli("service", "deploy", str(root))
+    assert res.exit_code == 0, res.output
+    assert "api v1 is running at http://testserver/services/team/api/" in res.output
+    data = json.loads(cli("service", "status", "api", "--json").output)
+    assert list(data)[:4] == ["name", "state", "url", "restarts"]
+    assert (data["name"], data["state"], data["url"], data["restarts"]) == (
+        "api",
+        "running",
+        "http://testserver/services/team/api/",
+        0,
+    )
+    assert [s["name"] for s in json.loads(cli("service", "list", "--json").output)] == ["api"]
+    assert "running" in cli("service", "list").output
+    assert "state     running" in cli("service", "status", "api").output
+    assert cli("service", "logs", "api").exit_code == 0
+    assert cli("service", "stop", "api").exit_code == 0
+    assert cli("service", "restart", "api").exit_code == 0
+    res = cli("service", "delete", "api")
+    assert res.exit_code == 2 and "--yes" in res.output
+    assert cli("service", "delete", "api", "--yes").exit_code == 0
+    res = cli("service", "status", "api")
+    assert res.exit_code == 2 and "No service 'api'" in res.output
+
+
+def test_cli_refuses_a_dockerfile_with_exit_2(cli, tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    (root / "Dockerfile").write_text("FROM e2bdev/code-interpreter:latest\n")
+    res = cli("service", "deploy", str(root))
+    assert res.exit_code == 2 and "custom Dockerfiles are not supported for services" in res.output

@@ -1,0 +1,220 @@
+"""Services end to end: `orch service` against a real server on real Podman."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Server
+from tests.integration.test_runs import LOCK, PACKAGE, write
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HTTP_SERVICE = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = os.environ.get("VERSION", "v1")
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        marker = open("/opt/marker").read().strip() if os.path.exists("/opt/marker") else "-"
+        body = f"{VERSION} {self.path} uid={os.getuid()} marker={marker}\\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+print("listening on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+NODE_SERVICE = """
+const http = require('http');
+const isNumber = require('is-number');
+http.createServer((req, res) => {
+  res.end(`node ${process.version} is-number(5)=${isNumber(5)} ${req.url}\\n`);
+}).listen(Number(process.env.PORT), '0.0.0.0', () => console.log('listening'));
+"""
+
+
+def deploy(server: Server, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return server.cli("service", "deploy", str(path), *args)
+
+
+def fetch(server: Server, name: str, path: str = "", timeout: float = 30) -> str:
+    """The service's answer through the server, retried while it (re)starts."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        with server.api() as api:
+            resp = api.get(f"/services/default/{name}/{path}")
+        if resp.status_code == 200:
+            return resp.text
+        last = resp.text
+        time.sleep(0.3)
+    raise AssertionError(f"{name} did not answer: {last}")
+
+
+def status(server: Server, name: str) -> dict:
+    res = server.cli("service", "status", name, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def containers(server: Server) -> list[str]:
+    out = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "-a",
+            "--filter",
+            f"label=org.orch.instance={server.instance}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def test_stdlib_http_service_answers_through_the_server(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "web", {"main.py": HTTP_SERVICE})
+    res = deploy(server, tmp_path / "web", "--name", "web")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "web v1 is running at" in res.stdout
+    assert fetch(server, "web", "hello?x=1") == "v1 /hello?x=1 uid=1000 marker=-\n"
+    info = status(server, "web")
+    assert {"name", "state", "url", "restarts"} <= info.keys()
+    assert (info["name"], info["state"], info["restarts"]) == ("web", "running", 0)
+    assert info["url"] == f"{server.url}/services/default/web/"
+    assert httpx.get(info["url"]).status_code == 401  # the workspace token is needed
+    listed = json.loads(server.cli("service", "list", "--json").stdout)
+    assert [s["name"] for s in listed] == ["web"]
+    assert "listening on 8080" in server.cli("service", "logs", "web").stdout
+    # Never a port on a host interface: the container publishes nothing.
+    ports = subprocess.run(
+        ["podman", "ps", "--filter", f"label=org.orch.instance={server.instance}", "--format", "{{.Ports}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ports.strip() == ""
+
+
+def test_node_service_with_a_lockfile(server: Server, tmp_path: Path) -> None:
+    write(
+        tmp_path / "js",
+        {
+            "index.js": NODE_SERVICE,
+            "package.json": json.dumps(PACKAGE),
+            "package-lock.json": json.dumps(LOCK),
+        },
+    )
+    res = deploy(server, tmp_path / "js", "--name", "counter")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "package-lock.json" in res.stderr
+    assert fetch(server, "counter", "n").startswith("node v20.")
+    assert "is-number(5)=true /n" in fetch(server, "counter", "n")
+    dep = server.get("/v1/services/counter/deployments/1")
+    assert "npm ci (package-lock.json)" in dep["log_tail"]
+
+
+def test_run_command_runs_before_the_command(server: Server, tmp_path: Path) -> None:
+    write(
+        tmp_path / "prep",
+        {
+            "main.py": HTTP_SERVICE,
+            "orch.yaml": 'run_command: echo "prepared-by-$(id -u)" > /opt/marker\n',
+        },
+    )
+    res = deploy(server, tmp_path / "prep", "--name", "prep")
+    assert res.returncode == 0, res.stdout + res.stderr
+    # run_command ran as root with a writable root; the service itself runs as user 1000.
+    assert fetch(server, "prep") == "v1 / uid=1000 marker=prepared-by-0\n"
+
+
+def test_run_command_can_install_debian_packages(server: Server, tmp_path: Path) -> None:
+    main = HTTP_SERVICE.replace(
+        'marker = open("/opt/marker").read().strip() if os.path.exists("/opt/marker") else "-"',
+        'import subprocess; marker = subprocess.run(["jq", "--version"], capture_output=True, text=True)'
+        ".stdout.strip()",
+    )
+    write(
+        tmp_path / "apt",
+        {
+            "main.py": main,
+            "orch.yaml": (
+                "run_command: apt-get update -qq && apt-get install -y -qq --no-install-recommends jq\n"
+            ),
+        },
+    )
+    res = deploy(server, tmp_path / "apt", "--name", "apt")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert fetch(server, "apt") == "v1 / uid=1000 marker=jq-1.6\n"
+
+
+def test_a_bundle_with_a_dockerfile_is_refused(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "d", {"main.py": HTTP_SERVICE, "Dockerfile": "FROM e2bdev/code-interpreter:latest\n"})
+    res = deploy(server, tmp_path / "d", "--name", "docked")
+    assert res.returncode == 2
+    assert "custom Dockerfiles are not supported for services" in res.stderr
+    assert json.loads(server.cli("service", "list", "--json").stdout) == []
+    assert containers(server) == []
+
+
+def test_a_killed_service_comes_back_and_the_restart_is_counted(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "web", {"main.py": HTTP_SERVICE})
+    assert deploy(server, tmp_path / "web", "--name", "web").returncode == 0
+    before = status(server, "web")["container"]
+    subprocess.run(["podman", "kill", before], capture_output=True, check=True)
+    deadline = time.monotonic() + 30
+    while (info := status(server, "web"))["restarts"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fetch(server, "web").startswith("v1 /")
+    info = status(server, "web")
+    assert info["restarts"] == 1 and info["state"] == "running" and info["container"] != before
+    assert info["last_exit"] == 137 and "listening on 8080" in info["last_output"]
+    assert containers(server) == [info["container"]]
+
+
+def test_after_a_killed_server_restarts_the_service_answers_with_one_container(
+    server: Server, tmp_path: Path
+) -> None:
+    write(tmp_path / "web", {"main.py": HTTP_SERVICE})
+    assert deploy(server, tmp_path / "web", "--name", "web").returncode == 0
+    container = status(server, "web")["container"]
+    server.kill()
+    assert containers(server) == [container]  # services outlive their server
+    server.start()
+    assert fetch(server, "web", "again") == "v1 /again uid=1000 marker=-\n"
+    assert containers(server) == [container]  # adopted, not duplicated
+    assert status(server, "web")["restarts"] == 0
+
+
+def test_a_failed_redeploy_keeps_the_old_version_answering(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "v1", {"main.py": HTTP_SERVICE})
+    assert deploy(server, tmp_path / "v1", "--name", "web").returncode == 0
+    write(tmp_path / "v2", {"main.py": "import sys\nprint('v2 is broken', flush=True)\nsys.exit(3)\n"})
+    res = deploy(server, tmp_path / "v2", "--name", "web")
+    assert res.returncode == 1
+    assert "exited with exit code 3" in res.stderr and "v2 is broken" in res.stderr
+    assert "web v1 still serves" in res.stderr
+    assert fetch(server, "web") == "v1 / uid=1000 marker=-\n"
+    info = status(server, "web")
+    assert info["version"] == 1 and info["state"] == "running" and "v2 was not deployed" in info["error"]
+    # A good v3 replaces v1 only once it answers; then exactly one container is left.
+    write(tmp_path / "v3", {"main.py": HTTP_SERVICE.replace('"v1"', '"v3"')})
+    assert deploy(server, tmp_path / "v3", "--name", "web").returncode == 0
+    assert fetch(server, "web") == "v3 / uid=1000 marker=-\n"
+    assert containers(server) == [status(server, "web")["container"]]
