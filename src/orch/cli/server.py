@@ -18,7 +18,7 @@ def server(
     port: int = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one [default: 8750]."),
     db: str = typer.Option(None, "--db", help="Database URL [default: the SQLite file in ORCH_HOME]."),
 ) -> None:
-    """Start the control plane: REST API (docs at /docs) and the build workers."""
+    """Start the control plane: REST API (docs at /docs), web UI (/ui) and the background workers."""
     from orch.server.main import serve
 
     cfg = config_mod.load()
