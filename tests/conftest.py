@@ -1,4 +1,4 @@
-"""Fixtures shared by every tier: a platform on a temporary ORCH_HOME."""
+"""Fixtures shared by every tier: a platform on a temporary ORCH_HOME, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from orch.services import builds, workspaces
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store import Store
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 - shared fixtures
+
+# Every test that uses the store (through `platform` or `database_url`) runs on both.
+DATABASES = ["sqlite", "postgresql"]
 
 
 def make_platform(home: Path, engine: object, **settings: object) -> Platform:
@@ -33,9 +37,17 @@ def fake_engine() -> FakeEngine:
     return engine
 
 
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of this test's own: a SQLite file, or a migrated PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'home' / 'orch.db'}"
+
+
 @pytest.fixture
-def platform(tmp_path: Path, fake_engine: FakeEngine) -> Iterator[Platform]:
-    p = make_platform(tmp_path / "home", fake_engine)
+def platform(tmp_path: Path, fake_engine: FakeEngine, database_url: str) -> Iterator[Platform]:
+    p = make_platform(tmp_path / "home", fake_engine, database_url=database_url)
     yield p
     p.store.dispose()
 

@@ -6,6 +6,7 @@
     │   ├── NotFound           an id or name that does not exist: exit 2, HTTP 404
     │   └── Conflict           the request clashes with the current state: exit 2, HTTP 409
     ├── Unauthorized           missing or wrong token: exit 2, HTTP 401
+    ├── Forbidden              a valid token that may not do this (admin only): exit 2, HTTP 403
     ├── EngineError            the container engine failed: exit 1, HTTP 502
     └── ServerUnreachable      the CLI cannot reach the server: exit 1
 
@@ -65,6 +66,12 @@ class Unauthorized(OrchError):
     code = "unauthorized"
 
 
+class Forbidden(OrchError):
+    exit_code = 2
+    http_status = 403
+    code = "forbidden"
+
+
 class EngineError(OrchError):
     http_status = 502
     code = "engine_error"
@@ -83,6 +90,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         NotFound,
         Conflict,
         Unauthorized,
+        Forbidden,
         EngineError,
         ServerUnreachable,
     )

@@ -227,3 +227,19 @@ def test_default_counts_affected_agents(api: httpx.Client, tmp_path: Path, hello
     publish(api, "pinned", bundle(tmp_path, {"main.py": "", "orch.yaml": "environment: python-ml\n"}, "p"))
     resp = api.put("/v1/workspace/default-environment", json={"environment": "python-image"})
     assert resp.json()["affected_agents"] == 1
+
+
+def test_long_entrypoint_paths_are_kept(api: httpx.Client, tmp_path: Path) -> None:
+    # Longer than the VARCHAR(255) PostgreSQL enforced before migration 0005.
+    entry = "a" * 120 + "/" + "b" * 120 + "/" + "c" * 40 + ".py"
+    resp = publish(
+        api, "deep", bundle(tmp_path, {entry: "print(1)\n", "orch.yaml": f"entrypoint: {entry}\n"})
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["version"]["entrypoint"] == entry
+
+
+def test_input_with_nul_is_refused(api: httpx.Client, hello: dict) -> None:
+    resp = api.post("/v1/runs", json={"agent": "hello", "input": "a\x00b"})
+    assert resp.status_code == 400
+    assert "NUL" in resp.json()["message"] and resp.json()["fix"]

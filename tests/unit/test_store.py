@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from sqlalchemy import select, update
 
 from orch.errors import InvalidInput
+from orch.models import new_id
 from orch.store import Store
+from orch.store.db import MIGRATIONS
+from orch.store.schema import BuildRow, WorkspaceRow
+from tests.postgres import PostgresServer, find_bin
+
+
+def head() -> str:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
 
 
 def test_postgresql_urls_use_psycopg() -> None:
@@ -26,5 +40,68 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-    assert version == "0003" and mode == "wal"
+    assert version == head() and mode == "wal"
     store.dispose()
+
+
+def test_migrate_an_empty_postgresql_database(postgres_server: PostgresServer) -> None:
+    name = postgres_server.create_database(template="template0")
+    try:
+        store = Store(postgres_server.url(name))
+        store.migrate()
+        store.migrate()
+        with store.engine.connect() as conn:
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        assert version == head()
+        store.dispose()
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def store(database_url: str) -> Store:
+    s = Store(database_url)
+    s.migrate()
+    return s
+
+
+def test_times_come_back_in_utc(store: Store) -> None:
+    if store.engine.dialect.name == "postgresql":
+        # A server or database in another time zone must not shift what orch reads back.
+        with store.engine.connect() as conn:
+            name = conn.exec_driver_sql("SELECT current_database()").scalar()
+            conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
+            conn.commit()
+        store.dispose()
+    with store.session() as s:
+        row = WorkspaceRow(id=new_id("ws"), name="team")
+        s.add(row)
+    with store.session() as s:
+        created = s.scalar(select(WorkspaceRow.created_at))
+    assert isinstance(created, datetime) and isinstance(row.created_at, datetime)
+    # SQLite gives back the UTC time it stored, without a zone; PostgreSQL, with UTC's.
+    assert created.replace(tzinfo=None) == row.created_at.replace(tzinfo=None)
+    assert created.utcoffset() in (None, row.created_at.utcoffset())
+    store.dispose()
+
+
+def test_output_with_nul_is_stored(store: Store) -> None:
+    build = BuildRow(
+        id=new_id("bld"), environment_id="env_x", status="failed", cache_key="k", dockerfile_hash="h"
+    )
+    build.containerfile = ""
+    with store.session() as s:
+        s.add(build)
+    with store.session() as s:
+        s.execute(update(BuildRow).where(BuildRow.id == build.id).values(log_tail="a\x00b"))
+    with store.session() as s:
+        tail = s.scalar(select(BuildRow.log_tail))
+    # PostgreSQL refuses NUL in text: there it becomes U+FFFD, as undecodable output does.
+    assert tail == ("a\ufffdb" if store.engine.dialect.name == "postgresql" else "a\x00b")
+    store.dispose()
+
+
+def test_missing_postgresql_fails_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.postgres.BIN_GLOB", "/nonexistent/postgresql/*/bin")
+    with pytest.raises(pytest.fail.Exception, match=r"scripts/setup --dev"):
+        find_bin()

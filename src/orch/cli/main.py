@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orch.cli import admin, agent, env, server, service
+from orch.cli import admin, agent, env, server, service, workspace
 from orch.cli import run as run_cmd
 from orch.cli.output import err_console
 
@@ -20,6 +20,8 @@ app.add_typer(agent.app, name="agents")
 app.add_typer(run_cmd.app, name="runs")
 app.add_typer(service.app, name="service")
 app.add_typer(admin.app, name="admin")
+app.add_typer(workspace.workspace_app, name="workspace")
+app.add_typer(workspace.token_app, name="token")
 app.command("publish")(agent.publish)
 app.command("run")(run_cmd.run)
 app.command("server")(server.server)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orch import __version__
 from orch.errors import OrchError
 from orch.server import proxy
-from orch.server.api import agents, environments, runs, services
+from orch.server.api import agents, environments, runs, services, workspaces
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
 from orch.services.builds import BuildWorkers
@@ -61,6 +61,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(runs.router)
     app.include_router(services.router)
+    app.include_router(workspaces.router)
     app.include_router(proxy.router)
 
     @app.get("/healthz", tags=["meta"])

@@ -42,6 +42,13 @@ def create(
             f"The input is {len(input.encode())} bytes; the limit is {MAX_INPUT}.",
             "Pass a smaller input, or let the agent download large data itself.",
         )
+    if "\x00" in input:
+        # The agent gets its input in ORCH_INPUT too, and no environment variable can hold NUL;
+        # PostgreSQL, the store, refuses it in text as well.
+        raise InvalidInput(
+            "The input holds a NUL character, which a run's input cannot carry.",
+            "Pass text without NUL characters (encode binary data, e.g. as base64).",
+        )
     if timeout is not None and not 1 <= timeout <= 86400:
         raise InvalidInput(f"--timeout {timeout} is out of range.", "Use 1 to 86400 seconds.")
     with platform.store.session() as s:

@@ -38,6 +38,8 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             Path(self.engine.url.database or "").parent.mkdir(parents=True, exist_ok=True)
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.engine.dialect.name == "postgresql":
+            event.listen(self.engine, "connect", _postgresql_utc)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
@@ -62,6 +64,16 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _postgresql_utc(dbapi_conn: Any, _record: Any) -> None:
+    # PostgreSQL hands timestamps back in the session's time zone, which is the server's unless
+    # set: always UTC, as on SQLite, whatever the server or the database is configured with.
+    # Outside a transaction, so that the pool's first rollback does not undo it.
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    dbapi_conn.execute("SET TIME ZONE 'UTC'")
+    dbapi_conn.autocommit = autocommit
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -15,20 +15,32 @@ def claim(store: Store, model: Any, queued: str, claimed: str) -> str | None:
     """Move the oldest `queued` row of `model` to `claimed` and return its id; None when nothing
     is queued. `model` has id, status and queued_at columns; when it has started_at and attempts,
     the start is recorded and the attempt counted."""
+    pick = select(model.id).where(model.status == queued).order_by(model.queued_at, model.id)
+    if store.engine.dialect.name == "postgresql":
+        # The conditional UPDATE alone is exclusive under READ COMMITTED too, but every worker
+        # would wait on the lock of the same oldest row; SKIP LOCKED hands each one another row
+        # at once, locked until its UPDATE commits.
+        pick = pick.limit(1).with_for_update(skip_locked=True)
+    else:
+        pick = pick.limit(5)
+    values: dict[str, Any] = {"status": claimed}
+    if hasattr(model, "started_at"):
+        values["started_at"] = utcnow()
+    if hasattr(model, "attempts"):
+        values["attempts"] = model.attempts + 1
     with store.session() as s:
-        candidates = s.scalars(
-            select(model.id).where(model.status == queued).order_by(model.queued_at).limit(5)
-        ).all()
-        values: dict[str, Any] = {"status": claimed}
-        if hasattr(model, "started_at"):
-            values["started_at"] = utcnow()
-        if hasattr(model, "attempts"):
-            values["attempts"] = model.attempts + 1
-        for row_id in candidates:
-            result = s.execute(
-                update(model).where(model.id == row_id, model.status == queued).values(**values)
-            )
-            assert isinstance(result, CursorResult)
-            if result.rowcount == 1:
-                return str(row_id)
+        # Other workers may take every candidate between the SELECT and the UPDATEs: look again
+        # rather than report an empty queue. On SQLite the first UPDATE holds the write lock, so
+        # the second look sees every claim; on PostgreSQL the locked row is ours.
+        for _look in range(3):
+            candidates = s.scalars(pick).all()
+            if not candidates:
+                return None
+            for row_id in candidates:
+                result = s.execute(
+                    update(model).where(model.id == row_id, model.status == queued).values(**values)
+                )
+                assert isinstance(result, CursorResult)
+                if result.rowcount == 1:
+                    return str(row_id)
     return None

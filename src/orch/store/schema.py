@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from orch.store.types import Text  # NUL-safe on PostgreSQL
 
 
 def utcnow() -> datetime:
@@ -30,6 +32,8 @@ class TokenRow(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # Platform-wide rights: create workspaces, see them all, manage any workspace's tokens.
+    admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -96,7 +100,7 @@ class AgentVersionRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     bundle_sha256: Mapped[str] = mapped_column(String(64))
     bundle_size: Mapped[int] = mapped_column(BigInteger)
-    entrypoint: Mapped[str] = mapped_column(String(255))
+    entrypoint: Mapped[str] = mapped_column(Text)  # a bundle path: no length limit (0005)
     language: Mapped[str] = mapped_column(String(16))
     command: Mapped[str] = mapped_column(Text)  # JSON argv
     manifest: Mapped[str] = mapped_column(Text)  # JSON of the parsed manifest

@@ -33,5 +33,17 @@ def get_workspace_id(
         return workspaces.authenticate(s, token).id
 
 
+def get_caller(
+    request: Request,
+    platform: Annotated[Platform, Depends(get_platform)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> workspaces.Caller:
+    """The caller's workspace and whether its token is an admin token (for the admin routes)."""
+    token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
+    with platform.store.session() as s:
+        return workspaces.identify(s, token)
+
+
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 WorkspaceDep = Annotated[str, Depends(get_workspace_id)]
+CallerDep = Annotated[workspaces.Caller, Depends(get_caller)]

@@ -1,0 +1,112 @@
+"""`orch workspace` and `orch token`: tenants and their API tokens (see docs/workspaces.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from orch.cli.client import Client
+from orch.cli.env import JSON
+from orch.cli.output import command, console, err_console, ok, print_json
+
+workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+
+
+def _show_token_once(token: str) -> None:
+    # The token goes alone on stdout, so `$(orch token create)` captures just it; the notes go
+    # to stderr.
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+    err_console.print("  Shown this once: store it now (the server keeps only its hash).", markup=False)
+
+
+@workspace_app.command("create")
+@command
+def create_workspace(
+    name: str = typer.Argument(..., help="Workspace name: lower-case letters, digits, '.', '_', '-'."),
+    json_: bool = JSON,
+) -> None:
+    """Create a workspace (admin token) and print its first token, once."""
+    data = Client.from_settings().post("/v1/workspaces", json={"name": name})
+    if json_:
+        print_json(data)
+        return
+    err_console.print(f"✓ Created workspace {data['name']} ({data['id']}). Its first token:", markup=False)
+    _show_token_once(data["token"])
+
+
+@workspace_app.command("list")
+@command
+def list_workspaces(json_: bool = JSON) -> None:
+    """List workspaces: every one with an admin token, else your own."""
+    data = Client.from_settings().get("/v1/workspaces")
+    if json_:
+        print_json(data)
+        return
+    _table(("ID", "NAME", "CREATED"), [(w["id"], w["name"], w["created_at"][:19]) for w in data])
+
+
+@token_app.command("create")
+@command
+def create_token(
+    workspace: str = typer.Option(
+        None, "--workspace", "-w", help="Workspace name or id [default: your token's; others: admin only]."
+    ),
+    name: str = typer.Option("token", "--name", "-n", help="What the token is for, e.g. ci."),
+    admin: bool = typer.Option(False, "--admin", help="Make an admin token (admin tokens only)."),
+    json_: bool = JSON,
+) -> None:
+    """Create a token and print it, once."""
+    body: dict[str, Any] = {"name": name, "workspace": workspace, "admin": admin}
+    data = Client.from_settings().post("/v1/tokens", json=body)
+    if json_:
+        print_json(data)
+        return
+    kind = "admin token" if data["admin"] else "token"
+    err_console.print(
+        f"✓ Created {kind} {data['name']} ({data['id']}) for workspace {data['workspace']}:", markup=False
+    )
+    _show_token_once(data["token"])
+
+
+@token_app.command("list")
+@command
+def list_tokens(
+    workspace: str = typer.Option(None, "--workspace", "-w", help="Only this workspace's (admin)."),
+    json_: bool = JSON,
+) -> None:
+    """List tokens: ids, names, workspaces, never the tokens themselves."""
+    params = {"workspace": workspace} if workspace else {}
+    data = Client.from_settings().get("/v1/tokens", params=params)
+    if json_:
+        print_json(data)
+        return
+    _table(
+        ("ID", "NAME", "WORKSPACE", "ADMIN", "CREATED"),
+        [
+            (t["id"], t["name"], t["workspace"], "yes" if t["admin"] else "", t["created_at"][:19])
+            for t in data
+        ],
+    )
+
+
+@token_app.command("revoke")
+@command
+def revoke_token(
+    token_id: str = typer.Argument(..., help="Token id (tok_…), from `orch token list`."),
+) -> None:
+    """Revoke a token: refused from the next request on."""
+    data = Client.from_settings().delete(f"/v1/tokens/{token_id}")
+    ok(f"Revoked {data['name']} ({data['id']}) of workspace {data['workspace']}.")

@@ -1,0 +1,23 @@
+"""Column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Dialect
+from sqlalchemy import Text as _Text
+from sqlalchemy.types import TypeDecorator
+
+
+class Text(TypeDecorator[str]):
+    """Text that PostgreSQL accepts whatever it holds: PostgreSQL refuses NUL characters in text,
+    which build and service output may contain; there they become U+FFFD, as undecodable bytes
+    do. SQLite stores text as it is."""
+
+    impl = _Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql" and isinstance(value, str) and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value

@@ -1,0 +1,175 @@
+"""Workspaces and tokens through the API and the CLI: admin rights, hashing, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from orch.cli import client as client_mod
+from orch.cli.main import app
+from orch.services.platform import Platform
+from orch.store.schema import TokenRow
+
+runner = CliRunner()
+
+
+def as_token(api: httpx.Client, token: str) -> httpx.Client:
+    return httpx.Client(
+        transport=api._transport, base_url="http://testserver", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def new_workspace(api: httpx.Client, name: str) -> dict:
+    resp = api.post("/v1/workspaces", json={"name": name})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_admin_creates_workspaces_whose_first_token_is_a_plain_one(api: httpx.Client) -> None:
+    created = new_workspace(api, "acme")
+    assert created["name"] == "acme" and created["id"].startswith("ws_")
+    assert created["token"].startswith("orch_") and created["token_id"].startswith("tok_")
+    acme = as_token(api, created["token"])
+    assert [w["name"] for w in acme.get("/v1/workspaces").json()] == ["acme"]
+    assert {w["name"] for w in api.get("/v1/workspaces").json()} == {"team", "acme"}
+    # acme's own token may not make workspaces: 403, with a plain sentence and a fix.
+    resp = acme.post("/v1/workspaces", json={"name": "other"})
+    assert resp.status_code == 403
+    assert resp.json()["error"] == "forbidden" and "Only an admin token" in resp.json()["message"]
+    assert resp.json()["fix"]
+    assert api.post("/v1/workspaces", json={"name": "acme"}).status_code == 409
+    resp = api.post("/v1/workspaces", json={"name": "Bad Name"})
+    assert resp.status_code == 400 and "Workspace name 'Bad Name' is not valid" in resp.json()["message"]
+
+
+def test_tokens_are_shown_once_and_stored_hashed(api: httpx.Client, platform: Platform) -> None:
+    resp = api.post("/v1/tokens", json={"name": "ci"})
+    assert resp.status_code == 201, resp.text
+    new = resp.json()
+    assert {"token", "id", "workspace", "name", "created_at", "admin"} <= set(new)
+    assert (new["workspace"], new["name"], new["admin"]) == ("team", "ci", False)
+    listed = api.get("/v1/tokens").json()
+    assert {t["name"] for t in listed} == {"admin", "ci"}
+    assert all("token" not in t and "sha256" not in t for t in listed)
+    assert new["token"] not in api.get("/v1/tokens").text
+    with platform.store.session() as s:
+        row = s.get(TokenRow, new["id"])
+        assert row is not None and row.sha256 == hashlib.sha256(new["token"].encode()).hexdigest()
+        texts = [str(v) for r in s.scalars(select(TokenRow)) for v in vars(r).values()]
+    assert not any(new["token"] in t for t in texts)
+
+
+def test_revocation_takes_effect_at_once(api: httpx.Client) -> None:
+    new = api.post("/v1/tokens", json={"name": "short-lived"}).json()
+    client = as_token(api, new["token"])
+    assert client.get("/v1/environments").status_code == 200
+    resp = api.delete(f"/v1/tokens/{new['id']}")
+    assert resp.status_code == 200 and resp.json()["id"] == new["id"]
+    assert client.get("/v1/environments").status_code == 401
+    assert api.delete(f"/v1/tokens/{new['id']}").status_code == 404
+
+
+def test_plain_tokens_manage_their_own_workspace_only(api: httpx.Client) -> None:
+    acme = as_token(api, new_workspace(api, "acme")["token"])
+    own = acme.post("/v1/tokens", json={"name": "ci", "workspace": "acme"})
+    assert own.status_code == 201 and own.json()["workspace"] == "acme"
+    # Another workspace, existing or not, is refused alike: a plain token learns nothing.
+    for other in ("team", "nowhere"):
+        resp = acme.post("/v1/tokens", json={"name": "x", "workspace": other})
+        assert resp.status_code == 403 and "Only an admin token" in resp.json()["message"]
+        assert acme.get("/v1/tokens", params={"workspace": other}).status_code == 403
+    assert acme.post("/v1/tokens", json={"name": "x", "admin": True}).status_code == 403
+    assert {t["workspace"] for t in acme.get("/v1/tokens").json()} == {"acme"}
+    team_tokens = api.get("/v1/tokens", params={"workspace": "team"}).json()
+    assert acme.delete(f"/v1/tokens/{team_tokens[0]['id']}").status_code == 404
+    # The admin sees and manages every workspace's tokens.
+    assert {t["workspace"] for t in api.get("/v1/tokens").json()} == {"team", "acme"}
+    made = api.post("/v1/tokens", json={"name": "ops", "workspace": "acme"}).json()
+    assert made["workspace"] == "acme" and as_token(api, made["token"]).get("/v1/agents").status_code == 200
+    assert api.delete(f"/v1/tokens/{own.json()['id']}").status_code == 200
+    assert api.post("/v1/tokens", json={"name": "x", "workspace": "nowhere"}).status_code == 404
+
+
+def test_the_last_admin_token_cannot_be_revoked(api: httpx.Client) -> None:
+    mine = next(t for t in api.get("/v1/tokens").json() if t["admin"])
+    resp = api.delete(f"/v1/tokens/{mine['id']}")
+    assert resp.status_code == 409 and "last admin token" in resp.json()["message"]
+    second = api.post("/v1/tokens", json={"name": "admin2", "admin": True}).json()
+    assert second["admin"] is True
+    assert api.delete(f"/v1/tokens/{mine['id']}").status_code == 200
+    assert api.get("/v1/tokens").status_code == 401
+    assert as_token(api, second["token"]).get("/v1/workspaces").status_code == 200
+
+
+@pytest.fixture
+def cli(api: httpx.Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The CLI with its real settings (ORCH_HOME, ORCH_URL, ORCH_TOKEN), talking to the in-process app."""
+
+    def make() -> client_mod.Client:
+        from orch import config
+
+        cfg = config.load()
+        return client_mod.Client(cfg.url, cfg.token, transport=api._transport)
+
+    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("ORCH_URL", "http://testserver")
+    monkeypatch.setenv("ORCH_TOKEN", api.headers["Authorization"].removeprefix("Bearer "))
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+def test_cli_workspace_and_token_commands(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = cli("workspace", "create", "acme", "--json")
+    assert res.exit_code == 0, res.output
+    created = json.loads(res.stdout)
+    assert {"id", "name", "created_at", "token", "token_id"} <= set(created)
+    res = cli("token", "create", "--workspace", "acme", "--name", "ci", "--json")
+    assert res.exit_code == 0, res.output
+    token = json.loads(res.stdout)
+    assert {"token", "id", "workspace", "name", "created_at", "admin"} <= set(token)
+    assert (token["workspace"], token["name"], token["admin"]) == ("acme", "ci", False)
+    names = [w["name"] for w in json.loads(cli("workspace", "list", "--json").stdout)]
+    assert names == ["team", "acme"]
+    assert "acme" in cli("workspace", "list").output
+    listed = json.loads(cli("token", "list", "--json").stdout)
+    assert token["id"] in [t["id"] for t in listed] and token["token"] not in cli("token", "list").output
+    res = cli("token", "create")
+    assert res.exit_code == 0 and res.stdout.startswith("orch_") and "Shown this once" in res.stderr
+    res = cli("workspace", "create", "acme")
+    assert res.exit_code == 2 and "exists already" in res.output
+
+    # A CLI given ORCH_TOKEN acts as that token's workspace, whatever its config file says.
+    admin_token = json.loads(cli("token", "create", "--admin", "--json").stdout)["token"]
+    monkeypatch.setenv("ORCH_TOKEN", token["token"])
+    assert [w["name"] for w in json.loads(cli("workspace", "list", "--json").stdout)] == ["acme"]
+    assert {t["workspace"] for t in json.loads(cli("token", "list", "--json").stdout)} == {"acme"}
+    res = cli("workspace", "create", "other")
+    assert res.exit_code == 2 and "Only an admin token" in res.output and "Traceback" not in res.output
+    monkeypatch.setenv("ORCH_TOKEN", admin_token)
+    res = cli("token", "revoke", token["id"])
+    assert res.exit_code == 0 and f"Revoked ci ({token['id']}) of workspace acme" in res.output
+    monkeypatch.setenv("ORCH_TOKEN", token["token"])
+    res = cli("workspace", "list")
+    assert res.exit_code == 2 and "not valid" in res.output
+
+
+def test_the_first_start_gives_the_local_cli_an_admin_token(platform: Platform) -> None:
+    from orch.services import workspaces
+
+    first = workspaces.bootstrap(platform, "")
+    assert first is not None and workspaces.bootstrap(platform, first) is None
+    stand_in = workspaces.bootstrap(platform, "orch_revoked")  # the CLI's token no longer works
+    assert stand_in is not None
+    with platform.store.session() as s:
+        assert workspaces.identify(s, first).admin and workspaces.identify(s, stand_in).admin
