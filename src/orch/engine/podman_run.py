@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -136,13 +137,20 @@ def _peak_reached_limit(spec: ContainerSpec) -> bool:
     return spec.memory_bytes is not None and peak >= spec.memory_bytes * 0.99
 
 
-def remove_cgroup_parent(container_name: str) -> None:
+def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
+    """Remove the sandbox's parent cgroup in every controller. Right after `podman rm` a child
+    (conmon's) may still be going away, so a busy directory is tried again for up to ~2 s."""
     name = cgroup_parent(container_name).lstrip("/")
-    for controller in CGROUP_ROOT.glob(f"*/{name}"):
-        # Children first (a container's own cgroup is normally gone by now).
-        for child in sorted(controller.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                child.rmdir()
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.1)
+        for controller in CGROUP_ROOT.glob(f"*/{name}"):
+            # Children first (a container's own cgroup is normally gone by now).
+            for child in sorted(controller.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        if not any(CGROUP_ROOT.glob(f"*/{name}")):
+            return
 
 
 def _kill(binary: str, name: str) -> None:
