@@ -17,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from local_platform import ORCH, start_server
+
 from orch.builder import base_images
 from orch.builder.host import ca_mounts
 from orch.builder.predefined import PREDEFINED
 from orch.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
-ORCH = str(Path(sys.executable).with_name("orch"))
 PACKAGES = "numpy pandas scikit-learn matplotlib seaborn"
 
 
@@ -40,20 +41,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         home = Path(tmp) / "home"
         env = {**os.environ, "ORCH_HOME": str(home)}
-        server = subprocess.Popen(
-            [ORCH, "server", "--port", "0"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = start_server(home)
         tag = "localhost/orch-bench/pip-ml:latest"
         try:
-            deadline = time.monotonic() + 60
-            while not (home / "config.toml").exists():
-                if time.monotonic() > deadline:
-                    sys.exit("the server did not start")
-                time.sleep(0.2)
-            time.sleep(1)
             orch_first = timed([ORCH, "env", "build", "python-ml", "--no-cache"], env)
 
             base = base_images.image_tag("code-interpreter")

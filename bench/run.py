@@ -10,7 +10,6 @@ Usage: .venv/bin/python bench/run.py [N]   (needs scripts/setup; N defaults to 5
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -19,37 +18,14 @@ import time
 from pathlib import Path
 
 import httpx
+from local_platform import cli, start_server
 
 from orch import config
 from orch.builder import base_images
 
-ORCH = str(Path(sys.executable).with_name("orch"))
-
-
-def start_server(home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ORCH_HOME": str(home)}
-    proc = subprocess.Popen(
-        [ORCH, "server", "--port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            url = config.load(home, environ={}).url
-            if url and httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    sys.exit("the server did not start")
-
 
 def publish(home: Path, directory: Path, name: str) -> None:
-    env = {**os.environ, "ORCH_HOME": str(home)}
-    proc = subprocess.run(
-        [ORCH, "publish", str(directory), "--name", name], env=env, capture_output=True, text=True
-    )
-    if proc.returncode:
-        sys.exit(proc.stderr)
+    cli(home, "publish", str(directory), "--name", name)
 
 
 def orch_run(api: httpx.Client, agent: str) -> tuple[float, dict]:

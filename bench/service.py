@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import httpx
+from local_platform import ORCH, cli, start_server
 
 from orch import config
 from orch.sandbox.service import PORT
 
-ORCH = str(Path(sys.executable).with_name("orch"))
 SERVICE = """
 import os, humanize
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,31 +49,6 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 """
-
-
-def start_server(home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ORCH_HOME": str(home)}
-    proc = subprocess.Popen(
-        [ORCH, "server", "--port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            url = config.load(home, environ={}).url
-            if url and httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    sys.exit("the server did not start")
-
-
-def cli(home: Path, *args: str) -> str:
-    env = {**os.environ, "ORCH_HOME": str(home)}
-    proc = subprocess.run([ORCH, *args], env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(proc.stdout + proc.stderr)
-    return proc.stdout
 
 
 def wait_answer(api: httpx.Client, path: str, timeout: float = 120) -> None:
