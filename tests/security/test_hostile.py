@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,21 +134,184 @@ def test_endless_cpu(server: Server, tmp_path: Path) -> None:
     assert (run["status"], run["reason"]) == ("timed_out", "timed out after 3 s")
 
 
+# Inside a sandbox: the addresses that lead to the host (the bridge's gateway from the routing
+# table, Podman's host name, the default network's gateway and the host's own address, given as
+# input), tried with a connection that sends a few bytes; prints the ones that connected.
+PROBE = """
+import json, os, socket, struct, sys
+def gateway():
+    for line in open('/proc/net/route').read().splitlines()[1:]:
+        f = line.split()
+        if f[1] == '00000000':
+            return socket.inet_ntoa(struct.pack('<L', int(f[2], 16)))
+target = json.loads(os.environ['ORCH_INPUT'])
+hosts = [h for h in (gateway(), 'host.containers.internal', '10.88.0.1', *target['hosts']) if h]
+connected = []
+for host in hosts:
+    try:
+        with socket.create_connection((host, target['port']), timeout=3) as s:
+            s.sendall(b'hello from a sandbox')
+            connected.append(host)
+    except OSError:
+        pass
+print(json.dumps({'tried': hosts, 'connected': connected}))
+"""
+
+
+def run_probe(server: Server, tmp_path: Path, name: str, port: int, hosts: list[str]) -> dict:
+    write(tmp_path / name, {"main.py": PROBE})
+    assert server.cli("publish", str(tmp_path / name), "--name", name).returncode == 0
+    res = server.cli("run", name, "--json", "--input", json.dumps({"port": port, "hosts": hosts}))
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+class Listener:
+    """A TCP listener on the host that records who connected: the truth on the listener's side
+    (this machine's egress proxy answers connections to outside addresses, so a sandbox's own
+    report of "connected" proves nothing)."""
+
+    def __init__(self, host: str = "0.0.0.0") -> None:
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.peers: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.peers.append(addr[0])
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def host_address() -> str:
+    """The host's own address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        return str(s.getsockname()[0])
+
+
 def test_reaching_the_server_api(server: Server, tmp_path: Path) -> None:
     port = int(server.url.rsplit(":", 1)[1])
-    code = (
-        "import socket\n"
-        "results = []\n"
-        f"for host in ('127.0.0.1', '10.88.0.1', 'host.containers.internal'):\n"
-        "    try:\n"
-        f"        socket.create_connection((host, {port}), timeout=3).close(); results.append(host)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "print(results)\n"
-    )
-    run = run_agent(server, tmp_path, "api", code)
+    run = run_probe(server, tmp_path, "api", port, ["127.0.0.1"])
     record("server API", "connect to the server's port from inside", run, "no address connects")
-    assert run["stdout"] == "[]\n"
+    assert run["status"] == "succeeded"
+    assert json.loads(run["stdout"])["connected"] == []
+
+
+def test_reaching_host_services(server: Server, tmp_path: Path) -> None:
+    listener = Listener("0.0.0.0")
+    try:
+        run = run_probe(server, tmp_path, "host", listener.port, [host_address()])
+        tried = json.loads(run["stdout"])["tried"]
+        # The control: the same listener does take a connection from the host itself.
+        socket.create_connection(("127.0.0.1", listener.port), timeout=3).close()
+        deadline = time.monotonic() + 5
+        while not listener.peers and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.close()
+    record(
+        "host services",
+        f"connect to a host service on 0.0.0.0 via {len(tried)} addresses",
+        run,
+        "the listener saw no sandbox",
+    )
+    assert run["status"] == "succeeded" and len(tried) >= 4
+    assert listener.peers == ["127.0.0.1"], listener.peers
+
+
+# A sandbox that listens on 8080 for `ORCH_INPUT` seconds, connects to itself once (the control:
+# its listener works), and prints the addresses it accepted connections from.
+LISTEN = """
+import json, os, socket, time
+srv = socket.create_server(('0.0.0.0', 8080))
+srv.settimeout(0.2)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.connect(('192.0.2.1', 9))
+    me = s.getsockname()[0]
+socket.create_connection((me, 8080), timeout=3).close()
+print('listening on', me, flush=True)
+accepted, end = [], time.time() + float(os.environ['ORCH_INPUT'])
+while time.time() < end:
+    try:
+        conn, addr = srv.accept()
+        accepted.append(addr[0])
+        conn.close()
+    except TimeoutError:
+        pass
+print(json.dumps({'me': me, 'accepted': accepted}))
+"""
+
+
+def container_address(run_id: str) -> str:
+    """The run's sandbox address, as Podman sees it from the host."""
+    names = subprocess.run(
+        ["podman", "ps", "--filter", f"label=org.orch.run={run_id}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(names) == 1, names
+    fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    return subprocess.run(
+        ["podman", "inspect", "--format", fmt, names[0]], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_listening_port_reached_from_host_and_other_sandboxes(server: Server, tmp_path: Path) -> None:
+    write(tmp_path / "listen", {"main.py": LISTEN})
+    assert server.cli("publish", str(tmp_path / "listen")).returncode == 0
+    with server.api() as api:
+        run_id = api.post("/v1/runs", json={"agent": "listen", "input": "20"}).json()["id"]
+        deadline = time.monotonic() + 60
+        while "listening" not in (out := api.get(f"/v1/runs/{run_id}/logs").json()["stdout"]):
+            assert time.monotonic() < deadline, "the listener never started"
+            time.sleep(0.2)
+        address = container_address(run_id)
+        assert address and address in out
+        # From the host: the sandbox's address, port 8080.
+        try:
+            socket.create_connection((address, 8080), timeout=3).close()
+            from_host = "connected"
+        except OSError as e:
+            from_host = type(e).__name__
+        # From another sandbox, on the same network.
+        probe = run_probe(server, tmp_path, "neighbour", 8080, [address])
+        deadline = time.monotonic() + 60
+        while (logs := api.get(f"/v1/runs/{run_id}/logs").json())["status"] in (
+            "queued",
+            "starting",
+            "running",
+        ):
+            assert time.monotonic() < deadline, "the listener never finished"
+            time.sleep(0.2)
+        run = {**api.get(f"/v1/runs/{run_id}").json(), "stdout": logs["stdout"]}
+    seen = json.loads(run["stdout"].splitlines()[-1])
+    record(
+        "listening port",
+        "listen on 8080; the host and another sandbox connect",
+        run,
+        f"host: {from_host}; neighbour connected to {json.loads(probe['stdout'])['connected']}; "
+        f"listener accepted {len(seen['accepted']) - 1} besides its own control",
+    )
+    assert run["status"] == "succeeded"
+    # The listener took exactly one connection: its own control. Neither the host nor the
+    # neighbouring sandbox got through.
+    assert seen["accepted"] == [seen["me"]], seen
+    assert from_host != "connected"
+    assert json.loads(probe["stdout"])["connected"] == []
 
 
 def test_secrets_stay_out_of_sandboxes_and_logs(server: Server, tmp_path: Path) -> None:

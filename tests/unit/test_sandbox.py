@@ -53,7 +53,7 @@ def test_podman_arguments_are_hardened() -> None:
     tmpfs = [args[i + 1] for i, a in enumerate(args) if a == "--tmpfs"]
     assert all("size=" in t and "nosuid" in t for t in tmpfs) and len(tmpfs) == 2
     assert args[args.index("localhost/orch/python:abc") + 1 :][-2:] == ["python", "main.py"]
-    assert "--network=bridge" in run_args("podman", spec(network=True))
+    assert "--network=orch-sandbox" in run_args("podman", spec(network=True))
 
 
 def test_dependency_key() -> None:

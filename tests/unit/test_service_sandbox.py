@@ -40,7 +40,7 @@ def test_detached_container_is_hardened_and_publishes_no_port(tmp_path: Path) ->
     assert "--read-only" in args and "--user=1000:1000" in args and "--cap-drop=all" in args
     assert not [a for a in args if a.startswith("--cap-add")]
     assert "--memory=268435456b" in args and "--cpus=0.5" in args and "--pids-limit=64" in args
-    assert "--network=bridge" in args
+    assert "--network=orch-services" in args
     assert not [a for a in args if a in ("-p", "--publish", "-P") or a.startswith("--publish")]
     assert args[-2:] == ["python", "main.py"]
 

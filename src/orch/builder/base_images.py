@@ -6,13 +6,11 @@ rebuilds that image and the ones on top of it, and an unchanged one is reused.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from orch.builder.host import IMAGE_CA_PATH, ca_mounts, proxy_env
 from orch.config import Config
 from orch.engine.base import BuildRequest, Engine, ImageInfo
 from orch.errors import EngineError
+from orch.locking import file_lock
 
 DEBIAN_SUITE = "bookworm"
 ROOTFS_PACKAGES = ("python3", "python3-pip", "python3-venv", "python-is-python3", "ca-certificates")
@@ -122,18 +121,6 @@ def labels(name: str) -> dict[str, str]:
     return {"org.orch.base": name, "org.orch.recipe": image_tag(name).rsplit(":", 1)[1]}
 
 
-@contextmanager
-def _machine_lock() -> Iterator[None]:
-    """One base-image build at a time on this machine, across platforms."""
-    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK_PATH.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def missing(engine: Engine) -> list[str]:
     return [r.name for r in RECIPES if engine.inspect_image(image_tag(r.name)) is None]
 
@@ -146,7 +133,8 @@ def ensure(
     for r in reversed(RECIPES):  # a wanted image needs its parents (listed before it)
         if r.name in wanted and r.parent:
             wanted.add(r.parent)
-    with _machine_lock():
+    # One base-image build at a time on this machine, across platforms.
+    with file_lock(LOCK_PATH):
         result = {}
         for r in RECIPES:
             if r.name not in wanted:

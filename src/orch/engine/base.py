@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from orch.engine.network import Network
 from orch.errors import EngineError
 
 LABEL_PREFIX = "org.orch."
@@ -44,6 +45,7 @@ class BuildRequest:
     no_cache: bool = False
     timeout: float | None = None
     context: Path | None = None  # only the platform's own recipes have one; user builds never
+    network: Network = Network.SANDBOX  # what RUN steps reach: outbound only
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class ContainerSpec:
     user: str | None = None
     mounts: Sequence[Mount] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)  # path -> mount options
-    network: bool = False
+    network: Network = Network.NONE
     memory_bytes: int | None = None
     cpus: float | None = None
     pids: int | None = None
@@ -102,6 +104,11 @@ class ContainerInfo:
 
 class Engine(Protocol):
     name: str
+
+    def prepare(self) -> None:
+        """Make the engine ready for sandboxes (their networks and isolation rules); idempotent,
+        and done on first use anyway: a server calls it at start so a problem shows at once."""
+        ...
 
     def build(
         self,
@@ -145,7 +152,7 @@ class Engine(Protocol):
         *,
         labels: Mapping[str, str],
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        network: Network = Network.NONE,
         timeout: float = 120,
     ) -> ProcessResult:
         """Run `argv` in a fresh, removed-afterwards container and collect its output."""
@@ -161,7 +168,7 @@ class Engine(Protocol):
         ...
 
     def container_address(self, name: str) -> str | None:
-        """The container's IP address on the bridge network, or None."""
+        """The container's IP address on its network, or None."""
         ...
 
     def remove_container(self, name: str, timeout: int = 10) -> None:

@@ -18,6 +18,7 @@ from orch.engine.base import (
     ImageInfo,
     ProcessResult,
 )
+from orch.engine.network import Network
 from orch.errors import EngineError
 
 
@@ -40,6 +41,10 @@ class FakeEngine:
         # Detached containers (services) by name; a test "crashes" one with `exit_container`.
         self.detached: dict[str, tuple[ContainerSpec, ContainerInfo]] = {}
         self.started: list[ContainerSpec] = []
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1
 
     def add_image(self, tag: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
         info = ImageInfo(
@@ -117,7 +122,7 @@ class FakeEngine:
         *,
         labels: Mapping[str, str],
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        network: Network = Network.NONE,
         timeout: float = 120,
     ) -> ProcessResult:
         self.runs.append((image, tuple(argv)))

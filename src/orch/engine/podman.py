@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orch.engine import network as networks
 from orch.engine import podman_run
 from orch.engine.base import (
     BuildFailed,
@@ -23,6 +24,7 @@ from orch.engine.base import (
     ImageInfo,
     ProcessResult,
 )
+from orch.engine.network import Network
 from orch.errors import EngineError
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
@@ -33,6 +35,14 @@ class PodmanEngine:
 
     def __init__(self, binary: str = "podman") -> None:
         self.binary = binary
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+
+    def prepare(self) -> None:
+        with self._prepare_lock:
+            if not self._prepared:
+                networks.ensure(self.binary)
+                self._prepared = True
 
     def _cmd(self, *args: str, timeout: float = 120, check: bool = True) -> ProcessResult:
         try:
@@ -54,12 +64,14 @@ class PodmanEngine:
         on_output: Callable[[str], None],
         on_start: Callable[[int], None] | None = None,
     ) -> ImageInfo:
+        self.prepare()
         with tempfile.TemporaryDirectory(prefix="orch-build-") as tmp:
             context = request.context or Path(tmp) / "context"
             context.mkdir(exist_ok=True)
             containerfile = Path(tmp) / "Containerfile"
             containerfile.write_text(request.containerfile)
             args = [self.binary, "build", "--layers", "--pull=never", "--force-rm"]
+            args.append(f"--network={request.network.podman_name}")
             args += ["-f", str(containerfile), "-t", request.tag]
             if request.no_cache:
                 args.append("--no-cache")
@@ -148,7 +160,14 @@ class PodmanEngine:
         args = ["images", "--format", "json"]
         for k, v in labels.items():
             args += ["--filter", f"label={k}={v}"]
-        data = json.loads(self._cmd(*args).stdout or "[]")
+        for _ in range(4):
+            res = self._cmd(*args, check=False)
+            # Podman lists, then reads each image: one removed in between fails the whole listing.
+            if res.exit_code == 0 or "image not known" not in res.stderr:
+                break
+        if res.exit_code != 0:
+            raise EngineError(f"podman images failed: {res.stderr.strip()}", _FIX)
+        data = json.loads(res.stdout or "[]")
         return [
             ImageInfo(
                 id=d["Id"],
@@ -174,6 +193,8 @@ class PodmanEngine:
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> ContainerExit:
+        if spec.network is not Network.NONE:
+            self.prepare()
         try:
             return podman_run.run_container(self.binary, spec, on_stdout, on_stderr, timeout, should_stop)
         except FileNotFoundError:
@@ -198,12 +219,13 @@ class PodmanEngine:
         *,
         labels: Mapping[str, str],
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        network: Network = Network.NONE,
         timeout: float = 120,
     ) -> ProcessResult:
+        if network is not Network.NONE:
+            self.prepare()
         args = ["run", "--rm", "--pull=never", "--cap-drop=all", "--security-opt=no-new-privileges"]
-        if not network:
-            args.append("--network=none")
+        args.append(f"--network={network.podman_name}")
         for k, v in sorted(labels.items()):
             args += ["--label", f"{k}={v}"]
         for k, v in sorted((env or {}).items()):
@@ -211,6 +233,8 @@ class PodmanEngine:
         return self._cmd(*args, image, *argv, timeout=timeout, check=False)
 
     def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+        if spec.network is not Network.NONE:
+            self.prepare()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         return self._cmd(*detached_args(spec, log_path), timeout=120).stdout.strip()
 
@@ -232,10 +256,10 @@ class PodmanEngine:
         ]
 
     def container_address(self, name: str) -> str | None:
-        res = self._cmd(
-            "inspect", "--type", "container", "--format", "{{.NetworkSettings.IPAddress}}", name, check=False
-        )
-        address = res.stdout.strip()
+        # .NetworkSettings.IPAddress is filled for Podman's default network only.
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        res = self._cmd("inspect", "--type", "container", "--format", fmt, name, check=False)
+        address = next(iter(res.stdout.split()), "")
         return address if res.exit_code == 0 and address else None
 
     def remove_container(self, name: str, timeout: int = 10) -> None:

@@ -29,7 +29,7 @@ def run_args(binary: str, spec: ContainerSpec) -> list[str]:
     if spec.read_only:
         # Podman's own tmpfs mounts for a read-only root are unbounded; we add sized ones instead.
         args += ["--read-only", "--read-only-tmpfs=false"]
-    args.append("--network=bridge" if spec.network else "--network=none")
+    args.append(f"--network={spec.network.podman_name}")
     if spec.memory_bytes and (CGROUP_ROOT / "memory").is_dir():
         args.append(f"--cgroup-parent={cgroup_parent(spec.name)}")
     if spec.memory_bytes:

@@ -7,18 +7,18 @@ run mounts the cached result read-only and installs nothing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch.engine.base import ContainerSpec, Engine, Mount
+from orch.engine.network import Network
 from orch.errors import OrchError
+from orch.locking import file_lock
 from orch.sandbox.layout import (
     BUNDLE,
     DEPS,
@@ -91,17 +91,6 @@ def _result(status: str, dep_files: Mapping[str, bytes], path: Path) -> Deps:
     return Deps(status, tuple(sorted(dep_files)), tuple(mounts), env)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure(
     engine: Engine,
     *,
@@ -124,7 +113,7 @@ def ensure(
     key = cache_key(dep_files, image_id)
     path = cache_root / key
     names = ", ".join(sorted(dep_files))
-    with _locked(cache_root / f"{key}.lock"):
+    with file_lock(cache_root / f"{key}.lock"):
         if (path / ".complete").exists():
             log(f"{names}: cached, nothing to install")
             return _result("cached", dep_files, path)
@@ -154,7 +143,7 @@ def ensure(
                 Mount(str(tmp), DEPS, read_only=False),
             ],
             tmpfs={SCRATCH: "rw,exec,nosuid,nodev,size=2g,mode=1777"},
-            network=True,
+            network=Network.SANDBOX,
             memory_bytes=2 * 1024**3,
             cpus=base_spec.cpus,
             pids=1024,

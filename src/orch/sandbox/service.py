@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orch.engine.base import ContainerSpec, Mount
+from orch.engine.network import SERVICE_PORT, Network
 from orch.sandbox.layout import PYTHON_DEPS, SANDBOX_USER, SCRATCH
 
 APP = "/home/user/app"  # the bundle and its node_modules, baked into the service's image
-PORT = 8080  # what the service listens on inside its container (given as $PORT)
+PORT = SERVICE_PORT  # what the service listens on inside its container (given as $PORT)
 # What `run_command` may need as root (apt-get: dpkg chowns files, apt drops to the _apt user);
 # every other capability stays dropped, and the command itself runs as SANDBOX_USER with none.
 RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID")
@@ -69,7 +70,7 @@ def container_spec(
         "workdir": APP,
         "mounts": list(host_mounts),
         "tmpfs": {SCRATCH: f"rw,exec,nosuid,nodev,mode=1777,size={scratch}"},
-        "network": True,  # the bridge: the server's proxy reaches it by its address, nothing else does
+        "network": Network.SERVICE,  # the server's proxy reaches its port; nothing else reaches it
         "memory_bytes": limits.memory_bytes,
         "cpus": limits.cpus,
         "pids": limits.pids,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orch.engine.base import ContainerSpec, Mount
+from orch.engine.network import Network
 from orch.sandbox.deps import Deps
 from orch.sandbox.layout import BUNDLE, SANDBOX_USER, SCRATCH, WORKDIR
 
@@ -53,7 +54,7 @@ def run_spec(
         user=SANDBOX_USER,
         mounts=[*host_mounts, Mount(str(bundle_dir), BUNDLE), *deps.mounts],
         tmpfs={WORKDIR: tmpfs_opts, SCRATCH: tmpfs_opts},
-        network=network,
+        network=Network.SANDBOX if network else Network.NONE,
         memory_bytes=limits.memory_bytes,
         cpus=limits.cpus,
         pids=limits.pids,

@@ -40,6 +40,9 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     """Run the control plane until interrupted."""
     cfg.home.mkdir(parents=True, exist_ok=True)
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
+    # Sandboxes' networks and isolation rules: a machine that cannot have them says so now,
+    # not at the first run.
+    platform.engine.prepare()
     app = create_app(platform)
     sock = bind(str(cfg.host), int(cfg.port))
     host, port = sock.getsockname()[:2]
