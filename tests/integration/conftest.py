@@ -26,6 +26,7 @@ class Server:
 
     home: Path
     proc: subprocess.Popen[bytes] | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # ORCH_* variables for the server and CLI
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -34,7 +35,7 @@ class Server:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        return {**env, "ORCH_HOME": str(self.home), "COLUMNS": "200", "NO_COLOR": "1"}
+        return {**env, **self.settings, "ORCH_HOME": str(self.home), "COLUMNS": "200", "NO_COLOR": "1"}
 
     def start(self, timeout: float = 60) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
