@@ -6,11 +6,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from orch.bundle import pack_directory
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
+from orch.models import RunStatus
+from orch.services import run_worker
 from orch.services.platform import Platform
+from orch.store.schema import RunRow
 from tests.conftest import drain, drain_runs
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\nENV FROM_DOCKERFILE=yes\n"
@@ -214,12 +218,46 @@ def test_cancel_a_queued_run(api: httpx.Client, hello: dict) -> None:
     assert api.post(f"/v1/runs/{created['id']}/cancel").status_code == 409
 
 
+def test_recover_settles_the_runs_a_stopped_server_left(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    hello: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [api.post("/v1/runs", json={"agent": "hello"}).json()["id"] for _ in range(3)]
+    left = [(RunStatus.STARTING, 1), (RunStatus.STARTING, 2), (RunStatus.RUNNING, 1)]
+    with platform.store.session() as s:
+        for run_id, (status, attempts) in zip(ids, left, strict=True):
+            s.execute(
+                update(RunRow).where(RunRow.id == run_id).values(status=status.value, attempts=attempts)
+            )
+    removed: list[str] = []
+    monkeypatch.setattr(fake_engine, "remove_container", lambda name, timeout=10: removed.append(name))
+    assert sorted(run_worker.recover(platform)) == sorted(ids)
+    assert [(r["status"], r["reason"]) for r in (api.get(f"/v1/runs/{i}").json() for i in ids)] == [
+        ("queued", None),
+        ("failed", "the server stopped while the run was starting (2 times)"),
+        ("failed", "the server stopped while the run was running"),
+    ]
+    # A server killed while it removed a finished sandbox left no container to find by label, but
+    # its cgroups (found by the faults test): each settled run's sandboxes are removed by name.
+    names = [run_worker.sandbox_name(platform, i) for i in ids]
+    assert sorted(removed) == sorted([*names, *(f"{n}-deps" for n in names)])
+
+
 def test_bad_run_requests(api: httpx.Client, hello: dict) -> None:
     assert api.post("/v1/runs", json={"agent": "nope"}).status_code == 404
     resp = api.post("/v1/runs", json={"agent": "hello", "env": {"ORCH_SECRET": "x"}})
     assert resp.status_code == 400 and "reserved" in resp.json()["fix"]
     assert api.post("/v1/runs", json={"agent": "hello", "timeout": 0}).status_code == 400
     assert api.get("/v1/runs/run_nope").status_code == 404
+    # NULs name nothing and no variable can carry one (PostgreSQL refused them in lookups: 500).
+    resp = api.post("/v1/runs", json={"agent": "hello", "env": {"MODE": "a\x00"}})
+    assert resp.status_code == 400 and "NUL" in resp.json()["message"]
+    assert api.post("/v1/runs", json={"agent": "hel\x00lo"}).status_code == 422
+    assert api.get("/v1/runs/run_%00").status_code == 400
+    assert api.get("/v1/runs", params={"agent": "hel\x00lo"}).status_code == 400
     assert api.get("/v1/runs").json() == []
 
 
@@ -243,3 +281,14 @@ def test_input_with_nul_is_refused(api: httpx.Client, hello: dict) -> None:
     resp = api.post("/v1/runs", json={"agent": "hello", "input": "a\x00b"})
     assert resp.status_code == 400
     assert "NUL" in resp.json()["message"] and resp.json()["fix"]
+
+
+def test_log_offsets_past_the_end_give_nothing(api: httpx.Client, platform: Platform, hello: dict) -> None:
+    # Offsets past 2**63 made seek() raise, and the call answered 500 (found by schemathesis).
+    r = run(api, platform, "hello")
+    huge = 17050137461548460032
+    resp = api.get(f"/v1/runs/{r['id']}/logs", params={"stdout": huge, "stderr": 10**30, "log": 5})
+    assert resp.status_code == 200, resp.text
+    logs = resp.json()
+    assert logs["stdout"] == logs["stderr"] == "" and logs["offsets"]["stdout"] == huge
+    assert logs["status"] == "succeeded"

@@ -43,6 +43,21 @@ def test_token_required(api: httpx.Client) -> None:
     assert resp.status_code == 401
 
 
+def test_a_nul_in_a_reference_is_a_plain_400(api: httpx.Client) -> None:
+    # PostgreSQL refuses a NUL even in a lookup: these answered 500 there (found by schemathesis).
+    for path in ["/v1/environments/py%00thon", "/v1/agents/a%00", "/v1/services/a%00", "/v1/tokens/tok_%00"]:
+        method = "DELETE" if path.startswith("/v1/tokens/") else "GET"
+        resp = api.request(method, path)
+        assert resp.status_code == 400, (path, resp.text)
+        assert resp.json()["message"] == "The URL holds a NUL character (%00), which no name or id contains."
+    assert api.get("/v1/tokens", params={"workspace": "te\x00am"}).status_code == 400
+    resp = api.put("/v1/workspace/default-environment", json={"environment": "python\x00"})
+    assert resp.status_code == 422 and "NUL character" in resp.json()["message"]
+    assert api.post("/v1/tokens", json={"name": "ci", "workspace": "te\x00am"}).status_code == 422
+    # Without a valid token it is 401 all the same.
+    assert api.get("/v1/environments/py%00thon", headers={"Authorization": ""}).status_code == 401
+
+
 def test_create_builds_and_reports_warning(api: httpx.Client, platform: Platform) -> None:
     data = create(api, "scraper")
     assert data["status"] == "queued"
@@ -57,6 +72,9 @@ def test_create_builds_and_reports_warning(api: httpx.Client, platform: Platform
     assert "STEP 1/" in log["text"] and log["status"] == "ready"
     again = api.get(f"/v1/environments/{env['id']}/logs", params={"offset": log["offset"]}).json()
     assert again["text"] == ""
+    # Past 2**63 seek() raised and the call answered 500 (found by schemathesis).
+    far = api.get(f"/v1/environments/{env['id']}/logs", params={"offset": 10603396877368336384})
+    assert far.status_code == 200 and far.json()["text"] == ""
 
 
 def test_same_dockerfile_is_a_cache_hit(
@@ -115,6 +133,16 @@ def test_rejected_dockerfile_creates_nothing(api: httpx.Client) -> None:
     assert body["fix"]
     assert body["findings"][0]["line"] == 2
     assert api.get("/v1/environments").json() == before
+
+
+def test_several_dockerfile_errors_are_counted_in_a_sentence(api: httpx.Client) -> None:
+    # The message ended "...latest. (and 1 more)" (found by schemathesis with the Dockerfile "m").
+    resp = api.post("/v1/environments", json={"name": "bad", "dockerfile": "m"})
+    assert resp.status_code == 422
+    message = resp.json()["message"]
+    assert message.startswith("The Dockerfile is not valid: line 1 ")
+    errors = [f for f in resp.json()["findings"] if f["severity"] == "error"]
+    assert len(errors) == 2 and message.endswith(". 1 more error is listed in the findings.")
 
 
 def test_empty_dockerfile_rejected(api: httpx.Client) -> None:
@@ -206,6 +234,28 @@ def test_bad_request_body_is_a_plain_message(api: httpx.Client) -> None:
     resp = api.post("/v1/environments", json={"name": "x"})
     assert resp.status_code == 422
     assert resp.json()["message"].startswith("The request is not valid: dockerfile")
+
+
+def test_unreadable_bodies_and_unknown_routes_get_sentences(api: httpx.Client) -> None:
+    # Schemathesis found the first answering "There was an error parsing the body"; the others are
+    # the same kind of answer from Starlette and FastAPI ("Not Found", "Method Not Allowed", and
+    # "The request is not valid: 15: JSON decode error.").
+    json_type = {"Content-Type": "application/json"}
+    answers = {
+        400: api.post("/v1/environments/validate", content=b"\xea\xf4", headers=json_type),
+        422: api.post("/v1/environments/validate", content=b'{"dockerfile": ', headers=json_type),
+        404: api.get("/v1/no-such-thing"),
+        405: api.patch("/v1/environments"),
+    }
+    for status, resp in answers.items():
+        assert resp.status_code == status, resp.text
+        body = resp.json()
+        assert body["message"].endswith(".") and body["fix"].endswith("."), body
+    assert "not JSON in UTF-8" in answers[400].json()["message"]
+    assert "not valid JSON (Expecting value at character 15)" in answers[422].json()["message"]
+    assert answers[404].json()["message"] == "Nothing is at /v1/no-such-thing."
+    assert answers[405].json()["message"] == "/v1/environments does not take PATCH."
+    assert "GET" in answers[405].headers["allow"]
 
 
 def test_openapi_lists_routes(api: httpx.Client) -> None:

@@ -225,6 +225,68 @@ def test_redeploy_switches_only_once_the_new_version_answers(
     assert f"localhost/orch-svc/{platform.instance}:web-v1" not in fake_engine.images_by_tag
 
 
+def test_a_server_killed_while_removing_the_old_version_has_stored_the_switch(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by the faults test: the old container was removed before the switch was stored, so a
+    # kill in between left the service pointing at a container (and an image) that was gone.
+    v1 = deployed(api, platform, tmp_path)
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": "print('v2')\n"}, "v2")).status_code == 201
+
+    class Killed(BaseException):
+        """The server process dies here."""
+
+    def killed(name: str, timeout: int = 10) -> None:
+        raise Killed
+
+    monkeypatch.setattr(fake_engine, "remove_container", killed)
+    with pytest.raises(Killed):
+        work(platform)
+    monkeypatch.undo()
+    svc = api.get("/v1/services/web").json()
+    assert (svc["version"], svc["state"]) == (2, "running") and svc["container"] != v1["container"]
+    assert api.get("/v1/services/web/deployments/2").json()["status"] == "ready"
+    # The next start's supervisor removes v1's container, which no service points at.
+    supervisor.reconcile(platform)
+    assert list(fake_engine.detached) == [svc["container"]]
+    assert api.get("/v1/services/web").json()["restarts"] == 0
+
+
+def test_a_vanished_container_is_removed_by_name_and_restarted(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    svc = deployed(api, platform, tmp_path)
+    fake_engine.detached.pop(svc["container"])  # gone without a trace, as `podman rm` would leave it
+    removed: list[str] = []
+    remove = fake_engine.remove_container
+    monkeypatch.setattr(
+        fake_engine, "remove_container", lambda name, timeout=10: (removed.append(name), remove(name))
+    )
+    supervisor.reconcile(platform)
+    # What the engine keeps of it (its cgroups on Podman) goes too.
+    assert removed == [svc["container"]]
+    after = api.get("/v1/services/web").json()
+    assert (after["state"], after["restarts"], after["last_exit"]) == ("restarting", 1, None)
+
+
+def test_versions_out_of_range_are_not_found(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
+    # 2**64 answered 500 on both stores (SQLite: OverflowError; PostgreSQL: integer out of range).
+    deployed(api, platform, tmp_path)
+    assert api.get("/v1/services/web/deployments/1").status_code == 200
+    for version in [0, -1, 2**31, 2**64]:
+        resp = api.get(f"/v1/services/web/deployments/{version}")
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["message"] == f"web has no version {version}."
+
+
 def test_stop_restart_delete(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
@@ -293,6 +355,12 @@ def test_the_proxy_forwards_to_the_service_without_the_token(
     assert api.get("/services/team/web").json()["path"] == "/"
     assert api.get("/services/other/web/").status_code == 404
     assert api.get("/services/team/nope/").status_code == 404
+    # A NUL in the service's name names nothing (PostgreSQL refused it in the lookup: 500); what
+    # the proxy forwards after the name is the service's business, as the client encoded it (a NUL
+    # made httpx raise: 500; '%2541' reached the service as '%41').
+    assert api.get("/services/team/we%00b/").status_code == 404
+    assert api.get("/services/team/web/a%00b?q=%00").json()["path"] == "/a%00b?q=%00"
+    assert api.get("/services/team/web/a%2541%20b").json()["path"] == "/a%2541%20b"
     assert (
         httpx.Client(transport=api._transport, base_url="http://testserver")
         .get("/services/team/web/")

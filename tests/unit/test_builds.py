@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from orch.engine.fake import FakeEngine
@@ -42,10 +43,12 @@ def test_recover_requeues_then_fails(platform: Platform, workspace: tuple[str, s
     row = _build(platform, build_id)
     assert row.status == BuildStatus.QUEUED and row.attempts == 1
     assert builds.claim(platform) == build_id
+    builds._set_pid(platform, build_id, os.getpid())  # not a podman build: recover leaves it alone
     builds.recover(platform)
     row = _build(platform, build_id)
     assert row.status == BuildStatus.FAILED
     assert "stopped during this build 2 times" in (row.error or "")
+    assert row.worker_pid is None and row.finished_at is not None  # a failed build has no worker
     log = (platform.build_logs / f"{build_id}.log").read_text()
     assert "queued again" in log
 

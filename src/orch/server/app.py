@@ -77,6 +77,9 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
         message = f"{where}: {first.get('msg', 'invalid value')}."
+        if first.get("type") == "json_invalid":  # loc is ("body", character position)
+            error = str(first.get("ctx", {}).get("error", "JSON decode error"))
+            message = f"the body is not valid JSON ({error} at character {where})."
         return JSONResponse(
             {
                 "error": "invalid_input",
@@ -87,10 +90,12 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message, fix = _http_error_text(request, exc)
         return JSONResponse(
-            {"error": "http_error", "message": str(exc.detail), "fix": "See /docs."},
+            {"error": "http_error", "message": message, "fix": fix},
             status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(Exception)
@@ -105,3 +110,19 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
         )
 
     return app
+
+
+def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:
+    """A sentence and a fix for the errors Starlette and FastAPI raise themselves."""
+    path = request.url.path
+    if exc.status_code == 404:
+        return f"Nothing is at {path}.", "See /docs for the API's routes."
+    if exc.status_code == 405:
+        return f"{path} does not take {request.method}.", "See /docs for the methods each route takes."
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return (
+            "The request body could not be read: it is not JSON in UTF-8.",
+            "Send a JSON object with the fields listed at /docs.",
+        )
+    detail = str(exc.detail).strip() or "The request failed"
+    return (detail if detail.endswith((".", "?", "!")) else f"{detail}.", "See /docs.")

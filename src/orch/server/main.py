@@ -55,4 +55,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     config_mod.write_file(cfg.config_path, updates)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on")).run(sockets=[sock])
+    # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
+    # on a connection the server is closing at that moment.
+    server_cfg = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=65)
+    uvicorn.Server(server_cfg).run(sockets=[sock])

@@ -5,6 +5,7 @@ have no port on any host interface; this is their one way in, and it needs a wor
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Request
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orch.errors import NotFound, OrchError
 from orch.sandbox.service import PORT
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, ProxyWorkspaceDep
 from orch.services.platform import Platform
 from orch.services.service_views import ServiceState
 from orch.store.schema import ServiceRow, WorkspaceRow
@@ -41,6 +42,9 @@ _DROP = {
 # The web UI's sign-in cookie (server/api/deps.py) is the platform's, not the service's.
 _TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# The path arrives decoded; encoded again (all but these), a NUL or a literal '%' in it reaches the
+# service as the client sent it (httpx refuses a raw NUL in a URL).
+_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 class ServiceUnavailable(OrchError):
@@ -51,7 +55,9 @@ class ServiceUnavailable(OrchError):
 def _target(platform: Platform, ws_id: str, workspace: str, name: str) -> str:
     with platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
-        svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+        # No service name holds a NUL, and PostgreSQL refuses one even in a lookup.
+        query = select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name)
+        svc = None if "\x00" in name else s.scalar(query)
         if ws is None or ws.name != workspace or svc is None:
             raise NotFound(
                 f"No service {workspace}/{name} for this token.",
@@ -81,7 +87,7 @@ def client(request: Request) -> httpx.AsyncClient:
 @router.api_route("/services/{workspace}/{name}", methods=METHODS, include_in_schema=False)
 @router.api_route("/services/{workspace}/{name}/{path:path}", methods=METHODS, include_in_schema=False)
 async def proxy(
-    workspace: str, name: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = ""
+    workspace: str, name: str, request: Request, platform: PlatformDep, ws: ProxyWorkspaceDep, path: str = ""
 ) -> StreamingResponse:
     """Forward the request to the service and stream its answer back."""
     base = await run_in_threadpool(_target, platform, ws, workspace, name)
@@ -94,7 +100,7 @@ async def proxy(
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     upstream_request = client(request).build_request(
         request.method,
-        f"{base}/{path}" + (f"?{request.url.query}" if request.url.query else ""),
+        f"{base}/{quote(path, safe=_PATH_SAFE)}" + (f"?{request.url.query}" if request.url.query else ""),
         headers=headers,
         content=request.stream() if has_body else None,
     )

@@ -50,7 +50,7 @@ def recover(platform: Platform) -> list[str]:
                 b.status, b.step, b.step_text, b.worker_pid = BuildStatus.QUEUED.value, 0, "", None
                 _append(platform, b.id, f"\n{note}; it was queued again.\n")
             else:
-                b.status, b.finished_at = BuildStatus.FAILED.value, utcnow()
+                b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
                 b.error = f"{note} {b.attempts} times; it was not tried again."
                 _append(platform, b.id, f"\n{b.error}\n")
             settled.append(b.id)

@@ -159,9 +159,11 @@ def create(
     if not validation.ok:
         errors = [f for f in validation.findings if f.severity == dockerfile.Severity.ERROR]
         first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        text = first.message if first.message.endswith(".") else f"{first.message}."
+        n = len(errors) - 1
+        more = f" {n} more {'error is' if n == 1 else 'errors are'} listed in the findings." if n else ""
         raise InvalidDockerfile(
-            f"The Dockerfile is not valid: line {first.line} {first.instruction}: {first.message}{more}",
+            f"The Dockerfile is not valid: line {first.line} {first.instruction}: {text}{more}",
             first.fix,
             findings=[f.to_dict() for f in validation.findings],
         )
@@ -391,7 +393,8 @@ def read_log(platform: Platform, ws_id: str, ref: str, offset: int = 0) -> tuple
     path = platform.build_logs / f"{b.id}.log"
     try:
         with path.open("rb") as f:
-            f.seek(max(offset, 0))
+            # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
+            f.seek(max(min(offset, f.seek(0, 2)), 0))
             data = f.read(1 << 20)
     except FileNotFoundError:
         data = b""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,8 @@ class Platform:
     wake_runs: threading.Event = field(default_factory=threading.Event)
     # Notified whenever a run writes output or changes state, for long-polling readers.
     run_output: threading.Condition = field(default_factory=threading.Condition)
+    # The runs being followed: run id -> [followers, changes since the first one came].
+    _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def instance(self) -> str:
@@ -37,9 +41,33 @@ class Platform:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def notify_runs(self) -> None:
+    def notify_runs(self, run_id: str | None = None) -> None:
+        """Wake the readers of `run_id`'s output (None: of every run)."""
         with self.run_output:
+            for counts in self._followed.values() if run_id is None else [self._followed.get(run_id)]:
+                if counts is not None:
+                    counts[1] += 1
             self.run_output.notify_all()
+
+    @contextmanager
+    def following(self, run_id: str) -> Iterator[Callable[[], int]]:
+        """While inside, the returned function counts `run_id`'s changes (its notifications), so
+        a long-polling reader wakes for its own run only, not for every run's output."""
+        with self.run_output:
+            counts = self._followed.setdefault(run_id, [0, 0])
+            counts[0] += 1
+        try:
+            yield lambda: counts[1]
+        finally:
+            with self.run_output:
+                counts[0] -= 1
+                if counts[0] == 0:
+                    del self._followed[run_id]
+
+    def followers(self, run_id: str) -> int:
+        """How many readers are waiting for `run_id`'s output now."""
+        with self.run_output:
+            return self._followed.get(run_id, [0, 0])[0]
 
     @property
     def build_logs(self) -> Path:

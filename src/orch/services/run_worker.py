@@ -79,6 +79,7 @@ class Output:
 
     def __init__(self, platform: Platform, run_id: str) -> None:
         self.platform = platform
+        self.run_id = run_id
         self.dir = platform.run_dir(run_id)
         self.files: dict[str, IO[bytes]] = {n: (self.dir / n).open("ab") for n in ("stdout", "stderr", "log")}
         self.sizes = {n: (self.dir / n).stat().st_size for n in self.files}
@@ -95,7 +96,7 @@ class Output:
         self.files[stream].write(data)
         self.files[stream].flush()
         self.sizes[stream] += len(data)
-        self.platform.notify_runs()
+        self.platform.notify_runs(self.run_id)
 
     def line(self, text: str) -> None:
         self.write("log", (text + "\n").encode())
@@ -110,9 +111,13 @@ def claim(platform: Platform) -> str | None:
     return queue.claim(platform.store, RunRow, RunStatus.QUEUED.value, RunStatus.STARTING.value)
 
 
+def sandbox_name(platform: Platform, run_id: str) -> str:
+    return f"orch-{platform.instance}-{run_id}"
+
+
 def recover(platform: Platform) -> list[str]:
     """At start: remove this platform's leftover sandboxes; a run that had not started its agent
-    is queued again, one whose agent was running is failed (it may have had effects)."""
+    is queued again (once), one whose agent was running is failed (it may have had effects)."""
     platform.engine.remove_containers({"org.orch.instance": platform.instance, "org.orch.kind": "run"})
     settled = []
     with platform.store.session() as s:
@@ -123,12 +128,22 @@ def recover(platform: Platform) -> list[str]:
                 run.status = RunStatus.QUEUED.value
                 note = "The server stopped while this run was starting; it was queued again."
             else:
+                was = "starting" if run.status == RunStatus.STARTING.value else "running"
                 run.status, run.finished_at = RunStatus.FAILED.value, utcnow()
-                run.reason = "the server stopped while the run was running"
+                run.reason = f"the server stopped while the run was {was}"
+                if was == "starting":
+                    run.reason += f" ({run.attempts} times)"
                 note = f"The server stopped during this run; it was marked failed ({run.reason})."
             with (platform.run_dir(run.id) / "log").open("a") as f:
                 f.write(note + "\n")
             settled.append(run.id)
+    # A server stopped while it removed a finished sandbox leaves no container to find by label,
+    # but the engine's leftovers of it (its cgroups): remove those by name, with its dependency
+    # install's (sandbox/deps.py names it NAME-deps).
+    for run_id in settled:
+        name = sandbox_name(platform, run_id)
+        for container in (name, f"{name}-deps"):
+            platform.engine.remove_container(container, timeout=0)
     return settled
 
 
@@ -146,7 +161,7 @@ def execute(platform: Platform, run_id: str) -> None:
         _finish(platform, run_id, RunStatus.FAILED, None, f"internal error: {type(e).__name__}")
     finally:
         out.close()
-        platform.notify_runs()
+        platform.notify_runs(run_id)
 
 
 def _cancelled(platform: Platform, run_id: str) -> bool:
@@ -187,7 +202,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         bundle_sha, deps_names = version.bundle_sha256, json.loads(version.deps_files)
         command = json.loads(version.command)
     out.line(f"→ environment {env_name} ({chosen.rule.value.replace('-', ' ')})")
-    platform.notify_runs()
+    platform.notify_runs(run_id)
     image = _ready_image(platform, run_id, env_id, env_kind, env_name, out)
     bundle_dir = extracted_bundle(platform, bundle_sha)
     limits = Limits(
@@ -201,7 +216,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     base = ContainerSpec(
         image=image,
         argv=[],
-        name=f"orch-{platform.instance}-{run_id}",
+        name=sandbox_name(platform, run_id),
         labels=labels,
         env=proxy_env(platform.config),
         user="1000:1000",
@@ -255,7 +270,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
             .where(RunRow.id == run_id)
             .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
         )
-    platform.notify_runs()
+    platform.notify_runs(run_id)
     result = platform.engine.run_container(
         spec,
         lambda b: out.write("stdout", b),

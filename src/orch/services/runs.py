@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
+import anyio
 from sqlalchemy import select, update
 
 from orch.errors import Conflict, InvalidInput, NotFound
@@ -18,6 +20,10 @@ from orch.store.schema import AgentRow, AgentVersionRow, RunRow, utcnow
 MAX_INPUT = 1024 * 1024
 MAX_OUTPUT = 1024 * 1024  # kept per stream; the rest is drained and counted, not stored
 STREAMS = ("stdout", "stderr", "log")
+# A follower of a run's output wakes for that run's changes; it looks at the store again every
+# FOLLOW_RECHECK seconds all the same (another server on the same database may run it).
+FOLLOW_RECHECK = 2.0
+FOLLOW_POLL = 0.05  # seconds between an async follower's looks at the change count (in memory)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -36,6 +42,11 @@ def create(
             raise InvalidInput(
                 f"--env {key!r} is not a usable variable name.",
                 "Use letters, digits and '_', not starting with a digit or ORCH_ (reserved).",
+            )
+        if "\x00" in env[key]:
+            raise InvalidInput(
+                f"--env {key} holds a NUL character, which no environment variable can carry.",
+                "Pass text without NUL characters (encode binary data, e.g. as base64).",
             )
     if len(input.encode()) > MAX_INPUT:
         raise InvalidInput(
@@ -136,24 +147,51 @@ def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
                 status=RunStatus.CANCELLED.value, reason="cancelled before it started", finished_at=utcnow()
             )
         )
-    platform.notify_runs()
+    platform.notify_runs(run_id)
     return show(platform, ws_id, run_id)
 
 
 def read_logs(
     platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int], wait: float = 0
 ) -> RunLogs:
-    """Output from the given byte offsets; with `wait`, block until there is some or the run ends."""
-    _get(platform, ws_id, run_id)
-    wait = max(0.0, min(wait, 30.0))
-    while True:
-        status = show(platform, ws_id, run_id).status
-        chunks = {name: _read(platform.run_dir(run_id) / name, offsets.get(name, 0)) for name in STREAMS}
-        if any(chunks.values()) or RunStatus(status).final or wait <= 0:
-            break
-        with platform.run_output:
-            platform.run_output.wait(min(wait, 1.0))
-        wait -= 1.0
+    """Output from the given byte offsets; with `wait`, block until there is some or the run ends
+    (at most `wait` seconds; only this run's changes wake the reader)."""
+    deadline = time.monotonic() + max(0.0, min(wait, 30.0))
+    with platform.following(run_id) as changes:
+        while True:
+            seen = changes()
+            logs = _logs(platform, ws_id, run_id, offsets)
+            if _news(logs) or (left := deadline - time.monotonic()) <= 0:
+                return logs
+            with platform.run_output:
+                platform.run_output.wait_for(lambda: changes() != seen, min(left, FOLLOW_RECHECK))  # noqa: B023
+
+
+async def follow_logs(
+    platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int], wait: float
+) -> RunLogs:
+    """`read_logs` for the server's event loop: the reads run in the thread pool, but the wait
+    holds no thread, so any number of followers (`orch run` long-polls with wait=10) leave the
+    pool to the rest of the API."""
+    deadline = time.monotonic() + max(0.0, min(wait, 30.0))
+    with platform.following(run_id) as changes:
+        while True:
+            seen = changes()
+            logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, run_id, offsets)
+            if _news(logs) or (left := deadline - time.monotonic()) <= 0:
+                return logs
+            recheck = time.monotonic() + min(left, FOLLOW_RECHECK)
+            while changes() == seen and (pause := recheck - time.monotonic()) > 0:
+                await anyio.sleep(min(pause, FOLLOW_POLL))
+
+
+def _news(logs: RunLogs) -> bool:
+    return bool(logs.stdout or logs.stderr or logs.log) or RunStatus(logs.status).final
+
+
+def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
+    status = show(platform, ws_id, run_id).status
+    chunks = {name: _read(platform.run_dir(run_id) / name, offsets.get(name, 0)) for name in STREAMS}
     if not RunStatus(status).final:
         chunks = {name: _whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
@@ -169,7 +207,8 @@ def read_logs(
 def _read(path: Path, offset: int) -> bytes:
     try:
         with path.open("rb") as f:
-            f.seek(max(offset, 0))
+            # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
+            f.seek(max(min(offset, f.seek(0, 2)), 0))
             return f.read(MAX_OUTPUT)
     except FileNotFoundError:
         return b""

@@ -203,11 +203,11 @@ def show(platform: Platform, ws_id: str, ref: str) -> ServiceView:
 def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> DeploymentView:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
-        dep = s.scalar(
-            select(ServiceDeploymentRow).where(
-                ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == version
-            )
+        query = select(ServiceDeploymentRow).where(
+            ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == version
         )
+        # Outside the column's range there is no such version (and the stores refuse to compare).
+        dep = s.scalar(query) if 1 <= version < 2**31 else None
         if dep is None:
             raise NotFound(f"{svc.name} has no version {version}.", f"Run `orch service status {svc.name}`.")
         return _deployment_view(svc, dep)

@@ -125,26 +125,33 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
             .values(status=DeploymentStatus.STARTING.value, image=tag, container=container)
         )
     address = _wait_until_answering(platform, dep.service_id, container, stop)
-    with supervisor.locked(platform), platform.store.session() as s:
-        svc = s.get(ServiceRow, dep.service_id)
-        if svc is None:
-            platform.engine.remove_container(container, timeout=0)
-            raise DeployFailed("The service was deleted during its deployment.", "")
-        old, old_image = svc.container, svc.image
-        svc.version, svc.image, svc.command = version, tag, json.dumps(command)
-        svc.run_command, svc.manifest = run_command, manifest.model_dump_json()
-        svc.container, svc.address, svc.started_at = container, address, utcnow()
-        svc.state, svc.error, svc.quick_crashes, svc.next_start_at = ServiceState.RUNNING.value, None, 0, None
-        svc.desired = "running"
-        dep_row = s.get(ServiceDeploymentRow, dep_id)
-        assert dep_row is not None
-        dep_row.status, dep_row.finished_at = DeploymentStatus.READY.value, utcnow()
-        dep_row.log_tail = "\n".join(tail)
-        if old and old != container:
-            service_logs.archive(platform, svc.id, old)
-            platform.engine.remove_container(old)
-        if old_image and old_image != tag:
-            platform.engine.remove_image(old_image)
+    with supervisor.locked(platform):
+        with platform.store.session() as s:
+            svc = s.get(ServiceRow, dep.service_id)
+            if svc is None:
+                platform.engine.remove_container(container, timeout=0)
+                raise DeployFailed("The service was deleted during its deployment.", "")
+            old, old_image = svc.container, svc.image
+            svc.version, svc.image, svc.command = version, tag, json.dumps(command)
+            svc.run_command, svc.manifest = run_command, manifest.model_dump_json()
+            svc.container, svc.address, svc.started_at = container, address, utcnow()
+            svc.state, svc.error, svc.quick_crashes = ServiceState.RUNNING.value, None, 0
+            svc.next_start_at, svc.desired = None, "running"
+            dep_row = s.get(ServiceDeploymentRow, dep_id)
+            assert dep_row is not None
+            dep_row.status, dep_row.finished_at = DeploymentStatus.READY.value, utcnow()
+            dep_row.log_tail = "\n".join(tail)
+        # Only once the switch is stored does the old version go: a server killed in between
+        # leaves a container that no service points at (the supervisor removes it), never a
+        # service pointing at a container (or an image) that is gone.
+        try:
+            if old and old != container:
+                service_logs.archive(platform, dep.service_id, old)
+                platform.engine.remove_container(old)
+            if old_image and old_image != tag:
+                platform.engine.remove_image(old_image)
+        except OrchError as e:  # v{version} serves already: not a failed deployment
+            log.warning("removing the previous version of %s: %s", name, e)
     supervisor.wake(platform)
 
 

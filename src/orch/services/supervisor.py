@@ -154,8 +154,8 @@ def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, Co
         ran = (now - utc(svc.started_at)).total_seconds() if svc.started_at else 0.0
         svc.last_exit = current.exit_code if current is not None else None
         svc.last_output = _archive(platform, svc, current)
-        if current is not None:
-            platform.engine.remove_container(current.name, timeout=0)
+        # Also when it vanished: the engine may keep leftovers of it (its cgroups).
+        platform.engine.remove_container(svc.container, timeout=0)
         svc.quick_crashes = svc.quick_crashes + 1 if ran < QUICK else 1
         svc.restarts += 1
         svc.container, svc.address = None, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
@@ -36,7 +36,7 @@ class BuildRequestBody(BaseModel):
 
 
 class SetDefault(BaseModel):
-    environment: str = Field(max_length=200, description="An environment id or name.")
+    environment: Reference = Field(max_length=200, description="An environment id or name.")
 
 
 class LogChunk(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
 from orch.services import runs
 from orch.services.views import RunLogs, RunView
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["runs"])
 
 
 class StartRun(BaseModel):
-    agent: str = Field(max_length=200, description="Agent name or id; its latest version runs.")
+    agent: Reference = Field(max_length=200, description="Agent name or id; its latest version runs.")
     input: str = Field("", description="Given to the agent on stdin and in ORCH_INPUT.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     timeout: int | None = Field(None, description="Wall-clock limit in seconds (default: the manifest's).")
@@ -42,7 +42,7 @@ def get_run(run_id: str, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
 
 
 @router.get("/runs/{run_id}/logs", response_model=RunLogs)
-def get_run_logs(
+async def get_run_logs(
     run_id: str,
     platform: PlatformDep,
     ws: WorkspaceDep,
@@ -52,7 +52,10 @@ def get_run_logs(
     wait: float = Query(0, ge=0, le=30, description="Seconds to wait for new output (long poll)."),
 ) -> RunLogs:
     """Output from the given offsets; pass the returned offsets back to follow the run."""
-    return runs.read_logs(platform, ws, run_id, {"stdout": stdout, "stderr": stderr, "log": log}, wait)
+    # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
+    return await runs.follow_logs(
+        platform, ws, run_id, {"stdout": stdout, "stderr": stderr, "log": log}, wait
+    )
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunView)

@@ -10,7 +10,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from orch.server.api.deps import CallerDep, PlatformDep
+from orch.server.api.deps import CallerDep, PlatformDep, Reference
 from orch.services import workspaces
 from orch.store.schema import TokenRow, WorkspaceRow
 
@@ -23,7 +23,7 @@ class CreateWorkspace(BaseModel):
 
 class CreateToken(BaseModel):
     name: str = Field(max_length=200, description="What the token is for, e.g. 'ci'.")
-    workspace: str | None = Field(
+    workspace: Reference | None = Field(
         None, max_length=200, description="Workspace name or id (admin tokens only; default: your own)."
     )
     admin: bool = Field(False, description="An admin token (admin tokens only).")

@@ -14,14 +14,14 @@ from sqlalchemy import select
 
 from orch import dockerfile
 from orch.errors import OrchError, Unauthorized
-from orch.server.api.deps import TOKEN_COOKIE, get_platform
+from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul
 from orch.services import agents, runs, service_deploys, usage, workspaces
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.services.run_worker import RunFailed, choose_environment
 from orch.store.schema import AgentRow, EnvironmentRow, WorkspaceRow
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(refuse_nul)])
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 

@@ -1,0 +1,102 @@
+"""Followers of a run's output (`orch run` long-polls /runs/{id}/logs with wait=10) under load:
+they wake for their own run only, and their waits hold none of the server's threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orch.services import runs
+from orch.services.platform import Platform
+from tests.api.test_agents_runs import bundle, publish
+
+FOLLOWERS = 50  # more than the server's thread pool (anyio's 40 threads)
+
+
+def _until(check: object, what: str, limit: float = 30) -> None:
+    """Wait (bounded) until check() is true."""
+    deadline = time.monotonic() + limit
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def test_followers_hold_no_threads(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
+    assert publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
+    run_id = api.post("/v1/runs", json={"agent": "hello"}).json()["id"]  # stays queued: no workers
+    answers: list[dict] = []
+
+    def follow() -> None:
+        resp = api.get(f"/v1/runs/{run_id}/logs", params={"wait": 30})
+        answers.append(resp.json())
+
+    threads = [threading.Thread(target=follow, daemon=True) for _ in range(FOLLOWERS)]
+    for t in threads:
+        t.start()
+    _until(lambda: platform.followers(run_id) == FOLLOWERS, f"{FOLLOWERS} followers waiting")
+
+    # The rest of the API answers while every follower still waits.
+    assert api.get(f"/v1/runs/{run_id}").json()["status"] == "queued"
+    assert len(api.get("/v1/runs").json()) == 1
+    assert answers == [] and platform.followers(run_id) == FOLLOWERS
+
+    # The run's own change wakes its followers at once, with the news.
+    assert api.post(f"/v1/runs/{run_id}/cancel").status_code == 200
+    for t in threads:
+        t.join(20)
+    assert len(answers) == FOLLOWERS and {a["status"] for a in answers} == {"cancelled"}
+    assert platform.followers(run_id) == 0
+
+
+@pytest.fixture
+def two_runs(api: httpx.Client, tmp_path: Path) -> list[str]:
+    assert publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
+    return [api.post("/v1/runs", json={"agent": "hello"}).json()["id"] for _ in range(2)]
+
+
+def test_a_follower_wakes_for_its_own_run_only(
+    platform: Platform, workspace: tuple[str, str], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    followed, other = two_runs
+    reads: list[str] = []
+    real = runs._logs
+
+    def counted(p: Platform, ws: str, run_id: str, offsets: dict[str, int]) -> object:
+        reads.append(run_id)
+        return real(p, ws, run_id, offsets)
+
+    monkeypatch.setattr(runs, "_logs", counted)
+    stop = threading.Event()
+
+    def busy_neighbour() -> None:  # another run writing output all along
+        while not stop.is_set():
+            platform.notify_runs(other)
+            time.sleep(0.001)
+
+    neighbour = threading.Thread(target=busy_neighbour, daemon=True)
+    neighbour.start()
+    try:
+        # A wait shorter than the recheck period: nothing but its end makes it look again.
+        logs = runs.read_logs(platform, workspace[0], followed, {}, wait=runs.FOLLOW_RECHECK * 0.75)
+    finally:
+        stop.set()
+        neighbour.join(10)
+    # One look at the start, one at the end of the wait: the neighbour's output woke it never.
+    assert (logs.status, logs.stdout, reads) == ("queued", "", [followed, followed])
+
+    # Its own output wakes it, long before its wait is over.
+    result: list[object] = []
+    reader = threading.Thread(
+        target=lambda: result.append(runs.read_logs(platform, workspace[0], followed, {}, wait=30))
+    )
+    reader.start()
+    _until(lambda: platform.followers(followed) == 1, "the reader waiting")
+    (platform.run_dir(followed) / "stdout").write_text("news\n")
+    platform.notify_runs(followed)
+    reader.join(20)
+    assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]
+    assert platform.followers(followed) == 0
