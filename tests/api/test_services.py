@@ -433,3 +433,15 @@ def test_cli_refuses_a_dockerfile_with_exit_2(cli, tmp_path: Path) -> None:
     (root / "Dockerfile").write_text("FROM e2bdev/code-interpreter:latest\n")
     res = cli("service", "deploy", str(root))
     assert res.exit_code == 2 and "custom Dockerfiles are not supported for services" in res.output
+
+
+def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(
+    platform: Platform, fake_engine: FakeEngine
+) -> None:
+    # Found by the faults test: a kill between `podman rm` and removing a container's parent
+    # cgroup leaves the cgroup; every start (and every minute after) sweeps this platform's.
+    sup = supervisor.Supervisor(platform, poll=0.05)
+    sup.start()
+    sup.stop()
+    assert fake_engine.swept == [platform.container_prefix]
+    assert platform.container_prefix == f"orch-{platform.instance}-"

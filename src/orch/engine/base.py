@@ -171,6 +171,11 @@ class Engine(Protocol):
         """The container's IP address on its network, or None."""
         ...
 
+    def remove_leftovers(self, name_prefix: str) -> int:
+        """Remove what containers named `name_prefix`... left in the engine after they were gone
+        (their parent cgroups, when a removal was cut short); return how many were swept."""
+        ...
+
     def remove_container(self, name: str, timeout: int = 10) -> None:
         """Stop (SIGTERM, then SIGKILL after `timeout` s) and remove one container; gone is fine."""
         ...

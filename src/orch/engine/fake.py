@@ -42,6 +42,7 @@ class FakeEngine:
         self.detached: dict[str, tuple[ContainerSpec, ContainerInfo]] = {}
         self.started: list[ContainerSpec] = []
         self.prepared = 0
+        self.swept: list[str] = []
 
     def prepare(self) -> None:
         self.prepared += 1
@@ -127,6 +128,10 @@ class FakeEngine:
     ) -> ProcessResult:
         self.runs.append((image, tuple(argv)))
         return ProcessResult(0, "", "")
+
+    def remove_leftovers(self, name_prefix: str) -> int:
+        self.swept.append(name_prefix)
+        return 0
 
     def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
         if spec.name in self.detached:

@@ -262,6 +262,19 @@ class PodmanEngine:
         address = next(iter(res.stdout.split()), "")
         return address if res.exit_code == 0 and address else None
 
+    def remove_leftovers(self, name_prefix: str) -> int:
+        # Parent cgroups first, containers second: Podman records a container before its cgroups
+        # exist, so a cgroup found first whose container is not listed after belongs to none.
+        # (An rmdir of a cgroup with processes in it fails anyway.)
+        parents = podman_run.cgroup_parents(name_prefix)
+        if not parents:
+            return 0
+        names = set(self._cmd("ps", "-a", "--format", "{{.Names}}").stdout.split())
+        stray = parents - names
+        for name in stray:
+            podman_run.remove_cgroup_parent(name, attempts=1)
+        return len(stray)
+
     def remove_container(self, name: str, timeout: int = 10) -> None:
         self._cmd("rm", "-f", "-t", str(timeout), name, timeout=timeout + 60, check=False)
         podman_run.remove_cgroup_parent(name)

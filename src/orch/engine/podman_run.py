@@ -153,6 +153,12 @@ def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
             return
 
 
+def cgroup_parents(name_prefix: str) -> set[str]:
+    """Container names whose parent cgroup (of `cgroup_parent`) exists in some controller."""
+    marker = cgroup_parent("").lstrip("/")
+    return {p.name[len(marker) :] for p in CGROUP_ROOT.glob(f"*/{marker}{name_prefix}*") if p.is_dir()}
+
+
 def _kill(binary: str, name: str) -> None:
     subprocess.run([binary, "kill", name], capture_output=True, check=False, timeout=30)
 

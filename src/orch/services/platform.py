@@ -33,6 +33,11 @@ class Platform:
         return hashlib.sha256(str(self.config.home).encode()).hexdigest()[:12]
 
     @property
+    def container_prefix(self) -> str:
+        """How the names of this platform's containers (sandboxes and services) begin."""
+        return f"orch-{self.instance}-"
+
+    @property
     def labels(self) -> dict[str, str]:
         return {"org.orch.instance": self.instance, "org.orch.home": str(self.config.home)}
 

@@ -112,7 +112,7 @@ def claim(platform: Platform) -> str | None:
 
 
 def sandbox_name(platform: Platform, run_id: str) -> str:
-    return f"orch-{platform.instance}-{run_id}"
+    return f"{platform.container_prefix}{run_id}"
 
 
 def recover(platform: Platform) -> list[str]:

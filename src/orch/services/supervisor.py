@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ BACKOFF_FIRST = 1.0  # seconds before the first restart; doubled at each quick c
 BACKOFF_MAX = 60.0
 QUICK = 30.0  # a container that ran less than this many seconds "crashed quickly"
 CRASH_LOOP_AFTER = 3  # quick crashes in a row that make a service crash-looping
+SWEEP_EVERY = 60.0  # seconds between sweeps of what gone containers left in the engine
 
 _locks: dict[str, threading.RLock] = {}
 _wakes: dict[str, threading.Event] = {}
@@ -78,7 +80,7 @@ def start(
     version: int,
 ) -> str:
     """Start a container of `svc` at `version`; return its name (the caller records it)."""
-    name = f"orch-{platform.instance}-{svc.id}-v{version}-{new_id('c')[2:8]}"
+    name = f"{platform.container_prefix}{svc.id}-v{version}-{new_id('c')[2:8]}"
     spec = container_spec(
         name=name,
         image=image,
@@ -186,6 +188,15 @@ def _archive(platform: Platform, svc: ServiceRow, current: ContainerInfo | None)
     return service_logs.archive(platform, svc.id, svc.container)
 
 
+def sweep(platform: Platform) -> int:
+    """Remove what this platform's gone containers (runs' and services') left in the engine: a
+    server killed while it removed one leaves its cgroups behind."""
+    swept = platform.engine.remove_leftovers(platform.container_prefix)
+    if swept:
+        log.info("removed the leftovers of %d gone containers", swept)
+    return swept
+
+
 class Supervisor:
     """The supervisor thread and the deploy worker thread of one platform."""
 
@@ -199,6 +210,7 @@ class Supervisor:
         from orch.services import service_worker
 
         service_worker.recover(self.platform)
+        sweep(self.platform)
         for name, target in (("orch-supervisor", self._supervise), ("orch-deploy", self._deploy)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -206,10 +218,14 @@ class Supervisor:
 
     def _supervise(self) -> None:
         event = wake_event(self.platform)
+        next_sweep = time.monotonic() + SWEEP_EVERY
         while not self._stop.is_set():
             due = None
             try:
                 due = reconcile(self.platform)
+                if time.monotonic() >= next_sweep:
+                    sweep(self.platform)
+                    next_sweep = time.monotonic() + SWEEP_EVERY
             except Exception:
                 log.exception("supervising services failed")
             # A restart whose backoff ends before the next poll happens on time, not at the poll.
