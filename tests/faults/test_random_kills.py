@@ -427,6 +427,9 @@ def test_random_kills(make_server, tmp_path: Path) -> None:  # type: ignore[no-u
     ]
     orphans += [f"process {p}" for p in left_processes]
     orphans += ledger.orphans_after_restart
+    # Buildah's working containers of killed builds (unlabelled; found by their owner build arg).
+    left_builds = PodmanEngine().remove_build_leftovers(server.instance)
+    orphans += [f"working container of a killed build ({left_builds})"] if left_builds else []
     # Images: each should be an environment's (its ready build's) or the version a service
     # serves. Reported, not asserted: an image is storage, not a sandbox that runs, and builds
     # that a kill interrupted and that were run again can leave the first image untagged.

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+from orch.builder import base_images
 from orch.engine import PodmanEngine
+from orch.engine.base import BuildRequest
 from orch.engine.podman_run import CGROUP_ROOT, cgroup_parent
 
 pytestmark = pytest.mark.integration
@@ -50,3 +56,45 @@ def test_leftover_cgroups_of_gone_containers_are_removed(cgroups: list[str]) -> 
     assert exists == {f"{PREFIX}gone": False, f"{PREFIX}live": True, "orch-other-gone": True}
     assert not (CGROUP_ROOT / "pids" / cgroup_parent(f"{PREFIX}gone").lstrip("/")).exists()
     cgroups.remove(f"{PREFIX}gone")
+
+
+def external_ids() -> set[str]:
+    out = subprocess.run(
+        ["podman", "ps", "-a", "--external", "--format", "{{.ID}}"], capture_output=True, text=True
+    )
+    return set(out.stdout.split())
+
+
+def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
+    """SIGKILL a `podman build` mid-step (as a killed server's recovery does): Buildah's working
+    container stays behind; the owner's sweep removes it, another owner's does not."""
+    engine = PodmanEngine()
+    before = external_ids()
+    started = threading.Event()
+    pids: list[int] = []
+    request = BuildRequest(
+        containerfile=f"FROM {base_images.image_tag('python')}\nRUN echo started && sleep 60\n",
+        tag="localhost/orch-enginetest/killed:1",
+        no_cache=True,
+        owner="enginetest-owner",
+    )
+
+    def out(line: str) -> None:
+        if line == "started":
+            started.set()
+
+    def build() -> None:
+        with contextlib.suppress(Exception):
+            engine.build(request, out, pids.append)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    assert started.wait(60), "the build never reached its RUN step"
+    os.killpg(pids[0], signal.SIGKILL)
+    thread.join(30)
+    left = external_ids() - before
+    assert len(left) == 1, left
+    assert engine.remove_build_leftovers("someone-else") == 0
+    assert external_ids() - before == left
+    assert engine.remove_build_leftovers("enginetest-owner") == 1
+    assert not external_ids() - before

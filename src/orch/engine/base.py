@@ -46,6 +46,9 @@ class BuildRequest:
     timeout: float | None = None
     context: Path | None = None  # only the platform's own recipes have one; user builds never
     network: Network = Network.SANDBOX  # what RUN steps reach: outbound only
+    # Whose build this is (a platform's instance): what a killed build leaves behind (Buildah's
+    # working container) is found by it, see Engine.remove_build_leftovers.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,11 @@ class Engine(Protocol):
 
     def container_address(self, name: str) -> str | None:
         """The container's IP address on its network, or None."""
+        ...
+
+    def remove_build_leftovers(self, owner: str) -> int:
+        """Remove the working containers of `owner`'s builds that were killed mid-way; call it
+        only while none of `owner`'s builds runs. Return how many."""
         ...
 
     def remove_leftovers(self, name_prefix: str) -> int:

@@ -129,6 +129,10 @@ class FakeEngine:
         self.runs.append((image, tuple(argv)))
         return ProcessResult(0, "", "")
 
+    def remove_build_leftovers(self, owner: str) -> int:
+        self.swept.append(f"builds of {owner}")
+        return 0
+
     def remove_leftovers(self, name_prefix: str) -> int:
         self.swept.append(name_prefix)
         return 0

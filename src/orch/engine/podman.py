@@ -28,6 +28,11 @@ from orch.engine.network import Network
 from orch.errors import EngineError
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
+# A build argument no Dockerfile declares (so it changes no layer's cache): Buildah keeps it in
+# the working container's state, which is how a killed build's leftover is found later.
+OWNER_ARG = "ORCH_BUILD_OWNER"
+_UNUSED_OWNER = f"[Warning] one or more build args were not consumed: [{OWNER_ARG}]"
+_CACHE_RACE = "checking if cached image exists from a previous build"
 
 
 class PodmanEngine:
@@ -81,8 +86,21 @@ class PodmanEngine:
                 args += ["-v", f"{host}:{inside}:ro"]
             for k, v in sorted(request.build_args.items()):
                 args += ["--build-arg", f"{k}={v}"]
+            if request.owner:
+                args += ["--build-arg", f"{OWNER_ARG}={request.owner}"]
             args.append(str(context))
-            code, tail = self._stream(args, on_output, on_start, request.timeout)
+
+            def output(line: str) -> None:
+                if line != _UNUSED_OWNER:  # ours, not the user's: not worth a warning in their log
+                    on_output(line)
+
+            for attempt in range(3):
+                code, tail = self._stream(args, output, on_start, request.timeout)
+                # Podman's layer cache lookup reads every image; one removed at that moment (by
+                # another build's cleanup, a redeploy, an `rmi`) fails the lookup, not the build.
+                if code == 0 or not any(_CACHE_RACE in line for line in tail[-3:]):
+                    break
+                output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
         if code == -signal.SIGKILL and request.timeout is not None:
             raise BuildFailed(
                 f"The build was stopped after {request.timeout:.0f} s.",
@@ -136,6 +154,7 @@ class PodmanEngine:
             if proc.poll() is None:
                 _kill_group(proc.pid)
                 proc.wait()
+            proc.stdout.close()
         return code, tail
 
     def import_rootfs(
@@ -261,6 +280,27 @@ class PodmanEngine:
         res = self._cmd("inspect", "--type", "container", "--format", fmt, name, check=False)
         address = next(iter(res.stdout.split()), "")
         return address if res.exit_code == 0 and address else None
+
+    def remove_build_leftovers(self, owner: str) -> int:
+        # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
+        # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
+        listed = json.loads(self._cmd("ps", "-a", "--external", "--format", "json").stdout or "[]")
+        root = Path(self._cmd("info", "--format", "{{.Store.GraphRoot}}").stdout.strip())
+        driver = self._cmd("info", "--format", "{{.Store.GraphDriverName}}").stdout.strip()
+        found = []
+        for c in listed:
+            if c.get("Command") != ["buildah"]:
+                continue
+            state = root / f"{driver}-containers" / c["Id"] / "userdata" / "buildah.json"
+            try:
+                build_args = json.loads(state.read_text()).get("Args") or {}
+            except (OSError, ValueError):
+                continue
+            if build_args.get(OWNER_ARG) == owner:
+                found.append(c["Id"])
+        if found:
+            self._cmd("rm", "-f", *found, check=False)
+        return len(found)
 
     def remove_leftovers(self, name_prefix: str) -> int:
         # Parent cgroups first, containers second: Podman records a container before its cgroups

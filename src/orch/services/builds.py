@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def recover(platform: Platform) -> list[str]:
         for b in s.scalars(select(BuildRow).where(BuildRow.status == BuildStatus.BUILDING.value)):
             if b.worker_pid:
                 _stop_orphan(b.worker_pid)
+    # With them ended, and before any build of this platform starts (this runs before the build
+    # workers and the deploy worker), what killed builds left behind goes: environments' and
+    # services' alike.
+    platform.engine.remove_build_leftovers(platform.instance)
+    with platform.store.session() as s:
+        for b in s.scalars(select(BuildRow).where(BuildRow.status == BuildStatus.BUILDING.value)):
             note = "The server stopped during this build"
             if b.attempts < MAX_ATTEMPTS:
                 b.status, b.step, b.step_text, b.worker_pid = BuildStatus.QUEUED.value, 0, "", None
@@ -66,6 +73,14 @@ def _stop_orphan(pid: int) -> None:
     if len(cmdline) > 1 and cmdline[0].endswith(b"podman") and cmdline[1] == b"build":
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        # Gone (or a zombie of the dead server's, reparented) before its leftovers are removed.
+        for _ in range(50):
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+                    break
+            except OSError:
+                break
+            time.sleep(0.1)
 
 
 def _append(platform: Platform, build_id: str, text: str) -> None:
@@ -133,6 +148,7 @@ def _build(
         build_args=proxy_env(platform.config),
         no_cache=no_cache,
         timeout=float(platform.config.build_timeout),
+        owner=platform.instance,
     )
     # Podman numbers the LABEL steps that --label adds after the user's own; progress counts
     # only the steps of the Dockerfile, so "step 3/3" means what the user wrote.

@@ -109,6 +109,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         build_args=proxy_env(platform.config),
         timeout=float(platform.config.build_timeout),
         context=extracted_bundle(platform, bundle_sha),
+        owner=platform.instance,
     )
     try:
         platform.engine.build(request, out)

@@ -1,0 +1,51 @@
+"""PodmanEngine.build against a stand-in `podman` script: a layer-cache race is tried again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orch.engine.base import BuildRequest
+from orch.engine.podman import PodmanEngine
+from orch.errors import EngineError
+
+# Fails its first FAILS builds the way Podman does when an image vanishes during the cache lookup.
+FAKE = """#!/bin/sh
+count="{dir}/builds"
+case "$1" in
+  build)
+    n=$(cat "$count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$count"
+    echo "STEP 1/2: FROM base"
+    if [ "$n" -le {fails} ]; then
+      echo "Error: checking if cached image exists from a previous build: getting top layer info:" \
+        "layer not known"
+      exit 125
+    fi
+    echo "COMMIT t"; exit 0 ;;
+  image) echo '[{{"Id": "sha256:abc", "Size": 1, "RepoTags": ["t"]}}]' ;;
+esac
+"""
+
+
+def engine(tmp_path: Path, fails: int) -> PodmanEngine:
+    script = tmp_path / "podman"
+    script.write_text(FAKE.format(dir=tmp_path, fails=fails))
+    script.chmod(0o755)
+    e = PodmanEngine(binary=str(script))
+    e._prepared = True  # no networks for a stand-in
+    return e
+
+
+def test_a_cache_race_is_tried_again(tmp_path: Path) -> None:
+    lines: list[str] = []
+    info = engine(tmp_path, fails=2).build(BuildRequest("FROM base\n", "t"), lines.append)
+    assert info.id == "sha256:abc"
+    assert (tmp_path / "builds").read_text().strip() == "3"
+    assert sum("trying again" in line for line in lines) == 2
+
+
+def test_a_lasting_failure_still_fails(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="podman build failed"):
+        engine(tmp_path, fails=5).build(BuildRequest("FROM base\n", "t"), lambda line: None)
+    assert (tmp_path / "builds").read_text().strip() == "3"
