@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from orch.config import Config
 from orch.models import RunStatus, new_id
 from orch.services import builds, run_worker
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store import Store
-from orch.store.schema import RunRow
+from orch.store.schema import BuildRow, RunRow
 
 ROWS = 20
 THREADS = 4  # per server
@@ -84,3 +86,38 @@ def test_runs_are_claimed_once(
     with platform.store.session() as s:
         attempts = {r.status: r.attempts for r in s.query(RunRow)}
     assert attempts == {RunStatus.STARTING.value: 1}
+
+
+def test_a_starting_server_settles_only_what_it_left(
+    platform: Platform, workspace: tuple[str, str], tmp_path: Path
+) -> None:
+    """Two servers of two platforms (two ORCH_HOMEs) on one database: when one starts again, it
+    settles the build and run it had claimed itself, and leaves the other server's running."""
+    other_home = Config(tmp_path / "other-home", platform.config.values)
+    other = Platform(other_home, Store(platform.store.url), platform.engine)
+    assert other.instance != platform.instance
+    try:
+        dockerfile = "FROM e2bdev/code-interpreter:latest\nRUN echo {}\n"
+        ws = workspace[0]
+        build_ids = [envs.create(platform, ws, n, dockerfile.format(n)).build_id for n in ("mine", "theirs")]
+        assert [builds.claim(platform), builds.claim(other)] == build_ids
+        with platform.store.session() as s:
+            run_ids = [new_id("run") for _ in range(2)]
+            s.add_all(
+                RunRow(id=i, workspace_id=workspace[0], agent_id="a", agent_version_id="v", status="queued")
+                for i in run_ids
+            )
+        assert [run_worker.claim(platform), run_worker.claim(other)] == run_ids
+
+        builds.recover(platform)
+        run_worker.recover(platform)
+        with platform.store.session() as s:
+            assert [s.get(BuildRow, b).status for b in build_ids] == ["queued", "building"]  # type: ignore[union-attr]
+            assert [s.get(RunRow, r).status for r in run_ids] == ["queued", "starting"]  # type: ignore[union-attr]
+        builds.recover(other)
+        run_worker.recover(other)
+        with platform.store.session() as s:
+            assert [s.get(BuildRow, b).status for b in build_ids] == ["queued", "queued"]  # type: ignore[union-attr]
+            assert [s.get(RunRow, r).status for r in run_ids] == ["queued", "queued"]  # type: ignore[union-attr]
+    finally:
+        other.store.dispose()

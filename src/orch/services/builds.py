@@ -26,6 +26,7 @@ from orch.models import BuildStatus
 from orch.services.platform import Platform
 from orch.services.workers import QueueWorkers
 from orch.store import queue
+from orch.store.queue import left_by
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,19 @@ TAIL_LINES = 20
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued build to "building" and return its id (None: queue empty)."""
-    return queue.claim(platform.store, BuildRow, BuildStatus.QUEUED.value, BuildStatus.BUILDING.value)
+    return queue.claim(
+        platform.store, BuildRow, BuildStatus.QUEUED.value, BuildStatus.BUILDING.value, platform.instance
+    )
 
 
 def recover(platform: Platform) -> list[str]:
     """At start: end podman builds a stopped server left running, and re-queue (or fail) them."""
     settled = []
+    interrupted = select(BuildRow).where(
+        BuildRow.status == BuildStatus.BUILDING.value, left_by(BuildRow, platform.instance)
+    )
     with platform.store.session() as s:
-        for b in s.scalars(select(BuildRow).where(BuildRow.status == BuildStatus.BUILDING.value)):
+        for b in s.scalars(interrupted):
             if b.worker_pid:
                 _stop_orphan(b.worker_pid)
     # With them ended, and before any build of this platform starts (this runs before the build
@@ -51,7 +57,7 @@ def recover(platform: Platform) -> list[str]:
     # services' alike.
     platform.engine.remove_build_leftovers(platform.instance)
     with platform.store.session() as s:
-        for b in s.scalars(select(BuildRow).where(BuildRow.status == BuildStatus.BUILDING.value)):
+        for b in s.scalars(interrupted):
             note = "The server stopped during this build"
             if b.attempts < MAX_ATTEMPTS:
                 b.status, b.step, b.step_text, b.worker_pid = BuildStatus.QUEUED.value, 0, "", None

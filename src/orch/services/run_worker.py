@@ -28,6 +28,7 @@ from orch.services.platform import Platform
 from orch.services.runs import MAX_OUTPUT
 from orch.services.workers import QueueWorkers
 from orch.store import queue
+from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ class Output:
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued run to "starting" and return its id (None: queue empty)."""
-    return queue.claim(platform.store, RunRow, RunStatus.QUEUED.value, RunStatus.STARTING.value)
+    return queue.claim(
+        platform.store, RunRow, RunStatus.QUEUED.value, RunStatus.STARTING.value, platform.instance
+    )
 
 
 def sandbox_name(platform: Platform, run_id: str) -> str:
@@ -122,7 +125,10 @@ def recover(platform: Platform) -> list[str]:
     settled = []
     with platform.store.session() as s:
         for run in s.scalars(
-            select(RunRow).where(RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]))
+            select(RunRow).where(
+                RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+                left_by(RunRow, platform.instance),
+            )
         ):
             if run.status == RunStatus.STARTING.value and run.attempts < 2:
                 run.status = RunStatus.QUEUED.value

@@ -24,6 +24,7 @@ from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.service_views import DeploymentStatus, ServiceState
 from orch.store import queue
+from orch.store.queue import left_by
 from orch.store.schema import ServiceDeploymentRow, ServiceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,11 @@ def image_tag(platform: Platform, service: str, version: int) -> str:
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued deployment to "building" and return its id (None: queue empty)."""
     return queue.claim(
-        platform.store, ServiceDeploymentRow, DeploymentStatus.QUEUED.value, DeploymentStatus.BUILDING.value
+        platform.store,
+        ServiceDeploymentRow,
+        DeploymentStatus.QUEUED.value,
+        DeploymentStatus.BUILDING.value,
+        platform.instance,
     )
 
 
@@ -66,7 +71,8 @@ def recover(platform: Platform) -> None:
             .where(
                 ServiceDeploymentRow.status.in_(
                     [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
-                )
+                ),
+                left_by(ServiceDeploymentRow, platform.instance),
             )
             .values(status=DeploymentStatus.QUEUED.value, container=None)
         )

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 
 from orch.store.db import Store
 from orch.store.schema import utcnow
 
 
-def claim(store: Store, model: Any, queued: str, claimed: str) -> str | None:
-    """Move the oldest `queued` row of `model` to `claimed` and return its id; None when nothing
-    is queued. `model` has id, status and queued_at columns; when it has started_at and attempts,
-    the start is recorded and the attempt counted."""
+def claim(store: Store, model: Any, queued: str, claimed: str, by: str) -> str | None:
+    """Move the oldest `queued` row of `model` to `claimed`, on behalf of platform instance `by`,
+    and return its id; None when nothing is queued. `model` has id, status, claimed_by and
+    queued_at columns; when it has started_at and attempts, the start is recorded and the
+    attempt counted."""
     pick = select(model.id).where(model.status == queued).order_by(model.queued_at, model.id)
     if store.engine.dialect.name == "postgresql":
         # The conditional UPDATE alone is exclusive under READ COMMITTED too, but every worker
@@ -23,7 +24,7 @@ def claim(store: Store, model: Any, queued: str, claimed: str) -> str | None:
         pick = pick.limit(1).with_for_update(skip_locked=True)
     else:
         pick = pick.limit(5)
-    values: dict[str, Any] = {"status": claimed}
+    values: dict[str, Any] = {"status": claimed, "claimed_by": by}
     if hasattr(model, "started_at"):
         values["started_at"] = utcnow()
     if hasattr(model, "attempts"):
@@ -44,3 +45,9 @@ def claim(store: Store, model: Any, queued: str, claimed: str) -> str | None:
                 if result.rowcount == 1:
                     return str(row_id)
     return None
+
+
+def left_by(model: Any, instance: str) -> ColumnElement[bool]:
+    """Rows a server of platform `instance` may settle at its start: those it claimed itself in
+    an earlier life (and unclaimed ones from before claims were recorded), not another server's."""
+    return or_(model.claimed_by == instance, model.claimed_by.is_(None))

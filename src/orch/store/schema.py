@@ -75,6 +75,9 @@ class BuildRow(Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_pid: Mapped[int | None] = mapped_column(Integer)
+    # The instance of the platform whose worker claimed the row (None: not claimed yet, or before
+    # migration 0006); at start a server settles only its own rows.
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -131,6 +134,7 @@ class RunRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     container: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(32))  # see BuildRow.claimed_by
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -182,5 +186,6 @@ class ServiceDeploymentRow(Base):
     container: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str] = mapped_column(Text, default="")
+    claimed_by: Mapped[str | None] = mapped_column(String(32))  # see BuildRow.claimed_by
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
