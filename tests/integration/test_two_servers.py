@@ -50,3 +50,34 @@ def test_two_servers_never_run_the_same_build_twice(make_server, postgres_url: s
         f"\ntwo servers, one PostgreSQL: {BUILDS} builds, a ran {len(ran_by['a'] & set(ids))}, "
         f"b ran {len(ran_by['b'] & set(ids))}, none twice"
     )
+
+
+def test_a_restarting_server_leaves_the_other_servers_builds_alone(make_server, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL one server while both build, start it again: its own interrupted build is queued
+    again (and run once more), the other server's build goes on untouched and runs once."""
+    servers: list[Server] = [make_server("a"), make_server("b")]
+    for s in servers:
+        s.settings = {"ORCH_DATABASE_URL": postgres_url, "ORCH_BUILD_WORKERS": "1"}
+        s.start()
+    a, b = servers
+    with a.api() as api:
+        for i in range(2):
+            dockerfile = f"FROM e2bdev/code-interpreter:latest\nRUN sleep 6 && echo {i} > /slow-{i}\n"
+            resp = api.post("/v1/environments", json={"name": f"slow-{i}", "dockerfile": dockerfile})
+            assert resp.status_code == 201, resp.text
+        deadline = time.monotonic() + 120
+        while [api.get(f"/v1/environments/slow-{i}").json()["status"] for i in range(2)] != ["building"] * 2:
+            assert time.monotonic() < deadline, "both servers never built at once"
+            time.sleep(0.2)
+        b.kill()
+        b.start()
+        while not all(api.get(f"/v1/environments/slow-{i}").json()["status"] == "ready" for i in range(2)):
+            assert time.monotonic() < deadline + 180, "the builds never finished"
+            time.sleep(0.5)
+        envs = [api.get(f"/v1/environments/slow-{i}").json() for i in range(2)]
+    ran_by = {s.home.name: {p.stem for p in (s.home / "logs" / "builds").glob("*.log")} for s in servers}
+    attempts = {e["build_id"]: e["build"]["attempts"] for e in envs}
+    (a_build,) = ran_by["a"] & set(attempts)
+    (b_build,) = ran_by["b"] & set(attempts)
+    assert attempts == {a_build: 1, b_build: 2}, attempts
+    assert "queued again" not in (a.home / "logs" / "builds" / f"{a_build}.log").read_text()
