@@ -110,6 +110,7 @@ class Server:
         engine = PodmanEngine()
         # Services' containers outlive their server: remove them (by label) before their images.
         engine.remove_containers({"org.orch.instance": self.instance})
+        engine.remove_build_leftovers(self.instance)  # of builds a killed server left half-way
         for image in engine.images({"org.orch.instance": self.instance}):
             subprocess.run(["podman", "rmi", "-f", image.id], capture_output=True, check=False)
 
