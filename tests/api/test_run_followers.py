@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -81,7 +82,7 @@ def test_a_follower_wakes_for_its_own_run_only(
     neighbour.start()
     try:
         # A wait shorter than the recheck period: nothing but its end makes it look again.
-        logs = runs.read_logs(platform, workspace[0], followed, {}, wait=runs.FOLLOW_RECHECK * 0.75)
+        logs = anyio.run(runs.follow_logs, platform, workspace[0], followed, {}, runs.FOLLOW_RECHECK * 0.75)
     finally:
         stop.set()
         neighbour.join(10)
@@ -91,7 +92,7 @@ def test_a_follower_wakes_for_its_own_run_only(
     # Its own output wakes it, long before its wait is over.
     result: list[object] = []
     reader = threading.Thread(
-        target=lambda: result.append(runs.read_logs(platform, workspace[0], followed, {}, wait=30))
+        target=lambda: result.append(anyio.run(runs.follow_logs, platform, workspace[0], followed, {}, 30))
     )
     reader.start()
     _until(lambda: platform.followers(followed) == 1, "the reader waiting")

@@ -22,9 +22,9 @@ class Platform:
     # Set when work is queued, so workers wake at once instead of at their next poll.
     wake_builds: threading.Event = field(default_factory=threading.Event)
     wake_runs: threading.Event = field(default_factory=threading.Event)
-    # Notified whenever a run writes output or changes state, for long-polling readers.
-    run_output: threading.Condition = field(default_factory=threading.Condition)
-    # The runs being followed: run id -> [followers, changes since the first one came].
+    # The runs being followed: run id -> [followers, changes since the first one came]; a
+    # long-polling reader waits for its run's count to move (runs.follow_logs).
+    _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -48,30 +48,29 @@ class Platform:
 
     def notify_runs(self, run_id: str | None = None) -> None:
         """Wake the readers of `run_id`'s output (None: of every run)."""
-        with self.run_output:
+        with self._follow_lock:
             for counts in self._followed.values() if run_id is None else [self._followed.get(run_id)]:
                 if counts is not None:
                     counts[1] += 1
-            self.run_output.notify_all()
 
     @contextmanager
     def following(self, run_id: str) -> Iterator[Callable[[], int]]:
         """While inside, the returned function counts `run_id`'s changes (its notifications), so
         a long-polling reader wakes for its own run only, not for every run's output."""
-        with self.run_output:
+        with self._follow_lock:
             counts = self._followed.setdefault(run_id, [0, 0])
             counts[0] += 1
         try:
             yield lambda: counts[1]
         finally:
-            with self.run_output:
+            with self._follow_lock:
                 counts[0] -= 1
                 if counts[0] == 0:
                     del self._followed[run_id]
 
     def followers(self, run_id: str) -> int:
         """How many readers are waiting for `run_id`'s output now."""
-        with self.run_output:
+        with self._follow_lock:
             return self._followed.get(run_id, [0, 0])[0]
 
     @property

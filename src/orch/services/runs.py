@@ -151,28 +151,13 @@ def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
     return show(platform, ws_id, run_id)
 
 
-def read_logs(
-    platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int], wait: float = 0
-) -> RunLogs:
-    """Output from the given byte offsets; with `wait`, block until there is some or the run ends
-    (at most `wait` seconds; only this run's changes wake the reader)."""
-    deadline = time.monotonic() + max(0.0, min(wait, 30.0))
-    with platform.following(run_id) as changes:
-        while True:
-            seen = changes()
-            logs = _logs(platform, ws_id, run_id, offsets)
-            if _news(logs) or (left := deadline - time.monotonic()) <= 0:
-                return logs
-            with platform.run_output:
-                platform.run_output.wait_for(lambda: changes() != seen, min(left, FOLLOW_RECHECK))  # noqa: B023
-
-
 async def follow_logs(
     platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int], wait: float
 ) -> RunLogs:
-    """`read_logs` for the server's event loop: the reads run in the thread pool, but the wait
-    holds no thread, so any number of followers (`orch run` long-polls with wait=10) leave the
-    pool to the rest of the API."""
+    """Output from the given byte offsets; with `wait`, wait until there is some or the run ends
+    (at most `wait` seconds; only this run's changes wake the reader). The reads run in the
+    thread pool, but the wait holds no thread, so any number of followers (`orch run` long-polls
+    with wait=10) leave the pool to the rest of the API."""
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
     with platform.following(run_id) as changes:
         while True:
