@@ -138,8 +138,10 @@ def test_service_state_logs_and_restart(page: Page, server: Server, tmp_path: Pa
     row.get_by_role("link", name="web", exact=True).click()
     expect(page.locator("[data-service-log]")).to_contain_text("listening on 8080")
     before = server.get("/v1/services/web")["container"]
-    page.get_by_role("button", name="Restart").click()
-    page.wait_for_load_state()
+    # The page reloads itself once the restart request returns; wait for that reload, or a
+    # later page.reload() can collide with it ("Not attached to an active page").
+    with page.expect_navigation():
+        page.get_by_role("button", name="Restart").click()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the supervisor replaces the container in the background
         after = server.get("/v1/services/web")
