@@ -22,7 +22,9 @@ class SyncASGITransport(httpx.BaseTransport):
             inner = httpx.Request(request.method, request.url, headers=request.headers, content=body)
             response = await self._transport.handle_async_request(inner)
             content = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=content)
+            # As a stream, so that the client reads it, closes it and times it (`elapsed`).
+            stream = httpx.ByteStream(content)
+            return httpx.Response(response.status_code, headers=response.headers, stream=stream)
 
         return self._portal.call(call)
 

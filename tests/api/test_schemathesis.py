@@ -35,6 +35,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from orch.services import service_worker, supervisor
 from orch.services.platform import Platform
@@ -147,6 +153,8 @@ class Figures:
     unclear: int = 0
     unauthenticated_requests: int = 0
     unauthenticated_401: int = 0
+    conformance_checked: int = 0
+    nonconforming: int = 0
     failures: list[str] = field(default_factory=list)
 
     def fail(self, what: str, sent: str, resp: httpx.Response) -> None:
@@ -240,6 +248,22 @@ def send(api: httpx.Client, kw: dict[str, Any], drop_auth: bool) -> httpx.Respon
     except Exception as e:  # the in-process transport re-raises what the app's 500 handler answered
         body = {"error": "internal", "message": f"The app raised {type(e).__name__}: {e}", "fix": ""}
         return httpx.Response(500, json=body, request=request)
+
+
+# Every answer, 2xx or not, must be one the schema declares, with the content type and the body
+# it declares: a client generated from /openapi.json relies on them.
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def nonconformance(case: Case, resp: httpx.Response) -> str | None:
+    """How `resp` departs from what the schema declares for `case`'s operation, or None."""
+    try:
+        case.validate_response(resp, checks=CONFORMANCE)
+    except Failure as e:
+        return " ".join(str(e).split())[:400]
+    except FailureGroup as group:
+        return "; ".join(" ".join(str(f).split())[:400] for f in group.exceptions)
+    return None
 
 
 def describe(kw: dict[str, Any]) -> str:
@@ -381,6 +405,10 @@ def test_schemathesis_finds_no_5xx_and_no_unclear_4xx(
         quoted = sent_texts(case)
         if EXCEPTION_TEXT.search(without(resp.text, quoted)):
             figures.fail("exception text in the answer", sent, resp)
+        figures.conformance_checked += 1
+        if why_not := nonconformance(case, resp):
+            figures.nonconforming += 1
+            figures.fail(f"not as the schema declares ({why_not})", sent, resp)
         if 400 <= resp.status_code < 500:
             figures.client_errors += 1
             figures.client_error_bodies_checked += 1
@@ -396,7 +424,8 @@ def test_schemathesis_finds_no_5xx_and_no_unclear_4xx(
         resp = send(api, kw, drop_auth=bad is None)
         figures.unauthenticated_requests += 1
         sent = describe(kw) + (" (no token)" if bad is None else " (bad token)")
-        if resp.status_code == 401 and problem_with_error_body(resp) is None:
+        conforms = nonconformance(case, resp) is None
+        if resp.status_code == 401 and problem_with_error_body(resp) is None and conforms:
             figures.unauthenticated_401 += 1
         else:
             figures.fail("not a plain 401 without a valid token", sent, resp)
@@ -421,6 +450,8 @@ def test_schemathesis_finds_no_5xx_and_no_unclear_4xx(
         "requests_naming_seeded_things": figures.seeded,
         "of_which_2xx": figures.seeded_2xx,
         "statuses": {str(k): v for k, v in sorted(figures.statuses.items())},
+        "answers_checked_against_schema": figures.conformance_checked,
+        "answers_not_as_declared": figures.nonconforming,
         "unauthenticated_requests": figures.unauthenticated_requests,
         "unauthenticated_401": figures.unauthenticated_401,
         "examples_per_operation": EXAMPLES,
@@ -437,10 +468,11 @@ def test_schemathesis_finds_no_5xx_and_no_unclear_4xx(
         f"{figures.requests} requests "
         f"({figures.seeded} naming seeded things, {figures.seeded_2xx} of them 2xx), "
         f"{figures.server_errors} 5xx, {figures.client_errors} 4xx, {figures.client_error_bodies_checked} "
-        f"4xx bodies checked ({figures.unclear} unclear), {figures.unauthenticated_401}/"
+        f"4xx bodies checked ({figures.unclear} unclear), {figures.conformance_checked} answers checked "
+        f"against the schema ({figures.nonconforming} not as declared), {figures.unauthenticated_401}/"
         f"{figures.unauthenticated_requests} without a valid token answered 401, {took:.1f} s"
     )
     assert len(figures.operations) == len(operations) and figures.seeded_2xx > 0
     assert not figures.failures, "\n".join(figures.failures)
-    assert figures.server_errors == 0 and figures.unclear == 0
+    assert figures.server_errors == 0 and figures.unclear == 0 and figures.nonconforming == 0
     assert figures.unauthenticated_401 == figures.unauthenticated_requests

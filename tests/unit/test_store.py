@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -73,15 +73,18 @@ def test_times_come_back_in_utc(store: Store) -> None:
             conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
             conn.commit()
         store.dispose()
+    elsewhere = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-7)))
     with store.session() as s:
         row = WorkspaceRow(id=new_id("ws"), name="team")
-        s.add(row)
+        s.add_all([row, WorkspaceRow(id=new_id("ws"), name="late", created_at=elsewhere)])
     with store.session() as s:
-        created = s.scalar(select(WorkspaceRow.created_at))
-    assert isinstance(created, datetime) and isinstance(row.created_at, datetime)
-    # SQLite gives back the UTC time it stored, without a zone; PostgreSQL, with UTC's.
-    assert created.replace(tzinfo=None) == row.created_at.replace(tzinfo=None)
-    assert created.utcoffset() in (None, row.created_at.utcoffset())
+        created = s.scalar(select(WorkspaceRow.created_at).where(WorkspaceRow.name == "team"))
+        late = s.scalar(select(WorkspaceRow.created_at).where(WorkspaceRow.name == "late"))
+    # Every store gives back an aware time in UTC (SQLite keeps no zone of its own), so the API
+    # prints the same `...+00:00` from either.
+    assert isinstance(created, datetime) and created == row.created_at
+    assert created.utcoffset() == timedelta(0) and created.tzinfo == UTC
+    assert late == elsewhere and late.tzinfo == UTC
     store.dispose()
 
 

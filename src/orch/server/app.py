@@ -16,6 +16,7 @@ from orch import __version__
 from orch.errors import OrchError
 from orch.server import proxy
 from orch.server.api import agents, environments, runs, services, workspaces
+from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
 from orch.services.builds import BuildWorkers
@@ -53,6 +54,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
         description="Run AI agents in isolated sandboxes. Every call needs a workspace token "
         "(`Authorization: Bearer ...`).",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.platform = platform
     app.include_router(environments.router)

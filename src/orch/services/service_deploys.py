@@ -164,7 +164,7 @@ def _view(s: Session, svc: ServiceRow) -> ServiceView:
     )
     uptime = None
     if svc.state == ServiceState.RUNNING.value and svc.started_at is not None:
-        uptime = (utcnow() - supervisor.utc(svc.started_at)).total_seconds()
+        uptime = (utcnow() - svc.started_at).total_seconds()
     return ServiceView(
         id=svc.id,
         name=svc.name,

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -122,7 +122,7 @@ def reconcile(platform: Platform) -> float | None:
                 if svc.container:
                     keep.add(svc.container)
                 elif svc.next_start_at is not None and svc.desired == "running":
-                    wait = (utc(svc.next_start_at) - utcnow()).total_seconds()
+                    wait = (svc.next_start_at - utcnow()).total_seconds()
                     due = wait if due is None else min(due, wait)
         for name, c in containers.items():
             if name not in keep:  # a duplicate, or left by a deleted service or a failed deploy
@@ -144,7 +144,7 @@ def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, Co
     if svc.version == 0 or not svc.image:
         return  # its first deployment is under way, or failed
     if current is not None and current.running:
-        ran = (now - utc(svc.started_at)).total_seconds() if svc.started_at else QUICK
+        ran = (now - svc.started_at).total_seconds() if svc.started_at else QUICK
         if ran >= QUICK:
             svc.quick_crashes = 0
         if svc.quick_crashes < CRASH_LOOP_AFTER:
@@ -153,7 +153,7 @@ def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, Co
             svc.address = platform.engine.container_address(current.name)
         return
     if svc.container:  # it exited (or vanished): record how, then restart after the backoff
-        ran = (now - utc(svc.started_at)).total_seconds() if svc.started_at else 0.0
+        ran = (now - svc.started_at).total_seconds() if svc.started_at else 0.0
         svc.last_exit = current.exit_code if current is not None else None
         svc.last_output = _archive(platform, svc, current)
         # Also when it vanished: the engine may keep leftovers of it (its cgroups).
@@ -167,7 +167,7 @@ def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, Co
         wait = backoff(svc.quick_crashes)
         log.info("service %s exited (%s); restarting in %.0f s", svc.name, svc.last_exit, wait)
         return
-    if svc.next_start_at is not None and now < utc(svc.next_start_at):
+    if svc.next_start_at is not None and now < svc.next_start_at:
         return
     manifest = Manifest.model_validate_json(svc.manifest)
     name = start(platform, svc, svc.image, json.loads(svc.command), svc.run_command, manifest, svc.version)
@@ -175,11 +175,6 @@ def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, Co
     svc.address = platform.engine.container_address(name)
     if svc.quick_crashes < CRASH_LOOP_AFTER:
         svc.state = ServiceState.RUNNING.value
-
-
-def utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes (they were stored as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _archive(platform: Platform, svc: ServiceRow, current: ContainerInfo | None) -> str:
