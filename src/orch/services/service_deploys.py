@@ -7,6 +7,7 @@ import shlex
 import shutil
 import time
 
+import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -265,15 +266,29 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
     return name
 
 
-def logs(platform: Platform, ws_id: str, ref: str, offset: int = 0, wait: float = 0) -> ServiceLogs:
+# How often a waiting follower looks at the service's output again: containers write their
+# logs themselves (Podman's k8s-file), so nothing in the server can wake a follower sooner.
+FOLLOW_POLL = 0.25
+
+
+async def follow_logs(
+    platform: Platform, ws_id: str, ref: str, offset: int = 0, wait: float = 0
+) -> ServiceLogs:
     """Output from byte `offset` (all of the service's containers, oldest first); with `wait`,
-    block until there is some."""
+    wait until there is some (at most `wait` seconds). The reads run in the thread pool, but the
+    wait holds no thread, so any number of followers (the UI's service page, `orch service logs
+    -f`) leave the pool to the rest of the API."""
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
     while True:
-        with platform.store.session() as s:
-            svc = _resolve(s, ws_id, ref)
-            service_id, container, state = svc.id, svc.container, svc.state
-        text, new_offset = service_logs.read(platform, service_id, container, offset)
-        if text or time.monotonic() >= deadline:
-            return ServiceLogs(text=text, offset=new_offset, state=state)
-        time.sleep(0.25)
+        logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, ref, offset)
+        if logs.text or (left := deadline - time.monotonic()) <= 0:
+            return logs
+        await anyio.sleep(min(left, FOLLOW_POLL))
+
+
+def _logs(platform: Platform, ws_id: str, ref: str, offset: int) -> ServiceLogs:
+    with platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        service_id, container, state = svc.id, svc.container, svc.state
+    text, new_offset = service_logs.read(platform, service_id, container, offset)
+    return ServiceLogs(text=text, offset=new_offset, state=state)

@@ -57,7 +57,7 @@ def get_deployment(ref: str, version: int, platform: PlatformDep, ws: WorkspaceD
 
 
 @router.get("/services/{ref}/logs", response_model=ServiceLogs)
-def get_logs(
+async def get_logs(
     ref: str,
     platform: PlatformDep,
     ws: WorkspaceDep,
@@ -65,7 +65,8 @@ def get_logs(
     wait: float = Query(0, ge=0, le=30, description="Seconds to wait for new output (long poll)."),
 ) -> ServiceLogs:
     """Output of every container of the service, oldest first; pass `offset` back to follow."""
-    return service_deploys.logs(platform, ws, ref, offset, wait)
+    # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
+    return await service_deploys.follow_logs(platform, ws, ref, offset, wait)
 
 
 @router.post("/services/{ref}/stop", response_model=ServiceView)
