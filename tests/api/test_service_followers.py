@@ -11,6 +11,8 @@ import pytest
 
 from orch.services import service_deploys
 from orch.services.platform import Platform
+from tests.api.test_agents_runs import bundle as run_bundle
+from tests.api.test_agents_runs import publish
 from tests.api.test_run_followers import FOLLOWERS, _until
 from tests.api.test_services import answering, deployed  # noqa: F401 - its fixture, autouse
 
@@ -49,3 +51,29 @@ def test_service_log_followers_hold_no_threads(
     for t in threads:
         t.join(20)
     assert len(answers) == FOLLOWERS and {a["text"] for a in answers} == {"news\n"}
+
+
+def test_followers_answer_at_once_when_the_server_stops(
+    api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed(api, platform, tmp_path)
+    assert publish(api, "hello", run_bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
+    run_id = api.post("/v1/runs", json={"agent": "hello"}).json()["id"]  # stays queued: no workers
+    reads: list[int] = []
+    real = service_deploys._logs
+    monkeypatch.setattr(service_deploys, "_logs", lambda *a: reads.append(1) or real(*a))
+    answers: dict[str, int] = {}
+
+    def follow(path: str) -> None:
+        answers[path] = api.get(path, params={"wait": 30}).status_code
+
+    paths = ["/v1/services/web/logs", f"/v1/runs/{run_id}/logs"]
+    threads = [threading.Thread(target=follow, args=(p,), daemon=True) for p in paths]
+    for t in threads:
+        t.start()
+    _until(lambda: len(reads) >= 2 and platform.followers(run_id) == 1, "both followers waiting")
+    assert answers == {}
+    platform.stopping.set()  # what `orch server` does when it is asked to stop
+    for t in threads:
+        t.join(10)  # a third of their wait
+    assert answers == dict.fromkeys(paths, 200)

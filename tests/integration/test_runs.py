@@ -280,3 +280,34 @@ def test_cancel_and_server_restart(make_server, tmp_path: Path) -> None:
     run = _wait_status(server, queued, {"succeeded", "failed"})
     assert run["status"] == "succeeded"
     assert server.cli("runs", "logs", queued).stdout == "quick\n"
+
+
+def test_a_stopping_server_answers_its_followers_at_once(server: Server, tmp_path: Path) -> None:
+    """uvicorn waits for every request in flight before it stops; a follower's long poll (up to
+    30 s) must not hold a SIGTERMed server up."""
+    import signal
+    import threading
+
+    write(tmp_path / "sleepy", {"main.py": "import time\nprint('started', flush=True)\ntime.sleep(120)\n"})
+    assert server.cli("publish", str(tmp_path / "sleepy")).returncode == 0
+    run_id = server.cli("run", "sleepy", "--detach").stdout.strip()
+    _wait_status(server, run_id, {"running"})
+    logs = server.get(f"/v1/runs/{run_id}/logs")
+    while "started" not in logs["stdout"]:  # bounded by the long poll's own wait
+        logs = server.get(f"/v1/runs/{run_id}/logs", params={"wait": 10})
+    offsets = server.get(f"/v1/runs/{run_id}/logs")["offsets"]
+    answers: list[int] = []
+
+    def follow() -> None:  # caught up, so it waits the whole 30 s unless told to answer
+        with server.api() as api:
+            answers.append(api.get(f"/v1/runs/{run_id}/logs", params={**offsets, "wait": 30}).status_code)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    follower.join(2)
+    assert answers == [] and server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(15)  # well within the follower's wait; before, it waited all of it
+    follower.join(5)
+    # uvicorn ends by raising the signal it caught again, as a process stopped by it would.
+    assert answers == [200] and server.proc.returncode in (0, -signal.SIGTERM)

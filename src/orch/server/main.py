@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from types import FrameType
 
 import uvicorn
 
@@ -58,4 +59,18 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
     # on a connection the server is closing at that moment.
     server_cfg = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=65)
-    uvicorn.Server(server_cfg).run(sockets=[sock])
+    _Server(server_cfg, platform).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which tells the platform's long polls to answer as soon as it is asked
+    to stop: uvicorn waits for every request in flight before it stops, and a follower of a
+    run's or a service's output may wait up to 30 s."""
+
+    def __init__(self, config: uvicorn.Config, platform: Platform) -> None:
+        super().__init__(config)
+        self.platform = platform
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.platform.stopping.set()
+        super().handle_exit(sig, frame)

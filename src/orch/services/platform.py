@@ -22,6 +22,9 @@ class Platform:
     # Set when work is queued, so workers wake at once instead of at their next poll.
     wake_builds: threading.Event = field(default_factory=threading.Event)
     wake_runs: threading.Event = field(default_factory=threading.Event)
+    # Set when the server begins to stop: long polls answer at once with what they have, so a
+    # stopping server does not wait out its followers' waits (up to 30 s each).
+    stopping: threading.Event = field(default_factory=threading.Event)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

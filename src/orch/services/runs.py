@@ -163,10 +163,14 @@ async def follow_logs(
         while True:
             seen = changes()
             logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, run_id, offsets)
-            if _news(logs) or (left := deadline - time.monotonic()) <= 0:
+            if _news(logs) or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
                 return logs
             recheck = time.monotonic() + min(left, FOLLOW_RECHECK)
-            while changes() == seen and (pause := recheck - time.monotonic()) > 0:
+            while (
+                changes() == seen
+                and not platform.stopping.is_set()
+                and (pause := recheck - time.monotonic()) > 0
+            ):
                 await anyio.sleep(min(pause, FOLLOW_POLL))
 
 

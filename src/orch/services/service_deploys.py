@@ -281,7 +281,7 @@ async def follow_logs(
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
     while True:
         logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, ref, offset)
-        if logs.text or (left := deadline - time.monotonic()) <= 0:
+        if logs.text or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
             return logs
         await anyio.sleep(min(left, FOLLOW_POLL))
 
