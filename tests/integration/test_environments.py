@@ -194,3 +194,70 @@ def test_build_timeout_fails_the_build(make_server, tmp_path) -> None:
     data = json.loads(res.stdout)
     assert data["status"] == "failed"
     assert "stopped after 5 s" in data["error"] and data["failed_step"] == "step 2/2: RUN sleep 120"
+
+
+def _images(server: Server, *flags: str) -> list[str]:
+    """Ids of the platform's images (`-a`: with the layers under them)."""
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "podman",
+            "images",
+            *flags,
+            "-q",
+            "--no-trunc",
+            "--filter",
+            f"label=org.orch.instance={server.instance}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(set(out.stdout.split()))
+
+
+def test_rebuilds_and_restarts_leave_no_untagged_images(make_server, tmp_path) -> None:
+    import subprocess
+
+    server: Server = make_server()
+    server.start()
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nRUN echo one > /one\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "tiny")
+    assert res.returncode == 0, res.stdout + res.stderr
+    built = _images(server, "-a")
+    assert len(_images(server)) == 1
+    # Each --no-cache build makes a new image under the same tag; the one it replaced goes,
+    # with the layers only it used (before, each rebuild left 5 more).
+    for _ in range(2):
+        res = server.cli("env", "build", "tiny", "--no-cache")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert len(_images(server, "-a")) == len(built) and len(_images(server)) == 1
+
+    # An untagged image of this platform's (as a kill between a build's commit and its record
+    # leaves one) goes at the next start; tagged ones and other platforms' stay.
+    image = wait_final(server, "tiny")["image"]
+    stray = tmp_path / "Containerfile"
+    stray.write_text(f"FROM {image}\nRUN echo stray > /stray\n")
+    for owner in (server.instance, "someone-else"):
+        tag = f"localhost/orch-test-stray-{owner}"
+        label = f"org.orch.instance={owner}"
+        build = ["podman", "build", "-q", "--label", label, "-t", tag, "-f", str(stray)]
+        subprocess.run(build, capture_output=True, check=True)
+        subprocess.run(["podman", "untag", tag], check=True)
+    listed = ["podman", "images", "-q", "--filter", "label=org.orch.instance=someone-else"]
+    others = subprocess.run(listed, capture_output=True, text=True, check=True).stdout.split()
+    try:
+        assert len(_images(server)) == 2 and len(others) == 1
+        server.stop()
+        server.start()
+        deadline = time.monotonic() + 60  # the build workers' recovery runs as they start
+        while len(_images(server)) != 1:
+            assert time.monotonic() < deadline, _images(server)
+            time.sleep(0.2)
+        assert wait_final(server, "tiny")["image"] == image
+        assert subprocess.run(["podman", "image", "exists", image]).returncode == 0
+        assert subprocess.run(["podman", "image", "exists", others[0]]).returncode == 0
+    finally:
+        subprocess.run(["podman", "rmi", "-f", *others], capture_output=True)

@@ -179,6 +179,13 @@ class Engine(Protocol):
         only while none of `owner`'s builds runs. Return how many."""
         ...
 
+    def remove_untagged_images(self, owner: str) -> int:
+        """Remove the images of `owner`'s (label org.orch.instance) that no tag names and no
+        container uses: what a build a kill interrupted after its commit left, or an image a
+        rebuild replaced while a run still used it. Call it only while none of `owner`'s builds
+        runs (their layers are untagged until they finish). Return how many images went."""
+        ...
+
     def remove_leftovers(self, name_prefix: str) -> int:
         """Remove what containers named `name_prefix`... left in the engine after they were gone
         (their parent cgroups, when a removal was cut short); return how many were swept."""

@@ -133,6 +133,10 @@ class FakeEngine:
         self.swept.append(f"builds of {owner}")
         return 0
 
+    def remove_untagged_images(self, owner: str) -> int:
+        self.swept.append(f"untagged images of {owner}")
+        return 0
+
     def remove_leftovers(self, name_prefix: str) -> int:
         self.swept.append(name_prefix)
         return 0

@@ -70,6 +70,7 @@ class PodmanEngine:
         on_start: Callable[[int], None] | None = None,
     ) -> ImageInfo:
         self.prepare()
+        replaced = self.inspect_image(request.tag)  # a `--no-cache` build, or one run again
         with tempfile.TemporaryDirectory(prefix="orch-build-") as tmp:
             context = request.context or Path(tmp) / "context"
             context.mkdir(exist_ok=True)
@@ -112,6 +113,12 @@ class PodmanEngine:
         info = self.inspect_image(request.tag)
         if info is None:
             raise EngineError(f"podman build finished but {request.tag} is missing.", _FIX)
+        if replaced is not None and replaced.id != info.id:
+            # The tag names the new image now; the old one would stay, untagged, for good. (One
+            # that a container still uses stays until remove_untagged_images() finds it unused;
+            # so does one that fails to go: the build itself succeeded.)
+            with contextlib.suppress(EngineError):
+                self.remove_image(replaced.id)
         return info
 
     def _stream(
@@ -301,6 +308,12 @@ class PodmanEngine:
         if found:
             self._cmd("rm", "-f", *found, check=False)
         return len(found)
+
+    def remove_untagged_images(self, owner: str) -> int:
+        # Podman's dangling images (no tag, no child image), never one that a container uses;
+        # the layers under them go with them.
+        owned = f"label=org.orch.instance={owner}"
+        return len(self._cmd("image", "prune", "-f", "--filter", owned, check=False).stdout.split())
 
     def remove_leftovers(self, name_prefix: str) -> int:
         # Parent cgroups first, containers second: Podman records a container before its cgroups

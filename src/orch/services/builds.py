@@ -54,8 +54,9 @@ def recover(platform: Platform) -> list[str]:
                 _stop_orphan(b.worker_pid)
     # With them ended, and before any build of this platform starts (this runs before the build
     # workers and the deploy worker), what killed builds left behind goes: environments' and
-    # services' alike.
+    # services' alike, their working containers and their untagged images.
     platform.engine.remove_build_leftovers(platform.instance)
+    platform.engine.remove_untagged_images(platform.instance)
     with platform.store.session() as s:
         for b in s.scalars(interrupted):
             note = "The server stopped during this build"
