@@ -217,7 +217,7 @@ def _images(server: Server, *flags: str) -> list[str]:
     return sorted(set(out.stdout.split()))
 
 
-def test_rebuilds_and_restarts_leave_no_untagged_images(make_server, tmp_path) -> None:
+def test_rebuilds_and_restarts_leave_no_unnamed_images(make_server, tmp_path) -> None:
     import subprocess
 
     server: Server = make_server()
@@ -235,21 +235,22 @@ def test_rebuilds_and_restarts_leave_no_untagged_images(make_server, tmp_path) -
         assert res.returncode == 0, res.stdout + res.stderr
         assert len(_images(server, "-a")) == len(built) and len(_images(server)) == 1
 
-    # An untagged image of this platform's (as a kill between a build's commit and its record
-    # leaves one) goes at the next start; tagged ones and other platforms' stay.
+    # Images of this platform's that no record names (as kills leave them: untagged, or tagged
+    # by a build that then failed) go at the next start; named ones and other platforms' stay.
     image = wait_final(server, "tiny")["image"]
     stray = tmp_path / "Containerfile"
-    stray.write_text(f"FROM {image}\nRUN echo stray > /stray\n")
-    for owner in (server.instance, "someone-else"):
-        tag = f"localhost/orch-test-stray-{owner}"
+    for n, owner in enumerate((server.instance, server.instance, "someone-else")):
+        stray.write_text(f"FROM {image}\nRUN echo {n} > /stray\n")
+        tag = f"localhost/orch-env/{owner}:stray{n}"
         label = f"org.orch.instance={owner}"
         build = ["podman", "build", "-q", "--label", label, "-t", tag, "-f", str(stray)]
         subprocess.run(build, capture_output=True, check=True)
-        subprocess.run(["podman", "untag", tag], check=True)
+        if n != 1:
+            subprocess.run(["podman", "untag", tag], check=True)
     listed = ["podman", "images", "-q", "--filter", "label=org.orch.instance=someone-else"]
     others = subprocess.run(listed, capture_output=True, text=True, check=True).stdout.split()
     try:
-        assert len(_images(server)) == 2 and len(others) == 1
+        assert len(_images(server)) == 3 and len(others) == 1
         server.stop()
         server.start()
         deadline = time.monotonic() + 60  # the build workers' recovery runs as they start

@@ -23,6 +23,7 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.engine.base import BuildFailed, BuildRequest
 from orch.errors import OrchError
 from orch.models import BuildStatus
+from orch.services import images
 from orch.services.platform import Platform
 from orch.services.workers import QueueWorkers
 from orch.store import queue
@@ -54,9 +55,8 @@ def recover(platform: Platform) -> list[str]:
                 _stop_orphan(b.worker_pid)
     # With them ended, and before any build of this platform starts (this runs before the build
     # workers and the deploy worker), what killed builds left behind goes: environments' and
-    # services' alike, their working containers and their untagged images.
+    # services' alike.
     platform.engine.remove_build_leftovers(platform.instance)
-    platform.engine.remove_untagged_images(platform.instance)
     with platform.store.session() as s:
         for b in s.scalars(interrupted):
             note = "The server stopped during this build"
@@ -68,6 +68,8 @@ def recover(platform: Platform) -> list[str]:
                 b.error = f"{note} {b.attempts} times; it was not tried again."
                 _append(platform, b.id, f"\n{b.error}\n")
             settled.append(b.id)
+    # Images that nothing names (failed builds' above included), while still nothing builds.
+    images.remove_unnamed(platform)
     return settled
 
 
@@ -142,7 +144,7 @@ def _build(
     containerfile = dockerfile.render_containerfile(
         validation.instructions, base_images.image_tag("code-interpreter")
     )
-    tag = f"localhost/orch-env/{platform.instance}:{key[:20]}"
+    tag = images.environment_tag(platform, key)
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
         assert b is not None

@@ -19,7 +19,7 @@ from orch.bundle import Manifest
 from orch.engine.base import BuildRequest
 from orch.errors import OrchError
 from orch.sandbox.service import PORT, containerfile
-from orch.services import service_logs, supervisor
+from orch.services import images, service_logs, supervisor
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.service_views import DeploymentStatus, ServiceState
@@ -45,10 +45,6 @@ answers: Callable[[str], bool] = probe
 
 class DeployFailed(OrchError):
     code = "deploy_failed"
-
-
-def image_tag(platform: Platform, service: str, version: int) -> str:
-    return f"localhost/orch-svc/{platform.instance}:{service}-v{version}"
 
 
 def claim(platform: Platform) -> str | None:
@@ -106,7 +102,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         del tail[:-40]
 
     base_images.ensure(platform.engine, platform.config, out, ["service-runner"])
-    tag = image_tag(platform, name, version)
+    tag = images.service_tag(platform, name, version)
     request = BuildRequest(
         containerfile=containerfile(base_images.image_tag("service-runner"), deps_files),
         tag=tag,

@@ -1,0 +1,73 @@
+"""The platform's images that no record names any more, and their removal at start.
+
+Every image a build or a deployment makes is named in the store: an environment's image by its
+environment and its ready build (the cache reuses it), a service's by the service while that
+version serves. A kill can leave an image that nothing names: a build or a deployment it cut
+short after the image was made, which then failed; a redeploy's previous version, whose removal
+came after the switch was stored; and untagged images (see Engine.remove_untagged_images). At
+start, before any of the platform's builds or deployments runs, they go."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orch.errors import OrchError
+from orch.models import BuildStatus
+from orch.services.platform import Platform
+from orch.services.service_views import DeploymentStatus
+from orch.store.schema import BuildRow, EnvironmentRow, ServiceDeploymentRow, ServiceRow
+
+log = logging.getLogger(__name__)
+
+
+def environment_tag(platform: Platform, cache_key: str) -> str:
+    """The tag of the image a build of this cache key makes (environments that share a
+    Dockerfile share it)."""
+    return f"localhost/orch-env/{platform.instance}:{cache_key[:20]}"
+
+
+def service_tag(platform: Platform, service: str, version: int) -> str:
+    return f"localhost/orch-svc/{platform.instance}:{service}-v{version}"
+
+
+def named(s: Session, platform: Platform) -> set[str]:
+    """Every image tag the store names, or will name once the work in flight is done."""
+    tags = set(s.scalars(select(EnvironmentRow.image).where(EnvironmentRow.image.is_not(None))))
+    ready = BuildRow.status == BuildStatus.READY.value
+    tags |= set(s.scalars(select(BuildRow.image).where(ready, BuildRow.image.is_not(None))))
+    in_flight = [BuildStatus.QUEUED.value, BuildStatus.BUILDING.value]
+    for key in s.scalars(select(BuildRow.cache_key).where(BuildRow.status.in_(in_flight))):
+        if key:  # a build run again reuses the layers of the image it made before the kill
+            tags.add(environment_tag(platform, key))
+    tags |= set(s.scalars(select(ServiceRow.image).where(ServiceRow.image.is_not(None))))
+    unfinished = [s.value for s in DeploymentStatus if not s.final]
+    deploying = select(ServiceRow.name, ServiceDeploymentRow.version).join(
+        ServiceDeploymentRow, ServiceDeploymentRow.service_id == ServiceRow.id
+    )
+    for name, version in s.execute(deploying.where(ServiceDeploymentRow.status.in_(unfinished))):
+        tags.add(service_tag(platform, name, version))
+    return {t for t in tags if t}
+
+
+def remove_unnamed(platform: Platform) -> list[str]:
+    """Remove the platform's images that no record names; call it only while none of the
+    platform's builds or deployments runs. An image a container still uses stays (until the
+    next start). Return the tags removed."""
+    with platform.store.session() as s:
+        keep = named(s, platform)
+    removed: list[str] = []
+    for image in platform.engine.images({"org.orch.instance": platform.instance}):
+        if not image.tags or keep.intersection(image.tags):
+            continue
+        for tag in image.tags:
+            try:
+                platform.engine.remove_image(tag)
+            except OrchError as e:  # storage only: not worth failing a start for
+                log.warning("removing %s: %s", tag, e)
+                continue
+            removed.append(tag)
+    platform.engine.remove_untagged_images(platform.instance)
+    return removed

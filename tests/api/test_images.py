@@ -1,0 +1,42 @@
+"""The images a kill can leave that no record names go at start; named ones stay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from orch.engine.fake import FakeEngine
+from orch.services import images
+from orch.services.platform import Platform
+from tests.api.test_environments import create
+from tests.api.test_services import answering, bundle, deploy, deployed  # noqa: F401 - autouse fixture
+from tests.conftest import drain
+
+
+def test_images_no_record_names_go_and_named_ones_stay(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    create(api, "one")
+    drain(platform)
+    env_image = api.get("/v1/environments/one").json()["image"]
+    svc = deployed(api, platform, tmp_path, "web")
+    assert svc["version"] == 1
+    # A new version queued (a kill came after its image was made): its tag is in flight.
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": "print(2)\n"}, "web2")).status_code == 201
+    ours = platform.labels
+    in_flight = fake_engine.add_image(images.service_tag(platform, "web", 2), ours).tags[0]
+    # What kills leave: the image of a build that then failed, a replaced version's image.
+    failed_build = fake_engine.add_image(images.environment_tag(platform, "f" * 64), ours).tags[0]
+    old_version = fake_engine.add_image(images.service_tag(platform, "web", 0), ours).tags[0]
+    # Another platform's image, named by nothing here.
+    other = {"org.orch.instance": "someone"}
+    theirs = fake_engine.add_image("localhost/orch-env/someone:else", other).tags[0]
+
+    removed = images.remove_unnamed(platform)
+
+    assert sorted(removed) == sorted([failed_build, old_version])
+    for tag in (env_image, svc["image"], in_flight, theirs):
+        assert fake_engine.inspect_image(tag) is not None, tag
+    assert f"untagged images of {platform.instance}" in fake_engine.swept
+    assert images.remove_unnamed(platform) == []  # nothing left to remove
