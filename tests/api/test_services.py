@@ -184,10 +184,10 @@ def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
     spec = current_spec(fake_engine, svc)
     # A second copy of the same service (as a server killed mid-start could leave) and a
     # container of a service that no longer exists.
-    fake_engine.start_container(spec.__class__(**{**spec.__dict__, "name": "dup"}), tmp_path / "dup.log")
+    fake_engine.start_container(spec.__class__(**{**spec.__dict__, "name": "dup"}), tmp_path / "dup.log", 1)
     orphan_labels = {**spec.labels, "org.orch.service": "svc_gone"}
     fake_engine.start_container(
-        spec.__class__(**{**spec.__dict__, "name": "orphan", "labels": orphan_labels}), tmp_path / "o.log"
+        spec.__class__(**{**spec.__dict__, "name": "orphan", "labels": orphan_labels}), tmp_path / "o.log", 1
     )
     started = len(fake_engine.started)
     supervisor.reconcile(platform)
@@ -196,7 +196,7 @@ def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
     # Another platform's containers are never touched.
     other = {**spec.labels, "org.orch.instance": "someoneelse"}
     fake_engine.start_container(
-        spec.__class__(**{**spec.__dict__, "name": "x", "labels": other}), tmp_path / "x"
+        spec.__class__(**{**spec.__dict__, "name": "x", "labels": other}), tmp_path / "x", 1
     )
     supervisor.reconcile(platform)
     assert "x" in fake_engine.detached
@@ -445,3 +445,21 @@ def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(
     sup.stop()
     assert fake_engine.swept == [platform.container_prefix]
     assert platform.container_prefix == f"orch-{platform.instance}-"
+
+
+def test_a_log_started_afresh_is_followed_from_its_start(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """Podman starts a service's log file afresh at its size limit; a follower then goes on with
+    what the new file holds, not from the very start of the history again."""
+    svc = deployed(api, platform, tmp_path)
+    (platform.config.home / "logs" / "services" / svc["id"] / "history.log").write_text("old run\n")
+    log = platform.config.home / "logs" / "services" / svc["id"] / f"{svc['container']}.log"
+    log.write_text("".join(f"2026-01-01T00:00:00Z stdout F line {i}\n" for i in range(100)))
+    first = api.get("/v1/services/web/logs").json()
+    assert first["text"].startswith("old run\nline 0\n") and first["text"].endswith("line 99\n")
+    log.write_text("2026-01-01T00:00:01Z stdout F after the limit\n")  # what conmon does
+    after = api.get("/v1/services/web/logs", params={"offset": first["offset"]}).json()
+    assert after["text"] == "after the limit\n"
+    assert after["offset"] == len("old run\nafter the limit\n")
+    assert api.get("/v1/services/web/logs", params={"offset": after["offset"]}).json()["text"] == ""

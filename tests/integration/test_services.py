@@ -218,3 +218,47 @@ def test_a_failed_redeploy_keeps_the_old_version_answering(server: Server, tmp_p
     assert deploy(server, tmp_path / "v3", "--name", "web").returncode == 0
     assert fetch(server, "web") == "v3 / uid=1000 marker=-\n"
     assert containers(server) == [status(server, "web")["container"]]
+
+
+FLOOD = """
+import os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(204)
+        self.end_headers()
+
+def flood():
+    out = sys.stdout
+    for i in range(LINES):
+        out.write(f"{i:08d} " + "x" * 90 + "\\n")
+    out.write("flood done\\n")
+    out.flush()
+
+threading.Thread(target=flood).start()
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_flooding_service_cannot_fill_the_disk(server: Server, tmp_path: Path) -> None:
+    from orch.services.service_logs import MAX_CONTAINER_LOG
+
+    lines = 3 * MAX_CONTAINER_LOG // 100  # 100 bytes a line: three times the limit, and more on disk
+    write(tmp_path / "flood", {"main.py": FLOOD.replace("LINES", str(lines))})
+    res = deploy(server, tmp_path / "flood", "--name", "flood")
+    assert res.returncode == 0, res.stdout + res.stderr
+    svc = status(server, "flood")
+    log = server.home / "logs" / "services" / svc["id"] / f"{svc['container']}.log"
+    deadline = time.monotonic() + 180
+    text = ""
+    with server.api() as api:
+        while "flood done" not in text:
+            assert time.monotonic() < deadline, f"the flood did not end: {log.stat().st_size} bytes"
+            text = api.get("/v1/services/flood/logs").json()["text"]
+            time.sleep(1)
+    # The file started afresh at its limit (more than once); what the API serves is bounded too.
+    assert log.stat().st_size <= MAX_CONTAINER_LOG
+    assert len(text.encode()) <= MAX_CONTAINER_LOG and text.endswith("flood done\n")
+    assert not text.startswith("00000000 ")  # the first lines went with the first file
+    assert status(server, "flood")["state"] == "running"

@@ -34,9 +34,10 @@ def test_containerfile_installs_dependencies_at_build_time() -> None:
 
 
 def test_detached_container_is_hardened_and_publishes_no_port(tmp_path: Path) -> None:
-    args = detached_args(spec(), tmp_path / "c.log")
+    args = detached_args(spec(), tmp_path / "c.log", service_logs.MAX_CONTAINER_LOG)
     assert args[:4] == ["run", "--name", "orch-x-svc_1-v1-abc", "-d"]
     assert f"--log-opt=path={tmp_path / 'c.log'}" in args and "--log-driver=k8s-file" in args
+    assert f"--log-opt=max-size={service_logs.MAX_CONTAINER_LOG}" in args
     assert "--read-only" in args and "--user=1000:1000" in args and "--cap-drop=all" in args
     assert not [a for a in args if a.startswith("--cap-add")]
     assert "--memory=268435456b" in args and "--cpus=0.5" in args and "--pids-limit=64" in args
@@ -46,7 +47,7 @@ def test_detached_container_is_hardened_and_publishes_no_port(tmp_path: Path) ->
 
 
 def test_run_command_gets_root_with_few_capabilities_then_drops(tmp_path: Path) -> None:
-    args = detached_args(spec("apt-get install -y jq"), tmp_path / "c.log")
+    args = detached_args(spec("apt-get install -y jq"), tmp_path / "c.log", 1024)
     assert "--user=0:0" in args and "--read-only" not in args
     assert [a for a in args if a.startswith("--cap-add")] == [f"--cap-add={c}" for c in RUN_COMMAND_CAPS]
     script = args[args.index("-c") + 1]

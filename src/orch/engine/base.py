@@ -161,9 +161,10 @@ class Engine(Protocol):
         """Run `argv` in a fresh, removed-afterwards container and collect its output."""
         ...
 
-    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
-        """Start `spec` detached (it outlives the server), its output written to `log_path`;
-        return its id. It is not removed when it exits."""
+    def start_container(self, spec: ContainerSpec, log_path: Path, log_max: int) -> str:
+        """Start `spec` detached (it outlives the server), its output written to `log_path`,
+        which starts afresh whenever it reaches `log_max` bytes; return its id. It is not
+        removed when it exits."""
         ...
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:

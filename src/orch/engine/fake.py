@@ -141,7 +141,7 @@ class FakeEngine:
         self.swept.append(name_prefix)
         return 0
 
-    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+    def start_container(self, spec: ContainerSpec, log_path: Path, log_max: int) -> str:
         if spec.name in self.detached:
             raise EngineError(f"podman run failed: the name {spec.name} is already in use.", "")
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -258,11 +258,11 @@ class PodmanEngine:
             args += ["--env", f"{k}={v}"]
         return self._cmd(*args, image, *argv, timeout=timeout, check=False)
 
-    def start_container(self, spec: ContainerSpec, log_path: Path) -> str:
+    def start_container(self, spec: ContainerSpec, log_path: Path, log_max: int) -> str:
         if spec.network is not Network.NONE:
             self.prepare()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        return self._cmd(*detached_args(spec, log_path), timeout=120).stdout.strip()
+        return self._cmd(*detached_args(spec, log_path, log_max), timeout=120).stdout.strip()
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         args = ["ps", "-a", "--format", "json"]
@@ -333,13 +333,15 @@ class PodmanEngine:
         podman_run.remove_cgroup_parent(name)
 
 
-def detached_args(spec: ContainerSpec, log_path: Path) -> list[str]:
+def detached_args(spec: ContainerSpec, log_path: Path, log_max: int) -> list[str]:
     """`podman run -d` for a service: the hardened arguments of a run, detached, its output kept
-    in a k8s-file log at `log_path`, and the capabilities `spec.cap_add` names kept."""
+    in a k8s-file log at `log_path` (which conmon starts afresh at `log_max` bytes, so no output
+    fills the disk), and the capabilities `spec.cap_add` names kept."""
     args = podman_run.run_args("podman", spec)[1:]
     args[args.index("-i")] = "-d"
     args[args.index("--log-driver=none")] = "--log-driver=k8s-file"
     args.insert(args.index("-d") + 1, f"--log-opt=path={log_path}")
+    args.insert(args.index("-d") + 2, f"--log-opt=max-size={log_max}")
     at = args.index("--cap-drop=all") + 1
     args[at:at] = [f"--cap-add={cap}" for cap in spec.cap_add]
     return args

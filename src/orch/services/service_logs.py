@@ -9,6 +9,9 @@ from pathlib import Path
 from orch.services.platform import Platform
 
 MAX_HISTORY = 4 * 1024 * 1024  # kept per service; older output is dropped from the front
+# A container's log file starts afresh when it reaches this (Podman's k8s-file `max-size`), so
+# a chatty or hostile service cannot fill the disk, nor make each read of its logs grow.
+MAX_CONTAINER_LOG = 8 * 1024 * 1024
 TAIL_LINES = 40
 
 
@@ -67,7 +70,9 @@ def read(platform: Platform, service_id: str, container: str | None, offset: int
     except FileNotFoundError:
         history = b""
     data = history + read_container(platform, service_id, container).encode()
-    if offset > len(data):  # the history was trimmed: start again from what is kept
-        offset = 0
+    if offset > len(data):
+        # The container's log started afresh at its size limit (or the history was trimmed and
+        # a new container began): go on from the start of the container's output.
+        offset = len(history)
     chunk = data[offset:]
     return chunk.decode("utf-8", "replace"), offset + len(chunk)

@@ -93,7 +93,8 @@ def start(
         labels={**labels(platform, svc.id), "org.orch.version": str(version)},
         host_mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
     )
-    platform.engine.start_container(spec, service_logs.container_log(platform, svc.id, name))
+    log_path = service_logs.container_log(platform, svc.id, name)
+    platform.engine.start_container(spec, log_path, service_logs.MAX_CONTAINER_LOG)
     return name
 
 
