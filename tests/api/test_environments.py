@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from orch.engine.fake import FakeEngine
+from orch.services import builds
 from orch.services.platform import Platform
 from tests.conftest import drain
 
@@ -268,3 +270,18 @@ def test_leading_comment_is_the_description(api: httpx.Client) -> None:
     data = create(api, "described", "# syntax=docker/dockerfile:1\n# Scraping tools\n" + GOOD)
     assert data["description"] == "Scraping tools"
     assert create(api, "plain")["description"] == ""
+
+
+def test_a_build_log_keeps_its_first_bytes_and_the_record_its_last_lines(
+    api: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builds, "MAX_LOG", 2000)
+    steps = "".join(f"RUN echo step {i} {'x' * 60}\n" for i in range(100))  # ~9 KB of STEP lines
+    env = create(api, "chatty", "FROM e2bdev/code-interpreter:latest\n" + steps)
+    drain(platform)
+    log = (platform.build_logs / f"{env['build_id']}.log").read_text()
+    assert 2000 <= len(log.encode()) <= 2000 + 200
+    assert log.endswith("(The output passed 0 MiB; the rest is not kept here.)\n")
+    assert "step 0 " in log and "step 99 " not in log
+    data = api.get("/v1/environments/chatty").json()
+    assert data["status"] == "ready" and "step 99 " in data["build"]["step_text"]

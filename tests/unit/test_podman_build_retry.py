@@ -1,4 +1,5 @@
-"""PodmanEngine.build against a stand-in `podman` script: a layer-cache race is tried again."""
+"""PodmanEngine.build against a stand-in `podman` script: a layer-cache race is tried again, and
+output without newlines comes in bounded pieces."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orch.engine.base import BuildRequest
-from orch.engine.podman import PodmanEngine
+from orch.engine.podman import MAX_LINE, PodmanEngine
 from orch.errors import EngineError
 
 # Fails its first FAILS builds the way Podman does when an image vanishes during the cache lookup.
@@ -49,3 +50,26 @@ def test_a_lasting_failure_still_fails(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="podman build failed"):
         engine(tmp_path, fails=5).build(BuildRequest("FROM base\n", "t"), lambda line: None)
     assert (tmp_path / "builds").read_text().strip() == "3"
+
+
+LONG = """#!/bin/sh
+case "$1" in
+  build) echo "STEP 1/2: FROM base"; head -c {size} /dev/zero | tr '\\0' x; echo; echo "COMMIT t" ;;
+  image) echo '[{{"Id": "sha256:abc", "Size": 1, "RepoTags": ["t"]}}]' ;;
+esac
+"""
+
+
+def test_output_without_newlines_comes_in_bounded_pieces(tmp_path: Path) -> None:
+    """A step that prints without a newline (`head -c 4G /dev/zero`) is not read at once."""
+    script = tmp_path / "podman"
+    size = 5 * MAX_LINE + 123
+    script.write_text(LONG.format(size=size))
+    script.chmod(0o755)
+    e = PodmanEngine(binary=str(script))
+    e._prepared = True
+    lines: list[str] = []
+    e.build(BuildRequest("FROM base\n", "t"), lines.append)
+    pieces = [line for line in lines if line.startswith("x")]
+    assert len(pieces) == 6 and max(map(len, pieces)) == MAX_LINE
+    assert sum(map(len, pieces)) == size and lines[-1] == "COMMIT t"

@@ -33,6 +33,9 @@ _FIX = "Run scripts/setup to install and configure Podman, then try again."
 OWNER_ARG = "ORCH_BUILD_OWNER"
 _UNUSED_OWNER = f"[Warning] one or more build args were not consumed: [{OWNER_ARG}]"
 _CACHE_RACE = "checking if cached image exists from a previous build"
+# Longer lines of build output come in pieces of this many characters: a step that prints
+# gigabytes without a newline must not be read into the server's memory at once.
+MAX_LINE = 64 * 1024
 
 
 class PodmanEngine:
@@ -150,7 +153,7 @@ class PodmanEngine:
         tail: list[str] = []
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
+            for line in iter(lambda: proc.stdout.readline(MAX_LINE), ""):  # type: ignore[union-attr]
                 line = line.rstrip("\n")
                 tail = [*tail[-39:], line]
                 on_output(line)

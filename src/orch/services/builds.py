@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, then failed
 TAIL_LINES = 20
+# A build's log keeps its first MAX_LOG bytes; a step that prints more (`RUN yes`) cannot fill
+# the disk. The last lines are kept all the same, in the build's record.
+MAX_LOG = 16 * 1024 * 1024
 
 
 def claim(platform: Platform) -> str | None:
@@ -109,10 +112,16 @@ def run(platform: Platform, build_id: str) -> None:
         text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
     with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
         tail: list[str] = []
+        kept = [logf.tell()]
 
         def out(line: str) -> None:
-            logf.write(line + "\n")
             tail[:] = [*tail[-(TAIL_LINES - 1) :], line]
+            if kept[0] > MAX_LOG:
+                return
+            kept[0] += len(line.encode()) + 1
+            logf.write(line + "\n")
+            if kept[0] > MAX_LOG:
+                logf.write(f"(The output passed {MAX_LOG // 2**20} MiB; the rest is not kept here.)\n")
 
         try:
             _build(platform, build_id, env_id, text, no_cache, out)
