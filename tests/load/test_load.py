@@ -89,14 +89,17 @@ def pct(values: list[float], p: float) -> float:
 
 
 def client(server: Server, connections: int = 1, timeout: float = 30) -> httpx.Client:
-    """An API client that drops a connection idle for 2 s, before the server does (uvicorn closes
-    them after 5 s, httpx's default too: a request sent just then meets a reset connection)."""
+    """An API client whose pool never closes a connection while the test runs: the server keeps
+    idle connections for 65 s, so 60 s is safe, and httpcore's sync pool can close a connection
+    that it has just handed to a waiting thread when it judges it expired or surplus (encode/httpcore
+    #1110: the request then hangs, or here, under gVisor, fails with EBADF). So no connection
+    expires during the test, and the pool keeps as many as it may open."""
     return httpx.Client(
         base_url=server.url,
         headers={"Authorization": f"Bearer {server.token}"},
         timeout=timeout,
         limits=httpx.Limits(
-            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=60
         ),
     )
 
