@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from orch.engine.fake import FakeEngine
-from orch.services import images
+from orch.errors import EngineError
+from orch.services import builds, images
 from orch.services.platform import Platform
 from tests.api.test_environments import create
 from tests.api.test_services import answering, bundle, deploy, deployed  # noqa: F401 - autouse fixture
@@ -40,3 +42,15 @@ def test_images_no_record_names_go_and_named_ones_stay(
         assert fake_engine.inspect_image(tag) is not None, tag
     assert f"untagged images of {platform.instance}" in fake_engine.swept
     assert images.remove_unnamed(platform) == []  # nothing left to remove
+
+
+def test_a_failing_engine_does_not_stop_a_start(
+    platform: Platform, fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*args: object) -> None:
+        raise EngineError("podman images failed: storage is locked", "")
+
+    monkeypatch.setattr(fake_engine, "images", fails)
+    monkeypatch.setattr(fake_engine, "remove_untagged_images", fails)
+    assert images.remove_unnamed(platform) == []
+    assert builds.recover(platform) == []  # what runs at start, before the build workers

@@ -59,15 +59,24 @@ def remove_unnamed(platform: Platform) -> list[str]:
     with platform.store.session() as s:
         keep = named(s, platform)
     removed: list[str] = []
-    for image in platform.engine.images({"org.orch.instance": platform.instance}):
+    # Storage only: nothing here is worth failing a start for.
+    try:
+        found = platform.engine.images({"org.orch.instance": platform.instance})
+    except OrchError as e:
+        log.warning("listing the platform's images: %s", e)
+        found = []
+    for image in found:
         if not image.tags or keep.intersection(image.tags):
             continue
         for tag in image.tags:
             try:
                 platform.engine.remove_image(tag)
-            except OrchError as e:  # storage only: not worth failing a start for
+            except OrchError as e:
                 log.warning("removing %s: %s", tag, e)
                 continue
             removed.append(tag)
-    platform.engine.remove_untagged_images(platform.instance)
+    try:
+        platform.engine.remove_untagged_images(platform.instance)
+    except OrchError as e:
+        log.warning("removing the platform's untagged images: %s", e)
     return removed
