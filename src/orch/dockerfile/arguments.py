@@ -45,6 +45,13 @@ def _pairs(ins: Instruction) -> tuple[str, str] | None:
         return f"{kw} needs at least one NAME=value pair.", f'Write {kw} NAME=value, e.g. {kw} MODE="fast".'
     if any(not key for key in ins.args[::2]):
         return f"{kw} has a pair with no name before the = sign.", "Put a name before each = sign."
+    if ins.args[0].lstrip("\"'").startswith("--"):
+        # Quoted (`ENV "--mount" x`) it is a name to Docker; written back out for Podman it
+        # would read `ENV "--mount"=x`, which BuildKit's parser takes for an option.
+        return (
+            f"{kw} {ins.args[0][:40]} looks like an option: a name can't begin with --.",
+            "Give it a name that begins with a letter or _.",
+        )
     return _closed(ins)
 
 

@@ -244,3 +244,13 @@ def test_every_finding_says_why_and_what_to_do() -> None:
     for f in v.findings:
         assert f.line >= 1 and f.message.endswith(".") and f.fix.endswith((".", "?"))
         assert f.instruction == f.instruction.upper()
+
+
+def test_a_quoted_name_like_an_option_is_refused() -> None:
+    """`ENV "--mount" x` names a variable, but written back out as `ENV "--mount"=x` BuildKit's
+    parser reads an option (found by the rendering property test)."""
+    v = validate(BASE + 'ENV "--mount" type=cache,target=/x\n')
+    [finding] = errors(v)
+    assert (finding.line, finding.instruction) == (2, "ENV")
+    assert "looks like an option" in finding.message and finding.fix
+    assert validate(BASE + 'ENV "mount" type=cache,target=/x\n').ok
