@@ -6,7 +6,7 @@ import typer
 
 from orch import config
 from orch.builder import base_images
-from orch.cli.output import command, console, ok
+from orch.cli.output import command, console, ok, print_json
 from orch.engine import PodmanEngine
 
 app = typer.Typer(help="Operator commands that act on this machine directly.", no_args_is_help=True)
@@ -33,3 +33,30 @@ def build_images(
         ok(f"{base_images.image_tag(name)}  {info.size / 1e6:.0f} MB  ({mark})")
     for tag in base_images.prune(engine):
         ok(f"{tag}  removed (an older recipe)")
+
+
+@app.command("check")
+@command
+def check(json_: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Check that this machine can run sandboxes and builds: the host packages the engine needs,
+    then one real sandbox and one build step. Exit 1 with what is missing when it cannot."""
+    from orch.services import host_check
+    from orch.services.platform import Platform
+    from orch.store import Store
+
+    cfg = config.load()
+    platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
+
+    def show(name: str, seconds: float) -> None:
+        if not json_:
+            ok(f"{name}  ({seconds:.1f} s)")
+
+    report = host_check.run(platform, show)
+    if json_:
+        print_json(report.to_dict())
+        if report.problem:
+            raise typer.Exit(1)
+    elif report.problem:
+        raise report.problem
+    else:
+        ok("This machine can run orch's sandboxes and builds.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +14,19 @@ from rich.console import Console
 
 from orch.errors import OrchError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal's console is as wide as the terminal; piped or redirected output prints whole
+    rows (as kubectl and podman do), unless COLUMNS says otherwise."""
+    found = Console(stderr=stderr, highlight=False)
+    if found.is_terminal or "COLUMNS" in os.environ:
+        return found
+    return Console(stderr=stderr, highlight=False, width=UNBOUNDED)
+
+
+UNBOUNDED = 100_000
+console = _console()
+err_console = _console(stderr=True)
 
 
 def fail(error: OrchError) -> NoReturn:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -65,6 +65,11 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(services.router)
     app.include_router(workspaces.router)
     app.include_router(proxy.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        # A person opens the server's address first: that is the web UI.
+        return RedirectResponse("/ui", status_code=307)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
+import threading
 from types import FrameType
 
 import uvicorn
@@ -13,7 +15,7 @@ from orch.config import Config
 from orch.engine import PodmanEngine
 from orch.errors import InvalidInput
 from orch.server.app import create_app
-from orch.services import workspaces
+from orch.services import host_check, workspaces
 from orch.services.platform import Platform
 from orch.store import Store
 
@@ -62,6 +64,15 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     _Server(server_cfg, platform).run(sockets=[sock])
 
 
+def _check_host(platform: Platform) -> None:
+    """The machine's self-check; what it finds is said once here, and runs fail with it."""
+    report = host_check.run(platform, fresh=False)
+    if report.problem is not None:
+        platform.host_problem = report.problem
+        said = f"orch server: no sandbox can start on this machine. {report.problem}"
+        print(said, file=sys.stderr, flush=True)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, which tells the platform's long polls to answer as soon as it is asked
     to stop: uvicorn waits for every request in flight before it stops, and a follower of a
@@ -70,6 +81,15 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, platform: Platform) -> None:
         super().__init__(config)
         self.platform = platform
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        # After the workers' start-up cleanup (it prunes the platform's unnamed images, which a
+        # check's build step must not meet half-way), and off the event loop: it takes seconds.
+        if not self.should_exit:
+            check = threading.Thread(target=_check_host, args=(self.platform,), name="orch-host-check")
+            check.daemon = True
+            check.start()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.platform.stopping.set()

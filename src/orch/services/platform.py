@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orch.config import Config
 from orch.engine.base import Engine
+from orch.errors import OrchError
 from orch.store import Store
 
 
@@ -25,6 +26,9 @@ class Platform:
     # Set when the server begins to stop: long polls answer at once with what they have, so a
     # stopping server does not wait out its followers' waits (up to 30 s each).
     stopping: threading.Event = field(default_factory=threading.Event)
+    # What the machine's self-check at start found missing (services/host_check.py): runs then
+    # fail at once with that sentence instead of each failing in the engine with its exit 125.
+    host_problem: OrchError | None = None
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

@@ -24,6 +24,7 @@ from orch.sandbox import deps as deps_mod
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import environments as envs
 from orch.services.agents import extracted_bundle
+from orch.services import host_check
 from orch.services.platform import Platform
 from orch.services.runs import MAX_OUTPUT
 from orch.services.workers import QueueWorkers
@@ -209,6 +210,9 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         command = json.loads(version.command)
     out.line(f"→ environment {env_name} ({chosen.rule.value.replace('-', ' ')})")
     platform.notify_runs(run_id)
+    if problem := platform.host_problem:
+        said = problem.message[:1].lower() + problem.message[1:]
+        raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
     image = _ready_image(platform, run_id, env_id, env_kind, env_name, out)
     bundle_dir = extracted_bundle(platform, bundle_sha)
     limits = Limits(
@@ -317,6 +321,9 @@ def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[
         return RunStatus.FAILED, f"exit code {result.exit_code}: process limit ({limits.pids}) reached"
     if result.exit_code == 137:
         return RunStatus.FAILED, "killed (SIGKILL)"
+    # 125 is the engine's own failure to start the sandbox: name the missing host piece.
+    if result.exit_code == 125 and (missing := host_check.diagnose(text)):
+        return RunStatus.FAILED, f"the sandbox could not start: {missing}"
     return RunStatus.FAILED, f"exit code {result.exit_code}"
 
 

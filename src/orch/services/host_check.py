@@ -1,0 +1,282 @@
+"""The machine's self-check: what sandboxes, builds and services need of the host.
+
+First the host pieces that the engine's flags rely on are looked for (each names the Debian
+package that brings it); then one real sandbox starts through the run path (`run_spec`: init,
+limits, read-only root, sized tmpfs, the sandbox network) and one build step runs. A failure
+is one sentence naming what is missing and how to get it. `scripts/setup` ends with this check,
+`orch admin check` runs it on demand, and `orch server` runs it at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orch.builder import base_images
+from orch.builder.host import ca_mounts
+from orch.engine.base import BuildRequest, Engine, Mount
+from orch.errors import OrchError
+from orch.sandbox.deps import Deps
+from orch.sandbox.spec import Limits, run_spec
+from orch.services.platform import Platform
+
+_SETUP = "Run scripts/setup (it installs every piece), then `orch admin check`."
+
+
+class HostCheckFailed(OrchError):
+    """This machine lacks something that sandboxes, builds or services need."""
+
+    code = "host_check_failed"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One thing on the host that a flag of the engine relies on."""
+
+    what: str
+    package: str
+    paths: Sequence[str]  # any one of them present is enough
+    # What Podman says when the piece is missing: how a failed start is traced back to it.
+    symptom: str
+
+    def present(self) -> bool:
+        return any(Path(p).exists() for p in self.paths)
+
+    def problem(self) -> HostCheckFailed:
+        return HostCheckFailed(
+            f"This machine lacks {self.what}.",
+            f"Install the Debian package {self.package} (apt-get install {self.package}), "
+            "or run scripts/setup.",
+            package=self.package,
+        )
+
+
+# Every flag `podman run` and `podman build` get from the engine, and what on the host serves it.
+PIECES: tuple[Piece, ...] = (
+    Piece("Podman, the container engine", "podman", ("/usr/bin/podman",), r"podman.*not found"),
+    Piece(
+        "runc, the OCI runtime that starts every sandbox and build step",
+        "runc",
+        ("/usr/bin/runc", "/usr/sbin/runc"),
+        r'"?runc"?.*(not found|no such file)',
+    ),
+    Piece(
+        "conmon, which watches each container and keeps a service's logs",
+        "conmon",
+        ("/usr/bin/conmon", "/usr/libexec/podman/conmon"),
+        r"conmon.*(not found|no such file)",
+    ),
+    Piece(
+        "catatonit, the init (PID 1) that reaps each sandbox's processes (podman run --init)",
+        "catatonit",
+        ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit"),
+        r"catatonit|container-init binary not found",
+    ),
+    Piece(
+        "the CNI bridge plugins that put sandboxes on their own network",
+        "containernetworking-plugins",
+        ("/usr/lib/cni/bridge", "/usr/libexec/cni/bridge", "/opt/cni/bin/bridge"),
+        r'failed to find plugin "[a-z-]+"',
+    ),
+    Piece(
+        "iptables, which keeps sandboxes away from the host and from each other",
+        "iptables",
+        ("/usr/sbin/iptables", "/sbin/iptables"),
+        r"iptables.*(not found|no such file)",
+    ),
+    Piece(
+        "mmdebstrap, which builds the base images from Debian packages",
+        "mmdebstrap",
+        ("/usr/bin/mmdebstrap",),
+        r"mmdebstrap.*(not found|no such file)",
+    ),
+)
+
+
+def missing_pieces() -> list[Piece]:
+    return [p for p in PIECES if not p.present()]
+
+
+def diagnose(output: str) -> HostCheckFailed | None:
+    """The missing piece that Podman's error output points at, if it points at one."""
+    for p in PIECES:
+        if re.search(p.symptom, output, re.IGNORECASE):
+            return p.problem()
+    return None
+
+
+@dataclass
+class Report:
+    """What the check did: each step's name and seconds, or the problem it found."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    problem: OrchError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "steps": [{"step": name, "seconds": round(sec, 3)} for name, sec in self.steps],
+            "problem": self.problem.to_dict() if self.problem else None,
+        }
+
+
+SANDBOX_PROOF = "orch-sandbox-ok"
+_BUILD_COMMAND = "python3 -c \"print('build step ok')\""
+# Machine-wide and gone at reboot, like the other marks of the machine's state (/run is root's).
+PASSED_PATH = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "orch-host-check.passed"
+
+
+def run(
+    platform: Platform, on_step: Callable[[str, float], None] | None = None, *, fresh: bool = True
+) -> Report:
+    """Check this machine; never raises for what it finds (the report carries it). With
+    `fresh=False` (a server's start) the sandbox and the build step are skipped when they passed
+    before on this machine as it is now (same pieces, same engine settings, same base image)."""
+    report = Report()
+
+    def step(name: str, fn: Callable[[], None]) -> bool:
+        start = time.monotonic()
+        try:
+            fn()
+        except OrchError as e:
+            report.problem = e
+            return False
+        took = time.monotonic() - start
+        report.steps.append((name, took))
+        if on_step:
+            on_step(name, took)
+        return True
+
+    def pieces() -> None:
+        if gone := missing_pieces():
+            raise gone[0].problem()
+
+    networks = platform.engine.prepare
+    if not (step("host packages", pieces) and step("sandbox networks and isolation rules", networks)):
+        return report
+    mark = _fingerprint(platform.engine)
+    if not fresh and mark and _passed_before(mark):
+        report.steps.append(("a sandbox and a build step (passed before; nothing changed since)", 0.0))
+        return report
+    if (
+        step("a sandbox (init, limits, read-only root, sandbox network)", lambda: _sandbox(platform))
+        and step("a build step", lambda: _build_step(platform))
+        and mark
+    ):
+        _remember(mark)
+    return report
+
+
+def _fingerprint(engine: Engine) -> str:
+    """What a passing check depends on: the host pieces' files, the engine's settings and the
+    base image. Empty when the image is missing (the check then fails anyway)."""
+    info = engine.inspect_image(base_images.image_tag("python"))
+    if info is None:
+        return ""
+    h = hashlib.sha256(info.id.encode())
+    paths = [path for p in PIECES for path in p.paths]
+    paths += ["/etc/containers/containers.conf", os.environ.get("CONTAINERS_CONF", "")]
+    for path in filter(None, paths):
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            h.update(f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _passed_before(mark: str) -> bool:
+    try:
+        return PASSED_PATH.read_text().strip() == mark
+    except OSError:
+        return False
+
+
+def _remember(mark: str) -> None:
+    with contextlib.suppress(OSError):  # only a shortcut: a start that cannot keep it checks again
+        PASSED_PATH.write_text(mark + "\n")
+
+
+def _labels(platform: Platform) -> dict[str, str]:
+    return {**platform.labels, "org.orch.kind": "check"}
+
+
+def _image(engine: Engine) -> str:
+    tag = base_images.image_tag("python")
+    if engine.inspect_image(tag) is None:
+        raise HostCheckFailed(
+            f"The base image {tag} is missing, so no sandbox can start.",
+            "Build it with `orch admin build-images` (scripts/setup does this).",
+        )
+    return tag
+
+
+def _sandbox(platform: Platform) -> None:
+    engine = platform.engine
+    image = _image(engine)
+    # What an earlier check left (a server killed mid-check) goes first.
+    engine.remove_containers(_labels(platform))
+    out: list[bytes] = []
+    err: list[bytes] = []
+    with tempfile.TemporaryDirectory(prefix="orch-check-") as bundle:
+        Path(bundle).chmod(0o755)  # an empty bundle, read by the sandbox user as a run's is
+        spec = run_spec(
+            name=f"{platform.container_prefix}check",
+            image=image,
+            # The proof is printed by the sandbox user from its writable working directory.
+            command=["python3", "-c", f"import os; assert os.getuid() == 1000; print('{SANDBOX_PROOF}')"],
+            bundle_dir=Path(bundle),
+            deps=Deps(status="none"),
+            env={},
+            stdin=b"",
+            limits=Limits(cpus=0.5, memory_bytes=128 * 2**20, pids=64, timeout=60),
+            network=True,
+            labels=_labels(platform),
+            host_mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
+        )
+        result = engine.run_container(spec, out.append, err.append, timeout=60)
+    stdout, stderr = b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
+    if result.exit_code != 0 or SANDBOX_PROOF not in stdout:
+        raise diagnose(stderr) or HostCheckFailed(
+            f"A sandbox could not start here (exit {result.exit_code}): {_gist(stderr or stdout)}",
+            _SETUP,
+        )
+
+
+def _build_step(platform: Platform) -> None:
+    engine = platform.engine
+    image = _image(engine)
+    tag = f"localhost/orch-check/{platform.instance}:latest"
+    lines: list[str] = []
+    request = BuildRequest(
+        containerfile=f"FROM {image}\nRUN {_BUILD_COMMAND}\n",
+        tag=tag,
+        labels=_labels(platform),
+        no_cache=True,  # a cached step would prove nothing
+        timeout=120,
+        owner=platform.instance,
+    )
+    try:
+        engine.build(request, lines.append)
+    except OrchError as e:
+        text = "\n".join(lines) + "\n" + e.message
+        raise diagnose(text) or HostCheckFailed(
+            f"A build step could not run here: {_gist(e.message)}", _SETUP
+        ) from None
+    finally:
+        engine.remove_image(tag)
+
+
+def _gist(text: str) -> str:
+    """Podman's own error is its last line of output."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no output")[:300]

@@ -1,0 +1,132 @@
+"""A machine without a piece that sandboxes need: the check names it, the server says so once, a
+run fails with that sentence, and `scripts/setup` puts the piece back so a real agent runs.
+
+This proves the install step itself, not the machine CI happens to run on: a piece installed by
+hand once would otherwise hide a setup script that forgets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ORCH, Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = "catatonit"  # what a fresh machine lacked (`podman run --init` needs it)
+
+
+def _installed(package: str) -> bool:
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
+    )
+    return "install ok installed" in res.stdout
+
+
+def _apt(*args: str) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", *args], env=env, capture_output=True, check=True, timeout=600)
+
+
+@pytest.fixture
+def without_package():  # type: ignore[no-untyped-def]
+    assert _installed(PACKAGE), f"{PACKAGE} should be installed by scripts/setup before the suite"
+    _apt("remove", "-y", "-qq", PACKAGE)
+    assert not _installed(PACKAGE)
+    try:
+        yield PACKAGE
+    finally:
+        if not _installed(PACKAGE):  # whatever happened, the rest of the suite needs it back
+            _apt("install", "-y", "-qq", "--no-install-recommends", PACKAGE)
+
+
+def _hello(tmp_path: Path) -> Path:
+    agent = tmp_path / "hello"
+    agent.mkdir()
+    (agent / "main.py").write_text("import os\nprint('hello', os.environ['ORCH_INPUT'])\n")
+    return agent
+
+
+def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
+    without_package: str, make_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server()
+    server.home.mkdir(parents=True)
+
+    # The check, on demand: one sentence naming the piece and its package; exit 1.
+    res = server.cli("admin", "check")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "lacks catatonit" in res.stderr and "apt-get install catatonit" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    # The server says so once, at start, and a run fails with that sentence (not podman's 125).
+    server.start()
+    deadline = time.monotonic() + 60
+    while "no sandbox can start" not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = server.log.read_text()
+    assert log.count("no sandbox can start") == 1 and "apt-get install catatonit" in log
+    assert server.cli("publish", str(_hello(tmp_path)), "--name", "hello").returncode == 0
+    res = server.cli("run", "hello", "--input", '{"a": 1}', "--json")
+    run = json.loads(res.stdout)
+    assert res.returncode == 1 and run["status"] == "failed"
+    assert "catatonit" in run["reason"] and run["exit_code"] is None
+    server.stop()
+
+    # The README's setup puts it back (and ends with the same check, which passes).
+    setup = subprocess.run(
+        [str(REPO / "scripts" / "setup"), "--dev"], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+    assert _installed(PACKAGE)
+    assert "This machine can run orch's sandboxes and builds." in setup.stdout
+
+    # A fresh server runs a real agent.
+    server.start()
+    res = server.cli("run", "hello", "--input", '{"a": 1}', "--json")
+    run = json.loads(res.stdout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert run["status"] == "succeeded" and run["stdout"] == 'hello {"a": 1}\n'
+
+
+def test_admin_check_passes_here_and_says_what_it_proved(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server()
+    server.home.mkdir(parents=True)
+    res = server.cli("admin", "check", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["ok"] is True and report["problem"] is None
+    steps = [s["step"] for s in report["steps"]]
+    assert steps[-2:] == ["a sandbox (init, limits, read-only root, sandbox network)", "a build step"]
+    # Nothing of the check is left behind: no container, no image.
+    left = subprocess.run(
+        ["podman", "ps", "-a", "--filter", f"label=org.orch.instance={server.instance}", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout.strip() == ""
+    images = subprocess.run(
+        ["podman", "images", "--filter", f"label=org.orch.instance={server.instance}", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert images.stdout.strip() == ""
+
+
+def test_piped_tables_print_whole_rows(server: Server, tmp_path: Path) -> None:
+    """`orch agents list > file`: no row is cut at 80 columns (COLUMNS unset, stdout a pipe)."""
+    long_name = "an-agent-whose-name-alone-takes-most-of-eighty-columns-" + "x" * 8  # 63, the most
+    assert server.cli("publish", str(_hello(tmp_path)), "--name", long_name).returncode == 0
+    env = {k: v for k, v in server.env.items() if k != "COLUMNS"}
+    res = subprocess.run([ORCH, "agents", "list"], env=env, capture_output=True, text=True, check=True)
+    (row,) = [line for line in res.stdout.splitlines() if long_name in line]
+    assert len(row) > 80 and "…" not in res.stdout

@@ -1,0 +1,173 @@
+"""The machine's self-check against the fake engine: pieces, the sandbox it starts, diagnoses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.fake import FakeEngine
+from orch.sandbox.spec import Limits
+from orch.services import host_check
+from orch.services.host_check import Piece
+from orch.services.platform import Platform
+from orch.services.run_worker import outcome
+from tests.conftest import make_platform
+
+# What Podman 4.3 printed on a fresh machine without catatonit (exit 125).
+NO_INIT = (
+    "Error: container-init binary not found on the host: "
+    "stat /usr/libexec/podman/catatonit: no such file or directory"
+)
+NO_CNI = 'Error: plugin type="bridge" failed (add): failed to find plugin "bridge" in path [/usr/lib/cni]'
+
+
+@pytest.fixture
+def platform(tmp_path: Path, fake_engine: FakeEngine) -> Platform:
+    """The check needs no database: one store is enough."""
+    return make_platform(tmp_path / "home", fake_engine)
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every piece present (a file of its own under tmp_path), and a private 'passed' mark."""
+    pieces = []
+    for p in host_check.PIECES:
+        f = tmp_path / "bin" / p.package
+        f.parent.mkdir(exist_ok=True)
+        f.touch()
+        pieces.append(Piece(p.what, p.package, (str(f),), p.symptom))
+    monkeypatch.setattr(host_check, "PIECES", tuple(pieces))
+    monkeypatch.setattr(host_check, "PASSED_PATH", tmp_path / "passed")
+    return tmp_path / "bin"
+
+
+def _proves(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+    out(host_check.SANDBOX_PROOF.encode() + b"\n")
+    return ContainerExit(0)
+
+
+def _platform(platform: Platform) -> FakeEngine:
+    engine = platform.engine
+    assert isinstance(engine, FakeEngine)
+    engine.behaviour = _proves
+    return engine
+
+
+def test_a_machine_with_every_piece_passes_with_a_real_sandbox_and_build(
+    here: Path, platform: Platform
+) -> None:
+    engine = _platform(platform)
+    report = host_check.run(platform)
+    assert report.ok, report.problem
+    assert [name for name, _ in report.steps][-2:] == [
+        "a sandbox (init, limits, read-only root, sandbox network)",
+        "a build step",
+    ]
+    # The sandbox is a run's: the run path's spec, with its limits, on the sandbox network.
+    (spec,) = engine.containers
+    assert spec.read_only and spec.memory_bytes and spec.pids and spec.user == "1000:1000"
+    assert spec.network.value == "sandbox" and spec.labels["org.orch.kind"] == "check"
+    # The build step is built afresh and its image removed afterwards.
+    (build,) = engine.builds
+    assert build.no_cache and "RUN " in build.containerfile
+    assert engine.inspect_image(build.tag) is None
+
+
+def test_a_missing_piece_is_named_with_its_package_and_nothing_starts(here: Path, platform: Platform) -> None:
+    engine = _platform(platform)
+    (here / "catatonit").unlink()
+    report = host_check.run(platform)
+    assert not report.ok and report.problem is not None
+    assert "catatonit" in report.problem.message
+    assert "apt-get install catatonit" in report.problem.fix
+    assert report.to_dict()["problem"]["package"] == "catatonit"  # type: ignore[index]
+    assert engine.containers == [] and engine.builds == []
+
+
+def test_a_sandbox_that_fails_is_traced_to_the_piece_podman_names(here: Path, platform: Platform) -> None:
+    engine = _platform(platform)
+
+    def fails(spec, out, err):  # type: ignore[no-untyped-def]
+        err(NO_CNI.encode())
+        return ContainerExit(125)
+
+    engine.behaviour = fails
+    report = host_check.run(platform)
+    assert report.problem is not None and "containernetworking-plugins" in report.problem.fix
+    assert engine.builds == []  # the build step is not tried after a failed sandbox
+
+
+def test_an_unknown_failure_quotes_podman_and_points_at_setup(here: Path, platform: Platform) -> None:
+    engine = _platform(platform)
+
+    def fails(spec, out, err):  # type: ignore[no-untyped-def]
+        err(b"Error: something new went wrong\n")
+        return ContainerExit(125)
+
+    engine.behaviour = fails
+    report = host_check.run(platform)
+    assert report.problem is not None
+    assert "exit 125" in report.problem.message and "something new went wrong" in report.problem.message
+    assert "scripts/setup" in report.problem.fix
+
+
+def test_a_failing_build_step_fails_the_check(here: Path, platform: Platform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _platform(platform)
+    monkeypatch.setattr(host_check, "_BUILD_COMMAND", "exit 1")
+    report = host_check.run(platform)
+    assert report.problem is not None and "build step" in report.problem.message
+
+
+def test_a_server_start_skips_the_sandbox_when_nothing_changed_since_a_pass(
+    here: Path, platform: Platform
+) -> None:
+    engine = _platform(platform)
+    assert host_check.run(platform, fresh=False).ok
+    assert len(engine.containers) == 1
+    assert host_check.run(platform, fresh=False).ok
+    assert len(engine.containers) == 1  # remembered
+    # A changed piece (reinstalled, upgraded) checks again; so does an explicit check.
+    (here / "runc").write_text("new")
+    assert host_check.run(platform, fresh=False).ok
+    assert len(engine.containers) == 2
+    assert host_check.run(platform).ok
+    assert len(engine.containers) == 3
+    # A missing piece is always found, remembered pass or not.
+    (here / "catatonit").unlink()
+    assert not host_check.run(platform, fresh=False).ok
+
+
+def test_a_missing_base_image_says_how_to_build_it(here: Path, platform: Platform) -> None:
+    engine = _platform(platform)
+    engine.images_by_tag.clear()
+    report = host_check.run(platform)
+    assert report.problem is not None and "orch admin build-images" in report.problem.fix
+
+
+@pytest.mark.parametrize(
+    ("stderr", "package"),
+    [
+        (NO_INIT, "catatonit"),
+        (NO_CNI, "containernetworking-plugins"),
+        ('Error: default OCI runtime "runc" not found: invalid argument', "runc"),
+        ("Error: could not find a working conmon binary (configured options: [...]): not found", "conmon"),
+    ],
+)
+def test_diagnose_names_the_package(stderr: str, package: str) -> None:
+    found = host_check.diagnose(stderr)
+    assert found is not None and found.details["package"] == package
+
+
+def test_diagnose_leaves_other_output_alone() -> None:
+    assert host_check.diagnose("Traceback (most recent call last):\nValueError: nope") is None
+
+
+def test_a_run_whose_sandbox_cannot_start_says_what_is_missing() -> None:
+    limits = Limits(cpus=1, memory_bytes=2**28, pids=100, timeout=10)
+    status, reason = outcome(ContainerExit(125), limits, NO_INIT.encode())
+    assert status.value == "failed"
+    assert reason is not None and "apt-get install catatonit" in reason
+    # An agent's own exit 125 stays its own.
+    assert outcome(ContainerExit(125), limits, b"my agent chose 125")[1] == "exit code 125"
