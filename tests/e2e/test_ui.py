@@ -45,6 +45,10 @@ def test_create_environment_and_watch_it_build(page: Page, server: Server) -> No
     expect(page.locator("[data-field=status]")).to_have_text("ready", timeout=180_000)
     expect(page.locator("[data-field=cache]")).to_contain_text("miss (new Dockerfile)")
     expect(page.locator("[data-build-log]")).to_contain_text("STEP 2/")
+    # The whole log, numbered as the Dockerfile (CMD, ignored, still counts), and the base image.
+    expect(page.locator("[data-build-log]")).to_contain_text("STEP 3/4: RUN echo built > /built")
+    expect(page.locator("[data-build-log]")).to_contain_text('STEP (orch): LABEL "org.orch.kind"')
+    expect(page.locator("[data-field=base-image]")).to_contain_text("localhost/orch/code-interpreter:")
     expect(page.locator("#line-4 .finding")).to_contain_text("CMD is ignored")
     shot(page, "environment")
 

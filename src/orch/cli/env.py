@@ -57,6 +57,8 @@ def _status_json(env: dict[str, Any]) -> dict[str, Any]:
     out["failed_step"] = build.get("failed_step")
     out["duration"] = build.get("duration")
     out["size_bytes"] = build.get("size_bytes")
+    out["base_image"] = build.get("base_image")
+    out["log_excerpt"] = build.get("log_tail") or None
     return out
 
 
@@ -113,7 +115,8 @@ def status(
     """Show an environment's build: status, progress, cache hit or miss, and logs."""
     client = Client.from_settings()
     data = client.get(f"/v1/environments/{env}")
-    if follow and data["status"] not in FINAL and data["status"] != "not-built":
+    # A finished build is followed too: its whole log is printed, then the outcome.
+    if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
         data = follow_build(client, data["id"], quiet=json_)
     if json_:
         print_json(_status_json(data))
@@ -121,6 +124,66 @@ def status(
         _print_status(client, data, show_log=not follow)
     if data["status"] == "failed":
         raise typer.Exit(1)
+
+
+@app.command()
+@command
+def logs(
+    env: str = typer.Argument(..., help="Environment id or name."),
+    build: str | None = typer.Option(
+        None, "--build", help="A build id of this environment (default: its latest build)."
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Keep printing while it builds, until the build ends."
+    ),
+    json_: bool = JSON,
+) -> None:
+    """Print the whole log of an environment's latest build (or of --build ID)."""
+    if follow and json_:
+        raise InvalidInput("--follow and --json don't go together.", "Leave out one of them.")
+    client = Client.from_settings()
+    data = client.get(f"/v1/environments/{env}")
+    path = f"/v1/environments/{data['id']}/logs"
+    params: dict[str, Any] = {"build": build} if build else {}
+    offset, text = 0, []
+    try:
+        while True:
+            chunk = client.get(path, params={**params, "offset": offset})
+            offset = chunk["offset"]
+            if chunk["build_id"]:  # the same build to its end, should another one be queued
+                params["build"] = chunk["build_id"]
+            if json_:
+                text.append(chunk["text"])
+            else:
+                sys.stdout.write(chunk["text"])
+                sys.stdout.flush()
+            if chunk["more"]:
+                continue
+            if not follow or chunk["status"] in FINAL or chunk["build_id"] is None:
+                break
+            time.sleep(POLL)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if json_:
+        print_json(
+            {"id": data["id"], "name": data["name"], "build_id": chunk["build_id"], "status": chunk["status"]}
+            | {"log": "".join(text)}
+        )
+    elif offset == 0:
+        _no_log_note(data, chunk)
+
+
+def _no_log_note(e: dict[str, Any], chunk: dict[str, Any]) -> None:
+    """Why there is nothing to print (on stderr, so that stdout holds only the log)."""
+    if e["kind"] == "base":
+        note = f"{e['name']} is a base environment: the platform builds its image, with no build log here."
+    elif chunk["build_id"] is None:
+        note = f"{e['name']} was never built; `orch env build {e['name']}` builds it."
+    elif chunk["status"] == "ready":
+        note = f"Build {chunk['build_id']} has no log: it was a cache hit, so nothing was built."
+    else:
+        note = f"Build {chunk['build_id']} has no output yet; `orch env logs {e['name']} -f` follows it."
+    err_console.print(note, soft_wrap=True)
 
 
 def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
@@ -131,6 +194,8 @@ def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
     console.print(f"  status   {e['status']}")
     if e.get("image"):
         console.print(f"  image    {e['image']}")
+    if b.get("base_image"):
+        console.print(f"  base     {b['base_image']}")
     if b:
         cache = b["cache"] + (f" ({escape(b['cache_reason'])})" if b["cache_reason"] else "")
         console.print(f"  build    {b['id']}  cache {cache}")
@@ -144,12 +209,21 @@ def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
     if e["status"] == "failed":
         _print_failure(e)
     elif show_log and b and e["status"] != "ready":
-        text = client.get(f"/v1/environments/{e['id']}/logs")["text"]
-        lines = text.splitlines()[-15:]
+        lines = _last_lines(client, e["id"])
         if lines:
             console.print("  last lines of the log:")
             for line in lines:
                 console.print(f"    {escape(line)}", soft_wrap=True)
+
+
+def _last_lines(client: Client, env_id: str, count: int = 15) -> list[str]:
+    """The log's last lines so far, without reading the whole of a long log."""
+    path = f"/v1/environments/{env_id}/logs"
+    chunk = client.get(path)
+    if not chunk.get("more"):
+        return list(chunk["text"].splitlines()[-count:])
+    chunk = client.get(path, params={"offset": max(chunk["size"] - 16384, 0)})
+    return list(chunk["text"].splitlines()[1:][-count:])  # the first line may be cut
 
 
 def _print_failure(e: dict[str, Any]) -> None:
@@ -157,11 +231,13 @@ def _print_failure(e: dict[str, Any]) -> None:
     err_console.print(
         f"[red]✗[/red] Build failed: {escape(e.get('error') or 'unknown error')}", soft_wrap=True
     )
-    tail = (b.get("log_tail") or "").splitlines()[-12:]
-    for line in tail:
+    # The server's excerpt: the failing step, its error lines and the last lines, so the line
+    # that says why (often far from the end) is shown.
+    for line in (b.get("log_tail") or "").splitlines():
         err_console.print(f"    {escape(line)}", soft_wrap=True, style="dim")
     err_console.print(
-        "  Fix the step and create the environment again; full log: orch env status " + e["name"]
+        f"  Fix the step and create the environment again; whole log: orch env logs {e['name']}",
+        soft_wrap=True,
     )
 
 
@@ -182,12 +258,18 @@ def follow_build(
     )
     with progress:
         task = progress.add_task("Building", total=None, step="queued")
-        while True:
-            chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
-            offset = chunk["offset"]
+
+        def show(chunk: dict[str, Any]) -> None:
             if logs and not quiet:
                 for line in chunk["text"].splitlines():
                     progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
+
+        while True:
+            chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+            offset = chunk["offset"]
+            show(chunk)
+            if chunk.get("more") and logs and not quiet:
+                continue  # catching up with a long log: no wait
             data: dict[str, Any] = client.get(f"/v1/environments/{env_id}")
             b = data.get("build") or {}
             desc = f'Building {data["id"]} "{data["name"]}"'
@@ -203,10 +285,12 @@ def follow_build(
             else:
                 progress.update(task, description=desc, step=data["status"])
             if data["status"] in FINAL:
-                rest = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
-                if logs and not quiet:
-                    for line in rest["text"].splitlines():
-                        progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
+                while logs and not quiet:  # the rest, to its end
+                    chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+                    offset = chunk["offset"]
+                    show(chunk)
+                    if not chunk.get("more"):
+                        break
                 return data
             if time.monotonic() > end:
                 raise OrchError(
@@ -337,8 +421,11 @@ def set_default(env: str = typer.Argument(..., help="Environment id or name.")) 
     client = Client.from_settings()
     answer = client.put("/v1/workspace/default-environment", json={"environment": env})
     data, n = answer["default"], answer["affected_agents"]
-    who = f"{n} agent{'s' if n != 1 else ''} without their own Dockerfile or pinned environment"
-    ok(f"Workspace default is now {data['name']}. {who} will use it on their next run.")
+    if n == 1:
+        who = "1 agent without its own Dockerfile or pinned environment will use it on its next run."
+    else:
+        who = f"{n} agents without their own Dockerfile or pinned environment will use it on their next run."
+    ok(f"Workspace default is now {data['name']}. {who}")
     if data["status"] in ("queued", "building"):
         warn(f"{data['name']} is being built now; follow it with `orch env status {data['name']} --follow`.")
 

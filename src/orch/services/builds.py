@@ -18,12 +18,12 @@ from sqlalchemy import select, update
 
 from orch import dockerfile
 from orch.builder import base_images
-from orch.builder.cache import cache_key, parse_step
+from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
 from orch.engine.base import BuildFailed, BuildRequest
 from orch.errors import OrchError
 from orch.models import BuildStatus
-from orch.services import images
+from orch.services import build_log, images
 from orch.services.platform import Platform
 from orch.services.workers import QueueWorkers
 from orch.store import queue
@@ -33,9 +33,8 @@ from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, then failed
-TAIL_LINES = 20
 # A build's log keeps its first MAX_LOG bytes; a step that prints more (`RUN yes`) cannot fill
-# the disk. The last lines are kept all the same, in the build's record.
+# the disk. A failure's excerpt (build_log.Excerpt) sees every line all the same.
 MAX_LOG = 16 * 1024 * 1024
 
 
@@ -111,11 +110,12 @@ def run(platform: Platform, build_id: str) -> None:
             return
         text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
     with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
-        tail: list[str] = []
+        # Only this attempt's lines: an earlier one (before a server stop) failed for other reasons.
+        excerpt = build_log.Excerpt()
         kept = [logf.tell()]
 
         def out(line: str) -> None:
-            tail[:] = [*tail[-(TAIL_LINES - 1) :], line]
+            excerpt.add(line)
             if kept[0] > MAX_LOG:
                 return
             kept[0] += len(line.encode()) + 1
@@ -126,14 +126,14 @@ def run(platform: Platform, build_id: str) -> None:
         try:
             _build(platform, build_id, env_id, text, no_cache, out)
         except BuildFailed as e:
-            _fail(platform, build_id, e, e.details.get("tail") or tail)
+            _fail(platform, build_id, e, excerpt.lines() or list(e.details.get("tail") or []))
         except OrchError as e:
             out(f"error: {e}")
-            _fail(platform, build_id, e, tail)
+            _fail(platform, build_id, e, excerpt.lines())
         except Exception as e:  # a bug must fail the build, not kill the worker
             log.exception("build %s crashed", build_id)
             out(f"internal error: {e!r}")
-            _fail(platform, build_id, OrchError(f"Internal error: {e!r}"), tail)
+            _fail(platform, build_id, OrchError(f"Internal error: {e!r}"), excerpt.lines())
 
 
 def _build(
@@ -147,7 +147,9 @@ def _build(
     validation = dockerfile.validate(text)
     if not validation.ok:
         raise OrchError("The Dockerfile no longer validates.", "Create the environment again.")
-    bases = base_images.ensure(platform.engine, platform.config, out, ["code-interpreter"])
+    bases = base_images.ensure(
+        platform.engine, platform.config, lambda line: out(build_log.base_step(line)), ["code-interpreter"]
+    )
     base = bases["code-interpreter"]
     key = cache_key(dockerfile.normalised(validation.instructions), base.id)
     containerfile = dockerfile.render_containerfile(
@@ -168,15 +170,15 @@ def _build(
         timeout=float(platform.config.build_timeout),
         owner=platform.instance,
     )
-    # Podman numbers the LABEL steps that --label adds after the user's own; progress counts
-    # only the steps of the Dockerfile, so "step 3/3" means what the user wrote.
-    total = sum(1 for line in containerfile.splitlines() if line.strip() and not line.startswith("#"))
+    # The log and the progress number the steps as the user's Dockerfile does; Podman's own
+    # numbers count the rendered Containerfile and the LABEL steps that --label adds.
+    numbers = build_log.StepNumbers.of(text, validation.instructions)
 
     def out_with_progress(line: str) -> None:
+        line, step = numbers.rewrite(line)
         out(line)
-        step = parse_step(line)
-        if step and step[0] <= total:
-            _progress(platform, build_id, step[0], total, step[2])
+        if step:
+            _progress(platform, build_id, step[0], numbers.total, step[1])
 
     info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
     with platform.store.session() as s:
@@ -203,7 +205,7 @@ def _progress(platform: Platform, build_id: str, step: int, total: int, text: st
         )
 
 
-def _fail(platform: Platform, build_id: str, error: OrchError, tail: list[str]) -> None:
+def _fail(platform: Platform, build_id: str, error: OrchError, excerpt: list[str]) -> None:
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
         if b is None:
@@ -216,7 +218,7 @@ def _fail(platform: Platform, build_id: str, error: OrchError, tail: list[str]) 
         else:
             b.error = error.message
         b.failed_step = failed_step
-        b.log_tail = "\n".join(tail[-TAIL_LINES:])
+        b.log_tail = "\n".join(excerpt)  # the failure's excerpt; `orch env logs` has the whole log
         b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
 
 

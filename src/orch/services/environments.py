@@ -16,7 +16,13 @@ from orch.errors import Conflict, InvalidDockerfile, InvalidInput, NotFound
 from orch.models import BuildStatus, EnvKind, EnvStatus, check_name, new_id
 from orch.services import usage
 from orch.services.platform import Platform
-from orch.services.views import BuildView, CreatedEnvironment, EnvironmentView, FindingView
+from orch.services.views import (
+    BuildLogChunk,
+    BuildView,
+    CreatedEnvironment,
+    EnvironmentView,
+    FindingView,
+)
 from orch.store.schema import BuildRow, EnvironmentRow, WorkspaceRow, utcnow
 
 SHARED = "*"  # the scope of base and predefined environments
@@ -106,7 +112,15 @@ def _status(platform: Platform, env: EnvironmentRow, build: BuildRow | None) -> 
 
 def _build_view(b: BuildRow) -> BuildView:
     duration = (b.finished_at - b.started_at).total_seconds() if b.started_at and b.finished_at else None
-    return BuildView.model_validate({**_columns(b), "duration": duration})
+    return BuildView.model_validate(
+        {**_columns(b), "duration": duration, "base_image": _base_image(b.containerfile)}
+    )
+
+
+def _base_image(containerfile: str) -> str | None:
+    """The image a build's Containerfile starts FROM (None while the build has not started)."""
+    first = containerfile.split("\n", 1)[0].split()
+    return first[1] if len(first) == 2 and first[0] == "FROM" else None
 
 
 def _columns(row: object) -> dict[str, object]:
@@ -247,6 +261,7 @@ def queue_build(
         build.status, build.cache, build.image = BuildStatus.READY.value, "hit", hit.image
         build.cache_reason = f"same Dockerfile{like}"
         build.size_bytes = hit.size_bytes
+        build.containerfile = hit.containerfile  # what the image was built from, its base image too
         build.started_at = build.finished_at = build.queued_at = utcnow()
         env.image = hit.image
     else:
@@ -382,20 +397,56 @@ def get_default(platform: Platform, ws_id: str) -> EnvironmentView | None:
         return view(platform, s, ws, env) if env else None
 
 
-def read_log(platform: Platform, ws_id: str, ref: str, offset: int = 0) -> tuple[str, int, str]:
-    """Build log text from byte `offset`: (text, next offset, build status)."""
+LOG_CHUNK = 1 << 20  # bytes of build log per answer; callers ask again while `more`
+
+
+def read_log(
+    platform: Platform, ws_id: str, ref: str, offset: int = 0, build_id: str | None = None
+) -> BuildLogChunk:
+    """A build's log from byte `offset`: the environment's current build, or `build_id` of it."""
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
         env = resolve(s, ws, ref)
-        b = s.get(BuildRow, env.build_id) if env.build_id else None
+        wanted = build_id or env.build_id
+        b = s.get(BuildRow, wanted) if wanted else None
+        if build_id and (b is None or b.environment_id != env.id):
+            raise NotFound(
+                f"{env.name} has no build {build_id!r}.",
+                f"Leave the build out to read the latest; `orch env status {env.name}` shows its id.",
+            )
     if b is None:
-        return "", 0, EnvStatus.NOT_BUILT.value
+        return BuildLogChunk(text="", offset=0, size=0, more=False, status=EnvStatus.NOT_BUILT.value)
     path = platform.build_logs / f"{b.id}.log"
     try:
         with path.open("rb") as f:
+            size = f.seek(0, 2)
             # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
-            f.seek(max(min(offset, f.seek(0, 2)), 0))
-            data = f.read(1 << 20)
-    except FileNotFoundError:
-        data = b""
-    return data.decode("utf-8", "replace"), max(offset, 0) + len(data), b.status
+            f.seek(max(min(offset, size), 0))
+            read = f.read(LOG_CHUNK)
+    except FileNotFoundError:  # a cache hit, or a build not started yet
+        read, size = b"", 0
+    data = _whole_characters(read)
+    end = max(offset, 0) + len(data)
+    return BuildLogChunk(
+        text=data.decode("utf-8", "replace"),
+        offset=end,
+        size=size,
+        # Only a read cut by the chunk's size: one cut by a character still being written ends
+        # here for now (so a follower waits for the rest rather than asking again at once).
+        more=len(read) == LOG_CHUNK and end < size,
+        status=b.status,
+        build_id=b.id,
+    )
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """`data` without a UTF-8 character cut at its end: the next read, from the offset returned,
+    starts with it, so no character is read in halves (and mangled)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:  # ASCII: nothing cut
+            return data
+        if byte >= 0xC0:  # the first byte of a character of 2, 3 or 4 bytes
+            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= length else data[:-back]
+    return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class BuildView(BaseModel):
@@ -19,8 +19,12 @@ class BuildView(BaseModel):
     step_text: str
     error: str | None
     failed_step: str | None
+    # After a failure: the lines of its output that matter (the failing step, its error lines,
+    # the last lines), not just the last ones. The whole log: /environments/{ref}/logs.
     log_tail: str
     image: str | None
+    # The platform's base image the build starts FROM (None until the build starts).
+    base_image: str | None = None
     size_bytes: int | None
     attempts: int
     queued_at: datetime
@@ -44,6 +48,15 @@ class EnvironmentView(BaseModel):
     created_at: datetime
     build: BuildView | None = None
     dockerfile: str | None = None
+
+
+class BuildLogChunk(BaseModel):
+    text: str = Field(description="The log from the requested offset (at most 1 MiB of it).")
+    offset: int = Field(description="Where the text ends: ask again from here for what follows.")
+    size: int = Field(description="The log's length in bytes so far.")
+    more: bool = Field(description="True when the log goes on past `offset` already: ask again now.")
+    status: str = Field(description="The build's status; once ready or failed, the log is complete.")
+    build_id: str | None = Field(None, description="The build whose log this is (None: never built).")
 
 
 class FindingView(BaseModel):

@@ -9,6 +9,7 @@ from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
+    BuildLogChunk,
     CreatedEnvironment,
     DefaultView,
     EnvironmentView,
@@ -37,12 +38,6 @@ class BuildRequestBody(BaseModel):
 
 class SetDefault(BaseModel):
     environment: Reference = Field(max_length=200, description="An environment id or name.")
-
-
-class LogChunk(BaseModel):
-    text: str
-    offset: int
-    status: str
 
 
 @router.get("/environments", response_model=list[EnvironmentView])
@@ -74,13 +69,19 @@ def get_environment(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> Enviro
     return envs.show(platform, ws, ref)
 
 
-@router.get("/environments/{ref}/logs", response_model=LogChunk)
+@router.get("/environments/{ref}/logs", response_model=BuildLogChunk)
 def get_build_log(
-    ref: str, platform: PlatformDep, ws: WorkspaceDep, offset: int = Query(0, ge=0)
-) -> LogChunk:
-    """The current build's log from byte `offset`; poll with the returned offset to follow."""
-    text, next_offset, status = envs.read_log(platform, ws, ref, offset)
-    return LogChunk(text=text, offset=next_offset, status=status)
+    ref: str,
+    platform: PlatformDep,
+    ws: WorkspaceDep,
+    offset: int = Query(0, ge=0, description="Byte offset in the build's log."),
+    build: str | None = Query(
+        None, max_length=200, description="A build id of this environment (default: its latest build)."
+    ),
+) -> BuildLogChunk:
+    """A build's whole log, from byte `offset`, up to 1 MiB at a time: ask again from the returned
+    offset while `more` (and, to follow a build, until its status is ready or failed)."""
+    return envs.read_log(platform, ws, ref, offset, build)
 
 
 @router.post("/environments/{ref}/build", response_model=EnvironmentView, status_code=202)

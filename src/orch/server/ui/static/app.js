@@ -99,6 +99,7 @@ async function followBuild(pre) {
       const chunk = await api("GET", `/v1/environments/${id}/logs?offset=${offset}`);
       offset = chunk.offset;
       if (chunk.text) { pre.append(chunk.text); pre.scrollTop = pre.scrollHeight; }
+      if (chunk.more) continue; // a long log: the rest at once, not one MiB per poll
       const env = await api("GET", `/v1/environments/${id}`);
       const field = (name) => facts.querySelector(`[data-field="${name}"]`);
       field("status").textContent = env.status;
@@ -108,6 +109,9 @@ async function followBuild(pre) {
       field("cache").textContent = env.cache ? `${env.cache} (${env.cache_reason})` : "";
       field("image").textContent = env.image || "";
       field("error").textContent = env.error || "";
+      field("base-image").textContent = b.base_image || "";
+      field("excerpt").textContent = env.status === "failed" ? b.log_tail : "";
+      field("excerpt").hidden = env.status !== "failed";
       if (FINAL_BUILD.has(env.status) && !chunk.text) return;
     } catch (error) {
       pre.append(`\n${error.message}\n`);

@@ -1,0 +1,169 @@
+"""A build's whole log, through the API, `orch env logs` and the environment page; the failure
+excerpt and the base image in `orch env status`."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from orch.builder import base_images
+from orch.cli import client as client_mod
+from orch.cli.main import app
+from orch.engine.fake import FakeEngine
+from orch.services import environments as envs
+from orch.services.platform import Platform
+from tests.conftest import drain
+
+runner = CliRunner()
+
+DECISIVE = "fatal: could not resolve host: github.com"
+FAILING = "FROM e2bdev/code-interpreter:latest\nRUN pip install git+https://github.com/x/y && exit 1\n"
+
+
+@pytest.fixture
+def cli(api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str, str]):
+    """`orch ...` against this app, as the workspace."""
+
+    def make() -> client_mod.Client:
+        return client_mod.Client("http://testserver", workspace[1], transport=api._transport)
+
+    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
+    monkeypatch.setenv("COLUMNS", "200")
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def _failed(api: httpx.Client, platform: Platform, fake_engine: FakeEngine, monkeypatch) -> dict:
+    """A failed build whose decisive line is 40 lines from the end of its log."""
+    real = fake_engine.build
+
+    def build(request, on_output, on_start=None):  # type: ignore[no-untyped-def]
+        def output(line: str) -> None:
+            on_output(line)
+            if "exit 1" in line:
+                on_output(DECISIVE)
+                for i in range(40):
+                    on_output(f"noise {i}")
+
+        return real(request, output, on_start)
+
+    monkeypatch.setattr(fake_engine, "build", build)
+    resp = api.post("/v1/environments", json={"name": "broken", "dockerfile": FAILING})
+    assert resp.status_code == 201, resp.text
+    drain(platform)
+    return api.get("/v1/environments/broken").json()  # type: ignore[no-any-return]
+
+
+def _read_all(api: httpx.Client, path: str, **params: object) -> tuple[str, list[dict]]:
+    text, chunks, offset = "", [], 0
+    while True:
+        chunk = api.get(path, params={**params, "offset": offset}).json()
+        chunks.append(chunk)
+        text, offset = text + chunk["text"], chunk["offset"]
+        if not chunk["more"]:
+            return text, chunks
+
+
+def test_the_whole_log_comes_in_chunks_without_cutting_characters(
+    api: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING.replace(" && exit 1", "")})
+    drain(platform)
+    env = api.get("/v1/environments/one").json()
+    log = platform.build_logs / f"{env['build_id']}.log"
+    whole = log.read_text() + "é€😀 " * 40 + "\n"
+    log.write_text(whole)
+    monkeypatch.setattr(envs, "LOG_CHUNK", 7)  # cuts characters of 2, 3 and 4 bytes
+    text, chunks = _read_all(api, "/v1/environments/one/logs")
+    assert text == whole
+    assert len(chunks) > 10 and all(c["more"] for c in chunks[:-1])
+    assert chunks[-1]["size"] == len(whole.encode()) == chunks[-1]["offset"]
+    assert chunks[-1]["status"] == "ready" and chunks[-1]["build_id"] == env["build_id"]
+
+
+def test_a_build_by_id_and_unknown_ones(api: httpx.Client, platform: Platform) -> None:
+    api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING.replace(" && exit 1", "")})
+    drain(platform)
+    first = api.get("/v1/environments/one").json()["build_id"]
+    (platform.build_logs / f"{first}.log").write_text("the first build\n")
+    api.post("/v1/environments/one/build", json={"no_cache": True})
+    drain(platform)
+    latest = api.get("/v1/environments/one/logs").json()
+    assert latest["build_id"] != first and "the first build" not in latest["text"]
+    old = api.get("/v1/environments/one/logs", params={"build": first}).json()
+    assert (old["text"], old["build_id"]) == ("the first build\n", first)
+    for other in ("bld_nosuch", api.get("/v1/environments/python-ml").json()["build_id"] or "bld_x"):
+        resp = api.get("/v1/environments/one/logs", params={"build": other})
+        assert resp.status_code == 404 and resp.json()["message"] == f"one has no build '{other}'."
+    never = api.get("/v1/environments/python-ml/logs").json()
+    assert never["build_id"] is None and never["status"] == "not-built"
+    assert (never["text"], never["offset"], never["size"], never["more"]) == ("", 0, 0, False)
+
+
+def test_env_logs_prints_the_whole_log(
+    cli,
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    monkeypatch,
+) -> None:
+    env = _failed(api, platform, fake_engine, monkeypatch)
+    res = cli("env", "logs", "broken")
+    assert res.exit_code == 0, res.output
+    assert res.output == (platform.build_logs / f"{env['build_id']}.log").read_text()
+    assert DECISIVE in res.output and "noise 39" in res.output
+    data = json.loads(cli("env", "logs", "broken", "--json").output)
+    assert data["build_id"] == env["build_id"] and data["status"] == "failed" and DECISIVE in data["log"]
+    assert cli("env", "logs", "broken", "--build", env["build_id"]).output == res.output
+    assert cli("env", "logs", "broken", "--follow").output == res.output  # a finished build: all of it
+    res = cli("env", "logs", "broken", "--build", "bld_nosuch")
+    assert res.exit_code == 2 and "broken has no build 'bld_nosuch'." in res.output
+    res = cli("env", "logs", "broken", "-f", "--json")
+    assert res.exit_code == 2 and "don't go together" in res.output
+
+
+def test_env_logs_says_why_there_is_nothing(cli, platform: Platform) -> None:
+    res = cli("env", "logs", "python-ml")
+    assert res.exit_code == 0
+    assert "python-ml was never built; `orch env build python-ml` builds it." in res.output
+    res = cli("env", "logs", "python")
+    assert res.exit_code == 0 and "python is a base environment" in res.output
+
+
+def test_failure_output_shows_the_decisive_line_and_points_at_env_logs(
+    cli,
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    monkeypatch,
+) -> None:
+    _failed(api, platform, fake_engine, monkeypatch)
+    res = cli("env", "status", "broken")
+    assert res.exit_code == 1
+    assert DECISIVE in res.output and "noise 39" in res.output and "noise 5" not in res.output
+    assert "whole log: orch env logs broken" in res.output
+    data = json.loads(cli("env", "status", "broken", "--json").output)
+    assert DECISIVE in data["log_excerpt"]
+    assert data["base_image"] == base_images.image_tag("code-interpreter")
+    followed = cli("env", "status", "broken", "--follow")
+    assert followed.exit_code == 1 and "noise 5" in followed.output  # the whole log, then the outcome
+
+
+def test_status_shows_the_base_image(cli, api: httpx.Client, platform: Platform) -> None:
+    api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING.replace(" && exit 1", "")})
+    drain(platform)
+    res = cli("env", "status", "one")
+    assert res.exit_code == 0 and f"base     {base_images.image_tag('code-interpreter')}" in res.output
+
+
+def test_environment_page_shows_base_image_and_excerpt(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, workspace: tuple[str, str], monkeypatch
+) -> None:
+    _failed(api, platform, fake_engine, monkeypatch)
+    api.cookies.set("orch_token", workspace[1])
+    page = api.get("/ui/environments/broken")
+    assert page.status_code == 200
+    assert base_images.image_tag("code-interpreter") in page.text
+    assert DECISIVE in page.text and 'data-build-log="env_' in page.text
