@@ -72,6 +72,7 @@ class B:
             ("environments", "ref"): [self.env["id"], self.env["name"]],
             ("agents", "ref"): [self.agent["id"], self.agent["name"]],
             ("agents", "name"): [self.agent["name"]],
+            ("agents", "version"): ["1"],
             ("runs", "run_id"): [self.run["id"]],
             ("services", "ref"): [self.service["id"], self.service["name"]],
             ("services", "name"): [self.service["name"]],

@@ -96,6 +96,7 @@ class Seeds:
             ("environments", "ref"): [self.env["id"], self.env["name"], "python", "python-ml"],
             ("agents", "ref"): [self.agent["id"], self.agent["name"]],
             ("agents", "name"): [self.agent["name"]],
+            ("agents", "version"): [1, 2],
             ("runs", "run_id"): [self.run["id"]],
             ("services", "ref"): [self.service["id"], self.service["name"]],
             ("services", "name"): [self.service["name"]],

@@ -1,8 +1,9 @@
-"""`orch publish` and `orch agents`: publish bundles, list and inspect agents."""
+"""`orch publish` and `orch agents`: publish bundles, list, inspect and delete agents."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from orch.bundle import pack_directory, parse_manifest
 from orch.cli.client import Client
 from orch.cli.env import JSON, follow_build
 from orch.cli.output import command, console, ok, print_json, warn
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
 
@@ -30,6 +31,10 @@ def _default_name(root: Path) -> str:
     if not slug:
         raise InvalidInput(f"Cannot make an agent name from {root}.", "Pass --name NAME.")
     return slug[:63]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _size(n: int) -> str:
@@ -70,7 +75,7 @@ def publish(
     ok(
         f"Published {data['agent']['name']} v{version['version']} · "
         f"{version['entrypoint']} ({version['language']}) · "
-        f"{len(bundle.files)} files, {_size(sum(f.size for f in bundle.files))}"
+        f"{_plural(len(bundle.files), 'file')}, {_size(sum(f.size for f in bundle.files))}"
     )
     for note in data["notes"]:
         warn(note)
@@ -147,4 +152,58 @@ def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool
         console.print(
             f"    v{old['version']}  {old['created_at'][:19]}  "
             f"{old['bundle_sha256'][:12]}  {_size(old['bundle_size'])}"
+        )
+
+
+# The most runs the API lists at once: past that, the confirmation says "or more".
+RUNS_LISTED = 500
+
+
+@app.command()
+@command
+def delete(
+    agent: str = typer.Argument(..., help="Agent name or id."),
+    version: int | None = typer.Option(None, "--version", help="Delete only this version (its number)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JSON,
+) -> None:
+    """Delete an agent with all its versions and past runs, or only one version with --version.
+    Refused while a run of it has not ended."""
+    client = Client.from_settings()
+    a = client.get(f"/v1/agents/{agent}")
+    runs = client.get("/v1/runs", params={"agent": a["id"], "limit": RUNS_LISTED})
+    if version is None:
+        what = f"agent {a['name']} ({a['id']}), its {_plural(len(a['versions']), 'version')}"
+        path = f"/v1/agents/{a['id']}"
+    else:
+        if not any(v["version"] == version for v in a["versions"]):
+            raise NotFound(
+                f"{a['name']} has no version {version}.",
+                f"Run `orch agents show {a['name']}` to see its versions.",
+            )
+        what = f"{a['name']} v{version}"
+        path = f"/v1/agents/{a['id']}/versions/{version}"
+        runs = [r for r in runs if r["agent_version"] == version]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"Deleting {what} needs confirmation.", "Pass --yes to delete without asking.")
+        more = " or more" if len(runs) >= RUNS_LISTED else ""
+        past = f"{_plural(len(runs), 'past run')}{more} (with their output)" if runs else "no past runs"
+        if not typer.confirm(f"Delete {what}, and {past}?"):
+            raise typer.Exit(1)
+    data = client.delete(path)
+    if json_:
+        print_json(data)
+        return
+    runs_gone = _plural(data["deleted_runs"], "past run")
+    if version is None:
+        versions_gone = _plural(len(data["deleted_versions"]), "version")
+        ok(f"Deleted {data['agent']} ({data['id']}): {versions_gone} and {runs_gone}.")
+    else:
+        ok(f"Deleted {data['agent']} v{version} and {runs_gone}.")
+        console.print(f"  latest version: v{data['latest_version']} (what `orch run {data['agent']}` runs)")
+    for env in data["unused_environments"]:
+        console.print(
+            f"  environment {env}, built from its Dockerfile, is no longer used by any agent: "
+            f"`orch env delete {env}` removes it"
         )

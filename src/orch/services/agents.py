@@ -1,9 +1,12 @@
-"""Agent use cases: publish a bundle as a new immutable version, list and show agents."""
+"""Agent use cases: publish a bundle as a new immutable version, list and show agents, and the
+bundle files on disk (deleting agents and versions: agent_deletes.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -13,13 +16,21 @@ from orch import dockerfile
 from orch.builder.cache import dockerfile_hash
 from orch.bundle import BundleInfo, extract_bundle, inspect_bundle
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
-from orch.models import BuildStatus, check_name, new_id
+from orch.locking import file_lock
+from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.services import environments as envs
 from orch.services import usage
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
-from orch.store.schema import AgentRow, AgentVersionRow, BuildRow, EnvironmentRow, WorkspaceRow
+from orch.store.schema import (
+    AgentRow,
+    AgentVersionRow,
+    BuildRow,
+    EnvironmentRow,
+    ServiceDeploymentRow,
+    WorkspaceRow,
+)
 
 DOCKERFILE_NOT_USED = (
     "The bundle has a Dockerfile, which was not used: publish with --docker to build the agent's "
@@ -29,6 +40,39 @@ DOCKERFILE_NOT_USED = (
 
 def bundle_path(platform: Platform, sha256: str) -> Path:
     return platform.config.home / "bundles" / f"{sha256}.tar.gz"
+
+
+@contextmanager
+def bundle_files_lock(platform: Platform) -> Iterator[None]:
+    """Held from writing a bundle file to committing the version that refers to it, and while
+    unreferenced bundle files are removed: a publish never refers to a file being removed."""
+    with file_lock(platform.config.home / "bundles" / ".lock"):
+        yield
+
+
+def remove_unused_bundles(platform: Platform, shas: Iterable[str]) -> None:
+    """Remove the bundle files (and their extracted copies) of `shas` that no agent version and
+    no service deployment refers to any longer; bundles are shared by content across both."""
+    wanted = set(shas)
+    if not wanted:
+        return
+    with bundle_files_lock(platform):
+        with platform.store.session() as s:
+            used = set(
+                s.scalars(
+                    select(AgentVersionRow.bundle_sha256).where(AgentVersionRow.bundle_sha256.in_(wanted))
+                )
+            )
+            used |= set(
+                s.scalars(
+                    select(ServiceDeploymentRow.bundle_sha256).where(
+                        ServiceDeploymentRow.bundle_sha256.in_(wanted)
+                    )
+                )
+            )
+        for sha in wanted - used:
+            bundle_path(platform, sha).unlink(missing_ok=True)
+            shutil.rmtree(platform.config.home / "bundles" / sha, ignore_errors=True)
 
 
 def extracted_bundle(platform: Platform, sha256: str) -> Path:
@@ -73,30 +117,50 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
         pinned = info.manifest.environment
         if pinned:
             try:
-                envs.resolve(s, ws, pinned)
+                env = envs.resolve(s, ws, pinned)
             except NotFound:
                 raise InvalidInput(
                     f"orch.yaml pins environment {pinned!r}, which does not exist in this workspace.",
                     "Run `orch env list` for the names, or create it first with `orch env create`.",
                 ) from None
+            state = envs.view(platform, s, ws, env)
+            if state.status == EnvStatus.FAILED:
+                notes.append(
+                    f"orch.yaml pins environment {env.name}, whose last build failed "
+                    f"({_plain(state.error)}); runs of this version will fail until it is built. "
+                    f"See `orch env status {env.name}`, then rebuild it (`orch env build {env.name}`) "
+                    "or pin another environment."
+                )
     env_id = None
     if docker and validation is not None and info.dockerfile is not None:
-        env_id = _agent_environment(platform, ws_id, name, info.dockerfile, validation)
+        env_id, note = _agent_environment(platform, ws_id, name, info.dockerfile, validation)
+        notes += [note] if note else []
     path = bundle_path(platform, info.sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_bytes(data)
-    with platform.store.session() as s:
-        agent = s.scalar(select(AgentRow).where(AgentRow.workspace_id == ws_id, AgentRow.name == name))
+    with bundle_files_lock(platform), platform.store.session() as s:
+        if not path.exists():
+            path.write_bytes(data)
+        # Locked: a delete of this agent waits for the new version, or this publish for the delete.
+        agent = s.scalar(
+            select(AgentRow).where(AgentRow.workspace_id == ws_id, AgentRow.name == name).with_for_update()
+        )
         if agent is None:
-            agent = AgentRow(id=new_id("agt"), workspace_id=ws_id, name=name, latest_version=0)
+            agent = AgentRow(
+                id=new_id("agt"), workspace_id=ws_id, name=name, latest_version=0, last_published=0
+            )
             s.add(agent)
             s.flush()
-        agent.latest_version += 1
+        agent.last_published += 1
+        agent.latest_version = agent.last_published
         version = _version_row(agent, info, env_id)
         s.add(version)
         s.flush()
         return PublishedView(agent=_agent_view(s, agent), version=_version_view(s, version), notes=notes)
+
+
+def _plain(error: str | None) -> str:
+    """A build's error, to quote inside a sentence."""
+    return (error or "no error was recorded").strip().rstrip(".")
 
 
 def _version_row(agent: AgentRow, info: BundleInfo, env_id: str | None) -> AgentVersionRow:
@@ -118,32 +182,43 @@ def _version_row(agent: AgentRow, info: BundleInfo, env_id: str | None) -> Agent
 
 def _agent_environment(
     platform: Platform, ws_id: str, agent: str, text: str, validation: dockerfile.Validation
-) -> str:
-    """The environment built from an agent's Dockerfile: an existing one of this workspace with
-    the same Dockerfile (so its build is reused at once), else a new one named after the agent."""
+) -> tuple[str, str | None]:
+    """The environment built from an agent's Dockerfile, and a note for the publish answer: an
+    existing one of this workspace with the same Dockerfile (so its build is reused at once);
+    else one whose build of it failed, built again (rather than a new environment for each
+    attempt, with the failure left unsaid); else a new one named after the agent."""
     wanted = dockerfile_hash(dockerfile.normalised(validation.instructions))
     with platform.store.session() as s:
-        same = s.scalars(
-            select(EnvironmentRow)
+        same = s.execute(
+            select(EnvironmentRow.id, EnvironmentRow.name, BuildRow.status, BuildRow.error)
             .join(BuildRow, BuildRow.id == EnvironmentRow.build_id)
-            .where(
-                EnvironmentRow.scope == ws_id,
-                BuildRow.dockerfile_hash == wanted,
-                BuildRow.status != BuildStatus.FAILED.value,
-            )
+            .where(EnvironmentRow.scope == ws_id, BuildRow.dockerfile_hash == wanted)
             .order_by(EnvironmentRow.created_at)
-        ).first()
-        if same is not None:
-            return same.id
+        ).all()
         taken = set(s.scalars(select(EnvironmentRow.name).where(EnvironmentRow.scope.in_([ws_id, "*"]))))
+    for env_id, _name, status, _error in same:
+        if status != BuildStatus.FAILED.value:
+            return env_id, None
+    if same:
+        env_id, env_name, _status, error = same[0]
+        again = envs.build(platform, ws_id, env_id)
+        if again.status == EnvStatus.READY:  # a cache hit on a build elsewhere
+            return env_id, None
+        return env_id, (
+            f"This Dockerfile failed to build before, as environment {env_name} ({_plain(error)}); "
+            "it is being built again, and runs of this version wait for it."
+        )
     base = f"{agent}-dockerfile"
     name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 10_000))) if n not in taken)
-    return envs.create(platform, ws_id, name, text).id
+    return envs.create(platform, ws_id, name, text).id, None
 
 
-def resolve_agent(s: Session, ws_id: str, ref: str) -> AgentRow:
+def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> AgentRow:
+    """The agent called `ref` (an id or a name) in this workspace, or NotFound; with `lock`, its
+    row stays locked until the session ends (against a concurrent publish or delete)."""
     column = AgentRow.id if ref.startswith("agt_") else AgentRow.name
-    agent = s.scalar(select(AgentRow).where(AgentRow.workspace_id == ws_id, column == ref))
+    query = select(AgentRow).where(AgentRow.workspace_id == ws_id, column == ref)
+    agent = s.scalar(query.with_for_update() if lock else query)
     if agent is None:
         raise NotFound(
             f"No agent {ref!r} in this workspace.",
@@ -153,6 +228,22 @@ def resolve_agent(s: Session, ws_id: str, ref: str) -> AgentRow:
 
 
 def latest_version(s: Session, agent: AgentRow) -> AgentVersionRow:
+    """The version a new run of `agent` runs. Its row is key-share locked until the session ends:
+    a delete of the version waits for the run being created, then sees it (and refuses)."""
+    version = s.scalar(
+        select(AgentVersionRow)
+        .where(AgentVersionRow.agent_id == agent.id, AgentVersionRow.version == agent.latest_version)
+        .with_for_update(read=True, key_share=True)
+    )
+    if version is None:  # deleted between reading the agent and its version
+        raise NotFound(
+            f"{agent.name} v{agent.latest_version} was deleted just now.",
+            f"Run `orch agents show {agent.name}` to see what is left, then try again.",
+        )
+    return version
+
+
+def _latest(s: Session, agent: AgentRow) -> AgentVersionRow:
     version = s.scalar(
         select(AgentVersionRow).where(
             AgentVersionRow.agent_id == agent.id, AgentVersionRow.version == agent.latest_version
@@ -186,7 +277,7 @@ def _agent_view(s: Session, agent: AgentRow) -> AgentView:
         name=agent.name,
         latest_version=agent.latest_version,
         created_at=agent.created_at,
-        latest=_version_view(s, latest_version(s, agent)),
+        latest=_version_view(s, _latest(s, agent)),
     )
 
 

@@ -90,6 +90,9 @@ class AgentRow(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(63))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    # The last version number given, deleted versions included: the next publish gets one more,
+    # so a number never names two bundles (0007).
+    last_published: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

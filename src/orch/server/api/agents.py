@@ -1,4 +1,4 @@
-"""/v1/agents: publish bundles as immutable versions, list and show agents."""
+"""/v1/agents: publish bundles as immutable versions, list, show and delete agents."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from starlette.concurrency import run_in_threadpool
 
 from orch.server.api.deps import PlatformDep, WorkspaceDep
 from orch.server.api.uploads import read_bundle_upload
-from orch.services import agents
+from orch.services import agent_deletes, agents
+from orch.services.agent_deletes import AgentDeleted
 from orch.services.views import AgentView, PublishedView
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -46,3 +47,18 @@ async def publish(
     """Publish a bundle (a gzip'd tar, as `orch publish` makes) as the agent's next version."""
     body = await read_bundle_upload(request)
     return await run_in_threadpool(agents.publish, platform, ws, name, body, docker)
+
+
+@router.delete("/agents/{ref}", response_model=AgentDeleted)
+def delete_agent(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> AgentDeleted:
+    """Delete an agent (by name or id), all its versions and its past runs. Refused while one of
+    its runs has not ended."""
+    return agent_deletes.delete_agent(platform, ws, ref)
+
+
+@router.delete("/agents/{ref}/versions/{version}", response_model=AgentDeleted)
+def delete_version(ref: str, version: int, platform: PlatformDep, ws: WorkspaceDep) -> AgentDeleted:
+    """Delete one version and its past runs; deleting the latest makes the newest remaining one the
+    latest. Refused for the agent's only version, and while one of the version's runs has not
+    ended."""
+    return agent_deletes.delete_version(platform, ws, ref, version)
