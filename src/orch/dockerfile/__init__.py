@@ -1,11 +1,12 @@
 """Dockerfiles for custom environments: validation, the Containerfile Podman builds, the cache key."""
 
 from orch.dockerfile.base_image import BASE_IMAGE
+from orch.dockerfile.bounded import validate
 from orch.dockerfile.findings import Finding, Severity
 from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.normalise import normalised
 from orch.dockerfile.render import render_containerfile
-from orch.dockerfile.validate import Validation, validate
+from orch.dockerfile.validate import Validation
 
 __all__ = [
     "BASE_IMAGE",

@@ -8,9 +8,12 @@ BOM = "\ufeff"
 # What separates an instruction's keyword from its arguments (Go's splitCommand).
 TOKEN_SPACE = re.compile(r"[\t\v\f\r ]+")
 
-# Python's str.isspace() also accepts the ASCII file/group/record/unit separators; Go's
-# unicode.IsSpace does not, and the parser's behaviour is what has to be mirrored.
-_NOT_GO_SPACE = frozenset("\x1c\x1d\x1e\x1f")
+# unicode.IsSpace from Go, spelled out so that str.strip can use it: Python's str.isspace()
+# also accepts the ASCII file/group/record/unit separators, and the parser's behaviour is what
+# has to be mirrored.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 def split_lines(text: str) -> list[str]:
@@ -22,16 +25,18 @@ def split_lines(text: str) -> list[str]:
 
 
 def is_go_space(ch: str) -> bool:
-    """unicode.IsSpace from Go."""
-    return ch.isspace() and ch not in _NOT_GO_SPACE
+    """unicode.IsSpace from Go, for one character."""
+    return len(ch) == 1 and ch in GO_SPACE
 
 
 def go_lstrip(s: str) -> str:
     """bytes.TrimLeftFunc(s, unicode.IsSpace)."""
-    i = 0
-    while i < len(s) and is_go_space(s[i]):
-        i += 1
-    return s[i:]
+    return s.lstrip(GO_SPACE)
+
+
+def go_strip(s: str) -> str:
+    """strings.TrimSpace: Go's whitespace off both ends."""
+    return s.strip(GO_SPACE)
 
 
 def trim_newline(s: str) -> str:

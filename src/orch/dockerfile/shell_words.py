@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from orch.dockerfile.lines import is_go_space
+from orch.dockerfile.lines import GO_SPACE
 
 # A word that opens a heredoc: optional fd, <<, optional - (strip tabs), the delimiter word.
 HEREDOC_MARKER = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_BLANKS = frozenset(GO_SPACE)  # a set lookup: this loop runs once per character of a line
 _MODIFIERS = ("}", ":-", ":+", ":?", "-", "+", "?", "#", "%", "/")
 
 
@@ -26,8 +27,8 @@ def split_words(text: str, *, raw: bool) -> list[str] | None:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if is_go_space(ch):
-            if started and (raw or word):
+        if ch in _BLANKS:
+            if started and (raw or any(word)):
                 words.append("".join(word))
                 word, started = [], False
             i += 1
@@ -45,7 +46,7 @@ def split_words(text: str, *, raw: bool) -> list[str] | None:
             end = i + 1
             word.append(ch)
         i = end
-    if started and (raw or word):
+    if started and (raw or any(word)):
         words.append("".join(word))
     return words
 

@@ -1,16 +1,20 @@
-"""Validate a Dockerfile against what environment builds support (SPEC §2.3)."""
+"""Check a Dockerfile against what environment builds support (docs/environments.md, Validation)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orch.dockerfile import spaced_heredoc
 from orch.dockerfile.arguments import check_arguments
+from orch.dockerfile.builder_flags import GarbledFlag
+from orch.dockerfile.copy_hints import copy_finding, next_installs
 from orch.dockerfile.directives import Directives
-from orch.dockerfile.findings import Finding, Severity, warning
+from orch.dockerfile.findings import Finding, Severity, error, warning
+from orch.dockerfile.global_args import GlobalArgs
 from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.parse import parse
 from orch.dockerfile.stage import before_from, check_stage
-from orch.dockerfile.verdicts import verdict
+from orch.dockerfile.verdicts import BUILT, verdict
 
 
 @dataclass(frozen=True)
@@ -30,31 +34,60 @@ class Validation:
         return {"ok": self.ok, "findings": [f.to_dict() for f in self.findings]}
 
 
-def validate(text: str) -> Validation:
-    """Check a Dockerfile's text; never raises, whatever the text."""
+def check(text: str) -> Validation:
+    """Check a Dockerfile's text, here and without a time limit (bounded.validate is both).
+
+    Never raises, whatever the text.
+    """
     parsed = parse(text)
     findings = _directive_findings(parsed.directives)
     if parsed.failure is not None:
-        return _result([*findings, parsed.failure], [])
+        return _result(spaced_heredoc.apply(parsed.spaced, [*findings, parsed.failure]), [])
     instructions = parsed.instructions
-    findings += check_stage(instructions)
     froms = [n for n, ins in enumerate(instructions) if ins.keyword == "FROM"]
     first_from = froms[0] if froms else -1
+    # ARGs before FROM are global: FROM may use them, and stage ARGs may take their values.
+    global_args = GlobalArgs.collect(i for i in instructions[: max(first_from, 0)] if i.keyword == "ARG")
+    findings += check_stage(instructions, lambda word: global_args.resolve(word, parsed.directives.escape))
+    installs = next_installs(instructions)
     built: list[Instruction] = []
     for n, ins in enumerate(instructions):
         if ins.keyword == "FROM":
             if n == first_from:
                 built.append(ins)
             continue
-        found = verdict(ins)
-        if n < first_from and (found is None or found.severity is Severity.WARNING):
-            findings.append(before_from(ins))
+        garbled = parsed.garbled.get(ins.line)
+        if garbled is not None and ins.keyword in BUILT:
+            findings.append(_garbled(ins, garbled))
+            continue
+        found = copy_finding(ins, installs[n]) or verdict(ins)
+        if n < first_from:
+            if ins.keyword == "ARG":
+                findings += check_arguments(ins)
+            else:
+                findings.append(
+                    before_from(ins) if found is None or found.severity is Severity.WARNING else found
+                )
         elif found is not None:
             findings.append(found)
         else:
-            findings += check_arguments(ins)
-            built.append(ins)
-    return _result(findings, built)
+            stage_ins = global_args.redeclared(ins) if ins.keyword == "ARG" else ins
+            if isinstance(stage_ins, Finding):
+                findings.append(stage_ins)
+                continue
+            findings += check_arguments(stage_ins)
+            built.append(stage_ins)
+    return _result(spaced_heredoc.apply(parsed.spaced, findings), built)
+
+
+def _garbled(ins: Instruction, flag: GarbledFlag) -> Finding:
+    return error(
+        ins.line,
+        ins.keyword,
+        f"{ins.keyword} {flag.name} holds a non-ASCII character ({flag.char}), which BuildKit's flag "
+        "parser reads byte by byte, so Docker would garble the flag.",
+        "Use only ASCII characters in flags, e.g. a cache target such as /root/.cache/app.",
+    )
 
 
 def _result(findings: list[Finding], built: list[Instruction]) -> Validation:

@@ -23,7 +23,8 @@ _IGNORED = {
 
 _NO_CONTEXT = (
     "builds have no build context, so there are no local files to copy",
-    "Install what you need with pip or apt-get in a RUN step, or download files at run time.",
+    "Install what you need with pip or apt-get in a RUN step; your own code and files come with "
+    "the agent's bundle at run time.",
 )
 _REJECTED = {
     "COPY": _NO_CONTEXT,

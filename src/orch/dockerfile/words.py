@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orch.dockerfile.lines import is_go_space
+from orch.dockerfile.lines import GO_SPACE, is_go_space
 
 BACKSLASH = "\\"
+_NO_BLANKS = str.maketrans("", "", GO_SPACE)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ def rewrite(raw: str, escape: str, *, escape_blanks: bool = False) -> Word:
     With `escape_blanks`, unquoted whitespace is escaped too, so that a legacy `ENV KEY a b`
     value becomes one `KEY=a\\ b` word.
     """
+    if _plain(raw, escape, escape_blanks):
+        return Word(raw, closed=True)  # nothing in it to rewrite: the common case, made fast
     out: list[str] = []
     # Open contexts, innermost last: '"' inside double quotes, '}' inside ${...}. A stack
     # rather than recursion, because a hostile word can nest ${ thousands deep.
@@ -70,6 +73,12 @@ def rewrite(raw: str, escape: str, *, escape_blanks: bool = False) -> Word:
     return Word("".join(out), closed=not stack)
 
 
+def _plain(raw: str, escape: str, escape_blanks: bool) -> bool:
+    if any(c in raw for c in (escape, BACKSLASH, "'", '"', "$")):
+        return False
+    return not escape_blanks or raw == raw.translate(_NO_BLANKS)
+
+
 def _in_double_quotes(ch: str, nxt: str, escape: str, out: list[str]) -> int:
     """Rewrite one character inside double quotes; how many extra characters it used."""
     if ch == escape and nxt in ('"', "$", escape):
@@ -81,3 +90,8 @@ def _in_double_quotes(ch: str, nxt: str, escape: str, out: list[str]) -> int:
         return 0
     out.append(ch)
     return 0
+
+
+def literal(value: str) -> str:
+    """A word that Docker expands back to exactly `value`: everything else escaped with a backslash."""
+    return "".join(ch if ch.isalnum() or ch in "_./:@%+,=~^-" else BACKSLASH + ch for ch in value)

@@ -31,6 +31,16 @@ _KEYWORDS = [
     "# escape=`",
     "# escape=\\",
     "# syntax=docker/dockerfile:1",
+    # Issue 10: flags with characters whose UTF-8 holds 0x85/0xA0 bytes, global ARGs.
+    "RUN --mount=type=cache,target=/root/堀",
+    "RUN --mount=type=cache,target=/data/你好",
+    "COPY --chown=à",
+    "HEALTHCHECK --interval=5秒 CMD",
+    "FROM --platform=linux/充 e2bdev/code-interpreter:latest",
+    "ONBUILD RUN --mount=type=cache,target=/你",
+    "ARG BASE=e2bdev/code-interpreter:latest",
+    "FROM ${BASE}",
+    "ARG",
     "",
     "EOF",
     "\t",
@@ -83,7 +93,22 @@ _WORDS = [
     "x",
     "\u2028",
     "\x0b",
+    "--mount=type=cache,target=/root/堀",
+    "--mount=target=/data/你好",
+    "--x=à",
+    "堀",
+    "a\rb",
+    "\r",
+    "${a:-${b:-${c:-x}}}",
+    "${BASE}",
+    "A=${BASE:-x}",
+    "<<",
+    "'EOF'",
 ]
+# Nesting around and beyond what the parser is allowed (nesting.MAX_NESTING = 64).
+_NESTED = st.sampled_from([2, 63, 64, 65, 1_600]).flatmap(
+    lambda depth: st.sampled_from(["${a:-" * depth + "x" + "}" * depth, "[" * depth * 10])
+)
 _ENDINGS = ["", "", "", " \\", "\\", "`", "\r", "  "]
 
 
@@ -97,13 +122,17 @@ LINES = st.builds(
     st.lists(st.sampled_from(_WORDS), max_size=6),
     st.sampled_from(_ENDINGS),
 )
-NEWLINES = st.sampled_from(["\n", "\n", "\r\n"])
+# A lone CR is no line break to BuildKit: joined with it, lines make one long line.
+NEWLINES = st.sampled_from(["\n", "\n", "\n", "\r\n", "\r"])
 
 
 @st.composite
 def dockerfile_texts(draw: st.DrawFn) -> str:
     """Texts made of Dockerfile fragments: often valid, often subtly not."""
     lines = draw(st.lists(LINES, max_size=14))
+    if lines and draw(st.integers(0, 9)) == 0:  # now and then, one deeply nested word
+        at = draw(st.integers(0, len(lines) - 1))
+        lines[at] += " " + draw(_NESTED)
     newline = draw(NEWLINES)
     text = newline.join(lines) + draw(st.sampled_from(["", newline]))
     if draw(st.booleans()):

@@ -49,7 +49,9 @@ def test_accepted_files_render_to_what_they_mean(text: str) -> None:
     if not v.ok:
         return
     out = render_containerfile(v.instructions, BASE_IMAGE)
-    assert out.endswith("\n") and "\r" not in out.replace("\\r", "")
+    # A CR inside a word is kept (to BuildKit it is no line break); one that would end a line
+    # (which the parser trims) is never written.
+    assert out.endswith("\n") and "\r\n" not in out
     read_back = list(dockerfile.parse_string(out))
     assert read_back[0].value == (BASE_IMAGE,)
     assert meaning(v.instructions[1:]) == read_back_meaning(read_back[1:])

@@ -77,6 +77,11 @@ def test_accepted_spellings_of_the_base() -> None:
         "e2bdev/code-interpreter:latest",
         "docker.io/e2bdev/code-interpreter:latest",
         "e2bdev/code-interpreter",
+        # Docker Hub's other names: the same image (issue 10).
+        "index.docker.io/e2bdev/code-interpreter:latest",
+        "index.docker.io/e2bdev/code-interpreter",
+        "registry-1.docker.io/e2bdev/code-interpreter:latest",
+        '"e2bdev/code-interpreter:latest"',  # Docker removes the quotes
     ):
         assert validate(f"FROM {image}\nRUN true\n").ok, image
     assert validate("FROM e2bdev/code-interpreter:latest AS build\nRUN true\n").ok

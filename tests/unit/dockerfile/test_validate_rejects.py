@@ -16,8 +16,9 @@ from tests.unit.dockerfile.support import BASE, errors, where
     ("line", "keyword", "why"),
     [
         ("COPY requirements.txt /app/", "COPY", "no build context"),
-        ("ADD https://example.org/x.tgz /opt/", "ADD", "no build context"),
-        ("COPY <<EOF /etc/x\nhi\nEOF", "COPY", "no build context"),
+        ("ADD ./x.tgz /opt/", "ADD", "no build context"),
+        ("ADD https://example.org/x.tgz /opt/", "ADD", "not even for a download"),
+        ("COPY <<EOF /etc/x\nhi\nEOF", "COPY", "not even from a heredoc"),
         ("EXPOSE 8080", "EXPOSE", "don't expose ports"),
         ("VOLUME /data", "VOLUME", "volumes"),
         ("ONBUILD RUN echo hi", "ONBUILD", "base of another build"),
@@ -63,6 +64,10 @@ def test_wrong_base_image() -> None:
         "E2BDEV/code-interpreter:latest",
         "$BASE",
         "e2bdev/code-interpreter@sha256:00",
+        # library/ only applies to single-name official images; this is another repository.
+        "docker.io/library/e2bdev/code-interpreter:latest",
+        "ghcr.io/e2bdev/code-interpreter:latest",
+        "Docker.io/e2bdev/code-interpreter:latest",
     ],
 )
 def test_other_spellings_are_other_images(image: str) -> None:
@@ -85,10 +90,11 @@ def test_missing_from() -> None:
 
 
 def test_instruction_before_from() -> None:
-    v = validate("ARG VERSION=1\n" + BASE + "RUN echo $VERSION\n")
+    # Only ARG may come before FROM (see test_global_args.py).
+    v = validate("ENV VERSION=1\n" + BASE + "RUN echo $VERSION\n")
     [finding] = errors(v)
-    assert (finding.line, finding.instruction) == (1, "ARG")
-    assert "before FROM" in finding.message
+    assert (finding.line, finding.instruction) == (1, "ENV")
+    assert "before FROM" in finding.message and "only ARG" in finding.message
 
 
 def test_from_platform_and_other_flags() -> None:
