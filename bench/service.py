@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 from local_platform import ORCH, cli, start_server
+from orch.sandbox.service import PORT
 
 from orch import config
-from orch.sandbox.service import PORT
 
 SERVICE = """
 import os, humanize

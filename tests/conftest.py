@@ -9,22 +9,24 @@ import pytest
 
 from orch import config
 from orch.builder import base_images
+from orch.engine.base import Engine
 from orch.engine.fake import FakeEngine
-from orch.services import builds, workspaces
 from orch.services import environments as envs
+from orch.services import workspaces
 from orch.services.platform import Platform
 from orch.store import Store
+from orch.workers import build_queue, builds
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 - shared fixtures
 
 # Every test that uses the store (through `platform` or `database_url`) runs on both.
 DATABASES = ["sqlite", "postgresql"]
 
 
-def make_platform(home: Path, engine: object, **settings: object) -> Platform:
+def make_platform(home: Path, engine: Engine, **settings: object) -> Platform:
     cfg = config.load(home, environ={}).with_values(**settings)
     store = Store(cfg.database_url)
     store.migrate()
-    platform = Platform(cfg, store, engine)  # type: ignore[arg-type]
+    platform = Platform(cfg, store, engine)
     envs.seed_builtins(platform)
     return platform
 
@@ -71,9 +73,9 @@ def drain(platform: Platform) -> int:
 
 def drain_runs(platform: Platform) -> int:
     """Run every queued run now, in this thread (builds they wait for included)."""
-    from orch.services import run_worker
+    from orch.workers import runs as run_worker
 
-    workers = builds.BuildWorkers(platform, poll=0.05)  # a run may wait for its environment's build
+    workers = build_queue(platform, poll=0.05)  # a run may wait for its environment's build
     workers.start()
     try:
         n = 0

@@ -87,10 +87,6 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("ORCH_HOME") or Path.home() / ".orch").expanduser().resolve()
-
-
 @dataclass(frozen=True)
 class Config:
     home: Path

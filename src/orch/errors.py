@@ -8,10 +8,18 @@
     ├── Unauthorized           missing or wrong token: exit 2, HTTP 401
     ├── Forbidden              a valid token that may not do this (admin only): exit 2, HTTP 403
     ├── EngineError            the container engine failed: exit 1, HTTP 502
+    │   └── BuildFailed        a build step exited non-zero, or the build was stopped
+    ├── ServiceUnavailable     a service is not running, or did not answer the proxy: HTTP 503
+    ├── RunFailed              a run could not start (its reason is recorded on the run)
+    ├── InstallFailed          a run's dependencies (requirements.txt, package.json) did not install
+    ├── DeployFailed           a service's new version was not deployed (the old one serves on)
+    ├── HostCheckFailed        this machine lacks a piece that sandboxes, builds or services need
+    ├── IllegalTransition      a status change the transition tables forbid: a bug in orch
     └── ServerUnreachable      the CLI cannot reach the server: exit 1
 
 Lower layers raise these; `cli/` turns them into exit codes and `server/` into HTTP answers,
-each in one place.
+each in one place. Every class has its own `code`, which the server sends and the CLI reads
+back into the same class (`from_dict`).
 """
 
 from __future__ import annotations
@@ -77,7 +85,52 @@ class EngineError(OrchError):
     code = "engine_error"
 
 
+class BuildFailed(EngineError):
+    """A build step exited non-zero, or the build was stopped (timeout)."""
+
+    code = "build_failed"
+
+
+class ServiceUnavailable(OrchError):
+    """The service exists but is not running, or did not answer the proxy."""
+
+    http_status = 503
+    code = "service_unavailable"
+
+
+class RunFailed(OrchError):
+    """The run could not start: its reason is recorded and shown to the user."""
+
+    code = "run_failed"
+
+
+class InstallFailed(OrchError):
+    """Installing a run's dependency files (requirements.txt, package.json) failed."""
+
+    code = "install_failed"
+
+
+class DeployFailed(OrchError):
+    """A service's new version did not build or did not answer; the previous one serves on."""
+
+    code = "deploy_failed"
+
+
+class HostCheckFailed(OrchError):
+    """This machine lacks something that sandboxes, builds or services need."""
+
+    code = "host_check_failed"
+
+
+class IllegalTransition(OrchError):
+    """A status change that models' transition tables forbid: a bug in orch, never the user's."""
+
+    code = "illegal_transition"
+
+
 class ServerUnreachable(OrchError):
+    """The CLI cannot reach the server."""
+
     code = "server_unreachable"
 
 
@@ -92,6 +145,13 @@ _BY_CODE: dict[str, type[OrchError]] = {
         Unauthorized,
         Forbidden,
         EngineError,
+        BuildFailed,
+        ServiceUnavailable,
+        RunFailed,
+        InstallFailed,
+        DeployFailed,
+        HostCheckFailed,
+        IllegalTransition,
         ServerUnreachable,
     )
 }

@@ -1,14 +1,15 @@
-"""Domain records and state enums shared by every layer."""
+"""The states of orch's things, the legal moves between them, and names and ids: shared by
+every layer."""
 
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any, TypeVar
 
-from orch.errors import InvalidInput
+from orch.errors import IllegalTransition, InvalidInput
 
 
 class EnvKind(StrEnum):
@@ -28,7 +29,8 @@ class BuildStatus(StrEnum):
         return self in (BuildStatus.READY, BuildStatus.FAILED)
 
 
-# The only legal moves of a build; `store` refuses any other.
+# The only legal moves of a build. Every change of a build's status goes through `advance`, which
+# refuses any other (the store's column itself would take any text).
 BUILD_TRANSITIONS: dict[BuildStatus, frozenset[BuildStatus]] = {
     BuildStatus.QUEUED: frozenset({BuildStatus.BUILDING, BuildStatus.READY, BuildStatus.FAILED}),
     BuildStatus.BUILDING: frozenset({BuildStatus.READY, BuildStatus.FAILED, BuildStatus.QUEUED}),
@@ -53,7 +55,7 @@ class RunStatus(StrEnum):
 
 _FINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
 
-# The only legal moves of a run; `services.runs` refuses any other.
+# The only legal moves of a run; `advance` refuses any other, as for builds.
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, *_FINAL_RUN}),
@@ -62,8 +64,61 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+S = TypeVar("S", BuildStatus, RunStatus)
+
+
+def transitions(kind: type[S]) -> Mapping[S, frozenset[S]]:
+    """The table of legal moves of a status type."""
+    table: Mapping[Any, frozenset[Any]] = BUILD_TRANSITIONS if kind is BuildStatus else RUN_TRANSITIONS
+    return table
+
+
+def advance(current: S | str, new: S) -> S:
+    """`new`, when a build or run in status `current` (a member or a row's value) may move to it;
+    else IllegalTransition. Every status change of a build or a run goes through here."""
+    kind = type(new)
+    old = kind(current)
+    if new not in transitions(kind)[old]:
+        what = "build" if kind is BuildStatus else "run"
+        raise IllegalTransition(
+            f"A {what} can't go from {old} to {new}.",
+            "This is a bug in orch; the server's log has the details worth reporting.",
+        )
+    return new
+
+
+def sources(new: S) -> frozenset[S]:
+    """Every status from which `new` is a legal move (the WHERE of a conditional UPDATE)."""
+    return frozenset(old for old, moves in transitions(type(new)).items() if new in moves)
+
+
+class ServiceState(StrEnum):
+    DEPLOYING = "deploying"  # its first version is being built and started; nothing serves yet
+    STARTING = "starting"  # a container was (re)started and should be running in a moment
+    RUNNING = "running"  # its container runs and is reachable through the proxy
+    RESTARTING = "restarting"  # it exited; waiting out its backoff before the next start
+    CRASH_LOOPING = "crash-looping"  # it exited quickly several times in a row; still retried, slowly
+    STOPPED = "stopped"  # `orch service stop`: no container, until `orch service restart`
+    FAILED = "failed"  # its first deployment failed: there is nothing to run
+
+
+class DeploymentStatus(StrEnum):
+    """A deployment's progress. No table of moves: the deploy worker is its one writer."""
+
+    QUEUED = "queued"  # stored, waiting for the deploy worker
+    BUILDING = "building"  # the image (bundle + dependencies) is being built
+    STARTING = "starting"  # the new version's container runs; waiting for it to answer on PORT
+    READY = "ready"  # it answered and now serves; the previous version was stopped
+    FAILED = "failed"  # no switch happened; the previous version (if any) still serves
+
+    @property
+    def final(self) -> bool:
+        return self in (DeploymentStatus.READY, DeploymentStatus.FAILED)
+
+
 class EnvironmentRule(StrEnum):
-    """Why a run got its environment (SPEC §2.4), in the order the rules are tried."""
+    """Why a run got its environment, in the order the rules are tried (docs/agents.md, "Which
+    environment a run gets")."""
 
     DOCKERFILE = "dockerfile"
     PINNED = "pinned"
@@ -72,12 +127,19 @@ class EnvironmentRule(StrEnum):
 
 
 class EnvStatus(StrEnum):
+    """What an environment's list shows: derived from its current build (not stored; no
+    transitions of its own), or from its image for base environments."""
+
     NOT_BUILT = "not-built"  # predefined, never built yet: built on first use
     QUEUED = "queued"
     BUILDING = "building"
     READY = "ready"
     FAILED = "failed"
 
+
+# The scope of the base and predefined environments, which every workspace sees (a custom
+# environment's scope is its workspace's id).
+SHARED = "*"
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -96,42 +158,3 @@ def check_name(name: str, what: str = "Environment name") -> str:
 
 def new_id(prefix: str) -> str:
     return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
-
-
-@dataclass(frozen=True)
-class Environment:
-    id: str
-    name: str
-    kind: EnvKind
-    status: EnvStatus
-    workspace_id: str | None
-    image: str | None
-    build_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Build:
-    id: str
-    environment_id: str
-    status: BuildStatus
-    cache: str  # "hit" or "miss"
-    cache_reason: str
-    cache_key: str
-    image: str | None
-    step: int
-    total_steps: int
-    step_text: str
-    error: str | None
-    failed_step: str | None
-    queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    size_bytes: int | None
-    attempts: int
-
-    @property
-    def duration(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None

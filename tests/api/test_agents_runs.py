@@ -12,9 +12,9 @@ from orch.bundle import pack_directory
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
 from orch.models import RunStatus
-from orch.services import run_worker
 from orch.services.platform import Platform
 from orch.store.schema import RunRow
+from orch.workers import runs as run_worker
 from tests.conftest import drain, drain_runs
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\nENV FROM_DOCKERFILE=yes\n"

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from orch.engine.fake import FakeEngine
-from orch.services import builds
 from orch.services.platform import Platform
+from orch.workers import builds
 from tests.conftest import drain
 
 GOOD = """\
@@ -101,7 +101,7 @@ def test_no_cache_forces_a_build(api: httpx.Client, platform: Platform, fake_eng
     create(api, "one")
     drain(platform)
     data = create(api, "two", no_cache=True)
-    assert data["status"] == "queued" and data["cache_reason"] == "--no-cache was given"
+    assert data["status"] == "queued" and data["cache_reason"] == "a build without the cache was asked for"
     assert drain(platform) == 1
     assert fake_engine.builds[-1].no_cache
 
@@ -168,7 +168,7 @@ def test_unknown_environment(api: httpx.Client) -> None:
     for ref in ("env_nope000000", "nope"):
         resp = api.get(f"/v1/environments/{ref}")
         assert resp.status_code == 404
-        assert "orch env list" in resp.json()["fix"]
+        assert "list of environments" in resp.json()["fix"]
     assert api.delete("/v1/environments/nope").status_code == 404
     assert api.put("/v1/workspace/default-environment", json={"environment": "nope"}).status_code == 404
 
@@ -181,7 +181,7 @@ def test_default_and_delete_rules(api: httpx.Client, platform: Platform) -> None
     listed = {e["name"]: e["default"] for e in api.get("/v1/environments").json()}
     assert listed["mine"] is True and listed["python"] is False
     refused = api.delete("/v1/environments/mine")
-    assert refused.status_code == 409 and "clear-default" in refused.json()["fix"]
+    assert refused.status_code == 409 and "Clear the workspace default" in refused.json()["fix"]
     assert api.get("/v1/environments/mine").status_code == 200
     cleared = api.delete("/v1/workspace/default-environment").json()
     assert cleared["default"]["name"] == "mine"

@@ -9,8 +9,9 @@ import pytest
 
 from orch.engine.fake import FakeEngine
 from orch.errors import EngineError
-from orch.services import builds, images
+from orch.services import images
 from orch.services.platform import Platform
+from orch.workers import builds
 from tests.api.test_environments import create
 from tests.api.test_services import answering, bundle, deploy, deployed  # noqa: F401 - autouse fixture
 from tests.conftest import drain

@@ -27,7 +27,7 @@ from orch.bundle import pack_directory
 from orch.engine.base import ContainerExit
 from orch.engine.fake import FakeEngine
 from orch.server.app import create_app
-from orch.services import service_worker, supervisor
+from orch.services import reconcile
 from orch.services.platform import Platform
 from orch.store.schema import (
     AgentRow,
@@ -39,6 +39,7 @@ from orch.store.schema import (
     ServiceRow,
     TokenRow,
 )
+from orch.workers import deploys
 from tests.asgi import in_process
 from tests.conftest import drain, drain_runs
 
@@ -175,16 +176,16 @@ def b(
     run = api.post("/v1/runs", json={"agent": "b-agent", "input": f'{{"k": "{SECRET}"}}'})
     assert run.status_code == 201, run.text
     drain_runs(platform)
-    monkeypatch.setattr(service_worker, "answers", lambda address: True)
+    monkeypatch.setattr(platform, "probe", lambda address, port: True)
     resp = api.post(
         "/v1/services/b-svc/deploy",
         content=bundle(tmp_path, "svc", {"main.py": code}),
         headers={"Content-Type": "application/gzip"},
     )
     assert resp.status_code == 201, resp.text
-    while (dep := service_worker.claim(platform)) is not None:
-        service_worker.execute(platform, dep)
-    supervisor.reconcile(platform)
+    while (dep := deploys.claim(platform)) is not None:
+        deploys.execute(platform, dep)
+    reconcile.reconcile(platform)
     second = api.post("/v1/tokens", json={"name": "b-ci"})
     assert second.status_code == 201
     things = B(

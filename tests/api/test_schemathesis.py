@@ -42,8 +42,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from orch.services import service_worker, supervisor
+from orch.services import reconcile
 from orch.services.platform import Platform
+from orch.workers import deploys
 from tests.api.test_isolation import bundle
 from tests.conftest import drain, drain_runs
 
@@ -355,12 +356,12 @@ def seeds(api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: py
     run = api.post("/v1/runs", json={"agent": "seed-agent", "input": "{}"})
     assert run.status_code == 201, run.text
     drain_runs(platform)
-    monkeypatch.setattr(service_worker, "answers", lambda address: True)
+    monkeypatch.setattr(platform, "probe", lambda address, port: True)
     resp = api.post("/v1/services/seed-svc/deploy", content=data, headers=gz)
     assert resp.status_code == 201, resp.text
-    while (dep := service_worker.claim(platform)) is not None:
-        service_worker.execute(platform, dep)
-    supervisor.reconcile(platform)
+    while (dep := deploys.claim(platform)) is not None:
+        deploys.execute(platform, dep)
+    reconcile.reconcile(platform)
     token = api.post("/v1/tokens", json={"name": "seed-ci"})
     assert token.status_code == 201, token.text
     found = Seeds(

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orch.services import service_deploys
+from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from tests.api.test_agents_runs import bundle as run_bundle
 from tests.api.test_agents_runs import publish
@@ -22,13 +22,13 @@ def test_service_log_followers_hold_no_threads(
 ) -> None:
     svc = deployed(api, platform, tmp_path)
     reads: list[int] = []
-    real = service_deploys._logs
+    real = use_cases._logs
 
     def counted(*args: object) -> object:
         reads.append(1)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service_deploys, "_logs", counted)
+    monkeypatch.setattr(use_cases, "_logs", counted)
     answers: list[dict] = []
 
     def follow() -> None:
@@ -60,8 +60,8 @@ def test_followers_answer_at_once_when_the_server_stops(
     assert publish(api, "hello", run_bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
     run_id = api.post("/v1/runs", json={"agent": "hello"}).json()["id"]  # stays queued: no workers
     reads: list[int] = []
-    real = service_deploys._logs
-    monkeypatch.setattr(service_deploys, "_logs", lambda *a: reads.append(1) or real(*a))
+    real = use_cases._logs
+    monkeypatch.setattr(use_cases, "_logs", lambda *a: reads.append(1) or real(*a))
     answers: dict[str, int] = {}
 
     def follow(path: str) -> None:

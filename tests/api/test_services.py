@@ -14,10 +14,12 @@ import pytest
 
 from orch.bundle import pack_directory
 from orch.engine.fake import FakeEngine
-from orch.server import proxy
-from orch.services import service_worker, supervisor
+from orch.services import deployed as use_cases
+from orch.services import reconcile
 from orch.services.platform import Platform
 from orch.store.schema import ServiceRow
+from orch.workers import deploys
+from orch.workers.supervisor import Supervisor
 
 
 def bundle(tmp_path: Path, files: dict[str, str], name: str = "svc") -> bytes:
@@ -39,18 +41,18 @@ def deploy(api: httpx.Client, name: str, data: bytes, command: str | None = None
 
 
 @pytest.fixture(autouse=True)
-def answering(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def answering(platform: Platform) -> list[bool]:
     """Whether a new container 'answers on its port' (the fake engine runs nothing)."""
     state = [True]
-    monkeypatch.setattr(service_worker, "answers", lambda address: state[0])
+    platform.probe = lambda address, port: state[0]
     return state
 
 
 def work(platform: Platform) -> None:
     """Run every queued deployment now, in this thread, then one supervisor pass."""
-    while (dep := service_worker.claim(platform)) is not None:
-        service_worker.execute(platform, dep)
-    supervisor.reconcile(platform)
+    while (dep := deploys.claim(platform)) is not None:
+        deploys.execute(platform, dep)
+    reconcile.reconcile(platform)
 
 
 def deployed(api: httpx.Client, platform: Platform, tmp_path: Path, name: str = "web", **files: str) -> dict:
@@ -149,15 +151,15 @@ def test_a_crash_is_restarted_with_backoff_and_counted(
     log = platform.config.home / "logs" / "services" / svc["id"] / f"{first}.log"
     log.write_text("2026-01-01T00:00:00Z stderr F Traceback: boom\n")
     fake_engine.exit_container(first, 1)
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     svc = api.get("/v1/services/web").json()
     assert (svc["state"], svc["restarts"], svc["last_exit"]) == ("restarting", 1, 1)
     assert "Traceback: boom" in svc["last_output"] and svc["container"] is None
     assert first not in fake_engine.detached
-    supervisor.reconcile(platform)  # within the backoff: nothing starts
+    reconcile.reconcile(platform)  # within the backoff: nothing starts
     assert api.get("/v1/services/web").json()["container"] is None
     _skip_backoff(platform)
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     svc = api.get("/v1/services/web").json()
     assert svc["state"] == "running" and svc["container"] not in (None, first)
     assert "Traceback: boom" in api.get("/v1/services/web/logs").json()["text"]
@@ -167,14 +169,14 @@ def test_quick_crashes_in_a_row_make_it_crash_looping(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
     deployed(api, platform, tmp_path)
-    for _ in range(supervisor.CRASH_LOOP_AFTER):
+    for _ in range(reconcile.CRASH_LOOP_AFTER):
         fake_engine.exit_container(api.get("/v1/services/web").json()["container"], 2)
-        supervisor.reconcile(platform)
+        reconcile.reconcile(platform)
         _skip_backoff(platform)
-        supervisor.reconcile(platform)
+        reconcile.reconcile(platform)
     svc = api.get("/v1/services/web").json()
-    assert svc["state"] == "crash-looping" and svc["restarts"] == supervisor.CRASH_LOOP_AFTER
-    assert supervisor.backoff(1) == 1 and supervisor.backoff(3) == 4 and supervisor.backoff(20) == 60
+    assert svc["state"] == "crash-looping" and svc["restarts"] == reconcile.CRASH_LOOP_AFTER
+    assert reconcile.backoff(1) == 1 and reconcile.backoff(3) == 4 and reconcile.backoff(20) == 60
 
 
 def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
@@ -190,7 +192,7 @@ def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
         spec.__class__(**{**spec.__dict__, "name": "orphan", "labels": orphan_labels}), tmp_path / "o.log", 1
     )
     started = len(fake_engine.started)
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     assert list(fake_engine.detached) == [svc["container"]]
     assert len(fake_engine.started) == started  # the running one was adopted, not replaced
     # Another platform's containers are never touched.
@@ -198,7 +200,7 @@ def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
     fake_engine.start_container(
         spec.__class__(**{**spec.__dict__, "name": "x", "labels": other}), tmp_path / "x", 1
     )
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     assert "x" in fake_engine.detached
 
 
@@ -251,7 +253,7 @@ def test_a_server_killed_while_removing_the_old_version_has_stored_the_switch(
     assert (svc["version"], svc["state"]) == (2, "running") and svc["container"] != v1["container"]
     assert api.get("/v1/services/web/deployments/2").json()["status"] == "ready"
     # The next start's supervisor removes v1's container, which no service points at.
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     assert list(fake_engine.detached) == [svc["container"]]
     assert api.get("/v1/services/web").json()["restarts"] == 0
 
@@ -270,7 +272,7 @@ def test_a_vanished_container_is_removed_by_name_and_restarted(
     monkeypatch.setattr(
         fake_engine, "remove_container", lambda name, timeout=10: (removed.append(name), remove(name))
     )
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     # What the engine keeps of it (its cgroups on Podman) goes too.
     assert removed == [svc["container"]]
     after = api.get("/v1/services/web").json()
@@ -293,7 +295,7 @@ def test_stop_restart_delete(
     deployed(api, platform, tmp_path)
     assert api.post("/v1/services/web/stop").json()["state"] == "stopped"
     assert fake_engine.detached == {}
-    supervisor.reconcile(platform)
+    reconcile.reconcile(platform)
     assert fake_engine.detached == {}  # stays stopped
     restarted = api.post("/v1/services/web/restart").json()
     assert restarted["state"] == "running" and restarted["desired"] == "running"
@@ -332,7 +334,7 @@ class _Echo(BaseHTTPRequestHandler):
 @pytest.fixture
 def echo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    monkeypatch.setattr(proxy, "PORT", server.server_address[1])
+    monkeypatch.setattr(use_cases, "PORT", server.server_address[1])  # where the proxy sends it
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield
@@ -440,7 +442,7 @@ def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(
 ) -> None:
     # Found by the faults test: a kill between `podman rm` and removing a container's parent
     # cgroup leaves the cgroup; every start (and every minute after) sweeps this platform's.
-    sup = supervisor.Supervisor(platform, poll=0.05)
+    sup = Supervisor(platform, poll=0.05)
     sup.start()
     sup.stop()
     assert fake_engine.swept == [platform.container_prefix]
@@ -463,3 +465,29 @@ def test_a_log_started_afresh_is_followed_from_its_start(
     assert after["text"] == "after the limit\n"
     assert after["offset"] == len("old run\nafter the limit\n")
     assert api.get("/v1/services/web/logs", params={"offset": after["offset"]}).json()["text"] == ""
+
+
+def test_a_deploy_wakes_the_deploy_worker(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
+    platform.wake_deploys.clear()
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    assert platform.wake_deploys.is_set()
+
+
+def test_a_deploy_writes_its_bundle_under_the_bundle_files_lock(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """An agent delete that removes unused bundle files holds that lock: it never removes the file
+    of a deployment between its writing and the commit that refers to it."""
+    from orch.services import agents
+
+    data = bundle(tmp_path, {"main.py": ""})
+    answer: list[httpx.Response] = []
+    with agents.bundle_files_lock(platform):
+        t = threading.Thread(target=lambda: answer.append(deploy(api, "web", data)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not answer, "the deploy did not wait for the lock"
+        assert not list((platform.config.home / "bundles").glob("*.tar.gz"))
+    t.join(10)
+    assert answer and answer[0].status_code == 201
+    assert len(list((platform.config.home / "bundles").glob("*.tar.gz"))) == 1

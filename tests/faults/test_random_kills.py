@@ -28,8 +28,7 @@ import pytest
 
 from orch.bundle.pack import pack_directory
 from orch.engine import PodmanEngine
-from orch.models import BuildStatus, RunStatus
-from orch.services.service_views import DeploymentStatus, ServiceState
+from orch.models import BuildStatus, DeploymentStatus, RunStatus, ServiceState
 from tests.integration.conftest import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -242,7 +242,7 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever
 
 
 def test_a_flooding_service_cannot_fill_the_disk(server: Server, tmp_path: Path) -> None:
-    from orch.services.service_logs import MAX_CONTAINER_LOG
+    from orch.services.deployed_logs import MAX_CONTAINER_LOG
 
     lines = 3 * MAX_CONTAINER_LOG // 100  # 100 bytes a line: three times the limit, and more on disk
     write(tmp_path / "flood", {"main.py": FLOOD.replace("LINES", str(lines))})

@@ -17,11 +17,11 @@ def test_existing_agents_keep_counting_from_their_latest_version(tmp_path: Path)
     store = Store(f"sqlite:///{tmp_path / 'orch.db'}")
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0006")
     now = datetime.now(UTC)
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         conn.execute(
             text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_team', 'team', :at)"), {"at": now}
         )
@@ -34,7 +34,7 @@ def test_existing_agents_keep_counting_from_their_latest_version(tmp_path: Path)
                 {"id": agent_id, "latest": latest, "at": now},
             )
     store.migrate()
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         rows = {r[0]: r[1] for r in conn.execute(text("SELECT id, last_published FROM agents"))}
     assert rows == {"agt_a": 1, "agt_b": 7}
     store.dispose()

@@ -7,10 +7,10 @@ import threading
 
 from orch.engine.fake import FakeEngine
 from orch.models import BuildStatus
-from orch.services import builds
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store.schema import BuildRow
+from orch.workers import build_queue, builds
 from tests.conftest import drain
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN echo one\nRUN echo two\n"
@@ -54,7 +54,7 @@ def test_recover_requeues_then_fails(platform: Platform, workspace: tuple[str, s
 
 
 def test_worker_threads_drain_the_queue(platform: Platform, workspace: tuple[str, str]) -> None:
-    workers = builds.BuildWorkers(platform, count=2, poll=0.05)
+    workers = build_queue(platform, count=2, poll=0.05)
     workers.start()
     try:
         created = [

@@ -12,7 +12,7 @@ from orch.sandbox.spec import Limits
 from orch.services import host_check
 from orch.services.host_check import Piece
 from orch.services.platform import Platform
-from orch.services.run_worker import outcome
+from orch.workers.runs import outcome
 from tests.conftest import make_platform
 
 # What Podman 4.3 printed on a fresh machine without catatonit (exit 125).

@@ -11,11 +11,12 @@ import pytest
 
 from orch.config import Config
 from orch.models import RunStatus, new_id
-from orch.services import builds, run_worker
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store import Store
 from orch.store.schema import BuildRow, RunRow
+from orch.workers import builds
+from orch.workers import runs as run_worker
 
 ROWS = 20
 THREADS = 4  # per server

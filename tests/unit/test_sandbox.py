@@ -9,7 +9,7 @@ from orch.engine.podman_run import run_args
 from orch.models import RunStatus
 from orch.sandbox import deps
 from orch.sandbox.spec import Limits, run_spec
-from orch.services.run_worker import outcome
+from orch.workers.runs import outcome
 
 LIMITS = Limits(cpus=0.5, memory_bytes=128 * 1024 * 1024, pids=64, timeout=30)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orch.engine.podman import detached_args
-from orch.sandbox.service import RUN_COMMAND_CAPS, ServiceLimits, container_spec, containerfile
-from orch.services import service_logs
-from orch.services.supervisor import BACKOFF_MAX, backoff
+from orch.sandbox.service_spec import RUN_COMMAND_CAPS, ServiceLimits, container_spec, containerfile
+from orch.services import deployed_logs
+from orch.services.reconcile import BACKOFF_MAX, backoff
 
 LIMITS = ServiceLimits(cpus=0.5, memory_bytes=256 * 1024**2, pids=64)
 
@@ -34,10 +34,10 @@ def test_containerfile_installs_dependencies_at_build_time() -> None:
 
 
 def test_detached_container_is_hardened_and_publishes_no_port(tmp_path: Path) -> None:
-    args = detached_args(spec(), tmp_path / "c.log", service_logs.MAX_CONTAINER_LOG)
+    args = detached_args(spec(), tmp_path / "c.log", deployed_logs.MAX_CONTAINER_LOG)
     assert args[:4] == ["run", "--name", "orch-x-svc_1-v1-abc", "-d"]
     assert f"--log-opt=path={tmp_path / 'c.log'}" in args and "--log-driver=k8s-file" in args
-    assert f"--log-opt=max-size={service_logs.MAX_CONTAINER_LOG}" in args
+    assert f"--log-opt=max-size={deployed_logs.MAX_CONTAINER_LOG}" in args
     assert "--read-only" in args and "--user=1000:1000" in args and "--cap-drop=all" in args
     assert not [a for a in args if a.startswith("--cap-add")]
     assert "--memory=268435456b" in args and "--cpus=0.5" in args and "--pids-limit=64" in args
@@ -61,8 +61,8 @@ def test_k8s_file_logs_parse_full_and_partial_lines() -> None:
         "2026-01-01T00:00:00.3+00:00 stderr F tial\n"
         "2026-01-01T00:00:00.4+00:00 stdout F \n"
     )
-    assert service_logs.parse(raw) == "hello\npartial\n\n"
-    assert service_logs.tail("a\nb\nc\n", 2) == "b\nc\n"
+    assert deployed_logs.parse(raw) == "hello\npartial\n\n"
+    assert deployed_logs.tail("a\nb\nc\n", 2) == "b\nc\n"
 
 
 def test_backoff_doubles_up_to_its_maximum() -> None:

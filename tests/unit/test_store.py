@@ -24,8 +24,8 @@ def head() -> str:
 
 def test_postgresql_urls_use_psycopg() -> None:
     store = Store("postgresql://orch:secret@127.0.0.1:5432/orch")
-    assert store.engine.dialect.name == "postgresql"
-    assert store.engine.dialect.driver == "psycopg"
+    assert store.db.dialect.name == "postgresql"
+    assert store.db.dialect.driver == "psycopg"
 
 
 def test_bad_url_is_a_plain_error() -> None:
@@ -37,7 +37,7 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'deep' / 'orch.db'}")
     store.migrate()
     store.migrate()
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert version == head() and mode == "wal"
@@ -50,7 +50,7 @@ def test_migrate_an_empty_postgresql_database(postgres_server: PostgresServer) -
         store = Store(postgres_server.url(name))
         store.migrate()
         store.migrate()
-        with store.engine.connect() as conn:
+        with store.db.connect() as conn:
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         assert version == head()
         store.dispose()
@@ -66,9 +66,9 @@ def store(database_url: str) -> Store:
 
 
 def test_times_come_back_in_utc(store: Store) -> None:
-    if store.engine.dialect.name == "postgresql":
+    if store.db.dialect.name == "postgresql":
         # A server or database in another time zone must not shift what orch reads back.
-        with store.engine.connect() as conn:
+        with store.db.connect() as conn:
             name = conn.exec_driver_sql("SELECT current_database()").scalar()
             conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
             conn.commit()
@@ -100,7 +100,7 @@ def test_output_with_nul_is_stored(store: Store) -> None:
     with store.session() as s:
         tail = s.scalar(select(BuildRow.log_tail))
     # PostgreSQL refuses NUL in text: there it becomes U+FFFD, as undecodable output does.
-    assert tail == ("a\ufffdb" if store.engine.dialect.name == "postgresql" else "a\x00b")
+    assert tail == ("a\ufffdb" if store.db.dialect.name == "postgresql" else "a\x00b")
     store.dispose()
 
 

@@ -17,11 +17,11 @@ def test_admin_named_and_operator_cli_tokens_become_admin(tmp_path: Path) -> Non
     store = Store(f"sqlite:///{tmp_path / 'orch.db'}")
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0003")
     now = datetime.now(UTC)
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         for ws_id, name in (("ws_default", "default"), ("ws_team", "team")):
             conn.execute(
                 text("INSERT INTO workspaces (id, name, created_at) VALUES (:id, :name, :at)"),
@@ -42,7 +42,7 @@ def test_admin_named_and_operator_cli_tokens_become_admin(tmp_path: Path) -> Non
                 {"id": token_id, "ws": ws_id, "name": name, "sha": token_id * 8, "at": now},
             )
     store.migrate()
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         flags = {row[0]: row[1] for row in conn.execute(text("SELECT id, admin FROM tokens"))}
     assert {k: bool(v) for k, v in flags.items()} == {
         "tok_1": True,

@@ -13,7 +13,8 @@ def dockerfile_hash(normalised_text: str) -> str:
 
 
 def cache_key(normalised_text: str, base_image_id: str) -> str:
-    """SHA-256 of the normalised Dockerfile and the base image's id (SPEC §2.3)."""
+    """SHA-256 of the normalised Dockerfile and the base image's id (docs/environments.md,
+    "Build cache")."""
     return hashlib.sha256(f"{dockerfile_hash(normalised_text)}\n{base_image_id}".encode()).hexdigest()
 
 

@@ -1,4 +1,5 @@
-"""Which file a run starts, in which language, and with which command line (SPEC §2.1)."""
+"""Which file a run starts, in which language, and with which command line (docs/agents.md,
+"Publishing")."""
 
 from __future__ import annotations
 

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from orch.bundle import pack_directory, parse_manifest
 from orch.cli.client import Client
-from orch.cli.env import JSON, follow_build
+from orch.cli.env import follow_build
 from orch.cli.output import command, console, ok, print_json, warn
-from orch.errors import InvalidInput, NotFound
+from orch.cli.utils import JSON, packed, plain_table
+from orch.errors import Conflict, InvalidInput, NotFound
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
-
-
-def _default_name(root: Path) -> str:
-    for candidate in ("orch.yaml", "orch.yml"):
-        path = root / candidate
-        if path.is_file():
-            name = parse_manifest(path.read_text(encoding="utf-8-sig"), candidate).name
-            if name:
-                return name
-    slug = re.sub(r"[^a-z0-9._-]+", "-", root.resolve().name.lower()).strip("-._")
-    if not slug:
-        raise InvalidInput(f"Cannot make an agent name from {root}.", "Pass --name NAME.")
-    return slug[:63]
 
 
 def _plural(n: int, noun: str) -> str:
@@ -54,13 +39,7 @@ def publish(
     json_: bool = JSON,
 ) -> None:
     """Publish a directory as a new immutable version of an agent."""
-    if not path.is_dir():
-        raise InvalidInput(
-            f"{str(path)!r} is not a directory.",
-            "Pass the agent's directory, e.g. `orch publish ./my-agent`.",
-        )
-    agent_name = name or _default_name(path)
-    bundle = pack_directory(path)
+    agent_name, bundle = packed(path, name, "agent", "orch publish ./my-agent")
     client = Client.from_settings()
     data = client.post(
         f"/v1/agents/{agent_name}/versions",
@@ -117,7 +96,7 @@ def list_(json_: bool = JSON) -> None:
     if json_:
         print_json(agents)
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = plain_table()
     for col in ("NAME", "VERSION", "ENTRYPOINT", "ENVIRONMENT", "PUBLISHED"):
         table.add_column(col, no_wrap=True)
     for a in agents:
@@ -191,7 +170,12 @@ def delete(
         past = f"{_plural(len(runs), 'past run')}{more} (with their output)" if runs else "no past runs"
         if not typer.confirm(f"Delete {what}, and {past}?"):
             raise typer.Exit(1)
-    data = client.delete(path)
+    try:
+        data = client.delete(path)
+    except Conflict as e:
+        if e.details.get("unfinished_runs"):  # the server's fix says what; the CLI adds how
+            e.fix = f"{e.fix} `orch runs cancel RUN` cancels one."
+        raise
     if json_:
         print_json(data)
         return

@@ -10,33 +10,34 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orch import dockerfile
 from orch.cli.client import Client
 from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.cli.utils import JSON, plain_table
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
 
-JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scripts).")
 FINAL = {"ready", "failed"}
 POLL = 0.5
 
 
 def _read_dockerfile(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    # Bytes, decoded alike from a file and from stdin, so the same bytes get the same verdict
+    # as through the API: no newline translation (a lone CR is no line break to BuildKit), and
+    # bytes that are not UTF-8 kept as surrogates, which validation reports on their line.
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except FileNotFoundError:
         raise InvalidInput(f"There is no file {path!r}.", "Pass the path of a Dockerfile with -f.") from None
     except IsADirectoryError:
         raise InvalidInput(
             f"{path!r} is a directory.", f"Pass the file itself, e.g. -f {path}/Dockerfile."
         ) from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise InvalidInput(f"Cannot read {path!r}: {e}.", "Pass a readable UTF-8 text file.") from None
+    except OSError as e:
+        raise InvalidInput(f"Cannot read {path!r}: {e}.", "Pass a readable file.") from None
+    return data.decode("utf-8", errors="surrogateescape")
 
 
 def _status_json(env: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def list_(json_: bool = JSON) -> None:
         (e["id"], e["name"] + (" ★" if e["default"] else ""), e["kind"], e["status"], e["description"] or "")
         for e in envs
     ]
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = plain_table()
     for i, col in enumerate(("ID", "NAME", "KIND", "STATUS")):
         # Ids and names are what users type next: never cut them; the description gives way.
         table.add_column(col, no_wrap=True, min_width=max([len(r[i]) for r in rows] + [len(col)]))

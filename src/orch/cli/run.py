@@ -10,11 +10,10 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from orch.cli.client import Client
-from orch.cli.env import JSON
 from orch.cli.output import command, console, err_console, print_json
+from orch.cli.utils import JSON, plain_table
 from orch.errors import InvalidInput
 
 app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no_args_is_help=True)
@@ -180,7 +179,7 @@ def list_(
     if json_:
         print_json(runs)
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = plain_table()
     for col in ("ID", "AGENT", "STATUS", "ENVIRONMENT", "EXIT", "QUEUED"):
         table.add_column(col, no_wrap=True)
     for r in runs:

@@ -9,13 +9,10 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from orch.bundle import pack_directory
-from orch.cli.agent import _default_name
 from orch.cli.client import Client
-from orch.cli.env import JSON
 from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.cli.utils import JSON, packed, plain_table
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
@@ -28,7 +25,8 @@ def _url(client: Client, path: str) -> str:
 
 
 def _json(client: Client, svc: dict[str, Any]) -> dict[str, Any]:
-    """SPEC §3's keys first ({name, state, url, restarts}), then the rest; `url` made absolute."""
+    """The keys docs/cli.md ("JSON output") promises first ({name, state, url, restarts}), then
+    the rest; `url` made absolute."""
     return {
         "name": svc["name"],
         "state": svc["state"],
@@ -63,13 +61,7 @@ def deploy(
     json_: bool = JSON,
 ) -> None:
     """Deploy a directory as a service's next version; the old one serves until the new one answers."""
-    if not path.is_dir():
-        raise InvalidInput(
-            f"{str(path)!r} is not a directory.",
-            "Pass the service's directory, e.g. `orch service deploy ./api`.",
-        )
-    service = name or _default_name(path)
-    bundle = pack_directory(path)
+    service, bundle = packed(path, name, "service", "orch service deploy ./api")
     client = Client.from_settings()
     params = {"command": command_} if command_ is not None else {}
     dep = client.post(
@@ -117,7 +109,7 @@ def list_(json_: bool = JSON) -> None:
     if json_:
         print_json([_json(client, s) for s in services])
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = plain_table()
     for col in ("NAME", "STATE", "VERSION", "UPTIME", "RESTARTS", "URL"):
         table.add_column(col, no_wrap=True)
     for s in services:

@@ -6,18 +6,17 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from orch.cli.client import Client
-from orch.cli.env import JSON
 from orch.cli.output import command, console, err_console, ok, print_json
+from orch.cli.utils import JSON, plain_table
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = plain_table()
     for col in columns:
         table.add_column(col, no_wrap=True)
     for row in rows:

@@ -1,7 +1,6 @@
 """The container engine interface. Podman today; a fake beside it for unit tests."""
 
 from orch.engine.base import (
-    BuildFailed,
     ContainerExit,
     ContainerSpec,
     Engine,
@@ -10,6 +9,7 @@ from orch.engine.base import (
     ProcessResult,
 )
 from orch.engine.podman import PodmanEngine
+from orch.errors import BuildFailed
 
 __all__ = [
     "BuildFailed",

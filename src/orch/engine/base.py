@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orch.engine.network import Network
-from orch.errors import EngineError
+from orch.errors import BuildFailed as BuildFailed  # what `build` raises (defined in errors.py)
 
 LABEL_PREFIX = "org.orch."
 
@@ -26,12 +26,6 @@ class ProcessResult:
     exit_code: int
     stdout: str
     stderr: str
-
-
-class BuildFailed(EngineError):
-    """A build step exited non-zero, or the build was stopped (timeout)."""
-
-    code = "build_failed"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""An in-memory engine for unit and API tests: records what it was asked, builds instantly."""
+"""An in-memory engine for unit and API tests: records what it was asked, builds instantly.
+
+It subclasses the `Engine` Protocol (as httpx's MockTransport subclasses BaseTransport), so the
+type checker holds it to the interface: a method missing or with another signature is an error
+here, not a surprise in a test."""
 
 from __future__ import annotations
 
@@ -8,37 +12,55 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import final
 
 from orch.engine.base import (
-    BuildFailed,
     BuildRequest,
     ContainerExit,
     ContainerInfo,
     ContainerSpec,
+    Engine,
     ImageInfo,
     ProcessResult,
 )
 from orch.engine.network import Network
-from orch.errors import EngineError
+from orch.errors import BuildFailed, EngineError
+
+# What a sandbox "does": given its spec, write output through the callbacks, return its exit.
+Behaviour = Callable[[ContainerSpec, Callable[[bytes], None], Callable[[bytes], None]], ContainerExit]
 
 
-class FakeEngine:
-    """Builds succeed unless a RUN step contains `exit 1`; `gate` lets a test hold a build."""
+# final: mypy then reports any method of Engine that this class lacks, where it is declared.
+@final
+class FakeEngine(Engine):
+    """Builds succeed unless a RUN step contains `exit 1`; sandboxes exit 0 unless told otherwise.
+
+    The test hooks, which tests read or set:
+
+        images_by_tag  the images it has, by tag (`add_image` adds one; `build` adds its result)
+        inspected      every ref `inspect_image` was asked about, in order
+        builds         every BuildRequest, in order
+        gate           an Event each build step waits for: clear it to hold builds, set to go on
+        behaviour      what a sandbox does (see Behaviour); the default exits 0 at once
+        containers     every sandbox spec `run_container` ran
+        runs           (image, argv) of every `run`
+        detached       service containers by name; `exit_container` makes one exit
+        started        every spec `start_container` started
+        prepared       how many times `prepare` was called
+        swept          what the remove_*leftovers and remove_untagged_images calls swept
+    """
 
     name = "fake"
 
     def __init__(self) -> None:
         self.images_by_tag: dict[str, ImageInfo] = {}
+        self.inspected: list[str] = []
         self.builds: list[BuildRequest] = []
         self.runs: list[tuple[str, tuple[str, ...]]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.containers: list[ContainerSpec] = []
-        # What a sandbox "does": given its spec, write output through the callbacks, return an exit.
-        self.behaviour: Callable[
-            [ContainerSpec, Callable[[bytes], None], Callable[[bytes], None]], ContainerExit
-        ] = lambda spec, out, err: ContainerExit(0)
-        # Detached containers (services) by name; a test "crashes" one with `exit_container`.
+        self.behaviour: Behaviour = lambda spec, out, err: ContainerExit(0)
         self.detached: dict[str, tuple[ContainerSpec, ContainerInfo]] = {}
         self.started: list[ContainerSpec] = []
         self.prepared = 0
@@ -48,6 +70,7 @@ class FakeEngine:
         self.prepared += 1
 
     def add_image(self, tag: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
+        """Make an image exist, as if built or pulled (a hook: no real engine has it)."""
         info = ImageInfo(
             id=hashlib.sha256(tag.encode()).hexdigest(),
             size=1000,
@@ -90,6 +113,7 @@ class FakeEngine:
         return self.add_image(tag, labels)
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
+        self.inspected.append(ref)
         return self.images_by_tag.get(ref)
 
     def images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
@@ -153,6 +177,7 @@ class FakeEngine:
         return cid
 
     def exit_container(self, name: str, exit_code: int) -> None:
+        """Make a detached container exit, as a crash would (a hook: no real engine has it)."""
         spec, info = self.detached[name]
         self.detached[name] = (spec, dataclasses.replace(info, state="exited", exit_code=exit_code))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,3 +174,12 @@ def ensure(podman: str = "podman") -> Subnets:
         for builtin in ("INPUT", "FORWARD", "OUTPUT"):
             _ensure_jump(builtin)
         return subnets
+
+
+def answers_tcp(address: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at address:port (a service that came up)."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -11,21 +11,21 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 from orch.engine import network as networks
 from orch.engine import podman_run
 from orch.engine.base import (
-    BuildFailed,
     BuildRequest,
     ContainerExit,
     ContainerInfo,
     ContainerSpec,
+    Engine,
     ImageInfo,
     ProcessResult,
 )
 from orch.engine.network import Network
-from orch.errors import EngineError
+from orch.errors import BuildFailed, EngineError
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
 # A build argument no Dockerfile declares (so it changes no layer's cache): Buildah keeps it in
@@ -38,7 +38,8 @@ _CACHE_RACE = "checking if cached image exists from a previous build"
 MAX_LINE = 64 * 1024
 
 
-class PodmanEngine:
+@final  # so that mypy reports a method of Engine missing here
+class PodmanEngine(Engine):
     name = "podman"
 
     def __init__(self, binary: str = "podman") -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orch.engine.base import ContainerSpec, Engine, Mount
 from orch.engine.network import Network
-from orch.errors import OrchError
+from orch.errors import InstallFailed
 from orch.locking import file_lock
 from orch.sandbox.layout import (
     BUNDLE,
@@ -54,10 +54,6 @@ else
 fi
 mkdir -p node_modules
 """
-
-
-class InstallFailed(OrchError):
-    code = "install_failed"
 
 
 @dataclass(frozen=True)

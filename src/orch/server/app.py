@@ -19,32 +19,24 @@ from orch.server.api import agents, environments, runs, services, workspaces
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
-from orch.services.builds import BuildWorkers
 from orch.services.platform import Platform
-from orch.services.run_worker import RunWorkers
-from orch.services.supervisor import Supervisor
+from orch.workers import Workers
 
 
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
-    build_workers = BuildWorkers(platform, count=int(platform.config.build_workers))
-    run_workers = RunWorkers(platform, count=int(platform.config.run_workers))
-    supervisor = Supervisor(platform)
+    background = Workers(platform)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if workers:
-            build_workers.start()
-            run_workers.start()
-            supervisor.start()
+            background.start()
         try:
             yield
         finally:
             await proxy.close(_app.state)
             if workers:
-                supervisor.stop()
-                run_workers.stop()
-                build_workers.stop()
+                background.stop()
 
     platform.store.migrate()
     envs.seed_builtins(platform)

@@ -10,16 +10,12 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from orch.errors import NotFound, OrchError
-from orch.sandbox.service import PORT
+from orch.errors import ServiceUnavailable
 from orch.server.api.deps import PlatformDep, ProxyWorkspaceDep
-from orch.services.platform import Platform
-from orch.services.service_views import ServiceState
-from orch.store.schema import ServiceRow, WorkspaceRow
+from orch.services import deployed
 
 router = APIRouter(tags=["services"])
 
@@ -47,30 +43,6 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
-class ServiceUnavailable(OrchError):
-    http_status = 503
-    code = "service_unavailable"
-
-
-def _target(platform: Platform, ws_id: str, workspace: str, name: str) -> str:
-    with platform.store.session() as s:
-        ws = s.get(WorkspaceRow, ws_id)
-        # No service name holds a NUL, and PostgreSQL refuses one even in a lookup.
-        query = select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name)
-        svc = None if "\x00" in name else s.scalar(query)
-        if ws is None or ws.name != workspace or svc is None:
-            raise NotFound(
-                f"No service {workspace}/{name} for this token.",
-                "Run `orch service list` for the services and their URLs.",
-            )
-        if svc.state != ServiceState.RUNNING.value or not svc.address:
-            raise ServiceUnavailable(
-                f"The service {name} is {svc.state}, not running.",
-                f"See `orch service status {name}` and `orch service logs {name}`.",
-            )
-        return f"http://{svc.address}:{PORT}"
-
-
 def client(request: Request) -> httpx.AsyncClient:
     found: httpx.AsyncClient | None = getattr(request.app.state, "service_proxy", None)
     if found is None:
@@ -90,7 +62,7 @@ async def proxy(
     workspace: str, name: str, request: Request, platform: PlatformDep, ws: ProxyWorkspaceDep, path: str = ""
 ) -> StreamingResponse:
     """Forward the request to the service and stream its answer back."""
-    base = await run_in_threadpool(_target, platform, ws, workspace, name)
+    base = await run_in_threadpool(deployed.proxy_target, platform, ws, workspace, name)
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP | {"cookie"}]
     cookies = [c for c in request.headers.get("cookie", "").split(";") if c.strip()]
     kept = [c.strip() for c in cookies if c.strip().split("=", 1)[0] != _TOKEN_COOKIE]
@@ -108,8 +80,7 @@ async def proxy(
         upstream = await client(request).send(upstream_request, stream=True)
     except httpx.TransportError as e:
         raise ServiceUnavailable(
-            f"The service {name} did not answer ({type(e).__name__}).",
-            f"See `orch service status {name}` and `orch service logs {name}`.",
+            f"The service {name} did not answer ({type(e).__name__}).", deployed.SEE_STATUS_AND_LOGS
         ) from None
     answer_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
     return StreamingResponse(

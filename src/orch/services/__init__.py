@@ -1,1 +1,1 @@
-"""Use cases, called by the server's routes and workers; the one layer that writes the store."""
+"""Use cases, called by the server's routes and by the workers."""

@@ -83,7 +83,7 @@ def delete_version(platform: Platform, ws_id: str, ref: str, number: int) -> Age
         if version is None:
             raise NotFound(
                 f"{agent.name} has no version {number}.",
-                f"Run `orch agents show {agent.name}` to see its versions.",
+                "See the agent's versions for the numbers that exist.",
             )
         count = s.scalar(
             select(func.count()).select_from(AgentVersionRow).where(AgentVersionRow.agent_id == agent.id)
@@ -91,7 +91,7 @@ def delete_version(platform: Platform, ws_id: str, ref: str, number: int) -> Age
         if count == 1:
             raise Conflict(
                 f"v{number} is the only version of {agent.name}, and an agent can't be left without one.",
-                f"Delete the agent itself: `orch agents delete {agent.name}`.",
+                "Delete the agent itself instead.",
             )
         runs_of = RunRow.agent_version_id == version.id
         gone = _remove(s, ws_id, [version], runs_of, f"{agent.name} v{number}")
@@ -125,7 +125,8 @@ def _remove(
         raise Conflict(
             f"{what} has {n} run{'s' if n != 1 else ''} that {'has' if n == 1 else 'have'} not "
             f"ended ({listed}).",
-            f"Wait for {them} to end, or cancel {them} with `orch runs cancel RUN`, then delete again.",
+            f"Wait for {them} to end, or cancel {them}, then delete again.",
+            unfinished_runs=unfinished,
         )
     run_ids = list(s.scalars(runs))
     s.execute(delete(RunRow).where(RunRow.id.in_(run_ids)))

@@ -20,7 +20,7 @@ from orch.locking import file_lock
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.services import environments as envs
-from orch.services import usage
+from orch.services import refs
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
 from orch.store.schema import (
@@ -33,8 +33,8 @@ from orch.store.schema import (
 )
 
 DOCKERFILE_NOT_USED = (
-    "The bundle has a Dockerfile, which was not used: publish with --docker to build the agent's "
-    "own environment from it."
+    "The bundle has a Dockerfile, which was not used: publish again asking for it to be built, to "
+    "run the agent in an environment of its own."
 )
 
 
@@ -97,8 +97,8 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
     if docker:
         if info.dockerfile is None:
             raise InvalidInput(
-                "--docker was given but the bundle has no Dockerfile.",
-                "Add a Dockerfile next to the entrypoint, or publish without --docker.",
+                "A build of the bundle's Dockerfile was asked for, but the bundle has no Dockerfile.",
+                "Add a Dockerfile next to the entrypoint, or publish without asking for a build.",
             )
         validation = dockerfile.validate(info.dockerfile)
         if not validation.ok:
@@ -121,15 +121,14 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
             except NotFound:
                 raise InvalidInput(
                     f"orch.yaml pins environment {pinned!r}, which does not exist in this workspace.",
-                    "Run `orch env list` for the names, or create it first with `orch env create`.",
+                    "See the list of environments for the names, or create that environment first.",
                 ) from None
             state = envs.view(platform, s, ws, env)
             if state.status == EnvStatus.FAILED:
                 notes.append(
                     f"orch.yaml pins environment {env.name}, whose last build failed "
                     f"({_plain(state.error)}); runs of this version will fail until it is built. "
-                    f"See `orch env status {env.name}`, then rebuild it (`orch env build {env.name}`) "
-                    "or pin another environment."
+                    "See its build log, then rebuild it or pin another environment."
                 )
     env_id = None
     if docker and validation is not None and info.dockerfile is not None:
@@ -216,15 +215,16 @@ def _agent_environment(
 def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> AgentRow:
     """The agent called `ref` (an id or a name) in this workspace, or NotFound; with `lock`, its
     row stays locked until the session ends (against a concurrent publish or delete)."""
-    column = AgentRow.id if ref.startswith("agt_") else AgentRow.name
-    query = select(AgentRow).where(AgentRow.workspace_id == ws_id, column == ref)
-    agent = s.scalar(query.with_for_update() if lock else query)
-    if agent is None:
-        raise NotFound(
-            f"No agent {ref!r} in this workspace.",
-            "Run `orch agents list` to see the agents, or publish one with `orch publish`.",
-        )
-    return agent
+    return refs.find(
+        s,
+        AgentRow,
+        ref,
+        AgentRow.workspace_id == ws_id,
+        id_prefix="agt_",
+        what="agent",
+        fix="See the list of agents, or publish this one first.",
+        lock=lock,
+    )
 
 
 def latest_version(s: Session, agent: AgentRow) -> AgentVersionRow:
@@ -238,7 +238,7 @@ def latest_version(s: Session, agent: AgentRow) -> AgentVersionRow:
     if version is None:  # deleted between reading the agent and its version
         raise NotFound(
             f"{agent.name} v{agent.latest_version} was deleted just now.",
-            f"Run `orch agents show {agent.name}` to see what is left, then try again.",
+            "See the agent's versions for what is left, then try again.",
         )
     return version
 
@@ -317,18 +317,3 @@ def count_without_own_environment(platform: Platform, ws_id: str) -> int:
             )
             or 0
         )
-
-
-@usage.register
-def _agents_using(s: Session, ws_id: str, env: EnvironmentRow) -> list[str]:
-    """Agents whose latest version uses `env` by Dockerfile or by pin."""
-    rows = s.execute(
-        select(AgentRow.name, AgentVersionRow.dockerfile_environment_id, AgentVersionRow.pinned_environment)
-        .join(AgentVersionRow, AgentVersionRow.agent_id == AgentRow.id)
-        .where(AgentRow.workspace_id == ws_id, AgentVersionRow.version == AgentRow.latest_version)
-    )
-    return sorted(
-        name
-        for name, by_docker, pin in rows
-        if by_docker == env.id or (pin is not None and pin in (env.name, env.id))
-    )

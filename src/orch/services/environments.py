@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 from orch import dockerfile
 from orch.builder import base_images
-from orch.builder.cache import cache_key, dockerfile_hash
 from orch.builder.predefined import BASE_ENVIRONMENTS, PREDEFINED
 from orch.errors import Conflict, InvalidDockerfile, InvalidInput, NotFound
+from orch.models import SHARED as SHARED  # the scope of base and predefined environments
 from orch.models import BuildStatus, EnvKind, EnvStatus, check_name, new_id
-from orch.services import usage
+from orch.services import build_requests, log_files, refs, usage
 from orch.services.platform import Platform
 from orch.services.views import (
     BuildLogChunk,
@@ -23,10 +23,7 @@ from orch.services.views import (
     EnvironmentView,
     FindingView,
 )
-from orch.store.schema import BuildRow, EnvironmentRow, WorkspaceRow, utcnow
-
-SHARED = "*"  # the scope of base and predefined environments
-
+from orch.store.schema import BuildRow, EnvironmentRow, WorkspaceRow
 
 # ---- seeding --------------------------------------------------------------------------------
 
@@ -69,14 +66,15 @@ def _visible(ws: WorkspaceRow) -> ColumnElement[bool]:
 
 def resolve(s: Session, ws: WorkspaceRow, ref: str) -> EnvironmentRow:
     """The environment called `ref` (an id or a name) in this workspace, or NotFound."""
-    column = EnvironmentRow.id if ref.startswith("env_") else EnvironmentRow.name
-    row = s.scalar(select(EnvironmentRow).where(_visible(ws), column == ref))
-    if row is None:
-        raise NotFound(
-            f"No environment {ref!r} in this workspace.",
-            "Run `orch env list` to see the ids and names you can use.",
-        )
-    return row
+    return refs.find(
+        s,
+        EnvironmentRow,
+        ref,
+        _visible(ws),
+        id_prefix="env_",
+        what="environment",
+        fix="See the list of environments for the ids and names you can use.",
+    )
 
 
 def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) -> EnvironmentView:
@@ -103,8 +101,11 @@ def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) 
 def _status(platform: Platform, env: EnvironmentRow, build: BuildRow | None) -> tuple[EnvStatus, str | None]:
     if env.kind == EnvKind.BASE:
         tag = base_images.image_tag(BASE_ENVIRONMENTS[env.name][0])
-        exists = platform.engine.inspect_image(tag) is not None
-        return (EnvStatus.READY if exists else EnvStatus.NOT_BUILT), tag
+        # Asked of the engine until it has the image, then known (as by the run path): base images
+        # are named by their recipe's hash, and the platform never removes them.
+        if tag not in platform.present_base_tags and platform.engine.inspect_image(tag) is not None:
+            platform.present_base_tags.add(tag)
+        return (EnvStatus.READY if tag in platform.present_base_tags else EnvStatus.NOT_BUILT), tag
     if build is None:
         return EnvStatus.NOT_BUILT, None
     return EnvStatus(build.status), env.image
@@ -181,6 +182,7 @@ def create(
             first.fix,
             findings=[f.to_dict() for f in validation.findings],
         )
+    lookup = build_requests.look_up(platform, validation, no_cache)  # before the transaction
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
         _check_free(s, ws, name)
@@ -193,7 +195,7 @@ def create(
             description=_leading_comment(text),
         )
         s.add(env)
-        build = queue_build(platform, s, env, validation, no_cache=no_cache)
+        build = build_requests.record(s, env, lookup)
         try:
             s.flush()
         except IntegrityError:
@@ -229,7 +231,7 @@ def _check_free(s: Session, ws: WorkspaceRow, name: str) -> None:
 def _name_taken(name: str) -> Conflict:
     return Conflict(
         f"An environment named {name!r} already exists in this workspace.",
-        "Choose another name, or delete the existing one first (`orch env delete`).",
+        "Choose another name, or delete the existing one first.",
     )
 
 
@@ -240,90 +242,54 @@ def queue_build(
     validation: dockerfile.Validation,
     no_cache: bool = False,
 ) -> BuildRow:
-    """Record a build for `env`: ready at once on a cache hit, else queued for a worker."""
-    normalised = dockerfile.normalised(validation.instructions)
-    base = platform.engine.inspect_image(base_images.image_tag("code-interpreter"))
-    key = cache_key(normalised, base.id if base else "")
-    build = BuildRow(
-        id=new_id("bld"),
-        environment_id=env.id,
-        status=BuildStatus.QUEUED.value,
-        cache_key=key,
-        dockerfile_hash=dockerfile_hash(normalised),
-        containerfile="",  # rendered by the worker, once the base image is known to exist
-        no_cache=no_cache,
-    )
-    hit = None if no_cache or base is None else _cached(platform, s, key)
-    if hit is not None:
-        source = s.get(EnvironmentRow, hit.environment_id)
-        same_ws = source is not None and source.scope in (env.scope, SHARED)
-        like = f" as {source.name}, {source.id}" if same_ws and source else " as an earlier build"
-        build.status, build.cache, build.image = BuildStatus.READY.value, "hit", hit.image
-        build.cache_reason = f"same Dockerfile{like}"
-        build.size_bytes = hit.size_bytes
-        build.containerfile = hit.containerfile  # what the image was built from, its base image too
-        build.started_at = build.finished_at = build.queued_at = utcnow()
-        env.image = hit.image
-    else:
-        build.cache_reason = _miss_reason(s, build, no_cache, base is None)
-    s.add(build)
-    env.build_id = build.id
-    return build
-
-
-def _cached(platform: Platform, s: Session, key: str) -> BuildRow | None:
-    candidates = s.scalars(
-        select(BuildRow)
-        .where(BuildRow.cache_key == key, BuildRow.status == BuildStatus.READY.value)
-        .order_by(BuildRow.finished_at.desc())
-    )
-    for b in candidates:
-        if b.image and platform.engine.inspect_image(b.image) is not None:
-            return b
-    return None
-
-
-def _miss_reason(s: Session, build: BuildRow, no_cache: bool, base_missing: bool) -> str:
-    if no_cache:
-        return "--no-cache was given"
-    if base_missing:
-        return "the base image is not built yet"
-    earlier = s.scalar(
-        select(BuildRow).where(
-            BuildRow.status == BuildStatus.READY.value,
-            BuildRow.dockerfile_hash == build.dockerfile_hash,
-        )
-    )
-    if earlier is None:
-        return "new Dockerfile"
-    if earlier.cache_key == build.cache_key:
-        return "the cached image was removed"
-    return "the base image changed since the last build of this Dockerfile"
+    """Record a build for `env` inside the caller's session (the engine is asked in it too:
+    callers that can, look up first with build_requests.look_up, outside their session)."""
+    return build_requests.record(s, env, build_requests.look_up(platform, validation, no_cache, s))
 
 
 def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> EnvironmentView:
     """Build (or rebuild) an environment now: predefined ones ahead of first use, custom ones
-    again, e.g. with --no-cache."""
+    again, e.g. without the cache."""
+    with platform.store.session() as s:
+        env = _buildable(s, _workspace(s, ws_id), ref, no_cache)
+        text = None if _building(s, env) else env.dockerfile or ""
+    # The engine is asked between the two transactions; the second checks again.
+    lookup = (
+        build_requests.look_up(platform, dockerfile.validate(text), no_cache) if text is not None else None
+    )
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
-        env = resolve(s, ws, ref)
-        if env.kind == EnvKind.BASE:
-            raise InvalidInput(
-                f"{env.name} is a base environment; its image is built by the platform.",
-                "Run `orch admin build-images` on the server's machine instead.",
+        env = _buildable(s, ws, ref, no_cache)
+        if not _building(s, env):
+            again = lookup or build_requests.look_up(
+                platform, dockerfile.validate(env.dockerfile or ""), no_cache, s
             )
-        current = s.get(BuildRow, env.build_id) if env.build_id else None
-        if current is not None and not BuildStatus(current.status).final:
-            if no_cache:
-                raise Conflict(
-                    f"{env.name} is already being built ({current.id}).",
-                    "Wait for it to end (`orch env status --follow`), then build again.",
-                )
-        else:
-            queue_build(platform, s, env, dockerfile.validate(env.dockerfile or ""), no_cache)
+            build_requests.record(s, env, again)
         result = view(platform, s, ws, env)
     platform.wake_builds.set()
     return result
+
+
+def _buildable(s: Session, ws: WorkspaceRow, ref: str, no_cache: bool) -> EnvironmentRow:
+    """The environment `ref`, unless it can't be built now: a base one, or (without the cache)
+    one being built."""
+    env = resolve(s, ws, ref)
+    if env.kind == EnvKind.BASE:
+        raise InvalidInput(
+            f"{env.name} is a base environment; its image is built by the platform.",
+            "The platform's operator builds base images on the server's machine (scripts/setup does it).",
+        )
+    if no_cache and _building(s, env):
+        raise Conflict(
+            f"{env.name} is already being built ({env.build_id}).", "Wait for it to end, then build again."
+        )
+    return env
+
+
+def _building(s: Session, env: EnvironmentRow) -> bool:
+    """Whether `env`'s current build has not ended yet."""
+    current = s.get(BuildRow, env.build_id) if env.build_id else None
+    return current is not None and not BuildStatus(current.status).final
 
 
 def ensure_built(platform: Platform, s: Session, env: EnvironmentRow) -> None:
@@ -343,19 +309,20 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
         if env.kind != EnvKind.CUSTOM:
             raise InvalidInput(
                 f"{env.name} is a {env.kind} environment and can't be deleted.",
-                "Only custom environments (made with `orch env create`) can be deleted.",
+                "Only custom environments, the ones a workspace created, can be deleted.",
             )
         if ws.default_environment_id == env.id:
             raise Conflict(
                 f"{env.name} is the workspace default environment.",
-                "Run `orch env clear-default` or set another default, then delete again.",
+                "Clear the workspace default or set another one, then delete again.",
             )
         users = usage.users(s, ws.id, env)
         if users:
             raise Conflict(
                 f"{env.name} is used by {len(users)} agent{'s' if len(users) > 1 else ''} "
                 f"({', '.join(users)}).",
-                "Publish them without --docker or pin another environment, then delete again.",
+                "Delete those agents, or publish them again using another environment, then delete "
+                "this one again.",
             )
         result = view(platform, s, ws, env)
         image = env.image
@@ -412,20 +379,13 @@ def read_log(
         if build_id and (b is None or b.environment_id != env.id):
             raise NotFound(
                 f"{env.name} has no build {build_id!r}.",
-                f"Leave the build out to read the latest; `orch env status {env.name}` shows its id.",
+                "Leave the build out to read the latest; the environment's status shows its build's id.",
             )
     if b is None:
         return BuildLogChunk(text="", offset=0, size=0, more=False, status=EnvStatus.NOT_BUILT.value)
-    path = platform.build_logs / f"{b.id}.log"
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
-            f.seek(max(min(offset, size), 0))
-            read = f.read(LOG_CHUNK)
-    except FileNotFoundError:  # a cache hit, or a build not started yet
-        read, size = b"", 0
-    data = _whole_characters(read)
+    # No file: a cache hit, or a build not started yet.
+    read, size = log_files.read_from(platform.build_logs / f"{b.id}.log", offset, LOG_CHUNK)
+    data = log_files.whole_characters(read)
     end = max(offset, 0) + len(data)
     return BuildLogChunk(
         text=data.decode("utf-8", "replace"),
@@ -437,16 +397,3 @@ def read_log(
         status=b.status,
         build_id=b.id,
     )
-
-
-def _whole_characters(data: bytes) -> bytes:
-    """`data` without a UTF-8 character cut at its end: the next read, from the offset returned,
-    starts with it, so no character is read in halves (and mangled)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte < 0x80:  # ASCII: nothing cut
-            return data
-        if byte >= 0xC0:  # the first byte of a character of 2, 3 or 4 bytes
-            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return data if back >= length else data[:-back]
-    return data

@@ -22,18 +22,12 @@ from pathlib import Path
 from orch.builder import base_images
 from orch.builder.host import ca_mounts
 from orch.engine.base import BuildRequest, Engine, Mount
-from orch.errors import OrchError
+from orch.errors import HostCheckFailed, OrchError
 from orch.sandbox.deps import Deps
 from orch.sandbox.spec import Limits, run_spec
 from orch.services.platform import Platform
 
 _SETUP = "Run scripts/setup (it installs every piece), then `orch admin check`."
-
-
-class HostCheckFailed(OrchError):
-    """This machine lacks something that sandboxes, builds or services need."""
-
-    code = "host_check_failed"
 
 
 @dataclass(frozen=True)

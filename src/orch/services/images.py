@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orch.errors import OrchError
-from orch.models import BuildStatus
+from orch.models import BuildStatus, DeploymentStatus
 from orch.services.platform import Platform
-from orch.services.service_views import DeploymentStatus
 from orch.store.schema import BuildRow, EnvironmentRow, ServiceDeploymentRow, ServiceRow
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orch.config import Config
 from orch.engine.base import Engine
+from orch.engine.network import answers_tcp
 from orch.errors import OrchError
 from orch.store import Store
 
@@ -23,12 +24,22 @@ class Platform:
     # Set when work is queued, so workers wake at once instead of at their next poll.
     wake_builds: threading.Event = field(default_factory=threading.Event)
     wake_runs: threading.Event = field(default_factory=threading.Event)
+    wake_deploys: threading.Event = field(default_factory=threading.Event)
+    wake_supervisor: threading.Event = field(default_factory=threading.Event)
+    # One writer at a time of the platform's services and their containers (supervisor, deploy
+    # worker, API): a switch of versions never meets a restart half-way.
+    services_lock: threading.RLock = field(default_factory=threading.RLock)
     # Set when the server begins to stop: long polls answer at once with what they have, so a
     # stopping server does not wait out its followers' waits (up to 30 s each).
     stopping: threading.Event = field(default_factory=threading.Event)
     # What the machine's self-check at start found missing (services/host_check.py): runs then
     # fail at once with that sentence instead of each failing in the engine with its exit 125.
     host_problem: OrchError | None = None
+    # Base image tags known to exist: checked once per platform, not once per run.
+    present_base_tags: set[str] = field(default_factory=set)
+    # Whether a service's new container answers at (address, port): a TCP connect; tests on the
+    # fake engine, whose containers have no address to connect to, put their own answer here.
+    probe: Callable[[str, int], bool] = field(default=answers_tcp)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -47,6 +58,13 @@ class Platform:
     @property
     def labels(self) -> dict[str, str]:
         return {"org.orch.instance": self.instance, "org.orch.home": str(self.config.home)}
+
+    def service_labels(self, service_id: str | None = None) -> dict[str, str]:
+        """The labels of this platform's service containers (of one service, given its id)."""
+        found = {**self.labels, "org.orch.kind": "service"}
+        if service_id:
+            found["org.orch.service"] = service_id
+        return found
 
     def run_dir(self, run_id: str) -> Path:
         path = self.config.home / "logs" / "runs" / run_id

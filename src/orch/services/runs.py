@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import anyio
 from sqlalchemy import select, update
 
 from orch.errors import Conflict, InvalidInput, NotFound
-from orch.models import RunStatus, new_id
+from orch.models import RunStatus, advance, new_id
+from orch.services import log_files
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
 from orch.services.views import RunEnvironment, RunLogs, RunView
@@ -40,12 +40,13 @@ def create(
     for key in env:
         if not _ENV_NAME.match(key) or key.startswith("ORCH_"):
             raise InvalidInput(
-                f"--env {key!r} is not a usable variable name.",
+                f"The environment variable name {key!r} is not usable.",
                 "Use letters, digits and '_', not starting with a digit or ORCH_ (reserved).",
             )
         if "\x00" in env[key]:
             raise InvalidInput(
-                f"--env {key} holds a NUL character, which no environment variable can carry.",
+                f"The environment variable {key} holds a NUL character, which no environment "
+                "variable can carry.",
                 "Pass text without NUL characters (encode binary data, e.g. as base64).",
             )
     if len(input.encode()) > MAX_INPUT:
@@ -61,7 +62,7 @@ def create(
             "Pass text without NUL characters (encode binary data, e.g. as base64).",
         )
     if timeout is not None and not 1 <= timeout <= 86400:
-        raise InvalidInput(f"--timeout {timeout} is out of range.", "Use 1 to 86400 seconds.")
+        raise InvalidInput(f"A timeout of {timeout} seconds is out of range.", "Use 1 to 86400 seconds.")
     with platform.store.session() as s:
         agent = resolve_agent(s, ws_id, agent_ref)
         version = latest_version(s, agent)
@@ -107,7 +108,7 @@ def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow,
     with platform.store.session() as s:
         run = s.get(RunRow, run_id)
         if run is None or run.workspace_id != ws_id:
-            raise NotFound(f"No run {run_id!r} in this workspace.", "Run `orch runs list` to see the runs.")
+            raise NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
         agent = s.get(AgentRow, run.agent_id)
         version = s.get(AgentVersionRow, run.agent_version_id)
         assert agent is not None and version is not None
@@ -119,18 +120,18 @@ def show(platform: Platform, ws_id: str, run_id: str) -> RunView:
 
 
 def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limit: int = 50) -> list[RunView]:
+    # One query, with each run's agent and version joined: not two more per run listed.
+    query = (
+        select(RunRow, AgentRow, AgentVersionRow)
+        .join(AgentRow, AgentRow.id == RunRow.agent_id)
+        .join(AgentVersionRow, AgentVersionRow.id == RunRow.agent_version_id)
+        .where(RunRow.workspace_id == ws_id)
+    )
     with platform.store.session() as s:
-        query = select(RunRow).where(RunRow.workspace_id == ws_id)
         if agent_ref:
             query = query.where(RunRow.agent_id == resolve_agent(s, ws_id, agent_ref).id)
-        rows = s.scalars(query.order_by(RunRow.queued_at.desc()).limit(max(1, min(limit, 500)))).all()
-        views = []
-        for run in rows:
-            agent = s.get(AgentRow, run.agent_id)
-            version = s.get(AgentVersionRow, run.agent_version_id)
-            if agent is not None and version is not None:
-                views.append(_view(run, agent, version))
-        return views
+        rows = s.execute(query.order_by(RunRow.queued_at.desc()).limit(max(1, min(limit, 500)))).all()
+        return [_view(run, agent, version) for run, agent, version in rows]
 
 
 def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
@@ -144,7 +145,9 @@ def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
             update(RunRow)
             .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
             .values(
-                status=RunStatus.CANCELLED.value, reason="cancelled before it started", finished_at=utcnow()
+                status=advance(RunStatus.QUEUED, RunStatus.CANCELLED).value,
+                reason="cancelled before it started",
+                finished_at=utcnow(),
             )
         )
     platform.notify_runs(run_id)
@@ -180,9 +183,10 @@ def _news(logs: RunLogs) -> bool:
 
 def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
     status = show(platform, ws_id, run_id).status
-    chunks = {name: _read(platform.run_dir(run_id) / name, offsets.get(name, 0)) for name in STREAMS}
+    where = platform.run_dir(run_id)
+    chunks = {n: log_files.read_from(where / n, offsets.get(n, 0), MAX_OUTPUT)[0] for n in STREAMS}
     if not RunStatus(status).final:
-        chunks = {name: _whole_characters(chunk) for name, chunk in chunks.items()}
+        chunks = {name: log_files.whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
     truncated = (platform.run_dir(run_id) / "truncated").exists()
     return RunLogs(
@@ -191,23 +195,3 @@ def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) 
         status=status,
         truncated=truncated,
     )
-
-
-def _read(path: Path, offset: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
-            f.seek(max(min(offset, f.seek(0, 2)), 0))
-            return f.read(MAX_OUTPUT)
-    except FileNotFoundError:
-        return b""
-
-
-def _whole_characters(data: bytes) -> bytes:
-    """Drop a UTF-8 character cut in half at the end (the next read returns it whole)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # the last lead (or ASCII) byte
-            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
-            return data if need <= back else data[:-back]
-    return data

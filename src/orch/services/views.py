@@ -1,4 +1,5 @@
-"""What the API returns: the JSON contract of SPEC §3, as pydantic models."""
+"""What the API returns, as pydantic models: the JSON contract of its answers (the OpenAPI schema
+at /docs is generated from them)."""
 
 from __future__ import annotations
 
@@ -140,3 +141,72 @@ class RunLogs(BaseModel):
     offsets: dict[str, int]
     status: str
     truncated: bool = False
+
+
+class DeploymentView(BaseModel):
+    id: str
+    service: str
+    version: int
+    status: str
+    command: list[str]
+    run_command: str | None
+    dependency_files: list[str]
+    image: str | None
+    error: str | None
+    log_tail: str
+    queued_at: datetime
+    finished_at: datetime | None
+    notes: list[str] = []
+
+
+class ServiceView(BaseModel):
+    id: str
+    name: str
+    workspace: str
+    state: str
+    desired: str
+    url: str  # the path on the server that proxies to the service
+    version: int
+    latest_version: int
+    image: str | None
+    command: list[str]
+    run_command: str | None
+    container: str | None
+    restarts: int
+    started_at: datetime | None
+    uptime: float | None  # seconds since its container started, while it runs
+    last_exit: int | None
+    last_output: str
+    error: str | None
+    created_at: datetime
+    deployment: DeploymentView | None = None  # the latest one
+
+
+class ServiceLogs(BaseModel):
+    text: str
+    offset: int
+    state: str
+
+
+class WorkspaceView(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class NewWorkspaceView(WorkspaceView):
+    token: str = Field(description="The workspace's first token (not an admin one): shown this once.")
+    token_id: str
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    workspace: str
+    workspace_id: str
+    admin: bool
+    created_at: datetime
+
+
+class NewTokenView(TokenView):
+    token: str = Field(description="The token itself: shown this once, stored only as a hash.")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from orch.errors import Conflict, Forbidden, NotFound, Unauthorized
 from orch.models import check_name, new_id
 from orch.services.platform import Platform
+from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 from orch.store.schema import TokenRow, WorkspaceRow
 
 DEFAULT_WORKSPACE = "default"
@@ -85,19 +86,11 @@ def identify(session: Session, token: str | None) -> Caller:
     if ws is None:
         raise Unauthorized(
             "The API token is not valid.",
-            "Use the token `orch server` wrote to ORCH_HOME/config.toml, or run `orch login`.",
+            "Use the admin token the server wrote to ORCH_HOME/config.toml on its first start, or a "
+            "token an admin created for you.",
         )
     assert row is not None  # ws is only found through a row
     return Caller(ws, row.id, row.admin)
-
-
-@dataclass(frozen=True)
-class NewToken:
-    """A token as created: the only time its text exists outside the caller's hands."""
-
-    token: str
-    row: TokenRow
-    workspace: WorkspaceRow
 
 
 def require_admin(caller: Caller, what: str) -> None:
@@ -105,29 +98,38 @@ def require_admin(caller: Caller, what: str) -> None:
         raise Forbidden(
             f"Only an admin token can {what}; this token is a plain token of workspace "
             f"{caller.workspace.name}.",
-            "Ask the platform's operator, or use the admin token `orch server` wrote on its first start.",
+            "Ask the platform's operator, or use the admin token the server wrote on its first start.",
         )
 
 
-def new_workspace(session: Session, caller: Caller, name: str) -> tuple[WorkspaceRow, NewToken]:
+def caller(platform: Platform, token: str | None) -> Caller:
+    """The caller behind `token` (see `identify`), in a session of its own."""
+    with platform.store.session() as s:
+        return identify(s, token)
+
+
+def new_workspace(platform: Platform, caller: Caller, name: str) -> NewWorkspaceView:
     """A workspace made by an admin, with its first token: a plain token of that workspace (an
     admin one would see every other workspace, which a tenant must not)."""
     require_admin(caller, "create workspaces")
     check_name(name, "Workspace name")
-    if session.scalar(select(WorkspaceRow).where(WorkspaceRow.name == name)) is not None:
-        raise Conflict(f"A workspace named {name} exists already.", "Choose another name.")
-    ws = WorkspaceRow(id=new_id("ws"), name=name)
-    session.add(ws)
-    session.flush()
-    row, text = _issue(session, ws.id, "first", admin=False)
-    return ws, NewToken(text, row, ws)
+    with platform.store.session() as s:
+        if s.scalar(select(WorkspaceRow).where(WorkspaceRow.name == name)) is not None:
+            raise Conflict(f"A workspace named {name} exists already.", "Choose another name.")
+        ws = WorkspaceRow(id=new_id("ws"), name=name)
+        s.add(ws)
+        s.flush()
+        row, text = _issue(s, ws.id, "first", admin=False)
+        return NewWorkspaceView(**_workspace_view(ws).model_dump(), token=text, token_id=row.id)
 
 
-def list_workspaces(session: Session, caller: Caller) -> list[WorkspaceRow]:
+def list_workspaces(platform: Platform, caller: Caller) -> list[WorkspaceView]:
     """Every workspace for an admin token; the token's own one otherwise."""
     if not caller.admin:
-        return [caller.workspace]
-    return list(session.scalars(select(WorkspaceRow).order_by(WorkspaceRow.created_at, WorkspaceRow.name)))
+        return [_workspace_view(caller.workspace)]
+    with platform.store.session() as s:
+        rows = s.scalars(select(WorkspaceRow).order_by(WorkspaceRow.created_at, WorkspaceRow.name))
+        return [_workspace_view(ws) for ws in rows]
 
 
 def _target_workspace(session: Session, caller: Caller, workspace: str | None, what: str) -> WorkspaceRow:
@@ -140,46 +142,64 @@ def _target_workspace(session: Session, caller: Caller, workspace: str | None, w
         select(WorkspaceRow).where((WorkspaceRow.name == workspace) | (WorkspaceRow.id == workspace))
     )
     if ws is None:
-        raise NotFound(f"No workspace {workspace!r}.", "Run `orch workspace list` for the workspaces.")
+        raise NotFound(f"No workspace {workspace!r}.", "See the list of workspaces for their names.")
     return ws
 
 
 def new_token(
-    session: Session, caller: Caller, workspace: str | None, name: str, admin: bool = False
-) -> NewToken:
+    platform: Platform, caller: Caller, workspace: str | None, name: str, admin: bool = False
+) -> NewTokenView:
+    """A token for the caller's workspace (an admin's: for any workspace); its text is in the
+    answer, the only time it exists outside the caller's hands."""
     check_name(name, "Token name")
-    ws = _target_workspace(session, caller, workspace, "create tokens for another workspace")
-    if admin:
-        require_admin(caller, "create admin tokens")
-    row, text = _issue(session, ws.id, name, admin=admin)
-    return NewToken(text, row, ws)
+    with platform.store.session() as s:
+        ws = _target_workspace(s, caller, workspace, "create tokens for another workspace")
+        if admin:
+            require_admin(caller, "create admin tokens")
+        row, text = _issue(s, ws.id, name, admin=admin)
+        return NewTokenView(**_token_view(row, ws).model_dump(), token=text)
 
 
-def list_tokens(
-    session: Session, caller: Caller, workspace: str | None = None
-) -> list[tuple[TokenRow, WorkspaceRow]]:
+def list_tokens(platform: Platform, caller: Caller, workspace: str | None = None) -> list[TokenView]:
     """Tokens (never their text): an admin's of every workspace unless one is named, else the
     caller's own workspace's."""
     query = select(TokenRow, WorkspaceRow).join(WorkspaceRow, WorkspaceRow.id == TokenRow.workspace_id)
-    if workspace or not caller.admin:
-        ws = _target_workspace(session, caller, workspace, "list another workspace's tokens")
-        query = query.where(TokenRow.workspace_id == ws.id)
-    rows = session.execute(query.order_by(WorkspaceRow.name, TokenRow.created_at, TokenRow.id)).all()
-    return [(t, w) for t, w in rows]
+    with platform.store.session() as s:
+        if workspace or not caller.admin:
+            ws = _target_workspace(s, caller, workspace, "list another workspace's tokens")
+            query = query.where(TokenRow.workspace_id == ws.id)
+        rows = s.execute(query.order_by(WorkspaceRow.name, TokenRow.created_at, TokenRow.id)).all()
+        return [_token_view(t, w) for t, w in rows]
 
 
-def revoke_token(session: Session, caller: Caller, token_id: str) -> tuple[TokenRow, WorkspaceRow]:
+def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView:
     """Delete a token; the next request that sends it is refused (nothing caches tokens)."""
-    row = session.get(TokenRow, token_id)
-    if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
-        raise NotFound(f"No token {token_id!r}.", "Run `orch token list` for the tokens' ids.")
-    admins = session.scalar(select(func.count()).select_from(TokenRow).where(TokenRow.admin.is_(True)))
-    if row.admin and admins == 1:
-        raise Conflict(
-            f"{token_id} is the last admin token; without it no one could create workspaces.",
-            "Create another with `orch token create --admin` first, then revoke this one.",
-        )
-    ws = session.get(WorkspaceRow, row.workspace_id)
-    assert ws is not None  # tokens are deleted with their workspace
-    session.delete(row)
-    return row, ws
+    with platform.store.session() as s:
+        row = s.get(TokenRow, token_id)
+        if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
+            raise NotFound(f"No token {token_id!r}.", "See the list of tokens for their ids.")
+        admins = s.scalar(select(func.count()).select_from(TokenRow).where(TokenRow.admin.is_(True)))
+        if row.admin and admins == 1:
+            raise Conflict(
+                f"{token_id} is the last admin token; without it no one could create workspaces.",
+                "Create another admin token first, then revoke this one.",
+            )
+        ws = s.get(WorkspaceRow, row.workspace_id)
+        assert ws is not None  # tokens are deleted with their workspace
+        s.delete(row)
+        return _token_view(row, ws)
+
+
+def _workspace_view(ws: WorkspaceRow) -> WorkspaceView:
+    return WorkspaceView(id=ws.id, name=ws.name, created_at=ws.created_at)
+
+
+def _token_view(row: TokenRow, ws: WorkspaceRow) -> TokenView:
+    return TokenView(
+        id=row.id,
+        name=row.name,
+        workspace=ws.name,
+        workspace_id=ws.id,
+        admin=row.admin,
+        created_at=row.created_at,
+    )

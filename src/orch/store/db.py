@@ -28,31 +28,32 @@ class Store:
             if url.startswith(prefix):
                 url = "postgresql+psycopg://" + url[len(prefix) :]
         self.url = url
+        # SQLAlchemy's engine, called `db` here: in orch, "engine" is the container engine.
         try:
-            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+            self.db: Engine = create_engine(url, future=True, pool_pre_ping=True)
         except (ArgumentError, ImportError) as e:
             raise InvalidInput(
                 f"The database URL {url!r} is not usable: {e}.",
                 "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB.",
             ) from None
-        if self.engine.dialect.name == "sqlite":
-            Path(self.engine.url.database or "").parent.mkdir(parents=True, exist_ok=True)
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        elif self.engine.dialect.name == "postgresql":
-            event.listen(self.engine, "connect", _postgresql_utc)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.db.dialect.name == "sqlite":
+            Path(self.db.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            event.listen(self.db, "connect", _sqlite_pragmas)
+        elif self.db.dialect.name == "postgresql":
+            event.listen(self.db, "connect", _postgresql_utc)
+        self._sessions = sessionmaker(self.db, expire_on_commit=False)
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration."""
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as e:
             raise OrchError(
-                f"Cannot open the database {self.engine.url.render_as_string()}: {e.orig}.",
+                f"Cannot open the database {self.db.url.render_as_string()}: {e.orig}.",
                 "Check ORCH_DATABASE_URL and that the database server is running.",
             ) from None
 
@@ -63,7 +64,7 @@ class Store:
             yield s
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
 
 def _postgresql_utc(dbapi_conn: Any, _record: Any) -> None:

@@ -3,28 +3,32 @@ so several workers (or several servers on one PostgreSQL database) never take th
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 
+from orch.models import BuildStatus, RunStatus, advance
 from orch.store.db import Store
 from orch.store.schema import utcnow
 
 
-def claim(store: Store, model: Any, queued: str, claimed: str, by: str) -> str | None:
+def claim(store: Store, model: Any, queued: StrEnum, claimed: StrEnum, by: str) -> str | None:
     """Move the oldest `queued` row of `model` to `claimed`, on behalf of platform instance `by`,
     and return its id; None when nothing is queued. `model` has id, status, claimed_by and
     queued_at columns; when it has started_at and attempts, the start is recorded and the
-    attempt counted."""
-    pick = select(model.id).where(model.status == queued).order_by(model.queued_at, model.id)
-    if store.engine.dialect.name == "postgresql":
+    attempt counted. A claim is a status change: for builds and runs, their table must allow it."""
+    _check_move(queued, claimed)
+    # The columns hold plain text.
+    pick = select(model.id).where(model.status == str(queued)).order_by(model.queued_at, model.id)
+    if store.db.dialect.name == "postgresql":
         # The conditional UPDATE alone is exclusive under READ COMMITTED too, but every worker
         # would wait on the lock of the same oldest row; SKIP LOCKED hands each one another row
         # at once, locked until its UPDATE commits.
         pick = pick.limit(1).with_for_update(skip_locked=True)
     else:
         pick = pick.limit(5)
-    values: dict[str, Any] = {"status": claimed, "claimed_by": by}
+    values: dict[str, Any] = {"status": str(claimed), "claimed_by": by}
     if hasattr(model, "started_at"):
         values["started_at"] = utcnow()
     if hasattr(model, "attempts"):
@@ -39,12 +43,20 @@ def claim(store: Store, model: Any, queued: str, claimed: str, by: str) -> str |
                 return None
             for row_id in candidates:
                 result = s.execute(
-                    update(model).where(model.id == row_id, model.status == queued).values(**values)
+                    update(model).where(model.id == row_id, model.status == str(queued)).values(**values)
                 )
                 assert isinstance(result, CursorResult)
                 if result.rowcount == 1:
                     return str(row_id)
     return None
+
+
+def _check_move(queued: StrEnum, claimed: StrEnum) -> None:
+    # Deployments' statuses have no table of moves; builds' and runs' do (models.py).
+    if isinstance(claimed, BuildStatus):
+        advance(queued, claimed)
+    if isinstance(claimed, RunStatus):
+        advance(queued, claimed)
 
 
 def left_by(model: Any, instance: str) -> ColumnElement[bool]:

@@ -20,12 +20,11 @@ from orch import dockerfile
 from orch.builder import base_images
 from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
-from orch.engine.base import BuildFailed, BuildRequest
-from orch.errors import OrchError
-from orch.models import BuildStatus
+from orch.engine.base import BuildRequest
+from orch.errors import BuildFailed, OrchError
+from orch.models import BuildStatus, advance
 from orch.services import build_log, images
 from orch.services.platform import Platform
-from orch.services.workers import QueueWorkers
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
@@ -40,9 +39,7 @@ MAX_LOG = 16 * 1024 * 1024
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued build to "building" and return its id (None: queue empty)."""
-    return queue.claim(
-        platform.store, BuildRow, BuildStatus.QUEUED.value, BuildStatus.BUILDING.value, platform.instance
-    )
+    return queue.claim(platform.store, BuildRow, BuildStatus.QUEUED, BuildStatus.BUILDING, platform.instance)
 
 
 def recover(platform: Platform) -> list[str]:
@@ -63,10 +60,11 @@ def recover(platform: Platform) -> list[str]:
         for b in s.scalars(interrupted):
             note = "The server stopped during this build"
             if b.attempts < MAX_ATTEMPTS:
-                b.status, b.step, b.step_text, b.worker_pid = BuildStatus.QUEUED.value, 0, "", None
+                b.status = advance(b.status, BuildStatus.QUEUED)
+                b.step, b.step_text, b.worker_pid = 0, "", None
                 _append(platform, b.id, f"\n{note}; it was queued again.\n")
             else:
-                b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
+                b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
                 b.error = f"{note} {b.attempts} times; it was not tried again."
                 _append(platform, b.id, f"\n{b.error}\n")
             settled.append(b.id)
@@ -106,7 +104,7 @@ def run(platform: Platform, build_id: str) -> None:
         env = s.get(EnvironmentRow, b.environment_id) if b else None
         if b is None or env is None:  # deleted while queued
             if b is not None:
-                b.status, b.error, b.finished_at = BuildStatus.FAILED.value, "deleted", utcnow()
+                b.status, b.error, b.finished_at = advance(b.status, BuildStatus.FAILED), "deleted", utcnow()
             return
         text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
     with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
@@ -185,7 +183,7 @@ def _build(
         b = s.get(BuildRow, build_id)
         env = s.get(EnvironmentRow, env_id)
         assert b is not None
-        b.status, b.image, b.size_bytes = BuildStatus.READY.value, tag, info.size
+        b.status, b.image, b.size_bytes = advance(b.status, BuildStatus.READY), tag, info.size
         b.finished_at, b.worker_pid, b.step = utcnow(), None, b.total_steps
         if env is not None and env.build_id == build_id:
             env.image = tag
@@ -219,17 +217,4 @@ def _fail(platform: Platform, build_id: str, error: OrchError, excerpt: list[str
             b.error = error.message
         b.failed_step = failed_step
         b.log_tail = "\n".join(excerpt)  # the failure's excerpt; `orch env logs` has the whole log
-        b.status, b.finished_at, b.worker_pid = BuildStatus.FAILED.value, utcnow(), None
-
-
-def BuildWorkers(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
-    """Background threads that drain the build queue until stopped."""
-    return QueueWorkers(
-        "build",
-        claim=lambda: claim(platform),
-        work=lambda build_id: run(platform, build_id),
-        recover=lambda: recover(platform),
-        wake=platform.wake_builds,
-        count=count,
-        poll=poll,
-    )
+        b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable
 
 from sqlalchemy import update
 
@@ -17,12 +15,13 @@ from orch.builder import base_images
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import BuildRequest
-from orch.errors import OrchError
-from orch.sandbox.service import PORT, containerfile
-from orch.services import images, service_logs, supervisor
+from orch.errors import DeployFailed, OrchError
+from orch.models import DeploymentStatus, ServiceState
+from orch.sandbox.service_spec import PORT, containerfile
+from orch.services import deployed_logs, images
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
-from orch.services.service_views import DeploymentStatus, ServiceState
+from orch.services.reconcile import start_container
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import ServiceDeploymentRow, ServiceRow, utcnow
@@ -30,30 +29,13 @@ from orch.store.schema import ServiceDeploymentRow, ServiceRow, utcnow
 log = logging.getLogger(__name__)
 
 
-def probe(address: str, port: int = PORT, timeout: float = 1.0) -> bool:
-    """Whether something accepts TCP connections at address:port. Tests replace it."""
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-# The check the worker uses; a module attribute so that tests on the fake engine can swap it.
-answers: Callable[[str], bool] = probe
-
-
-class DeployFailed(OrchError):
-    code = "deploy_failed"
-
-
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued deployment to "building" and return its id (None: queue empty)."""
     return queue.claim(
         platform.store,
         ServiceDeploymentRow,
-        DeploymentStatus.QUEUED.value,
-        DeploymentStatus.BUILDING.value,
+        DeploymentStatus.QUEUED,
+        DeploymentStatus.BUILDING,
         platform.instance,
     )
 
@@ -106,7 +88,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
     request = BuildRequest(
         containerfile=containerfile(base_images.image_tag("service-runner"), deps_files),
         tag=tag,
-        labels={**supervisor.labels(platform, dep.service_id), "org.orch.version": str(version)},
+        labels={**platform.service_labels(dep.service_id), "org.orch.version": str(version)},
         mounts=ca_mounts(platform.config),
         build_args=proxy_env(platform.config),
         timeout=float(platform.config.build_timeout),
@@ -117,18 +99,18 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         platform.engine.build(request, out)
     except OrchError as e:
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
-    with supervisor.locked(platform), platform.store.session() as s:
+    with platform.services_lock, platform.store.session() as s:
         svc = s.get(ServiceRow, dep.service_id)
         if svc is None:
             raise DeployFailed("The service was deleted during its deployment.", "")
-        container = supervisor.start(platform, svc, tag, command, run_command, manifest, version)
+        container = start_container(platform, svc, tag, command, run_command, manifest, version)
         s.execute(
             update(ServiceDeploymentRow)
             .where(ServiceDeploymentRow.id == dep_id)
             .values(status=DeploymentStatus.STARTING.value, image=tag, container=container)
         )
     address = _wait_until_answering(platform, dep.service_id, container, stop)
-    with supervisor.locked(platform):
+    with platform.services_lock:
         with platform.store.session() as s:
             svc = s.get(ServiceRow, dep.service_id)
             if svc is None:
@@ -149,13 +131,13 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         # service pointing at a container (or an image) that is gone.
         try:
             if old and old != container:
-                service_logs.archive(platform, dep.service_id, old)
+                deployed_logs.archive(platform, dep.service_id, old)
                 platform.engine.remove_container(old)
             if old_image and old_image != tag:
                 platform.engine.remove_image(old_image)
         except OrchError as e:  # v{version} serves already: not a failed deployment
             log.warning("removing the previous version of %s: %s", name, e)
-    supervisor.wake(platform)
+    platform.wake_supervisor.set()
 
 
 def _wait_until_answering(platform: Platform, service_id: str, container: str, stop: threading.Event) -> str:
@@ -166,22 +148,22 @@ def _wait_until_answering(platform: Platform, service_id: str, container: str, s
         found = platform.engine.list_containers({"org.orch.service": service_id})
         info = next((c for c in found if c.name == container), None)
         if info is None or not info.running:
-            output = service_logs.read_container(platform, service_id, container)
+            output = deployed_logs.read_container(platform, service_id, container)
             code = f" with exit code {info.exit_code}" if info is not None else ""
             platform.engine.remove_container(container, timeout=0)
-            last = service_logs.tail(output, 10).strip()
+            last = deployed_logs.tail(output, 10).strip()
             raise DeployFailed(
                 f"The new version exited{code} before it answered on port {PORT}."
                 + (f" Its last output:\n{last}" if last else ""),
                 "Fix it and deploy again; the previous version (if any) still serves.",
             )
         address = address or platform.engine.container_address(container)
-        if address and answers(address):
+        if address and platform.probe(address, PORT):
             return address
         time.sleep(0.2)
-    output = service_logs.read_container(platform, service_id, container)
+    output = deployed_logs.read_container(platform, service_id, container)
     platform.engine.remove_container(container, timeout=0)
-    last = service_logs.tail(output, 10).strip()
+    last = deployed_logs.tail(output, 10).strip()
     raise DeployFailed(
         f"The new version did not answer on port {PORT} within {timeout:.0f} s."
         + (f" Its last output:\n{last}" if last else ""),
@@ -190,7 +172,7 @@ def _wait_until_answering(platform: Platform, service_id: str, container: str, s
 
 
 def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> None:
-    with supervisor.locked(platform), platform.store.session() as s:
+    with platform.services_lock, platform.store.session() as s:
         dep = s.get(ServiceDeploymentRow, dep_id)
         if dep is None:
             return
@@ -203,4 +185,4 @@ def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> Non
                 svc.state = ServiceState.FAILED.value
         if dep.image:
             platform.engine.remove_image(dep.image)
-    supervisor.wake(platform)
+    platform.wake_supervisor.set()

@@ -31,7 +31,7 @@ class QueueWorkers:
         self._claim, self._work, self._recover, self._wake = claim, work, recover, wake
         self.count = count
         self.poll = poll
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -42,7 +42,7 @@ class QueueWorkers:
             self._threads.append(t)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 item = self._claim()
             except Exception:
@@ -55,7 +55,7 @@ class QueueWorkers:
             self._work(item)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self.stopping.set()
         self._wake.set()
         for t in self._threads:
             t.join(timeout)

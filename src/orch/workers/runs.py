@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import select, update
 
@@ -18,16 +18,16 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
-from orch.errors import NotFound, OrchError
-from orch.models import BuildStatus, EnvironmentRule, EnvKind, RunStatus
+from orch.errors import OrchError, RunFailed
+from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import environments as envs
 from orch.services import host_check
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
+from orch.services.run_environment import choose_environment
 from orch.services.runs import MAX_OUTPUT
-from orch.services.workers import QueueWorkers
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
@@ -35,45 +35,6 @@ from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow,
 log = logging.getLogger(__name__)
 
 _FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry", "EAGAIN")
-
-
-class RunFailed(OrchError):
-    """The run could not start: its reason is recorded and shown to the user."""
-
-
-@dataclass(frozen=True)
-class Chosen:
-    environment: EnvironmentRow
-    rule: EnvironmentRule
-
-
-def choose_environment(s: Any, ws: WorkspaceRow, version: AgentVersionRow) -> Chosen:
-    """SPEC §2.4, at run time: the agent's Dockerfile, its pin, the workspace default, the base."""
-    if version.dockerfile_environment_id:
-        env = s.get(EnvironmentRow, version.dockerfile_environment_id)
-        if env is None:
-            raise RunFailed(
-                "The environment built from this agent's Dockerfile no longer exists.",
-                "Publish the agent again with --docker.",
-            )
-        return Chosen(env, EnvironmentRule.DOCKERFILE)
-    if version.pinned_environment:
-        try:
-            return Chosen(envs.resolve(s, ws, version.pinned_environment), EnvironmentRule.PINNED)
-        except NotFound:
-            raise RunFailed(
-                f"The pinned environment {version.pinned_environment!r} no longer exists.",
-                "Create it again, or pin another environment in orch.yaml and publish again.",
-            ) from None
-    if ws.default_environment_id:
-        env = s.get(EnvironmentRow, ws.default_environment_id)
-        if env is not None:
-            return Chosen(env, EnvironmentRule.WORKSPACE_DEFAULT)
-    base = "python" if version.language == "python" else "node"
-    env = s.scalar(
-        select(EnvironmentRow).where(EnvironmentRow.scope == envs.SHARED, EnvironmentRow.name == base)
-    )
-    return Chosen(env, EnvironmentRule.BASE)
 
 
 class Output:
@@ -110,9 +71,7 @@ class Output:
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued run to "starting" and return its id (None: queue empty)."""
-    return queue.claim(
-        platform.store, RunRow, RunStatus.QUEUED.value, RunStatus.STARTING.value, platform.instance
-    )
+    return queue.claim(platform.store, RunRow, RunStatus.QUEUED, RunStatus.STARTING, platform.instance)
 
 
 def sandbox_name(platform: Platform, run_id: str) -> str:
@@ -132,11 +91,11 @@ def recover(platform: Platform) -> list[str]:
             )
         ):
             if run.status == RunStatus.STARTING.value and run.attempts < 2:
-                run.status = RunStatus.QUEUED.value
+                run.status = advance(run.status, RunStatus.QUEUED)
                 note = "The server stopped while this run was starting; it was queued again."
             else:
                 was = "starting" if run.status == RunStatus.STARTING.value else "running"
-                run.status, run.finished_at = RunStatus.FAILED.value, utcnow()
+                run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
                 run.reason = f"the server stopped while the run was {was}"
                 if was == "starting":
                     run.reason += f" ({run.attempts} times)"
@@ -183,10 +142,29 @@ def _finish(
         run = s.get(RunRow, run_id)
         if run is None or RunStatus(run.status).final:
             return
-        run.status, run.exit_code, run.reason, run.finished_at = status.value, exit_code, reason, utcnow()
+        run.status = advance(run.status, status)
+        run.exit_code, run.reason, run.finished_at = exit_code, reason, utcnow()
 
 
-def _execute(platform: Platform, run_id: str, out: Output) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """What a claimed run needs, read from the store once."""
+
+    manifest: Manifest
+    env_id: str
+    env_kind: EnvKind
+    env_name: str
+    rule: str
+    env: dict[str, str]  # the run's own --env values
+    input: str
+    timeout: int | None
+    bundle_sha: str
+    deps_files: list[str]
+    command: list[str]
+
+
+def _plan(platform: Platform, run_id: str) -> Plan:
+    """Choose the run's environment (recorded on the run) and read what it needs."""
     with platform.store.session() as s:
         run = s.get(RunRow, run_id)
         assert run is not None
@@ -202,27 +180,68 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         chosen = choose_environment(s, ws, version)
         env = chosen.environment
         run.environment_id, run.environment_name, run.environment_rule = env.id, env.name, chosen.rule.value
-        env_id, env_kind, env_name = env.id, EnvKind(env.kind), env.name
-        if env_kind == EnvKind.PREDEFINED:
+        if env.kind == EnvKind.PREDEFINED.value:
             envs.ensure_built(platform, s, env)
-        run_env, input_text, timeout_override = json.loads(run.env), run.input, run.timeout
-        bundle_sha, deps_names = version.bundle_sha256, json.loads(version.deps_files)
-        command = json.loads(version.command)
-    out.line(f"→ environment {env_name} ({chosen.rule.value.replace('-', ' ')})")
+        return Plan(
+            manifest=manifest,
+            env_id=env.id,
+            env_kind=EnvKind(env.kind),
+            env_name=env.name,
+            rule=chosen.rule.value,
+            env=json.loads(run.env),
+            input=run.input,
+            timeout=run.timeout,
+            bundle_sha=version.bundle_sha256,
+            deps_files=json.loads(version.deps_files),
+            command=json.loads(version.command),
+        )
+
+
+def _dependencies(
+    platform: Platform, run_id: str, plan: Plan, image: str, base: ContainerSpec, out: Output
+) -> deps_mod.Deps:
+    """The bundle's dependencies for this image, installed or found in the cache."""
+    bundle_dir = extracted_bundle(platform, plan.bundle_sha)
+    files = {n: (bundle_dir / n).read_bytes() for n in plan.deps_files if (bundle_dir / n).is_file()}
+    # The dependency cache is keyed by the image's id; without dependencies, no need to ask.
+    info = platform.engine.inspect_image(image) if files else None
+    if files and info is None:
+        raise RunFailed(
+            f"The image of {plan.env_name} ({image}) is missing.",
+            f"Rebuild the environment {plan.env_name}, then run again.",
+        )
+    return deps_mod.ensure(
+        platform.engine,
+        cache_root=platform.config.home / "deps",
+        image=image,
+        image_id=info.id if info else "",
+        bundle_dir=bundle_dir,
+        dep_files=files,
+        base_spec=base,
+        log=out.line,
+        timeout=float(platform.config.build_timeout),
+        should_stop=lambda: _cancelled(platform, run_id),
+    )
+
+
+def _execute(platform: Platform, run_id: str, out: Output) -> None:
+    plan = _plan(platform, run_id)
+    out.line(f"→ environment {plan.env_name} ({plan.rule.replace('-', ' ')})")
     platform.notify_runs(run_id)
     if problem := platform.host_problem:
         said = problem.message[:1].lower() + problem.message[1:]
         raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
-    image = _ready_image(platform, run_id, env_id, env_kind, env_name, out)
-    bundle_dir = extracted_bundle(platform, bundle_sha)
+    image = _ready_image(platform, run_id, plan.env_id, plan.env_kind, plan.env_name, out)
+    manifest = plan.manifest
     limits = Limits(
         cpus=manifest.resources.cpus,
         memory_bytes=manifest.resources.memory_bytes,
         pids=manifest.resources.pids,
-        timeout=timeout_override or manifest.resources.timeout,
+        timeout=plan.timeout or manifest.resources.timeout,
     )
     labels = {**platform.labels, "org.orch.kind": "run", "org.orch.run": run_id}
     host_mounts = [Mount(h, c) for h, c in ca_mounts(platform.config).items()]
+    # What a dependency install runs in: the run's image, user and mounts, without its limits.
     base = ContainerSpec(
         image=image,
         argv=[],
@@ -233,42 +252,24 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         mounts=host_mounts,
         cpus=limits.cpus,
     )
-    dep_files = {n: (bundle_dir / n).read_bytes() for n in deps_names if (bundle_dir / n).is_file()}
-    # The dependency cache is keyed by the image's id; without dependencies, no need to ask.
-    info = platform.engine.inspect_image(image) if dep_files else None
-    if dep_files and info is None:
-        raise RunFailed(
-            f"The image of {env_name} ({image}) is missing.", f"Rebuild it: orch env build {env_name}."
-        )
-    deps = deps_mod.ensure(
-        platform.engine,
-        cache_root=platform.config.home / "deps",
-        image=image,
-        image_id=info.id if info else "",
-        bundle_dir=bundle_dir,
-        dep_files=dep_files,
-        base_spec=base,
-        log=out.line,
-        timeout=float(platform.config.build_timeout),
-        should_stop=lambda: _cancelled(platform, run_id),
-    )
+    deps = _dependencies(platform, run_id, plan, image, base, out)
     if _cancelled(platform, run_id):
         _finish(platform, run_id, RunStatus.CANCELLED, None, "cancelled before the agent started")
         return
     spec = run_spec(
         name=base.name,
         image=image,
-        command=command,
-        bundle_dir=bundle_dir,
+        command=plan.command,
+        bundle_dir=extracted_bundle(platform, plan.bundle_sha),
         deps=deps,
         env={
             **proxy_env(platform.config),
             **manifest.env,
-            **run_env,
-            "ORCH_INPUT": input_text,
+            **plan.env,
+            "ORCH_INPUT": plan.input,
             "ORCH_RUN_ID": run_id,
         },
-        stdin=input_text.encode(),
+        stdin=plan.input.encode(),
         limits=limits,
         network=manifest.network,
         labels=labels,
@@ -277,7 +278,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     with platform.store.session() as s:
         s.execute(
             update(RunRow)
-            .where(RunRow.id == run_id)
+            .where(RunRow.id == run_id, RunRow.status.in_(sources(RunStatus.RUNNING)))
             .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
         )
     platform.notify_runs(run_id)
@@ -352,39 +353,23 @@ def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, na
         if build is None or build.status == BuildStatus.FAILED.value:
             raise RunFailed(
                 f"The environment {name} failed to build: {build.error if build else 'never built'}.",
-                f"See `orch env status {name}`, fix it, and run again.",
+                "Read its build log, fix its Dockerfile, and run again.",
             )
         if not announced:
-            out.line(f"Waiting for {name} to build (orch env status {name} --follow)")
+            out.line(f"Waiting for the environment {name} to build")
             announced = True
         if _cancelled(platform, run_id):
             raise RunFailed("The run was cancelled while its environment was building.", "")
         if time.monotonic() > deadline:
-            raise RunFailed(f"{name} took too long to build.", f"See `orch env status {name}`.")
+            raise RunFailed(f"{name} took too long to build.", "Read its build log to see where it stands.")
         platform.wake_builds.set()
         time.sleep(0.5)
-
-
-_present_base_tags: set[str] = set()
 
 
 def _base_tag(platform: Platform, recipe: str, out: Output) -> str:
     """The base image's tag, built first if missing (checked once per process, not per run)."""
     tag = base_images.image_tag(recipe)
-    if tag not in _present_base_tags:
+    if tag not in platform.present_base_tags:
         base_images.ensure(platform.engine, platform.config, out.line, [recipe])
-        _present_base_tags.add(tag)
+        platform.present_base_tags.add(tag)
     return tag
-
-
-def RunWorkers(platform: Platform, count: int = 2, poll: float = 1.0) -> QueueWorkers:
-    """Background threads that drain the run queue; their count bounds concurrent sandboxes."""
-    return QueueWorkers(
-        "run",
-        claim=lambda: claim(platform),
-        work=lambda run_id: execute(platform, run_id),
-        recover=lambda: recover(platform),
-        wake=platform.wake_runs,
-        count=count,
-        poll=poll,
-    )

@@ -1,4 +1,5 @@
-"""Which file a run starts: the manifest's choice, else the detected one (SPEC §2.1)."""
+"""Which file a run starts: the manifest's choice, else the detected one (docs/agents.md,
+"Publishing")."""
 
 from __future__ import annotations
 

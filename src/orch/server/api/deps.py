@@ -32,8 +32,7 @@ def get_workspace_id(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
-    with platform.store.session() as s:
-        return workspaces.authenticate(s, token).id
+    return workspaces.caller(platform, token).workspace_id
 
 
 def get_caller(
@@ -43,8 +42,7 @@ def get_caller(
 ) -> workspaces.Caller:
     """The caller's workspace and whether its token is an admin token (for the admin routes)."""
     token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
-    with platform.store.session() as s:
-        return workspaces.identify(s, token)
+    return workspaces.caller(platform, token)
 
 
 def refuse_nul(request: Request) -> None:

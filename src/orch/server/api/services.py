@@ -7,8 +7,8 @@ from starlette.concurrency import run_in_threadpool
 
 from orch.server.api.deps import PlatformDep, WorkspaceDep
 from orch.server.api.uploads import read_bundle_upload
-from orch.services import service_deploys
-from orch.services.service_views import DeploymentView, ServiceLogs, ServiceView
+from orch.services import deployed
+from orch.services.views import DeploymentView, ServiceLogs, ServiceView
 
 router = APIRouter(prefix="/v1", tags=["services"])
 
@@ -36,24 +36,24 @@ async def deploy(
     """Deploy a bundle (a gzip'd tar, as `orch service deploy` makes) as the service's next version.
     The deployment runs in the background: poll /v1/services/{name}/deployments/{version}."""
     body = await read_bundle_upload(request)
-    return await run_in_threadpool(service_deploys.deploy, platform, ws, name, body, command)
+    return await run_in_threadpool(deployed.deploy, platform, ws, name, body, command)
 
 
 @router.get("/services", response_model=list[ServiceView])
 def list_services(platform: PlatformDep, ws: WorkspaceDep) -> list[ServiceView]:
     """The workspace's services."""
-    return service_deploys.list_services(platform, ws)
+    return deployed.list_services(platform, ws)
 
 
 @router.get("/services/{ref}", response_model=ServiceView)
 def get_service(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> ServiceView:
     """One service (by name or id): state, uptime, restarts, image, URL, last output."""
-    return service_deploys.show(platform, ws, ref)
+    return deployed.show(platform, ws, ref)
 
 
 @router.get("/services/{ref}/deployments/{version}", response_model=DeploymentView)
 def get_deployment(ref: str, version: int, platform: PlatformDep, ws: WorkspaceDep) -> DeploymentView:
-    return service_deploys.deployment(platform, ws, ref, version)
+    return deployed.deployment(platform, ws, ref, version)
 
 
 @router.get("/services/{ref}/logs", response_model=ServiceLogs)
@@ -66,22 +66,22 @@ async def get_logs(
 ) -> ServiceLogs:
     """Output of every container of the service, oldest first; pass `offset` back to follow."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
-    return await service_deploys.follow_logs(platform, ws, ref, offset, wait)
+    return await deployed.follow_logs(platform, ws, ref, offset, wait)
 
 
 @router.post("/services/{ref}/stop", response_model=ServiceView)
 def stop(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> ServiceView:
     """Stop the service; it stays stopped until restarted."""
-    return service_deploys.stop(platform, ws, ref)
+    return deployed.stop(platform, ws, ref)
 
 
 @router.post("/services/{ref}/restart", response_model=ServiceView)
 def restart(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> ServiceView:
     """Start the service in a new container (a stopped one too)."""
-    return service_deploys.restart(platform, ws, ref)
+    return deployed.restart(platform, ws, ref)
 
 
 @router.delete("/services/{ref}")
 def delete(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> dict[str, str]:
     """Remove the service, its containers, images and logs."""
-    return {"deleted": service_deploys.delete_service(platform, ws, ref)}
+    return {"deleted": deployed.delete_service(platform, ws, ref)}

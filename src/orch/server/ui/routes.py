@@ -10,16 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 
 from orch import dockerfile
 from orch.errors import OrchError, Unauthorized
 from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul
-from orch.services import agents, runs, service_deploys, usage, workspaces
+from orch.services import agents, deployed, run_environment, runs, usage, workspaces
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from orch.services.run_worker import RunFailed, choose_environment
-from orch.store.schema import AgentRow, EnvironmentRow, WorkspaceRow
+from orch.store.schema import WorkspaceRow
 
 router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(refuse_nul)])
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -27,8 +25,7 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
 def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
-    with platform.store.session() as s:
-        return workspaces.authenticate(s, request.cookies.get(TOKEN_COOKIE))
+    return workspaces.caller(platform, request.cookies.get(TOKEN_COOKIE)).workspace
 
 
 def page(
@@ -77,8 +74,7 @@ def login(
     platform: PlatformDep, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
 ) -> Response:
     try:
-        with platform.store.session() as s:
-            workspaces.authenticate(s, token.strip())
+        workspaces.caller(platform, token.strip())
     except Unauthorized as e:
         return RedirectResponse(f"/ui/login?error={e.message}", status_code=303)
     target = next if next.startswith("/ui/") else "/ui/environments"
@@ -97,23 +93,13 @@ def logout() -> Response:
 # ---- environments ----------------------------------------------------------------------------
 
 
-def _used_by(platform: Platform, ws: WorkspaceRow) -> dict[str, list[str]]:
-    with platform.store.session() as s:
-        ws_row = s.get(WorkspaceRow, ws.id)
-        assert ws_row is not None
-        result = {}
-        for env in s.scalars(select(EnvironmentRow).where(EnvironmentRow.scope.in_([ws.id, envs.SHARED]))):
-            users = [f"agent {u}" for u in usage.users(s, ws.id, env)]
-            if ws_row.default_environment_id == env.id:
-                users.insert(0, "the workspace default")
-            result[env.id] = users
-        return result
-
-
 @router.get("/environments", response_class=HTMLResponse)
 def environments_page(request: Request, platform: PlatformDep) -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
-        return {"environments": envs.list_environments(platform, ws.id), "used_by": _used_by(platform, ws)}
+        return {
+            "environments": envs.list_environments(platform, ws.id),
+            "used_by": usage.users_by_environment(platform, ws.id),
+        }
 
     return page(request, platform, "environments.html", build)
 
@@ -135,7 +121,7 @@ def environment_page(ref: str, request: Request, platform: PlatformDep) -> Respo
             "env": env,
             "lines": list(enumerate(lines, 1)),
             "findings": findings,
-            "used_by": _used_by(platform, ws).get(env.id, []),
+            "used_by": usage.users_by_environment(platform, ws.id).get(env.id, []),
         }
 
     return page(request, platform, "environment.html", build)
@@ -148,9 +134,9 @@ def environment_page(ref: str, request: Request, platform: PlatformDep) -> Respo
 def settings_page(request: Request, platform: PlatformDep, saved: str = "") -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         followers = [a for a in agents.list_agents(platform, ws.id) if _follows_default(a.latest)]
+        listed = envs.list_environments(platform, ws.id)
         return {
-            "environments": [e for e in envs.list_environments(platform, ws.id) if e.kind != "base"]
-            + [e for e in envs.list_environments(platform, ws.id) if e.kind == "base"],
+            "environments": [e for e in listed if e.kind != "base"] + [e for e in listed if e.kind == "base"],
             "default": envs.get_default(platform, ws.id),
             "followers": followers,
             "saved": saved,
@@ -189,15 +175,7 @@ def agents_page(request: Request, platform: PlatformDep) -> Response:
 def agent_page(ref: str, request: Request, platform: PlatformDep) -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         agent = agents.show(platform, ws.id, ref)
-        with platform.store.session() as s:
-            row = s.get(AgentRow, agent.id)
-            ws_row = s.get(WorkspaceRow, ws.id)
-            assert row is not None and ws_row is not None
-            try:
-                chosen = choose_environment(s, ws_row, agents.latest_version(s, row))
-                would_run = {"name": chosen.environment.name, "rule": chosen.rule.value, "error": None}
-            except RunFailed as e:
-                would_run = {"name": None, "rule": None, "error": e.message}
+        would_run = run_environment.would_run(platform, ws.id, agent.id)
         return {"agent": agent, "would_run": would_run, "runs": runs.list_runs(platform, ws.id, agent.id, 20)}
 
     return page(request, platform, "agent.html", build)
@@ -224,12 +202,10 @@ def services_page(request: Request, platform: PlatformDep) -> Response:
         request,
         platform,
         "services.html",
-        lambda ws: {"services": service_deploys.list_services(platform, ws.id)},
+        lambda ws: {"services": deployed.list_services(platform, ws.id)},
     )
 
 
 @router.get("/services/{ref}", response_class=HTMLResponse)
 def service_page(ref: str, request: Request, platform: PlatformDep) -> Response:
-    return page(
-        request, platform, "service.html", lambda ws: {"svc": service_deploys.show(platform, ws.id, ref)}
-    )
+    return page(request, platform, "service.html", lambda ws: {"svc": deployed.show(platform, ws.id, ref)})

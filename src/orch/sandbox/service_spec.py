@@ -3,7 +3,6 @@ deploy time) and its long-running container (the limits of a run, reachable on P
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -87,7 +86,3 @@ def container_spec(
         cap_add=RUN_COMMAND_CAPS,
         **common,  # type: ignore[arg-type]
     )
-
-
-def describe(command: Sequence[str]) -> str:
-    return shlex.join(command)

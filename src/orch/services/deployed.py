@@ -11,20 +11,16 @@ import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from orch.bundle import inspect_bundle
-from orch.errors import Conflict, InvalidInput, NotFound
-from orch.models import check_name, new_id
+from orch.bundle import BundleInfo, inspect_bundle
+from orch.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
-from orch.services import service_logs, supervisor
-from orch.services.agents import bundle_path
+from orch.sandbox.service_spec import PORT
+from orch.services import deployed_logs, refs
+from orch.services.agents import bundle_files_lock, bundle_path
 from orch.services.platform import Platform
-from orch.services.service_views import (
-    DeploymentStatus,
-    DeploymentView,
-    ServiceLogs,
-    ServiceState,
-    ServiceView,
-)
+from orch.services.reconcile import reconcile
+from orch.services.views import DeploymentView, ServiceLogs, ServiceView
 from orch.store.schema import ServiceDeploymentRow, ServiceRow, WorkspaceRow, utcnow
 
 DOCKERFILE_REFUSED = "custom Dockerfiles are not supported for services"
@@ -37,6 +33,54 @@ def deploy(
     (and nothing deployed) on refusal."""
     check_name(name, "Service name")
     info = inspect_bundle(data)
+    argv = _command(info, command)
+    notes = []
+    if info.manifest.environment:
+        notes.append(
+            f"orch.yaml pins environment {info.manifest.environment!r}, which services ignore: "
+            "they run on the service runtime."
+        )
+    path = bundle_path(platform, info.sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Locked from writing the bundle file to committing the deployment that refers to it: a
+    # concurrent agent delete never removes the file as unused in between.
+    with bundle_files_lock(platform), platform.services_lock, platform.store.session() as s:
+        svc = _service_row(s, ws_id, name)
+        busy = s.scalar(
+            select(ServiceDeploymentRow.version).where(
+                ServiceDeploymentRow.service_id == svc.id,
+                ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
+            )
+        )
+        if busy is not None:
+            raise Conflict(
+                f"{name} v{busy} is still being deployed.", "Wait for it to end, then deploy again."
+            )
+        if not path.exists():
+            path.write_bytes(data)
+        svc.latest_version += 1
+        dep = ServiceDeploymentRow(
+            id=new_id("dep"),
+            service_id=svc.id,
+            version=svc.latest_version,
+            status=DeploymentStatus.QUEUED.value,
+            bundle_sha256=info.sha256,
+            command=json.dumps(argv),
+            run_command=info.manifest.run_command,
+            manifest=info.manifest.model_dump_json(),
+            deps_files=json.dumps(sorted(dependency_files(info.files))),
+            log_tail="",
+        )
+        s.add(dep)
+        s.flush()
+        view = _deployment_view(svc, dep)
+    platform.wake_deploys.set()  # stored: the deploy worker starts on it now, not at its next poll
+    view.notes = notes
+    return view
+
+
+def _command(info: BundleInfo, command: str | None) -> list[str]:
+    """The command line the service runs, or InvalidInput for a bundle a service can't be."""
     if info.dockerfile is not None:
         raise InvalidInput(
             f"The bundle has a Dockerfile: {DOCKERFILE_REFUSED}.",
@@ -54,77 +98,42 @@ def deploy(
             "orch.yaml says network: false, but a service must be reachable through the server.",
             "Remove network: false for services (they never get a public port of their own).",
         )
-    if command is not None:
-        try:
-            argv = shlex.split(command)
-        except ValueError:
-            raise InvalidInput(
-                f"--command {command!r} has a quote that is never closed.", "Close the quote."
-            ) from None
-        if not argv:
-            raise InvalidInput("--command is empty.", "Pass a command line, e.g. --command 'python app.py'.")
-    else:
-        argv = list(info.entrypoint.command)  # the manifest's runtime.command, else from the entrypoint
-    notes = []
-    if info.manifest.environment:
-        notes.append(
-            f"orch.yaml pins environment {info.manifest.environment!r}, which services ignore: "
-            "they run on the service runtime."
+    if command is None:
+        return list(info.entrypoint.command)  # the manifest's runtime.command, else from the entrypoint
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        raise InvalidInput(
+            f"The command {command!r} has a quote that is never closed.", "Close the quote."
+        ) from None
+    if not argv:
+        raise InvalidInput("The command is empty.", "Give a command line, e.g. 'python app.py'.")
+    return argv
+
+
+def _service_row(s: Session, ws_id: str, name: str) -> ServiceRow:
+    """The service `name`, made now (deploying, with no version yet) if it is new."""
+    svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+    if svc is None:
+        svc = ServiceRow(
+            id=new_id("svc"),
+            workspace_id=ws_id,
+            name=name,
+            desired="running",
+            state=ServiceState.DEPLOYING.value,
+            version=0,
+            latest_version=0,
+            command="[]",
+            manifest="{}",
+            restarts=0,
+            quick_crashes=0,
+            last_output="",
         )
-    path = bundle_path(platform, info.sha256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_bytes(data)
-    with supervisor.locked(platform), platform.store.session() as s:
-        svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
-        if svc is None:
-            svc = ServiceRow(
-                id=new_id("svc"),
-                workspace_id=ws_id,
-                name=name,
-                desired="running",
-                state=ServiceState.DEPLOYING.value,
-                version=0,
-                latest_version=0,
-                command="[]",
-                manifest="{}",
-                restarts=0,
-                quick_crashes=0,
-                last_output="",
-            )
-            s.add(svc)
-            s.flush()
-        elif svc.version == 0:
-            svc.state = ServiceState.DEPLOYING.value
-        busy = s.scalar(
-            select(ServiceDeploymentRow.version).where(
-                ServiceDeploymentRow.service_id == svc.id,
-                ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
-            )
-        )
-        if busy is not None:
-            raise Conflict(
-                f"{name} v{busy} is still being deployed.",
-                f"Wait for it (`orch service status {name}`), then deploy again.",
-            )
-        svc.latest_version += 1
-        dep = ServiceDeploymentRow(
-            id=new_id("dep"),
-            service_id=svc.id,
-            version=svc.latest_version,
-            status=DeploymentStatus.QUEUED.value,
-            bundle_sha256=info.sha256,
-            command=json.dumps(argv),
-            run_command=info.manifest.run_command,
-            manifest=info.manifest.model_dump_json(),
-            deps_files=json.dumps(sorted(dependency_files(info.files))),
-            log_tail="",
-        )
-        s.add(dep)
+        s.add(svc)
         s.flush()
-        view = _deployment_view(svc, dep)
-    view.notes = notes
-    return view
+    elif svc.version == 0:
+        svc.state = ServiceState.DEPLOYING.value
+    return svc
 
 
 def _deployment_view(svc: ServiceRow, dep: ServiceDeploymentRow) -> DeploymentView:
@@ -145,14 +154,15 @@ def _deployment_view(svc: ServiceRow, dep: ServiceDeploymentRow) -> DeploymentVi
 
 
 def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
-    column = ServiceRow.id if ref.startswith("svc_") else ServiceRow.name
-    svc = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, column == ref))
-    if svc is None:
-        raise NotFound(
-            f"No service {ref!r} in this workspace.",
-            "Run `orch service list` to see the services, or deploy one with `orch service deploy`.",
-        )
-    return svc
+    return refs.find(
+        s,
+        ServiceRow,
+        ref,
+        ServiceRow.workspace_id == ws_id,
+        id_prefix="svc_",
+        what="service",
+        fix="See the list of services, or deploy this one first.",
+    )
 
 
 def _view(s: Session, svc: ServiceRow) -> ServiceView:
@@ -201,6 +211,26 @@ def show(platform: Platform, ws_id: str, ref: str) -> ServiceView:
         return _view(s, _resolve(s, ws_id, ref))
 
 
+SEE_STATUS_AND_LOGS = "See the service's status and its logs."
+
+
+def proxy_target(platform: Platform, ws_id: str, workspace: str, name: str) -> str:
+    """The URL that the proxy forwards /services/WORKSPACE/NAME/ to, for a caller of workspace
+    `ws_id`; NotFound for another workspace's service (as for one that does not exist)."""
+    with platform.store.session() as s:
+        ws = s.get(WorkspaceRow, ws_id)
+        # No service name holds a NUL, and PostgreSQL refuses one even in a lookup.
+        query = select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name)
+        svc = None if "\x00" in name else s.scalar(query)
+        if ws is None or ws.name != workspace or svc is None:
+            raise NotFound(
+                f"No service {workspace}/{name} for this token.", "See the list of services for their URLs."
+            )
+        if svc.state != ServiceState.RUNNING.value or not svc.address:
+            raise ServiceUnavailable(f"The service {name} is {svc.state}, not running.", SEE_STATUS_AND_LOGS)
+        return f"http://{svc.address}:{PORT}"
+
+
 def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> DeploymentView:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
@@ -210,40 +240,42 @@ def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> Deploy
         # Outside the column's range there is no such version (and the stores refuse to compare).
         dep = s.scalar(query) if 1 <= version < 2**31 else None
         if dep is None:
-            raise NotFound(f"{svc.name} has no version {version}.", f"Run `orch service status {svc.name}`.")
+            raise NotFound(
+                f"{svc.name} has no version {version}.", "The service's status shows its latest version."
+            )
         return _deployment_view(svc, dep)
 
 
 def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     """Stop the service's container; it stays stopped (also across server restarts)."""
-    with supervisor.locked(platform), platform.store.session() as s:
+    with platform.services_lock, platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
         svc.desired = "stopped"
-    supervisor.reconcile(platform)
+    reconcile(platform)
     return show(platform, ws_id, ref)
 
 
 def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     """Start the service afresh (a stopped one too): a new container, the backoff forgotten."""
-    with supervisor.locked(platform), platform.store.session() as s:
+    with platform.services_lock, platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
         if svc.version == 0:
             raise Conflict(
                 f"{svc.name} has no deployed version to restart.",
-                f"Deploy it with `orch service deploy --name {svc.name}`.",
+                "Deploy a version of it first.",
             )
         if svc.container:
-            service_logs.archive(platform, svc.id, svc.container)
+            deployed_logs.archive(platform, svc.id, svc.container)
             platform.engine.remove_container(svc.container)
         svc.container, svc.address, svc.next_start_at, svc.quick_crashes = None, None, None, 0
         svc.desired, svc.state = "running", ServiceState.STARTING.value
-    supervisor.reconcile(platform)
+    reconcile(platform)
     return show(platform, ws_id, ref)
 
 
 def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
     """Remove the service: its containers, images, deployments and logs."""
-    with supervisor.locked(platform), platform.store.session() as s:
+    with platform.services_lock, platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
         service_id, name = svc.id, svc.name
         busy = s.scalar(
@@ -258,11 +290,11 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
             raise Conflict(f"{svc.name} v{busy} is being deployed.", "Wait for it to end, then delete again.")
         s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
         s.delete(svc)
-    platform.engine.remove_containers(supervisor.labels(platform, service_id))
-    for image in platform.engine.images(supervisor.labels(platform, service_id)):
+    platform.engine.remove_containers(platform.service_labels(service_id))
+    for image in platform.engine.images(platform.service_labels(service_id)):
         for tag in image.tags or (image.id,):
             platform.engine.remove_image(tag)
-    shutil.rmtree(service_logs.directory(platform, service_id), ignore_errors=True)
+    shutil.rmtree(deployed_logs.directory(platform, service_id), ignore_errors=True)
     return name
 
 
@@ -290,5 +322,5 @@ def _logs(platform: Platform, ws_id: str, ref: str, offset: int) -> ServiceLogs:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
         service_id, container, state = svc.id, svc.container, svc.state
-    text, new_offset = service_logs.read(platform, service_id, container, offset)
+    text, new_offset = deployed_logs.read(platform, service_id, container, offset)
     return ServiceLogs(text=text, offset=new_offset, state=state)

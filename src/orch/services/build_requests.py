@@ -1,0 +1,116 @@
+"""A build asked for: an image with the same cache key is reused at once, else the build is
+queued for a worker. What the engine knows (the base image, which cached images still exist) is
+looked up first, outside the store's transaction, so that no transaction waits on Podman."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orch import dockerfile
+from orch.builder import base_images
+from orch.builder.cache import cache_key, dockerfile_hash
+from orch.models import SHARED, BuildStatus, advance, new_id
+from orch.services.platform import Platform
+from orch.store.schema import BuildRow, EnvironmentRow, utcnow
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """A ready build's image that the engine still has."""
+
+    environment_id: str
+    image: str
+    size_bytes: int | None
+    containerfile: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the engine said about a Dockerfile's build: its cache key, and an image to reuse."""
+
+    key: str
+    dockerfile_hash: str
+    no_cache: bool
+    base_missing: bool
+    hit: CachedImage | None
+
+
+def look_up(
+    platform: Platform, validation: dockerfile.Validation, no_cache: bool = False, s: Session | None = None
+) -> Lookup:
+    """Ask the engine for the base image and for a cached image of this Dockerfile; the store is
+    read in `s`, or (None) in a short session of its own that is closed before the engine is asked."""
+    normalised = dockerfile.normalised(validation.instructions)
+    base = platform.engine.inspect_image(base_images.image_tag("code-interpreter"))
+    key = cache_key(normalised, base.id if base else "")
+    hit = None
+    if not no_cache and base is not None:
+        candidates = _candidates(s, key) if s is not None else _read(platform, key)
+        hit = next((c for c in candidates if platform.engine.inspect_image(c.image) is not None), None)
+    return Lookup(key, dockerfile_hash(normalised), no_cache, base is None, hit)
+
+
+def _read(platform: Platform, key: str) -> list[CachedImage]:
+    with platform.store.session() as s:
+        return _candidates(s, key)
+
+
+def _candidates(s: Session, key: str) -> list[CachedImage]:
+    """The ready builds' images of this cache key, newest first."""
+    rows = s.scalars(
+        select(BuildRow)
+        .where(BuildRow.cache_key == key, BuildRow.status == BuildStatus.READY.value)
+        .order_by(BuildRow.finished_at.desc())
+    )
+    return [CachedImage(b.environment_id, b.image, b.size_bytes, b.containerfile) for b in rows if b.image]
+
+
+def record(s: Session, env: EnvironmentRow, lookup: Lookup) -> BuildRow:
+    """Add `env`'s new build: ready at once on a cache hit, else queued for a worker."""
+    build = BuildRow(
+        id=new_id("bld"),
+        environment_id=env.id,
+        status=BuildStatus.QUEUED.value,
+        cache_key=lookup.key,
+        dockerfile_hash=lookup.dockerfile_hash,
+        containerfile="",  # rendered by the worker, once the base image is known to exist
+        no_cache=lookup.no_cache,
+    )
+    hit = lookup.hit
+    if hit is not None:
+        source = s.get(EnvironmentRow, hit.environment_id)
+        same_ws = source is not None and source.scope in (env.scope, SHARED)
+        like = f" as {source.name}, {source.id}" if same_ws and source else " as an earlier build"
+        build.status = advance(BuildStatus.QUEUED, BuildStatus.READY).value
+        build.cache, build.image = "hit", hit.image
+        build.cache_reason = f"same Dockerfile{like}"
+        build.size_bytes = hit.size_bytes
+        build.containerfile = hit.containerfile  # what the image was built from, its base image too
+        build.started_at = build.finished_at = build.queued_at = utcnow()
+        env.image = hit.image
+    else:
+        build.cache_reason = _miss_reason(s, lookup)
+    s.add(build)
+    env.build_id = build.id
+    return build
+
+
+def _miss_reason(s: Session, lookup: Lookup) -> str:
+    if lookup.no_cache:
+        return "a build without the cache was asked for"
+    if lookup.base_missing:
+        return "the base image is not built yet"
+    earlier = s.scalar(
+        select(BuildRow).where(
+            BuildRow.status == BuildStatus.READY.value,
+            BuildRow.dockerfile_hash == lookup.dockerfile_hash,
+        )
+    )
+    if earlier is None:
+        return "new Dockerfile"
+    if earlier.cache_key == lookup.key:
+        return "the cached image was removed"
+    return "the base image changed since the last build of this Dockerfile"

@@ -1,0 +1,83 @@
+"""The platform's background work, started and stopped in one place.
+
+    Workers(platform)
+    ├── build queue    workers/builds.py      environments' images      wake: platform.wake_builds
+    ├── run queue      workers/runs.py        runs in sandboxes         wake: platform.wake_runs
+    ├── deploy queue   workers/deploys.py     services' new versions    wake: platform.wake_deploys
+    └── supervisor     workers/supervisor.py  services kept running     wake: platform.wake_supervisor
+
+Each queue is a table in the store drained by `QueueWorkers` (workers/queue.py): whoever queues
+work sets the queue's wake event. `start` settles what a stopped server left in flight, in this
+order: builds (which also removes the platform's unnamed images while nothing builds), runs,
+deployments; then the threads start.
+"""
+
+from __future__ import annotations
+
+from orch.services.platform import Platform
+from orch.workers import builds, deploys, runs
+from orch.workers.queue import QueueWorkers
+from orch.workers.supervisor import Supervisor
+
+
+def build_queue(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
+    return QueueWorkers(
+        "build",
+        claim=lambda: builds.claim(platform),
+        work=lambda build_id: builds.run(platform, build_id),
+        recover=lambda: builds.recover(platform),
+        wake=platform.wake_builds,
+        count=count,
+        poll=poll,
+    )
+
+
+def run_queue(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
+    """`count` bounds how many sandboxes run at once."""
+    return QueueWorkers(
+        "run",
+        claim=lambda: runs.claim(platform),
+        work=lambda run_id: runs.execute(platform, run_id),
+        recover=lambda: runs.recover(platform),
+        wake=platform.wake_runs,
+        count=count,
+        poll=poll,
+    )
+
+
+def deploy_queue(platform: Platform, poll: float = 1.0) -> QueueWorkers:
+    queue = QueueWorkers(
+        "deploy",
+        claim=lambda: deploys.claim(platform),
+        # A deployment waiting for its container to answer ends when the workers stop.
+        work=lambda dep_id: deploys.execute(platform, dep_id, queue.stopping),
+        recover=lambda: deploys.recover(platform),
+        wake=platform.wake_deploys,
+        poll=poll,
+    )
+    return queue
+
+
+class Workers:
+    """Every worker thread of one platform."""
+
+    def __init__(self, platform: Platform, poll: float = 1.0) -> None:
+        cfg = platform.config
+        self.queues = [
+            build_queue(platform, int(cfg.build_workers), poll),
+            run_queue(platform, int(cfg.run_workers), poll),
+            deploy_queue(platform, poll),
+        ]
+        self.supervisor = Supervisor(platform, poll=poll)
+
+    def start(self) -> None:
+        for q in self.queues:
+            q.start()
+        self.supervisor.start()
+
+    def stop(self) -> None:
+        """Stop every thread; services' containers keep running, in-flight work is settled by
+        the next start."""
+        self.supervisor.stop()
+        for q in reversed(self.queues):
+            q.stop()
