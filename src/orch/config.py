@@ -38,6 +38,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _isolation(text: str) -> str:
+    if text not in ("runc", "gvisor"):
+        raise ValueError(text)
+    return text
+
+
+def capacity() -> int:
+    """How many sandboxes this machine runs at once by default: starting one is CPU work (about
+    0.1 s of a core), and each may use its default memory limit (512 MiB) in full."""
+    cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        memory = 4 * 2**30
+    return max(1, min(4 * cores, memory // 2 // (512 * 2**20)))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("url", lambda h: "", str, "Where the CLI reaches the server (written by `orch server`)."),
     Setting(
@@ -62,7 +79,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("build_workers", lambda h: 1, _positive_int, "Builds run at the same time."),
     Setting(
-        "run_workers", lambda h: 2, _positive_int, "Runs that execute at the same time; more wait queued."
+        "run_workers",
+        lambda h: capacity(),
+        _positive_int,
+        "Runs whose sandboxes execute at the same time; more wait queued. By default the machine's "
+        "capacity: 4 per core, and at most as many 512 MiB sandboxes as half the memory holds.",
+    ),
+    Setting(
+        "isolation",
+        lambda h: "runc",
+        _isolation,
+        "How runs are isolated unless an agent's orch.yaml says: runc, or gvisor (gVisor's runsc).",
     ),
     Setting(
         "service_start_timeout",
@@ -81,6 +108,13 @@ SETTINGS: tuple[Setting, ...] = (
         lambda h: True,
         lambda s: s.strip().lower() in {"1", "true", "yes", "on"},
         "Pass the host's HTTP(S)_PROXY/NO_PROXY variables into builds and sandboxes.",
+    ),
+    Setting(
+        "metrics_token",
+        lambda h: "",
+        str,
+        "A secret GET /metrics then requires as 'Authorization: Bearer ...' ('' for none: "
+        "whoever reaches the server's address reads the metrics).",
     ),
 )
 

@@ -133,7 +133,7 @@ def test_run_succeeds_with_output_and_base_rule(
     assert "→ environment python (base)" in logs["log"]
     spec = fake_engine.containers[-1]
     assert spec.stdin == b'{"x": 1}' and spec.env["MODE"] == "test"
-    assert spec.read_only and spec.user == "1000:1000" and spec.memory_bytes == 512 * 1024 * 1024
+    assert not spec.read_only and spec.user == "1000:1000" and spec.memory_bytes == 512 * 1024 * 1024
     assert spec.labels["org.orch.instance"] == platform.instance
 
 

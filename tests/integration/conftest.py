@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from orch import config
 from orch.engine import PodmanEngine
+from orch.sandbox import runc
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 
@@ -110,6 +112,8 @@ class Server:
         engine = PodmanEngine()
         # Services' containers outlive their server: remove them (by label) before their images.
         engine.remove_containers({"org.orch.instance": self.instance})
+        for launcher in runc.launchers(f"orch-{self.instance}-").values():  # a killed server's sandboxes
+            launcher.sweep(f"orch-{self.instance}-")
         engine.remove_build_leftovers(self.instance)  # of builds a killed server left half-way
         for image in engine.images({"org.orch.instance": self.instance}):
             subprocess.run(["podman", "rmi", "-f", image.id], capture_output=True, check=False)
@@ -135,3 +139,38 @@ def server(make_server) -> Server:  # type: ignore[no-untyped-def]
     s = make_server()
     s.start()
     return s
+
+
+RUNC_ROOT = "/run/orch-runc/runc"  # where the launcher's runc keeps its sandboxes' state
+
+
+def sandboxes(run_id: str) -> list[str]:
+    """What of a run's sandbox exists: Podman containers (its dependency install) and the
+    launcher's runc containers (the sandbox itself)."""
+    podman = subprocess.run(
+        ["podman", "ps", "-a", "-q", "--filter", f"label=org.orch.run={run_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    listed = subprocess.run(
+        ["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False
+    )
+    runc = [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].endswith(run_id)]
+    return podman + runc
+
+
+def sandbox_address(run_id: str) -> str:
+    """The address of a running run's sandbox on the sandbox network, as the host reaches it."""
+    (name,) = [n for n in sandboxes(run_id) if n.endswith(run_id)]
+    state = subprocess.run(
+        ["runc", "--root", RUNC_ROOT, "state", name], capture_output=True, text=True, check=True
+    )
+    pid = json.loads(state.stdout)["pid"]
+    shown = subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return shown[shown.index("inet") + 1].split("/")[0]

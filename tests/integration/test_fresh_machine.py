@@ -104,7 +104,7 @@ def test_admin_check_passes_here_and_says_what_it_proved(make_server) -> None:  
     report = json.loads(res.stdout)
     assert report["ok"] is True and report["problem"] is None
     steps = [s["step"] for s in report["steps"]]
-    assert steps[-2:] == ["a sandbox (init, limits, read-only root, sandbox network)", "a build step"]
+    assert steps[-2:] == ["a sandbox (init, limits, a root of its own, sandbox network)", "a build step"]
     # Nothing of the check is left behind: no container, no image.
     left = subprocess.run(
         ["podman", "ps", "-a", "--filter", f"label=org.orch.instance={server.instance}", "-q"],

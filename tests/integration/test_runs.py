@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, sandboxes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -141,7 +141,7 @@ def test_pinned_and_default_environments(server: Server, tmp_path: Path) -> None
     first = run_json(server, "plain")
     assert first["stdout"] == "False\n" and first["environment_rule"] == "base"
     res = server.cli("env", "set-default", "python-scraping")
-    assert "1 agent without their own Dockerfile" in res.stdout
+    assert "1 agent without its own Dockerfile" in res.stdout
     second = run_json(server, "plain")
     assert second["status"] == "succeeded", second
     assert second["stdout"] == "True\n"
@@ -239,19 +239,12 @@ def _wait_status(server: Server, run_id: str, wanted: set[str], timeout: float =
 
 
 def _containers(run_id: str) -> list[str]:
-    import subprocess
-
-    out = subprocess.run(
-        ["podman", "ps", "-a", "-q", "--filter", f"label=org.orch.run={run_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
+    return sandboxes(run_id)
 
 
 def test_cancel_and_server_restart(make_server, tmp_path: Path) -> None:
     server: Server = make_server()
+    server.settings = {"ORCH_RUN_WORKERS": "2"}  # two runs fill it; a third waits
     server.start()
     write(tmp_path / "sleepy", {"main.py": "import time\nprint('started', flush=True)\ntime.sleep(120)\n"})
     write(tmp_path / "quick", {"main.py": "print('quick')\n"})

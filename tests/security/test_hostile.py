@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, sandbox_address
 from tests.integration.test_runs import write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -256,18 +255,8 @@ print(json.dumps({'me': me, 'accepted': accepted}))
 
 
 def container_address(run_id: str) -> str:
-    """The run's sandbox address, as Podman sees it from the host."""
-    names = subprocess.run(
-        ["podman", "ps", "--filter", f"label=org.orch.run={run_id}", "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert len(names) == 1, names
-    fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-    return subprocess.run(
-        ["podman", "inspect", "--format", fmt, names[0]], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    """The run's sandbox address, as the host sees it."""
+    return sandbox_address(run_id)
 
 
 def test_listening_port_reached_from_host_and_other_sandboxes(server: Server, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from orch.engine.base import ContainerExit, Mount
@@ -30,8 +31,16 @@ def spec(network: bool = False):  # type: ignore[no-untyped-def]
     )
 
 
+def test_a_run_gets_a_root_of_its_own() -> None:
+    # Writable, as a template's users expect; the launcher bounds it (tests/integration/
+    # test_runc_launcher.py: a disk bomb in / ends in ENOSPC, and counts in the memory limit).
+    assert not spec().read_only
+
+
 def test_podman_arguments_are_hardened() -> None:
-    args = run_args("podman", spec())
+    # Podman cannot bound a writable root on this host (no quota on ext4): a spec it runs keeps
+    # the root read-only unless it asks otherwise (a service's run_command).
+    args = run_args("podman", dataclasses.replace(spec(), read_only=True))
     for flag in (
         "--cap-drop=all",
         "--security-opt=no-new-privileges",

@@ -109,6 +109,7 @@ class Manifest(BaseModel):
     resources: Resources = Resources()
     env: dict[EnvName, EnvValue] = {}
     network: bool = True  # outbound access; inbound is never allowed
+    isolation: str | None = None  # runc or gvisor; the server's `isolation` setting when absent
     run_command: str | None = None  # services only: runs before the command at each start
     loop: dict[str, Any] | None = None  # managed LLM loop: accepted, not runnable yet
 
@@ -169,6 +170,18 @@ class Manifest(BaseModel):
         if isinstance(value, dict):
             _check_json(value)
         return value
+
+    @field_validator("isolation", mode="before")
+    @classmethod
+    def _check_isolation(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if value not in ("runc", "gvisor"):
+            raise problem(
+                f"{show(value)} is not an isolation runtime.",
+                "Write isolation: runc (the default) or isolation: gvisor (gVisor's own kernel in between).",
+            )
+        return str(value)
 
     @field_validator("network", mode="before")
     @classmethod

@@ -1,13 +1,14 @@
-"""`orch admin`: operator commands that work on this machine directly, without a server."""
+"""`orch admin`: operator commands that work on this machine directly, without a server.
+
+What the commands use (the builder, the engine, the sandbox, the store) is imported in them:
+`orch --help` imports this module to list it."""
 
 from __future__ import annotations
 
 import typer
 
 from orch import config
-from orch.builder import base_images
 from orch.cli.output import command, console, ok, print_json
-from orch.engine import PodmanEngine
 
 app = typer.Typer(help="Operator commands that act on this machine directly.", no_args_is_help=True)
 
@@ -19,6 +20,9 @@ def build_images(
 ) -> None:
     """Build the base images whose recipe changed or that are missing; reuse the others, and
     remove those of older recipes that nothing uses."""
+    from orch.builder import base_images
+    from orch.engine import PodmanEngine
+
     cfg = config.load()
     engine = PodmanEngine()
     todo = base_images.missing(engine)
@@ -40,18 +44,25 @@ def build_images(
 def check(json_: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Check that this machine can run sandboxes and builds: the host packages the engine needs,
     then one real sandbox and one build step. Exit 1 with what is missing when it cannot."""
+    from orch.engine import PodmanEngine
+    from orch.sandbox import runc
     from orch.services import host_check
     from orch.services.platform import Platform
     from orch.store import Store
 
     cfg = config.load()
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
+    platform.launchers = dict(runc.launchers(platform.container_prefix))
 
     def show(name: str, seconds: float) -> None:
         if not json_:
             ok(f"{name}  ({seconds:.1f} s)")
 
-    report = host_check.run(platform, show)
+    try:
+        report = host_check.run(platform, show)
+    finally:
+        for launcher in platform.launchers.values():
+            launcher.close()
     if json_:
         print_json(report.to_dict())
         if report.problem:

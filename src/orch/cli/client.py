@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
 from orch import config as config_mod
 from orch.errors import OrchError, ServerUnreachable, from_dict
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def _import_httpx() -> None:
+    """Import httpx, the slowest import of a quick command, only once a request is to be made;
+    and without its own command line (httpx._main), which imports click, pygments and much of
+    rich when they are installed (as here) and which orch never uses. A None in sys.modules makes
+    that import fail, and httpx falls back to a stub `main`; the entry is removed at once."""
+    if "httpx" in sys.modules:
+        return
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if blocked and sys.modules.get("httpx._main", False) is None:
+            del sys.modules["httpx._main"]
+
+
+def _tls_unused(url: str) -> bool:
+    """True when no connection of this client can use TLS: the server's address is http://, and
+    requests to it go straight there or through an http:// proxy (redirects are not followed)."""
+    if not url.startswith("http://"):
+        return False
+    proxies = (os.environ.get(k, "") for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
+    return not any(p.strip().lower().startswith("https://") for p in proxies)
 
 
 class Client:
@@ -17,12 +46,25 @@ class Client:
                 "No orch server is configured.",
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
+        _import_httpx()
+        import ssl
+
+        import httpx
+
         self.url = url.rstrip("/")
+        # httpx loads the whole CA bundle for its default TLS context, whether or not a request
+        # will use TLS: tens of ms (150 on a slow machine) at each start. The local server's
+        # address is http://; then a context that trusts nothing does, and should a connection
+        # ever need TLS it fails rather than go unverified.
+        verify: ssl.SSLContext | bool = True
+        if _tls_unused(self.url):
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=httpx.Timeout(30.0, connect=5.0),
             transport=transport,
+            verify=verify,
         )
 
     @classmethod
@@ -31,6 +73,8 @@ class Client:
         return cls(cfg.url, cfg.token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx  # imported by __init__: a lookup
+
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.TransportError as e:

@@ -9,9 +9,7 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orch import dockerfile
 from orch.cli.client import Client
 from orch.cli.output import command, console, err_console, ok, print_json, warn
 from orch.cli.utils import JSON, plain_table
@@ -246,6 +244,9 @@ def follow_build(
     client: Client, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
 ) -> dict[str, Any]:
     """Show a progress bar (and the log, if `logs`) until the build ends; return the final state."""
+    # Here rather than at the top: `orch env list` and the other quick commands import this module.
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     offset = 0
     end = time.monotonic() + deadline
     progress = Progress(
@@ -339,6 +340,8 @@ def create(
     json_: bool = JSON,
 ) -> None:
     """Create a custom environment from a Dockerfile and build it (or reuse a cached build)."""
+    from orch import dockerfile  # the validator and its parser: only for the commands that validate
+
     text = _read_dockerfile(file)
     validation = dockerfile.validate(text)
     findings = [f.to_dict() for f in validation.findings]
@@ -364,6 +367,8 @@ def validate(
     json_: bool = JSON,
 ) -> None:
     """Check a Dockerfile without building it (works offline). Exit 0 when it can be built."""
+    from orch import dockerfile
+
     validation = dockerfile.validate(_read_dockerfile(file))
     findings = [f.to_dict() for f in validation.findings]
     if json_:

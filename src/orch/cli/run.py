@@ -117,6 +117,7 @@ def _run_json(client: Client, run: dict[str, Any]) -> dict[str, Any]:
         "reason": run["reason"],
         "environment": run["environment"],
         "environment_rule": run["environment_rule"],
+        "isolation": run.get("isolation"),
         "deps": run["deps"],
         "duration": run["duration"],
         **_collect(client, run["id"]),

@@ -81,6 +81,9 @@ class ContainerExit:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    # Seconds spent in each phase of the sandbox's life, where the launcher knows them:
+    # prepare (root, config), start (launch to the process running), run, exit (to cleaned up).
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

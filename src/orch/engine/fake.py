@@ -135,7 +135,13 @@ class FakeEngine(Engine):
         self.containers.append(spec)
         if should_stop is not None and should_stop():
             return ContainerExit(137, cancelled=True)
-        return self.behaviour(spec, on_stdout, on_stderr)
+        began = time.monotonic()
+        result = self.behaviour(spec, on_stdout, on_stderr)
+        if result.timings:
+            return result
+        # As a launcher reports them: nothing to prepare, start or clean up; the behaviour ran.
+        ran = time.monotonic() - began
+        return dataclasses.replace(result, timings={"prepare": 0.0, "start": 0.0, "run": ran, "exit": 0.0})
 
     def remove_containers(self, labels: Mapping[str, str]) -> int:
         return 0

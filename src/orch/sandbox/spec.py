@@ -1,4 +1,5 @@
-"""The sandbox a run gets: hard limits, a read-only root, a private writable working directory."""
+"""The sandbox a run gets: hard limits, a writable but bounded root of its own, a private working
+directory, the bundle read-only."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def run_spec(
         memory_bytes=limits.memory_bytes,
         cpus=limits.cpus,
         pids=limits.pids,
-        read_only=True,
+        # A root of its own to change, as a template's users expect (/home/user included), bounded
+        # and counted in the memory limit by the launcher; nothing of it reaches the image.
+        read_only=False,
         stdin=stdin,
     )

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server import proxy
+from orch.server import metrics, proxy
 from orch.server.api import agents, environments, runs, services, workspaces
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
@@ -57,6 +57,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(services.router)
     app.include_router(workspaces.router)
     app.include_router(proxy.router)
+    metrics.install(app, platform)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

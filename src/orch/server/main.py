@@ -14,6 +14,7 @@ from orch import config as config_mod
 from orch.config import Config
 from orch.engine import PodmanEngine
 from orch.errors import InvalidInput
+from orch.sandbox import runc
 from orch.server.app import create_app
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform
@@ -43,6 +44,8 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     """Run the control plane until interrupted."""
     cfg.home.mkdir(parents=True, exist_ok=True)
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
+    # Runs' sandboxes start through the OCI runtime itself; Podman builds and runs services.
+    platform.launchers = dict(runc.launchers(platform.container_prefix))
     # Sandboxes' networks and isolation rules: a machine that cannot have them says so now,
     # not at the first run.
     platform.engine.prepare()

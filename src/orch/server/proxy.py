@@ -4,7 +4,9 @@ have no port on any host interface; this is their one way in, and it needs a wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from urllib.parse import quote
 
 import httpx
@@ -13,9 +15,11 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from orch.errors import ServiceUnavailable
+from orch import metrics
+from orch.errors import OrchError, ServiceUnavailable
 from orch.server.api.deps import PlatformDep, ProxyWorkspaceDep
 from orch.services import deployed
+from orch.services.platform import Platform
 
 router = APIRouter(tags=["services"])
 
@@ -62,6 +66,25 @@ async def proxy(
     workspace: str, name: str, request: Request, platform: PlatformDep, ws: ProxyWorkspaceDep, path: str = ""
 ) -> StreamingResponse:
     """Forward the request to the service and stream its answer back."""
+    started = time.perf_counter()
+    status = 500  # what the app answers if forwarding fails in an unforeseen way
+    try:
+        answer = await _forward(workspace, name, request, platform, ws, path)
+        status = answer.status_code
+        return answer
+    except OrchError as e:  # no such service, not running, did not answer
+        status = e.http_status
+        raise
+    except asyncio.CancelledError:  # the client went away first: nginx's 499, not a server error
+        status = 499
+        raise
+    finally:
+        metrics.of(platform).proxy_request(status, time.perf_counter() - started)
+
+
+async def _forward(
+    workspace: str, name: str, request: Request, platform: Platform, ws: str, path: str
+) -> StreamingResponse:
     base = await run_in_threadpool(deployed.proxy_target, platform, ws, workspace, name)
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP | {"cookie"}]
     cookies = [c for c in request.headers.get("cookie", "").split(";") if c.strip()]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orch import dockerfile
+from orch import dockerfile, metrics
 from orch.builder import base_images
 from orch.builder.cache import cache_key, dockerfile_hash
 from orch.models import SHARED, BuildStatus, advance, new_id
@@ -68,7 +68,7 @@ def _candidates(s: Session, key: str) -> list[CachedImage]:
     return [CachedImage(b.environment_id, b.image, b.size_bytes, b.containerfile) for b in rows if b.image]
 
 
-def record(s: Session, env: EnvironmentRow, lookup: Lookup) -> BuildRow:
+def record(platform: Platform, s: Session, env: EnvironmentRow, lookup: Lookup) -> BuildRow:
     """Add `env`'s new build: ready at once on a cache hit, else queued for a worker."""
     build = BuildRow(
         id=new_id("bld"),
@@ -91,6 +91,7 @@ def record(s: Session, env: EnvironmentRow, lookup: Lookup) -> BuildRow:
         build.containerfile = hit.containerfile  # what the image was built from, its base image too
         build.started_at = build.finished_at = build.queued_at = utcnow()
         env.image = hit.image
+        metrics.of(platform).build_finished("cache-hit")
     else:
         build.cache_reason = _miss_reason(s, lookup)
     s.add(build)

@@ -195,7 +195,7 @@ def create(
             description=_leading_comment(text),
         )
         s.add(env)
-        build = build_requests.record(s, env, lookup)
+        build = build_requests.record(platform, s, env, lookup)
         try:
             s.flush()
         except IntegrityError:
@@ -244,7 +244,7 @@ def queue_build(
 ) -> BuildRow:
     """Record a build for `env` inside the caller's session (the engine is asked in it too:
     callers that can, look up first with build_requests.look_up, outside their session)."""
-    return build_requests.record(s, env, build_requests.look_up(platform, validation, no_cache, s))
+    return build_requests.record(platform, s, env, build_requests.look_up(platform, validation, no_cache, s))
 
 
 def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> EnvironmentView:
@@ -264,7 +264,7 @@ def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> E
             again = lookup or build_requests.look_up(
                 platform, dockerfile.validate(env.dockerfile or ""), no_cache, s
             )
-            build_requests.record(s, env, again)
+            build_requests.record(platform, s, env, again)
         result = view(platform, s, ws, env)
     platform.wake_builds.set()
     return result

@@ -24,6 +24,7 @@ from orch.builder.host import ca_mounts
 from orch.engine.base import BuildRequest, Engine, Mount
 from orch.errors import HostCheckFailed, OrchError
 from orch.sandbox.deps import Deps
+from orch.sandbox.launcher import Isolation
 from orch.sandbox.spec import Limits, run_spec
 from orch.services.platform import Platform
 
@@ -84,6 +85,12 @@ PIECES: tuple[Piece, ...] = (
         "iptables",
         ("/usr/sbin/iptables", "/sbin/iptables"),
         r"iptables.*(not found|no such file)",
+    ),
+    Piece(
+        "gVisor's runsc, the runtime of sandboxes with isolation: gvisor",
+        "runsc",
+        ("/usr/bin/runsc", "/usr/sbin/runsc"),
+        r"runsc.*(not found|not installed|no such file)",
     ),
     Piece(
         "mmdebstrap, which builds the base images from Debian packages",
@@ -164,7 +171,7 @@ def run(
         report.steps.append(("a sandbox and a build step (passed before; nothing changed since)", 0.0))
         return report
     if (
-        step("a sandbox (init, limits, read-only root, sandbox network)", lambda: _sandbox(platform))
+        step("a sandbox (init, limits, a root of its own, sandbox network)", lambda: _sandbox(platform))
         and step("a build step", lambda: _build_step(platform))
         and mark
     ):
@@ -237,7 +244,9 @@ def _sandbox(platform: Platform) -> None:
             labels=_labels(platform),
             host_mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
         )
-        result = engine.run_container(spec, out.append, err.append, timeout=60)
+        # The launcher runs use (the server's default isolation), not Podman's own path.
+        launcher = platform.launcher(Isolation(platform.config.isolation))
+        result = launcher.run_container(spec, out.append, err.append, timeout=60)
     stdout, stderr = b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
     if result.exit_code != 0 or SANDBOX_PROOF not in stdout:
         raise diagnose(stderr) or HostCheckFailed(

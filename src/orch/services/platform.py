@@ -13,6 +13,7 @@ from orch.config import Config
 from orch.engine.base import Engine
 from orch.engine.network import answers_tcp
 from orch.errors import OrchError
+from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
 from orch.store import Store
 
 
@@ -40,10 +41,16 @@ class Platform:
     # Whether a service's new container answers at (address, port): a TCP connect; tests on the
     # fake engine, whose containers have no address to connect to, put their own answer here.
     probe: Callable[[str, int], bool] = field(default=answers_tcp)
+    # What starts runs' sandboxes, by isolation (sandbox/launcher.py); none given (tests on the
+    # fake engine): the engine's own run_container.
+    launchers: dict[Isolation, Sandboxes] = field(default_factory=dict)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+
+    def launcher(self, isolation: Isolation) -> Launcher:
+        return self.launchers.get(isolation) or self.engine
 
     @property
     def instance(self) -> str:

@@ -9,6 +9,7 @@ import time
 import anyio
 from sqlalchemy import select, update
 
+from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import RunStatus, advance, new_id
 from orch.services import log_files
@@ -96,6 +97,7 @@ def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow) -> RunView:
         reason=run.reason,
         environment=RunEnvironment(id=run.environment_id, name=run.environment_name),
         environment_rule=run.environment_rule,
+        isolation=run.isolation,
         deps=run.deps,
         queued_at=run.queued_at,
         started_at=run.started_at,
@@ -141,7 +143,7 @@ def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
         raise Conflict(f"Run {run_id} has already ended ({run.status}).", "Nothing to cancel.")
     with platform.store.session() as s:
         s.execute(update(RunRow).where(RunRow.id == run_id).values(cancel_requested=True))
-        s.execute(
+        ended = s.execute(  # type: ignore[attr-defined]  # an UPDATE's result has rowcount
             update(RunRow)
             .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
             .values(
@@ -149,7 +151,9 @@ def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
                 reason="cancelled before it started",
                 finished_at=utcnow(),
             )
-        )
+        ).rowcount
+    if ended:
+        metrics.of(platform).run_finished(RunStatus.CANCELLED)
     platform.notify_runs(run_id)
     return show(platform, ws_id, run_id)
 

@@ -127,6 +127,7 @@ class RunView(BaseModel):
     reason: str | None
     environment: RunEnvironment
     environment_rule: str | None
+    isolation: str | None = None  # runc or gvisor: the runtime the sandbox ran under
     deps: str
     queued_at: datetime
     started_at: datetime | None

@@ -130,6 +130,7 @@ class RunRow(Base):
     environment_id: Mapped[str | None] = mapped_column(String(40))
     environment_name: Mapped[str | None] = mapped_column(String(63))
     environment_rule: Mapped[str | None] = mapped_column(String(32))
+    isolation: Mapped[str | None] = mapped_column(String(16))  # runc | gvisor, once chosen
     image: Mapped[str | None] = mapped_column(String(255))
     deps: Mapped[str] = mapped_column(String(16), default="none")  # none | cached | installed
     exit_code: Mapped[int | None] = mapped_column(Integer)

@@ -63,6 +63,7 @@ class Workers:
 
     def __init__(self, platform: Platform, poll: float = 1.0) -> None:
         cfg = platform.config
+        self.platform = platform
         self.queues = [
             build_queue(platform, int(cfg.build_workers), poll),
             run_queue(platform, int(cfg.run_workers), poll),
@@ -81,3 +82,7 @@ class Workers:
         self.supervisor.stop()
         for q in reversed(self.queues):
             q.stop()
+        # A stopped server leaves no sandbox running: the next start settles their runs.
+        for launcher in self.platform.launchers.values():
+            launcher.close()
+            launcher.sweep(self.platform.container_prefix)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from orch import dockerfile
+from orch import dockerfile, metrics
 from orch.builder import base_images
 from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
@@ -67,6 +67,7 @@ def recover(platform: Platform) -> list[str]:
                 b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
                 b.error = f"{note} {b.attempts} times; it was not tried again."
                 _append(platform, b.id, f"\n{b.error}\n")
+                metrics.of(platform).build_finished("failed")
             settled.append(b.id)
     # Images that nothing names (failed builds' above included), while still nothing builds.
     images.remove_unnamed(platform)
@@ -99,12 +100,14 @@ def _append(platform: Platform, build_id: str, text: str) -> None:
 
 def run(platform: Platform, build_id: str) -> None:
     """Run one claimed build to its end; every outcome is recorded, none raises."""
+    started = time.monotonic()
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
         env = s.get(EnvironmentRow, b.environment_id) if b else None
         if b is None or env is None:  # deleted while queued
             if b is not None:
                 b.status, b.error, b.finished_at = advance(b.status, BuildStatus.FAILED), "deleted", utcnow()
+                metrics.of(platform).build_finished("failed", time.monotonic() - started)
             return
         text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
     with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
@@ -121,8 +124,10 @@ def run(platform: Platform, build_id: str) -> None:
             if kept[0] > MAX_LOG:
                 logf.write(f"(The output passed {MAX_LOG // 2**20} MiB; the rest is not kept here.)\n")
 
+        outcome: metrics.BuildOutcome = "failed"
         try:
             _build(platform, build_id, env_id, text, no_cache, out)
+            outcome = "ready"
         except BuildFailed as e:
             _fail(platform, build_id, e, excerpt.lines() or list(e.details.get("tail") or []))
         except OrchError as e:
@@ -132,6 +137,7 @@ def run(platform: Platform, build_id: str) -> None:
             log.exception("build %s crashed", build_id)
             out(f"internal error: {e!r}")
             _fail(platform, build_id, OrchError(f"Internal error: {e!r}"), excerpt.lines())
+    metrics.of(platform).build_finished(outcome, time.monotonic() - started)
 
 
 def _build(

@@ -11,6 +11,7 @@ import time
 
 from sqlalchemy import update
 
+from orch import metrics
 from orch.builder import base_images
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
@@ -66,6 +67,8 @@ def execute(platform: Platform, dep_id: str, stop: threading.Event | None = None
     except Exception as e:  # a bug must fail the deployment, not the worker
         log.exception("deployment %s crashed", dep_id)
         _fail(platform, dep_id, f"internal error: {type(e).__name__}", tail)
+    else:
+        metrics.of(platform).deployment_finished("ready")
 
 
 def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.Event) -> None:
@@ -95,10 +98,13 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         context=extracted_bundle(platform, bundle_sha),
         owner=platform.instance,
     )
+    started = time.monotonic()
     try:
         platform.engine.build(request, out)
     except OrchError as e:
+        metrics.of(platform).build_finished("failed", time.monotonic() - started, kind="service")
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
+    metrics.of(platform).build_finished("ready", time.monotonic() - started, kind="service")
     with platform.services_lock, platform.store.session() as s:
         svc = s.get(ServiceRow, dep.service_id)
         if svc is None:
@@ -172,6 +178,7 @@ def _wait_until_answering(platform: Platform, service_id: str, container: str, s
 
 
 def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> None:
+    metrics.of(platform).deployment_finished("failed")
     with platform.services_lock, platform.store.session() as s:
         dep = s.get(ServiceDeploymentRow, dep_id)
         if dep is None:

@@ -13,6 +13,7 @@ from typing import IO
 
 from sqlalchemy import select, update
 
+from orch import metrics
 from orch.builder import base_images
 from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
@@ -21,6 +22,7 @@ from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.errors import OrchError, RunFailed
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
+from orch.sandbox.launcher import Isolation
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import environments as envs
 from orch.services import host_check
@@ -82,6 +84,9 @@ def recover(platform: Platform) -> list[str]:
     """At start: remove this platform's leftover sandboxes; a run that had not started its agent
     is queued again (once), one whose agent was running is failed (it may have had effects)."""
     platform.engine.remove_containers({"org.orch.instance": platform.instance, "org.orch.kind": "run"})
+    for launcher in platform.launchers.values():
+        if swept := launcher.sweep(platform.container_prefix):
+            log.info("removed what %d sandboxes of a stopped server left", swept)
     settled = []
     with platform.store.session() as s:
         for run in s.scalars(
@@ -96,6 +101,7 @@ def recover(platform: Platform) -> list[str]:
             else:
                 was = "starting" if run.status == RunStatus.STARTING.value else "running"
                 run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
+                metrics.of(platform).run_finished(RunStatus.FAILED)
                 run.reason = f"the server stopped while the run was {was}"
                 if was == "starting":
                     run.reason += f" ({run.attempts} times)"
@@ -144,6 +150,7 @@ def _finish(
             return
         run.status = advance(run.status, status)
         run.exit_code, run.reason, run.finished_at = exit_code, reason, utcnow()
+    metrics.of(platform).run_finished(status)
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class Plan:
     env_kind: EnvKind
     env_name: str
     rule: str
+    isolation: Isolation
     env: dict[str, str]  # the run's own --env values
     input: str
     timeout: int | None
@@ -180,6 +188,10 @@ def _plan(platform: Platform, run_id: str) -> Plan:
         chosen = choose_environment(s, ws, version)
         env = chosen.environment
         run.environment_id, run.environment_name, run.environment_rule = env.id, env.name, chosen.rule.value
+        isolation = Isolation(manifest.isolation or platform.config.isolation)
+        run.isolation = isolation.value
+        if run.started_at is not None:  # set by the claim
+            metrics.of(platform).phase("queue", (run.started_at - run.queued_at).total_seconds())
         if env.kind == EnvKind.PREDEFINED.value:
             envs.ensure_built(platform, s, env)
         return Plan(
@@ -188,6 +200,7 @@ def _plan(platform: Platform, run_id: str) -> Plan:
             env_kind=EnvKind(env.kind),
             env_name=env.name,
             rule=chosen.rule.value,
+            isolation=isolation,
             env=json.loads(run.env),
             input=run.input,
             timeout=run.timeout,
@@ -225,6 +238,7 @@ def _dependencies(
 
 
 def _execute(platform: Platform, run_id: str, out: Output) -> None:
+    claimed = time.monotonic()
     plan = _plan(platform, run_id)
     out.line(f"→ environment {plan.env_name} ({plan.rule.replace('-', ' ')})")
     platform.notify_runs(run_id)
@@ -282,15 +296,25 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
             .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
         )
     platform.notify_runs(run_id)
-    result = platform.engine.run_container(
-        spec,
-        lambda b: out.write("stdout", b),
-        lambda b: out.write("stderr", b),
-        timeout=float(limits.timeout),
-        should_stop=_stop_check(platform, run_id),
-    )
-    status, reason = outcome(result, limits, out.stderr_tail)
-    _finish(platform, run_id, status, result.exit_code, reason)
+    measure = metrics.of(platform)
+    prepared = time.monotonic() - claimed
+    with measure.sandbox_open():
+        result = platform.launcher(plan.isolation).run_container(
+            spec,
+            lambda b: out.write("stdout", b),
+            lambda b: out.write("stderr", b),
+            timeout=float(limits.timeout),
+            should_stop=_stop_check(platform, run_id),
+        )
+    # The launcher's own preparing (root, config) is part of preparing the sandbox.
+    measure.phase("prepare", prepared + result.timings.get("prepare", 0.0))
+    if "start" in result.timings:  # a launcher that knows them (the fake engine does not)
+        measure.phase("start", result.timings["start"])
+        measure.phase("run", result.timings["run"])
+        measure.phase("exit", result.timings["exit"])
+    with measure.timed("store"):
+        status, reason = outcome(result, limits, out.stderr_tail)
+        _finish(platform, run_id, status, result.exit_code, reason)
 
 
 def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from orch import metrics
 from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
 from orch.services import runs
 from orch.services.views import RunLogs, RunView
@@ -22,7 +23,8 @@ class StartRun(BaseModel):
 @router.post("/runs", response_model=RunView, status_code=201)
 def start_run(body: StartRun, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
     """Queue a run in a fresh sandbox; poll it, or follow /runs/{id}/logs."""
-    return runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
+    with metrics.of(platform).timed("api"):
+        return runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
 
 
 @router.get("/runs", response_model=list[RunView])

@@ -1,0 +1,48 @@
+"""What starts a run's sandbox, and the isolation runtimes a platform offers.
+
+`runc` (the default) and `gvisor` (gVisor's runsc: a kernel of its own in user space between the
+agent and the host) both start sandboxes through `sandbox.runc.Launcher`, the OCI runtime called
+directly. The Podman engine stays for builds, dependency installs and services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Protocol
+
+from orch.engine.base import ContainerExit, ContainerSpec
+
+
+class Isolation(StrEnum):
+    RUNC = "runc"  # Linux namespaces, cgroups, seccomp, no capabilities: the host's kernel
+    GVISOR = "gvisor"  # the same, plus gVisor's own kernel: the agent never calls the host's
+
+    @property
+    def runtime(self) -> str:
+        return {"runc": "runc", "gvisor": "runsc"}[self.value]
+
+
+class Launcher(Protocol):
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ContainerExit:
+        """Run a sandbox to its end, streaming its output; everything of it is removed after."""
+        ...
+
+
+class Sandboxes(Launcher, Protocol):
+    """A launcher that owns what it leaves on the host: sweepable after a kill, closable."""
+
+    def sweep(self, prefix: str) -> int:
+        """Remove what sandboxes named `prefix`... left (a killed server); return how many."""
+        ...
+
+    def close(self) -> None:
+        """Release what the launcher holds ahead of need (prepared namespaces, image holds)."""
+        ...

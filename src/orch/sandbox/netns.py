@@ -1,0 +1,279 @@
+"""Network namespaces for sandboxes started by the runc launcher.
+
+- No network: nothing to prepare. The runtime makes a new, empty namespace (only `lo`), as
+  `podman run --network none` does.
+- The sandbox network: a namespace under /run/netns attached to Podman's own CNI network
+  (``orch-sandbox``) by calling its plugins (see `cni`). The veth ends up on the same bridge as
+  Podman's sandboxes, so the ORCH-ISOLATION rules (matched by bridge interface) hold for it too.
+
+Attaching costs tens of milliseconds (a few plugin processes and iptables calls), so a `Pool`
+keeps a few ready. A namespace is never reused: each sandbox gets a fresh one, destroyed after.
+Everything is named after the owner's prefix (the namespace, the CNI container id, a state file
+with ADD's result), so `sweep(prefix)` finds what a killed server left: namespaces, address
+reservations, the bridge plugin's NAT rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import shlex
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import EngineError
+from orch.sandbox import cni
+
+log = logging.getLogger(__name__)
+NETNS_DIR = Path("/run/netns")
+STATE_DIR = Path("/run/orch-runc/netns")
+_FIX = "Run the server as root with iproute2 installed (scripts/setup does), then try again."
+
+
+@dataclass(frozen=True)
+class Netns:
+    """Where a sandbox's network lives. `path` None: a new, empty namespace made by the runtime."""
+
+    name: str = ""
+    path: Path | None = None
+    network: str = ""  # the CNI network's name
+    address: str = ""  # the sandbox's address on it
+    gateway: str = ""  # the bridge's address (the host: unreachable from the sandbox)
+
+
+EMPTY = Netns()
+
+
+def create(network: cni.Network, name: str, state_dir: Path = STATE_DIR) -> Netns:
+    """A new namespace `name` attached to `network`. The state file is written first, so a
+    server killed at any point leaves something `sweep` finds."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = state_dir / f"{name}.json"
+    _write_state(state, network.name, None)
+    path = NETNS_DIR / name
+    try:
+        _ip("netns", "add", name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        result = cni.add(network, name, path)
+        _write_state(state, network.name, result)
+    except BaseException:
+        destroy(name, state_dir)
+        raise
+    return Netns(name, path, network.name, cni.address(result), cni.gateway(result))
+
+
+def destroy(name: str, state_dir: Path = STATE_DIR) -> list[str]:
+    """Detach (CNI DEL, with ADD's result) and delete the namespace and its state file; return
+    what could not be undone (empty when clean). Gone already is fine."""
+    state = state_dir / f"{name}.json"
+    errors: list[str] = []
+    try:
+        data = json.loads(state.read_text())
+    except (OSError, ValueError):
+        data = {}
+    path = NETNS_DIR / name
+    existed = path.exists()
+    if data.get("network"):
+        try:
+            network = cni.load(str(data["network"]))
+        except EngineError as e:
+            errors.append(e.message)
+        else:
+            errors += cni.delete(network, name, path, data.get("result"))
+            if not existed:
+                _drop_masquerade(name)
+    if path.exists():
+        res = _ip("netns", "delete", name, check=False)
+        if res.returncode != 0:
+            errors.append(f"ip netns delete {name}: {res.stderr.strip()}")
+    if not errors:
+        state.unlink(missing_ok=True)
+    return errors
+
+
+@dataclass
+class Pool:
+    """A few namespaces attached to one network ahead of need, refilled in the background; used
+    ones are destroyed in the background too, so neither costs a sandbox's start or end."""
+
+    network_name: str
+    prefix: str  # names begin with it: what `sweep(prefix)` removes
+    size: int = 2
+    state_dir: Path = STATE_DIR
+    _ready: list[Netns] = field(default_factory=list)
+    _used: list[Netns] = field(default_factory=list)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _workers: int = 0  # background threads (filling or destroying) under way
+    _filling: bool = False
+    _closed: bool = False
+    _network: cni.Network | None = None
+
+    def _net(self) -> cni.Network:
+        if self._network is None:
+            self._network = cni.load(self.network_name)
+        return self._network
+
+    def _new(self) -> Netns:
+        return create(self._net(), f"{self.prefix}net-{secrets.token_hex(4)}", self.state_dir)
+
+    def acquire(self) -> Netns:
+        """A ready namespace, or a new one made now when none is ready."""
+        with self._lock:
+            if self._closed:
+                raise EngineError("The network namespace pool is closed.", "Start a new launcher.")
+            ns = self._ready.pop() if self._ready else None
+        self._refill()
+        return ns or self._new()
+
+    def release(self, ns: Netns) -> None:
+        """Destroy a namespace after its sandbox, in the background. Never reused: the next
+        sandbox gets a fresh one, with nothing of this one's connections or neighbours."""
+        with self._lock:
+            self._used.append(ns)
+            if len(self._used) > 1:
+                return  # a destroyer is under way and takes this one too
+            self._workers += 1
+        threading.Thread(target=self._destroy_used, name="netns-release", daemon=True).start()
+
+    def warm(self) -> None:
+        """Fill the pool now (a server start), rather than on the first acquire."""
+        self._refill()
+        self.wait()
+
+    def wait(self, timeout: float = 120) -> None:
+        """Until no background work (filling, destroying) is under way."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._workers, timeout=timeout)
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._filling or self._closed or len(self._ready) >= self.size:
+                return
+            self._filling = True
+            self._workers += 1
+        threading.Thread(target=self._fill, name="netns-pool", daemon=True).start()
+
+    def _fill(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or len(self._ready) >= self.size:
+                        return
+                try:
+                    ns = self._new()
+                except EngineError as e:
+                    log.warning("could not prepare a network namespace: %s", e.message)
+                    return  # acquire() makes one itself, and raises the error there
+                with self._lock:
+                    if not self._closed:
+                        self._ready.append(ns)
+                        continue
+                destroy(ns.name, self.state_dir)
+                return
+        finally:
+            self._done(filling=True)
+
+    def _destroy_used(self) -> None:
+        # One destroyer at a time: it takes the list's head until the list is empty, and a
+        # release() that finds the list non-empty leaves its namespace to it.
+        with self._lock:
+            ns = self._used[0]
+        while True:
+            try:
+                errors = destroy(ns.name, self.state_dir)
+            except (EngineError, OSError) as e:
+                errors = [str(e)]
+            if errors:
+                log.warning("network namespace %s: %s", ns.name, "; ".join(errors))
+            with self._lock:
+                self._used.pop(0)
+                if not self._used:
+                    self._workers -= 1
+                    self._lock.notify_all()
+                    return
+                ns = self._used[0]
+
+    def _done(self, filling: bool = False) -> None:
+        with self._lock:
+            self._workers -= 1
+            if filling:
+                self._filling = False
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        """Destroy the ready namespaces, after the background work under way has ended."""
+        with self._lock:
+            self._closed = True
+        self.wait()
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for ns in ready:
+            destroy(ns.name, self.state_dir)
+
+
+def sweep(prefix: str, network_name: str = "orch-sandbox", state_dir: Path = STATE_DIR) -> int:
+    """Remove every namespace named `prefix`... with what it holds outside itself (address
+    reservations, NAT and firewall rules): what a killed server left. Call it only while the
+    owner runs no sandbox. Return how many were removed."""
+    names = {p.stem for p in state_dir.glob(f"{prefix}*.json")}
+    names |= {p.name for p in NETNS_DIR.glob(f"{prefix}*")} if NETNS_DIR.is_dir() else set()
+    for name in names:
+        if not (state_dir / f"{name}.json").exists():
+            _write_state(state_dir / f"{name}.json", network_name, None)
+        destroy(name, state_dir)
+    # Reservations without a namespace or state (a kill between the plugins' work and ours).
+    with contextlib.suppress(EngineError):
+        network = cni.load(network_name)
+        for owner, ip in cni.reservations(network, prefix).items():
+            names.add(owner)
+            result = {"cniVersion": network.cni_version, "ips": [{"version": "4", "address": f"{ip}/32"}]}
+            cni.delete(network, owner, None, result)
+            _drop_masquerade(owner)
+    return len(names)
+
+
+def _write_state(path: Path, network: str, result: dict[str, Any] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"network": network, "result": result}))
+    tmp.replace(path)
+
+
+def _drop_masquerade(container_id: str) -> None:
+    """The bridge plugin's NAT rule and chain for a container: its DEL finds them only through
+    the namespace's addresses, so a namespace that went first leaves them. They carry the
+    container id in a comment."""
+    marker = f'id: \\"{container_id}\\"'
+    for rule in _masquerade_rules(marker):
+        args = shlex.split(rule)
+        _nat("-D", *args[1:])
+        chain = args[args.index("-j") + 1] if "-j" in args else ""
+        if chain.startswith("CNI-"):
+            _nat("-F", chain)
+            _nat("-X", chain)
+
+
+def _masquerade_rules(marker: str) -> Iterator[str]:
+    listed = _nat("-S", "POSTROUTING").stdout.splitlines()
+    yield from (line for line in listed if line.startswith("-A ") and marker in line)
+
+
+def _nat(*args: str) -> subprocess.CompletedProcess[str]:
+    args = ("iptables", "-w", "30", "-t", "nat", *args)
+    return subprocess.run(args, capture_output=True, text=True, check=False)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        raise EngineError("The ip command (iproute2) is not installed.", _FIX) from None
+    if check and res.returncode != 0:
+        raise EngineError(f"ip {' '.join(args)} failed: {res.stderr.strip()}", _FIX)
+    return res

@@ -1,0 +1,447 @@
+"""Running one sandbox with the OCI runtime itself (runc), without Podman in the way.
+
+A run is `runc run --bundle DIR ID` in the foreground: runc hands its stdin/stdout/stderr
+pipes to the sandbox's process (no terminal, no --detach) and exits with its status. The bundle
+holds a generated config.json (see `oci`), whose root is an overlay over the image's mounted
+root with its upper layer on a sized tmpfs (see `rootfs`); the network namespace is a new empty
+one, or a prepared one on the sandbox bridge (see `netns`). PID 1 is catatonit, bound in as
+`podman --init` does, so zombies are reaped and signals reach the command.
+
+Same contract as `orch.engine.podman_run.run_container`: output streamed, a timeout or a
+cancel kills the sandbox, an OOM kill is reported as such, everything is removed afterwards,
+also on errors. `sweep(prefix)` removes what a killed server left.
+
+The runtime is a parameter: gVisor's runsc can take runc's place. It gets the same bundle, but
+its network must be given differently: with a prepared namespace it runs inside it
+(`nsenter --net=PATH runsc --network=host ...`, the config's network entry removed), without
+one `--network=none`. (runsc's own netstack refuses to start on these machines.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.network import Network
+
+# Shared with the Podman path: the same output pumping, OOM reading and cgroup parent.
+from orch.engine.podman_run import (
+    _feed,
+    _peak_reached_limit,
+    _pump,
+    cgroup_parent,
+    cgroup_parents,
+    remove_cgroup_parent,
+)
+from orch.errors import EngineError
+from orch.sandbox import etc_files, netns, oci, rootfs
+from orch.sandbox.launcher import Isolation
+
+log = logging.getLogger(__name__)
+STATE = Path("/run/orch-runc")
+CATATONIT = (Path("/usr/libexec/podman/catatonit"), Path("/usr/bin/catatonit"))
+READ_ONLY_LAYER = 4 * 1024 * 1024  # a read-only root's upper layer holds only mount points
+ENGINE_FAILED = 125  # as `podman run` exits when the engine itself fails to start the sandbox
+_FIX = "Run scripts/setup (it installs runc, catatonit and Podman), run the server as root, then try again."
+
+
+def writable_bytes(spec: ContainerSpec) -> int:
+    """Size of a writable root's upper layer (its pages count against the memory limit too)."""
+    if spec.memory_bytes:
+        return max(spec.memory_bytes // 2, 16 * 1024 * 1024)
+    return 1024**3
+
+
+def hostname(name: str) -> str:
+    """12 hex digits, like Podman's short container id: the name itself stays outside."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Launcher:
+    """Starts sandboxes with `runtime`. One per server: it keeps the image roots it mounted
+    and a pool of network namespaces per network, named after `prefix` (the owner's)."""
+
+    runtime: str = "runc"
+    prefix: str = "orch-"
+    podman: str = "podman"
+    state: Path = STATE
+    pool_size: int = 2
+    images: rootfs.Images = field(init=False)
+    _pools: dict[str, netns.Pool] = field(default_factory=dict, init=False)
+    _held: set[str] = field(default_factory=set, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.images = rootfs.Images(self.podman)
+
+    @property
+    def gvisor(self) -> bool:
+        return Path(self.runtime).name == "runsc"
+
+    @property
+    def runtime_root(self) -> Path:
+        return self.state / Path(self.runtime).name  # runc and runsc keep their state apart
+
+    def pool(self, network: Network) -> netns.Pool:
+        with self._lock:
+            if network.podman_name not in self._pools:
+                state_dir = self.state / "netns"
+                self._pools[network.podman_name] = netns.Pool(
+                    network.podman_name, self.prefix, self.pool_size, state_dir
+                )
+            return self._pools[network.podman_name]
+
+    def wait(self) -> None:
+        """Until the pools' background work is done (used namespaces destroyed)."""
+        with self._lock:
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.wait()
+
+    def close(self) -> None:
+        """Destroy the pools' namespaces (a server stop), used and ready ones, and let go of the
+        images this launcher held."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+            self._held.clear()
+        for pool in pools:
+            pool.close()
+        self._release_holds(self.prefix)
+
+    def _hold(self, image_id: str) -> None:
+        """Keep Podman from removing an image whose root sandboxes use: Podman knows nothing of
+        them, and a rebuild that moves a tag removes the image it named unless a container uses
+        it. A created (never started) container does; the image then goes at the next start."""
+        with self._lock:
+            if image_id in self._held:
+                return
+            self._held.add(image_id)
+        name = f"{self.prefix}hold-{image_id[:12]}"
+        args = ["create", "--pull=never", "--name", name, "--label", "org.orch.kind=hold", image_id, "true"]
+        res = subprocess.run([self.podman, *args], capture_output=True, text=True, check=False)
+        if res.returncode != 0 and "already in use" not in res.stderr:
+            log.warning("holding image %s: %s", image_id[:12], res.stderr.strip())
+
+    def _release_holds(self, prefix: str) -> int:
+        listed = subprocess.run(
+            [self.podman, "ps", "-a", "--filter", f"name=^{prefix}hold-", "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        names = listed.stdout.split()
+        if names:
+            subprocess.run([self.podman, "rm", "-f", *names], capture_output=True, check=False)
+        return len(names)
+
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ContainerExit:
+        bundle = self.state / "sandboxes" / spec.name
+        _private(self.state)
+        if bundle.exists():
+            self._teardown(spec.name)  # the same name's leftover: its owner is gone
+        ns = netns.EMPTY
+        began = time.monotonic()
+        clock = _Clock()
+        try:
+            if spec.network is not Network.NONE:
+                ns = self.pool(spec.network).acquire()
+            self._prepare(spec, bundle, ns)
+            clock.prepared = time.monotonic()
+            result = self._run(spec, bundle, ns, on_stdout, on_stderr, timeout, should_stop, clock)
+        finally:
+            # A cleanup that fails does not change the run's outcome (as on the Podman path);
+            # what stays behind is found by sweep().
+            if problems := self._teardown(spec.name):
+                log.warning("%s", problems)
+            if ns.name:
+                self.pool(spec.network).release(ns)
+        return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()))
+
+    def _prepare(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> None:
+        init = next((p for p in CATATONIT if p.exists()), None)
+        if init is None:
+            raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
+        image = self.images.get(spec.image)
+        self._hold(image.id)
+        passwd = rootfs.read_inside(image.root, "etc/passwd")
+        group = rootfs.read_inside(image.root, "etc/group")
+        uid, gid = oci.parse_user(spec.user or image.user or "0", passwd, group)
+        bundle.mkdir(parents=True, mode=0o700)
+        writable = not spec.read_only
+        root = rootfs.mount_root(
+            image.root,
+            bundle,
+            writable_bytes(spec) if writable else READ_ONLY_LAYER,
+            chown_home=(uid, gid) if writable and uid != 0 else None,
+        )
+        name = hostname(spec.name)
+        files = etc_files.write(
+            bundle,
+            hostname=name,
+            name=spec.name,
+            address=ns.address,
+            gateway=ns.gateway,
+            network=ns.path is not None,
+            uid=uid,
+            gid=gid,
+            home=spec.workdir or image.workdir or "/",
+            passwd=passwd,
+            group=group,
+        )
+        layout = oci.Layout(
+            root=root.path,
+            hostname=name,
+            cgroups_path=f"{cgroup_parent(spec.name)}/{spec.name}",
+            uid=uid,
+            gid=gid,
+            netns=ns.path,
+            files=files,
+            init=init,
+            image_env=image.env,
+            image_workdir=image.workdir,
+            rlimits=oci.podman_rlimits(),
+        )
+        config = oci.config(spec, layout)
+        if self.gvisor:
+            _for_gvisor(config)
+        (bundle / "config.json").write_text(json.dumps(config))
+
+    def _command(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> list[str]:
+        base = [self.runtime, "--root", str(self.runtime_root)]
+        if self.gvisor:
+            base.append("--network=host" if ns.path else "--network=none")
+        run = [*base, "run", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), spec.name]
+        if self.gvisor and ns.path:
+            return ["nsenter", f"--net={ns.path}", *run]
+        return run
+
+    def _run(
+        self,
+        spec: ContainerSpec,
+        bundle: Path,
+        ns: netns.Netns,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+        clock: _Clock,
+    ) -> ContainerExit:
+        pid_file = bundle / "pid"
+        try:
+            proc = subprocess.Popen(
+                self._command(spec, bundle, ns),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=bundle,
+            )
+        except FileNotFoundError:
+            raise EngineError(f"The OCI runtime {self.runtime} is not installed.", _FIX) from None
+        assert proc.stdin and proc.stdout and proc.stderr
+        threads = [
+            threading.Thread(target=_feed, args=(proc.stdin, spec.stdin), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stdout, on_stdout), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, on_stderr), daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        why = ""
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    # Finely until the process runs (the start is what a run waits for), then
+                    # at the pace of timeouts and cancels.
+                    proc.wait(0.05 if clock.running else 0.002)
+                    break
+                except subprocess.TimeoutExpired:
+                    if not clock.running and pid_file.exists():
+                        clock.running = time.monotonic()
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    why = "timeout"
+                elif should_stop is not None and should_stop():
+                    why = "cancel"
+                if why:
+                    self._kill(spec.name)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+                    break
+        finally:
+            if proc.poll() is None:
+                # runc itself hangs (or we are being unwound): the container goes in _teardown.
+                self._kill(spec.name)
+                proc.kill()
+                proc.wait()
+            for t in threads[1:]:
+                t.join(10)
+            for stream in (proc.stdout, proc.stderr):
+                stream.close()
+        clock.exited = time.monotonic()
+        clock.running = clock.running or (clock.exited if pid_file.exists() else 0.0)
+        code = proc.returncode
+        if code != 0 and not why and not pid_file.exists():
+            code = ENGINE_FAILED  # the sandbox never ran: the runtime's own failure
+        # An OOM kill is a SIGKILL (137); only then is it worth asking.
+        oom = code == 137 and not why and _peak_reached_limit(spec)
+        return ContainerExit(
+            exit_code=code, oom_killed=oom, timed_out=why == "timeout", cancelled=why == "cancel"
+        )
+
+    def _runtime(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [self.runtime, "--root", str(self.runtime_root), *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise EngineError(f"The OCI runtime {self.runtime} is not installed.", _FIX) from None
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"{self.runtime} {args[0]} did not finish in {timeout:.0f} s.", _FIX) from None
+
+    def _kill(self, name: str) -> None:
+        # PID 1 of the sandbox's pid namespace: the kernel then kills every process in it.
+        self._runtime("kill", name, "KILL")
+
+    def _has_state(self, name: str) -> bool:
+        # runc keeps a directory per container; other runtimes are asked in any case.
+        return (self.runtime_root / name).exists() if not self.gvisor else self.runtime_root.exists()
+
+    def containers(self, prefix: str) -> list[str]:
+        """Ids of the runtime's containers (any state) that begin with `prefix`."""
+        if not self.runtime_root.exists():
+            return []
+        res = self._runtime("list", "--format", "json")
+        listed: list[dict[str, Any]] = json.loads(res.stdout or "null") or []
+        return [str(c["id"]) for c in listed if str(c.get("id", "")).startswith(prefix)]
+
+    def _teardown(self, name: str) -> str:
+        """Remove everything of one sandbox but its network namespace (the pool's), each step
+        tried even when one before failed: the runtime's container, the root's mounts, the
+        bundle, the cgroups. The mounts go before the cgroups: a tmpfs's pages stay charged to
+        the sandbox until then. Return what could not be removed ("" when clean)."""
+        errors: list[str] = []
+        bundle = self.state / "sandboxes" / name
+        if self._has_state(name):
+            res = self._runtime("delete", "--force", name)
+            if res.returncode != 0 and self._has_state(name) and "does not exist" not in res.stderr:
+                errors.append(f"{self.runtime} delete {name}: {res.stderr.strip()}")
+        try:
+            for point in rootfs.mounts_under(bundle):
+                rootfs.umount(point)
+            if bundle.exists():
+                rootfs.unmount_root(bundle)
+                shutil.rmtree(bundle)
+        except (EngineError, OSError) as e:
+            errors.append(str(e))
+        remove_cgroup_parent(name)
+        return f"The sandbox {name} was not cleaned up fully: {'; '.join(errors)}" if errors else ""
+
+    def sweep(self, prefix: str) -> int:
+        """Remove what sandboxes named `prefix`... left after a killed server: the runtime's
+        containers, mounted roots, bundles, network namespaces (and their addresses and rules),
+        cgroups. Call it only while the owner runs no sandbox. Return how many were found."""
+        names = set(self.containers(prefix))
+        sandboxes = self.state / "sandboxes"
+        if sandboxes.is_dir():
+            names |= {p.name for p in sandboxes.glob(f"{prefix}*")}
+        for name in names:
+            with contextlib.suppress(EngineError):
+                self._kill(name)
+            if problems := self._teardown(name):
+                log.warning("%s", problems)
+        swept = netns.sweep(prefix, Network.SANDBOX.podman_name, self.state / "netns")
+        swept += netns.sweep(prefix, Network.SERVICE.podman_name, self.state / "netns")
+        stray = cgroup_parents(prefix) - names
+        for name in stray:
+            remove_cgroup_parent(name, attempts=1)
+        return len(names) + len(stray) + swept + self._release_holds(prefix)
+
+
+@dataclass
+class _Clock:
+    """When each phase of one sandbox ended (time.monotonic(); 0.0: not reached)."""
+
+    prepared: float = 0.0
+    running: float = 0.0
+    exited: float = 0.0
+
+    def timings(self, began: float, cleaned: float) -> dict[str, float]:
+        if not (self.prepared and self.exited):
+            return {}
+        running = self.running or self.exited
+        return {
+            "prepare": self.prepared - began,
+            "start": running - self.prepared,
+            "run": self.exited - running,
+            "exit": cleaned - self.exited,
+        }
+
+
+def _private(state: Path) -> None:
+    # A bundle's config holds the run's environment (its secrets too): root's eyes only, as
+    # Podman keeps its containers' (overlay-containers/ is 0700).
+    state.mkdir(parents=True, exist_ok=True)
+    if state.stat().st_mode & 0o077:
+        state.chmod(0o700)
+
+
+def _for_gvisor(config: dict[str, Any]) -> None:
+    # runsc joins no network namespace by path: it is started inside the prepared one instead
+    # (see Launcher._command). Without a path it must not make one either: --network=none.
+    spaces: Sequence[dict[str, str]] = config["linux"]["namespaces"]
+    config["linux"]["namespaces"] = [n for n in spaces if n["type"] != "network"]
+
+
+def launchers(prefix: str) -> dict[Isolation, Launcher]:
+    """A platform's launchers, one per isolation runtime, for sandboxes named `prefix`..."""
+    return {isolation: Launcher(runtime=isolation.runtime, prefix=prefix) for isolation in Isolation}
+
+
+_default: Launcher | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Launcher:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Launcher()
+        return _default
+
+
+def run_container(
+    spec: ContainerSpec,
+    on_stdout: Callable[[bytes], None],
+    on_stderr: Callable[[bytes], None],
+    timeout: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ContainerExit:
+    """`Launcher.run_container` on a launcher shared by the process (runc, prefix orch-)."""
+    return default().run_container(spec, on_stdout, on_stderr, timeout, should_stop)
+
+
+def sweep(prefix: str, runtime: str = "runc") -> int:
+    return Launcher(runtime=runtime, prefix=prefix).sweep(prefix)

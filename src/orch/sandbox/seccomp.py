@@ -1,0 +1,95 @@
+"""The default seccomp filter of a sandbox: the profile Podman uses (containers-common's
+/usr/share/containers/seccomp.json), turned into the OCI form the way Podman turns it
+(containers/common pkg/seccomp `setupSeccomp`), so a runc sandbox gets the same filter as a
+`podman run` with the same capabilities."""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from orch.errors import EngineError
+
+PROFILE = Path("/usr/share/containers/seccomp.json")
+_FIX = "Install Podman's common files (apt-get install golang-github-containers-common), then try again."
+
+# The kernel's architecture name (uname -m) -> Go's name (which the profile's includes/excludes
+# use) and libseccomp's (which its archMap uses).
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "s390x": "s390x", "ppc64le": "ppc64le"}
+_SECCOMP_ARCH = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64", "s390x": "SCMP_ARCH_S390X"}
+
+
+def go_arch() -> str:
+    machine = platform.machine()
+    return _GO_ARCH.get(machine, machine)
+
+
+def oci_seccomp(caps: Iterable[str], profile: Path | None = None, arch: str | None = None) -> dict[str, Any]:
+    """The `linux.seccomp` section for a process whose bounding set is `caps` (CAP_* names):
+    a rule gated on a capability is kept only when the capability is there, as in Podman."""
+    key = (profile or PROFILE, tuple(sorted(set(caps))), arch or go_arch())
+    return json.loads(_converted(*key))  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _converted(profile: Path, caps: tuple[str, ...], arch: str) -> str:
+    # Cached as text: every sandbox gets its own copy to put into its config.
+    try:
+        source = json.loads(profile.read_text())
+    except (OSError, ValueError) as e:
+        raise EngineError(f"The seccomp profile {profile} cannot be read ({e}).", _FIX) from None
+    return json.dumps(convert(source, caps, arch))
+
+
+def convert(source: dict[str, Any], caps: Iterable[str], arch: str) -> dict[str, Any]:
+    """Podman's conversion, step by step: the architectures of `archMap` for this machine, the
+    default action and errno, and each syscall rule whose arch/caps includes and excludes match."""
+    bounding = set(caps)
+    out: dict[str, Any] = {"defaultAction": source["defaultAction"]}
+    if source.get("defaultErrnoRet") is not None:
+        out["defaultErrnoRet"] = source["defaultErrnoRet"]
+    arches = list(source.get("architectures") or ())
+    native = _SECCOMP_ARCH.get(arch)
+    for entry in source.get("archMap") or ():
+        if native and entry["architecture"] == native:
+            arches += [entry["architecture"], *(entry.get("subArchitectures") or ())]
+            break
+    if arches:
+        out["architectures"] = arches
+    rules = []
+    for call in source.get("syscalls") or ():
+        includes, excludes = call.get("includes") or {}, call.get("excludes") or {}
+        if arch in (excludes.get("arches") or ()):
+            continue
+        if any(c in bounding for c in excludes.get("caps") or ()):
+            continue
+        if includes.get("arches") and arch not in includes["arches"]:
+            continue
+        if any(c not in bounding for c in includes.get("caps") or ()):
+            continue
+        names = [call["name"]] if call.get("name") else list(call.get("names") or ())
+        if names:
+            rules.append(_rule(names, call))
+    out["syscalls"] = rules
+    return out
+
+
+def _rule(names: list[str], call: dict[str, Any]) -> dict[str, Any]:
+    # The OCI spec's JSON leaves out what Go leaves out: empty args, a zero valueTwo, no errnoRet.
+    rule: dict[str, Any] = {"names": names, "action": call["action"]}
+    if call.get("errnoRet") is not None:
+        rule["errnoRet"] = call["errnoRet"]
+    args = []
+    for a in call.get("args") or ():
+        arg = {"index": a["index"], "value": a["value"]}
+        if a.get("valueTwo"):
+            arg["valueTwo"] = a["valueTwo"]
+        arg["op"] = a["op"]
+        args.append(arg)
+    if args:
+        rule["args"] = args
+    return rule

@@ -1,0 +1,241 @@
+"""The CLI's start stays light (issue 12, 8): a quick command imports its own noun's module and
+what it uses, never the heavy packages of other commands or of the server.
+
+Each command runs in a fresh interpreter against a stub server, then the modules it imported are
+checked by name (timings are bench/cli_start.py's business).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from orch import __version__
+from orch.cli import main as cli_main
+from orch.cli import plain_values
+
+# Never imported by the quick commands: the bundle packer and its manifest model, the Dockerfile
+# validator, the server's stack, and what only some commands or only help and errors need.
+HEAVY = (
+    "pydantic",
+    "yaml",
+    "dockerfile",
+    "orch.bundle",
+    "orch.dockerfile",
+    "orch.builder",
+    "orch.engine",
+    "orch.sandbox",
+    "orch.store",
+    "orch.services",
+    "orch.workers",
+    "orch.server",
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "uvicorn",
+    "rich.progress",
+    "click",  # httpx's own command line (httpx._main) pulls it in; cli/client.py keeps it out
+)
+# Typer's rich formatting of help and usage errors: not for a command that succeeds.
+HELP_ONLY = ("typer.rich_utils", "markdown_it", "pygments")
+
+PROBE = """
+import json, os, sys
+sys.argv = ["orch", *json.loads(os.environ["PROBE_ARGS"])]
+code = 0
+try:
+    from orch.cli.main import main
+    main()
+except SystemExit as e:
+    code = e.code or 0
+finally:
+    with open(os.environ["PROBE_OUT"], "w") as f:
+        json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+RUN = {"id": "run_1", "agent": "hello", "agent_version": 1}
+ENDED = {
+    **RUN,
+    "status": "succeeded",
+    "exit_code": 0,
+    "reason": None,
+    "duration": 0.1,
+    "environment": {"name": "python"},
+    "environment_rule": "base-image",
+    "deps": "none",
+    "queued_at": "2026-01-01T00:00:00",
+}
+ENVS = [
+    {
+        "id": "env_python",
+        "name": "python",
+        "kind": "base",
+        "status": "ready",
+        "default": False,
+        "description": "Python 3.11",
+        "image": "orch/python",
+    }
+]
+
+
+class Stub(BaseHTTPRequestHandler):
+    """The few answers the probed commands need, shaped as the API's."""
+
+    def _send(self, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/v1/environments":
+            self._send(ENVS)
+        elif url.path == "/v1/runs":
+            self._send([ENDED])
+        elif url.path == "/v1/runs/run_1":
+            self._send(ENDED)
+        elif url.path == "/v1/runs/run_1/logs":
+            first = parse_qs(url.query).get("stdout") == ["0"]
+            out = "hello\n" if first else ""
+            offsets = {"stdout": 6, "stderr": 0, "log": 0}
+            self._send({"offsets": offsets, "log": "", "stdout": out, "stderr": "", "status": "succeeded"})
+        else:
+            self.send_error(404)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/runs":
+            self._send(RUN)
+        else:
+            self.send_error(404)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def imported(tmp_path: Path, url: str, *args: str) -> set[str]:
+    """The modules `orch ARGS` imports in a fresh interpreter; fail unless it exits 0."""
+    out = tmp_path / "probe.json"
+    env = {
+        **os.environ,
+        "ORCH_HOME": str(tmp_path),
+        "ORCH_URL": url,
+        "ORCH_TOKEN": "t",
+        "PROBE_ARGS": json.dumps(args),
+        "PROBE_OUT": str(out),
+    }
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    result = json.loads(out.read_text())
+    assert result["code"] == 0, proc.stdout + proc.stderr
+    return set(result["modules"])
+
+
+def heavy(modules: set[str], names: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("env", "list"),
+        ("env", "list", "--json"),
+        ("runs", "list"),
+        ("run", "hello"),
+        # Text, a list of text and a whole number: the values typer would convert with pydantic.
+        ("run", "hello", "--input", '{"a": 1}', "-e", "K=V", "--timeout", "5", "--json"),
+    ],
+)
+def test_quick_commands_import_nothing_heavy(tmp_path: Path, server: str, args: tuple[str, ...]) -> None:
+    modules = imported(tmp_path, server, *args)
+    assert not heavy(modules, HEAVY + HELP_ONLY)
+    if args != ("--version",):
+        assert "httpx" in modules  # the probe saw the command do its work
+
+
+@pytest.mark.parametrize("args", [("--help",), ("env", "--help"), ("run", "--help")])
+def test_help_imports_nothing_heavy(tmp_path: Path, server: str, args: tuple[str, ...]) -> None:
+    """`orch --help` imports every noun's module to list them: still none of their heavy parts."""
+    modules = imported(tmp_path, server, *args)
+    assert not heavy(modules)
+    if args == ("--help",):
+        assert {f"orch.cli.{module}" for module, _ in cli_main.COMMANDS.values()} <= modules
+
+
+def test_the_probe_sees_heavy_imports(tmp_path: Path, server: str) -> None:
+    """The checks above would pass on a probe that saw nothing: validation does import the
+    validator."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\n")
+    modules = imported(tmp_path, server, "env", "validate", "-f", str(dockerfile))
+    assert "orch.dockerfile" in heavy(modules)
+
+
+def test_help_lists_every_command_and_typos_get_suggestions() -> None:
+    runner = CliRunner()
+    listing = runner.invoke(cli_main.app, ["--help"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0
+    for name in cli_main.COMMANDS:
+        assert f" {name} " in listing.output
+    assert "Environments: the images sandboxes run in." in listing.output
+    assert "Run an agent in a fresh sandbox" in listing.output
+    typo = runner.invoke(cli_main.app, ["envv"])
+    assert typo.exit_code == 2 and "Did you mean 'env'?" in typo.output
+    version = runner.invoke(cli_main.app, ["--version"])
+    assert version.exit_code == 0 and version.output == f"orch {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        (str, "x y "),
+        (str, ""),
+        (int, "5"),
+        (int, "007"),
+        (int, "-3"),
+        (int, 20),
+        (bool, True),
+        (list[str], ("a", "b")),
+        (list[str], ()),
+    ],
+)
+def test_plain_values_convert_as_typer_would(annotation: Any, value: Any) -> None:
+    from typer._coercion import build_runtime_param, resolve_type_descriptor
+    from typer.models import OptionInfo
+
+    descriptor = resolve_type_descriptor(annotation, OptionInfo())
+    assert plain_values._is_plain(descriptor)
+    ours = plain_values._plain_value(annotation, value)
+    theirs = build_runtime_param(descriptor)._coerce_value(value, param=None, ctx=None)  # type: ignore[arg-type]
+    assert ours == theirs and type(ours) is type(theirs)
+
+
+@pytest.mark.parametrize(("annotation", "value"), [(int, "+4"), (int, " 5"), (int, "5.0"), (bool, "yes")])
+def test_other_values_are_left_to_typer(annotation: Any, value: Any) -> None:
+    assert plain_values._plain_value(annotation, value) is plain_values._NOT_PLAIN
