@@ -141,7 +141,7 @@ def server(make_server) -> Server:  # type: ignore[no-untyped-def]
     return s
 
 
-RUNC_ROOT = "/run/orch-runc/runc"  # where the launcher's runc keeps its sandboxes' state
+RUNTIME_ROOT = "/run/orch-runc"  # where the launcher's runtimes keep their sandboxes' state
 
 
 def sandboxes(run_id: str) -> list[str]:
@@ -153,20 +153,31 @@ def sandboxes(run_id: str) -> list[str]:
         text=True,
         check=True,
     ).stdout.split()
-    listed = subprocess.run(
-        ["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False
-    )
-    runc = [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].endswith(run_id)]
-    return podman + runc
+    return podman + [name for name, _ in _runtime_containers(run_id)]
+
+
+def _runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
+    """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`."""
+    found = []
+    for runtime in ("runc", "runsc"):
+        command = [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}"]
+        listed = subprocess.run(
+            [*command, "list", "--format", "json"], capture_output=True, text=True, check=False
+        )
+        for c in json.loads(listed.stdout or "null") or []:
+            if c["id"].endswith(run_id):
+                found.append((c["id"], command))
+    return found
 
 
 def sandbox_address(run_id: str) -> str:
     """The address of a running run's sandbox on the sandbox network, as the host reaches it."""
-    (name,) = [n for n in sandboxes(run_id) if n.endswith(run_id)]
-    state = subprocess.run(
-        ["runc", "--root", RUNC_ROOT, "state", name], capture_output=True, text=True, check=True
-    )
+    ((name, command),) = _runtime_containers(run_id)
+    state = subprocess.run([*command, "state", name], capture_output=True, text=True, check=True)
     pid = json.loads(state.stdout)["pid"]
+    if pid <= 0:  # runsc names no host process of the sandbox: its /etc/hosts has its address
+        hosts = Path(RUNTIME_ROOT, "sandboxes", name, "hosts").read_text().splitlines()
+        return hosts[-1].split()[0]
     shown = subprocess.run(
         ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show", "scope", "global"],
         capture_output=True,

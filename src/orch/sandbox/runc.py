@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 STATE = Path("/run/orch-runc")
 CATATONIT = (Path("/usr/libexec/podman/catatonit"), Path("/usr/bin/catatonit"))
 READ_ONLY_LAYER = 4 * 1024 * 1024  # a read-only root's upper layer holds only mount points
+GVISOR_THREADS = 256  # room in a gVisor sandbox's pids cgroup for the Sentry's own threads
 ENGINE_FAILED = 125  # as `podman run` exits when the engine itself fails to start the sandbox
 _FIX = "Run scripts/setup (it installs runc, catatonit and Podman), run the server as root, then try again."
 
@@ -413,6 +414,15 @@ def _for_gvisor(config: dict[str, Any]) -> None:
     # (see Launcher._command). Without a path it must not make one either: --network=none.
     spaces: Sequence[dict[str, str]] = config["linux"]["namespaces"]
     config["linux"]["namespaces"] = [n for n in spaces if n["type"] != "network"]
+    # The cgroup holds gVisor's own kernel (the Sentry, dozens of host threads) besides the
+    # agent, whose processes are not host processes at all: the agent's process limit becomes
+    # its RLIMIT_NPROC, which gVisor's kernel enforces, and the cgroup gets room for the Sentry.
+    pids = config["linux"].get("resources", {}).get("pids")
+    if pids and pids.get("limit"):
+        limit = int(pids["limit"])
+        pids["limit"] = limit + GVISOR_THREADS
+        rlimits = [r for r in config["process"]["rlimits"] if r["type"] != "RLIMIT_NPROC"]
+        config["process"]["rlimits"] = [*rlimits, {"type": "RLIMIT_NPROC", "hard": limit, "soft": limit}]
 
 
 def launchers(prefix: str) -> dict[Isolation, Launcher]:
