@@ -29,7 +29,8 @@ import pytest
 from orch.bundle.pack import pack_directory
 from orch.engine import PodmanEngine
 from orch.models import BuildStatus, DeploymentStatus, RunStatus, ServiceState
-from tests.integration.conftest import Server
+from orch.sandbox.runc import Launcher
+from tests.integration.conftest import RUNTIME_ROOT, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,6 +39,7 @@ SERVICES = ("web-a", "web-b")
 SETTLE = 180.0  # seconds the last start gets to finish everything: a bound, not a measurement
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "trust" / "faults.json"
 CGROUPS = Path("/sys/fs/cgroup")
+POOL_PER_NETWORK = Launcher().pool_size  # network namespaces a launcher keeps ready per network
 
 # Prints its token and the /marker its environment's Dockerfile wrote ("-" on the base image).
 AGENT = """
@@ -241,6 +243,20 @@ def one_round(server: Server, rng: random.Random, seed: int, ledger: Ledger, k: 
     print(f"kill {k + 1:2}: after {after:.2f} s, {', '.join(phases)}: {dict(seen)}")
 
 
+def runtime_sandboxes(prefix: str) -> list[str]:
+    """The launcher's sandboxes named `prefix`..., in either runtime."""
+    names = []
+    for runtime in ("runc", "runsc"):
+        listed = subprocess.run(
+            [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        names += [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].startswith(prefix)]
+    return names
+
+
 def run_containers_of_final_runs(server: Server) -> list[str]:
     """Sandboxes of runs that had ended before we looked: nothing may keep them after a restart.
     Runs are read first, then containers, so a run that ends in between is not counted."""
@@ -249,11 +265,13 @@ def run_containers_of_final_runs(server: Server) -> list[str]:
             r["id"] for r in api.get("/v1/runs", params={"limit": 500}).json() if RunStatus(r["status"]).final
         }
     found = PodmanEngine().list_containers({"org.orch.instance": server.instance, "org.orch.kind": "run"})
-    return [
+    left = [
         f"{c.name} ({c.state}) of ended run {c.labels['org.orch.run']}"
         for c in found
         if c.labels.get("org.orch.run") in final
     ]
+    names = runtime_sandboxes(f"orch-{server.instance}-")
+    return left + [f"sandbox {n} of an ended run" for n in names if n.rsplit("-", 1)[-1] in final]
 
 
 def expected_tokens(api: httpx.Client, ledger: Ledger) -> dict[str, str]:
@@ -418,6 +436,16 @@ def test_random_kills(make_server, tmp_path: Path) -> None:  # type: ignore[no-u
         if not (c.labels.get("org.orch.kind") == "service" and c.name in serving and c.running)
     ]
     live = {c.name for c in containers}
+    # The launcher's sandboxes (runs start through runc, not Podman): with every run ended, none
+    # may be left in a runtime, as a bundle (its root's mounts), or as a network namespace
+    # beyond the ones each network's pool keeps ready for the next runs.
+    prefix = f"orch-{server.instance}-"
+    orphans += [f"runtime container {name}" for name in runtime_sandboxes(prefix)]
+    bundles = Path(RUNTIME_ROOT, "sandboxes")
+    orphans += [f"sandbox bundle {p.name}" for p in bundles.glob(f"{prefix}*")] if bundles.is_dir() else []
+    namespaces = sorted(p.name for p in Path("/run/netns").glob(f"{prefix}*"))
+    if len(namespaces) > 2 * POOL_PER_NETWORK:
+        orphans += [f"network namespaces beyond the pools': {namespaces}"]
     cgroups = Counter(path.name for path in CGROUPS.glob(f"*/orch_orch-{server.instance}-*"))
     orphans += [
         f"cgroup {name} (in {n} controllers)"
