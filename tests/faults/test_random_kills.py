@@ -30,7 +30,7 @@ from orch.bundle.pack import pack_directory
 from orch.engine import PodmanEngine
 from orch.models import BuildStatus, DeploymentStatus, RunStatus, ServiceState
 from orch.sandbox.runc import Launcher
-from tests.integration.conftest import RUNTIME_ROOT, Server
+from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -241,20 +241,6 @@ def one_round(server: Server, rng: random.Random, seed: int, ledger: Ledger, k: 
     phases = sorted({PHASES[s] for s in seen}) or ["idle"]
     ledger.kills.append({"round": k, "after_s": round(after, 2), "phases": phases, "in_flight": dict(seen)})
     print(f"kill {k + 1:2}: after {after:.2f} s, {', '.join(phases)}: {dict(seen)}")
-
-
-def runtime_sandboxes(prefix: str) -> list[str]:
-    """The launcher's sandboxes named `prefix`..., in either runtime."""
-    names = []
-    for runtime in ("runc", "runsc"):
-        listed = subprocess.run(
-            [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}", "list", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        names += [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].startswith(prefix)]
-    return names
 
 
 def run_containers_of_final_runs(server: Server) -> list[str]:

@@ -156,6 +156,20 @@ def sandboxes(run_id: str) -> list[str]:
     return podman + [name for name, _ in _runtime_containers(run_id)]
 
 
+def runtime_sandboxes(prefix: str) -> list[str]:
+    """The launcher's sandboxes named `prefix`..., in either runtime, in any state."""
+    names = []
+    for runtime in ("runc", "runsc"):
+        listed = subprocess.run(
+            [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        names += [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].startswith(prefix)]
+    return names
+
+
 def _runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
     """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`."""
     found = []
