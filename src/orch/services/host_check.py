@@ -2,7 +2,7 @@
 
 First the host pieces that the engine's flags rely on are looked for (each names the Debian
 package that brings it); then one real sandbox starts through the run path (`run_spec`: init,
-limits, read-only root, sized tmpfs, the sandbox network) and one build step runs. A failure
+limits, a root of its own, sized tmpfs, the sandbox network) and one build step runs. A failure
 is one sentence naming what is missing and how to get it. `scripts/setup` ends with this check,
 `orch admin check` runs it on demand, and `orch server` runs it at start.
 """
