@@ -7,7 +7,7 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    - `podman run --rm` of the same image and command (the baseline);
    - a hello run through the API (runc, the default): POST /v1/runs, then following its output as
      `orch run` does (long polls) until a poll answers with the ended run, its output read;
-   - the same agent with `isolation: gvisor` (runsc);
+   - the same agent with `isolation: gvisor` (runsc), and with `network: false`;
    - an agent with a requirements.txt, its dependencies cached (after one first run that installs).
    Every run gets a distinct input and must print it back. Printed: p50, p99 and mean of each,
    and the goals' ratios (issue 12).
@@ -17,7 +17,9 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    the server's finish times, failures.
 3. Where the time goes: the server's `orch_run_phase_seconds` histograms (GET /metrics), read after
    each run (once its last phase is recorded) so each kind of run gets its own phases: mean ms per
-   phase, the sum of the phases, and what the client waited beyond them.
+   phase, the sum of the phases, and what the client waited beyond them; and the CPU the server
+   process and its children (the runtime and the sandbox, CNI plugins, podman) spent per run.
+   The server's tracebacks, if it logged any, are printed.
 
 Usage: .venv/bin/python bench/run.py [ROUNDS] [--burst N] [--clients K] [--seed S]
        (as root, after scripts/setup; ROUNDS defaults to 40, BURST to 200, K to 32)

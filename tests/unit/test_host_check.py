@@ -171,3 +171,11 @@ def test_a_run_whose_sandbox_cannot_start_says_what_is_missing() -> None:
     assert reason is not None and "apt-get install catatonit" in reason
     # An agent's own exit 125 stays its own.
     assert outcome(ContainerExit(125), limits, b"my agent chose 125")[1] == "exit code 125"
+
+
+def test_runc_naming_another_missing_file_is_not_a_missing_runc() -> None:
+    """runc's own failure about a file it lacks (seen in a busy benchmark) is no missing runc."""
+    text = (
+        "runc create failed: unable to start container process: open /proc/self/fd: no such file or directory"
+    )
+    assert host_check.diagnose(text) is None

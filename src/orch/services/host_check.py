@@ -60,7 +60,8 @@ PIECES: tuple[Piece, ...] = (
         "runc, the OCI runtime that starts every sandbox and build step",
         "runc",
         ("/usr/bin/runc", "/usr/sbin/runc"),
-        r'"?runc"?.*(not found|no such file)',
+        # Only what says runc itself is missing: runc's own errors name other files it lacks.
+        r'OCI runtime "runc" not found|runc: (executable file )?not found|exec: "runc"',
     ),
     Piece(
         "conmon, which watches each container and keeps a service's logs",
