@@ -141,7 +141,7 @@ def server(make_server) -> Server:  # type: ignore[no-untyped-def]
     return s
 
 
-RUNTIME_ROOT = "/run/orch-runc"  # where the launcher's runtimes keep their sandboxes' state
+RUNTIME_ROOT = runc.STATE  # where the launcher keeps its sandboxes (bundles, runtime state)
 
 
 def sandboxes(run_id: str) -> list[str]:
@@ -158,30 +158,21 @@ def sandboxes(run_id: str) -> list[str]:
 
 def runtime_sandboxes(prefix: str) -> list[str]:
     """The launcher's sandboxes named `prefix`..., in either runtime, in any state."""
-    names = []
-    for runtime in ("runc", "runsc"):
-        listed = subprocess.run(
-            [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}", "list", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        names += [c["id"] for c in json.loads(listed.stdout or "null") or [] if c["id"].startswith(prefix)]
-    return names
+    return [name for _, name in _listed(prefix)]
+
+
+def _listed(prefix: str) -> list[tuple[runc.Launcher, str]]:
+    launchers = runc.launchers(prefix).values()
+    return [(launcher, name) for launcher in launchers for name in launcher.containers(prefix)]
 
 
 def _runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
     """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`."""
-    found = []
-    for runtime in ("runc", "runsc"):
-        command = [runtime, "--root", f"{RUNTIME_ROOT}/{runtime}"]
-        listed = subprocess.run(
-            [*command, "list", "--format", "json"], capture_output=True, text=True, check=False
-        )
-        for c in json.loads(listed.stdout or "null") or []:
-            if c["id"].endswith(run_id):
-                found.append((c["id"], command))
-    return found
+    return [
+        (name, [launcher.runtime, "--root", str(launcher.runtime_root)])
+        for launcher, name in _listed("orch-")
+        if name.endswith(run_id)
+    ]
 
 
 def sandbox_address(run_id: str) -> str:
