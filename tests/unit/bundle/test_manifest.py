@@ -253,3 +253,12 @@ def test_python_code_builds_manifests_by_field_name() -> None:
     assert r.memory_bytes == 64 * MiB and r.cpus == 2.0
     with pytest.raises(ValueError, match="not a size"):
         Resources(memory_bytes="lots")
+
+
+def test_isolation_is_runc_or_gvisor() -> None:
+    assert parse_manifest("isolation: gvisor\n").isolation == "gvisor"
+    assert parse_manifest("name: a\n").isolation is None  # the server's setting decides
+    with pytest.raises(InvalidInput) as e:
+        parse_manifest("isolation: kata\n")
+    assert "line 1" in e.value.message and "'kata' is not an isolation runtime" in e.value.message
+    assert "isolation: gvisor" in e.value.fix
