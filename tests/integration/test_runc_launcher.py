@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from orch import config
 from orch.builder import base_images
+from orch.builder.host import IMAGE_CA_PATH
 from orch.engine import PodmanEngine
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.engine.network import Network
@@ -342,6 +344,22 @@ def test_sandbox_network_reaches_nothing_on_the_host(launcher: Launcher) -> None
     assert everywhere.peers == ["127.0.0.1"] and loopback.peers == ["127.0.0.1"]
 
 
+def test_sandbox_network_reaches_the_outside_through_the_static_nat(launcher: Launcher) -> None:
+    """No per-sandbox NAT or firewall rule is made (cni.for_launcher): the subnet's static rules
+    (ORCH-FORWARD, ORCH-MASQUERADE) carry the sandbox's traffic out. A real HTTPS answer from
+    the package registry, verified against the host's CA bundle, proves the way out."""
+    ca = config.load().ca_bundle
+    assert ca and Path(ca).is_file(), "the host has no CA bundle"
+    code = (
+        "import urllib.request; r = urllib.request.urlopen('https://pypi.org/simple/six/', timeout=30); "
+        "print(r.status, b'six-' in r.read())"
+    )
+    result, out, err = run(
+        launcher, py(code), network=Network.SANDBOX, mounts=[Mount(str(ca), IMAGE_CA_PATH)]
+    )
+    assert (result.exit_code, out.strip()) == (0, "200 True"), err[-2000:]
+
+
 def test_sandbox_network_has_an_address_on_the_sandbox_bridge(launcher: Launcher) -> None:
     code = "import os; print(sorted(os.listdir('/sys/class/net'))); print(open('/etc/resolv.conf').read())"
     result, out, _ = run(launcher, py(code), network=Network.SANDBOX)
@@ -368,7 +386,9 @@ def test_the_pool_prepares_namespaces_and_leaves_none(launcher: Launcher) -> Non
 
 KILLED_SERVER = """
 import sys
+from orch import config
 from orch.builder import base_images
+from orch.builder.host import IMAGE_CA_PATH
 from orch.engine.base import ContainerSpec
 from orch.engine.network import Network
 from orch.sandbox.runc import Launcher

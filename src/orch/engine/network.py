@@ -176,6 +176,46 @@ def ensure(podman: str = "podman") -> Subnets:
         return subnets
 
 
+FORWARD_CHAIN = "ORCH-FORWARD"  # filter: what the CNI firewall plugin accepted, per subnet
+NAT_CHAIN = "ORCH-MASQUERADE"  # nat: what the bridge plugin's ipMasq did, per subnet
+
+
+def forwarding_rules(subnet: str) -> tuple[list[list[str]], list[list[str]]]:
+    """For sandboxes attached without per-sandbox rules (the runc launcher's, sandbox/cni.py):
+    the filter rules that accept what is forwarded for the subnet (as the CNI firewall plugin
+    does per address; ORCH-ISOLATION, jumped to before, has dropped what must not pass), and
+    the NAT rule that masquerades what leaves it (as the bridge plugin's ipMasq does)."""
+    accept = [
+        ["-d", subnet, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-s", subnet, "-j", "ACCEPT"],
+    ]
+    masquerade = [["-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"]]
+    return accept, masquerade
+
+
+def ensure_forwarding(subnet: str) -> None:
+    """Install `forwarding_rules(subnet)` unless they are in place: each in its own chain, kept
+    with a tag like ORCH-ISOLATION's, jumped to from FORWARD (after ORCH-ISOLATION) and from
+    POSTROUTING. Idempotent, under the same file lock as `ensure`."""
+    accept, masquerade = forwarding_rules(subnet)
+    with file_lock(LOCK):
+        for table, chain, builtin, rule_list in (
+            ("filter", FORWARD_CHAIN, "FORWARD", accept),
+            ("nat", NAT_CHAIN, "POSTROUTING", masquerade),
+        ):
+            ipt = ("-t", table)
+            tag = rules_tag(rule_list)
+            if _iptables(*ipt, "-S", chain, check=False).returncode != 0:
+                _iptables(*ipt, "-N", chain)
+            if tag not in _iptables(*ipt, "-S", chain).stdout:
+                # Rules of other subnets stay (one chain serves every launcher network).
+                _iptables(*ipt, "-A", chain, "-m", "comment", "--comment", tag)
+                for rule in rule_list:
+                    _iptables(*ipt, "-A", chain, *rule)
+            if _iptables(*ipt, "-C", builtin, "-j", chain, check=False).returncode != 0:
+                _iptables(*ipt, "-A", builtin, "-j", chain)
+
+
 def answers_tcp(address: str, port: int, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections at address:port (a service that came up)."""
     try:

@@ -47,6 +47,34 @@ def load(name: str, conf_dir: Path = CONF_DIR) -> Network:
     raise EngineError(f"The CNI network {name} is not configured (no conflist in {conf_dir}).", _FIX)
 
 
+def for_launcher(network: Network) -> Network:
+    """The network as the runc launcher attaches to it: only the bridge plugin (the veth on the
+    same bridge, an address from the same host-local range), without its per-sandbox NAT
+    chain, and without the portmap (no ports are published), firewall and tuning plugins.
+
+    Those each called iptables for every sandbox (about twenty iptables processes per start and
+    end): the largest cost of a sandbox's start. Their effect for a whole subnet is one set of
+    static rules instead (`orch.engine.network.ensure_forwarding`): masquerade what leaves the
+    subnet, accept what is forwarded for it. The ORCH-ISOLATION rules, matched by the bridge
+    interface, apply unchanged."""
+    plugins = []
+    for plugin in network.plugins:
+        if plugin.get("type") == "bridge":
+            plugins.append({**plugin, "ipMasq": False})
+    if not plugins:
+        raise EngineError(f"The CNI network {network.name} has no bridge plugin.", _FIX)
+    return Network(network.name, {**network.conflist, "plugins": plugins})
+
+
+def subnets(network: Network) -> list[str]:
+    """The IPv4 subnets of the network's host-local ranges."""
+    found = []
+    for plugin in network.plugins:
+        for ranges in (plugin.get("ipam") or {}).get("ranges") or ():
+            found += [str(r["subnet"]) for r in ranges if "." in str(r.get("subnet", ""))]
+    return found
+
+
 def add(network: Network, container_id: str, netns: Path) -> dict[str, Any]:
     """Attach `netns` to the network; return the chain's result (interfaces, addresses). A
     failure part way is undone (DEL) before the error is raised."""

@@ -3,14 +3,16 @@
 - No network: nothing to prepare. The runtime makes a new, empty namespace (only `lo`), as
   `podman run --network none` does.
 - The sandbox network: a namespace under /run/netns attached to Podman's own CNI network
-  (``orch-sandbox``) by calling its plugins (see `cni`). The veth ends up on the same bridge as
-  Podman's sandboxes, so the ORCH-ISOLATION rules (matched by bridge interface) hold for it too.
+  (``orch-sandbox``) by calling its bridge plugin (see `cni.for_launcher`). The veth ends up on
+  the same bridge as Podman's sandboxes, so the ORCH-ISOLATION rules (matched by bridge
+  interface) hold for it too; NAT and forwarding are static rules for the whole subnet
+  (`orch.engine.network.ensure_forwarding`), so no sandbox costs an iptables call.
 
-Attaching costs tens of milliseconds (a few plugin processes and iptables calls), so a `Pool`
-keeps a few ready. A namespace is never reused: each sandbox gets a fresh one, destroyed after.
-Everything is named after the owner's prefix (the namespace, the CNI container id, a state file
-with ADD's result), so `sweep(prefix)` finds what a killed server left: namespaces, address
-reservations, the bridge plugin's NAT rules.
+Attaching still costs a few plugin processes, so a `Pool` keeps a few ready. A namespace is
+never reused: each sandbox gets a fresh one, destroyed after. Everything is named after the
+owner's prefix (the namespace, the CNI container id, a state file with ADD's result), so
+`sweep(prefix)` finds what a killed server left: namespaces, address reservations, and the
+bridge plugin's NAT rules of namespaces made before the static rules.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.engine import network as forwarding
 from orch.errors import EngineError
 from orch.sandbox import cni
 
@@ -81,7 +84,7 @@ def destroy(name: str, state_dir: Path = STATE_DIR) -> list[str]:
     existed = path.exists()
     if data.get("network"):
         try:
-            network = cni.load(str(data["network"]))
+            network = cni.for_launcher(cni.load(str(data["network"])))
         except EngineError as e:
             errors.append(e.message)
         else:
@@ -116,7 +119,10 @@ class Pool:
 
     def _net(self) -> cni.Network:
         if self._network is None:
-            self._network = cni.load(self.network_name)
+            network = cni.for_launcher(cni.load(self.network_name))
+            for subnet in cni.subnets(network):
+                forwarding.ensure_forwarding(subnet)
+            self._network = network
         return self._network
 
     def _new(self) -> Netns:
@@ -229,7 +235,7 @@ def sweep(prefix: str, network_name: str = "orch-sandbox", state_dir: Path = STA
         destroy(name, state_dir)
     # Reservations without a namespace or state (a kill between the plugins' work and ours).
     with contextlib.suppress(EngineError):
-        network = cni.load(network_name)
+        network = cni.for_launcher(cni.load(network_name))
         for owner, ip in cni.reservations(network, prefix).items():
             names.add(owner)
             result = {"cniVersion": network.cni_version, "ips": [{"version": "4", "address": f"{ip}/32"}]}
