@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+from orch.builder import base_images
 from orch.bundle import pack_directory
 from orch.engine.base import ImageInfo
 from orch.engine.fake import FakeEngine
+from orch.sandbox.launcher import Isolation
 from orch.services import agents, runs
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from tests.conftest import drain
+from tests.conftest import drain, drain_runs
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\n"
 
@@ -117,3 +119,42 @@ def test_the_runs_list_makes_the_same_queries_for_one_run_or_many(
         assert len(listed) == n and {r.agent for r in listed} == {"hello"}
         counts.append(len(sent))
     assert counts[0] == counts[1], counts
+
+
+def test_a_run_with_dependencies_takes_the_image_id_from_its_launcher(
+    platform: Platform, workspace: tuple[str, str], fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """The dependency cache is keyed by the image's id: the launcher's image cache answers it
+    (it mounts that image anyway), so a run costs no `podman image inspect`."""
+    asked: list[str] = []
+
+    class Launcher:
+        """The fake engine's sandboxes, behind the launcher's interface."""
+
+        run_container = staticmethod(fake_engine.run_container)
+
+        def image_id(self, ref: str) -> str:
+            asked.append(ref)
+            info = fake_engine.images_by_tag[ref]
+            return info.id
+
+        def sweep(self, prefix: str) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    platform.launchers[Isolation.RUNC] = Launcher()
+    (tmp_path / "deps").mkdir()
+    (tmp_path / "deps" / "main.py").write_text("import six\n")
+    (tmp_path / "deps" / "requirements.txt").write_text("six\n")
+    agents.publish(platform, workspace[0], "deps", pack_directory(tmp_path / "deps").data, docker=False)
+    ids = []
+    for _ in range(2):  # the first also checks (once per process) that the base image exists
+        fake_engine.inspected.clear()
+        ids.append(runs.create(platform, workspace[0], "deps").id)
+        drain_runs(platform)
+    shown = [runs.show(platform, workspace[0], i) for i in ids]
+    assert [(r.status, r.deps) for r in shown] == [("succeeded", "installed"), ("succeeded", "cached")]
+    image = base_images.image_tag("python")
+    assert asked == [image, image] and fake_engine.inspected == []

@@ -46,3 +46,8 @@ class Sandboxes(Launcher, Protocol):
     def close(self) -> None:
         """Release what the launcher holds ahead of need (prepared namespaces, image holds)."""
         ...
+
+    def image_id(self, ref: str) -> str:
+        """The id of the image `ref` names now, from the launcher's own image cache (what keys a
+        run's dependency cache); raises EngineError when the image is missing."""
+        ...

@@ -122,6 +122,9 @@ class Launcher:
             pool.close()
         self._release_holds(self.prefix)
 
+    def image_id(self, ref: str) -> str:
+        return self.images.get(ref).id
+
     def _hold(self, image_id: str) -> None:
         """Keep Podman from removing an image whose root sandboxes use: Podman knows nothing of
         them, and a rebuild that moves a tag removes the image it named unless a container uses

@@ -19,7 +19,7 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
-from orch.errors import OrchError, RunFailed
+from orch.errors import EngineError, OrchError, RunFailed
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation
@@ -216,18 +216,12 @@ def _dependencies(
     """The bundle's dependencies for this image, installed or found in the cache."""
     bundle_dir = extracted_bundle(platform, plan.bundle_sha)
     files = {n: (bundle_dir / n).read_bytes() for n in plan.deps_files if (bundle_dir / n).is_file()}
-    # The dependency cache is keyed by the image's id; without dependencies, no need to ask.
-    info = platform.engine.inspect_image(image) if files else None
-    if files and info is None:
-        raise RunFailed(
-            f"The image of {plan.env_name} ({image}) is missing.",
-            f"Rebuild the environment {plan.env_name}, then run again.",
-        )
+    image_id = _image_id(platform, plan, image) if files else ""
     return deps_mod.ensure(
         platform.engine,
         cache_root=platform.config.home / "deps",
         image=image,
-        image_id=info.id if info else "",
+        image_id=image_id,
         bundle_dir=bundle_dir,
         dep_files=files,
         base_spec=base,
@@ -235,6 +229,25 @@ def _dependencies(
         timeout=float(platform.config.build_timeout),
         should_stop=lambda: _cancelled(platform, run_id),
     )
+
+
+def _image_id(platform: Platform, plan: Plan, image: str) -> str:
+    """The image's id, which keys the dependency cache: from the launcher's image cache (it
+    mounts that image for the sandbox anyway; a stat, not a `podman image inspect`, per run),
+    else from the engine."""
+    missing = RunFailed(
+        f"The image of {plan.env_name} ({image}) is missing.",
+        f"Rebuild the environment {plan.env_name}, then run again.",
+    )
+    if launcher := platform.launchers.get(plan.isolation):
+        try:
+            return launcher.image_id(image)
+        except EngineError:
+            raise missing from None
+    info = platform.engine.inspect_image(image)
+    if info is None:
+        raise missing
+    return info.id
 
 
 def _execute(platform: Platform, run_id: str, out: Output) -> None:
