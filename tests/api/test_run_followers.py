@@ -101,3 +101,25 @@ def test_a_follower_wakes_for_its_own_run_only(
     reader.join(20)
     assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]
     assert platform.followers(followed) == 0
+
+
+def test_a_change_wakes_a_follower_at_once_not_at_its_next_look(
+    platform: Platform, workspace: tuple[str, str], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifying thread wakes the waiting reader itself: with its periodic looks made an
+    hour apart, a change still ends its wait (what `orch run` waits for after a run's end)."""
+    followed = two_runs[0]
+    monkeypatch.setattr(runs, "FOLLOW_POLL", 3600.0)
+    monkeypatch.setattr(runs, "FOLLOW_RECHECK", 3600.0)
+    result: list[object] = []
+    reader = threading.Thread(
+        target=lambda: result.append(anyio.run(runs.follow_logs, platform, workspace[0], followed, {}, 30)),
+        daemon=True,
+    )
+    reader.start()
+    _until(lambda: platform.followers(followed) == 1, "the reader waiting")
+    (platform.run_dir(followed) / "stdout").write_text("news\n")
+    platform.notify_runs(followed)
+    reader.join(20)
+    assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]
+    assert platform.followers(followed) == 0 and platform._wakers == {}

@@ -96,4 +96,5 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.platform.stopping.set()
+        self.platform.notify_runs()  # waiting followers answer now, rather than at their next look
         super().handle_exit(sig, frame)

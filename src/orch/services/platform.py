@@ -48,6 +48,7 @@ class Platform:
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _wakers: dict[str, list[Callable[[], None]]] = field(default_factory=dict, init=False, repr=False)
 
     def launcher(self, isolation: Isolation) -> Launcher:
         return self.launchers.get(isolation) or self.engine
@@ -84,14 +85,23 @@ class Platform:
             for counts in self._followed.values() if run_id is None else [self._followed.get(run_id)]:
                 if counts is not None:
                     counts[1] += 1
+            wakers = [w for ws in self._wakers.values() for w in ws] if run_id is None else []
+            wakers += self._wakers.get(run_id, []) if run_id is not None else []
+        for wake in wakers:
+            wake()
 
     @contextmanager
-    def following(self, run_id: str) -> Iterator[Callable[[], int]]:
+    def following(
+        self, run_id: str, wake: Callable[[], None] | None = None
+    ) -> Iterator[Callable[[], int]]:
         """While inside, the returned function counts `run_id`'s changes (its notifications), so
-        a long-polling reader wakes for its own run only, not for every run's output."""
+        a long-polling reader wakes for its own run only, not for every run's output; `wake`, if
+        given, is called (from the notifying thread) at each change."""
         with self._follow_lock:
             counts = self._followed.setdefault(run_id, [0, 0])
             counts[0] += 1
+            if wake is not None:
+                self._wakers.setdefault(run_id, []).append(wake)
         try:
             yield lambda: counts[1]
         finally:
@@ -99,6 +109,10 @@ class Platform:
                 counts[0] -= 1
                 if counts[0] == 0:
                     del self._followed[run_id]
+                if wake is not None:
+                    self._wakers[run_id].remove(wake)
+                    if not self._wakers[run_id]:
+                        del self._wakers[run_id]
 
     def followers(self, run_id: str) -> int:
         """How many readers are waiting for `run_id`'s output now."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -24,7 +25,7 @@ STREAMS = ("stdout", "stderr", "log")
 # A follower of a run's output wakes for that run's changes; it looks at the store again every
 # FOLLOW_RECHECK seconds all the same (another server on the same database may run it).
 FOLLOW_RECHECK = 2.0
-FOLLOW_POLL = 0.05  # seconds between an async follower's looks at the change count (in memory)
+FOLLOW_POLL = 0.5  # at most this long between a follower's looks at a server stop
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -166,8 +167,14 @@ async def follow_logs(
     thread pool, but the wait holds no thread, so any number of followers (`orch run` long-polls
     with wait=10) leave the pool to the rest of the API."""
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
-    with platform.following(run_id) as changes:
+    # A change wakes this reader at once: the notifying thread (a worker writing output or
+    # ending the run) sets an event of this loop's. The pauses only bound how late a server
+    # stop is seen.
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    with platform.following(run_id, lambda: loop.call_soon_threadsafe(changed.set)) as changes:
         while True:
+            changed.clear()
             seen = changes()
             logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, run_id, offsets)
             if _news(logs) or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
@@ -178,7 +185,9 @@ async def follow_logs(
                 and not platform.stopping.is_set()
                 and (pause := recheck - time.monotonic()) > 0
             ):
-                await anyio.sleep(min(pause, FOLLOW_POLL))
+                with anyio.move_on_after(min(pause, FOLLOW_POLL)):
+                    await changed.wait()
+                changed.clear()
 
 
 def _news(logs: RunLogs) -> bool:
