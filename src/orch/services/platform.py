@@ -91,9 +91,7 @@ class Platform:
             wake()
 
     @contextmanager
-    def following(
-        self, run_id: str, wake: Callable[[], None] | None = None
-    ) -> Iterator[Callable[[], int]]:
+    def following(self, run_id: str, wake: Callable[[], None] | None = None) -> Iterator[Callable[[], int]]:
         """While inside, the returned function counts `run_id`'s changes (its notifications), so
         a long-polling reader wakes for its own run only, not for every run's output; `wake`, if
         given, is called (from the notifying thread) at each change."""
