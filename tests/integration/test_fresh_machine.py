@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "catatonit"  # what a fresh machine lacked (`podman run --init` needs it)
+OLD_RUNSC = "0.0~20221219.0-2+b3"  # bookworm's own, which a fresh machine gets from apt
+BACKPORTS = Path("/etc/apt/sources.list.d/orch-bookworm-backports.sources")  # scripts/setup's
 
 
 def _installed(package: str) -> bool:
@@ -35,21 +37,39 @@ def _apt(*args: str) -> None:
     subprocess.run(["apt-get", *args], env=env, capture_output=True, check=True, timeout=600)
 
 
+def _version(package: str) -> str:
+    res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
+    return res.stdout.strip()
+
+
 @pytest.fixture
 def without_package():  # type: ignore[no-untyped-def]
+    """A machine as apt leaves it: no catatonit, and bookworm's own runsc rather than the
+    backport scripts/setup installs."""
     assert _installed(PACKAGE), f"{PACKAGE} should be installed by scripts/setup before the suite"
+    runsc = _version("runsc")
+    # The apt source scripts/setup writes for the backport goes too: setup must write it again.
+    ours = BACKPORTS.read_bytes() if BACKPORTS.exists() else None
+    BACKPORTS.unlink(missing_ok=True)
     _apt("remove", "-y", "-qq", PACKAGE)
-    assert not _installed(PACKAGE)
+    _apt("install", "-y", "-qq", "--allow-downgrades", "--no-install-recommends", f"runsc={OLD_RUNSC}")
+    assert not _installed(PACKAGE) and _version("runsc") == OLD_RUNSC
     try:
         yield PACKAGE
     finally:
-        if not _installed(PACKAGE):  # whatever happened, the rest of the suite needs it back
+        # Whatever happened, the rest of the suite needs them back.
+        if not _installed(PACKAGE):
             _apt("install", "-y", "-qq", "--no-install-recommends", PACKAGE)
+        if ours is not None and not BACKPORTS.exists():
+            BACKPORTS.write_bytes(ours)
+            _apt("update", "-qq")
+        if _version("runsc") != runsc:
+            _apt("install", "-y", "-qq", "--no-install-recommends", "-t", "bookworm-backports", "runsc")
 
 
 def _hello(tmp_path: Path) -> Path:
     agent = tmp_path / "hello"
-    agent.mkdir()
+    agent.mkdir(parents=True)
     (agent / "main.py").write_text("import os\nprint('hello', os.environ['ORCH_INPUT'])\n")
     return agent
 
@@ -88,12 +108,20 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
     assert _installed(PACKAGE)
     assert "This machine can run orch's sandboxes and builds." in setup.stdout
 
-    # A fresh server runs a real agent.
+    assert _version("runsc") != OLD_RUNSC and "bpo12" in _version("runsc")  # the backport
+    assert BACKPORTS.read_text().startswith("# written by orch scripts/setup")
+
+    # A fresh server runs a real agent, under runc and under gVisor.
     server.start()
-    res = server.cli("run", "hello", "--input", '{"a": 1}', "--json")
-    run = json.loads(res.stdout)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert run["status"] == "succeeded" and run["stdout"] == 'hello {"a": 1}\n'
+    gvisor = _hello(tmp_path / "g")
+    (gvisor / "orch.yaml").write_text("name: hello-gvisor\nisolation: gvisor\n")
+    assert server.cli("publish", str(gvisor)).returncode == 0
+    for agent, isolation in (("hello", "runc"), ("hello-gvisor", "gvisor")):
+        res = server.cli("run", agent, "--input", '{"a": 1}', "--json")
+        run = json.loads(res.stdout)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert (run["status"], run["isolation"]) == ("succeeded", isolation)
+        assert run["stdout"] == 'hello {"a": 1}\n'
 
 
 def test_admin_check_passes_here_and_says_what_it_proved(make_server) -> None:  # type: ignore[no-untyped-def]

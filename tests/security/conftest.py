@@ -1,8 +1,22 @@
-"""Hostile agents run through a real server on real runtimes (fixtures shared with integration).
+"""Hostile agents run through a real server on real runtimes (fixtures shared with integration):
+every case under each isolation runtime, runc and gVisor (runsc from bookworm-backports, which
+scripts/setup installs: bookworm's own 2022 runsc crashed on the fork bomb). One server per
+runtime serves the module's cases, each in runs of its own."""
 
-Under runc, the server's default isolation. Under gVisor (ORCH_ISOLATION=gvisor) 11 of the 12
-cases pass by hand; the fork bomb there kills gVisor's own kernel (its threads share the pids
-cgroup) and the run fails with "exit code 2" or times out, so the gVisor run is not in CI yet
-(docs/trust.md)."""
+from collections.abc import Iterator
 
-from tests.integration.conftest import Server, make_server, server  # noqa: F401 - shared fixtures
+import pytest
+
+from tests.integration.conftest import Server
+
+
+@pytest.fixture(scope="module", params=["runc", "gvisor"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp(f"hostile-{request.param}") / "home")
+    s.settings = {"ORCH_ISOLATION": request.param}
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+        s.cleanup()

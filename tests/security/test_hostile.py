@@ -32,7 +32,7 @@ def summary() -> Iterator[None]:
     width = max((len(a) for _, a, _ in OUTCOMES), default=10)
     print("\nhostile agents: category | attempt | recorded outcome")
     for category, attempt, outcome in OUTCOMES:
-        print(f"  {category:<22} {attempt:<{width}}  {outcome}")
+        print(f"  {category:<31} {attempt:<{width}}  {outcome}")
 
 
 def run_agent(server: Server, tmp_path: Path, name: str, code: str, manifest: str = "") -> dict:
@@ -43,11 +43,14 @@ def run_agent(server: Server, tmp_path: Path, name: str, code: str, manifest: st
     assert server.cli("publish", str(tmp_path / name), "--name", name).returncode == 0
     res = server.cli("run", name, "--json")
     assert res.returncode in (0, 1), res.stdout + res.stderr
-    return json.loads(res.stdout)
+    run: dict = json.loads(res.stdout)
+    assert run["isolation"] == server.settings["ORCH_ISOLATION"], run  # the runtime under test
+    return run
 
 
 def record(category: str, attempt: str, run: dict, what: str = "") -> None:
     outcome = run["status"] + (f" ({run['reason']})" if run["reason"] else "")
+    category = f"[{run.get('isolation')}] {category}"
     OUTCOMES.append((category, attempt, f"{what}; run {outcome}" if what else outcome))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,25 @@ def test_runc_naming_another_missing_file_is_not_a_missing_runc() -> None:
         "runc create failed: unable to start container process: open /proc/self/fd: no such file or directory"
     )
     assert host_check.diagnose(text) is None
+
+
+def test_a_runsc_older_than_the_backport_is_named_with_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bookworm's own runsc (2022) is present but does not serve: the check says which version
+    it found, which it needs, and how to get that one (real dpkg comparisons)."""
+    runsc = next(p for p in host_check.PIECES if p.package == "runsc")
+    (tmp_path / "runsc").touch()
+    piece = dataclasses.replace(runsc, paths=(str(tmp_path / "runsc"),))
+    installed = {"version": "0.0~20221219.0-2+b3"}
+    monkeypatch.setattr(host_check, "_dpkg_version", lambda package: installed["version"])
+    assert not piece.present()
+    problem = piece.problem()
+    assert problem.message == (
+        "The installed runsc (0.0~20221219.0-2+b3) is older than 0.0~20240729, the oldest that orch can use."
+    )
+    assert "apt-get install -t bookworm-backports runsc" in problem.fix
+    installed["version"] = "0.0~20240729.0-4~bpo12+2"
+    assert piece.present()
+    installed["version"] = ""  # not dpkg's: present is enough
+    assert piece.present()

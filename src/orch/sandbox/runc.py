@@ -305,8 +305,10 @@ class Launcher:
         code = proc.returncode
         if code != 0 and not why and not pid_file.exists():
             code = ENGINE_FAILED  # the sandbox never ran: the runtime's own failure
-        # An OOM kill is a SIGKILL (137); only then is it worth asking.
-        oom = code == 137 and not why and _peak_reached_limit(spec)
+        # An OOM kill is a SIGKILL (137); only then is it worth asking. Under gVisor the kill
+        # may hit its kernel (the Sentry) rather than the agent, and runsc then exits 1.
+        killed = code == 137 or (self.gvisor and code == 1)
+        oom = killed and not why and _peak_reached_limit(spec)
         return ContainerExit(
             exit_code=code, oom_killed=oom, timed_out=why == "timeout", cancelled=why == "cancel"
         )

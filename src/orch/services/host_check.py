@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,17 +41,50 @@ class Piece:
     paths: Sequence[str]  # any one of them present is enough
     # What Podman says when the piece is missing: how a failed start is traced back to it.
     symptom: str
+    # The oldest Debian version that serves (empty: any), and the apt arguments that get it.
+    at_least: str = ""
+    install: str = ""
 
     def present(self) -> bool:
-        return any(Path(p).exists() for p in self.paths)
+        return any(Path(p).exists() for p in self.paths) and not self._too_old()
+
+    def _too_old(self) -> str:
+        """The installed version when it is older than `at_least` ("" when it serves, or when
+        dpkg does not know the package: installed some other way)."""
+        if not self.at_least:
+            return ""
+        version = _dpkg_version(self.package)
+        if not version or _dpkg_at_least(version, self.at_least):
+            return ""
+        return version
 
     def problem(self) -> HostCheckFailed:
+        install = self.install or self.package
+        fix = f"Install it with apt-get install {install}, or run scripts/setup."
+        if old := self._too_old():
+            return HostCheckFailed(
+                f"The installed {self.package} ({old}) is older than {self.at_least}, the oldest "
+                "that orch can use.",
+                fix,
+                package=self.package,
+            )
         return HostCheckFailed(
             f"This machine lacks {self.what}.",
-            f"Install the Debian package {self.package} (apt-get install {self.package}), "
-            "or run scripts/setup.",
+            f"Install the Debian package {self.package} (apt-get install {install}), or run scripts/setup.",
             package=self.package,
         )
+
+
+def _dpkg_version(package: str) -> str:
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+    )
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def _dpkg_at_least(version: str, minimum: str) -> bool:
+    res = subprocess.run(["dpkg", "--compare-versions", version, "ge", minimum], check=False)
+    return res.returncode == 0
 
 
 # Every flag `podman run` and `podman build` get from the engine, and what on the host serves it.
@@ -92,6 +126,9 @@ PIECES: tuple[Piece, ...] = (
         "runsc",
         ("/usr/bin/runsc", "/usr/sbin/runsc"),
         r"runsc.*(not found|not installed|no such file)",
+        # bookworm's own (2022-12) has only the ptrace platform, and a fork bomb crashes its kernel.
+        at_least="0.0~20240729",
+        install="-t bookworm-backports runsc",
     ),
     Piece(
         "mmdebstrap, which builds the base images from Debian packages",

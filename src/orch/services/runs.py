@@ -172,7 +172,11 @@ async def follow_logs(
     # stop is seen.
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
-    with platform.following(run_id, lambda: loop.call_soon_threadsafe(changed.set)) as changes:
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(changed.set)
+
+    with platform.following(run_id, wake) as changes:
         while True:
             changed.clear()
             seen = changes()
