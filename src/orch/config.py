@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orch.errors import InvalidInput
 
@@ -42,6 +43,16 @@ def _isolation(text: str) -> str:
     if text not in ("runc", "gvisor"):
         raise ValueError(text)
     return text
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs."""
+    urls = tuple(url.strip().rstrip("/") for url in text.split(",") if url.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(url)
+    return urls
 
 
 def capacity() -> int:
@@ -115,6 +126,44 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "A secret GET /metrics then requires as 'Authorization: Bearer ...' ('' for none: "
         "whoever reaches the server's address reads the metrics).",
+    ),
+    Setting(
+        "secret_key",
+        lambda h: "",
+        str,
+        "The key that encrypts workspace secrets: 32 bytes in base64 ('' for the key file "
+        "$ORCH_HOME/secret.key, made on first start).",
+    ),
+    Setting(
+        "max_sandboxes",
+        lambda h: 5,
+        _positive_int,
+        "Sandboxes on demand a workspace may hold open at once; more are refused (429).",
+    ),
+    Setting(
+        "sandbox_max_timeout",
+        lambda h: 86400,
+        _positive_int,
+        "The longest idle timeout, in seconds, a sandbox on demand may ask for (its default: 600).",
+    ),
+    Setting(
+        "sandbox_lifetime",
+        lambda h: 86400,
+        _positive_int,
+        "Seconds after which a sandbox on demand is removed, however busy it is.",
+    ),
+    Setting(
+        "sandbox_file_limit",
+        lambda h: 64 * 1024 * 1024,
+        _positive_int,
+        "The largest file, in bytes, written into or read from a sandbox on demand in one call.",
+    ),
+    Setting(
+        "model_endpoints",
+        lambda h: ("https://api.openai.com/v1", "https://api.anthropic.com"),
+        _urls,
+        "The model endpoints a managed loop may call (its base_url), comma-separated; a loop naming "
+        "another is refused at publish.",
     ),
 )
 

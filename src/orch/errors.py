@@ -4,7 +4,8 @@
     ├── InvalidInput           bad usage or input: exit 2, HTTP 400
     │   ├── InvalidDockerfile  carries the validator's findings (HTTP 422)
     │   ├── NotFound           an id or name that does not exist: exit 2, HTTP 404
-    │   └── Conflict           the request clashes with the current state: exit 2, HTTP 409
+    │   ├── Conflict           the request clashes with the current state: exit 2, HTTP 409
+    │   └── LimitReached       the workspace already holds as much as it may (sandboxes): HTTP 429
     ├── Unauthorized           missing or wrong token: exit 2, HTTP 401
     ├── Forbidden              a valid token that may not do this (admin only): exit 2, HTTP 403
     ├── EngineError            the container engine failed: exit 1, HTTP 502
@@ -66,6 +67,13 @@ class NotFound(InvalidInput):
 class Conflict(InvalidInput):
     http_status = 409
     code = "conflict"
+
+
+class LimitReached(InvalidInput):
+    """A limit of the workspace's (open sandboxes, commands at once) is reached: try again later."""
+
+    http_status = 429
+    code = "limit_reached"
 
 
 class Unauthorized(OrchError):
@@ -142,6 +150,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         InvalidDockerfile,
         NotFound,
         Conflict,
+        LimitReached,
         Unauthorized,
         Forbidden,
         EngineError,

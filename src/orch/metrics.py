@@ -86,7 +86,9 @@ class Metrics:
             "orch_runs_finished", "Runs that ended, by final status.", ["status"], registry=r
         )
         self._sandboxes: Gauge = Gauge(
-            "orch_sandboxes_open", "Run sandboxes this server has open now.", registry=r
+            "orch_sandboxes_open",
+            "Sandboxes this server has open now: runs' and sandboxes on demand.",
+            registry=r,
         )
         self._builds: Counter = Counter(
             "orch_builds",

@@ -64,22 +64,49 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
-S = TypeVar("S", BuildStatus, RunStatus)
+class SandboxStatus(StrEnum):
+    """A sandbox on demand (held open for a workspace, driven step by step)."""
+
+    STARTING = "starting"  # stored; its root is being prepared and its init started
+    RUNNING = "running"  # held open: commands and files go in
+    REMOVED = "removed"  # on request, idle, at its lifetime's end, or by a restart; `reason` says which
+    FAILED = "failed"  # could not start, or ended by itself; `reason` says why
+
+    @property
+    def final(self) -> bool:
+        return self in (SandboxStatus.REMOVED, SandboxStatus.FAILED)
+
+
+# The only legal moves of a sandbox; `advance` refuses any other, as for builds and runs.
+SANDBOX_TRANSITIONS: dict[SandboxStatus, frozenset[SandboxStatus]] = {
+    SandboxStatus.STARTING: frozenset({SandboxStatus.RUNNING, SandboxStatus.FAILED, SandboxStatus.REMOVED}),
+    SandboxStatus.RUNNING: frozenset({SandboxStatus.REMOVED, SandboxStatus.FAILED}),
+    SandboxStatus.REMOVED: frozenset(),
+    SandboxStatus.FAILED: frozenset(),
+}
+
+
+S = TypeVar("S", BuildStatus, RunStatus, SandboxStatus)
+_TABLES: dict[type[StrEnum], tuple[str, Mapping[Any, frozenset[Any]]]] = {
+    BuildStatus: ("build", BUILD_TRANSITIONS),
+    RunStatus: ("run", RUN_TRANSITIONS),
+    SandboxStatus: ("sandbox", SANDBOX_TRANSITIONS),
+}
 
 
 def transitions(kind: type[S]) -> Mapping[S, frozenset[S]]:
     """The table of legal moves of a status type."""
-    table: Mapping[Any, frozenset[Any]] = BUILD_TRANSITIONS if kind is BuildStatus else RUN_TRANSITIONS
+    table: Mapping[Any, frozenset[Any]] = _TABLES[kind][1]
     return table
 
 
 def advance(current: S | str, new: S) -> S:
-    """`new`, when a build or run in status `current` (a member or a row's value) may move to it;
-    else IllegalTransition. Every status change of a build or a run goes through here."""
+    """`new`, when a build, run or sandbox in status `current` (a member or a row's value) may
+    move to it; else IllegalTransition. Every status change of one goes through here."""
     kind = type(new)
     old = kind(current)
     if new not in transitions(kind)[old]:
-        what = "build" if kind is BuildStatus else "run"
+        what = _TABLES[kind][0]
         raise IllegalTransition(
             f"A {what} can't go from {old} to {new}.",
             "This is a bug in orch; the server's log has the details worth reporting.",

@@ -204,11 +204,18 @@ def test_failed_install_fails_the_run(
     assert "No matching distribution" in api.get(f"/v1/runs/{r['id']}/logs").json()["log"]
 
 
-def test_loop_manifest_is_not_supported_yet(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
-    resp = publish(api, "loopy", bundle(tmp_path, {"main.py": "", "orch.yaml": "loop:\n  model: x\n"}))
+def test_a_loop_run_on_a_server_that_cannot_hold_a_sandbox_fails_with_a_sentence(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """The fake engine has no launcher to hold a loop's sandbox open (tests/api/test_loop_runs.py
+    gives it a fake holder): the run says so, rather than crash."""
+    loop = "loop:\n  model: x\n  provider: openai\n  api_key_secret: OPENAI_API_KEY\n"
+    resp = publish(api, "loopy", bundle(tmp_path, {"main.py": "", "orch.yaml": loop}))
     assert resp.status_code == 201
+    assert api.put("/v1/secrets/OPENAI_API_KEY", json={"value": "sk-x"}).status_code == 200
     r = run(api, platform, "loopy")
-    assert r["status"] == "failed" and "managed loops are not supported yet" in r["reason"]
+    assert r["status"] == "failed"
+    assert r["reason"] == "This server cannot hold a runc sandbox open, which a loop's tools need."
 
 
 def test_cancel_a_queued_run(api: httpx.Client, hello: dict) -> None:

@@ -26,6 +26,9 @@ from sqlalchemy import select
 from orch.bundle import pack_directory
 from orch.engine.base import ContainerExit
 from orch.engine.fake import FakeEngine
+from orch.sandbox.held_fake import FakeHolder
+from orch.sandbox.launcher import Isolation
+from orch.secret import box
 from orch.server.app import create_app
 from orch.services import reconcile
 from orch.services.platform import Platform
@@ -35,6 +38,8 @@ from orch.store.schema import (
     BuildRow,
     EnvironmentRow,
     RunRow,
+    SandboxRow,
+    SecretRow,
     ServiceDeploymentRow,
     ServiceRow,
     TokenRow,
@@ -48,9 +53,15 @@ DOCKERFILE = f"FROM e2bdev/code-interpreter:latest\nRUN pip install six\nENV MAR
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 # Routes whose path names a thing in the caller's own namespace (publishing or deploying under
-# a name creates the caller's own agent or service): given B's name, A makes its own, and must
-# still see nothing of B's. Every other path parameter addresses an existing thing.
-OWN_NAMESPACE = {("POST", "/v1/agents/{name}/versions"), ("POST", "/v1/services/{name}/deploy")}
+# a name creates the caller's own agent or service, setting a secret the caller's own secret):
+# given B's name, A makes its own (answered with this status), and must still see nothing of
+# B's. Every other path parameter addresses an existing thing.
+OWN_NAMESPACE = {
+    ("POST", "/v1/agents/{name}/versions"): "201",
+    ("POST", "/v1/services/{name}/deploy"): "201",
+    ("PUT", "/v1/secrets/{name}"): "200",
+}
+SECRET_NAME, SECRET_VALUE = "B_API_KEY", "b-secret-value-77x"
 # Body and query fields that refer to an existing thing, by what they refer to.
 REFERENCES = {"agent": "agent", "environment": "environment", "workspace": "workspace"}
 
@@ -66,6 +77,7 @@ class B:
     token_ids: list[str]
     secrets: list[str] = field(default_factory=list)
     caller_workspace: str = "a-corp"  # A's name, made by the test
+    sandbox: dict[str, Any] = field(default_factory=dict)  # held open, a file of SECRET in it
 
     def path_values(self, noun: str, param: str) -> list[str]:
         """B's ids and names for `param` of a route under /v1/NOUN (or the proxy, noun 'services')."""
@@ -82,6 +94,8 @@ class B:
             ("services", "workspace"): [self.workspace, self.caller_workspace],
             ("services", "path"): ["", "some/page"],
             ("tokens", "token_id"): self.token_ids,
+            ("sandboxes", "sandbox_id"): [self.sandbox["id"]],
+            ("secrets", "name"): [SECRET_NAME],
         }.get((noun, param))
         if values is None:
             pytest.fail(
@@ -188,6 +202,7 @@ def b(
     reconcile.reconcile(platform)
     second = api.post("/v1/tokens", json={"name": "b-ci"})
     assert second.status_code == 201
+    assert api.put(f"/v1/secrets/{SECRET_NAME}", json={"value": SECRET_VALUE}).status_code == 200
     things = B(
         token=token,
         workspace="b-corp",
@@ -199,7 +214,14 @@ def b(
     )
     assert things.env["status"] == "ready" and things.run["status"] == "succeeded"
     assert things.service["state"] == "running"
-    things.secrets = [SECRET, token, second.json()["token"], *_ids_of(platform, api)]
+    things.secrets = [SECRET, token, second.json()["token"], SECRET_NAME, SECRET_VALUE]
+    platform.held.holders.update({Isolation.RUNC: FakeHolder(), Isolation.GVISOR: FakeHolder()})
+    things.sandbox = api.post("/v1/sandboxes", json={"environment": "b-env"}).json()
+    put = api.put(
+        f"/v1/sandboxes/{things.sandbox['id']}/files", params={"path": SANDBOX_FILE}, content=SECRET
+    )
+    assert put.status_code == 200, put.text
+    things.secrets += _ids_of(platform, api)
     return things
 
 
@@ -230,6 +252,7 @@ def _ids_of(platform: Platform, api: httpx.Client) -> list[str]:
             )
         ]
         ids += [t.id for t in s.scalars(select(TokenRow).where(TokenRow.workspace_id == ws_id))]
+        ids += [x.id for x in s.scalars(select(SandboxRow).where(SandboxRow.workspace_id == ws_id))]
     return ids
 
 
@@ -265,6 +288,8 @@ def _body_and_query(
         media = request_body["content"]
         if "application/gzip" in media:
             content = bundle_data
+        elif "application/octet-stream" in media:
+            content = b"a's own bytes"
         elif request_body.get("required"):
             schema = media["application/json"]["schema"]
             schema = schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
@@ -281,25 +306,35 @@ def _body_and_query(
                 if name not in body and name in REFERENCES:
                     optional_refs[name] = REFERENCES[name]
     query_refs = {}
+    plain: dict[str, str] = {}  # required query parameters that name nothing (a file's path)
     for p in operation.get("parameters", []):
         if p["in"] != "query":
             continue
         if p["name"] in REFERENCES:
             query_refs[p["name"]] = REFERENCES[p["name"]]
+        elif p.get("required") and p["name"] in FIELD_VALUES:
+            plain[p["name"]] = FIELD_VALUES[p["name"]]
         elif p.get("required"):
             pytest.fail(f"The isolation walker cannot fill the query parameter {p['name']!r} of {what}.")
     variants: list[tuple[dict[str, Any] | None, bytes | None, dict[str, str], str | None]] = [
-        (body, content, {}, required_ref)
+        (body, content, dict(plain), required_ref)
     ]
     for name, kind in optional_refs.items():
-        variants.append(({**(body or {}), name: b.reference(kind)}, content, {}, kind))
+        variants.append(({**(body or {}), name: b.reference(kind)}, content, dict(plain), kind))
     for name, kind in query_refs.items():
-        variants.append((body, content, {name: b.reference(kind)}, kind))
+        variants.append((body, content, {**plain, name: b.reference(kind)}, kind))
     return variants, bool(required_ref or optional_refs or query_refs)
 
 
 # Values for plain body fields: names reuse B's so that a clash with B's names would show.
-FIELD_VALUES: dict[str, Any] = {"name": "b-env", "dockerfile": "FROM e2bdev/code-interpreter:latest\n"}
+FIELD_VALUES: dict[str, Any] = {
+    "name": "b-env",
+    "dockerfile": "FROM e2bdev/code-interpreter:latest\n",
+    "value": "a-value",
+    "command": ["echo", "from-a"],
+    "path": "notes.txt",  # B's sandbox holds SANDBOX_FILE: the same name
+}
+SANDBOX_FILE = "notes.txt"
 
 
 def calls(app: FastAPI, b: B, bundle_data: bytes) -> list[Call]:
@@ -322,7 +357,7 @@ def calls(app: FastAPI, b: B, bundle_data: bytes) -> list[Call]:
                 if admin_only:
                     expect = "403"
                 elif own:
-                    expect = "201"  # A's own agent or service, under the same name as B's
+                    expect = OWN_NAMESPACE[(method, path)]  # A's own thing, under the same name as B's
                 elif params:
                     expect = "404"
                 elif ref == "workspace":
@@ -334,11 +369,18 @@ def calls(app: FastAPI, b: B, bundle_data: bytes) -> list[Call]:
                 out.append(Call(method, path, url, body, content, query, expect))
     # The open calls and creations in A's own namespace last: what A creates under B's
     # names must not turn a later 404 check into a call on A's own thing.
-    return sorted(out, key=lambda c: (c.expect in ("open", "201"), c.method != "GET"))
+    return sorted(
+        out, key=lambda c: (c.expect == "open" or (c.method, c.route) in OWN_NAMESPACE, c.method != "GET")
+    )
 
 
 def test_a_token_of_one_workspace_sees_nothing_of_another_on_any_route(
-    app: FastAPI, transport: httpx.BaseTransport, admin: httpx.Client, b: B, tmp_path: Path
+    app: FastAPI,
+    transport: httpx.BaseTransport,
+    admin: httpx.Client,
+    b: B,
+    tmp_path: Path,
+    platform: Platform,
 ) -> None:
     a = client(transport, new_workspace(admin, b.caller_workspace))
     nobody = client(transport, None)
@@ -383,3 +425,16 @@ def test_a_token_of_one_workspace_sees_nothing_of_another_on_any_route(
     assert [w["name"] for w in api.get("/v1/workspaces").json()] == ["b-corp"]
     assert {t["id"] for t in api.get("/v1/tokens").json()} == set(b.token_ids)
     assert {e["name"] for e in api.get("/v1/environments").json() if e["kind"] == "custom"} == {"b-env"}
+    sandbox = api.get(f"/v1/sandboxes/{b.sandbox['id']}").json()
+    assert (sandbox["status"], sandbox["environment"]["name"]) == ("running", "b-env")
+    kept = api.get(f"/v1/sandboxes/{b.sandbox['id']}/files", params={"path": SANDBOX_FILE})
+    assert kept.content == SECRET.encode()
+    assert [s["id"] for s in api.get("/v1/sandboxes").json()] == [b.sandbox["id"]]
+    assert [s["name"] for s in api.get("/v1/secrets").json()] == [SECRET_NAME]
+    ws_id = api.get("/v1/workspaces").json()[0]["id"]
+    with platform.store.session() as s:
+        row = s.scalar(
+            select(SecretRow).where(SecretRow.name == SECRET_NAME, SecretRow.workspace_id == ws_id)
+        )
+        assert row is not None
+        assert box.load(platform.config).open(ws_id, SECRET_NAME, row.ciphertext) == SECRET_VALUE

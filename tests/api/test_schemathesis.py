@@ -42,6 +42,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from orch.sandbox.held_fake import FakeHolder
+from orch.sandbox.launcher import Isolation
 from orch.services import reconcile
 from orch.services.platform import Platform
 from orch.workers import deploys
@@ -59,7 +61,9 @@ MAX_WAIT = 0.05
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\n"
 # The path parameters that name one of the seeded things (rather than a version or a new name).
 NAMED_BY = [("environments", "ref"), ("agents", "ref"), ("runs", "run_id"), ("services", "ref")]
-NAMED_BY += [("tokens", "token_id")]
+NAMED_BY += [("tokens", "token_id"), ("secrets", "name"), ("sandboxes", "sandbox_id")]
+SANDBOX_FILE = "notes.txt"
+SECRET_NAME = "SEED_API_KEY"
 # Values that name nothing, next to the seeded ones: a NUL (which PostgreSQL refuses even in a
 # lookup), an overlong name, path tricks, numbers out of any column's range.
 HOSTILE: dict[str, list[Any]] = {"*": ["nul\x00", "x" * 300, "..", "%", "ü"], "version": [-1, 2**64]}
@@ -91,6 +95,7 @@ class Seeds:
     service: dict[str, Any]
     token_id: str  # a second token of the workspace's (never the caller's own)
     bundle: bytes
+    sandbox: dict[str, Any] = field(default_factory=dict)  # held open (on a fake holder)
 
     def path_values(self, noun: str, param: str) -> list[Any]:
         values: dict[tuple[str, str], list[Any]] = {
@@ -103,6 +108,8 @@ class Seeds:
             ("services", "name"): [self.service["name"]],
             ("services", "version"): [1, 2],
             ("tokens", "token_id"): [self.token_id],
+            ("secrets", "name"): [SECRET_NAME],
+            ("sandboxes", "sandbox_id"): [self.sandbox["id"]],
         }
         found = values.get((noun, param))
         if found is None:
@@ -118,7 +125,7 @@ class Seeds:
 
     def query_values(self) -> dict[str, str]:
         """Query parameters that name a thing, by name."""
-        return {"agent": self.agent["name"], "workspace": "team"}
+        return {"agent": self.agent["name"], "workspace": "team", "path": SANDBOX_FILE}
 
     def bodies(self, label: str) -> list[Any]:
         """Bodies that work, and some that name nothing, for the operations that create or point at
@@ -139,6 +146,14 @@ class Seeds:
             "POST /v1/services/{name}/deploy": [self.bundle],
             "POST /v1/tokens": [{"name": "fuzz"}, {"name": "fuzz", "workspace": "nul\x00"}],
             "POST /v1/workspaces": [{"name": "fuzz-ws"}],
+            "PUT /v1/secrets/{name}": [{"value": "fuzz-value"}, {"value": ""}, {"value": "nul\x00"}],
+            "POST /v1/sandboxes": [{}, {"memory": "256Mi", "timeout": 30}, {"environment": "nul\x00"}],
+            "POST /v1/sandboxes/{sandbox_id}/exec": [
+                {"command": ["echo", "hi"]},
+                {"command": ["cat"], "stdin": "x", "env": {"A": "1"}, "workdir": "/tmp"},
+                {"command": ["true"], "workdir": "nul\x00"},
+            ],
+            "PUT /v1/sandboxes/{sandbox_id}/files": [b"file bytes"],
         }.get(label, [])
 
 
@@ -344,7 +359,7 @@ def each_case(strat: st.SearchStrategy[Case], examples: int, check: Callable[[Ca
 @pytest.fixture
 def seeds(api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Seeds:
     """The caller's workspace with an environment (its default), an agent with a version, a finished
-    run, a running service, and a second token."""
+    run, a running service, a second token, and a secret."""
     env = api.post("/v1/environments", json={"name": "seed-env", "dockerfile": DOCKERFILE})
     assert env.status_code == 201, env.text
     drain(platform)
@@ -364,6 +379,7 @@ def seeds(api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: py
     reconcile.reconcile(platform)
     token = api.post("/v1/tokens", json={"name": "seed-ci"})
     assert token.status_code == 201, token.text
+    assert api.put(f"/v1/secrets/{SECRET_NAME}", json={"value": "seed-value"}).status_code == 200
     found = Seeds(
         env=api.get("/v1/environments/seed-env").json(),
         agent=api.get("/v1/agents/seed-agent").json(),
@@ -374,6 +390,10 @@ def seeds(api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: py
     )
     assert found.env["status"] == "ready" and found.run["status"] == "succeeded"
     assert found.service["state"] == "running"
+    platform.held.holders.update({Isolation.RUNC: FakeHolder(), Isolation.GVISOR: FakeHolder()})
+    found.sandbox = api.post("/v1/sandboxes", json={}).json()
+    put = api.put(f"/v1/sandboxes/{found.sandbox['id']}/files", params={"path": SANDBOX_FILE}, content=b"hi")
+    assert put.status_code == 200, put.text
     return found
 
 

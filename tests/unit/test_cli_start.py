@@ -1,5 +1,6 @@
 """The CLI's start stays light (issue 12, 8): a quick command imports its own noun's module and
-what it uses, never the heavy packages of other commands or of the server.
+what it uses, never the heavy packages of other commands or of the server; piped output imports
+no rich, and a plain http:// server is reached without httpcore.
 
 Each command runs in a fresh interpreter against a stub server, then the modules it imported are
 checked by name (timings are bench/cli_start.py's business).
@@ -44,11 +45,19 @@ HEAVY = (
     "starlette",
     "sqlalchemy",
     "uvicorn",
+    "cryptography",
     "rich.progress",
-    "click",  # httpx's own command line (httpx._main) pulls it in; cli/client.py keeps it out
+    "click",  # httpx's own command line (httpx._main) pulls it in; client/transport.py keeps it out
+    # httpx's own transport and what it brings: client/plain_http.py reaches http:// without them.
+    "httpcore",
+    "h11",
+    "anyio",
+    "sniffio",
+    "certifi",
 )
-# Typer's rich formatting of help and usage errors: not for a command that succeeds.
-HELP_ONLY = ("typer.rich_utils", "markdown_it", "pygments")
+# Typer's rich formatting of help and usage errors, and rich itself, which output to a terminal
+# uses: not for a command that succeeds with its output piped (cli/output.py prints it plain).
+HELP_ONLY = ("typer.rich_utils", "markdown_it", "pygments", "rich")
 
 PROBE = """
 import json, os, sys
@@ -108,6 +117,8 @@ class Stub(BaseHTTPRequestHandler):
             self._send([ENDED])
         elif url.path == "/v1/runs/run_1":
             self._send(ENDED)
+        elif url.path in ("/v1/secrets", "/v1/sandboxes"):
+            self._send([])
         elif url.path == "/v1/runs/run_1/logs":
             first = parse_qs(url.query).get("stdout") == ["0"]
             out = "hello\n" if first else ""
@@ -139,21 +150,29 @@ def server() -> Iterator[str]:
         httpd.server_close()
 
 
-def imported(tmp_path: Path, url: str, *args: str) -> set[str]:
-    """The modules `orch ARGS` imports in a fresh interpreter; fail unless it exits 0."""
+def probe(tmp_path: Path, url: str, *args: str, **env: str) -> tuple[set[str], str]:
+    """The modules `orch ARGS` imports in a fresh interpreter, and its output; fail unless it
+    exits 0. Its output is piped (no terminal) unless `env` says otherwise."""
     out = tmp_path / "probe.json"
-    env = {
-        **os.environ,
+    environ = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    environ |= {
         "ORCH_HOME": str(tmp_path),
         "ORCH_URL": url,
         "ORCH_TOKEN": "t",
         "PROBE_ARGS": json.dumps(args),
         "PROBE_OUT": str(out),
+        **env,
     }
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], env=environ, capture_output=True, text=True, timeout=120
+    )
     result = json.loads(out.read_text())
     assert result["code"] == 0, proc.stdout + proc.stderr
-    return set(result["modules"])
+    return set(result["modules"]), proc.stdout
+
+
+def imported(tmp_path: Path, url: str, *args: str) -> set[str]:
+    return probe(tmp_path, url, *args)[0]
 
 
 def heavy(modules: set[str], names: tuple[str, ...] = HEAVY) -> list[str]:
@@ -167,7 +186,10 @@ def heavy(modules: set[str], names: tuple[str, ...] = HEAVY) -> list[str]:
         ("env", "list"),
         ("env", "list", "--json"),
         ("runs", "list"),
+        ("runs", "show", "run_1", "--json"),
         ("run", "hello"),
+        ("secret", "list"),
+        ("sandbox", "list"),
         # Text, a list of text and a whole number: the values typer would convert with pydantic.
         ("run", "hello", "--input", '{"a": 1}', "-e", "K=V", "--timeout", "5", "--json"),
     ],
@@ -175,8 +197,25 @@ def heavy(modules: set[str], names: tuple[str, ...] = HEAVY) -> list[str]:
 def test_quick_commands_import_nothing_heavy(tmp_path: Path, server: str, args: tuple[str, ...]) -> None:
     modules = imported(tmp_path, server, *args)
     assert not heavy(modules, HEAVY + HELP_ONLY)
-    if args != ("--version",):
+    # `orch.Client` and its resources: the commands use the client's transport (and `follow`).
+    assert not {"orch.client.client", "orch.client.sandboxes"} & modules
+    if args == ("--version",):
+        assert not heavy(modules, ("orch.client",))
+    else:
         assert "httpx" in modules  # the probe saw the command do its work
+
+
+def test_a_terminal_gets_rich_tables(tmp_path: Path, server: str) -> None:
+    """On a terminal (as rich judges one: FORCE_COLOR here) the table is rich's, in colour; still
+    nothing heavy, and only rich's console and table."""
+    modules, out = probe(tmp_path, server, "env", "list", FORCE_COLOR="1", COLUMNS="120")
+    assert {"rich.console", "rich.table"} <= modules and not heavy(modules, HEAVY)
+    assert "\x1b[1m" in out and "env_python" in out  # bold headers
+    _, piped = probe(tmp_path, server, "env", "list")
+    assert piped.splitlines() == [
+        "ID          NAME    KIND  STATUS  DESCRIPTION",
+        "env_python  python  base  ready   Python 3.11",
+    ]
 
 
 @pytest.mark.parametrize("args", [("--help",), ("env", "--help"), ("run", "--help")])

@@ -12,8 +12,10 @@ from orch.errors import IllegalTransition
 from orch.models import (
     BUILD_TRANSITIONS,
     RUN_TRANSITIONS,
+    SANDBOX_TRANSITIONS,
     BuildStatus,
     RunStatus,
+    SandboxStatus,
     advance,
     sources,
     transitions,
@@ -22,7 +24,11 @@ from orch.services.platform import Platform
 from orch.store import queue
 from orch.store.schema import BuildRow, RunRow
 
-TABLES: list[tuple[type[StrEnum], dict]] = [(BuildStatus, BUILD_TRANSITIONS), (RunStatus, RUN_TRANSITIONS)]
+TABLES: list[tuple[type[StrEnum], dict]] = [
+    (BuildStatus, BUILD_TRANSITIONS),
+    (RunStatus, RUN_TRANSITIONS),
+    (SandboxStatus, SANDBOX_TRANSITIONS),
+]
 PAIRS = [
     (kind, old, new, new in table[old])
     for kind, table in TABLES

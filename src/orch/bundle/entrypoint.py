@@ -30,6 +30,12 @@ class Entrypoint:
 
 def detect_entrypoint(files: Collection[str], manifest: Manifest, package_json: bytes | None) -> Entrypoint:
     """The manifest's entrypoint, else the one detected among `files` (paths in the bundle)."""
+    if manifest.has_loop:  # runs no file (docs/loop.md); one found picks the base environment only
+        try:
+            found = detect_entrypoint(files, manifest.model_copy(update={"loop": None}), package_json)
+        except InvalidInput:
+            return Entrypoint("", Language.PYTHON, ())
+        return Entrypoint(found.path, found.language, ())
     path = manifest.entrypoint or _detect(files, _package_main(package_json, files))
     language = language_of(path)
     if language is None:

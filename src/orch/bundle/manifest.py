@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from orch.bundle.language import language_of
 from orch.bundle.limits import MAX_MANIFEST_BYTES
+from orch.bundle.loop_manifest import LoopConfig
 from orch.bundle.manifest_problems import invalid_manifest, problem, show
 from orch.bundle.resources import Resources
 from orch.bundle.sizes import format_size
 from orch.bundle.yaml_source import load_yaml
 from orch.errors import InvalidInput
 from orch.models import check_name
+from orch.secret import names as secret_names
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_JSON_DEPTH = 64
 
 
 def _text(value: object, what: str) -> str | None:
@@ -73,28 +81,15 @@ def _env_value(value: object) -> str:
     raise problem(f"{show(value)} is not text or a number.", "Write the value as text, in quotes.")
 
 
-def _check_json(value: object) -> None:
-    """Refuse what JSON can't hold: dates, binary, sets, non-text keys, and alias cycles."""
-    stack: list[tuple[object, str, tuple[int, ...]]] = [(value, "", ())]
-    while stack:
-        item, where, ancestors = stack.pop()
-        place = f"{where[1:]}: " if where else ""
-        if isinstance(item, dict | list):
-            if id(item) in ancestors or len(ancestors) > _JSON_DEPTH:
-                raise problem(
-                    f"{place}contains itself or is nested too deeply.", "Write it out without aliases."
-                )
-            pairs = item.items() if isinstance(item, dict) else enumerate(item)
-            for key, child in pairs:
-                if isinstance(item, dict) and not isinstance(key, str):
-                    raise problem(f"{place}the key {show(key)} is not text.", "Write keys as text.")
-                stack.append((child, f"{where}.{key}", (*ancestors, id(item))))
-        elif not isinstance(item, str | int | float | bool) and item is not None:
-            raise problem(f"{place}{show(item)} is not text, a number, a list or a mapping.", "Quote it.")
+def _secret_name(value: object) -> str:
+    if found := secret_names.name_problem(value):
+        raise problem(*found)
+    return str(value)
 
 
 EnvName = Annotated[str, BeforeValidator(_env_name)]
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
+SecretName = Annotated[str, BeforeValidator(_secret_name)]
 
 
 class Manifest(BaseModel):
@@ -108,10 +103,11 @@ class Manifest(BaseModel):
     environment: str | None = None  # a predefined or custom environment, by name or env_ id
     resources: Resources = Resources()
     env: dict[EnvName, EnvValue] = {}
+    secrets: list[SecretName] = []  # workspace secrets the sandbox gets as variables (docs/secrets.md)
     network: bool = True  # outbound access; inbound is never allowed
     isolation: str | None = None  # runc or gvisor; the server's `isolation` setting when absent
     run_command: str | None = None  # services only: runs before the command at each start
-    loop: dict[str, Any] | None = None  # managed LLM loop: accepted, not runnable yet
+    loop: LoopConfig | None = None  # a managed-loop agent: the platform runs the model (docs/loop.md)
 
     @property
     def command(self) -> str | None:
@@ -158,17 +154,58 @@ class Manifest(BaseModel):
         except InvalidInput as exc:
             raise problem(exc.message, exc.fix) from None
 
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _check_secrets_list(cls, value: object) -> object:
+        example = "Write secrets: [OPENAI_API_KEY], or one `- NAME` line each."
+        if value is None:
+            raise problem("names no secret.", f"{example} Or remove the key.")
+        if isinstance(value, str):
+            raise problem(f"{show(value)} is a single value, not a list of names.", example)
+        if not isinstance(value, list):
+            raise problem(f"{show(value)} is not a list of names.", example)
+        if len(value) > secret_names.MAX_SECRETS:
+            raise problem(
+                f"names {len(value)} secrets; an agent may ask for at most {secret_names.MAX_SECRETS}.",
+                "Ask for the secrets the agent uses.",
+            )
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _check_secrets_apart(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        twice = sorted({n for n in value if value.count(n) > 1})
+        if twice:
+            raise problem(f"{', '.join(twice)} is listed more than once.", "List each secret once.")
+        both = sorted(set(value) & set(info.data.get("env") or {}))
+        if both:
+            raise problem(
+                f"{', '.join(both)} is also under env:, and a variable comes from one place.",
+                "Remove it from env: (the secret's value is set with `orch secret set NAME`).",
+            )
+        return value
+
     @field_validator("run_command", mode="before")
     @classmethod
     def _check_run_command(cls, value: object) -> str | None:
         return _command(value, "a command, such as `apt-get install -y ffmpeg`")
 
-    @field_validator("loop", mode="before")
+    @field_validator("loop")
     @classmethod
-    def _check_loop(cls, value: object) -> object:
-        # Versions keep the manifest as JSON, so the loop section must survive a trip through it.
-        if isinstance(value, dict):
-            _check_json(value)
+    def _check_loop(cls, value: LoopConfig | None, info: ValidationInfo) -> LoopConfig | None:
+        runtime = info.data.get("runtime")
+        if value is not None and runtime is not None and runtime.command is not None:
+            raise problem(
+                "a loop agent runs no command of its own: the platform runs the model, and the "
+                "tools run in the sandbox.",
+                "Remove runtime.command, or remove loop: to run the command instead.",
+            )
+        if value is not None and value.api_key_secret in info.data.get("secrets", ()):
+            raise problem(
+                f"{value.api_key_secret} is also under secrets:, which would put the model's key "
+                "in the sandbox.",
+                "Remove it from secrets: (the platform sends the key to the model itself).",
+            )
         return value
 
     @field_validator("isolation", mode="before")
@@ -225,6 +262,7 @@ _KNOWN_KEYS: dict[tuple[str, ...], list[str]] = {
     (): [f.alias or n for n, f in Manifest.model_fields.items()],
     ("runtime",): [f.alias or n for n, f in Runtime.model_fields.items()],
     ("resources",): [f.alias or n for n, f in Resources.model_fields.items()],
+    ("loop",): list(LoopConfig.model_fields),
 }
 
 

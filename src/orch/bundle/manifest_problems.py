@@ -37,9 +37,10 @@ def invalid_manifest(
     problems: list[dict[str, Any]] = []
     for error in exc.errors(include_url=False):
         # Pydantic marks a failing dict key with an extra "[key]" step; the key itself is the place.
-        path = [str(step) for step in error["loc"] if step != "[key]"]
+        steps = [step for step in error["loc"] if step != "[key]"]
+        path = [str(step) for step in steps]
         message, fix = _describe(error, path, known_keys)
-        line = source.line_of(path)
+        line = source.line_of(steps)  # list items by their index: the item's own line
         where = f"{filename} line {line}" if line is not None else filename
         key = ".".join(path)
         text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
@@ -63,6 +64,9 @@ def _describe(error: ErrorDetails, path: list[str], known_keys: KnownKeys) -> tu
         )
     if kind == "string_type":
         return f"{show(error['input'])} is not text.", "Write it as text, in quotes if need be."
+    if kind == "missing":
+        where = f"under `{path[-2]}:`" if len(path) > 1 else "to the manifest"
+        return "is missing.", f"Add `{path[-1]}:` {where}."
     if kind == "invalid_key":
         return "the key is not text.", "Write keys as plain words."
     return f"{error['msg']}.", "Check the value against the manifest's keys."

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from orch.cli.client import Client
 from orch.cli.env import follow_build
-from orch.cli.output import command, console, ok, print_json, warn
+from orch.cli.output import command, console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, packed, plain_table
+from orch.client.transport import Transport
 from orch.errors import Conflict, InvalidInput, NotFound
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
@@ -40,7 +39,7 @@ def publish(
 ) -> None:
     """Publish a directory as a new immutable version of an agent."""
     agent_name, bundle = packed(path, name, "agent", "orch publish ./my-agent")
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.post(
         f"/v1/agents/{agent_name}/versions",
         params={"docker": "true" if docker else "false"},
@@ -92,7 +91,7 @@ def _environment(v: dict[str, Any]) -> str:
 @command
 def list_(json_: bool = JSON) -> None:
     """List the workspace's agents with their latest version."""
-    agents = Client.from_settings().get("/v1/agents")
+    agents = Transport.from_settings().get("/v1/agents")
     if json_:
         print_json(agents)
         return
@@ -115,7 +114,7 @@ def list_(json_: bool = JSON) -> None:
 @command
 def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool = JSON) -> None:
     """Show an agent and its versions."""
-    a = Client.from_settings().get(f"/v1/agents/{agent}")
+    a = Transport.from_settings().get(f"/v1/agents/{agent}")
     if json_:
         print_json(a)
         return
@@ -148,7 +147,7 @@ def delete(
 ) -> None:
     """Delete an agent with all its versions and past runs, or only one version with --version.
     Refused while a run of it has not ended."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     a = client.get(f"/v1/agents/{agent}")
     runs = client.get("/v1/runs", params={"agent": a["id"], "limit": RUNS_LISTED})
     if version is None:

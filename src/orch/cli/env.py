@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from orch.cli.client import Client
-from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, plain_table
+from orch.client.transport import Transport
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
@@ -79,7 +78,7 @@ def _summary(findings: list[dict[str, object]]) -> str:
 @command
 def list_(json_: bool = JSON) -> None:
     """List environments: ids, names (★ marks the workspace default), kind and status."""
-    envs = Client.from_settings().get("/v1/environments")
+    envs = Transport.from_settings().get("/v1/environments")
     if json_:
         print_json(
             [
@@ -112,7 +111,7 @@ def status(
     json_: bool = JSON,
 ) -> None:
     """Show an environment's build: status, progress, cache hit or miss, and logs."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.get(f"/v1/environments/{env}")
     # A finished build is followed too: its whole log is printed, then the outcome.
     if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
@@ -140,7 +139,7 @@ def logs(
     """Print the whole log of an environment's latest build (or of --build ID)."""
     if follow and json_:
         raise InvalidInput("--follow and --json don't go together.", "Leave out one of them.")
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.get(f"/v1/environments/{env}")
     path = f"/v1/environments/{data['id']}/logs"
     params: dict[str, Any] = {"build": build} if build else {}
@@ -185,7 +184,7 @@ def _no_log_note(e: dict[str, Any], chunk: dict[str, Any]) -> None:
     err_console.print(note, soft_wrap=True)
 
 
-def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
+def _print_status(client: Transport, e: dict[str, Any], show_log: bool) -> None:
     b = e.get("build") or {}
     console.print(
         f"[bold]{e['name']}[/bold]  {e['id']}  ({e['kind']}){'  ★ workspace default' if e['default'] else ''}"
@@ -215,7 +214,7 @@ def _print_status(client: Client, e: dict[str, Any], show_log: bool) -> None:
                 console.print(f"    {escape(line)}", soft_wrap=True)
 
 
-def _last_lines(client: Client, env_id: str, count: int = 15) -> list[str]:
+def _last_lines(client: Transport, env_id: str, count: int = 15) -> list[str]:
     """The log's last lines so far, without reading the whole of a long log."""
     path = f"/v1/environments/{env_id}/logs"
     chunk = client.get(path)
@@ -241,7 +240,7 @@ def _print_failure(e: dict[str, Any]) -> None:
 
 
 def follow_build(
-    client: Client, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
+    client: Transport, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
 ) -> dict[str, Any]:
     """Show a progress bar (and the log, if `logs`) until the build ends; return the final state."""
     # Here rather than at the top: `orch env list` and the other quick commands import this module.
@@ -254,7 +253,7 @@ def follow_build(
         BarColumn(),
         TextColumn("{task.fields[step]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=console.rich(),
         transient=True,
         disable=quiet,
     )
@@ -311,7 +310,7 @@ def _print_ready(data: dict[str, Any]) -> None:
     ok(f"Ready{took}{size} · cache miss ({escape(b.get('cache_reason') or '')})")
 
 
-def _wait_and_report(client: Client, data: dict[str, Any], detach: bool, logs: bool, json_: bool) -> None:
+def _wait_and_report(client: Transport, data: dict[str, Any], detach: bool, logs: bool, json_: bool) -> None:
     """After a create or build: follow it unless detached, print the outcome, exit 1 on failure."""
     if not detach and data["status"] not in FINAL:
         data = follow_build(client, data["id"], quiet=json_, logs=logs)
@@ -355,7 +354,7 @@ def create(
     if not json_:
         ok(f"Dockerfile valid{_summary(findings)}")
         _print_findings(findings)
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
     _wait_and_report(client, data, detach, logs, json_)
 
@@ -394,7 +393,7 @@ def build(
     json_: bool = JSON,
 ) -> None:
     """Build an environment now: a predefined one ahead of first use, or a custom one again."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.post(f"/v1/environments/{env}/build", json={"no_cache": no_cache})
     _wait_and_report(client, data, detach, logs, json_)
 
@@ -406,7 +405,7 @@ def delete(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a custom environment and its image. Refused while it is used or the default."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     data = client.get(f"/v1/environments/{env}")
     if not yes:
         if not sys.stdin.isatty():
@@ -424,7 +423,7 @@ def delete(
 @command
 def set_default(env: str = typer.Argument(..., help="Environment id or name.")) -> None:
     """Make ENV the workspace default: agents without their own Dockerfile or pin use it."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     answer = client.put("/v1/workspace/default-environment", json={"environment": env})
     data, n = answer["default"], answer["affected_agents"]
     if n == 1:
@@ -440,7 +439,7 @@ def set_default(env: str = typer.Argument(..., help="Environment id or name.")) 
 @command
 def clear_default() -> None:
     """Clear the workspace default: agents fall back to the base image for their entrypoint."""
-    data = Client.from_settings().delete("/v1/workspace/default-environment")["default"]
+    data = Transport.from_settings().delete("/v1/workspace/default-environment")["default"]
     if data:
         ok(f"Workspace default cleared (was {data['name']}). Agents fall back to their base image.")
     else:

@@ -38,9 +38,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agents": ("agent", "app"),
     "runs": ("run", "app"),
     "service": ("service", "app"),
+    "sandbox": ("sandbox", "app"),
     "admin": ("admin", "app"),
     "workspace": ("workspace", "workspace_app"),
     "token": ("workspace", "token_app"),
+    "secret": ("secret", "app"),
 }
 
 

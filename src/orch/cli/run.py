@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from orch.cli.client import Client
-from orch.cli.output import command, console, err_console, print_json
-from orch.cli.utils import JSON, plain_table
+from orch.cli.output import command, console, err_console, escape, print_json
+from orch.cli.utils import JSON, plain_table, variables
+from orch.client.runs import FINAL, POLL
+from orch.client.runs import follow as follow_output
+from orch.client.transport import Transport
 from orch.errors import InvalidInput
+from orch.loop.transcript import transcript_line
 
 app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no_args_is_help=True)
-
-FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
 def _read_input(value: str | None) -> str:
@@ -46,16 +47,6 @@ def _read_input(value: str | None) -> str:
     return text
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--env {pair!r} is not KEY=VALUE.", "Pass e.g. --env LOG_LEVEL=debug.")
-        env[key] = value
-    return env
-
-
 def _env_text(run: dict[str, Any]) -> str:
     env = run["environment"]
     if not env["name"]:
@@ -76,39 +67,35 @@ def _finish_line(run: dict[str, Any]) -> None:
     err_console.print(f"{mark} {escape(_summary(run))}", soft_wrap=True)
 
 
-def stream(client: Client, run_id: str, show_log: bool = True) -> dict[str, Any]:
-    """Print the run's output as it comes (stdout to stdout, the rest to stderr) until it ends."""
-    offsets = {"stdout": 0, "stderr": 0, "log": 0}
-    while True:
-        chunk = client.get(f"/v1/runs/{run_id}/logs", params={**offsets, "wait": 10})
-        offsets = chunk["offsets"]
-        if show_log and chunk["log"]:
-            for line in chunk["log"].splitlines():
+def _printer(show_log: bool) -> Callable[[str, str], None]:
+    """What prints a run's output as it comes: stdout to stdout, the rest to stderr."""
+
+    def show(stream: str, text: str) -> None:
+        if stream == "log":
+            for line in text.splitlines() if show_log else ():
                 err_console.print(escape(line), style="dim", soft_wrap=True)
-        if chunk["stdout"]:
-            sys.stdout.write(chunk["stdout"])
-            sys.stdout.flush()
-        if chunk["stderr"]:
-            sys.stderr.write(chunk["stderr"])
-            sys.stderr.flush()
-        if chunk["status"] in FINAL and not (chunk["stdout"] or chunk["stderr"] or chunk["log"]):
-            return dict(client.get(f"/v1/runs/{run_id}"))
+            return
+        out = sys.stdout if stream == "stdout" else sys.stderr
+        out.write(text)
+        out.flush()
+
+    return show
 
 
-def _collect(client: Client, run_id: str) -> dict[str, str]:
-    """The whole stdout and stderr of an ended run."""
-    offsets = {"stdout": 0, "stderr": 0, "log": 0}
-    out = {"stdout": "", "stderr": ""}
-    while True:
-        chunk = client.get(f"/v1/runs/{run_id}/logs", params=offsets)
-        if not (chunk["stdout"] or chunk["stderr"] or chunk["log"]):
-            return out
-        out["stdout"] += chunk["stdout"]
-        out["stderr"] += chunk["stderr"]
-        offsets = chunk["offsets"]
+def stream(client: Transport, run_id: str, show_log: bool = True) -> dict[str, Any]:
+    """Print the run's output as it comes until the run ends; return the ended run."""
+    follow_output(client, run_id, _printer(show_log))
+    return dict(client.get(f"/v1/runs/{run_id}"))
 
 
-def _run_json(client: Client, run: dict[str, Any]) -> dict[str, Any]:
+def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
+    """The whole stdout and stderr of an ended run; with `wait`, of a run followed to its end."""
+    out: dict[str, list[str]] = {"stdout": [], "stderr": [], "log": []}
+    follow_output(client, run_id, lambda stream, text: out[stream].append(text), wait=wait)
+    return {"stdout": "".join(out["stdout"]), "stderr": "".join(out["stderr"])}
+
+
+def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
     return {
         "id": run["id"],
         "agent": run["agent"],
@@ -120,7 +107,7 @@ def _run_json(client: Client, run: dict[str, Any]) -> dict[str, Any]:
         "isolation": run.get("isolation"),
         "deps": run["deps"],
         "duration": run["duration"],
-        **_collect(client, run["id"]),
+        **output,
     }
 
 
@@ -136,8 +123,8 @@ def run(
     json_: bool = typer.Option(False, "--json", help="Wait for the end, then print the run as JSON."),
 ) -> None:
     """Run an agent in a fresh sandbox, streaming its output; exits 0 when the run succeeds."""
-    client = Client.from_settings()
-    body = {"agent": agent, "input": _read_input(input), "env": _parse_env(env), "timeout": timeout}
+    client = Transport.from_settings()
+    body = {"agent": agent, "input": _read_input(input), "env": variables(env), "timeout": timeout}
     created = client.post("/v1/runs", json=body)
     run_id = created["id"]
     if detach:
@@ -145,12 +132,9 @@ def run(
         return
     try:
         if json_:
-            while (final := client.get(f"/v1/runs/{run_id}"))["status"] not in FINAL:
-                client.get(
-                    f"/v1/runs/{run_id}/logs",
-                    params={"log": 1 << 40, "stdout": 1 << 40, "stderr": 1 << 40, "wait": 10},
-                )
-            print_json(_run_json(client, final))
+            output = _collect(client, run_id, wait=POLL)
+            final = client.get(f"/v1/runs/{run_id}")
+            print_json(_run_json(final, output))
         else:
             err_console.print(
                 f"→ {run_id} · {escape(created['agent'])} v{created['agent_version']}", soft_wrap=True
@@ -176,7 +160,7 @@ def list_(
     params: dict[str, Any] = {"limit": limit}
     if agent:
         params["agent"] = agent
-    runs = Client.from_settings().get("/v1/runs", params=params)
+    runs = Transport.from_settings().get("/v1/runs", params=params)
     if json_:
         print_json(runs)
         return
@@ -200,10 +184,10 @@ def list_(
 @command
 def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) -> None:
     """Show a run: status, environment and why it was chosen, exit code, reason."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     r = client.get(f"/v1/runs/{run_id}")
     if json_:
-        print_json(_run_json(client, r) if r["status"] in FINAL else r)
+        print_json(_run_json(r, _collect(client, r["id"])) if r["status"] in FINAL else r)
         return
     console.print(f"[bold]{r['id']}[/bold]  {escape(r['agent'])} v{r['agent_version']}")
     console.print(f"  status       {escape(_summary(r))}")
@@ -220,29 +204,51 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the run ends."),
 ) -> None:
     """Print a run's output: the agent's stdout and stderr, and the platform's notes (dimmed)."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     if follow:
         stream(client, run_id)
         return
-    offsets = {"stdout": 0, "stderr": 0, "log": 0}
-    while True:
-        chunk = client.get(f"/v1/runs/{run_id}/logs", params=offsets)
-        if not (chunk["stdout"] or chunk["stderr"] or chunk["log"]):
-            break
-        for line in chunk["log"].splitlines():
-            err_console.print(escape(line), style="dim", soft_wrap=True)
-        sys.stdout.write(chunk["stdout"])
-        sys.stderr.write(chunk["stderr"])
-        offsets = chunk["offsets"]
-    if chunk.get("truncated"):
+    last = follow_output(client, run_id, _printer(show_log=True), wait=0)
+    if last.get("truncated"):
         err_console.print("(output was cut at the 1 MiB limit per stream)", style="dim")
+
+
+@app.command()
+@command
+def events(
+    run_id: str = typer.Argument(..., help="Run id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the run ends."),
+    json_: bool = JSON,
+) -> None:
+    """Print a managed loop's events: model calls, tool calls and results, the answer.
+
+    With --json, the list of events ({seq, type, at, ...}); with -f too, one event per line."""
+    client = Transport.from_settings()
+    if json_ and not follow:
+        print_json(client.get(f"/v1/runs/{run_id}/events"))
+        return
+    after, ended = 0, False
+    while True:
+        ended = client.get(f"/v1/runs/{run_id}")["status"] in FINAL
+        found = client.get(f"/v1/runs/{run_id}/events", params={"after": after, "wait": 10 if follow else 0})
+        for event in found:
+            if json_:  # followed: one object per line, as they come
+                sys.stdout.write(json.dumps(event) + "\n")
+            elif line := transcript_line(event["type"], event):
+                console.print(escape(line), soft_wrap=True)
+            elif event["type"] == "final":
+                console.print(escape(event.get("text") or ""), soft_wrap=True)
+            after = event["seq"]
+        sys.stdout.flush()
+        if not follow or (ended and not found):
+            return
 
 
 @app.command()
 @command
 def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
     """Cancel a run: at once if queued, else its sandbox is stopped."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     client.post(f"/v1/runs/{run_id}/cancel")
     deadline = time.monotonic() + 30
     while (r := client.get(f"/v1/runs/{run_id}"))["status"] not in FINAL and time.monotonic() < deadline:

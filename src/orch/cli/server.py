@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from orch import config as config_mod
-from orch.cli.client import Client
 from orch.cli.output import command, ok
+from orch.client.transport import Transport
 from orch.errors import InvalidInput
 
 
@@ -34,7 +34,7 @@ def login(
     """Point the CLI at a server: checks the token, then saves both in ORCH_HOME/config.toml."""
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"{url!r} is not an http(s) URL.", "Pass e.g. --url http://127.0.0.1:8750.")
-    Client(url, token).get("/v1/environments")
+    Transport(url, token).get("/v1/environments")
     cfg = config_mod.load()
     config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
     ok(f"Logged in to {url}; saved in {cfg.config_path}.")

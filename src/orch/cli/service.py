@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from orch.cli.client import Client
-from orch.cli.output import command, console, err_console, ok, print_json, warn
+from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, packed, plain_table
+from orch.client.transport import Transport
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
@@ -20,11 +19,11 @@ app = typer.Typer(help="Services: bundles that run always-on, reachable over HTT
 FINAL = {"ready", "failed"}
 
 
-def _url(client: Client, path: str) -> str:
+def _url(client: Transport, path: str) -> str:
     return client.url + path
 
 
-def _json(client: Client, svc: dict[str, Any]) -> dict[str, Any]:
+def _json(client: Transport, svc: dict[str, Any]) -> dict[str, Any]:
     """The keys docs/cli.md ("JSON output") promises first ({name, state, url, restarts}), then
     the rest; `url` made absolute."""
     return {
@@ -62,8 +61,8 @@ def deploy(
 ) -> None:
     """Deploy a directory as a service's next version; the old one serves until the new one answers."""
     service, bundle = packed(path, name, "service", "orch service deploy ./api")
-    client = Client.from_settings()
-    params = {"command": command_} if command_ is not None else {}
+    client = Transport.from_settings()
+    params: dict[str, str] = {"command": command_} if command_ is not None else {}
     dep = client.post(
         f"/v1/services/{service}/deploy",
         params=params,
@@ -104,7 +103,7 @@ def deploy(
 @command
 def list_(json_: bool = JSON) -> None:
     """List the workspace's services."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     services = client.get("/v1/services")
     if json_:
         print_json([_json(client, s) for s in services])
@@ -128,7 +127,7 @@ def list_(json_: bool = JSON) -> None:
 @command
 def status(name: str = typer.Argument(..., help="Service name or id."), json_: bool = JSON) -> None:
     """Show a service: state, uptime, restarts, image, URL, and its last output after a crash."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     s = client.get(f"/v1/services/{name}")
     if json_:
         print_json(_json(client, s))
@@ -162,7 +161,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output (Ctrl-C stops)."),
 ) -> None:
     """Print the service's output (every container's, oldest first)."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     offset = 0
     try:
         while True:
@@ -181,7 +180,7 @@ def logs(
 @command
 def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Restart a service in a new container (a stopped one too)."""
-    s = Client.from_settings().post(f"/v1/services/{name}/restart")
+    s = Transport.from_settings().post(f"/v1/services/{name}/restart")
     ok(f"{s['name']} restarted ({s['state']}).")
 
 
@@ -189,7 +188,7 @@ def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None
 @command
 def stop(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Stop a service; it stays stopped (server restarts too) until `orch service restart`."""
-    s = Client.from_settings().post(f"/v1/services/{name}/stop")
+    s = Transport.from_settings().post(f"/v1/services/{name}/stop")
     ok(f"{s['name']} stopped.")
 
 
@@ -200,7 +199,7 @@ def delete(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a service: its container, images and logs."""
-    client = Client.from_settings()
+    client = Transport.from_settings()
     s = client.get(f"/v1/services/{name}")
     if not yes:
         if not sys.stdin.isatty():

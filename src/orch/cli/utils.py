@@ -1,8 +1,8 @@
-"""What the CLI's commands share: the --json option, the style of their tables, and the name a
-bundle directory gets by default.
+"""What the CLI's commands share: the --json option, the style of their tables, --env KEY=VALUE,
+and the name a bundle directory gets by default.
 
-The table and the bundle packer are imported where they are used: every command imports this
-module, and the packer's models (pydantic) alone cost more than a light command's whole run."""
+The bundle packer is imported where it is used: every command imports this module, and the
+packer's models (pydantic) alone cost more than a light command's whole run."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from orch.cli.output import Table
 from orch.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from orch.bundle import Bundle
 
 JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scripts).")
@@ -24,9 +23,18 @@ JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scr
 
 def plain_table() -> Table:
     """An empty table in the CLI's one style: no borders, bold headers, flush left."""
-    from rich.table import Table
+    return Table()
 
-    return Table(box=None, header_style="bold", pad_edge=False)
+
+def variables(pairs: list[str]) -> dict[str, str]:
+    """The environment variables of repeated `--env KEY=VALUE` options."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--env {pair!r} is not KEY=VALUE.", "Pass e.g. --env LOG_LEVEL=debug.")
+        found[key] = value
+    return found
 
 
 def packed(path: Path, name: str | None, what: str, example: str) -> tuple[str, Bundle]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from orch.cli.client import Client
-from orch.cli.output import command, console, err_console, ok, print_json
+from orch.cli.output import command, console, err_console, escape, ok, print_json
 from orch.cli.utils import JSON, plain_table
+from orch.client.transport import Transport
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
@@ -38,7 +37,7 @@ def create_workspace(
     json_: bool = JSON,
 ) -> None:
     """Create a workspace (admin token) and print its first token, once."""
-    data = Client.from_settings().post("/v1/workspaces", json={"name": name})
+    data = Transport.from_settings().post("/v1/workspaces", json={"name": name})
     if json_:
         print_json(data)
         return
@@ -50,7 +49,7 @@ def create_workspace(
 @command
 def list_workspaces(json_: bool = JSON) -> None:
     """List workspaces: every one with an admin token, else your own."""
-    data = Client.from_settings().get("/v1/workspaces")
+    data = Transport.from_settings().get("/v1/workspaces")
     if json_:
         print_json(data)
         return
@@ -69,7 +68,7 @@ def create_token(
 ) -> None:
     """Create a token and print it, once."""
     body: dict[str, Any] = {"name": name, "workspace": workspace, "admin": admin}
-    data = Client.from_settings().post("/v1/tokens", json=body)
+    data = Transport.from_settings().post("/v1/tokens", json=body)
     if json_:
         print_json(data)
         return
@@ -88,7 +87,7 @@ def list_tokens(
 ) -> None:
     """List tokens: ids, names, workspaces, never the tokens themselves."""
     params = {"workspace": workspace} if workspace else {}
-    data = Client.from_settings().get("/v1/tokens", params=params)
+    data = Transport.from_settings().get("/v1/tokens", params=params)
     if json_:
         print_json(data)
         return
@@ -107,5 +106,5 @@ def revoke_token(
     token_id: str = typer.Argument(..., help="Token id (tok_…), from `orch token list`."),
 ) -> None:
     """Revoke a token: refused from the next request on."""
-    data = Client.from_settings().delete(f"/v1/tokens/{token_id}")
+    data = Transport.from_settings().delete(f"/v1/tokens/{token_id}")
     ok(f"Revoked {data['name']} ({data['id']}) of workspace {data['workspace']}.")

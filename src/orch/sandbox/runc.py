@@ -162,26 +162,28 @@ class Launcher:
         bundle = self.state / "sandboxes" / spec.name
         _private(self.state)
         if bundle.exists():
-            self._teardown(spec.name)  # the same name's leftover: its owner is gone
+            self.teardown(spec.name)  # the same name's leftover: its owner is gone
         ns = netns.EMPTY
         began = time.monotonic()
         clock = _Clock()
         try:
             if spec.network is not Network.NONE:
                 ns = self.pool(spec.network).acquire()
-            self._prepare(spec, bundle, ns)
+            self.prepare(spec, bundle, ns)
             clock.prepared = time.monotonic()
             result = self._run(spec, bundle, ns, on_stdout, on_stderr, timeout, should_stop, clock)
         finally:
             # A cleanup that fails does not change the run's outcome (as on the Podman path);
             # what stays behind is found by sweep().
-            if problems := self._teardown(spec.name):
+            if problems := self.teardown(spec.name):
                 log.warning("%s", problems)
             if ns.name:
                 self.pool(spec.network).release(ns)
         return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()))
 
-    def _prepare(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> None:
+    def prepare(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> None:
+        """Make `spec`'s bundle in `bundle`: its root, /etc files and config.json (run and held
+        sandboxes alike; `teardown` removes it all)."""
         init = next((p for p in CATATONIT if p.exists()), None)
         if init is None:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
@@ -292,7 +294,7 @@ class Launcher:
                     break
         finally:
             if proc.poll() is None:
-                # runc itself hangs (or we are being unwound): the container goes in _teardown.
+                # runc itself hangs (or we are being unwound): the container goes in teardown.
                 self._kill(spec.name)
                 proc.kill()
                 proc.wait()
@@ -343,7 +345,7 @@ class Launcher:
         listed: list[dict[str, Any]] = json.loads(res.stdout or "null") or []
         return [str(c["id"]) for c in listed if str(c.get("id", "")).startswith(prefix)]
 
-    def _teardown(self, name: str) -> str:
+    def teardown(self, name: str) -> str:
         """Remove everything of one sandbox but its network namespace (the pool's), each step
         tried even when one before failed: the runtime's container, the root's mounts, the
         bundle, the cgroups. The mounts go before the cgroups: a tmpfs's pages stay charged to
@@ -376,7 +378,7 @@ class Launcher:
         for name in names:
             with contextlib.suppress(EngineError):
                 self._kill(name)
-            if problems := self._teardown(name):
+            if problems := self.teardown(name):
                 log.warning("%s", problems)
         swept = netns.sweep(prefix, Network.SANDBOX.podman_name, self.state / "netns")
         swept += netns.sweep(prefix, Network.SERVICE.podman_name, self.state / "netns")

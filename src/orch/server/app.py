@@ -15,10 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orch import __version__
 from orch.errors import OrchError
 from orch.server import metrics, proxy
-from orch.server.api import agents, environments, runs, services, workspaces
+from orch.server.api import agents, environments, run_events, runs, sandboxes, secrets, services, workspaces
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
+from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
 from orch.workers import Workers
 
@@ -40,6 +41,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
 
     platform.store.migrate()
     envs.seed_builtins(platform)
+    workspace_secrets.prepare(platform)  # the secret key, made on first start
     app = FastAPI(
         title="orch",
         version=__version__,
@@ -54,9 +56,12 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.mount("/ui/static", StaticFiles(directory=Path(ui.__file__).parent / "static"), name="ui-static")
     app.include_router(agents.router)
     app.include_router(runs.router)
+    app.include_router(run_events.router)
+    app.include_router(sandboxes.router)
     app.include_router(services.router)
     app.include_router(workspaces.router)
     app.include_router(proxy.router)
+    app.include_router(secrets.router)
     metrics.install(app, platform)
 
     @app.get("/", include_in_schema=False)

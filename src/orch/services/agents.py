@@ -17,6 +17,7 @@ from orch.builder.cache import dockerfile_hash
 from orch.bundle import BundleInfo, extract_bundle, inspect_bundle
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
 from orch.locking import file_lock
+from orch.loop.endpoints import check_allowed
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.services import environments as envs
@@ -92,6 +93,8 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
     """Store `data` (a bundle) as the next version of agent `name`; nothing is stored on refusal."""
     check_name(name, "Agent name")
     info = inspect_bundle(data)
+    if (loop := info.manifest.loop) is not None:  # the server calls only the allowed endpoints
+        check_allowed(loop.provider, loop.base_url, platform.config.model_endpoints)
     notes: list[str] = []
     validation = None
     if docker:
@@ -100,15 +103,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
                 "A build of the bundle's Dockerfile was asked for, but the bundle has no Dockerfile.",
                 "Add a Dockerfile next to the entrypoint, or publish without asking for a build.",
             )
-        validation = dockerfile.validate(info.dockerfile)
-        if not validation.ok:
-            first = next(f for f in validation.findings if f.severity == dockerfile.Severity.ERROR)
-            raise InvalidDockerfile(
-                f"The bundle's Dockerfile is not valid: line {first.line} {first.instruction}: "
-                f"{first.message}",
-                first.fix,
-                findings=[f.to_dict() for f in validation.findings],
-            )
+        validation = checked_dockerfile(info.dockerfile)
     elif info.dockerfile is not None:
         notes.append(DOCKERFILE_NOT_USED)
     with platform.store.session() as s:
@@ -132,7 +127,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
                 )
     env_id = None
     if docker and validation is not None and info.dockerfile is not None:
-        env_id, note = _agent_environment(platform, ws_id, name, info.dockerfile, validation)
+        env_id, note = dockerfile_environment(platform, ws_id, name, info.dockerfile, validation)
         notes += [note] if note else []
     path = bundle_path(platform, info.sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,10 +174,24 @@ def _version_row(agent: AgentRow, info: BundleInfo, env_id: str | None) -> Agent
     )
 
 
-def _agent_environment(
+def checked_dockerfile(text: str) -> dockerfile.Validation:
+    """A bundle's Dockerfile validated as an environment's is; InvalidDockerfile if it is not."""
+    validation = dockerfile.validate(text)
+    if not validation.ok:
+        first = next(f for f in validation.findings if f.severity == dockerfile.Severity.ERROR)
+        raise InvalidDockerfile(
+            f"The bundle's Dockerfile is not valid: line {first.line} {first.instruction}: {first.message}",
+            first.fix,
+            findings=[f.to_dict() for f in validation.findings],
+        )
+    return validation
+
+
+def dockerfile_environment(
     platform: Platform, ws_id: str, agent: str, text: str, validation: dockerfile.Validation
 ) -> tuple[str, str | None]:
-    """The environment built from an agent's Dockerfile, and a note for the publish answer: an
+    """The environment built from a bundle's Dockerfile (an agent's or a service's, named
+    `agent`), and a note for the answer: an
     existing one of this workspace with the same Dockerfile (so its build is reused at once);
     else one whose build of it failed, built again (rather than a new environment for each
     attempt, with the failure left unsaid); else a new one named after the agent."""

@@ -13,6 +13,7 @@ from orch.config import Config
 from orch.engine.base import Engine
 from orch.engine.network import answers_tcp
 from orch.errors import OrchError
+from orch.sandbox.held import Registry
 from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
 from orch.store import Store
 
@@ -44,6 +45,9 @@ class Platform:
     # What starts runs' sandboxes, by isolation (sandbox/launcher.py); none given (tests on the
     # fake engine): the engine's own run_container.
     launchers: dict[Isolation, Sandboxes] = field(default_factory=dict)
+    # The sandboxes on demand this server holds open (services/sandboxes.py), and what opens
+    # them: the launchers above, or a test's fake holder.
+    held: Registry = field(default_factory=Registry)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

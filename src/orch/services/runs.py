@@ -6,9 +6,12 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
@@ -16,8 +19,8 @@ from orch.models import RunStatus, advance, new_id
 from orch.services import log_files
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
-from orch.services.views import RunEnvironment, RunLogs, RunView
-from orch.store.schema import AgentRow, AgentVersionRow, RunRow, utcnow
+from orch.services.views import RunEnvironment, RunLogs, RunUsage, RunView
+from orch.store.schema import AgentRow, AgentVersionRow, RunEventRow, RunRow, utcnow
 
 MAX_INPUT = 1024 * 1024
 MAX_OUTPUT = 1024 * 1024  # kept per stream; the rest is drained and counted, not stored
@@ -27,6 +30,7 @@ STREAMS = ("stdout", "stderr", "log")
 FOLLOW_RECHECK = 2.0
 FOLLOW_POLL = 0.5  # at most this long between a follower's looks at a server stop
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+T = TypeVar("T")
 
 
 def create(
@@ -85,7 +89,25 @@ def create(
     return view
 
 
-def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow) -> RunView:
+def _usage(s: Session, run_ids: list[str]) -> dict[str, RunUsage]:
+    """The model usage of the managed-loop runs among `run_ids` (the sums of their model_call
+    events, services/run_events.py), in one query; runs without events have none."""
+    found: dict[str, RunUsage] = {}
+    rows = s.execute(
+        select(RunEventRow.run_id, RunEventRow.data).where(
+            RunEventRow.run_id.in_(run_ids), RunEventRow.type == "model_call"
+        )
+    )
+    for run_id, data in rows:
+        event = json.loads(data)
+        usage = found.setdefault(run_id, RunUsage())
+        usage.input_tokens += int(event.get("input_tokens") or 0)
+        usage.output_tokens += int(event.get("output_tokens") or 0)
+        usage.model_calls += 1
+    return found
+
+
+def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow, usage: RunUsage | None = None) -> RunView:
     duration = (
         (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
     )
@@ -104,6 +126,7 @@ def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow) -> RunView:
         started_at=run.started_at,
         finished_at=run.finished_at,
         duration=duration,
+        usage=usage,
     )
 
 
@@ -118,8 +141,13 @@ def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow,
         return run, agent, version
 
 
-def show(platform: Platform, ws_id: str, run_id: str) -> RunView:
-    return _view(*_get(platform, ws_id, run_id))
+def show(platform: Platform, ws_id: str, run_id: str, usage: bool = True) -> RunView:
+    """The run; with its model usage (a loop's) unless `usage` is False (a status look)."""
+    run, agent, version = _get(platform, ws_id, run_id)
+    if not usage:
+        return _view(run, agent, version)
+    with platform.store.session() as s:
+        return _view(run, agent, version, _usage(s, [run_id]).get(run_id))
 
 
 def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limit: int = 50) -> list[RunView]:
@@ -134,7 +162,8 @@ def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limi
         if agent_ref:
             query = query.where(RunRow.agent_id == resolve_agent(s, ws_id, agent_ref).id)
         rows = s.execute(query.order_by(RunRow.queued_at.desc()).limit(max(1, min(limit, 500)))).all()
-        return [_view(run, agent, version) for run, agent, version in rows]
+        usage = _usage(s, [run.id for run, _, _ in rows])
+        return [_view(run, agent, version, usage.get(run.id)) for run, agent, version in rows]
 
 
 def cancel(platform: Platform, ws_id: str, run_id: str) -> RunView:
@@ -166,6 +195,15 @@ async def follow_logs(
     (at most `wait` seconds; only this run's changes wake the reader). The reads run in the
     thread pool, but the wait holds no thread, so any number of followers (`orch run` long-polls
     with wait=10) leave the pool to the rest of the API."""
+    return await long_poll(platform, run_id, wait, lambda: _logs(platform, ws_id, run_id, offsets), _news)
+
+
+async def long_poll(
+    platform: Platform, run_id: str, wait: float, read: Callable[[], T], news: Callable[[T], bool]
+) -> T:
+    """`read()` (in the thread pool) until `news` says it found something, the server stops, or
+    `wait` seconds (at most 30) pass; only the run's own changes wake the reader (its output, its
+    end, its events: services/run_events.py)."""
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
     # A change wakes this reader at once: the notifying thread (a worker writing output or
     # ending the run) sets an event of this loop's. The pauses only bound how late a server
@@ -180,9 +218,9 @@ async def follow_logs(
         while True:
             changed.clear()
             seen = changes()
-            logs = await anyio.to_thread.run_sync(_logs, platform, ws_id, run_id, offsets)
-            if _news(logs) or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
-                return logs
+            found = await anyio.to_thread.run_sync(read)
+            if news(found) or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
+                return found
             recheck = time.monotonic() + min(left, FOLLOW_RECHECK)
             while (
                 changes() == seen
@@ -199,7 +237,7 @@ def _news(logs: RunLogs) -> bool:
 
 
 def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
-    status = show(platform, ws_id, run_id).status
+    status = show(platform, ws_id, run_id, usage=False).status
     where = platform.run_dir(run_id)
     chunks = {n: log_files.read_from(where / n, offsets.get(n, 0), MAX_OUTPUT)[0] for n in STREAMS}
     if not RunStatus(status).final:

@@ -118,6 +118,14 @@ class RunEnvironment(BaseModel):
     name: str | None
 
 
+class RunUsage(BaseModel):
+    """A managed-loop run's model usage: the sums over its model calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int = 0
+
+
 class RunView(BaseModel):
     id: str
     agent: str
@@ -133,6 +141,7 @@ class RunView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration: float | None
+    usage: RunUsage | None = None  # a managed loop's tokens and model calls (None: not a loop run)
 
 
 class RunLogs(BaseModel):
@@ -211,3 +220,11 @@ class TokenView(BaseModel):
 
 class NewTokenView(TokenView):
     token: str = Field(description="The token itself: shown this once, stored only as a hash.")
+
+
+class SecretView(BaseModel):
+    """A workspace secret as every answer shows it: its name and times, never its value."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime

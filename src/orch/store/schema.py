@@ -193,3 +193,54 @@ class ServiceDeploymentRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(32))  # see BuildRow.claimed_by
     queued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class SecretRow(Base):
+    """A workspace secret (0009): its value encrypted with the platform's secret key, which is not
+    in the database (services/secrets.py)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_secret_workspace_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    ciphertext: Mapped[str] = mapped_column(Text)  # AES-GCM, base64 (secret/box.py)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class SandboxRow(Base):
+    """A sandbox on demand (0010): held open by one server (`owner`), driven step by step, removed
+    when asked, when idle for `timeout` seconds, at `deadline`, or when its server restarts."""
+
+    __tablename__ = "sandboxes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    environment_id: Mapped[str] = mapped_column(String(40))
+    environment_name: Mapped[str] = mapped_column(String(63))
+    isolation: Mapped[str] = mapped_column(String(16))  # runc | gvisor
+    image: Mapped[str] = mapped_column(String(255))
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    cpus: Mapped[float] = mapped_column()
+    pids: Mapped[int] = mapped_column(Integer)
+    network: Mapped[bool] = mapped_column(default=False)
+    timeout: Mapped[int] = mapped_column(Integer)  # idle seconds before it is removed
+    container: Mapped[str] = mapped_column(String(128))  # the runtime's name for it
+    owner: Mapped[str] = mapped_column(String(32), index=True)  # the platform instance holding it
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(Timestamp)  # the end of its maximum lifetime
+    removed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class RunEventRow(Base):
+    """One step of a run's managed loop (0011), numbered from 1 within the run (services/run_events.py)."""
+
+    __tablename__ = "run_events"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))  # model_call, tool_call, tool_result, final
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    data: Mapped[str] = mapped_column(Text)  # JSON object: the event's own fields

@@ -4,12 +4,13 @@
     ├── build queue    workers/builds.py      environments' images      wake: platform.wake_builds
     ├── run queue      workers/runs.py        runs in sandboxes         wake: platform.wake_runs
     ├── deploy queue   workers/deploys.py     services' new versions    wake: platform.wake_deploys
-    └── supervisor     workers/supervisor.py  services kept running     wake: platform.wake_supervisor
+    ├── supervisor     workers/supervisor.py  services kept running     wake: platform.wake_supervisor
+    └── reaper         workers/sandboxes.py   sandboxes on demand removed when idle, expired or dead
 
 Each queue is a table in the store drained by `QueueWorkers` (workers/queue.py): whoever queues
 work sets the queue's wake event. `start` settles what a stopped server left in flight, in this
 order: builds (which also removes the platform's unnamed images while nothing builds), runs,
-deployments; then the threads start.
+deployments, then the sandboxes on demand of before a restart; then the threads start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from orch.services.platform import Platform
 from orch.workers import builds, deploys, runs
 from orch.workers.queue import QueueWorkers
+from orch.workers.sandboxes import Reaper
 from orch.workers.supervisor import Supervisor
 
 
@@ -70,15 +72,18 @@ class Workers:
             deploy_queue(platform, poll),
         ]
         self.supervisor = Supervisor(platform, poll=poll)
+        self.reaper = Reaper(platform, poll=min(poll, 1.0))
 
     def start(self) -> None:
         for q in self.queues:
             q.start()
         self.supervisor.start()
+        self.reaper.start()
 
     def stop(self) -> None:
         """Stop every thread; services' containers keep running, in-flight work is settled by
         the next start."""
+        self.reaper.stop()
         self.supervisor.stop()
         for q in reversed(self.queues):
             q.stop()

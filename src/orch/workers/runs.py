@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import IO
 
 from sqlalchemy import select, update
@@ -24,8 +24,10 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.spec import Limits, run_spec
+from orch.secret.mask import Redactor
 from orch.services import environments as envs
 from orch.services import host_check
+from orch.services import secrets as workspace_secrets
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
@@ -33,6 +35,7 @@ from orch.services.runs import MAX_OUTPUT
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
+from orch.workers import loop_runs
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ _FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: 
 
 
 class Output:
-    """The run's three streams on disk, bounded, and a wake-up for long-polling readers."""
+    """The run's three streams on disk, bounded, and a wake-up for long-polling readers. Once
+    `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py)."""
 
     def __init__(self, platform: Platform, run_id: str) -> None:
         self.platform = platform
@@ -49,8 +53,29 @@ class Output:
         self.files: dict[str, IO[bytes]] = {n: (self.dir / n).open("ab") for n in ("stdout", "stderr", "log")}
         self.sizes = {n: (self.dir / n).stat().st_size for n in self.files}
         self.stderr_tail = b""
+        self.redactors: dict[str, Redactor] = {}
+
+    def mask(self, values: Iterable[str]) -> None:
+        """From now on, store each of `values` as *** in every stream."""
+        found = [v.encode() for v in values if v]
+        if found:
+            self.redactors = {n: Redactor(found) for n in self.files}
 
     def write(self, stream: str, data: bytes) -> None:
+        redactor = self.redactors.get(stream)
+        if redactor is not None and self.sizes[stream] < MAX_OUTPUT:  # past the limit: dropped anyway
+            data = redactor.feed(data)
+        self._store(stream, data)
+
+    def flush(self) -> None:
+        """Store what the masking held back (the end of a stream that might begin a value): the
+        sandbox has ended, so nothing more arrives."""
+        for stream, redactor in self.redactors.items():
+            self._store(stream, redactor.close())
+
+    def _store(self, stream: str, data: bytes) -> None:
+        if not data:
+            return
         if stream == "stderr":
             self.stderr_tail = (self.stderr_tail + data)[-4096:]
         room = MAX_OUTPUT - self.sizes[stream]
@@ -67,6 +92,7 @@ class Output:
         self.write("log", (text + "\n").encode())
 
     def close(self) -> None:
+        self.flush()
         for f in self.files.values():
             f.close()
 
@@ -169,6 +195,10 @@ class Plan:
     bundle_sha: str
     deps_files: list[str]
     command: list[str]
+    # The agent's workspace secrets, by name: never printed (repr), recorded or logged.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # A loop agent's API key (its loop.api_key_secret): for the model's endpoint, not the sandbox.
+    loop_key: str | None = field(default=None, repr=False)
 
 
 def _plan(platform: Platform, run_id: str) -> Plan:
@@ -180,11 +210,12 @@ def _plan(platform: Platform, run_id: str) -> Plan:
         ws = s.get(WorkspaceRow, run.workspace_id)
         assert version is not None and ws is not None
         manifest = Manifest.model_validate_json(version.manifest)
-        if manifest.has_loop:
-            raise RunFailed(
-                "managed loops are not supported yet: this agent's orch.yaml has a loop: section.",
-                "Remove loop: from orch.yaml and give the agent an entrypoint to run.",
-            )
+        # Before anything is prepared: a missing secret fails the run, naming it.
+        secrets = workspace_secrets.resolve(s, platform.config, ws, manifest.secrets)
+        key_name = manifest.loop.api_key_secret if manifest.loop else None
+        loop_key = (
+            workspace_secrets.resolve(s, platform.config, ws, [key_name])[key_name] if key_name else None
+        )
         chosen = choose_environment(s, ws, version)
         env = chosen.environment
         run.environment_id, run.environment_name, run.environment_rule = env.id, env.name, chosen.rule.value
@@ -207,6 +238,8 @@ def _plan(platform: Platform, run_id: str) -> Plan:
             bundle_sha=version.bundle_sha256,
             deps_files=json.loads(version.deps_files),
             command=json.loads(version.command),
+            secrets=secrets,
+            loop_key=loop_key,
         )
 
 
@@ -253,6 +286,7 @@ def _image_id(platform: Platform, plan: Plan, image: str) -> str:
 def _execute(platform: Platform, run_id: str, out: Output) -> None:
     claimed = time.monotonic()
     plan = _plan(platform, run_id)
+    out.mask([*plan.secrets.values(), plan.loop_key or ""])
     out.line(f"→ environment {plan.env_name} ({plan.rule.replace('-', ' ')})")
     platform.notify_runs(run_id)
     if problem := platform.host_problem:
@@ -293,6 +327,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
             **proxy_env(platform.config),
             **manifest.env,
             **plan.env,
+            **plan.secrets,  # over --env: the workspace's value is the one the agent asked for
             "ORCH_INPUT": plan.input,
             "ORCH_RUN_ID": run_id,
         },
@@ -311,6 +346,26 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     platform.notify_runs(run_id)
     measure = metrics.of(platform)
     prepared = time.monotonic() - claimed
+    if manifest.loop is not None:
+        with measure.sandbox_open():
+            done = loop_runs.execute(
+                platform,
+                run_id,
+                manifest.loop,
+                plan.isolation,
+                spec,
+                plan.input,
+                plan.loop_key,
+                plan.secrets.values(),
+                float(limits.timeout),
+                _stop_check(platform, run_id),
+                out,
+            )
+        if done.answer is not None:
+            out.write("stdout", done.answer.encode())
+        out.flush()
+        _finish(platform, run_id, done.status, None, done.reason)
+        return
     with measure.sandbox_open():
         result = platform.launcher(plan.isolation).run_container(
             spec,
@@ -325,6 +380,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         measure.phase("start", result.timings["start"])
         measure.phase("run", result.timings["run"])
         measure.phase("exit", result.timings["exit"])
+    out.flush()  # before the run is seen to end: its followers read the whole output
     with measure.timed("store"):
         status, reason = outcome(result, limits, out.stderr_tail)
         _finish(platform, run_id, status, result.exit_code, reason)

@@ -52,13 +52,19 @@ def test_empty_manifest_is_all_defaults(text: str) -> None:
 
 
 def test_loop_section_is_accepted() -> None:
-    m = parse_manifest("loop:\n  model: some-llm\n  tools: [search, {name: fetch, retries: 2}]\n")
+    # Its keys and their mistakes: tests/unit/test_loop_manifest.py.
+    m = parse_manifest("loop:\n  model: some-llm\n  provider: openai\n  base_url: http://127.0.0.1:8000/v1\n")
     assert m.has_loop
-    assert m.loop == {"model": "some-llm", "tools": ["search", {"name": "fetch", "retries": 2}]}
+    assert m.loop is not None and (m.loop.model, m.loop.provider) == ("some-llm", "openai")
 
 
 @pytest.mark.parametrize(
-    "text", [FULL, FULL + "loop: {model: x, temperature: 0.5}\n", "resources: {memory: 1Gi}"]
+    "text",
+    [
+        FULL,
+        "loop: {model: x, provider: anthropic, base_url: 'http://h', tools: [bash]}\n",
+        "resources: {memory: 1Gi}",
+    ],
 )
 def test_manifest_survives_json_as_versions_store_it(text: str) -> None:
     m = parse_manifest(text)
@@ -184,8 +190,8 @@ BAD = [
     ("network: maybe\n", 1, "network: 'maybe' is not true or false.", "network: false"),
     ("run_command: ''\n", 1, "run_command: the command is empty.", "remove the key"),
     ("loop: yes\n", 1, "loop: True is not a mapping.", "`loop:`"),
-    ("loop:\n  when: 2024-01-01\n", 1, "loop: when: datetime.date(2024, 1, 1) is not text", "Quote"),
-    ("loop: &x {self: *x}\n", 1, "loop: self: contains itself", "aliases"),
+    ("loop:\n  when: 2024-01-01\n", 1, "loop.when: unknown key.", "Known keys here: model, provider"),
+    ("loop: &x {self: *x}\n", 1, "loop.self: unknown key.", "Known keys here: model, provider"),
     ("name: a\nname: b\n", 2, "name: the key is also on line 1.", "Keep one"),
     ("resources:\n  cpus: 1\n  cpus: 2\n", 3, "resources.cpus: the key is also on line 2.", "Keep one"),
     ("name: a\n  b: c\n", 2, "not valid YAML: mapping values are not allowed here.", "indentation"),

@@ -14,8 +14,9 @@ from fastapi.templating import Jinja2Templates
 from orch import dockerfile
 from orch.errors import OrchError, Unauthorized
 from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul
-from orch.services import agents, deployed, run_environment, runs, usage, workspaces
+from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
+from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
 from orch.store.schema import WorkspaceRow
 
@@ -131,7 +132,9 @@ def environment_page(ref: str, request: Request, platform: PlatformDep) -> Respo
 
 
 @router.get("/settings", response_class=HTMLResponse)
-def settings_page(request: Request, platform: PlatformDep, saved: str = "") -> Response:
+def settings_page(
+    request: Request, platform: PlatformDep, saved: str = "", secret: str = "", done: str = ""
+) -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         followers = [a for a in agents.list_agents(platform, ws.id) if _follows_default(a.latest)]
         listed = envs.list_environments(platform, ws.id)
@@ -140,6 +143,9 @@ def settings_page(request: Request, platform: PlatformDep, saved: str = "") -> R
             "default": envs.get_default(platform, ws.id),
             "followers": followers,
             "saved": saved,
+            "secrets": workspace_secrets.list_secrets(platform, ws.id),
+            # After a secret's form: which secret, and "set" or "deleted" (never its value).
+            "secret_done": (secret, done) if done in ("set", "deleted") else None,
         }
 
     return page(request, platform, "settings.html", build)
@@ -159,6 +165,29 @@ def set_default(
         else:
             envs.clear_default(platform, ws.id)
         return "/ui/settings?saved=1"
+
+    return action(request, platform, do)
+
+
+@router.post("/settings/secrets")
+def set_secret(
+    request: Request,
+    platform: PlatformDep,
+    name: Annotated[str, Form()] = "",
+    value: Annotated[str, Form()] = "",
+) -> Response:
+    def do(ws: WorkspaceRow) -> str:
+        workspace_secrets.set_secret(platform, ws.id, name.strip(), value)
+        return f"/ui/settings?secret={name.strip()}&done=set#secrets"
+
+    return action(request, platform, do)
+
+
+@router.post("/settings/secrets/{name}/delete")
+def delete_secret(name: str, request: Request, platform: PlatformDep) -> Response:
+    def do(ws: WorkspaceRow) -> str:
+        workspace_secrets.delete_secret(platform, ws.id, name)
+        return f"/ui/settings?secret={name}&done=deleted#secrets"
 
     return action(request, platform, do)
 
@@ -190,7 +219,35 @@ def runs_page(request: Request, platform: PlatformDep) -> Response:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: str, request: Request, platform: PlatformDep) -> Response:
-    return page(request, platform, "run.html", lambda ws: {"run": runs.show(platform, ws.id, run_id)})
+    def values(ws: WorkspaceRow) -> dict[str, Any]:
+        run = runs.show(platform, ws.id, run_id)
+        events = run_events.list_events(platform, ws.id, run_id)
+        # A managed loop's transcript: each tool call shown with its result, folded.
+        results = {e.call_id: e for e in events if e.type == "tool_result"}
+        return {"run": run, "events": [e for e in events if e.type != "tool_result"], "results": results}
+
+    return page(request, platform, "run.html", values)
+
+
+# ---- sandboxes on demand ------------------------------------------------------------------------
+
+
+@router.get("/sandboxes", response_class=HTMLResponse)
+def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "") -> Response:
+    def build(ws: WorkspaceRow) -> dict[str, Any]:
+        shown = removed if removed.startswith("sbx_") and removed[4:].isalnum() else ""  # an id, nothing else
+        return {"sandboxes": sandboxes.list_sandboxes(platform, ws.id), "removed": shown}
+
+    return page(request, platform, "sandboxes.html", build)
+
+
+@router.post("/sandboxes/{sandbox_id}/remove")
+def remove_sandbox(sandbox_id: str, request: Request, platform: PlatformDep) -> Response:
+    def do(ws: WorkspaceRow) -> str:
+        sandboxes.remove(platform, ws.id, sandbox_id)
+        return f"/ui/sandboxes?removed={sandbox_id}"
+
+    return action(request, platform, do)
 
 
 # ---- services ---------------------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""`orch sandbox`: sandboxes on demand, held open and driven step by step (docs/sandboxes.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from orch.cli.output import command, console, err_console, escape, print_json
+from orch.cli.utils import JSON, plain_table, variables
+from orch.client.transport import Transport
+from orch.errors import InvalidInput, OrchError, from_dict
+
+app = typer.Typer(
+    help="Sandboxes on demand: held open for commands and files, removed when idle.",
+    no_args_is_help=True,
+)
+
+NDJSON = "application/x-ndjson"
+MARGIN = 30.0  # seconds an answer may take beyond the command's own timeout
+DEFAULT_EXEC_TIMEOUT = 60.0  # the server's, for the wait of a collected answer
+# ID:PATH in `cp`: a sandbox's id, a colon, a path in it.
+_REMOTE = re.compile(r"^(sbx_[0-9a-z]+):(.*)$", re.DOTALL)
+
+
+def _path(sandbox_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", sandbox_id):
+        raise InvalidInput(f"{sandbox_id!r} is not a sandbox id.", "Sandbox ids look like sbx_0123456789.")
+    return f"/v1/sandboxes/{sandbox_id}"
+
+
+def _summary(s: dict[str, Any]) -> str:
+    memory = s["memory_bytes"] // 2**20
+    network = ", network" if s["network"] else ""
+    return (
+        f"{s['id']} {s['status']} · environment {s['environment']['name']} · {memory} MiB, "
+        f"{s['cpus']:g} CPU{network} · removed after {s['timeout']} s idle"
+    )
+
+
+@app.command()
+@command
+def create(
+    env: str = typer.Option(
+        None, "--env", "-e", help="Environment name or id [default: the workspace's default, else python]."
+    ),
+    memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, such as 512Mi [default: 512Mi]."),
+    cpus: float = typer.Option(None, "--cpus", help="CPUs, such as 0.5 [default: 1]."),
+    timeout: int = typer.Option(
+        None, "--timeout", "-t", help="Idle seconds before it is removed [default: 600]."
+    ),
+    network: bool = typer.Option(
+        False, "--network", help="Let it reach the internet (never the host or other sandboxes)."
+    ),
+    json_: bool = JSON,
+) -> None:
+    """Start a sandbox and hold it open; prints its id (the rest goes to stderr)."""
+    body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
+    created = Transport.from_settings().post("/v1/sandboxes", json=body)
+    if json_:
+        print_json(created)
+        return
+    console.print(created["id"])
+    err_console.print(f"[green]✓[/green] {escape(_summary(created))}", soft_wrap=True)
+
+
+@app.command("exec")
+@command
+def exec_(
+    sandbox: str = typer.Argument(..., help="Sandbox id."),
+    argv: list[str] = typer.Argument(
+        ..., metavar="-- COMMAND [ARG...]", help="The command and its arguments."
+    ),
+    timeout: float = typer.Option(
+        None, "--timeout", "-t", help="Seconds before the command is killed [default: 60]."
+    ),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the command (repeatable)."),
+    workdir: str = typer.Option(None, "--workdir", "-w", help="Its working directory [default: /home/user]."),
+    stdin: bool = typer.Option(False, "--stdin", "-i", help="Give it this command's standard input."),
+    json_: bool = typer.Option(
+        False, "--json", help="Print {exit_code, stdout, stderr, duration} at its end (exit 0)."
+    ),
+) -> None:
+    """Run a command in a sandbox as its user. Its output streams and orch exits with its exit
+    code (124: it timed out); with --json, the result is printed at the end."""
+    body = {
+        "command": argv,
+        "timeout": timeout,
+        "env": variables(env) or None,
+        "workdir": workdir,
+        "stdin": sys.stdin.read() if stdin else None,
+    }
+    client = Transport.from_settings()
+    wait = client.waiting((timeout or DEFAULT_EXEC_TIMEOUT) + MARGIN)
+    if json_:
+        print_json(client.post(f"{_path(sandbox)}/exec", json=body, timeout=wait))
+        return
+    end = _stream(client, sandbox, body, wait)
+    if end.get("timed_out"):
+        err_console.print(
+            f"[red]✗[/red] timed out after {timeout or DEFAULT_EXEC_TIMEOUT:g} s; it was killed."
+        )
+    raise typer.Exit(int(end["exit_code"]))
+
+
+def _stream(client: Transport, sandbox: str, body: dict[str, Any], wait: object) -> dict[str, Any]:
+    """Write the command's output as it comes; return its last line (exit code, duration)."""
+    outputs = {"stdout": sys.stdout, "stderr": sys.stderr}
+    headers = {"Accept": NDJSON}
+    with client.stream("POST", f"{_path(sandbox)}/exec", json=body, headers=headers, timeout=wait) as resp:
+        for line in resp.iter_lines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if "stream" in event:
+                out = outputs[event["stream"]]
+                out.write(event["data"])
+                out.flush()
+            elif "exit_code" in event:
+                return dict(event)
+            elif "message" in event:  # the server's error, once the answer had begun
+                raise from_dict(event)
+    raise OrchError(
+        f"The answer from sandbox {sandbox} ended before the command's exit code.",
+        "The server may have stopped; check it (`orch sandbox list`), then run the command again.",
+    )
+
+
+@app.command()
+@command
+def cp(
+    source: str = typer.Argument(..., help="LOCAL file (- for standard input), or ID:PATH."),
+    target: str = typer.Argument(..., help="ID:PATH, or LOCAL file (- for standard output)."),
+) -> None:
+    """Copy one file into a sandbox (LOCAL ID:PATH) or out of one (ID:PATH LOCAL). A relative
+    PATH is under /home/user; the file is written and read by the sandbox user."""
+    up, down = _REMOTE.match(target), _REMOTE.match(source)
+    if bool(up) == bool(down):
+        raise InvalidInput(
+            "One side of `orch sandbox cp` must be ID:PATH in a sandbox, the other a local file.",
+            "Copy in with `orch sandbox cp LOCAL ID:PATH`, out with `orch sandbox cp ID:PATH LOCAL`.",
+        )
+    client = Transport.from_settings()
+    if up:
+        data = _read_local(source)
+        done = client.put(
+            f"{_path(up[1])}/files",
+            params={"path": up[2]},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        err_console.print(
+            f"[green]✓[/green] {escape(source)} → {up[1]}:{escape(done['path'])} ({done['size']} bytes)"
+        )
+        return
+    assert down is not None
+    data = client.send("GET", f"{_path(down[1])}/files", params={"path": down[2]}).content
+    if target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    where = Path(target)
+    if where.is_dir():
+        where = where / Path(down[2]).name
+    try:
+        where.write_bytes(data)
+    except OSError as e:
+        raise InvalidInput(
+            f"Cannot write {str(where)!r}: {e.strerror}.", "Give a writable local path."
+        ) from None
+    err_console.print(
+        f"[green]✓[/green] {down[1]}:{escape(down[2])} → {escape(str(where))} ({len(data)} bytes)"
+    )
+
+
+def _read_local(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    path = Path(source)
+    if path.is_dir():
+        raise InvalidInput(
+            f"{source!r} is a directory; cp copies one file.", "Pass a file (or tar the directory first)."
+        )
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"Cannot read {source!r}: {e.strerror}.", "Pass a readable local file.") from None
+
+
+@app.command("list")
+@command
+def list_(
+    all_: bool = typer.Option(False, "--all", "-a", help="Include removed and failed sandboxes."),
+    json_: bool = JSON,
+) -> None:
+    """List the workspace's sandboxes, newest first."""
+    found = Transport.from_settings().get("/v1/sandboxes", params={"all": "true"} if all_ else {})
+    if json_:
+        print_json(found)
+        return
+    if not found:
+        err_console.print("No sandboxes open. Start one with `orch sandbox create`.")
+        return
+    table = plain_table()
+    for col in ("ID", "STATUS", "ENVIRONMENT", "CREATED", "LAST USED", "EXPIRES"):
+        table.add_column(col, no_wrap=True)
+    for s in found:
+        expires = (s["expires_at"] or "")[:19] or escape(s["reason"] or "")
+        table.add_row(
+            s["id"],
+            s["status"],
+            escape(s["environment"]["name"]),
+            s["created_at"][:19],
+            s["last_used_at"][:19],
+            expires,
+        )
+    console.print(table)
+
+
+@app.command()
+@command
+def rm(sandbox: list[str] = typer.Argument(..., help="Sandbox ids.")) -> None:
+    """Remove sandboxes and everything in them."""
+    client = Transport.from_settings()
+    for sandbox_id in sandbox:
+        client.delete(_path(sandbox_id))
+        err_console.print(f"[green]✓[/green] Removed {sandbox_id}")

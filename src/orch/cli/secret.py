@@ -1,0 +1,102 @@
+"""`orch secret`: the workspace's secrets (API keys and the like) that agents get as environment
+variables. Values go to the server and never come back (see docs/secrets.md)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from orch.cli.output import command, console, ok, print_json
+from orch.cli.utils import JSON, plain_table
+from orch.client.transport import Transport
+from orch.errors import InvalidInput
+from orch.secret.names import MAX_VALUE_BYTES, check_name, check_value
+
+app = typer.Typer(
+    help="Workspace secrets: values agents get as environment variables, never shown again.",
+    no_args_is_help=True,
+)
+
+NAME = typer.Argument(..., help="The secret's name, an environment variable's: e.g. OPENAI_API_KEY.")
+PIPE_FIX = (
+    'Pipe the value in (`printf %s "$KEY" | orch secret set NAME`, or `orch secret set NAME < FILE`), '
+    "or pass --value (which your shell's history keeps)."
+)
+
+
+def _interactive() -> bool:
+    return sys.stdin is None or sys.stdin.isatty()
+
+
+def _value_from_stdin() -> str:
+    """The value on standard input, without one line ending at its end (`echo` adds one)."""
+    if _interactive():
+        raise InvalidInput("No value given, and standard input is a terminal.", PIPE_FIX)
+    data = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3)
+    if len(data) > MAX_VALUE_BYTES + 2:
+        raise InvalidInput(
+            "The value on standard input is larger than 64 KiB, the most a secret holds.",
+            "Store a shorter value, such as a key or a token rather than a whole file.",
+        )
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "The value on standard input is not UTF-8 text.",
+            "Store text; for binary data, store it base64-encoded and decode it in the agent.",
+        ) from None
+
+
+@app.command("set")
+@command
+def set_(
+    name: str = NAME,
+    value: str = typer.Option(
+        None,
+        "--value",
+        help="The value. Without it, standard input is read (less its last line ending).",
+    ),
+) -> None:
+    """Create or replace a secret; its value comes from standard input, or --value."""
+    check_name(name)
+    text = _value_from_stdin() if value is None else value
+    if not text:
+        where = "--value is" if value is not None else "standard input held nothing"
+        raise InvalidInput(f"The secret's value is empty: {where}.", PIPE_FIX)
+    check_value(text)
+    data = Transport.from_settings().put(f"/v1/secrets/{name}", json={"value": text})
+    done = "Created" if data["created_at"] == data["updated_at"] else "Updated"
+    ok(f"{done} secret {data['name']}: agents that list it under secrets: in orch.yaml get it.")
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON) -> None:
+    """List the workspace's secrets: names and times, never values."""
+    found = Transport.from_settings().get("/v1/secrets")
+    if json_:
+        print_json(found)
+        return
+    if not found:
+        console.print("No secrets in this workspace. Set one with `orch secret set NAME`.", markup=False)
+        return
+    table = plain_table()
+    for col in ("NAME", "CREATED", "UPDATED"):
+        table.add_column(col, no_wrap=True)
+    for s in found:
+        table.add_row(s["name"], s["created_at"][:19], s["updated_at"][:19])
+    console.print(table)
+
+
+@app.command("delete")
+@command
+def delete(name: str = NAME) -> None:
+    """Delete a secret: runs of agents that ask for it fail from then on, naming it."""
+    check_name(name)
+    Transport.from_settings().delete(f"/v1/secrets/{name}")
+    ok(f"Deleted secret {name}.")

@@ -1,0 +1,199 @@
+"""Runs: start them, follow their output, wait for their end (`client.runs`, `Run`).
+
+`follow` is the one reader of a run's output, for `Run` and for `orch run` alike: it long-polls
+GET /v1/runs/{id}/logs from byte offsets, so a follower sees output as it comes and learns of
+the run's end within the same request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from orch.client.records import EnvironmentRef, Resource, segment, when
+from orch.client.transport import Transport
+
+FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+STREAMS = ("log", "stdout", "stderr")  # in the order `follow` hands out each answer's pieces
+POLL = 10.0  # seconds one long poll waits for news (the server allows 30)
+
+
+def follow(
+    http: Transport,
+    run_id: str,
+    on_output: Callable[[str, str], None],
+    offsets: dict[str, int] | None = None,
+    wait: float = POLL,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Read a run's output from `offsets` (updated in place; from the start when None), handing
+    each piece to `on_output(stream, text)`: stream "stdout", "stderr", or "log" (the platform's
+    notes). Long-polls `wait` seconds at a time until the run has ended and its output is all
+    read; with wait=0, or once `deadline` (a time.monotonic()) passes, stops at the first answer
+    with nothing new. Returns that last answer: `status`, `offsets`, `truncated`."""
+    offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
+    while True:
+        poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+        chunk: dict[str, Any] = http.get(f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll})
+        offsets.update(chunk["offsets"])
+        news = [stream for stream in STREAMS if chunk[stream]]
+        for stream in news:
+            on_output(stream, chunk[stream])
+        if not news and (chunk["status"] in FINAL or poll <= 0):
+            return chunk
+
+
+def input_text(value: Any) -> str:
+    """A run's input as the API takes it: text as given, None as nothing, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@dataclass(eq=False)
+class Run:
+    """One run of an agent. `wait()` follows it to its end; `stdout` and `stderr` are its output
+    so far (all of it once it has ended), read from the server when asked for."""
+
+    id: str
+    agent: str
+    agent_version: int
+    status: str  # queued, starting, running, succeeded, failed, timed_out or cancelled
+    exit_code: int | None
+    reason: str | None  # why it failed, timed out or was cancelled
+    environment: EnvironmentRef
+    environment_rule: str | None  # dockerfile, pinned, workspace-default or base
+    isolation: str | None  # runc or gvisor
+    deps: str  # none, installed or cached
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+    usage: dict[str, int] | None  # a managed loop's {input_tokens, output_tokens, model_calls}
+    _http: Transport = field(repr=False)
+    _offsets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0), repr=False)
+    _output: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STREAMS}, repr=False)
+    _complete: bool = field(default=False, repr=False)
+
+    @classmethod
+    def _from_api(cls, data: Mapping[str, Any], http: Transport) -> Run:
+        return cls(**_fields(data), _http=http)
+
+    def _update(self, data: Mapping[str, Any]) -> None:
+        for name, value in _fields(data).items():
+            setattr(self, name, value)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def stdout(self) -> str:
+        """What the agent wrote to stdout so far (all of it once the run has ended)."""
+        self._read()
+        return "".join(self._output["stdout"])
+
+    @property
+    def stderr(self) -> str:
+        self._read()
+        return "".join(self._output["stderr"])
+
+    @property
+    def log(self) -> str:
+        """The platform's notes on the run (environment chosen, dependencies, how it ended)."""
+        self._read()
+        return "".join(self._output["log"])
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Follow the run until it has ended (and its output is read); returns the run. Raises
+        TimeoutError when `timeout` seconds pass first (the run goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._complete:
+            last = follow(self._http, self.id, self._add, self._offsets, deadline=deadline)
+            if last["status"] not in FINAL:
+                raise TimeoutError(f"Run {self.id} has not ended after {timeout} s (it is {last['status']}).")
+            self._complete = True
+        self.refresh()
+        return self
+
+    def refresh(self) -> Run:
+        """Read the run's status again."""
+        self._update(self._http.get(f"/v1/runs/{segment(self.id)}"))
+        return self
+
+    def events(self, after: int = 0, wait: float = 0) -> list[dict[str, Any]]:
+        """A managed loop's events after `after` (`seq`), oldest first: `{seq, type, at, ...}`
+        (docs/loop.md); with `wait`, wait up to that many seconds for one unless the run ended."""
+        params = {"after": after, "wait": wait}
+        events: list[dict[str, Any]] = self._http.get(f"/v1/runs/{segment(self.id)}/events", params=params)
+        return events
+
+    def cancel(self) -> Run:
+        """Cancel the run: at once if queued, else its sandbox is stopped (`wait()` sees the end)."""
+        self._update(self._http.post(f"/v1/runs/{segment(self.id)}/cancel"))
+        return self
+
+    def _read(self) -> None:
+        """Read what output is there now, without waiting."""
+        if not self._complete:
+            last = follow(self._http, self.id, self._add, self._offsets, wait=0)
+            self._complete = last["status"] in FINAL
+
+    def _add(self, stream: str, text: str) -> None:
+        self._output[stream].append(text)
+
+
+def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": data["id"],
+        "agent": data["agent"],
+        "agent_version": data["agent_version"],
+        "status": data["status"],
+        "exit_code": data.get("exit_code"),
+        "reason": data.get("reason"),
+        "environment": EnvironmentRef._from_api(data.get("environment")),
+        "environment_rule": data.get("environment_rule"),
+        "isolation": data.get("isolation"),
+        "deps": data.get("deps", "none"),
+        "queued_at": when(data.get("queued_at")),
+        "started_at": when(data.get("started_at")),
+        "finished_at": when(data.get("finished_at")),
+        "duration": data.get("duration"),
+        "usage": data.get("usage"),
+    }
+
+
+class Runs(Resource):
+    """`client.runs`: run agents in fresh sandboxes."""
+
+    def create(
+        self,
+        agent: str,
+        input: Any = "",
+        env: Mapping[str, str] | None = None,
+        timeout: int | None = None,
+    ) -> Run:
+        """Start a run of the agent's latest version (by name or id) and return it at once;
+        `run.wait()` follows it. `input` (text as given; a dict or list is sent as JSON) reaches
+        the agent on stdin and in ORCH_INPUT; `env` adds environment variables; `timeout` is a
+        wall-clock limit in seconds (default: the agent's manifest's)."""
+        body = {"agent": agent, "input": input_text(input), "env": dict(env or {}), "timeout": timeout}
+        return Run._from_api(self._http.post("/v1/runs", json=body), self._http)
+
+    def get(self, run_id: str) -> Run:
+        return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id)}"), self._http)
+
+    def list(self, agent: str | None = None, limit: int = 50) -> list[Run]:
+        """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500)."""
+        params: dict[str, Any] = {"limit": limit}
+        if agent:
+            params["agent"] = agent
+        return [Run._from_api(r, self._http) for r in self._http.get("/v1/runs", params=params)]

@@ -1,0 +1,204 @@
+"""Sandboxes on demand: hold one open, run commands in it, move files in and out
+(`client.sandboxes`, `Sandbox`, `ExecResult`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from orch.client.records import EnvironmentRef, Resource, segment, when
+from orch.client.transport import Transport
+from orch.errors import NotFound, OrchError, from_dict
+
+NDJSON = "application/x-ndjson"
+MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int  # the command's; 124 when it timed out, 127 when it was not found
+    stdout: str
+    stderr: str
+    duration: float  # seconds the command ran
+    timed_out: bool = False
+    truncated: bool = False  # output past the server's limit per stream was cut (not when streamed)
+
+
+def command_line(command: str | Sequence[str]) -> list[str]:
+    """The argument vector of `command`: a list as given, a string run by `sh -c`."""
+    if isinstance(command, str):
+        return ["sh", "-c", command]
+    return list(command)
+
+
+@dataclass(eq=False)
+class Sandbox:
+    """A sandbox held open for commands and files; removed by `remove()`, at the end of a `with`
+    block, or by the server after `timeout` idle seconds."""
+
+    id: str
+    status: str  # starting, running, removed or failed
+    environment: EnvironmentRef
+    isolation: str | None
+    memory_bytes: int | None
+    cpus: float | None
+    network: bool
+    timeout: int | None  # idle seconds before the server removes it
+    created_at: datetime | None
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    reason: str | None  # why it failed or was removed
+    _http: Transport = field(repr=False)
+
+    @classmethod
+    def _from_api(cls, data: Mapping[str, Any], http: Transport) -> Sandbox:
+        return cls(**_fields(data), _http=http)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.status != "removed":
+            try:
+                self.remove()
+            except NotFound:  # removed already (its idle timeout, or by someone else)
+                self.status = "removed"
+
+    @property
+    def _path(self) -> str:
+        return f"/v1/sandboxes/{segment(self.id)}"
+
+    def refresh(self) -> Sandbox:
+        """Read the sandbox's state again."""
+        for name, value in _fields(self._http.get(self._path)).items():
+            setattr(self, name, value)
+        return self
+
+    def exec(
+        self,
+        command: str | Sequence[str],
+        timeout: float | None = None,
+        on_stdout: Callable[[str], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: str | None = None,
+    ) -> ExecResult:
+        """Run a command in the sandbox and wait for it: a list of arguments, or a string that
+        `sh -c` runs. With `on_stdout` or `on_stderr`, output reaches them as it comes; the
+        result holds all of it either way. A command that exits non-zero is a result, not an
+        error."""
+        body = {
+            "command": command_line(command),
+            "timeout": timeout,
+            "env": dict(env) if env is not None else None,
+            "workdir": workdir,
+            "stdin": stdin,
+        }
+        waits = {"timeout": self._http.waiting(None if timeout is None else timeout + MARGIN)}
+        if on_stdout is None and on_stderr is None:
+            data = self._http.post(f"{self._path}/exec", json=body, **waits)
+            return ExecResult(
+                data["exit_code"],
+                data["stdout"],
+                data["stderr"],
+                data["duration"],
+                bool(data.get("timed_out")),
+                bool(data.get("truncated")),
+            )
+        handlers = {"stdout": on_stdout, "stderr": on_stderr}
+        output: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        headers = {"Accept": NDJSON}
+        with self._http.stream("POST", f"{self._path}/exec", json=body, headers=headers, **waits) as resp:
+            for line in resp.iter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if "stream" in event:
+                    output[event["stream"]].append(event["data"])
+                    handler = handlers.get(event["stream"])
+                    if handler is not None:
+                        handler(event["data"])
+                elif "exit_code" in event:
+                    out, err = "".join(output["stdout"]), "".join(output["stderr"])
+                    took, timed_out = event.get("duration", 0.0), bool(event.get("timed_out"))
+                    return ExecResult(event["exit_code"], out, err, took, timed_out)
+                elif "message" in event:  # the server's error, once the answer had begun
+                    raise from_dict(event)
+        raise OrchError(
+            f"The answer to the command in sandbox {self.id} ended before its exit code.",
+            "The server may have stopped; check it, then run the command again.",
+        )
+
+    def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file in the sandbox (a relative path is under its working directory,
+        /home/user); text is written as UTF-8."""
+        content = data.encode() if isinstance(data, str) else data
+        headers = {"Content-Type": "application/octet-stream"}
+        self._http.put(f"{self._path}/files", params={"path": path}, content=content, headers=headers)
+
+    def read_file(self, path: str) -> bytes:
+        """A file of the sandbox, as bytes."""
+        return self._http.send("GET", f"{self._path}/files", params={"path": path}).content
+
+    def remove(self) -> None:
+        """Remove the sandbox and everything in it."""
+        self._http.delete(self._path)
+        self.status = "removed"
+
+
+def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": data["id"],
+        "status": data["status"],
+        "environment": EnvironmentRef._from_api(data.get("environment")),
+        "isolation": data.get("isolation"),
+        "memory_bytes": data.get("memory_bytes"),
+        "cpus": data.get("cpus"),
+        "network": bool(data.get("network")),
+        "timeout": data.get("timeout"),
+        "created_at": when(data.get("created_at")),
+        "last_used_at": when(data.get("last_used_at")),
+        "expires_at": when(data.get("expires_at")),
+        "reason": data.get("reason"),
+    }
+
+
+class Sandboxes(Resource):
+    """`client.sandboxes`: sandboxes held open, with the isolation and limits of a run's."""
+
+    def create(
+        self,
+        environment: str | None = None,
+        memory: str | None = None,
+        cpus: float | None = None,
+        timeout: int | None = None,
+        network: bool = False,
+    ) -> Sandbox:
+        """Start a sandbox and hold it open: in `environment` (name or id; default: the
+        workspace's default environment, else python), with `memory` (e.g. "512Mi", the default)
+        and `cpus` (default 1), removed after `timeout` idle seconds (default 600), reaching the
+        internet only if `network`. A workspace holding its limit of open sandboxes gets
+        LimitReached."""
+        body = {
+            "environment": environment,
+            "memory": memory,
+            "cpus": cpus,
+            "timeout": timeout,
+            "network": network,
+        }
+        return Sandbox._from_api(self._http.post("/v1/sandboxes", json=body), self._http)
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        return Sandbox._from_api(self._http.get(f"/v1/sandboxes/{segment(sandbox_id)}"), self._http)
+
+    def list(self, all: bool = False) -> list[Sandbox]:
+        """The workspace's open sandboxes (`all`: removed ones too)."""
+        params = {"all": "true"} if all else {}
+        return [Sandbox._from_api(s, self._http) for s in self._http.get("/v1/sandboxes", params=params)]

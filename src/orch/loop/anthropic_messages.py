@@ -1,0 +1,75 @@
+"""`provider: anthropic`: the Messages API through the `anthropic` SDK. Tool calls are
+`tool_use` blocks of the assistant's message; their results, `tool_result` blocks of the next
+user message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+from anthropic.types import Message as AnthropicMessage
+
+from orch.loop.model import Message, Request, Results, ToolCall, Turn, UserText, sdk_errors
+
+NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps the SDK from
+# looking for credentials of its own (environment variables, profiles) on the server
+
+
+class AnthropicMessages:
+    def __init__(self, model: str, base_url: str, api_key: str | None) -> None:
+        self.model, self.base_url = model, base_url
+        self.client = anthropic.Anthropic(api_key=api_key or NO_KEY, base_url=base_url, max_retries=0)
+
+    def complete(self, request: Request) -> Turn:
+        tools: Any = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in request.tools
+        ]
+        messages: Any = [_wire(m) for m in request.messages]
+        with sdk_errors(anthropic.APIStatusError, anthropic.APIConnectionError, "a Messages API message"):
+            answer = self.client.messages.create(
+                model=self.model,
+                max_tokens=request.max_output_tokens,
+                system=request.system or anthropic.omit,
+                messages=messages,
+                tools=tools or anthropic.omit,
+                timeout=request.timeout,
+            )
+            return _turn(answer)
+
+
+def _turn(answer: AnthropicMessage) -> Turn:
+    texts, calls = [], []
+    for block in answer.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+    usage = answer.usage
+    cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    return Turn(
+        text="".join(texts),
+        calls=tuple(calls),
+        input_tokens=usage.input_tokens + cached,
+        output_tokens=usage.output_tokens,
+    )
+
+
+def _wire(message: Message) -> dict[str, Any]:
+    if isinstance(message, UserText):
+        return {"role": "user", "content": message.text}
+    if isinstance(message, Results):
+        return {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": r.call.id, "content": r.output, "is_error": r.is_error}
+                for r in message.results
+            ],
+        }
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": message.text}] if message.text else []
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
+        for c in message.calls
+    ]
+    return {"role": "assistant", "content": blocks}

@@ -1,0 +1,140 @@
+"""One model call in a shape of our own, whatever the wire format: the conversation so far, the
+tools, and the turn that comes back (its text, its tool calls, its tokens). Each provider's
+module (openai_chat.py, anthropic_messages.py) turns it into its SDK's request and back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+_SAID = 500  # characters of an endpoint's message kept in a reason
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it (sent back as it came)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The model's answer: text, tool calls (none: the final answer), tokens."""
+
+    text: str
+    calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class UserText:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call: ToolCall
+    output: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class Results:
+    """The results of every tool call of the turn before, in its order."""
+
+    results: tuple[ToolResult, ...]
+
+
+Message = UserText | Turn | Results
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]  # JSON Schema of the arguments object
+
+
+@dataclass(frozen=True)
+class Request:
+    system: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec]
+    max_output_tokens: int  # the Messages API needs one; Chat Completions is sent none
+    timeout: float  # seconds for the HTTP call
+
+
+class EndpointError(Exception):
+    """The endpoint answered with an error status."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class Unreachable(Exception):
+    """No answer: the connection failed or timed out."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class Model(Protocol):
+    base_url: str
+
+    def complete(self, request: Request) -> Turn:
+        """One attempt (no retries): the turn, or EndpointError / Unreachable."""
+        ...
+
+
+def said(body: object, text: str) -> str:
+    """The endpoint's own message in an error answer: `error.message` (both providers' shape,
+    and most compatible servers'), `message` or `detail`, else the answer's text."""
+    found: object = None
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            found = inner.get("message")
+        elif isinstance(inner, str):
+            found = inner
+        found = found or body.get("message") or body.get("detail")
+    message = str(found).strip() if found else text.strip()
+    message = " ".join(message.split()) or "no message"
+    return message if len(message) <= _SAID else message[: _SAID - 3] + "..."
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the endpoint asks to wait (`retry-after-ms`, `retry-after` in seconds), if any."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[name]) * scale)
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def cause_of(exc: BaseException) -> str:
+    """The lowest cause of a connection error: refused, name not found, timed out."""
+    while isinstance(exc.__cause__, BaseException):
+        exc = exc.__cause__
+    return str(exc).strip() or type(exc).__name__
+
+
+@contextmanager
+def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator[None]:
+    """A provider SDK's errors as ours: its error status (`status_error`: the SDK's
+    APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
+    answer that is not `shape` (the SDKs do not validate answers) as EndpointError too."""
+    try:
+        yield
+    except status_error as exc:
+        message = said(exc.body, exc.response.text)
+        raise EndpointError(exc.status_code, message, retry_after(exc.response.headers)) from None
+    except connection_error as exc:
+        raise Unreachable(cause_of(exc)) from None
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        raise EndpointError(200, f"the answer is not {shape}") from None

@@ -1,0 +1,720 @@
+"""A sandbox held open: started once like a run's sandbox, then driven step by step (commands,
+files) until it is removed. What sandboxes on demand stand on (services/sandboxes.py).
+
+It is a run's bundle, made by `runc.Launcher.prepare` (the same root, limits, user, capabilities,
+seccomp filter, masked paths, cgroups and network), started detached (`runc run --detach`). Its
+PID 1 is catatonit in pause mode (`/run/orch-init -P`, the binary a run's init is): it waits for
+nothing but signals, needs nothing from the image, and reaps what commands leave behind.
+
+A command is `runc exec --process FILE`: FILE is the config's own process (user, capabilities,
+noNewPrivileges, rlimits, umask) with the command's argv, environment and working directory, and
+runc puts it in the container's namespaces and cgroups under its seccomp filter, as PID 1 is.
+Its output is read as it comes; a timeout or a cancel kills it: runc makes each command's process
+the leader of a session of its own, so its process group is killed, with every process it started
+that is still in the group (orphans reparented to PID 1 included) or still below it. A process
+that left both (setsid, then its parent exited) is left running, as a background process would
+be, until the sandbox goes. Under gVisor the command's processes are not host processes: its
+process and those below it are killed through `runsc kill --pid`.
+
+Files go in and out through commands too, run as the sandbox user (`cat`), never through the
+host's view of the root: a symlink in the sandbox then resolves inside it, and the sandbox user's
+permissions hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from orch.bundle.sizes import format_size
+from orch.engine.base import ContainerSpec
+from orch.engine.network import Network
+from orch.errors import Conflict, EngineError, InvalidInput, NotFound
+from orch.sandbox import netns, oci, runc
+from orch.sandbox.launcher import Isolation
+
+log = logging.getLogger(__name__)
+HOME = "/home/user"  # a held sandbox's working directory, where relative paths start
+Output = Callable[[bytes], None]
+_FIX = "Remove the sandbox and create another; the server's log has the details."
+_CHUNK = 65536
+# Exit codes a shell gives a command it cannot find or cannot execute.
+NOT_FOUND, NOT_EXECUTABLE = 127, 126
+TIMED_OUT = 124  # as `timeout` exits when it stopped the command
+KILLED = 137  # 128 + SIGKILL: a cancelled command
+
+
+# runc (not runsc) copies a command's streams through pipes of its own and waits for their end,
+# which a process the command left running in the background holds open: the command would not
+# end with its process. So runc gets our pipes also as fds 3-5 (`--preserve-fds`), which it hands
+# to the process as they are, and the process (the image's /bin/sh, exec'ing the command at once,
+# same pid) makes them its streams. Without a shell in the image, runc's pipes are used.
+_HANDOVER = (
+    "/bin/sh",
+    "-c",
+    'command -v -- "$1" >/dev/null 2>&1 || { echo "orch: $1: command not found" >&5; exit 127; }; '
+    'exec "$@" <&3 >&4 2>&5 3<&- 4>&- 5>&-',
+    "orch-exec",
+)
+
+
+def _ignore(_data: bytes) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    duration: float  # seconds from the start of the command to its end
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+class Held(Protocol):
+    """One sandbox held open. Every method may be called from several threads at once."""
+
+    name: str
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        on_stdout: Output = _ignore,
+        on_stderr: Output = _ignore,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        """Run `argv` in the sandbox to its end (or its timeout, or until `should_stop`), its
+        output handed to the callbacks as it comes. A command that cannot start (not found, not
+        executable) ends as a shell's would: 127 or 126, the reason on stderr."""
+        ...
+
+    def write_file(self, path: str, data: bytes) -> int:
+        """Write `data` to the absolute `path` as the sandbox user (parent directories made);
+        return the size written. NotFound / InvalidInput for what the sandbox refuses."""
+        ...
+
+    def read_file(self, path: str, limit: int) -> bytes:
+        """The contents of the absolute `path`, read as the sandbox user; InvalidInput beyond
+        `limit` bytes, NotFound when there is no such file."""
+        ...
+
+    @property
+    def busy(self) -> int:
+        """Commands running in it now."""
+        ...
+
+    def alive(self) -> bool:
+        """Whether its init still runs."""
+        ...
+
+    def remove(self) -> str:
+        """Remove everything of it; return what could not be removed ("" when clean)."""
+        ...
+
+
+class Holder(Protocol):
+    """What starts sandboxes held open (one per isolation runtime)."""
+
+    def open(self, spec: ContainerSpec) -> Held:
+        """Start `spec`'s sandbox and hold it open (its argv is ignored: PID 1 waits)."""
+        ...
+
+
+@dataclass
+class Registry:
+    """The sandboxes one server holds open, by id, and what opens them, by isolation runtime: a
+    holder given here (tests' fakes), else one on the platform's launcher for that runtime."""
+
+    holders: dict[Isolation, Holder] = field(default_factory=dict)
+    # Held while a workspace's open sandboxes are counted and a new one is stored.
+    admission: threading.Lock = field(default_factory=threading.Lock)
+    _open: dict[str, Held] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def holder(self, isolation: Isolation, launcher: object) -> Holder | None:
+        with self._lock:
+            if isolation not in self.holders and isinstance(launcher, runc.Launcher):
+                self.holders[isolation] = RuncHolder(launcher)
+            return self.holders.get(isolation)
+
+    def add(self, sandbox_id: str, sandbox: Held) -> None:
+        with self._lock:
+            self._open[sandbox_id] = sandbox
+
+    def get(self, sandbox_id: str) -> Held | None:
+        with self._lock:
+            return self._open.get(sandbox_id)
+
+    def pop(self, sandbox_id: str) -> Held | None:
+        with self._lock:
+            return self._open.pop(sandbox_id, None)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._open)
+
+
+@dataclass
+class RuncHolder:
+    """Held sandboxes on a runc (or runsc) `Launcher`: the launcher's bundles, pools and sweep."""
+
+    launcher: runc.Launcher
+
+    def open(self, spec: ContainerSpec) -> RuncSandbox:
+        launcher = self.launcher
+        bundle = launcher.state / "sandboxes" / spec.name
+        runc._private(launcher.state)
+        if bundle.exists():
+            launcher.teardown(spec.name)  # the same name's leftover: its owner is gone
+        ns = netns.EMPTY
+        try:
+            if spec.network is not Network.NONE:
+                ns = launcher.pool(spec.network).acquire()
+            launcher.prepare(spec, bundle, ns)
+            config = json.loads((bundle / "config.json").read_text())
+            config["process"]["args"] = [oci.INIT, "-P"]  # catatonit waits: nothing of the image runs
+            (bundle / "config.json").write_text(json.dumps(config))
+            command = launcher._command(spec, bundle, ns)
+            command.insert(command.index("run") + 1, "--detach")
+            _start(command, bundle, launcher.runtime)
+            pid = int((bundle / "pid").read_text().strip())
+            shell = os.path.lexists(Path(config["root"]["path"], "bin", "sh"))  # before anything ran
+            process = config["process"]
+            return RuncSandbox(spec.name, launcher, spec, bundle, ns, process, pid, _started(pid), shell)
+        except BaseException:
+            if problems := launcher.teardown(spec.name):
+                log.warning("%s", problems)
+            if ns.name:
+                launcher.pool(spec.network).release(ns)
+            raise
+
+
+def _start(command: list[str], bundle: Path, runtime: str) -> None:
+    """`runc run --detach`: it returns once PID 1 runs. PID 1 inherits its standard streams, so
+    its stderr is a pipe read only until it returns, then closed (nothing else keeps it)."""
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=bundle,
+        )
+    except FileNotFoundError:
+        raise EngineError(f"The OCI runtime {runtime} is not installed.", runc._FIX) from None
+    assert proc.stderr is not None
+    try:
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = -1
+    os.set_blocking(proc.stderr.fileno(), False)
+    try:
+        said = (proc.stderr.read() or b"").decode("utf-8", "replace").strip()
+    except OSError:
+        said = ""
+    proc.stderr.close()
+    if code != 0 or not (bundle / "pid").exists():
+        last = said.splitlines()[-1] if said else f"{runtime} exited with {code}"
+        raise EngineError(f"The sandbox could not start: {_runtime_message(last)}", runc._FIX)
+
+
+def _runtime_message(line: str) -> str:
+    """runc's logrus line (`time=... level=error msg="..."`) as its message alone."""
+    found = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
+    return found[1].replace('\\"', '"') if found else line
+
+
+def _started(pid: int) -> str:
+    """When host process `pid` started (its /proc stat's 22nd field), which tells it from a later
+    process that got the same number; "" when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return fields[19] if fields[0] != "Z" else ""
+
+
+@dataclass
+class RuncSandbox:
+    """A held sandbox on runc or runsc."""
+
+    name: str
+    launcher: runc.Launcher
+    spec: ContainerSpec
+    bundle: Path
+    ns: netns.Netns
+    process: Mapping[str, Any]  # the config's process: what every command's process copies
+    pid: int  # PID 1's host pid (runsc: its sandbox process)
+    started: str  # and when that process started
+    shell: bool = True  # whether its image has /bin/sh (commands' streams are handed over by it)
+    _busy: int = field(default=0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _removed: bool = field(default=False, init=False)
+    _dead: bool = field(default=False, init=False)  # found not running by the runtime
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    @property
+    def gvisor(self) -> bool:
+        return self.launcher.gvisor
+
+    def _base(self) -> list[str]:
+        base = [self.launcher.runtime, "--root", str(self.launcher.runtime_root)]
+        if self.gvisor:  # the flags it was started with (Launcher._command)
+            base.append("--network=host" if self.ns.path else "--network=none")
+        return base
+
+    def alive(self) -> bool:
+        return not (self._removed or self._dead) and _started(self.pid) == self.started != ""
+
+    def _running(self) -> bool:
+        """Whether the runtime itself says it runs (gVisor's kernel can die while its process
+        lingers); a sandbox found not running is dead from then on."""
+        if self.alive():
+            state = subprocess.run(
+                [*self._base(), "state", self.name], capture_output=True, text=True, timeout=30, check=False
+            )
+            try:
+                self._dead = json.loads(state.stdout or "{}").get("status") != "running"
+            except ValueError:
+                self._dead = True
+        return self.alive()
+
+    def remove(self) -> str:
+        with self._lock:
+            if self._removed:
+                return ""
+            self._removed = True
+        problems = self.launcher.teardown(self.name)
+        if self.ns.name:
+            self.launcher.pool(self.spec.network).release(self.ns)
+        return problems
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        on_stdout: Output = _ignore,
+        on_stderr: Output = _ignore,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        with self._lock:
+            if self._removed:
+                raise EngineError(f"The sandbox {self.name} was removed.", _FIX)
+            self._busy += 1
+        try:
+            return self._exec(argv, env, workdir, stdin, timeout, on_stdout, on_stderr, should_stop)
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def _exec(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        workdir: str | None,
+        stdin: bytes,
+        timeout: float | None,
+        on_stdout: Output,
+        on_stderr: Output,
+        should_stop: Callable[[], bool] | None,
+    ) -> ExecResult:
+        if not argv:
+            raise InvalidInput("The command is empty.", "Give the program to run and its arguments.")
+        variables = dict(item.partition("=")[::2] for item in self.process["env"])
+        variables.update(env or {})
+        handed = self.shell and not self.gvisor
+        process = {
+            **self.process,
+            "terminal": False,
+            "args": [*_HANDOVER, *argv] if handed else list(argv),
+            "env": [f"{k}={v}" for k, v in variables.items()],
+            "cwd": workdir or self.process["cwd"],
+        }
+        token = secrets.token_hex(6)
+        spec_file = self.bundle / f"exec-{token}.json"
+        pid_file = self.bundle / f"exec-{token}.pid"
+        fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the variables
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        command = [*self._base(), "exec", *(["--preserve-fds", "3"] if handed else [])]
+        command += ["--process", str(spec_file)]
+        command += ["--internal-pid-file" if self.gvisor else "--pid-file", str(pid_file), self.name]
+        if handed:  # our pipes as runc's fds 3-5 too, and nothing on its stdin to copy
+            command = ["/bin/sh", "-c", 'exec "$@" 3<&0 4>&1 5>&2 0</dev/null', "orch-exec", *command]
+        began = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # runc and what it starts on the host: one group to kill
+            )
+        except FileNotFoundError:
+            spec_file.unlink(missing_ok=True)
+            raise EngineError(
+                f"The OCI runtime {self.launcher.runtime} is not installed.", runc._FIX
+            ) from None
+        pump = _Pump(proc, stdin, on_stdout, on_stderr, pid_file)
+        why = ""
+        try:
+            why = pump.run(
+                deadline=None if timeout is None else began + timeout,
+                should_stop=should_stop,
+                kill=lambda: self._kill(proc, pid_file),
+            )
+        finally:
+            if proc.poll() is None:  # unwound (the caller's thread was interrupted)
+                self._kill(proc, pid_file)
+                proc.kill()
+                proc.wait()
+            pump.close()
+            spec_file.unlink(missing_ok=True)
+            started = pid_file.exists()
+            pid_file.unlink(missing_ok=True)
+        duration = time.monotonic() - began
+        code = proc.returncode
+        if not started and code != 0 and not why:
+            return self._not_started(pump.held_back, code, process["cwd"], argv, on_stderr, duration)
+        if started:
+            pump.release()
+        if why:
+            code = TIMED_OUT if why == "timeout" else KILLED
+        return ExecResult(code, duration, timed_out=why == "timeout", cancelled=why == "cancel")
+
+    def _not_started(
+        self, said: bytes, code: int, cwd: str, argv: Sequence[str], on_stderr: Output, duration: float
+    ) -> ExecResult:
+        """The runtime could not start the command: a shell's answer for a command it cannot find
+        or execute, a sentence for the rest."""
+        text = _runtime_message(said.decode("utf-8", "replace").strip().splitlines()[-1] if said else "")
+        lowered = text.lower()
+        if "cwd" in lowered or "working directory" in lowered:
+            raise InvalidInput(
+                f"The working directory {cwd} is not usable in the sandbox ({text.rsplit(': ', 1)[-1]}).",
+                "Create it first (e.g. run `mkdir -p DIR`), or pass another working directory.",
+            )
+        if (
+            "executable file not found" in lowered
+            or "error finding executable" in lowered
+            or ("no such file or directory" in lowered and "exec" in lowered)
+        ):
+            on_stderr(f"orch: {argv[0]}: command not found\n".encode())
+            return ExecResult(NOT_FOUND, duration)
+        if "permission denied" in lowered and "exec" in lowered:
+            on_stderr(f"orch: {argv[0]}: permission denied\n".encode())
+            return ExecResult(NOT_EXECUTABLE, duration)
+        if not self._running():
+            raise EngineError(f"The sandbox {self.name} is no longer running.", _FIX)
+        if "resource temporarily unavailable" in lowered:
+            raise Conflict(
+                f"The sandbox is at its process limit ({self.spec.pids}): no command can start.",
+                "Wait for its processes to end, or remove the sandbox and create another.",
+            )
+        raise EngineError(f"The command could not start in the sandbox: {text or f'exit {code}'}.", _FIX)
+
+    def _kill(self, proc: subprocess.Popen[bytes], pid_file: Path) -> None:
+        """Kill the command's processes (and the runtime's own for it)."""
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid:
+            if self.gvisor:
+                self._kill_gvisor(pid)
+            else:
+                kill_tree(pid, _namespace(self.pid))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _kill_gvisor(self, pid: int) -> None:
+        """gVisor's processes are its own: `runsc ps` names them (with their parents), `runsc
+        kill --pid` kills one; the command's process and those below it, stopped first."""
+        listed = subprocess.run(
+            [*self._base(), "ps", self.name], capture_output=True, text=True, timeout=30, check=False
+        )
+        parents: dict[int, int] = {}
+        for line in listed.stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1].isdigit() and fields[2].isdigit():
+                parents[int(fields[1])] = int(fields[2])
+        doomed = _below(pid, parents)
+        for sig in ("STOP", "KILL"):
+            for p in doomed:
+                subprocess.run(
+                    [*self._base(), "kill", "--pid", str(p), self.name, sig],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+
+    # Files: commands as the sandbox user. `--` ends options; the path is an argument, never text
+    # in a shell script.
+
+    def write_file(self, path: str, data: bytes) -> int:
+        err = _Collected()
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+        result = self.exec(["/bin/sh", "-c", script, "orch-write", path], stdin=data, on_stderr=err)
+        if result.exit_code != 0:
+            raise _file_error("write", path, err.text(), result.exit_code)
+        return len(data)
+
+    def read_file(self, path: str, limit: int) -> bytes:
+        out, err = _Collected(limit), _Collected()
+        result = self.exec(["cat", "--", path], on_stdout=out, on_stderr=err, should_stop=out.full)
+        if out.full():
+            raise InvalidInput(
+                f"{path} is larger than the {format_size(limit)} a file read may be.",
+                "Read it in parts (e.g. exec `split` or `tail -c`), or compress it first.",
+            )
+        if result.exit_code != 0:
+            raise _file_error("read", path, err.text(), result.exit_code)
+        return out.data()
+
+
+class _Collected:
+    """Bytes handed to a callback, kept up to `limit` (then `full`)."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def __call__(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size <= self.limit:
+            self.parts.append(data)
+
+    def full(self) -> bool:
+        return self.size > self.limit
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+    def text(self) -> str:
+        return self.data().decode("utf-8", "replace").strip()
+
+
+def _file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
+    """What `cat` or the shell said about `path`, as a sentence."""
+    reason = said.splitlines()[-1].rsplit(": ", 1)[-1] if said else f"exit code {code}"
+    if code == NOT_FOUND and "not found" in said:
+        return InvalidInput(
+            f"The sandbox's image has no {'/bin/sh' if verb == 'write' else 'cat'} to {verb} files with.",
+            "Use an environment with a shell and coreutils (every orch base image has them).",
+        )
+    if "No such file" in reason:
+        return NotFound(
+            f"No file {path} in the sandbox.", "Check the path; relative paths start at /home/user."
+        )
+    return InvalidInput(
+        f"Could not {verb} {path} in the sandbox: {reason}.",
+        "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path.",
+    )
+
+
+class _Pump:
+    """One command's standard streams, moved in the calling thread: stdin written as the process
+    takes it, stdout and stderr handed on as they come. Until the runtime says the process
+    started (its pid file), stderr is held back: what comes before may be the runtime's own
+    error, which is no output of the command."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], stdin: bytes, out: Output, err: Output, pid_file: Path
+    ) -> None:
+        assert proc.stdin and proc.stdout and proc.stderr
+        self.proc, self.pid_file = proc, pid_file
+        self.out, self.err = out, err
+        self.held_back = b""
+        self.released = False
+        self.stdin = memoryview(stdin)
+        self.selector = selectors.DefaultSelector()
+        self.streams: dict[int, IO[bytes]] = {}
+        for stream, mask in ((proc.stdout, selectors.EVENT_READ), (proc.stderr, selectors.EVENT_READ)):
+            os.set_blocking(stream.fileno(), False)
+            self.selector.register(stream, mask)
+            self.streams[stream.fileno()] = stream
+        if stdin:
+            os.set_blocking(proc.stdin.fileno(), False)
+            self.selector.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+
+    def run(
+        self, deadline: float | None, should_stop: Callable[[], bool] | None, kill: Callable[[], None]
+    ) -> str:
+        """Move the streams until the runtime's process exits; "timeout" or "cancel" when it was
+        killed for that, else ""."""
+        why = ""
+        killed_at = 0.0
+        checked = 0.0
+        while True:
+            self._move(0.05)
+            if self.proc.poll() is not None:
+                self._drain()
+                return why
+            now = time.monotonic()
+            if not self.released and self.pid_file.exists():
+                self.release()
+            if why:
+                if now - killed_at > 10:  # the runtime itself hangs
+                    self.proc.kill()
+                continue
+            if deadline is not None and now >= deadline:
+                why = "timeout"
+            elif should_stop is not None and now - checked >= 0.05:
+                checked = now
+                if should_stop():
+                    why = "cancel"
+            if why:
+                killed_at = now
+                kill()
+
+    def _move(self, wait: float) -> None:
+        for key, _mask in self.selector.select(wait):
+            stream = key.fileobj
+            assert not isinstance(stream, int)
+            if stream is self.proc.stdin:
+                self._feed()
+            else:
+                self._read(stream.fileno())
+
+    def _feed(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            written = os.write(self.proc.stdin.fileno(), self.stdin[:_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # the process closed its stdin (or exited)
+            written = len(self.stdin)
+        self.stdin = self.stdin[written:]
+        if not self.stdin:
+            self.selector.unregister(self.proc.stdin)
+            self.proc.stdin.close()
+
+    def _read(self, fd: int) -> bool:
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(self.streams[fd])
+            return False
+        assert self.proc.stderr is not None
+        if fd == self.proc.stderr.fileno() and not self.released:
+            self.held_back += data
+        else:
+            (self.out if fd != self.proc.stderr.fileno() else self.err)(data)
+        return True
+
+    def _drain(self) -> None:
+        """What the pipes hold now that the runtime's process has exited: a process the command
+        left running may keep them open, so read what is there, not to their end."""
+        for fd in list(self.streams):
+            if fd in {k.fd for k in self.selector.get_map().values()}:
+                for _ in range(1024):
+                    if not self._read(fd):
+                        break
+
+    def release(self) -> None:
+        """The process started: what stderr held back is its own."""
+        self.released = True
+        if self.held_back:
+            self.err(self.held_back)
+            self.held_back = b""
+
+    def close(self) -> None:
+        self.selector.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _host_processes() -> dict[int, tuple[int, int]]:
+    """Every live host process (zombies left out): pid -> (parent pid, process group)."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z":
+                found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return found
+
+
+def _below(root: int, parents: Mapping[int, int]) -> set[int]:
+    """`root` and every process below it, given each process's parent."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def _namespace(pid: int) -> str:
+    """The pid namespace of host process `pid` ("" when it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
+
+
+def kill_tree(pid: int, namespace: str, rounds: int = 20) -> int:
+    """Kill host process `pid` (a session leader), every process of its group wherever it was
+    reparented, and every process below it, all of them in pid namespace `namespace` (the
+    sandbox's: a number the kernel gave to another process meanwhile is never touched); all
+    stopped first, so none forks past the kill. Return how many were killed."""
+    stopped: set[int] = set()
+    if not namespace:
+        return 0
+    for _ in range(rounds):
+        table = _host_processes()
+        tree = _below(pid, {p: v[0] for p, v in table.items()}) & table.keys()
+        group = {p for p, (_parent, pgid) in table.items() if pgid == pid}
+        new = {p for p in (tree | group) - stopped if _namespace(p) == namespace}
+        if not new:
+            break
+        for p in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGSTOP)
+        stopped |= new
+    for p in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+    return len(stopped)

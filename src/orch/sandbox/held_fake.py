@@ -1,0 +1,190 @@
+"""Held sandboxes for unit and API tests on the fake engine: nothing runs, a few commands are
+played, files live in a dict. Declared against `held.Holder` / `held.Held`, so mypy holds the
+fakes to the interface.
+
+The test hooks, which tests read or set:
+
+    FakeHolder.opened     every spec `open` was given, in order
+    FakeHolder.sandboxes  every FakeSandbox it opened, by name
+    FakeHolder.fail       an error `open` raises (None: it opens)
+    FakeSandbox.behaviour what a command does (see Behaviour); the default plays `echo`,
+                          `true`, `false`, `sleep N`, `cat` (stdin to stdout), `pwd` and `env`,
+                          and answers 127 to anything else
+    FakeSandbox.files     the files written, by absolute path
+    FakeSandbox.die()     make its init exit, as if a command killed it
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import final
+
+from orch.engine.base import ContainerSpec
+from orch.errors import EngineError, InvalidInput, NotFound
+from orch.sandbox.held import (
+    KILLED,
+    NOT_FOUND,
+    TIMED_OUT,
+    ExecResult,
+    Held,
+    Holder,
+    Output,
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command as the fake sees it."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    workdir: str
+    stdin: bytes
+    out: Output
+    err: Output
+    # Sleep this long unless stopped (timeout, cancel); True when it slept to the end.
+    sleep: Callable[[float], bool]
+
+
+Behaviour = Callable[[Command], int]
+WRITABLE = ("/home/user/", "/tmp/")  # noqa: S108 - inside the (fake) sandbox
+
+
+def play(cmd: Command) -> int:
+    """The default behaviour: a handful of commands, as coreutils would answer them."""
+    name, args = cmd.argv[0], list(cmd.argv[1:])
+    if name == "echo":
+        cmd.out((" ".join(args) + "\n").encode())
+        return 0
+    if name in ("true", "false"):
+        return int(name == "false")
+    if name == "sleep":
+        try:
+            seconds = float(args[0]) if args else 0.0
+        except ValueError:
+            cmd.err(b"sleep: invalid time interval\n")
+            return 1
+        cmd.sleep(min(seconds, 30.0))
+        return 0
+    if name == "cat":
+        cmd.out(cmd.stdin)
+        return 0
+    if name == "pwd":
+        cmd.out((cmd.workdir + "\n").encode())
+        return 0
+    if name == "env":
+        cmd.out("".join(f"{k}={v}\n" for k, v in cmd.env.items()).encode())
+        return 0
+    cmd.err(f"orch: {name}: command not found\n".encode())
+    return NOT_FOUND
+
+
+@final
+class FakeSandbox(Held):
+    def __init__(self, spec: ContainerSpec) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.behaviour: Behaviour = play
+        self.files: dict[str, bytes] = {}
+        self.commands: list[Sequence[str]] = []
+        self.removed = False
+        self._alive = True
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def die(self) -> None:
+        self._alive = False
+
+    def alive(self) -> bool:
+        return self._alive and not self.removed
+
+    def remove(self) -> str:
+        self.removed = True
+        return ""
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        on_stdout: Output = lambda _b: None,
+        on_stderr: Output = lambda _b: None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        if not self.alive():
+            raise EngineError(f"The sandbox {self.name} is no longer running.", "Create another.")
+        began = time.monotonic()
+        why: list[str] = []
+
+        def sleep(seconds: float) -> bool:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                if timeout is not None and time.monotonic() - began >= timeout:
+                    why.append("timeout")
+                    return False
+                if should_stop is not None and should_stop():
+                    why.append("cancel")
+                    return False
+                time.sleep(0.01)
+            return True
+
+        with self._lock:
+            self._busy += 1
+            self.commands.append(list(argv))
+        try:
+            cwd = workdir or self.spec.workdir or "/"
+            variables = {**self.spec.env, **(env or {})}
+            code = self.behaviour(Command(argv, variables, cwd, stdin, on_stdout, on_stderr, sleep))
+        finally:
+            with self._lock:
+                self._busy -= 1
+        took = time.monotonic() - began
+        if why:
+            return ExecResult(TIMED_OUT if why[0] == "timeout" else KILLED, took, why[0] == "timeout")
+        return ExecResult(code, took)
+
+    def write_file(self, path: str, data: bytes) -> int:
+        if not path.startswith(WRITABLE):
+            raise InvalidInput(
+                f"Could not write {path} in the sandbox: Permission denied.",
+                "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path.",
+            )
+        self.files[path] = data
+        return len(data)
+
+    def read_file(self, path: str, limit: int) -> bytes:
+        if path not in self.files:
+            raise NotFound(f"No file {path} in the sandbox.", "Check the path.")
+        if len(self.files[path]) > limit:
+            raise InvalidInput(f"{path} is larger than the {limit} bytes a file read may be.", "Read less.")
+        return self.files[path]
+
+
+@final
+class FakeHolder(Holder):
+    def __init__(self) -> None:
+        self.opened: list[ContainerSpec] = []
+        self.sandboxes: dict[str, FakeSandbox] = {}
+        self.fail: Exception | None = None
+
+    def open(self, spec: ContainerSpec) -> FakeSandbox:
+        self.opened.append(spec)
+        if self.fail is not None:
+            raise self.fail
+        sandbox = FakeSandbox(spec)
+        self.sandboxes[spec.name] = sandbox
+        return sandbox
+
+    def last(self) -> FakeSandbox:
+        """The sandbox opened last."""
+        return self.sandboxes[self.opened[-1].name]

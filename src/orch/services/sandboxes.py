@@ -1,0 +1,613 @@
+"""Sandboxes on demand (docs/sandboxes.md): a workspace holds a sandbox open and uses it step by
+step, commands and files in and out, until it is removed: on request, when idle for its
+timeout, at the end of its lifetime, or when the server that holds it stops or restarts.
+
+A sandbox is a row (status, limits, times, the server that holds it: `owner`) and, on that
+server, a held sandbox (sandbox/held.py) in `platform.held`. Only that server reaches it; on
+another server sharing the database a command gets a sentence saying so, and a removal there is
+carried out by the owner's reaper (`reap`), which also removes idle and expired sandboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import posixpath
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from orch import metrics
+from orch.builder import base_images
+from orch.builder.host import ca_mounts, proxy_env
+from orch.builder.predefined import BASE_ENVIRONMENTS
+from orch.bundle.resources import Resources
+from orch.bundle.sizes import format_size
+from orch.engine.base import ContainerSpec, Mount
+from orch.engine.network import Network
+from orch.errors import (
+    Conflict,
+    EngineError,
+    HostCheckFailed,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    OrchError,
+)
+from orch.models import BuildStatus, EnvKind, SandboxStatus, advance, new_id, sources
+from orch.sandbox.held import HOME, ExecResult, Held, Output
+from orch.sandbox.launcher import Isolation
+from orch.sandbox.layout import SANDBOX_USER
+from orch.services import environments as envs
+from orch.services.platform import Platform
+from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, WorkspaceRow, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600  # idle seconds before a sandbox is removed, unless the request says
+DEFAULT_EXEC_TIMEOUT = 60.0  # seconds a command may take, unless the request says
+MAX_EXECS = 16  # commands running at once in one sandbox
+MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not streamed) answer
+MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
+MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
+MAX_COMMAND = 256 * 1024  # bytes of a command's argv and variables together
+LIST_LIMIT = 500  # removed sandboxes listed at most (newest first)
+OPEN = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NO_SANDBOX_FIX = "List your sandboxes with `orch sandbox list` (or GET /v1/sandboxes)."
+
+
+class SandboxEnvironment(BaseModel):
+    id: str
+    name: str
+
+
+class SandboxView(BaseModel):
+    id: str
+    status: str = Field(description="starting, running, removed or failed.")
+    environment: SandboxEnvironment
+    isolation: str = Field(description="runc or gvisor.")
+    memory_bytes: int
+    cpus: float
+    network: bool = Field(description="Whether it reaches the internet (never the host).")
+    timeout: int = Field(description="Idle seconds after which it is removed.")
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime | None = Field(
+        description="When it is removed if left idle (or at the end of its lifetime); none once removed."
+    )
+    reason: str | None = Field(description="Why it was removed or failed.")
+
+
+class ExecView(BaseModel):
+    exit_code: int = Field(description="The command's; 124 when it timed out, 127 when not found.")
+    stdout: str
+    stderr: str
+    duration: float = Field(description="Seconds from its start to its end.")
+    timed_out: bool = False
+    truncated: bool = Field(False, description=f"Whether a stream had more than {MAX_OUTPUT} bytes (cut).")
+
+
+class FileView(BaseModel):
+    path: str = Field(description="The absolute path in the sandbox.")
+    size: int
+
+
+# ---- creating -------------------------------------------------------------------------------
+
+
+def create(
+    platform: Platform,
+    ws_id: str,
+    *,
+    environment: str | None = None,
+    memory: str | int | None = None,
+    cpus: float | None = None,
+    timeout: int | None = None,
+    network: bool = False,
+) -> SandboxView:
+    """Start a sandbox and hold it open for the workspace; it answers commands at once."""
+    resources = limits(memory, cpus)
+    idle = idle_timeout(platform, timeout)
+    isolation = Isolation(platform.config.isolation)
+    holder = platform.held.holder(isolation, platform.launchers.get(isolation))
+    if holder is None:
+        raise EngineError(
+            f"This server cannot hold sandboxes open: it has no {isolation.value} launcher.",
+            "Start the server with `orch server`, which starts sandboxes through runc.",
+        )
+    if problem := platform.host_problem:
+        said = problem.message[:1].lower() + problem.message[1:]
+        raise HostCheckFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
+    sandbox_id = new_id("sbx")
+    name = f"{platform.container_prefix}sb-{sandbox_id}"
+    with platform.held.admission, platform.store.session() as s:
+        ws = s.get(WorkspaceRow, ws_id)
+        assert ws is not None
+        env = _environment(s, ws, environment)
+        image = _image(platform, s, env)
+        held_open = s.scalar(
+            select(func.count())
+            .select_from(SandboxRow)
+            .where(SandboxRow.workspace_id == ws_id, SandboxRow.status.in_(OPEN))
+        )
+        most = int(platform.config.max_sandboxes)
+        if (held_open or 0) >= most:
+            raise LimitReached(
+                f"This workspace already holds {held_open} sandboxes open, its limit ({most}).",
+                "Remove one you no longer need (`orch sandbox rm ID`), then try again.",
+            )
+        now = utcnow()
+        s.add(
+            SandboxRow(
+                id=sandbox_id,
+                workspace_id=ws_id,
+                status=SandboxStatus.STARTING.value,
+                environment_id=env.id,
+                environment_name=env.name,
+                isolation=isolation.value,
+                image=image,
+                memory_bytes=resources.memory_bytes,
+                cpus=resources.cpus,
+                pids=resources.pids,
+                network=network,
+                timeout=idle,
+                container=name,
+                owner=platform.instance,
+                created_at=now,
+                last_used_at=now,
+                deadline=now + timedelta(seconds=int(platform.config.sandbox_lifetime)),
+            )
+        )
+    spec = sandbox_spec(platform, sandbox_id, name, image, resources, network)
+    try:
+        sandbox = holder.open(spec)
+    except OrchError as e:
+        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {e.message}")
+        raise
+    except Exception as e:
+        log.exception("sandbox %s could not start", sandbox_id)
+        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {type(e).__name__}")
+        raise
+    platform.held.add(sandbox_id, sandbox)
+    metrics.of(platform).sandbox_opened()
+    if not _settle(platform, sandbox_id, SandboxStatus.RUNNING, None):
+        _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed while it started")
+    return show(platform, ws_id, sandbox_id)
+
+
+def limits(memory: str | int | None, cpus: float | None) -> Resources:
+    """The sandbox's limits, read as orch.yaml's `resources:` reads them (defaults the same)."""
+    given = {k: v for k, v in (("memory", memory), ("cpus", cpus)) if v is not None}
+    try:
+        return Resources.model_validate(given)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "limits"
+        ctx = first.get("ctx") or {}
+        message = str(ctx.get("message") or f"{first['msg']}.")
+        raise InvalidInput(f"{field}: {message}", str(ctx.get("fix") or "Check the value.")) from None
+
+
+def idle_timeout(platform: Platform, timeout: int | None) -> int:
+    most = int(platform.config.sandbox_max_timeout)
+    if timeout is None:
+        return min(DEFAULT_TIMEOUT, most)
+    if not 1 <= timeout <= most:
+        raise InvalidInput(
+            f"An idle timeout of {timeout} seconds is out of range.", f"Use 1 to {most} seconds."
+        )
+    return timeout
+
+
+def _environment(s: Session, ws: WorkspaceRow, ref: str | None) -> EnvironmentRow:
+    """As for a run: the environment named, else the workspace's default, else Python's base."""
+    if ref:
+        return envs.resolve(s, ws, ref)
+    if ws.default_environment_id and (found := s.get(EnvironmentRow, ws.default_environment_id)):
+        return found
+    base = s.scalar(
+        select(EnvironmentRow).where(EnvironmentRow.scope == envs.SHARED, EnvironmentRow.name == "python")
+    )
+    assert base is not None, "the base environments are seeded at start"
+    return base
+
+
+def _image(platform: Platform, s: Session, env: EnvironmentRow) -> str:
+    """The environment's image, which must be ready now: a sandbox does not wait for a build."""
+    if env.kind == EnvKind.BASE.value:
+        tag = base_images.image_tag(BASE_ENVIRONMENTS[env.name][0])
+        if tag not in platform.present_base_tags:
+            base_images.ensure(platform.engine, platform.config, log.info, [BASE_ENVIRONMENTS[env.name][0]])
+            platform.present_base_tags.add(tag)
+        return tag
+    build = s.get(BuildRow, env.build_id) if env.build_id else None
+    if build is not None and build.status == BuildStatus.READY.value and env.image:
+        return env.image
+    progress = f"`orch env status {env.name}` shows its progress"
+    if env.kind == EnvKind.PREDEFINED.value and build is None:
+        with platform.store.session() as own:  # committed, though this request is refused
+            if (first := own.get(EnvironmentRow, env.id)) is not None:
+                envs.ensure_built(platform, own, first)
+        raise Conflict(
+            f"The environment {env.name} is being built for its first use.",
+            f"Create the sandbox again once it is ready ({progress}).",
+        )
+    if build is None or build.status == BuildStatus.FAILED.value:
+        why = build.error if build is not None else "it was never built"
+        raise Conflict(
+            f"The environment {env.name} has no image: its build failed ({why}).",
+            f"Read its build log (`orch env logs {env.name}`), fix its Dockerfile, and build it again.",
+        )
+    raise Conflict(
+        f"The environment {env.name} is still building.",
+        f"Create the sandbox again once it is ready ({progress}).",
+    )
+
+
+def sandbox_spec(
+    platform: Platform, sandbox_id: str, name: str, image: str, resources: Resources, network: bool
+) -> ContainerSpec:
+    """What a held sandbox is: a run's sandbox (user, limits, CA bundle, proxy variables, its
+    own root on a sized tmpfs) whose working directory is /home/user."""
+    return ContainerSpec(
+        image=image,
+        argv=[],
+        name=name,
+        labels={**platform.labels, "org.orch.kind": "sandbox", "org.orch.sandbox": sandbox_id},
+        env={**proxy_env(platform.config), "HOME": HOME},
+        workdir=HOME,
+        user=SANDBOX_USER,
+        mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
+        network=Network.SANDBOX if network else Network.NONE,
+        memory_bytes=resources.memory_bytes,
+        cpus=resources.cpus,
+        pids=resources.pids,
+        read_only=False,
+    )
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def _view(row: SandboxRow) -> SandboxView:
+    still_open = not SandboxStatus(row.status).final
+    expires = min(row.last_used_at + timedelta(seconds=row.timeout), row.deadline) if still_open else None
+    return SandboxView(
+        id=row.id,
+        status=row.status,
+        environment=SandboxEnvironment(id=row.environment_id, name=row.environment_name),
+        isolation=row.isolation,
+        memory_bytes=row.memory_bytes,
+        cpus=row.cpus,
+        network=row.network,
+        timeout=row.timeout,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=expires,
+        reason=row.reason,
+    )
+
+
+def _row(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxRow:
+    with platform.store.session() as s:
+        row = s.get(SandboxRow, sandbox_id)
+        if row is None or row.workspace_id != ws_id:
+            raise NotFound(f"No sandbox {sandbox_id!r} in this workspace.", _NO_SANDBOX_FIX)
+        s.expunge(row)
+        return row
+
+
+def show(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxView:
+    return _view(_row(platform, ws_id, sandbox_id))
+
+
+def list_sandboxes(platform: Platform, ws_id: str, include_removed: bool = False) -> list[SandboxView]:
+    """The workspace's open sandboxes (with `include_removed`, the ended ones too), newest first."""
+    query = select(SandboxRow).where(SandboxRow.workspace_id == ws_id)
+    if not include_removed:
+        query = query.where(SandboxRow.status.in_(OPEN))
+    with platform.store.session() as s:
+        rows = s.scalars(query.order_by(SandboxRow.created_at.desc()).limit(LIST_LIMIT)).all()
+        return [_view(r) for r in rows]
+
+
+# ---- using ----------------------------------------------------------------------------------
+
+
+def _held(platform: Platform, ws_id: str, sandbox_id: str) -> tuple[SandboxRow, Held]:
+    """The sandbox, open and held by this server, ready for a command."""
+    row = _row(platform, ws_id, sandbox_id)
+    if row.status != SandboxStatus.RUNNING.value:
+        said = f" ({row.reason})" if row.reason else ""
+        raise Conflict(
+            f"The sandbox {sandbox_id} is {row.status}{said}: it takes no commands.",
+            "Create another with `orch sandbox create`.",
+        )
+    sandbox = platform.held.get(sandbox_id)
+    if sandbox is None:
+        raise Conflict(
+            f"The sandbox {sandbox_id} is held by another orch server on this database.",
+            "Send the request to the server that created it.",
+        )
+    return row, sandbox
+
+
+def path_in_sandbox(path: str, what: str = "The path") -> str:
+    """An absolute path in the sandbox: `path` as given when absolute, else under /home/user."""
+    if not path:
+        raise InvalidInput(f"{what} is empty.", "Give an absolute path, or one relative to /home/user.")
+    if "\x00" in path:
+        raise InvalidInput(f"{what} holds a NUL character, which no path can.", "Remove it.")
+    if len(path.encode()) > MAX_PATH:
+        raise InvalidInput(f"{what} is longer than {MAX_PATH} bytes.", "Give a shorter path.")
+    return path if path.startswith("/") else posixpath.join(HOME, path)
+
+
+@dataclass
+class Exec:
+    """A command checked and bound to its sandbox; `run` runs it (in the caller's thread)."""
+
+    platform: Platform
+    sandbox_id: str
+    sandbox: Held
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+    stdin: bytes
+    timeout: float
+
+    def run(self, on_stdout: Output, on_stderr: Output, should_stop: Callable[[], bool]) -> ExecResult:
+        """Run the command to its end; `should_stop` (the client went away), or the server
+        beginning to stop (it removes its sandboxes next), kills it."""
+        stopping = self.platform.stopping
+        _touch(self.platform, self.sandbox_id)
+        try:
+            return self.sandbox.exec(
+                self.argv,
+                env=self.env,
+                workdir=self.workdir,
+                stdin=self.stdin,
+                timeout=self.timeout,
+                on_stdout=on_stdout,
+                on_stderr=on_stderr,
+                should_stop=lambda: should_stop() or stopping.is_set(),
+            )
+        except EngineError:
+            if not self.sandbox.alive():
+                _close(self.platform, self.sandbox_id, SandboxStatus.FAILED, _DIED)
+                raise Conflict(
+                    f"The sandbox {self.sandbox_id} stopped running; it was marked failed.",
+                    "Create another with `orch sandbox create`.",
+                ) from None
+            raise
+        finally:
+            _touch(self.platform, self.sandbox_id)
+
+
+# A command may have killed its init, or (under gVisor) used up the memory its kernel needs.
+_DIED = "it stopped by itself: its init process (under gVisor, its kernel) ended"
+
+
+def start_exec(
+    platform: Platform,
+    ws_id: str,
+    sandbox_id: str,
+    command: Sequence[str],
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    workdir: str | None = None,
+    stdin: str | None = None,
+) -> Exec:
+    """Check a command and find its sandbox; every refusal happens here, before it runs."""
+    if not command or not command[0]:
+        raise InvalidInput("The command is empty.", "Give the program to run and its arguments.")
+    env = dict(env or {})
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise InvalidInput(
+                f"The environment variable name {key!r} is not usable.",
+                "Use letters, digits and '_', not starting with a digit.",
+            )
+        if "\x00" in value:
+            raise InvalidInput(f"The environment variable {key} holds a NUL character.", "Remove it.")
+    if any("\x00" in arg for arg in command):
+        raise InvalidInput("The command holds a NUL character, which no argument can carry.", "Remove it.")
+    size = sum(len(a.encode()) + 1 for a in command) + sum(
+        len(k) + len(v.encode()) + 2 for k, v in env.items()
+    )
+    if size > MAX_COMMAND:
+        raise InvalidInput(
+            f"The command and its variables are {size} bytes; the limit is {MAX_COMMAND}.",
+            "Pass large data on stdin or in a file (`orch sandbox cp`).",
+        )
+    data = (stdin or "").encode()
+    if len(data) > MAX_STDIN:
+        raise InvalidInput(
+            f"The standard input is {len(data)} bytes; the limit is {MAX_STDIN}.",
+            "Write large data to a file first (`orch sandbox cp`), and read it from there.",
+        )
+    most = float(platform.config.sandbox_lifetime)
+    seconds = DEFAULT_EXEC_TIMEOUT if timeout is None else timeout
+    if not (math.isfinite(seconds) and 0 < seconds <= most):
+        raise InvalidInput(
+            f"A timeout of {timeout} seconds is out of range.", f"Use more than 0 and at most {most:.0f}."
+        )
+    cwd = path_in_sandbox(workdir, "The working directory") if workdir is not None else HOME
+    _row, sandbox = _held(platform, ws_id, sandbox_id)
+    if sandbox.busy >= MAX_EXECS:
+        raise LimitReached(
+            f"The sandbox is running {sandbox.busy} commands already, the most it runs at once.",
+            "Wait for one to end, then try again.",
+        )
+    return Exec(platform, sandbox_id, sandbox, list(command), env, cwd, data, seconds)
+
+
+class Capped:
+    """Output kept up to MAX_OUTPUT bytes; the rest is counted, not kept."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def __call__(self, data: bytes) -> None:
+        room = MAX_OUTPUT - self.size
+        if room > 0:
+            self.parts.append(data[:room])
+        self.size += len(data)
+
+    @property
+    def cut(self) -> bool:
+        return self.size > MAX_OUTPUT
+
+    def text(self) -> str:
+        return b"".join(self.parts).decode("utf-8", "replace")
+
+
+def collected(result: ExecResult, out: Capped, err: Capped) -> ExecView:
+    return ExecView(
+        exit_code=result.exit_code,
+        stdout=out.text(),
+        stderr=err.text(),
+        duration=round(result.duration, 6),
+        timed_out=result.timed_out,
+        truncated=out.cut or err.cut,
+    )
+
+
+def write_file(platform: Platform, ws_id: str, sandbox_id: str, path: str, data: bytes) -> FileView:
+    target = path_in_sandbox(path)
+    most = int(platform.config.sandbox_file_limit)
+    if len(data) > most:
+        raise too_large(most)
+    _row, sandbox = _held(platform, ws_id, sandbox_id)
+    _touch(platform, sandbox_id)
+    size = sandbox.write_file(target, data)
+    _touch(platform, sandbox_id)
+    return FileView(path=target, size=size)
+
+
+def too_large(most: int) -> InvalidInput:
+    return InvalidInput(
+        f"The file is larger than the {format_size(most)} a sandbox takes in one call.",
+        "Send it in parts or compressed (the server's setting sandbox_file_limit sets the limit).",
+    )
+
+
+def read_file(platform: Platform, ws_id: str, sandbox_id: str, path: str) -> bytes:
+    target = path_in_sandbox(path)
+    _row, sandbox = _held(platform, ws_id, sandbox_id)
+    _touch(platform, sandbox_id)
+    data = sandbox.read_file(target, int(platform.config.sandbox_file_limit))
+    _touch(platform, sandbox_id)
+    return data
+
+
+def _touch(platform: Platform, sandbox_id: str) -> None:
+    with platform.store.session() as s:
+        s.execute(
+            update(SandboxRow)
+            .where(SandboxRow.id == sandbox_id, SandboxRow.status == SandboxStatus.RUNNING.value)
+            .values(last_used_at=utcnow())
+        )
+
+
+# ---- ending ---------------------------------------------------------------------------------
+
+
+def remove(platform: Platform, ws_id: str, sandbox_id: str) -> None:
+    """Remove a sandbox now (one already ended stays as it is). Held by another server, it is
+    marked removed here and torn down by that server's reaper within a second."""
+    row = _row(platform, ws_id, sandbox_id)
+    if SandboxStatus(row.status).final:
+        return
+    _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed on request")
+
+
+def _settle(platform: Platform, sandbox_id: str, status: SandboxStatus, reason: str | None) -> bool:
+    """Move the row to `status` if it may go there from where it is; whether it moved."""
+    values: dict[str, object] = {"status": status.value, "reason": reason}
+    if status.final:
+        values["removed_at"] = utcnow()
+    with platform.store.session() as s:
+        moved = s.execute(  # type: ignore[attr-defined]  # an UPDATE's result has rowcount
+            update(SandboxRow)
+            .where(SandboxRow.id == sandbox_id, SandboxRow.status.in_([x.value for x in sources(status)]))
+            .values(**values)
+        ).rowcount
+    return bool(moved)
+
+
+def _close(platform: Platform, sandbox_id: str, status: SandboxStatus, reason: str) -> None:
+    """Record the sandbox's end, then remove what this server holds of it."""
+    _settle(platform, sandbox_id, status, reason)
+    sandbox = platform.held.pop(sandbox_id)
+    if sandbox is None:
+        return
+    metrics.of(platform).sandbox_closed()
+    if problems := sandbox.remove():
+        log.warning("%s", problems)
+
+
+def reap(platform: Platform) -> list[str]:
+    """Remove what this server holds that should go: sandboxes idle past their timeout, past
+    their lifetime, whose init exited, or whose row another server ended. Return their ids."""
+    held = platform.held.ids()
+    if not held:
+        return []
+    with platform.store.session() as s:
+        rows = {r.id: r for r in s.scalars(select(SandboxRow).where(SandboxRow.id.in_(held)))}
+        for r in rows.values():
+            s.expunge(r)
+    now = utcnow()
+    ended = []
+    for sandbox_id in held:
+        sandbox, row = platform.held.get(sandbox_id), rows.get(sandbox_id)
+        if sandbox is None:
+            continue
+        why: tuple[SandboxStatus, str] | None = None
+        if row is None or SandboxStatus(row.status).final:
+            why = (SandboxStatus.REMOVED, "removed on request")  # by another server
+        elif row.status != SandboxStatus.RUNNING.value:
+            continue  # still starting
+        elif not sandbox.alive():
+            why = (SandboxStatus.FAILED, _DIED)
+        elif now >= row.deadline:
+            lifetime = round((row.deadline - row.created_at).total_seconds())
+            why = (SandboxStatus.REMOVED, f"it reached the end of its lifetime ({lifetime} s)")
+        elif not sandbox.busy and now - row.last_used_at >= timedelta(seconds=row.timeout):
+            why = (SandboxStatus.REMOVED, f"idle for {row.timeout} s")
+        if why is not None:
+            _close(platform, sandbox_id, *why)
+            ended.append(sandbox_id)
+    return ended
+
+
+def close_all(platform: Platform, reason: str) -> int:
+    """Remove every sandbox this server holds (it stops); return how many."""
+    held = platform.held.ids()
+    for sandbox_id in held:
+        _close(platform, sandbox_id, SandboxStatus.REMOVED, reason)
+    return len(held)
+
+
+def recover(platform: Platform) -> int:
+    """At start: this server's sandboxes of before its restart are gone (the launchers' sweep
+    removed what they left on the host); their rows say so. Return how many."""
+    with platform.store.session() as s:
+        left = list(
+            s.scalars(
+                select(SandboxRow).where(SandboxRow.owner == platform.instance, SandboxRow.status.in_(OPEN))
+            )
+        )
+        for row in left:
+            row.status = advance(row.status, SandboxStatus.REMOVED).value
+            row.reason, row.removed_at = "the server restarted", utcnow()
+    if left:
+        log.info("removed %d sandboxes on demand that this server held before it restarted", len(left))
+    return len(left)

@@ -1,0 +1,45 @@
+"""The sandbox reaper: a thread that removes the sandboxes on demand this server holds once they
+are idle past their timeout, past their lifetime, or dead (services/sandboxes.py says which),
+and that settles and removes them at the server's start and stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from orch.services import sandboxes
+from orch.services.platform import Platform
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    """One pass every `poll` seconds (the idle timeouts' resolution)."""
+
+    def __init__(self, platform: Platform, poll: float = 1.0) -> None:
+        self.platform = platform
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Settle the sandboxes of before a restart (the run queue's recovery, which runs first,
+        swept what they left on the host), then start reaping."""
+        sandboxes.recover(self.platform)
+        self._thread = threading.Thread(target=self._reap, name="orch-sandbox-reaper", daemon=True)
+        self._thread.start()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                sandboxes.reap(self.platform)
+            except Exception:
+                log.exception("removing idle sandboxes failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and remove every sandbox this server holds: none outlives it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if removed := sandboxes.close_all(self.platform, "the server stopped"):
+            log.info("removed the %d sandboxes on demand this server held", removed)

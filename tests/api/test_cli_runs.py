@@ -1,0 +1,104 @@
+"""`orch run` and `orch runs` against the in-process API: output streamed as it comes (through
+orch.client's `follow`), the --json contract, logs of an ended run, exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from orch.cli import client as client_mod
+from orch.cli.main import app
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.fake import FakeEngine
+from orch.services.platform import Platform
+from tests.api.test_agents_runs import bundle, publish
+from tests.conftest import drain_runs
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str, str]
+) -> Callable[..., Result]:
+    def make() -> client_mod.Client:
+        return client_mod.Client("http://testserver", workspace[1], transport=api._transport)
+
+    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+@pytest.fixture
+def worker(platform: Platform) -> Iterator[None]:
+    """Runs queued runs in the background, as the server's workers would."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            drain_runs(platform)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(30)
+
+
+@pytest.fixture
+def agent(api: httpx.Client, tmp_path: Path, fake_engine: FakeEngine) -> str:
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        out(b"out: " + spec.env["ORCH_INPUT"].encode() + b"\n")
+        err(b"[bold]not markup[/bold]\n")
+        return ContainerExit(3 if "fail" in spec.env["ORCH_INPUT"] else 0)
+
+    fake_engine.behaviour = behave
+    assert publish(api, "hello", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    return "hello"
+
+
+def test_run_streams_and_exits_with_the_runs_outcome(cli, agent: str, worker: None) -> None:  # type: ignore[no-untyped-def]
+    res = cli("run", agent, "--input", '{"a": 1}')
+    assert res.exit_code == 0, res.output
+    assert res.stdout == 'out: {"a": 1}\n'
+    assert "[bold]not markup[/bold]" in res.stderr and "✓ succeeded in" in res.stderr
+    assert "→ environment python (base)" in res.stderr  # the platform's notes
+    failed = cli("run", agent, "--input", '"fail"')
+    assert failed.exit_code == 1 and "✗ failed" in failed.stderr and "exit 3" in failed.stderr
+
+
+def test_run_json_then_show_and_logs(cli, agent: str, worker: None) -> None:  # type: ignore[no-untyped-def]
+    res = cli("run", agent, "--json", "-i", "[1]")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert {k: data[k] for k in ("agent", "status", "exit_code", "stdout")} == {
+        "agent": "hello",
+        "status": "succeeded",
+        "exit_code": 0,
+        "stdout": "out: [1]\n",
+    }
+    assert data["stderr"] == "[bold]not markup[/bold]\n" and data["environment"]["name"] == "python"
+    shown = json.loads(cli("runs", "show", data["id"], "--json").stdout)
+    assert shown == data
+    logs = cli("runs", "logs", data["id"])
+    assert logs.stdout == "out: [1]\n" and "[bold]not markup[/bold]" in logs.stderr
+    listed = cli("runs", "list")
+    assert data["id"] in listed.stdout and "python (base)" in listed.stdout
+
+
+def test_detached_run_and_an_unknown_agent(cli, agent: str) -> None:  # type: ignore[no-untyped-def]
+    run_id = cli("run", agent, "--detach").stdout.strip()
+    assert run_id.startswith("run_")
+    missing = cli("run", "nope")
+    assert missing.exit_code == 2 and "nope" in missing.stderr and "Traceback" not in missing.output

@@ -1,0 +1,161 @@
+"""Runs of managed-loop agents through the run worker: the model (the scripted server, through the
+provider's SDK) is called by the platform with the workspace secret as its key, each tool call
+runs in the run's held sandbox (a fake holder here; tests/integration/test_loop_runs.py has the
+real one), every step is an event and a log line, the answer is the run's stdout, and the run's
+JSON carries its usage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import Result
+
+from orch.engine.base import ContainerSpec
+from orch.sandbox.held_fake import Command, FakeHolder, FakeSandbox, play
+from orch.sandbox.launcher import Isolation
+from orch.services.platform import Platform
+from tests.api.test_agents_runs import bundle, publish
+from tests.api.test_cli_runs import cli  # noqa: F401 - fixture
+from tests.api.test_loop_publish import allow
+from tests.conftest import drain_runs
+from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+
+
+def shell(cmd: Command) -> int:
+    """The fake sandbox's answers to what a loop run sends it: the bundle's copy, `bash -lc`."""
+    if list(cmd.argv[:2]) == ["/bin/sh", "-c"]:
+        return 0  # cp -R /opt/orch/bundle/. /home/user/work/
+    if list(cmd.argv[:2]) == ["bash", "-lc"]:
+        cmd.out(f"ran {cmd.argv[2]!r} in {cmd.workdir}\n".encode())
+        return 0
+    return play(cmd)
+
+
+class Holder:
+    """A FakeHolder whose sandboxes answer `shell`."""
+
+    def __init__(self) -> None:
+        self.fake = FakeHolder()
+
+    def open(self, spec: ContainerSpec) -> FakeSandbox:
+        sandbox = self.fake.open(spec)
+        sandbox.behaviour = shell
+        return sandbox
+
+
+@pytest.fixture
+def holder(platform: Platform, model_server: ModelServer) -> Holder:
+    allow(platform, model_server.openai_url, model_server.anthropic_url)
+    held = Holder()
+    platform.held.holders[Isolation.RUNC] = held
+    return held
+
+
+def loop_agent(api: httpx.Client, tmp_path: Path, server: ModelServer, provider: str = "openai") -> None:
+    url = server.openai_url if provider == "openai" else server.anthropic_url
+    manifest = (
+        f"loop:\n  model: m\n  provider: {provider}\n  base_url: {url}\n"
+        "  api_key_secret: MODEL_KEY\n  system: Be brief.\n"
+    )
+    resp = publish(api, "looper", bundle(tmp_path, {"orch.yaml": manifest, "notes.md": "# notes\n"}))
+    assert resp.status_code == 201, resp.text
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_loop_run_calls_the_model_runs_its_tools_and_answers(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    provider: str,
+) -> None:
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server, provider)
+    model_server.script(
+        Reply(text="Let me look.", calls=[("bash", {"command": "ls"})], input_tokens=100, output_tokens=20),
+        Reply(text="There is one file: notes.md.", input_tokens=150, output_tokens=10),
+    )
+    asked = {"agent": "looper", "input": '{"prompt": "What is here?"}'}
+    run_id = api.post("/v1/runs", json=asked).json()["id"]
+    drain_runs(platform)
+
+    run = api.get(f"/v1/runs/{run_id}").json()
+    assert (run["status"], run["reason"]) == ("succeeded", None), run
+    assert run["usage"] == {"input_tokens": 250, "output_tokens": 30, "model_calls": 2}
+    logs = api.get(f"/v1/runs/{run_id}/logs").json()
+    assert logs["stdout"] == "There is one file: notes.md."
+    assert "→ bash ls" in logs["log"] and "✓ ran 'ls' in /home/user/work" in logs["log"]
+    events = api.get(f"/v1/runs/{run_id}/events").json()
+    assert [e["type"] for e in events] == ["model_call", "tool_call", "tool_result", "model_call", "final"]
+    assert events[2]["output"] == "ran 'ls' in /home/user/work\n"
+
+    # The prompt went to the model as the first user message, with the key as its credential; the
+    # key never entered the sandbox, which ran the bundle's copy and the tool, then went.
+    first = model_server.requests[0]
+    assert "What is here?" in str(first.body["messages"][0 if provider == "anthropic" else 1])
+    assert KEY in str(first.headers)
+    (sandbox,) = holder.fake.sandboxes.values()
+    assert KEY not in str(sandbox.spec.env) and sandbox.removed
+    assert [c[0] for c in sandbox.commands] == ["/bin/sh", "bash"]
+
+
+def test_a_missing_key_secret_fails_the_run_before_any_sandbox(
+    api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
+) -> None:
+    loop_agent(api, tmp_path, model_server)
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)
+    run = api.get(f"/v1/runs/{run_id}").json()
+    assert run["status"] == "failed" and "MODEL_KEY" in run["reason"], run
+    assert holder.fake.opened == [] and model_server.requests == []
+    assert run["usage"] is None
+
+
+def test_a_model_that_echoes_the_key_has_it_masked_everywhere(
+    api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
+) -> None:
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Reply(text=f"your key is {KEY}"))
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)
+    logs = api.get(f"/v1/runs/{run_id}/logs").json()
+    assert logs["stdout"] == "your key is ***"
+    assert KEY not in str(api.get(f"/v1/runs/{run_id}/events").json())
+
+
+def test_orch_runs_events_prints_the_transcript_and_the_json(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+) -> None:
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Reply(text="Looking.", calls=[("bash", {"command": "ls"})]), Reply(text="Done."))
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)
+
+    shown = cli("runs", "events", run_id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith("◆ model (10 in, 5 out,") and lines[0].endswith("s): Looking.")
+    assert lines[1:] == ["→ bash ls", "  ✓ ran 'ls' in /home/user/work", lines[3], "Done."]
+    as_json = cli("runs", "events", run_id, "--json")
+    assert [e["type"] for e in json.loads(as_json.output)] == [
+        "model_call",
+        "tool_call",
+        "tool_result",
+        "model_call",
+        "final",
+    ]
+    followed = cli("runs", "events", run_id, "-f", "--json")  # an ended run: all, then the end
+    assert [json.loads(line)["seq"] for line in followed.output.splitlines()] == [1, 2, 3, 4, 5]
+    assert cli("runs", "events", "no-such-run").exit_code == 2

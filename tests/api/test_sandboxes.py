@@ -1,0 +1,500 @@
+"""Sandboxes on demand through the API and the CLI, in-process, on a fake holder (no process runs):
+what is stored, the limits and timeouts, the refusals, the NDJSON stream, the reaper's rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from orch import metrics
+from orch.cli import client as client_mod
+from orch.cli.main import app
+from orch.engine.network import Network
+from orch.errors import EngineError
+from orch.sandbox.held_fake import Command, FakeHolder
+from orch.sandbox.launcher import Isolation
+from orch.services import sandboxes
+from orch.services.platform import Platform
+from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
+from tests.conftest import drain
+
+NDJSON = {"Accept": "application/x-ndjson"}
+
+
+@pytest.fixture
+def holder(platform: Platform) -> FakeHolder:
+    fake = FakeHolder()
+    platform.held.holders.update({Isolation.RUNC: fake, Isolation.GVISOR: fake})
+    return fake
+
+
+def create(api: httpx.Client, **body: object) -> dict:
+    resp = api.post("/v1/sandboxes", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def rows(platform: Platform) -> list[SandboxRow]:
+    with platform.store.session() as s:
+        found = list(s.scalars(select(SandboxRow).order_by(SandboxRow.created_at)))
+        for r in found:
+            s.expunge(r)
+        return found
+
+
+def error(resp: httpx.Response, status: int) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["message"].endswith(".") and body["fix"], body
+    return str(body["message"])
+
+
+def test_create_holds_a_sandbox_like_a_run(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    sb = create(api)
+    assert sb["status"] == "running" and sb["id"].startswith("sbx_")
+    assert sb["environment"]["name"] == "python" and sb["isolation"] == "runc"
+    assert (sb["memory_bytes"], sb["cpus"], sb["network"], sb["timeout"]) == (512 * 2**20, 1.0, False, 600)
+    assert sb["reason"] is None and sb["expires_at"] is not None
+    spec = holder.opened[-1]
+    # Named under the platform's prefix: the launchers' sweep removes what a killed server left.
+    assert spec.name == f"{platform.container_prefix}sb-{sb['id']}"
+    assert (spec.user, spec.workdir, spec.read_only, spec.pids) == ("1000:1000", "/home/user", False, 256)
+    assert spec.network is Network.NONE and spec.env["HOME"] == "/home/user"
+    assert [s["id"] for s in api.get("/v1/sandboxes").json()] == [sb["id"]]
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json() == sb
+    assert rows(platform)[0].owner == platform.instance
+
+
+def test_limits_timeout_and_network_are_taken(api: httpx.Client, holder: FakeHolder) -> None:
+    sb = create(api, memory="256Mi", cpus=0.5, timeout=30, network=True)
+    assert (sb["memory_bytes"], sb["cpus"], sb["timeout"], sb["network"]) == (256 * 2**20, 0.5, 30, True)
+    spec = holder.opened[-1]
+    assert (spec.memory_bytes, spec.cpus, spec.network) == (256 * 2**20, 0.5, Network.SANDBOX)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said"),
+    [
+        ({"memory": "lots"}, 400, "memory: 'lots' is not a size."),
+        ({"memory": "1Mi"}, 400, "memory: '1Mi' is less than the minimum of 16 MiB."),
+        ({"cpus": 0}, 400, "cpus: 0.0 is not between 0 and 64 CPUs."),
+        ({"timeout": 0}, 400, "An idle timeout of 0 seconds is out of range."),
+        ({"timeout": 86401}, 400, "An idle timeout of 86401 seconds is out of range."),
+        ({"environment": "nope"}, 404, "No environment 'nope' in this workspace."),
+        ({"environment": "nul\x00"}, 422, "environment"),
+        ({"network": "maybe"}, 422, "network"),
+    ],
+)
+def test_bad_create_changes_nothing(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, body: dict, status: int, said: str
+) -> None:
+    assert said in error(api.post("/v1/sandboxes", json=body), status)
+    assert rows(platform) == [] and holder.opened == []
+
+
+def test_the_workspace_limit_refuses_with_429(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    platform.config = platform.config.with_values(max_sandboxes=2)
+    first, _second = create(api), create(api)
+    said = error(api.post("/v1/sandboxes", json={}), 429)
+    assert said == "This workspace already holds 2 sandboxes open, its limit (2)."
+    assert len(rows(platform)) == 2 and len(holder.opened) == 2
+    assert api.delete(f"/v1/sandboxes/{first['id']}").status_code == 204
+    create(api)  # room again
+
+
+def test_an_environment_that_is_not_ready_is_refused(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    said = error(api.post("/v1/sandboxes", json={"environment": "python-ml"}), 409)
+    assert said == "The environment python-ml is being built for its first use."
+    with platform.store.session() as s:  # its build was queued
+        env = s.scalar(select(EnvironmentRow).where(EnvironmentRow.name == "python-ml"))
+        assert env is not None and env.build_id is not None
+    assert "is still building" in error(api.post("/v1/sandboxes", json={"environment": "python-ml"}), 409)
+    drain(platform)
+    assert create(api, environment="python-ml")["environment"]["name"] == "python-ml"
+    with platform.store.session() as s:
+        s.execute(update(BuildRow).values(status="failed", error="step 2 failed"))
+    assert "its build failed (step 2 failed)" in error(
+        api.post("/v1/sandboxes", json={"environment": "python-ml"}), 409
+    )
+    assert len(holder.opened) == 1 and holder.opened[0].image
+
+
+def test_the_workspace_default_environment_is_used(api: httpx.Client, holder: FakeHolder) -> None:
+    assert api.put("/v1/workspace/default-environment", json={"environment": "node"}).status_code == 200
+    assert create(api)["environment"]["name"] == "node"
+    assert create(api, environment="python")["environment"]["name"] == "python"
+
+
+def test_a_start_that_fails_is_recorded(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    holder.fail = EngineError("The OCI runtime runc is not installed.", "Install it.")
+    assert error(api.post("/v1/sandboxes", json={}), 502) == "The OCI runtime runc is not installed."
+    (row,) = rows(platform)
+    assert (row.status, row.reason) == (
+        "failed",
+        "it could not start: The OCI runtime runc is not installed.",
+    )
+    assert api.get("/v1/sandboxes").json() == []
+    assert api.get("/v1/sandboxes", params={"all": "true"}).json()[0]["status"] == "failed"
+
+
+def test_without_a_launcher_the_server_says_so(api: httpx.Client, platform: Platform) -> None:
+    said = error(api.post("/v1/sandboxes", json={}), 502)
+    assert said == "This server cannot hold sandboxes open: it has no runc launcher."
+    assert rows(platform) == []
+
+
+def test_exec_collected_and_streamed(api: httpx.Client, holder: FakeHolder) -> None:
+    sb = create(api)
+    resp = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["echo", "hi", "there"]})
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert (data["exit_code"], data["stdout"], data["stderr"], data["timed_out"]) == (
+        0,
+        "hi there\n",
+        "",
+        False,
+    )
+    assert data["duration"] >= 0
+    streamed = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["nope"]}, headers=NDJSON)
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert lines[0] == {"stream": "stderr", "data": "orch: nope: command not found\n"}
+    assert lines[-1]["exit_code"] == 127 and "duration" in lines[-1]
+
+
+def test_exec_takes_env_workdir_and_stdin(api: httpx.Client, holder: FakeHolder) -> None:
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/exec"
+    assert api.post(url, json={"command": ["pwd"], "workdir": "proj"}).json()["stdout"] == "/home/user/proj\n"
+    assert api.post(url, json={"command": ["cat"], "stdin": "ünï\n"}).json()["stdout"] == "ünï\n"
+    env = api.post(url, json={"command": ["env"], "env": {"GREETING": "hello"}}).json()["stdout"]
+    assert "GREETING=hello\n" in env and "HOME=/home/user\n" in env
+
+
+def test_output_split_inside_a_character_is_whole_in_the_stream(
+    api: httpx.Client, holder: FakeHolder
+) -> None:
+    sb = create(api)
+
+    def halves(cmd: Command) -> int:
+        cmd.out("é".encode()[:1])
+        cmd.out("é".encode()[1:] + b"\xff\n")
+        return 3
+
+    holder.last().behaviour = halves
+    resp = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["x"]}, headers=NDJSON)
+    lines = [json.loads(line) for line in resp.text.splitlines()]
+    assert "".join(x.get("data", "") for x in lines) == "é\ufffd\n" and lines[-1]["exit_code"] == 3
+    assert api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["x"]}).json()["stdout"] == "é\ufffd\n"
+
+
+def test_collected_output_is_cut_at_the_limit(
+    api: httpx.Client, holder: FakeHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandboxes, "MAX_OUTPUT", 10)
+    sb = create(api)
+    holder.last().behaviour = lambda cmd: cmd.out(b"x" * 25) or 0
+    data = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["x"]}).json()
+    assert (data["stdout"], data["truncated"]) == ("x" * 10, True)
+
+
+def test_exec_timeout_kills_the_command(api: httpx.Client, holder: FakeHolder) -> None:
+    sb = create(api)
+    data = api.post(
+        f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sleep", "30"], "timeout": 0.2}
+    ).json()
+    assert (data["exit_code"], data["timed_out"]) == (124, True)
+    assert data["duration"] < 5
+
+
+def test_a_stopping_server_kills_running_commands(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    sb = create(api)
+    platform.stopping.set()  # uvicorn waits for answers in flight: a long command must not hold it
+    data = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sleep", "30"], "timeout": 60}).json()
+    assert (data["exit_code"], data["timed_out"]) == (137, False) and data["duration"] < 5
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said"),
+    [
+        ({"command": []}, 422, "command"),
+        ({"command": [""]}, 400, "The command is empty."),
+        ({"command": ["echo", "a\x00b"]}, 400, "The command holds a NUL character"),
+        (
+            {"command": ["true"], "env": {"1BAD": "x"}},
+            400,
+            "The environment variable name '1BAD' is not usable.",
+        ),
+        (
+            {"command": ["true"], "env": {"A": "x\x00"}},
+            400,
+            "The environment variable A holds a NUL character.",
+        ),
+        ({"command": ["true"], "timeout": 0}, 400, "A timeout of 0.0 seconds is out of range."),
+        ({"command": ["true"], "timeout": -1}, 400, "A timeout of -1.0 seconds is out of range."),
+        ({"command": ["true"], "workdir": ""}, 400, "The working directory is empty."),
+        ({"command": ["true"], "stdin": "x" * (1024 * 1024 + 1)}, 400, "The standard input is 1048577 bytes"),
+        ({"command": ["x" * 300_000]}, 400, "The command and its variables are 300001 bytes"),
+        ({"command": "echo hi"}, 422, "command"),
+    ],
+)
+def test_bad_exec_changes_nothing(
+    api: httpx.Client, holder: FakeHolder, body: dict, status: int, said: str
+) -> None:
+    sb = create(api)
+    before = api.get(f"/v1/sandboxes/{sb['id']}").json()["last_used_at"]
+    assert said in error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json=body), status)
+    assert holder.last().commands == []
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json()["last_used_at"] == before
+
+
+def test_files_round_trip_as_bytes(api: httpx.Client, holder: FakeHolder) -> None:
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    data = bytes(range(256)) * 10
+    resp = api.put(url, params={"path": "dir/blob.bin"}, content=data)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"path": "/home/user/dir/blob.bin", "size": len(data)}
+    back = api.get(url, params={"path": "/home/user/dir/blob.bin"})
+    assert back.headers["content-type"] == "application/octet-stream" and back.content == data
+    assert holder.last().files == {"/home/user/dir/blob.bin": data}
+    assert api.put(url, params={"path": "/tmp/empty"}, content=b"").json()["size"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "said"),
+    [
+        ("GET", "/home/user/missing", 404, "No file /home/user/missing in the sandbox."),
+        ("PUT", "/etc/passwd", 400, "Could not write /etc/passwd in the sandbox: Permission denied."),
+        ("PUT", "", 400, "The path is empty."),
+        ("GET", "", 400, "The path is empty."),
+        ("PUT", "a\x00b", 400, "NUL"),
+        ("GET", "x" * 5000, 422, "path"),
+    ],
+)
+def test_bad_file_requests_change_nothing(
+    api: httpx.Client, holder: FakeHolder, method: str, path: str, status: int, said: str
+) -> None:
+    sb = create(api)
+    resp = api.request(method, f"/v1/sandboxes/{sb['id']}/files", params={"path": path}, content=b"x")
+    assert said in error(resp, status)
+    assert holder.last().files == {}
+
+
+def test_a_file_over_the_limit_is_refused(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    platform.config = platform.config.with_values(sandbox_file_limit=1024)
+    sb = create(api)
+    resp = api.put(f"/v1/sandboxes/{sb['id']}/files", params={"path": "big"}, content=b"x" * 1025)
+    assert error(resp, 400) == "The file is larger than the 1 KiB a sandbox takes in one call."
+    assert holder.last().files == {}
+    holder.last().files["/home/user/big"] = b"x" * 2000
+    assert "larger than" in error(api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "big"}), 400)
+
+
+def test_unknown_sandboxes_are_404_on_every_route(api: httpx.Client, holder: FakeHolder) -> None:
+    for method, suffix, kw in [
+        ("GET", "", {}),
+        ("DELETE", "", {}),
+        ("POST", "/exec", {"json": {"command": ["true"]}}),
+        ("PUT", "/files", {"params": {"path": "a"}, "content": b"x"}),
+        ("GET", "/files", {"params": {"path": "a"}}),
+    ]:
+        resp = api.request(method, f"/v1/sandboxes/sbx_nothere00{suffix}", **kw)
+        assert error(resp, 404) == "No sandbox 'sbx_nothere00' in this workspace.", (method, suffix)
+
+
+def test_remove_then_nothing_more_goes_in(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    sb = create(api)
+    assert metrics.of(platform)._sandboxes._value.get() == 1
+    assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204
+    assert holder.last().removed and metrics.of(platform)._sandboxes._value.get() == 0
+    shown = api.get(f"/v1/sandboxes/{sb['id']}").json()
+    assert (shown["status"], shown["reason"], shown["expires_at"]) == ("removed", "removed on request", None)
+    assert api.get("/v1/sandboxes").json() == []
+    assert [s["id"] for s in api.get("/v1/sandboxes", params={"all": True}).json()] == [sb["id"]]
+    said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 409)
+    assert said == f"The sandbox {sb['id']} is removed (removed on request): it takes no commands."
+    assert error(api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "a"}), 409)
+    assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204  # removed already: as it is
+
+
+def test_the_reaper_removes_idle_and_expired_sandboxes(
+    holder: FakeHolder, platform: Platform, api: httpx.Client
+) -> None:
+    idle, old, busy, fresh = create(api, timeout=5), create(api), create(api, timeout=5), create(api)
+    past = utcnow() - timedelta(seconds=10)
+    with platform.store.session() as s:
+        s.execute(
+            update(SandboxRow).where(SandboxRow.id.in_([idle["id"], busy["id"]])).values(last_used_at=past)
+        )
+        born = past - timedelta(seconds=86400)
+        s.execute(update(SandboxRow).where(SandboxRow.id == old["id"]).values(created_at=born, deadline=past))
+    holder.sandboxes[f"{platform.container_prefix}sb-{busy['id']}"]._busy = 1  # a command runs
+    assert sorted(sandboxes.reap(platform)) == sorted([idle["id"], old["id"]])
+    by_id = {s["id"]: s for s in api.get("/v1/sandboxes", params={"all": True}).json()}
+    assert by_id[idle["id"]]["reason"] == "idle for 5 s"
+    assert by_id[old["id"]]["reason"] == "it reached the end of its lifetime (86400 s)"
+    assert by_id[busy["id"]]["status"] == by_id[fresh["id"]]["status"] == "running"
+    assert sandboxes.reap(platform) == []
+
+
+def test_a_sandbox_whose_init_exited_is_failed(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    sb = create(api)
+    holder.last().die()
+    said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 409)
+    assert said == f"The sandbox {sb['id']} stopped running; it was marked failed."
+    shown = api.get(f"/v1/sandboxes/{sb['id']}").json()
+    assert (
+        shown["status"] == "failed" and "its init process (under gVisor, its kernel) ended" in shown["reason"]
+    )
+    other = create(api)
+    holder.last().die()
+    assert sandboxes.reap(platform) == [other["id"]]
+
+
+def test_exec_and_files_keep_it_alive(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    sb = create(api, timeout=5)
+    with platform.store.session() as s:
+        s.execute(update(SandboxRow).values(last_used_at=utcnow() - timedelta(seconds=10)))
+    assert api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}).status_code == 200
+    assert sandboxes.reap(platform) == []
+    with platform.store.session() as s:
+        s.execute(update(SandboxRow).values(last_used_at=utcnow() - timedelta(seconds=10)))
+    assert api.put(f"/v1/sandboxes/{sb['id']}/files", params={"path": "a"}, content=b"1").status_code == 200
+    assert sandboxes.reap(platform) == []
+
+
+def test_removed_by_another_server_goes_here_too(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    sb = create(api)
+    with platform.store.session() as s:  # another server on the database ended it
+        s.execute(update(SandboxRow).values(status="removed", reason="removed on request"))
+    assert sandboxes.reap(platform) == [sb["id"]] and holder.last().removed
+
+
+def test_held_by_another_server(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    sb = create(api)
+    platform.held.pop(sb["id"])
+    said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 409)
+    assert said == f"The sandbox {sb['id']} is held by another orch server on this database."
+
+
+def test_a_restart_removes_what_it_cannot_vouch_for(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept, gone = create(api), create(api)
+    with platform.store.session() as s:  # one of another server's on the same database
+        s.execute(update(SandboxRow).where(SandboxRow.id == kept["id"]).values(owner="someoneelse"))
+    with caplog.at_level("INFO"):
+        assert sandboxes.recover(platform) == 1
+    assert "removed 1 sandboxes on demand that this server held before it restarted" in caplog.text
+    shown = api.get(f"/v1/sandboxes/{gone['id']}").json()
+    assert (shown["status"], shown["reason"]) == ("removed", "the server restarted")
+    assert api.get(f"/v1/sandboxes/{kept['id']}").json()["status"] == "running"
+
+
+def test_a_stopping_server_removes_its_sandboxes(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    sb = create(api)
+    assert sandboxes.close_all(platform, "the server stopped") == 1
+    assert holder.last().removed
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json()["reason"] == "the server stopped"
+
+
+# ---- the CLI on top -------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli(api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str, str], holder: FakeHolder):
+    def make() -> client_mod.Client:
+        return client_mod.Client("http://testserver", workspace[1], transport=api._transport)
+
+    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
+    monkeypatch.setenv("COLUMNS", "200")
+    return lambda *args, input=None: runner.invoke(app, list(args), input=input)
+
+
+def test_cli_create_exec_cp_list_rm(cli, holder: FakeHolder, tmp_path: Path) -> None:
+    res = cli("sandbox", "create", "--memory", "256Mi", "--timeout", "60")
+    assert res.exit_code == 0, res.output
+    sandbox_id = res.stdout.strip()
+    assert (
+        sandbox_id.startswith("sbx_") and "256 MiB" in res.stderr and "removed after 60 s idle" in res.stderr
+    )
+    res = cli("sandbox", "exec", sandbox_id, "--", "echo", "-n", "hello")
+    assert (res.exit_code, res.stdout) == (0, "-n hello\n")
+    res = cli("sandbox", "exec", sandbox_id, "--", "nope")
+    assert res.exit_code == 127 and "orch: nope: command not found" in res.stderr
+    res = cli("sandbox", "exec", sandbox_id, "--timeout", "0.2", "--", "sleep", "5")
+    assert res.exit_code == 124 and "timed out after 0.2 s" in res.stderr
+    data = json.loads(cli("sandbox", "exec", sandbox_id, "--json", "--", "false").stdout)
+    assert data["exit_code"] == 1 and {"stdout", "stderr", "duration"} <= set(data)
+    res = cli("sandbox", "exec", sandbox_id, "-i", "--", "cat", input="piped\n")
+    assert res.stdout == "piped\n"
+    local = tmp_path / "in.bin"
+    local.write_bytes(b"\x00\x01bytes")
+    res = cli("sandbox", "cp", str(local), f"{sandbox_id}:data/in.bin")
+    assert res.exit_code == 0, res.output
+    assert holder.last().files["/home/user/data/in.bin"] == b"\x00\x01bytes"
+    res = cli("sandbox", "cp", f"{sandbox_id}:/home/user/data/in.bin", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "in.bin").read_bytes() == b"\x00\x01bytes"
+    listed = json.loads(cli("sandbox", "list", "--json").stdout)
+    assert [s["id"] for s in listed] == [sandbox_id]
+    table = cli("sandbox", "list").stdout
+    assert "LAST USED" in table and sandbox_id in table and "python" in table
+    assert cli("sandbox", "rm", sandbox_id).exit_code == 0
+    assert json.loads(cli("sandbox", "list", "--json").stdout) == []
+    created = json.loads(cli("sandbox", "create", "--json").stdout)
+    assert {"id", "status", "environment"} <= set(created) and created["environment"]["name"] == "python"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("sandbox", "create", "--memory", "lots"), "memory: 'lots' is not a size."),
+        (("sandbox", "create", "--env", "nope"), "No environment 'nope' in this workspace."),
+        (("sandbox", "exec", "sbx_nothere00", "--", "true"), "No sandbox 'sbx_nothere00' in this workspace."),
+        (
+            ("sandbox", "exec", "sbx_x", "--env", "NOEQUALS", "--", "true"),
+            "--env 'NOEQUALS' is not KEY=VALUE.",
+        ),
+        (("sandbox", "cp", "a", "b"), "One side of `orch sandbox cp` must be ID:PATH"),
+        (("sandbox", "cp", "sbx_a:x", "sbx_b:y"), "One side of `orch sandbox cp` must be ID:PATH"),
+        (("sandbox", "cp", "/no/such/file", "sbx_nothere00:x"), "Cannot read '/no/such/file'"),
+        (("sandbox", "rm", "sbx_nothere00"), "No sandbox 'sbx_nothere00' in this workspace."),
+        (("sandbox", "rm", "../etc"), "'../etc' is not a sandbox id."),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_sentence(
+    cli, platform: Platform, args: tuple[str, ...], said: str
+) -> None:
+    res = cli(*args)
+    assert res.exit_code == 2, res.output
+    assert said in res.stderr and "Traceback" not in res.output
+    assert rows(platform) == []
+
+
+def test_cli_limit_reached_exits_2(cli, platform: Platform) -> None:
+    platform.config = platform.config.with_values(max_sandboxes=1)
+    assert cli("sandbox", "create").exit_code == 0
+    res = cli("sandbox", "create")
+    assert res.exit_code == 2 and "its limit (1)" in res.stderr and "orch sandbox rm ID" in res.stderr

@@ -1,0 +1,241 @@
+"""Sandboxes on demand end to end: `orch sandbox` and /v1/sandboxes against a real server that holds
+them open on real runc."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+
+
+def create(server: Server, *args: str) -> dict:
+    res = server.cli("sandbox", "create", "--json", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+def run(server: Server, sandbox_id: str, *command: str, timeout: float | None = None) -> dict:
+    with server.api() as api:
+        resp = api.post(
+            f"/v1/sandboxes/{sandbox_id}/exec",
+            json={"command": list(command), "timeout": timeout},
+            timeout=120,
+        )
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def held(server: Server, sandbox_id: str) -> list[str]:
+    """The runtime's containers of this sandbox (in either runtime)."""
+    return [n for n in runtime_sandboxes(f"orch-{server.instance}-sb-") if n.endswith(sandbox_id)]
+
+
+def processes(server: Server, sandbox_id: str, word: str) -> int:
+    """How many processes in the sandbox have `word` in their command line (the looker excluded:
+    its pattern, such as `[s]leep 1`, does not match itself)."""
+    pattern = f"[{word[0]}]{word[1:]}"
+    script = (
+        f'for c in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$c"; echo; done | grep -c -- "{pattern}" || true'
+    )
+    return int(run(server, sandbox_id, "sh", "-c", script)["stdout"].strip())
+
+
+def test_create_exec_files_and_remove(server: Server, tmp_path: Path) -> None:
+    sb = create(server)
+    assert (sb["status"], sb["environment"]["name"], sb["isolation"]) == ("running", "python", "runc")
+    assert len(held(server, sb["id"])) == 1
+    res = server.cli("sandbox", "exec", sb["id"], "--", "echo", "hello", "sandbox")
+    assert (res.returncode, res.stdout) == (0, "hello sandbox\n")
+    res = server.cli("sandbox", "exec", sb["id"], "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (res.returncode, res.stdout, res.stderr) == (7, "out\n", "err\n")
+    data = json.loads(server.cli("sandbox", "exec", sb["id"], "--json", "--", "pwd").stdout)
+    assert (data["exit_code"], data["stdout"]) == (0, "/home/user\n")
+    res = server.cli("sandbox", "exec", sb["id"], "--", "no-such-program")
+    assert res.returncode == 127 and "no-such-program: command not found" in res.stderr
+    # Files: in and out as bytes, through the CLI and the API.
+    blob = os.urandom(1024 * 1024) + b"\x00end"
+    (tmp_path / "blob").write_bytes(blob)
+    res = server.cli("sandbox", "cp", str(tmp_path / "blob"), f"{sb['id']}:deep/dir/blob")
+    assert res.returncode == 0, res.stderr
+    assert run(server, sb["id"], "sha256sum", "/home/user/deep/dir/blob")["stdout"].split()[0] == (
+        __import__("hashlib").sha256(blob).hexdigest()
+    )
+    res = server.cli("sandbox", "cp", f"{sb['id']}:/home/user/deep/dir/blob", str(tmp_path / "back"))
+    assert res.returncode == 0 and (tmp_path / "back").read_bytes() == blob
+    owner = run(server, sb["id"], "stat", "-c", "%u:%g %a", "/home/user/deep/dir/blob")["stdout"]
+    assert owner == "1000:1000 644\n"  # written by the sandbox user, with its umask
+    with server.api() as api:
+        assert api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "nope"}).status_code == 404
+        refused = api.put(f"/v1/sandboxes/{sb['id']}/files", params={"path": "/etc/evil"}, content=b"x")
+        assert refused.status_code == 400 and "Permission denied" in refused.json()["message"]
+    listed = json.loads(server.cli("sandbox", "list", "--json").stdout)
+    assert [s["id"] for s in listed] == [sb["id"]]
+    assert server.cli("sandbox", "rm", sb["id"]).returncode == 0
+    assert held(server, sb["id"]) == []
+    assert not (RUNTIME_ROOT / "sandboxes" / f"orch-{server.instance}-sb-{sb['id']}").exists()
+    shown = server.get(f"/v1/sandboxes/{sb['id']}")
+    assert (shown["status"], shown["reason"]) == ("removed", "removed on request")
+
+
+def test_a_command_has_the_process_fields_of_pid_1(server: Server) -> None:
+    sb = create(server)
+    out = run(server, sb["id"], "cat", "/proc/self/status", "/proc/1/status")["stdout"]
+    self_part, init_part = out.split("Name:")[1:3]
+
+    def fields(text: str) -> dict[str, str]:
+        found = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {k: found[k].strip() for k in FIELDS}
+
+    mine, init = fields(self_part), fields(init_part)
+    assert mine == init, (mine, init)
+    assert mine["Uid"].split()[0] == "1000" and mine["CapEff"] == mine["CapBnd"] == "0000000000000000"
+    assert (mine["NoNewPrivs"], mine["Seccomp"]) == ("1", "2")  # seccomp in filter mode, as PID 1
+
+
+def test_commands_at_once_and_a_timeout_that_kills(server: Server) -> None:
+    sb = create(server)
+    results: dict[int, dict] = {}
+
+    def go(i: int) -> None:
+        results[i] = run(server, sb["id"], "sh", "-c", f"sleep 2; echo {i}")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.monotonic() - began < 6  # side by side, not one after another
+    assert {i: r["stdout"] for i, r in results.items()} == {i: f"{i}\n" for i in range(4)}
+    began = time.monotonic()
+    timed = run(server, sb["id"], "sh", "-c", "sleep 300 & (sleep 301 &); echo started; sleep 302", timeout=1)
+    assert (timed["exit_code"], timed["timed_out"], timed["stdout"]) == (124, True, "started\n")
+    assert time.monotonic() - began < 10
+    # Its processes went with it, the orphaned one too; the sandbox goes on.
+    assert processes(server, sb["id"], "sleep 30") == 0
+    res = server.cli("sandbox", "exec", sb["id"], "--timeout", "1", "--", "sleep", "30")
+    assert res.returncode == 124 and "timed out after 1 s" in res.stderr
+    assert run(server, sb["id"], "true")["exit_code"] == 0
+
+
+def test_a_client_that_goes_away_stops_its_command(server: Server) -> None:
+    sb = create(server)
+    body = {"command": ["sh", "-c", "echo started; exec sleep 123"], "timeout": 200}
+    headers = {"Accept": "application/x-ndjson"}
+    with (
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as api,
+        api.stream("POST", f"/v1/sandboxes/{sb['id']}/exec", json=body, headers=headers, timeout=30) as resp,
+    ):
+        lines = resp.iter_lines()  # kept: a dropped iterator closes the connection
+        first = json.loads(next(lines))
+        assert first == {"stream": "stdout", "data": "started\n"}
+        deadline = time.monotonic() + 10
+        while processes(server, sb["id"], "sleep 123") != 1:  # `started` comes before the exec
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.2)
+    deadline = time.monotonic() + 20
+    while processes(server, sb["id"], "sleep 123"):
+        assert time.monotonic() < deadline, "the command outlived its client"
+        time.sleep(0.5)
+
+
+def test_streamed_output_comes_as_it_is_written(server: Server) -> None:
+    sb = create(server)
+    body = {"command": ["sh", "-c", "echo one; sleep 2; echo two >&2"]}
+    seen: list[tuple[float, dict]] = []
+    began = time.monotonic()
+    with (
+        server.api() as api,
+        api.stream(
+            "POST", f"/v1/sandboxes/{sb['id']}/exec", json=body, headers={"Accept": "application/x-ndjson"}
+        ) as resp,
+    ):
+        for line in resp.iter_lines():
+            seen.append((time.monotonic() - began, json.loads(line)))
+    assert [e for _, e in seen[:2]] == [
+        {"stream": "stdout", "data": "one\n"},
+        {"stream": "stderr", "data": "two\n"},
+    ]
+    assert seen[0][0] < 1.5 <= seen[1][0]  # the first line did not wait for the second
+    assert seen[-1][1]["exit_code"] == 0
+
+
+def test_an_idle_sandbox_is_removed(server: Server) -> None:
+    sb = create(server, "--timeout", "2")
+    deadline = time.monotonic() + 20
+    while (shown := server.get(f"/v1/sandboxes/{sb['id']}"))["status"] == "running":
+        assert time.monotonic() < deadline, "the idle sandbox was not removed"
+        time.sleep(0.3)
+    assert (shown["status"], shown["reason"]) == ("removed", "idle for 2 s")
+    while held(server, sb["id"]):  # recorded first (no command goes in from then on), then torn down
+        assert time.monotonic() < deadline, "the idle sandbox was recorded removed but left running"
+        time.sleep(0.1)
+    res = server.cli("sandbox", "exec", sb["id"], "--", "true")
+    assert res.returncode == 2 and "is removed (idle for 2 s)" in res.stderr
+
+
+def test_the_workspace_limit_and_bad_input(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    server.settings["ORCH_MAX_SANDBOXES"] = "2"
+    server.start()
+    first, _second = create(server), create(server)
+    res = server.cli("sandbox", "create")
+    assert res.returncode == 2
+    assert "This workspace already holds 2 sandboxes open, its limit (2)." in res.stderr
+    assert "orch sandbox rm ID" in res.stderr
+    with server.api() as api:
+        resp = api.post("/v1/sandboxes", json={})
+        assert resp.status_code == 429 and resp.json()["error"] == "limit_reached"
+        for body, status in (
+            ({"memory": "1Ki"}, 400),
+            ({"cpus": -1}, 400),
+            ({"environment": "no-such-env"}, 404),
+            ({"timeout": "soon"}, 422),
+        ):
+            resp = api.post("/v1/sandboxes", json=body)
+            assert resp.status_code == status and resp.json()["message"], (body, resp.text)
+        url = f"/v1/sandboxes/{first['id']}"
+        for body in (
+            {"command": []},
+            {"command": ["true"], "timeout": -1},
+            {"command": ["true"], "workdir": "/nope"},
+        ):
+            resp = api.post(f"{url}/exec", json=body)
+            assert 400 <= resp.status_code < 500 and resp.json()["message"].endswith("."), (body, resp.text)
+        assert api.get(f"{url}/files", params={"path": ""}).status_code == 400
+        assert api.put(f"{url}/files", params={"path": "a\x00b"}, content=b"x").status_code == 400
+        assert api.get("/v1/sandboxes/sbx_nothere00").status_code == 404
+    for args in (
+        ("sandbox", "create", "--memory", "lots"),
+        ("sandbox", "exec", first["id"], "--env", "NOEQUALS", "--", "true"),
+        ("sandbox", "cp", "a", "b"),
+        ("sandbox", "rm", "sbx_nothere00"),
+    ):
+        res = server.cli(*args)
+        assert res.returncode == 2 and res.stderr.strip() and "Traceback" not in res.stderr, args
+    assert len(json.loads(server.cli("sandbox", "list", "--json").stdout)) == 2  # nothing changed
+
+
+def test_a_stopped_server_leaves_nothing(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    server.start()
+    sb = create(server, "--network")
+    assert run(server, sb["id"], "true")["exit_code"] == 0
+    server.stop()
+    assert held(server, sb["id"]) == []
+    assert not list((RUNTIME_ROOT / "sandboxes").glob(f"orch-{server.instance}-*"))
+    assert not [p for p in Path("/run/netns").glob(f"orch-{server.instance}-*")]
+    server.start()
+    shown = server.get(f"/v1/sandboxes/{sb['id']}")
+    assert (shown["status"], shown["reason"]) == ("removed", "the server stopped")

@@ -1,0 +1,319 @@
+"""Hostile commands in sandboxes on demand: the categories of test_hostile.py, tried through `exec`
+(and the file routes) in a held sandbox. Each ends as its run equivalent does: the command's
+result is recorded, the sandbox survives or is removed with a recorded reason, nothing reaches
+the host, other sandboxes go on. A summary table is printed at the end (pytest -s shows it) and
+copied into docs/trust.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Server, sandbox_address
+from tests.security.test_hostile import LISTEN, PROBE, Listener, host_address
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OUTCOMES: list[tuple[str, str, str]] = []  # (category, attempt, recorded outcome)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary() -> Iterator[None]:
+    yield
+    width = max((len(a) for _, a, _ in OUTCOMES), default=10)
+    print("\nhostile commands in held sandboxes: category | attempt | recorded outcome")
+    for category, attempt, outcome in OUTCOMES:
+        print(f"  {category:<22} {attempt:<{width}}  {outcome}")
+
+
+@pytest.fixture(autouse=True)
+def removed_after(server: Server) -> Iterator[None]:
+    """Each case's sandboxes go at its end: the module's server (one per runtime) serves them all."""
+    yield
+    with server.api() as api:
+        for sandbox in api.get("/v1/sandboxes").json():
+            api.delete(f"/v1/sandboxes/{sandbox['id']}")
+
+
+def create(server: Server, **body: Any) -> str:
+    with server.api() as api:
+        resp = api.post("/v1/sandboxes", json=body)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+def exec_(server: Server, sandbox_id: str, command: list[str], **body: Any) -> httpx.Response:
+    with server.api() as api:
+        return api.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"command": command, **body}, timeout=180)
+
+
+def python(server: Server, sandbox_id: str, code: str, **body: Any) -> dict[str, Any]:
+    resp = exec_(server, sandbox_id, ["python3", "-c", code], **body)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def state(server: Server, sandbox_id: str) -> dict[str, Any]:
+    return server.get(f"/v1/sandboxes/{sandbox_id}")
+
+
+def answers(server: Server, sandbox_id: str) -> bool:
+    resp = exec_(server, sandbox_id, ["echo", "alive"], timeout=20)
+    return resp.status_code == 200 and resp.json()["stdout"] == "alive\n"
+
+
+def fate(server: Server, sandbox_id: str) -> str:
+    """After an attack: the sandbox answers, or it ended with its reason recorded (an attack that
+    took its init or, under gVisor, its kernel with it). Either way it is what its record says."""
+    if answers(server, sandbox_id):
+        assert state(server, sandbox_id)["status"] == "running"
+        return "the sandbox answers"
+    shown = state(server, sandbox_id)
+    assert shown["status"] in ("failed", "removed") and shown["reason"], shown
+    return f"the sandbox ended, recorded {shown['status']} ({shown['reason']})"
+
+
+def record(category: str, attempt: str, result: dict[str, Any] | str, after: str) -> None:
+    if isinstance(result, dict):
+        said = f"exit {result['exit_code']}" + (" (timed out)" if result.get("timed_out") else "")
+    else:
+        said = result
+    OUTCOMES.append((category, attempt, f"{said}; {after}"))
+
+
+def test_reading_host_files(server: Server) -> None:
+    sb = create(server)
+    paths = [str(server.home / "config.toml"), str(server.home / "orch.db"), "/root/.bash_history"]
+    code = f"import json, os\nprint(json.dumps({{p: os.path.exists(p) for p in {paths!r}}}))\n"
+    result = python(server, sb, code)
+    assert result["exit_code"] == 0 and not any(json.loads(result["stdout"]).values())
+    # Through the file routes and a symlink: it resolves inside the sandbox, where none exists.
+    assert exec_(server, sb, ["ln", "-s", str(server.home / "config.toml"), "link"]).json()["exit_code"] == 0
+    with server.api() as api:
+        read = api.get(f"/v1/sandboxes/{sb}/files", params={"path": "link"})
+    assert read.status_code == 404 and server.token not in read.text
+    record("host files", "read ORCH_HOME's config and database, also via a symlink", result, "none visible")
+
+
+def test_writing_outside_the_sandbox(server: Server, tmp_path: Any) -> None:
+    sb = create(server)
+    code = (
+        "hits = []\n"
+        "for p in ('/etc/orch-evil', '/usr/orch-evil', '/opt/orch-evil', '/run/orch-init'):\n"
+        "    try:\n"
+        "        open(p, 'w').write('x'); hits.append(p)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(len(hits))\n"
+    )
+    result = python(server, sb, code)
+    assert result["stdout"] == "0\n"
+    # A symlink to a host path, written through the file route: written inside the sandbox.
+    target = tmp_path / "host-evil"
+    exec_(server, sb, ["ln", "-s", str(target), "/tmp/escape"])
+    with server.api() as api:
+        put = api.put(f"/v1/sandboxes/{sb}/files", params={"path": "/tmp/escape"}, content=b"evil")
+    assert not target.exists() and not os.path.lexists(target)
+    assert not os.path.exists("/etc/orch-evil") and not os.path.exists("/opt/orch-evil")
+    record(
+        "writing outside",
+        "write to /etc, /usr, /opt, the init; a symlink to a host path",
+        result,
+        f"all refused; the symlinked write ({put.status_code}) stayed inside",
+    )
+
+
+def test_seeing_other_processes(server: Server) -> None:
+    sb = create(server)
+    result = python(server, sb, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
+    assert result["exit_code"] == 0 and int(result["stdout"]) <= 4  # its init, itself
+    record("processes", "count processes in /proc", result, f"sees {result['stdout'].strip()} (its own)")
+
+
+def test_fork_bomb(server: Server) -> None:
+    sb, other = create(server), create(server)
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        raise\n"
+    result = python(server, sb, code, timeout=20)
+    assert result["exit_code"] != 0
+    # Its command ended (the first fork that failed), the processes it left go on forking within
+    # the sandbox's limits (256 processes, 1 CPU): the machine and other sandboxes go on.
+    began = time.monotonic()
+    assert answers(server, other)
+    took = time.monotonic() - began
+    assert took < 10
+    after = exec_(server, sb, ["true"], timeout=10)
+    if after.status_code == 409 and "process limit (256)" in after.json()["message"]:
+        outcome = "new commands refused (its process limit), the sandbox goes on request"
+    else:
+        outcome = fate(server, sb)
+    if state(server, sb)["status"] == "running":
+        with server.api() as api:
+            assert api.delete(f"/v1/sandboxes/{sb}").status_code == 204
+        shown = state(server, sb)
+        assert (shown["status"], shown["reason"]) == ("removed", "removed on request")
+        outcome += "; removed on request"
+    record("fork bomb", "fork until it fails", result, f"{outcome}; another sandbox answered in {took:.1f} s")
+
+
+def test_memory_bomb(server: Server) -> None:
+    sb = create(server, memory="128Mi")
+    result = python(server, sb, "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n")
+    # Killed by the kernel at the memory limit; under gVisor, its own kernel refuses the memory
+    # and Python exits 1 (with no room left to say why).
+    gvisor = server.settings.get("ORCH_ISOLATION") == "gvisor"
+    assert result["exit_code"] == 137 or (gvisor and result["exit_code"] == 1), result
+    record("memory bomb", "allocate 16 MiB blocks forever (128 MiB)", result, fate(server, sb))
+
+
+def test_filling_the_disk(server: Server) -> None:
+    before = shutil.disk_usage("/").free
+    sb = create(server, memory="256Mi")
+    code = (
+        "import errno\n"
+        "written = 0\n"
+        "for place in ('/home/user/fill', '/tmp/fill'):\n"
+        "    try:\n"
+        "        with open(place, 'wb') as f:\n"
+        "            while True:\n"
+        "                f.write(b'x' * (1 << 20)); f.flush(); written += 1\n"
+        "    except OSError as e:\n"
+        "        print(place, errno.errorcode[e.errno], written)\n"
+    )
+    result = python(server, sb, code, timeout=120)
+    assert "ENOSPC" in result["stdout"] or result["exit_code"] == 137, result
+    assert shutil.disk_usage("/").free > before - 64 * 1024 * 1024
+    outcome = f"the host's disk untouched; {fate(server, sb)}"
+    record("filling the disk", "write until the disk is full", result, outcome)
+
+
+def test_endless_cpu(server: Server) -> None:
+    sb = create(server, cpus=0.5)
+    result = python(server, sb, "while True:\n    pass\n", timeout=3)
+    assert (result["exit_code"], result["timed_out"]) == (124, True)
+    record("endless CPU", "busy loop (timeout 3 s)", result, f"killed at its timeout; {fate(server, sb)}")
+
+
+def probe(server: Server, sandbox_id: str, port: int, hosts: list[str]) -> dict[str, Any]:
+    result = python(server, sandbox_id, PROBE, env={"ORCH_INPUT": json.dumps({"port": port, "hosts": hosts})})
+    assert result["exit_code"] == 0, result
+    return dict(json.loads(result["stdout"]))
+
+
+def test_reaching_the_server_api_and_host_services(server: Server) -> None:
+    sb = create(server, network=True)
+    port = int(server.url.rsplit(":", 1)[1])
+    assert probe(server, sb, port, ["127.0.0.1"])["connected"] == []
+    listener = Listener("0.0.0.0")
+    try:
+        tried = probe(server, sb, listener.port, [host_address()])["tried"]
+        socket.create_connection(("127.0.0.1", listener.port), timeout=3).close()  # the control
+        deadline = time.monotonic() + 5
+        while not listener.peers and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.close()
+    assert len(tried) >= 4 and listener.peers == ["127.0.0.1"], listener.peers
+    record(
+        "server API, host",
+        f"connect to the server's port and a host service via {len(tried)} addresses",
+        "nothing connected",
+        "the host's listener saw no sandbox",
+    )
+
+
+def test_listening_port_reached_from_host_and_other_sandboxes(server: Server) -> None:
+    listening, neighbour = create(server, network=True), create(server, network=True)
+    out: dict[str, Any] = {}
+
+    def listen() -> None:
+        out.update(python(server, listening, LISTEN, env={"ORCH_INPUT": "15"}, timeout=60))
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    address = ""
+    deadline = time.monotonic() + 30
+    while not address:
+        assert time.monotonic() < deadline, "the listener never started"
+        time.sleep(0.5)
+        try:
+            address = sandbox_address(listening)
+        except (ValueError, RuntimeError):
+            continue
+    time.sleep(2)  # its control connection made
+    try:
+        socket.create_connection((address, 8080), timeout=3).close()
+        from_host = "connected"
+    except OSError as e:
+        from_host = type(e).__name__
+    neighbour_got = probe(server, neighbour, 8080, [address])["connected"]
+    thread.join(90)
+    seen = json.loads(out["stdout"].splitlines()[-1])
+    assert seen["accepted"] == [seen["me"]], seen
+    assert from_host != "connected" and neighbour_got == []
+    record(
+        "listening port",
+        "listen on 8080; the host and another sandbox connect",
+        out,
+        f"host: {from_host}; neighbour: none; the listener accepted only its own control",
+    )
+
+
+def test_secrets_stay_out(server: Server) -> None:
+    sb = create(server)
+    result = exec_(server, sb, ["env"]).json()
+    names = sorted(line.split("=", 1)[0] for line in result["stdout"].splitlines())
+    assert not [n for n in names if n.startswith("ORCH_")] and server.token not in result["stdout"]
+    for path in (server.home / "logs").rglob("*"):
+        if path.is_file():
+            assert server.token not in path.read_text(errors="replace"), path
+    record("secrets", "look for tokens in the environment and logs", result, "no ORCH_* variable, no token")
+
+
+def test_killing_its_own_init(server: Server) -> None:
+    sb = create(server)
+    result = exec_(server, sb, ["sh", "-c", "kill -KILL 1; kill -TERM 1; sleep 1"]).json()
+    deadline = time.monotonic() + 15
+    while (shown := state(server, sb))["status"] == "running" and time.monotonic() < deadline:
+        if not answers(server, sb):
+            continue
+        time.sleep(0.5)
+    if shown["status"] == "running":
+        outcome = "its init ignores signals from inside; the sandbox answers"
+        assert answers(server, sb)
+    else:
+        assert (
+            shown["status"] == "failed"
+            and "its init process (under gVisor, its kernel) ended" in shown["reason"]
+        ), shown
+        outcome = f"the sandbox ended; recorded failed ({shown['reason']})"
+    record("its own init", "kill PID 1 from inside", result, outcome)
+
+
+def test_other_sandboxes_go_on_during_an_attack(server: Server) -> None:
+    hog, nice = create(server), create(server)
+    results: dict[str, dict[str, Any]] = {}
+    thread = threading.Thread(
+        target=lambda: results.update(hog=python(server, hog, "while True:\n    pass\n", timeout=8))
+    )
+    thread.start()
+    time.sleep(1)
+    began = time.monotonic()
+    assert answers(server, nice)
+    took = time.monotonic() - began
+    thread.join(60)
+    assert results["hog"]["timed_out"] and took < 5
+    record(
+        "isolation",
+        "a command while another sandbox burns CPU",
+        results["hog"],
+        f"the other sandbox answered in {took:.2f} s",
+    )

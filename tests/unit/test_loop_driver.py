@@ -1,0 +1,388 @@
+"""The managed loop's driver against the scripted model server (tests/model_server.py), through
+both providers' SDKs, with its tools in a fake sandbox: a directory of this test's own where the
+commands run as plain processes (the real sandbox: tests/integration/test_loop_held.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.bundle.loop_manifest import LoopConfig
+from orch.loop.clip import Clip
+from orch.loop.driver import NO_INPUT, first_message, run_loop
+from orch.loop.outcome import Outcome
+from orch.loop.providers import connect
+from orch.loop.retry import Backoff
+from orch.loop.sandbox import Finished, SandboxGone
+from orch.models import RunStatus
+from tests.model_server import KEY, Fail, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+
+PROVIDERS = ["openai", "anthropic"]
+QUICK = Backoff(attempts=3, first=0.01, cap=0.05)
+
+
+class LocalSandbox:
+    """A fake ToolSandbox: commands run as processes in a directory, output kept as the real one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.commands: list[list[str]] = []
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
+        self.commands.append(list(argv))
+        output = Clip(limit)
+        try:
+            done = subprocess.run(
+                list(argv),
+                cwd=self.root,
+                input=stdin or b"",
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            output(exc.stdout or b"")
+            return Finished(124, output, timed_out=True)
+        output(done.stdout + done.stderr)
+        return Finished(done.returncode, output)
+
+
+class GoneSandbox:
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
+        raise SandboxGone("The sandbox orch-x is no longer running.")
+
+
+def config(server: ModelServer, provider: str, **settings: Any) -> LoopConfig:
+    url = server.openai_url if provider == "openai" else server.anthropic_url
+    return LoopConfig(
+        model="test-model",
+        provider=provider,  # type: ignore[arg-type]
+        base_url=url,
+        api_key_secret="MODEL_KEY",
+        system="You are a test.",
+        **settings,
+    )
+
+
+class Drive:
+    def __init__(self, server: ModelServer, provider: str, sandbox: Any) -> None:
+        self.server, self.provider, self.sandbox = server, provider, sandbox
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, run_input: str = "do it", key: str = KEY, **settings: Any) -> Outcome:
+        kwargs = {k: settings.pop(k) for k in ("timeout", "should_stop", "mask") if k in settings}
+        loop = config(self.server, self.provider, **settings)
+        return run_loop(
+            loop,
+            connect(loop, key),
+            self.sandbox,
+            run_input,
+            lambda kind, data: self.events.append((kind, data)),
+            backoff=QUICK,
+            **kwargs,
+        )
+
+    def types(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [data for k, data in self.events if k == kind]
+
+
+@pytest.fixture(params=PROVIDERS)
+def drive(request: pytest.FixtureRequest, model_server: ModelServer, tmp_path: Path) -> Drive:
+    return Drive(model_server, request.param, LocalSandbox(tmp_path))
+
+
+def results_sent(server: ModelServer, provider: str, request: int = -1) -> list[tuple[str, str]]:
+    """(call id, output) of the tool results the `request`-th request carried."""
+    body = server.requests[request].body
+    if provider == "openai":
+        return [(m["tool_call_id"], m["content"]) for m in body["messages"] if m["role"] == "tool"][-10:]
+    last = body["messages"][-1]
+    return [(b["tool_use_id"], b["content"]) for b in last["content"] if b["type"] == "tool_result"]
+
+
+def test_a_tool_call_then_the_answer(drive: Drive) -> None:
+    drive.server.script(
+        Reply(text="Writing it.", calls=[("bash", {"command": "echo hi > out.txt && cat out.txt"})]),
+        Reply(text="It says hi.", input_tokens=30, output_tokens=4),
+    )
+    outcome = drive()
+    assert (outcome.status, outcome.answer, outcome.reason) == (RunStatus.SUCCEEDED, "It says hi.", None)
+    assert outcome.usage.as_dict() == {"input_tokens": 40, "output_tokens": 9, "model_calls": 2}
+    assert drive.types() == ["model_call", "tool_call", "tool_result", "model_call", "final"]
+    first_call, second_call = drive.of("model_call")
+    assert first_call["text"] == "Writing it." and first_call["turn"] == 1 and first_call["attempts"] == 1
+    assert (first_call["input_tokens"], first_call["output_tokens"]) == (10, 5) and first_call[
+        "duration"
+    ] >= 0
+    assert "text" not in second_call  # the answer is the final event's
+    (call,) = drive.of("tool_call")
+    assert call["name"] == "bash" and call["arguments"] == {"command": "echo hi > out.txt && cat out.txt"}
+    (result,) = drive.of("tool_result")
+    assert (result["name"], result["exit_code"], result["output"]) == ("bash", 0, "hi\n")
+    assert result["call_id"] == call["call_id"]
+    assert drive.of("final") == [{"text": "It says hi."}]
+    assert (drive.sandbox.root / "out.txt").read_text() == "hi\n"
+    assert drive.sandbox.commands == [["bash", "-lc", "echo hi > out.txt && cat out.txt"]]
+    # What the model was sent: the system prompt, the input, the tools; then the result.
+    first = drive.server.requests[0].body
+    if drive.provider == "openai":
+        assert first["messages"][:2] == [
+            {"role": "system", "content": "You are a test."},
+            {"role": "user", "content": "do it"},
+        ]
+        assert [t["function"]["name"] for t in first["tools"]] == [
+            "bash",
+            "read_file",
+            "write_file",
+            "edit_file",
+            "list_files",
+        ]
+    else:
+        assert first["system"] == "You are a test." and first["messages"] == [
+            {"role": "user", "content": "do it"}
+        ]
+        assert [t["name"] for t in first["tools"]] == [
+            "bash",
+            "read_file",
+            "write_file",
+            "edit_file",
+            "list_files",
+        ]
+        assert first["max_tokens"] == 8192
+    assert results_sent(drive.server, drive.provider) == [(call["call_id"], "hi\n")]
+
+
+def test_several_tools_in_one_turn_run_in_order(drive: Drive) -> None:
+    drive.server.script(
+        Reply(
+            calls=[
+                ("write_file", {"path": "notes/a.txt", "content": "one\ntwo\n"}),
+                ("edit_file", {"path": "notes/a.txt", "old": "two", "new": "2"}),
+                ("read_file", {"path": "notes/a.txt"}),
+                ("list_files", {"path": "notes"}),
+            ]
+        ),
+        Reply(text="done"),
+    )
+    outcome = drive()
+    assert outcome.status == RunStatus.SUCCEEDED
+    assert drive.types() == ["model_call"] + ["tool_call", "tool_result"] * 4 + ["model_call", "final"]
+    results = drive.of("tool_result")
+    assert [r["name"] for r in results] == ["write_file", "edit_file", "read_file", "list_files"]
+    assert [r["exit_code"] for r in results] == [0, 0, 0, 0]
+    assert results[0]["output"] == "wrote 8 bytes to notes/a.txt"
+    assert results[1]["output"] == "replaced 1 occurrence in notes/a.txt"
+    assert results[2]["output"] == "one\n2\n"
+    assert "a.txt" in results[3]["output"]
+    sent = results_sent(drive.server, drive.provider)
+    assert [i for i, _ in sent] == [c["call_id"] for c in drive.of("tool_call")]
+    assert (drive.sandbox.root / "notes" / "a.txt").read_text() == "one\n2\n"
+
+
+def test_a_failing_tool_is_a_result_the_model_sees(drive: Drive) -> None:
+    (drive.sandbox.root / "twice.txt").write_text("x x\n")
+    drive.server.script(
+        Reply(
+            calls=[
+                ("bash", {"command": "echo oops >&2; exit 3"}),
+                ("read_file", {"path": "missing.txt"}),
+                ("edit_file", {"path": "twice.txt", "old": "x", "new": "y"}),
+                ("browse", {"url": "https://example.org"}),
+                ("bash", {"cmd": "ls"}),
+            ]
+        ),
+        Reply(text="I could not."),
+    )
+    outcome = drive()
+    assert outcome.status == RunStatus.SUCCEEDED and outcome.answer == "I could not."
+    results = drive.of("tool_result")
+    assert [r["exit_code"] for r in results] == [3, 1, 1, 2, 2]
+    assert results[0]["output"] == "oops\n"
+    assert "No such file" in results[1]["output"]
+    assert "contains `old` 2 times" in results[2]["output"]
+    assert "there is no tool 'browse'" in results[3]["output"] and "list_files" in results[3]["output"]
+    assert "bash needs `command`" in results[4]["output"]
+    sent = dict(results_sent(drive.server, drive.provider))
+    assert sent[drive.of("tool_call")[0]["call_id"]] == "oops\n\n[exit code 3]"
+    if drive.provider == "anthropic":
+        blocks = drive.server.requests[-1].body["messages"][-1]["content"]
+        assert [b["is_error"] for b in blocks] == [True] * 5
+    assert (drive.sandbox.root / "twice.txt").read_text() == "x x\n"
+
+
+def test_the_turn_limit(drive: Drive) -> None:
+    drive.server.forever(Reply(calls=[("bash", {"command": "true"})]))
+    outcome = drive(max_turns=3)
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.reason == "max_turns (3) reached: the model still asked for tools"
+    assert outcome.usage.model_calls == 3 and len(drive.server.requests) == 3
+    assert len(drive.of("tool_result")) == 2  # the last turn's tools do not run
+
+
+def test_the_token_limit(drive: Drive) -> None:
+    drive.server.forever(Reply(calls=[("bash", {"command": "true"})], input_tokens=700, output_tokens=200))
+    outcome = drive(max_tokens=1500)
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.reason == "max_tokens (1500) reached: 1800 tokens in 2 model calls"
+    assert outcome.usage.as_dict() == {"input_tokens": 1400, "output_tokens": 400, "model_calls": 2}
+    if drive.provider == "anthropic":  # each call may answer at most what is left
+        assert [b["max_tokens"] for b in drive.server.bodies()] == [1500, 600]
+
+
+def test_429_then_success(drive: Drive) -> None:
+    drive.server.script(Fail(429, "Rate limit reached", {"retry-after-ms": "20"}), Reply(text="fine"))
+    outcome = drive()
+    assert (outcome.status, outcome.answer) == (RunStatus.SUCCEEDED, "fine")
+    assert len(drive.server.requests) == 2 and drive.of("model_call")[0]["attempts"] == 2
+    assert outcome.usage.model_calls == 1
+
+
+def test_500_forever_fails_with_the_endpoints_message(drive: Drive) -> None:
+    drive.server.forever(Fail(500, "The server had an error while processing your request."))
+    began = time.monotonic()
+    outcome = drive()
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.reason == (
+        "the model endpoint answered 500 3 times: The server had an error while processing your request."
+    )
+    assert len(drive.server.requests) == 3 and time.monotonic() - began < 5
+    assert drive.events == []
+
+
+def test_a_refused_key_fails_at_once_naming_the_secret(drive: Drive) -> None:
+    outcome = drive(key="sk-wrong")
+    assert outcome.status == RunStatus.FAILED and len(drive.server.requests) == 1
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("the model endpoint refused the API key (401: ")
+    assert (
+        "MODEL_KEY (loop.api_key_secret)" in outcome.reason and "orch secret set MODEL_KEY" in outcome.reason
+    )
+
+
+def test_another_client_error_fails_at_once(drive: Drive) -> None:
+    drive.server.script(Fail(404, "The model `test-model` does not exist."))
+    outcome = drive()
+    assert (
+        outcome.reason
+        == "the model endpoint refused the request (404): The model `test-model` does not exist."
+    )
+    assert len(drive.server.requests) == 1
+
+
+def test_an_unreachable_endpoint_names_its_url(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    loop = LoopConfig(model="m", provider="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    outcome = run_loop(
+        loop, connect(loop, None), LocalSandbox(tmp_path), "hi", lambda *_: None, backoff=QUICK
+    )
+    assert outcome.status == RunStatus.FAILED and outcome.reason is not None
+    assert outcome.reason.startswith(f"could not reach the model endpoint http://127.0.0.1:{port}/v1 (")
+    assert "3 tries); check loop.base_url" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ('{"prompt": "Summarise the notes", "lang": "en"}', "Summarise the notes"),
+        ('{"prompt": {"task": "x"}}', '{"task": "x"}'),
+        ('{"url": "https://example.org"}', '{"url": "https://example.org"}'),
+        ("[1, 2]", "[1, 2]"),
+        ("plain words", "plain words"),
+        ("", NO_INPUT),
+    ],
+)
+def test_the_first_message_is_the_inputs_prompt(given: str, sent: str) -> None:
+    assert first_message(given) == sent
+
+
+def test_json_input_with_a_prompt_is_sent_as_the_prompt(drive: Drive) -> None:
+    drive.server.script(Reply(text="ok"))
+    drive('{"prompt": "What is 2+2?", "other": 1}')
+    messages = drive.server.requests[0].body["messages"]
+    assert {"role": "user", "content": "What is 2+2?"} in messages
+
+
+def test_the_run_timeout_ends_a_slow_model_call(drive: Drive) -> None:
+    drive.server.script(Reply(text="late", delay=3))
+    began = time.monotonic()
+    outcome = drive(timeout=0.5)
+    assert (outcome.status, outcome.reason) == (RunStatus.TIMED_OUT, "timed out after 0.5 s")
+    assert time.monotonic() - began < 2
+
+
+def test_a_cancel_stops_the_loop(drive: Drive) -> None:
+    drive.server.forever(Reply(calls=[("bash", {"command": "true"})]))
+    outcome = drive(should_stop=lambda: len(drive.events) >= 3)
+    assert (outcome.status, outcome.reason) == (RunStatus.CANCELLED, "cancelled while running")
+    assert drive.types() == ["model_call", "tool_call", "tool_result"]
+
+
+def test_a_slow_tool_times_out_and_the_loop_goes_on(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": "echo start; sleep 5"})]), Reply(text="it hung"))
+    began = time.monotonic()
+    outcome = drive(tool_timeout=1)
+    assert outcome.status == RunStatus.SUCCEEDED and time.monotonic() - began < 4
+    (result,) = drive.of("tool_result")
+    assert result["exit_code"] == 124 and result["output"].endswith("[timed out after 1 s]")
+
+
+def test_long_output_keeps_its_head_and_tail(drive: Drive) -> None:
+    script = "print('HEAD'); print('x' * 5000); print('TAIL')"
+    drive.server.script(Reply(calls=[("bash", {"command": f'python3 -c "{script}"'})]), Reply(text="ok"))
+    drive(tool_output_limit=1024)
+    (result,) = drive.of("tool_result")
+    output = result["output"]
+    assert output.startswith("HEAD\n") and output.endswith("TAIL\n")
+    assert "\n[... 3987 bytes cut ...]\n" in output and len(output) < 1100  # 5011 bytes, 1024 kept
+    assert dict(results_sent(drive.server, drive.provider))[result["call_id"]] == output
+
+
+def test_invalid_arguments_are_the_models_to_fix(model_server: ModelServer, tmp_path: Path) -> None:
+    drive = Drive(model_server, "openai", LocalSandbox(tmp_path))
+    model_server.script(Reply(calls=[("bash", "{not json")]), Reply(text="sorry"))
+    outcome = drive()
+    assert outcome.status == RunStatus.SUCCEEDED
+    assert drive.of("tool_call")[0]["arguments"] == "{not json"
+    assert drive.of("tool_result")[0]["output"] == "error: the arguments of bash are not valid JSON."
+
+
+def test_secrets_are_masked_in_events_and_answer(drive: Drive) -> None:
+    (drive.sandbox.root / "key").write_text("s3cret-value")
+    drive.server.script(Reply(calls=[("read_file", {"path": "key"})]), Reply(text="the key is s3cret-value"))
+    outcome = drive(mask=lambda text: text.replace("s3cret-value", "***"))
+    assert outcome.answer == "the key is ***"
+    assert "s3cret-value" not in json.dumps(drive.events)
+
+
+def test_a_sandbox_that_is_gone_fails_the_run(model_server: ModelServer) -> None:
+    drive = Drive(model_server, "openai", GoneSandbox())
+    model_server.script(Reply(calls=[("bash", {"command": "ls"})]))
+    outcome = drive()
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.reason == "the tools' sandbox stopped: The sandbox orch-x is no longer running."
+
+
+def test_only_the_tools_the_loop_names_are_offered(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": "touch x"})]), Reply(text="ok"))
+    drive(tools=["read_file"])
+    first = drive.server.requests[0].body["tools"]
+    assert len(first) == 1
+    assert drive.of("tool_result")[0]["exit_code"] == 2 and not (drive.sandbox.root / "x").exists()
+
+
+def test_backoff_grows_and_honours_retry_after_within_the_cap() -> None:
+    backoff = Backoff(attempts=5, first=1.0, cap=30.0)
+    assert [backoff.pause(n, None) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff.pause(1, 10.0) == 10.0 and backoff.pause(1, 3600.0) == 30.0
