@@ -1,23 +1,26 @@
 """Service benchmark, side by side in one run on this machine (noisy machines: read the ratios).
 
-1. Deploy time of a service with dependencies (requirements.txt: humanize), from `orch service
-   deploy` to answering through the server, first deploy (installs) and an unchanged redeploy.
+1. Deploy times of a service with dependencies (requirements.txt: humanize), from `orch service
+   deploy` to answering through the server: the first deploy (installs), an unchanged redeploy
+   (nothing to do), and new code on the same requirements.txt (the dependency layer reused).
 2. Time a crashed service takes to answer again: `podman kill` of its container, then requests
    through the server until one succeeds.
-3. The proxy's added latency: N requests through the server's /services/... URL against N
-   straight to the container's address, interleaved, keep-alive on both: p50, p99 and ratios;
-   and, as the floor of any request to the server, N requests to its /healthz.
+3. The proxy's cost, measured with `wrk` (Debian's package) against the server's
+   /services/default/bench/ URL (a private service: the token sent) and straight to the
+   container's address, alternately: latency with one connection (p50, p99: the added latency
+   per request) and requests per second with 16 connections; plus the server's floor
+   (GET /healthz) for scale.
 
-Usage: .venv/bin/python bench/service.py [N]   (needs scripts/setup; N defaults to 1000)
+Usage: .venv/bin/python bench/service.py [SECONDS]   (needs scripts/setup --dev; 5 s per wrk run)
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,9 +29,9 @@ from pathlib import Path
 
 import httpx
 from local_platform import ORCH, cli, start_server
-from orch.sandbox.service import PORT
 
 from orch import config
+from orch.sandbox.service_spec import PORT
 
 SERVICE = """
 import os, humanize
@@ -47,8 +50,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 """
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def wait_answer(api: httpx.Client, path: str, timeout: float = 120) -> None:
@@ -63,13 +69,34 @@ def wait_answer(api: httpx.Client, path: str, timeout: float = 120) -> None:
     sys.exit(f"{path} did not answer")
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+def wrk(url: str, connections: int, seconds: int, token: str | None = None) -> dict[str, float]:
+    """p50 and p99 latency (ms) and requests/s of one wrk run; any non-2xx answer stops the bench."""
+    args = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if token:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"wrk saw errors on {url}:\n{out}")
+
+    def latency(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m[1]) * _UNITS[m[2]]
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    assert rps, out
+    return {"p50": latency("50"), "p99": latency("99"), "rps": float(rps[1])}
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    values = sorted(r[key] for r in runs)
+    return values[len(values) // 2]
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: scripts/setup --dev installs it (Debian's wrk).")
     tmp = Path(tempfile.mkdtemp(prefix="orch-bench-svc-"))
     home = tmp / "home"
     app = tmp / "app"
@@ -78,18 +105,23 @@ def main() -> None:
     (app / "requirements.txt").write_text("humanize==4.9.0\n")
     server = start_server(home)
     cfg = config.load(home, environ={})
-    api = httpx.Client(base_url=cfg.url, headers={"Authorization": f"Bearer {cfg.token}"}, timeout=30)
+    token = str(cfg.token)
+    api = httpx.Client(base_url=cfg.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     path = "/services/default/bench/"
     try:
         start = time.perf_counter()
         cli(home, "service", "deploy", str(app), "--name", "bench")
         wait_answer(api, path)
         first = time.perf_counter() - start
+        start = time.perf_counter()
+        said = cli(home, "service", "deploy", str(app), "--name", "bench")
+        unchanged = time.perf_counter() - start
+        assert "unchanged, still v1" in said, said
         (app / "main.py").write_text(SERVICE + "\n# v2\n")
         start = time.perf_counter()
         cli(home, "service", "deploy", str(app), "--name", "bench")
         wait_answer(api, path)
-        second = time.perf_counter() - start
+        new_code = time.perf_counter() - start
 
         svc = api.get("/v1/services/bench").json()
         start = time.perf_counter()
@@ -104,55 +136,43 @@ def main() -> None:
                 "podman",
                 "inspect",
                 "--format",
-                "{{.NetworkSettings.IPAddress}}",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                 api.get("/v1/services/bench").json()["container"],
             ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-        direct = httpx.Client(base_url=f"http://{address}:{PORT}", timeout=30)
-        proxied: list[float] = []
-        straight: list[float] = []
-        floor: list[float] = []
-        for _ in range(20):  # warm the connections up
-            api.get(path)
-            direct.get("/")
-        for _ in range(n):
-            t = time.perf_counter()
-            api.get(path).raise_for_status()
-            proxied.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            direct.get("/").raise_for_status()
-            straight.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            api.get("/healthz").raise_for_status()
-            floor.append(time.perf_counter() - t)
-        direct.close()
+        targets = {
+            "through the server's proxy": (f"{cfg.url}{path}", token),
+            "straight to the container": (f"http://{address}:{PORT}/", None),
+            "server floor (GET /healthz)": (f"{cfg.url}/healthz", None),
+        }
+        latency: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+        load: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+        for url, tok in targets.values():  # warm up: connections, caches
+            wrk(url, 4, 1, tok)
+        for _ in range(3):  # alternately, so that the machine's noise falls on both alike
+            for name, (url, tok) in targets.items():
+                latency[name].append(wrk(url, 1, seconds, tok))
+                load[name].append(wrk(url, 16, seconds, tok))
 
-        print(f"deploy with requirements.txt, first (installs):  {first:6.2f} s")
-        print(f"redeploy, same dependencies (layer cache):       {second:6.2f} s")
-        print(f"crashed service answering again (podman kill):   {recovered:6.2f} s")
-        print(f"requests: {n} each, interleaved, keep-alive")
-        print(f"{'':30}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-        for label, values in (
-            ("through the server's proxy", proxied),
-            ("straight to the container", straight),
-            ("server floor (GET /healthz)", floor),
-        ):
+        print(f"deploy with requirements.txt, first (installs):   {first:6.2f} s")
+        print(f"redeploy, unchanged (nothing to do; CLI included): {unchanged:6.2f} s")
+        print(f"redeploy, new code, same requirements.txt:         {new_code:6.2f} s")
+        print(f"crashed service answering again (podman kill):     {recovered:6.2f} s")
+        print(f"wrk, {seconds} s a run, median of 3 runs each, alternated")
+        print(f"{'':30}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>10}  (latency: 1 connection; req/s: 16)")
+        for name in targets:
             print(
-                f"{label:30}{pct(values, 50) * 1e3:10.2f}{pct(values, 99) * 1e3:10.2f}"
-                f"{statistics.mean(values) * 1e3:10.2f}"
+                f"{name:30}{median(latency[name], 'p50'):9.2f}{median(latency[name], 'p99'):9.2f}"
+                f"{median(load[name], 'rps'):10.0f}"
             )
-        print(
-            f"{'ratio proxy / direct':30}{pct(proxied, 50) / pct(straight, 50):10.2f}"
-            f"{pct(proxied, 99) / pct(straight, 99):10.2f}"
-            f"{statistics.mean(proxied) / statistics.mean(straight):10.2f}"
-        )
-        added = (pct(proxied, 50) - pct(straight, 50)) * 1e3
-        print(f"added latency per request (p50):                 {added:6.2f} ms")
-        own = (pct(proxied, 50) - pct(floor, 50)) * 1e3
-        print(f"of which proxying itself (p50 minus the floor):  {own:6.2f} ms")
+        proxied, direct = "through the server's proxy", "straight to the container"
+        added = median(latency[proxied], "p50") - median(latency[direct], "p50")
+        share = median(load[proxied], "rps") / median(load[direct], "rps")
+        print(f"added latency per request (p50):                   {added:6.2f} ms   (goal <= 1.5)")
+        print(f"requests/s through the proxy / direct:             {share:6.2f}      (goal >= 0.5)")
     finally:
         api.close()
         subprocess.run(

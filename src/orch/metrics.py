@@ -121,6 +121,12 @@ class Metrics:
             buckets=PROXY_BUCKETS,
             registry=r,
         )
+        self._proxy_open: Gauge = Gauge(
+            "orch_proxy_open_connections",
+            "Long-lived connections open through the proxy now, by kind (websocket, stream).",
+            ["kind"],
+            registry=r,
+        )
         # Every series exists from the start at 0: a rate over a series that appears with its
         # first event misses that event, and a missing series reads as "no data", not "none".
         for p in PHASES:
@@ -138,6 +144,8 @@ class Metrics:
             self._deployments.labels(o)
         for c in STATUS_CLASSES:
             self._proxy.labels(c)
+        for kind in ("websocket", "stream"):
+            self._proxy_open.labels(kind)
         r.register(StoreCounts(store))
 
     # The run path (workers/runs.py, sandbox/, server/api/runs.py).
@@ -202,6 +210,10 @@ class Metrics:
         and the time until that answer began."""
         self._proxy.labels(f"{min(max(status_code // 100, 1), 5)}xx").inc()
         self._proxy_seconds.observe(max(0.0, seconds))
+
+    def proxy_connection(self, kind: str, change: int) -> None:
+        """A WebSocket or an event stream through the proxy opened (+1) or closed (-1)."""
+        self._proxy_open.labels(kind).inc(change)
 
     def render(self) -> bytes:
         """Every metric in the text format (CONTENT_TYPE); the store is read once, now."""

@@ -29,6 +29,7 @@ from orch.engine.fake import FakeEngine
 from orch.sandbox.held_fake import FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.secret import box
+from orch.server import proxy
 from orch.server.app import create_app
 from orch.services import reconcile
 from orch.services.platform import Platform
@@ -271,6 +272,8 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
         if not isinstance(original, APIRoute) or not path.startswith(("/v1/", "/services/")):
             continue
         found += [(method, path) for method in sorted(ctx.methods)]
+    # The services' proxy is ASGI middleware in front of the routes (server/proxy.py).
+    found += [(method, path) for path in proxy.PATHS for method in proxy.METHODS]
     return found
 
 

@@ -17,7 +17,7 @@ from orch.engine.fake import FakeEngine
 from orch.services import deployed as use_cases
 from orch.services import reconcile
 from orch.services.platform import Platform
-from orch.store.schema import ServiceRow
+from orch.store.schema import ServiceReplicaRow
 from orch.workers import deploys
 from orch.workers.supervisor import Supervisor
 
@@ -106,14 +106,45 @@ def test_node_dependencies_use_npm_ci_with_a_lockfile(
     assert "npm ci" in text and "uv pip" not in text
 
 
-def test_a_dockerfile_is_refused_and_nothing_is_deployed(
+def test_a_service_on_its_own_dockerfile(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
-    data = bundle(tmp_path, {"main.py": "", "Dockerfile": "FROM e2bdev/code-interpreter:latest\n"})
+    """Built as an environment is (the same rules and cache), the dependencies on top."""
+    from tests.conftest import drain
+
+    dockerfile = "FROM e2bdev/code-interpreter:latest\nRUN echo built > /opt/marker\nUSER nobody\n"
+    files = {"main.py": "", "requirements.txt": "six\n", "Dockerfile": dockerfile}
+    resp = deploy(api, "web", bundle(tmp_path, files))
+    assert resp.status_code == 201, resp.text
+    envs = {e["name"]: e for e in api.get("/v1/environments").json()}
+    assert "web-dockerfile" in envs
+    drain(platform)  # the build worker builds the environment
+    work(platform)
+    svc = api.get("/v1/services/web").json()
+    assert svc["state"] == "running" and svc["version"] == 1, svc
+    env_image = api.get("/v1/environments/web-dockerfile").json()["image"]
+    text = fake_engine.builds[-1].containerfile
+    assert text.startswith(f"FROM {env_image}\nUSER root\n") and "uv pip install" in text
+    # Another service on the same Dockerfile reuses that environment: no second build of it.
+    builds = len(fake_engine.builds)
+    assert deploy(api, "api", bundle(tmp_path, {**files, "main.py": "# api\n"}, "api")).status_code == 201
+    drain(platform)
+    work(platform)
+    assert len(fake_engine.builds) == builds + 1  # the service's own image only
+    assert [e["name"] for e in api.get("/v1/environments").json()].count("web-dockerfile") == 1
+
+
+def test_a_bad_dockerfile_is_refused_with_its_findings_and_nothing_is_made(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    data = bundle(tmp_path, {"main.py": "", "Dockerfile": "FROM ubuntu:22.04\nEXPOSE 80\n"})
     resp = deploy(api, "web", data)
-    assert resp.status_code == 400
-    assert "custom Dockerfiles are not supported for services" in resp.json()["message"]
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["message"].startswith("The bundle's Dockerfile is not valid: line 1 FROM")
+    assert {f["instruction"] for f in body["findings"]} >= {"FROM", "EXPOSE"}
     assert api.get("/v1/services").json() == []
+    assert "web-dockerfile" not in [e["name"] for e in api.get("/v1/environments").json()]
     work(platform)
     assert fake_engine.builds == [] and fake_engine.detached == {}
 
@@ -251,9 +282,11 @@ def test_a_server_killed_while_removing_the_old_version_has_stored_the_switch(
     monkeypatch.undo()
     svc = api.get("/v1/services/web").json()
     assert (svc["version"], svc["state"]) == (2, "running") and svc["container"] != v1["container"]
+    # The next start queues the deployment again, which finds its replica replaced already; the
+    # supervisor removes v1's container, which no replica points at.
+    deploys.recover(platform)
+    work(platform)
     assert api.get("/v1/services/web/deployments/2").json()["status"] == "ready"
-    # The next start's supervisor removes v1's container, which no service points at.
-    reconcile.reconcile(platform)
     assert list(fake_engine.detached) == [svc["container"]]
     assert api.get("/v1/services/web").json()["restarts"] == 0
 
@@ -375,9 +408,9 @@ def test_the_proxy_forwards_to_the_service_without_the_token(
 
 def _skip_backoff(platform: Platform) -> None:
     with platform.store.session() as s:
-        for svc in s.query(ServiceRow):
-            if svc.next_start_at is not None:
-                svc.next_start_at = svc.next_start_at - timedelta(seconds=120)
+        for replica in s.query(ServiceReplicaRow):
+            if replica.next_start_at is not None:
+                replica.next_start_at = replica.next_start_at - timedelta(seconds=120)
 
 
 @pytest.fixture
@@ -428,13 +461,13 @@ def test_cli_deploy_status_list_logs(cli, platform: Platform, tmp_path: Path, mo
     assert res.exit_code == 2 and "No service 'api'" in res.output
 
 
-def test_cli_refuses_a_dockerfile_with_exit_2(cli, tmp_path: Path) -> None:
+def test_cli_refuses_a_bad_dockerfile_with_exit_2(cli, tmp_path: Path) -> None:
     root = tmp_path / "d"
     root.mkdir()
     (root / "main.py").write_text("")
-    (root / "Dockerfile").write_text("FROM e2bdev/code-interpreter:latest\n")
+    (root / "Dockerfile").write_text("FROM ubuntu:22.04\n")
     res = cli("service", "deploy", str(root))
-    assert res.exit_code == 2 and "custom Dockerfiles are not supported for services" in res.output
+    assert res.exit_code == 2 and "The bundle's Dockerfile is not valid: line 1 FROM" in res.output
 
 
 def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(
@@ -491,3 +524,51 @@ def test_a_deploy_writes_its_bundle_under_the_bundle_files_lock(
     t.join(10)
     assert answer and answer[0].status_code == 201
     assert len(list((platform.config.home / "bundles").glob("*.tar.gz"))) == 1
+
+
+def test_an_unchanged_redeploy_builds_and_restarts_nothing(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    files = {"main.py": "print('hi')\n", "requirements.txt": "six\n"}
+    v1 = deployed(api, platform, tmp_path, **files)
+    builds, started = len(fake_engine.builds), len(fake_engine.started)
+    resp = deploy(api, "web", bundle(tmp_path, files, "again"))
+    assert resp.status_code == 200, resp.text
+    dep = resp.json()
+    assert dep["unchanged"] is True and dep["version"] == 1 and dep["status"] == "ready"
+    assert "unchanged, still v1" in dep["notes"][-1]
+    work(platform)
+    svc = api.get("/v1/services/web").json()
+    assert (svc["version"], svc["latest_version"], svc["container"]) == (1, 1, v1["container"])
+    assert (len(fake_engine.builds), len(fake_engine.started)) == (builds, started)
+    # Anything that makes another service is a new version: the command, public, the code.
+    assert deploy(api, "web", bundle(tmp_path, files, "c"), command="python main.py -v").status_code == 201
+    work(platform)
+    assert api.get("/v1/services/web").json()["version"] == 2
+    changed = {**files, "main.py": "print('v3')\n"}
+    resp = deploy(api, "web", bundle(tmp_path, changed, "v3"))
+    assert resp.status_code == 201 and resp.json()["version"] == 3
+    # A stopped service is deployed afresh too, not "unchanged".
+    work(platform)
+    api.post("/v1/services/web/stop")
+    resp = deploy(api, "web", bundle(tmp_path, changed, "v4"))
+    assert resp.status_code == 201 and resp.json()["version"] == 4
+
+
+def test_cli_says_unchanged(cli, platform: Platform, tmp_path: Path, monkeypatch) -> None:
+    import orch.cli.service as service_cli
+
+    monkeypatch.setattr(service_cli.time, "sleep", lambda _s: work(platform))
+    root = tmp_path / "api"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    assert cli("service", "deploy", str(root)).exit_code == 0
+    res = cli("service", "deploy", str(root))
+    assert res.exit_code == 0, res.output
+    assert "api unchanged, still v1, at http://testserver/services/team/api/" in res.output
+    res = cli("service", "deploy", str(root), "--public")
+    assert res.exit_code == 0 and "api v2 is running" in res.output and "public" in res.output
+    assert (
+        "public" in cli("service", "list").output
+        and "access    public" in cli("service", "status", "api").output
+    )

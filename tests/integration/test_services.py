@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -164,13 +165,32 @@ def test_run_command_can_install_debian_packages(server: Server, tmp_path: Path)
     assert fetch(server, "apt") == "v1 / uid=1000 marker=jq-1.6\n"
 
 
-def test_a_bundle_with_a_dockerfile_is_refused(server: Server, tmp_path: Path) -> None:
-    write(tmp_path / "d", {"main.py": HTTP_SERVICE, "Dockerfile": "FROM e2bdev/code-interpreter:latest\n"})
-    res = deploy(server, tmp_path / "d", "--name", "docked")
-    assert res.returncode == 2
-    assert "custom Dockerfiles are not supported for services" in res.stderr
-    assert json.loads(server.cli("service", "list", "--json").stdout) == []
-    assert containers(server) == []
+def test_a_service_on_its_own_dockerfile_with_dependencies_on_top(server: Server, tmp_path: Path) -> None:
+    dockerfile = (
+        "FROM e2bdev/code-interpreter:latest\n"
+        "RUN echo from-the-dockerfile > /opt/marker\n"
+        "USER nobody\n"  # its steps' user: the service's own layers and process don't depend on it
+    )
+    main = HUMANIZED.replace('VERSION = "v1"', "VERSION = humanize.intcomma(1000)")
+    app = write(
+        tmp_path / "d",
+        {"main.py": main, "requirements.txt": "humanize==4.9.0\n", "Dockerfile": dockerfile},
+    )
+    res = deploy(server, app, "--name", "docked")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert fetch(server, "docked") == "1,000 / uid=1000 marker=from-the-dockerfile\n"
+    env = server.get("/v1/environments/docked-dockerfile")
+    assert env["status"] == "ready"
+    # New code on the same Dockerfile: the environment is reused, not built again.
+    write(app, {"main.py": main.replace("1000)", "2000)")})
+    assert deploy(server, app, "--name", "docked").returncode == 0
+    assert fetch(server, "docked") == "2,000 / uid=1000 marker=from-the-dockerfile\n"
+    assert server.get("/v1/environments/docked-dockerfile")["build_id"] == env["build_id"]
+    # A Dockerfile the environments' rules refuse is refused here too, and nothing is made.
+    write(tmp_path / "bad", {"main.py": HTTP_SERVICE, "Dockerfile": "FROM ubuntu:22.04\n"})
+    res = deploy(server, tmp_path / "bad", "--name", "bad")
+    assert res.returncode == 2 and "The bundle's Dockerfile is not valid: line 1 FROM" in res.stderr
+    assert [s["name"] for s in json.loads(server.cli("service", "list", "--json").stdout)] == ["docked"]
 
 
 def test_a_killed_service_comes_back_and_the_restart_is_counted(server: Server, tmp_path: Path) -> None:
@@ -262,3 +282,86 @@ def test_a_flooding_service_cannot_fill_the_disk(server: Server, tmp_path: Path)
     assert len(text.encode()) <= MAX_CONTAINER_LOG and text.endswith("flood done\n")
     assert not text.startswith("00000000 ")  # the first lines went with the first file
     assert status(server, "flood")["state"] == "running"
+
+
+HUMANIZED = HTTP_SERVICE.replace(
+    'VERSION = os.environ.get("VERSION", "v1")', 'import humanize\nVERSION = "v1"'
+)
+
+
+def test_redeploys_unchanged_restart_nothing_and_changed_code_reuses_the_dependencies(
+    server: Server, tmp_path: Path
+) -> None:
+    from orch.bundle import pack_directory
+
+    app = write(tmp_path / "web", {"main.py": HUMANIZED, "requirements.txt": "humanize==4.9.0\n"})
+    assert deploy(server, app, "--name", "web").returncode == 0
+    container = status(server, "web")["container"]
+    # The same bundle again: answered at once, nothing built, the same container serving.
+    with server.api() as api:
+        started = time.monotonic()
+        resp = api.post(
+            "/v1/services/web/deploy",
+            content=pack_directory(app).data,
+            headers={"Content-Type": "application/gzip"},
+        )
+        took = time.monotonic() - started
+    assert resp.status_code == 200 and resp.json()["unchanged"] is True, resp.text
+    assert took < 1.0, f"an unchanged redeploy took {took:.2f} s"
+    res = deploy(server, app, "--name", "web")
+    assert res.returncode == 0 and "web unchanged, still v1" in res.stdout, res.stdout + res.stderr
+    info = status(server, "web")
+    assert (info["version"], info["container"], info["restarts"]) == (1, container, 0)
+    # New code, the same requirements.txt: v2, whose build takes the installed layer from the cache.
+    write(app, {"main.py": HUMANIZED.replace('VERSION = "v1"', 'VERSION = "v2"')})
+    assert deploy(server, app, "--name", "web").returncode == 0
+    assert fetch(server, "web").startswith("v2 /")
+    log = server.get("/v1/services/web/deployments/2")["log_tail"]
+    install = log.index("uv pip install")
+    assert "Using cache" in log[install : log.index("\n", log.index("\n", install) + 1)], log
+
+
+def test_replicas_share_the_requests_and_a_redeploy_fails_none(server: Server, tmp_path: Path) -> None:
+    """Requests all through a rolling redeploy of two replicas: not one fails."""
+    hostname = HTTP_SERVICE.replace("marker={marker}", "host={os.uname().nodename}")
+    app = write(tmp_path / "web", {"main.py": hostname, "orch.yaml": "replicas: 2\n"})
+    assert deploy(server, app, "--name", "web").returncode == 0
+    info = status(server, "web")
+    assert [r["state"] for r in info["replicas"]] == ["running", "running"]
+    assert len(containers(server)) == 2
+    answers: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        with server.api() as api:
+            while not done.is_set():
+                try:
+                    resp = api.get("/services/default/web/")
+                except httpx.HTTPError as e:
+                    errors.append(repr(e))
+                    continue
+                if resp.status_code == 200:
+                    answers.append(resp.text)
+                else:
+                    errors.append(f"{resp.status_code} {resp.text}")
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(1)
+        write(app, {"main.py": hostname.replace('"v1"', '"v2"')})
+        res = deploy(server, app, "--name", "web")
+        assert res.returncode == 0, res.stdout + res.stderr
+        time.sleep(1)
+    finally:
+        done.set()
+        thread.join(30)
+    assert errors == [], errors[:5]
+    versions = [a.split()[0] for a in answers]
+    assert "v1" in versions and versions[-1] == "v2" and len(answers) > 50
+    # Both replicas answered, before and after.
+    hosts = {(a.split()[0], a.split("host=")[1].strip()) for a in answers}
+    assert len({h for v, h in hosts if v == "v1"}) == 2 and len({h for v, h in hosts if v == "v2"}) == 2
+    assert len(containers(server)) == 2
+    assert [r["version"] for r in status(server, "web")["replicas"]] == [2, 2]

@@ -26,8 +26,12 @@ def spec(run_command: str | None = None):  # type: ignore[no-untyped-def]
 
 def test_containerfile_installs_dependencies_at_build_time() -> None:
     text = containerfile("localhost/orch/service-runner:abc", ["requirements.txt", "package.json"])
-    assert text.startswith("FROM localhost/orch/service-runner:abc\nCOPY . /home/user/app\n")
+    assert text.startswith("FROM localhost/orch/service-runner:abc\nWORKDIR /home/user/app\n")
     assert "uv pip install" in text and "npm ci" in text and "npm install" in text
+    # Dependencies from their files alone, the bundle after: a code change keeps their layers.
+    assert text.index("COPY requirements.txt /home/user/app/") < text.index("uv pip install")
+    assert text.index("COPY package.json /home/user/app/") < text.index("npm ci")
+    assert text.index("npm ci") < text.index("COPY . /home/user/app")
     assert "ENV PORT=8080" in text
     bare = containerfile("B", [])
     assert "pip" not in bare and "npm" not in bare

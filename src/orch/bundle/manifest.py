@@ -27,6 +27,7 @@ from orch.models import check_name
 from orch.secret import names as secret_names
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_REPLICAS = 20  # of one service; each replica has the service's resources
 
 
 def _text(value: object, what: str) -> str | None:
@@ -107,6 +108,8 @@ class Manifest(BaseModel):
     network: bool = True  # outbound access; inbound is never allowed
     isolation: str | None = None  # runc or gvisor; the server's `isolation` setting when absent
     run_command: str | None = None  # services only: runs before the command at each start
+    public: bool = False  # services only: the proxy answers anyone, without a token (docs/services.md)
+    replicas: int = 1  # services only: how many containers serve it, the proxy spreading requests
     loop: LoopConfig | None = None  # a managed-loop agent: the platform runs the model (docs/loop.md)
 
     @property
@@ -220,11 +223,22 @@ class Manifest(BaseModel):
             )
         return str(value)
 
-    @field_validator("network", mode="before")
+    @field_validator("replicas", mode="before")
     @classmethod
-    def _check_network(cls, value: object) -> bool:
+    def _check_replicas(cls, value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_REPLICAS:
+            raise problem(
+                f"{show(value)} is not a number of replicas from 1 to {MAX_REPLICAS}.",
+                "Write replicas: 2, for example (1, the default, is one container).",
+            )
+        return value
+
+    @field_validator("network", "public", mode="before")
+    @classmethod
+    def _check_flag(cls, value: object, info: ValidationInfo) -> bool:
         if not isinstance(value, bool):
-            raise problem(f"{show(value)} is not true or false.", "Write network: true or network: false.")
+            key = info.field_name
+            raise problem(f"{show(value)} is not true or false.", f"Write {key}: true or {key}: false.")
         return value
 
 

@@ -47,6 +47,16 @@ def _uptime(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def _replicas(svc: dict[str, Any]) -> str:
+    """Replicas that serve, of those wanted: 2/3."""
+    serving = sum(r["state"] == "running" for r in svc["replicas"])
+    return f"{serving}/{svc['desired_replicas']}"
+
+
+def _access(svc: dict[str, Any]) -> str:
+    return "public" if svc.get("public") else "private"
+
+
 @command
 def deploy(
     path: Path = typer.Argument(Path("."), help="The service's directory (default: the current one)."),
@@ -57,20 +67,35 @@ def deploy(
         None, "--command", "-c", help="Command [default: orch.yaml's runtime.command or the entrypoint's]."
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the deployment."),
+    public: bool = typer.Option(
+        False, "--public", help="Answer anyone, without a token (as `public: true` in orch.yaml)."
+    ),
     json_: bool = JSON,
 ) -> None:
     """Deploy a directory as a service's next version; the old one serves until the new one answers."""
     service, bundle = packed(path, name, "service", "orch service deploy ./api")
     client = Transport.from_settings()
     params: dict[str, str] = {"command": command_} if command_ is not None else {}
+    if public:
+        params["public"] = "true"
     dep = client.post(
         f"/v1/services/{service}/deploy",
         params=params,
         content=bundle.data,
         headers={"Content-Type": "application/gzip"},
     )
+    if dep.get("unchanged"):
+        svc = client.get(f"/v1/services/{service}")
+        if json_:
+            print_json({**_json(client, svc), "deployment": dep})
+        else:
+            ok(f"{service} unchanged, still v{dep['version']}, at {_url(client, svc['url'])}")
+        return
     if not json_:
-        err_console.print(f"→ {escape(service)} v{dep['version']} · {escape(' '.join(dep['command']))}")
+        access = "public" if dep["public"] else "private"
+        err_console.print(
+            f"→ {escape(service)} v{dep['version']} · {escape(' '.join(dep['command']))} · {access}"
+        )
         for note in dep["notes"]:
             warn(note)
         if dep["dependency_files"]:
@@ -109,15 +134,17 @@ def list_(json_: bool = JSON) -> None:
         print_json([_json(client, s) for s in services])
         return
     table = plain_table()
-    for col in ("NAME", "STATE", "VERSION", "UPTIME", "RESTARTS", "URL"):
+    for col in ("NAME", "STATE", "VERSION", "REPLICAS", "UPTIME", "RESTARTS", "ACCESS", "URL"):
         table.add_column(col, no_wrap=True)
     for s in services:
         table.add_row(
             s["name"],
             s["state"],
             f"v{s['version']}",
+            _replicas(s),
             _uptime(s["uptime"]),
             str(s["restarts"]),
+            _access(s),
             _url(client, s["url"]),
         )
     console.print(table)
@@ -136,6 +163,10 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     stopped = " (stopped by request)" if s["desired"] == "stopped" else ""
     console.print(f"  state     {s['state']}{stopped}")
     console.print(f"  uptime    {_uptime(s['uptime'])}")
+    console.print(f"  replicas  {_replicas(s)}")
+    if len(s["replicas"]) > 1 or any(r["state"] != "running" for r in s["replicas"]):
+        for r in s["replicas"]:
+            console.print(f"    {r['slot']}  {r['state']:<13} v{r['version']}  {r['container'] or '-'}")
     last = f" · last exit {s['last_exit']}" if s["last_exit"] is not None else ""
     console.print(f"  restarts  {s['restarts']}{last}")
     console.print(f"  image     {s['image'] or '-'}")
@@ -143,6 +174,7 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     if s["run_command"]:
         console.print(f"  run       {escape(s['run_command'])}")
     console.print(f"  url       {_url(client, s['url'])}")
+    console.print(f"  access    {_access(s)}")
     dep = s.get("deployment")
     if dep and dep["status"] not in ("ready",):
         why = f": {escape(dep['error'])}" if dep["error"] else ""

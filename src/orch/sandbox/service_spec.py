@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import SERVICE_PORT, Network
-from orch.sandbox.layout import PYTHON_DEPS, SANDBOX_USER, SCRATCH
+from orch.sandbox.layout import NODE_DEPS_FILES, PYTHON_DEPS, SANDBOX_USER, SCRATCH
 
 APP = "/home/user/app"  # the bundle and its node_modules, baked into the service's image
 PORT = SERVICE_PORT  # what the service listens on inside its container (given as $PORT)
@@ -17,6 +17,7 @@ PORT = SERVICE_PORT  # what the service listens on inside its container (given a
 RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID")
 
 _PYTHON_STEP = f"""\
+COPY requirements.txt {APP}/
 RUN uv pip install --no-cache --python "$(command -v python3)" --target {PYTHON_DEPS} -r requirements.txt
 ENV PYTHONPATH={PYTHON_DEPS}
 """
@@ -27,15 +28,25 @@ RUN if [ -f package-lock.json ]; then echo "npm ci (package-lock.json)" && npm c
 """
 
 
-def containerfile(base_image: str, dep_files: Sequence[str]) -> str:
-    """The service image: FROM the service runner, the bundle (the build context) at APP, and its
-    dependencies installed into the image, so that a start installs nothing."""
-    text = f"FROM {base_image}\nCOPY . {APP}\nWORKDIR {APP}\n"
+def containerfile(base_image: str, dep_files: Sequence[str], own_dockerfile: bool = False) -> str:
+    """The service image: FROM the service runner (or the image built from the bundle's own
+    Dockerfile), its dependencies installed from their files alone, then the bundle (the build
+    context) at APP. A start installs nothing, and a new version whose dependency files are
+    unchanged reuses the layers that installed them (Podman's layer cache keys a COPY by the
+    files' content)."""
+    text = f"FROM {base_image}\n"
+    if own_dockerfile:  # its USER may be anyone: these steps need root (the service never runs so)
+        text += "USER root\nENV ORCH_RUNTIME=service\n"
+    text += f"WORKDIR {APP}\n"
     if "requirements.txt" in dep_files:
         text += _PYTHON_STEP
     if "package.json" in dep_files:
-        text += _NODE_STEP
-    return text + f"RUN chmod -R a+rX {APP}\nENV PORT={PORT}\n"
+        node_files = [f for f in NODE_DEPS_FILES if f in dep_files]
+        text += f"COPY {' '.join(node_files)} {APP}/\n" + _NODE_STEP
+    # Readable by the service's user (a bundle may hold files only their owner reads); not
+    # node_modules, which npm made readable and a chmod would copy into one more layer.
+    readable = f"RUN find {APP} -path {APP}/node_modules -prune -o -exec chmod a+rX {{}} +\n"
+    return text + f"COPY . {APP}\n{readable}ENV PORT={PORT}\n"
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(sandboxes.router)
     app.include_router(services.router)
     app.include_router(workspaces.router)
-    app.include_router(proxy.router)
     app.include_router(secrets.router)
+    # /services/...: in front of the app, not a route (server/proxy.py says why).
+    app.add_middleware(proxy.ServiceProxy, platform=platform, state=app.state)
     metrics.install(app, platform)
 
     @app.get("/", include_in_schema=False)

@@ -1,120 +1,282 @@
-"""The reverse proxy in front of services: /services/WORKSPACE/NAME/PATH streams the request to
-the service's container (over Podman's bridge, by its address) and the answer back. Services
-have no port on any host interface; this is their one way in, and it needs a workspace token."""
+"""The reverse proxy in front of services: /services/WORKSPACE/NAME/PATH goes to one of the
+service's containers (over Podman's bridge, by its address), HTTP and WebSocket alike. Services
+have no port on any host interface; this is their one way in.
+
+A private service (the default) needs a token of its workspace, as every API call does; a public
+one answers anyone. Either way nothing of the platform's passes: orch's token (the Authorization
+header, the web UI's cookie) never reaches the service, and the service can't set that cookie.
+
+It is ASGI middleware in front of the app, not a route: a proxied request skips the API's routing
+and dependencies, and finds its route without the store (services/routing.py keeps them)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
-from urllib.parse import quote
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote, unquote
 
-import httpx
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
-from orch.errors import OrchError, ServiceUnavailable
-from orch.server.api.deps import PlatformDep, ProxyWorkspaceDep
-from orch.services import deployed
+from orch.errors import NotFound, OrchError, ServiceUnavailable
+from orch.server.api.deps import TOKEN_COOKIE
+from orch.server.proxy_client import Answer, Client, ConnectFailed, NothingCame, UpstreamError
+from orch.server.proxy_headers import answer_headers, cookie, request_headers
+from orch.server.proxy_websocket import forward_websocket
+from orch.services import deployed, routing
 from orch.services.platform import Platform
+from orch.services.routing import Backend, Route
 
-router = APIRouter(tags=["services"])
-
-# httpx logs each request at INFO; for a proxy that is a line (and a cost) per request served.
-logging.getLogger("httpx").setLevel(logging.WARNING)
-
-# Hop-by-hop headers (RFC 9110 §7.6.1) and ours: never passed on. The token stays with the server.
-_DROP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "authorization",
-}
-# The web UI's sign-in cookie (server/api/deps.py) is the platform's, not the service's.
-_TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-# The path arrives decoded; encoded again (all but these), a NUL or a literal '%' in it reaches the
-# service as the client sent it (httpx refuses a raw NUL in a URL).
-_PATH_SAFE = "/:@!$&'()*+,;=~"
+PREFIX = "/services/"
+# What the proxy answers, as routes would say it (it is not one: tests walk every route with these).
+PATHS = ("/services/{workspace}/{name}", "/services/{workspace}/{name}/{path:path}")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+EVENT_STREAM = b"text/event-stream"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})  # requests without effects: safe to send twice
 
 
-def client(request: Request) -> httpx.AsyncClient:
-    found: httpx.AsyncClient | None = getattr(request.app.state, "service_proxy", None)
-    if found is None:
-        found = httpx.AsyncClient(
-            timeout=httpx.Timeout(300.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False,
-            trust_env=False,  # the service is on the local bridge: never through an egress proxy
-        )
-        request.app.state.service_proxy = found
-    return found
+class ServiceProxy:
+    """ASGI middleware: /services/... to the services, everything else to `app`."""
+
+    def __init__(self, app: ASGIApp, platform: Platform, state: Any = None) -> None:
+        self.app = app
+        self.platform = platform
+        self.routing = routing.of(platform)
+        self._client: Client | None = None
+        if state is not None:
+            state.service_proxy = self  # so that the app's shutdown closes its connections (close)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = _target(scope) if scope["type"] in ("http", "websocket") else None
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        workspace, name, path = target
+        if scope["type"] == "websocket":
+            await forward_websocket(self, scope, receive, send, workspace, name, path)
+            return
+        started = time.perf_counter()
+        status = 0
+        try:
+            route, backends = await self.resolve(scope, workspace, name)
+            status = await self._forward(scope, receive, send, route, backends, path)
+        except OrchError as e:
+            if status == 0:  # nothing sent yet: orch's own answer
+                status = e.http_status
+                await JSONResponse(e.to_dict(), status_code=e.http_status)(scope, receive, send)
+        except asyncio.CancelledError:  # the client went away first: nginx's 499
+            status = 499
+            raise
+        finally:
+            if status != 401:  # refused for its token: not a request to a service
+                metrics.of(self.platform).proxy_request(status or 500, time.perf_counter() - started)
+
+    async def resolve(self, scope: Scope, workspace: str, name: str) -> tuple[Route, list[Backend]]:
+        """The service's route and the backends to try, after the token rule: a public service
+        answers anyone; a private one a token of its workspace (401 without one, 404 for
+        another workspace's, as for a service that does not exist)."""
+        found, route = self.routing.cached(workspace, name)
+        if not found:
+            route = await run_in_threadpool(self.routing.lookup, workspace, name)
+        if route is None or not route.public:
+            token = _token(scope)
+            ws_id = self.routing.known(token) or await run_in_threadpool(self.routing.workspace_of, token)
+            if route is None or route.workspace_id != ws_id:
+                raise NotFound(
+                    f"No service {workspace}/{name} for this token.",
+                    "See the list of services for their URLs.",
+                )
+        backends = self.routing.pick(route)
+        if not backends:
+            raise ServiceUnavailable(
+                f"The service {name} is {route.state}, not running.", deployed.SEE_STATUS_AND_LOGS
+            )
+        return route, backends
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client()
+            loop = asyncio.get_running_loop()
+
+            # Connections kept to containers that go are closed (from the thread that drains them).
+            def forget(gone: list[str]) -> None:
+                loop.call_soon_threadsafe(self._client_forget, gone)
+
+            self.routing.on_gone(forget)
+        return self._client
+
+    def _client_forget(self, containers: list[str]) -> None:
+        if self._client is not None:
+            self._client.forget(containers)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, backends: list[Backend], path: str
+    ) -> int:
+        """Send the request to the first backend that takes it, stream its answer back; return
+        its status."""
+        headers = [h for h in request_headers(scope, route) if h[0] != b"content-length"]
+        length, has_body = _body_length(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = path + (f"?{query}" if query else "")
+        attempt = 0
+        for backend in [*backends, backends[-1]]:
+            end = self.routing.begin(backend.container)  # in flight: a drain lets it finish
+            try:
+                answer = await self.client.request(
+                    backend.container,
+                    backend.address,
+                    deployed.PORT,
+                    scope["method"],
+                    target,
+                    headers,
+                    _body(receive) if has_body else None,
+                    length,
+                )
+            except UpstreamError as e:
+                end()
+                # Nothing was sent (or, for a request without effects, nothing came back: a kept-
+                # alive connection the service had closed): another replica can take it, and the
+                # last one another connection. A body read already cannot be sent again.
+                again = isinstance(e, ConnectFailed) or (
+                    isinstance(e, NothingCame) and scope["method"] in _SAFE
+                )
+                if again and not has_body and attempt < len(backends):
+                    attempt += 1
+                    continue
+                raise ServiceUnavailable(
+                    f"The service {route.name} did not answer ({e}).", deployed.SEE_STATUS_AND_LOGS
+                ) from None
+            try:
+                await self._answer(scope, receive, send, answer, backend, end)
+            finally:
+                end()
+                answer.release()
+            return answer.status
+        raise AssertionError("unreachable: the last backend returns or raises")
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        answer: Answer,
+        backend: Backend,
+        end: Callable[[], None],
+    ) -> None:
+        headers = answer_headers(answer.headers)
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if answer.header(b"content-length") is not None:  # bounded: no need to watch the client leave
+            async for chunk in answer.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if not (answer.header(b"content-type") or b"").startswith(EVENT_STREAM):
+            await _pump(answer.body(), send, receive, None)
+            return
+        # An event stream never ends by itself: not in flight (a drain would wait for it in
+        # vain) but long-lived, which a drain closes.
+        end()
+        with self.routing.long_lived(backend.container, "stream") as conn:
+            await _pump(answer.body(), send, receive, conn.closing)
 
 
-@router.api_route("/services/{workspace}/{name}", methods=METHODS, include_in_schema=False)
-@router.api_route("/services/{workspace}/{name}/{path:path}", methods=METHODS, include_in_schema=False)
-async def proxy(
-    workspace: str, name: str, request: Request, platform: PlatformDep, ws: ProxyWorkspaceDep, path: str = ""
-) -> StreamingResponse:
-    """Forward the request to the service and stream its answer back."""
-    started = time.perf_counter()
-    status = 500  # what the app answers if forwarding fails in an unforeseen way
+def _body_length(scope: Scope) -> tuple[int | None, bool]:
+    """(the request body's Content-Length, None if chunked; whether there is a body)."""
+    chunked = False
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.strip().isdigit():
+            return int(value), True
+        if key == b"transfer-encoding":
+            chunked = True
+    return None, chunked
+
+
+def _target(scope: Scope) -> tuple[str, str, str] | None:
+    """(workspace, service, the path to forward) of a /services/... request, None for any other.
+    The path goes on as the client encoded it (a '%2F' or '%00' in it is the service's business)."""
+    path: str = scope["path"]
+    if not path.startswith(PREFIX):
+        return None
+    raw: bytes = scope.get("raw_path") or quote(path).encode()
+    parts = raw.decode("latin-1").split("/", 4)  # "", "services", WORKSPACE, NAME, REST
+    if len(parts) < 4 or not parts[2] or not parts[3]:
+        return None
+    rest = parts[4] if len(parts) == 5 else ""
+    return unquote(parts[2]), unquote(parts[3]), "/" + rest
+
+
+def _token(scope: Scope) -> str | None:
+    """The request's token: Authorization: Bearer, else the web UI's cookie."""
+    token = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            scheme, _, given = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and given.strip():
+                token = given.strip()
+        elif key == b"cookie" and token is None:
+            token = cookie(value.decode("latin-1"), TOKEN_COOKIE)
+    return token
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _pump(
+    chunks: AsyncIterator[bytes], send: Send, receive: Receive, closing: asyncio.Event | None
+) -> None:
+    """Send the answer's body as it comes, until its end, the client leaving, or `closing`
+    (a drain or the server's stop: the answer then ends cleanly, as if the service ended it)."""
+
+    async def copy() -> None:
+        async for chunk in chunks:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(copy()), asyncio.ensure_future(gone())]
+    if closing is not None:
+        waiters.append(asyncio.ensure_future(closing.wait()))
     try:
-        answer = await _forward(workspace, name, request, platform, ws, path)
-        status = answer.status_code
-        return answer
-    except OrchError as e:  # no such service, not running, did not answer
-        status = e.http_status
-        raise
-    except asyncio.CancelledError:  # the client went away first: nginx's 499, not a server error
-        status = 499
-        raise
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        metrics.of(platform).proxy_request(status, time.perf_counter() - started)
-
-
-async def _forward(
-    workspace: str, name: str, request: Request, platform: Platform, ws: str, path: str
-) -> StreamingResponse:
-    base = await run_in_threadpool(deployed.proxy_target, platform, ws, workspace, name)
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP | {"cookie"}]
-    cookies = [c for c in request.headers.get("cookie", "").split(";") if c.strip()]
-    kept = [c.strip() for c in cookies if c.strip().split("=", 1)[0] != _TOKEN_COOKIE]
-    if kept:
-        headers.append(("cookie", "; ".join(kept)))
-    headers.append(("x-forwarded-prefix", f"/services/{workspace}/{name}"))
-    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-    upstream_request = client(request).build_request(
-        request.method,
-        f"{base}/{quote(path, safe=_PATH_SAFE)}" + (f"?{request.url.query}" if request.url.query else ""),
-        headers=headers,
-        content=request.stream() if has_body else None,
-    )
-    try:
-        upstream = await client(request).send(upstream_request, stream=True)
-    except httpx.TransportError as e:
-        raise ServiceUnavailable(
-            f"The service {name} did not answer ({type(e).__name__}).", deployed.SEE_STATUS_AND_LOGS
-        ) from None
-    answer_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
-    return StreamingResponse(
-        upstream.aiter_raw(),
-        status_code=upstream.status_code,
-        headers=answer_headers,
-        background=BackgroundTask(upstream.aclose),
-    )
+        for w in waiters:
+            w.cancel()
+        for w in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+    if waiters[1] in done:
+        return  # nobody to answer
+    if waiters[0] in done and (error := waiters[0].exception()) is not None:
+        # The service broke off its answer: so does the proxy (the client sees it incomplete).
+        raise ServiceUnavailable(f"The service's answer broke off ({type(error).__name__}).", "")
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def close(app_state: object) -> None:
+    """Close the proxy's connections to the services (at the app's shutdown)."""
     found = getattr(app_state, "service_proxy", None)
-    if found is not None:
-        await found.aclose()
+    if isinstance(found, ServiceProxy):
+        await found.close()

@@ -11,51 +11,65 @@ import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from orch.bundle import BundleInfo, inspect_bundle
-from orch.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from orch.bundle import BundleInfo, Manifest, inspect_bundle
+from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
-from orch.sandbox.service_spec import PORT
-from orch.services import deployed_logs, refs
-from orch.services.agents import bundle_files_lock, bundle_path
+from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tests point it elsewhere)
+from orch.services import deployed_logs, refs, routing
+from orch.services.agents import bundle_files_lock, bundle_path, checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
-from orch.services.reconcile import reconcile
-from orch.services.views import DeploymentView, ServiceLogs, ServiceView
+from orch.services.reconcile import reconcile, remove_replica, replicas
+from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
 from orch.store.schema import ServiceDeploymentRow, ServiceRow, WorkspaceRow, utcnow
-
-DOCKERFILE_REFUSED = "custom Dockerfiles are not supported for services"
 
 
 def deploy(
-    platform: Platform, ws_id: str, name: str, data: bytes, command: str | None = None
+    platform: Platform,
+    ws_id: str,
+    name: str,
+    data: bytes,
+    command: str | None = None,
+    public: bool = False,
 ) -> DeploymentView:
     """Store `data` as the service's next version and queue its deployment; nothing is stored
-    (and nothing deployed) on refusal."""
+    (and nothing deployed) on refusal. `public` (or `public: true` in orch.yaml): the proxy
+    answers anyone once this version serves; each deployment says it again (private otherwise)."""
     check_name(name, "Service name")
     info = inspect_bundle(data)
     argv = _command(info, command)
+    validation = checked_dockerfile(info.dockerfile) if info.dockerfile is not None else None
+    manifest = info.manifest.model_copy(update={"public": True}) if public else info.manifest
     notes = []
     if info.manifest.environment:
+        runtime = "the image of their own Dockerfile" if validation else "the service runtime"
         notes.append(
             f"orch.yaml pins environment {info.manifest.environment!r}, which services ignore: "
-            "they run on the service runtime."
+            f"they run on {runtime}."
         )
+    with platform.store.session() as s:  # answered at once, before anything is made
+        found = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+        if found is not None:
+            _refuse_busy(s, found)
+            serving = _unchanged(s, found, info.sha256, argv, manifest.model_dump_json())
+            if serving is not None:
+                view = _deployment_view(found, serving)
+                view.unchanged = True
+                view.notes = [*notes, f"unchanged, still v{serving.version}: nothing was built or restarted."]
+                return view
+    environment_id = None
+    if validation is not None and info.dockerfile is not None:
+        # Built as an environment of the workspace is (the same rules and build cache): one with
+        # this Dockerfile already is reused.
+        environment_id, note = dockerfile_environment(platform, ws_id, name, info.dockerfile, validation)
+        notes += [note] if note else []
     path = bundle_path(platform, info.sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Locked from writing the bundle file to committing the deployment that refers to it: a
     # concurrent agent delete never removes the file as unused in between.
     with bundle_files_lock(platform), platform.services_lock, platform.store.session() as s:
         svc = _service_row(s, ws_id, name)
-        busy = s.scalar(
-            select(ServiceDeploymentRow.version).where(
-                ServiceDeploymentRow.service_id == svc.id,
-                ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
-            )
-        )
-        if busy is not None:
-            raise Conflict(
-                f"{name} v{busy} is still being deployed.", "Wait for it to end, then deploy again."
-            )
+        _refuse_busy(s, svc)
         if not path.exists():
             path.write_bytes(data)
         svc.latest_version += 1
@@ -67,27 +81,56 @@ def deploy(
             bundle_sha256=info.sha256,
             command=json.dumps(argv),
             run_command=info.manifest.run_command,
-            manifest=info.manifest.model_dump_json(),
+            manifest=manifest.model_dump_json(),
             deps_files=json.dumps(sorted(dependency_files(info.files))),
+            environment_id=environment_id,
             log_tail="",
         )
         s.add(dep)
         s.flush()
         view = _deployment_view(svc, dep)
+    routing.of(platform).changed()  # a new service has a route now (deploying)
     platform.wake_deploys.set()  # stored: the deploy worker starts on it now, not at its next poll
     view.notes = notes
     return view
 
 
+def _refuse_busy(s: Session, svc: ServiceRow) -> None:
+    busy = s.scalar(
+        select(ServiceDeploymentRow.version).where(
+            ServiceDeploymentRow.service_id == svc.id,
+            ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
+        )
+    )
+    if busy is not None:
+        raise Conflict(
+            f"{svc.name} v{busy} is still being deployed.", "Wait for it to end, then deploy again."
+        )
+
+
+def _unchanged(
+    s: Session, svc: ServiceRow, bundle_sha256: str, argv: list[str], manifest: str
+) -> ServiceDeploymentRow | None:
+    """The serving version's deployment, if a deploy of this bundle, command and manifest would
+    make the very same service and it runs as it should (else a new version is deployed: that
+    is also how a crash-looping or stopped service is deployed afresh)."""
+    if svc.version == 0 or svc.desired != "running" or svc.state != ServiceState.RUNNING.value:
+        return None
+    dep = s.scalar(
+        select(ServiceDeploymentRow).where(
+            ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == svc.version
+        )
+    )
+    same = dep is not None and (dep.bundle_sha256, dep.command, dep.manifest) == (
+        bundle_sha256,
+        json.dumps(argv),
+        manifest,
+    )
+    return dep if same else None
+
+
 def _command(info: BundleInfo, command: str | None) -> list[str]:
     """The command line the service runs, or InvalidInput for a bundle a service can't be."""
-    if info.dockerfile is not None:
-        raise InvalidInput(
-            f"The bundle has a Dockerfile: {DOCKERFILE_REFUSED}.",
-            "Remove the Dockerfile; services run on the service runtime (Python 3.11 + Node.js 20), "
-            "with requirements.txt / package.json installed at deploy time and system packages "
-            "from `run_command:` in orch.yaml.",
-        )
     if info.manifest.has_loop:
         raise InvalidInput(
             "managed loops are not supported yet: this bundle's orch.yaml has a loop: section.",
@@ -126,7 +169,6 @@ def _service_row(s: Session, ws_id: str, name: str) -> ServiceRow:
             command="[]",
             manifest="{}",
             restarts=0,
-            quick_crashes=0,
             last_output="",
         )
         s.add(svc)
@@ -150,7 +192,13 @@ def _deployment_view(svc: ServiceRow, dep: ServiceDeploymentRow) -> DeploymentVi
         log_tail=dep.log_tail,
         queued_at=dep.queued_at,
         finished_at=dep.finished_at,
+        public=_public(dep.manifest),
     )
+
+
+def _public(manifest: str) -> bool:
+    """Whether the proxy answers anyone for this (stored) manifest."""
+    return bool(json.loads(manifest).get("public", False))
 
 
 def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
@@ -173,9 +221,10 @@ def _view(s: Session, svc: ServiceRow) -> ServiceView:
             ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == svc.latest_version
         )
     )
-    uptime = None
-    if svc.state == ServiceState.RUNNING.value and svc.started_at is not None:
-        uptime = (utcnow() - svc.started_at).total_seconds()
+    rows = replicas(s, svc.id)
+    first = rows[0] if rows else None
+    running = [r.started_at for r in rows if r.state == ServiceState.RUNNING.value and r.started_at]
+    uptime = (utcnow() - min(running)).total_seconds() if running else None
     return ServiceView(
         id=svc.id,
         name=svc.name,
@@ -183,14 +232,22 @@ def _view(s: Session, svc: ServiceRow) -> ServiceView:
         state=svc.state,
         desired=svc.desired,
         url=f"/services/{ws.name}/{svc.name}/",
+        public=_public(svc.manifest),
         version=svc.version,
         latest_version=svc.latest_version,
         image=svc.image,
         command=json.loads(svc.command),
         run_command=svc.run_command,
-        container=svc.container,
+        container=first.container if first else None,
+        replicas=[
+            ReplicaView(
+                slot=r.slot, version=r.version, state=r.state, container=r.container, started_at=r.started_at
+            )
+            for r in rows
+        ],
+        desired_replicas=Manifest.model_validate_json(svc.manifest).replicas if svc.version else 0,
         restarts=svc.restarts,
-        started_at=svc.started_at,
+        started_at=first.started_at if first else None,
         uptime=uptime,
         last_exit=svc.last_exit,
         last_output=svc.last_output,
@@ -214,23 +271,6 @@ def show(platform: Platform, ws_id: str, ref: str) -> ServiceView:
 SEE_STATUS_AND_LOGS = "See the service's status and its logs."
 
 
-def proxy_target(platform: Platform, ws_id: str, workspace: str, name: str) -> str:
-    """The URL that the proxy forwards /services/WORKSPACE/NAME/ to, for a caller of workspace
-    `ws_id`; NotFound for another workspace's service (as for one that does not exist)."""
-    with platform.store.session() as s:
-        ws = s.get(WorkspaceRow, ws_id)
-        # No service name holds a NUL, and PostgreSQL refuses one even in a lookup.
-        query = select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name)
-        svc = None if "\x00" in name else s.scalar(query)
-        if ws is None or ws.name != workspace or svc is None:
-            raise NotFound(
-                f"No service {workspace}/{name} for this token.", "See the list of services for their URLs."
-            )
-        if svc.state != ServiceState.RUNNING.value or not svc.address:
-            raise ServiceUnavailable(f"The service {name} is {svc.state}, not running.", SEE_STATUS_AND_LOGS)
-        return f"http://{svc.address}:{PORT}"
-
-
 def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> DeploymentView:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
@@ -248,10 +288,13 @@ def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> Deploy
 
 def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     """Stop the service's container; it stays stopped (also across server restarts)."""
-    with platform.services_lock, platform.store.session() as s:
-        svc = _resolve(s, ws_id, ref)
-        svc.desired = "stopped"
-    reconcile(platform)
+    with platform.services_lock:
+        with platform.store.session() as s:
+            svc = _resolve(s, ws_id, ref)
+            svc.desired = "stopped"
+            containers = [r.container or "" for r in replicas(s, svc.id)]
+        routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
+        reconcile(platform)
     return show(platform, ws_id, ref)
 
 
@@ -264,11 +307,10 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
                 f"{svc.name} has no deployed version to restart.",
                 "Deploy a version of it first.",
             )
-        if svc.container:
-            deployed_logs.archive(platform, svc.id, svc.container)
-            platform.engine.remove_container(svc.container)
-        svc.container, svc.address, svc.next_start_at, svc.quick_crashes = None, None, None, 0
+        for r in replicas(s, svc.id):  # each comes back fresh: a new container, no backoff
+            remove_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
         svc.desired, svc.state = "running", ServiceState.STARTING.value
+    routing.of(platform).changed()
     reconcile(platform)
     return show(platform, ws_id, ref)
 
@@ -288,8 +330,11 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
         )
         if busy is not None:
             raise Conflict(f"{svc.name} v{busy} is being deployed.", "Wait for it to end, then delete again.")
+        containers = [r.container or "" for r in replicas(s, svc.id)]
+        routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was deleted")
         s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
         s.delete(svc)
+    routing.of(platform).changed()
     platform.engine.remove_containers(platform.service_labels(service_id))
     for image in platform.engine.images(platform.service_labels(service_id)):
         for tag in image.tags or (image.id,):
@@ -321,6 +366,8 @@ async def follow_logs(
 def _logs(platform: Platform, ws_id: str, ref: str, offset: int) -> ServiceLogs:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
-        service_id, container, state = svc.id, svc.container, svc.state
+        rows = replicas(s, svc.id)
+        service_id, state = svc.id, svc.state
+        container = rows[0].container if rows else None  # the first replica's output, live
     text, new_offset = deployed_logs.read(platform, service_id, container, offset)
     return ServiceLogs(text=text, offset=new_offset, state=state)

@@ -1,61 +1,87 @@
 """Keeping services as their rows say. The store holds what should run (each service's desired
-state and serving version); `reconcile` compares it with the engine's containers and acts: it
-adopts a running container of this platform, restarts an exited one with exponential backoff
-(counting restarts, `crash-looping` after quick crashes in a row), starts a missing one, and
-removes duplicates and orphans. The supervisor (workers/supervisor.py) runs it every second, and
-the use cases that change a service's desired state run it at once."""
+state, serving version and number of replicas, and a row per replica); `reconcile` compares it
+with the engine's containers and acts, replica by replica: it adopts a running container of this
+platform, restarts an exited one with exponential backoff (counting restarts, `crash-looping`
+after quick crashes in a row), starts a missing one, and removes duplicates and orphans. A
+replica is `running` (and the proxy sends it requests) once it answers on its port. The
+supervisor (workers/supervisor.py) runs it every second, and the use cases that change a
+service's desired state run it at once."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import ContainerInfo, Mount
-from orch.errors import OrchError
+from orch.errors import DeployFailed, OrchError
 from orch.models import DeploymentStatus, ServiceState, new_id
-from orch.sandbox.service_spec import ServiceLimits, container_spec
-from orch.services import deployed_logs
+from orch.sandbox.service_spec import PORT, ServiceLimits, container_spec
+from orch.services import deployed_logs, routing
 from orch.services.platform import Platform
-from orch.store.schema import ServiceDeploymentRow, ServiceRow, utcnow
+from orch.store.schema import ServiceDeploymentRow, ServiceReplicaRow, ServiceRow, utcnow
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 1.0  # seconds before the first restart; doubled at each quick crash in a row
 BACKOFF_MAX = 60.0
 QUICK = 30.0  # a container that ran less than this many seconds "crashed quickly"
-CRASH_LOOP_AFTER = 3  # quick crashes in a row that make a service crash-looping
+CRASH_LOOP_AFTER = 3  # quick crashes in a row that make a replica crash-looping
+PROBE_AGAIN = 0.25  # seconds until a started replica is asked again whether it answers
+# A service's state is its worst replica's.
+_WORST_FIRST = (
+    ServiceState.CRASH_LOOPING,
+    ServiceState.RESTARTING,
+    ServiceState.STARTING,
+    ServiceState.RUNNING,
+)
 
 
 def backoff(quick_crashes: int) -> float:
     return float(min(BACKOFF_FIRST * 2 ** max(quick_crashes - 1, 0), BACKOFF_MAX))
 
 
-def start_container(
-    platform: Platform,
-    svc: ServiceRow,
-    image: str,
-    command: list[str],
-    run_command: str | None,
-    manifest: Manifest,
-    version: int,
-) -> str:
-    """Start a container of `svc` at `version`; return its name (the caller records it)."""
-    name = f"{platform.container_prefix}{svc.id}-v{version}-{new_id('c')[2:8]}"
+@dataclass(frozen=True)
+class Version:
+    """What a container of one version of a service runs (from its deployment)."""
+
+    version: int
+    image: str
+    command: list[str]
+    run_command: str | None
+    manifest: Manifest
+
+
+def version_of(s: Session, service_id: str, version: int) -> Version | None:
+    dep = s.scalar(
+        select(ServiceDeploymentRow).where(
+            ServiceDeploymentRow.service_id == service_id, ServiceDeploymentRow.version == version
+        )
+    )
+    if dep is None or not dep.image:
+        return None
+    manifest = Manifest.model_validate_json(dep.manifest)
+    return Version(version, dep.image, json.loads(dep.command), dep.run_command, manifest)
+
+
+def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
+    """Start a container of `svc` at version `v`; return its name (the caller records it)."""
+    name = f"{platform.container_prefix}{svc.id}-v{v.version}-{new_id('c')[2:8]}"
+    resources = v.manifest.resources
     spec = container_spec(
         name=name,
-        image=image,
-        command=command,
-        run_command=run_command,
-        env={**proxy_env(platform.config), **manifest.env, "ORCH_SERVICE": svc.name},
-        limits=ServiceLimits(
-            manifest.resources.cpus, manifest.resources.memory_bytes, manifest.resources.pids
-        ),
-        labels={**platform.service_labels(svc.id), "org.orch.version": str(version)},
+        image=v.image,
+        command=v.command,
+        run_command=v.run_command,
+        env={**proxy_env(platform.config), **v.manifest.env, "ORCH_SERVICE": svc.name},
+        limits=ServiceLimits(resources.cpus, resources.memory_bytes, resources.pids),
+        labels={**platform.service_labels(svc.id), "org.orch.version": str(v.version)},
         host_mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
     )
     log_path = deployed_logs.container_log(platform, svc.id, name)
@@ -63,33 +89,48 @@ def start_container(
     return name
 
 
+def replicas(s: Session, service_id: str) -> list[ServiceReplicaRow]:
+    return list(
+        s.scalars(
+            select(ServiceReplicaRow)
+            .where(ServiceReplicaRow.service_id == service_id)
+            .order_by(ServiceReplicaRow.slot)
+        )
+    )
+
+
 def reconcile(platform: Platform) -> float | None:
-    """One pass: make every service's containers what its row says; return the seconds until
-    the next restart that waits out its backoff (None: none waits)."""
+    """One pass: make every service's containers what its rows say; return the seconds until
+    the next thing due (a restart that waits out its backoff, a started replica to ask again
+    whether it answers; None: nothing)."""
     with platform.services_lock:
         containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
         keep: set[str] = set()
         due: float | None = None
+        moved = False  # whether a route changed (the proxy's, services/routing.py)
         with platform.store.session() as s:
-            candidates = s.scalars(
-                select(ServiceDeploymentRow.container).where(
+            # A deployment that is starting (or rolling out) its containers: they are not orphans,
+            # and the number of the service's replicas is its to change.
+            starting = s.execute(
+                select(ServiceDeploymentRow.service_id, ServiceDeploymentRow.container).where(
                     ServiceDeploymentRow.status == DeploymentStatus.STARTING.value
                 )
             ).all()
-            keep.update(c for c in candidates if c)
+            keep.update(c for _, c in starting if c)
+            rolling = {service_id for service_id, _ in starting}
             for svc in s.scalars(select(ServiceRow)).all():
-                try:
-                    _reconcile_one(platform, svc, containers)
-                except OrchError as e:  # e.g. the engine could not start it: retry after a backoff
-                    log.warning("service %s: %s", svc.name, e)
-                    svc.error = e.message
-                    svc.quick_crashes += 1
-                    svc.next_start_at = utcnow() + timedelta(seconds=backoff(svc.quick_crashes))
-                if svc.container:
-                    keep.add(svc.container)
-                elif svc.next_start_at is not None and svc.desired == "running":
-                    wait = (svc.next_start_at - utcnow()).total_seconds()
-                    due = wait if due is None else min(due, wait)
+                rows = replicas(s, svc.id)
+                before = _routes(svc, rows)
+                rows = _reconcile_service(platform, s, svc, rows, containers, svc.id in rolling)
+                moved = moved or _routes(svc, rows) != before
+                for r in rows:
+                    if r.container:
+                        keep.add(r.container)
+                    wait = _due(r)
+                    if wait is not None:
+                        due = wait if due is None else min(due, wait)
+        if moved:
+            routing.of(platform).changed()
         for name, c in containers.items():
             if name not in keep:  # a duplicate, or left by a deleted service or a failed deploy
                 log.info("removing container %s (not what any service should run)", name)
@@ -97,48 +138,142 @@ def reconcile(platform: Platform) -> float | None:
     return due
 
 
-def _reconcile_one(platform: Platform, svc: ServiceRow, containers: dict[str, ContainerInfo]) -> None:
-    now = utcnow()
-    current = containers.get(svc.container) if svc.container else None
+def _routes(svc: ServiceRow, rows: list[ServiceReplicaRow]) -> object:
+    return svc.state, [(r.slot, r.state, r.container, r.address) for r in rows]
+
+
+def _due(r: ServiceReplicaRow) -> float | None:
+    if r.state == ServiceState.STARTING.value and r.container:
+        return PROBE_AGAIN
+    if r.container is None and r.next_start_at is not None:
+        return (r.next_start_at - utcnow()).total_seconds()
+    return None
+
+
+def _reconcile_service(
+    platform: Platform,
+    s: Session,
+    svc: ServiceRow,
+    rows: list[ServiceReplicaRow],
+    containers: dict[str, ContainerInfo],
+    rolling: bool,
+) -> list[ServiceReplicaRow]:
+    """Make one service's replicas what its row says; return them as they are now."""
     if svc.desired == "stopped":
-        if svc.container:
-            deployed_logs.archive(platform, svc.id, svc.container)
-            platform.engine.remove_container(svc.container)
-            svc.container, svc.address = None, None
+        for r in rows:
+            if r.container:
+                deployed_logs.archive(platform, svc.id, r.container)
+                platform.engine.remove_container(r.container)
+            s.delete(r)
         svc.state = ServiceState.STOPPED.value
-        return
+        return []
     if svc.version == 0 or not svc.image:
-        return  # its first deployment is under way, or failed
+        return rows  # its first deployment is under way, or failed
+    if not rolling:
+        want = Manifest.model_validate_json(svc.manifest).replicas
+        for r in [r for r in rows if r.slot >= want]:  # left by a deploy cut short
+            remove_replica(platform, s, svc, r, routing.GOING_AWAY, "fewer replicas")
+        rows = [r for r in rows if r.slot < want]
+        present = {r.slot for r in rows}
+        for slot in range(want):
+            if slot not in present:
+                row = ServiceReplicaRow(
+                    service_id=svc.id, slot=slot, version=svc.version, state=ServiceState.STARTING.value
+                )
+                row.quick_crashes = 0
+                s.add(row)
+                rows.append(row)
+        rows.sort(key=lambda r: r.slot)
+    for r in rows:
+        try:
+            _reconcile_replica(platform, s, svc, r, containers)
+        except OrchError as e:  # e.g. the engine could not start it: retry after a backoff
+            log.warning("service %s, replica %d: %s", svc.name, r.slot, e)
+            svc.error = e.message
+            r.quick_crashes += 1
+            r.next_start_at = utcnow() + timedelta(seconds=backoff(r.quick_crashes))
+            r.state = _exited_state(r)
+    states = {r.state for r in rows}
+    svc.state = next((st.value for st in _WORST_FIRST if st.value in states), ServiceState.STARTING.value)
+    return rows
+
+
+def remove_replica(
+    platform: Platform, s: Session, svc: ServiceRow, r: ServiceReplicaRow, code: int, reason: str
+) -> None:
+    """Drain a replica's container, remove it, and delete the replica."""
+    if r.container:
+        routing.of(platform).drain([r.container], code, reason)
+        deployed_logs.archive(platform, svc.id, r.container)
+        platform.engine.remove_container(r.container)
+    s.delete(r)
+
+
+def _exited_state(r: ServiceReplicaRow) -> str:
+    crash_looping = r.quick_crashes >= CRASH_LOOP_AFTER
+    return (ServiceState.CRASH_LOOPING if crash_looping else ServiceState.RESTARTING).value
+
+
+def _reconcile_replica(
+    platform: Platform,
+    s: Session,
+    svc: ServiceRow,
+    r: ServiceReplicaRow,
+    containers: dict[str, ContainerInfo],
+) -> None:
+    now = utcnow()
+    current = containers.get(r.container) if r.container else None
     if current is not None and current.running:
-        ran = (now - svc.started_at).total_seconds() if svc.started_at else QUICK
+        ran = (now - r.started_at).total_seconds() if r.started_at else QUICK
         if ran >= QUICK:
-            svc.quick_crashes = 0
-        if svc.quick_crashes < CRASH_LOOP_AFTER:
-            svc.state = ServiceState.RUNNING.value
-        if not svc.address:
-            svc.address = platform.engine.container_address(current.name)
+            r.quick_crashes = 0
+        if not r.address:
+            r.address = platform.engine.container_address(current.name)
+        _settle(platform, r)
         return
-    if svc.container:  # it exited (or vanished): record how, then restart after the backoff
-        ran = (now - svc.started_at).total_seconds() if svc.started_at else 0.0
+    if r.container:  # it exited (or vanished): record how, then restart after the backoff
+        ran = (now - r.started_at).total_seconds() if r.started_at else 0.0
         svc.last_exit = current.exit_code if current is not None else None
-        svc.last_output = deployed_logs.archive(platform, svc.id, svc.container)
+        svc.last_output = deployed_logs.archive(platform, svc.id, r.container)
         # Also when it vanished: the engine may keep leftovers of it (its cgroups).
-        platform.engine.remove_container(svc.container, timeout=0)
-        svc.quick_crashes = svc.quick_crashes + 1 if ran < QUICK else 1
+        platform.engine.remove_container(r.container, timeout=0)
+        routing.of(platform).gone([r.container])
+        r.quick_crashes = r.quick_crashes + 1 if ran < QUICK else 1
         svc.restarts += 1
-        svc.container, svc.address = None, None
-        svc.next_start_at = now + timedelta(seconds=backoff(svc.quick_crashes))
-        crash_looping = svc.quick_crashes >= CRASH_LOOP_AFTER
-        svc.state = (ServiceState.CRASH_LOOPING if crash_looping else ServiceState.RESTARTING).value
-        wait = backoff(svc.quick_crashes)
-        log.info("service %s exited (%s); restarting in %.0f s", svc.name, svc.last_exit, wait)
+        r.container, r.address = None, None
+        r.next_start_at = now + timedelta(seconds=backoff(r.quick_crashes))
+        r.state = _exited_state(r)
+        log.info(
+            "service %s replica %d exited (%s); restarting in %.0f s",
+            svc.name,
+            r.slot,
+            svc.last_exit,
+            backoff(r.quick_crashes),
+        )
         return
-    if svc.next_start_at is not None and now < svc.next_start_at:
+    if r.next_start_at is not None and now < r.next_start_at:
         return
-    manifest = Manifest.model_validate_json(svc.manifest)
-    command = json.loads(svc.command)
-    name = start_container(platform, svc, svc.image, command, svc.run_command, manifest, svc.version)
-    svc.container, svc.started_at, svc.next_start_at = name, utcnow(), None
-    svc.address = platform.engine.container_address(name)
-    if svc.quick_crashes < CRASH_LOOP_AFTER:
-        svc.state = ServiceState.RUNNING.value
+    version = version_of(s, svc.id, r.version) or version_of(s, svc.id, svc.version)
+    if version is None:  # its version's deployment is gone: run what serves
+        raise DeployFailed(f"v{r.version} of {svc.name} has no image to start.", "Deploy it again.")
+    r.version = version.version
+    r.container = start_container(platform, svc, version)
+    r.started_at, r.next_start_at = utcnow(), None
+    r.address = platform.engine.container_address(r.container)
+    r.state = ServiceState.STARTING.value
+    _settle(platform, r)
+
+
+def _settle(platform: Platform, r: ServiceReplicaRow) -> None:
+    """A running replica's state: running once it answers on its port (then the proxy sends it
+    requests), crash-looping while its quick crashes say so, else starting."""
+    looping = r.quick_crashes >= CRASH_LOOP_AFTER
+    answers = r.state in (ServiceState.RUNNING.value, ServiceState.CRASH_LOOPING.value) or bool(
+        r.address and platform.probe(r.address, PORT)
+    )
+    if looping:
+        r.state = ServiceState.CRASH_LOOPING.value
+    elif answers:
+        r.state = ServiceState.RUNNING.value
+    else:
+        r.state = ServiceState.STARTING.value

@@ -166,7 +166,19 @@ class DeploymentView(BaseModel):
     log_tail: str
     queued_at: datetime
     finished_at: datetime | None
+    public: bool = False  # the proxy answers anyone, without a token
+    # A deploy that would change nothing (same bundle, command and manifest; the version serves):
+    # this is the serving version's deployment, and nothing was built or restarted.
+    unchanged: bool = False
     notes: list[str] = []
+
+
+class ReplicaView(BaseModel):
+    slot: int
+    version: int
+    state: str  # starting, running (the proxy sends it requests), restarting, crash-looping
+    container: str | None
+    started_at: datetime | None
 
 
 class ServiceView(BaseModel):
@@ -176,20 +188,23 @@ class ServiceView(BaseModel):
     state: str
     desired: str
     url: str  # the path on the server that proxies to the service
+    public: bool = False  # the serving version's: the proxy answers anyone, without a token
     version: int
     latest_version: int
     image: str | None
     command: list[str]
     run_command: str | None
     container: str | None
-    restarts: int
+    restarts: int  # of all its replicas
     started_at: datetime | None
-    uptime: float | None  # seconds since its container started, while it runs
+    uptime: float | None  # seconds since its oldest running replica started, while it runs
     last_exit: int | None
     last_output: str
     error: str | None
     created_at: datetime
     deployment: DeploymentView | None = None  # the latest one
+    replicas: list[ReplicaView] = []  # its containers, by slot (`container` is the first one's)
+    desired_replicas: int = 0  # what the serving version asks for (`replicas:` in orch.yaml)
 
 
 class ServiceLogs(BaseModel):

@@ -160,16 +160,27 @@ class ServiceRow(Base):
     command: Mapped[str] = mapped_column(Text, default="[]")  # JSON argv
     run_command: Mapped[str | None] = mapped_column(Text)
     manifest: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the parsed manifest
-    container: Mapped[str | None] = mapped_column(String(128))
-    address: Mapped[str | None] = mapped_column(String(64))
-    restarts: Mapped[int] = mapped_column(Integer, default=0)
-    quick_crashes: Mapped[int] = mapped_column(Integer, default=0)
-    next_start_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)  # of all its replicas
     last_exit: Mapped[int | None] = mapped_column(Integer)
     last_output: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ServiceReplicaRow(Base):
+    """One of a service's containers (0012): slot 0 .. replicas-1, each supervised on its own
+    (backoff, quick crashes); the proxy spreads requests over those running."""
+
+    __tablename__ = "service_replicas"
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)  # what it runs (mid-rollout, not every slot's alike)
+    state: Mapped[str] = mapped_column(String(16))  # a ServiceState: starting, running, restarting, ...
+    container: Mapped[str | None] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    quick_crashes: Mapped[int] = mapped_column(Integer, default=0)
+    next_start_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ServiceDeploymentRow(Base):
@@ -186,6 +197,8 @@ class ServiceDeploymentRow(Base):
     run_command: Mapped[str | None] = mapped_column(Text)
     manifest: Mapped[str] = mapped_column(Text)
     deps_files: Mapped[str] = mapped_column(Text, default="[]")
+    # The environment built from the bundle's Dockerfile (0012), which the image is built on.
+    environment_id: Mapped[str | None] = mapped_column(String(40))
     image: Mapped[str | None] = mapped_column(String(255))
     container: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)

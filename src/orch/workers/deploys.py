@@ -1,6 +1,8 @@
 """Deploying a version of a service: build its image (the bundle plus its dependencies, once),
-start it next to the version that serves, wait until it answers on PORT, then switch and stop the
-old one. A version that does not come up is removed and the old one keeps serving."""
+then replace its replicas one at a time: start a new container next to the one that serves,
+wait until it answers on PORT, switch the replica to it, drain and stop the old one. A version
+that does not come up is removed, the replicas already replaced get the old version back, and
+the old version keeps serving."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.builder import base_images
@@ -17,15 +22,22 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import BuildRequest
 from orch.errors import DeployFailed, OrchError
-from orch.models import DeploymentStatus, ServiceState
+from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
-from orch.services import deployed_logs, images
+from orch.services import deployed_logs, images, routing
 from orch.services.agents import extracted_bundle
 from orch.services.platform import Platform
-from orch.services.reconcile import start_container
+from orch.services.reconcile import Version, replicas, start_container, version_of
 from orch.store import queue
 from orch.store.queue import left_by
-from orch.store.schema import ServiceDeploymentRow, ServiceRow, utcnow
+from orch.store.schema import (
+    BuildRow,
+    EnvironmentRow,
+    ServiceDeploymentRow,
+    ServiceReplicaRow,
+    ServiceRow,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +89,26 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         assert dep is not None
         svc = s.get(ServiceRow, dep.service_id)
         assert svc is not None
-        name, version, bundle_sha = svc.name, dep.version, dep.bundle_sha256
+        service_id, name, version, bundle_sha = svc.id, svc.name, dep.version, dep.bundle_sha256
         deps_files = json.loads(dep.deps_files)
         command, run_command = json.loads(dep.command), dep.run_command
         manifest = Manifest.model_validate_json(dep.manifest)
+        environment_id = dep.environment_id
 
     def out(line: str) -> None:
         tail.append(line)
         del tail[:-40]
 
-    base_images.ensure(platform.engine, platform.config, out, ["service-runner"])
+    if environment_id is None:
+        base_images.ensure(platform.engine, platform.config, out, ["service-runner"])
+        base = base_images.image_tag("service-runner")
+    else:
+        base = _environment_image(platform, environment_id, out, stop)
     tag = images.service_tag(platform, name, version)
     request = BuildRequest(
-        containerfile=containerfile(base_images.image_tag("service-runner"), deps_files),
+        containerfile=containerfile(base, deps_files, own_dockerfile=environment_id is not None),
         tag=tag,
-        labels={**platform.service_labels(dep.service_id), "org.orch.version": str(version)},
+        labels={**platform.service_labels(service_id), "org.orch.version": str(version)},
         mounts=ca_mounts(platform.config),
         build_args=proxy_env(platform.config),
         timeout=float(platform.config.build_timeout),
@@ -105,45 +122,178 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         metrics.of(platform).build_finished("failed", time.monotonic() - started, kind="service")
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
     metrics.of(platform).build_finished("ready", time.monotonic() - started, kind="service")
+    new = Version(version, tag, command, run_command, manifest)
     with platform.services_lock, platform.store.session() as s:
-        svc = s.get(ServiceRow, dep.service_id)
-        if svc is None:
-            raise DeployFailed("The service was deleted during its deployment.", "")
-        container = start_container(platform, svc, tag, command, run_command, manifest, version)
+        svc = _service(s, service_id)
+        old = version_of(s, service_id, svc.version) if svc.version else None
+        slots = {r.slot: r.version for r in replicas(s, service_id)}
         s.execute(
             update(ServiceDeploymentRow)
             .where(ServiceDeploymentRow.id == dep_id)
-            .values(status=DeploymentStatus.STARTING.value, image=tag, container=container)
+            .values(status=DeploymentStatus.STARTING.value, image=tag)
         )
-    address = _wait_until_answering(platform, dep.service_id, container, stop)
-    with platform.services_lock:
-        with platform.store.session() as s:
-            svc = s.get(ServiceRow, dep.service_id)
-            if svc is None:
-                platform.engine.remove_container(container, timeout=0)
-                raise DeployFailed("The service was deleted during its deployment.", "")
-            old, old_image = svc.container, svc.image
-            svc.version, svc.image, svc.command = version, tag, json.dumps(command)
-            svc.run_command, svc.manifest = run_command, manifest.model_dump_json()
-            svc.container, svc.address, svc.started_at = container, address, utcnow()
-            svc.state, svc.error, svc.quick_crashes = ServiceState.RUNNING.value, None, 0
-            svc.next_start_at, svc.desired = None, "running"
-            dep_row = s.get(ServiceDeploymentRow, dep_id)
-            assert dep_row is not None
-            dep_row.status, dep_row.finished_at = DeploymentStatus.READY.value, utcnow()
-            dep_row.log_tail = "\n".join(tail)
-        # Only once the switch is stored does the old version go: a server killed in between
-        # leaves a container that no service points at (the supervisor removes it), never a
-        # service pointing at a container (or an image) that is gone.
+    rollout = Rollout(platform, dep_id, service_id, name, stop)
+    try:
+        # One replica at a time: the new one answers before the old one goes (a surge of one).
+        for slot in range(max(manifest.replicas, max(slots, default=-1) + 1)):
+            if slot >= manifest.replicas:
+                rollout.retire(slot, f"{name} v{version} has fewer replicas")
+            elif slots.get(slot) != version:  # (one at this version: a deploy run again after a kill)
+                rollout.replace(slot, new, switch=not rollout.replaced)
+    except DeployFailed:
+        rollout.roll_back(old, slots)
+        raise
+    with platform.services_lock, platform.store.session() as s:
+        dep_row = s.get(ServiceDeploymentRow, dep_id)
+        assert dep_row is not None
+        dep_row.status, dep_row.finished_at = DeploymentStatus.READY.value, utcnow()
+        dep_row.container, dep_row.log_tail = None, "\n".join(tail)
+    if old is not None and old.image != tag:
         try:
-            if old and old != container:
-                deployed_logs.archive(platform, dep.service_id, old)
-                platform.engine.remove_container(old)
-            if old_image and old_image != tag:
-                platform.engine.remove_image(old_image)
+            platform.engine.remove_image(old.image)
         except OrchError as e:  # v{version} serves already: not a failed deployment
             log.warning("removing the previous version of %s: %s", name, e)
     platform.wake_supervisor.set()
+
+
+def _environment_image(
+    platform: Platform, environment_id: str, out: Callable[[str], None], stop: threading.Event
+) -> str:
+    """The image of the environment built from the bundle's Dockerfile, once its build (by the
+    build worker, with the environments' cache) is done."""
+    said = False
+    deadline = time.monotonic() + float(platform.config.build_timeout) + 60
+    while time.monotonic() < deadline and not stop.is_set():
+        with platform.store.session() as s:
+            env = s.get(EnvironmentRow, environment_id)
+            if env is None:
+                raise DeployFailed("The environment built from the Dockerfile was deleted.", "Deploy again.")
+            build = s.get(BuildRow, env.build_id) if env.build_id else None
+            name, status = env.name, build.status if build is not None else None
+            image, error = (build.image, build.error) if build is not None else (None, None)
+        if status == BuildStatus.READY.value and image:
+            out(f"Dockerfile: environment {name} ({image})")
+            return image
+        if status == BuildStatus.FAILED.value or status is None:
+            raise DeployFailed(
+                f"Building the Dockerfile (environment {name}) failed: {error or 'no build'}",
+                f"See `orch env logs {name}`, fix the Dockerfile, and deploy again.",
+            )
+        if not said:
+            out(f"Dockerfile: waiting for environment {name} to be built")
+            said = True
+        time.sleep(0.5)
+    raise DeployFailed("The Dockerfile's build did not end in time.", "Deploy again.")
+
+
+def _service(s: Session, service_id: str) -> ServiceRow:
+    svc = s.get(ServiceRow, service_id)
+    if svc is None:
+        raise DeployFailed("The service was deleted during its deployment.", "")
+    return svc
+
+
+@dataclass
+class Rollout:
+    """A deployment's containers, replaced one replica (slot) at a time."""
+
+    platform: Platform
+    dep_id: str
+    service_id: str
+    name: str
+    stop: threading.Event
+    replaced: list[int] = field(default_factory=list)  # slots moved to the new version so far
+    added: list[int] = field(default_factory=list)  # of those, slots that had no replica before
+    old_service: dict[str, object] = field(default_factory=dict)  # the row's fields before the switch
+
+    def replace(self, slot: int, v: Version, switch: bool) -> None:
+        """Start a container of `v` for `slot`; once it answers, it takes the slot (with `switch`,
+        the service's serving version becomes `v`), and the slot's old container is drained and
+        removed. A container that does not answer is removed: DeployFailed."""
+        platform = self.platform
+        with platform.services_lock, platform.store.session() as s:
+            container = start_container(platform, _service(s, self.service_id), v)
+            dep = s.get(ServiceDeploymentRow, self.dep_id)
+            assert dep is not None
+            dep.container = container  # not an orphan to the supervisor while it starts
+        address = _wait_until_answering(platform, self.service_id, container, self.stop)
+        with platform.services_lock:
+            with platform.store.session() as s:
+                svc = s.get(ServiceRow, self.service_id)
+                if svc is None:
+                    platform.engine.remove_container(container, timeout=0)
+                    raise DeployFailed("The service was deleted during its deployment.", "")
+                row = s.get(ServiceReplicaRow, (self.service_id, slot))
+                if row is None:
+                    row = ServiceReplicaRow(service_id=self.service_id, slot=slot)
+                    s.add(row)
+                    self.added.append(slot)
+                old = row.container
+                row.version, row.container, row.address, row.state = v.version, container, address, "running"
+                row.started_at, row.next_start_at, row.quick_crashes = utcnow(), None, 0
+                if switch:
+                    self.old_service = {k: getattr(svc, k) for k in _SERVING}
+                    svc.version, svc.image, svc.command = v.version, v.image, json.dumps(v.command)
+                    svc.run_command, svc.manifest = v.run_command, v.manifest.model_dump_json()
+                    svc.state, svc.error, svc.desired = ServiceState.RUNNING.value, None, "running"
+                dep = s.get(ServiceDeploymentRow, self.dep_id)
+                assert dep is not None
+                dep.container = None
+            self.replaced.append(slot)
+            # Only once the switch is stored does the old container go: a server killed in
+            # between leaves a container that no replica points at (the supervisor removes it),
+            # never a replica pointing at a container that is gone. New requests go to the new
+            # container from now; those in flight to the old one finish first.
+            routing.of(platform).changed()
+            if old:
+                reason = f"{self.name} v{v.version} replaces it"
+                self._remove(old, routing.RESTARTING, reason)
+
+    def retire(self, slot: int, reason: str) -> None:
+        """Remove the replica of `slot` (drained first)."""
+        with self.platform.services_lock:
+            with self.platform.store.session() as s:
+                row = s.get(ServiceReplicaRow, (self.service_id, slot))
+                old = row.container if row is not None else None
+                if row is not None:
+                    s.delete(row)
+            routing.of(self.platform).changed()
+            if old:
+                self._remove(old, routing.GOING_AWAY, reason)
+
+    def roll_back(self, old: Version | None, slots: dict[int, int]) -> None:
+        """After a failed replica: the slots already replaced get the old version again (or go,
+        if they had none), and the service serves the old version as before."""
+        if not self.replaced:
+            return
+        try:
+            for slot in reversed(self.replaced):
+                if old is None or slot in self.added or slot not in slots:
+                    self.retire(slot, f"{self.name}'s new version was not deployed")
+                else:
+                    self.replace(slot, old, switch=False)
+        except DeployFailed as e:  # the old version does not come back either: say so, go on
+            log.warning("rolling %s back: %s", self.name, e.message)
+        with self.platform.services_lock, self.platform.store.session() as s:
+            svc = s.get(ServiceRow, self.service_id)
+            if svc is not None and self.old_service:
+                for key, value in self.old_service.items():
+                    setattr(svc, key, value)
+                if old is None:
+                    svc.state = ServiceState.FAILED.value
+        routing.of(self.platform).changed()
+
+    def _remove(self, container: str, code: int, reason: str) -> None:
+        routing.of(self.platform).drain([container], code, reason)
+        try:
+            deployed_logs.archive(self.platform, self.service_id, container)
+            self.platform.engine.remove_container(container)
+        except OrchError as e:  # the new container serves already: not a failed deployment
+            log.warning("removing %s's container %s: %s", self.name, container, e)
+
+
+# What the switch changes on the service's row (and a roll back puts back).
+_SERVING = ("version", "image", "command", "run_command", "manifest", "state", "error", "desired")
 
 
 def _wait_until_answering(platform: Platform, service_id: str, container: str, stop: threading.Event) -> str:

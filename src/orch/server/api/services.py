@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from orch.server.api.deps import PlatformDep, WorkspaceDep
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1", tags=["services"])
     "/services/{name}/deploy",
     response_model=DeploymentView,
     status_code=201,
+    responses={200: {"model": DeploymentView, "description": "Unchanged: the serving version's deployment."}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -27,16 +28,25 @@ router = APIRouter(prefix="/v1", tags=["services"])
 async def deploy(
     name: str,
     request: Request,
+    response: Response,
     platform: PlatformDep,
     ws: WorkspaceDep,
     command: str | None = Query(
         None, max_length=4096, description="The command (default: the manifest's, else the entrypoint's)."
     ),
+    public: bool = Query(
+        False, description="Let anyone in through the proxy, no token (as `public: true` in orch.yaml)."
+    ),
 ) -> DeploymentView:
     """Deploy a bundle (a gzip'd tar, as `orch service deploy` makes) as the service's next version.
-    The deployment runs in the background: poll /v1/services/{name}/deployments/{version}."""
+    The deployment runs in the background: poll /v1/services/{name}/deployments/{version}. A bundle,
+    command and manifest that the serving version has already answer 200 with that version's
+    deployment (`unchanged`: nothing is built or restarted)."""
     body = await read_bundle_upload(request)
-    return await run_in_threadpool(deployed.deploy, platform, ws, name, body, command)
+    view = await run_in_threadpool(deployed.deploy, platform, ws, name, body, command, public)
+    if view.unchanged:
+        response.status_code = 200
+    return view
 
 
 @router.get("/services", response_model=list[ServiceView])

@@ -1,0 +1,216 @@
+"""The proxy's HTTP/1.1 client to the services' containers: asyncio streams, kept-alive
+connections per address, answers streamed as they come (Content-Length, chunked, or until the
+connection ends). Why not httpx: its connection pool checks every pooled connection's socket at
+each request, which cost the proxy more than the request itself (bench/service.py); this client
+does only what the hop to a container on the local bridge needs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+MAX_HEAD = 64 * 1024  # the status line and headers of an answer
+CHUNK = 64 * 1024
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 300.0  # until the answer begins, and between two pieces of it
+IDLE_PER_ADDRESS = 64  # kept-alive connections kept per container
+
+
+class UpstreamError(Exception):
+    """The service could not be reached, or broke off its answer."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection: nothing was sent."""
+
+
+class NothingCame(UpstreamError):
+    """The connection ended before any answer (a kept-alive one the service had closed)."""
+
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Answer:
+    """A service's answer: its head at once, its body as it comes (`body`), once."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    _conn: _Connection
+    _client: Client
+    _key: tuple[str, int]
+    _framing: str  # "none", "length", "chunked", "close"
+    _length: int = 0
+    _keep: bool = True  # the service keeps the connection open after the answer
+    _done: bool = field(default=False)  # the body was read whole
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        reader = self._conn.reader
+        try:
+            if self._framing == "length":
+                left = self._length
+                while left:
+                    data = await _read(reader.read(min(left, CHUNK)))
+                    if not data:
+                        raise UpstreamError("the answer ended before its Content-Length")
+                    left -= len(data)
+                    yield data
+            elif self._framing == "chunked":
+                while True:
+                    line = await _read(reader.readuntil(b"\r\n"))
+                    size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while (await _read(reader.readuntil(b"\r\n"))) != b"\r\n":  # trailers
+                            pass
+                        break
+                    yield await _read(reader.readexactly(size))
+                    await _read(reader.readexactly(2))
+            elif self._framing == "close":
+                while data := await _read(reader.read(CHUNK)):
+                    yield data
+            self._done = True
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            raise UpstreamError(f"the answer broke off ({type(e).__name__})") from None
+
+    def release(self) -> None:
+        """Give the connection back for the next request if the answer was read whole."""
+        if self._keep and self._done and not self._conn.writer.is_closing():
+            self._client._keep(self._key, self._conn)
+        else:
+            self._conn.close()
+
+
+async def _read(awaitable: object) -> bytes:
+    async with asyncio.timeout(READ_TIMEOUT):
+        return await awaitable  # type: ignore[no-any-return,misc]
+
+
+class Client:
+    """Requests to services' containers over kept-alive connections."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+
+    async def request(
+        self,
+        container: str,
+        address: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes] | None,
+        length: int | None,
+    ) -> Answer:
+        """Send a request (a body of `length` bytes, or chunked if None) and read the answer's head.
+        Connections are kept per container (whose name is never used again, unlike an address)."""
+        key = (container, port)
+        conn = self._take(key)
+        if conn is None:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    reader, writer = await asyncio.open_connection(address, port, limit=MAX_HEAD)
+            except (OSError, TimeoutError) as e:
+                raise ConnectFailed(f"{type(e).__name__}") from None
+            conn = _Connection(reader, writer)
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {address}:{port}\r\n".encode("latin-1")]
+        head += [k + b": " + v + b"\r\n" for k, v in headers]
+        if body is not None:
+            framing = (
+                b"content-length: %d\r\n" % length
+                if length is not None
+                else b"transfer-encoding: chunked\r\n"
+            )
+            head.append(framing)
+        head.append(b"\r\n")
+        try:
+            conn.writer.write(b"".join(head))
+            if body is not None:
+                async for piece in body:
+                    if piece:
+                        conn.writer.write(
+                            piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece)
+                        )
+                        await conn.writer.drain()
+                if length is None:
+                    conn.writer.write(b"0\r\n\r\n")
+            await conn.writer.drain()
+            raw = await _read(conn.reader.readuntil(b"\r\n\r\n"))
+        except asyncio.IncompleteReadError as e:
+            conn.close()
+            if not e.partial:
+                raise NothingCame("the connection ended before an answer") from None
+            raise UpstreamError("the answer's head broke off") from None
+        except (OSError, asyncio.LimitOverrunError, TimeoutError) as e:
+            conn.close()
+            raise UpstreamError(f"{type(e).__name__}") from None
+        return _answer(self, key, conn, method, raw)
+
+    def _take(self, key: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.reader.at_eof() or conn.writer.is_closing():  # the service closed it meanwhile
+                conn.close()
+                continue
+            return conn
+        return None
+
+    def _keep(self, key: tuple[str, int], conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < IDLE_PER_ADDRESS:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, containers: list[str]) -> None:
+        """Close the kept connections to `containers` (they went)."""
+        for key in [k for k in self._idle if k[0] in containers]:
+            for conn in self._idle.pop(key):
+                conn.close()
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str, raw: bytes) -> Answer:
+    lines = raw[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        conn.close()
+        raise UpstreamError("the answer is not HTTP/1.1")
+    status = int(parts[1])
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            conn.close()
+            raise UpstreamError("a header of the answer is malformed")
+        headers.append((name.strip().lower(), value.strip()))
+    found = dict(headers)
+    keep = parts[0] == b"HTTP/1.1" and b"close" not in found.get(b"connection", b"").lower()
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        framing, length = "none", 0
+    elif b"chunked" in found.get(b"transfer-encoding", b"").lower():
+        framing, length = "chunked", 0
+    elif (size := found.get(b"content-length", b"")).isdigit():
+        framing, length = "length", int(size)
+    else:
+        framing, length = "close", 0
+    answer = Answer(status, headers, conn, client, key, framing, length, keep and framing != "close")
+    answer._done = framing == "none"
+    return answer

@@ -1,0 +1,72 @@
+"""The headers the services' proxy passes on, each way: nothing hop-by-hop, nothing of orch's
+(its token, its cookie), and where the service is mounted."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from orch.server.api.deps import TOKEN_COOKIE
+from orch.services.routing import Route
+
+# Hop-by-hop headers (RFC 9110 §7.6.1), and what the proxy sets itself: never passed on.
+NOT_PASSED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "x-forwarded-prefix",
+    }
+)
+# How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
+# its own bearer tokens) passes, an orch token never does.
+_ORCH_TOKEN = b"bearer orch_"
+
+
+def cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+def request_headers(scope: MutableMapping[str, Any], route: Route) -> list[tuple[bytes, bytes]]:
+    """The client's headers as the service gets them: no hop-by-hop header, no orch token (the
+    Authorization of a private service always is one), no orch cookie; where it is mounted."""
+    out: list[tuple[bytes, bytes]] = []
+    for key, value in scope["headers"]:
+        k = key.lower()
+        if k.decode("latin-1") in NOT_PASSED or k.startswith(b"sec-websocket-"):
+            continue
+        if k == b"authorization" and (not route.public or value.lower().startswith(_ORCH_TOKEN)):
+            continue
+        if k == b"cookie":
+            kept = [c.strip() for c in value.decode("latin-1").split(";") if c.strip()]
+            kept = [c for c in kept if c.split("=", 1)[0] != TOKEN_COOKIE]
+            if not kept:
+                continue
+            value = "; ".join(kept).encode("latin-1")
+        out.append((k, value))
+    out.append((b"x-forwarded-prefix", f"/services/{route.workspace}/{route.name}".encode()))
+    return out
+
+
+def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The service's answer headers as the client gets them: no hop-by-hop header, and no
+    Set-Cookie of orch's cookie (a service must not sign a browser in or out of orch)."""
+    out = []
+    for key, value in raw:
+        k = key.lower()
+        if k.decode("latin-1") in NOT_PASSED:
+            continue
+        if k == b"set-cookie" and value.split(b"=", 1)[0].strip() == TOKEN_COOKIE.encode():
+            continue
+        out.append((k, value))
+    return out

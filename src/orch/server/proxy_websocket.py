@@ -1,0 +1,163 @@
+"""WebSockets through the services' proxy: the client's handshake is made again to the service
+(the same token rule and headers as HTTP, its subprotocols), then messages go both ways as they
+come, and a close on either side closes the other. A drain (a redeploy, stop or delete) or the
+server's stop closes the client's side with a close frame (1012 service restart, 1001 going
+away), so a client can tell it from a failure and reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, Protocol
+
+from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from orch import metrics
+from orch.errors import OrchError, ServiceUnavailable
+from orch.server.proxy_headers import answer_headers, request_headers
+from orch.services import deployed
+from orch.services.platform import Platform
+from orch.services.routing import Backend, Route, Routing
+
+
+class Proxy(Protocol):
+    """What of the proxy (server/proxy.py) a WebSocket needs."""
+
+    platform: Platform
+    routing: Routing
+
+    async def resolve(self, scope: Scope, workspace: str, name: str) -> tuple[Route, list[Backend]]: ...
+
+
+MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's own limit for what the client sends
+OPEN_TIMEOUT = 10.0
+# Close codes an endpoint never sends (RFC 6455 §7.4.1): no status, or no close frame at all.
+_NO_STATUS, _ABNORMAL, _INTERNAL = 1005, 1006, 1011
+
+
+async def forward_websocket(
+    proxy: Proxy, scope: Scope, receive: Receive, send: Send, workspace: str, name: str, path: str
+) -> None:
+    started = time.perf_counter()
+    if (await receive())["type"] != "websocket.connect":
+        return
+    try:
+        route, backends = await proxy.resolve(scope, workspace, name)
+    except OrchError as e:
+        await _refuse(scope, send, e.http_status, e.to_dict())
+        if e.http_status != 401:
+            metrics.of(proxy.platform).proxy_request(e.http_status, time.perf_counter() - started)
+        return
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in request_headers(scope, route)
+        if k not in (b"user-agent",)
+    ]
+    user_agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
+    query = scope.get("query_string", b"").decode("latin-1")
+    backend = backends[0]
+    url = f"ws://{backend.address}:{deployed.PORT}{path}" + (f"?{query}" if query else "")
+    try:
+        upstream = await connect(
+            url,
+            additional_headers=headers,
+            subprotocols=scope.get("subprotocols") or None,
+            compression=None,  # a hop on the machine's own bridge: not worth the CPU
+            proxy=None,  # the service is on the local bridge: never through an egress proxy
+            open_timeout=OPEN_TIMEOUT,
+            max_size=MAX_MESSAGE,
+            user_agent_header=user_agent,
+        )
+    except InvalidStatus as e:  # the service answered the handshake with an HTTP answer of its own
+        answer = e.response
+        await _relay(scope, send, answer.status_code, list(answer.headers.raw_items()), bytes(answer.body))
+        metrics.of(proxy.platform).proxy_request(e.response.status_code, time.perf_counter() - started)
+        return
+    except (OSError, TimeoutError, ValueError) as e:
+        error = ServiceUnavailable(
+            f"The service {route.name} did not take the WebSocket ({type(e).__name__}).",
+            deployed.SEE_STATUS_AND_LOGS,
+        )
+        await _refuse(scope, send, error.http_status, error.to_dict())
+        metrics.of(proxy.platform).proxy_request(error.http_status, time.perf_counter() - started)
+        return
+    accept: dict[str, Any] = {"type": "websocket.accept", "subprotocol": upstream.subprotocol}
+    extra = (
+        [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in upstream.response.headers.raw_items()
+            if not k.lower().startswith("sec-websocket-")
+        ]
+        if upstream.response is not None
+        else []
+    )
+    accept["headers"] = answer_headers(extra)
+    await send(accept)
+    metrics.of(proxy.platform).proxy_request(101, time.perf_counter() - started)
+    with proxy.routing.long_lived(backend.container, "websocket") as conn:
+        await _relay_messages(receive, send, upstream, conn.closing, lambda: (conn.code, conn.reason))
+
+
+async def _relay_messages(
+    receive: Receive, send: Send, upstream: ClientConnection, closing: asyncio.Event, why: Any
+) -> None:
+    async def from_client() -> tuple[int, str]:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code") or 1000), str(message.get("reason") or "")
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                await upstream.send(text if text is not None else message.get("bytes") or b"")
+
+    async def from_service() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in upstream:
+                key = "text" if isinstance(data, str) else "bytes"
+                await send({"type": "websocket.send", key: data})
+
+    client = asyncio.ensure_future(from_client())
+    service = asyncio.ensure_future(from_service())
+    drained = asyncio.ensure_future(closing.wait())
+    try:
+        done, _ = await asyncio.wait({client, service, drained}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (client, service, drained):
+            task.cancel()
+        for task in (client, service, drained):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
+                await task
+    if client in done and not client.cancelled() and client.exception() is None:
+        code, reason = client.result()
+        await upstream.close(code if code not in (_NO_STATUS, _ABNORMAL) else 1000, reason)
+        return
+    if drained in done:
+        code, reason = why()
+    else:  # the service closed (or its connection broke)
+        code = upstream.close_code if upstream.close_code is not None else _ABNORMAL
+        reason = upstream.close_reason or ""
+        code = {_NO_STATUS: 1000, _ABNORMAL: _INTERNAL}.get(code, code)
+    with contextlib.suppress(Exception):
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+    await upstream.close(1001, "the client's connection was closed")
+
+
+async def _refuse(scope: Scope, send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await _relay(scope, send, status, [("content-type", "application/json")], data)
+
+
+async def _relay(scope: Scope, send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    """An HTTP answer instead of the handshake, where the server can send one (ASGI's
+    websocket.http.response); else a plain refusal (the server answers 403)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() != "content-length"]
+    raw = [*answer_headers(raw), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
+    await send({"type": "websocket.http.response.body", "body": body})

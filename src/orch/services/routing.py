@@ -1,0 +1,285 @@
+"""Where the services' proxy sends a request, and what it has open there.
+
+Routes: a service's workspace, whether it is public, and the containers (replicas) that answer,
+read from the store once and kept until a service changes: whatever changes one (a deploy's
+switch, the supervisor's pass, stop, restart, delete) calls `changed()` after its commit, so a
+proxied request costs no store lookup.
+
+Traffic: the requests in flight to each container and the long-lived connections open to it
+(WebSockets, event streams). Before a container goes (a redeploy replaces it, a stop or a delete
+removes it), `drain` takes it out of its route at once, lets the requests in flight to it finish
+(up to DRAIN_SECONDS), then closes its long-lived connections cleanly: a WebSocket gets a close
+frame, an event stream its end (a browser's EventSource then reconnects, to what serves now)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from orch import metrics
+from orch.models import ServiceState
+from orch.services import workspaces
+from orch.services.platform import Platform
+from orch.store.schema import ServiceReplicaRow, ServiceRow, WorkspaceRow
+
+DRAIN_SECONDS = 10.0  # how long requests in flight to a container that goes may take to finish
+# How long the proxy trusts a token it checked in the store: a revoked token stops opening
+# private services within this time (the API checks the store at every call).
+TOKEN_SECONDS = 1.0
+_MAX_TOKENS = 10_000
+# WebSocket close codes (RFC 6455 §7.4.1, IANA registry): the service restarts (a redeploy), or
+# goes away (stop, delete).
+RESTARTING, GOING_AWAY = 1012, 1001
+
+
+@dataclass(frozen=True)
+class Backend:
+    container: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Route:
+    workspace: str
+    workspace_id: str
+    service_id: str
+    name: str
+    public: bool
+    state: str
+    backends: tuple[Backend, ...]  # its replicas that run, in slot order
+
+
+class Connection:
+    """A long-lived connection through the proxy; `close` may be called from any thread."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "websocket" or "stream"
+        self._loop = asyncio.get_running_loop()
+        self.closing = asyncio.Event()
+        self.code = GOING_AWAY
+        self.reason = ""
+
+    def close(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+        self._loop.call_soon_threadsafe(self.closing.set)
+
+
+class Routing:
+    """One platform's routes and traffic (see the module's docstring)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._lock = threading.Lock()
+        self._routes: dict[tuple[str, str], Route | None] = {}
+        self._generation = 0
+        self._draining: set[str] = set()
+        self._in_flight: dict[str, int] = {}
+        self._open: dict[str, set[Connection]] = {}
+        self._turn = itertools.count()
+        self._watching = False
+        self._tokens: dict[str, tuple[str, float]] = {}  # sha256 of a token -> its workspace, until
+        self._listeners: list[Callable[[list[str]], None]] = []
+
+    # Tokens.
+
+    def workspace_of(self, token: str | None) -> str:
+        """The workspace of `token` (Unauthorized if none); checked in the store at most once a
+        TOKEN_SECONDS (blocking on a miss: call it in a thread, or `known` first)."""
+        key = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        found = self._tokens.get(key)
+        if found is not None and found[1] > time.monotonic():
+            return found[0]
+        ws_id = workspaces.caller(self.platform, token).workspace_id
+        if len(self._tokens) >= _MAX_TOKENS:
+            self._tokens.clear()
+        self._tokens[key] = (ws_id, time.monotonic() + TOKEN_SECONDS)
+        return ws_id
+
+    def known(self, token: str | None) -> str | None:
+        """The workspace of `token` if it was checked less than TOKEN_SECONDS ago (no store)."""
+        if not token:
+            return None
+        found = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        return found[0] if found is not None and found[1] > time.monotonic() else None
+
+    # Routes.
+
+    def cached(self, workspace: str, name: str) -> tuple[bool, Route | None]:
+        """(found, route): whether the route is known now, and it (None: no such service)."""
+        key = (workspace, name)
+        route = self._routes.get(key)
+        return (route is not None or key in self._routes), route
+
+    def lookup(self, workspace: str, name: str) -> Route | None:
+        """The route of WORKSPACE/NAME from the store (blocking: call it in a thread), kept."""
+        with self._lock:
+            generation = self._generation
+        route = _read(self.platform, workspace, name)
+        with self._lock:
+            if generation == self._generation:  # not changed meanwhile: what was read still holds
+                self._routes[(workspace, name)] = route
+        return route
+
+    def changed(self) -> None:
+        """A service changed in the store (committed): routes are read again when next needed."""
+        with self._lock:
+            self._generation += 1
+            self._routes.clear()
+            self._draining.clear()  # the containers drained so far are out of the store's routes
+
+    def pick(self, route: Route) -> list[Backend]:
+        """The route's backends to try, in order: round robin over those not being drained."""
+        ready = [b for b in route.backends if b.container not in self._draining]
+        if len(ready) < 2:
+            return ready
+        start = next(self._turn) % len(ready)
+        return ready[start:] + ready[:start]
+
+    # Traffic.
+
+    def begin(self, container: str) -> Callable[[], None]:
+        """Count a request in flight to `container`; return what ends it (once, whenever called)."""
+        with self._lock:
+            self._in_flight[container] = self._in_flight.get(container, 0) + 1
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            with self._lock:
+                left = self._in_flight[container] - 1
+                if left:
+                    self._in_flight[container] = left
+                else:
+                    del self._in_flight[container]
+
+        return end
+
+    @contextmanager
+    def long_lived(self, container: str, kind: str) -> Iterator[Connection]:
+        """Register a WebSocket or an event stream to `container` while inside (counted in the
+        metrics); a drain of the container closes it through the Connection's `closing`."""
+        conn = Connection(kind)
+        with self._lock:
+            self._open.setdefault(container, set()).add(conn)
+            draining = container in self._draining
+        if draining:
+            conn.close(RESTARTING, "the service is being replaced")
+        self._watch_stopping()
+        metrics.of(self.platform).proxy_connection(kind, +1)
+        try:
+            yield conn
+        finally:
+            metrics.of(self.platform).proxy_connection(kind, -1)
+            with self._lock:
+                found = self._open.get(container)
+                if found is not None:
+                    found.discard(conn)
+                    if not found:
+                        del self._open[container]
+
+    def open_connections(self, container: str | None = None) -> int:
+        with self._lock:
+            groups = self._open.values() if container is None else [self._open.get(container, set())]
+            return sum(len(g) for g in groups)
+
+    def drain(self, containers: list[str], code: int, reason: str, timeout: float = DRAIN_SECONDS) -> None:
+        """Take `containers` out of their routes now, wait (up to `timeout`) for the requests in
+        flight to them, then close their long-lived connections (blocking: call it in a thread)."""
+        containers = [c for c in containers if c]
+        if not containers:
+            return
+        with self._lock:
+            self._draining.update(containers)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(self._in_flight.get(c) for c in containers):
+            time.sleep(0.02)
+        self._close([c for container in containers for c in self._open.get(container, ())], code, reason)
+        # Closed: each connection ends its two directions and leaves (quickly; bounded anyway).
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(self._open.get(c) for c in containers):
+            time.sleep(0.02)
+        self.gone(containers)
+
+    def on_gone(self, listener: Callable[[list[str]], None]) -> None:
+        """Call `listener` (from any thread) with the containers that go: the proxy closes the
+        connections it keeps to them."""
+        self._listeners.append(listener)
+
+    def gone(self, containers: list[str]) -> None:
+        for listener in list(self._listeners):
+            listener(containers)
+
+    def _close(self, connections: list[Connection], code: int, reason: str) -> None:
+        for conn in list(connections):
+            conn.close(code, reason)
+
+    def _watch_stopping(self) -> None:
+        """At the server's stop, close every long-lived connection: uvicorn waits for the answers
+        in flight before it stops, and an event stream never ends by itself."""
+        if self._watching:
+            return
+        self._watching = True
+
+        def watch() -> None:
+            self.platform.stopping.wait()
+            with self._lock:
+                everything = [c for group in self._open.values() for c in group]
+            self._close(everything, GOING_AWAY, "the server is stopping")
+
+        threading.Thread(target=watch, name="orch-proxy-stop", daemon=True).start()
+
+
+def _read(platform: Platform, workspace: str, name: str) -> Route | None:
+    if "\x00" in workspace or "\x00" in name:  # no name holds one, and PostgreSQL refuses it
+        return None
+    with platform.store.session() as s:
+        query = (
+            select(ServiceRow, WorkspaceRow.id)
+            .join(WorkspaceRow, WorkspaceRow.id == ServiceRow.workspace_id)
+            .where(WorkspaceRow.name == workspace, ServiceRow.name == name)
+        )
+        found = s.execute(query).first()
+        if found is None:
+            return None
+        svc, ws_id = found
+        rows = s.scalars(
+            select(ServiceReplicaRow)
+            .where(ServiceReplicaRow.service_id == svc.id)
+            .order_by(ServiceReplicaRow.slot)
+        ).all()
+        backends = tuple(
+            Backend(r.container, r.address)
+            for r in rows
+            if r.container and r.address and r.state == ServiceState.RUNNING.value
+        )
+        public = bool(json.loads(svc.manifest).get("public", False))
+        return Route(workspace, ws_id, svc.id, svc.name, public, svc.state, backends)
+
+
+_ATTRIBUTE = "routing"
+_attaching = threading.Lock()
+
+
+def of(platform: Platform) -> Routing:
+    """The platform's routing, made and kept on it at first use (like metrics.of)."""
+    found = getattr(platform, _ATTRIBUTE, None)
+    if isinstance(found, Routing):
+        return found
+    with _attaching:
+        found = getattr(platform, _ATTRIBUTE, None)
+        if not isinstance(found, Routing):
+            found = Routing(platform)
+            setattr(platform, _ATTRIBUTE, found)
+        return found

@@ -1,0 +1,352 @@
+"""The services' proxy in-process, in front of small local servers standing in for services:
+public and private services, what passes each way, event streams, WebSockets, drains."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orch.server import proxy
+from orch.server.app import create_app
+from orch.services import deployed as use_cases
+from orch.services import routing
+from orch.services.platform import Platform
+from tests.api.test_services import bundle, deploy, work
+from tests.asgi import in_process
+
+
+@pytest.fixture(autouse=True)
+def answering(platform: Platform) -> None:
+    platform.probe = lambda address, port: True
+
+
+@pytest.fixture
+def api(platform: Platform, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
+    """As tests/api/conftest.py's, and the proxy's connections to the services closed after."""
+    app = create_app(platform, workers=False)
+    headers = {"Authorization": f"Bearer {workspace[1]}"}
+    with (
+        in_process(app) as transport,
+        httpx.Client(transport=transport, base_url="http://testserver", headers=headers) as client,
+    ):
+        yield client
+        transport._portal.call(proxy.close, app.state)
+
+
+class _Service(BaseHTTPRequestHandler):
+    """Echoes what it got; sets a cookie of its own and tries to set orch's; /events streams."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/events"):
+            self._events()
+            return
+        text = json.dumps(
+            {
+                "path": self.path,
+                "auth": self.headers.get("Authorization"),
+                "cookie": self.headers.get("Cookie"),
+                "prefix": self.headers.get("X-Forwarded-Prefix"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
+        self.send_header("Set-Cookie", "session=abc; Path=/")
+        self.send_header("Set-Cookie", "orch_token=stolen; Path=/")
+        self.end_headers()
+        self.wfile.write(text)
+
+    def _events(self) -> None:
+        """One event, then a wait for the test's go, then another."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for n in (1, 2):
+            if n == 2:
+                GO.wait(10)
+            data = f"data: event {n}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        if self.path == "/events/forever":
+            STOPPED.wait(10)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+GO = threading.Event()
+STOPPED = threading.Event()
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    GO.clear()
+    STOPPED.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Service)
+    server.daemon_threads = True
+    monkeypatch.setattr(use_cases, "PORT", server.server_address[1])  # where the proxy sends it
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield
+    GO.set()
+    STOPPED.set()
+    server.shutdown()
+    server.server_close()
+
+
+def anonymous(api: httpx.Client) -> httpx.Client:
+    return httpx.Client(transport=api._transport, base_url="http://testserver")
+
+
+def deployed(
+    api: httpx.Client, platform: Platform, tmp_path: Path, files: dict[str, str], **params: str
+) -> dict:
+    resp = api.post(
+        "/v1/services/web/deploy",
+        params=params,
+        content=bundle(tmp_path, files, f"b{time.monotonic_ns()}"),
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert resp.status_code == 201, resp.text
+    work(platform)
+    return api.get("/v1/services/web").json()
+
+
+def test_a_private_service_needs_its_workspaces_token_and_never_sees_it(
+    api: httpx.Client, platform: Platform, tmp_path: Path, service: None
+) -> None:
+    svc = deployed(api, platform, tmp_path, {"main.py": ""})
+    assert svc["public"] is False and svc["deployment"]["public"] is False
+    assert anonymous(api).get("/services/team/web/").status_code == 401
+    resp = api.get("/services/team/web/x", headers={"Cookie": "orch_token=t; theirs=1"})
+    assert resp.status_code == 200
+    assert resp.json() == {"path": "/x", "auth": None, "cookie": "theirs=1", "prefix": "/services/team/web"}
+    # The service's own cookie reaches the client; orch's cookie it cannot set.
+    assert resp.headers.get_list("set-cookie") == ["session=abc; Path=/"]
+
+
+def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(
+    api: httpx.Client, platform: Platform, tmp_path: Path, service: None, workspace: tuple[str, str]
+) -> None:
+    svc = deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    assert svc["public"] is True and svc["deployment"]["public"] is True
+    anyone = anonymous(api)
+    resp = anyone.get("/services/team/web/hook?a=1")
+    assert resp.status_code == 200 and resp.json()["path"] == "/hook?a=1"
+    assert resp.headers.get_list("set-cookie") == ["session=abc; Path=/"]
+    # An orch token sent along (header or cookie) is not passed on; the service's own credentials are.
+    sent = anyone.get(
+        "/services/team/web/",
+        headers={"Authorization": f"Bearer {workspace[1]}", "Cookie": f"orch_token={workspace[1]}"},
+    ).json()
+    assert (sent["auth"], sent["cookie"]) == (None, None), sent
+    basic = anyone.get("/services/team/web/", headers={"Authorization": "Basic dTpw"}).json()
+    assert basic["auth"] == "Basic dTpw"
+    # A token of no workspace, or a bad one, does not matter to a public service.
+    assert anyone.get("/services/team/web/", headers={"Authorization": "Bearer nope"}).status_code == 200
+    # Another name in the workspace, or the workspace of another, is still not found (401 without a token).
+    assert anyone.get("/services/team/other/").status_code == 401
+    assert anyone.get("/services/other/web/").status_code == 401
+    listed = api.get("/v1/services").json()
+    assert [s["public"] for s in listed] == [True]
+    page = api.get("/ui/services/web", headers={"Cookie": f"orch_token={workspace[1]}"}).text
+    assert "public: anyone with the URL" in page
+
+
+def test_public_by_manifest_then_private_again_at_the_next_deploy(
+    api: httpx.Client, platform: Platform, tmp_path: Path, service: None
+) -> None:
+    deployed(api, platform, tmp_path, {"main.py": "", "orch.yaml": "public: true\n"})
+    assert anonymous(api).get("/services/team/web/").status_code == 200
+    svc = deployed(api, platform, tmp_path, {"main.py": "# v2\n"})
+    assert svc["version"] == 2 and svc["public"] is False
+    assert anonymous(api).get("/services/team/web/").status_code == 401
+
+
+def test_a_bad_public_value_is_refused_with_the_fix(api: httpx.Client, tmp_path: Path) -> None:
+    resp = deploy(api, "web", bundle(tmp_path, {"main.py": "", "orch.yaml": "public: yes please\n"}))
+    assert resp.status_code == 400
+    body = resp.json()
+    assert "public: 'yes please' is not true or false." in body["message"]
+    assert body["fix"] == "Write public: true or public: false."
+    assert api.get("/v1/services").json() == []
+
+
+def test_event_streams_reach_the_client_as_they_are_written(
+    api: httpx.Client, platform: Platform, tmp_path: Path, service: None, live: str
+) -> None:
+    """The first event arrives while the service still waits to write the second."""
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    with httpx.stream("GET", f"{live}/services/team/web/events") as resp:
+        assert resp.headers["content-type"] == "text/event-stream"
+        chunks = resp.iter_text()
+        assert next(chunks) == "data: event 1\n\n"
+        assert not GO.is_set()  # the second event is not written yet
+        GO.set()
+        assert "".join(chunks) == "data: event 2\n\n"
+
+
+@pytest.fixture
+def live(platform: Platform, workspace: tuple[str, str]) -> Iterator[str]:
+    """The app served by uvicorn on loopback (the in-process transport reads whole answers and
+    knows no WebSocket); its URL."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(platform, workers=False), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_a_redeploy_ends_event_streams_cleanly_and_counts_them(
+    api: httpx.Client, platform: Platform, tmp_path: Path, service: None, live: str
+) -> None:
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    GO.set()
+    metrics = api.get("/metrics").text
+    assert 'orch_proxy_open_connections{kind="stream"} 0.0' in metrics
+    got: list[str] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{live}/services/team/web/events/forever") as resp:
+            got.extend(resp.iter_text())  # ends without an error when the proxy ends the stream
+
+    t = threading.Thread(target=follow)
+    t.start()
+    deadline = time.monotonic() + 5
+    while routing.of(platform).open_connections() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert routing.of(platform).open_connections() == 1
+    assert 'orch_proxy_open_connections{kind="stream"} 1.0' in api.get("/metrics").text
+    started = time.monotonic()
+    deployed(api, platform, tmp_path, {"main.py": "# v2\n"}, public="true")
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - started < 5
+    assert "".join(got) == "data: event 1\n\ndata: event 2\n\n"
+    assert routing.of(platform).open_connections() == 0
+
+
+SEEN: dict[str, object] = {}
+
+
+def _ws_handler(conn: object) -> None:
+    """Echoes each message back, upper-cased if text; "close" makes it close with 4000."""
+    from websockets.exceptions import ConnectionClosed
+
+    SEEN.update(
+        path=conn.request.path,  # type: ignore[attr-defined]
+        auth=conn.request.headers.get("Authorization"),  # type: ignore[attr-defined]
+        cookie=conn.request.headers.get("Cookie"),  # type: ignore[attr-defined]
+        subprotocol=conn.subprotocol,  # type: ignore[attr-defined]
+    )
+    try:
+        for message in conn:  # type: ignore[attr-defined]
+            if message == "close":
+                conn.close(4000, "asked to")  # type: ignore[attr-defined]
+                return
+            conn.send(message.upper() if isinstance(message, str) else message[::-1])  # type: ignore[attr-defined]
+    except ConnectionClosed:
+        pass
+
+
+@pytest.fixture
+def ws_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from websockets.sync.server import serve
+
+    SEEN.clear()
+
+    def chat(conn: object, offered: list[str]) -> str | None:
+        return "chat.v1" if "chat.v1" in offered else None
+
+    server = serve(_ws_handler, "127.0.0.1", 0, select_subprotocol=chat)
+    monkeypatch.setattr(use_cases, "PORT", server.socket.getsockname()[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield
+    server.shutdown()
+    thread.join(5)
+
+
+def ws_url(live: str, path: str) -> str:
+    return live.replace("http://", "ws://") + path
+
+
+def test_websockets_go_both_ways_with_the_token_rule(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    ws_service: None,
+    live: str,
+    workspace: tuple[str, str],
+) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    url = ws_url(live, "/services/team/web/socket?x=1")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, proxy=None)
+    assert refused.value.response.status_code == 401
+    assert b"no API token" in refused.value.response.body
+    token = {"Authorization": f"Bearer {workspace[1]}", "Cookie": "orch_token=x; mine=1"}
+    with connect(url, proxy=None, additional_headers=token, subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        ws.send("hello")
+        assert ws.recv(5) == "HELLO"
+        ws.send(b"\x01\x02\x03")
+        assert ws.recv(5) == b"\x03\x02\x01"
+        assert 'orch_proxy_open_connections{kind="websocket"} 1.0' in api.get("/metrics").text
+        ws.send("close")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(5)
+    assert (ws.close_code, ws.close_reason) == (4000, "asked to")
+    assert SEEN == {"path": "/socket?x=1", "auth": None, "cookie": "mine=1", "subprotocol": "chat.v1"}
+    deadline = time.monotonic() + 5
+    while routing.of(platform).open_connections() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 'orch_proxy_open_connections{kind="websocket"} 0.0' in api.get("/metrics").text
+
+
+def test_a_redeploy_or_a_stop_closes_websockets_cleanly(
+    api: httpx.Client, platform: Platform, tmp_path: Path, ws_service: None, live: str
+) -> None:
+    from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    url = ws_url(live, "/services/team/web/")
+    with connect(url, proxy=None) as ws:  # public: no token
+        ws.send("a")
+        assert ws.recv(5) == "A"
+        deployed(api, platform, tmp_path, {"main.py": "# v2\n"}, public="true")
+        with pytest.raises(ConnectionClosed):  # a close frame (1012 is not "OK" to websockets)
+            ws.recv(5)
+    assert (ws.close_code, ws.close_reason) == (routing.RESTARTING, "web v2 replaces it")
+    with connect(url, proxy=None) as ws:
+        ws.send("b")
+        assert ws.recv(5) == "B"
+        assert api.post("/v1/services/web/stop").json()["state"] == "stopped"
+        with pytest.raises(ConnectionClosedOK):
+            ws.recv(5)
+    assert (ws.close_code, ws.close_reason) == (routing.GOING_AWAY, "the service was stopped")
