@@ -20,7 +20,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +76,7 @@ class ModelServer:
         self.requests: list[Recorded] = []
         self._steps: list[Step] = []
         self._forever: Step | None = None
+        self._respond: Callable[[dict[str, Any]], Step] | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -103,6 +104,11 @@ class ModelServer:
         """Once the script is played, answer every request with `step`."""
         self._forever = step
 
+    def respond(self, answer: Callable[[dict[str, Any]], Step]) -> None:
+        """Once the script is played, answer each request with `answer(body)`: for several
+        conversations at once, each answered by what it holds."""
+        self._respond = answer
+
     def bodies(self, path: str = "") -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.path.endswith(path)]
 
@@ -114,10 +120,12 @@ class ModelServer:
         self._http.shutdown()
         self._http.server_close()
 
-    def _next(self) -> Step:
+    def _next(self, body: dict[str, Any]) -> Step:
         with self._lock:
             if self._steps:
                 return self._steps.pop(0)
+        if self._respond is not None:
+            return self._respond(body)
         return self._forever or Fail(500, "the test's script has no more turns")
 
     def answer(
@@ -132,7 +140,7 @@ class ModelServer:
             if anthropic
             else _openai_problem(headers, body, self.key)
         )
-        step: Step = Fail(*problem) if problem else self._next()
+        step: Step = Fail(*problem) if problem else self._next(body)
         if isinstance(step, Fail):
             return step.status, step.headers, _error(anthropic, step)
         time.sleep(step.delay)

@@ -1,5 +1,6 @@
 """Faults (issue 6, item 4): one real platform whose server is SIGKILLed at random moments while
-it builds environments, runs agents and deploys services, 24 times. After a last restart every
+it builds environments, runs agents (code agents, and managed loops whose model is the scripted
+server of tests/model_server.py) and deploys services, 24 times. After a last restart every
 accepted request (answered 2xx) is still there and has reached a final state, every service
 answers through the proxy with the version it should serve, and no container, cgroup or process
 of the platform is left without a record.
@@ -31,6 +32,7 @@ from orch.engine import PodmanEngine
 from orch.models import BuildStatus, DeploymentStatus, RunStatus, ServiceState
 from orch.sandbox.runc import Launcher
 from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
+from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -161,6 +163,25 @@ def start_run(api: httpx.Client, ledger: Ledger, agent: str, token: str, sleep: 
         ledger.runs[resp.json()["id"]] = f"{token} {marker}\n"
 
 
+def start_loop_run(api: httpx.Client, ledger: Ledger, token: str) -> None:
+    resp = api.post("/v1/runs", json={"agent": "looper", "input": json.dumps({"prompt": token})})
+    if not resp.is_success:
+        ledger.refuse("run", resp)
+        return
+    with ledger.lock:
+        ledger.runs[resp.json()["id"]] = f"{token} loop"
+
+
+def model(body: dict[str, Any]) -> Reply:
+    """The loop runs' model: first a tool call that takes a moment in the sandbox, then the
+    answer, `TOKEN loop`, TOKEN being the run's prompt (each conversation answered by itself)."""
+    messages = body["messages"]
+    token = next(m["content"] for m in messages if m["role"] == "user")
+    if any(m["role"] == "tool" for m in messages):
+        return Reply(text=f"{token} loop")
+    return Reply(calls=[("bash", {"command": "sleep 0.5; echo working"})])
+
+
 def deploy(api: httpx.Client, ledger: Ledger, service: str, token: str, root: Path) -> None:
     data = bundle(root, {"main.py": SERVICE.replace("TOKEN_HERE", token)})
     resp = api.post(
@@ -222,6 +243,8 @@ def one_round(server: Server, rng: random.Random, seed: int, ledger: Ledger, k: 
                 start_run(api, ledger, f"pin-r{k}", f"{tag}-pin", rng.choice((0, 1)), marker)
         for i in range(rng.choice((1, 1, 2))):
             start_run(api, ledger, "worker", f"{tag}-w{i}", rng.choice((0, 0, 1, 2)), "-")
+        if rng.random() < 0.5:  # a managed loop: its model calls and a tool in its held sandbox
+            start_loop_run(api, ledger, f"{tag}-loop")
         if rng.random() < 0.6:
             service = rng.choice(SERVICES)
             deploy(api, ledger, service, f"{tag}-{service}", tmp / f"{service}-r{k}")
@@ -319,16 +342,24 @@ def image_exists(ref: str) -> bool:
     )
 
 
-def test_random_kills(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_random_kills(make_server, model_server: ModelServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     seed = int(os.environ.get("FAULTS_SEED") or random.SystemRandom().randrange(10**6))
     print(f"\nfaults: seed {seed} (replay with FAULTS_SEED={seed})")
     rng = random.Random(seed)
     began = time.monotonic()
     server: Server = make_server()
+    server.settings = {"ORCH_MODEL_ENDPOINTS": model_server.openai_url}
+    model_server.respond(model)
     ledger = Ledger()
     server.start()
+    assert server.cli("secret", "set", "MODEL_KEY", input=KEY).returncode == 0
+    looper = (
+        f"loop:\n  model: m\n  provider: openai\n  base_url: {model_server.openai_url}\n"
+        "  api_key_secret: MODEL_KEY\n"
+    )
     with server.api() as api:
         assert publish(api, ledger, "worker", bundle(tmp_path / "worker", {"main.py": AGENT}))
+        assert publish(api, ledger, "looper", bundle(tmp_path / "looper", {"orch.yaml": looper}))
 
     restarts: list[float] = []
 
@@ -558,8 +589,10 @@ def store_problems(server: Server, containers: dict[str, bool]) -> list[str]:
                 problems.append(f"deployment {did} is {status}")
             elif finished is None or (status == DeploymentStatus.READY and not image):
                 problems.append(f"deployment {did} {status}: finished_at {finished}, image {image}")
+        # A service's containers are its replicas (one each here: the bundles ask for no more).
         for name, desired, container, address, image, version in db.execute(
-            "SELECT name, desired, container, address, image, version FROM services"
+            "SELECT s.name, s.desired, r.container, r.address, s.image, s.version FROM services s "
+            "LEFT JOIN service_replicas r ON r.service_id = s.id AND r.slot = 0"
         ):
             ready = db.execute(
                 "SELECT max(d.version) FROM service_deployments d JOIN services s ON s.id = d.service_id "

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, make_server  # noqa: F401 - shared fixture
 
 
 @pytest.fixture(scope="module", params=["runc", "gvisor"])

@@ -364,7 +364,8 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         if done.answer is not None:
             out.write("stdout", done.answer.encode())
         out.flush()
-        _finish(platform, run_id, done.status, None, done.reason)
+        # A loop has no process of its own to exit: 0 when it answered, none otherwise.
+        _finish(platform, run_id, done.status, 0 if done.status == RunStatus.SUCCEEDED else None, done.reason)
         return
     with measure.sandbox_open():
         result = platform.launcher(plan.isolation).run_container(

@@ -1,0 +1,120 @@
+"""Hostile commands through a managed loop's `bash` tool: the model (the scripted server) asks for
+what tests/security/test_hostile.py's agents try, and each command runs in the loop run's held
+sandbox, as the sandbox user, with the run's limits. A failing tool is a result the model sees:
+the run goes on to its answer, or ends with a recorded reason when the sandbox itself is killed;
+nothing reaches the host, and the model's key never enters the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Server, sandboxes
+from tests.integration.test_loop_runs import loop_server
+from tests.integration.test_runs import write
+from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+from tests.security.test_hostile import PROBE, Listener, host_address
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LIMITS = "resources: {memory: 256Mi, pids: 64, timeout: 120}\n"
+
+
+def hostile_loop(server: Server, tmp_path: Path, model_server: ModelServer, name: str) -> None:
+    manifest = (
+        f"loop:\n  model: m\n  provider: openai\n  base_url: {model_server.openai_url}\n"
+        "  api_key_secret: MODEL_KEY\n  tool_timeout: 10\n" + LIMITS
+    )
+    res = server.cli("publish", str(write(tmp_path / name, {"orch.yaml": manifest})), "--name", name)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def probe(port: int, hosts: list[str]) -> str:
+    """test_hostile.py's connection probe, as a shell command (its target in ORCH_INPUT)."""
+    target = json.dumps({"port": port, "hosts": hosts})
+    quick = PROBE.replace("timeout=3", "timeout=1")  # 5 hosts within the tool's timeout
+    assert quick != PROBE
+    return f"ORCH_INPUT={shlex.quote(target)} python3 -c {shlex.quote(quick)}"
+
+
+def run_commands(
+    server: Server, model_server: ModelServer, agent: str, commands: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A loop run whose model asks for each command in turn, then answers; the run and the tool
+    results (the events), in order."""
+    model_server.script(*(Reply(calls=[("bash", {"command": c})]) for c in commands), Reply(text="done"))
+    res = server.cli("run", agent, "--json", "--input", '{"prompt": "attack"}')
+    run: dict[str, Any] = json.loads(res.stdout)
+    events = json.loads(server.cli("runs", "events", run["id"], "--json").stdout)
+    return run, [e for e in events if e["type"] == "tool_result"]
+
+
+def test_hostile_commands_through_the_bash_tool(
+    make_server: Any, model_server: ModelServer, tmp_path: Path
+) -> None:
+    server = loop_server(make_server, model_server)
+    hostile_loop(server, tmp_path, model_server, "hostile")
+    listener = Listener("0.0.0.0")
+    before = shutil.disk_usage("/").free
+    commands = [
+        # Host files: ORCH_HOME's config and database are not there.
+        f"ls {server.home}/config.toml {server.home}/orch.db /root/.bash_history",
+        # Writing outside: the system's directories and the bundle are not writable.
+        "for p in /etc/orch-evil /usr/orch-evil /opt/orch/bundle/evil; do touch $p && echo WROTE $p; done;"
+        " true",
+        # Processes: only its own.
+        "ls /proc | grep -c '^[0-9]'",
+        # The model's key and the workspace's token are not in the sandbox.
+        f"env | grep -c -e {KEY} -e {server.token} || true",
+        # The host's services, on every address it has; the server's own port.
+        probe(listener.port, ["10.89.0.1", host_address()]),
+        probe(int(server.url.rsplit(":", 1)[1]), ["10.89.0.1", host_address()]),
+        # Endless CPU: killed at the tool's timeout (10 s), a result the model sees.
+        "while :; do :; done",
+        # Filling the disk: the writable places are tmpfs inside the memory limit.
+        "dd if=/dev/zero of=/home/user/fill bs=1M 2>&1 | head -1",
+    ]
+    try:
+        run, results = run_commands(server, model_server, "hostile", commands)
+    finally:
+        listener.close()
+    assert (run["status"], run["stdout"]) == ("succeeded", "done"), run
+    host_files, writes, procs, secrets, services, api, cpu, disk = results
+    assert host_files["exit_code"] != 0 and "No such file" in host_files["output"]
+    assert "WROTE" not in writes["output"] and writes["output"].count("cannot touch") == 3, writes
+    assert int(procs["output"].strip()) <= 5
+    assert secrets["output"].strip() == "0"
+    assert '"connected": []' in services["output"] and listener.peers == [], services
+    assert '"connected": []' in api["output"], api
+    assert cpu["exit_code"] != 0 and cpu["duration"] < 30
+    assert "No space left on device" in disk["output"], disk
+    assert shutil.disk_usage("/").free > before - 64 * 1024 * 1024
+    assert not any(os.path.exists(p) for p in ("/etc/orch-evil", "/usr/orch-evil"))
+    assert sandboxes(run["id"]) == []
+
+
+def test_a_fork_bomb_and_a_memory_bomb_through_the_bash_tool(
+    make_server: Any, model_server: ModelServer, tmp_path: Path
+) -> None:
+    server = loop_server(make_server, model_server)
+    hostile_loop(server, tmp_path, model_server, "bombs")
+    fork = "python3 -c 'import os\nwhile True: os.fork()'"
+    memory = "python3 -c 'b = []\nwhile True: b.append(bytearray(16 << 20))'"
+    run, results = run_commands(server, model_server, "bombs", [fork, memory])
+    # Each is a failed tool the model sees, or the sandbox is killed and the run says so.
+    assert run["status"] in ("succeeded", "failed"), run
+    if run["status"] == "failed":
+        assert run["reason"].startswith(("the tools' sandbox stopped", "killed: memory limit")), run
+    else:
+        assert all(r["exit_code"] != 0 for r in results) and len(results) == 2, results
+    assert sandboxes(run["id"]) == []
+    # The machine goes on: the same server runs another loop at once.
+    model_server.script(Reply(text="still here"))
+    again = json.loads(server.cli("run", "bombs", "--json", "--input", "{}").stdout)
+    assert (again["status"], again["stdout"]) == ("succeeded", "still here")
