@@ -447,10 +447,15 @@ def test_random_kills(make_server, model_server: ModelServer, tmp_path: Path) ->
     # 3. No container, cgroup or process without a record.
     serving = {s["container"] for s in services if s["container"]}
     containers = PodmanEngine().list_containers({"org.orch.instance": server.instance})
+    # The running server's launcher holds each image its sandboxes use with a created container
+    # (`Launcher._hold`, released at its stop and swept at its start): not an orphan. It carries
+    # the image's labels, this platform's instance among them.
+    holds = f"orch-{server.instance}-hold-"
     orphans = [
         f"container {c.name} ({c.labels.get('org.orch.kind')}, {c.state})"
         for c in containers
         if not (c.labels.get("org.orch.kind") == "service" and c.name in serving and c.running)
+        and not (c.labels.get("org.orch.kind") == "hold" and c.name.startswith(holds) and not c.running)
     ]
     live = {c.name for c in containers}
     # The launcher's sandboxes (runs start through runc, not Podman): with every run ended, none
