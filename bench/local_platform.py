@@ -19,7 +19,10 @@ def start_server(home: Path) -> subprocess.Popen[bytes]:
     """Start `orch server` on `home` (a free loopback port) and wait until it answers."""
     env = {**os.environ, "ORCH_HOME": str(home)}
     proc = subprocess.Popen(
-        [ORCH, "server", "--port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [ORCH, "server", "--port", "0", "--services-port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -179,7 +179,7 @@ def start_server(home: Path, log: Path) -> subprocess.Popen[bytes]:
     kept in `log`: a failed run's traceback is there."""
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [ORCH, "server", "--port", "0"],
+            [ORCH, "server", "--port", "0", "--services-port", "0"],
             env={**os.environ, "ORCH_HOME": str(home)},
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -6,7 +6,7 @@
 2. Time a crashed service takes to answer again: `podman kill` of its container, then requests
    through the server until one succeeds.
 3. The proxy's cost, measured with `wrk` (Debian's package) against the server's
-   /services/default/bench/ URL (a private service: the token sent) and straight to the
+   service's URL on the services' origin (a private service: the token sent) and straight to the
    container's address, alternately: latency with one connection (p50, p99: the added latency
    per request) and requests per second with 16 connections; plus the server's floor
    (GET /healthz) for scale.
@@ -107,10 +107,10 @@ def main() -> None:
     cfg = config.load(home, environ={})
     token = str(cfg.token)
     api = httpx.Client(base_url=cfg.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    path = "/services/default/bench/"
     try:
         start = time.perf_counter()
         cli(home, "service", "deploy", str(app), "--name", "bench")
+        path = api.get("/v1/services/bench").json()["url"]  # on the services' own origin
         wait_answer(api, path)
         first = time.perf_counter() - start
         start = time.perf_counter()
@@ -144,7 +144,7 @@ def main() -> None:
             check=True,
         ).stdout.strip()
         targets = {
-            "through the server's proxy": (f"{cfg.url}{path}", token),
+            "through the server's proxy": (path, token),
             "straight to the container": (f"http://{address}:{PORT}/", None),
             "server floor (GET /healthz)": (f"{cfg.url}/healthz", None),
         }

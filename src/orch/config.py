@@ -55,6 +55,17 @@ def _urls(text: str) -> tuple[str, ...]:
     return urls
 
 
+def _base_url(text: str) -> str:
+    """'' or one http(s) URL without a path, query or fragment."""
+    if not text.strip():
+        return ""
+    urls = _urls(text)
+    parts = urlsplit(urls[0]) if len(urls) == 1 else None
+    if parts is None or parts.path or parts.query or parts.fragment:
+        raise ValueError(text)
+    return urls[0]
+
+
 def capacity() -> int:
     """How many sandboxes this machine runs at once by default: starting one is CPU work (about
     0.1 s of a core), and each may use its default memory limit (512 MiB) in full."""
@@ -82,6 +93,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("host", lambda h: "127.0.0.1", str, "Address `orch server` listens on."),
     Setting("port", lambda h: 8750, int, "Port `orch server` listens on (0 picks a free one)."),
+    Setting(
+        "services_port",
+        lambda h: 8751,
+        int,
+        "Port `orch server` serves services on, an origin apart from the API and web UI's "
+        "(0 picks a free one).",
+    ),
+    Setting(
+        "services_url",
+        lambda h: "",
+        _base_url,
+        "The services' address as their users reach it, e.g. https://services.example.com ('' for "
+        "http://HOST:SERVICES_PORT).",
+    ),
     Setting(
         "build_timeout",
         lambda h: 1800,

@@ -4,16 +4,23 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from orch.server import proxy
 from orch.server.app import create_app
 from orch.services.platform import Platform
 from tests.asgi import in_process
 
 
 @pytest.fixture
-def api(platform: Platform, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
+def app(platform: Platform) -> FastAPI:
+    """The server's app; builds run via drain()."""
+    return create_app(platform, workers=False)
+
+
+@pytest.fixture
+def api(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
     """An in-process client of the app, authenticated as `workspace`; builds run via drain()."""
-    app = create_app(platform, workers=False)
     with (
         in_process(app) as transport,
         httpx.Client(
@@ -23,3 +30,19 @@ def api(platform: Platform, workspace: tuple[str, str]) -> Iterator[httpx.Client
         ) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def site(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
+    """An in-process client of the services' origin (the app the server serves on its services
+    port), authenticated as `workspace`; the proxy's connections to the services closed after."""
+    with (
+        in_process(app.state.services_app) as transport,
+        httpx.Client(
+            transport=transport,
+            base_url="http://127.0.0.1:8751",
+            headers={"Authorization": f"Bearer {workspace[1]}"},
+        ) as client,
+    ):
+        yield client
+        transport._portal.call(proxy.close, app.state)

@@ -144,3 +144,25 @@ def test_no_server_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("ORCH_URL", "http://127.0.0.1:9")
     res = runner.invoke(app, ["env", "list"])
     assert res.exit_code == 1 and "Cannot reach the orch server" in res.output
+
+
+def test_a_port_the_server_cannot_have_is_refused_with_the_option_to_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path))
+    res = runner.invoke(app, ["server", "--port", "8760", "--services-port", "8760"])
+    assert res.exit_code == 2
+    assert (
+        "The server's port and services_port are both 8760" in res.output
+        and "ORCH_SERVICES_PORT" in res.output
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = runner.invoke(app, ["server", "--port", "0", "--services-port", str(port)])
+    assert res.exit_code == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in res.output and "pass --services-port" in res.output
+    assert not (tmp_path / "orch.db").exists()  # refused before anything was made

@@ -31,6 +31,7 @@ from orch.sandbox.launcher import Isolation
 from orch.secret import box
 from orch.server import proxy
 from orch.server.app import create_app
+from orch.server.main import by_port
 from orch.services import reconcile
 from orch.services.platform import Platform
 from orch.store.schema import (
@@ -136,9 +137,13 @@ def app(platform: Platform) -> FastAPI:
     return create_app(platform, workers=False)
 
 
+SERVICES_ORIGIN = "http://127.0.0.1:8751"  # the services' port, as the server serves it
+
+
 @pytest.fixture
 def transport(app: FastAPI) -> Iterator[httpx.BaseTransport]:
-    with in_process(app) as t:
+    """Both of the server's origins (the API's, and the services' on their port)."""
+    with in_process(by_port(app, app.state.services_app, 8751)) as t:
         yield t
 
 
@@ -269,10 +274,10 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
     for ctx in contexts:
         original = getattr(ctx, "original_route", ctx)
         path = ctx.path
-        if not isinstance(original, APIRoute) or not path.startswith(("/v1/", "/services/")):
+        if not isinstance(original, APIRoute) or not path.startswith("/v1/"):
             continue
         found += [(method, path) for method in sorted(ctx.methods)]
-    # The services' proxy is ASGI middleware in front of the routes (server/proxy.py).
+    # The services' proxy, on the services' origin, is ASGI middleware (server/proxy.py).
     found += [(method, path) for path in proxy.PATHS for method in proxy.METHODS]
     return found
 
@@ -353,7 +358,7 @@ def calls(app: FastAPI, b: B, bundle_data: bytes) -> list[Call]:
         values = [b.path_values(noun, p) for p in params]
         variants, _ = _body_and_query(operation, schemas, b, f"{method} {path}", bundle_data)
         for combo in itertools.product(*values):
-            url = path
+            url = SERVICES_ORIGIN + path if path.startswith("/services/") else path
             for name, value in zip(params, combo, strict=True):
                 url = re.sub(r"\{" + name + r"(?::\w+)?\}", value, url)
             for body, content, query, ref in variants:

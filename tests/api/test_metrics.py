@@ -124,14 +124,14 @@ def echo(monkeypatch: pytest.MonkeyPatch, platform: Platform) -> Iterator[None]:
 
 
 def test_deployments_and_proxy_requests_are_counted(
-    api: httpx.Client, platform: Platform, tmp_path: Path, echo: None
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, echo: None
 ) -> None:
     deployed(api, platform, tmp_path)
-    assert api.get("/services/team/web/hello").status_code == 201
-    assert api.post("/services/team/web/", content=b"x").status_code == 201
-    assert api.get("/services/team/nope/").status_code == 404
+    assert site.get("/services/team/web/hello").status_code == 201
+    assert site.post("/services/team/web/", content=b"x").status_code == 201
+    assert site.get("/services/team/nope/").status_code == 404
     api.post("/v1/services/web/stop")
-    assert api.get("/services/team/web/").status_code == 503
+    assert site.get("/services/team/web/").status_code == 503
     samples = scrape(api)
     assert value(samples, "orch_deployments_finished_total", outcome="ready") == 1
     assert value(samples, "orch_builds_total", kind="service", outcome="ready") == 1

@@ -132,7 +132,7 @@ def test_each_replica_is_restarted_on_its_own(
 
 
 def test_a_started_replica_is_sent_requests_once_it_answers(
-    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+    api: httpx.Client, site: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
     svc = deployed(api, platform, tmp_path, 1)
     fake_engine.exit_container(svc["container"], 1)
@@ -141,7 +141,7 @@ def test_a_started_replica_is_sent_requests_once_it_answers(
     platform.probe = lambda address, port: False  # started, not listening yet
     assert reconcile.reconcile(platform) == reconcile.PROBE_AGAIN
     assert api.get("/v1/services/web").json()["replicas"][0]["state"] == "starting"
-    assert api.get("/services/team/web/").status_code == 503
+    assert site.get("/services/team/web/").status_code == 503
     platform.probe = lambda address, port: True
     reconcile.reconcile(platform)
     assert api.get("/v1/services/web").json()["state"] == "running"

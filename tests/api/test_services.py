@@ -80,7 +80,10 @@ def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
         },
     )
     assert svc["state"] == "running" and svc["version"] == 1 and svc["restarts"] == 0
-    assert svc["url"] == "/services/team/web/" and svc["command"] == ["python", "main.py"]
+    assert svc["url"] == "http://127.0.0.1:8751/services/team/web/" and svc["command"] == [
+        "python",
+        "main.py",
+    ]
     build = fake_engine.builds[-1]
     assert build.containerfile.startswith("FROM localhost/orch/service-runner:")
     assert "uv pip install" in build.containerfile and "npm" not in build.containerfile
@@ -376,10 +379,10 @@ def echo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_the_proxy_forwards_to_the_service_without_the_token(
-    api: httpx.Client, platform: Platform, tmp_path: Path, echo: None
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, echo: None
 ) -> None:
     deployed(api, platform, tmp_path)
-    resp = api.post("/services/team/web/hello/there?x=1&x=2", content=b"payload")
+    resp = site.post("/services/team/web/hello/there?x=1&x=2", content=b"payload")
     assert resp.status_code == 201 and resp.headers["x-from"] == "service"
     assert resp.json() == {
         "path": "/hello/there?x=1&x=2",
@@ -387,23 +390,21 @@ def test_the_proxy_forwards_to_the_service_without_the_token(
         "auth": None,
         "prefix": "/services/team/web",
     }
-    assert api.get("/services/team/web").json()["path"] == "/"
-    assert api.get("/services/other/web/").status_code == 404
-    assert api.get("/services/team/nope/").status_code == 404
+    assert site.get("/services/team/web").json()["path"] == "/"
+    assert site.get("/services/other/web/").status_code == 404
+    assert site.get("/services/team/nope/").status_code == 404
     # A NUL in the service's name names nothing (PostgreSQL refused it in the lookup: 500); what
     # the proxy forwards after the name is the service's business, as the client encoded it (a NUL
     # made httpx raise: 500; '%2541' reached the service as '%41').
-    assert api.get("/services/team/we%00b/").status_code == 404
-    assert api.get("/services/team/web/a%00b?q=%00").json()["path"] == "/a%00b?q=%00"
-    assert api.get("/services/team/web/a%2541%20b").json()["path"] == "/a%2541%20b"
+    assert site.get("/services/team/we%00b/").status_code == 404
+    assert site.get("/services/team/web/a%00b?q=%00").json()["path"] == "/a%00b?q=%00"
+    assert site.get("/services/team/web/a%2541%20b").json()["path"] == "/a%2541%20b"
     assert (
-        httpx.Client(transport=api._transport, base_url="http://testserver")
-        .get("/services/team/web/")
-        .status_code
+        httpx.Client(transport=site._transport, base_url=site.base_url).get("/services/team/web/").status_code
         == 401
     )
     api.post("/v1/services/web/stop")
-    assert api.get("/services/team/web/").status_code == 503
+    assert site.get("/services/team/web/").status_code == 503
 
 
 def _skip_backoff(platform: Platform) -> None:
@@ -439,13 +440,13 @@ def test_cli_deploy_status_list_logs(cli, platform: Platform, tmp_path: Path, mo
     (root / "main.py").write_text("")
     res = cli("service", "deploy", str(root))
     assert res.exit_code == 0, res.output
-    assert "api v1 is running at http://testserver/services/team/api/" in res.output
+    assert "api v1 is running at http://127.0.0.1:8751/services/team/api/" in res.output
     data = json.loads(cli("service", "status", "api", "--json").output)
     assert list(data)[:4] == ["name", "state", "url", "restarts"]
     assert (data["name"], data["state"], data["url"], data["restarts"]) == (
         "api",
         "running",
-        "http://testserver/services/team/api/",
+        "http://127.0.0.1:8751/services/team/api/",
         0,
     )
     assert [s["name"] for s in json.loads(cli("service", "list", "--json").output)] == ["api"]
@@ -565,7 +566,7 @@ def test_cli_says_unchanged(cli, platform: Platform, tmp_path: Path, monkeypatch
     assert cli("service", "deploy", str(root)).exit_code == 0
     res = cli("service", "deploy", str(root))
     assert res.exit_code == 0, res.output
-    assert "api unchanged, still v1, at http://testserver/services/team/api/" in res.output
+    assert "api unchanged, still v1, at http://127.0.0.1:8751/services/team/api/" in res.output
     res = cli("service", "deploy", str(root), "--public")
     assert res.exit_code == 0 and "api v2 is running" in res.output and "public" in res.output
     assert (

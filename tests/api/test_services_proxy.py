@@ -12,32 +12,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from orch.server import proxy
-from orch.server.app import create_app
+from orch.server.main import bind
 from orch.services import deployed as use_cases
 from orch.services import routing
 from orch.services.platform import Platform
 from tests.api.test_services import bundle, deploy, work
-from tests.asgi import in_process
 
 
 @pytest.fixture(autouse=True)
 def answering(platform: Platform) -> None:
     platform.probe = lambda address, port: True
-
-
-@pytest.fixture
-def api(platform: Platform, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
-    """As tests/api/conftest.py's, and the proxy's connections to the services closed after."""
-    app = create_app(platform, workers=False)
-    headers = {"Authorization": f"Bearer {workspace[1]}"}
-    with (
-        in_process(app) as transport,
-        httpx.Client(transport=transport, base_url="http://testserver", headers=headers) as client,
-    ):
-        yield client
-        transport._portal.call(proxy.close, app.state)
 
 
 class _Service(BaseHTTPRequestHandler):
@@ -104,8 +90,9 @@ def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     server.server_close()
 
 
-def anonymous(api: httpx.Client) -> httpx.Client:
-    return httpx.Client(transport=api._transport, base_url="http://testserver")
+def anonymous(site: httpx.Client) -> httpx.Client:
+    """A client of the services' origin without a token."""
+    return httpx.Client(transport=site._transport, base_url=site.base_url)
 
 
 def deployed(
@@ -123,12 +110,12 @@ def deployed(
 
 
 def test_a_private_service_needs_its_workspaces_token_and_never_sees_it(
-    api: httpx.Client, platform: Platform, tmp_path: Path, service: None
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, service: None
 ) -> None:
     svc = deployed(api, platform, tmp_path, {"main.py": ""})
     assert svc["public"] is False and svc["deployment"]["public"] is False
-    assert anonymous(api).get("/services/team/web/").status_code == 401
-    resp = api.get("/services/team/web/x", headers={"Cookie": "orch_token=t; theirs=1"})
+    assert anonymous(site).get("/services/team/web/").status_code == 401
+    resp = site.get("/services/team/web/x", headers={"Cookie": "orch_token=t; theirs=1"})
     assert resp.status_code == 200
     assert resp.json() == {"path": "/x", "auth": None, "cookie": "theirs=1", "prefix": "/services/team/web"}
     # The service's own cookie reaches the client; orch's cookie it cannot set.
@@ -136,11 +123,16 @@ def test_a_private_service_needs_its_workspaces_token_and_never_sees_it(
 
 
 def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(
-    api: httpx.Client, platform: Platform, tmp_path: Path, service: None, workspace: tuple[str, str]
+    api: httpx.Client,
+    site: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    service: None,
+    workspace: tuple[str, str],
 ) -> None:
     svc = deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
     assert svc["public"] is True and svc["deployment"]["public"] is True
-    anyone = anonymous(api)
+    anyone = anonymous(site)
     resp = anyone.get("/services/team/web/hook?a=1")
     assert resp.status_code == 200 and resp.json()["path"] == "/hook?a=1"
     assert resp.headers.get_list("set-cookie") == ["session=abc; Path=/"]
@@ -163,14 +155,38 @@ def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(
     assert "public: anyone with the URL" in page
 
 
+def test_on_the_services_origin_the_ui_cookie_opens_nothing_and_the_api_is_not_there(
+    api: httpx.Client,
+    site: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    service: None,
+    workspace: tuple[str, str],
+) -> None:
+    """A browser sends the web UI's cookie to the services' port too (cookies do not tell ports
+    apart): a public service's page must not open private services, or the API, with it."""
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    signed_in = {"Cookie": f"orch_token={workspace[1]}"}
+    assert anonymous(site).get("/services/team/web/", headers=signed_in).status_code == 401
+    for path in ("/v1/services", "/ui/settings", "/healthz", "/"):
+        resp = anonymous(site).get(path, headers=signed_in)
+        assert resp.status_code == 404, path
+        assert "serves orch's services only" in resp.json()["message"]
+    # The old address on the API's origin sends callers to the services' origin, as it was asked.
+    moved = api.post("/services/team/web/a%2Fb?x=1", content=b"payload")
+    assert moved.status_code == 308
+    assert moved.headers["location"] == "http://127.0.0.1:8751/services/team/web/a%2Fb?x=1"
+    assert api.get("/v1/services/web").json()["url"] == "http://127.0.0.1:8751/services/team/web/"
+
+
 def test_public_by_manifest_then_private_again_at_the_next_deploy(
-    api: httpx.Client, platform: Platform, tmp_path: Path, service: None
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, service: None
 ) -> None:
     deployed(api, platform, tmp_path, {"main.py": "", "orch.yaml": "public: true\n"})
-    assert anonymous(api).get("/services/team/web/").status_code == 200
+    assert anonymous(site).get("/services/team/web/").status_code == 200
     svc = deployed(api, platform, tmp_path, {"main.py": "# v2\n"})
     assert svc["version"] == 2 and svc["public"] is False
-    assert anonymous(api).get("/services/team/web/").status_code == 401
+    assert anonymous(site).get("/services/team/web/").status_code == 401
 
 
 def test_a_bad_public_value_is_refused_with_the_fix(api: httpx.Client, tmp_path: Path) -> None:
@@ -197,26 +213,27 @@ def test_event_streams_reach_the_client_as_they_are_written(
 
 
 @pytest.fixture
-def live(platform: Platform, workspace: tuple[str, str]) -> Iterator[str]:
-    """The app served by uvicorn on loopback (the in-process transport reads whole answers and
-    knows no WebSocket); its URL."""
-    import socket
-
+def live(app: FastAPI) -> Iterator[str]:
+    """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
+    in-process transport reads whole answers and knows no WebSocket); the services' URL."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(platform, workers=False), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    from orch.server.main import by_port
+
+    socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
+    services_port = socks[1].getsockname()[1]
+    both = by_port(app, app.state.services_app, services_port)
+    server = uvicorn.Server(uvicorn.Config(both, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield f"http://127.0.0.1:{services_port}"
     server.should_exit = True
     thread.join(10)
-    sock.close()
+    for sock in socks:
+        sock.close()
 
 
 def test_a_redeploy_ends_event_streams_cleanly_and_counts_them(

@@ -306,7 +306,7 @@ def pending(server: Server, ledger: Ledger) -> list[str]:
                 continue
             want = expected.get(svc["name"])
             try:
-                answer = api.get(f"/services/default/{svc['name']}/", timeout=5)
+                answer = httpx.get(svc["url"], headers=api.headers, timeout=5)
             except httpx.TransportError as e:
                 left.append(f"service {svc['name']}: {type(e).__name__}")
                 continue

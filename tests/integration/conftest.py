@@ -45,7 +45,10 @@ class Server:
         before = cfg_path.stat().st_mtime_ns if cfg_path.exists() else 0
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
-                [ORCH, "server", "--port", "0"], env=self.env, stdout=logf, stderr=subprocess.STDOUT
+                [ORCH, "server", "--port", "0", "--services-port", "0"],
+                env=self.env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -63,6 +66,17 @@ class Server:
     @property
     def url(self) -> str:
         return str(config.load(self.home, environ={}).url)
+
+    @property
+    def services_url(self) -> str:
+        """The services' origin, as the server's log says it."""
+        said = [line for line in self.log.read_text().splitlines() if line.startswith("services on ")]
+        return said[-1].removeprefix("services on ").split("/services/")[0]
+
+    def services(self) -> httpx.Client:
+        """A client of the services' origin, with the workspace token (private services need it)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=self.services_url, headers=headers, timeout=30)
 
     @property
     def token(self) -> str:

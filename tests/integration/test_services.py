@@ -56,8 +56,8 @@ def fetch(server: Server, name: str, path: str = "", timeout: float = 30) -> str
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        with server.api() as api:
-            resp = api.get(f"/services/default/{name}/{path}")
+        with server.services() as site:
+            resp = site.get(f"/services/default/{name}/{path}")
         if resp.status_code == 200:
             return resp.text
         last = resp.text
@@ -98,7 +98,7 @@ def test_stdlib_http_service_answers_through_the_server(server: Server, tmp_path
     info = status(server, "web")
     assert {"name", "state", "url", "restarts"} <= info.keys()
     assert (info["name"], info["state"], info["restarts"]) == ("web", "running", 0)
-    assert info["url"] == f"{server.url}/services/default/web/"
+    assert info["url"] == f"{server.services_url}/services/default/web/"
     assert httpx.get(info["url"]).status_code == 401  # the workspace token is needed
     listed = json.loads(server.cli("service", "list", "--json").stdout)
     assert [s["name"] for s in listed] == ["web"]
@@ -334,10 +334,10 @@ def test_replicas_share_the_requests_and_a_redeploy_fails_none(server: Server, t
     done = threading.Event()
 
     def hammer() -> None:
-        with server.api() as api:
+        with server.services() as site:
             while not done.is_set():
                 try:
-                    resp = api.get("/services/default/web/")
+                    resp = site.get("/services/default/web/")
                 except httpx.HTTPError as e:
                     errors.append(repr(e))
                     continue

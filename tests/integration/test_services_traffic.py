@@ -104,7 +104,7 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever
 
 
 def ws_url(server: Server, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
+    return server.services_url.replace("http://", "ws://") + path
 
 
 def test_a_public_service_answers_anyone_and_gets_nothing_of_orchs(server: Server, tmp_path: Path) -> None:
@@ -140,13 +140,13 @@ def test_an_event_stream_arrives_as_the_service_writes_it(server: Server, tmp_pa
     assert deploy(server, app, "--name", "sse").returncode == 0
     fetch(server, "sse")
     with (
-        server.api() as api,
-        api.stream("GET", "/services/default/sse/events") as resp,
+        server.services() as site,
+        site.stream("GET", "/services/default/sse/events") as resp,
     ):
         assert resp.headers["content-type"] == "text/event-stream"
         chunks = resp.iter_text()
         assert next(chunks) == "data: event 1\n\n"  # while the service waits to write the second
-        assert api.get("/services/default/sse/go").status_code == 200
+        assert site.get("/services/default/sse/go").status_code == 200
         assert next(chunks) == "data: event 2\n\n"
 
 

@@ -77,7 +77,10 @@ def test_a_restarting_server_leaves_the_other_servers_builds_alone(make_server, 
         envs = [api.get(f"/v1/environments/slow-{i}").json() for i in range(2)]
     ran_by = {s.home.name: {p.stem for p in (s.home / "logs" / "builds").glob("*.log")} for s in servers}
     attempts = {e["build_id"]: e["build"]["attempts"] for e in envs}
-    (a_build,) = ran_by["a"] & set(attempts)
-    (b_build,) = ran_by["b"] & set(attempts)
-    assert attempts == {a_build: 1, b_build: 2}, attempts
+    # b's interrupted build is queued again at its restart; whichever server is free then may run
+    # it (a, done with its own, often is). a's own build ran once, on a alone.
+    (a_build,) = [build for build, n in attempts.items() if n == 1]
+    (b_build,) = [build for build, n in attempts.items() if n == 2]
+    assert a_build in ran_by["a"] and a_build not in ran_by["b"], ran_by
+    assert b_build in ran_by["b"], ran_by
     assert "queued again" not in (a.home / "logs" / "builds" / f"{a_build}.log").read_text()

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -19,20 +20,16 @@ app = typer.Typer(help="Services: bundles that run always-on, reachable over HTT
 FINAL = {"ready", "failed"}
 
 
-def _url(client: Transport, path: str) -> str:
-    return client.url + path
-
-
-def _json(client: Transport, svc: dict[str, Any]) -> dict[str, Any]:
+def _json(svc: dict[str, Any]) -> dict[str, Any]:
     """The keys docs/cli.md ("JSON output") promises first ({name, state, url, restarts}), then
-    the rest; `url` made absolute."""
+    the rest, and the URL's path."""
     return {
         "name": svc["name"],
         "state": svc["state"],
-        "url": _url(client, svc["url"]),
+        "url": svc["url"],
         "restarts": svc["restarts"],
         **{k: v for k, v in svc.items() if k not in ("name", "state", "url", "restarts")},
-        "path": svc["url"],
+        "path": urlsplit(svc["url"]).path,
     }
 
 
@@ -87,9 +84,9 @@ def deploy(
     if dep.get("unchanged"):
         svc = client.get(f"/v1/services/{service}")
         if json_:
-            print_json({**_json(client, svc), "deployment": dep})
+            print_json({**_json(svc), "deployment": dep})
         else:
-            ok(f"{service} unchanged, still v{dep['version']}, at {_url(client, svc['url'])}")
+            ok(f"{service} unchanged, still v{dep['version']}, at {svc['url']}")
         return
     if not json_:
         access = "public" if dep["public"] else "private"
@@ -110,9 +107,9 @@ def deploy(
         dep = client.get(f"/v1/services/{service}/deployments/{dep['version']}")
     svc = client.get(f"/v1/services/{service}")
     if json_:
-        print_json({**_json(client, svc), "deployment": dep})
+        print_json({**_json(svc), "deployment": dep})
     elif dep["status"] == "ready":
-        ok(f"{service} v{dep['version']} is running at {_url(client, svc['url'])}")
+        ok(f"{service} v{dep['version']} is running at {svc['url']}")
     if dep["status"] != "ready":
         if not json_:
             why = escape(dep["error"] or "the deployment failed")
@@ -131,7 +128,7 @@ def list_(json_: bool = JSON) -> None:
     client = Transport.from_settings()
     services = client.get("/v1/services")
     if json_:
-        print_json([_json(client, s) for s in services])
+        print_json([_json(s) for s in services])
         return
     table = plain_table()
     for col in ("NAME", "STATE", "VERSION", "REPLICAS", "UPTIME", "RESTARTS", "ACCESS", "URL"):
@@ -145,7 +142,7 @@ def list_(json_: bool = JSON) -> None:
             _uptime(s["uptime"]),
             str(s["restarts"]),
             _access(s),
-            _url(client, s["url"]),
+            s["url"],
         )
     console.print(table)
 
@@ -157,7 +154,7 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     client = Transport.from_settings()
     s = client.get(f"/v1/services/{name}")
     if json_:
-        print_json(_json(client, s))
+        print_json(_json(s))
         return
     console.print(f"[bold]{escape(s['name'])}[/bold]  {s['id']}  v{s['version']}")
     stopped = " (stopped by request)" if s["desired"] == "stopped" else ""
@@ -173,7 +170,7 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     console.print(f"  command   {escape(' '.join(s['command']))}")
     if s["run_command"]:
         console.print(f"  run       {escape(s['run_command'])}")
-    console.print(f"  url       {_url(client, s['url'])}")
+    console.print(f"  url       {s['url']}")
     console.print(f"  access    {_access(s)}")
     dep = s.get("deployment")
     if dep and dep["status"] not in ("ready",):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,9 +62,17 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(services.router)
     app.include_router(workspaces.router)
     app.include_router(secrets.router)
-    # /services/...: in front of the app, not a route (server/proxy.py says why).
-    app.add_middleware(proxy.ServiceProxy, platform=platform, state=app.state)
+    # Services are served on an origin of their own (server/proxy.py says why): the server
+    # serves this app on `services_port`; their old address here sends callers there.
+    app.state.services_app = proxy.services_app(platform, state=app.state)
     metrics.install(app, platform)
+
+    @app.api_route("/services/{rest:path}", methods=list(proxy.METHODS), include_in_schema=False)
+    def services_moved(request: Request) -> RedirectResponse:
+        query = request.url.query
+        path = (request.scope.get("raw_path") or quote(request.url.path).encode()).decode("latin-1")
+        target = platform.services_url + path
+        return RedirectResponse(target + (f"?{query}" if query else ""), status_code=308)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -9,6 +9,7 @@ import threading
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import config as config_mod
 from orch.config import Config
@@ -21,7 +22,7 @@ from orch.services.platform import Platform
 from orch.store import Store
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, option: str = "--port") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle off only for sockets that say they are TCP, and
     # without that every keep-alive answer waits ~40 ms on the client's delayed ACK.
@@ -33,16 +34,35 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise InvalidInput(
             f"Cannot listen on {host}:{port}: {e.strerror}.",
-            "Stop what uses that port, or pass --port (0 picks a free one).",
+            f"Stop what uses that port, or pass {option} (0 picks a free one).",
         ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
 
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def serve(cfg: Config, on_ready: object = None) -> None:
     """Run the control plane until interrupted."""
     cfg.home.mkdir(parents=True, exist_ok=True)
+    if int(cfg.services_port) != 0 and int(cfg.services_port) == int(cfg.port):
+        raise InvalidInput(
+            f"The server's port and services_port are both {cfg.port}; services need a port of their own.",
+            "Pass another --port, or set ORCH_SERVICES_PORT to another port (0 picks a free one).",
+        )
+    sock = bind(str(cfg.host), int(cfg.port))
+    try:
+        services_sock = bind(str(cfg.host), int(cfg.services_port), "--services-port")
+    except InvalidInput:
+        sock.close()
+        raise
+    url = _url(sock)
+    services_url = str(cfg.services_url) or _url(services_sock)
+    cfg = cfg.with_values(services_port=services_sock.getsockname()[1], services_url=services_url)
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
     # Runs' sandboxes start through the OCI runtime itself; Podman builds and runs services.
     platform.launchers = dict(runc.launchers(platform.container_prefix))
@@ -50,10 +70,6 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     # not at the first run.
     platform.engine.prepare()
     app = create_app(platform)
-    sock = bind(str(cfg.host), int(cfg.port))
-    host, port = sock.getsockname()[:2]
-    url_host = f"[{host}]" if ":" in host else host
-    url = f"http://{url_host}:{port}"
     updates: dict[str, object] = {"url": url}
     token = workspaces.bootstrap(platform, config_mod.load(cfg.home).token)
     if token:
@@ -61,10 +77,24 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     config_mod.write_file(cfg.config_path, updates)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
+    print(f"services on {services_url}/services/WORKSPACE/NAME/", flush=True)
+    both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
     # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
     # on a connection the server is closing at that moment.
-    server_cfg = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=65)
-    _Server(server_cfg, platform).run(sockets=[sock])
+    server_cfg = uvicorn.Config(both, log_level="warning", lifespan="on", timeout_keep_alive=65)
+    _Server(server_cfg, platform).run(sockets=[sock, services_sock])
+
+
+def by_port(app: ASGIApp, services: ASGIApp, services_port: int) -> ASGIApp:
+    """One server, two origins: a connection to the services' port goes to `services`,
+    everything else (the lifespan too) to `app`."""
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        target = services if scope["type"] != "lifespan" and server and server[1] == services_port else app
+        await target(scope, receive, send)
+
+    return dispatch
 
 
 def _check_host(platform: Platform) -> None:

@@ -1,13 +1,17 @@
-"""The reverse proxy in front of services: /services/WORKSPACE/NAME/PATH goes to one of the
-service's containers (over Podman's bridge, by its address), HTTP and WebSocket alike. Services
-have no port on any host interface; this is their one way in.
+"""The reverse proxy in front of services: /services/WORKSPACE/NAME/PATH on the services' own
+origin (`services_app`: their own port, `services_port`) goes to one of the service's containers
+(over Podman's bridge, by its address), HTTP and WebSocket alike. Services have no port on any
+host interface; this is their one way in.
 
-A private service (the default) needs a token of its workspace, as every API call does; a public
-one answers anyone. Either way nothing of the platform's passes: orch's token (the Authorization
-header, the web UI's cookie) never reaches the service, and the service can't set that cookie.
+Services have an origin apart from the API and web UI's, so that a page a service serves can't
+call the API as a visitor signed in to the UI; on that origin no cookie counts as a token.
+A private service (the default) needs a token of its workspace (Authorization: Bearer), as every
+API call does; a public one answers anyone. Either way nothing of the platform's passes: orch's
+token (the Authorization header, the web UI's cookie) never reaches the service, and the service
+can't set that cookie.
 
-It is ASGI middleware in front of the app, not a route: a proxied request skips the API's routing
-and dependencies, and finds its route without the store (services/routing.py keeps them)."""
+It is ASGI middleware in front of an app that answers only "not here": a proxied request skips
+routing and dependencies, and finds its route without the store (services/routing.py keeps them)."""
 
 from __future__ import annotations
 
@@ -24,9 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
 from orch.errors import NotFound, OrchError, ServiceUnavailable
-from orch.server.api.deps import TOKEN_COOKIE
 from orch.server.proxy_client import Answer, Client, ConnectFailed, NothingCame, UpstreamError
-from orch.server.proxy_headers import answer_headers, cookie, request_headers
+from orch.server.proxy_headers import answer_headers, request_headers
 from orch.server.proxy_websocket import forward_websocket
 from orch.services import deployed, routing
 from orch.services.platform import Platform
@@ -38,6 +41,24 @@ PATHS = ("/services/{workspace}/{name}", "/services/{workspace}/{name}/{path:pat
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 EVENT_STREAM = b"text/event-stream"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})  # requests without effects: safe to send twice
+
+
+def services_app(platform: Platform, state: Any = None) -> ServiceProxy:
+    """The app on the services' origin: /services/... to the services, nothing else."""
+    return ServiceProxy(_elsewhere, platform, state)
+
+
+async def _elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the services' origin answers for any other path: the API and UI are not here."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    error = NotFound(
+        f"Nothing is at {scope['path']} here: this address serves orch's services only, at "
+        "/services/WORKSPACE/NAME/.",
+        "The API and the web UI are at the server's own address (its port, not this one).",
+    )
+    await JSONResponse(error.to_dict(), status_code=error.http_status)(scope, receive, send)
 
 
 class ServiceProxy:
@@ -219,16 +240,15 @@ def _target(scope: Scope) -> tuple[str, str, str] | None:
 
 
 def _token(scope: Scope) -> str | None:
-    """The request's token: Authorization: Bearer, else the web UI's cookie."""
-    token = None
+    """The request's token: Authorization: Bearer only. A browser sends the web UI's cookie here
+    too (cookies do not tell ports apart), and a service's page could then open private services
+    as its visitor: so the cookie never counts here."""
     for key, value in scope["headers"]:
         if key == b"authorization":
             scheme, _, given = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and given.strip():
-                token = given.strip()
-        elif key == b"cookie" and token is None:
-            token = cookie(value.decode("latin-1"), TOKEN_COOKIE)
-    return token
+                return str(given.strip())
+    return None
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

@@ -196,6 +196,12 @@ def _deployment_view(svc: ServiceRow, dep: ServiceDeploymentRow) -> DeploymentVi
     )
 
 
+def service_path(workspace: str, name: str) -> str:
+    """A service's path on the services' origin; the proxy takes what follows it as the path
+    to send to the service."""
+    return f"/services/{workspace}/{name}/"
+
+
 def _public(manifest: str) -> bool:
     """Whether the proxy answers anyone for this (stored) manifest."""
     return bool(json.loads(manifest).get("public", False))
@@ -213,7 +219,7 @@ def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
     )
 
 
-def _view(s: Session, svc: ServiceRow) -> ServiceView:
+def _view(s: Session, svc: ServiceRow, services_url: str) -> ServiceView:
     ws = s.get(WorkspaceRow, svc.workspace_id)
     assert ws is not None
     latest = s.scalar(
@@ -231,7 +237,7 @@ def _view(s: Session, svc: ServiceRow) -> ServiceView:
         workspace=ws.name,
         state=svc.state,
         desired=svc.desired,
-        url=f"/services/{ws.name}/{svc.name}/",
+        url=f"{services_url}{service_path(ws.name, svc.name)}",
         public=_public(svc.manifest),
         version=svc.version,
         latest_version=svc.latest_version,
@@ -260,12 +266,12 @@ def _view(s: Session, svc: ServiceRow) -> ServiceView:
 def list_services(platform: Platform, ws_id: str) -> list[ServiceView]:
     with platform.store.session() as s:
         rows = s.scalars(select(ServiceRow).where(ServiceRow.workspace_id == ws_id).order_by(ServiceRow.name))
-        return [_view(s, r) for r in rows]
+        return [_view(s, r, platform.services_url) for r in rows]
 
 
 def show(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     with platform.store.session() as s:
-        return _view(s, _resolve(s, ws_id, ref))
+        return _view(s, _resolve(s, ws_id, ref), platform.services_url)
 
 
 SEE_STATUS_AND_LOGS = "See the service's status and its logs."

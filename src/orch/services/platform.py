@@ -68,6 +68,15 @@ class Platform:
         return f"orch-{self.instance}-"
 
     @property
+    def services_url(self) -> str:
+        """Where services are reached: their own origin, apart from the API and web UI's
+        (docs/services.md, "Their own origin")."""
+        if self.config.services_url:
+            return str(self.config.services_url)
+        host = str(self.config.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.config.services_port}"
+
+    @property
     def labels(self) -> dict[str, str]:
         return {"org.orch.instance": self.instance, "org.orch.home": str(self.config.home)}
 

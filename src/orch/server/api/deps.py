@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from orch.errors import InvalidInput
+from orch.errors import Forbidden, InvalidInput
 from orch.services import workspaces
 from orch.services.platform import Platform
 
@@ -26,13 +27,42 @@ def get_platform(request: Request) -> Platform:
 TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None = None) -> str | None:
+    """The caller's token: Authorization: Bearer, else the web UI's cookie, which counts for a
+    request with effects only when it comes from the web UI's own pages. A browser sends the
+    cookie with a form another site's page posts here (the same site, another port, included):
+    such a request must not act as the signed-in visitor."""
+    if credentials:
+        return credentials.credentials
+    token = request.cookies.get(TOKEN_COOKIE)
+    if token is not None and request.method not in _SAFE_METHODS and not _from_own_page(request):
+        raise Forbidden(
+            "This request carries the web UI's sign-in cookie but comes from a page of another "
+            "origin, so it is refused.",
+            "Send the request from orch's own pages, or with an 'Authorization: Bearer' token.",
+        )
+    return token
+
+
+def _from_own_page(request: Request) -> bool:
+    """Whether the browser says the request comes from this origin (Sec-Fetch-Site, or Origin
+    where a browser sends no Sec-Fetch-Site); a request from no page at all (a tool) is too."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+
+
 def get_workspace_id(
     request: Request,
     platform: Annotated[Platform, Depends(get_platform)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
-    return workspaces.caller(platform, token).workspace_id
+    return workspaces.caller(platform, request_token(request, credentials)).workspace_id
 
 
 def get_caller(
@@ -41,8 +71,7 @@ def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> workspaces.Caller:
     """The caller's workspace and whether its token is an admin token (for the admin routes)."""
-    token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
-    return workspaces.caller(platform, token)
+    return workspaces.caller(platform, request_token(request, credentials))
 
 
 def refuse_nul(request: Request) -> None:
@@ -80,5 +109,3 @@ Reference = Annotated[str, AfterValidator(_no_nul)]
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 WorkspaceDep = Annotated[str, Depends(_api_workspace_id)]
 CallerDep = Annotated[workspaces.Caller, Depends(_api_caller)]
-# For the services' proxy: the path and query it forwards are the service's business.
-ProxyWorkspaceDep = Annotated[str, Depends(get_workspace_id)]

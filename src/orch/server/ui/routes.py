@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from orch import dockerfile
-from orch.errors import OrchError, Unauthorized
-from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul
+from orch.errors import Forbidden, OrchError, Unauthorized
+from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul, request_token
 from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -26,7 +26,8 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
 def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
-    return workspaces.caller(platform, request.cookies.get(TOKEN_COOKIE)).workspace
+    # A form's change counts only from the UI's own pages (api/deps.py, request_token).
+    return workspaces.caller(platform, request_token(request)).workspace
 
 
 def page(
@@ -52,6 +53,8 @@ def action(request: Request, platform: Platform, do: Callable[[WorkspaceRow], st
         ws = _workspace(request, platform)
     except Unauthorized:
         return RedirectResponse("/ui/login", status_code=303)
+    except Forbidden as e:
+        return templates.TemplateResponse(request, "error.html", {"error": e}, status_code=e.http_status)
     try:
         return RedirectResponse(do(ws), status_code=303)
     except OrchError as e:

@@ -1,0 +1,100 @@
+"""A real Chromium, signed in to the web UI, visits a public service whose page tries to act as
+its visitor: read the API, change things through it and through the UI's forms, open a private
+service. Services are served on their own origin, so each attempt fails and nothing changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.e2e.conftest import sign_in
+from tests.integration.conftest import Server
+from tests.integration.test_runs import write
+from tests.integration.test_services import HTTP_SERVICE
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The hostile page: its script tries each attack with the visitor's cookies, then writes what
+# it saw into the page for the test to read.
+HOSTILE_PAGE = r"""
+<!doctype html><title>innocent</title>
+<iframe name="sink"></iframe>
+<script>
+const api = new URLSearchParams(location.search).get("api");
+const seen = {};
+async function attempt(name, call) {
+  try { seen[name] = await call(); } catch (e) { seen[name] = "blocked: " + e.name; }
+}
+(async () => {
+  const withCookie = {credentials: "include"};
+  await attempt("read_secrets", async () => (await fetch(api + "/v1/secrets", withCookie)).status);
+  await attempt("stop_service", async () => {
+    await fetch(api + "/v1/services/hostile/stop", {method: "POST", mode: "no-cors", credentials: "include"});
+    return "sent";
+  });
+  await attempt("private_service", async () =>
+    (await fetch("/services/default/quiet/", {credentials: "include"})).status);
+  const form = document.createElement("form");
+  form.method = "POST"; form.action = api + "/ui/settings/secrets"; form.target = "sink";
+  for (const [k, v] of [["name", "STOLEN"], ["value", "x"]]) {
+    const input = document.createElement("input"); input.name = k; input.value = v; form.append(input);
+  }
+  document.body.append(form);
+  const loaded = new Promise((done) => document.querySelector("iframe").addEventListener("load", done));
+  form.submit();
+  await Promise.race([loaded, new Promise((done) => setTimeout(done, 10000))]);
+  seen.form = "submitted";
+  document.body.dataset.seen = JSON.stringify(seen);
+})();
+</script>
+"""
+
+HOSTILE_SERVICE = f"""
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PAGE = {HOSTILE_PAGE!r}.encode()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *args):
+        pass
+
+print("listening on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_public_services_page_cannot_act_as_its_signed_in_visitor(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    for name, code, flags in (("hostile", HOSTILE_SERVICE, ["--public"]), ("quiet", HTTP_SERVICE, [])):
+        res = server.cli(
+            "service", "deploy", str(write(tmp_path / name, {"main.py": code})), "--name", name, *flags
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+    hostile = server.get("/v1/services/hostile")
+    assert hostile["url"].startswith(server.services_url)
+    sign_in(page, server)
+    page.goto(f"{hostile['url']}?api={server.url}")
+    page.wait_for_function("document.body.dataset.seen", timeout=30_000)
+    seen = json.loads(page.evaluate("document.body.dataset.seen"))
+    # Another origin: the browser keeps the API's answer from the page (no CORS).
+    assert seen["read_secrets"].startswith("blocked"), seen
+    # On the services' origin the UI's cookie is no token.
+    assert seen["private_service"] == 401, seen
+    # What the page could send with the cookie changed nothing.
+    assert server.get("/v1/services/hostile")["state"] == "running"
+    assert [s["name"] for s in server.get("/v1/secrets")] == []
+    # The UI itself still acts for its own pages.
+    page.goto("/ui/settings")
+    assert "STOLEN" not in page.content()
