@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "catatonit"  # what a fresh machine lacked (`podman run --init` needs it)
+DEV_PACKAGE = "wrk"  # only `scripts/setup --dev` installs it (bench/service.py measures with it)
 OLD_RUNSC = "0.0~20221219.0-2+b3"  # bookworm's own, which a fresh machine gets from apt
 BACKPORTS = Path("/etc/apt/sources.list.d/orch-bookworm-backports.sources")  # scripts/setup's
 
@@ -44,22 +45,26 @@ def _version(package: str) -> str:
 
 @pytest.fixture
 def without_package():  # type: ignore[no-untyped-def]
-    """A machine as apt leaves it: no catatonit, and bookworm's own runsc rather than the
-    backport scripts/setup installs."""
+    """A machine as apt leaves it: no catatonit (nor wrk, a dev package), and bookworm's own
+    runsc rather than the backport scripts/setup installs."""
     assert _installed(PACKAGE), f"{PACKAGE} should be installed by scripts/setup before the suite"
+    assert _installed(DEV_PACKAGE), (
+        f"{DEV_PACKAGE} should be installed by scripts/setup --dev before the suite"
+    )
     runsc = _version("runsc")
     # The apt source scripts/setup writes for the backport goes too: setup must write it again.
     ours = BACKPORTS.read_bytes() if BACKPORTS.exists() else None
     BACKPORTS.unlink(missing_ok=True)
-    _apt("remove", "-y", "-qq", PACKAGE)
+    _apt("remove", "-y", "-qq", PACKAGE, DEV_PACKAGE)
     _apt("install", "-y", "-qq", "--allow-downgrades", "--no-install-recommends", f"runsc={OLD_RUNSC}")
-    assert not _installed(PACKAGE) and _version("runsc") == OLD_RUNSC
+    assert not _installed(PACKAGE) and not _installed(DEV_PACKAGE) and _version("runsc") == OLD_RUNSC
     try:
         yield PACKAGE
     finally:
         # Whatever happened, the rest of the suite needs them back.
-        if not _installed(PACKAGE):
-            _apt("install", "-y", "-qq", "--no-install-recommends", PACKAGE)
+        for package in (PACKAGE, DEV_PACKAGE):
+            if not _installed(package):
+                _apt("install", "-y", "-qq", "--no-install-recommends", package)
         if ours is not None and not BACKPORTS.exists():
             BACKPORTS.write_bytes(ours)
             _apt("update", "-qq")
@@ -122,6 +127,11 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
         assert res.returncode == 0, res.stdout + res.stderr
         assert (run["status"], run["isolation"]) == ("succeeded", isolation)
         assert run["stdout"] == 'hello {"a": 1}\n'
+    # The dev package is back and measures (as bench/service.py uses it).
+    measured = subprocess.run(
+        ["wrk", "-t1", "-c1", "-d1s", f"{server.url}/healthz"], capture_output=True, text=True, timeout=30
+    )
+    assert measured.returncode == 0 and "Requests/sec:" in measured.stdout, measured.stdout + measured.stderr
 
 
 def test_admin_check_passes_here_and_says_what_it_proved(make_server) -> None:  # type: ignore[no-untyped-def]

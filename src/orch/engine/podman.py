@@ -296,12 +296,14 @@ class PodmanEngine(Engine):
         # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
         # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
         listed = json.loads(self._cmd("ps", "-a", "--external", "--format", "json").stdout or "[]")
-        root = Path(self._cmd("info", "--format", "{{.Store.GraphRoot}}").stdout.strip())
-        driver = self._cmd("info", "--format", "{{.Store.GraphDriverName}}").stdout.strip()
+        working = [c for c in listed if c.get("Command") == ["buildah"]]
+        if not working:  # the usual case: no `podman info` (a third of a second) needed
+            return 0
+        fmt = "{{.Store.GraphRoot}}\n{{.Store.GraphDriverName}}"
+        root_text, driver = self._cmd("info", "--format", fmt).stdout.strip().split("\n")
+        root = Path(root_text.strip())
         found = []
-        for c in listed:
-            if c.get("Command") != ["buildah"]:
-                continue
+        for c in working:
             state = root / f"{driver}-containers" / c["Id"] / "userdata" / "buildah.json"
             try:
                 build_args = json.loads(state.read_text()).get("Args") or {}
