@@ -79,6 +79,7 @@ def _hello(tmp_path: Path) -> Path:
     return agent
 
 
+@pytest.mark.serial  # nothing else may run a sandbox while catatonit is gone
 def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
     without_package: str, make_server, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

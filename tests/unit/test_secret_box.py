@@ -61,7 +61,11 @@ def test_the_setting_wins_over_the_key_file_and_makes_none(tmp_path: Path) -> No
     assert box.load(cfg(tmp_path, ORCH_SECRET_KEY=urlsafe)).key == key.key
 
 
-@pytest.mark.parametrize("bad", ["hunter2", base64.b64encode(os.urandom(16)).decode(), "%%%%"])
+@pytest.mark.parametrize(
+    "bad",
+    ["hunter2", base64.b64encode(os.urandom(16)).decode(), "%%%%"],
+    ids=["word", "16-bytes", "not-base64"],
+)
 def test_a_setting_that_is_not_a_key_is_refused_without_quoting_it(tmp_path: Path, bad: str) -> None:
     with pytest.raises(InvalidInput) as e:
         box.load(cfg(tmp_path, ORCH_SECRET_KEY=bad), create=True)
