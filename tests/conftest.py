@@ -85,3 +85,26 @@ def drain_runs(platform: Platform) -> int:
         return n
     finally:
         workers.stop()
+
+
+# The longest modules first: pytest-xdist hands modules out in this order (`--dist loadscope`),
+# so each starts at once and the many short ones fill the gaps, rather than one long module
+# running alone at the end.
+LONGEST_FIRST = (
+    "tests/faults/test_random_kills.py",
+    "tests/api/test_schemathesis.py",
+    "tests/security/test_hostile_exec.py",
+    "tests/security/test_hostile.py",
+    "tests/load/test_load.py",
+    "tests/integration/test_runs.py",
+    "tests/integration/test_services.py",
+    "tests/integration/test_environments.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order

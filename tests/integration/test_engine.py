@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,5 +99,12 @@ def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
     assert len(left) == 1, left
     assert engine.remove_build_leftovers("someone-else") == 0
     assert external_ids() - before == left
-    assert engine.remove_build_leftovers("enginetest-owner") == 1
-    assert not external_ids() - before
+    # A SIGKILLed server also leaves its build's temporary directory (made here as a build names it).
+    mine = Path(tempfile.mkdtemp(prefix="orch-build-enginetest-owner-"))
+    theirs = Path(tempfile.mkdtemp(prefix="orch-build-someone-else-"))
+    try:
+        assert engine.remove_build_leftovers("enginetest-owner") == 1
+        assert not external_ids() - before
+        assert not mine.exists() and theirs.exists()
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)

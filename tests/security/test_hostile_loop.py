@@ -10,26 +10,31 @@ import json
 import os
 import shlex
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.integration.conftest import Server, sandboxes
+from tests.integration.conftest import Server, sandbox_address, sandboxes
 from tests.integration.test_loop_runs import loop_server
 from tests.integration.test_runs import write
 from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
-from tests.security.test_hostile import PROBE, Listener, host_address
+from tests.security.test_hostile import LISTEN, PROBE, Listener, host_address, run_probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIMITS = "resources: {memory: 256Mi, pids: 64, timeout: 120}\n"
 
 
-def hostile_loop(server: Server, tmp_path: Path, model_server: ModelServer, name: str) -> None:
+def hostile_loop(
+    server: Server, tmp_path: Path, model_server: ModelServer, name: str, tool_timeout: int = 10
+) -> None:
     manifest = (
         f"loop:\n  model: m\n  provider: openai\n  base_url: {model_server.openai_url}\n"
-        "  api_key_secret: MODEL_KEY\n  tool_timeout: 10\n" + LIMITS
+        f"  api_key_secret: MODEL_KEY\n  tool_timeout: {tool_timeout}\n" + LIMITS
     )
     res = server.cli("publish", str(write(tmp_path / name, {"orch.yaml": manifest})), "--name", name)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -118,3 +123,67 @@ def test_a_fork_bomb_and_a_memory_bomb_through_the_bash_tool(
     model_server.script(Reply(text="still here"))
     again = json.loads(server.cli("run", "bombs", "--json", "--input", "{}").stdout)
     assert (again["status"], again["stdout"]) == ("succeeded", "still here")
+
+
+# A listener in the sandbox: test_hostile.py's LISTEN, in the background, for 20 s; then its
+# report, once it has one.
+LISTEN_IN_BACKGROUND = (
+    f"ORCH_INPUT=20 nohup python3 -c {shlex.quote(LISTEN)} > /tmp/listen.log 2>&1 & "
+    "sleep 0.5; head -1 /tmp/listen.log"
+)
+LISTENER_REPORT = "until grep -q accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
+
+
+def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(
+    make_server: Any, model_server: ModelServer, tmp_path: Path
+) -> None:
+    """The model starts a listener in its sandbox: neither the host nor another sandbox reaches
+    it. Then it burns CPU until the tool's timeout: another run on the machine goes on."""
+    server = loop_server(make_server, model_server)
+    hostile_loop(server, tmp_path, model_server, "hostile", tool_timeout=30)
+    commands = [LISTEN_IN_BACKGROUND, LISTENER_REPORT, "timeout 10 sh -c 'while :; do :; done'"]
+    model_server.script(*(Reply(calls=[("bash", {"command": c})]) for c in commands), Reply(text="done"))
+    write(tmp_path / "nice", {"main.py": "print('still fine')\n"})
+    assert server.cli("publish", str(tmp_path / "nice")).returncode == 0
+
+    def started(api: httpx.Client, run_id: str, command: str) -> None:
+        """Wait until the loop's tool runs `command`."""
+        deadline = time.monotonic() + 60
+        while not any(
+            e["type"] == "tool_call" and e.get("arguments") == {"command": command}
+            for e in api.get(f"/v1/runs/{run_id}/events").json()
+        ):
+            assert time.monotonic() < deadline, f"the loop never ran {command!r}"
+            time.sleep(0.1)
+
+    with server.api() as api:
+        run_id = api.post(
+            "/v1/runs", json={"agent": "hostile", "input": json.dumps({"prompt": "attack"})}
+        ).json()["id"]
+        started(api, run_id, commands[1])  # the listener listens
+        address = sandbox_address(run_id)
+        try:
+            socket.create_connection((address, 8080), timeout=3).close()
+            from_host = "connected"
+        except OSError as e:
+            from_host = type(e).__name__
+        neighbour = run_probe(server, tmp_path, "neighbour", 8080, [address])
+        events = api.get(f"/v1/runs/{run_id}/events").json()
+        assert [e["type"] for e in events].count("tool_result") == 1, "the listener ended before the probes"
+        started(api, run_id, commands[2])  # the CPU hog burns
+        nice = json.loads(server.cli("run", "nice", "--json").stdout)
+        deadline = time.monotonic() + 120
+        while (run := api.get(f"/v1/runs/{run_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, run
+            time.sleep(0.2)
+        results = [e for e in api.get(f"/v1/runs/{run_id}/events").json() if e["type"] == "tool_result"]
+    assert run["status"] == "succeeded", run
+    listening, heard, hog = results
+    assert listening["output"].startswith("listening on"), results
+    seen = json.loads(heard["output"])
+    # The listener took exactly one connection: its own control.
+    assert seen["accepted"] == [seen["me"]] and seen["me"] == address, seen
+    assert from_host != "connected"
+    assert json.loads(neighbour["stdout"])["connected"] == []
+    assert hog["exit_code"] != 0 and nice["status"] == "succeeded" and nice["stdout"] == "still fine\n"
+    assert sandboxes(run_id) == []

@@ -173,8 +173,9 @@ class Engine(Protocol):
         ...
 
     def remove_build_leftovers(self, owner: str) -> int:
-        """Remove the working containers of `owner`'s builds that were killed mid-way; call it
-        only while none of `owner`'s builds runs. Return how many."""
+        """Remove the working containers and temporary directories of `owner`'s builds that were
+        killed mid-way; call it only while none of `owner`'s builds runs. Return how many
+        containers."""
         ...
 
     def remove_untagged_images(self, owner: str) -> int:

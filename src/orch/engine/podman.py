@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -36,6 +37,11 @@ _CACHE_RACE = "checking if cached image exists from a previous build"
 # Longer lines of build output come in pieces of this many characters: a step that prints
 # gigabytes without a newline must not be read into the server's memory at once.
 MAX_LINE = 64 * 1024
+
+
+def _context_prefix(owner: str | None) -> str:
+    """How the temporary directory of a build for `owner` is named."""
+    return f"orch-build-{owner}-" if owner else "orch-build-"
 
 
 @final  # so that mypy reports a method of Engine missing here
@@ -75,7 +81,8 @@ class PodmanEngine(Engine):
     ) -> ImageInfo:
         self.prepare()
         replaced = self.inspect_image(request.tag)  # a `--no-cache` build, or one run again
-        with tempfile.TemporaryDirectory(prefix="orch-build-") as tmp:
+        # Named by its owner, so that the owner's next start removes one a SIGKILL left behind.
+        with tempfile.TemporaryDirectory(prefix=_context_prefix(request.owner)) as tmp:
             context = request.context or Path(tmp) / "context"
             context.mkdir(exist_ok=True)
             containerfile = Path(tmp) / "Containerfile"
@@ -293,6 +300,9 @@ class PodmanEngine(Engine):
         return address if res.exit_code == 0 and address else None
 
     def remove_build_leftovers(self, owner: str) -> int:
+        # The build's temporary directory (its Containerfile, its context) that a SIGKILL left.
+        for left in Path(tempfile.gettempdir()).glob(f"{_context_prefix(owner)}*"):
+            shutil.rmtree(left, ignore_errors=True)
         # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
         # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
         listed = json.loads(self._cmd("ps", "-a", "--external", "--format", "json").stdout or "[]")
