@@ -80,8 +80,12 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     print(f"services on {services_url}/services/WORKSPACE/NAME/", flush=True)
     both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
     # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
-    # on a connection the server is closing at that moment.
-    server_cfg = uvicorn.Config(both, log_level="warning", lifespan="on", timeout_keep_alive=65)
+    # on a connection the server is closing at that moment. No access log (its line is built for
+    # every request even when the level drops it) and no X-Forwarded-For rewriting (nothing here
+    # reads the client's address): both are per-request cost on the services' proxy.
+    server_cfg = uvicorn.Config(
+        both, log_level="warning", lifespan="on", timeout_keep_alive=65, access_log=False, proxy_headers=False
+    )
     _Server(server_cfg, platform).run(sockets=[sock, services_sock])
 
 
