@@ -18,6 +18,7 @@ from orch.builder import base_images
 from orch.engine import PodmanEngine
 from orch.engine.base import BuildRequest
 from orch.engine.podman_run import CGROUP_ROOT, cgroup_parent
+from orch.sandbox import cni
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +69,16 @@ def external_ids() -> set[str]:
     return set(out.stdout.split())
 
 
+def build_addresses() -> set[str]:
+    """The RUN steps' address reservations on the sandbox network, and their NAT rules."""
+    held = set(cni.reservations(cni.load("orch-sandbox"), "buildah-"))
+    nat = subprocess.run(["iptables", "-t", "nat", "-S", "POSTROUTING"], capture_output=True, text=True)
+    return held | {
+        f"nat {line.split('id: ')[1]}" for line in nat.stdout.splitlines() if 'id: \\"buildah-' in line
+    }
+
+
+@pytest.mark.serial  # no other build may run: their steps' addresses look alike
 def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
     """SIGKILL a `podman build` mid-step (as a killed server's recovery does): Buildah's working
     container stays behind; the owner's sweep removes it, another owner's does not."""
@@ -97,6 +108,8 @@ def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
     thread.join(30)
     left = external_ids() - before
     assert len(left) == 1, left
+    # Its RUN step was never detached from the network: its address stays reserved, its NAT too.
+    assert len(build_addresses()) == 2, build_addresses()
     assert engine.remove_build_leftovers("someone-else") == 0
     assert external_ids() - before == left
     # A SIGKILLed server also leaves its build's temporary directory (made here as a build names it).
@@ -106,5 +119,6 @@ def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
         assert engine.remove_build_leftovers("enginetest-owner") == 1
         assert not external_ids() - before
         assert not mine.exists() and theirs.exists()
+        assert build_addresses() == set()
     finally:
         shutil.rmtree(theirs, ignore_errors=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import socket
 import subprocess
 from collections.abc import Sequence
@@ -214,6 +215,25 @@ def ensure_forwarding(subnet: str) -> None:
                     _iptables(*ipt, "-A", chain, *rule)
             if _iptables(*ipt, "-C", builtin, "-j", chain, check=False).returncode != 0:
                 _iptables(*ipt, "-A", builtin, "-j", chain)
+
+
+def remove_masquerade(container_ids: set[str]) -> int:
+    """Remove the NAT the bridge plugin made for these CNI containers (a POSTROUTING rule with
+    the container's id in its comment, jumping to a chain of its own), which its DEL cannot
+    when the container's network namespace is gone. Return how many were removed."""
+    removed = 0
+    for line in _iptables("-t", "nat", "-S", "POSTROUTING").stdout.splitlines():
+        words = shlex.split(line)
+        comment = words[words.index("--comment") + 1] if "--comment" in words else ""
+        if words[:1] != ["-A"] or not any(f'id: "{cid}"' in comment for cid in container_ids):
+            continue
+        _iptables("-t", "nat", "-D", *words[1:], check=False)
+        chain = words[words.index("-j") + 1] if "-j" in words else ""
+        if chain.startswith("CNI-"):
+            _iptables("-t", "nat", "-F", chain, check=False)
+            _iptables("-t", "nat", "-X", chain, check=False)
+        removed += 1
+    return removed
 
 
 def answers_tcp(address: str, port: int, timeout: float = 1.0) -> bool:

@@ -44,6 +44,43 @@ def _context_prefix(owner: str | None) -> str:
     return f"orch-build-{owner}-" if owner else "orch-build-"
 
 
+def _release_build_addresses() -> None:
+    """A `podman build` killed during a RUN step never detaches that step from its network: the
+    step's address stays reserved (a /24 holds 253) and its NAT rule stays. Which build a
+    reservation was for is not written anywhere, so they are released only while no build runs
+    on this machine at all: the reservations are read first, then the processes, so a build
+    that starts in between is not touched."""
+    from orch.sandbox import cni  # the launcher's CNI calls; imported here, a start-up sweep
+
+    found = []
+    for name in (Network.SANDBOX.podman_name, Network.SERVICE.podman_name):
+        try:
+            network = cni.load(name)
+        except EngineError:
+            continue
+        found += [(network, cid) for cid in cni.reservations(network, "buildah-")]
+    if found and not _builds_running():
+        for network, cid in found:
+            cni.delete(network, cid, None, None)
+        networks.remove_masquerade({cid for _, cid in found})
+
+
+def _builds_running() -> bool:
+    """Whether any `podman build` (or buildah) process runs on this machine."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv
+            and Path(argv[0].decode(errors="replace")).name in ("podman", "buildah")
+            and b"build" in argv[1:4]
+        ):
+            return True
+    return False
+
+
 @final  # so that mypy reports a method of Engine missing here
 class PodmanEngine(Engine):
     name = "podman"
@@ -303,6 +340,7 @@ class PodmanEngine(Engine):
         # The build's temporary directory (its Containerfile, its context) that a SIGKILL left.
         for left in Path(tempfile.gettempdir()).glob(f"{_context_prefix(owner)}*"):
             shutil.rmtree(left, ignore_errors=True)
+        _release_build_addresses()
         # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
         # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
         listed = json.loads(self._cmd("ps", "-a", "--external", "--format", "json").stdout or "[]")
