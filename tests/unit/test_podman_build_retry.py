@@ -73,3 +73,35 @@ def test_output_without_newlines_comes_in_bounded_pieces(tmp_path: Path) -> None
     pieces = [line for line in lines if line.startswith("x")]
     assert len(pieces) == 6 and max(map(len, pieces)) == MAX_LINE
     assert sum(map(len, pieces)) == size and lines[-1] == "COMMIT t"
+
+
+# `podman ps --external` fails its first FAILS calls the way Podman does when a build's working
+# container goes while it lists.
+PS = """#!/bin/sh
+count="{dir}/lists"
+n=$(cat "$count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$count"
+if [ "$n" -le {fails} ]; then
+  echo "Error: determining buildah container for container 5657: container not known" >&2
+  exit 125
+fi
+echo '[]'
+"""
+
+
+@pytest.mark.parametrize(("fails", "lists"), [(2, "3"), (6, "5")])
+def test_listing_a_build_that_goes_meanwhile_is_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: int, lists: str
+) -> None:
+    import orch.engine.podman as podman
+
+    monkeypatch.setattr(podman, "_release_build_addresses", lambda: None)  # not this machine's
+    script = tmp_path / "podman"
+    script.write_text(PS.format(dir=tmp_path, fails=fails))
+    script.chmod(0o755)
+    e = PodmanEngine(binary=str(script))
+    if fails < 5:
+        assert e.remove_build_leftovers("owner") == 0
+    else:
+        with pytest.raises(EngineError, match="container not known"):
+            e.remove_build_leftovers("owner")
+    assert (tmp_path / "lists").read_text().strip() == lists

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
@@ -343,7 +344,7 @@ class PodmanEngine(Engine):
         _release_build_addresses()
         # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
         # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
-        listed = json.loads(self._cmd("ps", "-a", "--external", "--format", "json").stdout or "[]")
+        listed = self._external_containers()
         working = [c for c in listed if c.get("Command") == ["buildah"]]
         if not working:  # the usual case: no `podman info` (a third of a second) needed
             return 0
@@ -362,6 +363,17 @@ class PodmanEngine(Engine):
         if found:
             self._cmd("rm", "-f", *found, check=False)
         return len(found)
+
+    def _external_containers(self) -> list[dict[str, Any]]:
+        """`podman ps -a --external`. A build that ends while it lists (another server's, or
+        another process's) makes it fail ("determining buildah container ...: container not
+        known"): then it is asked again."""
+        for attempt in range(5):
+            res = self._cmd("ps", "-a", "--external", "--format", "json", check=attempt == 4)
+            if res.exit_code == 0:
+                return list(json.loads(res.stdout or "[]"))
+            time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable: the last attempt raises")
 
     def remove_untagged_images(self, owner: str) -> int:
         # Podman's dangling images (no tag, no child image), never one that a container uses;
