@@ -257,6 +257,15 @@ print(json.dumps({'me': me, 'accepted': accepted}))
 """
 
 
+def connect_from_host(address: str, port: int) -> str:
+    """'connected', or the error's name, of a TCP connection from the host to a sandbox."""
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+
+
 def container_address(run_id: str) -> str:
     """The run's sandbox address, as the host sees it."""
     return sandbox_address(run_id)
@@ -274,11 +283,7 @@ def test_listening_port_reached_from_host_and_other_sandboxes(server: Server, tm
         address = container_address(run_id)
         assert address and address in out
         # From the host: the sandbox's address, port 8080.
-        try:
-            socket.create_connection((address, 8080), timeout=3).close()
-            from_host = "connected"
-        except OSError as e:
-            from_host = type(e).__name__
+        from_host = connect_from_host(address, 8080)
         # From another sandbox, on the same network.
         probe = run_probe(server, tmp_path, "neighbour", 8080, [address])
         deadline = time.monotonic() + 60

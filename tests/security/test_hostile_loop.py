@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tests.integration.conftest import Server, sandbox_address, sandboxes
 from tests.integration.test_loop_runs import loop_server
 from tests.integration.test_runs import write
 from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
-from tests.security.test_hostile import LISTEN, PROBE, Listener, host_address, run_probe
+from tests.security.test_hostile import LISTEN, PROBE, Listener, connect_from_host, host_address, run_probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,11 +161,7 @@ def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(
         ).json()["id"]
         started(api, run_id, commands[1])  # the listener listens
         address = sandbox_address(run_id)
-        try:
-            socket.create_connection((address, 8080), timeout=3).close()
-            from_host = "connected"
-        except OSError as e:
-            from_host = type(e).__name__
+        from_host = connect_from_host(address, 8080)
         neighbour = run_probe(server, tmp_path, "neighbour", 8080, [address])
         events = api.get(f"/v1/runs/{run_id}/events").json()
         assert [e["type"] for e in events].count("tool_result") == 1, "the listener ended before the probes"
