@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def _isolation(text: str) -> str:
     if text not in ("runc", "gvisor"):
         raise ValueError(text)
@@ -120,6 +127,13 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "Runs whose sandboxes execute at the same time; more wait queued. By default the machine's "
         "capacity: 4 per core, and at most as many 512 MiB sandboxes as half the memory holds.",
+    ),
+    Setting(
+        "warm_sandboxes",
+        lambda h: 4,
+        _non_negative_int,
+        "Sandboxes each isolation runtime keeps started ahead of need, one per kind of run seen in "
+        "the last 2 minutes, so that the next such run only hands its command over (0: none).",
     ),
     Setting(
         "isolation",

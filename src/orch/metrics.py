@@ -85,6 +85,13 @@ class Metrics:
         self._runs_finished: Counter = Counter(
             "orch_runs_finished", "Runs that ended, by final status.", ["status"], registry=r
         )
+        self._sandbox_starts: Counter = Counter(
+            "orch_run_sandbox_starts",
+            "Runs' sandboxes by how they started: warm (started ahead of need, handed the run) or "
+            "cold (started for the run).",
+            ["start"],
+            registry=r,
+        )
         self._sandboxes: Gauge = Gauge(
             "orch_sandboxes_open",
             "Sandboxes this server has open now: runs' and sandboxes on demand.",
@@ -142,6 +149,8 @@ class Metrics:
         self._builds.labels("environment", "cache-hit")
         for o in ("ready", "failed"):
             self._deployments.labels(o)
+        for start in ("warm", "cold"):
+            self._sandbox_starts.labels(start)
         for c in STATUS_CLASSES:
             self._proxy.labels(c)
         for kind in ("websocket", "stream"):
@@ -172,6 +181,10 @@ class Metrics:
         if not final.final:
             raise ValueError(f"{final.value} is not a final run status")
         self._runs_finished.labels(final.value).inc()
+
+    def sandbox_started(self, warm: bool) -> None:
+        """Count a run's sandbox by how it started."""
+        self._sandbox_starts.labels("warm" if warm else "cold").inc()
 
     def sandbox_opened(self) -> None:
         self._sandboxes.inc()

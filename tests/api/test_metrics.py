@@ -28,6 +28,7 @@ FAMILIES = {
     "orch_runs": "gauge",
     "orch_queue_depth": "gauge",
     "orch_sandboxes_open": "gauge",
+    "orch_run_sandbox_starts": "counter",
     "orch_builds": "counter",
     "orch_build_duration_seconds": "histogram",
     "orch_deployments_finished": "counter",

@@ -28,10 +28,12 @@ import httpx
 import pytest
 
 from orch.bundle.pack import pack_directory
+from orch.config import SETTINGS
 from orch.engine import PodmanEngine
 from orch.models import BuildStatus, DeploymentStatus, RunStatus, ServiceState
+from orch.sandbox.launcher import Isolation
 from orch.sandbox.runc import Launcher
-from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
+from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes, serves, waiting_sandboxes
 from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,6 +44,7 @@ SETTLE = 180.0  # seconds the last start gets to finish everything: a bound, not
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "trust" / "faults.json"
 CGROUPS = Path("/sys/fs/cgroup")
 POOL_PER_NETWORK = Launcher().pool_size  # network namespaces a launcher keeps ready per network
+WARM_PER_RUNTIME = next(s.default(Path()) for s in SETTINGS if s.name == "warm_sandboxes")
 
 # Prints its token and the /marker its environment's Dockerfile wrote ("-" on the base image).
 AGENT = """
@@ -280,7 +283,10 @@ def run_containers_of_final_runs(server: Server) -> list[str]:
         if c.labels.get("org.orch.run") in final
     ]
     names = runtime_sandboxes(f"orch-{server.instance}-")
-    return left + [f"sandbox {n} of an ended run" for n in names if n.rsplit("-", 1)[-1] in final]
+    # A sandbox started ahead of need says in its bundle whose run it was handed.
+    return left + [
+        f"sandbox {n} of an ended run" for n in names if (serves(n) or n).rsplit("-", 1)[-1] in final
+    ]
 
 
 def expected_tokens(api: httpx.Client, ledger: Ledger) -> dict[str, str]:
@@ -460,19 +466,27 @@ def test_random_kills(make_server, model_server: ModelServer, tmp_path: Path) ->
     live = {c.name for c in containers}
     # The launcher's sandboxes (runs start through runc, not Podman): with every run ended, none
     # may be left in a runtime, as a bundle (its root's mounts), or as a network namespace
-    # beyond the ones each network's pool keeps ready for the next runs.
+    # beyond the ones each network's pool keeps ready for the next runs, but those started
+    # ahead of need that wait for a run, each with its own (at most `warm_sandboxes` per runtime).
     prefix = f"orch-{server.instance}-"
-    orphans += [f"runtime container {name}" for name in runtime_sandboxes(prefix)]
+    waiting = set(waiting_sandboxes(prefix))
+    if len(waiting) > len(Isolation) * WARM_PER_RUNTIME:
+        orphans += [f"sandboxes waiting beyond the warm pools': {sorted(waiting)}"]
+    orphans += [f"runtime container {name}" for name in runtime_sandboxes(prefix) if name not in waiting]
     bundles = Path(RUNTIME_ROOT, "sandboxes")
-    orphans += [f"sandbox bundle {p.name}" for p in bundles.glob(f"{prefix}*")] if bundles.is_dir() else []
+    orphans += (
+        [f"sandbox bundle {p.name}" for p in bundles.glob(f"{prefix}*") if p.name not in waiting]
+        if bundles.is_dir()
+        else []
+    )
     namespaces = sorted(p.name for p in Path("/run/netns").glob(f"{prefix}*"))
-    if len(namespaces) > 2 * POOL_PER_NETWORK:
-        orphans += [f"network namespaces beyond the pools': {namespaces}"]
+    if len(namespaces) > 2 * POOL_PER_NETWORK + len(waiting):
+        orphans += [f"network namespaces beyond the pools' and the waiting sandboxes': {namespaces}"]
     cgroups = Counter(path.name for path in CGROUPS.glob(f"*/orch_orch-{server.instance}-*"))
     orphans += [
         f"cgroup {name} (in {n} controllers)"
         for name, n in sorted(cgroups.items())
-        if name.removeprefix("orch_") not in live
+        if name.removeprefix("orch_") not in live | waiting
     ]
     orphans += [f"process {p}" for p in left_processes]
     orphans += ledger.orphans_after_restart

@@ -181,12 +181,26 @@ def _listed(prefix: str) -> list[tuple[runc.Launcher, str]]:
 
 
 def _runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
-    """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`."""
+    """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`: named
+    after it, or started ahead of need and handed the run (its bundle says which)."""
     return [
         (name, [launcher.runtime, "--root", str(launcher.runtime_root)])
         for launcher, name in _listed("orch-")
-        if name.endswith(run_id)
+        if name.endswith(run_id) or serves(name).endswith(run_id)
     ]
+
+
+def serves(name: str) -> str:
+    """The run's sandbox name a warm sandbox was handed ("" when none: waiting, or a cold one)."""
+    try:
+        return Path(RUNTIME_ROOT, "sandboxes", name, runc.FOR).read_text()
+    except OSError:
+        return ""
+
+
+def waiting_sandboxes(prefix: str) -> list[str]:
+    """The launcher's sandboxes named `prefix`... that wait, started ahead of need, for a run."""
+    return [n for n in runtime_sandboxes(prefix) if n.startswith(f"{prefix}warm-") and not serves(n)]
 
 
 def sandbox_address(run_id: str) -> str:

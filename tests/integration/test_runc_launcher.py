@@ -52,21 +52,21 @@ def launcher() -> Iterator[Launcher]:
     launched.sweep(PREFIX)
 
 
-def leftovers(launcher: Launcher) -> dict[str, object]:
+def leftovers(launcher: Launcher, prefix: str = PREFIX) -> dict[str, object]:
     sandboxes = launcher.state / "sandboxes"
     found = {
-        "runtime": launcher.containers(PREFIX),
-        "bundles": sorted(p.name for p in sandboxes.glob(f"{PREFIX}*")) if sandboxes.is_dir() else [],
+        "runtime": launcher.containers(prefix),
+        "bundles": sorted(p.name for p in sandboxes.glob(f"{prefix}*")) if sandboxes.is_dir() else [],
         # Only this test's: other platforms on the machine may be running sandboxes right now.
         "mounts": [
-            m for m in rootfs.mounts_under(sandboxes) if m.relative_to(sandboxes).parts[0].startswith(PREFIX)
+            m for m in rootfs.mounts_under(sandboxes) if m.relative_to(sandboxes).parts[0].startswith(prefix)
         ]
         if sandboxes.is_dir()
         else [],
-        "cgroups": sorted(cgroup_parents(PREFIX)),
-        "netns": sorted(p.name for p in NETNS_DIR.glob(f"{PREFIX}*")) if NETNS_DIR.is_dir() else [],
-        "netns state": sorted(p.name for p in (launcher.state / "netns").glob(f"{PREFIX}*")),
-        "addresses": cni.reservations(cni.load("orch-sandbox"), PREFIX),
+        "cgroups": sorted(cgroup_parents(prefix)),
+        "netns": sorted(p.name for p in NETNS_DIR.glob(f"{prefix}*")) if NETNS_DIR.is_dir() else [],
+        "netns state": sorted(p.name for p in (launcher.state / "netns").glob(f"{prefix}*")),
+        "addresses": cni.reservations(cni.load("orch-sandbox"), prefix),
     }
     return {k: v for k, v in found.items() if v}
 

@@ -50,6 +50,9 @@ class Mount:
     host: str
     container: str
     read_only: bool = True
+    # What the run brings (its bundle, its dependencies) rather than what the sandbox is: a
+    # sandbox started ahead of need gets it when the run is handed over (docs/warm-sandboxes.md).
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class ContainerExit:
     # Seconds spent in each phase of the sandbox's life, where the launcher knows them:
     # prepare (root, config), start (launch to the process running), run, exit (to cleaned up).
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+    warm: bool = field(default=False, compare=False)  # handed to a sandbox started ahead of need
 
 
 @dataclass(frozen=True)

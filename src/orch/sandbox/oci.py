@@ -22,6 +22,7 @@ from orch.sandbox.seccomp import oci_seccomp
 
 OCI_VERSION = "1.0.2-dev"
 INIT = "/run/orch-init"  # where catatonit is bound in (Podman: /run/podman-init)
+HANDOFF = "/run/orch-handoff"  # where a warm sandbox's helper is bound in (sandbox/handoff.c)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000  # µs; Podman's --cpus uses the same period
 SHM_BYTES = 64_000 * 1024  # Podman's default --shm-size (64000k)
@@ -67,6 +68,10 @@ class Layout:
     image_env: Sequence[str] = ()  # KEY=VALUE
     image_workdir: str = ""
     rlimits: Sequence[tuple[str, int, int]] = RLIMITS
+    handoff: Path | None = None  # the handoff helper on the host, for a warm sandbox to wait in
+    # A warm sandbox's places for the run's own (late) mounts: container path -> an empty shared
+    # mount point on the host, bound in as a slave, on which the run's source is attached later.
+    late: Mapping[str, Path] = field(default_factory=dict)
 
 
 def config(spec: ContainerSpec, layout: Layout) -> dict[str, Any]:
@@ -149,6 +154,8 @@ def mounts(spec: ContainerSpec, layout: Layout) -> list[dict[str, Any]]:
     ]
     if layout.init:
         system.append(_m(INIT, "bind", str(layout.init), ("bind", "ro", "rprivate", "nosuid", "nodev")))
+    if layout.handoff:
+        system.append(_m(HANDOFF, "bind", str(layout.handoff), ("bind", "ro", "rprivate", "nosuid", "nodev")))
     own = {m.container for m in spec.mounts} | set(spec.tmpfs)
     for dest, host in sorted(layout.files.items()):
         if dest not in own:  # the spec's own mount of the same path wins, as in Podman
@@ -161,6 +168,16 @@ def mounts(spec: ContainerSpec, layout: Layout) -> list[dict[str, Any]]:
         if not os.path.isabs(m.container):
             raise EngineError(f"The mount point {m.container} is not an absolute path.", _FIX)
         mode = "ro" if m.read_only else "rw"
+        if m.container in layout.late:  # what is attached there later shows inside (rslave)
+            user.append(
+                _m(
+                    m.container,
+                    "bind",
+                    str(layout.late[m.container]),
+                    ("rbind", "ro", "rslave", "nosuid", "nodev"),
+                )
+            )
+            continue
         user.append(_m(m.container, "bind", m.host, ("rbind", mode, "rprivate", "nosuid", "nodev")))
     user.sort(key=lambda m: len(Path(m["destination"]).parts))
     return system + user

@@ -30,6 +30,12 @@ from orch.errors import EngineError
 _FIX = "Run the server as root with Podman installed (scripts/setup), then try again."
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MS_NOSUID, MS_NODEV = 0x2, 0x4
+MS_BIND, MS_SHARED = 0x1000, 1 << 20
+# The kernel's mount API of 5.2+ (the same numbers on every architecture), for `attach`.
+_OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
+_OPEN_TREE_CLONE, _O_CLOEXEC, _AT_EMPTY_PATH, _AT_RECURSIVE, _AT_FDCWD = 1, 0o2000000, 0x1000, 0x8000, -100
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MNT_DETACH = 0x2
 HOME = "/home/user"
 
@@ -180,6 +186,47 @@ def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None
     if _libc.mount(source.encode(), str(target).encode(), fstype.encode(), flags, data.encode()) != 0:
         err = ctypes.get_errno()
         raise EngineError(f"Could not mount {fstype} on {target}: {os.strerror(err)}.", _FIX)
+
+
+def shared_point(path: Path) -> None:
+    """Make the directory `path` (created) a mount point of its own with shared propagation: what
+    is attached to it later shows in every sandbox that bound it in as a slave."""
+    path.mkdir(parents=True)
+    mount(str(path), path, "", MS_BIND, "")
+    mount("none", path, "", MS_SHARED, "")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def attach(source: Path, target: Path, read_only: bool) -> None:
+    """Bind `source` (and what is mounted below it) onto `target`, nosuid and nodev, and read-only
+    when asked, from its first moment: a detached copy is made (open_tree), its flags set
+    (mount_setattr), then it is attached (move_mount). So the copies a shared `target` propagates
+    into sandboxes carry the same flags; a bind then a remount would leave them writable (a
+    remount changes one mount, it does not propagate)."""
+
+    def call(number: int, *args: object) -> int:
+        result = int(_libc.syscall(number, *args))
+        if result < 0:
+            err = ctypes.get_errno()
+            raise EngineError(f"Could not attach {source} on {target}: {os.strerror(err)}.", _FIX)
+        return result
+
+    fd = call(_OPEN_TREE, _AT_FDCWD, str(source).encode(), _OPEN_TREE_CLONE | _O_CLOEXEC | _AT_RECURSIVE)
+    try:
+        flags = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | (_MOUNT_ATTR_RDONLY if read_only else 0)
+        attr = _MountAttr(flags, 0, 0, 0)
+        call(_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+        call(_MOVE_MOUNT, fd, b"", _AT_FDCWD, str(target).encode(), _MOVE_MOUNT_F_EMPTY_PATH)
+    finally:
+        os.close(fd)
 
 
 def umount(target: Path) -> None:

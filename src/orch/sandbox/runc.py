@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -46,14 +48,19 @@ from orch.engine.podman_run import (
     remove_cgroup_parent,
 )
 from orch.errors import EngineError
-from orch.sandbox import etc_files, netns, oci, rootfs
+from orch.sandbox import etc_files, handoff, netns, oci, rootfs
 from orch.sandbox.launcher import Isolation
+from orch.sandbox.warm import Pool as WarmPool
 
 log = logging.getLogger(__name__)
 STATE = Path("/run/orch-runc")
 CATATONIT = (Path("/usr/libexec/podman/catatonit"), Path("/usr/bin/catatonit"))
 READ_ONLY_LAYER = 4 * 1024 * 1024  # a read-only root's upper layer holds only mount points
 GVISOR_THREADS = 256  # room in a gVisor sandbox's pids cgroup for the Sentry's own threads
+FOR = "for"  # in a warm sandbox's bundle: the name of the run's sandbox it serves
+# A warm sandbox starts at a lower priority, so that it takes no CPU from the runs under way
+# (it starts while the run that wanted it runs); it gets the normal priority at the handover.
+WARM_NICE = 10
 ENGINE_FAILED = 125  # as `podman run` exits when the engine itself fails to start the sandbox
 _FIX = "Run scripts/setup (it installs runc, catatonit and Podman), run the server as root, then try again."
 
@@ -80,10 +87,13 @@ class Launcher:
     podman: str = "podman"
     state: Path = STATE
     pool_size: int = 2
+    warm: int = 0  # sandboxes started ahead of need for recent runs' keys (see sandbox/warm.py)
     images: rootfs.Images = field(init=False)
     _pools: dict[str, netns.Pool] = field(default_factory=dict, init=False)
     _held: set[str] = field(default_factory=set, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _warm: WarmPool[_Warm, ContainerSpec] | None = field(default=None, init=False)
+    _helper: Path | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.images = rootfs.Images(self.podman)
@@ -106,7 +116,12 @@ class Launcher:
             return self._pools[network.podman_name]
 
     def wait(self) -> None:
-        """Until the pools' background work is done (used namespaces destroyed)."""
+        """Until the pools' background work is done (warm sandboxes started, used namespaces
+        destroyed)."""
+        with self._lock:
+            waiting = self._warm
+        if waiting is not None:
+            waiting.wait()
         with self._lock:
             pools = list(self._pools.values())
         for pool in pools:
@@ -115,6 +130,10 @@ class Launcher:
     def close(self) -> None:
         """Destroy the pools' namespaces (a server stop), used and ready ones, and let go of the
         images this launcher held."""
+        with self._lock:
+            waiting, self._warm = self._warm, None
+        if waiting is not None:
+            waiting.close()  # before the namespaces: the waiting sandboxes hold some
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
             self._held.clear()
@@ -159,19 +178,29 @@ class Launcher:
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> ContainerExit:
+        began = time.monotonic()
+        pool = self._warm_pool()
+        key = self._key(spec) if pool is not None else ""
+        if pool is not None:
+            taken = pool.take(key)
+            pool.want(key, spec)  # the next run with this key finds one waiting
+            if taken is not None:
+                return self._run_warm(taken, spec, on_stdout, on_stderr, timeout, should_stop, began)
         bundle = self.state / "sandboxes" / spec.name
         _private(self.state)
         if bundle.exists():
             self.teardown(spec.name)  # the same name's leftover: its owner is gone
         ns = netns.EMPTY
-        began = time.monotonic()
         clock = _Clock()
         try:
             if spec.network is not Network.NONE:
                 ns = self.pool(spec.network).acquire()
             self.prepare(spec, bundle, ns)
             clock.prepared = time.monotonic()
-            result = self._run(spec, bundle, ns, on_stdout, on_stderr, timeout, should_stop, clock)
+            proc = self._start(spec, bundle, ns)
+            result = self._follow(
+                proc, spec, bundle, spec.stdin, on_stdout, on_stderr, timeout, should_stop, clock
+            )
         finally:
             # A cleanup that fails does not change the run's outcome (as on the Podman path);
             # what stays behind is found by sweep().
@@ -181,9 +210,121 @@ class Launcher:
                 self.pool(spec.network).release(ns)
         return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()))
 
-    def prepare(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> None:
-        """Make `spec`'s bundle in `bundle`: its root, /etc files and config.json (run and held
-        sandboxes alike; `teardown` removes it all)."""
+    def _run_warm(
+        self,
+        sandbox: _Warm,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+        began: float,
+    ) -> ContainerExit:
+        """Hand `spec`'s command, environment and input to a waiting sandbox and follow it as a
+        cold one. It keeps its own name; its bundle says whose run it serves (`for`)."""
+        handed = time.monotonic()
+        clock = _Clock(prepared=handed, running=handed)  # it runs: only the handing is left
+        own = dataclasses.replace(spec, name=sandbox.name)
+        try:
+            (sandbox.bundle / FOR).write_text(spec.name)
+            for m in spec.mounts:
+                if m.late and m.container in sandbox.layout.late:
+                    rootfs.attach(Path(m.host), sandbox.layout.late[m.container], m.read_only)
+            _renice_tree(sandbox.proc.pid, 0)
+            env = oci.environment(spec, sandbox.layout)
+            try:
+                stdin = handoff.message(spec.argv, env) + spec.stdin
+            except ValueError:
+                raise EngineError(
+                    "The sandbox's command or environment holds a NUL byte.", "Remove it, then try again."
+                ) from None
+            result = self._follow(
+                sandbox.proc, own, sandbox.bundle, stdin, on_stdout, on_stderr, timeout, should_stop, clock
+            )
+        finally:
+            if problems := self.teardown(sandbox.name):
+                log.warning("%s", problems)
+            if sandbox.ns.name:
+                self.pool(spec.network).release(sandbox.ns)
+        return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()), warm=True)
+
+    def _warm_pool(self) -> WarmPool[_Warm, ContainerSpec] | None:
+        """The pool of waiting sandboxes; None when `warm` is 0 or its helper can't be built."""
+        if self.warm <= 0:
+            return None
+        with self._lock:
+            if self._warm is not None:
+                return self._warm
+        try:
+            helper = handoff.binary(self.state)
+        except handoff.Unavailable as e:
+            log.warning("sandboxes start cold, none ahead of need: %s (scripts/setup installs gcc)", e)
+            self.warm = 0
+            return None
+        with self._lock:
+            if self._warm is None:
+                self._helper = helper
+                self._warm = WarmPool(self._start_warm, self._discard_warm, _alive, self.warm)
+            return self._warm
+
+    def _key(self, spec: ContainerSpec) -> str:
+        """What a waiting sandbox must match to serve `spec`: everything but its name, labels,
+        command, environment and input; the image by its id (a rebuilt tag is another key)."""
+        # Under runc a run's late mounts (its bundle, its dependencies) are attached at the
+        # handover, so agents on one environment share a key; gVisor's gofer serves a mount from
+        # what it opened at the start, so there they are part of the key.
+        mounts = tuple(
+            dataclasses.replace(m, host="") if m.late and not self.gvisor else m for m in spec.mounts
+        )
+        shape = dataclasses.replace(spec, name="", labels={}, env={}, argv=(), stdin=b"", mounts=mounts)
+        return f"{self.images.get(spec.image).id} {shape!r}"
+
+    def _start_warm(self, key: str, template: ContainerSpec) -> _Warm:
+        name = f"{self.prefix}warm-{secrets.token_hex(6)}"
+        assert self._helper is not None
+        spec = dataclasses.replace(template, name=name, env={}, argv=[oci.HANDOFF], stdin=b"")
+        bundle = self.state / "sandboxes" / name
+        _private(self.state)
+        ns = netns.EMPTY
+        try:
+            if spec.network is not Network.NONE:
+                ns = self.pool(spec.network).acquire()
+            layout = self.prepare(spec, bundle, ns, helper=self._helper)
+            proc = self._start(spec, bundle, ns, nice=WARM_NICE)
+            return _Warm(name, bundle, ns, spec.network, layout, proc)
+        except BaseException:
+            self.teardown(name)
+            if ns.name:
+                self.pool(spec.network).release(ns)
+            raise
+
+    def _discard_warm(self, sandbox: _Warm) -> None:
+        """Remove a waiting sandbox never handed a run: its helper ends at the end of its input."""
+        proc = sandbox.proc
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._kill(sandbox.name)
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        if problems := self.teardown(sandbox.name):
+            log.warning("%s", problems)
+        if sandbox.ns.name:
+            self.pool(sandbox.network).release(sandbox.ns)
+
+    def prepare(
+        self, spec: ContainerSpec, bundle: Path, ns: netns.Netns, helper: Path | None = None
+    ) -> oci.Layout:
+        """Make `spec`'s bundle in `bundle`: its root, /etc files and config.json (run, warm and
+        held sandboxes alike; `teardown` removes it all). `helper`: the handoff helper, bound in
+        for a warm sandbox to wait in; under runc the spec's late mounts then get empty places,
+        filled at the handover (`_attach_late`). Return the layout it made."""
         init = next((p for p in CATATONIT if p.exists()), None)
         if init is None:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
@@ -200,6 +341,11 @@ class Launcher:
             writable_bytes(spec) if writable else READ_ONLY_LAYER,
             chown_home=(uid, gid) if writable and uid != 0 else None,
         )
+        late: dict[str, Path] = {}
+        if helper is not None and not self.gvisor:
+            for i, m in enumerate(m for m in spec.mounts if m.late):
+                late[m.container] = bundle / "late" / str(i)
+                rootfs.shared_point(late[m.container])
         name = hostname(spec.name)
         files = etc_files.write(
             bundle,
@@ -226,11 +372,14 @@ class Launcher:
             image_env=image.env,
             image_workdir=image.workdir,
             rlimits=oci.podman_rlimits(),
+            handoff=helper,
+            late=late,
         )
         config = oci.config(spec, layout)
         if self.gvisor:
             _for_gvisor(config)
         (bundle / "config.json").write_text(json.dumps(config))
+        return layout
 
     def _command(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> list[str]:
         base = [self.runtime, "--root", str(self.runtime_root)]
@@ -241,21 +390,17 @@ class Launcher:
             return ["nsenter", f"--net={ns.path}", *run]
         return run
 
-    def _run(
-        self,
-        spec: ContainerSpec,
-        bundle: Path,
-        ns: netns.Netns,
-        on_stdout: Callable[[bytes], None],
-        on_stderr: Callable[[bytes], None],
-        timeout: float | None,
-        should_stop: Callable[[], bool] | None,
-        clock: _Clock,
-    ) -> ContainerExit:
-        pid_file = bundle / "pid"
+    def _start(
+        self, spec: ContainerSpec, bundle: Path, ns: netns.Netns, nice: int = 0
+    ) -> subprocess.Popen[bytes]:
+        """The runtime running the bundle in the foreground, its stdio our pipes; with `nice`, it
+        and everything it starts at that lower priority (`nice` sets every thread's)."""
+        command = self._command(spec, bundle, ns)
+        if nice:
+            command = ["nice", "-n", str(nice), *command]
         try:
-            proc = subprocess.Popen(
-                self._command(spec, bundle, ns),
+            return subprocess.Popen(
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -263,9 +408,24 @@ class Launcher:
             )
         except FileNotFoundError:
             raise EngineError(f"The OCI runtime {self.runtime} is not installed.", _FIX) from None
+
+    def _follow(
+        self,
+        proc: subprocess.Popen[bytes],
+        spec: ContainerSpec,
+        bundle: Path,
+        stdin: bytes,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+        clock: _Clock,
+    ) -> ContainerExit:
+        """Feed `stdin`, stream the output, enforce the timeout and cancels, until it ends."""
+        pid_file = bundle / "pid"
         assert proc.stdin and proc.stdout and proc.stderr
         threads = [
-            threading.Thread(target=_feed, args=(proc.stdin, spec.stdin), daemon=True),
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True),
             threading.Thread(target=_pump, args=(proc.stdout, on_stdout), daemon=True),
             threading.Thread(target=_pump, args=(proc.stderr, on_stderr), daemon=True),
         ]
@@ -389,6 +549,40 @@ class Launcher:
 
 
 @dataclass
+class _Warm:
+    """A sandbox started ahead of need, its helper waiting for a run on its standard input."""
+
+    name: str
+    bundle: Path
+    ns: netns.Netns
+    network: Network
+    layout: oci.Layout
+    proc: subprocess.Popen[bytes]
+
+
+def _alive(sandbox: _Warm) -> bool:
+    return sandbox.proc.poll() is None
+
+
+def _renice_tree(pid: int, nice: int) -> None:
+    """Give every thread of `pid` and of all its descendants the priority `nice` (a thread's
+    priority is its own on Linux). The sandbox's processes are the runtime's descendants."""
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        tasks = Path(f"/proc/{current}/task")
+        try:
+            tids = [int(t.name) for t in tasks.iterdir()]
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(c) for c in (tasks / str(tid) / "children").read_text().split()]
+
+
+@dataclass
 class _Clock:
     """When each phase of one sandbox ended (time.monotonic(); 0.0: not reached)."""
 
@@ -432,9 +626,12 @@ def _for_gvisor(config: dict[str, Any]) -> None:
         config["process"]["rlimits"] = [*rlimits, {"type": "RLIMIT_NPROC", "hard": limit, "soft": limit}]
 
 
-def launchers(prefix: str) -> dict[Isolation, Launcher]:
-    """A platform's launchers, one per isolation runtime, for sandboxes named `prefix`..."""
-    return {isolation: Launcher(runtime=isolation.runtime, prefix=prefix) for isolation in Isolation}
+def launchers(prefix: str, warm: int = 0) -> dict[Isolation, Launcher]:
+    """A platform's launchers, one per isolation runtime, for sandboxes named `prefix`..., each
+    keeping up to `warm` sandboxes started ahead of need."""
+    return {
+        isolation: Launcher(runtime=isolation.runtime, prefix=prefix, warm=warm) for isolation in Isolation
+    }
 
 
 _default: Launcher | None = None

@@ -3,6 +3,7 @@ directory, the bundle read-only."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,11 @@ def run_spec(
         env={**env, "HOME": WORKDIR, **deps.env},
         workdir=WORKDIR,
         user=SANDBOX_USER,
-        mounts=[*host_mounts, Mount(str(bundle_dir), BUNDLE), *deps.mounts],
+        mounts=[
+            *host_mounts,
+            Mount(str(bundle_dir), BUNDLE, late=True),
+            *(dataclasses.replace(m, late=True) for m in deps.mounts),
+        ],
         tmpfs={WORKDIR: tmpfs_opts, SCRATCH: tmpfs_opts},
         network=Network.SANDBOX if network else Network.NONE,
         memory_bytes=limits.memory_bytes,

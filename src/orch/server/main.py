@@ -65,7 +65,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     cfg = cfg.with_values(services_port=services_sock.getsockname()[1], services_url=services_url)
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
     # Runs' sandboxes start through the OCI runtime itself; Podman builds and runs services.
-    platform.launchers = dict(runc.launchers(platform.container_prefix))
+    platform.launchers = dict(runc.launchers(platform.container_prefix, int(cfg.warm_sandboxes)))
     # Sandboxes' networks and isolation rules: a machine that cannot have them says so now,
     # not at the first run.
     platform.engine.prepare()

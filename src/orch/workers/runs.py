@@ -378,6 +378,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     # The launcher's own preparing (root, config) is part of preparing the sandbox.
     measure.phase("prepare", prepared + result.timings.get("prepare", 0.0))
     if "start" in result.timings:  # a launcher that knows them (the fake engine does not)
+        measure.sandbox_started(result.warm)
         measure.phase("start", result.timings["start"])
         measure.phase("run", result.timings["run"])
         measure.phase("exit", result.timings["exit"])

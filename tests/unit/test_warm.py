@@ -1,0 +1,141 @@
+"""The warm pool's policy (sandbox/warm.py) with stand-in sandboxes: one waits per wanted key,
+each is given out once, the least recently wanted go first when full, idle ones go, a failed
+start leaves the next run to start cold, and closing removes every waiting one."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from orch.sandbox.warm import Pool
+
+
+class Sandboxes:
+    def __init__(self, fail: bool = False) -> None:
+        self.numbers = itertools.count(1)
+        self.started: list[tuple[str, str]] = []  # (key, name)
+        self.discarded: list[str] = []
+        self.dead: set[str] = set()
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def start(self, key: str, template: str) -> str:
+        if self.fail:
+            raise RuntimeError("the runtime is missing")
+        name = f"{template}-{next(self.numbers)}"
+        with self.lock:
+            self.started.append((key, name))
+        return name
+
+    def discard(self, name: str) -> None:
+        with self.lock:
+            self.discarded.append(name)
+
+    def alive(self, name: str) -> bool:
+        return name not in self.dead
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool(boxes: Sandboxes, size: int = 2, clock: Clock | None = None) -> Pool[str, str]:
+    return Pool(boxes.start, boxes.discard, boxes.alive, size, idle=120, clock=clock or Clock())
+
+
+def test_a_wanted_key_gets_one_waiting_sandbox_given_out_once() -> None:
+    boxes = Sandboxes()
+    p = pool(boxes)
+    assert p.take("a") is None  # nothing was wanted yet: the first run starts cold
+    p.want("a", "tpl")
+    p.want("a", "tpl")  # wanted again before it is taken: still one
+    p.wait()
+    assert boxes.started == [("a", "tpl-1")]
+    assert p.take("a") == "tpl-1"
+    assert p.take("a") is None  # never twice
+    assert p.take("b") is None  # another key's: never
+    assert p.taken == 1
+    p.close()
+    assert boxes.discarded == []  # the taken one is its run's to remove, not the pool's
+
+
+def test_when_full_the_least_recently_wanted_key_gives_way() -> None:
+    boxes = Sandboxes()
+    clock = Clock()
+    p = pool(boxes, size=2, clock=clock)
+    for key in ("a", "b"):
+        p.want(key, key)
+        p.wait()
+        clock.now += 1
+    p.want("a", "a")  # a is wanted again: b is now the least recent
+    clock.now += 1
+    p.want("c", "c")
+    p.wait()
+    assert boxes.discarded == ["b-2"]
+    assert p.take("b") is None and p.take("a") == "a-1" and p.take("c") == "c-3"
+    p.close()
+
+
+def test_idle_keys_lose_their_sandbox() -> None:
+    boxes = Sandboxes()
+    clock = Clock()
+    p = pool(boxes, clock=clock)
+    p.want("a", "a")
+    p.wait()
+    clock.now += 121
+    p.expire()
+    assert p.take("a") is None
+    for _ in range(100):  # removed in a thread of its own
+        if boxes.discarded:
+            break
+        threading.Event().wait(0.01)
+    assert boxes.discarded == ["a-1"]
+    p.close()
+
+
+def test_a_dead_sandbox_is_not_given_out_but_removed() -> None:
+    boxes = Sandboxes()
+    p = pool(boxes)
+    p.want("a", "a")
+    p.wait()
+    boxes.dead.add("a-1")
+    assert p.take("a") is None
+    assert boxes.discarded == ["a-1"] and p.taken == 0
+    p.close()
+
+
+def test_a_failed_start_leaves_runs_to_start_cold(caplog: pytest.LogCaptureFixture) -> None:
+    boxes = Sandboxes(fail=True)
+    p = pool(boxes)
+    p.want("a", "a")
+    p.wait()
+    assert p.take("a") is None
+    assert "a warm sandbox could not be started: the runtime is missing" in caplog.text
+    p.close()
+
+
+def test_close_removes_the_waiting_and_starts_no_more() -> None:
+    boxes = Sandboxes()
+    p = pool(boxes, size=3)
+    for key in ("a", "b"):
+        p.want(key, key)
+    p.wait()
+    p.close()
+    assert sorted(boxes.discarded) == ["a-1", "b-2"]
+    p.want("c", "c")
+    assert p.take("c") is None and len(boxes.started) == 2
+
+
+def test_size_zero_starts_nothing() -> None:
+    boxes = Sandboxes()
+    p = pool(boxes, size=0)
+    p.want("a", "a")
+    p.wait()
+    assert boxes.started == [] and p.take("a") is None
+    p.close()
