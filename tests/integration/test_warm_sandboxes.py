@@ -215,11 +215,19 @@ def _nice_of_tree(pid: int) -> dict[str, set[int]]:
     todo = [pid]
     while todo:
         current = todo.pop()
-        for task in Path(f"/proc/{current}/task").iterdir():
-            stat = (task / "stat").read_text()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue  # it ended meanwhile
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue  # a thread that ended meanwhile (gVisor's come and go)
             name = stat.split("(", 1)[1].rsplit(")", 1)[0]
             found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[16]))
-            todo += [int(c) for c in (task / "children").read_text().split()]
+            todo += [int(c) for c in children]
     return found
 
 

@@ -140,9 +140,11 @@ class Engine(Protocol):
         on_stderr: Callable[[bytes], None],
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
     ) -> ContainerExit:
         """Run a sandbox to its end, streaming its output; the container is removed afterwards.
-        `timeout` and `should_stop` kill it (reported as timed_out / cancelled)."""
+        `timeout` and `should_stop` kill it (reported as timed_out / cancelled). `on_exit`: called
+        with the outcome once it is known (here, after the removal)."""
         ...
 
     def remove_containers(self, labels: Mapping[str, str]) -> int:

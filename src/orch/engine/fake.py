@@ -131,17 +131,22 @@ class FakeEngine(Engine):
         on_stderr: Callable[[bytes], None],
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
     ) -> ContainerExit:
         self.containers.append(spec)
         if should_stop is not None and should_stop():
-            return ContainerExit(137, cancelled=True)
-        began = time.monotonic()
-        result = self.behaviour(spec, on_stdout, on_stderr)
-        if result.timings:
-            return result
-        # As a launcher reports them: nothing to prepare, start or clean up; the behaviour ran.
-        ran = time.monotonic() - began
-        return dataclasses.replace(result, timings={"prepare": 0.0, "start": 0.0, "run": ran, "exit": 0.0})
+            result = ContainerExit(137, cancelled=True)
+        else:
+            began = time.monotonic()
+            result = self.behaviour(spec, on_stdout, on_stderr)
+            if not result.timings:
+                # As a launcher reports them: nothing to prepare, start or clean up; it ran.
+                ran = time.monotonic() - began
+                timings = {"prepare": 0.0, "start": 0.0, "run": ran, "exit": 0.0}
+                result = dataclasses.replace(result, timings=timings)
+        if on_exit is not None:
+            on_exit(result)
+        return result
 
     def remove_containers(self, labels: Mapping[str, str]) -> int:
         return 0

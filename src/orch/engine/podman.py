@@ -267,13 +267,17 @@ class PodmanEngine(Engine):
         on_stderr: Callable[[bytes], None],
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
     ) -> ContainerExit:
         if spec.network is not Network.NONE:
             self.prepare()
         try:
-            return podman_run.run_container(self.binary, spec, on_stdout, on_stderr, timeout, should_stop)
+            result = podman_run.run_container(self.binary, spec, on_stdout, on_stderr, timeout, should_stop)
         except FileNotFoundError:
             raise EngineError("Podman is not installed.", _FIX) from None
+        if on_exit is not None:
+            on_exit(result)
+        return result
 
     def remove_containers(self, labels: Mapping[str, str]) -> int:
         args = ["ps", "-a"]

@@ -31,8 +31,11 @@ class Launcher(Protocol):
         on_stderr: Callable[[bytes], None],
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
     ) -> ContainerExit:
-        """Run a sandbox to its end, streaming its output; everything of it is removed after."""
+        """Run a sandbox to its end, streaming its output; everything of it is removed after.
+        `on_exit` is called with the outcome as soon as it is known, before the removal (so a
+        run's end is recorded while its sandbox is still being cleaned up)."""
         ...
 
 

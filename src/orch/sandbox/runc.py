@@ -177,6 +177,7 @@ class Launcher:
         on_stderr: Callable[[bytes], None],
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
     ) -> ContainerExit:
         began = time.monotonic()
         pool = self._warm_pool()
@@ -185,7 +186,7 @@ class Launcher:
             taken = pool.take(key)
             pool.want(key, spec)  # the next run with this key finds one waiting
             if taken is not None:
-                return self._run_warm(taken, spec, on_stdout, on_stderr, timeout, should_stop, began)
+                return self._run_warm(taken, spec, on_stdout, on_stderr, timeout, should_stop, began, on_exit)
         bundle = self.state / "sandboxes" / spec.name
         _private(self.state)
         if bundle.exists():
@@ -201,6 +202,8 @@ class Launcher:
             result = self._follow(
                 proc, spec, bundle, spec.stdin, on_stdout, on_stderr, timeout, should_stop, clock
             )
+            if on_exit is not None:
+                on_exit(result)
         finally:
             # A cleanup that fails does not change the run's outcome (as on the Podman path);
             # what stays behind is found by sweep().
@@ -219,6 +222,7 @@ class Launcher:
         timeout: float | None,
         should_stop: Callable[[], bool] | None,
         began: float,
+        on_exit: Callable[[ContainerExit], None] | None,
     ) -> ContainerExit:
         """Hand `spec`'s command, environment and input to a waiting sandbox and follow it as a
         cold one. It keeps its own name; its bundle says whose run it serves (`for`)."""
@@ -241,6 +245,8 @@ class Launcher:
             result = self._follow(
                 sandbox.proc, own, sandbox.bundle, stdin, on_stdout, on_stderr, timeout, should_stop, clock
             )
+            if on_exit is not None:
+                on_exit(result)
         finally:
             if problems := self.teardown(sandbox.name):
                 log.warning("%s", problems)

@@ -367,6 +367,17 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         # A loop has no process of its own to exit: 0 when it answered, none otherwise.
         _finish(platform, run_id, done.status, 0 if done.status == RunStatus.SUCCEEDED else None, done.reason)
         return
+    ended: list[ContainerExit] = []
+
+    def record(result: ContainerExit) -> None:
+        """The run's end, recorded as soon as the sandbox has exited: its removal goes on after,
+        and its followers need not wait for it."""
+        out.flush()  # before the run is seen to end: its followers read the whole output
+        with measure.timed("store"):
+            status, reason = outcome(result, limits, out.stderr_tail)
+            _finish(platform, run_id, status, result.exit_code, reason)
+        ended.append(result)
+
     with measure.sandbox_open():
         result = platform.launcher(plan.isolation).run_container(
             spec,
@@ -374,7 +385,10 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
             lambda b: out.write("stderr", b),
             timeout=float(limits.timeout),
             should_stop=_stop_check(platform, run_id),
+            on_exit=record,
         )
+    if not ended:
+        record(result)
     # The launcher's own preparing (root, config) is part of preparing the sandbox.
     measure.phase("prepare", prepared + result.timings.get("prepare", 0.0))
     if "start" in result.timings:  # a launcher that knows them (the fake engine does not)
@@ -382,10 +396,6 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         measure.phase("start", result.timings["start"])
         measure.phase("run", result.timings["run"])
         measure.phase("exit", result.timings["exit"])
-    out.flush()  # before the run is seen to end: its followers read the whole output
-    with measure.timed("store"):
-        status, reason = outcome(result, limits, out.stderr_tail)
-        _finish(platform, run_id, status, result.exit_code, reason)
 
 
 def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
