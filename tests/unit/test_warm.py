@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 
@@ -130,6 +131,28 @@ def test_close_removes_the_waiting_and_starts_no_more() -> None:
     assert sorted(boxes.discarded) == ["a-1", "b-2"]
     p.want("c", "c")
     assert p.take("c") is None and len(boxes.started) == 2
+
+
+def test_a_sandbox_still_starting_is_waited_for_not_started_again() -> None:
+    boxes = Sandboxes()
+    gate = threading.Event()
+    start = boxes.start
+
+    def slow_start(key: str, template: str) -> str:
+        gate.wait(5)
+        return start(key, template)
+
+    boxes.start = slow_start  # type: ignore[method-assign]
+    p = pool(boxes)
+    p.want("a", "a")
+    deadline = time.monotonic() + 5
+    while p.waiting() == 0:  # its start is under way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    threading.Timer(0.2, gate.set).start()
+    assert p.take("a", wait=5) == "a-1"  # waited for, not None (a cold start)
+    assert p.take("b", wait=0.1) is None  # another key: nothing being started for it
+    p.close()
 
 
 def test_size_zero_starts_nothing() -> None:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import threading
@@ -181,10 +182,19 @@ class Launcher:
     ) -> ContainerExit:
         began = time.monotonic()
         pool = self._warm_pool()
-        key = self._key(spec) if pool is not None else ""
         if pool is not None:
+            key = self._key(spec)
             taken = pool.take(key)
-            pool.want(key, spec)  # the next run with this key finds one waiting
+            given = on_exit
+
+            def on_exit(result: ContainerExit) -> None:
+                if given is not None:
+                    given(result)
+                # The next run with this key finds one waiting. Started once this one has
+                # exited: the server's threads share one interpreter, and the start's own
+                # Python would slow this run's.
+                pool.want(key, spec)
+
             if taken is not None:
                 return self._run_warm(taken, spec, on_stdout, on_stderr, timeout, should_stop, began, on_exit)
         bundle = self.state / "sandboxes" / spec.name
@@ -439,16 +449,15 @@ class Launcher:
             t.start()
         why = ""
         started = time.monotonic()
+        ended = _ExitWait(proc)
         try:
             while True:
-                try:
-                    # Finely until the process runs (the start is what a run waits for), then
-                    # at the pace of timeouts and cancels.
-                    proc.wait(0.05 if clock.running else 0.002)
+                # Finely until the process runs (the start is what a run waits for), then at the
+                # pace of timeouts and cancels; its exit wakes the wait at once.
+                if ended(0.05 if clock.running else 0.002):
                     break
-                except subprocess.TimeoutExpired:
-                    if not clock.running and pid_file.exists():
-                        clock.running = time.monotonic()
+                if not clock.running and pid_file.exists():
+                    clock.running = time.monotonic()
                 if timeout is not None and time.monotonic() - started >= timeout:
                     why = "timeout"
                 elif should_stop is not None and should_stop():
@@ -459,6 +468,7 @@ class Launcher:
                         proc.wait(10)
                     break
         finally:
+            ended.close()
             if proc.poll() is None:
                 # runc itself hangs (or we are being unwound): the container goes in teardown.
                 self._kill(spec.name)
@@ -564,6 +574,39 @@ class _Warm:
     network: Network
     layout: oci.Layout
     proc: subprocess.Popen[bytes]
+
+
+class _ExitWait:
+    """A wait for `proc`'s exit that wakes as it happens: Popen.wait(timeout) polls with growing
+    sleeps (up to 50 ms), which a sandbox's end would wait out. A pidfd becomes readable at the
+    exit; the process is then reaped."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pidfd: int | None = None
+        self.poller = select.poll()
+        with contextlib.suppress(OSError):  # gone already, or no pidfds: Popen.wait's polling
+            self.pidfd = os.pidfd_open(proc.pid)
+            self.poller.register(self.pidfd, select.POLLIN)
+
+    def __call__(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True once the process has exited (and is reaped)."""
+        if self.pidfd is None:
+            try:
+                self.proc.wait(seconds)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        if self.proc.returncode is None and not self.poller.poll(seconds * 1000):
+            return False
+        self.proc.wait()
+        return True
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
 
 
 def _alive(sandbox: _Warm) -> bool:

@@ -53,14 +53,22 @@ class Pool(Generic[T, S]):
         self._wanted: dict[str, tuple[S, float]] = {}  # key -> (template, last wanted)
         self._todo: list[str] = []  # keys to start a sandbox for, oldest first
         self._busy = False  # the thread is starting one
+        self._starting: str | None = None  # for this key
         self._closed = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self.taken = 0  # runs that found their sandbox waiting (for metrics and tests)
 
-    def take(self, key: str) -> T | None:
-        """The sandbox waiting for `key`, now the caller's; None when there is none."""
+    def take(self, key: str, wait: float = 1.0) -> T | None:
+        """The sandbox waiting for `key`, now the caller's; None when there is none. One being
+        started for `key` right now is waited for (up to `wait` seconds): it is further along
+        than a cold start would be."""
+        deadline = self._clock() + wait
         with self._cond:
+            while (
+                self._starting == key and key not in self._waiting and (left := deadline - self._clock()) > 0
+            ):
+                self._cond.wait(left)
             waiting = self._waiting.pop(key, None)
             if waiting is not None and self._alive(waiting.item):
                 self.taken += 1
@@ -129,7 +137,7 @@ class Pool(Generic[T, S]):
                 key = self._todo.pop(0)
                 template, _ = self._wanted[key]
                 evicted = self._make_room_locked()
-                self._busy = True
+                self._busy, self._starting = True, key
             for old in evicted:
                 self._discard_quietly(old)
             item: T | None = None
@@ -138,7 +146,7 @@ class Pool(Generic[T, S]):
             except Exception as e:  # noqa: BLE001 - any failure: the next run starts cold, and its own start says why
                 log.warning("a warm sandbox could not be started: %s", e)
             with self._cond:
-                self._busy = False
+                self._busy, self._starting = False, None
                 late = item is not None and (self._closed or key in self._waiting)
                 if item is not None and not late:
                     self._waiting[key] = _Waiting(item, self._clock())

@@ -14,7 +14,9 @@ class QueueWorkers:
 
     `recover` runs once before they start (settling what a stopped server left in flight);
     `wake` is set by whoever queues work, so an idle worker starts at once instead of at its
-    next poll."""
+    next poll. One idle worker at a time waits on it: a queued item wakes one worker, which
+    wakes the next when it claimed something (there may be more), rather than every idle worker
+    racing for the same item (each race a transaction on the store, on the run's own path)."""
 
     def __init__(
         self,
@@ -33,6 +35,7 @@ class QueueWorkers:
         self.poll = poll
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._waiter = threading.Lock()  # held by the one idle worker that waits on `wake`
 
     def start(self) -> None:
         self._recover()
@@ -49,10 +52,19 @@ class QueueWorkers:
                 log.exception("claiming from the %s queue failed", self.name)
                 item = None
             if item is None:
-                self._wake.wait(self.poll)
-                self._wake.clear()
+                self._idle()
                 continue
+            self._wake.set()  # the next idle worker looks for more
             self._work(item)
+
+    def _idle(self) -> None:
+        """Wait for work, or `poll` seconds: one worker at a time (the others wait their turn)."""
+        with self._waiter:
+            if self.stopping.is_set():
+                return
+            self._wake.wait(self.poll)
+            if not self.stopping.is_set():
+                self._wake.clear()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()
