@@ -197,24 +197,19 @@ def test_build_timeout_fails_the_build(make_server, tmp_path) -> None:
 
 
 def _images(server: Server, *flags: str) -> list[str]:
-    """Ids of the platform's images (`-a`: with the layers under them)."""
+    """Ids of the platform's images (`-a`: with the layers under them). Asked again when Podman
+    fails to list: another test's server may remove an image of its own while Podman lists
+    (it then exits 125 on the image it no longer finds)."""
     import subprocess
 
-    out = subprocess.run(
-        [
-            "podman",
-            "images",
-            *flags,
-            "-q",
-            "--no-trunc",
-            "--filter",
-            f"label=org.orch.instance={server.instance}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return sorted(set(out.stdout.split()))
+    command = ["podman", "images", *flags, "-q", "--no-trunc"]
+    command += ["--filter", f"label=org.orch.instance={server.instance}"]
+    for _attempt in range(5):
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            return sorted(set(out.stdout.split()))
+        time.sleep(0.2)
+    raise AssertionError(f"podman images failed 5 times: {out.stderr}")
 
 
 def test_rebuilds_and_restarts_leave_no_unnamed_images(make_server, tmp_path) -> None:

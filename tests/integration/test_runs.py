@@ -83,6 +83,9 @@ def test_python_agent_with_requirements(server: Server, tmp_path: Path) -> None:
     assert second["environment"]["name"] == "python" and second["environment_rule"] == "base"
     log = server.get(f"/v1/runs/{second['id']}/logs")["log"]
     assert "cached, nothing to install" in log and "Installing" not in log
+    # Compiled at the install: the cache is mounted read-only, so an agent could not write the
+    # bytecode, and would compile every module it imports at every run.
+    assert list((server.home / "deps").glob("*/python/__pycache__/six.*.pyc"))
 
 
 @pytest.mark.parametrize("locked", [True, False], ids=["npm-ci", "npm-install"])

@@ -32,8 +32,8 @@ from orch.sandbox.layout import (
 _PYTHON_SCRIPT = f"""\
 set -e
 if command -v uv >/dev/null 2>&1; then
-  uv pip install --no-cache --python "$(command -v python3)" --target {PYTHON_DEPS} \\
-    -r {BUNDLE}/requirements.txt
+  uv pip install --no-cache --compile-bytecode --python "$(command -v python3)" \\
+    --target {PYTHON_DEPS} -r {BUNDLE}/requirements.txt
 else
   python3 -m pip install --no-cache-dir --target {PYTHON_DEPS} -r {BUNDLE}/requirements.txt
 fi
@@ -69,7 +69,8 @@ def dependency_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
 
 
 def cache_key(dep_files: Mapping[str, bytes], image_id: str) -> str:
-    h = hashlib.sha256(image_id.encode())
+    # The install scripts too: a changed recipe (bytecode compiled, say) installs anew.
+    h = hashlib.sha256(image_id.encode() + _PYTHON_SCRIPT.encode() + _NODE_SCRIPT.encode())
     for name in sorted(dep_files):
         h.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(dep_files[name]).digest())
     return h.hexdigest()
