@@ -3,8 +3,10 @@ every case under each isolation runtime, runc and gVisor (runsc from bookworm-ba
 scripts/setup installs: bookworm's own 2022 runsc crashed on the fork bomb). One server per
 runtime serves the module's cases, each in runs of its own."""
 
+import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.conftest import Server, make_server  # noqa: F401 - shared fixture
@@ -17,6 +19,20 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     s.start()
     try:
         yield s
+        starts = sandbox_starts(s)
+        print(f"\n[{request.param}] runs' sandboxes: {starts['warm']:g} warm, {starts['cold']:g} cold")
+        # Under runc, hostile agents on one environment and limits share warm sandboxes: the
+        # cases ran through handed sandboxes too, not only through cold ones (under gVisor an
+        # agent's bundle is part of the key, and each agent here runs once).
+        if request.param == "runc" and starts["warm"] + starts["cold"] >= 5:
+            assert starts["warm"] > 0, starts
     finally:
         s.stop()
         s.cleanup()
+
+
+def sandbox_starts(server: Server) -> dict[str, float]:
+    """orch_run_sandbox_starts_total by start (warm, cold), from the server's /metrics."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    found = re.findall(r'^orch_run_sandbox_starts_total\{start="(warm|cold)"\} ([0-9.e+]+)$', text, re.M)
+    return {kind: float(value) for kind, value in found}
