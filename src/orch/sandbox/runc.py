@@ -215,12 +215,7 @@ class Launcher:
             if on_exit is not None:
                 on_exit(result)
         finally:
-            # A cleanup that fails does not change the run's outcome (as on the Podman path);
-            # what stays behind is found by sweep().
-            if problems := self.teardown(spec.name):
-                log.warning("%s", problems)
-            if ns.name:
-                self.pool(spec.network).release(ns)
+            self._remove(spec.name, ns, spec.network)
         return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()))
 
     def _run_warm(
@@ -258,10 +253,7 @@ class Launcher:
             if on_exit is not None:
                 on_exit(result)
         finally:
-            if problems := self.teardown(sandbox.name):
-                log.warning("%s", problems)
-            if sandbox.ns.name:
-                self.pool(spec.network).release(sandbox.ns)
+            self._remove(sandbox.name, sandbox.ns, sandbox.network)
         return dataclasses.replace(result, timings=clock.timings(began, time.monotonic()), warm=True)
 
     def _warm_pool(self) -> WarmPool[_Warm, ContainerSpec] | None:
@@ -309,9 +301,7 @@ class Launcher:
             proc = self._start(spec, bundle, ns, nice=WARM_NICE)
             return _Warm(name, bundle, ns, spec.network, layout, proc)
         except BaseException:
-            self.teardown(name)
-            if ns.name:
-                self.pool(spec.network).release(ns)
+            self._remove(name, ns, spec.network)
             raise
 
     def _discard_warm(self, sandbox: _Warm) -> None:
@@ -329,10 +319,16 @@ class Launcher:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-        if problems := self.teardown(sandbox.name):
+        self._remove(sandbox.name, sandbox.ns, sandbox.network)
+
+    def _remove(self, name: str, ns: netns.Netns, network: Network) -> None:
+        """`teardown` a sandbox and give its network namespace back to the pool. A cleanup that
+        fails does not change a run's outcome (as on the Podman path): it is logged, and what
+        stays behind is found by sweep()."""
+        if problems := self.teardown(name):
             log.warning("%s", problems)
-        if sandbox.ns.name:
-            self.pool(sandbox.network).release(sandbox.ns)
+        if ns.name:
+            self.pool(network).release(ns)
 
     def prepare(
         self, spec: ContainerSpec, bundle: Path, ns: netns.Netns, helper: Path | None = None
@@ -340,7 +336,7 @@ class Launcher:
         """Make `spec`'s bundle in `bundle`: its root, /etc files and config.json (run, warm and
         held sandboxes alike; `teardown` removes it all). `helper`: the handoff helper, bound in
         for a warm sandbox to wait in; under runc the spec's late mounts then get empty places,
-        filled at the handover (`_attach_late`). Return the layout it made."""
+        filled at the handover (`_run_warm`). Return the layout it made."""
         init = next((p for p in CATATONIT if p.exists()), None)
         if init is None:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
