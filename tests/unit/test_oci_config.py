@@ -271,10 +271,19 @@ def test_environment_precedence_is_podmans() -> None:
     assert values["LANG"] == "C.UTF-8"
 
 
-def test_seccomp_is_podmans_conversion_of_the_profile() -> None:
+def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> None:
     sc = oci.config(spec(), layout())["linux"]["seccomp"]
     assert sc["defaultAction"] == "SCMP_ACT_ERRNO" and sc["defaultErrnoRet"] == 38
-    assert sc["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    # Podman's conversion allows the 32-bit ABIs too; a sandbox allows the native one only
+    assert seccomp.convert(PROFILE, [], "amd64")["architectures"] == [
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X32",
+    ]
+    assert sc["architectures"] == ["SCMP_ARCH_X86_64"]
+    assert {k: v for k, v in sc.items() if k != "architectures"} == {
+        k: v for k, v in seccomp.convert(PROFILE, [], "amd64").items() if k != "architectures"
+    }
     assert sc["syscalls"] == [
         {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
         {
@@ -294,6 +303,9 @@ def test_seccomp_rules_follow_the_capabilities() -> None:
     assert not any(r["names"] == ["chroot"] and r["action"] == "SCMP_ACT_ERRNO" for r in with_chroot)
     arm = seccomp.convert(PROFILE, [], "arm64")
     assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert seccomp.native_only(arm, "arm64")["architectures"] == ["SCMP_ARCH_AARCH64"]
+    unknown = seccomp.convert(PROFILE, [], "riscv64")  # no archMap entry: left as it is
+    assert seccomp.native_only(unknown, "riscv64") == unknown
     assert not any(r["names"] == ["arch_prctl"] for r in arm["syscalls"])
 
 

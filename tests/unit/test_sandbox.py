@@ -82,6 +82,10 @@ def test_dependency_key() -> None:
 def test_outcome_reasons() -> None:
     assert outcome(ContainerExit(0), LIMITS, b"") == (RunStatus.SUCCEEDED, None)
     assert outcome(ContainerExit(3), LIMITS, b"") == (RunStatus.FAILED, "exit code 3")
+    assert outcome(ContainerExit(159), LIMITS, b"") == (
+        RunStatus.FAILED,
+        "killed (SIGSYS): a system call the sandbox does not allow",
+    )
     assert outcome(ContainerExit(137, oom_killed=True), LIMITS, b"") == (
         RunStatus.FAILED,
         "killed: memory limit 128 MiB",

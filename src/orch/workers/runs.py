@@ -427,6 +427,8 @@ def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[
         return RunStatus.FAILED, f"exit code {result.exit_code}: process limit ({limits.pids}) reached"
     if result.exit_code == 137:
         return RunStatus.FAILED, "killed (SIGKILL)"
+    if result.exit_code == 159:  # 128 + SIGSYS: what the seccomp filter does to a 32-bit syscall
+        return RunStatus.FAILED, "killed (SIGSYS): a system call the sandbox does not allow"
     # 125 is the engine's own failure to start the sandbox: name the missing host piece.
     if result.exit_code == 125 and (missing := host_check.diagnose(text)):
         return RunStatus.FAILED, f"the sandbox could not start: {missing}"
