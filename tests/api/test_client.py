@@ -196,8 +196,8 @@ def test_settings_as_the_cli_finds_them(tmp_path: Path, monkeypatch: pytest.Monk
     assert "orch login" in none.value.fix
     config.write_file(home / "config.toml", {"url": "http://127.0.0.1:8750", "token": "from-file"})
     assert Client().url == "http://127.0.0.1:8750"
-    assert Client(home=home).http._http.headers["Authorization"] == "Bearer from-file"
+    assert Client(home=home).http.headers["Authorization"] == "Bearer from-file"
     monkeypatch.setenv("ORCH_URL", "http://127.0.0.1:9999/")
     assert Client().url == "http://127.0.0.1:9999"  # the environment over the file
     given = Client("http://example.test:1", "mine")
-    assert given.url == "http://example.test:1" and given.http._http.headers["Authorization"] == "Bearer mine"
+    assert given.url == "http://example.test:1" and given.http.headers["Authorization"] == "Bearer mine"

@@ -1,10 +1,14 @@
-"""The client's HTTP layer over a real socket: `Transport` on `plain_http` (http.client) against
-a small HTTP/1.1 server that counts its connections, streams, stalls and closes on demand."""
+"""The client's HTTP layer over a real socket: `Transport` on `plain_http` (http.client, no httpx)
+against a small HTTP/1.1 server that counts its connections, streams, stalls and closes on
+demand; the same requests through httpx (the backend for https:// and proxies) answer the same."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from orch.client import plain_http
-from orch.client.plain_http import PlainHTTPTransport
-from orch.client.transport import Transport
+from orch.client.plain_http import PlainHTTP
+from orch.client.transport import Transport, _Httpx
 from orch.errors import Conflict, OrchError, ServerUnreachable
 
 
@@ -117,14 +122,46 @@ def stub() -> Iterator[Stub]:
         server.server_close()
 
 
-@pytest.fixture
-def http(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> Iterator[Transport]:
+def _transport(stub: Stub, monkeypatch: pytest.MonkeyPatch, backend: str) -> Transport:
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    transport = Transport(f"http://127.0.0.1:{stub.server_address[1]}", "tok", timeout=2)
-    assert isinstance(transport._http._transport, PlainHTTPTransport)
+    url = f"http://127.0.0.1:{stub.server_address[1]}"
+    if backend == "plain":
+        transport = Transport(url, "tok", timeout=2)
+        assert isinstance(transport._backend, PlainHTTP)
+    else:  # what https:// and proxies go through
+        transport = Transport(url, "tok", transport=httpx.HTTPTransport(), timeout=2)
+        assert isinstance(transport._backend, _Httpx)
+    return transport
+
+
+@pytest.fixture(params=["plain", "httpx"])
+def http(stub: Stub, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Transport]:
+    """The same requests through either backend must answer and fail the same."""
+    transport = _transport(stub, monkeypatch, request.param)
     yield transport
     transport.close()
+
+
+@pytest.fixture
+def plain(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> Iterator[Transport]:
+    transport = _transport(stub, monkeypatch, "plain")
+    yield transport
+    transport.close()
+
+
+def test_the_plain_backend_needs_no_httpx(stub: Stub) -> None:
+    code = (
+        "import sys\n"
+        "from orch.client.transport import Transport\n"
+        f"print(Transport('http://127.0.0.1:{stub.server_address[1]}', 't').get('/echo')['auth'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'h11', 'anyio')))\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.splitlines() == ["Bearer t", "[]"]
 
 
 def test_requests_share_one_kept_alive_connection(http: Transport, stub: Stub) -> None:
@@ -133,7 +170,7 @@ def test_requests_share_one_kept_alive_connection(http: Transport, stub: Stub) -
         assert answer == {"query": {"i": str(i), "q": "a b&c"}, "auth": "Bearer tok"}
     assert http.post("/things", json={"a": [1, "é"]}) == {"got": {"a": [1, "é"]}, "type": "application/json"}
     assert http.put("/file", content=b"\x00" * 300_000) == {"size": 300_000, "first": "00"}
-    assert http.get("/gzip") == {"zipped": True}  # decoded by httpx
+    assert http.get("/gzip") == {"zipped": True}  # Content-Encoding: gzip, undone
     assert http.delete("/thing") is None
     assert stub.connections == 1
 
@@ -157,20 +194,20 @@ def test_a_connection_the_server_closed_is_not_reused(http: Transport, stub: Stu
 
 
 def test_a_connection_closed_after_the_check_is_retried_if_idempotent(
-    http: Transport, stub: Stub, monkeypatch: pytest.MonkeyPatch
+    plain: Transport, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server may close an idle connection just after the check before reuse: a GET is sent
     again on a fresh one; a POST is not (the server might have acted on it), and fails."""
     monkeypatch.setattr(plain_http, "_closed_by_peer", lambda conn: False)
-    assert http.get("/bye") == {"ok": True}
+    assert plain.get("/bye") == {"ok": True}
     time.sleep(0.2)
-    assert http.get("/echo")["auth"] == "Bearer tok"
+    assert plain.get("/echo")["auth"] == "Bearer tok"
     assert stub.connections == 2
-    assert http.get("/bye") == {"ok": True}
+    assert plain.get("/bye") == {"ok": True}
     time.sleep(0.2)
     with pytest.raises(ServerUnreachable):
-        http.post("/after", json=1)
-    assert http.post("/after", json=2)["got"] == 2  # and the next one goes fresh
+        plain.post("/after", json=1)
+    assert plain.post("/after", json=2)["got"] == 2  # and the next one goes fresh
 
 
 def test_an_answer_left_half_read_drops_its_connection(http: Transport, stub: Stub) -> None:
@@ -204,7 +241,7 @@ def test_timeouts_and_refusals_are_server_unreachable(http: Transport, stub: Stu
 def test_a_proxy_in_the_environment_keeps_httpxs_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     proxied = Transport("http://127.0.0.1:1", "t")
-    assert not isinstance(proxied._http._transport, PlainHTTPTransport)
-    assert any(mount is not None for mount in proxied._http._mounts.values())
+    assert isinstance(proxied._backend, _Httpx)
+    assert any(mount is not None for mount in proxied._backend.client._mounts.values())
     monkeypatch.delenv("HTTP_PROXY")
-    assert not isinstance(Transport("https://example.test", "t")._http._transport, PlainHTTPTransport)
+    assert isinstance(Transport("https://example.test", "t")._backend, _Httpx)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orch import Client
-from orch.client.plain_http import PlainHTTPTransport
+from orch.client.plain_http import PlainHTTP
 from orch.errors import NotFound
 from tests.integration.conftest import Server
 
@@ -33,7 +33,7 @@ def client(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("ORCH_HOME", str(server.home))
     with Client() as c:
-        assert c.url == server.url and isinstance(c.http._http._transport, PlainHTTPTransport)
+        assert c.url == server.url and isinstance(c.http._backend, PlainHTTP)
         yield c
 
 

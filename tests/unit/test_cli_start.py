@@ -1,6 +1,6 @@
 """The CLI's start stays light (issue 12, 8): a quick command imports its own noun's module and
 what it uses, never the heavy packages of other commands or of the server; piped output imports
-no rich, and a plain http:// server is reached without httpcore.
+no rich, and a plain http:// server is reached without httpx.
 
 Each command runs in a fresh interpreter against a stub server, then the modules it imported are
 checked by name (timings are bench/cli_start.py's business).
@@ -48,7 +48,8 @@ HEAVY = (
     "cryptography",
     "rich.progress",
     "click",  # httpx's own command line (httpx._main) pulls it in; client/transport.py keeps it out
-    # httpx's own transport and what it brings: client/plain_http.py reaches http:// without them.
+    # httpx and its own transport: client/plain_http.py reaches http:// without them.
+    "httpx",
     "httpcore",
     "h11",
     "anyio",
@@ -202,7 +203,7 @@ def test_quick_commands_import_nothing_heavy(tmp_path: Path, server: str, args: 
     if args == ("--version",):
         assert not heavy(modules, ("orch.client",))
     else:
-        assert "httpx" in modules  # the probe saw the command do its work
+        assert "orch.client.plain_http" in modules  # the probe saw the command do its work
 
 
 def test_a_terminal_gets_rich_tables(tmp_path: Path, server: str) -> None:
@@ -278,3 +279,23 @@ def test_plain_values_convert_as_typer_would(annotation: Any, value: Any) -> Non
 @pytest.mark.parametrize(("annotation", "value"), [(int, "+4"), (int, " 5"), (int, "5.0"), (bool, "yes")])
 def test_other_values_are_left_to_typer(annotation: Any, value: Any) -> None:
     assert plain_values._plain_value(annotation, value) is plain_values._NOT_PLAIN
+
+
+def test_quick_commands_collect_less_and_the_server_as_cpython_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from orch import cli
+    from orch.server import main as server_main
+
+    probe = "import gc, orch.cli.main; print(gc.get_threshold())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(10000, 50, 50)"
+    seen = []
+    monkeypatch.setattr(server_main, "serve", lambda cfg: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    gc.set_threshold(10_000, 50, 50)
+    try:
+        assert CliRunner().invoke(cli_main.app, ["server"]).exit_code == 0
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [cli.GC_DEFAULTS] and cli.GC_DEFAULTS != (10_000, 50, 50)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import typer
@@ -25,8 +26,10 @@ def server(
 ) -> None:
     """Start the control plane: REST API (docs at /docs), web UI (/ui), the background workers,
     and the services' proxy on a port of its own."""
+    from orch.cli import GC_DEFAULTS
     from orch.server.main import serve
 
+    gc.set_threshold(*GC_DEFAULTS)  # a long-lived process: the collector as CPython sets it
     cfg = config_mod.load()
     given = {"host": host, "port": port, "services_port": services_port, "database_url": db}
     changes = {k: v for k, v in given.items() if v is not None}

@@ -2,10 +2,11 @@
 token, turns error answers into orch's own exceptions (`errors.from_dict`) and a connection that
 fails into ServerUnreachable.
 
-It is kept cheap to import and to start, because every CLI command starts with it: httpx is
-imported only when a Transport is made, without httpx's own command line; an http:// server
-without a proxy is reached through `plain_http` (no httpcore), and no CA bundle is loaded for a
-TLS context that no connection would use.
+It is kept cheap to import and to start, because every CLI command starts with it. An http://
+server without a proxy (the local `orch server`) is reached through `plain_http`, on the standard
+library alone; httpx is imported only for any other (https://, a proxy in the environment, a
+transport the caller gives), without httpx's own command line, and then no CA bundle is loaded
+for a TLS context that no connection would use. See docs/client.md.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orch import config as config_mod
+from orch.client import plain_http
 from orch.errors import OrchError, ServerUnreachable, from_dict
 
 if TYPE_CHECKING:
@@ -26,11 +29,37 @@ if TYPE_CHECKING:
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
+@dataclass(frozen=True)
+class Wait:
+    """How long a request may take: `connect` to reach the server, `read` for each wait on its
+    answer after that (None: as long as it takes)."""
+
+    connect: float | None
+    read: float | None
+
+
+class Answer(Protocol):
+    """What orch reads of an answer: plain_http.Answer, or httpx.Response."""
+
+    status_code: int
+
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def is_success(self) -> bool: ...
+    @property
+    def content(self) -> bytes: ...
+    def read(self) -> bytes: ...
+    def json(self) -> Any: ...
+    def iter_bytes(self) -> Iterator[bytes]: ...
+    def iter_lines(self) -> Iterator[str]: ...
+
+
 def _import_httpx() -> None:
-    """Import httpx, the slowest import of a quick command, only once a request is to be made;
-    and without its own command line (httpx._main), which imports click, pygments and much of
-    rich when they are installed (as here) and which orch never uses. A None in sys.modules makes
-    that import fail, and httpx falls back to a stub `main`; the entry is removed at once."""
+    """Import httpx without its own command line (httpx._main), which imports click, pygments and
+    much of rich when they are installed (as here) and which orch never uses. A None in
+    sys.modules makes that import fail, and httpx falls back to a stub `main`; the entry is
+    removed at once."""
     if "httpx" in sys.modules:
         return
     blocked = "httpx._main" not in sys.modules
@@ -57,13 +86,51 @@ def _tls_unused(url: str) -> bool:
     return not any(p.strip().lower().startswith("https://") for p in proxies)
 
 
+class _Httpx:
+    """Requests through httpx, failing as plain_http does (Timeout, Broken)."""
+
+    def __init__(self, url: str, headers: dict[str, str], transport: httpx.BaseTransport | None) -> None:
+        _import_httpx()
+        import ssl
+
+        import httpx
+
+        # httpx loads the whole CA bundle for its default TLS context, whether or not a request
+        # will use TLS: tens of ms (150 on a slow machine). When no connection can use TLS, a
+        # context that trusts nothing does, and should one ever need TLS it fails rather than
+        # go unverified.
+        verify: ssl.SSLContext | bool = True
+        if _tls_unused(url):
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.client = httpx.Client(base_url=url, headers=headers, transport=transport, verify=verify)
+
+    @contextmanager
+    def stream(
+        self, method: str, path: str, *, connect: float | None, read: float | None, **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        import httpx  # imported by __init__: a lookup
+
+        try:
+            with self.client.stream(
+                method, path, timeout=httpx.Timeout(read, connect=connect), **kwargs
+            ) as resp:
+                yield resp
+        except httpx.TimeoutException as e:
+            raise plain_http.Timeout(type(e).__name__, str(e)) from None
+        except httpx.TransportError as e:
+            raise plain_http.Broken(type(e).__name__, str(e)) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class Transport:
     """Requests to one orch server as one workspace (its token); answers as parsed JSON.
 
-    `get`, `post`, `put` and `delete` take httpx's keyword arguments (params, json, content,
-    headers, timeout) and return the answer's JSON (None when it has no body); `send` returns the
-    answer itself (bytes), `stream` an answer still arriving. Every error answer raises the
-    OrchError subclass the server named, with its message and fix."""
+    `get`, `post`, `put` and `delete` take `params`, `json`, `content`, `headers` and `timeout`
+    (seconds, or a `Wait`) and return the answer's JSON (None when it has no body); `send`
+    returns the answer itself (read whole), `stream` an answer still arriving. Every error answer
+    raises the OrchError subclass the server named, with its message and fix."""
 
     def __init__(
         self,
@@ -77,30 +144,14 @@ class Transport:
                 "No orch server is configured.",
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
-        _import_httpx()
-        import ssl
-
-        import httpx
-
         self.url = url.rstrip("/")
+        self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._backend: plain_http.PlainHTTP | _Httpx
         if transport is None and self.url.startswith("http://") and not _proxied():
-            from orch.client.plain_http import PlainHTTPTransport
-
-            transport = PlainHTTPTransport()
-        # httpx loads the whole CA bundle for its default TLS context, whether or not a request
-        # will use TLS: tens of ms (150 on a slow machine) at each start. The local server's
-        # address is http://; then a context that trusts nothing does, and should a connection
-        # ever need TLS it fails rather than go unverified.
-        verify: ssl.SSLContext | bool = True
-        if _tls_unused(self.url):
-            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=transport,
-            verify=verify,
-        )
+            self._backend = plain_http.PlainHTTP(self.url, self.headers)
+        else:
+            self._backend = _Httpx(self.url, self.headers, transport)
 
     @classmethod
     def from_settings(cls, home: Path | None = None) -> Transport:
@@ -109,39 +160,40 @@ class Transport:
         cfg = config_mod.load(home)
         return cls(cfg.url, cfg.token)
 
-    def waiting(self, seconds: float | None) -> httpx.Timeout:
+    def waiting(self, seconds: float | None) -> Wait:
         """A timeout for a request whose answer may take `seconds` (None: as long as it takes),
         connecting within the usual limit."""
-        import httpx  # imported by __init__: a lookup
+        return Wait(connect=self.wait.connect, read=seconds)
 
-        return httpx.Timeout(seconds, connect=self._http.timeout.connect)
-
-    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def send(self, method: str, path: str, **kwargs: Any) -> Answer:
         """The answer to one request, read whole; an error answer raises."""
         with self.stream(method, path, **kwargs) as resp:
             resp.read()
         return resp
 
     @contextmanager
-    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Answer]:
         """The answer to one request as it arrives (iter_lines, iter_bytes); an error answer
         raises before the block runs, and a connection that breaks inside it raises too."""
-        import httpx  # imported by __init__: a lookup
-
+        timeout = kwargs.pop("timeout", self.wait)
+        if not isinstance(timeout, Wait):  # seconds, or None: for connecting and reading alike
+            timeout = Wait(connect=timeout, read=timeout)
         try:
-            with self._http.stream(method, path, **kwargs) as resp:
+            with self._backend.stream(
+                method, path, connect=timeout.connect, read=timeout.read, **kwargs
+            ) as resp:
                 if not resp.is_success:
                     resp.read()
                     raise _error(resp)
                 yield resp
-        except httpx.TimeoutException as e:
+        except plain_http.Timeout as e:
             raise ServerUnreachable(
-                f"The orch server at {self.url} did not answer in time ({type(e).__name__}).",
+                f"The orch server at {self.url} did not answer in time ({e.kind}).",
                 "Check that it is running and not overloaded (`orch server`), then try again.",
             ) from None
-        except httpx.TransportError as e:
+        except plain_http.Broken as e:
             raise ServerUnreachable(
-                f"Cannot reach the orch server at {self.url} ({type(e).__name__}).",
+                f"Cannot reach the orch server at {self.url} ({e.kind}).",
                 "Start it with `orch server`, or check ORCH_URL / `orch login`.",
             ) from None
 
@@ -162,10 +214,10 @@ class Transport:
         return self.request("DELETE", path, **kw)
 
     def close(self) -> None:
-        self._http.close()
+        self._backend.close()
 
 
-def _error(resp: httpx.Response) -> OrchError:
+def _error(resp: Answer) -> OrchError:
     """The exception an error answer stands for: the server's own, else one naming the status."""
     try:
         data = resp.json()
