@@ -299,3 +299,11 @@ def test_quick_commands_collect_less_and_the_server_as_cpython_does(monkeypatch:
     finally:
         gc.set_threshold(*before)
     assert seen == [cli.GC_DEFAULTS] and cli.GC_DEFAULTS != (10_000, 50, 50)
+
+
+def test_orch_run_loads_no_record_of_the_client(tmp_path: Path, server: str) -> None:
+    """`orch run` follows its run with `orch.client.follow` alone: the client's records (its
+    dataclasses, a few ms to define) are not imported."""
+    modules = imported(tmp_path, server, "run", "hello")
+    assert "orch.client.follow" in modules
+    assert not {"orch.client.records", "orch.client.runs"} & modules

@@ -13,8 +13,8 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
 from orch.cli.utils import JSON, plain_table, variables
-from orch.client.runs import FINAL, POLL
-from orch.client.runs import follow as follow_output
+from orch.client.follow import FINAL, POLL
+from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport
 from orch.errors import InvalidInput
 from orch.loop.transcript import transcript_line

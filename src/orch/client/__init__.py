@@ -11,9 +11,11 @@ does not pay for the rest.
 
     module          what
     client.py       Client: settings, and one resource per noun
-    transport.py    Transport: the HTTP layer (httpx) the CLI uses too; errors as orch.errors
-    plain_http.py   the transport for a plain http:// server (http.client, no httpcore)
-    runs.py         Run, and `follow`, the one reader of a run's output
+    transport.py    Transport: the HTTP layer the CLI uses too (httpx, or plain_http);
+                    errors as orch.errors
+    plain_http.py   requests to a plain http:// server on http.client alone (no httpx)
+    follow.py       `follow`, the one reader of a run's output (`orch run`, Run.wait)
+    runs.py         Run
     sandboxes.py    Sandbox, ExecResult
     records.py      Agent, AgentVersion, Environment, EnvironmentRef, Secret
 """

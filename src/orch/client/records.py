@@ -10,19 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 
 
 def when(value: Any) -> datetime | None:
     """An API time (ISO 8601) as a datetime; None stays None."""
     return datetime.fromisoformat(value) if value else None
-
-
-def segment(value: str) -> str:
-    """`value` as one segment of a path (an id or a name the user typed)."""
-    return quote(value, safe="")
 
 
 class Resource:

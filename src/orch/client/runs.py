@@ -1,50 +1,18 @@
-"""Runs: start them, follow their output, wait for their end (`client.runs`, `Run`).
-
-`follow` is the one reader of a run's output, for `Run` and for `orch run` alike: it long-polls
-GET /v1/runs/{id}/logs from byte offsets, so a follower sees output as it comes and learns of
-the run's end within the same request.
-"""
+"""Runs: start them, follow their output (`orch.client.follow`), wait for their end
+(`client.runs`, `Run`)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orch.client.records import EnvironmentRef, Resource, segment, when
-from orch.client.transport import Transport
-
-FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
-STREAMS = ("log", "stdout", "stderr")  # in the order `follow` hands out each answer's pieces
-POLL = 10.0  # seconds one long poll waits for news (the server allows 30)
-
-
-def follow(
-    http: Transport,
-    run_id: str,
-    on_output: Callable[[str, str], None],
-    offsets: dict[str, int] | None = None,
-    wait: float = POLL,
-    deadline: float | None = None,
-) -> dict[str, Any]:
-    """Read a run's output from `offsets` (updated in place; from the start when None), handing
-    each piece to `on_output(stream, text)`: stream "stdout", "stderr", or "log" (the platform's
-    notes). Long-polls `wait` seconds at a time until the run has ended and its output is all
-    read; with wait=0, or once `deadline` (a time.monotonic()) passes, stops at the first answer
-    with nothing new. Returns that last answer: `status`, `offsets`, `truncated`."""
-    offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
-    while True:
-        poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
-        chunk: dict[str, Any] = http.get(f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll})
-        offsets.update(chunk["offsets"])
-        news = [stream for stream in STREAMS if chunk[stream]]
-        for stream in news:
-            on_output(stream, chunk[stream])
-        if not news and (chunk["status"] in FINAL or poll <= 0):
-            return chunk
+from orch.client.follow import FINAL, STREAMS, follow
+from orch.client.records import EnvironmentRef, Resource, when
+from orch.client.transport import Transport, segment
 
 
 def input_text(value: Any) -> str:

@@ -10,8 +10,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from orch.client.records import EnvironmentRef, Resource, segment, when
-from orch.client.transport import Transport
+from orch.client.records import EnvironmentRef, Resource, when
+from orch.client.transport import Transport, segment
 from orch.errors import NotFound, OrchError, from_dict
 
 NDJSON = "application/x-ndjson"

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from orch import config as config_mod
 from orch.client import plain_http
@@ -70,6 +71,11 @@ def _import_httpx() -> None:
     finally:
         if blocked and sys.modules.get("httpx._main", False) is None:
             del sys.modules["httpx._main"]
+
+
+def segment(value: str) -> str:
+    """`value` as one segment of a path (an id or a name the user typed)."""
+    return quote(value, safe="")
 
 
 def _proxied() -> bool:

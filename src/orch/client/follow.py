@@ -1,0 +1,42 @@
+"""`follow`: the one reader of a run's output, for `Run` and for `orch run` alike. It long-polls
+GET /v1/runs/{id}/logs from byte offsets, so a follower sees output as it comes and learns of
+the run's end within the same request. A module of its own, so that `orch run` loads neither the
+client's records nor its dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orch.client.transport import Transport, segment
+
+FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+STREAMS = ("log", "stdout", "stderr")  # in the order `follow` hands out each answer's pieces
+POLL = 10.0  # seconds one long poll waits for news (the server allows 30)
+
+
+def follow(
+    http: Transport,
+    run_id: str,
+    on_output: Callable[[str, str], None],
+    offsets: dict[str, int] | None = None,
+    wait: float = POLL,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Read a run's output from `offsets` (updated in place; from the start when None), handing
+    each piece to `on_output(stream, text)`: stream "stdout", "stderr", or "log" (the platform's
+    notes). Long-polls `wait` seconds at a time until the run has ended and its output is all
+    read; with wait=0, or once `deadline` (a time.monotonic()) passes, stops at the first answer
+    with nothing new. Returns that last answer: `status`, `offsets`, `truncated`."""
+    offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
+    while True:
+        poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+        chunk: dict[str, Any] = http.get(f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll})
+        offsets.update(chunk["offsets"])
+        news = [stream for stream in STREAMS if chunk[stream]]
+        for stream in news:
+            on_output(stream, chunk[stream])
+        if not news and (chunk["status"] in FINAL or poll <= 0):
+            return chunk
