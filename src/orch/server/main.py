@@ -17,6 +17,7 @@ from orch.engine import PodmanEngine
 from orch.errors import InvalidInput
 from orch.sandbox import runc
 from orch.server.app import create_app
+from orch.server.http_protocol import CoalescingHttpTools
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform
 from orch.store import Store
@@ -83,8 +84,15 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     # on a connection the server is closing at that moment. No access log (its line is built for
     # every request even when the level drops it) and no X-Forwarded-For rewriting (nothing here
     # reads the client's address): both are per-request cost on the services' proxy.
+    # Each connection's writes of one turn of the event loop leave as one (http_protocol.py).
     server_cfg = uvicorn.Config(
-        both, log_level="warning", lifespan="on", timeout_keep_alive=65, access_log=False, proxy_headers=False
+        both,
+        http=CoalescingHttpTools,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=65,
+        access_log=False,
+        proxy_headers=False,
     )
     _Server(server_cfg, platform).run(sockets=[sock, services_sock])
 
