@@ -171,23 +171,24 @@ class Routing:
         """Register a WebSocket or an event stream to `container` while inside (counted in the
         metrics); a drain of the container closes it through the Connection's `closing`."""
         conn = Connection(kind)
-        with self._lock:
-            self._open.setdefault(container, set()).add(conn)
-            draining = container in self._draining
-        if draining:
-            conn.close(RESTARTING, "the service is being replaced")
-        self._watch_stopping()
+        # Counted before it is open and after it is closed: whoever sees it open sees it counted.
         metrics.of(self.platform).proxy_connection(kind, +1)
         try:
+            with self._lock:
+                self._open.setdefault(container, set()).add(conn)
+                draining = container in self._draining
+            if draining:
+                conn.close(RESTARTING, "the service is being replaced")
+            self._watch_stopping()
             yield conn
         finally:
-            metrics.of(self.platform).proxy_connection(kind, -1)
             with self._lock:
                 found = self._open.get(container)
                 if found is not None:
                     found.discard(conn)
                     if not found:
                         del self._open[container]
+            metrics.of(self.platform).proxy_connection(kind, -1)
 
     def open_connections(self, container: str | None = None) -> int:
         with self._lock:
