@@ -218,12 +218,14 @@ def live(app: FastAPI) -> Iterator[str]:
     in-process transport reads whole answers and knows no WebSocket); the services' URL."""
     import uvicorn
 
+    from orch.server.http_protocol import CoalescingHttpTools
     from orch.server.main import by_port
 
     socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
     services_port = socks[1].getsockname()[1]
     both = by_port(app, app.state.services_app, services_port)
-    server = uvicorn.Server(uvicorn.Config(both, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(both, http=CoalescingHttpTools, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
