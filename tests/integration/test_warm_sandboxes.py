@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -361,3 +362,27 @@ def test_the_helper_on_the_host(given: bytes, code: int, out: str, err: str, tmp
     res = subprocess.run([str(helper)], input=given, capture_output=True, check=False)
     assert (res.returncode, res.stdout.decode()) == (code, out)
     assert res.stderr.decode().startswith(err) and (err or not res.stderr)
+
+
+def test_without_a_c_compiler_runs_start_cold_and_the_server_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scripts/setup installs gcc for the helper; a machine without one still runs everything,
+    cold, and its log says what to install."""
+    which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name in ("cc", "gcc") else which(name, *a, **k)
+    )
+    cold = Launcher(runtime="runc", prefix=PREFIX, pool_size=0, warm=2, state=tmp_path / "state")
+    try:
+        with caplog.at_level("WARNING", logger="orch.sandbox.runc"):
+            for i in range(2):
+                result, out, err = run(cold, spec(["/bin/echo", f"cold {i}"]))
+                assert (result.exit_code, result.warm, out) == (0, False, f"cold {i}\n"), err
+        assert cold._warm is None and cold.warm == 0
+        warned = [r.getMessage() for r in caplog.records if "start cold" in r.getMessage()]
+        assert len(warned) == 1 and "no C compiler" in warned[0] and "gcc" in warned[0], warned
+        assert not list((tmp_path / "state").glob("handoff-*"))
+    finally:
+        cold.close()
+        cold.sweep(PREFIX)
