@@ -15,9 +15,12 @@ from orch import config
 ORCH = str(Path(sys.executable).with_name("orch"))
 
 
-def start_server(home: Path) -> subprocess.Popen[bytes]:
-    """Start `orch server` on `home` (a free loopback port) and wait until it answers."""
+def start_server(home: Path, database_url: str | None = None) -> subprocess.Popen[bytes]:
+    """Start `orch server` on `home` (a free loopback port; its SQLite file, or `database_url`)
+    and wait until it answers."""
     env = {**os.environ, "ORCH_HOME": str(home)}
+    if database_url:
+        env["ORCH_DATABASE_URL"] = database_url
     proc = subprocess.Popen(
         [ORCH, "server", "--port", "0", "--services-port", "0"],
         env=env,

@@ -14,6 +14,7 @@ from orch.builder import base_images
 from orch.bundle import pack_directory
 from orch.engine.base import ImageInfo
 from orch.engine.fake import FakeEngine
+from orch.errors import NotFound
 from orch.sandbox.launcher import Isolation
 from orch.services import agents, runs
 from orch.services import environments as envs
@@ -119,6 +120,30 @@ def test_the_runs_list_makes_the_same_queries_for_one_run_or_many(
         assert len(listed) == n and {r.agent for r in listed} == {"hello"}
         counts.append(len(sent))
     assert counts[0] == counts[1], counts
+
+
+def test_a_status_look_is_one_transaction_of_two_queries_after_the_tokens_one(
+    platform: Platform, workspace: tuple[str, str], tmp_path: Path
+) -> None:
+    """GET /v1/runs/RUN, the API's commonest call: the caller (token and workspace, one query),
+    then the run with its agent and version (one query) and its model usage (one), together."""
+    from orch.services import workspaces
+
+    ws_id, token = workspace
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "main.py").write_text("print('hi')\n")
+    agents.publish(platform, ws_id, "hello", pack_directory(tmp_path / "hello").data, docker=False)
+    run_id = runs.create(platform, ws_id, "hello").id
+    with statements(platform) as sent:
+        assert workspaces.caller(platform, token).workspace.id == ws_id
+    assert len(sent) == 1, sent
+    with open_transactions(platform) as now, statements(platform) as sent:
+        seen = runs.show(platform, ws_id, run_id)
+        assert now() == 0
+    assert seen.id == run_id and seen.agent == "hello"
+    assert len(sent) == 2, sent
+    with pytest.raises(NotFound):
+        runs.show(platform, "ws_other", run_id)  # another workspace's run is not there
 
 
 def test_a_run_with_dependencies_takes_the_image_id_from_its_launcher(

@@ -132,22 +132,28 @@ def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow, usage: RunUsag
 
 def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:
     with platform.store.session() as s:
-        run = s.get(RunRow, run_id)
-        if run is None or run.workspace_id != ws_id:
-            raise NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
-        agent = s.get(AgentRow, run.agent_id)
-        version = s.get(AgentVersionRow, run.agent_version_id)
-        assert agent is not None and version is not None
-        return run, agent, version
+        return _get_in(s, ws_id, run_id)
+
+
+def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:
+    # One query, the run with its agent and version: status looks are the API's commonest call.
+    found = s.execute(
+        select(RunRow, AgentRow, AgentVersionRow)
+        .join(AgentRow, AgentRow.id == RunRow.agent_id)
+        .join(AgentVersionRow, AgentVersionRow.id == RunRow.agent_version_id)
+        .where(RunRow.id == run_id, RunRow.workspace_id == ws_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
+    run, agent, version = found
+    return run, agent, version
 
 
 def show(platform: Platform, ws_id: str, run_id: str, usage: bool = True) -> RunView:
     """The run; with its model usage (a loop's) unless `usage` is False (a status look)."""
-    run, agent, version = _get(platform, ws_id, run_id)
-    if not usage:
-        return _view(run, agent, version)
     with platform.store.session() as s:
-        return _view(run, agent, version, _usage(s, [run_id]).get(run_id))
+        run, agent, version = _get_in(s, ws_id, run_id)
+        return _view(run, agent, version, _usage(s, [run_id]).get(run_id) if usage else None)
 
 
 def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limit: int = 50) -> list[RunView]:

@@ -81,8 +81,13 @@ def identify(session: Session, token: str | None) -> Caller:
             "This request has no API token.",
             "Send 'Authorization: Bearer TOKEN'; the CLI reads it from ORCH_TOKEN or its config.",
         )
-    row = session.scalar(select(TokenRow).where(TokenRow.sha256 == _hash(token)))
-    ws = session.get(WorkspaceRow, row.workspace_id) if row else None
+    # One query, the token with its workspace: this runs before every API call.
+    found = session.execute(
+        select(TokenRow, WorkspaceRow)
+        .join(WorkspaceRow, WorkspaceRow.id == TokenRow.workspace_id)
+        .where(TokenRow.sha256 == _hash(token))
+    ).first()
+    row, ws = found if found is not None else (None, None)
     if ws is None:
         raise Unauthorized(
             "The API token is not valid.",
