@@ -38,7 +38,7 @@ from orch.store.schema import RunRow, WorkspaceRow
 from orch.workers import runs as run_worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' PostgreSQL helper
-from tests.postgres import TEMPLATE, PostgresServer, find_bin
+from tests.postgres import running
 
 THREADS = 4  # per server: claims at once
 
@@ -117,35 +117,25 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: scripts/setup --dev installs it (Debian's wrk).")
     tmp = Path(tempfile.mkdtemp(prefix="orch-bench-cp-"))
-    pg = PostgresServer(find_bin(), Path(tempfile.mkdtemp(prefix="orch-pg-")))  # chowned to postgres
     try:
-        pg.start()
-        with pg.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0')
-        template = Store(pg.url(TEMPLATE))
-        template.migrate()
-        template.dispose()  # a template being copied must have no session open
-        stores = {
-            "postgresql": lambda: pg.url(pg.create_database()),
-            "sqlite": lambda: f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/orch.db",
-        }
-        claims: dict[str, dict[int, float]] = {}
-        for name, fresh in stores.items():
-            claims[name] = {}
-            for servers in (1, 2):
-                url = fresh()
-                if name == "sqlite":
-                    fresh_store = Store(url)
-                    fresh_store.migrate()
-                    fresh_store.dispose()
-                claims[name][servers] = claims_per_second(url, tmp / f"{name}-{servers}", rows, servers)
-        calls = {
-            "postgresql": status_calls(tmp / "srv-pg", pg.url(pg.create_database()), seconds),
-            "sqlite": status_calls(tmp / "srv-sqlite", None, seconds),
-        }
+        with running() as pg:
+            claims: dict[str, dict[int, float]] = {}
+            for name in ("postgresql", "sqlite"):
+                claims[name] = {}
+                for servers in (1, 2):
+                    if name == "postgresql":
+                        url = pg.url(pg.create_database())
+                    else:
+                        url = f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/orch.db"
+                        fresh = Store(url)
+                        fresh.migrate()
+                        fresh.dispose()
+                    claims[name][servers] = claims_per_second(url, tmp / f"{name}-{servers}", rows, servers)
+            calls = {
+                "postgresql": status_calls(tmp / "srv-pg", pg.url(pg.create_database()), seconds),
+                "sqlite": status_calls(tmp / "srv-sqlite", None, seconds),
+            }
     finally:
-        pg.stop()
-        shutil.rmtree(pg.dir, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"control plane, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} after")

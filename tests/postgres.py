@@ -135,9 +135,10 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server on 127.0.0.1 for this test session, with a migrated template database."""
+@contextlib.contextmanager
+def running() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 while inside, with a migrated template database; its
+    cluster removed after (the tests' fixture, and bench/control_plane.py)."""
     server = PostgresServer(find_bin(), Path(tempfile.mkdtemp(prefix="orch-pg-")))
     try:
         server.start()
@@ -148,12 +149,19 @@ def postgres_server() -> Iterator[PostgresServer]:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0')
         store = Store(server.url(TEMPLATE))
         store.migrate()
-        store.dispose()
+        store.dispose()  # a template being copied must have no session open
         yield server
     finally:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 for this test session, with a migrated template database."""
+    with running() as server:
+        yield server
 
 
 @pytest.fixture
