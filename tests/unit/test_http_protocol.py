@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orch.server.http_protocol import CoalescingTransport
+
+
+def run_loop(main: Callable[[], Awaitable[None]]) -> None:
+    """asyncio.run(main()) in a thread of its own: in a test worker that ran other suites this
+    thread may still be marked as running a loop (seen in CI), and asyncio.run() refuses then."""
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(main())  # type: ignore[arg-type]
+        except BaseException as e:  # handed to the test's thread
+            failed.append(e)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    if failed:
+        raise failed[0]
 
 
 class FakeTransport:
@@ -49,7 +70,7 @@ def test_the_writes_of_one_turn_leave_together_and_nothing_waits_longer() -> Non
         assert fake.writes[1:] == [b"data: 1\n\n"]
         assert t.get_extra_info("sockname") == ("127.0.0.1", 1)  # the rest is the transport's
 
-    asyncio.run(main())
+    run_loop(main)
 
 
 def test_close_and_eof_send_what_was_written_first() -> None:
@@ -68,4 +89,4 @@ def test_close_and_eof_send_what_was_written_first() -> None:
         t.write_eof()
         assert (other.writes, other.eof) == ([b"ab"], True)
 
-    asyncio.run(main())
+    run_loop(main)

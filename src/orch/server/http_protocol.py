@@ -28,7 +28,7 @@ class CoalescingTransport:
         self._loop = loop
         self._pending: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if not self._pending:
