@@ -8,6 +8,7 @@ The server writes ``url`` and ``token`` into that file on start, so a CLI with t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,36 @@ def _base_url(text: str) -> str:
     if parts is None or parts.path or parts.query or parts.fragment:
         raise ValueError(text)
     return urls[0]
+
+
+def _strict_bool(text: str) -> bool:
+    """A yes or a no; anything else is a mistake, not a no (a typo must not turn a check off)."""
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+# A registry host (a name, an IPv4 address or a bracketed IPv6 one) with an optional port, then
+# optional lowercase path components: what an image reference may begin with (OCI distribution).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REGISTRY_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+_REGISTRY_PATH = r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_REGISTRY = re.compile(_REGISTRY_HOST + _REGISTRY_PATH)
+
+
+def _registry(text: str) -> str:
+    """'' or HOST[:PORT][/PATH] of an OCI registry: no scheme, no tag, no trailing slash."""
+    value = text.strip().rstrip("/")
+    if value and not _REGISTRY.fullmatch(value):
+        raise ValueError(text)
+    # A first component with no dot or port is read as a path on Docker Hub, not as a host.
+    host = value.split("/", 1)[0]
+    if value and not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError(text)
+    return value
 
 
 def capacity() -> int:
@@ -196,6 +227,21 @@ SETTINGS: tuple[Setting, ...] = (
         lambda h: 64 * 1024 * 1024,
         _positive_int,
         "The largest file, in bytes, written into or read from a sandbox on demand in one call.",
+    ),
+    Setting(
+        "registry",
+        lambda h: "",
+        _registry,
+        "The OCI registry that built images are pushed to and pulled from by digest, as "
+        "HOST[:PORT][/PATH] with no scheme, e.g. registry.example.com/team or 127.0.0.1:5000 "
+        "('' for none: images stay on the machine that built them).",
+    ),
+    Setting(
+        "registry_tls_verify",
+        lambda h: True,
+        _strict_bool,
+        "Whether pushes and pulls check the registry's TLS certificate: true or false (false only "
+        "for a plain-HTTP registry on a trusted network, e.g. one on 127.0.0.1).",
     ),
     Setting(
         "model_endpoints",

@@ -1,4 +1,5 @@
-"""The platform's base images, built locally from Debian packages (no registry needed).
+"""The platform's base images, built locally from Debian packages (no registry needed; where one
+is set, a machine pulls what another pushed, see docs/registry.md).
 
 Each recipe is versioned by the hash of its text and its parent's tag, so a changed recipe
 rebuilds that image and the ones on top of it, and an unchanged one is reused.
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orch.builder import registry
 from orch.builder.host import IMAGE_CA_PATH, ca_mounts, proxy_env
 from orch.config import Config
 from orch.engine.base import BuildRequest, Engine, ImageInfo
@@ -164,9 +166,14 @@ def missing(engine: Engine) -> list[str]:
 
 
 def ensure(
-    engine: Engine, config: Config, on_output: Callable[[str], None], names: list[str] | None = None
+    engine: Engine,
+    config: Config,
+    on_output: Callable[[str], None],
+    names: list[str] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> dict[str, ImageInfo]:
-    """Build every base image whose current recipe has no image yet; return them all."""
+    """Build every base image whose current recipe has no image yet, or pull it where `digests`
+    (local tag -> registry digest reference) has it; return them all."""
     wanted = set(names or _BY_NAME)
     for r in reversed(RECIPES):  # a wanted image needs its parents (listed before it)
         if r.name in wanted and r.parent:
@@ -179,6 +186,12 @@ def ensure(
                 continue
             tag = image_tag(r.name)
             info = engine.inspect_image(tag)
+            if info is None and digests and tag in digests:
+                on_output(f"Pulling base image {r.name} as {tag} from {digests[tag]}")
+                try:
+                    info = registry.ensure_image(engine, config, tag, digests[tag])
+                except EngineError as e:  # the recipe is here: building it is slower, not worse
+                    on_output(f"{e.message} Building it here instead.")
             if info is None:
                 on_output(f"Building base image {r.name} ({r.description}) as {tag}")
                 info = _build(engine, config, r, tag, on_output)

@@ -19,22 +19,42 @@ def build_images(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
     """Build the base images whose recipe changed or that are missing; reuse the others, and
-    remove those of older recipes that nothing uses."""
+    remove those of older recipes that nothing uses. With a registry set (ORCH_REGISTRY), pull
+    the missing ones another machine pushed, and push those this one made."""
     from orch.builder import base_images
     from orch.engine import PodmanEngine
 
     cfg = config.load()
     engine = PodmanEngine()
     todo = base_images.missing(engine)
+    store = None
+    digests: dict[str, str] = {}
+    if cfg.registry:  # the digests are in the store every machine shares
+        from orch.services import base_digests
+        from orch.store import Store
+
+        store = Store(cfg.database_url)
+        store.migrate()
+        digests = base_digests.known(store)
 
     def show(line: str) -> None:
         if not quiet:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    images = base_images.ensure(engine, cfg, show)
-    for name, info in images.items():
-        mark = "built" if name in todo else "reused"
-        ok(f"{base_images.image_tag(name)}  {info.size / 1e6:.0f} MB  ({mark})")
+    try:
+        images = base_images.ensure(engine, cfg, show, digests=digests)
+        for name, info in images.items():
+            tag = base_images.image_tag(name)
+            mark = "reused" if name not in todo else "pulled" if tag in digests else "built"
+            ok(f"{tag}  {info.size / 1e6:.0f} MB  ({mark})")
+        if store is not None:
+            show(f"Pushing the base images to {cfg.registry}")
+            tags = {name: base_images.image_tag(name) for name in images}
+            for name, digest in base_digests.push(engine, cfg, store, tags).items():
+                ok(f"{tags[name]}  {digest}")
+    finally:
+        if store is not None:
+            store.dispose()
     for tag in base_images.prune(engine):
         ok(f"{tag}  removed (an older recipe)")
 

@@ -49,6 +49,7 @@ def _status_json(env: dict[str, Any]) -> dict[str, Any]:
         "error",
         "default",
         "image",
+        "image_digest",
     )
     out = {k: env.get(k) for k in keys}
     build = env.get("build") or {}
@@ -192,6 +193,8 @@ def _print_status(client: Transport, e: dict[str, Any], show_log: bool) -> None:
     console.print(f"  status   {e['status']}")
     if e.get("image"):
         console.print(f"  image    {e['image']}")
+    if e.get("image_digest"):
+        console.print(f"  digest   {e['image_digest']}")
     if b.get("base_image"):
         console.print(f"  base     {b['base_image']}")
     if b:

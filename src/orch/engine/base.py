@@ -13,6 +13,14 @@ from orch.errors import BuildFailed as BuildFailed  # what `build` raises (defin
 LABEL_PREFIX = "org.orch."
 
 
+def repository_of(ref: str) -> str:
+    """An image reference without its tag or digest: registry.example.com:5000/orch/x:1 ->
+    registry.example.com:5000/orch/x (a port's colon comes before the last slash)."""
+    name = ref.split("@", 1)[0]
+    head, slash, last = name.rpartition("/")
+    return f"{head}{slash}{last.split(':', 1)[0]}"
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     id: str
@@ -130,6 +138,16 @@ class Engine(Protocol):
     def inspect_image(self, ref: str) -> ImageInfo | None: ...
 
     def images(self, labels: Mapping[str, str]) -> list[ImageInfo]: ...
+
+    def push_image(self, ref: str, destination: str, tls_verify: bool = True) -> str:
+        """Push the local image `ref` to the registry reference `destination` (REPO:TAG); return
+        what names exactly that content there, `REPO@sha256:...`. Raise EngineError."""
+        ...
+
+    def pull_image(self, digest_ref: str, tag: str, tls_verify: bool = True) -> ImageInfo:
+        """Pull `digest_ref` (REPO@sha256:...) from its registry and tag it `tag` here, the name
+        the platform's records use for it. Raise EngineError."""
+        ...
 
     def remove_image(self, ref: str) -> None: ...
 

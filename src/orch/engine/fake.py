@@ -22,6 +22,7 @@ from orch.engine.base import (
     Engine,
     ImageInfo,
     ProcessResult,
+    repository_of,
 )
 from orch.engine.network import Network
 from orch.errors import BuildFailed, EngineError
@@ -48,6 +49,10 @@ class FakeEngine(Engine):
         started        every spec `start_container` started
         prepared       how many times `prepare` was called
         swept          what the remove_*leftovers and remove_untagged_images calls swept
+        registry       what `push_image` pushed, by the digest reference it returned
+        pushed         (ref, destination, tls_verify) of every push, in order
+        pulled         (digest_ref, tag) of every pull, in order
+        registry_error set it to a message: every push and pull then fails with it
     """
 
     name = "fake"
@@ -65,6 +70,10 @@ class FakeEngine(Engine):
         self.started: list[ContainerSpec] = []
         self.prepared = 0
         self.swept: list[str] = []
+        self.registry: dict[str, ImageInfo] = {}
+        self.pushed: list[tuple[str, str, bool]] = []
+        self.pulled: list[tuple[str, str]] = []
+        self.registry_error: str | None = None
 
     def prepare(self) -> None:
         self.prepared += 1
@@ -123,6 +132,28 @@ class FakeEngine(Engine):
 
     def remove_image(self, ref: str) -> None:
         self.images_by_tag.pop(ref, None)
+
+    def push_image(self, ref: str, destination: str, tls_verify: bool = True) -> str:
+        self.pushed.append((ref, destination, tls_verify))
+        if self.registry_error is not None:
+            raise EngineError(f"podman push of {ref} to {destination} failed: {self.registry_error}", "")
+        info = self.images_by_tag.get(ref)
+        if info is None:
+            raise EngineError(f"podman push of {ref} failed: image not known", "")
+        # As a registry's: the digest of the content (here, of the image's id), not of its name.
+        digest_ref = f"{repository_of(destination)}@sha256:{hashlib.sha256(info.id.encode()).hexdigest()}"
+        self.registry[digest_ref] = info
+        return digest_ref
+
+    def pull_image(self, digest_ref: str, tag: str, tls_verify: bool = True) -> ImageInfo:
+        self.pulled.append((digest_ref, tag))
+        if self.registry_error is not None:
+            raise EngineError(f"podman pull of {digest_ref} failed: {self.registry_error}", "")
+        info = self.registry.get(digest_ref)
+        if info is None:
+            raise EngineError(f"podman pull of {digest_ref} failed: manifest unknown", "")
+        self.images_by_tag[tag] = dataclasses.replace(info, tags=(tag,))
+        return self.images_by_tag[tag]
 
     def run_container(
         self,

@@ -25,6 +25,7 @@ from orch.engine.base import (
     Engine,
     ImageInfo,
     ProcessResult,
+    repository_of,
 )
 from orch.engine.network import Network
 from orch.errors import BuildFailed, EngineError
@@ -35,6 +36,12 @@ _FIX = "Run scripts/setup to install and configure Podman, then try again."
 OWNER_ARG = "ORCH_BUILD_OWNER"
 _UNUSED_OWNER = f"[Warning] one or more build args were not consumed: [{OWNER_ARG}]"
 _CACHE_RACE = "checking if cached image exists from a previous build"
+_REGISTRY_FIX = (
+    "Check that the registry ORCH_REGISTRY names is running and reachable from this machine "
+    "(for a plain-HTTP one, set ORCH_REGISTRY_TLS_VERIFY=false)."
+)
+# An image of a few GB over a slow link: longer than any build step's output gap, shorter than never.
+_TRANSFER_TIMEOUT = 1800
 # Longer lines of build output come in pieces of this many characters: a step that prints
 # gigabytes without a newline must not be read into the server's memory at once.
 MAX_LINE = 64 * 1024
@@ -253,6 +260,38 @@ class PodmanEngine(Engine):
             for d in data
         ]
 
+    def push_image(self, ref: str, destination: str, tls_verify: bool = True) -> str:
+        repository = repository_of(destination)
+        with tempfile.TemporaryDirectory(prefix="orch-push-") as tmp:
+            digestfile = Path(tmp) / "digest"
+            verify = f"--tls-verify={'true' if tls_verify else 'false'}"
+            args = ("push", "--quiet", verify, "--digestfile", str(digestfile), ref, destination)
+            res = self._cmd(*args, timeout=_TRANSFER_TIMEOUT, check=False)
+            if res.exit_code != 0:
+                raise EngineError(
+                    f"podman push of {ref} to {destination} failed: {_tail(res)}", _REGISTRY_FIX
+                )
+            digest = digestfile.read_text().strip() if digestfile.exists() else ""
+        if not digest.startswith("sha256:"):
+            raise EngineError(f"podman push of {ref} to {destination} reported no digest.", _REGISTRY_FIX)
+        return f"{repository}@{digest}"
+
+    def pull_image(self, digest_ref: str, tag: str, tls_verify: bool = True) -> ImageInfo:
+        if "@sha256:" not in digest_ref:
+            raise EngineError(
+                f"{digest_ref} names no digest (REPOSITORY@sha256:...).", "Pull images by their digest."
+            )
+        verify = f"--tls-verify={'true' if tls_verify else 'false'}"
+        res = self._cmd("pull", "--quiet", verify, digest_ref, timeout=_TRANSFER_TIMEOUT, check=False)
+        image_id = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        if res.exit_code != 0 or not image_id:
+            raise EngineError(f"podman pull of {digest_ref} failed: {_tail(res)}", _REGISTRY_FIX)
+        self._cmd("tag", image_id, tag)
+        info = self.inspect_image(tag)
+        if info is None:
+            raise EngineError(f"podman pull finished but {tag} is missing.", _FIX)
+        return info
+
     def remove_image(self, ref: str) -> None:
         res = self._cmd("rmi", ref, check=False)
         # Gone already, or still used by a container or a child image: not the caller's error.
@@ -415,6 +454,11 @@ def detached_args(spec: ContainerSpec, log_path: Path, log_max: int) -> list[str
     at = args.index("--cap-drop=all") + 1
     args[at:at] = [f"--cap-add={cap}" for cap in spec.cap_add]
     return args
+
+
+def _tail(res: ProcessResult) -> str:
+    """The last lines of what a failed podman command said, on one line."""
+    return " ".join((res.stderr or res.stdout).strip().splitlines()[-3:]) or f"exit code {res.exit_code}"
 
 
 def _image_info(d: dict[str, Any]) -> ImageInfo:

@@ -25,6 +25,7 @@ class CachedImage:
     image: str
     size_bytes: int | None
     containerfile: str
+    image_digest: str | None = None  # where it is in the registry, if it was pushed
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ def look_up(
     hit = None
     if not no_cache and base is not None:
         candidates = _candidates(s, key) if s is not None else _read(platform, key)
-        hit = next((c for c in candidates if platform.engine.inspect_image(c.image) is not None), None)
+        # With a registry, an image that was never pushed there (built before it was set) is
+        # built again: its layers are cached, and its build pushes it.
+        pushed = [c for c in candidates if c.image_digest or not platform.config.registry]
+        hit = next((c for c in pushed if platform.engine.inspect_image(c.image) is not None), None)
     return Lookup(key, dockerfile_hash(normalised), no_cache, base is None, hit)
 
 
@@ -65,7 +69,11 @@ def _candidates(s: Session, key: str) -> list[CachedImage]:
         .where(BuildRow.cache_key == key, BuildRow.status == BuildStatus.READY.value)
         .order_by(BuildRow.finished_at.desc())
     )
-    return [CachedImage(b.environment_id, b.image, b.size_bytes, b.containerfile) for b in rows if b.image]
+    return [
+        CachedImage(b.environment_id, b.image, b.size_bytes, b.containerfile, b.image_digest)
+        for b in rows
+        if b.image
+    ]
 
 
 def record(platform: Platform, s: Session, env: EnvironmentRow, lookup: Lookup) -> BuildRow:
@@ -85,21 +93,21 @@ def record(platform: Platform, s: Session, env: EnvironmentRow, lookup: Lookup) 
         same_ws = source is not None and source.scope in (env.scope, SHARED)
         like = f" as {source.name}, {source.id}" if same_ws and source else " as an earlier build"
         build.status = advance(BuildStatus.QUEUED, BuildStatus.READY).value
-        build.cache, build.image = "hit", hit.image
+        build.cache, build.image, build.image_digest = "hit", hit.image, hit.image_digest
         build.cache_reason = f"same Dockerfile{like}"
         build.size_bytes = hit.size_bytes
         build.containerfile = hit.containerfile  # what the image was built from, its base image too
         build.started_at = build.finished_at = build.queued_at = utcnow()
-        env.image = hit.image
+        env.image, env.image_digest = hit.image, hit.image_digest
         metrics.of(platform).build_finished("cache-hit")
     else:
-        build.cache_reason = _miss_reason(s, lookup)
+        build.cache_reason = _miss_reason(platform, s, lookup)
     s.add(build)
     env.build_id = build.id
     return build
 
 
-def _miss_reason(s: Session, lookup: Lookup) -> str:
+def _miss_reason(platform: Platform, s: Session, lookup: Lookup) -> str:
     if lookup.no_cache:
         return "a build without the cache was asked for"
     if lookup.base_missing:
@@ -113,5 +121,7 @@ def _miss_reason(s: Session, lookup: Lookup) -> str:
     if earlier is None:
         return "new Dockerfile"
     if earlier.cache_key == lookup.key:
+        if platform.config.registry and not earlier.image_digest:
+            return "the cached image is not in the registry yet"
         return "the cached image was removed"
     return "the base image changed since the last build of this Dockerfile"

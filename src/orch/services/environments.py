@@ -88,6 +88,7 @@ def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) 
         default=ws.default_environment_id == env.id,
         description=env.description,
         image=image,
+        image_digest=env.image_digest if image == env.image else None,
         cache=build.cache if build else None,
         cache_reason=build.cache_reason if build else None,
         build_id=build.id if build else None,

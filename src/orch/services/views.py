@@ -24,6 +24,8 @@ class BuildView(BaseModel):
     # the last lines), not just the last ones. The whole log: /environments/{ref}/logs.
     log_tail: str
     image: str | None
+    # Where the image is in the registry, REPOSITORY@sha256:... (None: no registry is set).
+    image_digest: str | None = None
     # The platform's base image the build starts FROM (None until the build starts).
     base_image: str | None = None
     size_bytes: int | None
@@ -42,6 +44,8 @@ class EnvironmentView(BaseModel):
     default: bool
     description: str
     image: str | None
+    # Where a machine without the image pulls it: REPOSITORY@sha256:... (docs/registry.md).
+    image_digest: str | None = None
     cache: str | None
     cache_reason: str | None
     build_id: str | None

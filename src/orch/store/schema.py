@@ -49,6 +49,9 @@ class EnvironmentRow(Base):
     dockerfile: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     image: Mapped[str | None] = mapped_column(String(255))
+    # Where a machine that lacks `image` pulls it from: REPOSITORY@sha256:... in the registry
+    # (None: no registry was set when it was built, 0013). See builder/registry.py.
+    image_digest: Mapped[str | None] = mapped_column(String(255))
     build_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
@@ -66,6 +69,7 @@ class BuildRow(Base):
     containerfile: Mapped[str] = mapped_column(Text)
     no_cache: Mapped[bool] = mapped_column(default=False)
     image: Mapped[str | None] = mapped_column(String(255))
+    image_digest: Mapped[str | None] = mapped_column(String(255))  # as EnvironmentRow's (0013)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     step_text: Mapped[str] = mapped_column(Text, default="")
@@ -257,3 +261,14 @@ class RunEventRow(Base):
     type: Mapped[str] = mapped_column(String(32))  # model_call, tool_call, tool_result, final
     at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     data: Mapped[str] = mapped_column(Text)  # JSON object: the event's own fields
+
+
+class BaseImageRow(Base):
+    """A base image pushed to the registry (0013): its local tag, which names its recipe's
+    version, and the digest a machine without it pulls (`orch admin build-images` writes it)."""
+
+    __tablename__ = "base_images"
+    image: Mapped[str] = mapped_column(String(255), primary_key=True)  # localhost/orch/NAME:RECIPE
+    name: Mapped[str] = mapped_column(String(63), index=True)  # the recipe: python, node, ...
+    digest: Mapped[str] = mapped_column(String(255))  # REPOSITORY@sha256:...
+    pushed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -17,13 +17,13 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from orch import dockerfile, metrics
-from orch.builder import base_images
+from orch.builder import base_images, registry
 from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
 from orch.engine.base import BuildRequest
-from orch.errors import BuildFailed, OrchError
+from orch.errors import BuildFailed, EngineError, OrchError
 from orch.models import BuildStatus, advance
-from orch.services import build_log, images
+from orch.services import base_digests, build_log, images
 from orch.services.platform import Platform
 from orch.store import queue
 from orch.store.queue import left_by
@@ -151,8 +151,14 @@ def _build(
     validation = dockerfile.validate(text)
     if not validation.ok:
         raise OrchError("The Dockerfile no longer validates.", "Create the environment again.")
+    # With a registry, a base image another machine pushed is pulled rather than built here.
+    digests = base_digests.known(platform.store) if platform.config.registry else {}
     bases = base_images.ensure(
-        platform.engine, platform.config, lambda line: out(build_log.base_step(line)), ["code-interpreter"]
+        platform.engine,
+        platform.config,
+        lambda line: out(build_log.base_step(line)),
+        ["code-interpreter"],
+        digests=digests,
     )
     base = bases["code-interpreter"]
     key = cache_key(dockerfile.normalised(validation.instructions), base.id)
@@ -185,14 +191,36 @@ def _build(
             _progress(platform, build_id, step[0], numbers.total, step[1])
 
     info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
+    digest = _push(platform, tag, out)
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
         env = s.get(EnvironmentRow, env_id)
         assert b is not None
         b.status, b.image, b.size_bytes = advance(b.status, BuildStatus.READY), tag, info.size
+        b.image_digest = digest
         b.finished_at, b.worker_pid, b.step = utcnow(), None, b.total_steps
         if env is not None and env.build_id == build_id:
-            env.image = tag
+            env.image, env.image_digest = tag, digest
+
+
+def _push(platform: Platform, tag: str, out: Callable[[str], None]) -> str | None:
+    """Push the built image to the registry, if one is set, and return its digest reference. A
+    failed push fails the build: the image is here, but no other machine could run it, and a
+    build that says "ready" would only fail later, on another machine, far from the cause. (A
+    build again reuses the layers: only the push is done again.)"""
+    if not platform.config.registry:
+        return None
+    out(f"Pushing {registry.remote_name(platform.config.registry, tag)}")
+    try:
+        digest = registry.push(platform.engine, platform.config, tag)
+    except EngineError as e:
+        raise EngineError(
+            f"The image was built but not pushed to the registry, so other machines cannot use it: "
+            f"{e.message}",
+            e.fix,
+        ) from None
+    out(f"Pushed {digest}")
+    return digest
 
 
 def _set_pid(platform: Platform, build_id: str, pid: int) -> None:
