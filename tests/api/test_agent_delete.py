@@ -8,13 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from orch.errors import Conflict
 from orch.models import RunStatus, new_id
-from orch.services import agent_deletes
-from orch.services.agents import bundle_path, latest_version, resolve_agent
+from orch.services import agent_deletes, bundles
+from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
-from orch.store.schema import RunRow
+from orch.store.schema import RunOutputRow, RunRow
 from tests.api.test_agents_runs import bundle, publish, run
 from tests.conftest import drain
 
@@ -28,13 +29,18 @@ def published(api: httpx.Client, tmp_path: Path, name: str, files: dict[str, str
     return dict(resp.json())
 
 
+def output_rows(platform: Platform, run_id: str) -> int:
+    with platform.store.session() as s:
+        return len(s.scalars(select(RunOutputRow.start).where(RunOutputRow.run_id == run_id)).all())
+
+
 def test_delete_agent_removes_versions_runs_and_unshared_bundles(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:
     v1 = published(api, tmp_path, "hello", {"main.py": "print(1)\n"})["version"]
     v2 = published(api, tmp_path, "hello", {"main.py": "print(2)\n"})["version"]
     done = run(api, platform, "hello")
-    assert done["status"] == "succeeded" and platform.run_dir(done["id"]).joinpath("log").exists()
+    assert done["status"] == "succeeded" and output_rows(platform, done["id"]) > 0
     # Another agent with v1's files (same bundle), a service deployment with v2's.
     published(api, tmp_path, "twin", {"main.py": "print(1)\n"})
     deployed = api.post(
@@ -58,13 +64,13 @@ def test_delete_agent_removes_versions_runs_and_unshared_bundles(
     assert api.get("/v1/agents/hello").status_code == 404
     assert api.get(f"/v1/runs/{done['id']}").status_code == 404
     assert api.get("/v1/runs").json() == []
-    assert not (platform.config.home / "logs" / "runs" / done["id"]).exists()
+    assert output_rows(platform, done["id"]) == 0
     # Bundles still referred to (by an agent or a service) stay; the rest go.
-    assert bundle_path(platform, v1["bundle_sha256"]).exists()
-    assert bundle_path(platform, v2["bundle_sha256"]).exists()
-    assert not bundle_path(platform, v3["bundle_sha256"]).exists()
+    assert bundles.stored(platform, v1["bundle_sha256"])
+    assert bundles.stored(platform, v2["bundle_sha256"])
+    assert not bundles.stored(platform, v3["bundle_sha256"])
     assert api.delete("/v1/agents/twin").status_code == 200
-    assert not bundle_path(platform, v1["bundle_sha256"]).exists()
+    assert not bundles.stored(platform, v1["bundle_sha256"])
     assert not (platform.config.home / "bundles" / v1["bundle_sha256"]).exists()  # the extracted copy
     assert api.delete("/v1/agents/hello").status_code == 404
     # The name is free again, and numbering starts afresh for the new agent.

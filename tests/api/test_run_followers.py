@@ -13,6 +13,7 @@ import pytest
 
 from orch.services import runs
 from orch.services.platform import Platform
+from orch.store.schema import RunOutputRow
 from tests.api.test_agents_runs import bundle, publish
 
 FOLLOWERS = 50  # more than the server's thread pool (anyio's 40 threads)
@@ -96,7 +97,8 @@ def test_a_follower_wakes_for_its_own_run_only(
     )
     reader.start()
     _until(lambda: platform.followers(followed) == 1, "the reader waiting")
-    (platform.run_dir(followed) / "stdout").write_text("news\n")
+    with platform.store.session() as s:
+        s.add(RunOutputRow(run_id=followed, stream="stdout", start=0, data=b"news\n"))
     platform.notify_runs(followed)
     reader.join(20)
     assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]
@@ -118,7 +120,8 @@ def test_a_change_wakes_a_follower_at_once_not_at_its_next_look(
     )
     reader.start()
     _until(lambda: platform.followers(followed) == 1, "the reader waiting")
-    (platform.run_dir(followed) / "stdout").write_text("news\n")
+    with platform.store.session() as s:
+        s.add(RunOutputRow(run_id=followed, stream="stdout", start=0, data=b"news\n"))
     platform.notify_runs(followed)
     reader.join(20)
     assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]

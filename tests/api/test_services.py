@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -14,8 +15,8 @@ import pytest
 
 from orch.bundle import pack_directory
 from orch.engine.fake import FakeEngine
+from orch.services import bundles, reconcile
 from orch.services import deployed as use_cases
-from orch.services import reconcile
 from orch.services.platform import Platform
 from orch.store.schema import ServiceReplicaRow
 from orch.workers import deploys
@@ -507,24 +508,23 @@ def test_a_deploy_wakes_the_deploy_worker(api: httpx.Client, platform: Platform,
     assert platform.wake_deploys.is_set()
 
 
-def test_a_deploy_writes_its_bundle_under_the_bundle_files_lock(
+def test_a_deploy_stores_its_bundle_under_the_bundles_lock(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:
-    """An agent delete that removes unused bundle files holds that lock: it never removes the file
-    of a deployment between its writing and the commit that refers to it."""
-    from orch.services import agents
-
+    """An agent delete that removes unused bundles holds that lock: it never removes the bundle
+    of a deployment between its storing and the commit that refers to it."""
     data = bundle(tmp_path, {"main.py": ""})
+    sha = hashlib.sha256(data).hexdigest()
     answer: list[httpx.Response] = []
-    with agents.bundle_files_lock(platform):
+    with bundles.lock(platform):
         t = threading.Thread(target=lambda: answer.append(deploy(api, "web", data)))
         t.start()
         t.join(0.5)
         assert t.is_alive() and not answer, "the deploy did not wait for the lock"
-        assert not list((platform.config.home / "bundles").glob("*.tar.gz"))
+        assert not bundles.stored(platform, sha)
     t.join(10)
     assert answer and answer[0].status_code == 201
-    assert len(list((platform.config.home / "bundles").glob("*.tar.gz"))) == 1
+    assert bundles.stored(platform, sha)
 
 
 def test_an_unchanged_redeploy_builds_and_restarts_nothing(

@@ -346,10 +346,10 @@ def test_secrets_stay_out_of_sandboxes_and_logs(server: Server, tmp_path: Path) 
     record("secrets", "look for tokens in the environment and logs", run, "only ORCH_INPUT, ORCH_RUN_ID")
     assert json.loads(run["stdout"].replace("'", '"')) == ["ORCH_INPUT", "ORCH_RUN_ID"]
     token = server.token
-    logs_dir = server.home / "logs"
-    for path in logs_dir.rglob("*"):
+    # The server's logs, and its database, which holds the runs' output.
+    for path in [*(server.home / "logs").rglob("*"), *server.home.glob("orch.db*")]:
         if path.is_file():
-            assert token not in path.read_text(errors="replace"), path
+            assert token not in path.read_bytes().decode(errors="replace"), path
 
 
 def test_other_runs_go_on_during_an_attack(server: Server, tmp_path: Path) -> None:

@@ -272,9 +272,9 @@ def test_secrets_stay_out(server: Server) -> None:
     result = exec_(server, sb, ["env"]).json()
     names = sorted(line.split("=", 1)[0] for line in result["stdout"].splitlines())
     assert not [n for n in names if n.startswith("ORCH_")] and server.token not in result["stdout"]
-    for path in (server.home / "logs").rglob("*"):
+    for path in [*(server.home / "logs").rglob("*"), *server.home.glob("orch.db*")]:
         if path.is_file():
-            assert server.token not in path.read_text(errors="replace"), path
+            assert server.token not in path.read_bytes().decode(errors="replace"), path
     record("secrets", "look for tokens in the environment and logs", result, "no ORCH_* variable, no token")
 
 

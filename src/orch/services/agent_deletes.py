@@ -4,7 +4,6 @@ Environments it brought or pinned stay: `orch env delete` no longer counts it as
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from orch.errors import Conflict, NotFound
 from orch.models import EnvKind, RunStatus
-from orch.services import agents, usage
+from orch.services import agents, bundles, usage
 from orch.services.platform import Platform
 from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, RunRow
 
@@ -141,7 +140,6 @@ def _unused(s: Session, ws_id: str, env_ids: set[str]) -> list[str]:
 
 
 def _clean_up(platform: Platform, gone: _Removed) -> None:
-    """After the commit: the deleted runs' output, and bundle files nothing refers to now."""
-    for run_id in gone.run_ids:
-        shutil.rmtree(platform.run_dir(run_id), ignore_errors=True)
-    agents.remove_unused_bundles(platform, gone.shas)
+    """After the commit: bundles nothing refers to now (the deleted runs' output went with
+    their rows)."""
+    bundles.remove_unused(platform, gone.shas)

@@ -1,27 +1,22 @@
-"""Agent use cases: publish a bundle as a new immutable version, list and show agents, and the
-bundle files on disk (deleting agents and versions: agent_deletes.py)."""
+"""Agent use cases: publish a bundle as a new immutable version, list and show agents (the
+bundles themselves: bundles.py; deleting agents and versions: agent_deletes.py)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orch import dockerfile
 from orch.builder.cache import dockerfile_hash
-from orch.bundle import BundleInfo, extract_bundle, inspect_bundle
+from orch.bundle import BundleInfo, inspect_bundle
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
-from orch.locking import file_lock
 from orch.loop.endpoints import check_allowed
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
+from orch.services import bundles, refs
 from orch.services import environments as envs
-from orch.services import refs
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
 from orch.store.schema import (
@@ -29,7 +24,6 @@ from orch.store.schema import (
     AgentVersionRow,
     BuildRow,
     EnvironmentRow,
-    ServiceDeploymentRow,
     WorkspaceRow,
 )
 
@@ -37,56 +31,6 @@ DOCKERFILE_NOT_USED = (
     "The bundle has a Dockerfile, which was not used: publish again asking for it to be built, to "
     "run the agent in an environment of its own."
 )
-
-
-def bundle_path(platform: Platform, sha256: str) -> Path:
-    return platform.config.home / "bundles" / f"{sha256}.tar.gz"
-
-
-@contextmanager
-def bundle_files_lock(platform: Platform) -> Iterator[None]:
-    """Held from writing a bundle file to committing the version that refers to it, and while
-    unreferenced bundle files are removed: a publish never refers to a file being removed."""
-    with file_lock(platform.config.home / "bundles" / ".lock"):
-        yield
-
-
-def remove_unused_bundles(platform: Platform, shas: Iterable[str]) -> None:
-    """Remove the bundle files (and their extracted copies) of `shas` that no agent version and
-    no service deployment refers to any longer; bundles are shared by content across both."""
-    wanted = set(shas)
-    if not wanted:
-        return
-    with bundle_files_lock(platform):
-        with platform.store.session() as s:
-            used = set(
-                s.scalars(
-                    select(AgentVersionRow.bundle_sha256).where(AgentVersionRow.bundle_sha256.in_(wanted))
-                )
-            )
-            used |= set(
-                s.scalars(
-                    select(ServiceDeploymentRow.bundle_sha256).where(
-                        ServiceDeploymentRow.bundle_sha256.in_(wanted)
-                    )
-                )
-            )
-        for sha in wanted - used:
-            bundle_path(platform, sha).unlink(missing_ok=True)
-            shutil.rmtree(platform.config.home / "bundles" / sha, ignore_errors=True)
-
-
-def extracted_bundle(platform: Platform, sha256: str) -> Path:
-    """The bundle's files on disk (extracted once, then shared read-only by its runs)."""
-    target = platform.config.home / "bundles" / sha256
-    if not target.exists():
-        tmp = target.with_name(f"{sha256}.tmp-{new_id('x')}")
-        extract_bundle(bundle_path(platform, sha256).read_bytes(), tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another run extracted it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool) -> PublishedView:
@@ -129,11 +73,8 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
     if docker and validation is not None and info.dockerfile is not None:
         env_id, note = dockerfile_environment(platform, ws_id, name, info.dockerfile, validation)
         notes += [note] if note else []
-    path = bundle_path(platform, info.sha256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with bundle_files_lock(platform), platform.store.session() as s:
-        if not path.exists():
-            path.write_bytes(data)
+    with bundles.lock(platform), platform.store.session() as s:
+        bundles.keep(s, info.sha256, data)
         # Locked: a delete of this agent waits for the new version, or this publish for the delete.
         agent = s.scalar(
             select(AgentRow).where(AgentRow.workspace_id == ws_id, AgentRow.name == name).with_for_update()

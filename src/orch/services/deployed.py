@@ -16,8 +16,8 @@ from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tests point it elsewhere)
-from orch.services import deployed_logs, refs, routing
-from orch.services.agents import bundle_files_lock, bundle_path, checked_dockerfile, dockerfile_environment
+from orch.services import bundles, deployed_logs, refs, routing
+from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile, remove_replica, replicas
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
@@ -63,15 +63,12 @@ def deploy(
         # this Dockerfile already is reused.
         environment_id, note = dockerfile_environment(platform, ws_id, name, info.dockerfile, validation)
         notes += [note] if note else []
-    path = bundle_path(platform, info.sha256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Locked from writing the bundle file to committing the deployment that refers to it: a
-    # concurrent agent delete never removes the file as unused in between.
-    with bundle_files_lock(platform), platform.services_lock, platform.store.session() as s:
+    # Locked from storing the bundle to committing the deployment that refers to it: a
+    # concurrent agent delete never removes it as unused in between.
+    with bundles.lock(platform), platform.services_lock, platform.store.session() as s:
         svc = _service_row(s, ws_id, name)
         _refuse_busy(s, svc)
-        if not path.exists():
-            path.write_bytes(data)
+        bundles.keep(s, info.sha256, data)
         svc.latest_version += 1
         dep = ServiceDeploymentRow(
             id=new_id("dep"),

@@ -37,7 +37,8 @@ class Platform:
     # What the machine's self-check at start found missing (services/host_check.py): runs then
     # fail at once with that sentence instead of each failing in the engine with its exit 125.
     host_problem: OrchError | None = None
-    # Base image tags known to exist: checked once per platform, not once per run.
+    # Image tags known to exist on this machine (base images, and environments' images pulled
+    # or found): checked once per platform, not once per run.
     present_base_tags: set[str] = field(default_factory=set)
     # Whether a service's new container answers at (address, port): a TCP connect; tests on the
     # fake engine, whose containers have no address to connect to, put their own answer here.
@@ -86,11 +87,6 @@ class Platform:
         if service_id:
             found["org.orch.service"] = service_id
         return found
-
-    def run_dir(self, run_id: str) -> Path:
-        path = self.config.home / "logs" / "runs" / run_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
     def notify_runs(self, run_id: str | None = None) -> None:
         """Wake the readers of `run_id`'s output (None: of every run)."""

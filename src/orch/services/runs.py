@@ -16,15 +16,14 @@ from sqlalchemy.orm import Session
 from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import RunStatus, advance, new_id
-from orch.services import log_files
+from orch.services import log_files, run_output
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
+from orch.services.run_output import STREAMS
 from orch.services.views import RunEnvironment, RunLogs, RunUsage, RunView
 from orch.store.schema import AgentRow, AgentVersionRow, RunEventRow, RunRow, utcnow
 
 MAX_INPUT = 1024 * 1024
-MAX_OUTPUT = 1024 * 1024  # kept per stream; the rest is drained and counted, not stored
-STREAMS = ("stdout", "stderr", "log")
 # A follower of a run's output wakes for that run's changes; it looks at the store again every
 # FOLLOW_RECHECK seconds all the same (another server on the same database may run it).
 FOLLOW_RECHECK = 2.0
@@ -244,12 +243,12 @@ def _news(logs: RunLogs) -> bool:
 
 def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
     status = show(platform, ws_id, run_id, usage=False).status
-    where = platform.run_dir(run_id)
-    chunks = {n: log_files.read_from(where / n, offsets.get(n, 0), MAX_OUTPUT)[0] for n in STREAMS}
+    with platform.store.session() as s:
+        chunks = run_output.read(s, run_id, offsets)
+        truncated = bool(s.scalar(select(RunRow.truncated).where(RunRow.id == run_id)))
     if not RunStatus(status).final:
         chunks = {name: log_files.whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
-    truncated = (platform.run_dir(run_id) / "truncated").exists()
     return RunLogs(
         **{name: chunks[name].decode("utf-8", "replace") for name in STREAMS},
         offsets=new_offsets,

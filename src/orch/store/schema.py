@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orch.store.types import Text, Timestamp  # NUL-safe on PostgreSQL; aware UTC everywhere
@@ -146,6 +146,30 @@ class RunRow(Base):
     queued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # A stream reached its bound (MAX_OUTPUT) and the rest of it was not kept (0014).
+    truncated: Mapped[bool] = mapped_column(default=False)
+
+
+class RunOutputRow(Base):
+    """A piece of a run's stream (stdout, stderr, log) from byte `start` (0014): any server of
+    the store answers for any run, wherever it ran (services/run_output.py)."""
+
+    __tablename__ = "run_output"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(8), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BundleRow(Base):
+    """A bundle an agent version or a service deployment runs, by content (0014): kept once, and
+    read by any machine of the store (services/bundles.py)."""
+
+    __tablename__ = "bundles"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class ServiceRow(Base):

@@ -25,7 +25,7 @@ from orch.errors import DeployFailed, OrchError
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
 from orch.services import deployed_logs, images, routing
-from orch.services.agents import extracted_bundle
+from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import Version, replicas, start_container, version_of
 from orch.store import queue

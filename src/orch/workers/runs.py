@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
 
 from sqlalchemy import select, update
 
 from orch import metrics
-from orch.builder import base_images
+from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
@@ -24,14 +23,13 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.spec import Limits, run_spec
-from orch.secret.mask import Redactor
+from orch.services import base_digests, host_check
 from orch.services import environments as envs
-from orch.services import host_check
 from orch.services import secrets as workspace_secrets
-from orch.services.agents import extracted_bundle
+from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
-from orch.services.runs import MAX_OUTPUT
+from orch.services.run_output import RunOutput, note
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
@@ -40,61 +38,6 @@ from orch.workers import loop_runs
 log = logging.getLogger(__name__)
 
 _FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry", "EAGAIN")
-
-
-class Output:
-    """The run's three streams on disk, bounded, and a wake-up for long-polling readers. Once
-    `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py)."""
-
-    def __init__(self, platform: Platform, run_id: str) -> None:
-        self.platform = platform
-        self.run_id = run_id
-        self.dir = platform.run_dir(run_id)
-        self.files: dict[str, IO[bytes]] = {n: (self.dir / n).open("ab") for n in ("stdout", "stderr", "log")}
-        self.sizes = {n: (self.dir / n).stat().st_size for n in self.files}
-        self.stderr_tail = b""
-        self.redactors: dict[str, Redactor] = {}
-
-    def mask(self, values: Iterable[str]) -> None:
-        """From now on, store each of `values` as *** in every stream."""
-        found = [v.encode() for v in values if v]
-        if found:
-            self.redactors = {n: Redactor(found) for n in self.files}
-
-    def write(self, stream: str, data: bytes) -> None:
-        redactor = self.redactors.get(stream)
-        if redactor is not None and self.sizes[stream] < MAX_OUTPUT:  # past the limit: dropped anyway
-            data = redactor.feed(data)
-        self._store(stream, data)
-
-    def flush(self) -> None:
-        """Store what the masking held back (the end of a stream that might begin a value): the
-        sandbox has ended, so nothing more arrives."""
-        for stream, redactor in self.redactors.items():
-            self._store(stream, redactor.close())
-
-    def _store(self, stream: str, data: bytes) -> None:
-        if not data:
-            return
-        if stream == "stderr":
-            self.stderr_tail = (self.stderr_tail + data)[-4096:]
-        room = MAX_OUTPUT - self.sizes[stream]
-        if room <= 0:
-            (self.dir / "truncated").touch()
-            return
-        data = data[:room]
-        self.files[stream].write(data)
-        self.files[stream].flush()
-        self.sizes[stream] += len(data)
-        self.platform.notify_runs(self.run_id)
-
-    def line(self, text: str) -> None:
-        self.write("log", (text + "\n").encode())
-
-    def close(self) -> None:
-        self.flush()
-        for f in self.files.values():
-            f.close()
 
 
 def claim(platform: Platform) -> str | None:
@@ -123,7 +66,7 @@ def recover(platform: Platform) -> list[str]:
         ):
             if run.status == RunStatus.STARTING.value and run.attempts < 2:
                 run.status = advance(run.status, RunStatus.QUEUED)
-                note = "The server stopped while this run was starting; it was queued again."
+                said = "The server stopped while this run was starting; it was queued again."
             else:
                 was = "starting" if run.status == RunStatus.STARTING.value else "running"
                 run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
@@ -131,9 +74,8 @@ def recover(platform: Platform) -> list[str]:
                 run.reason = f"the server stopped while the run was {was}"
                 if was == "starting":
                     run.reason += f" ({run.attempts} times)"
-                note = f"The server stopped during this run; it was marked failed ({run.reason})."
-            with (platform.run_dir(run.id) / "log").open("a") as f:
-                f.write(note + "\n")
+                said = f"The server stopped during this run; it was marked failed ({run.reason})."
+            note(s, run.id, said)
             settled.append(run.id)
     # A server stopped while it removed a finished sandbox leaves no container to find by label,
     # but the engine's leftovers of it (its cgroups): remove those by name, with its dependency
@@ -147,16 +89,16 @@ def recover(platform: Platform) -> list[str]:
 
 def execute(platform: Platform, run_id: str) -> None:
     """Take a claimed run to its end; every outcome is recorded, none raises."""
-    out = Output(platform, run_id)
+    out = RunOutput(platform, run_id)
     try:
         _execute(platform, run_id, out)
     except OrchError as e:
         out.line(f"✗ {e}")
-        _finish(platform, run_id, RunStatus.FAILED, None, e.message)
+        _finish(platform, out, RunStatus.FAILED, None, e.message)
     except Exception as e:  # a bug must fail the run, not the worker
         log.exception("run %s crashed", run_id)
         out.line(f"✗ internal error: {e!r}")
-        _finish(platform, run_id, RunStatus.FAILED, None, f"internal error: {type(e).__name__}")
+        _finish(platform, out, RunStatus.FAILED, None, f"internal error: {type(e).__name__}")
     finally:
         out.close()
         platform.notify_runs(run_id)
@@ -168,15 +110,19 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
 
 
 def _finish(
-    platform: Platform, run_id: str, status: RunStatus, exit_code: int | None, reason: str | None
+    platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
 ) -> None:
-    with platform.store.session() as s:
-        run = s.get(RunRow, run_id)
+    """End the run, its output stored in the same transaction: whoever sees it ended reads all
+    of its output."""
+    with out.storing, platform.store.session() as s:
+        out.store(s)
+        run = s.get(RunRow, out.run_id)
         if run is None or RunStatus(run.status).final:
             return
         run.status = advance(run.status, status)
         run.exit_code, run.reason, run.finished_at = exit_code, reason, utcnow()
     metrics.of(platform).run_finished(status)
+    platform.notify_runs(out.run_id)
 
 
 @dataclass(frozen=True)
@@ -244,7 +190,7 @@ def _plan(platform: Platform, run_id: str) -> Plan:
 
 
 def _dependencies(
-    platform: Platform, run_id: str, plan: Plan, image: str, base: ContainerSpec, out: Output
+    platform: Platform, run_id: str, plan: Plan, image: str, base: ContainerSpec, out: RunOutput
 ) -> deps_mod.Deps:
     """The bundle's dependencies for this image, installed or found in the cache."""
     bundle_dir = extracted_bundle(platform, plan.bundle_sha)
@@ -283,12 +229,11 @@ def _image_id(platform: Platform, plan: Plan, image: str) -> str:
     return info.id
 
 
-def _execute(platform: Platform, run_id: str, out: Output) -> None:
+def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     claimed = time.monotonic()
     plan = _plan(platform, run_id)
     out.mask([*plan.secrets.values(), plan.loop_key or ""])
     out.line(f"→ environment {plan.env_name} ({plan.rule.replace('-', ' ')})")
-    platform.notify_runs(run_id)
     if problem := platform.host_problem:
         said = problem.message[:1].lower() + problem.message[1:]
         raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
@@ -315,7 +260,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
     )
     deps = _dependencies(platform, run_id, plan, image, base, out)
     if _cancelled(platform, run_id):
-        _finish(platform, run_id, RunStatus.CANCELLED, None, "cancelled before the agent started")
+        _finish(platform, out, RunStatus.CANCELLED, None, "cancelled before the agent started")
         return
     spec = run_spec(
         name=base.name,
@@ -365,7 +310,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
             out.write("stdout", done.answer.encode())
         out.flush()
         # A loop has no process of its own to exit: 0 when it answered, none otherwise.
-        _finish(platform, run_id, done.status, 0 if done.status == RunStatus.SUCCEEDED else None, done.reason)
+        _finish(platform, out, done.status, 0 if done.status == RunStatus.SUCCEEDED else None, done.reason)
         return
     ended: list[ContainerExit] = []
 
@@ -375,7 +320,7 @@ def _execute(platform: Platform, run_id: str, out: Output) -> None:
         out.flush()  # before the run is seen to end: its followers read the whole output
         with measure.timed("store"):
             status, reason = outcome(result, limits, out.stderr_tail)
-            _finish(platform, run_id, status, result.exit_code, reason)
+            _finish(platform, out, status, result.exit_code, reason)
         ended.append(result)
 
     with measure.sandbox_open():
@@ -442,7 +387,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, name: str, out: Output) -> str:
+def _ready_image(
+    platform: Platform, run_id: str, env_id: str, kind: EnvKind, name: str, out: RunOutput
+) -> str:
     """The environment's image, waiting for its build when it is queued or building."""
     if kind == EnvKind.BASE:
         return _base_tag(platform, BASE_ENVIRONMENTS[name][0], out)
@@ -452,11 +399,11 @@ def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, na
         with platform.store.session() as s:
             env = s.get(EnvironmentRow, env_id)
             build = s.get(BuildRow, env.build_id) if env and env.build_id else None
-            image = env.image if env else None
+            image, digest = (env.image, env.image_digest) if env else (None, None)
         if env is None:
             raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
         if build is not None and build.status == BuildStatus.READY.value and image:
-            return image
+            return _here(platform, image, digest, out)
         if build is None or build.status == BuildStatus.FAILED.value:
             raise RunFailed(
                 f"The environment {name} failed to build: {build.error if build else 'never built'}.",
@@ -473,10 +420,26 @@ def _ready_image(platform: Platform, run_id: str, env_id: str, kind: EnvKind, na
         time.sleep(0.5)
 
 
-def _base_tag(platform: Platform, recipe: str, out: Output) -> str:
-    """The base image's tag, built first if missing (checked once per process, not per run)."""
+def _here(platform: Platform, image: str, digest: str | None, out: RunOutput) -> str:
+    """`image`, pulled by its registry `digest` first when this machine lacks it (another
+    machine built it: builder/registry.py); looked for once per process, not once per run."""
+    if image not in platform.present_base_tags:
+        if platform.engine.inspect_image(image) is None and digest:
+            out.line(f"Pulling {image} from the registry")
+        try:
+            registry.ensure_image(platform.engine, platform.config, image, digest)
+        except EngineError as e:
+            raise RunFailed(e.message, e.fix) from None
+        platform.present_base_tags.add(image)
+    return image
+
+
+def _base_tag(platform: Platform, recipe: str, out: RunOutput) -> str:
+    """The base image's tag: pulled by its recorded digest when a registry has it, else built
+    first if missing (checked once per process, not per run)."""
     tag = base_images.image_tag(recipe)
     if tag not in platform.present_base_tags:
-        base_images.ensure(platform.engine, platform.config, out.line, [recipe])
+        digests = base_digests.known(platform.store) if platform.config.registry else {}
+        base_images.ensure(platform.engine, platform.config, out.line, [recipe], digests=digests)
         platform.present_base_tags.add(tag)
     return tag
