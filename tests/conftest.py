@@ -11,8 +11,8 @@ from orch import config
 from orch.builder import base_images
 from orch.engine.base import Engine
 from orch.engine.fake import FakeEngine
+from orch.services import build_output, workspaces
 from orch.services import environments as envs
-from orch.services import workspaces
 from orch.services.platform import Platform
 from orch.store import Store
 from orch.workers import build_queue, builds
@@ -60,6 +60,12 @@ def workspace(platform: Platform) -> tuple[str, str]:
     with platform.store.session() as s:
         ws, token = workspaces.create_workspace(s, "team")
         return ws.id, token
+
+
+def build_log(platform: Platform, build_id: str) -> str:
+    """A build's whole log, as stored."""
+    with platform.store.session() as s:
+        return build_output.read(s, build_id, 0, build_output.MAX_LOG * 2)[0].decode()
 
 
 def drain(platform: Platform) -> int:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -18,17 +19,22 @@ def app(platform: Platform) -> FastAPI:
     return create_app(platform, workers=False)
 
 
-@pytest.fixture
-def api(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
-    """An in-process client of the app, authenticated as `workspace`; builds run via drain()."""
+@contextmanager
+def client_of(app: FastAPI, token: str) -> Iterator[httpx.Client]:
+    """An in-process client of `app`, authenticated with `token`."""
     with (
         in_process(app) as transport,
         httpx.Client(
-            transport=transport,
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {workspace[1]}"},
+            transport=transport, base_url="http://testserver", headers={"Authorization": f"Bearer {token}"}
         ) as client,
     ):
+        yield client
+
+
+@pytest.fixture
+def api(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
+    """An in-process client of the app, authenticated as `workspace`; builds run via drain()."""
+    with client_of(app, workspace[1]) as client:
         yield client
 
 

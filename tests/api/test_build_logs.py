@@ -4,18 +4,24 @@ excerpt and the base image in `orch env status`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from orch.builder import base_images
 from orch.cli import client as client_mod
 from orch.cli.main import app
 from orch.engine.fake import FakeEngine
+from orch.server.app import create_app
+from orch.services import build_output
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from tests.conftest import drain
+from orch.store.schema import BuildLogRow
+from tests.api.conftest import client_of
+from tests.conftest import build_log, drain, make_platform
 
 runner = CliRunner()
 
@@ -72,9 +78,10 @@ def test_the_whole_log_comes_in_chunks_without_cutting_characters(
     api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING.replace(" && exit 1", "")})
     drain(platform)
     env = api.get("/v1/environments/one").json()
-    log = platform.build_logs / f"{env['build_id']}.log"
-    whole = log.read_text() + "é€😀 " * 40 + "\n"
-    log.write_text(whole)
+    more = "é€😀 " * 40 + "\n"
+    whole = build_log(platform, env["build_id"]) + more
+    with platform.store.session() as s:
+        build_output.note(s, env["build_id"], more)
     monkeypatch.setattr(envs, "LOG_CHUNK", 7)  # cuts characters of 2, 3 and 4 bytes
     text, chunks = _read_all(api, "/v1/environments/one/logs")
     assert text == whole
@@ -87,7 +94,9 @@ def test_a_build_by_id_and_unknown_ones(api: httpx.Client, platform: Platform) -
     api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING.replace(" && exit 1", "")})
     drain(platform)
     first = api.get("/v1/environments/one").json()["build_id"]
-    (platform.build_logs / f"{first}.log").write_text("the first build\n")
+    with platform.store.session() as s:
+        s.execute(delete(BuildLogRow).where(BuildLogRow.build_id == first))
+        build_output.note(s, first, "the first build\n")
     api.post("/v1/environments/one/build", json={"no_cache": True})
     drain(platform)
     latest = api.get("/v1/environments/one/logs").json()
@@ -112,7 +121,7 @@ def test_env_logs_prints_the_whole_log(
     env = _failed(api, platform, fake_engine, monkeypatch)
     res = cli("env", "logs", "broken")
     assert res.exit_code == 0, res.output
-    assert res.output == (platform.build_logs / f"{env['build_id']}.log").read_text()
+    assert res.output == build_log(platform, env["build_id"])
     assert DECISIVE in res.output and "noise 39" in res.output
     data = json.loads(cli("env", "logs", "broken", "--json").output)
     assert data["build_id"] == env["build_id"] and data["status"] == "failed" and DECISIVE in data["log"]
@@ -167,3 +176,44 @@ def test_environment_page_shows_base_image_and_excerpt(
     assert page.status_code == 200
     assert base_images.image_tag("code-interpreter") in page.text
     assert DECISIVE in page.text and 'data-build-log="env_' in page.text
+
+
+def test_another_server_of_the_store_answers_for_a_build(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+    workspace: tuple[str, str],
+) -> None:
+    api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING})
+    drain(platform)
+    here = api.get("/v1/environments/one/logs").json()
+    assert here["status"] == "failed" and "STEP 2/2" in here["text"]
+    assert not (platform.config.home / "logs" / "builds").exists()  # nothing on this disk
+    other = make_platform(tmp_path / "other-home", fake_engine, database_url=database_url)
+    try:
+        with client_of(create_app(other, workers=False), workspace[1]) as there:
+            assert there.get("/v1/environments/one/logs").json() == here
+    finally:
+        other.store.dispose()
+
+
+def test_build_log_files_of_an_earlier_server_move_into_the_store(
+    api: httpx.Client, platform: Platform
+) -> None:
+    api.post("/v1/environments", json={"name": "one", "dockerfile": FAILING})
+    drain(platform)
+    build_id = api.get("/v1/environments/one").json()["build_id"]
+    with platform.store.session() as s:
+        s.execute(delete(BuildLogRow))
+    where = platform.config.home / "logs" / "builds"
+    where.mkdir(parents=True)
+    (where / f"{build_id}.log").write_text("the old log\n")
+    (where / "bld_deleted_since.log").write_text("nobody's\n")
+    assert build_output.import_files(platform) == 1
+    assert not list(where.iterdir())
+    assert build_log(platform, build_id) == "the old log\n"
+    (where / f"{build_id}.log").write_text("the old log\n")  # stopped before the file went
+    assert build_output.import_files(platform) == 0
+    assert build_log(platform, build_id) == "the old log\n"

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from orch.engine.fake import FakeEngine
+from orch.services import build_output
 from orch.services.platform import Platform
-from orch.workers import builds
-from tests.conftest import drain
+from tests.conftest import build_log, drain
 
 GOOD = """\
 FROM e2bdev/code-interpreter:latest
@@ -275,11 +275,11 @@ def test_leading_comment_is_the_description(api: httpx.Client) -> None:
 def test_a_build_log_keeps_its_first_bytes_and_the_record_its_last_lines(
     api: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(builds, "MAX_LOG", 2000)
+    monkeypatch.setattr(build_output, "MAX_LOG", 2000)
     steps = "".join(f"RUN echo step {i} {'x' * 60}\n" for i in range(100))  # ~9 KB of STEP lines
     env = create(api, "chatty", "FROM e2bdev/code-interpreter:latest\n" + steps)
     drain(platform)
-    log = (platform.build_logs / f"{env['build_id']}.log").read_text()
+    log = build_log(platform, env["build_id"])
     assert 2000 <= len(log.encode()) <= 2000 + 200
     assert log.endswith("(The output passed 0 MiB; the rest is not kept here.)\n")
     assert "step 0 " in log and "step 99 " not in log

@@ -16,13 +16,13 @@ from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
 from orch.models import RunStatus
 from orch.server.app import create_app
-from orch.services import run_output
+from orch.services import output_store, run_output
 from orch.services.platform import Platform
 from orch.services.run_output import RunOutput
 from orch.store.schema import RunOutputRow, RunRow
 from orch.workers import runs as run_worker
+from tests.api.conftest import client_of
 from tests.api.test_agents_runs import bundle, publish
-from tests.asgi import in_process
 from tests.conftest import drain_runs, make_platform
 
 
@@ -56,7 +56,7 @@ def read(platform: Platform, run_id: str, **offsets: int) -> dict[str, bytes]:
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing is stored until a test stores it (no flusher thread)."""
-    monkeypatch.setattr(run_output.Flusher, "want", lambda self, out: None)
+    monkeypatch.setattr(output_store.Flusher, "want", lambda self, out: None)
 
 
 def test_pieces_are_stored_in_order_one_row_for_what_came_in_a_row(
@@ -69,7 +69,7 @@ def test_pieces_are_stored_in_order_one_row_for_what_came_in_a_row(
     out.write("stdout", "é!".encode())
     out.line("→ hello")
     assert rows(platform, queued) == []  # held in memory until stored
-    run_output.flusher(platform).store_waiting()  # nothing waits: `want` was not told
+    output_store.flusher(platform).store_waiting()  # nothing waits: `want` was not told
     out.close()
     assert rows(platform, queued) == [
         ("log", 0, "→ hello\n".encode()),
@@ -121,7 +121,7 @@ def test_a_failed_store_keeps_the_pieces_for_the_next_in_order(
 ) -> None:
     out = RunOutput(platform, queued)
     out.write("stdout", b"first ")
-    flusher = run_output.Flusher(platform)
+    flusher = output_store.Flusher(platform)
     flusher._waiting[out] = None  # as `want` does, without its thread
     real = platform.store.session
 
@@ -185,14 +185,7 @@ def test_another_server_of_the_store_answers_for_a_run(
     assert drain_runs(platform) == 1
     other = make_platform(tmp_path / "other-home", fake_engine, database_url=database_url)
     try:
-        with (
-            in_process(create_app(other, workers=False)) as transport,
-            httpx.Client(
-                transport=transport,
-                base_url="http://testserver",
-                headers={"Authorization": f"Bearer {workspace[1]}"},
-            ) as there,
-        ):
+        with client_of(create_app(other, workers=False), workspace[1]) as there:
             here = api.get(f"/v1/runs/{queued}/logs").json()
             assert (here["status"], here["stdout"], here["stderr"]) == (
                 "succeeded",

@@ -6,10 +6,23 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.integration.conftest import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def ran_by(servers: list[Server], postgres_url: str) -> dict[str, set[str]]:
+    """The builds each server claimed last (the store's `claimed_by`), by server name."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            claimed = conn.execute(text("SELECT id, claimed_by FROM builds")).all()
+    finally:
+        engine.dispose()
+    return {s.home.name: {build for build, by in claimed if by == s.instance} for s in servers}
+
 
 BUILDS = 6
 
@@ -40,15 +53,13 @@ def test_two_servers_never_run_the_same_build_twice(make_server, postgres_url: s
     assert listed.returncode == 0 and all(f"shared-{i}" in listed.stdout for i in range(BUILDS))
     assert [e["status"] for e in envs] == ["ready"] * BUILDS, [e["error"] for e in envs]
     assert [e["build"]["attempts"] for e in envs] == [1] * BUILDS
-    # A server writes the log of each build it runs into its own ORCH_HOME: each build's log is
-    # in exactly one of them, and both servers took some.
-    ran_by = {s.home.name: {p.stem for p in (s.home / "logs" / "builds").glob("*.log")} for s in servers}
-    assert ran_by["a"].isdisjoint(ran_by["b"]), ran_by
-    assert ran_by["a"] | ran_by["b"] >= set(ids), ran_by
-    assert ran_by["a"] & set(ids) and ran_by["b"] & set(ids), ran_by
+    # Each build was claimed once (attempts 1, above), by one of them, and both servers took some.
+    took = ran_by(servers, postgres_url)
+    assert took["a"] | took["b"] >= set(ids), took
+    assert took["a"] & set(ids) and took["b"] & set(ids), took
     print(
-        f"\ntwo servers, one PostgreSQL: {BUILDS} builds, a ran {len(ran_by['a'] & set(ids))}, "
-        f"b ran {len(ran_by['b'] & set(ids))}, none twice"
+        f"\ntwo servers, one PostgreSQL: {BUILDS} builds, a ran {len(took['a'] & set(ids))}, "
+        f"b ran {len(took['b'] & set(ids))}, none twice"
     )
 
 
@@ -75,12 +86,14 @@ def test_a_restarting_server_leaves_the_other_servers_builds_alone(make_server, 
             assert time.monotonic() < deadline + 180, "the builds never finished"
             time.sleep(0.5)
         envs = [api.get(f"/v1/environments/slow-{i}").json() for i in range(2)]
-    ran_by = {s.home.name: {p.stem for p in (s.home / "logs" / "builds").glob("*.log")} for s in servers}
+        logs = {e["build_id"]: api.get(f"/v1/environments/{e['name']}/logs").json()["text"] for e in envs}
+    took = ran_by(servers, postgres_url)
     attempts = {e["build_id"]: e["build"]["attempts"] for e in envs}
-    # b's interrupted build is queued again at its restart; whichever server is free then may run
-    # it (a, done with its own, often is). a's own build ran once, on a alone.
+    # b's interrupted build is queued again at its restart, by b (a restarting server settles only
+    # its own claims, and says so in the log); whichever server is free then may run it (a, done
+    # with its own, often is). a's own build ran once, on a alone.
     (a_build,) = [build for build, n in attempts.items() if n == 1]
     (b_build,) = [build for build, n in attempts.items() if n == 2]
-    assert a_build in ran_by["a"] and a_build not in ran_by["b"], ran_by
-    assert b_build in ran_by["b"], ran_by
-    assert "queued again" not in (a.home / "logs" / "builds" / f"{a_build}.log").read_text()
+    assert a_build in took["a"], took
+    assert "queued again" not in logs[a_build]
+    assert "The server stopped during this build; it was queued again." in logs[b_build]

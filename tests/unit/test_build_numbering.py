@@ -13,7 +13,7 @@ from orch.engine.base import BuildRequest, ImageInfo
 from orch.engine.fake import FakeEngine
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from tests.conftest import drain
+from tests.conftest import build_log, drain
 
 # Five instructions; Podman runs three of them (no SHELL, no CMD), the last of which fails.
 FAILING = """\
@@ -57,7 +57,7 @@ def podman_like(fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> Fak
 
 
 def _log(platform: Platform, build_id: str | None) -> str:
-    return (platform.build_logs / f"{build_id}.log").read_text()
+    return build_log(platform, build_id)
 
 
 def test_a_failure_is_numbered_as_in_the_dockerfile(

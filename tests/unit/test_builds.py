@@ -11,7 +11,7 @@ from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store.schema import BuildRow
 from orch.workers import build_queue, builds
-from tests.conftest import drain
+from tests.conftest import build_log, drain
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN echo one\nRUN echo two\n"
 
@@ -49,7 +49,7 @@ def test_recover_requeues_then_fails(platform: Platform, workspace: tuple[str, s
     assert row.status == BuildStatus.FAILED
     assert "stopped during this build 2 times" in (row.error or "")
     assert row.worker_pid is None and row.finished_at is not None  # a failed build has no worker
-    log = (platform.build_logs / f"{build_id}.log").read_text()
+    log = build_log(platform, build_id)
     assert "queued again" in log
 
 

@@ -1,4 +1,4 @@
-"""Migration 0014: runs' output and bundles move into the store; what was there stays (a run
+"""Migration 0014: runs' output, builds' logs and bundles move into the store; what was there stays (a run
 gets `truncated` false), and a downgrade takes the additions away again."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from orch.store import Store
-from orch.store.schema import Base, BundleRow, RunOutputRow
+from orch.store.schema import Base, BuildLogRow, BundleRow, RunOutputRow
 from tests.unit.test_image_digest_migration import columns, empty_store, to
 
 __all__ = ["empty_store"]  # the fixture, on SQLite and on PostgreSQL
@@ -43,6 +43,7 @@ def test_the_tables_come_and_go_and_runs_stay(empty_store: Store) -> None:
     to(store, "0014")
     assert columns(store, "run_output") == set(RunOutputRow.__table__.columns.keys())
     assert columns(store, "bundles") == set(BundleRow.__table__.columns.keys())
+    assert columns(store, "build_log") == set(BuildLogRow.__table__.columns.keys())
     with store.db.begin() as conn:
         assert conn.execute(text("SELECT truncated FROM runs WHERE id = 'run_a'")).scalar() in (False, 0)
         piece = text("INSERT INTO run_output (run_id, stream, start, data) VALUES ('run_a', 'log', 0, :d)")
@@ -53,7 +54,7 @@ def test_the_tables_come_and_go_and_runs_stay(empty_store: Store) -> None:
     a_run(store)
     to(store, "0013", down=True)
     assert "truncated" not in columns(store, "runs")
-    assert not {"run_output", "bundles"} & set(inspect(store.db).get_table_names())
+    assert not {"run_output", "bundles", "build_log"} & set(inspect(store.db).get_table_names())
     with store.db.connect() as conn:
         assert conn.execute(text("SELECT id FROM runs")).scalar() == "run_a"
 
@@ -62,5 +63,5 @@ def test_the_migrated_tables_match_the_row_classes(empty_store: Store) -> None:
     empty_store.migrate()
     with empty_store.db.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    mine = [d for d in diff if any(t in repr(d) for t in ("run_output", "bundles", "truncated"))]
+    mine = [d for d in diff if any(t in repr(d) for t in ("run_output", "bundles", "build_log", "truncated"))]
     assert not mine, mine

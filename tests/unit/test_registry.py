@@ -20,7 +20,7 @@ from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store import Store
 from orch.store.schema import BuildRow, EnvironmentRow
-from tests.conftest import drain
+from tests.conftest import build_log, drain
 
 REGISTRY = "127.0.0.1:5000"
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN echo one\n"
@@ -204,7 +204,7 @@ def test_a_build_pushes_and_records_the_digest(
     shown = envs.show(platform, workspace[0], "one")
     assert shown.image_digest == build.image_digest
     assert shown.build is not None and shown.build.image_digest == build.image_digest
-    log = (platform.build_logs / f"{build.id}.log").read_text()
+    log = build_log(platform, build.id)
     assert f"Pushed {build.image_digest}" in log
 
     # Another environment of the same Dockerfile: a cache hit, with the same digest, no push.
@@ -228,7 +228,7 @@ def test_a_failed_push_fails_the_build_with_the_reason(
     )
     assert "connection refused" in build.error
     assert env.image is None and env.image_digest is None
-    log = (platform.build_logs / f"{build.id}.log").read_text()
+    log = build_log(platform, build.id)
     assert "error: The image was built but not pushed to the registry" in log
     assert "Traceback" not in log
 

@@ -14,7 +14,7 @@ from orch.builder.predefined import BASE_ENVIRONMENTS, PREDEFINED
 from orch.errors import Conflict, InvalidDockerfile, InvalidInput, NotFound
 from orch.models import SHARED as SHARED  # the scope of base and predefined environments
 from orch.models import BuildStatus, EnvKind, EnvStatus, check_name, new_id
-from orch.services import build_requests, log_files, refs, usage
+from orch.services import build_output, build_requests, log_files, refs, usage
 from orch.services.platform import Platform
 from orch.services.views import (
     BuildLogChunk,
@@ -384,8 +384,9 @@ def read_log(
             )
     if b is None:
         return BuildLogChunk(text="", offset=0, size=0, more=False, status=EnvStatus.NOT_BUILT.value)
-    # No file: a cache hit, or a build not started yet.
-    read, size = log_files.read_from(platform.build_logs / f"{b.id}.log", offset, LOG_CHUNK)
+    # Nothing stored: a cache hit, or a build not started yet.
+    with platform.store.session() as s:
+        read, size = build_output.read(s, b.id, offset, LOG_CHUNK)
     data = log_files.whole_characters(read)
     end = max(offset, 0) + len(data)
     return BuildLogChunk(

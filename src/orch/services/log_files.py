@@ -1,22 +1,7 @@
-"""Reading a log file that is still being written (a build's, a run's streams) from a byte offset,
-so that a follower asks again from where the last answer ended."""
+"""Reading a log that is still being written (a build's, a run's streams) from a byte offset, so
+that a follower asks again from where the last answer ended: the piece of it to answer with."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-
-def read_from(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
-    """Up to `limit` bytes of `path` from byte `offset`, and the file's size now; nothing (and
-    size 0) when the file does not exist yet."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            # Past the end there is nothing yet (and seek() fails on offsets over 2**63).
-            f.seek(max(min(offset, size), 0))
-            return f.read(limit), size
-    except FileNotFoundError:
-        return b"", 0
 
 
 def whole_characters(data: bytes) -> bytes:

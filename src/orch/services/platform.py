@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from orch.config import Config
 from orch.engine.base import Engine
@@ -125,9 +124,3 @@ class Platform:
         """How many readers are waiting for `run_id`'s output now."""
         with self._follow_lock:
             return self._followed.get(run_id, [0, 0])[0]
-
-    @property
-    def build_logs(self) -> Path:
-        path = self.config.home / "logs" / "builds"
-        path.mkdir(parents=True, exist_ok=True)
-        return path

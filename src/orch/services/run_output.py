@@ -3,77 +3,46 @@ a byte offset and bounded at MAX_OUTPUT bytes, so that any server of the store a
 run, whichever machine ran it (docs/scale.md).
 
     RunOutput(platform, run_id)     what a run's worker writes to: masked, bounded, held in memory
-    flusher(platform)               stores every run's waiting pieces in one transaction, a moment
-                                    after they come (FLUSH_DELAY); a run's end stores its rest in
-                                    the transaction that ends it (RunOutput.store)
+                                    until the platform's flusher stores it (output_store.py); a
+                                    run's end stores its rest in the transaction that ends it
     read(s, run_id, offsets)        what a follower gets from its byte offsets
     note(s, run_id, text)           a line of the server's own in a run's log
     import_files(platform)          the files servers before 0014 kept under ORCH_HOME/logs/runs
 
-A run's output is written by one worker and read by its followers: the flusher wakes those of
-this server at each store; another server's followers find it at their next look (runs.long_poll
-looks again every FOLLOW_RECHECK seconds).
+A run's output is written by one worker and read by its followers: each store wakes those of
+this server; another server's followers find it at their next look (runs.long_poll looks again
+every FOLLOW_RECHECK seconds).
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
-import threading
-import time
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
-from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orch.secret.mask import Redactor
+from orch.services.output_store import Pending, Taken, joined
 from orch.services.platform import Platform
 from orch.store.schema import RunOutputRow, RunRow
 
-log = logging.getLogger(__name__)
-
 STREAMS = ("stdout", "stderr", "log")
 MAX_OUTPUT = 1024 * 1024  # kept per stream; the rest is drained and counted, not stored
-# How long a piece of output waits for more before it is stored: a chatty run costs the store one
-# transaction per FLUSH_DELAY, not one per write, and every run's pieces share it.
-FLUSH_DELAY = 0.05
-_IDLE = 5.0  # seconds with nothing to store before the flusher's thread ends (the next write starts it)
 
 _END = RunOutputRow.start + func.length(RunOutputRow.data)  # the byte after a piece
 
 
-@dataclass
-class Taken:
-    """Pieces of output on their way to the store: (stream, start, data), and whether a stream
-    was cut at its bound meanwhile."""
-
-    pieces: list[tuple[str, int, bytearray]]
-    cut: bool
-
-    def __bool__(self) -> bool:
-        return bool(self.pieces or self.cut)
-
-
-class RunOutput:
-    """The streams of one run being executed. `write` is called from the sandbox's reader threads;
-    what is written waits in memory until the platform's flusher or the run's end stores it. Once
+class RunOutput(Pending):
+    """The streams of one run being executed, written from the sandbox's reader threads. Once
     `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py)."""
 
     def __init__(self, platform: Platform, run_id: str) -> None:
-        self.platform = platform
-        self.run_id = run_id
         with platform.store.session() as s:  # a run queued again goes on after its earlier output
-            self.sizes = sizes(s, run_id)
+            super().__init__(platform, sizes(s, run_id), MAX_OUTPUT)
+        self.run_id = run_id
         self.stderr_tail = b""
         self.redactors: dict[str, Redactor] = {}
-        self._pending: list[tuple[str, int, bytearray]] = []
-        self._cut = False  # a stream reached its bound since the last store
-        self._lock = threading.Lock()  # guards the two above
-        # Held from taking the pending pieces to their commit, so pieces are stored in order: a
-        # follower never sees a later piece before an earlier one.
-        self.storing = threading.Lock()
 
     def mask(self, values: Iterable[str]) -> None:
         """From now on, store each of `values` as *** in every stream."""
@@ -83,7 +52,7 @@ class RunOutput:
 
     def write(self, stream: str, data: bytes) -> None:
         redactor = self.redactors.get(stream)
-        if redactor is not None and self.sizes[stream] < MAX_OUTPUT:  # past the limit: dropped anyway
+        if redactor is not None and self.sizes[stream] < self.bound:  # past the limit: dropped anyway
             data = redactor.feed(data)
         self._keep(stream, data)
 
@@ -97,33 +66,9 @@ class RunOutput:
             self._keep(stream, redactor.close())
 
     def _keep(self, stream: str, data: bytes) -> None:
-        if not data:
-            return
-        if stream == "stderr":
+        if stream == "stderr" and data:
             self.stderr_tail = (self.stderr_tail + data)[-4096:]
-        with self._lock:
-            start = self.sizes[stream]
-            room = MAX_OUTPUT - start
-            if len(data) > room:
-                self._cut = True
-                data = data[: max(room, 0)]
-                if not data:
-                    return
-            self.sizes[stream] = start + len(data)
-            last = self._pending[-1] if self._pending else None
-            if last is not None and last[0] == stream and last[1] + len(last[2]) == start:
-                last[2].extend(data)  # one row for what came in a row
-            else:
-                self._pending.append((stream, start, bytearray(data)))
-        flusher(self.platform).want(self)
-
-    def take(self) -> Taken:
-        """The waiting pieces, no longer waiting (the caller holds `storing` until they are
-        stored, or gives them back)."""
-        with self._lock:
-            taken = Taken(self._pending, self._cut)
-            self._pending, self._cut = [], False
-        return taken
+        self.keep(stream, data)
 
     def add(self, s: Session, taken: Taken) -> None:
         s.add_all(
@@ -132,101 +77,13 @@ class RunOutput:
         if taken.cut:
             s.execute(update(RunRow).where(RunRow.id == self.run_id).values(truncated=True))
 
-    def store(self, s: Session) -> bool:
-        """Add the waiting pieces to `s` (the caller holds `storing` until `s` commits); whether
-        there were any."""
-        taken = self.take()
-        self.add(s, taken)
-        return bool(taken)
-
-    def give_back(self, taken: Taken) -> None:
-        """Pieces whose store failed, waiting again before anything written since."""
-        with self._lock:
-            self._pending[:0] = taken.pieces
-            self._cut = self._cut or taken.cut
+    def stored(self) -> None:
+        self.platform.notify_runs(self.run_id)
 
     def close(self) -> None:
         """Store what is left (the run has ended, so its followers are woken now)."""
         self.flush()
-        with self.storing, self.platform.store.session() as s:
-            stored = self.store(s)
-        if stored:
-            self.platform.notify_runs(self.run_id)
-
-
-class Flusher:
-    """Stores the waiting output of every run of one platform, a moment after it comes, in one
-    transaction; a thread of its own while there is output to store."""
-
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self._waiting: dict[RunOutput, None] = {}  # an ordered set
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def want(self, out: RunOutput) -> None:
-        with self._lock:
-            self._waiting[out] = None
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="orch-run-output", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while True:
-            if not self._wake.wait(_IDLE):
-                with self._lock:
-                    if not self._waiting:
-                        self._thread = None
-                        return
-                continue
-            self._wake.clear()
-            time.sleep(FLUSH_DELAY)  # what comes meanwhile shares the transaction
-            try:
-                self.store_waiting()
-            except Exception:  # the store is away: the pieces wait for the next try
-                log.exception("storing runs' output failed; trying again")
-                time.sleep(1.0)
-                self._wake.set()
-
-    def store_waiting(self) -> None:
-        with self._lock:
-            outs, self._waiting = list(self._waiting), {}
-        if not outs:
-            return
-        with ExitStack() as held:
-            for out in outs:
-                held.enter_context(out.storing)
-            taken = [(out, out.take()) for out in outs]
-            try:
-                with self.platform.store.session() as s:
-                    for out, pieces in taken:
-                        out.add(s, pieces)
-            except Exception:
-                for out, pieces in taken:
-                    out.give_back(pieces)
-                with self._lock:
-                    self._waiting.update(dict.fromkeys(outs))
-                raise
-        stored = [out.run_id for out, pieces in taken if pieces]
-        for run_id in stored:
-            self.platform.notify_runs(run_id)
-
-
-_FLUSHERS_LOCK = threading.Lock()
-
-
-def flusher(platform: Platform) -> Flusher:
-    """The platform's flusher, made and kept on it at first use (as metrics.of)."""
-    found: Flusher | None = getattr(platform, "_run_output_flusher", None)
-    if found is None:
-        with _FLUSHERS_LOCK:
-            found = getattr(platform, "_run_output_flusher", None)
-            if found is None:
-                found = Flusher(platform)
-                setattr(platform, "_run_output_flusher", found)  # noqa: B010  # Platform has no such field
-    return found
+        super().close()
 
 
 def sizes(s: Session, run_id: str) -> dict[str, int]:
@@ -240,25 +97,20 @@ def read(s: Session, run_id: str, offsets: Mapping[str, int], limit: int = MAX_O
     """Up to `limit` bytes of each stream from its offset in `offsets` (0 when absent): what is
     stored without a gap from there."""
     at = {n: max(int(offsets.get(n, 0)), 0) for n in STREAMS}
-    found = {n: bytearray() for n in STREAMS}
+    found: dict[str, list[tuple[int, bytes]]] = {n: [] for n in STREAMS}
     asked = [n for n in STREAMS if at[n] < MAX_OUTPUT]  # no stream goes further (nor fits a column)
-    if not asked:
-        return {n: b"" for n in STREAMS}
-    rows = s.execute(
-        select(RunOutputRow.stream, RunOutputRow.start, RunOutputRow.data)
-        .where(
-            RunOutputRow.run_id == run_id,
-            or_(*(and_(RunOutputRow.stream == n, at[n] < _END) for n in asked)),
+    if asked:
+        rows = s.execute(
+            select(RunOutputRow.stream, RunOutputRow.start, RunOutputRow.data)
+            .where(
+                RunOutputRow.run_id == run_id,
+                or_(*(and_(RunOutputRow.stream == n, at[n] < _END) for n in asked)),
+            )
+            .order_by(RunOutputRow.stream, RunOutputRow.start)
         )
-        .order_by(RunOutputRow.stream, RunOutputRow.start)
-    )
-    for stream, start, data in rows:
-        got = found[stream]
-        here = at[stream] + len(got)
-        if start > here or len(got) >= limit:  # not stored yet (a gap), or enough
-            continue
-        got.extend(data[here - start : here - start + limit - len(got)])
-    return {n: bytes(d) for n, d in found.items()}
+        for stream, start, data in rows:
+            found[stream].append((start, data))
+    return {n: joined(found[n], at[n], limit) for n in STREAMS}
 
 
 def note(s: Session, run_id: str, text: str) -> None:

@@ -161,6 +161,16 @@ class RunOutputRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class BuildLogRow(Base):
+    """A piece of a build's log from byte `start` (0014): any server of the store answers for
+    any build, wherever it ran (services/build_output.py)."""
+
+    __tablename__ = "build_log"
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class BundleRow(Base):
     """A bundle an agent version or a service deployment runs, by content (0014): kept once, and
     read by any machine of the store (services/bundles.py)."""

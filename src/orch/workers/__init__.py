@@ -8,17 +8,17 @@
     └── reaper         workers/sandboxes.py   sandboxes on demand removed when idle, expired or dead
 
 Each queue is a table in the store drained by `QueueWorkers` (workers/queue.py): whoever queues
-work sets the queue's wake event. `start` first moves runs' output and bundles that files held
-before 0014 into the store, then settles what a stopped server left in flight, in this order: builds (which
-also removes the platform's unnamed images while nothing builds), runs, deployments, then the
-sandboxes on demand of before a restart; then the threads start.
+work sets the queue's wake event. `start` first moves runs' output, builds' logs and bundles
+that files held before 0014 into the store, then settles what a stopped server left in flight, in
+this order: builds (which also removes the platform's unnamed images while nothing builds), runs,
+deployments, then the sandboxes on demand of before a restart; then the threads start.
 """
 
 from __future__ import annotations
 
 import logging
 
-from orch.services import bundles, run_output
+from orch.services import build_output, bundles, run_output
 from orch.services.platform import Platform
 from orch.workers import builds, deploys, runs
 from orch.workers.queue import QueueWorkers
@@ -83,6 +83,8 @@ class Workers:
     def start(self) -> None:
         if moved := run_output.import_files(self.platform):
             log.info("moved the output of %d runs from files into the store", moved)
+        if moved := build_output.import_files(self.platform):
+            log.info("moved the logs of %d builds from files into the store", moved)
         if moved := bundles.import_files(self.platform):
             log.info("moved %d bundles from files into the store", moved)
         for q in self.queues:

@@ -23,7 +23,7 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.engine.base import BuildRequest
 from orch.errors import BuildFailed, EngineError, OrchError
 from orch.models import BuildStatus, advance
-from orch.services import base_digests, build_log, images
+from orch.services import base_digests, build_log, build_output, images
 from orch.services.platform import Platform
 from orch.store import queue
 from orch.store.queue import left_by
@@ -32,9 +32,6 @@ from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, then failed
-# A build's log keeps its first MAX_LOG bytes; a step that prints more (`RUN yes`) cannot fill
-# the disk. A failure's excerpt (build_log.Excerpt) sees every line all the same.
-MAX_LOG = 16 * 1024 * 1024
 
 
 def claim(platform: Platform) -> str | None:
@@ -62,11 +59,11 @@ def recover(platform: Platform) -> list[str]:
             if b.attempts < MAX_ATTEMPTS:
                 b.status = advance(b.status, BuildStatus.QUEUED)
                 b.step, b.step_text, b.worker_pid = 0, "", None
-                _append(platform, b.id, f"\n{note}; it was queued again.\n")
+                build_output.note(s, b.id, f"\n{note}; it was queued again.\n")
             else:
                 b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
                 b.error = f"{note} {b.attempts} times; it was not tried again."
-                _append(platform, b.id, f"\n{b.error}\n")
+                build_output.note(s, b.id, f"\n{b.error}\n")
                 metrics.of(platform).build_finished("failed")
             settled.append(b.id)
     # Images that nothing names (failed builds' above included), while still nothing builds.
@@ -93,11 +90,6 @@ def _stop_orphan(pid: int) -> None:
             time.sleep(0.1)
 
 
-def _append(platform: Platform, build_id: str, text: str) -> None:
-    with (platform.build_logs / f"{build_id}.log").open("a") as f:
-        f.write(text)
-
-
 def run(platform: Platform, build_id: str) -> None:
     """Run one claimed build to its end; every outcome is recorded, none raises."""
     started = time.monotonic()
@@ -110,33 +102,30 @@ def run(platform: Platform, build_id: str) -> None:
                 metrics.of(platform).build_finished("failed", time.monotonic() - started)
             return
         text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
-    with (platform.build_logs / f"{build_id}.log").open("a", buffering=1) as logf:
-        # Only this attempt's lines: an earlier one (before a server stop) failed for other reasons.
-        excerpt = build_log.Excerpt()
-        kept = [logf.tell()]
+    # Only this attempt's lines make the excerpt: an earlier one (before a server stop) failed
+    # for other reasons.
+    excerpt = build_log.Excerpt()
+    stored = build_output.BuildOutput(platform, build_id)
 
-        def out(line: str) -> None:
-            excerpt.add(line)
-            if kept[0] > MAX_LOG:
-                return
-            kept[0] += len(line.encode()) + 1
-            logf.write(line + "\n")
-            if kept[0] > MAX_LOG:
-                logf.write(f"(The output passed {MAX_LOG // 2**20} MiB; the rest is not kept here.)\n")
+    def out(line: str) -> None:
+        excerpt.add(line)
+        stored.line(line)
 
-        outcome: metrics.BuildOutcome = "failed"
-        try:
-            _build(platform, build_id, env_id, text, no_cache, out)
-            outcome = "ready"
-        except BuildFailed as e:
-            _fail(platform, build_id, e, excerpt.lines() or list(e.details.get("tail") or []))
-        except OrchError as e:
-            out(f"error: {e}")
-            _fail(platform, build_id, e, excerpt.lines())
-        except Exception as e:  # a bug must fail the build, not kill the worker
-            log.exception("build %s crashed", build_id)
-            out(f"internal error: {e!r}")
-            _fail(platform, build_id, OrchError(f"Internal error: {e!r}"), excerpt.lines())
+    outcome: metrics.BuildOutcome = "failed"
+    try:
+        _build(platform, build_id, env_id, text, no_cache, out, stored)
+        outcome = "ready"
+    except BuildFailed as e:
+        _fail(platform, stored, e, excerpt.lines() or list(e.details.get("tail") or []))
+    except OrchError as e:
+        out(f"error: {e}")
+        _fail(platform, stored, e, excerpt.lines())
+    except Exception as e:  # a bug must fail the build, not kill the worker
+        log.exception("build %s crashed", build_id)
+        out(f"internal error: {e!r}")
+        _fail(platform, stored, OrchError(f"Internal error: {e!r}"), excerpt.lines())
+    finally:
+        stored.close()
     metrics.of(platform).build_finished(outcome, time.monotonic() - started)
 
 
@@ -147,6 +136,7 @@ def _build(
     text: str,
     no_cache: bool,
     out: Callable[[str], None],
+    stored: build_output.BuildOutput,
 ) -> None:
     validation = dockerfile.validate(text)
     if not validation.ok:
@@ -192,7 +182,9 @@ def _build(
 
     info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
     digest = _push(platform, tag, out)
-    with platform.store.session() as s:
+    # Ready, with its whole log stored in the same transaction: whoever sees it ended reads all.
+    with stored.storing, platform.store.session() as s:
+        stored.store(s)
         b = s.get(BuildRow, build_id)
         env = s.get(EnvironmentRow, env_id)
         assert b is not None
@@ -237,9 +229,11 @@ def _progress(platform: Platform, build_id: str, step: int, total: int, text: st
         )
 
 
-def _fail(platform: Platform, build_id: str, error: OrchError, excerpt: list[str]) -> None:
-    with platform.store.session() as s:
-        b = s.get(BuildRow, build_id)
+def _fail(platform: Platform, stored: build_output.BuildOutput, error: OrchError, excerpt: list[str]) -> None:
+    """Fail the build, its log stored in the same transaction."""
+    with stored.storing, platform.store.session() as s:
+        stored.store(s)
+        b = s.get(BuildRow, stored.build_id)
         if b is None:
             return
         failed_step = f"step {b.step}/{b.total_steps}: {b.step_text}" if b.step else None

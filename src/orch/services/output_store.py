@@ -1,0 +1,203 @@
+"""Output on its way into the store: what a run or a build writes waits in memory for a moment,
+then the platform's flusher stores every writer's waiting pieces in one transaction, so a chatty
+writer costs the store one transaction per FLUSH_DELAY, not one per write, and every writer's
+pieces share it (run_output.py, build_output.py).
+
+    Pending     a writer's pieces from byte offsets, bounded per stream; `store(s)` adds what waits
+                to a transaction of the caller's (a run's end stores its rest with its status)
+    flusher(p)  the platform's flusher: one thread while there is something to store
+    joined(...) what a reader gets from its offset: the pieces stored without a gap from there
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from orch.services.platform import Platform
+
+log = logging.getLogger(__name__)
+
+# How long a piece of output waits for more before it is stored.
+FLUSH_DELAY = 0.05
+_IDLE = 5.0  # seconds with nothing to store before the flusher's thread ends (the next write starts it)
+
+
+@dataclass
+class Taken:
+    """Pieces on their way to the store: (stream, start, data), and whether a stream was cut at
+    its bound meanwhile."""
+
+    pieces: list[tuple[str, int, bytearray]]
+    cut: bool
+
+    def __bool__(self) -> bool:
+        return bool(self.pieces or self.cut)
+
+
+class Pending:
+    """One writer's streams: `keep` is called from the writer's threads; what is kept waits in
+    memory until the platform's flusher, or the writer's `store`, stores it. Each stream is kept up
+    to `bound` bytes; past it, the rest is dropped and the cut is stored (`add` says how)."""
+
+    def __init__(self, platform: Platform, sizes: dict[str, int], bound: int) -> None:
+        self.platform = platform
+        self.sizes = sizes  # bytes kept of each stream so far (stored or waiting)
+        self.bound = bound
+        self._pending: list[tuple[str, int, bytearray]] = []
+        self._cut = False  # a stream reached its bound since the last store
+        self._lock = threading.Lock()  # guards the two above
+        # Held from taking the waiting pieces to their commit, so pieces are stored in order: a
+        # reader never sees a later piece before an earlier one.
+        self.storing = threading.Lock()
+
+    def add(self, s: Session, taken: Taken) -> None:
+        """Add `taken`'s rows to `s` (and record a cut)."""
+        raise NotImplementedError
+
+    def stored(self) -> None:
+        """Called once what was taken is committed (to wake readers)."""
+
+    def keep(self, stream: str, data: bytes) -> bool:
+        """Keep `data` at the end of `stream`, as much of it as its bound leaves room for; whether
+        any of it was kept."""
+        if not data:
+            return False
+        with self._lock:
+            start = self.sizes[stream]
+            room = self.bound - start
+            if len(data) > room:
+                self._cut = True
+                data = data[: max(room, 0)]
+                if not data:
+                    return False
+            self.sizes[stream] = start + len(data)
+            last = self._pending[-1] if self._pending else None
+            if last is not None and last[0] == stream and last[1] + len(last[2]) == start:
+                last[2].extend(data)  # one row for what came in a row
+            else:
+                self._pending.append((stream, start, bytearray(data)))
+        flusher(self.platform).want(self)
+        return True
+
+    def take(self) -> Taken:
+        """The waiting pieces, no longer waiting (the caller holds `storing` until they are
+        stored, or gives them back)."""
+        with self._lock:
+            taken = Taken(self._pending, self._cut)
+            self._pending, self._cut = [], False
+        return taken
+
+    def give_back(self, taken: Taken) -> None:
+        """Pieces whose store failed, waiting again before anything kept since."""
+        with self._lock:
+            self._pending[:0] = taken.pieces
+            self._cut = self._cut or taken.cut
+
+    def store(self, s: Session) -> bool:
+        """Add the waiting pieces to `s` (the caller holds `storing` until `s` commits); whether
+        there were any."""
+        taken = self.take()
+        self.add(s, taken)
+        return bool(taken)
+
+    def close(self) -> None:
+        """Store what is left now."""
+        with self.storing, self.platform.store.session() as s:
+            stored = self.store(s)
+        if stored:
+            self.stored()
+
+
+class Flusher:
+    """Stores the waiting pieces of every writer of one platform, a moment after they come, in one
+    transaction; a thread of its own while there is something to store."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._waiting: dict[Pending, None] = {}  # an ordered set
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def want(self, writer: Pending) -> None:
+        with self._lock:
+            self._waiting[writer] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="orch-output", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            if not self._wake.wait(_IDLE):
+                with self._lock:
+                    if not self._waiting:
+                        self._thread = None
+                        return
+                continue
+            self._wake.clear()
+            time.sleep(FLUSH_DELAY)  # what comes meanwhile shares the transaction
+            try:
+                self.store_waiting()
+            except Exception:  # the store is away: the pieces wait for the next try
+                log.exception("storing output failed; trying again")
+                time.sleep(1.0)
+                self._wake.set()
+
+    def store_waiting(self) -> None:
+        with self._lock:
+            writers, self._waiting = list(self._waiting), {}
+        if not writers:
+            return
+        with ExitStack() as held:
+            for w in writers:
+                held.enter_context(w.storing)
+            taken = [(w, w.take()) for w in writers]
+            try:
+                with self.platform.store.session() as s:
+                    for w, pieces in taken:
+                        w.add(s, pieces)
+            except Exception:
+                for w, pieces in taken:
+                    w.give_back(pieces)
+                with self._lock:
+                    self._waiting.update(dict.fromkeys(writers))
+                raise
+        for w, pieces in taken:
+            if pieces:
+                w.stored()
+
+
+_FLUSHERS_LOCK = threading.Lock()
+
+
+def flusher(platform: Platform) -> Flusher:
+    """The platform's flusher, made and kept on it at first use (as metrics.of)."""
+    found: Flusher | None = getattr(platform, "_output_flusher", None)
+    if found is None:
+        with _FLUSHERS_LOCK:
+            found = getattr(platform, "_output_flusher", None)
+            if found is None:
+                found = Flusher(platform)
+                setattr(platform, "_output_flusher", found)  # noqa: B010  # Platform has no such field
+    return found
+
+
+def joined(pieces: Iterable[tuple[int, bytes]], offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes from byte `offset` of a stream whose stored `pieces` (start, data) come
+    in order of start: what is stored without a gap from there (a later piece may be stored
+    before an earlier one is committed elsewhere; a reader asks again from where this ends)."""
+    got = bytearray()
+    for start, data in pieces:
+        here = offset + len(got)
+        if start > here or len(got) >= limit:
+            break
+        got.extend(data[here - start : here - start + limit - len(got)])
+    return bytes(got)
