@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "catatonit"  # what a fresh machine lacked (`podman run --init` needs it)
-DEV_PACKAGE = "wrk"  # only `scripts/setup --dev` installs it (bench/service.py measures with it)
+# Only `scripts/setup --dev` installs these: wrk (bench/service.py measures with it) and Debian's
+# docker-registry (the registry tests run one), whose system service setup must not start.
+DEV_PACKAGES = ("wrk", "docker-registry")
 OLD_RUNSC = "0.0~20221219.0-2+b3"  # bookworm's own, which a fresh machine gets from apt
 BACKPORTS = Path("/etc/apt/sources.list.d/orch-bookworm-backports.sources")  # scripts/setup's
 
@@ -38,6 +42,21 @@ def _apt(*args: str) -> None:
     subprocess.run(["apt-get", *args], env=env, capture_output=True, check=True, timeout=600)
 
 
+@contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """Packages installed meanwhile start no system service (Debian's policy-rc.d, exit 101)."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
+
+
 def _version(package: str) -> str:
     res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
     return res.stdout.strip()
@@ -45,26 +64,26 @@ def _version(package: str) -> str:
 
 @pytest.fixture
 def without_package():  # type: ignore[no-untyped-def]
-    """A machine as apt leaves it: no catatonit (nor wrk, a dev package), and bookworm's own
+    """A machine as apt leaves it: no catatonit (nor the dev packages), and bookworm's own
     runsc rather than the backport scripts/setup installs."""
     assert _installed(PACKAGE), f"{PACKAGE} should be installed by scripts/setup before the suite"
-    assert _installed(DEV_PACKAGE), (
-        f"{DEV_PACKAGE} should be installed by scripts/setup --dev before the suite"
-    )
+    for package in DEV_PACKAGES:
+        assert _installed(package), f"{package} should be installed by scripts/setup --dev before the suite"
     runsc = _version("runsc")
     # The apt source scripts/setup writes for the backport goes too: setup must write it again.
     ours = BACKPORTS.read_bytes() if BACKPORTS.exists() else None
     BACKPORTS.unlink(missing_ok=True)
-    _apt("remove", "-y", "-qq", PACKAGE, DEV_PACKAGE)
+    _apt("remove", "-y", "-qq", PACKAGE, *DEV_PACKAGES)
     _apt("install", "-y", "-qq", "--allow-downgrades", "--no-install-recommends", f"runsc={OLD_RUNSC}")
-    assert not _installed(PACKAGE) and not _installed(DEV_PACKAGE) and _version("runsc") == OLD_RUNSC
+    assert not any(map(_installed, (PACKAGE, *DEV_PACKAGES))) and _version("runsc") == OLD_RUNSC
     try:
         yield PACKAGE
     finally:
         # Whatever happened, the rest of the suite needs them back.
-        for package in (PACKAGE, DEV_PACKAGE):
+        for package in (PACKAGE, *DEV_PACKAGES):
             if not _installed(package):
-                _apt("install", "-y", "-qq", "--no-install-recommends", package)
+                with _no_service_starts():  # as scripts/setup installs docker-registry
+                    _apt("install", "-y", "-qq", "--no-install-recommends", package)
         if ours is not None and not BACKPORTS.exists():
             BACKPORTS.write_bytes(ours)
             _apt("update", "-qq")
@@ -133,6 +152,12 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
         ["wrk", "-t1", "-c1", "-d1s", f"{server.url}/healthz"], capture_output=True, text=True, timeout=30
     )
     assert measured.returncode == 0 and "Requests/sec:" in measured.stdout, measured.stdout + measured.stderr
+    # The registry is back, and its system service was not started (it would listen on every
+    # interface): the tests start their own, on 127.0.0.1.
+    version = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and "registry" in version.stdout, version.stdout + version.stderr
+    running = subprocess.run(["pgrep", "-x", "docker-registry"], capture_output=True, text=True)
+    assert running.returncode == 1, f"a system registry runs: {running.stdout}"
 
 
 def test_admin_check_passes_here_and_says_what_it_proved(make_server) -> None:  # type: ignore[no-untyped-def]
