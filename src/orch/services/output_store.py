@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Taken:
         return bool(self.pieces or self.cut)
 
 
-class Pending:
+class Pending(ABC):
     """One writer's streams: `keep` is called from the writer's threads; what is kept waits in
     memory until the platform's flusher, or the writer's `store`, stores it. Each stream is kept up
     to `bound` bytes; past it, the rest is dropped and the cut is stored (`add` says how)."""
@@ -57,11 +58,11 @@ class Pending:
         # reader never sees a later piece before an earlier one.
         self.storing = threading.Lock()
 
+    @abstractmethod
     def add(self, s: Session, taken: Taken) -> None:
-        """Add `taken`'s rows to `s` (and record a cut)."""
-        raise NotImplementedError
+        """Add `taken`'s rows to `s` (and record a cut): each writer's own table."""
 
-    def stored(self) -> None:
+    def stored(self) -> None:  # noqa: B027  # a hook; a build log wakes no reader
         """Called once what was taken is committed (to wake readers)."""
 
     def keep(self, stream: str, data: bytes) -> bool:

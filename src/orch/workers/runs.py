@@ -424,12 +424,13 @@ def _here(platform: Platform, image: str, digest: str | None, out: RunOutput) ->
     """`image`, pulled by its registry `digest` first when this machine lacks it (another
     machine built it: builder/registry.py); looked for once per process, not once per run."""
     if image not in platform.present_base_tags:
-        if platform.engine.inspect_image(image) is None and digest:
-            out.line(f"Pulling {image} from the registry")
-        try:
-            registry.ensure_image(platform.engine, platform.config, image, digest)
-        except EngineError as e:
-            raise RunFailed(e.message, e.fix) from None
+        if platform.engine.inspect_image(image) is None:
+            if digest:
+                out.line(f"Pulling {image} from the registry")
+            try:
+                registry.ensure_image(platform.engine, platform.config, image, digest)
+            except EngineError as e:
+                raise RunFailed(e.message, e.fix) from None
         platform.present_base_tags.add(image)
     return image
 
