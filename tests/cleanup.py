@@ -18,8 +18,18 @@ def _podman_json(*args: str) -> list[dict]:  # type: ignore[type-arg]
     return json.loads(out or "[]")  # type: ignore[no-any-return]
 
 
+def _clusters() -> int:
+    """Local clusters tests/integration/test_cluster.py started (scripts/cluster-up in /tmp/oc-*)
+    and a killed run left up: scripts/cluster-down stops and removes each."""
+    down = Path(__file__).resolve().parents[1] / "scripts" / "cluster-down"
+    found = [d for d in Path("/tmp").glob("oc-*") if (d / "cluster.json").exists()]
+    for where in found:
+        subprocess.run([str(down), str(where)], capture_output=True, check=False, timeout=300)
+    return len(found)
+
+
 def main() -> int:
-    removed = 0
+    removed = _clusters()
     for c in _podman_json("ps", "-a", "--format", "json", "--filter", "label=org.orch.instance"):
         if _gone(c.get("Labels")):
             subprocess.run(["podman", "rm", "-f", "-t", "0", c["Id"]], capture_output=True, check=False)

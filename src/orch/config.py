@@ -244,6 +244,13 @@ SETTINGS: tuple[Setting, ...] = (
         "for a plain-HTTP registry on a trusted network, e.g. one on 127.0.0.1).",
     ),
     Setting(
+        "cluster",
+        lambda h: "",
+        lambda s: s.strip(),
+        "The Ray cluster whose orch nodes run this server's builds, runs and services, as HOST:PORT "
+        "of its head ('' for none: the server runs them on its own machine). See docs/scale.md.",
+    ),
+    Setting(
         "model_endpoints",
         lambda h: ("https://api.openai.com/v1", "https://api.anthropic.com"),
         _urls,

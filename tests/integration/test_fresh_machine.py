@@ -125,6 +125,14 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
     assert "catatonit" in run["reason"] and run["exit_code"] is None
     server.stop()
 
+    # Ray (the cluster extra, which --dev installs for the cluster's tests) goes too.
+    venv_python = str(REPO / ".venv" / "bin" / "python")
+    removed = subprocess.run(
+        [venv_python, "-m", "pip", "uninstall", "-y", "-q", "ray"], capture_output=True, text=True
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert subprocess.run([venv_python, "-c", "import ray"], capture_output=True).returncode != 0
+
     # The README's setup puts it back (and ends with the same check, which passes).
     setup = subprocess.run(
         [str(REPO / "scripts" / "setup"), "--dev"], capture_output=True, text=True, timeout=900, check=False
@@ -132,6 +140,10 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
     assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
     assert _installed(PACKAGE)
     assert "This machine can run orch's sandboxes and builds." in setup.stdout
+    ray = subprocess.run(
+        [venv_python, "-c", "import ray; print(ray.__version__)"], capture_output=True, text=True
+    )
+    assert ray.stdout.startswith("2.60."), ray.stderr
 
     assert _version("runsc") != OLD_RUNSC and "bpo12" in _version("runsc")  # the backport
     assert BACKPORTS.read_text().startswith("# written by orch scripts/setup")

@@ -10,6 +10,8 @@ image with its local name again, so everything that names the image by its tag w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orch.config import Config
 from orch.engine.base import Engine, ImageInfo
 from orch.errors import EngineError
@@ -31,6 +33,16 @@ def push(engine: Engine, config: Config, image: str) -> str | None:
     if not config.registry:
         return None
     return engine.push_image(image, remote_name(config.registry, image), config.registry_tls_verify)
+
+
+def push_built(engine: Engine, config: Config, image: str, out: Callable[[str], None]) -> str | None:
+    """`push`, saying so in a build's or a deployment's log (`out`). Raise EngineError."""
+    if not config.registry:
+        return None
+    out(f"Pushing {remote_name(config.registry, image)}")
+    digest = push(engine, config, image)
+    out(f"Pushed {digest}")
+    return digest
 
 
 def ensure_image(engine: Engine, config: Config, image: str, digest_ref: str | None) -> ImageInfo:

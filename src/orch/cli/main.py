@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workspace": ("workspace", "workspace_app"),
     "token": ("workspace", "token_app"),
     "secret": ("secret", "app"),
+    "node": ("node", "app"),
 }
 
 

@@ -105,6 +105,7 @@ def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
         "environment": run["environment"],
         "environment_rule": run["environment_rule"],
         "isolation": run.get("isolation"),
+        "node": run.get("node"),
         "deps": run["deps"],
         "duration": run["duration"],
         **output,

@@ -36,6 +36,7 @@ class Run:
     environment: EnvironmentRef
     environment_rule: str | None  # dockerfile, pinned, workspace-default or base
     isolation: str | None  # runc or gvisor
+    node: str | None  # the cluster node that took it; None on one machine
     deps: str  # none, installed or cached
     queued_at: datetime | None
     started_at: datetime | None
@@ -130,6 +131,7 @@ def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "environment": EnvironmentRef._from_api(data.get("environment")),
         "environment_rule": data.get("environment_rule"),
         "isolation": data.get("isolation"),
+        "node": data.get("node"),
         "deps": data.get("deps", "none"),
         "queued_at": when(data.get("queued_at")),
         "started_at": when(data.get("started_at")),

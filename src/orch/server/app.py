@@ -16,18 +16,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orch import __version__
 from orch.errors import OrchError
 from orch.server import metrics, proxy
-from orch.server.api import agents, environments, run_events, runs, sandboxes, secrets, services, workspaces
+from orch.server.api import (
+    agents,
+    environments,
+    nodes,
+    run_events,
+    runs,
+    sandboxes,
+    secrets,
+    services,
+    workspaces,
+)
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
 from orch.workers import Workers
+from orch.workers.nodes import Watch
 
 
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
-    background = Workers(platform)
+    # A cluster's server runs no work itself: its nodes do (docs/scale.md).
+    background: Workers | Watch = (
+        Watch(platform) if platform.config.values.get("cluster") else Workers(platform)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +76,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(services.router)
     app.include_router(workspaces.router)
     app.include_router(secrets.router)
+    app.include_router(nodes.router)
     # Services are served on an origin of their own (server/proxy.py says why): the server
     # serves this app on `services_port`; their old address here sends callers there.
     app.state.services_app = proxy.services_app(platform, state=app.state)

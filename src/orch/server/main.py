@@ -13,15 +13,13 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import config as config_mod
+from orch.cluster import machine
 from orch.config import Config
-from orch.engine import PodmanEngine
 from orch.errors import InvalidInput
-from orch.sandbox import runc
 from orch.server.app import create_app
 from orch.server.http_protocol import CoalescingHttpTools
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform
-from orch.store import Store
 
 
 def bind(host: str, port: int, option: str = "--port") -> socket.socket:
@@ -65,12 +63,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     url = _url(sock)
     services_url = str(cfg.services_url) or _url(services_sock)
     cfg = cfg.with_values(services_port=services_sock.getsockname()[1], services_url=services_url)
-    platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
-    # Runs' sandboxes start through the OCI runtime itself; Podman builds and runs services.
-    platform.launchers = dict(runc.launchers(platform.container_prefix, int(cfg.warm_sandboxes)))
-    # Sandboxes' networks and isolation rules: a machine that cannot have them says so now,
-    # not at the first run.
-    platform.engine.prepare()
+    platform = machine.platform(cfg)
     app = create_app(platform)
     updates: dict[str, object] = {"url": url}
     token = workspaces.bootstrap(platform, config_mod.load(cfg.home).token)

@@ -36,6 +36,9 @@ class Platform:
     # What the machine's self-check at start found missing (services/host_check.py): runs then
     # fail at once with that sentence instead of each failing in the engine with its exit 125.
     host_problem: OrchError | None = None
+    # The cluster node this platform works as (`orch node start`; docs/scale.md): its claims
+    # record it, and its run workers prefer runs whose image it holds. None: one machine.
+    node: str | None = None
     # Image tags known to exist on this machine (base images, and environments' images pulled
     # or found): checked once per platform, not once per run.
     present_base_tags: set[str] = field(default_factory=set)
@@ -59,8 +62,10 @@ class Platform:
 
     @property
     def instance(self) -> str:
-        """Short id of this platform (its ORCH_HOME): every image and container carries it."""
-        return hashlib.sha256(str(self.config.home).encode()).hexdigest()[:12]
+        """Short id of this platform (its ORCH_HOME, and its node's name in a cluster, where
+        every machine may have the same ORCH_HOME): every image and container carries it."""
+        key = str(self.config.home) if self.node is None else f"{self.config.home}\0{self.node}"
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property
     def container_prefix(self) -> str:

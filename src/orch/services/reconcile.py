@@ -5,25 +5,33 @@ platform, restarts an exited one with exponential backoff (counting restarts, `c
 after quick crashes in a row), starts a missing one, and removes duplicates and orphans. A
 replica is `running` (and the proxy sends it requests) once it answers on its port. The
 supervisor (workers/supervisor.py) runs it every second, and the use cases that change a
-service's desired state run it at once."""
+service's desired state run it at once.
+
+Several platforms may share a store: a pass acts only on the services whose lease this platform
+holds or can take (services/leases.py). A replica whose container another platform started (the
+service was taken over from it) gets a container on this platform's engine at once; a container
+of this platform that no replica points at any more (its service went to another platform, or
+was deleted) is removed."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from orch.builder import registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import ContainerInfo, Mount
 from orch.errors import DeployFailed, OrchError
 from orch.models import DeploymentStatus, ServiceState, new_id
 from orch.sandbox.service_spec import PORT, ServiceLimits, container_spec
-from orch.services import deployed_logs, routing
+from orch.services import deployed_logs, leases, routing
 from orch.services.platform import Platform
 from orch.store.schema import ServiceDeploymentRow, ServiceReplicaRow, ServiceRow, utcnow
 
@@ -56,6 +64,7 @@ class Version:
     command: list[str]
     run_command: str | None
     manifest: Manifest
+    digest: str | None = None  # where a machine that lacks `image` pulls it (a registry is set)
 
 
 def version_of(s: Session, service_id: str, version: int) -> Version | None:
@@ -67,11 +76,16 @@ def version_of(s: Session, service_id: str, version: int) -> Version | None:
     if dep is None or not dep.image:
         return None
     manifest = Manifest.model_validate_json(dep.manifest)
-    return Version(version, dep.image, json.loads(dep.command), dep.run_command, manifest)
+    command = json.loads(dep.command)
+    return Version(version, dep.image, command, dep.run_command, manifest, dep.image_digest)
 
 
 def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
-    """Start a container of `svc` at version `v`; return its name (the caller records it)."""
+    """Start a container of `svc` at version `v`; return its name (the caller records it). An
+    image this machine lacks (another one built it) is pulled by its digest first."""
+    if platform.engine.inspect_image(v.image) is None:
+        log.info("service %s: pulling %s from the registry", svc.name, v.image)
+        registry.ensure_image(platform.engine, platform.config, v.image, v.digest)
     name = f"{platform.container_prefix}{svc.id}-v{v.version}-{new_id('c')[2:8]}"
     resources = v.manifest.resources
     spec = container_spec(
@@ -104,6 +118,7 @@ def reconcile(platform: Platform) -> float | None:
     the next thing due (a restart that waits out its backoff, a started replica to ask again
     whether it answers; None: nothing)."""
     with platform.services_lock:
+        held = leases.take(platform)
         containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
         keep: set[str] = set()
         due: float | None = None
@@ -111,14 +126,19 @@ def reconcile(platform: Platform) -> float | None:
         with platform.store.session() as s:
             # A deployment that is starting (or rolling out) its containers: they are not orphans,
             # and the number of the service's replicas is its to change.
-            starting = s.execute(
-                select(ServiceDeploymentRow.service_id, ServiceDeploymentRow.container).where(
+            starting = s.scalars(
+                select(ServiceDeploymentRow).where(
                     ServiceDeploymentRow.status == DeploymentStatus.STARTING.value
                 )
             ).all()
-            keep.update(c for _, c in starting if c)
-            rolling = {service_id for service_id, _ in starting}
+            keep.update(d.container for d in starting if d.container)
+            # What any replica points at stays, the services this platform does not hold too: their
+            # holder replaces them with its own first (then they are orphans here).
+            keep.update(c for c in s.scalars(select(ServiceReplicaRow.container)) if c)
+            rolling = {d.service_id for d in starting}
             for svc in s.scalars(select(ServiceRow)).all():
+                if svc.id not in held.ids or _deployed_elsewhere(platform, s, svc, starting, held):
+                    continue
                 rows = replicas(s, svc.id)
                 before = _routes(svc, rows)
                 rows = _reconcile_service(platform, s, svc, rows, containers, svc.id in rolling)
@@ -136,6 +156,38 @@ def reconcile(platform: Platform) -> float | None:
                 log.info("removing container %s (not what any service should run)", name)
                 platform.engine.remove_container(c.name, timeout=5)
     return due
+
+
+def _deployed_elsewhere(
+    platform: Platform,
+    s: Session,
+    svc: ServiceRow,
+    starting: Sequence[ServiceDeploymentRow],
+    held: leases.Held,
+) -> bool:
+    """Whether another platform's deploy worker is switching `svc` to a new version: then this
+    platform hands it the lease (the deploy worker waits for it) and leaves the service alone.
+    A deployment of the platform this one just took the service over from is not under way any
+    more (a deploy worker renews the lease it holds): it failed, and is recorded so."""
+    dep = next((d for d in starting if d.service_id == svc.id and d.claimed_by), None)
+    deployer = dep.claimed_by if dep is not None else None
+    if dep is None or deployer is None or deployer == platform.instance:
+        return False
+    if held.taken_from.get(svc.id) == deployer:
+        message = (
+            f"The server deploying it ({deployer}) stopped renewing the service's lease "
+            "half-way; another server took the service over."
+        )
+        log.warning("service %s: v%d %s", svc.name, dep.version, message)
+        dep.status, dep.error, dep.finished_at = DeploymentStatus.FAILED.value, message, utcnow()
+        dep.container = None
+        svc.error = f"v{dep.version} was not deployed: {message}"
+        if svc.version == 0:
+            svc.state = ServiceState.FAILED.value
+        return False
+    leases.hand_over(s, platform, svc.id, deployer)
+    log.info("service %s: handing it over to %s, which deploys v%d", svc.name, deployer, dep.version)
+    return True
 
 
 def _routes(svc: ServiceRow, rows: list[ServiceReplicaRow]) -> object:
@@ -222,6 +274,13 @@ def _reconcile_replica(
     containers: dict[str, ContainerInfo],
 ) -> None:
     now = utcnow()
+    if r.container and not r.container.startswith(platform.container_prefix):
+        # Another platform's container: this one took the service over (the other stopped
+        # renewing its lease), and can neither see nor remove it. One of its own replaces it at
+        # once; no crash is counted (the service did not crash, its supervisor went away).
+        log.info("service %s replica %d: taken over from %s", svc.name, r.slot, r.container)
+        routing.of(platform).gone([r.container])
+        r.container, r.address, r.next_start_at = None, None, None
     current = containers.get(r.container) if r.container else None
     if current is not None and current.running:
         ran = (now - r.started_at).total_seconds() if r.started_at else QUICK

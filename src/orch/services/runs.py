@@ -120,6 +120,7 @@ def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow, usage: RunUsag
         environment=RunEnvironment(id=run.environment_id, name=run.environment_name),
         environment_rule=run.environment_rule,
         isolation=run.isolation,
+        node=run.node,
         deps=run.deps,
         queued_at=run.queued_at,
         started_at=run.started_at,

@@ -140,6 +140,7 @@ class RunView(BaseModel):
     environment: RunEnvironment
     environment_rule: str | None
     isolation: str | None = None  # runc or gvisor: the runtime the sandbox ran under
+    node: str | None = None  # the cluster node that took the run (docs/scale.md); None on one machine
     deps: str
     queued_at: datetime
     started_at: datetime | None
@@ -247,3 +248,15 @@ class SecretView(BaseModel):
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+class NodeView(BaseModel):
+    """A machine of the cluster that joined as an orch node (docs/scale.md)."""
+
+    id: str
+    address: str
+    state: str  # up, stopped or lost
+    capacity: dict[str, int]  # {cpus, memory (bytes), slots (sandboxes at once)}
+    running: int  # runs and builds in flight there now
+    started_at: datetime
+    seen_at: datetime

@@ -13,11 +13,14 @@ from orch.store.db import Store
 from orch.store.schema import utcnow
 
 
-def claim(store: Store, model: Any, queued: StrEnum, claimed: StrEnum, by: str) -> str | None:
+def claim(
+    store: Store, model: Any, queued: StrEnum, claimed: StrEnum, by: str, also: dict[str, Any] | None = None
+) -> str | None:
     """Move the oldest `queued` row of `model` to `claimed`, on behalf of platform instance `by`,
     and return its id; None when nothing is queued. `model` has id, status, claimed_by and
     queued_at columns; when it has started_at and attempts, the start is recorded and the
-    attempt counted. A claim is a status change: for builds and runs, their table must allow it."""
+    attempt counted; `also` holds more columns to set (a node's claim records the node). A claim
+    is a status change: for builds and runs, their table must allow it."""
     _check_move(queued, claimed)
     # The columns hold plain text.
     pick = select(model.id).where(model.status == str(queued)).order_by(model.queued_at, model.id)
@@ -28,11 +31,7 @@ def claim(store: Store, model: Any, queued: StrEnum, claimed: StrEnum, by: str) 
         pick = pick.limit(1).with_for_update(skip_locked=True)
     else:
         pick = pick.limit(5)
-    values: dict[str, Any] = {"status": str(claimed), "claimed_by": by}
-    if hasattr(model, "started_at"):
-        values["started_at"] = utcnow()
-    if hasattr(model, "attempts"):
-        values["attempts"] = model.attempts + 1
+    values = _claimed(model, claimed, by, also)
     with store.session() as s:
         # Other workers may take every candidate between the SELECT and the UPDATEs: look again
         # rather than report an empty queue. On SQLite the first UPDATE holds the write lock, so
@@ -49,6 +48,32 @@ def claim(store: Store, model: Any, queued: StrEnum, claimed: StrEnum, by: str) 
                 if result.rowcount == 1:
                     return str(row_id)
     return None
+
+
+def claim_one(
+    store: Store, model: Any, row_id: str, queued: StrEnum, claimed: StrEnum, by: str, also: dict[str, Any]
+) -> bool:
+    """Claim the row `row_id` of `model` as `claim` would, if it is still `queued`: for a claimer
+    that chose among the queued rows itself (a cluster node prefers runs whose image it holds)."""
+    _check_move(queued, claimed)
+    with store.session() as s:
+        result = s.execute(
+            update(model)
+            .where(model.id == row_id, model.status == str(queued))
+            .values(**_claimed(model, claimed, by, also))
+        )
+        assert isinstance(result, CursorResult)
+        return result.rowcount == 1
+
+
+def _claimed(model: Any, claimed: StrEnum, by: str, also: dict[str, Any] | None) -> dict[str, Any]:
+    """The columns a claim sets."""
+    values: dict[str, Any] = {"status": str(claimed), "claimed_by": by, **(also or {})}
+    if hasattr(model, "started_at"):
+        values["started_at"] = utcnow()
+    if hasattr(model, "attempts"):
+        values["attempts"] = model.attempts + 1
+    return values
 
 
 def _check_move(queued: StrEnum, claimed: StrEnum) -> None:

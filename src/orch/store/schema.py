@@ -82,6 +82,7 @@ class BuildRow(Base):
     # The instance of the platform whose worker claimed the row (None: not claimed yet, or before
     # migration 0006); at start a server settles only its own rows.
     claimed_by: Mapped[str | None] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(63))  # the cluster node that took it (0015)
     queued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -143,6 +144,7 @@ class RunRow(Base):
     container: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(32))  # see BuildRow.claimed_by
+    node: Mapped[str | None] = mapped_column(String(63))  # see BuildRow.node
     queued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -238,6 +240,9 @@ class ServiceDeploymentRow(Base):
     # The environment built from the bundle's Dockerfile (0012), which the image is built on.
     environment_id: Mapped[str | None] = mapped_column(String(40))
     image: Mapped[str | None] = mapped_column(String(255))
+    # Where a machine that lacks `image` pulls it from (0016): REPOSITORY@sha256:..., pushed
+    # after the build when a registry is set (None: none was).
+    image_digest: Mapped[str | None] = mapped_column(String(255))
     container: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str] = mapped_column(Text, default="")
@@ -306,3 +311,34 @@ class BaseImageRow(Base):
     name: Mapped[str] = mapped_column(String(63), index=True)  # the recipe: python, node, ...
     digest: Mapped[str] = mapped_column(String(255))  # REPOSITORY@sha256:...
     pushed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class NodeRow(Base):
+    """A machine of the cluster that joined as an orch node (0015; docs/scale.md): it claims
+    runs and builds from the store's queues on its own Podman. `instance` is its platform's
+    (what its claims record in `claimed_by`); `state` is up, stopped or lost; `images` is a JSON
+    list of the environments' images it holds, for placement; `seen_at` its last heartbeat."""
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(32), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    ray_node: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    slots: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[str] = mapped_column(Text, default="[]")
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ServiceLeaseRow(Base):
+    """Which platform supervises a service (0016; services/leases.py): `holder` is its instance,
+    and it holds the service until `expires_at` unless it renews; another takes it over after."""
+
+    __tablename__ = "service_leases"
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -36,7 +36,10 @@ MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, the
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued build to "building" and return its id (None: queue empty)."""
-    return queue.claim(platform.store, BuildRow, BuildStatus.QUEUED, BuildStatus.BUILDING, platform.instance)
+    also = {"node": platform.node} if platform.node else None
+    return queue.claim(
+        platform.store, BuildRow, BuildStatus.QUEUED, BuildStatus.BUILDING, platform.instance, also
+    )
 
 
 def recover(platform: Platform) -> list[str]:
@@ -182,6 +185,7 @@ def _build(
 
     info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
     digest = _push(platform, tag, out)
+    platform.present_base_tags.add(tag)  # a cluster node holds it now (services/nodes.py)
     # Ready, with its whole log stored in the same transaction: whoever sees it ended reads all.
     with stored.storing, platform.store.session() as s:
         stored.store(s)
@@ -200,19 +204,14 @@ def _push(platform: Platform, tag: str, out: Callable[[str], None]) -> str | Non
     failed push fails the build: the image is here, but no other machine could run it, and a
     build that says "ready" would only fail later, on another machine, far from the cause. (A
     build again reuses the layers: only the push is done again.)"""
-    if not platform.config.registry:
-        return None
-    out(f"Pushing {registry.remote_name(platform.config.registry, tag)}")
     try:
-        digest = registry.push(platform.engine, platform.config, tag)
+        return registry.push_built(platform.engine, platform.config, tag, out)
     except EngineError as e:
         raise EngineError(
             f"The image was built but not pushed to the registry, so other machines cannot use it: "
             f"{e.message}",
             e.fix,
         ) from None
-    out(f"Pushed {digest}")
-    return digest
 
 
 def _set_pid(platform: Platform, build_id: str, pid: int) -> None:

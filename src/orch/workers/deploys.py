@@ -2,7 +2,13 @@
 then replace its replicas one at a time: start a new container next to the one that serves,
 wait until it answers on PORT, switch the replica to it, drain and stop the old one. A version
 that does not come up is removed, the replicas already replaced get the old version back, and
-the old version keeps serving."""
+the old version keeps serving.
+
+With a registry set, the image is pushed once built and its digest recorded, so a machine that
+lacks it pulls it. Before it starts containers, the worker takes the service's lease
+(services/leases.py), as a supervisor does: a supervisor of another platform that holds it hands
+it over at its next pass and leaves the service alone while this worker switches versions; the
+worker renews it through the rollout and stops (the deployment failed) if it could not."""
 
 from __future__ import annotations
 
@@ -17,14 +23,14 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from orch import metrics
-from orch.builder import base_images
+from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import BuildRequest
 from orch.errors import DeployFailed, OrchError
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
-from orch.services import deployed_logs, images, routing
+from orch.services import base_digests, deployed_logs, images, leases, routing
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import Version, replicas, start_container, version_of
@@ -100,7 +106,8 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         del tail[:-40]
 
     if environment_id is None:
-        base_images.ensure(platform.engine, platform.config, out, ["service-runner"])
+        digests = base_digests.known(platform.store) if platform.config.registry else {}
+        base_images.ensure(platform.engine, platform.config, out, ["service-runner"], digests=digests)
         base = base_images.image_tag("service-runner")
     else:
         base = _environment_image(platform, environment_id, out, stop)
@@ -122,17 +129,30 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         metrics.of(platform).build_finished("failed", time.monotonic() - started, kind="service")
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
     metrics.of(platform).build_finished("ready", time.monotonic() - started, kind="service")
-    new = Version(version, tag, command, run_command, manifest)
+    digest = _push(platform, tag, out)
+    new = Version(version, tag, command, run_command, manifest, digest)
+    with platform.services_lock, platform.store.session() as s:
+        _service(s, service_id)
+        s.execute(
+            update(ServiceDeploymentRow)
+            .where(ServiceDeploymentRow.id == dep_id)
+            .values(status=DeploymentStatus.STARTING.value, image=tag, image_digest=digest)
+        )
+    # "starting" (and claimed by this platform) is what another platform's supervisor hands the
+    # lease over for.
+    lease = leases.Kept(platform, service_id)
+    if not lease.acquire(stop):
+        raise DeployFailed(
+            f"Another server ({leases.holder(platform, service_id) or 'unknown'}) supervises {name} "
+            "and did not hand it over for the deployment.",
+            "Deploy again; if it happens again, check that every server of the store runs this "
+            "version of orch.",
+        )
     with platform.services_lock, platform.store.session() as s:
         svc = _service(s, service_id)
         old = version_of(s, service_id, svc.version) if svc.version else None
         slots = {r.slot: r.version for r in replicas(s, service_id)}
-        s.execute(
-            update(ServiceDeploymentRow)
-            .where(ServiceDeploymentRow.id == dep_id)
-            .values(status=DeploymentStatus.STARTING.value, image=tag)
-        )
-    rollout = Rollout(platform, dep_id, service_id, name, stop)
+    rollout = Rollout(platform, dep_id, service_id, name, stop, lease)
     try:
         # One replica at a time: the new one answers before the old one goes (a surge of one).
         for slot in range(max(manifest.replicas, max(slots, default=-1) + 1)):
@@ -156,11 +176,26 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
     platform.wake_supervisor.set()
 
 
+def _push(platform: Platform, tag: str, out: Callable[[str], None]) -> str | None:
+    """Push the service's image to the registry, if one is set, and return its digest reference.
+    A failed push fails the deployment (as it fails an environment's build, workers/builds.py):
+    a version that only this machine can start would fail later, on another, far from the cause."""
+    try:
+        return registry.push_built(platform.engine, platform.config, tag, out)
+    except OrchError as e:
+        raise DeployFailed(
+            f"The image of the new version was built but not pushed to the registry, so other "
+            f"machines cannot run it: {e.message}",
+            e.fix or "Check that the registry is up and reachable, then deploy again.",
+        ) from None
+
+
 def _environment_image(
     platform: Platform, environment_id: str, out: Callable[[str], None], stop: threading.Event
 ) -> str:
     """The image of the environment built from the bundle's Dockerfile, once its build (by the
-    build worker, with the environments' cache) is done."""
+    build worker, with the environments' cache) is done; pulled by its digest if another machine
+    built it."""
     said = False
     deadline = time.monotonic() + float(platform.config.build_timeout) + 60
     while time.monotonic() < deadline and not stop.is_set():
@@ -171,8 +206,12 @@ def _environment_image(
             build = s.get(BuildRow, env.build_id) if env.build_id else None
             name, status = env.name, build.status if build is not None else None
             image, error = (build.image, build.error) if build is not None else (None, None)
+            digest = build.image_digest if build is not None else None
         if status == BuildStatus.READY.value and image:
             out(f"Dockerfile: environment {name} ({image})")
+            if platform.engine.inspect_image(image) is None:
+                out(f"Pulling {image} from the registry")
+                registry.ensure_image(platform.engine, platform.config, image, digest)
             return image
         if status == BuildStatus.FAILED.value or status is None:
             raise DeployFailed(
@@ -202,6 +241,7 @@ class Rollout:
     service_id: str
     name: str
     stop: threading.Event
+    lease: leases.Kept  # the service's, held through the rollout
     replaced: list[int] = field(default_factory=list)  # slots moved to the new version so far
     added: list[int] = field(default_factory=list)  # of those, slots that had no replica before
     old_service: dict[str, object] = field(default_factory=dict)  # the row's fields before the switch
@@ -212,13 +252,19 @@ class Rollout:
         removed. A container that does not answer is removed: DeployFailed."""
         platform = self.platform
         with platform.services_lock, platform.store.session() as s:
+            self.hold()
             container = start_container(platform, _service(s, self.service_id), v)
             dep = s.get(ServiceDeploymentRow, self.dep_id)
             assert dep is not None
             dep.container = container  # not an orphan to the supervisor while it starts
-        address = _wait_until_answering(platform, self.service_id, container, self.stop)
+        try:
+            address = _wait_until_answering(platform, self.service_id, container, self.stop, self.hold)
+        except DeployFailed:
+            platform.engine.remove_container(container, timeout=0)
+            raise
         with platform.services_lock:
             with platform.store.session() as s:
+                self.hold()
                 svc = s.get(ServiceRow, self.service_id)
                 if svc is None:
                     platform.engine.remove_container(container, timeout=0)
@@ -252,6 +298,7 @@ class Rollout:
     def retire(self, slot: int, reason: str) -> None:
         """Remove the replica of `slot` (drained first)."""
         with self.platform.services_lock:
+            self.hold()
             with self.platform.store.session() as s:
                 row = s.get(ServiceReplicaRow, (self.service_id, slot))
                 old = row.container if row is not None else None
@@ -283,6 +330,15 @@ class Rollout:
                     svc.state = ServiceState.FAILED.value
         routing.of(self.platform).changed()
 
+    def hold(self) -> None:
+        """Renew the service's lease (when due); DeployFailed if another platform has it now."""
+        if not self.lease.keep():
+            raise DeployFailed(
+                f"{self.name} was taken over by another server during its deployment (this one "
+                "did not renew the service's lease in time).",
+                "Deploy again.",
+            )
+
     def _remove(self, container: str, code: int, reason: str) -> None:
         routing.of(self.platform).drain([container], code, reason)
         try:
@@ -296,11 +352,14 @@ class Rollout:
 _SERVING = ("version", "image", "command", "run_command", "manifest", "state", "error", "desired")
 
 
-def _wait_until_answering(platform: Platform, service_id: str, container: str, stop: threading.Event) -> str:
+def _wait_until_answering(
+    platform: Platform, service_id: str, container: str, stop: threading.Event, hold: Callable[[], None]
+) -> str:
     timeout = float(platform.config.service_start_timeout)
     deadline = time.monotonic() + timeout
     address = None
     while time.monotonic() < deadline and not stop.is_set():
+        hold()
         found = platform.engine.list_containers({"org.orch.service": service_id})
         info = next((c for c in found if c.name == container), None)
         if info is None or not info.running:

@@ -23,7 +23,7 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.spec import Limits, run_spec
-from orch.services import base_digests, host_check
+from orch.services import base_digests, host_check, nodes
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.bundles import extracted as extracted_bundle
@@ -41,7 +41,10 @@ _FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: 
 
 
 def claim(platform: Platform) -> str | None:
-    """Move the oldest queued run to "starting" and return its id (None: queue empty)."""
+    """Move the oldest queued run to "starting" and return its id (None: queue empty); a cluster
+    node chooses among the oldest (services/nodes.py)."""
+    if platform.node is not None:
+        return nodes.claim_run(platform, platform.node)
     return queue.claim(platform.store, RunRow, RunStatus.QUEUED, RunStatus.STARTING, platform.instance)
 
 

@@ -1,5 +1,6 @@
 """The supervisor: a thread that keeps a platform's services running (services/reconcile.py
-says how), and sweeps what the platform's gone containers left in the engine."""
+says how; of a store shared by several servers, those whose lease it holds: services/leases.py),
+and sweeps what the platform's gone containers left in the engine."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import threading
 import time
 
+from orch.services import leases
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile
 
@@ -55,9 +57,20 @@ class Supervisor:
             event.wait(self.poll if due is None else max(0.01, min(self.poll, due)))
             event.clear()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread; the services' containers keep running (they outlive the server)."""
+    def stop(self, timeout: float = 5.0, release: bool = True) -> None:
+        """Stop the thread; the services' containers keep running (they outlive the server). Its
+        services' leases are given up, so another server of the store takes them over at once
+        (release=False: as a killed server leaves them, to expire)."""
         self._stop.set()
         self.platform.wake_supervisor.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if release:
+            try:
+                with self.platform.services_lock:
+                    released = leases.release(self.platform)
+            except Exception:  # a store that is gone: the leases expire instead
+                log.exception("releasing the services' leases failed")
+            else:
+                if released:
+                    log.info("released the leases of %d services", released)

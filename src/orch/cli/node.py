@@ -1,0 +1,109 @@
+"""`orch node`: machines of a cluster (docs/scale.md). `start` joins this machine to a Ray
+cluster as an orch node that runs builds, runs and services on its own Podman; `list` shows the
+cluster's nodes as its server knows them."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+import typer
+
+from orch.cli.output import command, console, ok, print_json
+from orch.cli.utils import JSON, plain_table
+from orch.client.transport import Transport
+from orch.errors import InvalidInput
+
+app = typer.Typer(help="Machines of a cluster: join one as a node, list them.", no_args_is_help=True)
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_ADDRESS = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
+@app.command("start")
+@command
+def start(
+    cluster: str = typer.Option(..., "--cluster", help="The Ray cluster's head, as HOST:PORT."),
+    name: str = typer.Option(
+        None, "--name", help="The node's name in the cluster [default: this machine's host name]."
+    ),
+    address: str = typer.Option(
+        None,
+        "--address",
+        help="The address other machines reach this one at [default: the head's host when it is "
+        "a loopback address, so a local cluster stays on 127.0.0.1].",
+    ),
+    json_: bool = JSON,
+) -> None:
+    """Join this machine to the cluster as an orch node. Its settings (ORCH_DATABASE_URL,
+    ORCH_REGISTRY, ORCH_SECRET_KEY, ORCH_HOME, ...) are the node's; the node keeps working
+    after this command returns, inside Ray, until its machine stops."""
+    from orch import config as config_mod
+    from orch.cluster import node, ray_node
+
+    if not _ADDRESS.fullmatch(cluster):
+        raise InvalidInput(
+            f"--cluster {cluster!r} is not HOST:PORT.", "Pass the Ray head's address, e.g. 10.0.0.5:6379."
+        )
+    name = name or socket.gethostname().split(".")[0].lower()
+    if not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a node name.",
+            "Pass --name with lowercase letters, digits and dashes (at most 63).",
+        )
+    head_host = cluster.rsplit(":", 1)[0].strip("[]")
+    address = address or (
+        head_host if ray_node.loopback(head_host) else socket.gethostbyname(socket.gethostname())
+    )
+    ray_node.require_ray()
+    cfg = config_mod.load()
+    node.check(cfg)
+    ray_node.join(cluster, address, name, os.cpu_count() or 1)
+    settings = {k: v for k, v in os.environ.items() if k.startswith("ORCH_")}
+    found = ray_node.start_agent(cluster, name, cfg.home, settings)
+    if json_:
+        print_json(found)
+        return
+    cap = found["capacity"]
+    ok(
+        f"Node {found['id']} joined the cluster at {cluster}: {cap['slots']} sandboxes at once, "
+        f"{cap['cpus']} CPUs, {_gib(cap['memory'])} of memory."
+    )
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON) -> None:
+    """List the cluster's nodes: their state, capacity and what they run now."""
+    found = Transport.from_settings().get("/v1/nodes")
+    if json_:
+        print_json(found)
+        return
+    if not found:
+        console.print(
+            "No nodes: this server runs its work on its own machine. Join one with "
+            "`orch node start --cluster HOST:PORT`.",
+            markup=False,
+        )
+        return
+    table = plain_table()
+    for col in ("ID", "ADDRESS", "STATE", "CPUS", "MEMORY", "SLOTS", "RUNNING", "SEEN"):
+        table.add_column(col, no_wrap=True)
+    for n in found:
+        cap = n["capacity"]
+        table.add_row(
+            n["id"],
+            n["address"],
+            n["state"],
+            str(cap["cpus"]),
+            _gib(cap["memory"]),
+            str(cap["slots"]),
+            str(n["running"]),
+            n["seen_at"][:19],
+        )
+    console.print(table)

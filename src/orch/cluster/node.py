@@ -1,0 +1,76 @@
+"""An orch node (docs/scale.md): this machine's platform working as a node of the cluster, what
+it needs from its settings, and what it says of itself."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection
+from typing import Any
+
+from orch.cluster import machine
+from orch.config import Config, capacity
+from orch.errors import InvalidInput
+from orch.services import environments as envs
+from orch.services import nodes
+from orch.services import secrets as workspace_secrets
+from orch.services.nodes import Joining
+from orch.workers.nodes import NodeWork
+
+
+def check(cfg: Config) -> None:
+    """What a node needs that one machine does not: the shared store, the registry images travel
+    through, and the key the workspace's secrets are encrypted with."""
+    if not cfg.database_url.startswith("postgresql"):
+        raise InvalidInput(
+            "A cluster node works from the cluster's shared store, and ORCH_DATABASE_URL is not a "
+            "PostgreSQL URL.",
+            "Set ORCH_DATABASE_URL to the PostgreSQL URL the cluster's server uses.",
+        )
+    if not cfg.registry:
+        raise InvalidInput(
+            "A cluster node pulls the images other nodes built from a registry, and none is set.",
+            "Set ORCH_REGISTRY (and ORCH_REGISTRY_TLS_VERIFY) as the cluster's server has them.",
+        )
+    if not cfg.values.get("secret_key"):
+        raise InvalidInput(
+            "A cluster node decrypts the workspace's secrets for its runs, and ORCH_SECRET_KEY is not set.",
+            "Set ORCH_SECRET_KEY to the cluster's key, the same on its server and every node.",
+        )
+
+
+def memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return 0
+
+
+def start(
+    cfg: Config, name: str, address: str, ray_node: str | None, alive: Callable[[], Collection[str]] | None
+) -> NodeWork:
+    """Register this machine as node `name` and start its work."""
+    check(cfg)
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    platform = machine.platform(cfg, node=name)
+    platform.store.migrate()
+    envs.seed_builtins(platform)
+    workspace_secrets.prepare(platform)
+    me = Joining(
+        id=name,
+        address=address,
+        cpus=os.cpu_count() or 1,
+        memory=memory(),
+        slots=int(cfg.values.get("run_workers") or capacity()),
+        ray_node=ray_node,
+    )
+    work = NodeWork(platform, me, alive=alive)
+    work.start()
+    return work
+
+
+def describe(work: NodeWork) -> dict[str, Any]:
+    """The node as `orch node list --json` shows it."""
+    for view in nodes.list_nodes(work.platform):
+        if view.id == work.me.id:
+            return view.model_dump(mode="json")
+    raise LookupError(work.me.id)

@@ -1,0 +1,133 @@
+"""A machine joins a Ray cluster as an orch node (`orch node start`, docs/scale.md).
+
+Two steps, both Ray's own:
+1. `ray start --address HEAD` makes the machine a Ray node, carrying the custom resource
+   `orch_node:NAME` (one unit), so that exactly this node can host NAME's agent.
+2. A detached actor, `node:NAME` in Ray's namespace `orch`, is placed by that resource and runs
+   the node's work (workers/nodes.py `NodeWork`) on the machine's Podman. Ray keeps it: it
+   outlives the command that created it and any orch server, is started again if its process
+   dies, and Ray's view of which nodes are alive tells the other nodes when a machine is gone.
+
+Ray is imported only here, when a node starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orch.errors import InvalidInput
+
+NAMESPACE = "orch"
+RESOURCE = "orch_node:"
+READY_TIMEOUT = 180.0  # seconds for a node's agent to start (its first start pulls nothing)
+_INSTALL = (
+    "Install it with: pip install 'orch[cluster]' (scripts/setup --cluster does it in orch's own venv)."
+)
+
+
+def require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise InvalidInput("A cluster node needs Ray, which is not installed here.", _INSTALL) from None
+
+
+def loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def ray_env(address: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment Ray's processes get on a node at `address`: no usage reports, and for a
+    loopback address Ray's one-machine mode, which binds 127.0.0.1 only (cluster/ray_start.py)."""
+    env = dict(os.environ if base is None else base)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    if loopback(address):
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
+
+
+def join(cluster: str, address: str, name: str, cpus: int) -> None:
+    """Make this machine a node of the Ray cluster at `cluster` (its head's HOST:PORT)."""
+    command = [
+        sys.executable,
+        "-m",
+        "orch.cluster.ray_start",
+        "start",
+        f"--address={cluster}",
+        f"--node-ip-address={address}",
+        f"--resources={json.dumps({RESOURCE + name: 1})}",
+        f"--num-cpus={cpus}",
+        "--disable-usage-stats",
+    ]
+    done = subprocess.run(command, env=ray_env(address), capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise InvalidInput(
+            f"This machine could not join the Ray cluster at {cluster}: {said[-1] if said else 'no output'}",
+            "Check that its head runs there and is reachable (`ray status --address HOST:PORT`).",
+        )
+
+
+def start_agent(cluster: str, name: str, home: Path, settings: Mapping[str, str]) -> dict[str, Any]:
+    """Start node NAME's agent on its Ray node (replacing one of an earlier start) and return
+    what the node says of itself once it works."""
+    import ray
+
+    os.environ.update({k: v for k, v in ray_env(cluster.rsplit(":", 1)[0]).items() if k.startswith("RAY_")})
+    ray.init(address=cluster, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        actor_name = f"node:{name}"
+        with contextlib.suppress(ValueError):  # none yet
+            ray.kill(ray.get_actor(actor_name, namespace=NAMESPACE), no_restart=True)
+        agent_class = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)(
+            NodeAgent
+        )
+        agent = agent_class.options(
+            name=actor_name, lifetime="detached", resources={RESOURCE + name: 1}
+        ).remote(name, str(home), dict(settings))
+        found: dict[str, Any] = ray.get(agent.describe.remote(), timeout=READY_TIMEOUT)
+        return found
+    finally:
+        ray.shutdown()
+
+
+def alive_ray_nodes() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
+class NodeAgent:
+    """The actor that runs a node's work, in a process of its Ray node."""
+
+    def __init__(self, name: str, home: str, settings: dict[str, str]) -> None:
+        import ray
+
+        from orch import config as config_mod
+        from orch.cluster import node
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        cfg = config_mod.load(Path(home), settings)
+        ray_node = ray.get_runtime_context().get_node_id()
+        address = ray.util.get_node_ip_address()
+        self.work = node.start(cfg, name, address, ray_node, alive=alive_ray_nodes)
+
+    def describe(self) -> dict[str, Any]:
+        from orch.cluster import node
+
+        return node.describe(self.work)
+
+    def stop(self) -> None:
+        self.work.stop()

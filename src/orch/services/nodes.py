@@ -1,0 +1,259 @@
+"""The nodes of a cluster, as the store knows them (docs/scale.md): a node registers when it joins,
+says every second that it is alive (its heartbeat: what it runs now and which images it holds),
+claims runs from the store's queue preferring those whose image it holds, and is declared lost
+when Ray says its machine is gone or its heartbeat stops. A lost node's runs never stay stuck:
+those it had not started go back to the queue for another node, those it had started fail with
+the reason `node lost`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from orch import metrics
+from orch.errors import OrchError
+from orch.models import BuildStatus, RunStatus, advance
+from orch.services.platform import Platform
+from orch.services.run_environment import choose_environment
+from orch.services.run_output import note
+from orch.services.views import NodeView
+from orch.store import queue
+from orch.store.schema import AgentVersionRow, BuildRow, NodeRow, RunRow, WorkspaceRow, utcnow
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 1.0  # seconds between a node's heartbeats
+LOST_AFTER = 10.0  # seconds without a heartbeat after which a node is lost, whatever Ray says
+# How long a queued run waits for a node that holds its image, when one with free capacity
+# exists, before a node without the image takes it (and pulls the image).
+PREFER_FOR = 2.0
+# How long a queued run waits for a node with more room than the one looking at it: runs spread
+# over the nodes by their free capacity.
+SPREAD_FOR = 0.5
+CANDIDATES = 8  # queued runs a node looks at per claim
+
+UP, STOPPED, LOST = "up", "stopped", "lost"
+NODE_LOST = "node lost"
+
+
+@dataclass(frozen=True)
+class Joining:
+    """What a node says of itself when it joins."""
+
+    id: str
+    address: str
+    cpus: int
+    memory: int  # bytes
+    slots: int  # sandboxes at once (its run_workers)
+    ray_node: str | None = None
+
+
+def register(platform: Platform, me: Joining) -> None:
+    """Record the node as up, replacing what an earlier life of it left (its runs were settled by
+    its workers' recovery, or by whoever declared it lost)."""
+    now = utcnow()
+    with platform.store.session() as s:
+        # Another node's old row may hold this instance (a node renamed over the same home).
+        for old in s.scalars(
+            select(NodeRow).where(NodeRow.instance == platform.instance, NodeRow.id != me.id)
+        ):
+            s.delete(old)
+        s.flush()
+        row = s.get(NodeRow, me.id) or NodeRow(id=me.id)
+        row.instance, row.address, row.ray_node, row.state = platform.instance, me.address, me.ray_node, UP
+        row.cpus, row.memory, row.slots, row.running = me.cpus, me.memory, me.slots, 0
+        row.images, row.started_at, row.seen_at = "[]", now, now
+        s.add(row)
+
+
+def heartbeat(platform: Platform, node_id: str, running: int, images: Collection[str]) -> bool:
+    """Say the node is alive; False when it was declared lost meanwhile (it must then stop: its
+    runs went to other nodes or failed)."""
+    with platform.store.session() as s:
+        result = s.execute(
+            update(NodeRow)
+            .where(NodeRow.id == node_id, NodeRow.instance == platform.instance, NodeRow.state == UP)
+            .values(seen_at=utcnow(), running=running, images=json.dumps(sorted(images)))
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def leave(platform: Platform, node_id: str) -> None:
+    """A node that stops cleanly (its workers settled their work first)."""
+    with platform.store.session() as s:
+        s.execute(
+            update(NodeRow)
+            .where(NodeRow.id == node_id, NodeRow.instance == platform.instance, NodeRow.state == UP)
+            .values(state=STOPPED, running=0, seen_at=utcnow())
+        )
+
+
+def list_nodes(platform: Platform) -> list[NodeView]:
+    with platform.store.session() as s:
+        return [
+            NodeView(
+                id=n.id,
+                address=n.address,
+                state=n.state,
+                capacity={"cpus": n.cpus, "memory": n.memory, "slots": n.slots},
+                running=n.running if n.state == UP else 0,
+                started_at=n.started_at,
+                seen_at=n.seen_at,
+            )
+            for n in s.scalars(select(NodeRow).order_by(NodeRow.id))
+        ]
+
+
+def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = None) -> list[str]:
+    """Declare lost every node that is up but silent for LOST_AFTER, or whose Ray node is not
+    among `alive_ray_nodes` (None: Ray not asked), and settle its work; returns their ids. Any
+    number of servers and nodes may call this at once: each node is declared lost once."""
+    silent_since = utcnow() - timedelta(seconds=LOST_AFTER)
+    with platform.store.session() as s:
+        up = s.execute(
+            select(NodeRow.id, NodeRow.instance, NodeRow.ray_node, NodeRow.seen_at).where(NodeRow.state == UP)
+        )
+        gone = [
+            (node_id, instance)
+            for node_id, instance, ray_node, seen_at in up
+            if seen_at < silent_since
+            or (alive_ray_nodes is not None and ray_node is not None and ray_node not in alive_ray_nodes)
+        ]
+    lost = []
+    for node_id, instance in gone:
+        with platform.store.session() as s:
+            taken = s.execute(
+                update(NodeRow)
+                .where(NodeRow.id == node_id, NodeRow.instance == instance, NodeRow.state == UP)
+                .values(state=LOST, running=0)
+            )
+            if not getattr(taken, "rowcount", 0):
+                continue  # another server or node declared it lost first
+            _settle_runs(platform, s, node_id, instance)
+            _settle_builds(s, instance)
+        log.warning("node %s is lost: its runs were queued again or failed", node_id)
+        lost.append(node_id)
+    if lost:
+        platform.wake_runs.set()
+        platform.wake_builds.set()
+        platform.notify_runs()
+    return lost
+
+
+def _settle_runs(platform: Platform, s: Session, node_id: str, instance: str) -> None:
+    for run in s.scalars(
+        select(RunRow).where(
+            RunRow.claimed_by == instance,
+            RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+        )
+    ):
+        if run.status == RunStatus.STARTING.value:
+            # Its agent had not started: nothing it did can have had effects yet.
+            run.status, run.claimed_by, run.node = advance(run.status, RunStatus.QUEUED), None, None
+            note(s, run.id, f"The node {node_id} was lost before this run started; it was queued again.")
+        else:
+            run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
+            run.reason = NODE_LOST
+            metrics.of(platform).run_finished(RunStatus.FAILED)
+            note(s, run.id, f"The node {node_id} was lost while this run was running; it was marked failed.")
+
+
+def _settle_builds(s: Session, instance: str) -> None:
+    for build in s.scalars(
+        select(BuildRow).where(BuildRow.claimed_by == instance, BuildRow.status == BuildStatus.BUILDING.value)
+    ):
+        # A build has no effects outside its image: another node builds it again.
+        build.status, build.claimed_by, build.node = advance(build.status, BuildStatus.QUEUED), None, None
+
+
+def in_flight(platform: Platform) -> int:
+    """The runs and builds this platform has claimed and not ended."""
+    with platform.store.session() as s:
+        runs = s.scalar(
+            select(func.count())
+            .select_from(RunRow)
+            .where(
+                RunRow.claimed_by == platform.instance,
+                RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+            )
+        )
+        builds = s.scalar(
+            select(func.count())
+            .select_from(BuildRow)
+            .where(BuildRow.claimed_by == platform.instance, BuildRow.status == BuildStatus.BUILDING.value)
+        )
+    return int(runs or 0) + int(builds or 0)
+
+
+@dataclass(frozen=True)
+class _Other:
+    """Another node that is up and has room, as its last heartbeat said."""
+
+    images: frozenset[str]
+    free: int
+
+
+def claim_run(platform: Platform, node_id: str) -> str | None:
+    """Claim a queued run for this node (`_mine_to_take` says which); None: nothing for it now."""
+    now = utcnow()
+    with platform.store.session() as s:
+        queued = s.scalars(
+            select(RunRow)
+            .where(RunRow.status == RunStatus.QUEUED.value)
+            .order_by(RunRow.queued_at, RunRow.id)
+            .limit(CANDIDATES)
+        ).all()
+        candidates = [(run.id, run.queued_at, _image(s, run)) for run in queued]
+        if not candidates:
+            return None
+        others = [
+            _Other(frozenset(json.loads(images)), slots - running)
+            for images, slots, running in s.execute(
+                select(NodeRow.images, NodeRow.slots, NodeRow.running).where(
+                    NodeRow.state == UP, NodeRow.id != node_id
+                )
+            )
+            if running < slots
+        ]
+    free = int(platform.config.values.get("run_workers") or 1) - in_flight(platform)
+    also = {"node": node_id}
+    for run_id, queued_at, image in candidates:
+        waited = (now - queued_at).total_seconds()
+        if not _mine_to_take(image, waited, platform.present_base_tags, free, others):
+            continue
+        if queue.claim_one(
+            platform.store, RunRow, run_id, RunStatus.QUEUED, RunStatus.STARTING, platform.instance, also
+        ):
+            return str(run_id)
+    return None
+
+
+def _image(s: Session, run: RunRow) -> str | None:
+    """The image the run would start from now (None: not known yet, or not to be had)."""
+    version = s.get(AgentVersionRow, run.agent_version_id)
+    ws = s.get(WorkspaceRow, run.workspace_id)
+    if version is None or ws is None:
+        return None
+    try:
+        return choose_environment(s, ws, version).environment.image
+    except OrchError:
+        return None
+
+
+def _mine_to_take(
+    image: str | None, waited: float, mine: Collection[str], free: int, others: list[_Other]
+) -> bool:
+    """Whether this node takes a run now: at once if it holds the run's image; otherwise it
+    leaves the run, for a while, to a node with room that holds the image (PREFER_FOR), and
+    then to a node with more room than itself (SPREAD_FOR); after that, whoever looks first."""
+    if (image is not None and image in mine) or waited >= PREFER_FOR:
+        return True
+    if image is not None and any(image in other.images for other in others):
+        return False
+    return waited >= SPREAD_FOR or not any(other.free > free for other in others)

@@ -1,0 +1,110 @@
+"""The work of a cluster (docs/scale.md), on each side of it:
+
+- `NodeWork`: what an orch node runs. Its platform's usual workers (builds, runs, deployments,
+  the services' supervisor) claim from the shared store's queues on the node's own Podman, and a
+  heartbeat thread says every second that the node is alive, what it runs and which images it
+  holds; it also declares lost the other nodes Ray reports gone. A node that finds itself
+  declared lost stops: its runs went to other nodes or failed meanwhile.
+- `Watch`: what a server of a cluster runs instead of workers. It runs nothing itself; it
+  declares lost the nodes whose heartbeat stopped, so that no run stays stuck on a node that
+  died while nothing else noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Collection
+
+from orch.services import nodes
+from orch.services.nodes import Joining
+from orch.services.platform import Platform
+
+log = logging.getLogger(__name__)
+
+NODE_POLL = 0.25  # a node's idle queue workers look at the store this often (no wake from a server)
+
+
+class _Ticker:
+    """A daemon thread that calls `tick` every `every` seconds until stopped."""
+
+    def __init__(self, name: str, tick: Callable[[], bool], every: float) -> None:
+        self._tick, self.every = tick, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not self._tick():
+                    return
+            except Exception:
+                log.exception("%s failed", self._thread.name)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+class Watch:
+    """A cluster server's background work: declare silent nodes lost."""
+
+    def __init__(self, platform: Platform, every: float = nodes.HEARTBEAT) -> None:
+        self.platform = platform
+        self._ticker = _Ticker("orch-node-watch", self._tick, every)
+
+    def _tick(self) -> bool:
+        nodes.settle_lost(self.platform)
+        return True
+
+    def start(self) -> None:
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._ticker.stop()
+
+
+class NodeWork:
+    """An orch node: `platform` works as node `me.id`; `alive` answers which Ray nodes are alive
+    (None: not asked); `on_lost` is called if this node finds itself declared lost (a node in a
+    Ray actor exits its process, and Ray starts it again)."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        me: Joining,
+        alive: Callable[[], Collection[str]] | None = None,
+        on_lost: Callable[[], None] = lambda: os._exit(3),
+    ) -> None:
+        from orch.workers import Workers
+
+        assert platform.node == me.id
+        self.platform, self.me, self._alive, self._on_lost = platform, me, alive, on_lost
+        self.workers = Workers(platform, poll=NODE_POLL)
+        self._ticker = _Ticker(f"orch-node-{me.id}", self._tick, nodes.HEARTBEAT)
+
+    def start(self) -> None:
+        # Register first: recovery settles only this node's own rows, and its heartbeat must
+        # begin before LOST_AFTER passes.
+        nodes.register(self.platform, self.me)
+        self.workers.start()
+        self._ticker.start()
+
+    def _tick(self) -> bool:
+        images = set(self.platform.present_base_tags)
+        if not nodes.heartbeat(self.platform, self.me.id, nodes.in_flight(self.platform), images):
+            log.error("node %s was declared lost: stopping", self.me.id)
+            self._on_lost()
+            return False
+        nodes.settle_lost(self.platform, self._alive() if self._alive else None)
+        return True
+
+    def stop(self) -> None:
+        self._ticker.stop()
+        self.workers.stop()
+        nodes.leave(self.platform, self.me.id)

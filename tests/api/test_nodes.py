@@ -1,0 +1,302 @@
+"""Cluster nodes on the store (services/nodes.py, workers/nodes.py), on the fake engine: a node
+registers and says it is alive, its claims record it, it prefers runs whose image it holds and
+leaves runs to nodes with more room for a moment, and a lost node's runs never stay stuck: those
+not started are queued again, those started fail with the reason `node lost`. On SQLite and on
+PostgreSQL. The real thing, on Ray and Podman, is tests/integration/test_cluster.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from orch.builder import base_images
+from orch.engine.fake import FakeEngine
+from orch.models import RunStatus
+from orch.services import nodes
+from orch.services.nodes import Joining, _mine_to_take, _Other
+from orch.services.platform import Platform
+from orch.store.schema import NodeRow, RunRow, utcnow
+from orch.workers import runs as run_worker
+from orch.workers.nodes import NodeWork, Watch
+from tests.api.test_agents_runs import bundle, publish
+from tests.api.test_cli import cli
+from tests.api.test_registry_runs import REGISTRY, pin
+from tests.conftest import drain_runs, make_platform
+
+__all__ = ["cli"]  # the fixture
+
+
+@contextmanager
+def node(
+    tmp_path: Path, database_url: str, name: str, slots: int = 4, **settings: object
+) -> Iterator[Platform]:
+    """A platform working as cluster node `name` on the same store, with an engine of its own."""
+    engine = FakeEngine()
+    for r in base_images.RECIPES:
+        engine.add_image(base_images.image_tag(r.name), base_images.labels(r.name))
+    found = make_platform(
+        tmp_path / f"node-{name}", engine, database_url=database_url, run_workers=slots, **settings
+    )
+    found.node = name
+    nodes.register(
+        found,
+        Joining(id=name, address="127.0.0.1", cpus=2, memory=2**33, slots=slots, ray_node=f"ray-{name}"),
+    )
+    try:
+        yield found
+    finally:
+        found.store.dispose()
+
+
+def hello(api: httpx.Client, tmp_path: Path) -> None:
+    assert publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
+
+
+def submit(api: httpx.Client, agent: str = "hello") -> str:
+    return str(api.post("/v1/runs", json={"agent": agent}).json()["id"])
+
+
+def age(platform: Platform, seconds: float) -> None:
+    """Make every queued run look `seconds` old."""
+    with platform.store.session() as s:
+        s.execute(update(RunRow).values(queued_at=utcnow() - timedelta(seconds=seconds)))
+
+
+def test_a_node_is_listed_and_its_runs_name_it(api: httpx.Client, database_url: str, tmp_path: Path) -> None:
+    assert api.get("/v1/nodes").json() == []  # one machine: no nodes
+    hello(api, tmp_path)
+    with node(tmp_path, database_url, "a") as a:
+        run_id = submit(api)
+        age(a, 10)
+        assert drain_runs(a) == 1
+        shown = api.get(f"/v1/runs/{run_id}").json()
+        assert (shown["status"], shown["node"]) == ("succeeded", "a")
+        [listed] = api.get("/v1/nodes").json()
+        assert listed["id"] == "a" and listed["state"] == "up" and listed["address"] == "127.0.0.1"
+        assert listed["capacity"] == {"cpus": 2, "memory": 2**33, "slots": 4} and listed["running"] == 0
+        assert nodes.heartbeat(a, "a", 3, {"img:1"})
+        assert api.get("/v1/nodes").json()[0]["running"] == 3
+        nodes.leave(a, "a")
+        assert api.get("/v1/nodes").json()[0]["state"] == "stopped"
+
+
+def test_a_lost_node_s_unstarted_runs_are_queued_again_and_started_ones_fail(
+    api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
+) -> None:
+    hello(api, tmp_path)
+    with node(tmp_path, database_url, "a") as a, node(tmp_path, database_url, "b") as b:
+        starting, running = submit(api), submit(api)
+        age(a, 10)
+        assert {nodes.claim_run(a, "a"), nodes.claim_run(a, "a")} == {starting, running}
+        with a.store.session() as s:
+            s.execute(update(RunRow).where(RunRow.id == running).values(status=RunStatus.RUNNING.value))
+        assert nodes.settle_lost(b, {"ray-b"}) == ["a"]  # Ray says a's machine is gone
+        assert nodes.settle_lost(b, {"ray-b"}) == [] and nodes.settle_lost(platform) == []  # once
+        again = api.get(f"/v1/runs/{starting}").json()
+        assert (again["status"], again["node"]) == ("queued", None)
+        failed = api.get(f"/v1/runs/{running}").json()
+        assert (failed["status"], failed["reason"]) == ("failed", "node lost")
+        assert "was lost while this run was running" in api.get(f"/v1/runs/{running}/logs").json()["log"]
+        assert "queued again" in api.get(f"/v1/runs/{starting}/logs").json()["log"]
+        assert [n["state"] for n in api.get("/v1/nodes").json()] == ["lost", "up"]
+        assert not nodes.heartbeat(a, "a", 0, set())  # a finds out, and must stop
+        assert drain_runs(b) == 1  # the queued one goes to b
+        done = api.get(f"/v1/runs/{starting}").json()
+        assert (done["status"], done["node"]) == ("succeeded", "b")
+
+
+def test_a_silent_node_is_lost_whatever_ray_says(
+    api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
+) -> None:
+    with node(tmp_path, database_url, "a") as a:
+        assert nodes.settle_lost(platform) == []
+        with a.store.session() as s:
+            s.execute(update(NodeRow).values(seen_at=utcnow() - timedelta(seconds=nodes.LOST_AFTER + 1)))
+        assert nodes.settle_lost(platform) == ["a"]
+
+
+def test_a_node_prefers_runs_whose_image_it_holds(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    image, _digest = pin(api, platform, workspace[0], tmp_path)
+    with (
+        node(tmp_path, database_url, "a", **settings) as a,
+        node(tmp_path, database_url, "b", **settings) as b,
+    ):
+        b.engine.registry = a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
+        b.present_base_tags.add(image)
+        assert nodes.heartbeat(b, "b", 0, b.present_base_tags)
+        run_id = submit(api, "tooled")
+        assert nodes.claim_run(a, "a") is None  # b holds the image and has room: left to b
+        age(a, nodes.PREFER_FOR)
+        assert nodes.claim_run(a, "a") == run_id  # waited long enough: a takes it and pulls
+        nodes.settle_lost(a, {"ray-a"})
+        del run_id
+        fresh = submit(api, "tooled")
+        assert nodes.claim_run(b, "b") == fresh  # holds it: takes it at once
+
+
+def test_runs_spread_to_the_node_with_more_room(api: httpx.Client, database_url: str, tmp_path: Path) -> None:
+    hello(api, tmp_path)
+    with (
+        node(tmp_path, database_url, "small", slots=1) as small,
+        node(tmp_path, database_url, "big", slots=8),
+    ):
+        run_id = submit(api)
+        assert nodes.claim_run(small, "small") is None  # big has more room: left to it for a moment
+        age(small, nodes.SPREAD_FOR)
+        assert nodes.claim_run(small, "small") == run_id
+
+
+@pytest.mark.parametrize(
+    ("image", "waited", "mine", "free", "others", "takes"),
+    [
+        (None, 0.0, set(), 4, [], True),  # nobody else: take it
+        ("img", 0.0, {"img"}, 1, [_Other(frozenset({"img"}), 8)], True),  # holds the image
+        ("img", 0.0, set(), 4, [_Other(frozenset({"img"}), 1)], False),  # another holds it
+        ("img", nodes.PREFER_FOR, set(), 4, [_Other(frozenset({"img"}), 1)], True),  # waited enough
+        ("img", 0.0, set(), 4, [_Other(frozenset(), 2)], True),  # nobody holds it, I have more room
+        (None, 0.0, set(), 1, [_Other(frozenset(), 2)], False),  # another has more room
+        (None, nodes.SPREAD_FOR, set(), 1, [_Other(frozenset(), 2)], True),
+    ],
+)
+def test_which_runs_a_node_takes(
+    image: str | None, waited: float, mine: set[str], free: int, others: list[_Other], takes: bool
+) -> None:
+    assert _mine_to_take(image, waited, mine, free, others) is takes
+
+
+def test_a_node_works_until_it_is_declared_lost(
+    api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NodeWork: registers, runs the queue's runs on its own engine, beats, and stops when it
+    finds itself declared lost."""
+    monkeypatch.setattr(nodes, "HEARTBEAT", 0.1)
+    hello(api, tmp_path)
+    lost = threading.Event()
+    with node(tmp_path, database_url, "a") as a:
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=2, ray_node="ray-a")
+        work = NodeWork(a, me, alive=lambda: {"ray-a"}, on_lost=lost.set)
+        work.start()
+        try:
+            run_id = submit(api)
+            for _ in range(600):  # the node's own workers take it (bounded: 60 s)
+                if api.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded":
+                    break
+                threading.Event().wait(0.1)
+            shown = api.get(f"/v1/runs/{run_id}").json()
+            assert (shown["status"], shown["node"]) == ("succeeded", "a"), shown
+            assert api.get("/v1/nodes").json()[0]["capacity"]["slots"] == 2
+            assert nodes.settle_lost(platform, set()) == ["a"]  # Ray says a's machine is gone
+            assert lost.wait(10), "the node never found out it was lost"
+            assert api.get("/v1/nodes").json()[0]["state"] == "lost"
+        finally:
+            work.stop()
+
+
+def test_claims_without_a_node_record_none(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
+    hello(api, tmp_path)
+    run_id = submit(api)
+    assert run_worker.claim(platform) == run_id
+    with platform.store.session() as s:
+        row = s.get(RunRow, run_id)
+        assert row is not None and row.node is None and row.claimed_by == platform.instance
+
+
+def test_orch_node_list_through_the_cli(cli, api: httpx.Client, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    empty = cli("node", "list")
+    assert empty.exit_code == 0 and "No nodes" in empty.output
+    assert json.loads(cli("node", "list", "--json").output) == []
+    with node(tmp_path, database_url, "a"):
+        [listed] = json.loads(cli("node", "list", "--json").output)
+        assert (listed["id"], listed["state"], listed["capacity"]["slots"]) == ("a", "up", 4)
+        table = cli("node", "list").output
+        assert "a" in table and "127.0.0.1" in table and "8.0 GiB" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["--cluster", "nowhere"], {}, "is not HOST:PORT"),
+        (["--cluster", "127.0.0.1:6379", "--name", "Bad_Name"], {}, "is not a node name"),
+        (["--cluster", "127.0.0.1:6379", "--name", "a"], {}, "is not a PostgreSQL URL"),
+        (
+            ["--cluster", "127.0.0.1:6379", "--name", "a"],
+            {"ORCH_DATABASE_URL": "postgresql://x@127.0.0.1:1/orch"},
+            "pulls the images other nodes built from a registry",
+        ),
+        (
+            ["--cluster", "127.0.0.1:6379", "--name", "a"],
+            {"ORCH_DATABASE_URL": "postgresql://x@127.0.0.1:1/orch", "ORCH_REGISTRY": "127.0.0.1:5000"},
+            "ORCH_SECRET_KEY is not set",
+        ),
+    ],
+)
+def test_orch_node_start_refuses_what_a_node_cannot_work_with(
+    args: list[str], env: dict[str, str], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sentence and exit 2, before anything joins Ray."""
+    from typer.testing import CliRunner
+
+    from orch.cli.main import app
+    from orch.cluster import ray_node
+
+    for name in ("ORCH_DATABASE_URL", "ORCH_REGISTRY", "ORCH_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    joined: list[object] = []
+    monkeypatch.setattr(ray_node, "join", lambda *a: joined.append(a))
+    result = CliRunner().invoke(app, ["node", "start", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "Traceback" not in result.output
+    assert joined == []
+
+
+def test_orch_node_start_without_ray_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from orch.cli.main import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a machine without the cluster extra
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["node", "start", "--cluster", "127.0.0.1:6379", "--name", "a"])
+    assert result.exit_code == 2, result.output
+    assert "needs Ray" in result.output and "pip install 'orch[cluster]'" in result.output
+
+
+def test_a_cluster_server_s_watch_declares_a_silent_node_lost(
+    api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
+) -> None:
+    with node(tmp_path, database_url, "a") as a:
+        with a.store.session() as s:  # its last heartbeat was long ago
+            s.execute(update(NodeRow).values(seen_at=utcnow() - timedelta(seconds=60)))
+        watch = Watch(platform, every=0.05)
+        watch.start()
+        try:
+            for _ in range(200):
+                if api.get("/v1/nodes").json()[0]["state"] == "lost":
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            watch.stop()
+        assert api.get("/v1/nodes").json()[0]["state"] == "lost"

@@ -1,0 +1,270 @@
+"""A real local cluster (scripts/cluster-up): PostgreSQL, a registry, a Ray head, two orch nodes
+with Podman storages of their own, and one server, all on 127.0.0.1. Runs spread over both
+nodes; a server restart leaves the cluster's work alone; an environment built on one node runs
+on the other, its image pulled by digest through the registry; a node killed mid-run fails its
+started run with `node lost`, and later runs go to the node that is left."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ORCH = ROOT / ".venv" / "bin" / "orch"
+SLEEPER = "\n".join(
+    [
+        "import os, time",
+        "print('start', flush=True)",
+        "time.sleep(float(os.environ.get('SLEEP', '0')))",
+        "print('end')",
+        "",
+    ]
+)
+ECHO = "import os\nprint('echo', os.environ['ORCH_INPUT'])\n"
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    url: str
+    token: str
+    # Processes a test started for the cluster (a server started again): waited for at the end.
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "ORCH_URL": self.url,
+            "ORCH_TOKEN": self.token,
+            "ORCH_HOME": str(self.dir / "cli"),
+        }
+        return subprocess.run(
+            [str(ORCH), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    where = Path(f"/tmp/oc-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths are bounded
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        up = subprocess.run(
+            [str(ROOT / "scripts" / "cluster-up"), str(where)], capture_output=True, text=True, timeout=600
+        )
+        assert up.returncode == 0, up.stderr[-3000:]
+        last = json.loads(up.stdout.strip().splitlines()[-1])
+        assert set(last) == {"url", "token"}
+        found = Cluster(where, last["url"], last["token"], started)
+        agents = tmp_path_factory.mktemp("agents")
+        for name, code in (("sleeper", SLEEPER), ("echo", ECHO)):
+            (agents / name).mkdir()
+            (agents / name / "main.py").write_text(code)
+            (agents / name / "orch.yaml").write_text(f"name: {name}\nentrypoint: main.py\n")
+            published = found.cli("publish", str(agents / name))
+            assert published.returncode == 0, published.stderr
+        yield found
+    finally:
+        down = subprocess.run(
+            [str(ROOT / "scripts" / "cluster-down"), str(where)], capture_output=True, text=True, timeout=300
+        )
+        for proc in started:
+            proc.wait(30)
+        assert down.returncode == 0, down.stderr
+        assert not where.exists()
+
+
+def wait_run(api: httpx.Client, run_id: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run: dict[str, Any] = api.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in until:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} stayed {run['status']}"
+        time.sleep(0.2)
+
+
+def listening(pid: int) -> list[str]:
+    """The local addresses process `pid` listens on (TCP)."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def marked(cluster: Cluster) -> list[int]:
+    """The processes scripts/cluster-up started (the mark in their environment)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"ORCH_LOCAL_CLUSTER={cluster.dir}".encode() in env:
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_cluster_is_up_on_loopback_only(cluster: Cluster) -> None:
+    with cluster.api() as api:
+        found = api.get("/v1/nodes").json()
+    assert [(n["id"], n["state"]) for n in found] == [("a", "up"), ("b", "up")]
+    assert all(n["capacity"]["cpus"] >= 1 and n["capacity"]["slots"] >= 1 for n in found)
+    pids = marked(cluster)
+    addresses = [a for pid in pids for a in listening(pid)]
+    assert len(pids) > 10 and len(addresses) > 5  # PostgreSQL, the registry, Ray's, the server
+    assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for a in addresses), addresses
+    listed = cluster.cli("node", "list", "--json")
+    assert listed.returncode == 0 and [n["id"] for n in json.loads(listed.stdout)] == ["a", "b"]
+
+
+def test_runs_spread_over_both_nodes_each_with_its_own_input(cluster: Cluster) -> None:
+    with cluster.api() as api:
+        ids = {
+            api.post("/v1/runs", json={"agent": "echo", "input": f"n{i}"}).json()["id"]: f"n{i}"
+            for i in range(12)
+        }
+        runs = {run_id: wait_run(api, run_id, {"succeeded", "failed"}) for run_id in ids}
+        assert {r["status"] for r in runs.values()} == {"succeeded"}, runs
+        for run_id, given in ids.items():
+            assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == f"echo {given}\n"
+    assert {r["node"] for r in runs.values()} == {"a", "b"}
+
+
+def test_a_server_restart_leaves_the_cluster_s_work_alone(cluster: Cluster) -> None:
+    with cluster.api() as api:
+        run_id = api.post("/v1/runs", json={"agent": "sleeper", "env": {"SLEEP": "6"}}).json()["id"]
+        running = wait_run(api, run_id, {"running"})
+    pid = int((cluster.dir / "server" / "pid").read_text())
+    env = dict(
+        line.split("=", 1)
+        for line in (Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0"))
+        if "=" in line
+    )
+    os.killpg(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    log = cluster.dir / "server" / "log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(ORCH), "server", "--port", "0", "--services-port", "0"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    cluster.started.append(server)
+    (cluster.dir / "server" / "pid").write_text(str(server.pid))
+    for _ in range(300):
+        said = [line for line in log.read_text().splitlines() if line.startswith("orch server on ")]
+        if said:
+            cluster.url = said[0].split()[3]
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the server did not start again: {log.read_text()[-2000:]}")
+    with cluster.api() as api:
+        done = wait_run(api, run_id, {"succeeded", "failed"})
+        assert (done["status"], done["node"]) == ("succeeded", running["node"]), done
+        assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == "start\nend\n"
+        assert [n["state"] for n in api.get("/v1/nodes").json()] == ["up", "up"]
+
+
+def test_an_environment_built_on_one_node_runs_on_the_other_after_its_builder_is_lost(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with cluster.api() as api:
+        made = api.post(
+            "/v1/environments",
+            json={
+                "name": "tools",
+                "dockerfile": "FROM e2bdev/code-interpreter:latest\nRUN echo built > /built\n",
+            },
+        )
+        assert made.status_code in (200, 201, 202), made.text
+        deadline = time.monotonic() + 300
+        while (shown := api.get("/v1/environments/tools").json())["status"] != "ready":
+            assert shown["status"] in ("queued", "building"), shown
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert shown["image_digest"], shown
+        (agent := tmp_path / "tooled").mkdir()
+        (agent / "main.py").write_text("print(open('/built').read().strip())\n")
+        (agent / "orch.yaml").write_text("name: tooled\nentrypoint: main.py\nenvironment: tools\n")
+        assert cluster.cli("publish", str(agent)).returncode == 0
+        # Sleepers on both nodes; then the node that built the image is killed.
+        sleepers = [
+            api.post("/v1/runs", json={"agent": "sleeper", "env": {"SLEEP": "120"}}).json()["id"]
+            for _ in range(4)
+        ]
+        started = {run_id: wait_run(api, run_id, {"running"}) for run_id in sleepers}
+        on = {r["node"] for r in started.values()}
+        assert on == {"a", "b"}, started
+        builder = _builder_node(cluster)
+        other = ({"a", "b"} - {builder}).pop()
+        kill_node(cluster, builder)
+        for run_id, run in started.items():
+            if run["node"] == builder:
+                lost = wait_run(api, run_id, {"failed", "succeeded"}, timeout=60)
+                assert (lost["status"], lost["reason"]) == ("failed", "node lost"), lost
+        nodes = {n["id"]: n["state"] for n in api.get("/v1/nodes").json()}
+        assert nodes == {builder: "lost", other: "up"}
+        # The environment's image is only in the registry now, for the node that is left.
+        run_id = api.post("/v1/runs", json={"agent": "tooled"}).json()["id"]
+        done = wait_run(api, run_id, {"succeeded", "failed"}, timeout=180)
+        logs = api.get(f"/v1/runs/{run_id}/logs").json()
+        assert (done["status"], done["node"]) == ("succeeded", other), logs
+        assert logs["stdout"] == "built\n" and "from the registry" in logs["log"]
+        for run_id, run in started.items():
+            if run["node"] == other:
+                assert api.get(f"/v1/runs/{run_id}").json()["status"] == "running"  # untouched
+                api.post(f"/v1/runs/{run_id}/cancel")
+
+
+def _builder_node(cluster: Cluster) -> str:
+    """The node whose worker built the environment (the build's `node` in the store)."""
+    import psycopg
+
+    settings = json.loads((cluster.dir / "cluster.json").read_text())
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{settings['pg_port']}/orch") as conn:
+        row = conn.execute(
+            "SELECT node FROM builds WHERE node IS NOT NULL ORDER BY queued_at DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None and row[0] in ("a", "b"), row
+    return str(row[0])
+
+
+def kill_node(cluster: Cluster, name: str) -> None:
+    """Kill node `name` as a machine dies: its raylet and every process of its Ray node at once."""
+    raylets = [
+        pid
+        for pid in marked(cluster)
+        if (cmd := Path(f"/proc/{pid}/cmdline").read_bytes()).startswith(b"/")
+        and b"raylet" in cmd.split(b"\0")[0]
+        and f"orch_node:{name}".encode() in cmd
+    ]
+    assert len(raylets) == 1, raylets
+    children = subprocess.run(["pgrep", "-P", str(raylets[0])], capture_output=True, text=True).stdout.split()
+    for pid in [raylets[0], *map(int, children)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

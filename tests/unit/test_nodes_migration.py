@@ -1,0 +1,55 @@
+"""Migration 0015: a table of cluster nodes, and the node that took a run or a build; what was
+there stays, and a downgrade takes the additions away again."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from orch.store import Store
+from orch.store.schema import Base, NodeRow
+from tests.unit.test_image_digest_migration import columns, empty_store, to
+
+__all__ = ["empty_store"]  # the fixture, on SQLite and on PostgreSQL
+
+
+def test_the_nodes_come_and_go_and_rows_stay(empty_store: Store) -> None:
+    store = empty_store
+    to(store, "0014")
+    with store.db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws', 't', CURRENT_TIMESTAMP)")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, workspace_id, agent_id, agent_version_id, status, input, env, deps, "
+                "cancel_requested, attempts, queued_at, truncated) VALUES ('run_a', 'ws', 'ag', 'v', "
+                "'succeeded', '', '{}', 'none', false, 1, CURRENT_TIMESTAMP, false)"
+            )
+        )
+    to(store, "0015")
+    assert columns(store, "nodes") == set(NodeRow.__table__.columns.keys())
+    assert "node" in columns(store, "runs") and "node" in columns(store, "builds")
+    with store.db.begin() as conn:
+        assert conn.execute(text("SELECT status, node FROM runs")).one() == ("succeeded", None)
+        conn.execute(
+            text(
+                "INSERT INTO nodes (id, instance, address, state, cpus, memory, slots, started_at, seen_at) "
+                "VALUES ('a', 'abc', '127.0.0.1', 'up', 2, 1024, 4, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        assert conn.execute(text("SELECT running, images FROM nodes")).one() == (0, "[]")
+    to(store, "0014", down=True)
+    assert "nodes" not in inspect(store.db).get_table_names()
+    assert "node" not in columns(store, "runs") and "node" not in columns(store, "builds")
+    with store.db.connect() as conn:
+        assert conn.execute(text("SELECT id FROM runs")).scalar() == "run_a"
+
+
+def test_the_migrated_tables_match_the_row_classes(empty_store: Store) -> None:
+    empty_store.migrate()
+    with empty_store.db.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    mine = [d for d in diff if any(t in repr(d) for t in ("'nodes'", "'runs'", "'builds'", "node"))]
+    assert not mine, mine
