@@ -69,7 +69,9 @@ def deploy_queue(platform: Platform, poll: float = 1.0) -> QueueWorkers:
 class Workers:
     """Every worker thread of one platform."""
 
-    def __init__(self, platform: Platform, poll: float = 1.0) -> None:
+    def __init__(self, platform: Platform, poll: float = 1.0, supervise: float | None = None) -> None:
+        """`poll`: how often idle queue workers look at the store (and the supervisor passes,
+        unless `supervise` says otherwise)."""
         cfg = platform.config
         self.platform = platform
         self.queues = [
@@ -77,7 +79,7 @@ class Workers:
             run_queue(platform, int(cfg.run_workers), poll),
             deploy_queue(platform, poll),
         ]
-        self.supervisor = Supervisor(platform, poll=poll)
+        self.supervisor = Supervisor(platform, poll=poll if supervise is None else supervise)
         self.reaper = Reaper(platform, poll=min(poll, 1.0))
 
     def start(self) -> None:

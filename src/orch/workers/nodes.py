@@ -85,7 +85,9 @@ class NodeWork:
 
         assert platform.node == me.id
         self.platform, self.me, self._alive, self._on_lost = platform, me, alive, on_lost
-        self.workers = Workers(platform, poll=NODE_POLL)
+        # Queues are looked at often (no server wakes a node); services once a second, as on
+        # one machine (each pass renews leases: a write).
+        self.workers = Workers(platform, poll=NODE_POLL, supervise=1.0)
         self._ticker = _Ticker(f"orch-node-{me.id}", self._tick, nodes.HEARTBEAT)
 
     def start(self) -> None:
