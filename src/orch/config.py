@@ -104,15 +104,19 @@ def _registry(text: str) -> str:
     return value
 
 
+def memory() -> int:
+    """This machine's memory in bytes (4 GiB when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return 4 * 2**30
+
+
 def capacity() -> int:
     """How many sandboxes this machine runs at once by default: starting one is CPU work (about
     0.1 s of a core), and each may use its default memory limit (512 MiB) in full."""
     cores = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError):
-        memory = 4 * 2**30
-    return max(1, min(4 * cores, memory // 2 // (512 * 2**20)))
+    return max(1, min(4 * cores, memory() // 2 // (512 * 2**20)))
 
 
 SETTINGS: tuple[Setting, ...] = (

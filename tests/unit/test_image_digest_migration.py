@@ -43,6 +43,14 @@ def to(store: Store, revision: str, down: bool = False) -> None:
         (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
+def differences(store: Store, *names: str) -> list[object]:
+    """Where the migrated schema of `store` differs from the row classes, in what names `names`."""
+    store.migrate()
+    with store.db.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    return [d for d in diff if any(n in repr(d) for n in names)]
+
+
 def columns(store: Store, table: str) -> set[str]:
     return {c["name"] for c in inspect(store.db).get_columns(table)}
 
@@ -74,10 +82,7 @@ def test_the_digests_come_and_go_and_rows_stay(empty_store: Store) -> None:
 
 def test_the_migrated_tables_match_the_row_classes(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'orch.db'}")
-    store.migrate()
-    with store.db.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    mine = [d for d in diff if any(t in repr(d) for t in ("base_images", "image_digest"))]
+    mine = differences(store, "base_images", "image_digest")
     assert not mine, mine
     assert [i["column_names"] for i in inspect(store.db).get_indexes("base_images")] == [["name"]]
     store.dispose()

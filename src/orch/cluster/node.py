@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from orch.cluster import machine
-from orch.config import Config, capacity
+from orch.config import Config, capacity, memory
 from orch.errors import InvalidInput
 from orch.services import environments as envs
 from orch.services import nodes
@@ -36,13 +36,6 @@ def check(cfg: Config) -> None:
             "A cluster node decrypts the workspace's secrets for its runs, and ORCH_SECRET_KEY is not set.",
             "Set ORCH_SECRET_KEY to the cluster's key, the same on its server and every node.",
         )
-
-
-def memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError):
-        return 0
 
 
 def start(
