@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -122,3 +123,54 @@ def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
         assert build_addresses() == set()
     finally:
         shutil.rmtree(theirs, ignore_errors=True)
+
+
+def test_an_image_whose_writer_was_killed_half_way_is_removed_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the faults suite: a Podman killed while it commits an image leaves an entry
+    without its manifest, and every `podman images` fails on it until it is removed (Podman's
+    message says so). The engine removes it and lists the rest. In a Podman storage of the
+    test's own, so no other test's listing meets the broken entry."""
+    graph = tmp_path / "graph"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{graph}"\nrunroot = "{tmp_path / "run"}"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
+    (tmp_path / "f").write_text("hi\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "x.tar"), "f"], check=True)
+
+    def imported(tag: str) -> str:
+        out = subprocess.run(
+            ["podman", "import", "-q", str(tmp_path / "x.tar"), tag], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().removeprefix("sha256:")
+
+    whole = imported("localhost/enginetest/whole:1")
+    subprocess.run(["podman", "tag", whole, "localhost/enginetest/other:1"], check=True)
+    (tmp_path / "f").write_text("another\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "x.tar"), "f"], check=True)
+    broken = imported("localhost/enginetest/broken:1")
+    assert broken != whole
+    try:
+        # What the killed writer left: the manifest still in its temporary file, not named.
+        entry = graph / "overlay-images" / broken
+        (entry / "manifest").rename(entry / ".tmp-manifest1")
+        index = graph / "overlay-images" / "images.json"
+        images = json.loads(index.read_text())
+        for image in images:
+            if image["id"] == broken:
+                image["big-data-names"].remove("manifest")
+        index.write_text(json.dumps(images))
+        listing = subprocess.run(["podman", "images"], capture_output=True, text=True)
+        assert listing.returncode != 0 and "consider removing the image" in listing.stderr
+
+        found = PodmanEngine().images({})
+        assert {i.id for i in found} == {whole}
+        assert {tag for i in found for tag in i.tags} == {
+            "localhost/enginetest/other:1",
+            "localhost/enginetest/whole:1",
+        }
+        assert subprocess.run(["podman", "images"], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["podman", "rmi", "--all", "--force"], capture_output=True)

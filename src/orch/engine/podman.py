@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +32,11 @@ from orch.engine.base import (
 from orch.engine.network import Network
 from orch.errors import BuildFailed, EngineError
 
+log = logging.getLogger(__name__)
+
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
+# What Podman says of an image whose store entry lacks a piece (a writer killed half-way).
+_BROKEN_IMAGE = re.compile(r'for image with ID "([0-9a-f]{64})" \(consider removing the image')
 # A build argument no Dockerfile declares (so it changes no layer's cache): Buildah keeps it in
 # the working container's state, which is how a killed build's leftover is found later.
 OWNER_ARG = "ORCH_BUILD_OWNER"
@@ -242,11 +248,25 @@ class PodmanEngine(Engine):
         args = ["images", "--format", "json"]
         for k, v in labels.items():
             args += ["--filter", f"label={k}={v}"]
-        for _ in range(4):
+        broken: set[str] = set()
+        for _ in range(8):
             res = self._cmd(*args, check=False)
-            # Podman lists, then reads each image: one removed in between fails the whole listing.
-            if res.exit_code == 0 or "image not known" not in res.stderr:
+            if res.exit_code == 0:
                 break
+            # Podman lists, then reads each image: one removed in between fails the whole listing.
+            if "image not known" in res.stderr:
+                continue
+            # An image whose writer was killed half-way (its manifest never written) fails every
+            # listing until it is removed, as Podman's message says: seen twice, a moment apart
+            # (not a commit in progress), it is removed.
+            found = _BROKEN_IMAGE.search(res.stderr)
+            if found is None:
+                break
+            if found[1] in broken:
+                log.warning("removing image %s: its store entry is broken (%s)", found[1], res.stderr.strip())
+                self._cmd("rmi", "--force", found[1], check=False)
+            broken.add(found[1])
+            time.sleep(0.5)
         if res.exit_code != 0:
             raise EngineError(f"podman images failed: {res.stderr.strip()}", _FIX)
         data = json.loads(res.stdout or "[]")
