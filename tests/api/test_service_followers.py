@@ -11,6 +11,7 @@ import pytest
 
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
+from orch.services.reconcile import reconcile
 from tests.api.test_agents_runs import bundle as run_bundle
 from tests.api.test_agents_runs import publish
 from tests.api.test_run_followers import FOLLOWERS, _until
@@ -48,6 +49,7 @@ def test_service_log_followers_hold_no_threads(
     # The container's output reaches every follower well before its wait is over.
     log = platform.config.home / "logs" / "services" / svc["id"] / f"{svc['container']}.log"
     log.write_text("2026-01-01T00:00:00Z stdout F news\n")
+    reconcile(platform)  # the supervisor's pass stores it
     for t in threads:
         t.join(20)
     assert len(answers) == FOLLOWERS and {a["text"] for a in answers} == {"news\n"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -487,19 +488,43 @@ def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(
 def test_a_log_started_afresh_is_followed_from_its_start(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:
-    """Podman starts a service's log file afresh at its size limit; a follower then goes on with
-    what the new file holds, not from the very start of the history again."""
+    """Podman starts a service's log file afresh at its size limit; the supervisor then stores
+    what the new file holds, and a follower goes on with it from its offset."""
     svc = deployed(api, platform, tmp_path)
-    (platform.config.home / "logs" / "services" / svc["id"] / "history.log").write_text("old run\n")
     log = platform.config.home / "logs" / "services" / svc["id"] / f"{svc['container']}.log"
     log.write_text("".join(f"2026-01-01T00:00:00Z stdout F line {i}\n" for i in range(100)))
+    assert api.get("/v1/services/web/logs").json()["text"] == ""  # stored at the next pass
+    reconcile.reconcile(platform)
     first = api.get("/v1/services/web/logs").json()
-    assert first["text"].startswith("old run\nline 0\n") and first["text"].endswith("line 99\n")
+    assert first["text"].startswith("line 0\n") and first["text"].endswith("line 99\n")
     log.write_text("2026-01-01T00:00:01Z stdout F after the limit\n")  # what conmon does
+    reconcile.reconcile(platform)
     after = api.get("/v1/services/web/logs", params={"offset": first["offset"]}).json()
     assert after["text"] == "after the limit\n"
-    assert after["offset"] == len("old run\nafter the limit\n")
+    assert after["offset"] == first["offset"] + len("after the limit\n")
     assert api.get("/v1/services/web/logs", params={"offset": after["offset"]}).json()["text"] == ""
+
+
+def test_a_services_output_is_in_the_store_for_any_server(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """What the supervisor stored is answered from the store alone: the machine's files gone
+    (another server of the store, on another machine, has none), the output is still there,
+    and an ended container's rest is stored when it ends."""
+    svc = deployed(api, platform, tmp_path)
+    folder = platform.config.home / "logs" / "services" / svc["id"]
+    (folder / f"{svc['container']}.log").write_text(
+        "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:00Z stdout P tw"
+    )
+    reconcile.reconcile(platform)
+    (folder / f"{svc['container']}.log").write_text(
+        "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:00Z stdout P tw\n"
+        "2026-01-01T00:00:00Z stdout F o\n"
+    )
+    assert api.post("/v1/services/web/restart").status_code == 200  # the container ends
+    shutil.rmtree(folder)
+    logs = api.get("/v1/services/web/logs").json()
+    assert logs["text"] == "one\ntwo\n" and logs["offset"] == len("one\ntwo\n")
 
 
 def test_a_deploy_wakes_the_deploy_worker(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
@@ -508,11 +533,13 @@ def test_a_deploy_wakes_the_deploy_worker(api: httpx.Client, platform: Platform,
     assert platform.wake_deploys.is_set()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_deploy_stores_its_bundle_under_the_bundles_lock(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:
     """An agent delete that removes unused bundles holds that lock: it never removes the bundle
-    of a deployment between its storing and the commit that refers to it."""
+    of a deployment between its storing and the commit that refers to it. (SQLite's, one
+    machine's file lock; on PostgreSQL the bundle's row is locked: tests/api/test_bundles.py.)"""
     data = bundle(tmp_path, {"main.py": ""})
     sha = hashlib.sha256(data).hexdigest()
     answer: list[httpx.Response] = []

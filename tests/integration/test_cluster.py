@@ -1,8 +1,9 @@
 """A real local cluster (scripts/cluster-up): PostgreSQL, a registry, a Ray head, two orch nodes
 with Podman storages of their own, and one server, all on 127.0.0.1. Runs spread over both
 nodes; a server restart leaves the cluster's work alone; an environment built on one node runs
-on the other, its image pulled by digest through the registry; a node killed mid-run fails its
-started run with `node lost`, and later runs go to the node that is left."""
+on the other, its image pulled by digest through the registry; a service deployed through the
+server runs on a node and is served, and its output answered, by the server; a node killed
+mid-run fails its started run with `node lost`, and later runs go to the node that is left."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ SLEEPER = "\n".join(
     ]
 )
 ECHO = "import os\nprint('echo', os.environ['ORCH_INPUT'])\n"
+WEB = """
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{os.environ['ORCH_SERVICE']} {self.path}\\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        print("served", self.path, flush=True)
+
+print("listening", flush=True)
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
 
 
 @dataclass
@@ -47,6 +66,18 @@ class Cluster:
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def containers(self, node: str, service_id: str) -> list[str]:
+        """The names of `service_id`'s containers in node `node`'s Podman storage."""
+        conf = self.dir / f"node-{node}" / "storage.conf"
+        out = subprocess.run(
+            ["podman", "ps", "--filter", f"label=org.orch.service={service_id}", "--format", "{{.Names}}"],
+            env={**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.split()
 
     def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         env = {
@@ -188,6 +219,50 @@ def test_a_server_restart_leaves_the_cluster_s_work_alone(cluster: Cluster) -> N
         assert (done["status"], done["node"]) == ("succeeded", running["node"]), done
         assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == "start\nend\n"
         assert [n["state"] for n in api.get("/v1/nodes").json()] == ["up", "up"]
+
+
+def until(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return found
+
+
+def test_a_service_runs_on_a_node_and_the_server_serves_it_and_its_output(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Deployed through the server, a service is built and run by a node, on its own Podman;
+    the server proxies to it, answers for its output from the store, and its restart and
+    delete reach the node."""
+    (app := tmp_path / "web").mkdir()
+    (app / "main.py").write_text(WEB)
+    deployed = cluster.cli("service", "deploy", str(app), "--name", "web")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    status = json.loads(cluster.cli("service", "status", "web", "--json").stdout)
+    auth = {"Authorization": f"Bearer {cluster.token}"}
+    assert httpx.get(status["url"] + "hi", headers=auth, timeout=30).text == "web /hi\n"
+    on = {node: cluster.containers(node, status["id"]) for node in ("a", "b")}
+    assert sorted(len(names) for names in on.values()) == [0, 1], on  # on one node's engine
+    node = next(n for n, names in on.items() if names)
+    assert not (cluster.dir / "server" / "logs" / "services").exists()  # nothing on the server's disk
+
+    def logs() -> str:
+        return cluster.cli("service", "logs", "web").stdout
+
+    until(lambda: "served /hi" in logs(), f"the service's output: {logs()!r}")
+    assert logs().startswith("listening\n")
+    restarted = cluster.cli("service", "restart", "web")
+    assert restarted.returncode == 0, restarted.stderr
+    again = until(
+        lambda: (names := cluster.containers(node, status["id"])) and names != on[node] and names,
+        "the node did not replace the container",
+    )
+    assert len(again) == 1
+    until(lambda: httpx.get(status["url"], headers=auth, timeout=30).status_code == 200, "no answer")
+    until(lambda: logs().count("listening\n") == 2, f"both containers' output: {logs()!r}")
+    assert cluster.cli("service", "delete", "web", "--yes").returncode == 0
+    until(lambda: not cluster.containers(node, status["id"]), "the node did not remove the container")
 
 
 def test_an_environment_built_on_one_node_runs_on_the_other_after_its_builder_is_lost(

@@ -14,10 +14,10 @@ from sqlalchemy import update
 
 from orch.config import Config
 from orch.models import new_id
-from orch.services import leases
+from orch.services import leases, nodes
 from orch.services.platform import Platform
 from orch.store import Store
-from orch.store.schema import ServiceLeaseRow, ServiceRow, utcnow
+from orch.store.schema import NodeRow, ServiceLeaseRow, ServiceRow, utcnow
 
 SERVICES = 30
 THREADS = 3  # per platform
@@ -108,3 +108,29 @@ def test_a_lease_goes_with_its_service(platform: Platform, workspace: tuple[str,
         s.delete(s.get(ServiceRow, first))
     with platform.store.session() as s:
         assert s.query(ServiceLeaseRow).count() == 0
+
+
+def test_nodes_of_a_cluster_take_an_even_share_of_free_services(
+    platform: Platform, other: Platform, workspace: tuple[str, str]
+) -> None:
+    """One machine's server takes every free service; a cluster's node takes its share among
+    the nodes that are up (rounded up), and the rest once the others are lost."""
+    ids = set(services(platform, workspace[0], 7))
+    for p, name in ((platform, "a"), (other, "b")):
+        p.node = name
+        nodes.register(p, nodes.Joining(id=name, address="127.0.0.1", cpus=2, memory=2**33, slots=2))
+    mine = leases.take(platform).ids
+    assert len(mine) == 4  # 7 services over 2 nodes
+    assert leases.take(platform).ids == mine  # renewed, no more taken
+    theirs = leases.take(other).ids
+    assert len(theirs) == 3 and mine | theirs == ids
+    for service_id in theirs:  # b stops renewing, and is declared lost
+        expire(other, service_id)
+    with platform.store.session() as s:
+        s.execute(update(NodeRow).where(NodeRow.id == "b").values(state=nodes.LOST))
+    held = leases.take(platform)
+    assert held.ids == ids and held.taken_from == dict.fromkeys(theirs, other.instance)
+    other.node = None  # as one machine's server: no share
+    for service_id in ids:
+        expire(platform, service_id)
+    assert leases.take(other).ids == ids

@@ -39,9 +39,7 @@ from orch.workers.nodes import Watch
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     """The control plane for `platform`; `workers=False` leaves builds queued (for tests)."""
     # A cluster's server runs no work itself: its nodes do (docs/scale.md).
-    background: Workers | Watch = (
-        Watch(platform) if platform.config.values.get("cluster") else Workers(platform)
-    )
+    background: Workers | Watch = Workers(platform) if platform.runs_work else Watch(platform)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -17,27 +17,50 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from orch.bundle import extract_bundle
-from orch.errors import NotFound
+from orch.errors import Conflict, NotFound
 from orch.locking import file_lock
 from orch.models import new_id
 from orch.services.platform import Platform
-from orch.store.schema import AgentVersionRow, BundleRow, ServiceDeploymentRow
+from orch.store.schema import AgentVersionRow, BundleRow, ServiceDeploymentRow, utcnow
 
 
 def keep(s: Session, sha256: str, data: bytes) -> None:
-    """Store the bundle `data` (whose digest is `sha256`) unless the store has it already."""
-    if s.scalar(select(BundleRow.sha256).where(BundleRow.sha256 == sha256)) is None:
-        s.add(BundleRow(sha256=sha256, size=len(data), data=data))
+    """Store the bundle `data` (whose digest is `sha256`) unless the store has it already. On
+    PostgreSQL its row stays locked until `s` commits (with the version or deployment that
+    refers to it), so `remove_unused` on any machine waits for that commit, then sees the bundle
+    used; a bundle being removed meanwhile is stored again once its removal commits."""
+    if s.get_bind().dialect.name != "postgresql":
+        if s.scalar(select(BundleRow.sha256).where(BundleRow.sha256 == sha256)) is None:
+            s.add(BundleRow(sha256=sha256, size=len(data), data=data))
+        return
+    for _ in range(_TRIES):
+        found = select(BundleRow.sha256).where(BundleRow.sha256 == sha256).with_for_update()
+        if s.scalar(found) is not None:
+            return
+        new = insert(BundleRow).values(sha256=sha256, size=len(data), data=data, created_at=utcnow())
+        if s.execute(new.on_conflict_do_nothing().returning(BundleRow.sha256)).first() is not None:
+            return  # (another transaction's insert of it, once committed, is found and locked next)
+    raise Conflict(
+        f"The bundle {sha256[:12]} was being stored and removed at once {_TRIES} times.", "Try again."
+    )
+
+
+_TRIES = 5
 
 
 @contextmanager
 def lock(platform: Platform) -> Iterator[None]:
     """Held from storing a bundle to committing the version that refers to it, and while unused
-    bundles are removed: a publish never refers to a bundle being removed. (It is this machine's
-    lock: servers on other machines of one store are not held by it; see docs/scale.md.)"""
+    bundles are removed: a publish never refers to a bundle being removed. On SQLite (one
+    machine) it is this machine's file lock; on PostgreSQL it holds nothing, and the bundles'
+    rows are locked instead (`keep`, `remove_unused`), across every machine of the store."""
+    if platform.store.db.dialect.name == "postgresql":
+        yield
+        return
     with file_lock(_local(platform) / ".lock"):
         yield
 
@@ -49,6 +72,13 @@ def remove_unused(platform: Platform, shas: Iterable[str]) -> None:
     if not wanted:
         return
     with lock(platform), platform.store.session() as s:
+        # On PostgreSQL: wait for the publishes that hold them to commit (then they are used).
+        s.execute(
+            select(BundleRow.sha256)
+            .where(BundleRow.sha256.in_(wanted))
+            .order_by(BundleRow.sha256)
+            .with_for_update()
+        )
         used = set(
             s.scalars(select(AgentVersionRow.bundle_sha256).where(AgentVersionRow.bundle_sha256.in_(wanted)))
         )

@@ -19,7 +19,7 @@ from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tes
 from orch.services import bundles, deployed_logs, refs, routing
 from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
-from orch.services.reconcile import reconcile, remove_replica, replicas
+from orch.services.reconcile import reconcile, remove_images, remove_replica, replicas
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
 from orch.store.schema import ServiceDeploymentRow, ServiceRow, WorkspaceRow, utcnow
 
@@ -297,7 +297,8 @@ def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
             svc.desired = "stopped"
             containers = [r.container or "" for r in replicas(s, svc.id)]
         routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
-        reconcile(platform)
+        if platform.runs_work:  # a cluster's node does it at its supervisor's next pass
+            reconcile(platform)
     return show(platform, ws_id, ref)
 
 
@@ -314,7 +315,8 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
             remove_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
         svc.desired, svc.state = "running", ServiceState.STARTING.value
     routing.of(platform).changed()
-    reconcile(platform)
+    if platform.runs_work:
+        reconcile(platform)
     return show(platform, ws_id, ref)
 
 
@@ -338,11 +340,10 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
         s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
         s.delete(svc)
     routing.of(platform).changed()
-    platform.engine.remove_containers(platform.service_labels(service_id))
-    for image in platform.engine.images(platform.service_labels(service_id)):
-        for tag in image.tags or (image.id,):
-            platform.engine.remove_image(tag)
-    shutil.rmtree(deployed_logs.directory(platform, service_id), ignore_errors=True)
+    if platform.runs_work:  # on a cluster, the node that ran it removes them as orphans
+        platform.engine.remove_containers(platform.service_labels(service_id))
+        remove_images(platform, service_id)
+        shutil.rmtree(deployed_logs.directory(platform, service_id), ignore_errors=True)
     return name
 
 
@@ -369,8 +370,5 @@ async def follow_logs(
 def _logs(platform: Platform, ws_id: str, ref: str, offset: int) -> ServiceLogs:
     with platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
-        rows = replicas(s, svc.id)
-        service_id, state = svc.id, svc.state
-        container = rows[0].container if rows else None  # the first replica's output, live
-    text, new_offset = deployed_logs.read(platform, service_id, container, offset)
-    return ServiceLogs(text=text, offset=new_offset, state=state)
+        text, new_offset = deployed_logs.read(s, svc.id, offset)
+        return ServiceLogs(text=text, offset=new_offset, state=svc.state)

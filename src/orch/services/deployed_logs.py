@@ -1,12 +1,25 @@
-"""A service's output: each container writes a k8s-file log; when a container ends, its output
-moves to the service's history. History + the current container's output only ever grow, so a
-reader follows them with one byte offset."""
+"""A service's output, in the store: any server answers for any service, wherever its
+containers run.
+
+Each container writes a k8s-file log on the machine that runs it (conmon's: the container
+outlives every server). The service's supervisor stores what is new in each of its containers'
+files at every pass (`ship`), and the rest when a container ends (`archive`), as pieces of the
+service's output from a byte offset (service_log); a cursor per container says how far its
+file is stored. The output only ever grows, so a reader follows it with one byte offset; the
+last MAX_HISTORY bytes are kept (older pieces go), and a reader behind them goes on from there."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from orch.services.log_files import whole_characters
+from orch.services.output_store import joined
 from orch.services.platform import Platform
+from orch.store.schema import ServiceLogCursorRow, ServiceLogRow, ServiceRow
 
 MAX_HISTORY = 4 * 1024 * 1024  # kept per service; older output is dropped from the front
 # A container's log file starts afresh when it reaches this (Podman's k8s-file `max-size`), so
@@ -38,6 +51,7 @@ def parse(raw: str) -> str:
 
 
 def read_container(platform: Platform, service_id: str, container: str | None) -> str:
+    """The text of a container's log file on this machine (what a failed start printed)."""
     if not container:
         return ""
     try:
@@ -46,33 +60,123 @@ def read_container(platform: Platform, service_id: str, container: str | None) -
         return ""
 
 
-def archive(platform: Platform, service_id: str, container: str) -> str:
-    """Move an ended container's output to the history; return its last lines."""
-    text = read_container(platform, service_id, container)
-    history = directory(platform, service_id) / "history.log"
-    with history.open("a") as f:
-        f.write(text)
-    if history.stat().st_size > MAX_HISTORY:
-        data = history.read_bytes()[-MAX_HISTORY // 2 :]
-        history.write_bytes(data)
-    container_log(platform, service_id, container).unlink(missing_ok=True)
-    return tail(text)
-
-
 def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "".join(text.splitlines(keepends=True)[-lines:])
 
 
-def read(platform: Platform, service_id: str, container: str | None, offset: int) -> tuple[str, int]:
-    """Output from byte `offset` of history + current container; return it and the new offset."""
+def ship(platform: Platform, s: Session, service_id: str, container: str) -> None:
+    """Store what the container's log file holds past its cursor (whole lines only: conmon
+    writes a line at once, and a line not ended yet waits for the next pass)."""
+    path = container_log(platform, service_id, container)
+    cursor = s.get(ServiceLogCursorRow, container)
+    read = cursor.read if cursor is not None else 0
     try:
-        history = (directory(platform, service_id) / "history.log").read_bytes()
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if size < read:  # conmon started the file afresh at its limit: read it from its start
+                read = 0
+            if size == read:
+                return
+            f.seek(read)
+            raw = f.read(size - read)
     except FileNotFoundError:
-        history = b""
-    data = history + read_container(platform, service_id, container).encode()
-    if offset > len(data):
-        # The container's log started afresh at its size limit (or the history was trimmed and
-        # a new container began): go on from the start of the container's output.
-        offset = len(history)
-    chunk = data[offset:]
-    return chunk.decode("utf-8", "replace"), offset + len(chunk)
+        return
+    whole = raw[: raw.rfind(b"\n") + 1]
+    if not whole:
+        return
+    append(s, service_id, parse(whole.decode("utf-8", "replace")).encode())
+    if cursor is None:
+        s.add(ServiceLogCursorRow(container=container, service_id=service_id, read=read + len(whole)))
+    else:
+        cursor.read = read + len(whole)
+
+
+def archive(platform: Platform, s: Session, service_id: str, container: str) -> str:
+    """A container ends: store the rest of its output, forget its file and cursor, and return
+    its last lines."""
+    ship(platform, s, service_id, container)
+    s.execute(delete(ServiceLogCursorRow).where(ServiceLogCursorRow.container == container))
+    text = read_container(platform, service_id, container)
+    container_log(platform, service_id, container).unlink(missing_ok=True)
+    return tail(text)
+
+
+def end(s: Session, service_id: str) -> tuple[int, int]:
+    """Where the service's stored output (start of its oldest kept piece, end) lies."""
+    last = s.execute(
+        select(ServiceLogRow.start, func.length(ServiceLogRow.data))
+        .where(ServiceLogRow.service_id == service_id)
+        .order_by(ServiceLogRow.start.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return 0, 0
+    first = s.scalar(select(func.min(ServiceLogRow.start)).where(ServiceLogRow.service_id == service_id))
+    return int(first or 0), int(last[0]) + int(last[1])
+
+
+def append(s: Session, service_id: str, data: bytes) -> None:
+    """Add `data` at the end of the service's output; drop what falls out of MAX_HISTORY."""
+    if not data:
+        return
+    first, at = end(s, service_id)
+    if len(data) > MAX_HISTORY:  # more than is kept at all: only its end is
+        at, data = at + len(data) - MAX_HISTORY, data[-MAX_HISTORY:]
+    s.add(ServiceLogRow(service_id=service_id, start=at, data=data))
+    keep_from = at + len(data) - MAX_HISTORY
+    if first < keep_from:
+        s.flush()
+        s.execute(
+            delete(ServiceLogRow).where(
+                ServiceLogRow.service_id == service_id,
+                ServiceLogRow.start < keep_from,
+                ServiceLogRow.start + func.length(ServiceLogRow.data) <= keep_from,
+            )
+        )
+
+
+def read(s: Session, service_id: str, offset: int) -> tuple[str, int]:
+    """The service's output from byte `offset`: the text and the offset to ask from next. A
+    reader behind the last MAX_HISTORY bytes goes on from there (at a character's start); one
+    ahead of the end (an offset from before a service of the same name was deleted) from the
+    end."""
+    first, at = end(s, service_id)
+    offset = min(max(offset, first, at - MAX_HISTORY), at)
+    if offset == at:
+        return "", at
+    since = s.scalar(
+        select(func.max(ServiceLogRow.start)).where(
+            ServiceLogRow.service_id == service_id, ServiceLogRow.start <= offset
+        )
+    )
+    rows = s.execute(
+        select(ServiceLogRow.start, ServiceLogRow.data)
+        .where(ServiceLogRow.service_id == service_id, ServiceLogRow.start >= (since or first))
+        .order_by(ServiceLogRow.start)
+    ).all()
+    chunk = whole_characters(joined(((start, data) for start, data in rows), offset, MAX_HISTORY))
+    cut = next((i for i, byte in enumerate(chunk[:4]) if byte & 0xC0 != 0x80), 0)  # mid-character
+    return chunk[cut:].decode("utf-8", "replace"), offset + len(chunk)
+
+
+def import_files(platform: Platform) -> int:
+    """Move the history that servers before 0017 kept in files (ORCH_HOME/logs/services/
+    SERVICE/history.log) into the store; return how many services' history moved. The files of
+    containers that still run stay: their supervisor stores them from their start. Done at
+    start, before the supervisor runs."""
+    where = platform.config.home / "logs" / "services"
+    if not where.is_dir():
+        return 0
+    moved = 0
+    for folder in sorted(p for p in where.iterdir() if p.is_dir()):
+        history = folder / "history.log"
+        with platform.store.session() as s:
+            known = s.get(ServiceRow, folder.name) is not None
+            if known and history.is_file() and end(s, folder.name) == (0, 0):
+                append(s, folder.name, history.read_bytes())
+                moved += 1
+        if known:
+            history.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return moved

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, literal, select, update
+from sqlalchemy import CursorResult, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from orch.services.nodes import UP
 from orch.services.platform import Platform
-from orch.store.schema import ServiceLeaseRow, ServiceRow, utcnow
+from orch.store.schema import NodeRow, ServiceLeaseRow, ServiceRow, utcnow
 
 # How long a lease lasts unless renewed: a platform that stops renewing (killed, cut off) has
 # its services taken over this long after its last pass. Against the supervisor's 1 s poll, ten
@@ -61,30 +62,40 @@ def _insert(s: Session) -> Any:
 
 def take(platform: Platform) -> Held:
     """Renew this platform's leases, take those of services that have none and those their
-    holder let expire; return what it holds now."""
+    holder let expire, up to this platform's share; return what it holds now."""
     me, now, until = platform.instance, utcnow(), _until()
     store = platform.store
     with store.session() as s:
         s.execute(update(ServiceLeaseRow).where(ServiceLeaseRow.holder == me).values(expires_at=until))
-    with store.session() as s:
-        leased = select(ServiceLeaseRow.service_id)
-        new = select(ServiceRow.id, _literal(me), _literal(until)).where(ServiceRow.id.not_in(leased))
-        s.execute(
-            _insert(s)
-            .from_select(["service_id", "holder", "expires_at"], new)
-            .on_conflict_do_nothing(index_elements=["service_id"])
-        )
-    with store.session() as s:
-        expired = s.execute(
-            select(ServiceLeaseRow.service_id, ServiceLeaseRow.holder).where(
-                ServiceLeaseRow.holder != me, ServiceLeaseRow.expires_at < now
-            )
-        ).all()
-    taken: dict[str, str] = {}
-    for service_id, holder in expired:
+        room = _room(s, platform)
+    if room > 0:
         with store.session() as s:
-            if _take_from(s, service_id, holder, now, me, until):
-                taken[service_id] = holder
+            leased = select(ServiceLeaseRow.service_id)
+            new = (
+                select(ServiceRow.id, _literal(me), _literal(until))
+                .where(ServiceRow.id.not_in(leased))
+                .order_by(ServiceRow.created_at)
+                .limit(room)
+            )
+            inserted = s.execute(
+                _insert(s)
+                .from_select(["service_id", "holder", "expires_at"], new)
+                .on_conflict_do_nothing(index_elements=["service_id"])
+                .returning(ServiceLeaseRow.service_id)
+            )
+            room -= len(inserted.all())
+    taken: dict[str, str] = {}
+    if room > 0:
+        with store.session() as s:
+            expired = s.execute(
+                select(ServiceLeaseRow.service_id, ServiceLeaseRow.holder).where(
+                    ServiceLeaseRow.holder != me, ServiceLeaseRow.expires_at < now
+                )
+            ).all()
+        for service_id, holder in expired[:room]:
+            with store.session() as s:
+                if _take_from(s, service_id, holder, now, me, until):
+                    taken[service_id] = holder
     with store.session() as s:
         ids = s.scalars(
             select(ServiceLeaseRow.service_id).where(
@@ -92,6 +103,25 @@ def take(platform: Platform) -> Held:
             )
         ).all()
     return Held(frozenset(ids), taken)
+
+
+def _room(s: Session, platform: Platform) -> int:
+    """How many more services this platform may take from no one (or from a holder that let
+    them expire): all of them on one machine; on a cluster, up to an even share of the services
+    among the nodes that are up, so that services spread over the nodes (a deploy still takes
+    its service's lease whatever the share). What a node that is up does not take within its
+    pass is taken by the others once it is declared lost."""
+    me, now = platform.instance, utcnow()
+    total = s.scalar(select(func.count()).select_from(ServiceRow)) or 0
+    mine = s.scalar(
+        select(func.count())
+        .select_from(ServiceLeaseRow)
+        .where(ServiceLeaseRow.holder == me, ServiceLeaseRow.expires_at > now)
+    )
+    if platform.node is None:
+        return total - (mine or 0)
+    supervisors = set(s.scalars(select(NodeRow.instance).where(NodeRow.state == UP))) | {me}
+    return -(-total // len(supervisors)) - (mine or 0)  # the share, rounded up
 
 
 def _literal(value: object) -> Any:

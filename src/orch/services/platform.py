@@ -68,6 +68,13 @@ class Platform:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property
+    def runs_work(self) -> bool:
+        """Whether this platform runs work on its own engine: one machine's server, or a node. A
+        cluster's server (ORCH_CLUSTER set) runs none: it changes rows, and the nodes act on them
+        (a service's supervisor on the node that holds its lease)."""
+        return self.node is not None or not self.config.values.get("cluster")
+
+    @property
     def container_prefix(self) -> str:
         """How the names of this platform's containers (sandboxes and services) begin."""
         return f"orch-{self.instance}-"

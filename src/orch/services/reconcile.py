@@ -146,16 +146,38 @@ def reconcile(platform: Platform) -> float | None:
                 for r in rows:
                     if r.container:
                         keep.add(r.container)
+                        deployed_logs.ship(platform, s, svc.id, r.container)
                     wait = _due(r)
                     if wait is not None:
                         due = wait if due is None else min(due, wait)
+            for name, c in containers.items():
+                if name not in keep:  # a duplicate, or left by a deleted service or a failed deploy
+                    _remove_orphan(platform, s, c)
         if moved:
             routing.of(platform).changed()
-        for name, c in containers.items():
-            if name not in keep:  # a duplicate, or left by a deleted service or a failed deploy
-                log.info("removing container %s (not what any service should run)", name)
-                platform.engine.remove_container(c.name, timeout=5)
     return due
+
+
+def _remove_orphan(platform: Platform, s: Session, c: ContainerInfo) -> None:
+    """Remove a container no replica points at; what it printed since the last pass is stored
+    first, while its service is there (a cluster's server restarted the service, or a server
+    killed mid-switch left the old container). A deleted service's images go with its last
+    container (deleted through a cluster's server, which reaches no node's engine)."""
+    log.info("removing container %s (not what any service should run)", c.name)
+    service_id = c.labels.get("org.orch.service")
+    there = bool(service_id) and s.get(ServiceRow, service_id) is not None
+    if service_id and there:
+        deployed_logs.archive(platform, s, service_id, c.name)
+    platform.engine.remove_container(c.name, timeout=5)
+    if service_id and not there:  # deleted through a cluster's server: its images here go too
+        remove_images(platform, service_id)
+
+
+def remove_images(platform: Platform, service_id: str) -> None:
+    """Remove a deleted service's images from this machine (built here, or pulled)."""
+    for image in platform.engine.images({"org.orch.service": service_id}):
+        for tag in image.tags or (image.id,):
+            platform.engine.remove_image(tag)
 
 
 def _deployed_elsewhere(
@@ -214,7 +236,7 @@ def _reconcile_service(
     if svc.desired == "stopped":
         for r in rows:
             if r.container:
-                deployed_logs.archive(platform, svc.id, r.container)
+                deployed_logs.archive(platform, s, svc.id, r.container)
                 platform.engine.remove_container(r.container)
             s.delete(r)
         svc.state = ServiceState.STOPPED.value
@@ -253,11 +275,14 @@ def _reconcile_service(
 def remove_replica(
     platform: Platform, s: Session, svc: ServiceRow, r: ServiceReplicaRow, code: int, reason: str
 ) -> None:
-    """Drain a replica's container, remove it, and delete the replica."""
+    """Drain a replica's container, remove it, and delete the replica. A cluster's server only
+    drains its proxy's connections: the container is on a node, whose supervisor removes it
+    (and stores its last output) as one no replica points at."""
     if r.container:
         routing.of(platform).drain([r.container], code, reason)
-        deployed_logs.archive(platform, svc.id, r.container)
-        platform.engine.remove_container(r.container)
+        if platform.runs_work:
+            deployed_logs.archive(platform, s, svc.id, r.container)
+            platform.engine.remove_container(r.container)
     s.delete(r)
 
 
@@ -293,7 +318,7 @@ def _reconcile_replica(
     if r.container:  # it exited (or vanished): record how, then restart after the backoff
         ran = (now - r.started_at).total_seconds() if r.started_at else 0.0
         svc.last_exit = current.exit_code if current is not None else None
-        svc.last_output = deployed_logs.archive(platform, svc.id, r.container)
+        svc.last_output = deployed_logs.archive(platform, s, svc.id, r.container)
         # Also when it vanished: the engine may keep leftovers of it (its cgroups).
         platform.engine.remove_container(r.container, timeout=0)
         routing.of(platform).gone([r.container])

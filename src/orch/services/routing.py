@@ -1,9 +1,11 @@
 """Where the services' proxy sends a request, and what it has open there.
 
 Routes: a service's workspace, whether it is public, and the containers (replicas) that answer,
-read from the store once and kept until a service changes: whatever changes one (a deploy's
-switch, the supervisor's pass, stop, restart, delete) calls `changed()` after its commit, so a
-proxied request costs no store lookup.
+read from the store and kept until a service changes, or for ROUTE_SECONDS at most: whatever
+changes one on this platform (a deploy's switch, the supervisor's pass, stop, restart, delete)
+calls `changed()` after its commit, and what another platform of the store changed (a cluster's
+node, which supervises the services its server proxies to) is read again within ROUTE_SECONDS. A
+proxied request costs no store lookup, but one a ROUTE_SECONDS per service does.
 
 Traffic: the requests in flight to each container and the long-lived connections open to it
 (WebSockets, event streams). Before a container goes (a redeploy replaces it, a stop or a delete
@@ -36,6 +38,9 @@ DRAIN_SECONDS = 10.0  # how long requests in flight to a container that goes may
 # private services within this time (the API checks the store at every call).
 TOKEN_SECONDS = 1.0
 _MAX_TOKENS = 10_000
+# How long a route read from the store is trusted: changes made by another platform of the store
+# (a node restarted a crashed replica elsewhere, a takeover) reach this proxy within it.
+ROUTE_SECONDS = 1.0
 # WebSocket close codes (RFC 6455 §7.4.1, IANA registry): the service restarts (a redeploy), or
 # goes away (stop, delete).
 RESTARTING, GOING_AWAY = 1012, 1001
@@ -79,7 +84,7 @@ class Routing:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._lock = threading.Lock()
-        self._routes: dict[tuple[str, str], Route | None] = {}
+        self._routes: dict[tuple[str, str], tuple[Route | None, float]] = {}  # and until when
         self._generation = 0
         self._draining: set[str] = set()
         self._in_flight: dict[str, int] = {}
@@ -115,9 +120,10 @@ class Routing:
 
     def cached(self, workspace: str, name: str) -> tuple[bool, Route | None]:
         """(found, route): whether the route is known now, and it (None: no such service)."""
-        key = (workspace, name)
-        route = self._routes.get(key)
-        return (route is not None or key in self._routes), route
+        found = self._routes.get((workspace, name))
+        if found is None or found[1] <= time.monotonic():
+            return False, None
+        return True, found[0]
 
     def lookup(self, workspace: str, name: str) -> Route | None:
         """The route of WORKSPACE/NAME from the store (blocking: call it in a thread), kept."""
@@ -126,7 +132,7 @@ class Routing:
         route = _read(self.platform, workspace, name)
         with self._lock:
             if generation == self._generation:  # not changed meanwhile: what was read still holds
-                self._routes[(workspace, name)] = route
+                self._routes[(workspace, name)] = route, time.monotonic() + ROUTE_SECONDS
         return route
 
     def changed(self) -> None:

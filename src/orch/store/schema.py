@@ -223,6 +223,27 @@ class ServiceReplicaRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ServiceLogRow(Base):
+    """A piece of a service's output (all its containers', as its supervisor reads their log
+    files) from byte `start` of the service's output (0017): any server of the store answers for
+    any service, wherever it runs; the oldest pieces go past a bound (services/deployed_logs.py)."""
+
+    __tablename__ = "service_log"
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ServiceLogCursorRow(Base):
+    """How far into a container's log file (its bytes, as conmon writes them) the service's
+    output is stored (0017); gone with the container."""
+
+    __tablename__ = "service_log_cursors"
+    container: Mapped[str] = mapped_column(String(128), primary_key=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
+    read: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ServiceDeploymentRow(Base):
     """One `orch service deploy`: its bundle, the image built from it, and how the switch went."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from orch.services import build_output, bundles, run_output
+from orch.services import build_output, bundles, deployed_logs, run_output
 from orch.services.platform import Platform
 from orch.workers import builds, deploys, runs
 from orch.workers.queue import QueueWorkers
@@ -89,6 +89,8 @@ class Workers:
             log.info("moved the logs of %d builds from files into the store", moved)
         if moved := bundles.import_files(self.platform):
             log.info("moved %d bundles from files into the store", moved)
+        if moved := deployed_logs.import_files(self.platform):
+            log.info("moved the history of %d services' output from files into the store", moved)
         for q in self.queues:
             q.start()
         self.supervisor.start()

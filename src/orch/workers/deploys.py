@@ -276,6 +276,9 @@ class Rollout:
                     self.added.append(slot)
                 old = row.container
                 row.version, row.container, row.address, row.state = v.version, container, address, "running"
+                # What it printed while it came up is there as it starts serving; the rest comes
+                # with the supervisor's passes.
+                deployed_logs.ship(platform, s, self.service_id, container)
                 row.started_at, row.next_start_at, row.quick_crashes = utcnow(), None, 0
                 if switch:
                     self.old_service = {k: getattr(svc, k) for k in _SERVING}
@@ -342,7 +345,8 @@ class Rollout:
     def _remove(self, container: str, code: int, reason: str) -> None:
         routing.of(self.platform).drain([container], code, reason)
         try:
-            deployed_logs.archive(self.platform, self.service_id, container)
+            with self.platform.store.session() as s:
+                deployed_logs.archive(self.platform, s, self.service_id, container)
             self.platform.engine.remove_container(container)
         except OrchError as e:  # the new container serves already: not a failed deployment
             log.warning("removing %s's container %s: %s", self.name, container, e)

@@ -1,0 +1,103 @@
+"""A service's output in the store (services/deployed_logs.py), on SQLite and on PostgreSQL:
+whole lines stored past each container's cursor, a file started afresh read from its start, the
+oldest output dropped past MAX_HISTORY (a reader behind it goes on from the oldest kept), and the
+history of servers before 0017 moved in from its file."""
+
+from __future__ import annotations
+
+import pytest
+
+from orch.services import deployed_logs
+from orch.services.platform import Platform
+from orch.store.schema import ServiceLogCursorRow, ServiceLogRow
+from tests.unit.test_service_leases import services
+
+
+def line(text: str, kind: str = "F") -> str:
+    return f"2026-01-01T00:00:00Z stdout {kind} {text}\n"
+
+
+def read(platform: Platform, service_id: str, offset: int = 0) -> tuple[str, int]:
+    with platform.store.session() as s:
+        return deployed_logs.read(s, service_id, offset)
+
+
+def ship(platform: Platform, service_id: str, container: str) -> None:
+    with platform.store.session() as s:
+        deployed_logs.ship(platform, s, service_id, container)
+
+
+def test_whole_lines_past_the_cursor_and_a_file_started_afresh(
+    platform: Platform, workspace: tuple[str, str]
+) -> None:
+    (svc,) = services(platform, workspace[0], 1)
+    log = deployed_logs.container_log(platform, svc, "c1")
+    # A partial line (P) is a whole line of the file; the last line is cut mid-way (not yet written).
+    log.write_text(line("one") + line("tw", "P") + "2026-01-01T00:00:00Z stdout F o")
+    ship(platform, svc, "c1")
+    assert read(platform, svc) == ("one\ntw", 6)
+    with log.open("a") as f:
+        f.write("\n" + line("three"))
+    ship(platform, svc, "c1")
+    ship(platform, svc, "c1")  # nothing new: nothing stored twice
+    assert read(platform, svc) == ("one\ntwo\nthree\n", 14)
+    assert read(platform, svc, 4) == ("two\nthree\n", 14)
+    log.write_text(line("afresh"))  # conmon at its limit: a new, shorter file
+    ship(platform, svc, "c1")
+    assert read(platform, svc, 14) == ("afresh\n", 21)
+    with platform.store.session() as s:
+        assert deployed_logs.archive(platform, s, svc, "c1") == "afresh\n"
+    assert not log.exists()
+    with platform.store.session() as s:
+        assert s.get(ServiceLogCursorRow, "c1") is None
+    assert read(platform, svc, 21) == ("", 21)
+
+
+def test_the_oldest_output_goes_past_the_bound(
+    platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deployed_logs, "MAX_HISTORY", 100)
+    svc, other = services(platform, workspace[0], 2)
+    with platform.store.session() as s:
+        for i in range(30):
+            deployed_logs.append(s, svc, f"{i:09d}\n".encode())  # 10 bytes each: 300 in all
+        deployed_logs.append(s, other, b"another service's\n")
+    with platform.store.session() as s:
+        first, end = deployed_logs.end(s, svc)
+        kept = s.query(ServiceLogRow).filter_by(service_id=svc).count()
+    assert (first, end) == (200, 300) and kept == 10
+    text, offset = read(platform, svc, 0)  # behind what is kept: from the last MAX_HISTORY bytes
+    assert text == "".join(f"{i:09d}\n" for i in range(20, 30)) and offset == 300
+    assert read(platform, svc, 255) == ("".join(f"{i:09d}\n" for i in range(25, 30))[5:], 300)
+    assert read(platform, svc, 10_000) == ("", 300)  # ahead of the end: from the end
+    with platform.store.session() as s:  # more than the bound at once: its end is kept
+        deployed_logs.append(s, svc, b"x" * 250)
+    assert read(platform, svc) == ("x" * 100, 550)
+    assert read(platform, other) == ("another service's\n", 18)
+
+
+def test_a_character_cut_by_the_bound_is_not_mangled(
+    platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (svc,) = services(platform, workspace[0], 1)
+    monkeypatch.setattr(deployed_logs, "MAX_HISTORY", 3)
+    with platform.store.session() as s:
+        deployed_logs.append(s, svc, b"ab")
+        deployed_logs.append(s, svc, "éé".encode())  # 4 bytes: "ab" goes, the last 3 start mid-"é"
+    assert read(platform, svc, 0) == ("é", 6)
+    assert read(platform, svc, 4) == ("é", 6)
+
+
+def test_the_history_of_earlier_servers_moves_in(platform: Platform, workspace: tuple[str, str]) -> None:
+    (svc,) = services(platform, workspace[0], 1)
+    folder = deployed_logs.directory(platform, svc)
+    (folder / "history.log").write_text("before 0017\n")
+    (folder / "c1.log").write_text(line("still running"))
+    gone = deployed_logs.directory(platform, "svc_deleted")
+    (gone / "history.log").write_text("of a deleted service\n")
+    assert deployed_logs.import_files(platform) == 1
+    assert read(platform, svc) == ("before 0017\n", 12)
+    assert not (folder / "history.log").exists() and (folder / "c1.log").exists()
+    assert not gone.exists()
+    assert deployed_logs.import_files(platform) == 0  # again: nothing twice
+    assert read(platform, svc) == ("before 0017\n", 12)
