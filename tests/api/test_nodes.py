@@ -21,15 +21,18 @@ from sqlalchemy import update
 from orch.builder import base_images
 from orch.engine.fake import FakeEngine
 from orch.models import RunStatus
-from orch.services import nodes
+from orch.services import leases, nodes
 from orch.services.nodes import Joining, _mine_to_take, _Other
 from orch.services.platform import Platform
-from orch.store.schema import NodeRow, RunRow, utcnow
+from orch.store.schema import NodeRow, RunRow, ServiceDeploymentRow, utcnow
+from orch.workers import deploys
 from orch.workers import runs as run_worker
 from orch.workers.nodes import NodeWork, Watch
 from tests.api.test_agents_runs import bundle, publish
 from tests.api.test_cli import cli
 from tests.api.test_registry_runs import REGISTRY, pin
+from tests.api.test_services import bundle as service_bundle
+from tests.api.test_services import deploy
 from tests.conftest import drain_runs, make_platform
 
 __all__ = ["cli"]  # the fixture
@@ -162,6 +165,35 @@ def test_runs_spread_to_the_node_with_more_room(api: httpx.Client, database_url:
         assert nodes.claim_run(small, "small") is None  # big has more room: left to it for a moment
         age(small, nodes.SPREAD_FOR)
         assert nodes.claim_run(small, "small") == run_id
+
+
+def waited(platform: Platform) -> None:
+    """Make every queued deployment look SPREAD_FOR old."""
+    with platform.store.session() as s:
+        since = utcnow() - timedelta(seconds=nodes.SPREAD_FOR)
+        s.execute(update(ServiceDeploymentRow).values(queued_at=since))
+
+
+def test_a_new_service_goes_to_the_node_that_runs_fewer(
+    api: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """The node that deploys a service holds its lease and runs it: a node that supervises more
+    services than another leaves a queued deployment to it for SPREAD_FOR."""
+    with node(tmp_path, database_url, "busy") as busy, node(tmp_path, database_url, "idle") as idle:
+        for name in ("one", "two"):
+            assert deploy(api, name, service_bundle(tmp_path, {"main.py": ""}, name)).status_code == 201
+            waited(busy)
+            dep_id = deploys.claim(busy)
+            assert dep_id is not None
+            with busy.store.session() as s:  # deployed by busy: its lease is busy's
+                service_id = s.get(ServiceDeploymentRow, dep_id).service_id  # type: ignore[union-attr]
+            assert leases.take_one(busy, service_id)
+        assert deploy(api, "three", service_bundle(tmp_path, {"main.py": ""}, "three")).status_code == 201
+        assert deploys.claim(busy) is None  # idle runs none: left to it for a moment
+        waited(busy)
+        assert deploys.claim(busy) is not None  # nobody took it: whoever looks first
+        assert deploy(api, "four", service_bundle(tmp_path, {"main.py": ""}, "four")).status_code == 201
+        assert deploys.claim(idle) is not None  # at once: no node runs fewer than idle
 
 
 @pytest.mark.parametrize(

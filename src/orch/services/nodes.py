@@ -18,13 +18,22 @@ from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import OrchError
-from orch.models import BuildStatus, RunStatus, advance
+from orch.models import BuildStatus, DeploymentStatus, RunStatus, advance
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import note
 from orch.services.views import NodeView
 from orch.store import queue
-from orch.store.schema import AgentVersionRow, BuildRow, NodeRow, RunRow, WorkspaceRow, utcnow
+from orch.store.schema import (
+    AgentVersionRow,
+    BuildRow,
+    NodeRow,
+    RunRow,
+    ServiceDeploymentRow,
+    ServiceLeaseRow,
+    WorkspaceRow,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +266,29 @@ def _mine_to_take(
     if image is not None and any(image in other.images for other in others):
         return False
     return waited >= SPREAD_FOR or not any(other.free > free for other in others)
+
+
+def takes_deployment(platform: Platform) -> bool:
+    """Whether this node claims the oldest queued deployment now (the node that deploys a
+    service holds its lease and runs it): at once if no node that is up supervises fewer
+    services than it; otherwise it leaves the deployment for SPREAD_FOR to those that do, and
+    after that whoever looks first takes it."""
+    now = utcnow()
+    with platform.store.session() as s:
+        oldest = s.scalar(
+            select(func.min(ServiceDeploymentRow.queued_at)).where(
+                ServiceDeploymentRow.status == DeploymentStatus.QUEUED.value
+            )
+        )
+        if oldest is None or (now - oldest).total_seconds() >= SPREAD_FOR:
+            return True
+        held = dict.fromkeys(s.scalars(select(NodeRow.instance).where(NodeRow.state == UP)), 0)
+        for holder, count in s.execute(
+            select(ServiceLeaseRow.holder, func.count())
+            .where(ServiceLeaseRow.expires_at > now)
+            .group_by(ServiceLeaseRow.holder)
+        ):
+            if holder in held:
+                held[holder] = int(count)
+    mine = held.pop(platform.instance, 0)
+    return all(count >= mine for count in held.values())

@@ -30,7 +30,7 @@ from orch.engine.base import BuildRequest
 from orch.errors import DeployFailed, OrchError
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
-from orch.services import base_digests, deployed_logs, images, leases, routing
+from orch.services import base_digests, deployed_logs, images, leases, nodes, routing
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import Version, replicas, start_container, version_of
@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 
 def claim(platform: Platform) -> str | None:
-    """Move the oldest queued deployment to "building" and return its id (None: queue empty)."""
+    """Move the oldest queued deployment to "building" and return its id (None: queue empty,
+    or, on a cluster's node, left for a moment to a node that runs fewer services)."""
+    if platform.node is not None and not nodes.takes_deployment(platform):
+        return None
     return queue.claim(
         platform.store,
         ServiceDeploymentRow,
