@@ -7,6 +7,10 @@
 2. Status calls: a real `orch server` on each database, one ended run, then `wrk` on
    GET /v1/runs/RUN (the call `orch run` and a client's wait make most), over 16 connections:
    requests per second and p50/p99; GET /healthz (no store) for scale.
+3. What each node adds: 1, 4 and 8 idle cluster nodes (workers/nodes.py `NodeWork`, the fake
+   engine, each with its own connection pool as separate machines would have) on PostgreSQL
+   for IDLE_SECONDS: the statements and transactions they send a second, and the CPU the
+   PostgreSQL server spends on them (its processes' user + system time, from /proc).
 
 PostgreSQL is Debian's, started from its binaries on a throwaway cluster on 127.0.0.1 (as the
 tests start it), with fsync and synchronous commits off, so these are the control plane's CPU
@@ -26,21 +30,24 @@ from pathlib import Path
 
 from local_platform import cli, start_server
 from service import wrk
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from orch import config
 from orch.engine.fake import FakeEngine
 from orch.models import RunStatus, new_id
-from orch.services import workspaces
+from orch.services import nodes, workspaces
 from orch.services.platform import Platform
 from orch.store import Store
 from orch.store.schema import RunRow, WorkspaceRow
 from orch.workers import runs as run_worker
+from orch.workers.nodes import NodeWork
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' PostgreSQL helper
 from tests.postgres import running
 
 THREADS = 4  # per server: claims at once
+IDLE_SECONDS = 10.0
+NODES = (1, 4, 8)
 
 
 def queue_runs(platform: Platform, workspace_id: str, n: int) -> None:
@@ -111,6 +118,70 @@ def status_calls(home: Path, url: str | None, seconds: int) -> dict[str, dict[st
         server.wait(30)
 
 
+def postgres_cpu(data_dir: Path) -> float:
+    """CPU seconds (user + system) spent so far by the PostgreSQL server of `data_dir`: its
+    postmaster and every backend it forked."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stats[int(proc.name)] = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    main = int((data_dir / "postmaster.pid").read_text().split()[0])
+    mine = [fields for pid, fields in stats.items() if pid == main or int(fields[1]) == main]
+    return sum(int(f[11]) + int(f[12]) for f in mine) / tick
+
+
+def idle_nodes(url: str, home: Path, count: int, data_dir: Path) -> dict[str, float]:
+    """`count` idle nodes on the store at `url` for IDLE_SECONDS: per second, the statements and
+    transactions they send, and the PostgreSQL server's CPU."""
+    counted = {"statements": 0, "transactions": 0}
+    lock = threading.Lock()
+
+    def statement(*_args: object) -> None:
+        with lock:
+            counted["statements"] += 1
+
+    def commit(*_args: object) -> None:
+        with lock:
+            counted["transactions"] += 1
+
+    works: list[NodeWork] = []
+    for i in range(count):
+        cfg = config.load(home / f"node-{i}", environ={}).with_values(database_url=url)
+        platform = Platform(cfg, Store(url), FakeEngine(), node=f"n{i}")
+        event.listen(platform.store.db, "before_cursor_execute", statement)
+        event.listen(platform.store.db, "commit", commit)
+        slots = int(cfg.run_workers)
+        me = nodes.Joining(id=f"n{i}", address="127.0.0.1", cpus=2, memory=2**34, slots=slots)
+        works.append(NodeWork(platform, me, on_lost=lambda: None))
+    try:
+        for w in works:
+            w.start()
+        time.sleep(3.0)  # past the first passes (recovery, registering)
+        with lock:
+            counted.update(statements=0, transactions=0)
+        cpu = postgres_cpu(data_dir)
+        began = time.perf_counter()
+        time.sleep(IDLE_SECONDS)
+        took = time.perf_counter() - began
+        cpu = postgres_cpu(data_dir) - cpu
+        with lock:
+            seen = dict(counted)
+    finally:
+        for w in works:
+            w.stop()
+            w.platform.store.dispose()
+    return {
+        "statements": seen["statements"] / took,
+        "transactions": seen["transactions"] / took,
+        "cpu": cpu / took,
+        "workers": sum(int(w.platform.config.run_workers) for w in works) / count,
+    }
+
+
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     seconds = 5
@@ -135,6 +206,9 @@ def main() -> None:
                 "postgresql": status_calls(tmp / "srv-pg", pg.url(pg.create_database()), seconds),
                 "sqlite": status_calls(tmp / "srv-sqlite", None, seconds),
             }
+            idle = {
+                n: idle_nodes(pg.url(pg.create_database()), tmp / f"nodes-{n}", n, pg.data) for n in NODES
+            }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -147,6 +221,14 @@ def main() -> None:
         for what, r in found.items():
             latency = f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
             print(f"  {name:<11} {what:<18} {r['rps']:7.0f} requests/s   {latency}")
+    workers = idle[NODES[0]]["workers"]
+    print(f"idle nodes on postgresql, {IDLE_SECONDS:.0f} s (each with {workers:.0f} run workers)")
+    for n, r in idle.items():
+        print(
+            f"  {n} node{'s' if n > 1 else ' '}  {r['statements']:6.0f} statements/s  "
+            f"{r['transactions']:5.0f} transactions/s  postgres CPU {r['cpu'] * 1000:4.0f} ms/s   "
+            f"per node: {r['statements'] / n:4.0f} statements/s, {r['cpu'] * 1000 / n:3.0f} ms/s CPU"
+        )
 
 
 if __name__ == "__main__":
