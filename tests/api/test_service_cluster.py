@@ -65,7 +65,7 @@ def test_the_node_acts_on_what_the_cluster_s_server_asks(
         assert isinstance(engine, FakeEngine)
         first = deployed.show(srv, ws, "web")
         assert first.state == "running" and first.container in engine.detached
-        assert leases.holder(a, first.id) == a.instance
+        assert leases.holder(a, first.id) == a.instance and first.node == "a"
         write_log(a, first.id, first.container, "listening")
         reconcile(a)
         assert deployed._logs(srv, ws, "web", 0).text == "listening\n"  # from the store

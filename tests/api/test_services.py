@@ -445,6 +445,7 @@ def test_cli_deploy_status_list_logs(cli, platform: Platform, tmp_path: Path, mo
     assert "api v1 is running at http://127.0.0.1:8751/services/team/api/" in res.output
     data = json.loads(cli("service", "status", "api", "--json").output)
     assert list(data)[:4] == ["name", "state", "url", "restarts"]
+    assert data["node"] is None  # one machine: no node
     assert (data["name"], data["state"], data["url"], data["restarts"]) == (
         "api",
         "running",

@@ -245,6 +245,7 @@ def test_a_service_runs_on_a_node_and_the_server_serves_it_and_its_output(
     on = {node: cluster.containers(node, status["id"]) for node in ("a", "b")}
     assert sorted(len(names) for names in on.values()) == [0, 1], on  # on one node's engine
     node = next(n for n, names in on.items() if names)
+    assert status["node"] == node
     assert not (cluster.dir / "server" / "logs" / "services").exists()  # nothing on the server's disk
 
     def logs() -> str:

@@ -160,6 +160,8 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     stopped = " (stopped by request)" if s["desired"] == "stopped" else ""
     console.print(f"  state     {s['state']}{stopped}")
     console.print(f"  uptime    {_uptime(s['uptime'])}")
+    if s.get("node"):
+        console.print(f"  node      {escape(s['node'])}")
     console.print(f"  replicas  {_replicas(s)}")
     if len(s["replicas"]) > 1 or any(r["state"] != "running" for r in s["replicas"]):
         for r in s["replicas"]:

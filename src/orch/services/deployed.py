@@ -21,7 +21,14 @@ from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile, remove_images, remove_replica, replicas
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
-from orch.store.schema import ServiceDeploymentRow, ServiceRow, WorkspaceRow, utcnow
+from orch.store.schema import (
+    NodeRow,
+    ServiceDeploymentRow,
+    ServiceLeaseRow,
+    ServiceRow,
+    WorkspaceRow,
+    utcnow,
+)
 
 
 def deploy(
@@ -257,7 +264,16 @@ def _view(s: Session, svc: ServiceRow, services_url: str) -> ServiceView:
         error=svc.error,
         created_at=svc.created_at,
         deployment=_deployment_view(svc, latest) if latest else None,
+        node=_node(s, svc.id),
     )
+
+
+def _node(s: Session, service_id: str) -> str | None:
+    """The cluster node that holds the service's lease (and so runs it), if a node does."""
+    holder = select(ServiceLeaseRow.holder).where(
+        ServiceLeaseRow.service_id == service_id, ServiceLeaseRow.expires_at > utcnow()
+    )
+    return s.scalar(select(NodeRow.id).where(NodeRow.instance.in_(holder)))
 
 
 def list_services(platform: Platform, ws_id: str) -> list[ServiceView]:

@@ -210,6 +210,7 @@ class ServiceView(BaseModel):
     deployment: DeploymentView | None = None  # the latest one
     replicas: list[ReplicaView] = []  # its containers, by slot (`container` is the first one's)
     desired_replicas: int = 0  # what the serving version asks for (`replicas:` in orch.yaml)
+    node: str | None = None  # the cluster node whose supervisor runs it (None: one machine)
 
 
 class ServiceLogs(BaseModel):
