@@ -165,6 +165,29 @@ def test_the_cluster_is_up_on_loopback_only(cluster: Cluster) -> None:
     assert listed.returncode == 0 and [n["id"] for n in json.loads(listed.stdout)] == ["a", "b"]
 
 
+def test_ray_refuses_a_caller_without_the_cluster_s_token(cluster: Cluster) -> None:
+    """Ray's servers answer only callers with the token derived from the cluster's key: anyone
+    who reaches Ray's ports could otherwise run code on every node."""
+    port = json.loads((cluster.dir / "cluster.json").read_text())["ray_port"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ORCH_"))}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # one machine's Ray: its own address is 127.0.0.1
+    status = [str(ROOT / ".venv" / "bin" / "ray"), "status", f"--address=127.0.0.1:{port}"]
+    refused = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
+    key = next(
+        line.split("=", 1)[1]
+        for line in Path(f"/proc/{int((cluster.dir / 'server' / 'pid').read_text())}/environ")
+        .read_bytes()
+        .decode()
+        .split("\0")
+        if line.startswith("ORCH_SECRET_KEY=")
+    )
+    from orch.cluster.ray_node import auth
+
+    answered = subprocess.run(status, env={**env, **auth(key)}, capture_output=True, text=True, timeout=120)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+
+
 def test_runs_spread_over_both_nodes_each_with_its_own_input(cluster: Cluster) -> None:
     with cluster.api() as api:
         ids = {

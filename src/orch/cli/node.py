@@ -63,9 +63,10 @@ def start(
     ray_node.require_ray()
     cfg = config_mod.load()
     node.check(cfg)
-    ray_node.join(cluster, address, name, os.cpu_count() or 1)
+    secret_key = str(cfg.values["secret_key"])
+    ray_node.join(cluster, address, name, os.cpu_count() or 1, secret_key)
     settings = {k: v for k, v in os.environ.items() if k.startswith("ORCH_")}
-    found = ray_node.start_agent(cluster, name, cfg.home, settings)
+    found = ray_node.start_agent(cluster, name, cfg.home, settings, secret_key)
     if json_:
         print_json(found)
         return

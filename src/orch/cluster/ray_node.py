@@ -14,6 +14,9 @@ Ray is imported only here, when a node starts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -35,10 +38,10 @@ _INSTALL = (
 
 
 def require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise InvalidInput("A cluster node needs Ray, which is not installed here.", _INSTALL) from None
+    """InvalidInput unless Ray is installed (looked for, not imported: Ray reads its settings,
+    the token's among them, from the environment once, when it is imported)."""
+    if importlib.util.find_spec("ray") is None:
+        raise InvalidInput("A cluster node needs Ray, which is not installed here.", _INSTALL)
 
 
 def loopback(address: str) -> bool:
@@ -48,17 +51,28 @@ def loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def ray_env(address: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment Ray's processes get on a node at `address`: no usage reports, and for a
-    loopback address Ray's one-machine mode, which binds 127.0.0.1 only (cluster/ray_start.py)."""
+def auth(secret_key: str) -> dict[str, str]:
+    """Ray's token authentication (Ray 2.52 and later): every process of the cluster presents
+    the token on every call to Ray's servers, and a call without it is refused. The token is
+    derived from the cluster's ORCH_SECRET_KEY, which its server and every node have already, so
+    it needs no setting of its own (docs/scale.md)."""
+    token = hmac.new(secret_key.encode(), b"orch: the Ray cluster's token", hashlib.sha256).hexdigest()
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def ray_env(address: str, secret_key: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment Ray's processes get on a node at `address`: the cluster's token, no usage
+    reports, and for a loopback address Ray's one-machine mode, which binds 127.0.0.1 only
+    (cluster/ray_start.py)."""
     env = dict(os.environ if base is None else base)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(auth(secret_key))
     if loopback(address):
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
 
 
-def join(cluster: str, address: str, name: str, cpus: int) -> None:
+def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> None:
     """Make this machine a node of the Ray cluster at `cluster` (its head's HOST:PORT)."""
     command = [
         sys.executable,
@@ -71,7 +85,9 @@ def join(cluster: str, address: str, name: str, cpus: int) -> None:
         f"--num-cpus={cpus}",
         "--disable-usage-stats",
     ]
-    done = subprocess.run(command, env=ray_env(address), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        command, env=ray_env(address, secret_key), capture_output=True, text=True, timeout=120
+    )
     if done.returncode != 0:
         said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         raise InvalidInput(
@@ -80,12 +96,15 @@ def join(cluster: str, address: str, name: str, cpus: int) -> None:
         )
 
 
-def start_agent(cluster: str, name: str, home: Path, settings: Mapping[str, str]) -> dict[str, Any]:
+def start_agent(
+    cluster: str, name: str, home: Path, settings: Mapping[str, str], secret_key: str
+) -> dict[str, Any]:
     """Start node NAME's agent on its Ray node (replacing one of an earlier start) and return
     what the node says of itself once it works."""
+    env = ray_env(cluster.rsplit(":", 1)[0], secret_key)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})  # before Ray reads them
     import ray
 
-    os.environ.update({k: v for k, v in ray_env(cluster.rsplit(":", 1)[0]).items() if k.startswith("RAY_")})
     ray.init(address=cluster, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
     try:
         actor_name = f"node:{name}"
