@@ -150,27 +150,31 @@ def reconcile(platform: Platform) -> float | None:
                     wait = _due(r)
                     if wait is not None:
                         due = wait if due is None else min(due, wait)
-            for name, c in containers.items():
-                if name not in keep:  # a duplicate, or left by a deleted service or a failed deploy
-                    _remove_orphan(platform, s, c)
+            # A duplicate, or left by a deleted service or a failed deploy: removed once this
+            # pass is committed (Podman takes its time; the store is not held meanwhile).
+            orphans = [(c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep]
         if moved:
             routing.of(platform).changed()
+        for c, deleted_service in orphans:
+            log.info("removing container %s (not what any service should run)", c.name)
+            platform.engine.remove_container(c.name, timeout=5)
+            if deleted_service:  # deleted through a cluster's server: its images here go too
+                remove_images(platform, deleted_service)
     return due
 
 
-def _remove_orphan(platform: Platform, s: Session, c: ContainerInfo) -> None:
-    """Remove a container no replica points at; what it printed since the last pass is stored
-    first, while its service is there (a cluster's server restarted the service, or a server
-    killed mid-switch left the old container). A deleted service's images go with its last
-    container (deleted through a cluster's server, which reaches no node's engine)."""
-    log.info("removing container %s (not what any service should run)", c.name)
+def _orphaned(platform: Platform, s: Session, c: ContainerInfo) -> str | None:
+    """A container no replica points at, about to be removed: what it printed since the last
+    pass is stored, while its service is there (a cluster's server restarted the service, or a
+    server killed mid-switch left the old container). Return its service's id if the service
+    was deleted (through a cluster's server, which reaches no node's engine): its images go too."""
     service_id = c.labels.get("org.orch.service")
-    there = bool(service_id) and s.get(ServiceRow, service_id) is not None
-    if service_id and there:
-        deployed_logs.archive(platform, s, service_id, c.name)
-    platform.engine.remove_container(c.name, timeout=5)
-    if service_id and not there:  # deleted through a cluster's server: its images here go too
-        remove_images(platform, service_id)
+    if not service_id:
+        return None
+    if s.get(ServiceRow, service_id) is None:
+        return service_id
+    deployed_logs.archive(platform, s, service_id, c.name)
+    return None
 
 
 def remove_images(platform: Platform, service_id: str) -> None:
