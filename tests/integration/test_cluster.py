@@ -352,12 +352,20 @@ def _builder_node(cluster: Cluster) -> str:
     return str(row[0])
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line (empty once it has ended: Ray's workers come and go)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def kill_node(cluster: Cluster, name: str) -> None:
     """Kill node `name` as a machine dies: its raylet and every process of its Ray node at once."""
     raylets = [
         pid
         for pid in marked(cluster)
-        if (cmd := Path(f"/proc/{pid}/cmdline").read_bytes()).startswith(b"/")
+        if (cmd := _cmdline(pid)).startswith(b"/")
         and b"raylet" in cmd.split(b"\0")[0]
         and f"orch_node:{name}".encode() in cmd
     ]
