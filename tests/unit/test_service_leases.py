@@ -134,3 +134,26 @@ def test_nodes_of_a_cluster_take_an_even_share_of_free_services(
     for service_id in ids:
         expire(platform, service_id)
     assert leases.take(other).ids == ids
+
+
+def test_a_lease_long_expired_is_taken_whatever_the_share(
+    platform: Platform, other: Platform, workspace: tuple[str, str]
+) -> None:
+    """A node that is up but does not supervise (its leases expire while its heartbeat goes on)
+    keeps no service down for good: a lease expired for a whole lease more is taken past the
+    share."""
+    ids = services(platform, workspace[0], 2)
+    for p, name in ((platform, "a"), (other, "b")):
+        p.node = name
+        nodes.register(p, nodes.Joining(id=name, address="127.0.0.1", cpus=2, memory=2**33, slots=2))
+    mine = leases.take(platform).ids
+    theirs = leases.take(other).ids
+    assert len(mine) == len(theirs) == 1
+    (stuck,) = theirs
+    expire(other, stuck)  # b is still up: a's share (1 of 2) is full
+    assert leases.take(platform).ids == mine
+    with platform.store.session() as s:
+        long_ago = utcnow() - timedelta(seconds=leases.LEASE_SECONDS + 1)
+        stuck_lease = update(ServiceLeaseRow).where(ServiceLeaseRow.service_id == stuck)
+        s.execute(stuck_lease.values(expires_at=long_ago))
+    assert leases.take(platform).ids == set(ids)

@@ -85,17 +85,22 @@ def take(platform: Platform) -> Held:
             )
             room -= len(inserted.all())
     taken: dict[str, str] = {}
-    if room > 0:
+    with store.session() as s:
+        expired = s.execute(
+            select(ServiceLeaseRow.service_id, ServiceLeaseRow.holder, ServiceLeaseRow.expires_at).where(
+                ServiceLeaseRow.holder != me, ServiceLeaseRow.expires_at < now
+            )
+        ).all()
+    # Past the share too once a lease has lain expired for a whole lease more: its holder may be
+    # a node that is up but does not supervise (nothing else would take its services then).
+    long_ago = now - timedelta(seconds=LEASE_SECONDS)
+    for service_id, holder, expires_at in expired:
+        if room <= 0 and expires_at >= long_ago:
+            continue
         with store.session() as s:
-            expired = s.execute(
-                select(ServiceLeaseRow.service_id, ServiceLeaseRow.holder).where(
-                    ServiceLeaseRow.holder != me, ServiceLeaseRow.expires_at < now
-                )
-            ).all()
-        for service_id, holder in expired[:room]:
-            with store.session() as s:
-                if _take_from(s, service_id, holder, now, me, until):
-                    taken[service_id] = holder
+            if _take_from(s, service_id, holder, now, me, until):
+                taken[service_id] = holder
+                room -= 1
     with store.session() as s:
         ids = s.scalars(
             select(ServiceLeaseRow.service_id).where(
@@ -110,7 +115,8 @@ def _room(s: Session, platform: Platform) -> int:
     them expire): all of them on one machine; on a cluster, up to an even share of the services
     among the nodes that are up, so that services spread over the nodes (a deploy still takes
     its service's lease whatever the share). What a node that is up does not take within its
-    pass is taken by the others once it is declared lost."""
+    pass is taken by the others once it is declared lost; a lease expired for a whole lease
+    more is taken whatever the share (`take`)."""
     me, now = platform.instance, utcnow()
     total = s.scalar(select(func.count()).select_from(ServiceRow)) or 0
     mine = s.scalar(
