@@ -27,6 +27,8 @@ from orch.models import new_id
 from orch.services.platform import Platform
 from orch.store.schema import AgentVersionRow, BundleRow, ServiceDeploymentRow, utcnow
 
+_TRIES = 5  # a bundle stored and removed at once, again and again: a Conflict after this many
+
 
 def keep(s: Session, sha256: str, data: bytes) -> None:
     """Store the bundle `data` (whose digest is `sha256`) unless the store has it already. On
@@ -47,9 +49,6 @@ def keep(s: Session, sha256: str, data: bytes) -> None:
     raise Conflict(
         f"The bundle {sha256[:12]} was being stored and removed at once {_TRIES} times.", "Try again."
     )
-
-
-_TRIES = 5
 
 
 @contextmanager

@@ -313,8 +313,7 @@ def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
             svc.desired = "stopped"
             containers = [r.container or "" for r in replicas(s, svc.id)]
         routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
-        if platform.runs_work:  # a cluster's node does it at its supervisor's next pass
-            reconcile(platform)
+        reconcile(platform)
     return show(platform, ws_id, ref)
 
 
@@ -331,8 +330,7 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
             remove_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
         svc.desired, svc.state = "running", ServiceState.STARTING.value
     routing.of(platform).changed()
-    if platform.runs_work:
-        reconcile(platform)
+    reconcile(platform)
     return show(platform, ws_id, ref)
 
 

@@ -154,7 +154,7 @@ def read(s: Session, service_id: str, offset: int) -> tuple[str, int]:
         .where(ServiceLogRow.service_id == service_id, ServiceLogRow.start >= (since or first))
         .order_by(ServiceLogRow.start)
     ).all()
-    chunk = whole_characters(joined(((start, data) for start, data in rows), offset, MAX_HISTORY))
+    chunk = whole_characters(joined(rows, offset, MAX_HISTORY))
     cut = next((i for i, byte in enumerate(chunk[:4]) if byte & 0xC0 != 0x80), 0)  # mid-character
     return chunk[cut:].decode("utf-8", "replace"), offset + len(chunk)
 

@@ -116,7 +116,10 @@ def replicas(s: Session, service_id: str) -> list[ServiceReplicaRow]:
 def reconcile(platform: Platform) -> float | None:
     """One pass: make every service's containers what its rows say; return the seconds until
     the next thing due (a restart that waits out its backoff, a started replica to ask again
-    whether it answers; None: nothing)."""
+    whether it answers; None: nothing). A cluster's server passes nothing: the node that holds a
+    service acts on its rows at its own supervisor's pass."""
+    if not platform.runs_work:
+        return None
     with platform.services_lock:
         held = leases.take(platform)
         containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
