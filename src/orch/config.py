@@ -47,6 +47,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
 def _isolation(text: str) -> str:
     if text not in ("runc", "gvisor"):
         raise ValueError(text)
@@ -253,6 +260,13 @@ SETTINGS: tuple[Setting, ...] = (
         lambda s: s.strip(),
         "The Ray cluster whose orch nodes run this server's builds, runs and services, as HOST:PORT "
         "of its head ('' for none: the server runs them on its own machine). See docs/scale.md.",
+    ),
+    Setting(
+        "node_proxy_port",
+        lambda h: 0,
+        _port,
+        "Port a cluster's node serves the services it holds on, to the cluster's servers, at its "
+        "cluster address (0 picks a free one). See docs/scale.md.",
     ),
     Setting(
         "model_endpoints",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 
 from orch.server import proxy
 from orch.server.app import create_app
+from orch.server.main import bind
 from orch.services.platform import Platform
 from tests.asgi import in_process
 
@@ -52,3 +55,29 @@ def site(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
     ):
         yield client
         transport._portal.call(proxy.close, app.state)
+
+
+@pytest.fixture
+def live(app: FastAPI) -> Iterator[str]:
+    """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
+    in-process transport reads whole answers and knows no WebSocket); the services' URL."""
+    import uvicorn
+
+    from orch.server.http_protocol import CoalescingHttpTools
+    from orch.server.main import by_port
+
+    socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
+    services_port = socks[1].getsockname()[1]
+    both = by_port(app, app.state.services_app, services_port)
+    config = uvicorn.Config(both, http=CoalescingHttpTools, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{services_port}"
+    server.should_exit = True
+    thread.join(10)
+    for sock in socks:
+        sock.close()

@@ -35,10 +35,12 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[Platform, FakeEn
 
 
 @contextmanager
-def deployed_on_a_node(api: httpx.Client, database_url: str, tmp_path: Path) -> Iterator[Platform]:
+def deployed_on_a_node(
+    api: httpx.Client, database_url: str, tmp_path: Path, **settings: object
+) -> Iterator[Platform]:
     """Service `web` deployed through the API and by node `a` (which then holds it)."""
     assert deploy(api, "web", bundle(tmp_path, {"main.py": ""}, "web")).status_code == 201
-    with node(tmp_path, database_url, "a") as a:
+    with node(tmp_path, database_url, "a", **settings) as a:
         a.probe = lambda address, port: True
         dep = deploys.claim(a)
         assert dep is not None

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from orch.server.main import bind
 from orch.services import deployed as use_cases
 from orch.services import routing
 from orch.services.platform import Platform
@@ -210,32 +208,6 @@ def test_event_streams_reach_the_client_as_they_are_written(
         assert not GO.is_set()  # the second event is not written yet
         GO.set()
         assert "".join(chunks) == "data: event 2\n\n"
-
-
-@pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
-    """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
-    in-process transport reads whole answers and knows no WebSocket); the services' URL."""
-    import uvicorn
-
-    from orch.server.http_protocol import CoalescingHttpTools
-    from orch.server.main import by_port
-
-    socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
-    services_port = socks[1].getsockname()[1]
-    both = by_port(app, app.state.services_app, services_port)
-    config = uvicorn.Config(both, http=CoalescingHttpTools, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{services_port}"
-    server.should_exit = True
-    thread.join(10)
-    for sock in socks:
-        sock.close()
 
 
 def test_a_redeploy_ends_event_streams_cleanly_and_counts_them(

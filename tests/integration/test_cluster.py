@@ -2,7 +2,8 @@
 with Podman storages of their own, and one server, all on 127.0.0.1. Runs spread over both
 nodes; a server restart leaves the cluster's work alone; an environment built on one node runs
 on the other, its image pulled by digest through the registry; a service deployed through the
-server runs on a node and is served, and its output answered, by the server; a node killed
+server runs on a node and is served (relayed to the node's proxy), and its output answered, by
+the server; a node killed
 mid-run fails its started run with `node lost`, and later runs go to the node that is left."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -269,6 +271,11 @@ def test_a_service_runs_on_a_node_and_the_server_serves_it_and_its_output(
     assert sorted(len(names) for names in on.values()) == [0, 1], on  # on one node's engine
     node = next(n for n, names in on.items() if names)
     assert status["node"] == node
+    # The server relays to the node's own proxy, which answers the cluster's servers only.
+    with cluster.api() as api:
+        proxy = next(n["proxy"] for n in api.get("/v1/nodes").json() if n["id"] == node)
+    direct = httpx.get(f"http://{proxy}{urlsplit(status['url']).path}hi", headers=auth, timeout=30)
+    assert direct.status_code == 401, direct.text
     assert not (cluster.dir / "server" / "logs" / "services").exists()  # nothing on the server's disk
 
     def logs() -> str:

@@ -27,7 +27,7 @@ def test_the_nodes_come_and_go_and_rows_stay(empty_store: Store) -> None:
             )
         )
     to(store, "0015")
-    assert columns(store, "nodes") == set(NodeRow.__table__.columns.keys())
+    assert columns(store, "nodes") == set(NodeRow.__table__.columns.keys()) - {"proxy"}  # 0018's
     assert "node" in columns(store, "runs") and "node" in columns(store, "builds")
     with store.db.begin() as conn:
         assert conn.execute(text("SELECT status, node FROM runs")).one() == ("succeeded", None)
@@ -43,6 +43,28 @@ def test_the_nodes_come_and_go_and_rows_stay(empty_store: Store) -> None:
     assert "node" not in columns(store, "runs") and "node" not in columns(store, "builds")
     with store.db.connect() as conn:
         assert conn.execute(text("SELECT id FROM runs")).scalar() == "run_a"
+
+
+def test_a_node_s_proxy_comes_and_goes_and_rows_stay(empty_store: Store) -> None:
+    """Migration 0018: where each node serves its services (its proxy)."""
+    store = empty_store
+    to(store, "0017")
+    with store.db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO nodes (id, instance, address, state, cpus, memory, slots, started_at, seen_at) "
+                "VALUES ('a', 'abc', '127.0.0.1', 'up', 2, 1024, 4, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+    to(store, "0018")
+    assert columns(store, "nodes") == set(NodeRow.__table__.columns.keys())
+    with store.db.begin() as conn:
+        assert conn.execute(text("SELECT id, proxy FROM nodes")).one() == ("a", None)
+        conn.execute(text("UPDATE nodes SET proxy = '127.0.0.1:41000'"))
+    to(store, "0017", down=True)
+    assert "proxy" not in columns(store, "nodes")
+    with store.db.connect() as conn:
+        assert conn.execute(text("SELECT id FROM nodes")).scalar() == "a"
 
 
 def test_the_migrated_tables_match_the_row_classes(empty_store: Store) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from orch.cluster import machine
 from orch.config import Config, capacity, memory
 from orch.errors import InvalidInput
+from orch.server.node_proxy import NodeProxy
 from orch.services import environments as envs
 from orch.services import nodes
 from orch.services import secrets as workspace_secrets
@@ -48,6 +49,7 @@ def start(
     platform.store.migrate()
     envs.seed_builtins(platform)
     workspace_secrets.prepare(platform)
+    proxy = NodeProxy(platform, address, int(cfg.values.get("node_proxy_port") or 0))
     me = Joining(
         id=name,
         address=address,
@@ -55,8 +57,9 @@ def start(
         memory=memory(),
         slots=int(cfg.values.get("run_workers") or capacity()),
         ray_node=ray_node,
+        proxy=proxy.address,
     )
-    work = NodeWork(platform, me, alive=alive)
+    work = NodeWork(platform, me, alive=alive, proxy=proxy)
     work.start()
     return work
 

@@ -27,7 +27,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
-from orch.errors import NotFound, OrchError, ServiceUnavailable
+from orch.errors import NotFound, OrchError, ServiceUnavailable, Unauthorized
+from orch.server import relay
 from orch.server.proxy_client import Answer, Client, ConnectFailed, NothingCame, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.server.proxy_websocket import forward_websocket
@@ -48,6 +49,11 @@ def services_app(platform: Platform, state: Any = None) -> ServiceProxy:
     return ServiceProxy(_elsewhere, platform, state)
 
 
+def node_app(platform: Platform) -> ServiceProxy:
+    """A node's services proxy (server/node_proxy.py): requests the cluster's servers relay."""
+    return ServiceProxy(_elsewhere, platform, for_node=True)
+
+
 async def _elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
     """What the services' origin answers for any other path: the API and UI are not here."""
     if scope["type"] == "websocket":
@@ -62,13 +68,17 @@ async def _elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class ServiceProxy:
-    """ASGI middleware: /services/... to the services, everything else to `app`."""
+    """ASGI middleware: /services/... to the services, everything else to `app`. A node's proxy
+    (`for_node`, server/node_proxy.py) takes only requests relayed by the cluster's servers, and
+    sends them to its own containers."""
 
-    def __init__(self, app: ASGIApp, platform: Platform, state: Any = None) -> None:
+    def __init__(self, app: ASGIApp, platform: Platform, state: Any = None, for_node: bool = False) -> None:
         self.app = app
         self.platform = platform
         self.routing = routing.of(platform)
+        self.for_node = for_node
         self._client: Client | None = None
+        self._relay_token: str | None = None
         if state is not None:
             state.service_proxy = self  # so that the app's shutdown closes its connections (close)
 
@@ -101,10 +111,18 @@ class ServiceProxy:
         """The service's route and the backends to try, after the token rule: a public service
         answers anyone; a private one a token of its workspace (401 without one, 404 for
         another workspace's, as for a service that does not exist)."""
+        if self.for_node and not relay.accepted(_header(scope, relay.TOKEN_HEADER), self.relay_token):
+            raise Unauthorized(
+                "This address serves a cluster node's services to the cluster's servers only.",
+                "Reach services at the services URL of the cluster's server.",
+            )
         found, route = self.routing.cached(workspace, name)
         if not found:
             route = await run_in_threadpool(self.routing.lookup, workspace, name)
-        if route is None or not route.public:
+        if self.for_node:  # the server checked the caller's token
+            if route is None:
+                raise NotFound(f"No service {workspace}/{name} here.", "")
+        elif route is None or not route.public:
             token = _token(scope)
             ws_id = self.routing.known(token) or await run_in_threadpool(self.routing.workspace_of, token)
             if route is None or route.workspace_id != ws_id:
@@ -113,11 +131,25 @@ class ServiceProxy:
                     "See the list of services for their URLs.",
                 )
         backends = self.routing.pick(route)
+        wanted = _header(scope, relay.REPLICA_HEADER) if self.for_node else None
+        if wanted is not None:  # the replica the server picked first, if it is still here
+            backends.sort(key=lambda b: b.container.encode() != wanted)
         if not backends:
             raise ServiceUnavailable(
                 f"The service {name} is {route.state}, not running.", deployed.SEE_STATUS_AND_LOGS
             )
         return route, backends
+
+    @property
+    def relay_token(self) -> str:
+        """The cluster's relay token (server/relay.py), read from the secret key at first use."""
+        if self._relay_token is None:
+            self._relay_token = relay.token(self.platform.config)
+        return self._relay_token
+
+    def upstream(self, route: Route, backend: Backend, target: str) -> relay.Upstream:
+        """Where a request for `backend` goes: the container, or its node's proxy."""
+        return relay.upstream(route, backend, target, self.relay_token if backend.relay else None)
 
     @property
     def client(self) -> Client:
@@ -152,14 +184,15 @@ class ServiceProxy:
         attempt = 0
         for backend in [*backends, backends[-1]]:
             end = self.routing.begin(backend.container)  # in flight: a drain lets it finish
+            to = self.upstream(route, backend, target)
             try:
                 answer = await self.client.request(
                     backend.container,
-                    backend.address,
-                    deployed.PORT,
+                    to.host,
+                    to.port,
                     scope["method"],
-                    target,
-                    headers,
+                    to.target,
+                    [*headers, *to.headers],
                     _body(receive) if has_body else None,
                     length,
                 )
@@ -237,6 +270,10 @@ def _target(scope: Scope) -> tuple[str, str, str] | None:
         return None
     rest = parts[4] if len(parts) == 5 else ""
     return unquote(parts[2]), unquote(parts[3]), "/" + rest
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
 
 
 def _token(scope: Scope) -> str | None:

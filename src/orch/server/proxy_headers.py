@@ -22,6 +22,8 @@ NOT_PASSED = frozenset(
         "upgrade",
         "host",
         "x-forwarded-prefix",
+        "orch-relay-token",  # a relayed request's (server/relay.py)
+        "orch-replica",
     }
 )
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,

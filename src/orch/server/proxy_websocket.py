@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from orch import metrics
 from orch.errors import OrchError, ServiceUnavailable
+from orch.server import relay
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.services import deployed
 from orch.services.platform import Platform
@@ -31,6 +32,8 @@ class Proxy(Protocol):
     routing: Routing
 
     async def resolve(self, scope: Scope, workspace: str, name: str) -> tuple[Route, list[Backend]]: ...
+
+    def upstream(self, route: Route, backend: Backend, target: str) -> relay.Upstream: ...
 
 
 MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's own limit for what the client sends
@@ -60,7 +63,9 @@ async def forward_websocket(
     user_agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
     query = scope.get("query_string", b"").decode("latin-1")
     backend = backends[0]
-    url = f"ws://{backend.address}:{deployed.PORT}{path}" + (f"?{query}" if query else "")
+    to = proxy.upstream(route, backend, path + (f"?{query}" if query else ""))
+    headers += [(k.decode("latin-1"), v.decode("latin-1")) for k, v in to.headers]
+    url = f"ws://{relay.format_address(to.host, to.port)}{to.target}"
     try:
         upstream = await connect(
             url,

@@ -61,6 +61,7 @@ class Joining:
     memory: int  # bytes
     slots: int  # sandboxes at once (its run_workers)
     ray_node: str | None = None
+    proxy: str | None = None  # HOST:PORT of its services' proxy (server/node_proxy.py)
 
 
 def register(platform: Platform, me: Joining) -> None:
@@ -76,6 +77,7 @@ def register(platform: Platform, me: Joining) -> None:
         s.flush()
         row = s.get(NodeRow, me.id) or NodeRow(id=me.id)
         row.instance, row.address, row.ray_node, row.state = platform.instance, me.address, me.ray_node, UP
+        row.proxy = me.proxy
         row.cpus, row.memory, row.slots, row.running = me.cpus, me.memory, me.slots, 0
         row.images, row.started_at, row.seen_at = "[]", now, now
         s.add(row)
@@ -112,6 +114,7 @@ def list_nodes(platform: Platform) -> list[NodeView]:
                 state=n.state,
                 capacity={"cpus": n.cpus, "memory": n.memory, "slots": n.slots},
                 running=n.running if n.state == UP else 0,
+                proxy=n.proxy,
                 started_at=n.started_at,
                 seen_at=n.seen_at,
             )

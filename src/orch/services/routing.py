@@ -5,7 +5,9 @@ read from the store and kept until a service changes, or for ROUTE_SECONDS at mo
 changes one on this platform (a deploy's switch, the supervisor's pass, stop, restart, delete)
 calls `changed()` after its commit, and what another platform of the store changed (a cluster's
 node, which supervises the services its server proxies to) is read again within ROUTE_SECONDS. A
-proxied request costs no store lookup, but one a ROUTE_SECONDS per service does.
+proxied request costs no store lookup, but one a ROUTE_SECONDS per service does. A service held
+by another platform that has a proxy (a cluster's node) is reached through that proxy: its
+backends' `relay` (server/relay.py).
 
 Traffic: the requests in flight to each container and the long-lived connections open to it
 (WebSockets, event streams). Before a container goes (a redeploy replaces it, a stop or a delete
@@ -26,12 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.models import ServiceState
 from orch.services import workspaces
 from orch.services.platform import Platform
-from orch.store.schema import ServiceReplicaRow, ServiceRow, WorkspaceRow
+from orch.store.schema import NodeRow, ServiceLeaseRow, ServiceReplicaRow, ServiceRow, WorkspaceRow
 
 DRAIN_SECONDS = 10.0  # how long requests in flight to a container that goes may take to finish
 # How long the proxy trusts a token it checked in the store: a revoked token stops opening
@@ -48,8 +51,14 @@ RESTARTING, GOING_AWAY = 1012, 1001
 
 @dataclass(frozen=True)
 class Backend:
+    """One replica of a service: its container, and where the proxy sends its requests. On the
+    machine that runs it, `address` is the container's own on the sandbox bridge; on any other
+    (a cluster's server) `relay` is the HOST:PORT of its node's proxy, which takes requests for
+    it (server/node_proxy.py)."""
+
     container: str
     address: str
+    relay: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,13 +275,25 @@ def _read(platform: Platform, workspace: str, name: str) -> Route | None:
             .where(ServiceReplicaRow.service_id == svc.id)
             .order_by(ServiceReplicaRow.slot)
         ).all()
+        relay = _relay(s, platform, svc.id)
         backends = tuple(
-            Backend(r.container, r.address)
+            Backend(r.container, r.address, relay)
             for r in rows
             if r.container and r.address and r.state == ServiceState.RUNNING.value
         )
         public = bool(json.loads(svc.manifest).get("public", False))
         return Route(workspace, ws_id, svc.id, svc.name, public, svc.state, backends)
+
+
+def _relay(s: Session, platform: Platform, service_id: str) -> str | None:
+    """The proxy of the node that holds the service, when that is another platform than this
+    one and it has one (a cluster's node; docs/scale.md): its replicas are on that machine."""
+    found = s.execute(
+        select(NodeRow.proxy)
+        .join(ServiceLeaseRow, ServiceLeaseRow.holder == NodeRow.instance)
+        .where(ServiceLeaseRow.service_id == service_id, NodeRow.instance != platform.instance)
+    ).scalar()
+    return str(found) if found else None
 
 
 _ATTRIBUTE = "routing"

@@ -259,5 +259,6 @@ class NodeView(BaseModel):
     state: str  # up, stopped or lost
     capacity: dict[str, int]  # {cpus, memory (bytes), slots (sandboxes at once)}
     running: int  # runs and builds in flight there now
+    proxy: str | None  # HOST:PORT where it serves the services it holds, to the cluster's servers
     started_at: datetime
     seen_at: datetime

@@ -336,14 +336,16 @@ class BaseImageRow(Base):
 
 class NodeRow(Base):
     """A machine of the cluster that joined as an orch node (0015; docs/scale.md): it claims
-    runs and builds from the store's queues on its own Podman. `instance` is its platform's
-    (what its claims record in `claimed_by`); `state` is up, stopped or lost; `images` is a JSON
-    list of the environments' images it holds, for placement; `seen_at` its last heartbeat."""
+        runs and builds from the store's queues on its own Podman. `instance` is its platform's
+        (what its claims record in `claimed_by`); `state` is up, stopped or lost; `images` is a JSON
+        list of the environments' images it holds, for placement; `seen_at` its last heartbeat; `proxy`
+    the HOST:PORT where it serves the services it holds to the cluster's servers (0018)."""
 
     __tablename__ = "nodes"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     instance: Mapped[str] = mapped_column(String(32), unique=True)
     address: Mapped[str] = mapped_column(String(255))
+    proxy: Mapped[str | None] = mapped_column(String(300))
     ray_node: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))
     cpus: Mapped[int] = mapped_column(Integer)

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Collection
+from typing import Protocol
 
 from orch.services import nodes
 from orch.services.nodes import Joining
@@ -24,6 +25,12 @@ from orch.services.platform import Platform
 log = logging.getLogger(__name__)
 
 NODE_POLL = 0.25  # a node's idle queue workers look at the store this often (no wake from a server)
+
+
+class Serving(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class _Ticker:
@@ -80,19 +87,24 @@ class NodeWork:
         me: Joining,
         alive: Callable[[], Collection[str]] | None = None,
         on_lost: Callable[[], None] = lambda: os._exit(3),
+        proxy: Serving | None = None,
     ) -> None:
         from orch.workers import Workers
 
         assert platform.node == me.id
         self.platform, self.me, self._alive, self._on_lost = platform, me, alive, on_lost
+        self.proxy = proxy  # its services proxy, at me.proxy (server/node_proxy.py)
         # Queues are looked at often (no server wakes a node); services once a second, as on
         # one machine (each pass renews leases: a write).
         self.workers = Workers(platform, poll=NODE_POLL, supervise=1.0)
         self._ticker = _Ticker(f"orch-node-{me.id}", self._tick, nodes.HEARTBEAT)
 
     def start(self) -> None:
-        # Register first: recovery settles only this node's own rows, and its heartbeat must
-        # begin before LOST_AFTER passes.
+        # The proxy answers before the node's row says where it is. Register before the
+        # workers: recovery settles only this node's own rows, and its heartbeat must begin
+        # before LOST_AFTER passes.
+        if self.proxy is not None:
+            self.proxy.start()
         nodes.register(self.platform, self.me)
         self.workers.start()
         self._ticker.start()
@@ -110,3 +122,5 @@ class NodeWork:
         self._ticker.stop()
         self.workers.stop()
         nodes.leave(self.platform, self.me.id)
+        if self.proxy is not None:
+            self.proxy.stop()
