@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from orch.server import proxy
+from orch.server import proxy, sandbox_relay
 from orch.server.app import create_app
 from orch.server.main import bind
 from orch.services.platform import Platform
@@ -32,6 +32,7 @@ def client_of(app: FastAPI, token: str) -> Iterator[httpx.Client]:
         ) as client,
     ):
         yield client
+        transport._portal.call(sandbox_relay.close, app.state)  # a cluster's server's connections
 
 
 @pytest.fixture

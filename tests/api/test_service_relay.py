@@ -28,15 +28,20 @@ from tests.conftest import make_platform
 KEY = base64.b64encode(b"k" * 32).decode()  # the cluster's ORCH_SECRET_KEY
 
 
-@pytest.fixture
-def platform(tmp_path: Path, fake_engine: FakeEngine, database_url: str) -> Iterator[Platform]:
-    """The app's platform is a cluster's server: it runs no work, and relays to nodes."""
+def cluster_server(tmp_path: Path, engine: FakeEngine, database_url: str) -> Iterator[Platform]:
+    """A cluster's server: it runs no work, and relays to nodes."""
     found = make_platform(
-        tmp_path / "home", fake_engine, database_url=database_url, cluster="127.0.0.1:6379", secret_key=KEY
+        tmp_path / "home", engine, database_url=database_url, cluster="127.0.0.1:6379", secret_key=KEY
     )
     assert not found.runs_work
     yield found
     found.store.dispose()
+
+
+@pytest.fixture
+def platform(tmp_path: Path, fake_engine: FakeEngine, database_url: str) -> Iterator[Platform]:
+    """The app's platform is a cluster's server."""
+    yield from cluster_server(tmp_path, fake_engine, database_url)
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -3,7 +3,7 @@ with Podman storages of their own, and one server, all on 127.0.0.1. Runs spread
 nodes; a server restart leaves the cluster's work alone; an environment built on one node runs
 on the other, its image pulled by digest through the registry; a service deployed through the
 server runs on a node and is served (relayed to the node's proxy), and its output answered, by
-the server; a node killed
+the server; a sandbox on demand created through the server is held by a node; a node killed
 mid-run fails its started run with `node lost`, and later runs go to the node that is left."""
 
 from __future__ import annotations
@@ -293,6 +293,24 @@ def test_a_service_runs_on_a_node_and_the_server_serves_it_and_its_output(
     until(lambda: logs().count("listening\n") == 2, f"both containers' output: {logs()!r}")
     assert cluster.cli("service", "delete", "web", "--yes").returncode == 0
     until(lambda: not cluster.containers(node, status["id"]), "the node did not remove the container")
+
+
+def test_a_sandbox_on_demand_is_held_by_a_node_and_driven_through_the_server(cluster: Cluster) -> None:
+    with cluster.api() as api:
+        resp = api.post("/v1/sandboxes", json={})
+        assert resp.status_code == 201, resp.text
+        sb = resp.json()
+        assert sb["status"] == "running" and sb["node"] in ("a", "b"), sb
+        url = f"/v1/sandboxes/{sb['id']}"
+        done = api.post(f"{url}/exec", json={"command": ["sh", "-c", "echo hi; id -u"]})
+        assert done.status_code == 200 and done.json()["stdout"] == "hi\n1000\n", done.text
+        put = api.put(f"{url}/files", params={"path": "note.txt"}, content=b"from the server")
+        assert put.status_code == 200, put.text
+        assert api.get(f"{url}/files", params={"path": "note.txt"}).content == b"from the server"
+        assert api.delete(url).status_code == 204
+        assert api.get(url).json()["status"] == "removed"
+        gone = api.post(f"{url}/exec", json={"command": ["true"]})
+        assert gone.status_code == 409, gone.text
 
 
 def test_an_environment_built_on_one_node_runs_on_the_other_after_its_builder_is_lost(

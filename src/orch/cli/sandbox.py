@@ -36,9 +36,10 @@ def _path(sandbox_id: str) -> str:
 def _summary(s: dict[str, Any]) -> str:
     memory = s["memory_bytes"] // 2**20
     network = ", network" if s["network"] else ""
+    node = f" · on node {s['node']}" if s.get("node") else ""
     return (
         f"{s['id']} {s['status']} · environment {s['environment']['name']} · {memory} MiB, "
-        f"{s['cpus']:g} CPU{network} · removed after {s['timeout']} s idle"
+        f"{s['cpus']:g} CPU{network} · removed after {s['timeout']} s idle{node}"
     )
 
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server import metrics, proxy
+from orch.server import metrics, proxy, sandbox_relay
 from orch.server.api import (
     agents,
     environments,
@@ -49,6 +49,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
             yield
         finally:
             await proxy.close(_app.state)
+            await sandbox_relay.close(_app.state)
             if workers:
                 background.stop()
 
@@ -79,6 +80,8 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     # serves this app on `services_port`; their old address here sends callers there.
     app.state.services_app = proxy.services_app(platform, state=app.state)
     metrics.install(app, platform)
+    if not platform.runs_work:  # a cluster's server: its nodes hold the sandboxes on demand
+        app.add_middleware(sandbox_relay.SandboxRelay, platform=platform, state=app.state)
 
     @app.api_route("/services/{rest:path}", methods=list(proxy.METHODS), include_in_schema=False)
     def services_moved(request: Request) -> RedirectResponse:
@@ -95,6 +98,13 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    install_errors(app)
+    return app
+
+
+def install_errors(app: FastAPI) -> None:
+    """Every error as orch's JSON object (`{error, message, fix}`), never a traceback."""
 
     @app.exception_handler(OrchError)
     async def orch_error(_request: Request, exc: OrchError) -> JSONResponse:
@@ -136,8 +146,6 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
             },
             status_code=500,
         )
-
-    return app
 
 
 def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:

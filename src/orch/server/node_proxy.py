@@ -1,6 +1,7 @@
-"""A node's services proxy (docs/scale.md#services-across-machines): the services' proxy app
+"""A node's proxy (docs/scale.md#services-across-machines): the services' proxy app
 (server/proxy.py) served by a cluster's node on its cluster address, for the services it holds,
-to the cluster's servers only (server/relay.py). uvicorn runs it on a thread of the node's
+in front of the calls to the sandboxes it holds (server/node_api.py), to the cluster's servers
+only (server/relay.py). uvicorn runs it on a thread of the node's
 process, as long as the node works."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import time
 
 import uvicorn
 
+from orch.server import node_api
 from orch.server.main import bind
-from orch.server.proxy import node_app
+from orch.server.proxy import ServiceProxy
 from orch.server.relay import format_address
 from orch.services.platform import Platform
 
@@ -25,7 +27,7 @@ class NodeProxy:
     def __init__(self, platform: Platform, host: str, port: int) -> None:
         self._sock = bind(host, port, "ORCH_NODE_PROXY_PORT")
         self.address = format_address(host, self._sock.getsockname()[1])
-        self.app = node_app(platform)
+        self.app = ServiceProxy(node_api.create(platform), platform, for_node=True)
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
         )

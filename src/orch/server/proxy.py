@@ -49,11 +49,6 @@ def services_app(platform: Platform, state: Any = None) -> ServiceProxy:
     return ServiceProxy(_elsewhere, platform, state)
 
 
-def node_app(platform: Platform) -> ServiceProxy:
-    """A node's services proxy (server/node_proxy.py): requests the cluster's servers relay."""
-    return ServiceProxy(_elsewhere, platform, for_node=True)
-
-
 async def _elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
     """What the services' origin answers for any other path: the API and UI are not here."""
     if scope["type"] == "websocket":
@@ -193,7 +188,7 @@ class ServiceProxy:
                     scope["method"],
                     to.target,
                     [*headers, *to.headers],
-                    _body(receive) if has_body else None,
+                    request_body(receive) if has_body else None,
                     length,
                 )
             except UpstreamError as e:
@@ -238,13 +233,13 @@ class ServiceProxy:
             await send({"type": "http.response.body", "body": b""})
             return
         if not (answer.header(b"content-type") or b"").startswith(EVENT_STREAM):
-            await _pump(answer.body(), send, receive, None)
+            await pump(answer.body(), send, receive, None)
             return
         # An event stream never ends by itself: not in flight (a drain would wait for it in
         # vain) but long-lived, which a drain closes.
         end()
         with self.routing.long_lived(backend.container, "stream") as conn:
-            await _pump(answer.body(), send, receive, conn.closing)
+            await pump(answer.body(), send, receive, conn.closing)
 
 
 def _body_length(scope: Scope) -> tuple[int | None, bool]:
@@ -288,7 +283,7 @@ def _token(scope: Scope) -> str | None:
     return None
 
 
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
+async def request_body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -298,7 +293,7 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _pump(
+async def pump(
     chunks: AsyncIterator[bytes], send: Send, receive: Receive, closing: asyncio.Event | None
 ) -> None:
     """Send the answer's body as it comes, until its end, the client leaving, or `closing`

@@ -1,7 +1,8 @@
 """Requests relayed to a cluster's node (docs/scale.md#services-across-machines): a service's
 containers are on the bridge of the machine that runs them, which no other machine reaches, so a
 cluster's server sends a request for a service held by a node to that node's services proxy
-(server/node_proxy.py), which sends it on to the container.
+(server/node_proxy.py), which sends it on to the container. Calls to a sandbox on demand go to the
+node that holds it the same way (server/sandbox_relay.py).
 
 The node's proxy serves the cluster's servers only: each relayed request carries a token derived
 from the cluster's secret key (ORCH_SECRET_KEY, which the server and every node share), and the
@@ -21,6 +22,7 @@ from orch.services.routing import Backend, Route
 
 TOKEN_HEADER = b"orch-relay-token"
 REPLICA_HEADER = b"orch-replica"
+WORKSPACE_HEADER = b"orch-workspace"  # a relayed API call's: the workspace its server checked
 _PURPOSE = b"orch: a node's services proxy"
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import OrchError
-from orch.models import BuildStatus, DeploymentStatus, RunStatus, advance
+from orch.models import BuildStatus, DeploymentStatus, RunStatus, SandboxStatus, advance
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import note
@@ -29,6 +29,7 @@ from orch.store.schema import (
     BuildRow,
     NodeRow,
     RunRow,
+    SandboxRow,
     ServiceDeploymentRow,
     ServiceLeaseRow,
     WorkspaceRow,
@@ -149,6 +150,7 @@ def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = No
                 continue  # another server or node declared it lost first
             _settle_runs(platform, s, node_id, instance)
             _settle_builds(s, instance)
+            _settle_sandboxes(s, instance)
         log.warning("node %s is lost: its runs were queued again or failed", node_id)
         lost.append(node_id)
     if lost:
@@ -182,6 +184,51 @@ def _settle_builds(s: Session, instance: str) -> None:
     ):
         # A build has no effects outside its image: another node builds it again.
         build.status, build.claimed_by, build.node = advance(build.status, BuildStatus.QUEUED), None, None
+
+
+def _settle_sandboxes(s: Session, instance: str) -> None:
+    for sandbox in s.scalars(
+        select(SandboxRow).where(
+            SandboxRow.owner == instance,
+            SandboxRow.status.in_([SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value]),
+        )
+    ):
+        # Held in memory on that machine: gone with it, and its node sweeps what is left.
+        sandbox.status, sandbox.reason = advance(sandbox.status, SandboxStatus.FAILED).value, NODE_LOST
+        sandbox.removed_at = utcnow()
+
+
+def for_sandbox(platform: Platform) -> tuple[str, str] | None:
+    """(id, proxy) of the up node with the most room for a sandbox on demand: its slots less
+    its runs and builds in flight and the sandboxes it holds; None when no node is up."""
+    with platform.store.session() as s:
+        held = (
+            select(func.count())
+            .select_from(SandboxRow)
+            .where(
+                SandboxRow.owner == NodeRow.instance,
+                SandboxRow.status.in_([SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value]),
+            )
+            .scalar_subquery()
+        )
+        found = s.execute(
+            select(NodeRow.id, NodeRow.proxy)
+            .where(NodeRow.state == UP, NodeRow.proxy.is_not(None))
+            .order_by((NodeRow.slots - NodeRow.running - held).desc(), func.random())
+            .limit(1)
+        ).first()
+    return (str(found[0]), str(found[1])) if found is not None else None
+
+
+def proxy_of(platform: Platform, instance: str) -> tuple[str, str] | None:
+    """(id, proxy) of the up node whose platform is `instance`; None for any other."""
+    with platform.store.session() as s:
+        found = s.execute(
+            select(NodeRow.id, NodeRow.proxy).where(
+                NodeRow.instance == instance, NodeRow.state == UP, NodeRow.proxy.is_not(None)
+            )
+        ).first()
+    return (str(found[0]), str(found[1])) if found is not None else None
 
 
 def in_flight(platform: Platform) -> int:

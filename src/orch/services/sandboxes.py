@@ -45,7 +45,7 @@ from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import SANDBOX_USER
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, WorkspaceRow, utcnow
+from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class SandboxView(BaseModel):
         description="When it is removed if left idle (or at the end of its lifetime); none once removed."
     )
     reason: str | None = Field(description="Why it was removed or failed.")
+    node: str | None = Field(None, description="The cluster's node that holds it (none on one machine).")
 
 
 class ExecView(BaseModel):
@@ -275,7 +276,7 @@ def sandbox_spec(
 # ---- reading --------------------------------------------------------------------------------
 
 
-def _view(row: SandboxRow) -> SandboxView:
+def _view(row: SandboxRow, nodes: dict[str, str]) -> SandboxView:
     still_open = not SandboxStatus(row.status).final
     expires = min(row.last_used_at + timedelta(seconds=row.timeout), row.deadline) if still_open else None
     return SandboxView(
@@ -291,7 +292,17 @@ def _view(row: SandboxRow) -> SandboxView:
         last_used_at=row.last_used_at,
         expires_at=expires,
         reason=row.reason,
+        node=nodes.get(row.owner),
     )
+
+
+def _nodes(s: Session, rows: Sequence[SandboxRow]) -> dict[str, str]:
+    """The ids of the cluster's nodes that hold `rows` (by their platforms' instances)."""
+    owners = {r.owner for r in rows}
+    if not owners:
+        return {}
+    found = s.execute(select(NodeRow.instance, NodeRow.id).where(NodeRow.instance.in_(owners)))
+    return {instance: node_id for instance, node_id in found}
 
 
 def _row(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxRow:
@@ -304,7 +315,9 @@ def _row(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxRow:
 
 
 def show(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxView:
-    return _view(_row(platform, ws_id, sandbox_id))
+    row = _row(platform, ws_id, sandbox_id)
+    with platform.store.session() as s:
+        return _view(row, _nodes(s, [row]))
 
 
 def list_sandboxes(platform: Platform, ws_id: str, include_removed: bool = False) -> list[SandboxView]:
@@ -314,7 +327,8 @@ def list_sandboxes(platform: Platform, ws_id: str, include_removed: bool = False
         query = query.where(SandboxRow.status.in_(OPEN))
     with platform.store.session() as s:
         rows = s.scalars(query.order_by(SandboxRow.created_at.desc()).limit(LIST_LIMIT)).all()
-        return [_view(r) for r in rows]
+        held_by = _nodes(s, rows)
+        return [_view(r, held_by) for r in rows]
 
 
 # ---- using ----------------------------------------------------------------------------------

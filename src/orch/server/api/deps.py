@@ -84,7 +84,7 @@ def refuse_nul(request: Request) -> None:
         )
 
 
-def _api_workspace_id(request: Request, ws: Annotated[str, Depends(get_workspace_id)]) -> str:
+def api_workspace_id(request: Request, ws: Annotated[str, Depends(get_workspace_id)]) -> str:
     refuse_nul(request)  # after authenticating: a call without a valid token gets 401 whatever it holds
     return ws
 
@@ -107,5 +107,5 @@ def _no_nul(value: str) -> str:
 Reference = Annotated[str, AfterValidator(_no_nul)]
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
-WorkspaceDep = Annotated[str, Depends(_api_workspace_id)]
+WorkspaceDep = Annotated[str, Depends(api_workspace_id)]
 CallerDep = Annotated[workspaces.Caller, Depends(_api_caller)]

@@ -1,0 +1,155 @@
+"""Sandboxes on demand on a cluster (docs/scale.md#sandboxes-on-demand-on-a-cluster): a cluster's
+server runs no sandbox itself. It relays a create to the node with the most room, and a command
+or a file to the node that holds the sandbox (its row's `owner`), through that node's proxy
+(server/node_proxy.py) with the relay token and the workspace it checked (server/relay.py); the
+node answers with the same routes, on its own machine, and its answer (an output stream too)
+comes back as it goes. Listing, showing and removing need no relay: they are the sandbox's row,
+and the holder's reaper tears a removed sandbox down within a second."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import httpx
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orch.errors import OrchError, ServiceUnavailable
+from orch.server import relay
+from orch.server.api.deps import request_token
+from orch.server.proxy import pump, request_body
+from orch.services import nodes, workspaces
+from orch.services.platform import Platform
+from orch.store.schema import SandboxRow
+
+_CREATE = "/v1/sandboxes"
+_HELD = re.compile(r"^/v1/sandboxes/([^/]+)/(exec|files)$")
+# Not passed on: hop-by-hop headers, the caller's credentials, and the relay's own (set here).
+_NOT_PASSED = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"proxy-authorization",
+        b"authorization",
+        b"cookie",
+        relay.TOKEN_HEADER,
+        relay.WORKSPACE_HEADER,
+    }
+)
+_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer"})
+CONNECT_TIMEOUT = 10.0
+
+
+class SandboxRelay:
+    """ASGI middleware of a cluster's server: the sandbox calls a node must answer go there."""
+
+    def __init__(self, app: ASGIApp, platform: Platform, state: object = None) -> None:
+        self.app, self.platform = app, platform
+        self._client: httpx.AsyncClient | None = None
+        if state is not None:
+            state.sandbox_relay = self  # type: ignore[attr-defined]  # closed at the app's shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        which = _which(scope) if scope["type"] == "http" else None
+        if which is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            found = await run_in_threadpool(self._target, scope, which)
+        except OrchError as e:
+            await JSONResponse(e.to_dict(), status_code=e.http_status)(scope, receive, send)
+            return
+        if found is None:  # the server's own routes answer (401, 404, a sandbox that ended...)
+            await self.app(scope, receive, send)
+            return
+        await self._relay(scope, receive, send, *found)
+
+    def _target(self, scope: Scope, which: str) -> tuple[str, str, str] | None:
+        """(workspace id, node id, node proxy) the call goes to; None: answered here."""
+        request = Request(scope)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=given.strip())
+        try:
+            token = request_token(request, bearer if scheme.lower() == "bearer" and given.strip() else None)
+            ws_id = workspaces.caller(self.platform, token).workspace_id
+        except OrchError:
+            return None  # the route answers it, as for any call
+        if which == _CREATE:
+            node = nodes.for_sandbox(self.platform)
+            if node is None:
+                raise ServiceUnavailable(
+                    "No node of the cluster is up to hold a sandbox.",
+                    "Start one with `orch node start --cluster HOST:PORT`; `orch node list` shows them.",
+                )
+            return ws_id, *node
+        with self.platform.store.session() as s:
+            row = s.get(SandboxRow, which)
+            owner = row.owner if row is not None and row.workspace_id == ws_id else None
+        node = nodes.proxy_of(self.platform, owner) if owner else None
+        return (ws_id, *node) if node is not None else None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT)  # a command may run long
+            self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        return self._client
+
+    async def _relay(
+        self, scope: Scope, receive: Receive, send: Send, ws_id: str, node: str, at: str
+    ) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _NOT_PASSED]
+        headers += [(relay.TOKEN_HEADER, relay.token(self.platform.config).encode())]
+        headers += [(relay.WORKSPACE_HEADER, ws_id.encode())]
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"http://{at}{raw_path}" + (f"?{query}" if query else "")
+        has_body = scope["method"] in ("POST", "PUT", "PATCH")
+        request = self.client.build_request(
+            scope["method"], url, headers=headers, content=request_body(receive) if has_body else None
+        )
+        try:
+            answer = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            error = ServiceUnavailable(
+                f"The node {node} that holds the sandbox did not answer ({type(e).__name__}).",
+                "See `orch node list`; a sandbox lives as long as its node.",
+            )
+            await JSONResponse(error.to_dict(), status_code=error.http_status)(scope, receive, send)
+            return
+        try:
+            out = [(k.lower(), v) for k, v in answer.headers.raw if k.lower() not in _HOP]
+            await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
+            # The node broke off its answer (an OrchError): so does this one (the client sees it cut).
+            with contextlib.suppress(OrchError):
+                await pump(answer.aiter_raw(), send, receive, None)
+        finally:
+            await answer.aclose()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _which(scope: Scope) -> str | None:
+    """What a sandbox call needs from a node: a create (`_CREATE`), or the sandbox's id."""
+    path: str = scope["path"]
+    if path == _CREATE and scope["method"] == "POST":
+        return _CREATE
+    found = _HELD.match(path)
+    return found.group(1) if found else None
+
+
+async def close(app_state: object) -> None:
+    found = getattr(app_state, "sandbox_relay", None)
+    if isinstance(found, SandboxRelay):
+        await found.close()
