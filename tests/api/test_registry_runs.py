@@ -1,5 +1,6 @@
-"""A run on a machine that lacks its environment's image pulls it by the digest its build recorded
-(builder/registry.py), once; without a recorded digest it fails with a sentence."""
+"""A run (or a sandbox on demand) on a machine that lacks its environment's image pulls it by the
+digest its build recorded (builder/registry.py), once; without a recorded digest a run fails with
+a sentence."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import httpx
 
 from orch.builder import base_images
 from orch.engine.fake import FakeEngine
+from orch.sandbox.held_fake import FakeHolder
+from orch.sandbox.launcher import Isolation
 from orch.services import environments as envs
+from orch.services import sandboxes
 from orch.services.platform import Platform
 from tests.api.test_agents_runs import bundle, publish
 from tests.conftest import drain, drain_runs, make_platform
@@ -92,3 +96,24 @@ def test_without_a_recorded_digest_the_run_fails_with_a_sentence(
             shown["reason"]
             == f"The image {image} is not on this machine, and no registry copy of it is recorded."
         )
+
+
+def test_a_sandbox_on_a_machine_without_the_image_pulls_it_by_digest_once(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """A cluster's node holds a sandbox of an environment another node built."""
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    image, digest = pin(api, platform, workspace[0], tmp_path)
+    with another_machine(tmp_path, database_url, fake_engine, **settings) as (other, engine):
+        holder = FakeHolder()
+        other.held.holders.update({Isolation.RUNC: holder})
+        for _ in range(2):
+            assert sandboxes.create(other, workspace[0], environment="tools").status == "running"
+        assert engine.pulled == [(digest, image)]  # once
+        assert [spec.image for spec in holder.opened] == [image, image]

@@ -12,6 +12,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
 from orch.cli.utils import JSON, plain_table, variables
+from orch.client.sandboxes import CREATE_TIMEOUT
 from orch.client.transport import Transport
 from orch.errors import InvalidInput, OrchError, from_dict
 
@@ -61,7 +62,8 @@ def create(
 ) -> None:
     """Start a sandbox and hold it open; prints its id (the rest goes to stderr)."""
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
-    created = Transport.from_settings().post("/v1/sandboxes", json=body)
+    server = Transport.from_settings()
+    created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
     if json_:
         print_json(created)
         return

@@ -16,6 +16,9 @@ from orch.errors import NotFound, OrchError, from_dict
 
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
+# Seconds a create may take: the machine that holds the sandbox (a cluster's node) may pull the
+# environment's image first.
+CREATE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,8 @@ class Sandboxes(Resource):
             "timeout": timeout,
             "network": network,
         }
-        return Sandbox._from_api(self._http.post("/v1/sandboxes", json=body), self._http)
+        created = self._http.post("/v1/sandboxes", json=body, timeout=self._http.waiting(CREATE_TIMEOUT))
+        return Sandbox._from_api(created, self._http)
 
     def get(self, sandbox_id: str) -> Sandbox:
         return Sandbox._from_api(self._http.get(f"/v1/sandboxes/{segment(sandbox_id)}"), self._http)

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orch import metrics
-from orch.builder import base_images
+from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle.resources import Resources
@@ -229,6 +229,9 @@ def _image(platform: Platform, s: Session, env: EnvironmentRow) -> str:
         return tag
     build = s.get(BuildRow, env.build_id) if env.build_id else None
     if build is not None and build.status == BuildStatus.READY.value and env.image:
+        if env.image not in platform.present_base_tags:  # built on another machine: pulled by digest
+            registry.ensure_image(platform.engine, platform.config, env.image, env.image_digest)
+            platform.present_base_tags.add(env.image)
         return env.image
     progress = f"`orch env status {env.name}` shows its progress"
     if env.kind == EnvKind.PREDEFINED.value and build is None:
