@@ -6,6 +6,7 @@ PostgreSQL. The real thing, on Ray and Podman, is tests/integration/test_cluster
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -300,6 +301,40 @@ def test_orch_node_start_refuses_what_a_node_cannot_work_with(
     assert result.exit_code == 2, result.output
     assert said in result.output and "Traceback" not in result.output
     assert joined == []
+
+
+def test_orch_node_start_says_when_its_proxy_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORCH_NODE_PROXY_PORT in use: a sentence and exit 2 before joining, not a failure in Ray."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from orch.cli.main import app
+    from orch.cluster import ray_node
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    env = {
+        "ORCH_HOME": str(tmp_path / "home"),
+        "ORCH_DATABASE_URL": "postgresql://x@127.0.0.1:1/orch",
+        "ORCH_REGISTRY": "127.0.0.1:5000",
+        "ORCH_SECRET_KEY": base64.b64encode(b"k" * 32).decode(),
+        "ORCH_NODE_PROXY_PORT": str(taken.getsockname()[1]),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    joined: list[object] = []
+    monkeypatch.setattr(ray_node, "join", lambda *a: joined.append(a))
+    try:
+        result = CliRunner().invoke(app, ["node", "start", "--cluster", "127.0.0.1:6379", "--name", "a"])
+    finally:
+        taken.close()
+    assert result.exit_code == 2, result.output
+    assert f"Cannot listen on 127.0.0.1:{env['ORCH_NODE_PROXY_PORT']}" in result.output
+    assert "ORCH_NODE_PROXY_PORT" in result.output and joined == []
 
 
 def test_orch_node_start_without_ray_says_how_to_install_it(

@@ -63,6 +63,10 @@ def start(
     ray_node.require_ray()
     cfg = config_mod.load()
     node.check(cfg)
+    if port := int(cfg.values.get("node_proxy_port") or 0):  # taken: said now, not inside Ray
+        from orch.server.main import bind
+
+        bind(address, port, "ORCH_NODE_PROXY_PORT").close()
     secret_key = str(cfg.values["secret_key"])
     ray_node.join(cluster, address, name, os.cpu_count() or 1, secret_key)
     settings = {k: v for k, v in os.environ.items() if k.startswith("ORCH_")}

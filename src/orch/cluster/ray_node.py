@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, OrchError
 
 NAMESPACE = "orch"
 RESOURCE = "orch_node:"
@@ -116,7 +116,17 @@ def start_agent(
         agent = agent_class.options(
             name=actor_name, lifetime="detached", resources={RESOURCE + name: 1}
         ).remote(name, str(home), dict(settings))
-        found: dict[str, Any] = ray.get(agent.describe.remote(), timeout=READY_TIMEOUT)
+        try:
+            found: dict[str, Any] = ray.get(agent.describe.remote(), timeout=READY_TIMEOUT)
+        except ray.exceptions.RayError as e:
+            with contextlib.suppress(Exception):
+                ray.kill(agent, no_restart=True)
+            said = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise OrchError(
+                f"Node {name}'s agent did not start: {said[-1] if said else type(e).__name__}",
+                "Its log is in Ray's logs on this machine (/tmp/ray/session_latest/logs/, the "
+                "worker's file); fix the cause and run `orch node start` again.",
+            ) from None
         return found
     finally:
         ray.shutdown()
