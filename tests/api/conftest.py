@@ -59,9 +59,16 @@ def site(app: FastAPI, workspace: tuple[str, str]) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
+def live(served: tuple[str, str]) -> str:
+    """The services' URL of the server served on loopback (`served`)."""
+    return served[1]
+
+
+@pytest.fixture
+def served(app: FastAPI) -> Iterator[tuple[str, str]]:
     """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
-    in-process transport reads whole answers and knows no WebSocket); the services' URL."""
+    in-process transport reads whole answers and knows no WebSocket): the API's URL, the
+    services' URL."""
     import uvicorn
 
     from orch.server.http_protocol import CoalescingHttpTools
@@ -77,7 +84,7 @@ def live(app: FastAPI) -> Iterator[str]:
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{services_port}"
+    yield f"http://127.0.0.1:{socks[0].getsockname()[1]}", f"http://127.0.0.1:{services_port}"
     server.should_exit = True
     thread.join(10)
     for sock in socks:

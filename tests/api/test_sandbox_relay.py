@@ -7,6 +7,7 @@ the cluster's servers only."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -165,3 +166,22 @@ def test_a_node_answers_sandbox_calls_of_the_cluster_s_servers_only(
             assert refused.status_code == 401, (headers, refused.text)
         headers = {"orch-relay-token": relay.token(held_by.config), ws_header: ws_id}
         assert client.post(url, json=body, headers=headers).json()["stdout"] == "hi\n"
+
+
+def test_a_client_that_leaves_stops_its_command_on_the_node(
+    two: dict[str, tuple[Platform, FakeHolder]],
+    workspace: tuple[str, str],
+    served: tuple[str, str],
+) -> None:
+    """As on one machine: a collected command whose client went away is stopped, here on the
+    node, through the relayed request the server closes."""
+    token = {"Authorization": f"Bearer {workspace[1]}"}
+    with httpx.Client(base_url=served[0], headers=token, trust_env=False, timeout=1.0) as client:
+        sb = client.post("/v1/sandboxes", json={}).json()  # all through one server's event loop
+        held = next(h for _, h in two.values() if h.opened).last()
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sleep", "20"], "timeout": 30})
+    deadline = time.monotonic() + 5
+    while held.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held.commands[-1] == ["sleep", "20"] and not held.busy

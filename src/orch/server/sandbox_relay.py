@@ -8,8 +8,11 @@ and the holder's reaper tears a removed sandbox down within a second."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import httpx
 from fastapi.security import HTTPAuthorizationCredentials
@@ -114,11 +117,22 @@ class SandboxRelay:
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"http://{at}{raw_path}" + (f"?{query}" if query else "")
         has_body = scope["method"] in ("POST", "PUT", "PATCH")
+        sent = asyncio.Event()  # the client's body is read: what `receive` says next is its leaving
+
+        async def body() -> AsyncIterator[bytes]:
+            async for chunk in request_body(receive):
+                yield chunk
+            sent.set()
+
+        if not has_body:
+            sent.set()
         request = self.client.build_request(
-            scope["method"], url, headers=headers, content=request_body(receive) if has_body else None
+            scope["method"], url, headers=headers, content=body() if has_body else None
         )
         try:
-            answer = await self.client.send(request, stream=True)
+            answer = await _unless_gone(self.client.send(request, stream=True), sent, receive)
+            if answer is None:  # the client left first (a collected command's wait): so does this
+                return
         except httpx.HTTPError as e:
             error = ServiceUnavailable(
                 f"The node {node} that holds the sandbox did not answer ({type(e).__name__}).",
@@ -138,6 +152,30 @@ class SandboxRelay:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+async def _unless_gone(
+    sending: Coroutine[Any, Any, httpx.Response], sent: asyncio.Event, receive: Receive
+) -> httpx.Response | None:
+    """The node's answer, or None if the client leaves before it comes: the relayed request is
+    then cancelled, its connection closed, and the node stops the command it ran for it."""
+
+    async def gone() -> None:
+        await sent.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    answer, leaving = asyncio.ensure_future(sending), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait([answer, leaving], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, leaving):
+            if not task.done():
+                task.cancel()
+        for task in (answer, leaving):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return answer.result() if not answer.cancelled() else None
 
 
 def _which(scope: Scope) -> str | None:
