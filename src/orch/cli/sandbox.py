@@ -12,8 +12,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
 from orch.cli.utils import JSON, plain_table, variables
-from orch.client.sandboxes import CREATE_TIMEOUT
-from orch.client.transport import Transport
+from orch.client.transport import CREATE_TIMEOUT, Transport
 from orch.errors import InvalidInput, OrchError, from_dict
 
 app = typer.Typer(

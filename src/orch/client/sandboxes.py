@@ -11,14 +11,11 @@ from types import TracebackType
 from typing import Any
 
 from orch.client.records import EnvironmentRef, Resource, when
-from orch.client.transport import Transport, segment
+from orch.client.transport import CREATE_TIMEOUT, Transport, segment
 from orch.errors import NotFound, OrchError, from_dict
 
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
-# Seconds a create may take: the machine that holds the sandbox (a cluster's node) may pull the
-# environment's image first.
-CREATE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import httpx
 
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# Seconds a sandbox's create may take (the CLI's and the client's): the machine that holds it (a
+# cluster's node) may pull the environment's image first.
+CREATE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
