@@ -26,10 +26,12 @@ from orch.services import nodes, sandboxes
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
 from orch.store.schema import NodeRow, SandboxRow
+from tests.api.test_cli import cli
 from tests.api.test_nodes import node
 from tests.api.test_service_relay import KEY, cluster_server
 
 NDJSON = {"Accept": "application/x-ndjson"}
+__all__ = ["cli"]  # the fixture
 
 
 @pytest.fixture
@@ -185,3 +187,13 @@ def test_a_client_that_leaves_stops_its_command_on_the_node(
     while held.busy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert held.commands[-1] == ["sleep", "20"] and not held.busy
+
+
+def test_orch_sandbox_list_says_which_node_holds_each(  # type: ignore[no-untyped-def]
+    cli, api: httpx.Client, platform: Platform, two: dict[str, tuple[Platform, FakeHolder]]
+) -> None:
+    busy(platform, "a", 4)
+    made = api.post("/v1/sandboxes", json={}).json()["id"]
+    lines = cli("sandbox", "list").stdout.splitlines()
+    assert lines[0].split()[-1] == "NODE"
+    assert lines[1].split()[0] == made and lines[1].split()[-1] == "b"

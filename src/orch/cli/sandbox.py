@@ -208,7 +208,8 @@ def list_(
         err_console.print("No sandboxes open. Start one with `orch sandbox create`.")
         return
     table = plain_table()
-    for col in ("ID", "STATUS", "ENVIRONMENT", "CREATED", "LAST USED", "EXPIRES"):
+    on_nodes = any(s.get("node") for s in found)  # a cluster's: which node holds each
+    for col in ("ID", "STATUS", "ENVIRONMENT", "CREATED", "LAST USED", "EXPIRES", *(["NODE"] * on_nodes)):
         table.add_column(col, no_wrap=True)
     for s in found:
         expires = (s["expires_at"] or "")[:19] or escape(s["reason"] or "")
@@ -219,6 +220,7 @@ def list_(
             s["created_at"][:19],
             s["last_used_at"][:19],
             expires,
+            *([s.get("node") or ""] * on_nodes),
         )
     console.print(table)
 
