@@ -58,6 +58,7 @@ class SandboxRelay:
     def __init__(self, app: ASGIApp, platform: Platform, state: object = None) -> None:
         self.app, self.platform = app, platform
         self._client: httpx.AsyncClient | None = None
+        self._token: bytes | None = None  # the relay token, read from the secret key at first use
         if state is not None:
             state.sandbox_relay = self  # type: ignore[attr-defined]  # closed at the app's shutdown
 
@@ -111,7 +112,9 @@ class SandboxRelay:
         self, scope: Scope, receive: Receive, send: Send, ws_id: str, node: str, at: str
     ) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _NOT_PASSED]
-        headers += [(relay.TOKEN_HEADER, relay.token(self.platform.config).encode())]
+        if self._token is None:
+            self._token = relay.token(self.platform.config).encode()
+        headers += [(relay.TOKEN_HEADER, self._token)]
         headers += [(relay.WORKSPACE_HEADER, ws_id.encode())]
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
