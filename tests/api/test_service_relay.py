@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from orch.engine.fake import FakeEngine
 from orch.server import relay
@@ -22,6 +23,8 @@ from orch.server.node_proxy import NodeProxy
 from orch.services import deployed, nodes, routing
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
+from orch.store.schema import ServiceLeaseRow
+from tests.api.test_nodes import node
 from tests.api.test_service_cluster import deployed_on_a_node
 from tests.conftest import make_platform
 
@@ -168,3 +171,22 @@ def test_websockets_pass_through_the_server_and_the_node(
     assert seen["path"] == "/socket?x=1"
     headers = {k.lower() for k in seen["headers"]}  # type: ignore[attr-defined]
     assert not headers & {"authorization", "orch-relay-token", "orch-replica"}
+
+
+def test_the_relay_follows_the_service_s_lease(
+    platform: Platform, held: tuple[Platform, NodeProxy], database_url: str, tmp_path: Path
+) -> None:
+    """The holder's own proxy reaches its containers itself; when the lease moves to another
+    node, a server's route goes to that node's proxy from its next read."""
+    a, _ = held
+    own = routing.of(a).lookup("team", "web")
+    assert own is not None and own.backends and {b.relay for b in own.backends} == {None}
+    with node(tmp_path, database_url, "b") as b:
+        me = Joining(id="b", address="127.0.0.1", cpus=2, memory=2**33, slots=4, proxy="127.0.0.1:9")
+        nodes.register(b, me)
+        with platform.store.session() as s:
+            s.execute(update(ServiceLeaseRow).values(holder=b.instance))
+        routes = routing.of(platform)
+        routes.changed()
+        moved = routes.lookup("team", "web")
+        assert moved is not None and {x.relay for x in moved.backends} == {"127.0.0.1:9"}
