@@ -1,4 +1,4 @@
-"""The client's HTTP layer over a real socket: `Transport` on `plain_http` (http.client, no httpx)
+"""The client's HTTP layer over a real socket: `Transport` on `plain_http` (a socket, no httpx)
 against a small HTTP/1.1 server that counts its connections, streams, stalls and closes on
 demand; the same requests through httpx (the backend for https:// and proxies) answer the same."""
 
@@ -245,3 +245,98 @@ def test_a_proxy_in_the_environment_keeps_httpxs_transport(monkeypatch: pytest.M
     assert any(mount is not None for mount in proxied._backend.client._mounts.values())
     monkeypatch.delenv("HTTP_PROXY")
     assert isinstance(Transport("https://example.test", "t")._backend, _Httpx)
+
+
+class Raw:
+    """A server that answers each connection's first request with bytes given by the test, as
+    they are, then closes: the framings a server may choose, and broken ones."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += conn.recv(65536)
+            conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _raw_get(answer: bytes) -> tuple[PlainHTTP, plain_http.Answer, bytes]:
+    server = Raw(answer)
+    client = PlainHTTP(server.url, {})
+    try:
+        with client.stream("GET", "/x", connect=2, read=2) as resp:
+            body = resp.read()
+            return client, resp, body
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "body", "kept"),
+    [
+        # chunked, with a chunk extension and a trailer; headers in any case
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n"
+            b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n",
+            b"abcde",
+            True,
+        ),
+        # no length, no chunks: the body ends with the connection, which is then not kept
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close", b"until the close", False),
+        # HTTP/1.0 closes unless it says keep-alive
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", b"ok", True),
+        # informational answers first; bare LFs as lenient readers accept them
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\nContent-Length: 1\n\nx", b"x", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\ny", b"y", False),
+    ],
+)
+def test_every_framing_of_an_answer_is_read(answer: bytes, body: bytes, kept: bool) -> None:
+    client, resp, read = _raw_get(answer)
+    assert read == body
+    assert resp.headers.get("content-type", "none") in ("text/plain", "none")
+    assert bool(client._idle) is kept  # a connection goes back to the pool only if reusable
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "why"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "RemoteProtocolError", "not an HTTP/1.1 status line"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            "ReadError",
+            "closed before the answer's end",
+        ),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "ReadError", "a bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "RemoteProtocolError", "a bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "RemoteProtocolError", "a bad header line"),
+        (b"", "RemoteProtocolError", "closed in the middle of a line"),
+    ],
+)
+def test_a_broken_answer_is_a_broken_connection_not_a_traceback(answer: bytes, kind: str, why: str) -> None:
+    with pytest.raises(plain_http.Broken, match=why) as broken:
+        _raw_get(answer)
+    assert broken.value.kind == kind
+    server = Raw(answer)  # and the user reads one sentence naming the kind
+    try:
+        with pytest.raises(ServerUnreachable, match=f"Cannot reach the orch server at .*{kind}"):
+            Transport(server.url, "t", timeout=2).get("/x")
+    finally:
+        server.close()

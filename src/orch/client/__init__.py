@@ -13,7 +13,7 @@ does not pay for the rest.
     client.py       Client: settings, and one resource per noun
     transport.py    Transport: the HTTP layer the CLI uses too (httpx, or plain_http);
                     errors as orch.errors
-    plain_http.py   requests to a plain http:// server on http.client alone (no httpx)
+    plain_http.py   requests to a plain http:// server over a socket (no httpx, no http.client)
     follow.py       `follow`, the one reader of a run's output (`orch run`, Run.wait)
     runs.py         Run
     sandboxes.py    Sandbox, ExecResult

@@ -3,8 +3,8 @@ token, turns error answers into orch's own exceptions (`errors.from_dict`) and a
 fails into ServerUnreachable.
 
 It is kept cheap to import and to start, because every CLI command starts with it. An http://
-server without a proxy (the local `orch server`) is reached through `plain_http`, on the standard
-library alone; httpx is imported only for any other (https://, a proxy in the environment, a
+server without a proxy (the local `orch server`) is reached through `plain_http`, over a plain
+socket; httpx is imported only for any other (https://, a proxy in the environment, a
 transport the caller gives), without httpx's own command line, and then no CA bundle is loaded
 for a TLS context that no connection would use. See docs/client.md.
 """
