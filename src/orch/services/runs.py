@@ -135,6 +135,10 @@ def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow,
         return _get_in(s, ws_id, run_id)
 
 
+def _no_run(run_id: str) -> NotFound:
+    return NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
+
+
 def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:
     # One query, the run with its agent and version: status looks are the API's commonest call.
     found = s.execute(
@@ -144,7 +148,7 @@ def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, Agen
         .where(RunRow.id == run_id, RunRow.workspace_id == ws_id)
     ).first()
     if found is None:
-        raise NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
+        raise _no_run(run_id)
     run, agent, version = found
     return run, agent, version
 
@@ -243,10 +247,17 @@ def _news(logs: RunLogs) -> bool:
 
 
 def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
-    status = show(platform, ws_id, run_id, usage=False).status
+    # One transaction, and only the two columns a follower needs (a long poll reads this at
+    # each change). The status is read before the output: a run's end stores its last output
+    # in the transaction that ends it, so an ended status means the output read is whole.
     with platform.store.session() as s:
+        found = s.execute(
+            select(RunRow.status, RunRow.truncated).where(RunRow.id == run_id, RunRow.workspace_id == ws_id)
+        ).first()
+        if found is None:
+            raise _no_run(run_id)
+        status, truncated = found[0], bool(found[1])
         chunks = run_output.read(s, run_id, offsets)
-        truncated = bool(s.scalar(select(RunRow.truncated).where(RunRow.id == run_id)))
     if not RunStatus(status).final:
         chunks = {name: log_files.whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
