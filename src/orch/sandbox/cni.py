@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from orch.errors import EngineError
+from orch.sandbox.ipam import IPAM_DIR  # host-local's reservations: one file per address
 
 CONF_DIR = Path("/etc/cni/net.d")
 PLUGIN_DIRS = ("/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin")
-IPAM_DIR = Path("/var/lib/cni/networks")  # host-local's reservations: one file per address
 IFNAME = "eth0"
 _FIX = "Start the server once (it creates the sandbox network), or run scripts/setup, then try again."
 

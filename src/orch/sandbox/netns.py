@@ -2,14 +2,16 @@
 
 - No network: nothing to prepare. The runtime makes a new, empty namespace (only `lo`), as
   `podman run --network none` does.
-- The sandbox network: a namespace under /run/netns attached to Podman's own CNI network
-  (``orch-sandbox``) by calling its bridge plugin (see `cni.for_launcher`). The veth ends up on
-  the same bridge as Podman's sandboxes, so the ORCH-ISOLATION rules (matched by bridge
-  interface) hold for it too; NAT and forwarding are static rules for the whole subnet
+- The sandbox network: a namespace under /run/netns (`nsfs`) attached to Podman's own CNI
+  network (``orch-sandbox``) as its bridge plugin would attach it, with netlink in our own
+  process (`veth`; the plugin itself when the bridge does not exist yet, see `cni.for_launcher`).
+  The veth ends up on the same bridge as Podman's sandboxes, with an address from the same
+  host-local range, so the ORCH-ISOLATION rules (matched by bridge interface) hold for it too;
+  NAT and forwarding are static rules for the whole subnet
   (`orch.engine.network.ensure_forwarding`), so no sandbox costs an iptables call.
 
-Attaching still costs a few plugin processes, so a `Pool` keeps a few ready. A namespace is
-never reused: each sandbox gets a fresh one, destroyed after. Everything is named after the
+Attaching still costs some milliseconds of netlink calls, so a `Pool` keeps a few ready. A
+namespace is never reused: each sandbox gets a fresh one, destroyed after. Everything is named after the
 owner's prefix (the namespace, the CNI container id, a state file with ADD's result), so
 `sweep(prefix)` finds what a killed server left: namespaces, address reservations, and the
 bridge plugin's NAT rules of namespaces made before the static rules.
@@ -31,12 +33,11 @@ from typing import Any
 
 from orch.engine import network as forwarding
 from orch.errors import EngineError
-from orch.sandbox import cni
+from orch.sandbox import cni, ipam, nsfs, veth
 
 log = logging.getLogger(__name__)
-NETNS_DIR = Path("/run/netns")
+NETNS_DIR = nsfs.NETNS_DIR
 STATE_DIR = Path("/run/orch-runc/netns")
-_FIX = "Run the server as root with iproute2 installed (scripts/setup does), then try again."
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ def create(network: cni.Network, name: str, state_dir: Path = STATE_DIR) -> Netn
     state_dir.mkdir(parents=True, exist_ok=True)
     state = state_dir / f"{name}.json"
     _write_state(state, network.name, None)
-    path = NETNS_DIR / name
     try:
-        _ip("netns", "add", name)
-        _ip("-n", name, "link", "set", "lo", "up")
-        result = cni.add(network, name, path)
+        path = nsfs.add(name, NETNS_DIR)
+        try:
+            result = veth.attach(network, name, path)
+        except veth.Unsupported:
+            veth.loopback_up(path)
+            result = cni.add(network, name, path)
         _write_state(state, network.name, result)
     except BaseException:
         destroy(name, state_dir)
@@ -72,8 +75,8 @@ def create(network: cni.Network, name: str, state_dir: Path = STATE_DIR) -> Netn
 
 
 def destroy(name: str, state_dir: Path = STATE_DIR) -> list[str]:
-    """Detach (CNI DEL, with ADD's result) and delete the namespace and its state file; return
-    what could not be undone (empty when clean). Gone already is fine."""
+    """Detach (the veth removed, the address given back) and delete the namespace and its state
+    file; return what could not be undone (empty when clean). Gone already is fine."""
     state = state_dir / f"{name}.json"
     errors: list[str] = []
     try:
@@ -83,18 +86,13 @@ def destroy(name: str, state_dir: Path = STATE_DIR) -> list[str]:
     path = NETNS_DIR / name
     existed = path.exists()
     if data.get("network"):
-        try:
-            network = cni.for_launcher(cni.load(str(data["network"])))
-        except EngineError as e:
-            errors.append(e.message)
-        else:
-            errors += cni.delete(network, name, path, data.get("result"))
-            if not existed:
-                _drop_masquerade(name)
-    if path.exists():
-        res = _ip("netns", "delete", name, check=False)
-        if res.returncode != 0:
-            errors.append(f"ip netns delete {name}: {res.stderr.strip()}")
+        errors += veth.detach(str(data["network"]), name, data.get("result"))
+        if not existed:
+            _drop_masquerade(name)
+    try:
+        nsfs.delete(name, NETNS_DIR)
+    except (EngineError, OSError) as e:
+        errors.append(f"network namespace {name}: {e}")
     if not errors:
         state.unlink(missing_ok=True)
     return errors
@@ -236,10 +234,9 @@ def sweep(prefix: str, network_name: str = "orch-sandbox", state_dir: Path = STA
     # Reservations without a namespace or state (a kill between the plugins' work and ours).
     with contextlib.suppress(EngineError):
         network = cni.for_launcher(cni.load(network_name))
-        for owner, ip in cni.reservations(network, prefix).items():
+        for owner in cni.reservations(network, prefix):
             names.add(owner)
-            result = {"cniVersion": network.cni_version, "ips": [{"version": "4", "address": f"{ip}/32"}]}
-            cni.delete(network, owner, None, result)
+            ipam.release(network.name, owner)
             _drop_masquerade(owner)
     return len(names)
 
@@ -273,13 +270,3 @@ def _masquerade_rules(marker: str) -> Iterator[str]:
 def _nat(*args: str) -> subprocess.CompletedProcess[str]:
     args = ("iptables", "-w", "30", "-t", "nat", *args)
     return subprocess.run(args, capture_output=True, text=True, check=False)
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-    except FileNotFoundError:
-        raise EngineError("The ip command (iproute2) is not installed.", _FIX) from None
-    if check and res.returncode != 0:
-        raise EngineError(f"ip {' '.join(args)} failed: {res.stderr.strip()}", _FIX)
-    return res

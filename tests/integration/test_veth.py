@@ -1,0 +1,139 @@
+"""A namespace attached to a bridge network in-process (sandbox/nsfs.py, veth.py, netlink.py), on a
+bridge and address range of this test's own, so nothing of the platform's network is touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orch.sandbox import cni, ipam, nsfs, veth
+
+pytestmark = [pytest.mark.integration]
+
+SUBNET, GATEWAY = "10.252.{}.0/24", "10.252.{}.1"
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[cni.Network]:
+    suffix = uuid.uuid4().hex[:6]
+    octet = int(suffix, 16) % 200 + 20
+    bridge = f"orch-tb-{suffix}"
+    monkeypatch.setattr(ipam, "IPAM_DIR", tmp_path / "ipam")
+    ip("link", "add", bridge, "type", "bridge")
+    try:
+        ip("addr", "add", f"{GATEWAY.format(octet)}/24", "dev", bridge)
+        # A hardware address of its own, as the plugin gives its bridges: else the bridge takes
+        # its ports' and changes it (flushing its neighbours) whenever a port comes or goes.
+        ip("link", "set", bridge, "address", f"02:42:0a:fc:{octet:02x}:01")
+        ip("link", "set", bridge, "up")
+        conf = {
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": True,
+            "ipMasq": False,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "ranges": [[{"subnet": SUBNET.format(octet), "gateway": GATEWAY.format(octet)}]],
+            },
+        }
+        yield cni.Network(f"orch-test-{suffix}", {"cniVersion": "0.4.0", "plugins": [conf]})
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
+@pytest.fixture
+def namespaces(tmp_path: Path) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for name in made:
+        nsfs.delete(name)
+    assert not [name for name in made if (nsfs.NETNS_DIR / name).exists()]
+
+
+def listen(path: Path) -> socket.socket:
+    """A listening socket inside the namespace at `path` (made there: it belongs to it). The
+    kernel completes a connection into its backlog: nobody needs to accept it."""
+    with nsfs.entered(path):
+        return socket.create_server(("0.0.0.0", 0))
+
+
+def test_attach_configures_the_namespace_as_the_bridge_plugin_does(
+    network: cni.Network, namespaces: list[str]
+) -> None:
+    name = f"orch-tv-{uuid.uuid4().hex[:6]}"
+    namespaces.append(name)
+    path = nsfs.add(name)
+    assert path.exists() and os.stat(path).st_ino != os.stat("/proc/self/ns/net").st_ino
+    result = veth.attach(network, name, path)
+    address, gateway = result["ips"][0]["address"], result["ips"][0]["gateway"]
+    inside = {link["ifname"]: link for link in json.loads(ip("-n", name, "-j", "addr"))}
+    assert set(inside) == {"lo", "eth0"}
+    assert "UP" in inside["lo"]["flags"] and "UP" in inside["eth0"]["flags"]
+    v4 = [f"{a['local']}/{a['prefixlen']}" for a in inside["eth0"]["addr_info"] if a["family"] == "inet"]
+    assert v4 == [address] and address.endswith(".2/24")
+    routes = json.loads(ip("-n", name, "-j", "route"))
+    assert {"dst": "default", "gateway": gateway, "dev": "eth0"}.items() <= routes[0].items()
+    host_end = result["interfaces"][1]["name"]
+    details = json.loads(ip("-d", "-j", "link", "show", host_end))[0]
+    assert details["master"] == network.plugins[0]["bridge"] and "UP" in details["flags"]
+    assert Path(f"/sys/class/net/{host_end}/brport/hairpin_mode").read_text().strip() == "1"
+    # The reservation is host-local's: its file, its owner line.
+    reserved = ipam.IPAM_DIR / network.name / address.split("/")[0]
+    assert reserved.read_bytes() == f"{name}\r\neth0".encode()
+    # The host reaches it.
+    server = listen(path)
+    socket.create_connection((address.split("/")[0], server.getsockname()[1]), timeout=5).close()
+    server.close()
+
+    assert veth.detach(network.name, name, result) == []
+    assert not Path(f"/sys/class/net/{host_end}").exists() and not reserved.exists()
+    assert veth.detach(network.name, name, result) == []  # twice is fine
+    nsfs.delete(name)
+    assert not path.exists()
+
+
+def test_an_address_given_again_is_reached_at_once(network: cni.Network, namespaces: list[str]) -> None:
+    """The host remembers the hardware address of whoever had an address last; the next holder
+    must not wait for that entry to expire (the plugin sends a gratuitous ARP; we forget it)."""
+    first, second = (f"orch-tv-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    namespaces += [first, second]
+    result = veth.attach(network, first, nsfs.add(first))
+    address = result["ips"][0]["address"].split("/")[0]
+    server = listen(nsfs.NETNS_DIR / first)
+    socket.create_connection((address, server.getsockname()[1]), timeout=5).close()
+    server.close()
+    assert veth.detach(network.name, first, result) == []
+    nsfs.delete(first)
+
+    before = address.rsplit(".", 1)[0] + "." + str(int(address.rsplit(".", 1)[1]) - 1)
+    (ipam.IPAM_DIR / network.name / "last_reserved_ip.0").write_text(before)
+    again = veth.attach(network, second, nsfs.add(second))
+    assert again["ips"][0]["address"].split("/")[0] == address
+    server = listen(nsfs.NETNS_DIR / second)
+    socket.create_connection((address, server.getsockname()[1]), timeout=3).close()
+    server.close()
+    assert veth.detach(network.name, second, again) == []
+
+
+def test_a_bridge_not_made_yet_is_left_to_the_plugin(network: cni.Network, namespaces: list[str]) -> None:
+    conf = {**network.plugins[0], "bridge": "orch-tb-none"}
+    name = f"orch-tv-{uuid.uuid4().hex[:6]}"
+    namespaces.append(name)
+    with pytest.raises(veth.Unsupported):
+        veth.attach(cni.Network(network.name, {"plugins": [conf]}), name, nsfs.add(name))
+    assert not (ipam.IPAM_DIR / network.name).exists() or not list(
+        p for p in (ipam.IPAM_DIR / network.name).iterdir() if p.name != "lock"
+    )
