@@ -240,6 +240,40 @@ def test_supervisor_adopts_its_container_and_removes_duplicates_and_orphans(
     assert "x" in fake_engine.detached
 
 
+def test_without_services_the_supervisor_lists_no_containers_until_one_is_deployed(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle pass costs the store a look, not the engine a `podman ps` (tens of ms of CPU a
+    second); a deploy, a container still there, or a minute gone, and it lists again."""
+    listed: list[dict[str, str]] = []
+    real = fake_engine.list_containers
+    monkeypatch.setattr(fake_engine, "list_containers", lambda labels: listed.append(labels) or real(labels))
+    reconcile.reconcile(platform)  # the first pass lists: a killed server may have left one
+    for _ in range(3):
+        reconcile.reconcile(platform)
+    assert len(listed) == 1
+    monkeypatch.setattr(reconcile, "IDLE_LISTING", 0.0)
+    reconcile.reconcile(platform)
+    assert len(listed) == 2
+    monkeypatch.setattr(reconcile, "IDLE_LISTING", 60.0)
+    svc = deployed(api, platform, tmp_path)  # its deploy worker starts it, then passes follow
+    reconcile.reconcile(platform)
+    assert len(listed) > 2 and list(fake_engine.detached) == [svc["container"]]
+    # Deleted: the passes list until its container is gone, then rest again.
+    assert api.delete("/v1/services/web").status_code in (200, 204)
+    for _ in range(3):
+        reconcile.reconcile(platform)
+    assert fake_engine.detached == {}
+    before = len(listed)
+    for _ in range(3):
+        reconcile.reconcile(platform)
+    assert len(listed) == before
+
+
 def test_redeploy_switches_only_once_the_new_version_answers(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path, answering: list[bool]
 ) -> None:

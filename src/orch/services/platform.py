@@ -51,6 +51,11 @@ class Platform:
     # The sandboxes on demand this server holds open (services/sandboxes.py), and what opens
     # them: the launchers above, or a test's fake holder.
     held: Registry = field(default_factory=Registry)
+    # When the supervisor last listed the services' containers, and whether it found any: with
+    # no service, no deploy under way and none found, its pass skips the engine (see
+    # reconcile.IDLE_LISTING) rather than start a `podman ps` every second.
+    services_listed_at: float = field(default=float("-inf"), repr=False)
+    services_seen: bool = field(default=True, repr=False)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from orch.builder import registry
@@ -113,6 +114,10 @@ def replicas(s: Session, service_id: str) -> list[ServiceReplicaRow]:
     )
 
 
+# Without services, the containers are listed this often (a `podman ps` costs tens of ms of CPU).
+IDLE_LISTING = 60.0
+
+
 def reconcile(platform: Platform) -> float | None:
     """One pass: make every service's containers what its rows say; return the seconds until
     the next thing due (a restart that waits out its backoff, a started replica to ask again
@@ -122,6 +127,9 @@ def reconcile(platform: Platform) -> float | None:
         return None
     with platform.services_lock:
         held = leases.take(platform)
+        if _idle(platform):
+            return None
+        platform.services_listed_at = time.monotonic()
         containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
         keep: set[str] = set()
         due: float | None = None
@@ -156,6 +164,7 @@ def reconcile(platform: Platform) -> float | None:
             # A duplicate, or left by a deleted service or a failed deploy: removed once this
             # pass is committed (Podman takes its time; the store is not held meanwhile).
             orphans = [(c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep]
+        platform.services_seen = bool(containers or keep)  # keep: what this pass started too
         if moved:
             routing.of(platform).changed()
         for c, deleted_service in orphans:
@@ -164,6 +173,19 @@ def reconcile(platform: Platform) -> float | None:
             if deleted_service:  # deleted through a cluster's server: its images here go too
                 remove_images(platform, deleted_service)
     return due
+
+
+def _idle(platform: Platform) -> bool:
+    """Whether a pass has nothing to do: no service in the store, no deploy under way, and the
+    last listing (less than IDLE_LISTING ago) found none of the platform's service containers.
+    A container can only appear through a deploy (a row first) or at a start (the first pass
+    lists); one left by a deleted service was in the last listing, and is listed until gone."""
+    if platform.services_seen or time.monotonic() - platform.services_listed_at >= IDLE_LISTING:
+        return False
+    with platform.store.session() as s:
+        return not s.scalar(select(exists().where(ServiceRow.id.is_not(None)))) and not s.scalar(
+            select(exists().where(ServiceDeploymentRow.status == DeploymentStatus.STARTING.value))
+        )
 
 
 def _orphaned(platform: Platform, s: Session, c: ContainerInfo) -> str | None:
