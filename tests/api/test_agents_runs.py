@@ -225,6 +225,31 @@ def test_cancel_a_queued_run(api: httpx.Client, hello: dict) -> None:
     assert api.post(f"/v1/runs/{created['id']}/cancel").status_code == 409
 
 
+def test_a_cancel_while_the_run_starts_ends_it_before_its_sandbox(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    hello: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled between its claim and its sandbox (its dependencies being prepared): the move
+    to running sees the cancel, and no sandbox starts."""
+    created = api.post("/v1/runs", json={"agent": "hello"}).json()
+    real = run_worker._dependencies
+
+    def then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        assert api.post(f"/v1/runs/{created['id']}/cancel").status_code == 200
+        return found
+
+    monkeypatch.setattr(run_worker, "_dependencies", then_cancel)
+    started = len(fake_engine.containers)
+    assert drain_runs(platform) == 1
+    r = api.get(f"/v1/runs/{created['id']}").json()
+    assert (r["status"], r["reason"]) == ("cancelled", "cancelled before the agent started")
+    assert len(fake_engine.containers) == started
+
+
 def test_recover_settles_the_runs_a_stopped_server_left(
     api: httpx.Client,
     platform: Platform,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from orch import metrics
 from orch.builder import base_images, registry
@@ -262,9 +262,6 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         cpus=limits.cpus,
     )
     deps = _dependencies(platform, run_id, plan, image, base, out)
-    if _cancelled(platform, run_id):
-        _finish(platform, out, RunStatus.CANCELLED, None, "cancelled before the agent started")
-        return
     spec = run_spec(
         name=base.name,
         image=image,
@@ -286,11 +283,20 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         host_mounts=host_mounts,
     )
     with platform.store.session() as s:
-        s.execute(
+        # Not if a cancel came meanwhile: the same statement checks it (one look at the store).
+        moved = s.execute(
             update(RunRow)
-            .where(RunRow.id == run_id, RunRow.status.in_(sources(RunStatus.RUNNING)))
+            .where(
+                RunRow.id == run_id,
+                RunRow.status.in_(sources(RunStatus.RUNNING)),
+                RunRow.cancel_requested.is_not(True),
+            )
             .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
         )
+        assert isinstance(moved, CursorResult)
+    if moved.rowcount == 0 and _cancelled(platform, run_id):
+        _finish(platform, out, RunStatus.CANCELLED, None, "cancelled before the agent started")
+        return
     platform.notify_runs(run_id)
     measure = metrics.of(platform)
     prepared = time.monotonic() - claimed
@@ -347,8 +353,9 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
 
 
 def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
-    """A cheap cancellation check: the store is asked at most once a second."""
-    last = [0.0]
+    """A cheap cancellation check: the store is asked at most once a second, the first time a
+    second after the start (which checked it)."""
+    last = [time.monotonic()]
 
     def check() -> bool:
         now = time.monotonic()
