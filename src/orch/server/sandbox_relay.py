@@ -84,7 +84,7 @@ class SandboxRelay:
         bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=given.strip())
         try:
             token = request_token(request, bearer if scheme.lower() == "bearer" and given.strip() else None)
-            ws_id = workspaces.caller(self.platform, token).workspace_id
+            ws_id = workspaces.workspace_of(self.platform, token)
         except OrchError:
             return None  # the route answers it, as for any call
         if which == _CREATE:

@@ -112,7 +112,7 @@ class Routing:
         found = self._tokens.get(key)
         if found is not None and found[1] > time.monotonic():
             return found[0]
-        ws_id = workspaces.caller(self.platform, token).workspace_id
+        ws_id = workspaces.workspace_of(self.platform, token)
         if len(self._tokens) >= _MAX_TOKENS:
             self._tokens.clear()
         self._tokens[key] = (ws_id, time.monotonic() + TOKEN_SECONDS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orch.secret.mask import Redactor
@@ -93,22 +93,30 @@ def sizes(s: Session, run_id: str) -> dict[str, int]:
     return {n: int(found.get(n) or 0) for n in STREAMS}
 
 
-def read(s: Session, run_id: str, offsets: Mapping[str, int], limit: int = MAX_OUTPUT) -> dict[str, bytes]:
+# What `read` asks, built once (it runs at every change a follower waits for): each stream's
+# pieces that end after that stream's offset; an offset of MAX_OUTPUT asks nothing of it.
+_READ = (
+    select(RunOutputRow.stream, RunOutputRow.start, RunOutputRow.data)
+    .where(
+        RunOutputRow.run_id == bindparam("run_id"),
+        or_(*(and_(RunOutputRow.stream == n, bindparam(f"at_{n}", type_=Integer) < _END) for n in STREAMS)),
+    )
+    .order_by(RunOutputRow.stream, RunOutputRow.start)
+)
+
+
+def read(
+    s: Session | Connection, run_id: str, offsets: Mapping[str, int], limit: int = MAX_OUTPUT
+) -> dict[str, bytes]:
     """Up to `limit` bytes of each stream from its offset in `offsets` (0 when absent): what is
     stored without a gap from there."""
-    at = {n: max(int(offsets.get(n, 0)), 0) for n in STREAMS}
+    # No stream goes further than MAX_OUTPUT (nor fits a column).
+    at = {n: min(max(int(offsets.get(n, 0)), 0), MAX_OUTPUT) for n in STREAMS}
     found: dict[str, list[tuple[int, bytes]]] = {n: [] for n in STREAMS}
-    asked = [n for n in STREAMS if at[n] < MAX_OUTPUT]  # no stream goes further (nor fits a column)
-    if asked:
-        rows = s.execute(
-            select(RunOutputRow.stream, RunOutputRow.start, RunOutputRow.data)
-            .where(
-                RunOutputRow.run_id == run_id,
-                or_(*(and_(RunOutputRow.stream == n, at[n] < _END) for n in asked)),
-            )
-            .order_by(RunOutputRow.stream, RunOutputRow.start)
-        )
-        for stream, start, data in rows:
+    if any(at[n] < MAX_OUTPUT for n in STREAMS):
+        for stream, start, data in s.execute(
+            _READ, {"run_id": run_id, **{f"at_{n}": at[n] for n in STREAMS}}
+        ):
             found[stream].append((start, data))
     return {n: joined(found[n], at[n], limit) for n in STREAMS}
 

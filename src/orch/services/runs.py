@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from orch import metrics
@@ -246,18 +246,22 @@ def _news(logs: RunLogs) -> bool:
     return bool(logs.stdout or logs.stderr or logs.log) or RunStatus(logs.status).final
 
 
+_LOG_STATUS = select(RunRow.status, RunRow.truncated).where(
+    RunRow.id == bindparam("run_id"), RunRow.workspace_id == bindparam("ws_id")
+)
+
+
 def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) -> RunLogs:
     # One transaction, and only the two columns a follower needs (a long poll reads this at
     # each change). The status is read before the output: a run's end stores its last output
     # in the transaction that ends it, so an ended status means the output read is whole.
-    with platform.store.session() as s:
-        found = s.execute(
-            select(RunRow.status, RunRow.truncated).where(RunRow.id == run_id, RunRow.workspace_id == ws_id)
-        ).first()
+    # Both statements are built once, and run on a plain connection (no ORM session).
+    with platform.store.db.connect() as conn:
+        found = conn.execute(_LOG_STATUS, {"run_id": run_id, "ws_id": ws_id}).first()
         if found is None:
             raise _no_run(run_id)
         status, truncated = found[0], bool(found[1])
-        chunks = run_output.read(s, run_id, offsets)
+        chunks = run_output.read(conn, run_id, offsets)
     if not RunStatus(status).final:
         chunks = {name: log_files.whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}

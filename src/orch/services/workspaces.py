@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orch.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -74,13 +74,25 @@ class Caller:
         return self.workspace.id
 
 
+def _no_token() -> Unauthorized:
+    return Unauthorized(
+        "This request has no API token.",
+        "Send 'Authorization: Bearer TOKEN'; the CLI reads it from ORCH_TOKEN or its config.",
+    )
+
+
+def _not_valid() -> Unauthorized:
+    return Unauthorized(
+        "The API token is not valid.",
+        "Use the admin token the server wrote to ORCH_HOME/config.toml on its first start, or a "
+        "token an admin created for you.",
+    )
+
+
 def identify(session: Session, token: str | None) -> Caller:
     """The caller behind `token`, looked up on every request: a revoked token fails at once."""
     if not token:
-        raise Unauthorized(
-            "This request has no API token.",
-            "Send 'Authorization: Bearer TOKEN'; the CLI reads it from ORCH_TOKEN or its config.",
-        )
+        raise _no_token()
     # One query, the token with its workspace: this runs before every API call.
     found = session.execute(
         select(TokenRow, WorkspaceRow)
@@ -89,13 +101,30 @@ def identify(session: Session, token: str | None) -> Caller:
     ).first()
     row, ws = found if found is not None else (None, None)
     if ws is None:
-        raise Unauthorized(
-            "The API token is not valid.",
-            "Use the admin token the server wrote to ORCH_HOME/config.toml on its first start, or a "
-            "token an admin created for you.",
-        )
+        raise _not_valid()
     assert row is not None  # ws is only found through a row
     return Caller(ws, row.id, row.admin)
+
+
+# What most routes need of their caller, its workspace's id, found as `identify` finds it; the
+# statement is built once and run on a plain connection, without an ORM session: about a
+# quarter of the CPU, on the path of nearly every request.
+_WORKSPACE_OF = (
+    select(WorkspaceRow.id)
+    .join(TokenRow, WorkspaceRow.id == TokenRow.workspace_id)
+    .where(TokenRow.sha256 == bindparam("sha256"))
+)
+
+
+def workspace_of(platform: Platform, token: str | None) -> str:
+    """The id of the workspace behind `token` (looked up on every request, as `identify`)."""
+    if not token:
+        raise _no_token()
+    with platform.store.db.connect() as conn:
+        found = conn.execute(_WORKSPACE_OF, {"sha256": _hash(token)}).scalar()
+    if found is None:
+        raise _not_valid()
+    return str(found)
 
 
 def require_admin(caller: Caller, what: str) -> None:

@@ -62,7 +62,7 @@ def get_workspace_id(
     platform: Annotated[Platform, Depends(get_platform)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    return workspaces.caller(platform, request_token(request, credentials)).workspace_id
+    return workspaces.workspace_of(platform, request_token(request, credentials))
 
 
 def get_caller(
