@@ -3,10 +3,11 @@ so several workers (or several servers on one PostgreSQL database) never take th
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, bindparam, or_, select, update
 
 from orch.models import BuildStatus, RunStatus, advance
 from orch.store.db import Store
@@ -22,32 +23,44 @@ def claim(
     attempt counted; `also` holds more columns to set (a node's claim records the node). A claim
     is a status change: for builds and runs, their table must allow it."""
     _check_move(queued, claimed)
-    # The columns hold plain text.
-    pick = select(model.id).where(model.status == str(queued)).order_by(model.queued_at, model.id)
-    if store.db.dialect.name == "postgresql":
-        # The conditional UPDATE alone is exclusive under READ COMMITTED too, but every worker
-        # would wait on the lock of the same oldest row; SKIP LOCKED hands each one another row
-        # at once, locked until its UPDATE commits.
-        pick = pick.limit(1).with_for_update(skip_locked=True)
-    else:
-        pick = pick.limit(5)
-    values = _claimed(model, claimed, by, also)
-    with store.session() as s:
+    pick, take = _statements(store.db.dialect.name, model, str(queued), str(claimed), tuple(also or ()))
+    params = {"p_by": by, "p_now": utcnow(), **{f"p_{k}": v for k, v in (also or {}).items()}}
+    with store.db.begin() as conn:
         # Other workers may take every candidate between the SELECT and the UPDATEs: look again
         # rather than report an empty queue. On SQLite the first UPDATE holds the write lock, so
         # the second look sees every claim; on PostgreSQL the locked row is ours.
         for _look in range(3):
-            candidates = s.scalars(pick).all()
+            candidates = conn.execute(pick).scalars().all()
             if not candidates:
                 return None
             for row_id in candidates:
-                result = s.execute(
-                    update(model).where(model.id == row_id, model.status == str(queued)).values(**values)
-                )
-                assert isinstance(result, CursorResult)
+                result = conn.execute(take, {**params, "p_id": row_id})
                 if result.rowcount == 1:
                     return str(row_id)
     return None
+
+
+@functools.cache
+def _statements(
+    dialect: str, model: Any, queued: str, claimed: str, also: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """A claim's SELECT of candidates and its conditional UPDATE, built once per queue (they run
+    at every claim; building them cost more than running them)."""
+    # The columns hold plain text.
+    pick = select(model.id).where(model.status == queued).order_by(model.queued_at, model.id)
+    # On PostgreSQL the conditional UPDATE alone is exclusive under READ COMMITTED too, but
+    # every worker would wait on the lock of the same oldest row; SKIP LOCKED hands each one
+    # another row at once, locked until its UPDATE commits.
+    postgresql = dialect == "postgresql"
+    pick = pick.limit(1).with_for_update(skip_locked=True) if postgresql else pick.limit(5)
+    values: dict[str, Any] = {"status": claimed, "claimed_by": bindparam("p_by")}
+    values.update({k: bindparam(f"p_{k}") for k in also})
+    if hasattr(model, "started_at"):
+        values["started_at"] = bindparam("p_now")
+    if hasattr(model, "attempts"):
+        values["attempts"] = model.attempts + 1
+    take = update(model).where(model.id == bindparam("p_id"), model.status == queued).values(**values)
+    return pick, take
 
 
 def claim_one(
