@@ -276,6 +276,11 @@ def test_recover_settles_the_runs_a_stopped_server_left(
     # its cgroups (found by the faults test): each settled run's sandboxes are removed by name.
     names = [run_worker.sandbox_name(platform, i) for i in ids]
     assert sorted(removed) == sorted([*names, *(f"{n}-deps" for n in names)])
+    # The run queued again runs; its second attempt's log goes on after the server's note.
+    assert drain_runs(platform) == 1
+    log = api.get(f"/v1/runs/{ids[0]}/logs").json()["log"]
+    said = "The server stopped while this run was starting; it was queued again.\n"
+    assert log.startswith(said) and "→ environment" in log[len(said) :], log
 
 
 def test_bad_run_requests(api: httpx.Client, hello: dict) -> None:

@@ -38,11 +38,16 @@ class RunOutput(Pending):
     `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py)."""
 
     def __init__(self, platform: Platform, run_id: str) -> None:
-        with platform.store.session() as s:  # a run queued again goes on after its earlier output
-            super().__init__(platform, sizes(s, run_id), MAX_OUTPUT)
+        # Empty: a run's output begins at its first attempt; `resume` for one queued again.
+        super().__init__(platform, dict.fromkeys(STREAMS, 0), MAX_OUTPUT)
         self.run_id = run_id
         self.stderr_tail = b""
         self.redactors: dict[str, Redactor] = {}
+
+    def resume(self, s: Session) -> None:
+        """Go on after what the run's earlier attempts (and the server's notes) stored: called
+        before anything is written, for a run claimed again."""
+        self.sizes = sizes(s, self.run_id)
 
     def mask(self, values: Iterable[str]) -> None:
         """From now on, store each of `values` as *** in every stream."""

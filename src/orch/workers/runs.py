@@ -150,11 +150,13 @@ class Plan:
     loop_key: str | None = field(default=None, repr=False)
 
 
-def _plan(platform: Platform, run_id: str) -> Plan:
+def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
     """Choose the run's environment (recorded on the run) and read what it needs."""
     with platform.store.session() as s:
         run = s.get(RunRow, run_id)
         assert run is not None
+        if run.attempts > 1:  # queued again: its output goes on after what is stored
+            out.resume(s)
         version = s.get(AgentVersionRow, run.agent_version_id)
         ws = s.get(WorkspaceRow, run.workspace_id)
         assert version is not None and ws is not None
@@ -234,7 +236,7 @@ def _image_id(platform: Platform, plan: Plan, image: str) -> str:
 
 def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     claimed = time.monotonic()
-    plan = _plan(platform, run_id)
+    plan = _plan(platform, run_id, out)
     out.mask([*plan.secrets.values(), plan.loop_key or ""])
     out.line(f"→ environment {plan.env_name} ({plan.rule.replace('-', ' ')})")
     if problem := platform.host_problem:
