@@ -109,10 +109,13 @@ class Pending(ABC):
         return bool(taken)
 
     def close(self) -> None:
-        """Store what is left now."""
-        with self.storing, self.platform.store.session() as s:
-            stored = self.store(s)
-        if stored:
+        """Store what is left now (nothing left: no transaction)."""
+        with self.storing:
+            taken = self.take()
+            if taken:
+                with self.platform.store.session() as s:
+                    self.add(s, taken)
+        if taken:
             self.stored()
 
 

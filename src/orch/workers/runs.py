@@ -119,11 +119,17 @@ def _finish(
     of its output."""
     with out.storing, platform.store.session() as s:
         out.store(s)
-        run = s.get(RunRow, out.run_id)
-        if run is None or RunStatus(run.status).final:
-            return
-        run.status = advance(run.status, status)
-        run.exit_code, run.reason, run.finished_at = exit_code, reason, utcnow()
+        ended = s.execute(
+            update(RunRow)
+            .where(RunRow.id == out.run_id, RunRow.status.in_(sources(status)))
+            .values(status=status.value, exit_code=exit_code, reason=reason, finished_at=utcnow())
+        )
+        assert isinstance(ended, CursorResult)
+        if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
+            current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
+            if current is None or RunStatus(current).final:
+                return
+            advance(current, status)  # raises: the bug is reported, not hidden
     metrics.of(platform).run_finished(status)
     platform.notify_runs(out.run_id)
 
