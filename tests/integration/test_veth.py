@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orch.sandbox import cni, ipam, nsfs, veth
+from orch.sandbox import cni, ipam, netns, nsfs, veth
 
 pytestmark = [pytest.mark.integration]
 
@@ -137,3 +138,57 @@ def test_a_bridge_not_made_yet_is_left_to_the_plugin(network: cni.Network, names
     assert not (ipam.IPAM_DIR / network.name).exists() or not list(
         p for p in (ipam.IPAM_DIR / network.name).iterdir() if p.name != "lock"
     )
+
+
+def test_the_first_namespace_on_a_new_bridge_goes_through_the_plugin_the_next_ones_not(
+    tmp_path: Path,
+) -> None:
+    """A network whose bridge does not exist yet (a fresh machine's first networked sandbox): the
+    CNI bridge plugin attaches it, making the bridge; the next namespace is attached in-process
+    beside it, from the same host-local reservations. Both are reached; nothing is left."""
+    suffix = uuid.uuid4().hex[:6]
+    octet = int(suffix, 16) % 200 + 20
+    bridge, name = f"orch-tf-{suffix}", f"orch-test-plugin-{suffix}"
+    conf = {
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": True,
+        "hairpinMode": True,
+        "ipam": {
+            "type": "host-local",
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "ranges": [[{"subnet": f"10.253.{octet}.0/24", "gateway": f"10.253.{octet}.1"}]],
+        },
+    }
+    network = cni.for_launcher(cni.Network(name, {"cniVersion": "0.4.0", "name": name, "plugins": [conf]}))
+    state = tmp_path / "state"
+    made: list[netns.Netns] = []
+    try:
+        assert not Path(f"/sys/class/net/{bridge}").exists()
+        for i in range(2):
+            made.append(netns.create(network, f"orch-tf-{suffix}-{i}", state))
+        first, second = made
+        assert Path(f"/sys/class/net/{bridge}").exists()  # the plugin made it
+        # The plugin's result names the bridge with its hardware address; ours does not.
+        plugin_made = json.loads((state / f"{first.name}.json").read_text())["result"]
+        ours = json.loads((state / f"{second.name}.json").read_text())["result"]
+        assert plugin_made["interfaces"][0].get("mac") and not ours["interfaces"][0].get("mac")
+        assert first.address != second.address and first.gateway == second.gateway
+        owners = {p.read_bytes().split(b"\r\n")[0].decode() for p in (ipam.IPAM_DIR / name).glob("10.*")}
+        assert owners == {first.name, second.name}
+        for ns in made:
+            assert ns.path is not None
+            with nsfs.entered(ns.path):
+                server = socket.create_server(("0.0.0.0", 0))
+            socket.create_connection((ns.address, server.getsockname()[1]), timeout=5).close()
+            server.close()
+    finally:
+        for ns in made:
+            assert netns.destroy(ns.name, state) == []
+        leftover = (
+            [p.name for p in (ipam.IPAM_DIR / name).glob("10.*")] if (ipam.IPAM_DIR / name).exists() else []
+        )
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        shutil.rmtree(ipam.IPAM_DIR / name, ignore_errors=True)
+    assert leftover == [] and not [ns for ns in made if ns.path and ns.path.exists()]
