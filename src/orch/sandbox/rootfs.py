@@ -61,14 +61,32 @@ class Images:
         self.podman = podman
         self._cache: dict[str, tuple[Image, int]] = {}
         self._lock = threading.Lock()
+        self._asking: dict[str, threading.Lock] = {}  # one look at Podman per ref at a time
         self._index: Path | None = None
 
     def get(self, ref: str) -> Image:
+        found = self._cached(ref)
+        if found is not None:
+            return found
+        with self._lock:
+            asking = self._asking.setdefault(ref, threading.Lock())
+        # The runs that find the cache stale together (a burst after an image change) wait for
+        # one `podman image inspect`, not one each.
+        with asking:
+            return self._cached(ref) or self._look(ref)
+
+    def _cached(self, ref: str) -> Image | None:
         stamp = self._stamp()
         with self._lock:
             cached = self._cache.get(ref)
         if cached and cached[1] == stamp and os.path.ismount(cached[0].root):
             return cached[0]
+        return None
+
+    def _look(self, ref: str) -> Image:
+        stamp = self._stamp()
+        with self._lock:
+            cached = self._cache.get(ref)
         image = self._inspect(ref)
         if not (cached and cached[0].id == image.id and os.path.ismount(cached[0].root)):
             image = Image(image.ref, image.id, self._mount(ref), image.env, image.workdir, image.user)
