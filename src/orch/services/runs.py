@@ -88,15 +88,23 @@ def create(
     return view
 
 
+# The statements of a status look (the API's commonest call), built once.
+_MODEL_CALLS = select(RunEventRow.run_id, RunEventRow.data).where(
+    RunEventRow.run_id.in_(bindparam("run_ids", expanding=True)), RunEventRow.type == "model_call"
+)
+_RUN_IN = (
+    select(RunRow, AgentRow, AgentVersionRow)
+    .join(AgentRow, AgentRow.id == RunRow.agent_id)
+    .join(AgentVersionRow, AgentVersionRow.id == RunRow.agent_version_id)
+    .where(RunRow.id == bindparam("run_id"), RunRow.workspace_id == bindparam("ws_id"))
+)
+
+
 def _usage(s: Session, run_ids: list[str]) -> dict[str, RunUsage]:
     """The model usage of the managed-loop runs among `run_ids` (the sums of their model_call
     events, services/run_events.py), in one query; runs without events have none."""
     found: dict[str, RunUsage] = {}
-    rows = s.execute(
-        select(RunEventRow.run_id, RunEventRow.data).where(
-            RunEventRow.run_id.in_(run_ids), RunEventRow.type == "model_call"
-        )
-    )
+    rows = s.execute(_MODEL_CALLS, {"run_ids": run_ids})
     for run_id, data in rows:
         event = json.loads(data)
         usage = found.setdefault(run_id, RunUsage())
@@ -141,12 +149,7 @@ def _no_run(run_id: str) -> NotFound:
 
 def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:
     # One query, the run with its agent and version: status looks are the API's commonest call.
-    found = s.execute(
-        select(RunRow, AgentRow, AgentVersionRow)
-        .join(AgentRow, AgentRow.id == RunRow.agent_id)
-        .join(AgentVersionRow, AgentVersionRow.id == RunRow.agent_version_id)
-        .where(RunRow.id == run_id, RunRow.workspace_id == ws_id)
-    ).first()
+    found = s.execute(_RUN_IN, {"run_id": run_id, "ws_id": ws_id}).first()
     if found is None:
         raise _no_run(run_id)
     run, agent, version = found
