@@ -11,8 +11,8 @@
   (`orch.engine.network.ensure_forwarding`), so no sandbox costs an iptables call.
 
 Attaching still costs some milliseconds of netlink calls, so a `Pool` keeps a few ready. A
-namespace is never reused: each sandbox gets a fresh one, destroyed after. Everything is named after the
-owner's prefix (the namespace, the CNI container id, a state file with ADD's result), so
+namespace is never reused: each sandbox gets a fresh one, destroyed after. Everything is named
+after the owner's prefix (the namespace, the CNI container id, a state file with ADD's result), so
 `sweep(prefix)` finds what a killed server left: namespaces, address reservations, and the
 bridge plugin's NAT rules of namespaces made before the static rules.
 """

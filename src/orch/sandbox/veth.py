@@ -1,7 +1,7 @@
 """A sandbox's namespace attached to its CNI bridge network with netlink (`netlink.py`), in the
 server's own process: what the network's bridge plugin does with host-local, without starting
 those two plugins (Go programs) for each attach and again for each detach, which cost a
-networked run ~25 ms of CPU (docs/benchmarks.md).
+networked run ~30 ms of CPU (docs/benchmarks.md).
 
 Attach, as the bridge plugin (containernetworking-plugins 1.1) does for the launcher's networks
 (`cni.for_launcher`: no per-sandbox NAT):
@@ -24,6 +24,7 @@ first time a network is used).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -82,7 +83,8 @@ def attach(network: cni.Network, container_id: str, path: Path) -> dict[str, Any
                 if via is not None:
                     inside.add_route(ipaddress.IPv4Network(route["dst"]), ipaddress.IPv4Address(via))
     except BaseException as e:
-        _drop_link(host_name)
+        with contextlib.suppress(OSError):  # the cause is what is raised; the sweep finds the rest
+            _drop_link(host_name)
         ipam.release(network.name, container_id)
         if isinstance(e, (OSError, ValueError)):
             raise EngineError(
