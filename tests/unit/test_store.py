@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from orch.errors import InvalidInput
 from orch.models import new_id
@@ -108,3 +109,55 @@ def test_missing_postgresql_fails_with_the_fix(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("tests.postgres.BIN_GLOB", "/nonexistent/postgresql/*/bin")
     with pytest.raises(pytest.fail.Exception, match=r"scripts/setup --dev"):
         find_bin()
+
+
+def test_sqlite_writers_of_one_server_queue_in_the_process_not_in_sqlites_busy_sleeps(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'orch.db'}")
+    store.migrate()
+    assert store.writer is not None
+    with store.db.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    assert not store.writer.locked()
+
+    # A read takes nothing; a write holds the lock until its transaction ends.
+    with store.db.begin() as conn:
+        conn.execute(text("SELECT count(*) FROM t"))
+        assert not store.writer.locked()
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        assert store.writer.locked()
+    assert not store.writer.locked()
+
+    def failed_request() -> None:
+        with store.session() as s:
+            s.execute(text("INSERT INTO t VALUES (2)"))
+            raise RuntimeError("a failed request")
+
+    with pytest.raises(RuntimeError):
+        failed_request()
+    assert not store.writer.locked()
+
+    # A second writer waits for the first one's commit on the lock: SQLite never sees it busy,
+    # even with its own busy wait off (it would fail at once with "database is locked").
+    committed = threading.Event()
+    seen: list[object] = []
+
+    def second() -> None:
+        with store.db.begin() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                conn.execute(text("INSERT INTO t VALUES (3)"))
+                seen.append(committed.is_set())
+            except Exception as e:
+                seen.append(e)
+
+    with store.db.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (4)"))
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(0.3)
+        assert other.is_alive()  # waiting
+        committed.set()
+    other.join(10)
+    assert seen == [True]
+    with store.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 3

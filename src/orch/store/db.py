@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +40,12 @@ class Store:
                 f"The database URL {url!r} is not usable: {e}.",
                 "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB.",
             ) from None
+        # SQLite's writers, one at a time, queue on this lock of the process (see _one_writer).
+        self.writer: threading.Lock | None = None
         if self.db.dialect.name == "sqlite":
             Path(self.db.url.database or "").parent.mkdir(parents=True, exist_ok=True)
             event.listen(self.db, "connect", _sqlite_pragmas)
+            self.writer = _one_writer(self.db)
         elif self.db.dialect.name == "postgresql":
             event.listen(self.db, "connect", _postgresql_utc)
         self._sessions = sessionmaker(self.db, expire_on_commit=False)
@@ -78,6 +82,54 @@ def _postgresql_utc(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.autocommit = True
     dbapi_conn.execute("SET TIME ZONE 'UTC'")
     dbapi_conn.autocommit = autocommit
+
+
+# SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in its busy
+# handler (1, 2, 5, 10... up to 100 ms between tries), not woken when the lock frees: under load,
+# runs and requests slept there more than they worked. The server's own writers queue on a lock
+# of the process instead, each woken as the one before commits; the busy handler stays for
+# writers of other processes. Held from a transaction's first write to its end.
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+WAIT = 10.0  # seconds, as busy_timeout: then the write goes on and SQLite's own wait decides
+
+
+def _one_writer(db: Engine) -> threading.Lock:
+    lock = threading.Lock()
+    dialect = db.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def before(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        info = conn.info
+        if "writing" not in info and statement.lstrip()[:7].upper().startswith(WRITES):
+            info["writing"] = lock.acquire(timeout=WAIT)
+
+    def done(connection: Any) -> None:
+        try:
+            info = connection.info
+        except (AttributeError, NotImplementedError):  # the dialect's first look, outside the pool
+            return
+        if info.pop("writing", False):
+            lock.release()
+
+    # Let go once SQLite has let go: after the COMMIT or ROLLBACK itself (SQLAlchemy's commit
+    # and rollback events come before it). A connection given back to the pool in the middle
+    # of a transaction is rolled back through the same method.
+    def do_commit(connection: Any) -> None:
+        try:
+            commit(connection)
+        finally:
+            done(connection)
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            done(connection)
+
+    event.listen(db, "before_cursor_execute", before)
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+    return lock
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
