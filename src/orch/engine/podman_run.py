@@ -144,13 +144,31 @@ def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
     for attempt in range(attempts):
         if attempt:
             time.sleep(0.1)
-        for controller in CGROUP_ROOT.glob(f"*/{name}"):
-            # Children first (a container's own cgroup is normally gone by now).
-            for child in sorted(controller.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+        left = False
+        for hierarchy in _hierarchies():
+            parent = hierarchy / name
+            try:
+                parent.rmdir()  # the usual case: the container's own cgroup is gone already
+                continue
+            except FileNotFoundError:
+                continue
+            except OSError:
+                pass
+            # Children first.
+            for child in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True):
                 with contextlib.suppress(OSError):
                     child.rmdir()
-        if not any(CGROUP_ROOT.glob(f"*/{name}")):
+            left = left or parent.exists()
+        if not left:
             return
+
+
+def _hierarchies() -> list[Path]:
+    """The cgroup hierarchies mounted under CGROUP_ROOT (one per controller on v1)."""
+    try:
+        return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
 
 
 def cgroup_parents(name_prefix: str) -> set[str]:

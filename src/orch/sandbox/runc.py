@@ -49,7 +49,7 @@ from orch.engine.podman_run import (
     remove_cgroup_parent,
 )
 from orch.errors import EngineError
-from orch.sandbox import etc_files, handoff, netns, oci, rootfs
+from orch.sandbox import etc_files, handoff, netns, oci, rootfs, volatile
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.warm import Pool as WarmPool
 
@@ -406,10 +406,13 @@ class Launcher:
         self, spec: ContainerSpec, bundle: Path, ns: netns.Netns, nice: int = 0
     ) -> subprocess.Popen[bytes]:
         """The runtime running the bundle in the foreground, its stdio our pipes; with `nice`, it
-        and everything it starts at that lower priority (`nice` sets every thread's)."""
+        and everything it starts at that lower priority: a new process takes the priority of the
+        thread that starts it, so this thread takes `nice` for the start (no `nice` process)."""
         command = self._command(spec, bundle, ns)
+        thread = threading.get_native_id()
         if nice:
-            command = ["nice", "-n", str(nice), *command]
+            own = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
         try:
             return subprocess.Popen(
                 command,
@@ -420,6 +423,9 @@ class Launcher:
             )
         except FileNotFoundError:
             raise EngineError(f"The OCI runtime {self.runtime} is not installed.", _FIX) from None
+        finally:
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, thread, own)  # back (root may raise a priority)
 
     def _follow(
         self,
@@ -650,6 +656,8 @@ class _Clock:
 def _private(state: Path) -> None:
     # A bundle's config holds the run's environment (its secrets too): root's eyes only, as
     # Podman keeps its containers' (overlay-containers/ is 0700).
+    if state == STATE:
+        volatile.ensure(state)  # on a tmpfs, as /run is on most hosts (see sandbox/volatile.py)
     state.mkdir(parents=True, exist_ok=True)
     if state.stat().st_mode & 0o077:
         state.chmod(0o700)
