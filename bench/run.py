@@ -14,9 +14,10 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    Every run gets a distinct input and must print it back. Printed: p50, p99 and mean of each,
    and the goals' ratios (issue 12).
 2. Throughput: BURST hello runs submitted at once by a bounded pool of clients (one httpx client
-   per thread), each then waiting for its run's end and checking its own output: runs/s from the
-   first POST to the last run seen ended, the steady rate between the 10th and 90th percentile of
-   the server's finish times, failures.
+   per thread), each then following its run as `orch run` does (long polls of its output) to its
+   end, then reading the run and checking its own output: runs/s from the first POST to the last
+   run seen ended, the steady rate between the 10th and 90th percentile of the server's finish
+   times, failures.
 3. Where the time goes: the server's `orch_run_phase_seconds` histograms (GET /metrics), read after
    each run (once its last phase is recorded) so each kind of run gets its own phases: mean ms per
    phase, the sum of the phases, and what the client waited beyond them; and the CPU the server
@@ -60,7 +61,6 @@ PHASES = ("api", "queue", "prepare", "start", "run", "exit", "store")
 # The agents: each prints its input back (the podman baseline runs the same file and command).
 ECHO = "import os\nprint(os.environ['ORCH_INPUT'])\n"
 ECHO_DEPS = "import os\nimport six\nprint(os.environ['ORCH_INPUT'])\n"
-FAR = {"stdout": 1 << 40, "stderr": 1 << 40, "log": 1 << 40}  # wait for the end, read no output
 
 # Histograms and counters of /metrics: name{labels} value.
 SAMPLE = re.compile(r"^orch_run_phase_seconds_(sum|count|bucket)\{([^}]*)\} (\S+)$", re.M)
@@ -219,6 +219,17 @@ class Failed(Exception):
     pass
 
 
+def follow(api: httpx.Client, run_id: str) -> str:
+    """Follow a run as `orch run` does: long polls of its output from where the last one ended,
+    until one answers with the run ended. Its stdout."""
+    offsets, out = {"stdout": 0, "stderr": 0, "log": 0}, ""
+    while True:
+        chunk = api.get(f"/v1/runs/{run_id}/logs", params={**offsets, "wait": 10}).raise_for_status().json()
+        offsets, out = chunk["offsets"], out + chunk["stdout"]
+        if chunk["status"] in FINAL:
+            return out
+
+
 def orch_run(api: httpx.Client, agent: str) -> tuple[float, dict[str, Any]]:
     """POST a run and follow it as `orch run` does, until a poll answers with its end (its output
     then read whole); the seconds that took, and the run. Its output must be its input."""
@@ -228,12 +239,7 @@ def orch_run(api: httpx.Client, agent: str) -> tuple[float, dict[str, Any]]:
     if resp.status_code != 201:
         raise Failed(f"POST /v1/runs ({agent}): {resp.status_code} {resp.text[:300]}")
     run_id = resp.json()["id"]
-    offsets, out = {"stdout": 0, "stderr": 0, "log": 0}, ""
-    while True:
-        chunk = api.get(f"/v1/runs/{run_id}/logs", params={**offsets, "wait": 10}).raise_for_status().json()
-        offsets, out = chunk["offsets"], out + chunk["stdout"]
-        if chunk["status"] in FINAL:
-            break
+    out = follow(api, run_id)
     took, seen = time.perf_counter() - start, time.time()
     run = api.get(f"/v1/runs/{run_id}").raise_for_status().json()
     if run["status"] != "succeeded" or out.strip() != text:
@@ -333,30 +339,24 @@ def burst(cfg: config.Config, agent: str, n: int, clients: int) -> Burst:
         except httpx.HTTPError as e:
             fail(f"POST {i}: {e!r}")
 
-    def follow(i: int) -> None:
+    def wait(i: int) -> None:
         run_id, start = posted[i]
         if run_id is None:
             return
         try:
             api = client()
-            while (
-                api.get(f"/v1/runs/{run_id}/logs", params={**FAR, "wait": 10})
-                .raise_for_status()
-                .json()["status"]
-                not in FINAL
-            ):
-                pass
+            out = follow(api, run_id)
             seen = time.perf_counter()
-            logs = api.get(f"/v1/runs/{run_id}/logs").raise_for_status().json()
             run = api.get(f"/v1/runs/{run_id}").raise_for_status().json()
             with lock:
                 result.latencies.append(seen - start)
                 if run.get("finished_at"):
                     result.finished.append(epoch(run["finished_at"]))
             if run["status"] != "succeeded":
+                logs = api.get(f"/v1/runs/{run_id}/logs").raise_for_status().json()
                 fail(f"run {i} {run_id}: {run['status']} {run.get('reason')!r}; log {logs['log'][-300:]!r}")
-            elif logs["stdout"].strip() != inputs[i]:
-                fail(f"run {i} {run_id}: printed {logs['stdout'][:100]!r}, not its input")
+            elif out.strip() != inputs[i]:
+                fail(f"run {i} {run_id}: printed {out[:100]!r}, not its input")
         except httpx.HTTPError as e:
             fail(f"run {i} {run_id}: {e!r}")
 
@@ -365,7 +365,7 @@ def burst(cfg: config.Config, agent: str, n: int, clients: int) -> Burst:
             began = time.perf_counter()
             list(pool.map(post, range(n)))
             result.post_wall = time.perf_counter() - began
-            list(pool.map(follow, range(n)))
+            list(pool.map(wait, range(n)))
             result.wall = time.perf_counter() - began
     finally:
         for c in made:
