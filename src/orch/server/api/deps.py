@@ -17,7 +17,11 @@ from orch.services.platform import Platform
 _bearer = HTTPBearer(auto_error=False, description="A workspace API token.")
 
 
-def get_platform(request: Request) -> Platform:
+# What does no I/O is `async`: FastAPI runs a plain `def` dependency in its thread pool, a hop
+# there and back for each, at every request.
+
+
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -84,12 +88,12 @@ def refuse_nul(request: Request) -> None:
         )
 
 
-def api_workspace_id(request: Request, ws: Annotated[str, Depends(get_workspace_id)]) -> str:
+async def api_workspace_id(request: Request, ws: Annotated[str, Depends(get_workspace_id)]) -> str:
     refuse_nul(request)  # after authenticating: a call without a valid token gets 401 whatever it holds
     return ws
 
 
-def _api_caller(
+async def _api_caller(
     request: Request, caller: Annotated[workspaces.Caller, Depends(get_caller)]
 ) -> workspaces.Caller:
     refuse_nul(request)
