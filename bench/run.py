@@ -13,11 +13,11 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
      alone adds for dependencies, apart from python importing six.
    Every run gets a distinct input and must print it back. Printed: p50, p99 and mean of each,
    and the goals' ratios (issue 12).
-2. Throughput: BURST hello runs submitted at once by a bounded pool of clients (one httpx client
-   per thread), each then following its run as `orch run` does (long polls of its output) to its
-   end, then reading the run and checking its own output: runs/s from the first POST to the last
-   run seen ended, the steady rate between the 10th and 90th percentile of the server's finish
-   times, failures.
+2. Throughput: BURST hello runs submitted at once by a bounded pool of client threads, each
+   with its own `orch.Client` (the platform's Python client), each run then waited for with
+   `run.wait()` (long polls of its output to its end, then the run read) and its own output
+   checked: runs/s from the first POST to the last run seen ended, the steady rate between the
+   10th and 90th percentile of the server's finish times, failures.
 3. Where the time goes: the server's `orch_run_phase_seconds` histograms (GET /metrics), read after
    each run (once its last phase is recorded) so each kind of run gets its own phases: mean ms per
    phase, the sum of the phases, and what the client waited beyond them; and the CPU the server
@@ -53,6 +53,8 @@ from local_platform import ORCH, cli
 
 from orch import config
 from orch.builder import base_images
+from orch.client import Client
+from orch.client.runs import Run
 
 # The orch agents of the latency rounds: runc, gVisor, runc without network, with dependencies.
 KINDS = ("hello", "hello-gvisor", "hello-nonet", "deps", "deps-quiet")
@@ -305,23 +307,24 @@ def epoch(stamp: str) -> float:
 
 
 def burst(cfg: config.Config, agent: str, n: int, clients: int) -> Burst:
-    """`n` runs submitted at once by `clients` threads (each its own httpx client); each then
-    waited for and its output checked against its own input."""
+    """`n` runs submitted at once by `clients` threads, each with its own `orch.Client` (the
+    platform's Python client, as a user's program would); each run then waited for (`wait()`:
+    long polls of its output, then the run read) and its output checked against its own input."""
     local = threading.local()
-    made: list[httpx.Client] = []
+    made: list[Client] = []
     made_lock = threading.Lock()
 
-    def client() -> httpx.Client:
-        api: httpx.Client | None = getattr(local, "api", None)
+    def client() -> Client:
+        api: Client | None = getattr(local, "api", None)
         if api is None:
-            api = local.api = api_client(cfg, timeout=120)
+            api = local.api = Client(cfg.url, cfg.token, timeout=120)
             with made_lock:
                 made.append(api)
         return api
 
     result = Burst(n, clients)
     inputs = [f"burst-{i}-{uuid.uuid4().hex}" for i in range(n)]
-    posted: list[tuple[str | None, float]] = [(None, 0.0)] * n
+    posted: list[tuple[Run | None, float]] = [(None, 0.0)] * n
     lock = threading.Lock()
 
     def fail(why: str) -> None:
@@ -331,34 +334,27 @@ def burst(cfg: config.Config, agent: str, n: int, clients: int) -> Burst:
     def post(i: int) -> None:
         start = time.perf_counter()
         try:
-            resp = client().post("/v1/runs", json={"agent": agent, "input": inputs[i]})
-            if resp.status_code == 201:
-                posted[i] = (resp.json()["id"], start)
-            else:
-                fail(f"POST {i}: {resp.status_code} {resp.text[:200]}")
-        except httpx.HTTPError as e:
+            posted[i] = (client().runs.create(agent, inputs[i]), start)
+        except Exception as e:  # what the client raises for any refusal or broken connection
             fail(f"POST {i}: {e!r}")
 
     def wait(i: int) -> None:
-        run_id, start = posted[i]
-        if run_id is None:
+        run, start = posted[i]
+        if run is None:
             return
         try:
-            api = client()
-            out = follow(api, run_id)
+            run.wait()
             seen = time.perf_counter()
-            run = api.get(f"/v1/runs/{run_id}").raise_for_status().json()
             with lock:
                 result.latencies.append(seen - start)
-                if run.get("finished_at"):
-                    result.finished.append(epoch(run["finished_at"]))
-            if run["status"] != "succeeded":
-                logs = api.get(f"/v1/runs/{run_id}/logs").raise_for_status().json()
-                fail(f"run {i} {run_id}: {run['status']} {run.get('reason')!r}; log {logs['log'][-300:]!r}")
-            elif out.strip() != inputs[i]:
-                fail(f"run {i} {run_id}: printed {out[:100]!r}, not its input")
-        except httpx.HTTPError as e:
-            fail(f"run {i} {run_id}: {e!r}")
+                if run.finished_at:
+                    result.finished.append(run.finished_at.timestamp())
+            if run.status != "succeeded":
+                fail(f"run {i} {run.id}: {run.status} {run.reason!r}; log {run.log[-300:]!r}")
+            elif run.stdout.strip() != inputs[i]:
+                fail(f"run {i} {run.id}: printed {run.stdout[:100]!r}, not its input")
+        except Exception as e:
+            fail(f"run {i} {run.id}: {e!r}")
 
     try:
         with ThreadPoolExecutor(clients) as pool:
