@@ -98,6 +98,9 @@ def destroy(name: str, state_dir: Path = STATE_DIR) -> list[str]:
     return errors
 
 
+BEHIND = 8  # used namespaces left to the background destroyer at most (see Pool.release)
+
+
 @dataclass
 class Pool:
     """A few namespaces attached to one network ahead of need, refilled in the background; used
@@ -137,13 +140,34 @@ class Pool:
 
     def release(self, ns: Netns) -> None:
         """Destroy a namespace after its sandbox, in the background. Never reused: the next
-        sandbox gets a fresh one, with nothing of this one's connections or neighbours."""
+        sandbox gets a fresh one, with nothing of this one's connections or neighbours.
+
+        One background destroyer falls behind when sandboxes end faster than it goes (a burst:
+        it shares the interpreter with every run), and each namespace waiting holds an address
+        of the network. So beyond `BEHIND` waiting, the caller destroys its own namespace: the
+        sandbox's end waits for it, and no number of sandboxes runs the network out of
+        addresses."""
         with self._lock:
-            self._used.append(ns)
-            if len(self._used) > 1:
-                return  # a destroyer is under way and takes this one too
-            self._workers += 1
+            if len(self._used) >= BEHIND:
+                inline = True
+            else:
+                inline = False
+                self._used.append(ns)
+                if len(self._used) > 1:
+                    return  # a destroyer is under way and takes this one too
+                self._workers += 1
+        if inline:
+            self._destroy(ns)
+            return
         threading.Thread(target=self._destroy_used, name="netns-release", daemon=True).start()
+
+    def _destroy(self, ns: Netns) -> None:
+        try:
+            errors = destroy(ns.name, self.state_dir)
+        except (EngineError, OSError) as e:
+            errors = [str(e)]
+        if errors:
+            log.warning("network namespace %s: %s", ns.name, "; ".join(errors))
 
     def warm(self) -> None:
         """Fill the pool now (a server start), rather than on the first acquire."""
@@ -189,12 +213,7 @@ class Pool:
         with self._lock:
             ns = self._used[0]
         while True:
-            try:
-                errors = destroy(ns.name, self.state_dir)
-            except (EngineError, OSError) as e:
-                errors = [str(e)]
-            if errors:
-                log.warning("network namespace %s: %s", ns.name, "; ".join(errors))
+            self._destroy(ns)
             with self._lock:
                 self._used.pop(0)
                 if not self._used:
