@@ -4,13 +4,14 @@ so a restart loses nothing; `recover` settles runs a stopped server left in flig
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Update, bindparam, select, update
 
 from orch import metrics
 from orch.builder import base_images, registry
@@ -119,12 +120,8 @@ def _finish(
     of its output."""
     with out.storing, platform.store.session() as s:
         out.store(s)
-        ended = s.execute(
-            update(RunRow)
-            .where(RunRow.id == out.run_id, RunRow.status.in_(sources(status)))
-            .values(status=status.value, exit_code=exit_code, reason=reason, finished_at=utcnow())
-        )
-        assert isinstance(ended, CursorResult)
+        params = {"run_id": out.run_id, "code": exit_code, "why": reason, "at": utcnow()}
+        ended = s.connection().execute(_ending(status), params)
         if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
             current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
             if current is None or RunStatus(current).final:
@@ -132,6 +129,59 @@ def _finish(
             advance(current, status)  # raises: the bug is reported, not hidden
     metrics.of(platform).run_finished(status)
     platform.notify_runs(out.run_id)
+
+
+# What every run executes, built once and run as plain statements on the session's connection:
+# an UPDATE through the ORM session would also look for the rows among the session's objects.
+
+
+@functools.cache
+def _ending(status: RunStatus) -> Update:
+    """The run ended with `status`, if it may move there from where it is."""
+    return (
+        update(RunRow)
+        .where(RunRow.id == bindparam("run_id"), RunRow.status.in_(sources(status)))
+        .values(
+            status=status.value,
+            exit_code=bindparam("code", type_=RunRow.exit_code.type),
+            reason=bindparam("why", type_=RunRow.reason.type),
+            finished_at=bindparam("at", type_=RunRow.finished_at.type),
+        )
+    )
+
+
+# The run, its version and its workspace, in one query.
+_PLANNED = (
+    select(RunRow, AgentVersionRow, WorkspaceRow)
+    .join(AgentVersionRow, AgentVersionRow.id == RunRow.agent_version_id)
+    .join(WorkspaceRow, WorkspaceRow.id == RunRow.workspace_id)
+    .where(RunRow.id == bindparam("run_id"))
+)
+_CHOSEN = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("run_id"))
+    .values(
+        environment_id=bindparam("env_id", type_=RunRow.environment_id.type),
+        environment_name=bindparam("env_name", type_=RunRow.environment_name.type),
+        environment_rule=bindparam("rule", type_=RunRow.environment_rule.type),
+        isolation=bindparam("runtime", type_=RunRow.isolation.type),
+    )
+)
+# To running, unless a cancel came meanwhile: the same statement checks it (one look at the store).
+_RUNNING = (
+    update(RunRow)
+    .where(
+        RunRow.id == bindparam("run_id"),
+        RunRow.status.in_(sources(RunStatus.RUNNING)),
+        RunRow.cancel_requested.is_not(True),
+    )
+    .values(
+        status=RunStatus.RUNNING.value,
+        deps=bindparam("deps_status", type_=RunRow.deps.type),
+        container=bindparam("sandbox", type_=RunRow.container.type),
+        image=bindparam("image_ref", type_=RunRow.image.type),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -159,13 +209,9 @@ class Plan:
 def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
     """Choose the run's environment (recorded on the run) and read what it needs."""
     with platform.store.session() as s:
-        run = s.get(RunRow, run_id)
-        assert run is not None
+        run, version, ws = s.execute(_PLANNED, {"run_id": run_id}).one()
         if run.attempts > 1:  # queued again: its output goes on after what is stored
             out.resume(s)
-        version = s.get(AgentVersionRow, run.agent_version_id)
-        ws = s.get(WorkspaceRow, run.workspace_id)
-        assert version is not None and ws is not None
         manifest = Manifest.model_validate_json(version.manifest)
         # Before anything is prepared: a missing secret fails the run, naming it.
         secrets = workspace_secrets.resolve(s, platform.config, ws, manifest.secrets)
@@ -175,9 +221,17 @@ def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
         )
         chosen = choose_environment(s, ws, version)
         env = chosen.environment
-        run.environment_id, run.environment_name, run.environment_rule = env.id, env.name, chosen.rule.value
         isolation = Isolation(manifest.isolation or platform.config.isolation)
-        run.isolation = isolation.value
+        s.connection().execute(
+            _CHOSEN,
+            {
+                "run_id": run_id,
+                "env_id": env.id,
+                "env_name": env.name,
+                "rule": chosen.rule.value,
+                "runtime": isolation.value,
+            },
+        )
         if run.started_at is not None:  # set by the claim
             metrics.of(platform).phase("queue", (run.started_at - run.queued_at).total_seconds())
         if env.kind == EnvKind.PREDEFINED.value:
@@ -291,17 +345,9 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         host_mounts=host_mounts,
     )
     with platform.store.session() as s:
-        # Not if a cancel came meanwhile: the same statement checks it (one look at the store).
-        moved = s.execute(
-            update(RunRow)
-            .where(
-                RunRow.id == run_id,
-                RunRow.status.in_(sources(RunStatus.RUNNING)),
-                RunRow.cancel_requested.is_not(True),
-            )
-            .values(status=RunStatus.RUNNING.value, deps=deps.status, container=spec.name, image=image)
+        moved = s.connection().execute(
+            _RUNNING, {"run_id": run_id, "deps_status": deps.status, "sandbox": spec.name, "image_ref": image}
         )
-        assert isinstance(moved, CursorResult)
     if moved.rowcount == 0 and _cancelled(platform, run_id):
         _finish(platform, out, RunStatus.CANCELLED, None, "cancelled before the agent started")
         return
