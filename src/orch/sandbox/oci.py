@@ -9,6 +9,7 @@ where a thing comes from (a tmpfs /dev/shm instead of a host one bound in).
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -193,14 +194,27 @@ def podman_rlimits(paths: Sequence[str | None] = ()) -> tuple[tuple[str, int, in
     candidates = paths or (os.environ.get("CONTAINERS_CONF"), "/etc/containers/containers.conf")
     for path in filter(None, candidates):
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError):
+            st = os.stat(path)
+        except OSError:
             continue
-        ulimits = (data.get("containers") or {}).get("default_ulimits")
-        if ulimits:
-            return tuple(_ulimit(u) for u in ulimits)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        ulimits = _default_ulimits(path, stamp)
+        if ulimits is not None:
+            return ulimits
     return RLIMITS
+
+
+@functools.lru_cache(maxsize=8)
+def _default_ulimits(path: str, _stamp: tuple[int, int, int]) -> tuple[tuple[str, int, int], ...] | None:
+    """A containers.conf's default_ulimits (None: unreadable or unset); read again when the
+    file changes (its mtime, size and inode are part of the key), not at every sandbox."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    ulimits = (data.get("containers") or {}).get("default_ulimits")
+    return tuple(_ulimit(u) for u in ulimits) if ulimits else None
 
 
 def _ulimit(text: str) -> tuple[str, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orch import dockerfile
@@ -177,14 +177,18 @@ def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> Agent
     )
 
 
+# Built once: every run's creation asks it.
+_LATEST = (
+    select(AgentVersionRow)
+    .where(AgentVersionRow.agent_id == bindparam("agent_id"), AgentVersionRow.version == bindparam("version"))
+    .with_for_update(read=True, key_share=True)
+)
+
+
 def latest_version(s: Session, agent: AgentRow) -> AgentVersionRow:
     """The version a new run of `agent` runs. Its row is key-share locked until the session ends:
     a delete of the version waits for the run being created, then sees it (and refuses)."""
-    version = s.scalar(
-        select(AgentVersionRow)
-        .where(AgentVersionRow.agent_id == agent.id, AgentVersionRow.version == agent.latest_version)
-        .with_for_update(read=True, key_share=True)
-    )
+    version = s.scalar(_LATEST, {"agent_id": agent.id, "version": agent.latest_version})
     if version is None:  # deleted between reading the agent and its version
         raise NotFound(
             f"{agent.name} v{agent.latest_version} was deleted just now.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from orch.errors import NotFound, RunFailed
@@ -14,6 +14,11 @@ from orch.services import agents
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, WorkspaceRow
+
+# The shared base environment of a language: what most runs get, looked up at each (built once).
+_BASE = select(EnvironmentRow).where(
+    EnvironmentRow.scope == envs.SHARED, EnvironmentRow.name == bindparam("base")
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,7 @@ def choose_environment(s: Session, ws: WorkspaceRow, version: AgentVersionRow) -
         if env is not None:
             return Chosen(env, EnvironmentRule.WORKSPACE_DEFAULT)
     base = "python" if version.language == "python" else "node"
-    found = s.scalar(
-        select(EnvironmentRow).where(EnvironmentRow.scope == envs.SHARED, EnvironmentRow.name == base)
-    )
+    found = s.scalar(_BASE, {"base": base})
     assert found is not None, f"the base environment {base} is seeded at start"
     return Chosen(found, EnvironmentRule.BASE)
 
