@@ -162,3 +162,33 @@ def test_size_zero_starts_nothing() -> None:
     p.wait()
     assert boxes.started == [] and p.take("a") is None
     p.close()
+
+
+def test_one_run_waits_for_a_sandbox_being_started_the_others_start_cold() -> None:
+    boxes = Sandboxes()
+    gate = threading.Event()
+    start = boxes.start
+
+    def slow_start(key: str, template: str) -> str:
+        gate.wait(5)
+        return start(key, template)
+
+    boxes.start = slow_start  # type: ignore[method-assign]
+    p = pool(boxes)
+    p.want("a", "a")
+    deadline = time.monotonic() + 5
+    while p.waiting() == 0:  # its start is under way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    got: list[str | None] = []
+    first = threading.Thread(target=lambda: got.append(p.take("a", wait=5)))
+    first.start()
+    while not p._promised:  # the first run waits for it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    threading.Timer(2.0, gate.set).start()  # the start ends in 2 s
+    assert p.take("a", wait=5) is None  # the next does not wait for it: it starts cold at once,
+    assert not gate.is_set()  # before that start has ended
+    first.join(5)
+    assert got == ["a-1"]
+    p.close()

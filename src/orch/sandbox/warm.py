@@ -54,6 +54,7 @@ class Pool(Generic[T, S]):
         self._todo: list[str] = []  # keys to start a sandbox for, oldest first
         self._busy = False  # the thread is starting one
         self._starting: str | None = None  # for this key
+        self._promised = False  # a take() waits for the one being started
         self._closed = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -62,13 +63,22 @@ class Pool(Generic[T, S]):
     def take(self, key: str, wait: float = 1.0) -> T | None:
         """The sandbox waiting for `key`, now the caller's; None when there is none. One being
         started for `key` right now is waited for (up to `wait` seconds): it is further along
-        than a cold start would be."""
+        than a cold start would be. By one caller only: it serves one run, and the others, had
+        they waited too, would start cold only after it (a burst of runs of one key waited in a
+        row, with the machine idle)."""
         deadline = self._clock() + wait
         with self._cond:
-            while (
-                self._starting == key and key not in self._waiting and (left := deadline - self._clock()) > 0
-            ):
-                self._cond.wait(left)
+            if self._starting == key and key not in self._waiting and not self._promised:
+                self._promised = True
+                try:
+                    while (
+                        self._starting == key
+                        and key not in self._waiting
+                        and (left := deadline - self._clock()) > 0
+                    ):
+                        self._cond.wait(left)
+                finally:
+                    self._promised = False
             waiting = self._waiting.pop(key, None)
             if waiting is not None and self._alive(waiting.item):
                 self.taken += 1
