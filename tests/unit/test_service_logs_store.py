@@ -53,6 +53,22 @@ def test_whole_lines_past_the_cursor_and_a_file_started_afresh(
     assert read(platform, svc, 21) == ("", 21)
 
 
+def test_a_file_started_afresh_and_grown_past_the_cursor_between_two_passes_is_read_whole(
+    platform: Platform, workspace: tuple[str, str]
+) -> None:
+    (svc,) = services(platform, workspace[0], 1)
+    log = deployed_logs.container_log(platform, svc, "c2")
+    log.write_text(line("first"))
+    ship(platform, svc, "c2")
+    # conmon at its limit: a new file renamed over the old one, which a flood has already
+    # filled past where the old one was read to.
+    fresh = log.with_name("c2.log.tmp")
+    fresh.write_text(line("second") + line("third"))
+    fresh.rename(log)
+    ship(platform, svc, "c2")
+    assert read(platform, svc) == ("first\nsecond\nthird\n", 19)
+
+
 def test_the_oldest_output_goes_past_the_bound(
     platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ last MAX_HISTORY bytes are kept (older pieces go), and a reader behind them goes
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,9 @@ MAX_HISTORY = 4 * 1024 * 1024  # kept per service; older output is dropped from 
 # a chatty or hostile service cannot fill the disk, nor make each read of its logs grow.
 MAX_CONTAINER_LOG = 8 * 1024 * 1024
 TAIL_LINES = 40
+# The inode of each container's log file as this process read it last (container names are
+# unique): a server started since knows only the cursor's offset, and goes by the file's size.
+_files: dict[str, int] = {}
 
 
 def directory(platform: Platform, service_id: str) -> Path:
@@ -72,9 +76,14 @@ def ship(platform: Platform, s: Session, service_id: str, container: str) -> Non
     read = cursor.read if cursor is not None else 0
     try:
         with path.open("rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
             size = f.seek(0, 2)
-            if size < read:  # conmon started the file afresh at its limit: read it from its start
+            # conmon starts the file afresh at its limit: a new file renamed over the old one.
+            # Shorter than the cursor says it, or another file than the one read last (it may
+            # have grown past the cursor already, between two passes): read from its start.
+            if size < read or _files.get(container, inode) != inode:
                 read = 0
+            _files[container] = inode
             if size == read:
                 return
             f.seek(read)
@@ -95,6 +104,7 @@ def archive(platform: Platform, s: Session, service_id: str, container: str) -> 
     """A container ends: store the rest of its output, forget its file and cursor, and return
     its last lines."""
     ship(platform, s, service_id, container)
+    _files.pop(container, None)
     s.execute(delete(ServiceLogCursorRow).where(ServiceLogCursorRow.container == container))
     text = read_container(platform, service_id, container)
     container_log(platform, service_id, container).unlink(missing_ok=True)
