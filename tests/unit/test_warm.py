@@ -133,8 +133,8 @@ def test_close_removes_the_waiting_and_starts_no_more() -> None:
     assert p.take("c") is None and len(boxes.started) == 2
 
 
-def test_a_sandbox_still_starting_is_waited_for_not_started_again() -> None:
-    boxes = Sandboxes()
+def starting(boxes: Sandboxes, key: str) -> tuple[Pool[str, str], threading.Event]:
+    """A pool whose sandbox for `key` is being started, until the returned event is set."""
     gate = threading.Event()
     start = boxes.start
 
@@ -144,11 +144,16 @@ def test_a_sandbox_still_starting_is_waited_for_not_started_again() -> None:
 
     boxes.start = slow_start  # type: ignore[method-assign]
     p = pool(boxes)
-    p.want("a", "a")
+    p.want(key, key)
     deadline = time.monotonic() + 5
     while p.waiting() == 0:  # its start is under way
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    return p, gate
+
+
+def test_a_sandbox_still_starting_is_waited_for_not_started_again() -> None:
+    p, gate = starting(Sandboxes(), "a")
     threading.Timer(0.2, gate.set).start()
     assert p.take("a", wait=5) == "a-1"  # waited for, not None (a cold start)
     assert p.take("b", wait=0.1) is None  # another key: nothing being started for it
@@ -165,21 +170,8 @@ def test_size_zero_starts_nothing() -> None:
 
 
 def test_one_run_waits_for_a_sandbox_being_started_the_others_start_cold() -> None:
-    boxes = Sandboxes()
-    gate = threading.Event()
-    start = boxes.start
-
-    def slow_start(key: str, template: str) -> str:
-        gate.wait(5)
-        return start(key, template)
-
-    boxes.start = slow_start  # type: ignore[method-assign]
-    p = pool(boxes)
-    p.want("a", "a")
+    p, gate = starting(Sandboxes(), "a")
     deadline = time.monotonic() + 5
-    while p.waiting() == 0:  # its start is under way
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
     got: list[str | None] = []
     first = threading.Thread(target=lambda: got.append(p.take("a", wait=5)))
     first.start()

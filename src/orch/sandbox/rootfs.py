@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import json
 import os
@@ -50,6 +51,9 @@ class Image:
     env: tuple[str, ...] = ()  # KEY=VALUE, as the image sets them
     workdir: str = ""
     user: str = ""
+    # Its /etc/passwd and /etc/group (None: missing, or a symlink), read once: its layers never change.
+    passwd: str | None = None
+    group: str | None = None
 
 
 class Images:
@@ -89,7 +93,9 @@ class Images:
             cached = self._cache.get(ref)
         image = self._inspect(ref)
         if not (cached and cached[0].id == image.id and os.path.ismount(cached[0].root)):
-            image = Image(image.ref, image.id, self._mount(ref), image.env, image.workdir, image.user)
+            root = self._mount(ref)
+            passwd, group = (read_inside(root, f"etc/{name}") for name in ("passwd", "group"))
+            image = dataclasses.replace(image, root=root, passwd=passwd, group=group)
         else:
             image = cached[0]
         with self._lock:
@@ -188,16 +194,20 @@ def unmount_root(where: Path) -> None:
             raise EngineError(f"Could not remove {path} after unmounting it ({e}).", _FIX) from None
 
 
+def mount_table() -> Iterator[tuple[str, str]]:
+    """This process's mounts, in mount order: (mount point, file system type)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")  # \040 is a space
+            yield point, fields[fields.index("-") + 1]
+
+
 def mounts_under(directory: Path) -> Iterator[Path]:
     """Mount points at or below `directory`, deepest first (the order to unmount them in)."""
     prefix = str(directory).rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")  # \040 is a space
-            if point.startswith(prefix) or point == prefix.rstrip("/"):
-                found.append(Path(point))
-    yield from sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+    found = {Path(p) for p, _ in mount_table() if p.startswith(prefix) or p == prefix.rstrip("/")}
+    yield from sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:

@@ -95,7 +95,6 @@ class Launcher:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _warm: WarmPool[_Warm, ContainerSpec] | None = field(default=None, init=False)
     _helper: Path | None = field(default=None, init=False)
-    _etc: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.images = rootfs.Images(self.podman)
@@ -343,7 +342,7 @@ class Launcher:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
         image = self.images.get(spec.image)
         self._hold(image.id)
-        passwd, group = self._accounts(image)
+        passwd, group = image.passwd, image.group
         uid, gid = oci.parse_user(spec.user or image.user or "0", passwd, group)
         bundle.mkdir(parents=True, mode=0o700)
         writable = not spec.read_only
@@ -392,18 +391,6 @@ class Launcher:
             _for_gvisor(config)
         (bundle / "config.json").write_text(json.dumps(config))
         return layout
-
-    def _accounts(self, image: rootfs.Image) -> tuple[str | None, str | None]:
-        """The image's /etc/passwd and /etc/group, read once per image (its layers never change)."""
-        key = (image.id, str(image.root))
-        with self._lock:
-            found = self._etc.get(key)
-        if found is None:
-            passwd = rootfs.read_inside(image.root, "etc/passwd")
-            found = (passwd, rootfs.read_inside(image.root, "etc/group"))
-            with self._lock:
-                self._etc[key] = found
-        return found
 
     def _command(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> list[str]:
         base = [self.runtime, "--root", str(self.runtime_root)]

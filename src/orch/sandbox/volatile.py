@@ -51,14 +51,11 @@ def ensure(state: Path) -> bool:
 
 def on_tmpfs(path: Path) -> bool:
     """Whether the mount `path` lies on (the deepest mount point above it) is a tmpfs."""
-    best, kind = "", ""
     target = str(path.resolve())
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")  # \040 is a space
-            if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-                best, kind = point, fields[fields.index("-") + 1]
+    best, kind = "", ""
+    for point, fstype in rootfs.mount_table():
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fstype
     return kind == "tmpfs"
 
 
