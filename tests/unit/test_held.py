@@ -1,5 +1,5 @@
-"""The logic of held sandboxes without a runtime: the stream pump on plain host processes, the
-process-tree kill, the runtime's messages, paths, limits and the output cap."""
+"""The logic of held sandboxes without a runtime: the process-tree kill, the runtime's messages,
+paths, limits and the output cap (the stream pump: test_pump.py)."""
 
 from __future__ import annotations
 
@@ -13,60 +13,6 @@ import pytest
 from orch.errors import InvalidInput
 from orch.sandbox import held
 from orch.services import sandboxes
-
-
-def pump(
-    tmp_path: Path, script: str, stdin: bytes = b"", deadline: float | None = None, started: bool = True
-):
-    pid_file = tmp_path / "pid"
-    if started:
-        pid_file.write_text("0")
-    proc = subprocess.Popen(
-        ["sh", "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    out: list[bytes] = []
-    err: list[bytes] = []
-    p = held._Pump(proc, stdin, out.append, err.append, pid_file)
-    killed: list[bool] = []
-
-    def kill() -> None:
-        killed.append(True)
-        os.killpg(proc.pid, 9)
-
-    try:
-        why = p.run(deadline=deadline, should_stop=None, kill=kill)
-    finally:
-        p.close()
-    return why, proc.returncode, b"".join(out), b"".join(err), p
-
-
-def test_large_stdin_and_stdout_move_together(tmp_path: Path) -> None:
-    data = os.urandom(4 * 1024 * 1024)
-    why, code, out, err, _p = pump(tmp_path, "cat; echo done >&2", stdin=data)
-    assert (why, code, out, err) == ("", 0, data, b"done\n")
-
-
-def test_a_deadline_kills(tmp_path: Path) -> None:
-    began = time.monotonic()
-    why, code, out, _err, _p = pump(tmp_path, "echo before; sleep 30", deadline=time.monotonic() + 0.3)
-    assert why == "timeout" and code == -9 and out == b"before\n"
-    assert time.monotonic() - began < 5
-
-
-def test_a_process_left_behind_does_not_hold_the_answer(tmp_path: Path) -> None:
-    # The background sleep keeps stdout open after the shell exits: the pump stops at the exit.
-    began = time.monotonic()
-    why, code, out, _err, _p = pump(tmp_path, "(sleep 5; echo late) & echo now; exit 3")
-    assert (why, code, out) == ("", 3, b"now\n") and time.monotonic() - began < 4
-
-
-def test_stderr_before_the_start_is_held_back(tmp_path: Path) -> None:
-    _why, code, _out, err, p = pump(tmp_path, "echo runtime-error >&2; exit 255", started=False)
-    assert (code, err, p.held_back) == (255, b"", b"runtime-error\n")
 
 
 def test_kill_tree_takes_the_group_and_the_tree_but_not_the_ones_that_left(tmp_path: Path) -> None:

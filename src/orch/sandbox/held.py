@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import secrets
-import selectors
 import signal
 import subprocess
 import threading
@@ -37,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from orch.bundle.sizes import format_size
 from orch.engine.base import ContainerSpec
@@ -45,12 +44,12 @@ from orch.engine.network import Network
 from orch.errors import Conflict, EngineError, InvalidInput, NotFound
 from orch.sandbox import netns, oci, runc
 from orch.sandbox.launcher import Isolation
+from orch.sandbox.pump import Output as Output  # what a command's output goes to
+from orch.sandbox.pump import Pump
 
 log = logging.getLogger(__name__)
 HOME = "/home/user"  # a held sandbox's working directory, where relative paths start
-Output = Callable[[bytes], None]
 _FIX = "Remove the sandbox and create another; the server's log has the details."
-_CHUNK = 65536
 # Exit codes a shell gives a command it cannot find or cannot execute.
 NOT_FOUND, NOT_EXECUTABLE = 127, 126
 TIMED_OUT = 124  # as `timeout` exits when it stopped the command
@@ -381,7 +380,7 @@ class RuncSandbox:
             raise EngineError(
                 f"The OCI runtime {self.launcher.runtime} is not installed.", runc._FIX
             ) from None
-        pump = _Pump(proc, stdin, on_stdout, on_stderr, pid_file)
+        pump = Pump(proc, stdin, on_stdout, on_stderr, pid_file, hold_back=True)
         why = ""
         try:
             why = pump.run(
@@ -537,126 +536,6 @@ def _file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
         f"Could not {verb} {path} in the sandbox: {reason}.",
         "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path.",
     )
-
-
-class _Pump:
-    """One command's standard streams, moved in the calling thread: stdin written as the process
-    takes it, stdout and stderr handed on as they come. Until the runtime says the process
-    started (its pid file), stderr is held back: what comes before may be the runtime's own
-    error, which is no output of the command."""
-
-    def __init__(
-        self, proc: subprocess.Popen[bytes], stdin: bytes, out: Output, err: Output, pid_file: Path
-    ) -> None:
-        assert proc.stdin and proc.stdout and proc.stderr
-        self.proc, self.pid_file = proc, pid_file
-        self.out, self.err = out, err
-        self.held_back = b""
-        self.released = False
-        self.stdin = memoryview(stdin)
-        self.selector = selectors.DefaultSelector()
-        self.streams: dict[int, IO[bytes]] = {}
-        for stream, mask in ((proc.stdout, selectors.EVENT_READ), (proc.stderr, selectors.EVENT_READ)):
-            os.set_blocking(stream.fileno(), False)
-            self.selector.register(stream, mask)
-            self.streams[stream.fileno()] = stream
-        if stdin:
-            os.set_blocking(proc.stdin.fileno(), False)
-            self.selector.register(proc.stdin, selectors.EVENT_WRITE)
-        else:
-            proc.stdin.close()
-
-    def run(
-        self, deadline: float | None, should_stop: Callable[[], bool] | None, kill: Callable[[], None]
-    ) -> str:
-        """Move the streams until the runtime's process exits; "timeout" or "cancel" when it was
-        killed for that, else ""."""
-        why = ""
-        killed_at = 0.0
-        checked = 0.0
-        while True:
-            self._move(0.05)
-            if self.proc.poll() is not None:
-                self._drain()
-                return why
-            now = time.monotonic()
-            if not self.released and self.pid_file.exists():
-                self.release()
-            if why:
-                if now - killed_at > 10:  # the runtime itself hangs
-                    self.proc.kill()
-                continue
-            if deadline is not None and now >= deadline:
-                why = "timeout"
-            elif should_stop is not None and now - checked >= 0.05:
-                checked = now
-                if should_stop():
-                    why = "cancel"
-            if why:
-                killed_at = now
-                kill()
-
-    def _move(self, wait: float) -> None:
-        for key, _mask in self.selector.select(wait):
-            stream = key.fileobj
-            assert not isinstance(stream, int)
-            if stream is self.proc.stdin:
-                self._feed()
-            else:
-                self._read(stream.fileno())
-
-    def _feed(self) -> None:
-        assert self.proc.stdin is not None
-        try:
-            written = os.write(self.proc.stdin.fileno(), self.stdin[:_CHUNK])
-        except BlockingIOError:
-            return
-        except OSError:  # the process closed its stdin (or exited)
-            written = len(self.stdin)
-        self.stdin = self.stdin[written:]
-        if not self.stdin:
-            self.selector.unregister(self.proc.stdin)
-            self.proc.stdin.close()
-
-    def _read(self, fd: int) -> bool:
-        try:
-            data = os.read(fd, _CHUNK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            data = b""
-        if not data:
-            self.selector.unregister(self.streams[fd])
-            return False
-        assert self.proc.stderr is not None
-        if fd == self.proc.stderr.fileno() and not self.released:
-            self.held_back += data
-        else:
-            (self.out if fd != self.proc.stderr.fileno() else self.err)(data)
-        return True
-
-    def _drain(self) -> None:
-        """What the pipes hold now that the runtime's process has exited: a process the command
-        left running may keep them open, so read what is there, not to their end."""
-        for fd in list(self.streams):
-            if fd in {k.fd for k in self.selector.get_map().values()}:
-                for _ in range(1024):
-                    if not self._read(fd):
-                        break
-
-    def release(self) -> None:
-        """The process started: what stderr held back is its own."""
-        self.released = True
-        if self.held_back:
-            self.err(self.held_back)
-            self.held_back = b""
-
-    def close(self) -> None:
-        self.selector.close()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
 
 
 def _host_processes() -> dict[int, tuple[int, int]]:

@@ -31,8 +31,8 @@ from orch.sandbox.held import (
     ExecResult,
     Held,
     Holder,
-    Output,
 )
+from orch.sandbox.pump import Output
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import secrets
-import select
 import shutil
 import subprocess
 import threading
@@ -39,11 +38,9 @@ from typing import Any
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.network import Network
 
-# Shared with the Podman path: the same output pumping, OOM reading and cgroup parent.
+# Shared with the Podman path: the same OOM reading and cgroup parent.
 from orch.engine.podman_run import (
-    _feed,
     _peak_reached_limit,
-    _pump,
     cgroup_parent,
     cgroup_parents,
     remove_cgroup_parent,
@@ -51,6 +48,7 @@ from orch.engine.podman_run import (
 from orch.errors import EngineError
 from orch.sandbox import etc_files, handoff, netns, oci, rootfs, volatile
 from orch.sandbox.launcher import Isolation
+from orch.sandbox.pump import Pump
 from orch.sandbox.warm import Pool as WarmPool
 
 log = logging.getLogger(__name__)
@@ -438,49 +436,23 @@ class Launcher:
         should_stop: Callable[[], bool] | None,
         clock: _Clock,
     ) -> ContainerExit:
-        """Feed `stdin`, stream the output, enforce the timeout and cancels, until it ends."""
+        """Feed `stdin`, stream the output, enforce the timeout and cancels, until it ends: all
+        in this thread (see `pump`)."""
         pid_file = bundle / "pid"
-        assert proc.stdin and proc.stdout and proc.stderr
-        threads = [
-            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stdout, on_stdout), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, on_stderr), daemon=True),
-        ]
-        for t in threads:
-            t.start()
+        streams = Pump(proc, stdin, on_stdout, on_stderr, pid_file)
         why = ""
-        started = time.monotonic()
-        ended = _ExitWait(proc)
         try:
-            while True:
-                # Finely until the process runs (the start is what a run waits for), then at the
-                # pace of timeouts and cancels; its exit wakes the wait at once.
-                if ended(0.05 if clock.running else 0.002):
-                    break
-                if not clock.running and pid_file.exists():
-                    clock.running = time.monotonic()
-                if timeout is not None and time.monotonic() - started >= timeout:
-                    why = "timeout"
-                elif should_stop is not None and should_stop():
-                    why = "cancel"
-                if why:
-                    self._kill(spec.name)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(10)
-                    break
+            deadline = None if timeout is None else time.monotonic() + timeout
+            why = streams.run(deadline, should_stop, kill=lambda: self._kill(spec.name))
         finally:
-            ended.close()
             if proc.poll() is None:
-                # runc itself hangs (or we are being unwound): the container goes in teardown.
+                # Unwound (the caller's thread was interrupted): the container goes in teardown.
                 self._kill(spec.name)
                 proc.kill()
                 proc.wait()
-            for t in threads[1:]:
-                t.join(10)
-            for stream in (proc.stdout, proc.stderr):
-                stream.close()
+            streams.close()
         clock.exited = time.monotonic()
-        clock.running = clock.running or (clock.exited if pid_file.exists() else 0.0)
+        clock.running = clock.running or streams.started or (clock.exited if pid_file.exists() else 0.0)
         code = proc.returncode
         if code != 0 and not why and not pid_file.exists():
             code = ENGINE_FAILED  # the sandbox never ran: the runtime's own failure
@@ -575,39 +547,6 @@ class _Warm:
     network: Network
     layout: oci.Layout
     proc: subprocess.Popen[bytes]
-
-
-class _ExitWait:
-    """A wait for `proc`'s exit that wakes as it happens: Popen.wait(timeout) polls with growing
-    sleeps (up to 50 ms), which a sandbox's end would wait out. A pidfd becomes readable at the
-    exit; the process is then reaped."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.pidfd: int | None = None
-        self.poller = select.poll()
-        with contextlib.suppress(OSError):  # gone already, or no pidfds: Popen.wait's polling
-            self.pidfd = os.pidfd_open(proc.pid)
-            self.poller.register(self.pidfd, select.POLLIN)
-
-    def __call__(self, seconds: float) -> bool:
-        """Wait up to `seconds`; True once the process has exited (and is reaped)."""
-        if self.pidfd is None:
-            try:
-                self.proc.wait(seconds)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        if self.proc.returncode is None and not self.poller.poll(seconds * 1000):
-            return False
-        self.proc.wait()
-        return True
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.pidfd)
-            self.pidfd = None
 
 
 def _alive(sandbox: _Warm) -> bool:
