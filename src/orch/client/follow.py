@@ -27,9 +27,11 @@ def follow(
 ) -> dict[str, Any]:
     """Read a run's output from `offsets` (updated in place; from the start when None), handing
     each piece to `on_output(stream, text)`: stream "stdout", "stderr", or "log" (the platform's
-    notes). Long-polls `wait` seconds at a time until the run has ended and its output is all
-    read; with wait=0, or once `deadline` (a time.monotonic()) passes, stops at the first answer
-    with nothing new. Returns that last answer: `status`, `offsets`, `truncated`."""
+    notes). Long-polls `wait` seconds at a time until an answer says the run has ended: the
+    server reads a run's status before its output, and stores a run's last output with its end,
+    so that answer holds all the output that was left (no further request). With wait=0, or once
+    `deadline` (a time.monotonic()) passes, stops at the first answer with nothing new. Returns
+    the last answer: `status`, `offsets`, `truncated`."""
     offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
     while True:
         poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
@@ -38,5 +40,5 @@ def follow(
         news = [stream for stream in STREAMS if chunk[stream]]
         for stream in news:
             on_output(stream, chunk[stream])
-        if not news and (chunk["status"] in FINAL or poll <= 0):
+        if chunk["status"] in FINAL or (not news and poll <= 0):
             return chunk
