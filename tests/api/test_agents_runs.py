@@ -131,6 +131,7 @@ def test_run_succeeds_with_output_and_base_rule(
     logs = api.get(f"/v1/runs/{r['id']}/logs").json()
     assert logs["stdout"] == 'hello from {"x": 1}' and logs["stderr"] == "a warning\n"
     assert "→ environment python (base)" in logs["log"]
+    assert logs["run"] == api.get(f"/v1/runs/{r['id']}").json()  # an ended run's answer carries it
     spec = fake_engine.containers[-1]
     assert spec.stdin == b'{"x": 1}' and spec.env["MODE"] == "test"
     assert not spec.read_only and spec.user == "1000:1000" and spec.memory_bytes == 512 * 1024 * 1024

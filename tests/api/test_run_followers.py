@@ -88,7 +88,7 @@ def test_a_follower_wakes_for_its_own_run_only(
         stop.set()
         neighbour.join(10)
     # One look at the start, one at the end of the wait: the neighbour's output woke it never.
-    assert (logs.status, logs.stdout, reads) == ("queued", "", [followed, followed])
+    assert (logs.status, logs.stdout, reads, logs.run) == ("queued", "", [followed, followed], None)
 
     # Its own output wakes it, long before its wait is over.
     result: list[object] = []

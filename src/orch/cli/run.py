@@ -84,8 +84,9 @@ def _printer(show_log: bool) -> Callable[[str, str], None]:
 
 def stream(client: Transport, run_id: str, show_log: bool = True) -> dict[str, Any]:
     """Print the run's output as it comes until the run ends; return the ended run."""
-    follow_output(client, run_id, _printer(show_log))
-    return dict(client.get(f"/v1/runs/{run_id}"))
+    last = follow_output(client, run_id, _printer(show_log))
+    # The answer that saw the end carries the run; a server before that is asked for it.
+    return dict(last.get("run") or client.get(f"/v1/runs/{run_id}"))
 
 
 def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:

@@ -31,7 +31,7 @@ def follow(
     server reads a run's status before its output, and stores a run's last output with its end,
     so that answer holds all the output that was left (no further request). With wait=0, or once
     `deadline` (a time.monotonic()) passes, stops at the first answer with nothing new. Returns
-    the last answer: `status`, `offsets`, `truncated`."""
+    the last answer: `status`, `offsets`, `truncated`, and `run` (the run) once it has ended."""
     offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
     while True:
         poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))

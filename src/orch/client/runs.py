@@ -90,6 +90,9 @@ class Run:
             if last["status"] not in FINAL:
                 raise TimeoutError(f"Run {self.id} has not ended after {timeout} s (it is {last['status']}).")
             self._complete = True
+            if last.get("run"):  # the answer that saw the end carries the run (older servers: no)
+                self._update(last["run"])
+                return self
         self.refresh()
         return self
 
@@ -115,6 +118,8 @@ class Run:
         if not self._complete:
             last = follow(self._http, self.id, self._add, self._offsets, wait=0)
             self._complete = last["status"] in FINAL
+            if last.get("run"):
+                self._update(last["run"])
 
     def _add(self, stream: str, text: str) -> None:
         self._output[stream].append(text)

@@ -265,7 +265,8 @@ def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) 
             raise _no_run(run_id)
         status, truncated = found[0], bool(found[1])
         chunks = run_output.read(conn, run_id, offsets)
-    if not RunStatus(status).final:
+    ended = RunStatus(status).final
+    if not ended:
         chunks = {name: log_files.whole_characters(chunk) for name, chunk in chunks.items()}
     new_offsets = {name: offsets.get(name, 0) + len(chunks[name]) for name in STREAMS}
     return RunLogs(
@@ -273,4 +274,5 @@ def _logs(platform: Platform, ws_id: str, run_id: str, offsets: dict[str, int]) 
         offsets=new_offsets,
         status=status,
         truncated=truncated,
+        run=show(platform, ws_id, run_id) if ended else None,
     )

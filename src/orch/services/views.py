@@ -156,6 +156,8 @@ class RunLogs(BaseModel):
     offsets: dict[str, int]
     status: str
     truncated: bool = False
+    # In the answer that finds the run ended: the run itself, so a follower needs no other request.
+    run: RunView | None = None
 
 
 class DeploymentView(BaseModel):
