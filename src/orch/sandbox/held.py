@@ -279,7 +279,7 @@ class RuncSandbox:
         return self.launcher.gvisor
 
     def _base(self) -> list[str]:
-        base = [self.launcher.runtime, "--root", str(self.launcher.runtime_root)]
+        base = self.launcher.base()
         if self.gvisor:  # the flags it was started with (Launcher._command)
             base.append("--network=host" if self.ns.path else "--network=none")
         return base

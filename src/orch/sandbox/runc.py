@@ -46,7 +46,7 @@ from orch.engine.podman_run import (
     remove_cgroup_parent,
 )
 from orch.errors import EngineError
-from orch.sandbox import etc_files, handoff, netns, oci, rootfs, volatile
+from orch.sandbox import etc_files, handoff, netns, oci, rootfs, sealed, volatile
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.pump import Pump
 from orch.sandbox.warm import Pool as WarmPool
@@ -390,8 +390,14 @@ class Launcher:
         (bundle / "config.json").write_text(json.dumps(config))
         return layout
 
+    def base(self) -> list[str]:
+        """The runtime's command line up to its subcommand: runc from its sealed in-memory copy
+        (see `sealed`), runsc (which re-executes itself its own way) from its file."""
+        executable = self.runtime if self.gvisor else sealed.executable(self.runtime)
+        return [executable, "--root", str(self.runtime_root)]
+
     def _command(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> list[str]:
-        base = [self.runtime, "--root", str(self.runtime_root)]
+        base = self.base()
         if self.gvisor:
             base.append("--network=host" if ns.path else "--network=none")
         run = [*base, "run", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), spec.name]
@@ -467,7 +473,7 @@ class Launcher:
     def _runtime(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                [self.runtime, "--root", str(self.runtime_root), *args],
+                [*self.base(), *args],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
