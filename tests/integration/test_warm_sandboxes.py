@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +24,9 @@ from orch.builder import base_images
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.sandbox import handoff, netns, oci
+from orch.sandbox.deps import Deps
 from orch.sandbox.runc import FOR, WARM_NICE, Launcher
+from orch.sandbox.spec import Limits, run_spec
 from tests.integration.test_runc_launcher import MiB, leftovers
 
 pytestmark = pytest.mark.integration
@@ -210,6 +213,63 @@ def test_runs_of_other_agents_share_waiting_sandboxes_each_with_its_own_bundle(
     assert not any(p.name == "x" for b in bundles for p in Path(b.host).iterdir())
 
 
+LOOK = (
+    "import json, os\n"
+    "found = []\n"
+    "for top, dirs, files in sorted(os.walk('.')):\n"
+    "    for n in sorted(dirs + files):\n"
+    "        p = os.path.join(top, n); st = os.lstat(p)\n"
+    "        found.append([p, oct(st.st_mode), st.st_uid, st.st_gid, os.path.islink(p) and os.readlink(p)])\n"
+    "print(json.dumps({'files': found, 'env': dict(os.environ), 'cwd': os.getcwd()}))\n"
+)
+
+
+def test_a_handed_run_finds_its_bundle_copied_as_a_cold_one_does(launcher: Launcher, tmp_path: Path) -> None:
+    """A run's command copies its bundle into its working directory (`cp` in a cold sandbox,
+    the helper in a handed one): the same files, modes, owners and links, the same environment."""
+    bundle = tmp_path / "bundle"
+    (bundle / "pkg").mkdir(parents=True)
+    (bundle / "main.py").write_text(LOOK)
+    (bundle / "tool.sh").write_text("#!/bin/sh\n")
+    (bundle / "tool.sh").chmod(0o755)
+    (bundle / "pkg" / "data.txt").write_text("data")
+    (bundle / "pkg" / "link").symlink_to("data.txt")
+    limits = Limits(cpus=1.0, memory_bytes=256 * MiB, pids=128, timeout=60)
+
+    def a_run() -> ContainerSpec:
+        return run_spec(
+            name=f"{PREFIX}{uuid.uuid4().hex[:8]}",
+            image=base_images.image_tag("python"),
+            command=["python3", "main.py"],
+            bundle_dir=bundle,
+            deps=Deps("none"),
+            env={"ORCH_X": "x"},
+            stdin=b"",
+            limits=limits,
+            network=False,
+            labels={},
+        )
+
+    assert run(launcher, a_run())[0].exit_code == 0  # a run of this shape: one waits after it
+    launcher.wait()
+    assert launcher._warm is not None
+    taken = launcher._warm.taken
+    result, out, err = run(launcher, a_run())
+    assert result.exit_code == 0, err
+    assert launcher._warm is not None and launcher._warm.taken == taken + 1, "not handed over"
+    cold = Launcher(runtime=launcher.runtime, prefix=PREFIX, pool_size=0)
+    try:
+        cold_result, cold_out, cold_err = run(cold, a_run())
+    finally:
+        cold.close()
+    assert cold_result.exit_code == 0, cold_err
+    warm_seen, cold_seen = json.loads(out), json.loads(cold_out)
+    assert warm_seen["env"].pop("HOSTNAME") != cold_seen["env"].pop("HOSTNAME")
+    assert warm_seen == cold_seen
+    assert ["./pkg/link", "0o120777", 1000, 1000, "data.txt"] in warm_seen["files"]
+    assert ["./tool.sh", "0o100755", 1000, 1000, False] in warm_seen["files"]
+
+
 def _nice_of_tree(pid: int) -> dict[str, set[int]]:
     """The priorities of the threads of `pid` and its descendants, by command name."""
     found: dict[str, set[int]] = {}
@@ -349,12 +409,26 @@ HELPER_CASES = [
     ),
     (b"orch\0\0\0\x05abc", 125, "", "orch-handoff: the handed-over run is malformed: it ended early"),
     (b"nope\0\0\0\x02a\0", 125, "", "orch-handoff: no run was handed over"),
-    (b"orch\0\0\0\x04x\0y\0", 125, "", "orch-handoff: the handed-over run is malformed: its argument count"),
+    (b"orch\0\0\0\x04x\0y\0", 125, "", "orch-handoff: the handed-over run is malformed: too few fields"),
+    (
+        b"orch\0\0\0\x06\0\0x\0y\0",
+        125,
+        "",
+        "orch-handoff: the handed-over run is malformed: its argument count",
+    ),
+    (
+        handoff.message(["true"], [], copy=("/no/such/bundle", "/tmp")),
+        1,
+        "",
+        "orch-handoff: cannot copy /no/such/bundle: No such file or directory",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("given", "code", "out", "err"), HELPER_CASES, ids=["run", "closed", "missing", "short", "magic", "count"]
+    ("given", "code", "out", "err"),
+    HELPER_CASES,
+    ids=["run", "closed", "missing", "short", "magic", "fields", "count", "copy-fails"],
 )
 def test_the_helper_on_the_host(given: bytes, code: int, out: str, err: str, tmp_path: Path) -> None:
     helper = handoff.binary(tmp_path)  # built by the machine's compiler, as a launcher does
@@ -362,6 +436,66 @@ def test_the_helper_on_the_host(given: bytes, code: int, out: str, err: str, tmp
     res = subprocess.run([str(helper)], input=given, capture_output=True, check=False)
     assert (res.returncode, res.stdout.decode()) == (code, out)
     assert res.stderr.decode().startswith(err) and (err or not res.stderr)
+
+
+def listing(top: Path) -> list[tuple[str, str, int, str]]:
+    """Each entry under `top`: (path, kind, permission bits, content or link target)."""
+    found = []
+    for path in sorted(top.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            found.append((str(path.relative_to(top)), "link", 0, os.readlink(path)))
+        elif path.is_dir():
+            found.append((str(path.relative_to(top)), "dir", st.st_mode & 0o7777, ""))
+        else:
+            found.append((str(path.relative_to(top)), "file", st.st_mode & 0o7777, path.read_text()))
+    return found
+
+
+def test_the_helper_copies_a_bundle_as_cp_does(tmp_path: Path) -> None:
+    helper = handoff.binary(tmp_path)
+    tmp_path = Path(tempfile.mkdtemp(prefix="orch-copytest-"))  # the sandbox user may enter it
+    tmp_path.chmod(0o755)
+    try:
+        _copies_as_cp(helper, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _copies_as_cp(helper: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "src" / "deep").mkdir(parents=True)
+    (bundle / "main.py").write_text("print(1)\n")
+    (bundle / "run.sh").write_text("#!/bin/sh\n")
+    (bundle / "run.sh").chmod(0o755)
+    (bundle / "src" / "deep" / "data.txt").write_text("x" * 200_000)
+    (bundle / "src" / "readonly.txt").write_text("r")
+    (bundle / "src" / "readonly.txt").chmod(0o444)
+    (bundle / "src" / "setid").write_text("s")
+    (bundle / "src" / "setid").chmod(0o4755)
+    (bundle / "src" / "closed").mkdir()
+    (bundle / "src" / "closed").chmod(0o555)  # its copy too, once filled
+    (bundle / "link").symlink_to("src/deep/data.txt")
+    (bundle / "dangling").symlink_to("/nowhere")
+    by_cp, by_helper = tmp_path / "cp", tmp_path / "helper"
+    by_cp.mkdir()
+    by_helper.mkdir()
+    # As the sandbox user, as both run in a sandbox (root would keep the set-id bits).
+    user = {"user": 1000, "group": 1000, "extra_groups": [], "umask": 0o022}
+    os.chown(by_cp, 1000, 1000)
+    os.chown(by_helper, 1000, 1000)
+    subprocess.run(["cp", "-R", f"{bundle}/.", f"{by_cp}/"], check=True, **user)  # type: ignore[call-overload]
+    given = handoff.message(["true"], [], copy=(str(bundle), str(by_helper)))
+    res = subprocess.run(
+        [str(handoff.binary(tmp_path))],
+        input=given,
+        capture_output=True,
+        check=False,
+        **user,  # type: ignore[call-overload]
+    )
+    assert (res.returncode, res.stderr) == (0, b"")
+    assert listing(by_helper) == listing(by_cp)
+    assert {p.lstat().st_uid for p in by_helper.rglob("*")} == {1000}
 
 
 def test_without_a_c_compiler_runs_start_cold_and_the_server_says_why(

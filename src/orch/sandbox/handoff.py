@@ -57,9 +57,10 @@ def binary(state: Path) -> Path:
         return path
 
 
-def message(argv: Sequence[str], env: Sequence[str]) -> bytes:
-    """What hands a run to the helper: its command and its whole environment (NAME=VALUE)."""
-    fields = [str(len(argv)), *argv, *env]
+def message(argv: Sequence[str], env: Sequence[str], copy: tuple[str, str] | None = None) -> bytes:
+    """What hands a run to the helper: its command and its whole environment (NAME=VALUE); with
+    `copy` (FROM, TO), what the helper first copies as `cp -R FROM/. TO/` would (handoff.c)."""
+    fields = [*(copy or ("", "")), str(len(argv)), *argv, *env]
     if any("\0" in f for f in fields):
         raise ValueError("a command's argument or environment holds a NUL byte")
     payload = b"\0".join(f.encode() for f in fields) + b"\0"

@@ -16,6 +16,17 @@ from orch.sandbox.layout import BUNDLE, SANDBOX_USER, SCRATCH, WORKDIR
 # The bundle is copied into the tmpfs working directory, so the agent may write next to its
 # files while nothing of the host is writable.
 _PRELUDE = f'cp -R {BUNDLE}/. {WORKDIR}/ && exec "$@"'
+_EXEC = 'exec "$@"'
+
+
+def without_copy(argv: Sequence[str]) -> tuple[tuple[str, str], list[str]] | None:
+    """For a launcher that copies the bundle itself (a warm sandbox's helper, handoff.c): a run's
+    command (`run_spec`) as the copy to make, (FROM, TO), and the command to run after it, the
+    same shell left to start it (its own additions to the environment stay the same); None for
+    any other command."""
+    if len(argv) < 5 or list(argv[:3]) != ["/bin/sh", "-c", _PRELUDE]:
+        return None
+    return (BUNDLE, WORKDIR), ["/bin/sh", "-c", _EXEC, *argv[3:]]
 
 
 @dataclass(frozen=True)
