@@ -244,12 +244,16 @@ def sweep(prefix: str, network_name: str = "orch-sandbox", state_dir: Path = STA
     """Remove every namespace named `prefix`... with what it holds outside itself (address
     reservations, NAT and firewall rules): what a killed server left. Call it only while the
     owner runs no sandbox. Return how many were removed."""
-    names = {p.stem for p in state_dir.glob(f"{prefix}*.json")}
+    # A state file being written when the server was killed is left as NAME.tmp.
+    partial = list(state_dir.glob(f"{prefix}*.tmp"))
+    names = {p.stem for p in state_dir.glob(f"{prefix}*.json")} | {p.stem for p in partial}
     names |= {p.name for p in NETNS_DIR.glob(f"{prefix}*")} if NETNS_DIR.is_dir() else set()
     for name in names:
         if not (state_dir / f"{name}.json").exists():
             _write_state(state_dir / f"{name}.json", network_name, None)
         destroy(name, state_dir)
+    for path in partial:
+        path.unlink(missing_ok=True)
     # Reservations without a namespace or state (a kill between the plugins' work and ours).
     with contextlib.suppress(EngineError):
         network = cni.for_launcher(cni.load(network_name))
