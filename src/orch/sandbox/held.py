@@ -279,10 +279,7 @@ class RuncSandbox:
         return self.launcher.gvisor
 
     def _base(self) -> list[str]:
-        base = self.launcher.base()
-        if self.gvisor:  # the flags it was started with (Launcher._command)
-            base.append("--network=host" if self.ns.path else "--network=none")
-        return base
+        return self.launcher.base(self.ns)  # the flags it was started with
 
     def alive(self) -> bool:
         return not (self._removed or self._dead) and _started(self.pid) == self.started != ""

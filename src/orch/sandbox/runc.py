@@ -394,16 +394,19 @@ class Launcher:
         (bundle / "config.json").write_text(json.dumps(config))
         return layout
 
-    def base(self) -> list[str]:
+    def base(self, ns: netns.Netns | None = None) -> list[str]:
         """The runtime's command line up to its subcommand: runc from its sealed in-memory copy
-        (see `sealed`), runsc (which re-executes itself its own way) from its file."""
-        executable = self.runtime if self.gvisor else sealed.executable(self.runtime)
-        return [executable, "--root", str(self.runtime_root)]
+        (see `sealed`), runsc (which re-executes itself its own way) from its file, with the
+        network flag of a sandbox in `ns` (runsc's commands on a sandbox repeat its start's)."""
+        if not self.gvisor:
+            return [sealed.executable(self.runtime), "--root", str(self.runtime_root)]
+        base = [self.runtime, "--root", str(self.runtime_root)]
+        if ns is not None:
+            base.append("--network=host" if ns.path else "--network=none")
+        return base
 
     def _command(self, spec: ContainerSpec, bundle: Path, ns: netns.Netns) -> list[str]:
-        base = self.base()
-        if self.gvisor:
-            base.append("--network=host" if ns.path else "--network=none")
+        base = self.base(ns)
         run = [*base, "run", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), spec.name]
         if self.gvisor and ns.path:
             return ["nsenter", f"--net={ns.path}", *run]
