@@ -5,6 +5,9 @@ history of servers before 0017 moved in from its file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from orch.services import deployed_logs
@@ -13,8 +16,35 @@ from orch.store.schema import ServiceLogCursorRow, ServiceLogRow
 from tests.unit.test_service_leases import services
 
 
+@pytest.fixture(autouse=True)
+def _let_go() -> Iterator[None]:
+    yield
+    deployed_logs.keep_only(set())  # the log files the tests' ships held open
+
+
 def line(text: str, kind: str = "F") -> str:
     return f"2026-01-01T00:00:00Z stdout {kind} {text}\n"
+
+
+def first_pass(platform: Platform, workspace: tuple[str, str], container: str, text: str) -> tuple[str, Path]:
+    """A service whose container's log file holds `text`, stored at a first pass."""
+    (svc,) = services(platform, workspace[0], 1)
+    log = deployed_logs.container_log(platform, svc, container)
+    log.write_text(text)
+    ship(platform, svc, container)
+    return svc, log
+
+
+def started_afresh(log: Path, text: str) -> None:
+    """conmon at its limit: a new file renamed over the old one."""
+    fresh = log.with_name(log.name + ".tmp")
+    fresh.write_text(text)
+    fresh.rename(log)
+
+
+def append_lines(log: Path, text: str) -> None:
+    with log.open("a") as f:
+        f.write(text)
 
 
 def read(platform: Platform, service_id: str, offset: int = 0) -> tuple[str, int]:
@@ -56,17 +86,50 @@ def test_whole_lines_past_the_cursor_and_a_file_started_afresh(
 def test_a_file_started_afresh_and_grown_past_the_cursor_between_two_passes_is_read_whole(
     platform: Platform, workspace: tuple[str, str]
 ) -> None:
-    (svc,) = services(platform, workspace[0], 1)
-    log = deployed_logs.container_log(platform, svc, "c2")
-    log.write_text(line("first"))
-    ship(platform, svc, "c2")
-    # conmon at its limit: a new file renamed over the old one, which a flood has already
-    # filled past where the old one was read to.
-    fresh = log.with_name("c2.log.tmp")
-    fresh.write_text(line("second") + line("third"))
-    fresh.rename(log)
+    svc, log = first_pass(platform, workspace, "c2", line("first"))
+    # A new file, which a flood has already filled past where the old one was read to.
+    started_afresh(log, line("second") + line("third"))
     ship(platform, svc, "c2")
     assert read(platform, svc) == ("first\nsecond\nthird\n", 19)
+
+
+def test_what_the_old_file_got_after_the_last_pass_is_stored_before_the_new_file(
+    platform: Platform, workspace: tuple[str, str]
+) -> None:
+    svc, log = first_pass(platform, workspace, "c3", line("one"))
+    # Between two passes the old file gets more, then conmon renames a new one over it.
+    append_lines(log, line("two") + line("three"))
+    started_afresh(log, line("four"))
+    ship(platform, svc, "c3")
+    assert read(platform, svc) == ("one\ntwo\nthree\nfour\n", 19)
+    # The old file's rest is stored once; the new one goes on from its cursor.
+    append_lines(log, line("five"))
+    ship(platform, svc, "c3")
+    assert read(platform, svc, 19) == ("five\n", 24)
+    # A container whose file is removed: the rest of the file held open is stored.
+    append_lines(log, line("six"))
+    log.unlink()
+    ship(platform, svc, "c3")
+    assert read(platform, svc, 24) == ("six\n", 28)
+    deployed_logs.keep_only(set())
+    assert "c3" not in deployed_logs._held
+
+
+def test_a_file_another_server_stored_meanwhile_is_let_go(
+    platform: Platform, workspace: tuple[str, str]
+) -> None:
+    svc, log = first_pass(platform, workspace, "c4", line("one"))
+    held = deployed_logs._held["c4"].file
+    # Another server held the service for a while: it stored the old file's rest and part of a
+    # new one. The file this server kept open is not read again.
+    append_lines(log, line("two"))
+    started_afresh(log, line("three") + line("four"))
+    with platform.store.session() as s:
+        deployed_logs.append(s, svc, b"two\nthree\n")
+        s.get(ServiceLogCursorRow, "c4").read = len(line("three"))
+    ship(platform, svc, "c4")
+    assert held.closed
+    assert read(platform, svc) == ("one\ntwo\nthree\nfour\n", 19)
 
 
 def test_the_oldest_output_goes_past_the_bound(

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -27,9 +29,21 @@ MAX_HISTORY = 4 * 1024 * 1024  # kept per service; older output is dropped from 
 # a chatty or hostile service cannot fill the disk, nor make each read of its logs grow.
 MAX_CONTAINER_LOG = 8 * 1024 * 1024
 TAIL_LINES = 40
-# The inode of each container's log file as this process read it last (container names are
-# unique): a server started since knows only the cursor's offset, and goes by the file's size.
-_files: dict[str, int] = {}
+
+
+@dataclass
+class _Held:
+    """A container's log file as this process read it last, kept open: when conmon renames a
+    new file over it, the rest of it is still read (what the container printed between the last
+    pass and the new file), and `read` says how far this process stored it (another server may
+    have stored the container since: then its cursor differs, and this file is let go)."""
+
+    file: BinaryIO
+    inode: int
+    read: int
+
+
+_held: dict[str, _Held] = {}  # by container name (unique)
 
 
 def directory(platform: Platform, service_id: str) -> Path:
@@ -70,41 +84,81 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
 
 def ship(platform: Platform, s: Session, service_id: str, container: str) -> None:
     """Store what the container's log file holds past its cursor (whole lines only: conmon
-    writes a line at once, and a line not ended yet waits for the next pass)."""
-    path = container_log(platform, service_id, container)
+    writes a line at once, and a line not ended yet waits for the next pass).
+
+    conmon starts the file afresh at its limit: a new file renamed over the old one. The old
+    one, still open here, is read to its end first; then the new one from its start. A server
+    that did not hold the old one open (started since, or another server stored the container
+    meanwhile) knows only the cursor: a file shorter than it is read from its start."""
     cursor = s.get(ServiceLogCursorRow, container)
     read = cursor.read if cursor is not None else 0
+    held = _held.pop(container, None)
+    if held is not None and held.read != read:
+        held.file.close()
+        held = None
     try:
-        with path.open("rb") as f:
-            inode = os.fstat(f.fileno()).st_ino
-            size = f.seek(0, 2)
-            # conmon starts the file afresh at its limit: a new file renamed over the old one.
-            # Shorter than the cursor says it, or another file than the one read last (it may
-            # have grown past the cursor already, between two passes): read from its start.
-            if size < read or _files.get(container, inode) != inode:
-                read = 0
-            _files[container] = inode
-            if size == read:
-                return
-            f.seek(read)
-            raw = f.read(size - read)
+        current: BinaryIO | None = container_log(platform, service_id, container).open("rb")
     except FileNotFoundError:
+        current = None
+    inode = os.fstat(current.fileno()).st_ino if current is not None else None
+    if held is not None and held.inode == inode and current is not None:
+        current.close()
+        current = held.file
+    elif held is not None:  # renamed over, or removed: the rest of the one read so far
+        read = _store(s, service_id, held.file, read)
+        held.file.close()
+        read = 0 if current is not None else read
+    if current is None:
+        if held is not None:
+            _cursor(s, cursor, service_id, container, read)
         return
+    if current.seek(0, 2) < read:  # started afresh in place (or the server does not know)
+        read = 0
+    read = _store(s, service_id, current, read)
+    _held[container] = _Held(current, os.fstat(current.fileno()).st_ino, read)
+    _cursor(s, cursor, service_id, container, read)
+
+
+def _store(s: Session, service_id: str, f: BinaryIO, read: int) -> int:
+    """Store the whole lines of `f` past `read`; return how far it is stored now."""
+    size = f.seek(0, 2)
+    if size <= read:
+        return read
+    f.seek(read)
+    raw = f.read(size - read)
     whole = raw[: raw.rfind(b"\n") + 1]
-    if not whole:
-        return
     append(s, service_id, parse(whole.decode("utf-8", "replace")).encode())
+    return read + len(whole)
+
+
+def _cursor(
+    s: Session, cursor: ServiceLogCursorRow | None, service_id: str, container: str, read: int
+) -> None:
     if cursor is None:
-        s.add(ServiceLogCursorRow(container=container, service_id=service_id, read=read + len(whole)))
-    else:
-        cursor.read = read + len(whole)
+        s.add(ServiceLogCursorRow(container=container, service_id=service_id, read=read))
+    elif cursor.read != read:
+        cursor.read = read
+
+
+def forget(container: str) -> None:
+    """Let go of a container's log file (it ended, or this server no longer stores it)."""
+    held = _held.pop(container, None)
+    if held is not None:
+        held.file.close()
+
+
+def keep_only(containers: set[str]) -> None:
+    """Let go of the log files of every container but these (those this server stores)."""
+    for container in list(_held):
+        if container not in containers:
+            forget(container)
 
 
 def archive(platform: Platform, s: Session, service_id: str, container: str) -> str:
     """A container ends: store the rest of its output, forget its file and cursor, and return
     its last lines."""
     ship(platform, s, service_id, container)
-    _files.pop(container, None)
+    forget(container)
     s.execute(delete(ServiceLogCursorRow).where(ServiceLogCursorRow.container == container))
     text = read_container(platform, service_id, container)
     container_log(platform, service_id, container).unlink(missing_ok=True)

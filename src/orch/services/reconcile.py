@@ -132,6 +132,7 @@ def reconcile(platform: Platform) -> float | None:
         platform.services_listed_at = time.monotonic()
         containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
         keep: set[str] = set()
+        stored: set[str] = set()  # the containers whose output this pass stored
         due: float | None = None
         moved = False  # whether a route changed (the proxy's, services/routing.py)
         with platform.store.session() as s:
@@ -158,12 +159,15 @@ def reconcile(platform: Platform) -> float | None:
                     if r.container:
                         keep.add(r.container)
                         deployed_logs.ship(platform, s, svc.id, r.container)
+                        stored.add(r.container)
                     wait = _due(r)
                     if wait is not None:
                         due = wait if due is None else min(due, wait)
             # A duplicate, or left by a deleted service or a failed deploy: removed once this
             # pass is committed (Podman takes its time; the store is not held meanwhile).
             orphans = [(c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep]
+            # The files of containers this server no longer stores (another holds their service) go.
+            deployed_logs.keep_only(stored | {d.container for d in starting if d.container})
         platform.services_seen = bool(containers or keep)  # keep: what this pass started too
         if moved:
             routing.of(platform).changed()
