@@ -228,6 +228,9 @@ def test_help_imports_nothing_heavy(tmp_path: Path, server: str, args: tuple[str
     """`orch --help` imports every noun's module to list them: still none of their heavy parts."""
     modules = imported(tmp_path, server, *args)
     assert not heavy(modules)
+    # Typer's help formatting, without rich's Markdown and Traceback (cli/lazy_help.py).
+    assert "typer.rich_utils" in modules
+    assert not heavy(modules, ("markdown_it", "pygments", "rich.markdown", "rich.traceback", "rich.syntax"))
     if args == ("--help",):
         assert {f"orch.cli.{module}" for module, _ in cli_main.COMMANDS.values()} <= modules
 
@@ -253,6 +256,63 @@ def test_help_lists_every_command_and_typos_get_suggestions() -> None:
     assert typo.exit_code == 2 and "Did you mean 'env'?" in typo.output
     version = runner.invoke(cli_main.app, ["--version"])
     assert version.exit_code == 0 and version.output == f"orch {__version__}\n"
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    yield path, command
+    for name in getattr(command, "commands", {}):
+        yield from _commands(command.commands[name], (*path, name))
+
+
+def test_every_help_text_is_shown_whole() -> None:
+    """Help is formatted with rich markup: a text in square brackets ("[default: 8750]") would be
+    taken for a markup tag and vanish unless escaped. Every command's and option's help shows in
+    full."""
+    import typer.main
+
+    runner = CliRunner()
+    root = typer.main.get_command(cli_main.app)
+    checked = 0
+    for path, command in _commands(root):
+        shown = runner.invoke(cli_main.app, [*path, "--help"], env={"COLUMNS": "400"})
+        assert shown.exit_code == 0, (path, shown.output)
+        flat = " ".join(shown.output.split())
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in filter(None, texts):
+            want = " ".join(text.replace("\\[", "[").split())
+            assert want in flat, (path, want)
+            checked += "[" in want
+    assert checked >= 15  # the "[default: …]" texts among them
+
+
+def test_the_stand_ins_make_the_real_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What typer.rich_utils got in place of rich's Markdown and Traceback builds the real ones,
+    and only typer.rich_utils got them."""
+    import sys
+
+    from orch.cli import lazy_help
+
+    markdown = lazy_help.STAND_INS["rich.markdown"]().Markdown("# Title")
+    assert type(markdown).__module__ == "rich.markdown" and type(markdown).__name__ == "Markdown"
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        traceback = lazy_help.STAND_INS["rich.traceback"]().Traceback.from_exception(
+            type(e), e, e.__traceback__
+        )
+    assert type(traceback).__module__ == "rich.traceback"
+    # Imported through the hook: the stand-ins are gone from sys.modules afterwards.
+    for name in ("typer.rich_utils", "rich.markdown", "rich.traceback"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    lazy_help.install()
+    import typer.rich_utils
+
+    assert typer.rich_utils.Markdown.__module__ == lazy_help.__name__
+    assert "rich.markdown" not in sys.modules and "rich.traceback" not in sys.modules
+    import rich.markdown
+
+    assert rich.markdown.Markdown is not typer.rich_utils.Markdown
 
 
 @pytest.mark.parametrize(

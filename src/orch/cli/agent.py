@@ -32,7 +32,7 @@ def publish(
         False, "--docker", help="Build the bundle's Dockerfile into the agent's own environment."
     ),
     name: str = typer.Option(
-        None, "--name", "-n", help="Agent name [default: orch.yaml's name, else the directory's]."
+        None, "--name", "-n", help="Agent name \\[default: orch.yaml's name, else the directory's]."
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the Dockerfile's build."),
     json_: bool = JSON,

@@ -12,12 +12,16 @@ import importlib
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import typer
-from typer.core import TyperGroup
-from typer.main import get_command_from_info, get_group_from_info
-from typer.models import CommandInfo, TyperInfo
+from orch.cli import lazy_help
 
-from orch import __version__
+lazy_help.install()  # before typer formats any help (it imports typer.rich_utils then)
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+from typer.main import get_command_from_info, get_group_from_info  # noqa: E402
+from typer.models import CommandInfo, TyperInfo  # noqa: E402
+
+from orch import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from typer._click import Command

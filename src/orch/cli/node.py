@@ -30,12 +30,12 @@ def _gib(size: int) -> str:
 def start(
     cluster: str = typer.Option(..., "--cluster", help="The Ray cluster's head, as HOST:PORT."),
     name: str = typer.Option(
-        None, "--name", help="The node's name in the cluster [default: this machine's host name]."
+        None, "--name", help="The node's name in the cluster \\[default: this machine's host name]."
     ),
     address: str = typer.Option(
         None,
         "--address",
-        help="The address other machines reach this one at [default: the head's host when it is "
+        help="The address other machines reach this one at \\[default: the head's host when it is "
         "a loopback address, so a local cluster stays on 127.0.0.1].",
     ),
     json_: bool = JSON,

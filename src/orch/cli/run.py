@@ -119,7 +119,7 @@ def run(
     input: str = typer.Option(None, "--input", "-i", help="JSON input, @FILE, or - for standard input."),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the sandbox (repeatable)."),
     timeout: int = typer.Option(
-        None, "--timeout", "-t", help="Wall-clock limit in seconds [default: the manifest's]."
+        None, "--timeout", "-t", help="Wall-clock limit in seconds \\[default: the manifest's]."
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return at once."),
     json_: bool = typer.Option(False, "--json", help="Wait for the end, then print the run as JSON."),

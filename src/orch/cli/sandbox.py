@@ -47,12 +47,14 @@ def _summary(s: dict[str, Any]) -> str:
 @command
 def create(
     env: str = typer.Option(
-        None, "--env", "-e", help="Environment name or id [default: the workspace's default, else python]."
+        None, "--env", "-e", help="Environment name or id \\[default: the workspace's default, else python]."
     ),
-    memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, such as 512Mi [default: 512Mi]."),
-    cpus: float = typer.Option(None, "--cpus", help="CPUs, such as 0.5 [default: 1]."),
+    memory: str = typer.Option(
+        None, "--memory", "-m", help="Memory limit, such as 512Mi \\[default: 512Mi]."
+    ),
+    cpus: float = typer.Option(None, "--cpus", help="CPUs, such as 0.5 \\[default: 1]."),
     timeout: int = typer.Option(
-        None, "--timeout", "-t", help="Idle seconds before it is removed [default: 600]."
+        None, "--timeout", "-t", help="Idle seconds before it is removed \\[default: 600]."
     ),
     network: bool = typer.Option(
         False, "--network", help="Let it reach the internet (never the host or other sandboxes)."
@@ -78,10 +80,12 @@ def exec_(
         ..., metavar="-- COMMAND [ARG...]", help="The command and its arguments."
     ),
     timeout: float = typer.Option(
-        None, "--timeout", "-t", help="Seconds before the command is killed [default: 60]."
+        None, "--timeout", "-t", help="Seconds before the command is killed \\[default: 60]."
     ),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the command (repeatable)."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Its working directory [default: /home/user]."),
+    workdir: str = typer.Option(
+        None, "--workdir", "-w", help="Its working directory \\[default: /home/user]."
+    ),
     stdin: bool = typer.Option(False, "--stdin", "-i", help="Give it this command's standard input."),
     json_: bool = typer.Option(
         False, "--json", help="Print {exit_code, stdout, stderr, duration} at its end (exit 0)."

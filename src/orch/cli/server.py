@@ -15,14 +15,14 @@ from orch.errors import InvalidInput
 
 @command
 def server(
-    host: str = typer.Option(None, "--host", help="Address to listen on [default: 127.0.0.1]."),
-    port: int = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one [default: 8750]."),
+    host: str = typer.Option(None, "--host", help="Address to listen on \\[default: 127.0.0.1]."),
+    port: int = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one \\[default: 8750]."),
     services_port: int = typer.Option(
         None,
         "--services-port",
-        help="Port services are served on, an origin of their own; 0 picks a free one [default: 8751].",
+        help="Port services are served on, an origin of their own; 0 picks a free one \\[default: 8751].",
     ),
-    db: str = typer.Option(None, "--db", help="Database URL [default: the SQLite file in ORCH_HOME]."),
+    db: str = typer.Option(None, "--db", help="Database URL \\[default: the SQLite file in ORCH_HOME]."),
 ) -> None:
     """Start the control plane: REST API (docs at /docs), web UI (/ui), the background workers,
     and the services' proxy on a port of its own."""

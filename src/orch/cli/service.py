@@ -58,10 +58,10 @@ def _access(svc: dict[str, Any]) -> str:
 def deploy(
     path: Path = typer.Argument(Path("."), help="The service's directory (default: the current one)."),
     name: str = typer.Option(
-        None, "--name", "-n", help="Service name [default: orch.yaml's name, else the directory's]."
+        None, "--name", "-n", help="Service name \\[default: orch.yaml's name, else the directory's]."
     ),
     command_: str = typer.Option(
-        None, "--command", "-c", help="Command [default: orch.yaml's runtime.command or the entrypoint's]."
+        None, "--command", "-c", help="Command \\[default: orch.yaml's runtime.command or the entrypoint's]."
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the deployment."),
     public: bool = typer.Option(

@@ -60,7 +60,7 @@ def list_workspaces(json_: bool = JSON) -> None:
 @command
 def create_token(
     workspace: str = typer.Option(
-        None, "--workspace", "-w", help="Workspace name or id [default: your token's; others: admin only]."
+        None, "--workspace", "-w", help="Workspace name or id \\[default: your token's; others: admin only]."
     ),
     name: str = typer.Option("token", "--name", "-n", help="What the token is for, e.g. ci."),
     admin: bool = typer.Option(False, "--admin", help="Make an admin token (admin tokens only)."),
