@@ -27,6 +27,7 @@ from orch.engine.podman_run import cgroup_parents
 from orch.sandbox import cni, rootfs
 from orch.sandbox.netns import NETNS_DIR
 from orch.sandbox.runc import Launcher
+from tests.host_listener import Listener, host_address
 
 # What a service's run_command keeps (orch.sandbox service spec): caps a root process gets.
 RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID")
@@ -261,39 +262,6 @@ def test_writes_to_the_root_count_against_the_memory_limit(launcher: Launcher) -
 def test_no_network_has_only_loopback(launcher: Launcher) -> None:
     result, out, _ = run(launcher, ["ls", "/sys/class/net"])
     assert (result.exit_code, out.split()) == (0, ["lo"])
-
-
-class Listener:
-    """A TCP listener on the host that records who connected (the truth on its side)."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.peers: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, addr = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.peers.append(addr[0])
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
-def host_address() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))
-        return str(s.getsockname()[0])
 
 
 PROBE = """

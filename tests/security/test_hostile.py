@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.host_listener import Listener, host_address
 from tests.integration.conftest import Server, sandbox_address
 from tests.integration.test_runs import write
 
@@ -195,42 +196,6 @@ def run_probe(server: Server, tmp_path: Path, name: str, port: int, hosts: list[
     res = server.cli("run", name, "--json", "--input", json.dumps({"port": port, "hosts": hosts}))
     assert res.returncode in (0, 1), res.stdout + res.stderr
     return json.loads(res.stdout)
-
-
-class Listener:
-    """A TCP listener on the host that records who connected: the truth on the listener's side
-    (this machine's egress proxy answers connections to outside addresses, so a sandbox's own
-    report of "connected" proves nothing)."""
-
-    def __init__(self, host: str = "0.0.0.0") -> None:
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.peers: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, addr = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.peers.append(addr[0])
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
-def host_address() -> str:
-    """The host's own address on its default route (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))
-        return str(s.getsockname()[0])
 
 
 def test_reaching_the_server_api(server: Server, tmp_path: Path) -> None:
