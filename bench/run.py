@@ -17,7 +17,10 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    with its own `orch.Client` (the platform's Python client), each run then waited for with
    `run.wait()` (long polls of its output to its end, then the run read) and its own output
    checked: runs/s from the first POST to the last run seen ended, the steady rate between the
-   10th and 90th percentile of the server's finish times, failures.
+   10th and 90th percentile of the server's finish times, failures. Beside it, the machine's
+   speed at that moment: BURST `python3 -c pass` started two at a time, just before and just
+   after the burst (starts/s), and the burst's runs/s as a share of it. The goal is absolute
+   runs/s; this reference says how much of a miss or a pass is the machine's.
 3. Where the time goes: the server's `orch_run_phase_seconds` histograms (GET /metrics), read after
    each run (once its last phase is recorded) so each kind of run gets its own phases: mean ms per
    phase, the sum of the phases, and what the client waited beyond them; and the CPU the server
@@ -306,6 +309,19 @@ def epoch(stamp: str) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
+def reference(n: int, at_once: int = 2) -> float:
+    """The machine's speed now: `python3 -c pass` started `n` times, `at_once` at a time (the
+    machine's two cores), in starts per second."""
+
+    def start(_: int) -> None:
+        subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(start, range(n)))
+    return n / (time.perf_counter() - began)
+
+
 def burst(cfg: config.Config, agent: str, n: int, clients: int) -> Burst:
     """`n` runs submitted at once by `clients` threads, each with its own `orch.Client` (the
     platform's Python client, as a user's program would); each run then waited for (`wait()`:
@@ -480,7 +496,9 @@ def main() -> None:
                 time.sleep(1)  # the namespace pool refilled, the last runs' cleanups done
                 before, cpu_before = scrape(api), cpu(server.pid)
                 load_burst = os.getloadavg()
+                speed = [reference(args.burst)]
                 b = burst(cfg, "hello", args.burst, args.clients)
+                speed.append(reference(args.burst))
                 burst_phases = settled(api, before, args.burst - len(b.failures), limit=30) - before
                 time.sleep(1)  # the last namespaces destroyed
                 cpu_after = cpu(server.pid)
@@ -545,6 +563,10 @@ def main() -> None:
     if b.latencies:
         print(line("each run, POST → ended", b.latencies))
     print(f"  failures {len(b.failures)}")
+    print(
+        f"  the machine: python3 -c pass, 2 at a time, {speed[0]:.0f} starts/s before and "
+        f"{speed[1]:.0f} after; the burst's runs/s are {rate / statistics.mean(speed) * 100:.1f}% of that"
+    )
     for why in b.failures[:10]:
         print(f"    {why}")
     print()
