@@ -4,6 +4,7 @@ no runtime state, mounts, cgroups, network namespaces or address reservations.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -512,20 +513,25 @@ def test_an_unmounted_or_replaced_image_is_mounted_again(launcher: Launcher, own
     assert version() == "two"
 
 
-def test_an_image_in_use_is_not_removed_under_a_running_sandbox(
-    launcher: Launcher, own_image: OwnImage
-) -> None:
-    """Podman refuses `podman rmi` of an image a container uses; a runc sandbox is no container
-    of Podman's, so the launcher holds each image it runs with a created container."""
+def image_exists(image_id: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", image_id], check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def reading_version(
+    launcher: Launcher, image: OwnImage, name: str
+) -> Iterator[tuple[list[bytes], list[ContainerExit]]]:
+    """A sandbox of `image` that prints "started", then /version 2 s later, run in a thread:
+    inside, it has started; its output and its exit (once ended) in the lists given."""
     output: list[bytes] = []
+    done: list[ContainerExit] = []
     spec = ContainerSpec(
-        image=own_image.tag,
-        argv=["sh", "-c", "echo started; sleep 3; cat /version"],
-        name=f"{PREFIX}inuse",
+        image=image.tag,
+        argv=["sh", "-c", "echo started; sleep 2; cat /version"],
+        name=f"{PREFIX}{name}",
         labels={},
         user="1000:1000",
     )
-    done: list[ContainerExit] = []
     thread = threading.Thread(
         target=lambda: done.append(launcher.run_container(spec, output.append, output.append, 60))
     )
@@ -535,8 +541,39 @@ def test_an_image_in_use_is_not_removed_under_a_running_sandbox(
         while b"started" not in b"".join(output):
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.05)
-        removed = subprocess.run(["podman", "rmi", own_image.tag], capture_output=True, check=False)
+        yield output, done
     finally:
         thread.join(60)
+
+
+def test_an_image_whose_tag_moved_goes_once_its_last_sandbox_ends(
+    launcher: Launcher, own_image: OwnImage
+) -> None:
+    """A rebuild moves the tag while a sandbox runs on the old image: the old image stays under
+    it (held), and goes when that sandbox ends; the new one stays held for the next sandboxes."""
+    with reading_version(launcher, own_image, "moved") as (output, done):
+        own_image.commit("two")  # the tag moves; the rebuild's removal of the old one is refused
+        old, new = own_image.ids
+        subprocess.run(["podman", "rmi", old], capture_output=True, check=False)
+        assert image_exists(old)
+    assert [d.exit_code for d in done] == [0] and b"one" in b"".join(output)
+    deadline = time.monotonic() + 30
+    while image_exists(old):  # removed in the background after the sandbox's teardown
+        assert time.monotonic() < deadline, "the old image stayed after its last sandbox"
+        time.sleep(0.2)
+    result, out, err = run(launcher, ["cat", "/version"], image=own_image.tag)
+    assert (result.exit_code, out.strip()) == (0, "two"), err
+    assert image_exists(new)
+    refused = subprocess.run(["podman", "rmi", new], capture_output=True, text=True, check=False)
+    assert refused.returncode != 0 and "in use" in refused.stderr  # still held
+
+
+def test_an_image_in_use_is_not_removed_under_a_running_sandbox(
+    launcher: Launcher, own_image: OwnImage
+) -> None:
+    """Podman refuses `podman rmi` of an image a container uses; a runc sandbox is no container
+    of Podman's, so the launcher holds each image it runs with a created container."""
+    with reading_version(launcher, own_image, "inuse") as (output, done):
+        removed = subprocess.run(["podman", "rmi", own_image.tag], capture_output=True, check=False)
     assert removed.returncode != 0  # "image is in use", as for a Podman container
     assert [d.exit_code for d in done] == [0] and b"one" in b"".join(output)

@@ -102,6 +102,20 @@ class Images:
             self._cache[ref] = (image, stamp)
         return image
 
+    def stamp(self) -> int:
+        """Changes whenever Podman's list of images does (the mtime of its images.json)."""
+        return self._stamp()
+
+    def tagged(self) -> set[str] | None:
+        """The ids of the images that have a name now (None: Podman's list could not be read)."""
+        self._stamp()  # finds the list
+        assert self._index is not None
+        try:
+            listed = json.loads(self._index.read_text())
+        except (OSError, ValueError):
+            return None
+        return {str(i.get("id")) for i in listed if isinstance(i, dict) and i.get("names")}
+
     def _stamp(self) -> int:
         if self._index is None:
             out = self._podman("info", "--format", "{{.Store.GraphRoot}} {{.Store.GraphDriverName}}")

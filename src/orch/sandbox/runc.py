@@ -90,7 +90,10 @@ class Launcher:
     warm: int = 0  # sandboxes started ahead of need for recent runs' keys (see sandbox/warm.py)
     images: rootfs.Images = field(init=False)
     _pools: dict[str, netns.Pool] = field(default_factory=dict, init=False)
-    _held: set[str] = field(default_factory=set, init=False)
+    _held: set[str] = field(default_factory=set, init=False)  # the image ids this launcher holds
+    _uses: dict[str, str] = field(default_factory=dict, init=False)  # sandbox name -> its image id
+    _tagged: tuple[int, set[str]] = field(default=(0, set()), init=False)  # (stamp, ids with a name)
+    _releasing: set[str] = field(default_factory=set, init=False)  # image ids let go, being removed
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _warm: WarmPool[_Warm, ContainerSpec] | None = field(default=None, init=False)
     _helper: Path | None = field(default=None, init=False)
@@ -152,11 +155,67 @@ class Launcher:
             if image_id in self._held:
                 return
             self._held.add(image_id)
-        name = f"{self.prefix}hold-{image_id[:12]}"
+        name = self._holder(image_id)
         args = ["create", "--pull=never", "--name", name, "--label", "org.orch.kind=hold", image_id, "true"]
         res = subprocess.run([self.podman, *args], capture_output=True, text=True, check=False)
         if res.returncode != 0 and "already in use" not in res.stderr:
             log.warning("holding image %s: %s", image_id[:12], res.stderr.strip())
+
+    def _use(self, spec: ContainerSpec) -> rootfs.Image:
+        """`spec`'s image, counted as used by its sandbox until `teardown`. One being removed
+        (`_let_go_of_untagged` decided so between the lookup and the count) is looked up again:
+        its tag names another image by now."""
+        for _ in range(2):
+            image = self.images.get(spec.image)
+            with self._lock:
+                if image.id not in self._releasing:
+                    self._uses[spec.name] = image.id
+                    return image
+        raise EngineError(f"The image {spec.image} was removed.", "Build it again, then try again.")
+
+    def _holder(self, image_id: str) -> str:
+        # One per runtime: the launchers of one server share their prefix, and each lets go of
+        # its own holds.
+        return f"{self.prefix}hold-{Path(self.runtime).name}-{image_id[:12]}"
+
+    def _let_go_of_untagged(self) -> None:
+        """Let go of the images held for sandboxes that no longer have a name (a rebuild moved
+        their tag) once no sandbox of this launcher uses them, and remove them: the rebuild's
+        own removal of the old image was refused while it was held. Checked as each sandbox is
+        torn down; it costs a stat unless Podman's list of images changed."""
+        stamp = self.images.stamp()
+        with self._lock:
+            known, tagged = self._tagged
+            idle = self._held - set(self._uses.values())
+            if known == stamp:
+                idle -= tagged
+        if not idle:
+            return
+        if known != stamp:
+            found = self.images.tagged()
+            if found is None:
+                return
+            tagged = found
+        with self._lock:
+            self._tagged = (stamp, tagged)
+            gone = idle - tagged - set(self._uses.values())
+            self._held -= gone
+            self._releasing |= gone
+        for image_id in gone:
+            threading.Thread(target=self._remove_image, args=(image_id,), daemon=True).start()
+
+    def _remove_image(self, image_id: str) -> None:
+        """Remove this launcher's holder of an image, then the image (refused while another
+        holder, another server's or runtime's, or a container of Podman's still uses it)."""
+        try:
+            holder = self._holder(image_id)
+            subprocess.run([self.podman, "rm", "-f", holder], capture_output=True, check=False)
+            res = subprocess.run([self.podman, "rmi", image_id], capture_output=True, text=True, check=False)
+            if res.returncode != 0 and not any(h in res.stderr for h in ("in use", "not known", "dependent")):
+                log.warning("removing the untagged image %s: %s", image_id[:12], res.stderr.strip())
+        finally:
+            with self._lock:
+                self._releasing.discard(image_id)
 
     def _release_holds(self, prefix: str) -> int:
         listed = subprocess.run(
@@ -342,7 +401,7 @@ class Launcher:
         init = next((p for p in CATATONIT if p.exists()), None)
         if init is None:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
-        image = self.images.get(spec.image)
+        image = self._use(spec)
         self._hold(image.id)
         passwd, group = image.passwd, image.group
         uid, gid = oci.parse_user(spec.user or image.user or "0", passwd, group)
@@ -527,6 +586,10 @@ class Launcher:
         except (EngineError, OSError) as e:
             errors.append(str(e))
         remove_cgroup_parent(name)
+        with self._lock:
+            used = self._uses.pop(name, None)
+        if used is not None:
+            self._let_go_of_untagged()
         return f"The sandbox {name} was not cleaned up fully: {'; '.join(errors)}" if errors else ""
 
     def sweep(self, prefix: str) -> int:
