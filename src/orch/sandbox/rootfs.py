@@ -80,7 +80,7 @@ class Images:
             return self._cached(ref) or self._look(ref)
 
     def _cached(self, ref: str) -> Image | None:
-        stamp = self._stamp()
+        stamp = self.stamp()
         with self._lock:
             cached = self._cache.get(ref)
         if cached and cached[1] == stamp and os.path.ismount(cached[0].root):
@@ -88,7 +88,7 @@ class Images:
         return None
 
     def _look(self, ref: str) -> Image:
-        stamp = self._stamp()
+        stamp = self.stamp()
         with self._lock:
             cached = self._cache.get(ref)
         image = self._inspect(ref)
@@ -102,13 +102,9 @@ class Images:
             self._cache[ref] = (image, stamp)
         return image
 
-    def stamp(self) -> int:
-        """Changes whenever Podman's list of images does (the mtime of its images.json)."""
-        return self._stamp()
-
     def tagged(self) -> set[str] | None:
         """The ids of the images that have a name now (None: Podman's list could not be read)."""
-        self._stamp()  # finds the list
+        self.stamp()  # finds the list
         assert self._index is not None
         try:
             listed = json.loads(self._index.read_text())
@@ -116,7 +112,8 @@ class Images:
             return None
         return {str(i.get("id")) for i in listed if isinstance(i, dict) and i.get("names")}
 
-    def _stamp(self) -> int:
+    def stamp(self) -> int:
+        """Changes whenever Podman's list of images does (the mtime of its images.json)."""
         if self._index is None:
             out = self._podman("info", "--format", "{{.Store.GraphRoot}} {{.Store.GraphDriverName}}")
             graph_root, driver = out.split()

@@ -37,6 +37,7 @@ from typing import Any
 
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.network import Network
+from orch.engine.podman import PodmanEngine
 
 # Shared with the Podman path: the same OOM reading and cgroup parent.
 from orch.engine.podman_run import (
@@ -210,9 +211,9 @@ class Launcher:
         try:
             holder = self._holder(image_id)
             subprocess.run([self.podman, "rm", "-f", holder], capture_output=True, check=False)
-            res = subprocess.run([self.podman, "rmi", image_id], capture_output=True, text=True, check=False)
-            if res.returncode != 0 and not any(h in res.stderr for h in ("in use", "not known", "dependent")):
-                log.warning("removing the untagged image %s: %s", image_id[:12], res.stderr.strip())
+            PodmanEngine(self.podman).remove_image(image_id)  # in use elsewhere, or gone: fine
+        except EngineError as e:
+            log.warning("removing the untagged image %s: %s", image_id[:12], e.message)
         finally:
             with self._lock:
                 self._releasing.discard(image_id)

@@ -100,22 +100,23 @@ def ship(platform: Platform, s: Session, service_id: str, container: str) -> Non
         current: BinaryIO | None = container_log(platform, service_id, container).open("rb")
     except FileNotFoundError:
         current = None
-    inode = os.fstat(current.fileno()).st_ino if current is not None else None
-    if held is not None and held.inode == inode and current is not None:
+    if current is None:  # removed: the rest of the one read so far
+        if held is not None:
+            _cursor(s, cursor, service_id, container, _store(s, service_id, held.file, read))
+            held.file.close()
+        return
+    inode = os.fstat(current.fileno()).st_ino
+    if held is not None and held.inode == inode:
         current.close()
         current = held.file
-    elif held is not None:  # renamed over, or removed: the rest of the one read so far
-        read = _store(s, service_id, held.file, read)
+    elif held is not None:  # renamed over: the rest of the old one, then the new one from its start
+        _store(s, service_id, held.file, read)
         held.file.close()
-        read = 0 if current is not None else read
-    if current is None:
-        if held is not None:
-            _cursor(s, cursor, service_id, container, read)
-        return
+        read = 0
     if current.seek(0, 2) < read:  # started afresh in place (or the server does not know)
         read = 0
     read = _store(s, service_id, current, read)
-    _held[container] = _Held(current, os.fstat(current.fileno()).st_ino, read)
+    _held[container] = _Held(current, inode, read)
     _cursor(s, cursor, service_id, container, read)
 
 
