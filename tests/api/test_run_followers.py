@@ -13,6 +13,7 @@ import pytest
 
 from orch.services import runs
 from orch.services.platform import Platform
+from orch.services.run_output import sizes as run_output_sizes
 from orch.store.schema import RunOutputRow
 from tests.api.test_agents_runs import bundle, publish
 
@@ -126,3 +127,70 @@ def test_a_change_wakes_a_follower_at_once_not_at_its_next_look(
     reader.join(20)
     assert [r.stdout for r in result] == ["news\n"]  # type: ignore[attr-defined]
     assert platform.followers(followed) == 0 and platform._wakers == {}
+
+
+def _follow_in_thread(
+    platform: Platform, ws_id: str, run_id: str, wait: float
+) -> tuple[threading.Thread, list]:
+    result: list = []
+    reader = threading.Thread(
+        target=lambda: result.append(anyio.run(runs.follow_logs, platform, ws_id, run_id, {}, wait)),
+        daemon=True,
+    )
+    reader.start()
+    _until(lambda: platform.followers(run_id) == 1, "the reader waiting")
+    return reader, result
+
+
+def _store(platform: Platform, run_id: str, stream: str, data: bytes) -> None:
+    with platform.store.session() as s:
+        start = run_output_sizes(s, run_id)[stream]
+        s.add(RunOutputRow(run_id=run_id, stream=stream, start=start, data=data))
+    platform.notify_runs(run_id)
+
+
+def test_the_platforms_notes_wait_for_the_agents_output_to_go_with_them(
+    platform: Platform, workspace: tuple[str, str], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short run's follower gets its notes and its output in one answer, not two."""
+    followed = two_runs[0]
+    monkeypatch.setattr(runs, "NOTE_LINGER", 3600.0)
+    reader, result = _follow_in_thread(platform, workspace[0], followed, 30)
+    _store(platform, followed, "log", b"\xe2\x86\x92 environment python (default)\n")
+    time.sleep(0.3)
+    assert result == [] and platform.followers(followed) == 1  # the note alone: still waiting
+    _store(platform, followed, "stdout", b"hi\n")
+    reader.join(20)
+    [logs] = result
+    assert (logs.log, logs.stdout, logs.status) == ("→ environment python (default)\n", "hi\n", "queued")
+
+
+def test_a_note_alone_is_answered_after_its_moment(
+    platform: Platform, workspace: tuple[str, str], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    followed = two_runs[0]
+    monkeypatch.setattr(runs, "NOTE_LINGER", 0.2)
+    began = time.monotonic()
+    reader, result = _follow_in_thread(platform, workspace[0], followed, 30)
+    _store(platform, followed, "log", b"Waiting for the environment big to build\n")
+    reader.join(20)
+    [logs] = result
+    assert (logs.log, logs.stdout) == ("Waiting for the environment big to build\n", "")
+    assert time.monotonic() - began < 10  # its moment, not the follower's 30 s wait
+
+
+def test_a_runs_end_answers_at_once_with_the_notes_waiting(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    two_runs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    followed = two_runs[0]
+    monkeypatch.setattr(runs, "NOTE_LINGER", 3600.0)
+    reader, result = _follow_in_thread(platform, workspace[0], followed, 30)
+    _store(platform, followed, "log", b"a note\n")
+    assert api.post(f"/v1/runs/{followed}/cancel").status_code == 200
+    reader.join(20)
+    [logs] = result
+    assert (logs.log, logs.status, logs.run.status) == ("a note\n", "cancelled", "cancelled")

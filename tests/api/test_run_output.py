@@ -220,3 +220,24 @@ def test_output_files_of_an_earlier_server_move_into_the_store(platform: Platfor
     (where / queued / "stdout").write_bytes(b"old answer\n")
     assert run_output.import_files(platform) == 0
     assert read(platform, queued)["stdout"] == b"old answer\n"
+
+
+def test_the_environment_note_is_stored_with_the_move_to_running(
+    platform: Platform, queued: str, fake_engine: FakeEngine, held: None
+) -> None:
+    """A follower woken by the move to running finds the note with it (one change, not two): the
+    note does not wait for the flusher (`held`: none runs)."""
+    seen: list[tuple[str, bytes]] = []
+
+    def answer(
+        spec: ContainerSpec, out: Callable[[bytes], None], err: Callable[[bytes], None]
+    ) -> ContainerExit:
+        with platform.store.session() as s:
+            status = s.scalar(select(RunRow.status).where(RunRow.id == queued))
+        seen.append((str(status), read(platform, queued)["log"]))
+        return ContainerExit(0)
+
+    fake_engine.behaviour = answer
+    assert drain_runs(platform) == 1
+    [(status, log)] = seen
+    assert status == "running" and log.startswith("→ environment python".encode())

@@ -96,3 +96,24 @@ def test_concurrent_reservations_never_share_an_address(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(got) == 200 and len(set(got)) == 200 and "10.89.0.1" not in got
+
+
+def test_release_of_a_known_address_reads_only_that_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "10.9.0.2").write_bytes(b"orch-a\r\neth0")
+    (net / "10.9.0.3").write_bytes(b"orch-b\r\neth0")
+    (net / "10.9.0.4").write_bytes(b"orch-c\r\neth0")
+    looked: list[str] = []
+    real = ipam._free
+    monkeypatch.setattr(ipam, "_free", lambda path, owner: looked.append(path.name) or real(path, owner))
+    assert ipam.release("net", "orch-b", tmp_path, known="10.9.0.3") == ["10.9.0.3"]
+    assert looked == ["10.9.0.3"]
+    assert sorted(p.name for p in net.iterdir()) == ["10.9.0.2", "10.9.0.4", "lock"]
+    # A known address that is no longer the owner's (given back, then someone else's): the
+    # owner's reservations are looked for among them all, and nobody else's is touched.
+    assert ipam.release("net", "orch-a", tmp_path, known="10.9.0.4") == ["10.9.0.2"]
+    assert ipam.release("net", "orch-a", tmp_path, known="10.9.0.9") == []
+    assert sorted(p.name for p in net.iterdir()) == ["10.9.0.4", "lock"]

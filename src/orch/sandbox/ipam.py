@@ -125,23 +125,29 @@ def reserve(
     raise EngineError(f"No address is free on the network {network} ({subnets}).", _FIX)
 
 
-def release(network: str, owner: str, ipam_dir: Path | None = None) -> list[str]:
-    """Give back every address reserved for `owner`; return them. None reserved is fine."""
+def release(network: str, owner: str, ipam_dir: Path | None = None, known: str = "") -> list[str]:
+    """Give back every address reserved for `owner`; return them. None reserved is fine. With
+    `known`, the address `reserve` gave the owner (an owner has one): only that reservation is
+    looked at, if it is still the owner's; otherwise every reservation is, as host-local does."""
     directory = (ipam_dir or IPAM_DIR) / network
     if not directory.is_dir():
         return []
-    freed = []
     with _locked(directory):
-        for path in directory.iterdir():
-            if path.name.startswith(("last_reserved_ip", "lock")):
-                continue
-            try:
-                if path.read_bytes().split(_LINE_BREAK.encode())[0].decode(errors="replace").strip() != owner:
-                    continue
-                path.unlink()
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-                continue
-            freed.append(path.name)
-    return freed
+        if known and _free(directory / known, owner):
+            return [known]
+        return [path.name for path in directory.iterdir() if _free(path, owner)]
+
+
+def _free(path: Path, owner: str) -> bool:
+    """Remove the reservation at `path` if it is `owner`'s; whether it was."""
+    if path.name.startswith(("last_reserved_ip", "lock")):
+        return False
+    try:
+        if path.read_bytes().split(_LINE_BREAK.encode())[0].decode(errors="replace").strip() != owner:
+            return False
+        path.unlink()
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return False
+    return True

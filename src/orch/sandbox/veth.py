@@ -118,8 +118,11 @@ def detach(network_name: str, container_id: str, result: Mapping[str, Any] | Non
                 _drop_link(name)
             except NetlinkError as e:
                 errors.append(f"Could not remove the interface {name}: {e.strerror}.")
+    # The address attach gave: the reservation is found without reading every other one.
+    ips = (result or {}).get("ips") or [{}]
+    known = str(ips[0].get("address", "")).split("/")[0]
     try:
-        ipam.release(network_name, container_id)
+        ipam.release(network_name, container_id, known=known)
     except OSError as e:
         errors.append(f"Could not give back the address of {container_id}: {e}.")
     return errors

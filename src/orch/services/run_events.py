@@ -86,6 +86,6 @@ async def follow_events(
         return _read(platform, run_id, after, limit), ended
 
     events, _ended = await runs.long_poll(
-        platform, run_id, wait, read, lambda found: bool(found[0]) or found[1]
+        platform, run_id, wait, read, lambda found: 0.0 if found[0] or found[1] else None
     )
     return events

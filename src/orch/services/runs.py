@@ -28,6 +28,9 @@ MAX_INPUT = 1024 * 1024
 # FOLLOW_RECHECK seconds all the same (another server on the same database may run it).
 FOLLOW_RECHECK = 2.0
 FOLLOW_POLL = 0.5  # at most this long between a follower's looks at a server stop
+# How long the platform's notes alone wait for the agent's output or the run's end before they
+# are answered (docs/client.md).
+NOTE_LINGER = 0.5
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 T = TypeVar("T")
 
@@ -217,11 +220,12 @@ async def follow_logs(
 
 
 async def long_poll(
-    platform: Platform, run_id: str, wait: float, read: Callable[[], T], news: Callable[[T], bool]
+    platform: Platform, run_id: str, wait: float, read: Callable[[], T], news: Callable[[T], float | None]
 ) -> T:
-    """`read()` (in the thread pool) until `news` says it found something, the server stops, or
-    `wait` seconds (at most 30) pass; only the run's own changes wake the reader (its output, its
-    end, its events: services/run_events.py)."""
+    """`read()` (in the thread pool) until `news` says to answer, the server stops, or `wait`
+    seconds (at most 30) pass; only the run's own changes wake the reader (its output, its end,
+    its events: services/run_events.py). `news(found)` is None while there is nothing to answer,
+    0 to answer at once, or how many seconds the answer may wait for more to go with it."""
     deadline = time.monotonic() + max(0.0, min(wait, 30.0))
     # A change wakes this reader at once: the notifying thread (a worker writing output or
     # ending the run) sets an event of this loop's. The pauses only bound how late a server
@@ -237,7 +241,10 @@ async def long_poll(
             changed.clear()
             seen = changes()
             found = await anyio.to_thread.run_sync(read)
-            if news(found) or platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
+            hold = news(found)
+            if hold is not None:  # the wait ends at the latest `hold` after the first news
+                deadline = min(deadline, time.monotonic() + hold)
+            if platform.stopping.is_set() or (left := deadline - time.monotonic()) <= 0:
                 return found
             recheck = time.monotonic() + min(left, FOLLOW_RECHECK)
             while (
@@ -250,8 +257,12 @@ async def long_poll(
                 changed.clear()
 
 
-def _news(logs: RunLogs) -> bool:
-    return bool(logs.stdout or logs.stderr or logs.log) or RunStatus(logs.status).final
+def _news(logs: RunLogs) -> float | None:
+    # The platform's notes alone ("→ environment ...") wait a moment for the agent's output or
+    # the run's end to go with them: a short run's follower gets one answer, not two.
+    if logs.stdout or logs.stderr or RunStatus(logs.status).final:
+        return 0.0
+    return NOTE_LINGER if logs.log else None
 
 
 _LOG_STATUS = select(RunRow.status, RunRow.truncated).where(

@@ -344,7 +344,10 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         labels=labels,
         host_mounts=host_mounts,
     )
-    with platform.store.session() as s:
+    # The notes so far ("→ environment ...") are stored with the move to running: one change
+    # for the run's followers, not two.
+    with out.storing, platform.store.session() as s:
+        out.store(s)
         moved = s.connection().execute(
             _RUNNING, {"run_id": run_id, "deps_status": deps.status, "sandbox": spec.name, "image_ref": image}
         )
