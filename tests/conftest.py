@@ -11,7 +11,7 @@ from orch import config
 from orch.builder import base_images
 from orch.engine.base import Engine
 from orch.engine.fake import FakeEngine
-from orch.services import build_output, workspaces
+from orch.services import build_output, deployed_logs, workspaces
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.store import Store
@@ -29,6 +29,13 @@ def make_platform(home: Path, engine: Engine, **settings: object) -> Platform:
     platform = Platform(cfg, store, engine)
     envs.seed_builtins(platform)
     return platform
+
+
+def close_platform(platform: Platform) -> None:
+    """What a test's platform holds let go: the services' log files it read (as a server's stop
+    lets go of them), the store's connections."""
+    deployed_logs.keep_only(platform, set())
+    platform.store.dispose()
 
 
 @pytest.fixture
@@ -51,7 +58,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def platform(tmp_path: Path, fake_engine: FakeEngine, database_url: str) -> Iterator[Platform]:
     p = make_platform(tmp_path / "home", fake_engine, database_url=database_url)
     yield p
-    p.store.dispose()
+    close_platform(p)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from tests.api.test_cli import cli
 from tests.api.test_registry_runs import REGISTRY, pin
 from tests.api.test_services import bundle as service_bundle
 from tests.api.test_services import deploy
-from tests.conftest import drain_runs, make_platform
+from tests.conftest import close_platform, drain_runs, make_platform
 
 __all__ = ["cli"]  # the fixture
 
@@ -58,7 +58,7 @@ def node(
     try:
         yield found
     finally:
-        found.store.dispose()
+        close_platform(found)
 
 
 def hello(api: httpx.Client, tmp_path: Path) -> None:

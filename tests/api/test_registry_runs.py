@@ -18,7 +18,7 @@ from orch.services import environments as envs
 from orch.services import sandboxes
 from orch.services.platform import Platform
 from tests.api.test_agents_runs import bundle, publish
-from tests.conftest import drain, drain_runs, make_platform
+from tests.conftest import close_platform, drain, drain_runs, make_platform
 
 REGISTRY = "127.0.0.1:5000"
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN echo tools\n"
@@ -38,7 +38,7 @@ def another_machine(
     try:
         yield other, engine
     finally:
-        other.store.dispose()
+        close_platform(other)
 
 
 def pin(api: httpx.Client, platform: Platform, ws_id: str, tmp_path: Path) -> tuple[str, str | None]:

@@ -21,7 +21,7 @@ from orch.services.reconcile import reconcile
 from orch.workers import deploys
 from tests.api.test_nodes import node
 from tests.api.test_services import bundle, deploy
-from tests.conftest import make_platform
+from tests.conftest import close_platform, make_platform
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[Platform, FakeEn
     found = make_platform(tmp_path / "server", engine, database_url=database_url, cluster="127.0.0.1:6379")
     assert not found.runs_work
     yield found, engine
-    found.store.dispose()
+    close_platform(found)
 
 
 @contextmanager

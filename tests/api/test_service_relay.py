@@ -26,7 +26,7 @@ from orch.services.platform import Platform
 from orch.store.schema import ServiceLeaseRow
 from tests.api.test_nodes import node
 from tests.api.test_service_cluster import deployed_on_a_node
-from tests.conftest import make_platform
+from tests.conftest import close_platform, make_platform
 
 KEY = base64.b64encode(b"k" * 32).decode()  # the cluster's ORCH_SECRET_KEY
 
@@ -38,7 +38,7 @@ def cluster_server(tmp_path: Path, engine: FakeEngine, database_url: str) -> Ite
     )
     assert not found.runs_work
     yield found
-    found.store.dispose()
+    close_platform(found)
 
 
 @pytest.fixture

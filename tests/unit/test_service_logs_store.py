@@ -5,6 +5,7 @@ history of servers before 0017 moved in from its file."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +14,14 @@ import pytest
 from orch.services import deployed_logs
 from orch.services.platform import Platform
 from orch.store.schema import ServiceLogCursorRow, ServiceLogRow
+from orch.workers.supervisor import Supervisor
 from tests.unit.test_service_leases import services
 
 
 @pytest.fixture(autouse=True)
-def _let_go() -> Iterator[None]:
+def _let_go(platform: Platform) -> Iterator[None]:
     yield
-    deployed_logs.keep_only(set())  # the log files the tests' ships held open
+    deployed_logs.keep_only(platform, set())  # the log files the tests' ships held open
 
 
 def line(text: str, kind: str = "F") -> str:
@@ -111,15 +113,15 @@ def test_what_the_old_file_got_after_the_last_pass_is_stored_before_the_new_file
     log.unlink()
     ship(platform, svc, "c3")
     assert read(platform, svc, 24) == ("six\n", 28)
-    deployed_logs.keep_only(set())
-    assert "c3" not in deployed_logs._held
+    deployed_logs.keep_only(platform, set())
+    assert "c3" not in deployed_logs._files(platform)
 
 
 def test_a_file_another_server_stored_meanwhile_is_let_go(
     platform: Platform, workspace: tuple[str, str]
 ) -> None:
     svc, log = first_pass(platform, workspace, "c4", line("one"))
-    held = deployed_logs._held["c4"].file
+    held = deployed_logs._files(platform)["c4"].file
     # Another server held the service for a while: it stored the old file's rest and part of a
     # new one. The file this server kept open is not read again.
     append_lines(log, line("two"))
@@ -180,3 +182,15 @@ def test_the_history_of_earlier_servers_moves_in(platform: Platform, workspace: 
     assert not gone.exists()
     assert deployed_logs.import_files(platform) == 0  # again: nothing twice
     assert read(platform, svc) == ("before 0017\n", 12)
+
+
+def test_a_stopping_server_lets_go_of_the_files_it_held_and_only_its_own(
+    platform: Platform, workspace: tuple[str, str]
+) -> None:
+    first_pass(platform, workspace, "c9", line("one"))
+    held = deployed_logs._files(platform)["c9"].file
+    other = dataclasses.replace(platform)  # another server in the same process
+    deployed_logs.keep_only(other, set())  # another platform of the process lets go of its own
+    assert not held.closed
+    Supervisor(platform).stop()
+    assert held.closed and deployed_logs._files(platform) == {}

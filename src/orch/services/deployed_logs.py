@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -43,7 +44,20 @@ class _Held:
     read: int
 
 
-_held: dict[str, _Held] = {}  # by container name (unique)
+_HELD_LOCK = threading.Lock()
+
+
+def _files(platform: Platform) -> dict[str, _Held]:
+    """The log files this platform holds open, by container name; kept on the platform at first
+    use (as the output flusher is), so two platforms in one process hold their own."""
+    found: dict[str, _Held] | None = getattr(platform, "_service_log_files", None)
+    if found is None:
+        with _HELD_LOCK:
+            found = getattr(platform, "_service_log_files", None)
+            if found is None:
+                found = {}
+                setattr(platform, "_service_log_files", found)  # noqa: B010  # Platform has no such field
+    return found
 
 
 def directory(platform: Platform, service_id: str) -> Path:
@@ -92,7 +106,8 @@ def ship(platform: Platform, s: Session, service_id: str, container: str) -> Non
     meanwhile) knows only the cursor: a file shorter than it is read from its start."""
     cursor = s.get(ServiceLogCursorRow, container)
     read = cursor.read if cursor is not None else 0
-    held = _held.pop(container, None)
+    files = _files(platform)
+    held = files.pop(container, None)
     if held is not None and held.read != read:
         held.file.close()
         held = None
@@ -116,7 +131,7 @@ def ship(platform: Platform, s: Session, service_id: str, container: str) -> Non
     if current.seek(0, 2) < read:  # started afresh in place (or the server does not know)
         read = 0
     read = _store(s, service_id, current, read)
-    _held[container] = _Held(current, inode, read)
+    files[container] = _Held(current, inode, read)
     _cursor(s, cursor, service_id, container, read)
 
 
@@ -141,25 +156,26 @@ def _cursor(
         cursor.read = read
 
 
-def forget(container: str) -> None:
+def forget(platform: Platform, container: str) -> None:
     """Let go of a container's log file (it ended, or this server no longer stores it)."""
-    held = _held.pop(container, None)
+    held = _files(platform).pop(container, None)
     if held is not None:
         held.file.close()
 
 
-def keep_only(containers: set[str]) -> None:
-    """Let go of the log files of every container but these (those this server stores)."""
-    for container in list(_held):
+def keep_only(platform: Platform, containers: set[str]) -> None:
+    """Let go of the log files of every container but these (those this server stores; none
+    when it stops)."""
+    for container in list(_files(platform)):
         if container not in containers:
-            forget(container)
+            forget(platform, container)
 
 
 def archive(platform: Platform, s: Session, service_id: str, container: str) -> str:
     """A container ends: store the rest of its output, forget its file and cursor, and return
     its last lines."""
     ship(platform, s, service_id, container)
-    forget(container)
+    forget(platform, container)
     s.execute(delete(ServiceLogCursorRow).where(ServiceLogCursorRow.container == container))
     text = read_container(platform, service_id, container)
     container_log(platform, service_id, container).unlink(missing_ok=True)

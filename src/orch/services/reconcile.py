@@ -167,7 +167,7 @@ def reconcile(platform: Platform) -> float | None:
             # pass is committed (Podman takes its time; the store is not held meanwhile).
             orphans = [(c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep]
             # The files of containers this server no longer stores (another holds their service) go.
-            deployed_logs.keep_only(stored | {d.container for d in starting if d.container})
+            deployed_logs.keep_only(platform, stored | {d.container for d in starting if d.container})
         platform.services_seen = bool(containers or keep)  # keep: what this pass started too
         if moved:
             routing.of(platform).changed()

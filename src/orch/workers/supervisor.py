@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from orch.services import leases
+from orch.services import deployed_logs, leases
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile
 
@@ -65,6 +65,7 @@ class Supervisor:
         self.platform.wake_supervisor.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        deployed_logs.keep_only(self.platform, set())  # the containers' log files it held open
         if release:
             try:
                 with self.platform.services_lock:
