@@ -6,9 +6,11 @@ handed on as they come, and its exit seen at once (a pidfd, where the kernel has
 one poll(2) in the thread that follows it, no thread per stream. A timeout or a cancel calls
 `kill`; the streams keep moving while the runtime takes its sandbox down.
 
-Until the runtime says the process started (its pid file), the wait is fine-grained (the start
-is what a run waits for) and, with `hold_back`, stderr is held back: what comes before may be
-the runtime's own error, which is no output of the command.
+Until the runtime says the process started (its pid file), with `hold_back`, stderr is held
+back: what comes before may be the runtime's own error, which is no output of the command. The
+pid file's arrival wakes the poll too (an inotify watch on its directory), so the start is seen
+at once without looking for the file every few milliseconds; where inotify is not to be had,
+it is looked for every 2 ms.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from inotify_simple import INotify
+from inotify_simple import flags as inotify
+
 Output = Callable[[bytes], None]
 CHUNK = 65536
 KILL_GRACE = 10.0  # seconds the runtime gets to end after `kill` before it is killed itself
 _CHECK = 0.05  # seconds between checks of the timeout and cancels once the process runs
-_STARTING = 0.002  # seconds between looks for the pid file until the process runs
+_STARTING = 0.002  # seconds between looks for the pid file until the process runs, unwatched
 
 
 class Pump:
@@ -62,6 +67,16 @@ class Pump:
         with contextlib.suppress(OSError):  # gone already, or no pidfds: its exit is polled
             self.pidfd = os.pidfd_open(proc.pid)
             self.selector.register(self.pidfd, selectors.EVENT_READ)
+        # The runtime writes its pid file aside and renames it into place (runc), or writes it
+        # in place: either wakes the poll. Watched from before the first look for it.
+        self.watch: INotify | None = None
+        with contextlib.suppress(OSError):  # no inotify (or no room for a watch): looked for
+            self.watch = INotify(nonblocking=True)
+            self.watch.add_watch(pid_file.parent, inotify.CREATE | inotify.MOVED_TO)
+            self.selector.register(self.watch, selectors.EVENT_READ)
+        if self.watch is not None and self.watch.fileno() not in self.selector.get_map():
+            self.watch.close()  # made, but not watching
+            self.watch = None
 
     def run(
         self, deadline: float | None, should_stop: Callable[[], bool] | None, kill: Callable[[], None]
@@ -72,13 +87,14 @@ class Pump:
         killed_at = 0.0
         checked = 0.0
         while True:
-            if self._move(_STARTING if not self.started else _CHECK):
+            if self._move(_STARTING if not self.started and self.watch is None else _CHECK):
                 self._drain()
                 return why
             now = time.monotonic()
             if not self.started and self.pid_file.exists():
                 self.started = now
                 self.release()
+                self._unwatch()
             if why:
                 if now - killed_at > KILL_GRACE:  # the runtime itself hangs
                     self.proc.kill()
@@ -101,6 +117,8 @@ class Pump:
                 self._feed()
             elif isinstance(stream, int):  # the pidfd
                 self.selector.unregister(stream)
+            elif self.watch is not None and key.fd == self.watch.fileno():
+                self.watch.read(timeout=0)  # what came: the look for the pid file follows
             else:
                 self._read(stream.fileno())
         return self.proc.poll() is not None
@@ -152,7 +170,14 @@ class Pump:
             self.err(self.held_back)
             self.held_back = b""
 
+    def _unwatch(self) -> None:
+        if self.watch is not None:
+            self.selector.unregister(self.watch)
+            self.watch.close()
+            self.watch = None
+
     def close(self) -> None:
+        self._unwatch()
         self.selector.close()
         if self.pidfd is not None:
             with contextlib.suppress(OSError):
