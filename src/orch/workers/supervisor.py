@@ -65,7 +65,8 @@ class Supervisor:
         self.platform.wake_supervisor.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        deployed_logs.keep_only(self.platform, set())  # the containers' log files it held open
+        if self._thread is None or not self._thread.is_alive():  # else its pass still reads them
+            deployed_logs.keep_only(self.platform, set())  # the containers' log files it held open
         if release:
             try:
                 with self.platform.services_lock:
