@@ -92,6 +92,8 @@ class Metrics:
             ["start"],
             registry=r,
         )
+        self._open = 0  # the gauge's value, for the server's own use
+        self._open_lock = threading.Lock()
         self._sandboxes: Gauge = Gauge(
             "orch_sandboxes_open",
             "Sandboxes this server has open now: runs' and sandboxes on demand.",
@@ -187,10 +189,18 @@ class Metrics:
         self._sandbox_starts.labels("warm" if warm else "cold").inc()
 
     def sandbox_opened(self) -> None:
+        with self._open_lock:
+            self._open += 1
         self._sandboxes.inc()
 
     def sandbox_closed(self) -> None:
+        with self._open_lock:
+            self._open -= 1
         self._sandboxes.dec()
+
+    def sandboxes_open(self) -> int:
+        """How many sandboxes this server has open now (the gauge's value)."""
+        return self._open
 
     @contextmanager
     def sandbox_open(self) -> Iterator[None]:

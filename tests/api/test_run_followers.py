@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
+from orch import metrics
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.fake import FakeEngine
 from orch.services import runs
 from orch.services.platform import Platform
 from orch.services.run_output import sizes as run_output_sizes
 from orch.store.schema import RunOutputRow
+from orch.workers import runs as run_worker
 from tests.api.test_agents_runs import bundle, publish
 
 FOLLOWERS = 50  # more than the server's thread pool (anyio's 40 threads)
@@ -194,3 +199,50 @@ def test_a_runs_end_answers_at_once_with_the_notes_waiting(
     reader.join(20)
     [logs] = result
     assert (logs.log, logs.status, logs.run.status) == ("a note\n", "cancelled", "cancelled")
+
+
+def test_until_followed_waits_for_the_readers_to_go(platform: Platform) -> None:
+    assert platform.until_followed("run_nobody", 30)  # none: at once
+    left: list[bool] = []
+    with platform.following("run_a"):
+        assert not platform.until_followed("run_a", 0.05)  # one stays: the wait ends unmet
+        waiter = threading.Thread(target=lambda: left.append(platform.until_followed("run_a", 30)))
+        waiter.start()
+        time.sleep(0.05)
+        assert left == []
+    waiter.join(10)
+    assert left == [True]
+
+
+def test_a_runs_end_waits_for_its_followers_only_on_an_idle_server(
+    platform: Platform,
+    workspace: tuple[str, str],
+    two_runs: list[str],
+    fake_engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's end, once recorded, waits (END_READ at most) for its followers to read it before
+    its sandbox is removed, unless other sandboxes are open: then the server is busy, and
+    nothing waits."""
+    waits: list[tuple[str, float]] = []
+    monkeypatch.setattr(platform, "until_followed", lambda run_id, timeout: waits.append((run_id, timeout)))
+
+    def exits(
+        spec: ContainerSpec, out: Callable[[bytes], None], err: Callable[[bytes], None]
+    ) -> ContainerExit:
+        return ContainerExit(0)
+
+    fake_engine.behaviour = exits
+    first = run_worker.claim(platform)
+    assert first is not None
+    run_worker.execute(platform, first)
+    assert waits == [(first, run_worker.END_READ)]
+    metrics.of(platform).sandbox_opened()  # another sandbox of this server's
+    try:
+        second = run_worker.claim(platform)
+        assert second is not None
+        run_worker.execute(platform, second)
+    finally:
+        metrics.of(platform).sandbox_closed()
+    assert waits == [(first, run_worker.END_READ)]
+    assert [runs.show(platform, workspace[0], r).status for r in (first, second)] == ["succeeded"] * 2

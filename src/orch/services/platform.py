@@ -58,7 +58,7 @@ class Platform:
     services_seen: bool = field(default=True, repr=False)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
-    _follow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _follow_lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _wakers: dict[str, list[Callable[[], None]]] = field(default_factory=dict, init=False, repr=False)
 
@@ -132,6 +132,7 @@ class Platform:
                 counts[0] -= 1
                 if counts[0] == 0:
                     del self._followed[run_id]
+                    self._follow_lock.notify_all()
                 if wake is not None:
                     self._wakers[run_id].remove(wake)
                     if not self._wakers[run_id]:
@@ -141,3 +142,9 @@ class Platform:
         """How many readers are waiting for `run_id`'s output now."""
         with self._follow_lock:
             return self._followed.get(run_id, [0, 0])[0]
+
+    def until_followed(self, run_id: str, timeout: float) -> bool:
+        """Wait until no reader waits for `run_id` any more (each took what woke it), at most
+        `timeout` seconds; whether none does."""
+        with self._follow_lock:
+            return self._follow_lock.wait_for(lambda: run_id not in self._followed, timeout)

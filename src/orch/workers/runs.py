@@ -39,6 +39,11 @@ from orch.workers import loop_runs
 log = logging.getLogger(__name__)
 
 _FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry", "EAGAIN")
+# How long a run's end waits for its followers to read it before the sandbox's removal (and the
+# next warm start) goes on, on an otherwise idle server: their Python would share the
+# interpreter with the read's, which took ~5 ms instead of ~1 then (docs/benchmarks.md). Runs
+# nobody follows do not wait.
+END_READ = 0.01
 
 
 def claim(platform: Platform) -> str | None:
@@ -382,12 +387,16 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
 
     def record(result: ContainerExit) -> None:
         """The run's end, recorded as soon as the sandbox has exited: its removal goes on after,
-        and its followers need not wait for it."""
+        and its followers need not wait for it. Nor share the interpreter with it: on a server
+        with no other sandbox open, the removal and the next warm start wait until they have
+        read the end (END_READ at most); under load, nothing waits."""
         out.flush()  # before the run is seen to end: its followers read the whole output
         with measure.timed("store"):
             status, reason = outcome(result, limits, out.stderr_tail)
             _finish(platform, out, status, result.exit_code, reason)
         ended.append(result)
+        if measure.sandboxes_open() <= 1:
+            platform.until_followed(run_id, END_READ)
 
     with measure.sandbox_open():
         result = platform.launcher(plan.isolation).run_container(
