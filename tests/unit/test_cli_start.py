@@ -285,6 +285,23 @@ def test_every_help_text_is_shown_whole() -> None:
     assert checked >= 15  # the "[default: …]" texts among them
 
 
+def test_every_summary_reads_as_one_line_in_its_listing() -> None:
+    """A command's summary in its group's listing is the first paragraph of its help, with its
+    line breaks kept (rich markup mode): a summary wrapped in the source would break mid-sentence
+    there. Each first paragraph is one line; more follows after a blank line."""
+    import inspect
+
+    import typer.main
+
+    root = typer.main.get_command(cli_main.app)
+    wrapped = [
+        " ".join(path)
+        for path, command in _commands(root)
+        if "\n" in inspect.cleandoc(command.help or "").split("\n\n")[0]
+    ]
+    assert wrapped == []
+
+
 def test_the_stand_ins_make_the_real_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     """What typer.rich_utils got in place of rich's Markdown and Traceback builds the real ones,
     and only typer.rich_utils got them."""

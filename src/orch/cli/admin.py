@@ -18,9 +18,11 @@ app = typer.Typer(help="Operator commands that act on this machine directly.", n
 def build_images(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
-    """Build the base images whose recipe changed or that are missing; reuse the others, and
-    remove those of older recipes that nothing uses. With a registry set (ORCH_REGISTRY), pull
-    the missing ones another machine pushed, and push those this one made."""
+    """Build the base images that are missing or whose recipe changed; reuse the others.
+
+    Base images of older recipes that nothing uses are removed. With a registry set
+    (ORCH_REGISTRY), the missing ones another machine pushed are pulled, and those this one made
+    are pushed."""
     from orch.builder import base_images
     from orch.engine import PodmanEngine
 
@@ -62,8 +64,10 @@ def build_images(
 @app.command("check")
 @command
 def check(json_: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Check that this machine can run sandboxes and builds: the host packages the engine needs,
-    then one real sandbox and one build step. Exit 1 with what is missing when it cannot."""
+    """Check that this machine can run sandboxes and builds; exit 1 with what is missing.
+
+    It checks the host packages the engine needs, then starts one real sandbox and one build
+    step."""
     from orch.engine import PodmanEngine
     from orch.sandbox import runc
     from orch.services import host_check

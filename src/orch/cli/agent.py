@@ -145,7 +145,8 @@ def delete(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_: bool = JSON,
 ) -> None:
-    """Delete an agent with all its versions and past runs, or only one version with --version.
+    """Delete an agent with all its versions and past runs, or one version with --version.
+
     Refused while a run of it has not ended."""
     client = Transport.from_settings()
     a = client.get(f"/v1/agents/{agent}")

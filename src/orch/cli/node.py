@@ -40,9 +40,11 @@ def start(
     ),
     json_: bool = JSON,
 ) -> None:
-    """Join this machine to the cluster as an orch node. Its settings (ORCH_DATABASE_URL,
-    ORCH_REGISTRY, ORCH_SECRET_KEY, ORCH_HOME, ...) are the node's; the node keeps working
-    after this command returns, inside Ray, until its machine stops."""
+    """Join this machine to the cluster as an orch node.
+
+    Its settings (ORCH_DATABASE_URL, ORCH_REGISTRY, ORCH_SECRET_KEY, ORCH_HOME, ...) are the
+    node's; the node keeps working after this command returns, inside Ray, until its machine
+    stops."""
     from orch import config as config_mod
     from orch.cluster import node, ray_node
 

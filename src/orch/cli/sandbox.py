@@ -91,8 +91,10 @@ def exec_(
         False, "--json", help="Print {exit_code, stdout, stderr, duration} at its end (exit 0)."
     ),
 ) -> None:
-    """Run a command in a sandbox as its user. Its output streams and orch exits with its exit
-    code (124: it timed out); with --json, the result is printed at the end."""
+    """Run a command in a sandbox as its user, streaming its output.
+
+    orch exits with the command's exit code (124: it timed out); with --json, the result is
+    printed at the end."""
     body = {
         "command": argv,
         "timeout": timeout,
@@ -142,8 +144,9 @@ def cp(
     source: str = typer.Argument(..., help="LOCAL file (- for standard input), or ID:PATH."),
     target: str = typer.Argument(..., help="ID:PATH, or LOCAL file (- for standard output)."),
 ) -> None:
-    """Copy one file into a sandbox (LOCAL ID:PATH) or out of one (ID:PATH LOCAL). A relative
-    PATH is under /home/user; the file is written and read by the sandbox user."""
+    """Copy one file into a sandbox (LOCAL ID:PATH) or out of one (ID:PATH LOCAL).
+
+    A relative PATH is under /home/user; the file is written and read by the sandbox user."""
     up, down = _REMOTE.match(target), _REMOTE.match(source)
     if bool(up) == bool(down):
         raise InvalidInput(

@@ -24,8 +24,10 @@ def server(
     ),
     db: str = typer.Option(None, "--db", help="Database URL \\[default: the SQLite file in ORCH_HOME]."),
 ) -> None:
-    """Start the control plane: REST API (docs at /docs), web UI (/ui), the background workers,
-    and the services' proxy on a port of its own."""
+    """Start the control plane: API, web UI, workers and the services' proxy.
+
+    The REST API has its docs at /docs and the web UI is at /ui; the services' proxy listens on a
+    port of its own."""
     from orch.cli import GC_DEFAULTS
     from orch.server.main import serve
 
