@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from sqlalchemy import func, literal, select, union_all
 
+from orch.kept import kept
 from orch.models import BuildStatus, DeploymentStatus, RunStatus
 from orch.store.schema import BuildRow, RunRow, ServiceDeploymentRow
 
@@ -295,21 +296,6 @@ class _Owner(Protocol):
     store: Store
 
 
-_ATTRIBUTE = "metrics"
-_attaching = threading.Lock()
-
-
 def of(platform: _Owner) -> Metrics:
-    """The platform's metrics, made and kept on it at first use (from any thread: once).
-
-    Works before and after Platform declares a `metrics` field: either way the one instance lives
-    on the platform object, the natural owner (one per app, as tests make many)."""
-    found = getattr(platform, _ATTRIBUTE, None)
-    if isinstance(found, Metrics):
-        return found
-    with _attaching:
-        found = getattr(platform, _ATTRIBUTE, None)
-        if not isinstance(found, Metrics):
-            found = Metrics(platform.store)
-            setattr(platform, _ATTRIBUTE, found)
-        return found
+    """The platform's metrics, made and kept on it at first use (one per app, as tests make many)."""
+    return kept(platform, "metrics", lambda: Metrics(platform.store))

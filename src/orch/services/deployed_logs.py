@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +19,7 @@ from typing import BinaryIO
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from orch.kept import kept
 from orch.services.log_files import whole_characters
 from orch.services.output_store import joined
 from orch.services.platform import Platform
@@ -44,20 +44,10 @@ class _Held:
     read: int
 
 
-_HELD_LOCK = threading.Lock()
-
-
 def _files(platform: Platform) -> dict[str, _Held]:
-    """The log files this platform holds open, by container name; kept on the platform at first
-    use (as the output flusher is), so two platforms in one process hold their own."""
-    found: dict[str, _Held] | None = getattr(platform, "_service_log_files", None)
-    if found is None:
-        with _HELD_LOCK:
-            found = getattr(platform, "_service_log_files", None)
-            if found is None:
-                found = {}
-                setattr(platform, "_service_log_files", found)  # noqa: B010  # Platform has no such field
-    return found
+    """The log files this platform holds open, by container name: two platforms in one process
+    hold their own."""
+    return kept(platform, "_service_log_files", dict)
 
 
 def directory(platform: Platform, service_id: str) -> Path:

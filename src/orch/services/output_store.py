@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from orch.kept import kept
 from orch.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -179,19 +180,9 @@ class Flusher:
                 w.stored()
 
 
-_FLUSHERS_LOCK = threading.Lock()
-
-
 def flusher(platform: Platform) -> Flusher:
-    """The platform's flusher, made and kept on it at first use (as metrics.of)."""
-    found: Flusher | None = getattr(platform, "_output_flusher", None)
-    if found is None:
-        with _FLUSHERS_LOCK:
-            found = getattr(platform, "_output_flusher", None)
-            if found is None:
-                found = Flusher(platform)
-                setattr(platform, "_output_flusher", found)  # noqa: B010  # Platform has no such field
-    return found
+    """The platform's flusher, made and kept on it at first use."""
+    return kept(platform, "_output_flusher", lambda: Flusher(platform))
 
 
 def joined(pieces: Iterable[tuple[int, bytes]], offset: int, limit: int) -> bytes:

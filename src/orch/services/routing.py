@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orch import metrics
+from orch.kept import kept
 from orch.models import ServiceState
 from orch.services import workspaces
 from orch.services.platform import Platform
@@ -296,18 +297,6 @@ def _relay(s: Session, platform: Platform, service_id: str) -> str | None:
     return str(found) if found else None
 
 
-_ATTRIBUTE = "routing"
-_attaching = threading.Lock()
-
-
 def of(platform: Platform) -> Routing:
-    """The platform's routing, made and kept on it at first use (like metrics.of)."""
-    found = getattr(platform, _ATTRIBUTE, None)
-    if isinstance(found, Routing):
-        return found
-    with _attaching:
-        found = getattr(platform, _ATTRIBUTE, None)
-        if not isinstance(found, Routing):
-            found = Routing(platform)
-            setattr(platform, _ATTRIBUTE, found)
-        return found
+    """The platform's routing, made and kept on it at first use."""
+    return kept(platform, "routing", lambda: Routing(platform))
