@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
-from orch.engine.base import ContainerExit, Mount
+from orch.engine.base import ContainerExit, ContainerSpec, Mount
+from orch.engine.fake import FakeEngine
 from orch.engine.podman_run import run_args
 from orch.models import RunStatus
 from orch.sandbox import deps
@@ -77,6 +79,48 @@ def test_dependency_key() -> None:
         "requirements.txt": b"x",
         "package.json": b"{}",
     }
+
+
+def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """uv writes a line in pieces ("Installed ", "1 package", " in 21ms"), and the launcher hands
+    each piece on as it comes: the run's log still gets whole lines, each stream's own, the last
+    one without an end included."""
+    monkeypatch.setattr(os, "chown", lambda *a: None)  # the install's directories, for user 1000
+    engine = FakeEngine()
+
+    def install(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        for piece in (b"Resolved 1 pack", b"age in 5ms\nInstalled ", b"1 package", b" in 21ms\r\n"):
+            out(piece)
+            err(b"warn")  # interleaved with the other stream, which keeps its own line
+        out("\n + humanize==4.9.0 \u00e9".encode()[:-1])  # a character cut in two ...
+        out("\u00e9".encode()[-1:] + b"\nlast line, no end")  # ... and joined again
+        return ContainerExit(0)
+
+    engine.behaviour = install
+    logged: list[str] = []
+    (tmp_path / "bundle").mkdir()
+    result = deps.ensure(
+        engine,
+        cache_root=tmp_path / "cache",
+        image="img",
+        image_id="img1",
+        bundle_dir=tmp_path / "bundle",
+        dep_files={"requirements.txt": b"humanize\n"},
+        base_spec=spec(),
+        log=logged.append,
+        timeout=30,
+    )
+    assert result.status == "installed"
+    assert logged == [
+        "Installing requirements.txt",
+        "  Resolved 1 package in 5ms",
+        "  Installed 1 package in 21ms",
+        "  ",
+        "   + humanize==4.9.0 \u00e9",
+        "  last line, no end",
+        "  warnwarnwarnwarn",
+        "requirements.txt: installed and cached",
+    ]
 
 
 def test_outcome_reasons() -> None:

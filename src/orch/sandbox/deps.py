@@ -88,6 +88,36 @@ def _result(status: str, dep_files: Mapping[str, bytes], path: Path) -> Deps:
     return Deps(status, tuple(sorted(dep_files)), tuple(mounts), env)
 
 
+class _Lines:
+    """An install's output stream, logged a whole line at a time, indented under the install's
+    note: the installers write a line in pieces (uv: "Installed ", "1 package", " in 21ms"),
+    and each piece reaches us as soon as it is written."""
+
+    LONGEST = 64 * 1024  # a line without an end is logged in pieces of this size
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self._rest = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        whole, end, self._rest = (self._rest + chunk).rpartition(b"\n")
+        if end:
+            self._emit(whole)
+        while len(self._rest) >= self.LONGEST:
+            self._emit(self._rest[: self.LONGEST])
+            self._rest = self._rest[self.LONGEST :]
+
+    def close(self) -> None:
+        """Log what is left: the stream's last line, without an end."""
+        if self._rest:
+            self._emit(self._rest)
+            self._rest = b""
+
+    def _emit(self, lines: bytes) -> None:
+        for line in lines.decode("utf-8", "replace").split("\n"):
+            self._log("  " + line.removesuffix("\r"))
+
+
 def ensure(
     engine: Engine,
     *,
@@ -146,11 +176,12 @@ def ensure(
             pids=1024,
         )
 
-        def out(chunk: bytes) -> None:
-            for line in chunk.decode("utf-8", "replace").splitlines():
-                log(f"  {line}")
-
-        result = engine.run_container(spec, out, out, timeout=timeout, should_stop=should_stop)
+        out, err = _Lines(log), _Lines(log)
+        try:
+            result = engine.run_container(spec, out, err, timeout=timeout, should_stop=should_stop)
+        finally:
+            out.close()
+            err.close()
         if result.exit_code != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             why = (
