@@ -34,6 +34,38 @@ def test_bad_url_is_a_plain_error() -> None:
         Store("nosuchdb://x")
 
 
+def test_a_sqlite_file_keeps_its_connections_for_as_many_threads_as_use_it(tmp_path: Path) -> None:
+    """Sessions of 20 threads at once, then again: the second time opens no connection (the
+    default pool kept 5 and opened one for every session beyond them, each time). An in-memory
+    database keeps its own pool."""
+    from sqlalchemy import event
+
+    store = Store(f"sqlite:///{tmp_path}/orch.db")
+    opened: list[object] = []
+    event.listen(store.db, "connect", lambda conn, record: opened.append(conn))
+
+    def wave() -> None:
+        inside = threading.Barrier(20)
+
+        def session() -> None:
+            with store.session() as s:
+                s.execute(text("SELECT 1"))
+                inside.wait(10)  # all 20 hold a connection at once
+
+        threads = [threading.Thread(target=session) for _ in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+
+    wave()
+    assert len(opened) == 20
+    wave()
+    assert len(opened) == 20
+    store.dispose()
+    assert Store("sqlite://").db.pool.__class__.__name__ == "SingletonThreadPool"
+
+
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'deep' / 'orch.db'}")
     store.migrate()

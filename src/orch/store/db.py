@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orch.errors import InvalidInput, OrchError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_POOL = 48  # connections kept open to a SQLite database; more are opened while needed
 
 
 class Store:
@@ -32,9 +33,17 @@ class Store:
         # SQLAlchemy's engine, called `db` here: in orch, "engine" is the container engine.
         # A pre-ping finds a PostgreSQL connection the server closed; a SQLite file has none to
         # lose, and the ping would be one more statement per session.
-        ping = not url.startswith("sqlite")
+        sqlite = url.startswith("sqlite")
+        # A SQLite connection is a file handle in this process: the pool keeps as many as the
+        # server's threads use at once (run workers, the API's thread pool), where the default
+        # 5 closes every connection beyond them when it is given back and opens a new one for
+        # the next session (its pragmas run, its prepared statements lost): in a burst of runs,
+        # one new connection every few runs. A PostgreSQL connection is a server process: the
+        # default stands.
         try:
-            self.db: Engine = create_engine(url, future=True, pool_pre_ping=ping)
+            in_file = sqlite and make_url(url).database not in (None, "", ":memory:")
+            pool = {"pool_size": SQLITE_POOL, "max_overflow": -1} if in_file else {}
+            self.db: Engine = create_engine(url, future=True, pool_pre_ping=not sqlite, **pool)
         except (ArgumentError, ImportError) as e:
             raise InvalidInput(
                 f"The database URL {url!r} is not usable: {e}.",
