@@ -76,6 +76,7 @@ def test_run_streams_and_exits_with_the_runs_outcome(cli, agent: str, worker: No
     assert "→ environment python (base)" in res.stderr  # the platform's notes
     failed = cli("run", agent, "--input", '"fail"')
     assert failed.exit_code == 1 and "✗ failed" in failed.stderr and "exit 3" in failed.stderr
+    assert "exit code 3" not in failed.stderr  # the reason only repeated the code: said once
 
 
 def test_run_json_then_show_and_logs(cli, agent: str, worker: None) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,9 @@ def _env_text(run: dict[str, Any]) -> str:
 def _summary(run: dict[str, Any]) -> str:
     took = f" in {run['duration']:.1f} s" if run.get("duration") is not None else ""
     exit_text = f" · exit {run['exit_code']}" if run["exit_code"] is not None else ""
-    reason = f" · {run['reason']}" if run.get("reason") and run["status"] != "succeeded" else ""
+    said = run.get("reason") if run["status"] != "succeeded" else None
+    # A reason that only repeats the exit code ("exit code 3") is said once, as the code.
+    reason = f" · {said}" if said and not (exit_text and said == f"exit code {run['exit_code']}") else ""
     return f"{run['status'].replace('_', ' ')}{took}{exit_text}{reason}"
 
 
