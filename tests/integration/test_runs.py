@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,8 @@ def test_python_agent_with_requirements(server: Server, tmp_path: Path) -> None:
     assert res.stdout == "hello world 1.16.0 hi 1000\n"
     assert "to stderr" in res.stderr and "environment python (base)" in res.stderr
     assert "Installing requirements.txt" in res.stderr and "succeeded" in res.stderr
+    # uv writes a line in pieces; the log has it whole, indented under the install's note.
+    assert any(re.fullmatch(r"  Installed 1 package in [\d.]+m?s", line) for line in res.stderr.splitlines())
     second = run_json(server, "greeter", "--input", '{"who": "again"}')
     assert second["status"] == "succeeded" and second["deps"] == "cached"
     assert second["stdout"] == "hello again 1.16.0 hi 1000\n"
@@ -99,6 +102,8 @@ def test_javascript_agent(server: Server, tmp_path: Path, locked: bool) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("node v20.") and "is-number(5)=true stdin=8" in res.stdout
     assert ("npm ci" if locked else "npm install") in res.stderr
+    assert any(re.fullmatch(r"  added 1 package in [\d.]+m?s", line) for line in res.stderr.splitlines())
+    assert "npm notice" not in res.stderr  # no "New major version of npm available" in a run's log
     assert "environment node (base)" in res.stderr
 
 

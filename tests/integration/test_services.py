@@ -130,6 +130,7 @@ def test_node_service_with_a_lockfile(server: Server, tmp_path: Path) -> None:
     assert "is-number(5)=true /n" in fetch(server, "counter", "n")
     dep = server.get("/v1/services/counter/deployments/1")
     assert "npm ci (package-lock.json)" in dep["log_tail"]
+    assert "npm notice" not in dep["log_tail"]  # no "New major version of npm available"
 
 
 def test_run_command_runs_before_the_command(server: Server, tmp_path: Path) -> None:

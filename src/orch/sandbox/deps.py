@@ -47,10 +47,10 @@ cd {DEPS}/node
 if [ -f {BUNDLE}/package-lock.json ]; then
   cp {BUNDLE}/package-lock.json .
   echo "npm ci (package-lock.json)"
-  npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund --no-update-notifier
 else
   echo "npm install (no package-lock.json)"
-  npm install --no-audit --no-fund
+  npm install --no-audit --no-fund --no-update-notifier
 fi
 mkdir -p node_modules
 """

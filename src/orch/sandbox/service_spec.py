@@ -22,8 +22,10 @@ RUN uv pip install --no-cache --python "$(command -v python3)" --target {PYTHON_
 ENV PYTHONPATH={PYTHON_DEPS}
 """
 _NODE_STEP = """\
-RUN if [ -f package-lock.json ]; then echo "npm ci (package-lock.json)" && npm ci --no-audit --no-fund; \\
-    else echo "npm install (no package-lock.json)" && npm install --no-audit --no-fund; fi \\
+RUN if [ -f package-lock.json ]; then echo "npm ci (package-lock.json)" \\
+      && npm ci --no-audit --no-fund --no-update-notifier; \\
+    else echo "npm install (no package-lock.json)" \\
+      && npm install --no-audit --no-fund --no-update-notifier; fi \\
  && rm -rf /root/.npm
 """
 
