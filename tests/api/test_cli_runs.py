@@ -79,6 +79,15 @@ def test_run_streams_and_exits_with_the_runs_outcome(cli, agent: str, worker: No
     assert "exit code 3" not in failed.stderr  # the reason only repeated the code: said once
 
 
+def test_a_run_s_duration_reads_in_ms_below_a_tenth_of_a_second() -> None:
+    from orch.cli.run import _summary
+
+    run = {"status": "succeeded", "exit_code": 0, "reason": None}
+    assert _summary({**run, "duration": 0.0321}) == "succeeded in 32 ms · exit 0"
+    assert _summary({**run, "duration": 0.61}) == "succeeded in 0.6 s · exit 0"
+    assert _summary({**run, "duration": None}) == "succeeded · exit 0"
+
+
 def test_run_json_then_show_and_logs(cli, agent: str, worker: None) -> None:  # type: ignore[no-untyped-def]
     res = cli("run", agent, "--json", "-i", "[1]")
     assert res.exit_code == 0, res.output
