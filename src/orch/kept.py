@@ -11,7 +11,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_making = threading.Lock()
+# Reentrant: what one `make` builds may keep something of its own on the same owner.
+_making = threading.RLock()
 
 
 def kept(owner: object, name: str, make: Callable[[], T]) -> T:

@@ -41,3 +41,13 @@ def test_a_mock_owner_gets_a_real_one() -> None:
     """A mock answers any attribute; the kept object is still made, not the mock's attribute."""
     owner = MagicMock()
     assert kept(owner, "found", dict) == {}
+
+
+def test_what_is_made_may_keep_something_of_its_own() -> None:
+    owner = SimpleNamespace()
+
+    def outer() -> tuple[object, object]:
+        return ("outer", kept(owner, "inner", object))
+
+    made = kept(owner, "outer", outer)
+    assert made[1] is kept(owner, "inner", object)
