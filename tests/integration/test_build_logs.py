@@ -47,6 +47,7 @@ def test_orchs_label_steps_are_marked_in_the_log(server: Server, tmp_path) -> No
     log = server.cli("env", "logs", "labelled").stdout
     assert "STEP 2/3: ENV MADE_BY=test" in log
     assert 'STEP (orch): LABEL "org.orch.kind"="environment"' in log
+    assert 'LABEL "org.orch.home"' in log and str(server.home) not in log  # a path on the server's machine
     assert "STEP 3/" not in log and "STEP 4/" not in log  # Podman's numbers for the labels are gone
     res = server.cli("env", "status", "labelled")
     assert f"base     {base_images.image_tag('code-interpreter')}" in res.stdout

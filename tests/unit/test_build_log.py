@@ -155,6 +155,9 @@ def test_orchs_own_steps_are_marked() -> None:
     line, step = numbers.rewrite('STEP 4/5: LABEL "org.orch.kind"="environment"')
     assert (line, step) == ('STEP (orch): LABEL "org.orch.kind"="environment"', None)
     assert numbers.rewrite("--> 8a3dc61a161") == ("--> 8a3dc61a161", None)
+    # The server's data directory is a path on its machine: named, not shown.
+    home = numbers.rewrite('STEP 5/5: LABEL "org.orch.home"="/root/.orch"')[0]
+    assert home == 'STEP (orch): LABEL "org.orch.home"="…"'
     assert base_step("STEP 2/3: RUN pip install uv") == "STEP (orch, base image): RUN pip install uv"
     assert base_step("hi") == "hi"
 

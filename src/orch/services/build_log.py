@@ -127,7 +127,16 @@ class StepNumbers:
         if 1 <= k <= len(self.numbers):
             number = self.numbers[k - 1]
             return f"STEP {number}/{self.total}: {text}", (number, text)
-        return ORCH_STEP + text, None
+        return ORCH_STEP + _without_host_path(text), None
+
+
+_HOME_LABEL = 'LABEL "org.orch.home"='
+
+
+def _without_host_path(text: str) -> str:
+    """One of orch's own steps as a workspace's users see it: the label naming the server's data
+    directory keeps its name, not the value (a path on the server's machine is not theirs)."""
+    return _HOME_LABEL + '"…"' if text.startswith(_HOME_LABEL) else text
 
 
 def base_step(line: str) -> str:
