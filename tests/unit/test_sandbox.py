@@ -84,7 +84,7 @@ def test_dependency_key() -> None:
 def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """uv writes a line in pieces ("Installed ", "1 package", " in 21ms"), and the launcher hands
     each piece on as it comes: the run's log still gets whole lines, each stream's own, the last
-    one without an end included."""
+    one without an end included, the blank one left out."""
     monkeypatch.setattr(os, "chown", lambda *a: None)  # the install's directories, for user 1000
     engine = FakeEngine()
 
@@ -115,7 +115,6 @@ def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, m
         "Installing requirements.txt",
         "  Resolved 1 package in 5ms",
         "  Installed 1 package in 21ms",
-        "  ",
         "   + humanize==4.9.0 \u00e9",
         "  last line, no end",
         "  warnwarnwarnwarn",

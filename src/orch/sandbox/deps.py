@@ -89,9 +89,9 @@ def _result(status: str, dep_files: Mapping[str, bytes], path: Path) -> Deps:
 
 
 class _Lines:
-    """An install's output stream, logged a whole line at a time, indented under the install's
-    note: the installers write a line in pieces (uv: "Installed ", "1 package", " in 21ms"),
-    and each piece reaches us as soon as it is written."""
+    """An install's output stream, logged a whole line at a time (blank ones left out), indented
+    under the install's note: the installers write a line in pieces (uv: "Installed ",
+    "1 package", " in 21ms"), and each piece reaches us as soon as it is written."""
 
     LONGEST = 64 * 1024  # a line without an end is logged in pieces of this size
 
@@ -115,7 +115,8 @@ class _Lines:
 
     def _emit(self, lines: bytes) -> None:
         for line in lines.decode("utf-8", "replace").split("\n"):
-            self._log("  " + line.removesuffix("\r"))
+            if line := line.removesuffix("\r"):  # a blank line would break the indented block
+                self._log("  " + line)
 
 
 def ensure(
