@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from orch.builder.cache import parse_step
 from orch.dockerfile import Instruction
 from orch.dockerfile.parse import parse
+from orch.services.platform import HOME_LABEL
 
 # Podman's steps that are not the user's: the labels orch adds, and a base image's recipe.
 ORCH_STEP = "STEP (orch): "
@@ -130,7 +131,7 @@ class StepNumbers:
         return ORCH_STEP + _without_host_path(text), None
 
 
-_HOME_LABEL = 'LABEL "org.orch.home"='
+_HOME_LABEL = f'LABEL "{HOME_LABEL}"='
 
 
 def _without_host_path(text: str) -> str:

@@ -16,6 +16,10 @@ from orch.sandbox.held import Registry
 from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
 from orch.store import Store
 
+# The label naming the platform's ORCH_HOME on everything it makes: a path on the server's
+# machine, which a build's log shows without (services/build_log.py).
+HOME_LABEL = "org.orch.home"
+
 
 @dataclass
 class Platform:
@@ -95,7 +99,7 @@ class Platform:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"org.orch.instance": self.instance, "org.orch.home": str(self.config.home)}
+        return {"org.orch.instance": self.instance, HOME_LABEL: str(self.config.home)}
 
     def service_labels(self, service_id: str | None = None) -> dict[str, str]:
         """The labels of this platform's service containers (of one service, given its id)."""
