@@ -142,3 +142,16 @@ def test_outcome_reasons() -> None:
         ContainerExit(1), LIMITS, b"OSError: [Errno 11] Resource temporarily unavailable"
     )
     assert status == RunStatus.FAILED and reason == "exit code 1: process limit (64) reached"
+
+
+def test_a_long_install_line_is_cut_between_characters() -> None:
+    """A line with no end is logged in pieces of LONGEST characters: none is cut in two, however
+    the bytes came (here one at a time, each character but the first two bytes)."""
+    logged: list[str] = []
+    lines = deps._Lines(logged.append)
+    data = ("x" + "\u00e9" * (deps._Lines.LONGEST + 10)).encode()
+    for i in range(len(data)):
+        lines(data[i : i + 1])
+    lines.close()
+    assert [len(line) for line in logged] == [2 + deps._Lines.LONGEST, 2 + 11]
+    assert "".join(line[2:] for line in logged) == data.decode()

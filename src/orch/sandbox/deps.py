@@ -7,6 +7,7 @@ run mounts the cached result read-only and installs nothing.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import shutil
@@ -91,16 +92,19 @@ def _result(status: str, dep_files: Mapping[str, bytes], path: Path) -> Deps:
 class _Lines:
     """An install's output stream, logged a whole line at a time (blank ones left out), indented
     under the install's note: the installers write a line in pieces (uv: "Installed ",
-    "1 package", " in 21ms"), and each piece reaches us as soon as it is written."""
+    "1 package", " in 21ms"), and each piece reaches us as soon as it is written. The bytes are
+    decoded as they come, so a character written in two pieces, or at a long line's cut, is
+    logged whole."""
 
-    LONGEST = 64 * 1024  # a line without an end is logged in pieces of this size
+    LONGEST = 64 * 1024  # characters: a line without an end is logged in pieces of this size
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
-        self._rest = b""
+        self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        self._rest = ""
 
     def __call__(self, chunk: bytes) -> None:
-        whole, end, self._rest = (self._rest + chunk).rpartition(b"\n")
+        whole, end, self._rest = (self._rest + self._decode(chunk)).rpartition("\n")
         if end:
             self._emit(whole)
         while len(self._rest) >= self.LONGEST:
@@ -109,12 +113,13 @@ class _Lines:
 
     def close(self) -> None:
         """Log what is left: the stream's last line, without an end."""
+        self._rest += self._decode(b"", final=True)
         if self._rest:
             self._emit(self._rest)
-            self._rest = b""
+            self._rest = ""
 
-    def _emit(self, lines: bytes) -> None:
-        for line in lines.decode("utf-8", "replace").split("\n"):
+    def _emit(self, lines: str) -> None:
+        for line in lines.split("\n"):
             if line := line.removesuffix("\r"):  # a blank line would break the indented block
                 self._log("  " + line)
 
