@@ -80,6 +80,10 @@ def _base_url(text: str) -> str:
     return urls[0]
 
 
+def _trimmed(text: str) -> str:
+    return text.strip()
+
+
 def _strict_bool(text: str) -> bool:
     """A yes or a no; anything else is a mistake, not a no (a typo must not turn a check off)."""
     value = text.strip().lower()
@@ -140,11 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLAlchemy URL of the store: the SQLite file in ORCH_HOME, or postgresql://...",
     ),
     Setting("host", lambda h: "127.0.0.1", str, "Address `orch server` listens on."),
-    Setting("port", lambda h: 8750, int, "Port `orch server` listens on (0 picks a free one)."),
+    Setting("port", lambda h: 8750, _port, "Port `orch server` listens on (0 picks a free one)."),
     Setting(
         "services_port",
         lambda h: 8751,
-        int,
+        _port,
         "Port `orch server` serves services on, an origin apart from the API and web UI's "
         "(0 picks a free one).",
     ),
@@ -197,8 +201,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "pass_proxy",
         lambda h: True,
-        lambda s: s.strip().lower() in {"1", "true", "yes", "on"},
-        "Pass the host's HTTP(S)_PROXY/NO_PROXY variables into builds and sandboxes.",
+        _strict_bool,
+        "Pass the host's HTTP(S)_PROXY/NO_PROXY variables into builds and sandboxes: true or false.",
     ),
     Setting(
         "metrics_token",
@@ -256,7 +260,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cluster",
         lambda h: "",
-        lambda s: s.strip(),
+        _trimmed,
         "The Ray cluster whose orch nodes run this server's builds, runs and services, as HOST:PORT "
         "of its head ('' for none: the server runs them on its own machine). See docs/scale.md.",
     ),
@@ -277,6 +281,20 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+# What each way of parsing takes, for the message when a value is not that.
+_FORMS: dict[Callable[[str], Any], str] = {
+    str: "any text",
+    _trimmed: "any text",
+    _positive_int: "a whole number of 1 or more",
+    _non_negative_int: "a whole number of 0 or more",
+    _port: "a port number from 0 to 65535 (0 picks a free one)",
+    _isolation: "runc or gvisor",
+    _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
+    _base_url: "one http(s) URL with no path (e.g. https://services.example.com), or ''",
+    _strict_bool: "true or false",
+    _registry: "HOST[:PORT][/PATH] with no scheme (e.g. registry.example.com/team), or ''",
+}
 
 
 @dataclass(frozen=True)
@@ -314,23 +332,51 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     env = os.environ if environ is None else environ
     home = (home or Path(env.get("ORCH_HOME") or Path.home() / ".orch")).expanduser().resolve()
     from_file = read_file(home / CONFIG_FILE)
+    unknown = sorted(set(from_file) - _BY_NAME.keys())
+    if unknown:
+        raise InvalidInput(
+            f"{home / CONFIG_FILE} sets {', '.join(unknown)}, which orch has no setting for.",
+            _unknown_fix(unknown[0]),
+        )
     values: dict[str, Any] = {}
     for s in SETTINGS:
-        raw: Any
         if env.get(s.env):
             raw, origin = env[s.env], s.env
+            fix = f"Set {s.env} to {_FORMS[s.parse]}, or unset it for the default."
         elif s.name in from_file:
-            raw, origin = from_file[s.name], str(home / CONFIG_FILE)
+            raw, origin = _text(from_file[s.name]), str(home / CONFIG_FILE)
+            fix = (
+                f"Give {s.name} in {home / CONFIG_FILE} {_FORMS[s.parse]}, or remove the line "
+                "for the default."
+            )
         else:
             values[s.name] = s.default(home)
             continue
         try:
-            values[s.name] = s.parse(str(raw)) if not isinstance(raw, bool | int) else raw
+            values[s.name] = s.parse(raw)
         except ValueError:
-            raise InvalidInput(
-                f"Setting {s.name} = {raw!r} (from {origin}) is not valid.", f"Expected: {s.help}"
-            ) from None
+            raise InvalidInput(f"Setting {s.name} = {raw!r} (from {origin}) is not valid.", fix) from None
     return Config(home, values)
+
+
+def _text(value: Any) -> str:
+    """A config file's value as the environment would give it: TOML's booleans and numbers as
+    they are written, a list as its items comma-separated; each then checked by the setting's
+    own parse (a number is not taken as it is: `run_workers = 0` is refused as ORCH_RUN_WORKERS=0
+    is)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_text(item) for item in value)
+    return str(value)
+
+
+def _unknown_fix(name: str) -> str:
+    import difflib  # only for a mistake
+
+    close = difflib.get_close_matches(name, _BY_NAME, n=1)
+    hint = f"Did you mean {close[0]}? " if close else ""
+    return f"{hint}Remove or rename the line; docs/configuration.md lists the settings."
 
 
 def read_file(path: Path) -> dict[str, Any]:

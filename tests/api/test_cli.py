@@ -166,3 +166,14 @@ def test_a_port_the_server_cannot_have_is_refused_with_the_option_to_change(
     assert res.exit_code == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in res.output and "pass --services-port" in res.output
     assert not (tmp_path / "orch.db").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--services-port", "-1"]])
+def test_a_port_number_out_of_range_is_refused_before_anything_is_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str]
+) -> None:
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path))
+    res = runner.invoke(app, ["server", *args])
+    assert res.exit_code == 2
+    assert f"Invalid value for '{args[0]}'" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "orch.db").exists()

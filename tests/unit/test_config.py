@@ -42,6 +42,57 @@ def test_bad_values_are_plain_errors(tmp_path: Path) -> None:
         config.load(tmp_path, environ={})
 
 
+def test_a_bad_value_says_what_the_setting_takes(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as e:
+        config.load(tmp_path, environ={"ORCH_RUN_WORKERS": "0"})
+    assert "run_workers = '0' (from ORCH_RUN_WORKERS)" in e.value.message
+    assert e.value.fix == "Set ORCH_RUN_WORKERS to a whole number of 1 or more, or unset it for the default."
+
+
+@pytest.mark.parametrize(
+    ("line", "form"),
+    [
+        ("run_workers = 0", "a whole number of 1 or more"),  # a TOML number is checked too
+        ("warm_sandboxes = -1", "a whole number of 0 or more"),
+        ("port = 70000", "a port number from 0 to 65535"),
+        ("services_port = true", "a port number"),
+        ("build_timeout = 1.5", "a whole number of 1 or more"),
+        ('pass_proxy = "flase"', "true or false"),  # a typo is not a no
+        ('isolation = "kata"', "runc or gvisor"),
+    ],
+)
+def test_a_config_files_value_is_checked_as_the_environments(tmp_path: Path, line: str, form: str) -> None:
+    (tmp_path / "config.toml").write_text(line + "\n")
+    name = line.split(" ")[0]
+    with pytest.raises(InvalidInput) as e:
+        config.load(tmp_path, environ={})
+    assert f"Setting {name} = " in e.value.message and str(tmp_path / "config.toml") in e.value.message
+    assert e.value.fix.startswith(f"Give {name} in {tmp_path / 'config.toml'} {form}")
+
+
+def test_a_config_files_booleans_numbers_and_lists_are_read(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        "port = 0\nrun_workers = 3\npass_proxy = false\nregistry_tls_verify = true\n"
+        'model_endpoints = ["http://127.0.0.1:11434/v1", "https://api.anthropic.com"]\n'
+    )
+    cfg = config.load(tmp_path, environ={})
+    assert (cfg.port, cfg.run_workers, cfg.pass_proxy, cfg.registry_tls_verify) == (0, 3, False, True)
+    assert cfg.model_endpoints == ("http://127.0.0.1:11434/v1", "https://api.anthropic.com")
+
+
+def test_a_config_files_unknown_setting_is_refused_with_the_nearest(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("run_worker = 8\n")
+    with pytest.raises(InvalidInput) as e:
+        config.load(tmp_path, environ={})
+    assert "sets run_worker, which orch has no setting for" in e.value.message
+    assert e.value.fix.startswith("Did you mean run_workers?")
+
+
+def test_every_way_of_parsing_says_what_it_takes() -> None:
+    for s in config.SETTINGS:
+        assert s.parse in config._FORMS, f"{s.name}: its parse has no entry in _FORMS"
+
+
 def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     for s in config.SETTINGS:

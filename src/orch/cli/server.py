@@ -16,10 +16,14 @@ from orch.errors import InvalidInput
 @command
 def server(
     host: str = typer.Option(None, "--host", help="Address to listen on \\[default: 127.0.0.1]."),
-    port: int = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one \\[default: 8750]."),
+    port: int = typer.Option(
+        None, "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one \\[default: 8750]."
+    ),
     services_port: int = typer.Option(
         None,
         "--services-port",
+        min=0,
+        max=65535,
         help="Port services are served on, an origin of their own; 0 picks a free one \\[default: 8751].",
     ),
     db: str = typer.Option(None, "--db", help="Database URL \\[default: the SQLite file in ORCH_HOME]."),
