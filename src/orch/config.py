@@ -177,8 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
         "warm_sandboxes",
         lambda h: 4,
         _non_negative_int,
-        "Sandboxes each isolation runtime keeps started ahead of need, one per kind of run seen in "
-        "the last 2 minutes, so that the next such run only hands its command over (0: none).",
+        "Sandboxes each isolation runtime keeps started ahead of need: one per kind of run seen in "
+        "the last 2 minutes, a second for the most recent kinds while places are left, so that the "
+        "next such run only hands its command over (0: none).",
     ),
     Setting(
         "isolation",

@@ -154,7 +154,7 @@ def test_the_config_is_a_cold_ones_but_for_the_command(launcher: Launcher) -> No
     s = spec(["python3", "-V"], env={"SECRET": "s3cret"}, network=Network.NONE)
     warmed(launcher)
     assert launcher._warm is not None
-    waiting = launcher._warm._waiting[launcher._key(s)].item  # a sandbox of this shape, waiting
+    waiting = launcher._warm._waiting[launcher._key(s)][0].item  # a sandbox of this shape, waiting
     warm_config = json.loads((waiting.bundle / "config.json").read_text())
     cold_bundle = launcher.state / "sandboxes" / s.name
     layout = launcher.prepare(s, cold_bundle, netns.EMPTY)
@@ -295,7 +295,7 @@ def _nice_of_tree(pid: int) -> dict[str, set[int]]:
 def test_a_waiting_sandbox_yields_the_cpu_and_a_handed_run_does_not(launcher: Launcher) -> None:
     warmed(launcher)
     assert launcher._warm is not None
-    waiting = launcher._warm._waiting[launcher._key(spec(["true"]))].item
+    waiting = launcher._warm._waiting[launcher._key(spec(["true"]))][0].item
     # Started and waiting: under runc its helper runs; under gVisor the sandbox's kernel does.
     ready = "orch-handoff" if launcher.runtime == "runc" else "exe"
     deadline = time.monotonic() + 30
@@ -353,7 +353,8 @@ def test_a_killed_owners_waiting_sandbox_ends_and_the_sweep_removes_the_rest() -
         while not (names := sweeper.containers(prefix)):  # the runtime is still making it
             assert time.monotonic() < deadline and owner.poll() is None, "no sandbox waits"
             time.sleep(0.05)
-        assert len(names) == 1 and names[0].startswith(f"{prefix}warm-"), names
+        # Both of the lone key's (a first and a second) wait: the owner printed after both started.
+        assert len(names) == 2 and all(n.startswith(f"{prefix}warm-") for n in names), names
         owner.kill()
         owner.wait()
         # Its helper read the end of its input: it ended by itself, its runtime with it.

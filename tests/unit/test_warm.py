@@ -1,6 +1,7 @@
 """The warm pool's policy (sandbox/warm.py) with stand-in sandboxes: one waits per wanted key,
-each is given out once, the least recently wanted go first when full, idle ones go, a failed
-start leaves the next run to start cold, and closing removes every waiting one."""
+a second for the most recent keys while places are spare, each is given out once, seconds then
+the least recently wanted go first when full, idle ones go, a failed start leaves the next run to
+start cold, and closing removes every waiting one."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def pool(boxes: Sandboxes, size: int = 2, clock: Clock | None = None) -> Pool[st
 
 def test_a_wanted_key_gets_one_waiting_sandbox_given_out_once() -> None:
     boxes = Sandboxes()
-    p = pool(boxes)
+    p = pool(boxes, size=1)
     assert p.take("a") is None  # nothing was wanted yet: the first run starts cold
     p.want("a", "tpl")
     p.want("a", "tpl")  # wanted again before it is taken: still one
@@ -66,27 +67,56 @@ def test_a_wanted_key_gets_one_waiting_sandbox_given_out_once() -> None:
     assert boxes.discarded == []  # the taken one is its run's to remove, not the pool's
 
 
-def test_when_full_the_least_recently_wanted_key_gives_way() -> None:
+def test_a_lone_key_gets_a_second_so_runs_back_to_back_each_find_one() -> None:
     boxes = Sandboxes()
-    clock = Clock()
-    p = pool(boxes, size=2, clock=clock)
-    for key in ("a", "b"):
+    p = pool(boxes, size=4)
+    p.want("a", "a")
+    p.wait()
+    assert boxes.started == [("a", "a-1"), ("a", "a-2")] and p.waiting() == 2
+    assert p.take("a") == "a-1"  # the oldest first
+    p.want("a", "a")  # its run ended: one more is started while a-2 waits for the next
+    assert p.take("a") == "a-2"
+    p.wait()
+    assert p.take("a") == "a-3" and p.take("a") is None
+    p.close()
+
+
+def wanted_in_turn(size: int, *keys: str) -> tuple[Sandboxes, Clock, Pool[str, str]]:
+    """A pool of `size` whose `keys` were wanted one after the other, a second apart."""
+    boxes, clock = Sandboxes(), Clock()
+    p = pool(boxes, size=size, clock=clock)
+    for key in keys:
         p.want(key, key)
         p.wait()
         clock.now += 1
+    return boxes, clock, p
+
+
+def test_seconds_only_in_places_beyond_one_for_each_wanted_key() -> None:
+    boxes, _clock, p = wanted_in_turn(3, "a", "b")
+    # a alone had two; b then had its first in the place left, and its second in a's second's
+    # (one place beyond one for each key: b's, the most recently wanted).
+    assert boxes.discarded == ["a-2"]
+    assert [name for _, name in boxes.started] == ["a-1", "a-2", "b-3", "b-4"] and p.waiting() == 3
+    p.close()
+
+
+def test_when_full_seconds_then_the_least_recently_wanted_key_give_way() -> None:
+    boxes, clock, p = wanted_in_turn(2, "a", "b")
+    assert boxes.discarded == ["a-2"]  # a's second gave its place to b's first, not a's first
     p.want("a", "a")  # a is wanted again: b is now the least recent
     clock.now += 1
     p.want("c", "c")
     p.wait()
-    assert boxes.discarded == ["b-2"]
-    assert p.take("b") is None and p.take("a") == "a-1" and p.take("c") == "c-3"
+    assert boxes.discarded == ["a-2", "b-3"]
+    assert p.take("b") is None and p.take("a") == "a-1" and p.take("c") == "c-4"
     p.close()
 
 
 def test_idle_keys_lose_their_sandbox() -> None:
     boxes = Sandboxes()
     clock = Clock()
-    p = pool(boxes, clock=clock)
+    p = pool(boxes, size=1, clock=clock)
     p.want("a", "a")
     p.wait()
     clock.now += 121
@@ -100,14 +130,14 @@ def test_idle_keys_lose_their_sandbox() -> None:
     p.close()
 
 
-def test_a_dead_sandbox_is_not_given_out_but_removed() -> None:
-    boxes = Sandboxes()
-    p = pool(boxes)
-    p.want("a", "a")
-    p.wait()
+@pytest.mark.parametrize(("size", "given"), [(1, None), (2, "a-2")])
+def test_a_dead_sandbox_is_not_given_out_but_removed(size: int, given: str | None) -> None:
+    """Alone, a dead one leaves the run to start cold; with a second behind it, that one is
+    given out."""
+    boxes, _clock, p = wanted_in_turn(size, "a")
     boxes.dead.add("a-1")
-    assert p.take("a") is None
-    assert boxes.discarded == ["a-1"] and p.taken == 0
+    assert p.take("a") == given
+    assert boxes.discarded == ["a-1"] and p.taken == (given is not None)
     p.close()
 
 
@@ -123,12 +153,11 @@ def test_a_failed_start_leaves_runs_to_start_cold(caplog: pytest.LogCaptureFixtu
 
 def test_close_removes_the_waiting_and_starts_no_more() -> None:
     boxes = Sandboxes()
-    p = pool(boxes, size=3)
-    for key in ("a", "b"):
-        p.want(key, key)
+    p = pool(boxes, size=2)
+    p.want("a", "a")
     p.wait()
     p.close()
-    assert sorted(boxes.discarded) == ["a-1", "b-2"]
+    assert sorted(boxes.discarded) == ["a-1", "a-2"]
     p.want("c", "c")
     assert p.take("c") is None and len(boxes.started) == 2
 

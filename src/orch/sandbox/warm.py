@@ -7,9 +7,13 @@ sandbox for that key, so that the next run with the same key finds it started an
 its command (see handoff.c). A sandbox is used by one run and removed after it, as a cold one
 is; the pool never gives one out twice.
 
-Bounded: at most `size` sandboxes wait at once (the least recently wanted key's goes first), one
-per key, and one unwanted for `idle` seconds is removed. Generic over what a sandbox is, so
-that its policy is tested without a runtime (tests/unit/test_warm.py).
+Bounded: at most `size` sandboxes wait at once, and one unwanted for `idle` seconds is removed.
+Each wanted key has one waiting; the places left over (`size` less the keys wanted) give the most
+recently wanted keys a second, so that runs of one agent back to back each find one waiting
+while the next is started (one alone: the next run would wait for the start under way). A second
+never costs another key its first: a key's first takes the place of a second before the least
+recently wanted key's only one. Generic over what a sandbox is, so that its policy is tested
+without a runtime (tests/unit/test_warm.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ T = TypeVar("T")
 S = TypeVar("S")
 log = logging.getLogger(__name__)
 IDLE = 120.0  # seconds a key may go unwanted before its waiting sandbox is removed
+DEPTH = 2  # sandboxes at most waiting for one key (a second is started while the first runs)
 _TICK = 5.0  # how often idle sandboxes are looked for
 
 
@@ -49,7 +54,7 @@ class Pool(Generic[T, S]):
     ) -> None:
         self._start, self._discard, self._alive = start, discard, alive
         self.size, self.idle, self._clock = size, idle, clock
-        self._waiting: dict[str, _Waiting[T]] = {}
+        self._waiting: dict[str, list[_Waiting[T]]] = {}  # oldest first; no empty list
         self._wanted: dict[str, tuple[S, float]] = {}  # key -> (template, last wanted)
         self._todo: list[str] = []  # keys to start a sandbox for, oldest first
         self._busy = False  # the thread is starting one
@@ -79,13 +84,14 @@ class Pool(Generic[T, S]):
                         self._cond.wait(left)
                 finally:
                     self._promised = False
-            waiting = self._waiting.pop(key, None)
-            if waiting is not None and self._alive(waiting.item):
+            dead = []
+            while (waiting := self._pop_locked(key)) is not None and not self._alive(waiting.item):
+                dead.append(waiting.item)  # it ended by itself (its runtime failed): not handed out
+            if waiting is not None:
                 self.taken += 1
-                return waiting.item
-        if waiting is not None:  # it ended by itself (its runtime failed): not handed out
-            self._discard_quietly(waiting.item)
-        return None
+        for item in dead:
+            self._discard_quietly(item)
+        return None if waiting is None else waiting.item
 
     def want(self, key: str, template: S) -> None:
         """A run with `key` started: have a sandbox waiting for the next one."""
@@ -95,8 +101,8 @@ class Pool(Generic[T, S]):
             if self._closed:
                 return
             self._wanted[key] = (template, self._clock())
-            if key not in self._waiting and key not in self._todo:
-                self._todo.append(key)
+            have = len(self._waiting.get(key, ())) + (self._starting == key) + self._todo.count(key)
+            self._todo.extend([key] * (self._depth_locked(key) - have))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="warm-sandboxes", daemon=True)
                 self._thread.start()
@@ -110,7 +116,7 @@ class Pool(Generic[T, S]):
 
     def waiting(self) -> int:
         with self._cond:
-            return len(self._waiting) + self._busy
+            return self._count_locked() + self._busy
 
     def wait(self, timeout: float = 60) -> None:
         """Until nothing is being started (tests)."""
@@ -131,7 +137,8 @@ class Pool(Generic[T, S]):
         if thread is not None:
             thread.join(60)
         with self._cond:
-            items, self._waiting = [w.item for w in self._waiting.values()], {}
+            items = [w.item for each in self._waiting.values() for w in each]
+            self._waiting = {}
         for item in items:
             self._discard_quietly(item)
 
@@ -146,10 +153,18 @@ class Pool(Generic[T, S]):
                     return
                 key = self._todo.pop(0)
                 template, _ = self._wanted[key]
-                evicted = self._make_room_locked()
-                self._busy, self._starting = True, key
+                have = len(self._waiting.get(key, ()))
+                if have >= self._depth_locked(key):
+                    self._cond.notify_all()  # for wait(): that may have been the last to do
+                    continue  # no longer wanted that deep
+                evicted, room = self._make_room_locked(first=not have)
+                self._busy, self._starting = room, key if room else None
             for old in evicted:
                 self._discard_quietly(old)
+            if not room:  # a second, with no place that is not another key's first
+                with self._cond:
+                    self._cond.notify_all()
+                continue
             item: T | None = None
             try:
                 item = self._start(key, template)
@@ -157,20 +172,54 @@ class Pool(Generic[T, S]):
                 log.warning("a warm sandbox could not be started: %s", e)
             with self._cond:
                 self._busy, self._starting = False, None
-                late = item is not None and (self._closed or key in self._waiting)
+                late = item is not None and (
+                    self._closed or len(self._waiting.get(key, ())) >= self._depth_locked(key)
+                )
                 if item is not None and not late:
-                    self._waiting[key] = _Waiting(item, self._clock())
+                    self._waiting.setdefault(key, []).append(_Waiting(item, self._clock()))
                 self._cond.notify_all()
             if late and item is not None:
                 self._discard_quietly(item)
 
-    def _make_room_locked(self) -> list[T]:
-        """Free a place for one more: the least recently wanted key's sandbox goes."""
-        out = []
-        while self._waiting and len(self._waiting) >= self.size:
-            oldest = min(self._waiting, key=lambda k: self._wanted.get(k, (None, 0.0))[1])
-            out.append(self._waiting.pop(oldest).item)
-        return out
+    def _depth_locked(self, key: str) -> int:
+        """How many should wait for `key`: two for the most recently wanted keys while there
+        are places beyond one for each wanted key, else one."""
+        spare = self.size - len(self._wanted)
+        if spare <= 0 or key not in self._wanted:
+            return min(1, self.size)
+        recent = sorted(self._wanted, key=lambda k: self._wanted[k][1], reverse=True)[:spare]
+        return DEPTH if key in recent else 1
+
+    def _count_locked(self) -> int:
+        return sum(len(each) for each in self._waiting.values())
+
+    def _make_room_locked(self, first: bool) -> tuple[list[T], bool]:
+        """Free a place for one more, and say whether there is one: a sandbox beyond its key's
+        depth goes first (a second whose key is no longer among the most recent); for a key's
+        first, then a second, then the least recently wanted key's only one. A second never
+        takes another key's first place."""
+        out: list[T] = []
+        while self._count_locked() >= self.size:
+            over = [k for k, each in self._waiting.items() if len(each) > self._depth_locked(k)]
+            doubled = [k for k, each in self._waiting.items() if len(each) > 1]
+            choices = over or (doubled or list(self._waiting) if first else [])
+            if not choices:
+                return out, False
+            oldest = min(choices, key=lambda k: self._wanted.get(k, (None, 0.0))[1])
+            popped = self._pop_locked(oldest, newest=True)
+            assert popped is not None
+            out.append(popped.item)
+        return out, True
+
+    def _pop_locked(self, key: str, newest: bool = False) -> _Waiting[T] | None:
+        """One of `key`'s waiting sandboxes, no longer the pool's: the oldest, or the newest."""
+        each = self._waiting.get(key)
+        if not each:
+            return None
+        popped = each.pop(-1 if newest else 0)
+        if not each:
+            del self._waiting[key]
+        return popped
 
     def _expire_locked(self) -> None:
         now = self._clock()
@@ -178,7 +227,7 @@ class Pool(Generic[T, S]):
             del self._wanted[key]
             if key in self._todo:
                 self._todo.remove(key)
-            if (waiting := self._waiting.pop(key, None)) is not None:
+            for waiting in self._waiting.pop(key, []):
                 # Removed outside the lock: a thread of its own, the pool's goes on.
                 threading.Thread(target=self._discard_quietly, args=(waiting.item,), daemon=True).start()
 
