@@ -130,6 +130,25 @@ def test_idle_keys_lose_their_sandbox() -> None:
     p.close()
 
 
+def test_an_idle_key_leaves_nothing_to_do_behind() -> None:
+    """A key that goes idle while its first and second are still to be started is dropped from
+    what the pool's thread has to do, both times, and that thread goes on with the others."""
+    boxes, clock, gate = Sandboxes(), Clock(), threading.Event()
+    start = boxes.start
+    boxes.start = lambda key, template: (gate.wait(5), start(key, template))[1]  # type: ignore[method-assign]
+    p = pool(boxes, size=4, clock=clock)
+    p.want("a", "a")  # its first is being started (held at the gate), its second to do
+    p.want("b", "b")  # both of b's to do
+    clock.now += 100
+    p.want("a", "a")
+    clock.now += 21
+    p.expire()  # b, unwanted for 121 s, goes; a stays
+    gate.set()
+    p.wait(5)
+    assert [name for _, name in boxes.started] == ["a-1", "a-2"] and p.waiting() == 2
+    p.close()
+
+
 @pytest.mark.parametrize(("size", "given"), [(1, None), (2, "a-2")])
 def test_a_dead_sandbox_is_not_given_out_but_removed(size: int, given: str | None) -> None:
     """Alone, a dead one leaves the run to start cold; with a second behind it, that one is

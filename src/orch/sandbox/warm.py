@@ -225,8 +225,7 @@ class Pool(Generic[T, S]):
         now = self._clock()
         for key in [k for k, (_t, when) in self._wanted.items() if now - when > self.idle]:
             del self._wanted[key]
-            if key in self._todo:
-                self._todo.remove(key)
+            self._todo = [k for k in self._todo if k != key]  # a first and a second, maybe
             for waiting in self._waiting.pop(key, []):
                 # Removed outside the lock: a thread of its own, the pool's goes on.
                 threading.Thread(target=self._discard_quietly, args=(waiting.item,), daemon=True).start()
