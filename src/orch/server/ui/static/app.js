@@ -159,6 +159,11 @@ const FINAL_RUN = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
 async function followRun(pre) {
   const id = pre.dataset.runLog;
   const facts = document.querySelector(`[data-run-status="${id}"]`);
+  const field = (name) => facts.querySelector(`[data-field="${name}"]`);
+  const showStatus = (status) => {
+    field("status").textContent = status;
+    field("status").className = `status status-${status}`;
+  };
   let offsets = { stdout: 0, stderr: 0, log: 0 };
   for (;;) {
     let chunk;
@@ -170,6 +175,7 @@ async function followRun(pre) {
       return;
     }
     offsets = chunk.offsets;
+    showStatus(chunk.status); // live: queued, starting, running (the page showed its load's)
     for (const [stream, cls] of [["log", "note"], ["stderr", "stderr"], ["stdout", ""]]) {
       if (!chunk[stream]) continue;
       const span = document.createElement("span");
@@ -181,9 +187,7 @@ async function followRun(pre) {
     if (FINAL_RUN.has(chunk.status) && !chunk.stdout && !chunk.stderr && !chunk.log) break;
   }
   const run = await api("GET", `/v1/runs/${id}`);
-  const field = (name) => facts.querySelector(`[data-field="${name}"]`);
-  field("status").textContent = run.status;
-  field("status").className = `status status-${run.status}`;
+  showStatus(run.status);
   field("exit_code").textContent = run.exit_code === null ? "" : run.exit_code;
   field("reason").textContent = run.reason || "";
   field("environment").textContent = run.environment.name ? `${run.environment.name} (${run.environment_rule})` : "";
