@@ -292,9 +292,9 @@ _FORMS: dict[Callable[[str], Any], str] = {
     _port: "a port number from 0 to 65535 (0 picks a free one)",
     _isolation: "runc or gvisor",
     _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
-    _base_url: "one http(s) URL with no path (e.g. https://services.example.com), or ''",
+    _base_url: "one http(s) URL with no path (e.g. https://services.example.com; '' for none)",
     _strict_bool: "true or false",
-    _registry: "HOST[:PORT][/PATH] with no scheme (e.g. registry.example.com/team), or ''",
+    _registry: "HOST[:PORT][/PATH] with no scheme (e.g. registry.example.com/team; '' for none)",
 }
 
 
