@@ -126,6 +126,28 @@ def test_run_an_agent_and_see_its_logs_live(page: Page, server: Server, tmp_path
     shot(page, "runs")
 
 
+def test_a_run_page_opened_before_the_agent_starts_shows_its_status_change(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """The page is opened while the run installs its requirements (`starting`, for a second or
+    so): once the agent prints, the status on the page says `running`, not what it loaded with."""
+    agent = tmp_path / "slow-start"
+    agent.mkdir()
+    (agent / "main.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(3)\n")
+    (agent / "requirements.txt").write_text(f"# {time.time_ns()}: installed afresh\nsix==1.16.0\n")
+    assert server.cli("publish", str(agent)).returncode == 0
+    sign_in(page, server)
+    page.get_by_role("link", name="Agents").click()
+    page.get_by_role("link", name="slow-start").click()
+    page.get_by_role("button", name="Run slow-start").click()
+    page.wait_for_url("**/ui/runs/run_*")
+    status = page.locator("[data-field=status]")
+    assert status.text_content() in ("queued", "starting")  # as the page was loaded
+    expect(page.locator("[data-run-log]")).to_contain_text("up", timeout=60_000)
+    assert status.text_content() == "running"  # from the same answer that brought the output
+    expect(status).to_have_text("succeeded", timeout=60_000)
+
+
 def test_service_state_logs_and_restart(page: Page, server: Server, tmp_path: Path) -> None:
     from tests.integration.test_runs import write
     from tests.integration.test_services import HTTP_SERVICE
