@@ -205,14 +205,29 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-run-log]").forEach(followRun);
 });
 
+const SERVICE_FACTS_EVERY = 2000; // ms: a chatty service's page asks for its facts no more often
+
 async function followService(pre) {
   const name = pre.dataset.serviceLog;
+  const state = document.getElementById("service-state");
+  const showState = (value) => {
+    state.textContent = value;
+    state.className = `status status-${value}`;
+  };
   let offset = 0;
+  let factsAt = Date.now();
   for (;;) {
     try {
       const chunk = await api("GET", `/v1/services/${name}/logs?offset=${offset}&wait=10`);
       offset = chunk.offset;
       if (chunk.text) { pre.append(chunk.text); pre.scrollTop = pre.scrollHeight; }
+      showState(chunk.state); // live: a crash, a restart, a stop elsewhere
+      if (Date.now() - factsAt >= SERVICE_FACTS_EVERY) {
+        factsAt = Date.now();
+        const svc = await api("GET", `/v1/services/${name}`);
+        showState(svc.state);
+        document.getElementById("service-restarts").textContent = svc.restarts;
+      }
     } catch (error) {
       pre.append(`\n${error.message}\n`);
       return;
