@@ -112,3 +112,10 @@ def test_detached_run_and_an_unknown_agent(cli, agent: str) -> None:  # type: ig
     assert run_id.startswith("run_")
     missing = cli("run", "nope")
     assert missing.exit_code == 2 and "nope" in missing.stderr and "Traceback" not in missing.output
+
+
+@pytest.mark.parametrize("limit", ["0", "501"])
+def test_a_list_limit_out_of_range_is_named_by_its_option(cli, limit: str) -> None:  # type: ignore[no-untyped-def]
+    res = cli("runs", "list", "--limit", limit)
+    assert res.exit_code == 2 and "Invalid value for '--limit'" in res.output
+    assert "query.limit" not in res.output  # the API's name for it, not the command's

@@ -163,7 +163,8 @@ def run(
 @command
 def list_(
     agent: str = typer.Option(None, "--agent", "-a", help="Only this agent's runs."),
-    limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first."),
+    # The API's own bound (GET /v1/runs?limit=), said here in the option's terms.
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=500, help="How many, newest first (1 to 500)."),
     json_: bool = JSON,
 ) -> None:
     """List runs, newest first."""
