@@ -117,5 +117,5 @@ def test_detached_run_and_an_unknown_agent(cli, agent: str) -> None:  # type: ig
 @pytest.mark.parametrize("limit", ["0", "501"])
 def test_a_list_limit_out_of_range_is_named_by_its_option(cli, limit: str) -> None:  # type: ignore[no-untyped-def]
     res = cli("runs", "list", "--limit", limit)
-    assert res.exit_code == 2 and "Invalid value for '--limit'" in res.output
+    assert res.exit_code == 2 and f"--limit {limit} is out of range" in res.output
     assert "query.limit" not in res.output  # the API's name for it, not the command's
