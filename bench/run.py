@@ -12,7 +12,8 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    - the same dependencies, cached, for an agent that does not import them: what the platform
      alone adds for dependencies, apart from python importing six.
    Every run gets a distinct input and must print it back. Printed: p50, p99 and mean of each,
-   and the goals' ratios (issue 12).
+   and the goals' ratios (issue 12). Then N hello runs back to back (each as soon as the one
+   before has ended, as a script's loop does), with their p50's ratio to the interleaved hello's.
 2. Throughput: BURST hello runs submitted at once by a bounded pool of client threads, each
    with its own `orch.Client` (the platform's Python client), each run then waited for with
    `run.wait()` (long polls of its output to its end, then the run read) and its own output
@@ -493,6 +494,11 @@ def main() -> None:
                         step()
                 latency_wall = time.monotonic() - latency_began
 
+                # The same agent back to back, as a script calling it in a loop does: each run
+                # comes as soon as the one before it has ended (warm-sandboxes.md: a second waits).
+                time.sleep(1)
+                in_a_row = [orch_run(api, "hello")[0] for _ in range(args.rounds)]
+
                 time.sleep(1)  # the namespace pool refilled, the last runs' cleanups done
                 before, cpu_before = scrape(api), cpu(server.pid)
                 load_burst = os.getloadavg()
@@ -531,6 +537,8 @@ def main() -> None:
     print(line("orch hello (runc, no net)", np_))
     print(line("orch deps (cached)", dp))
     print(line("orch deps, not imported", qp))
+    print(line("orch hello, back to back", in_a_row))
+    print(f"  back to back / interleaved hello, p50: {pct(in_a_row, 50) / h50:.2f}x")
     print("  by the server's stamps, mean ms: POST → queued_at | queued_at → finished_at | → end seen")
     for k, label in (
         ("hello", "runc"),
