@@ -350,10 +350,11 @@ def test_a_killed_owners_waiting_sandbox_ends_and_the_sweep_removes_the_rest() -
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "waiting"
         deadline = time.monotonic() + 30
-        while not (names := sweeper.containers(prefix)):  # the runtime is still making it
-            assert time.monotonic() < deadline and owner.poll() is None, "no sandbox waits"
+        # Both of the lone key's (a first and a second) wait. The owner printed after both
+        # runtimes were started, which list their containers a moment later.
+        while len(names := sweeper.containers(prefix)) < 2:
+            assert time.monotonic() < deadline and owner.poll() is None, f"not two waiting: {names}"
             time.sleep(0.05)
-        # Both of the lone key's (a first and a second) wait: the owner printed after both started.
         assert len(names) == 2 and all(n.startswith(f"{prefix}warm-") for n in names), names
         owner.kill()
         owner.wait()
