@@ -4,6 +4,10 @@ The server is Debian's PostgreSQL (installed by `scripts/setup --dev`), started 
 binaries on a cluster in a temporary directory: the system cluster and service are never used,
 so a test run needs nothing running beforehand and leaves nothing behind. It listens on
 127.0.0.1 only, on a free port, with trust authentication (loopback, throwaway data).
+
+A run that is killed cannot stop its server or remove its cluster: each cluster's directory
+names the process that made it (`owner`), and the next run stops and removes the clusters whose
+owner is gone (`sweep`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,9 @@ from orch.store import Store
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 OS_USER = "postgres"  # PostgreSQL refuses to run as root
 TEMPLATE = "orch_template"
+PREFIX = "orch-pg-"  # the clusters' directories, in the temporary directory
+OWNER = "owner"  # in a cluster's directory: the pid of the process that made it
+UNOWNED_AGE = 3600  # seconds: a directory without an owner file this old is a leftover
 
 
 def find_bin() -> Path:
@@ -139,7 +147,10 @@ class PostgresServer:
 def running() -> Iterator[PostgresServer]:
     """A PostgreSQL server on 127.0.0.1 while inside, with a migrated template database; its
     cluster removed after (the tests' fixture, and bench/control_plane.py)."""
-    server = PostgresServer(find_bin(), Path(tempfile.mkdtemp(prefix="orch-pg-")))
+    binaries = find_bin()
+    sweep(binaries)
+    server = PostgresServer(binaries, Path(tempfile.mkdtemp(prefix=PREFIX)))
+    (server.dir / OWNER).write_text(str(os.getpid()))
     try:
         server.start()
         # Migrating once into a template and copying it per test is much faster than migrating
@@ -155,6 +166,37 @@ def running() -> Iterator[PostgresServer]:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def sweep(binaries: Path, root: Path | None = None) -> list[Path]:
+    """Stop the servers of and remove the clusters left by killed test runs: those whose owner
+    process is gone (or, without an owner file, made over an hour ago). Return what it removed."""
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner: int | None = int((d / OWNER).read_text())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and _alive(owner):
+            continue
+        with contextlib.suppress(OSError):
+            if owner is None and time.time() - d.stat().st_mtime < UNOWNED_AGE:
+                continue  # another run's, before it wrote its owner
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            PostgresServer(binaries, d).stop()
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")
