@@ -53,6 +53,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _memory_size(text: str) -> int:
+    """A size such as 12Gi, 8G or 4096Mi (bytes without a unit), 16 MiB at least."""
+    from orch.sizes import parse_size  # only for a value given: a quick command pays nothing
+
+    size = parse_size(text)
+    if size is None or size < 16 * 2**20:
+        raise ValueError(text)
+    return size
+
+
 def _isolation(text: str) -> str:
     if text not in ("runc", "gvisor"):
         raise ValueError(text)
@@ -174,6 +184,14 @@ SETTINGS: tuple[Setting, ...] = (
         "capacity: 4 per core, and at most as many 512 MiB sandboxes as half the memory holds.",
     ),
     Setting(
+        "run_memory",
+        lambda h: memory() // 2,
+        _memory_size,
+        "The memory runs' sandboxes may have at once: the sum of their memory limits. A run whose "
+        "limit would take the sum over it waits, in the order the runs came, until enough has "
+        "ended (one larger than it all runs alone). By default half the machine's memory.",
+    ),
+    Setting(
         "warm_sandboxes",
         lambda h: 4,
         _non_negative_int,
@@ -291,6 +309,7 @@ _FORMS: dict[Callable[[str], Any], str] = {
     _non_negative_int: "a whole number of 0 or more",
     _port: "a port number from 0 to 65535 (0 picks a free one)",
     _isolation: "runc or gvisor",
+    _memory_size: "a size of 16Mi or more, such as 12Gi or 4096Mi",
     _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
     _base_url: "one http(s) URL with no path (e.g. https://services.example.com; '' for none)",
     _strict_bool: "true or false",

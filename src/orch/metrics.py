@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 # Where a run's time goes, in order (issue 12's breakdown): api = POST accepted → run stored;
 # queue = queued → claimed by a worker; prepare = claimed → sandbox ready to start (environment,
-# dependencies, bundle, root filesystem); start = launch → the agent's process runs; run = the
-# agent's own time; exit = its process exited → sandbox cleaned up; store = output and final
-# status stored.
+# a wait for memory (run_memory), dependencies, bundle, root filesystem); start = launch → the
+# agent's process runs; run = the agent's own time; exit = its process exited → sandbox cleaned
+# up; store = output and final status stored.
 Phase = Literal["api", "queue", "prepare", "start", "run", "exit", "store"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 

@@ -59,6 +59,8 @@ def test_a_bad_value_says_what_the_setting_takes(tmp_path: Path) -> None:
         ("build_timeout = 1.5", "a whole number of 1 or more"),
         ('pass_proxy = "flase"', "true or false"),  # a typo is not a no
         ('isolation = "kata"', "runc or gvisor"),
+        ('run_memory = "lots"', "a size of 16Mi or more"),
+        ("run_memory = 1024", "a size of 16Mi or more"),  # bytes: less than a sandbox's least
     ],
 )
 def test_a_config_files_value_is_checked_as_the_environments(tmp_path: Path, line: str, form: str) -> None:
@@ -78,6 +80,13 @@ def test_a_config_files_booleans_numbers_and_lists_are_read(tmp_path: Path) -> N
     cfg = config.load(tmp_path, environ={})
     assert (cfg.port, cfg.run_workers, cfg.pass_proxy, cfg.registry_tls_verify) == (0, 3, False, True)
     assert cfg.model_endpoints == ("http://127.0.0.1:11434/v1", "https://api.anthropic.com")
+
+
+def test_run_memory_is_a_size_and_half_the_machines_memory_by_default(tmp_path: Path) -> None:
+    assert config.load(tmp_path, environ={}).run_memory == config.memory() // 2
+    assert config.load(tmp_path, environ={"ORCH_RUN_MEMORY": "12Gi"}).run_memory == 12 * 2**30
+    (tmp_path / "config.toml").write_text('run_memory = "1.5G"\n')
+    assert config.load(tmp_path, environ={}).run_memory == 1_500_000_000
 
 
 def test_a_config_files_unknown_setting_is_refused_with_the_nearest(tmp_path: Path) -> None:

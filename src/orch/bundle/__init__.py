@@ -9,7 +9,7 @@ from orch.bundle.limits import MAX_BUNDLE_BYTES, MAX_FILES
 from orch.bundle.manifest import Manifest, Runtime, parse_manifest
 from orch.bundle.pack import Bundle, BundleFile, pack_directory
 from orch.bundle.resources import Resources
-from orch.bundle.sizes import format_size, parse_size
+from orch.sizes import format_size, parse_size
 
 __all__ = [
     "MAX_BUNDLE_BYTES",

@@ -10,9 +10,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from orch.bundle.manifest_problems import problem, show
-from orch.bundle.sizes import format_size, parse_size
 from orch.loop.endpoints import check_url
 from orch.secret import names as secret_names
+from orch.sizes import format_size, parse_size
 
 Provider = Literal["openai", "anthropic"]
 BUILTIN_TOOLS = ("bash", "read_file", "write_file", "edit_file", "list_files")

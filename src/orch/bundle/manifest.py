@@ -20,11 +20,11 @@ from orch.bundle.limits import MAX_MANIFEST_BYTES
 from orch.bundle.loop_manifest import LoopConfig
 from orch.bundle.manifest_problems import invalid_manifest, problem, show
 from orch.bundle.resources import Resources
-from orch.bundle.sizes import format_size
 from orch.bundle.yaml_source import load_yaml
 from orch.errors import InvalidInput
 from orch.models import check_name
 from orch.secret import names as secret_names
+from orch.sizes import format_size
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_REPLICAS = 20  # of one service; each replica has the service's resources

@@ -13,10 +13,10 @@ from pathlib import Path
 from orch.bundle.contents import file_mode
 from orch.bundle.ignore import IGNORE_FILE
 from orch.bundle.limits import MAX_BUNDLE_BYTES, MAX_FILES
-from orch.bundle.sizes import format_size
 from orch.bundle.tar_stream import Kind
 from orch.bundle.walk import Item, walk
 from orch.errors import InvalidInput
+from orch.sizes import format_size
 
 _BIGGEST_SHOWN = 3
 

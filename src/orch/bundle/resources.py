@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orch.bundle.manifest_problems import problem, show
-from orch.bundle.sizes import parse_size
+from orch.sizes import parse_size
 
 MiB = 1024**2
 GiB = 1024**3

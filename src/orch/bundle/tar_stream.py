@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orch.bundle.sizes import format_size
 from orch.errors import InvalidInput
+from orch.sizes import format_size
 
 BLOCK = 512
 MAX_META = 64 * 1024  # bytes of pax or GNU long-name data before one entry

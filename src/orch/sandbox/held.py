@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orch.bundle.sizes import format_size
 from orch.engine.base import ContainerSpec
 from orch.engine.network import Network
 from orch.errors import Conflict, EngineError, InvalidInput, NotFound
@@ -46,6 +45,7 @@ from orch.sandbox import netns, oci, runc
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.pump import Output as Output  # what a command's output goes to
 from orch.sandbox.pump import Pump
+from orch.sizes import format_size
 
 log = logging.getLogger(__name__)
 HOME = "/home/user"  # a held sandbox's working directory, where relative paths start

@@ -14,6 +14,7 @@ from orch.engine.network import answers_tcp
 from orch.errors import OrchError
 from orch.sandbox.held import Registry
 from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
+from orch.services.run_memory import MemoryBudget
 from orch.store import Store
 
 # The label naming the platform's ORCH_HOME on everything it makes: a path on the server's
@@ -60,11 +61,16 @@ class Platform:
     # reconcile.IDLE_LISTING) rather than start a `podman ps` every second.
     services_listed_at: float = field(default=float("-inf"), repr=False)
     services_seen: bool = field(default=True, repr=False)
+    # The memory runs' sandboxes hold at once, within the `run_memory` setting (services/run_memory.py).
+    run_memory: MemoryBudget = field(init=False, repr=False)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _followed: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _wakers: dict[str, list[Callable[[], None]]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_memory = MemoryBudget(self.config.run_memory)
 
     def launcher(self, isolation: Isolation) -> Launcher:
         return self.launchers.get(isolation) or self.engine

@@ -27,7 +27,6 @@ from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle.resources import Resources
-from orch.bundle.sizes import format_size
 from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.errors import (
@@ -45,6 +44,7 @@ from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import SANDBOX_USER
 from orch.services import environments as envs
 from orch.services.platform import Platform
+from orch.sizes import format_size
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import RunOutput, note
+from orch.sizes import format_size
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
@@ -315,6 +316,31 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         pids=manifest.resources.pids,
         timeout=plan.timeout or manifest.resources.timeout,
     )
+    with platform.run_memory.reserved(
+        limits.memory_bytes,
+        _stop_check(platform, run_id),
+        functools.partial(_waits_for_memory, platform, out, limits),
+    ) as admitted:
+        if not admitted:
+            _finish(platform, out, RunStatus.CANCELLED, None, "cancelled while it waited for memory")
+            return
+        _in_sandbox(platform, run_id, out, plan, image, limits, claimed)
+
+
+def _waits_for_memory(platform: Platform, out: RunOutput, limits: Limits, in_use: int) -> None:
+    total = platform.run_memory.total
+    out.line(
+        f"→ waiting for memory: other runs hold {format_size(in_use)} of the {format_size(total)} that runs "
+        f"may have at once (run_memory), and this one asks for {format_size(limits.memory_bytes)}"
+    )
+
+
+def _in_sandbox(
+    platform: Platform, run_id: str, out: RunOutput, plan: Plan, image: str, limits: Limits, claimed: float
+) -> None:
+    """The run in its sandbox, within its share of the memory budget: dependencies, the
+    sandbox (or the managed loop's), the outcome."""
+    manifest = plan.manifest
     labels = {**platform.labels, "org.orch.kind": "run", "org.orch.run": run_id}
     host_mounts = [Mount(h, c) for h, c in ca_mounts(platform.config).items()]
     # What a dependency install runs in: the run's image, user and mounts, without its limits.

@@ -1,0 +1,115 @@
+"""The memory runs' sandboxes may hold at once (services/run_memory.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from orch.services.run_memory import MemoryBudget
+
+GiB = 2**30
+
+
+def never() -> bool:
+    return False
+
+
+class Entering:
+    """A thread that enters the budget for `need` bytes and stays until let go."""
+
+    def __init__(self, budget: MemoryBudget, need: int, should_stop: Callable[[], bool] = never) -> None:
+        self.waited: list[int] = []
+        self.admitted: bool | None = None
+        self.inside = threading.Event()
+        self.leave = threading.Event()
+        self._budget, self._need, self._stop = budget, need, should_stop
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with self._budget.reserved(self._need, self._stop, self.waited.append) as admitted:
+            self.admitted = admitted
+            self.inside.set()
+            if admitted:
+                self.leave.wait(30)
+
+    def out(self) -> None:
+        self.leave.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def waiting_for(budget: MemoryBudget, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while budget.waiting != n:
+        assert time.monotonic() < deadline, f"{budget.waiting} waiting, not {n}"
+        time.sleep(0.005)
+
+
+def test_runs_that_fit_go_in_at_once_and_the_one_over_waits_until_enough_ends() -> None:
+    budget = MemoryBudget(4 * GiB)
+    a, b = Entering(budget, 2 * GiB), Entering(budget, 2 * GiB)
+    assert a.inside.wait(5) and b.inside.wait(5)
+    assert (a.waited, b.waited, budget.used) == ([], [], 4 * GiB)
+    c = Entering(budget, 1 * GiB)
+    waiting_for(budget, 1)
+    assert not c.inside.is_set() and c.waited == [4 * GiB]  # told once, with what others hold
+    a.out()
+    assert c.inside.wait(5) and c.admitted
+    assert budget.used == 3 * GiB
+    for e in (b, c):
+        e.out()
+    assert (budget.used, budget.waiting) == (0, 0)
+
+
+def test_a_small_run_does_not_overtake_a_large_one_waiting() -> None:
+    budget = MemoryBudget(4 * GiB)
+    a = Entering(budget, 3 * GiB)
+    assert a.inside.wait(5)
+    large = Entering(budget, 2 * GiB)
+    waiting_for(budget, 1)
+    small = Entering(budget, 1 * GiB)  # would fit beside a, but the large one came first
+    waiting_for(budget, 2)
+    time.sleep(0.1)
+    assert not small.inside.is_set()
+    a.out()
+    assert large.inside.wait(5) and small.inside.wait(5)  # then both fit
+    assert budget.used == 3 * GiB
+    for e in (large, small):
+        e.out()
+
+
+def test_a_run_larger_than_the_budget_runs_alone() -> None:
+    budget = MemoryBudget(4 * GiB)
+    a = Entering(budget, 1 * GiB)
+    assert a.inside.wait(5)
+    huge = Entering(budget, 8 * GiB)
+    waiting_for(budget, 1)
+    a.out()
+    assert huge.inside.wait(5) and huge.admitted and budget.used == 8 * GiB
+    after = Entering(budget, 1 * GiB)
+    waiting_for(budget, 1)  # nothing beside it
+    huge.out()
+    assert after.inside.wait(5)
+    after.out()
+
+
+def test_a_waiting_run_told_to_stop_holds_nothing_and_the_next_goes_on() -> None:
+    budget = MemoryBudget(2 * GiB)
+    a = Entering(budget, 2 * GiB)
+    assert a.inside.wait(5)
+    stop = threading.Event()
+    cancelled = Entering(budget, 1 * GiB, stop.is_set)
+    waiting_for(budget, 1)
+    behind = Entering(budget, 1 * GiB)
+    waiting_for(budget, 2)
+    stop.set()
+    assert cancelled.inside.wait(5) and cancelled.admitted is False
+    cancelled.out()
+    waiting_for(budget, 1)
+    assert budget.used == 2 * GiB
+    a.out()
+    assert behind.inside.wait(5) and behind.admitted
+    behind.out()
+    assert (budget.used, budget.waiting) == (0, 0)
