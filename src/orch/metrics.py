@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
+    from orch.services.run_memory import MemoryBudget
     from orch.store import Store
 
 # Where a run's time goes, in order (issue 12's breakdown): api = POST accepted → run stored;
@@ -71,7 +72,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     """One platform's instruments and the registry /metrics renders."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, run_memory: Callable[[], MemoryBudget] | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry: CollectorRegistry = CollectorRegistry()
@@ -100,6 +101,21 @@ class Metrics:
             "Sandboxes this server has open now: runs' and sandboxes on demand.",
             registry=r,
         )
+        if run_memory is not None:  # the platform's budget, read at each scrape
+            memory = Gauge(
+                "orch_run_memory_bytes",
+                "The runs' memory budget (run_memory) and what runs in their sandboxes hold of it "
+                "now: the sum of their memory limits.",
+                ["state"],
+                registry=r,
+            )
+            memory.labels("budget").set_function(lambda: run_memory().total)
+            memory.labels("held").set_function(lambda: run_memory().used)
+            Gauge(
+                "orch_runs_waiting_for_memory",
+                "Runs claimed by a worker that wait for their memory limit to fit in run_memory.",
+                registry=r,
+            ).set_function(lambda: run_memory().waiting)
         self._builds: Counter = Counter(
             "orch_builds",
             "Image builds that ended, by kind (environment, service) and outcome.",
@@ -298,4 +314,5 @@ class _Owner(Protocol):
 
 def of(platform: _Owner) -> Metrics:
     """The platform's metrics, made and kept on it at first use (one per app, as tests make many)."""
-    return kept(platform, "metrics", lambda: Metrics(platform.store))
+    budget = (lambda: platform.run_memory) if hasattr(platform, "run_memory") else None
+    return kept(platform, "metrics", lambda: Metrics(platform.store, budget))

@@ -16,6 +16,7 @@ from orch.services.platform import Platform
 from orch.services.run_memory import MemoryBudget
 from orch.workers import runs as run_worker
 from tests.api.test_agents_runs import bundle, publish
+from tests.api.test_metrics import scrape, value
 
 MiB = 2**20
 
@@ -57,6 +58,7 @@ def test_a_run_over_the_memory_budget_waits_for_one_to_end_and_a_cancel_ends_a_w
         _until(lambda: len(fake_engine.containers) == 1 and platform.run_memory.waiting == 2, "two waiting")
         time.sleep(0.2)
         assert len(fake_engine.containers) == 1  # 768 MiB held; another 768 would go over 1 GiB
+        assert value(scrape(api), "orch_runs_waiting_for_memory") == 2
         status = {i: api.get(f"/v1/runs/{i}").json()["status"] for i in ids}
         assert sorted(status.values()) == ["running", "starting", "starting"]  # the others wait
         running = next(i for i in ids if status[i] == "running")
