@@ -4,7 +4,7 @@ it counts (docs/metrics.md)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -13,12 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orch import metrics
-from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
 from orch.errors import BuildFailed
 from orch.services import deployed as deployed_use_cases
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
 from tests.api.test_agents_runs import bundle, publish
 from tests.api.test_environments import GOOD
 from tests.api.test_services import _Echo, deployed
@@ -223,34 +221,3 @@ def test_a_cache_hit_is_counted(api: httpx.Client, platform: Platform) -> None:
     drain(platform)
     api.post("/v1/environments", json={"name": "two", "dockerfile": GOOD})
     assert value(scrape(api), "orch_builds_total", kind="environment", outcome="cache-hit") == 1
-
-
-def test_the_runs_memory_budget_and_what_runs_hold_of_it(
-    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
-) -> None:
-    platform.run_memory = MemoryBudget(1024 * MiB)
-    agent = {"main.py": "print('hi')\n", "orch.yaml": "name: big\nresources: {memory: 768Mi}\n"}
-    assert publish(api, "big", bundle(tmp_path, agent)).status_code == 201
-    samples = scrape(api)
-    assert value(samples, "orch_run_memory_bytes", state="budget") == 1024 * MiB
-    assert value(samples, "orch_run_memory_bytes", state="held") == 0
-    assert value(samples, "orch_runs_waiting_for_memory") == 0
-    seen: list[tuple[float, float]] = []
-
-    def looks(
-        spec: ContainerSpec, out: Callable[[bytes], None], err: Callable[[bytes], None]
-    ) -> ContainerExit:
-        during = scrape(api)  # from inside the run's sandbox: its limit is held
-        seen.append(
-            (
-                value(during, "orch_run_memory_bytes", state="held"),
-                value(during, "orch_runs_waiting_for_memory"),
-            )
-        )
-        return ContainerExit(0)
-
-    fake_engine.behaviour = looks
-    api.post("/v1/runs", json={"agent": "big"})
-    assert drain_runs(platform) == 1
-    assert seen == [(768 * MiB, 0)]
-    assert value(scrape(api), "orch_run_memory_bytes", state="held") == 0

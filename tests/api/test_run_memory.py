@@ -17,6 +17,7 @@ from orch.services.run_memory import MemoryBudget
 from orch.workers import runs as run_worker
 from tests.api.test_agents_runs import bundle, publish
 from tests.api.test_metrics import scrape, value
+from tests.conftest import drain_runs
 
 MiB = 2**20
 
@@ -37,12 +38,17 @@ def _executing(platform: Platform) -> threading.Thread:
     return worker
 
 
+def _agent_asking(api: httpx.Client, platform: Platform, tmp_path: Path, name: str, memory: str) -> None:
+    """A budget of 1 GiB for runs, and an agent whose sandbox asks for `memory` of it."""
+    platform.run_memory = MemoryBudget(1024 * MiB)
+    agent = {"main.py": "print('hi')\n", "orch.yaml": f"name: {name}\nresources: {{memory: {memory}}}\n"}
+    assert publish(api, name, bundle(tmp_path, agent)).status_code == 201
+
+
 def test_a_run_over_the_memory_budget_waits_for_one_to_end_and_a_cancel_ends_a_waiting_one(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
-    platform.run_memory = MemoryBudget(1024 * MiB)
-    agent = {"main.py": "print('hi')\n", "orch.yaml": "name: big\nresources: {memory: 768Mi}\n"}
-    assert publish(api, "big", bundle(tmp_path, agent)).status_code == 201
+    _agent_asking(api, platform, tmp_path, "big", "768Mi")
     release = threading.Event()
 
     def holds(
@@ -88,9 +94,7 @@ def test_a_run_over_the_memory_budget_waits_for_one_to_end_and_a_cancel_ends_a_w
 def test_runs_within_the_budget_do_not_wait(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
-    platform.run_memory = MemoryBudget(1024 * MiB)
-    agent = {"main.py": "print('hi')\n", "orch.yaml": "name: small\nresources: {memory: 512Mi}\n"}
-    assert publish(api, "small", bundle(tmp_path, agent)).status_code == 201
+    _agent_asking(api, platform, tmp_path, "small", "512Mi")
     release = threading.Event()
     fake_engine.behaviour = lambda spec, out, err: (release.wait(30), ContainerExit(0))[1]
     ids = [api.post("/v1/runs", json={"agent": "small"}).json()["id"] for _ in range(2)]
@@ -103,3 +107,32 @@ def test_runs_within_the_budget_do_not_wait(
         for w in workers:
             w.join(15)
     assert all("waiting for memory" not in api.get(f"/v1/runs/{i}/logs").json()["log"] for i in ids)
+
+
+def test_the_runs_memory_budget_and_what_runs_hold_of_it(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    _agent_asking(api, platform, tmp_path, "big", "768Mi")
+    samples = scrape(api)
+    assert value(samples, "orch_run_memory_bytes", state="budget") == 1024 * MiB
+    assert value(samples, "orch_run_memory_bytes", state="held") == 0
+    assert value(samples, "orch_runs_waiting_for_memory") == 0
+    seen: list[tuple[float, float]] = []
+
+    def looks(
+        spec: ContainerSpec, out: Callable[[bytes], None], err: Callable[[bytes], None]
+    ) -> ContainerExit:
+        during = scrape(api)  # from inside the run's sandbox: its limit is held
+        seen.append(
+            (
+                value(during, "orch_run_memory_bytes", state="held"),
+                value(during, "orch_runs_waiting_for_memory"),
+            )
+        )
+        return ContainerExit(0)
+
+    fake_engine.behaviour = looks
+    api.post("/v1/runs", json={"agent": "big"})
+    assert drain_runs(platform) == 1
+    assert seen == [(768 * MiB, 0)]
+    assert value(scrape(api), "orch_run_memory_bytes", state="held") == 0
