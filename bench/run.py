@@ -11,6 +11,10 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    - an agent with a requirements.txt, its dependencies cached (after one first run that installs).
    - the same dependencies, cached, for an agent that does not import them: what the platform
      alone adds for dependencies, apart from python importing six.
+   After each step the bench waits until that run's sandbox is removed and the machine has been
+   nearly idle for 50 ms (1 s at most): what a step leaves running in the background (a gVisor
+   sandbox's teardown, the next warm sandbox, podman's cleanup) would otherwise land on the next
+   step's clock, and a fixed seed's order would hand it to some kinds more than others.
    Every run gets a distinct input and must print it back. Printed: p50, p99 and mean of each,
    and the goals' ratios (issue 12). Then N hello runs back to back (each as soon as the one
    before has ended, as a script's loop does), with their p50's ratio to the interleaved hello's.
@@ -160,17 +164,44 @@ def scrape(api: httpx.Client) -> Phases:
 
 
 def settled(api: httpx.Client, before: Phases, runs: int, limit: float = 10.0) -> Phases:
-    """The metrics once `runs` more runs have recorded their last phase (store) since `before`:
-    a follower sees a run ended a moment before the worker records that phase."""
+    """The metrics once `runs` more runs have recorded their last phases since `before`: `store`
+    (a follower sees a run ended a moment before the worker records it) and `exit` (the sandbox
+    removed, after the end is stored)."""
     deadline = time.monotonic() + limit
     while True:
         now = scrape(api)
         if (
-            now.counts.get("store", 0.0) >= before.counts.get("store", 0.0) + runs
+            all(now.counts.get(p, 0.0) >= before.counts.get(p, 0.0) + runs for p in ("store", "exit"))
             or time.monotonic() > deadline
         ):
             return now
         time.sleep(0.005)
+
+
+def _busy() -> tuple[float, float]:
+    """The machine's busy and total CPU time since boot, in ticks (/proc/stat's first line)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+QUIET_WAITS: list[tuple[float, bool]] = []  # each quiet(): seconds waited, and whether it was calm
+
+
+def quiet(limit: float = 1.0, window: float = 0.05, busy_share: float = 0.25) -> None:
+    """Wait (at most `limit` seconds) until the machine has been nearly idle for a `window`: the
+    background work a step leaves (a removed gVisor sandbox's last processes, the next warm
+    sandbox started, the network namespaces refilled, podman's own cleanup) done before the next
+    step's clock starts, so no kind of run pays for the one before it."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        b0, t0 = _busy()
+        time.sleep(window)
+        b1, t1 = _busy()
+        if t1 > t0 and (b1 - b0) / (t1 - t0) < busy_share:
+            QUIET_WAITS.append((time.monotonic() - began, True))
+            return
+    QUIET_WAITS.append((time.monotonic() - began, False))
 
 
 def cpu(pid: int) -> tuple[float, float]:
@@ -480,11 +511,12 @@ def main() -> None:
                         cpu_after = cpu(server.pid)
                         phases[agent] = phases[agent] + (settled(api, before, 1) - before)
                         cpus[agent].append((cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]))
+                        quiet()
 
                     return step
 
                 steps = [
-                    ("podman", lambda: times["podman"].append(podman_run(image, agents["hello"]))),
+                    ("podman", lambda: (times["podman"].append(podman_run(image, agents["hello"])), quiet())),
                     *((a, orch_step(a)) for a in server_side),
                 ]
                 latency_began = time.monotonic()
@@ -539,6 +571,12 @@ def main() -> None:
     print(line("orch deps, not imported", qp))
     print(line("orch hello, back to back", in_a_row))
     print(f"  back to back / interleaved hello, p50: {pct(in_a_row, 50) / h50:.2f}x")
+    calm = [w for w, ok in QUIET_WAITS if ok]
+    print(
+        f"  between steps: waited {1000 * sum(w for w, _ in QUIET_WAITS) / max(len(QUIET_WAITS), 1):.0f} ms"
+        f" on average for a quiet machine; {len(QUIET_WAITS) - len(calm)} of {len(QUIET_WAITS)} waits"
+        " ended at the 1 s bound"
+    )
     print("  by the server's stamps, mean ms: POST → queued_at | queued_at → finished_at | → end seen")
     for k, label in (
         ("hello", "runc"),
