@@ -511,12 +511,11 @@ def main() -> None:
                         cpu_after = cpu(server.pid)
                         phases[agent] = phases[agent] + (settled(api, before, 1) - before)
                         cpus[agent].append((cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]))
-                        quiet()
 
                     return step
 
                 steps = [
-                    ("podman", lambda: (times["podman"].append(podman_run(image, agents["hello"])), quiet())),
+                    ("podman", lambda: times["podman"].append(podman_run(image, agents["hello"]))),
                     *((a, orch_step(a)) for a in server_side),
                 ]
                 latency_began = time.monotonic()
@@ -524,6 +523,7 @@ def main() -> None:
                     rng.shuffle(steps)
                     for _name, step in steps:
                         step()
+                        quiet()  # what the step left running ends before the next one's clock
                 latency_wall = time.monotonic() - latency_began
 
                 # The same agent back to back, as a script calling it in a loop does: each run
