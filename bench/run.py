@@ -10,7 +10,9 @@ One real server (a fresh ORCH_HOME under /tmp, `orch server --port 0`, default s
    - the same agent with `isolation: gvisor` (runsc), and with `network: false`;
    - an agent with a requirements.txt, its dependencies cached (after one first run that installs).
    - the same dependencies, cached, for an agent that does not import them: what the platform
-     alone adds for dependencies, apart from python importing six.
+     alone adds for dependencies, apart from python importing six;
+   - the deps agent without a requirements.txt, six.py shipped in its bundle instead (the same
+     file the install put in the cache): the same agent, the same work, no dependencies.
    After each step the bench waits until that run's sandbox is removed and the machine has been
    nearly idle for 50 ms (1 s at most): what a step leaves running in the background (a gVisor
    sandbox's teardown, the next warm sandbox, podman's cleanup) would otherwise land on the next
@@ -65,7 +67,7 @@ from orch.client import Client
 from orch.client.runs import Run
 
 # The orch agents of the latency rounds: runc, gVisor, runc without network, with dependencies.
-KINDS = ("hello", "hello-gvisor", "hello-nonet", "deps", "deps-quiet")
+KINDS = ("hello", "hello-gvisor", "hello-nonet", "deps", "deps-quiet", "vendored")
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 PHASES = ("api", "queue", "prepare", "start", "run", "exit", "store")
 # The agents: each prints its input back (the podman baseline runs the same file and command).
@@ -480,6 +482,15 @@ def main() -> None:
                 r3 = orch_run(api, "deps-quiet")[1]
                 if (r1["deps"], r2["deps"], r3["deps"]) != ("installed", "cached", "cached"):
                     raise Failed(f"deps: {r1['deps']} then {r2['deps']}; deps-quiet: {r3['deps']}")
+                # The deps agent with the installed six.py in its bundle, no requirements.txt.
+                vendored = Path(tmp) / "vendored"
+                vendored.mkdir()
+                (vendored / "main.py").write_text(ECHO_DEPS)
+                (vendored / "six.py").write_bytes(next((home / "deps").glob("*/python/six.py")).read_bytes())
+                cli(home, "publish", str(vendored), "--name", "vendored")
+                for _ in range(2):
+                    if orch_run(api, "vendored")[1]["deps"] != "none":
+                        raise Failed("the vendored agent has dependencies")
                 gv = orch_run(api, "hello-gvisor")[1]
                 if gv.get("isolation") != "gvisor":
                     raise Failed(f"hello-gvisor ran under {gv.get('isolation')!r}")
@@ -552,9 +563,9 @@ def main() -> None:
 
     # The report.
     hp, pp, gp, np_, dp = (times[k] for k in ("hello", "podman", "hello-gvisor", "hello-nonet", "deps"))
-    qp = times["deps-quiet"]
+    qp, vp = times["deps-quiet"], times["vendored"]
     h50, h99, p50, g50, d50 = pct(hp, 50), pct(hp, 99), pct(pp, 50), pct(gp, 50), pct(dp, 50)
-    q50 = pct(qp, 50)
+    q50, v50 = pct(qp, 50), pct(vp, 50)
     print(
         f"bench/run.py {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"run_workers {cfg.run_workers} (default), load {load_before[0]:.2f} before, "
@@ -569,6 +580,7 @@ def main() -> None:
     print(line("orch hello (runc, no net)", np_))
     print(line("orch deps (cached)", dp))
     print(line("orch deps, not imported", qp))
+    print(line("orch six in the bundle", vp))
     print(line("orch hello, back to back", in_a_row))
     print(f"  back to back / interleaved hello, p50: {pct(in_a_row, 50) / h50:.2f}x")
     calm = [w for w, ok in QUIET_WAITS if ok]
@@ -584,6 +596,7 @@ def main() -> None:
         ("hello-nonet", "no net"),
         ("deps", "deps"),
         ("deps-quiet", "deps-q"),
+        ("vendored", "bundled"),
     ):
         if s := server_side[k]:
             front, middle, back = (statistics.mean(x[i] for x in s) * 1000 for i in range(3))
@@ -668,8 +681,9 @@ def main() -> None:
     for text, ok in goals:
         print(f"  {text}  {verdict(ok)}")
     print(
-        f"  (deps, not imported, p50 / hello p50 {q50 / h50:.2f}×: what the platform adds for cached"
-        " dependencies; the deps agent also pays python importing six)"
+        f"  (deps p50 / the same agent with six.py in its bundle, no requirements.txt {d50 / v50:.2f}×;"
+        f" deps not imported / hello {q50 / h50:.2f}×: what the platform adds for cached dependencies;"
+        " the deps agent also pays python importing six)"
     )
 
 

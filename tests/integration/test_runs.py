@@ -91,6 +91,37 @@ def test_python_agent_with_requirements(server: Server, tmp_path: Path) -> None:
     assert list((server.home / "deps").glob("*/python/__pycache__/six.*.pyc"))
 
 
+def test_an_agents_own_modules_are_imported_compiled_and_its_edits_still_win(
+    server: Server, tmp_path: Path
+) -> None:
+    # Python -v says where each module's code came from: the bundle's cache, or its source.
+    agent = write(
+        tmp_path / "modules",
+        {
+            "main.py": (
+                "import pathlib, subprocess, sys\n"
+                "def load():\n"
+                "    code = 'import helper; print(helper.VALUE)'\n"
+                "    return subprocess.run([sys.executable, '-v', '-c', code],\n"
+                "                          capture_output=True, text=True, check=True)\n"
+                "first = load()\n"
+                "pathlib.Path('helper.py').write_text('VALUE = \"edited\"\\n')\n"
+                "second = load()\n"
+                "cached = '/home/user/work/__pycache__/helper.cpython-311.pyc matches'\n"
+                "compiled = 'code object from /home/user/work/helper.py'\n"
+                "print(first.stdout.strip(), cached in first.stderr)\n"
+                "print(second.stdout.strip(), compiled in second.stderr)\n"
+            ),
+            "helper.py": "VALUE = 'shipped'\n",
+            "orch.yaml": "name: modules\nnetwork: false\n",
+        },
+    )
+    assert server.cli("publish", str(agent)).returncode == 0
+    run = run_json(server, "modules")
+    assert run["status"] == "succeeded", run
+    assert run["stdout"] == "shipped True\nedited True\n"
+
+
 @pytest.mark.parametrize("locked", [True, False], ids=["npm-ci", "npm-install"])
 def test_javascript_agent(server: Server, tmp_path: Path, locked: bool) -> None:
     files = {"index.js": NODE_MAIN, "package.json": json.dumps(PACKAGE)}

@@ -1,7 +1,8 @@
 """Bundles in the store: the archives agent versions and service deployments run, kept once by
 content (sha256) and shared by both, so any machine of the store can run any of them
 (docs/scale.md). Each machine extracts a bundle once, at its first use there, under
-ORCH_HOME/bundles/SHA256, and its runs share that copy read-only.
+ORCH_HOME/bundles/SHA256, with the bytecode of its Python modules (orch.bundle.bytecode), and
+its runs share that copy read-only.
 
     keep(s, sha256, data)          in the transaction that adds the version or deployment
     remove_unused(platform, shas)  the bundles no version and no deployment refers to any longer
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from orch.bundle import extract_bundle
+from orch.bundle.bytecode import compile_modules
 from orch.errors import Conflict, NotFound
 from orch.locking import file_lock
 from orch.models import new_id
@@ -104,6 +106,7 @@ def extracted(platform: Platform, sha256: str) -> Path:
             raise NotFound(f"The bundle {sha256[:12]} is not in the store.", "Publish the agent again.")
         tmp = target.with_name(f"{sha256}.tmp-{new_id('x')}")
         extract_bundle(bytes(data), tmp)
+        compile_modules(tmp)  # before the rename: a run sees the bundle whole, bytecode included
         try:
             tmp.rename(target)
         except OSError:  # another run extracted it first
