@@ -32,8 +32,9 @@ MEMORY = 1 << 30  # bytes of address space for the compiling process
 
 # Run as `python -I -S -c _COMPILE ROOT`, the paths (relative to ROOT) on stdin, NUL-separated.
 _COMPILE = f"""\
-import py_compile, resource, sys
+import os, py_compile, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({MEMORY}, {MEMORY}))
+os.umask(0o022)  # readable by the sandbox's user, whatever the server's umask
 for rel in sys.stdin.read().split("\\0"):
     if rel:
         try:

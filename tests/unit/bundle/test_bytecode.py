@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,17 @@ def test_packages_are_compiled_and_a_syntax_error_stops_only_its_own_file(tmp_pa
     assert bytecode.compile_modules(root) == 4
     assert cache(root, "pkg/mod.py").is_file() and cache(root, "pkg/__init__.py").is_file()
     assert not cache(root, "pkg/bad.py").exists()
+
+
+def test_the_caches_are_readable_by_all_whatever_the_servers_umask(tmp_path: Path) -> None:
+    root = tree(tmp_path / "b", {"main.py": "import helper\n", "helper.py": "VALUE = 1\n"})
+    old = os.umask(0o077)
+    try:
+        assert bytecode.compile_modules(root) == 2
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((root / "__pycache__").stat().st_mode) == 0o755
+    assert stat.S_IMODE(cache(root, "helper.py").stat().st_mode) == 0o644
 
 
 def test_a_single_module_is_left_alone(tmp_path: Path) -> None:
