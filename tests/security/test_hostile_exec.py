@@ -62,6 +62,14 @@ def python(server: Server, sandbox_id: str, code: str, **body: Any) -> dict[str,
     return dict(resp.json())
 
 
+# Whether something in the sandbox listens on TCP port 8080 (0x1F90; state 0A is LISTEN).
+LISTENING = (
+    "import pathlib\n"
+    "rows = [r.split() for r in pathlib.Path('/proc/net/tcp').read_text().splitlines()[1:]]\n"
+    "print('yes' if any(r[1].endswith(':1F90') and r[3] == '0A' for r in rows) else 'no')\n"
+)
+
+
 def state(server: Server, sandbox_id: str) -> dict[str, Any]:
     return server.get(f"/v1/sandboxes/{sandbox_id}")
 
@@ -248,7 +256,11 @@ def test_listening_port_reached_from_host_and_other_sandboxes(server: Server) ->
             address = sandbox_address(listening)
         except (ValueError, RuntimeError):
             continue
-    time.sleep(2)  # its control connection made
+    # Listening, seen from a second command in the same sandbox: a refused connection below then
+    # means the firewall refused it, not that nothing listened yet.
+    while not python(server, listening, LISTENING)["stdout"].startswith("yes"):
+        assert time.monotonic() < deadline, "port 8080 never listened"
+        time.sleep(0.2)
     try:
         socket.create_connection((address, 8080), timeout=3).close()
         from_host = "connected"
