@@ -178,12 +178,17 @@ def test_a_client_that_leaves_stops_its_command_on_the_node(
     """As on one machine: a collected command whose client went away is stopped, here on the
     node, through the relayed request the server closes."""
     token = {"Authorization": f"Bearer {workspace[1]}"}
-    with httpx.Client(base_url=served[0], headers=token, trust_env=False, timeout=1.0) as client:
+    with httpx.Client(base_url=served[0], headers=token, trust_env=False, timeout=30) as client:
         sb = client.post("/v1/sandboxes", json={}).json()  # all through one server's event loop
         held = next(h for _, h in two.values() if h.opened).last()
+        # The client leaves after 3 s: time enough for the command to reach the node on a slow CI.
         with pytest.raises(httpx.ReadTimeout):
-            client.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sleep", "20"], "timeout": 30})
-    deadline = time.monotonic() + 5
+            client.post(
+                f"/v1/sandboxes/{sb['id']}/exec",
+                json={"command": ["sleep", "20"], "timeout": 30},
+                timeout=3.0,
+            )
+    deadline = time.monotonic() + 15  # well before the command's own 20 s
     while held.busy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert held.commands[-1] == ["sleep", "20"] and not held.busy
