@@ -124,11 +124,12 @@ def test_a_fork_bomb_and_a_memory_bomb_through_the_bash_tool(
     assert (again["status"], again["stdout"]) == ("succeeded", "still here")
 
 
-# A listener in the sandbox: test_hostile.py's LISTEN, in the background, for 20 s; then its
-# report, once it has one.
+# A listener in the sandbox: test_hostile.py's LISTEN, in the background, for 20 s, once it
+# listens (up to 15 s); then its report, once it has one.
 LISTEN_IN_BACKGROUND = (
     f"ORCH_INPUT=20 nohup python3 -c {shlex.quote(LISTEN)} > /tmp/listen.log 2>&1 & "
-    "sleep 0.5; head -1 /tmp/listen.log"
+    "for i in $(seq 150); do grep -q listening /tmp/listen.log && break; sleep 0.1; done; "
+    "head -1 /tmp/listen.log"
 )
 LISTENER_REPORT = "until grep -q accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
 
