@@ -143,10 +143,14 @@ def test_docker_agent_sees_its_env_and_package(server: Server, tmp_path: Path) -
         tmp_path / "d",
         {
             "main.py": (
-                "import os, humanize\nprint(os.environ['FROM_DOCKERFILE'], humanize.intcomma(1234567))\n"
+                "import getpass, os, humanize\n"
+                "note = open('/home/user/note.txt').read().strip()\n"
+                "print(os.environ['FROM_DOCKERFILE'], humanize.intcomma(1234567), getpass.getuser(), note)\n"
             ),
+            # As an E2B template: root installs, then the sandbox user, by its name, prepares its home.
             "Dockerfile": (
                 "FROM e2bdev/code-interpreter:latest\nRUN pip install --no-cache-dir humanize==4.9.0\n"
+                "USER user\nRUN echo made-by-$(whoami) > /home/user/note.txt\n"
                 "ENV FROM_DOCKERFILE=baked\n"
             ),
         },
@@ -158,7 +162,7 @@ def test_docker_agent_sees_its_env_and_package(server: Server, tmp_path: Path) -
         res.stdout + res.stderr
     )
     r = run_json(server, "docked")
-    assert r["status"] == "succeeded" and r["stdout"] == "baked 1,234,567\n"
+    assert r["status"] == "succeeded" and r["stdout"] == "baked 1,234,567 user made-by-user\n", r
     assert r["environment"]["name"] == "docked-dockerfile" and r["environment_rule"] == "dockerfile"
     res = server.cli("env", "delete", "docked-dockerfile", "--yes")
     assert res.returncode == 2 and "used by 1 agent (docked)" in res.stderr

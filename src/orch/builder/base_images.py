@@ -44,6 +44,8 @@ DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
 # Machine-wide (base images are shared by every platform here); /run is writable by root only.
 LOCK_PATH = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "orch-base-images.lock"
 
+# The sandbox user, uid and gid 1000, is `user` with its home /home/user, as in E2B's images: a
+# template's `USER user` builds, and `whoami`, `~user` and tools that look the user up work.
 _COMMON_ENV = f"""\
 ENV LANG=C.UTF-8 \\
     PYTHONUNBUFFERED=1 \\
@@ -58,6 +60,8 @@ ENV LANG=C.UTF-8 \\
     PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     UV_SYSTEM_PYTHON=1 \\
     UV_BREAK_SYSTEM_PACKAGES=1
+RUN useradd --uid 1000 --user-group --no-create-home --home-dir /home/user --shell /bin/bash user \\
+ && install -d -o user -g user -m 0755 /home/user
 WORKDIR /home/user
 """
 
