@@ -108,8 +108,8 @@ def test_the_tools_work_inside_the_sandbox(
     assert got[2] == (0, f"from the loop\n1000\n{WORKDIR}\n")
     assert got[3] == (0, "print('from the loop')\n")
     assert (
-        got[4][0] == 0 and " 1000 1000 23 " in got[4][1] and got[4][1].endswith(" app.py\n")
-    )  # the sandbox user's
+        got[4][0] == 0 and " user user 23 " in got[4][1] and got[4][1].endswith(" app.py\n")
+    )  # the sandbox user's (uid 1000, `user` in the base images)
     assert not (tmp_path / "src").exists()
     assert held.read_file(f"{WORKDIR}/src/app.py", 1024) == b"print('from the loop')\n"
 
