@@ -143,14 +143,16 @@ def test_docker_agent_sees_its_env_and_package(server: Server, tmp_path: Path) -
         tmp_path / "d",
         {
             "main.py": (
-                "import getpass, os, humanize\n"
-                "note = open('/home/user/note.txt').read().strip()\n"
+                "import getpass, os, humanize, six\n"
+                "note = open(os.path.expanduser('~/note.txt')).read().strip()\n"
                 "print(os.environ['FROM_DOCKERFILE'], humanize.intcomma(1234567), getpass.getuser(), note)\n"
             ),
-            # As an E2B template: root installs, then the sandbox user, by its name, prepares its home.
+            # As an E2B template: root installs for everyone, then the sandbox user, by its name,
+            # installs for itself (~/.local, found through HOME at run time) and writes in its home.
             "Dockerfile": (
-                "FROM e2bdev/code-interpreter:latest\nRUN pip install --no-cache-dir humanize==4.9.0\n"
-                "USER user\nRUN echo made-by-$(whoami) > /home/user/note.txt\n"
+                "FROM e2bdev/code-interpreter:latest\nRUN pip install --no-cache-dir six==1.16.0\n"
+                "USER user\nRUN pip install --user --no-cache-dir humanize==4.9.0 \\\n"
+                " && echo made-by-$(whoami) > /home/user/note.txt\n"
                 "ENV FROM_DOCKERFILE=baked\n"
             ),
         },

@@ -266,7 +266,7 @@ def test_environment_precedence_is_podmans() -> None:
     values = dict(e.split("=", 1) for e in env)
     assert values["PATH"] == "/opt/bin:/usr/bin"  # the image's beats the default
     assert values["A"] == "1"  # the spec's beats the image's
-    assert values["HOME"] == "/home/user/work"
+    assert values["HOME"] == "/home/user"  # the spec's
     assert values["TERM"] == "xterm" and values["HOSTNAME"] == "0123456789ab"
     assert values["LANG"] == "C.UTF-8"
 

@@ -37,6 +37,9 @@ def test_a_run_gets_a_root_of_its_own() -> None:
     # Writable, as a template's users expect; the launcher bounds it (tests/integration/
     # test_runc_launcher.py: a disk bomb in / ends in ENOSPC, and counts in the memory limit).
     assert not spec().read_only
+    # HOME is the sandbox user's home, where a template put its ~/.local and dotfiles; the run
+    # works in a directory of its own below it.
+    assert (spec().env["HOME"], spec().workdir) == ("/home/user", "/home/user/work")
 
 
 def test_podman_arguments_are_hardened() -> None:

@@ -48,7 +48,6 @@ from orch.sandbox.pump import Pump
 from orch.sizes import format_size
 
 log = logging.getLogger(__name__)
-HOME = "/home/user"  # a held sandbox's working directory, where relative paths start
 _FIX = "Remove the sandbox and create another; the server's log has the details."
 # Exit codes a shell gives a command it cannot find or cannot execute.
 NOT_FOUND, NOT_EXECUTABLE = 127, 126

@@ -1,6 +1,7 @@
 """Where things are inside a sandbox."""
 
-WORKDIR = "/home/user/work"  # a sized tmpfs: the agent's files, writable, gone with the sandbox
+HOME = "/home/user"  # the sandbox user's home (`user` in the base images), on the root's own overlay
+WORKDIR = f"{HOME}/work"  # a sized tmpfs: the agent's files, writable, gone with the sandbox
 BUNDLE = "/opt/orch/bundle"  # the published bundle, read-only; copied into WORKDIR at start
 DEPS = "/opt/orch/deps"  # cached dependencies, read-only
 PYTHON_DEPS = f"{DEPS}/python"

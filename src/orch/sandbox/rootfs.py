@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orch.errors import EngineError
+from orch.sandbox.layout import HOME
 
 _FIX = "Run the server as root with Podman installed (scripts/setup), then try again."
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -38,7 +39,6 @@ _OPEN_TREE_CLONE, _O_CLOEXEC, _AT_EMPTY_PATH, _AT_RECURSIVE, _AT_FDCWD = 1, 0o20
 _MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MNT_DETACH = 0x2
-HOME = "/home/user"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.sandbox.deps import Deps
-from orch.sandbox.layout import BUNDLE, SANDBOX_USER, SCRATCH, WORKDIR
+from orch.sandbox.layout import BUNDLE, HOME, SANDBOX_USER, SCRATCH, WORKDIR
 
 # The bundle is copied into the tmpfs working directory, so the agent may write next to its
 # files while nothing of the host is writable.
@@ -62,7 +62,7 @@ def run_spec(
         argv=["/bin/sh", "-c", _PRELUDE, "orch-run", *command],
         name=name,
         labels=labels,
-        env={**env, "HOME": WORKDIR, **deps.env},
+        env={**env, "HOME": HOME, **deps.env},  # as a template's user has it: ~/.local, dotfiles
         workdir=WORKDIR,
         user=SANDBOX_USER,
         mounts=[

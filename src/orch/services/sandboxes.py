@@ -39,9 +39,9 @@ from orch.errors import (
     OrchError,
 )
 from orch.models import BuildStatus, EnvKind, SandboxStatus, advance, new_id, sources
-from orch.sandbox.held import HOME, ExecResult, Held, Output
+from orch.sandbox.held import ExecResult, Held, Output
 from orch.sandbox.launcher import Isolation
-from orch.sandbox.layout import SANDBOX_USER
+from orch.sandbox.layout import HOME, SANDBOX_USER
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.sizes import format_size
