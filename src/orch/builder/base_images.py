@@ -22,6 +22,7 @@ from orch.config import Config
 from orch.engine.base import BuildRequest, Engine, ImageInfo
 from orch.errors import EngineError
 from orch.locking import file_lock
+from orch.sandbox.layout import HOME, SANDBOX_USER
 
 DEBIAN_SUITE = "bookworm"
 ROOTFS_PACKAGES = ("python3", "python3-pip", "python3-venv", "python-is-python3", "ca-certificates")
@@ -44,8 +45,9 @@ DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
 # Machine-wide (base images are shared by every platform here); /run is writable by root only.
 LOCK_PATH = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "orch-base-images.lock"
 
-# The sandbox user, uid and gid 1000, is `user` with its home /home/user, as in E2B's images: a
-# template's `USER user` builds, and `whoami`, `~user` and tools that look the user up work.
+# The sandbox user (uid and gid 1000) is `user` with its home, as in E2B's images: a template's
+# `USER user` builds, and `whoami`, `~user` and tools that look the user up work.
+_UID, _GID = SANDBOX_USER.split(":")
 _COMMON_ENV = f"""\
 ENV LANG=C.UTF-8 \\
     PYTHONUNBUFFERED=1 \\
@@ -60,9 +62,10 @@ ENV LANG=C.UTF-8 \\
     PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     UV_SYSTEM_PYTHON=1 \\
     UV_BREAK_SYSTEM_PACKAGES=1
-RUN useradd --uid 1000 --user-group --no-create-home --home-dir /home/user --shell /bin/bash user \\
- && install -d -o user -g user -m 0755 /home/user
-WORKDIR /home/user
+RUN groupadd --gid {_GID} user \\
+ && useradd --uid {_UID} --gid {_GID} --no-create-home --home-dir {HOME} --shell /bin/bash user \\
+ && install -d -o user -g user -m 0755 {HOME}
+WORKDIR {HOME}
 """
 
 
