@@ -187,9 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
         "run_memory",
         lambda h: memory() // 2,
         _memory_size,
-        "The memory runs' sandboxes may have at once: the sum of their memory limits. A run whose "
-        "limit would take the sum over it waits, in the order the runs came, until enough has "
-        "ended (one larger than it all runs alone). By default half the machine's memory.",
+        "The memory sandboxes may have at once: the sum of the memory limits of runs' sandboxes "
+        "and sandboxes on demand. A run whose limit would take the sum over it waits, in the "
+        "order they came, until enough has ended (one larger than it all runs alone); a "
+        "sandbox's create waits up to 30 s, then is refused. By default half the machine's memory.",
     ),
     Setting(
         "warm_sandboxes",

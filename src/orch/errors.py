@@ -11,6 +11,7 @@
     ├── EngineError            the container engine failed: exit 1, HTTP 502
     │   └── BuildFailed        a build step exited non-zero, or the build was stopped
     ├── ServiceUnavailable     a service is not running, or did not answer the proxy: HTTP 503
+    ├── CapacityReached        the server's sandboxes hold all the memory they may: HTTP 503, Retry-After
     ├── RunFailed              a run could not start (its reason is recorded on the run)
     ├── InstallFailed          a run's dependencies (requirements.txt, package.json) did not install
     ├── DeployFailed           a service's new version was not deployed (the old one serves on)
@@ -34,6 +35,7 @@ class OrchError(Exception):
     exit_code = 1
     http_status = 500
     code = "error"
+    retry_after: int | None = None  # seconds, sent as HTTP's Retry-After
 
     def __init__(self, message: str, fix: str = "", **details: Any) -> None:
         super().__init__(message)
@@ -106,6 +108,15 @@ class ServiceUnavailable(OrchError):
     code = "service_unavailable"
 
 
+class CapacityReached(OrchError):
+    """What the server may hold at once is held (the sandboxes' memory, `run_memory`): a moment
+    later it may not be."""
+
+    http_status = 503
+    code = "capacity_reached"
+    retry_after = 5
+
+
 class RunFailed(OrchError):
     """The run could not start: its reason is recorded and shown to the user."""
 
@@ -156,6 +167,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         EngineError,
         BuildFailed,
         ServiceUnavailable,
+        CapacityReached,
         RunFailed,
         InstallFailed,
         DeployFailed,

@@ -104,16 +104,18 @@ class Metrics:
         if run_memory is not None:  # the platform's budget, read at each scrape
             memory = Gauge(
                 "orch_run_memory_bytes",
-                "The runs' memory budget (run_memory) and what runs in their sandboxes hold of it "
-                "now: the sum of their memory limits.",
+                "The sandboxes' memory budget (run_memory) and what sandboxes hold of it now, the "
+                "sum of their memory limits: held (runs' and sandboxes on demand), and of that "
+                "held by sandboxes on demand.",
                 ["state"],
                 registry=r,
             )
             memory.labels("budget").set_function(lambda: run_memory().total)
             memory.labels("held").set_function(lambda: run_memory().used)
+            memory.labels("sandboxes").set_function(lambda: run_memory().held_by_sandboxes)
             Gauge(
                 "orch_runs_waiting_for_memory",
-                "Runs claimed by a worker that wait for their memory limit to fit in run_memory.",
+                "Runs and sandbox creates that wait for their memory limit to fit in run_memory.",
                 registry=r,
             ).set_function(lambda: run_memory().waiting)
         self._builds: Counter = Counter(

@@ -21,6 +21,7 @@ from orch.sandbox.held_fake import Command, FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.services import sandboxes
 from orch.services.platform import Platform
+from orch.services.run_memory import MemoryBudget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
 from tests.conftest import drain
 
@@ -499,3 +500,16 @@ def test_cli_limit_reached_exits_2(cli, platform: Platform) -> None:
     assert cli("sandbox", "create").exit_code == 0
     res = cli("sandbox", "create")
     assert res.exit_code == 2 and "its limit (1)" in res.stderr and "orch sandbox rm ID" in res.stderr
+
+
+def test_cli_no_memory_left_exits_1_with_a_sentence(
+    cli, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandboxes, "MEMORY_WAIT", 0.1)
+    platform.run_memory = MemoryBudget(512 * 2**20)
+    assert cli("sandbox", "create").exit_code == 0  # 512 MiB: the whole budget
+    res = cli("sandbox", "create")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "The server's sandboxes hold 512 MiB of the 512 MiB of memory they may have at once" in res.stderr
+    assert "Try again when runs or sandboxes have ended" in res.stderr
+    assert len(rows(platform)) == 1

@@ -188,8 +188,12 @@ def test_an_idle_sandbox_is_removed(server: Server) -> None:
 def test_the_workspace_limit_and_bad_input(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = make_server()
     server.settings["ORCH_MAX_SANDBOXES"] = "2"
+    server.settings["ORCH_RUN_MEMORY"] = "1Gi"
     server.start()
     first, _second = create(server), create(server)
+    with server.api() as api:  # each holds its 512 MiB of the sandboxes' memory budget
+        metrics = api.get("/metrics").text
+    assert 'orch_run_memory_bytes{state="sandboxes"} 1.073741824e+09' in metrics
     res = server.cli("sandbox", "create")
     assert res.returncode == 2
     assert "This workspace already holds 2 sandboxes open, its limit (2)." in res.stderr
@@ -199,6 +203,7 @@ def test_the_workspace_limit_and_bad_input(make_server, tmp_path: Path) -> None:
         assert resp.status_code == 429 and resp.json()["error"] == "limit_reached"
         for body, status in (
             ({"memory": "1Ki"}, 400),
+            ({"memory": "2Gi"}, 400),  # more than run_memory, all sandboxes' budget
             ({"cpus": -1}, 400),
             ({"environment": "no-such-env"}, 404),
             ({"timeout": "soon"}, 422),

@@ -1,10 +1,12 @@
-"""The memory runs' sandboxes may hold at once (services/run_memory.py)."""
+"""The memory sandboxes may hold at once (services/run_memory.py): runs and sandboxes on demand."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 from orch.services.run_memory import MemoryBudget
 
@@ -113,3 +115,38 @@ def test_a_waiting_run_told_to_stop_holds_nothing_and_the_next_goes_on() -> None
     assert behind.inside.wait(5) and behind.admitted
     behind.out()
     assert (budget.used, budget.waiting) == (0, 0)
+
+
+def test_a_held_share_stays_until_released_and_runs_wait_for_it() -> None:
+    budget = MemoryBudget(2 * GiB)
+    assert budget.hold("sbx_a", GiB, never, pytest.fail)  # fits: no wait, so no on_wait
+    assert (budget.used, budget.held_by_sandboxes) == (GiB, GiB)
+    run = Entering(budget, 2 * GiB)
+    waiting_for(budget, 1)
+    assert run.waited == [GiB]
+    budget.release("sbx_a")
+    assert run.inside.wait(5) and run.admitted
+    assert (budget.used, budget.held_by_sandboxes) == (2 * GiB, 0)
+    budget.release("sbx_a")  # a second release gives nothing back twice
+    assert budget.used == 2 * GiB
+    run.out()
+    assert budget.used == 0
+
+
+def test_a_hold_waits_in_the_line_and_gives_up_holding_nothing() -> None:
+    budget = MemoryBudget(2 * GiB)
+    a = Entering(budget, 2 * GiB)
+    assert a.inside.wait(5)
+    deadline = time.monotonic() + 0.2
+    waited: list[int] = []
+    assert not budget.hold("sbx_b", GiB, lambda: time.monotonic() >= deadline, waited.append)
+    assert (waited, budget.used, budget.held_by_sandboxes, budget.waiting) == ([2 * GiB], 2 * GiB, 0, 0)
+    budget.release("sbx_b")  # held nothing: gives nothing back
+    assert budget.used == 2 * GiB
+    got: list[bool] = []
+    later = threading.Thread(target=lambda: got.append(budget.hold("sbx_c", GiB, never, waited.append)))
+    later.start()
+    waiting_for(budget, 1)
+    a.out()
+    later.join(5)
+    assert got == [True] and (budget.used, budget.held_by_sandboxes) == (GiB, GiB)

@@ -108,7 +108,8 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(OrchError)
     async def orch_error(_request: Request, exc: OrchError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

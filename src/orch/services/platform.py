@@ -61,7 +61,7 @@ class Platform:
     # reconcile.IDLE_LISTING) rather than start a `podman ps` every second.
     services_listed_at: float = field(default=float("-inf"), repr=False)
     services_seen: bool = field(default=True, repr=False)
-    # The memory runs' sandboxes hold at once, within the `run_memory` setting (services/run_memory.py).
+    # The memory sandboxes (runs' and on demand) hold at once, within `run_memory` (services/run_memory.py).
     run_memory: MemoryBudget = field(init=False, repr=False)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).

@@ -1,9 +1,14 @@
-"""The memory runs' sandboxes may have at once (the `run_memory` setting): the sum of their
-memory limits. A limit is what a sandbox may take before it is killed, so runs whose limits
-together stay within the budget cannot, all at their limits, take the machine's memory from the
-server and each other. A run that does not fit waits, in the order the runs came (a large run is
-not overtaken forever by small ones), until enough has ended; a run larger than the whole
-budget runs alone. `run_workers` still bounds how many run at once."""
+"""The memory sandboxes may have at once (the `run_memory` setting): the sum of the memory
+limits of runs' sandboxes and of sandboxes on demand. A limit is what a sandbox may take before
+it is killed, so sandboxes whose limits together stay within the budget cannot, all at their
+limits, take the machine's memory from the server and each other. A run that does not fit
+waits, in the order they came (a large one is not overtaken forever by small ones), until
+enough has ended; a run larger than the whole budget runs alone. `run_workers` still bounds how
+many run at once.
+
+A run holds its share while inside `reserved`; a sandbox on demand holds its share from its
+start until it is removed (`hold`, `release`), since it lives across requests
+(services/sandboxes.py decides how long a create waits in the line)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class MemoryBudget:
         self.total = total
         self._used = 0
         self._line: deque[object] = deque()
+        self._held: dict[str, int] = {}  # the shares held across calls (`hold`), by key
         self._cond = threading.Condition()
 
     @property
@@ -27,6 +33,12 @@ class MemoryBudget:
         """Bytes the runs inside hold."""
         with self._cond:
             return self._used
+
+    @property
+    def held_by_sandboxes(self) -> int:
+        """Bytes the sandboxes on demand hold (part of `used`)."""
+        with self._cond:
+            return sum(self._held.values())
 
     @property
     def waiting(self) -> int:
@@ -49,6 +61,23 @@ class MemoryBudget:
                 with self._cond:
                     self._used -= need
                     self._cond.notify_all()
+
+    def hold(
+        self, key: str, need: int, should_stop: Callable[[], bool], on_wait: Callable[[int], None]
+    ) -> bool:
+        """Take `need` bytes for `key` until `release(key)`, after waiting in the line (as a run
+        does) until they fit; False, holding nothing, when `should_stop()` says to give up."""
+        if not self._take(need, should_stop, on_wait):
+            return False
+        with self._cond:
+            self._held[key] = self._held.get(key, 0) + need
+        return True
+
+    def release(self, key: str) -> None:
+        """Give back what `key` holds; nothing if it holds nothing (already released)."""
+        with self._cond:
+            self._used -= self._held.pop(key, 0)
+            self._cond.notify_all()
 
     def _take(self, need: int, should_stop: Callable[[], bool], on_wait: Callable[[int], None]) -> bool:
         me = object()

@@ -14,12 +14,13 @@ import logging
 import math
 import posixpath
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from orch import metrics
@@ -30,6 +31,7 @@ from orch.bundle.resources import Resources
 from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.errors import (
+    CapacityReached,
     Conflict,
     EngineError,
     HostCheckFailed,
@@ -56,6 +58,7 @@ MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not stream
 MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
 MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
 MAX_COMMAND = 256 * 1024  # bytes of a command's argv and variables together
+MEMORY_WAIT = 30.0  # seconds a create waits in line for its memory (run_memory) before a 503
 LIST_LIMIT = 500  # removed sandboxes listed at most (newest first)
 OPEN = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -115,6 +118,12 @@ def create(
     """Start a sandbox and hold it open for the workspace; it answers commands at once."""
     resources = limits(memory, cpus)
     idle = idle_timeout(platform, timeout)
+    if resources.memory_bytes > (budget := platform.run_memory.total):
+        raise InvalidInput(
+            f"This sandbox asks for {format_size(resources.memory_bytes)} of memory, more than the "
+            f"{format_size(budget)} that all sandboxes on this server may have at once (run_memory).",
+            f"Ask for at most {format_size(budget)} (--memory).",
+        )
     isolation = Isolation(platform.config.isolation)
     holder = platform.held.holder(isolation, platform.launchers.get(isolation))
     if holder is None:
@@ -165,13 +174,16 @@ def create(
                 deadline=now + timedelta(seconds=int(platform.config.sandbox_lifetime)),
             )
         )
+    _take_memory(platform, sandbox_id, resources.memory_bytes)
     spec = sandbox_spec(platform, sandbox_id, name, image, resources, network)
     try:
         sandbox = holder.open(spec)
     except OrchError as e:
+        platform.run_memory.release(sandbox_id)
         _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {e.message}")
         raise
     except Exception as e:
+        platform.run_memory.release(sandbox_id)
         log.exception("sandbox %s could not start", sandbox_id)
         _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {type(e).__name__}")
         raise
@@ -180,6 +192,26 @@ def create(
     if not _settle(platform, sandbox_id, SandboxStatus.RUNNING, None):
         _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed while it started")
     return show(platform, ws_id, sandbox_id)
+
+
+def _take_memory(platform: Platform, sandbox_id: str, need: int) -> None:
+    """Hold the sandbox's memory limit in the server's budget (`run_memory`, which runs share)
+    until it is removed, waiting in the runs' line for up to MEMORY_WAIT seconds. When it does not
+    fit by then, its row is deleted (the create changed nothing) and the answer is 503."""
+    budget = platform.run_memory
+    deadline = time.monotonic() + MEMORY_WAIT
+    stop = lambda: time.monotonic() >= deadline or platform.stopping.is_set()  # noqa: E731
+    if budget.hold(sandbox_id, need, stop, lambda _in_use: None):
+        return
+    with platform.store.session() as s:
+        s.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
+    raise CapacityReached(
+        f"The server's sandboxes hold {format_size(budget.used)} of the {format_size(budget.total)} "
+        f"of memory they may have at once (run_memory), and this sandbox asks for "
+        f"{format_size(need)}; none was given back within {MEMORY_WAIT:g} s.",
+        "Try again when runs or sandboxes have ended (`orch sandbox rm ID` removes one you no "
+        "longer need), or ask for less memory (--memory).",
+    )
 
 
 def limits(memory: str | int | None, cpus: float | None) -> Resources:
@@ -566,6 +598,7 @@ def _close(platform: Platform, sandbox_id: str, status: SandboxStatus, reason: s
     sandbox = platform.held.pop(sandbox_id)
     if sandbox is None:
         return
+    platform.run_memory.release(sandbox_id)
     metrics.of(platform).sandbox_closed()
     if problems := sandbox.remove():
         log.warning("%s", problems)

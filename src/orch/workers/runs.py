@@ -330,8 +330,9 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
 def _waits_for_memory(platform: Platform, out: RunOutput, limits: Limits, in_use: int) -> None:
     total = platform.run_memory.total
     out.line(
-        f"→ waiting for memory: other runs hold {format_size(in_use)} of the {format_size(total)} that runs "
-        f"may have at once (run_memory), and this one asks for {format_size(limits.memory_bytes)}"
+        f"→ waiting for memory: other runs and sandboxes hold {format_size(in_use)} of the "
+        f"{format_size(total)} that sandboxes may have at once (run_memory), and this one asks for "
+        f"{format_size(limits.memory_bytes)}"
     )
 
 
