@@ -25,6 +25,7 @@ from orch.server.node_proxy import NodeProxy
 from orch.services import nodes, sandboxes
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
+from orch.services.run_memory import MemoryBudget
 from orch.store.schema import NodeRow, SandboxRow
 from tests.api.test_cli import cli
 from tests.api.test_nodes import node
@@ -202,3 +203,28 @@ def test_orch_sandbox_list_says_which_node_holds_each(  # type: ignore[no-untype
     lines = cli("sandbox", "list").stdout.splitlines()
     assert lines[0].split()[-1] == "NODE"
     assert lines[1].split()[0] == made and lines[1].split()[-1] == "b"
+
+
+def test_a_sandbox_goes_to_a_node_whose_sandboxes_leave_its_memory(
+    api: httpx.Client, platform: Platform, two: dict[str, tuple[Platform, FakeHolder]]
+) -> None:
+    MiB = 2**20
+    for name, (node_platform, _) in two.items():
+        node_platform.run_memory = MemoryBudget(1024 * MiB)
+        with platform.store.session() as s:
+            s.execute(update(NodeRow).where(NodeRow.id == name).values(memory_budget=1024 * MiB))
+    busy(platform, "b", 2)  # a has more free slots
+    big = api.post("/v1/sandboxes", json={"memory": "768Mi"}).json()
+    assert big["node"] == "a"
+    # a's sandboxes leave it 256 MiB: 512 MiB goes to b, though a still has more free slots.
+    assert api.post("/v1/sandboxes", json={"memory": "512Mi"}).json()["node"] == "b"
+    assert api.post("/v1/sandboxes", json={"memory": "256Mi"}).json()["node"] == "a"  # fits in a
+    held = {name: p.run_memory.held_by_sandboxes // MiB for name, (p, _) in two.items()}
+    assert held == {"a": 1024, "b": 512}
+    # A node that does not say its budget (one from before it was said) is taken to have room.
+    with platform.store.session() as s:
+        s.execute(update(NodeRow).where(NodeRow.id == "b").values(memory_budget=None))  # an older node
+    assert api.post("/v1/sandboxes", json={"memory": "256Mi"}).json()["node"] == "b"  # b says nothing: fits
+    bad = api.post("/v1/sandboxes", json={"memory": "lots"})  # the node's route answers what is wrong
+    assert bad.status_code == 400 and bad.json()["message"] == "memory: 'lots' is not a size."
+    assert api.post("/v1/sandboxes", content=b"[1, 2]").status_code == 422

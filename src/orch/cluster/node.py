@@ -58,6 +58,7 @@ def start(
         slots=int(cfg.values.get("run_workers") or capacity()),
         ray_node=ray_node,
         proxy=proxy.address,
+        memory_budget=platform.run_memory.total,
     )
     work = NodeWork(platform, me, alive=alive, proxy=proxy)
     work.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -19,13 +20,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch.errors import OrchError, ServiceUnavailable
 from orch.server import relay
 from orch.server.api.deps import request_token
 from orch.server.proxy import pump, request_body
-from orch.services import nodes, workspaces
+from orch.services import nodes, sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.store.schema import SandboxRow
 
@@ -50,6 +51,7 @@ _NOT_PASSED = frozenset(
 )
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer"})
 CONNECT_TIMEOUT = 10.0
+MAX_CREATE_BODY = 64 * 1024  # bytes of a create's body read to choose its node
 
 
 class SandboxRelay:
@@ -67,8 +69,11 @@ class SandboxRelay:
         if which is None:
             await self.app(scope, receive, send)
             return
+        memory = 0
+        if which == _CREATE:  # the node is chosen by the memory asked for: read the (small) body first
+            receive, memory = await _create_body(receive)
         try:
-            found = await run_in_threadpool(self._target, scope, which)
+            found = await run_in_threadpool(self._target, scope, which, memory)
         except OrchError as e:
             await JSONResponse(e.to_dict(), status_code=e.http_status)(scope, receive, send)
             return
@@ -77,7 +82,7 @@ class SandboxRelay:
             return
         await self._relay(scope, receive, send, *found)
 
-    def _target(self, scope: Scope, which: str) -> tuple[str, str, str] | None:
+    def _target(self, scope: Scope, which: str, memory: int) -> tuple[str, str, str] | None:
         """(workspace id, node id, node proxy) the call goes to; None: answered here."""
         request = Request(scope)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -88,7 +93,7 @@ class SandboxRelay:
         except OrchError:
             return None  # the route answers it, as for any call
         if which == _CREATE:
-            node = nodes.for_sandbox(self.platform)
+            node = nodes.for_sandbox(self.platform, memory)
             if node is None:
                 raise ServiceUnavailable(
                     "No node of the cluster is up to hold a sandbox.",
@@ -155,6 +160,37 @@ class SandboxRelay:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+async def _create_body(receive: Receive) -> tuple[Receive, int]:
+    """Read a create's body (up to MAX_CREATE_BODY; a longer one is no create this reads) and the
+    memory it asks for (the default when it says none, or says it wrongly: the node's route
+    answers that); and a `receive` that gives the body again, then what the client sends next."""
+    chunks, size, more = [], 0, True
+    while more and size <= MAX_CREATE_BODY:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            more = False
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = bool(message.get("more_body", False))
+    body = b"".join(chunks)
+    try:
+        asked = json.loads(body).get("memory")
+        memory = sandboxes.limits(asked, None).memory_bytes
+    except (ValueError, AttributeError, OrchError):
+        memory = sandboxes.limits(None, None).memory_bytes
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    return again, memory
 
 
 async def _unless_gone(

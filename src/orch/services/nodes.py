@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from orch import metrics
@@ -63,6 +63,7 @@ class Joining:
     slots: int  # sandboxes at once (its run_workers)
     ray_node: str | None = None
     proxy: str | None = None  # HOST:PORT of its services' proxy (server/node_proxy.py)
+    memory_budget: int | None = None  # bytes its sandboxes may hold at once (its run_memory)
 
 
 def register(platform: Platform, me: Joining) -> None:
@@ -80,6 +81,7 @@ def register(platform: Platform, me: Joining) -> None:
         row.instance, row.address, row.ray_node, row.state = platform.instance, me.address, me.ray_node, UP
         row.proxy = me.proxy
         row.cpus, row.memory, row.slots, row.running = me.cpus, me.memory, me.slots, 0
+        row.memory_budget = me.memory_budget
         row.images, row.started_at, row.seen_at = "[]", now, now
         s.add(row)
 
@@ -198,23 +200,28 @@ def _settle_sandboxes(s: Session, instance: str) -> None:
         sandbox.removed_at = utcnow()
 
 
-def for_sandbox(platform: Platform) -> tuple[str, str] | None:
-    """(id, proxy) of the up node with the most room for a sandbox on demand: its slots less
-    its runs and builds in flight and the sandboxes it holds; None when no node is up."""
+def for_sandbox(platform: Platform, memory_bytes: int) -> tuple[str, str] | None:
+    """(id, proxy) of the up node with the most room for a sandbox on demand that asks for
+    `memory_bytes`: among the nodes whose memory budget (run_memory) its sandboxes on demand leave
+    that much of, else among all, the one whose slots less its runs and builds in flight and the
+    sandboxes it holds are the most; None when no node is up. (Its runs' memory is not known here:
+    they end soon, and the create waits in the node's line for them.)"""
+    open_here = (
+        SandboxRow.owner == NodeRow.instance,
+        SandboxRow.status.in_([SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value]),
+    )
     with platform.store.session() as s:
-        held = (
-            select(func.count())
-            .select_from(SandboxRow)
-            .where(
-                SandboxRow.owner == NodeRow.instance,
-                SandboxRow.status.in_([SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value]),
-            )
-            .scalar_subquery()
+        held = select(func.count()).select_from(SandboxRow).where(*open_here).scalar_subquery()
+        memory = (
+            select(func.coalesce(func.sum(SandboxRow.memory_bytes), 0)).where(*open_here).scalar_subquery()
+        )
+        fits = case(
+            (NodeRow.memory_budget.is_(None), 0), (NodeRow.memory_budget - memory >= memory_bytes, 0), else_=1
         )
         found = s.execute(
             select(NodeRow.id, NodeRow.proxy)
             .where(NodeRow.state == UP, NodeRow.proxy.is_not(None))
-            .order_by((NodeRow.slots - NodeRow.running - held).desc(), func.random())
+            .order_by(fits, (NodeRow.slots - NodeRow.running - held).desc(), func.random())
             .limit(1)
         ).first()
     return (str(found[0]), str(found[1])) if found is not None else None

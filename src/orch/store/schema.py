@@ -339,7 +339,8 @@ class NodeRow(Base):
         runs and builds from the store's queues on its own Podman. `instance` is its platform's
         (what its claims record in `claimed_by`); `state` is up, stopped or lost; `images` is a JSON
         list of the environments' images it holds, for placement; `seen_at` its last heartbeat; `proxy`
-    the HOST:PORT where it serves the services it holds to the cluster's servers (0018)."""
+    the HOST:PORT where it serves the services it holds to the cluster's servers (0018);
+    `memory_budget` its `run_memory`, for placing sandboxes on demand (0019; None: not said)."""
 
     __tablename__ = "nodes"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -351,6 +352,7 @@ class NodeRow(Base):
     cpus: Mapped[int] = mapped_column(Integer)
     memory: Mapped[int] = mapped_column(BigInteger)
     slots: Mapped[int] = mapped_column(Integer)
+    memory_budget: Mapped[int | None] = mapped_column(BigInteger)
     running: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[str] = mapped_column(Text, default="[]")
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
