@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from orch.client.transport import CREATE_TIMEOUT
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,7 +299,8 @@ def test_a_service_runs_on_a_node_and_the_server_serves_it_and_its_output(
 
 def test_a_sandbox_on_demand_is_held_by_a_node_and_driven_through_the_server(cluster: Cluster) -> None:
     with cluster.api() as api:
-        resp = api.post("/v1/sandboxes", json={})
+        # As long as the CLI and the client wait: a node's first create pulls the image first.
+        resp = api.post("/v1/sandboxes", json={}, timeout=CREATE_TIMEOUT)
         assert resp.status_code == 201, resp.text
         sb = resp.json()
         assert sb["status"] == "running" and sb["node"] in ("a", "b"), sb
