@@ -461,7 +461,7 @@ def test_cli_create_exec_cp_list_rm(cli, holder: FakeHolder, tmp_path: Path) -> 
     listed = json.loads(cli("sandbox", "list", "--json").stdout)
     assert [s["id"] for s in listed] == [sandbox_id]
     table = cli("sandbox", "list").stdout
-    assert "LAST USED" in table and sandbox_id in table and "python" in table
+    assert "LAST USED" in table and sandbox_id in table and "python" in table and " 256 MiB " in table
     assert "NODE" not in table  # one machine's sandboxes: no node to say
     assert cli("sandbox", "rm", sandbox_id).exit_code == 0
     assert json.loads(cli("sandbox", "list", "--json").stdout) == []

@@ -216,14 +216,17 @@ def list_(
         return
     table = plain_table()
     on_nodes = any(s.get("node") for s in found)  # a cluster's: which node holds each
-    for col in ("ID", "STATUS", "ENVIRONMENT", "CREATED", "LAST USED", "EXPIRES", *(["NODE"] * on_nodes)):
-        table.add_column(col, no_wrap=True)
+    columns: tuple[str, ...] = ("ID", "STATUS", "ENVIRONMENT", "MEMORY", "CREATED", "LAST USED", "EXPIRES")
+    columns += ("NODE",) * on_nodes
+    for col in columns:
+        table.add_column(col, no_wrap=True, justify="right" if col == "MEMORY" else "left")
     for s in found:
         expires = (s["expires_at"] or "")[:19] or escape(s["reason"] or "")
         table.add_row(
             s["id"],
             s["status"],
             escape(s["environment"]["name"]),
+            f"{s['memory_bytes'] // 2**20} MiB",
             s["created_at"][:19],
             s["last_used_at"][:19],
             expires,
