@@ -15,10 +15,12 @@ from orch import Client, config
 from orch.client import ExecResult, Run, Sandbox
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
-from orch.errors import InvalidInput, LimitReached, NotFound, ServerUnreachable, Unauthorized
+from orch.errors import CapacityReached, InvalidInput, LimitReached, NotFound, ServerUnreachable, Unauthorized
 from orch.sandbox.held_fake import FakeHolder
 from orch.sandbox.launcher import Isolation
+from orch.services import sandboxes
 from orch.services.platform import Platform
+from orch.services.run_memory import MemoryBudget
 from tests.api.test_agents_runs import bundle, publish
 from tests.conftest import drain_runs
 
@@ -163,6 +165,18 @@ def test_sandbox_refusals(client: Client, holder: FakeHolder, platform: Platform
     for box in boxes:
         box.remove()
     assert client.sandboxes.list() == []
+
+
+def test_a_server_without_memory_for_a_sandbox_raises_capacity_reached(
+    client: Client, holder: FakeHolder, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandboxes, "MEMORY_WAIT", 0.1)
+    platform.run_memory = MemoryBudget(512 * 2**20)
+    with client.sandboxes.create(), pytest.raises(CapacityReached) as full:
+        client.sandboxes.create(memory="256Mi")
+    assert full.value.message.startswith("The server's sandboxes hold 512 MiB of the 512 MiB")
+    assert full.value.retry_after == 5 and "orch sandbox rm ID" in full.value.fix
+    assert platform.run_memory.used == 0  # the first was removed at the block's end
 
 
 def test_errors_carry_the_servers_message_and_fix(client: Client, api: httpx.Client, hello: str) -> None:
