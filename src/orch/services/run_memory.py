@@ -3,8 +3,8 @@ limits of runs' sandboxes and of sandboxes on demand. A limit is what a sandbox 
 it is killed, so sandboxes whose limits together stay within the budget cannot, all at their
 limits, take the machine's memory from the server and each other. A run that does not fit
 waits, in the order they came (a large one is not overtaken forever by small ones), until
-enough has ended; a run larger than the whole budget runs alone. `run_workers` still bounds how
-many run at once.
+enough has ended; a run larger than the whole budget runs alone (no run or sandbox beside it).
+`run_workers` still bounds how many run at once.
 
 A run holds its share while inside `reserved`; a sandbox on demand holds its share from its
 start until it is removed (`hold`, `release`), since it lives across requests
