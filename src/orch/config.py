@@ -245,6 +245,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Sandboxes on demand a workspace may hold open at once; more are refused (429).",
     ),
     Setting(
+        "max_sandbox_memory",
+        lambda h: memory() // 4,
+        _memory_size,
+        "The memory a workspace's sandboxes on demand may hold open at once, the sum of their "
+        "memory limits; a create beyond it is refused (429). By default a quarter of the machine's "
+        "memory: half of run_memory's default, so that no workspace's sandboxes take the memory "
+        "runs and other workspaces count on.",
+    ),
+    Setting(
         "sandbox_max_timeout",
         lambda h: 86400,
         _positive_int,

@@ -19,7 +19,7 @@ from orch.engine.network import Network
 from orch.errors import EngineError
 from orch.sandbox.held_fake import Command, FakeHolder
 from orch.sandbox.launcher import Isolation
-from orch.services import sandboxes
+from orch.services import sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.services.run_memory import MemoryBudget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
@@ -109,6 +109,32 @@ def test_the_workspace_limit_refuses_with_429(
     assert len(rows(platform)) == 2 and len(holder.opened) == 2
     assert api.delete(f"/v1/sandboxes/{first['id']}").status_code == 204
     create(api)  # room again
+
+
+def test_a_workspace_s_sandboxes_hold_at_most_their_share_of_memory(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    platform.config = platform.config.with_values(max_sandbox_memory=1024 * 2**20)
+    first = create(api, memory="768Mi")
+    said = error(api.post("/v1/sandboxes", json={"memory": "512Mi"}), 429)
+    assert said == (
+        "This workspace's open sandboxes hold 768 MiB of memory, and this one asks for 512 MiB: more "
+        "than the 1 GiB a workspace's sandboxes may hold at once (max_sandbox_memory)."
+    )
+    assert len(rows(platform)) == 1 and len(holder.opened) == 1
+    assert platform.run_memory.used == 768 * 2**20  # the refused one took nothing
+    create(api, memory="256Mi")  # what fits in the share goes in
+    said = error(api.post("/v1/sandboxes", json={"memory": "2Gi"}), 400)  # never fits
+    assert said == (
+        "This sandbox asks for 2 GiB of memory, more than the 1 GiB that a workspace's sandboxes "
+        "may hold at once (max_sandbox_memory)."
+    )
+    with platform.store.session() as s:  # another workspace has a share of its own
+        _, other = workspaces.create_workspace(s, "other")
+    theirs = api.post("/v1/sandboxes", json={"memory": "768Mi"}, headers={"Authorization": f"Bearer {other}"})
+    assert theirs.status_code == 201, theirs.text
+    assert api.delete(f"/v1/sandboxes/{first['id']}").status_code == 204
+    create(api, memory="768Mi")  # room in the share again
 
 
 def test_an_environment_that_is_not_ready_is_refused(

@@ -118,12 +118,7 @@ def create(
     """Start a sandbox and hold it open for the workspace; it answers commands at once."""
     resources = limits(memory, cpus)
     idle = idle_timeout(platform, timeout)
-    if resources.memory_bytes > (budget := platform.run_memory.total):
-        raise InvalidInput(
-            f"This sandbox asks for {format_size(resources.memory_bytes)} of memory, more than the "
-            f"{format_size(budget)} that all sandboxes on this server may have at once (run_memory).",
-            f"Ask for at most {format_size(budget)} (--memory).",
-        )
+    _within_budgets(platform, resources.memory_bytes)
     isolation = Isolation(platform.config.isolation)
     holder = platform.held.holder(isolation, platform.launchers.get(isolation))
     if holder is None:
@@ -141,16 +136,25 @@ def create(
         assert ws is not None
         env = _environment(s, ws, environment)
         image = _image(platform, s, env)
-        held_open = s.scalar(
-            select(func.count())
-            .select_from(SandboxRow)
-            .where(SandboxRow.workspace_id == ws_id, SandboxRow.status.in_(OPEN))
-        )
+        held_open, held_memory = s.execute(
+            select(func.count(), func.coalesce(func.sum(SandboxRow.memory_bytes), 0)).where(
+                SandboxRow.workspace_id == ws_id, SandboxRow.status.in_(OPEN)
+            )
+        ).one()
         most = int(platform.config.max_sandboxes)
-        if (held_open or 0) >= most:
+        if held_open >= most:
             raise LimitReached(
                 f"This workspace already holds {held_open} sandboxes open, its limit ({most}).",
                 "Remove one you no longer need (`orch sandbox rm ID`), then try again.",
+            )
+        share = int(platform.config.max_sandbox_memory)
+        if held_memory + resources.memory_bytes > share:
+            raise LimitReached(
+                f"This workspace's open sandboxes hold {format_size(held_memory)} of memory, and this "
+                f"one asks for {format_size(resources.memory_bytes)}: more than the "
+                f"{format_size(share)} a workspace's sandboxes may hold at once (max_sandbox_memory).",
+                "Remove one you no longer need (`orch sandbox rm ID`), or ask for less memory "
+                "(--memory), then try again.",
             )
         now = utcnow()
         s.add(
@@ -192,6 +196,24 @@ def create(
     if not _settle(platform, sandbox_id, SandboxStatus.RUNNING, None):
         _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed while it started")
     return show(platform, ws_id, sandbox_id)
+
+
+def _within_budgets(platform: Platform, need: int) -> None:
+    """A sandbox larger than the server's whole budget, or than a workspace's share, can never
+    start: 400, before anything is stored."""
+    budget, share = platform.run_memory.total, int(platform.config.max_sandbox_memory)
+    if need > budget:
+        raise InvalidInput(
+            f"This sandbox asks for {format_size(need)} of memory, more than the "
+            f"{format_size(budget)} that all sandboxes on this server may have at once (run_memory).",
+            f"Ask for at most {format_size(min(budget, share))} (--memory).",
+        )
+    if need > share:
+        raise InvalidInput(
+            f"This sandbox asks for {format_size(need)} of memory, more than the "
+            f"{format_size(share)} that a workspace's sandboxes may hold at once (max_sandbox_memory).",
+            f"Ask for at most {format_size(share)} (--memory).",
+        )
 
 
 def _take_memory(platform: Platform, sandbox_id: str, need: int) -> None:
