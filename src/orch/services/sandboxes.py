@@ -179,9 +179,8 @@ def create(
             )
         )
     _take_memory(platform, sandbox_id, resources.memory_bytes)
-    spec = sandbox_spec(platform, sandbox_id, name, image, resources, network)
-    try:
-        sandbox = holder.open(spec)
+    try:  # from here on a failure gives the memory back and records the sandbox failed
+        sandbox = holder.open(sandbox_spec(platform, sandbox_id, name, image, resources, network))
     except OrchError as e:
         platform.run_memory.release(sandbox_id)
         _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {e.message}")
