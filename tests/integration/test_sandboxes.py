@@ -230,6 +230,10 @@ def test_the_workspace_limit_and_bad_input(make_server, tmp_path: Path) -> None:
         res = server.cli(*args)
         assert res.returncode == 2 and res.stderr.strip() and "Traceback" not in res.stderr, args
     assert len(json.loads(server.cli("sandbox", "list", "--json").stdout)) == 2  # nothing changed
+    assert server.cli("sandbox", "rm", first["id"]).returncode == 0  # its 512 MiB given back
+    with server.api() as api:
+        metrics = api.get("/metrics").text
+    assert 'orch_run_memory_bytes{state="sandboxes"} 5.36870912e+08' in metrics
 
 
 def test_a_stopped_server_leaves_nothing(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -181,14 +181,12 @@ def create(
     _take_memory(platform, sandbox_id, resources.memory_bytes)
     try:  # from here on a failure gives the memory back and records the sandbox failed
         sandbox = holder.open(sandbox_spec(platform, sandbox_id, name, image, resources, network))
-    except OrchError as e:
-        platform.run_memory.release(sandbox_id)
-        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {e.message}")
-        raise
     except Exception as e:
         platform.run_memory.release(sandbox_id)
-        log.exception("sandbox %s could not start", sandbox_id)
-        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {type(e).__name__}")
+        if not isinstance(e, OrchError):  # a bug, not a sentence for the user: the log has it
+            log.exception("sandbox %s could not start", sandbox_id)
+        said = e.message if isinstance(e, OrchError) else type(e).__name__
+        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {said}")
         raise
     platform.held.add(sandbox_id, sandbox)
     metrics.of(platform).sandbox_opened()
