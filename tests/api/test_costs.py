@@ -163,6 +163,9 @@ def test_a_run_with_dependencies_takes_the_image_id_from_its_launcher(
             info = fake_engine.images_by_tag[ref]
             return info.id
 
+        def kill(self, prefix: str) -> list[str]:
+            return []
+
         def sweep(self, prefix: str) -> int:
             return 0
 

@@ -429,7 +429,7 @@ def test_a_restart_removes_what_it_cannot_vouch_for(
         s.execute(update(SandboxRow).where(SandboxRow.id == kept["id"]).values(owner="someoneelse"))
     with caplog.at_level("INFO"):
         assert sandboxes.recover(platform) == 1
-    assert "removed 1 sandboxes on demand that this server held before it restarted" in caplog.text
+    assert "removed 1 sandbox on demand that this server held before it restarted" in caplog.text
     shown = api.get(f"/v1/sandboxes/{gone['id']}").json()
     assert (shown["status"], shown["reason"]) == ("removed", "the server restarted")
     assert api.get(f"/v1/sandboxes/{kept['id']}").json()["status"] == "running"

@@ -126,8 +126,7 @@ class Server:
         engine = PodmanEngine()
         # Services' containers outlive their server: remove them (by label) before their images.
         engine.remove_containers({"org.orch.instance": self.instance})
-        for launcher in runc.launchers(f"orch-{self.instance}-").values():  # a killed server's sandboxes
-            launcher.sweep(f"orch-{self.instance}-")
+        runc.sweep(f"orch-{self.instance}-")  # a killed server's sandboxes
         engine.remove_build_leftovers(self.instance)  # of builds a killed server left half-way
         for image in engine.images({"org.orch.instance": self.instance}):
             subprocess.run(["podman", "rmi", "-f", image.id], capture_output=True, check=False)

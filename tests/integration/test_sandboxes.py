@@ -242,6 +242,7 @@ def test_a_stopped_server_leaves_nothing(make_server) -> None:  # type: ignore[n
     sb = create(server, "--network")
     assert run(server, sb["id"], "true")["exit_code"] == 0
     server.stop()
+    assert "removed 1 sandbox on demand that this server held" in server.log.read_text()
     assert held(server, sb["id"]) == []
     assert not list((RUNTIME_ROOT / "sandboxes").glob(f"orch-{server.instance}-*"))
     assert not [p for p in Path("/run/netns").glob(f"orch-{server.instance}-*")]

@@ -21,9 +21,7 @@ def main(node: str) -> None:
     cfg = config_mod.load()
     platform = Platform(cfg, Store("sqlite://"), PodmanEngine(), node=node)
     platform.engine.remove_containers({"org.orch.instance": platform.instance})
-    for launcher in runc.launchers(platform.container_prefix).values():
-        launcher.close()
-        launcher.sweep(platform.container_prefix)
+    runc.sweep(platform.container_prefix)
     platform.engine.remove_leftovers(platform.container_prefix)
 
 

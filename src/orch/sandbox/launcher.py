@@ -7,7 +7,7 @@ directly. The Podman engine stays for builds, dependency installs and services.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Protocol
 
@@ -42,6 +42,10 @@ class Launcher(Protocol):
 class Sandboxes(Launcher, Protocol):
     """A launcher that owns what it leaves on the host: sweepable after a kill, closable."""
 
+    def kill(self, prefix: str) -> list[str]:
+        """Kill this launcher's sandboxes named `prefix`... (a killed server's); return their names."""
+        ...
+
     def sweep(self, prefix: str) -> int:
         """Remove what sandboxes named `prefix`... left (a killed server); return how many."""
         ...
@@ -54,3 +58,14 @@ class Sandboxes(Launcher, Protocol):
         """The id of the image `ref` names now, from the launcher's own image cache (what keys a
         run's dependency cache); raises EngineError when the image is missing."""
         ...
+
+
+def sweep_all(launchers: Iterable[Sandboxes], prefix: str) -> int:
+    """Remove what sandboxes named `prefix`... left in every runtime of `launchers` (all of one
+    owner's, which share one directory of bundles). Each runtime kills its own first: a launcher
+    tearing down another runtime's live sandbox could not end it and would wait on its cgroups
+    (~2 s each). Return how many were found."""
+    launchers = list(launchers)
+    for launcher in launchers:
+        launcher.kill(prefix)
+    return sum(launcher.sweep(prefix) for launcher in launchers)

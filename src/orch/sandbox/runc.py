@@ -49,7 +49,7 @@ from orch.engine.podman_run import (
 from orch.errors import EngineError
 from orch.sandbox import etc_files, handoff, netns, oci, rootfs, sealed, volatile
 from orch.sandbox import spec as spec_mod
-from orch.sandbox.launcher import Isolation
+from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.pump import Pump
 from orch.sandbox.warm import Pool as WarmPool
 
@@ -593,17 +593,26 @@ class Launcher:
             self._let_go_of_untagged()
         return f"The sandbox {name} was not cleaned up fully: {'; '.join(errors)}" if errors else ""
 
+    def kill(self, prefix: str) -> list[str]:
+        """Kill this runtime's sandboxes named `prefix`...; return the names of all of them."""
+        names = self.containers(prefix)
+        for name in names:
+            with contextlib.suppress(EngineError):
+                self._kill(name)
+        return names
+
     def sweep(self, prefix: str) -> int:
         """Remove what sandboxes named `prefix`... left after a killed server: the runtime's
         containers, mounted roots, bundles, network namespaces (and their addresses and rules),
-        cgroups. Call it only while the owner runs no sandbox. Return how many were found."""
-        names = set(self.containers(prefix))
+        cgroups. Call it only while the owner runs no sandbox, and through `launcher.sweep_all` when
+        the owner has more than one runtime: the runtimes share the directory of bundles, so
+        this also finds their sandboxes, which only their own runtime can kill. Return how many
+        were found."""
+        names = set(self.kill(prefix))
         sandboxes = self.state / "sandboxes"
         if sandboxes.is_dir():
             names |= {p.name for p in sandboxes.glob(f"{prefix}*")}
         for name in names:
-            with contextlib.suppress(EngineError):
-                self._kill(name)
             if problems := self.teardown(name):
                 log.warning("%s", problems)
         swept = netns.sweep(prefix, Network.SANDBOX.podman_name, self.state / "netns")
@@ -725,5 +734,6 @@ def run_container(
     return default().run_container(spec, on_stdout, on_stderr, timeout, should_stop)
 
 
-def sweep(prefix: str, runtime: str = "runc") -> int:
-    return Launcher(runtime=runtime, prefix=prefix).sweep(prefix)
+def sweep(prefix: str) -> int:
+    """What every runtime's sandboxes named `prefix`... left, removed (see `launcher.sweep_all`)."""
+    return sweep_all(launchers(prefix).values(), prefix)

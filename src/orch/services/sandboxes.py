@@ -678,5 +678,6 @@ def recover(platform: Platform) -> int:
             row.status = advance(row.status, SandboxStatus.REMOVED).value
             row.reason, row.removed_at = "the server restarted", utcnow()
     if left:
-        log.info("removed %d sandboxes on demand that this server held before it restarted", len(left))
+        noun = "sandbox" if len(left) == 1 else "sandboxes"
+        log.info("removed %d %s on demand that this server held before it restarted", len(left), noun)
     return len(left)

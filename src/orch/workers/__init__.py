@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from orch.sandbox.launcher import sweep_all
 from orch.services import build_output, bundles, deployed_logs, run_output
 from orch.services.platform import Platform
 from orch.workers import builds, deploys, runs
@@ -106,4 +107,4 @@ class Workers:
         # A stopped server leaves no sandbox running: the next start settles their runs.
         for launcher in self.platform.launchers.values():
             launcher.close()
-            launcher.sweep(self.platform.container_prefix)
+        sweep_all(self.platform.launchers.values(), self.platform.container_prefix)

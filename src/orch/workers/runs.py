@@ -22,7 +22,7 @@ from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.errors import EngineError, OrchError, RunFailed
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
-from orch.sandbox.launcher import Isolation
+from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import base_digests, host_check, nodes
 from orch.services import environments as envs
@@ -63,9 +63,8 @@ def recover(platform: Platform) -> list[str]:
     """At start: remove this platform's leftover sandboxes; a run that had not started its agent
     is queued again (once), one whose agent was running is failed (it may have had effects)."""
     platform.engine.remove_containers({"org.orch.instance": platform.instance, "org.orch.kind": "run"})
-    for launcher in platform.launchers.values():
-        if swept := launcher.sweep(platform.container_prefix):
-            log.info("removed what %d sandboxes of a stopped server left", swept)
+    if swept := sweep_all(platform.launchers.values(), platform.container_prefix):
+        log.info("removed what %d sandboxes of a stopped server left", swept)
     settled = []
     with platform.store.session() as s:
         for run in s.scalars(

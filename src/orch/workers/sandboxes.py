@@ -42,4 +42,5 @@ class Reaper:
         if self._thread is not None:
             self._thread.join(timeout)
         if removed := sandboxes.close_all(self.platform, "the server stopped"):
-            log.info("removed the %d sandboxes on demand this server held", removed)
+            noun = "sandbox" if removed == 1 else "sandboxes"
+            log.info("removed %d %s on demand that this server held", removed, noun)

@@ -1,0 +1,70 @@
+"""Sweeping a platform's sandboxes in every runtime: each runtime kills its own before any
+launcher tears down, since the runtimes share one directory of bundles and a launcher can end
+only its own runtime's sandboxes (another's it would wait on, ~2 s each, at every stop)."""
+
+from __future__ import annotations
+
+from orch.sandbox.launcher import Isolation, sweep_all
+from orch.services.platform import Platform
+from orch.workers import Workers
+
+
+class Runtime:
+    """One runtime's launcher over a directory of bundles shared with the others."""
+
+    def __init__(self, name: str, bundles: dict[str, str], calls: list[str]) -> None:
+        self.name = name
+        self.bundles = bundles  # sandbox name -> the runtime that runs it
+        self.alive = {n for n, runtime in bundles.items() if runtime == name}
+        self.calls = calls
+        self.met_alive: list[str] = []
+
+    def kill(self, prefix: str) -> list[str]:
+        self.calls.append(f"kill {self.name}")
+        mine = sorted(n for n in self.alive if n.startswith(prefix))
+        self.alive -= set(mine)
+        return mine
+
+    def sweep(self, prefix: str) -> int:
+        self.calls.append(f"sweep {self.name}")
+        found = sorted(n for n in self.bundles if n.startswith(prefix))
+        for name in found:
+            owner = RUNTIMES[self.bundles[name]]
+            if name in owner.alive:  # what the sweep's teardown would wait on, and leave running
+                self.met_alive.append(name)
+            del self.bundles[name]
+        return len(found)
+
+    def close(self) -> None:
+        self.calls.append(f"close {self.name}")
+
+
+RUNTIMES: dict[str, Runtime] = {}
+
+
+def _runtimes(calls: list[str], prefix: str = "p-") -> tuple[Runtime, Runtime]:
+    names = [f"{prefix}warm-a", f"{prefix}warm-b", f"{prefix}sb-c", "other-x"]
+    bundles = dict(zip(names, ["runc", "runsc", "runsc", "runc"], strict=True))
+    runc, runsc = Runtime("runc", bundles, calls), Runtime("runsc", bundles, calls)
+    RUNTIMES.update(runc=runc, runsc=runsc)
+    return runc, runsc
+
+
+def test_every_runtime_kills_its_own_before_any_teardown() -> None:
+    calls: list[str] = []
+    runc, runsc = _runtimes(calls)
+    # runc first, as the platform's launchers are ordered: its sweep finds runsc's bundles too.
+    assert sweep_all([runc, runsc], "p-") == 3
+    assert calls == ["kill runc", "kill runsc", "sweep runc", "sweep runsc"]
+    assert runc.met_alive == [] and runsc.met_alive == []
+    assert runc.bundles == {"other-x": "runc"}  # another owner's prefix is left alone
+
+
+def test_a_stopping_server_closes_every_launcher_then_sweeps_them_all(platform: Platform) -> None:
+    calls: list[str] = []
+    runc, runsc = _runtimes(calls, platform.container_prefix)
+    platform.launchers = {Isolation.RUNC: runc, Isolation.GVISOR: runsc}  # type: ignore[dict-item]
+    Workers(platform).stop()
+    assert calls == ["close runc", "close runsc", "kill runc", "kill runsc", "sweep runc", "sweep runsc"]
+    assert runc.met_alive == [] and runsc.met_alive == []
+    assert runc.bundles == {"other-x": "runc"}
