@@ -12,25 +12,24 @@ from orch.workers import Workers
 class Runtime:
     """One runtime's launcher over a directory of bundles shared with the others."""
 
-    def __init__(self, name: str, bundles: dict[str, str], calls: list[str]) -> None:
+    def __init__(self, name: str, bundles: dict[str, str], alive: set[str], calls: list[str]) -> None:
         self.name = name
-        self.bundles = bundles  # sandbox name -> the runtime that runs it
-        self.alive = {n for n, runtime in bundles.items() if runtime == name}
+        self.bundles = bundles  # sandbox name -> the runtime that runs it, for every runtime
+        self.alive = alive  # the sandboxes still running, of every runtime
         self.calls = calls
         self.met_alive: list[str] = []
 
     def kill(self, prefix: str) -> list[str]:
         self.calls.append(f"kill {self.name}")
-        mine = sorted(n for n in self.alive if n.startswith(prefix))
-        self.alive -= set(mine)
+        mine = sorted(n for n in self.alive if n.startswith(prefix) and self.bundles[n] == self.name)
+        self.alive.difference_update(mine)
         return mine
 
     def sweep(self, prefix: str) -> int:
         self.calls.append(f"sweep {self.name}")
         found = sorted(n for n in self.bundles if n.startswith(prefix))
         for name in found:
-            owner = RUNTIMES[self.bundles[name]]
-            if name in owner.alive:  # what the sweep's teardown would wait on, and leave running
+            if name in self.alive:  # what the teardown would wait on, and leave running
                 self.met_alive.append(name)
             del self.bundles[name]
         return len(found)
@@ -39,15 +38,11 @@ class Runtime:
         self.calls.append(f"close {self.name}")
 
 
-RUNTIMES: dict[str, Runtime] = {}
-
-
 def _runtimes(calls: list[str], prefix: str = "p-") -> tuple[Runtime, Runtime]:
     names = [f"{prefix}warm-a", f"{prefix}warm-b", f"{prefix}sb-c", "other-x"]
     bundles = dict(zip(names, ["runc", "runsc", "runsc", "runc"], strict=True))
-    runc, runsc = Runtime("runc", bundles, calls), Runtime("runsc", bundles, calls)
-    RUNTIMES.update(runc=runc, runsc=runsc)
-    return runc, runsc
+    alive = set(bundles)
+    return Runtime("runc", bundles, alive, calls), Runtime("runsc", bundles, alive, calls)
 
 
 def test_every_runtime_kills_its_own_before_any_teardown() -> None:
