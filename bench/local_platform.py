@@ -15,20 +15,32 @@ from orch import config
 ORCH = str(Path(sys.executable).with_name("orch"))
 
 
-def start_server(home: Path, database_url: str | None = None) -> subprocess.Popen[bytes]:
+# `orch server` from the tree on PYTHONPATH (another checkout's `src`, to compare before and after).
+SERVE = "import sys; from orch.cli.main import main; sys.argv[0] = 'orch'; main()"
+
+
+def start_server(
+    home: Path, database_url: str | None = None, *, log: Path | None = None, src: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start `orch server` on `home` (a free loopback port; its SQLite file, or `database_url`)
-    and wait until it answers."""
+    and wait until it answers. `log` keeps its output (a failed run's traceback is there); `src`
+    runs another checkout's tree instead of this one."""
     env = {**os.environ, "ORCH_HOME": str(home)}
     if database_url:
         env["ORCH_DATABASE_URL"] = database_url
-    proc = subprocess.Popen(
-        [ORCH, "server", "--port", "0", "--services-port", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [ORCH]
+    if src:
+        env["PYTHONPATH"] = src
+        command = [sys.executable, "-c", SERVE]
+    with open(log or os.devnull, "wb") as sink:
+        proc = subprocess.Popen(
+            [*command, "server", "--port", "0", "--services-port", "0"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             url = config.load(home, environ={}).url
             if url and httpx.get(url + "/healthz", timeout=1).status_code == 200:
@@ -36,7 +48,10 @@ def start_server(home: Path, database_url: str | None = None) -> subprocess.Pope
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    sys.exit("the server did not start")
+    proc.kill()
+    proc.wait()
+    said = log.read_text(errors="replace")[-3000:] if log else ""
+    sys.exit(f"the server did not start\n{said}".strip())
 
 
 def cli(home: Path, *args: str) -> str:

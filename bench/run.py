@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from local_platform import ORCH, cli
+from local_platform import cli, start_server
 
 from orch import config
 from orch.builder import base_images
@@ -213,31 +213,6 @@ def cpu(pid: int) -> tuple[float, float]:
     tick = os.sysconf("SC_CLK_TCK")
     utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
     return utime + stime, cutime + cstime
-
-
-def start_server(home: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`orch server --port 0` on `home`, as local_platform.start_server starts it, with its log
-    kept in `log`: a failed run's traceback is there."""
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [ORCH, "server", "--port", "0", "--services-port", "0"],
-            env={**os.environ, "ORCH_HOME": str(home)},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            url = config.load(home, environ={}).url
-            if url and httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("the server did not start:\n" + log.read_text(errors="replace")[-3000:])
 
 
 def tracebacks(log: Path) -> list[str]:
@@ -464,7 +439,7 @@ def main() -> None:
                 (d / fname).write_text(text)
             agents[name] = d
         server_log = Path(tmp) / "server.log"
-        server = start_server(home, server_log)
+        server = start_server(home, log=server_log)
         try:
             cfg = config.load(home, environ={})
             with api_client(cfg) as api:
