@@ -239,7 +239,7 @@ def follow(api: httpx.Client, run_id: str) -> str:
     offsets, out = {"stdout": 0, "stderr": 0, "log": 0}, ""
     while True:
         chunk = api.get(f"/v1/runs/{run_id}/logs", params={**offsets, "wait": 10}).raise_for_status().json()
-        offsets, out = chunk["offsets"], out + chunk["stdout"]
+        offsets, out = chunk["offsets"], out + str(chunk["stdout"])
         if chunk["status"] in FINAL:
             return out
 
