@@ -172,13 +172,20 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
-def check_name(name: str, what: str = "Environment name") -> str:
-    """Return `name` if it is a valid resource name, else raise InvalidInput."""
+def check_name(name: str, what: str = "Environment name", id_prefix: str = "") -> str:
+    """Return `name` if it is a valid resource name, else raise InvalidInput. With `id_prefix`
+    (the kind's ids start so, e.g. "env_"), a new name must not start like an id: a reference
+    that does is looked up as an id, so the name could never be reached, and an id would win."""
     if not _NAME.match(name or ""):
         raise InvalidInput(
             f"{what} {name!r} is not valid.",
             "Use 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
             "letter or digit.",
+        )
+    if id_prefix and name.startswith(id_prefix):
+        raise InvalidInput(
+            f"{what} {name!r} starts like an id ({id_prefix}…), so it could not be told from one.",
+            f"Choose a name that does not start with {id_prefix!r}.",
         )
     return name
 

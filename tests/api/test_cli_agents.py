@@ -116,3 +116,18 @@ def test_delete_json_and_the_environments_it_leaves(cli, tmp_path: Path, platfor
     data = json.loads(cli("agents", "delete", "hello", "--version", "2", "--yes", "--json").output)
     assert data["deleted_versions"] == [2] and data["latest_version"] == 1
     assert json.loads(cli("agents", "show", "hello", "--json").output)["latest_version"] == 1
+
+
+def test_a_name_with_url_characters_names_that_one_agent(cli, tmp_path: Path) -> None:
+    # Each name goes in the path as one escaped segment: '?' and '/' must not turn it into
+    # another agent's name or another route (once, `delete 'victim?typo'` deleted victim).
+    path = agent_dir(tmp_path, "victim", {"main.py": "print(1)\n"})
+    assert cli("publish", path, "-n", "victim").exit_code == 0
+    for ref in ("victim?typo", "victim/versions/1", "victim#x", "victim%2Fversions%2F1", "victim "):
+        res = cli("agents", "delete", ref, "--yes")
+        assert res.exit_code == 2, (ref, res.output)
+        assert "This is a bug" not in res.output and "does not take" not in res.output
+    res = cli("publish", path, "-n", "a b")
+    assert res.exit_code == 2 and "Agent name 'a b' is not valid" in res.output
+    shown = json.loads(cli("agents", "show", "victim", "--json").output)
+    assert [v["version"] for v in shown["versions"]] == [1]

@@ -11,7 +11,7 @@ import typer
 from orch.cli.env import follow_build
 from orch.cli.output import command, console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, packed, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 from orch.errors import Conflict, InvalidInput, NotFound
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def publish(
     agent_name, bundle = packed(path, name, "agent", "orch publish ./my-agent")
     client = Transport.from_settings()
     data = client.post(
-        f"/v1/agents/{agent_name}/versions",
+        f"/v1/agents/{segment(agent_name)}/versions",
         params={"docker": "true" if docker else "false"},
         content=bundle.data,
         headers={"Content-Type": "application/gzip"},
@@ -63,7 +63,7 @@ def publish(
     env = version["dockerfile_environment"]
     if env:
         console.print(f"  environment: {env['name']} ({env['id']}), built from the bundle's Dockerfile")
-        state = client.get(f"/v1/environments/{env['id']}")
+        state = client.get(f"/v1/environments/{segment(env['id'])}")
         if state["status"] not in ("ready", "failed") and not detach:
             state = follow_build(client, env["id"], logs=False)
         if state["status"] == "ready":
@@ -114,7 +114,7 @@ def list_(json_: bool = JSON) -> None:
 @command
 def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool = JSON) -> None:
     """Show an agent and its versions."""
-    a = Transport.from_settings().get(f"/v1/agents/{agent}")
+    a = Transport.from_settings().get(f"/v1/agents/{segment(agent)}")
     if json_:
         print_json(a)
         return
@@ -149,11 +149,11 @@ def delete(
 
     Refused while a run of it has not ended."""
     client = Transport.from_settings()
-    a = client.get(f"/v1/agents/{agent}")
+    a = client.get(f"/v1/agents/{segment(agent)}")
     runs = client.get("/v1/runs", params={"agent": a["id"], "limit": RUNS_LISTED})
     if version is None:
         what = f"agent {a['name']} ({a['id']}), its {_plural(len(a['versions']), 'version')}"
-        path = f"/v1/agents/{a['id']}"
+        path = f"/v1/agents/{segment(a['id'])}"
     else:
         if not any(v["version"] == version for v in a["versions"]):
             raise NotFound(
@@ -161,7 +161,7 @@ def delete(
                 f"Run `orch agents show {a['name']}` to see its versions.",
             )
         what = f"{a['name']} v{version}"
-        path = f"/v1/agents/{a['id']}/versions/{version}"
+        path = f"/v1/agents/{segment(a['id'])}/versions/{segment(version)}"
         runs = [r for r in runs if r["agent_version"] == version]
     if not yes:
         if not sys.stdin.isatty():

@@ -11,7 +11,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
@@ -113,7 +113,7 @@ def status(
 ) -> None:
     """Show an environment's build: status, progress, cache hit or miss, and logs."""
     client = Transport.from_settings()
-    data = client.get(f"/v1/environments/{env}")
+    data = client.get(f"/v1/environments/{segment(env)}")
     # A finished build is followed too: its whole log is printed, then the outcome.
     if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
         data = follow_build(client, data["id"], quiet=json_)
@@ -141,8 +141,8 @@ def logs(
     if follow and json_:
         raise InvalidInput("--follow and --json don't go together.", "Leave out one of them.")
     client = Transport.from_settings()
-    data = client.get(f"/v1/environments/{env}")
-    path = f"/v1/environments/{data['id']}/logs"
+    data = client.get(f"/v1/environments/{segment(env)}")
+    path = f"/v1/environments/{segment(data['id'])}/logs"
     params: dict[str, Any] = {"build": build} if build else {}
     offset, text = 0, []
     try:
@@ -219,7 +219,7 @@ def _print_status(client: Transport, e: dict[str, Any], show_log: bool) -> None:
 
 def _last_lines(client: Transport, env_id: str, count: int = 15) -> list[str]:
     """The log's last lines so far, without reading the whole of a long log."""
-    path = f"/v1/environments/{env_id}/logs"
+    path = f"/v1/environments/{segment(env_id)}/logs"
     chunk = client.get(path)
     if not chunk.get("more"):
         return list(chunk["text"].splitlines()[-count:])
@@ -269,12 +269,12 @@ def follow_build(
                     progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
 
         while True:
-            chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+            chunk = client.get(f"/v1/environments/{segment(env_id)}/logs", params={"offset": offset})
             offset = chunk["offset"]
             show(chunk)
             if chunk.get("more") and logs and not quiet:
                 continue  # catching up with a long log: no wait
-            data: dict[str, Any] = client.get(f"/v1/environments/{env_id}")
+            data: dict[str, Any] = client.get(f"/v1/environments/{segment(env_id)}")
             b = data.get("build") or {}
             desc = f'Building {data["id"]} "{data["name"]}"'
             if b.get("total_steps"):
@@ -290,7 +290,7 @@ def follow_build(
                 progress.update(task, description=desc, step=data["status"])
             if data["status"] in FINAL:
                 while logs and not quiet:  # the rest, to its end
-                    chunk = client.get(f"/v1/environments/{env_id}/logs", params={"offset": offset})
+                    chunk = client.get(f"/v1/environments/{segment(env_id)}/logs", params={"offset": offset})
                     offset = chunk["offset"]
                     show(chunk)
                     if not chunk.get("more"):
@@ -397,7 +397,7 @@ def build(
 ) -> None:
     """Build an environment now: a predefined one ahead of first use, or a custom one again."""
     client = Transport.from_settings()
-    data = client.post(f"/v1/environments/{env}/build", json={"no_cache": no_cache})
+    data = client.post(f"/v1/environments/{segment(env)}/build", json={"no_cache": no_cache})
     _wait_and_report(client, data, detach, logs, json_)
 
 
@@ -409,7 +409,7 @@ def delete(
 ) -> None:
     """Delete a custom environment and its image. Refused while it is used or the default."""
     client = Transport.from_settings()
-    data = client.get(f"/v1/environments/{env}")
+    data = client.get(f"/v1/environments/{segment(env)}")
     if not yes:
         if not sys.stdin.isatty():
             raise InvalidInput(
@@ -418,7 +418,7 @@ def delete(
             )
         if not typer.confirm(f"Delete environment {data['name']} ({data['id']})?"):
             raise typer.Exit(1)
-    client.delete(f"/v1/environments/{data['id']}")
+    client.delete(f"/v1/environments/{segment(data['id'])}")
     ok(f"Deleted {data['name']} ({data['id']}).")
 
 

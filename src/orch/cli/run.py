@@ -15,7 +15,7 @@ from orch.cli.output import command, console, err_console, escape, print_json
 from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL
 from orch.client.follow import follow as follow_output
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
 from orch.loop.transcript import transcript_line
 
@@ -94,7 +94,7 @@ def stream(client: Transport, run_id: str, show_log: bool = True) -> dict[str, A
     """Print the run's output as it comes until the run ends; return the ended run."""
     last = follow_output(client, run_id, _printer(show_log))
     # The answer that saw the end carries the run; a server before that is asked for it.
-    return dict(last.get("run") or client.get(f"/v1/runs/{run_id}"))
+    return dict(last.get("run") or client.get(f"/v1/runs/{segment(run_id)}"))
 
 
 def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
@@ -143,7 +143,7 @@ def run(
     try:
         if json_:
             output = _collect(client, run_id, wait=POLL)
-            final = client.get(f"/v1/runs/{run_id}")
+            final = client.get(f"/v1/runs/{segment(run_id)}")
             print_json(_run_json(final, output))
         else:
             err_console.print(
@@ -152,7 +152,7 @@ def run(
             final = stream(client, run_id)
             _finish_line(final)
     except KeyboardInterrupt:
-        client.post(f"/v1/runs/{run_id}/cancel")
+        client.post(f"/v1/runs/{segment(run_id)}/cancel")
         err_console.print(f"Cancelled {run_id}.")
         raise typer.Exit(130) from None
     if final["status"] != "succeeded":
@@ -199,7 +199,7 @@ def list_(
 def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) -> None:
     """Show a run: status, environment and why it was chosen, exit code, reason."""
     client = Transport.from_settings()
-    r = client.get(f"/v1/runs/{run_id}")
+    r = client.get(f"/v1/runs/{segment(run_id)}")
     if json_:
         print_json(_run_json(r, _collect(client, r["id"])) if r["status"] in FINAL else r)
         return
@@ -239,12 +239,14 @@ def events(
     With --json, the list of events ({seq, type, at, ...}); with -f too, one event per line."""
     client = Transport.from_settings()
     if json_ and not follow:
-        print_json(client.get(f"/v1/runs/{run_id}/events"))
+        print_json(client.get(f"/v1/runs/{segment(run_id)}/events"))
         return
     after, ended = 0, False
     while True:
-        ended = client.get(f"/v1/runs/{run_id}")["status"] in FINAL
-        found = client.get(f"/v1/runs/{run_id}/events", params={"after": after, "wait": 10 if follow else 0})
+        ended = client.get(f"/v1/runs/{segment(run_id)}")["status"] in FINAL
+        found = client.get(
+            f"/v1/runs/{segment(run_id)}/events", params={"after": after, "wait": 10 if follow else 0}
+        )
         for event in found:
             if json_:  # followed: one object per line, as they come
                 sys.stdout.write(json.dumps(event) + "\n")
@@ -263,8 +265,10 @@ def events(
 def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
     """Cancel a run: at once if queued, else its sandbox is stopped."""
     client = Transport.from_settings()
-    client.post(f"/v1/runs/{run_id}/cancel")
+    client.post(f"/v1/runs/{segment(run_id)}/cancel")
     deadline = time.monotonic() + 30
-    while (r := client.get(f"/v1/runs/{run_id}"))["status"] not in FINAL and time.monotonic() < deadline:
+    while (r := client.get(f"/v1/runs/{segment(run_id)}"))[
+        "status"
+    ] not in FINAL and time.monotonic() < deadline:
         time.sleep(0.3)
     err_console.print(f"{r['id']}: {escape(_summary(r))}")

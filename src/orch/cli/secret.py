@@ -9,7 +9,7 @@ import typer
 
 from orch.cli.output import command, console, ok, print_json
 from orch.cli.utils import JSON, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
 from orch.secret.names import MAX_VALUE_BYTES, check_name, check_value
 
@@ -69,7 +69,7 @@ def set_(
         where = "--value is" if value is not None else "standard input held nothing"
         raise InvalidInput(f"The secret's value is empty: {where}.", PIPE_FIX)
     check_value(text)
-    data = Transport.from_settings().put(f"/v1/secrets/{name}", json={"value": text})
+    data = Transport.from_settings().put(f"/v1/secrets/{segment(name)}", json={"value": text})
     done = "Created" if data["created_at"] == data["updated_at"] else "Updated"
     ok(f"{done} secret {data['name']}: agents that list it under secrets: in orch.yaml get it.")
 
@@ -98,5 +98,5 @@ def list_(json_: bool = JSON) -> None:
 def delete(name: str = NAME) -> None:
     """Delete a secret: runs of agents that ask for it fail from then on, naming it."""
     check_name(name)
-    Transport.from_settings().delete(f"/v1/secrets/{name}")
+    Transport.from_settings().delete(f"/v1/secrets/{segment(name)}")
     ok(f"Deleted secret {name}.")

@@ -12,7 +12,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, packed, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput, OrchError
 
 app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
@@ -76,13 +76,13 @@ def deploy(
     if public:
         params["public"] = "true"
     dep = client.post(
-        f"/v1/services/{service}/deploy",
+        f"/v1/services/{segment(service)}/deploy",
         params=params,
         content=bundle.data,
         headers={"Content-Type": "application/gzip"},
     )
     if dep.get("unchanged"):
-        svc = client.get(f"/v1/services/{service}")
+        svc = client.get(f"/v1/services/{segment(service)}")
         if json_:
             print_json({**_json(svc), "deployment": dep})
         else:
@@ -104,8 +104,8 @@ def deploy(
         return
     while dep["status"] not in FINAL:
         time.sleep(0.5)
-        dep = client.get(f"/v1/services/{service}/deployments/{dep['version']}")
-    svc = client.get(f"/v1/services/{service}")
+        dep = client.get(f"/v1/services/{segment(service)}/deployments/{segment(dep['version'])}")
+    svc = client.get(f"/v1/services/{segment(service)}")
     if json_:
         print_json({**_json(svc), "deployment": dep})
     elif dep["status"] == "ready":
@@ -152,7 +152,7 @@ def list_(json_: bool = JSON) -> None:
 def status(name: str = typer.Argument(..., help="Service name or id."), json_: bool = JSON) -> None:
     """Show a service: state, uptime, restarts, image, URL, and its last output after a crash."""
     client = Transport.from_settings()
-    s = client.get(f"/v1/services/{name}")
+    s = client.get(f"/v1/services/{segment(name)}")
     if json_:
         print_json(_json(s))
         return
@@ -197,7 +197,7 @@ def logs(
     try:
         while True:
             params = {"offset": offset, "wait": 10 if follow else 0}
-            chunk = client.get(f"/v1/services/{name}/logs", params=params)
+            chunk = client.get(f"/v1/services/{segment(name)}/logs", params=params)
             sys.stdout.write(chunk["text"])
             sys.stdout.flush()
             offset = chunk["offset"]
@@ -211,7 +211,7 @@ def logs(
 @command
 def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Restart a service in a new container (a stopped one too)."""
-    s = Transport.from_settings().post(f"/v1/services/{name}/restart")
+    s = Transport.from_settings().post(f"/v1/services/{segment(name)}/restart")
     ok(f"{s['name']} restarted ({s['state']}).")
 
 
@@ -219,7 +219,7 @@ def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None
 @command
 def stop(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Stop a service; it stays stopped (server restarts too) until `orch service restart`."""
-    s = Transport.from_settings().post(f"/v1/services/{name}/stop")
+    s = Transport.from_settings().post(f"/v1/services/{segment(name)}/stop")
     ok(f"{s['name']} stopped.")
 
 
@@ -231,7 +231,7 @@ def delete(
 ) -> None:
     """Delete a service: its container, images and logs."""
     client = Transport.from_settings()
-    s = client.get(f"/v1/services/{name}")
+    s = client.get(f"/v1/services/{segment(name)}")
     if not yes:
         if not sys.stdin.isatty():
             raise InvalidInput(
@@ -239,7 +239,7 @@ def delete(
             )
         if not typer.confirm(f"Delete service {s['name']} ({s['id']})?"):
             raise typer.Exit(1)
-    client.delete(f"/v1/services/{s['id']}")
+    client.delete(f"/v1/services/{segment(s['id'])}")
     ok(f"Deleted {s['name']}.")
 
 

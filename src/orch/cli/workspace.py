@@ -8,7 +8,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json
 from orch.cli.utils import JSON, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, segment
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
@@ -106,5 +106,5 @@ def revoke_token(
     token_id: str = typer.Argument(..., help="Token id (tok_…), from `orch token list`."),
 ) -> None:
     """Revoke a token: refused from the next request on."""
-    data = Transport.from_settings().delete(f"/v1/tokens/{token_id}")
+    data = Transport.from_settings().delete(f"/v1/tokens/{segment(token_id)}")
     ok(f"Revoked {data['name']} ({data['id']}) of workspace {data['workspace']}.")

@@ -76,9 +76,10 @@ def _import_httpx() -> None:
             del sys.modules["httpx._main"]
 
 
-def segment(value: str) -> str:
-    """`value` as one segment of a path (an id or a name the user typed)."""
-    return quote(value, safe="")
+def segment(value: str | int) -> str:
+    """`value` as one segment of a path (an id, a version, or a name the user typed: "a?b" or
+    "a/versions/1" must name that one thing, never another path)."""
+    return quote(str(value), safe="")
 
 
 def _proxied() -> bool:

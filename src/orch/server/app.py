@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server import metrics, proxy, sandbox_relay
+from orch.server import metrics, paths, proxy, sandbox_relay
 from orch.server.api import (
     agents,
     environments,
@@ -82,6 +82,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     metrics.install(app, platform)
     if not platform.runs_work:  # a cluster's server: its nodes hold the sandboxes on demand
         app.add_middleware(sandbox_relay.SandboxRelay, platform=platform, state=app.state)
+    app.add_middleware(paths.EncodedSeparators)  # outermost: before any relay or route sees the path
 
     @app.api_route("/services/{rest:path}", methods=list(proxy.METHODS), include_in_schema=False)
     def services_moved(request: Request) -> RedirectResponse:

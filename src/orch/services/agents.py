@@ -35,7 +35,7 @@ DOCKERFILE_NOT_USED = (
 
 def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool) -> PublishedView:
     """Store `data` (a bundle) as the next version of agent `name`; nothing is stored on refusal."""
-    check_name(name, "Agent name")
+    check_name(name, "Agent name", id_prefix="agt_")
     info = inspect_bundle(data)
     if (loop := info.manifest.loop) is not None:  # the server calls only the allowed endpoints
         check_allowed(loop.provider, loop.base_url, platform.config.model_endpoints)

@@ -42,7 +42,7 @@ def deploy(
     """Store `data` as the service's next version and queue its deployment; nothing is stored
     (and nothing deployed) on refusal. `public` (or `public: true` in orch.yaml): the proxy
     answers anyone once this version serves; each deployment says it again (private otherwise)."""
-    check_name(name, "Service name")
+    check_name(name, "Service name", id_prefix="svc_")
     info = inspect_bundle(data)
     argv = _command(info, command)
     validation = checked_dockerfile(info.dockerfile) if info.dockerfile is not None else None

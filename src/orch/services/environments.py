@@ -170,7 +170,7 @@ def create(
     platform: Platform, ws_id: str, name: str, text: str, no_cache: bool = False
 ) -> CreatedEnvironment:
     """Validate, then reuse a cached image at once or queue a build."""
-    check_name(name)
+    check_name(name, id_prefix="env_")
     validation = dockerfile.validate(text)
     if not validation.ok:
         errors = [f for f in validation.findings if f.severity == dockerfile.Severity.ERROR]

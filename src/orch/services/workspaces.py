@@ -146,7 +146,7 @@ def new_workspace(platform: Platform, caller: Caller, name: str) -> NewWorkspace
     """A workspace made by an admin, with its first token: a plain token of that workspace (an
     admin one would see every other workspace, which a tenant must not)."""
     require_admin(caller, "create workspaces")
-    check_name(name, "Workspace name")
+    check_name(name, "Workspace name", id_prefix="ws_")
     with platform.store.session() as s:
         if s.scalar(select(WorkspaceRow).where(WorkspaceRow.name == name)) is not None:
             raise Conflict(f"A workspace named {name} exists already.", "Choose another name.")
