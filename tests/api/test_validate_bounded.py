@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orch.dockerfile.bounded import MAX_TEXT
 from orch.engine.fake import FakeEngine
 from orch.server.api.environments import MAX_DOCKERFILE
 from orch.server.app import create_app
@@ -30,7 +31,7 @@ def worst() -> str:
     """As much of the slowest text known as the server accepts: words of 50,000 characters,
     joined by continuations, which BuildKit's lexer grows one character at a time (30 s)."""
     word = "a" * 50_000
-    count = (MAX_DOCKERFILE - len(BASE) - 10) // (len(word) + 2)
+    count = (MAX_TEXT - len(BASE) - 10) // (len(word) + 2)
     return BASE + "RUN echo " + "\\\n".join([word] * count) + "\n"
 
 
@@ -39,7 +40,7 @@ def largest_real() -> str:
     packages = "".join(f"    package-number-{n:05} \\\n" for n in range(4_000))
     script = "".join(f"echo 'step {n}: configure the tools' >> /tmp/setup.log\n" for n in range(2_000))
     text = BASE + "RUN pip install \\\n" + packages + "    last\nRUN <<EOF\n" + script + "EOF\n"
-    assert MAX_DOCKERFILE // 2 < len(text) <= MAX_DOCKERFILE
+    assert MAX_TEXT // 2 < len(text) <= MAX_TEXT
     return text
 
 
@@ -90,7 +91,7 @@ def healthz_while_validating(client: httpx.Client, text: str) -> tuple[list[floa
 
 def test_healthz_answers_while_the_worst_parse_runs(client: httpx.Client) -> None:
     text = worst()
-    assert len(text) <= MAX_DOCKERFILE
+    assert len(text) <= MAX_TEXT
     # On a busy 2-core machine the scheduler alone can hold a thread back for 100 ms now and
     # then, so a run may be repeated; a parse that holds the GIL fails every run, by seconds.
     for _attempt in range(3):
@@ -124,3 +125,21 @@ def test_the_same_bytes_get_the_cli_verdict(client: httpx.Client) -> None:
     # A lone CR is no line break (as to BuildKit and `orch env validate -f`): one RUN, accepted.
     _, response = post(client, BASE + "RUN echo a\rEXPOSE 80\n")
     assert response.json() == {"ok": True, "findings": []}
+
+
+def test_a_dockerfile_over_the_size_limit_gets_the_same_finding_from_validate_and_create(
+    client: httpx.Client,
+) -> None:
+    text = BASE + "RUN true\n" * (MAX_TEXT // 9)  # 12,000 short lines over the limit
+    assert MAX_TEXT < len(text) <= MAX_DOCKERFILE
+    _, response = post(client, text)
+    assert response.status_code == 200 and response.json()["ok"] is False
+    [finding] = response.json()["findings"]
+    assert "more than the limit of 262,144" in finding["message"]
+    created = client.post("/v1/environments", json={"name": "huge", "dockerfile": text})
+    assert created.status_code == 422 and created.json()["error"] == "invalid_dockerfile"
+    assert "more than the limit of 262,144" in created.json()["message"]
+    assert client.get("/v1/environments/huge").status_code == 404
+    # Far beyond it, the request itself is refused.
+    _, response = post(client, BASE + "#" * MAX_DOCKERFILE)
+    assert response.status_code == 422 and response.json()["error"] == "invalid_input"

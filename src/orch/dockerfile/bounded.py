@@ -16,10 +16,13 @@ from orch.dockerfile.findings import Finding, error
 from orch.dockerfile.validate import Validation, check
 
 TIME_LIMIT = 1.5  # seconds; with the exchange, a request is answered within 2 s
+MAX_TEXT = 256 * 1024  # characters: a Dockerfile longer than this is refused, wherever it comes from
 
 
 def validate(text: str) -> Validation:
     """Check a Dockerfile's text (see validate.check) within TIME_LIMIT; never raises, whatever the text."""
+    if len(text) > MAX_TEXT:  # the same verdict from the CLI, the API and a bundle's Dockerfile
+        return Validation((_too_long(text),), ())
     answer = worker_pool.run({"text": text}, TIME_LIMIT)
     if answer is None:
         return check(text)
@@ -28,6 +31,16 @@ def validate(text: str) -> Validation:
     if "bug" in answer:
         raise RuntimeError(f"Checking the Dockerfile failed: {answer['bug']}")
     return worker.from_wire(answer)
+
+
+def _too_long(text: str) -> Finding:
+    return error(
+        1,
+        "",
+        f"The Dockerfile has {len(text):,} characters, more than the limit of {MAX_TEXT:,} (256 KiB).",
+        "Download large data in a RUN step, or move long scripts into files the build fetches, "
+        "instead of writing them into the Dockerfile.",
+    )
 
 
 def _stopped(stopped: worker_pool.Stopped, text: str) -> Finding:

@@ -18,6 +18,24 @@ HEREDOC = BASE + "RUN <<EOF\n" + HEREDOC_BODY + "EOF\nENV DONE=1\n"
 LONG_WORD = BASE + "RUN echo " + "a" * 50_000 + ("\\\n" + "a" * 50_000) * 4 + "\n"  # 30 s uncapped
 
 
+@pytest.fixture(autouse=True)
+def no_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These cases are about the parser's time, on texts up to 4x the size anything accepts."""
+    monkeypatch.setattr(bounded, "MAX_TEXT", 10 * 2**20)
+
+
+def test_a_text_over_the_size_limit_gets_one_finding_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bounded, "MAX_TEXT", 256 * 1024)
+    seconds, v = timed(CONTINUED)
+    assert seconds < 0.5, seconds
+    [finding] = v.findings
+    assert (finding.line, finding.severity.value) == (1, "error") and not v.ok
+    assert f"has {len(CONTINUED):,} characters, more than the limit of 262,144" in finding.message
+    room = 256 * 1024 - len(BASE)
+    at_the_limit = BASE + "#" * 99 + "\n" + ("#" * 99 + "\n") * (room // 100 - 1) + "#" * (room % 100)
+    assert len(at_the_limit) == 256 * 1024 and validate(at_the_limit).ok
+
+
 def timed(text: str) -> tuple[float, Validation]:
     validate(BASE)  # a worker is running: its start is not what is measured
     started = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from orch.dockerfile.bounded import MAX_TEXT
 from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
 from orch.services import agents
 from orch.services import environments as envs
@@ -19,7 +20,9 @@ from orch.services.views import (
 
 router = APIRouter(prefix="/v1", tags=["environments"])
 
-MAX_DOCKERFILE = 256 * 1024
+# Texts up to 4x the validator's limit reach it, so that one a little too long gets the same
+# finding here as from `orch env validate`; longer ones are refused as a request.
+MAX_DOCKERFILE = 4 * MAX_TEXT
 
 
 class CreateEnvironment(BaseModel):
