@@ -131,3 +131,11 @@ def test_a_name_with_url_characters_names_that_one_agent(cli, tmp_path: Path) ->
     assert res.exit_code == 2 and "Agent name 'a b' is not valid" in res.output
     shown = json.loads(cli("agents", "show", "victim", "--json").output)
     assert [v["version"] for v in shown["versions"]] == [1]
+
+
+def test_a_manifest_that_is_not_utf8_exits_2(cli, tmp_path: Path) -> None:
+    root = Path(agent_dir(tmp_path, "latin", {"main.py": "print(1)\n"}))
+    (root / "orch.yaml").write_bytes(b'name: "caf\xe9"\n')
+    res = cli("publish", str(root))
+    assert res.exit_code == 2 and "orch.yaml is not UTF-8 text (byte 10)." in res.output
+    assert "Save orch.yaml as UTF-8." in res.output and "This is a bug" not in res.output

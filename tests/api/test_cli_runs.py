@@ -33,8 +33,8 @@ def cli(
 
     monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
 
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args))
+    def invoke(*args: str, input: bytes | None = None) -> Result:
+        return runner.invoke(app, list(args), input=input)
 
     return invoke
 
@@ -112,6 +112,25 @@ def test_detached_run_and_an_unknown_agent(cli, agent: str) -> None:  # type: ig
     assert run_id.startswith("run_")
     missing = cli("run", "nope")
     assert missing.exit_code == 2 and "nope" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_input_that_is_not_utf8_text_or_json_exits_2(cli, agent: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'"\xff"')
+    for args, stdin, said in [
+        (("--input", "-"), b'"\xff"', "The standard input is not UTF-8 text (byte 1)."),
+        (("--input", f"@{bad}"), None, f"The input file '{bad}' is not UTF-8 text (byte 1)."),
+        (("--input", '"\udcff"'), None, "The input is not UTF-8 text (character 1)."),
+        (("--env", "A=\udcff"), None, "--env 'A' is not UTF-8 text"),
+        (("--input", "NaN"), None, "The input is not valid JSON (NaN is not a JSON value)."),
+        (("--input", "[Infinity]"), None, "Infinity is not a JSON value"),
+    ]:
+        res = cli("run", agent, *args, input=stdin)
+        assert res.exit_code == 2 and said in res.stderr, (args, res.output)
+        assert "This is a bug" not in res.output
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
+    # A byte-order mark is dropped, from standard input as from a file.
+    assert cli("run", agent, "--input", "-", "--detach", input=b'\xef\xbb\xbf"x"').exit_code == 0
 
 
 @pytest.mark.parametrize("limit", ["0", "501"])

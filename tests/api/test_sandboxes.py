@@ -84,7 +84,7 @@ def test_limits_timeout_and_network_are_taken(api: httpx.Client, holder: FakeHol
     [
         ({"memory": "lots"}, 400, "memory: 'lots' is not a size."),
         ({"memory": "1Mi"}, 400, "memory: '1Mi' is less than the minimum of 16 MiB."),
-        ({"cpus": 0}, 400, "cpus: 0.0 is not between 0 and 64 CPUs."),
+        ({"cpus": 0}, 400, "cpus: 0.0 is not between 0.01 and 64 CPUs."),
         ({"timeout": 0}, 400, "An idle timeout of 0 seconds is out of range."),
         ({"timeout": 86401}, 400, "An idle timeout of 86401 seconds is out of range."),
         ({"environment": "nope"}, 404, "No environment 'nope' in this workspace."),
@@ -510,6 +510,12 @@ def test_cli_create_exec_cp_list_rm(cli, holder: FakeHolder, tmp_path: Path) -> 
         (("sandbox", "cp", "/no/such/file", "sbx_nothere00:x"), "Cannot read '/no/such/file'"),
         (("sandbox", "rm", "sbx_nothere00"), "No sandbox 'sbx_nothere00' in this workspace."),
         (("sandbox", "rm", "../etc"), "'../etc' is not a sandbox id."),
+        # Floats no JSON request can carry (they ended in "This is a bug" once).
+        (("sandbox", "create", "--cpus", "nan"), "--cpus nan is not a number."),
+        (("sandbox", "create", "--cpus", "inf"), "--cpus inf is not a number."),
+        (("sandbox", "create", "--cpus", "1e-9"), "cpus: 1e-09 is not between 0.01 and 64 CPUs."),
+        (("sandbox", "exec", "sbx_x", "--timeout", "nan", "--", "true"), "--timeout nan is not a number."),
+        (("sandbox", "exec", "sbx_x", "--env", "A=\udcff", "--", "true"), "--env 'A' is not UTF-8 text"),
     ],
 )
 def test_cli_bad_input_exits_2_with_a_sentence(
@@ -519,6 +525,13 @@ def test_cli_bad_input_exits_2_with_a_sentence(
     assert res.exit_code == 2, res.output
     assert said in res.stderr and "Traceback" not in res.output
     assert rows(platform) == []
+
+
+def test_cli_exec_stdin_that_is_not_text_is_refused(cli, holder: FakeHolder) -> None:
+    sandbox_id = cli("sandbox", "create").stdout.strip()
+    res = cli("sandbox", "exec", sandbox_id, "-i", "--", "wc", "-c", input=b"\x00\xff\xfebinary")
+    assert res.exit_code == 2 and "The standard input is not UTF-8 text (byte 1)." in res.stderr
+    assert "orch sandbox cp" in res.stderr and "This is a bug" not in res.output
 
 
 def test_cli_limit_reached_exits_2(cli, platform: Platform) -> None:

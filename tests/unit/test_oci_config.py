@@ -142,6 +142,12 @@ def test_limits_memory_with_equal_swap_pids_cpu_and_no_devices() -> None:
     assert res["devices"] == [{"allow": False, "access": "rwm"}]
 
 
+def test_a_cpu_share_too_small_for_the_kernel_is_its_least_quota_never_none() -> None:
+    # round(1e-9 * 100_000) is 0, and runc writes a quota of 0 as "max": no limit at all.
+    tiny = ContainerSpec(image="i", argv=["x"], name="n", labels={}, cpus=1e-9)
+    assert oci.config(tiny, layout())["linux"]["resources"]["cpu"] == {"quota": 1000, "period": 100_000}
+
+
 def test_no_limits_no_sections() -> None:
     bare = ContainerSpec(image="i", argv=["x"], name="n", labels={})
     assert oci.config(bare, layout())["linux"]["resources"] == {

@@ -11,6 +11,7 @@ from orch.sizes import parse_size
 
 MiB = 1024**2
 GiB = 1024**3
+MIN_CPUS = 0.01
 _SECONDS = re.compile(r"([0-9]{1,9})\s*([smh]?)")
 _SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -38,8 +39,13 @@ class Resources(BaseModel):
                 number = None
         if number is None:
             raise problem(f"{show(value)} is not a number of CPUs.", "Use a number such as 1 or 0.5.")
-        if not 0 < number <= 64:
-            raise problem(f"{show(value)} is not between 0 and 64 CPUs.", "Use more than 0 and at most 64.")
+        # A hundredth of a CPU is the least the kernel's CPU quota takes (1 ms in each 100 ms);
+        # less would round to no quota at all, which runc reads as no limit.
+        if not MIN_CPUS <= number <= 64:
+            raise problem(
+                f"{show(value)} is not between {MIN_CPUS:g} and 64 CPUs.",
+                f"Use {MIN_CPUS:g} (a hundredth of one CPU) to 64.",
+            )
         return number
 
     @field_validator("memory_bytes", mode="before")

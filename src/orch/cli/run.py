@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
-from orch.cli.utils import JSON, plain_table, variables
+from orch.cli.utils import JSON, plain_table, utf8, variables
 from orch.client.follow import FINAL, POLL
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, segment
@@ -25,26 +25,31 @@ app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no
 def _read_input(value: str | None) -> str:
     if value is None:
         return ""
+    fix = "Pass JSON in UTF-8 text."
     if value == "-":
-        text = sys.stdin.read()
+        text = utf8(sys.stdin.buffer.read(), "The standard input", fix)
     elif value.startswith("@"):
         try:
-            text = Path(value[1:]).read_text(encoding="utf-8-sig")
+            text = utf8(Path(value[1:]).read_bytes(), f"The input file {value[1:]!r}", fix)
         except OSError as e:
             raise InvalidInput(
                 f"Cannot read the input file {value[1:]!r}: {e.strerror}.",
                 "Pass --input @FILE with a readable file.",
             ) from None
     else:
-        text = value
+        text = utf8(value, "The input", fix)
     try:
-        json.loads(text)
+        json.loads(text, parse_constant=_not_json)
     except ValueError as e:
         raise InvalidInput(
             f"The input is not valid JSON ({e}).",
             'Pass JSON, e.g. --input \'{"url": "https://example.org"}\', or --input @file.json.',
         ) from None
     return text
+
+
+def _not_json(word: str) -> None:
+    raise ValueError(f"{word} is not a JSON value")  # Python's json reads NaN and Infinity
 
 
 def _env_text(run: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
-from orch.cli.utils import JSON, plain_table, variables
+from orch.cli.utils import JSON, finite, plain_table, utf8, variables
 from orch.client.transport import CREATE_TIMEOUT, Transport
 from orch.errors import InvalidInput, OrchError, from_dict
 
@@ -25,6 +25,14 @@ MARGIN = 30.0  # seconds an answer may take beyond the command's own timeout
 DEFAULT_EXEC_TIMEOUT = 60.0  # the server's, for the wait of a collected answer
 # ID:PATH in `cp`: a sandbox's id, a colon, a path in it.
 _REMOTE = re.compile(r"^(sbx_[0-9a-z]+):(.*)$", re.DOTALL)
+
+
+def _stdin() -> str:
+    return utf8(
+        sys.stdin.buffer.read(),
+        "The standard input",
+        "Give -i text; copy binary data in with `orch sandbox cp` and run the command on the file.",
+    )
 
 
 def _path(sandbox_id: str) -> str:
@@ -62,6 +70,7 @@ def create(
     json_: bool = JSON,
 ) -> None:
     """Start a sandbox and hold it open; prints its id (the rest goes to stderr)."""
+    finite(cpus, "--cpus")
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
     server = Transport.from_settings()
     created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
@@ -95,12 +104,13 @@ def exec_(
 
     orch exits with the command's exit code (124: it timed out); with --json, the result is
     printed at the end."""
+    finite(timeout, "--timeout")
     body = {
         "command": argv,
         "timeout": timeout,
         "env": variables(env) or None,
         "workdir": workdir,
-        "stdin": sys.stdin.read() if stdin else None,
+        "stdin": _stdin() if stdin else None,
     }
     client = Transport.from_settings()
     wait = client.waiting((timeout or DEFAULT_EXEC_TIMEOUT) + MARGIN)

@@ -1,11 +1,13 @@
 """What the CLI's commands share: the --json option, the style of their tables, --env KEY=VALUE,
-and the name a bundle directory gets by default.
+text that must be UTF-8, float options that must be numbers, and the name a bundle directory gets
+by default.
 
 The bundle packer is imported where it is used: every command imports this module, and the
 packer's models (pydantic) alone cost more than a light command's whole run."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,10 +28,33 @@ def plain_table() -> Table:
     return Table()
 
 
+def utf8(data: bytes | str, what: str, fix: str) -> str:
+    """`data` as text, or InvalidInput saying `what` is not UTF-8 (bytes: a file or standard
+    input, a BOM dropped as editors write it; text: an argument, whose undecodable bytes Python
+    kept as lone surrogates that no request can carry)."""
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{what} is not UTF-8 text (byte {exc.start}).", fix) from None
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} is not UTF-8 text (character {exc.start}).", fix) from None
+    return data
+
+
+def finite(value: float | None, option: str) -> None:
+    """InvalidInput for a float option given nan or inf (which no JSON request can carry)."""
+    if value is not None and not math.isfinite(value):
+        raise InvalidInput(f"{option} {value} is not a number.", f"Pass {option} with a number such as 0.5.")
+
+
 def variables(pairs: list[str]) -> dict[str, str]:
     """The environment variables of repeated `--env KEY=VALUE` options."""
     found = {}
     for pair in pairs:
+        utf8(pair, f"--env {pair.partition('=')[0]!r}", "Pass values as UTF-8 text.")
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"--env {pair!r} is not KEY=VALUE.", "Pass e.g. --env LOG_LEVEL=debug.")
@@ -57,7 +82,8 @@ def default_name(root: Path, what: str) -> str:
     for candidate in ("orch.yaml", "orch.yml"):
         path = root / candidate
         if path.is_file():
-            name = parse_manifest(path.read_text(encoding="utf-8-sig"), candidate).name
+            text = utf8(path.read_bytes(), candidate, f"Save {candidate} as UTF-8.")
+            name = parse_manifest(text, candidate).name
             if name:
                 return name
     slug = re.sub(r"[^a-z0-9._-]+", "-", root.resolve().name.lower()).strip("-._")

@@ -135,7 +135,8 @@ def resources(spec: ContainerSpec) -> dict[str, Any]:
         # Swap equal to memory: the limit is a real limit, not a slow path to the disk.
         out["memory"] = {"limit": spec.memory_bytes, "swap": spec.memory_bytes}
     if spec.cpus:
-        out["cpu"] = {"quota": round(spec.cpus * CPU_PERIOD), "period": CPU_PERIOD}
+        # Never 0 (runc reads a quota of 0 as none): at least the kernel's least, 1 ms a period.
+        out["cpu"] = {"quota": max(1000, round(spec.cpus * CPU_PERIOD)), "period": CPU_PERIOD}
     if spec.pids:
         out["pids"] = {"limit": spec.pids}
     return out

@@ -139,8 +139,8 @@ BAD = [
     ),
     ("resources:\n  memory: true\n", 2, "resources.memory: True is not a size.", "512Mi"),
     ("resources:\n  memory: -5\n", 2, "resources.memory: -5 is less than the minimum", "16Mi"),
-    ("resources: {cpus: 0}", 1, "resources.cpus: 0 is not between 0 and 64 CPUs.", "more than 0"),
-    ("resources: {cpus: 65}", 1, "resources.cpus: 65 is not between 0 and 64 CPUs.", "at most 64"),
+    ("resources: {cpus: 0}", 1, "resources.cpus: 0 is not between 0.01 and 64 CPUs.", "a hundredth"),
+    ("resources: {cpus: 65}", 1, "resources.cpus: 65 is not between 0.01 and 64 CPUs.", "to 64"),
     ("resources: {cpus: many}", 1, "resources.cpus: 'many' is not a number of CPUs.", "0.5"),
     ("resources: {cpus: .nan}", 1, "resources.cpus: nan is not between", "64"),
     (
