@@ -4,6 +4,7 @@ public and private services, what passes each way, event streams, WebSockets, dr
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,15 @@ class _Service(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(text)))
         self.send_header("Set-Cookie", "session=abc; Path=/")
         self.send_header("Set-Cookie", "orch_token=stolen; Path=/")
+        self.end_headers()
+        self.wfile.write(text)
+
+    def do_POST(self) -> None:
+        # http.server answers a request's "Expect: 100-continue" with an interim 100 first.
+        size = int(self.headers.get("Content-Length") or 0)
+        text = json.dumps({"path": self.path, "got": self.rfile.read(size).decode()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
         self.end_headers()
         self.wfile.write(text)
 
@@ -341,3 +351,39 @@ def test_a_redeploy_or_a_stop_closes_websockets_cleanly(
         with pytest.raises(ConnectionClosedOK):
             ws.recv(5)
     assert (ws.close_code, ws.close_reason) == (routing.GOING_AWAY, "the service was stopped")
+
+
+def test_an_interim_answer_is_never_taken_for_the_answer_nor_left_for_the_next_caller(
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, service: None
+) -> None:
+    # Once, the service's 100 Continue went back as the answer, and its real answer stayed on the
+    # kept-alive connection: the next caller got it, and each later one the one before's.
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    for n in range(3):
+        sent = site.post(
+            f"/services/team/web/upload?n={n}", content=b"attacker", headers={"Expect": "100-continue"}
+        )
+        assert sent.status_code == 200 and sent.json() == {"path": f"/upload?n={n}", "got": "attacker"}
+        mine = site.get(f"/services/team/web/echo?user=victim{n}")
+        assert mine.status_code == 200 and mine.json()["path"] == f"/echo?user=victim{n}"
+
+
+def test_a_service_that_refuses_connections_is_skipped_until_its_route_changes(
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a connection is refused
+        monkeypatch.setattr(use_cases, "PORT", closed.getsockname()[1])
+        refused_then_skipped(site, platform)
+
+
+def refused_then_skipped(site: httpx.Client, platform: Platform) -> None:
+    first = site.get("/services/team/web/")
+    assert first.status_code == 503 and "the connection was refused" in first.json()["message"]
+    # The next requests do not try the vanished process again (each would wait out a connect
+    # timeout once its address is gone), until the supervisor changes the route.
+    again = site.get("/services/team/web/")
+    assert again.status_code == 503 and "is not answering: its process stopped" in again.json()["message"]
+    routing.of(platform).changed()
+    assert "the connection was refused" in site.get("/services/team/web/").json()["message"]

@@ -129,6 +129,11 @@ class ServiceProxy:
         wanted = _header(scope, relay.REPLICA_HEADER) if self.for_node else None
         if wanted is not None:  # the replica the server picked first, if it is still here
             backends.sort(key=lambda b: b.container.encode() != wanted)
+        if not backends and route.backends:  # each refused a connection a moment ago
+            raise ServiceUnavailable(
+                f"The service {name} is not answering: its process stopped, and it is being restarted.",
+                deployed.SEE_STATUS_AND_LOGS,
+            )
         if not backends:
             raise ServiceUnavailable(
                 f"The service {name} is {route.state}, not running.", deployed.SEE_STATUS_AND_LOGS
@@ -193,10 +198,13 @@ class ServiceProxy:
                 )
             except UpstreamError as e:
                 end()
-                # Nothing was sent (or, for a request without effects, nothing came back: a kept-
-                # alive connection the service had closed): another replica can take it, and the
-                # last one another connection. A body read already cannot be sent again.
-                again = isinstance(e, ConnectFailed) or (
+                if isinstance(e, ConnectFailed) and e.refused:
+                    self.routing.refused(backend.container)
+                # Nothing was sent: another replica can take it. For a request without effects
+                # on a kept-alive connection the service had closed (nothing came back), the
+                # last replica too, on a new connection; not after a failed connect, which would
+                # only fail again. A body read already cannot be sent again.
+                again = (isinstance(e, ConnectFailed) and attempt < len(backends) - 1) or (
                     isinstance(e, NothingCame) and scope["method"] in _SAFE
                 )
                 if again and not has_body and attempt < len(backends):
@@ -228,8 +236,11 @@ class ServiceProxy:
             await send({"type": "http.response.body", "body": b""})
             return
         if answer.header(b"content-length") is not None:  # bounded: no need to watch the client leave
-            async for chunk in answer.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in answer.body():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError as e:  # the client sees the answer end short of its length
+                raise ServiceUnavailable(f"The service's answer broke off: {e}.", "") from None
             await send({"type": "http.response.body", "body": b""})
             return
         if not (answer.header(b"content-type") or b"").startswith(EVENT_STREAM):
@@ -323,7 +334,7 @@ async def pump(
         return  # nobody to answer
     if waiters[0] in done and (error := waiters[0].exception()) is not None:
         # The service broke off its answer: so does the proxy (the client sees it incomplete).
-        raise ServiceUnavailable(f"The service's answer broke off ({type(error).__name__}).", "")
+        raise ServiceUnavailable(f"The service's answer broke off: {error}.", "")
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

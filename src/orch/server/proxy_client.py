@@ -15,6 +15,7 @@ CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # until the answer begins, and between two pieces of it
 IDLE_PER_ADDRESS = 64  # kept-alive connections kept per container
+MAX_INTERIM = 16  # interim (1xx) answers before the answer
 
 
 class UpstreamError(Exception):
@@ -22,7 +23,12 @@ class UpstreamError(Exception):
 
 
 class ConnectFailed(UpstreamError):
-    """No connection: nothing was sent."""
+    """No connection: nothing was sent. `refused`: the address answered that nothing listens
+    (the service's process is gone), rather than not answering in time."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class NothingCame(UpstreamError):
@@ -80,8 +86,10 @@ class Answer:
                 while data := await _read(reader.read(CHUNK)):
                     yield data
             self._done = True
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
-            raise UpstreamError(f"the answer broke off ({type(e).__name__})") from None
+        except TimeoutError:
+            raise UpstreamError(f"the answer stalled for {READ_TIMEOUT:g} s") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            raise UpstreamError("the answer broke off") from None
 
     def release(self) -> None:
         """Give the connection back for the next request if the answer was read whole."""
@@ -121,8 +129,11 @@ class Client:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     reader, writer = await asyncio.open_connection(address, port, limit=MAX_HEAD)
-            except (OSError, TimeoutError) as e:
-                raise ConnectFailed(f"{type(e).__name__}") from None
+            except TimeoutError:
+                raise ConnectFailed(f"no connection within {CONNECT_TIMEOUT:g} s") from None
+            except OSError as e:
+                refused = isinstance(e, ConnectionRefusedError)
+                raise ConnectFailed("the connection was refused" if refused else _said(e), refused) from None
             conn = _Connection(reader, writer)
         head = [f"{method} {target} HTTP/1.1\r\nhost: {address}:{port}\r\n".encode("latin-1")]
         head += [k + b": " + v + b"\r\n" for k, v in headers]
@@ -147,14 +158,27 @@ class Client:
                     conn.writer.write(b"0\r\n\r\n")
             await conn.writer.drain()
             raw = await _read(conn.reader.readuntil(b"\r\n\r\n"))
+            # Interim answers (100 Continue, 103 Early Hints) come before the answer: never the
+            # answer (the client's own 100 Continue is its server's). Reading one as the answer
+            # left the real one on the kept-alive connection, for the next caller to get.
+            for _ in range(MAX_INTERIM):
+                if not _interim(raw):
+                    break
+                raw = await _read(conn.reader.readuntil(b"\r\n\r\n"))
         except asyncio.IncompleteReadError as e:
             conn.close()
             if not e.partial:
                 raise NothingCame("the connection ended before an answer") from None
             raise UpstreamError("the answer's head broke off") from None
-        except (OSError, asyncio.LimitOverrunError, TimeoutError) as e:
+        except TimeoutError:
             conn.close()
-            raise UpstreamError(f"{type(e).__name__}") from None
+            raise UpstreamError(f"no answer within {READ_TIMEOUT:g} s") from None
+        except asyncio.LimitOverrunError:
+            conn.close()
+            raise UpstreamError(f"the answer's head is larger than {MAX_HEAD // 1024} KiB") from None
+        except OSError as e:
+            conn.close()
+            raise UpstreamError(_said(e)) from None
         return _answer(self, key, conn, method, raw)
 
     def _take(self, key: tuple[str, int]) -> _Connection | None:
@@ -187,6 +211,17 @@ class Client:
         self._idle.clear()
 
 
+def _interim(raw: bytes) -> bool:
+    """Whether an answer's head is an interim one (1xx but 101, which `_answer` refuses)."""
+    status = raw[9:12]  # "HTTP/1.1 1xx"
+    return raw.startswith(b"HTTP/1.") and status.isdigit() and status[0:1] == b"1" and status != b"101"
+
+
+def _said(e: OSError) -> str:
+    """An OS error as a few words ('No route to host'), not a Python name."""
+    return (e.strerror or "the connection failed").rstrip(".")
+
+
 def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str, raw: bytes) -> Answer:
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
@@ -194,6 +229,9 @@ def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str
         conn.close()
         raise UpstreamError("the answer is not HTTP/1.1")
     status = int(parts[1])
+    if status < 200:  # interim ones were skipped; 101 switches protocols, which no request asked
+        conn.close()
+        raise UpstreamError(f"the service answered {status}, which no request of this proxy asks for")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
@@ -203,7 +241,7 @@ def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str
         headers.append((name.strip().lower(), value.strip()))
     found = dict(headers)
     keep = parts[0] == b"HTTP/1.1" and b"close" not in found.get(b"connection", b"").lower()
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+    if method == "HEAD" or status in (204, 304):
         framing, length = "none", 0
     elif b"chunked" in found.get(b"transfer-encoding", b"").lower():
         framing, length = "chunked", 0

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from orch.server.api.deps import TOKEN_COOKIE
@@ -20,6 +20,7 @@ NOT_PASSED = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        "expect",  # 100-continue is between the client and this server, which answers it
         "host",
         "x-forwarded-prefix",
         "orch-relay-token",  # a relayed request's (server/relay.py)
@@ -29,6 +30,15 @@ NOT_PASSED = frozenset(
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
 # its own bearer tokens) passes, an orch token never does.
 _ORCH_TOKEN = b"bearer orch_"
+
+
+def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """The headers a Connection header names: hop-by-hop too (RFC 9110 §7.6.1)."""
+    found: set[bytes] = set()
+    for key, value in headers:
+        if key.lower() == b"connection":
+            found |= {o.strip().lower() for o in value.split(b",") if o.strip()}
+    return found - {b"close", b"keep-alive"}
 
 
 def cookie(header: str, name: str) -> str | None:
@@ -43,9 +53,10 @@ def request_headers(scope: MutableMapping[str, Any], route: Route) -> list[tuple
     """The client's headers as the service gets them: no hop-by-hop header, no orch token (the
     Authorization of a private service always is one), no orch cookie; where it is mounted."""
     out: list[tuple[bytes, bytes]] = []
+    named = _connection_options(scope["headers"])
     for key, value in scope["headers"]:
         k = key.lower()
-        if k.decode("latin-1") in NOT_PASSED or k.startswith(b"sec-websocket-"):
+        if k.decode("latin-1") in NOT_PASSED or k in named or k.startswith(b"sec-websocket-"):
             continue
         if k == b"authorization" and (not route.public or value.lower().startswith(_ORCH_TOKEN)):
             continue
@@ -64,9 +75,10 @@ def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The service's answer headers as the client gets them: no hop-by-hop header, and no
     Set-Cookie of orch's cookie (a service must not sign a browser in or out of orch)."""
     out = []
+    named = _connection_options(raw)
     for key, value in raw:
         k = key.lower()
-        if k.decode("latin-1") in NOT_PASSED:
+        if k.decode("latin-1") in NOT_PASSED or k in named:
             continue
         if k == b"set-cookie" and value.split(b"=", 1)[0].strip() == TOKEN_COOKIE.encode():
             continue

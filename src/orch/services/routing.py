@@ -45,6 +45,8 @@ _MAX_TOKENS = 10_000
 # How long a route read from the store is trusted: changes made by another platform of the store
 # (a node restarted a crashed replica elsewhere, a takeover) reach this proxy within it.
 ROUTE_SECONDS = 1.0
+# How long a container that refused a connection gets no requests, unless the routes change first.
+REFUSED_SECONDS = 3.0
 # WebSocket close codes (RFC 6455 §7.4.1, IANA registry): the service restarts (a redeploy), or
 # goes away (stop, delete).
 RESTARTING, GOING_AWAY = 1012, 1001
@@ -97,6 +99,7 @@ class Routing:
         self._routes: dict[tuple[str, str], tuple[Route | None, float]] = {}  # and until when
         self._generation = 0
         self._draining: set[str] = set()
+        self._refused: dict[str, float] = {}  # containers that refused a connection, until when
         self._in_flight: dict[str, int] = {}
         self._open: dict[str, set[Connection]] = {}
         self._turn = itertools.count()
@@ -151,10 +154,22 @@ class Routing:
             self._generation += 1
             self._routes.clear()
             self._draining.clear()  # the containers drained so far are out of the store's routes
+            self._refused.clear()
+
+    def refused(self, container: str) -> None:
+        """`container` refused a connection: its process is gone. It gets no request until the
+        store's routes change (the supervisor replaces it) or REFUSED_SECONDS pass; without this,
+        the next requests would wait out a connect timeout each on its vanished address."""
+        with self._lock:
+            self._refused[container] = time.monotonic() + REFUSED_SECONDS
 
     def pick(self, route: Route) -> list[Backend]:
-        """The route's backends to try, in order: round robin over those not being drained."""
-        ready = [b for b in route.backends if b.container not in self._draining]
+        """The route's backends to try, in order: round robin over those not being drained and
+        not refusing connections."""
+        now = time.monotonic()
+        with self._lock:
+            out = {c for c, until in self._refused.items() if until > now} | self._draining
+        ready = [b for b in route.backends if b.container not in out]
         if len(ready) < 2:
             return ready
         start = next(self._turn) % len(ready)

@@ -1,0 +1,72 @@
+"""The proxy's HTTP/1.1 client against a raw local server: interim answers skipped, hop-by-hop
+headers (those a Connection header names too) never passed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orch.server.proxy_client import Client, UpstreamError
+from orch.server.proxy_headers import answer_headers, request_headers
+from orch.services.routing import Route
+
+HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def _ask_twice(answers: list[bytes]) -> list[tuple[int, bytes]]:
+    """Two requests over one kept-alive connection to a server that writes `answers[n]` for the
+    n-th request; each one's (status, body)."""
+    served = iter(answers)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(next(served))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client, got = Client(), []
+    try:
+        for n in range(2):
+            answer = await client.request("c", "127.0.0.1", port, "GET", f"/{n}", [], None, None)
+            got.append((answer.status, b"".join([c async for c in answer.body()])))
+            answer.release()
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    return got
+
+
+def test_interim_answers_are_skipped_and_the_connection_stays_in_step() -> None:
+    got = asyncio.run(_ask_twice([HINTS + HINTS + OK, b"HTTP/1.1 100 Continue\r\n\r\n" + OK]))
+    assert got == [(200, b"ok"), (200, b"ok")]
+
+
+def test_switching_protocols_unasked_is_an_error_not_an_answer() -> None:
+    with pytest.raises(UpstreamError, match="answered 101"):
+        asyncio.run(_ask_twice([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", OK]))
+
+
+def test_headers_a_connection_header_names_are_hop_by_hop() -> None:
+    route = Route("team", "ws_1", "svc_1", "web", public=True, state="running", backends=())
+    scope = {
+        "headers": [
+            (b"connection", b"keep-alive, X-Secret"),
+            (b"x-secret", b"s"),
+            (b"expect", b"100-continue"),
+            (b"x-kept", b"k"),
+        ]
+    }
+    sent = dict(request_headers(scope, route))
+    assert b"x-secret" not in sent and b"expect" not in sent and sent[b"x-kept"] == b"k"
+    back = answer_headers([(b"Connection", b"x-hop"), (b"x-hop", b"1"), (b"x-end", b"2")])
+    assert back == [(b"x-end", b"2")]
