@@ -23,7 +23,13 @@ from orch.services.run_output import STREAMS
 from orch.services.views import RunEnvironment, RunLogs, RunUsage, RunView
 from orch.store.schema import AgentRow, AgentVersionRow, RunEventRow, RunRow, utcnow
 
-MAX_INPUT = 1024 * 1024
+# The input is also the sandbox's ORCH_INPUT, and Linux holds at most 128 KiB in one string of a
+# program's environment ("ORCH_INPUT=" and its end included: MAX_ARG_STRLEN); a larger one would
+# be accepted here, then fail the run with "Argument list too long". The same bound holds for
+# each `env` variable, and all of them together with the input stay within MAX_ENVIRONMENT.
+MAX_VARIABLE = 128 * 1024 - 1
+MAX_INPUT = MAX_VARIABLE - len("ORCH_INPUT=")
+MAX_ENVIRONMENT = 1024 * 1024
 # A follower of a run's output wakes for that run's changes; it looks at the store again every
 # FOLLOW_RECHECK seconds all the same (another server on the same database may run it).
 FOLLOW_RECHECK = 2.0
@@ -51,6 +57,12 @@ def create(
                 f"The environment variable name {key!r} is not usable.",
                 "Use letters, digits and '_', not starting with a digit or ORCH_ (reserved).",
             )
+        if len(f"{key}={env[key]}".encode()) > MAX_VARIABLE:
+            raise InvalidInput(
+                f"The environment variable {key} is {len(env[key].encode()):,} bytes, more than one "
+                f"variable can hold ({MAX_VARIABLE - len(key) - 1:,} with its name).",
+                "Pass large data as the run's input or let the agent download it.",
+            )
         if "\x00" in env[key]:
             raise InvalidInput(
                 f"The environment variable {key} holds a NUL character, which no environment "
@@ -59,8 +71,14 @@ def create(
             )
     if len(input.encode()) > MAX_INPUT:
         raise InvalidInput(
-            f"The input is {len(input.encode())} bytes; the limit is {MAX_INPUT}.",
+            f"The input is {len(input.encode()):,} bytes; the limit is {MAX_INPUT:,} (128 KiB, what "
+            "the agent's ORCH_INPUT variable can hold).",
             "Pass a smaller input, or let the agent download large data itself.",
+        )
+    if len(input.encode()) + sum(len(f"{k}={v}".encode()) for k, v in env.items()) > MAX_ENVIRONMENT:
+        raise InvalidInput(
+            "The input and the environment variables are more than 1 MiB together.",
+            "Pass less, or let the agent download large data itself.",
         )
     if "\x00" in input:
         # The agent gets its input in ORCH_INPUT too, and no environment variable can hold NUL;
