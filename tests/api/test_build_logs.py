@@ -153,6 +153,8 @@ def test_failure_output_shows_the_decisive_line_and_points_at_env_logs(
     assert res.exit_code == 1
     assert DECISIVE in res.output and "noise 39" in res.output and "noise 5" not in res.output
     assert "whole log: orch env logs broken" in res.output
+    # An environment keeps its Dockerfile: the way to a fixed one goes through a delete.
+    assert "Fix the step, then `orch env delete broken --yes` and create it again" in res.output
     data = json.loads(cli("env", "status", "broken", "--json").output)
     assert DECISIVE in data["log_excerpt"]
     assert data["base_image"] == base_images.image_tag("code-interpreter")

@@ -121,6 +121,11 @@ def test_failed_build_names_step_and_output(api: httpx.Client, platform: Platfor
     assert "Step 3/3" in env["error"] and "RUN exit 1" in env["error"]
     assert "error: step failed" in env["build"]["log_tail"]
     assert env["build"]["failed_step"].startswith("step 3/3")
+    # Every run relying on the default would fail: refused, and the default stays as it was.
+    resp = api.put("/v1/workspace/default-environment", json={"environment": "broken"})
+    assert resp.status_code == 409 and "its build failed" in resp.json()["message"]
+    assert "delete it and create it again" in resp.json()["fix"]
+    assert api.get("/v1/workspace/default-environment").json()["default"] is None
 
 
 def test_rejected_dockerfile_creates_nothing(api: httpx.Client) -> None:

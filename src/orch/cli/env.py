@@ -236,10 +236,13 @@ def _print_failure(e: dict[str, Any]) -> None:
     # that says why (often far from the end) is shown.
     for line in (b.get("log_tail") or "").splitlines():
         err_console.print(f"    {escape(line)}", soft_wrap=True, style="dim")
-    err_console.print(
-        f"  Fix the step and create the environment again; whole log: orch env logs {e['name']}",
-        soft_wrap=True,
+    name = e["name"]
+    fix = (  # an environment keeps its Dockerfile: a fixed one is a new environment
+        f"Fix the step, then `orch env delete {name} --yes` and create it again"
+        if e.get("kind") == "custom"
+        else f"Build it again with `orch env build {name}` once the cause is fixed"
     )
+    err_console.print(f"  {fix}; whole log: orch env logs {name}", soft_wrap=True)
 
 
 def follow_build(

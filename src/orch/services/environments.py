@@ -343,6 +343,18 @@ def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
         env = resolve(s, ws, ref)
+        build = s.get(BuildRow, env.build_id) if env.build_id else None
+        if build is not None and build.status == BuildStatus.FAILED.value:
+            # Every run of an agent without an environment of its own would fail at once.
+            again = (
+                f"Fix its Dockerfile (`orch env logs {env.name}` says why), delete it and create it again"
+                if env.kind == EnvKind.CUSTOM
+                else f"Build it again (`orch env build {env.name}`)"
+            )
+            raise Conflict(
+                f"{env.name} can't be the workspace default: its build failed, so no run could start in it.",
+                f"{again}, or set a ready environment as the default.",
+            )
         ensure_built(platform, s, env)
         ws.default_environment_id = env.id
         s.flush()
