@@ -15,6 +15,7 @@ from orch.cli import agent as agent_cli
 from orch.cli import client as client_mod
 from orch.cli.main import app
 from orch.services.platform import Platform
+from orch.workers import build_queue
 from tests.conftest import drain
 
 runner = CliRunner()
@@ -139,3 +140,19 @@ def test_a_manifest_that_is_not_utf8_exits_2(cli, tmp_path: Path) -> None:
     res = cli("publish", str(root))
     assert res.exit_code == 2 and "orch.yaml is not UTF-8 text (byte 10)." in res.output
     assert "Save orch.yaml as UTF-8." in res.output and "This is a bug" not in res.output
+
+
+def test_publish_docker_exits_1_when_the_build_it_waited_for_failed(
+    cli, tmp_path: Path, platform: Platform
+) -> None:
+    files = {"main.py": "", "Dockerfile": "FROM e2bdev/code-interpreter:latest\nRUN exit 1\n"}
+    workers = build_queue(platform, poll=0.05)  # the build runs while the CLI follows it
+    workers.start()
+    try:
+        res = cli("publish", agent_dir(tmp_path, "fails", files), "-n", "fails", "--docker")
+    finally:
+        workers.stop()
+    # Published, but it can't run: a script must be able to tell.
+    assert res.exit_code == 1, res.output
+    assert "Published fails v1" in res.output and "Environment fails-dockerfile failed to build" in res.output
+    assert "fix the Dockerfile and publish again" in res.output

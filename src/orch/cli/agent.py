@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from orch.cli.env import follow_build
-from orch.cli.output import command, console, escape, ok, print_json, warn
+from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.utils import JSON, packed, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import Conflict, InvalidInput, NotFound
@@ -68,11 +68,14 @@ def publish(
             state = follow_build(client, env["id"], logs=False)
         if state["status"] == "ready":
             ok(f"Environment {env['name']} is ready")
-        elif state["status"] == "failed":
-            warn(
-                f"Environment {env['name']} failed to build: {state.get('error')}. "
-                f"See `orch env status {env['name']}`."
+        elif state["status"] == "failed":  # published, but it can't run: the operation failed
+            err_console.print(
+                f"[red]✗[/red] Environment {escape(env['name'])} failed to build: "
+                f"{escape(str(state.get('error')))}\n  See `orch env status {env['name']}`; fix the "
+                "Dockerfile and publish again.",
+                soft_wrap=True,
             )
+            raise typer.Exit(1)
     elif version["pinned_environment"]:
         console.print(f"  environment: {version['pinned_environment']} (pinned in orch.yaml)")
     else:
