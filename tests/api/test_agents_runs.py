@@ -164,13 +164,29 @@ def test_limits_give_reasons(
     r = run(api, platform, "hello", timeout=30)
     assert (r["status"], r["reason"]) == ("timed_out", "timed out after 30 s")
 
-    def fork_bomb(spec, out, err) -> ContainerExit:
-        err(b"BlockingIOError: [Errno 11] Resource temporarily unavailable\n")
-        return ContainerExit(1)
+    # The process limit is named when the launcher found the sandbox's cgroup at it (a thread
+    # it could not start), and never from the agent's words (an EAGAIN of its own).
+    def thread_bomb(spec, out, err) -> ContainerExit:
+        err(b"RuntimeError: can't start new thread\n")
+        return ContainerExit(1, pids_limit_reached=True)
 
-    fake_engine.behaviour = fork_bomb
+    fake_engine.behaviour = thread_bomb
     r = run(api, platform, "hello")
-    assert r["status"] == "failed" and "process limit (256) reached" in r["reason"]
+    assert (r["status"], r["reason"]) == ("failed", "exit code 1: process limit (256) reached")
+
+    def fetch_failed(spec, out, err) -> ContainerExit:
+        err(b"HTTP fetch failed: EAGAIN\n")
+        return ContainerExit(2)
+
+    fake_engine.behaviour = fetch_failed
+    r = run(api, platform, "hello")
+    assert (r["status"], r["reason"]) == ("failed", "exit code 2")
+    fake_engine.behaviour = lambda spec, out, err: ContainerExit(137)  # sys.exit(137), or a SIGKILL
+    r = run(api, platform, "hello")
+    assert (
+        r["status"] == "failed" and r["reason"] == "exit code 137: killed by SIGKILL, or it exited with 137"
+    )
+    assert "killed (SIGKILL)" not in r["reason"]
 
 
 def test_dependencies_install_once(
@@ -249,6 +265,37 @@ def test_a_cancel_while_the_run_starts_ends_it_before_its_sandbox(
     r = api.get(f"/v1/runs/{created['id']}").json()
     assert (r["status"], r["reason"]) == ("cancelled", "cancelled before the agent started")
     assert len(fake_engine.containers) == started
+
+
+def test_a_cancel_while_the_dependencies_install_cancels_the_run(
+    api: httpx.Client, platform: Platform, tmp_path: Path, fake_engine: FakeEngine
+) -> None:
+    """The install saw the cancel and stopped (`orch runs cancel`, or Ctrl-C on `orch run`): the
+    run is cancelled, not failed, its log gives no advice about the dependency files, no sandbox
+    starts, and nothing of the install is cached: the next run installs again, and works."""
+    publish(api, "np", bundle(tmp_path, {"main.py": "", "requirements.txt": "numpy==1.26.3\n"}))
+    created = api.post("/v1/runs", json={"agent": "np"}).json()
+
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        if spec.name.endswith("-deps"):
+            out(b"Resolved 1 package in 80ms\n")
+            assert api.post(f"/v1/runs/{created['id']}/cancel").status_code == 200
+            return ContainerExit(137, cancelled=True)  # as the engine ends one its should_stop stopped
+        return ContainerExit(0)
+
+    fake_engine.behaviour = behave
+    started = len(fake_engine.containers)
+    assert drain_runs(platform) == 1
+    r = api.get(f"/v1/runs/{created['id']}").json()
+    assert (r["status"], r["reason"]) == ("cancelled", "cancelled before the agent started")
+    assert r["exit_code"] is None
+    log = api.get(f"/v1/runs/{created['id']}/logs").json()["log"]
+    assert "requirements.txt: cancelled, nothing installed" in log
+    assert "failed" not in log and "Fix the dependency files" not in log, log
+    assert [c.name.endswith("-deps") for c in fake_engine.containers[started:]] == [True]
+    fake_engine.behaviour = lambda spec, out, err: ContainerExit(0)
+    again = run(api, platform, "np")
+    assert (again["status"], again["deps"]) == ("succeeded", "installed")
 
 
 def test_recover_settles_the_runs_a_stopped_server_left(

@@ -158,6 +158,35 @@ def test_fork_bomb_stops_at_the_pids_limit(launcher: Launcher) -> None:
     assert result.exit_code == 0 and errno_ == 11 and forked < 32
 
 
+THREAD_BOMB = (
+    "import threading, time\n"
+    "while True:\n"
+    "    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_the_process_limit_is_told_by_the_cgroup(launcher: Launcher, runtime: str) -> None:
+    """The process limit is read from the sandbox's cgroup, never guessed from its output: a
+    thread it could not start is one (its error names no EAGAIN), an EAGAIN of its own is not.
+    Under gVisor the agent's limit is its RLIMIT_NPROC, which gVisor's kernel enforces and no
+    counter of the host's shows (its cgroup holds the Sentry's threads). A SIGKILL and an
+    exit(137) come out alike from both runtimes (the init reports 128 + the signal)."""
+    used = launcher if runtime == "runc" else Launcher(runtime="runsc", prefix=PREFIX, pool_size=0)
+    try:
+        result, _, err = run(used, py(THREAD_BOMB), pids=32)
+        assert "can't start new thread" in err and "EAGAIN" not in err, err
+        assert result == ContainerExit(1, pids_limit_reached=runtime == "runc")
+        fetch = "echo 'HTTP fetch failed: EAGAIN' >&2; exit 2"
+        assert run(used, ["sh", "-c", fetch], pids=32)[0] == ContainerExit(2)
+        killed, exited = (run(used, ["sh", "-c", cmd], pids=32) for cmd in ("kill -9 $$", "exit 137"))
+        assert killed == exited == (ContainerExit(137), "", "")
+    finally:
+        if used is not launcher:
+            used.close()
+            used.sweep(PREFIX)
+
+
 def test_timeout_kills_the_sandbox(launcher: Launcher) -> None:
     start = time.monotonic()
     result, _, _ = run(launcher, ["sleep", "600"], timeout=1)

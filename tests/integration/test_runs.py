@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,69 @@ def test_python_agent_with_requirements(server: Server, tmp_path: Path) -> None:
     # Compiled at the install: the cache is mounted read-only, so an agent could not write the
     # bytecode, and would compile every module it imports at every run.
     assert list((server.home / "deps").glob("*/python/__pycache__/six.*.pyc"))
+
+
+# A package whose build takes 8 s (an in-tree PEP 517 backend, nothing to download): an install
+# of it is still under way when the test cancels its run.
+SLOW_BACKEND = """\
+import base64, hashlib, time, zipfile
+
+FILES = {
+    "slowpkg/__init__.py": "VALUE = 'built'\\n",
+    "slowpkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\\nName: slowpkg\\nVersion: 1.0\\n",
+    "slowpkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+}
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    time.sleep(8)
+    name, record = "slowpkg-1.0-py3-none-any.whl", []
+    with zipfile.ZipFile(f"{wheel_directory}/{name}", "w") as wheel:
+        for path, text in FILES.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+            record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+            wheel.writestr(path, text)
+        record.append("slowpkg-1.0.dist-info/RECORD,,")
+        wheel.writestr("slowpkg-1.0.dist-info/RECORD", "\\n".join(record) + "\\n")
+    return name
+"""
+BEFORE = "cancelled before the agent started"
+SLOW_PROJECT = '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+
+
+def test_a_cancel_while_the_dependencies_install_cancels_the_run(server: Server, tmp_path: Path) -> None:
+    """`orch runs cancel` while requirements.txt installs: the run is cancelled, not failed, and
+    its log gives no advice about the dependency files; nothing of the cut install is cached, and
+    the next run installs it again and works."""
+    agent = write(
+        tmp_path / "slow",
+        {
+            "main.py": "import slowpkg\nprint(slowpkg.VALUE)\n",
+            "requirements.txt": "slowpkg @ file:///opt/orch/bundle/slowpkg\n",
+            "orch.yaml": "name: slow\n",
+        },
+    )
+    write(agent / "slowpkg", {"pyproject.toml": SLOW_PROJECT, "backend.py": SLOW_BACKEND})
+    assert server.cli("publish", str(agent)).returncode == 0
+    res = server.cli("run", "slow", "--detach")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip()
+    deadline = time.monotonic() + 120
+    while "Building slowpkg" not in server.get(f"/v1/runs/{run_id}/logs")["log"]:
+        assert time.monotonic() < deadline, server.get(f"/v1/runs/{run_id}/logs")
+        time.sleep(0.2)
+    res = server.cli("runs", "cancel", run_id)
+    assert res.returncode == 0 and "cancelled" in res.stderr, res.stdout + res.stderr
+    r = server.get(f"/v1/runs/{run_id}")
+    assert (r["status"], r["reason"], r["exit_code"]) == ("cancelled", BEFORE, None)
+    log = server.get(f"/v1/runs/{run_id}/logs")["log"]
+    assert "requirements.txt: cancelled, nothing installed" in log
+    assert "failed" not in log and "Fix the dependency files" not in log, log
+    cache = server.home / "deps"
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []  # nor a part of it
+    assert sandboxes(run_id) == []  # the install's container went with it
+    again = run_json(server, "slow")
+    assert (again["status"], again["deps"], again["stdout"]) == ("succeeded", "installed", "built\n"), again
 
 
 def test_an_agents_own_modules_are_imported_compiled_and_its_edits_still_win(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from orch.engine import podman_run
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.engine.fake import FakeEngine
 from orch.engine.podman_run import run_args
@@ -84,6 +89,25 @@ def test_dependency_key() -> None:
     }
 
 
+def install_in(
+    tmp_path: Path, engine: FakeEngine, requirements: bytes, log: Callable[[str], None]
+) -> Callable[[], deps.Deps]:
+    """An install of `requirements` (requirements.txt) on `engine`, cached under tmp_path/cache."""
+    (tmp_path / "bundle").mkdir(exist_ok=True)
+    return functools.partial(
+        deps.ensure,
+        engine,
+        cache_root=tmp_path / "cache",
+        image="img",
+        image_id="img1",
+        bundle_dir=tmp_path / "bundle",
+        dep_files={"requirements.txt": requirements},
+        base_spec=spec(),
+        log=log,
+        timeout=30,
+    )
+
+
 def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """uv writes a line in pieces ("Installed ", "1 package", " in 21ms"), and the launcher hands
     each piece on as it comes: the run's log still gets whole lines, each stream's own, the last
@@ -101,19 +125,7 @@ def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, m
 
     engine.behaviour = install
     logged: list[str] = []
-    (tmp_path / "bundle").mkdir()
-    result = deps.ensure(
-        engine,
-        cache_root=tmp_path / "cache",
-        image="img",
-        image_id="img1",
-        bundle_dir=tmp_path / "bundle",
-        dep_files={"requirements.txt": b"humanize\n"},
-        base_spec=spec(),
-        log=logged.append,
-        timeout=30,
-    )
-    assert result.status == "installed"
+    assert install_in(tmp_path, engine, b"humanize\n", logged.append)().status == "installed"
     assert logged == [
         "Installing requirements.txt",
         "  Resolved 1 package in 5ms",
@@ -123,6 +135,25 @@ def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, m
         "  warnwarnwarnwarn",
         "requirements.txt: installed and cached",
     ]
+
+
+@pytest.mark.parametrize("code", [137, 0])
+def test_an_install_a_cancel_stopped_is_not_cached(tmp_path: Path, monkeypatch, code: int) -> None:  # type: ignore[no-untyped-def]
+    """A cancel stops the install: it says so (no failure, no advice about the dependency
+    files), and nothing of it is kept, even when the kill came as it exited 0; the next install
+    of the same files installs again."""
+    monkeypatch.setattr(os, "chown", lambda *a: None)
+    engine = FakeEngine()
+    engine.behaviour = lambda spec, out, err: ContainerExit(code, cancelled=True)
+    logged: list[str] = []
+    ensure = install_in(tmp_path, engine, b"numpy==1.26.3\n", logged.append)
+    with pytest.raises(deps.Cancelled):
+        ensure()
+    assert logged == ["Installing requirements.txt", "requirements.txt: cancelled, nothing installed"]
+    key = deps.cache_key({"requirements.txt": b"numpy==1.26.3\n"}, "img1")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key}.lock"]  # no install, no part
+    engine.behaviour = lambda spec, out, err: ContainerExit(0)
+    assert ensure().status == "installed"
 
 
 def test_outcome_reasons() -> None:
@@ -141,10 +172,46 @@ def test_outcome_reasons() -> None:
         "timed out after 30 s",
     )
     assert outcome(ContainerExit(137, cancelled=True), LIMITS, b"")[0] == RunStatus.CANCELLED
-    status, reason = outcome(
-        ContainerExit(1), LIMITS, b"OSError: [Errno 11] Resource temporarily unavailable"
+
+
+def test_reasons_come_from_the_launchers_facts_not_from_the_agents_words() -> None:
+    """The process limit is named when the sandbox's cgroup says it was reached, whatever the
+    agent wrote (a thread it could not start says nothing of EAGAIN), and only then."""
+    threads = b"RuntimeError: can't start new thread\n"
+    assert outcome(ContainerExit(1, pids_limit_reached=True), LIMITS, threads) == (
+        RunStatus.FAILED,
+        "exit code 1: process limit (64) reached",
     )
-    assert status == RunStatus.FAILED and reason == "exit code 1: process limit (64) reached"
+    for words in (b"HTTP fetch failed: EAGAIN\n", b"OSError: [Errno 11] Resource temporarily unavailable"):
+        assert outcome(ContainerExit(2), LIMITS, words) == (RunStatus.FAILED, "exit code 2")
+    # 137 is a SIGKILL's code and an exit(137)'s alike (the sandbox's init reports both so): the
+    # reason says so rather than assert a kill.
+    status, reason = outcome(ContainerExit(137), LIMITS, b"")
+    assert status == RunStatus.FAILED and reason is not None
+    assert reason == "exit code 137: killed by SIGKILL, or it exited with 137"
+    assert "killed (SIGKILL)" not in reason
+    # An agent that handled the refused fork and ended well succeeded.
+    assert outcome(ContainerExit(0, pids_limit_reached=True), LIMITS, b"") == (RunStatus.SUCCEEDED, None)
+
+
+def test_the_process_limit_is_read_from_the_parent_cgroup(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """v1 keeps the refused forks' count in the sandbox's own cgroup (gone with it): the parent's
+    peak says it. v2 counts them up the tree, in the parent's pids.events too."""
+    monkeypatch.setattr(podman_run, "CGROUP_ROOT", tmp_path)
+
+    def parent(folder: Path, peak: int, events: int = 0) -> None:
+        folder.mkdir(parents=True)
+        (folder / "pids.peak").write_text(f"{peak}\n")
+        (folder / "pids.events").write_text(f"max {events}\n")
+
+    parent(tmp_path / "pids" / "orch_v1-full", peak=64)
+    parent(tmp_path / "pids" / "orch_v1-room", peak=63)
+    parent(tmp_path / "orch_v2-refused", peak=12, events=3)
+    parent(tmp_path / "orch_v2-room", peak=12)
+    reached = podman_run._pids_reached_limit
+    assert reached("v1-full", 64) and not reached("v1-room", 64)
+    assert reached("v2-refused", 64) and not reached("v2-room", 64)
+    assert not reached("gone", 64) and not reached("v1-full", None)
 
 
 def test_a_long_install_line_is_cut_between_characters() -> None:

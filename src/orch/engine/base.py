@@ -92,6 +92,9 @@ class ContainerExit:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    # The sandbox's process count reached its pids limit, as its cgroup's counters say (read by
+    # the launcher before the cgroup goes); a failed sandbox's only: a fork or thread refused.
+    pids_limit_reached: bool = False
     # Seconds spent in each phase of the sandbox's life, where the launcher knows them:
     # prepare (root, config), start (launch to the process running), run, exit (to cleaned up).
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)

@@ -137,6 +137,27 @@ def _peak_reached_limit(spec: ContainerSpec) -> bool:
     return spec.memory_bytes is not None and peak >= spec.memory_bytes * 0.99
 
 
+def _pids_reached_limit(name: str, limit: int | None) -> bool:
+    """Whether the sandbox `name`'s process count reached `limit`, its pids cgroup's, as our
+    parent cgroup's counters say (the sandbox's own cgroup is gone with it): on v2, the "max" of
+    its pids.events, which counts the forks refused below it (kernel 6.11 on); else its
+    pids.peak, the most tasks the sandbox had at once. On v1 the "max" counts only the forks
+    refused in the cgroup itself, so the parent's is 0 and its peak says it."""
+    if not limit:
+        return False
+    parent = cgroup_parent(name).lstrip("/")
+    folder = CGROUP_ROOT / "pids" / parent  # v1, or hybrid: one hierarchy per controller
+    if not folder.is_dir():
+        folder = CGROUP_ROOT / parent  # v2: the unified hierarchy
+    try:
+        events = dict(line.split() for line in (folder / "pids.events").read_text().splitlines())
+        if int(events.get("max", 0)) > 0:
+            return True
+        return int((folder / "pids.peak").read_text()) >= limit
+    except (OSError, ValueError):
+        return False
+
+
 def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
     """Remove the sandbox's parent cgroup in every controller. Right after `podman rm` a child
     (conmon's) may still be going away, so a busy directory is tried again for up to ~2 s."""

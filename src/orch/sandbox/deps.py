@@ -57,6 +57,10 @@ mkdir -p node_modules
 """
 
 
+class Cancelled(Exception):
+    """The install was stopped by its run's cancel (`should_stop`): nothing of it was kept."""
+
+
 @dataclass(frozen=True)
 class Deps:
     status: str  # "none", "cached" or "installed"
@@ -188,11 +192,14 @@ def ensure(
         finally:
             out.close()
             err.close()
-        if result.exit_code != 0:
+        # An install cut short is never cached, whatever its exit code (a kill may come just as
+        # it ends): only one that ran to its end is.
+        if result.exit_code != 0 or result.cancelled or result.timed_out:
             shutil.rmtree(tmp, ignore_errors=True)
-            why = (
-                "it was stopped" if result.timed_out or result.cancelled else f"exit code {result.exit_code}"
-            )
+            if result.cancelled:
+                log(f"{names}: cancelled, nothing installed")
+                raise Cancelled(names)
+            why = "it was stopped" if result.timed_out else f"exit code {result.exit_code}"
             raise InstallFailed(
                 f"Installing {names} failed ({why}).",
                 "Fix the dependency files (the install output is above) and publish again.",

@@ -42,6 +42,7 @@ from orch.engine.podman import PodmanEngine
 # Shared with the Podman path: the same OOM reading and cgroup parent.
 from orch.engine.podman_run import (
     _peak_reached_limit,
+    _pids_reached_limit,
     cgroup_parent,
     cgroup_parents,
     remove_cgroup_parent,
@@ -533,8 +534,18 @@ class Launcher:
         # may hit its kernel (the Sentry) rather than the agent, and runsc then exits 1.
         killed = code == 137 or (self.gvisor and code == 1)
         oom = killed and not why and _peak_reached_limit(spec)
+        # Whether a fork or thread was refused, from the cgroup's counters too, never from what
+        # the sandbox wrote. Under gVisor they count the Sentry's threads (its cgroup's limit is
+        # GVISOR_THREADS higher), not the agent's processes, whose RLIMIT_NPROC gVisor's own
+        # kernel enforces: no counter of the host's shows that limit reached.
+        limit = spec.pids + GVISOR_THREADS if self.gvisor and spec.pids else spec.pids
+        pids = code != 0 and not why and not oom and _pids_reached_limit(spec.name, limit)
         return ContainerExit(
-            exit_code=code, oom_killed=oom, timed_out=why == "timeout", cancelled=why == "cancel"
+            exit_code=code,
+            oom_killed=oom,
+            timed_out=why == "timeout",
+            cancelled=why == "cancel",
+            pids_limit_reached=pids,
         )
 
     def _runtime(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -39,7 +39,11 @@ from orch.workers import loop_runs
 
 log = logging.getLogger(__name__)
 
-_FORK_FAILURES = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry", "EAGAIN")
+_BEFORE_THE_AGENT = "cancelled before the agent started"
+# A sandbox's init (catatonit) exits with 128 + the signal that ended its child, and the runtimes
+# (runc, runsc) exit with the init's code: a SIGKILL and an exit(137) reach us as the same 137.
+_CODE_137 = "exit code 137: killed by SIGKILL, or it exited with 137"
+
 # How long a run's end waits for its followers to read it before the sandbox's removal (and the
 # next warm start) goes on, on an otherwise idle server: their Python would share the
 # interpreter with the read's, which took ~5 ms instead of ~1 then (docs/benchmarks.md). Runs
@@ -354,7 +358,11 @@ def _in_sandbox(
         mounts=host_mounts,
         cpus=limits.cpus,
     )
-    deps = _dependencies(platform, run_id, plan, image, base, out)
+    try:
+        deps = _dependencies(platform, run_id, plan, image, base, out)
+    except deps_mod.Cancelled:  # the install saw the cancel: a cancelled run, not a failed install
+        _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
+        return
     spec = run_spec(
         name=base.name,
         image=image,
@@ -383,7 +391,7 @@ def _in_sandbox(
             _RUNNING, {"run_id": run_id, "deps_status": deps.status, "sandbox": spec.name, "image_ref": image}
         )
     if moved.rowcount == 0 and _cancelled(platform, run_id):
-        _finish(platform, out, RunStatus.CANCELLED, None, "cancelled before the agent started")
+        _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
     platform.notify_runs(run_id)
     measure = metrics.of(platform)
@@ -469,14 +477,15 @@ def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[
         return RunStatus.FAILED, f"killed: memory limit {_size(limits.memory_bytes)}"
     if result.exit_code == 0:
         return RunStatus.SUCCEEDED, None
-    text = stderr_tail.decode("utf-8", "replace")
-    if any(marker in text for marker in _FORK_FAILURES):
+    # From the launcher's facts (the sandbox's cgroup), never from what the agent wrote.
+    if result.pids_limit_reached:
         return RunStatus.FAILED, f"exit code {result.exit_code}: process limit ({limits.pids}) reached"
-    if result.exit_code == 137:
-        return RunStatus.FAILED, "killed (SIGKILL)"
+    if result.exit_code == 137:  # not the memory limit's (above); a SIGKILL? (see _CODE_137)
+        return RunStatus.FAILED, _CODE_137
     if result.exit_code == 159:  # 128 + SIGSYS: what the seccomp filter does to a 32-bit syscall
         return RunStatus.FAILED, "killed (SIGSYS): a system call the sandbox does not allow"
     # 125 is the engine's own failure to start the sandbox: name the missing host piece.
+    text = stderr_tail.decode("utf-8", "replace")
     if result.exit_code == 125 and (missing := host_check.diagnose(text)):
         return RunStatus.FAILED, f"the sandbox could not start: {missing}"
     return RunStatus.FAILED, f"exit code {result.exit_code}"
