@@ -177,8 +177,9 @@ def check_name(name: str, what: str = "Environment name", id_prefix: str = "") -
     (the kind's ids start so, e.g. "env_"), a new name must not start like an id: a reference
     that does is looked up as an id, so the name could never be reached, and an id would win."""
     if not _NAME.match(name or ""):
+        shown = name if len(name or "") <= 70 else f"{name[:60]}… ({len(name)} characters)"
         raise InvalidInput(
-            f"{what} {name!r} is not valid.",
+            f"{what} {shown!r} is not valid.",
             "Use 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
             "letter or digit.",
         )

@@ -240,7 +240,23 @@ def test_workspaces_are_isolated(api: httpx.Client, platform: Platform) -> None:
 def test_bad_request_body_is_a_plain_message(api: httpx.Client) -> None:
     resp = api.post("/v1/environments", json={"name": "x"})
     assert resp.status_code == 422
-    assert resp.json()["message"].startswith("The request is not valid: dockerfile")
+    assert resp.json()["message"] == "The request is not valid: dockerfile is missing."
+    # pydantic's own words ("String should have at most 200 characters") never reach a user.
+    said = {
+        "/v1/environments": ({"name": 5, "dockerfile": GOOD}, "name must be text"),
+        "/v1/workspace/default-environment": ({"environment": "e" * 300}, "environment is longer than 200"),
+        "/v1/sandboxes/sbx_0123456789/exec": ({"command": []}, "command needs at least 1 item"),
+        "/v1/runs": ({"agent": "a", "timeout": "soon"}, "timeout must be a whole number"),
+    }
+    for path, (body, words) in said.items():
+        sent = api.put(path, json=body) if "default" in path else api.post(path, json=body)
+        message = sent.json()["message"]
+        assert sent.status_code == 422 and "should" not in message and "Input" not in message, message
+        assert words is None or f"The request is not valid: {words}" in message, message
+    # A name is bounded loosely by the request, then checked with the rule itself.
+    resp = api.post("/v1/environments", json={"name": "n" * 300, "dockerfile": GOOD})
+    assert resp.status_code == 400 and "(300 characters)' is not valid" in resp.json()["message"]
+    assert "Use 1-63 lower-case letters" in resp.json()["fix"]
 
 
 def test_unreadable_bodies_and_unknown_routes_get_sentences(api: httpx.Client) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -116,7 +117,7 @@ def install_errors(app: FastAPI) -> None:
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
-        message = f"{where}: {first.get('msg', 'invalid value')}."
+        message = f"{where} {_plainly(first)}."
         if first.get("type") == "json_invalid":  # loc is ("body", character position)
             error = str(first.get("ctx", {}).get("error", "JSON decode error"))
             message = f"the body is not valid JSON ({error} at character {where})."
@@ -148,6 +149,54 @@ def install_errors(app: FastAPI) -> None:
             },
             status_code=500,
         )
+
+
+# What pydantic's commonest errors say, in the API's words ("name is longer than 200 characters",
+# not "String should have at most 200 characters"); any other keeps pydantic's message.
+_SAID: dict[str, str] = {
+    "missing": "is missing",
+    "extra_forbidden": "is not a field of this request",
+    "string_type": "must be text",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "string_too_long": "is longer than {max_length} characters",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _plainly(error: Mapping[str, Any]) -> str:
+    """What was wrong with one field, after its name."""
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    text = isinstance(error.get("input"), str)
+    if kind in ("too_long", "too_short") and text:
+        kind = "string_" + kind
+    if kind == "string_too_short":
+        n = ctx.get("min_length", 1)
+        return "is empty" if n == 1 else f"is shorter than {n} characters"
+    if kind == "too_long":
+        return f"has more than {ctx.get('max_length')} items"
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"needs at least {n} item{'s' if n != 1 else ''}"
+    if kind in _SAID:
+        try:
+            return _SAID[kind].format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    return f"is not valid: {str(error.get('msg', 'invalid value')).rstrip('.')}"
 
 
 def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:

@@ -109,6 +109,9 @@ def _no_nul(value: str) -> str:
 # A name or id in a request body. No name or id holds a NUL, and PostgreSQL refuses one even in a
 # lookup (refuse_nul does the same for paths and queries).
 Reference = Annotated[str, AfterValidator(_no_nul)]
+# A new name in a request body: bounded here, then checked (1-63 characters, models.check_name)
+# with a sentence that says the rule; a bound at 63 would answer in pydantic's words instead.
+NAME_FIELD = 1000
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 WorkspaceDep = Annotated[str, Depends(api_workspace_id)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from orch.dockerfile.bounded import MAX_TEXT
-from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import NAME_FIELD, PlatformDep, Reference, WorkspaceDep
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
@@ -26,7 +26,7 @@ MAX_DOCKERFILE = 4 * MAX_TEXT
 
 
 class CreateEnvironment(BaseModel):
-    name: str = Field(max_length=200, description="Lower-case name, unique in the workspace.")
+    name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique in the workspace.")
     dockerfile: str = Field(max_length=MAX_DOCKERFILE, description="The Dockerfile's text.")
     no_cache: bool = Field(False, description="Build even when a cached image matches.")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from orch.server.api.deps import CallerDep, PlatformDep, Reference
+from orch.server.api.deps import NAME_FIELD, CallerDep, PlatformDep, Reference
 from orch.services import workspaces
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 
@@ -16,11 +16,11 @@ router = APIRouter(prefix="/v1", tags=["workspaces"])
 
 
 class CreateWorkspace(BaseModel):
-    name: str = Field(max_length=200, description="Lower-case name, unique on the platform.")
+    name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique on the platform.")
 
 
 class CreateToken(BaseModel):
-    name: str = Field(max_length=200, description="What the token is for, e.g. 'ci'.")
+    name: str = Field(max_length=NAME_FIELD, description="What the token is for, e.g. 'ci'.")
     workspace: Reference | None = Field(
         None, max_length=200, description="Workspace name or id (admin tokens only; default: your own)."
     )
