@@ -101,6 +101,9 @@ def test_run_json_then_show_and_logs(cli, agent: str, worker: None) -> None:  # 
     assert data["stderr"] == "[bold]not markup[/bold]\n" and data["environment"]["name"] == "python"
     shown = json.loads(cli("runs", "show", data["id"], "--json").stdout)
     assert shown == data
+    # Every key the list has (its agent_version, times, usage), and the output.
+    [listed_run] = json.loads(cli("runs", "list", "--json").stdout)
+    assert set(listed_run) <= set(shown) and {"agent_version", "queued_at", "finished_at"} <= set(shown)
     logs = cli("runs", "logs", data["id"])
     assert logs.stdout == "out: [1]\n" and "[bold]not markup[/bold]" in logs.stderr
     listed = cli("runs", "list")
@@ -110,6 +113,8 @@ def test_run_json_then_show_and_logs(cli, agent: str, worker: None) -> None:  # 
 def test_detached_run_and_an_unknown_agent(cli, agent: str) -> None:  # type: ignore[no-untyped-def]
     run_id = cli("run", agent, "--detach").stdout.strip()
     assert run_id.startswith("run_")
+    queued = json.loads(cli("run", agent, "--detach", "--json").stdout)  # JSON, as --json promises
+    assert queued["id"].startswith("run_") and queued["status"] == "queued" and queued["agent"] == "hello"
     missing = cli("run", "nope")
     assert missing.exit_code == 2 and "nope" in missing.stderr and "Traceback" not in missing.output
 

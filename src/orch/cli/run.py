@@ -110,20 +110,8 @@ def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
 
 
 def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
-    return {
-        "id": run["id"],
-        "agent": run["agent"],
-        "status": run["status"],
-        "exit_code": run["exit_code"],
-        "reason": run["reason"],
-        "environment": run["environment"],
-        "environment_rule": run["environment_rule"],
-        "isolation": run.get("isolation"),
-        "node": run.get("node"),
-        "deps": run["deps"],
-        "duration": run["duration"],
-        **output,
-    }
+    """The run as the API has it (every key `runs list --json` has), with its whole output."""
+    return {**run, **output}
 
 
 @command
@@ -134,7 +122,9 @@ def run(
     timeout: int = typer.Option(
         None, "--timeout", "-t", help="Wall-clock limit in seconds \\[default: the manifest's]."
     ),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return at once."),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Print the run id (with --json, the queued run) and return at once."
+    ),
     json_: bool = typer.Option(False, "--json", help="Wait for the end, then print the run as JSON."),
 ) -> None:
     """Run an agent in a fresh sandbox, streaming its output; exits 0 when the run succeeds."""
@@ -143,7 +133,10 @@ def run(
     created = client.post("/v1/runs", json=body)
     run_id = created["id"]
     if detach:
-        console.print(run_id)
+        if json_:
+            print_json(created)
+        else:
+            console.print(run_id)
         return
     try:
         if json_:
@@ -156,9 +149,11 @@ def run(
             )
             final = stream(client, run_id)
             _finish_line(final)
-    except KeyboardInterrupt:
-        client.post(f"/v1/runs/{segment(run_id)}/cancel")
+    except KeyboardInterrupt:  # 130, as for any command Ctrl-C ends; the run is cancelled
+        cancelled = client.post(f"/v1/runs/{segment(run_id)}/cancel")
         err_console.print(f"Cancelled {run_id}.")
+        if json_:
+            print_json(_run_json(cancelled, _collect(client, run_id)))
         raise typer.Exit(130) from None
     if final["status"] != "succeeded":
         raise typer.Exit(1)
