@@ -117,9 +117,12 @@ def test_default_cycle(cli, dockerfile: Path, platform: Platform) -> None:
     drain(platform)
     res = cli("env", "set-default", "mine")
     assert res.exit_code == 0 and "Workspace default is now mine" in res.output
+    assert "will use it (none does yet)." in res.output  # not "0 agents ... will use it"
     assert any(e["default"] and e["name"] == "mine" for e in json.loads(cli("env", "list", "--json").output))
     res = cli("env", "delete", "mine", "--yes")
-    assert res.exit_code == 2 and "workspace default" in res.output
+    assert (
+        res.exit_code == 2 and "workspace default" in res.output and "`orch env clear-default`" in res.output
+    )
     assert "cleared (was mine)" in cli("env", "clear-default").output
     assert "no default" in cli("env", "clear-default").output
     res = cli("env", "delete", "mine")  # no terminal, no --yes

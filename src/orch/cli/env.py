@@ -432,7 +432,9 @@ def set_default(env: str = typer.Argument(..., help="Environment id or name.")) 
     client = Transport.from_settings()
     answer = client.put("/v1/workspace/default-environment", json={"environment": env})
     data, n = answer["default"], answer["affected_agents"]
-    if n == 1:
+    if n == 0:
+        who = "Agents without their own Dockerfile or pinned environment will use it (none does yet)."
+    elif n == 1:
         who = "1 agent without its own Dockerfile or pinned environment will use it on its next run."
     else:
         who = f"{n} agents without their own Dockerfile or pinned environment will use it on their next run."

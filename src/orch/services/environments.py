@@ -315,7 +315,8 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
         if ws.default_environment_id == env.id:
             raise Conflict(
                 f"{env.name} is the workspace default environment.",
-                "Clear the workspace default or set another one, then delete again.",
+                "Clear the workspace default (`orch env clear-default`) or set another one, then "
+                "delete again.",
             )
         users = usage.users(s, ws.id, env)
         if users:
