@@ -173,7 +173,7 @@ def test_unknown_environment(api: httpx.Client) -> None:
     for ref in ("env_nope000000", "nope"):
         resp = api.get(f"/v1/environments/{ref}")
         assert resp.status_code == 404
-        assert "list of environments" in resp.json()["fix"]
+        assert "`orch env list`" in resp.json()["fix"]
     assert api.delete("/v1/environments/nope").status_code == 404
     assert api.put("/v1/workspace/default-environment", json={"environment": "nope"}).status_code == 404
 

@@ -60,7 +60,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
             except NotFound:
                 raise InvalidInput(
                     f"orch.yaml pins environment {pinned!r}, which does not exist in this workspace.",
-                    "See the list of environments for the names, or create that environment first.",
+                    "See `orch env list` for the names, or create that environment first.",
                 ) from None
             state = envs.view(platform, s, ws, env)
             if state.status == EnvStatus.FAILED:
@@ -172,7 +172,7 @@ def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> Agent
         AgentRow.workspace_id == ws_id,
         id_prefix="agt_",
         what="agent",
-        fix="See the list of agents, or publish this one first.",
+        fix="See `orch agents list` for the names, or publish this one first.",
         lock=lock,
     )
 

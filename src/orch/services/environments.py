@@ -73,7 +73,7 @@ def resolve(s: Session, ws: WorkspaceRow, ref: str) -> EnvironmentRow:
         _visible(ws),
         id_prefix="env_",
         what="environment",
-        fix="See the list of environments for the ids and names you can use.",
+        fix="See `orch env list` for the ids and names you can use.",
     )
 
 

@@ -170,7 +170,7 @@ def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow,
 
 
 def _no_run(run_id: str) -> NotFound:
-    return NotFound(f"No run {run_id!r} in this workspace.", "See the list of runs for their ids.")
+    return NotFound(f"No run {run_id!r} in this workspace.", "See `orch runs list` for their ids.")
 
 
 def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:

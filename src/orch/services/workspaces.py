@@ -176,7 +176,7 @@ def _target_workspace(session: Session, caller: Caller, workspace: str | None, w
         select(WorkspaceRow).where((WorkspaceRow.name == workspace) | (WorkspaceRow.id == workspace))
     )
     if ws is None:
-        raise NotFound(f"No workspace {workspace!r}.", "See the list of workspaces for their names.")
+        raise NotFound(f"No workspace {workspace!r}.", "See `orch workspace list` for their names.")
     return ws
 
 
@@ -211,7 +211,7 @@ def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView
     with platform.store.session() as s:
         row = s.get(TokenRow, token_id)
         if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
-            raise NotFound(f"No token {token_id!r}.", "See the list of tokens for their ids.")
+            raise NotFound(f"No token {token_id!r}.", "See `orch token list` for their ids.")
         admins = s.scalar(select(func.count()).select_from(TokenRow).where(TokenRow.admin.is_(True)))
         if row.admin and admins == 1:
             raise Conflict(
