@@ -71,13 +71,12 @@ def served(app: FastAPI) -> Iterator[tuple[str, str]]:
     services' URL."""
     import uvicorn
 
-    from orch.server.http_protocol import CoalescingHttpTools
-    from orch.server.main import by_port
+    from orch.server.main import by_port, serving
 
     socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
     services_port = socks[1].getsockname()[1]
     both = by_port(app, app.state.services_app, services_port)
-    config = uvicorn.Config(both, http=CoalescingHttpTools, log_level="warning", lifespan="on")
+    config = uvicorn.Config(both, **serving())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
     thread.start()

@@ -387,3 +387,19 @@ def refused_then_skipped(site: httpx.Client, platform: Platform) -> None:
     assert again.status_code == 503 and "is not answering: its process stopped" in again.json()["message"]
     routing.of(platform).changed()
     assert "the connection was refused" in site.get("/services/team/web/").json()["message"]
+
+
+def test_an_answer_through_the_served_proxy_has_one_date_and_the_services_own_server_header(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    service: None,
+    live: str,
+    workspace: tuple[str, str],
+) -> None:
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    resp = httpx.get(f"{live}/services/team/web/x", headers={"Authorization": f"Bearer {workspace[1]}"})
+    assert resp.status_code == 200
+    assert len(resp.headers.get_list("date")) == 1  # uvicorn's; the service's went
+    [server] = resp.headers.get_list("server")  # the service's own; uvicorn names itself nowhere
+    assert server.startswith("BaseHTTP/")

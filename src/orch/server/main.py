@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,22 +75,30 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
     print(f"services on {services_url}/services/WORKSPACE/NAME/", flush=True)
     both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
-    # Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
-    # on a connection the server is closing at that moment. No access log (its line is built for
-    # every request even when the level drops it) and no X-Forwarded-For rewriting (nothing here
-    # reads the client's address): both are per-request cost on the services' proxy.
-    # Each connection's writes of one turn of the event loop leave as one (http_protocol.py).
-    server_cfg = uvicorn.Config(
-        both,
-        http=CoalescingHttpTools,
-        log_level="warning",
-        lifespan="on",
-        timeout_keep_alive=65,
-        access_log=False,
-        proxy_headers=False,
-    )
+    server_cfg = uvicorn.Config(both, **serving())
     freeze_startup()
     _Server(server_cfg, platform).run(sockets=[sock, services_sock])
+
+
+def serving() -> dict[str, Any]:
+    """How uvicorn serves both origins (tests serve the app the same way).
+
+    Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
+    on a connection the server is closing at that moment. No access log (its line is built for
+    every request even when the level drops it) and no X-Forwarded-For rewriting (nothing here
+    reads the client's address): both are per-request cost on the services' proxy. No `server`
+    header of uvicorn's: a service's answer carries its own (server/proxy_headers.py), and the
+    API's says nothing a client needs. Each connection's writes of one turn of the event loop
+    leave as one (http_protocol.py)."""
+    return {
+        "http": CoalescingHttpTools,
+        "log_level": "warning",
+        "lifespan": "on",
+        "timeout_keep_alive": 65,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+    }
 
 
 def freeze_startup() -> int:

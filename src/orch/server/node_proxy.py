@@ -29,7 +29,12 @@ class NodeProxy:
         self.address = format_address(host, self._sock.getsockname()[1])
         self.app = ServiceProxy(node_api.create(platform), platform, for_node=True)
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,  # the service's own passes (server/main.py's `serving`)
         )
         self._server = uvicorn.Server(config)
         self._served = threading.Event()

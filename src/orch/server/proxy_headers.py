@@ -27,6 +27,8 @@ NOT_PASSED = frozenset(
         "orch-replica",
     }
 )
+# What the answer gets from orch's server itself: one `date` (the service's would be a second).
+NOT_RETURNED = NOT_PASSED | {"date"}
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
 # its own bearer tokens) passes, an orch token never does.
 _ORCH_TOKEN = b"bearer orch_"
@@ -78,7 +80,7 @@ def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     named = _connection_options(raw)
     for key, value in raw:
         k = key.lower()
-        if k.decode("latin-1") in NOT_PASSED or k in named:
+        if k.decode("latin-1") in NOT_RETURNED or k in named:
             continue
         if k == b"set-cookie" and value.split(b"=", 1)[0].strip() == TOKEN_COOKIE.encode():
             continue
