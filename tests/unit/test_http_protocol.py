@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orch.server.http_protocol import CoalescingTransport
-
-
-def run_loop(main: Callable[[], Awaitable[None]]) -> None:
-    """asyncio.run(main()) in a thread of its own: in a test worker that ran other suites this
-    thread may still be marked as running a loop (seen in CI), and asyncio.run() refuses then."""
-    failed: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(main())  # type: ignore[arg-type]
-        except BaseException as e:  # handed to the test's thread
-            failed.append(e)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
-    if failed:
-        raise failed[0]
+from tests.loop_thread import run_loop
 
 
 class FakeTransport:

@@ -10,6 +10,7 @@ import pytest
 from orch.server.proxy_client import Client, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.services.routing import Route
+from tests.loop_thread import run_loop
 
 HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -47,13 +48,13 @@ async def _ask_twice(answers: list[bytes]) -> list[tuple[int, bytes]]:
 
 
 def test_interim_answers_are_skipped_and_the_connection_stays_in_step() -> None:
-    got = asyncio.run(_ask_twice([HINTS + HINTS + OK, b"HTTP/1.1 100 Continue\r\n\r\n" + OK]))
+    got = run_loop(lambda: _ask_twice([HINTS + HINTS + OK, b"HTTP/1.1 100 Continue\r\n\r\n" + OK]))
     assert got == [(200, b"ok"), (200, b"ok")]
 
 
 def test_switching_protocols_unasked_is_an_error_not_an_answer() -> None:
     with pytest.raises(UpstreamError, match="answered 101"):
-        asyncio.run(_ask_twice([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", OK]))
+        run_loop(lambda: _ask_twice([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", OK]))
 
 
 def test_headers_a_connection_header_names_are_hop_by_hop() -> None:
