@@ -30,10 +30,16 @@ class BundleInfo:
     package_lock: bytes | None  # package-lock.json
 
 
-def inspect_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES, max_files: int = MAX_FILES) -> BundleInfo:
-    """Read `data` safely, parse its manifest and find its entrypoint; InvalidInput on any problem."""
+def inspect_bundle(
+    data: bytes,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    max_files: int = MAX_FILES,
+    loop_refused: tuple[str, str] | None = None,
+) -> BundleInfo:
+    """Read `data` safely, parse its manifest and find its entrypoint; InvalidInput on any problem
+    (`loop_refused`: see parse_manifest)."""
     files = read_bundle(data, max_bytes, max_files)
-    manifest = _manifest(files)
+    manifest = _manifest(files, loop_refused)
     package_json = files.get("package.json")
     dockerfile = files.get("Dockerfile")
     return BundleInfo(
@@ -49,14 +55,14 @@ def inspect_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES, max_files: in
     )
 
 
-def _manifest(files: Mapping[str, bytes]) -> Manifest:
+def _manifest(files: Mapping[str, bytes], loop_refused: tuple[str, str] | None) -> Manifest:
     present = [name for name in MANIFEST_NAMES if name in files]
     if len(present) > 1:
         raise InvalidInput("The bundle has both orch.yaml and orch.yml.", "Keep one of them.")
     if not present:
         return Manifest()
     name = present[0]
-    return parse_manifest(_text(files[name], name), name)
+    return parse_manifest(_text(files[name], name), name, loop_refused)
 
 
 def _text(content: bytes, name: str) -> str:

@@ -242,8 +242,12 @@ class Manifest(BaseModel):
         return value
 
 
-def parse_manifest(text: str, filename: str = "orch.yaml") -> Manifest:
-    """The manifest in `text`; any problem is an InvalidInput naming the file, line and key."""
+def parse_manifest(
+    text: str, filename: str = "orch.yaml", loop_refused: tuple[str, str] | None = None
+) -> Manifest:
+    """The manifest in `text`; any problem is an InvalidInput naming the file, line and key.
+    `loop_refused` (message, fix): a `loop:` section is refused with it before any other key is
+    checked (a service can't be a managed loop, whatever its loop's settings)."""
     if len(text) > MAX_MANIFEST_BYTES:
         raise InvalidInput(
             f"{filename} is {format_size(len(text))}; a manifest is at most "
@@ -265,6 +269,9 @@ def parse_manifest(text: str, filename: str = "orch.yaml") -> Manifest:
             "not a mapping of keys.",
             "Write `key: value` lines, such as `name: my-agent` and `entrypoint: main.py`.",
         )
+    if loop_refused is not None and "loop" in source.data:
+        message, fix = loop_refused
+        raise InvalidInput(f"{filename} line {source.line_of(('loop',))}: loop: {message}", fix)
     try:
         return Manifest.model_validate(source.data, by_alias=True, by_name=False)
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def deploy(
     if not json_:
         access = "public" if dep["public"] else "private"
         err_console.print(
-            f"→ {escape(service)} v{dep['version']} · {escape(' '.join(dep['command']))} · {access}"
+            f"→ {escape(service)} v{dep['version']} · {escape(shlex.join(dep['command']))} · {access}"
         )
         for note in dep["notes"]:
             warn(note)
@@ -108,6 +109,11 @@ def deploy(
     svc = client.get(f"/v1/services/{segment(service)}")
     if json_:
         print_json({**_json(svc), "deployment": dep})
+    elif dep["status"] == "ready" and svc["desired"] == "stopped":
+        ok(
+            f"{service} v{dep['version']} is deployed, and stopped: it was stopped during the "
+            f"deployment. `orch service restart {service}` starts it."
+        )
     elif dep["status"] == "ready":
         ok(f"{service} v{dep['version']} is running at {svc['url']}")
     if dep["status"] != "ready":
@@ -156,7 +162,8 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     if json_:
         print_json(_json(s))
         return
-    console.print(f"[bold]{escape(s['name'])}[/bold]  {s['id']}  v{s['version']}")
+    version = f"v{s['version']}" if s["version"] else "no version deployed"
+    console.print(f"[bold]{escape(s['name'])}[/bold]  {s['id']}  {version}")
     stopped = " (stopped by request)" if s["desired"] == "stopped" else ""
     console.print(f"  state     {s['state']}{stopped}")
     console.print(f"  uptime    {_uptime(s['uptime'])}")
@@ -169,17 +176,20 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     last = f" · last exit {s['last_exit']}" if s["last_exit"] is not None else ""
     console.print(f"  restarts  {s['restarts']}{last}")
     console.print(f"  image     {s['image'] or '-'}")
-    console.print(f"  command   {escape(' '.join(s['command']))}")
+    console.print(f"  command   {escape(shlex.join(s['command'])) or '-'}")
     if s["run_command"]:
         console.print(f"  run       {escape(s['run_command'])}")
     console.print(f"  url       {s['url']}")
     console.print(f"  access    {_access(s)}")
     dep = s.get("deployment")
+    error = s["error"]
     if dep and dep["status"] not in ("ready",):
         why = f": {escape(dep['error'])}" if dep["error"] else ""
         console.print(f"  deploy    v{dep['version']} {dep['status']}{why}")
-    if s["error"]:
-        warn(escape(s["error"]))
+        if error == f"v{dep['version']} was not deployed: {dep['error']}":
+            error = None  # said on the line above
+    if error:
+        warn(escape(error))
     if s["last_output"] and s["state"] in ("crash-looping", "restarting", "failed"):
         console.print("  last output:")
         console.print(escape(s["last_output"].rstrip()), style="dim", soft_wrap=True)
@@ -220,7 +230,14 @@ def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None
 def stop(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Stop a service; it stays stopped (server restarts too) until `orch service restart`."""
     s = Transport.from_settings().post(f"/v1/services/{segment(name)}/stop")
-    ok(f"{s['name']} stopped.")
+    dep = s.get("deployment")
+    if dep and dep["status"] not in FINAL:
+        ok(
+            f"{s['name']} stopped. Its deployment of v{dep['version']} goes on and leaves it stopped; "
+            f"`orch service restart {s['name']}` starts it."
+        )
+    else:
+        ok(f"{s['name']} stopped.")
 
 
 @app.command()

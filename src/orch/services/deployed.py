@@ -8,7 +8,7 @@ import shutil
 import time
 
 import anyio
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from orch.bundle import BundleInfo, Manifest, inspect_bundle
@@ -43,7 +43,7 @@ def deploy(
     (and nothing deployed) on refusal. `public` (or `public: true` in orch.yaml): the proxy
     answers anyone once this version serves; each deployment says it again (private otherwise)."""
     check_name(name, "Service name", id_prefix="svc_")
-    info = inspect_bundle(data)
+    info = inspect_bundle(data, loop_refused=LOOP_REFUSED)
     argv = _command(info, command)
     validation = checked_dockerfile(info.dockerfile) if info.dockerfile is not None else None
     manifest = info.manifest.model_copy(update={"public": True}) if public else info.manifest
@@ -99,13 +99,24 @@ def deploy(
     return view
 
 
-def _refuse_busy(s: Session, svc: ServiceRow) -> None:
-    busy = s.scalar(
-        select(ServiceDeploymentRow.version).where(
-            ServiceDeploymentRow.service_id == svc.id,
-            ServiceDeploymentRow.status.not_in([s.value for s in DeploymentStatus if s.final]),
-        )
+# A `loop:` section is refused before the rest of the manifest is checked: fixing the loop's
+# settings first would be for nothing.
+LOOP_REFUSED = (
+    "managed loops are not supported for services (the platform runs a loop only for a run).",
+    "Remove loop: from orch.yaml and give the service an entrypoint to run.",
+)
+
+
+def _under_way(service_id: str) -> ColumnElement[bool]:
+    """The service's deployments that have not ended (queued, building or starting)."""
+    return and_(
+        ServiceDeploymentRow.service_id == service_id,
+        ServiceDeploymentRow.status.not_in([d.value for d in DeploymentStatus if d.final]),
     )
+
+
+def _refuse_busy(s: Session, svc: ServiceRow) -> None:
+    busy = s.scalar(select(ServiceDeploymentRow.version).where(_under_way(svc.id)))
     if busy is not None:
         raise Conflict(
             f"{svc.name} v{busy} is still being deployed.", "Wait for it to end, then deploy again."
@@ -135,11 +146,6 @@ def _unchanged(
 
 def _command(info: BundleInfo, command: str | None) -> list[str]:
     """The command line the service runs, or InvalidInput for a bundle a service can't be."""
-    if info.manifest.has_loop:
-        raise InvalidInput(
-            "managed loops are not supported yet: this bundle's orch.yaml has a loop: section.",
-            "Remove loop: from orch.yaml and give the service an entrypoint to run.",
-        )
     if not info.manifest.network:
         raise InvalidInput(
             "orch.yaml says network: false, but a service must be reachable through the server.",
@@ -306,11 +312,13 @@ def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> Deploy
 
 
 def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
-    """Stop the service's container; it stays stopped (also across server restarts)."""
+    """Stop the service's containers; it stays stopped (also across server restarts, and when a
+    deployment under way ends: it makes its version current and leaves the service stopped)."""
     with platform.services_lock:
         with platform.store.session() as s:
             svc = _resolve(s, ws_id, ref)
             svc.desired = "stopped"
+            s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=True))
             containers = [r.container or "" for r in replicas(s, svc.id)]
         routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
         reconcile(platform)
@@ -318,17 +326,21 @@ def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
 
 
 def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
-    """Start the service afresh (a stopped one too): a new container, the backoff forgotten."""
+    """Start the service afresh (a stopped one too): a new container, the backoff forgotten. A
+    deployment under way goes on, and ends with the service running (a stop before is undone)."""
     with platform.services_lock, platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
-        if svc.version == 0:
+        deploying = s.scalar(select(ServiceDeploymentRow.id).where(_under_way(svc.id))) is not None
+        if svc.version == 0 and not deploying:
             raise Conflict(
                 f"{svc.name} has no deployed version to restart.",
                 "Deploy a version of it first.",
             )
+        s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
         for r in replicas(s, svc.id):  # each comes back fresh: a new container, no backoff
             remove_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
-        svc.desired, svc.state = "running", ServiceState.STARTING.value
+        svc.desired = "running"
+        svc.state = (ServiceState.STARTING if svc.version else ServiceState.DEPLOYING).value
     routing.of(platform).changed()
     reconcile(platform)
     return show(platform, ws_id, ref)

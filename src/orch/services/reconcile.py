@@ -52,6 +52,10 @@ _WORST_FIRST = (
 )
 
 
+# What a container prints (to stderr) when its run_command fails: the command never started.
+RUN_COMMAND_FAILED = "orch: run_command failed"
+
+
 def backoff(quick_crashes: int) -> float:
     return float(min(BACKOFF_FIRST * 2 ** max(quick_crashes - 1, 0), BACKOFF_MAX))
 
@@ -93,7 +97,7 @@ def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
         name=name,
         image=v.image,
         command=v.command,
-        run_command=v.run_command,
+        run_command=_reporting(v.run_command),
         env={**proxy_env(platform.config), **v.manifest.env, "ORCH_SERVICE": svc.name},
         limits=ServiceLimits(resources.cpus, resources.memory_bytes, resources.pids),
         labels={**platform.service_labels(svc.id), "org.orch.version": str(v.version)},
@@ -102,6 +106,16 @@ def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
     log_path = deployed_logs.container_log(platform, svc.id, name)
     platform.engine.start_container(spec, log_path, deployed_logs.MAX_CONTAINER_LOG)
     return name
+
+
+def _reporting(run_command: str | None) -> str | None:
+    """`run_command`, saying so in the container's output if it fails: the shell runs it under
+    `set -e`, so a failing step ends the shell, and the EXIT trap prints RUN_COMMAND_FAILED and
+    the exit code; once it succeeded, the trap goes and the command replaces the shell."""
+    if not run_command:
+        return run_command
+    report = f'c=$?; [ "$c" -eq 0 ] || echo "{RUN_COMMAND_FAILED} with exit code $c" >&2'
+    return f"trap '{report}' EXIT\n{run_command}\ntrap - EXIT"
 
 
 def replicas(s: Session, service_id: str) -> list[ServiceReplicaRow]:

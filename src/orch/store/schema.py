@@ -268,6 +268,9 @@ class ServiceDeploymentRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str] = mapped_column(Text, default="")
     claimed_by: Mapped[str | None] = mapped_column(String(32))  # see BuildRow.claimed_by
+    # The service was stopped while this deployment was under way (0020): it ends with its
+    # version current and the service still stopped (`orch service restart` clears it).
+    stop_requested: Mapped[bool] = mapped_column(default=False)
     queued_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 

@@ -33,7 +33,7 @@ from orch.sandbox.service_spec import PORT, containerfile
 from orch.services import base_digests, deployed_logs, images, leases, nodes, routing
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
-from orch.services.reconcile import Version, replicas, start_container, version_of
+from orch.services.reconcile import RUN_COMMAND_FAILED, Version, replicas, start_container, version_of
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import (
@@ -159,6 +159,9 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
     try:
         # One replica at a time: the new one answers before the old one goes (a surge of one).
         for slot in range(max(manifest.replicas, max(slots, default=-1) + 1)):
+            if rollout.stopped(new):  # during the deployment: it starts no more containers
+                out(f"{name} was stopped during the deployment: v{version} is current; it stays stopped.")
+                break
             if slot >= manifest.replicas:
                 rollout.retire(slot, f"{name} v{version} has fewer replicas")
             elif slots.get(slot) != version:  # (one at this version: a deploy run again after a kill)
@@ -249,6 +252,20 @@ class Rollout:
     added: list[int] = field(default_factory=list)  # of those, slots that had no replica before
     old_service: dict[str, object] = field(default_factory=dict)  # the row's fields before the switch
 
+    def stopped(self, v: Version) -> bool:
+        """Whether the service was stopped during the deployment (`orch service stop`, which
+        sticks); then `v` is its current version from now, if no replica switched to it yet."""
+        with self.platform.services_lock, self.platform.store.session() as s:
+            svc = _service(s, self.service_id)
+            dep = s.get(ServiceDeploymentRow, self.dep_id)
+            if dep is None or not dep.stop_requested:
+                return False
+            if not self.replaced:
+                _serve(svc, v)
+                svc.state = ServiceState.STOPPED.value
+        routing.of(self.platform).changed()
+        return True
+
     def replace(self, slot: int, v: Version, switch: bool) -> None:
         """Start a container of `v` for `slot`; once it answers, it takes the slot (with `switch`,
         the service's serving version becomes `v`), and the slot's old container is drained and
@@ -261,7 +278,7 @@ class Rollout:
             assert dep is not None
             dep.container = container  # not an orphan to the supervisor while it starts
         try:
-            address = _wait_until_answering(platform, self.service_id, container, self.stop, self.hold)
+            address = _wait_until_answering(platform, self.service_id, container, self.stop, self.hold, v)
         except DeployFailed:
             platform.engine.remove_container(container, timeout=0)
             raise
@@ -283,13 +300,15 @@ class Rollout:
                 # with the supervisor's passes.
                 deployed_logs.ship(platform, s, self.service_id, container)
                 row.started_at, row.next_start_at, row.quick_crashes = utcnow(), None, 0
-                if switch:
-                    self.old_service = {k: getattr(svc, k) for k in _SERVING}
-                    svc.version, svc.image, svc.command = v.version, v.image, json.dumps(v.command)
-                    svc.run_command, svc.manifest = v.run_command, v.manifest.model_dump_json()
-                    svc.state, svc.error, svc.desired = ServiceState.RUNNING.value, None, "running"
                 dep = s.get(ServiceDeploymentRow, self.dep_id)
                 assert dep is not None
+                if switch:
+                    self.old_service = {k: getattr(svc, k) for k in _SERVING}
+                    _serve(svc, v)
+                    # A deploy runs the service (a stopped one too), unless it was stopped since
+                    # the deploy began: that stop sticks (the supervisor removes the container).
+                    svc.desired = "stopped" if dep.stop_requested else "running"
+                    svc.state = (ServiceState.STOPPED if dep.stop_requested else ServiceState.RUNNING).value
                 dep.container = None
             self.replaced.append(slot)
             # Only once the switch is stored does the old container go: a server killed in
@@ -329,9 +348,12 @@ class Rollout:
             log.warning("rolling %s back: %s", self.name, e.message)
         with self.platform.services_lock, self.platform.store.session() as s:
             svc = s.get(ServiceRow, self.service_id)
+            dep = s.get(ServiceDeploymentRow, self.dep_id)
             if svc is not None and self.old_service:
                 for key, value in self.old_service.items():
                     setattr(svc, key, value)
+                if dep is not None and dep.stop_requested:  # a stop during the deployment sticks
+                    svc.desired = "stopped"
                 if old is None:
                     svc.state = ServiceState.FAILED.value
         routing.of(self.platform).changed()
@@ -359,8 +381,20 @@ class Rollout:
 _SERVING = ("version", "image", "command", "run_command", "manifest", "state", "error", "desired")
 
 
+def _serve(svc: ServiceRow, v: Version) -> None:
+    """Make `v` the service's current version: what its replicas run from now."""
+    svc.version, svc.image, svc.command = v.version, v.image, json.dumps(v.command)
+    svc.run_command, svc.manifest = v.run_command, v.manifest.model_dump_json()
+    svc.error = None
+
+
 def _wait_until_answering(
-    platform: Platform, service_id: str, container: str, stop: threading.Event, hold: Callable[[], None]
+    platform: Platform,
+    service_id: str,
+    container: str,
+    stop: threading.Event,
+    hold: Callable[[], None],
+    v: Version,
 ) -> str:
     timeout = float(platform.config.service_start_timeout)
     deadline = time.monotonic() + timeout
@@ -370,27 +404,40 @@ def _wait_until_answering(
         found = platform.engine.list_containers({"org.orch.service": service_id})
         info = next((c for c in found if c.name == container), None)
         if info is None or not info.running:
-            output = deployed_logs.read_container(platform, service_id, container)
             code = f" with exit code {info.exit_code}" if info is not None else ""
-            platform.engine.remove_container(container, timeout=0)
-            last = deployed_logs.tail(output, 10).strip()
-            raise DeployFailed(
-                f"The new version exited{code} before it answered on port {PORT}."
-                + (f" Its last output:\n{last}" if last else ""),
-                "Fix it and deploy again; the previous version (if any) still serves.",
-            )
+            output = _ended(platform, service_id, container)
+            if v.run_command and RUN_COMMAND_FAILED in output:  # its command never started
+                why = f"The new version's run_command (orch.yaml) failed{code}, before its command started."
+                fix = "Fix run_command (it runs as root at every start) and deploy again."
+            else:
+                why = f"The new version exited{code} before it answered on port {PORT}."
+                fix = "Fix it and deploy again; the previous version (if any) still serves."
+            raise DeployFailed(why + _last(output), fix)
         address = address or platform.engine.container_address(container)
         if address and platform.probe(address, PORT):
             return address
         time.sleep(0.2)
-    output = deployed_logs.read_container(platform, service_id, container)
-    platform.engine.remove_container(container, timeout=0)
-    last = deployed_logs.tail(output, 10).strip()
+    output = _ended(platform, service_id, container)
     raise DeployFailed(
-        f"The new version did not answer on port {PORT} within {timeout:.0f} s."
-        + (f" Its last output:\n{last}" if last else ""),
-        "Make it listen on $PORT (0.0.0.0), or raise ORCH_SERVICE_START_TIMEOUT.",
+        f"The new version did not answer on port {PORT} within {timeout:.0f} s. A service must listen "
+        f"on all interfaces (0.0.0.0, not 127.0.0.1 or localhost), on the port in $PORT ({PORT})."
+        + _last(output),
+        "Make it listen on 0.0.0.0:$PORT, or raise ORCH_SERVICE_START_TIMEOUT if it takes longer to start.",
     )
+
+
+def _ended(platform: Platform, service_id: str, container: str) -> str:
+    """A new container that did not come up: its output goes into the service's (so `orch
+    service logs` shows what it printed), and it is removed; return its last lines."""
+    with platform.services_lock, platform.store.session() as s:
+        output = deployed_logs.archive(platform, s, service_id, container)
+    platform.engine.remove_container(container, timeout=0)
+    return output
+
+
+def _last(output: str) -> str:
+    last = deployed_logs.tail(output, 10).strip()
+    return f" Its last output:\n{last}" if last else ""
 
 
 def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> None:

@@ -81,13 +81,15 @@ async def get_logs(
 
 @router.post("/services/{ref}/stop", response_model=ServiceView)
 def stop(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> ServiceView:
-    """Stop the service; it stays stopped until restarted."""
+    """Stop the service; it stays stopped until restarted, also when a deployment under way ends
+    (its version is then current, and the service stopped)."""
     return deployed.stop(platform, ws, ref)
 
 
 @router.post("/services/{ref}/restart", response_model=ServiceView)
 def restart(ref: str, platform: PlatformDep, ws: WorkspaceDep) -> ServiceView:
-    """Start the service in a new container (a stopped one too)."""
+    """Start the service in a new container (a stopped one too); during a deployment, it undoes a
+    stop: the deployment ends with the service running."""
     return deployed.restart(platform, ws, ref)
 
 
