@@ -253,6 +253,17 @@ def test_bad_request_body_is_a_plain_message(api: httpx.Client) -> None:
         message = sent.json()["message"]
         assert sent.status_code == 422 and "should" not in message and "Input" not in message, message
         assert words is None or f"The request is not valid: {words}" in message, message
+    # A misspelt field is refused, not ignored (its default would silently apply).
+    for path, body in [
+        ("/v1/runs", {"agent": "a", "inptu": "{}"}),
+        ("/v1/environments", {"name": "x", "dockerfile": GOOD, "nocache": True}),
+        ("/v1/secrets/K", {"value": "v", "extra": 1}),
+        ("/v1/tokens", {"name": "ci", "admn": True}),
+    ]:
+        sent = api.put(path, json=body) if "secrets" in path else api.post(path, json=body)
+        assert sent.status_code == 422 and "is not a field of this request" in sent.json()["message"], (
+            sent.text
+        )
     # A name is bounded loosely by the request, then checked with the rule itself.
     resp = api.post("/v1/environments", json={"name": "n" * 300, "dockerfile": GOOD})
     assert resp.status_code == 400 and "(300 characters)' is not valid" in resp.json()["message"]

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from orch.errors import Forbidden, InvalidInput
@@ -112,6 +112,14 @@ Reference = Annotated[str, AfterValidator(_no_nul)]
 # A new name in a request body: bounded here, then checked (1-63 characters, models.check_name)
 # with a sentence that says the rule; a bound at 63 would answer in pydantic's words instead.
 NAME_FIELD = 1000
+
+
+class Body(BaseModel):
+    """A request body: a field it does not have is refused (HTTP 422, "memroy is not a field of
+    this request"), never ignored, so a misspelt limit can't silently fall back to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 WorkspaceDep = Annotated[str, Depends(api_workspace_id)]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from orch.dockerfile.bounded import MAX_TEXT
-from orch.server.api.deps import NAME_FIELD, PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
@@ -25,21 +25,21 @@ router = APIRouter(prefix="/v1", tags=["environments"])
 MAX_DOCKERFILE = 4 * MAX_TEXT
 
 
-class CreateEnvironment(BaseModel):
+class CreateEnvironment(Body):
     name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique in the workspace.")
     dockerfile: str = Field(max_length=MAX_DOCKERFILE, description="The Dockerfile's text.")
     no_cache: bool = Field(False, description="Build even when a cached image matches.")
 
 
-class DockerfileText(BaseModel):
+class DockerfileText(Body):
     dockerfile: str = Field(max_length=MAX_DOCKERFILE)
 
 
-class BuildRequestBody(BaseModel):
+class BuildRequestBody(Body):
     no_cache: bool = False
 
 
-class SetDefault(BaseModel):
+class SetDefault(Body):
     environment: Reference = Field(max_length=200, description="An environment id or name.")
 
 

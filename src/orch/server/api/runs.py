@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from orch import metrics
-from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep
 from orch.services import runs
 from orch.services.views import RunLogs, RunView
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 
-class StartRun(BaseModel):
+class StartRun(Body):
     agent: Reference = Field(max_length=200, description="Agent name or id; its latest version runs.")
     input: str = Field("", description="Given to the agent on stdin and in ORCH_INPUT.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")

@@ -4,16 +4,16 @@ and times only; a run gets the values its agent asks for in its sandbox (docs/se
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import Body, PlatformDep, WorkspaceDep
 from orch.services import secrets
 from orch.services.views import SecretView
 
 router = APIRouter(prefix="/v1", tags=["secrets"])
 
 
-class SetSecret(BaseModel):
+class SetSecret(Body):
     value: str = Field(description="The value: 1 byte to 64 KiB of UTF-8 text, without NUL characters.")
 
 

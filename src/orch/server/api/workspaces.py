@@ -6,20 +6,20 @@ tokens only. A token's text is shown once, when it is created; the store keeps i
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from orch.server.api.deps import NAME_FIELD, CallerDep, PlatformDep, Reference
+from orch.server.api.deps import NAME_FIELD, Body, CallerDep, PlatformDep, Reference
 from orch.services import workspaces
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 
 router = APIRouter(prefix="/v1", tags=["workspaces"])
 
 
-class CreateWorkspace(BaseModel):
+class CreateWorkspace(Body):
     name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique on the platform.")
 
 
-class CreateToken(BaseModel):
+class CreateToken(Body):
     name: str = Field(max_length=NAME_FIELD, description="What the token is for, e.g. 'ci'.")
     workspace: Reference | None = Field(
         None, max_length=200, description="Workspace name or id (admin tokens only; default: your own)."
