@@ -311,7 +311,11 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     if problem := platform.host_problem:
         said = problem.message[:1].lower() + problem.message[1:]
         raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
-    image = _ready_image(platform, run_id, plan.env_id, plan.env_kind, plan.env_name, out)
+    try:
+        image = _ready_image(platform, run_id, plan.env_id, plan.env_kind, plan.env_name, out)
+    except _CancelledWaiting:  # a cancelled run, not a failed one
+        _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
+        return
     manifest = plan.manifest
     limits = Limits(
         cpus=manifest.resources.cpus,
@@ -498,6 +502,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+class _CancelledWaiting(Exception):
+    """The run was cancelled while it waited for its environment's build."""
+
+
 def _ready_image(
     platform: Platform, run_id: str, env_id: str, kind: EnvKind, name: str, out: RunOutput
 ) -> str:
@@ -524,7 +532,8 @@ def _ready_image(
             out.line(f"Waiting for the environment {name} to build")
             announced = True
         if _cancelled(platform, run_id):
-            raise RunFailed("The run was cancelled while its environment was building.", "")
+            out.line(f"Cancelled while the environment {name} was building (its build goes on)")
+            raise _CancelledWaiting()
         if time.monotonic() > deadline:
             raise RunFailed(f"{name} took too long to build.", "Read its build log to see where it stands.")
         platform.wake_builds.set()
