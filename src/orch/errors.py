@@ -12,6 +12,7 @@
     │   └── BuildFailed        a build step exited non-zero, or the build was stopped
     ├── ServiceUnavailable     a service is not running, or did not answer the proxy: HTTP 503
     ├── CapacityReached        the server's sandboxes hold all the memory they may: HTTP 503, Retry-After
+    ├── ClientGone             the caller went away before the answer (nobody reads it): HTTP 499
     ├── RunFailed              a run could not start (its reason is recorded on the run)
     ├── InstallFailed          a run's dependencies (requirements.txt, package.json) did not install
     ├── DeployFailed           a service's new version was not deployed (the old one serves on)
@@ -117,6 +118,14 @@ class CapacityReached(OrchError):
     retry_after = 5
 
 
+class ClientGone(OrchError):
+    """The caller went away before the answer (a sandbox's create it cancelled): what the request
+    made is undone, and the answer goes nowhere (499, as nginx logs a client that left)."""
+
+    http_status = 499
+    code = "client_gone"
+
+
 class RunFailed(OrchError):
     """The run could not start: its reason is recorded and shown to the user."""
 
@@ -168,6 +177,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         BuildFailed,
         ServiceUnavailable,
         CapacityReached,
+        ClientGone,
         RunFailed,
         InstallFailed,
         DeployFailed,

@@ -4,11 +4,15 @@ what is stored, the limits and timeouts, the refusals, the NDJSON stream, the re
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -19,10 +23,12 @@ from orch.engine.network import Network
 from orch.errors import EngineError
 from orch.sandbox.held_fake import Command, FakeHolder
 from orch.sandbox.launcher import Isolation
+from orch.server.api import sandboxes as sandboxes_api
 from orch.services import sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.services.run_memory import MemoryBudget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
+from tests.asgi import in_process
 from tests.conftest import drain
 
 NDJSON = {"Accept": "application/x-ndjson"}
@@ -47,6 +53,13 @@ def rows(platform: Platform) -> list[SandboxRow]:
         for r in found:
             s.expunge(r)
         return found
+
+
+def until(condition: Callable[[], object], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
 
 
 def error(resp: httpx.Response, status: int) -> str:
@@ -172,6 +185,86 @@ def test_a_start_that_fails_is_recorded(api: httpx.Client, holder: FakeHolder, p
     )
     assert api.get("/v1/sandboxes").json() == []
     assert api.get("/v1/sandboxes", params={"all": "true"}).json()[0]["status"] == "failed"
+    # The runtime's own refusal says "could not start" once, not twice.
+    holder.fail = EngineError("The sandbox could not start: no space left on device.", "Free some.")
+    assert error(api.post("/v1/sandboxes", json={}), 502).startswith("The sandbox could not start: ")
+    assert rows(platform)[-1].reason == "it could not start: no space left on device."
+
+
+def test_a_create_whose_caller_goes_away_leaves_no_sandbox(
+    served: tuple[str, str], workspace: tuple[str, str], holder: FakeHolder, platform: Platform
+) -> None:
+    """As `timeout 0.5 curl -d ... /v1/sandboxes`: the connection closes before the answer."""
+    url, headers = f"{served[0]}/v1/sandboxes", {"Authorization": f"Bearer {workspace[1]}"}
+    holder.hold = threading.Event()  # a slow start (a first image pull)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json={"memory": "64Mi"}, headers=headers, timeout=httpx.Timeout(10, read=0.5))
+    assert holder.holding.is_set()
+    time.sleep(2 * sandboxes_api.WATCH)  # the route sees its client gone while the start goes on
+    holder.hold.set()
+    until(lambda: holder.sandboxes and holder.last().removed, "the sandbox was left held")
+    until(lambda: rows(platform)[0].status == "removed", "the sandbox's record was left open")
+    assert rows(platform)[0].reason == sandboxes.ABANDONED
+    assert platform.held.ids() == [] and platform.run_memory.used == 0
+    assert metrics.of(platform)._sandboxes._value.get() == 0
+    # One that waits for memory when its caller goes: it never starts, and leaves no record.
+    platform.run_memory = MemoryBudget(512 * 2**20)
+    holder.hold = None
+    full = httpx.post(url, json={}, headers=headers, timeout=10)
+    assert full.status_code == 201, full.text
+    left: list[float] = []
+
+    def leave() -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json={"memory": "64Mi"}, headers=headers, timeout=httpx.Timeout(10, read=1))
+        left.append(time.monotonic())
+
+    waiting = threading.Thread(target=leave)
+    waiting.start()
+    until(lambda: len(rows(platform)) == 3, "the create never waited")
+    waiting.join(10)
+    until(lambda: len(rows(platform)) == 2, "the waiting create's record was left")
+    assert time.monotonic() - left[0] < sandboxes.MEMORY_WAIT / 2  # it stopped waiting at once
+    assert len(holder.opened) == 2 and platform.run_memory.used == 512 * 2**20
+
+
+def test_a_create_whose_caller_left_as_it_was_answered_is_removed(
+    app: FastAPI, workspace: tuple[str, str], holder: FakeHolder, platform: Platform
+) -> None:
+    """The client's disconnect seen only once the sandbox is there: it goes all the same."""
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/sandboxes",
+        "raw_path": b"/v1/sandboxes",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {workspace[1]}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    with in_process(app) as transport:
+        transport._portal.call(app, scope, receive, send)
+    assert sent[0]["status"] == 499
+    (row,) = rows(platform)
+    assert (row.status, row.reason) == ("removed", sandboxes.ABANDONED)
+    assert holder.last().removed and platform.run_memory.used == 0
 
 
 def test_without_a_launcher_the_server_says_so(api: httpx.Client, platform: Platform) -> None:
@@ -320,6 +413,34 @@ def test_bad_file_requests_change_nothing(
     assert holder.last().files == {}
 
 
+def test_a_directory_takes_the_file_under_its_own_name(api: httpx.Client, holder: FakeHolder) -> None:
+    """As cp, docker cp and podman cp do; a path that must be a directory and is none changes nothing."""
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    for path, found in (
+        ("/tmp", "/tmp/notes.txt"),
+        (".", "/home/user/notes.txt"),
+        ("/tmp/", "/tmp/notes.txt"),
+    ):
+        resp = api.put(url, params={"path": path, "name": "notes.txt"}, content=b"hi")
+        assert resp.json() == {"path": found, "size": 2}, (path, resp.text)
+    assert api.put(url, params={"path": "new", "name": "n"}, content=b"x").json()["path"] == "/home/user/new"
+    before = (dict(holder.last().files), set(holder.last().dirs))
+    said = error(api.put(url, params={"path": "sub/dir/", "name": "n"}, content=b"x"), 404)
+    assert said == "No directory /home/user/sub/dir in the sandbox."
+    resp = api.put(url, params={"path": "/tmp"}, content=b"x")
+    assert error(resp, 400) == "Could not write /tmp in the sandbox: Is a directory."
+    assert resp.json()["fix"] == "Give a path for the file itself, such as DIR/NAME."
+    for bad in ("", ".", "..", "a/b"):
+        said = error(api.put(url, params={"path": "/tmp", "name": bad}, content=b"x"), 400)
+        assert said == f"The file name {bad!r} is not usable: it names no file in a directory."
+    assert (holder.last().files, holder.last().dirs) == before
+    # Reading one: the fix is about reading.
+    resp = api.get(url, params={"path": "/tmp"})
+    assert error(resp, 400) == "Could not read /tmp in the sandbox: Is a directory."
+    assert "archive" in resp.json()["fix"] and "write" not in resp.json()["fix"]
+
+
 def test_a_file_over_the_limit_is_refused(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
     platform.config = platform.config.with_values(sandbox_file_limit=1024)
     sb = create(api)
@@ -355,6 +476,29 @@ def test_remove_then_nothing_more_goes_in(api: httpx.Client, holder: FakeHolder,
     assert said == f"The sandbox {sb['id']} is removed (removed on request): it takes no commands."
     assert error(api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "a"}), 409)
     assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204  # removed already: as it is
+
+
+def test_a_command_whose_sandbox_is_removed_ends_with_a_sentence(
+    api: httpx.Client, holder: FakeHolder
+) -> None:
+    """Not with the kill's 137, which an out-of-memory kill also gives."""
+    sb = create(api)
+    url, answers = f"/v1/sandboxes/{sb['id']}/exec", {}
+
+    def run(kind: str, headers: dict[str, str]) -> None:
+        answers[kind] = api.post(url, json={"command": ["sleep", "30"]}, headers=headers)
+
+    threads = [threading.Thread(target=run, args=a) for a in (("streamed", NDJSON), ("collected", {}))]
+    for t in threads:
+        t.start()
+    until(lambda: holder.last().busy == 2, "the commands never ran")
+    assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204
+    for t in threads:
+        t.join(10)
+    said = f"The sandbox {sb['id']} was removed while the command ran (removed on request)."
+    last = json.loads(answers["streamed"].text.splitlines()[-1])
+    assert (last["error"], last["message"]) == ("conflict", said) and last["fix"]
+    assert error(answers["collected"], 409) == said
 
 
 def test_the_reaper_removes_idle_and_expired_sandboxes(
@@ -493,6 +637,96 @@ def test_cli_create_exec_cp_list_rm(cli, holder: FakeHolder, tmp_path: Path) -> 
     assert json.loads(cli("sandbox", "list", "--json").stdout) == []
     created = json.loads(cli("sandbox", "create", "--json").stdout)
     assert {"id", "status", "environment"} <= set(created) and created["environment"]["name"] == "python"
+
+
+def test_cli_create_interrupted_says_what_happened(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the server starts it
+
+    monkeypatch.setattr(client_mod.Client, "post", interrupted)
+    res = cli("sandbox", "create")
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert "the create was cancelled, and the server removes the sandbox it was starting" in res.stderr
+
+
+def test_cli_exec_says_its_sandbox_was_removed(
+    cli, holder: FakeHolder, platform: Platform, workspace: tuple[str, str]
+) -> None:
+    for json_ in ((), ("--json",)):
+        sandbox_id = cli("sandbox", "create").stdout.strip()
+
+        def remove(sandbox_id: str = sandbox_id) -> None:  # from another shell, as it runs
+            until(lambda: holder.last().busy == 1, "the command never ran")
+            sandboxes.remove(platform, workspace[0], sandbox_id)
+
+        other = threading.Thread(target=remove)
+        other.start()
+        res = cli("sandbox", "exec", *json_, sandbox_id, "--", "sleep", "30")
+        other.join(10)
+        assert res.exit_code == 2, (json_, res.output)
+        said = f"The sandbox {sandbox_id} was removed while the command ran (removed on request)."
+        assert said in res.stderr and "Traceback" not in res.output
+
+
+def test_cli_cp_into_a_sandbox_directory_keeps_the_file_s_name(
+    cli, holder: FakeHolder, tmp_path: Path
+) -> None:
+    sandbox_id = cli("sandbox", "create").stdout.strip()
+    local = tmp_path / "notes.txt"
+    local.write_bytes(b"hello")
+    for target, found in (
+        (f"{sandbox_id}:/tmp", "/tmp/notes.txt"),
+        (f"{sandbox_id}:.", "/home/user/notes.txt"),
+    ):
+        res = cli("sandbox", "cp", str(local), target)
+        assert res.exit_code == 0 and f"→ {sandbox_id}:{found} (5 bytes)" in res.stderr, res.output
+        assert holder.last().files[found] == b"hello"
+    res = cli("sandbox", "cp", str(local), f"{sandbox_id}:sub/dir/")
+    assert res.exit_code == 2 and "No directory /home/user/sub/dir in the sandbox." in res.stderr
+    assert "/home/user/sub" not in holder.last().dirs  # the failed call made nothing
+    res = cli("sandbox", "cp", "-", f"{sandbox_id}:/tmp", input="x")  # no name to give it
+    assert res.exit_code == 2 and "Is a directory" in res.stderr and "DIR/NAME" in res.stderr
+    res = cli("sandbox", "cp", f"{sandbox_id}:/tmp", str(tmp_path / "out"))
+    assert res.exit_code == 2 and "Could not read /tmp in the sandbox: Is a directory." in res.stderr
+    assert "can write" not in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_cli_rm_tries_every_id(cli, holder: FakeHolder, platform: Platform) -> None:
+    first, last = cli("sandbox", "create").stdout.strip(), cli("sandbox", "create").stdout.strip()
+    res = cli("sandbox", "rm", first, "sbx_nothere00", "../etc", last)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"Removed {first}" in res.stderr and f"Removed {last}" in res.stderr
+    assert "No sandbox 'sbx_nothere00' in this workspace." in res.stderr
+    assert "'../etc' is not a sandbox id." in res.stderr
+    assert [r.status for r in rows(platform)] == ["removed", "removed"]
+    res = cli("sandbox", "rm", first)
+    assert res.exit_code == 0 and "Removed" not in res.stderr
+    assert f"{first} was already removed (removed on request); nothing to remove." in res.stderr
+
+
+def test_cli_list_all_says_why_each_ended(cli, holder: FakeHolder) -> None:
+    assert (
+        cli("sandbox", "list", "--all").stderr
+        == "No sandboxes in this workspace. Start one with `orch sandbox create`.\n"
+    )
+    holder.fail = EngineError("The sandbox could not start: no space left on device.", "Free some.")
+    assert cli("sandbox", "create").exit_code == 1
+    holder.fail = None
+    removed = cli("sandbox", "create").stdout.strip()
+    assert cli("sandbox", "rm", removed).exit_code == 0
+    header, *lines = cli("sandbox", "list", "--all").stdout.splitlines()
+    expires, reason = header.index("EXPIRES"), header.index("REASON")
+    assert {line[expires:reason].strip() for line in lines} == {""}  # ended: no expiry
+    assert [line[reason:] for line in lines] == [
+        "removed on request",
+        "it could not start: no space left on device.",
+    ]
+    assert "NODE" not in header
+
+
+def test_cli_exec_help_is_whole_sentences(cli) -> None:
+    shown = cli("sandbox", "exec", "--help").stdout
+    assert "With --json, the result is printed at its end and orch exits 0." in shown
 
 
 @pytest.mark.parametrize(

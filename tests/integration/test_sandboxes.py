@@ -150,6 +150,44 @@ def test_a_client_that_goes_away_stops_its_command(server: Server) -> None:
         time.sleep(0.5)
 
 
+def test_a_command_cut_by_its_sandbox_s_removal_says_so(server: Server) -> None:
+    """Not a bare 137, which an out-of-memory kill also gives: the runtime's teardown ends the
+    command, and its answer says why."""
+    sb = create(server)
+
+    def remove() -> None:  # from another shell, once the command runs
+        deadline = time.monotonic() + 20
+        while processes(server, sb["id"], "sleep 123") != 1:
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.2)
+        assert server.cli("sandbox", "rm", sb["id"]).returncode == 0
+
+    other = threading.Thread(target=remove)
+    other.start()
+    res = server.cli("sandbox", "exec", sb["id"], "--", "sh", "-c", "echo start; exec sleep 123")
+    other.join(60)
+    assert (res.returncode, res.stdout) == (2, "start\n"), res.stderr
+    assert f"The sandbox {sb['id']} was removed while the command ran (removed on request)." in res.stderr
+
+
+def test_files_into_directories_and_commands_that_cannot_run(server: Server, tmp_path: Path) -> None:
+    sb = create(server)
+    local = tmp_path / "notes.txt"
+    local.write_text("hi\n")
+    for target, found in (("/tmp", "/tmp/notes.txt"), (".", "/home/user/notes.txt")):
+        res = server.cli("sandbox", "cp", str(local), f"{sb['id']}:{target}")
+        assert res.returncode == 0 and f"{sb['id']}:{found} (3 bytes)" in res.stderr, res.stderr
+        assert run(server, sb["id"], "cat", found)["stdout"] == "hi\n"
+    res = server.cli("sandbox", "cp", str(local), f"{sb['id']}:sub/dir/")
+    assert res.returncode == 2 and "No directory /home/user/sub/dir in the sandbox." in res.stderr
+    assert run(server, sb["id"], "test", "-e", "/home/user/sub")["exit_code"] == 1  # nothing made
+    res = server.cli("sandbox", "cp", f"{sb['id']}:/tmp", str(tmp_path / "out"))
+    assert res.returncode == 2 and "Could not read /tmp in the sandbox: Is a directory." in res.stderr
+    assert "can write" not in res.stderr
+    res = server.cli("sandbox", "exec", sb["id"], "--", "/etc/passwd")
+    assert (res.returncode, res.stderr) == (126, "orch: /etc/passwd: Permission denied\n")
+
+
 def test_streamed_output_comes_as_it_is_written(server: Server) -> None:
     sb = create(server)
     body = {"command": ["sh", "-c", "echo one; sleep 2; echo two >&2"]}

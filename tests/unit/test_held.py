@@ -108,9 +108,84 @@ def test_the_output_cap_counts_what_it_drops(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_file_errors_are_sentences() -> None:
-    e = held._file_error("read", "/x", "cat: /x: No such file or directory", 1)
+    e = held.file_error("read", "/x", "cat: /x: No such file or directory", 1)
     assert (type(e).__name__, e.message) == ("NotFound", "No file /x in the sandbox.")
-    e = held._file_error("write", "/etc/x", "/bin/sh: 1: cannot create /etc/x: Permission denied", 2)
+    e = held.file_error("write", "/etc/x", "/bin/sh: 1: cannot create /etc/x: Permission denied", 2)
     assert e.message == "Could not write /etc/x in the sandbox: Permission denied."
-    e = held._file_error("read", "/x", "orch: cat: command not found", 127)
+    assert "can write under /home/user and /tmp" in e.fix
+    e = held.file_error("read", "/x", "orch: cat: command not found", 127)
     assert e.message == "The sandbox's image has no cat to read files with."
+    e = held.file_error("write", "/d/", "orch: /d: No such directory", 1)
+    assert (type(e).__name__, e.message) == ("NotFound", "No directory /d in the sandbox.")
+
+
+@pytest.mark.parametrize(
+    ("said", "fix"),
+    [
+        ("cat: /root/x: Permission denied", "The sandbox user (uid 1000) may not read it"),
+        ("cat: /tmp: Is a directory", "Give the path of one file"),
+        ("cat: /x: Input/output error", "files are read as the sandbox user"),
+    ],
+)
+def test_a_read_s_fix_is_about_reading(said: str, fix: str) -> None:
+    e = held.file_error("read", "/x", said, 1)
+    assert e.fix.startswith(fix) or fix in e.fix
+    assert "write" not in e.fix
+
+
+@pytest.mark.parametrize(
+    ("given", "found"),
+    [
+        ("/tmp", ("/tmp", False)),
+        ("/tmp/", ("/tmp", True)),
+        ("/home/user/.", ("/home/user", True)),
+        ("/home/user/a/./", ("/home/user/a", True)),
+        ("/", ("/", False)),
+        ("/.", ("/", True)),
+        ("/home/user/..", ("/home/user/..", False)),
+        ("/home/user/x.", ("/home/user/x.", False)),
+    ],
+)
+def test_the_directory_form_of_a_path(given: str, found: tuple[str, bool]) -> None:
+    assert held.directory_form(given) == found
+
+
+def _write(root: Path, path: str, name: str = "") -> subprocess.CompletedProcess[str]:
+    """held's write script, run by this machine's /bin/sh (the images' is dash or busybox)."""
+    where, marked = held.directory_form(str(root / path.lstrip("/")) + ("/" if path.endswith("/") else ""))
+    argv = ["/bin/sh", "-c", held._WRITE, "orch-write", where, name, "1" if marked else ""]
+    return subprocess.run(argv, input="data", capture_output=True, text=True, check=False)
+
+
+def test_the_write_script_puts_a_file_in_a_directory_under_its_own_name(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    done = _write(tmp_path, "d", "notes.txt")
+    assert (done.returncode, done.stdout) == (0, f"{tmp_path}/d/notes.txt")
+    assert (tmp_path / "d" / "notes.txt").read_text() == "data"
+    assert _write(tmp_path, "d/", "more.txt").stdout == f"{tmp_path}/d/more.txt"
+    done = _write(tmp_path, "new/deep/file", "ignored")  # a file's path: parents made, no name used
+    assert (done.returncode, done.stdout) == (0, f"{tmp_path}/new/deep/file")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done = _write(tmp_path, "sub/dir/", "x")  # must be a directory and is none: nothing made
+    assert done.returncode == 1 and done.stderr.strip().endswith(": No such directory")
+    done = _write(tmp_path, "d")  # a directory without a name to write under
+    assert done.returncode == 1 and done.stderr.strip().endswith(": Is a directory")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "said"),
+    [
+        ("/etc/passwd", 126, "orch: /etc/passwd: Permission denied\n"),
+        ("/tmp", 126, "orch: /tmp: Is a directory\n"),
+        ("no-such-program", 127, "orch: no-such-program: command not found\n"),
+        ("/no/such/file", 127, "orch: /no/such/file: command not found\n"),
+    ],
+)
+def test_a_command_that_cannot_run_is_said_as_orch_s(command: str, code: int, said: str) -> None:
+    """The handover shell, run as runc runs it (fds 3-5 the command's streams), says what a
+    shell would, as orch: never its own internal name."""
+    argv = ["/bin/sh", "-c", 'exec "$@" 3<&0 4>&1 5>&2 0</dev/null', "x", *held._HANDOVER, command]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (code, said)
+    assert subprocess.run([*argv[:4], *held._HANDOVER, "true"], check=False).returncode == 0

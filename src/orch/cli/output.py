@@ -163,10 +163,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(error: OrchError) -> NoReturn:
+def report(error: OrchError) -> None:
+    """Say `error` on stderr: its message, then its fix."""
     err_console.print(f"[red]✗[/red] {escape(error.message)}", soft_wrap=True)
     if error.fix:
         err_console.print(f"  {error.fix}", markup=False, soft_wrap=True)
+
+
+def fail(error: OrchError) -> NoReturn:
+    report(error)
     raise typer.Exit(error.exit_code)
 
 

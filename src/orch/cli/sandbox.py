@@ -10,10 +10,10 @@ from typing import Any
 
 import typer
 
-from orch.cli.output import command, console, err_console, escape, print_json
+from orch.cli.output import command, console, err_console, escape, print_json, report
 from orch.cli.utils import JSON, finite, plain_table, utf8, variables
 from orch.client.transport import CREATE_TIMEOUT, Transport
-from orch.errors import InvalidInput, OrchError, from_dict
+from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
 
 app = typer.Typer(
     help="Sandboxes on demand: held open for commands and files, removed when idle.",
@@ -73,7 +73,14 @@ def create(
     finite(cpus, "--cpus")
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
     server = Transport.from_settings()
-    created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
+    try:
+        created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
+    except KeyboardInterrupt:  # the connection closes: the server removes what it was starting
+        err_console.print(
+            "Interrupted: the create was cancelled, and the server removes the sandbox it was "
+            "starting. `orch sandbox list` shows what is open."
+        )
+        raise typer.Exit(130) from None
     if json_:
         print_json(created)
         return
@@ -102,8 +109,9 @@ def exec_(
 ) -> None:
     """Run a command in a sandbox as its user, streaming its output.
 
-    orch exits with the command's exit code (124: it timed out); with --json, the result is
-    printed at the end."""
+    orch exits with the command's exit code (124: it timed out; 2: the sandbox was removed).
+
+    With --json, the result is printed at its end and orch exits 0."""
     finite(timeout, "--timeout")
     body = {
         "command": argv,
@@ -166,9 +174,11 @@ def cp(
     client = Transport.from_settings()
     if up:
         data = _read_local(source)
+        # A directory in the sandbox takes the file under its own name, as a local one does.
+        named = {"name": Path(source).name} if source != "-" else {}
         done = client.put(
             f"{_path(up[1])}/files",
-            params={"path": up[2]},
+            params={"path": up[2], **named},
             content=data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -222,16 +232,17 @@ def list_(
         print_json(found)
         return
     if not found:
-        err_console.print("No sandboxes open. Start one with `orch sandbox create`.")
+        none = "No sandboxes in this workspace" if all_ else "No sandboxes open"
+        err_console.print(f"{none}. Start one with `orch sandbox create`.")
         return
     table = plain_table()
     on_nodes = any(s.get("node") for s in found)  # a cluster's: which node holds each
+    ended = any(s["reason"] for s in found)  # with --all: why each ended one did
     columns: tuple[str, ...] = ("ID", "STATUS", "ENVIRONMENT", "MEMORY", "CREATED", "LAST USED", "EXPIRES")
-    columns += ("NODE",) * on_nodes
+    columns += ("NODE",) * on_nodes + ("REASON",) * ended
     for col in columns:
-        table.add_column(col, no_wrap=True, justify="right" if col == "MEMORY" else "left")
+        table.add_column(col, no_wrap=col != "REASON", justify="right" if col == "MEMORY" else "left")
     for s in found:
-        expires = (s["expires_at"] or "")[:19] or escape(s["reason"] or "")
         table.add_row(
             s["id"],
             s["status"],
@@ -239,8 +250,9 @@ def list_(
             f"{s['memory_bytes'] // 2**20} MiB",
             s["created_at"][:19],
             s["last_used_at"][:19],
-            expires,
+            (s["expires_at"] or "")[:19],
             *([s.get("node") or ""] * on_nodes),
+            *([escape(s["reason"] or "")] * ended),
         )
     console.print(table)
 
@@ -248,8 +260,30 @@ def list_(
 @app.command()
 @command
 def rm(sandbox: list[str] = typer.Argument(..., help="Sandbox ids.")) -> None:
-    """Remove sandboxes and everything in them."""
+    """Remove sandboxes and everything in them.
+
+    Every id is tried; orch exits 2 if one was not a sandbox of the workspace, as rm does."""
     client = Transport.from_settings()
+    codes = []
     for sandbox_id in sandbox:
-        client.delete(_path(sandbox_id))
-        err_console.print(f"[green]✓[/green] Removed {sandbox_id}")
+        try:
+            _remove(client, sandbox_id)
+        except (ServerUnreachable, Unauthorized, Forbidden):
+            raise  # the same for every id: said once
+        except OrchError as e:
+            report(e)
+            codes.append(e.exit_code)
+    if codes:
+        raise typer.Exit(2 if 2 in codes else max(codes))
+
+
+def _remove(client: Transport, sandbox_id: str) -> None:
+    path = _path(sandbox_id)
+    shown = client.get(path)
+    if shown["status"] in ("removed", "failed"):
+        why = f" ({shown['reason']})" if shown["reason"] else ""
+        said = "was already removed" if shown["status"] == "removed" else "had already failed"
+        err_console.print(f"{sandbox_id} {said}{escape(why)}; nothing to remove.")
+        return
+    client.delete(path)
+    err_console.print(f"[green]✓[/green] Removed {sandbox_id}")

@@ -59,13 +59,17 @@ KILLED = 137  # 128 + SIGKILL: a cancelled command
 # which a process the command left running in the background holds open: the command would not
 # end with its process. So runc gets our pipes also as fds 3-5 (`--preserve-fds`), which it hands
 # to the process as they are, and the process (the image's /bin/sh, exec'ing the command at once,
-# same pid) makes them its streams. Without a shell in the image, runc's pipes are used.
+# same pid) makes them its streams. Without a shell in the image, runc's pipes are used. A
+# command it cannot find or execute is said as `orch: NAME: REASON` (a failed exec would be
+# the shell's `sh: 1: exec: NAME: ...`).
 _HANDOVER = (
     "/bin/sh",
     "-c",
     'command -v -- "$1" >/dev/null 2>&1 || { echo "orch: $1: command not found" >&5; exit 127; }; '
+    'case $1 in */*) if [ -d "$1" ]; then echo "orch: $1: Is a directory" >&5; exit 126; '
+    'elif [ ! -x "$1" ]; then echo "orch: $1: Permission denied" >&5; exit 126; fi;; esac; '
     'exec "$@" <&3 >&4 2>&5 3<&- 4>&- 5>&-',
-    "orch-exec",
+    "orch",
 )
 
 
@@ -103,9 +107,12 @@ class Held(Protocol):
         executable) ends as a shell's would: 127 or 126, the reason on stderr."""
         ...
 
-    def write_file(self, path: str, data: bytes) -> int:
+    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
         """Write `data` to the absolute `path` as the sandbox user (parent directories made);
-        return the size written. NotFound / InvalidInput for what the sandbox refuses."""
+        return the path written. A directory at `path` (or a `path` ending in / or /.) takes
+        the file as `name` inside it, as `cp` does: without a name it is refused, and a
+        directory that does not exist is NotFound, nothing made. NotFound / InvalidInput for
+        what the sandbox refuses."""
         ...
 
     def read_file(self, path: str, limit: int) -> bytes:
@@ -423,7 +430,7 @@ class RuncSandbox:
             on_stderr(f"orch: {argv[0]}: command not found\n".encode())
             return ExecResult(NOT_FOUND, duration)
         if "permission denied" in lowered and "exec" in lowered:
-            on_stderr(f"orch: {argv[0]}: permission denied\n".encode())
+            on_stderr(f"orch: {argv[0]}: Permission denied\n".encode())
             return ExecResult(NOT_EXECUTABLE, duration)
         if not self._running():
             raise EngineError(f"The sandbox {self.name} is no longer running.", _FIX)
@@ -472,13 +479,14 @@ class RuncSandbox:
     # Files: commands as the sandbox user. `--` ends options; the path is an argument, never text
     # in a shell script.
 
-    def write_file(self, path: str, data: bytes) -> int:
-        err = _Collected()
-        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
-        result = self.exec(["/bin/sh", "-c", script, "orch-write", path], stdin=data, on_stderr=err)
+    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
+        out, err = _Collected(), _Collected()
+        where, marked = directory_form(path)
+        argv = ["/bin/sh", "-c", _WRITE, "orch-write", where, name or "", "1" if marked else ""]
+        result = self.exec(argv, stdin=data, on_stdout=out, on_stderr=err)
         if result.exit_code != 0:
-            raise _file_error("write", path, err.text(), result.exit_code)
-        return len(data)
+            raise file_error("write", path, err.text(), result.exit_code)
+        return out.data().decode("utf-8", "surrogateescape")
 
     def read_file(self, path: str, limit: int) -> bytes:
         out, err = _Collected(limit), _Collected()
@@ -489,8 +497,29 @@ class RuncSandbox:
                 "Read it in parts (e.g. exec `split` or `tail -c`), or compress it first.",
             )
         if result.exit_code != 0:
-            raise _file_error("read", path, err.text(), result.exit_code)
+            raise file_error("read", path, err.text(), result.exit_code)
         return out.data()
+
+
+# Write stdin to a file: $1 the path, $2 the file's own name, $3 non-empty when $1 must be a
+# directory. A directory takes the file as $2 inside it; otherwise the parent directories are
+# made, only once the path is known to name a file. It prints the path written.
+_WRITE = (
+    'if [ -d "$1" ]; then [ -n "$2" ] || { echo "orch: $1: Is a directory" >&2; exit 1; }; '
+    'set -- "${1%/}/$2"; '
+    'elif [ -n "$3" ]; then echo "orch: $1: No such directory" >&2; exit 1; '
+    'else mkdir -p -- "$(dirname -- "$1")" || exit 1; fi; '
+    'cat > "$1" && printf %s "$1"'
+)
+
+
+def directory_form(path: str) -> tuple[str, bool]:
+    """`path` without the trailing `/` and `/.` that say it is a directory, and whether it had
+    them ("/" stays "/")."""
+    where, marked = path, False
+    while where != "/" and where.endswith(("/", "/.")):
+        where, marked = where.removesuffix(".").removesuffix("/") or "/", True
+    return where, marked
 
 
 class _Collected:
@@ -516,8 +545,9 @@ class _Collected:
         return self.data().decode("utf-8", "replace").strip()
 
 
-def _file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
-    """What `cat` or the shell said about `path`, as a sentence."""
+def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
+    """What `cat` or the shell said about `path` (`verb`: read or write), as a sentence with a
+    fix for that verb."""
     reason = said.splitlines()[-1].rsplit(": ", 1)[-1] if said else f"exit code {code}"
     if code == NOT_FOUND and "not found" in said:
         return InvalidInput(
@@ -528,10 +558,31 @@ def _file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
         return NotFound(
             f"No file {path} in the sandbox.", "Check the path; relative paths start at /home/user."
         )
-    return InvalidInput(
-        f"Could not {verb} {path} in the sandbox: {reason}.",
-        "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path.",
-    )
+    if reason == "No such directory":
+        return NotFound(
+            f"No directory {directory_form(path)[0]} in the sandbox.",
+            "Create it first (e.g. run `mkdir -p DIR`), or give a path for the file itself, "
+            "without the trailing /.",
+        )
+    return InvalidInput(f"Could not {verb} {path} in the sandbox: {reason}.", _file_fix(verb, reason))
+
+
+def _file_fix(verb: str, reason: str) -> str:
+    if reason == "Is a directory":
+        if verb == "write":
+            return "Give a path for the file itself, such as DIR/NAME."
+        return (
+            "Give the path of one file (to copy a directory, make an archive of it first, e.g. "
+            "run `tar czf /tmp/dir.tgz DIR`)."
+        )
+    if verb == "write":
+        return "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path."
+    if reason == "Permission denied":
+        return (
+            "The sandbox user (uid 1000) may not read it: read a file it can (its own, such as "
+            "under /home/user and /tmp, or one readable by everyone)."
+        )
+    return "Check the path; files are read as the sandbox user (uid 1000)."
 
 
 def _host_processes() -> dict[int, tuple[int, int]]:

@@ -7,15 +7,21 @@ The test hooks, which tests read or set:
     FakeHolder.opened     every spec `open` was given, in order
     FakeHolder.sandboxes  every FakeSandbox it opened, by name
     FakeHolder.fail       an error `open` raises (None: it opens)
+    FakeHolder.hold       an event `open` waits for (None: it opens at once), as a slow start
+    FakeHolder.holding    set once `open` waits on `hold`
     FakeSandbox.behaviour what a command does (see Behaviour); the default plays `echo`,
                           `true`, `false`, `sleep N`, `cat` (stdin to stdout), `pwd` and `env`,
                           and answers 127 to anything else
     FakeSandbox.files     the files written, by absolute path
+    FakeSandbox.dirs      its directories (/, /home, /home/user, /tmp and the files' parents)
     FakeSandbox.die()     make its init exit, as if a command killed it
+
+A command still running when its sandbox is removed ends as the real one does: killed (137).
 """
 
 from __future__ import annotations
 
+import posixpath
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +37,8 @@ from orch.sandbox.held import (
     ExecResult,
     Held,
     Holder,
+    directory_form,
+    file_error,
 )
 from orch.sandbox.pump import Output
 
@@ -89,6 +97,7 @@ class FakeSandbox(Held):
         self.spec = spec
         self.behaviour: Behaviour = play
         self.files: dict[str, bytes] = {}
+        self.dirs = {"/", "/home", "/home/user", "/tmp"}  # noqa: S108 - inside the (fake) sandbox
         self.commands: list[Sequence[str]] = []
         self.removed = False
         self._alive = True
@@ -132,7 +141,7 @@ class FakeSandbox(Held):
                 if timeout is not None and time.monotonic() - began >= timeout:
                     why.append("timeout")
                     return False
-                if should_stop is not None and should_stop():
+                if (should_stop is not None and should_stop()) or self.removed:
                     why.append("cancel")
                     return False
                 time.sleep(0.01)
@@ -153,16 +162,27 @@ class FakeSandbox(Held):
             return ExecResult(TIMED_OUT if why[0] == "timeout" else KILLED, took, why[0] == "timeout")
         return ExecResult(code, took)
 
-    def write_file(self, path: str, data: bytes) -> int:
-        if not path.startswith(WRITABLE):
-            raise InvalidInput(
-                f"Could not write {path} in the sandbox: Permission denied.",
-                "The sandbox user (uid 1000) can write under /home/user and /tmp; check the path.",
-            )
-        self.files[path] = data
-        return len(data)
+    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
+        target, marked = directory_form(path)
+        if target in self.dirs:
+            if not name:
+                raise file_error("write", path, f"orch: {target}: Is a directory", 1)
+            target = posixpath.join(target, name)
+        elif marked:
+            raise file_error("write", path, f"orch: {target}: No such directory", 1)
+        if not target.startswith(WRITABLE) or target in self.dirs:
+            said = "Is a directory" if target in self.dirs else "Permission denied"
+            raise file_error("write", path, f"sh: 1: cannot create {target}: {said}", 2)
+        self.files[target] = data
+        parent = posixpath.dirname(target)
+        while parent not in self.dirs:
+            self.dirs.add(parent)
+            parent = posixpath.dirname(parent)
+        return target
 
     def read_file(self, path: str, limit: int) -> bytes:
+        if path in self.dirs:
+            raise file_error("read", path, f"cat: {path}: Is a directory", 1)
         if path not in self.files:
             raise NotFound(f"No file {path} in the sandbox.", "Check the path.")
         if len(self.files[path]) > limit:
@@ -176,9 +196,14 @@ class FakeHolder(Holder):
         self.opened: list[ContainerSpec] = []
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.fail: Exception | None = None
+        self.hold: threading.Event | None = None
+        self.holding = threading.Event()
 
     def open(self, spec: ContainerSpec) -> FakeSandbox:
         self.opened.append(spec)
+        if self.hold is not None:
+            self.holding.set()
+            self.hold.wait(30)
         if self.fail is not None:
             raise self.fail
         sandbox = FakeSandbox(spec)

@@ -32,6 +32,7 @@ from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.errors import (
     CapacityReached,
+    ClientGone,
     Conflict,
     EngineError,
     HostCheckFailed,
@@ -114,8 +115,14 @@ def create(
     cpus: float | None = None,
     timeout: int | None = None,
     network: bool = False,
+    gone: Callable[[], bool] = lambda: False,
 ) -> SandboxView:
-    """Start a sandbox and hold it open for the workspace; it answers commands at once."""
+    """Start a sandbox and hold it open for the workspace; it answers commands at once.
+
+    `gone` says that the caller went away (its connection closed): nobody would learn the
+    sandbox's id, so none is left. Checked after the image is there (before anything is stored),
+    during the wait for memory (the row is deleted), and once it started (it is removed); each
+    raises ClientGone. The route checks once more when the answer is ready (`abandon`)."""
     resources = limits(memory, cpus)
     idle = idle_timeout(platform, timeout)
     _within_budgets(platform, resources.memory_bytes)
@@ -136,6 +143,8 @@ def create(
         assert ws is not None
         env = _environment(s, ws, environment)
         image = _image(platform, s, env)
+        if gone():
+            raise _client_gone()
         held_open, held_memory = s.execute(
             select(func.count(), func.coalesce(func.sum(SandboxRow.memory_bytes), 0)).where(
                 SandboxRow.workspace_id == ws_id, SandboxRow.status.in_(OPEN)
@@ -178,7 +187,7 @@ def create(
                 deadline=now + timedelta(seconds=int(platform.config.sandbox_lifetime)),
             )
         )
-    _take_memory(platform, sandbox_id, resources.memory_bytes)
+    _take_memory(platform, sandbox_id, resources.memory_bytes, gone)
     try:  # from here on a failure gives the memory back and records the sandbox failed
         sandbox = holder.open(sandbox_spec(platform, sandbox_id, name, image, resources, network))
     except Exception as e:
@@ -186,13 +195,35 @@ def create(
         if not isinstance(e, OrchError):  # a bug, not a sentence for the user: the log has it
             log.exception("sandbox %s could not start", sandbox_id)
         said = e.message if isinstance(e, OrchError) else type(e).__name__
-        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {said}")
+        _settle(platform, sandbox_id, SandboxStatus.FAILED, f"it could not start: {_unsaid(said)}")
         raise
     platform.held.add(sandbox_id, sandbox)
     metrics.of(platform).sandbox_opened()
+    if gone():
+        abandon(platform, sandbox_id)
+        raise _client_gone()
     if not _settle(platform, sandbox_id, SandboxStatus.RUNNING, None):
         _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed while it started")
     return show(platform, ws_id, sandbox_id)
+
+
+# The reason of a sandbox whose create's caller went away before the answer.
+ABANDONED = "its create was cancelled: the caller went away before the answer"
+
+
+def abandon(platform: Platform, sandbox_id: str) -> None:
+    """Remove a sandbox just created whose caller went away before the answer (so it never
+    learned the id): nobody would use it, and it would hold a place and memory until idle."""
+    _close(platform, sandbox_id, SandboxStatus.REMOVED, ABANDONED)
+
+
+def _client_gone() -> ClientGone:
+    return ClientGone("The caller went away before the answer: no sandbox was left.", "")
+
+
+def _unsaid(message: str) -> str:
+    """A start's error as a failed sandbox's reason, which says "it could not start" already."""
+    return message.removeprefix("The sandbox could not start: ")
 
 
 def _within_budgets(platform: Platform, need: int) -> None:
@@ -213,17 +244,20 @@ def _within_budgets(platform: Platform, need: int) -> None:
         )
 
 
-def _take_memory(platform: Platform, sandbox_id: str, need: int) -> None:
+def _take_memory(platform: Platform, sandbox_id: str, need: int, gone: Callable[[], bool]) -> None:
     """Hold the sandbox's memory limit in the server's budget (`run_memory`, which runs share)
     until it is removed, waiting in the runs' line for up to MEMORY_WAIT seconds. When it does not
-    fit by then, its row is deleted (the create changed nothing) and the answer is 503."""
+    fit by then, its row is deleted (the create changed nothing) and the answer is 503; so it is
+    when the caller goes away meanwhile (`gone`)."""
     budget = platform.run_memory
     deadline = time.monotonic() + MEMORY_WAIT
-    stop = lambda: time.monotonic() >= deadline or platform.stopping.is_set()  # noqa: E731
+    stop = lambda: time.monotonic() >= deadline or platform.stopping.is_set() or gone()  # noqa: E731
     if budget.hold(sandbox_id, need, stop, lambda _in_use: None):
         return
     with platform.store.session() as s:
         s.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
+    if gone():
+        raise _client_gone()
     raise CapacityReached(
         f"The server's sandboxes hold {format_size(budget.used)} of the {format_size(budget.total)} "
         f"of memory they may have at once (run_memory), and this sandbox asks for "
@@ -432,11 +466,12 @@ class Exec:
 
     def run(self, on_stdout: Output, on_stderr: Output, should_stop: Callable[[], bool]) -> ExecResult:
         """Run the command to its end; `should_stop` (the client went away), or the server
-        beginning to stop (it removes its sandboxes next), kills it."""
+        beginning to stop (it removes its sandboxes next), kills it. A sandbox removed (or
+        failed) while it ran ends it with Conflict saying so, not with the kill's exit code."""
         stopping = self.platform.stopping
         _touch(self.platform, self.sandbox_id)
         try:
-            return self.sandbox.exec(
+            result = self.sandbox.exec(
                 self.argv,
                 env=self.env,
                 workdir=self.workdir,
@@ -447,6 +482,7 @@ class Exec:
                 should_stop=lambda: should_stop() or stopping.is_set(),
             )
         except EngineError:
+            self._still_held()
             if not self.sandbox.alive():
                 _close(self.platform, self.sandbox_id, SandboxStatus.FAILED, _DIED)
                 raise Conflict(
@@ -456,6 +492,28 @@ class Exec:
             raise
         finally:
             _touch(self.platform, self.sandbox_id)
+        self._still_held()
+        return result
+
+    def _still_held(self) -> None:
+        """Conflict when the sandbox was ended while the command ran (removed on request, the
+        server stopping, its init dying): `_close` recorded why before it tore it down."""
+        if self.platform.held.get(self.sandbox_id) is self.sandbox:
+            return
+        with self.platform.store.session() as s:
+            row = s.get(SandboxRow, self.sandbox_id)
+            status, reason = (row.status, row.reason) if row is not None else (None, None)
+        said = f" ({reason})" if reason else ""
+        if status == SandboxStatus.FAILED.value:
+            raise Conflict(
+                f"The sandbox {self.sandbox_id} stopped running while the command ran{said}; "
+                "it was marked failed.",
+                "Create another with `orch sandbox create`.",
+            )
+        raise Conflict(
+            f"The sandbox {self.sandbox_id} was removed while the command ran{said}.",
+            "Create another with `orch sandbox create`, and run the command there.",
+        )
 
 
 # A command may have killed its init, or (under gVisor) used up the memory its kernel needs.
@@ -548,16 +606,32 @@ def collected(result: ExecResult, out: Capped, err: Capped) -> ExecView:
     )
 
 
-def write_file(platform: Platform, ws_id: str, sandbox_id: str, path: str, data: bytes) -> FileView:
+def write_file(
+    platform: Platform, ws_id: str, sandbox_id: str, path: str, data: bytes, name: str | None = None
+) -> FileView:
+    """Write `data` at `path`; a directory there (or a path ending in /) takes it as `name`
+    inside it, as `cp` does, and without a name is refused."""
     target = path_in_sandbox(path)
+    file_name(name)
     most = int(platform.config.sandbox_file_limit)
     if len(data) > most:
         raise too_large(most)
     _row, sandbox = _held(platform, ws_id, sandbox_id)
     _touch(platform, sandbox_id)
-    size = sandbox.write_file(target, data)
+    written = sandbox.write_file(target, data, name)
     _touch(platform, sandbox_id)
-    return FileView(path=target, size=size)
+    return FileView(path=written, size=len(data))
+
+
+def file_name(name: str | None) -> None:
+    """A file's own name (`name` of a write): one path component."""
+    if name is None:
+        return
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise InvalidInput(
+            f"The file name {name!r} is not usable: it names no file in a directory.",
+            "Give a name without '/' or NUL, other than '.' and '..' (or leave it out).",
+        )
 
 
 def too_large(most: int) -> InvalidInput:

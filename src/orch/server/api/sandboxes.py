@@ -5,6 +5,10 @@ hold one of its 40 threads); the route awaits it. Streamed (`Accept: application
 output goes out as it comes, at most STREAM_BUFFER chunks ahead of the client: a slow reader
 slows the command (its pipe fills), not the server's memory. A client that goes away stops the
 command: the stream's end, or the disconnect seen while a collected answer waits, kills it.
+
+A create runs on the route thread pool, and a client that goes away before its answer leaves
+no sandbox: the disconnect seen while it waits stops it (a wait for memory ends, a sandbox that
+started is removed), and one seen when the answer is ready removes the sandbox it made.
 """
 
 from __future__ import annotations
@@ -14,17 +18,17 @@ import codecs
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from orch.errors import OrchError
+from orch.errors import ClientGone, OrchError
 from orch.sandbox.held import ExecResult, Output
-from orch.server.api.deps import PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep
 from orch.services import sandboxes
 from orch.services.sandboxes import ExecView, FileView, SandboxView
 
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["sandboxes"])
 NDJSON = "application/x-ndjson"
 STREAM_BUFFER = 64  # output chunks (up to 64 KiB each) held for a slow reader
+WATCH = 0.5  # seconds between looks at whether the client of a waiting answer went away
+T = TypeVar("T")
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 PATH = Query(
     ...,
@@ -40,7 +46,7 @@ PATH = Query(
 )
 
 
-class CreateSandbox(BaseModel):
+class CreateSandbox(Body):
     environment: Reference | None = Field(
         None,
         max_length=200,
@@ -52,7 +58,7 @@ class CreateSandbox(BaseModel):
     network: bool = Field(False, description="Reach the internet (never the host or other sandboxes).")
 
 
-class ExecCommand(BaseModel):
+class ExecCommand(Body):
     command: list[str] = Field(
         min_length=1, max_length=4096, description="The program and its arguments (no shell: argv)."
     )
@@ -65,17 +71,31 @@ class ExecCommand(BaseModel):
 
 
 @router.post("/sandboxes", response_model=SandboxView, status_code=201)
-def create_sandbox(body: CreateSandbox, platform: PlatformDep, ws: WorkspaceDep) -> SandboxView:
-    """Start a sandbox and hold it open; it answers commands as soon as this returns."""
-    return sandboxes.create(
-        platform,
-        ws,
-        environment=body.environment,
-        memory=body.memory,
-        cpus=body.cpus,
-        timeout=body.timeout,
-        network=body.network,
+async def create_sandbox(
+    body: CreateSandbox, request: Request, platform: PlatformDep, ws: WorkspaceDep
+) -> SandboxView:
+    """Start a sandbox and hold it open; it answers commands as soon as this returns. A caller
+    that goes away before the answer leaves nothing: the sandbox is removed, or never started."""
+    gone = threading.Event()
+    created = await _watched(
+        run_in_threadpool(
+            sandboxes.create,
+            platform,
+            ws,
+            environment=body.environment,
+            memory=body.memory,
+            cpus=body.cpus,
+            timeout=body.timeout,
+            network=body.network,
+            gone=gone.is_set,
+        ),
+        request,
+        gone,
     )
+    if await request.is_disconnected():  # it went away as the answer was made
+        await run_in_threadpool(sandboxes.abandon, platform, created.id)
+        raise ClientGone("The caller went away before the answer: the sandbox was removed.")
+    return created
 
 
 @router.get("/sandboxes", response_model=list[SandboxView])
@@ -169,6 +189,21 @@ def _soon(loop: asyncio.AbstractEventLoop, call: Callable[..., Any], *args: Any)
     return True
 
 
+async def _watched(work: Awaitable[T], request: Request, gone: threading.Event) -> T:
+    """`work`'s result, `gone` set as soon as the client is seen to have gone away meanwhile (or
+    this answer is cancelled), so that the work stops early; its result then goes nowhere."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=WATCH)
+            if not task.done() and await request.is_disconnected():
+                gone.set()
+        return task.result()
+    except asyncio.CancelledError:
+        gone.set()
+        raise
+
+
 async def _collected(command: sandboxes.Exec, out: Output, err: Output, request: Request) -> ExecResult:
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[ExecResult] = loop.create_future()
@@ -184,11 +219,7 @@ async def _collected(command: sandboxes.Exec, out: Output, err: Output, request:
 
     _start(command, out, err, stop, lambda r, e: _soon(loop, settle, r, e))
     try:
-        while not finished.done():
-            await asyncio.wait([finished], timeout=0.5)
-            if not finished.done() and await request.is_disconnected():
-                stop.set()  # the client went away: the command goes too
-        return finished.result()
+        return await _watched(finished, request, stop)  # the client went away: the command goes too
     finally:
         stop.set()
 
@@ -247,19 +278,30 @@ async def _stream(command: sandboxes.Exec) -> AsyncIterator[bytes]:
     openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": BINARY}}},
 )
 async def write_file(
-    sandbox_id: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = PATH
+    sandbox_id: str,
+    request: Request,
+    platform: PlatformDep,
+    ws: WorkspaceDep,
+    path: str = PATH,
+    name: str | None = Query(
+        None,
+        max_length=255,
+        description="The file's own name: when PATH is a directory (or ends in /), the file is "
+        "written inside it under this name, as cp does. Without it a directory is refused.",
+    ),
 ) -> FileView:
     """Write the request's body (raw bytes) to a file in the sandbox, as the sandbox user;
-    parent directories are made."""
+    parent directories are made (not the directory a PATH ending in / names)."""
     await run_in_threadpool(sandboxes.show, platform, ws, sandbox_id)  # a 404 before any upload
     sandboxes.path_in_sandbox(path)
+    sandboxes.file_name(name)
     most = int(platform.config.sandbox_file_limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > most:
             raise sandboxes.too_large(most)
-    return await run_in_threadpool(sandboxes.write_file, platform, ws, sandbox_id, path, bytes(body))
+    return await run_in_threadpool(sandboxes.write_file, platform, ws, sandbox_id, path, bytes(body), name)
 
 
 @router.get(
