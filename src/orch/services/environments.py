@@ -293,6 +293,17 @@ def _building(s: Session, env: EnvironmentRow) -> bool:
     return current is not None and not BuildStatus(current.status).final
 
 
+def failed_build_fix(name: str, kind: str) -> str:
+    """What to do about environment `name` whose build failed. An environment keeps its
+    Dockerfile, so a custom one is fixed by a new one (an agent's own: by publishing again)."""
+    if kind == EnvKind.CUSTOM:
+        return (
+            f"Read why with `orch env logs {name}`, then delete it and create it again with the "
+            "Dockerfile fixed (an agent's own Dockerfile: fix it and publish again with --docker)."
+        )
+    return f"Read why with `orch env logs {name}`, then build it again with `orch env build {name}`."
+
+
 def ensure_built(platform: Platform, s: Session, env: EnvironmentRow) -> None:
     """First use of a predefined environment: queue its build if it never had one."""
     if env.kind == EnvKind.PREDEFINED and env.build_id is None:
@@ -347,14 +358,9 @@ def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
         build = s.get(BuildRow, env.build_id) if env.build_id else None
         if build is not None and build.status == BuildStatus.FAILED.value:
             # Every run of an agent without an environment of its own would fail at once.
-            again = (
-                f"Fix its Dockerfile (`orch env logs {env.name}` says why), delete it and create it again"
-                if env.kind == EnvKind.CUSTOM
-                else f"Build it again (`orch env build {env.name}`)"
-            )
             raise Conflict(
                 f"{env.name} can't be the workspace default: its build failed, so no run could start in it.",
-                f"{again}, or set a ready environment as the default.",
+                f"{failed_build_fix(env.name, env.kind)} Or set a ready environment as the default.",
             )
         ensure_built(platform, s, env)
         ws.default_environment_id = env.id

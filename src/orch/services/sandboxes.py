@@ -331,7 +331,7 @@ def _image(platform: Platform, s: Session, env: EnvironmentRow) -> str:
         why = build.error if build is not None else "it was never built"
         raise Conflict(
             f"The environment {env.name} has no image: its build failed ({why}).",
-            f"Read its build log (`orch env logs {env.name}`), fix its Dockerfile, and build it again.",
+            envs.failed_build_fix(env.name, env.kind),
         )
     raise Conflict(
         f"The environment {env.name} is still building.",

@@ -526,7 +526,7 @@ def _ready_image(
         if build is None or build.status == BuildStatus.FAILED.value:
             raise RunFailed(
                 f"The environment {name} failed to build: {build.error if build else 'never built'}.",
-                "Read its build log, fix its Dockerfile, and run again.",
+                envs.failed_build_fix(name, kind),
             )
         if not announced:
             out.line(f"Waiting for the environment {name} to build")
