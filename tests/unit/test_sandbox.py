@@ -14,6 +14,7 @@ from orch.engine import podman_run
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.engine.fake import FakeEngine
 from orch.engine.podman_run import run_args
+from orch.errors import InstallFailed
 from orch.models import RunStatus
 from orch.sandbox import deps
 from orch.sandbox.spec import Limits, run_spec
@@ -154,6 +155,18 @@ def test_an_install_a_cancel_stopped_is_not_cached(tmp_path: Path, monkeypatch, 
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key}.lock"]  # no install, no part
     engine.behaviour = lambda spec, out, err: ContainerExit(0)
     assert ensure().status == "installed"
+
+
+def test_an_install_that_times_out_says_whose_limit_it_ran_into(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(os, "chown", lambda *a: None)
+    engine = FakeEngine()
+    engine.behaviour = lambda spec, out, err: ContainerExit(137, timed_out=True)
+    with pytest.raises(InstallFailed) as failed:
+        install_in(tmp_path, engine, b"numpy==1.26.3\n", lambda line: None)()
+    assert failed.value.message == (
+        "Installing requirements.txt took longer than the server's build timeout (30 s), and was stopped."
+    )
+    assert "ORCH_BUILD_TIMEOUT" in failed.value.fix and "dependency files" not in failed.value.fix
 
 
 def test_outcome_reasons() -> None:

@@ -199,9 +199,15 @@ def ensure(
             if result.cancelled:
                 log(f"{names}: cancelled, nothing installed")
                 raise Cancelled(names)
-            why = "it was stopped" if result.timed_out else f"exit code {result.exit_code}"
+            if result.timed_out:
+                raise InstallFailed(
+                    f"Installing {names} took longer than the server's build timeout "
+                    f"({timeout:g} s), and was stopped.",
+                    "Use fewer or lighter dependencies, or ask the operator for a longer "
+                    "build_timeout (ORCH_BUILD_TIMEOUT).",
+                )
             raise InstallFailed(
-                f"Installing {names} failed ({why}).",
+                f"Installing {names} failed (exit code {result.exit_code}).",
                 "Fix the dependency files (the install output is above) and publish again.",
             )
         (tmp / "node" / "node_modules").mkdir(exist_ok=True)
