@@ -71,3 +71,24 @@ def test_headers_a_connection_header_names_are_hop_by_hop() -> None:
     assert b"x-secret" not in sent and b"expect" not in sent and sent[b"x-kept"] == b"k"
     back = answer_headers([(b"Connection", b"x-hop"), (b"x-hop", b"1"), (b"x-end", b"2")])
     assert back == [(b"x-end", b"2")]
+
+
+def test_the_service_learns_who_asked_and_a_relayed_request_keeps_what_its_server_said() -> None:
+    route = Route("team", "ws_1", "svc_1", "web", public=True, state="running", backends=())
+    scope = {
+        "client": ("203.0.113.9", 5555),
+        "scheme": "http",
+        "headers": [
+            (b"host", b"orch.example:8751"),
+            (b"x-forwarded-for", b"1.2.3.4"),  # what the client claims: kept, and followed by the truth
+            (b"x-forwarded-proto", b"https"),  # a claim the edge replaces
+        ],
+    }
+    sent = request_headers(scope, route)
+    assert dict(sent)[b"x-forwarded-for"] == b"1.2.3.4, 203.0.113.9"
+    assert dict(sent)[b"x-forwarded-proto"] == b"http"
+    assert dict(sent)[b"x-forwarded-host"] == b"orch.example:8751"
+    assert [k for k, _ in sent].count(b"x-forwarded-proto") == 1
+    # A node's proxy, behind the cluster's server: the server's values reach the service as they are.
+    relayed = {**scope, "client": ("10.0.0.2", 4444), "headers": [*scope["headers"]]}
+    assert dict(request_headers(relayed, route, relayed=True))[b"x-forwarded-for"] == b"1.2.3.4"

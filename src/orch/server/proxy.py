@@ -177,7 +177,7 @@ class ServiceProxy:
     ) -> int:
         """Send the request to the first backend that takes it, stream its answer back; return
         its status."""
-        headers = [h for h in request_headers(scope, route) if h[0] != b"content-length"]
+        headers = [h for h in request_headers(scope, route, self.for_node) if h[0] != b"content-length"]
         length, has_body = _body_length(scope)
         query = scope.get("query_string", b"").decode("latin-1")
         target = path + (f"?{query}" if query else "")

@@ -29,6 +29,8 @@ NOT_PASSED = frozenset(
 )
 # What the answer gets from orch's server itself: one `date` (the service's would be a second).
 NOT_RETURNED = NOT_PASSED | {"date"}
+# Who asked, as the edge saw it: set by the proxy that took the request from the client.
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
 # its own bearer tokens) passes, an orch token never does.
 _ORCH_TOKEN = b"bearer orch_"
@@ -51,14 +53,24 @@ def cookie(header: str, name: str) -> str | None:
     return None
 
 
-def request_headers(scope: MutableMapping[str, Any], route: Route) -> list[tuple[bytes, bytes]]:
+def request_headers(
+    scope: MutableMapping[str, Any], route: Route, relayed: bool = False
+) -> list[tuple[bytes, bytes]]:
     """The client's headers as the service gets them: no hop-by-hop header, no orch token (the
-    Authorization of a private service always is one), no orch cookie; where it is mounted."""
+    Authorization of a private service always is one), no orch cookie; where it is mounted, and
+    who asked: X-Forwarded-For with the client's address added to what it sent (the last one is
+    the one to trust), X-Forwarded-Proto and -Host as it reached orch. A `relayed` request (a
+    cluster's server to a node's proxy) has them from the server already."""
     out: list[tuple[bytes, bytes]] = []
     named = _connection_options(scope["headers"])
+    forwarded_for = b""
     for key, value in scope["headers"]:
         k = key.lower()
         if k.decode("latin-1") in NOT_PASSED or k in named or k.startswith(b"sec-websocket-"):
+            continue
+        if k in _FORWARDED and not relayed:
+            if k == b"x-forwarded-for":
+                forwarded_for = value.strip()
             continue
         if k == b"authorization" and (not route.public or value.lower().startswith(_ORCH_TOKEN)):
             continue
@@ -70,6 +82,13 @@ def request_headers(scope: MutableMapping[str, Any], route: Route) -> list[tuple
             value = "; ".join(kept).encode("latin-1")
         out.append((k, value))
     out.append((b"x-forwarded-prefix", f"/services/{route.workspace}/{route.name}".encode()))
+    if not relayed:
+        client = (scope.get("client") or ("", 0))[0].encode()
+        out.append((b"x-forwarded-for", b", ".join(v for v in (forwarded_for, client) if v)))
+        out.append((b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()))
+        host = next((v for k, v in scope["headers"] if k.lower() == b"host"), None)
+        if host:
+            out.append((b"x-forwarded-host", host))
     return out
 
 

@@ -30,6 +30,7 @@ class Proxy(Protocol):
 
     platform: Platform
     routing: Routing
+    for_node: bool  # a node's proxy: requests relayed by the cluster's servers only
 
     async def resolve(self, scope: Scope, workspace: str, name: str) -> tuple[Route, list[Backend]]: ...
 
@@ -57,7 +58,7 @@ async def forward_websocket(
         return
     headers = [
         (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in request_headers(scope, route)
+        for k, v in request_headers(scope, route, proxy.for_node)
         if k not in (b"user-agent",)
     ]
     user_agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
