@@ -85,8 +85,9 @@ def serving() -> dict[str, Any]:
 
     Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
     on a connection the server is closing at that moment. No access log (its line is built for
-    every request even when the level drops it) and no X-Forwarded-For rewriting (nothing here
-    reads the client's address): both are per-request cost on the services' proxy. No `server`
+    every request even when the level drops it) and no X-Forwarded-For rewriting (the address a
+    request came from stays the connection's, which the services' proxy passes on): both are
+    per-request cost on the services' proxy. No `server`
     header of uvicorn's: a service's answer carries its own (server/proxy_headers.py), and the
     API's says nothing a client needs. Each connection's writes of one turn of the event loop
     leave as one (http_protocol.py)."""
