@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from orch.cli import client as client_mod
 from orch.cli.main import app
 from orch.services.platform import Platform
+from orch.workers import build_queue
 from tests.conftest import drain
 
 runner = CliRunner()
@@ -180,3 +181,16 @@ def test_a_port_number_out_of_range_is_refused_before_anything_is_made(
     assert res.exit_code == 2
     assert f"Invalid value for '{args[0]}'" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "orch.db").exists()
+
+
+def test_a_followed_build_piped_prints_no_blank_line_for_its_bar(
+    cli, dockerfile: Path, platform: Platform
+) -> None:
+    workers = build_queue(platform, poll=0.05)  # the build runs while the CLI follows it
+    workers.start()
+    try:
+        res = cli("env", "create", "-f", str(dockerfile), "-n", "piped")
+    finally:
+        workers.stop()
+    assert res.exit_code == 0 and "✓ Ready in" in res.output, res.output
+    assert "\n\n" not in res.output  # a bar that can't redraw left an empty line behind it

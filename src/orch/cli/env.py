@@ -261,7 +261,8 @@ def follow_build(
         TimeElapsedColumn(),
         console=console.rich(),
         transient=True,
-        disable=quiet,
+        # Piped or redirected, a bar can't redraw: it would leave only a blank line behind.
+        disable=quiet or not console.rich().is_terminal,
     )
     with progress:
         task = progress.add_task("Building", total=None, step="queued")
