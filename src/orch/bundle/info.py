@@ -11,6 +11,7 @@ from orch.bundle.entrypoint import Entrypoint, detect_entrypoint
 from orch.bundle.limits import MAX_BUNDLE_BYTES, MAX_FILES
 from orch.bundle.manifest import Manifest, parse_manifest
 from orch.errors import InvalidInput
+from orch.text import utf8
 
 MANIFEST_NAMES = ("orch.yaml", "orch.yml")
 
@@ -48,7 +49,7 @@ def inspect_bundle(
         files=files,
         manifest=manifest,
         entrypoint=detect_entrypoint(files.keys(), manifest, package_json),
-        dockerfile=_text(dockerfile, "Dockerfile") if dockerfile is not None else None,
+        dockerfile=None if dockerfile is None else utf8(dockerfile, "Dockerfile", "Save it as UTF-8."),
         requirements=files.get("requirements.txt"),
         package_json=package_json,
         package_lock=files.get("package-lock.json"),
@@ -62,13 +63,4 @@ def _manifest(files: Mapping[str, bytes], loop_refused: tuple[str, str] | None) 
     if not present:
         return Manifest()
     name = present[0]
-    return parse_manifest(_text(files[name], name), name, loop_refused)
-
-
-def _text(content: bytes, name: str) -> str:
-    try:
-        return content.decode("utf-8-sig")  # editors on Windows start UTF-8 files with a BOM
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"{name} is not UTF-8 text (byte {exc.start}).", f"Save {name} as UTF-8."
-        ) from None
+    return parse_manifest(utf8(files[name], name, f"Save {name} as UTF-8."), name, loop_refused)

@@ -12,12 +12,13 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json
-from orch.cli.utils import JSON, plain_table, utf8, variables
+from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
 from orch.loop.transcript import transcript_line
+from orch.text import utf8
 
 app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no_args_is_help=True)
 

@@ -11,9 +11,10 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, print_json, report
-from orch.cli.utils import JSON, finite, plain_table, utf8, variables
+from orch.cli.utils import JSON, finite, plain_table, variables
 from orch.client.transport import CREATE_TIMEOUT, Transport
 from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
+from orch.text import utf8
 
 app = typer.Typer(
     help="Sandboxes on demand: held open for commands and files, removed when idle.",

@@ -1,5 +1,5 @@
 """What the CLI's commands share: the --json option, the style of their tables, --env KEY=VALUE,
-text that must be UTF-8, float options that must be numbers, and the name a bundle directory gets
+float options that must be numbers, and the name a bundle directory gets
 by default.
 
 The bundle packer is imported where it is used: every command imports this module, and the
@@ -16,6 +16,7 @@ import typer
 
 from orch.cli.output import Table
 from orch.errors import InvalidInput
+from orch.text import utf8
 
 if TYPE_CHECKING:
     from orch.bundle import Bundle
@@ -26,22 +27,6 @@ JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scr
 def plain_table() -> Table:
     """An empty table in the CLI's one style: no borders, bold headers, flush left."""
     return Table()
-
-
-def utf8(data: bytes | str, what: str, fix: str) -> str:
-    """`data` as text, or InvalidInput saying `what` is not UTF-8 (bytes: a file or standard
-    input, a BOM dropped as editors write it; text: an argument, whose undecodable bytes Python
-    kept as lone surrogates that no request can carry)."""
-    if isinstance(data, bytes):
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{what} is not UTF-8 text (byte {exc.start}).", fix) from None
-    try:
-        data.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(f"{what} is not UTF-8 text (character {exc.start}).", fix) from None
-    return data
 
 
 def finite(value: float | None, option: str) -> None:
