@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orch.server import proxy_client
 from orch.services import deployed as use_cases
 from orch.services import routing
 from orch.services.platform import Platform
@@ -403,3 +404,39 @@ def test_an_answer_through_the_served_proxy_has_one_date_and_the_services_own_se
     assert len(resp.headers.get_list("date")) == 1  # uvicorn's; the service's went
     [server] = resp.headers.get_list("server")  # the service's own; uvicorn names itself nowhere
     assert server.startswith("BaseHTTP/")
+
+
+def test_a_caller_who_leaves_a_hung_service_frees_the_proxys_connection_to_it(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    live: str,
+    workspace: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy held its connection to a service that never answers for 300 s (its read timeout)
+    after the caller had gone: callers who retry piled them up. Now it closes it when they go."""
+    monkeypatch.setattr(proxy_client, "WATCH_AFTER", 0.05)
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        monkeypatch.setattr(use_cases, "PORT", hung.getsockname()[1])
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(
+                f"{live}/services/team/web/slow",
+                headers={"Authorization": f"Bearer {workspace[1]}"},
+                timeout=httpx.Timeout(5, read=0.3),
+            )
+        conn, _ = hung.accept()
+        with conn:
+            conn.settimeout(10)
+            got = b""
+            while chunk := conn.recv(65536):  # until the proxy closes it: b"" (a timeout fails)
+                got += chunk
+            assert got.startswith(b"GET /slow HTTP/1.1")
+    counted = 'orch_proxy_requests_total{code="4xx"} 1.0'  # nginx's 499: the client left
+    deadline = time.monotonic() + 5
+    while counted not in api.get("/metrics").text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counted in api.get("/metrics").text

@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from orch.server import proxy_client
+from orch.server.proxy import request_body
 from orch.server.proxy_client import Client, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.services.routing import Route
@@ -92,3 +94,84 @@ def test_the_service_learns_who_asked_and_a_relayed_request_keeps_what_its_serve
     # A node's proxy, behind the cluster's server: the server's values reach the service as they are.
     relayed = {**scope, "client": ("10.0.0.2", 4444), "headers": [*scope["headers"]]}
     assert dict(request_headers(relayed, route, relayed=True))[b"x-forwarded-for"] == b"1.2.3.4"
+
+
+async def _upstream_sees(
+    answer_after: float | None, leave_after: float | None, body: bool = False
+) -> tuple[str, bytes]:
+    """One request to a server that answers after `answer_after` s (never if None), from a caller
+    who leaves after `leave_after` s (never if None); (what the client got, what the server read
+    before its connection ended)."""
+    read = bytearray()
+    ended = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def reply() -> None:
+            if answer_after is not None:
+                await asyncio.sleep(answer_after)
+                writer.write(OK)
+
+        replying = asyncio.ensure_future(reply())
+        while data := await reader.read(65536):
+            read.extend(data)
+        ended.set()
+        replying.cancel()
+        writer.close()
+
+    async def gone() -> None:
+        await asyncio.sleep(1e9 if leave_after is None else leave_after)
+
+    messages = [{"type": "http.request", "body": b"half", "more_body": True}]
+
+    async def receive() -> dict[str, object]:  # the ASGI server's: the body, then the caller leaving
+        if messages:
+            return messages.pop(0)
+        await gone()
+        return {"type": "http.disconnect"}
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client()
+    try:
+        try:
+            answer = await client.request(
+                "c",
+                "127.0.0.1",
+                port,
+                "POST" if body else "GET",
+                "/",
+                [],
+                request_body(receive) if body else None,
+                None,
+                gone,
+            )
+            got = f"{answer.status} " + b"".join([c async for c in answer.body()]).decode()
+            answer.release()
+        except proxy_client.ClientLeft:
+            got = "left"
+        await client.close()
+        async with asyncio.timeout(5):  # the server's side ends: the connection was closed
+            await ended.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    return got, bytes(read)
+
+
+def test_a_caller_who_leaves_while_a_hung_service_is_awaited_closes_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection to a service that never answers is closed when its caller leaves, not held
+    for the rest of READ_TIMEOUT (300 s); a slow answer still comes through the watch."""
+    monkeypatch.setattr(proxy_client, "WATCH_AFTER", 0.05)
+    got, read = run_loop(lambda: _upstream_sees(answer_after=None, leave_after=0.2))
+    assert got == "left" and read.startswith(b"GET / HTTP/1.1")
+    # An answer later than the first wait, the caller staying: read on from the same head.
+    assert run_loop(lambda: _upstream_sees(answer_after=0.3, leave_after=None))[0] == "200 ok"
+
+
+def test_a_caller_who_leaves_during_its_upload_never_gives_the_service_half_a_body_as_whole() -> None:
+    got, read = run_loop(lambda: _upstream_sees(answer_after=None, leave_after=0.1, body=True))
+    assert got == "left"
+    # One chunk, then the connection ends: never the last chunk, which would make half a body whole.
+    assert read.endswith(b"\r\n\r\n4\r\nhalf\r\n")

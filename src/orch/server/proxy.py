@@ -27,9 +27,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
-from orch.errors import NotFound, OrchError, ServiceUnavailable, Unauthorized
+from orch.errors import ClientGone, NotFound, OrchError, ServiceUnavailable, Unauthorized
 from orch.server import relay
-from orch.server.proxy_client import Answer, Client, ConnectFailed, NothingCame, UpstreamError
+from orch.server.proxy_client import Answer, Client, ClientLeft, ConnectFailed, NothingCame, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.server.proxy_websocket import forward_websocket
 from orch.services import deployed, routing
@@ -195,7 +195,11 @@ class ServiceProxy:
                     [*headers, *to.headers],
                     request_body(receive) if has_body else None,
                     length,
+                    lambda: client_gone(receive),
                 )
+            except ClientLeft:
+                end()
+                raise ClientGone("The caller went away before the service answered.", "") from None
             except UpstreamError as e:
                 end()
                 if isinstance(e, ConnectFailed) and e.refused:
@@ -297,11 +301,17 @@ def _token(scope: Scope) -> str | None:
 async def request_body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+        if message["type"] == "http.disconnect":  # half a body: the service must not take it whole
+            raise ClientLeft
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
+
+
+async def client_gone(receive: Receive) -> None:
+    """Return when the client has gone (what is left of its request is read and dropped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def pump(
@@ -315,11 +325,10 @@ async def pump(
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(copy()), asyncio.ensure_future(gone())]
+    waiters: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(copy()),
+        asyncio.ensure_future(client_gone(receive)),
+    ]
     if closing is not None:
         waiters.append(asyncio.ensure_future(closing.wait()))
     try:

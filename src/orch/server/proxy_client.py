@@ -7,7 +7,8 @@ does only what the hop to a container on the local bridge needs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_HEAD = 64 * 1024  # the status line and headers of an answer
@@ -16,6 +17,9 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # until the answer begins, and between two pieces of it
 IDLE_PER_ADDRESS = 64  # kept-alive connections kept per container
 MAX_INTERIM = 16  # interim (1xx) answers before the answer
+# A caller who leaves while the answer's head is awaited ends the wait, watched only once the
+# head is this late: a watch costs a task, which most answers come well within.
+WATCH_AFTER = 1.0
 
 
 class UpstreamError(Exception):
@@ -33,6 +37,11 @@ class ConnectFailed(UpstreamError):
 
 class NothingCame(UpstreamError):
     """The connection ended before any answer (a kept-alive one the service had closed)."""
+
+
+class ClientLeft(Exception):
+    """The caller went away before the answer's head came: nobody to answer (the connection to
+    the service is closed, so a hung service does not hold it for the rest of READ_TIMEOUT)."""
 
 
 @dataclass
@@ -99,9 +108,32 @@ class Answer:
             self._conn.close()
 
 
-async def _read(awaitable: object) -> bytes:
-    async with asyncio.timeout(READ_TIMEOUT):
+async def _read(awaitable: object, timeout: float = READ_TIMEOUT) -> bytes:
+    async with asyncio.timeout(timeout):
         return await awaitable  # type: ignore[no-any-return,misc]
+
+
+async def _head(reader: asyncio.StreamReader, gone: Callable[[], Awaitable[None]] | None) -> bytes:
+    """The next answer's head, within READ_TIMEOUT; ClientLeft if `gone` (the caller leaving)
+    ends first, watched after WATCH_AFTER s. A read cut short keeps what came in the reader's
+    buffer, so the head is read on after the first wait."""
+    if gone is None:
+        return await _read(reader.readuntil(b"\r\n\r\n"))
+    with contextlib.suppress(TimeoutError):
+        return await _read(reader.readuntil(b"\r\n\r\n"), WATCH_AFTER)
+    head = asyncio.ensure_future(_read(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT - WATCH_AFTER))
+    left = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait([head, left], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (head, left):
+            task.cancel()
+        for task in (head, left):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if head.done() and not head.cancelled():
+        return head.result()  # its errors are the read's
+    raise ClientLeft
 
 
 class Client:
@@ -120,9 +152,11 @@ class Client:
         headers: Iterable[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | None,
         length: int | None,
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> Answer:
         """Send a request (a body of `length` bytes, or chunked if None) and read the answer's head.
-        Connections are kept per container (whose name is never used again, unlike an address)."""
+        Connections are kept per container (whose name is never used again, unlike an address).
+        `gone` returns when the caller leaves: then ClientLeft, and the connection is closed."""
         key = (container, port)
         conn = self._take(key)
         if conn is None:
@@ -157,14 +191,14 @@ class Client:
                 if length is None:
                     conn.writer.write(b"0\r\n\r\n")
             await conn.writer.drain()
-            raw = await _read(conn.reader.readuntil(b"\r\n\r\n"))
+            raw = await _head(conn.reader, gone)
             # Interim answers (100 Continue, 103 Early Hints) come before the answer: never the
             # answer (the client's own 100 Continue is its server's). Reading one as the answer
             # left the real one on the kept-alive connection, for the next caller to get.
             for _ in range(MAX_INTERIM):
                 if not _interim(raw):
                     break
-                raw = await _read(conn.reader.readuntil(b"\r\n\r\n"))
+                raw = await _head(conn.reader, gone)
         except asyncio.IncompleteReadError as e:
             conn.close()
             if not e.partial:
@@ -179,6 +213,9 @@ class Client:
         except OSError as e:
             conn.close()
             raise UpstreamError(_said(e)) from None
+        except BaseException:  # the caller left (ClientLeft, or cancelled): half a request
+            conn.close()
+            raise
         return _answer(self, key, conn, method, raw)
 
     def _take(self, key: tuple[str, int]) -> _Connection | None:

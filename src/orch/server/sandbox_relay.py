@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orch.errors import OrchError, ServiceUnavailable
 from orch.server import relay
 from orch.server.api.deps import request_token
-from orch.server.proxy import pump, request_body
+from orch.server.proxy import client_gone, pump, request_body
+from orch.server.proxy_client import ClientLeft
 from orch.services import nodes, sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.store.schema import SandboxRow
@@ -141,6 +142,8 @@ class SandboxRelay:
             answer = await _unless_gone(self.client.send(request, stream=True), sent, receive)
             if answer is None:  # the client left first (a collected command's wait): so does this
                 return
+        except ClientLeft:  # during its body: the node gets no half of it as a whole one
+            return
         except httpx.HTTPError as e:
             error = ServiceUnavailable(
                 f"The node {node} that holds the sandbox did not answer ({type(e).__name__}).",
@@ -201,8 +204,7 @@ async def _unless_gone(
 
     async def gone() -> None:
         await sent.wait()
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await client_gone(receive)
 
     answer, leaving = asyncio.ensure_future(sending), asyncio.ensure_future(gone())
     try:
