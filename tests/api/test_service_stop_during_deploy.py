@@ -148,3 +148,32 @@ def test_cli_says_a_stop_during_a_deploy_sticks(
     assert res.exit_code == 0, res.output
     assert "api v3 is deployed, and stopped: it was stopped during the deployment" in res.output
     assert "is running" not in res.output
+
+
+def test_a_restart_during_a_rollout_keeps_the_serving_version_up(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Before, a restart while the new version came up removed the serving version's containers,
+    and the service answered nothing until the rollout ended. Now each comes back fresh at once."""
+    deployed(api, platform, tmp_path)
+    [first] = fake_engine.detached
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": "# v2\n"}, "v2")).status_code == 201
+    during: list[dict[str, str]] = []
+
+    def restart() -> None:
+        assert api.post("/v1/services/web/restart").status_code == 200
+        during.append(
+            {name: spec.labels["org.orch.version"] for name, (spec, _) in fake_engine.detached.items()}
+        )
+        svc = api.get("/v1/services/web").json()
+        during.append({r["container"]: r["state"] for r in svc["replicas"]})
+
+    platform.probe = during_the_wait(platform, restart)
+    work(platform)
+    versions, replicas = during
+    # While v2 came up: a fresh v1 container (not the first), serving, besides v2's.
+    [fresh] = [name for name, version in versions.items() if version == "1"]
+    assert fresh != first and replicas == {fresh: "running"}
+    svc = api.get("/v1/services/web").json()
+    assert (svc["version"], svc["state"]) == (2, "running")
+    assert [spec.labels["org.orch.version"] for spec, _ in fake_engine.detached.values()] == ["2"]

@@ -19,7 +19,7 @@ from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tes
 from orch.services import bundles, deployed_logs, refs, routing
 from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
-from orch.services.reconcile import reconcile, remove_images, remove_replica, replicas
+from orch.services.reconcile import reconcile, remove_images, renew_replica, replicas
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
 from orch.store.schema import (
     NodeRow,
@@ -338,7 +338,7 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
             )
         s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
         for r in replicas(s, svc.id):  # each comes back fresh: a new container, no backoff
-            remove_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
+            renew_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
         svc.desired = "running"
         svc.state = (ServiceState.STARTING if svc.version else ServiceState.DEPLOYING).value
     routing.of(platform).changed()

@@ -333,6 +333,23 @@ def remove_replica(
     s.delete(r)
 
 
+def renew_replica(
+    platform: Platform, s: Session, svc: ServiceRow, r: ServiceReplicaRow, code: int, reason: str
+) -> None:
+    """Drain and remove a replica's container and keep the replica, its backoff forgotten: the
+    supervisor's next pass starts it a fresh container of its version. Also during a rollout,
+    which leaves the replicas' number to the deployment: each slot serves again at once, not
+    when the rollout reaches it. (A cluster's server only drains, as `remove_replica` does.)"""
+    if r.container:
+        routing.of(platform).drain([r.container], code, reason)
+        if platform.runs_work:
+            deployed_logs.archive(platform, s, svc.id, r.container)
+            platform.engine.remove_container(r.container)
+    r.container, r.address, r.started_at, r.next_start_at = None, None, None, None
+    r.quick_crashes = 0
+    r.state = ServiceState.STARTING.value
+
+
 def _exited_state(r: ServiceReplicaRow) -> str:
     crash_looping = r.quick_crashes >= CRASH_LOOP_AFTER
     return (ServiceState.CRASH_LOOPING if crash_looping else ServiceState.RESTARTING).value
