@@ -341,9 +341,23 @@ def test_a_stopping_server_kills_running_commands(
     api: httpx.Client, holder: FakeHolder, platform: Platform
 ) -> None:
     sb = create(api)
+    url, answers = f"/v1/sandboxes/{sb['id']}/exec", {}
+
+    def run(kind: str, headers: dict[str, str]) -> None:
+        answers[kind] = api.post(url, json={"command": ["sleep", "30"], "timeout": 60}, headers=headers)
+
+    threads = [threading.Thread(target=run, args=a) for a in (("streamed", NDJSON), ("collected", {}))]
+    for t in threads:
+        t.start()
+    until(lambda: holder.last().busy == 2, "the commands never ran")
     platform.stopping.set()  # uvicorn waits for answers in flight: a long command must not hold it
-    data = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sleep", "30"], "timeout": 60}).json()
-    assert (data["exit_code"], data["timed_out"]) == (137, False) and data["duration"] < 5
+    for t in threads:
+        t.join(5)
+    # Each says why it ended (before: a bare 137, which an out-of-memory kill also gives).
+    said = f"The sandbox {sb['id']} was removed while the command ran (the server stopped)."
+    last = json.loads(answers["streamed"].text.splitlines()[-1])
+    assert (last["error"], last["message"]) == ("conflict", said) and last["fix"]
+    assert error(answers["collected"], 409) == said
 
 
 @pytest.mark.parametrize(

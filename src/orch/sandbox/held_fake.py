@@ -159,7 +159,8 @@ class FakeSandbox(Held):
                 self._busy -= 1
         took = time.monotonic() - began
         if why:
-            return ExecResult(TIMED_OUT if why[0] == "timeout" else KILLED, took, why[0] == "timeout")
+            timed_out = why[0] == "timeout"
+            return ExecResult(TIMED_OUT if timed_out else KILLED, took, timed_out, cancelled=not timed_out)
         return ExecResult(code, took)
 
     def write_file(self, path: str, data: bytes, name: str | None = None) -> str:

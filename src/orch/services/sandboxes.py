@@ -493,6 +493,13 @@ class Exec:
         finally:
             _touch(self.platform, self.sandbox_id)
         self._still_held()
+        if result.cancelled and stopping.is_set() and not should_stop():
+            # The server's stop killed it, and removes the sandbox next: say so, not the kill's 137.
+            raise Conflict(
+                f"The sandbox {self.sandbox_id} was removed while the command ran (the server stopped).",
+                "Start the server again, create another sandbox with `orch sandbox create`, "
+                "and run the command there.",
+            )
         return result
 
     def _still_held(self) -> None:
