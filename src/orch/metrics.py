@@ -73,8 +73,11 @@ class Metrics:
     """One platform's instruments and the registry /metrics renders."""
 
     def __init__(self, store: Store, run_memory: Callable[[], MemoryBudget] | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+        # No `*_created` series beside every counter and histogram: Prometheus' text format does
+        # not use them, and they doubled the series an operator's server stores.
+        disable_created_metrics()
         self.registry: CollectorRegistry = CollectorRegistry()
         r = self.registry
         self._phases: Histogram = Histogram(

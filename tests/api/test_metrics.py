@@ -221,3 +221,17 @@ def test_a_cache_hit_is_counted(api: httpx.Client, platform: Platform) -> None:
     drain(platform)
     api.post("/v1/environments", json={"name": "two", "dockerfile": GOOD})
     assert value(scrape(api), "orch_builds_total", kind="environment", outcome="cache-hit") == 1
+
+
+def test_a_refused_run_request_is_no_runs_api_phase_and_no_created_series(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """docs/metrics.md: one observation per run and phase. A refused POST (no such agent, a bad
+    timeout) made no run, and counted in the api phase all the same."""
+    publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')"}))
+    assert api.post("/v1/runs", json={"agent": "nope"}).status_code == 404
+    assert api.post("/v1/runs", json={"agent": "hello", "timeout": 0}).status_code == 400
+    assert api.post("/v1/runs", json={"agent": "hello"}).status_code == 201
+    samples = scrape(api)
+    assert value(samples, "orch_run_phase_seconds_count", phase="api") == 1
+    assert not [name for name, _ in samples if name.endswith("_created")]

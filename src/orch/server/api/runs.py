@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Query
 from pydantic import Field
 
@@ -23,8 +25,11 @@ class StartRun(Body):
 @router.post("/runs", response_model=RunView, status_code=201)
 def start_run(body: StartRun, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
     """Queue a run in a fresh sandbox; poll it, or follow /runs/{id}/logs."""
-    with metrics.of(platform).timed("api"):
-        return runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
+    started = time.perf_counter()
+    view = runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
+    # Once per run: a refused request (an unknown agent, a bad timeout) is no run's phase.
+    metrics.of(platform).phase("api", time.perf_counter() - started)
+    return view
 
 
 @router.get("/runs", response_model=list[RunView])
