@@ -77,7 +77,7 @@ class Metrics:
 
         # No `*_created` series beside every counter and histogram: Prometheus' text format does
         # not use them, and they doubled the series an operator's server stores.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped upstream)
         self.registry: CollectorRegistry = CollectorRegistry()
         r = self.registry
         self._phases: Histogram = Histogram(
