@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import sign_in
 from tests.integration.conftest import Server
@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOSTILE_PAGE = r"""
 <!doctype html><title>innocent</title>
 <iframe name="sink"></iframe>
+<iframe name="sink2"></iframe>
 <script>
 const api = new URLSearchParams(location.search).get("api");
+const theirs = new URLSearchParams(location.search).get("token");
 const seen = {};
 async function attempt(name, call) {
   try { seen[name] = await call(); } catch (e) { seen[name] = "blocked: " + e.name; }
@@ -47,6 +49,26 @@ async function attempt(name, call) {
   form.submit();
   await Promise.race([loaded, new Promise((done) => setTimeout(done, 10000))]);
   seen.form = "submitted";
+  // Login CSRF: sign the visitor in to the attacker's own workspace, then frame its Settings
+  // for the visitor to click in (clickjacking).
+  const login = document.createElement("form");
+  login.method = "POST"; login.action = api + "/ui/login"; login.target = "sink2";
+  for (const [k, v] of [["token", theirs], ["next", "/ui/settings"]]) {
+    const input = document.createElement("input"); input.name = k; input.value = v; login.append(input);
+  }
+  document.body.append(login);
+  const sink2 = document.querySelector("[name=sink2]");
+  const signedIn = new Promise((done) => sink2.addEventListener("load", done));
+  login.submit();
+  await Promise.race([signedIn, new Promise((done) => setTimeout(done, 10000))]);
+  seen.login = "submitted";
+  const framed = document.createElement("iframe");
+  framed.id = "framed";
+  const shown = new Promise((done) => framed.addEventListener("load", done));
+  framed.src = api + "/ui/settings";
+  document.body.append(framed);
+  await Promise.race([shown, new Promise((done) => setTimeout(done, 10000))]);
+  seen.framed = "loaded";
   document.body.dataset.seen = JSON.stringify(seen);
 })();
 </script>
@@ -84,8 +106,10 @@ def test_a_public_services_page_cannot_act_as_its_signed_in_visitor(
         assert res.returncode == 0, res.stdout + res.stderr
     hostile = server.get("/v1/services/hostile")
     assert hostile["url"].startswith(server.services_url)
+    with server.api() as admin:
+        theirs = admin.post("/v1/workspaces", json={"name": "beta"}).json()["token"]
     sign_in(page, server)
-    page.goto(f"{hostile['url']}?api={server.url}")
+    page.goto(f"{hostile['url']}?api={server.url}&token={theirs}")
     page.wait_for_function("document.body.dataset.seen", timeout=30_000)
     seen = json.loads(page.evaluate("document.body.dataset.seen"))
     # Another origin: the browser keeps the API's answer from the page (no CORS).
@@ -95,6 +119,9 @@ def test_a_public_services_page_cannot_act_as_its_signed_in_visitor(
     # What the page could send with the cookie changed nothing.
     assert server.get("/v1/services/hostile")["state"] == "running"
     assert [s["name"] for s in server.get("/v1/secrets")] == []
-    # The UI itself still acts for its own pages.
+    # The page could not sign its visitor in to another workspace, nor show them the UI in a frame.
+    framed = [f for f in page.frames if f.url.startswith(server.url)]
+    assert framed == [] or all("Save secret" not in f.content() for f in framed), [f.url for f in framed]
     page.goto("/ui/settings")
     assert "STOLEN" not in page.content()
+    expect(page.locator(".logout")).to_contain_text("workspace default")

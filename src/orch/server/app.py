@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
 from orch.errors import OrchError
@@ -83,6 +84,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     metrics.install(app, platform)
     if not platform.runs_work:  # a cluster's server: its nodes hold the sandboxes on demand
         app.add_middleware(sandbox_relay.SandboxRelay, platform=platform, state=app.state)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(paths.EncodedSeparators)  # outermost: before any relay or route sees the path
 
     @app.api_route("/services/{rest:path}", methods=list(proxy.METHODS), include_in_schema=False)
@@ -114,13 +116,15 @@ def install_errors(app: FastAPI) -> None:
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
         message = f"{where} {_plainly(first)}."
         if first.get("type") == "json_invalid":  # loc is ("body", character position)
             error = str(first.get("ctx", {}).get("error", "JSON decode error"))
             message = f"the body is not valid JSON ({error} at character {where})."
+        if ui.is_page(request.url.path):
+            return ui.problem_page(request, 422, f"The address is not valid: {message}")
         return JSONResponse(
             {
                 "error": "invalid_input",
@@ -131,8 +135,10 @@ def install_errors(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message, fix = _http_error_text(request, exc)
+        if ui.is_page(request.url.path):  # a person's browser: a page to go on from
+            return ui.problem_page(request, exc.status_code, message)
         return JSONResponse(
             {"error": "http_error", "message": message, "fix": fix},
             status_code=exc.status_code,
@@ -149,6 +155,53 @@ def install_errors(app: FastAPI) -> None:
             },
             status_code=500,
         )
+
+
+class SecurityHeaders:
+    """Headers that keep the server's answers from being misused by other sites' pages: none may
+    frame them (a service's page, on the same site, could else frame a signed-in Settings page
+    and have its visitor click Delete: the clicks would count as the UI's own), none is sniffed
+    as another type, and no address of ours goes to another site as a referrer. The UI's pages
+    also load nothing but the server's own files (they have no inline script or style) and are
+    not kept by the browser (Back after signing out must not show a workspace's page).
+    Services are another app on their own port (main.by_port): their answers keep their own
+    headers."""
+
+    EVERYWHERE = (
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    )
+    # /docs loads Swagger UI from a CDN with an inline script: only the UI's pages get the whole policy.
+    API = (*EVERYWHERE, (b"content-security-policy", b"frame-ancestors 'none'"))
+    PAGES = (
+        *EVERYWHERE,
+        (
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            b"connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; "
+            b"frame-ancestors 'none'",
+        ),
+        (b"cache-control", b"no-store"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.PAGES if ui.is_page(scope["path"]) else self.API
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                have = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [h for h in extra if h[0] not in have]
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 # What pydantic's commonest errors say, in the API's words ("name is longer than 200 characters",

@@ -3,17 +3,23 @@ script (or a plain form), so the UI and the CLI change the same things the same 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from orch import dockerfile
-from orch.errors import Forbidden, OrchError, Unauthorized
-from orch.server.api.deps import TOKEN_COOKIE, get_platform, refuse_nul, request_token
+from orch.errors import Forbidden, NotFound, OrchError, Unauthorized
+from orch.secret import box
+from orch.secret.names import name_problem
+from orch.server.api.deps import TOKEN_COOKIE, _from_own_page, get_platform, refuse_nul, request_token
 from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -24,10 +30,67 @@ router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
+# Escape sequences a terminal reads (colours, cursor moves, titles): CSI, OSC, and the two-byte
+# ones. Pages show output as plain text, so they are dropped there (app.js drops the same).
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def plain(text: object) -> str:
+    """`text` without terminal escape sequences: shown raw they are noise (`[31mRED[0m`)."""
+    return ANSI.sub("", str(text or ""))
+
+
+def readable_arguments(arguments: object) -> str:
+    """A tool call's arguments as a person reads them: the one value itself (the `bash`
+    command), else JSON as written, not escaped for a script (`\u0027`)."""
+    if isinstance(arguments, dict) and len(arguments) == 1:
+        (value,) = arguments.values()
+        if isinstance(value, str):
+            return value
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+templates.env.filters["plain"] = plain
+templates.env.filters["arguments"] = readable_arguments
+
+# Why the sign-in page is shown, by a code in its URL: the page says one of these fixed sentences,
+# never text from the URL (a link could make it say anything).
+LOGIN_SAYS = {
+    "token": OrchError(
+        "The API token is not valid.",
+        "Paste the whole token the server wrote to $ORCH_HOME/config.toml, or one an admin created for you.",
+    ),
+    "signed-out": OrchError(
+        "Your token is no longer valid (revoked or unknown); sign in with another.",
+        "Ask an admin for a new token, or use the one in $ORCH_HOME/config.toml.",
+    ),
+}
+# A failed form's sentence goes back to its page sealed with the server's key for this workspace
+# (box.seal): the page shows it only if it opens, so a link can't make a page say something.
+FAILURE = "ui-failure"  # the box's context: no secret has this name (secret.names.NAME)
+
 
 def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
     # A form's change counts only from the UI's own pages (api/deps.py, request_token).
     return workspaces.caller(platform, request_token(request)).workspace
+
+
+def _to_sign_in(request: Request, back: str) -> Response:
+    """The sign-in page, then `back`. A cookie whose token no longer counts (revoked, or of a
+    server started afresh) is removed, and the page says why the visitor was signed out."""
+    query = {"next": back}
+    if request.cookies.get(TOKEN_COOKIE):
+        query["error"] = "signed-out"
+    response = RedirectResponse(f"/ui/login?{urlencode(query)}", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE)
+    return response
+
+
+def _error_page(
+    request: Request, error: OrchError, ws: WorkspaceRow | None = None, status: int | None = None
+) -> Response:
+    context = {"error": error, "workspace": ws}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status or error.http_status)
 
 
 def page(
@@ -37,30 +100,75 @@ def page(
     try:
         ws = _workspace(request, platform)
     except Unauthorized:
-        return RedirectResponse(f"/ui/login?next={request.url.path}", status_code=303)
+        return _to_sign_in(request, request.url.path)
     try:
         context = build(ws)
     except OrchError as e:
-        return templates.TemplateResponse(
-            request, "error.html", {"error": e, "workspace": ws}, status_code=e.http_status
-        )
-    return templates.TemplateResponse(request, template, {"workspace": ws, **context})
+        return _error_page(request, e, ws)
+    failure = _opened(platform, ws, request.query_params.get("failed", ""))
+    return templates.TemplateResponse(request, template, {"workspace": ws, "failure": failure, **context})
 
 
-def action(request: Request, platform: Platform, do: Callable[[WorkspaceRow], str]) -> Response:
-    """A form's change for the signed-in workspace, then a redirect to the URL `do` returns."""
+def action(request: Request, platform: Platform, back: str, do: Callable[[WorkspaceRow], str]) -> Response:
+    """A form's change for the signed-in workspace, then a redirect to the URL `do` returns; if
+    it fails, back to the form's page (`back`) with the sentence shown there, so a reload shows
+    the page again rather than sending the form again."""
     try:
         ws = _workspace(request, platform)
     except Unauthorized:
-        return RedirectResponse("/ui/login", status_code=303)
+        return _to_sign_in(request, back.partition("#")[0])
     except Forbidden as e:
-        return templates.TemplateResponse(request, "error.html", {"error": e}, status_code=e.http_status)
+        return _error_page(request, e)
     try:
         return RedirectResponse(do(ws), status_code=303)
     except OrchError as e:
-        return templates.TemplateResponse(
-            request, "error.html", {"error": e, "workspace": ws}, status_code=e.http_status
-        )
+        try:
+            sealed = box.load(platform.config).seal(ws.id, FAILURE, json.dumps([e.message, e.fix]))
+        except OrchError:  # no key to seal with: the sentence on a page of its own
+            return _error_page(request, e, ws)
+        path, _, fragment = back.partition("#")
+        target = f"{path}?{urlencode({'failed': sealed})}" + (f"#{fragment}" if fragment else "")
+        return RedirectResponse(target, status_code=303)
+
+
+def _opened(platform: Platform, ws: WorkspaceRow, sealed: str) -> OrchError | None:
+    """The failure `action` sealed for this workspace, or None (none, or not one of ours)."""
+    if not sealed:
+        return None
+    try:
+        message, fix = json.loads(box.load(platform.config).open(ws.id, FAILURE, sealed))
+        return OrchError(str(message), str(fix))
+    except (OrchError, box.Unreadable, ValueError, TypeError):
+        return None
+
+
+def _refuse_other_pages(request: Request, what: str, fix: str) -> Response | None:
+    """Sign-in and sign-out change who the browser acts as: like any form, they count only from
+    the UI's own pages, cookie or not. Another site's page (or a service's, on the same site)
+    could otherwise sign the visitor in to the attacker's workspace, where what they save is the
+    attacker's."""
+    if _from_own_page(request):
+        return None
+    refused = Forbidden(
+        f"This {what} comes from a page of another origin, so it is refused and nothing changed.", fix
+    )
+    return _error_page(request, refused)
+
+
+def is_page(path: str) -> bool:
+    """Whether `path` is one of the UI's pages (not its static files): what a person opens."""
+    return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/static/")
+
+
+def problem_page(request: Request, status: int, message: str) -> Response:
+    """The UI's error page for what the app refuses before a page's code runs (a path that is no
+    page, a method a page does not take, a bad query), with the menu when signed in: a person
+    who mistyped a URL gets a page to go on from, not the API's JSON."""
+    ws: WorkspaceRow | None = None
+    with contextlib.suppress(OrchError):
+        ws = workspaces.caller(request.app.state.platform, request.cookies.get(TOKEN_COOKIE)).workspace
+    fix = "Choose a page from the menu above." if ws else "Sign in at /ui/login, then choose a page."
+    return _error_page(request, OrchError(message, fix), ws, status)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -70,25 +178,32 @@ def home() -> Response:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/ui/environments", error: str = "") -> Response:
-    return templates.TemplateResponse(request, "login.html", {"next": next, "error": error})
+    return templates.TemplateResponse(request, "login.html", {"next": next, "error": LOGIN_SAYS.get(error)})
 
 
 @router.post("/login")
 def login(
-    platform: PlatformDep, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
+    request: Request,
+    platform: PlatformDep,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
 ) -> Response:
+    if refused := _refuse_other_pages(request, "sign-in", "Sign in on orch's own page, /ui/login."):
+        return refused
+    target = next if next.startswith("/ui/") else "/ui/environments"
     try:
         workspaces.caller(platform, token.strip())
-    except Unauthorized as e:
-        return RedirectResponse(f"/ui/login?error={e.message}", status_code=303)
-    target = next if next.startswith("/ui/") else "/ui/environments"
+    except Unauthorized:
+        return RedirectResponse(f"/ui/login?{urlencode({'next': target, 'error': 'token'})}", status_code=303)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", max_age=30 * 86400)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    if refused := _refuse_other_pages(request, "sign-out", "Sign out with the button on orch's own pages."):
+        return refused
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(TOKEN_COOKIE)
     return response
@@ -141,17 +256,26 @@ def settings_page(
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         followers = [a for a in agents.list_agents(platform, ws.id) if _follows_default(a.latest)]
         listed = envs.list_environments(platform, ws.id)
+        secrets = workspace_secrets.list_secrets(platform, ws.id)
         return {
             "environments": [e for e in listed if e.kind != "base"] + [e for e in listed if e.kind == "base"],
             "default": envs.get_default(platform, ws.id),
             "followers": followers,
             "saved": saved,
-            "secrets": workspace_secrets.list_secrets(platform, ws.id),
-            # After a secret's form: which secret, and "set" or "deleted" (never its value).
-            "secret_done": (secret, done) if done in ("set", "deleted") else None,
+            "secrets": secrets,
+            "secret_done": _secret_done(secret, done, {s.name for s in secrets}),
         }
 
     return page(request, platform, "settings.html", build)
+
+
+def _secret_done(name: str, done: str, names: set[str]) -> tuple[str, str] | None:
+    """After a secret's form: which secret, and "set" or "deleted" (never its value). The name
+    comes from the URL, so it is shown only if it is a secret's name and the list agrees (a
+    saved one is there, a deleted one is not): a link can't put a sentence of its own there."""
+    if name_problem(name) is not None or (done == "set") != (name in names) or done not in ("set", "deleted"):
+        return None
+    return name, done
 
 
 def _follows_default(version: Any) -> bool:
@@ -169,7 +293,7 @@ def set_default(
             envs.clear_default(platform, ws.id)
         return "/ui/settings?saved=1"
 
-    return action(request, platform, do)
+    return action(request, platform, "/ui/settings#default-heading", do)
 
 
 @router.post("/settings/secrets")
@@ -181,21 +305,42 @@ def set_secret(
 ) -> Response:
     def do(ws: WorkspaceRow) -> str:
         workspace_secrets.set_secret(platform, ws.id, name.strip(), value)
-        return f"/ui/settings?secret={name.strip()}&done=set#secrets"
+        return f"/ui/settings?{urlencode({'secret': name.strip(), 'done': 'set'})}#secrets"
 
-    return action(request, platform, do)
+    return action(request, platform, "/ui/settings#secrets", do)
 
 
 @router.post("/settings/secrets/{name}/delete")
 def delete_secret(name: str, request: Request, platform: PlatformDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
         workspace_secrets.delete_secret(platform, ws.id, name)
-        return f"/ui/settings?secret={name}&done=deleted#secrets"
+        return f"/ui/settings?{urlencode({'secret': name, 'done': 'deleted'})}#secrets"
 
-    return action(request, platform, do)
+    return action(request, platform, "/ui/settings#secrets", do)
 
 
 # ---- agents and runs --------------------------------------------------------------------------
+
+# Runs a list shows at first, and the most it shows (the API's bound, GET /v1/runs?limit=).
+RUNS_SHOWN = 100
+AGENT_RUNS_SHOWN = 20
+RUNS_MOST = 500
+
+
+def _listed_runs(
+    platform: Platform, ws: WorkspaceRow, agent_id: str | None, first: int, asked: int
+) -> dict[str, Any]:
+    """The newest `asked` runs (`first` unless the page asked for more, up to RUNS_MOST), and
+    whether there are older ones: one more is read to know, so the page says so rather than
+    stopping silently."""
+    shown = max(first, min(asked, RUNS_MOST))
+    found = runs.list_runs(platform, ws.id, agent_id, min(shown + 1, RUNS_MOST))
+    more = len(found) > shown or (shown == RUNS_MOST and len(found) == RUNS_MOST)
+    return {
+        "runs": found[:shown],
+        "more": more,
+        "older": min(shown + first, RUNS_MOST) if more and shown < RUNS_MOST else None,
+    }
 
 
 @router.get("/agents", response_class=HTMLResponse)
@@ -204,19 +349,20 @@ def agents_page(request: Request, platform: PlatformDep) -> Response:
 
 
 @router.get("/agents/{ref}", response_class=HTMLResponse)
-def agent_page(ref: str, request: Request, platform: PlatformDep) -> Response:
+def agent_page(ref: str, request: Request, platform: PlatformDep, runs_shown: int = 0) -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         agent = agents.show(platform, ws.id, ref)
         would_run = run_environment.would_run(platform, ws.id, agent.id)
-        return {"agent": agent, "would_run": would_run, "runs": runs.list_runs(platform, ws.id, agent.id, 20)}
+        listed = _listed_runs(platform, ws, agent.id, AGENT_RUNS_SHOWN, runs_shown)
+        return {"agent": agent, "would_run": would_run, **listed}
 
     return page(request, platform, "agent.html", build)
 
 
 @router.get("/runs", response_class=HTMLResponse)
-def runs_page(request: Request, platform: PlatformDep) -> Response:
+def runs_page(request: Request, platform: PlatformDep, runs_shown: int = 0) -> Response:
     return page(
-        request, platform, "runs.html", lambda ws: {"runs": runs.list_runs(platform, ws.id, None, 100)}
+        request, platform, "runs.html", lambda ws: _listed_runs(platform, ws, None, RUNS_SHOWN, runs_shown)
     )
 
 
@@ -232,25 +378,60 @@ def run_page(run_id: str, request: Request, platform: PlatformDep) -> Response:
     return page(request, platform, "run.html", values)
 
 
+@router.post("/runs/{run_id}/cancel")
+def cancel_run(run_id: str, request: Request, platform: PlatformDep) -> Response:
+    def do(ws: WorkspaceRow) -> str:
+        runs.cancel(platform, ws.id, run_id)
+        return f"/ui/runs/{run_id}"
+
+    return action(request, platform, f"/ui/runs/{run_id}", do)
+
+
 # ---- sandboxes on demand ------------------------------------------------------------------------
 
 
 @router.get("/sandboxes", response_class=HTMLResponse)
-def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "") -> Response:
+def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "", gone: str = "") -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
-        shown = removed if removed.startswith("sbx_") and removed[4:].isalnum() else ""  # an id, nothing else
-        return {"sandboxes": sandboxes.list_sandboxes(platform, ws.id), "removed": shown}
+        shown = removed if _sandbox_id(removed) else ""  # an id, nothing else
+        return {
+            "sandboxes": sandboxes.list_sandboxes(platform, ws.id),
+            "removed": shown,
+            "already": _already_ended(platform, ws, gone),
+        }
 
     return page(request, platform, "sandboxes.html", build)
+
+
+def _sandbox_id(text: str) -> bool:
+    return text.startswith("sbx_") and text[4:].isalnum()
+
+
+def _already_ended(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> str:
+    """What the CLI says of a sandbox that had ended before Remove was pressed, from its row
+    (the URL gives only the id): "sbx_... was already removed (why); nothing to remove."."""
+    if not _sandbox_id(sandbox_id):
+        return ""
+    try:
+        shown = sandboxes.show(platform, ws.id, sandbox_id)
+    except NotFound:
+        return ""
+    if shown.status not in ("removed", "failed"):
+        return ""
+    said = "was already removed" if shown.status == "removed" else "had already failed"
+    why = f" ({shown.reason})" if shown.reason else ""
+    return f"{sandbox_id} {said}{why}; nothing to remove."
 
 
 @router.post("/sandboxes/{sandbox_id}/remove")
 def remove_sandbox(sandbox_id: str, request: Request, platform: PlatformDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
+        if sandboxes.show(platform, ws.id, sandbox_id).status in ("removed", "failed"):
+            return f"/ui/sandboxes?gone={sandbox_id}"
         sandboxes.remove(platform, ws.id, sandbox_id)
         return f"/ui/sandboxes?removed={sandbox_id}"
 
-    return action(request, platform, do)
+    return action(request, platform, "/ui/sandboxes", do)
 
 
 # ---- services ---------------------------------------------------------------------------------

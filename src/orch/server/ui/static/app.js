@@ -3,20 +3,87 @@
 "use strict";
 
 async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+  } catch {
+    // fetch says only "Failed to fetch" (a TypeError): the server is down, restarting or out of reach.
+    const error = new Error("The server is not answering.");
+    error.fix = "Check that orch server is running, then try again.";
+    error.offline = true;
+    throw error;
+  }
   const data = await response.json().catch(() => ({ message: `The server answered ${response.status}.`, fix: "" }));
   if (!response.ok) {
     const error = new Error(data.message || "The request failed.");
     error.fix = data.fix || "";
     error.data = data;
+    error.status = response.status;
     throw error;
   }
   return data;
+}
+
+// Whether asking again may help: no answer at all, or the server's own trouble (5xx, 429), as
+// when it restarts. Anything else (signed out, deleted) stays so.
+function passing(error) {
+  return Boolean(error.offline) || error.status >= 500 || error.status === 429;
+}
+
+const RETRY_FIRST = 500; // ms: a follower's first wait after a failed request, doubled each time
+const RETRY_MOST = 5000; // ms: and never longer, so it resumes within seconds of the server's return
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+// A live view's link to the server: a line before `element` says when the server does not answer,
+// and the view asks again (with backoff) until it does, then the line goes.
+function connection(element) {
+  const line = document.createElement("p");
+  line.className = "connection";
+  line.setAttribute("role", "status");
+  line.dataset.connection = "";
+  line.hidden = true;
+  element.before(line);
+  let pause = RETRY_FIRST;
+  return {
+    answered() {
+      line.hidden = true;
+      pause = RETRY_FIRST;
+    },
+    // After a failed request: true once it is time to ask again, false if the error is for good.
+    async failed(error) {
+      line.hidden = false;
+      if (!passing(error)) {
+        line.className = "error";
+        line.textContent = `${error.message} ${error.fix || ""}`.trim();
+        return false;
+      }
+      line.textContent = error.offline ? "The server is not answering; trying again…" : `${error.message} Trying again…`;
+      await sleep(pause);
+      pause = Math.min(pause * 2, RETRY_MOST);
+      return true;
+    },
+  };
+}
+
+// Terminal escape sequences (colours, cursor moves, titles) are dropped from what pages show, as
+// the server drops them from what it renders (ui/routes.py, ANSI). A sequence cut at the end of
+// one chunk is held until the next.
+const ANSI = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])/g;
+const ANSI_CUT = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b\n]*)?$/;
+
+function plainText() {
+  let held = "";
+  return (text) => {
+    const whole = held + text;
+    const cut = whole.match(ANSI_CUT);
+    held = cut ? cut[0] : "";
+    return (cut ? whole.slice(0, cut.index) : whole).replace(ANSI, "");
+  };
 }
 
 function showError(element, error) {
@@ -45,13 +112,23 @@ function renderFindings(target, findings) {
 function setupValidation(textarea) {
   const target = document.getElementById(textarea.dataset.validate);
   let timer = null;
+  let pause = RETRY_FIRST;
   const check = async () => {
     try {
       const result = await api("POST", "/v1/environments/validate", { dockerfile: textarea.value });
       renderFindings(target, result.findings);
       textarea.dataset.ok = result.ok ? "true" : "false";
+      pause = RETRY_FIRST;
     } catch (error) {
-      target.textContent = error.message;
+      if (!passing(error)) {
+        target.textContent = `${error.message} ${error.fix || ""}`.trim();
+        return;
+      }
+      // Checked again once the server answers (or at the next keystroke, whichever is first).
+      target.textContent = error.offline ? "The server is not answering; trying again…" : `${error.message} Trying again…`;
+      clearTimeout(timer);
+      timer = setTimeout(check, pause);
+      pause = Math.min(pause * 2, RETRY_MOST);
     }
   };
   textarea.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 250); });
@@ -93,14 +170,17 @@ const FINAL_BUILD = new Set(["ready", "failed", "not-built"]);
 async function followBuild(pre) {
   const id = pre.dataset.buildLog;
   const facts = document.querySelector(`[data-env-status="${id}"]`);
+  const link = connection(pre);
+  const plain = plainText();
   let offset = 0;
   for (;;) {
     try {
       const chunk = await api("GET", `/v1/environments/${id}/logs?offset=${offset}`);
       offset = chunk.offset;
-      if (chunk.text) { pre.append(chunk.text); pre.scrollTop = pre.scrollHeight; }
+      if (chunk.text) { pre.append(plain(chunk.text)); pre.scrollTop = pre.scrollHeight; }
       if (chunk.more) continue; // a long log: the rest at once, not one MiB per poll
       const env = await api("GET", `/v1/environments/${id}`);
+      link.answered();
       const field = (name) => facts.querySelector(`[data-field="${name}"]`);
       field("status").textContent = env.status;
       field("status").className = `status status-${env.status}`;
@@ -110,11 +190,13 @@ async function followBuild(pre) {
       field("image").textContent = env.image || "";
       field("error").textContent = env.error || "";
       field("base-image").textContent = b.base_image || "";
-      field("excerpt").textContent = env.status === "failed" ? b.log_tail : "";
-      field("excerpt").hidden = env.status !== "failed";
+      field("excerpt").textContent = env.status === "failed" ? plainText()(b.log_tail || "") : "";
+      // The rows of a failure are there only when there is one.
+      facts.querySelectorAll('[data-row="error"]').forEach((row) => { row.hidden = !env.error; });
+      facts.querySelectorAll('[data-row="excerpt"]').forEach((row) => { row.hidden = env.status !== "failed"; });
       if (FINAL_BUILD.has(env.status) && !chunk.text) return;
     } catch (error) {
-      pre.append(`\n${error.message}\n`);
+      if (await link.failed(error)) continue;
       return;
     }
     await new Promise((r) => setTimeout(r, 700));
@@ -156,43 +238,60 @@ function setupRunForm(form) {
 
 const FINAL_RUN = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
 
-async function followRun(pre) {
-  const id = pre.dataset.runLog;
+// A run's output: each stream in a block of its own (the store keeps no order between them, so
+// a reload could not interleave them as they came; live and reloaded pages look the same).
+async function followRun(box) {
+  const id = box.dataset.runLog;
   const facts = document.querySelector(`[data-run-status="${id}"]`);
   const field = (name) => facts.querySelector(`[data-field="${name}"]`);
   const showStatus = (status) => {
     field("status").textContent = status;
     field("status").className = `status status-${status}`;
   };
+  const streams = ["log", "stdout", "stderr"].map((name) => {
+    const section = box.querySelector(`[data-stream="${name}"]`);
+    return { name, section, pre: section.querySelector("pre"), plain: plainText() };
+  });
+  const link = connection(box);
   let offsets = { stdout: 0, stderr: 0, log: 0 };
   for (;;) {
     let chunk;
     try {
       const q = new URLSearchParams({ ...offsets, wait: "10" });
       chunk = await api("GET", `/v1/runs/${id}/logs?${q}`);
+      link.answered();
     } catch (error) {
-      pre.append(`\n${error.message}\n`);
+      if (await link.failed(error)) continue;
       return;
     }
     offsets = chunk.offsets;
     showStatus(chunk.status); // live: queued, starting, running (the page showed its load's)
-    for (const [stream, cls] of [["log", "note"], ["stderr", "stderr"], ["stdout", ""]]) {
-      if (!chunk[stream]) continue;
-      const span = document.createElement("span");
-      if (cls) span.className = cls;
-      span.textContent = chunk[stream];
-      pre.append(span);
+    for (const { name, section, pre, plain } of streams) {
+      if (!chunk[name]) continue;
+      section.hidden = false;
+      box.querySelector("[data-output-empty]").hidden = true;
+      pre.append(plain(chunk[name]));
+      pre.scrollTop = pre.scrollHeight;
     }
-    pre.scrollTop = pre.scrollHeight;
-    if (FINAL_RUN.has(chunk.status) && !chunk.stdout && !chunk.stderr && !chunk.log) break;
+    // As `orch run` says it: the store keeps the first MiB of each stream.
+    if (chunk.truncated) box.querySelector("[data-output-truncated]").hidden = false;
+    if (FINAL_RUN.has(chunk.status) && !chunk.stdout && !chunk.stderr && !chunk.log) {
+      if (chunk.run) showRun(field, chunk.run); // the answer that finds the run ended holds it
+      return;
+    }
   }
-  const run = await api("GET", `/v1/runs/${id}`);
-  showStatus(run.status);
+}
+
+function showRun(field, run) {
+  field("status").textContent = run.status;
+  field("status").className = `status status-${run.status}`;
   field("exit_code").textContent = run.exit_code === null ? "" : run.exit_code;
   field("reason").textContent = run.reason || "";
   field("environment").textContent = run.environment.name ? `${run.environment.name} (${run.environment_rule})` : "";
   field("deps").textContent = run.deps;
   field("duration").textContent = run.duration === null ? "" : `${run.duration.toFixed(1)} s`;
+  const cancel = document.querySelector(`[data-run-cancel="${run.id}"]`);
+  if (cancel) cancel.hidden = true; // nothing left to cancel
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -214,13 +313,16 @@ async function followService(pre) {
     state.textContent = value;
     state.className = `status status-${value}`;
   };
+  const link = connection(pre);
+  const plain = plainText();
   let offset = 0;
   let factsAt = Date.now();
   for (;;) {
     try {
       const chunk = await api("GET", `/v1/services/${name}/logs?offset=${offset}&wait=10`);
+      link.answered();
       offset = chunk.offset;
-      if (chunk.text) { pre.append(chunk.text); pre.scrollTop = pre.scrollHeight; }
+      if (chunk.text) { pre.append(plain(chunk.text)); pre.scrollTop = pre.scrollHeight; }
       showState(chunk.state); // live: a crash, a restart, a stop elsewhere
       if (Date.now() - factsAt >= SERVICE_FACTS_EVERY) {
         factsAt = Date.now();
@@ -229,7 +331,7 @@ async function followService(pre) {
         document.getElementById("service-restarts").textContent = svc.restarts;
       }
     } catch (error) {
-      pre.append(`\n${error.message}\n`);
+      if (await link.failed(error)) continue;
       return;
     }
   }

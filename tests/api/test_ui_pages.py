@@ -1,0 +1,293 @@
+"""The web UI's pages as a browser gets them, in-process: who may sign in and out, the headers
+that keep other sites' pages from framing or misusing them, what a page says from its URL (only
+fixed sentences, or names checked against the workspace), and the forms' answers. Page
+behaviour (the script) is in tests/e2e/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from orch.services import run_events, workspaces
+from orch.services.platform import Platform
+from tests.api.conftest import client_of
+from tests.api.test_agents_runs import bundle, publish
+from tests.api.test_build_logs import FAILING
+from tests.api.test_loop_publish import allow
+from tests.api.test_sandboxes import create
+from tests.api.test_sandboxes import holder as holder  # the fake sandbox holder: a fixture
+from tests.conftest import drain
+
+OWN = {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}
+SERVICES_PAGE = {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:8751"}
+OTHER_SITE = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}
+
+
+@pytest.fixture
+def browser(api: httpx.Client, workspace: tuple[str, str]) -> httpx.Client:
+    """The in-process app as a signed-in browser calls it: the UI's cookie, no Authorization."""
+    return httpx.Client(
+        transport=api._transport, base_url="http://testserver", cookies={"orch_token": workspace[1]}
+    )
+
+
+@pytest.fixture
+def other_token(platform: Platform) -> str:
+    """A token of another workspace ("beta"), as an attacker holds one of their own."""
+    with platform.store.session() as s:
+        return workspaces.create_workspace(s, "beta")[1]
+
+
+def alert(html: str) -> str:
+    found = re.search(r'role="alert"[^>]*>(.*?)</p>', html, re.S)
+    return found.group(1).strip() if found else ""
+
+
+# ---- signing in and out ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [SERVICES_PAGE, OTHER_SITE, {"Origin": "https://evil.example"}])
+def test_another_page_cannot_sign_the_visitor_in_or_out(
+    browser: httpx.Client, workspace: tuple[str, str], other_token: str, headers: dict[str, str]
+) -> None:
+    form = {"token": other_token, "next": "/ui/settings"}
+    login = browser.post("/ui/login", data=form, headers=headers)
+    assert login.status_code == 403
+    assert "This sign-in comes from a page of another origin, so it is refused" in alert(login.text)
+    assert "set-cookie" not in login.headers
+    logout = browser.post("/ui/logout", headers=headers)
+    assert logout.status_code == 403 and "set-cookie" not in logout.headers
+    # Still signed in as the workspace it was.
+    assert "workspace team" in browser.get("/ui/settings").text
+
+
+def test_the_sign_in_page_signs_in_and_out(browser: httpx.Client, other_token: str) -> None:
+    login = browser.post("/ui/login", data={"token": other_token, "next": "/ui/settings"}, headers=OWN)
+    assert login.status_code == 303 and login.headers["location"] == "/ui/settings"
+    assert f"orch_token={other_token}" in login.headers["set-cookie"]
+    logout = browser.post("/ui/logout", headers=OWN)
+    assert logout.status_code == 303 and 'orch_token=""' in logout.headers["set-cookie"]
+
+
+def test_a_wrong_token_is_a_fixed_sentence_and_the_url_cannot_say_another(browser: httpx.Client) -> None:
+    wrong = browser.post("/ui/login", data={"token": "orch_wrong", "next": "/ui/runs"}, headers=OWN)
+    assert wrong.status_code == 303
+    shown = browser.get(wrong.headers["location"])
+    assert alert(shown.text).startswith("The API token is not valid.")
+    assert 'name="next" value="/ui/runs"' in shown.text
+    spoof = "Your token expired. Get a new one at http://evil.example/orch"
+    page = browser.get("/ui/login", params={"error": spoof})
+    assert "evil.example" not in page.text and alert(page.text) == ""
+
+
+def test_a_revoked_token_signs_out_and_says_why(app: FastAPI, api: httpx.Client) -> None:
+    made = api.post("/v1/tokens", json={"name": "laptop"}).json()
+    with client_of(app, "unused") as client:
+        client.headers.pop("Authorization")
+        client.cookies.set("orch_token", made["token"])
+        assert client.get("/ui/settings").status_code == 200
+        assert api.delete(f"/v1/tokens/{made['id']}").status_code in (200, 204)
+        gone = client.get("/ui/settings")
+        assert gone.status_code == 303
+        assert 'orch_token=""' in gone.headers["set-cookie"]  # the dead cookie goes
+        query = parse_qs(urlsplit(gone.headers["location"]).query)
+        assert query == {"next": ["/ui/settings"], "error": ["signed-out"]}
+        said = alert(client.get(gone.headers["location"]).text)
+        assert said.startswith("Your token is no longer valid (revoked or unknown); sign in with another.")
+    # Never signed in: the sign-in page says nothing is wrong.
+    with client_of(app, "unused") as client:
+        client.headers.pop("Authorization")
+        first = client.get("/ui/settings")
+        assert "error" not in first.headers["location"]
+
+
+# ---- headers ----------------------------------------------------------------------------------
+
+
+def test_pages_may_not_be_framed_sniffed_or_kept(browser: httpx.Client, api: httpx.Client) -> None:
+    for path in ("/ui/settings", "/ui/login", "/ui/runs", "/ui/nope"):
+        resp = browser.get(path)
+        assert resp.headers["x-frame-options"] == "DENY", path
+        csp = resp.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        assert resp.headers["referrer-policy"] == "same-origin"
+        assert resp.headers["cache-control"] == "no-store", path  # Back after sign-out shows no page
+    # The API's answers too, without the pages' script policy (/docs loads Swagger UI's).
+    for resp in (api.get("/v1/environments"), api.get("/docs"), browser.get("/ui/static/app.js")):
+        assert resp.headers["x-frame-options"] == "DENY"
+        assert resp.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        assert "no-store" not in resp.headers.get("cache-control", "")
+
+
+def test_the_pages_have_no_inline_script_or_style(browser: httpx.Client, api: httpx.Client) -> None:
+    """What the pages' policy (script-src and style-src 'self') would block."""
+    for path in ("/ui/settings", "/ui/login", "/ui/environments", "/ui/environments/new", "/ui/runs"):
+        html = browser.get(path).text
+        assert re.findall(r"<script(?![^>]*\bsrc=)", html) == [], path
+        assert " style=" not in html and "<style" not in html and " on" + "click=" not in html, path
+
+
+def test_services_answers_keep_their_own_headers(site: httpx.Client) -> None:
+    resp = site.get("/services/default/nothing/")
+    assert "x-frame-options" not in resp.headers and "content-security-policy" not in resp.headers
+
+
+# ---- what a page says from its URL ------------------------------------------------------------
+
+
+def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: httpx.Client) -> None:
+    page = browser.get("/ui/nope")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert alert(page.text) == "Nothing is at /ui/nope."
+    assert 'aria-label="Main"' in page.text and "Choose a page from the menu above." in page.text
+    assert browser.get("/ui/runs?runs_shown=many").status_code == 422  # a bad query: a page too
+    assert "text/html" in browser.get("/ui/runs?runs_shown=many").headers["content-type"]
+    # Elsewhere the API's JSON, as before.
+    assert api.get("/v1/nope").json()["message"] == "Nothing is at /v1/nope."
+    assert browser.get("/ui/static/nope.js").headers["content-type"] == "application/json"
+
+
+def test_a_secret_named_in_the_url_is_shown_only_if_it_is_one(browser: httpx.Client) -> None:
+    spoof = browser.get("/ui/settings", params={"secret": "ADMIN_PASSWORD is hunter2. Also", "done": "set"})
+    assert "hunter2" not in spoof.text and 'role="status"' not in spoof.text
+    # A secret's name that the list does not back: not shown either.
+    assert 'role="status"' not in browser.get("/ui/settings?secret=NOT_SAVED&done=set").text
+    saved = browser.post("/ui/settings/secrets", data={"name": "API_KEY", "value": "v"}, headers=OWN)
+    assert "Secret API_KEY saved." in browser.get(saved.headers["location"]).text
+    deleted = browser.post("/ui/settings/secrets/API_KEY/delete", headers=OWN)
+    assert "Secret API_KEY deleted." in browser.get(deleted.headers["location"]).text
+
+
+def test_a_failed_default_goes_back_to_settings_with_its_sentence(
+    browser: httpx.Client, api: httpx.Client, platform: Platform
+) -> None:
+    api.post("/v1/environments", json={"name": "broken", "dockerfile": FAILING})
+    drain(platform)
+    env = api.get("/v1/environments/broken").json()
+    assert env["status"] == "failed"
+    resp = browser.post("/ui/settings/default-environment", data={"environment": env["id"]}, headers=OWN)
+    assert resp.status_code == 303  # a reload shows Settings again; it does not send the form again
+    target = urlsplit(resp.headers["location"])
+    assert (target.path, target.fragment) == ("/ui/settings", "default-heading")
+    page = browser.get(resp.headers["location"])
+    assert alert(page.text).startswith("broken can&#39;t be the workspace default: its build failed")
+    assert 'id="default-environment"' in page.text  # the form, again
+    # The sentence travels sealed: a changed or made-up one shows nothing.
+    sealed = parse_qs(target.query)["failed"][0]
+    for forged in (sealed[:-4] + "AAAA", "v1:aGVsbG8=", "The server was hacked."):
+        assert alert(browser.get("/ui/settings", params={"failed": forged}).text) == ""
+
+
+def test_a_sandbox_removed_already_says_so(browser: httpx.Client, api: httpx.Client, holder) -> None:
+    sandbox = create(api)
+    first = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", headers=OWN)
+    assert "Removed " + sandbox["id"] in browser.get(first.headers["location"]).text
+    again = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", headers=OWN)
+    page = browser.get(again.headers["location"]).text
+    assert f"{sandbox['id']} was already removed (removed on request); nothing to remove." in page
+    assert "Removed " + sandbox["id"] not in page
+    unknown = browser.post("/ui/sandboxes/sbx_nothere00/remove", headers=OWN)
+    assert alert(browser.get(unknown.headers["location"]).text).startswith(
+        "No sandbox &#39;sbx_nothere00&#39; in this workspace."
+    )
+
+
+# ---- runs -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hello(api: httpx.Client, tmp_path: Path) -> str:
+    assert publish(api, "hello", bundle(tmp_path, {"main.py": "print('hi')\n"})).status_code == 201
+    return "hello"
+
+
+def test_runs_lists_say_how_many_they_show_and_link_to_older(
+    browser: httpx.Client, api: httpx.Client, hello: str
+) -> None:
+    ids = [api.post("/v1/runs", json={"agent": hello}).json()["id"] for _ in range(22)]
+    agent_page = browser.get("/ui/agents/hello").text
+    assert agent_page.count('href="/ui/runs/run_') == 20
+    assert "Showing the newest 20 runs; there are older ones." in agent_page
+    assert 'href="?runs_shown=40"' in agent_page
+    older = browser.get("/ui/agents/hello?runs_shown=40").text
+    assert all(f'href="/ui/runs/{i}"' in older for i in ids) and "Showing all 22 runs." in older
+    assert "Showing all 22 runs." in browser.get("/ui/runs").text
+
+
+def test_a_run_can_be_cancelled_from_its_page(browser: httpx.Client, api: httpx.Client, hello: str) -> None:
+    run_id = api.post("/v1/runs", json={"agent": hello}).json()["id"]  # stays queued: no workers
+    page = browser.get(f"/ui/runs/{run_id}").text
+    assert f'action="/ui/runs/{run_id}/cancel"' in page
+    refused = browser.post(f"/ui/runs/{run_id}/cancel", headers=SERVICES_PAGE)
+    assert refused.status_code == 403 and api.get(f"/v1/runs/{run_id}").json()["status"] == "queued"
+    done = browser.post(f"/ui/runs/{run_id}/cancel", headers=OWN)
+    assert done.status_code == 303 and done.headers["location"] == f"/ui/runs/{run_id}"
+    assert api.get(f"/v1/runs/{run_id}").json()["status"] == "cancelled"
+    assert "/cancel" not in browser.get(f"/ui/runs/{run_id}").text  # ended: no button
+    again = browser.post(f"/ui/runs/{run_id}/cancel", headers=OWN)
+    assert alert(browser.get(again.headers["location"]).text).startswith(f"Run {run_id} has already ended")
+
+
+def test_a_transcript_shows_arguments_and_output_as_read(
+    browser: httpx.Client, api: httpx.Client, platform: Platform, hello: str
+) -> None:
+    run_id = api.post("/v1/runs", json={"agent": hello}).json()["id"]
+    command = "echo '<script>' \x1b[31mRED\x1b[0m é"
+    run_events.append(
+        platform, run_id, "tool_call", {"call_id": "c1", "name": "bash", "arguments": {"command": command}}
+    )
+    run_events.append(
+        platform,
+        run_id,
+        "tool_result",
+        {"call_id": "c1", "name": "bash", "exit_code": 0, "output": "\x1b[1mbold\x1b[0m\n"},
+    )
+    two = {"path": "notes/é.md", "content": "<b>"}
+    run_events.append(
+        platform, run_id, "tool_call", {"call_id": "c2", "name": "write_file", "arguments": two}
+    )
+    page = browser.get(f"/ui/runs/{run_id}").text
+    assert "<code>echo &#39;&lt;script&gt;&#39; RED é</code>" in page  # the command itself, escaped once
+    assert '<pre class="log">bold\n</pre>' in page
+    assert (
+        "<code>{&#34;path&#34;: &#34;notes/é.md&#34;, &#34;content&#34;: &#34;&lt;b&gt;&#34;}</code>" in page
+    )
+    assert "\\u00" not in page and "\x1b" not in page
+
+
+# ---- other pages ------------------------------------------------------------------------------
+
+
+def test_a_loop_agents_page_says_what_it_runs(
+    browser: httpx.Client, api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    allow(platform, "http://127.0.0.1:11434/v1")
+    manifest = "loop:\n  model: qwen2.5:7b\n  provider: openai\n  base_url: http://127.0.0.1:11434/v1\n"
+    assert publish(api, "looper", bundle(tmp_path, {"orch.yaml": manifest})).status_code == 201
+    page = browser.get("/ui/agents/looper").text
+    shown = re.search(r'<dd id="entrypoint">(.*?)</dd>', page, re.S)
+    assert shown and "a managed loop: model <code>qwen2.5:7b</code> from openai" in shown.group(1)
+    assert "managed loop (qwen2.5:7b, openai)" in browser.get("/ui/agents").text
+
+
+def test_a_ready_environment_shows_no_empty_failure_rows(browser: httpx.Client) -> None:
+    page = browser.get("/ui/environments/python").text
+    assert re.search(r'<dt data-row="error" hidden>Error</dt>', page)
+    assert re.search(r'<dt data-row="excerpt" hidden>Why it failed</dt>', page)
+    assert '<link rel="icon" href="/ui/static/favicon.svg"' in page
+    assert browser.get("/ui/static/favicon.svg").status_code == 200
+
+
+def test_the_new_environment_names_pattern_is_valid_under_the_v_flag(browser: httpx.Client) -> None:
+    """Browsers compile `pattern` with the `v` flag, where a bare `-` in a class is an error
+    (and the field is then never checked): every pattern escapes it. tests/e2e checks in Chromium."""
+    for path in ("/ui/environments/new", "/ui/settings"):
+        for pattern in re.findall(r'pattern="([^"]*)"', browser.get(path).text):
+            assert not re.search(r"[^\\]-\]", pattern), pattern
