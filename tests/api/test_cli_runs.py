@@ -4,6 +4,7 @@ orch.client's `follow`), the --json contract, logs of an ended run, exit codes."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -143,3 +144,67 @@ def test_a_list_limit_out_of_range_is_named_by_its_option(cli, limit: str) -> No
     res = cli("runs", "list", "--limit", limit)
     assert res.exit_code == 2 and f"--limit {limit} is out of range" in res.output
     assert "query.limit" not in res.output  # the API's name for it, not the command's
+
+
+def test_text_input_is_refused_with_how_to_pass_it_as_json(cli, agent: str) -> None:  # type: ignore[no-untyped-def]
+    for args, stdin in [
+        (("--input", "Summarise notes.md in three bullets."), None),
+        (("--input", "-"), b"Summarise notes.md in three bullets.\n"),
+    ]:
+        res = cli("run", agent, *args, input=stdin)
+        assert res.exit_code == 2 and "The input is not valid JSON" in res.stderr, res.output
+        assert "text in double quotes inside single ones (--input '\"Summarise notes.md\"')" in res.stderr
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
+
+
+def test_every_input_the_docs_pass_is_json() -> None:
+    """The docs' `--input '...'` examples are what the CLI takes: JSON (text in quotes)."""
+    docs = Path(__file__).parents[2] / "docs"
+    found = [
+        (doc.name, given)
+        for doc in [*docs.glob("*.md"), docs.parent / "README.md"]
+        for given in re.findall(r"--input '([^']*)'", doc.read_text())
+    ]
+    assert ("loop.md", '"Summarise notes.md in three bullets."') in found
+    for doc, given in found:
+        json.loads(given), doc
+
+
+@pytest.fixture
+def unended(api: httpx.Client, tmp_path: Path, fake_engine: FakeEngine) -> str:
+    """An agent whose output does not end its line, on stdout or stderr as its input says (as
+    `print('x', end='')` leaves it)."""
+
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        (out if "out" in spec.env["ORCH_INPUT"] else err)(b"done")
+        return ContainerExit(0)
+
+    fake_engine.behaviour = behave
+    assert publish(api, "unended", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    return "unended"
+
+
+def test_the_end_line_starts_a_line_of_its_own(cli, unended: str, worker: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    piped = cli("run", unended, "--input", '"out"')
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout == "done"  # piped: not a byte the run did not write
+    assert piped.stderr.splitlines()[-1].startswith("✓ succeeded")
+    on_stderr = cli("run", unended, "--input", '"err"')
+    assert "\ndone\n✓ succeeded" in on_stderr.stderr  # the end line's own stream: ended there
+    logs = cli("runs", "logs", json.loads(cli("runs", "list", "--json").stdout)[0]["id"])
+    assert logs.stderr.endswith("done")  # nothing follows it: left as the run wrote it
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # stdout and stderr are terminals, as rich sees it
+    shown = cli("run", unended, "--input", '"out"')
+    assert shown.exit_code == 0 and shown.stdout == "done\n"
+    assert "succeeded" in shown.stderr
+
+
+def test_events_of_a_code_agent_s_run_say_there_are_none(cli, agent: str, worker: None) -> None:  # type: ignore[no-untyped-def]
+    run_id = json.loads(cli("run", agent, "--json").stdout)["id"]
+    for args in ((), ("--json",), ("-f",)):
+        res = cli("runs", "events", run_id, *args)
+        assert res.exit_code == 0, res.output
+        assert f"{run_id} is a run of a code agent: only a managed loop's runs have events." in res.stderr
+        assert f"`orch runs logs {run_id}` prints its output." in res.stderr
+        assert res.stdout == ("[]\n" if args == ("--json",) else "")

@@ -14,10 +14,12 @@ import httpx
 import pytest
 from typer.testing import Result
 
+from orch.client.client import Client
 from orch.engine.base import ContainerSpec
 from orch.sandbox.held_fake import Command, FakeHolder, FakeSandbox, play
 from orch.sandbox.launcher import Isolation
 from orch.services.platform import Platform
+from orch.store.schema import RunEventRow, utcnow
 from tests.api.test_agents_runs import bundle, publish
 from tests.api.test_cli_runs import cli  # noqa: F401 - fixture
 from tests.api.test_loop_publish import allow
@@ -27,8 +29,8 @@ from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # 
 
 def shell(cmd: Command) -> int:
     """The fake sandbox's answers to what a loop run sends it: the bundle's copy, `bash -lc`."""
-    if list(cmd.argv[:2]) == ["/bin/sh", "-c"]:
-        return 0  # cp -R /opt/orch/bundle/. /home/user/work/
+    if list(cmd.argv[:2]) in (["/bin/sh", "-c"], ["sh", "-c"]):
+        return 0  # cp -R /opt/orch/bundle/. /home/user/work/, or write_file's `cat > "$1"`
     if list(cmd.argv[:2]) == ["bash", "-lc"]:
         cmd.out(f"ran {cmd.argv[2]!r} in {cmd.workdir}\n".encode())
         return 0
@@ -139,23 +141,114 @@ def test_orch_runs_events_prints_the_transcript_and_the_json(
 ) -> None:
     assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
     loop_agent(api, tmp_path, model_server)
-    model_server.script(Reply(text="Looking.", calls=[("bash", {"command": "ls"})]), Reply(text="Done."))
+    calls = [("bash", {"command": "ls"}), ("write_file", {"path": "k.txt", "content": "hello world\n"})]
+    model_server.script(Reply(text="Looking.", calls=calls), Reply(text="Done."))
     run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
     drain_runs(platform)
 
     shown = cli("runs", "events", run_id)
     assert shown.exit_code == 0, shown.output
-    lines = shown.output.splitlines()
+    lines = shown.stdout.splitlines()
     assert lines[0].startswith("◆ model (10 in, 5 out,") and lines[0].endswith("s): Looking.")
-    assert lines[1:] == ["→ bash ls", "  ✓ ran 'ls' in /home/user/work", lines[3], "Done."]
+    # Each tool call as a person reads it (not a dict's repr), then the answer, then the run's end.
+    assert lines[1:6] == [
+        "→ bash ls",
+        "  ✓ ran 'ls' in /home/user/work",
+        "→ write_file k.txt (12 bytes)",
+        "  ✓ wrote 12 bytes to k.txt",
+        lines[5],
+    ]
+    assert lines[6:-1] == ["Done."] and lines[-1].startswith("✓ succeeded in ")
     as_json = cli("runs", "events", run_id, "--json")
-    assert [e["type"] for e in json.loads(as_json.output)] == [
+    assert [e["type"] for e in json.loads(as_json.stdout)] == [
         "model_call",
+        "tool_call",
+        "tool_result",
         "tool_call",
         "tool_result",
         "model_call",
         "final",
     ]
     followed = cli("runs", "events", run_id, "-f", "--json")  # an ended run: all, then the end
-    assert [json.loads(line)["seq"] for line in followed.output.splitlines()] == [1, 2, 3, 4, 5]
+    assert [json.loads(line)["seq"] for line in followed.stdout.splitlines()] == [1, 2, 3, 4, 5, 6, 7]
     assert cli("runs", "events", "no-such-run").exit_code == 2
+    # `orch runs show` says a loop run's usage.
+    usage = [line for line in cli("runs", "show", run_id).stdout.splitlines() if "usage" in line]
+    assert usage == ["  usage        2 model calls · 20 tokens in, 10 out"]
+
+
+def test_orch_runs_events_pages_through_more_events_than_one_answer_holds(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    workspace: tuple[str, str],
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+) -> None:
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Reply(text="Done."))
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)
+    with platform.store.session() as s:  # 1041 more: past the API's page of 1000
+        s.add_all(
+            RunEventRow(
+                run_id=run_id,
+                seq=seq,
+                type="tool_call",
+                at=utcnow(),
+                data=json.dumps({"name": "bash", "arguments": {"command": f"echo {seq}"}}),
+            )
+            for seq in range(3, 1044)
+        )
+    total = 1043
+
+    shown = cli("runs", "events", run_id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert len(lines) == total + 1 and lines[-2] == "→ bash echo 1043" and lines[-1].startswith("✓ succeeded")
+    assert len(json.loads(cli("runs", "events", run_id, "--json").stdout)) == total
+    assert len(cli("runs", "events", run_id, "-f", "--json").stdout.splitlines()) == total
+    with Client("http://testserver", workspace[1], transport=api._transport) as client:
+        run = client.runs.get(run_id)
+        assert [e["seq"] for e in run.events()] == list(range(1, total + 1))
+        assert [e["seq"] for e in run.events(after=1040)] == [1041, 1042, 1043]
+
+
+def test_orch_runs_events_of_a_loop_run_that_failed_before_any_event_says_why(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+) -> None:
+    loop_agent(api, tmp_path, model_server)
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)  # no MODEL_KEY: failed before any event
+    shown = cli("runs", "events", run_id)
+    assert shown.exit_code == 0, shown.output
+    [line] = shown.stdout.splitlines()
+    assert line.startswith("✗ failed") and "MODEL_KEY" in line
+    assert json.loads(cli("runs", "events", run_id, "--json").stdout) == []
+
+
+def test_a_loop_agent_is_shown_as_its_model(
+    api: httpx.Client,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+) -> None:
+    root = tmp_path / "hello"
+    root.mkdir()
+    (root / "orch.yaml").write_text(
+        f"loop:\n  model: m-1\n  provider: openai\n  base_url: {model_server.openai_url}\n"
+    )
+    published = cli("publish", str(root))
+    assert published.exit_code == 0, published.output
+    assert "✓ Published hello v1 · loop (m-1 via openai) · 1 file" in published.stdout
+    listed = cli("agents", "list").stdout.splitlines()[1]
+    assert listed.split()[:5] == ["hello", "v1", "loop", "(m-1", "via"]
+    assert "  entrypoint   loop (m-1 via openai)" in cli("agents", "show", "hello").stdout.splitlines()

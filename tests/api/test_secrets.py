@@ -79,8 +79,11 @@ def test_set_list_replace_delete(api: httpx.Client, platform: Platform) -> None:
         ("KEY", {"value": ""}, 400, "is empty"),
         ("KEY", {"value": "x" * (64 * 1024 + 1)}, 400, "at most 64 KiB"),
         ("KEY", {"value": "a\x00b"}, 400, "NUL"),
-        ("KEY", {}, 422, "value"),
-        ("KEY", {"value": 12}, 422, "value"),
+        # A body that is not {"value": TEXT} is malformed: 422, as for every route (docs/secrets.md).
+        ("KEY", {}, 422, "value is missing"),
+        ("KEY", {"value": 12}, 422, "value must be text"),
+        ("KEY", {"value": None}, 422, "value must be text"),
+        ("KEY", {"value": "x", "note": "y"}, 422, "note is not a field of this request"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(
@@ -239,7 +242,8 @@ def test_cli_refusals_exit_2_and_change_nothing(cli: Invoke, monkeypatch: pytest
     cases = [
         (("secret", "set", "lower"), VALUE, "is not a secret name"),
         (("secret", "set", "KEY"), "", "standard input held nothing"),
-        (("secret", "set", "KEY"), "\n", "standard input held nothing"),
+        (("secret", "set", "KEY"), "\n", "standard input held only a line ending, which is not part"),
+        (("secret", "set", "KEY"), "\r\n", "standard input held only a line ending"),
         (("secret", "set", "KEY", "--value", ""), None, "--value is"),
         (("secret", "set", "KEY", "--value", "a\x00b"), None, "NUL"),
         (("secret", "set", "KEY"), b"\xff\xfe", "not UTF-8 text"),

@@ -173,3 +173,70 @@ def test_the_first_start_gives_the_local_cli_an_admin_token(platform: Platform) 
     assert stand_in is not None
     with platform.store.session() as s:
         assert workspaces.identify(s, first).admin and workspaces.identify(s, stand_in).admin
+
+
+def test_a_name_of_any_length_gets_the_name_rule(api: httpx.Client, cli) -> None:
+    """A name past the request's 1000-character bound is refused with the same sentence and fix
+    as any other bad name (the 1-63 rule), not with the bound's."""
+    for length in (64, 1001, 5000):
+        resp = api.post("/v1/workspaces", json={"name": "a" * length})
+        assert resp.status_code == 400, (length, resp.text)
+        assert "Workspace name 'aaaa" in resp.json()["message"] and "Use 1-63" in resp.json()["fix"]
+    resp = api.post("/v1/tokens", json={"name": "t" * 5000})
+    assert resp.status_code == 400 and "Token name" in resp.json()["message"]
+    assert "Use 1-63" in resp.json()["fix"]
+    resp = api.post("/v1/environments", json={"name": "e" * 5000, "dockerfile": "FROM python\n"})
+    assert resp.status_code == 400 and "Use 1-63" in resp.json()["fix"]
+    res = cli("workspace", "create", "a" * 5000)
+    assert res.exit_code == 2 and "(5000 characters)" in res.output and "Use 1-63" in res.output
+    assert "longer than 1000" not in res.output
+    assert [w["name"] for w in api.get("/v1/workspaces").json()] == ["team"]
+
+
+def test_an_empty_name_or_id_is_refused_before_any_request(cli) -> None:
+    for args in (
+        ("token", "revoke", ""),
+        ("agents", "show", ""),
+        ("runs", "show", ""),
+        ("env", "status", ""),
+    ):
+        res = cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "An empty name or id was given" in res.output and "Traceback" not in res.output
+        assert "307" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        (
+            "orch_\udce9",
+            "a character that is not printable ASCII (character 6)",
+        ),  # an undecodable byte, as the shell passes it
+        ("orch_é", "a character that is not printable ASCII"),
+        ("abc\ndef", "a space or line ending (character 4)"),
+        ("orch_abc ", "a space or line ending"),
+    ],
+)
+def test_a_token_of_another_form_is_refused_before_any_request(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, token: str, said: str
+) -> None:
+    monkeypatch.setenv("ORCH_TOKEN", token)
+    res = cli("env", "list")
+    assert res.exit_code == 2, res.output
+    assert f"The API token is not valid: it holds {said}" in res.output and "orch token create" in res.output
+    assert "unexpectedly" not in res.output and "400" not in res.output
+    res = cli("login", "--url", "http://testserver", "--token", token)  # given to `orch login`
+    assert res.exit_code == 2 and "The API token is not valid" in res.output
+
+
+def test_a_token_of_another_form_in_config_toml_is_refused(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ORCH_TOKEN")
+    home = tmp_path / "cli-home"
+    home.mkdir()
+    for written in ("orch_\\u00e9", "abc\\ndef"):  # TOML's escapes: é, a line ending
+        (home / "config.toml").write_text(f'url = "http://testserver"\ntoken = "{written}"\n')
+        res = cli("env", "list")
+        assert res.exit_code == 2 and "The API token is not valid" in res.output, res.output

@@ -193,3 +193,46 @@ def test_sqlite_writers_of_one_server_queue_in_the_process_not_in_sqlites_busy_s
     assert seen == [True]
     with store.db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 3
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It holds runs' output, --env values and reasons: a new database's directory is 0700 and its
+    files (-wal and -shm too) 0600, whatever the umask lets through."""
+    import os
+
+    home = tmp_path / "home"
+    old = os.umask(0o022)
+    try:
+        store = Store(f"sqlite:///{home}/orch.db")
+        store.migrate()
+        with store.session() as s:  # a write: SQLite makes the -wal and -shm files
+            s.add(WorkspaceRow(id=new_id("ws"), name="team"))
+        files = [home / "orch.db", home / "orch.db-wal", home / "orch.db-shm"]
+        assert all(f.exists() for f in files)
+        assert [_mode(f) for f in files] == [0o600, 0o600, 0o600] and _mode(home) == 0o700
+        store.dispose()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_database_is_made_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """An older orch's database (made 0644 under the umask) is tightened when a store opens it,
+    as the server does at start; its directory, which the user chose, is left as it is."""
+    first = Store(f"sqlite:///{tmp_path}/orch.db")
+    first.migrate()
+    with first.session() as s:
+        s.add(WorkspaceRow(id=new_id("ws"), name="team"))
+    files = [tmp_path / "orch.db", tmp_path / "orch.db-wal", tmp_path / "orch.db-shm"]
+    for f in files:
+        f.chmod(0o644)
+    tmp_path.chmod(0o755)
+    again = Store(f"sqlite:///{tmp_path}/orch.db")
+    assert [_mode(f) for f in files] == [0o600, 0o600, 0o600] and _mode(tmp_path) == 0o755
+    with again.session() as s:
+        assert s.scalar(select(WorkspaceRow.name)) == "team"
+    first.dispose()
+    again.dispose()

@@ -51,8 +51,7 @@ def publish(
         print_json(data)
         return
     ok(
-        f"Published {data['agent']['name']} v{version['version']} · "
-        f"{version['entrypoint']} ({version['language']}) · "
+        f"Published {data['agent']['name']} v{version['version']} · {escape(_program(version))} · "
         f"{_plural(len(bundle.files), 'file')}, {_size(sum(f.size for f in bundle.files))}"
     )
     for note in data["notes"]:
@@ -82,6 +81,14 @@ def publish(
         console.print("  environment: the workspace default, else the base image (chosen at each run)")
 
 
+def _program(v: dict[str, Any]) -> str:
+    """What runs: a managed loop's model (its entrypoint, if any, is not run), else the
+    entrypoint and its language."""
+    if loop := (v.get("manifest") or {}).get("loop"):
+        return f"loop ({loop['model']} via {loop['provider']})"
+    return f"{v['entrypoint']} ({v['language']})"
+
+
 def _environment(v: dict[str, Any]) -> str:
     if v["dockerfile_environment"]:
         return f"{v['dockerfile_environment']['name']} (dockerfile)"
@@ -106,7 +113,7 @@ def list_(json_: bool = JSON) -> None:
         table.add_row(
             a["name"],
             f"v{v['version']}",
-            f"{v['entrypoint']} ({v['language']})",
+            escape(_program(v)),
             _environment(v),
             v["created_at"][:19],
         )
@@ -123,9 +130,8 @@ def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool
         return
     v = a["latest"]
     console.print(f"[bold]{escape(a['name'])}[/bold]  {a['id']}  latest v{v['version']}")
-    console.print(
-        f"  entrypoint   {escape(v['entrypoint'])} ({v['language']}): {escape(' '.join(v['command']))}"
-    )
+    runs = "" if (v.get("manifest") or {}).get("loop") else f": {' '.join(v['command'])}"
+    console.print(f"  entrypoint   {escape(_program(v) + runs)}")
     console.print(f"  environment  {escape(_environment(v))}")
     console.print(f"  dependencies {', '.join(v['dependency_files']) or 'none'}")
     console.print("  versions")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 
-from orch.cli.output import command, console, err_console, escape, print_json
+from orch.cli.output import Console, command, console, err_console, escape, print_json
 from orch.cli.utils import JSON, plain_table, variables
-from orch.client.follow import FINAL, POLL
+from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
@@ -44,7 +43,8 @@ def _read_input(value: str | None) -> str:
     except ValueError as e:
         raise InvalidInput(
             f"The input is not valid JSON ({e}).",
-            'Pass JSON, e.g. --input \'{"url": "https://example.org"}\', or --input @file.json.',
+            "Pass JSON: text in double quotes inside single ones (--input '\"Summarise notes.md\"'), "
+            'an object (--input \'{"url": "https://example.org"}\'), or --input @file.json.',
         ) from None
     return text
 
@@ -76,29 +76,54 @@ def _summary(run: dict[str, Any]) -> str:
     return f"{run['status'].replace('_', ' ')}{took}{exit_text}{reason}"
 
 
-def _finish_line(run: dict[str, Any]) -> None:
+def _finish_line(run: dict[str, Any], on: Console = err_console) -> None:
     mark = "[green]✓[/green]" if run["status"] == "succeeded" else "[red]✗[/red]"
-    err_console.print(f"{mark} {escape(_summary(run))}", soft_wrap=True)
+    on.print(f"{mark} {escape(_summary(run))}", soft_wrap=True)
 
 
-def _printer(show_log: bool) -> Callable[[str, str], None]:
-    """What prints a run's output as it comes: stdout to stdout, the rest to stderr."""
+class _Printer:
+    """Prints a run's output as it comes: stdout to stdout, the rest to stderr. Remembers a line
+    the output left open (an answer without its last newline), for `end_line`."""
 
-    def show(stream: str, text: str) -> None:
+    def __init__(self, show_log: bool) -> None:
+        self.show_log = show_log
+        self.open: IO[str] | None = None  # the stream whose last write did not end a line
+
+    def __call__(self, stream: str, text: str) -> None:
         if stream == "log":
-            for line in text.splitlines() if show_log else ():
-                err_console.print(escape(line), style="dim", soft_wrap=True)
+            if self.show_log:
+                self.end_line(note=True)
+                for line in text.splitlines():
+                    err_console.print(escape(line), style="dim", soft_wrap=True)
             return
         out = sys.stdout if stream == "stdout" else sys.stderr
         out.write(text)
         out.flush()
+        self.open = None if text.endswith("\n") else out
 
-    return show
+    def end_line(self, note: bool = False) -> None:
+        """End the line the output left open on a terminal, so that what comes next there starts
+        a line of its own. With `note` (the CLI writes a line on stderr next: a platform's note,
+        the run's end), an open stderr line is ended when piped too. Piped stdout never gets a
+        byte the run did not write."""
+        if self.open is None:
+            return
+        shown = console if self.open is sys.stdout else err_console
+        if shown.is_terminal or (note and self.open is sys.stderr):
+            self.open.write("\n")
+            self.open.flush()
+        self.open = None
 
 
-def stream(client: Transport, run_id: str, show_log: bool = True) -> dict[str, Any]:
-    """Print the run's output as it comes until the run ends; return the ended run."""
-    last = follow_output(client, run_id, _printer(show_log))
+def stream(
+    client: Transport, run_id: str, show_log: bool = True, note_follows: bool = False
+) -> dict[str, Any]:
+    """Print the run's output as it comes until the run ends, ending a line it left open (see
+    `_Printer.end_line`; `note_follows`: the caller prints a line on stderr next); return the
+    ended run."""
+    printer = _Printer(show_log)
+    last = follow_output(client, run_id, printer)
+    printer.end_line(note=note_follows)
     # The answer that saw the end carries the run; a server before that is asked for it.
     return dict(last.get("run") or client.get(f"/v1/runs/{segment(run_id)}"))
 
@@ -148,7 +173,7 @@ def run(
             err_console.print(
                 f"→ {run_id} · {escape(created['agent'])} v{created['agent_version']}", soft_wrap=True
             )
-            final = stream(client, run_id)
+            final = stream(client, run_id, note_follows=True)
             _finish_line(final)
     except KeyboardInterrupt:  # 130, as for any command Ctrl-C ends; the run is cancelled
         cancelled = client.post(f"/v1/runs/{segment(run_id)}/cancel")
@@ -209,6 +234,12 @@ def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) 
     if r["environment"]["name"]:
         console.print(f"  environment  {escape(r['environment']['name'])} ({r['environment_rule']})")
     console.print(f"  dependencies {r['deps']}")
+    if usage := r.get("usage"):  # a managed loop's
+        calls = usage["model_calls"]
+        console.print(
+            f"  usage        {calls} model call{'' if calls == 1 else 's'} · "
+            f"{usage['input_tokens']} tokens in, {usage['output_tokens']} out"
+        )
     console.print(f"  queued       {r['queued_at'][:19]}")
 
 
@@ -223,9 +254,47 @@ def logs(
     if follow:
         stream(client, run_id)
         return
-    last = follow_output(client, run_id, _printer(show_log=True), wait=0)
+    printer = _Printer(show_log=True)
+    last = follow_output(client, run_id, printer, wait=0)
+    printer.end_line(note=bool(last.get("truncated")))
     if last.get("truncated"):
         err_console.print("(output was cut at the 1 MiB limit per stream)", style="dim")
+
+
+def tool_call_text(name: str, arguments: Any) -> str:
+    """A tool call's arguments as a person reads them: bash's command, a file tool's path (with
+    write_file's size), anything else as KEY=VALUE pairs; never a Python dict."""
+    if not isinstance(arguments, dict):
+        return str(arguments)  # the model's text, when it was not a JSON object
+    said = {key: value if isinstance(value, str) else json.dumps(value) for key, value in arguments.items()}
+    if name == "bash" and "command" in said:
+        return said["command"]
+    if name == "list_files":
+        return said.get("path") or "."
+    if name in ("read_file", "edit_file") and "path" in said:
+        return said["path"]
+    if name == "write_file" and "path" in said:
+        return f"{said['path']} ({len(said.get('content', '').encode())} bytes)"
+    return " ".join(f"{key}={value}" for key, value in said.items())
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """An event as the transcript's line; a final event as the answer."""
+    if event["type"] == "tool_call":
+        event = {**event, "arguments": tool_call_text(str(event.get("name")), event.get("arguments"))}
+    elif event["type"] == "final":
+        return str(event.get("text") or "")
+    return transcript_line(event["type"], event)
+
+
+def _is_loop(client: Transport, run: dict[str, Any]) -> bool:
+    """Whether `run` is a managed loop's (a run with model calls is; else its version's manifest
+    says)."""
+    if run.get("usage"):
+        return True
+    agent = client.get(f"/v1/agents/{segment(run['agent'])}")
+    version = next((v for v in agent.get("versions") or () if v["version"] == run["agent_version"]), None)
+    return version is None or bool(version["manifest"].get("loop"))
 
 
 @app.command()
@@ -235,30 +304,45 @@ def events(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the run ends."),
     json_: bool = JSON,
 ) -> None:
-    """Print a managed loop's events: model calls, tool calls and results, the answer.
+    """Print a managed loop's events: model calls, tools and results, the answer, the end.
 
     With --json, the list of events ({seq, type, at, ...}); with -f too, one event per line."""
     client = Transport.from_settings()
-    if json_ and not follow:
-        print_json(client.get(f"/v1/runs/{segment(run_id)}/events"))
-        return
-    after, ended = 0, False
-    while True:
-        ended = client.get(f"/v1/runs/{segment(run_id)}")["status"] in FINAL
-        found = client.get(
-            f"/v1/runs/{segment(run_id)}/events", params={"after": after, "wait": 10 if follow else 0}
+    run = client.get(f"/v1/runs/{segment(run_id)}")
+    if not _is_loop(client, run):
+        if json_ and not follow:
+            print_json([])
+        err_console.print(
+            f"{run['id']} is a run of a code agent: only a managed loop's runs have events. "
+            f"`orch runs logs {run['id']}` prints its output.",
+            markup=False,
+            soft_wrap=True,
         )
-        for event in found:
+        return
+    found: list[dict[str, Any]] = []
+    for page in event_pages(client, run["id"], follow=follow):
+        if json_ and not follow:
+            found.extend(page)
+            continue
+        for event in page:
             if json_:  # followed: one object per line, as they come
                 sys.stdout.write(json.dumps(event) + "\n")
-            elif line := transcript_line(event["type"], event):
+            elif line := _event_line(event):
                 console.print(escape(line), soft_wrap=True)
-            elif event["type"] == "final":
-                console.print(escape(event.get("text") or ""), soft_wrap=True)
-            after = event["seq"]
         sys.stdout.flush()
-        if not follow or (ended and not found):
-            return
+    if json_:
+        if not follow:
+            print_json(found)
+        return
+    run = client.get(f"/v1/runs/{segment(run['id'])}")
+    if run["status"] in FINAL:
+        _finish_line(run, console)
+    else:
+        console.print(
+            f"… {run['status']}: more may come (`orch runs events {run['id']} -f` follows them).",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

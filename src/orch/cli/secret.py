@@ -39,10 +39,14 @@ def _value_from_stdin() -> str:
             "The value on standard input is larger than 64 KiB, the most a secret holds.",
             "Store a shorter value, such as a key or a token rather than a whole file.",
         )
+    held = data
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):
         data = data[:-1]
+    if not data:
+        said = "held only a line ending, which is not part of the value" if held else "held nothing"
+        raise InvalidInput(f"The secret's value is empty: standard input {said}.", PIPE_FIX)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -64,10 +68,9 @@ def set_(
 ) -> None:
     """Create or replace a secret; its value comes from standard input, or --value."""
     check_name(name)
+    if value == "":
+        raise InvalidInput("The secret's value is empty: --value is.", PIPE_FIX)
     text = _value_from_stdin() if value is None else value
-    if not text:
-        where = "--value is" if value is not None else "standard input held nothing"
-        raise InvalidInput(f"The secret's value is empty: {where}.", PIPE_FIX)
     check_value(text)
     data = Transport.from_settings().put(f"/v1/secrets/{segment(name)}", json={"value": text})
     done = "Created" if data["created_at"] == data["updated_at"] else "Updated"

@@ -1,13 +1,14 @@
 """`follow`: the one reader of a run's output, for `Run` and for `orch run` alike. It long-polls
 GET /v1/runs/{id}/logs from byte offsets, so a follower sees output as it comes and learns of
-the run's end within the same request. A module of its own, so that `orch run` loads neither the
-client's records nor its dataclasses.
+the run's end within the same request. `event_pages`: the one reader of a managed loop's events,
+for `Run.events` and `orch runs events`. A module of its own, so that `orch run` loads neither
+the client's records nor its dataclasses.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orch.client.transport import Transport, segment
@@ -42,3 +43,23 @@ def follow(
             on_output(stream, chunk[stream])
         if chunk["status"] in FINAL or (not news and poll <= 0):
             return chunk
+
+
+def event_pages(
+    http: Transport, run_id: str, after: int = 0, follow: bool = False
+) -> Iterator[list[dict[str, Any]]]:
+    """A managed loop's events after `after` (a `seq`), oldest first, one answer at a time: an
+    answer holds at most 1000 (the API's page), so a run with more takes several. Without
+    `follow`, every event there is now; with it, long polls of POLL seconds until the run has
+    ended: its status is read before each poll, so an empty answer after the end means that
+    there are no more."""
+    while True:
+        ended = not follow or http.get(f"/v1/runs/{segment(run_id)}")["status"] in FINAL
+        found: list[dict[str, Any]] = http.get(
+            f"/v1/runs/{segment(run_id)}/events", params={"after": after, "wait": POLL if follow else 0}
+        )
+        if found:
+            yield found
+            after = found[-1]["seq"]
+        elif ended:
+            return

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orch.client.follow import FINAL, STREAMS, follow
+from orch.client.follow import FINAL, STREAMS, event_pages, follow
 from orch.client.records import EnvironmentRef, Resource, when
 from orch.client.transport import Transport, segment
 
@@ -103,7 +103,11 @@ class Run:
 
     def events(self, after: int = 0, wait: float = 0) -> list[dict[str, Any]]:
         """A managed loop's events after `after` (`seq`), oldest first: `{seq, type, at, ...}`
-        (docs/loop.md); with `wait`, wait up to that many seconds for one unless the run ended."""
+        (docs/loop.md): all of them, however many answers of the API (1000 events each) that
+        takes. With `wait`, the first answer that has some, waiting up to that many seconds for
+        one unless the run ended (pass its last `seq` back as `after` for the next)."""
+        if not wait:
+            return [event for page in event_pages(self._http, self.id, after) for event in page]
         params = {"after": after, "wait": wait}
         events: list[dict[str, Any]] = self._http.get(f"/v1/runs/{segment(self.id)}/events", params=params)
         return events

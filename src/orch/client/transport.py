@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from orch import config as config_mod
 from orch.client import plain_http
-from orch.errors import OrchError, ServerUnreachable, from_dict
+from orch.errors import InvalidInput, OrchError, ServerUnreachable, from_dict
 
 if TYPE_CHECKING:
     import httpx
@@ -78,8 +78,30 @@ def _import_httpx() -> None:
 
 def segment(value: str | int) -> str:
     """`value` as one segment of a path (an id, a version, or a name the user typed: "a?b" or
-    "a/versions/1" must name that one thing, never another path)."""
+    "a/versions/1" must name that one thing, never another path). An empty one is refused: it
+    would name the collection instead (`/v1/tokens/` is the list), never one thing of it."""
+    if value == "":
+        raise InvalidInput(
+            "An empty name or id was given, which names nothing.",
+            "Pass the name or id; the `list` commands show them (e.g. `orch token list`).",
+        )
     return quote(str(value), safe="")
+
+
+def _check_token(token: str) -> str:
+    """`token` if it can be an API token, else InvalidInput before any request: a token is
+    printable ASCII without spaces (`orch_` and URL-safe characters), and anything else would fail
+    in the HTTP header (a non-ASCII character) or split it (a line ending)."""
+    bad = next((i for i, c in enumerate(token) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = "a space or line ending" if token[bad].isspace() else "a character that is not printable ASCII"
+        raise InvalidInput(
+            f"The API token is not valid: it holds {what} (character {bad + 1}).",
+            "Set ORCH_TOKEN, or the token in $ORCH_HOME/config.toml (`orch login --url URL --token "
+            "TOKEN` writes it), to a token as `orch token create` printed it: orch_ and 43 letters, "
+            "digits, '-' or '_'.",
+        )
+    return token
 
 
 def _proxied() -> bool:
@@ -155,6 +177,7 @@ class Transport:
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
         self.url = url.rstrip("/")
+        _check_token(token)
         self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._backend: plain_http.PlainHTTP | _Httpx

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orch.errors import InvalidInput, OrchError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_POOL = 48  # connections kept open to a SQLite database; more are opened while needed
@@ -52,7 +56,8 @@ class Store:
         # SQLite's writers, one at a time, queue on this lock of the process (see _one_writer).
         self.writer: threading.Lock | None = None
         if self.db.dialect.name == "sqlite":
-            Path(self.db.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            if in_file:
+                private_file(Path(self.db.url.database or ""))
             event.listen(self.db, "connect", _sqlite_pragmas)
             self.writer = _one_writer(self.db)
         elif self.db.dialect.name == "postgresql":
@@ -81,6 +86,26 @@ class Store:
 
     def dispose(self) -> None:
         self.db.dispose()
+
+
+def private_file(path: Path) -> None:
+    """Keep a SQLite database readable by its owner only: it holds runs' output, their --env
+    values and reasons. Its directory, when the store makes it, is made 0700; the file is made
+    0600 before SQLite first opens it, and SQLite gives its -wal and -shm files the database's
+    mode. An existing database's files (an older orch's, made under the umask: 0644) are made
+    0600 at each start; one the server may not change is said in its log."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):  # made 0600 whatever the umask: it can only take bits away
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if each.stat().st_mode & 0o077:
+                each.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("Cannot make %s readable by its owner only (%s): other users may read it.", each, e)
 
 
 def _postgresql_utc(dbapi_conn: Any, _record: Any) -> None:

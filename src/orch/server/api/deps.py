@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from orch.errors import Forbidden, InvalidInput
+from orch.models import check_name
 from orch.services import workspaces
 from orch.services.platform import Platform
 
@@ -112,6 +113,19 @@ Reference = Annotated[str, AfterValidator(_no_nul)]
 # A new name in a request body: bounded here, then checked (1-63 characters, models.check_name)
 # with a sentence that says the rule; a bound at 63 would answer in pydantic's words instead.
 NAME_FIELD = 1000
+
+
+def name_rule(what: str) -> BeforeValidator:
+    """For a new name's field (`what`: "Workspace name", as models.check_name says it): a name
+    past NAME_FIELD characters is refused with the rule's sentence (HTTP 400), as every other bad
+    name is, not with the bound's ("name is longer than 1000 characters")."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > NAME_FIELD:
+            check_name(value, what)
+        return value
+
+    return BeforeValidator(check)
 
 
 class Body(BaseModel):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from orch.dockerfile.bounded import MAX_TEXT
-from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep, name_rule
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
@@ -26,7 +28,9 @@ MAX_DOCKERFILE = 4 * MAX_TEXT
 
 
 class CreateEnvironment(Body):
-    name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique in the workspace.")
+    name: Annotated[str, name_rule("Environment name")] = Field(
+        max_length=NAME_FIELD, description="Lower-case name, unique in the workspace."
+    )
     dockerfile: str = Field(max_length=MAX_DOCKERFILE, description="The Dockerfile's text.")
     no_cache: bool = Field(False, description="Build even when a cached image matches.")
 

@@ -5,10 +5,12 @@ tokens only. A token's text is shown once, when it is created; the store keeps i
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from orch.server.api.deps import NAME_FIELD, Body, CallerDep, PlatformDep, Reference
+from orch.server.api.deps import NAME_FIELD, Body, CallerDep, PlatformDep, Reference, name_rule
 from orch.services import workspaces
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 
@@ -16,11 +18,15 @@ router = APIRouter(prefix="/v1", tags=["workspaces"])
 
 
 class CreateWorkspace(Body):
-    name: str = Field(max_length=NAME_FIELD, description="Lower-case name, unique on the platform.")
+    name: Annotated[str, name_rule("Workspace name")] = Field(
+        max_length=NAME_FIELD, description="Lower-case name, unique on the platform."
+    )
 
 
 class CreateToken(Body):
-    name: str = Field(max_length=NAME_FIELD, description="What the token is for, e.g. 'ci'.")
+    name: Annotated[str, name_rule("Token name")] = Field(
+        max_length=NAME_FIELD, description="What the token is for, e.g. 'ci'."
+    )
     workspace: Reference | None = Field(
         None, max_length=200, description="Workspace name or id (admin tokens only; default: your own)."
     )

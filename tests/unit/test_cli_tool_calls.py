@@ -1,0 +1,35 @@
+"""`orch runs events` says each tool call as a person reads it, never as a Python dict."""
+
+from __future__ import annotations
+
+import pytest
+
+from orch.cli.run import _event_line, tool_call_text
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "said"),
+    [
+        ("bash", {"command": "ls -la"}, "ls -la"),
+        ("read_file", {"path": "notes.md"}, "notes.md"),
+        ("write_file", {"path": "k.txt", "content": "hello world\n"}, "k.txt (12 bytes)"),
+        ("write_file", {"path": "é.txt", "content": "é"}, "é.txt (2 bytes)"),  # bytes, not characters
+        ("edit_file", {"path": "k.txt", "old": "hello", "new": "bye"}, "k.txt"),
+        ("list_files", {"path": ""}, "."),
+        ("list_files", {}, "."),
+        ("frobnicate", {"a": 1, "b": "x y"}, "a=1 b=x y"),  # a tool the loop does not offer
+        ("write_file", {"content": "x"}, "content=x"),  # arguments that lack a field
+        ("bash", "not json {", "not json {"),  # the model's text, when it was not a JSON object
+    ],
+)
+def test_a_tool_call_reads_as_text(name: str, arguments: object, said: str) -> None:
+    assert tool_call_text(name, arguments) == said
+
+
+def test_an_event_line_has_the_tool_call_and_the_answer() -> None:
+    call = {"type": "tool_call", "name": "write_file", "arguments": {"path": "k.txt", "content": "***"}}
+    assert _event_line(call) == "→ write_file k.txt (3 bytes)"
+    assert _event_line({"type": "final", "text": "The answer."}) == "The answer."
+    assert "{" not in _event_line(
+        {**call, "name": "edit_file", "arguments": {"path": "a", "old": "b", "new": "c"}}
+    )
