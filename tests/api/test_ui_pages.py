@@ -147,8 +147,9 @@ def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: ht
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert alert(page.text) == "Nothing is at /ui/nope."
     assert 'aria-label="Main"' in page.text and "Choose a page from the menu above." in page.text
-    assert browser.get("/ui/runs?runs_shown=many").status_code == 422  # a bad query: a page too
-    assert "text/html" in browser.get("/ui/runs?runs_shown=many").headers["content-type"]
+    assert browser.get("/ui/runs?before=").status_code == 200
+    assert browser.get("/ui/agents/hello/x").status_code == 404  # no such page: the UI's page too
+    assert "text/html" in browser.get("/ui/agents/hello/x").headers["content-type"]
     # Elsewhere the API's JSON, as before.
     assert api.get("/v1/nope").json()["message"] == "Nothing is at /v1/nope."
     assert browser.get("/ui/static/nope.js").headers["content-type"] == "application/json"
@@ -214,11 +215,15 @@ def test_runs_lists_say_how_many_they_show_and_link_to_older(
     ids = [api.post("/v1/runs", json={"agent": hello}).json()["id"] for _ in range(22)]
     agent_page = browser.get("/ui/agents/hello").text
     assert agent_page.count('href="/ui/runs/run_') == 20
-    assert "Showing the newest 20 runs; there are older ones." in agent_page
-    assert 'href="?runs_shown=40"' in agent_page
-    older = browser.get("/ui/agents/hello?runs_shown=40").text
-    assert all(f'href="/ui/runs/{i}"' in older for i in ids) and "Showing all 22 runs." in older
+    assert "Showing 20 runs; there are older ones." in agent_page
+    [last] = re.findall(r'href="\?before=(run_\w+)"', agent_page)
+    older = browser.get(f"/ui/agents/hello?before={last}").text
+    # The page after: the two oldest, none of the first page again, every run on one page.
+    assert older.count('href="/ui/runs/run_') == 2 and "These are the oldest runs." in older
+    shown = re.findall(r'href="/ui/runs/(run_\w+)"', agent_page + older)
+    assert sorted(shown) == sorted(ids) and 'href="?">Newest runs' in older
     assert "Showing all 22 runs." in browser.get("/ui/runs").text
+    assert browser.get("/ui/runs?before=run_nothere00").status_code == 404
 
 
 def test_a_run_can_be_cancelled_from_its_page(browser: httpx.Client, api: httpx.Client, hello: str) -> None:

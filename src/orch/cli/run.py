@@ -190,6 +190,9 @@ def run(
 def list_(
     agent: str = typer.Option(None, "--agent", "-a", help="Only this agent's runs."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first (1 to 500)."),
+    before: str = typer.Option(
+        None, "--before", help="Only runs queued before this run (its id): the next page."
+    ),
     json_: bool = JSON,
 ) -> None:
     """List runs, newest first."""
@@ -200,6 +203,8 @@ def list_(
     params: dict[str, Any] = {"limit": limit}
     if agent:
         params["agent"] = agent
+    if before:
+        params["before"] = before
     runs = Transport.from_settings().get("/v1/runs", params=params)
     if json_:
         print_json(runs)

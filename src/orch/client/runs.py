@@ -170,9 +170,12 @@ class Runs(Resource):
     def get(self, run_id: str) -> Run:
         return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id)}"), self._http)
 
-    def list(self, agent: str | None = None, limit: int = 50) -> list[Run]:
-        """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500)."""
+    def list(self, agent: str | None = None, limit: int = 50, before: str | None = None) -> list[Run]:
+        """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500;
+        `before`: a run's id, for the runs queued before it: the next page after its page)."""
         params: dict[str, Any] = {"limit": limit}
         if agent:
             params["agent"] = agent
+        if before:
+            params["before"] = before
         return [Run._from_api(r, self._http) for r in self._http.get("/v1/runs", params=params)]

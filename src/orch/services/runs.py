@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from orch import metrics
@@ -189,7 +189,15 @@ def show(platform: Platform, ws_id: str, run_id: str, usage: bool = True) -> Run
         return _view(run, agent, version, _usage(s, [run_id]).get(run_id) if usage else None)
 
 
-def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limit: int = 50) -> list[RunView]:
+def list_runs(
+    platform: Platform,
+    ws_id: str,
+    agent_ref: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> list[RunView]:
+    """Runs, newest first; `before` (a run's id): only those queued before it, the next page
+    after a page's last run (ties in time are ordered by id, so no run is on two pages)."""
     # One query, with each run's agent and version joined: not two more per run listed.
     query = (
         select(RunRow, AgentRow, AgentVersionRow)
@@ -200,7 +208,16 @@ def list_runs(platform: Platform, ws_id: str, agent_ref: str | None = None, limi
     with platform.store.session() as s:
         if agent_ref:
             query = query.where(RunRow.agent_id == resolve_agent(s, ws_id, agent_ref).id)
-        rows = s.execute(query.order_by(RunRow.queued_at.desc()).limit(max(1, min(limit, 500)))).all()
+        if before is not None:
+            last, _agent, _version = _get_in(s, ws_id, before)
+            query = query.where(
+                or_(
+                    RunRow.queued_at < last.queued_at,
+                    and_(RunRow.queued_at == last.queued_at, RunRow.id < last.id),
+                )
+            )
+        newest_first = (RunRow.queued_at.desc(), RunRow.id.desc())
+        rows = s.execute(query.order_by(*newest_first).limit(max(1, min(limit, 500)))).all()
         usage = _usage(s, [run.id for run, _, _ in rows])
         return [_view(run, agent, version, usage.get(run.id)) for run, agent, version in rows]
 

@@ -38,9 +38,12 @@ def list_runs(
     ws: WorkspaceDep,
     agent: str | None = Query(None, description="Only this agent's runs."),
     limit: int = Query(50, ge=1, le=500),
+    before: str | None = Query(
+        None, max_length=200, description="A run's id: only runs queued before it (the page after its page)."
+    ),
 ) -> list[RunView]:
-    """Runs, newest first."""
-    return runs.list_runs(platform, ws, agent, limit)
+    """Runs, newest first; the next page with `before` = the last run's id."""
+    return runs.list_runs(platform, ws, agent, limit, before)
 
 
 @router.get("/runs/{run_id}", response_model=RunView)

@@ -321,25 +321,23 @@ def delete_secret(name: str, request: Request, platform: PlatformDep) -> Respons
 
 # ---- agents and runs --------------------------------------------------------------------------
 
-# Runs a list shows at first, and the most it shows (the API's bound, GET /v1/runs?limit=).
+# Runs a list shows on a page.
 RUNS_SHOWN = 100
 AGENT_RUNS_SHOWN = 20
-RUNS_MOST = 500
 
 
 def _listed_runs(
-    platform: Platform, ws: WorkspaceRow, agent_id: str | None, first: int, asked: int
+    platform: Platform, ws: WorkspaceRow, agent_id: str | None, first: int, before: str | None
 ) -> dict[str, Any]:
-    """The newest `asked` runs (`first` unless the page asked for more, up to RUNS_MOST), and
-    whether there are older ones: one more is read to know, so the page says so rather than
-    stopping silently."""
-    shown = max(first, min(asked, RUNS_MOST))
-    found = runs.list_runs(platform, ws.id, agent_id, min(shown + 1, RUNS_MOST))
-    more = len(found) > shown or (shown == RUNS_MOST and len(found) == RUNS_MOST)
+    """A page of runs, newest first: `first` of them, queued before the run `before` (the
+    previous page's last) if given; whether there are older ones (one more is read to know), so
+    the page links to them rather than stopping silently."""
+    found = runs.list_runs(platform, ws.id, agent_id, first + 1, before or None)
+    more = len(found) > first
     return {
-        "runs": found[:shown],
-        "more": more,
-        "older": min(shown + first, RUNS_MOST) if more and shown < RUNS_MOST else None,
+        "runs": found[:first],
+        "older": found[first - 1].id if more else None,
+        "paged": bool(before),
     }
 
 
@@ -349,20 +347,20 @@ def agents_page(request: Request, platform: PlatformDep) -> Response:
 
 
 @router.get("/agents/{ref}", response_class=HTMLResponse)
-def agent_page(ref: str, request: Request, platform: PlatformDep, runs_shown: int = 0) -> Response:
+def agent_page(ref: str, request: Request, platform: PlatformDep, before: str = "") -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
         agent = agents.show(platform, ws.id, ref)
         would_run = run_environment.would_run(platform, ws.id, agent.id)
-        listed = _listed_runs(platform, ws, agent.id, AGENT_RUNS_SHOWN, runs_shown)
+        listed = _listed_runs(platform, ws, agent.id, AGENT_RUNS_SHOWN, before)
         return {"agent": agent, "would_run": would_run, **listed}
 
     return page(request, platform, "agent.html", build)
 
 
 @router.get("/runs", response_class=HTMLResponse)
-def runs_page(request: Request, platform: PlatformDep, runs_shown: int = 0) -> Response:
+def runs_page(request: Request, platform: PlatformDep, before: str = "") -> Response:
     return page(
-        request, platform, "runs.html", lambda ws: _listed_runs(platform, ws, None, RUNS_SHOWN, runs_shown)
+        request, platform, "runs.html", lambda ws: _listed_runs(platform, ws, None, RUNS_SHOWN, before)
     )
 
 
