@@ -115,7 +115,7 @@ def test_a_sandbox_in_a_with_block(client: Client, holder: FakeHolder) -> None:
     with client.sandboxes.create(memory="256Mi", cpus=0.5, timeout=60) as box:
         assert isinstance(box, Sandbox) and box.status == "running" and box.id.startswith("sbx_")
         assert (box.memory_bytes, box.cpus, box.timeout, box.network) == (256 * 2**20, 0.5, 60, False)
-        assert box.environment.name == "python" and box.isolation == "runc"
+        assert box.environment.name == "python" and box.isolation == "runc" and box.node is None
         said = box.exec(["echo", "hi", "there"])
         assert said == ExecResult(0, "hi there\n", "", said.duration) and said.duration >= 0
         assert box.exec(["false"]).exit_code == 1
@@ -215,3 +215,35 @@ def test_settings_as_the_cli_finds_them(tmp_path: Path, monkeypatch: pytest.Monk
     assert Client().url == "http://127.0.0.1:9999"  # the environment over the file
     given = Client("http://example.test:1", "mine")
     assert given.url == "http://example.test:1" and given.http.headers["Authorization"] == "Bearer mine"
+
+
+def test_a_cut_output_is_said_and_inputs_the_client_cannot_send_are_refused(
+    client: Client, platform: Platform, hello: str, fake_engine: FakeEngine, api: httpx.Client
+) -> None:
+    """Found by a tester: a run whose output was cut could not be told from a whole one; bytes
+    and other inputs failed with Python's TypeError, a bad timeout with httpx's ValueError, and a
+    URL with the API's path with "Nothing is at /v1/v1/runs"."""
+
+    def big(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        out(b"x" * (2 * 1024 * 1024))
+        return ContainerExit(0)
+
+    fake_engine.behaviour = big
+    run = client.runs.create(hello)
+    drain_runs(platform)
+    assert run.wait(timeout=30).truncated and len(run.stdout) == 1024 * 1024
+    assert client.runs.get(run.id).truncated
+    fake_engine.behaviour = lambda spec, out, err: ContainerExit(0)
+    whole = client.runs.create(hello, input=b"caf\xc3\xa9")
+    drain_runs(platform)
+    assert not whole.wait(timeout=30).truncated
+    with pytest.raises(InvalidInput, match="bytes that are not UTF-8"):
+        client.runs.create(hello, input=b"\xff")
+    with pytest.raises(InvalidInput, match="can't be sent as JSON"):
+        client.runs.create(hello, input={"when": object()})
+    for timeout in (0, -1, float("nan")):
+        with pytest.raises(InvalidInput, match="can't be waited"):
+            Client("http://testserver", "t", timeout=timeout)
+    with pytest.raises(InvalidInput, match="ends in /v1") as e:
+        Client("http://testserver/v1/", "t")
+    assert e.value.fix == "Use http://testserver."

@@ -487,7 +487,8 @@ def test_remove_then_nothing_more_goes_in(api: httpx.Client, holder: FakeHolder,
     assert api.get("/v1/sandboxes").json() == []
     assert [s["id"] for s in api.get("/v1/sandboxes", params={"all": True}).json()] == [sb["id"]]
     said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 409)
-    assert said == f"The sandbox {sb['id']} is removed (removed on request): it takes no commands."
+    taken = "it takes no more commands or files"
+    assert said == f"The sandbox {sb['id']} is removed (removed on request): {taken}."
     assert error(api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "a"}), 409)
     assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204  # removed already: as it is
 

@@ -13,13 +13,29 @@ from typing import Any
 from orch.client.follow import FINAL, STREAMS, event_pages, follow
 from orch.client.records import EnvironmentRef, Resource, when
 from orch.client.transport import Transport, segment
+from orch.errors import InvalidInput
 
 
 def input_text(value: Any) -> str:
-    """A run's input as the API takes it: text as given, None as nothing, anything else as JSON."""
+    """A run's input as the API takes it: text as given (bytes as UTF-8 text), None as nothing,
+    anything else as JSON; what is none of these is refused before any request."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                "The input is bytes that are not UTF-8 text.", "Pass text, or encode binary data (base64)."
+            ) from None
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(
+            f"The input can't be sent as JSON ({e}).", "Pass text, or a dict or list of JSON values."
+        ) from None
 
 
 @dataclass(eq=False)
@@ -43,6 +59,7 @@ class Run:
     finished_at: datetime | None
     duration: float | None
     usage: dict[str, int] | None  # a managed loop's {input_tokens, output_tokens, model_calls}
+    truncated: bool  # its stdout or stderr was cut at the 1 MiB the server keeps per stream
     _http: Transport = field(repr=False)
     _offsets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0), repr=False)
     _output: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STREAMS}, repr=False)
@@ -147,6 +164,7 @@ def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "finished_at": when(data.get("finished_at")),
         "duration": data.get("duration"),
         "usage": data.get("usage"),
+        "truncated": bool(data.get("truncated")),
     }
 
 

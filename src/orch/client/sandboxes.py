@@ -52,6 +52,7 @@ class Sandbox:
     last_used_at: datetime | None
     expires_at: datetime | None
     reason: str | None  # why it failed or was removed
+    node: str | None  # the cluster node that holds it; None on one machine
     _http: Transport = field(repr=False)
 
     @classmethod
@@ -167,6 +168,7 @@ def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "last_used_at": when(data.get("last_used_at")),
         "expires_at": when(data.get("expires_at")),
         "reason": data.get("reason"),
+        "node": data.get("node"),
     }
 
 

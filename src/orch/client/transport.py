@@ -177,6 +177,15 @@ class Transport:
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
         self.url = url.rstrip("/")
+        if self.url.endswith("/v1"):
+            raise InvalidInput(
+                f"The server's URL is its root, not its API's path: {self.url} ends in /v1.",
+                f"Use {self.url.removesuffix('/v1')}.",
+            )
+        if not 0 < timeout < float("inf"):  # also NaN
+            raise InvalidInput(
+                f"A timeout of {timeout} seconds can't be waited.", "Give more than 0 seconds."
+            )
         _check_token(token)
         self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -161,6 +161,7 @@ def _view(run: RunRow, agent: AgentRow, version: AgentVersionRow, usage: RunUsag
         finished_at=run.finished_at,
         duration=duration,
         usage=usage,
+        truncated=bool(run.truncated),
     )
 
 

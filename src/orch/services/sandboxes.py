@@ -428,7 +428,7 @@ def _held(platform: Platform, ws_id: str, sandbox_id: str) -> tuple[SandboxRow, 
     if row.status != SandboxStatus.RUNNING.value:
         said = f" ({row.reason})" if row.reason else ""
         raise Conflict(
-            f"The sandbox {sandbox_id} is {row.status}{said}: it takes no commands.",
+            f"The sandbox {sandbox_id} is {row.status}{said}: it takes no more commands or files.",
             "Create another with `orch sandbox create`.",
         )
     sandbox = platform.held.get(sandbox_id)

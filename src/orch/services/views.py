@@ -147,6 +147,7 @@ class RunView(BaseModel):
     finished_at: datetime | None
     duration: float | None
     usage: RunUsage | None = None  # a managed loop's tokens and model calls (None: not a loop run)
+    truncated: bool = False  # its stdout or stderr was cut at the 1 MiB kept per stream
 
 
 class RunLogs(BaseModel):
