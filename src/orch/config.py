@@ -423,14 +423,22 @@ def read_file(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"{path} is not valid TOML: {e}.", "Fix or delete the file.") from None
 
 
+def make_home(home: Path) -> None:
+    """Create ORCH_HOME if it is missing, for its owner alone (mode 700): it holds the store, the
+    secrets' key and tokens, and runs' output. A home that exists keeps its mode."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def write_file(path: Path, updates: Mapping[str, Any]) -> None:
-    """Merge `updates` into the TOML config file, readable by its owner only (it holds a token)."""
+    """Merge `updates` into the TOML config file, readable by its owner only (it holds a token),
+    from its first byte on (never written first and narrowed after)."""
     data = {**read_file(path), **updates}
     lines = [f"{k} = {_toml_value(v)}" for k, v in sorted(data.items())]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_home(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)  # left by a kill: it may have another mode
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write("\n".join(lines) + "\n")
     tmp.replace(path)
 
 

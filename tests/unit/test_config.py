@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,28 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     for s in config.SETTINGS:
         assert f"`{s.env}`" in doc, f"{s.env} is missing from docs/configuration.md"
+
+
+def test_a_home_orch_makes_is_its_owners_alone_and_the_config_never_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORCH_HOME holds the store, the secrets' key and tokens: made 700 (it was 755 under the
+    usual umask). The config file is 600 from its first byte: a write then chmod left a window,
+    and a temporary file a kill left behind kept its mode."""
+    old = os.umask(0o022)
+    try:
+        home = tmp_path / "new" / "home"
+        (home.parent).mkdir()
+        home.mkdir()
+        (home / "config.tmp").write_text("stale")
+        (home / "config.tmp").chmod(0o644)
+        config.write_file(home / "config.toml", {"token": "t"})
+        assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
+        assert not (home / "config.tmp").exists()
+        fresh = tmp_path / "fresh" / "orch"
+        config.write_file(fresh / "config.toml", {"token": "t"})  # `orch login` may make the home
+        assert fresh.stat().st_mode & 0o777 == 0o700
+        config.make_home(home)  # a home that exists keeps its mode
+        assert home.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)

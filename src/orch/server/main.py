@@ -49,7 +49,7 @@ def _url(sock: socket.socket) -> str:
 
 def serve(cfg: Config, on_ready: object = None) -> None:
     """Run the control plane until interrupted."""
-    cfg.home.mkdir(parents=True, exist_ok=True)
+    config_mod.make_home(cfg.home)
     if int(cfg.services_port) != 0 and int(cfg.services_port) == int(cfg.port):
         raise InvalidInput(
             f"The server's port and services_port are both {cfg.port}; services need a port of their own.",
