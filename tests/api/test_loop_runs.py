@@ -49,12 +49,17 @@ class Holder:
         return sandbox
 
 
-@pytest.fixture
-def holder(platform: Platform, model_server: ModelServer) -> Holder:
+def hold(platform: Platform, model_server: ModelServer) -> Holder:
+    """Loop runs' sandboxes from a fake Holder, the scripted model's endpoints allowed."""
     allow(platform, model_server.openai_url, model_server.anthropic_url)
     held = Holder()
     platform.held.holders[Isolation.RUNC] = held
     return held
+
+
+@pytest.fixture
+def holder(platform: Platform, model_server: ModelServer) -> Holder:
+    return hold(platform, model_server)
 
 
 def loop_agent(api: httpx.Client, tmp_path: Path, server: ModelServer, provider: str = "openai") -> None:

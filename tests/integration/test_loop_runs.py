@@ -80,3 +80,28 @@ def test_a_server_killed_during_a_loop_leaves_no_run_stuck_and_no_sandbox(
     run = server.get(f"/v1/runs/{run_id}")
     assert run["status"] == "failed" and run["reason"] == "the server stopped while the run was running"
     assert sandboxes(run_id) == []
+
+
+def test_a_cancel_while_a_tool_runs_cancels_the_run(
+    make_server, model_server: ModelServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The tester's case: `orch runs cancel` while the model's `sleep 100` runs in the sandbox."""
+    server = loop_server(make_server, model_server)
+    publish_loop(server, tmp_path, model_server)
+    model_server.script(Reply(calls=[("bash", {"command": "echo go; sleep 100"})]), Reply(text="done"))
+    with server.api() as api:
+        run_id = api.post("/v1/runs", json={"agent": "looper", "input": "wait"}).json()["id"]
+        for _ in range(600):  # the tool runs
+            if any(e["type"] == "tool_call" for e in api.get(f"/v1/runs/{run_id}/events").json()):
+                break
+            time.sleep(0.1)
+        assert server.cli("runs", "cancel", run_id).returncode == 0
+        for _ in range(600):
+            if (run := api.get(f"/v1/runs/{run_id}").json())["status"] not in ("starting", "running"):
+                break
+            time.sleep(0.1)
+        events = api.get(f"/v1/runs/{run_id}/events").json()
+    assert (run["status"], run["reason"]) == ("cancelled", "cancelled while running"), run
+    assert [e["type"] for e in events] == ["model_call", "tool_call", "tool_result"]
+    assert events[2]["output"].startswith("go\n") and events[2]["output"].endswith("[cancelled]")
+    assert len(model_server.requests) == 1 and sandboxes(run_id) == []

@@ -16,12 +16,14 @@ import pytest
 
 from orch.bundle.loop_manifest import LoopConfig
 from orch.loop.clip import Clip
-from orch.loop.driver import NO_INPUT, first_message, run_loop
+from orch.loop.driver import MAX_CALLS, NO_INPUT, first_message, run_loop
+from orch.loop.model import MAX_TOKENS, tokens
 from orch.loop.outcome import Outcome
 from orch.loop.providers import connect
 from orch.loop.retry import Backoff
-from orch.loop.sandbox import Finished, SandboxGone
+from orch.loop.sandbox import Finished, SandboxGone, ToolSandbox
 from orch.models import RunStatus
+from orch.secret.mask import Mask
 from tests.model_server import KEY, Fail, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
 
 PROVIDERS = ["openai", "anthropic"]
@@ -35,9 +37,8 @@ class LocalSandbox:
         self.root = root
         self.commands: list[list[str]] = []
 
-    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
         self.commands.append(list(argv))
-        output = Clip(limit)
         try:
             done = subprocess.run(
                 list(argv),
@@ -55,7 +56,7 @@ class LocalSandbox:
 
 
 class GoneSandbox:
-    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
         raise SandboxGone("The sandbox orch-x is no longer running.")
 
 
@@ -300,6 +301,8 @@ def test_an_unreachable_endpoint_names_its_url(tmp_path: Path) -> None:
         ('{"url": "https://example.org"}', '{"url": "https://example.org"}'),
         ("[1, 2]", "[1, 2]"),
         ("plain words", "plain words"),
+        ('"Summarise the notes"', "Summarise the notes"),  # a JSON string: its text, no quotes
+        ('"  "', NO_INPUT),
         ("", NO_INPUT),
     ],
 )
@@ -361,7 +364,7 @@ def test_invalid_arguments_are_the_models_to_fix(model_server: ModelServer, tmp_
 def test_secrets_are_masked_in_events_and_answer(drive: Drive) -> None:
     (drive.sandbox.root / "key").write_text("s3cret-value")
     drive.server.script(Reply(calls=[("read_file", {"path": "key"})]), Reply(text="the key is s3cret-value"))
-    outcome = drive(mask=lambda text: text.replace("s3cret-value", "***"))
+    outcome = drive(mask=Mask(["s3cret-value"]))
     assert outcome.answer == "the key is ***"
     assert "s3cret-value" not in json.dumps(drive.events)
 
@@ -386,3 +389,122 @@ def test_backoff_grows_and_honours_retry_after_within_the_cap() -> None:
     backoff = Backoff(attempts=5, first=1.0, cap=30.0)
     assert [backoff.pause(n, None) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert backoff.pause(1, 10.0) == 10.0 and backoff.pause(1, 3600.0) == 30.0
+
+
+class CancelledSandbox:
+    """A sandbox whose command the run's cancel stopped (HeldTools says so: `cancelled`), after
+    the check that saw the cancel was asked by the command, not by the loop."""
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
+        output(b"go\n")
+        return Finished(137, output, cancelled=True)
+
+
+def test_a_cancel_while_a_tool_runs_ends_the_run_cancelled(model_server: ModelServer) -> None:
+    sandbox: ToolSandbox = CancelledSandbox()
+    drive = Drive(model_server, "openai", sandbox)
+    model_server.script(Reply(calls=[("bash", {"command": "echo go; sleep 100"})]), Reply(text="done"))
+    outcome = drive()
+    assert (outcome.status, outcome.answer, outcome.reason) == (
+        RunStatus.CANCELLED,
+        None,
+        "cancelled while running",
+    )
+    assert drive.types() == ["model_call", "tool_call", "tool_result"] and len(model_server.requests) == 1
+    assert drive.of("tool_result")[0]["output"] == "go\n\n[cancelled]"
+
+
+def test_a_reason_is_masked(drive: Drive) -> None:
+    drive.server.script(Fail(401, f"Incorrect API key provided: Bearer {KEY}"))
+    outcome = drive(mask=Mask([KEY]))
+    assert outcome.reason is not None and KEY not in outcome.reason
+    assert outcome.reason.startswith(
+        "the model endpoint refused the API key (401: Incorrect API key provided: "
+    )
+
+
+def test_lone_surrogates_from_the_model_are_replaced(drive: Drive) -> None:
+    """JSON's "\\ud800" is no character UTF-8 can hold: in the model's text, a tool's name and
+    its arguments (escaped, or raw in Chat Completions' argument text) it becomes U+FFFD."""
+    calls: list[tuple[str, Any]] = [
+        ("ba\ud800sh", {"command": "true"}),
+        ("bash", {"command": "echo a\udfffb"}),
+    ]
+    if drive.provider == "openai":
+        calls.append(("bash", '{"command": "echo c\ud800d", "k\ud800": 1}'))
+    drive.server.script(Reply(text="look \ud800", calls=calls), Reply(text="done \udc00"))
+    outcome = drive(mask=Mask(["s3cret"]))
+    assert (outcome.status, outcome.answer) == (RunStatus.SUCCEEDED, "done \ufffd")
+    json.dumps(drive.events, ensure_ascii=False).encode()  # storable as UTF-8
+    assert drive.of("model_call")[0]["text"] == "look \ufffd"
+    wrong, echo, *raw = drive.of("tool_result")
+    assert wrong["name"] == "ba\ufffdsh" and wrong["exit_code"] == 2
+    assert echo["output"] == "a\ufffdb\n"
+    if raw:
+        assert raw[0]["output"] == "c\ufffdd\n"
+        assert drive.of("tool_call")[2]["arguments"] == {"command": "echo c\ufffdd", "k\ufffd": 1}
+
+
+def test_negative_token_counts_count_as_none(drive: Drive) -> None:
+    drive.server.script(
+        Reply(calls=[("bash", {"command": "true"})], input_tokens=-1_000_000, output_tokens=-5)
+    )
+    drive.server.forever(Reply(calls=[("bash", {"command": "true"})], input_tokens=50, output_tokens=60))
+    outcome = drive(max_tokens=100)
+    assert outcome.reason == "max_tokens (100) reached: 110 tokens in 2 model calls"
+    assert outcome.usage.as_dict() == {"input_tokens": 50, "output_tokens": 60, "model_calls": 2}
+    assert drive.of("model_call")[0]["input_tokens"] == 0
+
+
+def test_token_counts_that_are_no_numbers_count_as_none() -> None:
+    assert [tokens(v) for v in (None, "12", True, -3, 2.9, float("nan"), 10**30, 7)] == [
+        0,
+        0,
+        0,
+        0,
+        2,
+        0,
+        MAX_TOKENS,
+        7,
+    ]
+
+
+def test_a_loop_without_tools_says_so(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": "ls"})]), Reply(text="ok"))
+    drive(tools=[])
+    assert (
+        drive.of("tool_result")[0]["output"] == "error: there is no tool 'bash'; this loop offers no tools."
+    )
+
+
+def test_a_nul_in_a_command_is_the_models_to_fix(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": "echo a\x00b"})]), Reply(text="ok"))
+    drive()
+    (result,) = drive.of("tool_result")
+    assert (result["exit_code"], result["output"]) == (2, "error: a command cannot hold a NUL character.")
+    assert drive.sandbox.commands == []
+
+
+def test_a_tool_shortened_by_the_deadline_says_its_time_rounded(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": "sleep 5"})]))
+    outcome = drive(timeout=1.73)
+    assert outcome.status == RunStatus.TIMED_OUT
+    (result,) = drive.of("tool_result")
+    said = result["output"].rsplit("[timed out after ", 1)[1]
+    assert said.endswith(" s]") and len(said[: -len(" s]")].partition(".")[2]) <= 1, said
+
+
+def test_tool_calls_beyond_the_limit_of_a_turn_are_answered_with_an_error(drive: Drive) -> None:
+    drive.server.script(Reply(calls=[("bash", {"command": f"echo {i}"}) for i in range(MAX_CALLS + 8)]))
+    drive.server.script(Reply(text="ok"))
+    outcome = drive()
+    assert outcome.status == RunStatus.SUCCEEDED
+    assert len(drive.of("tool_result")) == MAX_CALLS and len(drive.sandbox.commands) == MAX_CALLS
+    assert drive.of("model_call")[0]["refused_calls"] == 8
+    body = drive.server.requests[-1].body
+    if drive.provider == "openai":
+        sent = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+    else:
+        sent = [b["content"] for b in body["messages"][-1]["content"]]
+    assert len(sent) == MAX_CALLS + 8 and sent[0] == "0\n"
+    assert all(f"at most {MAX_CALLS} tool calls run per model turn" in text for text in sent[MAX_CALLS:])

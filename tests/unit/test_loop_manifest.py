@@ -141,6 +141,49 @@ BAD = [
         "0 is not between 1 and 1000",
         "1 to 1000",
     ),
+    # YAML's own words for YAML's values, never Python's (True, None).
+    (
+        "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  max_turns: true\n",
+        5,
+        "loop.max_turns: true is not a whole number.",
+        "20",
+    ),
+    (
+        "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  max_turns: null\n",
+        5,
+        "loop.max_turns: an empty value (null) is not a whole number.",
+        "20",
+    ),
+    (
+        "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  tool_timeout:\n",
+        5,
+        "loop.tool_timeout: an empty value (null) is not a whole number.",
+        "120",
+    ),
+    (
+        "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  tools:\n",
+        5,
+        "loop.tools: an empty value (null) is not a list of tools.",
+        "bash",
+    ),
+    (
+        "loop:\n  model: false\n  provider: openai\n  base_url: http://h\n",
+        2,
+        "loop.model: false is not a model name.",
+        "name of the model",
+    ),
+    (
+        "loop:\n  model: x\n  provider: openai\n  api_key_secret: true\n",
+        4,
+        "loop.api_key_secret: true is not a secret name.",
+        "upper",
+    ),
+    (
+        "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  tool_output_limit: null\n",
+        5,
+        "an empty value (null) is not a size",
+        "16Ki",
+    ),
     (
         "loop:\n  model: x\n  provider: openai\n  base_url: http://h\n  max_tokens: lots\n",
         5,

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from orch.bundle.manifest_problems import problem, show
+from orch.bundle.manifest_problems import problem
+from orch.bundle.manifest_problems import show as _python_show
 from orch.loop.endpoints import check_url
 from orch.secret import names as secret_names
 from orch.sizes import format_size, parse_size
@@ -25,6 +26,14 @@ _PROVIDER_FIX = (
     "provider: anthropic (the Messages API)."
 )
 _WHOLE = re.compile(r"\s*[0-9]{1,12}\s*")
+_YAML = {True: "true", False: "false", None: "an empty value (null)"}
+
+
+def show(value: object) -> str:
+    """A value as the user wrote it in YAML (`true`, not Python's `True`), cut short when long."""
+    if value is None or isinstance(value, bool):
+        return _YAML[value]
+    return _python_show(value)
 
 
 def _whole(value: object, low: int, high: int, what: str, example: str) -> int:
@@ -100,6 +109,8 @@ class LoopConfig(BaseModel):
     def _check_secret(cls, value: object) -> str | None:
         if value is None:
             return None
+        if not isinstance(value, str):
+            raise problem(f"{show(value)} is not a secret name.", secret_names.NAME_FIX)
         if found := secret_names.name_problem(value):
             raise problem(*found)
         return str(value)

@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 from anthropic.types import Message as AnthropicMessage
 
-from orch.loop.model import Message, Request, Results, ToolCall, Turn, UserText, sdk_errors
+from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
 
 NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps the SDK from
 # looking for credentials of its own (environment variables, profiles) on the server
@@ -45,14 +45,14 @@ def _turn(answer: AnthropicMessage) -> Turn:
         if block.type == "text":
             texts.append(block.text)
         elif block.type == "tool_use":
-            calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+            calls.append(tool_call(block.id, block.name, json.dumps(block.input)))
     usage = answer.usage
-    cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    cached = tokens(usage.cache_creation_input_tokens) + tokens(usage.cache_read_input_tokens)
     return Turn(
-        text="".join(texts),
+        text=usable("".join(texts)),
         calls=tuple(calls),
-        input_tokens=usage.input_tokens + cached,
-        output_tokens=usage.output_tokens,
+        input_tokens=tokens(tokens(usage.input_tokens) + cached),
+        output_tokens=tokens(usage.output_tokens),
     )
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from orch.bundle.loop_manifest import LoopConfig
+from orch.loop.events import Emit, Events
 from orch.loop.model import Message, Model, Request, Results, ToolCall, ToolResult, Turn, UserText
 from orch.loop.outcome import Outcome, Stopped, Usage, failed
 from orch.loop.retry import Backoff, call
@@ -18,15 +18,13 @@ from orch.loop.sandbox import SandboxGone, ToolSandbox
 from orch.loop.tools import SPECS, Tools
 from orch.loop.watch import Watch
 from orch.models import RunStatus
+from orch.secret.mask import Mask
 
-Emit = Callable[[str, dict[str, Any]], None]
 CALL_TIMEOUT = 600.0  # seconds one model call may take, when the run's deadline is further
 MAX_OUTPUT_TOKENS = 8192  # what one call may answer (the Messages API needs a number), within max_tokens
+MAX_CALLS = 32  # tool calls run per model turn; the model's others are answered with an error
+ANSWER_LIMIT = 1024 * 1024  # bytes of the answer kept: a run's stdout bound (services/run_output.py)
 NO_INPUT = "(the run has no input)"
-
-
-def _same(text: str) -> str:
-    return text
 
 
 def _never() -> bool:
@@ -34,15 +32,17 @@ def _never() -> bool:
 
 
 def first_message(run_input: str) -> str:
-    """The first user message: the `prompt` field of a JSON object input that has one, else the
-    input as it is."""
+    """The first user message: the `prompt` field of a JSON object input that has one (its JSON
+    when it is not text), the text of a JSON string, else the input as it is."""
     try:
         data = json.loads(run_input)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and "prompt" in data:
         prompt = data["prompt"]
         run_input = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    elif isinstance(data, str):
+        run_input = data
     return run_input if run_input.strip() else NO_INPUT
 
 
@@ -55,30 +55,39 @@ def run_loop(
     *,
     timeout: float | None = None,
     should_stop: Callable[[], bool] = _never,
-    mask: Callable[[str], str] = _same,
+    mask: Mask = Mask(),  # noqa: B008 - never changed
+    answer_limit: int = ANSWER_LIMIT,
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen
 ) -> Outcome:
-    """Drive the loop to its end: the answer, or the reason it stopped. `mask` is applied to all
-    the text events and the answer carry (the run's secrets become `***`)."""
+    """Drive the loop to its end: the answer, or the reason it stopped. `mask` (the run's
+    secrets) is applied to everything the events, the answer and the reason carry, and to the
+    tools' output before it is clipped; the answer is kept within `answer_limit` bytes."""
     watch = Watch(timeout, should_stop)
     usage = Usage()
-    tools = Tools(sandbox, float(config.tool_timeout), config.tool_output_limit)
+    events = Events(emit, mask, answer_limit)
+    tools = Tools(sandbox, float(config.tool_timeout), config.tool_output_limit, mask)
     messages: list[Message] = [UserText(first_message(run_input))]
     try:
         while True:
-            turn = _model_call(config, model, messages, usage, watch, backoff, emit, mask)
+            turn = _model_call(config, model, messages, usage, watch, backoff, events)
             if not turn.calls:
-                answer = mask(turn.text)
-                emit("final", {"text": answer})
-                return Outcome(RunStatus.SUCCEEDED, answer, None, usage)
+                answer, truncated = events.final(turn.text)
+                return Outcome(RunStatus.SUCCEEDED, answer, None, usage, truncated)
             _check_limits(config, usage)
             messages.append(turn)
-            results = tuple(_tool_call(c, config, tools, watch, emit, mask) for c in turn.calls)
-            messages.append(Results(results))
+            ran = [_tool_call(c, config, tools, watch, events) for c in turn.calls[:MAX_CALLS]]
+            refused = [ToolResult(c, _TOO_MANY, True) for c in turn.calls[MAX_CALLS:]]
+            messages.append(Results((*ran, *refused)))
     except Stopped as stop:
-        return Outcome(stop.status, None, stop.reason, usage)
+        return Outcome(stop.status, None, mask(stop.reason), usage)
     except SandboxGone as exc:
-        return Outcome(RunStatus.FAILED, None, f"the tools' sandbox stopped: {exc}", usage)
+        return Outcome(RunStatus.FAILED, None, mask(f"the tools' sandbox stopped: {exc}"), usage)
+
+
+_TOO_MANY = (
+    f"error: at most {MAX_CALLS} tool calls run per model turn, and this one came after them: it did "
+    "not run. Ask for it again in your next turn."
+)
 
 
 def _model_call(
@@ -88,8 +97,7 @@ def _model_call(
     usage: Usage,
     watch: Watch,
     backoff: Backoff,
-    emit: Emit,
-    mask: Callable[[str], str],
+    events: Events,
 ) -> Turn:
     left = watch.left()
     request = Request(
@@ -104,16 +112,8 @@ def _model_call(
     usage.input_tokens += turn.input_tokens
     usage.output_tokens += turn.output_tokens
     usage.model_calls += 1
-    event: dict[str, Any] = {
-        "turn": usage.model_calls,
-        "input_tokens": turn.input_tokens,
-        "output_tokens": turn.output_tokens,
-        "duration": round(time.monotonic() - began, 3),
-        "attempts": attempts,
-    }
-    if turn.text and turn.calls:  # a final answer's text is the `final` event's
-        event["text"] = mask(turn.text)
-    emit("model_call", event)
+    refused = max(0, len(turn.calls) - MAX_CALLS)
+    events.model_call(usage.model_calls, turn, time.monotonic() - began, attempts, refused)
     return turn
 
 
@@ -129,45 +129,16 @@ def _check_limits(config: LoopConfig, usage: Usage) -> None:
 
 
 def _tool_call(
-    tool_call: ToolCall,
-    config: LoopConfig,
-    tools: Tools,
-    watch: Watch,
-    emit: Emit,
-    mask: Callable[[str], str],
+    tool_call: ToolCall, config: LoopConfig, tools: Tools, watch: Watch, events: Events
 ) -> ToolResult:
     watch.check()
-    try:
-        arguments: object = json.loads(tool_call.arguments)
-    except ValueError:
-        arguments = tool_call.arguments
-    emit(
-        "tool_call",
-        {"call_id": tool_call.id, "name": tool_call.name, "arguments": _masked(arguments, mask)},
-    )
+    events.tool_call(tool_call)
     left = watch.left()
     began = time.monotonic()
     timeout = config.tool_timeout if left is None else min(config.tool_timeout, max(left, 0.1))
     outcome = tools.run(tool_call, config.tools, timeout)
-    emit(
-        "tool_result",
-        {
-            "call_id": tool_call.id,
-            "name": tool_call.name,
-            "exit_code": outcome.exit_code,
-            "output": mask(outcome.output),
-            "duration": round(time.monotonic() - began, 3),
-        },
-    )
+    events.tool_result(tool_call, outcome.exit_code, outcome.output, time.monotonic() - began)
+    if outcome.cancelled:
+        raise Stopped(RunStatus.CANCELLED, "cancelled while running")
     watch.check()
     return ToolResult(tool_call, outcome.for_model(), outcome.exit_code != 0)
-
-
-def _masked(value: object, mask: Callable[[str], str]) -> object:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v, mask) for v in value]
-    return value

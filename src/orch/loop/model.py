@@ -4,12 +4,17 @@ module (openai_chat.py, anthropic_messages.py) turns it into its SDK's request a
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 _SAID = 500  # characters of an endpoint's message kept in a reason
+MAX_DEPTH = 100  # levels of nesting a tool call's arguments may have (deeper: not usable JSON)
+MAX_TOKENS = 10**9  # the most tokens one call is counted as: more is no honest count
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def said(body: object, text: str) -> str:
         elif isinstance(inner, str):
             found = inner
         found = found or body.get("message") or body.get("detail")
-    message = str(found).strip() if found else text.strip()
+    message = usable(str(found).strip() if found else text.strip())
     message = " ".join(message.split()) or "no message"
     return message if len(message) <= _SAID else message[: _SAID - 3] + "..."
 
@@ -136,5 +141,66 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
         raise EndpointError(exc.status_code, message, retry_after(exc.response.headers)) from None
     except connection_error as exc:
         raise Unreachable(cause_of(exc)) from None
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):
         raise EndpointError(200, f"the answer is not {shape}") from None
+
+
+# What an endpoint answers is not trusted to be well-formed: the SDKs check no more than its
+# shape. Text that could not be stored or masked (a lone surrogate), a count that would make the
+# token limit meaningless (negative, not a number), arguments that would exhaust the stack are
+# made usable here, where the answer enters the loop (docs/loop.md, "What the model answers").
+
+
+def usable(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate (JSON's `"\\ud800"`), which no UTF-8 text can
+    hold, replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def tokens(count: object) -> int:
+    """A token count as the endpoint reported it, within 0 and MAX_TOKENS; 0 when it reported
+    none (or not a number)."""
+    if isinstance(count, bool) or not isinstance(count, int | float) or count != count:
+        return 0
+    return int(max(0, min(count, MAX_TOKENS)))
+
+
+def json_value(text: str) -> object:
+    """The JSON value `text` holds; ValueError when it is not JSON or nests deeper than
+    MAX_DEPTH (which the events and the tools would otherwise walk into the stack's limit)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    _check_depth(value, MAX_DEPTH)
+    return value
+
+
+def _check_depth(value: object, left: int) -> None:
+    if isinstance(value, dict | list):
+        if left == 0:
+            raise ValueError("nested too deeply")
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_depth(item, left - 1)
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
+    """A tool call as the model wrote it, made usable: its arguments' text as it came when it
+    needed no repair, else their JSON again with every string (keys too) usable."""
+    try:
+        value = json_value(arguments)
+    except ValueError:
+        return ToolCall(usable(call_id), usable(name), usable(arguments))
+    repaired = _usable_value(value)
+    text = arguments if repaired == value else json.dumps(repaired, ensure_ascii=False)
+    return ToolCall(usable(call_id), usable(name), text)
+
+
+def _usable_value(value: object) -> object:
+    if isinstance(value, str):
+        return usable(value)
+    if isinstance(value, dict):
+        return {usable(str(k)): _usable_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_usable_value(v) for v in value]
+    return value

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from orch.loop.model import Message, Request, Results, ToolCall, Turn, UserText, sdk_errors
+from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
 
 NO_KEY = "none"  # sent when the loop names no key: a local server wants none, the SDK wants one
 
@@ -46,16 +46,16 @@ class OpenAIChat:
 def _turn(answer: ChatCompletion) -> Turn:
     said_back = answer.choices[0].message
     calls = tuple(
-        ToolCall(call.id or f"call_{i}", call.function.name, call.function.arguments or "{}")
+        tool_call(call.id or f"call_{i}", call.function.name, call.function.arguments or "{}")
         for i, call in enumerate(said_back.tool_calls or ())
         if call.type == "function"  # not the custom tools orch never offers
     )
     usage = answer.usage
     return Turn(
-        text=said_back.content or "",
+        text=usable(said_back.content or ""),
         calls=calls,
-        input_tokens=usage.prompt_tokens if usage else 0,
-        output_tokens=usage.completion_tokens if usage else 0,
+        input_tokens=tokens(usage.prompt_tokens) if usage else 0,
+        output_tokens=tokens(usage.completion_tokens) if usage else 0,
     )
 
 

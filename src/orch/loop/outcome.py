@@ -33,6 +33,7 @@ class Outcome:
     answer: str | None
     reason: str | None
     usage: Usage
+    truncated: bool = False  # the answer was longer than the run's stdout keeps: its head
 
 
 class Stopped(Exception):

@@ -19,6 +19,7 @@ class Finished:
     exit_code: int
     output: Clip  # stdout and stderr together, as they came
     timed_out: bool = False
+    cancelled: bool = False  # stopped by the run's cancel (its exit code is the kill's, 137)
 
 
 class SandboxGone(Exception):
@@ -26,9 +27,11 @@ class SandboxGone(Exception):
 
 
 class ToolSandbox(Protocol):
-    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
         """Run `argv` in the working directory, `stdin` on its standard input, for at most
-        `timeout` seconds; its output kept within `limit` bytes. SandboxGone when it cannot."""
+        `timeout` seconds; its output (stdout and stderr together) handed to `output`, which the
+        caller chose (its limit, the secrets it masks) and `Finished` holds. SandboxGone when it
+        cannot."""
         ...
 
 
@@ -38,14 +41,15 @@ def _never() -> bool:
 
 @dataclass
 class HeldTools:
-    """Tools in a held sandbox, from the run's working directory; a cancel stops the command."""
+    """Tools in a held sandbox, from the run's working directory; a cancel stops the command,
+    and says so (`Finished.cancelled`): the loop then ends, rather than take the kill's 137 for
+    the command's own exit."""
 
     held: Held
     workdir: str = WORKDIR
     should_stop: Callable[[], bool] = _never
 
-    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, limit: int) -> Finished:
-        output = Clip(limit)
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
         try:
             result = self.held.exec(
                 argv,
@@ -61,4 +65,4 @@ class HeldTools:
         except InvalidInput as exc:  # what the sandbox refused (its process limit, ...): the model's to see
             output(f"orch: {exc.message}\n".encode())
             return Finished(NOT_EXECUTABLE, output)
-        return Finished(result.exit_code, output, result.timed_out)
+        return Finished(result.exit_code, output, result.timed_out, result.cancelled)

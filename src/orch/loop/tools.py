@@ -4,18 +4,20 @@ never the end of the loop."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orch.loop.clip import Clip
-from orch.loop.model import ToolCall, ToolSpec
+from orch.loop.model import ToolCall, ToolSpec, json_value
 from orch.loop.sandbox import ToolSandbox
+from orch.secret.mask import Mask
 
 EDIT_LIMIT = 1024 * 1024  # the largest file edit_file rewrites; larger ones are bash's (sed, python)
 _WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'  # the path is an argument, never script text
 USAGE = 2  # exit code of a call whose arguments are wrong, as a shell's usage error
+_ARGV = {"command": "a command", "path": "a path"}  # arguments that become a process's argv
+_NAME_SHOWN = 100  # characters of an unknown tool's name quoted back
 
 
 def _schema(**fields: str) -> dict[str, Any]:
@@ -64,7 +66,8 @@ SPECS = {
 @dataclass(frozen=True)
 class ToolOutcome:
     exit_code: int
-    output: str  # the tool's output, within the limit (the cut marked)
+    output: str  # the tool's output, within the limit (the cut marked), the run's secrets masked
+    cancelled: bool = False  # the run was cancelled while it ran: the loop ends with this result
 
     def for_model(self) -> str:
         """What the model is sent: the output, and the exit code when it is not 0."""
@@ -72,20 +75,35 @@ class ToolOutcome:
         return text if self.exit_code == 0 else f"{text}\n[exit code {self.exit_code}]"
 
 
+class _Cancelled(Exception):
+    """The run was cancelled while a tool ran: its output so far."""
+
+    def __init__(self, exit_code: int, output: Clip) -> None:
+        super().__init__("cancelled")
+        self.exit_code, self.output = exit_code, output
+
+
 @dataclass(frozen=True)
 class Tools:
     sandbox: ToolSandbox
     timeout: float  # seconds a call may take (less when the run's deadline is nearer)
     limit: int  # bytes of output kept
+    mask: Mask = field(default_factory=Mask)  # the run's secrets, masked in every output
 
     def run(self, call: ToolCall, allowed: tuple[str, ...], timeout: float | None = None) -> ToolOutcome:
-        """Run `call` (one of the `allowed` tools) in the sandbox."""
+        """Run `call` (one of the `allowed` tools) in the sandbox. Its output is masked before it
+        is clipped (clip.py); what the tool says of the model's own words (a tool's name, a path)
+        is masked too."""
+        outcome = self._run(call, allowed, self.timeout if timeout is None else timeout)
+        return replace(outcome, output=self.mask(outcome.output))
+
+    def _run(self, call: ToolCall, allowed: tuple[str, ...], timeout: float) -> ToolOutcome:
         if call.name not in allowed:
-            return ToolOutcome(
-                USAGE, f"error: there is no tool {call.name!r}; the tools are {', '.join(allowed)}."
-            )
+            name = call.name if len(call.name) <= _NAME_SHOWN else call.name[: _NAME_SHOWN - 3] + "..."
+            offered = f"the tools are {', '.join(allowed)}" if allowed else "this loop offers no tools"
+            return ToolOutcome(USAGE, f"error: there is no tool {name!r}; {offered}.")
         try:
-            arguments = json.loads(call.arguments or "{}")
+            arguments = json_value(call.arguments or "{}")
         except ValueError:
             return ToolOutcome(USAGE, f"error: the arguments of {call.name} are not valid JSON.")
         if not isinstance(arguments, dict):
@@ -94,16 +112,26 @@ class Tools:
         for name in spec.parameters["required"]:
             if not isinstance(arguments.get(name), str):
                 return ToolOutcome(USAGE, f"error: {call.name} needs `{name}`, as text.")
-        if "\x00" in arguments.get("path", ""):
-            return ToolOutcome(USAGE, "error: a path cannot hold a NUL character.")
-        return _RUNNERS[call.name](self, arguments, self.timeout if timeout is None else timeout)
+        for name, what in _ARGV.items():  # no process's argument can hold a NUL
+            if "\x00" in arguments.get(name, ""):
+                return ToolOutcome(USAGE, f"error: {what} cannot hold a NUL character.")
+        try:
+            return _RUNNERS[call.name](self, arguments, timeout)
+        except _Cancelled as stop:
+            stop.output(b"\n[cancelled]")
+            return ToolOutcome(stop.exit_code, stop.output.text(), cancelled=True)
 
     def _exec(
-        self, argv: list[str], timeout: float, stdin: bytes | None = None, limit: int = 0
+        self, argv: list[str], timeout: float, stdin: bytes | None = None, limit: int = 0, masked: bool = True
     ) -> tuple[int, Clip]:
-        done = self.sandbox.exec(argv, stdin=stdin, timeout=timeout, limit=limit or self.limit)
+        """Run `argv`; its exit code and output. `masked`: the run's secrets masked in the output,
+        for the model and the events (a file edit_file reads and writes back is not)."""
+        output = Clip(limit or self.limit, self.mask.values if masked else ())
+        done = self.sandbox.exec(argv, stdin=stdin, timeout=timeout, output=output)
+        if done.cancelled:
+            raise _Cancelled(done.exit_code, done.output)
         if done.timed_out:
-            done.output(f"\n[timed out after {timeout:g} s]".encode())
+            done.output(f"\n[timed out after {round(timeout, 1):g} s]".encode())
         return done.exit_code, done.output
 
     def bash(self, args: Mapping[str, str], timeout: float) -> ToolOutcome:
@@ -121,10 +149,10 @@ class Tools:
         path, old = args["path"], args["old"]
         if not old:
             return ToolOutcome(USAGE, "error: `old` is empty; give the exact text to replace.")
-        code, output = self._exec(["cat", "--", path], timeout, limit=EDIT_LIMIT + 1)
+        code, output = self._exec(["cat", "--", path], timeout, limit=EDIT_LIMIT + 1, masked=False)
         if code != 0:
             return ToolOutcome(code, output.text())
-        if output.cut or output.size > EDIT_LIMIT:
+        if output.size > EDIT_LIMIT:
             return ToolOutcome(1, f"error: {path} is larger than 1 MiB; edit it with bash (sed, python).")
         try:
             text = output.data().decode("utf-8")

@@ -109,3 +109,25 @@ def redact(text: bytes, values: Iterable[bytes]) -> bytes:
     """`text` with every value masked, at once."""
     redactor = Redactor(values)
     return redactor.feed(text) + redactor.close()
+
+
+class Mask:
+    """One run's secret values, masked in text that is stored whole (a run's reason, an event's
+    field: `mask(text)`) or that arrives in pieces (`redactor()`), so that everything stored for
+    the run hides the same values the same way."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values = [v.encode() for v in values if v]
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __call__(self, text: str) -> str:
+        if not self.values:
+            return text
+        # A lone surrogate (which no UTF-8 text holds) must not make masking fail: it goes through
+        # as bytes and comes back as U+FFFD.
+        return redact(text.encode("utf-8", "surrogatepass"), self.values).decode("utf-8", "replace")
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.values)

@@ -9,7 +9,7 @@ run's log, so `orch run` shows the conversation as it happens; the answer is the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from orch.bundle.loop_manifest import LoopConfig
@@ -23,9 +23,10 @@ from orch.loop.sandbox import HeldTools
 from orch.loop.transcript import transcript_line
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import BUNDLE, WORKDIR
-from orch.secret.mask import redact
+from orch.secret.mask import Mask
 from orch.services import run_events
 from orch.services.platform import Platform
+from orch.services.run_output import MAX_OUTPUT
 
 
 class Log(Protocol):
@@ -40,12 +41,13 @@ def execute(
     spec: ContainerSpec,
     run_input: str,
     api_key: str | None,
-    secrets: Iterable[str],
+    mask: Mask,
     timeout: float,
     should_stop: Callable[[], bool],
     log: Log,
 ) -> Outcome:
-    """Hold the run's sandbox open, drive the loop in it, remove it; the loop's outcome."""
+    """Hold the run's sandbox open, drive the loop in it, remove it; the loop's outcome. `mask`
+    holds the key and the run's secret values: masked in everything the loop stores."""
     try:
         endpoints.check_allowed(loop.provider, loop.base_url, platform.config.model_endpoints)
     except OrchError as e:  # the setting changed since the agent was published
@@ -56,11 +58,6 @@ def execute(
             f"This server cannot hold a {isolation.value} sandbox open, which a loop's tools need.",
             "Run the server with its default launcher (runc or gVisor).",
         )
-    hidden = [v.encode() for v in (*secrets, api_key or "") if v]
-
-    def mask(text: str) -> str:
-        return redact(text.encode(), hidden).decode("utf-8", "replace") if hidden else text
-
     held = holder.open(spec)
     try:
         # The bundle's files, where a code agent's run finds them (sandbox/spec.py).
@@ -85,6 +82,7 @@ def execute(
             timeout=timeout,
             should_stop=should_stop,
             mask=mask,
+            answer_limit=MAX_OUTPUT,  # the answer is the run's stdout: the same bound, the same cut
         )
     finally:
         held.remove()

@@ -8,7 +8,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
@@ -24,6 +24,7 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
+from orch.secret.mask import Mask
 from orch.services import base_digests, host_check, nodes
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -40,6 +41,9 @@ from orch.workers import loop_runs
 log = logging.getLogger(__name__)
 
 _BEFORE_THE_AGENT = "cancelled before the agent started"
+# What `recover` records for a run whose agent a stopped server interrupted; a worker that sees
+# the server stopping under its run records the same, rather than the exit the stop caused.
+_SERVER_STOPPED = "the server stopped while the run was running"
 # A sandbox's init (catatonit) exits with 128 + the signal that ended its child, and the runtimes
 # (runc, runsc) exit with the init's code: a SIGKILL and an exit(137) reach us as the same 137.
 _CODE_137 = "exit code 137: killed by SIGKILL, or it exited with 137"
@@ -100,9 +104,22 @@ def recover(platform: Platform) -> list[str]:
     return settled
 
 
+class Output(RunOutput):
+    """A run's output (masked once `mask` is given the run's secrets), and the same mask for
+    the rest of what is stored for the run: its reason, which may quote an endpoint's message,
+    an engine's error or a sandbox's stderr (docs/secrets.md)."""
+
+    hide = Mask()
+
+    def mask(self, values: Iterable[str]) -> None:
+        values = list(values)
+        super().mask(values)
+        self.hide = Mask(values)
+
+
 def execute(platform: Platform, run_id: str) -> None:
     """Take a claimed run to its end; every outcome is recorded, none raises."""
-    out = RunOutput(platform, run_id)
+    out = Output(platform, run_id)
     try:
         _execute(platform, run_id, out)
     except OrchError as e:
@@ -123,13 +140,14 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
 
 
 def _finish(
-    platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
+    platform: Platform, out: Output, status: RunStatus, exit_code: int | None, reason: str | None
 ) -> None:
     """End the run, its output stored in the same transaction: whoever sees it ended reads all
-    of its output."""
+    of its output. The reason is masked as the output is."""
     with out.storing, platform.store.session() as s:
         out.store(s)
-        params = {"run_id": out.run_id, "code": exit_code, "why": reason, "at": utcnow()}
+        why = None if reason is None else out.hide(reason)
+        params = {"run_id": out.run_id, "code": exit_code, "why": why, "at": utcnow()}
         ended = s.connection().execute(_ending(status), params)
         if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
             current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
@@ -303,7 +321,7 @@ def _image_id(platform: Platform, plan: Plan, image: str) -> str:
     return info.id
 
 
-def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
+def _execute(platform: Platform, run_id: str, out: Output) -> None:
     claimed = time.monotonic()
     plan = _plan(platform, run_id, out)
     out.mask([*plan.secrets.values(), plan.loop_key or ""])
@@ -344,7 +362,7 @@ def _waits_for_memory(platform: Platform, out: RunOutput, limits: Limits, in_use
 
 
 def _in_sandbox(
-    platform: Platform, run_id: str, out: RunOutput, plan: Plan, image: str, limits: Limits, claimed: float
+    platform: Platform, run_id: str, out: Output, plan: Plan, image: str, limits: Limits, claimed: float
 ) -> None:
     """The run in its sandbox, within its share of the memory budget: dependencies, the
     sandbox (or the managed loop's), the outcome."""
@@ -410,16 +428,20 @@ def _in_sandbox(
                 spec,
                 plan.input,
                 plan.loop_key,
-                plan.secrets.values(),
+                out.hide,
                 float(limits.timeout),
                 _stop_check(platform, run_id),
                 out,
             )
-        if done.answer is not None:
+        if done.answer is not None:  # masked, and within stdout's bound: the `final` event's text
             out.write("stdout", done.answer.encode())
+        if done.truncated:  # cut as stdout would have cut it: flagged as stdout's cut is
+            with platform.store.session() as s:
+                s.execute(update(RunRow).where(RunRow.id == run_id).values(truncated=True))
         out.flush()
+        status, reason = _unless_stopping(platform, done.status, done.reason)
         # A loop has no process of its own to exit: 0 when it answered, none otherwise.
-        _finish(platform, out, done.status, 0 if done.status == RunStatus.SUCCEEDED else None, done.reason)
+        _finish(platform, out, status, 0 if status == RunStatus.SUCCEEDED else None, reason)
         return
     ended: list[ContainerExit] = []
 
@@ -430,8 +452,9 @@ def _in_sandbox(
         read the end (END_READ at most); under load, nothing waits."""
         out.flush()  # before the run is seen to end: its followers read the whole output
         with measure.timed("store"):
-            status, reason = outcome(result, limits, out.stderr_tail)
-            _finish(platform, out, status, result.exit_code, reason)
+            status, reason = _unless_stopping(platform, *outcome(result, limits, out.stderr_tail))
+            code = None if reason == _SERVER_STOPPED else result.exit_code
+            _finish(platform, out, status, code, reason)
         ended.append(result)
         if measure.sandboxes_open() <= 1:
             platform.until_followed(run_id, END_READ)
@@ -458,17 +481,31 @@ def _in_sandbox(
 
 def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
     """A cheap cancellation check: the store is asked at most once a second, the first time a
-    second after the start (which checked it)."""
+    second after the start (which checked it). A cancel, once seen, stays seen: one check may be
+    asked by several (a loop's tool, then the loop itself), and each must learn of it."""
     last = [time.monotonic()]
+    seen = [False]
 
     def check() -> bool:
         now = time.monotonic()
-        if now - last[0] < 1.0:
-            return False
+        if seen[0] or now - last[0] < 1.0:
+            return seen[0]
         last[0] = now
-        return _cancelled(platform, run_id)
+        seen[0] = _cancelled(platform, run_id)
+        return seen[0]
 
     return check
+
+
+def _unless_stopping(
+    platform: Platform, status: RunStatus, reason: str | None
+) -> tuple[RunStatus, str | None]:
+    """The run's outcome, unless the server is stopping: a run that failed then failed because
+    the stop killed its sandbox (the engine's 125, a tool's sandbox gone), and is recorded as
+    `recover` would record it."""
+    if status == RunStatus.FAILED and platform.stopping.is_set():
+        return status, _SERVER_STOPPED
+    return status, reason
 
 
 def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[RunStatus, str | None]:
