@@ -1,10 +1,12 @@
-"""`orch runs events` says each tool call as a person reads it, never as a Python dict."""
+"""`orch runs events`, and the run's log that `orch run` shows live, say each tool call as a person
+reads it, never as a Python dict."""
 
 from __future__ import annotations
 
 import pytest
 
-from orch.cli.run import _event_line, tool_call_text
+from orch.cli.run import _event_line
+from orch.loop.transcript import tool_call_text, transcript_line
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,7 @@ def test_a_tool_call_reads_as_text(name: str, arguments: object, said: str) -> N
 def test_an_event_line_has_the_tool_call_and_the_answer() -> None:
     call = {"type": "tool_call", "name": "write_file", "arguments": {"path": "k.txt", "content": "***"}}
     assert _event_line(call) == "→ write_file k.txt (3 bytes)"
+    assert transcript_line("tool_call", call) == "→ write_file k.txt (3 bytes)"  # the live log
     assert _event_line({"type": "final", "text": "The answer."}) == "The answer."
     assert "{" not in _event_line(
         {**call, "name": "edit_file", "arguments": {"path": "a", "old": "b", "new": "c"}}

@@ -266,28 +266,9 @@ def logs(
         err_console.print("(output was cut at the 1 MiB limit per stream)", style="dim")
 
 
-def tool_call_text(name: str, arguments: Any) -> str:
-    """A tool call's arguments as a person reads them: bash's command, a file tool's path (with
-    write_file's size), anything else as KEY=VALUE pairs; never a Python dict."""
-    if not isinstance(arguments, dict):
-        return str(arguments)  # the model's text, when it was not a JSON object
-    said = {key: value if isinstance(value, str) else json.dumps(value) for key, value in arguments.items()}
-    if name == "bash" and "command" in said:
-        return said["command"]
-    if name == "list_files":
-        return said.get("path") or "."
-    if name in ("read_file", "edit_file") and "path" in said:
-        return said["path"]
-    if name == "write_file" and "path" in said:
-        return f"{said['path']} ({len(said.get('content', '').encode())} bytes)"
-    return " ".join(f"{key}={value}" for key, value in said.items())
-
-
 def _event_line(event: dict[str, Any]) -> str:
     """An event as the transcript's line; a final event as the answer."""
-    if event["type"] == "tool_call":
-        event = {**event, "arguments": tool_call_text(str(event.get("name")), event.get("arguments"))}
-    elif event["type"] == "final":
+    if event["type"] == "final":
         return str(event.get("text") or "")
     return transcript_line(event["type"], event)
 

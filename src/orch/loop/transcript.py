@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,17 +17,29 @@ def transcript_line(kind: str, data: Mapping[str, Any]) -> str:
         said = _short(str(data.get("text") or ""))
         return f"◆ model ({tokens}, {float(data.get('duration') or 0):.1f} s)" + (f": {said}" if said else "")
     if kind == "tool_call":
-        return f"→ {data.get('name')} {_short(_arguments(data.get('arguments')))}"
+        name = str(data.get("name"))
+        return f"→ {name} {_short(tool_call_text(name, data.get('arguments')))}"
     if kind == "tool_result":
         code = data.get("exit_code")
         return f"  {'✓' if code == 0 else '✗ exit ' + str(code)} {_short(str(data.get('output') or ''))}"
     return ""
 
 
-def _arguments(arguments: object) -> str:
-    if isinstance(arguments, dict) and len(arguments) == 1:
-        return str(next(iter(arguments.values())))
-    return str(arguments)
+def tool_call_text(name: str, arguments: Any) -> str:
+    """A tool call's arguments as a person reads them: bash's command, a file tool's path (with
+    write_file's size), anything else as KEY=VALUE pairs; never a Python dict."""
+    if not isinstance(arguments, dict):
+        return str(arguments)  # the model's text, when it was not a JSON object
+    said = {key: value if isinstance(value, str) else json.dumps(value) for key, value in arguments.items()}
+    if name == "bash" and "command" in said:
+        return said["command"]
+    if name == "list_files":
+        return said.get("path") or "."
+    if name in ("read_file", "edit_file") and "path" in said:
+        return said["path"]
+    if name == "write_file" and "path" in said:
+        return f"{said['path']} ({len(said.get('content', '').encode())} bytes)"
+    return " ".join(f"{key}={value}" for key, value in said.items())
 
 
 def _short(text: str) -> str:
