@@ -78,7 +78,7 @@ def test_the_loop_survives_json_as_versions_store_it(text: str) -> None:
 
 
 BAD = [
-    ("loop: yes\n", 1, "loop: True is not a mapping.", "`loop:`"),
+    ("loop: yes\n", 1, "loop: true is not a mapping.", "`loop:`"),
     ("loop:\n  provider: openai\n", 1, "loop: names no model.", "model: NAME"),
     ("loop:\n  model: x\n", 1, "loop: names no provider.", "provider: anthropic"),
     (

@@ -9,8 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from orch.bundle.manifest_problems import problem
-from orch.bundle.manifest_problems import show as _python_show
+from orch.bundle.manifest_problems import problem, show
 from orch.loop.endpoints import check_url
 from orch.secret import names as secret_names
 from orch.sizes import format_size, parse_size
@@ -26,14 +25,6 @@ _PROVIDER_FIX = (
     "provider: anthropic (the Messages API)."
 )
 _WHOLE = re.compile(r"\s*[0-9]{1,12}\s*")
-_YAML = {True: "true", False: "false", None: "an empty value (null)"}
-
-
-def show(value: object) -> str:
-    """A value as the user wrote it in YAML (`true`, not Python's `True`), cut short when long."""
-    if value is None or isinstance(value, bool):
-        return _YAML[value]
-    return _python_show(value)
 
 
 def _whole(value: object, low: int, high: int, what: str, example: str) -> int:

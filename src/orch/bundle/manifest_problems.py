@@ -21,8 +21,13 @@ def problem(message: str, fix: str) -> PydanticCustomError:
     return PydanticCustomError(_OURS, "{message}", {"message": message, "fix": fix})
 
 
+_YAML = {True: "true", False: "false", None: "an empty value (null)"}
+
+
 def show(value: object) -> str:
-    """A value as the user wrote it, cut short when long."""
+    """A value as the user wrote it in YAML (`true`, not Python's `True`), cut short when long."""
+    if value is None or isinstance(value, bool):
+        return _YAML[value]
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
