@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from orch.config import Config
+from orch.config import Config, make_home
 from orch.errors import InvalidInput
 
 KEY_FILE = "secret.key"
@@ -109,7 +109,7 @@ def new_key_text() -> str:
 def _make_key_file(path: Path) -> None:
     """Write a new key to `path`, readable by its owner only; when another process makes it at
     the same moment, its key stays (the file appears whole or not at all)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_home(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
