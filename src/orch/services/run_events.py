@@ -42,6 +42,10 @@ class RunEventView(BaseModel):
     arguments: Any = Field(None, description="tool_call: the arguments the model gave (an object).")
     exit_code: int | None = Field(None, description="tool_result: 0 when the tool succeeded.")
     output: str | None = Field(None, description="tool_result: its output, the middle cut when long.")
+    refused_calls: int | None = Field(
+        None, description="model_call: tool calls beyond the 32 a turn runs, answered with an error."
+    )
+    truncated: bool | None = Field(None, description="final: true when the answer was cut, as stdout was.")
 
 
 def append(platform: Platform, run_id: str, type: str, data: Mapping[str, Any]) -> int:
