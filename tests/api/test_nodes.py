@@ -75,6 +75,16 @@ def age(platform: Platform, seconds: float) -> None:
         s.execute(update(RunRow).values(queued_at=utcnow() - timedelta(seconds=seconds)))
 
 
+def claimed(api: httpx.Client, a: Platform) -> tuple[str, str]:
+    """Two runs claimed by node `a`: (one starting, one running)."""
+    starting, running = submit(api), submit(api)
+    age(a, 10)
+    assert {nodes.claim_run(a, "a"), nodes.claim_run(a, "a")} == {starting, running}
+    with a.store.session() as s:
+        s.execute(update(RunRow).where(RunRow.id == running).values(status=RunStatus.RUNNING.value))
+    return starting, running
+
+
 def test_a_node_is_listed_and_its_runs_name_it(api: httpx.Client, database_url: str, tmp_path: Path) -> None:
     assert api.get("/v1/nodes").json() == []  # one machine: no nodes
     hello(api, tmp_path)
@@ -98,11 +108,7 @@ def test_a_lost_node_s_unstarted_runs_are_queued_again_and_started_ones_fail(
 ) -> None:
     hello(api, tmp_path)
     with node(tmp_path, database_url, "a") as a, node(tmp_path, database_url, "b") as b:
-        starting, running = submit(api), submit(api)
-        age(a, 10)
-        assert {nodes.claim_run(a, "a"), nodes.claim_run(a, "a")} == {starting, running}
-        with a.store.session() as s:
-            s.execute(update(RunRow).where(RunRow.id == running).values(status=RunStatus.RUNNING.value))
+        starting, running = claimed(api, a)
         assert nodes.settle_lost(b, {"ray-b"}) == ["a"]  # Ray says a's machine is gone
         assert nodes.settle_lost(b, {"ray-b"}) == [] and nodes.settle_lost(platform) == []  # once
         again = api.get(f"/v1/runs/{starting}").json()

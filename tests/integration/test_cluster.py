@@ -4,7 +4,10 @@ nodes; a server restart leaves the cluster's work alone; an environment built on
 on the other, its image pulled by digest through the registry; a service deployed through the
 server runs on a node and is served (relayed to the node's proxy), and its output answered, by
 the server; a sandbox on demand created through the server is held by a node; a node killed
-mid-run fails its started run with `node lost`, and later runs go to the node that is left."""
+mid-run fails its started run with `node lost`, and later runs go to the node that is left. The
+cluster takes none of Ray's fixed ports (they are held by the test meanwhile), a second node
+of a name that is up is refused, a node stops cleanly and starts again, and scripts/cluster-down
+leaves no process of the cluster running."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -95,10 +99,46 @@ class Cluster:
         )
 
 
+# Ray's fixed default ports (client server, dashboard, dashboard agent, dashboard metrics, the
+# first worker port): held by the test while the cluster runs, which must not need them.
+RAY_DEFAULT_PORTS = (10001, 8265, 52365, 44227, 10002)
+
+
+def hold(ports: tuple[int, ...]) -> list[socket.socket]:
+    """Listen on each of `ports` on 127.0.0.1 that is free (one that is not is held already)."""
+    held = []
+    for port in ports:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            s.close()
+            continue
+        held.append(s)
+    return held
+
+
+def alive(pids: dict[int, bytes]) -> list[int]:
+    """Those of `pids` (pid: its start time) still running (not ended, not a zombie)."""
+    left = []
+    for pid, since in pids.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()
+        if fields[19] == since and fields[0] != b"Z":
+            left.append(pid)
+    return left
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     where = Path(f"/tmp/oc-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths are bounded
     started: list[subprocess.Popen[bytes]] = []
+    held = hold(RAY_DEFAULT_PORTS)
+    ours: dict[int, bytes] = {}
     try:
         up = subprocess.run(
             [str(ROOT / "scripts" / "cluster-up"), str(where)], capture_output=True, text=True, timeout=600
@@ -116,13 +156,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert published.returncode == 0, published.stderr
         yield found
     finally:
+        for pid in marked(Cluster(where, "", "")):  # each with its start time: pids are reused
+            with contextlib.suppress(OSError):
+                ours[pid] = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19]
         down = subprocess.run(
             [str(ROOT / "scripts" / "cluster-down"), str(where)], capture_output=True, text=True, timeout=300
         )
         for proc in started:
             proc.wait(30)
+        for sock in held:
+            sock.close()
         assert down.returncode == 0, down.stderr
         assert not where.exists()
+        assert len(ours) > 10 and alive(ours) == [], [_cmdline(pid) for pid in alive(ours)]
 
 
 def wait_run(api: httpx.Client, run_id: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
@@ -142,16 +188,25 @@ def listening(pid: int) -> list[str]:
 
 
 def marked(cluster: Cluster) -> list[int]:
-    """The processes scripts/cluster-up started (the mark in their environment)."""
+    """The processes of the cluster, as scripts/cluster-down finds them: the mark in their
+    environment, or a file of the cluster's directory open (Ray's agents' new process titles
+    overwrite their environment, but they write their logs there)."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # ended meanwhile
             continue
-        if f"ORCH_LOCAL_CLUSTER={cluster.dir}".encode() in env:
+        files = []
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                files.append(os.readlink(fd))
+        if f"ORCH_LOCAL_CLUSTER={cluster.dir}".encode() in env or any(
+            f.startswith(f"{cluster.dir}/") for f in files
+        ):
             found.append(int(proc.name))
     return found
 
@@ -167,6 +222,16 @@ def test_the_cluster_is_up_on_loopback_only(cluster: Cluster) -> None:
     assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for a in addresses), addresses
     listed = cluster.cli("node", "list", "--json")
     assert listed.returncode == 0 and [n["id"] for n in json.loads(listed.stdout)] == ["a", "b"]
+    # Ray's fixed ports are held by the test: a Ray process that wanted one says so in its log
+    # (its server is then missing, silently: Ray starts on without it).
+    said = [
+        f"{log.name}: {line.strip()}"
+        for log in (cluster.dir / "ray" / "session_latest" / "logs").iterdir()
+        if log.is_file()
+        for line in log.read_text(errors="replace").splitlines()
+        if any(s in line.lower() for s in ("failed to bind", "already occupied", "address already in use"))
+    ]
+    assert said == [], said
 
 
 def test_ray_refuses_a_caller_without_the_cluster_s_token(cluster: Cluster) -> None:
@@ -316,6 +381,63 @@ def test_a_sandbox_on_demand_is_held_by_a_node_and_driven_through_the_server(clu
         assert gone.status_code == 409, gone.text
 
 
+def node_cli(cluster: Cluster, home: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`orch node ARGS` as a machine of the cluster runs it: the cluster's settings (the
+    server's), ORCH_HOME `home` in the cluster's directory, and its Podman storage if it has one."""
+    pid = int((cluster.dir / "server" / "pid").read_text())
+    env = dict(
+        line.split("=", 1)
+        for line in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+        if "=" in line
+    )
+    env["ORCH_HOME"] = str(cluster.dir / home)
+    if (conf := cluster.dir / home / "storage.conf").exists():
+        env["CONTAINERS_STORAGE_CONF"] = str(conf)
+    return subprocess.run([str(ORCH), "node", *args], env=env, capture_output=True, text=True, timeout=400)
+
+
+def ray_head(cluster: Cluster) -> str:
+    return f"127.0.0.1:{json.loads((cluster.dir / 'cluster.json').read_text())['ray_port']}"
+
+
+def raylets(cluster: Cluster, name: str) -> list[int]:
+    """The raylets of node `name`'s Ray nodes (their command line names its resource)."""
+    return [
+        pid
+        for pid in marked(cluster)
+        if (cmd := _cmdline(pid)).startswith(b"/")
+        and b"raylet" in cmd.split(b"\0")[0]
+        and f"orch_node:{name}".encode() in cmd
+    ]
+
+
+def test_a_second_node_of_a_name_that_is_up_is_refused(cluster: Cluster) -> None:
+    """Another home's `orch node start --name b` would replace b's agent and strand its
+    sandboxes: it is refused, and b works on."""
+    with cluster.api() as api:
+        before = {n["id"]: n for n in api.get("/v1/nodes").json()}
+        refused = node_cli(cluster, "node-x", "start", "--cluster", ray_head(cluster), "--name", "b")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "A node named b is up" in refused.stderr and "Traceback" not in refused.stderr
+        after = {n["id"]: n for n in api.get("/v1/nodes").json()}
+        assert after["b"]["state"] == "up" and after["b"]["started_at"] == before["b"]["started_at"]
+    assert len(raylets(cluster, "b")) == 1  # nothing joined Ray
+
+
+def test_a_node_stops_cleanly_and_starts_again(cluster: Cluster) -> None:
+    """`orch node stop b`: b is stopped (not lost) and the runs go to a; `orch node start` of
+    the same home brings it back."""
+    stopped = node_cli(cluster, "node-b", "stop", "b", "--cluster", ray_head(cluster))
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    with cluster.api() as api:
+        assert {n["id"]: n["state"] for n in api.get("/v1/nodes").json()} == {"a": "up", "b": "stopped"}
+        run_id = api.post("/v1/runs", json={"agent": "echo", "input": "x"}).json()["id"]
+        assert wait_run(api, run_id, {"succeeded", "failed"})["node"] == "a"
+        again = node_cli(cluster, "node-b", "start", "--cluster", ray_head(cluster), "--name", "b", "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert {n["id"]: n["state"] for n in api.get("/v1/nodes").json()} == {"a": "up", "b": "up"}
+
+
 def test_an_environment_built_on_one_node_runs_on_the_other_after_its_builder_is_lost(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -390,15 +512,13 @@ def _cmdline(pid: int) -> bytes:
 
 def kill_node(cluster: Cluster, name: str) -> None:
     """Kill node `name` as a machine dies: its raylet and every process of its Ray node at once."""
-    raylets = [
-        pid
-        for pid in marked(cluster)
-        if (cmd := _cmdline(pid)).startswith(b"/")
-        and b"raylet" in cmd.split(b"\0")[0]
-        and f"orch_node:{name}".encode() in cmd
+    found = raylets(cluster, name)  # more than one after a stop and a start again
+    assert found
+    children = [
+        int(pid)
+        for raylet in found
+        for pid in subprocess.run(["pgrep", "-P", str(raylet)], capture_output=True, text=True).stdout.split()
     ]
-    assert len(raylets) == 1, raylets
-    children = subprocess.run(["pgrep", "-P", str(raylets[0])], capture_output=True, text=True).stdout.split()
-    for pid in [raylets[0], *map(int, children)]:
+    for pid in [*found, *children]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -1,9 +1,10 @@
 """`orch node`: machines of a cluster (docs/scale.md). `start` joins this machine to a Ray
-cluster as an orch node that runs builds, runs and services on its own Podman; `list` shows the
-cluster's nodes as its server knows them."""
+cluster as an orch node that runs builds, runs and services on its own Podman; `stop` stops a
+node cleanly; `list` shows the cluster's nodes as its server knows them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -13,12 +14,37 @@ import typer
 from orch.cli.output import command, console, ok, print_json
 from orch.cli.utils import JSON, plain_table
 from orch.client.transport import Transport
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, NotFound
 
-app = typer.Typer(help="Machines of a cluster: join one as a node, list them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Machines of a cluster: join one as a node, stop one, list them.", no_args_is_help=True
+)
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_ADDRESS = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+_ADDRESS = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
+_CLUSTER = typer.Option(..., "--cluster", help="The Ray cluster's head, as HOST:PORT.")
+
+
+def _cluster(cluster: str) -> str:
+    """The head's HOST:PORT, checked: a port out of range is said now, not after Ray's wait."""
+    found = _ADDRESS.fullmatch(cluster)
+    if found is None or not 1 <= int(found["port"]) <= 65535:
+        raise InvalidInput(
+            f"--cluster {cluster!r} is not HOST:PORT with a port from 1 to 65535.",
+            "Pass the Ray head's address, e.g. 10.0.0.5:6379.",
+        )
+    return cluster
+
+
+def _name(name: str | None) -> str:
+    """The node's name: given, or this machine's host name."""
+    name = name or socket.gethostname().split(".")[0].lower()
+    if not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a node name.",
+            "Pass --name with lowercase letters, digits and dashes (at most 63).",
+        )
+    return name
 
 
 def _gib(size: int) -> str:
@@ -28,7 +54,7 @@ def _gib(size: int) -> str:
 @app.command("start")
 @command
 def start(
-    cluster: str = typer.Option(..., "--cluster", help="The Ray cluster's head, as HOST:PORT."),
+    cluster: str = _CLUSTER,
     name: str = typer.Option(
         None, "--name", help="The node's name in the cluster \\[default: this machine's host name]."
     ),
@@ -43,21 +69,13 @@ def start(
     """Join this machine to the cluster as an orch node.
 
     Its settings (ORCH_DATABASE_URL, ORCH_REGISTRY, ORCH_SECRET_KEY, ORCH_HOME, ...) are the
-    node's; the node keeps working after this command returns, inside Ray, until its machine
-    stops."""
+    node's; the node keeps working after this command returns, inside Ray, until `orch node
+    stop` or its machine stops. A node of the same name that is up with another ORCH_HOME or on
+    another machine is refused; this home's own is restarted (stopped cleanly first)."""
     from orch import config as config_mod
     from orch.cluster import node, ray_node
 
-    if not _ADDRESS.fullmatch(cluster):
-        raise InvalidInput(
-            f"--cluster {cluster!r} is not HOST:PORT.", "Pass the Ray head's address, e.g. 10.0.0.5:6379."
-        )
-    name = name or socket.gethostname().split(".")[0].lower()
-    if not _NAME.fullmatch(name):
-        raise InvalidInput(
-            f"{name!r} is not a node name.",
-            "Pass --name with lowercase letters, digits and dashes (at most 63).",
-        )
+    cluster, name = _cluster(cluster), _name(name)
     head_host = cluster.rsplit(":", 1)[0].strip("[]")
     address = address or (
         head_host if ray_node.loopback(head_host) else socket.gethostbyname(socket.gethostname())
@@ -70,6 +88,10 @@ def start(
 
         bind(address, port, "ORCH_NODE_PROXY_PORT").close()
     secret_key = str(cfg.values["secret_key"])
+    ray_node.reach(cluster)
+    if node.check_name(cfg, name):  # this home's node, up: a restart, which stops it first
+        with contextlib.suppress(NotFound):  # its agent is gone already
+            ray_node.stop_agent(cluster, name, secret_key)
     ray_node.join(cluster, address, name, os.cpu_count() or 1, secret_key)
     settings = {k: v for k, v in os.environ.items() if k.startswith("ORCH_")}
     found = ray_node.start_agent(cluster, name, cfg.home, settings, secret_key)
@@ -81,6 +103,36 @@ def start(
         f"Node {found['id']} joined the cluster at {cluster}: {cap['slots']} sandboxes at once, "
         f"{cap['cpus']} CPUs, {_gib(cap['memory'])} of memory."
     )
+
+
+@app.command("stop")
+@command
+def stop(
+    name: str = typer.Argument(None, help="The node to stop \\[default: this machine's host name]."),
+    cluster: str = _CLUSTER,
+) -> None:
+    """Stop a node cleanly, through the cluster.
+
+    Its services are handed over to the other nodes at once; its runs that had started fail
+    with the reason `node stopped` (those not started, and its builds, are queued again for
+    another node); its open sandboxes fail. Its machine's Ray node stays, idle. Run it on a
+    machine of the cluster, with the cluster's ORCH_SECRET_KEY."""
+    from orch import config as config_mod
+    from orch.cluster import ray_node
+
+    cluster, name = _cluster(cluster), _name(name)
+    ray_node.require_ray()
+    cfg = config_mod.load()
+    secret_key = cfg.values.get("secret_key")
+    if not secret_key:
+        raise InvalidInput(
+            "Stopping a node goes through the cluster's Ray, whose token comes from "
+            "ORCH_SECRET_KEY, and it is not set.",
+            "Set ORCH_SECRET_KEY to the cluster's key, the same on its server and every node.",
+        )
+    ray_node.reach(cluster)
+    ray_node.stop_agent(cluster, name, str(secret_key))
+    ok(f"Node {name} stopped: its services went to the other nodes.")
 
 
 @app.command("list")

@@ -8,13 +8,16 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from orch.cluster import machine
-from orch.config import Config, capacity, memory
-from orch.errors import InvalidInput
+from orch.config import Config, capacity, make_home, memory
+from orch.engine import PodmanEngine
+from orch.errors import Conflict, InvalidInput
 from orch.server.node_proxy import NodeProxy
 from orch.services import environments as envs
 from orch.services import nodes
 from orch.services import secrets as workspace_secrets
 from orch.services.nodes import Joining
+from orch.services.platform import Platform
+from orch.store import Store
 from orch.workers.nodes import NodeWork
 
 
@@ -39,12 +42,33 @@ def check(cfg: Config) -> None:
         )
 
 
+def check_name(cfg: Config, name: str) -> bool:
+    """Whether node `name` of this ORCH_HOME is up (starting it again restarts it: the caller
+    stops it first). Conflict when a node of that name is up with another ORCH_HOME or on
+    another machine: starting this one would replace its agent and strand its open sandboxes."""
+    platform = Platform(cfg, Store(cfg.database_url), PodmanEngine(), node=name)
+    try:
+        platform.store.migrate()
+        other = nodes.up_elsewhere(platform)
+        mine = any(n.id == name and n.state == nodes.UP for n in nodes.list_nodes(platform))
+    finally:
+        platform.store.dispose()
+    if other is not None:
+        raise Conflict(
+            f"A node named {name} is up at {other.address}, since {other.started_at:%Y-%m-%d %H:%M:%S} "
+            "UTC, with another ORCH_HOME or on another machine.",
+            f"Pick another name with --name, or stop that node first (`orch node stop {name} "
+            "--cluster HOST:PORT`).",
+        )
+    return mine
+
+
 def start(
     cfg: Config, name: str, address: str, ray_node: str | None, alive: Callable[[], Collection[str]] | None
 ) -> NodeWork:
     """Register this machine as node `name` and start its work."""
     check(cfg)
-    cfg.home.mkdir(parents=True, exist_ok=True)
+    make_home(cfg.home)
     platform = machine.platform(cfg, node=name)
     platform.store.migrate()
     envs.seed_builtins(platform)

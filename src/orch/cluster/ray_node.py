@@ -8,7 +8,11 @@ Two steps, both Ray's own:
    outlives the command that created it and any orch server, is started again if its process
    dies, and Ray's view of which nodes are alive tells the other nodes when a machine is gone.
 
-Ray is imported only here, when a node starts.
+A node stops (`orch node stop`) through its actor: the agent stops its work cleanly, then the
+actor is ended. The machine's Ray node stays in the Ray cluster, idle (Ray's own `ray stop` on
+that machine ends it).
+
+Ray is imported only here, when a node starts or stops.
 """
 
 from __future__ import annotations
@@ -21,17 +25,23 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orch.errors import InvalidInput, OrchError
+from orch.errors import InvalidInput, NotFound, OrchError
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "orch"
 RESOURCE = "orch_node:"
 READY_TIMEOUT = 180.0  # seconds for a node's agent to start (its first start pulls nothing)
+REACH_TIMEOUT = 5.0  # seconds for the head's port to accept a connection
+JOIN_TIMEOUT = 120.0  # seconds for `ray start` to join the head
+STOP_TIMEOUT = 60.0  # seconds for a node's agent to stop its work (its queue workers wait 5 s each)
 _INSTALL = (
     "Install it with: pip install 'orch[cluster]' (scripts/setup --cluster does it in orch's own venv)."
 )
@@ -72,8 +82,22 @@ def ray_env(address: str, secret_key: str, base: Mapping[str, str] | None = None
     return env
 
 
+def reach(cluster: str) -> None:
+    """InvalidInput unless something accepts connections at the head's HOST:PORT, found within
+    seconds: Ray's own `ray start` waits two minutes for a head that is not there."""
+    host, port = cluster.rsplit(":", 1)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as e:
+        raise InvalidInput(
+            f"Nothing answers at {cluster}, where the Ray cluster's head should be ({e.strerror or e}).",
+            "Start the head there first (docs/scale.md), or pass --cluster with its HOST:PORT.",
+        ) from None
+
+
 def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> None:
-    """Make this machine a node of the Ray cluster at `cluster` (its head's HOST:PORT)."""
+    """Make this machine a node of the Ray cluster at `cluster` (its head's HOST:PORT, which the
+    caller found answering: `reach`)."""
     command = [
         sys.executable,
         "-m",
@@ -85,9 +109,16 @@ def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> N
         f"--num-cpus={cpus}",
         "--disable-usage-stats",
     ]
-    done = subprocess.run(
-        command, env=ray_env(address, secret_key), capture_output=True, text=True, timeout=120
-    )
+    try:
+        done = subprocess.run(
+            command, env=ray_env(address, secret_key), capture_output=True, text=True, timeout=JOIN_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise OrchError(
+            f"This machine did not join the Ray cluster at {cluster} within {JOIN_TIMEOUT:.0f} s.",
+            "Check that a Ray head of the cluster answers there (`ray status --address HOST:PORT`), "
+            "then run `orch node start` again.",
+        ) from None
     if done.returncode != 0:
         said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         raise InvalidInput(
@@ -96,20 +127,40 @@ def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> N
         )
 
 
-def start_agent(
-    cluster: str, name: str, home: Path, settings: Mapping[str, str], secret_key: str
-) -> dict[str, Any]:
-    """Start node NAME's agent on its Ray node (replacing one of an earlier start) and return
-    what the node says of itself once it works."""
+def _connect(cluster: str, secret_key: str) -> Any:
+    """Ray, connected to the cluster at `cluster` in orch's namespace with the cluster's token."""
     env = ray_env(cluster.rsplit(":", 1)[0], secret_key)
     os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})  # before Ray reads them
     import ray
 
     ray.init(address=cluster, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    return ray
+
+
+def _stop(ray: Any, agent: Any) -> None:
+    """Stop a node's agent cleanly (its work settled, services handed over, its row `stopped`),
+    then end its actor for good; an agent that does not answer is only ended (its node is then
+    declared lost when its heartbeat has been silent for LOST_AFTER)."""
+    try:
+        ray.get(agent.stop.remote(), timeout=STOP_TIMEOUT)
+    except ray.exceptions.RayError as e:  # gone, pending, or stuck: ending it is all that is left
+        log.warning("The node's agent did not stop cleanly (%s).", type(e).__name__)
+    with contextlib.suppress(Exception):
+        ray.kill(agent, no_restart=True)
+
+
+def start_agent(
+    cluster: str, name: str, home: Path, settings: Mapping[str, str], secret_key: str
+) -> dict[str, Any]:
+    """Start node NAME's agent on its Ray node and return what the node says of itself once it
+    works. An agent of an earlier start still there is of a node no longer up (the caller
+    refused a name up elsewhere, services/nodes.py `up_elsewhere`, and stopped this home's own):
+    it is stopped, cleanly if it answers, first."""
+    ray = _connect(cluster, secret_key)
     try:
         actor_name = f"node:{name}"
         with contextlib.suppress(ValueError):  # none yet
-            ray.kill(ray.get_actor(actor_name, namespace=NAMESPACE), no_restart=True)
+            _stop(ray, ray.get_actor(actor_name, namespace=NAMESPACE))
         agent_class = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)(
             NodeAgent
         )
@@ -128,6 +179,23 @@ def start_agent(
                 "worker's file); fix the cause and run `orch node start` again.",
             ) from None
         return found
+    finally:
+        ray.shutdown()
+
+
+def stop_agent(cluster: str, name: str, secret_key: str) -> None:
+    """Stop node NAME cleanly: its agent stops its work, then its actor is ended (`_stop`).
+    NotFound when no agent of that name runs in the cluster."""
+    ray = _connect(cluster, secret_key)
+    try:
+        try:
+            agent = ray.get_actor(f"node:{name}", namespace=NAMESPACE)
+        except ValueError:
+            raise NotFound(
+                f"No node named {name} runs in the Ray cluster at {cluster}.",
+                "`orch node list` shows the cluster's nodes and their state.",
+            ) from None
+        _stop(ray, agent)
     finally:
         ray.shutdown()
 

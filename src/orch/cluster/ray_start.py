@@ -12,6 +12,13 @@ loopback address bound to 127.0.0.1 only (docs/scale.md).
   second node. For a loopback `--node-ip-address`, this runs Ray's `ray start` with that mode
   in its environment and the two checks answered for it: the node then listens on 127.0.0.1
   only, as its head does.
+- **No fixed ports.** Ray fixes some of its ports whatever else runs on the machine (the ray
+  client server 10001 and the dashboard 8265 on a head, every node's dashboard agent 52365,
+  the dashboard's metrics 44227, workers within 10002-19999), so a second Ray or local cluster on
+  the machine collides with it (`Agent port #52365 failed to bind`). Each of those not given on
+  the command line is a port free on the node's address when it starts (workers' ports are the
+  system's free ones); Ray already picks the others (its GCS's given, raylet's, object
+  manager's, agents' gRPC, runtime env agent's, metrics export) free itself.
 
     python -m orch.cluster.ray_start start --head --node-ip-address 127.0.0.1 --port 6379
     python -m orch.cluster.ray_start start --address HEAD --node-ip-address 127.0.0.1 ...
@@ -20,7 +27,12 @@ loopback address bound to 127.0.0.1 only (docs/scale.md).
 from __future__ import annotations
 
 import os
+import socket
 import sys
+
+# Ray's flags whose default is a fixed port: picked free at start unless given.
+HEAD_PORTS = ("--ray-client-server-port", "--dashboard-port")
+NODE_PORTS = ("--dashboard-agent-listen-port",)
 
 
 def _address(argv: list[str]) -> str | None:
@@ -30,6 +42,30 @@ def _address(argv: list[str]) -> str | None:
         if arg == "--node-ip-address" and i + 1 < len(argv):
             return argv[i + 1]
     return None
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def free_port(address: str | None) -> int:
+    """A port free on `address` (every interface: None) now; Ray binds it a moment later."""
+    family = socket.AF_INET6 if address and ":" in address else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((address or "", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(argv: list[str]) -> list[str]:
+    """`argv` of a `start`, with a free port for each of Ray's fixed ones it does not give."""
+    if not argv or argv[0] != "start":
+        return argv
+    address = _address(argv)
+    flags = [*NODE_PORTS, *(HEAD_PORTS if "--head" in argv else ())]
+    added = [f"{flag}={free_port(address)}" for flag in flags if not _given(argv, flag)]
+    if not _given(argv, "--min-worker-port") and not _given(argv, "--worker-port-list"):
+        added += ["--min-worker-port=0", "--max-worker-port=0"]  # 0: the system's free ports
+    return [*argv, *added]
 
 
 def main(argv: list[str]) -> None:
@@ -46,6 +82,9 @@ def main(argv: list[str]) -> None:
 
         constants.ENABLE_RAY_CLUSTER = True  # a second node may join
         services.node_ip_address_from_perspective = lambda *_a, **_k: "127.0.0.1"
+    argv = free_ports(argv)
+    if argv[:1] == ["start"] and "DASHBOARD_METRIC_PORT" not in os.environ:  # read by Ray's dashboard
+        os.environ["DASHBOARD_METRIC_PORT"] = str(free_port(address))
     from ray.scripts.scripts import main as ray_main
 
     sys.argv = ["ray", *argv]

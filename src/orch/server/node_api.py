@@ -1,14 +1,16 @@
 """What a cluster's node answers its servers besides services (docs/scale.md): the calls to the
 sandboxes on demand it holds, relayed by a server (server/sandbox_relay.py) with the cluster's
 relay token and the workspace that server checked. The node answers them with the server's own
-routes (server/api/sandboxes.py) on its own platform."""
+routes (server/api/sandboxes.py) on its own platform. It also serves the node's own metrics at
+/metrics (server/metrics.py, the same ORCH_METRICS_TOKEN rule): its runs, builds, deployments
+and sandboxes are counted in its process, which no server's /metrics sees (docs/metrics.md)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
 from orch.errors import Unauthorized
-from orch.server import relay
+from orch.server import metrics, relay
 from orch.server.api import deps, sandboxes
 from orch.server.app import install_errors
 from orch.services.platform import Platform
@@ -34,5 +36,6 @@ def create(platform: Platform) -> FastAPI:
         return workspace
 
     app.dependency_overrides[deps.api_workspace_id] = relayed_workspace
+    metrics.install(app, platform)
     install_errors(app)
     return app

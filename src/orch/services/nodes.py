@@ -50,6 +50,7 @@ CANDIDATES = 8  # queued runs a node looks at per claim
 
 UP, STOPPED, LOST = "up", "stopped", "lost"
 NODE_LOST = "node lost"
+NODE_STOPPED = "node stopped"
 
 
 @dataclass(frozen=True)
@@ -99,30 +100,54 @@ def heartbeat(platform: Platform, node_id: str, running: int, images: Collection
 
 
 def leave(platform: Platform, node_id: str) -> None:
-    """A node that stops cleanly (its workers settled their work first)."""
+    """A node that stops cleanly (`orch node stop`; its workers stopped and its sandboxes went
+    first): marked stopped, and what it had in flight settled now, since it may never start
+    again to settle it itself: as for a lost node, its runs that had not started their agent are
+    queued again and its started ones fail (`node stopped`), its builds and its deployments
+    under way are queued again, its open sandboxes fail."""
     with platform.store.session() as s:
-        s.execute(
+        stopped = s.execute(
             update(NodeRow)
             .where(NodeRow.id == node_id, NodeRow.instance == platform.instance, NodeRow.state == UP)
             .values(state=STOPPED, running=0, seen_at=utcnow())
         )
+        if getattr(stopped, "rowcount", 0):
+            _settle(platform, s, node_id, platform.instance, NODE_STOPPED)
+    platform.wake_deploys.set()
+    platform.wake_runs.set()
+    platform.wake_builds.set()
+    platform.notify_runs()
+
+
+def _view(n: NodeRow) -> NodeView:
+    return NodeView(
+        id=n.id,
+        address=n.address,
+        state=n.state,
+        capacity={"cpus": n.cpus, "memory": n.memory, "slots": n.slots},
+        running=n.running if n.state == UP else 0,
+        proxy=n.proxy,
+        started_at=n.started_at,
+        seen_at=n.seen_at,
+    )
 
 
 def list_nodes(platform: Platform) -> list[NodeView]:
     with platform.store.session() as s:
-        return [
-            NodeView(
-                id=n.id,
-                address=n.address,
-                state=n.state,
-                capacity={"cpus": n.cpus, "memory": n.memory, "slots": n.slots},
-                running=n.running if n.state == UP else 0,
-                proxy=n.proxy,
-                started_at=n.started_at,
-                seen_at=n.seen_at,
-            )
-            for n in s.scalars(select(NodeRow).order_by(NodeRow.id))
-        ]
+        return [_view(n) for n in s.scalars(select(NodeRow).order_by(NodeRow.id))]
+
+
+def up_elsewhere(platform: Platform) -> NodeView | None:
+    """The node that is up under this node's name (`platform.node`) with another platform: one
+    of another ORCH_HOME or machine, whose agent `orch node start` would otherwise replace and
+    whose open sandboxes it would strand. Silent nodes are declared lost first, as any watcher
+    would within LOST_AFTER: their name is free."""
+    settle_lost(platform)
+    with platform.store.session() as s:
+        row = s.get(NodeRow, platform.node)
+        if row is None or row.state != UP or row.instance == platform.instance:
+            return None
+        return _view(row)
 
 
 def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = None) -> list[str]:
@@ -150,19 +175,21 @@ def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = No
             )
             if not getattr(taken, "rowcount", 0):
                 continue  # another server or node declared it lost first
-            _settle_runs(platform, s, node_id, instance)
-            _settle_builds(s, instance)
-            _settle_sandboxes(s, instance)
+            _settle(platform, s, node_id, instance, NODE_LOST)
         log.warning("node %s is lost: its runs were queued again or failed", node_id)
         lost.append(node_id)
     if lost:
+        platform.wake_deploys.set()
         platform.wake_runs.set()
         platform.wake_builds.set()
         platform.notify_runs()
     return lost
 
 
-def _settle_runs(platform: Platform, s: Session, node_id: str, instance: str) -> None:
+def _settle(platform: Platform, s: Session, node_id: str, instance: str, reason: str) -> None:
+    """Settle what node `node_id` (platform `instance`) had in flight, which it will not end:
+    it was lost (`reason` NODE_LOST) or stopped (NODE_STOPPED)."""
+    what = "was lost" if reason == NODE_LOST else "stopped"
     for run in s.scalars(
         select(RunRow).where(
             RunRow.claimed_by == instance,
@@ -172,23 +199,28 @@ def _settle_runs(platform: Platform, s: Session, node_id: str, instance: str) ->
         if run.status == RunStatus.STARTING.value:
             # Its agent had not started: nothing it did can have had effects yet.
             run.status, run.claimed_by, run.node = advance(run.status, RunStatus.QUEUED), None, None
-            note(s, run.id, f"The node {node_id} was lost before this run started; it was queued again.")
+            note(s, run.id, f"The node {node_id} {what} before this run started; it was queued again.")
         else:
             run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
-            run.reason = NODE_LOST
+            run.reason = reason
             metrics.of(platform).run_finished(RunStatus.FAILED)
-            note(s, run.id, f"The node {node_id} was lost while this run was running; it was marked failed.")
-
-
-def _settle_builds(s: Session, instance: str) -> None:
+            note(s, run.id, f"The node {node_id} {what} while this run was running; it was marked failed.")
     for build in s.scalars(
         select(BuildRow).where(BuildRow.claimed_by == instance, BuildRow.status == BuildStatus.BUILDING.value)
     ):
         # A build has no effects outside its image: another node builds it again.
         build.status, build.claimed_by, build.node = advance(build.status, BuildStatus.QUEUED), None, None
-
-
-def _settle_sandboxes(s: Session, instance: str) -> None:
+    # A deployment half-way is queued again (as a restarted server does, workers/deploys.py).
+    s.execute(
+        update(ServiceDeploymentRow)
+        .where(
+            ServiceDeploymentRow.claimed_by == instance,
+            ServiceDeploymentRow.status.in_(
+                [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
+            ),
+        )
+        .values(status=DeploymentStatus.QUEUED.value, container=None)
+    )
     for sandbox in s.scalars(
         select(SandboxRow).where(
             SandboxRow.owner == instance,
@@ -196,7 +228,7 @@ def _settle_sandboxes(s: Session, instance: str) -> None:
         )
     ):
         # Held in memory on that machine: gone with it, and its node sweeps what is left.
-        sandbox.status, sandbox.reason = advance(sandbox.status, SandboxStatus.FAILED).value, NODE_LOST
+        sandbox.status, sandbox.reason = advance(sandbox.status, SandboxStatus.FAILED).value, reason
         sandbox.removed_at = utcnow()
 
 

@@ -119,8 +119,17 @@ class NodeWork:
         return True
 
     def stop(self) -> None:
+        """A clean stop (`orch node stop`, or a restart of the same node): the supervisor gives
+        its services' leases up, so other nodes take them over at once; its sandboxes are torn
+        down with its workers; its services' containers go too (no one supervises them here any
+        more, and its proxy, the only way to them, stops); then its row says `stopped` and what
+        it had in flight is settled (services/nodes.py `leave`)."""
         self._ticker.stop()
         self.workers.stop()
+        try:
+            self.platform.engine.remove_containers(self.platform.service_labels())
+        except Exception:  # its engine failing must not keep the node up: the sweep removes them
+            log.exception("removing node %s's service containers failed", self.me.id)
         nodes.leave(self.platform, self.me.id)
         if self.proxy is not None:
             self.proxy.stop()

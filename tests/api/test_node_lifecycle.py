@@ -1,0 +1,230 @@
+"""A node's start and stop, around what tests/api/test_nodes.py covers (docs/scale.md): a name
+that is up with another ORCH_HOME is refused (its agent would be replaced and its sandboxes
+stranded), this home's own is restarted; a head that is not there, or a port out of range, is
+said at once; a clean stop hands the node's work over. On SQLite and on PostgreSQL, the fake
+engine and no Ray: the real thing is tests/integration/test_cluster.py."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from orch import config as config_mod
+from orch.cli.main import app
+from orch.cluster import node as cluster_node
+from orch.cluster import ray_node, ray_start
+from orch.errors import Conflict, OrchError
+from orch.models import RunStatus
+from orch.services import leases, nodes
+from orch.services.nodes import Joining
+from orch.store.schema import NodeRow, ServiceDeploymentRow, ServiceLeaseRow, utcnow
+from orch.workers import deploys
+from orch.workers.nodes import NodeWork
+from tests.api.test_nodes import claimed, hello, node
+from tests.api.test_services import bundle as service_bundle
+from tests.api.test_services import deploy
+
+KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def home_config(home: Path, database_url: str) -> config_mod.Config:
+    return config_mod.load(home, environ={}).with_values(database_url=database_url)
+
+
+def test_a_name_up_with_another_home_is_refused_and_this_home_s_is_a_restart(
+    database_url: str, tmp_path: Path
+) -> None:
+    with node(tmp_path, database_url, "b"):
+        with pytest.raises(Conflict) as refused:
+            cluster_node.check_name(home_config(tmp_path / "node-x", database_url), "b")
+        assert "A node named b is up at 127.0.0.1" in refused.value.message
+        assert "orch node stop b" in (refused.value.fix or "")
+        assert cluster_node.check_name(home_config(tmp_path / "node-b", database_url), "b") is True
+        assert cluster_node.check_name(home_config(tmp_path / "node-x", database_url), "c") is False
+
+
+def test_a_silent_node_s_name_is_free_once_it_is_declared_lost(database_url: str, tmp_path: Path) -> None:
+    with node(tmp_path, database_url, "b") as b:
+        with b.store.session() as s:
+            s.execute(update(NodeRow).values(seen_at=utcnow() - timedelta(seconds=nodes.LOST_AFTER + 1)))
+        assert cluster_node.check_name(home_config(tmp_path / "node-x", database_url), "b") is False
+        with b.store.session() as s:
+            assert s.scalar(select(NodeRow.state)) == "lost"  # declared so, its work settled
+
+
+def test_a_clean_stop_hands_the_node_s_work_over(
+    api: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """NodeWork.stop (`orch node stop`): its row says stopped, its started run fails with
+    `node stopped`, the one not started and its deployment under way are queued again, and
+    its services' leases are free for another node at once."""
+    hello(api, tmp_path)
+    with node(tmp_path, database_url, "a") as a, node(tmp_path, database_url, "b") as b:
+        starting, running = claimed(api, a)
+        assert deploy(api, "web", service_bundle(tmp_path, {"main.py": ""}, "web")).status_code == 201
+        dep_id = deploys.claim(a)
+        assert dep_id is not None
+        with a.store.session() as s:
+            service_id = s.get(ServiceDeploymentRow, dep_id).service_id  # type: ignore[union-attr]
+        assert leases.take_one(a, service_id)
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=4, ray_node="ray-a")
+        NodeWork(a, me).stop()
+        assert {n["id"]: n["state"] for n in api.get("/v1/nodes").json()} == {"a": "stopped", "b": "up"}
+        failed = api.get(f"/v1/runs/{running}").json()
+        assert (failed["status"], failed["reason"]) == ("failed", "node stopped")
+        assert (
+            "The node a stopped while this run was running"
+            in (api.get(f"/v1/runs/{running}/logs").json()["log"])
+        )
+        assert api.get(f"/v1/runs/{starting}").json()["status"] == "queued"
+        with a.store.session() as s:
+            assert s.scalar(select(ServiceDeploymentRow.status).where(ServiceDeploymentRow.id == dep_id)) == (
+                "queued"
+            )
+            assert (
+                s.scalar(select(ServiceLeaseRow.holder).where(ServiceLeaseRow.holder == a.instance)) is None
+            )
+        assert leases.take_one(b, service_id)  # at once, not after the lease's 10 s
+
+
+@pytest.fixture
+def node_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """What `orch node start` needs, and a record of the cluster calls it makes (none of them
+    reaches Ray or a store: each is replaced)."""
+    env = {
+        "ORCH_HOME": str(tmp_path / "home"),
+        "ORCH_DATABASE_URL": "postgresql://x@127.0.0.1:1/orch",
+        "ORCH_REGISTRY": "127.0.0.1:5000",
+        "ORCH_SECRET_KEY": KEY,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ORCH_NODE_PROXY_PORT", raising=False)
+    calls: list[tuple[str, Any]] = []
+    monkeypatch.setattr(ray_node, "join", lambda *a: calls.append(("join", a)))
+    found = {"id": "a", "capacity": {"slots": 1, "cpus": 1, "memory": 2**30}}
+    monkeypatch.setattr(ray_node, "start_agent", lambda *a: calls.append(("start_agent", a)) or found)
+    monkeypatch.setattr(ray_node, "stop_agent", lambda *a: calls.append(("stop_agent", a)))
+    return calls
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def head() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+@pytest.mark.parametrize("cluster", ["127.0.0.1:99999", "127.0.0.1:0", "[::1]:65536"])
+def test_a_port_out_of_range_is_said_at_once(cluster: str, node_env: list[tuple[str, Any]]) -> None:
+    result = CliRunner().invoke(app, ["node", "start", "--cluster", cluster, "--name", "a"])
+    assert result.exit_code == 2, result.output
+    assert "port from 1 to 65535" in result.output and node_env == []
+
+
+def test_a_head_that_does_not_answer_is_said_before_ray_starts(node_env: list[tuple[str, Any]]) -> None:
+    cluster = f"127.0.0.1:{closed_port()}"
+    result = CliRunner().invoke(app, ["node", "start", "--cluster", cluster, "--name", "a"])
+    assert result.exit_code == 2, result.output
+    assert f"Nothing answers at {cluster}" in result.output and "Traceback" not in result.output
+    assert node_env == []
+    stopped = CliRunner().invoke(app, ["node", "stop", "a", "--cluster", cluster])
+    assert stopped.exit_code == 2 and f"Nothing answers at {cluster}" in stopped.output
+
+
+def test_a_ray_start_that_times_out_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(*args: Any, **kwargs: Any) -> None:
+        raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", slow)
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        with pytest.raises(OrchError) as failed:
+            ray_node.join(cluster, "127.0.0.1", "a", 1, KEY)
+    assert failed.value.message == f"This machine did not join the Ray cluster at {cluster} within 120 s."
+
+
+def test_a_name_up_elsewhere_is_refused_before_joining(
+    node_env: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def up_elsewhere(cfg: config_mod.Config, name: str) -> bool:
+        raise Conflict(f"A node named {name} is up at 10.0.0.2.", "Pick another name.")
+
+    monkeypatch.setattr(cluster_node, "check_name", up_elsewhere)
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["node", "start", "--cluster", cluster, "--name", "b"])
+    assert result.exit_code == 2, result.output
+    assert "A node named b is up at 10.0.0.2" in result.output and node_env == []
+
+
+def test_this_home_s_node_up_is_stopped_before_it_starts_again(
+    node_env: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_node, "check_name", lambda cfg, name: True)
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["node", "start", "--cluster", cluster, "--name", "a"])
+    assert result.exit_code == 0, result.output
+    assert [call for call, _ in node_env] == ["stop_agent", "join", "start_agent"]
+
+
+def test_orch_node_stop_stops_the_named_node_through_the_cluster(node_env: list[tuple[str, Any]]) -> None:
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["node", "stop", "b", "--cluster", cluster])
+    assert result.exit_code == 0, result.output
+    assert "Node b stopped" in result.output
+    assert node_env == [("stop_agent", (cluster, "b", KEY))]
+
+
+def test_ray_s_fixed_ports_are_free_ones_picked_at_start() -> None:
+    """Ray's defaults (client server 10001, dashboard 8265, dashboard agent 52365, workers in
+    10002-19999) collide with any other Ray on the machine."""
+    head_argv = ray_start.free_ports(["start", "--head", "--node-ip-address=127.0.0.1", "--port=7000"])
+    flags = {arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in head_argv[1:] if "=" in arg}
+    for flag in (*ray_start.HEAD_PORTS, *ray_start.NODE_PORTS):
+        assert 1 <= int(flags[flag]) <= 65535
+    assert (flags["--min-worker-port"], flags["--max-worker-port"], flags["--port"]) == ("0", "0", "7000")
+    node_argv = ray_start.free_ports(["start", "--address=h:1", "--dashboard-agent-listen-port=9"])
+    assert [a for a in node_argv if a.startswith("--dashboard-agent-listen-port")] == [
+        "--dashboard-agent-listen-port=9"
+    ]
+    assert not any(a.startswith(ray_start.HEAD_PORTS) for a in node_argv)
+    assert ray_start.free_ports(["stop"]) == ["stop"]
+
+
+def test_a_node_serves_its_own_metrics_on_its_proxy(database_url: str, tmp_path: Path) -> None:
+    """A node's runs are counted in its process: its proxy serves them at /metrics, with the
+    metrics token's rule, and no relay token (a scraper has none)."""
+    from orch import metrics
+    from orch.server.node_proxy import NodeProxy
+
+    with node(tmp_path, database_url, "a", secret_key=KEY, metrics_token="scrape") as a:
+        metrics.of(a).run_finished(RunStatus.SUCCEEDED)
+        proxy = NodeProxy(a, "127.0.0.1", 0)
+        proxy.start()
+        try:
+            url = f"http://{proxy.address}/metrics"
+            assert httpx.get(url, timeout=30).status_code == 401
+            found = httpx.get(url, headers={"Authorization": "Bearer scrape"}, timeout=30)
+        finally:
+            proxy.stop()
+    assert found.status_code == 200, found.text
+    assert 'orch_runs_finished_total{status="succeeded"} 1.0' in found.text
