@@ -66,8 +66,7 @@ def build_images(
 def check(json_: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Check that this machine can run sandboxes and builds; exit 1 with what is missing.
 
-    It checks the host packages the engine needs, then starts one real sandbox and one build
-    step."""
+    It checks the host packages the engine needs, then runs one sandbox and one build step."""
     from orch.engine import PodmanEngine
     from orch.sandbox import runc
     from orch.services import host_check

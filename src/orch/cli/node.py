@@ -68,10 +68,9 @@ def start(
 ) -> None:
     """Join this machine to the cluster as an orch node.
 
-    Its settings (ORCH_DATABASE_URL, ORCH_REGISTRY, ORCH_SECRET_KEY, ORCH_HOME, ...) are the
-    node's; the node keeps working after this command returns, inside Ray, until `orch node
-    stop` or its machine stops. A node of the same name that is up with another ORCH_HOME or on
-    another machine is refused; this home's own is restarted (stopped cleanly first)."""
+    Its settings (ORCH_DATABASE_URL, ORCH_HOME, ...) are the node's.
+    The node keeps working inside Ray after this returns, until `orch node stop`.
+    A name that is up elsewhere is refused; this home's own node is restarted."""
     from orch import config as config_mod
     from orch.cluster import node, ray_node
 
@@ -113,10 +112,10 @@ def stop(
 ) -> None:
     """Stop a node cleanly, through the cluster.
 
-    Its services are handed over to the other nodes at once; its runs that had started fail
-    with the reason `node stopped` (those not started, and its builds, are queued again for
-    another node); its open sandboxes fail. Its machine's Ray node stays, idle. Run it on a
-    machine of the cluster, with the cluster's ORCH_SECRET_KEY."""
+    Its services move to other nodes at once; its started runs fail.
+    Runs not started yet, and its builds, are queued again for another node.
+    Its open sandboxes end. Its machine's Ray node stays (`ray stop` ends it).
+    Run it on a machine of the cluster, with the cluster's ORCH_SECRET_KEY."""
     from orch import config as config_mod
     from orch.cluster import ray_node
 

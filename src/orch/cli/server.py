@@ -30,8 +30,8 @@ def server(
 ) -> None:
     """Start the control plane: API, web UI, workers and the services' proxy.
 
-    The REST API has its docs at /docs and the web UI is at /ui; the services' proxy listens on a
-    port of its own."""
+    The REST API has its docs at /docs and the web UI is at /ui.
+    The services' proxy listens on a port of its own."""
     from orch.cli import GC_DEFAULTS
     from orch.server.main import serve
 
