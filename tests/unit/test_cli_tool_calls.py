@@ -36,3 +36,13 @@ def test_an_event_line_has_the_tool_call_and_the_answer() -> None:
     assert "{" not in _event_line(
         {**call, "name": "edit_file", "arguments": {"path": "a", "old": "b", "new": "c"}}
     )
+
+
+def test_refused_calls_and_a_cut_answer_are_said() -> None:
+    """A turn's tool calls beyond its limit, and an answer cut as stdout was, were in the events
+    but not in what a person reads."""
+    call = {"input_tokens": 9, "output_tokens": 3, "duration": 0.5, "refused_calls": 2}
+    assert transcript_line("model_call", call).endswith(" · 2 more tool calls refused: over the turn's limit")
+    assert "refused" not in transcript_line("model_call", {**call, "refused_calls": None})
+    cut = _event_line({"type": "final", "text": "x", "truncated": True})
+    assert cut == "x\n(the answer was cut at the 1 MiB limit, as the run's stdout was)"

@@ -269,7 +269,12 @@ def logs(
 def _event_line(event: dict[str, Any]) -> str:
     """An event as the transcript's line; a final event as the answer."""
     if event["type"] == "final":
-        return str(event.get("text") or "")
+        cut = (
+            "\n(the answer was cut at the 1 MiB limit, as the run's stdout was)"
+            if event.get("truncated")
+            else ""
+        )
+        return str(event.get("text") or "") + cut
     return transcript_line(event["type"], event)
 
 

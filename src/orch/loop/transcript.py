@@ -15,7 +15,10 @@ def transcript_line(kind: str, data: Mapping[str, Any]) -> str:
     if kind == "model_call":
         tokens = f"{data.get('input_tokens', 0)} in, {data.get('output_tokens', 0)} out"
         said = _short(str(data.get("text") or ""))
-        return f"◆ model ({tokens}, {float(data.get('duration') or 0):.1f} s)" + (f": {said}" if said else "")
+        line = f"◆ model ({tokens}, {float(data.get('duration') or 0):.1f} s)" + (f": {said}" if said else "")
+        if refused := data.get("refused_calls"):  # beyond the calls a turn runs (driver.MAX_CALLS)
+            line += f" · {refused} more tool call{'s' if refused != 1 else ''} refused: over the turn's limit"
+        return line
     if kind == "tool_call":
         name = str(data.get("name"))
         return f"→ {name} {_short(tool_call_text(name, data.get('arguments')))}"
