@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from orch.secret.mask import Redactor
+from orch.secret.mask import Mask, Redactor
 from orch.services.output_store import Pending, Taken, joined
 from orch.services.platform import Platform
 from orch.store.schema import RunOutputRow, RunRow
@@ -35,7 +35,9 @@ _END = RunOutputRow.start + func.length(RunOutputRow.data)  # the byte after a p
 
 class RunOutput(Pending):
     """The streams of one run being executed, written from the sandbox's reader threads. Once
-    `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py)."""
+    `mask` is given the run's secrets, each of their values is stored as *** (secret/mask.py),
+    and `hide` masks the same values in the rest of what is stored for the run (its reason,
+    which may quote an endpoint's message, an engine's error or a sandbox's stderr)."""
 
     def __init__(self, platform: Platform, run_id: str) -> None:
         # Empty: a run's output begins at its first attempt; `resume` for one queued again.
@@ -43,6 +45,7 @@ class RunOutput(Pending):
         self.run_id = run_id
         self.stderr_tail = b""
         self.redactors: dict[str, Redactor] = {}
+        self.hide = Mask()
 
     def resume(self, s: Session) -> None:
         """Go on after what the run's earlier attempts (and the server's notes) stored: called
@@ -50,10 +53,10 @@ class RunOutput(Pending):
         self.sizes = sizes(s, self.run_id)
 
     def mask(self, values: Iterable[str]) -> None:
-        """From now on, store each of `values` as *** in every stream."""
-        found = [v.encode() for v in values if v]
-        if found:
-            self.redactors = {n: Redactor(found) for n in STREAMS}
+        """From now on, store each of `values` as *** in every stream (and `hide` them)."""
+        self.hide = Mask(values)
+        if self.hide:
+            self.redactors = {n: self.hide.redactor() for n in STREAMS}
 
     def write(self, stream: str, data: bytes) -> None:
         redactor = self.redactors.get(stream)

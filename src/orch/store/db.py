@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orch.config import make_home
 from orch.errors import InvalidInput, OrchError
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def private_file(path: Path) -> None:
     0600 before SQLite first opens it, and SQLite gives its -wal and -shm files the database's
     mode. An existing database's files (an older orch's, made under the umask: 0644) are made
     0600 at each start; one the server may not change is said in its log."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_home(path.parent)
     with suppress(FileExistsError):  # made 0600 whatever the umask: it can only take bits away
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -8,7 +8,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
@@ -24,7 +24,6 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
-from orch.secret.mask import Mask
 from orch.services import base_digests, host_check, nodes
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -104,22 +103,9 @@ def recover(platform: Platform) -> list[str]:
     return settled
 
 
-class Output(RunOutput):
-    """A run's output (masked once `mask` is given the run's secrets), and the same mask for
-    the rest of what is stored for the run: its reason, which may quote an endpoint's message,
-    an engine's error or a sandbox's stderr (docs/secrets.md)."""
-
-    hide = Mask()
-
-    def mask(self, values: Iterable[str]) -> None:
-        values = list(values)
-        super().mask(values)
-        self.hide = Mask(values)
-
-
 def execute(platform: Platform, run_id: str) -> None:
     """Take a claimed run to its end; every outcome is recorded, none raises."""
-    out = Output(platform, run_id)
+    out = RunOutput(platform, run_id)
     try:
         _execute(platform, run_id, out)
     except OrchError as e:
@@ -140,7 +126,7 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
 
 
 def _finish(
-    platform: Platform, out: Output, status: RunStatus, exit_code: int | None, reason: str | None
+    platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
 ) -> None:
     """End the run, its output stored in the same transaction: whoever sees it ended reads all
     of its output. The reason is masked as the output is."""
@@ -321,7 +307,7 @@ def _image_id(platform: Platform, plan: Plan, image: str) -> str:
     return info.id
 
 
-def _execute(platform: Platform, run_id: str, out: Output) -> None:
+def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     claimed = time.monotonic()
     plan = _plan(platform, run_id, out)
     out.mask([*plan.secrets.values(), plan.loop_key or ""])
@@ -362,7 +348,7 @@ def _waits_for_memory(platform: Platform, out: RunOutput, limits: Limits, in_use
 
 
 def _in_sandbox(
-    platform: Platform, run_id: str, out: Output, plan: Plan, image: str, limits: Limits, claimed: float
+    platform: Platform, run_id: str, out: RunOutput, plan: Plan, image: str, limits: Limits, claimed: float
 ) -> None:
     """The run in its sandbox, within its share of the memory budget: dependencies, the
     sandbox (or the managed loop's), the outcome."""

@@ -43,7 +43,7 @@ def request_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     if credentials:
         return credentials.credentials
     token = request.cookies.get(TOKEN_COOKIE)
-    if token is not None and request.method not in _SAFE_METHODS and not _from_own_page(request):
+    if token is not None and request.method not in _SAFE_METHODS and not from_own_page(request):
         raise Forbidden(
             "This request carries the web UI's sign-in cookie but comes from a page of another "
             "origin, so it is refused.",
@@ -52,7 +52,7 @@ def request_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     return token
 
 
-def _from_own_page(request: Request) -> bool:
+def from_own_page(request: Request) -> bool:
     """Whether the browser says the request comes from this origin (Sec-Fetch-Site, or Origin
     where a browser sends no Sec-Fetch-Site); a request from no page at all (a tool) is too."""
     site = request.headers.get("sec-fetch-site")

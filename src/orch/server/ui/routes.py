@@ -17,9 +17,10 @@ from fastapi.templating import Jinja2Templates
 
 from orch import dockerfile
 from orch.errors import Forbidden, NotFound, OrchError, Unauthorized
+from orch.loop.transcript import tool_call_text
 from orch.secret import box
 from orch.secret.names import name_problem
-from orch.server.api.deps import TOKEN_COOKIE, _from_own_page, get_platform, refuse_nul, request_token
+from orch.server.api.deps import TOKEN_COOKIE, from_own_page, get_platform, refuse_nul, request_token
 from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -40,18 +41,9 @@ def plain(text: object) -> str:
     return ANSI.sub("", str(text or ""))
 
 
-def readable_arguments(arguments: object) -> str:
-    """A tool call's arguments as a person reads them: the one value itself (the `bash`
-    command), else JSON as written, not escaped for a script (`\u0027`)."""
-    if isinstance(arguments, dict) and len(arguments) == 1:
-        (value,) = arguments.values()
-        if isinstance(value, str):
-            return value
-    return json.dumps(arguments, ensure_ascii=False)
-
-
 templates.env.filters["plain"] = plain
-templates.env.filters["arguments"] = readable_arguments
+# A tool call as `orch run` and `orch runs events` say it (bash's command, a file tool's path).
+templates.env.filters["arguments"] = lambda arguments, name: tool_call_text(str(name), arguments)
 
 # Why the sign-in page is shown, by a code in its URL: the page says one of these fixed sentences,
 # never text from the URL (a link could make it say anything).
@@ -147,7 +139,7 @@ def _refuse_other_pages(request: Request, what: str, fix: str) -> Response | Non
     the UI's own pages, cookie or not. Another site's page (or a service's, on the same site)
     could otherwise sign the visitor in to the attacker's workspace, where what they save is the
     attacker's."""
-    if _from_own_page(request):
+    if from_own_page(request):
         return None
     refused = Forbidden(
         f"This {what} comes from a page of another origin, so it is refused and nothing changed.", fix
