@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orch.engine import PodmanEngine
 from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -221,6 +222,30 @@ def test_an_idle_sandbox_is_removed(server: Server) -> None:
         time.sleep(0.1)
     res = server.cli("sandbox", "exec", sb["id"], "--", "true")
     assert res.returncode == 2 and "is removed (idle for 2 s)" in res.stderr
+
+
+def test_an_environment_deleted_under_an_open_sandbox_goes_when_it_ends(
+    server: Server, tmp_path: Path
+) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nENV MARK=deleted-under\n")
+    assert server.cli("env", "create", "-f", str(dockerfile), "-n", "doomed").returncode == 0
+    tag = json.loads(server.cli("env", "status", "doomed", "--json").stdout)["image"]
+    engine = PodmanEngine()
+    image = engine.inspect_image(tag)
+    assert image is not None
+    sb = create(server, "--env", "doomed")
+    assert run(server, sb["id"], "sh", "-c", "echo $MARK")["stdout"] == "deleted-under\n"
+    res = server.cli("env", "delete", "doomed", "--yes")
+    assert res.returncode == 0, res.stderr
+    # Its name goes at once (podman rmi alone was refused: the sandbox holds the image)...
+    assert engine.inspect_image(tag) is None and engine.inspect_image(image.id) is not None
+    assert run(server, sb["id"], "true")["exit_code"] == 0  # ...and the sandbox goes on
+    assert server.cli("sandbox", "rm", sb["id"]).returncode == 0
+    deadline = time.monotonic() + 30
+    while engine.inspect_image(image.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engine.inspect_image(image.id) is None  # the image went with the sandbox
 
 
 def test_the_workspace_limit_and_bad_input(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -154,6 +154,12 @@ class Engine(Protocol):
 
     def remove_image(self, ref: str) -> None: ...
 
+    def untag_image(self, ref: str) -> None:
+        """Take the name `ref` off its image (no such name is fine). An image a container still
+        uses cannot be removed; without a name it goes once nothing uses it (see
+        remove_untagged_images, and the sandbox launcher's own at each sandbox's end)."""
+        ...
+
     def run_container(
         self,
         spec: ContainerSpec,

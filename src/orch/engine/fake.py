@@ -133,6 +133,9 @@ class FakeEngine(Engine):
     def remove_image(self, ref: str) -> None:
         self.images_by_tag.pop(ref, None)
 
+    def untag_image(self, ref: str) -> None:
+        self.images_by_tag.pop(ref, None)
+
     def push_image(self, ref: str, destination: str, tls_verify: bool = True) -> str:
         self.pushed.append((ref, destination, tls_verify))
         if self.registry_error is not None:

@@ -319,6 +319,11 @@ class PodmanEngine(Engine):
         if res.exit_code != 0 and not any(h in res.stderr for h in harmless):
             raise EngineError(f"podman rmi {ref} failed: {res.stderr.strip()}", _FIX)
 
+    def untag_image(self, ref: str) -> None:
+        res = self._cmd("untag", ref, check=False)
+        if res.exit_code != 0 and "image not known" not in res.stderr:
+            raise EngineError(f"podman untag {ref} failed: {res.stderr.strip()}", _FIX)
+
     def run_container(
         self,
         spec: ContainerSpec,

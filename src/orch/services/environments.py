@@ -348,6 +348,8 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
         info = platform.engine.inspect_image(image)
         if info is not None and info.labels.get("org.orch.instance") == platform.instance:
             platform.engine.remove_image(image)
+            # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
+            platform.engine.untag_image(image)
     return result
 
 
