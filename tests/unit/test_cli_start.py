@@ -285,6 +285,13 @@ def test_every_help_text_is_shown_whole() -> None:
     assert checked >= 15  # the "[default: …]" texts among them
 
 
+def test_help_shows_a_type_only_for_options_that_take_a_value() -> None:
+    shown = CliRunner().invoke(cli_main.app, ["sandbox", "create", "--help"], env={"COLUMNS": "200"})
+    lines = {line.split()[1]: line for line in shown.output.splitlines() if line[2:4] == "--"}
+    assert "<str>" in lines["--memory"] and "<float>" in lines["--cpus"]
+    assert "<" not in lines["--json"] and "<" not in lines["--network"], shown.output
+
+
 def test_every_summary_reads_as_one_line_in_its_listing() -> None:
     """A command's summary in its group's listing is the first paragraph of its help, with its
     line breaks kept (rich markup mode): a summary wrapped in the source would break mid-sentence
