@@ -12,7 +12,8 @@ class Listener:
     """A TCP listener on the host, on `host` and a free port, that records its peers."""
 
     def __init__(self, host: str = "0.0.0.0") -> None:
-        self.sock = socket.create_server((host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.peers: list[str] = []

@@ -64,6 +64,15 @@ def namespaces(tmp_path: Path) -> Iterator[list[str]]:
     assert not [name for name in made if (nsfs.NETNS_DIR / name).exists()]
 
 
+def assert_no_ipv6(name: str) -> None:
+    """IPv6 is off on eth0 (no link-local address to reach the bridge's other ends with); lo
+    keeps ::1."""
+    inside = {link["ifname"]: link for link in json.loads(ip("-n", name, "-j", "addr"))}
+    assert [a for a in inside["eth0"]["addr_info"] if a["family"] == "inet6"] == []
+    off = ip("netns", "exec", name, "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+    assert off.strip() == "1"
+
+
 def listen(path: Path) -> socket.socket:
     """A listening socket inside the namespace at `path` (made there: it belongs to it). The
     kernel completes a connection into its backlog: nobody needs to accept it."""
@@ -85,6 +94,7 @@ def test_attach_configures_the_namespace_as_the_bridge_plugin_does(
     assert "UP" in inside["lo"]["flags"] and "UP" in inside["eth0"]["flags"]
     v4 = [f"{a['local']}/{a['prefixlen']}" for a in inside["eth0"]["addr_info"] if a["family"] == "inet"]
     assert v4 == [address] and address.endswith(".2/24")
+    assert_no_ipv6(name)
     routes = json.loads(ip("-n", name, "-j", "route"))
     assert {"dst": "default", "gateway": gateway, "dev": "eth0"}.items() <= routes[0].items()
     host_end = result["interfaces"][1]["name"]
@@ -179,6 +189,7 @@ def test_the_first_namespace_on_a_new_bridge_goes_through_the_plugin_the_next_on
         assert owners == {first.name, second.name}
         for ns in made:
             assert ns.path is not None
+            assert_no_ipv6(ns.name)  # the plugin's too: its link-local address taken away
             with nsfs.entered(ns.path):
                 server = socket.create_server(("0.0.0.0", 0))
             socket.create_connection((ns.address, server.getsockname()[1]), timeout=5).close()

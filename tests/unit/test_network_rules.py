@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orch.engine.network import LINK_LOCAL, Bridge, Network, Subnets, rules, rules_tag
+from orch.engine.network import LINK_LOCAL, Bridge, Network, Subnets, rules, rules6, rules_tag
 
 NETS = Subnets(
     sandbox=Bridge("10.89.0.0/24", "podman1"),
@@ -35,6 +35,15 @@ def test_only_the_host_opens_connections_and_only_to_the_service_port() -> None:
     assert [d[1] for d in drops] == ["10.89.0.0/24", "10.89.1.0/24"] and all(d[-1] == "DROP" for d in drops)
     # The exception comes before the drop it makes a hole in.
     assert got.index(allow) < got.index(drops[1])
+
+
+def test_no_ipv6_in_out_or_across_either_bridge() -> None:
+    assert rules6(NETS) == [
+        ["-i", "podman1", "-j", "DROP"],
+        ["-o", "podman1", "-j", "DROP"],
+        ["-i", "podman2", "-j", "DROP"],
+        ["-o", "podman2", "-j", "DROP"],
+    ]
 
 
 def test_tag_follows_the_rules() -> None:

@@ -12,6 +12,12 @@ the rules is kept in a comment, so an unchanged set is left alone) under a file 
 back by the next start after a reboot. Traffic between containers on one bridge is filtered
 because the kernel passes bridged traffic to iptables (``bridge-nf-call-iptables``, which
 Podman's netavark turns on).
+
+IPv6: the bridges carry no IPv6 network, but every interface on them has a link-local address,
+over which a container would reach the host's wildcard listeners and its neighbours. ip6tables
+has a chain of the same name, jumped to first from the same three, that drops all IPv6 into,
+out of and across both bridges (``rules6``). The runc launcher also turns IPv6 off on its
+sandboxes' interfaces (sandbox/veth.py).
 """
 
 from __future__ import annotations
@@ -88,6 +94,15 @@ def rules(subnets: Subnets, service_port: int = SERVICE_PORT) -> list[list[str]]
     return out
 
 
+def rules6(subnets: Subnets) -> list[list[str]]:
+    """The IPv6 chain's rules (ip6tables arguments after ``-A CHAIN``): nothing in or out on
+    either bridge, the host's own traffic to it included. Bridged traffic passes ip6tables too
+    (``bridge-nf-call-ip6tables``)."""
+    return [
+        [flag, b.interface, "-j", "DROP"] for b in (subnets.sandbox, subnets.service) for flag in ("-i", "-o")
+    ]
+
+
 def rules_tag(rule_list: Sequence[Sequence[str]]) -> str:
     return "orch-rules-" + hashlib.sha256(json.dumps(rule_list).encode()).hexdigest()[:16]
 
@@ -103,8 +118,12 @@ def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
     return proc
 
 
-def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _run(["iptables", "-w", "30", *args], check=check)
+def _iptables(*args: str, check: bool = True, binary: str = "iptables") -> subprocess.CompletedProcess[str]:
+    return _run([binary, "-w", "30", *args], check=check)
+
+
+IPV6 = Path("/proc/sys/net/ipv6")  # absent: a kernel without IPv6 (ipv6.disable=1), nothing to guard
+BRIDGED_IPV6 = Path("/proc/sys/net/bridge/bridge-nf-call-ip6tables")
 
 
 def _bridge(podman: str, name: str) -> Bridge | None:
@@ -141,16 +160,30 @@ def _other_subnets(podman: str, ours: set[str]) -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
-def _ensure_jump(builtin: str) -> None:
+def _ensure_jump(builtin: str, binary: str = "iptables") -> None:
     """Our chain must be the first thing INPUT/FORWARD/OUTPUT do: netavark's own FORWARD rules
     accept a bridge's traffic, and would otherwise win."""
-    listed = _iptables("-S", builtin).stdout.splitlines()
+    listed = _iptables("-S", builtin, binary=binary).stdout.splitlines()
     first = next((line for line in listed if line.startswith("-A ")), "")
     if first == f"-A {builtin} -j {CHAIN}":
         return
-    while _iptables("-C", builtin, "-j", CHAIN, check=False).returncode == 0:
-        _iptables("-D", builtin, "-j", CHAIN)
-    _iptables("-I", builtin, "1", "-j", CHAIN)
+    while _iptables("-C", builtin, "-j", CHAIN, check=False, binary=binary).returncode == 0:
+        _iptables("-D", builtin, "-j", CHAIN, binary=binary)
+    _iptables("-I", builtin, "1", "-j", CHAIN, binary=binary)
+
+
+def _ensure_chain(wanted: list[list[str]], binary: str) -> None:
+    """ORCH-ISOLATION holds exactly `wanted` (left alone when its tag says so), jumped to first."""
+    tag = rules_tag(wanted)
+    if _iptables("-S", CHAIN, check=False, binary=binary).returncode != 0:
+        _iptables("-N", CHAIN, binary=binary)
+    if tag not in _iptables("-S", CHAIN, binary=binary).stdout:
+        _iptables("-F", CHAIN, binary=binary)
+        _iptables("-A", CHAIN, "-m", "comment", "--comment", tag, binary=binary)
+        for rule in wanted:
+            _iptables("-A", CHAIN, *rule, binary=binary)
+    for builtin in ("INPUT", "FORWARD", "OUTPUT"):
+        _ensure_jump(builtin, binary)
 
 
 def ensure(podman: str = "podman") -> Subnets:
@@ -163,17 +196,11 @@ def ensure(podman: str = "podman") -> Subnets:
             service=_ensure_network(podman, Network.SERVICE),
             others=_other_subnets(podman, names),
         )
-        wanted = rules(subnets)
-        tag = rules_tag(wanted)
-        if _iptables("-S", CHAIN, check=False).returncode != 0:
-            _iptables("-N", CHAIN)
-        if tag not in _iptables("-S", CHAIN).stdout:
-            _iptables("-F", CHAIN)
-            _iptables("-A", CHAIN, "-m", "comment", "--comment", tag)
-            for rule in wanted:
-                _iptables("-A", CHAIN, *rule)
-        for builtin in ("INPUT", "FORWARD", "OUTPUT"):
-            _ensure_jump(builtin)
+        _ensure_chain(rules(subnets), "iptables")
+        if IPV6.is_dir():
+            _ensure_chain(rules6(subnets), "ip6tables")
+            if BRIDGED_IPV6.exists() and BRIDGED_IPV6.read_text().strip() != "1":
+                BRIDGED_IPV6.write_text("1")  # else IPv6 between two containers on a bridge passes
         return subnets
 
 

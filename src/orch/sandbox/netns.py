@@ -67,6 +67,8 @@ def create(network: cni.Network, name: str, state_dir: Path = STATE_DIR) -> Netn
         except veth.Unsupported:
             veth.loopback_up(path)
             result = cni.add(network, name, path)
+            with nsfs.entered(path):
+                veth.no_ipv6(cni.IFNAME)  # up already, so its link-local address goes now
         _write_state(state, network.name, result)
     except BaseException:
         destroy(name, state_dir)

@@ -75,6 +75,7 @@ def attach(network: cni.Network, container_id: str, path: Path) -> dict[str, Any
             Path(f"/sys/class/net/{host_name}/brport/hairpin_mode").write_text("1")
         with nsfs.entered(path), Socket() as inside:
             inside.up(socket.if_nametoindex("lo"))
+            no_ipv6(cni.IFNAME)
             eth = socket.if_nametoindex(cni.IFNAME)
             inside.add_address(eth, reserved.start, reserved.subnet.prefixlen)
             inside.up(eth)
@@ -126,6 +127,14 @@ def detach(network_name: str, container_id: str, result: Mapping[str, Any] | Non
     except OSError as e:
         errors.append(f"Could not give back the address of {container_id}: {e}.")
     return errors
+
+
+def no_ipv6(interface: str) -> None:
+    """Turn IPv6 off on `interface` of the network namespace this thread is in, before it is up:
+    the network has no IPv6, and a link-local address would reach the bridge's other ends (the
+    host's wildcard listeners, the neighbours). A kernel without IPv6 has nothing to turn off."""
+    with contextlib.suppress(FileNotFoundError):
+        Path(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6").write_text("1")
 
 
 def loopback_up(path: Path) -> None:
