@@ -63,6 +63,16 @@ def _memory_size(text: str) -> int:
     return size
 
 
+def _size_or_zero(text: str) -> int:
+    """A size such as 20Gi or 8G (bytes without a unit), or 0 for none."""
+    from orch.sizes import parse_size
+
+    size = parse_size(text)
+    if size is None or 0 < size < 16 * 2**20:
+        raise ValueError(text)
+    return size
+
+
 def _isolation(text: str) -> str:
     if text not in ("runc", "gvisor"):
         raise ValueError(text)
@@ -177,6 +187,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("build_workers", lambda h: 1, _positive_int, "Builds run at the same time."),
     Setting(
+        "build_max_size",
+        lambda h: 20 * 2**30,
+        _size_or_zero,
+        "The largest image a build may make, such as 20Gi; a larger one is removed and its build "
+        "fails (0: no limit).",
+    ),
+    Setting(
         "run_workers",
         lambda h: capacity(),
         _positive_int,
@@ -191,6 +208,20 @@ SETTINGS: tuple[Setting, ...] = (
         "and sandboxes on demand. A run whose limit would take the sum over it waits, in the "
         "order they came, until enough has ended (one larger than it all runs alone); a "
         "sandbox's create waits up to 30 s, then is refused. By default half the machine's memory.",
+    ),
+    Setting(
+        "install_memory",
+        lambda h: 2 * 2**30,
+        _memory_size,
+        "The memory limit of a run's dependency install, which also bounds what it writes (a tmpfs "
+        "counted in it); held in run_memory while the install runs.",
+    ),
+    Setting(
+        "deps_cache_size",
+        lambda h: 10 * 2**30,
+        _memory_size,
+        "The disk the dependency cache ($ORCH_HOME/deps) may take: beyond it, the least recently "
+        "used installs that no run uses are removed.",
     ),
     Setting(
         "warm_sandboxes",
@@ -320,6 +351,7 @@ _FORMS: dict[Callable[[str], Any], str] = {
     _port: "a port number from 0 to 65535 (0 picks a free one)",
     _isolation: "runc or gvisor",
     _memory_size: "a size of 16Mi or more, such as 12Gi or 4096Mi",
+    _size_or_zero: "a size of 16Mi or more, such as 20Gi, or 0 for no limit",
     _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
     _base_url: "one http(s) URL with no path (e.g. https://services.example.com; '' for none)",
     _strict_bool: "true or false",

@@ -45,7 +45,7 @@ def _failed(api: httpx.Client, platform: Platform, fake_engine: FakeEngine, monk
     """A failed build whose decisive line is 40 lines from the end of its log."""
     real = fake_engine.build
 
-    def build(request, on_output, on_start=None):  # type: ignore[no-untyped-def]
+    def build(request, on_output, on_start=None, should_stop=None):  # type: ignore[no-untyped-def]
         def output(line: str) -> None:
             on_output(line)
             if "exit 1" in line:
@@ -53,7 +53,7 @@ def _failed(api: httpx.Client, platform: Platform, fake_engine: FakeEngine, monk
                 for i in range(40):
                     on_output(f"noise {i}")
 
-        return real(request, output, on_start)
+        return real(request, output, on_start, should_stop)
 
     monkeypatch.setattr(fake_engine, "build", build)
     resp = api.post("/v1/environments", json={"name": "broken", "dockerfile": FAILING})
@@ -219,3 +219,34 @@ def test_build_log_files_of_an_earlier_server_move_into_the_store(
     (where / f"{build_id}.log").write_text("the old log\n")  # stopped before the file went
     assert build_output.import_files(platform) == 0
     assert build_log(platform, build_id) == "the old log\n"
+
+
+def test_a_failure_of_no_step_shows_the_servers_fix_not_fix_the_step(
+    cli, api: httpx.Client, platform: Platform, fake_engine: FakeEngine
+) -> None:
+    """A failed push said "Fix the step, then delete and create again" and named the step that
+    succeeded as the failed one; the fix is the registry's, then `orch env build`."""
+    platform.config = platform.config.with_values(registry="127.0.0.1:5000")
+    fake_engine.registry_error = "connection refused"
+    api.post("/v1/environments", json={"name": "reg", "dockerfile": FAILING.replace(" && exit 1", "")})
+    drain(platform)
+    res = cli("env", "status", "reg")
+    assert res.exit_code == 1
+    assert "Fix the step" not in res.output and "Whole log: orch env logs reg" in res.output
+    assert "`orch env build reg` pushes it again" in res.output
+    assert json.loads(cli("env", "status", "reg", "--json").output)["failed_step"] is None
+
+
+def test_env_build_of_one_being_built_says_so(cli, api: httpx.Client, platform: Platform) -> None:
+    """It said `✓ Queued env_... "slow"` although nothing new was queued."""
+    api.post("/v1/environments", json={"name": "slow", "dockerfile": FAILING.replace(" && exit 1", "")})
+    queued = api.get("/v1/environments/slow").json()
+    res = cli("env", "build", "slow", "-d")
+    assert res.exit_code == 0, res.output
+    assert f"slow is already being built ({queued['build_id']}); no other build was queued." in res.output
+    assert "Queued" not in res.output
+    assert api.get("/v1/environments/slow").json()["build_id"] == queued["build_id"]
+    drain(platform)
+    # Built, a build again queues one (the cache answers it here: ready at once).
+    res = cli("env", "build", "slow", "-d")
+    assert res.exit_code == 0 and "already" not in res.output

@@ -6,10 +6,11 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from orch.builder import base_images
 from orch.engine import PodmanEngine
 from orch.engine.base import BuildRequest
 from orch.engine.podman_run import CGROUP_ROOT, cgroup_parent
+from orch.errors import BuildFailed
 from orch.sandbox import cni
 
 pytestmark = pytest.mark.integration
@@ -70,6 +72,21 @@ def external_ids() -> set[str]:
     return set(out.stdout.split())
 
 
+def working_containers(owner: str) -> set[str]:
+    """Buildah's working containers of `owner`'s builds (its owner argument), whatever else runs."""
+    graph = subprocess.run(
+        ["podman", "info", "--format", "{{.Store.GraphRoot}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    found = set()
+    for cid in external_ids():
+        for state in Path(graph).glob(f"*-containers/{cid}*/userdata/buildah.json"):
+            with contextlib.suppress(OSError, ValueError):
+                value = json.loads(state.read_text()).get("Args", {}).get("ORCH_BUILD_OWNER", "")
+                if value.startswith(f"{owner}/"):
+                    found.add(cid)
+    return found
+
+
 def build_addresses() -> set[str]:
     """The RUN steps' address reservations on the sandbox network, and their NAT rules."""
     held = set(cni.reservations(cni.load("orch-sandbox"), "buildah-"))
@@ -79,52 +96,106 @@ def build_addresses() -> set[str]:
     }
 
 
+def running(marker: str) -> list[str]:
+    """The command lines of the processes whose command line holds `marker`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in text and "pytest" not in text:
+                found.append(text)
+    return found
+
+
+def sleeper(marker: str) -> str:
+    """A Containerfile whose RUN step says `started`, then sleeps for `marker` (digits) seconds."""
+    return f"FROM {base_images.image_tag('python')}\nRUN echo started && sleep {marker}\n"
+
+
+# A server killed during a build: its `podman build` goes on without it, in its own session.
+KILLED_SERVER = """
+import sys
+from orch.engine import PodmanEngine
+from orch.engine.base import BuildRequest
+request = BuildRequest(containerfile=sys.argv[1], tag="localhost/orch-enginetest/killed:1", no_cache=True,
+                       owner="enginetest-owner", timeout=600)
+PodmanEngine().build(request, lambda line: print(line, flush=True))
+"""
+
+
 @pytest.mark.serial  # no other build may run: their steps' addresses look alike
-def test_a_killed_builds_working_container_is_removed_by_its_owner() -> None:
-    """SIGKILL a `podman build` mid-step (as a killed server's recovery does): Buildah's working
-    container stays behind; the owner's sweep removes it, another owner's does not."""
+def test_a_stopped_servers_build_is_ended_by_its_owner() -> None:
+    """A server killed mid-build leaves its `podman build` running, and the RUN step's processes
+    (in a session and a cgroup of their own) with it; whatever the store still knows of the
+    build (its row may have been deleted with its environment), the owner's next start ends
+    them, then removes Buildah's working container, the step's address and the temporary
+    directory. Another owner's sweep touches none of it."""
     engine = PodmanEngine()
-    before = external_ids()
+    engine.remove_build_leftovers("enginetest-owner")  # an earlier test's, killed half-way
     # An earlier killed build on this host may have left its own: only this build's count.
     held_before = build_addresses()
+    marker = str(7_000_000 + os.getpid())
+    server = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SERVER, sleeper(marker)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.strip() == "started":
+                break
+        server.kill()
+        server.wait(10)
+        server.stdout.close()
+        assert running(f"sleep {marker}") and running("ORCH_BUILD_OWNER=enginetest-owner/")
+        assert engine.remove_build_leftovers("someone-else") == 0
+        assert running(f"sleep {marker}") and len(working_containers("enginetest-owner")) == 1
+        mine = Path(tempfile.mkdtemp(prefix="orch-build-enginetest-owner-"))
+        theirs = Path(tempfile.mkdtemp(prefix="orch-build-someone-else-"))
+        try:
+            assert engine.remove_build_leftovers("enginetest-owner") == 1
+            assert not running(f"sleep {marker}") and not running("ORCH_BUILD_OWNER=enginetest-owner/")
+            assert not working_containers("enginetest-owner")
+            assert not mine.exists() and theirs.exists()
+            assert build_addresses() - held_before == set()
+        finally:
+            shutil.rmtree(theirs, ignore_errors=True)
+    finally:
+        server.kill()
+        engine.remove_build_leftovers("enginetest-owner")
+
+
+@pytest.mark.serial  # no other build may run: their steps' addresses look alike
+@pytest.mark.parametrize("how", ["timeout", "asked"])
+def test_a_stopped_build_leaves_nothing_running(how: str) -> None:
+    """At its timeout, or asked to stop (its environment deleted), a build ends everything it
+    started: before, the RUN step's processes went on for good, reparented to PID 1, and its
+    working container stayed until the next start."""
+    engine = PodmanEngine()
+    held_before = build_addresses()
+    marker = str(7_100_000 + os.getpid() + (0 if how == "timeout" else 1))
     started = threading.Event()
-    pids: list[int] = []
     request = BuildRequest(
-        containerfile=f"FROM {base_images.image_tag('python')}\nRUN echo started && sleep 60\n",
-        tag="localhost/orch-enginetest/killed:1",
+        containerfile=sleeper(marker),
+        tag="localhost/orch-enginetest/stopped:1",
         no_cache=True,
         owner="enginetest-owner",
+        timeout=6 if how == "timeout" else 120,
     )
 
     def out(line: str) -> None:
         if line == "started":
             started.set()
 
-    def build() -> None:
-        with contextlib.suppress(Exception):
-            engine.build(request, out, pids.append)
-
-    thread = threading.Thread(target=build)
-    thread.start()
-    assert started.wait(60), "the build never reached its RUN step"
-    os.killpg(pids[0], signal.SIGKILL)
-    thread.join(30)
-    left = external_ids() - before
-    assert len(left) == 1, left
-    # Its RUN step was never detached from the network: its address stays reserved, its NAT too.
-    assert len(build_addresses() - held_before) == 2, build_addresses()
-    assert engine.remove_build_leftovers("someone-else") == 0
-    assert external_ids() - before == left
-    # A SIGKILLed server also leaves its build's temporary directory (made here as a build names it).
-    mine = Path(tempfile.mkdtemp(prefix="orch-build-enginetest-owner-"))
-    theirs = Path(tempfile.mkdtemp(prefix="orch-build-someone-else-"))
-    try:
-        assert engine.remove_build_leftovers("enginetest-owner") == 1
-        assert not external_ids() - before
-        assert not mine.exists() and theirs.exists()
-        assert build_addresses() - held_before == set()
-    finally:
-        shutil.rmtree(theirs, ignore_errors=True)
+    began = time.monotonic()
+    with pytest.raises(BuildFailed) as failed:
+        engine.build(request, out, should_stop=started.is_set if how == "asked" else None)
+    assert time.monotonic() - began < 60
+    assert ("stopped after 6 s" in failed.value.message) == (how == "timeout")
+    assert failed.value.details.get("stopped", False) == (how == "asked")
+    assert not running(f"sleep {marker}")
+    assert not working_containers("enginetest-owner")
+    assert build_addresses() - held_before == set()
+    assert engine.inspect_image(request.tag) is None
 
 
 def test_an_image_whose_writer_was_killed_half_way_is_removed_not_fatal(

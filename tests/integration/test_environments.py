@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -188,12 +191,59 @@ def test_build_timeout_fails_the_build(make_server, tmp_path) -> None:
     (server.home / "config.toml").write_text("build_timeout = 5\n")
     server.start()
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nRUN sleep 120\n")
+    marker = str(7_200_000 + os.getpid())
+    dockerfile.write_text(f"FROM e2bdev/code-interpreter:latest\nRUN sleep {marker}\n")
     res = server.cli("env", "create", "-f", str(dockerfile), "-n", "sleepy", "--json")
     assert res.returncode == 1
     data = json.loads(res.stdout)
     assert data["status"] == "failed"
-    assert "stopped after 5 s" in data["error"] and data["failed_step"] == "step 2/2: RUN sleep 120"
+    # Not a step that failed: the step that ran too long is named, with the timeout's own fix.
+    assert data["error"] == (
+        f"The build was stopped after 5 s, during step 2/2: RUN sleep {marker}. "
+        "Make the Dockerfile's steps faster, or raise ORCH_BUILD_TIMEOUT."
+    )
+    assert data["failed_step"] is None
+    # Everything the build started is gone: its RUN step's processes went on before.
+    assert not running(f"sleep {marker}")
+    assert PodmanEngine().remove_build_leftovers(server.instance) == 0  # no working container left
+    res = server.cli("env", "status", "sleepy")
+    assert "Fix the step" not in res.stderr and "Whole log: orch env logs sleepy" in res.stderr
+
+
+def running(marker: str) -> list[str]:
+    """The command lines of the processes whose command line holds `marker`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in text and "pytest" not in text:
+                found.append(text)
+    return found
+
+
+def test_deleting_an_environment_stops_its_build(server: Server, tmp_path) -> None:
+    """A delete during the build left `podman build` running (up to ORCH_BUILD_TIMEOUT) with the
+    only build worker held: every other build waited queued behind it."""
+    marker = str(7_300_000 + os.getpid())
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM e2bdev/code-interpreter:latest\nRUN echo started && sleep {marker}\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "hang", "-d")
+    assert res.returncode == 0, res.stdout + res.stderr
+    deadline = time.monotonic() + 120
+    while not running(f"sleep {marker}"):
+        assert time.monotonic() < deadline, "the build never reached its RUN step"
+        time.sleep(0.2)
+    res = server.cli("env", "delete", "hang", "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    deadline = time.monotonic() + 20
+    while running(f"sleep {marker}") or running(f"ORCH_BUILD_OWNER={server.instance}/"):
+        assert time.monotonic() < deadline, running(marker)
+        time.sleep(0.2)
+    # The build worker is free (there is one): the next build runs to its end.
+    dockerfile.write_text(f"FROM e2bdev/code-interpreter:latest\nRUN echo {marker} > /after\n")
+    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "after", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert PodmanEngine().remove_build_leftovers(server.instance) == 0
 
 
 def _images(server: Server, *flags: str) -> list[str]:
@@ -223,8 +273,8 @@ def test_rebuilds_and_restarts_leave_no_unnamed_images(make_server, tmp_path) ->
     assert res.returncode == 0, res.stdout + res.stderr
     built = _images(server, "-a")
     assert len(_images(server)) == 1
-    # Each --no-cache build makes a new image under the same tag; the one it replaced goes,
-    # with the layers only it used (before, each rebuild left 5 more).
+    # Each --no-cache build makes a new image of its own tag; the one it replaced goes (nothing
+    # names it), with the layers only it used (before, each rebuild left 5 more).
     for _ in range(2):
         res = server.cli("env", "build", "tiny", "--no-cache")
         assert res.returncode == 0, res.stdout + res.stderr
@@ -257,3 +307,53 @@ def test_rebuilds_and_restarts_leave_no_unnamed_images(make_server, tmp_path) ->
         assert subprocess.run(["podman", "image", "exists", others[0]]).returncode == 0
     finally:
         subprocess.run(["podman", "rmi", "-f", *others], capture_output=True)
+
+
+def test_cache_mounts_are_the_workspaces_own(server: Server) -> None:
+    """Buildah's cache directories are the host's, named by the mount's id: a workspace planted
+    files that another's build read (and `id=../../../etc` mounted the host's /etc)."""
+    import shutil
+
+    import httpx
+
+    marker = f"planted-{os.getpid()}"
+    plant = (
+        "FROM e2bdev/code-interpreter:latest\n"
+        f'RUN --mount=type=cache,target=/c,id=shared sh -c "echo {marker} > /c/planted"\n'
+    )
+    read = (
+        "FROM e2bdev/code-interpreter:latest\n"
+        "RUN --mount=type=cache,target=/c,id=shared cat /c/planted || echo nothing planted\n"
+        "RUN --mount=type=cache,target=/e,id=../../../etc test ! -e /e/passwd\n"
+    )
+    try:
+        with server.api() as admin:
+            other = admin.post("/v1/workspaces", json={"name": "other"}).json()["token"]
+            reader = httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {other}"}, timeout=30
+            )
+            for client, name, text in (
+                (admin, "plant", plant),
+                (reader, "read", read),
+                (admin, "again", read),
+            ):
+                resp = client.post("/v1/environments", json={"name": name, "dockerfile": text})
+                assert resp.status_code == 201, resp.text
+                deadline = time.monotonic() + 300
+                while (data := client.get(f"/v1/environments/{name}").json())["status"] not in (
+                    "ready",
+                    "failed",
+                ):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.5)
+                assert data["status"] == "ready", data
+            logs = {
+                name: client.get(f"/v1/environments/{name}/logs").json()["text"]
+                for client, name in ((reader, "read"), (admin, "again"))
+            }
+            reader.close()
+        assert marker not in logs["read"] and "nothing planted" in logs["read"]
+        assert marker in logs["again"]  # the workspace's own cache, kept for its next build
+    finally:
+        for left in Path("/var/tmp/buildah-cache").glob(f"orch-{server.instance}-*"):
+            shutil.rmtree(left, ignore_errors=True)

@@ -32,7 +32,10 @@ def podman_like(fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> Fak
     real = fake_engine.build
 
     def build(
-        request: BuildRequest, on_output: Callable[[str], None], on_start: Callable[[int], None] | None = None
+        request: BuildRequest,
+        on_output: Callable[[str], None],
+        on_start: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ImageInfo:
         own = len(request.containerfile.splitlines())
         total = own + len(request.labels)
@@ -50,7 +53,7 @@ def podman_like(fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> Fak
                 return
             on_output(f"STEP {step[0]}/{total}: {step[2]}" if step else line)
 
-        return real(request, output, on_start)
+        return real(request, output, on_start, should_stop)
 
     monkeypatch.setattr(fake_engine, "build", build)
     return fake_engine

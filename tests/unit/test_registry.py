@@ -231,6 +231,17 @@ def test_a_failed_push_fails_the_build_with_the_reason(
     log = build_log(platform, build.id)
     assert "error: The image was built but not pushed to the registry" in log
     assert "Traceback" not in log
+    # Every step succeeded: none is the failed one, and the fix is the registry's, then a build.
+    assert build.failed_step is None and "during step" not in build.error
+    assert build.error.endswith(
+        "connection refused. Then `orch env build one` pushes it again (its steps are cached, "
+        "only the push runs again)."
+    )
+    fake_engine.registry_error = None
+    envs.build(platform, workspace[0], "one")
+    drain(platform)
+    env, build = rows(platform, created.id)
+    assert build.status == BuildStatus.READY and env.image_digest
 
 
 def test_an_image_never_pushed_is_built_again_once_a_registry_is_set(

@@ -237,6 +237,11 @@ def _print_failure(e: dict[str, Any]) -> None:
     for line in (b.get("log_tail") or "").splitlines():
         err_console.print(f"    {escape(line)}", soft_wrap=True, style="dim")
     name = e["name"]
+    if not b.get("failed_step"):
+        # Not a step of the Dockerfile (a timeout, a push, a server stopped twice): the error
+        # says what to do.
+        err_console.print(f"  Whole log: orch env logs {name}", soft_wrap=True)
+        return
     fix = (  # an environment keeps its Dockerfile: a fixed one is a new environment
         f"Fix the step, then `orch env delete {name} --yes` and create it again"
         if e.get("kind") == "custom"
@@ -317,8 +322,23 @@ def _print_ready(data: dict[str, Any]) -> None:
     ok(f"Ready{took}{size} · cache miss ({escape(b.get('cache_reason') or '')})")
 
 
-def _wait_and_report(client: Transport, data: dict[str, Any], detach: bool, logs: bool, json_: bool) -> None:
-    """After a create or build: follow it unless detached, print the outcome, exit 1 on failure."""
+def _wait_and_report(
+    client: Transport,
+    data: dict[str, Any],
+    detach: bool,
+    logs: bool,
+    json_: bool,
+    already: bool = False,
+) -> None:
+    """After a create or build: follow it unless detached, print the outcome, exit 1 on failure.
+    `already`: the build is one that was under way before (nothing new was queued)."""
+    follow = f"Follow it with `orch env status {data['name']} --follow`."
+    if already and not json_ and data["status"] not in FINAL:
+        note = f"{data['name']} is already being built ({data['build_id']}); no other build was queued."
+        if detach:
+            ok(f"{note} {follow}")
+            return
+        ok(f"{note} Following it.")
     if not detach and data["status"] not in FINAL:
         data = follow_build(client, data["id"], quiet=json_, logs=logs)
     if json_:
@@ -328,7 +348,7 @@ def _wait_and_report(client: Transport, data: dict[str, Any], detach: bool, logs
     elif data["status"] == "failed":
         _print_failure(data)
     else:
-        ok(f'Queued {data["id"]} "{data["name"]}". Follow it with `orch env status {data["name"]} --follow`.')
+        ok(f'Queued {data["id"]} "{data["name"]}". {follow}')
     if data["status"] == "failed":
         raise typer.Exit(1)
 
@@ -401,8 +421,11 @@ def build(
 ) -> None:
     """Build an environment now: a predefined one ahead of first use, or a custom one again."""
     client = Transport.from_settings()
-    data = client.post(f"/v1/environments/{segment(env)}/build", json={"no_cache": no_cache})
-    _wait_and_report(client, data, detach, logs, json_)
+    before = client.get(f"/v1/environments/{segment(env)}")
+    data = client.post(f"/v1/environments/{segment(before['id'])}/build", json={"no_cache": no_cache})
+    # A build under way goes on (the server queues no other): the same build, not finished.
+    already = before["status"] in ("queued", "building") and data["build_id"] == before["build_id"]
+    _wait_and_report(client, data, detach, logs, json_, already)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from orch.dockerfile.base_image import BASE_IMAGE
 from orch.dockerfile.bounded import validate
+from orch.dockerfile.cache_mounts import owner as cache_owner
+from orch.dockerfile.cache_mounts import uses_cache
 from orch.dockerfile.findings import Finding, Severity
 from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.normalise import normalised
@@ -14,7 +16,9 @@ __all__ = [
     "Instruction",
     "Severity",
     "Validation",
+    "cache_owner",
     "normalised",
     "render_containerfile",
+    "uses_cache",
     "validate",
 ]

@@ -4,6 +4,7 @@ Podman's parser knows no heredocs and no escape directive and treats any line th
 backslash as continued, so every instruction is written out from its parsed parts in a form
 that parser reads back unchanged. Podman also ignores SHELL when it writes OCI images, so
 SHELL is not written out: each later shell-form RUN names its shell itself, in exec form.
+A cache mount's id is its owner's (cache_mounts.py), never the user's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from orch.dockerfile.cache_mounts import private
 from orch.dockerfile.heredoc import heredoc_argv
 from orch.dockerfile.instruction import Instruction
 
@@ -20,8 +22,9 @@ DEFAULT_SHELL = ("/bin/sh", "-c")
 _FOLD = 8_000
 
 
-def render_containerfile(instructions: Sequence[Instruction], base_image: str) -> str:
-    """Containerfile text for Podman, with FROM replaced by `FROM base_image`.
+def render_containerfile(instructions: Sequence[Instruction], base_image: str, cache_owner: str = "") -> str:
+    """Containerfile text for Podman, with FROM replaced by `FROM base_image`, and each cache
+    mount's id made `cache_owner`'s (cache_mounts.owner: the platform's and the workspace's).
 
     Raises ValueError for an instruction that is never built (validation removes those).
     """
@@ -32,7 +35,7 @@ def render_containerfile(instructions: Sequence[Instruction], base_image: str) -
         if kw == "FROM":
             out.append(f"FROM {base_image}")
         elif kw == "RUN":
-            out.append(_run(ins, shell))
+            out.append(_run(ins, shell, cache_owner))
         elif kw == "SHELL":
             shell = ins.args
         elif kw in ("ENV", "LABEL"):
@@ -45,8 +48,8 @@ def render_containerfile(instructions: Sequence[Instruction], base_image: str) -
     return "".join(_fold(line) + "\n" for line in out)
 
 
-def _run(ins: Instruction, shell: Sequence[str]) -> str:
-    flags = "".join(_flag(f) + " " for f in ins.flags)
+def _run(ins: Instruction, shell: Sequence[str], cache_owner: str) -> str:
+    flags = "".join(_flag(private(f, cache_owner)) + " " for f in ins.flags)
     command = " ".join(ins.args)
     if ins.heredocs:
         return f"RUN {flags}{_json(heredoc_argv(command, ins.heredocs, shell))}"

@@ -130,8 +130,12 @@ class Engine(Protocol):
         request: BuildRequest,
         on_output: Callable[[str], None],
         on_start: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ImageInfo:
-        """Build an image, streaming each output line to `on_output`; raise BuildFailed."""
+        """Build an image, streaming each output line to `on_output`; raise BuildFailed. A build
+        still running at `request.timeout`, or once `should_stop()` (asked about once a second)
+        says so, is stopped with everything it started (its RUN step's processes too), and
+        raises BuildFailed (`stopped=True` in its details for the latter)."""
         ...
 
     def import_rootfs(
@@ -206,9 +210,10 @@ class Engine(Protocol):
         ...
 
     def remove_build_leftovers(self, owner: str) -> int:
-        """Remove the working containers and temporary directories of `owner`'s builds that were
-        killed mid-way; call it only while none of `owner`'s builds runs. Return how many
-        containers."""
+        """End `owner`'s builds still running (a stopped server's, found by their owner, whatever
+        the store says of them) and what they started, and remove the working containers and
+        temporary directories of `owner`'s builds that were killed mid-way; call it only while
+        none of `owner`'s builds runs. Return how many containers."""
         ...
 
     def remove_untagged_images(self, owner: str) -> int:

@@ -42,6 +42,8 @@ class FakeEngine(Engine):
         inspected      every ref `inspect_image` was asked about, in order
         builds         every BuildRequest, in order
         gate           an Event each build step waits for: clear it to hold builds, set to go on
+                       (a held build asks `should_stop` meanwhile)
+        stopped        the tags of the builds `should_stop` stopped
         behaviour      what a sandbox does (see Behaviour); the default exits 0 at once
         containers     every sandbox spec `run_container` ran
         runs           (image, argv) of every `run`
@@ -64,6 +66,7 @@ class FakeEngine(Engine):
         self.runs: list[tuple[str, tuple[str, ...]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.stopped: list[str] = []
         self.containers: list[ContainerSpec] = []
         self.behaviour: Behaviour = lambda spec, out, err: ContainerExit(0)
         self.detached: dict[str, tuple[ContainerSpec, ContainerInfo]] = {}
@@ -94,6 +97,7 @@ class FakeEngine(Engine):
         request: BuildRequest,
         on_output: Callable[[str], None],
         on_start: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ImageInfo:
         self.builds.append(request)
         if on_start:
@@ -101,7 +105,11 @@ class FakeEngine(Engine):
         steps = [ln for ln in request.containerfile.splitlines() if ln.strip()]
         for i, step in enumerate(steps, 1):
             on_output(f"STEP {i}/{len(steps)}: {step}")
-            self.gate.wait(timeout=30)
+            held = time.monotonic() + 30
+            while not self.gate.wait(timeout=0.02) and time.monotonic() < held:
+                if should_stop is not None and should_stop():
+                    self.stopped.append(request.tag)
+                    raise BuildFailed("The build was stopped.", "Build it again.", stopped=True)
             if step.startswith("RUN") and "exit 1" in step:
                 on_output("error: step failed")
                 raise BuildFailed(

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -17,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
+from orch.engine import build_steps, podman_run
 from orch.engine import network as networks
-from orch.engine import podman_run
 from orch.engine.base import (
     BuildRequest,
     ContainerExit,
@@ -58,12 +59,13 @@ def _context_prefix(owner: str | None) -> str:
     return f"orch-build-{owner}-" if owner else "orch-build-"
 
 
-def _release_build_addresses() -> None:
+def _release_build_addresses(only: set[str] | None = None) -> None:
     """A `podman build` killed during a RUN step never detaches that step from its network: the
-    step's address stays reserved (a /24 holds 253) and its NAT rule stays. Which build a
-    reservation was for is not written anywhere, so they are released only while no build runs
-    on this machine at all: the reservations are read first, then the processes, so a build
-    that starts in between is not touched."""
+    step's address stays reserved (a /24 holds 253) and its NAT rule stays. Those of the steps
+    `only` names (their CNI ids, build_steps.cgroup_name) are released at once; without it,
+    since which build a reservation was for is not written anywhere, they are released only
+    while no build runs on this machine at all: the reservations are read first, then the
+    processes, so a build that starts in between is not touched."""
     from orch.sandbox import cni  # the launcher's CNI calls; imported here, a start-up sweep
 
     found = []
@@ -72,8 +74,9 @@ def _release_build_addresses() -> None:
             network = cni.load(name)
         except EngineError:
             continue
-        found += [(network, cid) for cid in cni.reservations(network, "buildah-")]
-    if found and not _builds_running():
+        held = cni.reservations(network, "buildah-")
+        found += [(network, cid) for cid in held if only is None or cid in only]
+    if found and (only is not None or not _builds_running()):
         for network, cid in found:
             cni.delete(network, cid, None, None)
         networks.remove_masquerade({cid for _, cid in found})
@@ -129,9 +132,13 @@ class PodmanEngine(Engine):
         request: BuildRequest,
         on_output: Callable[[str], None],
         on_start: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ImageInfo:
         self.prepare()
-        replaced = self.inspect_image(request.tag)  # a `--no-cache` build, or one run again
+        replaced = self.inspect_image(request.tag)  # a build run again after a server stop
+        # This build's own value of the owner argument, found in its working container's state:
+        # what a stopped build leaves is removed by it, and no other build's.
+        owner = f"{request.owner}/{secrets.token_hex(8)}" if request.owner else ""
         # Named by its owner, so that the owner's next start removes one a SIGKILL left behind.
         with tempfile.TemporaryDirectory(prefix=_context_prefix(request.owner)) as tmp:
             context = request.context or Path(tmp) / "context"
@@ -149,8 +156,8 @@ class PodmanEngine(Engine):
                 args += ["-v", f"{host}:{inside}:ro"]
             for k, v in sorted(request.build_args.items()):
                 args += ["--build-arg", f"{k}={v}"]
-            if request.owner:
-                args += ["--build-arg", f"{OWNER_ARG}={request.owner}"]
+            if owner:
+                args += ["--build-arg", f"{OWNER_ARG}={owner}"]
             args.append(str(context))
 
             def output(line: str) -> None:
@@ -158,18 +165,31 @@ class PodmanEngine(Engine):
                     on_output(line)
 
             for attempt in range(3):
-                code, tail = self._stream(args, output, on_start, request.timeout)
+                code: int | None = None  # none: cut short by an exception (the caller's output)
+                try:
+                    code, tail, stopped = self._stream(args, output, on_start, request.timeout, should_stop)
+                finally:
+                    if owner and (code is None or code < 0):
+                        # Killed (a negative code: by a signal), it cleaned up nothing: what it
+                        # started goes, its RUN step's processes, its working container, and
+                        # its step's network address.
+                        try:
+                            self._end_builds(lambda value: value == owner)
+                        except EngineError as e:  # the owner's next start removes what stays
+                            log.warning("cleaning up after a stopped build: %s", e)
                 # Podman's layer cache lookup reads every image; one removed at that moment (by
                 # another build's cleanup, a redeploy, an `rmi`) fails the lookup, not the build.
-                if code == 0 or not any(_CACHE_RACE in line for line in tail[-3:]):
+                if code == 0 or stopped or not any(_CACHE_RACE in line for line in tail[-3:]):
                     break
                 output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
-        if code == -signal.SIGKILL and request.timeout is not None:
+        if stopped == _TIMEOUT:
             raise BuildFailed(
                 f"The build was stopped after {request.timeout:.0f} s.",
                 "Make the Dockerfile's steps faster, or raise ORCH_BUILD_TIMEOUT.",
                 tail=tail,
             )
+        if stopped:
+            raise BuildFailed("The build was stopped.", "Build it again.", tail=tail, stopped=True)
         if code != 0:
             raise BuildFailed("podman build failed.", "See the build log.", exit_code=code, tail=tail)
         info = self.inspect_image(request.tag)
@@ -189,7 +209,10 @@ class PodmanEngine(Engine):
         on_output: Callable[[str], None],
         on_start: Callable[[int], None] | None,
         timeout: float | None,
-    ) -> tuple[int, list[str]]:
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[int, list[str], str]:
+        """Run `args`, each line of output to `on_output`; return its exit code, its last lines,
+        and why it was killed: "" (it was not), _TIMEOUT, or _STOPPED (`should_stop` said so)."""
         try:
             proc = subprocess.Popen(
                 args,
@@ -204,11 +227,15 @@ class PodmanEngine(Engine):
             raise EngineError("Podman is not installed.", _FIX) from None
         if on_start:
             on_start(proc.pid)
-        timer = None
-        if timeout is not None:
-            timer = threading.Timer(timeout, _kill_group, (proc.pid,))
-            timer.daemon = True
-            timer.start()
+        done = threading.Event()
+        why: list[str] = []
+        watcher = threading.Thread(
+            target=_watch,
+            args=(proc.pid, done, why, timeout, should_stop),
+            name="orch-build-watch",
+            daemon=True,
+        )
+        watcher.start()
         tail: list[str] = []
         assert proc.stdout is not None
         try:
@@ -218,13 +245,13 @@ class PodmanEngine(Engine):
                 on_output(line)
             code = proc.wait()
         finally:
-            if timer:
-                timer.cancel()
+            done.set()
+            watcher.join()
             if proc.poll() is None:
                 _kill_group(proc.pid)
                 proc.wait()
             proc.stdout.close()
-        return code, tail
+        return code, tail, (why[0] if why else "")
 
     def import_rootfs(
         self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str]
@@ -406,10 +433,23 @@ class PodmanEngine(Engine):
         return address if res.exit_code == 0 and address else None
 
     def remove_build_leftovers(self, owner: str) -> int:
+        # `podman build`s of the owner's still running (a stopped server's: none of the owner's
+        # runs now), found by their owner argument, whatever the store still says of them.
+        mine = _owned_by(owner)
+        for pid in build_steps.orphans(mine, OWNER_ARG):
+            log.warning("ending podman build %d, left running by a stopped server", pid)
+            build_steps.kill_group(pid)
         # The build's temporary directory (its Containerfile, its context) that a SIGKILL left.
         for left in Path(tempfile.gettempdir()).glob(f"{_context_prefix(owner)}*"):
             shutil.rmtree(left, ignore_errors=True)
+        found = self._end_builds(mine)
         _release_build_addresses()
+        return found
+
+    def _end_builds(self, owned: Callable[[str], bool]) -> int:
+        """End what killed builds left, those whose owner argument `owned` accepts: their RUN
+        steps' processes (which outlive `podman build`, see build_steps.py) and Buildah's working
+        containers. Return how many containers."""
         # A SIGKILLed (or SIGTERMed) `podman build` leaves Buildah's working container behind:
         # unlabelled, shown only by `ps --external`; its build arguments are in its state file.
         listed = self._external_containers()
@@ -426,9 +466,17 @@ class PodmanEngine(Engine):
                 build_args = json.loads(state.read_text()).get("Args") or {}
             except (OSError, ValueError):
                 continue
-            if build_args.get(OWNER_ARG) == owner:
+            if owned(str(build_args.get(OWNER_ARG) or "")):
                 found.append(c["Id"])
         if found:
+            stopped = build_steps.steps(found)
+            for step in stopped:
+                killed = build_steps.end(step)
+                if killed:
+                    log.warning("ended %d processes of a stopped build's RUN step (%s)", killed, step.name)
+            if stopped:
+                with contextlib.suppress(EngineError):  # a network's files: a start sweeps them too
+                    _release_build_addresses({build_steps.cgroup_name(step) for step in stopped})
             self._cmd("rm", "-f", *found, check=False)
         return len(found)
 
@@ -496,3 +544,41 @@ def _image_info(d: dict[str, Any]) -> ImageInfo:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+_TIMEOUT, _STOPPED = "timeout", "stopped"
+_WATCH_EVERY = 1.0  # seconds between two questions to `should_stop`
+
+
+def _watch(
+    pid: int,
+    done: threading.Event,
+    why: list[str],
+    timeout: float | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Kill the build `pid` (its process group) at its timeout, or once `should_stop` says so;
+    say which in `why`. Ends when `done` is set."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = _WATCH_EVERY if deadline is None else min(_WATCH_EVERY, deadline - time.monotonic())
+        if done.wait(max(wait, 0)):
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            why.append(_TIMEOUT)
+            break
+        try:
+            stop = should_stop is not None and should_stop()
+        except Exception:  # the store is away for a moment: the build goes on
+            log.exception("asking whether a build should stop")
+            stop = False
+        if stop:
+            why.append(_STOPPED)
+            break
+    _kill_group(pid)
+
+
+def _owned_by(owner: str) -> Callable[[str], bool]:
+    """Whether a build's owner argument is one of `owner`'s builds (`owner/NONCE`, or `owner`
+    alone as builds before the nonce had it)."""
+    return lambda value: value == owner or value.startswith(f"{owner}/")

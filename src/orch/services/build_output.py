@@ -48,7 +48,12 @@ class BuildOutput(Pending):
         self.keep(STREAM, said.encode())
 
     def add(self, s: Session, taken: Taken) -> None:
-        s.add_all(BuildLogRow(build_id=self.build_id, start=at, data=bytes(d)) for _, at, d in taken.pieces)
+        # A build whose environment was deleted while it ran has no row to hang its log on: what
+        # it printed before it was stopped goes (it would fail the flusher's every transaction).
+        if taken.pieces and s.get(BuildRow, self.build_id) is not None:
+            s.add_all(
+                BuildLogRow(build_id=self.build_id, start=at, data=bytes(d)) for _, at, d in taken.pieces
+            )
 
 
 def size(s: Session, build_id: str) -> int:

@@ -37,16 +37,29 @@ class Lookup:
     no_cache: bool
     base_missing: bool
     hit: CachedImage | None
+    private_to: str = ""  # the scope whose builds alone share this key (see private_to)
+
+
+def private_to(validation: dockerfile.Validation, scope: str) -> str:
+    """The scope (a workspace) whose builds alone may share an image of this Dockerfile: its own,
+    when a RUN mounts a cache (what the scope's cache held may be in the image); else none ("")."""
+    return scope if dockerfile.uses_cache(validation.instructions) else ""
 
 
 def look_up(
-    platform: Platform, validation: dockerfile.Validation, no_cache: bool = False, s: Session | None = None
+    platform: Platform,
+    validation: dockerfile.Validation,
+    scope: str,
+    no_cache: bool = False,
+    s: Session | None = None,
 ) -> Lookup:
-    """Ask the engine for the base image and for a cached image of this Dockerfile; the store is
-    read in `s`, or (None) in a short session of its own that is closed before the engine is asked."""
+    """Ask the engine for the base image and for a cached image of this Dockerfile, built for an
+    environment of `scope`; the store is read in `s`, or (None) in a short session of its own
+    that is closed before the engine is asked."""
     normalised = dockerfile.normalised(validation.instructions)
     base = platform.engine.inspect_image(base_images.image_tag("code-interpreter"))
-    key = cache_key(normalised, base.id if base else "")
+    private = private_to(validation, scope)
+    key = cache_key(normalised, base.id if base else "", private)
     hit = None
     if not no_cache and base is not None:
         candidates = _candidates(s, key) if s is not None else _read(platform, key)
@@ -54,7 +67,7 @@ def look_up(
         # built again: its layers are cached, and its build pushes it.
         pushed = [c for c in candidates if c.image_digest or not platform.config.registry]
         hit = next((c for c in pushed if platform.engine.inspect_image(c.image) is not None), None)
-    return Lookup(key, dockerfile_hash(normalised), no_cache, base is None, hit)
+    return Lookup(key, dockerfile_hash(normalised), no_cache, base is None, hit, private)
 
 
 def _read(platform: Platform, key: str) -> list[CachedImage]:
@@ -112,12 +125,14 @@ def _miss_reason(platform: Platform, s: Session, lookup: Lookup) -> str:
         return "a build without the cache was asked for"
     if lookup.base_missing:
         return "the base image is not built yet"
-    earlier = s.scalar(
-        select(BuildRow).where(
-            BuildRow.status == BuildStatus.READY.value,
-            BuildRow.dockerfile_hash == lookup.dockerfile_hash,
-        )
+    earlier_builds = select(BuildRow).where(
+        BuildRow.status == BuildStatus.READY.value, BuildRow.dockerfile_hash == lookup.dockerfile_hash
     )
+    if lookup.private_to:  # another workspace's builds of it are none of this one's business
+        earlier_builds = earlier_builds.join(
+            EnvironmentRow, EnvironmentRow.id == BuildRow.environment_id
+        ).where(EnvironmentRow.scope == lookup.private_to)
+    earlier = s.scalars(earlier_builds.limit(1)).first()
     if earlier is None:
         return "new Dockerfile"
     if earlier.cache_key == lookup.key:

@@ -14,7 +14,7 @@ from orch.builder.predefined import BASE_ENVIRONMENTS, PREDEFINED
 from orch.errors import Conflict, InvalidDockerfile, InvalidInput, NotFound
 from orch.models import SHARED as SHARED  # the scope of base and predefined environments
 from orch.models import BuildStatus, EnvKind, EnvStatus, check_name, new_id
-from orch.services import build_output, build_requests, log_files, refs, usage
+from orch.services import build_output, build_requests, images, log_files, refs, usage
 from orch.services.platform import Platform
 from orch.services.views import (
     BuildLogChunk,
@@ -183,7 +183,7 @@ def create(
             first.fix,
             findings=[f.to_dict() for f in validation.findings],
         )
-    lookup = build_requests.look_up(platform, validation, no_cache)  # before the transaction
+    lookup = build_requests.look_up(platform, validation, ws_id, no_cache)  # before the transaction
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
         _check_free(s, ws, name)
@@ -245,28 +245,36 @@ def queue_build(
 ) -> BuildRow:
     """Record a build for `env` inside the caller's session (the engine is asked in it too:
     callers that can, look up first with build_requests.look_up, outside their session)."""
-    return build_requests.record(platform, s, env, build_requests.look_up(platform, validation, no_cache, s))
+    lookup = build_requests.look_up(platform, validation, env.scope, no_cache, s)
+    return build_requests.record(platform, s, env, lookup)
 
 
 def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> EnvironmentView:
     """Build (or rebuild) an environment now: predefined ones ahead of first use, custom ones
-    again, e.g. without the cache."""
+    again, e.g. without the cache. One being built goes on (its view says so: same build_id)."""
     with platform.store.session() as s:
         env = _buildable(s, _workspace(s, ws_id), ref, no_cache)
         text = None if _building(s, env) else env.dockerfile or ""
+        scope = env.scope
     # The engine is asked between the two transactions; the second checks again.
     lookup = (
-        build_requests.look_up(platform, dockerfile.validate(text), no_cache) if text is not None else None
+        build_requests.look_up(platform, dockerfile.validate(text), scope, no_cache)
+        if text is not None
+        else None
     )
     with platform.store.session() as s:
         ws = _workspace(s, ws_id)
         env = _buildable(s, ws, ref, no_cache)
+        before = env.image
         if not _building(s, env):
             again = lookup or build_requests.look_up(
-                platform, dockerfile.validate(env.dockerfile or ""), no_cache, s
+                platform, dockerfile.validate(env.dockerfile or ""), env.scope, no_cache, s
             )
             build_requests.record(platform, s, env, again)
         result = view(platform, s, ws, env)
+        after = env.image
+    if before and before != after:  # a cache hit on another build's image: its own may go
+        images.release(platform, before)
     platform.wake_builds.set()
     return result
 
@@ -339,17 +347,13 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
             )
         result = view(platform, s, ws, env)
         image = env.image
+        # A build under way is stopped by its worker, which sees its row go (workers/builds.py);
+        # one whose server is gone, by that server's next start.
         s.delete(env)
         for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)):
             s.delete(b)
-        s.flush()
-        still_used = image and s.scalar(select(EnvironmentRow.id).where(EnvironmentRow.image == image))
-    if image and not still_used:
-        info = platform.engine.inspect_image(image)
-        if info is not None and info.labels.get("org.orch.instance") == platform.instance:
-            platform.engine.remove_image(image)
-            # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
-            platform.engine.untag_image(image)
+    if image:
+        images.release(platform, image)
     return result
 
 

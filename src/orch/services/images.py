@@ -1,9 +1,11 @@
 """The platform's images that no record names any more, and their removal at start.
 
-Every image a build or a deployment makes is named in the store: an environment's image by its
-environment and its ready build (the cache reuses it), a service's by the service while that
-version serves. A kill can leave an image that nothing names: a build or a deployment it cut
-short after the image was made, which then failed; a redeploy's previous version, whose removal
+Every image a build or a deployment makes is named in the store: an environment's image by the
+environments that run it (the cache reuses it for others of the same Dockerfile), a service's by
+the service while that version serves. Each build makes an image of its own tag, so a rebuild
+moves only its own environment to the new image; the old one goes once nothing names it
+(`release`). A kill can leave an image that nothing names: a build or a deployment it cut short
+after the image was made, which then failed; a redeploy's previous version, whose removal
 came after the switch was stored; and untagged images (see Engine.remove_untagged_images). At
 start, before any of the platform's builds or deployments runs, they go."""
 
@@ -22,10 +24,11 @@ from orch.store.schema import BuildRow, EnvironmentRow, ServiceDeploymentRow, Se
 log = logging.getLogger(__name__)
 
 
-def environment_tag(platform: Platform, cache_key: str) -> str:
-    """The tag of the image a build of this cache key makes (environments that share a
-    Dockerfile share it)."""
-    return f"localhost/orch-env/{platform.instance}:{cache_key[:20]}"
+def environment_tag(platform: Platform, cache_key: str, build_id: str) -> str:
+    """The tag of the image build `build_id` (of this cache key) makes: its own, never another
+    build's, so that a build replaces no image another environment runs. (Environments that
+    share a Dockerfile share an image through the cache: a hit names the earlier build's tag.)"""
+    return f"localhost/orch-env/{platform.instance}:{cache_key[:20]}-{build_id}"
 
 
 def service_tag(platform: Platform, service: str, version: int) -> str:
@@ -35,12 +38,12 @@ def service_tag(platform: Platform, service: str, version: int) -> str:
 def named(s: Session, platform: Platform) -> set[str]:
     """Every image tag the store names, or will name once the work in flight is done."""
     tags = set(s.scalars(select(EnvironmentRow.image).where(EnvironmentRow.image.is_not(None))))
-    ready = BuildRow.status == BuildStatus.READY.value
-    tags |= set(s.scalars(select(BuildRow.image).where(ready, BuildRow.image.is_not(None))))
     in_flight = [BuildStatus.QUEUED.value, BuildStatus.BUILDING.value]
-    for key in s.scalars(select(BuildRow.cache_key).where(BuildRow.status.in_(in_flight))):
+    for build_id, key in s.execute(
+        select(BuildRow.id, BuildRow.cache_key).where(BuildRow.status.in_(in_flight))
+    ):
         if key:  # a build run again reuses the layers of the image it made before the kill
-            tags.add(environment_tag(platform, key))
+            tags.add(environment_tag(platform, key, build_id))
     tags |= set(s.scalars(select(ServiceRow.image).where(ServiceRow.image.is_not(None))))
     unfinished = [s.value for s in DeploymentStatus if not s.final]
     deploying = select(ServiceRow.name, ServiceDeploymentRow.version).join(
@@ -49,6 +52,20 @@ def named(s: Session, platform: Platform) -> set[str]:
     for name, version in s.execute(deploying.where(ServiceDeploymentRow.status.in_(unfinished))):
         tags.add(service_tag(platform, name, version))
     return {t for t in tags if t}
+
+
+def release(platform: Platform, image: str) -> None:
+    """Remove the platform's environment image `image` if no environment names it any more (its
+    environment moved to a new build's image, or was deleted). One that an open sandbox uses
+    loses its name now, and goes when the sandbox ends. Raise EngineError."""
+    with platform.store.session() as s:
+        if s.scalar(select(EnvironmentRow.id).where(EnvironmentRow.image == image).limit(1)):
+            return
+    info = platform.engine.inspect_image(image)
+    if info is not None and info.labels.get("org.orch.instance") == platform.instance:
+        platform.engine.remove_image(image)
+        # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
+        platform.engine.untag_image(image)
 
 
 def remove_unnamed(platform: Platform) -> list[str]:

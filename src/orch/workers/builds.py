@@ -6,13 +6,11 @@ stopped server left in "building".
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
@@ -23,8 +21,9 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.engine.base import BuildRequest
 from orch.errors import BuildFailed, EngineError, OrchError
 from orch.models import BuildStatus, advance
-from orch.services import base_digests, build_log, build_output, images
+from orch.services import base_digests, build_log, build_output, build_requests, images
 from orch.services.platform import Platform
+from orch.sizes import format_size
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
@@ -43,18 +42,15 @@ def claim(platform: Platform) -> str | None:
 
 
 def recover(platform: Platform) -> list[str]:
-    """At start: end podman builds a stopped server left running, and re-queue (or fail) them."""
+    """At start: end the builds a stopped server left running, and re-queue (or fail) them."""
     settled = []
     interrupted = select(BuildRow).where(
         BuildRow.status == BuildStatus.BUILDING.value, left_by(BuildRow, platform.instance)
     )
-    with platform.store.session() as s:
-        for b in s.scalars(interrupted):
-            if b.worker_pid:
-                _stop_orphan(b.worker_pid)
-    # With them ended, and before any build of this platform starts (this runs before the build
-    # workers and the deploy worker), what killed builds left behind goes: environments' and
-    # services' alike.
+    # Before any build of this platform starts (this runs before the build workers and the
+    # deploy worker): its `podman build`s still running (found by their owner argument, so one
+    # whose environment was deleted meanwhile too), what their RUN steps started, and what
+    # killed builds left behind go, environments' and services' alike.
     platform.engine.remove_build_leftovers(platform.instance)
     with platform.store.session() as s:
         for b in s.scalars(interrupted):
@@ -65,7 +61,9 @@ def recover(platform: Platform) -> list[str]:
                 build_output.note(s, b.id, f"\n{note}; it was queued again.\n")
             else:
                 b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
-                b.error = f"{note} {b.attempts} times; it was not tried again."
+                env = s.get(EnvironmentRow, b.environment_id)
+                again = f"`orch env build {env.name}`" if env else "`orch env build` and its name"
+                b.error = f"{note} {b.attempts} times; it was not tried again. Build it again with {again}."
                 build_output.note(s, b.id, f"\n{b.error}\n")
                 metrics.of(platform).build_finished("failed")
             settled.append(b.id)
@@ -74,23 +72,20 @@ def recover(platform: Platform) -> list[str]:
     return settled
 
 
-def _stop_orphan(pid: int) -> None:
-    """Kill the process group of a podman build we started, if it is still that build."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if len(cmdline) > 1 and cmdline[0].endswith(b"podman") and cmdline[1] == b"build":
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        # Gone (or a zombie of the dead server's, reparented) before its leftovers are removed.
-        for _ in range(50):
-            try:
-                if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-                    break
-            except OSError:
-                break
-            time.sleep(0.1)
+@dataclass(frozen=True)
+class _Job:
+    """What a build is of: its environment as it was when the build started."""
+
+    build_id: str
+    env_id: str
+    name: str
+    scope: str  # the environment's workspace (or SHARED): whose cache mounts the build uses
+    text: str
+    no_cache: bool
+
+
+class _Gone(Exception):
+    """The build's environment was deleted while it ran: nothing is left to record."""
 
 
 def run(platform: Platform, build_id: str) -> None:
@@ -104,7 +99,7 @@ def run(platform: Platform, build_id: str) -> None:
                 b.status, b.error, b.finished_at = advance(b.status, BuildStatus.FAILED), "deleted", utcnow()
                 metrics.of(platform).build_finished("failed", time.monotonic() - started)
             return
-        text, no_cache, env_id = env.dockerfile or "", b.no_cache, env.id
+        job = _Job(build_id, env.id, env.name, env.scope, env.dockerfile or "", b.no_cache)
     # Only this attempt's lines make the excerpt: an earlier one (before a server stop) failed
     # for other reasons.
     excerpt = build_log.Excerpt()
@@ -116,8 +111,10 @@ def run(platform: Platform, build_id: str) -> None:
 
     outcome: metrics.BuildOutcome = "failed"
     try:
-        _build(platform, build_id, env_id, text, no_cache, out, stored)
+        _build(platform, job, out, stored)
         outcome = "ready"
+    except _Gone:
+        log.info("build %s stopped: its environment %s was deleted", build_id, job.env_id)
     except BuildFailed as e:
         _fail(platform, stored, e, excerpt.lines() or list(e.details.get("tail") or []))
     except OrchError as e:
@@ -133,15 +130,9 @@ def run(platform: Platform, build_id: str) -> None:
 
 
 def _build(
-    platform: Platform,
-    build_id: str,
-    env_id: str,
-    text: str,
-    no_cache: bool,
-    out: Callable[[str], None],
-    stored: build_output.BuildOutput,
+    platform: Platform, job: _Job, out: Callable[[str], None], stored: build_output.BuildOutput
 ) -> None:
-    validation = dockerfile.validate(text)
+    validation = dockerfile.validate(job.text)
     if not validation.ok:
         raise OrchError("The Dockerfile no longer validates.", "Create the environment again.")
     # With a registry, a base image another machine pushed is pulled rather than built here.
@@ -154,14 +145,18 @@ def _build(
         digests=digests,
     )
     base = bases["code-interpreter"]
-    key = cache_key(dockerfile.normalised(validation.instructions), base.id)
+    private = build_requests.private_to(validation, job.scope)
+    key = cache_key(dockerfile.normalised(validation.instructions), base.id, private)
     containerfile = dockerfile.render_containerfile(
-        validation.instructions, base_images.image_tag("code-interpreter")
+        validation.instructions,
+        base_images.image_tag("code-interpreter"),
+        dockerfile.cache_owner(platform.instance, job.scope),
     )
-    tag = images.environment_tag(platform, key)
+    tag = images.environment_tag(platform, key, job.build_id)
     with platform.store.session() as s:
-        b = s.get(BuildRow, build_id)
-        assert b is not None
+        b = s.get(BuildRow, job.build_id)
+        if b is None:
+            raise _Gone
         b.cache_key, b.containerfile = key, containerfile
     request = BuildRequest(
         containerfile=containerfile,
@@ -169,37 +164,95 @@ def _build(
         labels={**platform.labels, "org.orch.kind": "environment", "org.orch.cache-key": key},
         mounts=ca_mounts(platform.config),
         build_args=proxy_env(platform.config),
-        no_cache=no_cache,
+        no_cache=job.no_cache,
         timeout=float(platform.config.build_timeout),
         owner=platform.instance,
     )
     # The log and the progress number the steps as the user's Dockerfile does; Podman's own
     # numbers count the rendered Containerfile and the LABEL steps that --label adds.
-    numbers = build_log.StepNumbers.of(text, validation.instructions)
+    numbers = build_log.StepNumbers.of(job.text, validation.instructions)
 
     def out_with_progress(line: str) -> None:
         line, step = numbers.rewrite(line)
         out(line)
         if step:
-            _progress(platform, build_id, step[0], numbers.total, step[1])
+            _progress(platform, job.build_id, step[0], numbers.total, step[1])
 
-    info = platform.engine.build(request, out_with_progress, lambda pid: _set_pid(platform, build_id, pid))
-    digest = _push(platform, tag, out)
+    try:
+        info = platform.engine.build(
+            request,
+            out_with_progress,
+            lambda pid: _set_pid(platform, job.build_id, pid),
+            should_stop=lambda: not _still_building(platform, job.build_id),
+        )
+    except BuildFailed:
+        if not _still_building(platform, job.build_id):
+            raise _Gone from None
+        raise
+    if _too_large(platform, info.size):
+        _release(platform, tag)
+        raise _size_error(platform, info.size)
+    # A failed push keeps the image (nothing names it: the next start removes it), so that a
+    # build again only pushes it.
+    digest = _push(platform, job.name, tag, out)
     platform.present_base_tags.add(tag)  # a cluster node holds it now (services/nodes.py)
-    # Ready, with its whole log stored in the same transaction: whoever sees it ended reads all.
-    with stored.storing, platform.store.session() as s:
-        stored.store(s)
-        b = s.get(BuildRow, build_id)
-        env = s.get(EnvironmentRow, env_id)
-        assert b is not None
-        b.status, b.image, b.size_bytes = advance(b.status, BuildStatus.READY), tag, info.size
-        b.image_digest = digest
-        b.finished_at, b.worker_pid, b.step = utcnow(), None, b.total_steps
-        if env is not None and env.build_id == build_id:
-            env.image, env.image_digest = tag, digest
+    try:
+        # Ready, with its whole log stored in the same transaction: whoever sees it ended reads all.
+        with stored.storing, platform.store.session() as s:
+            stored.store(s)
+            b = s.get(BuildRow, job.build_id)
+            env = s.get(EnvironmentRow, job.env_id)
+            if b is None or env is None:
+                raise _Gone
+            b.status, b.image, b.size_bytes = advance(b.status, BuildStatus.READY), tag, info.size
+            b.image_digest = digest
+            b.finished_at, b.worker_pid, b.step = utcnow(), None, b.total_steps
+            # Only this environment moves to the new image: others that ran the image it ran
+            # before (a cache hit on it, in any workspace) keep theirs, which goes once none does.
+            moves = env.build_id == job.build_id
+            unnamed = (env.image if env.image != tag else None) if moves else tag
+            if moves:
+                env.image, env.image_digest = tag, digest
+    except _Gone:
+        _release(platform, tag)  # its environment was deleted meanwhile: nothing names it
+        raise
+    if unnamed:
+        _release(platform, unnamed)
 
 
-def _push(platform: Platform, tag: str, out: Callable[[str], None]) -> str | None:
+def _still_building(platform: Platform, build_id: str) -> bool:
+    """Whether the build's row still says it is building: gone (its environment deleted) or
+    settled by someone else, the build is stopped (asked about once a second while it runs)."""
+    with platform.store.session() as s:
+        return s.scalar(select(BuildRow.status).where(BuildRow.id == build_id)) == BuildStatus.BUILDING
+
+
+def _release(platform: Platform, image: str) -> None:
+    try:
+        images.release(platform, image)
+    except OrchError as e:  # storage only: the next start's sweep removes what stays
+        log.warning("removing %s: %s", image, e)
+
+
+def _too_large(platform: Platform, size: int) -> bool:
+    limit = int(platform.config.build_max_size)
+    return bool(limit) and size > limit
+
+
+def _size_error(platform: Platform, size: int) -> OrchError:
+    """Why a build whose image is larger than ORCH_BUILD_MAX_SIZE failed (its image removed)."""
+    limit = int(platform.config.build_max_size)
+    return OrchError(
+        f"The image is {format_size(size)}, more than the {format_size(limit)} that "
+        "ORCH_BUILD_MAX_SIZE allows, so it was not kept.",
+        "Make the image smaller (install only what runs need, and remove caches and "
+        "downloads in the step that made them), or ask the server's operator to raise "
+        "ORCH_BUILD_MAX_SIZE.",
+        built=True,
+    )
+
+
+def _push(platform: Platform, name: str, tag: str, out: Callable[[str], None]) -> str | None:
     """Push the built image to the registry, if one is set, and return its digest reference. A
     failed push fails the build: the image is here, but no other machine could run it, and a
     build that says "ready" would only fail later, on another machine, far from the cause. (A
@@ -210,7 +263,9 @@ def _push(platform: Platform, tag: str, out: Callable[[str], None]) -> str | Non
         raise EngineError(
             f"The image was built but not pushed to the registry, so other machines cannot use it: "
             f"{e.message}",
-            e.fix,
+            f"{e.fix} Then `orch env build {name}` pushes it again (its steps are cached, only "
+            "the push runs again).".strip(),
+            built=True,  # after every step succeeded
         ) from None
 
 
@@ -229,19 +284,25 @@ def _progress(platform: Platform, build_id: str, step: int, total: int, text: st
 
 
 def _fail(platform: Platform, stored: build_output.BuildOutput, error: OrchError, excerpt: list[str]) -> None:
-    """Fail the build, its log stored in the same transaction."""
+    """Fail the build, its log stored in the same transaction. Only a Dockerfile step whose
+    command failed is the failed step; any other failure (a timeout, a push, the base image)
+    says in `error` what to do, with the fix of its own."""
     with stored.storing, platform.store.session() as s:
         stored.store(s)
         b = s.get(BuildRow, stored.build_id)
         if b is None:
             return
-        failed_step = f"step {b.step}/{b.total_steps}: {b.step_text}" if b.step else None
-        if isinstance(error, BuildFailed) and failed_step:
-            code = error.details.get("exit_code")
-            why = f" (exit code {code})" if code not in (None, -9) else f": {error.message}"
-            b.error = f"S{failed_step[1:]} failed{why}"
+        step = (
+            f"step {b.step}/{b.total_steps}: {b.step_text}"
+            if b.step and not error.details.get("built")
+            else None
+        )
+        code = error.details.get("exit_code") if isinstance(error, BuildFailed) else None
+        if step and code not in (None, -signal.SIGKILL):
+            b.failed_step, b.error = step, f"S{step[1:]} failed (exit code {code})"
         else:
-            b.error = error.message
-        b.failed_step = failed_step
+            during = f", during {step}" if step else ""
+            message = error.message.removesuffix(".")
+            b.failed_step, b.error = None, f"{message}{during}. {error.fix}".strip()
         b.log_tail = "\n".join(excerpt)  # the failure's excerpt; `orch env logs` has the whole log
         b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None

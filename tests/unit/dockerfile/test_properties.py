@@ -8,6 +8,7 @@ import dockerfile
 from hypothesis import HealthCheck, given, settings
 
 from orch.dockerfile import BASE_IMAGE, Instruction, Severity, normalised, render_containerfile, validate
+from orch.dockerfile.cache_mounts import private
 from orch.dockerfile.heredoc import heredoc_argv
 from orch.dockerfile.render import DEFAULT_SHELL
 from tests.unit.dockerfile.strategies import ANY_TEXT, dockerfile_texts
@@ -58,6 +59,11 @@ def test_accepted_files_render_to_what_they_mean(text: str) -> None:
     assert normalised(v.instructions) == normalised(validate(text).instructions)
 
 
+def _flags(ins: Instruction) -> tuple[str, ...]:
+    """A RUN's flags as rendered: a cache mount's id is its owner's (none here), not the user's."""
+    return tuple(private(flag, "") for flag in ins.flags)
+
+
 def meaning(instructions: Sequence[Instruction]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """(keyword, flags, effective arguments) of each rendered line the instructions should give."""
     shell: Sequence[str] = DEFAULT_SHELL
@@ -66,9 +72,9 @@ def meaning(instructions: Sequence[Instruction]) -> list[tuple[str, tuple[str, .
         if ins.keyword == "SHELL":
             shell = ins.args
         elif ins.keyword == "RUN" and ins.heredocs:
-            out.append(("RUN", ins.flags, tuple(heredoc_argv(ins.args[0], ins.heredocs, shell))))
+            out.append(("RUN", _flags(ins), tuple(heredoc_argv(ins.args[0], ins.heredocs, shell))))
         elif ins.keyword == "RUN":
-            out.append(("RUN", ins.flags, ins.args if ins.json_form else (*shell, ins.args[0])))
+            out.append(("RUN", _flags(ins), ins.args if ins.json_form else (*shell, ins.args[0])))
         elif ins.keyword in ("ENV", "LABEL"):
             out.append((ins.keyword, (), tuple(guarded(w) if n % 2 else w for n, w in enumerate(ins.args))))
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import dockerfile
@@ -11,6 +12,12 @@ from orch.dockerfile import BASE_IMAGE, Instruction, render_containerfile, valid
 from tests.unit.dockerfile.support import BASE
 
 TAG = "localhost/orch/code-interpreter:abc123"
+
+
+def cache_id(theirs: str, owner: str = "") -> str:
+    """The id a cache mount gets for the user's id (or target) `theirs` (cache_mounts.py)."""
+    digest = hashlib.sha256(theirs.encode()).hexdigest()[:16]
+    return f"orch-{owner}-{digest}" if owner else f"orch-{digest}"
 
 
 def render(text: str) -> str:
@@ -36,7 +43,7 @@ def test_from_is_replaced_and_instructions_are_re_emitted() -> None:
         "LABEL k=v\n"
         "WORKDIR /home/user\n"
         "USER root\n"
-        "RUN --mount=type=cache,target=/root/.cache pip install httpx\n"
+        f"RUN --mount=type=cache,target=/root/.cache,id={cache_id('/root/.cache')} pip install httpx\n"
         'RUN ["python3", "-c", "print(1)"]\n'
     )
 
@@ -97,9 +104,10 @@ def test_escape_directive_renders_to_backslash_escape() -> None:
 
 def test_flag_values_with_blanks_are_quoted() -> None:
     out = render(BASE + 'RUN --mount=type=cache,target="/root/my cache" ls\n')
-    assert out.splitlines()[1] == 'RUN --mount="type=cache,target=/root/my cache" ls'
+    mine = cache_id("/root/my cache")
+    assert out.splitlines()[1] == f'RUN --mount="type=cache,target=/root/my cache,id={mine}" ls'
     [_, run] = dockerfile.parse_string(out)
-    assert run.flags == ("--mount=type=cache,target=/root/my cache",)
+    assert run.flags == (f"--mount=type=cache,target=/root/my cache,id={mine}",)
 
 
 def test_long_lines_are_folded_and_read_back_whole() -> None:
