@@ -60,6 +60,7 @@ def test_delete_agent_removes_versions_runs_and_unshared_bundles(
         "deleted_runs": 1,
         "latest_version": None,
         "unused_environments": [],
+        "notes": [],
     }
     assert api.get("/v1/agents/hello").status_code == 404
     assert api.get(f"/v1/runs/{done['id']}").status_code == 404
@@ -182,6 +183,35 @@ def test_deleting_frees_the_environments_it_used(
     assert api.delete("/v1/agents/docked").json()["unused_environments"] == [own]
     for env in ("shared", own):
         assert api.delete(f"/v1/environments/{env}").status_code == 200
+
+
+def test_a_rollback_to_a_version_whose_environment_is_gone_or_failed_says_so(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """As publish warns for a pin whose build failed, deleting the latest version warns when the
+    version that is the latest now would fail because of its environment (the tester's F11)."""
+    for name, dockerfile in (("inuse", GOOD), ("broken", FAILING), ("temp", GOOD + "ENV T=1\n")):
+        assert api.post("/v1/environments", json={"name": name, "dockerfile": dockerfile}).status_code == 201
+    drain(platform)
+    published(api, tmp_path, "pin", {"main.py": "", "orch.yaml": "environment: inuse\n"})
+    published(api, tmp_path, "pin", {"main.py": "", "orch.yaml": "environment: broken\n"})
+    published(api, tmp_path, "pin", {"main.py": ""})
+    published(api, tmp_path, "pin", {"main.py": "print(4)\n"})
+    assert api.delete("/v1/environments/inuse").status_code == 200  # only the latest counts as a user
+    assert api.delete("/v1/agents/pin/versions/4").json()["notes"] == []  # v3 runs in the base
+    (failed,) = api.delete("/v1/agents/pin/versions/3").json()["notes"]
+    assert failed.startswith(
+        "v2, the latest version now, runs in environment broken, whose last build failed ("
+    )
+    assert failed.endswith("See its build log, then rebuild it or pin another environment.")
+    assert api.delete("/v1/agents/pin/versions/1").json()["notes"] == []  # not the latest
+    published(api, tmp_path, "gone", {"main.py": "", "orch.yaml": "environment: temp\n"})
+    published(api, tmp_path, "gone", {"main.py": "print(2)\n"})
+    assert api.delete("/v1/environments/temp").status_code == 200
+    assert api.delete("/v1/agents/gone/versions/2").json()["notes"] == [
+        "Runs of v1, the latest version now, will fail: The pinned environment 'temp' no longer "
+        "exists. Create it again, or pin another environment in orch.yaml and publish again."
+    ]
 
 
 def test_another_workspace_cannot_delete(

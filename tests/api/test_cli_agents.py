@@ -156,3 +156,20 @@ def test_publish_docker_exits_1_when_the_build_it_waited_for_failed(
     assert res.exit_code == 1, res.output
     assert "Published fails v1" in res.output and "Environment fails-dockerfile failed to build" in res.output
     assert "fix the Dockerfile and publish again" in res.output
+
+
+def test_a_version_delete_warns_when_the_new_latest_cannot_run(
+    cli, tmp_path: Path, api: httpx.Client
+) -> None:
+    env = {"name": "inuse2", "dockerfile": "FROM e2bdev/code-interpreter:latest\n"}
+    assert api.post("/v1/environments", json=env).status_code == 201
+    pinned = agent_dir(tmp_path, "pin", {"main.py": "", "orch.yaml": "environment: inuse2\n"})
+    assert cli("publish", pinned, "-n", "pin").exit_code == 0
+    assert cli("publish", agent_dir(tmp_path, "later", {"main.py": "print(2)\n"}), "-n", "pin").exit_code == 0
+    assert api.delete("/v1/environments/inuse2").status_code == 200
+    res = cli("agents", "delete", "pin", "--version", "2", "--yes")
+    assert res.exit_code == 0, res.output
+    assert "latest version: v1" in res.output
+    assert "! Runs of v1, the latest version now, will fail: The pinned environment 'inuse2' no longer" in (
+        " ".join(res.output.split())
+    )

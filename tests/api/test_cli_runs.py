@@ -208,3 +208,21 @@ def test_events_of_a_code_agent_s_run_say_there_are_none(cli, agent: str, worker
         assert f"{run_id} is a run of a code agent: only a managed loop's runs have events." in res.stderr
         assert f"`orch runs logs {run_id}` prints its output." in res.stderr
         assert res.stdout == ("[]\n" if args == ("--json",) else "")
+
+
+def test_a_run_whose_stdout_was_cut_says_so_on_stderr(  # type: ignore[no-untyped-def]
+    cli, api: httpx.Client, tmp_path: Path, fake_engine: FakeEngine, worker: None
+) -> None:
+    """Piped, `orch run` printed the 1 MiB kept and exited 0 with no word of the rest: stdout
+    stays the run's bytes, and stderr says it was cut (as `orch runs logs` does)."""
+
+    def flood(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        out(b"x" * (2 * 1024 * 1024))
+        return ContainerExit(0)
+
+    fake_engine.behaviour = flood
+    assert publish(api, "flood", bundle(tmp_path, {"main.py": ""}, "flood")).status_code == 201
+    res = cli("run", "flood")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == "x" * (1024 * 1024)
+    assert "(output was cut at the 1 MiB limit per stream)" in res.stderr

@@ -117,3 +117,26 @@ def test_a_sandbox_on_a_machine_without_the_image_pulls_it_by_digest_once(
             assert sandboxes.create(other, workspace[0], environment="tools").status == "running"
         assert engine.pulled == [(digest, image)]  # once
         assert [spec.image for spec in holder.opened] == [image, image]
+
+
+def test_an_image_gone_from_the_machine_that_built_it_is_pulled_again(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+) -> None:
+    """The tester's F8: this server built the image (so knew it present), then it was removed
+    (`podman rmi`): the next run pulls it by digest rather than fail until a restart."""
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    image, digest = pin(api, platform, workspace[0], tmp_path)
+    first = api.post("/v1/runs", json={"agent": "tooled"}).json()["id"]
+    assert drain_runs(platform) == 1 and api.get(f"/v1/runs/{first}").json()["status"] == "succeeded"
+    assert fake_engine.pulled == []  # it had it
+    fake_engine.remove_image(image)
+    again = api.post("/v1/runs", json={"agent": "tooled"}).json()["id"]
+    assert drain_runs(platform) == 1
+    assert api.get(f"/v1/runs/{again}").json()["status"] == "succeeded"
+    assert fake_engine.pulled == [(digest, image)]
+    assert f"Pulling {image} from the registry" in api.get(f"/v1/runs/{again}/logs").json()["log"]

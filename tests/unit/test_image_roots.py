@@ -53,3 +53,22 @@ def test_runs_that_find_the_cache_stale_together_wait_for_one_inspect(tmp_path: 
     assert calls(log, "image inspect") == 2  # one per round, not one per run
     assert calls(log, "image mount") == 1  # the same image id: its mounted root is kept
     assert images.get("localhost/x:1").env == ("A=1",) and calls(log, "image inspect") == 3
+
+
+def test_a_missing_image_is_said_so_not_blamed_on_the_setup(tmp_path: Path) -> None:
+    """Podman's "image not known" means the image went (`podman rmi`), not a server set up wrong:
+    the message says which image is missing, and its fix is not "run the server as root"."""
+    import pytest
+
+    from orch.errors import EngineError
+
+    script, _, _ = fake_podman(tmp_path)
+    gone = 'echo "Error: inspecting object: localhost/x:1: image not known" >&2; exit 125'
+    lines = script.read_text().splitlines()
+    script.write_text(
+        "\n".join(f'  "image inspect") {gone} ;;' if "image inspect" in x else x for x in lines)
+    )
+    with pytest.raises(EngineError) as missing:
+        Images(str(script)).get("localhost/x:1")
+    assert missing.value.message == "The image localhost/x:1 is missing."
+    assert "root" not in missing.value.fix

@@ -110,7 +110,8 @@ def _link_target(top: Path, root: Path, rel: str, source: Path) -> str:
     resolved = Path(os.path.realpath(source))
     if not resolved.is_relative_to(top):
         raise InvalidInput(
-            f"{rel} is a link to {written}, which is outside {root}.",
+            # The directory as an absolute path: `outside .` then a full stop read as `..`.
+            f"{rel} is a link to {written}, which is outside {os.path.abspath(root)}.",
             f"Replace the link with a copy of what it points to, or {_LEAVE_OUT}",
         )
     # Stored as the real path relative to the link's (real) directory: only leading '..' steps,

@@ -195,6 +195,8 @@ def delete(
     else:
         ok(f"Deleted {data['agent']} v{version} and {runs_gone}.")
         console.print(f"  latest version: v{data['latest_version']} (what `orch run {data['agent']}` runs)")
+    for note in data.get("notes", []):
+        warn(note)
     for env in data["unused_environments"]:
         console.print(
             f"  environment {env}, built from its Dockerfile, is no longer used by any agent: "

@@ -20,6 +20,7 @@ from orch.loop.transcript import transcript_line
 from orch.text import utf8
 
 app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no_args_is_help=True)
+TRUNCATED = "(output was cut at the 1 MiB limit per stream)"
 
 
 def _read_input(value: str | None) -> str:
@@ -174,6 +175,8 @@ def run(
                 f"→ {run_id} · {escape(created['agent'])} v{created['agent_version']}", soft_wrap=True
             )
             final = stream(client, run_id, note_follows=True)
+            if final.get("truncated"):  # what was printed is not all the run wrote: say so
+                err_console.print(TRUNCATED, style="dim")
             _finish_line(final)
     except KeyboardInterrupt:  # 130, as for any command Ctrl-C ends; the run is cancelled
         cancelled = client.post(f"/v1/runs/{segment(run_id)}/cancel")
@@ -263,7 +266,7 @@ def logs(
     last = follow_output(client, run_id, printer, wait=0)
     printer.end_line(note=bool(last.get("truncated")))
     if last.get("truncated"):
-        err_console.print("(output was cut at the 1 MiB limit per stream)", style="dim")
+        err_console.print(TRUNCATED, style="dim")
 
 
 def _event_line(event: dict[str, Any]) -> str:

@@ -124,9 +124,15 @@ class Images:
             return 0
 
     def _inspect(self, ref: str) -> Image:
-        data = json.loads(self._podman("image", "inspect", "--format", "json", ref) or "[]")
+        missing = EngineError(f"The image {ref} is missing.", "Build it first (orch env build).")
+        try:
+            data = json.loads(self._podman("image", "inspect", "--format", "json", ref) or "[]")
+        except EngineError as e:
+            if "image not known" in e.message or "no such image" in e.message.lower():
+                raise missing from None  # not a setup problem: the fix for a setup one would mislead
+            raise
         if not data:
-            raise EngineError(f"The image {ref} is missing.", "Build it first (orch env build).")
+            raise missing
         config = data[0].get("Config") or {}
         return Image(
             ref=ref,
@@ -151,7 +157,8 @@ class Images:
         except FileNotFoundError:
             raise EngineError("Podman is not installed.", _FIX) from None
         if res.returncode != 0:
-            raise EngineError(f"podman {' '.join(args[:2])} failed: {res.stderr.strip()}", _FIX)
+            said = res.stderr.strip().rstrip(".")
+            raise EngineError(f"podman {' '.join(args[:2])} failed: {said}.", _FIX)
         return res.stdout
 
 

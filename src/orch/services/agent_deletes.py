@@ -10,11 +10,13 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
-from orch.errors import Conflict, NotFound
-from orch.models import EnvKind, RunStatus
+from orch.errors import Conflict, NotFound, RunFailed
+from orch.models import EnvKind, EnvStatus, RunStatus
 from orch.services import agents, bundles, usage
+from orch.services import environments as envs
 from orch.services.platform import Platform
-from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, RunRow
+from orch.services.run_environment import choose_environment
+from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, RunRow, WorkspaceRow
 
 _UNFINISHED = [s.value for s in RunStatus if not s.final]
 
@@ -31,6 +33,9 @@ class AgentDeleted(BaseModel):
     # Environments built from the deleted versions' Dockerfiles that no agent uses any longer:
     # `orch env delete` can remove them now.
     unused_environments: list[str]
+    # Warnings, as a publish gives them: the version that is the latest now would fail to run
+    # because of its environment (gone, or its last build failed).
+    notes: list[str] = []
 
 
 @dataclass
@@ -99,8 +104,30 @@ def delete_version(platform: Platform, ws_id: str, ref: str, number: int) -> Age
             or 0
         )
         result = gone.answer(agent, agent.latest_version)
+        if number > agent.latest_version:  # a rollback: say whether what runs now can run
+            result.notes = _environment_notes(platform, s, ws_id, agent)
     _clean_up(platform, gone)
     return result
+
+
+def _environment_notes(platform: Platform, s: Session, ws_id: str, agent: AgentRow) -> list[str]:
+    """Why a run of the agent's latest version would fail because of its environment, if it
+    would: the environment it chooses is gone, or its last build failed."""
+    latest = f"v{agent.latest_version}, the latest version now"
+    ws = s.get(WorkspaceRow, ws_id)
+    assert ws is not None
+    try:
+        chosen = choose_environment(s, ws, agents.latest_version(s, agent))
+    except RunFailed as e:
+        return [f"Runs of {latest}, will fail: {e.message} {e.fix}"]
+    state = envs.view(platform, s, ws, chosen.environment)
+    if state.status != EnvStatus.FAILED:
+        return []
+    error = (state.error or "no error was recorded").strip().rstrip(".")
+    return [
+        f"{latest}, runs in environment {state.name}, whose last build failed ({error}); its runs "
+        "will fail until it is built. See its build log, then rebuild it or pin another environment."
+    ]
 
 
 def _remove(

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
@@ -22,6 +23,7 @@ from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.errors import EngineError, OrchError, RunFailed
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
+from orch.sandbox import deps_cache
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import base_digests, host_check, nodes
@@ -67,8 +69,9 @@ def sandbox_name(platform: Platform, run_id: str) -> str:
 
 
 def recover(platform: Platform) -> list[str]:
-    """At start: remove this platform's leftover sandboxes; a run that had not started its agent
-    is queued again (once), one whose agent was running is failed (it may have had effects)."""
+    """At start: remove this platform's leftover sandboxes and dependency installs; a run that had
+    not started its agent is queued again (once), one whose agent was running is failed (it may
+    have had effects)."""
     platform.engine.remove_containers({"org.orch.instance": platform.instance, "org.orch.kind": "run"})
     if swept := sweep_all(platform.launchers.values(), platform.container_prefix):
         log.info("removed what %d sandboxes of a stopped server left", swept)
@@ -100,6 +103,12 @@ def recover(platform: Platform) -> list[str]:
         name = sandbox_name(platform, run_id)
         for container in (name, f"{name}-deps"):
             platform.engine.remove_container(container, timeout=0)
+    # With their containers gone: the dependency installs they cut (sandbox/deps_cache.py), and
+    # what the cache holds beyond its size.
+    cache = platform.config.home / "deps"
+    if swept := deps_cache.sweep(cache):
+        log.info("removed what %d dependency installs of a stopped server left", swept)
+    deps_cache.evict(cache, int(platform.config.deps_cache_size))
     return settled
 
 
@@ -212,6 +221,7 @@ class Plan:
     timeout: int | None
     bundle_sha: str
     deps_files: list[str]
+    workspace_id: str
     command: list[str]
     # The agent's workspace secrets, by name: never printed (repr), recorded or logged.
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
@@ -261,6 +271,7 @@ def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
             timeout=run.timeout,
             bundle_sha=version.bundle_sha256,
             deps_files=json.loads(version.deps_files),
+            workspace_id=ws.id,
             command=json.loads(version.command),
             secrets=secrets,
             loop_key=loop_key,
@@ -270,10 +281,17 @@ def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
 def _dependencies(
     platform: Platform, run_id: str, plan: Plan, image: str, base: ContainerSpec, out: RunOutput
 ) -> deps_mod.Deps:
-    """The bundle's dependencies for this image, installed or found in the cache."""
+    """The bundle's dependencies for this image, installed or found in the cache. The install
+    sandbox's memory is held in the server's budget (run_memory) while it runs, as a run's is;
+    the result holds its cache entry until `release`."""
     bundle_dir = extracted_bundle(platform, plan.bundle_sha)
     files = {n: (bundle_dir / n).read_bytes() for n in plan.deps_files if (bundle_dir / n).is_file()}
     image_id = _image_id(platform, plan, image) if files else ""
+
+    def admit(need: int) -> AbstractContextManager[bool]:
+        said = functools.partial(_waits_for_memory, platform, out, need, "its dependency install")
+        return platform.run_memory.reserved(need, _stop_check(platform, run_id), said)
+
     return deps_mod.ensure(
         platform.engine,
         cache_root=platform.config.home / "deps",
@@ -284,7 +302,12 @@ def _dependencies(
         base_spec=base,
         log=out.line,
         timeout=float(platform.config.build_timeout),
+        workspace_id=plan.workspace_id,
+        bundle_sha=plan.bundle_sha,
         should_stop=lambda: _cancelled(platform, run_id),
+        memory=int(platform.config.install_memory),
+        admit=admit,
+        cache_size=int(platform.config.deps_cache_size),
     )
 
 
@@ -316,7 +339,7 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         said = problem.message[:1].lower() + problem.message[1:]
         raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
     try:
-        image = _ready_image(platform, run_id, plan.env_id, plan.env_kind, plan.env_name, out)
+        image = _ready_image(platform, run_id, plan, out)
     except _CancelledWaiting:  # a cancelled run, not a failed one
         _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
@@ -327,35 +350,9 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         pids=manifest.resources.pids,
         timeout=plan.timeout or manifest.resources.timeout,
     )
-    with platform.run_memory.reserved(
-        limits.memory_bytes,
-        _stop_check(platform, run_id),
-        functools.partial(_waits_for_memory, platform, out, limits),
-    ) as admitted:
-        if not admitted:
-            _finish(platform, out, RunStatus.CANCELLED, None, "cancelled while it waited for memory")
-            return
-        _in_sandbox(platform, run_id, out, plan, image, limits, claimed)
-
-
-def _waits_for_memory(platform: Platform, out: RunOutput, limits: Limits, in_use: int) -> None:
-    total = platform.run_memory.total
-    out.line(
-        f"→ waiting for memory: other runs and sandboxes hold {format_size(in_use)} of the "
-        f"{format_size(total)} that sandboxes may have at once (run_memory), and this one asks for "
-        f"{format_size(limits.memory_bytes)}"
-    )
-
-
-def _in_sandbox(
-    platform: Platform, run_id: str, out: RunOutput, plan: Plan, image: str, limits: Limits, claimed: float
-) -> None:
-    """The run in its sandbox, within its share of the memory budget: dependencies, the
-    sandbox (or the managed loop's), the outcome."""
-    manifest = plan.manifest
     labels = {**platform.labels, "org.orch.kind": "run", "org.orch.run": run_id}
     host_mounts = [Mount(h, c) for h, c in ca_mounts(platform.config).items()]
-    # What a dependency install runs in: the run's image, user and mounts, without its limits.
+    # What a dependency install runs in: the run's image, user and mounts, with limits of its own.
     base = ContainerSpec(
         image=image,
         argv=[],
@@ -366,13 +363,53 @@ def _in_sandbox(
         mounts=host_mounts,
         cpus=limits.cpus,
     )
+    # The install first, its memory held in the budget while it runs (not the run's share too:
+    # a run waiting for the install's share while holding its own could wait for ever).
     try:
         deps = _dependencies(platform, run_id, plan, image, base, out)
     except deps_mod.Cancelled:  # the install saw the cancel: a cancelled run, not a failed install
         _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
+    try:
+        with platform.run_memory.reserved(
+            limits.memory_bytes,
+            _stop_check(platform, run_id),
+            functools.partial(_waits_for_memory, platform, out, limits.memory_bytes, "this one"),
+        ) as admitted:
+            if not admitted:
+                _finish(platform, out, RunStatus.CANCELLED, None, "cancelled while it waited for memory")
+                return
+            _in_sandbox(platform, run_id, out, plan, image, limits, claimed, deps, labels, host_mounts)
+    finally:
+        deps.release()  # its sandbox has ended: the cache may remove its dependencies now
+
+
+def _waits_for_memory(platform: Platform, out: RunOutput, need: int, who: str, in_use: int) -> None:
+    total = platform.run_memory.total
+    out.line(
+        f"→ waiting for memory: other runs and sandboxes hold {format_size(in_use)} of the "
+        f"{format_size(total)} that sandboxes may have at once (run_memory), and {who} asks for "
+        f"{format_size(need)}"
+    )
+
+
+def _in_sandbox(
+    platform: Platform,
+    run_id: str,
+    out: RunOutput,
+    plan: Plan,
+    image: str,
+    limits: Limits,
+    claimed: float,
+    deps: deps_mod.Deps,
+    labels: dict[str, str],
+    host_mounts: list[Mount],
+) -> None:
+    """The run in its sandbox, within its share of the memory budget: the sandbox (or the
+    managed loop's) with its dependencies, the outcome."""
+    manifest = plan.manifest
     spec = run_spec(
-        name=base.name,
+        name=sandbox_name(platform, run_id),
         image=image,
         command=plan.command,
         bundle_dir=extracted_bundle(platform, plan.bundle_sha),
@@ -529,12 +566,11 @@ class _CancelledWaiting(Exception):
     """The run was cancelled while it waited for its environment's build."""
 
 
-def _ready_image(
-    platform: Platform, run_id: str, env_id: str, kind: EnvKind, name: str, out: RunOutput
-) -> str:
+def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) -> str:
     """The environment's image, waiting for its build when it is queued or building."""
+    env_id, kind, name = plan.env_id, plan.env_kind, plan.env_name
     if kind == EnvKind.BASE:
-        return _base_tag(platform, BASE_ENVIRONMENTS[name][0], out)
+        return _base_tag(platform, plan.isolation, BASE_ENVIRONMENTS[name][0], out)
     announced = False
     deadline = time.monotonic() + float(platform.config.build_timeout) + 60
     while True:
@@ -545,7 +581,7 @@ def _ready_image(
         if env is None:
             raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
         if build is not None and build.status == BuildStatus.READY.value and image:
-            return _here(platform, image, digest, out)
+            return _here(platform, plan.isolation, image, digest, out)
         if build is None or build.status == BuildStatus.FAILED.value:
             raise RunFailed(
                 f"The environment {name} failed to build: {build.error if build else 'never built'}.",
@@ -563,10 +599,11 @@ def _ready_image(
         time.sleep(0.5)
 
 
-def _here(platform: Platform, image: str, digest: str | None, out: RunOutput) -> str:
+def _here(platform: Platform, isolation: Isolation, image: str, digest: str | None, out: RunOutput) -> str:
     """`image`, pulled by its registry `digest` first when this machine lacks it (another
-    machine built it: builder/registry.py); looked for once per process, not once per run."""
-    if image not in platform.present_base_tags:
+    machine built it: builder/registry.py); asked of the engine once per process, not once per
+    run, unless it went meanwhile (`_still_here`)."""
+    if not _still_here(platform, isolation, image):
         if platform.engine.inspect_image(image) is None:
             if digest:
                 out.line(f"Pulling {image} from the registry")
@@ -578,11 +615,32 @@ def _here(platform: Platform, image: str, digest: str | None, out: RunOutput) ->
     return image
 
 
-def _base_tag(platform: Platform, recipe: str, out: RunOutput) -> str:
+def _still_here(platform: Platform, isolation: Isolation, image: str) -> bool:
+    """Whether `image`, found on this machine before (in `present_base_tags`), is here still: an
+    image removed by hand (`podman rmi`) is looked for again, pulled or built, rather than fail
+    every run until a restart. The launcher's image cache says (a stat while Podman's image
+    list is unchanged; the sandbox's start looks the same up anyway); without a launcher, the
+    engine."""
+    if image not in platform.present_base_tags:
+        return False
+    if launcher := platform.launchers.get(isolation):
+        try:
+            launcher.image_id(image)
+        except EngineError:
+            platform.present_base_tags.discard(image)
+            return False
+        return True
+    if platform.engine.inspect_image(image) is None:
+        platform.present_base_tags.discard(image)
+        return False
+    return True
+
+
+def _base_tag(platform: Platform, isolation: Isolation, recipe: str, out: RunOutput) -> str:
     """The base image's tag: pulled by its recorded digest when a registry has it, else built
-    first if missing (checked once per process, not per run)."""
+    first if missing (asked of the engine once per process, not per run, unless it went)."""
     tag = base_images.image_tag(recipe)
-    if tag not in platform.present_base_tags:
+    if not _still_here(platform, isolation, tag):
         digests = base_digests.known(platform.store) if platform.config.registry else {}
         base_images.ensure(platform.engine, platform.config, out.line, [recipe], digests=digests)
         platform.present_base_tags.add(tag)

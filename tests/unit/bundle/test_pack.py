@@ -171,6 +171,18 @@ def test_links_outside_are_refused(tmp_path: Path, target: str) -> None:
     assert ".orchignore" in error.fix
 
 
+def test_a_link_outside_names_the_directory_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orch publish .`: "outside .." read as the parent directory; the message names the
+    directory itself."""
+    root = tmp_path / "agent"
+    write(root, "main.py")
+    (root / "link").symlink_to("/etc/passwd")
+    monkeypatch.chdir(root)
+    assert refusal(Path(".")).message == f"link is a link to /etc/passwd, which is outside {root}."
+
+
 def test_link_leading_out_through_another_link_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "agent"
     write(root, "main.py", "lib/deep/x.py")

@@ -1,0 +1,233 @@
+"""The dependency cache on this machine's disk (`$ORCH_HOME/deps`): its entries, who uses them,
+and what is removed.
+
+- `KEY/`: one install, complete when it holds `.complete` (the dependency files' names, then the
+  bytes the entry takes on the disk). Only a finished install is renamed into place.
+- `KEY.lock`: held (exclusive `flock`) while KEY is looked up or installed: one install per key.
+- `KEY.use`: held shared by each run whose sandbox mounts KEY, from its lookup to its sandbox's end.
+- `KEY.tmp-PID-NS/`: an install under way (its tmpfs, then its copy on the disk); an install
+  holds KEY.lock as long as its directory exists, so one whose lock is free was left by a
+  killed server, and `sweep` removes it at the server's start (with the entries an older
+  server made, whose keys never come again).
+
+The entries together are kept within the `deps_cache_size` setting: after each install (and at
+the server's start) the least recently used entries that no run uses and no install holds are
+removed until they fit (`evict`). A lookup that finds an entry marks it used (the mtime of its
+`.complete`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from orch.sandbox import rootfs
+
+log = logging.getLogger(__name__)
+
+COMPLETE = ".complete"
+TMP = ".tmp-"
+BLOCK = 4096  # what a file, a directory or a link takes at least on the disk
+
+
+def lock_path(root: Path, key: str) -> Path:
+    return root / f"{key}.lock"
+
+
+def use_path(root: Path, key: str) -> Path:
+    return root / f"{key}.use"
+
+
+def _locked(path: Path, how: int) -> IO[str]:
+    """`path` opened (created if missing) and locked `how`, waiting for it. A lock file `sweep`
+    removed while this waited is not the lock any more: the one at `path` now is taken."""
+    while True:
+        f = path.open("a")
+        fcntl.flock(f, how)
+        if os.fstat(f.fileno()).st_nlink > 0:
+            return f
+        f.close()
+
+
+@contextlib.contextmanager
+def install_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold KEY.lock: the one lookup or install of KEY under way on this machine."""
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(lock_path(root, key), fcntl.LOCK_EX):
+        yield
+
+
+class Use:
+    """A run's use of the entry KEY: a shared lock on KEY.use, which `evict` never breaks. Taken
+    while KEY.lock is held (so no eviction is between the lookup and the use), released when the
+    run's sandbox has ended, or by the kernel when the server dies."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self._file: IO[str] | None = _locked(use_path(root, key), fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[bool]:
+    """The exclusive lock on `path` if nobody holds it now (True), without waiting; an existing
+    file only: a missing one is nobody's."""
+    try:
+        f = path.open("r")
+    except FileNotFoundError:
+        yield True
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def mark_complete(path: Path, names: str, size: int) -> None:
+    """Write the entry's `.complete`: a new file, never through a link of the same name."""
+    fd = os.open(path / COMPLETE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{names}\n{size}\n")
+
+
+def complete(path: Path) -> bool:
+    return (path / COMPLETE).is_file()
+
+
+def _sized(path: Path) -> bool:
+    """Whether `path` is a complete entry of this server's making (its size recorded)."""
+    try:
+        lines = (path / COMPLETE).read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) > 1 and lines[1].isdigit()
+
+
+def touch(path: Path) -> None:
+    """Mark the entry used now (for least-recently-used eviction)."""
+    with contextlib.suppress(OSError):
+        os.utime(path / COMPLETE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    path: Path
+    used_at: float
+    size: int
+
+
+def entries(root: Path) -> list[Entry]:
+    """The complete entries, least recently used first."""
+    found = []
+    try:
+        children = list(root.iterdir())
+    except FileNotFoundError:
+        return []
+    for path in children:
+        if path.is_symlink() or not path.is_dir() or "." in path.name:
+            continue
+        try:
+            marker = path / COMPLETE
+            used_at = marker.stat().st_mtime
+            lines = marker.read_text().splitlines()
+        except OSError:
+            continue
+        size = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else disk_size(path)
+        found.append(Entry(path.name, path, used_at, size))
+    return sorted(found, key=lambda e: e.used_at)
+
+
+def disk_size(path: Path) -> int:
+    """What a tree takes on the disk, about: its files' bytes (each inode once), and a block at
+    least for each file, directory and link."""
+    total, seen = 0, set()
+    for top, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(top, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += max(BLOCK, st.st_size if stat.S_ISREG(st.st_mode) else 0)
+    return total + BLOCK
+
+
+def evict(root: Path, limit: int) -> list[str]:
+    """Remove the least recently used entries that no run uses and no install holds until the
+    rest take `limit` bytes at most; return the keys removed. One eviction at a time on a
+    machine: another one under way is left to do it."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    with _try_lock(_evict_lock(root)) as mine:
+        if not mine:
+            return removed
+        found = entries(root)
+        total = sum(e.size for e in found)
+        for entry in found:
+            if total <= limit:
+                break
+            with (
+                _try_lock(lock_path(root, entry.key)) as free,
+                _try_lock(use_path(root, entry.key)) as unused,
+            ):
+                if not (free and unused):
+                    continue
+                (entry.path / COMPLETE).unlink(missing_ok=True)  # gone for any lookup from now
+                shutil.rmtree(entry.path, ignore_errors=True)
+            total -= entry.size
+            removed.append(entry.key)
+    if removed:
+        log.info("dependency cache: removed %d entries least recently used", len(removed))
+    return removed
+
+
+def _evict_lock(root: Path) -> Path:
+    path = root / "evict.lock"
+    path.touch(exist_ok=True)
+    return path
+
+
+def sweep(root: Path) -> int:
+    """Remove what killed installs left: their KEY.tmp-* directories (and the tmpfs mounted in
+    one) whose KEY.lock nobody holds; the entries of servers before this one's keys (their
+    `.complete` has no size: their keys never come again, and an install that read the bundle
+    was keyed without it); and the lock files of entries gone. Return how many directories
+    went."""
+    swept = 0
+    try:
+        children = list(root.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in children:
+        key, tmp, _ = path.name.partition(TMP)
+        if path.is_symlink() or not path.is_dir() or not (tmp or ("." not in key and not _sized(path))):
+            continue
+        with _try_lock(lock_path(root, key)) as free, _try_lock(use_path(root, key)) as unused:
+            if not (free and unused):
+                continue  # an install of this key is under way, or a run uses it
+            for point in rootfs.mounts_under(path):
+                rootfs.umount(point)
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+    for path in children:
+        key, dot, kind = path.name.partition(".")
+        if dot and kind in ("lock", "use") and not (root / key).exists() and key != "evict":
+            with _try_lock(lock_path(root, key)) as free, _try_lock(use_path(root, key)) as unused:
+                if free and unused and not any(root.glob(f"{key}{TMP}*")):
+                    path.unlink(missing_ok=True)
+    return swept
