@@ -17,7 +17,7 @@ from sqlalchemy import delete, update
 
 from orch.engine.fake import FakeEngine
 from orch.services import deployed as use_cases
-from orch.services import leases, reconcile
+from orch.services import leases, reconcile, restarts
 from orch.services.platform import Platform
 from orch.store.schema import ServiceDeploymentRow, ServiceLeaseRow, ServiceReplicaRow, utcnow
 from orch.workers import deploys
@@ -271,13 +271,29 @@ def test_a_stop_or_restart_through_another_server_is_carried_out_by_the_holder(
     machine_b: tuple[Platform, FakeEngine],
     workspace: tuple[str, str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     other, engine_b = machine_b
     deployed(api, platform, tmp_path, 2)
     first = containers_of(platform)
-    restarted = use_cases.restart(other, workspace[0], "web")  # through B's API: rows change only
-    assert engine_b.started == []
-    assert [(r.state, r.container) for r in restarted.replicas] == [("starting", None)] * 2
+    monkeypatch.setattr(restarts, "POLL", 0.5)  # B's looks at the store: slower than A's passes here
+    # Through B's API: rows change only, one replica at a time. B renews the first and waits
+    # for it to serve again (A, the holder, replaces its container) before it renews the second.
+    seen: list[list[str | None]] = []
+    restarted = []
+    thread = threading.Thread(target=lambda: restarted.append(use_cases.restart(other, workspace[0], "web")))
+    thread.start()
+    while thread.is_alive():
+        seen.append(containers_of(platform))
+        reconcile.reconcile(platform)
+        time.sleep(0.05)
+    thread.join()
+    assert engine_b.started == [] and len(restarted) == 1
+    replica = restarted[0].replicas[0]
+    assert replica.state == "running" and replica.container not in first
+    # Never both at once: while the first was renewed, the second served on.
+    assert not [c for c in seen if c == [None, None]]
+    assert any(c[0] not in (None, first[0]) and c[1] == first[1] for c in seen)
     reconcile.reconcile(platform)  # A, the holder, removes the old containers and starts new ones
     now = containers_of(platform)
     assert len(now) == 2 and not set(now) & set(first) and sorted(now) == sorted(fake_engine.detached)

@@ -136,3 +136,73 @@ def test_the_command_is_shown_as_a_shell_would_read_it(cli, platform: Platform, 
     assert "command   python main.py 'two words' ''" in cli("service", "status", "api").output
     data = json.loads(cli("service", "status", "api", "--json").output)
     assert data["command"] == ["python", "main.py", "two words", ""]
+
+
+def test_cli_refuses_a_loop_section_first_whatever_its_settings(
+    cli, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Before, the CLI packed the directory first, as an agent's (publish's rules): a loop's
+    settings and the other keys were checked, with advice that could never make a service."""
+    root = tmp_path / "m2"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    (root / "orch.yaml").write_text("loop: {provider: openai, model: gpt-4o-mini}\nreplicas: 0\n")
+    res = cli("service", "deploy", str(root))
+    assert res.exit_code == 2, res.output
+    assert "orch.yaml line 1: loop: managed loops are not supported for services" in res.output
+    assert "api_key_secret" not in res.output and "replicas" not in res.output
+    assert api.get("/v1/services").json() == []
+
+
+def test_cli_refuses_a_command_too_long_for_the_request_with_a_sentence(
+    cli, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Before, ~70,000 characters went into the query string, and the server's HTTP parser
+    refused the request line before the API saw it: "The server answered 400 Bad Request.", exit 1."""
+    root = tmp_path / "echo"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    res = cli("service", "deploy", str(root), "--detach", "--command", "python main.py " + "y" * 70_000)
+    assert res.exit_code == 2, res.output
+    assert "The command is 70,015 characters long; a service's command is at most 4,096." in res.output
+    assert "Bad Request" not in res.output and api.get("/v1/services").json() == []
+
+
+def test_a_failed_dockerfile_build_points_to_its_log_after_the_deploy_s_own_lines(
+    cli, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the deployment's error did not name `orch env logs` (its fix, which said it, is
+    not kept), and the CLI printed the deployment's log ("waiting for environment ...") after
+    the line that said the build failed."""
+    import threading
+    import time
+    import types
+
+    import orch.cli.service as service_cli
+    from tests.conftest import drain
+
+    root = tmp_path / "dfail"
+    root.mkdir()
+    (root / "main.py").write_text("")
+    (root / "Dockerfile").write_text("FROM e2bdev/code-interpreter:latest\nRUN echo failing-step && exit 1\n")
+    worker: list[threading.Thread] = []
+
+    def meanwhile(_seconds: float) -> None:
+        """The deploy worker waits for the environment's build, which then fails."""
+        if not worker:
+            worker.append(threading.Thread(target=work, args=(platform,)))
+            worker[0].start()
+            time.sleep(0.3)
+            drain(platform)
+            worker[0].join(10)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(service_cli, "time", types.SimpleNamespace(sleep=meanwhile))
+    res = cli("service", "deploy", str(root))
+    assert res.exit_code == 1, res.output
+    failed = res.output.index("✗ Building the Dockerfile (environment dfail-dockerfile) failed:")
+    assert "`orch env logs dfail-dockerfile` shows its log." in res.output[failed:]
+    waiting = res.output.index("Dockerfile: waiting for environment dfail-dockerfile to be built")
+    assert waiting < failed  # the deployment's log, then why it ended
+    status = cli("service", "status", "dfail")
+    assert "`orch env logs dfail-dockerfile` shows its log." in status.output

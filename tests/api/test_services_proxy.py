@@ -47,6 +47,9 @@ class _Service(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(text)))
         self.send_header("Set-Cookie", "session=abc; Path=/")
         self.send_header("Set-Cookie", "orch_token=stolen; Path=/")
+        # Both would act on the whole host, so on orch's own origin too (its cookie, its HSTS).
+        self.send_header("Clear-Site-Data", '"cookies", "storage"')
+        self.send_header("Strict-Transport-Security", "max-age=0")
         self.end_headers()
         self.wfile.write(text)
 
@@ -127,8 +130,9 @@ def test_a_private_service_needs_its_workspaces_token_and_never_sees_it(
     resp = site.get("/services/team/web/x", headers={"Cookie": "orch_token=t; theirs=1"})
     assert resp.status_code == 200
     assert resp.json() == {"path": "/x", "auth": None, "cookie": "theirs=1", "prefix": "/services/team/web"}
-    # The service's own cookie reaches the client; orch's cookie it cannot set.
+    # The service's own cookie reaches the client; orch's cookie it cannot set, nor clear.
     assert resp.headers.get_list("set-cookie") == ["session=abc; Path=/"]
+    assert "clear-site-data" not in resp.headers and "strict-transport-security" not in resp.headers
 
 
 def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(
@@ -440,3 +444,51 @@ def test_a_caller_who_leaves_a_hung_service_frees_the_proxys_connection_to_it(
     while counted not in api.get("/metrics").text and time.monotonic() < deadline:
         time.sleep(0.02)
     assert counted in api.get("/metrics").text
+
+
+def test_a_drained_replica_s_503_says_the_platform_s_reason_not_a_stopped_process(
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, service: None
+) -> None:
+    """Before, a request while the only replica was drained (a restart) heard "its process
+    stopped": the service's fault, for the platform's own stop."""
+    svc = deployed(api, platform, tmp_path, {"main.py": ""})
+    routes = routing.of(platform)
+    end = routes.begin(svc["container"])  # a request in flight: the drain waits for it
+    drain = threading.Thread(
+        target=routes.drain, args=([svc["container"]], 1012, "the service is restarting")
+    )
+    drain.start()
+    try:
+        deadline = time.monotonic() + 5
+        while site.get("/services/team/web/").status_code == 200:
+            assert time.monotonic() < deadline
+        answer = site.get("/services/team/web/")
+        assert answer.status_code == 503
+        assert (
+            answer.json()["message"]
+            == "The service web is not answering for a moment: the service is restarting."
+        )
+    finally:
+        end()
+        drain.join(5)
+
+
+def test_routes_of_services_that_do_not_exist_are_bounded(
+    api: httpx.Client, site: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone, without a token, may ask for any name: each miss was kept (and never dropped
+    until a service changed), so random names grew the server's memory without bound."""
+    monkeypatch.setattr(routing, "_MAX_ROUTES", 50)
+    routes = routing.of(platform)
+    read: list[str] = []
+    real = routing._read
+    monkeypatch.setattr(routing, "_read", lambda p, ws, name: read.append(name) or real(p, ws, name))
+    for i in range(200):
+        assert anonymous(site).get(f"/services/w{i}/n{i}/").status_code == 401
+        assert len(routes._routes) <= 50
+    assert len(read) == 200
+    # A name no service can have (longer than 63 characters) is neither looked up nor kept.
+    routes.changed()
+    assert anonymous(site).get(f"/services/team/{'n' * 20000}/").status_code == 401
+    assert routes.lookup("team", "n" * 64) is None and routes.lookup("w" * 64, "web") is None
+    assert len(read) == 200 and routes._routes == {}

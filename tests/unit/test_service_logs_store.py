@@ -157,6 +157,27 @@ def test_the_oldest_output_goes_past_the_bound(
     assert read(platform, other) == ("another service's\n", 18)
 
 
+def test_the_bound_does_not_cut_a_line_in_half(
+    platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a reader behind the kept output began MAX_HISTORY bytes from its end, amid a
+    line ("line 24455 fff..." for "flood line 24455 fff..."); so did a piece longer than it."""
+    monkeypatch.setattr(deployed_logs, "MAX_HISTORY", 25)
+    (svc,) = services(platform, workspace[0], 1)
+    with platform.store.session() as s:
+        for i in range(4):
+            deployed_logs.append(s, svc, f"flood line {i}\n".encode())  # 13 bytes each: 52 in all
+    # The last 25 bytes begin amid "flood line 2": from the first line that starts in them.
+    assert read(platform, svc, 0) == ("flood line 3\n", 52)
+    assert read(platform, svc, 39) == ("flood line 3\n", 52)  # a follower's offset: as it is
+    with platform.store.session() as s:  # a line ends just before the bound: from the next one
+        deployed_logs.append(s, svc, b"0123456789a\n")
+    assert read(platform, svc, 0) == ("flood line 3\n0123456789a\n", 64)
+    with platform.store.session() as s:  # one piece longer than the bound: kept from a line's start
+        deployed_logs.append(s, svc, b"".join(f"piece {i:02d}\n".encode() for i in range(5)))
+    assert read(platform, svc, 0) == ("piece 03\npiece 04\n", 109)
+
+
 def test_a_character_cut_by_the_bound_is_not_mangled(
     platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,6 +71,10 @@ def deploy(
     json_: bool = JSON,
 ) -> None:
     """Deploy a directory as a service's next version; the old one serves until the new one answers."""
+    from orch.services.service_rules import check_command  # light, but not for every command's start
+
+    check_command(command_)  # before anything is packed or sent: the server refuses it too
+    _refuse_loop(path)
     service, bundle = packed(path, name, "service", "orch service deploy ./api")
     client = Transport.from_settings()
     params: dict[str, str] = {"command": command_} if command_ is not None else {}
@@ -119,12 +123,27 @@ def deploy(
     if dep["status"] != "ready":
         if not json_:
             why = escape(dep["error"] or "the deployment failed")
-            err_console.print(f"[red]✗[/red] {why}", soft_wrap=True)
-            if dep["log_tail"] and (dep["error"] or "").startswith("Building"):
+            if dep["log_tail"] and (dep["error"] or "").startswith("Building"):  # the log, then why it ended
                 err_console.print(escape(dep["log_tail"]), style="dim", soft_wrap=True)
+            err_console.print(f"[red]✗[/red] {why}", soft_wrap=True)
             if svc["version"]:
                 err_console.print(f"  {service} v{svc['version']} still serves.")
         raise typer.Exit(1)
+
+
+def _refuse_loop(path: Path) -> None:
+    """A `loop:` section in the directory's manifest is refused first, as the server does (the
+    packing would check its settings as an agent's, for nothing)."""
+    from orch.bundle import parse_manifest
+    from orch.services.service_rules import LOOP_REFUSED
+    from orch.text import utf8
+
+    for filename in ("orch.yaml", "orch.yml"):
+        found = path / filename
+        if found.is_file():
+            text = utf8(found.read_bytes(), filename, f"Save {filename} as UTF-8.")
+            parse_manifest(text, filename, loop_refused=LOOP_REFUSED)
+            return
 
 
 @app.command("list")
@@ -220,8 +239,9 @@ def logs(
 @app.command()
 @command
 def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None:
-    """Restart a service in a new container (a stopped one too)."""
-    s = Transport.from_settings().post(f"/v1/services/{segment(name)}/restart")
+    """Restart a service: a new container for each replica, one at a time (a stopped one starts)."""
+    client = Transport.from_settings()
+    s = client.post(f"/v1/services/{segment(name)}/restart", timeout=client.waiting(None))
     ok(f"{s['name']} restarted ({s['state']}).")
 
 
@@ -229,7 +249,8 @@ def restart(name: str = typer.Argument(..., help="Service name or id.")) -> None
 @command
 def stop(name: str = typer.Argument(..., help="Service name or id.")) -> None:
     """Stop a service; it stays stopped (server restarts too) until `orch service restart`."""
-    s = Transport.from_settings().post(f"/v1/services/{segment(name)}/stop")
+    client = Transport.from_settings()
+    s = client.post(f"/v1/services/{segment(name)}/stop", timeout=client.waiting(None))
     dep = s.get("deployment")
     if dep and dep["status"] not in FINAL:
         ok(
@@ -256,7 +277,7 @@ def delete(
             )
         if not typer.confirm(f"Delete service {s['name']} ({s['id']})?"):
             raise typer.Exit(1)
-    client.delete(f"/v1/services/{segment(s['id'])}")
+    client.delete(f"/v1/services/{segment(s['id'])}", timeout=client.waiting(None))
     ok(f"Deleted {s['name']}.")
 
 

@@ -129,6 +129,11 @@ class ServiceProxy:
         wanted = _header(scope, relay.REPLICA_HEADER) if self.for_node else None
         if wanted is not None:  # the replica the server picked first, if it is still here
             backends.sort(key=lambda b: b.container.encode() != wanted)
+        if not backends and route.backends and (why := self.routing.going(route)) is not None:
+            raise ServiceUnavailable(  # the platform's doing (a restart, a redeploy), not the service's
+                f"The service {name} is not answering for a moment: {why}.",
+                "Try again in a few seconds; see the service's status.",
+            )
         if not backends and route.backends:  # each refused a connection a moment ago
             raise ServiceUnavailable(
                 f"The service {name} is not answering: its process stopped, and it is being restarted.",

@@ -28,7 +28,11 @@ NOT_PASSED = frozenset(
     }
 )
 # What the answer gets from orch's server itself: one `date` (the service's would be a second).
-NOT_RETURNED = NOT_PASSED | {"date"}
+# And what would act on orch's own origin from a service's answer: a browser applies these to
+# the whole host, whatever its port, so to the API and web UI's origin too (docs/services.md,
+# "Private and public"): Clear-Site-Data ("cookies" clears the web UI's sign-in cookie),
+# Strict-Transport-Security (a service's max-age=0 would lift the host's HSTS).
+NOT_RETURNED = NOT_PASSED | {"date", "clear-site-data", "strict-transport-security"}
 # Who asked, as the edge saw it: set by the proxy that took the request from the client.
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
@@ -93,8 +97,9 @@ def request_headers(
 
 
 def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The service's answer headers as the client gets them: no hop-by-hop header, and no
-    Set-Cookie of orch's cookie (a service must not sign a browser in or out of orch)."""
+    """The service's answer headers as the client gets them: no hop-by-hop header, no Set-Cookie
+    of orch's cookie and no Clear-Site-Data (a service must not sign a browser in or out of
+    orch), no Strict-Transport-Security (NOT_RETURNED)."""
     out = []
     named = _connection_options(raw)
     for key, value in raw:

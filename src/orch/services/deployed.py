@@ -16,10 +16,11 @@ from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tests point it elsewhere)
-from orch.services import bundles, deployed_logs, refs, routing
+from orch.services import bundles, deployed_logs, refs, restarts, routing, takedown
 from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
-from orch.services.reconcile import reconcile, remove_images, renew_replica, replicas
+from orch.services.reconcile import reconcile, remove_images, replicas
+from orch.services.service_rules import LOOP_REFUSED, check_command
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
 from orch.store.schema import (
     NodeRow,
@@ -43,6 +44,7 @@ def deploy(
     (and nothing deployed) on refusal. `public` (or `public: true` in orch.yaml): the proxy
     answers anyone once this version serves; each deployment says it again (private otherwise)."""
     check_name(name, "Service name", id_prefix="svc_")
+    check_command(command)
     info = inspect_bundle(data, loop_refused=LOOP_REFUSED)
     argv = _command(info, command)
     validation = checked_dockerfile(info.dockerfile) if info.dockerfile is not None else None
@@ -97,14 +99,6 @@ def deploy(
     platform.wake_deploys.set()  # stored: the deploy worker starts on it now, not at its next poll
     view.notes = notes
     return view
-
-
-# A `loop:` section is refused before the rest of the manifest is checked: fixing the loop's
-# settings first would be for nothing.
-LOOP_REFUSED = (
-    "managed loops are not supported for services (the platform runs a loop only for a run).",
-    "Remove loop: from orch.yaml and give the service an entrypoint to run.",
-)
 
 
 def _under_way(service_id: str) -> ColumnElement[bool]:
@@ -313,21 +307,28 @@ def deployment(platform: Platform, ws_id: str, ref: str, version: int) -> Deploy
 
 def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     """Stop the service's containers; it stays stopped (also across server restarts, and when a
-    deployment under way ends: it makes its version current and leaves the service stopped)."""
-    with platform.services_lock:
-        with platform.store.session() as s:
-            svc = _resolve(s, ws_id, ref)
-            svc.desired = "stopped"
-            s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=True))
-            containers = [r.container or "" for r in replicas(s, svc.id)]
-        routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
-        reconcile(platform)
+    deployment under way ends: it makes its version current and leaves the service stopped).
+    Its route has no replica from the commit on; the containers are drained and stopped
+    without the services' lock (services/takedown.py)."""
+    with platform.services_lock, platform.store.session() as s:
+        svc = _resolve(s, ws_id, ref)
+        svc.desired = "stopped"
+        s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=True))
+        containers = [r.container or "" for r in replicas(s, svc.id)]
+        service_id = svc.id
+    routing.of(platform).changed()
+    reconcile(platform)  # the holder (this platform, on one machine) takes its containers down
+    # Also when the supervisor's pass took them down first (in a thread of its own).
+    takedown.in_hand(platform).wait(service_id, routing.DRAIN_SECONDS + takedown.STOP_SECONDS + 30)
+    # What this server proxies to containers another platform runs (a cluster's node) ends too.
+    routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
     return show(platform, ws_id, ref)
 
 
 def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
-    """Start the service afresh (a stopped one too): a new container, the backoff forgotten. A
-    deployment under way goes on, and ends with the service running (a stop before is undone)."""
+    """Start the service afresh (a stopped one too): a new container for each replica, one
+    replica at a time (services/restarts.py), the backoff forgotten. A deployment under way goes
+    on, and ends with the service running (a stop before is undone)."""
     with platform.services_lock, platform.store.session() as s:
         svc = _resolve(s, ws_id, ref)
         deploying = s.scalar(select(ServiceDeploymentRow.id).where(_under_way(svc.id))) is not None
@@ -337,35 +338,43 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
                 "Deploy a version of it first.",
             )
         s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
-        for r in replicas(s, svc.id):  # each comes back fresh: a new container, no backoff
-            renew_replica(platform, s, svc, r, routing.RESTARTING, "the service is restarting")
+        if svc.desired == "stopped" or not replicas(s, svc.id):
+            svc.state = (ServiceState.STARTING if svc.version else ServiceState.DEPLOYING).value
         svc.desired = "running"
-        svc.state = (ServiceState.STARTING if svc.version else ServiceState.DEPLOYING).value
+        service_id = svc.id
     routing.of(platform).changed()
+    restarts.restart(platform, service_id)
     reconcile(platform)
     return show(platform, ws_id, ref)
 
 
 def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
     """Remove the service: its containers, images, deployments and logs."""
-    with platform.services_lock, platform.store.session() as s:
-        svc = _resolve(s, ws_id, ref)
-        service_id, name = svc.id, svc.name
-        busy = s.scalar(
-            select(ServiceDeploymentRow.version).where(
-                ServiceDeploymentRow.service_id == svc.id,
-                ServiceDeploymentRow.status.in_(
-                    [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
-                ),
+    with platform.services_lock:
+        with platform.store.session() as s:
+            svc = _resolve(s, ws_id, ref)
+            service_id, name = svc.id, svc.name
+            busy = s.scalar(
+                select(ServiceDeploymentRow.version).where(
+                    ServiceDeploymentRow.service_id == svc.id,
+                    ServiceDeploymentRow.status.in_(
+                        [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
+                    ),
+                )
             )
+            if busy is not None:
+                raise Conflict(
+                    f"{svc.name} v{busy} is being deployed.", "Wait for it to end, then delete again."
+                )
+            containers = [r.container for r in replicas(s, svc.id)]
+            s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
+            s.delete(svc)
+        # Drained and removed at once (no SIGTERM grace), without the services' lock.
+        gone = takedown.claim(
+            platform, service_id, containers, routing.GOING_AWAY, "the service was deleted", stop_seconds=0
         )
-        if busy is not None:
-            raise Conflict(f"{svc.name} v{busy} is being deployed.", "Wait for it to end, then delete again.")
-        containers = [r.container or "" for r in replicas(s, svc.id)]
-        routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was deleted")
-        s.execute(delete(ServiceDeploymentRow).where(ServiceDeploymentRow.service_id == service_id))
-        s.delete(svc)
     routing.of(platform).changed()
+    gone.run()
     if platform.runs_work:  # on a cluster, the node that ran it removes them as orphans
         platform.engine.remove_containers(platform.service_labels(service_id))
         remove_images(platform, service_id)

@@ -191,8 +191,11 @@ def append(s: Session, service_id: str, data: bytes) -> None:
     if not data:
         return
     first, at = end(s, service_id)
-    if len(data) > MAX_HISTORY:  # more than is kept at all: only its end is
-        at, data = at + len(data) - MAX_HISTORY, data[-MAX_HISTORY:]
+    if len(data) > MAX_HISTORY:  # more than is kept at all: only its end is, from a line's start
+        cut = len(data) - MAX_HISTORY
+        line = data.find(b"\n", cut - 1) + 1
+        cut = line if 0 < line < len(data) else cut
+        at, data = at + cut, data[cut:]
     s.add(ServiceLogRow(service_id=service_id, start=at, data=data))
     keep_from = at + len(data) - MAX_HISTORY
     if first < keep_from:
@@ -208,11 +211,15 @@ def append(s: Session, service_id: str, data: bytes) -> None:
 
 def read(s: Session, service_id: str, offset: int) -> tuple[str, int]:
     """The service's output from byte `offset`: the text and the offset to ask from next. A
-    reader behind the last MAX_HISTORY bytes goes on from there (at a character's start); one
-    ahead of the end (an offset from before a service of the same name was deleted) from the
-    end."""
+    reader behind the last MAX_HISTORY bytes goes on from there, at the first line that starts
+    in them (at a character's start, if none does); one ahead of the end (an offset from before
+    a service of the same name was deleted) from the end."""
     first, at = end(s, service_id)
-    offset = min(max(offset, first, at - MAX_HISTORY), at)
+    floor = max(first, at - MAX_HISTORY)
+    # Behind what is kept, where older pieces are kept still (the oldest kept piece starts a
+    # line; a bound amid a piece may not): from the byte before, to see whether a line starts.
+    behind = offset < floor and floor > first
+    offset = min(max(offset, floor), at) - behind
     if offset == at:
         return "", at
     since = s.scalar(
@@ -225,8 +232,13 @@ def read(s: Session, service_id: str, offset: int) -> tuple[str, int]:
         .where(ServiceLogRow.service_id == service_id, ServiceLogRow.start >= (since or first))
         .order_by(ServiceLogRow.start)
     ).all()
-    chunk = whole_characters(joined(rows, offset, MAX_HISTORY))
-    cut = next((i for i, byte in enumerate(chunk[:4]) if byte & 0xC0 != 0x80), 0)  # mid-character
+    chunk = whole_characters(joined(rows, offset, MAX_HISTORY + behind))
+    line = chunk.find(b"\n") + 1 if behind else 0
+    if line <= 0:  # no line starts in it: from a character's start
+        skip = int(behind)
+        cut = skip + next((i for i, byte in enumerate(chunk[skip : skip + 4]) if byte & 0xC0 != 0x80), 0)
+    else:
+        cut = line
     return chunk[cut:].decode("utf-8", "replace"), offset + len(chunk)
 
 

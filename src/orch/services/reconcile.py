@@ -11,7 +11,11 @@ Several platforms may share a store: a pass acts only on the services whose leas
 holds or can take (services/leases.py). A replica whose container another platform started (the
 service was taken over from it) gets a container on this platform's engine at once; a container
 of this platform that no replica points at any more (its service went to another platform, or
-was deleted) is removed."""
+was deleted) is removed.
+
+What takes seconds (draining a container, stopping it with its SIGTERM grace) happens after
+the pass has let go of the services' lock, which is every workspace's (services/takedown.py):
+the containers a pass takes down are in hand meanwhile, not orphans to the next pass."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from orch.engine.base import ContainerInfo, Mount
 from orch.errors import DeployFailed, OrchError
 from orch.models import DeploymentStatus, ServiceState, new_id
 from orch.sandbox.service_spec import PORT, ServiceLimits, container_spec
-from orch.services import deployed_logs, leases, routing
+from orch.services import deployed_logs, leases, routing, takedown
 from orch.services.platform import Platform
 from orch.store.schema import ServiceDeploymentRow, ServiceReplicaRow, ServiceRow, utcnow
 
@@ -132,64 +136,81 @@ def replicas(s: Session, service_id: str) -> list[ServiceReplicaRow]:
 IDLE_LISTING = 60.0
 
 
-def reconcile(platform: Platform) -> float | None:
+def reconcile(platform: Platform, settle: bool = True) -> float | None:
     """One pass: make every service's containers what its rows say; return the seconds until
     the next thing due (a restart that waits out its backoff, a started replica to ask again
     whether it answers; None: nothing). A cluster's server passes nothing: the node that holds a
-    service acts on its rows at its own supervisor's pass."""
+    service acts on its rows at its own supervisor's pass. The containers the pass takes down
+    (a stopped service's, fewer replicas) are drained and removed once the lock is released:
+    before it returns (`settle`), or in threads of their own (the supervisor's passes go on)."""
     if not platform.runs_work:
         return None
-    with platform.services_lock:
-        held = leases.take(platform)
-        if _idle(platform):
-            return None
-        platform.services_listed_at = time.monotonic()
-        containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
-        keep: set[str] = set()
-        stored: set[str] = set()  # the containers whose output this pass stored
-        due: float | None = None
-        moved = False  # whether a route changed (the proxy's, services/routing.py)
-        with platform.store.session() as s:
-            # A deployment that is starting (or rolling out) its containers: they are not orphans,
-            # and the number of the service's replicas is its to change.
-            starting = s.scalars(
-                select(ServiceDeploymentRow).where(
-                    ServiceDeploymentRow.status == DeploymentStatus.STARTING.value
-                )
-            ).all()
-            keep.update(d.container for d in starting if d.container)
-            # What any replica points at stays, the services this platform does not hold too: their
-            # holder replaces them with its own first (then they are orphans here).
-            keep.update(c for c in s.scalars(select(ServiceReplicaRow.container)) if c)
-            rolling = {d.service_id for d in starting}
-            for svc in s.scalars(select(ServiceRow)).all():
-                if svc.id not in held.ids or _deployed_elsewhere(platform, s, svc, starting, held):
-                    continue
-                rows = replicas(s, svc.id)
-                before = _routes(svc, rows)
-                rows = _reconcile_service(platform, s, svc, rows, containers, svc.id in rolling)
-                moved = moved or _routes(svc, rows) != before
-                for r in rows:
-                    if r.container:
-                        keep.add(r.container)
-                        deployed_logs.ship(platform, s, svc.id, r.container)
-                        stored.add(r.container)
-                    wait = _due(r)
-                    if wait is not None:
-                        due = wait if due is None else min(due, wait)
-            # A duplicate, or left by a deleted service or a failed deploy: removed once this
-            # pass is committed (Podman takes its time; the store is not held meanwhile).
-            orphans = [(c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep]
-            # The files of containers this server no longer stores (another holds their service) go.
-            deployed_logs.keep_only(platform, stored | {d.container for d in starting if d.container})
-        platform.services_seen = bool(containers or keep)  # keep: what this pass started too
-        if moved:
-            routing.of(platform).changed()
-        for c, deleted_service in orphans:
-            log.info("removing container %s (not what any service should run)", c.name)
-            platform.engine.remove_container(c.name, timeout=5)
-            if deleted_service:  # deleted through a cluster's server: its images here go too
-                remove_images(platform, deleted_service)
+    takedowns: list[takedown.Takedown] = []
+    try:
+        with platform.services_lock:
+            held = leases.take(platform)
+            if _idle(platform):
+                return None
+            platform.services_listed_at = time.monotonic()
+            # Before the listing: a container let go of since is gone from it too.
+            keep: set[str] = takedown.in_hand(platform).names()
+            containers = {c.name: c for c in platform.engine.list_containers(platform.service_labels())}
+            stored: set[str] = set()  # the containers whose output this pass stored
+            due: float | None = None
+            moved = False  # whether a route changed (the proxy's, services/routing.py)
+            with platform.store.session() as s:
+                # A deployment that is starting (or rolling out) its containers: they are not orphans,
+                # and the number of the service's replicas is its to change.
+                starting = s.scalars(
+                    select(ServiceDeploymentRow).where(
+                        ServiceDeploymentRow.status == DeploymentStatus.STARTING.value
+                    )
+                ).all()
+                keep.update(d.container for d in starting if d.container)
+                # What any replica points at stays, the services this platform does not hold too: their
+                # holder replaces them with its own first (then they are orphans here).
+                keep.update(c for c in s.scalars(select(ServiceReplicaRow.container)) if c)
+                rolling = {d.service_id for d in starting}
+                for svc in s.scalars(select(ServiceRow)).all():
+                    if svc.id not in held.ids or _deployed_elsewhere(platform, s, svc, starting, held):
+                        continue
+                    rows = replicas(s, svc.id)
+                    before = _routes(svc, rows)
+                    rows = _reconcile_service(
+                        platform, s, svc, rows, containers, svc.id in rolling, takedowns
+                    )
+                    moved = moved or _routes(svc, rows) != before
+                    for r in rows:
+                        if r.container:
+                            keep.add(r.container)
+                            deployed_logs.ship(platform, s, svc.id, r.container)
+                            stored.add(r.container)
+                        wait = _due(r)
+                        if wait is not None:
+                            due = wait if due is None else min(due, wait)
+                # A duplicate, or left by a deleted service or a failed deploy: removed once this
+                # pass is committed (Podman takes its time; neither the store nor the lock is held).
+                orphans = [
+                    (c, _orphaned(platform, s, c)) for name, c in containers.items() if name not in keep
+                ]
+                # The files of containers this server no longer stores (another holds their service) go.
+                deployed_logs.keep_only(platform, stored | {d.container for d in starting if d.container})
+            platform.services_seen = bool(containers or keep)  # keep: what this pass started too
+    except BaseException:  # nothing was let go of in the store: out of hand again
+        for t in takedowns:
+            takedown.in_hand(platform).release(t.containers)
+        raise
+    if moved or takedowns:
+        routing.of(platform).changed()
+    threads = [t.start() for t in takedowns]
+    for c, deleted_service in orphans:
+        log.info("removing container %s (not what any service should run)", c.name)
+        platform.engine.remove_container(c.name, timeout=5)
+        if deleted_service:  # deleted through a cluster's server: its images here go too
+            remove_images(platform, deleted_service)
+    if settle:
+        for thread in threads:
+            thread.join()
     return due
 
 
@@ -278,13 +299,16 @@ def _reconcile_service(
     rows: list[ServiceReplicaRow],
     containers: dict[str, ContainerInfo],
     rolling: bool,
+    takedowns: list[takedown.Takedown],
 ) -> list[ServiceReplicaRow]:
-    """Make one service's replicas what its row says; return them as they are now."""
+    """Make one service's replicas what its row says; return them as they are now. The
+    containers to take down go on `takedowns` (claimed: taken down after the commit)."""
     if svc.desired == "stopped":
+        gone = [r.container for r in rows]
+        takedowns.append(
+            takedown.claim(platform, svc.id, gone, routing.GOING_AWAY, "the service was stopped")
+        )
         for r in rows:
-            if r.container:
-                deployed_logs.archive(platform, s, svc.id, r.container)
-                platform.engine.remove_container(r.container)
             s.delete(r)
         svc.state = ServiceState.STOPPED.value
         return []
@@ -292,8 +316,12 @@ def _reconcile_service(
         return rows  # its first deployment is under way, or failed
     if not rolling:
         want = Manifest.model_validate_json(svc.manifest).replicas
-        for r in [r for r in rows if r.slot >= want]:  # left by a deploy cut short
-            remove_replica(platform, s, svc, r, routing.GOING_AWAY, "fewer replicas")
+        extra = [r for r in rows if r.slot >= want]  # left by a deploy cut short
+        if extra:
+            gone = [r.container for r in extra]
+            takedowns.append(takedown.claim(platform, svc.id, gone, routing.GOING_AWAY, "fewer replicas"))
+            for r in extra:
+                s.delete(r)
         rows = [r for r in rows if r.slot < want]
         present = {r.slot for r in rows}
         for slot in range(want):
@@ -319,35 +347,17 @@ def _reconcile_service(
     return rows
 
 
-def remove_replica(
-    platform: Platform, s: Session, svc: ServiceRow, r: ServiceReplicaRow, code: int, reason: str
-) -> None:
-    """Drain a replica's container, remove it, and delete the replica. A cluster's server only
-    drains its proxy's connections: the container is on a node, whose supervisor removes it
-    (and stores its last output) as one no replica points at."""
-    if r.container:
-        routing.of(platform).drain([r.container], code, reason)
-        if platform.runs_work:
-            deployed_logs.archive(platform, s, svc.id, r.container)
-            platform.engine.remove_container(r.container)
-    s.delete(r)
-
-
-def renew_replica(
-    platform: Platform, s: Session, svc: ServiceRow, r: ServiceReplicaRow, code: int, reason: str
-) -> None:
-    """Drain and remove a replica's container and keep the replica, its backoff forgotten: the
+def renew_replica(r: ServiceReplicaRow) -> str | None:
+    """Let go of a replica's container and keep the replica, its backoff forgotten: the
     supervisor's next pass starts it a fresh container of its version. Also during a rollout,
-    which leaves the replicas' number to the deployment: each slot serves again at once, not
-    when the rollout reaches it. (A cluster's server only drains, as `remove_replica` does.)"""
-    if r.container:
-        routing.of(platform).drain([r.container], code, reason)
-        if platform.runs_work:
-            deployed_logs.archive(platform, s, svc.id, r.container)
-            platform.engine.remove_container(r.container)
+    which leaves the replicas' number to the deployment: the slot serves again at once, not
+    when the rollout reaches it. Return the container let go of (for the caller to claim and
+    take down: services/takedown.py)."""
+    old = r.container
     r.container, r.address, r.started_at, r.next_start_at = None, None, None, None
     r.quick_crashes = 0
     r.state = ServiceState.STARTING.value
+    return old
 
 
 def _exited_state(r: ServiceReplicaRow) -> str:

@@ -45,6 +45,10 @@ _MAX_TOKENS = 10_000
 # How long a route read from the store is trusted: changes made by another platform of the store
 # (a node restarted a crashed replica elsewhere, a takeover) reach this proxy within it.
 ROUTE_SECONDS = 1.0
+# Routes kept at most (those of services that do not exist too, which anyone may ask for): past
+# it, the expired ones go, and all of them if that is not enough.
+_MAX_ROUTES = 10_000
+_MAX_NAME = 63  # no workspace or service name is longer (models.check_name)
 # How long a container that refused a connection gets no requests, unless the routes change first.
 REFUSED_SECONDS = 3.0
 # WebSocket close codes (RFC 6455 §7.4.1, IANA registry): the service restarts (a redeploy), or
@@ -98,7 +102,7 @@ class Routing:
         self._lock = threading.Lock()
         self._routes: dict[tuple[str, str], tuple[Route | None, float]] = {}  # and until when
         self._generation = 0
-        self._draining: set[str] = set()
+        self._draining: dict[str, str] = {}  # containers being drained -> why
         self._refused: dict[str, float] = {}  # containers that refused a connection, until when
         self._in_flight: dict[str, int] = {}
         self._open: dict[str, set[Connection]] = {}
@@ -139,13 +143,21 @@ class Routing:
         return True, found[0]
 
     def lookup(self, workspace: str, name: str) -> Route | None:
-        """The route of WORKSPACE/NAME from the store (blocking: call it in a thread), kept."""
+        """The route of WORKSPACE/NAME from the store (blocking: call it in a thread), kept (up
+        to _MAX_ROUTES of them). A name no service can have is not looked up, nor kept."""
+        if not (0 < len(workspace) <= _MAX_NAME and 0 < len(name) <= _MAX_NAME):
+            return None
         with self._lock:
             generation = self._generation
         route = _read(self.platform, workspace, name)
         with self._lock:
             if generation == self._generation:  # not changed meanwhile: what was read still holds
-                self._routes[(workspace, name)] = route, time.monotonic() + ROUTE_SECONDS
+                now = time.monotonic()
+                if len(self._routes) >= _MAX_ROUTES:
+                    self._routes = {k: v for k, v in self._routes.items() if v[1] > now}
+                    if len(self._routes) >= _MAX_ROUTES // 2:
+                        self._routes = {}
+                self._routes[(workspace, name)] = route, now + ROUTE_SECONDS
         return route
 
     def changed(self) -> None:
@@ -168,12 +180,20 @@ class Routing:
         not refusing connections."""
         now = time.monotonic()
         with self._lock:
-            out = {c for c, until in self._refused.items() if until > now} | self._draining
+            out = {c for c, until in self._refused.items() if until > now} | set(self._draining)
         ready = [b for b in route.backends if b.container not in out]
         if len(ready) < 2:
             return ready
         start = next(self._turn) % len(ready)
         return ready[start:] + ready[:start]
+
+    def going(self, route: Route) -> str | None:
+        """Why the route's backends are out, when the platform is draining one of them (a
+        restart, a redeploy, a stop): not the service's doing."""
+        with self._lock:
+            return next(
+                (self._draining[b.container] for b in route.backends if b.container in self._draining), None
+            )
 
     # Traffic.
 
@@ -233,7 +253,7 @@ class Routing:
         if not containers:
             return
         with self._lock:
-            self._draining.update(containers)
+            self._draining.update(dict.fromkeys(containers, reason))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(self._in_flight.get(c) for c in containers):
             time.sleep(0.02)
@@ -292,13 +312,17 @@ def _read(platform: Platform, workspace: str, name: str) -> Route | None:
             .order_by(ServiceReplicaRow.slot)
         ).all()
         relay = _relay(s, platform, svc.id)
+        # A stopped service's containers get no request from the stop on, on any server, while
+        # its holder drains and removes them.
+        stopped = svc.desired == "stopped"
         backends = tuple(
             Backend(r.container, r.address, relay)
             for r in rows
-            if r.container and r.address and r.state == ServiceState.RUNNING.value
+            if r.container and r.address and r.state == ServiceState.RUNNING.value and not stopped
         )
         public = bool(json.loads(svc.manifest).get("public", False))
-        return Route(workspace, ws_id, svc.id, svc.name, public, svc.state, backends)
+        state = ServiceState.STOPPED.value if stopped else svc.state
+        return Route(workspace, ws_id, svc.id, svc.name, public, state, backends)
 
 
 def _relay(s: Session, platform: Platform, service_id: str) -> str | None:

@@ -30,7 +30,7 @@ from orch.engine.base import BuildRequest
 from orch.errors import DeployFailed, OrchError
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
-from orch.services import base_digests, deployed_logs, images, leases, nodes, routing
+from orch.services import base_digests, deployed_logs, images, leases, nodes, routing, takedown
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import RUN_COMMAND_FAILED, Version, replicas, start_container, version_of
@@ -220,9 +220,12 @@ def _environment_image(
                 registry.ensure_image(platform.engine, platform.config, image, digest)
             return image
         if status == BuildStatus.FAILED.value or status is None:
+            # The deployment keeps the message only: where to look is said in it.
+            why = (error or "no build").rstrip(". ")
             raise DeployFailed(
-                f"Building the Dockerfile (environment {name}) failed: {error or 'no build'}",
-                f"See `orch env logs {name}`, fix the Dockerfile, and deploy again.",
+                f"Building the Dockerfile (environment {name}) failed: {why}. `orch env logs {name}` "
+                "shows its log.",
+                "Fix the Dockerfile, and deploy again.",
             )
         if not said:
             out(f"Dockerfile: waiting for environment {name} to be built")
@@ -310,15 +313,15 @@ class Rollout:
                     svc.desired = "stopped" if dep.stop_requested else "running"
                     svc.state = (ServiceState.STOPPED if dep.stop_requested else ServiceState.RUNNING).value
                 dep.container = None
-            self.replaced.append(slot)
             # Only once the switch is stored does the old container go: a server killed in
             # between leaves a container that no replica points at (the supervisor removes it),
             # never a replica pointing at a container that is gone. New requests go to the new
             # container from now; those in flight to the old one finish first.
-            routing.of(platform).changed()
-            if old:
-                reason = f"{self.name} v{v.version} replaces it"
-                self._remove(old, routing.RESTARTING, reason)
+            reason = f"{self.name} v{v.version} replaces it"
+            gone = takedown.claim(platform, self.service_id, [old], routing.RESTARTING, reason)
+            self.replaced.append(slot)
+        routing.of(platform).changed()
+        gone.run()  # drained and stopped without the services' lock (every workspace's)
 
     def retire(self, slot: int, reason: str) -> None:
         """Remove the replica of `slot` (drained first)."""
@@ -329,9 +332,9 @@ class Rollout:
                 old = row.container if row is not None else None
                 if row is not None:
                     s.delete(row)
-            routing.of(self.platform).changed()
-            if old:
-                self._remove(old, routing.GOING_AWAY, reason)
+            gone = takedown.claim(self.platform, self.service_id, [old], routing.GOING_AWAY, reason)
+        routing.of(self.platform).changed()
+        gone.run()
 
     def roll_back(self, old: Version | None, slots: dict[int, int]) -> None:
         """After a failed replica: the slots already replaced get the old version again (or go,
@@ -366,15 +369,6 @@ class Rollout:
                 "did not renew the service's lease in time).",
                 "Deploy again.",
             )
-
-    def _remove(self, container: str, code: int, reason: str) -> None:
-        routing.of(self.platform).drain([container], code, reason)
-        try:
-            with self.platform.store.session() as s:
-                deployed_logs.archive(self.platform, s, self.service_id, container)
-            self.platform.engine.remove_container(container)
-        except OrchError as e:  # the new container serves already: not a failed deployment
-            log.warning("removing %s's container %s: %s", self.name, container, e)
 
 
 # What the switch changes on the service's row (and a roll back puts back).

@@ -47,7 +47,7 @@ class Supervisor:
         while not self._stop.is_set():
             due = None
             try:
-                due = reconcile(self.platform)
+                due = reconcile(self.platform, settle=False)  # what it takes down goes meanwhile
                 if time.monotonic() >= next_sweep:
                     sweep(self.platform)
                     next_sweep = time.monotonic() + SWEEP_EVERY

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from orch.server.api.deps import PlatformDep, WorkspaceDep
 from orch.server.api.uploads import read_bundle_upload
 from orch.services import deployed
+from orch.services.service_rules import MAX_COMMAND
 from orch.services.views import DeploymentView, ServiceLogs, ServiceView
 
 router = APIRouter(prefix="/v1", tags=["services"])
@@ -32,7 +33,9 @@ async def deploy(
     platform: PlatformDep,
     ws: WorkspaceDep,
     command: str | None = Query(
-        None, max_length=4096, description="The command (default: the manifest's, else the entrypoint's)."
+        None,
+        max_length=MAX_COMMAND,
+        description="The command (default: the manifest's, else the entrypoint's).",
     ),
     public: bool = Query(
         False, description="Let anyone in through the proxy, no token (as `public: true` in orch.yaml)."
