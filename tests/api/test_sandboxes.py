@@ -4,6 +4,8 @@ what is stored, the limits and timeouts, the refusals, the NDJSON stream, the re
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -376,8 +378,9 @@ def test_a_stopping_server_kills_running_commands(
             400,
             "The environment variable A holds a NUL character.",
         ),
-        ({"command": ["true"], "timeout": 0}, 400, "A timeout of 0.0 seconds is out of range."),
-        ({"command": ["true"], "timeout": -1}, 400, "A timeout of -1.0 seconds is out of range."),
+        ({"command": ["true"], "timeout": 0}, 400, "A timeout of 0 seconds is out of range."),
+        ({"command": ["true"], "timeout": -1}, 400, "A timeout of -1 seconds is out of range."),
+        ({"command": ["true"], "timeout": 86401}, 400, "A timeout of 86401 seconds is out of range."),
         ({"command": ["true"], "workdir": ""}, 400, "The working directory is empty."),
         ({"command": ["true"], "stdin": "x" * (1024 * 1024 + 1)}, 400, "The standard input is 1048577 bytes"),
         ({"command": ["x" * 300_000]}, 400, "The command and its variables are 300001 bytes"),
@@ -527,7 +530,7 @@ def test_the_reaper_removes_idle_and_expired_sandboxes(
         )
         born = past - timedelta(seconds=86400)
         s.execute(update(SandboxRow).where(SandboxRow.id == old["id"]).values(created_at=born, deadline=past))
-    holder.sandboxes[f"{platform.container_prefix}sb-{busy['id']}"]._busy = 1  # a command runs
+    assert holder.sandboxes[f"{platform.container_prefix}sb-{busy['id']}"].claim(1)  # a command runs
     assert sorted(sandboxes.reap(platform)) == sorted([idle["id"], old["id"]])
     by_id = {s["id"]: s for s in api.get("/v1/sandboxes", params={"all": True}).json()}
     assert by_id[idle["id"]]["reason"] == "idle for 5 s"
@@ -615,7 +618,9 @@ def cli(api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str
 
     monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
     monkeypatch.setenv("COLUMNS", "200")
-    return lambda *args, input=None: runner.invoke(app, list(args), input=input)
+    before = signal.getsignal(signal.SIGINT)  # `sandbox create` leaves Ctrl-C ignored: the process ends
+    yield lambda *args, input=None: runner.invoke(app, list(args), input=input)
+    signal.signal(signal.SIGINT, before)
 
 
 def test_cli_create_exec_cp_list_rm(cli, holder: FakeHolder, tmp_path: Path) -> None:
@@ -801,3 +806,227 @@ def test_cli_no_memory_left_exits_1_with_a_sentence(
     assert "The server's sandboxes hold 512 MiB of the 512 MiB of memory they may have at once" in res.stderr
     assert "Try again when runs or sandboxes have ended" in res.stderr
     assert len(rows(platform)) == 1
+
+
+# ---- bounds: commands and file calls at once, file calls that block, uploads -----------------
+
+
+def test_commands_at_once_are_checked_and_counted_in_one_step(api: httpx.Client, holder: FakeHolder) -> None:
+    """Requests arriving together: exactly MAX_EXECS run, the rest are 429 before anything runs,
+    streamed ones too (before: each passed the check before any was counted, 18 of 40 ran)."""
+    sb = create(api)
+    url, answers = f"/v1/sandboxes/{sb['id']}/exec", []
+    go = threading.Barrier(24)
+
+    def run(i: int) -> None:
+        go.wait()
+        answers.append(api.post(url, json={"command": ["sleep", "2"]}, headers=NDJSON if i % 2 else {}))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * sandboxes.MAX_EXECS + [429] * (24 - sandboxes.MAX_EXECS), codes
+    refused = next(a for a in answers if a.status_code == 429)
+    assert error(refused, 429) == (
+        "The sandbox is running 16 commands already (file calls included), the most it runs at once."
+    )
+    assert len(holder.last().commands) == sandboxes.MAX_EXECS and holder.last().busy == 0
+
+
+def test_a_file_that_is_no_regular_file_is_refused_at_once(api: httpx.Client, holder: FakeHolder) -> None:
+    """`cat` of a pipe blocked forever (and held a server thread): refused before it is opened."""
+    sb = create(api)
+    holder.last().special |= {"/tmp/fifo", "/dev/zero"}
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    for path in ("/tmp/fifo", "/dev/zero"):
+        resp = api.get(url, params={"path": path})
+        assert error(resp, 400) == f"Could not read {path} in the sandbox: Not a regular file."
+        assert "regular files only" in resp.json()["fix"] and "head -c" in resp.json()["fix"]
+    resp = api.put(url, params={"path": "/tmp/fifo"}, content=b"x")
+    assert error(resp, 400) == "Could not write /tmp/fifo in the sandbox: Not a regular file."
+    assert "cat > PATH" in resp.json()["fix"] and holder.last().busy == 0
+
+
+def test_a_file_call_that_blocks_ends_at_its_timeout(
+    api: httpx.Client, holder: FakeHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandboxes, "FILE_TIMEOUT", 0.3)
+    sb = create(api)
+    holder.last().blocking.add("/tmp/fifo")  # a pipe put there after the check
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    said = error(api.get(url, params={"path": "/tmp/fifo"}), 400)
+    assert said == "Reading /tmp/fifo in the sandbox took more than 0.3 s; it was stopped."
+    said = error(api.put(url, params={"path": "/tmp/fifo"}, content=b"x"), 400)
+    assert said == "Writing /tmp/fifo in the sandbox took more than 0.3 s; it was stopped."
+    assert holder.last().busy == 0
+
+
+def test_file_calls_count_against_the_commands_at_once(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    sb = create(api)
+    fake = holder.last()
+    fake.blocking.add("/tmp/fifo")
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(api.get(url, params={"path": "/tmp/fifo"})))
+        for _ in range(sandboxes.MAX_EXECS)
+    ]
+    for t in threads:
+        t.start()
+    until(lambda: fake.busy == sandboxes.MAX_EXECS, "the reads never ran")
+    assert "16 commands already" in error(api.get(url, params={"path": "/tmp/other"}), 429)
+    assert "16 commands already" in error(api.put(url, params={"path": "a"}, content=b"x"), 429)
+    said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 429)
+    assert "16 commands already (file calls included)" in said
+    assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204  # ends the blocked reads
+    for t in threads:
+        t.join(10)
+    said = f"The sandbox {sb['id']} was removed while the file was read (removed on request)."
+    assert {error(a, 409) for a in answers} == {said}
+
+
+def test_file_calls_that_block_hold_no_server_thread_and_end_with_their_caller(
+    served: tuple[str, str],
+    workspace: tuple[str, str],
+    holder: FakeHolder,
+    api: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the tester's 42 reads of a pipe: the whole API and /healthz froze (the reads held the 40
+    threads of the route pool, every workspace's). Now each is a command of its sandbox, on a
+    thread of its own, and killed when its caller goes."""
+    monkeypatch.setattr(sandboxes, "FILE_TIMEOUT", 60)
+    base, headers = served[0], {"Authorization": f"Bearer {workspace[1]}"}
+    boxes = [create(api) for _ in range(3)]
+    for fake in holder.sandboxes.values():
+        fake.blocking.add("/tmp/fifo")
+    codes: list[int] = []
+
+    def read(sandbox_id: str, wait: float) -> None:
+        try:
+            url = f"{base}/v1/sandboxes/{sandbox_id}/files"
+            codes.append(
+                httpx.get(url, params={"path": "/tmp/fifo"}, headers=headers, timeout=wait).status_code
+            )
+        except httpx.ReadTimeout:
+            codes.append(0)
+
+    readers = [threading.Thread(target=read, args=(b["id"], 8)) for b in boxes for _ in range(16)]
+    try:
+        for t in readers:
+            t.start()
+        until(lambda: sum(f.busy for f in holder.sandboxes.values()) == 48, "the reads never ran")
+        began = time.monotonic()
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/v1/sandboxes", headers=headers, timeout=5).status_code == 200
+        assert time.monotonic() - began < 2
+        for t in readers:
+            t.join(10)
+        assert codes == [0] * 48  # their callers went away (8 s)
+        # ... and their processes with them, long before their timeout.
+        until(lambda: sum(f.busy for f in holder.sandboxes.values()) == 0, "the reads outlived their callers")
+    finally:
+        for b in boxes:
+            api.delete(f"/v1/sandboxes/{b['id']}")
+
+
+def test_uploads_held_at_once_are_bounded(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, workspace: tuple[str, str]
+) -> None:
+    platform.config = platform.config.with_values(sandbox_file_limit=1024)
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/files"
+    uploads = sandboxes_api.UPLOADS
+    most = max(sandboxes_api.UPLOAD_MEMORY, 2048)
+    uploads.take("other", most // 2, 1024)  # another workspace's, in progress
+    try:
+        uploads.take(workspace[0], most // 2 - 10, 1024)  # this workspace's own, in progress
+        resp = api.put(url, params={"path": "a"}, content=b"x" * 11)
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
+        assert "This workspace's uploads in progress hold" in resp.json()["message"]
+        assert holder.last().files == {}
+        uploads.give(workspace[0], most // 2 - 10)
+        uploads.take("third", most // 2 - 10, 1024)  # the rest of the server's
+        resp = api.put(url, params={"path": "a"}, content=b"x" * 11)
+        assert resp.status_code == 503 and "The server holds" in resp.json()["message"]
+        uploads.give("third", most // 2 - 10)
+        assert api.put(url, params={"path": "a"}, content=b"x" * 11).status_code == 200
+    finally:
+        uploads.give("other", most // 2)
+    assert uploads.held == 0
+
+
+def test_without_a_timeout_a_command_runs_within_a_short_lifetime(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    """sandbox_lifetime under the 60 s default: every command without a timeout was refused, with
+    "A timeout of None seconds"."""
+    platform.config = platform.config.with_values(sandbox_lifetime=30)
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/exec"
+    assert api.post(url, json={"command": ["echo", "hi"]}).json()["stdout"] == "hi\n"
+    resp = api.post(url, json={"command": ["true"], "timeout": 31})
+    assert error(resp, 400) == "A timeout of 31 seconds is out of range."
+    assert resp.json()["fix"] == "Use more than 0 and at most 30 (the sandbox's lifetime)."
+    assert api.post(url, json={"command": ["true"], "timeout": 30}).status_code == 200
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_command_whose_sandbox_dies_under_it_says_so(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, streamed: bool
+) -> None:
+    """Its init killed (from inside, or the host): the kernel kills the command, whose 137 is not
+    its own; the answer says so at once, not after the reaper's next look."""
+    sb = create(api)
+    fake, answers = holder.last(), []
+    headers = NDJSON if streamed else {}
+
+    def run() -> None:
+        body = {"command": ["sleep", "30"]}
+        answers.append(api.post(f"/v1/sandboxes/{sb['id']}/exec", json=body, headers=headers))
+
+    t = threading.Thread(target=run)
+    t.start()
+    until(lambda: fake.commands, "the command never ran")
+    fake.die()
+    t.join(10)
+    said = (
+        f"The sandbox {sb['id']} stopped running while the command ran (it stopped by itself: its "
+        "init process (under gVisor, its kernel) ended); it was marked failed."
+    )
+    if streamed:
+        last = json.loads(answers[0].text.splitlines()[-1])
+        assert (last["error"], last["message"]) == ("conflict", said)
+    else:
+        assert error(answers[0], 409) == said
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json()["status"] == "failed"
+    assert platform.held.get(sb["id"]) is None
+
+
+def test_cli_create_interrupted_once_answered_keeps_the_sandbox(
+    cli, holder: FakeHolder, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the id is printed: before, exit 130 with the id printed and the sandbox left
+    open (or a traceback from the interpreter's exit); now the id, exit 0, and Ctrl-C ignored
+    until the process is gone."""
+    from orch.cli import sandbox as cli_sandbox
+
+    printed = cli_sandbox.console.print
+
+    def print_interrupted(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands as the answer is printed
+        time.sleep(0.05)
+        printed(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_sandbox.console, "print", print_interrupted)
+    res = cli("sandbox", "create")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().startswith("sbx_") and "Traceback" not in res.output
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    (row,) = rows(platform)
+    assert (row.id, row.status) == (res.stdout.strip(), "running")

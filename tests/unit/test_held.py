@@ -3,15 +3,17 @@ paths, limits and the output cap (the stream pump: test_pump.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from orch.errors import InvalidInput
-from orch.sandbox import held
+from orch.errors import ClientGone, InvalidInput
+from orch.sandbox import held, runc
 from orch.services import sandboxes
 
 
@@ -189,3 +191,90 @@ def test_a_command_that_cannot_run_is_said_as_orch_s(command: str, code: int, sa
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (code, said)
     assert subprocess.run([*argv[:4], *held._HANDOVER, "true"], check=False).returncode == 0
+
+
+def _read(path: Path) -> subprocess.CompletedProcess[bytes]:
+    """held's read script, run by this machine's /bin/sh, as the sandbox's would run it."""
+    argv = ["/bin/sh", "-c", held._READ, "orch-read", str(path)]
+    return subprocess.run(argv, capture_output=True, timeout=10, check=False)
+
+
+def test_a_file_call_refuses_what_is_no_regular_file_before_opening_it(tmp_path: Path) -> None:
+    """`cat` of a pipe nobody writes blocked forever (and `cat >` of one nobody reads): the scripts
+    refuse a pipe, a device or a socket at once, whatever a symlink points them to."""
+    fifo, regular = tmp_path / "fifo", tmp_path / "file"
+    os.mkfifo(fifo)
+    regular.write_bytes(b"\x00bytes")
+    (tmp_path / "to-fifo").symlink_to(fifo)
+    (tmp_path / "to-file").symlink_to(regular)
+    for special in (fifo, tmp_path / "to-fifo", Path("/dev/zero"), Path("/dev/null")):
+        done = _read(special)  # within the timeout: before, the pipe's never ended
+        assert (done.returncode, done.stdout) == (1, b"")
+        assert done.stderr.decode().strip() == f"orch: {special}: Not a regular file"
+        e = held.file_error("read", str(special), done.stderr.decode(), done.returncode)
+        assert e.message == f"Could not read {special} in the sandbox: Not a regular file."
+        assert "regular files only" in e.fix and "head -c 1000 PATH" in e.fix
+    assert _read(regular).stdout == _read(tmp_path / "to-file").stdout == b"\x00bytes"
+    assert _read(tmp_path / "missing").stderr.decode().strip().endswith("No such file or directory")
+    assert _read(tmp_path).stderr.decode().strip().endswith("Is a directory")
+    done = _write(tmp_path, "fifo")
+    assert (done.returncode, done.stderr.strip()) == (1, f"orch: {fifo}: Not a regular file")
+    e = held.file_error("write", str(fifo), done.stderr, done.returncode)
+    assert "cat > PATH" in e.fix
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "d" / "named")
+    assert _write(tmp_path, "d", "named").stderr.strip().endswith("named: Not a regular file")
+    assert _write(tmp_path, "file").returncode == 0 and regular.read_text() == "data"
+
+
+def test_a_file_call_that_did_not_end_by_itself_is_said() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        held.file_ended("read", "/x", held.ExecResult(124, 20.0, timed_out=True), 20.0)
+    assert raised.value.message == "Reading /x in the sandbox took more than 20 s; it was stopped."
+    with pytest.raises(ClientGone):
+        held.file_ended("write", "/x", held.ExecResult(137, 1.0, cancelled=True), 20.0)
+    held.file_ended("read", "/x", held.ExecResult(1, 1.0), 20.0)  # its own end: file_error's to say
+
+
+def test_places_are_checked_and_counted_in_one_step() -> None:
+    places, go, taken = held.Places(), threading.Barrier(40), []
+
+    def claim() -> None:
+        go.wait()
+        taken.append(places.claim(16))
+
+    threads = [threading.Thread(target=claim) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert taken.count(True) == 16 and places.taken == 16
+    places.release()
+    assert places.claim(16) and not places.claim(16)
+
+
+@pytest.mark.parametrize(("listed", "warned"), [([], False), (["orch-x-sb-sbx_a"], True)])
+def test_a_runsc_delete_that_failed_on_what_was_gone_already_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str], warned: bool
+) -> None:
+    """After a killed server, runsc's delete fails on the filestore file its sandbox took with
+    it, having removed the container: nothing is left, so no "was not cleaned up fully"."""
+    launcher = runc.Launcher(runtime="runsc", prefix="orch-x-", state=tmp_path, pool_size=0)
+    launcher.runtime_root.mkdir(parents=True)
+    said = (
+        'destroying container: failed to delete filestore file "/run/x/rootfs/.gvisor.filestore.x": '
+        "remove /run/x/rootfs/.gvisor.filestore.x: no such file or directory"
+    )
+
+    def runtime(*args: str, **_kw: object) -> subprocess.CompletedProcess[str]:
+        if args[0] == "delete":
+            return subprocess.CompletedProcess(list(args), 128, "", said)
+        assert args[0] == "list"
+        return subprocess.CompletedProcess(list(args), 0, json.dumps([{"id": n} for n in listed]), "")
+
+    monkeypatch.setattr(launcher, "_runtime", runtime)
+    monkeypatch.setattr(runc, "remove_cgroup_parent", lambda *_a, **_kw: None)
+    problems = launcher.teardown("orch-x-sb-sbx_a")
+    assert bool(problems) == warned
+    if warned:
+        assert "failed to delete filestore file" in problems

@@ -77,13 +77,12 @@ def test_podman_arguments_are_hardened() -> None:
 
 
 def test_dependency_key() -> None:
-    a = deps.cache_key({"requirements.txt": b"six\n"}, "img1")
-    assert a == deps.cache_key({"requirements.txt": b"six\n"}, "img1")
-    assert a != deps.cache_key({"requirements.txt": b"six==1\n"}, "img1")
-    assert a != deps.cache_key({"requirements.txt": b"six\n"}, "img2")
-    assert deps.cache_key({"package.json": b"{}"}, "i") != deps.cache_key(
-        {"package.json": b"{}", "package-lock.json": b"{}"}, "i"
-    )
+    key = functools.partial(deps.cache_key, workspace_id="ws_a", bundle_sha="b1")
+    a = key({"requirements.txt": b"six\n"}, "img1")
+    assert a == key({"requirements.txt": b"six\n"}, "img1")
+    assert a != key({"requirements.txt": b"six==1\n"}, "img1")
+    assert a != key({"requirements.txt": b"six\n"}, "img2")
+    assert key({"package.json": b"{}"}, "i") != key({"package.json": b"{}", "package-lock.json": b"{}"}, "i")
     assert deps.dependency_files({"main.py": b"", "requirements.txt": b"x", "package.json": b"{}"}) == {
         "requirements.txt": b"x",
         "package.json": b"{}",
@@ -106,6 +105,8 @@ def install_in(
         base_spec=spec(),
         log=log,
         timeout=30,
+        workspace_id="ws_a",
+        bundle_sha="b1",
     )
 
 
@@ -126,7 +127,9 @@ def test_an_install_written_in_pieces_is_logged_in_whole_lines(tmp_path: Path, m
 
     engine.behaviour = install
     logged: list[str] = []
-    assert install_in(tmp_path, engine, b"humanize\n", logged.append)().status == "installed"
+    installed = install_in(tmp_path, engine, b"humanize\n", logged.append)()
+    installed.release()
+    assert installed.status == "installed"
     assert logged == [
         "Installing requirements.txt",
         "  Resolved 1 package in 5ms",
@@ -151,10 +154,14 @@ def test_an_install_a_cancel_stopped_is_not_cached(tmp_path: Path, monkeypatch, 
     with pytest.raises(deps.Cancelled):
         ensure()
     assert logged == ["Installing requirements.txt", "requirements.txt: cancelled, nothing installed"]
-    key = deps.cache_key({"requirements.txt": b"numpy==1.26.3\n"}, "img1")
+    key = deps.cache_key(
+        {"requirements.txt": b"numpy==1.26.3\n"}, "img1", workspace_id="ws_a", bundle_sha="b1"
+    )
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key}.lock"]  # no install, no part
     engine.behaviour = lambda spec, out, err: ContainerExit(0)
-    assert ensure().status == "installed"
+    again = ensure()
+    again.release()
+    assert again.status == "installed"
 
 
 def test_an_install_that_times_out_says_whose_limit_it_ran_into(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,19 +76,42 @@ def create(
     finite(cpus, "--cpus")
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
     server = Transport.from_settings()
+    answer: dict[str, Any] = {}
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        # Ctrl-C cancels the create until its answer is here; from then on the sandbox is the
+        # caller's (its id is printed, exit 0), so Ctrl-C is ignored until the process is gone:
+        # here until SIG_IGN is in place, then by it, through the interpreter's exit too (which
+        # puts a Python handler's signals back to their default, and where a KeyboardInterrupt
+        # is a traceback).
+        if not answer:
+            raise KeyboardInterrupt
+
+    _on_sigint(interrupt)
     try:
-        created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
+        answer.update(server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT)))
     except KeyboardInterrupt:  # the connection closes: the server removes what it was starting
-        err_console.print(
-            "Interrupted: the create was cancelled, and the server removes the sandbox it was "
-            "starting. `orch sandbox list` shows what is open."
-        )
-        raise typer.Exit(130) from None
+        if not answer:
+            _on_sigint(signal.SIG_IGN)  # the answer is decided: exit 130
+            err_console.print(
+                "Interrupted: the create was cancelled, and the server removes the sandbox it was "
+                "starting. `orch sandbox list` shows what is open."
+            )
+            raise typer.Exit(130) from None
+    _on_sigint(signal.SIG_IGN)  # not reset at the interpreter's exit, as a handler is
+    created = answer
     if json_:
         print_json(created)
         return
     console.print(created["id"])
     err_console.print(f"[green]✓[/green] {escape(_summary(created))}", soft_wrap=True)
+
+
+def _on_sigint(handler: Any) -> None:
+    """Ctrl-C's handler from now on (only the main thread may set one: elsewhere, as a library's
+    call, it stays as it is)."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)
 
 
 @app.command("exec")

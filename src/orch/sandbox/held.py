@@ -14,11 +14,16 @@ the leader of a session of its own, so its process group is killed, with every p
 that is still in the group (orphans reparented to PID 1 included) or still below it. A process
 that left both (setsid, then its parent exited) is left running, as a background process would
 be, until the sandbox goes. Under gVisor the command's processes are not host processes: its
-process and those below it are killed through `runsc kill --pid`.
+process and those below it are killed through `runsc kill --pid`; and runsc, which writes its
+own errors to its stderr (`waiting on pid ...` when the sandbox ends under a command), gets the
+command's pipes as fds 3-5 (`--pass-fd`), its own stdout and stderr going to a file the log
+takes.
 
 Files go in and out through commands too, run as the sandbox user (`cat`), never through the
 host's view of the root: a symlink in the sandbox then resolves inside it, and the sandbox user's
-permissions hold.
+permissions hold. Only regular files (and directories, for a write's name): a pipe or a device
+is refused before it is opened. A file call is a command like any other for the caller's bound
+and stop, and for the places of the commands running at once (`claim`).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any, Protocol
 
 from orch.engine.base import ContainerSpec
 from orch.engine.network import Network
-from orch.errors import Conflict, EngineError, InvalidInput, NotFound
+from orch.errors import ClientGone, Conflict, EngineError, InvalidInput, NotFound
 from orch.sandbox import netns, oci, runc
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.pump import Output as Output  # what a command's output goes to
@@ -107,22 +112,51 @@ class Held(Protocol):
         executable) ends as a shell's would: 127 or 126, the reason on stderr."""
         ...
 
-    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
+    def write_file(
+        self,
+        path: str,
+        data: bytes,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> str:
         """Write `data` to the absolute `path` as the sandbox user (parent directories made);
         return the path written. A directory at `path` (or a `path` ending in / or /.) takes
         the file as `name` inside it, as `cp` does: without a name it is refused, and a
-        directory that does not exist is NotFound, nothing made. NotFound / InvalidInput for
-        what the sandbox refuses."""
+        directory that does not exist is NotFound, nothing made. Anything there but a regular
+        file or a directory (a pipe, a device, a socket) is refused before it is opened.
+        NotFound / InvalidInput for what the sandbox refuses, InvalidInput past `timeout`
+        seconds, ClientGone once `should_stop` (the writer is killed either way)."""
         ...
 
-    def read_file(self, path: str, limit: int) -> bytes:
+    def read_file(
+        self,
+        path: str,
+        limit: int,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> bytes:
         """The contents of the absolute `path`, read as the sandbox user; InvalidInput beyond
-        `limit` bytes, NotFound when there is no such file."""
+        `limit` bytes, or for anything but a regular file (refused before it is opened: a pipe
+        or a device would block or never end), NotFound when there is no such file;
+        InvalidInput past `timeout` seconds, ClientGone once `should_stop`."""
+        ...
+
+    def claim(self, most: int) -> bool:
+        """Take a place among the `most` commands (file calls included) that may run in it at
+        once, checked and counted in one step; False when all are taken. `release` gives it
+        back."""
+        ...
+
+    def release(self) -> None:
+        """Give back a place `claim` took."""
         ...
 
     @property
     def busy(self) -> int:
-        """Commands running in it now."""
+        """Places taken now: the commands and file calls running in it."""
         ...
 
     def alive(self) -> bool:
@@ -132,6 +166,27 @@ class Held(Protocol):
     def remove(self) -> str:
         """Remove everything of it; return what could not be removed ("" when clean)."""
         ...
+
+
+class Places:
+    """The places of the commands (file calls included) running in one sandbox at once: checked
+    and counted under one lock, so that requests arriving together cannot all pass the check
+    before any is counted (`Held.claim`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def claim(self, most: int) -> bool:
+        with self._lock:
+            if self.taken >= most:
+                return False
+            self.taken += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.taken = max(0, self.taken - 1)
 
 
 class Holder(Protocol):
@@ -242,20 +297,36 @@ def _start(command: list[str], bundle: Path, runtime: str) -> None:
         raise EngineError(f"The sandbox could not start: {_runtime_message(last)}", runc._FIX)
 
 
+def _take(path: Path) -> bytes:
+    """The contents of `path`, which goes ("" when there is none)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _runtime_message(line: str) -> str:
     """runc's logrus line (`time=... level=error msg="..."`) as its message alone."""
     found = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
     return found[1].replace('\\"', '"') if found else line
 
 
+_PF_EXITING = 0x4  # a process's flag (its /proc stat's 9th field) from the start of its exit
+
+
 def _started(pid: int) -> str:
     """When host process `pid` started (its /proc stat's 22nd field), which tells it from a later
-    process that got the same number; "" when it is gone or a zombie."""
+    process that got the same number; "" when it is gone, a zombie, or exiting. An init that
+    exits kills the rest of its pid namespace before it is a zombie, so a command it killed
+    ends while its init is still exiting: then already no longer alive."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        exiting = int(fields[6]) & _PF_EXITING
+    except (OSError, IndexError, ValueError):
         return ""
-    return fields[19] if fields[0] != "Z" else ""
+    return fields[19] if fields[0] != "Z" and not exiting else ""
 
 
 @dataclass
@@ -271,14 +342,20 @@ class RuncSandbox:
     pid: int  # PID 1's host pid (runsc: its sandbox process)
     started: str  # and when that process started
     shell: bool = True  # whether its image has /bin/sh (commands' streams are handed over by it)
-    _busy: int = field(default=0, init=False)
+    _places: Places = field(default_factory=Places, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _removed: bool = field(default=False, init=False)
     _dead: bool = field(default=False, init=False)  # found not running by the runtime
 
     @property
     def busy(self) -> int:
-        return self._busy
+        return self._places.taken
+
+    def claim(self, most: int) -> bool:
+        return self._places.claim(most)
+
+    def release(self) -> None:
+        self._places.release()
 
     @property
     def gvisor(self) -> bool:
@@ -325,15 +402,9 @@ class RuncSandbox:
         on_stderr: Output = _ignore,
         should_stop: Callable[[], bool] | None = None,
     ) -> ExecResult:
-        with self._lock:
-            if self._removed:
-                raise EngineError(f"The sandbox {self.name} was removed.", _FIX)
-            self._busy += 1
-        try:
-            return self._exec(argv, env, workdir, stdin, timeout, on_stdout, on_stderr, should_stop)
-        finally:
-            with self._lock:
-                self._busy -= 1
+        if self._removed:
+            raise EngineError(f"The sandbox {self.name} was removed.", _FIX)
+        return self._exec(argv, env, workdir, stdin, timeout, on_stdout, on_stderr, should_stop)
 
     def _exec(
         self,
@@ -350,7 +421,7 @@ class RuncSandbox:
             raise InvalidInput("The command is empty.", "Give the program to run and its arguments.")
         variables = dict(item.partition("=")[::2] for item in self.process["env"])
         variables.update(env or {})
-        handed = self.shell and not self.gvisor
+        handed = self.shell
         process = {
             **self.process,
             "terminal": False,
@@ -364,11 +435,19 @@ class RuncSandbox:
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the variables
         with os.fdopen(fd, "w") as f:
             json.dump(process, f)
-        command = [*self._base(), "exec", *(["--preserve-fds", "3"] if handed else [])]
+        said_file = self.bundle / f"exec-{token}.said"  # runsc's own words, apart from the command's
+        aside = handed and self.gvisor
+        command = [*self._base(), "exec"]
+        if handed:
+            passed = [a for n in (3, 4, 5) for a in ("--pass-fd", f"{n}:{n}")]
+            command += passed if aside else ["--preserve-fds", "3"]
         command += ["--process", str(spec_file)]
         command += ["--internal-pid-file" if self.gvisor else "--pid-file", str(pid_file), self.name]
-        if handed:  # our pipes as runc's fds 3-5 too, and nothing on its stdin to copy
-            command = ["/bin/sh", "-c", 'exec "$@" 3<&0 4>&1 5>&2 0</dev/null', "orch-exec", *command]
+        if handed:  # our pipes as the runtime's fds 3-5 too, and nothing on its stdin to copy
+            script = 'exec "$@" 3<&0 4>&1 5>&2 0</dev/null'
+            if aside:  # runsc writes its errors to its own stderr: to a file ($0), not the command's
+                script += ' >"$0" 2>&1'
+            command = ["/bin/sh", "-c", script, str(said_file) if aside else "orch-exec", *command]
         began = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -400,10 +479,14 @@ class RuncSandbox:
             spec_file.unlink(missing_ok=True)
             started = pid_file.exists()
             pid_file.unlink(missing_ok=True)
+            said = _take(said_file) if aside else b""
         duration = time.monotonic() - began
         code = proc.returncode
         if not started and code != 0 and not why:
-            return self._not_started(pump.held_back, code, process["cwd"], argv, on_stderr, duration)
+            return self._not_started(said or pump.held_back, code, process["cwd"], argv, on_stderr, duration)
+        if said.strip():  # the runtime's own (its sandbox ended under the command, ...): the log's
+            text = said.decode("utf-8", "replace").strip()
+            log.info("%s on a command in %s (exit %s): %s", self.launcher.runtime, self.name, code, text)
         if started:
             pump.release()
         if why:
@@ -479,26 +562,58 @@ class RuncSandbox:
     # Files: commands as the sandbox user. `--` ends options; the path is an argument, never text
     # in a shell script.
 
-    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
+    def write_file(
+        self,
+        path: str,
+        data: bytes,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> str:
         out, err = _Collected(), _Collected()
         where, marked = directory_form(path)
         argv = ["/bin/sh", "-c", _WRITE, "orch-write", where, name or "", "1" if marked else ""]
-        result = self.exec(argv, stdin=data, on_stdout=out, on_stderr=err)
+        result = self.exec(
+            argv, stdin=data, timeout=timeout, on_stdout=out, on_stderr=err, should_stop=should_stop
+        )
+        file_ended("write", path, result, timeout)
         if result.exit_code != 0:
             raise file_error("write", path, err.text(), result.exit_code)
         return out.data().decode("utf-8", "surrogateescape")
 
-    def read_file(self, path: str, limit: int) -> bytes:
+    def read_file(
+        self,
+        path: str,
+        limit: int,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> bytes:
         out, err = _Collected(limit), _Collected()
-        result = self.exec(["cat", "--", path], on_stdout=out, on_stderr=err, should_stop=out.full)
+        stop = out.full if should_stop is None else lambda: out.full() or should_stop()
+        argv = ["/bin/sh", "-c", _READ, "orch-read", path]
+        result = self.exec(argv, timeout=timeout, on_stdout=out, on_stderr=err, should_stop=stop)
         if out.full():
             raise InvalidInput(
                 f"{path} is larger than the {format_size(limit)} a file read may be.",
                 "Read it in parts (e.g. exec `split` or `tail -c`), or compress it first.",
             )
+        file_ended("read", path, result, timeout)
         if result.exit_code != 0:
             raise file_error("read", path, err.text(), result.exit_code)
         return out.data()
+
+
+# A file call's path names a regular file, a directory, or nothing yet: anything else (a pipe,
+# a device, a socket) is refused before it is opened, since opening or reading it may block or
+# never end. `test` stats the path (a symlink is followed, inside the sandbox) without opening it.
+_SPECIAL = (
+    '[ -e "$1" ] && [ ! -f "$1" ] && [ ! -d "$1" ] && { echo "orch: $1: Not a regular file" >&2; exit 1; }; '
+)
+
+# Read a file: $1 the path.
+_READ = _SPECIAL + 'exec cat -- "$1"'
 
 
 # Write stdin to a file: $1 the path, $2 the file's own name, $3 non-empty when $1 must be a
@@ -508,9 +623,22 @@ _WRITE = (
     'if [ -d "$1" ]; then [ -n "$2" ] || { echo "orch: $1: Is a directory" >&2; exit 1; }; '
     'set -- "${1%/}/$2"; '
     'elif [ -n "$3" ]; then echo "orch: $1: No such directory" >&2; exit 1; '
-    'else mkdir -p -- "$(dirname -- "$1")" || exit 1; fi; '
-    'cat > "$1" && printf %s "$1"'
+    'else mkdir -p -- "$(dirname -- "$1")" || exit 1; fi; ' + _SPECIAL + 'cat > "$1" && printf %s "$1"'
 )
+
+
+def file_ended(verb: str, path: str, result: ExecResult, timeout: float | None) -> None:
+    """A file call's command that did not end by itself: InvalidInput past its timeout,
+    ClientGone once stopped (its caller went away)."""
+    if result.timed_out:
+        raise InvalidInput(
+            f"{'Reading' if verb == 'read' else 'Writing'} {path} in the sandbox took more than "
+            f"{timeout or 0:g} s; it was stopped.",
+            "Something at the path may block (a pipe put there meanwhile): check what is there "
+            "(`orch sandbox exec ID -- ls -l PATH`), then try again.",
+        )
+    if result.cancelled:
+        raise ClientGone(f"The caller went away: the file {verb} of {path} was stopped.", "")
 
 
 def directory_form(path: str) -> tuple[str, bool]:
@@ -551,7 +679,7 @@ def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
     reason = said.splitlines()[-1].rsplit(": ", 1)[-1] if said else f"exit code {code}"
     if code == NOT_FOUND and "not found" in said:
         return InvalidInput(
-            f"The sandbox's image has no {'/bin/sh' if verb == 'write' else 'cat'} to {verb} files with.",
+            f"The sandbox's image has no {'/bin/sh' if '/bin/sh' in said else 'cat'} to {verb} files with.",
             "Use an environment with a shell and coreutils (every orch base image has them).",
         )
     if "No such file" in reason:
@@ -568,6 +696,12 @@ def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
 
 
 def _file_fix(verb: str, reason: str) -> str:
+    if reason == "Not a regular file":
+        example = "-- head -c 1000 PATH" if verb == "read" else "-i -- sh -c 'cat > PATH'"
+        return (
+            "Files are copied to and from regular files only (not a pipe, a device or a socket); "
+            f"for those, run a command with a timeout (e.g. `orch sandbox exec ID --timeout 10 {example}`)."
+        )
     if reason == "Is a directory":
         if verb == "write":
             return "Give a path for the file itself, such as DIR/NAME."

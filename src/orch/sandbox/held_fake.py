@@ -14,9 +14,13 @@ The test hooks, which tests read or set:
                           and answers 127 to anything else
     FakeSandbox.files     the files written, by absolute path
     FakeSandbox.dirs      its directories (/, /home, /home/user, /tmp and the files' parents)
+    FakeSandbox.special   paths of what is no regular file (a pipe, a device): refused
+    FakeSandbox.blocking  paths whose file calls block until their timeout or stop, as a pipe
+                          put in place after the check would
     FakeSandbox.die()     make its init exit, as if a command killed it
 
-A command still running when its sandbox is removed ends as the real one does: killed (137).
+A command still running when its sandbox is removed, or its init exits, ends as the real one
+does: killed (137).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from orch.sandbox.held import (
     ExecResult,
     Held,
     Holder,
+    Places,
     directory_form,
+    file_ended,
     file_error,
 )
 from orch.sandbox.pump import Output
@@ -98,15 +104,23 @@ class FakeSandbox(Held):
         self.behaviour: Behaviour = play
         self.files: dict[str, bytes] = {}
         self.dirs = {"/", "/home", "/home/user", "/tmp"}  # noqa: S108 - inside the (fake) sandbox
+        self.special: set[str] = set()
+        self.blocking: set[str] = set()
         self.commands: list[Sequence[str]] = []
         self.removed = False
         self._alive = True
-        self._busy = 0
+        self._places = Places()
         self._lock = threading.Lock()
 
     @property
     def busy(self) -> int:
-        return self._busy
+        return self._places.taken
+
+    def claim(self, most: int) -> bool:
+        return self._places.claim(most)
+
+    def release(self) -> None:
+        self._places.release()
 
     def die(self) -> None:
         self._alive = False
@@ -136,34 +150,63 @@ class FakeSandbox(Held):
         why: list[str] = []
 
         def sleep(seconds: float) -> bool:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                if timeout is not None and time.monotonic() - began >= timeout:
-                    why.append("timeout")
-                    return False
-                if (should_stop is not None and should_stop()) or self.removed:
-                    why.append("cancel")
-                    return False
-                time.sleep(0.01)
-            return True
+            if ended := self._sleep(seconds, began, timeout, should_stop):
+                why.append(ended)
+            return not ended
 
         with self._lock:
-            self._busy += 1
             self.commands.append(list(argv))
-        try:
-            cwd = workdir or self.spec.workdir or "/"
-            variables = {**self.spec.env, **(env or {})}
-            code = self.behaviour(Command(argv, variables, cwd, stdin, on_stdout, on_stderr, sleep))
-        finally:
-            with self._lock:
-                self._busy -= 1
+        cwd = workdir or self.spec.workdir or "/"
+        variables = {**self.spec.env, **(env or {})}
+        code = self.behaviour(Command(argv, variables, cwd, stdin, on_stdout, on_stderr, sleep))
         took = time.monotonic() - began
         if why:
-            timed_out = why[0] == "timeout"
-            return ExecResult(TIMED_OUT if timed_out else KILLED, took, timed_out, cancelled=not timed_out)
+            return _ended(why[0], took)
         return ExecResult(code, took)
 
-    def write_file(self, path: str, data: bytes, name: str | None = None) -> str:
+    def _sleep(
+        self, seconds: float, began: float, timeout: float | None, should_stop: Callable[[], bool] | None
+    ) -> str:
+        """Sleep `seconds`; "" when it slept to the end, else why it was cut: "timeout",
+        "cancel" (`should_stop`), "killed" (its sandbox was removed or its init exited: the
+        kernel killed the rest)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if timeout is not None and time.monotonic() - began >= timeout:
+                return "timeout"
+            if should_stop is not None and should_stop():
+                return "cancel"
+            if self.removed or not self._alive:
+                return "killed"
+            time.sleep(0.01)
+        return ""
+
+    def _file_call(
+        self, verb: str, path: str, timeout: float | None, should_stop: Callable[[], bool] | None
+    ) -> None:
+        """What the real file call's command does before it reads or writes: refuse what is no
+        regular file, and block (until its timeout, its stop, or its sandbox's end) on a path
+        in `blocking`."""
+        if not self.alive():
+            raise EngineError(f"The sandbox {self.name} is no longer running.", "Create another.")
+        if path in self.special:
+            raise file_error(verb, path, f"orch: {path}: Not a regular file", 1)
+        if path in self.blocking:
+            began = time.monotonic()
+            why = self._sleep(3600, began, timeout, should_stop) or "killed"
+            result = _ended(why, time.monotonic() - began)
+            file_ended(verb, path, result, timeout)
+            raise file_error(verb, path, "", result.exit_code)  # killed with its sandbox
+
+    def write_file(
+        self,
+        path: str,
+        data: bytes,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> str:
         target, marked = directory_form(path)
         if target in self.dirs:
             if not name:
@@ -171,6 +214,7 @@ class FakeSandbox(Held):
             target = posixpath.join(target, name)
         elif marked:
             raise file_error("write", path, f"orch: {target}: No such directory", 1)
+        self._file_call("write", target, timeout, should_stop)
         if not target.startswith(WRITABLE) or target in self.dirs:
             said = "Is a directory" if target in self.dirs else "Permission denied"
             raise file_error("write", path, f"sh: 1: cannot create {target}: {said}", 2)
@@ -181,7 +225,15 @@ class FakeSandbox(Held):
             parent = posixpath.dirname(parent)
         return target
 
-    def read_file(self, path: str, limit: int) -> bytes:
+    def read_file(
+        self,
+        path: str,
+        limit: int,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> bytes:
+        self._file_call("read", path, timeout, should_stop)
         if path in self.dirs:
             raise file_error("read", path, f"cat: {path}: Is a directory", 1)
         if path not in self.files:
@@ -189,6 +241,12 @@ class FakeSandbox(Held):
         if len(self.files[path]) > limit:
             raise InvalidInput(f"{path} is larger than the {limit} bytes a file read may be.", "Read less.")
         return self.files[path]
+
+
+def _ended(why: str, took: float) -> ExecResult:
+    """A command cut for `why` (see FakeSandbox._sleep), as the real one ends."""
+    timed_out = why == "timeout"
+    return ExecResult(TIMED_OUT if timed_out else KILLED, took, timed_out, cancelled=why == "cancel")
 
 
 @final

@@ -570,6 +570,18 @@ class Launcher:
         # runc keeps a directory per container; other runtimes are asked in any case.
         return (self.runtime_root / name).exists() if not self.gvisor else self.runtime_root.exists()
 
+    def _kept(self, name: str) -> bool:
+        """Whether the runtime still has container `name` after its delete failed. runsc's
+        delete can fail on what the sandbox took with it already (after a killed server, its
+        filestore file under the root: "failed to delete filestore file ... no such file or
+        directory") once it has removed the container: nothing is left then, so nothing to say."""
+        if not self.gvisor:
+            return self._has_state(name)
+        try:
+            return name in self.containers(name)
+        except EngineError:
+            return True
+
     def containers(self, prefix: str) -> list[str]:
         """Ids of the runtime's containers (any state) that begin with `prefix`."""
         if not self.runtime_root.exists():
@@ -587,7 +599,7 @@ class Launcher:
         bundle = self.state / "sandboxes" / name
         if self._has_state(name):
             res = self._runtime("delete", "--force", name)
-            if res.returncode != 0 and self._has_state(name) and "does not exist" not in res.stderr:
+            if res.returncode != 0 and self._kept(name) and "does not exist" not in res.stderr:
                 errors.append(f"{self.runtime} delete {name}: {res.stderr.strip()}")
         try:
             for point in rootfs.mounts_under(bundle):

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import delete, func, select, update
@@ -51,10 +52,12 @@ from orch.sizes import format_size
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600  # idle seconds before a sandbox is removed, unless the request says
-DEFAULT_EXEC_TIMEOUT = 60.0  # seconds a command may take, unless the request says
-MAX_EXECS = 16  # commands running at once in one sandbox
+DEFAULT_EXEC_TIMEOUT = 60.0  # seconds a command may take, unless the request says (or the lifetime is less)
+MAX_EXECS = 16  # commands running at once in one sandbox, file calls included
+FILE_TIMEOUT = 20.0  # seconds a file call's command may take (under a client's usual 30 s wait)
 MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not streamed) answer
 MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
 MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
@@ -451,9 +454,26 @@ def path_in_sandbox(path: str, what: str = "The path") -> str:
     return path if path.startswith("/") else posixpath.join(HOME, path)
 
 
+def _claim(sandbox: Held) -> None:
+    """Take one of the sandbox's MAX_EXECS places (checked and counted in one step), which the
+    caller gives back (`sandbox.release()`) when its command or file call ends."""
+    if not sandbox.claim(MAX_EXECS):
+        raise LimitReached(
+            f"The sandbox is running {MAX_EXECS} commands already (file calls included), the most "
+            "it runs at once.",
+            "Wait for one to end, then try again.",
+        )
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class Exec:
-    """A command checked and bound to its sandbox; `run` runs it (in the caller's thread)."""
+    """A command checked and bound to its sandbox; `admit` takes its place among the sandbox's
+    MAX_EXECS (429 when none is left), `run` runs it (in the caller's thread), and `release`
+    gives the place back once it ended."""
 
     platform: Platform
     sandbox_id: str
@@ -464,10 +484,17 @@ class Exec:
     stdin: bytes
     timeout: float
 
+    def admit(self) -> None:
+        _claim(self.sandbox)
+
+    def release(self) -> None:
+        self.sandbox.release()
+
     def run(self, on_stdout: Output, on_stderr: Output, should_stop: Callable[[], bool]) -> ExecResult:
         """Run the command to its end; `should_stop` (the client went away), or the server
-        beginning to stop (it removes its sandboxes next), kills it. A sandbox removed (or
-        failed) while it ran ends it with Conflict saying so, not with the kill's exit code."""
+        beginning to stop (it removes its sandboxes next), kills it. A sandbox removed, or
+        whose init exited, while it ran ends it with Conflict saying so, not with the kill's
+        exit code."""
         stopping = self.platform.stopping
         _touch(self.platform, self.sandbox_id)
         try:
@@ -482,7 +509,7 @@ class Exec:
                 should_stop=lambda: should_stop() or stopping.is_set(),
             )
         except EngineError:
-            self._still_held()
+            _still_held(self.platform, self.sandbox_id, self.sandbox, _RAN)
             if not self.sandbox.alive():
                 _close(self.platform, self.sandbox_id, SandboxStatus.FAILED, _DIED)
                 raise Conflict(
@@ -492,35 +519,56 @@ class Exec:
             raise
         finally:
             _touch(self.platform, self.sandbox_id)
-        self._still_held()
+        _ended_under(self.platform, self.sandbox_id, self.sandbox, _RAN)
         if result.cancelled and stopping.is_set() and not should_stop():
-            # The server's stop killed it, and removes the sandbox next: say so, not the kill's 137.
-            raise Conflict(
-                f"The sandbox {self.sandbox_id} was removed while the command ran (the server stopped).",
-                "Start the server again, create another sandbox with `orch sandbox create`, "
-                "and run the command there.",
-            )
+            raise _server_stopped(self.sandbox_id, _RAN)
         return result
 
-    def _still_held(self) -> None:
-        """Conflict when the sandbox was ended while the command ran (removed on request, the
-        server stopping, its init dying): `_close` recorded why before it tore it down."""
-        if self.platform.held.get(self.sandbox_id) is self.sandbox:
-            return
-        with self.platform.store.session() as s:
-            row = s.get(SandboxRow, self.sandbox_id)
-            status, reason = (row.status, row.reason) if row is not None else (None, None)
-        said = f" ({reason})" if reason else ""
-        if status == SandboxStatus.FAILED.value:
-            raise Conflict(
-                f"The sandbox {self.sandbox_id} stopped running while the command ran{said}; "
-                "it was marked failed.",
-                "Create another with `orch sandbox create`.",
-            )
+
+_RAN = "the command ran"
+
+
+def _there(during: str) -> str:
+    """What to do again in another sandbox, after the sandbox ended while `during`."""
+    return "run the command there" if during == _RAN else "copy the file there"
+
+
+def _server_stopped(sandbox_id: str, during: str) -> Conflict:
+    """The server's stop killed the command, and removes the sandbox next: said, not the kill's
+    137 (or the file call's stop)."""
+    return Conflict(
+        f"The sandbox {sandbox_id} was removed while {during} (the server stopped).",
+        f"Start the server again, create another sandbox with `orch sandbox create`, and {_there(during)}.",
+    )
+
+
+def _ended_under(platform: Platform, sandbox_id: str, sandbox: Held, during: str) -> None:
+    """Conflict when the sandbox ended while `during` ("the command ran"): its init exited (the
+    kernel killed the command: its 137 is no exit of its own), which is recorded here at once
+    rather than at the reaper's next look; or it was removed."""
+    if platform.held.get(sandbox_id) is sandbox and not sandbox.alive():
+        _close(platform, sandbox_id, SandboxStatus.FAILED, _DIED)
+    _still_held(platform, sandbox_id, sandbox, during)
+
+
+def _still_held(platform: Platform, sandbox_id: str, sandbox: Held, during: str) -> None:
+    """Conflict when the sandbox was ended while `during` (removed on request, the server
+    stopping, its init dying): `_close` recorded why before it tore it down."""
+    if platform.held.get(sandbox_id) is sandbox:
+        return
+    with platform.store.session() as s:
+        row = s.get(SandboxRow, sandbox_id)
+        status, reason = (row.status, row.reason) if row is not None else (None, None)
+    said = f" ({reason})" if reason else ""
+    if status == SandboxStatus.FAILED.value:
         raise Conflict(
-            f"The sandbox {self.sandbox_id} was removed while the command ran{said}.",
-            "Create another with `orch sandbox create`, and run the command there.",
+            f"The sandbox {sandbox_id} stopped running while {during}{said}; it was marked failed.",
+            "Create another with `orch sandbox create`.",
         )
+    raise Conflict(
+        f"The sandbox {sandbox_id} was removed while {during}{said}.",
+        f"Create another with `orch sandbox create`, and {_there(during)}.",
+    )
 
 
 # A command may have killed its init, or (under gVisor) used up the memory its kernel needs.
@@ -537,7 +585,8 @@ def start_exec(
     workdir: str | None = None,
     stdin: str | None = None,
 ) -> Exec:
-    """Check a command and find its sandbox; every refusal happens here, before it runs."""
+    """Check a command and find its sandbox; every refusal happens here (but the limit of
+    commands at once, `Exec.admit`), before it runs."""
     if not command or not command[0]:
         raise InvalidInput("The command is empty.", "Give the program to run and its arguments.")
     env = dict(env or {})
@@ -566,18 +615,17 @@ def start_exec(
             "Write large data to a file first (`orch sandbox cp`), and read it from there.",
         )
     most = float(platform.config.sandbox_lifetime)
-    seconds = DEFAULT_EXEC_TIMEOUT if timeout is None else timeout
-    if not (math.isfinite(seconds) and 0 < seconds <= most):
+    if timeout is None:
+        seconds = min(DEFAULT_EXEC_TIMEOUT, most)  # a sandbox lives no longer
+    elif math.isfinite(timeout) and 0 < timeout <= most:
+        seconds = timeout
+    else:
         raise InvalidInput(
-            f"A timeout of {timeout} seconds is out of range.", f"Use more than 0 and at most {most:.0f}."
+            f"A timeout of {timeout:g} seconds is out of range.",
+            f"Use more than 0 and at most {most:g} (the sandbox's lifetime).",
         )
     cwd = path_in_sandbox(workdir, "The working directory") if workdir is not None else HOME
     _row, sandbox = _held(platform, ws_id, sandbox_id)
-    if sandbox.busy >= MAX_EXECS:
-        raise LimitReached(
-            f"The sandbox is running {sandbox.busy} commands already, the most it runs at once.",
-            "Wait for one to end, then try again.",
-        )
     return Exec(platform, sandbox_id, sandbox, list(command), env, cwd, data, seconds)
 
 
@@ -614,19 +662,27 @@ def collected(result: ExecResult, out: Capped, err: Capped) -> ExecView:
 
 
 def write_file(
-    platform: Platform, ws_id: str, sandbox_id: str, path: str, data: bytes, name: str | None = None
+    platform: Platform,
+    ws_id: str,
+    sandbox_id: str,
+    path: str,
+    data: bytes,
+    name: str | None = None,
+    should_stop: Callable[[], bool] = _never,
 ) -> FileView:
     """Write `data` at `path`; a directory there (or a path ending in /) takes it as `name`
-    inside it, as `cp` does, and without a name is refused."""
+    inside it, as `cp` does, and without a name is refused. See `_file_call` for its bound."""
     target = path_in_sandbox(path)
     file_name(name)
     most = int(platform.config.sandbox_file_limit)
     if len(data) > most:
         raise too_large(most)
     _row, sandbox = _held(platform, ws_id, sandbox_id)
-    _touch(platform, sandbox_id)
-    written = sandbox.write_file(target, data, name)
-    _touch(platform, sandbox_id)
+
+    def write(stop: Callable[[], bool]) -> str:
+        return sandbox.write_file(target, data, name, timeout=FILE_TIMEOUT, should_stop=stop)
+
+    written = _file_call(platform, sandbox_id, sandbox, "the file was written", write, should_stop)
     return FileView(path=written, size=len(data))
 
 
@@ -648,13 +704,47 @@ def too_large(most: int) -> InvalidInput:
     )
 
 
-def read_file(platform: Platform, ws_id: str, sandbox_id: str, path: str) -> bytes:
+def read_file(
+    platform: Platform, ws_id: str, sandbox_id: str, path: str, should_stop: Callable[[], bool] = _never
+) -> bytes:
+    """The bytes of the regular file at `path`. See `_file_call` for its bound."""
     target = path_in_sandbox(path)
     _row, sandbox = _held(platform, ws_id, sandbox_id)
-    _touch(platform, sandbox_id)
-    data = sandbox.read_file(target, int(platform.config.sandbox_file_limit))
-    _touch(platform, sandbox_id)
-    return data
+    most = int(platform.config.sandbox_file_limit)
+
+    def read(stop: Callable[[], bool]) -> bytes:
+        return sandbox.read_file(target, most, timeout=FILE_TIMEOUT, should_stop=stop)
+
+    return _file_call(platform, sandbox_id, sandbox, "the file was read", read, should_stop)
+
+
+def _file_call(
+    platform: Platform,
+    sandbox_id: str,
+    sandbox: Held,
+    during: str,
+    call: Callable[[Callable[[], bool]], T],
+    should_stop: Callable[[], bool],
+) -> T:
+    """Run a file call's command as a command is run: in one of the sandbox's MAX_EXECS places
+    (429 when none is left), for at most FILE_TIMEOUT seconds (then a sentence), stopped when
+    `should_stop` (its caller went away: ClientGone) or the server stops; a sandbox that ended
+    under it is said (Conflict), as for a command. Each counts as use at its start and end."""
+    _claim(sandbox)
+    stopping = platform.stopping
+    try:
+        _touch(platform, sandbox_id)
+        try:
+            return call(lambda: should_stop() or stopping.is_set())
+        except (EngineError, InvalidInput, ClientGone) as e:
+            _ended_under(platform, sandbox_id, sandbox, during)
+            if isinstance(e, ClientGone) and stopping.is_set() and not should_stop():
+                raise _server_stopped(sandbox_id, during) from None
+            raise
+        finally:
+            _touch(platform, sandbox_id)
+    finally:
+        sandbox.release()
 
 
 def _touch(platform: Platform, sandbox_id: str) -> None:

@@ -1,10 +1,15 @@
 """/v1/sandboxes: sandboxes on demand, held open and driven step by step (docs/sandboxes.md).
 
 A command runs on a thread of its own, not on the route thread pool (a long command must not
-hold one of its 40 threads); the route awaits it. Streamed (`Accept: application/x-ndjson`), its
-output goes out as it comes, at most STREAM_BUFFER chunks ahead of the client: a slow reader
-slows the command (its pipe fills), not the server's memory. A client that goes away stops the
-command: the stream's end, or the disconnect seen while a collected answer waits, kills it.
+hold one of its 40 threads, which every workspace's requests and /healthz share); the route
+awaits it. It takes its place among its sandbox's MAX_EXECS before its thread starts (a 429
+before any answer began, streamed too), and gives it back when it ends. Streamed (`Accept:
+application/x-ndjson`), its output goes out as it comes, at most STREAM_BUFFER chunks ahead of
+the client: a slow reader slows the command (its pipe fills), not the server's memory. A client
+that goes away stops the command: the answer's end (however early), or the disconnect seen while
+a collected answer waits, kills it. A file call is a command too: on a thread of its own, within
+its bound (FILE_TIMEOUT), stopped when its client goes away; an upload's body is held whole
+until written, within UPLOAD_MEMORY for the server (half of it for one workspace).
 
 A create runs on the route thread pool, and a client that goes away before its answer leaves
 no sandbox: the disconnect seen while it waits stops it (a wait for memory ends, a sandbox that
@@ -26,17 +31,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
-from orch.errors import ClientGone, OrchError
+from orch.errors import CapacityReached, ClientGone, OrchError
 from orch.sandbox.held import ExecResult, Output
 from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep
 from orch.services import sandboxes
 from orch.services.sandboxes import ExecView, FileView, SandboxView
+from orch.sizes import format_size
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["sandboxes"])
 NDJSON = "application/x-ndjson"
 STREAM_BUFFER = 64  # output chunks (up to 64 KiB each) held for a slow reader
 WATCH = 0.5  # seconds between looks at whether the client of a waiting answer went away
+UPLOAD_MEMORY = 256 * 2**20  # bytes of uploads held at once (at least two of sandbox_file_limit)
 T = TypeVar("T")
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 PATH = Query(
@@ -148,7 +155,7 @@ async def exec_command(
         body.stdin,
     )
     if NDJSON in request.headers.get("accept", ""):
-        return StreamingResponse(_stream(command), media_type=NDJSON)
+        return _streamed(command)
     out, err = sandboxes.Capped(), sandboxes.Capped()
     result = await _collected(command, out, err, request)
     return JSONResponse(sandboxes.collected(result, out, err).model_dump(mode="json"))
@@ -161,20 +168,65 @@ def _start(
     stop: threading.Event,
     done: Callable[[ExecResult | None, BaseException | None], object],
 ) -> None:
-    """Run `command` on a thread of its own; `done` gets its result or its error."""
+    """Run `command` on a thread of its own, in a place among its sandbox's commands taken here
+    (LimitReached when none is left: nothing runs) and given back as it ends, before `done`
+    gets its result or its error."""
+    command.admit()
 
-    def work() -> None:
+    def run() -> ExecResult:
         try:
-            result = command.run(on_stdout, on_stderr, stop.is_set)
+            return command.run(on_stdout, on_stderr, stop.is_set)
+        finally:
+            command.release()
+
+    _thread(run, done, f"a command in sandbox {command.sandbox_id}", "orch-sandbox-exec", command.release)
+
+
+def _thread(
+    work: Callable[[], T],
+    done: Callable[[T | None, BaseException | None], object],
+    what: str,
+    name: str,
+    unstarted: Callable[[], None] = lambda: None,
+) -> None:
+    """`work` on a thread of its own; `done` gets its result, or its error (a bug as a sentence,
+    the log has it). `unstarted` undoes what the caller took for it when no thread starts."""
+
+    def go() -> None:
+        try:
+            result = work()
         except OrchError as e:
             done(None, e)
         except Exception as e:
-            log.exception("a command in sandbox %s failed", command.sandbox_id)
-            done(None, OrchError(f"The command failed in the server: {type(e).__name__}.", _SERVER_LOG))
+            log.exception("%s failed", what)
+            done(None, OrchError(f"The call failed in the server: {type(e).__name__}.", _SERVER_LOG))
         else:
             done(result, None)
 
-    threading.Thread(target=work, name="orch-sandbox-exec", daemon=True).start()
+    try:
+        threading.Thread(target=go, name=name, daemon=True).start()
+    except BaseException:
+        unstarted()
+        raise
+
+
+async def _threaded(work: Callable[[threading.Event], T], what: str, request: Request) -> T:
+    """`work(gone)` on a thread of its own, not on the route thread pool, which every
+    workspace's requests share; `gone` is set once the client is seen to have gone away (the
+    work stops early; its result goes nowhere)."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[T] = loop.create_future()
+    gone = threading.Event()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if not finished.done():
+            if error is not None:
+                finished.set_exception(error)
+            else:
+                finished.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    _thread(lambda: work(gone), lambda r, e: _soon(loop, settle, r, e), what, "orch-sandbox-file")
+    return await _watched(finished, request, gone)
 
 
 _SERVER_LOG = "See the server's log; this is a bug worth reporting."
@@ -217,7 +269,7 @@ async def _collected(command: sandboxes.Exec, out: Output, err: Output, request:
                 assert result is not None
                 finished.set_result(result)
 
-    _start(command, out, err, stop, lambda r, e: _soon(loop, settle, r, e))
+    _start(command, out, err, stop, lambda r, e: _soon(loop, settle, r, e))  # 429 when no place is left
     try:
         return await _watched(finished, request, stop)  # the client went away: the command goes too
     finally:
@@ -228,7 +280,24 @@ def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode() + b"\n"
 
 
-async def _stream(command: sandboxes.Exec) -> AsyncIterator[bytes]:
+class _Stream(StreamingResponse):
+    """A command's streamed answer, which stops the command when it ends however it ends: also
+    when the client went away before its first line (its lines are then never asked for)."""
+
+    def __init__(self, lines: AsyncIterator[bytes], stop: threading.Event) -> None:
+        super().__init__(lines, media_type=NDJSON)
+        self.stop = stop
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stop.set()
+
+
+def _streamed(command: sandboxes.Exec) -> Response:
+    """The command started (a 429 when its sandbox runs its most already: no answer began), its
+    output streamed as it comes."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     room = threading.Semaphore(STREAM_BUFFER)
@@ -247,8 +316,14 @@ async def _stream(command: sandboxes.Exec) -> AsyncIterator[bytes]:
     def done(result: ExecResult | None, error: BaseException | None) -> None:
         _soon(loop, queue.put_nowait, ("end", result) if error is None else ("error", error))
 
-    decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
     _start(command, emit("stdout"), emit("stderr"), stop, done)
+    return _Stream(_lines(queue, room, stop), stop)
+
+
+async def _lines(
+    queue: asyncio.Queue[tuple[str, Any]], room: threading.Semaphore, stop: threading.Event
+) -> AsyncIterator[bytes]:
+    decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
     try:
         while True:
             kind, value = await queue.get()
@@ -290,18 +365,30 @@ async def write_file(
         "written inside it under this name, as cp does. Without it a directory is refused.",
     ),
 ) -> FileView:
-    """Write the request's body (raw bytes) to a file in the sandbox, as the sandbox user;
-    parent directories are made (not the directory a PATH ending in / names)."""
+    """Write the request's body (raw bytes) to a regular file in the sandbox, as the sandbox
+    user; parent directories are made (not the directory a PATH ending in / names)."""
     await run_in_threadpool(sandboxes.show, platform, ws, sandbox_id)  # a 404 before any upload
     sandboxes.path_in_sandbox(path)
     sandboxes.file_name(name)
     most = int(platform.config.sandbox_file_limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > most:
-            raise sandboxes.too_large(most)
-    return await run_in_threadpool(sandboxes.write_file, platform, ws, sandbox_id, path, bytes(body), name)
+    held = 0
+    try:
+        async for chunk in request.stream():
+            if len(body) + len(chunk) > most:
+                raise sandboxes.too_large(most)
+            UPLOADS.take(ws, len(chunk), most)
+            held += len(chunk)
+            body += chunk
+        data = bytes(body)
+        body.clear()  # one copy held while it is written
+
+        def write(gone: threading.Event) -> FileView:
+            return sandboxes.write_file(platform, ws, sandbox_id, path, data, name, gone.is_set)
+
+        return await _threaded(write, f"a file write in sandbox {sandbox_id}", request)
+    finally:
+        UPLOADS.give(ws, held)
 
 
 @router.get(
@@ -309,7 +396,62 @@ async def write_file(
     response_class=Response,
     responses={200: {"description": "The file's bytes.", "content": {"application/octet-stream": BINARY}}},
 )
-def read_file(sandbox_id: str, platform: PlatformDep, ws: WorkspaceDep, path: str = PATH) -> Response:
-    """A file's contents (raw bytes), read in the sandbox as the sandbox user."""
-    data = sandboxes.read_file(platform, ws, sandbox_id, path)
+async def read_file(
+    sandbox_id: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = PATH
+) -> Response:
+    """A regular file's contents (raw bytes), read in the sandbox as the sandbox user."""
+
+    def read(gone: threading.Event) -> bytes:
+        return sandboxes.read_file(platform, ws, sandbox_id, path, gone.is_set)
+
+    data = await _threaded(read, f"a file read in sandbox {sandbox_id}", request)
     return Response(data, media_type="application/octet-stream")
+
+
+class Uploads:
+    """The bytes of uploads the server holds (each whole, until it is written): at most
+    UPLOAD_MEMORY (at least two files of the largest size) for all, half of that for one
+    workspace's, so that many uploads at once cannot take the server's memory, nor one
+    workspace's the room of all the others. Past it, an upload is refused with 503 (Retry-After):
+    the room comes back as uploads end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = 0
+        self._by_workspace: dict[str, int] = {}
+
+    def take(self, ws: str, size: int, file_limit: int) -> None:
+        total = max(UPLOAD_MEMORY, 2 * file_limit)
+        with self._lock:
+            mine = self._by_workspace.get(ws, 0)
+            if mine + size > total // 2:
+                said = (
+                    f"This workspace's uploads in progress hold {format_size(mine)}; this one would pass "
+                    f"the {format_size(total // 2)} a workspace's may hold at once."
+                )
+            elif self.held + size > total:
+                said = (
+                    f"The server holds {format_size(self.held)} of files being sent to sandboxes; this "
+                    f"upload would pass the {format_size(total)} it holds at once."
+                )
+            else:
+                self.held += size
+                self._by_workspace[ws] = mine + size
+                return
+        raise CapacityReached(
+            said, "Send it again in a moment, once other uploads have ended (or send fewer at once)."
+        )
+
+    def give(self, ws: str, size: int) -> None:
+        if not size:
+            return
+        with self._lock:
+            self.held -= size
+            left = self._by_workspace.get(ws, 0) - size
+            if left > 0:
+                self._by_workspace[ws] = left
+            else:
+                self._by_workspace.pop(ws, None)
+
+
+UPLOADS = Uploads()
