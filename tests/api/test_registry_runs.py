@@ -140,3 +140,25 @@ def test_an_image_gone_from_the_machine_that_built_it_is_pulled_again(
     assert api.get(f"/v1/runs/{again}").json()["status"] == "succeeded"
     assert fake_engine.pulled == [(digest, image)]
     assert f"Pulling {image} from the registry" in api.get(f"/v1/runs/{again}/logs").json()["log"]
+
+
+def test_a_sandbox_of_an_image_gone_from_the_machine_that_built_it_pulls_it_again(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+) -> None:
+    """As a run does: a sandbox on demand whose image was removed since (`podman rmi`) pulls it
+    by digest rather than fail until a restart."""
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    image, digest = pin(api, platform, workspace[0], tmp_path)
+    holder = FakeHolder()
+    platform.held.holders.update({Isolation.RUNC: holder})
+    assert sandboxes.create(platform, workspace[0], environment="tools").status == "running"
+    assert fake_engine.pulled == []  # it had it
+    fake_engine.remove_image(image)
+    assert sandboxes.create(platform, workspace[0], environment="tools").status == "running"
+    assert fake_engine.pulled == [(digest, image)]
+    assert [spec.image for spec in holder.opened] == [image, image]

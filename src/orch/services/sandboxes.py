@@ -47,6 +47,7 @@ from orch.sandbox.held import ExecResult, Held, Output
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import HOME, SANDBOX_USER
 from orch.services import environments as envs
+from orch.services.image_presence import still_here
 from orch.services.platform import Platform
 from orch.sizes import format_size
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
@@ -145,7 +146,7 @@ def create(
         ws = s.get(WorkspaceRow, ws_id)
         assert ws is not None
         env = _environment(s, ws, environment)
-        image = _image(platform, s, env)
+        image = _image(platform, s, env, isolation)
         if gone():
             raise _client_gone()
         held_open, held_memory = s.execute(
@@ -307,17 +308,18 @@ def _environment(s: Session, ws: WorkspaceRow, ref: str | None) -> EnvironmentRo
     return base
 
 
-def _image(platform: Platform, s: Session, env: EnvironmentRow) -> str:
-    """The environment's image, which must be ready now: a sandbox does not wait for a build."""
+def _image(platform: Platform, s: Session, env: EnvironmentRow, isolation: Isolation) -> str:
+    """The environment's image, which must be ready now: a sandbox does not wait for a build.
+    One removed from the machine since this server last found it is built or pulled again."""
     if env.kind == EnvKind.BASE.value:
         tag = base_images.image_tag(BASE_ENVIRONMENTS[env.name][0])
-        if tag not in platform.present_base_tags:
+        if not still_here(platform, isolation, tag):
             base_images.ensure(platform.engine, platform.config, log.info, [BASE_ENVIRONMENTS[env.name][0]])
             platform.present_base_tags.add(tag)
         return tag
     build = s.get(BuildRow, env.build_id) if env.build_id else None
     if build is not None and build.status == BuildStatus.READY.value and env.image:
-        if env.image not in platform.present_base_tags:  # built on another machine: pulled by digest
+        if not still_here(platform, isolation, env.image):  # built elsewhere, or removed: pulled
             registry.ensure_image(platform.engine, platform.config, env.image, env.image_digest)
             platform.present_base_tags.add(env.image)
         return env.image

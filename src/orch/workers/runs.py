@@ -30,6 +30,7 @@ from orch.services import base_digests, host_check, nodes
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.bundles import extracted as extracted_bundle
+from orch.services.image_presence import still_here
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import RunOutput, note
@@ -602,8 +603,8 @@ def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) ->
 def _here(platform: Platform, isolation: Isolation, image: str, digest: str | None, out: RunOutput) -> str:
     """`image`, pulled by its registry `digest` first when this machine lacks it (another
     machine built it: builder/registry.py); asked of the engine once per process, not once per
-    run, unless it went meanwhile (`_still_here`)."""
-    if not _still_here(platform, isolation, image):
+    run, unless it went meanwhile (`image_presence.still_here`)."""
+    if not still_here(platform, isolation, image):
         if platform.engine.inspect_image(image) is None:
             if digest:
                 out.line(f"Pulling {image} from the registry")
@@ -615,32 +616,11 @@ def _here(platform: Platform, isolation: Isolation, image: str, digest: str | No
     return image
 
 
-def _still_here(platform: Platform, isolation: Isolation, image: str) -> bool:
-    """Whether `image`, found on this machine before (in `present_base_tags`), is here still: an
-    image removed by hand (`podman rmi`) is looked for again, pulled or built, rather than fail
-    every run until a restart. The launcher's image cache says (a stat while Podman's image
-    list is unchanged; the sandbox's start looks the same up anyway); without a launcher, the
-    engine."""
-    if image not in platform.present_base_tags:
-        return False
-    if launcher := platform.launchers.get(isolation):
-        try:
-            launcher.image_id(image)
-        except EngineError:
-            platform.present_base_tags.discard(image)
-            return False
-        return True
-    if platform.engine.inspect_image(image) is None:
-        platform.present_base_tags.discard(image)
-        return False
-    return True
-
-
 def _base_tag(platform: Platform, isolation: Isolation, recipe: str, out: RunOutput) -> str:
     """The base image's tag: pulled by its recorded digest when a registry has it, else built
     first if missing (asked of the engine once per process, not per run, unless it went)."""
     tag = base_images.image_tag(recipe)
-    if not _still_here(platform, isolation, tag):
+    if not still_here(platform, isolation, tag):
         digests = base_digests.known(platform.store) if platform.config.registry else {}
         base_images.ensure(platform.engine, platform.config, out.line, [recipe], digests=digests)
         platform.present_base_tags.add(tag)
