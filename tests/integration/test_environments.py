@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -12,6 +11,7 @@ import pytest
 
 from orch.engine import PodmanEngine
 from tests.integration.conftest import Server
+from tests.integration.test_engine import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -208,17 +208,6 @@ def test_build_timeout_fails_the_build(make_server, tmp_path) -> None:
     assert PodmanEngine().remove_build_leftovers(server.instance) == 0  # no working container left
     res = server.cli("env", "status", "sleepy")
     assert "Fix the step" not in res.stderr and "Whole log: orch env logs sleepy" in res.stderr
-
-
-def running(marker: str) -> list[str]:
-    """The command lines of the processes whose command line holds `marker`."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if marker in text and "pytest" not in text:
-                found.append(text)
-    return found
 
 
 def test_deleting_an_environment_stops_its_build(server: Server, tmp_path) -> None:
