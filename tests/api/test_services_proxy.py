@@ -50,6 +50,7 @@ class _Service(BaseHTTPRequestHandler):
         # Both would act on the whole host, so on orch's own origin too (its cookie, its HSTS).
         self.send_header("Clear-Site-Data", '"cookies", "storage"')
         self.send_header("Strict-Transport-Security", "max-age=0")
+        self.send_header("Service-Worker-Allowed", "/")
         self.end_headers()
         self.wfile.write(text)
 
@@ -133,6 +134,8 @@ def test_a_private_service_needs_its_workspaces_token_and_never_sees_it(
     # The service's own cookie reaches the client; orch's cookie it cannot set, nor clear.
     assert resp.headers.get_list("set-cookie") == ["session=abc; Path=/"]
     assert "clear-site-data" not in resp.headers and "strict-transport-security" not in resp.headers
+    # Nor can its service worker take the other services' paths (they share its origin).
+    assert "service-worker-allowed" not in resp.headers
 
 
 def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(

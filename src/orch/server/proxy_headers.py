@@ -31,8 +31,16 @@ NOT_PASSED = frozenset(
 # And what would act on orch's own origin from a service's answer: a browser applies these to
 # the whole host, whatever its port, so to the API and web UI's origin too (docs/services.md,
 # "Private and public"): Clear-Site-Data ("cookies" clears the web UI's sign-in cookie),
-# Strict-Transport-Security (a service's max-age=0 would lift the host's HSTS).
-NOT_RETURNED = NOT_PASSED | {"date", "clear-site-data", "strict-transport-security"}
+# Strict-Transport-Security (a service's max-age=0 would lift the host's HSTS). And what would act
+# on the other services, which share the services' origin: Service-Worker-Allowed would let one
+# service's worker take the scope "/", every service's pages (without it, its scope stays under
+# the service's own path).
+NOT_RETURNED = NOT_PASSED | {
+    "date",
+    "clear-site-data",
+    "strict-transport-security",
+    "service-worker-allowed",
+}
 # Who asked, as the edge saw it: set by the proxy that took the request from the client.
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
