@@ -935,30 +935,40 @@ def test_file_calls_that_block_hold_no_server_thread_and_end_with_their_caller(
             api.delete(f"/v1/sandboxes/{b['id']}")
 
 
-def test_uploads_held_at_once_are_bounded(
+def test_file_copies_held_at_once_are_bounded(
     api: httpx.Client, holder: FakeHolder, platform: Platform, workspace: tuple[str, str]
 ) -> None:
+    """Uploads, held whole until written, and reads, held until sent, share one bound: a read's
+    bytes were held with none (a workspace's sandboxes, 16 reads each of 64 MiB at once)."""
     platform.config = platform.config.with_values(sandbox_file_limit=1024)
     sb = create(api)
     url = f"/v1/sandboxes/{sb['id']}/files"
-    uploads = sandboxes_api.UPLOADS
-    most = max(sandboxes_api.UPLOAD_MEMORY, 2048)
-    uploads.take("other", most // 2, 1024)  # another workspace's, in progress
+    copies = sandboxes_api.COPIES
+    most = max(sandboxes_api.FILE_MEMORY, 2048)
+    holder.last().files["/home/user/r"] = b"y" * 11
+    copies.take("other", most // 2, 1024)  # another workspace's, in progress
     try:
-        uploads.take(workspace[0], most // 2 - 10, 1024)  # this workspace's own, in progress
-        resp = api.put(url, params={"path": "a"}, content=b"x" * 11)
-        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
-        assert "This workspace's uploads in progress hold" in resp.json()["message"]
-        assert holder.last().files == {}
-        uploads.give(workspace[0], most // 2 - 10)
-        uploads.take("third", most // 2 - 10, 1024)  # the rest of the server's
-        resp = api.put(url, params={"path": "a"}, content=b"x" * 11)
-        assert resp.status_code == 503 and "The server holds" in resp.json()["message"]
-        uploads.give("third", most // 2 - 10)
+        copies.take(workspace[0], most // 2 - 10, 1024)  # this workspace's own, in progress
+        for resp in (
+            api.put(url, params={"path": "a"}, content=b"x" * 11),
+            api.get(url, params={"path": "r"}),
+        ):
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
+            assert "This workspace's file copies in progress hold" in resp.json()["message"]
+        assert "/home/user/a" not in holder.last().files
+        copies.give(workspace[0], most // 2 - 10)
+        copies.take("third", most // 2 - 10, 1024)  # the rest of the server's
+        for resp in (
+            api.put(url, params={"path": "a"}, content=b"x" * 11),
+            api.get(url, params={"path": "r"}),
+        ):
+            assert resp.status_code == 503 and "The server holds" in resp.json()["message"]
+        copies.give("third", most // 2 - 10)
         assert api.put(url, params={"path": "a"}, content=b"x" * 11).status_code == 200
+        assert api.get(url, params={"path": "r"}).content == b"y" * 11
     finally:
-        uploads.give("other", most // 2)
-    assert uploads.held == 0
+        copies.give("other", most // 2)
+    assert copies.held == 0  # each copy gave its room back
 
 
 def test_without_a_timeout_a_command_runs_within_a_short_lifetime(

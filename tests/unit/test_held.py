@@ -278,3 +278,26 @@ def test_a_runsc_delete_that_failed_on_what_was_gone_already_says_nothing(
     assert bool(problems) == warned
     if warned:
         assert "failed to delete filestore file" in problems
+
+
+def test_a_read_keeps_only_what_it_was_given_room_for() -> None:
+    """Each part read asks for room first (the server's bound on file bytes it holds); once
+    refused, nothing more is kept and the read may stop."""
+    room = [10]
+
+    def take(size: int) -> bool:
+        if size > room[0]:
+            return False
+        room[0] -= size
+        return True
+
+    out = held._Collected(100, take)
+    out(b"abcd")
+    out(b"efgh")
+    assert not out.ended() and out.data() == b"abcdefgh"
+    out(b"ijkl")
+    out(b"mn")  # room for it, but the read was refused already
+    assert out.refused and out.ended() and out.data() == b"abcdefgh" and room == [2]
+    unbounded = held._Collected(4)
+    unbounded(b"abcde")
+    assert unbounded.full() and unbounded.ended() and not unbounded.refused

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from orch.engine.base import ContainerSpec
 from orch.engine.network import Network
-from orch.errors import ClientGone, Conflict, EngineError, InvalidInput, NotFound
+from orch.errors import CapacityReached, ClientGone, Conflict, EngineError, InvalidInput, NotFound
 from orch.sandbox import netns, oci, runc
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.pump import Output as Output  # what a command's output goes to
@@ -137,11 +137,14 @@ class Held(Protocol):
         *,
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        take: Callable[[int], bool] | None = None,
     ) -> bytes:
         """The contents of the absolute `path`, read as the sandbox user; InvalidInput beyond
         `limit` bytes, or for anything but a regular file (refused before it is opened: a pipe
         or a device would block or never end), NotFound when there is no such file;
-        InvalidInput past `timeout` seconds, ClientGone once `should_stop`."""
+        InvalidInput past `timeout` seconds, ClientGone once `should_stop`. `take(n)` is asked
+        for room for each n bytes read as they come; once it says no, the read stops:
+        CapacityReached."""
         ...
 
     def claim(self, most: int) -> bool:
@@ -589,11 +592,14 @@ class RuncSandbox:
         *,
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        take: Callable[[int], bool] | None = None,
     ) -> bytes:
-        out, err = _Collected(limit), _Collected()
-        stop = out.full if should_stop is None else lambda: out.full() or should_stop()
+        out, err = _Collected(limit, take), _Collected()
+        stop = out.ended if should_stop is None else lambda: out.ended() or should_stop()
         argv = ["/bin/sh", "-c", _READ, "orch-read", path]
         result = self.exec(argv, timeout=timeout, on_stdout=out, on_stderr=err, should_stop=stop)
+        if out.refused:
+            raise no_room_to_read(path)
         if out.full():
             raise InvalidInput(
                 f"{path} is larger than the {format_size(limit)} a file read may be.",
@@ -651,26 +657,47 @@ def directory_form(path: str) -> tuple[str, bool]:
 
 
 class _Collected:
-    """Bytes handed to a callback, kept up to `limit` (then `full`)."""
+    """Bytes handed to a callback, kept up to `limit` (then `full`), each part once `take` gave
+    room for it (else `refused`, and nothing more is kept)."""
 
-    def __init__(self, limit: int = 65536) -> None:
+    def __init__(self, limit: int = 65536, take: Callable[[int], bool] | None = None) -> None:
         self.limit = limit
+        self.take = take
         self.parts: list[bytes] = []
         self.size = 0
+        self.refused = False
 
     def __call__(self, data: bytes) -> None:
+        if self.refused:
+            return
         self.size += len(data)
-        if self.size <= self.limit:
-            self.parts.append(data)
+        if self.size > self.limit:
+            return
+        if self.take is not None and not self.take(len(data)):
+            self.refused = True
+            return
+        self.parts.append(data)
 
     def full(self) -> bool:
         return self.size > self.limit
+
+    def ended(self) -> bool:
+        """Nothing more is kept: the read may stop."""
+        return self.refused or self.full()
 
     def data(self) -> bytes:
         return b"".join(self.parts)
 
     def text(self) -> str:
         return self.data().decode("utf-8", "replace").strip()
+
+
+def no_room_to_read(path: str) -> CapacityReached:
+    """A read stopped since the server had no room for its bytes (the caller says more)."""
+    return CapacityReached(
+        f"The server has no room for more of {path}'s bytes at the moment.",
+        "Read it again in a moment, once other file copies have ended.",
+    )
 
 
 def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:

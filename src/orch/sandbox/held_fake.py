@@ -45,6 +45,7 @@ from orch.sandbox.held import (
     directory_form,
     file_ended,
     file_error,
+    no_room_to_read,
 )
 from orch.sandbox.pump import Output
 
@@ -232,6 +233,7 @@ class FakeSandbox(Held):
         *,
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        take: Callable[[int], bool] | None = None,
     ) -> bytes:
         self._file_call("read", path, timeout, should_stop)
         if path in self.dirs:
@@ -240,6 +242,8 @@ class FakeSandbox(Held):
             raise NotFound(f"No file {path} in the sandbox.", "Check the path.")
         if len(self.files[path]) > limit:
             raise InvalidInput(f"{path} is larger than the {limit} bytes a file read may be.", "Read less.")
+        if take is not None and not take(len(self.files[path])):
+            raise no_room_to_read(path)
         return self.files[path]
 
 

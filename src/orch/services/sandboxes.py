@@ -707,15 +707,21 @@ def too_large(most: int) -> InvalidInput:
 
 
 def read_file(
-    platform: Platform, ws_id: str, sandbox_id: str, path: str, should_stop: Callable[[], bool] = _never
+    platform: Platform,
+    ws_id: str,
+    sandbox_id: str,
+    path: str,
+    should_stop: Callable[[], bool] = _never,
+    take: Callable[[int], bool] | None = None,
 ) -> bytes:
-    """The bytes of the regular file at `path`. See `_file_call` for its bound."""
+    """The bytes of the regular file at `path`, each part read once `take` gave room for it (see
+    Held.read_file). See `_file_call` for its bound."""
     target = path_in_sandbox(path)
     _row, sandbox = _held(platform, ws_id, sandbox_id)
     most = int(platform.config.sandbox_file_limit)
 
     def read(stop: Callable[[], bool]) -> bytes:
-        return sandbox.read_file(target, most, timeout=FILE_TIMEOUT, should_stop=stop)
+        return sandbox.read_file(target, most, timeout=FILE_TIMEOUT, should_stop=stop, take=take)
 
     return _file_call(platform, sandbox_id, sandbox, "the file was read", read, should_stop)
 

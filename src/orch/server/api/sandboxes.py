@@ -8,8 +8,9 @@ application/x-ndjson`), its output goes out as it comes, at most STREAM_BUFFER c
 the client: a slow reader slows the command (its pipe fills), not the server's memory. A client
 that goes away stops the command: the answer's end (however early), or the disconnect seen while
 a collected answer waits, kills it. A file call is a command too: on a thread of its own, within
-its bound (FILE_TIMEOUT), stopped when its client goes away; an upload's body is held whole
-until written, within UPLOAD_MEMORY for the server (half of it for one workspace).
+its bound (FILE_TIMEOUT), stopped when its client goes away. An upload's body is held whole until
+written, a read's until sent: both within FILE_MEMORY for the server (half of it for one
+workspace).
 
 A create runs on the route thread pool, and a client that goes away before its answer leaves
 no sandbox: the disconnect seen while it waits stops it (a wait for memory ends, a sandbox that
@@ -43,7 +44,7 @@ router = APIRouter(prefix="/v1", tags=["sandboxes"])
 NDJSON = "application/x-ndjson"
 STREAM_BUFFER = 64  # output chunks (up to 64 KiB each) held for a slow reader
 WATCH = 0.5  # seconds between looks at whether the client of a waiting answer went away
-UPLOAD_MEMORY = 256 * 2**20  # bytes of uploads held at once (at least two of sandbox_file_limit)
+FILE_MEMORY = 256 * 2**20  # bytes of files copied in or out held at once (at least two of sandbox_file_limit)
 T = TypeVar("T")
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 PATH = Query(
@@ -377,7 +378,7 @@ async def write_file(
         async for chunk in request.stream():
             if len(body) + len(chunk) > most:
                 raise sandboxes.too_large(most)
-            UPLOADS.take(ws, len(chunk), most)
+            COPIES.take(ws, len(chunk), most)
             held += len(chunk)
             body += chunk
         data = bytes(body)
@@ -388,7 +389,7 @@ async def write_file(
 
         return await _threaded(write, f"a file write in sandbox {sandbox_id}", request)
     finally:
-        UPLOADS.give(ws, held)
+        COPIES.give(ws, held)
 
 
 @router.get(
@@ -400,20 +401,72 @@ async def read_file(
     sandbox_id: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = PATH
 ) -> Response:
     """A regular file's contents (raw bytes), read in the sandbox as the sandbox user."""
+    room = _ReadRoom(ws, int(platform.config.sandbox_file_limit))
 
     def read(gone: threading.Event) -> bytes:
-        return sandboxes.read_file(platform, ws, sandbox_id, path, gone.is_set)
+        return sandboxes.read_file(platform, ws, sandbox_id, path, gone.is_set, room.take)
 
-    data = await _threaded(read, f"a file read in sandbox {sandbox_id}", request)
-    return Response(data, media_type="application/octet-stream")
+    try:
+        data = await _threaded(read, f"a file read in sandbox {sandbox_id}", request)
+    except BaseException as e:
+        room.close()
+        if room.refused and isinstance(e, CapacityReached):
+            raise room.refused from None  # which room was missing: the workspace's or the server's
+        raise
+    return _Sent(data, room.close, media_type="application/octet-stream")
 
 
-class Uploads:
-    """The bytes of uploads the server holds (each whole, until it is written): at most
-    UPLOAD_MEMORY (at least two files of the largest size) for all, half of that for one
-    workspace's, so that many uploads at once cannot take the server's memory, nor one
-    workspace's the room of all the others. Past it, an upload is refused with 503 (Retry-After):
-    the room comes back as uploads end."""
+class _ReadRoom:
+    """The room one read's bytes hold in COPIES, taken as they come (on the read's output
+    thread) and given back once, at `close`; a take after it (a read still ending on its thread
+    when its answer went) is refused and holds nothing."""
+
+    def __init__(self, ws: str, file_limit: int) -> None:
+        self.ws, self.file_limit = ws, file_limit
+        self._lock = threading.Lock()
+        self.held = 0
+        self.closed = False
+        self.refused: CapacityReached | None = None
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.closed:
+                return False
+            try:
+                COPIES.take(self.ws, size, self.file_limit)
+            except CapacityReached as e:
+                self.refused = e
+                return False
+            self.held += size
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                COPIES.give(self.ws, self.held)
+
+
+class _Sent(Response):
+    """An answer that calls `then` once it was sent, or could not be (its client went away)."""
+
+    def __init__(self, content: bytes, then: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.then = then
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.then()
+
+
+class Copies:
+    """The bytes of files copied in or out that the server holds (an upload's whole, until it is
+    written; a read's, until it is sent): at most FILE_MEMORY (at least two files of the largest
+    size) for all, half of that for one workspace's, so that many copies at once cannot take the
+    server's memory, nor one workspace's the room of all the others. Past it, a copy is refused
+    with 503 (Retry-After): the room comes back as copies end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -421,25 +474,25 @@ class Uploads:
         self._by_workspace: dict[str, int] = {}
 
     def take(self, ws: str, size: int, file_limit: int) -> None:
-        total = max(UPLOAD_MEMORY, 2 * file_limit)
+        total = max(FILE_MEMORY, 2 * file_limit)
         with self._lock:
             mine = self._by_workspace.get(ws, 0)
             if mine + size > total // 2:
                 said = (
-                    f"This workspace's uploads in progress hold {format_size(mine)}; this one would pass "
+                    f"This workspace's file copies in progress hold {format_size(mine)}; this one would pass "
                     f"the {format_size(total // 2)} a workspace's may hold at once."
                 )
             elif self.held + size > total:
                 said = (
-                    f"The server holds {format_size(self.held)} of files being sent to sandboxes; this "
-                    f"upload would pass the {format_size(total)} it holds at once."
+                    f"The server holds {format_size(self.held)} of files being copied to and from "
+                    f"sandboxes; this copy would pass the {format_size(total)} it holds at once."
                 )
             else:
                 self.held += size
                 self._by_workspace[ws] = mine + size
                 return
         raise CapacityReached(
-            said, "Send it again in a moment, once other uploads have ended (or send fewer at once)."
+            said, "Try it again in a moment, once other copies have ended (or make fewer at once)."
         )
 
     def give(self, ws: str, size: int) -> None:
@@ -454,4 +507,4 @@ class Uploads:
                 self._by_workspace.pop(ws, None)
 
 
-UPLOADS = Uploads()
+COPIES = Copies()
