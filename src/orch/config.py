@@ -190,8 +190,22 @@ SETTINGS: tuple[Setting, ...] = (
         "build_max_size",
         lambda h: 20 * 2**30,
         _size_or_zero,
-        "The largest image a build may make, such as 20Gi; a larger one is removed and its build "
-        "fails (0: no limit).",
+        "The largest image a build may make, such as 20Gi, and the most its steps may write while "
+        "it runs; a build past it is stopped or its image removed, and it fails (0: no limit).",
+    ),
+    Setting(
+        "build_disk_reserve",
+        lambda h: 2 * 2**30,
+        _size_or_zero,
+        "The free space builds leave on the disk of the container storage, such as 2Gi: a build "
+        "that brings it below is stopped and fails (0: none).",
+    ),
+    Setting(
+        "cache_mounts_size",
+        lambda h: 10 * 2**30,
+        _memory_size,
+        "The disk this platform's builds' cache mounts (RUN --mount=type=cache) may take: after "
+        "each build that used one, the least recently used that no build uses are removed.",
     ),
     Setting(
         "run_workers",

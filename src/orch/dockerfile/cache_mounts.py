@@ -11,6 +11,9 @@ what the user's ids share shared, within the owner only.
 The value is read as Buildah reads it (split at every comma, whatever the quotes), since Buildah
 decides which directory is mounted: each `id=` and `from=` it would see goes, then the owner's id
 is added.
+
+Those directories are kept within a size, least recently used first (builder/cache_dirs.py):
+`ids` names the ones a build mounts, `prefix` all of a platform's.
 """
 
 from __future__ import annotations
@@ -37,19 +40,40 @@ def uses_cache(instructions: Sequence[Instruction]) -> bool:
     )
 
 
+def prefix(instance: str) -> str:
+    """How the cache ids (and Buildah's directories) of platform `instance`'s builds begin."""
+    return f"orch-{instance}-"
+
+
+def ids(instructions: Sequence[Instruction], cache_owner: str) -> list[str]:
+    """The ids (Buildah's directories' names) of the cache mounts these instructions use, once
+    rendered for `cache_owner`."""
+    found = [
+        _private_id(fields, cache_owner)
+        for ins in instructions
+        if ins.keyword == "RUN"
+        for fields in map(_mount_fields, ins.flags)
+        if _is_cache(fields)
+    ]
+    return list(dict.fromkeys(found))
+
+
 def private(flag: str, cache_owner: str) -> str:
     """A RUN flag with its cache mount's id replaced by `cache_owner`'s (other flags unchanged)."""
     fields = _mount_fields(flag)
     if not _is_cache(fields) and not any(_key(f) in ("id", "from") for f in fields):
         return flag
+    kept = [f for f in fields if _key(f) not in ("id", "from")]
+    return "--mount=" + ",".join([*kept, f"id={_private_id(fields, cache_owner)}"])
+
+
+def _private_id(fields: list[str], cache_owner: str) -> str:
     ids = [_value(f) for f in fields if f.partition("=")[0] == "id"]
     targets = [_value(f) for f in fields if _key(f) in _TARGETS]
     # As Buildah names the directory: the last id, else the target (cleaned).
     theirs = ids[-1] if ids else posixpath.normpath(targets[-1] if targets else "")
     digest = hashlib.sha256(theirs.encode()).hexdigest()[:16]
-    mine = f"orch-{cache_owner}-{digest}" if cache_owner else f"orch-{digest}"
-    kept = [f for f in fields if _key(f) not in ("id", "from")]
-    return "--mount=" + ",".join([*kept, f"id={mine}"])
+    return f"orch-{cache_owner}-{digest}" if cache_owner else f"orch-{digest}"
 
 
 def _mount_fields(flag: str) -> list[str]:

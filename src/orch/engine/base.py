@@ -51,6 +51,11 @@ class BuildRequest:
     # Whose build this is (a platform's instance): what a killed build leaves behind (Buildah's
     # working container) is found by it, see Engine.remove_build_leftovers.
     owner: str = ""
+    # What the build's steps may write while it runs (its working containers' writable layers),
+    # and the free space it must leave on the container storage's disk; 0: no bound. Past
+    # either, the build is stopped as a timeout stops it (engine/build_disk.py).
+    max_size: int = 0
+    disk_reserve: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,8 @@ class Engine(Protocol):
         """Build an image, streaming each output line to `on_output`; raise BuildFailed. A build
         still running at `request.timeout`, or once `should_stop()` (asked about once a second)
         says so, is stopped with everything it started (its RUN step's processes too), and
-        raises BuildFailed (`stopped=True` in its details for the latter)."""
+        raises BuildFailed (`stopped=True` in its details for the latter); so is one whose steps
+        wrote more than `request.max_size`, or left less than `request.disk_reserve` free."""
         ...
 
     def import_rootfs(

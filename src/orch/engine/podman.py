@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
-from orch.engine import build_steps, podman_run
+from orch.engine import build_disk, build_steps, podman_run
 from orch.engine import network as networks
 from orch.engine.base import (
     BuildRequest,
@@ -106,12 +106,21 @@ class PodmanEngine(Engine):
         self.binary = binary
         self._prepared = False
         self._prepare_lock = threading.Lock()
+        self._storage: build_disk.Storage | None = None
 
     def prepare(self) -> None:
         with self._prepare_lock:
             if not self._prepared:
                 networks.ensure(self.binary)
                 self._prepared = True
+
+    def storage(self) -> build_disk.Storage:
+        """Where Podman keeps its containers (asked once: `podman info` takes a third of a second)."""
+        if self._storage is None:
+            fmt = "{{.Store.GraphRoot}}\n{{.Store.GraphDriverName}}"
+            root, driver = self._cmd("info", "--format", fmt).stdout.strip().split("\n")
+            self._storage = build_disk.Storage(Path(root.strip()), driver.strip())
+        return self._storage
 
     def _cmd(self, *args: str, timeout: float = 120, check: bool = True) -> ProcessResult:
         try:
@@ -164,10 +173,18 @@ class PodmanEngine(Engine):
                 if line != _UNUSED_OWNER:  # ours, not the user's: not worth a warning in their log
                     on_output(line)
 
+            # What the steps write, bounded while they run: the working containers are found by
+            # this build's owner argument, so a bound on their size needs one.
+            disk = None
+            if request.disk_reserve or (owner and request.max_size):
+                max_size = request.max_size if owner else 0
+                disk = build_disk.guard(self.storage(), OWNER_ARG, owner, max_size, request.disk_reserve)
             for attempt in range(3):
                 code: int | None = None  # none: cut short by an exception (the caller's output)
                 try:
-                    code, tail, stopped = self._stream(args, output, on_start, request.timeout, should_stop)
+                    code, tail, stopped = self._stream(
+                        args, output, on_start, request.timeout, should_stop, disk.check if disk else None
+                    )
                 finally:
                     if owner and (code is None or code < 0):
                         # Killed (a negative code: by a signal), it cleaned up nothing: what it
@@ -182,6 +199,8 @@ class PodmanEngine(Engine):
                 if code == 0 or stopped or not any(_CACHE_RACE in line for line in tail[-3:]):
                     break
                 output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
+        if isinstance(stopped, build_disk.Stop):
+            raise stopped.error(tail)
         if stopped == _TIMEOUT:
             raise BuildFailed(
                 f"The build was stopped after {request.timeout:.0f} s.",
@@ -210,9 +229,11 @@ class PodmanEngine(Engine):
         on_start: Callable[[int], None] | None,
         timeout: float | None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> tuple[int, list[str], str]:
+        disk: Callable[[], build_disk.Stop | None] | None = None,
+    ) -> tuple[int, list[str], str | build_disk.Stop]:
         """Run `args`, each line of output to `on_output`; return its exit code, its last lines,
-        and why it was killed: "" (it was not), _TIMEOUT, or _STOPPED (`should_stop` said so)."""
+        and why it was killed: "" (it was not), _TIMEOUT, _STOPPED (`should_stop` said so), or
+        the Stop that `disk` returned."""
         try:
             proc = subprocess.Popen(
                 args,
@@ -228,10 +249,10 @@ class PodmanEngine(Engine):
         if on_start:
             on_start(proc.pid)
         done = threading.Event()
-        why: list[str] = []
+        why: list[str | build_disk.Stop] = []
         watcher = threading.Thread(
             target=_watch,
-            args=(proc.pid, done, why, timeout, should_stop),
+            args=(proc.pid, done, why, timeout, should_stop, disk),
             name="orch-build-watch",
             daemon=True,
         )
@@ -456,12 +477,10 @@ class PodmanEngine(Engine):
         working = [c for c in listed if c.get("Command") == ["buildah"]]
         if not working:  # the usual case: no `podman info` (a third of a second) needed
             return 0
-        fmt = "{{.Store.GraphRoot}}\n{{.Store.GraphDriverName}}"
-        root_text, driver = self._cmd("info", "--format", fmt).stdout.strip().split("\n")
-        root = Path(root_text.strip())
+        storage = self.storage()
         found = []
         for c in working:
-            state = root / f"{driver}-containers" / c["Id"] / "userdata" / "buildah.json"
+            state = storage.root / f"{storage.driver}-containers" / c["Id"] / "userdata" / "buildah.json"
             try:
                 build_args = json.loads(state.read_text()).get("Args") or {}
             except (OSError, ValueError):
@@ -553,12 +572,14 @@ _WATCH_EVERY = 1.0  # seconds between two questions to `should_stop`
 def _watch(
     pid: int,
     done: threading.Event,
-    why: list[str],
+    why: list[str | build_disk.Stop],
     timeout: float | None,
     should_stop: Callable[[], bool] | None,
+    disk: Callable[[], build_disk.Stop | None] | None = None,
 ) -> None:
-    """Kill the build `pid` (its process group) at its timeout, or once `should_stop` says so;
-    say which in `why`. Ends when `done` is set."""
+    """Kill the build `pid` (its process group) at its timeout, once `should_stop` says so, or
+    once `disk` returns a Stop (its steps wrote too much, or the disk is nearly full); say which
+    in `why`. Ends when `done` is set."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         wait = _WATCH_EVERY if deadline is None else min(_WATCH_EVERY, deadline - time.monotonic())
@@ -574,6 +595,14 @@ def _watch(
             stop = False
         if stop:
             why.append(_STOPPED)
+            break
+        try:
+            full = disk() if disk is not None else None
+        except Exception:  # the storage's files changing under the walk: measured again next time
+            log.exception("measuring what a build wrote")
+            full = None
+        if full is not None:
+            why.append(full)
             break
     _kill_group(pid)
 

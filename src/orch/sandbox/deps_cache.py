@@ -12,8 +12,8 @@ and what is removed.
 
 The entries together are kept within the `deps_cache_size` setting: after each install (and at
 the server's start) the least recently used entries that no run uses and no install holds are
-removed until they fit (`evict`). A lookup that finds an entry marks it used (the mtime of its
-`.complete`).
+removed until they fit (`evict`, the least-recently-used removal that builds' cache mounts
+share: disk_lru.py). A lookup that finds an entry marks it used (the mtime of its `.complete`).
 """
 
 from __future__ import annotations
@@ -23,38 +23,25 @@ import fcntl
 import logging
 import os
 import shutil
-import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from orch import disk_lru
+from orch.disk_lru import BLOCK as BLOCK
+from orch.disk_lru import Entry as Entry
+from orch.disk_lru import Use as Use
+from orch.disk_lru import disk_size as disk_size
+from orch.disk_lru import lock_path as lock_path
+from orch.disk_lru import use_path as use_path
 from orch.sandbox import rootfs
 
 log = logging.getLogger(__name__)
 
 COMPLETE = ".complete"
 TMP = ".tmp-"
-BLOCK = 4096  # what a file, a directory or a link takes at least on the disk
 
-
-def lock_path(root: Path, key: str) -> Path:
-    return root / f"{key}.lock"
-
-
-def use_path(root: Path, key: str) -> Path:
-    return root / f"{key}.use"
-
-
-def _locked(path: Path, how: int) -> IO[str]:
-    """`path` opened (created if missing) and locked `how`, waiting for it. A lock file `sweep`
-    removed while this waited is not the lock any more: the one at `path` now is taken."""
-    while True:
-        f = path.open("a")
-        fcntl.flock(f, how)
-        if os.fstat(f.fileno()).st_nlink > 0:
-            return f
-        f.close()
+_locked = disk_lru.locked
+_try_lock = disk_lru.try_lock
 
 
 @contextlib.contextmanager
@@ -63,38 +50,6 @@ def install_lock(root: Path, key: str) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     with _locked(lock_path(root, key), fcntl.LOCK_EX):
         yield
-
-
-class Use:
-    """A run's use of the entry KEY: a shared lock on KEY.use, which `evict` never breaks. Taken
-    while KEY.lock is held (so no eviction is between the lookup and the use), released when the
-    run's sandbox has ended, or by the kernel when the server dies."""
-
-    def __init__(self, root: Path, key: str) -> None:
-        self._file: IO[str] | None = _locked(use_path(root, key), fcntl.LOCK_SH)
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-@contextlib.contextmanager
-def _try_lock(path: Path) -> Iterator[bool]:
-    """The exclusive lock on `path` if nobody holds it now (True), without waiting; an existing
-    file only: a missing one is nobody's."""
-    try:
-        f = path.open("r")
-    except FileNotFoundError:
-        yield True
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
 
 
 def mark_complete(path: Path, names: str, size: int) -> None:
@@ -123,14 +78,6 @@ def touch(path: Path) -> None:
         os.utime(path / COMPLETE)
 
 
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    path: Path
-    used_at: float
-    size: int
-
-
 def entries(root: Path) -> list[Entry]:
     """The complete entries, least recently used first."""
     found = []
@@ -152,54 +99,15 @@ def entries(root: Path) -> list[Entry]:
     return sorted(found, key=lambda e: e.used_at)
 
 
-def disk_size(path: Path) -> int:
-    """What a tree takes on the disk, about: its files' bytes (each inode once), and a block at
-    least for each file, directory and link."""
-    total, seen = 0, set()
-    for top, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(top, name))
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += max(BLOCK, st.st_size if stat.S_ISREG(st.st_mode) else 0)
-    return total + BLOCK
-
-
 def evict(root: Path, limit: int) -> list[str]:
     """Remove the least recently used entries that no run uses and no install holds until the
-    rest take `limit` bytes at most; return the keys removed. One eviction at a time on a
-    machine: another one under way is left to do it."""
-    removed: list[str] = []
-    if not root.is_dir():
-        return removed
-    with _try_lock(_evict_lock(root)) as mine:
-        if not mine:
-            return removed
-        found = entries(root)
-        total = sum(e.size for e in found)
-        for entry in found:
-            if total <= limit:
-                break
-            with (
-                _try_lock(lock_path(root, entry.key)) as free,
-                _try_lock(use_path(root, entry.key)) as unused,
-            ):
-                if not (free and unused):
-                    continue
-                (entry.path / COMPLETE).unlink(missing_ok=True)  # gone for any lookup from now
-                shutil.rmtree(entry.path, ignore_errors=True)
-            total -= entry.size
-            removed.append(entry.key)
-    if removed:
-        log.info("dependency cache: removed %d entries least recently used", len(removed))
-    return removed
+    rest take `limit` bytes at most; return the keys removed (disk_lru.evict)."""
+    return disk_lru.evict(root, limit, lambda: entries(root), _remove, "dependency cache")
 
 
-def _evict_lock(root: Path) -> Path:
-    path = root / "evict.lock"
-    path.touch(exist_ok=True)
-    return path
+def _remove(entry: Entry) -> None:
+    (entry.path / COMPLETE).unlink(missing_ok=True)  # gone for any lookup from now
+    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def sweep(root: Path) -> int:

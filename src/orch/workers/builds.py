@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from orch import dockerfile, metrics
-from orch.builder import base_images, registry
+from orch.builder import base_images, cache_dirs, registry
 from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
+from orch.dockerfile import cache_mounts
 from orch.engine.base import BuildRequest
 from orch.errors import BuildFailed, EngineError, OrchError
 from orch.models import BuildStatus, advance
@@ -69,7 +70,17 @@ def recover(platform: Platform) -> list[str]:
             settled.append(b.id)
     # Images that nothing names (failed builds' above included), while still nothing builds.
     images.remove_unnamed(platform)
+    _evict_cache_mounts(platform)
     return settled
+
+
+def _evict_cache_mounts(platform: Platform) -> None:
+    """Keep this platform's cache mounts' directories within `cache_mounts_size`
+    (builder/cache_dirs.py): never a reason for a build to fail."""
+    try:
+        cache_dirs.evict(platform.config.home, platform.instance, int(platform.config.cache_mounts_size))
+    except OSError as e:
+        log.warning("removing cache mounts' directories: %s", e)
 
 
 @dataclass(frozen=True)
@@ -147,10 +158,9 @@ def _build(
     base = bases["code-interpreter"]
     private = build_requests.private_to(validation, job.scope)
     key = cache_key(dockerfile.normalised(validation.instructions), base.id, private)
+    cache_owner = dockerfile.cache_owner(platform.instance, job.scope)
     containerfile = dockerfile.render_containerfile(
-        validation.instructions,
-        base_images.image_tag("code-interpreter"),
-        dockerfile.cache_owner(platform.instance, job.scope),
+        validation.instructions, base_images.image_tag("code-interpreter"), cache_owner
     )
     tag = images.environment_tag(platform, key, job.build_id)
     with platform.store.session() as s:
@@ -167,6 +177,8 @@ def _build(
         no_cache=job.no_cache,
         timeout=float(platform.config.build_timeout),
         owner=platform.instance,
+        max_size=int(platform.config.build_max_size),
+        disk_reserve=int(platform.config.build_disk_reserve),
     )
     # The log and the progress number the steps as the user's Dockerfile does; Podman's own
     # numbers count the rendered Containerfile and the LABEL steps that --label adds.
@@ -178,17 +190,24 @@ def _build(
         if step:
             _progress(platform, job.build_id, step[0], numbers.total, step[1])
 
+    # The cache mounts' directories it uses are kept until it ends; then the platform's are
+    # brought within their size again (builder/cache_dirs.py).
+    mounted = cache_mounts.ids(validation.instructions, cache_owner)
     try:
-        info = platform.engine.build(
-            request,
-            out_with_progress,
-            lambda pid: _set_pid(platform, job.build_id, pid),
-            should_stop=lambda: not _still_building(platform, job.build_id),
-        )
+        with cache_dirs.Use(platform.config.home, mounted):
+            info = platform.engine.build(
+                request,
+                out_with_progress,
+                lambda pid: _set_pid(platform, job.build_id, pid),
+                should_stop=lambda: not _still_building(platform, job.build_id),
+            )
     except BuildFailed:
         if not _still_building(platform, job.build_id):
             raise _Gone from None
         raise
+    finally:
+        if mounted:
+            _evict_cache_mounts(platform)
     if _too_large(platform, info.size):
         _release(platform, tag)
         raise _size_error(platform, info.size)
