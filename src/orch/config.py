@@ -317,6 +317,12 @@ SETTINGS: tuple[Setting, ...] = (
         "The largest file, in bytes, written into or read from a sandbox on demand in one call.",
     ),
     Setting(
+        "request_body_limit",
+        lambda h: 8 * 1024 * 1024,
+        _positive_int,
+        "The largest request body, in bytes, the API reads (JSON and forms); uploads have their own bounds.",
+    ),
+    Setting(
         "registry",
         lambda h: "",
         _registry,
@@ -455,16 +461,51 @@ def _unknown_fix(name: str) -> str:
     return f"{hint}Remove or rename the line; docs/configuration.md lists the settings."
 
 
+# The most bytes of config.toml read: a settings file is a few lines; more is a mistake (or a
+# link to a device), said at once rather than read without end.
+CONFIG_BYTES = 1024 * 1024
+
+
 def read_file(path: Path) -> dict[str, Any]:
+    """The settings in TOML file `path` ({} when there is none); a file that can't be read as TOML
+    is an InvalidInput that says why and what to do."""
+    text = _read_text(path)
+    return {} if text is None else _parse(text, path)
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of config file `path`, None when there is none."""
+    from orch.reading import read_bounded
+    from orch.text import utf8
+
+    too_large = InvalidInput(
+        f"{path} is larger than 1 MiB, more than a settings file holds.", "Fix or delete the file."
+    )
     try:
-        f = path.open("rb")
+        data = read_bounded(path, CONFIG_BYTES, too_large)
     except FileNotFoundError:
-        return {}
+        return None
+    except NotADirectoryError:
+        raise InvalidInput(
+            f"ORCH_HOME {path.parent} is not a directory (it, or one above it, is a file).",
+            "Set ORCH_HOME to a directory (orch makes one that is missing), or unset it for ~/.orch.",
+        ) from None
+    except IsADirectoryError:
+        raise InvalidInput(
+            f"{path} is a directory, not a settings file.",
+            "Remove it (`orch server` and `orch login` write the file), or set ORCH_HOME to another "
+            "directory.",
+        ) from None
+    except OSError as e:
+        raise InvalidInput(f"Cannot read {path}: {e.strerror}.", "Make it readable, or delete it.") from None
+    return utf8(data, str(path), "Save it as UTF-8 text, or delete it.")
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
     import tomllib  # only with a file to read: ~3 ms of a quick command's start
 
     try:
-        with f:
-            return tomllib.load(f)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InvalidInput(f"{path} is not valid TOML: {e}.", "Fix or delete the file.") from None
 
@@ -476,22 +517,20 @@ def make_home(home: Path) -> None:
 
 
 def write_file(path: Path, updates: Mapping[str, Any]) -> None:
-    """Merge `updates` into the TOML config file, readable by its owner only (it holds a token),
-    from its first byte on (never written first and narrowed after)."""
-    data = {**read_file(path), **updates}
-    lines = [f"{k} = {_toml_value(v)}" for k, v in sorted(data.items())]
+    """Set the settings `updates` (text, numbers, booleans) in the TOML config file: only their
+    values change, every other line (comments, lists, their order) is kept as it was. The file is
+    readable by its owner only (it holds a token), from its first byte on (never written first
+    and narrowed after), and replaced whole, never left half written."""
+    import tomlkit  # keeps the file's own formatting; only `orch server` and `orch login` write
+
+    text = _read_text(path) or ""
+    _parse(text, path)  # a file that is not TOML is said as a read says it, and left as it is
+    document = tomlkit.parse(text)
+    for key, value in updates.items():
+        document[key] = value
     make_home(path.parent)
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)  # left by a kill: it may have another mode
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+        f.write(tomlkit.dumps(document))
     tmp.replace(path)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    escaped = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

@@ -5,7 +5,8 @@
     │   ├── InvalidDockerfile  carries the validator's findings (HTTP 422)
     │   ├── NotFound           an id or name that does not exist: exit 2, HTTP 404
     │   ├── Conflict           the request clashes with the current state: exit 2, HTTP 409
-    │   └── LimitReached       the workspace already holds as much as it may (sandboxes): HTTP 429
+    │   ├── LimitReached       the workspace already holds as much as it may (sandboxes): HTTP 429
+    │   └── TooLarge           a request body past its bound: HTTP 413
     ├── Unauthorized           missing or wrong token: exit 2, HTTP 401
     ├── Forbidden              a valid token that may not do this (admin only): exit 2, HTTP 403
     ├── EngineError            the container engine failed: exit 1, HTTP 502
@@ -77,6 +78,13 @@ class LimitReached(InvalidInput):
 
     http_status = 429
     code = "limit_reached"
+
+
+class TooLarge(InvalidInput):
+    """A request's body is larger than the server reads for it (server/body_limit.py)."""
+
+    http_status = 413
+    code = "too_large"
 
 
 class Unauthorized(OrchError):
@@ -171,6 +179,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         NotFound,
         Conflict,
         LimitReached,
+        TooLarge,
         Unauthorized,
         Forbidden,
         EngineError,

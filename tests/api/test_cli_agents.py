@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orch.cli import agent as agent_cli
 from orch.cli import client as client_mod
+from orch.cli import utils as cli_utils
 from orch.cli.main import app
 from orch.services.platform import Platform
 from orch.workers import build_queue
@@ -80,9 +79,10 @@ def test_delete_asks_refuses_and_deletes(
     assert res.exit_code == 2 and "hello has no version 7." in res.output
 
     # With a terminal it asks, and says what goes.
-    monkeypatch.setattr(agent_cli, "sys", SimpleNamespace(stdin=SimpleNamespace(isatty=lambda: True)))
+    monkeypatch.setattr(cli_utils, "terminal_input", lambda: True)
     res = cli("agents", "delete", "hello", "--version", "1", input="n\n")
     assert res.exit_code == 1 and "Delete hello v1, and no past runs?" in res.output
+    assert res.stderr == "Nothing was deleted.\n"
     res = cli("agents", "delete", "hello", "--version", "1", input="y\n")
     assert res.exit_code == 0, res.output
     assert "Deleted hello v1 and 0 past runs." in res.output and "latest version: v2" in res.output

@@ -3,6 +3,7 @@ public and private services, what passes each way, event streams, WebSockets, dr
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -35,6 +36,9 @@ class _Service(BaseHTTPRequestHandler):
         if self.path.startswith("/events"):
             self._events()
             return
+        if self.path.startswith("/headers"):  # every header as it came
+            self._send(json.dumps(self.headers.items()).encode())
+            return
         text = json.dumps(
             {
                 "path": self.path,
@@ -51,6 +55,12 @@ class _Service(BaseHTTPRequestHandler):
         self.send_header("Clear-Site-Data", '"cookies", "storage"')
         self.send_header("Strict-Transport-Security", "max-age=0")
         self.send_header("Service-Worker-Allowed", "/")
+        self.end_headers()
+        self.wfile.write(text)
+
+    def _send(self, text: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
         self.end_headers()
         self.wfile.write(text)
 
@@ -169,6 +179,66 @@ def test_public_by_flag_answers_anyone_and_carries_nothing_of_orchs(
     assert [s["public"] for s in listed] == [True]
     page = api.get("/ui/services/web", headers={"Cookie": f"orch_token={workspace[1]}"}).text
     assert "public: anyone with the URL" in page
+
+
+def test_no_form_of_an_orch_token_reaches_a_public_service_the_services_own_credentials_do(
+    api: httpx.Client,
+    site: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    service: None,
+    workspace: tuple[str, str],
+) -> None:
+    """Found by a tester: `Bearer  orch_...` (two spaces) was the caller's token to the API and
+    the proxy, yet reached another workspace's public service; the proxy tested one spelling."""
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    token = workspace[1]
+    anyone = anonymous(site)
+    basic = base64.b64encode(f"me:{token}".encode()).decode()
+    forms = [
+        {"Authorization": f"Bearer  {token}"},
+        {"Authorization": f"Bearer\t{token}"},
+        {"Authorization": f"BEARER {token}  "},
+        {"Authorization": token},
+        {"Authorization": f"Token {token}"},
+        {"Authorization": f"Basic {basic}"},
+        {"X-Orch-Token": token},
+        {"Cookie": f"orch_token ={token}"},
+        {"Cookie": f'orch_token="{token}"'},
+        {"Cookie": f"theirs={token}"},
+    ]
+    for headers in forms:
+        seen = anyone.get("/services/team/web/headers", headers=headers).json()
+        assert not [v for _, v in seen if token in v or "orch_" in v], (headers, seen)
+    # What the API and a private service take as the token is what the proxy keeps back (one reading).
+    for spelling in (f"Bearer  {token}", f"Bearer\t{token}", f"bearer {token} "):
+        assert api.get("/v1/secrets", headers={"Authorization": spelling}).status_code == 200, spelling
+    # The service's own credentials, and its own cookies beside orch's, still pass.
+    own = [
+        ({"Authorization": "Basic dTpw"}, ("authorization", "Basic dTpw")),
+        ({"Authorization": "Bearer hook-secret"}, ("authorization", "Bearer hook-secret")),
+        ({"Authorization": "Bearer my_orch_secret"}, ("authorization", "Bearer my_orch_secret")),
+        ({"Cookie": f"orch_token ={token}; mine=1"}, ("cookie", "mine=1")),
+        ({"X-Api-Key": "k1"}, ("x-api-key", "k1")),
+    ]
+    for headers, wanted in own:
+        seen = anyone.get("/services/team/web/headers", headers=headers).json()
+        assert wanted in [(k.lower(), v) for k, v in seen], (headers, seen)
+
+
+def test_a_private_service_takes_the_token_as_the_api_does(
+    api: httpx.Client, site: httpx.Client, platform: Platform, tmp_path: Path, service: None
+) -> None:
+    deployed(api, platform, tmp_path, {"main.py": ""})
+    token = site.headers["Authorization"].split(" ", 1)[1]
+    anyone = anonymous(site)
+    for spelling in (f"Bearer  {token}", f"Bearer\t{token}"):
+        resp = anyone.get("/services/team/web/headers", headers={"Authorization": spelling})
+        assert resp.status_code == 200 and "authorization" not in [k.lower() for k, _ in resp.json()]
+    # Another scheme is not the token, there as at the API.
+    basic = base64.b64encode(f"me:{token}".encode()).decode()
+    assert anyone.get("/services/team/web/", headers={"Authorization": f"Basic {basic}"}).status_code == 401
+    assert api.get("/v1/secrets", headers={"Authorization": f"Basic {basic}"}).status_code == 401
 
 
 def test_on_the_services_origin_the_ui_cookie_opens_nothing_and_the_api_is_not_there(
@@ -335,6 +405,65 @@ def test_websockets_go_both_ways_with_the_token_rule(
     while routing.of(platform).open_connections() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert 'orch_proxy_open_connections{kind="websocket"} 0.0' in api.get("/metrics").text
+
+
+@pytest.fixture
+def raw_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """A service that reads a request's head and answers the bytes the test put in the list."""
+    answer: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    monkeypatch.setattr(use_cases, "PORT", listener.getsockname()[1])
+    stop = threading.Event()
+
+    def serve() -> None:
+        while True:
+            conn, _ = listener.accept()
+            if stop.is_set():
+                conn.close()
+                return
+            with conn:
+                got = b""
+                while b"\r\n\r\n" not in got and (chunk := conn.recv(4096)):
+                    got += chunk
+                conn.sendall(answer[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield answer
+    stop.set()
+    socket.create_connection(listener.getsockname(), timeout=5).close()  # wakes its accept
+    thread.join(5)
+    listener.close()
+
+
+def test_a_service_that_answers_a_websocket_in_http_1_0_has_its_answer_passed_back(
+    api: httpx.Client, platform: Platform, tmp_path: Path, raw_service: list[bytes], live: str
+) -> None:
+    """Found by a tester: python's http.server (the README's example service) answers HTTP/1.0,
+    which the WebSocket library refused: a 500 in text and a traceback in the server's log."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    url = ws_url(live, "/services/team/web/")
+    raw_service.append(b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\nX-Mine: 1\r\n\r\nhello, not a socket")
+    with pytest.raises(InvalidStatus) as answered:
+        connect(url, proxy=None, open_timeout=10)
+    got = answered.value.response
+    assert (got.status_code, got.body, got.headers["x-mine"]) == (200, b"hello, not a socket", "1")
+    # With a length, and refusing it in so many words.
+    raw_service[0] = b"HTTP/1.0 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno"
+    with pytest.raises(InvalidStatus) as answered:
+        connect(url, proxy=None, open_timeout=10)
+    assert (answered.value.response.status_code, answered.value.response.body) == (426, b"no")
+    # What is no HTTP answer at all is orch's 503, in a sentence.
+    for nonsense in (b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.0", b""):
+        raw_service[0] = nonsense
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, proxy=None, open_timeout=10)
+        assert refused.value.response.status_code == 503, nonsense
+        body = json.loads(refused.value.response.body)
+        assert body["error"] == "service_unavailable" and "did not take the WebSocket" in body["message"]
 
 
 def test_a_redeploy_or_a_stop_closes_websockets_cleanly(

@@ -41,8 +41,9 @@ class Bundle:
     skipped: tuple[str, ...] = ()  # what the skipping rules left out (directories end in '/')
 
 
-def pack_directory(root: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """Pack `root` as a bundle, refusing what the server would refuse before sending anything."""
+def pack_directory(root: Path, max_bytes: int = MAX_BUNDLE_BYTES, what: str = "agent") -> Bundle:
+    """Pack `root` as a bundle, refusing what the server would refuse before sending anything.
+    `what` (agent, service) is what the bundle holds, for the sentences that say so."""
     tree = walk(root, MAX_FILES)
     # Parents before children, and the same order on every machine.
     items = sorted(tree.items, key=lambda item: item.path.split("/"))
@@ -53,7 +54,7 @@ def pack_directory(root: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
     if not any(item.kind is not Kind.DIRECTORY for item in items):
         raise InvalidInput(
             f"{root} has no files to publish.",
-            f"Publish the directory that holds your agent's code; check what {IGNORE_FILE} leaves out.",
+            f"Pass the directory that holds your {what}'s code; check what {IGNORE_FILE} leaves out.",
         )
     data, packed = _tar(root, items, max_bytes)
     return Bundle(data, hashlib.sha256(data).hexdigest(), packed, tuple(sorted(tree.skipped)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,9 @@ import typer
 
 from orch.cli.env import follow_build
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
-from orch.cli.utils import JSON, packed, plain_table
+from orch.cli.utils import JSON, confirm_delete, packed, plain_table
 from orch.client.transport import Transport, segment
-from orch.errors import Conflict, InvalidInput, NotFound
+from orch.errors import Conflict, NotFound
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
 
@@ -173,12 +172,9 @@ def delete(
         path = f"/v1/agents/{segment(a['id'])}/versions/{segment(version)}"
         runs = [r for r in runs if r["agent_version"] == version]
     if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"Deleting {what} needs confirmation.", "Pass --yes to delete without asking.")
         more = " or more" if len(runs) >= RUNS_LISTED else ""
         past = f"{_plural(len(runs), 'past run')}{more} (with their output)" if runs else "no past runs"
-        if not typer.confirm(f"Delete {what}, and {past}?"):
-            raise typer.Exit(1)
+        confirm_delete(f"Delete {what}, and {past}?", what)
     try:
         data = client.delete(path)
     except Conflict as e:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
-from orch.cli.utils import JSON, plain_table
+from orch.cli.utils import JSON, confirm_delete, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput, OrchError
+from orch.reading import STDIN, read_bounded
 
 app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
 
@@ -20,12 +21,23 @@ FINAL = {"ready", "failed"}
 POLL = 0.5
 
 
+# The most bytes of a Dockerfile read: 4 for each of the 262,144 characters the validator takes
+# (orch.dockerfile.bounded.MAX_TEXT), the API's own bound. A longer text (more characters than the
+# validator takes, whatever they are) is refused before it is all read.
+DOCKERFILE_BYTES = 4 * 256 * 1024
+
+
 def _read_dockerfile(path: str) -> str:
     # Bytes, decoded alike from a file and from stdin, so the same bytes get the same verdict
     # as through the API: no newline translation (a lone CR is no line break to BuildKit), and
     # bytes that are not UTF-8 kept as surrogates, which validation reports on their line.
+    what = "The Dockerfile on standard input" if path == STDIN else f"The Dockerfile {path!r}"
+    too_large = InvalidInput(
+        f"{what} is larger than 1 MiB: more than the 262,144 characters a Dockerfile may have.",
+        "Pass a Dockerfile of at most 262,144 characters (docs/environments.md).",
+    )
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        data = read_bounded(path, DOCKERFILE_BYTES, too_large)
     except FileNotFoundError:
         raise InvalidInput(f"There is no file {path!r}.", "Pass the path of a Dockerfile with -f.") from None
     except IsADirectoryError:
@@ -140,6 +152,12 @@ def logs(
     """Print the whole log of an environment's latest build (or of --build ID)."""
     if follow and json_:
         raise InvalidInput("--follow and --json don't go together.", "Leave out one of them.")
+    if build is not None and not re.fullmatch(r"bld_[0-9a-z]{1,60}", build):
+        shown = repr(build) if len(build) <= 80 else f"{build[:40]!r}… ({len(build):,} characters)"
+        raise InvalidInput(
+            f"--build {shown} is not a build id.",
+            "Build ids look like bld_0123456789; `orch env status ENV` shows the latest build's.",
+        )
     client = Transport.from_settings()
     data = client.get(f"/v1/environments/{segment(env)}")
     path = f"/v1/environments/{segment(data['id'])}/logs"
@@ -438,13 +456,7 @@ def delete(
     client = Transport.from_settings()
     data = client.get(f"/v1/environments/{segment(env)}")
     if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(
-                f"Deleting {data['name']} needs confirmation.",
-                "Pass --yes to delete without asking.",
-            )
-        if not typer.confirm(f"Delete environment {data['name']} ({data['id']})?"):
-            raise typer.Exit(1)
+        confirm_delete(f"Delete environment {data['name']} ({data['id']})?", data["name"])
     client.delete(f"/v1/environments/{segment(data['id'])}")
     ok(f"Deleted {data['name']} ({data['id']}).")
 

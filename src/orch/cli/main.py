@@ -8,11 +8,15 @@ command like `orch env list` did anything. tests/unit/test_cli_start.py keeps th
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from orch.cli import interrupt
 
-from orch.cli import lazy_help
+interrupt.outside_commands()  # before the imports below, which take most of a command's start
+
+import importlib  # noqa: E402
+from collections.abc import Iterator, MutableMapping  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from orch.cli import lazy_help  # noqa: E402
 
 lazy_help.install()  # before typer formats any help (it imports typer.rich_utils then)
 
@@ -139,6 +143,7 @@ def _options(
 
 
 def main() -> None:
+    interrupt.entry_point()  # until the command's own code runs (output.command)
     try:
         app()
     except Exception as e:  # noqa: BLE001 - a bug: still one sentence, never a traceback
@@ -148,6 +153,9 @@ def main() -> None:
         err_console.print("  This is a bug; please report it with the command you ran.", markup=False)
         raise SystemExit(1) from None
 
+
+# Imported, not run (a test, a library): Ctrl-C is Python's own again from here on.
+interrupt.inside_command()
 
 if __name__ == "__main__":
     main()

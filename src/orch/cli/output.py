@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from orch.cli import interrupt
 from orch.errors import OrchError
 
 if TYPE_CHECKING:
@@ -193,8 +194,12 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with errors_to_exit():
-            return fn(*args, **kwargs)
+        interrupt.inside_command()  # Ctrl-C is the command's to handle: KeyboardInterrupt
+        try:
+            with errors_to_exit():
+                return fn(*args, **kwargs)
+        finally:
+            interrupt.after_command()  # no traceback at the interpreter's exit
 
     return wrapper
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import sys
 import time
@@ -17,26 +19,40 @@ from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
 from orch.loop.transcript import transcript_line
+from orch.reading import STDIN, read_bounded
 from orch.text import utf8
 
 app = typer.Typer(help="Runs: one execution of an agent in a fresh sandbox.", no_args_is_help=True)
 TRUNCATED = "(output was cut at the 1 MiB limit per stream)"
+CANCEL_WAIT = 60.0  # seconds `orch run --json` waits for a run it cancelled to end
+
+
+# The largest input a run takes (services/runs.py's MAX_INPUT: what the agent's ORCH_INPUT can
+# hold), and the most bytes read for it from a file or standard input: that, and a UTF-8 BOM.
+MAX_INPUT = 128 * 1024 - 1 - len("ORCH_INPUT=")
+INPUT_BYTES = MAX_INPUT + len(codecs.BOM_UTF8)
 
 
 def _read_input(value: str | None) -> str:
     if value is None:
         return ""
     fix = "Pass JSON in UTF-8 text."
-    if value == "-":
-        text = utf8(sys.stdin.buffer.read(), "The standard input", fix)
+    if value == "@":
+        raise InvalidInput("--input @ names no file.", "Pass --input @FILE, e.g. --input @input.json.")
+    if value == STDIN:
+        text = utf8(
+            read_bounded(STDIN, INPUT_BYTES, _too_large("on standard input")), "The standard input", fix
+        )
     elif value.startswith("@"):
+        name = value[1:]
         try:
-            text = utf8(Path(value[1:]).read_bytes(), f"The input file {value[1:]!r}", fix)
+            data = read_bounded(Path(name), INPUT_BYTES, _too_large(f"in {name!r}"))
         except OSError as e:
             raise InvalidInput(
-                f"Cannot read the input file {value[1:]!r}: {e.strerror}.",
+                f"Cannot read the input file {name!r}: {e.strerror}.",
                 "Pass --input @FILE with a readable file.",
             ) from None
+        text = utf8(data, f"The input file {name!r}", fix)
     else:
         text = utf8(value, "The input", fix)
     try:
@@ -48,6 +64,14 @@ def _read_input(value: str | None) -> str:
             'an object (--input \'{"url": "https://example.org"}\'), or --input @file.json.',
         ) from None
     return text
+
+
+def _too_large(where: str) -> InvalidInput:
+    return InvalidInput(
+        f"The input {where} is larger than {MAX_INPUT:,} bytes, the most a run takes (128 KiB, what "
+        "the agent's ORCH_INPUT variable can hold).",
+        "Pass a smaller input, or let the agent download large data itself.",
+    )
 
 
 def _not_json(word: str) -> None:
@@ -136,6 +160,22 @@ def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
     return {"stdout": "".join(out["stdout"]), "stderr": "".join(out["stderr"])}
 
 
+def _cancelled(client: Transport, run_id: str) -> dict[str, Any]:
+    """The run `--json` prints once Ctrl-C cancelled it: a started run ends when its worker has
+    stopped its sandbox, so it is followed to its end (CANCEL_WAIT seconds at most; a second
+    Ctrl-C stops waiting), and printed as it then is."""
+    output: dict[str, list[str]] = {"stdout": [], "stderr": [], "log": []}
+    with contextlib.suppress(KeyboardInterrupt):
+        follow_output(
+            client,
+            run_id,
+            lambda stream, text: output[stream].append(text),
+            deadline=time.monotonic() + CANCEL_WAIT,
+        )
+    run = client.get(f"/v1/runs/{segment(run_id)}")
+    return _run_json(run, {"stdout": "".join(output["stdout"]), "stderr": "".join(output["stderr"])})
+
+
 def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
     """The run as the API has it (every key `runs list --json` has), with its whole output."""
     return {**run, **output}
@@ -179,10 +219,10 @@ def run(
                 err_console.print(TRUNCATED, style="dim")
             _finish_line(final)
     except KeyboardInterrupt:  # 130, as for any command Ctrl-C ends; the run is cancelled
-        cancelled = client.post(f"/v1/runs/{segment(run_id)}/cancel")
+        client.post(f"/v1/runs/{segment(run_id)}/cancel")
         err_console.print(f"Cancelled {run_id}.")
         if json_:
-            print_json(_run_json(cancelled, _collect(client, run_id)))
+            print_json(_cancelled(client, run_id))
         raise typer.Exit(130) from None
     if final["status"] != "succeeded":
         raise typer.Exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import re
@@ -12,10 +13,13 @@ from typing import Any
 
 import typer
 
+from orch import config as config_mod
 from orch.cli.output import command, console, err_console, escape, print_json, report
 from orch.cli.utils import JSON, finite, plain_table, variables
 from orch.client.transport import CREATE_TIMEOUT, Transport
 from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
+from orch.reading import STDIN, read_bounded
+from orch.sizes import format_size
 from orch.text import utf8
 
 app = typer.Typer(
@@ -26,13 +30,24 @@ app = typer.Typer(
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an answer may take beyond the command's own timeout
 DEFAULT_EXEC_TIMEOUT = 60.0  # the server's, for the wait of a collected answer
+LONGEST_WAIT = 365 * 86400.0  # seconds: longer than any sandbox's lifetime (86400 by default)
 # ID:PATH in `cp`: a sandbox's id, a colon, a path in it.
 _REMOTE = re.compile(r"^(sbx_[0-9a-z]+):(.*)$", re.DOTALL)
 
 
+# The most text a command is given on its standard input (services/sandboxes.py's MAX_STDIN), and
+# the most bytes read for it: that, and a UTF-8 BOM.
+MAX_STDIN = 1024 * 1024
+STDIN_BYTES = MAX_STDIN + len(codecs.BOM_UTF8)
+
+
 def _stdin() -> str:
+    too_large = InvalidInput(
+        f"The standard input is larger than 1 MiB ({MAX_STDIN:,} bytes), the most a command is given.",
+        "Write large data to a file first (`orch sandbox cp`), and read it from there.",
+    )
     return utf8(
-        sys.stdin.buffer.read(),
+        read_bounded(STDIN, STDIN_BYTES, too_large),
         "The standard input",
         "Give -i text; copy binary data in with `orch sandbox cp` and run the command on the file.",
     )
@@ -147,7 +162,7 @@ def exec_(
         "stdin": _stdin() if stdin else None,
     }
     client = Transport.from_settings()
-    wait = client.waiting((timeout or DEFAULT_EXEC_TIMEOUT) + MARGIN)
+    wait = client.waiting(_answer_wait(timeout))
     if json_:
         print_json(client.post(f"{_path(sandbox)}/exec", json=body, timeout=wait))
         return
@@ -157,6 +172,15 @@ def exec_(
             f"[red]✗[/red] timed out after {timeout or DEFAULT_EXEC_TIMEOUT:g} s; it was killed."
         )
     raise typer.Exit(int(end["exit_code"]))
+
+
+def _answer_wait(timeout: float | None) -> float:
+    """Seconds to wait for the answer of a command given `timeout`: its own time and a margin. A
+    timeout out of the server's range (0 or less, longer than the sandbox's lifetime) is the
+    server's to refuse, in its words; the wait for that answer stays one a socket can keep (its
+    timeout is a 64-bit count of nanoseconds, ~292 years)."""
+    seconds = timeout or DEFAULT_EXEC_TIMEOUT
+    return min(max(seconds, 0.0), LONGEST_WAIT) + MARGIN
 
 
 def _stream(client: Transport, sandbox: str, body: dict[str, Any], wait: object) -> dict[str, Any]:
@@ -199,11 +223,12 @@ def cp(
         )
     client = Transport.from_settings()
     if up:
+        files = f"{_path(up[1])}/files"  # a malformed id is said before anything is read
         data = _read_local(source)
         # A directory in the sandbox takes the file under its own name, as a local one does.
         named = {"name": Path(source).name} if source != "-" else {}
         done = client.put(
-            f"{_path(up[1])}/files",
+            files,
             params={"path": up[2], **named},
             content=data,
             headers={"Content-Type": "application/octet-stream"},
@@ -233,15 +258,25 @@ def cp(
 
 
 def _read_local(source: str) -> bytes:
-    if source == "-":
-        return sys.stdin.buffer.read()
+    """The local file to copy in (`-`: standard input), read up to the setting sandbox_file_limit
+    as this machine's settings give it (64 MiB unless set): a server that takes less refuses the
+    rest itself."""
+    most = int(config_mod.load().sandbox_file_limit)
+    named = "The standard input" if source == STDIN else repr(source)
+    too_large = InvalidInput(
+        f"{named} is larger than the {format_size(most)} a sandbox takes in one call.",
+        "Send it in parts or compressed (the setting sandbox_file_limit sets the limit, on the server "
+        "and, as ORCH_SANDBOX_FILE_LIMIT, for what orch reads here).",
+    )
+    if source == STDIN:
+        return read_bounded(STDIN, most, too_large)
     path = Path(source)
     if path.is_dir():
         raise InvalidInput(
             f"{source!r} is a directory; cp copies one file.", "Pass a file (or tar the directory first)."
         )
     try:
-        return path.read_bytes()
+        return read_bounded(path, most, too_large)
     except OSError as e:
         raise InvalidInput(f"Cannot read {source!r}: {e.strerror}.", "Pass a readable local file.") from None
 

@@ -11,6 +11,7 @@ from orch.cli.output import command, console, ok, print_json
 from orch.cli.utils import JSON, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput
+from orch.reading import STDIN, read_bounded
 from orch.secret.names import MAX_VALUE_BYTES, check_name, check_value
 
 app = typer.Typer(
@@ -33,12 +34,11 @@ def _value_from_stdin() -> str:
     """The value on standard input, without one line ending at its end (`echo` adds one)."""
     if _interactive():
         raise InvalidInput("No value given, and standard input is a terminal.", PIPE_FIX)
-    data = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3)
-    if len(data) > MAX_VALUE_BYTES + 2:
-        raise InvalidInput(
-            "The value on standard input is larger than 64 KiB, the most a secret holds.",
-            "Store a shorter value, such as a key or a token rather than a whole file.",
-        )
+    too_large = InvalidInput(
+        "The value on standard input is larger than 64 KiB, the most a secret holds.",
+        "Store a shorter value, such as a key or a token rather than a whole file.",
+    )
+    data = read_bounded(STDIN, MAX_VALUE_BYTES + 2, too_large)  # and its last line ending
     held = data
     if data.endswith(b"\r\n"):
         data = data[:-2]

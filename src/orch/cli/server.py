@@ -39,7 +39,31 @@ def server(
     cfg = config_mod.load()
     given = {"host": host, "port": port, "services_port": services_port, "database_url": db}
     changes = {k: v for k, v in given.items() if v is not None}
-    serve(cfg.with_values(**changes))
+    cfg = cfg.with_values(**changes)
+    _check_host(cfg.host)
+    serve(cfg)
+
+
+def _check_host(host: str) -> None:
+    """InvalidInput unless the server can listen on `host` (--host, or the setting host): a name
+    that does not resolve, or an address that is not this machine's, is said as such, before any
+    port is tried (a refused bind would read as a port in use)."""
+    import errno
+    import socket
+
+    fix = "Pass --host an address of this machine: 127.0.0.1 (this machine alone) or 0.0.0.0 (all)."
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except socket.gaierror as e:
+        raise InvalidInput(f"Cannot listen on {host}: {e.strerror}.", fix) from None
+    except (UnicodeError, ValueError) as e:  # a name IDNA can't encode, a NUL in it
+        raise InvalidInput(f"Cannot listen on {host!r}: it is not a host name ({e}).", fix) from None
+    except OSError as e:
+        if e.errno == errno.EADDRNOTAVAIL:
+            said = f"Cannot listen on {host}: it is not an address of this machine."
+            raise InvalidInput(said, fix) from None
+        # anything else (a port of 0 can't be in use) is the server's own bind to say
 
 
 @command

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
-from orch.cli.utils import JSON, packed, plain_table
+from orch.cli.utils import JSON, confirm_delete, packed, plain_table
 from orch.client.transport import Transport, segment
-from orch.errors import InvalidInput, OrchError
+from orch.errors import OrchError
 
 app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
 
@@ -135,14 +135,13 @@ def _refuse_loop(path: Path) -> None:
     """A `loop:` section in the directory's manifest is refused first, as the server does (the
     packing would check its settings as an agent's, for nothing)."""
     from orch.bundle import parse_manifest
+    from orch.cli.utils import manifest_text
     from orch.services.service_rules import LOOP_REFUSED
-    from orch.text import utf8
 
     for filename in ("orch.yaml", "orch.yml"):
         found = path / filename
         if found.is_file():
-            text = utf8(found.read_bytes(), filename, f"Save {filename} as UTF-8.")
-            parse_manifest(text, filename, loop_refused=LOOP_REFUSED)
+            parse_manifest(manifest_text(found), filename, loop_refused=LOOP_REFUSED)
             return
 
 
@@ -271,12 +270,7 @@ def delete(
     client = Transport.from_settings()
     s = client.get(f"/v1/services/{segment(name)}")
     if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(
-                f"Deleting {s['name']} needs confirmation.", "Pass --yes to delete without asking."
-            )
-        if not typer.confirm(f"Delete service {s['name']} ({s['id']})?"):
-            raise typer.Exit(1)
+        confirm_delete(f"Delete service {s['name']} ({s['id']})?", s["name"])
     client.delete(f"/v1/services/{segment(s['id'])}", timeout=client.waiting(None))
     ok(f"Deleted {s['name']}.")
 

@@ -177,6 +177,7 @@ class Transport:
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
         self.url = url.rstrip("/")
+        _check_url(self.url)
         if self.url.endswith("/v1"):
             raise InvalidInput(
                 f"The server's URL is its root, not its API's path: {self.url} ends in /v1.",
@@ -226,7 +227,7 @@ class Transport:
             ) as resp:
                 if not resp.is_success:
                     resp.read()
-                    raise _error(resp)
+                    raise _error(resp, self.url)
                 yield resp
         except plain_http.Timeout as e:
             raise ServerUnreachable(
@@ -259,12 +260,39 @@ class Transport:
         self._backend.close()
 
 
-def _error(resp: Answer) -> OrchError:
-    """The exception an error answer stands for: the server's own, else one naming the status."""
+def _error(resp: Answer, url: str) -> OrchError:
+    """The exception an error answer stands for: the server's own, else one naming the status
+    and that what answered at `url` is not an orch server (another web server, a proxy)."""
     try:
         data = resp.json()
     except ValueError:
         data = {}
     if not isinstance(data, dict) or "message" not in data:
-        data = {"message": f"The server answered {resp.status_code} {resp.reason_phrase}."}
+        data = {
+            "message": f"The server answered {resp.status_code} {resp.reason_phrase}, not as an orch "
+            f"server answers: something else answers at {url}.",
+            "fix": f"Check that {url} is the address `orch server` printed (ORCH_URL, or `orch login "
+            "--url URL --token TOKEN`); a proxy on the way may have answered for a server that is down.",
+        }
     return from_dict(data)
+
+
+URL_FIX = (
+    "Give the server's address as `orch server` printed it, such as http://127.0.0.1:8750 (in "
+    "ORCH_URL, or with `orch login --url URL --token TOKEN`)."
+)
+
+
+def _check_url(url: str) -> None:
+    """InvalidInput unless `url` can be a server's address: http:// or https://, a host, a valid
+    port if any, and no query or fragment. Said before any request: no server would answer at
+    such a URL, so "cannot reach" would send its user looking for one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # "http://[::1", a port that is not a number or past 65535
+        usable = False
+    if not usable or parts.query or parts.fragment:
+        raise InvalidInput(f"The server's URL {url!r} is not an http:// or https:// address.", URL_FIX)

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
 from orch.errors import OrchError
-from orch.server import metrics, paths, proxy, sandbox_relay
+from orch.server import body_limit, head, metrics, paths, proxy, sandbox_relay
 from orch.server.api import (
     agents,
     environments,
@@ -82,9 +82,12 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     # serves this app on `services_port`; their old address here sends callers there.
     app.state.services_app = proxy.services_app(platform, state=app.state)
     metrics.install(app, platform)
+    # Inside the sandbox relay, which passes uploads on to nodes that bound them in turn.
+    app.add_middleware(body_limit.BodyLimit, limit=int(platform.config.request_body_limit))
     if not platform.runs_work:  # a cluster's server: its nodes hold the sandboxes on demand
         app.add_middleware(sandbox_relay.SandboxRelay, platform=platform, state=app.state)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(head.HeadAsGet)
     app.add_middleware(paths.EncodedSeparators)  # outermost: before any relay or route sees the path
 
     @app.api_route("/services/{rest:path}", methods=list(proxy.METHODS), include_in_schema=False)
@@ -136,6 +139,8 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, OrchError):  # raised while FastAPI read the body (a bound)
+            return await orch_error(request, exc.__cause__)
         message, fix = _http_error_text(request, exc)
         if ui.is_page(request.url.path):  # a person's browser: a page to go on from
             return ui.problem_page(request, exc.status_code, message)
@@ -258,7 +263,13 @@ def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str
     if exc.status_code == 404:
         return f"Nothing is at {path}.", "See /docs for the API's routes."
     if exc.status_code == 405:
-        return f"{path} does not take {request.method}.", "See /docs for the methods each route takes."
+        method = request.scope.get(head.ASKED, request.method)
+        return f"{path} does not take {method}.", "See /docs for the methods each route takes."
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return (
+            "The request body could not be read: its JSON nests arrays and objects too deeply.",
+            "Send a JSON object with the fields listed at /docs; no field nests more than a few levels.",
+        )
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         return (
             "The request body could not be read: it is not JSON in UTF-8.",

@@ -7,11 +7,16 @@ most of its time: under `wrk`, ~35% of the event loop in uvicorn's writes to the
 in the writes to the containers (py-spy, 2026-12-02). Here a connection's transport holds what is
 written during one turn of the loop and sends it at the turn's end, so start and body leave in
 one call. Nothing waits longer than that turn: a stream's chunks (SSE) still leave as they come.
+
+A request the HTTP parser refuses before any app sees it (a URL or a header too long for it,
+bytes that are not HTTP) is answered here too, and as every other error: 400 with orch's
+`{error, message, fix}` body, where uvicorn says "Invalid HTTP request received." in plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -67,3 +72,25 @@ class CoalescingHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the request (uvicorn logs `msg`): orch's error body, then close."""
+        body = json.dumps(
+            {
+                "error": "invalid_input",
+                "message": "The request could not be read as HTTP: it is malformed, or its URL or "
+                "a header is too long (the URL may be up to about 64 KiB).",
+                "fix": "Send a well-formed HTTP/1.1 request with a shorter URL; large data goes in "
+                "the request body.",
+            }
+        ).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n",
+            b"\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
 from orch.errors import ClientGone, NotFound, OrchError, ServiceUnavailable, Unauthorized
-from orch.server import relay
+from orch.server import relay, tokens
 from orch.server.proxy_client import Answer, Client, ClientLeft, ConnectFailed, NothingCame, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.server.proxy_websocket import forward_websocket
@@ -292,15 +292,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _token(scope: Scope) -> str | None:
-    """The request's token: Authorization: Bearer only. A browser sends the web UI's cookie here
-    too (cookies do not tell ports apart), and a service's page could then open private services
-    as its visitor: so the cookie never counts here."""
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            scheme, _, given = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and given.strip():
-                return str(given.strip())
-    return None
+    """The request's token: Authorization: Bearer only, read as the API reads it (server/tokens.py).
+    A browser sends the web UI's cookie here too (cookies do not tell ports apart), and a
+    service's page could then open private services as its visitor: so the cookie never counts here."""
+    authorization = _header(scope, b"authorization")
+    return tokens.bearer(authorization.decode("latin-1") if authorization is not None else None)
 
 
 async def request_body(receive: Receive) -> AsyncIterator[bytes]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
-from orch.server.api.deps import TOKEN_COOKIE
+from orch.server.tokens import TOKEN_COOKIE, cookie_holds_token, holds_token
 from orch.services.routing import Route
 
 # Hop-by-hop headers (RFC 9110 §7.6.1), and what the proxy sets itself: never passed on.
@@ -43,9 +43,6 @@ NOT_RETURNED = NOT_PASSED | {
 }
 # Who asked, as the edge saw it: set by the proxy that took the request from the client.
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
-# How orch's tokens begin (services/workspaces.py): a public service's own Authorization (Basic,
-# its own bearer tokens) passes, an orch token never does.
-_ORCH_TOKEN = b"bearer orch_"
 
 
 def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -57,18 +54,11 @@ def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return found - {b"close", b"keep-alive"}
 
 
-def cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name and value:
-            return value
-    return None
-
-
 def request_headers(
     scope: MutableMapping[str, Any], route: Route, relayed: bool = False
 ) -> list[tuple[bytes, bytes]]:
-    """The client's headers as the service gets them: no hop-by-hop header, no orch token (the
+    """The client's headers as the service gets them: no hop-by-hop header, no orch token in
+    any header and any form, as orch itself reads one and beyond (server/tokens.py; the
     Authorization of a private service always is one), no orch cookie; where it is mounted, and
     who asked: X-Forwarded-For with the client's address added to what it sent (the last one is
     the one to trust), X-Forwarded-Proto and -Host as it reached orch. A `relayed` request (a
@@ -84,14 +74,16 @@ def request_headers(
             if k == b"x-forwarded-for":
                 forwarded_for = value.strip()
             continue
-        if k == b"authorization" and (not route.public or value.lower().startswith(_ORCH_TOKEN)):
+        if k == b"authorization" and not route.public:
             continue
+        text = value.decode("latin-1")
         if k == b"cookie":
-            kept = [c.strip() for c in value.decode("latin-1").split(";") if c.strip()]
-            kept = [c for c in kept if c.split("=", 1)[0] != TOKEN_COOKIE]
+            kept = [c.strip() for c in text.split(";") if c.strip() and not cookie_holds_token(c)]
             if not kept:
                 continue
             value = "; ".join(kept).encode("latin-1")
+        elif holds_token(text):
+            continue
         out.append((k, value))
     out.append((b"x-forwarded-prefix", f"/services/{route.workspace}/{route.name}".encode()))
     if not relayed:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from orch import metrics
 from orch.errors import OrchError, ServiceUnavailable
@@ -41,6 +41,34 @@ MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's own limit for what the client sen
 OPEN_TIMEOUT = 10.0
 # Close codes an endpoint never sends (RFC 6455 §7.4.1): no status, or no close frame at all.
 _NO_STATUS, _ABNORMAL, _INTERNAL = 1005, 1006, 1011
+_HTTP_1_0, _HTTP_1_1 = b"HTTP/1.0", b"HTTP/1.1"
+
+
+class _Connection(ClientConnection):
+    """The `websockets` client's connection, which also reads a service's answer in HTTP/1.0
+    (python's http.server answers so by default, as the README's example service does): the
+    library takes only HTTP/1.1, and would fail on the answer instead of passing it back. The
+    two write an answer alike; one that is not `101` ends the connection either way, and 1.0
+    has no `101`. Found by a tester: such an answer was a 500 and a traceback in the log."""
+
+    _head: bytes | None = b""  # the answer's first bytes until its version is known; then None
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < len(_HTTP_1_0) and _HTTP_1_0.startswith(data):
+                self._head = data
+                return
+            self._head = None
+            if data.startswith(_HTTP_1_0):
+                data = _HTTP_1_1 + data[len(_HTTP_1_0) :]
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._head:
+            head, self._head = self._head, None
+            super().data_received(head)
+        super().eof_received()
 
 
 async def forward_websocket(
@@ -77,15 +105,17 @@ async def forward_websocket(
             open_timeout=OPEN_TIMEOUT,
             max_size=MAX_MESSAGE,
             user_agent_header=user_agent,
+            create_connection=_Connection,
         )
     except InvalidStatus as e:  # the service answered the handshake with an HTTP answer of its own
         answer = e.response
         await _relay(scope, send, answer.status_code, list(answer.headers.raw_items()), bytes(answer.body))
         metrics.of(proxy.platform).proxy_request(e.response.status_code, time.perf_counter() - started)
         return
-    except (OSError, TimeoutError, ValueError) as e:
+    except (OSError, TimeoutError, ValueError, InvalidHandshake) as e:
+        # No answer, or one that is not HTTP, or a 101 that is not a WebSocket's.
         error = ServiceUnavailable(
-            f"The service {route.name} did not take the WebSocket ({type(e).__name__}).",
+            f"The service {route.name} did not take the WebSocket ({_why(e)}).",
             deployed.SEE_STATUS_AND_LOGS,
         )
         await _refuse(scope, send, error.http_status, error.to_dict())
@@ -106,6 +136,13 @@ async def forward_websocket(
     metrics.of(proxy.platform).proxy_request(101, time.perf_counter() - started)
     with proxy.routing.long_lived(backend.container, "websocket") as conn:
         await _relay_messages(receive, send, upstream, conn.closing, lambda: (conn.code, conn.reason))
+
+
+def _why(error: Exception) -> str:
+    """What went wrong in the handshake, in the library's words where it has some."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    text = str(cause)[:200] if isinstance(error, InvalidHandshake) else ""
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 async def _relay_messages(

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch.errors import OrchError, ServiceUnavailable
-from orch.server import relay
+from orch.server import relay, tokens
 from orch.server.api.deps import request_token
 from orch.server.proxy import client_gone, pump, request_body
 from orch.server.proxy_client import ClientLeft
@@ -86,10 +86,10 @@ class SandboxRelay:
     def _target(self, scope: Scope, which: str, memory: int) -> tuple[str, str, str] | None:
         """(workspace id, node id, node proxy) the call goes to; None: answered here."""
         request = Request(scope)
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=given.strip())
+        given = tokens.bearer(request.headers.get("authorization"))  # as the routes read it
+        bearer = HTTPAuthorizationCredentials(scheme="Bearer", credentials=given) if given else None
         try:
-            token = request_token(request, bearer if scheme.lower() == "bearer" and given.strip() else None)
+            token = request_token(request, bearer)
             ws_id = workspaces.workspace_of(self.platform, token)
         except OrchError:
             return None  # the route answers it, as for any call

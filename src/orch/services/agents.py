@@ -19,6 +19,7 @@ from orch.services import bundles, refs
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
+from orch.store.db import Clash
 from orch.store.schema import (
     AgentRow,
     AgentVersionRow,
@@ -73,8 +74,20 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
     if docker and validation is not None and info.dockerfile is not None:
         env_id, note = dockerfile_environment(platform, ws_id, name, info.dockerfile, validation)
         notes += [note] if note else []
+    for attempt in range(2):
+        try:
+            return _store_version(platform, ws_id, name, info, env_id, notes)
+        except Clash:  # the agent's first publish at the same moment made it: a version of that one
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _store_version(
+    platform: Platform, ws_id: str, name: str, info: BundleInfo, env_id: str | None, notes: list[str]
+) -> PublishedView:
     with bundles.lock(platform), platform.store.session() as s:
-        bundles.keep(s, info.sha256, data)
+        bundles.keep(s, info.sha256, info.data)
         # Locked: a delete of this agent waits for the new version, or this publish for the delete.
         agent = s.scalar(
             select(AgentRow).where(AgentRow.workspace_id == ws_id, AgentRow.name == name).with_for_update()

@@ -140,6 +140,16 @@ def _without_host_path(text: str) -> str:
     return _HOME_LABEL + '"…"' if text.startswith(_HOME_LABEL) else text
 
 
+def without_host_path(line: str) -> str:
+    """A line of a build's output without the server's data directory (`_without_host_path`),
+    its step's number kept: for the builds whose steps are orch's own, a service deployment's
+    (workers/deploys.py); an environment's steps are rewritten whole (`StepNumbers.rewrite`)."""
+    step = parse_step(line)
+    if step is None or not step[2].startswith(_HOME_LABEL):
+        return line
+    return line[: line.index(": ") + 2] + _without_host_path(step[2])  # "STEP 6/10: " kept
+
+
 def base_step(line: str) -> str:
     """A line of a base image's build, with its steps marked as orch's, not the user's."""
     step = parse_step(line)

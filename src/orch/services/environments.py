@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import ColumnElement, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orch import dockerfile
@@ -23,6 +22,7 @@ from orch.services.views import (
     EnvironmentView,
     FindingView,
 )
+from orch.store.db import hold
 from orch.store.schema import BuildRow, EnvironmentRow, WorkspaceRow
 
 # ---- seeding --------------------------------------------------------------------------------
@@ -87,14 +87,14 @@ def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) 
         status=status.value,
         default=ws.default_environment_id == env.id,
         description=env.description,
-        image=image,
+        image=images.shown(s, ws.id, image, env.build_id),  # nothing of another workspace's build
         image_digest=env.image_digest if image == env.image else None,
         cache=build.cache if build else None,
         cache_reason=build.cache_reason if build else None,
         build_id=build.id if build else None,
         error=build.error if build else None,
         created_at=env.created_at,
-        build=_build_view(build) if build else None,
+        build=_build_view(build, images.shown(s, ws.id, build.image, build.id)) if build else None,
         dockerfile=env.dockerfile,
     )
 
@@ -112,10 +112,11 @@ def _status(platform: Platform, env: EnvironmentRow, build: BuildRow | None) -> 
     return EnvStatus(build.status), env.image
 
 
-def _build_view(b: BuildRow) -> BuildView:
+def _build_view(b: BuildRow, image: str | None) -> BuildView:
+    """`b` with its image as the workspace is shown it (images.shown)."""
     duration = (b.finished_at - b.started_at).total_seconds() if b.started_at and b.finished_at else None
     return BuildView.model_validate(
-        {**_columns(b), "duration": duration, "base_image": _base_image(b.containerfile)}
+        {**_columns(b), "image": image, "duration": duration, "base_image": _base_image(b.containerfile)}
     )
 
 
@@ -184,7 +185,8 @@ def create(
             findings=[f.to_dict() for f in validation.findings],
         )
     lookup = build_requests.look_up(platform, validation, ws_id, no_cache)  # before the transaction
-    with platform.store.session() as s:
+    # A create of the same name at the same moment, past _check_free too, loses at the unique key.
+    with platform.store.session(clash=_name_taken(name)) as s:
         ws = _workspace(s, ws_id)
         _check_free(s, ws, name)
         env = EnvironmentRow(
@@ -197,10 +199,7 @@ def create(
         )
         s.add(env)
         build = build_requests.record(platform, s, env, lookup)
-        try:
-            s.flush()
-        except IntegrityError:
-            raise _name_taken(name) from None
+        s.flush()
         result = view(platform, s, ws, env)
         ready = build.status == BuildStatus.READY
     if not ready:
@@ -324,6 +323,7 @@ def ensure_built(platform: Platform, s: Session, env: EnvironmentRow) -> None:
 
 def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
     with platform.store.session() as s:
+        hold(s, WorkspaceRow, ws_id)  # against set_default at the same moment: one of them loses
         ws = _workspace(s, ws_id)
         env = resolve(s, ws, ref)
         if env.kind != EnvKind.CUSTOM:
@@ -359,6 +359,7 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
 
 def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
     with platform.store.session() as s:
+        hold(s, WorkspaceRow, ws_id)  # against delete at the same moment: one of them loses
         ws = _workspace(s, ws_id)
         env = resolve(s, ws, ref)
         build = s.get(BuildRow, env.build_id) if env.build_id else None

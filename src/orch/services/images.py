@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orch.errors import OrchError
-from orch.models import BuildStatus, DeploymentStatus
+from orch.models import SHARED, BuildStatus, DeploymentStatus
 from orch.services.platform import Platform
 from orch.store.schema import BuildRow, EnvironmentRow, ServiceDeploymentRow, ServiceRow
 
@@ -29,6 +29,27 @@ def environment_tag(platform: Platform, cache_key: str, build_id: str) -> str:
     build's, so that a build replaces no image another environment runs. (Environments that
     share a Dockerfile share an image through the cache: a hit names the earlier build's tag.)"""
     return f"localhost/orch-env/{platform.instance}:{cache_key[:20]}-{build_id}"
+
+
+def shown(s: Session, workspace_id: str, tag: str | None, own_build: str | None) -> str | None:
+    """An environment's image `tag` as workspace `workspace_id` is shown it (an environment's
+    `image`, its build's). Whole when the build the tag names is the environment's own
+    (`own_build`), or one of an environment the workspace sees (its own, a shared one). A cache
+    hit on another workspace's build shows the tag without that build's id,
+    `localhost/orch-env/INSTANCE:KEY20`: what the image holds (the cache key, which the
+    workspace's own build has too), nothing of the other workspace (docs/environments.md,
+    "Build cache"; found by a tester: the tag told one workspace another's build id)."""
+    if not tag:
+        return tag
+    repository, _, name = tag.rpartition(":")
+    key, _, build_id = name.partition("-")
+    if not build_id.startswith("bld_") or build_id == own_build:
+        return tag
+    made = s.get(BuildRow, build_id)
+    source = s.get(EnvironmentRow, made.environment_id) if made is not None else None
+    if source is not None and source.scope in (workspace_id, SHARED):
+        return tag
+    return f"{repository}:{key}"
 
 
 def service_tag(platform: Platform, service: str, version: int) -> str:

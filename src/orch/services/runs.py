@@ -107,12 +107,23 @@ def create(
         # A plain INSERT on the session's connection, not the ORM's unit of work (its flush was
         # ~5% of the server's GIL-held time in a burst of runs). The view is of the same values.
         s.connection().execute(_NEW_RUN, values)
+        # The version is looked at again now that this transaction writes: on SQLite the reads
+        # above ran before it began, and a delete of the agent (or the version) may have
+        # committed since, which would leave this run queued for nothing (it found no unfinished
+        # run to refuse for). From the insert on, a delete waits for this run, then sees it and
+        # is refused. (On PostgreSQL latest_version's key-share lock already holds the version.)
+        if s.connection().execute(_VERSION_KEPT, {"version_id": version.id}).first() is None:
+            raise NotFound(
+                f"{agent.name} v{version.version} was deleted just now.",
+                "See `orch agents list` for what is left, then try again.",
+            )
         view = _view(RunRow(**values), agent, version)
     platform.wake_runs.set()
     return view
 
 
 _NEW_RUN = insert(RunRow)
+_VERSION_KEPT = select(AgentVersionRow.id).where(AgentVersionRow.id == bindparam("version_id"))
 
 # The statements of a status look (the API's commonest call), built once.
 _MODEL_CALLS = select(RunEventRow.run_id, RunEventRow.data).where(

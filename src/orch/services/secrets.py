@@ -9,7 +9,6 @@ import logging
 from collections.abc import Sequence
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orch.config import Config
@@ -19,6 +18,7 @@ from orch.secret import box
 from orch.secret.names import MAX_SECRETS, check_name, check_value
 from orch.services.platform import Platform
 from orch.services.views import SecretView
+from orch.store.db import Clash
 from orch.store.schema import SecretRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def set_secret(platform: Platform, ws_id: str, name: str, value: str) -> SecretV
                     row.ciphertext, row.updated_at = ciphertext, utcnow()
                 s.flush()
                 return _view(row)
-        except IntegrityError:  # created by a request at the same moment: replace its value
+        except Clash:  # created by a request at the same moment: replace its value
             if attempt:
                 raise
     raise AssertionError("unreachable")

@@ -147,14 +147,23 @@ def new_workspace(platform: Platform, caller: Caller, name: str) -> NewWorkspace
     admin one would see every other workspace, which a tenant must not)."""
     require_admin(caller, "create workspaces")
     check_name(name, "Workspace name", id_prefix="ws_")
-    with platform.store.session() as s:
-        if s.scalar(select(WorkspaceRow).where(WorkspaceRow.name == name)) is not None:
-            raise Conflict(f"A workspace named {name} exists already.", "Choose another name.")
+    # One made at the same moment, past _check_free too, loses at the unique key: the same 409.
+    with platform.store.session(clash=_name_taken(name)) as s:
+        _check_free(s, name)
         ws = WorkspaceRow(id=new_id("ws"), name=name)
         s.add(ws)
         s.flush()
         row, text = _issue(s, ws.id, "first", admin=False)
         return NewWorkspaceView(**_workspace_view(ws).model_dump(), token=text, token_id=row.id)
+
+
+def _check_free(s: Session, name: str) -> None:
+    if s.scalar(select(WorkspaceRow.id).where(WorkspaceRow.name == name)) is not None:
+        raise _name_taken(name)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"A workspace named {name} exists already.", "Choose another name.")
 
 
 def list_workspaces(platform: Platform, caller: Caller) -> list[WorkspaceView]:

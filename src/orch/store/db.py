@@ -12,13 +12,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event, make_url, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orch.config import make_home
-from orch.errors import InvalidInput, OrchError
+from orch.errors import Conflict, InvalidInput, OrchError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,56 @@ class Store:
             ) from None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        with self._sessions() as s, s.begin():
-            yield s
+    def session(self, clash: Conflict | None = None) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error.
+
+        A write that breaks a unique key (a name, a number) raises `clash`, or a Clash when none
+        is given, never the database's error (an HTTP 500): a create checks that its name is free
+        first, but another request may take the name between that check and the insert. A create
+        passes the Conflict it raises when its check finds the name taken, so that the caller of
+        the one that lost the race reads the same sentence as the caller of a later duplicate."""
+        try:
+            with self._sessions() as s, s.begin():
+                yield s
+        except IntegrityError as e:
+            if not _unique_key(e):
+                raise
+            raise (clash or Clash()) from None
 
     def dispose(self) -> None:
         self.db.dispose()
+
+
+class Clash(Conflict):
+    """A write broke a unique key: another request made the same row at the same moment (HTTP
+    409). A use case that may simply go again (an upsert, a publish) catches it and does."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Another request changed the same thing at the same moment, so this one was not made.",
+            "Look at what is there now, then send the request again if it is still needed.",
+        )
+
+
+def hold(s: Session, model: Any, row_id: str) -> None:
+    """Lock the row `row_id` of `model` (a table with an `id`) until the session ends, on either
+    store: what the transaction reads after this includes every write committed before it, and
+    another transaction that holds or writes the row waits for this one. For a check-then-act on
+    a row that a concurrent request acts on too (deleting an environment while another request
+    makes it the workspace default): call it before the check. On PostgreSQL it is a row lock
+    (FOR UPDATE); SQLite has only its one writer at a time, which this takes now rather than at
+    the transaction's first write (its reads before that would see a state already gone)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(model.id).where(model.id == row_id).with_for_update())
+    else:
+        s.execute(update(model).where(model.id == row_id).values(id=model.id))
+
+
+def _unique_key(e: IntegrityError) -> bool:
+    """Whether `e` is a unique key's (or a primary key's) violation, on either store."""
+    if getattr(e.orig, "sqlstate", None) == "23505":  # psycopg: unique_violation
+        return True
+    return str(e.orig).startswith("UNIQUE constraint failed")  # sqlite3
 
 
 def private_file(path: Path) -> None:

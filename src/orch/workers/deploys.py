@@ -30,7 +30,7 @@ from orch.engine.base import BuildRequest
 from orch.errors import DeployFailed, OrchError
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
-from orch.services import base_digests, deployed_logs, images, leases, nodes, routing, takedown
+from orch.services import base_digests, build_log, deployed_logs, images, leases, nodes, routing, takedown
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import RUN_COMMAND_FAILED, Version, replicas, start_container, version_of
@@ -105,7 +105,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         environment_id = dep.environment_id
 
     def out(line: str) -> None:
-        tail.append(line)
+        tail.append(build_log.without_host_path(line))  # shown to the workspace: no host path
         del tail[:-40]
 
     if environment_id is None:

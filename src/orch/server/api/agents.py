@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
 from orch.server.api.uploads import read_bundle_upload
 from orch.services import agent_deletes, agents
 from orch.services.agent_deletes import AgentDeleted
 from orch.services.views import AgentView, PublishedView
 
-router = APIRouter(prefix="/v1", tags=["agents"])
+router = api_router("agents")
 
 
 @router.get("/agents", response_model=list[AgentView])

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
+from starlette.concurrency import run_in_threadpool
 
 from orch.errors import Forbidden, InvalidInput
 from orch.models import check_name
+from orch.server.tokens import TOKEN_COOKIE as TOKEN_COOKIE  # the UI reads it here too
+from orch.server.tokens import BearerScheme
 from orch.services import workspaces
 from orch.services.platform import Platform
 
-_bearer = HTTPBearer(auto_error=False, description="A workspace API token.")
+# The header read as the services' proxy reads it (server/tokens.py: one reading of a token).
+_bearer = BearerScheme(description="A workspace API token.")
 
 
 # What does no I/O is `async`: FastAPI runs a plain `def` dependency in its thread pool, a hop
@@ -25,11 +31,6 @@ _bearer = HTTPBearer(auto_error=False, description="A workspace API token.")
 async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
-
-
-# The web UI signs in by storing the token in this cookie (HttpOnly, SameSite=Strict); its pages
-# and their scripts then call the same API as the CLI.
-TOKEN_COOKIE = "orch_token"  # noqa: S105 - a cookie name, not a secret
 
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,12 +63,19 @@ def from_own_page(request: Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
+# The scope's keys for what ApiRoute found of the caller before the body was read: the
+# dependencies below take it from there rather than look the token up again.
+_WORKSPACE = "orch.workspace_id"
+_CALLER = "orch.caller"
+
+
 def get_workspace_id(
     request: Request,
     platform: Annotated[Platform, Depends(get_platform)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    return workspaces.workspace_of(platform, request_token(request, credentials))
+    known: str | None = request.scope.get(_WORKSPACE)
+    return known or workspaces.workspace_of(platform, request_token(request, credentials))
 
 
 def get_caller(
@@ -76,7 +84,54 @@ def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> workspaces.Caller:
     """The caller's workspace and whether its token is an admin token (for the admin routes)."""
-    return workspaces.caller(platform, request_token(request, credentials))
+    known: workspaces.Caller | None = request.scope.get(_CALLER)
+    return known or workspaces.caller(platform, request_token(request, credentials))
+
+
+# An admin-only route's `openapi_extra`: {ADMIN: "create workspaces"}, what only an admin token
+# may do there, as require_admin says it.
+ADMIN = "x-orch-admin"
+
+
+class ApiRoute(APIRoute):
+    """A route of the API (every /v1 router's `route_class`). FastAPI reads and parses a JSON
+    body before it solves a single dependency, so the token would be checked only after the
+    whole body was in memory: a route with a body authenticates its caller first, and an
+    admin-only one refuses a plain token, before a byte of the body is read (the dependencies
+    then take the caller found here). Uploads read their body in the endpoint, after the
+    dependencies: they need nothing more. An app that authenticates its callers otherwise
+    overrides `api_workspace_id` with a function of the request alone (a cluster node's API
+    checks the relay token, server/node_api.py): that is called here instead.
+    docs/architecture.md#request-bodies."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+        admin: str | None = (self.openapi_extra or {}).get(ADMIN)
+
+        async def authenticated(request: Request) -> Response:
+            platform: Platform = request.app.state.platform
+            relayed = request.app.dependency_overrides.get(api_workspace_id)
+            if relayed is not None:  # an app that authenticates otherwise (a node: server/node_api.py)
+                request.scope[_WORKSPACE] = await run_in_threadpool(relayed, request)
+                return await handler(request)
+            token = request_token(request, await _bearer(request))
+            if admin:
+                caller = await run_in_threadpool(workspaces.caller, platform, token)
+                workspaces.require_admin(caller, admin)
+                request.scope[_CALLER] = caller
+                request.scope[_WORKSPACE] = caller.workspace_id
+            else:
+                request.scope[_WORKSPACE] = await run_in_threadpool(workspaces.workspace_of, platform, token)
+            return await handler(request)
+
+        return authenticated
+
+
+def api_router(tag: str) -> APIRouter:
+    """The router of one part of the API, under /v1."""
+    return APIRouter(prefix="/v1", tags=[tag], route_class=ApiRoute)
 
 
 def refuse_nul(request: Request) -> None:
@@ -130,9 +185,13 @@ def name_rule(what: str) -> BeforeValidator:
 
 class Body(BaseModel):
     """A request body: a field it does not have is refused (HTTP 422, "memroy is not a field of
-    this request"), never ignored, so a misspelt limit can't silently fall back to its default."""
+    this request"), never ignored, so a misspelt limit can't silently fall back to its default.
+    Its fields take their JSON type only (strict): a number field refuses `true` and `"60"`
+    ("timeout must be a whole number"; `true` was taken as 1, a one-second timeout), a boolean
+    refuses 1 and "yes", as a text field refuses 512. Forms that take another JSON type say so
+    in their own type (a size is text: "512Mi")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

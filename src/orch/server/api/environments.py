@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import Field
 
 from orch.dockerfile.bounded import MAX_TEXT
-from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep, name_rule
+from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep, api_router, name_rule
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.views import (
@@ -20,7 +20,7 @@ from orch.services.views import (
     ValidationView,
 )
 
-router = APIRouter(prefix="/v1", tags=["environments"])
+router = api_router("environments")
 
 # Texts up to 4x the validator's limit reach it, so that one a little too long gets the same
 # finding here as from `orch env validate`; longer ones are refused as a request.

@@ -3,13 +3,11 @@ work, never what the work is."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
 from orch.services import nodes
 from orch.services.views import NodeView
 
-router = APIRouter(prefix="/v1", tags=["nodes"])
+router = api_router("nodes")
 
 
 @router.get("/nodes", response_model=list[NodeView])

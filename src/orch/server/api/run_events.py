@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
 from orch.services import run_events
 from orch.services.run_events import RunEventView
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = api_router("runs")
 
 
 @router.get("/runs/{run_id}/events", response_model=list[RunEventView], response_model_exclude_none=True)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import Field
 
 from orch import metrics
-from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep
+from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep, api_router
 from orch.services import runs
 from orch.services.views import RunLogs, RunView
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = api_router("runs")
 
 
 class StartRun(Body):

@@ -3,14 +3,14 @@ and times only; a run gets the values its agent asks for in its sandbox (docs/se
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from pydantic import Field
 
-from orch.server.api.deps import Body, PlatformDep, WorkspaceDep
+from orch.server.api.deps import Body, PlatformDep, WorkspaceDep, api_router
 from orch.services import secrets
 from orch.services.views import SecretView
 
-router = APIRouter(prefix="/v1", tags=["secrets"])
+router = api_router("secrets")
 
 
 class SetSecret(Body):

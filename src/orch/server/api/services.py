@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
 from orch.server.api.uploads import read_bundle_upload
 from orch.services import deployed
 from orch.services.service_rules import MAX_COMMAND
 from orch.services.views import DeploymentView, ServiceLogs, ServiceView
 
-router = APIRouter(prefix="/v1", tags=["services"])
+router = api_router("services")
 
 
 @router.post(

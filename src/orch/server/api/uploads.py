@@ -6,10 +6,12 @@ from fastapi import Request
 
 from orch.bundle import MAX_BUNDLE_BYTES
 from orch.errors import InvalidInput
+from orch.server import body_limit
 
 
 async def read_bundle_upload(request: Request) -> bytes:
     """The request's body: a bundle no larger than what it may unpack to (checked while reading)."""
+    body_limit.streamed(request)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

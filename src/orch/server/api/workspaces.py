@@ -7,14 +7,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import Field
 
-from orch.server.api.deps import NAME_FIELD, Body, CallerDep, PlatformDep, Reference, name_rule
+from orch.server.api.deps import (
+    ADMIN,
+    NAME_FIELD,
+    Body,
+    CallerDep,
+    PlatformDep,
+    Reference,
+    api_router,
+    name_rule,
+)
 from orch.services import workspaces
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 
-router = APIRouter(prefix="/v1", tags=["workspaces"])
+router = api_router("workspaces")
 
 
 class CreateWorkspace(Body):
@@ -34,7 +43,10 @@ class CreateToken(Body):
 
 
 @router.post(
-    "/workspaces", response_model=NewWorkspaceView, status_code=201, openapi_extra={"x-orch-admin": True}
+    "/workspaces",
+    response_model=NewWorkspaceView,
+    status_code=201,
+    openapi_extra={ADMIN: "create workspaces"},  # checked before the body is read (deps.ApiRoute)
 )
 def create_workspace(body: CreateWorkspace, platform: PlatformDep, caller: CallerDep) -> NewWorkspaceView:
     """Create a workspace (admin tokens only); the answer holds its first token, shown this once."""
