@@ -185,6 +185,24 @@ def test_deleting_frees_the_environments_it_used(
         assert api.delete(f"/v1/environments/{env}").status_code == 200
 
 
+def test_deleting_a_version_names_no_environment_that_the_latest_still_uses(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """v2 deleted, v1 (the latest now) is built from the same Dockerfile: its environment is
+    still used (it was named unused, and `orch env delete` then refused it)."""
+    files = {"Dockerfile": GOOD + "ENV Y=1\n"}
+    published(api, tmp_path, "dock", {"main.py": "", **files}, docker=True)
+    v2 = published(api, tmp_path, "dock", {"main.py": "# v2\n", **files}, docker=True)
+    own = v2["version"]["dockerfile_environment"]["name"]
+    drain(platform)
+    deleted = api.delete("/v1/agents/dock/versions/2")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["latest_version"] == 1 and deleted.json()["unused_environments"] == []
+    assert api.delete(f"/v1/environments/{own}").status_code == 409  # v1 uses it
+    # With the last version that uses it gone (the agent), it is named.
+    assert api.delete("/v1/agents/dock").json()["unused_environments"] == [own]
+
+
 def test_a_rollback_to_a_version_whose_environment_is_gone_or_failed_says_so(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:

@@ -43,16 +43,18 @@ class _Removed:
     versions: list[int]
     run_ids: list[str]
     shas: set[str]  # the removed versions' bundles
-    unused_environments: list[str]
+    dockerfile_envs: set[str]  # the environments built from their Dockerfiles
 
-    def answer(self, agent: AgentRow, latest: int | None) -> AgentDeleted:
+    def answer(self, s: Session, ws_id: str, agent: AgentRow, latest: int | None) -> AgentDeleted:
+        """Once the agent's latest version is `latest` (None: the agent is gone): which of those
+        environments no agent uses now is asked of what is left, the latest version included."""
         return AgentDeleted(
             agent=agent.name,
             id=agent.id,
             deleted_versions=self.versions,
             deleted_runs=len(self.run_ids),
             latest_version=latest,
-            unused_environments=self.unused_environments,
+            unused_environments=_unused(s, ws_id, self.dockerfile_envs),
         )
 
 
@@ -62,7 +64,7 @@ def delete_agent(platform: Platform, ws_id: str, ref: str) -> AgentDeleted:
         agent = agents.resolve_agent(s, ws_id, ref, lock=True)
         versions = list(s.scalars(select(AgentVersionRow).where(AgentVersionRow.agent_id == agent.id)))
         gone = _remove(s, ws_id, versions, RunRow.agent_id == agent.id, agent.name)
-        result = gone.answer(agent, None)
+        result = gone.answer(s, ws_id, agent, None)
         s.execute(delete(AgentRow).where(AgentRow.id == agent.id))
     _clean_up(platform, gone)
     return result
@@ -103,7 +105,8 @@ def delete_version(platform: Platform, ws_id: str, ref: str, number: int) -> Age
             s.scalar(select(func.max(AgentVersionRow.version)).where(AgentVersionRow.agent_id == agent.id))
             or 0
         )
-        result = gone.answer(agent, agent.latest_version)
+        s.flush()
+        result = gone.answer(s, ws_id, agent, agent.latest_version)
         if number > agent.latest_version:  # a rollback: say whether what runs now can run
             result.notes = _environment_notes(platform, s, ws_id, agent)
     _clean_up(platform, gone)
@@ -157,7 +160,7 @@ def _remove(
     run_ids = list(s.scalars(runs))
     s.execute(delete(RunRow).where(RunRow.id.in_(run_ids)))
     s.flush()
-    return _Removed(numbers, run_ids, shas, _unused(s, ws_id, dockerfile_envs))
+    return _Removed(numbers, run_ids, shas, dockerfile_envs)
 
 
 def _unused(s: Session, ws_id: str, env_ids: set[str]) -> list[str]:
