@@ -73,7 +73,8 @@ def test_a_rebuild_moves_only_its_own_environment(
     victim = api.get("/v1/environments/victim").json()
     copy = create(other, "copy", GOOD)
     assert copy["cache"] == "hit" and copy["cache_reason"] == "same Dockerfile as an earlier build"
-    assert copy["image"] == victim["image"]
+    # The same image, shown without the other workspace's build id (docs/environments.md).
+    assert victim["image"] == f"{copy['image']}-{victim['build_id']}" and "bld_" not in copy["image"]
 
     rebuilt = other.post("/v1/environments/copy/build", json={"no_cache": True}).json()
     assert rebuilt["status"] == "queued"

@@ -95,6 +95,12 @@ def test_same_dockerfile_is_a_cache_hit(
     assert drain(platform) == 0
     assert len(fake_engine.builds) == 1
     assert second["image"] == api.get("/v1/environments/one").json()["image"]
+    # Built again, each names the build that made the image: never itself, nor the copy, as its
+    # source (two was "same Dockerfile as two", then one "as two").
+    again = api.post("/v1/environments/two/build").json()
+    assert again["cache_reason"] == f"same Dockerfile as one, {first['id']}", again
+    again = api.post("/v1/environments/one/build").json()
+    assert again["cache_reason"] == f"same Dockerfile as this environment's build {first['build_id']}"
 
 
 def test_no_cache_forces_a_build(api: httpx.Client, platform: Platform, fake_engine: FakeEngine) -> None:

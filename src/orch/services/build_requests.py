@@ -102,12 +102,9 @@ def record(platform: Platform, s: Session, env: EnvironmentRow, lookup: Lookup) 
     )
     hit = lookup.hit
     if hit is not None:
-        source = s.get(EnvironmentRow, hit.environment_id)
-        same_ws = source is not None and source.scope in (env.scope, SHARED)
-        like = f" as {source.name}, {source.id}" if same_ws and source else " as an earlier build"
         build.status = advance(BuildStatus.QUEUED, BuildStatus.READY).value
         build.cache, build.image, build.image_digest = "hit", hit.image, hit.image_digest
-        build.cache_reason = f"same Dockerfile{like}"
+        build.cache_reason = f"same Dockerfile as {_maker(s, env, hit)}"
         build.size_bytes = hit.size_bytes
         build.containerfile = hit.containerfile  # what the image was built from, its base image too
         build.started_at = build.finished_at = build.queued_at = utcnow()
@@ -118,6 +115,23 @@ def record(platform: Platform, s: Session, env: EnvironmentRow, lookup: Lookup) 
     s.add(build)
     env.build_id = build.id
     return build
+
+
+def _maker(s: Session, env: EnvironmentRow, hit: CachedImage) -> str:
+    """Which build made the image a cache hit reuses, as `env`'s workspace may read it: the
+    environment whose build it was (not one that reused it too, nor `env` itself, which a hit of
+    its own earlier hit named as its own source), or "an earlier build" of another workspace's."""
+    made = s.scalars(
+        select(BuildRow).where(
+            BuildRow.image == hit.image, BuildRow.status == BuildStatus.READY.value, BuildRow.cache != "hit"
+        )
+    ).first()
+    source = s.get(EnvironmentRow, made.environment_id if made else hit.environment_id)
+    if made is not None and source is not None and source.id == env.id:
+        return f"this environment's build {made.id}"
+    if source is None or source.id == env.id or source.scope not in (env.scope, SHARED):
+        return "an earlier build"
+    return f"{source.name}, {source.id}"
 
 
 def _miss_reason(platform: Platform, s: Session, lookup: Lookup) -> str:
