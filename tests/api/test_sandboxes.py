@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -766,7 +767,7 @@ def test_cli_exec_help_is_whole_sentences(cli) -> None:
         (("sandbox", "rm", "../etc"), "'../etc' is not a sandbox id."),
         # Floats no JSON request can carry (they ended in "This is a bug" once).
         (("sandbox", "create", "--cpus", "nan"), "--cpus nan is not a number."),
-        (("sandbox", "create", "--cpus", "inf"), "--cpus inf is not a number."),
+        (("sandbox", "create", "--cpus", "inf"), "--cpus inf is not a number: it is infinite"),
         (("sandbox", "create", "--cpus", "1e-9"), "cpus: 1e-09 is not between 0.01 and 64 CPUs."),
         (("sandbox", "exec", "sbx_x", "--timeout", "nan", "--", "true"), "--timeout nan is not a number."),
         (("sandbox", "exec", "sbx_x", "--env", "A=\udcff", "--", "true"), "--env 'A' is not UTF-8 text"),
@@ -943,32 +944,148 @@ def test_file_copies_held_at_once_are_bounded(
     platform.config = platform.config.with_values(sandbox_file_limit=1024)
     sb = create(api)
     url = f"/v1/sandboxes/{sb['id']}/files"
-    copies = sandboxes_api.COPIES
-    most = max(sandboxes_api.FILE_MEMORY, 2048)
+    held = sandboxes_api.HELD
+    most = max(sandboxes_api.CLIENT_MEMORY, 2048)
     holder.last().files["/home/user/r"] = b"y" * 11
-    copies.take("other", most // 2, 1024)  # another workspace's, in progress
+    held.take("other", most // 2, 1024)  # another workspace's, in progress
     try:
-        copies.take(workspace[0], most // 2 - 10, 1024)  # this workspace's own, in progress
+        held.take(workspace[0], most // 2 - 10, 1024)  # this workspace's own, in progress
         for resp in (
             api.put(url, params={"path": "a"}, content=b"x" * 11),
             api.get(url, params={"path": "r"}),
         ):
             assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
-            assert "This workspace's file copies in progress hold" in resp.json()["message"]
+            said = resp.json()["message"]
+            assert said.startswith("This workspace's file copies and streamed commands in progress hold")
+            assert "this copy would pass" in said
         assert "/home/user/a" not in holder.last().files
-        copies.give(workspace[0], most // 2 - 10)
-        copies.take("third", most // 2 - 10, 1024)  # the rest of the server's
+        held.give(workspace[0], most // 2 - 10)
+        held.take("third", most // 2 - 10, 1024)  # the rest of the server's
         for resp in (
             api.put(url, params={"path": "a"}, content=b"x" * 11),
             api.get(url, params={"path": "r"}),
         ):
             assert resp.status_code == 503 and "The server holds" in resp.json()["message"]
-        copies.give("third", most // 2 - 10)
+        held.give("third", most // 2 - 10)
         assert api.put(url, params={"path": "a"}, content=b"x" * 11).status_code == 200
         assert api.get(url, params={"path": "r"}).content == b"y" * 11
     finally:
-        copies.give("other", most // 2)
-    assert copies.held == 0  # each copy gave its room back
+        held.give("other", most // 2)
+    assert held.held == 0  # each copy gave its room back
+
+
+def test_streamed_commands_are_bounded_with_the_file_copies(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, workspace: tuple[str, str]
+) -> None:
+    """The tester's 320 slow readers (16 streamed commands in each of 5 sandboxes of 4
+    workspaces) took the server from 120 MB to 2.3 GB: streams had a bound each, none for all.
+    Each now takes STREAM_ROOM in the server's one bound for what it holds for clients, with the
+    file copies, before its command starts: past it, 503 and nothing runs."""
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/exec"
+    held, room = sandboxes_api.HELD, sandboxes_api.STREAM_ROOM
+    most = max(sandboxes_api.CLIENT_MEMORY, 2 * int(platform.config.sandbox_file_limit))
+    held.take("other", most // 2, 0)  # another workspace's, in progress
+    try:
+        held.take(workspace[0], most // 2 - room + 1, 0)  # this workspace's copies and streams
+        resp = api.post(url, json={"command": ["echo", "hi"]}, headers=NDJSON)
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
+        said = resp.json()["message"]
+        assert said.startswith("This workspace's file copies and streamed commands in progress hold")
+        assert "this streamed command would pass the 128 MiB a workspace's may hold at once." in said
+        assert holder.last().commands == []  # nothing ran
+        held.give(workspace[0], most // 2 - room + 1)
+        held.take("third", most // 2 - room + 1, 0)  # the rest of the server's
+        resp = api.post(url, json={"command": ["echo", "hi"]}, headers=NDJSON)
+        assert resp.status_code == 503 and resp.json()["message"].startswith("The server holds"), resp.text
+        assert holder.last().commands == []
+        held.give("third", most // 2 - room + 1)
+        lines = api.post(url, json={"command": ["echo", "hi"]}, headers=NDJSON).text.splitlines()
+        assert json.loads(lines[0]) == {"stream": "stdout", "data": "hi\n"}
+    finally:
+        held.give("other", most // 2)
+    assert held.held == 0  # the stream gave its room back once its answer and its command ended
+
+
+def test_a_slow_reader_holds_little_of_the_server_and_its_command_waits(
+    app: FastAPI,
+    api: httpx.Client,
+    holder: FakeHolder,
+    workspace: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that reads nothing (the tester's SO_RCVBUF 4096, never read): its command's output
+    waits in the server, at most STREAM_BUFFER bytes of it (before: 64 chunks of 64 KiB, 4 MiB,
+    and ~7 MB resident a stream with what went with them), and the command waits on its pipe
+    meanwhile. Its room goes back once the client went away and its command ended."""
+    sb = create(api)
+    chunk, emitted = b"x" * 65536, []
+
+    def flood(cmd: Command) -> int:
+        for _ in range(256):  # 16 MiB
+            cmd.out(chunk)
+            emitted.append(len(chunk))
+        return 0
+
+    holder.last().behaviour = flood
+    full = threading.Event()
+
+    class Watched(sandboxes_api._Buffer):
+        def take(self, size: int, stopped: Callable[[], bool]) -> bool:
+            if self.held and self.held + size > self.most:
+                full.set()  # the command waits for its reader from here
+            return super().take(size, stopped)
+
+    monkeypatch.setattr(sandboxes_api, "_Buffer", Watched)
+    body = json.dumps({"command": ["flood"]}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"/v1/sandboxes/{sb['id']}/exec",
+        "raw_path": f"/v1/sandboxes/{sb['id']}/exec".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {workspace[1]}".encode()),
+            (b"accept", b"application/x-ndjson"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    gone, began = threading.Event(), threading.Event()
+    asked = [False]
+
+    async def receive() -> dict[str, object]:
+        if not asked[0]:
+            asked[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        while not gone.is_set():
+            await anyio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            began.set()
+            while True:  # a reader that never reads: its first line never leaves
+                await anyio.sleep(0.01)
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        answer = portal.start_task_soon(app, scope, receive, send)
+        assert full.wait(10), "the command's output never waited for its reader"
+        assert began.is_set()
+        # The line on its way, and the buffer's: not the 16 MiB it wrote, nor 4 MiB.
+        assert sum(emitted) <= sandboxes_api.STREAM_BUFFER + len(chunk)
+        assert sandboxes_api.HELD.held == sandboxes_api.STREAM_ROOM
+        gone.set()  # the client goes away
+        answer.result(10)
+    until(lambda: holder.last().busy == 0, "the command outlived its reader")
+    until(lambda: sandboxes_api.HELD.held == 0, "the stream's room never came back")
 
 
 def test_without_a_timeout_a_command_runs_within_a_short_lifetime(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from orch.engine import PodmanEngine
+from orch.sandbox import runc
 from tests.integration.conftest import RUNTIME_ROOT, Server, runtime_sandboxes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -312,3 +313,40 @@ def test_a_stopped_server_leaves_nothing(make_server) -> None:  # type: ignore[n
     server.start()
     shown = server.get(f"/v1/sandboxes/{sb['id']}")
     assert (shown["status"], shown["reason"]) == ("removed", "the server stopped")
+
+
+def test_a_sandbox_at_its_process_limit_refuses_commands_with_a_sentence(server: Server) -> None:
+    """The tester's fork bomb: the processes it left took every place of the sandbox's 256, and a
+    new command came back with runc's raw `read init-p: connection reset by peer` and a fix
+    pointing at a server log that had nothing, or started and failed at its own fork. At the
+    limit (its cgroup's pids.current at pids.max) a command is now refused with a sentence."""
+    sb = create(server)["id"]
+    name = f"orch-{server.instance}-sb-{sb}"
+    # In the background of a command that ends: forks until a fork fails, its children asleep.
+    bomb = (
+        "import os, time\n"
+        "while True:\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(1000)\n"
+        "    except OSError:\n"
+        "        time.sleep(1000)\n"
+    )
+    assert run(server, sb, "sh", "-c", 'python3 -c "$0" >/dev/null 2>&1 &', bomb)["exit_code"] == 0
+    folder = runc.sandbox_cgroup(name, "pids")
+    deadline = time.monotonic() + 60
+    while int((folder / "pids.current").read_text()) < int((folder / "pids.max").read_text()):
+        assert time.monotonic() < deadline, "the bomb never reached the sandbox's process limit"
+        time.sleep(0.1)
+    with server.api() as api:
+        for command in (["true"], ["sh", "-c", "echo hi; ls | wc -l"]):
+            resp = api.post(f"/v1/sandboxes/{sb}/exec", json={"command": command}, timeout=60)
+            assert resp.status_code == 409, resp.text
+            said = resp.json()
+            assert said["message"] == "The sandbox is at its process limit (256): no command can start."
+            assert said["fix"] == "Wait for its processes to end, or remove the sandbox and create another."
+        resp = api.get(f"/v1/sandboxes/{sb}/files", params={"path": "/etc/hostname"}, timeout=60)
+        assert resp.status_code == 409 and "process limit (256)" in resp.json()["message"], resp.text
+        assert api.delete(f"/v1/sandboxes/{sb}").status_code == 204
+    assert held(server, sb) == []
+    assert not folder.exists()

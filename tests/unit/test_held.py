@@ -301,3 +301,85 @@ def test_a_read_keeps_only_what_it_was_given_room_for() -> None:
     unbounded = held._Collected(4)
     unbounded(b"abcde")
     assert unbounded.full() and unbounded.ended() and not unbounded.refused
+
+
+def test_a_removal_finishes_while_the_commands_remove_their_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tester's removal of a sandbox whose streamed commands were being killed: each killed
+    command unlinks its own exec-*.pid and exec-*.json in the bundle while the teardown removes
+    the bundle. A file gone under rmtree stopped it half-way ("was not cleaned up fully: [Errno 2]
+    ... exec-....pid"), leaving the bundle until the next start. Here a command's cleanup takes
+    its files between the teardown's listing of the directory and its unlink, every time."""
+    launcher = runc.Launcher(runtime="runc", prefix="orch-x-", state=tmp_path, pool_size=0)
+    name = "orch-x-sb-sbx_a"
+    bundle = tmp_path / "sandboxes" / name
+    bundle.mkdir(parents=True)
+    for file in ("config.json", "hosts", "pid", "exec-1.pid", "exec-1.json", "exec-2.pid"):
+        (bundle / file).write_text("x")
+    monkeypatch.setattr(runc, "remove_cgroup_parent", lambda *_a, **_kw: None)
+    real_unlink = os.unlink
+    raced: list[str] = []
+
+    def unlink(path: str | Path, *, dir_fd: int | None = None) -> None:
+        if str(path).startswith("exec-"):  # the command's own cleanup comes first
+            real_unlink(path, dir_fd=dir_fd)
+            raced.append(str(path))
+        real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert launcher.teardown(name) == ""
+    monkeypatch.undo()
+    assert sorted(raced) == ["exec-1.json", "exec-1.pid", "exec-2.pid"]
+    assert not bundle.exists()
+
+
+def test_a_bundle_that_got_a_file_meanwhile_is_removed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command starting as its sandbox goes writes its exec-*.json after the listing: the
+    directory is not empty at its rmdir, and the removal goes round again."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text("x")
+    real_rmdir = os.rmdir
+    made: list[bool] = []
+
+    def rmdir(path: str | Path, *, dir_fd: int | None = None) -> None:
+        if not made:
+            made.append(True)
+            (bundle / "exec-3.json").write_text("x")
+        real_rmdir(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    runc.remove_tree(bundle)
+    monkeypatch.undo()
+    assert made and not bundle.exists()
+
+
+def test_kill_tree_looks_only_at_the_sandbox_s_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told the processes of the sandbox's cgroup, it reads those alone, never every host
+    process: 320 commands killed at once, each reading all of /proc a few times, held the GIL
+    (and with it the server's event loop, /healthz) for up to 14 s."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 301 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while len(members := held._below(proc.pid, {p: v[0] for p, v in held._host_processes().items()})) < 3:
+            assert time.monotonic() < deadline, "the shell never started its sleeps"
+            time.sleep(0.02)
+        looked: list[int] = []
+
+        def only_these(among: object = None) -> dict[int, tuple[int, int]]:
+            assert among is not None, "it looked at every host process"
+            listed = list(among)  # type: ignore[call-overload]
+            looked.extend(listed)
+            return found(listed)
+
+        found = held._host_processes
+        monkeypatch.setattr(held, "_host_processes", only_these)
+        assert held.kill_tree(proc.pid, held._namespace(os.getpid()), members=lambda: set(members)) == 3
+        assert set(looked) == members
+        proc.wait(5)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -422,6 +422,9 @@ class RuncSandbox:
     ) -> ExecResult:
         if not argv:
             raise InvalidInput("The command is empty.", "Give the program to run and its arguments.")
+        counted = self._processes()
+        if counted is not None and counted[0] >= counted[1]:
+            raise self._process_limit()  # runc would fail, said as its own raw error
         variables = dict(item.partition("=")[::2] for item in self.process["env"])
         variables.update(env or {})
         handed = self.shell
@@ -486,7 +489,10 @@ class RuncSandbox:
         duration = time.monotonic() - began
         code = proc.returncode
         if not started and code != 0 and not why:
-            return self._not_started(said or pump.held_back, code, process["cwd"], argv, on_stderr, duration)
+            refused = counted[2] if counted is not None else None
+            return self._not_started(
+                said or pump.held_back, code, process["cwd"], argv, on_stderr, duration, refused
+            )
         if said.strip():  # the runtime's own (its sandbox ended under the command, ...): the log's
             text = said.decode("utf-8", "replace").strip()
             log.info("%s on a command in %s (exit %s): %s", self.launcher.runtime, self.name, code, text)
@@ -497,10 +503,20 @@ class RuncSandbox:
         return ExecResult(code, duration, timed_out=why == "timeout", cancelled=why == "cancel")
 
     def _not_started(
-        self, said: bytes, code: int, cwd: str, argv: Sequence[str], on_stderr: Output, duration: float
+        self,
+        said: bytes,
+        code: int,
+        cwd: str,
+        argv: Sequence[str],
+        on_stderr: Output,
+        duration: float,
+        refused: int | None = None,
     ) -> ExecResult:
         """The runtime could not start the command: a shell's answer for a command it cannot find
-        or execute, a sentence for the rest."""
+        or execute, a sentence for the rest. At the process limit (all its processes taken, or a
+        fork refused since the command began, `refused` then) runc says it in several ways
+        (`resource temporarily unavailable`, `read init-p: connection reset by peer`, ...): the
+        limit is said, whatever runc said."""
         text = _runtime_message(said.decode("utf-8", "replace").strip().splitlines()[-1] if said else "")
         lowered = text.lower()
         if "cwd" in lowered or "working directory" in lowered:
@@ -520,11 +536,15 @@ class RuncSandbox:
             return ExecResult(NOT_EXECUTABLE, duration)
         if not self._running():
             raise EngineError(f"The sandbox {self.name} is no longer running.", _FIX)
-        if "resource temporarily unavailable" in lowered:
-            raise Conflict(
-                f"The sandbox is at its process limit ({self.spec.pids}): no command can start.",
-                "Wait for its processes to end, or remove the sandbox and create another.",
-            )
+        if "resource temporarily unavailable" in lowered or self._at_process_limit(refused):
+            raise self._process_limit()
+        log.warning(
+            "%s could not start a command in %s (exit %s): %s",
+            self.launcher.runtime,
+            self.name,
+            code,
+            said.decode("utf-8", "replace").strip() or "it said nothing",
+        )
         raise EngineError(f"The command could not start in the sandbox: {text or f'exit {code}'}.", _FIX)
 
     def _kill(self, proc: subprocess.Popen[bytes], pid_file: Path) -> None:
@@ -537,9 +557,49 @@ class RuncSandbox:
             if self.gvisor:
                 self._kill_gvisor(pid)
             else:
-                kill_tree(pid, _namespace(self.pid))
+                kill_tree(pid, _namespace(self.pid), members=self._members)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+    def _members(self) -> set[int] | None:
+        """The host processes in the sandbox's cgroup (every command's is: `runc exec` puts it
+        there); None when its cgroup cannot be read."""
+        try:
+            listed = (runc.sandbox_cgroup(self.name, "pids") / "cgroup.procs").read_text()
+        except OSError:
+            return None
+        return {int(p) for p in listed.split()}
+
+    def _processes(self) -> tuple[int, int, int] | None:
+        """The sandbox's processes now, its pids cgroup's limit, and how many forks that limit
+        refused so far (pids.events' max): its own cgroup's counters. None under gVisor (its
+        kernel enforces the limit; the cgroup counts its own threads), without a limit, or when
+        they cannot be read."""
+        if self.gvisor or not self.spec.pids:
+            return None
+        folder = runc.sandbox_cgroup(self.name, "pids")
+        try:
+            limit = (folder / "pids.max").read_text().strip()
+            current = int((folder / "pids.current").read_text())
+            events = dict(line.split() for line in (folder / "pids.events").read_text().splitlines())
+            return current, int(limit), int(events.get("max", 0))
+        except (OSError, ValueError):
+            return None
+
+    def _at_process_limit(self, refused_before: int | None = None) -> bool:
+        """Whether the sandbox is at its process limit: all its processes taken, or (with
+        `refused_before`, the count of refused forks when a command began) a fork refused since."""
+        now = self._processes()
+        if now is None:
+            return False
+        current, limit, refused = now
+        return current >= limit or (refused_before is not None and refused > refused_before)
+
+    def _process_limit(self) -> Conflict:
+        return Conflict(
+            f"The sandbox is at its process limit ({self.spec.pids}): no command can start.",
+            "Wait for its processes to end, or remove the sandbox and create another.",
+        )
 
     def _kill_gvisor(self, pid: int) -> None:
         """gVisor's processes are its own: `runsc ps` names them (with their parents), `runsc
@@ -746,17 +806,19 @@ def _file_fix(verb: str, reason: str) -> str:
     return "Check the path; files are read as the sandbox user (uid 1000)."
 
 
-def _host_processes() -> dict[int, tuple[int, int]]:
-    """Every live host process (zombies left out): pid -> (parent pid, process group)."""
+def _host_processes(among: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
+    """Every live host process (zombies left out), or those of `among`: pid -> (parent pid,
+    process group)."""
+    if among is None:
+        among = (int(e.name) for e in os.scandir("/proc") if e.name.isdigit())
     found = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] != "Z":
-                found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    for pid in among:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            found[pid] = (int(fields[1]), int(fields[2]))
     return found
 
 
@@ -782,16 +844,23 @@ def _namespace(pid: int) -> str:
         return ""
 
 
-def kill_tree(pid: int, namespace: str, rounds: int = 20) -> int:
+def kill_tree(
+    pid: int, namespace: str, rounds: int = 20, members: Callable[[], set[int] | None] | None = None
+) -> int:
     """Kill host process `pid` (a session leader), every process of its group wherever it was
     reparented, and every process below it, all of them in pid namespace `namespace` (the
     sandbox's: a number the kernel gave to another process meanwhile is never touched); all
-    stopped first, so none forks past the kill. Return how many were killed."""
+    stopped first, so none forks past the kill. Return how many were killed.
+
+    `members()` names the processes they can be among (the sandbox's cgroup's; None when it
+    cannot say): only those are looked at, not every host process. Each look at every process
+    is Python work under the GIL: hundreds of commands killed at once, each looking at a
+    thousand processes a few times, held the server's event loop for seconds."""
     stopped: set[int] = set()
     if not namespace:
         return 0
     for _ in range(rounds):
-        table = _host_processes()
+        table = _host_processes(members() if members is not None else None)
         tree = _below(pid, {p: v[0] for p, v in table.items()}) & table.keys()
         group = {p for p, (_parent, pgid) in table.items() if pgid == pid}
         new = {p for p in (tree | group) - stopped if _namespace(p) == namespace}

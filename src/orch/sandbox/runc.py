@@ -41,6 +41,7 @@ from orch.engine.podman import PodmanEngine
 
 # Shared with the Podman path: the same OOM reading and cgroup parent.
 from orch.engine.podman_run import (
+    CGROUP_ROOT,
     _peak_reached_limit,
     _pids_reached_limit,
     cgroup_parent,
@@ -65,6 +66,35 @@ FOR = "for"  # in a warm sandbox's bundle: the name of the run's sandbox it serv
 WARM_NICE = 10
 ENGINE_FAILED = 125  # as `podman run` exits when the engine itself fails to start the sandbox
 _FIX = "Run scripts/setup (it installs runc, catatonit and Podman), run the server as root, then try again."
+
+
+def remove_tree(path: Path, attempts: int = 5) -> None:
+    """`shutil.rmtree(path)`, tolerating files that vanish under it: a held sandbox's commands,
+    killed as it is removed, unlink their own files in its bundle meanwhile (a FileNotFoundError
+    stopped the removal half-way, leaving the bundle). A directory still not empty (a file made
+    meanwhile) is tried again; OSError when it stays."""
+
+    def vanished(_func: Callable[..., object], _path: str, info: Any) -> None:
+        if not isinstance(info[1], FileNotFoundError):
+            raise info[1]
+
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path, onerror=vanished)
+            return
+        except OSError:
+            if not os.path.lexists(path):
+                return
+            if attempt == attempts - 1:
+                raise
+
+
+def sandbox_cgroup(name: str, controller: str) -> Path:
+    """The directory of sandbox `name`'s own cgroup (below its parent, `cgroup_parent`) for
+    `controller`: its hierarchy's on cgroup v1, the unified one on v2."""
+    where = f"{cgroup_parent(name)}/{name}".lstrip("/")
+    own = CGROUP_ROOT / controller / where
+    return own if own.is_dir() else CGROUP_ROOT / where
 
 
 def writable_bytes(spec: ContainerSpec) -> int:
@@ -606,7 +636,7 @@ class Launcher:
                 rootfs.umount(point)
             if bundle.exists():
                 rootfs.unmount_root(bundle)
-                shutil.rmtree(bundle)
+                remove_tree(bundle)
         except (EngineError, OSError) as e:
             errors.append(str(e))
         remove_cgroup_parent(name)

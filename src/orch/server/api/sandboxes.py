@@ -4,13 +4,16 @@ A command runs on a thread of its own, not on the route thread pool (a long comm
 hold one of its 40 threads, which every workspace's requests and /healthz share); the route
 awaits it. It takes its place among its sandbox's MAX_EXECS before its thread starts (a 429
 before any answer began, streamed too), and gives it back when it ends. Streamed (`Accept:
-application/x-ndjson`), its output goes out as it comes, at most STREAM_BUFFER chunks ahead of
+application/x-ndjson`), its output goes out as it comes, at most STREAM_BUFFER bytes ahead of
 the client: a slow reader slows the command (its pipe fills), not the server's memory. A client
 that goes away stops the command: the answer's end (however early), or the disconnect seen while
 a collected answer waits, kills it. A file call is a command too: on a thread of its own, within
-its bound (FILE_TIMEOUT), stopped when its client goes away. An upload's body is held whole until
-written, a read's until sent: both within FILE_MEMORY for the server (half of it for one
-workspace).
+its bound (FILE_TIMEOUT), stopped when its client goes away.
+
+What the server holds for its clients is bounded in one place, HELD (CLIENT_MEMORY for the
+server, half of it for one workspace): an upload's body, held whole until written; a read's
+bytes, until sent; a streamed command's room (STREAM_ROOM: its STREAM_BUFFER and the line on its
+way out), from before it starts until both its answer and its command ended. Past it, 503.
 
 A create runs on the route thread pool, and a client that goes away before its answer leaves
 no sandbox: the disconnect seen while it waits stops it (a wait for memory ends, a sandbox that
@@ -21,30 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
+import ctypes
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from orch.errors import CapacityReached, ClientGone, OrchError
 from orch.sandbox.held import ExecResult, Output
-from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep
+from orch.server import body_limit
+from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep, api_router
 from orch.services import sandboxes
 from orch.services.sandboxes import ExecView, FileView, SandboxView
 from orch.sizes import format_size
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["sandboxes"])
+router = api_router("sandboxes")
 NDJSON = "application/x-ndjson"
-STREAM_BUFFER = 64  # output chunks (up to 64 KiB each) held for a slow reader
+STREAM_BUFFER = 256 * 2**10  # bytes of a command's output held ahead of a slow reader (4 pipe reads)
+STREAM_ROOM = 2 * STREAM_BUFFER  # what a stream takes of HELD: its buffer, and the line being sent
 WATCH = 0.5  # seconds between looks at whether the client of a waiting answer went away
-FILE_MEMORY = 256 * 2**20  # bytes of files copied in or out held at once (at least two of sandbox_file_limit)
+CLIENT_MEMORY = 256 * 2**20  # bytes held for clients at once (at least two of sandbox_file_limit)
+TRIM_AFTER = 32 * 2**20  # held at once since the last trim, before the C heap is trimmed at zero
 T = TypeVar("T")
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 PATH = Query(
@@ -156,7 +164,7 @@ async def exec_command(
         body.stdin,
     )
     if NDJSON in request.headers.get("accept", ""):
-        return _streamed(command)
+        return _streamed(command, ws, int(platform.config.sandbox_file_limit))
     out, err = sandboxes.Capped(), sandboxes.Capped()
     result = await _collected(command, out, err, request)
     return JSONResponse(sandboxes.collected(result, out, err).model_dump(mode="json"))
@@ -282,54 +290,116 @@ def _line(data: dict[str, Any]) -> bytes:
 
 
 class _Stream(StreamingResponse):
-    """A command's streamed answer, which stops the command when it ends however it ends: also
-    when the client went away before its first line (its lines are then never asked for)."""
+    """A command's streamed answer, which calls `ended` when it ends however it ends (the command
+    is stopped): also when the client went away before its first line (its lines are then never
+    asked for)."""
 
-    def __init__(self, lines: AsyncIterator[bytes], stop: threading.Event) -> None:
+    def __init__(self, lines: AsyncIterator[bytes], ended: Callable[[], None]) -> None:
         super().__init__(lines, media_type=NDJSON)
-        self.stop = stop
+        self.ended = ended
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.stop.set()
+            self.ended()
 
 
-def _streamed(command: sandboxes.Exec) -> Response:
-    """The command started (a 429 when its sandbox runs its most already: no answer began), its
-    output streamed as it comes."""
+def _streamed(command: sandboxes.Exec, ws: str, file_limit: int) -> Response:
+    """The command started (a 503 when the server has no room for its stream, a 429 when its
+    sandbox runs its most already: no answer began, nothing ran), its output streamed as it
+    comes. Its STREAM_ROOM in HELD goes back once both its answer and its command ended."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    room = threading.Semaphore(STREAM_BUFFER)
+    buffer = _Buffer(STREAM_BUFFER)
     stop = threading.Event()
+    HELD.take(ws, STREAM_ROOM, file_limit, "streamed command")
+    ended = _Both(lambda: HELD.give(ws, STREAM_ROOM))
 
     def emit(stream: str) -> Output:
         def put(data: bytes) -> None:
-            while not room.acquire(timeout=0.5):
-                if stop.is_set():
-                    return
-            if not _soon(loop, queue.put_nowait, (stream, data)):
+            if buffer.take(len(data), stop.is_set) and not _soon(loop, queue.put_nowait, (stream, data)):
                 stop.set()
 
         return put
 
     def done(result: ExecResult | None, error: BaseException | None) -> None:
+        ended()
         _soon(loop, queue.put_nowait, ("end", result) if error is None else ("error", error))
 
-    _start(command, emit("stdout"), emit("stderr"), stop, done)
-    return _Stream(_lines(queue, room, stop), stop)
+    def answered() -> None:  # the command goes too; what waits to be held, at once
+        stop.set()
+        buffer.close()
+        ended()
+
+    try:
+        _start(command, emit("stdout"), emit("stderr"), stop, done)
+    except BaseException:
+        HELD.give(ws, STREAM_ROOM)
+        raise
+    return _Stream(_lines(queue, buffer, stop), answered)
+
+
+class _Buffer:
+    """The output of one streamed command held for its client: at most `most` bytes (a part
+    larger than that alone). A part waits for room, on the command's thread (its pipe fills and
+    the command waits on it), until the stream is stopped or closed."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.held = 0
+        self.closed = False
+        self._changed = threading.Condition()
+
+    def take(self, size: int, stopped: Callable[[], bool]) -> bool:
+        """Room for `size` bytes; False (nothing held) once the stream ended."""
+        with self._changed:
+            while not self.closed and self.held and self.held + size > self.most:
+                if stopped():
+                    return False
+                self._changed.wait(WATCH)
+            if self.closed:
+                return False
+            self.held += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+
+class _Both:
+    """Calls `then` at its second call: once both of two ends (a stream's answer and its command)
+    came, in either order."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.then = then
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.calls += 1
+            last = self.calls == 2
+        if last:
+            self.then()
 
 
 async def _lines(
-    queue: asyncio.Queue[tuple[str, Any]], room: threading.Semaphore, stop: threading.Event
+    queue: asyncio.Queue[tuple[str, Any]], buffer: _Buffer, stop: threading.Event
 ) -> AsyncIterator[bytes]:
     decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
     try:
         while True:
             kind, value = await queue.get()
             if kind in decoders:
-                room.release()
+                buffer.give(len(value))
                 if text := decoders[kind].decode(value):
                     yield _line({"stream": kind, "data": text})
                 continue
@@ -346,6 +416,7 @@ async def _lines(
             return
     finally:
         stop.set()  # the client went away (or the answer ended): the command goes too
+        buffer.close()
 
 
 @router.put(
@@ -374,11 +445,12 @@ async def write_file(
     most = int(platform.config.sandbox_file_limit)
     body = bytearray()
     held = 0
+    body_limit.streamed(request)  # bounded here, chunk by chunk
     try:
         async for chunk in request.stream():
             if len(body) + len(chunk) > most:
                 raise sandboxes.too_large(most)
-            COPIES.take(ws, len(chunk), most)
+            HELD.take(ws, len(chunk), most)
             held += len(chunk)
             body += chunk
         data = bytes(body)
@@ -389,7 +461,7 @@ async def write_file(
 
         return await _threaded(write, f"a file write in sandbox {sandbox_id}", request)
     finally:
-        COPIES.give(ws, held)
+        HELD.give(ws, held)
 
 
 @router.get(
@@ -417,7 +489,7 @@ async def read_file(
 
 
 class _ReadRoom:
-    """The room one read's bytes hold in COPIES, taken as they come (on the read's output
+    """The room one read's bytes hold in HELD, taken as they come (on the read's output
     thread) and given back once, at `close`; a take after it (a read still ending on its thread
     when its answer went) is refused and holds nothing."""
 
@@ -433,7 +505,7 @@ class _ReadRoom:
             if self.closed:
                 return False
             try:
-                COPIES.take(self.ws, size, self.file_limit)
+                HELD.take(self.ws, size, self.file_limit)
             except CapacityReached as e:
                 self.refused = e
                 return False
@@ -444,7 +516,7 @@ class _ReadRoom:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                COPIES.give(self.ws, self.held)
+                HELD.give(self.ws, self.held)
 
 
 class _Sent(Response):
@@ -461,38 +533,51 @@ class _Sent(Response):
             self.then()
 
 
-class Copies:
-    """The bytes of files copied in or out that the server holds (an upload's whole, until it is
-    written; a read's, until it is sent): at most FILE_MEMORY (at least two files of the largest
-    size) for all, half of that for one workspace's, so that many copies at once cannot take the
-    server's memory, nor one workspace's the room of all the others. Past it, a copy is refused
-    with 503 (Retry-After): the room comes back as copies end."""
+class HeldBytes:
+    """The bytes the server holds for its clients: a file copy's (an upload's whole, until it is
+    written; a read's, until it is sent) and a streamed command's room (STREAM_ROOM, from before
+    it starts until its answer and its command ended). At most CLIENT_MEMORY (at least two files
+    of the largest size) for all, half of that for one workspace's, so that many copies and
+    streams at once cannot take the server's memory, nor one workspace's the room of all the
+    others. Past it, a copy or a streamed command is refused with 503 (Retry-After): the room
+    comes back as they end.
+
+    Once all of it is back after much was held (TRIM_AFTER), the C heap is trimmed on a thread of
+    its own: glibc keeps what the commands' threads allocated in arenas of their own, and the
+    server's memory stayed at its height after the streams had ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.held = 0
+        self.peak = 0  # the most held at once since the last trim
         self._by_workspace: dict[str, int] = {}
 
-    def take(self, ws: str, size: int, file_limit: int) -> None:
-        total = max(FILE_MEMORY, 2 * file_limit)
+    def take(self, ws: str, size: int, file_limit: int, what: str = "copy") -> None:
+        """Hold `size` more bytes for workspace `ws`'s `what` ("copy", "streamed command"), or
+        CapacityReached."""
+        total = max(CLIENT_MEMORY, 2 * file_limit)
         with self._lock:
             mine = self._by_workspace.get(ws, 0)
             if mine + size > total // 2:
                 said = (
-                    f"This workspace's file copies in progress hold {format_size(mine)}; this one would pass "
-                    f"the {format_size(total // 2)} a workspace's may hold at once."
+                    "This workspace's file copies and streamed commands in progress hold "
+                    f"{format_size(mine)} in the server; this {what} would pass the "
+                    f"{format_size(total // 2)} a workspace's may hold at once."
                 )
             elif self.held + size > total:
                 said = (
-                    f"The server holds {format_size(self.held)} of files being copied to and from "
-                    f"sandboxes; this copy would pass the {format_size(total)} it holds at once."
+                    f"The server holds {format_size(self.held)} for file copies and streamed commands in "
+                    f"progress; this {what} would pass the {format_size(total)} it holds at once."
                 )
             else:
                 self.held += size
+                self.peak = max(self.peak, self.held)
                 self._by_workspace[ws] = mine + size
                 return
         raise CapacityReached(
-            said, "Try it again in a moment, once other copies have ended (or make fewer at once)."
+            said,
+            "Try it again in a moment, once other copies or streamed commands have ended "
+            "(or run fewer at once).",
         )
 
     def give(self, ws: str, size: int) -> None:
@@ -505,6 +590,17 @@ class Copies:
                 self._by_workspace[ws] = left
             else:
                 self._by_workspace.pop(ws, None)
+            trim = self.held == 0 and self.peak >= TRIM_AFTER
+            if trim:
+                self.peak = 0
+        if trim:
+            threading.Thread(target=_trim, name="orch-heap-trim", daemon=True).start()
 
 
-COPIES = Copies()
+def _trim() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+HELD = HeldBytes()
