@@ -172,14 +172,19 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
+def shown_name(name: str) -> str:
+    """A name or reference as a message shows it: whole up to 70 characters, else its start and
+    its length (a 5000-character reference would fill the terminal)."""
+    return name if len(name or "") <= 70 else f"{name[:60]}… ({len(name)} characters)"
+
+
 def check_name(name: str, what: str = "Environment name", id_prefix: str = "") -> str:
     """Return `name` if it is a valid resource name, else raise InvalidInput. With `id_prefix`
     (the kind's ids start so, e.g. "env_"), a new name must not start like an id: a reference
     that does is looked up as an id, so the name could never be reached, and an id would win."""
     if not _NAME.match(name or ""):
-        shown = name if len(name or "") <= 70 else f"{name[:60]}… ({len(name)} characters)"
         raise InvalidInput(
-            f"{what} {shown!r} is not valid.",
+            f"{what} {shown_name(name)!r} is not valid.",
             "Use 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
             "letter or digit.",
         )

@@ -71,6 +71,7 @@ def test_dockerfile_without_docker_flag_is_not_used(api: httpx.Client, tmp_path:
     resp = publish(api, "d", bundle(tmp_path, {"main.py": "", "Dockerfile": DOCKERFILE}))
     assert resp.status_code == 201
     assert "not used" in resp.json()["notes"][0]
+    assert "`orch publish DIR --docker`" in resp.json()["notes"][0]  # how to ask for it
     assert resp.json()["version"]["dockerfile_environment"] is None
 
 

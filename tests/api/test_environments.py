@@ -323,3 +323,11 @@ def test_a_build_log_keeps_its_first_bytes_and_the_record_its_last_lines(
     assert "step 0 " in log and "step 99 " not in log
     data = api.get("/v1/environments/chatty").json()
     assert data["status"] == "ready" and "step 99 " in data["build"]["step_text"]
+
+
+def test_a_long_reference_that_names_nothing_is_shortened(api: httpx.Client) -> None:
+    """A 5000-character reference was repeated whole in its 404's sentence."""
+    ref = "x" * 5000
+    resp = api.get(f"/v1/environments/{ref}")
+    assert resp.status_code == 404
+    assert resp.json()["message"] == f"No environment '{'x' * 60}… (5000 characters)' in this workspace."

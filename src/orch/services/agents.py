@@ -29,8 +29,9 @@ from orch.store.schema import (
 )
 
 DOCKERFILE_NOT_USED = (
-    "The bundle has a Dockerfile, which was not used: publish again asking for it to be built, to "
-    "run the agent in an environment of its own."
+    "The bundle has a Dockerfile, which was not used: publish again asking for it to be built "
+    "(`orch publish DIR --docker`; the API's `docker=true`) to run the agent in an environment of "
+    "its own."
 )
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from orch.errors import NotFound
+from orch.models import shown_name
 from orch.store.schema import Base
 
 R = TypeVar("R", bound=Base)
@@ -30,5 +31,5 @@ def find(
     query = select(model).where(*scope, column == ref)
     row = s.scalar(query.with_for_update() if lock else query)
     if row is None:
-        raise NotFound(f"No {what} {ref!r} in this workspace.", fix)
+        raise NotFound(f"No {what} {shown_name(ref)!r} in this workspace.", fix)
     return row
