@@ -1078,7 +1078,7 @@ def test_a_slow_reader_holds_little_of_the_server_and_its_command_waits(
     with anyio.from_thread.start_blocking_portal() as portal:
         answer = portal.start_task_soon(app, scope, receive, send)
         assert full.wait(10), "the command's output never waited for its reader"
-        assert began.is_set()
+        assert began.wait(10), "no line left for the reader"  # it may follow the buffer's filling
         # The line on its way, and the buffer's: not the 16 MiB it wrote, nor 4 MiB.
         assert sum(emitted) <= sandboxes_api.STREAM_BUFFER + len(chunk)
         assert sandboxes_api.HELD.held == sandboxes_api.STREAM_ROOM

@@ -437,8 +437,9 @@ def build(
     logs: bool = typer.Option(False, "--logs", help="Stream the build log while it builds."),
     json_: bool = JSON,
 ) -> None:
-    """Build an environment now: a predefined one ahead of first use, or a custom one again
-    (an image of its Dockerfile that is still there is reused at once: --no-cache builds anew)."""
+    """Build an environment now: a predefined one ahead of first use, or a custom one again.
+
+    An image of its Dockerfile that is still there is reused at once: --no-cache builds anew."""
     client = Transport.from_settings()
     before = client.get(f"/v1/environments/{segment(env)}")
     data = client.post(f"/v1/environments/{segment(before['id'])}/build", json={"no_cache": no_cache})
