@@ -112,6 +112,19 @@ def sleeper(marker: str) -> str:
     return f"FROM {base_images.image_tag('python')}\nRUN echo started && sleep {marker}\n"
 
 
+def killed_once_started(script: str, *args: str) -> None:
+    """Run python `script` with `args` until it prints `started` (its build's RUN step began),
+    then kill it, as a server is killed during a build."""
+    server = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.strip() == "started":
+            break
+    server.kill()
+    server.wait(10)
+    server.stdout.close()
+
+
 # A server killed during a build: its `podman build` goes on without it, in its own session.
 KILLED_SERVER = """
 import sys
@@ -135,17 +148,8 @@ def test_a_stopped_servers_build_is_ended_by_its_owner() -> None:
     # An earlier killed build on this host may have left its own: only this build's count.
     held_before = build_addresses()
     marker = str(7_000_000 + os.getpid())
-    server = subprocess.Popen(
-        [sys.executable, "-c", KILLED_SERVER, sleeper(marker)], stdout=subprocess.PIPE, text=True
-    )
     try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if line.strip() == "started":
-                break
-        server.kill()
-        server.wait(10)
-        server.stdout.close()
+        killed_once_started(KILLED_SERVER, sleeper(marker))
         assert running(f"sleep {marker}") and running("ORCH_BUILD_OWNER=enginetest-owner/")
         assert engine.remove_build_leftovers("someone-else") == 0
         assert running(f"sleep {marker}") and len(working_containers("enginetest-owner")) == 1
@@ -160,7 +164,6 @@ def test_a_stopped_servers_build_is_ended_by_its_owner() -> None:
         finally:
             shutil.rmtree(theirs, ignore_errors=True)
     finally:
-        server.kill()
         engine.remove_build_leftovers("enginetest-owner")
 
 

@@ -9,8 +9,9 @@ hostname), and the step's cgroup, named after that directory. So, given the work
 of the builds to end (found by their owner's build argument, see engine/podman.py):
 
     steps(ids)        the bundle directories of those containers' RUN steps
-    end(step)         kill every process in the step's cgroup, then remove the cgroup and the
-                      bundle directory
+    end(step)         kill every process in the step's cgroup, then remove the step's container
+                      from the OCI runtime's state (engine/runtime_state.py: runc keeps it,
+                      stopped, for good otherwise), the cgroup and the bundle directory
     orphans(match)    the `podman build` processes whose owner argument `match` accepts
     kill_group(pid)   kill a `podman build` and its process group, and wait until it is gone
 """
@@ -25,6 +26,8 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from orch.engine import runtime_state
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 BUILDAH_TMP = Path("/var/tmp")  # noqa: S108  # Buildah's default, only read and cleaned here
@@ -61,8 +64,9 @@ def cgroup_name(bundle: Path) -> str:
 
 
 def end(bundle: Path) -> int:
-    """Kill every process of the step whose bundle directory is `bundle`, then remove its cgroups
-    and the directory. Return how many processes were killed."""
+    """Kill every process of the step whose bundle directory is `bundle`, then remove its
+    container from the runtime's state, its cgroups and the directory. Return how many processes
+    were killed."""
     name = cgroup_name(bundle)
     killed: set[int] = set()
     cgroups: set[Path] = set()
@@ -75,6 +79,8 @@ def end(bundle: Path) -> int:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
         time.sleep(0.02)
+    if runtime_state.exists(name):  # the step's container, as its `podman build` left it
+        runtime_state.delete(name)
     for path in [*cgroups, *CGROUP_ROOT.glob(f"*/{name}"), CGROUP_ROOT / name]:
         _remove_cgroup(path)
     if not _mounted_under(bundle):  # never follow a mount out of the directory

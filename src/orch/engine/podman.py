@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
-from orch.engine import build_disk, build_steps, podman_run
+from orch.engine import build_disk, build_steps, podman_run, runtime_state
 from orch.engine import network as networks
 from orch.engine.base import (
     BuildRequest,
@@ -525,13 +525,21 @@ class PodmanEngine(Engine):
             return 0
         names = set(self._cmd("ps", "-a", "--format", "{{.Names}}").stdout.split())
         stray = parents - names
-        for name in stray:
-            podman_run.remove_cgroup_parent(name, attempts=1)
+        busy = {name for name in stray if not podman_run.remove_cgroup_parent(name, attempts=1)}
+        # Processes in one: a container Podman let go of that runc still runs (or a sandbox of
+        # a launcher's, which has a runtime root of its own and is left alone).
+        _end_outlived(busy)
         return len(stray)
 
     def remove_container(self, name: str, timeout: int = 10) -> None:
-        self._cmd("rm", "-f", "-t", str(timeout), name, timeout=timeout + 60, check=False)
-        podman_run.remove_cgroup_parent(name)
+        # Stopped, then removed: a container whose stop was cut short (a server killed during a
+        # service's 10 s stop) is `stopping` to Podman, and `podman rm -f` of it drops Podman's
+        # record while the container runs on in runc, for good (Podman 4.3); `podman stop`
+        # stops it for real. Whatever outlives the removal all the same is ended in the runtime.
+        self._cmd("stop", "-t", str(timeout), name, timeout=timeout + 60, check=False)
+        self._cmd("rm", "-f", "-t", "0", name, timeout=60, check=False)
+        if not podman_run.remove_cgroup_parent(name):
+            _end_outlived({name})
 
 
 def detached_args(spec: ContainerSpec, log_path: Path, log_max: int) -> list[str]:
@@ -546,6 +554,21 @@ def detached_args(spec: ContainerSpec, log_path: Path, log_max: int) -> list[str
     at = args.index("--cap-drop=all") + 1
     args[at:at] = [f"--cap-add={cap}" for cap in spec.cap_add]
     return args
+
+
+def _end_outlived(names: set[str]) -> int:
+    """End the containers of Podman's runtime that outlived Podman's record of them, among those
+    named `names` (whose parent cgroups still hold processes): runc's containers in their parent
+    cgroups are killed and deleted, then the cgroups removed. Return how many containers."""
+    parents = {podman_run.cgroup_parent(name).lstrip("/"): name for name in names}
+    ended = 0
+    for parent, ids in runtime_state.in_cgroups(set(parents)).items():
+        name = parents[parent]
+        for cid in ids:
+            log.warning("ending container %s (%s): Podman let go of it, runc ran it on", name, cid[:12])
+            ended += runtime_state.delete(cid)
+        podman_run.remove_cgroup_parent(name)  # its conmon goes once the container has
+    return ended
 
 
 def _tail(res: ProcessResult) -> str:

@@ -158,9 +158,10 @@ def _pids_reached_limit(name: str, limit: int | None) -> bool:
         return False
 
 
-def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
+def remove_cgroup_parent(container_name: str, attempts: int = 20) -> bool:
     """Remove the sandbox's parent cgroup in every controller. Right after `podman rm` a child
-    (conmon's) may still be going away, so a busy directory is tried again for up to ~2 s."""
+    (conmon's) may still be going away, so a busy directory is tried again for up to ~2 s.
+    Return whether it is gone (not: processes are still in it)."""
     name = cgroup_parent(container_name).lstrip("/")
     for attempt in range(attempts):
         if attempt:
@@ -181,7 +182,8 @@ def remove_cgroup_parent(container_name: str, attempts: int = 20) -> None:
                     child.rmdir()
             left = left or parent.exists()
         if not left:
-            return
+            return True
+    return False
 
 
 def _hierarchies() -> list[Path]:

@@ -8,8 +8,10 @@ container down lets go of it in the store under the lock (its replica row points
 is gone) and *claims* it in the same hold, then drains and removes it after the lock is
 released. A claimed container is **in hand**: the supervisor does not take it for an orphan
 meanwhile (it would remove it at once, undrained). A server killed in between leaves it as an
-orphan, which the next start's first pass removes. The rest of its output is stored under the
-lock (a service's output has one writer at a time) between the drain and the stop."""
+orphan, which the next start's first pass removes (one killed during its stop too: the engine's
+removal stops a container that Podman still shows `stopping`, engine/podman.py). The rest of
+its output is stored under the lock (a service's output has one writer at a time) between the
+drain and the stop."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,19 @@ class QueueWorkers:
                 self._wake.clear()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """`halt`, then `join`: at most `timeout` seconds for all the workers together."""
+        self.halt()
+        self.join(time.monotonic() + timeout)
+
+    def halt(self) -> None:
+        """No worker claims anything more; the idle ones end at once."""
         self.stopping.set()
         self._wake.set()
+
+    def join(self, deadline: float) -> list[str]:
+        """Wait for the workers to end, until `deadline` (time.monotonic()) at the latest, one
+        wait for them all (not one each: a worker still busy costs it once); return the names
+        of those still busy then."""
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in self._threads if t.is_alive()]
