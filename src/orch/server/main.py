@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import socket
@@ -33,10 +34,13 @@ def bind(host: str, port: int, option: str = "--port") -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise InvalidInput(
-            f"Cannot listen on {host}:{port}: {e.strerror}.",
-            f"Stop what uses that port, or pass {option} (0 picks a free one).",
-        ) from None
+        if e.errno == errno.EADDRINUSE:
+            fix = f"Stop what uses that port, or pass {option} (0 picks a free one)."
+        elif e.errno == errno.EACCES:
+            fix = f"Ports under 1024 need root: pass {option} of 1024 or above (0 picks a free one)."
+        else:  # the address is not this machine's (EADDRNOTAVAIL), or another reason of the host's
+            fix = "Pass --host an address of this machine: 127.0.0.1 (this machine alone) or 0.0.0.0 (all)."
+        raise InvalidInput(f"Cannot listen on {host}:{port}: {e.strerror}.", fix) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

@@ -219,7 +219,7 @@ def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
         ServiceRow.workspace_id == ws_id,
         id_prefix="svc_",
         what="service",
-        fix="See the list of services, or deploy this one first.",
+        fix="See `orch service list` for the names, or deploy this one first.",
     )
 
 
