@@ -17,7 +17,7 @@ from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
 from orch.store.schema import RunOutputRow, RunRow
 from tests.api.test_agents_runs import bundle, publish, run
-from tests.conftest import drain
+from tests.conftest import drain, drain_runs
 
 FAILING = "FROM e2bdev/code-interpreter:latest\nRUN exit 1\n"
 GOOD = "FROM e2bdev/code-interpreter:latest\nRUN pip install six\n"
@@ -272,3 +272,21 @@ def test_publish_says_when_its_environment_failed(
     assert note.startswith(f"This Dockerfile failed to build before, as environment {env['name']} (Step 2/2")
     assert api.get(f"/v1/environments/{env['id']}").json()["status"] == "queued"
     assert [e["name"] for e in api.get("/v1/environments").json() if e["kind"] == "custom"] == [env["name"]]
+
+
+def test_a_queued_run_whose_version_went_fails_with_its_reason(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """A store from before deletes checked for queued runs in one step may hold such a run: its
+    worker crashed on it ("internal error: NoResultFound", a traceback in the log)."""
+    published(api, tmp_path, "hello", {"main.py": "print(1)\n"})
+    queued = api.post("/v1/runs", json={"agent": "hello"}).json()
+    with platform.store.session() as s:
+        row = s.get(RunRow, queued["id"])
+        assert row is not None
+        row.agent_version_id = new_id("agv")  # its version, deleted under it
+    drain_runs(platform)
+    with platform.store.session() as s:
+        done = s.get(RunRow, queued["id"])
+        assert done is not None and done.status == RunStatus.FAILED.value
+        assert done.reason == "The run's agent version was deleted after the run was queued."

@@ -233,7 +233,13 @@ class Plan:
 def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
     """Choose the run's environment (recorded on the run) and read what it needs."""
     with platform.store.session() as s:
-        run, version, ws = s.execute(_PLANNED, {"run_id": run_id}).one()
+        planned = s.execute(_PLANNED, {"run_id": run_id}).one_or_none()
+        if planned is None:  # a store of before agent deletes checked for queued runs at once
+            raise RunFailed(
+                "The run's agent version was deleted after the run was queued.",
+                "Publish the agent again if it is still wanted, then run it.",
+            )
+        run, version, ws = planned
         if run.attempts > 1:  # queued again: its output goes on after what is stored
             out.resume(s)
         manifest = Manifest.model_validate_json(version.manifest)
