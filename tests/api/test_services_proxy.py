@@ -338,6 +338,7 @@ def _ws_handler(conn: object) -> None:
         auth=conn.request.headers.get("Authorization"),  # type: ignore[attr-defined]
         cookie=conn.request.headers.get("Cookie"),  # type: ignore[attr-defined]
         subprotocol=conn.subprotocol,  # type: ignore[attr-defined]
+        offered=conn.request.headers.get("Sec-WebSocket-Protocol"),  # type: ignore[attr-defined]
     )
     try:
         for message in conn:  # type: ignore[attr-defined]
@@ -389,7 +390,10 @@ def test_websockets_go_both_ways_with_the_token_rule(
     assert refused.value.response.status_code == 401
     assert b"no API token" in refused.value.response.body
     token = {"Authorization": f"Bearer {workspace[1]}", "Cookie": "orch_token=x; mine=1"}
-    with connect(url, proxy=None, additional_headers=token, subprotocols=["chat.v1"]) as ws:
+    # A page's WebSocket can't send Authorization: its token may come as a subprotocol, which
+    # must not reach the service either.
+    offered = ["chat.v1", workspace[1]]
+    with connect(url, proxy=None, additional_headers=token, subprotocols=offered) as ws:
         assert ws.subprotocol == "chat.v1"
         ws.send("hello")
         assert ws.recv(5) == "HELLO"
@@ -400,7 +404,13 @@ def test_websockets_go_both_ways_with_the_token_rule(
         with pytest.raises(ConnectionClosed):
             ws.recv(5)
     assert (ws.close_code, ws.close_reason) == (4000, "asked to")
-    assert SEEN == {"path": "/socket?x=1", "auth": None, "cookie": "mine=1", "subprotocol": "chat.v1"}
+    assert SEEN == {
+        "path": "/socket?x=1",
+        "auth": None,
+        "cookie": "mine=1",
+        "subprotocol": "chat.v1",
+        "offered": "chat.v1",
+    }
     deadline = time.monotonic() + 5
     while routing.of(platform).open_connections() and time.monotonic() < deadline:
         time.sleep(0.01)

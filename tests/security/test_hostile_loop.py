@@ -128,10 +128,10 @@ def test_a_fork_bomb_and_a_memory_bomb_through_the_bash_tool(
 # listens (up to 15 s); then its report, once it has one.
 LISTEN_IN_BACKGROUND = (
     f"ORCH_INPUT=20 nohup python3 -c {shlex.quote(LISTEN)} > /tmp/listen.log 2>&1 & "
-    "for i in $(seq 150); do grep -q listening /tmp/listen.log && break; sleep 0.1; done; "
+    "for i in $(seq 150); do grep -qs listening /tmp/listen.log && break; sleep 0.1; done; "
     "head -1 /tmp/listen.log"
 )
-LISTENER_REPORT = "until grep -q accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
+LISTENER_REPORT = "until grep -qs accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
 
 
 def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 # Runs `orch ARGS`, sending itself SIGINT when module `sys.argv[1]` is first imported.
+# Python's own SIGINT handler first, as a terminal's command has it: a test run in the
+# background (`nohup`, `&`) inherits SIGINT ignored, which orch then rightly leaves ignored.
 INTERRUPTED_AT = """
 import importlib.abc, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 target = sys.argv.pop(1)
 class Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target_=None):
@@ -55,16 +58,21 @@ def test_ctrl_c_inside_a_command_is_still_the_command_s_to_handle() -> None:
     a process that only imports the CLI (a test, a library) keeps Python's own handler."""
     import signal
 
-    from orch.cli import main  # noqa: F401 - its import installs and then gives back the handler
-    from orch.cli.output import command
+    # As a terminal's process has it (a test run in the background inherits it ignored).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        from orch.cli import main  # noqa: F401 - its import installs and then gives back the handler
+        from orch.cli.output import command
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    seen = []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        seen = []
 
-    @command
-    def body() -> None:
-        seen.append(signal.getsignal(signal.SIGINT))
+        @command
+        def body() -> None:
+            seen.append(signal.getsignal(signal.SIGINT))
 
-    body()
-    assert seen == [signal.default_int_handler]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        body()
+        assert seen == [signal.default_int_handler]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

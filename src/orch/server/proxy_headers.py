@@ -96,6 +96,13 @@ def request_headers(
     return out
 
 
+def subprotocols(scope: MutableMapping[str, Any]) -> list[str]:
+    """A WebSocket's subprotocols (Sec-WebSocket-Protocol) as the service gets them: none that
+    holds an orch token (a browser's WebSocket can send no Authorization, so a page puts its
+    token there; found by a tester)."""
+    return [p for p in scope.get("subprotocols") or [] if not holds_token(p)]
+
+
 def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The service's answer headers as the client gets them: no hop-by-hop header, no Set-Cookie
     of orch's cookie and no Clear-Site-Data (a service must not sign a browser in or out of

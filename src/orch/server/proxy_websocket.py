@@ -15,11 +15,12 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from orch import metrics
 from orch.errors import OrchError, ServiceUnavailable
 from orch.server import relay
-from orch.server.proxy_headers import answer_headers, request_headers
+from orch.server.proxy_headers import answer_headers, request_headers, subprotocols
 from orch.services import deployed
 from orch.services.platform import Platform
 from orch.services.routing import Backend, Route, Routing
@@ -99,7 +100,7 @@ async def forward_websocket(
         upstream = await connect(
             url,
             additional_headers=headers,
-            subprotocols=scope.get("subprotocols") or None,
+            subprotocols=[Subprotocol(p) for p in subprotocols(scope)] or None,
             compression=None,  # a hop on the machine's own bridge: not worth the CPU
             proxy=None,  # the service is on the local bridge: never through an egress proxy
             open_timeout=OPEN_TIMEOUT,
