@@ -11,15 +11,30 @@ from orch.client.transport import Transport
 from orch.errors import InvalidInput, OrchError
 
 
-@pytest.mark.parametrize(
-    "url", ["garbage", "ftp://x", "5", "http://[::1", "http://h:99999", "http://h?x=1", "http:///path"]
-)
+@pytest.mark.parametrize("url", ["garbage", "ftp://x", "5", "http://[::1", "http://h?x=1", "http:///path"])
 def test_a_url_that_is_no_server_s_address_is_bad_input(url: str) -> None:
     with pytest.raises(InvalidInput) as e:
         Transport(url, "orch_t")
     assert e.value.exit_code == 2
     assert e.value.message == f"The server's URL {url!r} is not an http:// or https:// address."
     assert "ORCH_URL" in e.value.fix and "http://127.0.0.1:8750" in e.value.fix
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # Taken as a server's address by urlsplit (it drops the space), never reached by httpx.
+        (" http://127.0.0.1:8750", "has a space or a control character in it."),
+        ("http://127.0.0.1 :8750", "has a space or a control character in it."),
+        ("http://h:99999", "has no valid port (a number from 1 to 65535)."),
+        ("http://h:port", "has no valid port (a number from 1 to 65535)."),
+    ],
+)
+def test_what_is_wrong_with_a_url_is_said(url: str, said: str) -> None:
+    with pytest.raises(InvalidInput) as e:
+        Transport(url, "orch_t")
+    assert e.value.exit_code == 2
+    assert e.value.message == f"The server's URL {url!r} {said}"
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8750", "https://orch.example.com", "http://[::1]:8750"])

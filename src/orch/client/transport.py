@@ -289,10 +289,17 @@ def _check_url(url: str) -> None:
     such a URL, so "cannot reach" would send its user looking for one."""
     from urllib.parse import urlsplit
 
+    # urlsplit drops leading spaces and control characters, which httpx does not.
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise InvalidInput(f"The server's URL {url!r} has a space or a control character in it.", URL_FIX)
     try:
         parts = urlsplit(url)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # "http://[::1", a port that is not a number or past 65535
+    except ValueError as e:  # "http://[::1", a port that is not a number or past 65535
+        if "port" in str(e).lower():
+            raise InvalidInput(
+                f"The server's URL {url!r} has no valid port (a number from 1 to 65535).", URL_FIX
+            ) from None
         usable = False
     if not usable or parts.query or parts.fragment:
         raise InvalidInput(f"The server's URL {url!r} is not an http:// or https:// address.", URL_FIX)
