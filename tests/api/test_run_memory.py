@@ -207,7 +207,7 @@ def test_a_create_that_finds_no_memory_in_time_is_refused_with_503_and_changes_n
         "message": "The server's sandboxes hold 768 MiB of the 1 GiB of memory they may have at once "
         "(run_memory), and this sandbox asks for 512 MiB; none was given back within 0.3 s.",
         "fix": "Try again when runs or sandboxes have ended (`orch sandbox rm ID` removes one you no "
-        "longer need), or ask for less memory (--memory).",
+        "longer need), or ask for less memory (--memory; `memory` in the API and the Python client).",
     }
     assert _sandbox_ids(platform) == [first] and len(holder.opened) == 1
     assert (platform.run_memory.used, platform.run_memory.waiting) == (768 * MiB, 0)
@@ -240,7 +240,8 @@ def test_a_sandbox_larger_than_the_whole_budget_is_refused(
         "This sandbox asks for 2 GiB of memory, more than the 1 GiB that all sandboxes on this server "
         "may have at once (run_memory)."
     )
-    assert resp.json()["fix"] == "Ask for at most 1 GiB (--memory)."
+    assert resp.json()["fix"] == f"Ask for at most 1 GiB ({sandboxes.MEMORY_OPTION})."
+    assert "--memory" in resp.json()["fix"] and "`memory` in the API" in resp.json()["fix"]
     assert _sandbox_ids(platform) == [] and holder.opened == [] and platform.run_memory.used == 0
 
 

@@ -63,6 +63,8 @@ MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not stream
 MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
 MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
 MAX_COMMAND = 256 * 1024  # bytes of a command's argv and variables together
+# How a caller asks for a sandbox's memory, whichever way it calls (the CLI, the API, the client).
+MEMORY_OPTION = "--memory; `memory` in the API and the Python client"
 MEMORY_WAIT = 30.0  # seconds a create waits in line for its memory (run_memory) before a 503
 LIST_LIMIT = 500  # removed sandboxes listed at most (newest first)
 OPEN = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
@@ -167,7 +169,7 @@ def create(
                 f"one asks for {format_size(resources.memory_bytes)}: more than the "
                 f"{format_size(share)} a workspace's sandboxes may hold at once (max_sandbox_memory).",
                 "Remove one you no longer need (`orch sandbox rm ID`), or ask for less memory "
-                "(--memory), then try again.",
+                f"({MEMORY_OPTION}), then try again.",
             )
         now = utcnow()
         s.add(
@@ -238,13 +240,13 @@ def _within_budgets(platform: Platform, need: int) -> None:
         raise InvalidInput(
             f"This sandbox asks for {format_size(need)} of memory, more than the "
             f"{format_size(budget)} that all sandboxes on this server may have at once (run_memory).",
-            f"Ask for at most {format_size(min(budget, share))} (--memory).",
+            f"Ask for at most {format_size(min(budget, share))} ({MEMORY_OPTION}).",
         )
     if need > share:
         raise InvalidInput(
             f"This sandbox asks for {format_size(need)} of memory, more than the "
             f"{format_size(share)} that a workspace's sandboxes may hold at once (max_sandbox_memory).",
-            f"Ask for at most {format_size(share)} (--memory).",
+            f"Ask for at most {format_size(share)} ({MEMORY_OPTION}).",
         )
 
 
@@ -267,7 +269,7 @@ def _take_memory(platform: Platform, sandbox_id: str, need: int, gone: Callable[
         f"of memory they may have at once (run_memory), and this sandbox asks for "
         f"{format_size(need)}; none was given back within {MEMORY_WAIT:g} s.",
         "Try again when runs or sandboxes have ended (`orch sandbox rm ID` removes one you no "
-        "longer need), or ask for less memory (--memory).",
+        f"longer need), or ask for less memory ({MEMORY_OPTION}).",
     )
 
 
