@@ -33,3 +33,21 @@ class SyncASGITransport(httpx.BaseTransport):
 def in_process(app: Any) -> Iterator[SyncASGITransport]:
     with anyio.from_thread.start_blocking_portal() as portal:
         yield SyncASGITransport(app, portal)
+
+
+def asgi_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """An HTTP request's ASGI scope, as uvicorn makes it, for calling the app directly."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }

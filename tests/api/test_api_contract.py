@@ -30,6 +30,7 @@ from orch.services.platform import Platform
 from orch.store.schema import AgentRow, AgentVersionRow, RunRow
 from tests.api.conftest import client_of
 from tests.api.test_agents_runs import bundle, publish
+from tests.asgi import asgi_scope
 
 DOCKERFILE = "FROM e2bdev/code-interpreter:latest\nRUN echo dup\n"
 
@@ -56,20 +57,7 @@ def call(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope(method, path, headers)
 
     async def main() -> None:
         with anyio.fail_after(60):

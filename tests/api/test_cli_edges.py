@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select, update
-from typer.testing import CliRunner, Result
 
 from orch.cli import client as client_mod
 from orch.cli import run as run_cli
@@ -21,23 +19,8 @@ from orch.models import RunStatus
 from orch.services.platform import Platform
 from orch.store.schema import RunRow, utcnow
 from tests.api.test_agents_runs import bundle, publish
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def cli(
-    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, workspace: tuple[str, str]
-) -> Callable[..., Result]:
-    def make() -> client_mod.Client:
-        return client_mod.Client("http://testserver", workspace[1], transport=api._transport)
-
-    monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(app, list(args), input=input)
-
-    return invoke
+from tests.api.test_cli_runs import cli as cli  # the CLI on the in-process API
+from tests.api.test_cli_runs import runner
 
 
 def test_ctrl_c_of_run_json_prints_the_run_as_cancelled(

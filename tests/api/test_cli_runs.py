@@ -34,7 +34,7 @@ def cli(
 
     monkeypatch.setattr(client_mod.Client, "from_settings", staticmethod(make))
 
-    def invoke(*args: str, input: bytes | None = None) -> Result:
+    def invoke(*args: str, input: str | bytes | None = None) -> Result:
         return runner.invoke(app, list(args), input=input)
 
     return invoke

@@ -31,7 +31,7 @@ from orch.services import sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.services.run_memory import MemoryBudget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
-from tests.asgi import in_process
+from tests.asgi import asgi_scope, in_process
 from tests.conftest import drain
 
 NDJSON = {"Accept": "application/x-ndjson"}
@@ -244,24 +244,11 @@ def test_a_create_whose_caller_left_as_it_was_answered_is_removed(
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/sandboxes",
-        "raw_path": b"/v1/sandboxes",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {workspace[1]}".encode()),
-            (b"content-type", b"application/json"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope(
+        "POST",
+        "/v1/sandboxes",
+        {"Host": "testserver", "Authorization": f"Bearer {workspace[1]}", "Content-Type": "application/json"},
+    )
     with in_process(app) as transport:
         transport._portal.call(app, scope, receive, send)
     assert sent[0]["status"] == 499
@@ -1038,26 +1025,17 @@ def test_a_slow_reader_holds_little_of_the_server_and_its_command_waits(
 
     monkeypatch.setattr(sandboxes_api, "_Buffer", Watched)
     body = json.dumps({"command": ["flood"]}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": f"/v1/sandboxes/{sb['id']}/exec",
-        "raw_path": f"/v1/sandboxes/{sb['id']}/exec".encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {workspace[1]}".encode()),
-            (b"accept", b"application/x-ndjson"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope(
+        "POST",
+        f"/v1/sandboxes/{sb['id']}/exec",
+        {
+            "Host": "testserver",
+            "Authorization": f"Bearer {workspace[1]}",
+            "Accept": "application/x-ndjson",
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        },
+    )
     gone, began = threading.Event(), threading.Event()
     asked = [False]
 
