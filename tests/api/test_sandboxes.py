@@ -943,7 +943,7 @@ def test_file_copies_held_at_once_are_bounded(
         ):
             assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
             said = resp.json()["message"]
-            assert said.startswith("This workspace's file copies and streamed commands in progress hold")
+            assert said.startswith("This workspace's file copies and commands in progress hold")
             assert "this copy would pass" in said
         assert "/home/user/a" not in holder.last().files
         held.give(workspace[0], most // 2 - 10)
@@ -978,7 +978,7 @@ def test_streamed_commands_are_bounded_with_the_file_copies(
         resp = api.post(url, json={"command": ["echo", "hi"]}, headers=NDJSON)
         assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
         said = resp.json()["message"]
-        assert said.startswith("This workspace's file copies and streamed commands in progress hold")
+        assert said.startswith("This workspace's file copies and commands in progress hold")
         assert "this streamed command would pass the 128 MiB a workspace's may hold at once." in said
         assert holder.last().commands == []  # nothing ran
         held.give(workspace[0], most // 2 - room + 1)
@@ -992,6 +992,47 @@ def test_streamed_commands_are_bounded_with_the_file_copies(
     finally:
         held.give("other", most // 2)
     assert held.held == 0  # the stream gave its room back once its answer and its command ended
+
+
+def test_collected_output_is_held_within_the_bound_and_past_it_the_command_is_stopped(
+    api: httpx.Client, holder: FakeHolder, workspace: tuple[str, str]
+) -> None:
+    """A collected command's output (up to 1 MiB a stream) was held outside the server's bound:
+    16 commands in each of a workspace's sandboxes, 2 MiB each. It now takes its room as it
+    comes, until its answer was sent; past the bound the command is stopped, and says so."""
+    sb = create(api)
+    url = f"/v1/sandboxes/{sb['id']}/exec"
+    held = sandboxes_api.HELD
+    most = max(sandboxes_api.CLIENT_MEMORY, 2 * 64 * 2**20)
+    seen: list[int] = []
+    chunk = b"x" * 65536
+
+    def flood(cmd: Command) -> int:
+        for _ in range(32):  # 2 MiB; 1 MiB kept
+            cmd.out(chunk)
+            seen.append(held.held)
+            if not cmd.sleep(0.001):  # stopped
+                return 137
+        return 0
+
+    holder.last().behaviour = flood
+    answer = api.post(url, json={"command": ["flood"]}).json()
+    assert answer["truncated"] and len(answer["stdout"]) == 2**20
+    assert max(seen) == 2**20  # kept, it was held; what was only counted was not
+    assert held.held == 0  # ... and given back once the answer was sent
+    held.take(workspace[0], most // 2 - 3 * 65536, 0)  # this workspace's copies and commands
+    try:
+        seen.clear()
+        resp = api.post(url, json={"command": ["flood"]})
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
+        said = resp.json()["message"]
+        assert said.startswith("This workspace's file copies and commands in progress hold"), said
+        assert "this command's output would pass the 128 MiB a workspace's may hold at once." in said
+        assert said.endswith("The command was stopped."), said
+        assert len(seen) == 4  # stopped at its fourth part, not run to its end
+    finally:
+        held.give(workspace[0], most // 2 - 3 * 65536)
+    assert held.held == 0
 
 
 def test_a_slow_reader_holds_little_of_the_server_and_its_command_waits(

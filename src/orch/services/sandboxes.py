@@ -634,16 +634,23 @@ def start_exec(
 
 
 class Capped:
-    """Output kept up to MAX_OUTPUT bytes; the rest is counted, not kept."""
+    """Output kept up to MAX_OUTPUT bytes; the rest is counted, not kept. `take(size)` is asked
+    for the room of each part kept; once it says no, nothing more is kept (`refused`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, take: Callable[[int], bool] = lambda size: True) -> None:
         self.parts: list[bytes] = []
         self.size = 0
+        self.take = take
+        self.refused = False
 
     def __call__(self, data: bytes) -> None:
         room = MAX_OUTPUT - self.size
-        if room > 0:
-            self.parts.append(data[:room])
+        if room > 0 and not self.refused:
+            part = data[:room]
+            if self.take(len(part)):
+                self.parts.append(part)
+            else:
+                self.refused = True
         self.size += len(data)
 
     @property

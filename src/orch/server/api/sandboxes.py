@@ -12,8 +12,9 @@ its bound (FILE_TIMEOUT), stopped when its client goes away.
 
 What the server holds for its clients is bounded in one place, HELD (CLIENT_MEMORY for the
 server, half of it for one workspace): an upload's body, held whole until written; a read's
-bytes, until sent; a streamed command's room (STREAM_ROOM: its STREAM_BUFFER and the line on its
-way out), from before it starts until both its answer and its command ended. Past it, 503.
+bytes, until sent; a collected command's output, as it comes until its answer was sent; a
+streamed command's room (STREAM_ROOM: its STREAM_BUFFER and the line on its way out), from
+before it starts until both its answer and its command ended. Past it, 503.
 
 A create runs on the route thread pool, and a client that goes away before its answer leaves
 no sandbox: the disconnect seen while it waits stops it (a wait for memory ends, a sandbox that
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 
 from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
 from orch.errors import CapacityReached, ClientGone, OrchError
@@ -163,11 +164,41 @@ async def exec_command(
         body.workdir,
         body.stdin,
     )
+    file_limit = int(platform.config.sandbox_file_limit)
     if NDJSON in request.headers.get("accept", ""):
-        return _streamed(command, ws, int(platform.config.sandbox_file_limit))
-    out, err = sandboxes.Capped(), sandboxes.Capped()
-    result = await _collected(command, out, err, request)
-    return JSONResponse(sandboxes.collected(result, out, err).model_dump(mode="json"))
+        return _streamed(command, ws, file_limit)
+    return await _answered(command, ws, file_limit, request)
+
+
+async def _answered(command: sandboxes.Exec, ws: str, file_limit: int, request: Request) -> Response:
+    """The command's collected answer. The output it keeps is held in HELD as it comes, until
+    the answer was sent; past HELD the command is stopped and the answer is 503."""
+    room = _Room(ws, file_limit, "command's output")
+    stop = threading.Event()
+
+    def take(size: int) -> bool:
+        if room.take(size):
+            return True
+        stop.set()  # nobody will read the rest: the command goes
+        return False
+
+    out, err = sandboxes.Capped(take), sandboxes.Capped(take)
+    try:
+        result = await _collected(command, out, err, request, stop)
+        if room.refused:
+            refused = room.refused
+            raise CapacityReached(f"{refused.message} The command was stopped.", refused.fix)
+        view = sandboxes.collected(result, out, err)
+        out.parts.clear()  # one copy held while the answer is sent
+        err.parts.clear()
+        return _Sent(_json(view.model_dump(mode="json")), room.close, media_type="application/json")
+    except BaseException:
+        room.close()
+        raise
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _start(
@@ -265,10 +296,12 @@ async def _watched(work: Awaitable[T], request: Request, gone: threading.Event) 
         raise
 
 
-async def _collected(command: sandboxes.Exec, out: Output, err: Output, request: Request) -> ExecResult:
+async def _collected(
+    command: sandboxes.Exec, out: Output, err: Output, request: Request, stop: threading.Event
+) -> ExecResult:
+    """The command's end; set `stop` to end it early."""
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[ExecResult] = loop.create_future()
-    stop = threading.Event()
 
     def settle(result: ExecResult | None, error: BaseException | None) -> None:
         if not finished.done():
@@ -473,7 +506,7 @@ async def read_file(
     sandbox_id: str, request: Request, platform: PlatformDep, ws: WorkspaceDep, path: str = PATH
 ) -> Response:
     """A regular file's contents (raw bytes), read in the sandbox as the sandbox user."""
-    room = _ReadRoom(ws, int(platform.config.sandbox_file_limit))
+    room = _Room(ws, int(platform.config.sandbox_file_limit))
 
     def read(gone: threading.Event) -> bytes:
         return sandboxes.read_file(platform, ws, sandbox_id, path, gone.is_set, room.take)
@@ -488,13 +521,13 @@ async def read_file(
     return _Sent(data, room.close, media_type="application/octet-stream")
 
 
-class _ReadRoom:
-    """The room one read's bytes hold in HELD, taken as they come (on the read's output
-    thread) and given back once, at `close`; a take after it (a read still ending on its thread
-    when its answer went) is refused and holds nothing."""
+class _Room:
+    """The room one read's bytes (or a collected command's output) hold in HELD, taken as they
+    come (on the read's output thread) and given back once, at `close`; a take after it (a read
+    still ending on its thread when its answer went) is refused and holds nothing."""
 
-    def __init__(self, ws: str, file_limit: int) -> None:
-        self.ws, self.file_limit = ws, file_limit
+    def __init__(self, ws: str, file_limit: int, what: str = "copy") -> None:
+        self.ws, self.file_limit, self.what = ws, file_limit, what
         self._lock = threading.Lock()
         self.held = 0
         self.closed = False
@@ -505,7 +538,7 @@ class _ReadRoom:
             if self.closed:
                 return False
             try:
-                HELD.take(self.ws, size, self.file_limit)
+                HELD.take(self.ws, size, self.file_limit, self.what)
             except CapacityReached as e:
                 self.refused = e
                 return False
@@ -535,12 +568,13 @@ class _Sent(Response):
 
 class HeldBytes:
     """The bytes the server holds for its clients: a file copy's (an upload's whole, until it is
-    written; a read's, until it is sent) and a streamed command's room (STREAM_ROOM, from before
-    it starts until its answer and its command ended). At most CLIENT_MEMORY (at least two files
+    written; a read's, until it is sent), a collected command's output (until its answer was
+    sent) and a streamed command's room (STREAM_ROOM, from before it starts until its answer and
+    its command ended). At most CLIENT_MEMORY (at least two files
     of the largest size) for all, half of that for one workspace's, so that many copies and
     streams at once cannot take the server's memory, nor one workspace's the room of all the
-    others. Past it, a copy or a streamed command is refused with 503 (Retry-After): the room
-    comes back as they end.
+    others. Past it, a copy or a streamed command is refused with 503 (Retry-After), and a
+    collected command is stopped with 503: the room comes back as they end.
 
     Once all of it is back after much was held (TRIM_AFTER), the C heap is trimmed on a thread of
     its own: glibc keeps what the commands' threads allocated in arenas of their own, and the
@@ -553,20 +587,21 @@ class HeldBytes:
         self._by_workspace: dict[str, int] = {}
 
     def take(self, ws: str, size: int, file_limit: int, what: str = "copy") -> None:
-        """Hold `size` more bytes for workspace `ws`'s `what` ("copy", "streamed command"), or
+        """Hold `size` more bytes for workspace `ws`'s `what` ("copy", "streamed command",
+        "command's output"), or
         CapacityReached."""
         total = max(CLIENT_MEMORY, 2 * file_limit)
         with self._lock:
             mine = self._by_workspace.get(ws, 0)
             if mine + size > total // 2:
                 said = (
-                    "This workspace's file copies and streamed commands in progress hold "
+                    "This workspace's file copies and commands in progress hold "
                     f"{format_size(mine)} in the server; this {what} would pass the "
                     f"{format_size(total // 2)} a workspace's may hold at once."
                 )
             elif self.held + size > total:
                 said = (
-                    f"The server holds {format_size(self.held)} for file copies and streamed commands in "
+                    f"The server holds {format_size(self.held)} for file copies and commands in "
                     f"progress; this {what} would pass the {format_size(total)} it holds at once."
                 )
             else:
@@ -576,8 +611,7 @@ class HeldBytes:
                 return
         raise CapacityReached(
             said,
-            "Try it again in a moment, once other copies or streamed commands have ended "
-            "(or run fewer at once).",
+            "Try it again in a moment, once other copies or commands have ended (or run fewer at once).",
         )
 
     def give(self, ws: str, size: int) -> None:
