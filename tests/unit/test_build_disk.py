@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orch.engine import build_disk
@@ -40,9 +43,14 @@ class Probe:
         return self.value
 
 
+def now(walk: Callable[[], None]) -> None:
+    """A walk run at once, in the poll (the server's runs on a thread of its own)."""
+    walk()
+
+
 def test_a_build_past_its_bound_is_stopped_with_the_bound_and_the_fix() -> None:
     written = Probe(10 * MiB)
-    guard = Guard(50 * MiB, 0, written, Probe(10**12), clock=Clock())
+    guard = Guard(50 * MiB, 0, written, Probe(10**12), clock=Clock(), start=now)
     assert guard.check() is None
     written.value = 50 * MiB
     assert guard.check() is None  # at the bound is within it
@@ -60,7 +68,9 @@ def test_a_build_past_its_bound_is_stopped_with_the_bound_and_the_fix() -> None:
 
 def test_a_disk_below_the_reserve_stops_the_build_whatever_it_wrote() -> None:
     free = Probe(3 * 2**30)
-    guard = Guard(50 * MiB, 2 * 2**30, Probe(0), free, where="/var/lib/containers/storage", clock=Clock())
+    guard = Guard(
+        50 * MiB, 2 * 2**30, Probe(0), free, where="/var/lib/containers/storage", clock=Clock(), start=now
+    )
     assert guard.check() is None
     free.value = 2**30
     stop = guard.check()
@@ -75,7 +85,7 @@ def test_a_disk_below_the_reserve_stops_the_build_whatever_it_wrote() -> None:
 
 def test_no_bound_measures_nothing() -> None:
     written, free = Probe(10**15), Probe(0)
-    guard = Guard(0, 0, written, free, clock=Clock())
+    guard = Guard(0, 0, written, free, clock=Clock(), start=now)
     assert [guard.check() for _ in range(3)] == [None, None, None]
     assert written.calls == free.calls == 0
 
@@ -85,7 +95,7 @@ def test_the_walk_takes_a_tenth_of_the_time_at_most_the_free_space_every_poll() 
     again before 20 s have passed, while the free space (statvfs) is asked at every poll."""
     clock = Clock()
     written, free = Probe(MiB, clock, takes=2.0), Probe(10**12)
-    guard = Guard(50 * MiB, MiB, written, free, clock=clock)
+    guard = Guard(50 * MiB, MiB, written, free, clock=clock, start=now)
     polls = 0
     while clock.now < 60:
         guard.check()
@@ -95,6 +105,45 @@ def test_the_walk_takes_a_tenth_of_the_time_at_most_the_free_space_every_poll() 
     assert free.calls == polls
     written.takes, written.value = 0.001, 60 * MiB
     clock.now += 20
+    assert guard.check() == Stop(50 * MiB, 60 * MiB)
+
+
+def test_a_long_walk_holds_no_poll_and_its_result_is_seen_at_the_next() -> None:
+    """A walk of a huge upper directory held the watcher for as long as it took, and with it the
+    build's timeout and a stop asked for. The walk now runs on a thread of its own: a poll
+    during it answers at once, and the poll after it ends sees what it measured."""
+    release, walking = threading.Event(), threading.Event()
+
+    def written() -> int:
+        walking.set()
+        release.wait(10)
+        return 60 * MiB
+
+    guard = Guard(50 * MiB, 0, written, Probe(10**12))
+    began = time.monotonic()
+    assert guard.check() is None  # the walk started, and runs on
+    assert walking.wait(5)
+    assert [guard.check() for _ in range(3)] == [None] * 3  # no second walk meanwhile
+    assert time.monotonic() - began < 1
+    release.set()
+    for _ in range(100):
+        if stop := guard.check():
+            break
+        time.sleep(0.05)
+    assert stop == Stop(50 * MiB, 60 * MiB)
+
+
+def test_a_walk_that_fails_is_tried_again_and_stops_nothing() -> None:
+    calls = []
+
+    def written() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("the layer went under the walk")
+        return 60 * MiB
+
+    guard = Guard(50 * MiB, 0, written, Probe(10**12), clock=Clock(), start=now)
+    assert guard.check() is None
     assert guard.check() == Stop(50 * MiB, 60 * MiB)
 
 

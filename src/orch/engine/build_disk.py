@@ -9,8 +9,10 @@ way, at each of its watcher's polls (engine/podman.py, once a second):
                     - the container storage's file system has less free than the reserve
                       (statvfs: cheap, every poll);
                     - the build's working containers have written more than the bound (their
-                      upper directories' blocks, walked; at most a tenth of the time: a walk
-                      that took t seconds is not started again before 10 t have passed)
+                      upper directories' blocks, walked on a thread of its own, so that a long
+                      walk never holds the watcher's other checks, its timeout and a stop; at
+                      most a tenth of the time: a walk that took t seconds is not started
+                      again before 10 t have passed; its result is seen at the next poll)
     Storage         where Podman keeps containers (`podman info`), and so the upper directories
                     of a build's working containers: those whose Buildah state names the
                     build's own owner argument (engine/podman.py's OWNER_ARG), never guessed
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from orch.errors import BuildFailed
 from orch.sizes import format_size
 
 DUTY = 10.0  # a walk of the upper directories takes at most 1/DUTY of the build's time
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,15 @@ class Stop:
         )
 
 
+def _on_a_thread(walk: Callable[[], None]) -> None:
+    threading.Thread(target=walk, name="orch-build-walk", daemon=True).start()
+
+
 @dataclass
 class Guard:
     """The decision, at each poll, whether a running build must stop for the disk. `written`
-    and `free` measure (bytes); `clock` is time.monotonic's kind. A bound of 0 is none."""
+    and `free` measure (bytes); `clock` is time.monotonic's kind; `start` runs a walk (`written`),
+    on a thread of its own unless a test says otherwise. A bound of 0 is none."""
 
     max_size: int
     reserve: int
@@ -78,20 +88,40 @@ class Guard:
     free: Callable[[], int]
     where: str = ""
     clock: Callable[[], float] = time.monotonic
+    start: Callable[[Callable[[], None]], None] = _on_a_thread
     _next_walk: float = field(default=float("-inf"), init=False)
+    _walking: bool = field(default=False, init=False)
+    _measured: int | None = field(default=None, init=False)  # the last walk's, not yet seen
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def check(self) -> Stop | None:
         if self.reserve:
             free = self.free()
             if free < self.reserve:
                 return Stop(self.reserve, free, reserve=True, where=self.where)
-        if self.max_size and self.clock() >= self._next_walk:
-            began = self.clock()
-            written = self.written()
-            self._next_walk = began + DUTY * (self.clock() - began)
-            if written > self.max_size:
+        if self.max_size:
+            with self._lock:
+                begin = not self._walking and self.clock() >= self._next_walk
+                self._walking |= begin
+            if begin:
+                self.start(self._walk)
+            with self._lock:
+                written, self._measured = self._measured, None
+            if written is not None and written > self.max_size:
                 return Stop(self.max_size, written)
         return None
+
+    def _walk(self) -> None:
+        began = self.clock()
+        written: int | None = None
+        try:
+            written = self.written()
+        except Exception:  # the storage's files changing under the walk: measured again next time
+            log.exception("measuring what a build wrote")
+        with self._lock:
+            self._measured = written
+            self._next_walk = began + DUTY * (self.clock() - began)
+            self._walking = False
 
 
 @dataclass(frozen=True)
