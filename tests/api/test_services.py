@@ -91,6 +91,9 @@ def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
     assert "uv pip install" in build.containerfile and "npm" not in build.containerfile
     assert build.context is not None and (build.context / "main.py").exists()
     assert build.tag == f"localhost/orch-svc/{platform.instance}:web-v1"
+    # What its steps write is bounded while it runs, as an environment's build is.
+    assert build.max_size == int(platform.config.build_max_size) > 0
+    assert build.disk_reserve == int(platform.config.build_disk_reserve) > 0
     assert (
         build.labels["org.orch.kind"] == "service" and build.labels["org.orch.instance"] == platform.instance
     )

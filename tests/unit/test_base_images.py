@@ -49,6 +49,8 @@ def test_ensure_builds_missing_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert built == [base_images.image_tag("code-interpreter")]
     assert engine.builds[0].containerfile.startswith(f"FROM {base_images.image_tag('python')}\n")
     assert base_images.missing(engine) == ["node", "service-runner"]
+    # The disk's reserve holds while it builds (docs/environments.md#disk); no size bound.
+    assert (engine.builds[0].disk_reserve, engine.builds[0].max_size) == (2 * 2**30, 0)
 
 
 def test_prune_removes_only_stale_base_images() -> None:

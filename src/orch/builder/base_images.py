@@ -259,5 +259,6 @@ def _build(
         mounts=ca_mounts(config),
         build_args={**proxy_env(config), **registry_args(recipe)},
         timeout=float(config.build_timeout),
+        disk_reserve=int(config.build_disk_reserve),  # the platform's own recipe: no size bound
     )
     return engine.build(request, on_output)

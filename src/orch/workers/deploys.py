@@ -124,6 +124,8 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         timeout=float(platform.config.build_timeout),
         context=extracted_bundle(platform, bundle_sha),
         owner=platform.instance,
+        max_size=int(platform.config.build_max_size),  # while it runs (docs/environments.md#disk)
+        disk_reserve=int(platform.config.build_disk_reserve),
     )
     started = time.monotonic()
     try:
