@@ -166,6 +166,28 @@ def test_numbers_are_numbers(api: httpx.Client, body: dict[str, Any], said: str)
     assert resp.status_code == 422 and "no_cache must be true or false" in resp.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"agent": "a", "input": {"x": NaN}}', "NaN is not a JSON value at character 30"),
+        (
+            '{"agent": "a", "input": "NaN", "env": {"A": -Infinity}}',
+            "-Infinity is not a JSON value at character 44",
+        ),
+        ('{"agent": "a", "input": [Infinity]}', "Infinity is not a JSON value at character 25"),
+    ],
+)
+def test_nan_and_infinity_are_not_json(api: httpx.Client, text: str, said: str) -> None:
+    """Python's json reads NaN and Infinity: a run's input holding one reached its agent as text
+    that JSON.parse refuses. The CLI refused it; the API now does too, and says where."""
+    resp = api.post("/v1/runs", content=text, headers={"content-type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["message"] == f"The request is not valid: the body is not valid JSON ({said}).", (
+        resp.text
+    )
+    assert api.get("/v1/runs").json() == []  # nothing was queued
+
+
 def test_the_body_models_are_strict() -> None:
     """Every request body (deps.Body) takes its fields' JSON types only."""
     from orch.server.api.sandboxes import CreateSandbox, ExecCommand

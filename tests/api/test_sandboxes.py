@@ -1035,6 +1035,43 @@ def test_collected_output_is_held_within_the_bound_and_past_it_the_command_is_st
     assert held.held == 0
 
 
+@pytest.mark.parametrize("route", ["sandbox file", "agent bundle"])
+def test_an_upload_cut_short_by_its_caller_is_answered_499_and_logs_no_traceback(
+    app: FastAPI,
+    api: httpx.Client,
+    holder: FakeHolder,
+    workspace: tuple[str, str],
+    route: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A caller that went away while its body came (Ctrl-C of a large write_file) logged a
+    whole "Exception in ASGI application" traceback each time: it is an everyday event."""
+    if route == "sandbox file":
+        path, query = f"/v1/sandboxes/{create(api)['id']}/files", b"path=part.bin"
+    else:
+        path, query = "/v1/agents/cut/versions", b""
+    scope = asgi_scope(
+        "PUT" if route == "sandbox file" else "POST",
+        path,
+        {"Host": "testserver", "Authorization": f"Bearer {workspace[1]}", "Content-Length": "1000000"},
+    )
+    scope["query_string"] = query
+    parts = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        portal.call(app, scope, receive, send)  # raised before: the server logged its traceback
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.exc_info]
+    assert sandboxes_api.HELD.held == 0
+
+
 def test_a_slow_reader_holds_little_of_the_server_and_its_command_waits(
     app: FastAPI,
     api: httpx.Client,

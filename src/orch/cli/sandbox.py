@@ -16,7 +16,7 @@ import typer
 from orch import config as config_mod
 from orch.cli.output import command, console, err_console, escape, print_json, report
 from orch.cli.utils import JSON, finite, plain_table, variables
-from orch.client.transport import CREATE_TIMEOUT, Transport
+from orch.client.transport import CREATE_TIMEOUT, Transport, check_name
 from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
 from orch.reading import STDIN, read_bounded
 from orch.sizes import format_size
@@ -89,6 +89,7 @@ def create(
 ) -> None:
     """Start a sandbox and hold it open; prints its id (the rest goes to stderr)."""
     finite(cpus, "--cpus")
+    check_name(env)  # --env '' names no environment; it is not the default one
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
     server = Transport.from_settings()
     answer: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from orch.client.follow import FINAL, STREAMS, event_pages, follow
 from orch.client.records import EnvironmentRef, Resource, when
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, as_dict, check_json, check_name, seconds, segment
 from orch.errors import InvalidInput
 
 
@@ -21,21 +21,17 @@ def input_text(value: Any) -> str:
     anything else as JSON; what is none of these is refused before any request."""
     if value is None:
         return ""
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray | memoryview):
         try:
-            return value.decode()
+            return bytes(value).decode()
         except UnicodeDecodeError:
             raise InvalidInput(
                 "The input is bytes that are not UTF-8 text.", "Pass text, or encode binary data (base64)."
             ) from None
     if isinstance(value, str):
         return value
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as e:
-        raise InvalidInput(
-            f"The input can't be sent as JSON ({e}).", "Pass text, or a dict or list of JSON values."
-        ) from None
+    check_json(value, "input")  # NaN, a type JSON lacks, text that is not UTF-8: InvalidInput
+    return json.dumps(value)
 
 
 @dataclass(eq=False)
@@ -101,7 +97,7 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Follow the run until it has ended (and its output is read); returns the run. Raises
         TimeoutError when `timeout` seconds pass first (the run goes on)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + seconds(timeout, "The wait's timeout")
         if not self._complete:
             last = follow(self._http, self.id, self._add, self._offsets, deadline=deadline)
             if last["status"] not in FINAL:
@@ -182,7 +178,13 @@ class Runs(Resource):
         `run.wait()` follows it. `input` (text as given; a dict or list is sent as JSON) reaches
         the agent on stdin and in ORCH_INPUT; `env` adds environment variables; `timeout` is a
         wall-clock limit in seconds (default: the agent's manifest's)."""
-        body = {"agent": agent, "input": input_text(input), "env": dict(env or {}), "timeout": timeout}
+        check_name(agent)
+        body = {
+            "agent": agent,
+            "input": input_text(input),
+            "env": as_dict(env, "env") or {},
+            "timeout": timeout,
+        }
         return Run._from_api(self._http.post("/v1/runs", json=body), self._http)
 
     def get(self, run_id: str) -> Run:
@@ -191,9 +193,11 @@ class Runs(Resource):
     def list(self, agent: str | None = None, limit: int = 50, before: str | None = None) -> list[Run]:
         """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500;
         `before`: a run's id, for the runs queued before it: the next page after its page)."""
+        check_name(agent)  # "" is no agent, not every agent
+        check_name(before)
         params: dict[str, Any] = {"limit": limit}
-        if agent:
+        if agent is not None:
             params["agent"] = agent
-        if before:
+        if before is not None:
             params["before"] = before
         return [Run._from_api(r, self._http) for r in self._http.get("/v1/runs", params=params)]

@@ -11,11 +11,22 @@ from types import TracebackType
 from typing import Any
 
 from orch.client.records import EnvironmentRef, Resource, when
-from orch.client.transport import CREATE_TIMEOUT, Transport, segment
-from orch.errors import NotFound, OrchError, from_dict
+from orch.client.transport import (
+    CREATE_TIMEOUT,
+    Transport,
+    as_dict,
+    body_bytes,
+    check_json,
+    check_name,
+    kind_of,
+    seconds,
+    segment,
+)
+from orch.errors import InvalidInput, NotFound, OrchError, from_dict
 
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
+LONGEST_WAIT = 365 * 86400.0  # seconds: longer than any sandbox's lifetime; a socket can keep it
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,13 @@ class ExecResult:
 def command_line(command: str | Sequence[str]) -> list[str]:
     """The argument vector of `command`: a list as given, a string run by `sh -c`."""
     if isinstance(command, str):
+        check_json(command, "command")  # said as the string given, not as `command[2]`
         return ["sh", "-c", command]
+    if not isinstance(command, Sequence) or isinstance(command, bytes | bytearray):
+        raise InvalidInput(
+            f"`command` is {kind_of(command)}; it must be a str (run by sh -c) or a list of arguments.",
+            'Pass ["ls", "-l"], or "ls -l" for the shell.',
+        )
     return list(command)
 
 
@@ -98,11 +115,16 @@ class Sandbox:
         body = {
             "command": command_line(command),
             "timeout": timeout,
-            "env": dict(env) if env is not None else None,
+            "env": as_dict(env, "env"),
             "workdir": workdir,
             "stdin": stdin,
         }
-        waits = {"timeout": self._http.waiting(None if timeout is None else timeout + MARGIN)}
+        wait = None
+        if timeout is not None:  # one out of the server's range is the server's to refuse
+            wait = (
+                min(max(seconds(timeout, "The command's timeout", waited=False), 0.0), LONGEST_WAIT) + MARGIN
+            )
+        waits = {"timeout": self._http.waiting(wait)}
         if on_stdout is None and on_stderr is None:
             data = self._http.post(f"{self._path}/exec", json=body, **waits)
             return ExecResult(
@@ -140,18 +162,28 @@ class Sandbox:
     def write_file(self, path: str, data: str | bytes) -> None:
         """Write a file in the sandbox (a relative path is under its working directory,
         /home/user); text is written as UTF-8."""
-        content = data.encode() if isinstance(data, str) else data
+        content = body_bytes(data, "The data to write")  # None would empty the file
         headers = {"Content-Type": "application/octet-stream"}
-        self._http.put(f"{self._path}/files", params={"path": path}, content=content, headers=headers)
+        self._http.put(f"{self._path}/files", params={"path": _file(path)}, content=content, headers=headers)
 
     def read_file(self, path: str) -> bytes:
         """A file of the sandbox, as bytes."""
-        return self._http.send("GET", f"{self._path}/files", params={"path": path}).content
+        return self._http.send("GET", f"{self._path}/files", params={"path": _file(path)}).content
 
     def remove(self) -> None:
         """Remove the sandbox and everything in it."""
         self._http.delete(self._path)
         self.status = "removed"
+
+
+def _file(path: str) -> str:
+    """A path in the sandbox, which is text: a number or None would name a file by its str()."""
+    if not isinstance(path, str):
+        raise InvalidInput(
+            f"The file's path is {kind_of(path)}, not text.",
+            "Pass the path in the sandbox as a str, such as 'data.csv'.",
+        )
+    return path
 
 
 def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,6 +220,7 @@ class Sandboxes(Resource):
         and `cpus` (default 1), removed after `timeout` idle seconds (default 600), reaching the
         internet only if `network`. A workspace holding its limit of open sandboxes gets
         LimitReached."""
+        check_name(environment)  # "" would be the default environment, without a word
         body = {
             "environment": environment,
             "memory": memory,

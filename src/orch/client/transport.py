@@ -11,9 +11,11 @@ for a TLS context that no connection would use. See docs/client.md.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +82,169 @@ def segment(value: str | int) -> str:
     """`value` as one segment of a path (an id, a version, or a name the user typed: "a?b" or
     "a/versions/1" must name that one thing, never another path). An empty one is refused: it
     would name the collection instead (`/v1/tokens/` is the list), never one thing of it."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInput(
+            f"A name or id must be text, not {kind_of(value)}.",
+            "Pass the name or id as a str; the `list` calls show them.",
+        )
+    check_name(value)
+    if isinstance(value, str) and (fault := _text_fault(value, "The name or id")):
+        raise fault
+    return quote(str(value), safe="")
+
+
+def check_name(value: object) -> None:
+    """InvalidInput for an empty name or id, given where one may be left out (None): it names
+    nothing, and taking it as "not given" would pick another thing (the default environment,
+    every agent's runs) without a word."""
     if value == "":
         raise InvalidInput(
             "An empty name or id was given, which names nothing.",
             "Pass the name or id; the `list` commands show them (e.g. `orch token list`).",
         )
-    return quote(str(value), safe="")
+
+
+SURROGATE_FIX = (
+    "Pass UTF-8 text: a str decoded with errors='surrogateescape' (os.fsdecode, sys.argv) keeps the "
+    "bytes that are not UTF-8 as such characters, so decode those bytes with errors='replace' instead."
+)
+
+
+def kind_of(value: object) -> str:
+    """What `value` is, for a sentence: "None", "bytes", "a float"..."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    if isinstance(value, bytes | bytearray | memoryview):
+        return name
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _text_fault(text: str, what: str) -> InvalidInput | None:
+    """The error for text that is not UTF-8 (a lone surrogate, as surrogateescape leaves), else
+    None."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        char = ascii(text[e.start])[1:-1]
+        return InvalidInput(
+            f"{what} holds a lone surrogate ({char}), which is not UTF-8 text.", SURROGATE_FIX
+        )
+    return None
+
+
+def _json_fault(value: Any, path: str) -> InvalidInput | None:
+    """The error for what in `value` (named `path`, such as `env['A']`) can't be sent as JSON:
+    a type JSON does not have, NaN or an infinity, text that is not UTF-8; else None."""
+    if value is None or isinstance(value, int):  # bool too
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return InvalidInput(
+            f"{path} is {value}, which can't be sent as JSON (NaN and Infinity are not JSON values).",
+            "Pass a finite number, or None.",
+        )
+    if isinstance(value, str):
+        return _text_fault(value, path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                fault = _text_fault(key, f"A key of {path}")
+            elif key is None or isinstance(key, int | float):  # json.dumps makes them text
+                fault = _json_fault(key, f"A key of {path}")
+            else:
+                fault = InvalidInput(
+                    f"A key of {path} is {kind_of(key)}, which can't be sent as JSON.",
+                    "Use text (str) for the keys of a dict.",
+                )
+            if fault is None:
+                fault = _json_fault(item, f"{path[:-1]}[{key!r}]`")
+            if fault is not None:
+                return fault
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if fault := _json_fault(item, f"{path[:-1]}[{i}]`"):
+                return fault
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return InvalidInput(
+            f"{path} is {kind_of(value)}, which can't be sent as JSON: it takes text.",
+            "Pass a str: decode the bytes first (data.decode()).",
+        )
+    return InvalidInput(
+        f"{path} is {kind_of(value)}, which can't be sent as JSON.",
+        "Pass text, numbers, booleans, None, or lists and dicts of them.",
+    )
+
+
+def check_json(value: Any, name: str) -> None:
+    """InvalidInput, before any request, if `value` (the argument `name`) can't be sent as JSON
+    as it is: see `_json_fault`. A value that holds itself, or is nested past Python's recursion
+    limit, is refused too."""
+    try:
+        fault = _json_fault(value, f"`{name}`")
+    except RecursionError:
+        fault = InvalidInput(
+            f"`{name}` is nested too deeply to be sent as JSON (or holds itself).",
+            "Pass fewer levels of lists and dicts.",
+        )
+    if fault is not None:
+        raise fault
+
+
+def as_dict(value: Mapping[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """A mapping argument (`env`) as a dict for a JSON body; None stays None, and what is not a
+    mapping is refused (dict() would fail on it, or take a list of pairs)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(
+            f"`{name}` is {kind_of(value)}, not a mapping.", f"Pass {name} as a dict of names and values."
+        )
+    return dict(value)
+
+
+def encode_json(body: Any) -> bytes:
+    """A request's JSON body, as httpx encodes one (compact, UTF-8, no NaN); what it can't hold
+    raises InvalidInput naming the field (`env['A']`), for either backend alike."""
+    if isinstance(body, dict):
+        for name, value in body.items():
+            check_json(value, str(name))
+    else:
+        check_json(body, "body")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def body_bytes(data: object, what: str = "The request's body") -> bytes:
+    """The bytes of a request's body: bytes, bytearray or memoryview as bytes, text as UTF-8.
+    Anything else (None, a number, an iterator) is refused, by both backends alike."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        if fault := _text_fault(data, what):
+            raise fault
+        return data.encode()
+    raise InvalidInput(
+        f"{what} is {kind_of(data)}; it must be text (str, sent as UTF-8) or bytes.",
+        "Pass a str or bytes (bytearray and memoryview are taken as bytes); b'' is an empty one.",
+    )
+
+
+def seconds(value: object, what: str, *, waited: bool = True) -> float:
+    """`value` as a number of seconds, or InvalidInput: a number (not a bool, not text) and, if
+    it is `waited` here, more than 0 and finite (else the server says what range it takes)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(
+            f"{what} is {kind_of(value)}, not a number of seconds.",
+            "Give the seconds as a number, such as 60.",
+        )
+    if waited and not 0 < value < float("inf"):  # also NaN
+        raise InvalidInput(f"A timeout of {value} seconds can't be waited.", "Give more than 0 seconds.")
+    return float(value)
 
 
 def _check_token(token: str) -> str:
@@ -171,6 +330,11 @@ class Transport:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
     ) -> None:
+        for name, value in (("url", url), ("token", token)):
+            if not isinstance(value, str):
+                raise InvalidInput(
+                    f"The server's {name} is {kind_of(value)}, not text.", f"Pass the {name} as a str."
+                )
         if not url:
             raise ServerUnreachable(
                 "No orch server is configured.",
@@ -183,11 +347,9 @@ class Transport:
                 f"The server's URL is its root, not its API's path: {self.url} ends in /v1.",
                 f"Use {self.url.removesuffix('/v1')}.",
             )
-        if not 0 < timeout < float("inf"):  # also NaN
-            raise InvalidInput(
-                f"A timeout of {timeout} seconds can't be waited.", "Give more than 0 seconds."
-            )
+        timeout = seconds(timeout, "The client's timeout")
         _check_token(token)
+        self.closed = False
         self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._backend: plain_http.PlainHTTP | _Httpx
@@ -218,6 +380,19 @@ class Transport:
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Answer]:
         """The answer to one request as it arrives (iter_lines, iter_bytes); an error answer
         raises before the block runs, and a connection that breaks inside it raises too."""
+        if self.closed:
+            raise InvalidInput("This client was closed; make a new Client.", CLOSED_FIX)
+        if (body := kwargs.pop("json", None)) is not None:
+            # Encoded here, not by the backend: both send the same bytes, and refuse alike.
+            kwargs["content"] = encode_json(body)
+            kwargs["headers"] = {"Content-Type": "application/json", **(kwargs.get("headers") or {})}
+        elif kwargs.get("content") is not None:
+            kwargs["content"] = body_bytes(kwargs["content"])
+        if params := kwargs.get("params"):
+            for name, value in params.items():
+                for item in value if isinstance(value, list | tuple) else (value,):
+                    if isinstance(item, str) and (fault := _text_fault(item, f"`{name}`")):
+                        raise fault
         timeout = kwargs.pop("timeout", self.wait)
         if not isinstance(timeout, Wait):  # seconds, or None: for connecting and reading alike
             timeout = Wait(connect=timeout, read=timeout)
@@ -257,7 +432,15 @@ class Transport:
         return self.request("DELETE", path, **kw)
 
     def close(self) -> None:
+        """Close its connections; a request after this raises InvalidInput (on either backend)."""
+        self.closed = True
         self._backend.close()
+
+
+CLOSED_FIX = (
+    "A client is closed by close() or at the end of its `with` block; make the calls inside "
+    "the block, or make a new Client for later ones."
+)
 
 
 def _error(resp: Answer, url: str) -> OrchError:

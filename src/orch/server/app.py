@@ -13,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
-from orch.errors import OrchError
+from orch.errors import ClientGone, OrchError
 from orch.server import body_limit, head, metrics, paths, proxy, sandbox_relay
 from orch.server.api import (
     agents,
@@ -117,6 +118,12 @@ def install_errors(app: FastAPI) -> None:
     async def orch_error(_request: Request, exc: OrchError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # The caller went away while its body came (an upload cut short): an everyday event,
+        # not a crash, so not the traceback the last handler's would log. Nobody reads this.
+        return await orch_error(request, ClientGone("The caller went away before its request's body ended."))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

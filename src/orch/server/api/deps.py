@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orch.errors import Forbidden, InvalidInput
 from orch.models import check_name
+from orch.server.json_body import JsonRequest
 from orch.server.tokens import TOKEN_COOKIE as TOKEN_COOKIE  # the UI reads it here too
 from orch.server.tokens import BearerScheme
 from orch.services import workspaces
@@ -111,6 +112,7 @@ class ApiRoute(APIRoute):
         admin: str | None = (self.openapi_extra or {}).get(ADMIN)
 
         async def authenticated(request: Request) -> Response:
+            request = JsonRequest(request.scope, request.receive)  # NaN is not JSON (server/json_body.py)
             platform: Platform = request.app.state.platform
             relayed = request.app.dependency_overrides.get(api_workspace_id)
             if relayed is not None:  # an app that authenticates otherwise (a node: server/node_api.py)
