@@ -16,7 +16,7 @@ from orch.cli.output import Console, command, console, err_console, escape, prin
 from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, check_name, segment
 from orch.errors import InvalidInput
 from orch.loop.transcript import transcript_line
 from orch.reading import STDIN, read_bounded
@@ -243,10 +243,12 @@ def list_(
     # with typer's min/max: a ranged option makes typer import pydantic's validators (~40 ms).
     if not 1 <= limit <= 500:
         raise InvalidInput(f"--limit {limit} is out of range.", "Pass a number from 1 to 500.")
+    check_name(agent)  # --agent '' names no agent; it is not every agent's runs
+    check_name(before)
     params: dict[str, Any] = {"limit": limit}
-    if agent:
+    if agent is not None:
         params["agent"] = agent
-    if before:
+    if before is not None:
         params["before"] = before
     runs = Transport.from_settings().get("/v1/runs", params=params)
     if json_:

@@ -159,9 +159,10 @@ class Sandbox:
             "The server may have stopped; check it, then run the command again.",
         )
 
-    def write_file(self, path: str, data: str | bytes) -> None:
+    def write_file(self, path: str, data: str | bytes | bytearray | memoryview) -> None:
         """Write a file in the sandbox (a relative path is under its working directory,
-        /home/user); text is written as UTF-8."""
+        /home/user); text is written as UTF-8, a bytearray or memoryview as bytes. Other data
+        (None, a number, an iterator) raises InvalidInput and writes nothing."""
         content = body_bytes(data, "The data to write")  # None would empty the file
         headers = {"Content-Type": "application/octet-stream"}
         self._http.put(f"{self._path}/files", params={"path": _file(path)}, content=content, headers=headers)
