@@ -137,7 +137,7 @@ def app(platform: Platform) -> FastAPI:
     return create_app(platform, workers=False)
 
 
-SERVICES_ORIGIN = "http://127.0.0.1:8751"  # the services' port, as the server serves it
+SERVICES_ORIGIN = "http://localhost:8751"  # the services' default address, as the server serves it
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
         },
     )
     assert svc["state"] == "running" and svc["version"] == 1 and svc["restarts"] == 0
-    assert svc["url"] == "http://127.0.0.1:8751/services/team/web/" and svc["command"] == [
+    assert svc["url"] == "http://localhost:8751/services/team/web/" and svc["command"] == [
         "python",
         "main.py",
     ]
@@ -479,14 +479,14 @@ def test_cli_deploy_status_list_logs(cli, platform: Platform, tmp_path: Path, mo
     (root / "main.py").write_text("")
     res = cli("service", "deploy", str(root))
     assert res.exit_code == 0, res.output
-    assert "api v1 is running at http://127.0.0.1:8751/services/team/api/" in res.output
+    assert "api v1 is running at http://localhost:8751/services/team/api/" in res.output
     data = json.loads(cli("service", "status", "api", "--json").output)
     assert list(data)[:4] == ["name", "state", "url", "restarts"]
     assert data["node"] is None  # one machine: no node
     assert (data["name"], data["state"], data["url"], data["restarts"]) == (
         "api",
         "running",
-        "http://127.0.0.1:8751/services/team/api/",
+        "http://localhost:8751/services/team/api/",
         0,
     )
     assert [s["name"] for s in json.loads(cli("service", "list", "--json").output)] == ["api"]
@@ -631,7 +631,7 @@ def test_cli_says_unchanged(cli, platform: Platform, tmp_path: Path, monkeypatch
     assert cli("service", "deploy", str(root)).exit_code == 0
     res = cli("service", "deploy", str(root))
     assert res.exit_code == 0, res.output
-    assert "api unchanged, still v1, at http://127.0.0.1:8751/services/team/api/" in res.output
+    assert "api unchanged, still v1, at http://localhost:8751/services/team/api/" in res.output
     res = cli("service", "deploy", str(root), "--public")
     assert res.exit_code == 0 and "api v2 is running" in res.output and "public" in res.output
     assert (

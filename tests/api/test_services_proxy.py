@@ -261,8 +261,8 @@ def test_on_the_services_origin_the_ui_cookie_opens_nothing_and_the_api_is_not_t
     # The old address on the API's origin sends callers to the services' origin, as it was asked.
     moved = api.post("/services/team/web/a%2Fb?x=1", content=b"payload")
     assert moved.status_code == 308
-    assert moved.headers["location"] == "http://127.0.0.1:8751/services/team/web/a%2Fb?x=1"
-    assert api.get("/v1/services/web").json()["url"] == "http://127.0.0.1:8751/services/team/web/"
+    assert moved.headers["location"] == "http://localhost:8751/services/team/web/a%2Fb?x=1"
+    assert api.get("/v1/services/web").json()["url"] == "http://localhost:8751/services/team/web/"
 
 
 def test_public_by_manifest_then_private_again_at_the_next_deploy(

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
 from orch.errors import ClientGone, OrchError
-from orch.server import body_limit, head, metrics, paths, proxy, sandbox_relay
+from orch.server import body_limit, head, metrics, paths, proxy, sandbox_relay, ui_host
 from orch.server.api import (
     agents,
     environments,
@@ -87,6 +87,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.add_middleware(body_limit.BodyLimit, limit=int(platform.config.request_body_limit))
     if not platform.runs_work:  # a cluster's server: its nodes hold the sandboxes on demand
         app.add_middleware(sandbox_relay.SandboxRelay, platform=platform, state=app.state)
+    app.add_middleware(ui_host.ServicesHostName, services_url=platform.services_url)  # no UI there
     app.add_middleware(SecurityHeaders)
     app.add_middleware(head.HeadAsGet)
     app.add_middleware(paths.EncodedSeparators)  # outermost: before any relay or route sees the path

@@ -10,6 +10,7 @@ import sys
 import threading
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,7 +22,7 @@ from orch.errors import InvalidInput
 from orch.server.app import create_app
 from orch.server.http_protocol import CoalescingHttpTools
 from orch.services import host_check, workspaces
-from orch.services.platform import Platform
+from orch.services.platform import Platform, default_services_url
 
 
 def bind(host: str, port: int, option: str = "--port") -> socket.socket:
@@ -66,7 +67,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
         sock.close()
         raise
     url = _url(sock)
-    services_url = str(cfg.services_url) or _url(services_sock)
+    services_url = str(cfg.services_url) or default_services_url(*services_sock.getsockname()[:2])
     cfg = cfg.with_values(services_port=services_sock.getsockname()[1], services_url=services_url)
     platform = machine.platform(cfg)
     app = create_app(platform)
@@ -78,10 +79,26 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
     print(f"services on {services_url}/services/WORKSPACE/NAME/", flush=True)
+    if warning := shared_host(url, services_url):
+        print(f"orch server: warning: {warning}", file=sys.stderr, flush=True)
     both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
     server_cfg = uvicorn.Config(both, **serving())
     freeze_startup()
     _Server(server_cfg, platform).run(sockets=[sock, services_sock])
+
+
+def shared_host(url: str, services_url: str) -> str | None:
+    """What to say when the services' address has the web UI's host name (docs/services.md,
+    "Their own origin"): a service's page can then set cookies the UI reads."""
+    host = urlsplit(url).hostname
+    if host is None or host != urlsplit(services_url).hostname:
+        return None
+    return (
+        f"services are served on the web UI's host name ({host}), so a service's page can set "
+        "cookies the web UI reads and sign its visitors in to another workspace. Give services "
+        "a host name of their own with ORCH_SERVICES_URL (e.g. https://services.example.com); "
+        "see docs/services.md."
+    )
 
 
 def serving() -> dict[str, Any]:

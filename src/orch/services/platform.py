@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,26 @@ from orch.store import Store
 # The label naming the platform's ORCH_HOME on everything it makes: a path on the server's
 # machine, which a build's log shows without (services/build_log.py).
 HOME_LABEL = "org.orch.home"
+
+
+def default_services_url(host: str, port: int) -> str:
+    """The services' address when `services_url` is not set, for a server listening on `host`
+    (docs/services.md, "Their own origin"). On loopback, the host name `localhost`, apart from the
+    web UI's 127.0.0.1: browsers keep cookies by host name, not by port, so on the UI's own host a
+    service's page could set cookies the UI reads (cookie tossing). Any other address is kept as it
+    is, and the server warns at start that services need a host name of their own."""
+    if host in ("127.0.0.1", "localhost") or (host == "::1" and _localhost_has("::1")):
+        host = "localhost"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+@functools.cache
+def _localhost_has(address: str) -> bool:
+    """Whether the name `localhost` resolves to `address` on this machine (/etc/hosts)."""
+    try:
+        return any(found[4][0] == address for found in socket.getaddrinfo("localhost", None))
+    except OSError:
+        return False
 
 
 @dataclass
@@ -100,8 +122,7 @@ class Platform:
         (docs/services.md, "Their own origin")."""
         if self.config.services_url:
             return str(self.config.services_url)
-        host = str(self.config.host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.config.services_port}"
+        return default_services_url(str(self.config.host), int(self.config.services_port))
 
     @property
     def labels(self) -> dict[str, str]:
