@@ -173,7 +173,7 @@ def test_endless_cpu(server: Server, tmp_path: Path) -> None:
 # table, Podman's host name, the default network's gateway and the host's own address, given as
 # input), tried with a connection that sends a few bytes; prints the ones that connected.
 PROBE = """
-import json, os, socket, struct, sys
+import json, os, socket, struct, sys, threading
 def gateway():
     for line in open('/proc/net/route').read().splitlines()[1:]:
         f = line.split()
@@ -182,14 +182,19 @@ def gateway():
 target = json.loads(os.environ['ORCH_INPUT'])
 hosts = [h for h in (gateway(), 'host.containers.internal', '10.88.0.1', *target['hosts']) if h]
 connected = []
-for host in hosts:
+def attempt(host):
     try:
         with socket.create_connection((host, target['port']), timeout=3) as s:
             s.sendall(b'hello from a sandbox')
             connected.append(host)
     except OSError:
         pass
-print(json.dumps({'tried': hosts, 'connected': connected}))
+tries = [threading.Thread(target=attempt, args=(h,)) for h in hosts]  # at once: each may wait 3 s
+for t in tries:
+    t.start()
+for t in tries:
+    t.join()
+print(json.dumps({'tried': hosts, 'connected': sorted(connected, key=hosts.index)}))
 """
 
 
@@ -231,8 +236,9 @@ def test_reaching_host_services(server: Server, tmp_path: Path) -> None:
     assert listener.peers == ["127.0.0.1"], listener.peers
 
 
-# A sandbox that listens on 8080 for `ORCH_INPUT` seconds, connects to itself once (the control:
-# its listener works), and prints the addresses it accepted connections from.
+# A sandbox that listens on 8080 for `ORCH_INPUT` seconds (or until /tmp/stop exists), connects
+# to itself once (the control: its listener works), and prints the addresses it accepted
+# connections from.
 LISTEN = """
 import json, os, socket, time
 srv = socket.create_server(('0.0.0.0', 8080))
@@ -243,7 +249,7 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
 socket.create_connection((me, 8080), timeout=3).close()
 print('listening on', me, flush=True)
 accepted, end = [], time.time() + float(os.environ['ORCH_INPUT'])
-while time.time() < end:
+while time.time() < end and not os.path.exists('/tmp/stop'):
     try:
         conn, addr = srv.accept()
         accepted.append(addr[0])

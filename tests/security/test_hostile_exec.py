@@ -279,6 +279,7 @@ def test_listening_port_reached_from_host_and_other_sandboxes(server: Server) ->
     except OSError as e:
         from_host = type(e).__name__
     neighbour_got = probe(server, neighbour, 8080, [address])["connected"]
+    python(server, listening, "open('/tmp/stop', 'w').close()")  # all tried: the listener ends
     thread.join(90)
     seen = json.loads(out["stdout"].splitlines()[-1])
     assert seen["accepted"] == [seen["me"]], seen
