@@ -81,6 +81,54 @@ def test_a_cancel_while_a_tool_runs_cancels_the_run(
     assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == ""
 
 
+def test_a_server_stop_while_a_tool_runs_fails_the_run_and_calls_no_model(
+    api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
+) -> None:
+    """A graceful stop ends the tools' sandbox under a running tool (137). The loop handed that
+    result to the model, during the stop, and recorded its answer: `succeeded · exit 0`."""
+
+    def killed_by_the_stop(cmd: Command) -> int:
+        if list(cmd.argv[:2]) == ["bash", "-lc"]:
+            cmd.out(b"started\n")
+            for _ in range(600):
+                if platform.stopping.is_set():
+                    return 137  # the stop ended the sandbox under it
+                time.sleep(0.05)
+            return 0
+        return shell(cmd)
+
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Reply(calls=[("bash", {"command": "echo started; sleep 120"})]), Reply(text="done"))
+    run_id = start(api)
+    original = holder.open
+
+    def open_killed(spec: Any) -> Any:
+        sandbox = original(spec)
+        sandbox.behaviour = killed_by_the_stop
+        return sandbox
+
+    holder.open = open_killed  # type: ignore[method-assign]
+    worker = threading.Thread(target=drain_runs, args=(platform,))
+    worker.start()
+    try:
+        for _ in range(300):  # the tool runs
+            if any(e["type"] == "tool_call" for e in api.get(f"/v1/runs/{run_id}/events").json()):
+                break
+            time.sleep(0.05)
+        platform.stopping.set()
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        platform.stopping.clear()
+    run = api.get(f"/v1/runs/{run_id}").json()
+    assert (run["status"], run["reason"], run["exit_code"]) == (
+        "failed",
+        "the server stopped while the run was running",
+        None,
+    ), run
+    assert len(model_server.requests) == 1  # none after the stop began
+
+
 @pytest.mark.parametrize(
     ("fail", "hidden"),
     [

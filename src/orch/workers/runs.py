@@ -460,7 +460,7 @@ def _in_sandbox(
                 plan.loop_key,
                 out.hide,
                 float(limits.timeout),
-                _stop_check(platform, run_id),
+                _stop_check(platform, run_id, loop=True),
                 out,
             )
         if done.answer is not None:  # masked, and within stdout's bound: the `final` event's text
@@ -469,7 +469,7 @@ def _in_sandbox(
             with platform.store.session() as s:
                 s.execute(update(RunRow).where(RunRow.id == run_id).values(truncated=True))
         out.flush()
-        status, reason = _unless_stopping(platform, done.status, done.reason)
+        status, reason = _unless_stopping(platform, done.status, done.reason, run_id)
         # A loop has no process of its own to exit: 0 when it answered, none otherwise.
         _finish(platform, out, status, 0 if status == RunStatus.SUCCEEDED else None, reason)
         return
@@ -509,14 +509,21 @@ def _in_sandbox(
         measure.phase("exit", result.timings["exit"])
 
 
-def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
+def _stop_check(platform: Platform, run_id: str, loop: bool = False) -> Callable[[], bool]:
     """A cheap cancellation check: the store is asked at most once a second, the first time a
     second after the start (which checked it). A cancel, once seen, stays seen: one check may be
-    asked by several (a loop's tool, then the loop itself), and each must learn of it."""
+    asked by several (a loop's tool, then the loop itself), and each must learn of it.
+
+    A `loop`'s also stops once the server is stopping: the stop ends its tools' sandbox, and the
+    loop must not hand the killed tool's result to the model and record the model's answer as
+    the run's (it did: a run cut off by the stop said `succeeded`, after a model call made
+    during the stop). A code run's sandbox is ended by the stop itself."""
     last = [time.monotonic()]
     seen = [False]
 
     def check() -> bool:
+        if loop and platform.stopping.is_set():
+            return True
         now = time.monotonic()
         if seen[0] or now - last[0] < 1.0:
             return seen[0]
@@ -528,13 +535,18 @@ def _stop_check(platform: Platform, run_id: str) -> Callable[[], bool]:
 
 
 def _unless_stopping(
-    platform: Platform, status: RunStatus, reason: str | None
+    platform: Platform, status: RunStatus, reason: str | None, run_id: str | None = None
 ) -> tuple[RunStatus, str | None]:
     """The run's outcome, unless the server is stopping: a run that failed then failed because
-    the stop killed its sandbox (the engine's 125, a tool's sandbox gone), and is recorded as
-    `recover` would record it."""
-    if status == RunStatus.FAILED and platform.stopping.is_set():
-        return status, _SERVER_STOPPED
+    the stop killed its sandbox (the engine's 125, a tool's sandbox gone), and a loop stopped
+    as if cancelled (`run_id`'s, when nobody asked for a cancel) was stopped by it: each is
+    recorded as `recover` would record it."""
+    if not platform.stopping.is_set():
+        return status, reason
+    if status == RunStatus.FAILED or (
+        status == RunStatus.CANCELLED and run_id is not None and not _cancelled(platform, run_id)
+    ):
+        return RunStatus.FAILED, _SERVER_STOPPED
     return status, reason
 
 
