@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import Result
 
 from orch.services.platform import Platform
@@ -66,6 +67,26 @@ def test_a_bad_loop_section_is_refused_with_its_line(api: httpx.Client, tmp_path
     resp = publish(api, "bad", bundle(tmp_path, {"orch.yaml": "loop:\n  model: x\n  provider: gemini\n"}))
     assert resp.status_code == 400
     assert resp.json()["message"] == "orch.yaml line 3: loop.provider: 'gemini' is not a provider."
+
+
+@pytest.mark.parametrize(
+    ("manifest", "line", "half"),
+    [
+        ('name: mx\nloop:\n  model: m\n  provider: openai\n  system: "a \\ud800 c"\n', 5, "ud800"),
+        ('loop:\n  model: "m\\udc80"\n  provider: openai\n', 2, "udc80"),
+        ('runtime:\n  command: "echo \\ud83d\\ude00"\n', 2, "ud83d"),
+    ],
+)
+def test_a_lone_surrogate_in_the_manifest_is_refused_with_its_line(
+    api: httpx.Client, tmp_path: Path, manifest: str, line: int, half: str
+) -> None:
+    """A double-quoted `\\ud800` reads as half of a UTF-16 pair, which the store can't hold: the
+    publish answered 500 (PydanticSerializationError), and the CLI said it was a bug."""
+    resp = publish(api, "halves", bundle(tmp_path, {"main.py": "", "orch.yaml": manifest}))
+    assert resp.status_code == 400, resp.text
+    said = resp.json()["message"]
+    assert said.startswith(f"orch.yaml line {line}: not valid YAML: \\{half} is half of a UTF-16"), said
+    assert api.get("/v1/agents").json() == []  # nothing stored
 
 
 cli = test_cli_runs.cli  # `orch ...` on the in-process API

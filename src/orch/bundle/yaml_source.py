@@ -107,7 +107,37 @@ def load_yaml(text: str, filename: str) -> YamlSource:
     finally:
         if loader is not None:
             loader.dispose()
+    if (found := _surrogate(node)) is not None:
+        line, char = found
+        raise InvalidInput(
+            f"{filename} line {line}: not valid YAML: \\u{ord(char):04x} is half of a UTF-16 "
+            "surrogate pair, not a character, and can't be stored as text.",
+            "Write the character itself, or as one escape of its code point (\\U0001F600), not "
+            "as its two UTF-16 halves.",
+        )
     return YamlSource(node, data)
+
+
+def _surrogate(root: yaml.Node | None) -> tuple[int, str] | None:
+    """(line, character) of the first lone surrogate a scalar holds: a double-quoted `\\ud800`
+    reads as one, which no UTF-8 text (the store, JSON) can hold (a 500 at publish, before)."""
+    seen: set[int] = set()  # aliases share nodes, and can make cycles
+    stack = [root] if root is not None else []
+    found: list[tuple[int, str]] = []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            char = next((c for c in node.value if "\ud800" <= c <= "\udfff"), None)
+            if char is not None:
+                found.append((node.start_mark.line + 1, char))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return min(found) if found else None
 
 
 def _codepoint(character: object) -> str:
