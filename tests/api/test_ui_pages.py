@@ -74,6 +74,68 @@ def test_the_sign_in_page_signs_in_and_out(browser: httpx.Client, other_token: s
     assert logout.status_code == 303 and 'orch_token=""' in logout.headers["set-cookie"]
 
 
+def test_signing_in_and_out_removes_the_cookies_another_page_set_at_paths_of_its_own(
+    browser: httpx.Client, workspace: tuple[str, str]
+) -> None:
+    """A service's script on the UI's host name set `orch_token` at path /ui: Sign out removed
+    only the UI's own (path /), and the visitor was still signed in, to the attacker's workspace."""
+    logout = browser.post("/ui/logout", headers=OWN)
+    assert logout.headers["clear-site-data"] == '"cookies"'  # every cookie of the host, any path
+    expired = [c for c in logout.headers.get_list("set-cookie") if c.startswith('orch_token=""')]
+    assert {re.search(r"Path=([^;]*)", c).group(1) for c in expired} >= {"/", "/ui", "/ui/"}  # type: ignore[union-attr]
+    login = browser.post("/ui/login", data={"token": workspace[1], "next": "/ui/settings"}, headers=OWN)
+    cookies = login.headers.get_list("set-cookie")
+    assert any(c.startswith('orch_token=""') and "Path=/ui;" in c for c in cookies)
+    assert cookies[-1].startswith(f"orch_token={workspace[1]};") and "Path=/" in cookies[-1]
+
+
+def test_two_sign_in_cookies_sign_the_visitor_out_of_both(
+    app: FastAPI, workspace: tuple[str, str], other_token: str
+) -> None:
+    """A browser sends every `orch_token` whose path fits, the UI's own and one another page of
+    the host set: which is the UI's can't be told, so neither counts."""
+    with client_of(app, "unused") as client:
+        client.headers.pop("Authorization")
+        two = {"Cookie": f"orch_token={other_token}; orch_token={workspace[1]}"}
+        page = client.get("/ui/settings", headers=two)
+        assert page.status_code == 303 and page.headers["clear-site-data"] == '"cookies"'
+        query = parse_qs(urlsplit(page.headers["location"]).query)
+        assert query == {"next": ["/ui/settings"], "error": ["two-cookies"]}
+        said = alert(client.get(page.headers["location"]).text)
+        assert said.startswith("Your browser sent two sign-in cookies, one of them set by another page")
+        api = client.get("/v1/secrets", headers=two)
+        assert api.status_code == 401
+        assert api.json()["message"].startswith("This request carries two web UI sign-in cookies")
+        same = {"Cookie": f"orch_token={workspace[1]}; orch_token={workspace[1]}"}
+        assert client.get("/v1/secrets", headers=same).status_code == 200  # one value: one cookie
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "said"),
+    [
+        (2 * 2**20, 400, "A field of the form is larger than 1 MiB, more than any field of orch"),
+        (9 * 2**20, 413, "The request body is larger than the 8 MiB the server reads for this route."),
+    ],
+)
+def test_a_form_too_large_gets_the_uis_page_not_json(
+    browser: httpx.Client, size: int, status: int, said: str
+) -> None:
+    """A 2 MiB secret value got Starlette's "Field exceeded maximum size of 1024KB." with a fix
+    that did not apply; a 9 MiB one the API's raw JSON 413."""
+    resp = browser.post("/ui/settings/secrets", data={"name": "BIG", "value": "x" * size}, headers=OWN)
+    assert resp.status_code == status, resp.text[:300]
+    assert resp.headers["content-type"].startswith("text/html")
+    assert alert(resp.text).startswith(said), alert(resp.text)
+    assert "workspace team" in resp.text  # the menu, signed in
+
+
+@pytest.mark.parametrize("path", ["/ui/runs?before=%00", "/ui/agents/x%00y", "/ui/settings?secret=%00"])
+def test_a_nul_in_a_pages_url_gets_the_uis_page(browser: httpx.Client, path: str) -> None:
+    resp = browser.get(path)
+    assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/html"), resp.text[:200]
+    assert alert(resp.text).startswith("The URL holds a NUL character (%00), which no name or id contains.")
+
+
 def test_a_wrong_token_is_a_fixed_sentence_and_the_url_cannot_say_another(browser: httpx.Client) -> None:
     wrong = browser.post("/ui/login", data={"token": "orch_wrong", "next": "/ui/runs"}, headers=OWN)
     assert wrong.status_code == 303
@@ -194,6 +256,11 @@ def test_a_sandbox_removed_already_says_so(browser: httpx.Client, api: httpx.Cli
     page = browser.get(again.headers["location"]).text
     assert f"{sandbox['id']} was already removed (removed on request); nothing to remove." in page
     assert "Removed " + sandbox["id"] not in page
+    # The note comes from the record: a link can't make it say so of a running sandbox, one that
+    # never was, or another workspace's (it said "Removed <any id>.").
+    running = create(api)
+    for shown in (running["id"], "sbx_neverexisted"):
+        assert "Removed " + shown not in browser.get("/ui/sandboxes", params={"removed": shown}).text
     unknown = browser.post("/ui/sandboxes/sbx_nothere00/remove", headers=OWN)
     assert alert(browser.get(unknown.headers["location"]).text).startswith(
         "No sandbox &#39;sbx_nothere00&#39; in this workspace."

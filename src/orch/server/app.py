@@ -116,12 +116,14 @@ def install_errors(app: FastAPI) -> None:
     """Every error as orch's JSON object (`{error, message, fix}`), never a traceback."""
 
     @app.exception_handler(OrchError)
-    async def orch_error(_request: Request, exc: OrchError) -> JSONResponse:
+    async def orch_error(request: Request, exc: OrchError) -> Response:
+        if ui.is_page(request.url.path):  # refused before the page's code (a %00, a form too large)
+            return ui.problem_page(request, exc.http_status, exc.message)
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+    async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
         # The caller went away while its body came (an upload cut short): an everyday event,
         # not a crash, so not the traceback the last handler's would log. Nobody reads this.
         return await orch_error(request, ClientGone("The caller went away before its request's body ended."))
@@ -282,6 +284,12 @@ def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str
         return (
             "The request body could not be read: it is not JSON in UTF-8.",
             "Send a JSON object with the fields listed at /docs.",
+        )
+    if exc.status_code == 400 and str(exc.detail).startswith("Field exceeded maximum size"):
+        return (  # Starlette's form parser (a field past 1 MiB): a web UI form, a pasted token
+            "A field of the form is larger than 1 MiB, more than any field of orch's forms takes "
+            "(a secret's value is at most 64 KiB).",
+            "Go back and enter a shorter value.",
         )
     detail = str(exc.detail).strip() or "The request failed"
     return (detail if detail.endswith((".", "?", "!")) else f"{detail}.", "See /docs.")

@@ -67,6 +67,13 @@ def holds_token(value: str) -> bool:
     return False
 
 
+def sign_in_cookies(header: str) -> set[str]:
+    """The values of every web UI sign-in cookie in a `Cookie` header. More than one: another
+    page of the same host name set one at a path of its own (a browser sends both), and which is
+    the UI's own can't be told (docs/ui.md)."""
+    return {v for part in header.split(";") for n, v in cookie_parser(part).items() if n == TOKEN_COOKIE}
+
+
 def cookie_holds_token(pair: str) -> bool:
     """Whether one `name=value` of a Cookie header is orch's: its name as the API reads cookies
     (Starlette's parser: spaces around the name ignored, the value unquoted) is the web UI's

@@ -13,11 +13,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
-from orch.errors import Forbidden, InvalidInput
+from orch.errors import Forbidden, InvalidInput, Unauthorized
 from orch.models import check_name
 from orch.server.json_body import JsonRequest
 from orch.server.tokens import TOKEN_COOKIE as TOKEN_COOKIE  # the UI reads it here too
-from orch.server.tokens import BearerScheme
+from orch.server.tokens import BearerScheme, sign_in_cookies
 from orch.services import workspaces
 from orch.services.platform import Platform
 
@@ -45,6 +45,13 @@ def request_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     if credentials:
         return credentials.credentials
     token = request.cookies.get(TOKEN_COOKIE)
+    if token is not None and len(sign_in_cookies(request.headers.get("cookie", ""))) > 1:
+        raise Unauthorized(
+            "This request carries two web UI sign-in cookies, one of them set by another page of "
+            "this host, so neither counts.",
+            "Sign in again on orch's own page (signing in or out removes both), or send an "
+            "'Authorization: Bearer' token.",
+        )
     if token is not None and request.method not in _SAFE_METHODS and not from_own_page(request):
         raise Forbidden(
             "This request carries the web UI's sign-in cookie but comes from a page of another "

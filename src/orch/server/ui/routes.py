@@ -21,6 +21,7 @@ from orch.loop.transcript import tool_call_text
 from orch.secret import box
 from orch.secret.names import name_problem
 from orch.server.api.deps import TOKEN_COOKIE, from_own_page, get_platform, refuse_nul, request_token
+from orch.server.tokens import sign_in_cookies
 from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -56,6 +57,11 @@ LOGIN_SAYS = {
         "Your token is no longer valid (revoked or unknown); sign in with another.",
         "Ask an admin for a new token, or use the one in $ORCH_HOME/config.toml.",
     ),
+    "two-cookies": OrchError(
+        "Your browser sent two sign-in cookies, one of them set by another page of this host, so "
+        "you were signed out of both.",
+        "Sign in again with your own token; open the web UI at its own address, not at a service's.",
+    ),
 }
 # A failed form's sentence goes back to its page sealed with the server's key for this workspace
 # (box.seal): the page shows it only if it opens, so a link can't make a page say something.
@@ -71,10 +77,27 @@ def _to_sign_in(request: Request, back: str) -> Response:
     """The sign-in page, then `back`. A cookie whose token no longer counts (revoked, or of a
     server started afresh) is removed, and the page says why the visitor was signed out."""
     query = {"next": back}
-    if request.cookies.get(TOKEN_COOKIE):
+    if len(sign_in_cookies(request.headers.get("cookie", ""))) > 1:
+        query["error"] = "two-cookies"
+    elif request.cookies.get(TOKEN_COOKIE):
         query["error"] = "signed-out"
-    response = RedirectResponse(f"/ui/login?{urlencode(query)}", status_code=303)
-    response.delete_cookie(TOKEN_COOKIE)
+    return signed_out(RedirectResponse(f"/ui/login?{urlencode(query)}", status_code=303))
+
+
+# Paths of the UI's own a page of the same host may have set a sign-in cookie on (a cookie's path
+# is its own: the UI's at `/` does not replace them); Clear-Site-Data reaches any path.
+_COOKIE_PATHS = ("/", "/ui", "/ui/", "/v1", "/v1/")
+
+
+def signed_out(response: Response) -> Response:
+    """`response`, which also signs the browser out: every cookie of this host goes
+    (`Clear-Site-Data: "cookies"`: the sign-in cookies another page of the same host name set at
+    paths of their own, which stayed after Sign out before, and a service's own cookies, when
+    services share the UI's host name), and the sign-in cookie at the UI's paths for a browser
+    without it."""
+    response.headers["Clear-Site-Data"] = '"cookies"'
+    for path in _COOKIE_PATHS:
+        response.delete_cookie(TOKEN_COOKIE, path=path)
     return response
 
 
@@ -188,6 +211,8 @@ def login(
     except Unauthorized:
         return RedirectResponse(f"/ui/login?{urlencode({'next': target, 'error': 'token'})}", status_code=303)
     response = RedirectResponse(target, status_code=303)
+    for path in _COOKIE_PATHS[1:]:  # another page's, at a path of its own (not Clear-Site-Data:
+        response.delete_cookie(TOKEN_COOKIE, path=path)  # it may clear the one set here too)
     response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", max_age=30 * 86400)
     return response
 
@@ -196,9 +221,7 @@ def login(
 def logout(request: Request) -> Response:
     if refused := _refuse_other_pages(request, "sign-out", "Sign out with the button on orch's own pages."):
         return refused
-    response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(TOKEN_COOKIE)
-    return response
+    return signed_out(RedirectResponse("/ui/login", status_code=303))
 
 
 # ---- environments ----------------------------------------------------------------------------
@@ -383,10 +406,9 @@ def cancel_run(run_id: str, request: Request, platform: PlatformDep) -> Response
 @router.get("/sandboxes", response_class=HTMLResponse)
 def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "", gone: str = "") -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
-        shown = removed if _sandbox_id(removed) else ""  # an id, nothing else
         return {
             "sandboxes": sandboxes.list_sandboxes(platform, ws.id),
-            "removed": shown,
+            "removed": removed if _was_removed(platform, ws, removed) else "",
             "already": _already_ended(platform, ws, gone),
         }
 
@@ -395,6 +417,17 @@ def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "", g
 
 def _sandbox_id(text: str) -> bool:
     return text.startswith("sbx_") and text[4:].isalnum()
+
+
+def _was_removed(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> bool:
+    """Whether the note "Removed ..." holds, from the sandbox's row: this workspace's, removed.
+    A link said it of any id-shaped text (a running sandbox, another workspace's, none)."""
+    if not _sandbox_id(sandbox_id):
+        return False
+    try:
+        return sandboxes.show(platform, ws.id, sandbox_id).status == "removed"
+    except NotFound:
+        return False
 
 
 def _already_ended(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> str:
