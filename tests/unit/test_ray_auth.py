@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from orch.cluster import ray_node, ray_start
+from orch.errors import InvalidInput
 
 
 def test_the_token_comes_from_the_cluster_s_key() -> None:
@@ -34,3 +35,61 @@ def test_a_node_s_ray_processes_get_the_token_and_loopback_mode() -> None:
 )
 def test_ray_start_reads_the_node_s_address(argv: list[str], address: str | None) -> None:
     assert ray_start._address(argv) == address
+
+
+# What Ray wrote when a tester's `orch node start` and `orch node stop` had another key than the
+# cluster's (Ray 2.60): the C++ side's retries, then Python's last words.
+RAY_WRONG_TOKEN = (
+    "[2026-12-06 12:15:03,874 W 11415 11415] gcs_client.cc:210: Failed to get cluster ID from GCS "
+    "server: Unauthenticated: RPC error: InvalidAuthToken: Authentication token is missing or incorrect\n"
+)
+RAY_START_INFO = (
+    "2026-12-06 12:11:52,136\tINFO scripts.py:1234 -- "
+    "\x1b[37mLocal node IP\x1b[39m: \x1b[1m127.0.0.1\x1b[22m\n"
+)
+
+
+def test_a_token_the_cluster_refuses_is_said_to_be_the_key() -> None:
+    for output in (RAY_WRONG_TOKEN * 20, RAY_START_INFO + RAY_WRONG_TOKEN):
+        error = ray_node.refused("127.0.0.1:6379", output, "could not join")
+        assert error.message == (
+            "This machine could not join the Ray cluster at 127.0.0.1:6379: the cluster refused its "
+            "token, so ORCH_SECRET_KEY here is not the cluster's key."
+        )
+        assert "Set ORCH_SECRET_KEY to the key the cluster's server and nodes use" in error.fix
+
+
+def test_another_refusal_quotes_rays_error_line_without_its_colours_or_log_prefix() -> None:
+    """It quoted Ray's first INFO line, escape codes and all ("[37mLocal node IP[39m: ...")."""
+    output = RAY_START_INFO + "2026-12-06 12:11:53,000\tERROR scripts.py:99 -- Failed to connect to GCS.\n"
+    error = ray_node.refused("127.0.0.1:6379", output, "could not join")
+    assert (
+        error.message
+        == "This machine could not join the Ray cluster at 127.0.0.1:6379: Failed to connect to GCS."
+    )
+    assert "\x1b" not in ray_node.refused("h:1", RAY_START_INFO, "could not join").message
+
+
+def test_a_connect_the_cluster_refuses_keeps_rays_noise_off_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`orch node stop` with another key printed ~20 lines of Ray's C++ warnings, then "orch
+    failed unexpectedly (ConnectionError ...) This is a bug", exit 1."""
+    import os
+    import sys
+    import types
+
+    def init(**_: object) -> None:
+        os.write(2, RAY_WRONG_TOKEN.encode() * 20)  # as Ray's C++ side writes: to descriptor 2
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init))
+    monkeypatch.setattr(ray_node, "reach", lambda cluster: None)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what _connect sets for Ray goes with the test
+    with pytest.raises(InvalidInput) as caught:
+        ray_node._connect("127.0.0.1:6379", "another-key")
+    assert (
+        "the cluster refused its token, so ORCH_SECRET_KEY here is not the cluster's key"
+        in caught.value.message
+    )
+    assert capfd.readouterr().err == ""

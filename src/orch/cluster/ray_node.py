@@ -25,10 +25,12 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,21 +122,69 @@ def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> N
             "then run `orch node start` again.",
         ) from None
     if done.returncode != 0:
-        said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise InvalidInput(
-            f"This machine could not join the Ray cluster at {cluster}: {said[-1] if said else 'no output'}",
-            "Check that its head runs there and is reachable (`ray status --address HOST:PORT`).",
+        raise refused(cluster, done.stderr + done.stdout, "could not join")
+
+
+# What Ray says when the cluster's servers refuse the token a process presents.
+_WRONG_TOKEN = ("InvalidAuthToken", "Unauthenticated")
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Ray's own log lines' prefixes: `[2026-12-06 12:15:03,874 W 11415 11415] file.cc:210: ` and
+# `2026-12-06 12:11:52,136\tINFO scripts.py:1234 -- `.
+_LOG_PREFIX = re.compile(r"^\[[^]]*\] \S+: |^\d{4}-\d\d-\d\d [\d:,]+\s+[A-Z]+ \S+ -- ")
+
+
+def refused(cluster: str, output: str, did: str) -> InvalidInput:
+    """Why Ray refused this machine (`ray start`'s output, or what Ray's C++ side wrote while
+    connecting), in a sentence: a token the cluster does not take names the key; otherwise
+    Ray's last error line, without its colour codes and log prefix, not its first INFO line."""
+    if any(word in output for word in _WRONG_TOKEN):
+        return InvalidInput(
+            f"This machine {did} the Ray cluster at {cluster}: the cluster refused its token, so "
+            "ORCH_SECRET_KEY here is not the cluster's key.",
+            "Set ORCH_SECRET_KEY to the key the cluster's server and nodes use (docs/scale.md), "
+            "then run it again.",
         )
+    lines = [_LOG_PREFIX.sub("", _ESCAPES.sub("", line)).strip() for line in output.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if re.search(r"error|fail|refused|unable|cannot", line, re.I)]
+    said = (errors or lines or ["no output"])[-1]
+    return InvalidInput(
+        f"This machine {did} the Ray cluster at {cluster}: {said}",
+        "Check that its head runs there and is reachable (`ray status --address HOST:PORT`).",
+    )
 
 
 def _connect(cluster: str, secret_key: str) -> Any:
-    """Ray, connected to the cluster at `cluster` in orch's namespace with the cluster's token."""
+    """Ray, connected to the cluster at `cluster` in orch's namespace with the cluster's token.
+    What Ray's C++ side writes while it connects (a retry a line) is kept off the terminal, and
+    read for why, when it fails."""
+    reach(cluster)  # seconds, not Ray's retries, when nothing answers there
     env = ray_env(cluster.rsplit(":", 1)[0], secret_key)
     os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})  # before Ray reads them
     import ray
 
-    ray.init(address=cluster, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    with tempfile.TemporaryFile() as said, _stderr_to(said):
+        try:
+            ray.init(address=cluster, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            said.seek(0)
+            written = said.read().decode("utf-8", "replace")
+            raise refused(cluster, f"{written}\n{e}", "could not reach") from None
     return ray
+
+
+@contextlib.contextmanager
+def _stderr_to(file: Any) -> Iterator[None]:
+    """File descriptor 2 (where Ray's C++ side writes) goes to `file` meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _stop(ray: Any, agent: Any) -> None:
