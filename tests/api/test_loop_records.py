@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,18 @@ def ended(api: httpx.Client, platform: Platform, run_id: str) -> dict[str, Any]:
     return dict(api.get(f"/v1/runs/{run_id}").json())
 
 
+def behaving(holder: Holder, behaviour: Callable[[Command], int]) -> None:
+    """The sandboxes `holder` opens from now on run their commands as `behaviour` says."""
+    original = holder.open
+
+    def opened(spec: Any) -> Any:
+        sandbox = original(spec)
+        sandbox.behaviour = behaviour
+        return sandbox
+
+    holder.open = opened  # type: ignore[method-assign]
+
+
 def test_a_cancel_while_a_tool_runs_cancels_the_run(
     api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
 ) -> None:
@@ -57,14 +70,7 @@ def test_a_cancel_while_a_tool_runs_cancels_the_run(
     model_server.script(Reply(calls=[("bash", {"command": "echo go; sleep 100"})]), Reply(text="done"))
     run_id = start(api)
     worker = threading.Thread(target=drain_runs, args=(platform,))
-    original = holder.open
-
-    def open_slow(spec: Any) -> Any:
-        sandbox = original(spec)
-        sandbox.behaviour = slow
-        return sandbox
-
-    holder.open = open_slow  # type: ignore[method-assign]
+    behaving(holder, slow)
     worker.start()
     for _ in range(300):  # the tool runs
         if any(e["type"] == "tool_call" for e in api.get(f"/v1/runs/{run_id}/events").json()):
@@ -100,14 +106,7 @@ def test_a_server_stop_while_a_tool_runs_fails_the_run_and_calls_no_model(
     loop_agent(api, tmp_path, model_server)
     model_server.script(Reply(calls=[("bash", {"command": "echo started; sleep 120"})]), Reply(text="done"))
     run_id = start(api)
-    original = holder.open
-
-    def open_killed(spec: Any) -> Any:
-        sandbox = original(spec)
-        sandbox.behaviour = killed_by_the_stop
-        return sandbox
-
-    holder.open = open_killed  # type: ignore[method-assign]
+    behaving(holder, killed_by_the_stop)
     worker = threading.Thread(target=drain_runs, args=(platform,))
     worker.start()
     try:

@@ -51,3 +51,27 @@ def sign_in(page: Page, server: Server) -> None:  # noqa: F811
     page.get_by_label("API token").fill(server.token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/ui/environments")
+
+
+def serving(page: str) -> str:
+    """A service (main.py) that answers every GET with `page`, as HTML."""
+    return f"""
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PAGE = {page!r}.encode()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *args):
+        pass
+
+print("listening on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""

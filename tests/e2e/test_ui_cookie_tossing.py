@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page
 
+from tests.e2e.conftest import serving
 from tests.integration.conftest import Server
 from tests.integration.test_runs import write
 
@@ -28,26 +29,7 @@ document.title = "tossed";
 </script>
 """
 
-TOSSING_SERVICE = f"""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-PAGE = {TOSSING_PAGE!r}.encode()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args):
-        pass
-
-print("listening on", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
+TOSSING_SERVICE = serving(TOSSING_PAGE)
 
 
 def test_a_public_services_cookies_do_not_sign_its_visitor_in_to_the_ui(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import serving, sign_in
 from tests.integration.conftest import Server
 from tests.integration.test_runs import write
 from tests.integration.test_services import HTTP_SERVICE
@@ -74,26 +74,7 @@ async function attempt(name, call) {
 </script>
 """
 
-HOSTILE_SERVICE = f"""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-PAGE = {HOSTILE_PAGE!r}.encode()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args):
-        pass
-
-print("listening on", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
+HOSTILE_SERVICE = serving(HOSTILE_PAGE)
 
 
 def test_a_public_services_page_cannot_act_as_its_signed_in_visitor(
