@@ -5,6 +5,11 @@ the local cluster (tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
 import pytest
 
 from orch.cluster import ray_node, ray_start
@@ -85,6 +90,7 @@ def test_a_connect_the_cluster_refuses_keeps_rays_noise_off_the_terminal(
 
     monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init))
     monkeypatch.setattr(ray_node, "reach", lambda cluster: None)
+    monkeypatch.setattr(ray_node, "check_token", lambda *a: None)  # the head took it: Ray refuses
     monkeypatch.setattr(os, "environ", dict(os.environ))  # what _connect sets for Ray goes with the test
     with pytest.raises(InvalidInput) as caught:
         ray_node._connect("127.0.0.1:6379", "another-key")
@@ -93,3 +99,91 @@ def test_a_connect_the_cluster_refuses_keeps_rays_noise_off_the_terminal(
         in caught.value.message
     )
     assert capfd.readouterr().err == ""
+
+
+KEY = "the-cluster-s-key"
+
+
+@pytest.fixture(scope="module")
+def gcs() -> Iterator[str]:
+    """A head's GCS as Ray 2.60's answers its first call (GetClusterId, over real gRPC): with
+    the token derived from KEY, and refused (UNAUTHENTICATED, InvalidAuthToken) without it."""
+    grpc = pytest.importorskip("grpc")
+    token = ray_node.auth(KEY)["RAY_AUTH_TOKEN"]
+
+    def cluster_id(request: bytes, context: Any) -> bytes:
+        if dict(context.invocation_metadata()).get("authorization") != f"Bearer {token}":
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "InvalidAuthToken: Authentication token is missing or incorrect",
+            )
+        return b"\x12\x1ccluster"
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(cluster_id)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("ray.rpc.NodeInfoGcsService", {"GetClusterId": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+def test_the_head_refusing_the_token_is_found_by_one_call(gcs: str) -> None:
+    """Not after Ray's own ~20 s of retries: `orch node stop` took 24 s."""
+    with pytest.raises(InvalidInput) as caught:
+        ray_node.check_token(gcs, "wrongkey", "could not reach")
+    assert caught.value.message == (
+        f"This machine could not reach the Ray cluster at {gcs}: the cluster refused its token, so "
+        "ORCH_SECRET_KEY here is not the cluster's key."
+    )
+    assert caught.value.fix.startswith("Set ORCH_SECRET_KEY to the key the cluster's server and nodes use")
+    ray_node.check_token(gcs, KEY, "could not reach")  # the cluster's key: taken
+
+
+def test_a_head_that_is_not_a_ray_gcs_is_left_to_ray() -> None:
+    """Only a refused token is said here; anything else (here an HTTP server) is Ray's to say."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ray_node.check_token(f"127.0.0.1:{server.server_address[1]}", KEY, "could not reach")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stop_with_another_key_never_starts_ray_s_client(
+    gcs: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import sys
+    import types
+
+    def init(**_: object) -> None:
+        raise AssertionError("Ray's client was started: its C++ side retries for ~20 s")
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init))
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    with pytest.raises(InvalidInput) as caught:
+        ray_node.stop_agent(gcs, "a", "wrongkey")
+    assert "ORCH_SECRET_KEY here is not the cluster's key" in caught.value.message
+    assert capfd.readouterr().err == ""
+
+
+def test_a_join_with_another_key_never_runs_ray_start(gcs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`orch node start` with another key waited ~25 s for `ray start` to give up."""
+    ran: list[Any] = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
+    with pytest.raises(InvalidInput) as caught:
+        ray_node.join(gcs, "127.0.0.1", "a", 1, "wrongkey")
+    assert caught.value.message == (
+        f"This machine could not join the Ray cluster at {gcs}: the cluster refused its token, so "
+        "ORCH_SECRET_KEY here is not the cluster's key."
+    )
+    assert ran == []

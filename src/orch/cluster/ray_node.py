@@ -43,6 +43,7 @@ RESOURCE = "orch_node:"
 READY_TIMEOUT = 180.0  # seconds for a node's agent to start (its first start pulls nothing)
 REACH_TIMEOUT = 5.0  # seconds for the head's port to accept a connection
 JOIN_TIMEOUT = 120.0  # seconds for `ray start` to join the head
+TOKEN_TIMEOUT = 2.0  # seconds for the head to answer the token's probe (locally: milliseconds)
 STOP_TIMEOUT = 60.0  # seconds for a node's agent to stop its work (its queue workers wait 5 s each)
 _INSTALL = (
     "Install it with: pip install 'orch[cluster]' (scripts/setup --cluster does it in orch's own venv)."
@@ -99,7 +100,8 @@ def reach(cluster: str) -> None:
 
 def join(cluster: str, address: str, name: str, cpus: int, secret_key: str) -> None:
     """Make this machine a node of the Ray cluster at `cluster` (its head's HOST:PORT, which the
-    caller found answering: `reach`)."""
+    caller found answering: `reach`), once the head took its token (`check_token`)."""
+    check_token(cluster, secret_key, "could not join")
     command = [
         sys.executable,
         "-m",
@@ -154,11 +156,37 @@ def refused(cluster: str, output: str, did: str) -> InvalidInput:
     )
 
 
+# A call of the head's GCS that every process makes first (Ray's own C++ client asks it, and
+# retries for ~20 s when the token is refused); its request is empty.
+_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+
+
+def check_token(cluster: str, secret_key: str, did: str) -> None:
+    """InvalidInput, within milliseconds, when the head at `cluster` refuses the token derived
+    from `secret_key` (another cluster's key): one call of its GCS with the token, as Ray's
+    processes present it, before Ray's own client would retry it for ~20 s with a warning a
+    line. Any other answer (taken, no answer within TOKEN_TIMEOUT, not a Ray head) leaves it to
+    Ray, whose refusal is said by `refused`. Ray is not imported (it reads its settings once,
+    when it is)."""
+    grpc: Any = importlib.import_module("grpc")  # Ray's dependency; no type stubs
+
+    token = auth(secret_key)["RAY_AUTH_TOKEN"]
+    with grpc.insecure_channel(cluster, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        try:
+            channel.unary_unary(_PROBE)(
+                b"", metadata=[("authorization", f"Bearer {token}")], timeout=TOKEN_TIMEOUT
+            )
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise refused(cluster, f"Unauthenticated: {e.details()}", did) from None
+
+
 def _connect(cluster: str, secret_key: str) -> Any:
     """Ray, connected to the cluster at `cluster` in orch's namespace with the cluster's token.
     What Ray's C++ side writes while it connects (a retry a line) is kept off the terminal, and
     read for why, when it fails."""
     reach(cluster)  # seconds, not Ray's retries, when nothing answers there
+    check_token(cluster, secret_key, "could not reach")  # milliseconds, when it refuses the token
     env = ray_env(cluster.rsplit(":", 1)[0], secret_key)
     os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})  # before Ray reads them
     import ray
