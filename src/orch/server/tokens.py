@@ -67,11 +67,18 @@ def holds_token(value: str) -> bool:
     return False
 
 
-def sign_in_cookies(header: str) -> set[str]:
-    """The values of every web UI sign-in cookie in a `Cookie` header. More than one: another
-    page of the same host name set one at a path of its own (a browser sends both), and which is
-    the UI's own can't be told (docs/ui.md)."""
-    return {v for part in header.split(";") for n, v in cookie_parser(part).items() if n == TOKEN_COOKIE}
+def sign_in_cookies(request: HTTPConnection) -> set[str]:
+    """The values of every web UI sign-in cookie a request carries, in each of its `Cookie`
+    headers (a proxy may pass HTTP/2's several apart). More than one: another page of the same
+    host name set one at a path of its own (a browser sends both), and which is the UI's own
+    can't be told (docs/ui.md)."""
+    return {
+        v
+        for header in request.headers.getlist("cookie")
+        for part in header.split(";")
+        for n, v in cookie_parser(part).items()
+        if n == TOKEN_COOKIE
+    }
 
 
 def cookie_holds_token(pair: str) -> bool:

@@ -45,7 +45,7 @@ def request_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     if credentials:
         return credentials.credentials
     token = request.cookies.get(TOKEN_COOKIE)
-    if token is not None and len(sign_in_cookies(request.headers.get("cookie", ""))) > 1:
+    if token is not None and len(sign_in_cookies(request)) > 1:
         raise Unauthorized(
             "This request carries two web UI sign-in cookies, one of them set by another page of "
             "this host, so neither counts.",

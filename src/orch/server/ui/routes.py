@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import dockerfile
-from orch.errors import Forbidden, NotFound, OrchError, Unauthorized
+from orch.errors import Forbidden, InvalidInput, NotFound, OrchError, TooLarge, Unauthorized
 from orch.loop.transcript import tool_call_text
 from orch.secret import box
 from orch.secret.names import name_problem
@@ -26,6 +28,7 @@ from orch.services import agents, deployed, run_environment, run_events, runs, s
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
+from orch.sizes import format_size
 from orch.store.schema import WorkspaceRow
 
 router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(refuse_nul)])
@@ -62,10 +65,61 @@ LOGIN_SAYS = {
         "you were signed out of both.",
         "Sign in again with your own token; open the web UI at its own address, not at a service's.",
     ),
+    "too-large": OrchError(
+        "What was sent is larger than the server reads of a form (over 1 MiB), far longer than a token.",
+        "Paste only the token: orch_ and 43 more characters, as in $ORCH_HOME/config.toml.",
+    ),
 }
 # A failed form's sentence goes back to its page sealed with the server's key for this workspace
 # (box.seal): the page shows it only if it opens, so a link can't make a page say something.
 FAILURE = "ui-failure"  # the box's context: no secret has this name (secret.names.NAME)
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A form's fields as its page sent them, or why it could not be read (`problem`)."""
+
+    fields: Mapping[str, str]
+    problem: OrchError | None = None
+
+    def get(self, name: str) -> str:
+        """One field, "" if absent; raises `problem` if the form could not be read (in a form's
+        `do`: `action` sends it back to the form's page as the sentence)."""
+        if self.problem is not None:
+            raise self.problem
+        return self.fields.get(name, "")
+
+
+async def read_form(request: Request) -> Filled:
+    """The form a page posted. One larger than the server reads (a field past Starlette's 1 MiB,
+    the body past `request_body_limit`) is not read: it gets orch's sentence, which the route
+    shows back on the form's page like any failure, not Starlette's message nor the API's JSON
+    (a tester pasted a 2 MiB, then a 9 MiB secret value)."""
+    try:
+        form = await request.form()
+    except TooLarge:
+        most = int(request.app.state.platform.config.request_body_limit)
+        return Filled({}, _too_large(f"The form is larger than the {format_size(most)} the server reads"))
+    except StarletteHTTPException as e:  # Starlette's parser: a field past 1 MiB, too many fields
+        if str(e.detail).startswith("Field exceeded maximum size"):
+            return Filled({}, _too_large("A field of the form is larger than the 1 MiB the server reads"))
+        unread = InvalidInput(f"The form could not be read ({str(e.detail).rstrip('.')}).", "Send it again.")
+        return Filled({}, unread)
+    try:
+        return Filled({k: v for k, v in form.items() if isinstance(v, str)})
+    finally:
+        await form.close()
+
+
+def _too_large(what: str) -> InvalidInput:
+    return InvalidInput(
+        f"{what}, so nothing was saved; no field of orch's forms takes that much (a secret's value is "
+        "at most 64 KiB).",
+        "Enter a shorter value.",
+    )
+
+
+FormDep = Annotated[Filled, Depends(read_form)]
 
 
 def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
@@ -77,7 +131,7 @@ def _to_sign_in(request: Request, back: str) -> Response:
     """The sign-in page, then `back`. A cookie whose token no longer counts (revoked, or of a
     server started afresh) is removed, and the page says why the visitor was signed out."""
     query = {"next": back}
-    if len(sign_in_cookies(request.headers.get("cookie", ""))) > 1:
+    if len(sign_in_cookies(request)) > 1:
         query["error"] = "two-cookies"
     elif request.cookies.get(TOKEN_COOKIE):
         query["error"] = "signed-out"
@@ -181,7 +235,7 @@ def problem_page(request: Request, status: int, message: str) -> Response:
     who mistyped a URL gets a page to go on from, not the API's JSON."""
     ws: WorkspaceRow | None = None
     with contextlib.suppress(OrchError):
-        ws = workspaces.caller(request.app.state.platform, request.cookies.get(TOKEN_COOKIE)).workspace
+        ws = workspaces.caller(request.app.state.platform, request_token(request)).workspace
     fix = "Choose a page from the menu above." if ws else "Sign in at /ui/login, then choose a page."
     return _error_page(request, OrchError(message, fix), ws, status)
 
@@ -197,14 +251,12 @@ def login_page(request: Request, next: str = "/ui/environments", error: str = ""
 
 
 @router.post("/login")
-def login(
-    request: Request,
-    platform: PlatformDep,
-    token: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "",
-) -> Response:
+def login(request: Request, platform: PlatformDep, form: FormDep) -> Response:
     if refused := _refuse_other_pages(request, "sign-in", "Sign in on orch's own page, /ui/login."):
         return refused
+    if form.problem is not None:  # not read, `next` with it: the sign-in page says so
+        return RedirectResponse(f"/ui/login?{urlencode({'error': 'too-large'})}", status_code=303)
+    token, next = form.get("token"), form.get("next")
     target = next if next.startswith("/ui/") else "/ui/environments"
     try:
         workspaces.caller(platform, token.strip())
@@ -298,10 +350,9 @@ def _follows_default(version: Any) -> bool:
 
 
 @router.post("/settings/default-environment")
-def set_default(
-    request: Request, platform: PlatformDep, environment: Annotated[str, Form()] = ""
-) -> Response:
+def set_default(request: Request, platform: PlatformDep, form: FormDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
+        environment = form.get("environment")
         if environment:
             envs.set_default(platform, ws.id, environment)
         else:
@@ -312,13 +363,9 @@ def set_default(
 
 
 @router.post("/settings/secrets")
-def set_secret(
-    request: Request,
-    platform: PlatformDep,
-    name: Annotated[str, Form()] = "",
-    value: Annotated[str, Form()] = "",
-) -> Response:
+def set_secret(request: Request, platform: PlatformDep, form: FormDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
+        name, value = form.get("name"), form.get("value")
         workspace_secrets.set_secret(platform, ws.id, name.strip(), value)
         return f"/ui/settings?{urlencode({'secret': name.strip(), 'done': 'set'})}#secrets"
 
