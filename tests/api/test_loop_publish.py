@@ -70,22 +70,23 @@ def test_a_bad_loop_section_is_refused_with_its_line(api: httpx.Client, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("manifest", "line", "half"),
+    ("manifest", "where", "half"),
     [
-        ('name: mx\nloop:\n  model: m\n  provider: openai\n  system: "a \\ud800 c"\n', 5, "ud800"),
-        ('loop:\n  model: "m\\udc80"\n  provider: openai\n', 2, "udc80"),
-        ('runtime:\n  command: "echo \\ud83d\\ude00"\n', 2, "ud83d"),
+        ('loop:\n  model: m\n  provider: openai\n  system: "a \\ud800"\n', "4: loop.system", "ud800"),
+        ('loop:\n  model: "m\\udc80"\n  provider: openai\n', "2: loop.model", "udc80"),
+        ('runtime:\n  command: "echo \\ud83d\\ude00"\n', "2: runtime.command", "ud83d"),
     ],
 )
 def test_a_lone_surrogate_in_the_manifest_is_refused_with_its_line(
-    api: httpx.Client, tmp_path: Path, manifest: str, line: int, half: str
+    api: httpx.Client, tmp_path: Path, manifest: str, where: str, half: str
 ) -> None:
     """A double-quoted `\\ud800` reads as half of a UTF-16 pair, which the store can't hold: the
     publish answered 500 (PydanticSerializationError), and the CLI said it was a bug."""
     resp = publish(api, "halves", bundle(tmp_path, {"main.py": "", "orch.yaml": manifest}))
     assert resp.status_code == 400, resp.text
     said = resp.json()["message"]
-    assert said.startswith(f"orch.yaml line {line}: not valid YAML: \\{half} is half of a UTF-16"), said
+    assert said.startswith(f"orch.yaml line {where}: \\{half} is half of a UTF-16 surrogate pair"), said
+    assert resp.json()["fix"].startswith("Write the character itself"), resp.json()
     assert api.get("/v1/agents").json() == []  # nothing stored
 
 
@@ -99,3 +100,12 @@ def test_the_cli_exits_2_naming_the_allowed_endpoints(cli: Callable[..., Result]
     assert result.exit_code == 2, result.output
     assert "is not one of this server's allowed model endpoints" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_cli_exits_2_for_a_lone_surrogate(cli: Callable[..., Result], tmp_path: Path) -> None:
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "orch.yaml").write_text(MANIFEST.replace("Be brief.", '"a \\ud800 c"'))
+    result = cli("publish", str(tmp_path / "agent"), "--name", "halves")
+    assert result.exit_code == 2, result.output
+    assert "orch.yaml line 5: loop.system: \\ud800 is half of a UTF-16 surrogate pair" in result.output
+    assert "Traceback" not in result.output and "bug" not in result.output

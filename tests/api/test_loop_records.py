@@ -87,8 +87,14 @@ def test_a_cancel_while_a_tool_runs_cancels_the_run(
     assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == ""
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_server_stop_while_a_tool_runs_fails_the_run_and_calls_no_model(
-    api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    provider: str,
 ) -> None:
     """A graceful stop ends the tools' sandbox under a running tool (137). The loop handed that
     result to the model, during the stop, and recorded its answer: `succeeded · exit 0`."""
@@ -103,7 +109,7 @@ def test_a_server_stop_while_a_tool_runs_fails_the_run_and_calls_no_model(
             return 0
         return shell(cmd)
 
-    loop_agent(api, tmp_path, model_server)
+    loop_agent(api, tmp_path, model_server, provider)
     model_server.script(Reply(calls=[("bash", {"command": "echo started; sleep 120"})]), Reply(text="done"))
     run_id = start(api)
     behaving(holder, killed_by_the_stop)
@@ -126,6 +132,8 @@ def test_a_server_stop_while_a_tool_runs_fails_the_run_and_calls_no_model(
         None,
     ), run
     assert len(model_server.requests) == 1  # none after the stop began
+    events = api.get(f"/v1/runs/{run_id}/events").json()
+    assert [e["type"] for e in events] == ["model_call", "tool_call", "tool_result"]
 
 
 @pytest.mark.parametrize(

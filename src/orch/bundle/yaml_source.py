@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,36 +109,48 @@ def load_yaml(text: str, filename: str) -> YamlSource:
         if loader is not None:
             loader.dispose()
     if (found := _surrogate(node)) is not None:
-        line, char = found
+        line, path, char = found
+        where = f"{'.'.join(path)}: " if path else ""
         raise InvalidInput(
-            f"{filename} line {line}: not valid YAML: \\u{ord(char):04x} is half of a UTF-16 "
-            "surrogate pair, not a character, and can't be stored as text.",
-            "Write the character itself, or as one escape of its code point (\\U0001F600), not "
-            "as its two UTF-16 halves.",
+            f"{filename} line {line}: {where}\\u{ord(char):04x} is half of a UTF-16 surrogate pair, "
+            "not a character, and no text can hold it alone.",
+            "Write the character itself, or one escape of its code point (\\U0001F600), not its "
+            "two UTF-16 halves (\\ud83d\\ude00).",
         )
     return YamlSource(node, data)
 
 
-def _surrogate(root: yaml.Node | None) -> tuple[int, str] | None:
-    """(line, character) of the first lone surrogate a scalar holds: a double-quoted `\\ud800`
-    reads as one, which no UTF-8 text (the store, JSON) can hold (a 500 at publish, before)."""
+_SURROGATES = re.compile("[\\ud800-\\udfff]")
+
+
+def _shown(text: str) -> str:
+    """`text` with its lone surrogates written as their escapes: a message holds none either."""
+    return _SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _surrogate(root: yaml.Node | None) -> tuple[int, list[str], str] | None:
+    """(line, key path, character) of the first lone surrogate a scalar holds, a key's or a
+    value's: a double-quoted `\\ud800` reads as one, which no UTF-8 text (the store, JSON) can
+    hold (a 500 at publish, before). Checked here, once for every string of any orch.yaml. The
+    nodes are walked in the document's order, so an anchor's value is named where it is written."""
     seen: set[int] = set()  # aliases share nodes, and can make cycles
-    stack = [root] if root is not None else []
-    found: list[tuple[int, str]] = []
+    stack: list[tuple[yaml.Node, list[str]]] = [(root, [])] if root is not None else []
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
-            char = next((c for c in node.value if "\ud800" <= c <= "\udfff"), None)
-            if char is not None:
-                found.append((node.start_mark.line + 1, char))
+            if (char := _SURROGATES.search(node.value)) is not None:
+                return node.start_mark.line + 1, path, char.group()
         elif isinstance(node, yaml.MappingNode):
-            stack.extend(n for pair in node.value for n in pair)
+            for key, value in reversed(node.value):
+                text = _key_text(key)
+                step = [*path, _shown(text) if text is not None else "?"]
+                stack.extend(((value, step), (key, step)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-    return min(found) if found else None
+            stack.extend((item, [*path, str(i)]) for i, item in reversed(list(enumerate(node.value))))
+    return None
 
 
 def _codepoint(character: object) -> str:
