@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -47,25 +47,16 @@ class YamlSource:
         one of them, so we say so instead of guessing.
         """
         found: list[tuple[list[str], int, int]] = []
-        seen: set[int] = set()  # aliases share nodes, and can make cycles
-        stack: list[tuple[yaml.Node, list[str]]] = [(self.node, [])] if self.node is not None else []
-        while stack:
-            node, path = stack.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
+        for node, path in _walk(self.node):
             if isinstance(node, yaml.MappingNode):
                 first: dict[tuple[str, str], int] = {}
-                for key, value in node.value:
+                for key, _ in node.value:
                     text = _key_text(key)
                     line = key.start_mark.line + 1
                     if text is not None and key.tag != _MERGE:
                         if (key.tag, text) in first:
                             found.append(([*path, text], line, first[(key.tag, text)]))
                         first.setdefault((key.tag, text), line)
-                    stack.append((value, [*path, text if text is not None else "?"]))
-            elif isinstance(node, yaml.SequenceNode):
-                stack.extend((item, [*path, str(i)]) for i, item in enumerate(node.value))
         return min(found, key=lambda f: f[1]) if found else None
 
 
@@ -133,24 +124,31 @@ def _surrogate(root: yaml.Node | None) -> tuple[int, list[str], str] | None:
     value's: a double-quoted `\\ud800` reads as one, which no UTF-8 text (the store, JSON) can
     hold (a 500 at publish, before). Checked here, once for every string of any orch.yaml. The
     nodes are walked in the document's order, so an anchor's value is named where it is written."""
-    seen: set[int] = set()  # aliases share nodes, and can make cycles
+    for node, path in _walk(root):
+        if isinstance(node, yaml.ScalarNode) and (char := _SURROGATES.search(node.value)) is not None:
+            return node.start_mark.line + 1, [_shown(step) for step in path], char.group()
+    return None
+
+
+def _walk(root: yaml.Node | None) -> Iterator[tuple[yaml.Node, list[str]]]:
+    """Every node under `root` once (aliases share nodes, and can make cycles), in the document's
+    order, with the path of keys and indexes that leads to it (a key's own node has its key's
+    path; a key that is not text is "?")."""
+    seen: set[int] = set()
     stack: list[tuple[yaml.Node, list[str]]] = [(root, [])] if root is not None else []
     while stack:
         node, path = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            if (char := _SURROGATES.search(node.value)) is not None:
-                return node.start_mark.line + 1, path, char.group()
-        elif isinstance(node, yaml.MappingNode):
+        yield node, path
+        if isinstance(node, yaml.MappingNode):
             for key, value in reversed(node.value):
                 text = _key_text(key)
-                step = [*path, _shown(text) if text is not None else "?"]
+                step = [*path, text if text is not None else "?"]
                 stack.extend(((value, step), (key, step)))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, [*path, str(i)]) for i, item in reversed(list(enumerate(node.value))))
-    return None
 
 
 def _codepoint(character: object) -> str:
