@@ -16,6 +16,7 @@ malformed conversation fails its test.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import threading
@@ -39,6 +40,8 @@ class Reply:
     input_tokens: int = 10
     output_tokens: int = 5
     delay: float = 0.0  # seconds before answering
+    custom: Sequence[tuple[str, str]] = ()  # Chat Completions' custom tool calls: (name, input)
+    gzip: bool = False  # the answer sent compressed (`content-encoding: gzip`)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class ModelServer:
             if anthropic
             else _completion(step, body["model"], self._ids)
         )
-        return 200, {}, made
+        return 200, {"content-encoding": "gzip"} if step.gzip else {}, made
 
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
@@ -163,6 +166,8 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra, answer = server.answer(self.path, headers, body)
             data = json.dumps(answer).encode()
+            if extra.get("content-encoding") == "gzip":
+                data = gzip.compress(data)
             try:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -192,7 +197,7 @@ def _error(anthropic: bool, fail: Fail) -> dict[str, Any]:
 def _completion(reply: Reply, model: str, ids: Iterator[int]) -> dict[str, Any]:
     """A chat.completion object, as https://platform.openai.com/docs/api-reference/chat/object."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
-    if reply.calls:
+    if reply.calls or reply.custom:
         message["tool_calls"] = [
             {
                 "id": f"call_{next(ids)}",
@@ -200,6 +205,9 @@ def _completion(reply: Reply, model: str, ids: Iterator[int]) -> dict[str, Any]:
                 "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
             }
             for name, args in reply.calls
+        ] + [
+            {"id": f"call_{next(ids)}", "type": "custom", "custom": {"name": name, "input": text}}
+            for name, text in reply.custom
         ]
     return {
         "id": f"chatcmpl-{next(ids)}",
@@ -211,7 +219,7 @@ def _completion(reply: Reply, model: str, ids: Iterator[int]) -> dict[str, Any]:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": "tool_calls" if reply.calls else "stop",
+                "finish_reason": "tool_calls" if reply.calls or reply.custom else "stop",
             }
         ],
         "usage": {

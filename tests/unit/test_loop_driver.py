@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orch.bundle.loop_manifest import LoopConfig
+from orch.loop import answer_size
 from orch.loop.clip import Clip
 from orch.loop.driver import MAX_CALLS, NO_INPUT, first_message, run_loop
 from orch.loop.model import MAX_TOKENS, tokens
@@ -508,3 +509,39 @@ def test_tool_calls_beyond_the_limit_of_a_turn_are_answered_with_an_error(drive:
         sent = [b["content"] for b in body["messages"][-1]["content"]]
     assert len(sent) == MAX_CALLS + 8 and sent[0] == "0\n"
     assert all(f"at most {MAX_CALLS} tool calls run per model turn" in text for text in sent[MAX_CALLS:])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_answer_larger_than_orch_reads_fails_the_run(
+    drive: Drive, compressed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that sends more than MAX_ANSWER bytes (here 64 KiB) is read no further: the
+    SDKs would hold the whole answer in the server's memory. A compressed answer counts at its
+    size once decoded, so a small gzip bomb is refused as well; it is not tried again."""
+    monkeypatch.setattr(answer_size, "MAX_ANSWER", 64 * 1024)
+    drive.server.script(Reply(text="x" * 200_000, gzip=compressed))
+    drive.server.forever(Reply(text="a later answer"))
+    outcome = drive()
+    assert (outcome.status, outcome.reason) == (
+        RunStatus.FAILED,
+        "the model endpoint's answer is not usable: the answer is larger than 64 KiB, the most orch reads",
+    )
+    assert len(drive.server.requests) == 1
+
+
+def test_an_answer_within_the_bound_is_read_whole_compressed_or_not(drive: Drive) -> None:
+    drive.server.script(Reply(text="y" * 200_000, gzip=True))
+    assert drive().answer == "y" * 200_000
+
+
+def test_a_custom_tool_call_fails_the_run_naming_it(model_server: ModelServer, tmp_path: Path) -> None:
+    """Chat Completions' custom tools are free text, not functions; orch offers none, so a model
+    that calls one gets a run that fails and says so (it was dropped, and the run succeeded
+    with an empty answer)."""
+    model_server.script(Reply(custom=[("apply_patch", "*** Begin Patch")]))
+    outcome = Drive(model_server, "openai", LocalSandbox(tmp_path))()
+    assert (outcome.status, outcome.reason) == (
+        RunStatus.FAILED,
+        "the model endpoint's answer is not usable: the answer calls a custom tool (apply_patch), "
+        "which orch never offers",
+    )

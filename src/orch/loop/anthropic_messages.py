@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 from anthropic.types import Message as AnthropicMessage
 
+from orch.loop.answer_size import BoundedClient
 from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
 
 NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps the SDK from
@@ -19,7 +20,9 @@ NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps t
 class AnthropicMessages:
     def __init__(self, model: str, base_url: str, api_key: str | None) -> None:
         self.model, self.base_url = model, base_url
-        self.client = anthropic.Anthropic(api_key=api_key or NO_KEY, base_url=base_url, max_retries=0)
+        self.client = anthropic.Anthropic(
+            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=BoundedClient()
+        )
 
     def complete(self, request: Request) -> Turn:
         tools: Any = [

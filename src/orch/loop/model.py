@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orch.loop.answer_size import AnswerTooLarge
+
 _SAID = 500  # characters of an endpoint's message kept in a reason
 MAX_DEPTH = 100  # levels of nesting a tool call's arguments may have (deeper: not usable JSON)
 MAX_TOKENS = 10**9  # the most tokens one call is counted as: more is no honest count
@@ -88,6 +90,10 @@ class Unreachable(Exception):
         self.cause = cause
 
 
+class Unusable(Exception):
+    """The answer has the provider's shape but asks for what orch cannot do (said in the message)."""
+
+
 class Model(Protocol):
     base_url: str
 
@@ -122,6 +128,14 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in `exc`'s chain of causes, `exc` included."""
+    found: BaseException | None = exc
+    while found is not None and not isinstance(found, kind):
+        found = found.__cause__
+    return found
+
+
 def cause_of(exc: BaseException) -> str:
     """The lowest cause of a connection error: refused, name not found, timed out."""
     while isinstance(exc.__cause__, BaseException):
@@ -133,14 +147,20 @@ def cause_of(exc: BaseException) -> str:
 def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator[None]:
     """A provider SDK's errors as ours: its error status (`status_error`: the SDK's
     APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
-    answer that is not `shape` (the SDKs do not validate answers) as EndpointError too."""
+    answer that is not `shape` (the SDKs do not validate answers), is larger than orch reads or
+    is otherwise Unusable as EndpointError too, with a status of 200."""
     try:
         yield
     except status_error as exc:
         message = said(exc.body, exc.response.text)
         raise EndpointError(exc.status_code, message, retry_after(exc.response.headers)) from None
-    except connection_error as exc:
+    except connection_error as exc:  # what went wrong reading the answer is its cause
+        too_large = _cause(exc, AnswerTooLarge)
+        if too_large is not None:
+            raise EndpointError(200, str(too_large)) from None
         raise Unreachable(cause_of(exc)) from None
+    except (Unusable, AnswerTooLarge) as exc:
+        raise EndpointError(200, str(exc)) from None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):
         raise EndpointError(200, f"the answer is not {shape}") from None
 

@@ -9,7 +9,19 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
+from orch.loop.answer_size import BoundedClient
+from orch.loop.model import (
+    Message,
+    Request,
+    Results,
+    Turn,
+    Unusable,
+    UserText,
+    sdk_errors,
+    tokens,
+    tool_call,
+    usable,
+)
 
 NO_KEY = "none"  # sent when the loop names no key: a local server wants none, the SDK wants one
 
@@ -18,7 +30,9 @@ class OpenAIChat:
     def __init__(self, model: str, base_url: str, api_key: str | None) -> None:
         self.model, self.base_url = model, base_url
         # Retries are ours (loop/retry.py), so both providers retry alike.
-        self.client = openai.OpenAI(api_key=api_key or NO_KEY, base_url=base_url, max_retries=0)
+        self.client = openai.OpenAI(
+            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=BoundedClient()
+        )
         # The SDK fills these from the server's own environment (OPENAI_ORG_ID, ...): not ours to send.
         self.client.organization = self.client.project = None
 
@@ -45,15 +59,16 @@ class OpenAIChat:
 
 def _turn(answer: ChatCompletion) -> Turn:
     said_back = answer.choices[0].message
-    calls = tuple(
-        tool_call(call.id or f"call_{i}", call.function.name, call.function.arguments or "{}")
-        for i, call in enumerate(said_back.tool_calls or ())
-        if call.type == "function"  # not the custom tools orch never offers
-    )
+    calls = []
+    for i, call in enumerate(said_back.tool_calls or ()):
+        if call.type != "function":  # a custom tool, which orch never offers: not a call it can answer
+            name = usable(str(getattr(getattr(call, "custom", None), "name", "") or "no name"))
+            raise Unusable(f"the answer calls a {call.type} tool ({name}), which orch never offers")
+        calls.append(tool_call(call.id or f"call_{i}", call.function.name, call.function.arguments or "{}"))
     usage = answer.usage
     return Turn(
         text=usable(said_back.content or ""),
-        calls=calls,
+        calls=tuple(calls),
         input_tokens=tokens(usage.prompt_tokens) if usage else 0,
         output_tokens=tokens(usage.completion_tokens) if usage else 0,
     )

@@ -1,0 +1,52 @@
+"""A model endpoint's answer, bounded. Both providers' SDKs read an answer whole into memory, so
+an endpoint that sent gigabytes would take the server's memory with it. The HTTP client they are
+given here reads at most MAX_ANSWER bytes of an answer, counted as decoded (a compressed answer
+counts at its full size), and refuses the rest: the run fails with a sentence that says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from orch.sizes import format_size
+
+MAX_ANSWER = 16 * 1024**2  # far above any real answer: stdout keeps 1 MiB, a tool's arguments 64 KiB
+# Headers about the wire's framing, which no longer hold for the answer read here whole.
+_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class AnswerTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {format_size(limit)}, the most orch reads")
+
+
+class BoundedClient(httpx2.Client):
+    """An httpx client that reads each answer at once, up to MAX_ANSWER bytes. orch asks the
+    SDKs for no streamed answers, so reading at once changes nothing else."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("follow_redirects", True)  # as the SDKs' own clients do
+        super().__init__(**kwargs)
+        self.limit = MAX_ANSWER
+
+    def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self.limit:
+                    raise AnswerTooLarge(self.limit)
+        finally:
+            response.close()
+        return httpx2.Response(
+            response.status_code,
+            headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in _FRAMING],
+            content=bytes(body),
+            request=request,
+            extensions={
+                k: v for k, v in response.extensions.items() if k in ("http_version", "reason_phrase")
+            },
+        )
