@@ -83,7 +83,7 @@ def test_a_cancel_while_a_tool_runs_cancels_the_run(
     assert (run["status"], run["reason"]) == ("cancelled", "cancelled while running"), run
     events = api.get(f"/v1/runs/{run_id}/events").json()
     assert [e["type"] for e in events] == ["model_call", "tool_call", "tool_result"]
-    assert events[2]["output"] == "go\n\n[cancelled]" and len(model_server.requests) == 1
+    assert events[2]["output"] == "go\n\n[stopped]" and len(model_server.requests) == 1
     assert api.get(f"/v1/runs/{run_id}/logs").json()["stdout"] == ""
 
 

@@ -103,5 +103,5 @@ def test_a_cancel_while_a_tool_runs_cancels_the_run(
         events = api.get(f"/v1/runs/{run_id}/events").json()
     assert (run["status"], run["reason"]) == ("cancelled", "cancelled while running"), run
     assert [e["type"] for e in events] == ["model_call", "tool_call", "tool_result"]
-    assert events[2]["output"].startswith("go\n") and events[2]["output"].endswith("[cancelled]")
+    assert events[2]["output"].startswith("go\n") and events[2]["output"].endswith("[stopped]")
     assert len(model_server.requests) == 1 and sandboxes(run_id) == []

@@ -412,7 +412,7 @@ def test_a_cancel_while_a_tool_runs_ends_the_run_cancelled(model_server: ModelSe
         "cancelled while running",
     )
     assert drive.types() == ["model_call", "tool_call", "tool_result"] and len(model_server.requests) == 1
-    assert drive.of("tool_result")[0]["output"] == "go\n\n[cancelled]"
+    assert drive.of("tool_result")[0]["output"] == "go\n\n[stopped]"
 
 
 def test_a_reason_is_masked(drive: Drive) -> None:

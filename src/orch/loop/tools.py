@@ -76,7 +76,7 @@ class ToolOutcome:
 
 
 class _Cancelled(Exception):
-    """The run was cancelled while a tool ran: its output so far."""
+    """The run was stopped while a tool ran (a cancel, the server's stop): its output so far."""
 
     def __init__(self, exit_code: int, output: Clip) -> None:
         super().__init__("cancelled")
@@ -118,7 +118,7 @@ class Tools:
         try:
             return _RUNNERS[call.name](self, arguments, timeout)
         except _Cancelled as stop:
-            stop.output(b"\n[cancelled]")
+            stop.output(b"\n[stopped]")  # by a cancel, or by the server's stop
             return ToolOutcome(stop.exit_code, stop.output.text(), cancelled=True)
 
     def _exec(
