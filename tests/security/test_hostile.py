@@ -122,6 +122,44 @@ def test_32_bit_syscalls(server: Server, tmp_path: Path) -> None:
         assert (run["status"], returned) == ("succeeded", ["-38"]), run  # -ENOSYS
 
 
+USER_NAMESPACE = (
+    "import ctypes, json, os, subprocess, threading\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def tried(call):  # in a child, so that what it made does not change this process\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        got = call()\n"
+    "        os._exit(0 if got >= 0 else ctypes.get_errno())  # clone's own child: 0 too\n"
+    "    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+    "    return 'made' if code == 0 else os.strerror(code)\n"
+    "said = {'unshare': tried(lambda: libc.unshare(0x10000000)),\n"
+    "        'clone': tried(lambda: libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0))}\n"
+    "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os._exit(7)\n"
+    "said['fork'] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+    "said['subprocess'] = subprocess.run(['true']).returncode\n"
+    "print(json.dumps(said))\n"
+)
+
+
+def test_new_user_namespaces(server: Server, tmp_path: Path) -> None:
+    """A user namespace would give the agent every capability over namespaces of its own
+    (mounts, interfaces, nf_tables): the first step of most kernel exploits. Refused, while
+    threads, fork and subprocesses work (clone3 answers ENOSYS; the C library falls back)."""
+    run = run_agent(server, tmp_path, "userns", USER_NAMESPACE)
+    assert run["status"] == "succeeded", run
+    said = json.loads(run["stdout"])
+    record(
+        "user namespaces", "unshare / clone with CLONE_NEWUSER", run, f"{said['unshare']}, {said['clone']}"
+    )
+    assert run["status"] == "succeeded", run
+    assert (said["fork"], said["subprocess"]) == (7, 0), said
+    if run["isolation"] == "runc":
+        assert (said["unshare"], said["clone"]) == ("Operation not permitted",) * 2, said
+
+
 def test_fork_bomb(server: Server, tmp_path: Path) -> None:
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        raise\n"
     run = run_agent(server, tmp_path, "forks", code, "resources: {pids: 64, timeout: 30}\n")

@@ -30,6 +30,7 @@ PROFILE = {
     ],
     "syscalls": [
         {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {}, "excludes": {}},
+        {"names": ["clone", "clone3", "unshare", "wait4"], "action": "SCMP_ACT_ALLOW"},
         {
             "names": ["personality"],
             "action": "SCMP_ACT_ALLOW",
@@ -287,11 +288,14 @@ def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> No
         "SCMP_ARCH_X32",
     ]
     assert sc["architectures"] == ["SCMP_ARCH_X86_64"]
+    podmans = seccomp.no_user_namespaces(seccomp.convert(PROFILE, [], "amd64"), "amd64")
     assert {k: v for k, v in sc.items() if k != "architectures"} == {
-        k: v for k, v in seccomp.convert(PROFILE, [], "amd64").items() if k != "architectures"
+        k: v for k, v in podmans.items() if k != "architectures"
     }
+    newuser = {"index": 0, "value": seccomp.CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}
     assert sc["syscalls"] == [
         {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["wait4"], "action": "SCMP_ACT_ALLOW"},  # clone, clone3, unshare: below
         {
             "names": ["personality"],
             "action": "SCMP_ACT_ALLOW",
@@ -300,7 +304,27 @@ def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> No
         {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW"},
         # chroot: refused without CAP_SYS_CHROOT (the allow rule needs it)
         {"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        # no new user namespace (stricter than Podman): EPERM with CLONE_NEWUSER, clone3 ENOSYS
+        {"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "args": [{**newuser, "valueTwo": 0}]},
+        {
+            "names": ["unshare"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": [{**newuser, "valueTwo": seccomp.CLONE_NEWUSER}],
+        },
+        {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [{**newuser, "valueTwo": 0}]},
+        {
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": [{**newuser, "valueTwo": seccomp.CLONE_NEWUSER}],
+        },
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
     ]
+    # Podman's own conversion keeps them allowed
+    assert {"names": ["clone", "clone3", "unshare", "wait4"], "action": "SCMP_ACT_ALLOW"} in seccomp.convert(
+        PROFILE, [], "amd64"
+    )["syscalls"]
 
 
 def test_seccomp_rules_follow_the_capabilities() -> None:
@@ -323,8 +347,10 @@ def test_the_real_profile_converts(monkeypatch: pytest.MonkeyPatch) -> None:
     allowed = {
         n for r in sc["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and "args" not in r for n in r["names"]
     }
-    assert {"read", "execve", "clone"} <= allowed
+    assert {"read", "execve", "fork", "vfork"} <= allowed
     assert not {"chroot", "bpf", "kexec_load", "init_module", "open_by_handle_at"} & allowed
+    assert not {"clone", "clone3", "unshare"} & allowed  # only without CLONE_NEWUSER (clone3: never)
+    assert {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38} in sc["syscalls"]
 
 
 def test_missing_profile_is_a_plain_error(tmp_path: Path) -> None:

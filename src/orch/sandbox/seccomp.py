@@ -1,7 +1,8 @@
 """The default seccomp filter of a sandbox: the profile Podman uses (containers-common's
 /usr/share/containers/seccomp.json), turned into the OCI form the way Podman turns it
 (containers/common pkg/seccomp `setupSeccomp`), so a runc sandbox gets the same filter as a
-`podman run` with the same capabilities."""
+`podman run` with the same capabilities. Two differences, both stricter: the native ABI only
+(`native_only`) and no new user namespaces (`no_user_namespaces`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ _FIX = "Install Podman's common files (apt-get install golang-github-containers-
 # use) and libseccomp's (which its archMap uses).
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "s390x": "s390x", "ppc64le": "ppc64le"}
 _SECCOMP_ARCH = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64", "s390x": "SCMP_ARCH_S390X"}
+
+CLONE_NEWUSER = 0x10000000
+EPERM, ENOSYS = 1, 38
 
 
 def go_arch() -> str:
@@ -43,7 +47,7 @@ def _converted(profile: Path, caps: tuple[str, ...], arch: str) -> str:
         source = json.loads(profile.read_text())
     except (OSError, ValueError) as e:
         raise EngineError(f"The seccomp profile {profile} cannot be read ({e}).", _FIX) from None
-    return json.dumps(native_only(convert(source, caps, arch), arch))
+    return json.dumps(no_user_namespaces(native_only(convert(source, caps, arch), arch), arch))
 
 
 def native_only(converted: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -57,6 +61,43 @@ def native_only(converted: dict[str, Any], arch: str) -> dict[str, Any]:
     if native and native in converted.get("architectures", ()):
         return {**converted, "architectures": [native]}
     return converted
+
+
+def no_user_namespaces(converted: dict[str, Any], arch: str) -> dict[str, Any]:
+    """Podman's profile lets any process create a user namespace (`unshare`, `clone` with
+    CLONE_NEWUSER), in which it holds every capability over new namespaces of its own: mounts,
+    network interfaces, nf_tables. Nothing a sandbox runs needs that, and it is the first step of
+    most kernel exploits that escape containers, so a sandbox is refused it (EPERM), as Docker's
+    profile does: `unshare` and `clone` are allowed only without CLONE_NEWUSER, and `clone3`,
+    whose flags a filter cannot read, answers ENOSYS, on which the C library falls back to
+    `clone` (threads, fork and posix_spawn work as before). See docs/trust.md."""
+    gated = {"unshare", "clone", "clone3"}
+    rules = []
+    for rule in converted.get("syscalls", ()):
+        if rule["action"] == "SCMP_ACT_ALLOW" and gated & set(rule["names"]):
+            names = [n for n in rule["names"] if n not in gated]
+            if not names:
+                continue
+            rule = {**rule, "names": names}
+        rules.append(rule)
+    flags = 1 if arch == "s390x" else 0  # clone's flags: the second argument on s390x
+
+    def on_newuser(
+        name: str, index: int, action: str, value: int, errno: int | None = None
+    ) -> dict[str, Any]:
+        rule: dict[str, Any] = {"names": [name], "action": action}
+        if errno is not None:
+            rule["errnoRet"] = errno
+        rule["args"] = [
+            {"index": index, "value": CLONE_NEWUSER, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+        ]
+        return rule
+
+    for name, index in (("unshare", 0), ("clone", flags)):
+        rules.append(on_newuser(name, index, "SCMP_ACT_ALLOW", 0))
+        rules.append(on_newuser(name, index, "SCMP_ACT_ERRNO", CLONE_NEWUSER, EPERM))
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    return {**converted, "syscalls": rules}
 
 
 def convert(source: dict[str, Any], caps: Iterable[str], arch: str) -> dict[str, Any]:
