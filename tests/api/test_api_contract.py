@@ -188,6 +188,38 @@ def test_nan_and_infinity_are_not_json(api: httpx.Client, text: str, said: str) 
     assert api.get("/v1/runs").json() == []  # nothing was queued
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "text", "said"),
+    [
+        ("POST", "/v1/runs", '{"agent": "a", "input": "\\ud800"}', "(\\ud800)"),
+        ("POST", "/v1/runs", '{"agent": "a", "input": "{}", "env": {"X": "a\\uDFFF"}}', "(\\udfff)"),
+        ("POST", "/v1/runs", '{"agent": "a", "input": "\\ud83d\\ude00 \\ude00"}', "(\\ude00)"),
+        ("PUT", "/v1/secrets/S", '{"value": "\\udc00"}', "(\\udc00)"),
+        ("POST", "/v1/sandboxes", '{"env": {"k\\ud800": "v"}}', "(\\ud800)"),
+    ],
+)
+def test_a_lone_surrogate_is_not_json_text(
+    api: httpx.Client, method: str, path: str, text: str, said: str
+) -> None:
+    """JSON's escapes can write half a UTF-16 pair, which no UTF-8 text holds: a run's input or
+    env value holding one was a 500 (UnicodeEncodeError). Any body's string, keys too, is
+    refused, and nothing changes; a whole pair (an emoji) is text."""
+    resp = api.request(method, path, content=text, headers={"content-type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    message = resp.json()["message"]
+    assert message.startswith("The request is not valid: the body is not valid JSON (a string holds a lone ")
+    assert f"surrogate {said}, which is not UTF-8 text at character " in message, message
+    assert api.get("/v1/runs").json() == [] and api.get("/v1/secrets").json() == []
+
+
+def test_a_whole_surrogate_pair_is_text(api: httpx.Client) -> None:
+    resp = api.put(
+        "/v1/secrets/S", content='{"value": "\\ud83d\\ude00"}', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 200, resp.text
+    api.delete("/v1/secrets/S")
+
+
 def test_the_body_models_are_strict() -> None:
     """Every request body (deps.Body) takes its fields' JSON types only."""
     from orch.server.api.sandboxes import CreateSandbox, ExecCommand

@@ -1,7 +1,9 @@
 """A request's JSON body, read as JSON is defined (RFC 8259): Python's json also reads NaN,
 Infinity and -Infinity, which no other JSON reader takes. A run's input holding one reached its
 agent as text that a Node agent's JSON.parse refuses; the API refuses it instead, as the CLI
-does (422, naming it and where it is)."""
+does (422, naming it and where it is). So is a lone UTF-16 surrogate in a string (`"\\ud800"`),
+which JSON's escapes can write but no UTF-8 text can hold: the store, an environment variable
+and the agent could not take it (a run's input holding one was a 500)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,28 @@ from fastapi import Request
 
 # A string (skipped whole, escapes and all), or one of the words Python's json reads.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|(NaN|-?Infinity)')
+# What may write a surrogate: its escape, or its UTF-8-like bytes (json reads them, surrogatepass).
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def loads(body: bytes | str) -> Any:
-    """`body` as JSON; json.JSONDecodeError (with the place) for a word that is not JSON."""
-    return json.loads(body, parse_constant=lambda word: _refuse(word, body))
+    """`body` as JSON; json.JSONDecodeError (with the place) for a word that is not JSON, or a
+    string (a key too) that holds a lone surrogate."""
+    value = json.loads(body, parse_constant=lambda word: _refuse(word, body))
+    doc = body.decode("utf-8", "surrogatepass") if isinstance(body, bytes) else body
+    if _MAYBE_SURROGATE.search(doc):  # most bodies hold none: only these are looked at closely
+        for string in _TOKENS.finditer(doc):  # valid JSON: the strings, in order, keys too
+            text = string.group()
+            found = _SURROGATE.search(json.loads(text)) if _MAYBE_SURROGATE.search(text) else None
+            if found:
+                escaped = found.group().encode("unicode_escape").decode()
+                raise json.JSONDecodeError(
+                    f"a string holds a lone surrogate ({escaped}), which is not UTF-8 text",
+                    doc,
+                    string.start(),
+                )
+    return value
 
 
 def _refuse(word: str, body: bytes | str) -> None:
