@@ -194,6 +194,21 @@ def test_timeout_kills_the_sandbox(launcher: Launcher) -> None:
     assert time.monotonic() - start < 15
 
 
+def test_a_gvisor_sandbox_on_a_sliver_of_cpu_ends_at_its_timeout(launcher: Launcher) -> None:
+    """runsc's kill goes through the sandbox's own kernel, which runs under the sandbox's CPU
+    limit: at 0.01 CPU it took over 10 s, the runtime was killed, and the exit code was -9."""
+    gvisor = Launcher(runtime="runsc", prefix=PREFIX, pool_size=0)
+    try:
+        start = time.monotonic()
+        result, _, _ = run(gvisor, py("while True: pass"), timeout=2, cpus=0.01)
+        took = time.monotonic() - start
+        assert result.timed_out and result.exit_code == 137, result
+        assert took < 10, took  # it took 2 s + the 10 s given to a runtime that hangs
+    finally:
+        gvisor.close()
+        gvisor.sweep(PREFIX)
+
+
 def test_cancel_kills_the_sandbox(launcher: Launcher) -> None:
     asked = time.monotonic() + 0.5
     result, _, _ = run(launcher, ["sleep", "600"], should_stop=lambda: time.monotonic() > asked)

@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -95,6 +96,17 @@ def sandbox_cgroup(name: str, controller: str) -> Path:
     where = f"{cgroup_parent(name)}/{name}".lstrip("/")
     own = CGROUP_ROOT / controller / where
     return own if own.is_dir() else CGROUP_ROOT / where
+
+
+def _kill_cgroup(folder: Path) -> None:
+    """SIGKILL every process in the cgroup `folder` (none: gone already)."""
+    try:
+        pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def writable_bytes(spec: ContainerSpec) -> int:
@@ -558,6 +570,8 @@ class Launcher:
         clock.exited = time.monotonic()
         clock.running = clock.running or streams.started or (clock.exited if pid_file.exists() else 0.0)
         code = proc.returncode
+        if code < 0:  # the runtime itself killed (it hung after a kill): as a shell says a signal
+            code = 128 - code
         if code != 0 and not why and not pid_file.exists():
             code = ENGINE_FAILED  # the sandbox never ran: the runtime's own failure
         # An OOM kill is a SIGKILL (137); only then is it worth asking. Under gVisor the kill
@@ -593,6 +607,12 @@ class Launcher:
             raise EngineError(f"{self.runtime} {args[0]} did not finish in {timeout:.0f} s.", _FIX) from None
 
     def _kill(self, name: str) -> None:
+        if self.gvisor:
+            # runsc asks its sandbox's kernel (the Sentry) to kill the agent, and the Sentry runs
+            # under the sandbox's CPU limit: at `cpus: 0.01` that took 10 s and more. The Sentry
+            # and the gofer are the host's processes in the sandbox's cgroup: killed there, the
+            # sandbox ends at once, as runc's does.
+            _kill_cgroup(sandbox_cgroup(name, "pids"))
         # PID 1 of the sandbox's pid namespace: the kernel then kills every process in it.
         self._runtime("kill", name, "KILL")
 
