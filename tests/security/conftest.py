@@ -4,7 +4,8 @@ scripts/setup installs: bookworm's own 2022 runsc crashed on the fork bomb). One
 runtime serves the module's cases, each in runs of its own."""
 
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -36,3 +37,21 @@ def sandbox_starts(server: Server) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     found = re.findall(r'^orch_run_sandbox_starts_total\{start="(warm|cold)"\} ([0-9.e+]+)$', text, re.M)
     return {kind: float(value) for kind, value in found}
+
+
+# What the machine's other work (the other test process building images, say) may write to the
+# host's disk while a case runs. A sandbox's write that reached the host's disk would not stop
+# there: the bombs write until ENOSPC, tens of GB on the host (64 MiB failed on a busy machine).
+HOST_DISK_NOISE = 1024**3
+
+
+@pytest.fixture
+def host_disk_kept() -> Callable[[], None]:
+    """A check that the host's disk did not fill since the fixture began."""
+    before = shutil.disk_usage("/").free
+
+    def check() -> None:
+        now = shutil.disk_usage("/").free
+        assert now > before - HOST_DISK_NOISE, f"the host's disk lost {(before - now) >> 20} MiB"
+
+    return check
