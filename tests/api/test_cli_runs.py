@@ -226,3 +226,36 @@ def test_a_run_whose_stdout_was_cut_says_so_on_stderr(  # type: ignore[no-untype
     assert res.exit_code == 0, res.stderr
     assert res.stdout == "x" * (1024 * 1024)
     assert "(output was cut at the 1 MiB limit per stream)" in res.stderr
+
+
+HOSTILE_OUT = b"ansi: \x1b[31mRED\x1b[0m \x1b]0;PWNED\x07 \x1b[2J\x1b[1A up\rU\n\x1b[8mhidden"
+HOSTILE_ERR = b"\x1b]8;;http://evil.example/\x07link\x1b]8;;\x07 \xc2\x9b6n \x1b[3"  # C1 CSI: U+009B
+
+
+def test_control_sequences_an_agent_writes_are_shown_not_obeyed_on_a_terminal(  # type: ignore[no-untyped-def]
+    cli, api: httpx.Client, tmp_path: Path, fake_engine: FakeEngine, worker: None, monkeypatch
+) -> None:
+    """A terminal obeys what an agent writes: it set the title, cleared the screen, moved the
+    cursor over the CLI's own lines, hid a link, and a style left on (`ESC [8m`, hidden) hid
+    the CLI's end line. Colours pass; a style is reset before the CLI writes. Piped, stdout is
+    the run's bytes, exactly."""
+
+    def behave(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
+        out(HOSTILE_OUT)
+        err(HOSTILE_ERR)
+        return ContainerExit(0)
+
+    fake_engine.behaviour = behave
+    assert publish(api, "ansi", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    piped = cli("run", "ansi")
+    assert piped.exit_code == 0 and piped.stdout == HOSTILE_OUT.decode(), piped.output
+    run_id = json.loads(cli("runs", "list", "--json").stdout)[0]["id"]
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # stdout and stderr are terminals, as rich sees it
+    for res in (cli("run", "ansi"), cli("runs", "logs", run_id)):
+        assert res.exit_code == 0, res.output
+        # No newline after it: the screen's open line is stderr's, ended there.
+        shown_out = "ansi: \x1b[31mRED\x1b[0m ^[]0;PWNED^G ^[[2J^[[1A up\rU\n\x1b[8mhidden\x1b[0m"
+        assert res.stdout == shown_out, repr(res.stdout)
+        shown_err = "^[]8;;http://evil.example/^Glink^[]8;;^G \\x9b6n ^[[3\n"
+        assert shown_err in res.stderr and "\x1b]" not in res.stderr, repr(res.stderr)

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
+from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, confirm_delete, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput, OrchError
@@ -163,6 +164,7 @@ def logs(
     path = f"/v1/environments/{segment(data['id'])}/logs"
     params: dict[str, Any] = {"build": build} if build else {}
     offset, text = 0, []
+    log_out = TerminalText(sys.stdout, console.is_terminal)  # see cli/terminal_text.py
     try:
         while True:
             chunk = client.get(path, params={**params, "offset": offset})
@@ -172,7 +174,7 @@ def logs(
             if json_:
                 text.append(chunk["text"])
             else:
-                sys.stdout.write(chunk["text"])
+                log_out.write(chunk["text"])
                 sys.stdout.flush()
             if chunk["more"]:
                 continue
@@ -181,6 +183,8 @@ def logs(
             time.sleep(POLL)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    finally:
+        log_out.end()
     if json_:
         print_json(
             {"id": data["id"], "name": data["name"], "build_id": chunk["build_id"], "status": chunk["status"]}

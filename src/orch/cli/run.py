@@ -13,6 +13,7 @@ from typing import IO, Any
 import typer
 
 from orch.cli.output import Console, command, console, err_console, escape, print_json
+from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
@@ -113,6 +114,11 @@ class _Printer:
     def __init__(self, show_log: bool) -> None:
         self.show_log = show_log
         self.open: IO[str] | None = None  # the stream whose last write did not end a line
+        # What the agent wrote, made safe to show on a terminal (cli/terminal_text.py).
+        self.texts = {
+            "stdout": TerminalText(sys.stdout, console.is_terminal),
+            "stderr": TerminalText(sys.stderr, err_console.is_terminal),
+        }
 
     def __call__(self, stream: str, text: str) -> None:
         if stream == "log":
@@ -121,16 +127,18 @@ class _Printer:
                 for line in text.splitlines():
                     err_console.print(escape(line), style="dim", soft_wrap=True)
             return
-        out = sys.stdout if stream == "stdout" else sys.stderr
-        out.write(text)
+        self.texts[stream].write(text)
+        out = self.texts[stream].out
         out.flush()
         self.open = None if text.endswith("\n") else out
 
     def end_line(self, note: bool = False) -> None:
         """End the line the output left open on a terminal, so that what comes next there starts
-        a line of its own. With `note` (the CLI writes a line on stderr next: a platform's note,
-        the run's end), an open stderr line is ended when piped too. Piped stdout never gets a
-        byte the run did not write."""
+        a line of its own, its styles reset. With `note` (the CLI writes a line on stderr next: a
+        platform's note, the run's end), an open stderr line is ended when piped too. Piped
+        stdout never gets a byte the run did not write."""
+        for text in self.texts.values():
+            text.end()
         if self.open is None:
             return
         shown = console if self.open is sys.stdout else err_console

@@ -15,6 +15,7 @@ import typer
 
 from orch import config as config_mod
 from orch.cli.output import command, console, err_console, escape, print_json, report
+from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, finite, plain_table, variables
 from orch.client.transport import CREATE_TIMEOUT, Transport, check_name
 from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
@@ -186,7 +187,10 @@ def _answer_wait(timeout: float | None) -> float:
 
 def _stream(client: Transport, sandbox: str, body: dict[str, Any], wait: object) -> dict[str, Any]:
     """Write the command's output as it comes; return its last line (exit code, duration)."""
-    outputs = {"stdout": sys.stdout, "stderr": sys.stderr}
+    outputs = {  # made safe to show on a terminal (cli/terminal_text.py)
+        "stdout": TerminalText(sys.stdout, console.is_terminal),
+        "stderr": TerminalText(sys.stderr, err_console.is_terminal),
+    }
     headers = {"Accept": NDJSON}
     with client.stream("POST", f"{_path(sandbox)}/exec", json=body, headers=headers, timeout=wait) as resp:
         for line in resp.iter_lines():
@@ -196,8 +200,10 @@ def _stream(client: Transport, sandbox: str, body: dict[str, Any], wait: object)
             if "stream" in event:
                 out = outputs[event["stream"]]
                 out.write(event["data"])
-                out.flush()
+                out.out.flush()
             elif "exit_code" in event:
+                for out in outputs.values():
+                    out.end()
                 return dict(event)
             elif "message" in event:  # the server's error, once the answer had begun
                 raise from_dict(event)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
+from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, confirm_delete, packed, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import OrchError
@@ -222,17 +223,20 @@ def logs(
     """Print the service's output (every container's, oldest first)."""
     client = Transport.from_settings()
     offset = 0
+    shown = TerminalText(sys.stdout, console.is_terminal)  # see cli/terminal_text.py
     try:
         while True:
             params = {"offset": offset, "wait": 10 if follow else 0}
             chunk = client.get(f"/v1/services/{segment(name)}/logs", params=params)
-            sys.stdout.write(chunk["text"])
+            shown.write(chunk["text"])
             sys.stdout.flush()
             offset = chunk["offset"]
             if not follow and not chunk["text"]:
                 return
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    finally:
+        shown.end()
 
 
 @app.command()
