@@ -98,6 +98,7 @@ class B:
             ("tokens", "token_id"): self.token_ids,
             ("sandboxes", "sandbox_id"): [self.sandbox["id"]],
             ("secrets", "name"): [SECRET_NAME],
+            ("workspaces", "name"): [self.workspace, self.caller_workspace],  # admin only: 403
         }.get((noun, param))
         if values is None:
             pytest.fail(

@@ -110,6 +110,7 @@ class Seeds:
             ("tokens", "token_id"): [self.token_id],
             ("secrets", "name"): [SECRET_NAME],
             ("sandboxes", "sandbox_id"): [self.sandbox["id"]],
+            ("workspaces", "name"): ["team"],  # the caller's own: refused (409), never deleted
         }
         found = values.get((noun, param))
         if found is None:

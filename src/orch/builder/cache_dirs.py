@@ -91,15 +91,17 @@ def entries(instance: str) -> list[disk_lru.Entry]:
     return sorted(found, key=lambda e: e.used_at)
 
 
-def evict(home: Path, instance: str, limit: int) -> list[str]:
+def evict(home: Path, instance: str, limit: int, owner: str = "") -> list[str]:
     """Remove platform `instance`'s least recently used cache directories that none of its
     builds uses until the rest take `limit` bytes at most; return their ids. The lock files
-    of directories gone go too, unless a build holds one."""
+    of directories gone go too, unless a build holds one. With `owner` (cache_mounts.owner),
+    only that owner's directories count (a deleted workspace's: `limit` 0 removes them all)."""
     where = locks(home)
     where.mkdir(parents=True, exist_ok=True)
+    start = f"orch-{owner}-" if owner else prefix(instance)
 
     def listed() -> list[disk_lru.Entry]:
-        found = entries(instance)
+        found = [e for e in entries(instance) if e.key.startswith(start)]
         for entry in found:
             # So that evict's lock is a lock: a build starting meanwhile waits for the removal.
             disk_lru.use_path(where, entry.key).touch(exist_ok=True)

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json
-from orch.cli.utils import JSON, plain_table
+from orch.cli.utils import JSON, confirm_delete, plain_table
 from orch.client.transport import Transport, segment
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
@@ -54,6 +54,46 @@ def list_workspaces(json_: bool = JSON) -> None:
         print_json(data)
         return
     _table(("ID", "NAME", "CREATED"), [(w["id"], w["name"], w["created_at"][:19]) for w in data])
+
+
+@workspace_app.command("delete")
+@command
+def delete_workspace(
+    name: str = typer.Argument(..., help="Workspace name or id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JSON,
+) -> None:
+    """Delete a workspace and everything of it (admin token).
+
+    Refused for your token's own workspace, and while a run, sandbox, service or build of it
+    has not ended."""
+    client = Transport.from_settings()
+    path = f"/v1/workspaces/{segment(name)}"  # a name that can't be one is refused before asking
+    if not yes:
+        confirm_delete(
+            f"Delete workspace {name} with all its tokens, secrets, agents, runs, environments and services?",
+            f"workspace {name}",
+        )
+    data = client.delete(path)
+    if json_:
+        print_json(data)
+        return
+    gone = [
+        _plural(data["deleted_tokens"], "token"),
+        _plural(data["deleted_secrets"], "secret"),
+        f"{_plural(data['deleted_agents'], 'agent')} ({_plural(data['deleted_versions'], 'version')})",
+        _plural(data["deleted_runs"], "run"),
+        _plural(data["deleted_sandboxes"], "ended sandbox", "ended sandboxes"),
+        _plural(data["deleted_services"], "service"),
+        _plural(len(data["deleted_environments"]), "environment")
+        + (f" ({', '.join(data['deleted_environments'])})" if data["deleted_environments"] else ""),
+        _plural(data["deleted_cache_mounts"], "cache mount"),
+    ]
+    ok(escape(f"Deleted workspace {data['workspace']} ({data['id']}): {', '.join(gone)}."))
+
+
+def _plural(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 @token_app.command("create")

@@ -375,11 +375,17 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
         )
     routing.of(platform).changed()
     gone.run()
+    remove_leftovers(platform, service_id)
+    return name
+
+
+def remove_leftovers(platform: Platform, service_id: str) -> None:
+    """After a deleted service's rows are gone: its containers, images and log files on this
+    machine. Raise EngineError."""
     if platform.runs_work:  # on a cluster, the node that ran it removes them as orphans
         platform.engine.remove_containers(platform.service_labels(service_id))
         remove_images(platform, service_id)
         shutil.rmtree(deployed_logs.directory(platform, service_id), ignore_errors=True)
-    return name
 
 
 # How often a waiting follower looks at the service's output again: containers write their

@@ -346,15 +346,22 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
                 "this one again.",
             )
         result = view(platform, s, ws, env)
-        image = env.image
-        # A build under way is stopped by its worker, which sees its row go (workers/builds.py);
-        # one whose server is gone, by that server's next start.
-        s.delete(env)
-        for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)):
-            s.delete(b)
+        image = remove(s, env)
     if image:
         images.release(platform, image)
     return result
+
+
+def remove(s: Session, env: EnvironmentRow) -> str | None:
+    """Delete `env`'s row and its builds' (their logs go with them); return its image, which
+    the caller releases (images.release) once the session has committed."""
+    image = env.image
+    # A build under way is stopped by its worker, which sees its row go (workers/builds.py);
+    # one whose server is gone, by that server's next start.
+    s.delete(env)
+    for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)):
+        s.delete(b)
+    return image
 
 
 def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:

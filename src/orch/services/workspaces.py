@@ -175,7 +175,7 @@ def list_workspaces(platform: Platform, caller: Caller) -> list[WorkspaceView]:
         return [_workspace_view(ws) for ws in rows]
 
 
-def _target_workspace(session: Session, caller: Caller, workspace: str | None, what: str) -> WorkspaceRow:
+def target_workspace(session: Session, caller: Caller, workspace: str | None, what: str) -> WorkspaceRow:
     """The workspace a token call is about: the caller's own, or (admin only) the one named."""
     if not workspace or workspace in (caller.workspace.name, caller.workspace.id):
         return caller.workspace
@@ -196,7 +196,7 @@ def new_token(
     answer, the only time it exists outside the caller's hands."""
     check_name(name, "Token name")
     with platform.store.session() as s:
-        ws = _target_workspace(s, caller, workspace, "create tokens for another workspace")
+        ws = target_workspace(s, caller, workspace, "create tokens for another workspace")
         if admin:
             require_admin(caller, "create admin tokens")
         row, text = _issue(s, ws.id, name, admin=admin)
@@ -209,7 +209,7 @@ def list_tokens(platform: Platform, caller: Caller, workspace: str | None = None
     query = select(TokenRow, WorkspaceRow).join(WorkspaceRow, WorkspaceRow.id == TokenRow.workspace_id)
     with platform.store.session() as s:
         if workspace or not caller.admin:
-            ws = _target_workspace(s, caller, workspace, "list another workspace's tokens")
+            ws = target_workspace(s, caller, workspace, "list another workspace's tokens")
             query = query.where(TokenRow.workspace_id == ws.id)
         rows = s.execute(query.order_by(WorkspaceRow.name, TokenRow.created_at, TokenRow.id)).all()
         return [_token_view(t, w) for t, w in rows]

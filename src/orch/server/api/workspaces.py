@@ -20,7 +20,7 @@ from orch.server.api.deps import (
     api_router,
     name_rule,
 )
-from orch.services import workspaces
+from orch.services import workspace_deletes, workspaces
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 
 router = api_router("workspaces")
@@ -57,6 +57,21 @@ def create_workspace(body: CreateWorkspace, platform: PlatformDep, caller: Calle
 def list_workspaces(platform: PlatformDep, caller: CallerDep) -> list[WorkspaceView]:
     """Every workspace for an admin token; the token's own workspace otherwise."""
     return workspaces.list_workspaces(platform, caller)
+
+
+@router.delete(
+    "/workspaces/{name}",
+    response_model=workspace_deletes.WorkspaceDeleted,
+    # No body, so the service checks it (as first thing); the schema says it for the walkers.
+    openapi_extra={ADMIN: "delete workspaces"},
+)
+def delete_workspace(
+    name: str, platform: PlatformDep, caller: CallerDep
+) -> workspace_deletes.WorkspaceDeleted:
+    """Delete a workspace (by name or id) and everything of it (admin tokens only). Refused for
+    the caller's own workspace, for the one holding the last admin tokens, and while a run,
+    sandbox, service or build of it has not ended."""
+    return workspace_deletes.delete_workspace(platform, caller, name)
 
 
 @router.post("/tokens", response_model=NewTokenView, status_code=201)
