@@ -46,6 +46,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+MAX_WORKERS = 1024  # threads of one kind a server starts: more only exhausts the machine's
+
+
+def _workers(text: str) -> int:
+    """A count of worker threads: 1 to MAX_WORKERS (each is a thread of the server's)."""
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(text)
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -102,6 +113,38 @@ def _base_url(text: str) -> str:
 
 def _trimmed(text: str) -> str:
     return text.strip()
+
+
+def _cluster(text: str) -> str:
+    """'' or HOST:PORT of a Ray cluster's head (a name, an IPv4 address or a bracketed IPv6 one)."""
+    value = text.strip()
+    if not value:
+        return ""
+    host, _, port = value.rpartition(":")
+    if (
+        not re.fullmatch(_REGISTRY_HOST, value)
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) <= 65535
+    ):
+        raise ValueError(text)
+    return value
+
+
+def _file_or_none(text: str) -> str:
+    """'' or the path of a file that exists (a CA bundle): a typo would otherwise drop it without
+    a word, and show up later as certificate errors far from the cause."""
+    value = text.strip()
+    if value and not Path(value).is_file():
+        raise ValueError(text)
+    return value
+
+
+def _bearer(text: str) -> str:
+    """'' or a token a client can send as `Authorization: Bearer TOKEN`: printable ASCII, no space."""
+    if text and not re.fullmatch(r"[\x21-\x7e]+", text):
+        raise ValueError(text)
+    return text
 
 
 def _strict_bool(text: str) -> bool:
@@ -185,7 +228,7 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "Seconds before a build is stopped and failed.",
     ),
-    Setting("build_workers", lambda h: 1, _positive_int, "Builds run at the same time."),
+    Setting("build_workers", lambda h: 1, _workers, "Builds run at the same time."),
     Setting(
         "build_max_size",
         lambda h: 20 * 2**30,
@@ -210,7 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "run_workers",
         lambda h: capacity(),
-        _positive_int,
+        _workers,
         "Runs whose sandboxes execute at the same time; more wait queued. By default the machine's "
         "capacity: 4 per core, and at most as many 512 MiB sandboxes as half the memory holds.",
     ),
@@ -260,7 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ca_bundle",
         lambda h: "/etc/ssl/certs/ca-certificates.crt",
-        str,
+        _file_or_none,
         "CA bundle mounted into build steps and sandboxes ('' for none).",
     ),
     Setting(
@@ -272,7 +315,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "metrics_token",
         lambda h: "",
-        str,
+        _bearer,
         "A secret GET /metrics then requires as 'Authorization: Bearer ...' ('' for none: "
         "whoever reaches the server's address reads the metrics).",
     ),
@@ -340,7 +383,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cluster",
         lambda h: "",
-        _trimmed,
+        _cluster,
         "The Ray cluster whose orch nodes run this server's builds, runs and services, as HOST:PORT "
         "of its head ('' for none: the server runs them on its own machine). See docs/scale.md.",
     ),
@@ -367,6 +410,10 @@ _FORMS: dict[Callable[[str], Any], str] = {
     str: "any text",
     _trimmed: "any text",
     _positive_int: "a whole number of 1 or more",
+    _workers: f"a whole number of 1 to {MAX_WORKERS}",
+    _cluster: "HOST:PORT of the Ray cluster's head (e.g. 10.0.0.5:6379; '' for none)",
+    _file_or_none: "the path of an existing file ('' for none)",
+    _bearer: "printable ASCII without spaces ('' for none)",
     _non_negative_int: "a whole number of 0 or more",
     _port: "a port number from 0 to 65535 (0 picks a free one)",
     _isolation: "runc or gvisor",
@@ -431,6 +478,8 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
                 f"Give {s.name} in {home / CONFIG_FILE} {_FORMS[s.parse]}, or remove the line "
                 "for the default."
             )
+            if isinstance(from_file[s.name], list) and s.parse is not _urls:  # `url = [a, b]`
+                raise InvalidInput(f"Setting {s.name} in {origin} is a list; it takes one value.", fix)
         else:
             values[s.name] = s.default(home)
             continue

@@ -47,13 +47,13 @@ def test_a_bad_value_says_what_the_setting_takes(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as e:
         config.load(tmp_path, environ={"ORCH_RUN_WORKERS": "0"})
     assert "run_workers = '0' (from ORCH_RUN_WORKERS)" in e.value.message
-    assert e.value.fix == "Set ORCH_RUN_WORKERS to a whole number of 1 or more, or unset it for the default."
+    assert e.value.fix == "Set ORCH_RUN_WORKERS to a whole number of 1 to 1024, or unset it for the default."
 
 
 @pytest.mark.parametrize(
     ("line", "form"),
     [
-        ("run_workers = 0", "a whole number of 1 or more"),  # a TOML number is checked too
+        ("run_workers = 0", "a whole number of 1 to 1024"),  # a TOML number is checked too
         ("warm_sandboxes = -1", "a whole number of 0 or more"),
         ("port = 70000", "a port number from 0 to 65535"),
         ("services_port = true", "a port number"),
@@ -132,3 +132,60 @@ def test_a_home_orch_makes_is_its_owners_alone_and_the_config_never_readable_by_
         assert home.stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "form"),
+    [
+        # each a thread of the server's: 100000 of them took the machine's threads, then a traceback
+        ("ORCH_RUN_WORKERS", "99999999999999999999", "a whole number of 1 to 1024"),
+        ("ORCH_BUILD_WORKERS", "1025", "a whole number of 1 to 1024"),
+        # a server with this cluster started, and its runs waited queued without a word
+        ("ORCH_CLUSTER", "nonsense", "HOST:PORT of the Ray cluster's head"),
+        ("ORCH_CLUSTER", "head.example:99999", "HOST:PORT of the Ray cluster's head"),
+        ("ORCH_CLUSTER", "http://head:6379", "HOST:PORT of the Ray cluster's head"),
+        # a typo dropped the bundle without a word: certificate errors later, far from the cause
+        ("ORCH_CA_BUNDLE", "/nonexistent/ca.crt", "the path of an existing file"),
+        ("ORCH_CA_BUNDLE", "/etc", "the path of an existing file"),
+        # no client can send it as `Authorization: Bearer ...`
+        ("ORCH_METRICS_TOKEN", " spaced ", "printable ASCII without spaces"),
+    ],
+)
+def test_settings_that_could_not_work_are_refused(
+    tmp_path: Path, variable: str, value: str, form: str
+) -> None:
+    with pytest.raises(InvalidInput) as e:
+        config.load(tmp_path, environ={variable: value})
+    assert e.value.fix.startswith(f"Set {variable} to {form}"), e.value.fix
+
+
+def test_settings_of_those_forms_are_taken(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("")
+    cfg = config.load(
+        tmp_path,
+        environ={
+            "ORCH_RUN_WORKERS": "1024",
+            "ORCH_CLUSTER": " [::1]:6379 ",
+            "ORCH_CA_BUNDLE": str(bundle),
+            "ORCH_METRICS_TOKEN": "scrape-secret_1",
+        },
+    )
+    assert (cfg.run_workers, cfg.cluster, cfg.ca_bundle, cfg.metrics_token) == (
+        1024,
+        "[::1]:6379",
+        str(bundle),
+        "scrape-secret_1",
+    )
+    assert (
+        config.load(tmp_path, environ={"ORCH_CLUSTER": "head.example.com:6379"}).cluster
+        == "head.example.com:6379"
+    )
+
+
+def test_a_list_for_a_setting_of_one_value_is_refused(tmp_path: Path) -> None:
+    """`url = ["http://a", "http://b"]` was joined into one address, http://a,http://b."""
+    (tmp_path / "config.toml").write_text('url = ["http://a", "http://b"]\n')
+    with pytest.raises(InvalidInput) as e:
+        config.load(tmp_path, environ={})
+    assert e.value.message == f"Setting url in {tmp_path / 'config.toml'} is a list; it takes one value."
