@@ -340,8 +340,8 @@ class Transport:
                 "No orch server is configured.",
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
+        _check_url(url)  # as given: "http://" stripped of its slashes would be quoted as "http:"
         self.url = url.rstrip("/")
-        _check_url(self.url)
         if self.url.endswith("/v1"):
             raise InvalidInput(
                 f"The server's URL is its root, not its API's path: {self.url} ends in /v1.",
@@ -483,6 +483,19 @@ def _check_url(url: str) -> None:
             raise InvalidInput(
                 f"The server's URL {url!r} has no valid port (a number from 1 to 65535).", URL_FIX
             ) from None
-        usable = False
-    if not usable or parts.query or parts.fragment:
+        raise InvalidInput(
+            f"The server's URL {url!r} is not an http:// or https:// address.", URL_FIX
+        ) from None
+    if usable and (parts.query or parts.fragment):
+        extra = f"?{parts.query}" if parts.query else f"#{parts.fragment}"
+        raise InvalidInput(
+            f"The server's URL {url!r} has a {'query' if parts.query else 'fragment'} ({extra}), which "
+            "no server's address has.",
+            URL_FIX,
+        )
+    if not usable and parts.scheme in ("http", "https") and not parts.hostname:
+        raise InvalidInput(f"The server's URL {url!r} names no host.", URL_FIX)
+    if not usable and parts.scheme in ("http", "https"):  # port 0
+        raise InvalidInput(f"The server's URL {url!r} has no valid port (a number from 1 to 65535).", URL_FIX)
+    if not usable:
         raise InvalidInput(f"The server's URL {url!r} is not an http:// or https:// address.", URL_FIX)
