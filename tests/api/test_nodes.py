@@ -258,9 +258,22 @@ def test_claims_without_a_node_record_none(api: httpx.Client, platform: Platform
         assert row is not None and row.node is None and row.claimed_by == platform.instance
 
 
-def test_orch_node_list_through_the_cli(cli, api: httpx.Client, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orch_node_list_through_the_cli(  # type: ignore[no-untyped-def]
+    cli, api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
+) -> None:
     empty = cli("node", "list")
-    assert empty.exit_code == 0 and "No nodes" in empty.output
+    assert empty.exit_code == 0 and "No nodes: this server runs its work on its own machine." in empty.output
+    assert api.get("/v1/nodes").headers["orch-work"] == "server"
+    # A cluster's server with no node up said it ran its work on its own machine: it runs none.
+    own = platform.config
+    platform.config = own.with_values(cluster="127.0.0.1:6379")
+    try:
+        waiting = cli("node", "list")
+        assert waiting.exit_code == 0, waiting.output
+        assert "No nodes: this server's runs, builds and services wait until a node" in waiting.output
+        assert api.get("/v1/nodes").headers["orch-work"] == "cluster"
+    finally:
+        platform.config = own
     assert json.loads(cli("node", "list", "--json").output) == []
     with node(tmp_path, database_url, "a"):
         [listed] = json.loads(cli("node", "list", "--json").output)

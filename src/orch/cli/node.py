@@ -138,9 +138,17 @@ def stop(
 @command
 def list_(json_: bool = JSON) -> None:
     """List the cluster's nodes: their state, capacity and what they run now."""
-    found = Transport.from_settings().get("/v1/nodes")
+    answer = Transport.from_settings().send("GET", "/v1/nodes")
+    found = answer.json()
     if json_:
         print_json(found)
+        return
+    if not found and answer.headers.get("orch-work") == "cluster":
+        console.print(
+            "No nodes: this server's runs, builds and services wait until a node of its cluster is "
+            "up. Join one with `orch node start --cluster HOST:PORT` (its ORCH_CLUSTER).",
+            markup=False,
+        )
         return
     if not found:
         console.print(
