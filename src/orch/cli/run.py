@@ -18,7 +18,7 @@ from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, check_name, segment
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, ServerUnreachable
 from orch.loop.transcript import transcript_line
 from orch.reading import STDIN, read_bounded
 from orch.text import utf8
@@ -155,7 +155,11 @@ def stream(
     `_Printer.end_line`; `note_follows`: the caller prints a line on stderr next); return the
     ended run."""
     printer = _Printer(show_log)
-    last = follow_output(client, run_id, printer)
+    try:
+        last = follow_output(client, run_id, printer)
+    except ServerUnreachable:  # the server went (follow.lost_server): its sentence on a line of its own
+        printer.end_line(note=True)
+        raise
     printer.end_line(note=note_follows)
     # The answer that saw the end carries the run; a server before that is asked for it.
     return dict(last.get("run") or client.get(f"/v1/runs/{segment(run_id)}"))

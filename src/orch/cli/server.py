@@ -15,18 +15,30 @@ from orch.errors import InvalidInput
 
 @command
 def server(
-    host: str = typer.Option(None, "--host", help="Address to listen on \\[default: 127.0.0.1]."),
+    host: str = typer.Option(
+        None, "--host", help="Address to listen on \\[default: the host setting (ORCH_HOST), else 127.0.0.1]."
+    ),
     port: int = typer.Option(
-        None, "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one \\[default: 8750]."
+        None,
+        "--port",
+        min=0,
+        max=65535,
+        help="Port to listen on; 0 picks a free one \\[default: the port setting (ORCH_PORT), else 8750].",
     ),
     services_port: int = typer.Option(
         None,
         "--services-port",
         min=0,
         max=65535,
-        help="Port services are served on, an origin of their own; 0 picks a free one \\[default: 8751].",
+        help="Port services are served on, an origin of their own; 0 picks a free one "
+        "\\[default: the services_port setting (ORCH_SERVICES_PORT), else 8751].",
     ),
-    db: str = typer.Option(None, "--db", help="Database URL \\[default: the SQLite file in ORCH_HOME]."),
+    db: str = typer.Option(
+        None,
+        "--db",
+        help="Database URL \\[default: the database_url setting (ORCH_DATABASE_URL), else the SQLite "
+        "file in ORCH_HOME].",
+    ),
 ) -> None:
     """Start the control plane: API, web UI, workers and the services' proxy.
 

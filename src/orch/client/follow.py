@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from orch.client.transport import Transport, segment
+from orch.errors import ServerUnreachable
 
 FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 STREAMS = ("log", "stdout", "stderr")  # in the order `follow` hands out each answer's pieces
@@ -32,17 +33,39 @@ def follow(
     server reads a run's status before its output, and stores a run's last output with its end,
     so that answer holds all the output that was left (no further request). With wait=0, or once
     `deadline` (a time.monotonic()) passes, stops at the first answer with nothing new. Returns
-    the last answer: `status`, `offsets`, `truncated`, and `run` (the run) once it has ended."""
+    the last answer: `status`, `offsets`, `truncated`, and `run` (the run) once it has ended.
+    A server that goes after its first answer is said by `lost_server`."""
     offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
+    answered = False
     while True:
         poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
-        chunk: dict[str, Any] = http.get(f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll})
+        try:
+            chunk: dict[str, Any] = http.get(
+                f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll}
+            )
+        except ServerUnreachable:
+            if not answered:
+                raise  # never reached: said as any command says it
+            raise lost_server(f"run {run_id}", f"orch runs show {run_id}") from None
+        answered = True
         offsets.update(chunk["offsets"])
         news = [stream for stream in STREAMS if chunk[stream]]
         for stream in news:
             on_output(stream, chunk[stream])
         if chunk["status"] in FINAL or (not news and poll <= 0):
             return chunk
+
+
+def lost_server(followed: str, shows: str) -> ServerUnreachable:
+    """What a follower says when the server it was following `followed` through goes (a stop,
+    whose long polls answer at once and whose record of the end comes after it stops answering;
+    a kill; the network): not the connection's error, but that the end is recorded there and
+    which command (`shows`) reads it once the server answers again."""
+    return ServerUnreachable(
+        f"Lost the orch server while following {followed}: it stopped, or no longer answers.",
+        f"Once it answers again, `{shows}` shows how it ended (a server that stops records what "
+        "it was running as failed).",
+    )
 
 
 def event_pages(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import logging
@@ -19,6 +20,8 @@ from orch import config as config_mod
 from orch.cluster import machine
 from orch.config import Config
 from orch.errors import InvalidInput
+from orch.secret import box
+from orch.server import home_lock
 from orch.server.app import create_app
 from orch.server.http_protocol import CoalescingHttpTools
 from orch.services import host_check, workspaces
@@ -53,20 +56,30 @@ def _url(sock: socket.socket) -> str:
 
 
 def serve(cfg: Config, on_ready: object = None) -> None:
-    """Run the control plane until interrupted."""
-    config_mod.make_home(cfg.home)
+    """Run the control plane until interrupted. What it is given is checked before anything is
+    made, and its home's lock is taken before anything of the home is touched (home_lock.py)."""
     if int(cfg.services_port) != 0 and int(cfg.services_port) == int(cfg.port):
         raise InvalidInput(
             f"The server's port and services_port are both {cfg.port}; services need a port of their own.",
             "Pass another --port, or set ORCH_SERVICES_PORT to another port (0 picks a free one).",
         )
-    sock = bind(str(cfg.host), int(cfg.port))
+    if str(cfg.secret_key or "").strip() or box.key_path(cfg).exists():
+        box.load(cfg)  # a key that is not one is refused now, not once the store is made
+    with contextlib.ExitStack() as refused:  # closes the sockets when a step below refuses
+        sock = refused.enter_context(bind(str(cfg.host), int(cfg.port)))
+        services_sock = refused.enter_context(bind(str(cfg.host), int(cfg.services_port), "--services-port"))
+        config_mod.make_home(cfg.home)
+        lock = home_lock.hold(cfg.home)
+        refused.pop_all()
     try:
-        services_sock = bind(str(cfg.host), int(cfg.services_port), "--services-port")
-    except InvalidInput:
-        sock.close()
-        raise
+        _serve(cfg, sock, services_sock, lock)
+    finally:
+        lock.release()
+
+
+def _serve(cfg: Config, sock: socket.socket, services_sock: socket.socket, lock: home_lock.HomeLock) -> None:
     url = _url(sock)
+    lock.say(url)
     services_url = str(cfg.services_url) or default_services_url(*services_sock.getsockname()[:2])
     cfg = cfg.with_values(services_port=services_sock.getsockname()[1], services_url=services_url)
     platform = machine.platform(cfg)
