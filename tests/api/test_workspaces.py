@@ -204,6 +204,9 @@ def test_an_empty_name_or_id_is_refused_before_any_request(cli) -> None:
         assert res.exit_code == 2, (args, res.output)
         assert "An empty name or id was given" in res.output and "Traceback" not in res.output
         assert "307" not in res.output
+    # It was sent, and answered as a request with no Authorization header.
+    res = cli("login", "--url", "http://testserver", "--token", " ")
+    assert res.exit_code == 2 and res.stderr.startswith("✗ --token is empty."), res.output
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,10 @@ def login(
     """Point the CLI at a server: checks the token, then saves both in ORCH_HOME/config.toml."""
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"{url!r} is not an http(s) URL.", "Pass e.g. --url http://127.0.0.1:8750.")
+    if not token.strip():  # it was sent, and said as a request with no Authorization header
+        raise InvalidInput(
+            "--token is empty.", "Pass the workspace API token, e.g. --token orch_... (`orch token create`)."
+        )
     Transport(url, token).get("/v1/environments")
     cfg = config_mod.load()
     config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
