@@ -244,6 +244,20 @@ SETTINGS: tuple[Setting, ...] = (
         "that brings it below is stopped and fails (0: none).",
     ),
     Setting(
+        "build_memory",
+        lambda h: 4 * 2**30,
+        _memory_size,
+        "The memory limit of a build's RUN steps, such as 4Gi: a step past it is killed and the "
+        "build fails, saying so.",
+    ),
+    Setting(
+        "build_pids",
+        lambda h: 1024,
+        _positive_int,
+        "The processes (and threads) a build's RUN steps may have at once: past it a fork fails, "
+        "and so does the build, saying so.",
+    ),
+    Setting(
         "cache_mounts_size",
         lambda h: 10 * 2**30,
         _memory_size,

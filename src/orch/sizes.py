@@ -34,13 +34,26 @@ def parse_size(text: str) -> int | None:
     return size
 
 
-def format_size(size: int) -> str:
-    """`size` bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `48.2 MiB`."""
-    units = ("B", "KiB", "MiB", "GiB")
+def format_size(size: int, decimals: int = 1) -> str:
+    """`size` bytes in binary units with `decimals` decimals (trailing zeros dropped): `512 B`,
+    `1.5 KiB`, `48.2 MiB`, `99 TiB`."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
     value, index = float(size), 0
     while value >= 1024 and index < len(units) - 1:
         value /= 1024
         index += 1
     if index == 0:
         return f"{size} B"
-    return f"{value:.1f}".removesuffix(".0") + " " + units[index]
+    shown = f"{value:.{decimals}f}"
+    return (shown.rstrip("0").removesuffix(".") if "." in shown else shown) + " " + units[index]
+
+
+def format_apart(size: int, other: int) -> str:
+    """`size` as format_size writes it, with as many more decimals as it takes (bytes at the
+    last) not to read as `other` does: "written 1.04 GiB, more than the 1 GiB", never "written
+    1 GiB, more than the 1 GiB"."""
+    for decimals in range(1, 4):
+        shown = format_size(size, decimals)
+        if size == other or shown != format_size(other, decimals):
+            return shown
+    return f"{size:,} bytes"

@@ -11,6 +11,7 @@ import pytest
 
 from orch.engine import PodmanEngine
 from tests.integration.conftest import Server
+from tests.integration.test_build_server_stop import building
 from tests.integration.test_engine import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -215,13 +216,7 @@ def test_deleting_an_environment_stops_its_build(server: Server, tmp_path) -> No
     only build worker held: every other build waited queued behind it."""
     marker = str(7_300_000 + os.getpid())
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text(f"FROM e2bdev/code-interpreter:latest\nRUN echo started && sleep {marker}\n")
-    res = server.cli("env", "create", "-f", str(dockerfile), "-n", "hang", "-d")
-    assert res.returncode == 0, res.stdout + res.stderr
-    deadline = time.monotonic() + 120
-    while not running(f"sleep {marker}"):
-        assert time.monotonic() < deadline, "the build never reached its RUN step"
-        time.sleep(0.2)
+    building(server, dockerfile, "hang", marker)
     res = server.cli("env", "delete", "hang", "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
     deadline = time.monotonic() + 20

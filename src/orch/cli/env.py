@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 
+from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, confirm_delete, plain_table
 from orch.client.transport import Transport, segment
-from orch.errors import InvalidInput, OrchError
+from orch.errors import InvalidInput, NotFound, OrchError
 from orch.reading import STDIN, read_bounded
 
 app = typer.Typer(help="Environments: the images sandboxes run in.", no_args_is_help=True)
@@ -129,7 +132,7 @@ def status(
     data = client.get(f"/v1/environments/{segment(env)}")
     # A finished build is followed too: its whole log is printed, then the outcome.
     if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
-        data = follow_build(client, data["id"], quiet=json_)
+        data = follow_build(client, data["id"], quiet=json_, name=data["name"])
     if json_:
         print_json(_status_json(data))
     else:
@@ -165,26 +168,29 @@ def logs(
     params: dict[str, Any] = {"build": build} if build else {}
     offset, text = 0, []
     log_out = TerminalText(sys.stdout, console.is_terminal)  # see cli/terminal_text.py
-    try:
-        while True:
-            chunk = client.get(path, params={**params, "offset": offset})
-            offset = chunk["offset"]
-            if chunk["build_id"]:  # the same build to its end, should another one be queued
-                params["build"] = chunk["build_id"]
-            if json_:
-                text.append(chunk["text"])
-            else:
-                log_out.write(chunk["text"])
-                sys.stdout.flush()
-            if chunk["more"]:
-                continue
-            if not follow or chunk["status"] in FINAL or chunk["build_id"] is None:
-                break
-            time.sleep(POLL)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
-    finally:
-        log_out.end()
+    # Following, Ctrl-C is how it ends: 0, whatever another Ctrl-C a moment later does.
+    with interrupt.FirstOnly() if follow else contextlib.nullcontext():
+        try:
+            with _deleted_meanwhile(client, data["id"], data["name"]):
+                while True:
+                    chunk = client.get(path, params={**params, "offset": offset})
+                    offset = chunk["offset"]
+                    if chunk["build_id"]:  # the same build to its end, should another one be queued
+                        params["build"] = chunk["build_id"]
+                    if json_:
+                        text.append(chunk["text"])
+                    else:
+                        log_out.write(chunk["text"])
+                        sys.stdout.flush()
+                    if chunk["more"]:
+                        continue
+                    if not follow or chunk["status"] in FINAL or chunk["build_id"] is None:
+                        break
+                    time.sleep(POLL)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        finally:
+            log_out.end()
     if json_:
         print_json(
             {"id": data["id"], "name": data["name"], "build_id": chunk["build_id"], "status": chunk["status"]}
@@ -192,6 +198,24 @@ def logs(
         )
     elif offset == 0:
         _no_log_note(data, chunk)
+
+
+@contextlib.contextmanager
+def _deleted_meanwhile(client: Transport, env_id: str, name: str | None = None) -> Iterator[None]:
+    """Following the build of environment `env_id`: one deleted meanwhile (its build stopped
+    with it) is said as such, rather than as an id this workspace has no environment of."""
+    try:
+        yield
+    except NotFound:
+        try:
+            client.get(f"/v1/environments/{segment(env_id)}")
+        except NotFound:
+            raise OrchError(
+                f"The environment {name or env_id} was deleted while it was being built; its "
+                "build was stopped with it.",
+                "`orch env list` shows the workspace's environments.",
+            ) from None
+        raise
 
 
 def _no_log_note(e: dict[str, Any], chunk: dict[str, Any]) -> None:
@@ -273,9 +297,15 @@ def _print_failure(e: dict[str, Any]) -> None:
 
 
 def follow_build(
-    client: Transport, env_id: str, quiet: bool = False, logs: bool = True, deadline: float = 6 * 3600
+    client: Transport,
+    env_id: str,
+    quiet: bool = False,
+    logs: bool = True,
+    deadline: float = 6 * 3600,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Show a progress bar (and the log, if `logs`) until the build ends; return the final state."""
+    """Show a progress bar (and the log, if `logs`) until the build ends; return the final state.
+    An environment deleted meanwhile is said as such (`name`, else its id)."""
     # Here rather than at the top: `orch env list` and the other quick commands import this module.
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -291,7 +321,7 @@ def follow_build(
         # Piped or redirected, a bar can't redraw: it would leave only a blank line behind.
         disable=quiet or not console.rich().is_terminal,
     )
-    with progress:
+    with progress, _deleted_meanwhile(client, env_id, name):
         task = progress.add_task("Building", total=None, step="queued")
 
         def show(chunk: dict[str, Any]) -> None:
@@ -362,7 +392,7 @@ def _wait_and_report(
             return
         ok(f"{note} Following it.")
     if not detach and data["status"] not in FINAL:
-        data = follow_build(client, data["id"], quiet=json_, logs=logs)
+        data = follow_build(client, data["id"], quiet=json_, logs=logs, name=data["name"])
     if json_:
         print_json(_status_json(data))
     elif data["status"] == "ready":

@@ -56,6 +56,25 @@ def inside_command() -> None:
     _swap(_end, signal.default_int_handler)
 
 
+def _first(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the answer is decided, through the exit too
+    raise KeyboardInterrupt
+
+
+class FirstOnly:
+    """Inside it, the first Ctrl-C raises KeyboardInterrupt and every later one is ignored, until
+    the process is gone: for a command whose answer to Ctrl-C the first decides (following a
+    log: 0), so that a second, a moment later, can't turn it into 130 (`timeout -s INT` signals
+    the command, then its process group: two SIGINTs). Left without one, Ctrl-C is Python's
+    own again."""
+
+    def __enter__(self) -> None:
+        _swap(signal.default_int_handler, _first)
+
+    def __exit__(self, *_exc: object) -> None:
+        _swap(_first, signal.default_int_handler)
+
+
 def after_command() -> None:
     """A command's code has returned: in the `orch` command, Ctrl-C ends it quietly again (at the
     interpreter's exit a KeyboardInterrupt would be a traceback); elsewhere it stays Python's."""

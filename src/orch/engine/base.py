@@ -56,6 +56,10 @@ class BuildRequest:
     # either, the build is stopped as a timeout stops it (engine/build_disk.py).
     max_size: int = 0
     disk_reserve: int = 0
+    # The memory limit of each RUN step, and the processes the steps may have at once
+    # (engine/build_limits.py); 0: none.
+    memory: int = 0
+    pids: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,11 @@ class Engine(Protocol):
         the store says of them) and what they started, and remove the working containers and
         temporary directories of `owner`'s builds that were killed mid-way; call it only while
         none of `owner`'s builds runs. Return how many containers."""
+        ...
+
+    def storage_disk(self) -> tuple[Path, int] | None:
+        """Where builds write (the container storage) and the size of the file system it lies
+        on, in bytes; None for an engine without one."""
         ...
 
     def remove_untagged_images(self, owner: str) -> int:

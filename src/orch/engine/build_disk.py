@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch.errors import BuildFailed
-from orch.sizes import format_size
+from orch.sizes import format_apart, format_size
 
 DUTY = 10.0  # a walk of the upper directories takes at most 1/DUTY of the build's time
 log = logging.getLogger(__name__)
@@ -51,11 +51,14 @@ class Stop:
     reserve: bool = False  # the free-space reserve, not the build's own size
     where: str = ""  # the container storage's directory (for the reserve's sentence)
 
-    def error(self, tail: list[str]) -> BuildFailed:
+    def error(self, tail: list[str], started: bool = True) -> BuildFailed:
+        """Why the build failed: it was stopped (or, not `started`, not begun: the disk was below
+        the reserve already)."""
         if self.reserve:
             return BuildFailed(
-                f"The build was stopped: the disk that holds the container storage ({self.where}) "
-                f"had {format_size(self.measured)} free, less than the {format_size(self.bound)} "
+                f"The build {'was stopped' if started else 'did not start'}: the disk that holds "
+                f"the container storage ({self.where}) had {format_apart(self.measured, self.bound)} "
+                f"free, less than the {format_size(self.bound)} "
                 "that ORCH_BUILD_DISK_RESERVE keeps free for the store, the other builds and "
                 "the sandboxes",
                 "Build it again once that disk has room: the server's operator frees space on it "
@@ -63,7 +66,7 @@ class Stop:
                 tail=tail,
             )
         return BuildFailed(
-            f"The build was stopped: its steps had written {format_size(self.measured)}, more "
+            f"The build was stopped: its steps had written {format_apart(self.measured, self.bound)}, more "
             f"than the {format_size(self.bound)} that ORCH_BUILD_MAX_SIZE allows",
             "Make the steps write less (install only what runs need, and remove downloads and "
             "caches in the step that made them), or ask the server's operator to raise "

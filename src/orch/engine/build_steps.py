@@ -2,7 +2,9 @@
 
 Killing `podman build` (its process group) does not end the RUN step it was running: Buildah's
 OCI runtime starts the step's processes in a session, a process group and a cgroup of their own
-(`buildah-buildahNNN`), so they go on, reparented to PID 1, for as long as the step would. What
+(`buildah-buildahNNN`; for a build with limits, `steps` under the build's parent cgroup, which
+engine/build_limits.py empties first), so they go on, reparented to PID 1, for as long as the
+step would. What
 links them to the build is Buildah's bundle directory for the step, `TMPDIR/buildahNNN` (its
 `config.json` names the working container by the first 12 characters of its id, as the step's
 hostname), and the step's cgroup, named after that directory. So, given the working containers

@@ -210,6 +210,9 @@ class FakeEngine(Engine):
         self.swept.append(f"builds of {owner}")
         return 0
 
+    def storage_disk(self) -> tuple[Path, int] | None:
+        return None
+
     def remove_untagged_images(self, owner: str) -> int:
         self.swept.append(f"untagged images of {owner}")
         return 0

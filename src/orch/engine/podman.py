@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
-from orch.engine import build_disk, build_steps, podman_run, runtime_state
+from orch.engine import build_disk, build_limits, build_steps, podman_run, runtime_state
 from orch.engine import network as networks
 from orch.engine.base import (
     BuildRequest,
@@ -122,6 +122,11 @@ class PodmanEngine(Engine):
             self._storage = build_disk.Storage(Path(root.strip()), driver.strip())
         return self._storage
 
+    def storage_disk(self) -> tuple[Path, int] | None:
+        root = self.storage().root
+        st = os.statvfs(root)
+        return root, st.f_blocks * st.f_frsize
+
     def _cmd(self, *args: str, timeout: float = 120, check: bool = True) -> ProcessResult:
         try:
             proc = subprocess.run(
@@ -167,6 +172,9 @@ class PodmanEngine(Engine):
                 args += ["--build-arg", f"{k}={v}"]
             if owner:
                 args += ["--build-arg", f"{OWNER_ARG}={owner}"]
+            # The steps' memory and process limits: a parent cgroup of the build's own.
+            limits = build_limits.Limits.of(request.memory, request.pids, owner)
+            args += limits.args()
             args.append(str(context))
 
             def output(line: str) -> None:
@@ -179,26 +187,30 @@ class PodmanEngine(Engine):
             if request.disk_reserve or (owner and request.max_size):
                 max_size = request.max_size if owner else 0
                 disk = build_disk.guard(self.storage(), OWNER_ARG, owner, max_size, request.disk_reserve)
-            for attempt in range(3):
-                code: int | None = None  # none: cut short by an exception (the caller's output)
-                try:
-                    code, tail, stopped = self._stream(
-                        args, output, on_start, request.timeout, should_stop, disk.check if disk else None
-                    )
-                finally:
-                    if owner and (code is None or code < 0):
-                        # Killed (a negative code: by a signal), it cleaned up nothing: what it
-                        # started goes, its RUN step's processes, its working container, and
-                        # its step's network address.
-                        try:
-                            self._end_builds(lambda value: value == owner)
-                        except EngineError as e:  # the owner's next start removes what stays
-                            log.warning("cleaning up after a stopped build: %s", e)
-                # Podman's layer cache lookup reads every image; one removed at that moment (by
-                # another build's cleanup, a redeploy, an `rmi`) fails the lookup, not the build.
-                if code == 0 or stopped or not any(_CACHE_RACE in line for line in tail[-3:]):
-                    break
-                output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
+            if disk and (full := disk.check()) and full.reserve:
+                raise full.error([], started=False)  # below the reserve already: no step starts
+            try:
+                for attempt in range(3):
+                    code: int | None = None  # none: cut short by an exception (the caller's output)
+                    limits.start()
+                    try:
+                        code, tail, stopped = self._stream(
+                            args, output, on_start, request.timeout, should_stop, disk.check if disk else None
+                        )
+                    finally:
+                        if code is None or code < 0:
+                            # Killed (a negative code: by a signal), it cleaned up nothing: what
+                            # it started goes, its RUN step's processes, its working container,
+                            # and its step's network address.
+                            self._end_stopped(owner, limits)
+                    # Podman's layer cache lookup reads every image; one removed at that moment (by
+                    # another build's cleanup, a redeploy, an `rmi`) fails the lookup, not the build.
+                    if code == 0 or stopped or not any(_CACHE_RACE in line for line in tail[-3:]):
+                        break
+                    output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
+                limited = limits.reached(code, tail) if code is not None and not stopped else None
+            finally:
+                limits.end()
         if isinstance(stopped, build_disk.Stop):
             raise stopped.error(tail)
         if stopped == _TIMEOUT:
@@ -209,6 +221,8 @@ class PodmanEngine(Engine):
             )
         if stopped:
             raise BuildFailed("The build was stopped.", "Build it again.", tail=tail, stopped=True)
+        if limited is not None:
+            raise limited
         if code != 0:
             raise BuildFailed("podman build failed.", "See the build log.", exit_code=code, tail=tail)
         info = self.inspect_image(request.tag)
@@ -221,6 +235,18 @@ class PodmanEngine(Engine):
             with contextlib.suppress(EngineError):
                 self.remove_image(replaced.id)
         return info
+
+    def _end_stopped(self, owner: str, limits: build_limits.Limits) -> None:
+        """End what a killed `podman build` started: its RUN step's processes (by its limits'
+        cgroup, then by its container in the OCI runtime), its working container, and its
+        step's network address."""
+        if limits.end():
+            log.info("ended the processes of a stopped build's RUN step (%s)", limits.name)
+        if owner:
+            try:
+                self._end_builds(lambda value: value == owner)
+            except EngineError as e:  # the owner's next start removes what stays
+                log.warning("cleaning up after a stopped build: %s", e)
 
     def _stream(
         self,
@@ -460,6 +486,10 @@ class PodmanEngine(Engine):
         for pid in build_steps.orphans(mine, OWNER_ARG):
             log.warning("ending podman build %d, left running by a stopped server", pid)
             build_steps.kill_group(pid)
+        # What their RUN steps run, by the steps' limits' cgroups (engine/build_limits.py).
+        for name in build_limits.leftovers(owner):
+            if killed := build_limits.end(name):
+                log.warning("ended %d processes of a stopped build's RUN step (%s)", killed, name)
         # The build's temporary directory (its Containerfile, its context) that a SIGKILL left.
         for left in Path(tempfile.gettempdir()).glob(f"{_context_prefix(owner)}*"):
             shutil.rmtree(left, ignore_errors=True)

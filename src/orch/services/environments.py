@@ -279,25 +279,34 @@ def build(platform: Platform, ws_id: str, ref: str, no_cache: bool = False) -> E
 
 
 def _buildable(s: Session, ws: WorkspaceRow, ref: str, no_cache: bool) -> EnvironmentRow:
-    """The environment `ref`, unless it can't be built now: a base one, or (without the cache)
-    one being built."""
+    """The environment `ref`, unless it can't be built now: a base one, or, asked without the
+    cache, one whose build under way uses it (one under way without the cache is what was asked
+    for: it is followed, as a build with the cache is)."""
     env = resolve(s, ws, ref)
     if env.kind == EnvKind.BASE:
         raise InvalidInput(
             f"{env.name} is a base environment; its image is built by the platform.",
             "The platform's operator builds base images on the server's machine (scripts/setup does it).",
         )
-    if no_cache and _building(s, env):
+    if no_cache and (current := _unfinished(s, env)) is not None and not current.no_cache:
         raise Conflict(
-            f"{env.name} is already being built ({env.build_id}).", "Wait for it to end, then build again."
+            f"{env.name} is already being built ({current.id}) with the cache, so a build without it "
+            "(--no-cache) can't start until that one has ended.",
+            f"Follow it with `orch env status {env.name} --follow`, then run "
+            f"`orch env build {env.name} --no-cache`.",
         )
     return env
 
 
+def _unfinished(s: Session, env: EnvironmentRow) -> BuildRow | None:
+    """`env`'s current build, if it has not ended yet."""
+    current = s.get(BuildRow, env.build_id) if env.build_id else None
+    return current if current is not None and not BuildStatus(current.status).final else None
+
+
 def _building(s: Session, env: EnvironmentRow) -> bool:
     """Whether `env`'s current build has not ended yet."""
-    current = s.get(BuildRow, env.build_id) if env.build_id else None
-    return current is not None and not BuildStatus(current.status).final
+    return _unfinished(s, env) is not None
 
 
 def failed_build_fix(name: str, kind: str) -> str:

@@ -33,15 +33,17 @@ STOP_GRACE = 5.0  # seconds a stop waits for its workers to end, all of them tog
 
 
 def build_queue(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
-    return QueueWorkers(
+    queue = QueueWorkers(
         "build",
         claim=lambda: builds.claim(platform),
-        work=lambda build_id: builds.run(platform, build_id),
+        # A running build is stopped when the workers stop, and queued again (workers/builds.py).
+        work=lambda build_id: builds.run(platform, build_id, queue.stopping),
         recover=lambda: builds.recover(platform),
         wake=platform.wake_builds,
         count=count,
         poll=poll,
     )
+    return queue
 
 
 def run_queue(platform: Platform, count: int = 1, poll: float = 1.0) -> QueueWorkers:
@@ -104,8 +106,10 @@ class Workers:
         """Stop every thread; services' containers keep running. The queues claim nothing more,
         and the sandboxes of the runs in flight are ended at once, all together: their workers
         record them as the stop's (workers/runs.py), within one `grace` for every worker (not
-        one each: a worker blocked on its sandbox cost its 5 s before, 41 s for 8 runs). What is
-        still busy after it (a build, a loop waiting on its model) is settled by the next start."""
+        one each: a worker blocked on its sandbox cost its 5 s before, 41 s for 8 runs). Running
+        builds are stopped too, everything they started with them, and queued again (or failed
+        after their second stop: workers/builds.py). What is still busy after it (a loop waiting
+        on its model, a build pushing its image) is settled by the next start."""
         self.reaper.stop()
         self.supervisor.stop()
         for q in self.queues:

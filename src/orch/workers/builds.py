@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from orch import dockerfile, metrics
 from orch.builder import base_images, cache_dirs, registry
@@ -24,7 +26,7 @@ from orch.errors import BuildFailed, EngineError, OrchError
 from orch.models import BuildStatus, advance
 from orch.services import base_digests, build_log, build_output, build_requests, images
 from orch.services.platform import Platform
-from orch.sizes import format_size
+from orch.sizes import format_apart, format_size
 from orch.store import queue
 from orch.store.queue import left_by
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
@@ -55,23 +57,56 @@ def recover(platform: Platform) -> list[str]:
     platform.engine.remove_build_leftovers(platform.instance)
     with platform.store.session() as s:
         for b in s.scalars(interrupted):
-            note = "The server stopped during this build"
-            if b.attempts < MAX_ATTEMPTS:
-                b.status = advance(b.status, BuildStatus.QUEUED)
-                b.step, b.step_text, b.worker_pid = 0, "", None
-                build_output.note(s, b.id, f"\n{note}; it was queued again.\n")
-            else:
-                b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
-                env = s.get(EnvironmentRow, b.environment_id)
-                again = f"`orch env build {env.name}`" if env else "`orch env build` and its name"
-                b.error = f"{note} {b.attempts} times; it was not tried again. Build it again with {again}."
-                build_output.note(s, b.id, f"\n{b.error}\n")
-                metrics.of(platform).build_finished("failed")
+            _interrupted(platform, s, b)
             settled.append(b.id)
     # Images that nothing names (failed builds' above included), while still nothing builds.
     images.remove_unnamed(platform)
     _evict_cache_mounts(platform)
+    _check_reserve(platform)
     return settled
+
+
+def _interrupted(platform: Platform, s: Session, b: BuildRow) -> None:
+    """Settle build `b`, which a server stop interrupted (the stop itself, or the next start's
+    `recover` when the stop could not): queued again, or failed once it was tried MAX_ATTEMPTS
+    times; its log says which."""
+    note = "The server stopped during this build"
+    if b.attempts < MAX_ATTEMPTS:
+        b.status = advance(b.status, BuildStatus.QUEUED)
+        b.step, b.step_text, b.worker_pid = 0, "", None
+        build_output.note(s, b.id, f"\n{note}; it was queued again.\n")
+    else:
+        b.status, b.finished_at, b.worker_pid = advance(b.status, BuildStatus.FAILED), utcnow(), None
+        env = s.get(EnvironmentRow, b.environment_id)
+        again = f"`orch env build {env.name}`" if env else "`orch env build` and its name"
+        b.error = f"{note} {b.attempts} times; it was not tried again. Build it again with {again}."
+        build_output.note(s, b.id, f"\n{b.error}\n")
+        metrics.of(platform).build_finished("failed")
+
+
+def _check_reserve(platform: Platform) -> None:
+    """Say at start when ORCH_BUILD_DISK_RESERVE is more than the whole file system of the
+    container storage holds: every build would fail before its first step."""
+    reserve = int(platform.config.build_disk_reserve)
+    if not reserve or not platform.runs_work:
+        return
+    try:
+        found = platform.engine.storage_disk()
+    except (OSError, OrchError) as e:  # said again by the builds that meet it
+        log.warning("reading the size of the container storage's disk: %s", e)
+        return
+    if found is None:
+        return
+    where, disk = found
+    if reserve > disk:
+        log.warning(
+            "ORCH_BUILD_DISK_RESERVE is %s, more than the %s of the whole file system that holds "
+            "the container storage (%s): every build will fail before its first step. Set it "
+            "below that (the default is 2Gi), or 0 for none.",
+            format_size(reserve),
+            format_size(disk),
+            where,
+        )
 
 
 def _evict_cache_mounts(platform: Platform) -> None:
@@ -99,8 +134,14 @@ class _Gone(Exception):
     """The build's environment was deleted while it ran: nothing is left to record."""
 
 
-def run(platform: Platform, build_id: str) -> None:
-    """Run one claimed build to its end; every outcome is recorded, none raises."""
+class _Interrupted(Exception):
+    """The server is stopping: the build was stopped, to be settled as `_interrupted` says."""
+
+
+def run(platform: Platform, build_id: str, stopping: threading.Event | None = None) -> None:
+    """Run one claimed build to its end; every outcome is recorded, none raises. Once `stopping`
+    is set (the server stops), a running `podman build` is stopped with everything it started
+    (within a second or two), and the build is settled as a stop settles it (`_interrupted`)."""
     started = time.monotonic()
     with platform.store.session() as s:
         b = s.get(BuildRow, build_id)
@@ -122,10 +163,17 @@ def run(platform: Platform, build_id: str) -> None:
 
     outcome: metrics.BuildOutcome = "failed"
     try:
-        _build(platform, job, out, stored)
+        _build(platform, job, out, stored, stopping or threading.Event())
         outcome = "ready"
     except _Gone:
         log.info("build %s stopped: its environment %s was deleted", build_id, job.env_id)
+    except _Interrupted:
+        log.info("build %s stopped: the server is stopping", build_id)
+        with stored.storing, platform.store.session() as s:
+            stored.store(s)
+            if (b := s.get(BuildRow, build_id)) is not None:
+                _interrupted(platform, s, b)
+        return  # its outcome is counted when it ends (or by `_interrupted`)
     except BuildFailed as e:
         _fail(platform, stored, e, excerpt.lines() or list(e.details.get("tail") or []))
     except OrchError as e:
@@ -141,7 +189,11 @@ def run(platform: Platform, build_id: str) -> None:
 
 
 def _build(
-    platform: Platform, job: _Job, out: Callable[[str], None], stored: build_output.BuildOutput
+    platform: Platform,
+    job: _Job,
+    out: Callable[[str], None],
+    stored: build_output.BuildOutput,
+    stopping: threading.Event,
 ) -> None:
     validation = dockerfile.validate(job.text)
     if not validation.ok:
@@ -179,6 +231,8 @@ def _build(
         owner=platform.instance,
         max_size=int(platform.config.build_max_size),
         disk_reserve=int(platform.config.build_disk_reserve),
+        memory=int(platform.config.build_memory),
+        pids=int(platform.config.build_pids),
     )
     # The log and the progress number the steps as the user's Dockerfile does; Podman's own
     # numbers count the rendered Containerfile and the LABEL steps that --label adds.
@@ -199,11 +253,13 @@ def _build(
                 request,
                 out_with_progress,
                 lambda pid: _set_pid(platform, job.build_id, pid),
-                should_stop=lambda: not _still_building(platform, job.build_id),
+                should_stop=lambda: stopping.is_set() or not _still_building(platform, job.build_id),
             )
-    except BuildFailed:
+    except BuildFailed as e:
         if not _still_building(platform, job.build_id):
             raise _Gone from None
+        if e.details.get("stopped") and stopping.is_set():
+            raise _Interrupted from None
         raise
     finally:
         if mounted:
@@ -262,7 +318,7 @@ def _size_error(platform: Platform, size: int) -> OrchError:
     """Why a build whose image is larger than ORCH_BUILD_MAX_SIZE failed (its image removed)."""
     limit = int(platform.config.build_max_size)
     return OrchError(
-        f"The image is {format_size(size)}, more than the {format_size(limit)} that "
+        f"The image is {format_apart(size, limit)}, more than the {format_size(limit)} that "
         "ORCH_BUILD_MAX_SIZE allows, so it was not kept.",
         "Make the image smaller (install only what runs need, and remove caches and "
         "downloads in the step that made them), or ask the server's operator to raise "

@@ -126,6 +126,8 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         owner=platform.instance,
         max_size=int(platform.config.build_max_size),  # while it runs (docs/environments.md#disk)
         disk_reserve=int(platform.config.build_disk_reserve),
+        memory=int(platform.config.build_memory),  # its steps run the bundle's installs
+        pids=int(platform.config.build_pids),
     )
     started = time.monotonic()
     try:
