@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, confirm_delete, packed, plain_table
@@ -224,19 +226,21 @@ def logs(
     client = Transport.from_settings()
     offset = 0
     shown = TerminalText(sys.stdout, console.is_terminal)  # see cli/terminal_text.py
-    try:
-        while True:
-            params = {"offset": offset, "wait": 10 if follow else 0}
-            chunk = client.get(f"/v1/services/{segment(name)}/logs", params=params)
-            shown.write(chunk["text"])
-            sys.stdout.flush()
-            offset = chunk["offset"]
-            if not follow and not chunk["text"]:
-                return
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
-    finally:
-        shown.end()
+    # Following, Ctrl-C is how it ends: 0, whatever another Ctrl-C a moment later does.
+    with interrupt.FirstOnly() if follow else contextlib.nullcontext():
+        try:
+            while True:
+                params = {"offset": offset, "wait": 10 if follow else 0}
+                chunk = client.get(f"/v1/services/{segment(name)}/logs", params=params)
+                shown.write(chunk["text"])
+                sys.stdout.flush()
+                offset = chunk["offset"]
+                if not follow and not chunk["text"]:
+                    return
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        finally:
+            shown.end()
 
 
 @app.command()
