@@ -18,7 +18,10 @@ from orch.cli.terminal_text import TerminalText
 
 @pytest.fixture
 def sigint() -> Iterator[None]:
+    """Ctrl-C as on a terminal (Python's handler: pytest-xdist's workers ignore SIGINT, and the
+    follow waited for it until the test's timeout), put back as it was after the test."""
     before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
 
