@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -19,16 +19,6 @@ from tests.api.test_build_logs import cli  # noqa: F401 - fixture
 from tests.conftest import drain
 
 SLOW = "FROM e2bdev/code-interpreter:latest\nRUN echo slow\n"
-
-
-@pytest.fixture
-def sigint() -> Iterator[None]:
-    """Ctrl-C as on a terminal (Python's handler: pytest-xdist's workers ignore SIGINT, and the
-    follow waited for it until the test's timeout), put back as it was after the test."""
-    before = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 def test_a_second_ctrl_c_while_logs_f_ends_still_exits_0(

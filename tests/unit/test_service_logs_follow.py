@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,16 +13,6 @@ from typer.testing import CliRunner
 from orch.cli import service as service_cli
 from orch.cli.main import app
 from orch.cli.terminal_text import TerminalText
-
-
-@pytest.fixture
-def sigint() -> Iterator[None]:
-    """Ctrl-C as on a terminal (Python's handler: pytest-xdist's workers ignore SIGINT, and the
-    follow waited for it until the test's timeout), put back as it was after the test."""
-    before = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 class Interrupted:
