@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test that leaves an event loop marked running in its thread fails here, by name: every
+    later `asyncio.run` in that test process would fail ("cannot be called from a running event
+    loop") and take the blame. A module's browser (tests/e2e) holds one until its last test."""
+    result = yield
+    leaked = asyncio.events._get_running_loop()
+    browsing = "browser" in item.fixturenames and nextitem is not None and nextitem.module is item.module  # type: ignore[attr-defined]
+    if leaked is not None and not browsing:
+        asyncio.events._set_running_loop(None)
+        pytest.fail(f"{item.nodeid} left an event loop marked running: {leaked!r}", pytrace=False)
+    return result
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""asyncio.run in a thread of its own, for tests: in a test worker that ran other suites the
-main thread may still be marked as running a loop (seen in CI), and asyncio.run() refuses then."""
+"""asyncio.run in a thread of its own, for tests, bounded by a timeout. (It was first written
+because CI's main thread was sometimes marked as running a loop: the browser tests' Playwright,
+then open for the whole session. tests/conftest.py now fails a test that leaves one.)"""
 
 from __future__ import annotations
 
