@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from orch import config
 from orch.bundle import pack_directory
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
@@ -330,6 +332,23 @@ def test_recover_settles_the_runs_a_stopped_server_left(
     log = api.get(f"/v1/runs/{ids[0]}/logs").json()["log"]
     said = "The server stopped while this run was starting; it was queued again.\n"
     assert log.startswith(said) and "→ environment" in log[len(said) :], log
+
+
+def test_a_run_memory_budget_above_the_machines_memory_is_said_at_start(
+    platform: Platform, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "memory", lambda: 8 * 2**30)
+    with caplog.at_level(logging.WARNING, logger="orch.workers.runs"):
+        platform.run_memory.total = 8 * 2**30  # all of it: an operator's choice, not said
+        run_worker.recover(platform)
+        assert caplog.messages == []
+        platform.run_memory.total = 99999 * 2**40
+        run_worker.recover(platform)
+    assert caplog.messages == [
+        "ORCH_RUN_MEMORY is 99999 TiB, more than this machine's 8 GiB of memory: sandboxes at their "
+        "memory limits could take the memory the server and the machine need. Set it below that "
+        "(the default is half the machine's memory)."
+    ]
 
 
 def test_bad_run_requests(api: httpx.Client, hello: dict) -> None:

@@ -12,8 +12,8 @@ from sqlalchemy import select, text, update
 from orch.errors import InvalidInput
 from orch.models import new_id
 from orch.store import Store
-from orch.store.db import MIGRATIONS
-from orch.store.schema import BuildRow, WorkspaceRow
+from orch.store.db import MIGRATIONS, Gone
+from orch.store.schema import BuildRow, TokenRow, WorkspaceRow
 from tests.postgres import PostgresServer, find_bin
 
 
@@ -236,3 +236,13 @@ def test_an_existing_database_is_made_readable_by_its_owner_only(tmp_path: Path)
         assert s.scalar(select(WorkspaceRow.name)) == "team"
     first.dispose()
     again.dispose()
+
+
+def test_a_write_that_refers_to_a_row_deleted_meanwhile_is_refused_plainly(store: Store) -> None:
+    # A run or token made by a workspace's token in the instant its workspace is deleted: the
+    # database refuses the foreign key, and the caller reads a Conflict (409), never a 500.
+    with pytest.raises(Gone, match="was deleted at the same moment"), store.session() as s:
+        s.add(TokenRow(id=new_id("tok"), workspace_id="ws_gone", name="t", sha256="0" * 64))
+    with store.session() as s:
+        assert s.scalar(select(TokenRow.id)) is None
+    store.dispose()

@@ -17,7 +17,22 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from orch.sizes import format_size
+
 TICK = 0.25  # seconds between a waiting run's looks at its cancellation
+
+
+def above_machine(total: int, machine: int) -> str | None:
+    """What to say at start when the budget is more than the machine's memory: sandboxes at
+    their limits could then take the memory the server and the machine need (a limit is a
+    most, so an operator may mean it; it is said, not refused)."""
+    if total <= machine:
+        return None
+    return (
+        f"ORCH_RUN_MEMORY is {format_size(total)}, more than this machine's {format_size(machine)} "
+        "of memory: sandboxes at their memory limits could take the memory the server and the "
+        "machine need. Set it below that (the default is half the machine's memory)."
+    )
 
 
 class MemoryBudget:

@@ -87,11 +87,16 @@ class Store:
         is given, never the database's error (an HTTP 500): a create checks that its name is free
         first, but another request may take the name between that check and the insert. A create
         passes the Conflict it raises when its check finds the name taken, so that the caller of
-        the one that lost the race reads the same sentence as the caller of a later duplicate."""
+        the one that lost the race reads the same sentence as the caller of a later duplicate.
+
+        A write that refers to a row deleted meanwhile (a run made by a token of a workspace
+        deleted in the same instant) raises Gone, never the database's error either."""
         try:
             with self._sessions() as s, s.begin():
                 yield s
         except IntegrityError as e:
+            if _foreign_key(e):
+                raise Gone() from None
             if not _unique_key(e):
                 raise
             raise (clash or Clash()) from None
@@ -123,6 +128,25 @@ def hold(s: Session, model: Any, row_id: str) -> None:
         s.execute(select(model.id).where(model.id == row_id).with_for_update())
     else:
         s.execute(update(model).where(model.id == row_id).values(id=model.id))
+
+
+class Gone(Conflict):
+    """A write referred to a row that another request deleted at the same moment: its
+    workspace, agent or environment (HTTP 409)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "What this request refers to (its workspace, agent or environment) was deleted at the "
+            "same moment, so nothing was made.",
+            "Check that it still exists (`orch workspace list`, `orch agents list`, `orch env list`).",
+        )
+
+
+def _foreign_key(e: IntegrityError) -> bool:
+    """Whether `e` is a foreign key's violation, on either store."""
+    if getattr(e.orig, "sqlstate", None) == "23503":  # psycopg: foreign_key_violation
+        return True
+    return str(e.orig).startswith("FOREIGN KEY constraint failed")  # sqlite3
 
 
 def _unique_key(e: IntegrityError) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
 
-from orch import metrics
+from orch import config, metrics
 from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
@@ -26,7 +26,7 @@ from orch.sandbox import deps as deps_mod
 from orch.sandbox import deps_cache
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
-from orch.services import base_digests, host_check, nodes
+from orch.services import base_digests, host_check, nodes, run_memory
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.bundles import extracted as extracted_bundle
@@ -110,6 +110,8 @@ def recover(platform: Platform) -> list[str]:
     if swept := deps_cache.sweep(cache):
         log.info("removed what %d dependency installs of a stopped server left", swept)
     deps_cache.evict(cache, int(platform.config.deps_cache_size))
+    if too_much := run_memory.above_machine(platform.run_memory.total, config.memory()):
+        log.warning("%s", too_much)
     return settled
 
 
