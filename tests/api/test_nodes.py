@@ -258,6 +258,32 @@ def test_claims_without_a_node_record_none(api: httpx.Client, platform: Platform
         assert row is not None and row.node is None and row.claimed_by == platform.instance
 
 
+def test_a_run_queued_on_a_cluster_with_no_node_up_says_why_it_waits(
+    api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
+) -> None:
+    hello(api, tmp_path)
+    own = platform.config
+    platform.config = own.with_values(cluster="127.0.0.1:6379")  # a cluster's server
+    try:
+        waiting = submit(api)
+        log = api.get(f"/v1/runs/{waiting}/logs").json()["log"]
+        assert log == nodes.NO_NODE + "\n"
+        assert "no node of the cluster is up" in log and "orch node start" in log
+        with node(tmp_path, database_url, "a") as a:
+            with_a_node = submit(api)
+            age(a, 10)
+            assert drain_runs(a) == 2  # the waiting run starts once a node is up
+        assert api.get(f"/v1/runs/{with_a_node}/logs").json()["log"].count("waiting for a node") == 0
+        ran = api.get(f"/v1/runs/{waiting}").json()
+        assert (ran["status"], ran["node"]) == ("succeeded", "a")
+        log = api.get(f"/v1/runs/{waiting}/logs").json()["log"]
+        assert log.startswith(nodes.NO_NODE + "\n") and "→ environment" in log, log  # goes on after it
+    finally:
+        platform.config = own
+    # One machine's server runs its own work: no such line.
+    assert "waiting for a node" not in api.get(f"/v1/runs/{submit(api)}/logs").json()["log"]
+
+
 def test_orch_node_list_through_the_cli(  # type: ignore[no-untyped-def]
     cli, api: httpx.Client, platform: Platform, database_url: str, tmp_path: Path
 ) -> None:

@@ -137,6 +137,17 @@ def list_nodes(platform: Platform) -> list[NodeView]:
         return [_view(n) for n in s.scalars(select(NodeRow).order_by(NodeRow.id))]
 
 
+def none_up(s: Session) -> bool:
+    """Whether no node of the cluster is up (a silent one not yet declared lost counts as up)."""
+    return s.scalar(select(NodeRow.id).where(NodeRow.state == UP).limit(1)) is None
+
+
+NO_NODE = (
+    "→ waiting for a node: no node of the cluster is up; the run starts when one is "
+    "(`orch node start --cluster HEAD:PORT` on a machine of the cluster; `orch node list`)."
+)
+
+
 def up_elsewhere(platform: Platform) -> NodeView | None:
     """The node that is up under this node's name (`platform.node`) with another platform: one
     of another ORCH_HOME or machine, whose agent `orch node start` would otherwise replace and

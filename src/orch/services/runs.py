@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import RunStatus, advance, new_id
-from orch.services import log_files, run_output
+from orch.services import log_files, nodes, run_output
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
 from orch.services.run_output import STREAMS
@@ -89,11 +89,12 @@ def create(
         )
     if timeout is not None and not 1 <= timeout <= 86400:
         raise InvalidInput(f"A timeout of {timeout} seconds is out of range.", "Use 1 to 86400 seconds.")
+    run_id = new_id("run")
     with platform.store.session() as s:
         agent = resolve_agent(s, ws_id, agent_ref)
         version = latest_version(s, agent)
         values = {
-            "id": new_id("run"),
+            "id": run_id,
             "workspace_id": ws_id,
             "agent_id": agent.id,
             "agent_version_id": version.id,
@@ -117,6 +118,8 @@ def create(
                 f"{agent.name} v{version.version} was deleted just now.",
                 "See `orch agents list` for what is left, then try again.",
             )
+        if not platform.runs_work and nodes.none_up(s):  # a cluster's server: nodes run runs
+            run_output.note(s, run_id, nodes.NO_NODE)
         view = _view(RunRow(**values), agent, version)
     platform.wake_runs.set()
     return view

@@ -242,7 +242,9 @@ def _plan(platform: Platform, run_id: str, out: RunOutput) -> Plan:
                 "Publish the agent again if it is still wanted, then run it.",
             )
         run, version, ws = planned
-        if run.attempts > 1:  # queued again: its output goes on after what is stored
+        # Queued again, or on a cluster's node (whose server may have noted that the run waited
+        # for a node): its output goes on after what is stored.
+        if run.attempts > 1 or platform.node is not None:
             out.resume(s)
         manifest = Manifest.model_validate_json(version.manifest)
         # Before anything is prepared: a missing secret fails the run, naming it.
