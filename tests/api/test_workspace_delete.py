@@ -5,6 +5,8 @@ images and cache mounts, and nothing of another workspace's, its namesakes inclu
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import Result
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from typer.testing import CliRunner
 
 from orch.builder import cache_dirs
@@ -26,6 +28,7 @@ from orch.models import SandboxStatus
 from orch.services import bundles, secrets, workspace_deletes
 from orch.services.platform import Platform
 from orch.services.workspaces import Caller
+from orch.store.db import hold
 from orch.store.schema import (
     AgentRow,
     AgentVersionRow,
@@ -219,6 +222,31 @@ def test_a_delete_removes_every_row_of_the_workspace_and_nothing_of_another(
     assert api.delete("/v1/workspaces/acme").status_code == 404
     # The name is free again.
     assert new_workspace(api, "acme")["id"] != tenants.acme_id
+
+
+def test_an_environment_created_as_its_workspace_is_deleted_is_not_left_behind(
+    api: httpx.Client, platform: Platform
+) -> None:
+    # An environment names its workspace without a foreign key: a create that read the workspace
+    # before the delete committed, and wrote after, left an environment of no workspace.
+    created = new_workspace(api, "acme")
+    acme = as_token(api, created["token"])
+    answers: list[httpx.Response] = []
+
+    def create() -> None:
+        answers.append(acme.post("/v1/environments", json={"name": "late", "dockerfile": DOCKERFILE}))
+
+    late = threading.Thread(target=create)
+    with platform.store.session() as s:
+        hold(s, WorkspaceRow, created["id"])  # as the delete holds it
+        late.start()
+        time.sleep(1)  # the create is past its token check, at its transaction
+        s.execute(delete(WorkspaceRow).where(WorkspaceRow.id == created["id"]))
+    late.join(30)
+    assert not late.is_alive()
+    assert answers[0].status_code == 404, answers[0].text
+    assert "no longer exists" in answers[0].json()["message"], answers[0].text
+    assert counts(platform, created["id"])["environments"] == 0
 
 
 def test_refusals_change_nothing(api: httpx.Client, platform: Platform, tenants: Tenants) -> None:

@@ -187,6 +187,10 @@ def create(
     lookup = build_requests.look_up(platform, validation, ws_id, no_cache)  # before the transaction
     # A create of the same name at the same moment, past _check_free too, loses at the unique key.
     with platform.store.session(clash=_name_taken(name)) as s:
+        # An environment refers to its workspace by `scope`, no foreign key: a workspace's delete
+        # at the same moment either sees this one and removes it, or commits first and this
+        # finds the workspace gone (services/workspace_deletes.py).
+        hold(s, WorkspaceRow, ws_id, shared=True)
         ws = _workspace(s, ws_id)
         _check_free(s, ws, name)
         env = EnvironmentRow(

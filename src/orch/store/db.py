@@ -116,16 +116,20 @@ class Clash(Conflict):
         )
 
 
-def hold(s: Session, model: Any, row_id: str) -> None:
+def hold(s: Session, model: Any, row_id: str, shared: bool = False) -> None:
     """Lock the row `row_id` of `model` (a table with an `id`) until the session ends, on either
     store: what the transaction reads after this includes every write committed before it, and
     another transaction that holds or writes the row waits for this one. For a check-then-act on
     a row that a concurrent request acts on too (deleting an environment while another request
     makes it the workspace default): call it before the check. On PostgreSQL it is a row lock
     (FOR UPDATE); SQLite has only its one writer at a time, which this takes now rather than at
-    the transaction's first write (its reads before that would see a state already gone)."""
+    the transaction's first write (its reads before that would see a state already gone).
+
+    `shared`: only against a delete (or another whole hold) of the row, for a write that refers
+    to it without a foreign key; other shared holds and writes that refer to it by one go on (on
+    PostgreSQL FOR SHARE; on SQLite the same as a whole hold)."""
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(model.id).where(model.id == row_id).with_for_update())
+        s.execute(select(model.id).where(model.id == row_id).with_for_update(read=shared))
     else:
         s.execute(update(model).where(model.id == row_id).values(id=model.id))
 
