@@ -4,6 +4,7 @@ during a deploy undoes such a stop: the deployment ends with the service running
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from orch.engine.fake import FakeEngine
 from orch.services.platform import Platform
+from orch.workers import deploys
 from tests.api.test_services import answering as answering  # autouse: new containers answer
 from tests.api.test_services import bundle, deploy, deployed, work
 from tests.api.test_services import cli as cli  # a fixture
@@ -70,6 +72,36 @@ def test_a_stop_before_the_first_version_is_built_sticks_and_starts_nothing(
     assert (svc["version"], svc["state"], svc["desired"]) == (1, "stopped", "stopped")
     assert fake_engine.started == []  # no container was started for nothing
     assert api.post("/v1/services/web/restart").json()["state"] == "running"
+
+
+def test_a_server_stop_stops_the_versions_build_and_queues_the_deployment_again(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    fake_engine.gate.clear()  # the build is held at its first step
+    stopping = threading.Event()
+    dep_id = deploys.claim(platform)
+    assert dep_id is not None
+    worker = threading.Thread(target=deploys.execute, args=(platform, dep_id, stopping))
+    worker.start()
+    try:
+        for _ in range(500):  # until the build runs (bounded: 10 s)
+            if fake_engine.builds:
+                break
+            threading.Event().wait(0.02)
+        assert api.get("/v1/services/web/deployments/1").json()["status"] == "building"
+        stopping.set()  # the server stops
+        worker.join(10)  # the build (held up to 30 s at its step) ends within its next look
+        assert not worker.is_alive()
+    finally:
+        fake_engine.gate.set()
+        worker.join(40)
+    assert fake_engine.stopped == [fake_engine.builds[0].tag]
+    dep = api.get("/v1/services/web/deployments/1").json()
+    assert (dep["status"], dep["error"]) == ("queued", None)  # not failed: the next start goes on
+    work(platform)
+    assert api.get("/v1/services/web/deployments/1").json()["status"] == "ready"
+    assert api.get("/v1/services/web").json()["state"] == "running"
 
 
 def test_a_restart_during_the_deploy_undoes_a_stop(

@@ -78,11 +78,25 @@ def recover(platform: Platform) -> None:
         )
 
 
+class _Interrupted(Exception):
+    """The server is stopping: the new version's build was stopped, with what it started."""
+
+
 def execute(platform: Platform, dep_id: str, stop: threading.Event | None = None) -> None:
-    """Take a claimed deployment to its end; every outcome is recorded, none raises."""
+    """Take a claimed deployment to its end; every outcome is recorded, none raises. Once `stop`
+    is set (the server stops), a running build of the new version is stopped with everything it
+    started, and the deployment is queued again, as the next start would queue it."""
     tail: list[str] = []
     try:
         _execute(platform, dep_id, tail, stop or threading.Event())
+    except _Interrupted:
+        log.info("deployment %s stopped: the server is stopping; it was queued again", dep_id)
+        with platform.store.session() as s:
+            s.execute(
+                update(ServiceDeploymentRow)
+                .where(ServiceDeploymentRow.id == dep_id)
+                .values(status=DeploymentStatus.QUEUED.value, container=None)
+            )
     except OrchError as e:
         _fail(platform, dep_id, e.message, tail)
     except Exception as e:  # a bug must fail the deployment, not the worker
@@ -131,8 +145,10 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
     )
     started = time.monotonic()
     try:
-        platform.engine.build(request, out)
+        platform.engine.build(request, out, should_stop=stop.is_set)
     except OrchError as e:
+        if e.details.get("stopped") and stop.is_set():
+            raise _Interrupted from None
         metrics.of(platform).build_finished("failed", time.monotonic() - started, kind="service")
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
     metrics.of(platform).build_finished("ready", time.monotonic() - started, kind="service")
@@ -149,6 +165,8 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
     # lease over for.
     lease = leases.Kept(platform, service_id)
     if not lease.acquire(stop):
+        if stop.is_set():
+            raise _Interrupted
         raise DeployFailed(
             f"Another server ({leases.holder(platform, service_id) or 'unknown'}) supervises {name} "
             "and did not hand it over for the deployment.",
@@ -235,6 +253,8 @@ def _environment_image(
             out(f"Dockerfile: waiting for environment {name} to be built")
             said = True
         time.sleep(0.5)
+    if stop.is_set():
+        raise _Interrupted
     raise DeployFailed("The Dockerfile's build did not end in time.", "Deploy again.")
 
 
