@@ -410,7 +410,10 @@ def test_random_kills(make_server, model_server: ModelServer, tmp_path: Path) ->
             if build["status"] == BuildStatus.FAILED and not (build["error"] or "").startswith(
                 BUILD_INTERRUPTED
             ):
-                unexplained.append(f"build {e.build} of {e.name} failed: {build['error']}")
+                unexplained.append(
+                    f"build {e.build} of {e.name} failed: {build['error']}"
+                    f" (log: {build['log_tail'][-1500:]!r})"
+                )
         for run_id, expected in ledger.runs.items():
             resp = api.get(f"/v1/runs/{run_id}")
             if resp.status_code != 200:
@@ -439,8 +442,9 @@ def test_random_kills(make_server, model_server: ModelServer, tmp_path: Path) ->
                 continue
             outcomes["deploys"][resp.json()["status"]] += 1
             if resp.json()["status"] != DeploymentStatus.READY:
-                unexplained.append(
+                unexplained.append(  # with its log's end: what the next look at it needs
                     f"deployment {d.service} v{d.version} {resp.json()['status']}: {resp.json()['error']}"
+                    f" (log: {(resp.json()['log_tail'] or '')[-1500:]!r})"
                 )
         for agent, version in ledger.publishes:
             resp = api.get(f"/v1/agents/{agent}")
