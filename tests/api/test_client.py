@@ -141,6 +141,24 @@ def test_a_sandbox_in_a_with_block(client: Client, holder: FakeHolder) -> None:
     box.__exit__(None, None, None)  # removing again is no error
 
 
+def test_a_with_block_s_own_exception_goes_on_when_the_removal_fails(
+    client: Client, holder: FakeHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(self: Sandbox) -> None:
+        raise ServerUnreachable("Cannot reach the orch server at http://testserver (ConnectError).")
+
+    with pytest.raises(ValueError, match="the user's real error") as raised, client.sandboxes.create() as box:  # noqa: PT012
+        monkeypatch.setattr(Sandbox, "remove", unreachable)  # the server went meanwhile
+        raise ValueError("the user's real error")
+    assert raised.value.__notes__ == [
+        f"The sandbox {box.id} was not removed at the end of the block: Cannot reach the orch server "
+        "at http://testserver (ConnectError)."
+    ]
+    # Without an exception of the block's, the failed removal is what the caller gets.
+    with pytest.raises(ServerUnreachable), client.sandboxes.create():
+        pass
+
+
 def test_exec_streams_to_callbacks(client: Client, holder: FakeHolder) -> None:
     with client.sandboxes.create() as box:
         out: list[str] = []

@@ -87,6 +87,12 @@ class Sandbox:
                 self.remove()
             except NotFound:  # removed already (its idle timeout, or by someone else)
                 self.status = "removed"
+            except OrchError as failed:
+                if error is None:
+                    raise
+                # The block's own exception goes on, the one its caller needs; the failed removal
+                # is a note on it (the sandbox ends at its idle timeout, or the server's restart).
+                error.add_note(f"The sandbox {self.id} was not removed at the end of the block: {failed}")
 
     @property
     def _path(self) -> str:
