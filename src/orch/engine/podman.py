@@ -557,9 +557,8 @@ class PodmanEngine(Engine):
         stray = parents - names
         busy = {name for name in stray if not podman_run.remove_cgroup_parent(name, attempts=1)}
         # Processes in one: a container Podman let go of that runc still runs (or a sandbox of
-        # a launcher's, which has a runtime root of its own and is left alone).
-        _end_outlived(busy)
-        return len(stray)
+        # a launcher's, which has a runtime root of its own and is left alone, and not counted).
+        return len(stray - busy) + _end_outlived(busy)
 
     def remove_container(self, name: str, timeout: int = 10) -> None:
         # Stopped, then removed: a container whose stop was cut short (a server killed during a
