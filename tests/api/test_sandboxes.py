@@ -372,6 +372,16 @@ def test_a_stopping_server_kills_running_commands(
         ({"command": ["true"], "workdir": ""}, 400, "The working directory is empty."),
         ({"command": ["true"], "stdin": "x" * (1024 * 1024 + 1)}, 400, "The standard input is 1048577 bytes"),
         ({"command": ["x" * 300_000]}, 400, "The command and its variables are 300001 bytes"),
+        (
+            {"command": ["echo", "a" * 200_000]},
+            400,
+            "Argument 2 of the command is 200,000 bytes; Linux takes at most 131,071 in one argument.",
+        ),
+        (
+            {"command": ["true"], "env": {"BIG": "v" * 131_068}},
+            400,
+            "The environment variable BIG is 131,068 bytes; Linux takes at most 131,071",
+        ),
         ({"command": "echo hi"}, 422, "command"),
     ],
 )

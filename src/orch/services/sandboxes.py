@@ -63,6 +63,7 @@ MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not stream
 MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
 MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
 MAX_COMMAND = 256 * 1024  # bytes of a command's argv and variables together
+MAX_ARGUMENT = 128 * 1024 - 1  # bytes of one argument or NAME=value (Linux's MAX_ARG_STRLEN, its NUL out)
 # How a caller asks for a sandbox's memory, whichever way it calls (the CLI, the API, the client).
 MEMORY_OPTION = "--memory; `memory` in the API and the Python client"
 MEMORY_WAIT = 30.0  # seconds a create waits in line for its memory (run_memory) before a 503
@@ -612,6 +613,20 @@ def start_exec(
             f"The command and its variables are {size} bytes; the limit is {MAX_COMMAND}.",
             "Pass large data on stdin or in a file (`orch sandbox cp`).",
         )
+    for i, arg in enumerate(command, 1):
+        if len(arg.encode()) > MAX_ARGUMENT:
+            raise InvalidInput(
+                f"Argument {i} of the command is {len(arg.encode()):,} bytes; Linux takes at most "
+                f"{MAX_ARGUMENT:,} in one argument.",
+                "Pass large data on stdin or in a file (`orch sandbox cp`).",
+            )
+    for key, value in env.items():
+        if len(key) + 1 + len(value.encode()) > MAX_ARGUMENT:
+            raise InvalidInput(
+                f"The environment variable {key} is {len(value.encode()):,} bytes; Linux takes at "
+                f"most {MAX_ARGUMENT:,} in one variable, with its name.",
+                "Pass large data on stdin or in a file (`orch sandbox cp`).",
+            )
     data = (stdin or "").encode()
     if len(data) > MAX_STDIN:
         raise InvalidInput(
