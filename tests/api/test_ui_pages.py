@@ -239,6 +239,23 @@ def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: ht
     assert browser.get("/ui/static/nope.js").headers["content-type"] == "application/json"
 
 
+def test_a_form_with_bytes_that_are_not_utf8_saves_nothing(browser: httpx.Client, api: httpx.Client) -> None:
+    # The form parser read %FF as U+FFFD, and the secret was saved with a value not the one sent
+    # (the CLI and the API refuse it; found by a tester).
+    resp = browser.post(
+        "/ui/settings/secrets",
+        content=b"name=UIS5&value=%ff%fe",
+        headers={**OWN, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status_code == 303, resp.text[:300]
+    page = browser.get(resp.headers["location"])
+    assert alert(page.text).startswith("The form holds bytes that are not UTF-8 text, so nothing was saved.")
+    assert api.get("/v1/secrets").json() == []
+    # UTF-8 text, escaped, is saved as sent.
+    browser.post("/ui/settings/secrets", data={"name": "UIS6", "value": "héllo"}, headers=OWN)
+    assert [s["name"] for s in api.get("/v1/secrets").json()] == ["UIS6"]
+
+
 def test_a_secret_named_in_the_url_is_shown_only_if_it_is_one(browser: httpx.Client) -> None:
     spoof = browser.get("/ui/settings", params={"secret": "ADMIN_PASSWORD is hunter2. Also", "done": "set"})
     assert "hunter2" not in spoof.text and 'role="status"' not in spoof.text

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -96,6 +96,7 @@ async def read_form(request: Request) -> Filled:
     shows back on the form's page like any failure, not Starlette's message nor the API's JSON
     (a tester pasted a 2 MiB, then a 9 MiB secret value)."""
     try:
+        body = await request.body()  # bounded (TooLarge), and kept for the parser below
         form = await request.form()
     except TooLarge:
         most = int(request.app.state.platform.config.request_body_limit)
@@ -106,6 +107,17 @@ async def read_form(request: Request) -> Filled:
         unread = InvalidInput(f"The form could not be read ({str(e.detail).rstrip('.')}).", "Send it again.")
         return Filled({}, unread)
     try:
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            try:  # the parser reads escapes that are not UTF-8 as U+FFFD: a value not the one sent
+                unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                return Filled(
+                    {},
+                    InvalidInput(
+                        "The form holds bytes that are not UTF-8 text, so nothing was saved.",
+                        "Enter the value again as text.",
+                    ),
+                )
         return Filled({k: v for k, v in form.items() if isinstance(v, str)})
     finally:
         await form.close()
