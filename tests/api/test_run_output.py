@@ -90,6 +90,29 @@ def test_pieces_are_stored_in_order_one_row_for_what_came_in_a_row(
         assert run_output.sizes(s, queued) == {"stdout": 7, "stderr": 1, "log": len("→ hello\n".encode())}
 
 
+@pytest.mark.parametrize(
+    ("before", "kept"),
+    [(1, b"F" * 7), (2, b"F" * 6), (3, b"F" * 5 + b"***"), (0, b"F" * 8)],  # 8 bytes fit
+)
+def test_a_cut_of_masked_output_never_splits_a_mask(
+    api: httpx.Client, platform: Platform, queued: str, held: None, before: int, kept: bytes
+) -> None:
+    # The bound fell inside `***`: the stream ended `…FF**` or `…FF*`, which a reader could not
+    # tell from the agent's own text (found by a tester).
+    out = RunOutput(platform, queued)
+    out.bound = 8
+    out.mask(["s3cret"])
+    out.write("stdout", b"F" * (8 - before) + b"s3cret" + b"tail")
+    out.close()
+    assert read(platform, queued)["stdout"] == kept
+    # Unmasked streams are cut where the bound falls, whatever the bytes.
+    plain = RunOutput(platform, api.post("/v1/runs", json={"agent": "hello"}).json()["id"])
+    plain.bound = 8
+    plain.write("stdout", b"F" * 7 + b"***")
+    plain.close()
+    assert read(platform, plain.run_id)["stdout"] == b"F" * 7 + b"*"
+
+
 def test_a_reader_gets_what_is_stored_without_a_gap(platform: Platform, queued: str) -> None:
     with platform.store.session() as s:
         s.add(RunOutputRow(run_id=queued, stream="stdout", start=0, data=b"one "))

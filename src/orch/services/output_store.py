@@ -66,6 +66,11 @@ class Pending(ABC):
     def stored(self) -> None:  # noqa: B027  # a hook; a build log wakes no reader
         """Called once what was taken is committed (to wake readers)."""
 
+    def cut_at(self, stream: str, data: bytes, room: int) -> int:
+        """Where `data` is cut when only `room` bytes of it fit: there, unless a writer knows
+        better (a run's masked output ends before a `***` it would split)."""
+        return room
+
     def keep(self, stream: str, data: bytes) -> bool:
         """Keep `data` at the end of `stream`, as much of it as its bound leaves room for; whether
         any of it was kept."""
@@ -76,7 +81,7 @@ class Pending(ABC):
             room = self.bound - start
             if len(data) > room:
                 self._cut = True
-                data = data[: max(room, 0)]
+                data = data[: self.cut_at(stream, data, max(room, 0))]
                 if not data:
                     return False
             self.sizes[stream] = start + len(data)

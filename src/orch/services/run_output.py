@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from orch.secret.mask import Mask, Redactor
+from orch.secret.mask import MASK, Mask, Redactor
 from orch.services.output_store import Pending, Taken, joined
 from orch.services.platform import Platform
 from orch.store.schema import RunOutputRow, RunRow
@@ -72,6 +72,17 @@ class RunOutput(Pending):
         sandbox has ended, so nothing more arrives."""
         for stream, redactor in self.redactors.items():
             self._keep(stream, redactor.close())
+
+    def cut_at(self, stream: str, data: bytes, room: int) -> int:
+        """A masked stream's cut never splits a `***`: when the cut falls between two `*`, the
+        kept part ends before its last one or two (a reader would take `**` for a cut mask or
+        for the agent's text)."""
+        if stream not in self.redactors:
+            return room
+        back = 0
+        while back < len(MASK) - 1 and room - back > 0 and data[room - back - 1 : room - back] == b"*":
+            back += 1
+        return room - back if back and data[room : room + 1] == b"*" else room
 
     def _keep(self, stream: str, data: bytes) -> None:
         if stream == "stderr" and data:
