@@ -9,7 +9,9 @@ import pytest
 
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
+from orch.errors import HostCheckFailed
 from orch.sandbox.spec import Limits
+from orch.server import main
 from orch.services import host_check
 from orch.services.host_check import Piece
 from orch.services.platform import Platform
@@ -42,6 +44,15 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(host_check, "PIECES", tuple(pieces))
     monkeypatch.setattr(host_check, "PASSED_PATH", tmp_path / "passed")
     return tmp_path / "bin"
+
+
+@pytest.fixture
+def gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every piece missing: what Podman's error names is then blamed (the host decides)."""
+    pieces = [
+        dataclasses.replace(p, paths=(str(tmp_path / "absent" / p.package),)) for p in host_check.PIECES
+    ]
+    monkeypatch.setattr(host_check, "PIECES", tuple(pieces))
 
 
 def _proves(spec: ContainerSpec, out, err) -> ContainerExit:  # type: ignore[no-untyped-def]
@@ -91,6 +102,8 @@ def test_a_sandbox_that_fails_is_traced_to_the_piece_podman_names(here: Path, pl
     engine = _platform(platform)
 
     def fails(spec, out, err):  # type: ignore[no-untyped-def]
+        # Gone since the pieces were looked at: Podman's error is traced to it only as it is gone.
+        (here / "containernetworking-plugins").unlink()
         err(NO_CNI.encode())
         return ContainerExit(125)
 
@@ -156,7 +169,7 @@ def test_a_missing_base_image_says_how_to_build_it(here: Path, platform: Platfor
         ("Error: could not find a working conmon binary (configured options: [...]): not found", "conmon"),
     ],
 )
-def test_diagnose_names_the_package(stderr: str, package: str) -> None:
+def test_diagnose_names_the_package(stderr: str, package: str, gone: None) -> None:
     found = host_check.diagnose(stderr)
     assert found is not None and found.details["package"] == package
 
@@ -165,7 +178,7 @@ def test_diagnose_leaves_other_output_alone() -> None:
     assert host_check.diagnose("Traceback (most recent call last):\nValueError: nope") is None
 
 
-def test_a_run_whose_sandbox_cannot_start_says_what_is_missing() -> None:
+def test_a_run_whose_sandbox_cannot_start_says_what_is_missing(gone: None) -> None:
     limits = Limits(cpus=1, memory_bytes=2**28, pids=100, timeout=10)
     status, reason = outcome(ContainerExit(125), limits, NO_INIT.encode())
     assert status.value == "failed"
@@ -202,3 +215,151 @@ def test_a_runsc_older_than_the_backport_is_named_with_its_version(
     assert piece.present()
     installed["version"] = ""  # not dpkg's: present is enough
     assert piece.present()
+
+
+# What catatonit itself says when the command it starts cannot be (a busy machine's EAGAIN):
+# catatonit is there, running as the sandbox's PID 1.
+CATATONIT_RAN = "ERROR (catatonit:1): failed to exec pid1: Resource temporarily unavailable"
+
+
+def test_a_failed_sandbox_naming_catatonit_is_not_a_missing_catatonit(here: Path, platform: Platform) -> None:
+    """A sandbox that failed with catatonit's own error (so catatonit is there) is said as it
+    failed, with the real error, not as a machine that lacks catatonit."""
+    engine = _platform(platform)
+
+    def fails(spec, out, err):  # type: ignore[no-untyped-def]
+        err(f"{CATATONIT_RAN}\n".encode())
+        return ContainerExit(1)
+
+    engine.behaviour = fails
+    report = host_check.run(platform)
+    assert report.problem is not None
+    assert report.problem.message == f"A sandbox could not start here (exit 1): {CATATONIT_RAN}"
+    assert "package" not in report.problem.details and not report.missing_piece
+    # What the step saw, for the server's log: its exit and its stderr.
+    assert "exit 1" in report.output and CATATONIT_RAN in report.output
+
+
+def test_diagnose_blames_a_piece_only_where_the_host_lacks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Podman's error is traced to catatonit only when the path it names (Podman's init_path)
+    is absent; with catatonit in place, the error is no missing piece."""
+    catatonit = next(p for p in host_check.PIECES if p.package == "catatonit")
+    libexec, usr_bin = tmp_path / "libexec" / "catatonit", tmp_path / "bin" / "catatonit"
+    piece = dataclasses.replace(catatonit, paths=(str(libexec), str(usr_bin)))
+    monkeypatch.setattr(host_check, "PIECES", (piece,))
+    said = f"Error: container-init binary not found on the host: stat {libexec}: no such file or directory"
+    usr_bin.parent.mkdir()
+    usr_bin.touch()
+    found = host_check.diagnose(said)  # /usr/bin's is there, the one Podman looks at is not
+    assert found is not None and found.details["package"] == "catatonit"
+    libexec.parent.mkdir()
+    libexec.touch()
+    assert host_check.diagnose(said) is None
+    assert host_check.diagnose(CATATONIT_RAN) is None
+    usr_bin.unlink()
+    libexec.unlink()
+    assert host_check.diagnose(CATATONIT_RAN) is None  # catatonit's own words: it ran
+
+
+def _fails_then_passes(engine: FakeEngine, failures: int, calls: list[int]) -> None:
+    """The check's sandbox fails `failures` times (a busy machine's error), then starts."""
+
+    def behaviour(spec, out, err):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) <= failures:
+            err(f"{CATATONIT_RAN}\n".encode())
+            return ContainerExit(1)
+        return _proves(spec, out, err)
+
+    engine.behaviour = behaviour
+
+
+@pytest.fixture
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_check, "RECHECK", 0.0, raising=False)
+
+
+def test_a_server_start_whose_check_fails_once_refuses_nothing(
+    here: Path, platform: Platform, no_pause: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure that is no missing piece (a busy machine, a killed server's leftovers) is said
+    in the log with the real error, and checked again before any sandbox is refused."""
+    calls: list[int] = []
+    _fails_then_passes(_platform(platform), 1, calls)
+    refused: list[object] = []
+    _watching(platform, refused)
+    main._check_host(platform)
+    log = capsys.readouterr().err
+    assert len(calls) == 2 and refused == [None, None] and platform.host_problem is None
+    assert "no sandbox can start" not in log and "lacks catatonit" not in log
+    assert "self-check failed; it runs again in 0 s" in log and CATATONIT_RAN in log and "exit 1" in log
+    assert log.rstrip().endswith("orch server: the machine's self-check passes now.")
+
+
+def test_a_failure_that_lasts_refuses_sandboxes_until_a_check_passes(
+    here: Path, platform: Platform, no_pause: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failed twice: sandboxes are refused (said once, with the real error); the check runs on,
+    and a pass clears the refusal without a restart."""
+    calls: list[int] = []
+    _fails_then_passes(_platform(platform), 4, calls)
+    refused: list[object] = []
+    _watching(platform, refused)
+    main._check_host(platform)
+    log = capsys.readouterr().err
+    assert len(calls) == 5 and platform.host_problem is None
+    # Refused from the second failure on, until the fifth check passes.
+    assert refused[:2] == [None, None] and all(isinstance(p, HostCheckFailed) for p in refused[2:])
+    assert log.count("no sandbox can start on this machine. A sandbox could not start here (exit 1)") == 1
+    assert log.count(CATATONIT_RAN) >= 2 and "lacks catatonit" not in log
+    assert log.rstrip().endswith("the machine's self-check passes now; sandboxes start again.")
+
+
+def test_a_missing_piece_refuses_sandboxes_at_once_until_it_is_installed(
+    here: Path, platform: Platform, no_pause: None
+) -> None:
+    """A piece found missing is no moment's failure: refused at the first check (the sentence of
+    `orch admin check`), and cleared by a later check once the package is installed."""
+    _platform(platform)
+    (here / "catatonit").unlink()
+    problems: list[object] = []
+
+    def say(line: str) -> None:
+        problems.append(platform.host_problem)
+        if "no sandbox can start" in line:
+            (here / "catatonit").touch()  # installed meanwhile: the next check passes
+
+    host_check.watch(platform, say)
+    (first, cleared) = problems
+    assert isinstance(first, HostCheckFailed) and first.details["package"] == "catatonit"
+    assert "apt-get install catatonit" in first.fix
+    assert cleared is None and platform.host_problem is None
+
+
+def test_the_checks_stop_with_the_server(here: Path, platform: Platform, no_pause: None) -> None:
+    """A failing check runs again only while the server serves."""
+    _platform(platform)
+    (here / "catatonit").unlink()
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        platform.stopping.set()
+
+    host_check.watch(platform, say)
+    assert len(said) == 1 and platform.host_problem is not None
+
+
+def _watching(platform: Platform, seen: list[object]) -> None:
+    """Record `platform.host_problem` at each start of the check's sandbox."""
+    engine = platform.engine
+    assert isinstance(engine, FakeEngine)
+    behaviour = engine.behaviour
+
+    def looking(spec, out, err):  # type: ignore[no-untyped-def]
+        seen.append(platform.host_problem)
+        return behaviour(spec, out, err)
+
+    engine.behaviour = looking

@@ -160,12 +160,9 @@ def by_port(app: ASGIApp, services: ASGIApp, services_port: int) -> ASGIApp:
 
 
 def _check_host(platform: Platform) -> None:
-    """The machine's self-check; what it finds is said once here, and runs fail with it."""
-    report = host_check.run(platform, fresh=False)
-    if report.problem is not None:
-        platform.host_problem = report.problem
-        said = f"orch server: no sandbox can start on this machine. {report.problem}"
-        print(said, file=sys.stderr, flush=True)
+    """The machine's self-check (`host_check.watch`): what it finds is said once in the log, and
+    runs fail with it while it stands."""
+    host_check.watch(platform, lambda said: print(said, file=sys.stderr, flush=True))
 
 
 class _Server(uvicorn.Server):

@@ -3,8 +3,9 @@
 First the host pieces that the engine's flags rely on are looked for (each names the Debian
 package that brings it); then one real sandbox starts through the run path (`run_spec`: init,
 limits, a root of its own, sized tmpfs, the sandbox network) and one build step runs. A failure
-is one sentence naming what is missing and how to get it. `scripts/setup` ends with this check,
-`orch admin check` runs it on demand, and `orch server` runs it at start.
+is one sentence naming what is missing and how to get it; a piece is named only when it is
+missing indeed (Podman's error may name a piece that is there). `scripts/setup` ends with this
+check, `orch admin check` runs it on demand, and `orch server` runs it at start (`watch`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class Piece:
 
     def present(self) -> bool:
         return any(Path(p).exists() for p in self.paths) and not self._too_old()
+
+    def missing_in(self, output: str) -> bool:
+        """Whether `output` (an engine's error) says this piece is missing and it is: absent, or
+        absent at the one of its paths that the error names (the path Podman looks at). Only
+        the host decides: a piece's name in a failed sandbox's output (catatonit's own errors
+        carry it) blames nothing that is there."""
+        if not re.search(self.symptom, output, re.IGNORECASE):
+            return False
+        return not self.present() or any(p in output and not Path(p).exists() for p in self.paths)
 
     def _too_old(self) -> str:
         """The installed version when it is older than `at_least` ("" when it serves, or when
@@ -107,7 +117,8 @@ PIECES: tuple[Piece, ...] = (
         "catatonit, the init (PID 1) that reaps each sandbox's processes (podman run --init)",
         "catatonit",
         ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit"),
-        r"catatonit|container-init binary not found",
+        # Only what says catatonit is not there: catatonit's own errors carry its name too.
+        r"container-init binary not found|stat \S*/catatonit: no such file",
     ),
     Piece(
         "the CNI bridge plugins that put sandboxes on their own network",
@@ -144,9 +155,10 @@ def missing_pieces() -> list[Piece]:
 
 
 def diagnose(output: str) -> HostCheckFailed | None:
-    """The missing piece that Podman's error output points at, if it points at one."""
+    """The missing piece that Podman's error output points at, if it points at one that is
+    missing on this machine (`Piece.missing_in`)."""
     for p in PIECES:
-        if re.search(p.symptom, output, re.IGNORECASE):
+        if p.missing_in(output):
             return p.problem()
     return None
 
@@ -157,10 +169,19 @@ class Report:
 
     steps: list[tuple[str, float]] = field(default_factory=list)
     problem: OrchError | None = None
+    # What the failed step saw (its exit, its output's end): the server logs it with the
+    # sentence, which quotes one line of it, or names only the missing piece.
+    output: str = ""
 
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+    @property
+    def missing_piece(self) -> bool:
+        """The problem is a piece found missing on the host (`Piece.problem` names its package),
+        not a step that failed this time."""
+        return isinstance(self.problem, HostCheckFailed) and bool(self.problem.details.get("package"))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -168,6 +189,15 @@ class Report:
             "steps": [{"step": name, "seconds": round(sec, 3)} for name, sec in self.steps],
             "problem": self.problem.to_dict() if self.problem else None,
         }
+
+
+class _StepFailed(Exception):
+    """A step's problem, with what the step saw (`Report.output`)."""
+
+    def __init__(self, problem: OrchError, output: str) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+        self.output = output
 
 
 SANDBOX_PROOF = "orch-sandbox-ok"
@@ -188,6 +218,9 @@ def run(
         start = time.monotonic()
         try:
             fn()
+        except _StepFailed as e:
+            report.problem, report.output = e.problem, e.output
+            return False
         except OrchError as e:
             report.problem = e
             return False
@@ -287,10 +320,12 @@ def _sandbox(platform: Platform) -> None:
         result = launcher.run_container(spec, out.append, err.append, timeout=60)
     stdout, stderr = b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
     if result.exit_code != 0 or SANDBOX_PROOF not in stdout:
-        raise diagnose(stderr) or HostCheckFailed(
-            f"A sandbox could not start here (exit {result.exit_code}): {_gist(stderr or stdout)}",
-            _SETUP,
+        how = f"exit {result.exit_code}" + (", timed out" if result.timed_out else "")
+        problem = diagnose(stderr) or HostCheckFailed(
+            f"A sandbox could not start here ({how}): {_gist(stderr or stdout)}", _SETUP
         )
+        seen = f"the sandbox: {how}; its stderr:\n{_tail(stderr)}"
+        raise _StepFailed(problem, seen + (f"\nits stdout:\n{_tail(stdout)}" if stdout.strip() else ""))
 
 
 def _build_step(platform: Platform) -> None:
@@ -310,9 +345,10 @@ def _build_step(platform: Platform) -> None:
         engine.build(request, lines.append)
     except OrchError as e:
         text = "\n".join(lines) + "\n" + e.message
-        raise diagnose(text) or HostCheckFailed(
+        problem = diagnose(text) or HostCheckFailed(
             f"A build step could not run here: {_gist(e.message)}", _SETUP
-        ) from None
+        )
+        raise _StepFailed(problem, f"the build step: {e}\nits log:\n{_tail(text)}") from None
     finally:
         engine.remove_image(tag)
 
@@ -321,3 +357,54 @@ def _gist(text: str) -> str:
     """Podman's own error is its last line of output."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "no output")[:300]
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    """The end of a step's output, indented for the log."""
+    kept = [ln.rstrip()[:300] for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return "\n".join(f"  {ln}" for ln in kept) if kept else "  (none)"
+
+
+# The pause before a server's self-check runs again after a failure, doubled at each failure up
+# to the longest (seconds).
+RECHECK = 10.0
+RECHECK_LONGEST = 600.0
+
+
+def watch(platform: Platform, say: Callable[[str], None]) -> None:
+    """The server's self-check, from its start until it passes (in a thread of its own).
+
+    A piece found missing on the host refuses sandboxes at once (`platform.host_problem`: runs
+    fail with its sentence). Any other failure may be the moment's (a busy machine, what a
+    killed server left): it is said, and sandboxes are refused only when the check fails again
+    RECHECK s later. While a problem stands the check runs again, at pauses that double up to
+    RECHECK_LONGEST, and the problem is cleared once it passes: a machine set right (a package
+    installed, the load gone) needs no restart. Each sentence is said once, with what the failed
+    step saw (the sentence may quote one line of it, or name only the missing piece)."""
+    pause = RECHECK
+    failures = 0
+    while not platform.stopping.is_set():
+        report = run(platform, fresh=False)
+        problem = report.problem
+        if problem is None:
+            if failures:
+                refused, platform.host_problem = platform.host_problem, None
+                say(
+                    "orch server: the machine's self-check passes now"
+                    + ("; sandboxes start again." if refused else ".")
+                )
+            return
+        failures += 1
+        saw = f"\norch server: what the check saw: {report.output}" if report.output else ""
+        if report.missing_piece or failures > 1:
+            before, platform.host_problem = platform.host_problem, problem
+            if str(before) != str(problem):
+                say(f"orch server: no sandbox can start on this machine. {problem}{saw}")
+        else:
+            say(
+                f"orch server: the machine's self-check failed; it runs again in {pause:g} s, and "
+                f"sandboxes are refused if it fails again. {problem}{saw}"
+            )
+        if platform.stopping.wait(pause):
+            return
+        pause = min(pause * 2, RECHECK_LONGEST)
