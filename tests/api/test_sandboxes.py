@@ -462,6 +462,16 @@ def test_a_file_over_the_limit_is_refused(api: httpx.Client, holder: FakeHolder,
     resp = api.put(f"/v1/sandboxes/{sb['id']}/files", params={"path": "big"}, content=b"x" * 1025)
     assert error(resp, 400) == "The file is larger than the 1 KiB a sandbox takes in one call."
     assert holder.last().files == {}
+    # Announced larger: refused at once, before the body is read (the server waited for a body
+    # of the length a client said, which never came; found by a tester).
+    announced = api.put(
+        f"/v1/sandboxes/{sb['id']}/files",
+        params={"path": "big"},
+        content=b"xyz",
+        headers={"Content-Length": "999999999999"},
+    )
+    assert error(announced, 400) == "The file is larger than the 1 KiB a sandbox takes in one call."
+    assert holder.last().files == {}
     holder.last().files["/home/user/big"] = b"x" * 2000
     assert "larger than" in error(api.get(f"/v1/sandboxes/{sb['id']}/files", params={"path": "big"}), 400)
 

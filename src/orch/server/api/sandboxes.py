@@ -476,6 +476,9 @@ async def write_file(
     sandboxes.path_in_sandbox(path)
     sandboxes.file_name(name)
     most = int(platform.config.sandbox_file_limit)
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > most:  # refused at once, not after the upload
+        raise sandboxes.too_large(most)
     body = bytearray()
     held = 0
     body_limit.streamed(request)  # bounded here, chunk by chunk
