@@ -130,6 +130,14 @@ def test_a_name_with_url_characters_names_that_one_agent(cli, tmp_path: Path) ->
         assert "This is a bug" not in res.output and "does not take" not in res.output
     res = cli("publish", path, "-n", "a b")
     assert res.exit_code == 2 and "Agent name 'a b' is not valid" in res.output
+    # The name rule, said before anything is sent: `a/b` got the API's sentence about an escaped
+    # '/' in a path, and `--name ''` was taken as no --name (found by a tester).
+    for bad in ("a/b", ""):
+        for args in (("publish", path), ("service", "deploy", path)):
+            res = cli(*args, "--name", bad)
+            assert res.exit_code == 2, (args, bad, res.output)
+            assert f"name {bad!r} is not valid" in res.output and "escaped" not in res.output
+    assert [a["name"] for a in json.loads(cli("agents", "list", "--json").output)] == ["victim"]
     shown = json.loads(cli("agents", "show", "victim", "--json").output)
     assert [v["version"] for v in shown["versions"]] == [1]
 

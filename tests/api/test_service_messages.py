@@ -114,6 +114,8 @@ def test_a_failed_first_deploy_says_its_error_once_and_its_output_is_in_the_logs
     res = cli("service", "status", "crash")
     assert res.exit_code == 0, res.output
     assert "no version deployed" in res.output and "v0" not in res.output
+    listed = cli("service", "list").output
+    assert "crash" in listed and "v0" not in listed, listed  # `-`: no version (found by a tester)
     assert res.output.count("boom: missing DATABASE_URL") == 1, res.output
     assert res.output.count("exited with exit code 1") == 1
     res = cli("service", "logs", "crash")

@@ -164,7 +164,7 @@ def list_(json_: bool = JSON) -> None:
         table.add_row(
             s["name"],
             s["state"],
-            f"v{s['version']}",
+            f"v{s['version']}" if s["version"] else "-",  # none deployed yet (its first deploy failed)
             _replicas(s),
             _uptime(s["uptime"]),
             str(s["restarts"]),

@@ -55,12 +55,17 @@ def packed(path: Path, name: str | None, what: str, example: str) -> tuple[str, 
     """The name and the bundle of the `what` (agent, service) in directory `path`; `example` is a
     command line that shows how to pass a directory."""
     from orch.bundle import pack_directory
+    from orch.models import check_name
 
+    if name is not None:  # given: checked here, as the server would (`--name ''` is not "none")
+        check_name(
+            name, f"{what.capitalize()} name", id_prefix={"agent": "agt_", "service": "svc_"}.get(what, "")
+        )
     if not path.is_dir():
         raise InvalidInput(
             f"{str(path)!r} is not a directory.", f"Pass the {what}'s directory, e.g. `{example}`."
         )
-    return name or default_name(path, what), pack_directory(path, what=what)
+    return name if name is not None else default_name(path, what), pack_directory(path, what=what)
 
 
 def default_name(root: Path, what: str) -> str:
