@@ -1,5 +1,6 @@
 """The proxy's HTTP/1.1 client against a raw local server: interim answers skipped, hop-by-hop
-headers (those a Connection header names too) never passed."""
+headers (those a Connection header names too) never passed, a kept-alive connection kept only in
+step (nothing after the answer, no ambiguous framing)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,23 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 async def _ask_twice(answers: list[bytes]) -> list[tuple[int, bytes]]:
     """Two requests over one kept-alive connection to a server that writes `answers[n]` for the
     n-th request; each one's (status, body)."""
-    served = iter(answers)
+    got = (await _ask([("GET", a) for a in answers]))[0]
+    for status, said in got:
+        if status == 0:
+            raise UpstreamError(said.decode())
+    return got
+
+
+async def _ask(asked: list[tuple[str, bytes]]) -> tuple[list[tuple[int, bytes]], int]:
+    """Requests with `asked[n]`'s method to a server that writes `asked[n]`'s bytes for the n-th
+    request it reads (on whichever connection), the client's pool kept between them; each one's
+    (status, body), or (0, what UpstreamError said), and how many connections the server took."""
+    served = iter(a for _, a in asked)
+    connections = 0
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
         try:
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(next(served))
@@ -38,20 +53,164 @@ async def _ask_twice(answers: list[bytes]) -> list[tuple[int, bytes]]:
     port = server.sockets[0].getsockname()[1]
     client, got = Client(), []
     try:
-        for n in range(2):
-            answer = await client.request("c", "127.0.0.1", port, "GET", f"/{n}", [], None, None)
+        for n, (method, _) in enumerate(asked):
+            try:
+                answer = await client.request("c", "127.0.0.1", port, method, f"/{n}", [], None, None)
+            except UpstreamError as e:
+                got.append((0, str(e).encode()))
+                continue
             got.append((answer.status, b"".join([c async for c in answer.body()])))
             answer.release()
     finally:
         await client.close()
         server.close()
         await server.wait_closed()
-    return got
+    return got, connections
 
 
 def test_interim_answers_are_skipped_and_the_connection_stays_in_step() -> None:
     got = run_loop(lambda: _ask_twice([HINTS + HINTS + OK, b"HTTP/1.1 100 Continue\r\n\r\n" + OK]))
     assert got == [(200, b"ok"), (200, b"ok")]
+
+
+INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nINJECT!"
+
+
+@pytest.mark.parametrize(
+    ("method", "answer", "got"),
+    [
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n" + INJECTED, (204, b"")),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n" + INJECTED, (304, b"")),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + INJECTED, (200, b"hello")),
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n" + INJECTED,
+            (200, b"hi"),
+        ),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nINJECT!", (200, b"")),
+    ],
+    ids=["a body on 204", "a body on 304", "beyond Content-Length", "after the last chunk", "a body on HEAD"],
+)
+def test_bytes_a_service_leaves_after_its_answer_are_never_the_next_answer(
+    method: str, answer: bytes, got: tuple[int, bytes]
+) -> None:
+    """Found by a tester: a body on a 204 or a HEAD answer (http.server's `do_HEAD = do_GET`),
+    more than the Content-Length, was read as the answer to the next request on the kept-alive
+    connection: another caller's. The connection is closed instead; the answer given stays as it
+    was."""
+    answers, connections = run_loop(lambda: _ask([(method, answer), ("GET", OK), ("GET", OK)]))
+    assert answers == [got, (200, b"ok"), (200, b"ok")]
+    assert connections == 2  # the first closed, the second kept for the third request
+
+
+async def _idle_then_written_to() -> tuple[list[tuple[int, bytes]], int]:
+    """Two requests; between them, the server writes an answer nobody asked for on the
+    connection the client keeps idle, and the test waits until it is there."""
+    connections = 0
+    write = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(OK)
+                await writer.drain()
+                if first:
+                    first = False
+                    await write.wait()
+                    writer.write(INJECTED)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client, got = Client(), []
+    try:
+        for n in range(2):
+            answer = await client.request("c", "127.0.0.1", port, "GET", f"/{n}", [], None, None)
+            got.append((answer.status, b"".join([c async for c in answer.body()])))
+            answer.release()
+            if n == 0:
+                [idle] = client._idle[("c", port)]
+                write.set()
+                for _ in range(1000):  # until the stray answer is in the idle connection (bounded)
+                    if idle.reader._buffer:  # type: ignore[attr-defined]
+                        break
+                    await asyncio.sleep(0.01)
+                assert idle.reader._buffer  # type: ignore[attr-defined]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    return got, connections
+
+
+def test_a_pooled_connection_the_service_wrote_to_while_idle_is_not_used() -> None:
+    """What a service writes on an idle kept-alive connection answers no request: the connection
+    is closed when a request would take it, and the request goes on a new one."""
+    assert run_loop(_idle_then_written_to) == ([(200, b"ok"), (200, b"ok")], 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "head", "said"),
+    [
+        ("GET", b"Content-Length: 3\r\nContent-Length: 10", "two lengths, Content-Length 3 and 10"),
+        ("HEAD", b"Content-Length: 3, 10", "two lengths, Content-Length 3 and 10"),
+        ("GET", b"Content-Length: -5", "Content-Length '-5' is not a number of bytes"),
+        ("GET", b"Content-Length: 1e3", "Content-Length '1e3' is not a number of bytes"),
+        (
+            "GET",
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked",
+            "both Content-Length and Transfer-Encoding",
+        ),
+        ("GET", b"Transfer-Encoding: gzip, chunked", "Transfer-Encoding is 'gzip, chunked', and this proxy"),
+        ("GET", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "reads chunked only"),
+    ],
+    ids=["two lengths", "two in one", "negative", "no number", "both", "gzip", "chunked twice"],
+)
+def test_an_answer_whose_end_is_ambiguous_is_refused_and_its_connection_closed(
+    method: str, head: bytes, said: str
+) -> None:
+    """Found by a tester: two different Content-Length headers were passed on (the client got
+    both, then a cut connection, and the server logged a traceback); a negative one, or one
+    beside Transfer-Encoding, as it was. Refused (nginx's rule), and the connection closed."""
+    bad = b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\nabcdefghij" + INJECTED
+    answers, connections = run_loop(lambda: _ask([(method, bad), ("GET", OK)]))
+    assert answers[0][0] == 0 and said in answers[0][1].decode(), answers
+    assert (answers[1], connections) == ((200, b"ok"), 2)
+
+
+def test_a_length_said_twice_alike_is_one() -> None:
+    """The RFC allows a Content-Length repeated with one value: taken, and passed on once."""
+
+    async def ask() -> list[tuple[bytes, bytes]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 02\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        client = Client()
+        try:
+            answer = await client.request(
+                "c", "127.0.0.1", server.sockets[0].getsockname()[1], "GET", "/", [], None, None
+            )
+            assert b"".join([c async for c in answer.body()]) == b"ok"
+            answer.release()
+            return answer.headers
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    assert run_loop(ask) == [(b"content-length", b"2"), (b"x-a", b"1")]
 
 
 def test_switching_protocols_unasked_is_an_error_not_an_answer() -> None:

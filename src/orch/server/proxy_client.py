@@ -1,8 +1,10 @@
 """The proxy's HTTP/1.1 client to the services' containers: asyncio streams, kept-alive
 connections per address, answers streamed as they come (Content-Length, chunked, or until the
-connection ends). Why not httpx: its connection pool checks every pooled connection's socket at
-each request, which cost the proxy more than the request itself (bench/service.py); this client
-does only what the hop to a container on the local bridge needs."""
+connection ends). A connection goes back to the pool only in step: its answer read whole, by a
+framing that was not ambiguous, and nothing after it. Why not httpx: its connection pool checks
+every pooled connection's socket at each request, which cost the proxy more than the request
+itself (bench/service.py); this client does only what the hop to a container on the local bridge
+needs."""
 
 from __future__ import annotations
 
@@ -51,6 +53,17 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+    def stray(self) -> bool:
+        """Whether the connection holds what no request of the proxy asked for: bytes after the
+        answer (a body on a HEAD, 204 or 304 answer, more than its Content-Length, anything that
+        came while it was idle) or its end. Whatever they are, read as the next request's answer
+        they would be the next caller's (nginx closes an idle upstream connection that becomes
+        readable, for the same reason). asyncio has no public way to ask what a StreamReader
+        holds, hence its `_buffer` (the bytes read from the socket, not yet by the proxy)."""
+        reader = self.reader
+        held: bytearray = reader._buffer  # type: ignore[attr-defined]
+        return bool(held) or reader.at_eof() or reader.exception() is not None
 
 
 @dataclass
@@ -101,8 +114,9 @@ class Answer:
             raise UpstreamError("the answer broke off") from None
 
     def release(self) -> None:
-        """Give the connection back for the next request if the answer was read whole."""
-        if self._keep and self._done and not self._conn.writer.is_closing():
+        """Give the connection back for the next request if the answer was read whole and nothing
+        came after it; otherwise close it (the answer already given stays as it was)."""
+        if self._keep and self._done and not self._conn.writer.is_closing() and not self._conn.stray():
             self._client._keep(self._key, self._conn)
         else:
             self._conn.close()
@@ -222,7 +236,8 @@ class Client:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.reader.at_eof() or conn.writer.is_closing():  # the service closed it meanwhile
+            # The service closed it meanwhile, or wrote to it while idle: no answer of the next request.
+            if conn.writer.is_closing() or conn.stray():
                 conn.close()
                 continue
             return conn
@@ -276,16 +291,61 @@ def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str
             conn.close()
             raise UpstreamError("a header of the answer is malformed")
         headers.append((name.strip().lower(), value.strip()))
-    found = dict(headers)
-    keep = parts[0] == b"HTTP/1.1" and b"close" not in found.get(b"connection", b"").lower()
-    if method == "HEAD" or status in (204, 304):
-        framing, length = "none", 0
-    elif b"chunked" in found.get(b"transfer-encoding", b"").lower():
-        framing, length = "chunked", 0
-    elif (size := found.get(b"content-length", b"")).isdigit():
-        framing, length = "length", int(size)
-    else:
-        framing, length = "close", 0
+    try:
+        framing, length, headers = _framing(method, status, headers)
+    except UpstreamError:
+        conn.close()
+        raise
+    connection = b",".join(v for k, v in headers if k == b"connection").lower()
+    keep = parts[0] == b"HTTP/1.1" and b"close" not in connection
     answer = Answer(status, headers, conn, client, key, framing, length, keep and framing != "close")
     answer._done = framing == "none"
     return answer
+
+
+def _framing(
+    method: str, status: int, headers: list[tuple[bytes, bytes]]
+) -> tuple[str, int, list[tuple[bytes, bytes]]]:
+    """How the answer's body ends (RFC 9112 §6.3), and its headers with one Content-Length.
+    An answer whose end is ambiguous is refused (UpstreamError), as nginx refuses it: two
+    different Content-Length values (the client would read one, the proxy the other, and the
+    bytes between them would be the next answer on the connection), one that is not a number,
+    Content-Length beside Transfer-Encoding (the RFC's sign of response splitting: it lets
+    Transfer-Encoding win but says to treat it as an error; refusing is the simpler of the two),
+    a transfer coding other than chunked alone (the proxy would pass on bytes that no header
+    says how to decode). Identical Content-Length values are one (the RFC allows them), passed
+    on once. Checked whatever the method and status: the headers are passed on."""
+    values = [v for k, v in headers if k == b"content-length"]
+    codings = b",".join(v for k, v in headers if k == b"transfer-encoding")
+    if values and codings:
+        raise UpstreamError("the answer has both Content-Length and Transfer-Encoding, two ends for its body")
+    if codings and codings.strip().lower() != b"chunked":
+        raise UpstreamError(
+            f"the answer's Transfer-Encoding is {_shown(codings)}, and this proxy reads chunked only"
+        )
+    lengths: list[int] = []
+    for value in values:
+        parts = [p.strip() for p in value.split(b",")]
+        if not all(p.isdigit() and len(p) <= 18 for p in parts):  # and not more than an exabyte
+            raise UpstreamError(f"the answer's Content-Length {_shown(value)} is not a number of bytes")
+        lengths += [int(p) for p in parts]
+    if len(set(lengths)) > 1:
+        other = next(n for n in lengths if n != lengths[0])
+        raise UpstreamError(f"the answer has two lengths, Content-Length {lengths[0]} and {other}")
+    if len(values) > 1 or (values and values[0] != b"%d" % lengths[0]):  # one header, where the first was
+        at = next(i for i, (k, _) in enumerate(headers) if k == b"content-length")
+        one = (b"content-length", b"%d" % lengths[0])
+        headers = [*headers[:at], one, *[h for h in headers[at:] if h[0] != b"content-length"]]
+    if method == "HEAD" or status in (204, 304):
+        return "none", 0, headers
+    if codings:
+        return "chunked", 0, headers
+    if lengths:
+        return "length", lengths[0], headers
+    return "close", 0, headers
+
+
+def _shown(value: bytes) -> str:
+    """A header's value as an error message quotes it: text, and not all of a long one."""
+    text = value.decode("latin-1")
+    return repr(text if len(text) <= 40 else text[:40] + "...")
