@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from orch import metrics
@@ -40,6 +41,8 @@ class Proxy(Protocol):
 
 MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's own limit for what the client sends
 OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0  # the closing handshake with a service, then its connection is dropped
+SEND_TIMEOUT = 300.0  # for a service to take a message: as HTTP's between bytes (proxy_client.py)
 # Close codes an endpoint never sends (RFC 6455 §7.4.1): no status, or no close frame at all.
 _NO_STATUS, _ABNORMAL, _INTERNAL = 1005, 1006, 1011
 _HTTP_1_0, _HTTP_1_1 = b"HTTP/1.0", b"HTTP/1.1"
@@ -104,6 +107,7 @@ async def forward_websocket(
             compression=None,  # a hop on the machine's own bridge: not worth the CPU
             proxy=None,  # the service is on the local bridge: never through an egress proxy
             open_timeout=OPEN_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
             max_size=MAX_MESSAGE,
             user_agent_header=user_agent,
             create_connection=_Connection,
@@ -150,13 +154,18 @@ async def _relay_messages(
     receive: Receive, send: Send, upstream: ClientConnection, closing: asyncio.Event, why: Any
 ) -> None:
     async def from_client() -> tuple[int, str]:
+        """The client's messages, the next read once the last is in the service's socket: a
+        service that does not read holds the client back through TCP (uvicorn reads no further
+        meanwhile), and the proxy holds one message. One the service has not taken in
+        SEND_TIMEOUT ends the WebSocket (TimeoutError): waiting on it sees no client that goes."""
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return int(message.get("code") or 1000), str(message.get("reason") or "")
             if message["type"] == "websocket.receive":
                 text = message.get("text")
-                await upstream.send(text if text is not None else message.get("bytes") or b"")
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await upstream.send(text if text is not None else message.get("bytes") or b"")
 
     async def from_service() -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -177,17 +186,37 @@ async def _relay_messages(
                 await task
     if client in done and not client.cancelled() and client.exception() is None:
         code, reason = client.result()
-        await upstream.close(code if code not in (_NO_STATUS, _ABNORMAL) else 1000, reason)
+        await _close(upstream, code if code not in (_NO_STATUS, _ABNORMAL) else 1000, reason)
         return
+    to_service = (1001, "the client's connection was closed")
     if drained in done:
         code, reason = why()
+    elif client in done and not client.cancelled() and isinstance(client.exception(), TimeoutError):
+        code, reason = _INTERNAL, f"the service took no message for {SEND_TIMEOUT:g} s"
+        to_service = (code, reason)
     else:  # the service closed (or its connection broke)
         code = upstream.close_code if upstream.close_code is not None else _ABNORMAL
         reason = upstream.close_reason or ""
         code = {_NO_STATUS: 1000, _ABNORMAL: _INTERNAL}.get(code, code)
     with contextlib.suppress(Exception):
         await send({"type": "websocket.close", "code": code, "reason": reason})
-    await upstream.close(1001, "the client's connection was closed")
+    await _close(upstream, *to_service)
+
+
+async def _close(upstream: ClientConnection, code: int, reason: str) -> None:
+    """The closing handshake with the service, for CLOSE_TIMEOUT at most, then its connection
+    dropped. The library bounds its wait for the service's close frame but not the write of its
+    own: a service that reads nothing (its socket's buffers full, as a client's flood leaves
+    them) held that write, the relay, its connection and its count in
+    `orch_proxy_open_connections` until the container went. Found by a tester."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await upstream.close(code, reason)
+    except TimeoutError:
+        pass
+    finally:
+        if upstream.state is not State.CLOSED:  # timed out, or cancelled (the server's stop)
+            upstream.transport.abort()
 
 
 async def _refuse(scope: Scope, send: Send, status: int, body: dict[str, Any]) -> None:

@@ -1,0 +1,209 @@
+"""A WebSocket through the services' proxy to a service that never reads: the client is held
+back, and whichever way the WebSocket ends, the proxy's connection to the service ends too.
+
+Found by a tester: a client flooded 1 MiB messages at a service that only wrote, then closed;
+the server's connection to the service stayed open (its send queue full) and counted in
+`orch_proxy_open_connections` until the container went, the relay stuck in the closing
+handshake towards a service that would never take its close frame. (The ~2 GB the client's
+library reported "sent" were never in the server: uvicorn's side of a WebSocket takes
+permessage-deflate, so a flood of repeated bytes waited ~1000:1 compressed in the two sockets'
+kernel buffers; random bytes hold the client back after a few MiB, as here without compression.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from orch.server import proxy_websocket
+from orch.services import deployed as use_cases
+from orch.services import routing
+from orch.services.platform import Platform
+from tests.api.test_services_proxy import deployed, ws_url
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+MESSAGE = b"\0" * (1 << 20)
+MAX_MESSAGES = 200  # far more than a few small socket buffers hold
+GAUGE = 'orch_proxy_open_connections{kind="websocket"}'
+
+
+@pytest.fixture(autouse=True)
+def answering(platform: Platform) -> None:
+    platform.probe = lambda address, port: True
+
+
+class DeafService:
+    """A WebSocket service that answers the handshake by hand, then never reads again; it writes
+    a text frame every `tick` seconds (0: nothing at all)."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.listener = socket.socket()
+        # Small buffers on the service's side (its connection inherits them): filled by a few MiB.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.listener.settimeout(10)
+        self.conn: socket.socket | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from websockets.utils import accept_key
+
+        conn, _ = self.listener.accept()
+        self.conn = conn
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+            head += chunk
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.decode("latin-1").split("\r\n")
+            if line.lower().startswith("sec-websocket-key:")
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
+        )
+        while self.tick and not self.stop.wait(self.tick):
+            try:
+                conn.sendall(b"\x81\x04tick")  # an unmasked text frame: "tick"
+            except OSError:
+                return
+
+    def closed_by_the_proxy(self) -> bool:
+        """Whether the proxy's connection to the service has ended: what it wrote is read to its
+        end (EOF or a reset); False if it is still open after 10 s without a byte."""
+        assert self.conn is not None
+        self.conn.settimeout(10)
+        try:
+            while self.conn.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def deaf(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], DeafService]]:
+    made: list[DeafService] = []
+
+    def make(tick: float) -> DeafService:
+        service = DeafService(tick)
+        monkeypatch.setattr(use_cases, "PORT", service.listener.getsockname()[1])
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.close()
+
+
+async def flood(ws: ClientConnection) -> int:
+    """Send MESSAGE until a send is held back (the service reads nothing), or the proxy closes
+    the WebSocket meanwhile; how many were sent."""
+    from websockets.exceptions import ConnectionClosed
+
+    for sent in range(MAX_MESSAGES):
+        try:
+            await asyncio.wait_for(ws.send(MESSAGE), 2)
+        except (TimeoutError, ConnectionClosed):
+            return sent
+    raise AssertionError(f"{MAX_MESSAGES} MiB went to a service that reads nothing: no backpressure")
+
+
+def wait_closed(platform: Platform) -> int:
+    """The WebSockets still open through the proxy, once none is or after 10 s."""
+    for _ in range(200):
+        if not routing.of(platform).open_connections():
+            break
+        threading.Event().wait(0.05)
+    return routing.of(platform).open_connections()
+
+
+def test_a_client_that_closes_after_a_flood_frees_the_connection_to_a_service_that_never_reads(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    deaf: Callable[[float], DeafService],
+    live: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tester's case: the service writes, never reads; the client floods, then closes."""
+    from websockets.asyncio.client import connect
+
+    monkeypatch.setattr(proxy_websocket, "CLOSE_TIMEOUT", 0.5)
+    service = deaf(0.1)
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+
+    async def client() -> None:
+        url = ws_url(live, "/services/team/web/ws")
+        ws = await connect(url, proxy=None, compression=None)
+        assert await ws.recv(decode=True) == "tick"  # the service's side is open
+        assert await flood(ws) < MAX_MESSAGES
+        assert GAUGE + " 1.0" in api.get("/metrics").text
+        # Its close frame waits behind its own messages, never read: the client gives up on the
+        # closing handshake (its library, too, waits on that write until its next keepalive ping).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await ws.close()
+        ws.transport.abort()
+
+    asyncio.run(client())
+    assert wait_closed(platform) == 0
+    assert GAUGE + " 0.0" in api.get("/metrics").text
+    assert service.closed_by_the_proxy()
+
+
+def test_a_message_a_service_never_takes_ends_the_websocket_with_1011(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    deaf: Callable[[float], DeafService],
+    live: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service that neither reads nor writes: were the client to go while the proxy waits for
+    the service to take a message, nothing would tell the proxy (it reads the client no further
+    meanwhile), so a message not taken in SEND_TIMEOUT ends the WebSocket on both sides."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    monkeypatch.setattr(proxy_websocket, "CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(proxy_websocket, "SEND_TIMEOUT", 1.0)
+    service = deaf(0)
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+
+    async def client() -> tuple[int | None, str | None]:
+        url = ws_url(live, "/services/team/web/ws")
+        async with connect(url, proxy=None, compression=None, close_timeout=1) as ws:
+            assert await flood(ws) < MAX_MESSAGES
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    await ws.recv()
+            return ws.close_code, ws.close_reason
+
+    assert asyncio.run(client()) == (1011, "the service took no message for 1 s")
+    assert wait_closed(platform) == 0
+    assert GAUGE + " 0.0" in api.get("/metrics").text
+    assert service.closed_by_the_proxy()
