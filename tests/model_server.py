@@ -6,7 +6,8 @@ Like the real endpoints it checks what it is sent: the API key (`Authorization: 
 `x-api-key` for Messages), `anthropic-version`, `max_tokens` (Messages), and the conversation's shape: every
 tool call answered by a result in the next message(s), with matching ids, roles alternating
 (Messages). A request that breaks one gets the provider's 400 error, so a loop that sends a
-malformed conversation fails its test.
+malformed conversation fails its test. A `Trickle` step answers as a hostile endpoint would: a
+byte at a time, never ending, until the client closes the connection (`hung_up`).
 
     with ModelServer() as server:
         server.script(Reply(calls=[("bash", {"command": "ls"})]), Reply(text="done"))
@@ -19,6 +20,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +56,17 @@ class Fail:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Step = Reply | Fail
+@dataclass(frozen=True)
+class Trickle:
+    """An answer that never ends, as a hostile endpoint sends it: headers that promise `size`
+    bytes, then one byte every `every` seconds (each restarting the client's read timeout), until
+    the client closes the connection (`ModelServer.hung_up` counts those) or the server stops."""
+
+    size: int = 100_000
+    every: float = 0.2
+
+
+Step = Reply | Fail | Trickle
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,9 @@ class ModelServer:
         self._respond: Callable[[dict[str, Any]], Step] | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.trickling = 0  # Trickle answers being sent now
+        self.hung_up = 0  # Trickle answers whose client closed the connection
+        self._stopping = threading.Event()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), daemon=True)
@@ -120,6 +136,7 @@ class ModelServer:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
         self._http.shutdown()
         self._http.server_close()
 
@@ -134,6 +151,7 @@ class ModelServer:
     def answer(
         self, path: str, headers: dict[str, str], body: dict[str, Any]
     ) -> tuple[int, dict[str, str], Any]:
+        """The status, extra headers and body to answer; a Trickle is sent by the handler."""
         self.requests.append(Recorded(path, headers, body))
         anthropic = path == "/v1/messages"
         if path not in ("/v1/chat/completions", "/v1/messages"):
@@ -146,6 +164,8 @@ class ModelServer:
         step: Step = Fail(*problem) if problem else self._next(body)
         if isinstance(step, Fail):
             return step.status, step.headers, _error(anthropic, step)
+        if isinstance(step, Trickle):
+            return 200, {}, step
         time.sleep(step.delay)
         made = (
             _message(step, body["model"], self._ids)
@@ -165,6 +185,9 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 body = {}
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra, answer = server.answer(self.path, headers, body)
+            if isinstance(answer, Trickle):
+                self.trickle(answer)
+                return
             data = json.dumps(answer).encode()
             if extra.get("content-encoding") == "gzip":
                 data = gzip.compress(data)
@@ -179,6 +202,30 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except OSError:  # the client gave up (its timeout): nothing to answer
                 pass
+
+        def trickle(self, step: Trickle) -> None:
+            with server._lock:
+                server.trickling += 1
+            hung_up = False
+            try:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(step.size))
+                self.end_headers()
+                for _ in range(step.size):
+                    if server._stopping.is_set():
+                        break
+                    self.wfile.write(b" ")  # JSON's whitespace, before a value that never comes
+                    readable, _, _ = select.select([self.connection], [], [], step.every)
+                    if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                        hung_up = True  # the client shut the connection down (FIN)
+                        break
+            except OSError:  # the client closed it (a reset)
+                hung_up = True
+            finally:
+                with server._lock:
+                    server.trickling -= 1
+                    server.hung_up += hung_up
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -22,7 +22,7 @@ from orch.workers import runs
 from tests.api.test_agents_runs import bundle, publish
 from tests.api.test_loop_runs import Holder, hold, loop_agent, shell
 from tests.conftest import drain_runs
-from tests.model_server import KEY, Fail, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+from tests.model_server import KEY, Fail, ModelServer, Reply, Trickle, model_server_fixture  # noqa: F401 - fixture
 
 TOKEN = "ghp-workspace-secret-42"
 
@@ -219,3 +219,27 @@ def test_a_cancel_once_seen_stays_seen(
             break
         time.sleep(0.05)
     assert check() and check()
+
+
+def test_a_timed_out_run_leaves_no_model_call_behind(
+    api: httpx.Client, platform: Platform, holder: Holder, model_server: ModelServer, tmp_path: Path
+) -> None:
+    """A model endpoint that trickles its answer: the run times out as before, and the call it
+    stopped waiting for ends with it, its connection closed (it went on in a thread of the
+    server, one per timed-out run, as long as the endpoint trickled; found by a tester)."""
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Trickle())
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi", "timeout": 1}).json()["id"]
+    before = set(threading.enumerate())
+    run = ended(api, platform, run_id)
+    assert (run["status"], run["reason"]) == ("timed_out", "timed out after 1 s"), run
+    left = [t for t in threading.enumerate() if t not in before and t.name == "orch-loop-call"]
+    for thread in left:
+        thread.join(10)
+    assert not any(t.is_alive() for t in left)
+    for _ in range(200):  # the endpoint sees the connection closed
+        if model_server.hung_up:
+            break
+        time.sleep(0.05)
+    assert (model_server.hung_up, model_server.trickling) == (1, 0)

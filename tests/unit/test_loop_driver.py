@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from orch.bundle.loop_manifest import LoopConfig
-from orch.loop import answer_size
+from orch.loop import answer_size, conversation
 from orch.loop.clip import Clip
 from orch.loop.driver import MAX_CALLS, NO_INPUT, first_message, run_loop
 from orch.loop.model import MAX_TOKENS, tokens
@@ -25,7 +26,7 @@ from orch.loop.retry import Backoff
 from orch.loop.sandbox import Finished, SandboxGone, ToolSandbox
 from orch.models import RunStatus
 from orch.secret.mask import Mask
-from tests.model_server import KEY, Fail, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+from tests.model_server import KEY, Fail, ModelServer, Reply, Trickle, model_server_fixture  # noqa: F401 - fixture
 
 PROVIDERS = ["openai", "anthropic"]
 QUICK = Backoff(attempts=3, first=0.01, cap=0.05)
@@ -239,6 +240,12 @@ def test_the_token_limit(drive: Drive) -> None:
     assert outcome.usage.as_dict() == {"input_tokens": 1400, "output_tokens": 400, "model_calls": 2}
     if drive.provider == "anthropic":  # each call may answer at most what is left
         assert [b["max_tokens"] for b in drive.server.bodies()] == [1500, 600]
+
+
+def test_the_token_limit_reached_by_one_call_says_one_call(drive: Drive) -> None:
+    drive.server.forever(Reply(calls=[("bash", {"command": "true"})], input_tokens=900, output_tokens=200))
+    outcome = drive(max_tokens=1000)
+    assert outcome.reason == "max_tokens (1000) reached: 1100 tokens in 1 model call"
 
 
 def test_429_then_success(drive: Drive) -> None:
@@ -545,3 +552,95 @@ def test_a_custom_tool_call_fails_the_run_naming_it(model_server: ModelServer, t
         "the model endpoint's answer is not usable: the answer calls a custom tool (apply_patch), "
         "which orch never offers",
     )
+
+
+def calls_left(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The model calls' threads (watch.py) started since `before` that have not ended within a
+    bounded wait."""
+    started = [t for t in threading.enumerate() if t not in before and t.name == "orch-loop-call"]
+    for thread in started:
+        thread.join(10)
+    return [t for t in started if t.is_alive()]
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+def test_a_call_left_at_the_deadline_or_a_cancel_ends_with_its_connection(drive: Drive, stop: str) -> None:
+    """An endpoint that trickles its answer (a byte at a time, each restarting the read timeout)
+    kept the call the loop stopped waiting for going: a thread and a connection of the server
+    for every run that ended so, for as long as the endpoint liked (found by a tester). The
+    loop closes the model as it ends: the call ends, its connection closed, the outcome as it
+    was."""
+    drive.server.script(Trickle())
+    before = set(threading.enumerate())
+    if stop == "timeout":
+        outcome = drive(timeout=1)
+        assert (outcome.status, outcome.reason) == (RunStatus.TIMED_OUT, "timed out after 1 s")
+    else:
+        outcome = drive(should_stop=lambda: drive.server.trickling > 0)
+        assert (outcome.status, outcome.reason) == (RunStatus.CANCELLED, "cancelled while running")
+    assert calls_left(before) == []
+    for _ in range(200):  # the endpoint sees the connection closed
+        if drive.server.hung_up:
+            break
+        time.sleep(0.05)
+    assert (drive.server.hung_up, drive.server.trickling) == (1, 0)
+
+
+def test_a_call_cancelled_before_the_answer_begins_ends_at_once(drive: Drive) -> None:
+    """An endpoint that takes minutes before it answers at all: the cancelled call's read
+    would wait out its timeout (up to 600 s); the model's close ends it."""
+    drive.server.script(Reply(text="late", delay=30))
+    before = set(threading.enumerate())
+    outcome = drive(should_stop=lambda: len(drive.server.requests) > 0)
+    assert (outcome.status, outcome.reason) == (RunStatus.CANCELLED, "cancelled while running")
+    assert calls_left(before) == []
+
+
+def test_a_model_is_closed_when_its_loop_ends(drive: Drive) -> None:
+    drive.server.script(Reply(text="done"))
+    loop = config(drive.server, drive.provider)
+    model = connect(loop, KEY)
+    run_loop(loop, model, drive.sandbox, "hi", lambda *_: None)
+    assert model.client.is_closed()  # type: ignore[attr-defined]
+
+
+def big_outputs(count: int, size: int) -> Reply:
+    """A turn of `count` bash calls, each writing `size` bytes."""
+    return Reply(calls=[("bash", {"command": f"head -c {size} /dev/zero | tr '\\0' x"})] * count)
+
+
+def test_a_conversation_past_its_bound_fails_before_it_is_sent(
+    model_server: ModelServer, tmp_path: Path
+) -> None:
+    """An endpoint that reports no usage (so max_tokens cannot stop it), asking for 32 tools a
+    turn of 1 MiB output each: the server held the whole conversation and sent it every turn,
+    33 MB at the second call, 200 MB at the seventh (found by a tester). The conversation is
+    bounded (MAX_CONVERSATION, 32 MiB): the tool result that would pass it fails the run,
+    before a request that size is built, and no tool runs after it. (One provider: the bound is
+    the driver's; both: the test below.)"""
+    drive = Drive(model_server, "openai", LocalSandbox(tmp_path))
+    drive.server.forever(big_outputs(MAX_CALLS, 1024**2))
+    outcome = drive(tool_output_limit=1024**2)
+    assert outcome.status == RunStatus.FAILED and outcome.reason is not None
+    assert outcome.reason.startswith("the conversation grew past 32 MiB (to 32.0")
+    assert outcome.reason.endswith(
+        "MiB), the most a loop holds and sends the model, all of it with every call; lower "
+        "loop.tool_output_limit (1 MiB) or have the system prompt ask for fewer tool calls a turn "
+        "and shorter output"
+    )
+    assert len(drive.server.requests) == 1  # the first call's: none after it
+    assert len(drive.of("tool_result")) == MAX_CALLS  # the 32nd result passed the bound
+
+
+def test_the_conversations_bound_counts_every_turn(drive: Drive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the model was sent before counts: a bound of 100 KiB, 24 KiB of results a turn,
+    passed at the fifth turn's first result (4 x 24 KiB and the texts: under; one more: over)."""
+    monkeypatch.setattr(conversation, "MAX_CONVERSATION", 100 * 1024)
+    drive.server.forever(big_outputs(3, 8 * 1024))
+    outcome = drive(tool_output_limit=16 * 1024)
+    assert outcome.reason is not None and outcome.reason.startswith("the conversation grew past 100 KiB")
+    assert len(drive.server.requests) == 5 and len(drive.of("tool_result")) == 13
+    # The last request: the input and 4 turns with their results (Chat Completions: the system
+    # prompt too, and a message per result).
+    sent = len(drive.server.requests[-1].body["messages"])
+    assert sent == (2 + 4 * (1 + 3) if drive.provider == "openai" else 1 + 4 * 2)

@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 from anthropic.types import Message as AnthropicMessage
 
-from orch.loop.answer_size import BoundedClient
+from orch.loop.client import RunClient
 from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
 
 NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps the SDK from
@@ -21,8 +21,11 @@ class AnthropicMessages:
     def __init__(self, model: str, base_url: str, api_key: str | None) -> None:
         self.model, self.base_url = model, base_url
         self.client = anthropic.Anthropic(
-            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=BoundedClient()
+            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=RunClient()
         )
+
+    def close(self) -> None:
+        self.client.close()  # and its http_client: a call still in flight ends (client.py)
 
     def complete(self, request: Request) -> Turn:
         tools: Any = [

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 
 from orch.bundle.loop_manifest import LoopConfig
+from orch.loop.conversation import Conversation
 from orch.loop.events import Emit, Events
-from orch.loop.model import Message, Model, Request, Results, ToolCall, ToolResult, Turn, UserText
+from orch.loop.model import Message, Model, Request, ToolCall, ToolResult, Turn
 from orch.loop.outcome import Outcome, Stopped, Usage, failed
 from orch.loop.retry import Backoff, call
 from orch.loop.sandbox import SandboxGone, ToolSandbox
@@ -61,27 +62,31 @@ def run_loop(
 ) -> Outcome:
     """Drive the loop to its end: the answer, or the reason it stopped. `mask` (the run's
     secrets) is applied to everything the events, the answer and the reason carry, and to the
-    tools' output before it is clipped; the answer is kept within `answer_limit` bytes."""
+    tools' output before it is clipped; the answer is kept within `answer_limit` bytes. The
+    model is closed when the loop ends (`Model.close`): a run's model is its own."""
     watch = Watch(timeout, should_stop)
     usage = Usage()
     events = Events(emit, mask, answer_limit)
     tools = Tools(sandbox, float(config.tool_timeout), config.tool_output_limit, mask)
-    messages: list[Message] = [UserText(first_message(run_input))]
+    conversation = Conversation(config.system, first_message(run_input), config.tool_output_limit)
     try:
         while True:
-            turn = _model_call(config, model, messages, usage, watch, backoff, events)
+            turn = _model_call(config, model, conversation.messages, usage, watch, backoff, events)
             if not turn.calls:
                 answer, truncated = events.final(turn.text)
                 return Outcome(RunStatus.SUCCEEDED, answer, None, usage, truncated)
             _check_limits(config, usage)
-            messages.append(turn)
-            ran = [_tool_call(c, config, tools, watch, events) for c in turn.calls[:MAX_CALLS]]
-            refused = [ToolResult(c, _TOO_MANY, True) for c in turn.calls[MAX_CALLS:]]
-            messages.append(Results((*ran, *refused)))
+            conversation.add(turn)
+            for c in turn.calls[:MAX_CALLS]:
+                conversation.add(_tool_call(c, config, tools, watch, events))
+            for c in turn.calls[MAX_CALLS:]:
+                conversation.add(ToolResult(c, _TOO_MANY, True))
     except Stopped as stop:
         return Outcome(stop.status, None, mask(stop.reason), usage)
     except SandboxGone as exc:
         return Outcome(RunStatus.FAILED, None, mask(f"the tools' sandbox stopped: {exc}"), usage)
+    finally:
+        model.close()  # a call the loop stopped waiting for ends now, its connection with it
 
 
 _TOO_MANY = (
@@ -122,10 +127,8 @@ def _check_limits(config: LoopConfig, usage: Usage) -> None:
     if usage.model_calls >= config.max_turns:
         raise failed(f"max_turns ({config.max_turns}) reached: the model still asked for tools")
     if usage.tokens >= config.max_tokens:
-        raise failed(
-            f"max_tokens ({config.max_tokens}) reached: {usage.tokens} tokens "
-            f"in {usage.model_calls} model calls"
-        )
+        calls = f"{usage.model_calls} model call{'' if usage.model_calls == 1 else 's'}"
+        raise failed(f"max_tokens ({config.max_tokens}) reached: {usage.tokens} tokens in {calls}")
 
 
 def _tool_call(

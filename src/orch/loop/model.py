@@ -101,6 +101,11 @@ class Model(Protocol):
         """One attempt (no retries): the turn, or EndpointError / Unreachable."""
         ...
 
+    def close(self) -> None:
+        """End the client: a call still in flight (one the loop stopped waiting for) fails at
+        once and its connection is closed. The loop calls it when it ends."""
+        ...
+
 
 def said(body: object, text: str) -> str:
     """The endpoint's own message in an error answer: `error.message` (both providers' shape,

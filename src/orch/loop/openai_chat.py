@@ -9,7 +9,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from orch.loop.answer_size import BoundedClient
+from orch.loop.client import RunClient
 from orch.loop.model import (
     Message,
     Request,
@@ -31,10 +31,13 @@ class OpenAIChat:
         self.model, self.base_url = model, base_url
         # Retries are ours (loop/retry.py), so both providers retry alike.
         self.client = openai.OpenAI(
-            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=BoundedClient()
+            api_key=api_key or NO_KEY, base_url=base_url, max_retries=0, http_client=RunClient()
         )
         # The SDK fills these from the server's own environment (OPENAI_ORG_ID, ...): not ours to send.
         self.client.organization = self.client.project = None
+
+    def close(self) -> None:
+        self.client.close()  # and its http_client: a call still in flight ends (client.py)
 
     def complete(self, request: Request) -> Turn:
         messages: list[Any] = [{"role": "system", "content": request.system}] if request.system else []

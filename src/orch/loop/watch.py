@@ -47,8 +47,10 @@ class Watch:
 
     def wait(self, call: Callable[[], T]) -> T:
         """`call()`'s result, or Stopped at a cancel or the deadline. The call runs in a thread of
-        its own: a blocking HTTP request cannot be interrupted, so a stopped one is left to end
-        by itself (its own timeout bounds it) and its answer is dropped."""
+        its own: a blocking HTTP request cannot be interrupted here, so a stopped one is left
+        behind and its answer dropped. Its own timeout does not bound it (an endpoint that
+        trickles its answer restarts the read timeout with every byte): the loop closes the
+        model when it ends, which ends the call and its thread at once (client.py)."""
         done = threading.Event()
         box: list[T] = []
         error: list[BaseException] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from orch import metrics
 from orch.bundle.loop_manifest import LoopConfig
 from orch.engine.base import ContainerSpec
 from orch.errors import OrchError, RunFailed
@@ -21,6 +22,7 @@ from orch.loop.outcome import Outcome
 from orch.loop.providers import connect
 from orch.loop.sandbox import HeldTools
 from orch.loop.transcript import transcript_line
+from orch.sandbox.held import Held
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import BUNDLE, WORKDIR
 from orch.secret.mask import Mask
@@ -47,7 +49,12 @@ def execute(
     log: Log,
 ) -> Outcome:
     """Hold the run's sandbox open, drive the loop in it, remove it; the loop's outcome. `mask`
-    holds the key and the run's secret values: masked in everything the loop stores."""
+    holds the key and the run's secret values: masked in everything the loop stores.
+
+    The run's phases (docs/metrics.md) as a loop has them: `start`, the sandbox held open with
+    the bundle's files in it (a cold start: a held sandbox is never a warm one); `run`, the loop,
+    its model calls and tools; `exit`, the sandbox removed. `prepare` and `store` are the
+    worker's, as for any run."""
     try:
         endpoints.check_allowed(loop.provider, loop.base_url, platform.config.model_endpoints)
     except OrchError as e:  # the setting changed since the agent was published
@@ -58,31 +65,44 @@ def execute(
             f"This server cannot hold a {isolation.value} sandbox open, which a loop's tools need.",
             "Run the server with its default launcher (runc or gVisor).",
         )
-    held = holder.open(spec)
+    measure = metrics.of(platform)
+    with measure.timed("start"):
+        held = holder.open(spec)
+        measure.sandbox_started(warm=False)  # a held sandbox is started for its run, never warm
+        try:
+            _copy_bundle(held)
+        except BaseException:
+            held.remove()
+            raise
+
+    def emit(kind: str, data: Mapping[str, Any]) -> None:
+        run_events.append(platform, run_id, kind, data)
+        if text := transcript_line(kind, data):
+            log.line(text)
+
     try:
-        # The bundle's files, where a code agent's run finds them (sandbox/spec.py).
-        copied = held.exec(["/bin/sh", "-c", f"cp -R {BUNDLE}/. {WORKDIR}/"], workdir=WORKDIR, timeout=60)
-        if copied.exit_code != 0:
-            raise RunFailed(
-                f"The agent's files could not be copied into its sandbox (exit code {copied.exit_code}).",
-                "Check that the environment's image has /bin/sh and cp, then run again.",
+        with measure.timed("run"):
+            return run_loop(
+                loop,
+                connect(loop, api_key),
+                HeldTools(held, should_stop=should_stop),
+                run_input,
+                emit,
+                timeout=timeout,
+                should_stop=should_stop,
+                mask=mask,
+                answer_limit=MAX_OUTPUT,  # the answer is the run's stdout: the same bound, the same cut
             )
-
-        def emit(kind: str, data: Mapping[str, Any]) -> None:
-            run_events.append(platform, run_id, kind, data)
-            if text := transcript_line(kind, data):
-                log.line(text)
-
-        return run_loop(
-            loop,
-            connect(loop, api_key),
-            HeldTools(held, should_stop=should_stop),
-            run_input,
-            emit,
-            timeout=timeout,
-            should_stop=should_stop,
-            mask=mask,
-            answer_limit=MAX_OUTPUT,  # the answer is the run's stdout: the same bound, the same cut
-        )
     finally:
-        held.remove()
+        with measure.timed("exit"):
+            held.remove()
+
+
+def _copy_bundle(held: Held) -> None:
+    """The bundle's files, where a code agent's run finds them (sandbox/spec.py)."""
+    copied = held.exec(["/bin/sh", "-c", f"cp -R {BUNDLE}/. {WORKDIR}/"], workdir=WORKDIR, timeout=60)
+    if copied.exit_code != 0:
+        raise RunFailed(
+            f"The agent's files could not be copied into its sandbox (exit code {copied.exit_code}).",
+            "Check that the environment's image has /bin/sh and cp, then run again.",
+        )

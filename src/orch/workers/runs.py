@@ -453,6 +453,7 @@ def _in_sandbox(
     measure = metrics.of(platform)
     prepared = time.monotonic() - claimed
     if manifest.loop is not None:
+        measure.phase("prepare", prepared)  # the loop observes start, run and exit (loop_runs.py)
         with measure.sandbox_open():
             done = loop_runs.execute(
                 platform,
@@ -467,15 +468,16 @@ def _in_sandbox(
                 _stop_check(platform, run_id, loop=True),
                 out,
             )
-        if done.answer is not None:  # masked, and within stdout's bound: the `final` event's text
-            out.write("stdout", done.answer.encode())
-        if done.truncated:  # cut as stdout would have cut it: flagged as stdout's cut is
-            with platform.store.session() as s:
-                s.execute(update(RunRow).where(RunRow.id == run_id).values(truncated=True))
-        out.flush()
-        status, reason = _unless_stopping(platform, done.status, done.reason, run_id)
-        # A loop has no process of its own to exit: 0 when it answered, none otherwise.
-        _finish(platform, out, status, 0 if status == RunStatus.SUCCEEDED else None, reason)
+        with measure.timed("store"):
+            if done.answer is not None:  # masked, and within stdout's bound: the `final` event's text
+                out.write("stdout", done.answer.encode())
+            if done.truncated:  # cut as stdout would have cut it: flagged as stdout's cut is
+                with platform.store.session() as s:
+                    s.execute(update(RunRow).where(RunRow.id == run_id).values(truncated=True))
+            out.flush()
+            status, reason = _unless_stopping(platform, done.status, done.reason, run_id)
+            # A loop has no process of its own to exit: 0 when it answered, none otherwise.
+            _finish(platform, out, status, 0 if status == RunStatus.SUCCEEDED else None, reason)
         return
     ended: list[ContainerExit] = []
 
