@@ -240,6 +240,23 @@ def test_a_failed_sandbox_naming_catatonit_is_not_a_missing_catatonit(here: Path
     assert "exit 1" in report.output and CATATONIT_RAN in report.output
 
 
+def test_the_checks_of_two_processes_of_one_home_name_their_sandboxes_and_builds_apart(
+    here: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's check and an `orch admin check` on the same ORCH_HOME at the same moment used
+    one sandbox name, and the launcher tore down the other's sandbox as a gone owner's: the
+    server then said the machine could not run sandboxes (found by a tester)."""
+    engine = _platform(platform)
+    names: list[str] = []
+    engine.behaviour = lambda spec, out, err: names.append(spec.name) or _proves(spec, out, err)
+    for pid in (4242, 4343):
+        monkeypatch.setattr(host_check.os, "getpid", lambda pid=pid: pid)
+        assert host_check.run(platform).ok
+    assert len(set(names)) == 2 and all(n.startswith(platform.container_prefix) for n in names)
+    tags = [b.tag for b in engine.builds]
+    assert len(set(tags)) == 2
+
+
 def test_diagnose_blames_a_piece_only_where_the_host_lacks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -302,7 +302,10 @@ def _sandbox(platform: Platform) -> None:
     with tempfile.TemporaryDirectory(prefix="orch-check-") as bundle:
         Path(bundle).chmod(0o755)  # an empty bundle, read by the sandbox user as a run's is
         spec = run_spec(
-            name=f"{platform.container_prefix}check",
+            # Its process's own: a server's check and an `orch admin check` of the same ORCH_HOME
+            # at the same moment tore down each other's sandbox (a launcher takes a sandbox of
+            # its name for a gone owner's), and one said the machine could not run sandboxes.
+            name=f"{platform.container_prefix}check-{os.getpid()}",
             image=image,
             # The proof is printed by the sandbox user from its writable working directory.
             command=["python3", "-c", f"import os; assert os.getuid() == 1000; print('{SANDBOX_PROOF}')"],
@@ -331,7 +334,7 @@ def _sandbox(platform: Platform) -> None:
 def _build_step(platform: Platform) -> None:
     engine = platform.engine
     image = _image(engine)
-    tag = f"localhost/orch-check/{platform.instance}:latest"
+    tag = f"localhost/orch-check/{platform.instance}-{os.getpid()}:latest"  # as the sandbox's name
     lines: list[str] = []
     request = BuildRequest(
         containerfile=f"FROM {image}\nRUN {_BUILD_COMMAND}\n",
