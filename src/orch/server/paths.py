@@ -55,12 +55,20 @@ def _refusal(raw_path: bytes, query: bytes) -> tuple[str, str] | None:
             "Use the name or id as the list of its kind shows it.",
         )
     for part, where in ((raw_path, "path"), (query, "query")):
-        try:
-            unquote_to_bytes(part).decode("utf-8")
-        except UnicodeDecodeError:
+        if not escapes_text(part):
             return (
                 f"The request's {where} holds escaped bytes that are not UTF-8 text, and every name, "
                 "id, path and value the API takes is text.",
                 "Escape the text's UTF-8 bytes (as every HTTP client does for a str).",
             )
     return None
+
+
+def escapes_text(escaped: bytes) -> bool:
+    """Whether percent-escaped bytes (a path, a query, a form's body) decode to UTF-8 text: the
+    parsers read other escapes as U+FFFD, a value not the one sent."""
+    try:
+        unquote_to_bytes(escaped).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

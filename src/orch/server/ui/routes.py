@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -23,6 +23,7 @@ from orch.loop.transcript import tool_call_text
 from orch.secret import box
 from orch.secret.names import name_problem
 from orch.server.api.deps import TOKEN_COOKIE, from_own_page, get_platform, refuse_nul, request_token
+from orch.server.paths import escapes_text
 from orch.server.tokens import sign_in_cookies
 from orch.services import agents, deployed, run_environment, run_events, runs, sandboxes, usage, workspaces
 from orch.services import environments as envs
@@ -107,17 +108,15 @@ async def read_form(request: Request) -> Filled:
         unread = InvalidInput(f"The form could not be read ({str(e.detail).rstrip('.')}).", "Send it again.")
         return Filled({}, unread)
     try:
-        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            try:  # the parser reads escapes that are not UTF-8 as U+FFFD: a value not the one sent
-                unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
-            except UnicodeDecodeError:
-                return Filled(
-                    {},
-                    InvalidInput(
-                        "The form holds bytes that are not UTF-8 text, so nothing was saved.",
-                        "Enter the value again as text.",
-                    ),
-                )
+        urlencoded = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        if urlencoded and not escapes_text(body):
+            return Filled(
+                {},
+                InvalidInput(
+                    "The form holds bytes that are not UTF-8 text, so nothing was saved.",
+                    "Enter the value again as text.",
+                ),
+            )
         return Filled({k: v for k, v in form.items() if isinstance(v, str)})
     finally:
         await form.close()
