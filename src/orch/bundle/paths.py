@@ -9,6 +9,18 @@ MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255  # one path component, as Linux allows
 
 
+SHOWN_CHARS = 120  # of a refused path quoted in a message: its start and end, enough to find it
+
+
+def shown(path: str) -> str:
+    """`path` for a message: one longer than SHOWN_CHARS cut to its start and end (a refused path
+    may be kilobytes long, and the sentence must stay one to read)."""
+    if len(path) <= SHOWN_CHARS:
+        return path
+    half = SHOWN_CHARS // 2
+    return f"{path[:half]}…{path[-half:]}"
+
+
 def path_problem(path: str) -> str | None:
     """Why `path` (relative, '/'-separated) can't be a bundle path, or None if it can."""
     if "\\" in path:
@@ -31,14 +43,16 @@ def entry_path(raw: bytes) -> str:
     """The normal form of an entry's name (`./a//b/` is `a/b`; the top itself is ``)."""
     name = _decode(raw, "An entry's name")
     if name.startswith("/"):
-        raise InvalidInput(f"The bundle's entry {name} has an absolute path.", FIX_REPACK)
+        raise InvalidInput(f"The bundle's entry {shown(name)} has an absolute path.", FIX_REPACK)
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise InvalidInput(f"The bundle's entry {name} climbs out of the bundle with '..'.", FIX_REPACK)
+        raise InvalidInput(
+            f"The bundle's entry {shown(name)} climbs out of the bundle with '..'.", FIX_REPACK
+        )
     path = "/".join(parts)
     problem = path_problem(path)
     if problem is not None:
-        raise InvalidInput(f"The bundle's entry {path!r} {problem}.", FIX_REPACK)
+        raise InvalidInput(f"The bundle's entry {shown(path)!r} {problem}.", FIX_REPACK)
     return path
 
 
@@ -62,7 +76,7 @@ def link_target(path: str, raw: bytes) -> str:
     )
     if outside:
         raise InvalidInput(
-            f"The bundle's link {path} points to {target!r}, outside the bundle.",
+            f"The bundle's link {shown(path)} points to {shown(target)!r}, outside the bundle.",
             "Links in a bundle must point to files or directories inside it. " + FIX_REPACK,
         )
     return "/".join(parts) or "."

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orch.bundle.ignore import IGNORE_FILE, Rules
-from orch.bundle.paths import path_problem
+from orch.bundle.paths import path_problem, shown
 from orch.bundle.tar_stream import Kind
 from orch.errors import InvalidInput
 
@@ -75,7 +75,7 @@ def walk(root: Path, max_files: int) -> Tree:
                 )
             problem = path_problem(rel)
             if problem is not None:
-                raise InvalidInput(f"{rel!r} {problem}.", f"Rename it, or {_LEAVE_OUT}")
+                raise InvalidInput(f"{shown(rel)!r} {problem}.", f"Rename it, or {_LEAVE_OUT}")
             items.append(item)
             if len(items) > max_files:
                 raise InvalidInput(
@@ -119,5 +119,7 @@ def _link_target(top: Path, root: Path, rel: str, source: Path) -> str:
     target = os.path.relpath(resolved, source.parent)
     problem = path_problem(target)
     if problem is not None:
-        raise InvalidInput(f"{rel} is a link to {written}, which {problem}.", f"Rename it, or {_LEAVE_OUT}")
+        raise InvalidInput(
+            f"{shown(rel)} is a link to {shown(written)}, which {problem}.", f"Rename it, or {_LEAVE_OUT}"
+        )
     return target

@@ -329,3 +329,11 @@ def test_unreadable_paths_as_any_user(tmp_path: Path, monkeypatch: pytest.Monkey
     error = refusal(tmp_path)
     assert error.message == "Can't read private: Permission denied."
     assert "Fix its permissions" in error.fix
+
+
+def test_a_long_path_is_quoted_by_its_start_and_end(tmp_path: Path) -> None:
+    deep = "/".join(["d" * 200] * 6)
+    write(tmp_path, "main.py", f"{deep}/x.py")
+    error = refusal(tmp_path)
+    # The directory is the first path over the bound.
+    assert error.message == f"'{deep[:60]}…{deep[-60:]}' has a path longer than 1024 bytes."

@@ -40,12 +40,28 @@ def refused(data: bytes, **limits: int) -> str:
         (file("..\\evil"), "The bundle's entry '..\\\\evil' has a backslash in its name."),
         (file("a\\b.py"), "The bundle's entry 'a\\\\b.py' has a backslash in its name."),
         (file("new\nline.py"), "The bundle's entry 'new\\nline.py' has a control character in its name."),
-        (file("x" * 256), f"The bundle's entry '{'x' * 256}' has a name longer than 255 bytes."),
+        (file("x" * 256), f"The bundle's entry '{'x' * 60}…{'x' * 60}' has a name longer than 255 bytes."),
         (file("/".join(["d" * 200] * 6)), "has a path longer than 1024 bytes."),
     ],
 )
 def test_bad_paths(entry: Entry, message: str) -> None:
     assert message in refused(bundle(file("main.py"), entry))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        file("start-" + "/".join(["d" * 200] * 20) + "-end"),
+        file("/start-" + "d" * 4000 + "-end"),
+        file("start-" + "d" * 4000 + "/../-end"),
+        link("start-" + "d" * 4000 + "-end", "/" + "t" * 4000),
+    ],
+)
+def test_a_long_path_is_quoted_by_its_start_and_end(entry: Entry) -> None:
+    # A refused path may be kilobytes long; the message stays one sentence to read.
+    message = refused(bundle(file("main.py"), entry))
+    assert len(message) < 400
+    assert "start-" in message and "…" in message
 
 
 @pytest.mark.parametrize(
