@@ -1,5 +1,6 @@
 """A WebSocket through the services' proxy to a service that never reads: the client is held
-back, and whichever way the WebSocket ends, the proxy's connection to the service ends too.
+back, and whichever way the WebSocket ends, the proxy's connection to the service ends too. And
+the other way: a client that never reads holds a service that writes back, for SEND_TIMEOUT.
 
 Found by a tester: a client flooded 1 MiB messages at a service that only wrote, then closed;
 the server's connection to the service stayed open (its send queue full) and counted in
@@ -46,8 +47,10 @@ class DeafService:
     """A WebSocket service that answers the handshake by hand, then never reads again; it writes
     a text frame every `tick` seconds (0: nothing at all)."""
 
-    def __init__(self, tick: float) -> None:
+    def __init__(self, tick: float, flood: bool = False) -> None:
         self.tick = tick
+        self.flood = flood  # write 1 MiB binary frames as fast as they are taken instead
+        self.cut = threading.Event()  # set when a write failed: the proxy dropped the connection
         self.listener = socket.socket()
         # Small buffers on the service's side (its connection inherits them): filled by a few MiB.
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -76,10 +79,13 @@ class DeafService:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
         )
-        while self.tick and not self.stop.wait(self.tick):
+        frame = b"\x82\x7f" + len(MESSAGE).to_bytes(8, "big") + MESSAGE if self.flood else b"\x81\x04tick"
+        conn.settimeout(30)
+        while (self.flood or self.tick) and not self.stop.wait(0 if self.flood else self.tick):
             try:
-                conn.sendall(b"\x81\x04tick")  # an unmasked text frame: "tick"
+                conn.sendall(frame)  # unmasked: a binary frame of MESSAGE, or a text one, "tick"
             except OSError:
+                self.cut.set()
                 return
 
     def closed_by_the_proxy(self) -> bool:
@@ -105,11 +111,11 @@ class DeafService:
 
 
 @pytest.fixture
-def deaf(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], DeafService]]:
+def deaf(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., DeafService]]:
     made: list[DeafService] = []
 
-    def make(tick: float) -> DeafService:
-        service = DeafService(tick)
+    def make(tick: float, flood: bool = False) -> DeafService:
+        service = DeafService(tick, flood)
         monkeypatch.setattr(use_cases, "PORT", service.listener.getsockname()[1])
         made.append(service)
         return service
@@ -145,7 +151,7 @@ def test_a_client_that_closes_after_a_flood_frees_the_connection_to_a_service_th
     api: httpx.Client,
     platform: Platform,
     tmp_path: Path,
-    deaf: Callable[[float], DeafService],
+    deaf: Callable[..., DeafService],
     live: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -179,7 +185,7 @@ def test_a_message_a_service_never_takes_ends_the_websocket_with_1011(
     api: httpx.Client,
     platform: Platform,
     tmp_path: Path,
-    deaf: Callable[[float], DeafService],
+    deaf: Callable[..., DeafService],
     live: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -207,3 +213,42 @@ def test_a_message_a_service_never_takes_ends_the_websocket_with_1011(
     assert wait_closed(platform) == 0
     assert GAUGE + " 0.0" in api.get("/metrics").text
     assert service.closed_by_the_proxy()
+
+
+def test_a_client_that_never_reads_ends_the_websocket_after_the_send_timeout(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    deaf: Callable[..., DeafService],
+    live: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service that writes as fast as it can, a client that never reads (found by a tester):
+    the proxy's write to the client waited for ever, holding the relay, its connection to the
+    service (held back) and its count in orch_proxy_open_connections for as long as the client
+    kept its socket open."""
+    monkeypatch.setattr(proxy_websocket, "CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(proxy_websocket, "SEND_TIMEOUT", 1.0)
+    service = deaf(0, flood=True)
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    host, port = live.removeprefix("http://").split(":")
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.connect((host, int(port)))
+        client.sendall(
+            b"GET /services/team/web/ws HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        client.settimeout(10)
+        assert client.recv(12) == b"HTTP/1.1 101"
+        # Reads nothing more: the proxy's writes fill the client's socket, then the service's.
+        assert service.cut.wait(20), "the proxy still holds the service's connection"
+        assert wait_closed(platform) == 0
+        assert GAUGE + " 0.0" in api.get("/metrics").text
+        # And the client's connection is ended too: what it was sent reads to its end.
+        read = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(1 << 20):
+                read += len(chunk)
+                assert read < MAX_MESSAGES * len(MESSAGE), "the proxy kept writing to the client"

@@ -168,10 +168,14 @@ async def _relay_messages(
                     await upstream.send(text if text is not None else message.get("bytes") or b"")
 
     async def from_service() -> None:
+        """The service's messages, the next read once the last is in the client's socket: a
+        client that does not read holds the service back the same way, and a message the client
+        has not taken in SEND_TIMEOUT ends the WebSocket (TimeoutError), as the other way."""
         with contextlib.suppress(ConnectionClosed):
             async for data in upstream:
                 key = "text" if isinstance(data, str) else "bytes"
-                await send({"type": "websocket.send", key: data})
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await send({"type": "websocket.send", key: data})
 
     client = asyncio.ensure_future(from_client())
     service = asyncio.ensure_future(from_service())
@@ -194,12 +198,18 @@ async def _relay_messages(
     elif client in done and not client.cancelled() and isinstance(client.exception(), TimeoutError):
         code, reason = _INTERNAL, f"the service took no message for {SEND_TIMEOUT:g} s"
         to_service = (code, reason)
+    elif service in done and not service.cancelled() and isinstance(service.exception(), TimeoutError):
+        # The client reads nothing: its close frame would wait behind what it did not read, so
+        # that write is bounded as the service's (uvicorn then drops the connection).
+        code, reason = _INTERNAL, f"the client took no message for {SEND_TIMEOUT:g} s"
+        to_service = (code, reason)
     else:  # the service closed (or its connection broke)
         code = upstream.close_code if upstream.close_code is not None else _ABNORMAL
         reason = upstream.close_reason or ""
         code = {_NO_STATUS: 1000, _ABNORMAL: _INTERNAL}.get(code, code)
     with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": code, "reason": reason})
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await send({"type": "websocket.close", "code": code, "reason": reason})
     await _close(upstream, *to_service)
 
 
