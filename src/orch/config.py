@@ -185,6 +185,22 @@ def memory() -> int:
         return 4 * 2**30
 
 
+def pid_space() -> int:
+    """The process ids this machine has (kernel.pid_max; 32,768 when it does not say)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 32768
+
+
+def run_pids_default() -> int:
+    """Half of what the sandboxes' host uid may have (their RLIMIT_NPROC) or of the machine's
+    process ids, whichever is less: the rest is the services' (the same uid) and the host's."""
+    from orch.sandbox import oci  # only here: reading containers.conf is the sandboxes' concern
+
+    return max(1, min(oci.sandbox_nproc(), pid_space()) // 2)
+
+
 def capacity() -> int:
     """How many sandboxes this machine runs at once by default: starting one is CPU work (about
     0.1 s of a core), and each may use its default memory limit (512 MiB) in full."""
@@ -279,6 +295,15 @@ SETTINGS: tuple[Setting, ...] = (
         "and sandboxes on demand. A run whose limit would take the sum over it waits, in the "
         "order they came, until enough has ended (one larger than it all runs alone); a "
         "sandbox's create waits up to 30 s, then is refused. By default half the machine's memory.",
+    ),
+    Setting(
+        "run_pids",
+        lambda h: run_pids_default(),
+        _positive_int,
+        "The processes (and threads) sandboxes may have at once: the sum of the process limits of "
+        "runs' sandboxes, their dependency installs and sandboxes on demand. As run_memory: a "
+        "run waits, a sandbox's create waits up to 30 s. By default half of the sandboxes' "
+        "RLIMIT_NPROC or of the machine's process ids, whichever is less.",
     ),
     Setting(
         "install_memory",

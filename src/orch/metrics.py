@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
-    from orch.services.run_memory import MemoryBudget
+    from orch.services.run_memory import Budget
     from orch.store import Store
 
 # Where a run's time goes, in order (issue 12's breakdown): api = POST accepted → run stored;
@@ -72,7 +72,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     """One platform's instruments and the registry /metrics renders."""
 
-    def __init__(self, store: Store, run_memory: Callable[[], MemoryBudget] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_memory: Callable[[], Budget] | None = None,
+        run_pids: Callable[[], Budget] | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
         # No `*_created` series beside every counter and histogram: Prometheus' text format does
@@ -104,23 +109,21 @@ class Metrics:
             "Sandboxes this server has open now: runs' and sandboxes on demand.",
             registry=r,
         )
-        if run_memory is not None:  # the platform's budget, read at each scrape
-            memory = Gauge(
-                "orch_run_memory_bytes",
-                "The sandboxes' memory budget (run_memory) and what sandboxes hold of it now, the "
-                "sum of their memory limits: held (runs' and sandboxes on demand), and of that "
-                "held by sandboxes on demand.",
-                ["state"],
-                registry=r,
+        # The platform's budgets, read at each scrape.
+        if run_memory is not None:
+            _budget_gauges(
+                r,
+                run_memory,
+                ("orch_run_memory_bytes", "memory budget (run_memory)", "memory limits"),
+                ("orch_runs_waiting_for_memory", "memory limit", "run_memory"),
             )
-            memory.labels("budget").set_function(lambda: run_memory().total)
-            memory.labels("held").set_function(lambda: run_memory().used)
-            memory.labels("sandboxes").set_function(lambda: run_memory().held_by_sandboxes)
-            Gauge(
-                "orch_runs_waiting_for_memory",
-                "Runs and sandbox creates that wait for their memory limit to fit in run_memory.",
-                registry=r,
-            ).set_function(lambda: run_memory().waiting)
+        if run_pids is not None:
+            _budget_gauges(
+                r,
+                run_pids,
+                ("orch_run_pids", "processes budget (run_pids)", "process limits"),
+                ("orch_runs_waiting_for_processes", "process limit", "run_pids"),
+            )
         self._builds: Counter = Counter(
             "orch_builds",
             "Image builds that ended, by kind (environment, service) and outcome.",
@@ -313,11 +316,40 @@ class StoreCounts:
         return [by_status, depth]
 
 
+def _budget_gauges(
+    registry: CollectorRegistry,
+    budget: Callable[[], Budget],
+    held: tuple[str, str, str],
+    waiting: tuple[str, str, str],
+) -> None:
+    """A budget's gauges: its total and what sandboxes hold of it (`state`), and the runs and
+    creates waiting in its line. `held` is (name, what the budget is, what it sums); `waiting`
+    is (name, what must fit, the setting)."""
+    from prometheus_client import Gauge
+
+    name, what, sums = held
+    gauge = Gauge(
+        name,
+        f"The sandboxes' {what} and what sandboxes hold of it now, the sum of their {sums}: held "
+        "(runs' and sandboxes on demand), and of that held by sandboxes on demand.",
+        ["state"],
+        registry=registry,
+    )
+    gauge.labels("budget").set_function(lambda: budget().total)
+    gauge.labels("held").set_function(lambda: budget().used)
+    gauge.labels("sandboxes").set_function(lambda: budget().held_by_sandboxes)
+    name, limit, setting = waiting
+    Gauge(
+        name, f"Runs and sandbox creates that wait for their {limit} to fit in {setting}.", registry=registry
+    ).set_function(lambda: budget().waiting)
+
+
 class _Owner(Protocol):
     store: Store
 
 
 def of(platform: _Owner) -> Metrics:
     """The platform's metrics, made and kept on it at first use (one per app, as tests make many)."""
-    budget = (lambda: platform.run_memory) if hasattr(platform, "run_memory") else None
-    return kept(platform, "metrics", lambda: Metrics(platform.store, budget))
+    memory = (lambda: platform.run_memory) if hasattr(platform, "run_memory") else None
+    pids = (lambda: platform.run_pids) if hasattr(platform, "run_pids") else None
+    return kept(platform, "metrics", lambda: Metrics(platform.store, memory, pids))

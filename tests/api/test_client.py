@@ -20,7 +20,7 @@ from orch.sandbox.held_fake import FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.services import sandboxes
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from tests.api.test_agents_runs import bundle, publish
 from tests.conftest import drain_runs
 
@@ -189,7 +189,7 @@ def test_a_server_without_memory_for_a_sandbox_raises_capacity_reached(
     client: Client, holder: FakeHolder, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sandboxes, "MEMORY_WAIT", 0.1)
-    platform.run_memory = MemoryBudget(512 * 2**20)
+    platform.run_memory = Budget(512 * 2**20)
     with client.sandboxes.create(), pytest.raises(CapacityReached) as full:
         client.sandboxes.create(memory="256Mi")
     assert full.value.message.startswith("The server's sandboxes hold 512 MiB of the 512 MiB")

@@ -18,7 +18,7 @@ from orch.sandbox import rootfs
 from orch.sandbox.layout import BUNDLE, DEPS
 from orch.services import workspaces
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from orch.workers import runs as run_worker
 from tests.api.conftest import client_of
 from tests.api.test_agents_runs import bundle, publish, run
@@ -114,7 +114,7 @@ def test_the_install_holds_its_own_memory_in_the_budget_and_the_run_its_own(
     """F10: while the install runs, the budget holds its memory limit (install_memory), not the
     run's; while the run's sandbox runs, the run's."""
     platform.config = platform.config.with_values(install_memory=96 * MiB)
-    platform.run_memory = MemoryBudget(1024 * MiB)
+    platform.run_memory = Budget(1024 * MiB)
     held: list[tuple[str, int | None, int]] = []
 
     def behave(
@@ -140,7 +140,7 @@ def test_an_install_waits_for_its_memory_as_a_run_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     platform.config = platform.config.with_values(install_memory=768 * MiB)
-    platform.run_memory = MemoryBudget(1024 * MiB)
+    platform.run_memory = Budget(1024 * MiB)
     said: list[str] = []
     budget = platform.run_memory
     with budget.reserved(512 * MiB, lambda: False, lambda used: None):

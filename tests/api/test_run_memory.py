@@ -21,7 +21,7 @@ from orch.sandbox.held_fake import FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.services import sandboxes
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from orch.services.sandboxes import DEFAULT_TIMEOUT
 from orch.store.schema import SandboxRow, utcnow
 from orch.workers import runs as run_worker
@@ -50,7 +50,7 @@ def _executing(platform: Platform) -> threading.Thread:
 
 def _agent_asking(api: httpx.Client, platform: Platform, tmp_path: Path, name: str, memory: str) -> None:
     """A budget of 1 GiB for runs, and an agent whose sandbox asks for `memory` of it."""
-    platform.run_memory = MemoryBudget(1024 * MiB)
+    platform.run_memory = Budget(1024 * MiB)
     agent = {"main.py": "print('hi')\n", "orch.yaml": f"name: {name}\nresources: {{memory: {memory}}}\n"}
     assert publish(api, name, bundle(tmp_path, agent)).status_code == 201
 
@@ -155,7 +155,7 @@ def test_the_runs_memory_budget_and_what_runs_hold_of_it(
 def holder(platform: Platform) -> FakeHolder:
     fake = FakeHolder()
     platform.held.holders.update({Isolation.RUNC: fake, Isolation.GVISOR: fake})
-    platform.run_memory = MemoryBudget(1024 * MiB)
+    platform.run_memory = Budget(1024 * MiB)
     return fake
 
 

@@ -25,7 +25,7 @@ from orch.server.node_proxy import NodeProxy
 from orch.services import nodes, sandboxes
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from orch.store.schema import NodeRow, SandboxRow
 from tests.api.test_cli import cli
 from tests.api.test_nodes import node
@@ -210,7 +210,7 @@ def test_a_sandbox_goes_to_a_node_whose_sandboxes_leave_its_memory(
 ) -> None:
     MiB = 2**20
     for name, (node_platform, _) in two.items():
-        node_platform.run_memory = MemoryBudget(1024 * MiB)
+        node_platform.run_memory = Budget(1024 * MiB)
         with platform.store.session() as s:
             s.execute(update(NodeRow).where(NodeRow.id == name).values(memory_budget=1024 * MiB))
     busy(platform, "b", 2)  # a has more free slots

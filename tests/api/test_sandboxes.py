@@ -29,7 +29,7 @@ from orch.sandbox.launcher import Isolation
 from orch.server.api import sandboxes as sandboxes_api
 from orch.services import sandboxes, workspaces
 from orch.services.platform import Platform
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
 from tests.asgi import asgi_scope, in_process
 from tests.conftest import drain
@@ -211,7 +211,7 @@ def test_a_create_whose_caller_goes_away_leaves_no_sandbox(
     assert platform.held.ids() == [] and platform.run_memory.used == 0
     assert metrics.of(platform)._sandboxes._value.get() == 0
     # One that waits for memory when its caller goes: it never starts, and leaves no record.
-    platform.run_memory = MemoryBudget(512 * 2**20)
+    platform.run_memory = Budget(512 * 2**20)
     holder.hold = None
     full = httpx.post(url, json={}, headers=headers, timeout=10)
     assert full.status_code == 201, full.text
@@ -807,7 +807,7 @@ def test_cli_no_memory_left_exits_1_with_a_sentence(
     cli, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sandboxes, "MEMORY_WAIT", 0.1)
-    platform.run_memory = MemoryBudget(512 * 2**20)
+    platform.run_memory = Budget(512 * 2**20)
     assert cli("sandbox", "create").exit_code == 0  # 512 MiB: the whole budget
     res = cli("sandbox", "create")
     assert res.exit_code == 1 and "Traceback" not in res.output

@@ -623,3 +623,66 @@ def test_an_image_in_use_is_not_removed_under_a_running_sandbox(
         removed = subprocess.run(["podman", "rmi", own_image.tag], capture_output=True, check=False)
     assert removed.returncode != 0  # "image is in use", as for a Podman container
     assert [d.exit_code for d in done] == [0] and b"one" in b"".join(output)
+
+
+HOG = (
+    "import threading, time\n"
+    "threading.stack_size(64 * 1024)\n"
+    "n = 0\n"
+    "try:\n"
+    "    while True:\n"
+    "        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+    "        n += 1\n"
+    "except RuntimeError:\n"
+    "    print(n, flush=True)\n"
+    "time.sleep(60)\n"
+)
+FORKS = (
+    "import subprocess\n"
+    "ok = 0\n"
+    "for _ in range(10):\n"
+    "    try:\n"
+    "        ok += subprocess.run(['true']).returncode == 0\n"
+    "    except OSError as e:\n"
+    "        print(e)\n"
+    "print('forks', ok)\n"
+)
+
+
+def test_one_sandbox_at_its_process_limit_leaves_another_its_forks(launcher: Launcher) -> None:
+    """Every sandbox runs as the host's uid 1000, whose processes the kernel counts together
+    against RLIMIT_NPROC: it is far above one sandbox's highest limit (4,096, the pids cgroup
+    bounds each), so one at its limit leaves the others theirs. Found by a tester: at 4,096 (what
+    containers.conf said), one run's 4,096 threads made every other run's fork fail."""
+    name = f"{PREFIX}hog{uuid.uuid4().hex[:6]}"
+    hog = ContainerSpec(
+        image=base_images.image_tag("python"),
+        argv=py(HOG),
+        name=name,
+        labels={},
+        user="1000:1000",
+        memory_bytes=1024 * MiB,
+        pids=4096,
+        tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777,size=16m"},
+    )
+    done = threading.Event()
+    said: list[bytes] = []
+    ended: list[ContainerExit] = []
+    thread = threading.Thread(
+        target=lambda: ended.append(
+            launcher.run_container(hog, said.append, lambda _b: None, timeout=120, should_stop=done.is_set)
+        )
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not said and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.05)
+        assert said, f"the sandbox never reached its limit: {ended}"
+        assert int(b"".join(said)) >= 4000  # its own limit, not the host's count, stopped it
+        result, out, err = run(launcher, py(FORKS), pids=64)
+        assert (result, out) == (ContainerExit(0), "forks 10\n"), err
+    finally:
+        done.set()
+        thread.join(60)
+    assert ended and ended[0].cancelled

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 
 GiB = 2**30
 
@@ -20,7 +20,7 @@ def never() -> bool:
 class Entering:
     """A thread that enters the budget for `need` bytes and stays until let go."""
 
-    def __init__(self, budget: MemoryBudget, need: int, should_stop: Callable[[], bool] = never) -> None:
+    def __init__(self, budget: Budget, need: int, should_stop: Callable[[], bool] = never) -> None:
         self.waited: list[int] = []
         self.admitted: bool | None = None
         self.inside = threading.Event()
@@ -42,7 +42,7 @@ class Entering:
         assert not self.thread.is_alive()
 
 
-def waiting_for(budget: MemoryBudget, n: int) -> None:
+def waiting_for(budget: Budget, n: int) -> None:
     deadline = time.monotonic() + 10
     while budget.waiting != n:
         assert time.monotonic() < deadline, f"{budget.waiting} waiting, not {n}"
@@ -50,7 +50,7 @@ def waiting_for(budget: MemoryBudget, n: int) -> None:
 
 
 def test_runs_that_fit_go_in_at_once_and_the_one_over_waits_until_enough_ends() -> None:
-    budget = MemoryBudget(4 * GiB)
+    budget = Budget(4 * GiB)
     a, b = Entering(budget, 2 * GiB), Entering(budget, 2 * GiB)
     assert a.inside.wait(5) and b.inside.wait(5)
     assert (a.waited, b.waited, budget.used) == ([], [], 4 * GiB)
@@ -66,7 +66,7 @@ def test_runs_that_fit_go_in_at_once_and_the_one_over_waits_until_enough_ends() 
 
 
 def test_a_small_run_does_not_overtake_a_large_one_waiting() -> None:
-    budget = MemoryBudget(4 * GiB)
+    budget = Budget(4 * GiB)
     a = Entering(budget, 3 * GiB)
     assert a.inside.wait(5)
     large = Entering(budget, 2 * GiB)
@@ -83,7 +83,7 @@ def test_a_small_run_does_not_overtake_a_large_one_waiting() -> None:
 
 
 def test_a_run_larger_than_the_budget_runs_alone() -> None:
-    budget = MemoryBudget(4 * GiB)
+    budget = Budget(4 * GiB)
     a = Entering(budget, 1 * GiB)
     assert a.inside.wait(5)
     huge = Entering(budget, 8 * GiB)
@@ -98,7 +98,7 @@ def test_a_run_larger_than_the_budget_runs_alone() -> None:
 
 
 def test_a_waiting_run_told_to_stop_holds_nothing_and_the_next_goes_on() -> None:
-    budget = MemoryBudget(2 * GiB)
+    budget = Budget(2 * GiB)
     a = Entering(budget, 2 * GiB)
     assert a.inside.wait(5)
     stop = threading.Event()
@@ -118,7 +118,7 @@ def test_a_waiting_run_told_to_stop_holds_nothing_and_the_next_goes_on() -> None
 
 
 def test_a_held_share_stays_until_released_and_runs_wait_for_it() -> None:
-    budget = MemoryBudget(2 * GiB)
+    budget = Budget(2 * GiB)
     assert budget.hold("sbx_a", GiB, never, pytest.fail)  # fits: no wait, so no on_wait
     assert (budget.used, budget.held_by_sandboxes) == (GiB, GiB)
     run = Entering(budget, 2 * GiB)
@@ -134,7 +134,7 @@ def test_a_held_share_stays_until_released_and_runs_wait_for_it() -> None:
 
 
 def test_a_hold_waits_in_the_line_and_gives_up_holding_nothing() -> None:
-    budget = MemoryBudget(2 * GiB)
+    budget = Budget(2 * GiB)
     a = Entering(budget, 2 * GiB)
     assert a.inside.wait(5)
     deadline = time.monotonic() + 0.2

@@ -43,6 +43,7 @@ from orch.sandbox.layout import (
 from orch.sizes import format_size
 
 INSTALL_MEMORY = 2 * 1024**3  # the install sandbox's memory limit unless the caller says
+INSTALL_PIDS = 1024  # the install sandbox's process limit (held in the server's run_pids)
 INSTALL_FILES = 262_144  # files, directories and links an install may write (its tmpfs's inodes)
 _DEEPEST = 256  # directories in one another an install's result may have
 # Changed when what a key stands for changes, so no entry of an older meaning is ever reused.
@@ -283,7 +284,7 @@ def _install(
             network=Network.SANDBOX,
             memory_bytes=memory,
             cpus=base_spec.cpus,
-            pids=1024,
+            pids=INSTALL_PIDS,
         )
 
         lines_out, lines_err = _Lines(log), _Lines(log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000  # µs; Podman's --cpus uses the same period
 SHM_BYTES = 64_000 * 1024  # Podman's default --shm-size (64000k)
 # What scripts/setup writes into containers.conf (`default_ulimits`); read from there when set.
-RLIMITS = (("RLIMIT_NOFILE", 1024, 1024), ("RLIMIT_NPROC", 4096, 4096))
+# NPROC counts every process of the sandboxes' host uid (1000) together, so it is set high; each
+# sandbox's own bound is its pids cgroup, and the sum of those is kept below it (`run_pids`).
+RLIMITS = (("RLIMIT_NOFILE", 1024, 1024), ("RLIMIT_NPROC", 32768, 32768))
 
 # Podman 4.3's lists (libpod / runtime-tools defaults), unchanged: paths of the host's kernel
 # that a container must not read (masked) or write (read-only).
@@ -205,6 +208,16 @@ def podman_rlimits(paths: Sequence[str | None] = ()) -> tuple[tuple[str, int, in
     return RLIMITS
 
 
+def sandbox_nproc() -> int:
+    """The RLIMIT_NPROC sandboxes get (soft): containers.conf's, else the server's own, which
+    runc passes on (a large number when unlimited)."""
+    for name, soft, _hard in podman_rlimits():
+        if name == "RLIMIT_NPROC":
+            return soft
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    return soft if soft != resource.RLIM_INFINITY else 2**22
+
+
 @functools.lru_cache(maxsize=8)
 def _default_ulimits(path: str, _stamp: tuple[int, int, int]) -> tuple[tuple[str, int, int], ...] | None:
     """A containers.conf's default_ulimits (None: unreadable or unset); read again when the
@@ -226,7 +239,7 @@ def _ulimit(text: str) -> tuple[str, int, int]:
     except ValueError:
         raise EngineError(
             f"containers.conf has a default_ulimits entry that is not NAME=SOFT:HARD: {text!r}.",
-            "Correct it (scripts/setup writes nofile=1024:1024 and nproc=4096:4096).",
+            "Correct it (scripts/setup writes nofile=1024:1024 and nproc=32768:32768).",
         ) from None
 
 

@@ -16,7 +16,7 @@ from orch.engine.network import answers_tcp
 from orch.errors import OrchError
 from orch.sandbox.held import Registry
 from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
-from orch.services.run_memory import MemoryBudget
+from orch.services.run_memory import Budget
 from orch.store import Store
 
 # The label naming the platform's ORCH_HOME on everything it makes: a path on the server's
@@ -84,7 +84,9 @@ class Platform:
     services_listed_at: float = field(default=float("-inf"), repr=False)
     services_seen: bool = field(default=True, repr=False)
     # The memory sandboxes (runs' and on demand) hold at once, within `run_memory` (services/run_memory.py).
-    run_memory: MemoryBudget = field(init=False, repr=False)
+    run_memory: Budget = field(init=False, repr=False)
+    # Their processes (the sum of their process limits), within `run_pids`: the same line.
+    run_pids: Budget = field(init=False, repr=False)
     # The runs being followed: run id -> [followers, changes since the first one came]; a
     # long-polling reader waits for its run's count to move (runs.follow_logs).
     _follow_lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
@@ -92,7 +94,8 @@ class Platform:
     _wakers: dict[str, list[Callable[[], None]]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.run_memory = MemoryBudget(self.config.run_memory)
+        self.run_memory = Budget(self.config.run_memory)
+        self.run_pids = Budget(int(self.config.run_pids))
 
     def launcher(self, isolation: Isolation) -> Launcher:
         return self.launchers.get(isolation) or self.engine

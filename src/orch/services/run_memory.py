@@ -1,14 +1,18 @@
-"""The memory sandboxes may have at once (the `run_memory` setting): the sum of the memory
-limits of runs' sandboxes and of sandboxes on demand. A limit is what a sandbox may take before
-it is killed, so sandboxes whose limits together stay within the budget cannot, all at their
-limits, take the machine's memory from the server and each other. A run that does not fit
-waits, in the order they came (a large one is not overtaken forever by small ones), until
-enough has ended; a run larger than the whole budget runs alone (no run or sandbox beside it).
-`run_workers` still bounds how many run at once.
+"""What sandboxes may hold at once: their memory (the `run_memory` setting), the sum of the
+memory limits of runs' sandboxes and of sandboxes on demand, and their processes (`run_pids`),
+the sum of their process limits. A limit is what a sandbox may take before it is killed (memory)
+or refused (a fork), so sandboxes whose limits together stay within the budgets cannot, all at
+their limits, take the machine's memory from the server and each other, nor each other's
+processes: every sandbox runs as the host's uid 1000, whose processes the kernel counts
+together against one RLIMIT_NPROC (the sandboxes', `sandbox/oci.py`), which the processes
+budget stays below. A run that does not fit waits, in the order they came (a large one is not
+overtaken forever by small ones), until enough has ended; a run larger than the whole budget
+runs alone (no run or sandbox beside it). `run_workers` still bounds how many run at once.
 
-A run holds its share while inside `reserved`; a sandbox on demand holds its share from its
-start until it is removed (`hold`, `release`), since it lives across requests
-(services/sandboxes.py decides how long a create waits in the line)."""
+A run holds its share while inside `reserved` (its memory first, then its processes: every
+holder of processes holds its memory, so no two wait on each other); a sandbox on demand holds
+its shares from its start until it is removed (`hold`, `release`), since it lives across
+requests (services/sandboxes.py decides how long a create waits in the line)."""
 
 from __future__ import annotations
 
@@ -35,7 +39,20 @@ def above_machine(total: int, machine: int) -> str | None:
     )
 
 
-class MemoryBudget:
+def above_nproc(total: int, nproc: int) -> str | None:
+    """What to say at start when the processes budget reaches the sandboxes' RLIMIT_NPROC: the
+    kernel counts all their processes together against it, so one sandbox's could then make
+    another's fork fail below its own limit."""
+    if total < nproc:
+        return None
+    return (
+        f"ORCH_RUN_PIDS is {total:,}, not below the {nproc:,} processes that sandboxes' user may have "
+        "on this machine (their RLIMIT_NPROC, containers.conf's default_ulimits): one sandbox's "
+        "processes could then keep another's from starting. Set it below that (the default is half)."
+    )
+
+
+class Budget:
     def __init__(self, total: int) -> None:
         self.total = total
         self._used = 0

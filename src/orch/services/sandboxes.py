@@ -194,11 +194,11 @@ def create(
                 deadline=now + timedelta(seconds=int(platform.config.sandbox_lifetime)),
             )
         )
-    _take_memory(platform, sandbox_id, resources.memory_bytes, gone)
-    try:  # from here on a failure gives the memory back and records the sandbox failed
+    _take_shares(platform, sandbox_id, resources, gone)
+    try:  # from here on a failure gives the shares back and records the sandbox failed
         sandbox = holder.open(sandbox_spec(platform, sandbox_id, name, image, resources, network))
     except Exception as e:
-        platform.run_memory.release(sandbox_id)
+        _give_back(platform, sandbox_id)
         if not isinstance(e, OrchError):  # a bug, not a sentence for the user: the log has it
             log.exception("sandbox %s could not start", sandbox_id)
         said = e.message if isinstance(e, OrchError) else type(e).__name__
@@ -251,27 +251,45 @@ def _within_budgets(platform: Platform, need: int) -> None:
         )
 
 
-def _take_memory(platform: Platform, sandbox_id: str, need: int, gone: Callable[[], bool]) -> None:
-    """Hold the sandbox's memory limit in the server's budget (`run_memory`, which runs share)
-    until it is removed, waiting in the runs' line for up to MEMORY_WAIT seconds. When it does not
-    fit by then, its row is deleted (the create changed nothing) and the answer is 503; so it is
-    when the caller goes away meanwhile (`gone`)."""
-    budget = platform.run_memory
+def _take_shares(platform: Platform, sandbox_id: str, resources: Resources, gone: Callable[[], bool]) -> None:
+    """Hold the sandbox's memory limit and process limit in the server's budgets (`run_memory`,
+    `run_pids`, which runs share) until it is removed, waiting in the runs' lines for up to
+    MEMORY_WAIT seconds in all. When they are not given by then, its row is deleted (the create
+    changed nothing) and the answer is 503; so it is when the caller goes away meanwhile (`gone`)."""
     deadline = time.monotonic() + MEMORY_WAIT
     stop = lambda: time.monotonic() >= deadline or platform.stopping.is_set() or gone()  # noqa: E731
-    if budget.hold(sandbox_id, need, stop, lambda _in_use: None):
-        return
+    memory, pids = platform.run_memory, platform.run_pids
+    need = resources.memory_bytes
+    if memory.hold(sandbox_id, need, stop, lambda _in_use: None):
+        if pids.hold(sandbox_id, resources.pids, stop, lambda _in_use: None):
+            return
+        memory.release(sandbox_id)
+        less = ""
+        short = (
+            f"The server's sandboxes may have {pids.used:,} of the {pids.total:,} processes they may "
+            f"have at once (run_pids), and this sandbox's limit is {resources.pids:,}"
+        )
+    else:
+        less = f", or ask for less memory ({MEMORY_OPTION})"
+        short = (
+            f"The server's sandboxes hold {format_size(memory.used)} of the {format_size(memory.total)} "
+            f"of memory they may have at once (run_memory), and this sandbox asks for {format_size(need)}"
+        )
     with platform.store.session() as s:
         s.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
     if gone():
         raise _client_gone()
     raise CapacityReached(
-        f"The server's sandboxes hold {format_size(budget.used)} of the {format_size(budget.total)} "
-        f"of memory they may have at once (run_memory), and this sandbox asks for "
-        f"{format_size(need)}; none was given back within {MEMORY_WAIT:g} s.",
+        f"{short}; none was given back within {MEMORY_WAIT:g} s.",
         "Try again when runs or sandboxes have ended (`orch sandbox rm ID` removes one you no "
-        f"longer need), or ask for less memory ({MEMORY_OPTION}).",
+        f"longer need){less}.",
     )
+
+
+def _give_back(platform: Platform, sandbox_id: str) -> None:
+    """Give back the sandbox's shares of the budgets (nothing if it holds none)."""
+    platform.run_memory.release(sandbox_id)
+    platform.run_pids.release(sandbox_id)
 
 
 def limits(memory: str | int | None, cpus: float | None) -> Resources:
@@ -820,7 +838,7 @@ def _close(platform: Platform, sandbox_id: str, status: SandboxStatus, reason: s
     sandbox = platform.held.pop(sandbox_id)
     if sandbox is None:
         return
-    platform.run_memory.release(sandbox_id)
+    _give_back(platform, sandbox_id)
     metrics.of(platform).sandbox_closed()
     if problems := sandbox.remove():
         log.warning("%s", problems)

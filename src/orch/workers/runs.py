@@ -4,12 +4,12 @@ so a restart loses nothing; `recover` settles runs a stopped server left in flig
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
@@ -23,7 +23,7 @@ from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.errors import EngineError, OrchError, RunFailed
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
-from orch.sandbox import deps_cache
+from orch.sandbox import deps_cache, oci
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.spec import Limits, run_spec
 from orch.services import base_digests, host_check, nodes, run_memory
@@ -112,6 +112,8 @@ def recover(platform: Platform) -> list[str]:
     deps_cache.evict(cache, int(platform.config.deps_cache_size))
     if too_much := run_memory.above_machine(platform.run_memory.total, config.memory()):
         log.warning("%s", too_much)
+    if too_many := run_memory.above_nproc(platform.run_pids.total, oci.sandbox_nproc()):
+        log.warning("%s", too_many)
     return settled
 
 
@@ -299,9 +301,12 @@ def _dependencies(
     files = {n: (bundle_dir / n).read_bytes() for n in plan.deps_files if (bundle_dir / n).is_file()}
     image_id = _image_id(platform, plan, image) if files else ""
 
-    def admit(need: int) -> AbstractContextManager[bool]:
-        said = functools.partial(_waits_for_memory, platform, out, need, "its dependency install")
-        return platform.run_memory.reserved(need, _stop_check(platform, run_id), said)
+    @contextlib.contextmanager
+    def admit(need: int) -> Iterator[bool]:
+        with _reserved(
+            platform, run_id, out, need, deps_mod.INSTALL_PIDS, "its dependency install"
+        ) as waited:
+            yield waited is None
 
     return deps_mod.ensure(
         platform.engine,
@@ -382,17 +387,33 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
         _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
     try:
-        with platform.run_memory.reserved(
-            limits.memory_bytes,
-            _stop_check(platform, run_id),
-            functools.partial(_waits_for_memory, platform, out, limits.memory_bytes, "this one"),
-        ) as admitted:
-            if not admitted:
-                _finish(platform, out, RunStatus.CANCELLED, None, "cancelled while it waited for memory")
+        with _reserved(platform, run_id, out, limits.memory_bytes, limits.pids, "this one") as waited_for:
+            if waited_for:
+                _finish(
+                    platform, out, RunStatus.CANCELLED, None, f"cancelled while it waited for {waited_for}"
+                )
                 return
             _in_sandbox(platform, run_id, out, plan, image, limits, claimed, deps, labels, host_mounts)
     finally:
         deps.release()  # its sandbox has ended: the cache may remove its dependencies now
+
+
+@contextlib.contextmanager
+def _reserved(
+    platform: Platform, run_id: str, out: RunOutput, memory: int, pids: int, who: str
+) -> Iterator[str | None]:
+    """Hold `memory` bytes of run_memory, then `pids` processes of run_pids, while inside (after
+    waiting in each line, saying so). Yields None when held; when the run was cancelled while it
+    waited, what it waited for ("memory", "processes"), holding nothing."""
+    stop = _stop_check(platform, run_id)
+    said = functools.partial(_waits_for_memory, platform, out, memory, who)
+    with platform.run_memory.reserved(memory, stop, said) as admitted:
+        if not admitted:
+            yield "memory"
+            return
+        said = functools.partial(_waits_for_processes, platform, out, pids, who)
+        with platform.run_pids.reserved(pids, stop, said) as admitted:
+            yield None if admitted else "processes"
 
 
 def _waits_for_memory(platform: Platform, out: RunOutput, need: int, who: str, in_use: int) -> None:
@@ -401,6 +422,14 @@ def _waits_for_memory(platform: Platform, out: RunOutput, need: int, who: str, i
         f"→ waiting for memory: other runs and sandboxes hold {format_size(in_use)} of the "
         f"{format_size(total)} that sandboxes may have at once (run_memory), and {who} asks for "
         f"{format_size(need)}"
+    )
+
+
+def _waits_for_processes(platform: Platform, out: RunOutput, need: int, who: str, in_use: int) -> None:
+    total = platform.run_pids.total
+    out.line(
+        f"→ waiting for processes: other runs and sandboxes may have {in_use:,} of the {total:,} "
+        f"processes that sandboxes may have at once (run_pids), and {who} asks for {need:,}"
     )
 
 
