@@ -8,9 +8,10 @@ the user's id: every cache mount gets `id=orch-OWNER-HASH`, where OWNER names th
 the workspace (see `owner`) and HASH is the SHA-256 of the user's id (or target), which keeps
 what the user's ids share shared, within the owner only.
 
-The value is read as Buildah reads it (split at every comma, whatever the quotes), since Buildah
-decides which directory is mounted: each `id=` and `from=` it would see goes, then the owner's id
-is added.
+The value is first written as Buildah should read the user's Docker options
+(mount_options.for_buildah), then read as Buildah reads it (split at every comma, whatever the
+quotes), since Buildah decides which directory is mounted: each `id=` and `from=` it would see
+goes, then the owner's id is added.
 
 Those directories are kept within a size, least recently used first (builder/cache_dirs.py):
 `ids` names the ones a build mounts, `prefix` all of a platform's.
@@ -23,6 +24,7 @@ import posixpath
 from collections.abc import Sequence
 
 from orch.dockerfile.instruction import Instruction
+from orch.dockerfile.mount_options import for_buildah
 
 _TARGETS = ("target", "dst", "destination")
 
@@ -59,27 +61,39 @@ def ids(instructions: Sequence[Instruction], cache_owner: str) -> list[str]:
 
 
 def private(flag: str, cache_owner: str) -> str:
-    """A RUN flag with its cache mount's id replaced by `cache_owner`'s (other flags unchanged)."""
+    """A RUN flag as Buildah gets it: a mount written in Buildah's options, and a cache mount's
+    id replaced by `cache_owner`'s (other flags unchanged)."""
     fields = _mount_fields(flag)
-    if not _is_cache(fields) and not any(_key(f) in ("id", "from") for f in fields):
+    if not fields:
         return flag
+    if not _is_cache(fields) and not any(_key(f) in ("id", "from") for f in fields):
+        return "--mount=" + ",".join(fields)
     kept = [f for f in fields if _key(f) not in ("id", "from")]
     return "--mount=" + ",".join([*kept, f"id={_private_id(fields, cache_owner)}"])
 
 
+def named(flag: str) -> str:
+    """The cache a --mount flag names as its user wrote it: its id, else its target."""
+    return _theirs(_mount_fields(flag))
+
+
 def _private_id(fields: list[str], cache_owner: str) -> str:
-    ids = [_value(f) for f in fields if f.partition("=")[0] == "id"]
-    targets = [_value(f) for f in fields if _key(f) in _TARGETS]
-    # As Buildah names the directory: the last id, else the target (cleaned).
-    theirs = ids[-1] if ids else posixpath.normpath(targets[-1] if targets else "")
-    digest = hashlib.sha256(theirs.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(_theirs(fields).encode()).hexdigest()[:16]
     return f"orch-{cache_owner}-{digest}" if cache_owner else f"orch-{digest}"
 
 
+def _theirs(fields: list[str]) -> str:
+    # As Buildah names the directory: the last id, else the target (cleaned).
+    ids = [_value(f) for f in fields if f.partition("=")[0] == "id"]
+    targets = [_value(f) for f in fields if _key(f) in _TARGETS]
+    return ids[-1] if ids else posixpath.normpath(targets[-1] if targets else "")
+
+
 def _mount_fields(flag: str) -> list[str]:
-    """The fields of a --mount flag's value, as Buildah splits them (none for other flags)."""
+    """The fields of a --mount flag's value, in Buildah's options and as Buildah splits them
+    (none for other flags)."""
     name, _, value = flag.partition("=")
-    return value.split(",") if name == "--mount" else []
+    return for_buildah(value).split(",") if name == "--mount" else []
 
 
 def _key(field: str) -> str:

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-
+from orch.dockerfile import cache_mounts
 from orch.dockerfile.findings import Finding, error
 from orch.dockerfile.instruction import Instruction
-
-_ONLY = "only --mount=type=cache and --mount=type=tmpfs are available"
-_SOURCES = frozenset({"bind", "secret", "ssh"})
-_TARGET_KEYS = frozenset({"target", "dst", "destination"})
+from orch.dockerfile.mount_options import ONLY, read
 
 
 def check_run_flags(ins: Instruction) -> list[Finding]:
     """One finding per RUN flag that builds can't honour."""
     findings = []
+    locked: list[str] = []
     for flag in ins.flags:
         name, _, value = flag.partition("=")
         if name == "--mount":
-            problem = _mount_problem(value)
-            if problem is not None:
-                findings.append(error(ins.line, "RUN", problem[0], problem[1]))
+            mount = read(value)
+            if mount.problem is not None:
+                findings.append(error(ins.line, "RUN", *mount.problem))
+            elif mount.locked:
+                locked.append(cache_mounts.named(flag))
         elif name == "--network":
             findings.append(
                 error(
@@ -40,39 +39,16 @@ def check_run_flags(ins: Instruction) -> list[Finding]:
                 )
             )
         else:
-            findings.append(error(ins.line, "RUN", f"RUN has no {name[:40]} flag.", f"Remove it; {_ONLY}."))
+            findings.append(error(ins.line, "RUN", f"RUN has no {name[:40]} flag.", f"Remove it; {ONLY}."))
+    twice = next((name for name in locked if locked.count(name) > 1), None)
+    if twice is not None:
+        findings.append(
+            error(
+                ins.line,
+                "RUN",
+                f"Two cache mounts of this RUN lock the same cache ({twice[:40]}) with sharing=locked, "
+                "so the step would wait for itself until the build times out.",
+                "Mount that cache once, or give one of the two sharing=shared.",
+            )
+        )
     return findings
-
-
-def _mount_problem(spec: str) -> tuple[str, str] | None:
-    """(message, fix) for a --mount that can't be used, or None."""
-    try:
-        fields = next(csv.reader([spec]), [])
-    except csv.Error:
-        fields = []
-    options: dict[str, str] = {}
-    for field in fields:
-        key, _, value = field.partition("=")
-        options[key.strip().lower()] = value.strip()
-    kind = options.get("type", "bind").lower()
-    if kind in _SOURCES:
-        return (
-            f"RUN --mount=type={kind} is not supported: builds have no build context, secrets or SSH agent.",
-            f"Remove the mount; {_ONLY}.",
-        )
-    if kind not in ("cache", "tmpfs"):
-        return (
-            f"RUN --mount=type={kind[:40]} is not a known mount type.",
-            f"Use a mount that works: {_ONLY}.",
-        )
-    if "from" in options:
-        return (
-            "RUN --mount with from= is not supported: there are no other images or stages to mount from.",
-            "Remove the from= option.",
-        )
-    if not _TARGET_KEYS & options.keys():
-        return (
-            "RUN --mount needs a target directory.",
-            "Add one, for example --mount=type=cache,target=/root/.cache/pip.",
-        )
-    return None
