@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
 from orch.sandbox import rootfs
-from orch.sandbox.layout import BUNDLE, DEPS
+from orch.sandbox.layout import BUNDLE_SOURCE, DEPS
 from orch.services import workspaces
 from orch.services.platform import Platform
 from orch.services.run_memory import Budget
@@ -46,7 +46,7 @@ def installing(engine: FakeEngine) -> list[str]:
         spec: ContainerSpec, out: Callable[[bytes], None], err: Callable[[bytes], None]
     ) -> ContainerExit:
         if spec.name.endswith("-deps"):
-            bundle_dir = next(m.host for m in spec.mounts if m.container == BUNDLE)
+            bundle_dir = next(m.host for m in spec.mounts if m.container == BUNDLE_SOURCE)
             source = Path(bundle_dir) / "mylib" / "mylib" / "__init__.py"
             target = Path(next(m.host for m in spec.mounts if m.container == DEPS)) / "python" / "mylib"
             target.mkdir()

@@ -98,3 +98,46 @@ def test_a_package_of_the_bundle_installs_again_when_it_changes_and_a_bomb_stays
     assert "No space left on device" in log or "ran out of memory" in bombed["reason"], log
     assert disk_used(server.home / "deps") - before < 2**20  # nothing of it reached the disk
     assert [p.name for p in (server.home / "deps").iterdir() if ".tmp-" in p.name] == []
+
+
+def setuptools_package(name: str, how: str) -> dict[str, str]:
+    """A package built by setuptools (downloaded for the build), which writes its egg-info and
+    build/ into its source tree: by setup.py, or by pyproject.toml."""
+    if how == "setup.py":
+        build = {
+            "setup.py": "from setuptools import setup\n"
+            f'setup(name="{name}", version="0.1", packages=["{name}"])\n'
+        }
+    else:
+        build = {
+            "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\n'
+            'build-backend = "setuptools.build_meta"\n'
+            f'[project]\nname = "{name}"\nversion = "0.1"\n'
+        }
+    return {
+        **{f"{name}/{path}": text for path, text in build.items()},
+        f"{name}/{name}/__init__.py": f"X = {name!r}\n",
+    }
+
+
+def test_local_packages_install_as_pip_does_in_the_agents_own_directory(
+    server: Server, tmp_path: Path
+) -> None:
+    """tB#2: `-e ./pkg`, `./pkg` and `/opt/orch/bundle/pkg` (docs/agents.md, Dependencies) name the
+    bundle's packages, relative paths from the bundle's directory, and setuptools can write beside
+    them; the editable one is importable by the run (installed as a regular one)."""
+    files = {
+        "main.py": "import a, b, c\nprint(a.X, b.X, c.X)\n",
+        "requirements.txt": "-e ./a\n./b\n/opt/orch/bundle/c\n",
+        "orch.yaml": "name: local\n",
+        **setuptools_package("a", "setup.py"),
+        **setuptools_package("b", "pyproject.toml"),
+        **setuptools_package("c", "setup.py"),
+    }
+    for rel, text in files.items():
+        (tmp_path / "local" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "local" / rel).write_text(text)
+    assert server.cli("publish", str(tmp_path / "local")).returncode == 0
+    done = run_json(server, "local")
+    log = server.get(f"/v1/runs/{done['id']}/logs")["log"]
+    assert (done["status"], done["deps"], done["stdout"]) == ("succeeded", "installed", "a b c\n"), log

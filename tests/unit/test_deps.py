@@ -22,7 +22,7 @@ from orch.engine.fake import FakeEngine
 from orch.errors import InstallFailed
 from orch.sandbox import deps, deps_cache, rootfs
 from orch.sandbox.deps_scope import reads_bundle
-from orch.sandbox.layout import BUNDLE, DEPS, SCRATCH
+from orch.sandbox.layout import BUNDLE, BUNDLE_SOURCE, DEPS, SCRATCH
 
 MiB = 2**20
 BASE = ContainerSpec(
@@ -148,7 +148,7 @@ def test_an_index_install_sees_its_dependency_files_alone(tmp_path: Path) -> Non
     seen: list[list[str]] = []
 
     def install(spec: ContainerSpec) -> int:
-        seen.append(sorted(os.listdir(mounted_at(spec, BUNDLE).host)))
+        seen.append(sorted(os.listdir(mounted_at(spec, BUNDLE_SOURCE).host)))
         return 0
 
     with installing(tmp_path, install) as ensure:
@@ -162,7 +162,7 @@ def test_an_install_that_names_the_bundle_sees_it_and_is_its_alone(tmp_path: Pat
     bundles: list[str] = []
 
     def install(spec: ContainerSpec) -> int:
-        bundles.append(mounted_at(spec, BUNDLE).host)
+        bundles.append(mounted_at(spec, BUNDLE_SOURCE).host)
         return 0
 
     with installing(tmp_path, install, LOCAL) as ensure:
@@ -172,6 +172,43 @@ def test_an_install_that_names_the_bundle_sees_it_and_is_its_alone(tmp_path: Pat
         assert ensure(bundle_sha="b2").status == "installed"  # the package changed
         assert ensure(workspace_id="ws_b").status == "installed"  # same bytes, another workspace
     assert len(bundles) == 3
+
+
+def test_an_install_runs_in_a_writable_copy_of_what_it_sees(tmp_path: Path) -> None:
+    """tB#2: as `pip install -r requirements.txt` in the agent's directory: the install copies the
+    bundle (read-only at BUNDLE_SOURCE) to a writable /opt/orch/bundle on its own tmpfs and runs
+    there, so `./pkg` and `-e ./pkg` name the bundle's package and setuptools can write its
+    egg-info next to it; an editable one is installed as a regular one. The copy is not kept."""
+    checked: dict[str, object] = {}
+
+    def install(spec: ContainerSpec) -> int:
+        source, copy, written = (mounted_at(spec, path) for path in (BUNDLE_SOURCE, BUNDLE, DEPS))
+        checked["source"] = (source.host, source.read_only)
+        checked["copy"] = (
+            copy.read_only,
+            Path(copy.host).parent == Path(written.host),  # on the install's tmpfs, in its limits
+            os.stat(copy.host).st_uid,
+            os.listdir(copy.host),  # the sandbox makes the copy
+        )
+        script = spec.argv[2]
+        steps = [f"cp -R {BUNDLE_SOURCE}/. {BUNDLE}/\n", f"cd {BUNDLE}\n", "UV_NO_EDITABLE=1 uv pip install"]
+        at = [script.find(step) for step in steps]
+        checked["steps"] = -1 not in at and at == sorted(at)
+        checked["relative"] = (script.count("-r requirements.txt"), f"{BUNDLE}/requirements.txt" in script)
+        (Path(copy.host) / "mylib" / "mylib.egg-info").mkdir(parents=True)  # as setuptools builds
+        return 0
+
+    with installing(tmp_path, install, b"-e ./mylib\n") as ensure:
+        found = ensure()
+    assert checked == {
+        "source": (str(tmp_path / "bundle"), True),
+        "copy": (False, True, 1000, []),
+        "steps": True,
+        "relative": (2, False),
+    }
+    assert found.status == "installed"
+    kept = Path(found.mounts[0].host).parent
+    assert sorted(p.name for p in kept.iterdir() if p.is_dir()) == ["node", "python"]
 
 
 def tmpfs_size(path: str) -> int:

@@ -7,6 +7,13 @@ workspace with the same files; one that names anything of the bundle (sandbox/de
 sees the whole bundle and is keyed by the bundle's content and its workspace too. A repeated run
 mounts the cached result read-only and installs nothing.
 
+The install runs in a writable copy of what it sees, at /opt/orch/bundle and as its working
+directory, as `pip install -r requirements.txt` runs in the agent's own directory: a relative path
+(`./pkg`, `-e ./pkg`) names the bundle's package, and a build backend that writes into its source
+tree (setuptools' egg-info and build/) can. The copy is made in the sandbox, on the install's tmpfs.
+An editable requirement is installed as a regular one: the run finds the packages on PYTHONPATH,
+which reads no .pth file, and the bundle it would point into is read-only there.
+
 The install writes on a tmpfs of its own, sized to its memory limit and counted in it (its pages
 are charged to the install sandbox's memory cgroup): nothing reaches the disk until it has ended
 well, then its result is copied there (sandbox/deps_cache.py keeps the copies within their size).
@@ -33,6 +40,7 @@ from orch.sandbox import deps_cache, rootfs
 from orch.sandbox.deps_scope import reads_bundle
 from orch.sandbox.layout import (
     BUNDLE,
+    BUNDLE_SOURCE,
     DEPS,
     NODE_DEPS_FILES,
     PYTHON_DEPS,
@@ -49,18 +57,26 @@ _DEEPEST = 256  # directories in one another an install's result may have
 # Changed when what a key stands for changes, so no entry of an older meaning is ever reused.
 _SCHEME = b"orch-deps-2"
 
-_PYTHON_SCRIPT = f"""\
+# What the install sees (BUNDLE_SOURCE, read-only) copied to a writable BUNDLE, its working directory.
+_PRELUDE = f"""\
 set -e
+cp -R {BUNDLE_SOURCE}/. {BUNDLE}/
+cd {BUNDLE}
+"""
+
+# Editable requirements installed as regular ones (uv: UV_NO_EDITABLE, which an older uv ignores
+# where it would refuse an unknown --no-editable; pip has neither: its `-e` lines lose the `-e`).
+_PYTHON_SCRIPT = f"""\
 if command -v uv >/dev/null 2>&1; then
-  uv pip install --no-cache --compile-bytecode --python "$(command -v python3)" \\
-    --target {PYTHON_DEPS} -r {BUNDLE}/requirements.txt
+  UV_NO_EDITABLE=1 uv pip install --no-cache --compile-bytecode --python "$(command -v python3)" \\
+    --target {PYTHON_DEPS} -r requirements.txt
 else
-  python3 -m pip install --no-cache-dir --target {PYTHON_DEPS} -r {BUNDLE}/requirements.txt
+  sed -i -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)?//' requirements.txt
+  python3 -m pip install --no-cache-dir --target {PYTHON_DEPS} -r requirements.txt
 fi
 """
 
 _NODE_SCRIPT = f"""\
-set -e
 mkdir -p {DEPS}/node
 cp {BUNDLE}/package.json {DEPS}/node/
 cd {DEPS}/node
@@ -102,7 +118,8 @@ def cache_key(dep_files: Mapping[str, bytes], image_id: str, *, workspace_id: st
     """The install's key: the dependency files' content and the image id, and the install
     scripts too (a changed recipe, bytecode compiled say, installs anew); for an install that
     reads the bundle (deps_scope), the bundle's content and its workspace as well."""
-    h = hashlib.sha256(_SCHEME + b"\0" + image_id.encode() + _PYTHON_SCRIPT.encode() + _NODE_SCRIPT.encode())
+    scripts = _PRELUDE + _PYTHON_SCRIPT + _NODE_SCRIPT
+    h = hashlib.sha256(_SCHEME + b"\0" + image_id.encode() + scripts.encode())
     if reads_bundle(dep_files):
         h.update(b"\0bundle\0" + workspace_id.encode() + b"\0" + bundle_sha.encode())
     for name in sorted(dep_files):
@@ -254,15 +271,17 @@ def _install(
             rootfs.MS_NOSUID | rootfs.MS_NODEV,
             f"size={memory},nr_inodes={INSTALL_FILES},mode=0755",
         )
+        copy = written / "bundle"  # the install's writable copy of what it sees, left out of its result
         (written / "python").mkdir()
         (written / "node").mkdir()
-        for d in (written, written / "python", written / "node"):
+        copy.mkdir()
+        for d in (written, written / "python", written / "node", copy):
             os.chown(d, 1000, 1000)
         if not whole_bundle:  # it sees its dependency files, nothing else of the bundle
             given.mkdir()
             for name, data in dep_files.items():
                 (given / name).write_bytes(data)
-        script = ""
+        script = _PRELUDE
         if "requirements.txt" in dep_files:
             script += _PYTHON_SCRIPT
         if "package.json" in dep_files:
@@ -277,7 +296,8 @@ def _install(
             user=base_spec.user,
             mounts=[
                 *base_spec.mounts,
-                Mount(str(bundle_dir if whole_bundle else given), BUNDLE),
+                Mount(str(bundle_dir if whole_bundle else given), BUNDLE_SOURCE),
+                Mount(str(copy), BUNDLE, read_only=False),
                 Mount(str(written), DEPS, read_only=False),
             ],
             tmpfs={SCRATCH: f"rw,exec,nosuid,nodev,size={memory},mode=1777"},
