@@ -7,8 +7,10 @@ The server writes ``url`` and ``token`` into that file on start, so a CLI with t
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,7 +300,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "run_pids",
-        lambda h: run_pids_default(),
+        lambda h: Deferred(run_pids_default),
         _positive_int,
         "The processes (and threads) sandboxes may have at once: the sum of the process limits of "
         "runs' sandboxes, their dependency installs and sandboxes on demand. As run_memory: a "
@@ -465,6 +467,18 @@ _FORMS: dict[Callable[[str], Any], str] = {
 }
 
 
+class Deferred:
+    """A default worked out when first read, not at every load: what only the server needs and
+    costs an import a quick command must not pay (`run_pids` reads the sandboxes' limits)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    @functools.cached_property
+    def value(self) -> Any:
+        return self._make()
+
+
 @dataclass(frozen=True)
 class Config:
     home: Path
@@ -472,7 +486,8 @@ class Config:
 
     def __getattr__(self, name: str) -> Any:
         if name in _BY_NAME:
-            return self.values[name]
+            value = self.values[name]
+            return value.value if isinstance(value, Deferred) else value
         raise AttributeError(name)
 
     @property
@@ -570,6 +585,14 @@ def _read_text(path: Path) -> str | None:
         f"{path} is larger than 1 MiB, more than a settings file holds.", "Fix or delete the file."
     )
     try:
+        # Looked at before it is opened: opening a FIFO waits for a writer without end, and a
+        # device reads as anything (/dev/zero without end, /dev/null as no settings).
+        if not stat.S_ISREG(mode := path.stat().st_mode) and not stat.S_ISDIR(mode):
+            raise InvalidInput(
+                f"{path} is not a regular file (it is, or links to, a pipe, a socket or a device), "
+                "so it holds no settings.",
+                "Remove it (`orch server` and `orch login` write the file), or make it a file of settings.",
+            )
         data = read_bounded(path, CONFIG_BYTES, too_large)
     except FileNotFoundError:
         return None

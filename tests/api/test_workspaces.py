@@ -199,6 +199,9 @@ def test_an_empty_name_or_id_is_refused_before_any_request(cli) -> None:
         ("agents", "show", ""),
         ("runs", "show", ""),
         ("env", "status", ""),
+        # --workspace '' was taken as the token's own workspace: a token made, or listed, there.
+        ("token", "create", "--workspace", ""),
+        ("token", "list", "--workspace", ""),
     ):
         res = cli(*args)
         assert res.exit_code == 2, (args, res.output)
@@ -207,6 +210,19 @@ def test_an_empty_name_or_id_is_refused_before_any_request(cli) -> None:
     # It was sent, and answered as a request with no Authorization header.
     res = cli("login", "--url", "http://testserver", "--token", " ")
     assert res.exit_code == 2 and res.stderr.startswith("✗ --token is empty."), res.output
+
+
+def test_an_empty_workspace_in_a_token_call_is_refused(api: httpx.Client) -> None:
+    """`"workspace": ""` names no workspace: it was taken as the caller's own (a token made in the
+    admin's workspace for an admin who meant another one)."""
+    before = api.get("/v1/tokens").json()
+    resp = api.post("/v1/tokens", json={"name": "x", "workspace": ""})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["message"] == "The workspace given is empty, which names no workspace."
+    assert "leave workspace out for your token's own" in resp.json()["fix"]
+    resp = api.get("/v1/tokens", params={"workspace": ""})
+    assert resp.status_code == 400 and "is empty" in resp.json()["message"], resp.text
+    assert api.get("/v1/tokens").json() == before
 
 
 @pytest.mark.parametrize(

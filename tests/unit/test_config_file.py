@@ -69,3 +69,35 @@ def test_an_orch_home_that_is_a_file_says_so(tmp_path: Path) -> None:
         config.load(environ={"ORCH_HOME": str(home)})
     assert e.value.message.startswith(f"ORCH_HOME {home} is not a directory")
     assert "Set ORCH_HOME to a directory" in e.value.fix
+
+
+def test_a_config_file_that_is_a_pipe_or_a_device_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """A FIFO (or a link to one) as config.toml: its open waited for a writer for ever, and every
+    orch command with it; a device read as a file (/dev/null as no settings)."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, Path("/dev/null"), Path("/dev/zero")):
+        home = tmp_path / f"home-{target.name}"
+        home.mkdir()
+        (home / "config.toml").symlink_to(target)
+        said: list[BaseException] = []
+
+        def load(home: Path = home, said: list[BaseException] = said) -> None:
+            try:
+                config.load(home, environ={})
+            except BaseException as e:  # said back to the test
+                said.append(e)
+
+        loading = threading.Thread(target=load, daemon=True)
+        loading.start()
+        loading.join(5)
+        if loading.is_alive():  # waiting in open(): a writer lets it go, so the test ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            loading.join(5)
+            pytest.fail(f"config.toml linking to {target} was opened, and waited for a writer")
+        assert len(said) == 1 and isinstance(said[0], InvalidInput), (target, said)
+        assert said[0].message.startswith(f"{home / 'config.toml'} is not a regular file"), said[0].message
+        assert "Remove it" in said[0].fix

@@ -56,3 +56,42 @@ def test_server_help_says_the_settings_give_the_port_defaults() -> None:
     shown = " ".join(CliRunner().invoke(app, ["server", "--help"], env=env).output.split())
     assert "the port setting (ORCH_PORT), else 8750" in shown
     assert "the services_port setting (ORCH_SERVICES_PORT), else 8751" in shown
+
+
+def _unreachable_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once it is closed
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        # Said with the driver SQLAlchemy tried to load ("No module named 'MySQLdb'"), once the
+        # home and its server.lock were made.
+        ({"ORCH_DATABASE_URL": "mysql://x"}, "The database URL is a mysql:// one, and orch keeps its store"),
+        # Said once the home was made, with psycopg's two lines, exit 1.
+        (
+            {"ORCH_DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{_unreachable_port()}/orch"},
+            "Cannot open the database at postgresql+psycopg://u:***@127.0.0.1:",
+        ),
+        # Started, and its runs waited for a node, which `orch node start` refuses on SQLite.
+        ({"ORCH_CLUSTER": "127.0.0.1:6379"}, "ORCH_CLUSTER is set (127.0.0.1:6379), and the store"),
+    ],
+)
+def test_a_store_the_server_cannot_use_is_refused_before_the_home_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], said: str
+) -> None:
+    def platform(*_: object, **__: object) -> None:
+        raise AssertionError("the server went on to make its platform")
+
+    monkeypatch.setattr("orch.server.main.machine.platform", platform)
+    home = tmp_path / "home"
+    env = {"ORCH_HOME": str(home), "ORCH_PORT": "0", "ORCH_SERVICES_PORT": "0", **settings}
+    res = CliRunner().invoke(app, ["server"], env=env)
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.output.startswith(f"✗ {said}"), res.output
+    assert "module" not in res.output and "\n\t" not in res.output
+    assert not home.exists()  # no server.lock, no orch.db, no config.toml

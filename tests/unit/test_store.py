@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import select, text, update
 from orch.errors import InvalidInput
 from orch.models import new_id
 from orch.store import Store
-from orch.store.db import MIGRATIONS, Gone
+from orch.store.db import MIGRATIONS, Gone, check_url
 from orch.store.schema import BuildRow, TokenRow, WorkspaceRow
 from tests.postgres import PostgresServer, find_bin
 
@@ -30,8 +31,48 @@ def test_postgresql_urls_use_psycopg() -> None:
 
 
 def test_bad_url_is_a_plain_error() -> None:
-    with pytest.raises(InvalidInput, match="not usable"):
+    with pytest.raises(InvalidInput, match="is a nosuchdb:// one, and orch keeps its store in SQLite"):
         Store("nosuchdb://x")
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # A database orch does not use was said with the driver SQLAlchemy tried to load
+        # ("No module named 'MySQLdb'"), and the URL with its password.
+        ("mysql://root:hunter2@db/orch", "The database URL is a mysql:// one"),
+        ("postgresql+psycopg2://u:hunter2@db/orch", "The database URL is a postgresql+psycopg2:// one"),
+        ("orch.db", "The database URL is not a URL"),
+        ("postgresql://u:hunter2@db:port/orch", "The database URL's port is not a number."),
+    ],
+)
+def test_a_url_orch_cannot_use_is_said_from_its_scheme_alone(url: str, said: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        check_url(url)
+    assert refused.value.message.startswith(said), refused.value.message
+    assert "hunter2" not in str(refused.value) and "module" not in str(refused.value)
+    assert refused.value.fix == "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB."
+
+
+def test_a_sqlite_url_is_checked_without_making_its_file(tmp_path: Path) -> None:
+    check_url(f"sqlite:///{tmp_path}/home/orch.db")
+    check_url("sqlite://")
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_postgresql_server_that_does_not_answer_is_one_sentence(postgres_url: str) -> None:
+    check_url(postgres_url)  # one that answers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once it is closed
+    with pytest.raises(InvalidInput) as refused:
+        check_url(f"postgresql://orch:hunter2@127.0.0.1:{port}/orch")
+    said = refused.value.message
+    assert said.startswith(
+        f"Cannot open the database at postgresql+psycopg://orch:***@127.0.0.1:{port}/orch: "
+    )
+    assert said.endswith("Connection refused.") and "\n" not in said and "hunter2" not in said, said
+    assert "Check ORCH_DATABASE_URL" in refused.value.fix
 
 
 def test_a_sqlite_file_keeps_its_connections_for_as_many_threads_as_use_it(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json
 from orch.cli.utils import JSON, confirm_delete, plain_table
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, check_name, segment
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
@@ -107,6 +107,7 @@ def create_token(
     json_: bool = JSON,
 ) -> None:
     """Create a token and print it, once."""
+    check_name(workspace)  # --workspace '' names no workspace; it is not your token's own
     body: dict[str, Any] = {"name": name, "workspace": workspace, "admin": admin}
     data = Transport.from_settings().post("/v1/tokens", json=body)
     if json_:
@@ -126,7 +127,8 @@ def list_tokens(
     json_: bool = JSON,
 ) -> None:
     """List tokens: ids, names, workspaces, never the tokens themselves."""
-    params = {"workspace": workspace} if workspace else {}
+    check_name(workspace)  # --workspace '' names no workspace; it is not your token's own
+    params = {"workspace": workspace} if workspace is not None else {}
     data = Transport.from_settings().get("/v1/tokens", params=params)
     if json_:
         print_json(data)

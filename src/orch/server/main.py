@@ -26,6 +26,7 @@ from orch.server.app import create_app
 from orch.server.http_protocol import CoalescingHttpTools
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform, default_services_url
+from orch.store import db
 
 
 def bind(host: str, port: int, option: str = "--port") -> socket.socket:
@@ -63,11 +64,19 @@ def serve(cfg: Config, on_ready: object = None) -> None:
             f"The server's port and services_port are both {cfg.port}; services need a port of their own.",
             "Pass another --port, or set ORCH_SERVICES_PORT to another port (0 picks a free one).",
         )
+    if cfg.cluster and db.dialect(cfg.database_url) != "postgresql":
+        raise InvalidInput(
+            f"ORCH_CLUSTER is set ({cfg.cluster}), and the store (ORCH_DATABASE_URL) is not PostgreSQL: "
+            "a cluster's nodes share their server's store, and none can share a SQLite file.",
+            "Set ORCH_DATABASE_URL to a PostgreSQL URL the nodes reach too (docs/scale.md), or unset "
+            "ORCH_CLUSTER to run the work on this machine.",
+        )
     if str(cfg.secret_key or "").strip() or box.key_path(cfg).exists():
         box.load(cfg)  # a key that is not one is refused now, not once the store is made
     with contextlib.ExitStack() as refused:  # closes the sockets when a step below refuses
         sock = refused.enter_context(bind(str(cfg.host), int(cfg.port)))
         services_sock = refused.enter_context(bind(str(cfg.host), int(cfg.services_port), "--services-port"))
+        db.check_url(cfg.database_url)  # a URL orch can't use, a server that does not answer
         config_mod.make_home(cfg.home)
         lock = home_lock.hold(cfg.home)
         refused.pop_all()

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, event, make_url, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from orch.config import make_home
 from orch.errors import Conflict, InvalidInput, OrchError
@@ -30,10 +31,7 @@ class Store:
     """One database: SQLite file (WAL) by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:
-        # A plain postgresql:// URL means psycopg 3, the driver orch ships with.
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                url = "postgresql+psycopg://" + url[len(prefix) :]
+        url = engine_url(url)
         self.url = url
         # SQLAlchemy's engine, called `db` here: in orch, "engine" is the container engine.
         # A pre-ping finds a PostgreSQL connection the server closed; a SQLite file has none to
@@ -103,6 +101,77 @@ class Store:
 
     def dispose(self) -> None:
         self.db.dispose()
+
+
+# The stores orch opens, by their URL's scheme, and the SQLAlchemy URL's scheme for each: the
+# SQLite file, or PostgreSQL through psycopg 3, the driver orch ships with (a plain
+# postgresql:// URL means it).
+SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+URL_FIX = "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB."
+CONNECT_TIMEOUT = 10  # seconds a start waits for a PostgreSQL server to answer
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL of the store at `url`. InvalidInput for a URL of a database, or of a
+    driver, orch does not use: said from its scheme alone (no driver is loaded, nothing is made),
+    and without the rest of the URL, which may hold a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidInput("The database URL is not a URL: it has no scheme such as sqlite://.", URL_FIX)
+    if scheme not in SCHEMES:
+        raise InvalidInput(
+            f"The database URL is a {scheme}:// one, and orch keeps its store in SQLite or PostgreSQL only.",
+            URL_FIX,
+        )
+    return f"{SCHEMES[scheme]}://{rest}"
+
+
+def dialect(url: str) -> str:
+    """The database of the store at `url`: sqlite or postgresql (InvalidInput as engine_url)."""
+    return engine_url(url).partition("://")[0].partition("+")[0]
+
+
+def check_url(url: str) -> None:
+    """InvalidInput unless the store at `url` is one orch can open, found without making anything
+    (a server checks its setting before it makes its home): its scheme is SQLite's or
+    PostgreSQL's, and a PostgreSQL server answers there. A SQLite file is made with the home."""
+    try:
+        parsed = make_url(engine_url(url))
+    except ValueError:  # int() of the port
+        raise InvalidInput("The database URL's port is not a number.", URL_FIX) from None
+    except ArgumentError:
+        raise InvalidInput("The database URL can't be read as one.", URL_FIX) from None
+    if parsed.get_backend_name() != "postgresql":
+        return
+    shown = parsed.render_as_string(hide_password=True)
+    timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
+    probe = create_engine(parsed, poolclass=NullPool, connect_args=timeout)
+    try:
+        with probe.connect():
+            pass
+    except OperationalError as e:
+        raise InvalidInput(
+            f"Cannot open the database at {shown}: {_first_line(e.orig)}.",
+            "Check ORCH_DATABASE_URL (or --db): its PostgreSQL server must run, answer this machine, "
+            "and know its user, password and database.",
+        ) from None
+    finally:
+        probe.dispose()
+
+
+def _first_line(error: BaseException | None) -> str:
+    """What a driver's error says, as one clause: psycopg's first line, without its prefix
+    ("connection failed: ") and its hint on the next lines."""
+    said = str(error or "it did not answer").strip().splitlines()[0]
+    for prefix in ("connection failed: ", "connection is bad: "):
+        said = said.removeprefix(prefix)
+    return said.rstrip(".")
 
 
 class Clash(Conflict):

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import Field
 
+from orch.errors import InvalidInput
 from orch.server.api.deps import (
     ADMIN,
     NAME_FIELD,
@@ -74,10 +75,21 @@ def delete_workspace(
     return workspace_deletes.delete_workspace(platform, caller, name)
 
 
+def _named(workspace: str | None) -> str | None:
+    """The workspace a token call names (None: the caller's own). An empty one names none, and
+    is refused: taken for the caller's own, an admin who meant another workspace acted on theirs."""
+    if workspace == "":
+        raise InvalidInput(
+            "The workspace given is empty, which names no workspace.",
+            "Give a workspace's name or id, or leave workspace out for your token's own.",
+        )
+    return workspace
+
+
 @router.post("/tokens", response_model=NewTokenView, status_code=201)
 def create_token(body: CreateToken, platform: PlatformDep, caller: CallerDep) -> NewTokenView:
     """Create a token for your workspace (an admin token: for any workspace); shown this once."""
-    return workspaces.new_token(platform, caller, body.workspace, body.name, body.admin)
+    return workspaces.new_token(platform, caller, _named(body.workspace), body.name, body.admin)
 
 
 @router.get("/tokens", response_model=list[TokenView])
@@ -87,7 +99,7 @@ def list_tokens(
     workspace: str | None = Query(None, max_length=200, description="Only this workspace's (admin)."),
 ) -> list[TokenView]:
     """Tokens' ids, names and workspaces, never the tokens themselves."""
-    return workspaces.list_tokens(platform, caller, workspace)
+    return workspaces.list_tokens(platform, caller, _named(workspace))
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenView)
