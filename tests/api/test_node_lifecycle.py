@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,14 +25,19 @@ from orch import config as config_mod
 from orch.cli.main import app
 from orch.cluster import node as cluster_node
 from orch.cluster import ray_node, ray_start
+from orch.engine.base import ContainerExit, ContainerSpec
+from orch.engine.fake import FakeEngine
 from orch.errors import Conflict, OrchError
 from orch.models import RunStatus
-from orch.services import leases, nodes
+from orch.sandbox.launcher import Isolation
+from orch.services import deployed, leases, nodes
 from orch.services.nodes import Joining
+from orch.services.reconcile import reconcile
 from orch.store.schema import NodeRow, ServiceDeploymentRow, ServiceLeaseRow, utcnow
 from orch.workers import deploys
 from orch.workers.nodes import NodeWork
-from tests.api.test_nodes import claimed, hello, node
+from tests.api.test_nodes import claimed, hello, node, submit
+from tests.api.test_service_cluster import deployed_on_a_node
 from tests.api.test_services import bundle as service_bundle
 from tests.api.test_services import deploy
 
@@ -94,6 +102,138 @@ def test_a_clean_stop_hands_the_node_s_work_over(
                 s.scalar(select(ServiceLeaseRow.holder).where(ServiceLeaseRow.holder == a.instance)) is None
             )
         assert leases.take_one(b, service_id)  # at once, not after the lease's 10 s
+
+
+class KilledByTheStop:
+    """A launcher whose sandboxes run until it kills them, as the node's stop does: each then
+    exits 137, as a SIGKILLed agent's does."""
+
+    def __init__(self) -> None:
+        self.running = threading.Event()
+        self.killed = threading.Event()
+
+    def run_container(
+        self,
+        spec: ContainerSpec,
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_exit: Callable[[ContainerExit], None] | None = None,
+    ) -> ContainerExit:
+        self.running.set()
+        assert self.killed.wait(60), "the stop never killed the sandbox"
+        result = ContainerExit(137)
+        if on_exit is not None:
+            on_exit(result)
+        return result
+
+    def image_id(self, ref: str) -> str:
+        return ref
+
+    def kill(self, prefix: str) -> list[str]:
+        if self.running.is_set():  # not the sweep of the node's start
+            self.killed.set()
+        return []
+
+    def sweep(self, prefix: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def wait_for(api: httpx.Client, run_id: str, status: str) -> None:
+    for _ in range(100):  # bounded: 10 s
+        shown = api.get(f"/v1/runs/{run_id}").json()
+        if shown["status"] == status:
+            return
+        time.sleep(0.1)
+    log = api.get(f"/v1/runs/{run_id}/logs").json()["log"]
+    raise AssertionError(f"run {run_id} never became {status}: {shown}\n{log}")
+
+
+def test_a_node_stop_fails_its_started_runs_as_node_stopped_not_as_the_kill_s_exit(
+    api: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """The stop kills the runs' sandboxes (137): the runs say `node stopped`, as docs/scale.md
+    has it, not `exit code 137: killed by SIGKILL` (found by a tester: the workers recorded the
+    kill as the agent's own exit before `leave` could settle them)."""
+    hello(api, tmp_path)
+    with node(tmp_path, database_url, "a") as a:
+        launcher = KilledByTheStop()
+        a.launchers[Isolation.RUNC] = launcher
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=2, ray_node="ray-a")
+        work = NodeWork(a, me)
+        work.start()
+        try:
+            run_id = submit(api)
+            wait_for(api, run_id, "running")
+            assert launcher.running.wait(30)
+        finally:
+            others = work.stop()
+        assert launcher.killed.is_set() and others == 0
+        shown = api.get(f"/v1/runs/{run_id}").json()
+        assert (shown["status"], shown["reason"], shown["exit_code"]) == ("failed", "node stopped", None), (
+            shown
+        )
+        log = api.get(f"/v1/runs/{run_id}/logs").json()["log"]
+        assert "The node a stopped while this run was running; it was marked failed." in log, log
+
+
+def test_an_agent_restarted_without_a_stop_fails_its_started_runs_naming_the_node(
+    api: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """Ray starts a node's agent again when its process dies (killed), before anyone declared
+    the node lost: its started runs fail `node lost`, their log saying the node restarted, not
+    `the server stopped while the run was running` (a cluster's server never stopped; found by
+    a tester); the one not started is queued again."""
+    hello(api, tmp_path)
+    with node(tmp_path, database_url, "a") as a:
+        starting, running = claimed(api, a)  # the agent's earlier life, killed with these
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=2, ray_node="ray-a")
+        work = NodeWork(a, me)
+        work.start()  # Ray's restart of the agent, on the same home
+        try:
+            failed = api.get(f"/v1/runs/{running}").json()
+            assert (failed["status"], failed["reason"]) == ("failed", "node lost"), failed
+            log = api.get(f"/v1/runs/{running}/logs").json()["log"]
+            assert f"The node a {nodes.RESTARTED} while this run was running" in log, log
+            again = api.get(f"/v1/runs/{starting}/logs").json()["log"]
+            assert f"The node a {nodes.RESTARTED} before this run started; it was queued again." in again
+            assert [n["state"] for n in api.get("/v1/nodes").json()] == ["up"]
+        finally:
+            work.stop()
+
+
+def test_a_stopped_node_s_services_are_not_running_and_wait_for_another_node(
+    api: httpx.Client,
+    site: httpx.Client,
+    workspace: tuple[str, str],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The last node stops: its service's containers are gone, so the service is not `running`
+    with an uptime (found by a tester: `running 1/1`, and its proxy waited 5 s for a container
+    that was removed); its replica waits, without a container, for the next node."""
+    with deployed_on_a_node(api, database_url, tmp_path) as a:
+        before = deployed.show(a, workspace[0], "web")
+        assert before.state == "running" and before.container is not None
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=4, ray_node="ray-a")
+        assert NodeWork(a, me).stop() == 0  # no other node is up
+        after = deployed.show(a, workspace[0], "web")
+        assert (after.state, after.container, after.uptime, after.node) == ("starting", None, None, None)
+        assert [(r.state, r.container) for r in after.replicas] == [("starting", None)]
+        answer = site.get("/services/team/web/")
+        assert answer.status_code == 503 and "is starting, not running" in answer.text, answer.text
+        with node(tmp_path, database_url, "b") as b:  # the next node starts it at once
+            b.probe = lambda address, port: True
+            assert isinstance(a.engine, FakeEngine) and isinstance(b.engine, FakeEngine)
+            b.engine.images_by_tag.update(a.engine.images_by_tag)  # as the registry would give it
+            reconcile(b)
+            again = deployed.show(b, workspace[0], "web")
+            assert again.node == "b" and again.container is not None
+            assert again.container.startswith(b.container_prefix) and again.restarts == 0, again
 
 
 @pytest.fixture
@@ -192,6 +332,52 @@ def test_orch_node_stop_stops_the_named_node_through_the_cluster(node_env: list[
     assert result.exit_code == 0, result.output
     assert "Node b stopped" in result.output
     assert node_env == [("stop_agent", (cluster, "b", KEY))]
+
+
+@pytest.mark.parametrize(
+    ("others", "said"),
+    [
+        (1, "Node b stopped: its services went to the other nodes."),
+        (0, "Node b stopped. No other node is up: its services, and the runs and builds queued, wait"),
+        (None, "Node b stopped; its agent did not answer, so its work is settled when the cluster"),
+    ],
+)
+def test_orch_node_stop_says_where_the_node_s_services_went(
+    others: int | None, said: str, node_env: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "its services went to the other nodes" when no other node is up (found by a tester)."""
+    monkeypatch.setattr(ray_node, "stop_agent", lambda *a: others)
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["node", "stop", "b", "--cluster", cluster])
+    assert result.exit_code == 0, result.output
+    assert said in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("999.1.1.1", "it is neither an IP address nor a host name known here"),
+        ("10.255.255.1", "(Cannot assign requested address)"),
+    ],
+)
+def test_an_address_not_of_this_machine_is_said_to_be_the_address_s_fault(
+    address: str, why: str, node_env: list[tuple[str, Any]]
+) -> None:
+    """`--address` that is not this machine's: said as such, before anything joins, not as the
+    head's fault with a Python exception's name (found by a tester: `socket.gaierror: [Errno
+    -2] ...`, then "Check that its head runs there")."""
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(
+            app, ["node", "start", "--cluster", cluster, "--name", "a", "--address", address]
+        )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert f"--address {address}" in said.replace("'", "") and "is not an address of this machine" in said
+    assert why in said and "--address an address of this machine" in said
+    assert "gaierror" not in said and "Errno" not in said and "head" not in said and "Traceback" not in said
+    assert node_env == []  # nothing joined, nothing started
 
 
 def test_ray_s_fixed_ports_are_free_ones_picked_at_start() -> None:

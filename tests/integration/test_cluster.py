@@ -429,6 +429,8 @@ def test_a_node_stops_cleanly_and_starts_again(cluster: Cluster) -> None:
     the same home brings it back."""
     stopped = node_cli(cluster, "node-b", "stop", "b", "--cluster", ray_head(cluster))
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    # How many other nodes are up comes back from b's agent, through Ray: a is.
+    assert "Node b stopped: its services went to the other nodes." in stopped.stdout, stopped.stdout
     with cluster.api() as api:
         assert {n["id"]: n["state"] for n in api.get("/v1/nodes").json()} == {"a": "up", "b": "stopped"}
         run_id = api.post("/v1/runs", json={"agent": "echo", "input": "x"}).json()["id"]

@@ -47,6 +47,51 @@ def _name(name: str | None) -> str:
     return name
 
 
+_ADDRESS_FIX = (
+    "Pass --address an address of this machine that the cluster's other machines reach it at "
+    "(`hostname -I` lists them), or leave it out."
+)
+
+
+def _address(address: str) -> str:
+    """--address, checked: one of this machine's addresses (its Ray processes and its node's
+    proxy listen there), said now, not as what `ray start` fails with."""
+    host = address.strip("[]")
+    try:
+        family, _, _, _, where = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
+    except (OSError, ValueError):  # gaierror; or a name no resolver takes (too long, a NUL)
+        raise InvalidInput(
+            f"--address {address!r} is not an address of this machine: it is neither an IP address nor a "
+            "host name known here.",
+            _ADDRESS_FIX,
+        ) from None
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((where[0], 0))
+    except OSError as e:
+        raise InvalidInput(
+            f"--address {address} is not an address of this machine ({e.strerror or e}).", _ADDRESS_FIX
+        ) from None
+    return address
+
+
+def _default_address(head_host: str) -> str:
+    """The head's host when it is a loopback address (a local cluster stays on 127.0.0.1), else
+    what this machine's host name resolves to."""
+    from orch.cluster import ray_node
+
+    if ray_node.loopback(head_host):
+        return head_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        raise InvalidInput(
+            f"This machine's host name {socket.gethostname()!r} has no address known here.",
+            "Pass --address an address of this machine that the cluster's other machines reach it at "
+            "(`hostname -I` lists them).",
+        ) from None
+
+
 def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB"
 
@@ -75,10 +120,7 @@ def start(
     from orch.cluster import node, ray_node
 
     cluster, name = _cluster(cluster), _name(name)
-    head_host = cluster.rsplit(":", 1)[0].strip("[]")
-    address = address or (
-        head_host if ray_node.loopback(head_host) else socket.gethostbyname(socket.gethostname())
-    )
+    address = _address(address) if address else _default_address(cluster.rsplit(":", 1)[0].strip("[]"))
     ray_node.require_ray()
     cfg = config_mod.load()
     node.check(cfg)
@@ -112,7 +154,8 @@ def stop(
 ) -> None:
     """Stop a node cleanly, through the cluster.
 
-    Its services move to other nodes at once; its started runs fail.
+    Its services move to other nodes at once (with none up, they wait for one).
+    Its started runs fail (`node stopped`).
     Runs not started yet, and its builds, are queued again for another node.
     Its open sandboxes end. Its machine's Ray node stays (`ray stop` ends it).
     Run it on a machine of the cluster, with the cluster's ORCH_SECRET_KEY."""
@@ -130,8 +173,19 @@ def stop(
             "Set ORCH_SECRET_KEY to the cluster's key, the same on its server and every node.",
         )
     ray_node.reach(cluster)
-    ray_node.stop_agent(cluster, name, str(secret_key))
-    ok(f"Node {name} stopped: its services went to the other nodes.")
+    others = ray_node.stop_agent(cluster, name, str(secret_key))
+    if others is None:
+        ok(
+            f"Node {name} stopped; its agent did not answer, so its work is settled when the cluster "
+            "declares it lost (within 10 s)."
+        )
+    elif others:
+        ok(f"Node {name} stopped: its services went to the other nodes.")
+    else:
+        ok(
+            f"Node {name} stopped. No other node is up: its services, and the runs and builds queued, "
+            f"wait until one is (`orch node start --cluster {cluster}`)."
+        )
 
 
 @app.command("list")

@@ -215,16 +215,19 @@ def _stderr_to(file: Any) -> Iterator[None]:
         os.close(saved)
 
 
-def _stop(ray: Any, agent: Any) -> None:
+def _stop(ray: Any, agent: Any) -> int | None:
     """Stop a node's agent cleanly (its work settled, services handed over, its row `stopped`),
-    then end its actor for good; an agent that does not answer is only ended (its node is then
-    declared lost when its heartbeat has been silent for LOST_AFTER)."""
+    then end its actor for good; return how many other nodes are up. An agent that does not
+    answer is only ended (None: its node is then declared lost when its heartbeat has been
+    silent for LOST_AFTER)."""
+    others: int | None = None
     try:
-        ray.get(agent.stop.remote(), timeout=STOP_TIMEOUT)
+        others = int(ray.get(agent.stop.remote(), timeout=STOP_TIMEOUT))
     except ray.exceptions.RayError as e:  # gone, pending, or stuck: ending it is all that is left
         log.warning("The node's agent did not stop cleanly (%s).", type(e).__name__)
     with contextlib.suppress(Exception):
         ray.kill(agent, no_restart=True)
+    return others
 
 
 def start_agent(
@@ -261,9 +264,10 @@ def start_agent(
         ray.shutdown()
 
 
-def stop_agent(cluster: str, name: str, secret_key: str) -> None:
-    """Stop node NAME cleanly: its agent stops its work, then its actor is ended (`_stop`).
-    NotFound when no agent of that name runs in the cluster."""
+def stop_agent(cluster: str, name: str, secret_key: str) -> int | None:
+    """Stop node NAME cleanly: its agent stops its work, then its actor is ended (`_stop`);
+    return how many other nodes are up (None: its agent did not answer). NotFound when no
+    agent of that name runs in the cluster."""
     ray = _connect(cluster, secret_key)
     try:
         try:
@@ -273,7 +277,7 @@ def stop_agent(cluster: str, name: str, secret_key: str) -> None:
                 f"No node named {name} runs in the Ray cluster at {cluster}.",
                 "`orch node list` shows the cluster's nodes and their state.",
             ) from None
-        _stop(ray, agent)
+        return _stop(ray, agent)
     finally:
         ray.shutdown()
 
@@ -304,5 +308,5 @@ class NodeAgent:
 
         return node.describe(self.work)
 
-    def stop(self) -> None:
-        self.work.stop()
+    def stop(self) -> int:
+        return self.work.stop()

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import OrchError
-from orch.models import BuildStatus, DeploymentStatus, RunStatus, SandboxStatus, advance
+from orch.models import BuildStatus, DeploymentStatus, RunStatus, SandboxStatus, ServiceState, advance
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import note
@@ -32,6 +32,8 @@ from orch.store.schema import (
     SandboxRow,
     ServiceDeploymentRow,
     ServiceLeaseRow,
+    ServiceReplicaRow,
+    ServiceRow,
     WorkspaceRow,
     utcnow,
 )
@@ -51,6 +53,9 @@ CANDIDATES = 8  # queued runs a node looks at per claim
 UP, STOPPED, LOST = "up", "stopped", "lost"
 NODE_LOST = "node lost"
 NODE_STOPPED = "node stopped"
+# What a run's log says happened to its node (`_settle`), after "The node NAME ".
+WAS_LOST, WAS_STOPPED = "was lost", "stopped"
+RESTARTED = "restarted (its agent's process ended without a stop)"
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,15 @@ class Joining:
 
 
 def register(platform: Platform, me: Joining) -> None:
-    """Record the node as up, replacing what an earlier life of it left (its runs were settled by
-    its workers' recovery, or by whoever declared it lost)."""
+    """Record the node as up, replacing what an earlier life of it left. That life was stopped
+    (`leave`) or declared lost, and its work settled then; or its agent's process ended without
+    either (killed, and Ray started it again within LOST_AFTER): its work is settled now, as a
+    lost node's, with the reason `node lost` and a log line saying the node restarted."""
     now = utcnow()
     with platform.store.session() as s:
+        earlier = select(NodeRow.id).where(NodeRow.instance == platform.instance, NodeRow.state == UP)
+        for gone in s.scalars(earlier).all():
+            _settle(platform, s, gone, platform.instance, NODE_LOST, RESTARTED)
         # Another node's old row may hold this instance (a node renamed over the same home).
         for old in s.scalars(
             select(NodeRow).where(NodeRow.instance == platform.instance, NodeRow.id != me.id)
@@ -99,12 +109,24 @@ def heartbeat(platform: Platform, node_id: str, running: int, images: Collection
         return bool(getattr(result, "rowcount", 0))
 
 
-def leave(platform: Platform, node_id: str) -> None:
+def stopping(platform: Platform, node_id: str) -> None:
+    """A node about to stop cleanly (`orch node stop`), before its workers stop: its started
+    runs fail now with the reason `node stopped`. Its workers then kill their sandboxes, and
+    a run ended already keeps its reason: else each would record the kill as its agent's own
+    exit (137, SIGKILL). `leave` settles the rest once the workers stopped."""
+    with platform.store.session() as s:
+        _fail_started(platform, s, node_id, platform.instance, NODE_STOPPED, WAS_STOPPED)
+    platform.notify_runs()
+
+
+def leave(platform: Platform, node_id: str) -> int:
     """A node that stops cleanly (`orch node stop`; its workers stopped and its sandboxes went
     first): marked stopped, and what it had in flight settled now, since it may never start
     again to settle it itself: as for a lost node, its runs that had not started their agent are
-    queued again and its started ones fail (`node stopped`), its builds and its deployments
-    under way are queued again, its open sandboxes fail."""
+    queued again and its started ones fail (`node stopped`; `stopping` failed those it knew of
+    before its workers stopped), its builds and its deployments under way are queued again, its
+    open sandboxes fail, its services' replicas wait for another node. Return how many other
+    nodes are up (none: its services, and the runs and builds queued, wait for one)."""
     with platform.store.session() as s:
         stopped = s.execute(
             update(NodeRow)
@@ -112,11 +134,14 @@ def leave(platform: Platform, node_id: str) -> None:
             .values(state=STOPPED, running=0, seen_at=utcnow())
         )
         if getattr(stopped, "rowcount", 0):
-            _settle(platform, s, node_id, platform.instance, NODE_STOPPED)
+            _settle(platform, s, node_id, platform.instance, NODE_STOPPED, WAS_STOPPED)
+            _let_go_of_services(s, platform.instance)
+        others = s.scalar(select(func.count()).select_from(NodeRow).where(NodeRow.state == UP))
     platform.wake_deploys.set()
     platform.wake_runs.set()
     platform.wake_builds.set()
     platform.notify_runs()
+    return int(others or 0)
 
 
 def _view(n: NodeRow) -> NodeView:
@@ -186,7 +211,7 @@ def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = No
             )
             if not getattr(taken, "rowcount", 0):
                 continue  # another server or node declared it lost first
-            _settle(platform, s, node_id, instance, NODE_LOST)
+            _settle(platform, s, node_id, instance, NODE_LOST, WAS_LOST)
         log.warning("node %s is lost: its runs were queued again or failed", node_id)
         lost.append(node_id)
     if lost:
@@ -197,25 +222,30 @@ def settle_lost(platform: Platform, alive_ray_nodes: Collection[str] | None = No
     return lost
 
 
-def _settle(platform: Platform, s: Session, node_id: str, instance: str, reason: str) -> None:
-    """Settle what node `node_id` (platform `instance`) had in flight, which it will not end:
-    it was lost (`reason` NODE_LOST) or stopped (NODE_STOPPED)."""
-    what = "was lost" if reason == NODE_LOST else "stopped"
+def _fail_started(
+    platform: Platform, s: Session, node_id: str, instance: str, reason: str, what: str
+) -> None:
+    """Fail the runs node `node_id` (platform `instance`) started the agent of (they may have
+    had effects: they are not run again), with `reason`; their log says what the node did."""
     for run in s.scalars(
-        select(RunRow).where(
-            RunRow.claimed_by == instance,
-            RunRow.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
-        )
+        select(RunRow).where(RunRow.claimed_by == instance, RunRow.status == RunStatus.RUNNING.value)
     ):
-        if run.status == RunStatus.STARTING.value:
-            # Its agent had not started: nothing it did can have had effects yet.
-            run.status, run.claimed_by, run.node = advance(run.status, RunStatus.QUEUED), None, None
-            note(s, run.id, f"The node {node_id} {what} before this run started; it was queued again.")
-        else:
-            run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
-            run.reason = reason
-            metrics.of(platform).run_finished(RunStatus.FAILED)
-            note(s, run.id, f"The node {node_id} {what} while this run was running; it was marked failed.")
+        run.status, run.finished_at = advance(run.status, RunStatus.FAILED), utcnow()
+        run.reason = reason
+        metrics.of(platform).run_finished(RunStatus.FAILED)
+        note(s, run.id, f"The node {node_id} {what} while this run was running; it was marked failed.")
+
+
+def _settle(platform: Platform, s: Session, node_id: str, instance: str, reason: str, what: str) -> None:
+    """Settle what node `node_id` (platform `instance`) had in flight, which it will not end:
+    it was lost (`reason` NODE_LOST) or stopped (NODE_STOPPED); `what` it did, for runs' logs."""
+    for run in s.scalars(
+        select(RunRow).where(RunRow.claimed_by == instance, RunRow.status == RunStatus.STARTING.value)
+    ):
+        # Its agent had not started: nothing it did can have had effects yet.
+        run.status, run.claimed_by, run.node = advance(run.status, RunStatus.QUEUED), None, None
+        note(s, run.id, f"The node {node_id} {what} before this run started; it was queued again.")
+    _fail_started(platform, s, node_id, instance, reason, what)
     for build in s.scalars(
         select(BuildRow).where(BuildRow.claimed_by == instance, BuildRow.status == BuildStatus.BUILDING.value)
     ):
@@ -241,6 +271,28 @@ def _settle(platform: Platform, s: Session, node_id: str, instance: str, reason:
         # Held in memory on that machine: gone with it, and its node sweeps what is left.
         sandbox.status, sandbox.reason = advance(sandbox.status, SandboxStatus.FAILED).value, reason
         sandbox.removed_at = utcnow()
+
+
+def _let_go_of_services(s: Session, instance: str) -> None:
+    """The replicas whose containers are node `instance`'s, which it removed as it stopped, run
+    no more: each lets go of its container, as `renew_replica` does, so the next holder of the
+    service starts one at once, and the service is `starting` until then, not `running` with no
+    container behind it (with no node up, until one is). Not a lost node's: its containers may
+    still run, and its agent, started again, adopts them."""
+    # Imported here: leases, which reconcile imports, imports this module.
+    from orch.services.reconcile import renew_replica
+
+    theirs = f"orch-{instance}-"  # their containers' names' beginning (Platform.container_prefix)
+    services = set()
+    for replica in s.scalars(select(ServiceReplicaRow).where(ServiceReplicaRow.container.startswith(theirs))):
+        renew_replica(replica)
+        services.add(replica.service_id)
+    if services:
+        s.execute(
+            update(ServiceRow)
+            .where(ServiceRow.id.in_(services), ServiceRow.state == ServiceState.RUNNING.value)
+            .values(state=ServiceState.STARTING.value)
+        )
 
 
 def for_sandbox(platform: Platform, memory_bytes: int) -> tuple[str, str] | None:

@@ -118,18 +118,22 @@ class NodeWork:
         nodes.settle_lost(self.platform, self._alive() if self._alive else None)
         return True
 
-    def stop(self) -> None:
-        """A clean stop (`orch node stop`, or a restart of the same node): the supervisor gives
-        its services' leases up, so other nodes take them over at once; its sandboxes are torn
-        down with its workers; its services' containers go too (no one supervises them here any
-        more, and its proxy, the only way to them, stops); then its row says `stopped` and what
-        it had in flight is settled (services/nodes.py `leave`)."""
+    def stop(self) -> int:
+        """A clean stop (`orch node stop`, or a restart of the same node): its started runs fail
+        first, `node stopped` (services/nodes.py `stopping`: the stop ends their agents, not
+        they themselves); the supervisor gives its services' leases up, so other nodes take them
+        over at once; its sandboxes are torn down with its workers; its services' containers go
+        too (no one supervises them here any more, and its proxy, the only way to them, stops);
+        then its row says `stopped` and what it had in flight is settled (`leave`). Return how
+        many other nodes are up."""
         self._ticker.stop()
+        nodes.stopping(self.platform, self.me.id)
         self.workers.stop()
         try:
             self.platform.engine.remove_containers(self.platform.service_labels())
         except Exception:  # its engine failing must not keep the node up: the sweep removes them
             log.exception("removing node %s's service containers failed", self.me.id)
-        nodes.leave(self.platform, self.me.id)
+        others = nodes.leave(self.platform, self.me.id)
         if self.proxy is not None:
             self.proxy.stop()
+        return others
