@@ -164,8 +164,9 @@ def test_an_environment_that_is_not_ready_is_refused(
     assert "is still building" in error(api.post("/v1/sandboxes", json={"environment": "python-ml"}), 409)
     drain(platform)
     assert create(api, environment="python-ml")["environment"]["name"] == "python-ml"
-    with platform.store.session() as s:
+    with platform.store.session() as s:  # failed, and no earlier build's image to run instead
         s.execute(update(BuildRow).values(status="failed", error="step 2 failed"))
+        s.execute(update(EnvironmentRow).where(EnvironmentRow.name == "python-ml").values(image=None))
     assert "its build failed (step 2 failed)" in error(
         api.post("/v1/sandboxes", json={"environment": "python-ml"}), 409
     )

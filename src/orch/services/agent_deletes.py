@@ -124,7 +124,7 @@ def _environment_notes(platform: Platform, s: Session, ws_id: str, agent: AgentR
     except RunFailed as e:
         return [f"Runs of {latest}, will fail: {e.message} {e.fix}"]
     state = envs.view(platform, s, ws, chosen.environment)
-    if state.status != EnvStatus.FAILED:
+    if state.status != EnvStatus.FAILED or chosen.environment.image:  # with one, runs run it
         return []
     error = (state.error or "no error was recorded").strip().rstrip(".")
     return [

@@ -65,7 +65,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
                     "See `orch env list` for the names, or create that environment first.",
                 ) from None
             state = envs.view(platform, s, ws, env)
-            if state.status == EnvStatus.FAILED:
+            if state.status == EnvStatus.FAILED and not env.image:  # with one, runs run it
                 notes.append(
                     f"orch.yaml pins environment {env.name}, whose last build failed "
                     f"({_plain(state.error)}); runs of this version will fail until it is built. "

@@ -383,7 +383,7 @@ def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
         ws = _workspace(s, ws_id)
         env = resolve(s, ws, ref)
         build = s.get(BuildRow, env.build_id) if env.build_id else None
-        if build is not None and build.status == BuildStatus.FAILED.value:
+        if build is not None and build.status == BuildStatus.FAILED.value and not env.image:
             # Every run of an agent without an environment of its own would fail at once.
             raise Conflict(
                 f"{env.name} can't be the workspace default: its build failed, so no run could start in it.",

@@ -339,7 +339,7 @@ def _image(platform: Platform, s: Session, env: EnvironmentRow, isolation: Isola
             platform.present_base_tags.add(tag)
         return tag
     build = s.get(BuildRow, env.build_id) if env.build_id else None
-    if build is not None and build.status == BuildStatus.READY.value and env.image:
+    if env.image:  # an earlier build's, ready: a rebuild under way or failed does not take it away
         if not still_here(platform, isolation, env.image):  # built elsewhere, or removed: pulled
             registry.ensure_image(platform.engine, platform.config, env.image, env.image_digest)
             platform.present_base_tags.add(env.image)

@@ -634,12 +634,14 @@ def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) ->
             image, digest = (env.image, env.image_digest) if env else (None, None)
         if env is None:
             raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
-        if build is not None and build.status == BuildStatus.READY.value and image:
+        if image:  # an earlier build's, ready: a rebuild under way or failed does not take it away
+            if build is not None and build.status != BuildStatus.READY.value:
+                out.line(_earlier_image(name, build))
             return _here(platform, plan.isolation, image, digest, out)
         if build is None or build.status == BuildStatus.FAILED.value:
+            why = (build.error or "").rstrip(".") if build else "never built"
             raise RunFailed(
-                f"The environment {name} failed to build: {build.error if build else 'never built'}.",
-                envs.failed_build_fix(name, kind),
+                f"The environment {name} failed to build: {why}.", envs.failed_build_fix(name, kind)
             )
         if not announced:
             out.line(f"Waiting for the environment {name} to build")
@@ -651,6 +653,13 @@ def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) ->
             raise RunFailed(f"{name} took too long to build.", "Read its build log to see where it stands.")
         platform.wake_builds.set()
         time.sleep(0.5)
+
+
+def _earlier_image(name: str, build: BuildRow) -> str:
+    """What a run says when it runs its environment's image while the latest build is not it."""
+    if build.status == BuildStatus.FAILED.value:
+        return f"→ the latest build of {name} failed ({build.id}); this run uses the image of the one before"
+    return f"→ {name} is being built again ({build.id}); this run uses its current image"
 
 
 def _here(platform: Platform, isolation: Isolation, image: str, digest: str | None, out: RunOutput) -> str:
