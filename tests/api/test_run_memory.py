@@ -262,3 +262,33 @@ def test_every_way_a_sandbox_ends_gives_its_memory_back(
     assert platform.run_memory.used == 1024 * MiB
     assert sandboxes.close_all(platform, "the server stopped") == 2
     assert platform.run_memory.used == 0
+
+
+def test_a_stopping_server_starts_no_waiting_run_and_queues_it_again(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Found by a tester: the stop ended the running run's sandbox, which gave its memory back,
+    and the run waiting for it started its sandbox in the middle of the stop (then was failed as
+    running when the server went). It is queued again, never started, for the next start."""
+    _agent_asking(api, platform, tmp_path, "big", "768Mi")
+    release = threading.Event()
+    fake_engine.behaviour = lambda spec, out, err: (release.wait(30), ContainerExit(137))[1]
+    first, second = (api.post("/v1/runs", json={"agent": "big"}).json()["id"] for _ in range(2))
+    workers = [_executing(platform), _executing(platform)]
+    try:
+        _until(lambda: len(fake_engine.containers) == 1 and platform.run_memory.waiting == 1, "one waiting")
+        platform.stopping.set()  # the stop: then it ends the running sandbox
+        release.set()
+        for w in workers:
+            w.join(15)
+    finally:
+        release.set()
+        platform.stopping.clear()
+    assert len(fake_engine.containers) == 1  # the waiting run's sandbox never started
+    ran, waited = (api.get(f"/v1/runs/{i}").json() for i in (first, second))
+    if ran["status"] == "queued":  # which of the two got the memory first is the workers' race
+        ran, waited = waited, ran
+    assert ran["status"] == "failed" and waited["status"] == "queued"
+    log = api.get(f"/v1/runs/{waited['id']}/logs").json()["log"]
+    assert log.endswith("The server stopped while it waited for memory; it was queued again.\n")
+    assert (platform.run_memory.used, platform.run_memory.waiting) == (0, 0)

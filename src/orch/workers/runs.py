@@ -384,14 +384,19 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     try:
         deps = _dependencies(platform, run_id, plan, image, base, out)
     except deps_mod.Cancelled:  # the install saw the cancel: a cancelled run, not a failed install
+        if platform.stopping.is_set() and not _cancelled(platform, run_id):
+            _queue_again(platform, out, "its dependency install waited for its share")
+            return
         _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
     try:
         with _reserved(platform, run_id, out, limits.memory_bytes, limits.pids, "this one") as waited_for:
+            if waited_for and platform.stopping.is_set() and not _cancelled(platform, run_id):
+                _queue_again(platform, out, f"it waited for {waited_for}")
+                return
             if waited_for:
-                _finish(
-                    platform, out, RunStatus.CANCELLED, None, f"cancelled while it waited for {waited_for}"
-                )
+                reason = f"cancelled while it waited for {waited_for}"
+                _finish(platform, out, RunStatus.CANCELLED, None, reason)
                 return
             _in_sandbox(platform, run_id, out, plan, image, limits, claimed, deps, labels, host_mounts)
     finally:
@@ -405,7 +410,10 @@ def _reserved(
     """Hold `memory` bytes of run_memory, then `pids` processes of run_pids, while inside (after
     waiting in each line, saying so). Yields None when held; when the run was cancelled while it
     waited, what it waited for ("memory", "processes"), holding nothing."""
-    stop = _stop_check(platform, run_id)
+    # A stopping server starts no sandbox: the stop frees the shares of the runs it ends, and a
+    # run waiting for them would start in the middle of it (found by a tester).
+    cancelled = _stop_check(platform, run_id)
+    stop = lambda: platform.stopping.is_set() or cancelled()  # noqa: E731
     said = functools.partial(_waits_for_memory, platform, out, memory, who)
     with platform.run_memory.reserved(memory, stop, said) as admitted:
         if not admitted:
@@ -414,6 +422,20 @@ def _reserved(
         said = functools.partial(_waits_for_processes, platform, out, pids, who)
         with platform.run_pids.reserved(pids, stop, said) as admitted:
             yield None if admitted else "processes"
+
+
+def _queue_again(platform: Platform, out: RunOutput, why: str) -> None:
+    """Queue the run again, its agent never started: the server stopped while `why`. The next
+    start (or another server of the store) runs it, as `recover` queues a run left starting."""
+    out.line(f"The server stopped while {why}; it was queued again.")
+    with out.storing, platform.store.session() as s:
+        out.store(s)
+        s.execute(
+            update(RunRow)
+            .where(RunRow.id == out.run_id, RunRow.status == RunStatus.STARTING.value)
+            .values(status=advance(RunStatus.STARTING, RunStatus.QUEUED).value)
+        )
+    platform.notify_runs(out.run_id)
 
 
 def _waits_for_memory(platform: Platform, out: RunOutput, need: int, who: str, in_use: int) -> None:
