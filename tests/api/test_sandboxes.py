@@ -31,6 +31,7 @@ from orch.services import sandboxes, workspaces
 from orch.services.platform import Platform
 from orch.services.run_memory import Budget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
+from orch.workers.sandboxes import Reaper
 from tests.asgi import asgi_scope, in_process
 from tests.conftest import drain
 
@@ -613,6 +614,21 @@ def test_a_stopping_server_removes_its_sandboxes(
     assert sandboxes.close_all(platform, "the server stopped") == 1
     assert holder.last().removed
     assert api.get(f"/v1/sandboxes/{sb['id']}").json()["reason"] == "the server stopped"
+
+
+@pytest.mark.parametrize(("node", "reason"), [(None, "the server stopped"), ("n1", "node stopped")])
+def test_the_reapers_stop_says_whose_stop_removed_the_sandboxes(
+    api: httpx.Client, holder: FakeHolder, platform: Platform, node: str | None, reason: str
+) -> None:
+    """On a cluster's node the stop is the node's (`orch node stop`, docs/scale.md): its open
+    sandboxes say `node stopped`, as its runs do, not that a server stopped (found by a fixer)."""
+    sb = create(api)
+    platform.node = node
+    try:
+        Reaper(platform).stop()
+    finally:
+        platform.node = None
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json()["reason"] == reason
 
 
 # ---- the CLI on top -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from orch.services import sandboxes
+from orch.services import nodes, sandboxes
 from orch.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class Reaper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if removed := sandboxes.close_all(self.platform, "the server stopped"):
+        # On a cluster's node, the node's stop (`orch node stop`): its sandboxes say so.
+        reason = nodes.NODE_STOPPED if self.platform.node is not None else "the server stopped"
+        if removed := sandboxes.close_all(self.platform, reason):
             noun = "sandbox" if removed == 1 else "sandboxes"
             log.info("removed %d %s on demand that this server held", removed, noun)
