@@ -316,6 +316,17 @@ def test_orch_node_list_through_the_cli(  # type: ignore[no-untyped-def]
         (["--cluster", "127.0.0.1:6379", "--name", "a"], {}, "is not a PostgreSQL URL"),
         (
             ["--cluster", "127.0.0.1:6379", "--name", "a"],
+            {"ORCH_DATABASE_URL": "mysql://x@127.0.0.1:1/orch"},
+            "is not a PostgreSQL URL",
+        ),
+        # postgres:// is PostgreSQL to the server's store, and so to a node: the store passes.
+        (
+            ["--cluster", "127.0.0.1:6379", "--name", "a"],
+            {"ORCH_DATABASE_URL": "postgres://x@127.0.0.1:1/orch"},
+            "pulls the images other nodes built from a registry",
+        ),
+        (
+            ["--cluster", "127.0.0.1:6379", "--name", "a"],
             {"ORCH_DATABASE_URL": "postgresql://x@127.0.0.1:1/orch"},
             "pulls the images other nodes built from a registry",
         ),

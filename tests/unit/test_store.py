@@ -9,6 +9,7 @@ import pytest
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from orch.errors import InvalidInput
 from orch.models import new_id
@@ -52,6 +53,32 @@ def test_a_url_orch_cannot_use_is_said_from_its_scheme_alone(url: str, said: str
     assert refused.value.message.startswith(said), refused.value.message
     assert "hunter2" not in str(refused.value) and "module" not in str(refused.value)
     assert refused.value.fix == "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB."
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://u:hunter2@db:port/orch", "The database URL's port is not a number."),
+        ("sqlite://u:hunter2@h:1/", "The database URL 'sqlite://u:***@h:1/' can't be read as one."),
+    ],
+)
+def test_a_url_the_store_refuses_is_said_without_its_password(url: str, said: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        Store(url)
+    assert refused.value.message == said
+    assert refused.value.fix == "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB."
+
+
+def test_a_missing_driver_is_said_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(cls: object) -> None:
+        raise ImportError("No module named 'psycopg'")
+
+    monkeypatch.setattr(PGDialect_psycopg, "import_dbapi", classmethod(missing))
+    with pytest.raises(InvalidInput) as refused:
+        Store("postgres://u:hunter2@db/orch")
+    assert refused.value.message == (
+        "The database URL 'postgres://u:***@db/orch' is not usable: No module named 'psycopg'."
+    )
 
 
 def test_a_sqlite_url_is_checked_without_making_its_file(tmp_path: Path) -> None:

@@ -18,13 +18,18 @@ from orch.services import secrets as workspace_secrets
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
 from orch.store import Store
+from orch.store.db import dialect
 from orch.workers.nodes import NodeWork
 
 
 def check(cfg: Config) -> None:
     """What a node needs that one machine does not: the shared store, the registry images travel
     through, and the key the workspace's secrets are encrypted with."""
-    if not cfg.database_url.startswith("postgresql"):
+    try:  # postgres:// too: PostgreSQL, as the server's store reads it
+        shared = dialect(cfg.database_url) == "postgresql"
+    except InvalidInput:  # a database orch keeps no store in: the node's fix says what to set
+        shared = False
+    if not shared:
         raise InvalidInput(
             "A cluster node works from the cluster's shared store, and ORCH_DATABASE_URL is not a "
             "PostgreSQL URL.",

@@ -47,6 +47,9 @@ _REGISTRY_FIX = (
     "Check that the registry ORCH_REGISTRY names is running and reachable from this machine "
     "(for a plain-HTTP one, set ORCH_REGISTRY_TLS_VERIFY=false)."
 )
+# A registry that did not answer, in the chain of errors Podman ends with: its address, then what
+# went wrong (after the URL it asked, when it got as far as a request).
+_UNREACHABLE = re.compile(r'pinging container registry (\S+?): (?:Get "[^"]*": )?(.+)')
 # An image of a few GB over a slow link: longer than any build step's output gap, shorter than never.
 _TRANSFER_TIMEOUT = 1800
 # Longer lines of build output come in pieces of this many characters: a step that prints
@@ -363,7 +366,7 @@ class PodmanEngine(Engine):
             res = self._cmd(*args, timeout=_TRANSFER_TIMEOUT, check=False)
             if res.exit_code != 0:
                 raise EngineError(
-                    f"podman push of {ref} to {destination} failed: {_tail(res)}", _REGISTRY_FIX
+                    f"podman push of {ref} to {destination} failed: {_registry_error(res)}.", _REGISTRY_FIX
                 )
             digest = digestfile.read_text().strip() if digestfile.exists() else ""
         if not digest.startswith("sha256:"):
@@ -379,7 +382,7 @@ class PodmanEngine(Engine):
         res = self._cmd("pull", "--quiet", verify, digest_ref, timeout=_TRANSFER_TIMEOUT, check=False)
         image_id = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
         if res.exit_code != 0 or not image_id:
-            raise EngineError(f"podman pull of {digest_ref} failed: {_tail(res)}", _REGISTRY_FIX)
+            raise EngineError(f"podman pull of {digest_ref} failed: {_registry_error(res)}.", _REGISTRY_FIX)
         self._cmd("tag", image_id, tag)
         info = self.inspect_image(tag)
         if info is None:
@@ -603,6 +606,24 @@ def _end_outlived(names: set[str]) -> int:
 def _tail(res: ProcessResult) -> str:
     """The last lines of what a failed podman command said, on one line."""
     return " ".join((res.stderr or res.stdout).strip().splitlines()[-3:]) or f"exit code {res.exit_code}"
+
+
+def _registry_error(res: ProcessResult) -> str:
+    """Why a push or a pull failed, as one clause. Podman says it on its last line, `Error: ` and
+    a chain of errors, after a warning for each of its retries that repeats it: that line alone.
+    When the registry did not answer, the chain is mostly where it stopped ("trying to reuse blob
+    sha256:...: pinging container registry H: Get "http://H/v2/": dial tcp H: connect: connection
+    refused"): the registry's address and the chain's last link (connection refused, no such
+    host, a certificate's error) say it."""
+    errors = [line for line in (res.stderr or res.stdout).splitlines() if line.startswith("Error: ")]
+    said = errors[-1].removeprefix("Error: ").strip() if errors else ""
+    if not said:
+        return _tail(res).rstrip(".")
+    unreachable = _UNREACHABLE.search(said)
+    if unreachable:
+        why = unreachable[2].rsplit(": ", 1)[-1]
+        return f"the registry at {unreachable[1]} could not be reached ({why})"
+    return said.rstrip(".")
 
 
 def _image_info(d: dict[str, Any]) -> ImageInfo:

@@ -31,7 +31,7 @@ class Store:
     """One database: SQLite file (WAL) by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:
-        url = engine_url(url)
+        given, url = url, engine_url(url)
         self.url = url
         # SQLAlchemy's engine, called `db` here: in orch, "engine" is the container engine.
         # A pre-ping finds a PostgreSQL connection the server closed; a SQLite file has none to
@@ -47,11 +47,16 @@ class Store:
             in_file = sqlite and make_url(url).database not in (None, "", ":memory:")
             pool = {"pool_size": SQLITE_POOL, "max_overflow": -1} if in_file else {}
             self.db: Engine = create_engine(url, future=True, pool_pre_ping=not sqlite, **pool)
+        except ValueError:  # int() of the port
+            raise InvalidInput("The database URL's port is not a number.", URL_FIX) from None
         except (ArgumentError, ImportError) as e:
-            raise InvalidInput(
-                f"The database URL {url!r} is not usable: {e}.",
-                "Use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB.",
-            ) from None
+            # Never with its password: the URL as given, with the password hidden, when it can be read.
+            shown = "The database URL"
+            with suppress(ArgumentError, ValueError):
+                shown += f" {make_url(given).render_as_string(hide_password=True)!r}"
+            if isinstance(e, ArgumentError):
+                raise InvalidInput(f"{shown} can't be read as one.", URL_FIX) from None
+            raise InvalidInput(f"{shown} is not usable: {e}.", URL_FIX) from None
         # SQLite's writers, one at a time, queue on this lock of the process (see _one_writer).
         self.writer: threading.Lock | None = None
         if self.db.dialect.name == "sqlite":
