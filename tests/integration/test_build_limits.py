@@ -33,7 +33,7 @@ def engine() -> Iterator[PodmanEngine]:
     engine.remove_build_leftovers(OWNER)  # an earlier run's, killed half-way
     yield engine
     engine.remove_build_leftovers(OWNER)
-    for tag in ("fits", "memory", "pids", "stopped"):
+    for tag in ("fits", "memory", "tmpfs", "cache", "pids", "stopped"):
         engine.remove_image(f"localhost/orch-enginetest/limits-{tag}:1")
 
 
@@ -102,6 +102,30 @@ def test_a_step_past_the_memory_limit_fails_the_build_naming_it(engine: PodmanEn
     assert "raise ORCH_BUILD_MEMORY" in failed.value.fix
     assert "exit_code" not in failed.value.details  # not a step's own failure
     assert not parents_left()
+
+
+def test_a_step_that_fills_a_tmpfs_mount_to_the_memory_limit_fails_the_build_naming_it(
+    engine: PodmanEngine,
+) -> None:
+    """A tmpfs mount's files are the step's memory: its writer is killed, yet the step ends with
+    1 (the files stay charged, so its container is killed too), not 137 (a found defect: the
+    build said only "exit code 1")."""
+    step = "--mount=type=tmpfs,target=/t head -c 400M /dev/zero > /t/x; df -h /t; echo done"
+    with pytest.raises(BuildFailed) as failed:
+        engine.build(request("tmpfs", step), lambda line: None)
+    assert failed.value.message == (
+        "A step of the build was killed at the 128 MiB memory limit that ORCH_BUILD_MEMORY gives build steps"
+    )
+    assert "exit_code" not in failed.value.details
+    assert not parents_left()
+
+
+def test_a_step_that_wrote_more_files_than_the_memory_limit_fails_as_itself(engine: PodmanEngine) -> None:
+    """Its page cache takes the steps' memory peak to the limit, but nothing was killed: its own
+    exit code is the reason."""
+    with pytest.raises(BuildFailed) as failed:
+        engine.build(request("cache", "head -c 300M /dev/zero > /big; rm /big; exit 3"), lambda line: None)
+    assert failed.value.details.get("exit_code") == 3
 
 
 def test_a_step_past_the_process_limit_fails_the_build_naming_it(engine: PodmanEngine) -> None:

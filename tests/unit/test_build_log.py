@@ -143,11 +143,33 @@ def _numbers(text: str) -> StepNumbers:
 def test_steps_are_numbered_as_in_the_dockerfile() -> None:
     numbers = _numbers(DOCKERFILE)
     # FROM, SHELL, RUN, CMD, RUN: Podman runs FROM, RUN, RUN (SHELL and CMD are not written out).
-    assert numbers == StepNumbers((1, 3, 5), 5)
+    assert numbers.numbers == (1, 3, 5) and numbers.total == 5
     line, step = numbers.rewrite('STEP 2/5: RUN ["/bin/bash","-c","echo one"]')
     assert line == 'STEP 3/5: RUN ["/bin/bash","-c","echo one"]'
-    assert step == (3, 'RUN ["/bin/bash","-c","echo one"]')
+    assert step == (3, "RUN echo one")  # the progress quotes the user's instruction
     assert numbers.rewrite("STEP 3/5: RUN x")[0] == "STEP 5/5: RUN x"
+
+
+def test_the_progress_quotes_the_users_instruction_not_the_rendered_one() -> None:
+    """A cache mount's `id` is rewritten for Podman (docs/environments.md, "Cache mounts"), a
+    heredoc becomes a plain RUN: the log's STEP line shows what Podman ran, the progress (and so
+    a failure's message) the instruction as the user wrote it."""
+    text = (
+        "FROM e2bdev/code-interpreter:latest\n"
+        "RUN --mount=type=cache,target=/x,id=mine \\\n    ls /x\n"
+        "RUN <<EOF\necho heredoc\nEOF\n"
+    )
+    numbers = _numbers(text)
+    assert numbers.texts == (
+        "FROM e2bdev/code-interpreter:latest",
+        "RUN --mount=type=cache,target=/x,id=mine     ls /x",
+        "RUN <<EOF",
+    )
+    podman = "RUN --mount=type=cache,target=/x,id=orch-23aa70b0f59b-06d21b85b523-b3d1db318671a024     ls /x"
+    line, step = numbers.rewrite(f"STEP 2/5: {podman}")
+    assert line == f"STEP 2/3: {podman}"
+    assert step == (2, "RUN --mount=type=cache,target=/x,id=mine     ls /x")
+    assert numbers.rewrite("STEP 3/5: RUN echo heredoc")[1] == (3, "RUN <<EOF")
 
 
 def test_orchs_own_steps_are_marked() -> None:

@@ -70,11 +70,30 @@ def test_a_failure_is_numbered_as_in_the_dockerfile(
     drain(platform)
     failed = envs.show(platform, workspace[0], "broken")
     assert failed.status == "failed"
-    assert failed.error == 'Step 5/5: RUN ["/bin/bash", "-c", "echo start && exit 1"] failed (exit code 1)'
-    assert failed.build is not None and (failed.build.failed_step or "").startswith("step 5/5: RUN")
+    # The step as the user wrote it; the log shows what Podman ran (the SHELL applied).
+    assert failed.error == "Step 5/5: RUN echo start && exit 1 failed (exit code 1)"
+    assert failed.build is not None and failed.build.failed_step == "step 5/5: RUN echo start && exit 1"
     log = _log(platform, env.build_id)
-    assert "STEP 1/5: FROM " in log and "STEP 3/5: RUN " in log and "STEP 5/5: RUN " in log
+    assert "STEP 1/5: FROM " in log and "STEP 3/5: RUN " in log
+    assert 'STEP 5/5: RUN ["/bin/bash", "-c", "echo start && exit 1"]' in log
     assert "STEP 2/" not in log and "STEP 3/3" not in log  # Podman's own numbers are gone
+
+
+def test_a_failed_step_with_a_cache_mount_is_quoted_as_the_user_wrote_it(
+    platform: Platform, workspace: tuple[str, str], podman_like: FakeEngine
+) -> None:
+    """Podman runs the cache mount with an `id` of the platform's and the workspace's
+    (docs/environments.md, "Cache mounts"); the progress and the failure quote the user's line."""
+    text = "FROM e2bdev/code-interpreter:latest\nRUN --mount=type=cache,target=/x,id=mine ls /x && exit 1\n"
+    env = envs.create(platform, workspace[0], "mounted", text)
+    drain(platform)
+    failed = envs.show(platform, workspace[0], "mounted")
+    assert failed.status == "failed" and failed.build is not None
+    user = "RUN --mount=type=cache,target=/x,id=mine ls /x && exit 1"
+    assert failed.error == f"Step 2/2: {user} failed (exit code 1)"
+    assert failed.build.failed_step == f"step 2/2: {user}" and failed.build.step_text == user
+    log = _log(platform, env.build_id)
+    assert "STEP 2/2: RUN --mount=type=cache,target=/x,id=orch-" in log  # what Podman ran
 
 
 def test_the_failure_record_holds_the_decisive_line(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import time
@@ -40,6 +41,13 @@ from orch.sizes import format_size
 
 _ROUNDS = 50  # passes over the parent cgroup (a step that forks while it is killed needs more than one)
 _SIGKILLED = 128 + signal.SIGKILL  # podman build's exit code when a step's process was killed so
+# A SIGKILL said in a step's output when its own exit code is not 137: the shell's or make's
+# `Killed` for a command killed under it (the step may go on and end otherwise), gcc's `Killed
+# signal terminated program`, or Buildah's `container exited on killed` (it then exits 1) when
+# what it ran for the step was killed (as when a tmpfs mount filled to the limit leaves no
+# memory for any process of the step: its files stay charged after the writer is killed).
+_PODMAN_ERROR = "Error: building at STEP "
+_KILLED = re.compile(r"\bKilled\b|\bSIGKILL\b|^container exited on killed$")
 
 
 @dataclass(frozen=True)
@@ -82,19 +90,24 @@ class Limits:
 
     def reached(self, code: int, tail: list[str]) -> BuildFailed | None:
         """Why a build that failed with `code` (podman build's exit code: the step's) failed, when
-        the kernel's counters say it reached a limit: a step killed (137: a SIGKILL) whose
-        memory use had reached the limit, or a step that failed once the steps' processes had
-        filled the process limit (a fork refused: `Cannot fork`, `Resource temporarily
-        unavailable`). On cgroup v1 the parent's counters are its peaks (it counts refused forks
-        only in the step's own cgroup, gone by then), so "reached", not "refused"."""
+        the kernel's counters say it reached a limit: a step whose memory use had reached the
+        limit and that a SIGKILL ended or marked (137, or a kill in its output: `_killed`), or a
+        step that failed once the steps' processes had filled the process limit (a fork
+        refused: `Cannot fork`, `Resource temporarily unavailable`). On cgroup v1 the parent's
+        counters are its peaks (it counts refused forks and OOM kills only in the step's own
+        cgroup, gone by then), so "reached", not "refused". The memory peak alone says little:
+        the page cache of a step that writes more files than the limit fills it too, and
+        is given back, not killed for."""
         if code == 0:
             return None
-        if self.memory and code == _SIGKILLED and _memory_peak(self.name) >= self.memory * 0.99:
+        killed = code == _SIGKILLED or _killed(tail)
+        if self.memory and killed and _memory_peak(self.name) >= self.memory * 0.99:
             return BuildFailed(
                 f"A step of the build was killed at the {format_size(self.memory)} memory limit "
                 "that ORCH_BUILD_MEMORY gives build steps",
-                "Make the step use less memory (fewer jobs at once, e.g. `make -j2`), or ask the "
-                "server's operator to raise ORCH_BUILD_MEMORY.",
+                "Make the step use less memory (fewer jobs at once, e.g. `make -j2`; the files "
+                "in a tmpfs mount count too), or ask the server's operator to raise "
+                "ORCH_BUILD_MEMORY.",
                 tail=tail,
             )
         if self.pids and podman_run._pids_reached_limit(self.name, self.pids):
@@ -138,6 +151,15 @@ def _pids_folder(name: str) -> Path:
     """The parent cgroup's directory in the pids controller's hierarchy (v1), or the unified one."""
     parent = cgroup_parent(name).lstrip("/")
     return CGROUP_ROOT / "pids" / parent if (CGROUP_ROOT / "pids").is_dir() else CGROUP_ROOT / parent
+
+
+def _killed(tail: list[str]) -> bool:
+    """Whether the failed step's output (the tail's lines after its last STEP line) says a
+    process of it was killed with SIGKILL (`_KILLED`). Podman's lines that quote the step's
+    instruction (`STEP 2/2: RUN ...`, `Error: building at STEP "RUN ..."`) are not its output."""
+    steps = [n for n, line in enumerate(tail) if line.startswith("STEP ")]
+    output = tail[steps[-1] + 1 if steps else 0 :]
+    return any(_KILLED.search(line) for line in output if not line.startswith(_PODMAN_ERROR))
 
 
 def _memory_peak(name: str) -> int:

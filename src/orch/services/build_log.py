@@ -5,7 +5,9 @@ Podman numbers the steps of the Containerfile orch renders (docs/environments.md
 which has none of the user's SHELL or ignored instructions and ends with a LABEL step for each
 label orch adds; its `STEP 2/6` is not the user's second instruction of six. Each `STEP` line is
 rewritten as it is streamed to the log, so the log, the progress and the error use one numbering:
-the position of the instruction in the user's Dockerfile.
+the position of the instruction in the user's Dockerfile. The progress and the error quote the
+user's instruction as they wrote it; the log's line keeps the text Podman ran (the rendered
+instruction: a heredoc as a plain RUN, a cache mount with its rewritten `id`).
 """
 
 from __future__ import annotations
@@ -99,35 +101,43 @@ def excerpt(lines: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class StepNumbers:
-    """The user's number of each step Podman runs for one Dockerfile.
+    """The user's number and text of each step Podman runs for one Dockerfile.
 
     `numbers[k - 1]` is the position, in the user's Dockerfile, of the instruction that is
-    Podman's step k; `total` is how many instructions the Dockerfile has (SHELL and ignored ones
-    included, so that step n is the n-th instruction the user wrote).
+    Podman's step k, and `texts[k - 1]` that instruction as the user wrote it (its lines joined,
+    as Podman joins them; a heredoc's body left out); `total` is how many instructions the
+    Dockerfile has (SHELL and ignored ones included, so that step n is the n-th instruction the
+    user wrote).
     """
 
     numbers: tuple[int, ...]
+    texts: tuple[str, ...]
     total: int
 
     @classmethod
     def of(cls, text: str, built: Sequence[Instruction]) -> StepNumbers:
         """The numbering for `text`, whose validated instructions are `built`."""
-        position = {ins.line: n for n, ins in enumerate(parse(text).instructions, 1)}
+        written = {ins.line: (n, ins.original) for n, ins in enumerate(parse(text).instructions, 1)}
         # render_containerfile writes each built instruction on a line of its own, except SHELL
         # (Podman ignores it; later RUN steps name their shell instead).
-        rendered = [ins for ins in built if ins.keyword != "SHELL"]
-        return cls(tuple(position[ins.line] for ins in rendered), len(position))
+        steps = [written[ins.line] for ins in built if ins.keyword != "SHELL"]
+        return cls(
+            tuple(n for n, _ in steps),
+            tuple(original.partition("\n")[0].strip() for _, original in steps),
+            len(written),
+        )
 
     def rewrite(self, line: str) -> tuple[str, tuple[int, str] | None]:
-        """A line of Podman's output as the user sees it, and (number, text) if it starts one of
-        the user's steps."""
+        """A line of Podman's output as the user sees it (its number the user's, its text what
+        Podman ran), and (number, the user's text of the instruction) if it starts one of the
+        user's steps."""
         step = parse_step(line)
         if step is None:
             return line, None
         k, _, text = step
         if 1 <= k <= len(self.numbers):
             number = self.numbers[k - 1]
-            return f"STEP {number}/{self.total}: {text}", (number, text)
+            return f"STEP {number}/{self.total}: {text}", (number, self.texts[k - 1])
         return ORCH_STEP + _without_host_path(text), None
 
 

@@ -235,7 +235,9 @@ def _build(
         pids=int(platform.config.build_pids),
     )
     # The log and the progress number the steps as the user's Dockerfile does; Podman's own
-    # numbers count the rendered Containerfile and the LABEL steps that --label adds.
+    # numbers count the rendered Containerfile and the LABEL steps that --label adds. The
+    # progress's text (which a failed step's error quotes) is the user's instruction as written,
+    # not the one Podman ran (a cache mount's rewritten id, a SHELL's shell applied).
     numbers = build_log.StepNumbers.of(job.text, validation.instructions)
 
     def out_with_progress(line: str) -> None:
