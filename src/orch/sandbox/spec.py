@@ -4,7 +4,11 @@ directory, the bundle read-only."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import functools
+import mmap
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +16,7 @@ from orch.engine.base import ContainerSpec, Mount
 from orch.engine.network import Network
 from orch.sandbox.deps import Deps
 from orch.sandbox.layout import BUNDLE, HOME, SANDBOX_USER, SCRATCH, WORKDIR
+from orch.sizes import format_apart, format_size
 
 # The bundle is copied into the tmpfs working directory, so the agent may write next to its
 # files while nothing of the host is writable.
@@ -39,7 +44,54 @@ class Limits:
     @property
     def work_bytes(self) -> int:
         """Size of the writable places; tmpfs pages count against the memory limit too."""
-        return max(self.memory_bytes // 2, 16 * 1024 * 1024)
+        return work_bytes(self.memory_bytes)
+
+
+MIN_WORK = 16 * 1024 * 1024
+
+
+def work_bytes(memory_bytes: int) -> int:
+    """Size of the working directory (and /tmp) of a sandbox with this memory limit."""
+    return max(memory_bytes // 2, MIN_WORK)
+
+
+def on_tmpfs(sizes: Iterable[int]) -> int:
+    """What files of these sizes take on a tmpfs, which keeps each in whole pages."""
+    page = mmap.PAGESIZE
+    return sum(-(-size // page) * page for size in sizes)
+
+
+@functools.lru_cache(maxsize=1024)
+def bundle_copy_bytes(bundle_dir: str) -> int:
+    """What the copy of an extracted bundle (its files never change once extracted: the path
+    names their content) takes in the working directory."""
+    sizes = []
+    for top, _, names in os.walk(bundle_dir):
+        for name in names:
+            st = os.lstat(os.path.join(top, name))
+            sizes.append(st.st_size if stat.S_ISREG(st.st_mode) else 0)
+    return on_tmpfs(sizes)
+
+
+def bundle_misfit(copy_bytes: int, memory_bytes: int) -> str | None:
+    """Why a bundle whose copy takes `copy_bytes` can't be copied into the working directory of
+    a sandbox with this memory limit (its copy would fail before the agent starts); None when it
+    fits."""
+    work = work_bytes(memory_bytes)
+    if copy_bytes <= work:
+        return None
+    given = "half the memory limit" if memory_bytes // 2 >= MIN_WORK else "at least 16 MiB"
+    return (
+        f"The bundle ({format_apart(copy_bytes, work)}) does not fit the "
+        f"{format_size(work)} working directory that a memory limit of {format_size(memory_bytes)} "
+        f"gives ({given})."
+    )
+
+
+# What a user can do about a bundle_misfit.
+BUNDLE_MISFIT_FIX = (
+    "Raise resources.memory in orch.yaml, or make the bundle smaller (.orchignore), then publish again."
+)
 
 
 def run_spec(

@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 from orch import dockerfile
 from orch.builder.cache import dockerfile_hash
 from orch.bundle import BundleInfo, inspect_bundle
+from orch.bundle.contents import read_contents
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
 from orch.loop.endpoints import check_allowed
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
+from orch.sandbox.spec import BUNDLE_MISFIT_FIX, bundle_misfit, on_tmpfs
 from orch.services import bundles, refs
 from orch.services import environments as envs
 from orch.services.platform import Platform
@@ -52,6 +54,8 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
         validation = checked_dockerfile(info.dockerfile)
     elif info.dockerfile is not None:
         notes.append(DOCKERFILE_NOT_USED)
+    if misfit := _misfit(info):
+        notes.append(f"{misfit} Runs of this version will fail before the agent starts. {BUNDLE_MISFIT_FIX}")
     with platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
         assert ws is not None
@@ -105,6 +109,16 @@ def _store_version(
         s.add(version)
         s.flush()
         return PublishedView(agent=_agent_view(s, agent), version=_version_view(s, version), notes=notes)
+
+
+def _misfit(info: BundleInfo) -> str | None:
+    """Why the bundle does not fit the working directory its own orch.yaml's memory limit gives
+    a run (the run fails, saying so: workers/runs.py); None when it fits."""
+    memory = info.manifest.resources.memory_bytes
+    if bundle_misfit(on_tmpfs(map(len, info.files.values())), memory) is None:
+        return None
+    # Its links to files were counted as the files: a run's copy keeps them links.
+    return bundle_misfit(on_tmpfs(map(len, read_contents(info.data).files.values())), memory)
 
 
 def _plain(error: str | None) -> str:

@@ -25,7 +25,7 @@ from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox import deps_cache, oci
 from orch.sandbox.launcher import Isolation, sweep_all
-from orch.sandbox.spec import Limits, run_spec
+from orch.sandbox.spec import BUNDLE_MISFIT_FIX, Limits, bundle_copy_bytes, bundle_misfit, run_spec
 from orch.services import base_digests, host_check, nodes, run_memory
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
@@ -354,6 +354,7 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
     if problem := platform.host_problem:
         said = problem.message[:1].lower() + problem.message[1:]
         raise RunFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
+    _check_fits(platform, plan)
     try:
         image = _ready_image(platform, run_id, plan, out)
     except _CancelledWaiting:  # a cancelled run, not a failed one
@@ -401,6 +402,14 @@ def _execute(platform: Platform, run_id: str, out: RunOutput) -> None:
             _in_sandbox(platform, run_id, out, plan, image, limits, claimed, deps, labels, host_mounts)
     finally:
         deps.release()  # its sandbox has ended: the cache may remove its dependencies now
+
+
+def _check_fits(platform: Platform, plan: Plan) -> None:
+    """Before anything is prepared: a bundle that the sandbox's working directory can't hold fails
+    the run, saying so (its copy there would fail with the agent's exit code, as if it had)."""
+    copy = bundle_copy_bytes(str(extracted_bundle(platform, plan.bundle_sha)))
+    if misfit := bundle_misfit(copy, plan.manifest.resources.memory_bytes):
+        raise RunFailed(misfit, BUNDLE_MISFIT_FIX)
 
 
 @contextlib.contextmanager
