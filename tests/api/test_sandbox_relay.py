@@ -182,17 +182,18 @@ def test_a_client_that_leaves_stops_its_command_on_the_node(
     with httpx.Client(base_url=served[0], headers=token, trust_env=False, timeout=30) as client:
         sb = client.post("/v1/sandboxes", json={}).json()  # all through one server's event loop
         held = next(h for _, h in two.values() if h.opened).last()
-        # The client leaves after 3 s: time enough for the command to reach the node on a slow CI.
+        # The client leaves after 8 s: time enough for the command to reach the node on a slow,
+        # busy machine (3 s was not, once, beside other work).
         with pytest.raises(httpx.ReadTimeout):
             client.post(
                 f"/v1/sandboxes/{sb['id']}/exec",
-                json={"command": ["sleep", "20"], "timeout": 30},
-                timeout=3.0,
+                json={"command": ["sleep", "60"], "timeout": 90},
+                timeout=8.0,
             )
-    deadline = time.monotonic() + 15  # well before the command's own 20 s
+    deadline = time.monotonic() + 15  # well before the command ends (the fake sleeps 30 s at most)
     while held.busy and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert held.commands[-1] == ["sleep", "20"] and not held.busy
+    assert held.commands[-1] == ["sleep", "60"] and not held.busy
 
 
 def test_orch_sandbox_list_says_which_node_holds_each(  # type: ignore[no-untyped-def]

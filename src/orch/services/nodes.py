@@ -22,6 +22,7 @@ from orch.models import BuildStatus, DeploymentStatus, RunStatus, SandboxStatus,
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import note
+from orch.services.takedown import renew_replica
 from orch.services.views import NodeView
 from orch.store import queue
 from orch.store.schema import (
@@ -279,8 +280,6 @@ def _let_go_of_services(s: Session, instance: str) -> None:
     service starts one at once, and the service is `starting` until then, not `running` with no
     container behind it (with no node up, until one is). Not a lost node's: its containers may
     still run, and its agent, started again, adopts them."""
-    # Imported here: leases, which reconcile imports, imports this module.
-    from orch.services.reconcile import renew_replica
 
     theirs = f"orch-{instance}-"  # their containers' names' beginning (Platform.container_prefix)
     services = set()

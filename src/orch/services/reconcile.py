@@ -347,19 +347,6 @@ def _reconcile_service(
     return rows
 
 
-def renew_replica(r: ServiceReplicaRow) -> str | None:
-    """Let go of a replica's container and keep the replica, its backoff forgotten: the
-    supervisor's next pass starts it a fresh container of its version. Also during a rollout,
-    which leaves the replicas' number to the deployment: the slot serves again at once, not
-    when the rollout reaches it. Return the container let go of (for the caller to claim and
-    take down: services/takedown.py)."""
-    old = r.container
-    r.container, r.address, r.started_at, r.next_start_at = None, None, None, None
-    r.quick_crashes = 0
-    r.state = ServiceState.STARTING.value
-    return old
-
-
 def _exited_state(r: ServiceReplicaRow) -> str:
     crash_looping = r.quick_crashes >= CRASH_LOOP_AFTER
     return (ServiceState.CRASH_LOOPING if crash_looping else ServiceState.RESTARTING).value

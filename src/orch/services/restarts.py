@@ -27,7 +27,8 @@ from orch.models import ServiceState
 from orch.sandbox.service_spec import PORT
 from orch.services import deployed_logs, leases, routing, takedown
 from orch.services.platform import Platform
-from orch.services.reconcile import renew_replica, replicas, start_container, version_of
+from orch.services.reconcile import replicas, start_container, version_of
+from orch.services.takedown import renew_replica
 from orch.store.schema import ServiceReplicaRow, ServiceRow, utcnow
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from orch.errors import OrchError
 from orch.kept import kept
+from orch.models import ServiceState
 from orch.services import deployed_logs, routing
 from orch.services.platform import Platform
-from orch.store.schema import ServiceRow
+from orch.store.schema import ServiceReplicaRow, ServiceRow
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +132,16 @@ def claim(
     names = [c for c in containers if c]
     in_hand(platform).add(service_id, names)
     return Takedown(platform, service_id, names, code, reason, stop_seconds)
+
+
+def renew_replica(r: ServiceReplicaRow) -> str | None:
+    """Let go of a replica's container and keep the replica, its backoff forgotten: the
+    supervisor's next pass starts it a fresh container of its version. Also during a rollout,
+    which leaves the replicas' number to the deployment: the slot serves again at once, not
+    when the rollout reaches it. Return the container let go of (for the caller to claim and
+    take down here)."""
+    old = r.container
+    r.container, r.address, r.started_at, r.next_start_at = None, None, None, None
+    r.quick_crashes = 0
+    r.state = ServiceState.STARTING.value
+    return old
