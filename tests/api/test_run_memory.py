@@ -281,6 +281,7 @@ def test_a_stopping_server_starts_no_waiting_run_and_queues_it_again(
         release.set()
         for w in workers:
             w.join(15)
+        assert run_worker.claim(platform) is None  # a stopping server takes no run, not that one again
     finally:
         release.set()
         platform.stopping.clear()
@@ -291,4 +292,5 @@ def test_a_stopping_server_starts_no_waiting_run_and_queues_it_again(
     assert ran["status"] == "failed" and waited["status"] == "queued"
     log = api.get(f"/v1/runs/{waited['id']}/logs").json()["log"]
     assert log.endswith("The server stopped while it waited for memory; it was queued again.\n")
+    assert log.count("queued again") == 1
     assert (platform.run_memory.used, platform.run_memory.waiting) == (0, 0)

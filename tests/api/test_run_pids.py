@@ -126,3 +126,50 @@ def test_the_machines_sandboxes_get_an_nproc_above_the_budget() -> None:
     what one sandbox may have (4,096), and twice the default budget or more."""
     assert oci.sandbox_nproc() >= 2 * config.run_pids_default()
     assert oci.sandbox_nproc() >= 4 * 4096
+
+
+def test_a_sandbox_larger_than_the_whole_processes_budget_is_refused_at_once(
+    api: httpx.Client, platform: Platform, holder: FakeHolder
+) -> None:
+    platform.run_pids = Budget(100)
+    refused = api.post("/v1/sandboxes", json={})
+    assert refused.status_code == 400
+    assert refused.json()["message"] == (
+        "A sandbox may have 256 processes, more than the 100 that all sandboxes on this server "
+        "may have at once (run_pids)."
+    )
+    with platform.store.session() as s:
+        assert list(s.scalars(select(SandboxRow.id))) == []
+    assert platform.run_pids.used == 0
+
+
+def test_a_refused_create_says_what_waits_ahead_of_it(
+    api: httpx.Client, platform: Platform, holder: FakeHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: '256 of the 700 processes, and this sandbox's limit is 256' read as if
+    it fitted; a run waiting for 600 was ahead of it in the line."""
+    monkeypatch.setattr(sandboxes, "MEMORY_WAIT", 0.3)
+    platform.run_pids = budget = Budget(700)
+    assert budget.hold("held", 256, lambda: False, lambda _in_use: None)
+    release = threading.Event()
+
+    def waits() -> None:
+        with budget.reserved(600, release.is_set, lambda _in_use: None):
+            pass
+
+    waiting = threading.Thread(target=waits)
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while budget.waiting != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = api.post("/v1/sandboxes", json={})
+        assert refused.status_code == 503
+        assert refused.json()["message"] == (
+            "The server's sandboxes may have 256 of the 700 processes they may have at once (run_pids), "
+            "and this sandbox's limit is 256, behind 1 waiting for its own; none was given back within 0.3 s."
+        )
+    finally:
+        release.set()
+        waiting.join(10)
+        budget.release("held")

@@ -49,6 +49,7 @@ from orch.sandbox.layout import HOME, SANDBOX_USER
 from orch.services import environments as envs
 from orch.services.image_presence import still_here
 from orch.services.platform import Platform
+from orch.services.run_memory import Budget
 from orch.sizes import format_size
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
@@ -133,6 +134,12 @@ def create(
     resources = limits(memory, cpus)
     idle = idle_timeout(platform, timeout)
     _within_budgets(platform, resources.memory_bytes)
+    if resources.pids > platform.run_pids.total:  # no create could ever be given its processes
+        raise InvalidInput(
+            f"A sandbox may have {resources.pids:,} processes, more than the {platform.run_pids.total:,} "
+            "that all sandboxes on this server may have at once (run_pids).",
+            "Ask the server's operator to raise ORCH_RUN_PIDS (docs/configuration.md).",
+        )
     isolation = Isolation(platform.config.isolation)
     holder = platform.held.holder(isolation, platform.launchers.get(isolation))
     if holder is None:
@@ -267,13 +274,14 @@ def _take_shares(platform: Platform, sandbox_id: str, resources: Resources, gone
         less = ""
         short = (
             f"The server's sandboxes may have {pids.used:,} of the {pids.total:,} processes they may "
-            f"have at once (run_pids), and this sandbox's limit is {resources.pids:,}"
+            f"have at once (run_pids), and this sandbox's limit is {resources.pids:,}{_ahead(pids)}"
         )
     else:
         less = f", or ask for less memory ({MEMORY_OPTION})"
         short = (
             f"The server's sandboxes hold {format_size(memory.used)} of the {format_size(memory.total)} "
             f"of memory they may have at once (run_memory), and this sandbox asks for {format_size(need)}"
+            f"{_ahead(memory)}"
         )
     with platform.store.session() as s:
         s.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
@@ -284,6 +292,12 @@ def _take_shares(platform: Platform, sandbox_id: str, resources: Resources, gone
         "Try again when runs or sandboxes have ended (`orch sandbox rm ID` removes one you no "
         f"longer need){less}.",
     )
+
+
+def _ahead(budget: Budget) -> str:
+    """The runs and creates that wait in the budget's line, which a create does not overtake."""
+    n = budget.waiting
+    return "" if n == 0 else f", behind {n} waiting for theirs" if n > 1 else ", behind 1 waiting for its own"
 
 
 def _give_back(platform: Platform, sandbox_id: str) -> None:

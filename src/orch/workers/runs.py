@@ -59,7 +59,11 @@ END_READ = 0.01
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued run to "starting" and return its id (None: queue empty); a cluster
-    node chooses among the oldest (services/nodes.py)."""
+    node chooses among the oldest (services/nodes.py). A stopping server claims none: a run it
+    queued again as the stop began would be taken, and queued again, for as long as the stop
+    lasts, each time counted as an interruption (found by a tester)."""
+    if platform.stopping.is_set():
+        return None
     if platform.node is not None:
         return nodes.claim_run(platform, platform.node)
     return queue.claim(platform.store, RunRow, RunStatus.QUEUED, RunStatus.STARTING, platform.instance)
