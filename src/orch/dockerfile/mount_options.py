@@ -39,6 +39,7 @@ _PODMAN = {
 }
 _BARE = frozenset({"z", "Z", "nosuid", "nodev", "noexec", "tmpcopyup"})  # Podman's, never with a value
 _VARIABLES_OK = frozenset({"target", "id", "source"})
+_KERNELS = frozenset({"proc", "sys", "dev"})  # a target under these fails in the runtime
 _BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}  # Go's ParseBool
 _OCTAL, _DECIMAL = re.compile(r"[0-7]+"), re.compile(r"[0-9]+")
 # go-units' RAMInBytes (Docker's size=): a number, an optional blank, then b, or k/m/g/t/p with
@@ -166,6 +167,14 @@ def _value_problem(kind: str, key: str, has_value: bool, value: str) -> tuple[st
             return (
                 f"RUN --mount target={value[:40]} is not an absolute path, which Podman requires.",
                 f"Write the whole path, e.g. target=/{value[:40].lstrip('./')}.",
+            )
+        top = value.strip("/").split("/", 1)[0]
+        if value.startswith("/") and (not top or top in _KERNELS):
+            # The root itself, or the kernel's own file systems the runtime mounts: no build runs.
+            return (
+                f"RUN --mount target={value[:40]} can't be a mount's: the step's root and /proc, /sys "
+                "and /dev are the runtime's.",
+                "Mount it at a directory of its own, e.g. target=/root/.cache/pip.",
             )
     elif key in ("ro", "rw"):
         if value.lower() not in _BOOLEANS:

@@ -29,6 +29,10 @@ def without_id(value: str) -> str:
     [
         # What the tester's builds failed on, after validation said "valid".
         ("type=cache,target=/x,sharing=private", "sharing=private"),
+        ("type=cache,target=/", "target=/ can't be"),  # found by a tester: runc refused it
+        ("type=tmpfs,target=/proc/x", "target=/proc/x can't be"),
+        ("type=cache,target=/sys", "target=/sys can't be"),
+        ("type=cache,target=/dev/shm/x", "target=/dev/shm/x can't be"),
         ("type=cache,target=/x,required=true", "required"),
         ("type=cache,target=/x,foo=bar", "foo"),
         ("type=cache,target=/x,size=1g", "size"),  # Docker's size is a tmpfs's only
