@@ -141,6 +141,24 @@ def test_env_logs_says_why_there_is_nothing(cli, platform: Platform) -> None:
     assert res.exit_code == 0 and "python is a base environment" in res.output
 
 
+def test_env_logs_of_a_build_that_failed_before_any_output_says_why(cli, platform: Platform) -> None:
+    """Found by a tester: a build refused before it started (the disk reserve) said it had 'no
+    output yet' and that -f would follow it, though it had ended."""
+    from sqlalchemy import update
+
+    from orch.store.schema import BuildRow
+
+    assert cli("env", "build", "python-ml", "-d").exit_code == 0
+    with platform.store.session() as s:
+        s.execute(
+            update(BuildRow).values(status="failed", error="The build did not start: the disk is full.")
+        )
+    res = cli("env", "logs", "python-ml")
+    assert res.exit_code == 0
+    assert "failed before it wrote any output: The build did not start: the disk is full." in res.output
+    assert "-f` follows it" not in res.output
+
+
 def test_failure_output_shows_the_decisive_line_and_points_at_env_logs(
     cli,
     api: httpx.Client,

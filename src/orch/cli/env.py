@@ -226,6 +226,10 @@ def _no_log_note(e: dict[str, Any], chunk: dict[str, Any]) -> None:
         note = f"{e['name']} was never built; `orch env build {e['name']}` builds it."
     elif chunk["status"] == "ready":
         note = f"Build {chunk['build_id']} has no log: it was a cache hit, so nothing was built."
+    elif chunk["status"] == "failed":  # before any step ran (the disk reserve, the base image)
+        why = e.get("error") if e.get("build_id") == chunk["build_id"] else None
+        said = f": {why}" if why else f"; `orch env status {e['name']}` says why"
+        note = f"Build {chunk['build_id']} failed before it wrote any output{said}"
     else:
         note = f"Build {chunk['build_id']} has no output yet; `orch env logs {e['name']} -f` follows it."
     err_console.print(note, soft_wrap=True)
