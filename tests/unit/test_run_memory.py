@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orch.services.run_memory import Budget
+from orch.services.run_memory import Budget, Budgets
 
 GiB = 2**30
 
@@ -150,3 +150,33 @@ def test_a_hold_waits_in_the_line_and_gives_up_holding_nothing() -> None:
     a.out()
     later.join(5)
     assert got == [True] and (budget.used, budget.held_by_sandboxes) == (GiB, GiB)
+
+
+def test_both_budgets_are_taken_memory_first_and_a_wait_names_its_budget() -> None:
+    budgets = Budgets(Budget(2 * GiB), Budget(100))
+    told: list[tuple[str, int]] = []
+    tell = lambda b, n: told.append((b, n))  # noqa: E731
+    assert budgets.hold("sbx_a", GiB, 80, never, tell) is None
+    assert (budgets.memory.used, budgets.pids.used, told) == (GiB, 80, [])
+    # Memory fits, processes don't: it waits for processes, holding its memory meanwhile.
+    deadline = time.monotonic() + 0.2
+    gave_up = budgets.hold("sbx_b", GiB, 40, lambda: time.monotonic() >= deadline, tell)
+    assert (gave_up, told) == ("processes", [("processes", 80)])
+    assert (budgets.memory.used, budgets.pids.used) == (GiB, 80)  # its memory was given back
+    with budgets.reserved(GiB, 20, never, tell) as waited_for:
+        assert waited_for is None and (budgets.memory.used, budgets.pids.used) == (2 * GiB, 100)
+    budgets.release("sbx_a")
+    budgets.release("sbx_a")  # a second release gives nothing back twice
+    assert (budgets.memory.used, budgets.pids.used) == (0, 0)
+
+
+def test_a_run_told_to_stop_while_it_waits_for_memory_holds_no_processes() -> None:
+    budgets = Budgets(Budget(GiB), Budget(100))
+    assert budgets.hold("sbx_a", GiB, 10, never, pytest.fail) is None
+    deadline = time.monotonic() + 0.2
+    told: list[tuple[str, int]] = []
+    tell = lambda b, n: told.append((b, n))  # noqa: E731
+    with budgets.reserved(GiB, 10, lambda: time.monotonic() >= deadline, tell) as w:
+        assert w == "memory" and told == [("memory", GiB)]
+        assert (budgets.memory.used, budgets.pids.used, budgets.pids.waiting) == (GiB, 10, 0)
+    assert (budgets.memory.used, budgets.pids.used) == (GiB, 10)

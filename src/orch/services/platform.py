@@ -16,7 +16,7 @@ from orch.engine.network import answers_tcp
 from orch.errors import OrchError
 from orch.sandbox.held import Registry
 from orch.sandbox.launcher import Isolation, Launcher, Sandboxes
-from orch.services.run_memory import Budget
+from orch.services.run_memory import Budget, Budgets
 from orch.store import Store
 
 # The label naming the platform's ORCH_HOME on everything it makes: a path on the server's
@@ -96,6 +96,11 @@ class Platform:
     def __post_init__(self) -> None:
         self.run_memory = Budget(self.config.run_memory)
         self.run_pids = Budget(int(self.config.run_pids))
+
+    @property
+    def budgets(self) -> Budgets:
+        """Both budgets, taken in their one order (services/run_memory.py)."""
+        return Budgets(self.run_memory, self.run_pids)
 
     def launcher(self, isolation: Isolation) -> Launcher:
         return self.launchers.get(isolation) or self.engine

@@ -9,10 +9,10 @@ budget stays below. A run that does not fit waits, in the order they came (a lar
 overtaken forever by small ones), until enough has ended; a run larger than the whole budget
 runs alone (no run or sandbox beside it). `run_workers` still bounds how many run at once.
 
-A run holds its share while inside `reserved` (its memory first, then its processes: every
-holder of processes holds its memory, so no two wait on each other); a sandbox on demand holds
-its shares from its start until it is removed (`hold`, `release`), since it lives across
-requests (services/sandboxes.py decides how long a create waits in the line)."""
+A run holds its shares while inside `Budgets.reserved`; a sandbox on demand holds them from its
+start until it is removed (`Budgets.hold`, `Budgets.release`), since it lives across requests
+(services/sandboxes.py decides how long a create waits in the line). Both take memory first,
+then processes: every holder of processes holds its memory, so no two wait on each other."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from orch.sizes import format_size
 
@@ -136,3 +137,50 @@ class Budget:
 
     def _fits_locked(self, need: int) -> bool:
         return self._used == 0 or self._used + need <= self.total
+
+
+class Budgets:
+    """Both budgets, whose shares a sandbox takes in one order: its memory first, then its
+    processes. A holder waiting for processes then always holds its memory, and one waiting for
+    memory holds no processes, so no two wait on each other. `on_wait(budget, in use)` is told
+    once per budget it waits in, by name ("memory", "processes")."""
+
+    def __init__(self, memory: Budget, pids: Budget) -> None:
+        self.memory = memory
+        self.pids = pids
+
+    @contextmanager
+    def reserved(
+        self, memory: int, pids: int, should_stop: Callable[[], bool], on_wait: Callable[[str, int], None]
+    ) -> Iterator[str | None]:
+        """Hold `memory` bytes and `pids` processes while inside. Yields None when held; when
+        `should_stop()` said to give up, the budget it waited for ("memory", "processes"),
+        holding nothing."""
+        with self.memory.reserved(memory, should_stop, partial(on_wait, "memory")) as admitted:
+            if not admitted:
+                yield "memory"
+                return
+            with self.pids.reserved(pids, should_stop, partial(on_wait, "processes")) as admitted:
+                yield None if admitted else "processes"
+
+    def hold(
+        self,
+        key: str,
+        memory: int,
+        pids: int,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[str, int], None],
+    ) -> str | None:
+        """Take both for `key` until `release(key)`: None when taken; the budget it gave up
+        waiting for ("memory", "processes") when `should_stop()` said so, holding nothing."""
+        if not self.memory.hold(key, memory, should_stop, partial(on_wait, "memory")):
+            return "memory"
+        if not self.pids.hold(key, pids, should_stop, partial(on_wait, "processes")):
+            self.memory.release(key)
+            return "processes"
+        return None
+
+    def release(self, key: str) -> None:
+        """Give back what `key` holds of both; nothing if it holds nothing (already released)."""
+        self.memory.release(key)
+        self.pids.release(key)

@@ -267,10 +267,10 @@ def _take_shares(platform: Platform, sandbox_id: str, resources: Resources, gone
     stop = lambda: time.monotonic() >= deadline or platform.stopping.is_set() or gone()  # noqa: E731
     memory, pids = platform.run_memory, platform.run_pids
     need = resources.memory_bytes
-    if memory.hold(sandbox_id, need, stop, lambda _in_use: None):
-        if pids.hold(sandbox_id, resources.pids, stop, lambda _in_use: None):
-            return
-        memory.release(sandbox_id)
+    gave_up = platform.budgets.hold(sandbox_id, need, resources.pids, stop, lambda _budget, _in_use: None)
+    if gave_up is None:
+        return
+    if gave_up == "processes":
         less = ""
         short = (
             f"The server's sandboxes may have {pids.used:,} of the {pids.total:,} processes they may "
@@ -302,8 +302,7 @@ def _ahead(budget: Budget) -> str:
 
 def _give_back(platform: Platform, sandbox_id: str) -> None:
     """Give back the sandbox's shares of the budgets (nothing if it holds none)."""
-    platform.run_memory.release(sandbox_id)
-    platform.run_pids.release(sandbox_id)
+    platform.budgets.release(sandbox_id)
 
 
 def limits(memory: str | int | None, cpus: float | None) -> Resources:

@@ -427,14 +427,15 @@ def _reserved(
     # run waiting for them would start in the middle of it (found by a tester).
     cancelled = _stop_check(platform, run_id)
     stop = lambda: platform.stopping.is_set() or cancelled()  # noqa: E731
-    said = functools.partial(_waits_for_memory, platform, out, memory, who)
-    with platform.run_memory.reserved(memory, stop, said) as admitted:
-        if not admitted:
-            yield "memory"
-            return
-        said = functools.partial(_waits_for_processes, platform, out, pids, who)
-        with platform.run_pids.reserved(pids, stop, said) as admitted:
-            yield None if admitted else "processes"
+
+    def said(budget: str, in_use: int) -> None:
+        if budget == "memory":
+            _waits_for_memory(platform, out, memory, who, in_use)
+        else:
+            _waits_for_processes(platform, out, pids, who, in_use)
+
+    with platform.budgets.reserved(memory, pids, stop, said) as waited_for:
+        yield waited_for
 
 
 def _queue_again(platform: Platform, out: RunOutput, why: str) -> None:
