@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
+from orch.config import pid_space
 from orch.engine import PodmanEngine
 from tests.integration.conftest import ORCH, Server
 
@@ -29,6 +33,16 @@ PACKAGE = "catatonit"  # what a fresh machine lacked (`podman run --init` needs 
 DEV_PACKAGES = ("wrk", "docker-registry")
 OLD_RUNSC = "0.0~20221219.0-2+b3"  # bookworm's own, which a fresh machine gets from apt
 BACKPORTS = Path("/etc/apt/sources.list.d/orch-bookworm-backports.sources")  # scripts/setup's
+CONTAINERS_CONF = Path("/etc/containers/containers.conf")  # scripts/setup's
+# The one an earlier scripts/setup wrote: nproc 4,096, which one run's threads could take whole
+# from every other sandbox (they all run as uid 1000; docs/trust.md "One host uid").
+OLD_CONTAINERS_CONF = """# written by orch scripts/setup
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+"""
 
 
 def _installed(package: str) -> bool:
@@ -66,7 +80,8 @@ def _version(package: str) -> str:
 @pytest.fixture
 def without_package():  # type: ignore[no-untyped-def]
     """A machine as apt leaves it: no catatonit (nor the dev packages), and bookworm's own
-    runsc rather than the backport scripts/setup installs."""
+    runsc rather than the backport scripts/setup installs; and the containers.conf an earlier
+    scripts/setup wrote."""
     assert _installed(PACKAGE), f"{PACKAGE} should be installed by scripts/setup before the suite"
     for package in DEV_PACKAGES:
         assert _installed(package), f"{package} should be installed by scripts/setup --dev before the suite"
@@ -74,6 +89,9 @@ def without_package():  # type: ignore[no-untyped-def]
     # The apt source scripts/setup writes for the backport goes too: setup must write it again.
     ours = BACKPORTS.read_bytes() if BACKPORTS.exists() else None
     BACKPORTS.unlink(missing_ok=True)
+    conf = CONTAINERS_CONF.read_bytes()
+    assert conf.startswith(b"# written by orch scripts/setup"), "scripts/setup should have written it"
+    CONTAINERS_CONF.write_text(OLD_CONTAINERS_CONF)
     _apt("remove", "-y", "-qq", PACKAGE, *DEV_PACKAGES)
     _apt("install", "-y", "-qq", "--allow-downgrades", "--no-install-recommends", f"runsc={OLD_RUNSC}")
     assert not any(map(_installed, (PACKAGE, *DEV_PACKAGES))) and _version("runsc") == OLD_RUNSC
@@ -90,6 +108,17 @@ def without_package():  # type: ignore[no-untyped-def]
             _apt("update", "-qq")
         if _version("runsc") != runsc:
             _apt("install", "-y", "-qq", "--no-install-recommends", "-t", "bookworm-backports", "runsc")
+        if CONTAINERS_CONF.read_bytes() != conf:
+            CONTAINERS_CONF.write_bytes(conf)
+
+
+def _pids_budget(server: Server) -> int:
+    """The server's run_pids, from /metrics: by default half the sandboxes' RLIMIT_NPROC, which
+    it reads from containers.conf."""
+    metrics = httpx.get(server.url + "/metrics", timeout=30).text
+    found = re.search(r'^orch_run_pids\{state="budget"\} (\S+)$', metrics, re.M)
+    assert found, metrics[-2000:]
+    return int(float(found[1]))
 
 
 def _hello(tmp_path: Path) -> Path:
@@ -119,6 +148,7 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
         time.sleep(0.2)
     log = server.log.read_text()
     assert log.count("no sandbox can start") == 1 and "apt-get install catatonit" in log
+    assert _pids_budget(server) == 2048  # half the old file's nproc
     assert server.cli("publish", str(_hello(tmp_path)), "--name", "hello").returncode == 0
     res = server.cli("run", "hello", "--input", '{"a": 1}', "--json")
     run = json.loads(res.stdout)
@@ -148,9 +178,14 @@ def test_a_removed_package_is_named_then_setup_puts_it_back_and_a_run_works(
 
     assert _version("runsc") != OLD_RUNSC and "bpo12" in _version("runsc")  # the backport
     assert BACKPORTS.read_text().startswith("# written by orch scripts/setup")
+    # containers.conf again as this setup writes it: nproc 32,768, or the hard limit when lower.
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nproc = 32768 if hard == resource.RLIM_INFINITY or hard > 32768 else hard
+    assert f'"nproc={nproc}:{nproc}"' in CONTAINERS_CONF.read_text()
 
-    # A fresh server runs a real agent, under runc and under gVisor.
+    # A fresh server runs a real agent, under runc and under gVisor, with the new file's budget.
     server.start()
+    assert _pids_budget(server) == min(nproc, pid_space()) // 2
     gvisor = _hello(tmp_path / "g")
     (gvisor / "orch.yaml").write_text("name: hello-gvisor\nisolation: gvisor\n")
     assert server.cli("publish", str(gvisor)).returncode == 0
