@@ -11,7 +11,11 @@ from orch.engine.base import BuildRequest
 from orch.engine.podman import MAX_LINE, PodmanEngine
 from orch.errors import EngineError
 
-# Fails its first FAILS builds the way Podman does when an image vanishes during the cache lookup.
+# Fails its first FAILS builds the way Podman does when an image vanishes during the cache lookup
+# (or, with another ERROR, when the cached layer it found goes before the step's container starts).
+LOOKUP = (
+    "Error: checking if cached image exists from a previous build: getting top layer info: layer not known"
+)
 FAKE = """#!/bin/sh
 count="{dir}/builds"
 case "$1" in
@@ -19,8 +23,7 @@ case "$1" in
     n=$(cat "$count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$count"
     echo "STEP 1/2: FROM base"
     if [ "$n" -le {fails} ]; then
-      echo "Error: checking if cached image exists from a previous build: getting top layer info:" \
-        "layer not known"
+      echo "{error}"
       exit 125
     fi
     echo "COMMIT t"; exit 0 ;;
@@ -29,18 +32,27 @@ esac
 """
 
 
-def engine(tmp_path: Path, fails: int) -> PodmanEngine:
+def engine(tmp_path: Path, fails: int, error: str = LOOKUP) -> PodmanEngine:
     script = tmp_path / "podman"
-    script.write_text(FAKE.format(dir=tmp_path, fails=fails))
+    script.write_text(FAKE.format(dir=tmp_path, fails=fails, error=error))
     script.chmod(0o755)
     e = PodmanEngine(binary=str(script))
     e._prepared = True  # no networks for a stand-in
     return e
 
 
-def test_a_cache_race_is_tried_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        LOOKUP,
+        # The faults suite's deployment after a kill: a cached layer removed under the build.
+        "Error: creating build container: e4c83a5d1f6b0c2a9e8d7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c: "
+        "image not known",
+    ],
+)
+def test_a_cache_race_is_tried_again(tmp_path: Path, error: str) -> None:
     lines: list[str] = []
-    info = engine(tmp_path, fails=2).build(BuildRequest("FROM base\n", "t"), lines.append)
+    info = engine(tmp_path, fails=2, error=error).build(BuildRequest("FROM base\n", "t"), lines.append)
     assert info.id == "sha256:abc"
     assert (tmp_path / "builds").read_text().strip() == "3"
     assert sum("trying again" in line for line in lines) == 2
@@ -50,6 +62,13 @@ def test_a_lasting_failure_still_fails(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="podman build failed"):
         engine(tmp_path, fails=5).build(BuildRequest("FROM base\n", "t"), lambda line: None)
     assert (tmp_path / "builds").read_text().strip() == "3"
+
+
+def test_a_missing_base_image_is_not_tried_again(tmp_path: Path) -> None:
+    missing = "Error: creating build container: localhost/nowhere:latest: image not known"
+    with pytest.raises(EngineError, match="podman build failed"):
+        engine(tmp_path, fails=5, error=missing).build(BuildRequest("FROM base\n", "t"), lambda line: None)
+    assert (tmp_path / "builds").read_text().strip() == "1"
 
 
 LONG = """#!/bin/sh

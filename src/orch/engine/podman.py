@@ -42,7 +42,14 @@ _BROKEN_IMAGE = re.compile(r'for image with ID "([0-9a-f]{64})" \(consider remov
 # the working container's state, which is how a killed build's leftover is found later.
 OWNER_ARG = "ORCH_BUILD_OWNER"
 _UNUSED_OWNER = f"[Warning] one or more build args were not consumed: [{OWNER_ARG}]"
-_CACHE_RACE = "checking if cached image exists from a previous build"
+# Podman's layer cache lookup reads every image, and a step's container starts from the cached
+# layer it found, by id; one removed at either moment (by another build's cleanup, a redeploy, an
+# `rmi`) fails the build, which is then tried again. (A base image that is missing is named, not
+# an id: that failure is the user's, and lasts.)
+_CACHE_RACE = re.compile(
+    r"checking if cached image exists from a previous build|"
+    r"creating build container: (sha256:)?[0-9a-f]{12,64}: image not known"
+)
 _REGISTRY_FIX = (
     "Check that the registry ORCH_REGISTRY names is running and reachable from this machine "
     "(for a plain-HTTP one, set ORCH_REGISTRY_TLS_VERIFY=false)."
@@ -206,9 +213,7 @@ class PodmanEngine(Engine):
                             # it started goes, its RUN step's processes, its working container,
                             # and its step's network address.
                             self._end_stopped(owner, limits)
-                    # Podman's layer cache lookup reads every image; one removed at that moment (by
-                    # another build's cleanup, a redeploy, an `rmi`) fails the lookup, not the build.
-                    if code == 0 or stopped or not any(_CACHE_RACE in line for line in tail[-3:]):
+                    if code == 0 or stopped or not any(_CACHE_RACE.search(line) for line in tail[-3:]):
                         break
                     output(f"(Podman's layer cache changed under the build; trying again, {attempt + 2}/3)")
                 limited = limits.reached(code, tail) if code is not None and not stopped else None
