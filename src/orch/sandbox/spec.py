@@ -65,8 +65,14 @@ def on_tmpfs(sizes: Iterable[int]) -> int:
 def bundle_copy_bytes(bundle_dir: str) -> int:
     """What the copy of an extracted bundle (its files never change once extracted: the path
     names their content) takes in the working directory."""
+    return tree_copy_bytes(bundle_dir)
+
+
+def tree_copy_bytes(root: str) -> int:
+    """What a copy of the files under `root` takes in the working directory: each regular file
+    in whole pages, links and directories nothing; measured again at each call."""
     sizes = []
-    for top, _, names in os.walk(bundle_dir):
+    for top, _, names in os.walk(root):
         for name in names:
             st = os.lstat(os.path.join(top, name))
             sizes.append(st.st_size if stat.S_ISREG(st.st_mode) else 0)

@@ -4,19 +4,23 @@ bundles themselves: bundles.py; deleting agents and versions: agent_deletes.py).
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
+from pathlib import Path
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orch import dockerfile
 from orch.builder.cache import dockerfile_hash
-from orch.bundle import BundleInfo, inspect_bundle
+from orch.bundle import BundleInfo, extract_bundle, inspect_bundle
+from orch.bundle.bytecode import compile_modules
 from orch.bundle.contents import read_contents
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
 from orch.loop.endpoints import check_allowed
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
-from orch.sandbox.spec import BUNDLE_MISFIT_FIX, bundle_misfit, on_tmpfs
+from orch.sandbox.spec import BUNDLE_MISFIT_FIX, bundle_misfit, on_tmpfs, tree_copy_bytes
 from orch.services import bundles, refs
 from orch.services import environments as envs
 from orch.services.platform import Platform
@@ -29,6 +33,8 @@ from orch.store.schema import (
     EnvironmentRow,
     WorkspaceRow,
 )
+
+log = logging.getLogger(__name__)
 
 DOCKERFILE_NOT_USED = (
     "The bundle has a Dockerfile, which was not used: publish again asking for it to be built "
@@ -113,12 +119,34 @@ def _store_version(
 
 def _misfit(info: BundleInfo) -> str | None:
     """Why the bundle does not fit the working directory its own orch.yaml's memory limit gives
-    a run (the run fails, saying so: workers/runs.py); None when it fits."""
+    a run (the run fails, saying so: workers/runs.py); None when it fits. The run counts the
+    bundle as extracted, with the bytecode compiled for its modules, so this counts it so too."""
     memory = info.manifest.resources.memory_bytes
+    # Extraction compiles modules when there are two or more (links to them count here: never fewer).
+    modules = sum(path.endswith(".py") for path in info.files)
+    if modules >= 2 and (copy := _extracted_copy_bytes(info)) is not None:
+        return bundle_misfit(copy, memory)
     if bundle_misfit(on_tmpfs(map(len, info.files.values())), memory) is None:
         return None
     # Its links to files were counted as the files: a run's copy keeps them links.
     return bundle_misfit(on_tmpfs(map(len, read_contents(info.data).files.values())), memory)
+
+
+def _extracted_copy_bytes(info: BundleInfo) -> int | None:
+    """What a run's copy of the bundle takes, bytecode included. The bundle is extracted and its
+    modules compiled as each machine does it before its first run of it (services/bundles.py),
+    into a directory removed at once, and measured as the run measures it: so the sizes of the
+    compiled files are not estimated, and match the run's wherever it has the server's Python
+    (the compiler, bounded, runs in a child process). None when the bundle could not be written
+    here (a full disk, say); the caller then counts it without bytecode, as before."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="orch-publish-") as tmp:
+            extract_bundle(info.data, Path(tmp))
+            compile_modules(Path(tmp))
+            return tree_copy_bytes(tmp)
+    except OSError as e:
+        log.warning("the bundle %s was not extracted to measure it: %s", info.sha256[:12], e)
+        return None
 
 
 def _plain(error: str | None) -> str:
