@@ -14,7 +14,7 @@ import typer
 from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText
-from orch.cli.utils import JSON, confirm_delete, plain_table
+from orch.cli.utils import JSON, confirm_delete, following, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import InvalidInput, NotFound, OrchError
 from orch.reading import STDIN, read_bounded
@@ -132,7 +132,7 @@ def status(
     data = client.get(f"/v1/environments/{segment(env)}")
     # A finished build is followed too: its whole log is printed, then the outcome.
     if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
-        data = follow_build(client, data["id"], quiet=json_, name=data["name"])
+        data = follow_build(client, data["id"], quiet=json_, name=data["name"], build_id=data["build_id"])
     if json_:
         print_json(_status_json(data))
     else:
@@ -166,12 +166,19 @@ def logs(
     data = client.get(f"/v1/environments/{segment(env)}")
     path = f"/v1/environments/{segment(data['id'])}/logs"
     params: dict[str, Any] = {"build": build} if build else {}
-    offset, text = 0, []
+    offset, text, open_line = 0, [], False
     log_out = TerminalText(sys.stdout, console.is_terminal)  # see cli/terminal_text.py
+    # Only a follower is said to have lost the server: a log read once fails as any command.
+    again = f"orch env logs {data['name']}{f' --build {build}' if build else ''} -f"
+    watched = (
+        _following_build(client, data["id"], data["name"], build or data.get("build_id"), again=again)
+        if follow
+        else _deleted_meanwhile(client, data["id"], data["name"])
+    )
     # Following, Ctrl-C is how it ends: 0, whatever another Ctrl-C a moment later does.
     with interrupt.FirstOnly() if follow else contextlib.nullcontext():
         try:
-            with _deleted_meanwhile(client, data["id"], data["name"]):
+            with watched:
                 while True:
                     chunk = client.get(path, params={**params, "offset": offset})
                     offset = chunk["offset"]
@@ -179,9 +186,10 @@ def logs(
                         params["build"] = chunk["build_id"]
                     if json_:
                         text.append(chunk["text"])
-                    else:
+                    elif chunk["text"]:
                         log_out.write(chunk["text"])
                         sys.stdout.flush()
+                        open_line = not chunk["text"].endswith("\n")
                     if chunk["more"]:
                         continue
                     if not follow or chunk["status"] in FINAL or chunk["build_id"] is None:
@@ -189,6 +197,11 @@ def logs(
                     time.sleep(POLL)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+        except OrchError:  # said on stderr next: on a terminal, on a line of its own
+            log_out.end()
+            if open_line and console.is_terminal:
+                sys.stdout.write("\n")
+            raise
         finally:
             log_out.end()
     if json_:
@@ -198,6 +211,33 @@ def logs(
         )
     elif offset == 0:
         _no_log_note(data, chunk)
+
+
+@contextlib.contextmanager
+def _following_build(
+    client: Transport,
+    env_id: str,
+    name: str | None = None,
+    build_id: str | None = None,
+    created: bool = False,
+    again: str | None = None,
+) -> Iterator[None]:
+    """Following build `build_id` of environment `env_id` (`name`, else its id): the one place
+    that says what ended the following early. An environment deleted meanwhile is said as such
+    (`_deleted_meanwhile`); a server that goes is said as lost (utils.following), with what was
+    stored (the environment, when this command `created` it) and what becomes of the build: it
+    goes on, or a server that stops queues it again (workers/builds.py's `_interrupted`; a
+    killed one's next start does), and `again` (default `orch env logs NAME -f`) follows it."""
+    shown = name or env_id
+    build = f"the build {build_id}" if build_id else "the build"
+    kept = f"The environment {shown} was created, and its build is kept" if created else "The build is kept"
+    fix = (
+        f"{kept}: it goes on, or, if the server stopped, runs again once it is back (a build "
+        f"stopped twice fails). Once the server answers, `{again or f'orch env logs {shown} -f'}` "
+        "follows it."
+    )
+    with following(f"{build} of environment {shown}", fix), _deleted_meanwhile(client, env_id, name):
+        yield
 
 
 @contextlib.contextmanager
@@ -307,9 +347,12 @@ def follow_build(
     logs: bool = True,
     deadline: float = 6 * 3600,
     name: str | None = None,
+    build_id: str | None = None,
+    created: bool = False,
 ) -> dict[str, Any]:
     """Show a progress bar (and the log, if `logs`) until the build ends; return the final state.
-    An environment deleted meanwhile is said as such (`name`, else its id)."""
+    An environment deleted meanwhile, or a server that goes, is said as such (`_following_build`:
+    `name`, else its id; `build_id`; `created`: this command created the environment)."""
     # Here rather than at the top: `orch env list` and the other quick commands import this module.
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -325,7 +368,7 @@ def follow_build(
         # Piped or redirected, a bar can't redraw: it would leave only a blank line behind.
         disable=quiet or not console.rich().is_terminal,
     )
-    with progress, _deleted_meanwhile(client, env_id, name):
+    with progress, _following_build(client, env_id, name, build_id, created):
         task = progress.add_task("Building", total=None, step="queued")
 
         def show(chunk: dict[str, Any]) -> None:
@@ -385,9 +428,11 @@ def _wait_and_report(
     logs: bool,
     json_: bool,
     already: bool = False,
+    created: bool = False,
 ) -> None:
     """After a create or build: follow it unless detached, print the outcome, exit 1 on failure.
-    `already`: the build is one that was under way before (nothing new was queued)."""
+    `already`: the build is one that was under way before (nothing new was queued); `created`:
+    the environment is new (said, should the server go while the build is followed)."""
     follow = f"Follow it with `orch env status {data['name']} --follow`."
     if already and not json_ and data["status"] not in FINAL:
         note = f"{data['name']} is already being built ({data['build_id']}); no other build was queued."
@@ -396,7 +441,15 @@ def _wait_and_report(
             return
         ok(f"{note} Following it.")
     if not detach and data["status"] not in FINAL:
-        data = follow_build(client, data["id"], quiet=json_, logs=logs, name=data["name"])
+        data = follow_build(
+            client,
+            data["id"],
+            quiet=json_,
+            logs=logs,
+            name=data["name"],
+            build_id=data["build_id"],
+            created=created,
+        )
     if json_:
         print_json(_status_json(data))
     elif data["status"] == "ready":
@@ -439,7 +492,7 @@ def create(
         _print_findings(findings)
     client = Transport.from_settings()
     data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
-    _wait_and_report(client, data, detach, logs, json_)
+    _wait_and_report(client, data, detach, logs, json_, created=True)
 
 
 @app.command()

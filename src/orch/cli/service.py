@@ -15,7 +15,7 @@ import typer
 from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText
-from orch.cli.utils import JSON, confirm_delete, packed, plain_table
+from orch.cli.utils import JSON, confirm_delete, following, packed, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import OrchError
 
@@ -110,10 +110,18 @@ def deploy(
         if json_:
             print_json(dep)
         return
-    while dep["status"] not in FINAL:
-        time.sleep(0.5)
-        dep = client.get(f"/v1/services/{segment(service)}/deployments/{segment(dep['version'])}")
-    svc = client.get(f"/v1/services/{segment(service)}")
+    # The version is stored: a server that goes meanwhile leaves what serves serving (services
+    # outlive it), and a stop queues the deployment again (workers/deploys.py).
+    fix = (
+        f"v{dep['version']} was uploaded, and its deployment is kept: it goes on, or, if the server "
+        "stopped, goes on once it is back; what serves now keeps serving. Once the server answers, "
+        f"`orch service status {service}` shows how it went."
+    )
+    with following(f"the deployment of {service} v{dep['version']}", fix):
+        while dep["status"] not in FINAL:
+            time.sleep(0.5)
+            dep = client.get(f"/v1/services/{segment(service)}/deployments/{segment(dep['version'])}")
+        svc = client.get(f"/v1/services/{segment(service)}")
     if json_:
         print_json({**_json(svc), "deployment": dep})
     elif dep["status"] == "ready" and svc["desired"] == "stopped":

@@ -1,6 +1,6 @@
 """What the CLI's commands share: the --json option, the style of their tables, --env KEY=VALUE,
 float options that must be numbers, the name a bundle directory gets by default and the text of
-its manifest.
+its manifest, what a follower says when the server goes.
 
 The bundle packer is imported where it is used: every command imports this module, and the
 packer's models (pydantic) alone cost more than a light command's whole run."""
@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from orch.cli.output import Table, err_console
-from orch.errors import InvalidInput
+from orch.client.follow import lost_server
+from orch.errors import InvalidInput, ServerUnreachable
 from orch.text import utf8
 
 if TYPE_CHECKING:
@@ -121,3 +124,15 @@ def confirm_delete(question: str, what: str) -> None:
 def terminal_input() -> bool:
     """Whether standard input is a terminal someone can answer a question on."""
     return sys.stdin is not None and sys.stdin.isatty()
+
+
+@contextmanager
+def following(followed: str, fix: str) -> Iterator[None]:
+    """Following `followed` (a build, a deployment) that the server has answered for: a server
+    that goes meanwhile is said as `orch run` says it (client/follow.py's `lost_server`, exit 1),
+    with `fix` (what becomes of it, and the command that follows or shows it once the server
+    answers again), not as a server never reached, which reads as if nothing was done."""
+    try:
+        yield
+    except ServerUnreachable:
+        raise lost_server(followed, fix) from None

@@ -46,7 +46,11 @@ def follow(
         except ServerUnreachable:
             if not answered:
                 raise  # never reached: said as any command says it
-            raise lost_server(f"run {run_id}", f"orch runs show {run_id}") from None
+            raise lost_server(
+                f"run {run_id}",
+                f"Once it answers again, `orch runs show {run_id}` shows how it ended (a server that "
+                "stops records what it was running as failed).",
+            ) from None
         answered = True
         offsets.update(chunk["offsets"])
         news = [stream for stream in STREAMS if chunk[stream]]
@@ -56,15 +60,16 @@ def follow(
             return chunk
 
 
-def lost_server(followed: str, shows: str) -> ServerUnreachable:
+def lost_server(followed: str, fix: str) -> ServerUnreachable:
     """What a follower says when the server it was following `followed` through goes (a stop,
-    whose long polls answer at once and whose record of the end comes after it stops answering;
-    a kill; the network): not the connection's error, but that the end is recorded there and
-    which command (`shows`) reads it once the server answers again."""
+    whose long polls answer at once; a kill; the network): not the connection's error, which
+    reads as if nothing was done, but what was lost, and `fix`: what becomes of it (a run is
+    recorded as failed once the server stops answering; a build or a deployment is queued
+    again) and which command reads or follows it once the server answers again. The one
+    sentence of `orch run`, `orch runs logs -f` and the CLI's other followers (cli/utils.py's
+    `following`)."""
     return ServerUnreachable(
-        f"Lost the orch server while following {followed}: it stopped, or no longer answers.",
-        f"Once it answers again, `{shows}` shows how it ended (a server that stops records what "
-        "it was running as failed).",
+        f"Lost the orch server while following {followed}: it stopped, or no longer answers.", fix
     )
 
 
