@@ -4,7 +4,9 @@ Quotes are removed, the escape character makes the next character literal, and `
 `${NAME}` and `${NAME:-word}` (also `-`, `:+`, `+`, `:?`, `?`) are replaced. A variable that
 is not set expands to nothing, as in Docker. Where the result depends on something this can't
 know (a variable mapped to None, a modifier such as `${NAME%pattern}`, a syntax error, a
-`${NAME?}` that fails), the answer is None rather than a guess.
+`${NAME?}` that fails), the answer is None rather than a guess; so it is for a word whose
+variables' values add up to more than 64 KiB (no name, path or tag is that long, and without a
+bound `ARG A=$A$A` thirty times over would take gigabytes).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 # Deeper nesting than anyone writes; it also keeps the recursion far from Python's limit.
 _MAX_DEPTH = 32
 _SPECIAL = frozenset("@*#?-$!0")
+_MAX_LOOKED_UP = 64 * 1024  # characters of values one word may take in (a value taken twice counts twice)
 
 
 class _Unknown(Exception):
@@ -32,6 +35,7 @@ def expand(word: str, env: Mapping[str, str | None], escape: str = "\\") -> str 
 class _Lexer:
     def __init__(self, text: str, env: Mapping[str, str | None], escape: str) -> None:
         self.text, self.env, self.escape = text, env, escape
+        self.looked_up = 0
 
     def word(self, i: int, stop: str | None, depth: int) -> tuple[str, int]:
         """The expansion from `i` up to `stop` (None: the end); and the index after it."""
@@ -125,4 +129,8 @@ class _Lexer:
         """The variable's value; None when it is not set; _Unknown when it can't be known."""
         if name in self.env and self.env[name] is None:
             raise _Unknown
-        return self.env.get(name)
+        value = self.env.get(name)
+        self.looked_up += len(value or "")
+        if self.looked_up > _MAX_LOOKED_UP:
+            raise _Unknown
+        return value

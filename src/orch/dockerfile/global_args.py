@@ -19,7 +19,7 @@ from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.words import BACKSLASH, literal
 
 # BuildKit sets these from the build machine, whatever the Dockerfile says before them.
-_AUTOMATIC = frozenset(
+AUTOMATIC = frozenset(
     {
         "BUILDPLATFORM",
         "BUILDOS",
@@ -37,7 +37,7 @@ _AUTOMATIC = frozenset(
 class GlobalArgs:
     """Each global ARG's value (None: it can't be worked out here) and the line that set it."""
 
-    values: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(_AUTOMATIC))
+    values: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(AUTOMATIC))
     lines: dict[str, int] = field(default_factory=dict)
 
     @classmethod

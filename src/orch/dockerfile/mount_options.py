@@ -18,13 +18,24 @@ Refused: anything else (Docker's `required`, a cache's `size`, a tmpfs's `id` ..
 `sharing=private` (Buildah has no private caches), a relative target (Buildah wants absolute
 paths), quotes in the value (Buildah splits a quoted comma too), and `$` in any value but a
 target's, id's or source's (those Buildah expands as Docker does; the others are translated or
-checked here, which needs the value itself).
+checked here, which needs the value itself). A target with a variable is checked once more with
+the values ARG and ENV give it (`expanded_target_problem`): one that comes out empty, relative
+or at the root fails the build as the written value would.
+
+Numbers are read as Buildah reads them and refused when out of its range rather than called
+something else: a mode is octal up to 37777777777 (Go's ParseUint(value, 8, 32), the kernel's
+u32 for a tmpfs), and a uid or gid up to 4294967294. Buildah takes any int64 for an id and its
+chown keeps the low 32 bits, so 4294967296 would make root the owner; 4294967295 is the
+kernel's "-1", which leaves the owner as it was; Docker refuses anything past 4294967295.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from orch.dockerfile.expand import expand
 
 ONLY = "only --mount=type=cache and --mount=type=tmpfs are available"
 _SOURCES = frozenset({"bind", "secret", "ssh"})
@@ -46,7 +57,10 @@ _OCTAL, _DECIMAL = re.compile(r"[0-7]+"), re.compile(r"[0-9]+")
 # an optional b or ib, in any case; powers of 1024.
 _DOCKER_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+) ?(?:(b)|([kmgtp])(?:i?b)?)?", re.IGNORECASE)
 _KERNEL_SIZE = re.compile(r"[0-9]+[kKmMgGtTpPeE%]?")  # tmpfs's size= (memparse, or a % of memory)
-_MAX_32 = 2**32 - 1
+_MAX_MODE = 2**32 - 1  # 0o37777777777
+_MAX_ID = 2**32 - 2  # 2**32 - 1 is the kernel's -1: "leave the owner as it is"
+_MAX_SIZE = 2**63  # go-units' sizes are int64s: a size must be below 8 EiB
+_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class Mount:
     problem: tuple[str, str] | None  # (message, fix)
     buildah: str = ""  # the value for Podman's Containerfile, when there is no problem
     locked: bool = False  # a cache mount with sharing=locked
+    targets: tuple[str, ...] = ()  # each target option as written (dst=$D): Buildah checks each
 
 
 def for_buildah(spec: str) -> str:
@@ -101,7 +116,7 @@ def read(spec: str) -> Mount:
         if key in ("ro", "rw"):
             readonly = (key == "ro") == (not has_value or _BOOLEANS[value.lower()])
         elif key == "size":
-            out["tmpfs-size"] = str(_docker_size(value))
+            out["tmpfs-size"] = str(int(_docker_size(value) or 0))  # checked: below 8 EiB
         elif key == "sharing":
             out[key] = value.lower()
         elif key == "id" and not value:
@@ -116,7 +131,41 @@ def read(spec: str) -> Mount:
     if readonly:
         out["ro"] = None
     written = ",".join(key if value is None else f"{key}={value}" for key, value in out.items())
-    return Mount(None, written, out.get("sharing") == "locked")
+    targets = tuple(raw for raw, (key, _, _) in zip(spec.split(","), fields, strict=True) if key == "target")
+    return Mount(None, written, out.get("sharing") == "locked", targets)
+
+
+def expanded_target_problem(spec: str, variables: Mapping[str, str | None]) -> tuple[str, str] | None:
+    """(message, fix) when a mount's target, expanded with `variables`, is no directory to mount.
+
+    Buildah expands the target with the ARG and ENV values before the RUN (`variables`, as
+    expand() takes them: run_flags.StageVariables); a value that can't be worked out here is
+    left to it, since it may well be a directory. A mount `read` refuses, and a target without
+    a variable, is not looked at again.
+    A target holding a quote or a backslash is left alone too: the rendered flag quotes it, and
+    inside those quotes Buildah reads them otherwise than a bare word.
+    """
+    mount = read(spec)
+    if mount.problem is not None:
+        return None
+    for written in mount.targets:
+        key, _, value = written.partition("=")
+        if "$" not in value or "'" in value or "\\" in value:
+            continue
+        expanded = expand(value, variables)
+        if expanded is None:
+            continue
+        if not expanded:
+            name = _NAME.search(value)
+            give = f"{name.group(1)} a value (ARG {name.group(1)}=/root/.cache/pip)" if name else "it a value"
+            return (
+                f"RUN --mount {written[:40]} expands to nothing, so the mount has no target directory.",
+                f"Give {give}, or write the directory itself, e.g. {key}=/root/.cache/pip.",
+            )
+        problem = _target_problem(f"{written[:40]} (that is, {expanded[:40]})", expanded)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _field(field: str) -> tuple[str, bool, str]:
@@ -163,19 +212,8 @@ def _value_problem(kind: str, key: str, has_value: bool, value: str) -> tuple[st
     if key == "target":
         if not value:
             return "RUN --mount needs a target directory.", "Add one, for example target=/root/.cache/pip."
-        if not value.startswith(("/", "$")):
-            return (
-                f"RUN --mount target={value[:40]} is not an absolute path, which Podman requires.",
-                f"Write the whole path, e.g. target=/{value[:40].lstrip('./')}.",
-            )
-        top = value.strip("/").split("/", 1)[0]
-        if value.startswith("/") and (not top or top in _KERNELS):
-            # The root itself, or the kernel's own file systems the runtime mounts: no build runs.
-            return (
-                f"RUN --mount target={value[:40]} can't be a mount's: the step's root and /proc, /sys "
-                "and /dev are the runtime's.",
-                "Mount it at a directory of its own, e.g. target=/root/.cache/pip.",
-            )
+        if not value.startswith("$"):  # one with a variable is checked expanded, when it can be
+            return _target_problem(f"target={value[:40]}", value)
     elif key in ("ro", "rw"):
         if value.lower() not in _BOOLEANS:
             return (
@@ -194,14 +232,32 @@ def _value_problem(kind: str, key: str, has_value: bool, value: str) -> tuple[st
                 "Use sharing=shared or sharing=locked.",
             )
     elif key in ("mode", "tmpfs-mode"):
-        if not _OCTAL.fullmatch(value) or int(value, 8) > _MAX_32:
+        if not _OCTAL.fullmatch(value):
             return f"RUN --mount {key}={value[:40]} is not an octal file mode.", f"Write it like {key}=0755."
+        if int(value, 8) > _MAX_MODE:
+            return (
+                f"RUN --mount {key}={value[:40]} is out of range: a mode is an octal number from 0 "
+                "to 37777777777.",
+                f"Write a file mode, e.g. {key}=0755.",
+            )
     elif key in ("uid", "gid"):
-        if not _DECIMAL.fullmatch(value) or int(value) > _MAX_32:
+        if not _DECIMAL.fullmatch(value):
             return f"RUN --mount {key}={value[:40]} is not a numeric id.", f"Write a number, e.g. {key}=1000."
+        digits = value.lstrip("0")  # a length check first: Python won't convert 4,300 digits
+        if len(digits) > len(str(_MAX_ID)) or int(digits or "0") > _MAX_ID:
+            return (
+                f"RUN --mount {key}={value[:40]} is out of range: an id is a number from 0 to {_MAX_ID}.",
+                f"Write an id in that range, e.g. {key}=1000.",
+            )
     elif key == "size":
-        if _docker_size(value) is None:
+        size = _docker_size(value)
+        if size is None:
             return f"RUN --mount size={value[:40]} is not a size.", "Write one like size=512m or size=2g."
+        if size >= _MAX_SIZE:
+            return (
+                f"RUN --mount size={value[:40]} is out of range: a size must be below 8 EiB (8192p).",
+                "Write a smaller one, e.g. size=512m or size=2g.",
+            )
     elif key == "tmpfs-size" and not _KERNEL_SIZE.fullmatch(value):
         return (
             f"RUN --mount tmpfs-size={value[:40]} is not a size Podman reads.",
@@ -210,14 +266,34 @@ def _value_problem(kind: str, key: str, has_value: bool, value: str) -> tuple[st
     return None
 
 
-def _docker_size(value: str) -> int | None:
-    """Bytes of a Docker size (`512m`, `1.5GiB`, `100 MB`), or None when it isn't one."""
+def _target_problem(shown: str, value: str) -> tuple[str, str] | None:
+    """(message, fix) when Podman can't mount at `value` (a target's value as Buildah gets it)."""
+    if not value.startswith("/"):
+        return (
+            f"RUN --mount {shown} is not an absolute path, which Podman requires.",
+            f"Write the whole path, e.g. target=/{value[:40].lstrip('./')}.",
+        )
+    top = value.strip("/").split("/", 1)[0]
+    if not top or top in _KERNELS:
+        # The root itself, or the kernel's own file systems the runtime mounts: no build runs.
+        return (
+            f"RUN --mount {shown} can't be a mount's: the step's root and /proc, /sys and /dev are "
+            "the runtime's.",
+            "Mount it at a directory of its own, e.g. target=/root/.cache/pip.",
+        )
+    return None
+
+
+def _docker_size(value: str) -> float | None:
+    """Bytes of a Docker size (`512m`, `1.5GiB`, `100 MB`), or None when it isn't one.
+
+    A float, as go-units works it out: past 1.8e308 it is infinite (Docker refuses that too).
+    """
     match = _DOCKER_SIZE.fullmatch(value)
     if match is None:
         return None
     unit = (match.group(3) or "").lower()
-    size = int(float(match.group(1)) * 1024 ** ("kmgtp".index(unit) + 1 if unit else 0))
-    return size if size < 2**63 else None
+    return float(match.group(1)) * 1024.0 ** ("kmgtp".index(unit) + 1 if unit else 0)
 
 
 _EXAMPLES = {

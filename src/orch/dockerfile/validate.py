@@ -13,6 +13,7 @@ from orch.dockerfile.findings import Finding, Severity, error, warning
 from orch.dockerfile.global_args import GlobalArgs
 from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.parse import parse
+from orch.dockerfile.run_flags import StageVariables, check_mount_targets
 from orch.dockerfile.stage import before_from, check_stage
 from orch.dockerfile.verdicts import BUILT, verdict
 
@@ -50,6 +51,7 @@ def check(text: str) -> Validation:
     global_args = GlobalArgs.collect(i for i in instructions[: max(first_from, 0)] if i.keyword == "ARG")
     findings += check_stage(instructions, lambda word: global_args.resolve(word, parsed.directives.escape))
     installs = next_installs(instructions)
+    variables = StageVariables()  # what a RUN flag's $NAME means, from the stage's ARGs and ENVs
     built: list[Instruction] = []
     for n, ins in enumerate(instructions):
         if ins.keyword == "FROM":
@@ -76,6 +78,8 @@ def check(text: str) -> Validation:
                 findings.append(stage_ins)
                 continue
             findings += check_arguments(stage_ins)
+            findings += check_mount_targets(stage_ins, variables)
+            variables.take(stage_ins)
             built.append(stage_ins)
     return _result(spaced_heredoc.apply(parsed.spaced, findings), built)
 

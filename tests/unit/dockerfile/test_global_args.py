@@ -137,5 +137,15 @@ def test_expand_refuses_what_it_cannot_work_out(word: str) -> None:
     assert expand(word, {"N": None}) is None
 
 
+def test_a_value_too_long_to_work_out_is_unknown() -> None:
+    """Each ARG doubles A: worked out thirty times over, it would take gigabytes; past 64 KiB of
+    values taken in, the value is unknown (so a FROM that uses it is refused, saying so)."""
+    assert expand("$A$A", {"A": "x" * 32 * 1024}) == "x" * 64 * 1024
+    assert expand("$A$A$A", {"A": "x" * 32 * 1024}) is None
+    text = "ARG A=xxxxxxxx\n" + "ARG A=$A$A\n" * 20 + "FROM e2bdev/code-interpreter:$A\nRUN true\n"
+    found = errors(validate(text))
+    assert any("can't be worked out" in f.message for f in found), found
+
+
 def test_base_image_constant() -> None:
     assert BASE_IMAGE == "e2bdev/code-interpreter:latest"

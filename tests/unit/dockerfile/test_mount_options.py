@@ -119,3 +119,97 @@ def test_variables_in_a_target_id_or_source_are_left_to_buildah() -> None:
     """Buildah expands them as Docker does (checked: target=$D mounts /x for ARG D=/x)."""
     text = BASE + "ARG D=/x\nRUN --mount=type=cache,target=$D,source=${D} true\n"
     assert validate(text).ok
+
+
+@pytest.mark.parametrize(
+    ("lines", "option"),
+    [
+        # Found by a tester: validation said "valid", then Buildah expanded the target to nothing.
+        ("ARG E\nRUN --mount=type=cache,target=${E} true", "target=${E}"),
+        ("ARG E\nRUN --mount=type=cache,target=$E true", "target=$E"),
+        ("ARG E\nRUN --mount=type=cache,target=${E:-} true", "target=${E:-}"),
+        ("ARG E\nRUN --mount=type=tmpfs,dst=${E} true", "dst=${E}"),
+        ("ENV E=\nRUN --mount=type=cache,target=$E true", "target=$E"),
+        ("ARG E=\nRUN --mount=type=cache,target=/x,destination=$E true", "destination=$E"),  # each is checked
+    ],
+)
+def test_a_target_that_expands_to_nothing_is_refused(lines: str, option: str) -> None:
+    [finding] = errors(validate(BASE + lines + "\n"))
+    assert (finding.line, finding.instruction) == (3, "RUN")
+    assert finding.message == (
+        f"RUN --mount {option} expands to nothing, so the mount has no target directory."
+    )
+    assert "ARG E=/root/.cache/pip" in finding.fix
+
+
+def test_a_global_arg_redeclared_without_a_value_gives_the_target_its_value() -> None:
+    line = "RUN --mount=type=cache,target=$E true\n"
+    text = BASE + "ARG E\n" + line
+    assert validate(f"ARG E=/x\n{text}").ok
+    [finding] = errors(validate(f"ARG E=\n{text}"))
+    assert "target=$E expands to nothing" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("lines", "needle"),
+    [
+        ("ARG D=cache\nRUN --mount=type=cache,target=$D true", "$D (that is, cache) is not an absolute"),
+        ("ARG D=/\nRUN --mount=type=cache,target=${D} true", "target=${D} (that is, /) can't be"),
+        ("ENV D=/proc\nRUN --mount=type=tmpfs,target=$D/x true", "target=$D/x (that is, /proc/x) can't be"),
+    ],
+)
+def test_a_target_is_checked_with_its_variables_values(lines: str, needle: str) -> None:
+    [finding] = errors(validate(BASE + lines + "\n"))
+    assert needle in finding.message and finding.fix
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "ARG E\nRUN --mount=type=cache,target=${E:-/c} true",
+        "ARG E\nRUN --mount=type=cache,target=$E/c true",
+        "ARG E\nENV E=/x\nRUN --mount=type=cache,target=$E true",  # ENV wins over ARG
+        "ENV E=/x\nARG E=\nRUN --mount=type=cache,target=$E true",
+        "ARG E=/x\nARG E\nRUN --mount=type=cache,target=$E true",  # the earlier default stays
+        # Values that can't be worked out here may well be directories: Buildah decides.
+        "RUN --mount=type=cache,target=$HOME/.cache true",  # the base image's ENV may set it
+        "ARG HTTPS_PROXY=/x\nRUN --mount=type=cache,target=$HTTPS_PROXY true",  # a build argument
+        "ARG TARGETARCH\nRUN --mount=type=cache,target=$TARGETARCH true",  # the build machine's
+        "ARG E=/x/\nRUN --mount=type=cache,target=${E%/} true",
+        "ARG E\nENV F=$G\nRUN --mount=type=cache,target=${F}${E} true",
+    ],
+)
+def test_a_target_that_may_be_a_directory_is_accepted(lines: str) -> None:
+    assert validate(BASE + lines + "\n").ok
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        # Found by a tester: 99999999999 is a number, but no uid.
+        ("uid=99999999999", "uid=99999999999 is out of range: an id is a number from 0 to 4294967294"),
+        ("gid=4294967295", "gid=4294967295 is out of range"),  # the kernel's -1: chown changes nothing
+        ("uid=" + "9" * 5000, "is out of range"),  # more digits than Python converts
+        ("mode=40000000000", "mode=40000000000 is out of range: a mode is an octal number from 0 to 3777"),
+        ("size=8192p", "size=8192p is out of range: a size must be below 8 EiB"),
+        ("size=" + "9" * 400, "is out of range"),  # an infinite float
+    ],
+)
+def test_a_number_out_of_range_is_called_so(option: str, needle: str) -> None:
+    kind = "tmpfs" if option.startswith("size") else "cache"
+    [finding] = errors(validate(BASE + f"RUN --mount=type={kind},target=/x,{option} true\n"))
+    assert needle in finding.message and "not a" not in finding.message
+    assert "e.g." in finding.fix
+
+
+def test_numbers_at_the_top_of_their_range_build() -> None:
+    options = "target=/x,uid=4294967294,gid=04294967294,mode=37777777777"
+    assert without_id(rendered_mount(f"RUN --mount=type=cache,{options} true")) == f"type=cache,{options}"
+    tmpfs = "RUN --mount=type=tmpfs,target=/t,tmpfs-mode=37777777777,size=8191p true"
+    assert rendered_mount(tmpfs) == f"type=tmpfs,target=/t,tmpfs-mode=37777777777,tmpfs-size={8191 * 1024**5}"
+
+
+def test_a_value_too_long_to_work_out_is_left_to_podman() -> None:
+    """Each ENV doubles A: worked out thirty times over, it would take gigabytes."""
+    text = BASE + "ENV A=xxxxxxxx\n" + "ENV A=$A$A\n" * 20 + "RUN --mount=type=cache,target=${A:+} true\n"
+    assert validate(text).ok
