@@ -96,6 +96,9 @@ def _urls(text: str) -> tuple[str, ...]:
     """Comma-separated http(s) URLs."""
     urls = tuple(url.strip().rstrip("/") for url in text.split(",") if url.strip())
     for url in urls:
+        # urlsplit takes `http://x y` whole, though no client reaches such an address.
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+            raise ValueError(url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(url)

@@ -222,3 +222,12 @@ def test_the_cli_refuses_an_empty_agent_or_before_for_runs_list(
     res = runner.invoke(cli_app, ["runs", "list", option, ""])
     assert res.exit_code == 2, res.output
     assert "An empty name or id was given, which names nothing." in res.stderr
+
+
+def test_the_cli_refuses_an_empty_default_environment_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`orch env set-default ''` sent its request: with the server away, "Cannot reach", exit 1."""
+    monkeypatch.setenv("ORCH_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ORCH_TOKEN", "orch_unused")
+    res = runner.invoke(cli_app, ["env", "set-default", ""])
+    assert res.exit_code == 2, res.output
+    assert "An empty name or id was given, which names nothing." in res.stderr

@@ -15,7 +15,7 @@ from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, confirm_delete, following, plain_table
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, check_name, segment
 from orch.errors import InvalidInput, NotFound, OrchError
 from orch.reading import STDIN, read_bounded
 
@@ -558,6 +558,7 @@ def delete(
 @command
 def set_default(env: str = typer.Argument(..., help="Environment id or name.")) -> None:
     """Make ENV the workspace default: agents without their own Dockerfile or pin use it."""
+    check_name(env)  # before any request, as every command taking a name (docs/cli.md)
     client = Transport.from_settings()
     answer = client.put("/v1/workspace/default-environment", json={"environment": env})
     data, n = answer["default"], answer["affected_agents"]
