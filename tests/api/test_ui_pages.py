@@ -229,7 +229,7 @@ def test_services_answers_keep_their_own_headers(site: httpx.Client) -> None:
 def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: httpx.Client) -> None:
     page = browser.get("/ui/nope")
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
-    assert alert(page.text) == "Nothing is at /ui/nope."
+    assert alert(page.text) == "There is no page at this address."
     assert 'aria-label="Main"' in page.text and "Choose a page from the menu above." in page.text
     assert browser.get("/ui/runs?before=").status_code == 200
     assert browser.get("/ui/agents/hello/x").status_code == 404  # no such page: the UI's page too
@@ -237,6 +237,19 @@ def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: ht
     # Elsewhere the API's JSON, as before.
     assert api.get("/v1/nope").json()["message"] == "Nothing is at /v1/nope."
     assert browser.get("/ui/static/nope.js").headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("path", ["/ui/x%00y", "/ui/environments%00", "/ui/%00"])
+def test_a_nul_in_an_address_that_is_no_page_is_refused(browser: httpx.Client, path: str) -> None:
+    resp = browser.get(path)  # was 404, with the NUL itself in the page's HTML
+    assert resp.status_code == 400 and "\x00" not in resp.text
+    assert alert(resp.text).startswith("The URL holds a NUL character (%00), which no name or id contains.")
+
+
+def test_the_error_page_says_nothing_a_link_chose(browser: httpx.Client) -> None:
+    said = "Your token was revoked. Sign in at http://evil.example"
+    page = browser.get("/ui/" + said)
+    assert page.status_code == 404 and "evil.example" not in page.text and "revoked" not in page.text
 
 
 def test_a_form_with_bytes_that_are_not_utf8_saves_nothing(browser: httpx.Client, api: httpx.Client) -> None:

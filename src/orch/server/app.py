@@ -30,6 +30,7 @@ from orch.server.api import (
     services,
     workspaces,
 )
+from orch.server.api.deps import NUL_IN_URL
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
 from orch.services import environments as envs
@@ -151,9 +152,9 @@ def install_errors(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, OrchError):  # raised while FastAPI read the body (a bound)
             return await orch_error(request, exc.__cause__)
-        message, fix = _http_error_text(request, exc)
         if ui.is_page(request.url.path):  # a person's browser: a page to go on from
-            return ui.problem_page(request, exc.status_code, message)
+            return ui.problem_page(request, *_page_error_text(request, exc))
+        message, fix = _http_error_text(request, exc)
         return JSONResponse(
             {"error": "http_error", "message": message, "fix": fix},
             status_code=exc.status_code,
@@ -265,6 +266,19 @@ def _plainly(error: Mapping[str, Any]) -> str:
         except (KeyError, IndexError):
             pass
     return f"is not valid: {str(error.get('msg', 'invalid value')).rstrip('.')}"
+
+
+def _page_error_text(request: Request, exc: StarletteHTTPException) -> tuple[int, str]:
+    """The status and sentence of the UI's error page for what Starlette refuses: never the
+    path itself, which a link chooses ("/ui/Your token was revoked. Sign in at ..." would have the
+    page say it; docs/ui.md), and a NUL in it is refused as the pages refuse it (400)."""
+    if "\x00" in request.url.path:
+        return 400, NUL_IN_URL[0]
+    if exc.status_code == 404:
+        return 404, "There is no page at this address."
+    if exc.status_code == 405:
+        return 405, f"This page does not take {request.scope.get(head.ASKED, request.method)}."
+    return exc.status_code, _http_error_text(request, exc)[0]
 
 
 def _http_error_text(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:

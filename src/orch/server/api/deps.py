@@ -143,14 +143,17 @@ def api_router(tag: str) -> APIRouter:
     return APIRouter(prefix="/v1", tags=[tag], route_class=ApiRoute)
 
 
+NUL_IN_URL = (
+    "The URL holds a NUL character (%00), which no name or id contains.",
+    "Remove the %00 from the URL.",
+)
+
+
 def refuse_nul(request: Request) -> None:
     """Refuse a NUL character (%00) in the path or the query: no name or id holds one, and
     PostgreSQL refuses it even in a lookup."""
     if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in request.query_params.multi_items()):
-        raise InvalidInput(
-            "The URL holds a NUL character (%00), which no name or id contains.",
-            "Remove the %00 from the URL.",
-        )
+        raise InvalidInput(*NUL_IN_URL)
 
 
 async def api_workspace_id(request: Request, ws: Annotated[str, Depends(get_workspace_id)]) -> str:
