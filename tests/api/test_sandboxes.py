@@ -734,6 +734,13 @@ def test_cli_cp_into_a_sandbox_directory_keeps_the_file_s_name(
     res = cli("sandbox", "cp", f"{sandbox_id}:/tmp", str(tmp_path / "out"))
     assert res.exit_code == 2 and "Could not read /tmp in the sandbox: Is a directory." in res.stderr
     assert "can write" not in res.stderr and not (tmp_path / "out").exists()
+    # Out of it, a local target ending in / names a directory too (a file of that name was written).
+    holder.last().files["/tmp/notes.txt"] = b"hello"
+    res = cli("sandbox", "cp", f"{sandbox_id}:/tmp/notes.txt", f"{tmp_path}/nodir/")
+    assert res.exit_code == 2 and "a target ending in / names a directory" in res.stderr, res.output
+    assert not (tmp_path / "nodir").exists()
+    res = cli("sandbox", "cp", f"{sandbox_id}:/tmp/notes.txt", f"{tmp_path}/")
+    assert res.exit_code == 0 and (tmp_path / "notes.txt").read_bytes() == b"hello", res.output
 
 
 def test_cli_rm_tries_every_id(cli, holder: FakeHolder, platform: Platform) -> None:

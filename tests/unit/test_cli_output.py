@@ -47,15 +47,15 @@ def test_plain_is_what_rich_shows(markup: str) -> None:
 
 def _rich_lines(table: output.Table) -> list[str]:
     buffer = io.StringIO()
-    RichConsole(file=buffer, width=10_000, color_system=None).print(table.rich())
+    RichConsole(file=buffer, width=10_000, color_system=None).print(table.rich(10_000))
     return [line.rstrip() for line in buffer.getvalue().splitlines()]
 
 
 def test_plain_tables_are_richs_without_trailing_spaces() -> None:
     table = output.Table()
-    table.add_column("ID", no_wrap=True)
-    table.add_column("NAME", no_wrap=True, min_width=12)
-    table.add_column("DESCRIPTION", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("ID")
+    table.add_column("NAME", min_width=12)
+    table.add_column("DESCRIPTION", key=False)
     table.add_row("env_1", "python ★", "[green]ready[/]")
     table.add_row("env_22", "日本語", output.escape("[not markup] " + "d" * 90))
     lines = table.lines()

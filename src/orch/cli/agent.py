@@ -106,7 +106,7 @@ def list_(json_: bool = JSON) -> None:
         return
     table = plain_table()
     for col in ("NAME", "VERSION", "ENTRYPOINT", "ENVIRONMENT", "PUBLISHED"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col in ("NAME", "VERSION"))
     for a in agents:
         v = a["latest"]
         table.add_row(

@@ -110,10 +110,9 @@ def list_(json_: bool = JSON) -> None:
         for e in envs
     ]
     table = plain_table()
-    for i, col in enumerate(("ID", "NAME", "KIND", "STATUS")):
-        # Ids and names are what users type next: never cut them; the description gives way.
-        table.add_column(col, no_wrap=True, min_width=max([len(r[i]) for r in rows] + [len(col)]))
-    table.add_column("DESCRIPTION", no_wrap=True, overflow="ellipsis", ratio=1)
+    for col in ("ID", "NAME", "KIND", "STATUS"):
+        table.add_column(col)  # ids and names are what users type next: never cut
+    table.add_column("DESCRIPTION", key=False)  # it gives way
     for id_, name, kind, status, description in rows:
         colour = colours.get(status, "dim")
         table.add_row(id_, name, kind, f"[{colour}]{status}[/]", escape(description))

@@ -213,7 +213,7 @@ def list_(json_: bool = JSON) -> None:
         return
     table = plain_table()
     for col in ("ID", "ADDRESS", "STATE", "CPUS", "MEMORY", "SLOTS", "RUNNING", "SEEN"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col != "SEEN")
     for n in found:
         cap = n["capacity"]
         table.add_row(

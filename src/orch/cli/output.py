@@ -15,7 +15,8 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 
@@ -70,39 +71,109 @@ def _pad(cell: str, width: int) -> str:
 
 
 class Table:
-    """A table in the CLI's one style: no borders, bold headers, flush left. Columns take rich's
-    add_column options, for terminals; plain output prints every cell whole."""
+    """A table in the CLI's one style: no borders, bold headers, flush left.
+
+    Piped, every cell is printed whole. On a terminal the table fits its width, and what gives
+    way is said per column: a key column (the default: ids, names, statuses, versions, counts,
+    what the next command takes) is never cut; a descriptive one (`key=False`: a description, an
+    environment, a URL, a time) is cut with …, or wrapped if added with `no_wrap=False`. When even
+    the key columns don't fit, the rows are wider than the terminal (it wraps them), as kubectl's
+    and podman's are, rather than an id cut (docs/cli.md)."""
 
     def __init__(self) -> None:
-        self.columns: list[tuple[str, dict[str, Any]]] = []
+        self.columns: list[_Column] = []
         self.rows: list[tuple[str, ...]] = []
 
-    def add_column(self, header: str, **options: Any) -> None:
-        self.columns.append((header, options))
+    def add_column(
+        self,
+        header: str,
+        *,
+        key: bool = True,
+        no_wrap: bool = True,
+        justify: Literal["left", "right"] = "left",
+        min_width: int = 0,
+    ) -> None:
+        self.columns.append(_Column(header, key, no_wrap, justify, min_width))
 
     def add_row(self, *cells: str) -> None:
         self.rows.append(cells)
 
-    def lines(self) -> list[str]:
-        grid = [[plain(h) for h, _ in self.columns], *([plain(c) for c in row] for row in self.rows)]
-        widths = [
-            max([_width(line[i]) for line in grid] + [options.get("min_width") or 0])
-            for i, (_, options) in enumerate(self.columns)
+    def _grid(self) -> list[list[str]]:
+        return [
+            [plain(c.header) for c in self.columns],
+            *([plain(cell) for cell in row] for row in self.rows),
         ]
+
+    def _natural(self, grid: list[list[str]]) -> list[int]:
+        """Each column's width with every cell whole."""
+        return [
+            max([_width(line[i]) for line in grid] + [column.min_width])
+            for i, column in enumerate(self.columns)
+        ]
+
+    def lines(self) -> list[str]:
+        grid = self._grid()
+        widths = self._natural(grid)
         return [
             "  ".join(_pad(cell, width) for cell, width in zip(line, widths, strict=True)).rstrip()
             for line in grid
         ]
 
-    def rich(self) -> Any:
+    def widths(self, room: int) -> list[int]:
+        """Each column's width on a terminal `room` columns wide. The key columns are whole; the
+        descriptive ones share what is left, the widest cut first (each down to a common width,
+        so a short one, a time say, stays whole while a long one gives way), none narrower than
+        its header. Below that the table is wider than `room`: a cut header, or a cell cut to a
+        letter or two, would say nothing."""
+        natural = self._natural(self._grid())
+        giving = [i for i, column in enumerate(self.columns) if not column.key]
+        left = room - 2 * (len(natural) - 1) - sum(w for i, w in enumerate(natural) if i not in giving)
+        if not giving or sum(natural[i] for i in giving) <= left:
+            return natural
+        floors = {i: min(natural[i], _width(plain(self.columns[i].header))) for i in giving}
+        fitted = dict(floors)
+        for level in range(max(natural[i] for i in giving), 0, -1):
+            fitted = {i: min(natural[i], max(floors[i], level)) for i in giving}
+            if sum(fitted.values()) <= left:
+                break
+        # What the common width leaves over (less than a column each) goes to the widest cut.
+        for i in sorted((i for i in giving if fitted[i] < natural[i]), key=lambda i: -natural[i]):
+            if sum(fitted.values()) >= left:
+                break
+            fitted[i] += 1
+        return [fitted.get(i, w) for i, w in enumerate(natural)]
+
+    def rich(self, room: int) -> Any:
+        """The table for rich, on a terminal `room` columns wide: every column's width fixed by
+        `widths`, and the table as wide as they make it, so rich cuts no key column to fit
+        (its own fitting cuts every column alike, headers too, and drops the last ones)."""
         from rich.table import Table as RichTable
 
-        table = RichTable(box=None, header_style="bold", pad_edge=False)
-        for header, options in self.columns:
-            table.add_column(header, **options)
+        widths = self.widths(room)
+        table = RichTable(
+            box=None, header_style="bold", pad_edge=False, width=sum(widths) + 2 * (len(widths) - 1)
+        )
+        for column, width in zip(self.columns, widths, strict=True):
+            wrap = not column.key and not column.no_wrap
+            table.add_column(
+                column.header,
+                width=width,
+                no_wrap=not wrap,
+                overflow="fold" if wrap else "ellipsis",
+                justify=column.justify,
+            )
         for row in self.rows:
             table.add_row(*row)
         return table
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    key: bool  # never cut on a terminal (see Table)
+    no_wrap: bool  # a descriptive column's: cut with … rather than wrapped
+    justify: Literal["left", "right"]
+    min_width: int
 
 
 def _is_terminal(stream: IO[str]) -> bool:
@@ -152,8 +223,13 @@ class Console:
         highlight: bool = False,
     ) -> None:
         if self.is_terminal:
-            shown = text.rich() if isinstance(text, Table) else text
-            self.rich().print(shown, markup=markup, style=style, soft_wrap=soft_wrap, highlight=highlight)
+            console = self.rich()
+            shown = text.rich(console.width) if isinstance(text, Table) else text
+            # A table's rows wider than the terminal (its key columns alone are) go out whole.
+            crop = not isinstance(text, Table)
+            console.print(
+                shown, markup=markup, style=style, soft_wrap=soft_wrap, highlight=highlight, crop=crop
+            )
             return
         lines = text.lines() if isinstance(text, Table) else [plain(text) if markup else text]
         self.file.write("".join(line + "\n" for line in lines))

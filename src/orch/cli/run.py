@@ -268,7 +268,7 @@ def list_(
         return
     table = plain_table()
     for col in ("ID", "AGENT", "STATUS", "ENVIRONMENT", "EXIT", "QUEUED"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col not in ("ENVIRONMENT", "QUEUED"))
     for r in runs:
         exit_code = "" if r["exit_code"] is None else str(r["exit_code"])
         table.add_row(

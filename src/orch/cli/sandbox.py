@@ -245,6 +245,12 @@ def cp(
         )
         return
     assert down is not None
+    if target != "-" and target.endswith("/") and not Path(target).is_dir():
+        # As `cp FILE nodir/` and the sandbox's own side: a trailing / names a directory.
+        raise InvalidInput(
+            f"No directory {target!r} here: a target ending in / names a directory, and nothing was copied.",
+            "Create the directory first, or leave out the / to write a file of that name.",
+        )
     data = client.send("GET", f"{_path(down[1])}/files", params={"path": down[2]}).content
     if target == "-":
         sys.stdout.buffer.write(data)
@@ -309,7 +315,10 @@ def list_(
     columns: tuple[str, ...] = ("ID", "STATUS", "ENVIRONMENT", "MEMORY", "CREATED", "LAST USED", "EXPIRES")
     columns += ("NODE",) * on_nodes + ("REASON",) * ended
     for col in columns:
-        table.add_column(col, no_wrap=col != "REASON", justify="right" if col == "MEMORY" else "left")
+        key = col in ("ID", "STATUS", "MEMORY", "NODE")
+        table.add_column(
+            col, key=key, no_wrap=col != "REASON", justify="right" if col == "MEMORY" else "left"
+        )
     for s in found:
         table.add_row(
             s["id"],

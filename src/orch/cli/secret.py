@@ -90,7 +90,7 @@ def list_(json_: bool = JSON) -> None:
         return
     table = plain_table()
     for col in ("NAME", "CREATED", "UPDATED"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col == "NAME")
     for s in found:
         table.add_row(s["name"], s["created_at"][:19], s["updated_at"][:19])
     console.print(table)

@@ -167,7 +167,7 @@ def list_(json_: bool = JSON) -> None:
         return
     table = plain_table()
     for col in ("NAME", "STATE", "VERSION", "REPLICAS", "UPTIME", "RESTARTS", "ACCESS", "URL"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col != "URL")
     for s in services:
         table.add_row(
             s["name"],

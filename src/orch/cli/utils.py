@@ -29,7 +29,8 @@ JSON = typer.Option(False, "--json", help="Print JSON (a stable contract for scr
 
 
 def plain_table() -> Table:
-    """An empty table in the CLI's one style: no borders, bold headers, flush left."""
+    """An empty table in the CLI's one style: no borders, bold headers, flush left. Its columns
+    are key columns, never cut on a terminal, unless added with `key=False` (output.Table)."""
     return Table()
 
 

@@ -17,7 +17,7 @@ token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashe
 def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     table = plain_table()
     for col in columns:
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, key=col != "CREATED")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     console.print(table)
