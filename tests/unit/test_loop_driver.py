@@ -5,11 +5,13 @@ commands run as plain processes (the real sandbox: tests/integration/test_loop_h
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -644,3 +646,156 @@ def test_the_conversations_bound_counts_every_turn(drive: Drive, monkeypatch: py
     # prompt too, and a message per result).
     sent = len(drive.server.requests[-1].body["messages"])
     assert sent == (2 + 4 * (1 + 3) if drive.provider == "openai" else 1 + 4 * 2)
+
+
+class Redirector:
+    """An endpoint on 127.0.0.1 that answers every POST with `status` and `location`, counting
+    them: an allowed endpoint that points the server elsewhere."""
+
+    def __init__(self, status: int, location: str) -> None:
+        self.hits = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                owner.hits += 1
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = b'{"error": {"message": "moved"}}'
+                self.send_response(status)
+                self.send_header("location", location)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_is_not_followed(
+    model_server: ModelServer, tmp_path: Path, provider: str, status: int
+) -> None:
+    """The endpoint is one of the server's model_endpoints so that a workspace cannot make the
+    server call addresses only it reaches; the client followed an allowed endpoint's redirect
+    anywhere: a 307 to the server's own API made it POST the conversation there, and another
+    host's answer came back as the model's (found by a tester). A redirect is followed nowhere:
+    the run fails at once, naming the status and where it pointed, and is not tried again."""
+    target = f"{model_server.url}/v1/chat/completions"  # a model that would answer, were it asked
+    model_server.forever(Reply(text="an answer from elsewhere"))
+    redirector = Redirector(status, target)
+    try:
+        base = f"{redirector.url}/v1" if provider == "openai" else redirector.url
+        loop = LoopConfig(model="m", provider=provider, base_url=base)  # type: ignore[arg-type]
+        outcome = run_loop(
+            loop, connect(loop, KEY), LocalSandbox(tmp_path), "hi", lambda *_: None, backoff=QUICK
+        )
+    finally:
+        redirector.close()
+    assert (outcome.status, outcome.reason) == (
+        RunStatus.FAILED,
+        f"the model endpoint answered {status}, a redirect to {target}, which orch does not follow: "
+        "set loop.base_url to where it points, if that address is in the server's model_endpoints",
+    )
+    assert model_server.requests == [] and redirector.hits == 1
+
+
+def test_a_relative_redirect_is_named_in_full(model_server: ModelServer, tmp_path: Path) -> None:
+    redirector = Redirector(307, "/v1/runs")
+    try:
+        loop = LoopConfig(model="m", provider="openai", base_url=f"{redirector.url}/v1")
+        outcome = run_loop(loop, connect(loop, None), LocalSandbox(tmp_path), "hi", lambda *_: None)
+    finally:
+        redirector.close()
+    assert outcome.reason is not None
+    assert outcome.reason.startswith(
+        f"the model endpoint answered 307, a redirect to {redirector.url}/v1/runs, "
+    )
+
+
+@pytest.mark.parametrize("kind", ["urandom", "zero", "fifo", "directory"])
+def test_edit_file_refuses_what_is_no_regular_file(
+    model_server: ModelServer, tmp_path: Path, kind: str
+) -> None:
+    """edit_file read its file whole with `cat`: a device that never ends (/dev/urandom) was
+    read until the tool's timeout, and ~1 MiB of its bytes, NULs among them, came back as the
+    result, far past tool_output_limit; a FIFO waited out the timeout (found by a tester). What
+    is there but is no regular file is refused at once, in a sentence."""
+    path = {"urandom": "/dev/urandom", "zero": "/dev/zero", "fifo": "pipe", "directory": "sub"}[kind]
+    if kind == "fifo":
+        os.mkfifo(tmp_path / path)
+    if kind == "directory":
+        (tmp_path / path).mkdir()
+    model_server.script(
+        Reply(calls=[("edit_file", {"path": path, "old": "a", "new": "b"})]), Reply(text="ok")
+    )
+    drive = Drive(model_server, "openai", LocalSandbox(tmp_path))
+    assert drive(tool_timeout=1, tool_output_limit=1024).status == RunStatus.SUCCEEDED
+    (result,) = drive.of("tool_result")
+    assert result["duration"] < 0.5  # not the tool's timeout
+    assert (result["exit_code"], result["output"]) == (
+        1,
+        f"error: {path} is not a regular file (a directory, a device or a FIFO, say); "
+        "edit_file edits files only.",
+    )
+
+
+class CountingSandbox(LocalSandbox):
+    """A LocalSandbox that records how many bytes each command handed its output."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.sizes: list[int] = []
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
+        done = super().exec(argv, stdin=stdin, timeout=timeout, output=output)
+        self.sizes.append(output.size)
+        return done
+
+
+def test_edit_file_reads_at_most_1_mib_and_a_byte(model_server: ModelServer, tmp_path: Path) -> None:
+    """A regular file is read no further than a byte past the 1 MiB edit_file takes: one of
+    gigabytes (a sparse one is made in an instant) costs no more than one of 1 MiB and a byte."""
+    (tmp_path / "big.txt").write_bytes(b"a" * (5 * 1024**2))
+    model_server.script(
+        Reply(calls=[("edit_file", {"path": "big.txt", "old": "a", "new": "b"})]), Reply(text="ok")
+    )
+    drive = Drive(model_server, "openai", CountingSandbox(tmp_path))
+    drive()
+    (result,) = drive.of("tool_result")
+    assert (result["exit_code"], result["output"]) == (
+        1,
+        "error: big.txt is larger than 1 MiB; edit it with bash (sed, python).",
+    )
+    assert drive.sandbox.sizes == [1024**2 + 1]
+
+
+def test_a_failed_read_for_edit_file_is_within_the_output_limit(
+    model_server: ModelServer, tmp_path: Path
+) -> None:
+    """What edit_file's read said when it failed is its result (head's error, the timeout's
+    note); read for the edit, up to 1 MiB and a byte, it is cut to tool_output_limit like any
+    tool's output, with no NUL."""
+
+    class Failing(LocalSandbox):
+        def exec(self, argv: Sequence[str], *, stdin: bytes | None, timeout: float, output: Clip) -> Finished:
+            output(b"\x00" * (1024**2 + 1) + b"\nhead: error reading 'a.txt': Input/output error\n")
+            return Finished(1, output)
+
+    model_server.script(
+        Reply(calls=[("edit_file", {"path": "a.txt", "old": "a", "new": "b"})]), Reply(text="ok")
+    )
+    drive = Drive(model_server, "openai", Failing(tmp_path))
+    drive(tool_output_limit=1024)
+    (result,) = drive.of("tool_result")
+    assert result["exit_code"] == 1 and "\x00" not in result["output"]
+    assert len(result["output"].encode()) < 1100 and result["output"].endswith("Input/output error\n")

@@ -26,7 +26,6 @@ class BoundedClient(httpx2.Client):
     SDKs for no streamed answers, so reading at once changes nothing else."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("follow_redirects", True)  # as the SDKs' own clients do
         super().__init__(**kwargs)
         self.limit = MAX_ANSWER
 

@@ -8,7 +8,13 @@ its connection for as long as it liked: one of each per ended run. Closing the s
 wake the read (a blocked read holds the connection open); shutting it down does: the read fails
 at once, the call's thread ends, and the connection is closed. So the client keeps the
 connections it opens (httpcore's `trace` extension hands each one over as it is made) and shuts
-them all down when it is closed; one opened after that is shut down as it comes."""
+them all down when it is closed; one opened after that is shut down as it comes.
+
+It follows no redirect. The endpoint is one of the server's `model_endpoints` (endpoints.py)
+so that a workspace cannot make the server send requests where only the server reaches (its own
+API, the cloud's metadata address); a redirect from it would lead anywhere, and the
+conversation with it. A model API does not redirect its POSTs, so a 3xx ends the call:
+`Redirected`, which says where it pointed."""
 
 from __future__ import annotations
 
@@ -25,6 +31,19 @@ import httpx2
 from orch.loop.answer_size import BoundedClient
 
 Trace = Callable[[str, dict[str, Any]], None]
+_LOCATION_SHOWN = 500  # characters of a redirect's Location quoted back
+
+
+class Redirected(Exception):
+    """The endpoint answered a redirect, which is not followed: the run's reason, in a sentence."""
+
+    def __init__(self, status: int, location: str | None) -> None:
+        where = f"a redirect to {location}" if location else "a redirect with no Location"
+        super().__init__(
+            f"the model endpoint answered {status}, {where}, which orch does not follow: set "
+            "loop.base_url to where it points, if that address is in the server's model_endpoints"
+        )
+        self.status, self.location = status, location
 
 
 class RunClient(BoundedClient):
@@ -36,7 +55,11 @@ class RunClient(BoundedClient):
 
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         request.extensions["trace"] = self._trace(request.extensions.get("trace"))
-        return super().send(request, **kwargs)
+        kwargs["follow_redirects"] = False  # whatever the SDK asks for this request
+        response = super().send(request, **kwargs)
+        if 300 <= response.status_code < 400:
+            raise Redirected(response.status_code, _location(request, response))
+        return response
 
     def _trace(self, given: Trace | None) -> Trace:
         """A trace callback that keeps each connection as it is made (its TCP stream, then its
@@ -65,6 +88,16 @@ class RunClient(BoundedClient):
         for stream in streams:
             _shut(stream)
         super().close()
+
+
+def _location(request: httpx2.Request, response: httpx2.Response) -> str | None:
+    """Where a redirect points: its Location, made absolute, within _LOCATION_SHOWN characters."""
+    location = response.headers.get("location", "").strip()
+    if not location:
+        return None
+    with contextlib.suppress(httpx2.InvalidURL, ValueError):  # not a URL: quoted as it came
+        location = str(request.url.join(location))
+    return location if len(location) <= _LOCATION_SHOWN else location[: _LOCATION_SHOWN - 3] + "..."
 
 
 def _shut(stream: httpcore2.NetworkStream) -> None:

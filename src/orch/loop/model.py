@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orch.loop.answer_size import AnswerTooLarge
+from orch.loop.client import Redirected
 
 _SAID = 500  # characters of an endpoint's message kept in a reason
 MAX_DEPTH = 100  # levels of nesting a tool call's arguments may have (deeper: not usable JSON)
@@ -153,7 +154,8 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
     """A provider SDK's errors as ours: its error status (`status_error`: the SDK's
     APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
     answer that is not `shape` (the SDKs do not validate answers), is larger than orch reads or
-    is otherwise Unusable as EndpointError too, with a status of 200."""
+    is otherwise Unusable as EndpointError too, with a status of 200. A redirect (client.py
+    follows none) is EndpointError with its 3xx status, its message the whole sentence."""
     try:
         yield
     except status_error as exc:
@@ -163,7 +165,12 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
         too_large = _cause(exc, AnswerTooLarge)
         if too_large is not None:
             raise EndpointError(200, str(too_large)) from None
+        redirected = _cause(exc, Redirected)
+        if isinstance(redirected, Redirected):
+            raise EndpointError(redirected.status, str(redirected)) from None
         raise Unreachable(cause_of(exc)) from None
+    except Redirected as exc:  # the SDK let it through as it came (the OpenAI one does)
+        raise EndpointError(exc.status, str(exc)) from None
     except (Unusable, AnswerTooLarge) as exc:
         raise EndpointError(200, str(exc)) from None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):

@@ -1,6 +1,7 @@
 """A model call with retries: 429, 5xx and connection failures are tried again after a growing
 pause (the endpoint's Retry-After, if longer, within the cap); then, or at once for any other
-error, the loop ends with the endpoint's own message."""
+error (a redirect among them: client.py follows none), the loop ends with the endpoint's own
+message."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def call(
         except EndpointError as exc:
             if exc.status in (401, 403):
                 raise failed(_refused_key(exc, key_secret)) from None
+            if 300 <= exc.status < 400:  # a redirect, not followed: its message says so, and where
+                raise failed(exc.message) from None
             if exc.status < 400:
                 raise failed(f"the model endpoint's answer is not usable: {exc.message}") from None
             if not retryable(exc.status):

@@ -15,6 +15,12 @@ from orch.secret.mask import Mask
 
 EDIT_LIMIT = 1024 * 1024  # the largest file edit_file rewrites; larger ones are bash's (sed, python)
 _WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'  # the path is an argument, never script text
+# edit_file's read: a regular file's first EDIT_LIMIT + 1 bytes (one more says it is larger). A
+# path that is there but is no regular file (a directory; a device or a FIFO, which would be read
+# until the tool's timeout: /dev/urandom never ends) exits NOT_REGULAR at once; a missing one is
+# head's to say.
+NOT_REGULAR = 65
+_READ = f'[ -f "$1" ] || [ ! -e "$1" ] || exit {NOT_REGULAR}; exec head -c {EDIT_LIMIT + 1} -- "$1"'
 USAGE = 2  # exit code of a call whose arguments are wrong, as a shell's usage error
 _ARGV = {"command": "a command", "path": "a path"}  # arguments that become a process's argv
 _NAME_SHOWN = 100  # characters of an unknown tool's name quoted back
@@ -149,9 +155,19 @@ class Tools:
         path, old = args["path"], args["old"]
         if not old:
             return ToolOutcome(USAGE, "error: `old` is empty; give the exact text to replace.")
-        code, output = self._exec(["cat", "--", path], timeout, limit=EDIT_LIMIT + 1, masked=False)
+        try:
+            code, output = self._exec(
+                ["sh", "-c", _READ, "edit_file", path], timeout, limit=EDIT_LIMIT + 1, masked=False
+            )
+        except _Cancelled as stop:
+            raise _Cancelled(stop.exit_code, self._said(stop.output)) from None
+        if code == NOT_REGULAR and output.size == 0:
+            what = "a directory, a device or a FIFO, say"
+            return ToolOutcome(
+                1, f"error: {path} is not a regular file ({what}); edit_file edits files only."
+            )
         if code != 0:
-            return ToolOutcome(code, output.text())
+            return ToolOutcome(code, self._said(output).text())
         if output.size > EDIT_LIMIT:
             return ToolOutcome(1, f"error: {path} is larger than 1 MiB; edit it with bash (sed, python).")
         try:
@@ -165,6 +181,14 @@ class Tools:
             return ToolOutcome(1, f"error: {path} {said}; {fix}, so that it occurs exactly once.")
         edited = text.replace(old, args["new"], 1).encode()
         return self._write(path, edited, timeout, "replaced 1 occurrence in {path}")
+
+    def _said(self, read: Clip) -> Clip:
+        """What a read for edit_file that failed said (head's error, a timeout), as any tool's
+        output is kept: within the tool's limit, the run's secrets masked, and no NUL. Read
+        unmasked and up to 1 MiB, it may hold the file's own bytes."""
+        said = Clip(self.limit, self.mask.values)
+        said(read.text().replace("\x00", "\ufffd").encode())
+        return said
 
     def list_files(self, args: Mapping[str, str], timeout: float) -> ToolOutcome:
         code, output = self._exec(["ls", "-la", "--", args["path"] or "."], timeout)
