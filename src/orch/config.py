@@ -179,6 +179,9 @@ def _registry(text: str) -> str:
     host = value.split("/", 1)[0]
     if value and not ("." in host or ":" in host or host == "localhost"):
         raise ValueError(text)
+    port = re.search(r":([0-9]+)$", host)  # the pattern allows 5 digits: 99999 was taken
+    if port and not 0 < int(port[1]) <= 65535:
+        raise ValueError(text)
     return value
 
 

@@ -149,6 +149,9 @@ def test_a_home_orch_makes_is_its_owners_alone_and_the_config_never_readable_by_
         ("ORCH_CA_BUNDLE", "/etc", "the path of an existing file"),
         # no client can send it as `Authorization: Bearer ...`
         ("ORCH_METRICS_TOKEN", " spaced ", "printable ASCII without spaces"),
+        # taken, then refused at the first push
+        ("ORCH_REGISTRY", "127.0.0.1:99999", "HOST[:PORT][/PATH] with no scheme"),
+        ("ORCH_REGISTRY", "127.0.0.1:0/orch", "HOST[:PORT][/PATH] with no scheme"),
         # taken, then printed as every service's address
         ("ORCH_SERVICES_URL", "http://x y", "one http(s) URL with no path"),
         ("ORCH_MODEL_ENDPOINTS", "http://a.example/v1,http://b\texample/v1", "http(s) URLs, comma-separated"),
