@@ -259,3 +259,30 @@ def test_a_token_of_another_form_in_config_toml_is_refused(
         (home / "config.toml").write_text(f'url = "http://testserver"\ntoken = "{written}"\n')
         res = cli("env", "list")
         assert res.exit_code == 2 and "The API token is not valid" in res.output, res.output
+
+
+def test_a_refused_token_from_orch_token_says_it_wins_over_config_toml(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`orch login` saved a good token while ORCH_TOKEN held a revoked one: login said "Logged in"
+    and the next command sent its user to config.toml (found by a tester)."""
+    real = client_mod.Client.from_settings
+    monkeypatch.setattr(
+        client_mod.Client, "from_settings", staticmethod(lambda: real(transport=api._transport))
+    )
+    monkeypatch.setattr(  # login's own request, to the URL and token it was given
+        "orch.cli.server.Transport", lambda url, token: client_mod.Client(url, token, api._transport)
+    )
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("ORCH_URL", "http://testserver")
+    monkeypatch.setenv("ORCH_TOKEN", "orch_" + "x" * 40)
+    good = api.headers["Authorization"].removeprefix("Bearer ")
+    res = runner.invoke(app, ["login", "--url", "http://testserver", "--token", good])
+    assert res.exit_code == 0, res.output
+    assert "ORCH_TOKEN is set in this shell and wins over" in res.output and "unset ORCH_TOKEN" in res.output
+    assert "ORCH_URL is set" not in res.output  # the same address
+    res = runner.invoke(app, ["env", "list"])
+    assert res.exit_code == 2 and "The API token is not valid." in res.output
+    assert "This token comes from ORCH_TOKEN, which wins over $ORCH_HOME/config.toml" in res.output
+    monkeypatch.delenv("ORCH_TOKEN")  # the saved one, which works
+    assert runner.invoke(app, ["env", "list"]).exit_code == 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import typer
 
 from orch import config as config_mod
-from orch.cli.output import command, ok
+from orch.cli.output import command, ok, warn
 from orch.client.transport import Transport
 from orch.errors import InvalidInput
 
@@ -94,3 +95,11 @@ def login(
     cfg = config_mod.load()
     config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
     ok(f"Logged in to {url}; saved in {cfg.config_path}.")
+    # The environment wins over the file (docs/configuration.md): the next command would not use
+    # what was just saved, and nothing else would say why.
+    for variable, saved in (("ORCH_URL", url), ("ORCH_TOKEN", token)):
+        if os.environ.get(variable, saved) != saved:
+            warn(
+                f"{variable} is set in this shell and wins over {cfg.config_path}: commands here use "
+                f"it, not what was just saved. Unset it (`unset {variable}`) to use the saved one."
+            )

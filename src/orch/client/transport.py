@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from orch import config as config_mod
 from orch.client import plain_http
-from orch.errors import InvalidInput, OrchError, ServerUnreachable, from_dict
+from orch.errors import InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
 
 if TYPE_CHECKING:
     import httpx
@@ -317,6 +317,12 @@ class _Httpx:
         self.client.close()
 
 
+VARIABLE_WINS_FIX = (
+    "This token comes from ORCH_TOKEN, which wins over $ORCH_HOME/config.toml: set ORCH_TOKEN to a "
+    "valid token, or unset it to use the one `orch login` saved."
+)
+
+
 class Transport:
     """Requests to one orch server as one workspace (its token); answers as parsed JSON.
 
@@ -352,6 +358,7 @@ class Transport:
         timeout = seconds(timeout, "The client's timeout")
         _check_token(token)
         self.closed = False
+        self.token_from_environment = False  # from_settings: the token is ORCH_TOKEN's
         self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._backend: plain_http.PlainHTTP | _Httpx
@@ -361,11 +368,18 @@ class Transport:
             self._backend = _Httpx(self.url, self.headers, transport)
 
     @classmethod
-    def from_settings(cls, home: Path | None = None) -> Transport:
+    def from_settings(
+        cls, home: Path | None = None, transport: httpx.BaseTransport | None = None
+    ) -> Transport:
         """The server and token the settings name: ORCH_URL and ORCH_TOKEN, else what `orch
-        login` or the local `orch server` wrote in $ORCH_HOME/config.toml."""
+        login` or the local `orch server` wrote in $ORCH_HOME/config.toml (`transport`: as
+        the constructor's)."""
         cfg = config_mod.load(home)
-        return cls(cfg.url, cfg.token)
+        made = cls(cfg.url, cfg.token, transport)
+        # ORCH_TOKEN wins over the file: a token it holds that the server refuses is said so,
+        # not sent looking in config.toml (where `orch login` saved another).
+        made.token_from_environment = bool(cfg.token) and os.environ.get("ORCH_TOKEN") == cfg.token
+        return made
 
     def waiting(self, seconds: float | None) -> Wait:
         """A timeout for a request whose answer may take `seconds` (None: as long as it takes),
@@ -404,7 +418,10 @@ class Transport:
             ) as resp:
                 if not resp.is_success:
                     resp.read()
-                    raise _error(resp, self.url)
+                    error = _error(resp, self.url)
+                    if isinstance(error, Unauthorized) and self.token_from_environment:
+                        error.fix = VARIABLE_WINS_FIX
+                    raise error
                 yield resp
         except plain_http.Timeout as e:
             raise ServerUnreachable(
