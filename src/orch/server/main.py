@@ -6,6 +6,7 @@ import contextlib
 import errno
 import gc
 import logging
+import resource
 import socket
 import sys
 import threading
@@ -23,7 +24,7 @@ from orch.errors import InvalidInput
 from orch.secret import box
 from orch.server import home_lock
 from orch.server.app import create_app
-from orch.server.http_protocol import CoalescingHttpTools
+from orch.server.http_protocol import CoalescingHttpTools, ConnectionLimits
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform, default_services_url
 from orch.store import db
@@ -87,6 +88,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
 
 
 def _serve(cfg: Config, sock: socket.socket, services_sock: socket.socket, lock: home_lock.HomeLock) -> None:
+    raise_open_files()
     url = _url(sock)
     lock.say(url)
     services_url = str(cfg.services_url) or default_services_url(*services_sock.getsockname()[:2])
@@ -104,7 +106,8 @@ def _serve(cfg: Config, sock: socket.socket, services_sock: socket.socket, lock:
     if warning := shared_host(url, services_url):
         print(f"orch server: warning: {warning}", file=sys.stderr, flush=True)
     both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
-    server_cfg = uvicorn.Config(both, **serving())
+    limits = ConnectionLimits.of_process(services_sock.getsockname()[1])
+    server_cfg = uvicorn.Config(both, **serving(limits))
     freeze_startup()
     _Server(server_cfg, platform).run(sockets=[sock, services_sock])
 
@@ -123,8 +126,29 @@ def shared_host(url: str, services_url: str) -> str | None:
     )
 
 
-def serving() -> dict[str, Any]:
-    """How uvicorn serves both origins (tests serve the app the same way).
+# The soft limit of open files `orch server` raises itself to, when its hard limit lets it.
+OPEN_FILES = 65536
+
+
+def raise_open_files() -> None:
+    """Raise the process's soft limit of open files (RLIMIT_NOFILE) to OPEN_FILES, or to its hard
+    limit when lower. The connections each port may hold are a
+    share of it (`ConnectionLimits.of_process`), and a login's soft limit is often 1,024 (its
+    hard one 524,288) though the server needs more once its services have visitors. Not higher:
+    the processes the server starts inherit it, and some programs size a table by it or close
+    every descriptor up to it. An operator's lower hard limit (`ulimit -Hn`, systemd's
+    `LimitNOFILE=`) stands."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def serving(limits: ConnectionLimits | None = None) -> dict[str, Any]:
+    """How uvicorn serves both origins (tests serve the app the same way), bounded by `limits`
+    (by default the process's, with no port counted as the services': every connection then
+    counts in the API's budget).
 
     Keep-alive longer than clients keep idle connections (httpx: 5 s), so a client never sends
     on a connection the server is closing at that moment. No access log (its line is built for
@@ -133,9 +157,10 @@ def serving() -> dict[str, Any]:
     per-request cost on the services' proxy. No `server`
     header of uvicorn's: a service's answer carries its own (server/proxy_headers.py), and the
     API's says nothing a client needs. Each connection's writes of one turn of the event loop
-    leave as one (http_protocol.py)."""
+    leave as one, its request's head has a deadline and each port holds so many connections at
+    once (http_protocol.py)."""
     return {
-        "http": CoalescingHttpTools,
+        "http": CoalescingHttpTools.limited(limits or ConnectionLimits.of_process(None)),
         "log_level": "warning",
         "lifespan": "on",
         "timeout_keep_alive": 65,
