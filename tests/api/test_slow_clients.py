@@ -10,6 +10,7 @@ deadline is half a second and the ports hold a few connections, so the tests are
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import resource
@@ -20,14 +21,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from orch.engine.fake import FakeEngine
+from orch.server import http_protocol
 from orch.server.http_protocol import ConnectionLimits
 from orch.server.main import bind, by_port, serving
+from orch.server.node_proxy import NodeProxy
+from tests.conftest import close_platform, make_platform
 
 ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # no store involved
 
@@ -196,3 +202,26 @@ def test_the_budgets_come_from_the_open_files_limit_which_the_server_raises() ->
     )
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     assert int(raised.stdout) == want
+
+
+@ON_SQLITE
+def test_a_cluster_nodes_proxy_bounds_a_head_as_the_server_does(
+    tmp_path: Path, fake_engine: FakeEngine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's proxy, on the cluster's network, had neither the deadline nor a budget."""
+    monkeypatch.setattr(http_protocol, "HEAD_TIMEOUT", 0.5)
+    key = base64.b64encode(b"k" * 32).decode()  # the cluster's ORCH_SECRET_KEY
+    node = make_platform(tmp_path / "node", fake_engine, database_url=database_url, secret_key=key)
+    proxy = NodeProxy(node, "127.0.0.1", 0)
+    proxy.start()
+    try:
+        host, port = proxy.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: node\r\n")  # and never the rest
+            started = time.monotonic()
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - started < 8
+    finally:
+        proxy.stop()
+        close_platform(node)

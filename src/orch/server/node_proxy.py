@@ -2,7 +2,8 @@
 (server/proxy.py) served by a cluster's node on its cluster address, for the services it holds,
 in front of the calls to the sandboxes it holds (server/node_api.py), to the cluster's servers
 only (server/relay.py). uvicorn runs it on a thread of the node's
-process, as long as the node works."""
+process, as long as the node works, bounded as the server's own ports are (a request's head
+has a deadline, the connections a budget: docs/configuration.md#connections)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import uvicorn
 
 from orch.server import node_api
+from orch.server.http_protocol import CoalescingHttpTools, ConnectionLimits
 from orch.server.main import bind
 from orch.server.proxy import ServiceProxy
 from orch.server.relay import format_address
@@ -28,8 +30,12 @@ class NodeProxy:
         self._sock = bind(host, port, "ORCH_NODE_PROXY_PORT")
         self.address = format_address(host, self._sock.getsockname()[1])
         self.app = ServiceProxy(node_api.create(platform), platform, for_node=True)
+        # Bounded as the server's services' port is (server/http_protocol.py): a head within
+        # its deadline, and a share of the node's open files in connections.
+        limits = ConnectionLimits.of_process(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self.app,
+            http=CoalescingHttpTools.limited(limits),
             log_level="warning",
             lifespan="off",
             access_log=False,
