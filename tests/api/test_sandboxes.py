@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 from orch import metrics
 from orch.cli import client as client_mod
 from orch.cli.main import app
+from orch.engine.fake import FakeEngine
 from orch.engine.network import Network
-from orch.errors import EngineError
+from orch.errors import EngineError, LimitReached
 from orch.sandbox.held_fake import Command, FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.server.api import sandboxes as sandboxes_api
@@ -33,7 +34,7 @@ from orch.services.run_memory import Budget
 from orch.store.schema import BuildRow, EnvironmentRow, SandboxRow, utcnow
 from orch.workers.sandboxes import Reaper
 from tests.asgi import asgi_scope, in_process
-from tests.conftest import drain
+from tests.conftest import close_platform, drain, make_platform
 
 NDJSON = {"Accept": "application/x-ndjson"}
 
@@ -126,6 +127,57 @@ def test_the_workspace_limit_refuses_with_429(
     assert len(rows(platform)) == 2 and len(holder.opened) == 2
     assert api.delete(f"/v1/sandboxes/{first['id']}").status_code == 204
     create(api)  # room again
+
+
+def test_the_workspace_limit_holds_across_servers_sharing_the_store(
+    holder: FakeHolder,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two servers of one store asked for a sandbox of the same workspace at the same moment:
+    one is made, the other refused (before: each server checked and stored its own creates in
+    one step, but not against the other's, and both were made past the limit)."""
+    other = make_platform(tmp_path / "other", fake_engine, database_url=database_url)
+    try:
+        other.held.holders.update({Isolation.RUNC: FakeHolder(), Isolation.GVISOR: FakeHolder()})
+        for each in (platform, other):
+            each.config = each.config.with_values(max_sandboxes=1)
+        calls, lock, both = [0], threading.Lock(), threading.Event()
+        now = sandboxes.utcnow
+
+        def slow_now() -> datetime:
+            # Past the limit's check, before the insert: until the other server's create is
+            # there too (or a second has passed: it waits for this one, if they are one step).
+            with lock:
+                calls[0] += 1
+                if calls[0] >= 2:
+                    both.set()
+            both.wait(1)
+            return now()
+
+        monkeypatch.setattr(sandboxes, "utcnow", slow_now)
+        made: list[str] = []
+
+        def create_on(server: Platform) -> None:
+            try:
+                made.append(sandboxes.create(server, workspace[0]).id)
+            except LimitReached as e:
+                made.append(e.message)
+
+        threads = [threading.Thread(target=create_on, args=(each,)) for each in (platform, other)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert sorted(said.startswith("sbx_") for said in made) == [False, True], made
+        assert "This workspace already holds 1 sandboxes open, its limit (1)." in made
+        assert len([r for r in rows(platform) if r.status in sandboxes.OPEN]) == 1
+    finally:
+        close_platform(other)
 
 
 def test_a_workspace_s_sandboxes_hold_at_most_their_share_of_memory(

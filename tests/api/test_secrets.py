@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,44 @@ def test_a_workspace_holds_a_bounded_number(api: httpx.Client) -> None:
     refused = api.put("/v1/secrets/ONE_MORE", json={"value": "v"})
     assert refused.status_code == 409 and "the most one may hold" in refused.json()["message"]
     assert api.put("/v1/secrets/K0", json={"value": "new"}).status_code == 200  # replacing is fine
+    assert len(api.get("/v1/secrets").json()) == MAX_SECRETS
+
+
+def test_the_bound_holds_for_sets_at_the_same_moment(
+    api: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New secrets set together on a workspace one short of its bound: one is stored, the others
+    refused (before: each counted the workspace's secrets before any was stored, and all were)."""
+    for i in range(MAX_SECRETS - 1):
+        assert api.put(f"/v1/secrets/K{i}", json={"value": "v"}).status_code == 200
+    sets, counted, lock, all_counted = 6, [0], threading.Lock(), threading.Event()
+    check_room = workspace_secrets._check_room
+
+    def slow_check_room(s: Any, ws_id: str) -> None:
+        check_room(s, ws_id)
+        # Between the count and the insert, until every set has counted too (or a second has
+        # passed: they wait for this one, if the count and the insert are one step).
+        with lock:
+            counted[0] += 1
+            if counted[0] == sets:
+                all_counted.set()
+        all_counted.wait(1)
+
+    monkeypatch.setattr(workspace_secrets, "_check_room", slow_check_room)
+    go, answers = threading.Barrier(sets), []
+
+    def put(i: int) -> None:
+        go.wait()
+        answers.append(api.put(f"/v1/secrets/NEW{i}", json={"value": "v"}))
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(sets)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert sorted(a.status_code for a in answers) == [200] + [409] * (sets - 1), [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["message"] == f"This workspace holds {MAX_SECRETS} secrets, the most one may hold."
     assert len(api.get("/v1/secrets").json()) == MAX_SECRETS
 
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import Result
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, event, func, select, update
 from typer.testing import CliRunner
 
 from orch.builder import cache_dirs
@@ -25,10 +27,12 @@ from orch.dockerfile import cache_mounts
 from orch.engine.fake import FakeEngine
 from orch.errors import Conflict
 from orch.models import SandboxStatus
-from orch.services import bundles, secrets, workspace_deletes
+from orch.sandbox.held_fake import FakeHolder
+from orch.sandbox.launcher import Isolation
+from orch.services import agents, bundles, run_environment, sandboxes, secrets, usage, workspace_deletes
 from orch.services.platform import Platform
 from orch.services.workspaces import Caller
-from orch.store.db import hold
+from orch.store.db import Gone, hold
 from orch.store.schema import (
     AgentRow,
     AgentVersionRow,
@@ -247,6 +251,123 @@ def test_an_environment_created_as_its_workspace_is_deleted_is_not_left_behind(
     assert answers[0].status_code == 404, answers[0].text
     assert "no longer exists" in answers[0].json()["message"], answers[0].text
     assert counts(platform, created["id"])["environments"] == 0
+
+
+GONE = (
+    "What this request refers to (its workspace, agent or environment) was deleted at the same "
+    "moment, so nothing was made."
+)
+
+
+def paused_after(
+    monkeypatch: pytest.MonkeyPatch, module: object, name: str
+) -> tuple[threading.Event, threading.Event]:
+    """`module.name` made to wait, once it has returned, until the second event is set; the
+    first says that a request got there (past its token check)."""
+    there, go = threading.Event(), threading.Event()
+    original = getattr(module, name)
+
+    def paused(*args: object, **kwargs: object) -> object:
+        result = original(*args, **kwargs)
+        there.set()
+        assert go.wait(30)
+        return result
+
+    monkeypatch.setattr(module, name, paused)
+    return there, go
+
+
+@pytest.mark.parametrize("made", ["sandbox", "agent"])
+def test_a_create_past_its_token_check_as_its_workspace_is_deleted_makes_nothing(
+    api: httpx.Client, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: str
+) -> None:
+    # Its workspace looked up again in the create's own transaction, found gone: an
+    # AssertionError, answered 500 with a traceback in the log.
+    created = new_workspace(api, "acme")
+    acme = as_token(api, created["token"])
+    holder = FakeHolder()
+    platform.held.holders.update({Isolation.RUNC: holder, Isolation.GVISOR: holder})
+    data = bundle(tmp_path, {"main.py": "print('late')\n"})
+    there, go = (
+        paused_after(monkeypatch, sandboxes, "_within_budgets")
+        if made == "sandbox"
+        else paused_after(monkeypatch, agents, "inspect_bundle")
+    )
+    answers: list[httpx.Response] = []
+
+    def make() -> None:
+        if made == "sandbox":
+            answers.append(acme.post("/v1/sandboxes", json={}))
+        else:
+            answers.append(publish(acme, "late", data))
+
+    late = threading.Thread(target=make)
+    late.start()
+    try:
+        assert there.wait(30)
+        assert api.delete("/v1/workspaces/acme").status_code == 200
+    finally:
+        go.set()
+        late.join(30)
+    assert not late.is_alive()
+    assert answers[0].status_code == 409, answers[0].text
+    assert answers[0].json()["message"] == GONE
+    assert set(counts(platform, created["id"]).values()) == {0}
+    assert holder.opened == []
+
+
+@contextmanager
+def deleted_after(platform: Platform, ws_id: str, *said: str) -> Iterator[None]:
+    """The workspace `ws_id` deleted, and committed, right after the first statement holding
+    each of `said` has run: a delete that commits between two reads of one request."""
+    fired = threading.Event()
+
+    def after(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if fired.is_set() or not all(part in statement for part in said):
+            return
+        fired.set()
+        with platform.store.session() as s:
+            s.execute(delete(WorkspaceRow).where(WorkspaceRow.id == ws_id))
+
+    event.listen(platform.store.db, "after_cursor_execute", after)
+    try:
+        yield
+    finally:
+        event.remove(platform.store.db, "after_cursor_execute", after)
+    assert fired.is_set()
+
+
+@pytest.mark.parametrize("read", ["service", "token", "agent page", "environments page"])
+def test_a_read_that_finds_its_workspace_deleted_meanwhile_says_so(
+    api: httpx.Client, platform: Platform, tmp_path: Path, read: str
+) -> None:
+    # Each looked its workspace up after a first read and asserted it was there: a 500.
+    created = new_workspace(api, "acme")
+    ws_id, acme = created["id"], as_token(api, created["token"])
+    if read == "service":  # shown by its own workspace's token
+        with platform.store.session() as s:
+            s.add(ServiceRow(id="svc_late", workspace_id=ws_id, name="web", state="stopped"))
+        with deleted_after(platform, ws_id, "FROM services"):
+            resp = acme.get("/v1/services/web")
+    elif read == "token":  # revoked by an admin of another workspace
+        with deleted_after(platform, ws_id, "count(*)", "FROM tokens"):
+            resp = api.delete(f"/v1/tokens/{created['token_id']}")
+    if read in ("service", "token"):
+        assert resp.status_code == 409 and resp.json()["message"] == GONE, resp.text
+        return
+    # What the UI's pages show of an agent and of the environments, asked after the token check.
+    assert publish(acme, "hello", bundle(tmp_path, {"main.py": ""})).status_code == 201
+    with platform.store.session() as s:
+        agent_id = s.scalar(select(AgentRow.id).where(AgentRow.workspace_id == ws_id))
+        assert agent_id is not None
+        s.execute(delete(WorkspaceRow).where(WorkspaceRow.id == ws_id))
+    look = (
+        partial(run_environment.would_run, platform, ws_id, agent_id)
+        if read == "agent page"
+        else partial(usage.users_by_environment, platform, ws_id)
+    )
+    with pytest.raises(Gone):
+        look()
 
 
 def test_refusals_change_nothing(api: httpx.Client, platform: Platform, tenants: Tenants) -> None:

@@ -25,7 +25,7 @@ from orch.services import bundles, refs
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
-from orch.store.db import Clash
+from orch.store.db import Clash, Gone
 from orch.store.schema import (
     AgentRow,
     AgentVersionRow,
@@ -64,7 +64,8 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
         notes.append(f"{misfit} Runs of this version will fail before the agent starts. {BUNDLE_MISFIT_FIX}")
     with platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
-        assert ws is not None
+        if ws is None:  # deleted since this request's token check (services/workspace_deletes.py)
+            raise Gone()
         pinned = info.manifest.environment
         if pinned:
             try:

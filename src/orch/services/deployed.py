@@ -22,6 +22,7 @@ from orch.services.platform import Platform
 from orch.services.reconcile import reconcile, remove_images, replicas
 from orch.services.service_rules import LOOP_REFUSED, check_command
 from orch.services.views import DeploymentView, ReplicaView, ServiceLogs, ServiceView
+from orch.store.db import Gone
 from orch.store.schema import (
     NodeRow,
     ServiceDeploymentRow,
@@ -225,7 +226,8 @@ def _resolve(s: Session, ws_id: str, ref: str) -> ServiceRow:
 
 def _view(s: Session, svc: ServiceRow, services_url: str) -> ServiceView:
     ws = s.get(WorkspaceRow, svc.workspace_id)
-    assert ws is not None
+    if ws is None:  # deleted (with its services) since `svc` was read
+        raise Gone()
     latest = s.scalar(
         select(ServiceDeploymentRow).where(
             ServiceDeploymentRow.service_id == svc.id, ServiceDeploymentRow.version == svc.latest_version

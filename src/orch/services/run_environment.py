@@ -13,6 +13,7 @@ from orch.models import EnvironmentRule
 from orch.services import agents
 from orch.services import environments as envs
 from orch.services.platform import Platform
+from orch.store.db import Gone
 from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, WorkspaceRow
 
 # The shared base environment of a language: what most runs get, looked up at each (built once).
@@ -60,7 +61,8 @@ def would_run(platform: Platform, ws_id: str, agent_id: str) -> dict[str, str | 
     with platform.store.session() as s:
         agent = s.get(AgentRow, agent_id)
         ws = s.get(WorkspaceRow, ws_id)
-        assert agent is not None and ws is not None
+        if agent is None or ws is None:  # deleted since the request found them
+            raise Gone()
         try:
             chosen = choose_environment(s, ws, agents.latest_version(s, agent))
         except RunFailed as e:

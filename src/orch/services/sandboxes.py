@@ -51,6 +51,7 @@ from orch.services.image_presence import still_here
 from orch.services.platform import Platform
 from orch.services.run_memory import Budget
 from orch.sizes import format_size
+from orch.store.db import Gone, hold
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,16 @@ def create(
     name = f"{platform.container_prefix}sb-{sandbox_id}"
     with platform.held.admission, platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
-        assert ws is not None
+        if ws is None:  # deleted since this request's token check (services/workspace_deletes.py)
+            raise Gone()
         env = _environment(s, ws, environment)
         image = _image(platform, s, env, isolation)
         if gone():
             raise _client_gone()
+        # The workspace's limits are checked and its new sandbox stored in one step: `admission`
+        # makes it one on this server, the workspace's row on every server sharing the store
+        # (after _image, which may write in a session of its own).
+        hold(s, WorkspaceRow, ws_id)
         held_open, held_memory = s.execute(
             select(func.count(), func.coalesce(func.sum(SandboxRow.memory_bytes), 0)).where(
                 SandboxRow.workspace_id == ws_id, SandboxRow.status.in_(OPEN)

@@ -18,7 +18,7 @@ from orch.secret import box
 from orch.secret.names import MAX_SECRETS, check_name, check_value
 from orch.services.platform import Platform
 from orch.services.views import SecretView
-from orch.store.db import Clash
+from orch.store.db import Clash, hold
 from orch.store.schema import SecretRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ def set_secret(platform: Platform, ws_id: str, name: str, value: str) -> SecretV
     for attempt in range(2):
         try:
             with platform.store.session() as s:
+                # The count of _check_room and the insert in one step: a set of another secret at
+                # the same moment waits here until this one has committed (or it for that one).
+                hold(s, WorkspaceRow, ws_id)
                 row = s.scalar(_one(ws_id, name))
                 if row is None:
                     _check_room(s, ws_id)

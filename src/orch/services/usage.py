@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from orch.models import SHARED
 from orch.services.platform import Platform
+from orch.store.db import Gone
 from orch.store.schema import AgentRow, AgentVersionRow, EnvironmentRow, WorkspaceRow
 
 # A check returns a plain description of each user of `env` in the workspace, e.g. "crawler".
@@ -45,7 +46,8 @@ def users_by_environment(platform: Platform, ws_id: str) -> dict[str, list[str]]
     "the workspace default" first, then "agent NAME" for each agent."""
     with platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
-        assert ws is not None
+        if ws is None:  # deleted since this request's token check (services/workspace_deletes.py)
+            raise Gone()
         result = {}
         for env in s.scalars(select(EnvironmentRow).where(EnvironmentRow.scope.in_([ws_id, SHARED]))):
             described = [f"agent {u}" for u in users(s, ws_id, env)]

@@ -13,6 +13,7 @@ from orch.errors import Conflict, Forbidden, NotFound, Unauthorized
 from orch.models import check_name, new_id
 from orch.services.platform import Platform
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
+from orch.store.db import Gone
 from orch.store.schema import TokenRow, WorkspaceRow
 
 DEFAULT_WORKSPACE = "default"
@@ -228,7 +229,8 @@ def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView
                 "Create another admin token first, then revoke this one.",
             )
         ws = s.get(WorkspaceRow, row.workspace_id)
-        assert ws is not None  # tokens are deleted with their workspace
+        if ws is None:  # deleted (with its tokens) since `row` was read
+            raise Gone()
         s.delete(row)
         return _token_view(row, ws)
 
