@@ -202,8 +202,9 @@ def test_pages_may_not_be_framed_sniffed_or_kept(browser: httpx.Client, api: htt
         assert resp.headers["x-content-type-options"] == "nosniff"
         assert resp.headers["referrer-policy"] == "same-origin"
         assert resp.headers["cache-control"] == "no-store", path  # Back after sign-out shows no page
-    # The API's answers too, without the pages' script policy (/docs loads Swagger UI's).
-    for resp in (api.get("/v1/environments"), api.get("/docs"), browser.get("/ui/static/app.js")):
+    # The API's answers too, without the pages' script policy (/docs has its own:
+    # tests/api/test_api_docs.py).
+    for resp in (api.get("/v1/environments"), browser.get("/ui/static/app.js")):
         assert resp.headers["x-frame-options"] == "DENY"
         assert resp.headers["content-security-policy"] == "frame-ancestors 'none'"
         assert resp.headers["x-content-type-options"] == "nosniff"

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
 from orch.errors import ClientGone, OrchError
-from orch.server import body_limit, head, metrics, paths, proxy, sandbox_relay, ui_host
+from orch.server import api_docs, body_limit, head, metrics, paths, proxy, sandbox_relay, ui_host
 from orch.server.api import (
     agents,
     environments,
@@ -67,6 +67,8 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
         "(`Authorization: Bearer ...`).",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # FastAPI's loads Swagger UI from a CDN: orch serves its own (api_docs.py)
+        redoc_url=None,
     )
     app.state.platform = platform
     app.include_router(environments.router)
@@ -80,6 +82,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.include_router(workspaces.router)
     app.include_router(secrets.router)
     app.include_router(nodes.router)
+    api_docs.install(app)
     # Services are served on an origin of their own (server/proxy.py says why): the server
     # serves this app on `services_port`; their old address here sends callers there.
     app.state.services_app = proxy.services_app(platform, state=app.state)
@@ -178,8 +181,9 @@ class SecurityHeaders:
     frame them (a service's page, on the same site, could else frame a signed-in Settings page
     and have its visitor click Delete: the clicks would count as the UI's own), none is sniffed
     as another type, and no address of ours goes to another site as a referrer. The UI's pages
-    also load nothing but the server's own files (they have no inline script or style) and are
-    not kept by the browser (Back after signing out must not show a workspace's page).
+    and the API's reference (/docs) also load nothing but the server's own files (they have no
+    inline script or style), and the UI's pages are not kept by the browser (Back after signing
+    out must not show a workspace's page).
     Services are another app on their own port (main.by_port): their answers keep their own
     headers."""
 
@@ -188,8 +192,9 @@ class SecurityHeaders:
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"same-origin"),
     )
-    # /docs loads Swagger UI from a CDN with an inline script: only the UI's pages get the whole policy.
     API = (*EVERYWHERE, (b"content-security-policy", b"frame-ancestors 'none'"))
+    # The API's reference page loads the server's own files too (api_docs.py says what it needs).
+    DOCS = (*EVERYWHERE, api_docs.POLICY)
     PAGES = (
         *EVERYWHERE,
         (
@@ -208,7 +213,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.PAGES if ui.is_page(scope["path"]) else self.API
+        path = scope["path"]
+        extra = self.PAGES if ui.is_page(path) else self.DOCS if path == api_docs.PAGE else self.API
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
