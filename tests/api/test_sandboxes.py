@@ -174,7 +174,7 @@ def test_the_workspace_limit_holds_across_servers_sharing_the_store(
         for th in threads:
             th.join(30)
         assert sorted(said.startswith("sbx_") for said in made) == [False, True], made
-        assert "This workspace already holds 1 sandboxes open, its limit (1)." in made
+        assert "This workspace already holds 1 sandbox open, its limit (1)." in made
         assert len([r for r in rows(platform) if r.status in sandboxes.OPEN]) == 1
     finally:
         close_platform(other)

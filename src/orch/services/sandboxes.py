@@ -173,7 +173,8 @@ def create(
         most = int(platform.config.max_sandboxes)
         if held_open >= most:
             raise LimitReached(
-                f"This workspace already holds {held_open} sandboxes open, its limit ({most}).",
+                f"This workspace already holds {held_open} sandbox{'es' if held_open != 1 else ''} "
+                f"open, its limit ({most}).",
                 "Remove one you no longer need (`orch sandbox rm ID`), then try again.",
             )
         share = int(platform.config.max_sandbox_memory)
