@@ -21,10 +21,10 @@ from orch.sandbox.launcher import Isolation
 from orch.services.platform import Platform
 from orch.store.schema import RunEventRow, utcnow
 from tests.api.test_agents_runs import bundle, publish
-from tests.api.test_cli_runs import cli  # noqa: F401 - fixture
+from tests.api.test_cli_runs import cli, worker  # noqa: F401 - fixtures
 from tests.api.test_loop_publish import allow
 from tests.conftest import drain_runs
-from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+from tests.model_server import KEY, Fail, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
 
 
 def shell(cmd: Command) -> int:
@@ -257,3 +257,87 @@ def test_a_loop_agent_is_shown_as_its_model(
     listed = cli("agents", "list").stdout.splitlines()[1]
     assert listed.split()[:5] == ["hello", "v1", "loop", "(m-1", "via"]
     assert "  entrypoint   loop (m-1 via openai)" in cli("agents", "show", "hello").stdout.splitlines()
+
+
+SAID = "\x1b[2Jclear \x1b[31mred [bold]b[/] \\"  # a screen clear, a colour, markup, a backslash
+TOOL = "\x1b[1Aup"  # a tool's name: the cursor up over the CLI's lines
+WROTE = b"\x1b]0;title\x07hi"  # a tool's output: the window's title, its BEL dropped by rich
+
+
+def hostile(cmd: Command) -> int:
+    """`shell`, with a tool's command writing WROTE."""
+    if list(cmd.argv[:2]) == ["bash", "-lc"]:
+        cmd.out(WROTE)
+        return 0
+    return shell(cmd)
+
+
+class HostileHolder(Holder):
+    def open(self, spec: ContainerSpec) -> FakeSandbox:
+        sandbox = super().open(spec)
+        sandbox.behaviour = hostile
+        return sandbox
+
+
+def test_a_transcript_shows_the_controls_the_model_and_tools_wrote_on_a_terminal(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    worker: None,  # noqa: F811 - the fixture
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent's output was made safe on a terminal, but not the loop's transcript: the
+    model's text, a tool's name and its output reached the terminal raw (a screen clear; a
+    title whose BEL rich dropped, so the terminal swallowed the CLI's lines after it). They are
+    shown as the agent's output is, in `orch run`, `orch runs logs` and `orch runs events`,
+    never read as rich's markup; piped, they are as they came (found by a tester)."""
+    platform.held.holders[Isolation.RUNC] = HostileHolder()
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(
+        Reply(text=SAID, calls=[("bash", {"command": "x"}), (TOOL, {})]), Reply(text="The answer.")
+    )
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # stdout and stderr are terminals, as rich sees it
+    ran = cli("run", "looper", "--input", '"hi"')
+    assert ran.exit_code == 0, ran.output
+    run_id = json.loads(cli("runs", "list", "--json").stdout)[0]["id"]
+    logs, events = cli("runs", "logs", run_id), cli("runs", "events", run_id)
+    for shown in (ran.stderr, logs.stderr, events.stdout):
+        # Colours pass, reset at the line's end; markup is text.
+        assert "): ^[[2Jclear \x1b[31mred [bold]b[/] \\\x1b[0m" in shown, repr(shown)
+        assert "→ ^[[1Aup" in shown and "  ✓ ^[]0;title^Ghi" in shown, repr(shown)
+        for control in ("\x1b[2J", "\x1b[1A", "\x1b]", "\x07"):
+            assert control not in shown, repr(shown)
+    assert "succeeded" in events.stdout.splitlines()[-1]
+
+    monkeypatch.delenv("TTY_COMPATIBLE")
+    piped = cli("runs", "events", run_id).stdout.splitlines()
+    assert piped[0].endswith(f"): {SAID}"), repr(piped[0])
+    assert piped[1:5] == ["→ bash x", f"  ✓ {WROTE.decode()}", f"→ {TOOL} ", piped[4]]
+    assert f"): {SAID}\n" in cli("runs", "logs", run_id).stderr
+
+
+def test_a_reason_quoting_the_endpoint_shows_its_controls_on_a_terminal(
+    api: httpx.Client,
+    platform: Platform,
+    holder: Holder,
+    model_server: ModelServer,
+    tmp_path: Path,
+    cli: Callable[..., Result],  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's end line quotes the endpoint's message, which the endpoint wrote."""
+    assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
+    loop_agent(api, tmp_path, model_server)
+    model_server.script(Fail(400, "bad \x1b]0;title\x07request"))
+    run_id = api.post("/v1/runs", json={"agent": "looper", "input": "hi"}).json()["id"]
+    drain_runs(platform)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    [end] = cli("runs", "events", run_id).stdout.splitlines()
+    assert "(400): bad ^[]0;title^Grequest" in end and "\x1b]" not in end, repr(end)
+    monkeypatch.delenv("TTY_COMPATIBLE")
+    [end] = cli("runs", "events", run_id).stdout.splitlines()
+    assert end.endswith("(400): bad \x1b]0;title\x07request"), repr(end)

@@ -22,6 +22,10 @@ from orch.loop.transcript import tool_call_text, transcript_line
         ("frobnicate", {"a": 1, "b": "x y"}, "a=1 b=x y"),  # a tool the loop does not offer
         ("write_file", {"content": "x"}, "content=x"),  # arguments that lack a field
         ("bash", "not json {", "not json {"),  # the model's text, when it was not a JSON object
+        # JSON that is no object, and values that are no text, as JSON: never Python's None.
+        ("bash", None, "null"),
+        ("frobnicate", [1, None, "é"], '[1, null, "é"]'),
+        ("frobnicate", {"a": None, "b": ["é"], "c": True}, 'a=null b=["é"] c=true'),
     ],
 )
 def test_a_tool_call_reads_as_text(name: str, arguments: object, said: str) -> None:

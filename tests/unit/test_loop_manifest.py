@@ -80,6 +80,11 @@ def test_the_loop_survives_json_as_versions_store_it(text: str) -> None:
 BAD = [
     ("loop: yes\n", 1, "loop: true is not a mapping.", "`loop:`"),
     ("loop:\n  provider: openai\n", 1, "loop: names no model.", "model: NAME"),
+    # An empty section (its keys commented out, or null) is refused as `loop: {}` is, not taken as
+    # no loop at all (a main.py beside it was published as a code agent).
+    ("loop: {}\n", 1, "loop: names no model.", "model: NAME"),
+    ("name: a\nloop:\n#  model: x\n#  provider: openai\n", 2, "loop: names no model.", "model: NAME"),
+    ("loop: ~\n", 1, "loop: names no model.", "model: NAME"),
     ("loop:\n  model: x\n", 1, "loop: names no provider.", "provider: anthropic"),
     (
         "loop:\n  model: x\n  provider: azure\n",

@@ -8,6 +8,7 @@ import io
 import pytest
 
 from orch.cli.terminal_text import TerminalText
+from orch.cli.terminal_text import shown as shown_line
 
 
 def shown(*chunks: str, terminal: bool = True) -> str:
@@ -44,3 +45,11 @@ def test_a_style_split_across_chunks_passes_whole() -> None:
 def test_piped_text_passes_as_it_came() -> None:
     written = "\x1b]0;title\x07\x1b[8mhidden\x1b"
     assert shown(written, terminal=False) == written
+
+
+def test_a_line_the_cli_prints_is_shown_whole_as_the_stream_would_be() -> None:
+    """A managed loop's transcript lines (the model's text, a tool's name and output) are
+    printed by the CLI itself: made safe as a stream is, a style left on reset at the end."""
+    assert shown_line("\x1b[2Jclear \x1b]0;t\x07 \x1b[31mred") == "^[[2Jclear ^[]0;t^G \x1b[31mred\x1b[0m"
+    assert shown_line("ends in \x1b[3") == "ends in ^[[3"
+    assert shown_line("plain [bold]") == "plain [bold]"

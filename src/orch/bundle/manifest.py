@@ -272,8 +272,14 @@ def parse_manifest(
     if loop_refused is not None and "loop" in source.data:
         message, fix = loop_refused
         raise InvalidInput(f"{filename} line {source.line_of(('loop',))}: loop: {message}", fix)
+    data = source.data
+    if "loop" in data and data["loop"] is None:
+        # `loop:` with its keys commented out, or `loop: ~`, is a loop that names nothing, as
+        # `loop: {}` is: refused alike, not taken as no loop (a main.py ran as a code agent). A
+        # stored manifest's `"loop": null` is no loop: it is read by model_validate_json.
+        data = {**data, "loop": {}}
     try:
-        return Manifest.model_validate(source.data, by_alias=True, by_name=False)
+        return Manifest.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise invalid_manifest(exc, source, filename, _KNOWN_KEYS) from None
 

@@ -13,7 +13,7 @@ from typing import IO, Any
 import typer
 
 from orch.cli.output import Console, command, console, err_console, escape, print_json
-from orch.cli.terminal_text import TerminalText
+from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
@@ -102,9 +102,16 @@ def _summary(run: dict[str, Any]) -> str:
     return f"{run['status'].replace('_', ' ')}{took}{exit_text}{reason}"
 
 
+def _untrusted(text: str, on: Console) -> str:
+    """Text a sandbox, a model or an endpoint wrote (a loop's transcript, a reason quoting an
+    endpoint) as `on` shows it: on a terminal made safe as the agent's output is
+    (cli/terminal_text.py), piped as it came. Printed with markup=False, or escaped."""
+    return shown(text) if on.is_terminal else text
+
+
 def _finish_line(run: dict[str, Any], on: Console = err_console) -> None:
     mark = "[green]✓[/green]" if run["status"] == "succeeded" else "[red]✗[/red]"
-    on.print(f"{mark} {escape(_summary(run))}", soft_wrap=True)
+    on.print(f"{mark} {escape(_untrusted(_summary(run), on))}", soft_wrap=True)
 
 
 class _Printer:
@@ -121,11 +128,14 @@ class _Printer:
         }
 
     def __call__(self, stream: str, text: str) -> None:
+        # The platform's notes, and a loop's transcript: what the model and the tools wrote.
         if stream == "log":
             if self.show_log:
                 self.end_line(note=True)
                 for line in text.splitlines():
-                    err_console.print(escape(line), style="dim", soft_wrap=True)
+                    err_console.print(
+                        _untrusted(line, err_console), markup=False, style="dim", soft_wrap=True
+                    )
             return
         self.texts[stream].write(text)
         out = self.texts[stream].out
@@ -376,7 +386,7 @@ def events(
             if json_:  # followed: one object per line, as they come
                 sys.stdout.write(json.dumps(event) + "\n")
             elif line := _event_line(event):
-                console.print(escape(line), soft_wrap=True)
+                console.print(_untrusted(line, console), markup=False, soft_wrap=True)
         sys.stdout.flush()
     if json_:
         if not follow:

@@ -1,14 +1,16 @@
-"""What a sandbox wrote (a run's output, a sandbox command's, a service's log, a build's), shown
-on a terminal. The text is untrusted, and a terminal obeys the control sequences in it: an agent
-could set the window's title, clear the screen, move the cursor up over the CLI's own lines, hide
-a link behind text or write the clipboard (OSC 52). On a terminal, colours and styles (SGR:
-`ESC [ ... m`) pass, and every other control character is shown, as `cat -v` does: `^[` for
-ESC, `^G` for BEL, `\\x9b` for a C1 control; newlines, tabs and carriage returns (a progress
-bar's) pass. A style left on is reset before the CLI writes again. Piped or redirected, the text
-passes as it came: a program reading it gets exactly what the sandbox wrote."""
+"""What a sandbox wrote (a run's output, a sandbox command's, a service's log, a build's), and
+what a model or a tool wrote in a managed loop's transcript, shown on a terminal. The text is
+untrusted, and a terminal obeys the control sequences in it: an agent could set the window's
+title, clear the screen, move the cursor up over the CLI's own lines, hide a link behind text or
+write the clipboard (OSC 52). On a terminal, colours and styles (SGR: `ESC [ ... m`) pass, and
+every other control character is shown, as `cat -v` does: `^[` for ESC, `^G` for BEL, `\\x9b`
+for a C1 control; newlines, tabs and carriage returns (a progress bar's) pass. A style left on
+is reset before the CLI writes again. Piped or redirected, the text passes as it came: a program
+reading it gets exactly what the sandbox wrote."""
 
 from __future__ import annotations
 
+import io
 import re
 from typing import IO
 
@@ -57,3 +59,14 @@ class TerminalText:
             self.out.write(_RESET)
             self.styled = False
         self.out.flush()
+
+
+def shown(text: str) -> str:
+    """`text` whole as TerminalText writes it on a terminal: for a line of it the CLI prints
+    itself (a managed loop's transcript: the model's text, a tool's name and output), a style
+    it leaves on reset at its end."""
+    out = io.StringIO()
+    written = TerminalText(out, terminal=True)
+    written.write(text)
+    written.end()
+    return out.getvalue()

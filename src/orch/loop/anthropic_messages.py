@@ -11,8 +11,20 @@ import anthropic
 from anthropic.types import Message as AnthropicMessage
 
 from orch.loop.client import RunClient
-from orch.loop.model import Message, Request, Results, Turn, UserText, sdk_errors, tokens, tool_call, usable
+from orch.loop.model import (
+    Message,
+    Request,
+    Results,
+    Shape,
+    Turn,
+    UserText,
+    sdk_errors,
+    tokens,
+    tool_call,
+    usable,
+)
 
+_SHAPE = Shape("a Messages API message")
 NO_KEY = "none"  # sent when the loop names no key; an explicit key also keeps the SDK from
 # looking for credentials of its own (environment variables, profiles) on the server
 
@@ -46,12 +58,23 @@ class AnthropicMessages:
 
 
 def _turn(answer: AnthropicMessage) -> Turn:
+    """The turn in an answer, each field read checked (model.Shape); a block of another type
+    (`thinking`, ...) is no text and no call."""
     texts, calls = [], []
-    for block in answer.content:
-        if block.type == "text":
-            texts.append(block.text)
-        elif block.type == "tool_use":
-            calls.append(tool_call(block.id, block.name, json.dumps(block.input)))
+    for i, given in enumerate(_SHAPE.array(_SHAPE.field(answer, "content"), "content")):
+        block = _SHAPE.an_object(given, f"content[{i}]")
+        kind = _SHAPE.field(block, "type")
+        if not isinstance(kind, str):
+            raise _SHAPE.off(f"content[{i}].type", kind, "a string")
+        if kind == "text":
+            texts.append(_SHAPE.text(_SHAPE.field(block, "text"), f"content[{i}].text") or "")
+        elif kind == "tool_use":
+            call_id, name = (_SHAPE.field(block, key) for key in ("id", "name"))
+            if not isinstance(call_id, str):
+                raise _SHAPE.off(f"content[{i}].id", call_id, "a string")
+            if not isinstance(name, str):
+                raise _SHAPE.off(f"content[{i}].name", name, "a string")
+            calls.append(tool_call(call_id, name, json.dumps(getattr(block, "input", None))))
     usage = answer.usage
     cached = tokens(usage.cache_creation_input_tokens) + tokens(usage.cache_read_input_tokens)
     return Turn(

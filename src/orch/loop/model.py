@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from orch.loop.answer_size import AnswerTooLarge
 from orch.loop.client import Redirected
 
@@ -181,6 +183,65 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
 # shape. Text that could not be stored or masked (a lone surrogate), a count that would make the
 # token limit meaningless (negative, not a number), arguments that would exhaust the stack are
 # made usable here, where the answer enters the loop (docs/loop.md, "What the model answers").
+
+
+class Shape:
+    """Reads the fields of an answer in a provider's shape (`name`: "a chat completion"), each
+    one checked. The SDKs check none, so an answer slightly off the shape (an id that is a
+    number, a call without its name) failed as not the shape at all; each read here that finds
+    what it does not want raises Unusable naming the field and what it held: `the answer is not
+    a chat completion: choices[0].message.tool_calls[0].id is a number, not a string`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def field(self, model: object, name: str) -> object:
+        """`model`'s field `name` as the answer gave it; MISSING when it gave none."""
+        given = getattr(model, "model_fields_set", None)
+        return getattr(model, name, None) if given is None or name in given else MISSING
+
+    def an_object(self, value: object, at: str) -> BaseModel:
+        if not isinstance(value, BaseModel):
+            raise self.off(at, value, "an object")
+        return value
+
+    def text(self, value: object, at: str, wanted: str = "a string") -> str | None:
+        """A text field: a string, or None when it is null or missing."""
+        if value is None or value is MISSING:
+            return None
+        if not isinstance(value, str):
+            raise self.off(at, value, wanted)
+        return value
+
+    def array(self, value: object, at: str) -> list[object]:
+        """An array field; none when it is null or missing."""
+        if value is None or value is MISSING:
+            return []
+        if not isinstance(value, list):
+            raise self.off(at, value, "an array")
+        return value
+
+    def off(self, at: str, value: object, wanted: str) -> Unusable:
+        held = "missing" if value is MISSING else f"{_kind(value)}, not {wanted}"
+        return Unusable(f"the answer is not {self.name}: {at} is {held}")
+
+
+MISSING = object()  # a field the answer does not have
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind, as the answer held it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
 
 
 def usable(text: str) -> str:

@@ -4,16 +4,21 @@ speak it: vLLM, Ollama, llama.cpp's server, LiteLLM). Tools are functions; their
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
 
 from orch.loop.client import RunClient
 from orch.loop.model import (
+    MISSING,
     Message,
     Request,
     Results,
+    Shape,
+    ToolCall,
     Turn,
     Unusable,
     UserText,
@@ -23,6 +28,7 @@ from orch.loop.model import (
     usable,
 )
 
+_SHAPE = Shape("a chat completion")
 NO_KEY = "none"  # sent when the loop names no key: a local server wants none, the SDK wants one
 
 
@@ -61,20 +67,49 @@ class OpenAIChat:
 
 
 def _turn(answer: ChatCompletion) -> Turn:
-    said_back = answer.choices[0].message
-    calls = []
-    for i, call in enumerate(said_back.tool_calls or ()):
-        if call.type != "function":  # a custom tool, which orch never offers: not a call it can answer
-            name = usable(str(getattr(getattr(call, "custom", None), "name", "") or "no name"))
-            raise Unusable(f"the answer calls a {call.type} tool ({name}), which orch never offers")
-        calls.append(tool_call(call.id or f"call_{i}", call.function.name, call.function.arguments or "{}"))
+    """The turn in an answer, each field read checked (model.Shape). Arguments given as an
+    object rather than its JSON text, as some compatible servers send them (llama.cpp's server
+    has), are taken as that object's JSON (docs/loop.md, "What the model answers")."""
+    if not isinstance(answer, BaseModel):  # the SDK's answer to a body that is no JSON object
+        raise Unusable("the answer is not a chat completion")
+    given = _SHAPE.field(answer, "choices")
+    choices = _SHAPE.array(given, "choices")
+    if not choices:
+        if given is None or given is MISSING:
+            raise _SHAPE.off("choices", given, "an array")
+        raise Unusable("the answer is not a chat completion: choices is empty")
+    choice = _SHAPE.an_object(choices[0], "choices[0]")
+    said_back = _SHAPE.an_object(_SHAPE.field(choice, "message"), "choices[0].message")
+    text = _SHAPE.text(_SHAPE.field(said_back, "content"), "choices[0].message.content")
+    listed = _SHAPE.array(_SHAPE.field(said_back, "tool_calls"), "choices[0].message.tool_calls")
     usage = answer.usage
     return Turn(
-        text=usable(said_back.content or ""),
-        calls=tuple(calls),
+        text=usable(text or ""),
+        calls=tuple(_call(i, call) for i, call in enumerate(listed)),
         input_tokens=tokens(usage.prompt_tokens) if usage else 0,
         output_tokens=tokens(usage.completion_tokens) if usage else 0,
     )
+
+
+def _call(i: int, given: object) -> ToolCall:
+    at = f"choices[0].message.tool_calls[{i}]"
+    call = _SHAPE.an_object(given, at)
+    kind = _SHAPE.field(call, "type")
+    if isinstance(kind, str) and kind != "function":  # a custom tool, which orch never offers
+        named = usable(str(getattr(_SHAPE.field(call, "custom"), "name", "") or "no name"))
+        raise Unusable(f"the answer calls a {kind} tool ({named}), which orch never offers")
+    if kind != "function":
+        raise _SHAPE.off(f"{at}.type", kind, '"function"')
+    call_id = _SHAPE.text(_SHAPE.field(call, "id"), f"{at}.id")
+    function = _SHAPE.an_object(_SHAPE.field(call, "function"), f"{at}.function")
+    name = _SHAPE.field(function, "name")
+    if not isinstance(name, str):
+        raise _SHAPE.off(f"{at}.function.name", name, "a string")
+    given = _SHAPE.field(function, "arguments")
+    if isinstance(given, dict):  # an object rather than its JSON text: taken as it
+        given = json.dumps(given, ensure_ascii=False)
+    arguments = _SHAPE.text(given, f"{at}.function.arguments", "a JSON string")
+    return tool_call(call_id or f"call_{i}", name, arguments or "{}")
 
 
 def _wire(message: Message) -> list[dict[str, Any]]:

@@ -30,10 +30,16 @@ def transcript_line(kind: str, data: Mapping[str, Any]) -> str:
 
 def tool_call_text(name: str, arguments: Any) -> str:
     """A tool call's arguments as a person reads them: bash's command, a file tool's path (with
-    write_file's size), anything else as KEY=VALUE pairs; never a Python dict."""
-    if not isinstance(arguments, dict):
-        return str(arguments)  # the model's text, when it was not a JSON object
-    said = {key: value if isinstance(value, str) else json.dumps(value) for key, value in arguments.items()}
+    write_file's size), anything else as KEY=VALUE pairs; never a Python dict, and a value that
+    is no text as JSON (`null`, not Python's `None`)."""
+    if isinstance(arguments, str):
+        return arguments  # the model's text, when it was not JSON
+    if not isinstance(arguments, dict):  # JSON, but not an object: `null`, `[1, 2]`
+        return json.dumps(arguments, ensure_ascii=False)
+    said = {
+        key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for key, value in arguments.items()
+    }
     if name == "bash" and "command" in said:
         return said["command"]
     if name == "list_files":
