@@ -338,6 +338,8 @@ def test_a_reason_quoting_the_endpoint_shows_its_controls_on_a_terminal(
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
     [end] = cli("runs", "events", run_id).stdout.splitlines()
     assert "(400): bad ^[]0;title^Grequest" in end and "\x1b]" not in end, repr(end)
+    shown = cli("runs", "show", run_id).stdout  # runs show too
+    assert "^[]0;title^Grequest" in shown and "\x1b]" not in shown, repr(shown)
     monkeypatch.delenv("TTY_COMPATIBLE")
     [end] = cli("runs", "events", run_id).stdout.splitlines()
     assert end.endswith("(400): bad \x1b]0;title\x07request"), repr(end)

@@ -210,7 +210,8 @@ class Console:
         if self._rich is None:
             from rich.console import Console as RichConsole
 
-            self._rich = RichConsole(stderr=self.stderr, highlight=False)
+            # No emoji codes: `:smile:` in a name or an output is shown as written.
+            self._rich = RichConsole(stderr=self.stderr, highlight=False, emoji=False)
         return self._rich
 
     def print(

@@ -302,7 +302,7 @@ def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) 
         print_json(_run_json(r, _collect(client, r["id"])) if r["status"] in FINAL else r)
         return
     console.print(f"[bold]{r['id']}[/bold]  {escape(r['agent'])} v{r['agent_version']}")
-    console.print(f"  status       {escape(_summary(r))}")
+    console.print(f"  status       {escape(_untrusted(_summary(r), console))}")
     if r["environment"]["name"]:
         console.print(f"  environment  {escape(r['environment']['name'])} ({r['environment_rule']})")
     console.print(f"  dependencies {r['deps']}")
@@ -414,4 +414,4 @@ def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
         "status"
     ] not in FINAL and time.monotonic() < deadline:
         time.sleep(0.3)
-    err_console.print(f"{r['id']}: {escape(_summary(r))}")
+    err_console.print(f"{r['id']}: {escape(_untrusted(_summary(r), err_console))}")
