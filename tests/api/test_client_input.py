@@ -16,7 +16,7 @@ from orch import Client
 from orch.cli.main import app as cli_app
 from orch.client.plain_http import PlainHTTP
 from orch.client.transport import _Httpx
-from orch.errors import InvalidInput, NotFound
+from orch.errors import InvalidInput, NotFound, ServerUnreachable
 from orch.sandbox.held_fake import FakeHolder
 from orch.sandbox.launcher import Isolation
 from orch.services.platform import Platform
@@ -231,3 +231,53 @@ def test_the_cli_refuses_an_empty_default_environment_at_once(monkeypatch: pytes
     res = runner.invoke(cli_app, ["env", "set-default", ""])
     assert res.exit_code == 2, res.output
     assert "An empty name or id was given, which names nothing." in res.stderr
+
+
+def test_more_arguments_of_the_wrong_type_are_refused_before_any_request(
+    client: Client, holder: FakeHolder, hello: str, tmp_path: Path
+) -> None:
+    """Found by a tester: a callback that was no function raised TypeError once the command had
+    started; `home=5` a TypeError; a path with a NUL the server's sentence about "the URL"; a
+    secret's name 5 was sent as "5"; `all="no"` listed every sandbox, `limit="5"` was taken; an
+    empty string command ran `sh -c ""`."""
+    with client.sandboxes.create() as box:
+        refused(lambda: box.exec(["echo", "hi"], on_stdout=5), "`on_stdout` is an int, not a function.")  # type: ignore[arg-type]
+        refused(lambda: box.exec(["echo", "hi"], on_stderr="x"), "`on_stderr` is a str, not a function.")  # type: ignore[arg-type]
+        for blank in ("", "  "):
+            refused(lambda: box.exec(blank), "`command` is empty: it names no program to run.")  # noqa: B023
+        assert holder.last().commands == []
+        e = refused(lambda: box.write_file("a\0b", "x"), "The file's path holds a NUL character")
+        assert "URL" not in e.message + e.fix
+        assert holder.last().files == {}
+        refused(lambda: client.sandboxes.list(all="no"), "`all` is a str, not True or False.")  # type: ignore[arg-type]
+    refused(lambda: Client(home=5), "`home` is an int, not a path.")  # type: ignore[arg-type]
+    refused(lambda: client.secrets.set(5, "v"), "A name or id must be text, not an int.")  # type: ignore[arg-type]
+    refused(lambda: client.secrets.delete(5), "A name or id must be text, not an int.")  # type: ignore[arg-type]
+    assert client.secrets.list() == []
+    for limit in ("5", 5.0, True):
+        refused(lambda: client.runs.list(limit=limit), "`limit` is ")  # type: ignore[arg-type]  # noqa: B023
+    with pytest.raises(ServerUnreachable):  # a Path (or a str) is a home: this one is empty
+        Client(home=tmp_path)
+    assert [r.id for r in client.runs.list(limit=5)] == []
+
+
+@pytest.mark.parametrize(
+    ("call", "lists"),
+    [
+        (lambda c: c.secrets.set("", "v"), "`orch secret list`"),
+        (lambda c: c.secrets.delete(""), "`orch secret list`"),
+        (lambda c: c.sandboxes.get(""), "`orch sandbox list`"),
+        (lambda c: c.runs.get(""), "`orch runs list`"),
+        (lambda c: c.runs.list(before=""), "`orch runs list`"),
+        (lambda c: c.runs.create(""), "`orch agents list`"),
+        (lambda c: c.agents.get(""), "`orch agents list`"),
+        (lambda c: c.environments.get(""), "`orch env list`"),
+        (lambda c: c.sandboxes.create(environment=""), "`orch env list`"),
+    ],
+)
+def test_an_empty_name_s_fix_names_the_list_that_shows_them(
+    client: Client, call: Callable[[Client], Any], lists: str
+) -> None:
+    """The fix said "(e.g. `orch token list`)" for secrets, sandboxes and runs alike."""
+    e = refused(lambda: call(client), "An empty name or id was given, which names nothing.")
+    assert lists in e.fix and "orch token list" not in e.fix

@@ -350,3 +350,22 @@ def test_a_sandbox_at_its_process_limit_refuses_commands_with_a_sentence(server:
         assert api.delete(f"/v1/sandboxes/{sb}").status_code == 204
     assert held(server, sb) == []
     assert not folder.exists()
+
+
+def test_a_write_that_fills_the_disk_leaves_nothing_and_says_why(server: Server, tmp_path: Path) -> None:
+    """A sandbox's disk is half its memory limit: a copy larger than that left 16 MiB of it and
+    blamed the path."""
+    sb = create(server, "--memory", "32Mi")
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(os.urandom(24 * 2**20))
+    small.write_text("kept\n")
+    assert server.cli("sandbox", "cp", str(small), f"{sb['id']}:big").returncode == 0
+    res = server.cli("sandbox", "cp", str(big), f"{sb['id']}:big")
+    assert res.returncode == 2, res.stderr
+    assert "Could not write /home/user/big in the sandbox: its disk is full" in res.stderr
+    assert "--memory" in res.stderr and "check the path" not in res.stderr
+    listed = run(server, sb["id"], "sh", "-c", "ls -A; cat big")["stdout"]
+    assert listed.split() == ["big", "kept"]  # the file it would replace, as it was; no part
+    res = server.cli("sandbox", "cp", str(small), f"{sb['id']}:a/../../../../tmp/t")
+    assert res.returncode == 0 and f"{sb['id']}:/tmp/t (5 bytes)" in res.stderr, res.stderr
+    assert run(server, sb["id"], "test", "-e", "/home/user/a")["exit_code"] == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orch.engine.base import ContainerSpec
 from orch.errors import ClientGone, InvalidInput
 from orch.sandbox import held, runc
 from orch.services import sandboxes
@@ -383,3 +384,136 @@ def test_kill_tree_looks_only_at_the_sandbox_s_processes(monkeypatch: pytest.Mon
     finally:
         proc.kill()
         proc.wait()
+
+
+class _Here(held.RuncSandbox):
+    """A held sandbox whose commands run on this machine (its /bin/sh and coreutils), with `PATH`
+    as given: what `write_file` and `read_file` do around their scripts, without a runtime."""
+
+    def __init__(self, path: str = os.environ.get("PATH", "")) -> None:
+        self.path = path
+        self.spec = ContainerSpec(image="x", argv=[], name="x", labels={}, memory_bytes=32 * 2**20)
+        self.commands: list[list[str]] = []
+
+    def exec(  # type: ignore[override]
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        on_stdout: held.Output = held._ignore,
+        on_stderr: held.Output = held._ignore,
+        **_: object,
+    ) -> held.ExecResult:
+        self.commands.append(list(argv))
+        env = {"PATH": self.path, "LC_ALL": "C"}
+        done = subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=10, check=False)
+        on_stdout(done.stdout)
+        on_stderr(done.stderr)
+        return held.ExecResult(done.returncode, 0.0)
+
+
+def test_a_write_that_fills_the_disk_leaves_no_part_and_says_why(tmp_path: Path) -> None:
+    """A write past the sandbox's disk (its tmpfs, half its memory limit) left the part written
+    and blamed the path; now nothing of it is left, the file it would replace is as it was, and
+    the sentence says the disk is full and how to get more."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    full = bin_dir / "cat"  # a cat that writes a little, then meets a full disk
+    full.write_text("#!/bin/sh\nhead -c 5\necho 'cat: write error: No space left on device' >&2\nexit 1\n")
+    full.chmod(0o755)
+    box = _Here(f"{bin_dir}:{os.environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "kept").write_text("as it was")
+    for target in ("big", "kept"):
+        with pytest.raises(InvalidInput) as raised:
+            box.write_file(f"{work}/{target}", b"x" * 100)
+        assert raised.value.message == (
+            f"Could not write {work}/{target} in the sandbox: its disk is full (No space left on device)."
+        )
+        assert "16 MiB" in raised.value.fix and "--memory" in raised.value.fix
+        assert "check the path" not in raised.value.fix
+    assert sorted(p.name for p in work.iterdir()) == ["kept"]
+    assert (work / "kept").read_text() == "as it was"
+
+
+def test_a_write_s_path_is_read_as_words_and_named_so(tmp_path: Path) -> None:
+    """`a/../../x` wrote x but answered the path as given, and made `a` on the way."""
+    box = _Here()
+    (tmp_path / "d").mkdir()
+    written = box.write_file(f"{tmp_path}/a/../b/./../d/../t", b"data")
+    assert written == f"{tmp_path}/t" and (tmp_path / "t").read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "t"]  # no a, no b
+    assert box.write_file(f"{tmp_path}//d/x/../", b"in", "named") == f"{tmp_path}/d/named"
+    assert held.lexical("/home/user/a/../../../../tmp/t") == "/tmp/t"
+    assert held.lexical("//x/./y/") == "/x/y/"
+    assert held.lexical("/..") == "/"
+
+
+def test_a_write_replaces_a_file_as_a_whole_and_keeps_what_it_had(tmp_path: Path) -> None:
+    """Written beside it, then renamed into place: its mode is kept, a symlink still leads to
+    the file it names, and nothing is left beside it."""
+    box = _Here()
+    script = tmp_path / "run.sh"
+    script.write_text("old")
+    script.chmod(0o750)
+    (tmp_path / "link").symlink_to(script)
+    box.write_file(f"{tmp_path}/link", b"new")
+    assert (tmp_path / "link").is_symlink() and script.read_text() == "new"
+    assert script.stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "run.sh"]
+
+
+def test_a_killed_write_s_part_is_removed(tmp_path: Path) -> None:
+    class Killed(_Here):
+        def exec(self, argv: list[str], **kwargs: object) -> held.ExecResult:  # type: ignore[override]
+            if argv[3] == "orch-write":  # it began, then was stopped
+                (tmp_path / f".orch-write-{argv[7]}").write_text("part")
+                self.commands.append(list(argv))
+                return held.ExecResult(124, 20.0, timed_out=True)
+            return super().exec(argv, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.raises(InvalidInput, match="took more than 20 s"):
+        Killed().write_file(f"{tmp_path}/big", b"x", timeout=20)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("said", "message"),
+    [
+        (
+            "mkdir: cannot create directory \u2018/home/user/link\u2019: File exists",
+            "Could not write /home/user/link/x in the sandbox: /home/user/link is not a directory "
+            "(a file, or a symlink to a directory that does not exist).",
+        ),
+        (
+            "sh: 1: cannot create /home/user/link/x: Directory nonexistent",
+            "Could not write /home/user/link/x in the sandbox: there is no such file, and none can "
+            "be made there (the file system there holds no files of the sandbox's own).",
+        ),
+    ],
+)
+def test_a_write_s_refusal_says_what_is_true(said: str, message: str) -> None:
+    e = held.file_error("write", "/home/user/link/x", said, 1)
+    assert e.message == message
+
+
+def test_a_dangling_symlink_on_the_way_is_said(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidInput) as raised:
+        _Here().write_file(f"{tmp_path}/link/x", b"x")
+    assert raised.value.message.endswith(
+        f"{tmp_path}/link is not a directory (a file, or a symlink to a directory that does not exist)."
+    )
+
+
+def test_a_write_where_no_file_can_be_made_is_said_so() -> None:
+    """/proc makes no files (a masked one, such as /proc/sysrq-trigger, is not there): dash said
+    "Directory nonexistent" of a directory that exists, and the temporary file's failed
+    redirection on `:` ended the script with nothing said at all."""
+    with pytest.raises(InvalidInput) as raised:
+        _Here().write_file("/proc/orch-no-such-file", b"x")
+    assert raised.value.message == (
+        "Could not write /proc/orch-no-such-file in the sandbox: there is no such file, and none "
+        "can be made there (the file system there holds no files of the sandbox's own)."
+    )

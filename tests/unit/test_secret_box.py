@@ -100,6 +100,12 @@ def test_good_names(name: str) -> None:
         ("ORCH_TOKEN", "reserves"),
         ("PATH", "orch sets in every sandbox"),
         ("HOME", "orch sets in every sandbox"),
+        # orch sets none of these: the true reason (LD_PRELOAD was "a variable orch sets")
+        ("LD_PRELOAD", "the dynamic loader reads it as every program starts"),
+        ("LD_LIBRARY_PATH", "the dynamic loader reads it as every program starts"),
+        ("NODE_PATH", "Node.js reads it as every Node program starts"),
+        ("PYTHONPATH", "Python reads it as every Python program starts"),
+        ("SHELL", "the shell and programs read it"),
     ],
 )
 def test_bad_names_say_why(name: str, said: str) -> None:

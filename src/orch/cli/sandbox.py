@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,24 @@ def _summary(s: dict[str, Any]) -> str:
     node = f" · on node {s['node']}" if s.get("node") else ""
     return (
         f"{s['id']} {s['status']} · environment {s['environment']['name']} · {memory} MiB, "
-        f"{s['cpus']:g} CPU{network} · removed after {s['timeout']} s idle{node}"
+        f"{s['cpus']:g} CPU{network} · {_goes(s)}{node}"
+    )
+
+
+def _goes(s: dict[str, Any]) -> str:
+    """When the sandbox is removed: after its idle timeout, or sooner, at the end of its
+    lifetime (the server's sandbox_lifetime) when that comes first, as `expires_at` says."""
+    idle = f"removed after {s['timeout']} s idle"
+    try:
+        created, expires = datetime.fromisoformat(s["created_at"]), datetime.fromisoformat(s["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        return idle
+    left = (expires - created).total_seconds()
+    if left >= s["timeout"] - 1:  # the idle timeout comes first (or together)
+        return idle
+    return (
+        f"removed {left:.0f} s after its creation, at the end of its lifetime ({s['expires_at'][:19]}), "
+        f"before {s['timeout']} s idle could pass"
     )
 
 

@@ -3,7 +3,10 @@ variables. Values go to the server and never come back (see docs/secrets.md)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
+from typing import IO, Any
 
 import typer
 
@@ -28,6 +31,22 @@ PIPE_FIX = (
 
 def _interactive() -> bool:
     return sys.stdin is None or sys.stdin.isatty()
+
+
+def _piped(stream: IO[Any] | None = None) -> bool:
+    """Whether standard input (or `stream`) brings a value: a pipe (`echo KEY | ...`), or a file
+    that holds something (`< key.txt`). A terminal, /dev/null, an empty file or a closed one do
+    not: a script run without input (cron, CI) may still pass --value."""
+    stream = sys.stdin if stream is None else stream
+    try:
+        found = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or no descriptor at all
+        return False
+    return (
+        stat.S_ISFIFO(found.st_mode)
+        or stat.S_ISSOCK(found.st_mode)
+        or (stat.S_ISREG(found.st_mode) and found.st_size > 0)
+    )
 
 
 def _value_from_stdin() -> str:
@@ -63,13 +82,20 @@ def set_(
     value: str = typer.Option(
         None,
         "--value",
-        help="The value. Without it, standard input is read (less its last line ending).",
+        help="The value. Without it, standard input is read (less its last line ending); "
+        "both at once are refused.",
     ),
 ) -> None:
     """Create or replace a secret; its value comes from standard input, or --value."""
     check_name(name)
     if value == "":
         raise InvalidInput("The secret's value is empty: --value is.", PIPE_FIX)
+    if value is not None and _piped():  # which one was meant? neither is taken silently
+        raise InvalidInput(
+            "The value was given two ways: --value, and on standard input.",
+            "Give it one way: pipe it in without --value (better: the shell's history keeps "
+            "--value), or pass --value without piping anything in.",
+        )
     text = _value_from_stdin() if value is None else value
     check_value(text)
     data = Transport.from_settings().put(f"/v1/secrets/{segment(name)}", json={"value": text})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -10,7 +11,8 @@ from orch import config as config_mod
 from orch.client.records import Agents, Environments, Secrets
 from orch.client.runs import Runs
 from orch.client.sandboxes import Sandboxes
-from orch.client.transport import Transport
+from orch.client.transport import Transport, kind_of
+from orch.errors import InvalidInput
 
 if TYPE_CHECKING:
     import httpx
@@ -34,6 +36,10 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if home is not None and not isinstance(home, str | os.PathLike):
+            raise InvalidInput(
+                f"`home` is {kind_of(home)}, not a path.", "Pass the ORCH_HOME directory as a str or a Path."
+            )
         if url is None or token is None:
             cfg = config_mod.load(Path(home) if home is not None else None)
             url = cfg.url if url is None else url

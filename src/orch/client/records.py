@@ -13,6 +13,9 @@ from typing import Any
 
 from orch.client.transport import Transport, segment
 
+# What lists the names and ids each resource takes, for the fix of an empty one.
+AGENTS, ENVIRONMENTS, SECRETS = "orch agents list", "orch env list", "orch secret list"
+
 
 def when(value: Any) -> datetime | None:
     """An API time (ISO 8601) as a datetime; None stays None."""
@@ -147,7 +150,7 @@ class Agents(Resource):
 
     def get(self, name: str) -> Agent:
         """An agent by name or id, with every version."""
-        return Agent._from_api(self._http.get(f"/v1/agents/{segment(name)}"))
+        return Agent._from_api(self._http.get(f"/v1/agents/{segment(name, AGENTS)}"))
 
 
 class Environments(Resource):
@@ -158,7 +161,7 @@ class Environments(Resource):
 
     def get(self, name: str) -> Environment:
         """An environment by name or id."""
-        return Environment._from_api(self._http.get(f"/v1/environments/{segment(name)}"))
+        return Environment._from_api(self._http.get(f"/v1/environments/{segment(name, ENVIRONMENTS)}"))
 
 
 class Secrets(Resource):
@@ -167,10 +170,12 @@ class Secrets(Resource):
 
     def set(self, name: str, value: str) -> Secret:
         """Create the secret `name` or replace its value."""
-        return Secret._from_api(self._http.put(f"/v1/secrets/{segment(name)}", json={"value": value}))
+        return Secret._from_api(
+            self._http.put(f"/v1/secrets/{segment(name, SECRETS, numbers=False)}", json={"value": value})
+        )
 
     def list(self) -> list[Secret]:
         return [Secret._from_api(s) for s in self._http.get("/v1/secrets")]
 
     def delete(self, name: str) -> None:
-        self._http.delete(f"/v1/secrets/{segment(name)}")
+        self._http.delete(f"/v1/secrets/{segment(name, SECRETS, numbers=False)}")

@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from orch.client.follow import FINAL, STREAMS, event_pages, follow
-from orch.client.records import EnvironmentRef, Resource, when
-from orch.client.transport import Transport, as_dict, check_json, check_name, seconds, segment
+from orch.client.records import AGENTS, EnvironmentRef, Resource, when
+from orch.client.transport import Transport, as_dict, check_json, check_name, seconds, segment, whole
 from orch.errors import InvalidInput
+
+RUNS = "orch runs list"  # what lists runs' ids, for the fix of an empty one
 
 
 def input_text(value: Any) -> str:
@@ -111,7 +113,7 @@ class Run:
 
     def refresh(self) -> Run:
         """Read the run's status again."""
-        self._update(self._http.get(f"/v1/runs/{segment(self.id)}"))
+        self._update(self._http.get(f"/v1/runs/{segment(self.id, RUNS)}"))
         return self
 
     def events(self, after: int = 0, wait: float = 0) -> list[dict[str, Any]]:
@@ -122,12 +124,14 @@ class Run:
         if not wait:
             return [event for page in event_pages(self._http, self.id, after) for event in page]
         params = {"after": after, "wait": wait}
-        events: list[dict[str, Any]] = self._http.get(f"/v1/runs/{segment(self.id)}/events", params=params)
+        events: list[dict[str, Any]] = self._http.get(
+            f"/v1/runs/{segment(self.id, RUNS)}/events", params=params
+        )
         return events
 
     def cancel(self) -> Run:
         """Cancel the run: at once if queued, else its sandbox is stopped (`wait()` sees the end)."""
-        self._update(self._http.post(f"/v1/runs/{segment(self.id)}/cancel"))
+        self._update(self._http.post(f"/v1/runs/{segment(self.id, RUNS)}/cancel"))
         return self
 
     def _read(self) -> None:
@@ -178,7 +182,7 @@ class Runs(Resource):
         `run.wait()` follows it. `input` (text as given; a dict or list is sent as JSON) reaches
         the agent on stdin and in ORCH_INPUT; `env` adds environment variables; `timeout` is a
         wall-clock limit in seconds (default: the agent's manifest's)."""
-        check_name(agent)
+        check_name(agent, AGENTS)
         body = {
             "agent": agent,
             "input": input_text(input),
@@ -188,14 +192,14 @@ class Runs(Resource):
         return Run._from_api(self._http.post("/v1/runs", json=body), self._http)
 
     def get(self, run_id: str) -> Run:
-        return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id)}"), self._http)
+        return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id, RUNS)}"), self._http)
 
     def list(self, agent: str | None = None, limit: int = 50, before: str | None = None) -> list[Run]:
         """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500;
         `before`: a run's id, for the runs queued before it: the next page after its page)."""
-        check_name(agent)  # "" is no agent, not every agent
-        check_name(before)
-        params: dict[str, Any] = {"limit": limit}
+        check_name(agent, AGENTS)  # "" is no agent, not every agent
+        check_name(before, RUNS)
+        params: dict[str, Any] = {"limit": whole(limit, "limit")}
         if agent is not None:
             params["agent"] = agent
         if before is not None:

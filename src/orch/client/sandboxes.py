@@ -10,7 +10,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from orch.client.records import EnvironmentRef, Resource, when
+from orch.client.records import ENVIRONMENTS, EnvironmentRef, Resource, when
 from orch.client.transport import (
     CREATE_TIMEOUT,
     Transport,
@@ -18,6 +18,8 @@ from orch.client.transport import (
     body_bytes,
     check_json,
     check_name,
+    flag,
+    function,
     kind_of,
     seconds,
     segment,
@@ -27,6 +29,7 @@ from orch.errors import InvalidInput, NotFound, OrchError, from_dict
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
 LONGEST_WAIT = 365 * 86400.0  # seconds: longer than any sandbox's lifetime; a socket can keep it
+LISTS = "orch sandbox list"  # what shows a sandbox's id, for a fix
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ def command_line(command: str | Sequence[str]) -> list[str]:
     """The argument vector of `command`: a list as given, a string run by `sh -c`."""
     if isinstance(command, str):
         check_json(command, "command")  # said as the string given, not as `command[2]`
+        if not command.strip():  # `sh -c ""` runs nothing; the API refuses an empty command
+            raise InvalidInput(
+                "`command` is empty: it names no program to run.",
+                'Pass the command to run, such as "ls -l" (or ["ls", "-l"]).',
+            )
         return ["sh", "-c", command]
     if not isinstance(command, Sequence) or isinstance(command, bytes | bytearray):
         raise InvalidInput(
@@ -96,7 +104,7 @@ class Sandbox:
 
     @property
     def _path(self) -> str:
-        return f"/v1/sandboxes/{segment(self.id)}"
+        return f"/v1/sandboxes/{segment(self.id, LISTS)}"
 
     def refresh(self) -> Sandbox:
         """Read the sandbox's state again."""
@@ -118,6 +126,8 @@ class Sandbox:
         `sh -c` runs. With `on_stdout` or `on_stderr`, output reaches them as it comes; the
         result holds all of it either way. A command that exits non-zero is a result, not an
         error."""
+        function(on_stdout, "on_stdout")  # before the command runs: it is called as output comes
+        function(on_stderr, "on_stderr")
         body = {
             "command": command_line(command),
             "timeout": timeout,
@@ -190,6 +200,8 @@ def _file(path: str) -> str:
             f"The file's path is {kind_of(path)}, not text.",
             "Pass the path in the sandbox as a str, such as 'data.csv'.",
         )
+    if "\x00" in path:  # the server would say it of the URL's query, which the caller never wrote
+        raise InvalidInput("The file's path holds a NUL character, which no path can.", "Remove it.")
     return path
 
 
@@ -227,7 +239,7 @@ class Sandboxes(Resource):
         and `cpus` (default 1), removed after `timeout` idle seconds (default 600), reaching the
         internet only if `network`. A workspace holding its limit of open sandboxes gets
         LimitReached."""
-        check_name(environment)  # "" would be the default environment, without a word
+        check_name(environment, ENVIRONMENTS)  # "" would be the default environment, without a word
         body = {
             "environment": environment,
             "memory": memory,
@@ -239,9 +251,9 @@ class Sandboxes(Resource):
         return Sandbox._from_api(created, self._http)
 
     def get(self, sandbox_id: str) -> Sandbox:
-        return Sandbox._from_api(self._http.get(f"/v1/sandboxes/{segment(sandbox_id)}"), self._http)
+        return Sandbox._from_api(self._http.get(f"/v1/sandboxes/{segment(sandbox_id, LISTS)}"), self._http)
 
     def list(self, all: bool = False) -> list[Sandbox]:
         """The workspace's open sandboxes (`all`: removed ones too)."""
-        params = {"all": "true"} if all else {}
+        params = {"all": "true"} if flag(all, "all") else {}
         return [Sandbox._from_api(s, self._http) for s in self._http.get("/v1/sandboxes", params=params)]

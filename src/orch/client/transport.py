@@ -80,29 +80,65 @@ def _import_httpx() -> None:
             del sys.modules["httpx._main"]
 
 
-def segment(value: str | int) -> str:
+def segment(value: str | int, lists: str | None = None, *, numbers: bool = True) -> str:
     """`value` as one segment of a path (an id, a version, or a name the user typed: "a?b" or
     "a/versions/1" must name that one thing, never another path). An empty one is refused: it
-    would name the collection instead (`/v1/tokens/` is the list), never one thing of it."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    would name the collection instead (`/v1/tokens/` is the list), never one thing of it.
+    `lists`: the command that lists what it names (`orch secret list`), for the fix; `numbers`:
+    whether a number is taken (a version), or only text (a name that str() would make up)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or (not numbers and not isinstance(value, str))
+    ):
         raise InvalidInput(
             f"A name or id must be text, not {kind_of(value)}.",
             "Pass the name or id as a str; the `list` calls show them.",
         )
-    check_name(value)
+    check_name(value, lists)
     if isinstance(value, str) and (fault := _text_fault(value, "The name or id")):
         raise fault
     return quote(str(value), safe="")
 
 
-def check_name(value: object) -> None:
+def check_name(value: object, lists: str | None = None) -> None:
     """InvalidInput for an empty name or id, given where one may be left out (None): it names
     nothing, and taking it as "not given" would pick another thing (the default environment,
-    every agent's runs) without a word."""
+    every agent's runs) without a word. `lists`: the command that lists what it names."""
     if value == "":
+        shown = f"`{lists}` shows them" if lists else "the `list` commands show them"
         raise InvalidInput(
-            "An empty name or id was given, which names nothing.",
-            "Pass the name or id; the `list` commands show them (e.g. `orch token list`).",
+            "An empty name or id was given, which names nothing.", f"Pass the name or id; {shown}."
+        )
+
+
+def flag(value: object, what: str) -> bool:
+    """`value` if it is a bool, else InvalidInput naming the argument `what`: "no" or 0 would be
+    taken as true or false by their truth, not by what they say."""
+    if not isinstance(value, bool):
+        raise InvalidInput(
+            f"`{what}` is {kind_of(value)}, not True or False.", f"Pass {what}=True or {what}=False."
+        )
+    return value
+
+
+def whole(value: object, what: str) -> int:
+    """`value` if it is a whole number (not a bool, not text), else InvalidInput naming the
+    argument `what` (the server says which range it takes)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(
+            f"`{what}` is {kind_of(value)}, not a whole number.", f"Pass {what} as an int, such as 20."
+        )
+    return value
+
+
+def function(value: object, what: str) -> None:
+    """InvalidInput unless `value` is None or can be called (a callback such as `on_stdout`),
+    checked before a request: calling it as the answer comes would fail after it began."""
+    if value is not None and not callable(value):
+        raise InvalidInput(
+            f"`{what}` is {kind_of(value)}, not a function.",
+            f"Pass a function that takes the text (e.g. {what}=print), or None.",
         )
 
 

@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import re
 import secrets
 import signal
@@ -634,16 +635,27 @@ class RuncSandbox:
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> str:
+        path = lexical(path)
         out, err = _Collected(), _Collected()
         where, marked = directory_form(path)
-        argv = ["/bin/sh", "-c", _WRITE, "orch-write", where, name or "", "1" if marked else ""]
+        part = secrets.token_hex(6)  # the name of what is written, until it is complete
+        argv = ["/bin/sh", "-c", _WRITE, "orch-write", where, name or "", "1" if marked else "", part]
         result = self.exec(
             argv, stdin=data, timeout=timeout, on_stdout=out, on_stderr=err, should_stop=should_stop
         )
+        if result.timed_out or result.cancelled:
+            self._unwrite(where, part)
         file_ended("write", path, result, timeout)
         if result.exit_code != 0:
-            raise file_error("write", path, err.text(), result.exit_code)
+            raise file_error("write", path, err.text(), result.exit_code, runc.writable_bytes(self.spec))
         return out.data().decode("utf-8", "surrogateescape")
+
+    def _unwrite(self, where: str, part: str) -> None:
+        """Remove what a write that was killed (its timeout, its caller gone) had written under
+        its temporary name; best effort (the sandbox may be going too)."""
+        argv = ["/bin/sh", "-c", _UNWRITE, "orch-unwrite", where, part]
+        with contextlib.suppress(EngineError, Conflict, OSError, subprocess.SubprocessError):
+            self.exec(argv, timeout=5)
 
     def read_file(
         self,
@@ -654,6 +666,7 @@ class RuncSandbox:
         should_stop: Callable[[], bool] | None = None,
         take: Callable[[int], bool] | None = None,
     ) -> bytes:
+        path = lexical(path)
         out, err = _Collected(limit, take), _Collected()
         stop = out.ended if should_stop is None else lambda: out.ended() or should_stop()
         argv = ["/bin/sh", "-c", _READ, "orch-read", path]
@@ -683,14 +696,51 @@ _READ = _SPECIAL + 'exec cat -- "$1"'
 
 
 # Write stdin to a file: $1 the path, $2 the file's own name, $3 non-empty when $1 must be a
-# directory. A directory takes the file as $2 inside it; otherwise the parent directories are
-# made, only once the path is known to name a file. It prints the path written.
+# directory, $4 a word for the temporary name. A directory takes the file as $2 inside it;
+# otherwise the parent directories are made, only once the path is known to name a file. The
+# bytes go to `.orch-write-$4` in the file's directory first, which is renamed into place (the
+# mode of a file it replaces kept) only once all of them were written: a write that fails (a
+# full disk) leaves no part of a file, and the file it would have replaced as it was. A symlink
+# there is followed (the file it names is replaced). Where no file can be made beside it (a
+# directory the sandbox user may not write, holding a file it may), or a file of another user
+# is there, the file is written in place, as before. It prints the path written. (`true`, not
+# `:`, makes the temporary file: a redirection that fails on a special builtin such as `:`
+# ends dash itself.)
 _WRITE = (
     'if [ -d "$1" ]; then [ -n "$2" ] || { echo "orch: $1: Is a directory" >&2; exit 1; }; '
-    'set -- "${1%/}/$2"; '
+    'set -- "${1%/}/$2" "$2" "$3" "$4"; '
     'elif [ -n "$3" ]; then echo "orch: $1: No such directory" >&2; exit 1; '
-    'else mkdir -p -- "$(dirname -- "$1")" || exit 1; fi; ' + _SPECIAL + 'cat > "$1" && printf %s "$1"'
+    'else mkdir -p -- "$(dirname -- "$1")" || exit 1; fi; '
+    + _SPECIAL
+    + '[ -d "$1" ] && { echo "orch: $1: Is a directory" >&2; exit 1; }; '
+    'f=$1; [ -L "$f" ] && f=$(readlink -f -- "$1" 2>/dev/null); '
+    't="${f%/*}/.orch-write-$4"; '
+    'if [ -n "$f" ] && { [ ! -e "$f" ] || [ -O "$f" ]; } && { true > "$t"; } 2>/dev/null; then '
+    'cat > "$t" || { rm -f -- "$t"; exit 1; }; '
+    '[ -f "$f" ] && { chmod "$(stat -c %a -- "$f")" "$t" 2>/dev/null || :; }; '
+    'mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 1; }; '
+    'else n=; [ -e "$1" ] || n=1; cat > "$1" || { [ -z "$n" ] || rm -f -- "$1"; exit 1; }; fi; '
+    'printf %s "$1"'
 )
+
+# Remove what a killed write left under its temporary name: $1 the path it was given, $2 the
+# word of its temporary name (beside the file, or in the directory $1 names).
+_UNWRITE = (
+    'for d in "${1%/}" "$(dirname -- "$1")"; do rm -f -- "${d%/}/.orch-write-$2"; done; '
+    '[ -L "$1" ] && { f=$(readlink -f -- "$1") && rm -f -- "${f%/*}/.orch-write-$2"; }; exit 0'
+)
+
+
+def lexical(path: str) -> str:
+    """The absolute `path` with its `.` and `..` components and repeated slashes resolved as
+    words, without looking at the sandbox (`a/../../tmp/t` under /home/user is /tmp/t), as
+    paths relative to /home/user are read; a trailing `/` that says it is a directory is
+    kept. So the answer names the path written, and no directory is made for a `..` to leave."""
+    where, marked = directory_form(path)
+    found = posixpath.normpath(where)
+    if found.startswith("//"):
+        found = "/" + found.lstrip("/")
+    return found + "/" if marked and found != "/" else found
 
 
 def file_ended(verb: str, path: str, result: ExecResult, timeout: float | None) -> None:
@@ -760,15 +810,20 @@ def no_room_to_read(path: str) -> CapacityReached:
     )
 
 
-def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
+def file_error(verb: str, path: str, said: str, code: int, disk: int | None = None) -> InvalidInput:
     """What `cat` or the shell said about `path` (`verb`: read or write), as a sentence with a
-    fix for that verb."""
+    fix for that verb. `disk`: the size of the sandbox's disk (its root's tmpfs), for a write
+    that filled it."""
     reason = said.splitlines()[-1].rsplit(": ", 1)[-1] if said else f"exit code {code}"
     if code == NOT_FOUND and "not found" in said:
         return InvalidInput(
             f"The sandbox's image has no {'/bin/sh' if '/bin/sh' in said else 'cat'} to {verb} files with.",
             "Use an environment with a shell and coreutils (every orch base image has them).",
         )
+    if verb == "write":
+        known = _write_error(path, said, reason, disk)
+        if known is not None:
+            return known
     if "No such file" in reason:
         return NotFound(
             f"No file {path} in the sandbox.", "Check the path; relative paths start at /home/user."
@@ -780,6 +835,33 @@ def file_error(verb: str, path: str, said: str, code: int) -> InvalidInput:
             "without the trailing /.",
         )
     return InvalidInput(f"Could not {verb} {path} in the sandbox: {reason}.", _file_fix(verb, reason))
+
+
+def _write_error(path: str, said: str, reason: str, disk: int | None) -> InvalidInput | None:
+    """The write's own failures that the system's words would misname, said as what happened."""
+    if reason in ("No space left on device", "Disk quota exceeded"):
+        size = f" ({format_size(disk)})" if disk else ""
+        return InvalidInput(
+            f"Could not write {path} in the sandbox: its disk is full ({reason}).",
+            f"A sandbox's disk{size} is half its memory limit and holds every file written in it: "
+            "free space in it (remove files you no longer need), or create a sandbox with more "
+            "memory (orch sandbox create --memory 1Gi; `memory` in the API and the Python client).",
+        )
+    if reason == "File exists" and (part := re.search(r"directory .(/.*?).: File exists$", said, re.M)):
+        return InvalidInput(
+            f"Could not write {path} in the sandbox: {part[1]} is not a directory (a file, or a "
+            "symlink to a directory that does not exist).",
+            "Give a path whose directories exist or can be made, or remove what is there.",
+        )
+    if reason in ("Directory nonexistent", "No such file or directory"):
+        # The directory exists (it was made, or found): the file system there makes no files
+        # (dash says ENOENT of a create as "Directory nonexistent"), as /proc and /sys.
+        return InvalidInput(
+            f"Could not write {path} in the sandbox: there is no such file, and none can be made "
+            "there (the file system there holds no files of the sandbox's own).",
+            "Write under /home/user or /tmp, which the sandbox user (uid 1000) can write.",
+        )
+    return None
 
 
 def _file_fix(verb: str, reason: str) -> str:

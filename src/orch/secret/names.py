@@ -11,23 +11,34 @@ NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 MAX_VALUE_BYTES = 64 * 1024
 # How many secrets one workspace holds at most, and how many one agent may ask for.
 MAX_SECRETS = 100
-# Variables every sandbox gets from orch itself (names starting with ORCH_ as well): a secret of
-# one of these names would either be overwritten or break the sandbox.
-RESERVED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "HOSTNAME",
-        "TERM",
-        "USER",
-        "PWD",
-        "SHELL",
-        "PYTHONPATH",
-        "NODE_PATH",
-        "LD_PRELOAD",
-        "LD_LIBRARY_PATH",
-    }
+# Names no secret may take (names starting with ORCH_ as well), each with the true reason: a
+# variable orch sets itself would be overwritten, and one that the loader, a runtime or the shell
+# reads would change how every program in the sandbox starts or what it takes itself to be.
+_SETS = "orch sets it in every sandbox, so a secret of that name would be overwritten"
+_LOADER = (
+    "the dynamic loader reads it as every program starts, so a secret there would change how "
+    "every program in the sandbox starts"
 )
+_SHELL = "the shell and programs read it as the sandbox's own state, so a secret there would mislead them"
+REASONS = {
+    "PATH": _SETS,
+    "HOME": _SETS,
+    "HOSTNAME": _SETS,
+    "TERM": _SETS,
+    "USER": _SHELL,
+    "PWD": _SHELL,
+    "SHELL": _SHELL,
+    "PYTHONPATH": (
+        "Python reads it as every Python program starts (orch sets it for an agent's "
+        "dependencies), so a secret there would change what they import"
+    ),
+    "NODE_PATH": (
+        "Node.js reads it as every Node program starts, so a secret there would change what they load"
+    ),
+    "LD_PRELOAD": _LOADER,
+    "LD_LIBRARY_PATH": _LOADER,
+}
+RESERVED = frozenset(REASONS)
 NAME_FIX = (
     "A secret's name is an environment variable's: 1 to 128 upper-case letters, digits and '_', "
     "not starting with a digit, such as OPENAI_API_KEY."
@@ -50,7 +61,9 @@ def name_problem(name: object) -> tuple[str, str] | None:
         )
     if name in RESERVED:
         return (
-            f"{name} is a variable that orch sets in every sandbox, so no secret can take its name.",
+            f"{name} is a variable that orch sets in every sandbox, so no secret can take its name."
+            if REASONS[name] == _SETS
+            else f"No secret can be named {name}: {REASONS[name]}.",
             "Choose another name.",
         )
     return None
