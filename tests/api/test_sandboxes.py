@@ -558,6 +558,16 @@ def test_remove_then_nothing_more_goes_in(api: httpx.Client, holder: FakeHolder,
     assert api.delete(f"/v1/sandboxes/{sb['id']}").status_code == 204  # removed already: as it is
 
 
+def test_a_failed_sandbox_says_so(api: httpx.Client, holder: FakeHolder, platform: Platform) -> None:
+    sb = create(api)
+    with platform.store.session() as s:
+        s.execute(
+            update(SandboxRow).where(SandboxRow.id == sb["id"]).values(status="failed", reason="it died")
+        )
+    said = error(api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["true"]}), 409)
+    assert said == f"The sandbox {sb['id']} has failed (it died): it takes no more commands or files."
+
+
 def test_a_command_whose_sandbox_is_removed_ends_with_a_sentence(
     api: httpx.Client, holder: FakeHolder
 ) -> None:

@@ -473,8 +473,9 @@ def _held(platform: Platform, ws_id: str, sandbox_id: str) -> tuple[SandboxRow, 
     row = _row(platform, ws_id, sandbox_id)
     if row.status != SandboxStatus.RUNNING.value:
         said = f" ({row.reason})" if row.reason else ""
+        state = "has failed" if row.status == SandboxStatus.FAILED.value else f"is {row.status}"
         raise Conflict(
-            f"The sandbox {sandbox_id} is {row.status}{said}: it takes no more commands or files.",
+            f"The sandbox {sandbox_id} {state}{said}: it takes no more commands or files.",
             "Create another with `orch sandbox create`.",
         )
     sandbox = platform.held.get(sandbox_id)
