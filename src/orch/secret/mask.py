@@ -6,10 +6,21 @@ end of a piece that could be the start of a value (at most the longest value's l
 byte, and only that much when the piece really ends with the start of one); `close` returns what
 it held. Occurrences that overlap (of one value or of several) become one `***`; two that merely
 touch stay two.
+
+Masking runs on the server's CPU, over output an agent chooses, so its cost is linear in the
+output: for each value, a piece costs time in proportion to its length plus, at most, the part of
+what is held back that begins that value; never a value's length times itself (values reach 64
+KiB) nor times the number of its occurrences (bench/mask.py compares with what it was). The
+searches and comparisons are the C ones of `bytes` (`find`, `startswith`); Python loops over the
+occurrences found, and over what could begin a value near a piece's end. Overlapping occurrences
+of a value repeat with its period, and are found as one repetition; KMP's tables of a value are
+computed only once output has matched that far into it.
 """
 
 from __future__ import annotations
 
+import heapq
+from array import array
 from collections.abc import Iterable
 
 MASK = b"***"
@@ -18,8 +29,21 @@ MASK = b"***"
 class Redactor:
     def __init__(self, values: Iterable[bytes]) -> None:
         self.values = sorted({v for v in values if v}, key=len, reverse=True)
+        self._found = [_Value(v) for v in self.values]  # each redactor its own: tables grow as it reads
         self._pending = b""  # what was fed but not yet returned
-        self._covered = 0  # how many bytes at the start of _pending lie in a `***` already returned
+        self._base = 0  # where _pending begins in the stream (all positions below count from its start)
+        self._covered = 0  # the stream's bytes before this lie in a `***` already returned
+        # For each value: how many bytes at the stream's end are its beginning (less than all of it).
+        self._tails = [0] * len(self.values)
+        # For each value: every occurrence that starts before _from was masked already; _next is
+        # the next one when it was found before it could be masked (it starts in what is held
+        # back), else -1.
+        self._from = [0] * len(self.values)
+        self._next = [-1] * len(self.values)
+        # For each value whose occurrences overlapped in output that repeats with their period,
+        # up to what is held back: (the next one's start, the period, where the repetition ends
+        # so far), so that the next pieces go on with it rather than search the value again.
+        self._runs: list[tuple[int, int, int] | None] = [None] * len(self.values)
 
     @property
     def held(self) -> int:
@@ -29,80 +53,293 @@ class Redactor:
     def feed(self, data: bytes) -> bytes:
         if not self.values:
             return data
-        self._pending += data
-        return self._release(final=False)
+        return self._release(data, final=False)
 
     def close(self) -> bytes:
         """What is still held back, masked: the stream has ended."""
         if not self.values:
             return b""
-        out = self._release(final=True)
-        self._covered = 0
+        out = self._release(b"", final=True)
+        # What is fed next begins another stream, which the old one's repetitions do not go on in.
+        self._runs = [None] * len(self.values)
         return out
 
-    def _release(self, final: bool) -> bytes:
-        buf = self._pending
-        cut = len(buf) if final else self._safe_end(buf)
+    def _release(self, data: bytes, final: bool) -> bytes:
+        buf, new = self._pending + data, len(self._pending)
+        if final:
+            tails = [0] * len(self._found)
+        else:
+            tails = [_tail(f, j, buf, new) for f, j in zip(self._found, self._tails, strict=True)]
+        p = _Pass(buf, new, self._base, tails)
+        heap: list[tuple[int, int, int]] = []
+        for i in range(len(self._found)):
+            if self._nothing_new(p, i):
+                self._from[i] = max(self._from[i], p.size - tails[i])
+            elif (found := self._occurrence(p, i)) is not None:
+                heap.append((*found, i))
+        covered = self._covered  # where the last `***` given ends
+        done = max(covered, p.base)  # everything before this is in the output already
+        self._pending, self._base, self._tails = buf[p.cut - p.base :], p.cut, tails
+        if not heap:
+            return buf[done - p.base : p.cut - p.base] if done < p.cut else b""
+        heapq.heapify(heap)
         out = bytearray()
-        nexts = _Occurrences(buf, self.values, cut)
-        pos, covered = 0, self._covered
-        while pos < cut:
-            start, length = nexts.first_from(pos)
-            if pos < covered:  # inside a `***` already given: overlapping occurrences extend it
-                if start != -1 and start < covered:
-                    covered = max(covered, start + length)
-                    pos = start + 1
-                else:
-                    pos = min(covered, cut)
-                continue
-            if start == -1:
-                out += buf[pos:cut]
-                pos = cut
+        while heap:
+            start, end, i = heapq.heappop(heap)
+            if start < covered:  # inside a `***` given: overlapping occurrences extend it
+                covered = max(covered, end)
             else:
-                out += buf[pos:start]
+                out += p.view[done - p.base : start - p.base]
                 out += MASK
-                covered = start + length
-                pos = start + 1
-        self._pending = buf[pos:]
-        self._covered = max(0, covered - pos)
+                covered = end
+            done = covered
+            if (found := self._occurrence(p, i)) is not None:
+                heapq.heappush(heap, (*found, i))
+        if done < p.cut:
+            out += p.view[done - p.base : p.cut - p.base]
+        self._covered = covered
         return bytes(out)
 
-    def _safe_end(self, buf: bytes) -> int:
-        """Where the part of `buf` that may begin a value split off into the next piece starts:
-        the earliest position whose rest of `buf` is the beginning of a value but not all of it.
-        Every occurrence that starts before it is whole in `buf`."""
-        size = end = len(buf)
-        for value in self.values:
-            first = value[:1]
-            p = max(0, size - len(value) + 1)
-            while (p := buf.find(first, p)) != -1:
-                if value.startswith(buf[p:]):
-                    end = min(end, p)
-                    break
-                p += 1
-        return end
+    def _nothing_new(self, p: _Pass, i: int) -> bool:
+        """Whether value i surely has no occurrence to mask in this pass, without searching for it:
+        one neither masked nor known yet would end in the piece, and there is no room for one, or
+        the piece (small beside what is held back, which a search would read again) holds no end
+        of the value."""
+        f, low = self._found[i], self._from[i]
+        if self._next[i] >= 0 or self._runs[i] is not None:
+            return False
+        if p.size - low < f.size:
+            return True
+        if p.size - low <= 2 * (len(p.buf) - p.new):
+            return False
+        # Where the last bytes are of one that starts at `low` or later and ends in the piece.
+        at = max(low - p.base + f.size, p.new + 1, len(f.last)) - len(f.last)
+        return _find(p.buf, f.last, at) < 0
+
+    def _occurrence(self, p: _Pass, i: int) -> tuple[int, int] | None:
+        """The next stretch masked for value i that starts before the cut, as (start, end): one
+        occurrence, or a chain of overlapping ones found at once; None when none is left."""
+        f, start, run = self._found[i], self._next[i], self._runs[i]
+        m, buf, base = f.size, p.buf, p.base
+        if run is not None:
+            start, step, end = run
+            if end == base + p.new:  # it repeated up to the piece: does it go on in it?
+                end += _common(buf, p.new, p.view, p.new - step, len(buf) - p.new)
+            if start + m <= end:
+                if start >= p.cut:
+                    self._runs[i] = start, step, end
+                    return None
+                return self._chain(p, i, start, step, end)
+            if end == p.size:  # the next one is not whole yet
+                self._runs[i] = start, step, end
+                return None
+            # The repetition ended: an occurrence overlapping the last one by a period or more
+            # would have gone on with it, so the next one starts further on.
+            self._runs[i], self._from[i], start = None, start - step + m - step + 1, -1
+        if start < 0:
+            start = _find(buf, f.data, max(self._from[i] - base, 0))
+            if start < 0:
+                self._from[i] = max(self._from[i], p.size - p.tails[i])
+                return None
+            start += base
+        if start >= p.cut:
+            self._next[i] = start
+            return None
+        self._next[i] = -1
+        after = _find(buf, f.data, start + 1 - base)
+        if after >= 0:
+            step = after + base - start
+        elif p.size - p.tails[i] - start <= m // 2:
+            # None whole yet, but the held-back end that begins the value overlaps this one by
+            # half the value or more: where it starts, the next one would (the same period).
+            step = p.size - p.tails[i] - start
+        else:
+            self._from[i] = max(start + 1, p.size - p.tails[i])
+            return start, start + m
+        if step > m // 2:
+            self._next[i], self._from[i] = after + base, start + 1
+            return start, start + m
+        # Two occurrences closer than half the value's length: `step` is its period (the least:
+        # one that divides it would have put another between them), and the output repeats with
+        # it as far as the occurrences go on overlapping. Found by one comparison of the output
+        # with itself, where finding them one by one would read the value again for each.
+        end = start + step + _common(buf, start + step - base, p.view, start - base, p.size - start - step)
+        return self._chain(p, i, start, step, end)
+
+    def _chain(self, p: _Pass, i: int, start: int, step: int, end: int) -> tuple[int, int]:
+        """The occurrences of value i from `start` on, `step` apart, in output that repeats with
+        that period up to `end`, as one stretch."""
+        m = self._found[i].size
+        more = min((end - start - m) // step, (p.cut - 1 - start) // step)  # after `start`
+        last = start + more * step
+        if last + step < p.cut:
+            # The repetition ended: an occurrence overlapping the last one by a period or more
+            # would have gone on with it, so the next one starts further on.
+            self._runs[i], self._from[i] = None, last + m - step + 1
+        else:  # the next one starts in what is held back: seen as the repetition goes on
+            self._runs[i] = last + step, step, end
+        return start, last + m
 
 
-class _Occurrences:
-    """The first occurrence of any value at or after a position (each value's next occurrence is
-    remembered, so a pass over a buffer finds each one once), among those that start before `cut`."""
+class _Pass:
+    """One piece's pass over what is held back and the piece (`buf`, from `base` in the stream;
+    the piece from `new` in it), with each value's held-back end (`tails`) and so the cut: every
+    occurrence that starts before it is whole in `buf`, the rest may go on in the next piece."""
 
-    def __init__(self, buf: bytes, values: list[bytes], cut: int) -> None:
-        self.buf, self.values, self.cut = buf, values, cut
-        self.nexts = [-2] * len(values)  # -2: not looked for yet; -1: none left
+    __slots__ = ("base", "buf", "cut", "new", "size", "tails", "view")
 
-    def first_from(self, pos: int) -> tuple[int, int]:
-        """(start, length of the longest value there) of the first occurrence at or after `pos`
-        that starts before the cut; (-1, 0) when there is none."""
-        best, length = -1, 0
-        for i, value in enumerate(self.values):
-            found = self.nexts[i]
-            if found == -2 or (found != -1 and found < pos):
-                found = self.buf.find(value, pos, self.cut + len(value) - 1)
-                self.nexts[i] = found
-            if found != -1 and (best == -1 or found < best or (found == best and len(value) > length)):
-                best, length = found, len(value)
-        return best, length
+    def __init__(self, buf: bytes, new: int, base: int, tails: list[int]) -> None:
+        self.buf, self.view, self.new, self.base, self.tails = buf, memoryview(buf), new, base, tails
+        self.size = base + len(buf)
+        self.cut = self.size - max(tails)
+
+
+def _tail(f: _Value, j: int, buf: bytes, new: int) -> int:
+    """How many bytes at the end of `buf` are the beginning of value `f` (less than all of it),
+    given that `j` were before `buf[new:]` was added: the end that may be a value split off into
+    the next piece. Only the last len(value) - 1 bytes can begin one."""
+    m, size = f.size, len(buf)
+    room = m - 1 - (size - new)  # how much of the old match may still begin a tail
+    if room <= 0:  # the piece is as long as the value: only its end counts
+        start = size - (m - 1)
+        return _match(f, 0, buf, start, -1) if _find(buf, f.first, start) >= 0 else 0
+    if j <= room:
+        if j == 0 and _find(buf, f.first, new) < 0:
+            return 0  # most pieces: nothing near the end begins the value
+        return _match(f, j, buf, new, -1)
+    if f.known < j and f.reread < 1024 * m:
+        # Looking at the last len(value) - 1 bytes afresh usually takes a search or two, where
+        # the borders of the old match cost its length in Python steps: tried first, within
+        # steps in proportion to the piece, until it has read the value's length 1024 times over
+        # (small pieces after a long match): then the borders are worth their cost.
+        f.reread += m
+        again = _match(f, 0, buf, size - (m - 1), 8 * (size - new) + 8)
+        if again >= 0:
+            return again
+    return _match(f, f.shorter(j, room), buf, new, -1)
+
+
+def _match(f: _Value, j: int, buf: bytes, i: int, steps: int) -> int:
+    """Where a KMP matcher of value `f` that has matched `j` bytes before buf[i] ends at the end
+    of `buf`, which is less than len(value) - j bytes further: the match never becomes a whole
+    occurrence. Bytes that match are compared at once (`_common`), and output that cannot begin
+    the value is skipped by searching for its first bytes. -1 when it takes more than `steps`
+    steps (when `steps` is not negative)."""
+    v, lead, size = f.data, f.lead, len(buf)
+    while i < size:
+        if steps == 0:
+            return -1
+        steps -= 1
+        if j == 0:
+            at = _find(buf, lead, i)
+            if at < 0:  # nearer the end than the lead's length, a shorter beginning may end `buf`
+                at = _find(buf, f.first, max(i, size - len(lead) + 1))
+                while at >= 0 and not v.startswith(buf[at:]):
+                    at = _find(buf, f.first, at + 1)
+                return 0 if at < 0 else size - at
+            i, j = at + len(lead), len(lead)
+            continue
+        same = _common(buf, i, f.view, j, size - i)
+        i, j = i + same, j + same
+        if i == size:
+            break
+        c = buf[i]  # differs from v[j]: the longest shorter match that c continues, if any
+        if f.known < j and _find(v, c, 0, j) < 0:
+            j = 0  # c is not in what matched, so no shorter match goes on: no tables needed
+        else:
+            if f.known < j:
+                f.grow(j)
+            j = f.strong[j]
+            while j >= 0 and v[j] != c:
+                j = f.strong[j]
+            j += 1
+        i += 1
+    return j
+
+
+class _Value:
+    """A value and what matching it takes: for each of its beginnings v[:j], its longest border
+    (the longest shorter beginning that is also its end) and its longest border not followed by
+    v[j] (where a match that failed at v[j] goes on: KMP's tables). They are computed as far as
+    matches reach, by the output's bytes that matched, so a value never matched costs nothing."""
+
+    __slots__ = ("border", "data", "first", "last", "lead", "reread", "size", "strong", "view")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.view, self.size, self.first = data, memoryview(data), len(data), data[0]
+        # What a match that reaches the end of the output must begin with, when it is that long:
+        # searched for instead of the first byte, which ordinary text holds much more often.
+        self.lead = data[: max(1, min(len(data) - 1, 8))]
+        self.last = data[-8:]  # what an occurrence ends with
+        self.reread = 0  # bytes read again to find a match afresh (`_tail`)
+        self.border = array("i", [0, 0])  # border[j], for j up to `known` at least
+        self.strong = array("i", [-1])  # strong[j], for j up to `known`: -1 for none
+        self.grow(1)
+
+    @property
+    def known(self) -> int:
+        """How long the beginnings are that the tables hold (len(value) - 1 at most)."""
+        return len(self.strong) - 1
+
+    def grow(self, upto: int) -> None:
+        """Compute the tables up to beginnings of `upto` bytes."""
+        border, strong, v = self.border, self.strong, self.data
+        for j in range(len(border), upto + 1):
+            c, k = v[j - 1], border[j - 1]
+            while k and v[k] != c:
+                k = border[k]
+            border.append(k + 1 if v[k] == c else 0)
+        for j in range(len(strong), min(upto, self.size - 1) + 1):
+            b = border[j]
+            strong.append(strong[b] if v[b] == v[j] else b)
+
+    def shorter(self, j: int, most: int) -> int:
+        """The longest border of v[:j] (v[:j] itself included) at most `most` bytes long. The
+        borders of a beginning with period d that are d long or longer are the ones d apart (by
+        Fine and Wilf's theorem), so each period's run of them is stepped over at once: a few
+        steps, where walking them one by one would take one per byte."""
+        self.grow(j)
+        border = self.border
+        while j > most:
+            b = border[j]
+            if b <= most:
+                return b
+            d = j - b
+            if j < 2 * d:
+                j = b
+                continue
+            least = d + (j - d) % d  # the shortest of j, j - d, j - 2d, ... that is d or longer
+            if most >= least:
+                return j - (j - most + d - 1) // d * d
+            j = least
+        return j
+
+
+def _find(haystack: bytes, needle: bytes | int, start: int, end: int | None = None) -> int:
+    """`haystack.find`: one place for the tests to count what the searches read."""
+    return haystack.find(needle, start, end)
+
+
+def _common(a: bytes, i: int, b: memoryview, j: int, most: int) -> int:
+    """How many bytes a[i:] and b[j:] have alike at their start, at most `most`: in time linear
+    in the answer (chunks that double in length, then halves of the one that differs), where
+    one comparison of all `most` bytes, or byte by byte in Python, would cost more."""
+    if most <= 0 or a[i] != b[j]:
+        return 0
+    same, step = 1, 16
+    while same < most:
+        size = min(step, most - same)
+        if not a.startswith(b[j + same : j + same + size], i + same):
+            while size > 1:
+                half = size // 2
+                if a.startswith(b[j + same : j + same + half], i + same):
+                    same, size = same + half, size - half
+                else:
+                    size = half
+            return same
+        same += size
+        step *= 2
+    return most
 
 
 def redact(text: bytes, values: Iterable[bytes]) -> bytes:
