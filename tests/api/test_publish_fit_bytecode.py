@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+import pytest
 
 from orch.bundle import pack_directory
 from orch.engine.fake import FakeEngine
@@ -57,3 +58,23 @@ def test_a_bundle_that_fits_with_its_bytecode_publishes_without_a_note_and_runs(
     r = run(api, platform, "mods")
     assert r["status"] == "succeeded", r
     assert len(fake_engine.containers) == 1
+
+
+def test_a_bundle_far_below_the_limit_is_not_extracted_to_count_it(
+    api: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every publish of two modules or more was extracted and compiled: 1,500 modules took 25 s
+    and the CLI gave up waiting (found by a tester). Far from the limit, it fits without that."""
+    from orch.services import agents
+
+    def no_extraction(info: object) -> int:
+        raise AssertionError("extracted to count a bundle far below its limit")
+
+    monkeypatch.setattr(agents, "_extracted_copy_bytes", no_extraction)
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(50):
+        (root / f"m{i}.py").write_text(f"X = {i}\n")
+    (root / "main.py").write_text("print('ok')\n")
+    resp = publish(api, "many", pack_directory(root).data)
+    assert resp.status_code == 201 and resp.json()["notes"] == [], resp.text

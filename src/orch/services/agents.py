@@ -121,13 +121,18 @@ def _store_version(
 def _misfit(info: BundleInfo) -> str | None:
     """Why the bundle does not fit the working directory its own orch.yaml's memory limit gives
     a run (the run fails, saying so: workers/runs.py); None when it fits. The run counts the
-    bundle as extracted, with the bytecode compiled for its modules, so this counts it so too."""
+    bundle as extracted, with the bytecode compiled for its modules, so this counts it so too:
+    exactly, by extracting and compiling it, when it could come near the limit (its files, and
+    for each module as much again: bytecode is seldom larger than its source), since that takes
+    seconds for a bundle of many modules (a tester's 1,500 took 25 s); below that, it fits."""
     memory = info.manifest.resources.memory_bytes
     # Extraction compiles modules when there are two or more (links to them count here: never fewer).
-    modules = sum(path.endswith(".py") for path in info.files)
-    if modules >= 2 and (copy := _extracted_copy_bytes(info)) is not None:
+    modules = [len(data) for path, data in info.files.items() if path.endswith(".py")]
+    files = on_tmpfs(map(len, info.files.values()))
+    near = len(modules) >= 2 and bundle_misfit(files + on_tmpfs(modules), memory) is not None
+    if near and (copy := _extracted_copy_bytes(info)) is not None:
         return bundle_misfit(copy, memory)
-    if bundle_misfit(on_tmpfs(map(len, info.files.values())), memory) is None:
+    if bundle_misfit(files, memory) is None:
         return None
     # Its links to files were counted as the files: a run's copy keeps them links.
     return bundle_misfit(on_tmpfs(map(len, read_contents(info.data).files.values())), memory)
