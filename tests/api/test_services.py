@@ -300,6 +300,30 @@ def test_redeploy_switches_only_once_the_new_version_answers(
     assert f"localhost/orch-svc/{platform.instance}:web-v1" not in fake_engine.images_by_tag
 
 
+def test_a_stop_while_the_new_version_starts_queues_the_deployment_again(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path, answering: list[bool]
+) -> None:
+    """It was failed at once as "did not answer on port 8080 within 60 s" (found by a tester)."""
+    v1 = deployed(api, platform, tmp_path)
+    answering[0] = False
+    deploy(api, "web", bundle(tmp_path, {"main.py": "print('v2')\n"}, "v2"))
+    dep = deploys.claim(platform)
+    assert dep is not None
+    stop = threading.Event()
+    ticker = threading.Timer(0.5, stop.set)  # the server stops while v2 does not answer yet
+    ticker.start()
+    deploys.execute(platform, dep, stop)
+    ticker.join()
+    again = api.get("/v1/services/web/deployments/2").json()
+    assert (again["status"], again["error"]) == ("queued", None), again
+    svc = api.get("/v1/services/web").json()
+    assert (svc["version"], svc["container"]) == (1, v1["container"])  # v1 serves on
+    assert list(fake_engine.detached) == [v1["container"]]  # v2's container went
+    answering[0] = True
+    work(platform)  # the next start deploys it
+    assert api.get("/v1/services/web").json()["version"] == 2
+
+
 def test_a_server_killed_while_removing_the_old_version_has_stored_the_switch(
     api: httpx.Client,
     platform: Platform,

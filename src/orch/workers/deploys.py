@@ -306,7 +306,7 @@ class Rollout:
             dep.container = container  # not an orphan to the supervisor while it starts
         try:
             address = _wait_until_answering(platform, self.service_id, container, self.stop, self.hold, v)
-        except DeployFailed:
+        except (DeployFailed, _Interrupted):
             platform.engine.remove_container(container, timeout=0)
             raise
         with platform.services_lock:
@@ -435,6 +435,8 @@ def _wait_until_answering(
         if address and platform.probe(address, PORT):
             return address
         time.sleep(0.2)
+    if stop.is_set():  # the server stops: the deployment is queued again, not failed as silent
+        raise _Interrupted
     output = _ended(platform, service_id, container)
     raise DeployFailed(
         f"The new version did not answer on port {PORT} within {timeout:.0f} s. A service must listen "
