@@ -31,6 +31,7 @@ kernel's "-1", which leaves the owner as it was; Docker refuses anything past 42
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ def _target_problem(shown: str, value: str) -> tuple[str, str] | None:
             f"RUN --mount {shown} is not an absolute path, which Podman requires.",
             f"Write the whole path, e.g. target=/{value[:40].lstrip('./')}.",
         )
-    top = value.strip("/").split("/", 1)[0]
+    # As the runtime resolves it: `/.`, `/a/..` are the root, `/./proc` is /proc.
+    top = posixpath.normpath(value).strip("/").split("/", 1)[0]
     if not top or top in _KERNELS:
         # The root itself, or the kernel's own file systems the runtime mounts: no build runs.
         return (

@@ -32,6 +32,10 @@ def without_id(value: str) -> str:
         ("type=cache,target=/", "target=/ can't be"),  # found by a tester: runc refused it
         ("type=tmpfs,target=/proc/x", "target=/proc/x can't be"),
         ("type=cache,target=/sys", "target=/sys can't be"),
+        # The root and /proc written otherwise (found by a tester: runc's pivot_root failed).
+        ("type=cache,target=/.", "target=/. can't be"),
+        ("type=cache,target=/a/..", "target=/a/.. can't be"),
+        ("type=tmpfs,target=/./proc", "target=/./proc can't be"),
         ("type=cache,target=/dev/shm/x", "target=/dev/shm/x can't be"),
         ("type=cache,target=/x,required=true", "required"),
         ("type=cache,target=/x,foo=bar", "foo"),
