@@ -286,3 +286,8 @@ def test_a_refused_token_from_orch_token_says_it_wins_over_config_toml(
     assert "This token comes from ORCH_TOKEN, which wins over $ORCH_HOME/config.toml" in res.output
     monkeypatch.delenv("ORCH_TOKEN")  # the saved one, which works
     assert runner.invoke(app, ["env", "list"]).exit_code == 0
+    # An empty variable is unset, and an address is the same with its last slash.
+    monkeypatch.setenv("ORCH_TOKEN", "")
+    monkeypatch.setenv("ORCH_URL", "http://testserver/")
+    res = runner.invoke(app, ["login", "--url", "http://testserver", "--token", good])
+    assert res.exit_code == 0 and "is set in this shell" not in res.output, res.output

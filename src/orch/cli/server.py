@@ -97,8 +97,11 @@ def login(
     ok(f"Logged in to {url}; saved in {cfg.config_path}.")
     # The environment wins over the file (docs/configuration.md): the next command would not use
     # what was just saved, and nothing else would say why.
-    for variable, saved in (("ORCH_URL", url), ("ORCH_TOKEN", token)):
-        if os.environ.get(variable, saved) != saved:
+    # (An empty variable counts as unset, as the settings read it; an address, with or without
+    # its last slash.)
+    for variable, saved in (("ORCH_URL", url.rstrip("/")), ("ORCH_TOKEN", token)):
+        given = os.environ.get(variable) or saved
+        if (given.rstrip("/") if variable == "ORCH_URL" else given) != saved:
             warn(
                 f"{variable} is set in this shell and wins over {cfg.config_path}: commands here use "
                 f"it, not what was just saved. Unset it (`unset {variable}`) to use the saved one."
