@@ -722,6 +722,20 @@ def test_a_relative_redirect_is_named_in_full(model_server: ModelServer, tmp_pat
     )
 
 
+@pytest.mark.parametrize("status", [300, 304])
+def test_a_3xx_that_is_no_redirect_is_not_called_one(
+    model_server: ModelServer, tmp_path: Path, status: int
+) -> None:
+    redirector = Redirector(status, "/v1/elsewhere")
+    try:
+        loop = LoopConfig(model="m", provider="openai", base_url=f"{redirector.url}/v1")
+        outcome = run_loop(loop, connect(loop, None), LocalSandbox(tmp_path), "hi", lambda *_: None)
+    finally:
+        redirector.close()
+    assert outcome.reason == f"the model endpoint answered {status}, which is no answer to a model call"
+    assert redirector.hits == 1
+
+
 @pytest.mark.parametrize("kind", ["urandom", "zero", "fifo", "directory"])
 def test_edit_file_refuses_what_is_no_regular_file(
     model_server: ModelServer, tmp_path: Path, kind: str
@@ -747,6 +761,32 @@ def test_edit_file_refuses_what_is_no_regular_file(
         f"error: {path} is not a regular file (a directory, a device or a FIFO, say); "
         "edit_file edits files only.",
     )
+
+
+@pytest.mark.parametrize("kind", ["urandom", "fifo", "directory"])
+def test_read_file_refuses_what_is_no_regular_file(
+    model_server: ModelServer, tmp_path: Path, kind: str
+) -> None:
+    """read_file read /dev/urandom until the tool's timeout and gave the model its bytes; a
+    FIFO waited out the timeout (found by a tester, as for edit_file)."""
+    path = {"urandom": "/dev/urandom", "fifo": "pipe", "directory": "sub"}[kind]
+    if kind == "fifo":
+        os.mkfifo(tmp_path / path)
+    if kind == "directory":
+        (tmp_path / path).mkdir()
+    (tmp_path / "notes.txt").write_text("hello\n")
+    model_server.script(
+        Reply(calls=[("read_file", {"path": path}), ("read_file", {"path": "notes.txt"})]), Reply(text="ok")
+    )
+    drive = Drive(model_server, "openai", LocalSandbox(tmp_path))
+    assert drive(tool_timeout=1, tool_output_limit=1024).status == RunStatus.SUCCEEDED
+    refused, read = drive.of("tool_result")
+    assert refused["duration"] < 0.5 and refused["exit_code"] == 1
+    assert refused["output"] == (
+        f"error: {path} is not a regular file (a directory, a device or a FIFO, say); read_file reads "
+        "files only (list_files lists a directory)."
+    )
+    assert (read["exit_code"], read["output"]) == (0, "hello\n")  # a regular file, as before
 
 
 class CountingSandbox(LocalSandbox):

@@ -32,17 +32,22 @@ from orch.loop.answer_size import BoundedClient
 
 Trace = Callable[[str, dict[str, Any]], None]
 _LOCATION_SHOWN = 500  # characters of a redirect's Location quoted back
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})  # the statuses that send a request elsewhere
 
 
 class Redirected(Exception):
     """The endpoint answered a redirect, which is not followed: the run's reason, in a sentence."""
 
     def __init__(self, status: int, location: str | None) -> None:
-        where = f"a redirect to {location}" if location else "a redirect with no Location"
-        super().__init__(
-            f"the model endpoint answered {status}, {where}, which orch does not follow: set "
-            "loop.base_url to where it points, if that address is in the server's model_endpoints"
-        )
+        if status not in _REDIRECTS:  # 300, 304, 305...: no answer to a model call, and no redirect
+            said = f"the model endpoint answered {status}, which is no answer to a model call"
+        else:
+            where = f"a redirect to {location}" if location else "a redirect with no Location"
+            said = (
+                f"the model endpoint answered {status}, {where}, which orch does not follow: set "
+                "loop.base_url to where it points, if that address is in the server's model_endpoints"
+            )
+        super().__init__(said)
         self.status, self.location = status, location
 
 

@@ -20,7 +20,10 @@ _WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'  # the path is an argu
 # until the tool's timeout: /dev/urandom never ends) exits NOT_REGULAR at once; a missing one is
 # head's to say.
 NOT_REGULAR = 65
-_READ = f'[ -f "$1" ] || [ ! -e "$1" ] || exit {NOT_REGULAR}; exec head -c {EDIT_LIMIT + 1} -- "$1"'
+_REGULAR = f'[ -f "$1" ] || [ ! -e "$1" ] || exit {NOT_REGULAR}; '
+_READ = _REGULAR + f'exec head -c {EDIT_LIMIT + 1} -- "$1"'
+# read_file's: a regular file whole (its output clipped as any tool's), the rest refused as above.
+_CAT = _REGULAR + 'exec cat -- "$1"'
 USAGE = 2  # exit code of a call whose arguments are wrong, as a shell's usage error
 _ARGV = {"command": "a command", "path": "a path"}  # arguments that become a process's argv
 _NAME_SHOWN = 100  # characters of an unknown tool's name quoted back
@@ -145,7 +148,12 @@ class Tools:
         return ToolOutcome(code, output.text())
 
     def read_file(self, args: Mapping[str, str], timeout: float) -> ToolOutcome:
-        code, output = self._exec(["cat", "--", args["path"]], timeout)
+        path = args["path"]
+        code, output = self._exec(["sh", "-c", _CAT, "read_file", path], timeout)
+        if code == NOT_REGULAR and output.size == 0:
+            return ToolOutcome(
+                1, _not_regular(path, "read_file reads files only (list_files lists a directory)")
+            )
         return ToolOutcome(code, output.text())
 
     def write_file(self, args: Mapping[str, str], timeout: float) -> ToolOutcome:
@@ -162,10 +170,7 @@ class Tools:
         except _Cancelled as stop:
             raise _Cancelled(stop.exit_code, self._said(stop.output)) from None
         if code == NOT_REGULAR and output.size == 0:
-            what = "a directory, a device or a FIFO, say"
-            return ToolOutcome(
-                1, f"error: {path} is not a regular file ({what}); edit_file edits files only."
-            )
+            return ToolOutcome(1, _not_regular(path, "edit_file edits files only"))
         if code != 0:
             return ToolOutcome(code, self._said(output).text())
         if output.size > EDIT_LIMIT:
@@ -208,3 +213,9 @@ _RUNNERS: dict[str, Callable[[Tools, Mapping[str, str], float], ToolOutcome]] = 
     "edit_file": Tools.edit_file,
     "list_files": Tools.list_files,
 }
+
+
+def _not_regular(path: str, only: str) -> str:
+    """A file tool's answer for a path that is there but is no regular file: a device such as
+    /dev/urandom, or a FIFO, would be read until the tool's timeout."""
+    return f"error: {path} is not a regular file (a directory, a device or a FIFO, say); {only}."
