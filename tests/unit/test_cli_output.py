@@ -85,5 +85,9 @@ def test_a_terminal_gets_rich(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     assert "\x1b[32m✓\x1b[0m ok" in capsys.readouterr().out
     console.print(output.escape("agent :smile: v1"))  # a name is shown as written, not as 😄
     assert "agent :smile: v1" in capsys.readouterr().out
+    monkeypatch.setenv("COLUMNS", "0")  # rich took it as a width of 0: nothing was printed
+    zero = output.Console()
+    zero.print("hello")
+    assert "hello" in capsys.readouterr().out
     monkeypatch.setenv("TTY_COMPATIBLE", "0")
     assert not console.is_terminal

@@ -211,7 +211,12 @@ class Console:
             from rich.console import Console as RichConsole
 
             # No emoji codes: `:smile:` in a name or an output is shown as written.
-            self._rich = RichConsole(stderr=self.stderr, highlight=False, emoji=False)
+            options: dict[str, Any] = {"stderr": self.stderr, "highlight": False, "emoji": False}
+            self._rich = RichConsole(**options)
+            if self._rich.width <= 0:  # rich takes COLUMNS=0 as a width of 0, and printed nothing
+                import shutil  # which reads 0 as unset, and asks the terminal
+
+                self._rich = RichConsole(**options, width=shutil.get_terminal_size().columns)
         return self._rich
 
     def print(
