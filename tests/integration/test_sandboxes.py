@@ -369,3 +369,14 @@ def test_a_write_that_fills_the_disk_leaves_nothing_and_says_why(server: Server,
     res = server.cli("sandbox", "cp", str(small), f"{sb['id']}:a/../../../../tmp/t")
     assert res.returncode == 0 and f"{sb['id']}:/tmp/t (5 bytes)" in res.stderr, res.stderr
     assert run(server, sb["id"], "test", "-e", "/home/user/a")["exit_code"] == 1
+
+
+def test_a_command_killed_at_the_memory_limit_says_so(server: Server) -> None:
+    """An exec killed at the sandbox's memory limit ended 137 with nothing said, as if the
+    command had killed itself (found by a tester)."""
+    sb = create(server, "--memory", "64Mi")
+    hog = run(server, sb["id"], "python3", "-c", "a = bytearray(10**9)")
+    assert hog["exit_code"] == 137, hog
+    assert "orch: killed: the sandbox's memory limit (64 MiB) was reached" in hog["stderr"], hog
+    own = run(server, sb["id"], "sh", "-c", "kill -9 $$")  # its own kill: said as such, not as memory
+    assert own["exit_code"] == 137 and "memory limit" not in own["stderr"], own

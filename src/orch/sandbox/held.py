@@ -426,6 +426,7 @@ class RuncSandbox:
         counted = self._processes()
         if counted is not None and counted[0] >= counted[1]:
             raise self._process_limit()  # runc would fail, said as its own raw error
+        kills = self._oom_kills()
         variables = dict(item.partition("=")[::2] for item in self.process["env"])
         variables.update(env or {})
         handed = self.shell
@@ -499,6 +500,11 @@ class RuncSandbox:
             log.info("%s on a command in %s (exit %s): %s", self.launcher.runtime, self.name, code, text)
         if started:
             pump.release()
+        if started and code == KILLED and not why and kills is not None and (self._oom_kills() or 0) > kills:
+            # The kernel's kill at the memory limit, not the command's own end (its 137 alone
+            # would read as either): said after its output, as a run says it.
+            limit = format_size(self.spec.memory_bytes or 0)
+            on_stderr(f"orch: killed: the sandbox's memory limit ({limit}) was reached\n".encode())
         if why:
             code = TIMED_OUT if why == "timeout" else KILLED
         return ExecResult(code, duration, timed_out=why == "timeout", cancelled=why == "cancel")
@@ -586,6 +592,22 @@ class RuncSandbox:
             return current, int(limit), int(events.get("max", 0))
         except (OSError, ValueError):
             return None
+
+    def _oom_kills(self) -> int | None:
+        """How many processes the kernel killed at the sandbox's memory limit so far: its own
+        memory cgroup's count (v1's memory.oom_control, v2's memory.events; a parent's does not
+        count its children's on v1). None under gVisor (its kernel is what the limit kills) or
+        when it cannot be read."""
+        if self.gvisor:
+            return None
+        folder = runc.sandbox_cgroup(self.name, "memory")
+        for file in ("memory.oom_control", "memory.events"):
+            try:
+                fields = dict(line.split() for line in (folder / file).read_text().splitlines())
+                return int(fields["oom_kill"])
+            except (OSError, ValueError, KeyError):
+                continue
+        return None
 
     def _at_process_limit(self, refused_before: int | None = None) -> bool:
         """Whether the sandbox is at its process limit: all its processes taken, or (with
