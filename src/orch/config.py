@@ -247,6 +247,16 @@ SETTINGS: tuple[Setting, ...] = (
         "http://HOST:SERVICES_PORT).",
     ),
     Setting(
+        "max_websockets",
+        # 48 MiB: what one WebSocket may hold at most (server/proxy_websocket.py, HELD_AT_MOST).
+        lambda h: max(16, memory() // 4 // (48 * 2**20)),
+        _positive_int,
+        "WebSockets the services' proxy holds open at once, to all services; one more is refused "
+        "with 503 until some close. Each may hold up to 48 MiB of messages (16 MiB each way, the "
+        "one to the service twice); by default as many as a quarter of the machine's memory holds, "
+        "at least 16.",
+    ),
+    Setting(
         "build_timeout",
         lambda h: 1800,
         _positive_int,

@@ -83,6 +83,15 @@ class Answer:
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
 
+    def whole(self) -> bool:
+        """Whether the body has come whole with the head (it waits in the connection's buffer:
+        reading it waits for nothing), as most small answers do. Known for a body of a known
+        length only (or none)."""
+        if self._framing == "none":
+            return True
+        held: bytearray = self._conn.reader._buffer  # type: ignore[attr-defined]  # as `stray`
+        return self._framing == "length" and len(held) >= self._length
+
     async def body(self) -> AsyncIterator[bytes]:
         reader = self._conn.reader
         try:
