@@ -25,6 +25,7 @@ from orch.secret import box
 from orch.server import home_lock
 from orch.server.app import create_app
 from orch.server.http_protocol import CoalescingHttpTools, ConnectionLimits
+from orch.server.proxy_websocket import MAX_MESSAGE
 from orch.services import host_check, workspaces
 from orch.services.platform import Platform, default_services_url
 from orch.store import db
@@ -158,9 +159,13 @@ def serving(limits: ConnectionLimits | None = None) -> dict[str, Any]:
     header of uvicorn's: a service's answer carries its own (server/proxy_headers.py), and the
     API's says nothing a client needs. Each connection's writes of one turn of the event loop
     leave as one, its request's head has a deadline and each port holds so many connections at
-    once (http_protocol.py)."""
+    once (http_protocol.py). WebSockets are uvicorn's websockets-sansio protocol, whose flow
+    the services' proxy holds to one message each way, and a client's message is at most the
+    proxy's MAX_MESSAGE (server/proxy_websocket.py): said here, not left to uvicorn's defaults."""
     return {
         "http": CoalescingHttpTools.limited(limits or ConnectionLimits.of_process(None)),
+        "ws": "websockets-sansio",
+        "ws_max_size": MAX_MESSAGE,
         "log_level": "warning",
         "lifespan": "on",
         "timeout_keep_alive": 65,

@@ -17,6 +17,7 @@ from orch.server import node_api
 from orch.server.http_protocol import CoalescingHttpTools, ConnectionLimits
 from orch.server.main import bind
 from orch.server.proxy import ServiceProxy
+from orch.server.proxy_websocket import MAX_MESSAGE
 from orch.server.relay import format_address
 from orch.services.platform import Platform
 
@@ -36,6 +37,8 @@ class NodeProxy:
         config = uvicorn.Config(
             self.app,
             http=CoalescingHttpTools.limited(limits),
+            ws="websockets-sansio",  # as the server's (server/main.py's `serving`)
+            ws_max_size=MAX_MESSAGE,
             log_level="warning",
             lifespan="off",
             access_log=False,
