@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from orch.server import proxy, sandbox_relay
 from orch.server.app import create_app
+from orch.server.http_protocol import ConnectionLimits
 from orch.server.main import bind
 from orch.services.platform import Platform
 from tests.asgi import in_process
@@ -64,27 +65,40 @@ def live(served: tuple[str, str]) -> str:
     return served[1]
 
 
-@pytest.fixture
-def served(app: FastAPI) -> Iterator[tuple[str, str]]:
-    """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
-    in-process transport reads whole answers and knows no WebSocket): the API's URL, the
-    services' URL."""
+@contextmanager
+def on_loopback(
+    app: FastAPI, limits: Callable[[int], ConnectionLimits] | None = None
+) -> Iterator[tuple[int, int]]:
+    """The server's two origins served by uvicorn on loopback, as `orch server` serves them
+    (bounded by `limits(services' port)`, else as the process allows): the API's port, the
+    services' port."""
     import uvicorn
 
     from orch.server.main import by_port, serving
 
     socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
-    services_port = socks[1].getsockname()[1]
+    api_port, services_port = (s.getsockname()[1] for s in socks)
     both = by_port(app, app.state.services_app, services_port)
-    config = uvicorn.Config(both, **serving())
+    config = uvicorn.Config(both, **serving(limits(services_port) if limits else None))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{socks[0].getsockname()[1]}", f"http://127.0.0.1:{services_port}"
-    server.should_exit = True
-    thread.join(10)
-    for sock in socks:
-        sock.close()
+    try:
+        yield api_port, services_port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture
+def served(app: FastAPI) -> Iterator[tuple[str, str]]:
+    """The server's two origins served by uvicorn on loopback, as `orch server` serves them (the
+    in-process transport reads whole answers and knows no WebSocket): the API's URL, the
+    services' URL."""
+    with on_loopback(app) as (api_port, services_port):
+        yield f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{services_port}"

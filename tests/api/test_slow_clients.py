@@ -17,7 +17,6 @@ import resource
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,14 +24,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from orch.engine.fake import FakeEngine
 from orch.server import http_protocol
 from orch.server.http_protocol import ConnectionLimits
-from orch.server.main import bind, by_port, serving
 from orch.server.node_proxy import NodeProxy
+from tests.api.conftest import on_loopback
 from tests.conftest import close_platform, make_platform
 
 ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # no store involved
@@ -47,23 +45,14 @@ def bounded(
 ) -> Iterator[tuple[int, int, ConnectionLimits]]:
     """The server's two origins served by uvicorn on loopback as `orch server` serves them, with
     these bounds: the API's port, the services' port and the bounds (their counts)."""
-    socks = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
-    api_port, services_port = (s.getsockname()[1] for s in socks)
-    limits = ConnectionLimits(head_timeout, api=api, services=services, services_port=services_port)
-    config = uvicorn.Config(by_port(app, app.state.services_app, services_port), **serving(limits))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield api_port, services_port, limits
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        for sock in socks:
-            sock.close()
+    made: list[ConnectionLimits] = []
+
+    def limits(services_port: int) -> ConnectionLimits:
+        made.append(ConnectionLimits(head_timeout, api=api, services=services, services_port=services_port))
+        return made[0]
+
+    with on_loopback(app, limits) as (api_port, services_port):
+        yield api_port, services_port, made[0]
 
 
 def connect(port: int, send: bytes = b"") -> socket.socket:
