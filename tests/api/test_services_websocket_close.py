@@ -43,6 +43,26 @@ def answering(platform: Platform) -> None:
     platform.probe = lambda address, port: True
 
 
+def answer_handshake(conn: socket.socket) -> None:
+    """A service's side of a WebSocket's opening handshake, by hand: the request's head is read
+    byte by byte to its end and no further (what follows is the client's first frame), then
+    answered 101 with the key's accept value."""
+    from websockets.utils import accept_key
+
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := conn.recv(1)):
+        head += chunk
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in head.decode("latin-1").split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    conn.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
+    )
+
+
 class DeafService:
     """A WebSocket service that answers the handshake by hand, then never reads again; it writes
     a text frame every `tick` seconds (0: nothing at all)."""
@@ -63,22 +83,9 @@ class DeafService:
         self.thread.start()
 
     def _serve(self) -> None:
-        from websockets.utils import accept_key
-
         conn, _ = self.listener.accept()
         self.conn = conn
-        head = b""
-        while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
-            head += chunk
-        key = next(
-            line.split(":", 1)[1].strip()
-            for line in head.decode("latin-1").split("\r\n")
-            if line.lower().startswith("sec-websocket-key:")
-        )
-        conn.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
-        )
+        answer_handshake(conn)
         frame = b"\x82\x7f" + len(MESSAGE).to_bytes(8, "big") + MESSAGE if self.flood else b"\x81\x04tick"
         conn.settimeout(30)
         while (self.flood or self.tick) and not self.stop.wait(0 if self.flood else self.tick):

@@ -28,6 +28,7 @@ from orch.server import proxy_websocket
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from tests.api.test_services_proxy import deployed, ws_url
+from tests.api.test_services_websocket_close import answer_handshake
 
 MiB = 1 << 20
 MESSAGE = 4 * MiB
@@ -113,26 +114,13 @@ class Service:
         return int(self.listener.getsockname()[1])
 
     def _accept(self) -> None:
-        from websockets.utils import accept_key
-
         while True:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
             self.conns.append(conn)
-            head = b""
-            while b"\r\n\r\n" not in head and (chunk := conn.recv(1)):
-                head += chunk
-            key = next(
-                line.split(":", 1)[1].strip()
-                for line in head.decode("latin-1").split("\r\n")
-                if line.lower().startswith("sec-websocket-key:")
-            )
-            conn.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
-            )
+            answer_handshake(conn)
             self.accepted.append(conn)
 
     def connection(self) -> socket.socket:
