@@ -78,3 +78,26 @@ def test_a_bundle_far_below_the_limit_is_not_extracted_to_count_it(
     (root / "main.py").write_text("print('ok')\n")
     resp = publish(api, "many", pack_directory(root).data)
     assert resp.status_code == 201 and resp.json()["notes"] == [], resp.text
+
+
+def test_a_bundle_whose_bytecode_is_larger_than_its_modules_runs_where_its_files_fit(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Far enough from the limit, publish counts each module as much again for its bytecode; a
+    module of terse code compiled to five times its size, so a bundle published with no note
+    failed every run, its copy with bytecode too large (found by a tester: 46 MB of modules,
+    238 MiB of bytecode). Extraction keeps no cache larger than its module: the run starts."""
+    assert os.sysconf("SC_PAGE_SIZE") == 4096
+    root = tmp_path / "terse"
+    root.mkdir()
+    (root / "main.py").write_text("import terse\n")
+    (root / "terse.py").write_text("f(x, y)\n" * 20_000)  # 40 pages; its bytecode ~190
+    (root / "orch.yaml").write_text(SMALL)
+    # 4,096 pages less main.py, terse.py, orch.yaml and each module as much again: 4,010 fit
+    # with what publish counts, and not with terse.py's real bytecode.
+    (root / "data").write_bytes(bytes(4_000 * 4096))
+    resp = publish(api, "terse", pack_directory(root).data)
+    assert resp.status_code == 201 and resp.json()["notes"] == [], resp.text
+    r = run(api, platform, "terse")
+    assert r["status"] == "succeeded", r
+    assert len(fake_engine.containers) == 1

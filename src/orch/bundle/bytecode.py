@@ -15,15 +15,24 @@ child process with bounds on its time and memory; a failure only costs the gain.
 regular `.py` file, never a link, in a directory that has no `__pycache__` of the bundle's own,
 and only when the bundle has two or more of them (a single module has none of its own to import;
 the entrypoint is run, never imported from a cache).
+
+A module's cache is kept only when it takes no more of the working directory (a tmpfs, in whole
+pages) than the module itself: so a run's copy of the bundle never takes more than twice its
+modules, the bound publish counts with before it measures (services/agents.py). Terse code can
+compile to five times its size (`f(x, y)` on every line); a bundle of such modules that fit its
+working directory did not fit with their caches, and every run of it failed before its start.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from orch.sandbox.spec import on_tmpfs
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +90,17 @@ def compile_modules(root: Path) -> int:
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         log.warning("the bytecode of %s was not compiled: %s", root.name, why[0])
+    _drop_larger_than_source(root, found)
     return len(found)
+
+
+def _drop_larger_than_source(root: Path, found: list[str]) -> None:
+    """Remove each cache that takes more pages than its module (see the module's docstring)."""
+    for rel in found:
+        source = root / rel
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        try:
+            if on_tmpfs([cached.stat().st_size]) > on_tmpfs([source.stat().st_size]):
+                cached.unlink()
+        except FileNotFoundError:
+            pass  # not compiled (a syntax error, say)

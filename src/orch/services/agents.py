@@ -123,7 +123,7 @@ def _misfit(info: BundleInfo) -> str | None:
     a run (the run fails, saying so: workers/runs.py); None when it fits. The run counts the
     bundle as extracted, with the bytecode compiled for its modules, so this counts it so too:
     exactly, by extracting and compiling it, when it could come near the limit (its files, and
-    for each module as much again: bytecode is seldom larger than its source), since that takes
+    for each module as much again: extraction keeps no cache larger than its module), since that takes
     seconds for a bundle of many modules (a tester's 1,500 took 25 s); below that, it fits."""
     memory = info.manifest.resources.memory_bytes
     # Extraction compiles modules when there are two or more (links to them count here: never fewer).

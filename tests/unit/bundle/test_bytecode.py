@@ -75,7 +75,9 @@ def test_packages_are_compiled_and_a_syntax_error_stops_only_its_own_file(tmp_pa
         },
     )
     assert bytecode.compile_modules(root) == 4
-    assert cache(root, "pkg/mod.py").is_file() and cache(root, "pkg/__init__.py").is_file()
+    assert cache(root, "pkg/mod.py").is_file()
+    # An empty module takes no page and its cache one: it keeps none (compiling it costs nothing).
+    assert not cache(root, "pkg/__init__.py").exists()
     assert not cache(root, "pkg/bad.py").exists()
 
 
@@ -133,3 +135,15 @@ def test_a_compiler_that_runs_out_of_time_is_stopped(
     with caplog.at_level(logging.WARNING, logger="orch.bundle.bytecode"):
         assert bytecode.compile_modules(root) == 2
     assert "timed out" in caplog.text
+
+
+def test_a_cache_larger_than_its_module_is_not_kept(tmp_path: Path) -> None:
+    """Terse code compiles to several times its size; a run's copy of the bundle, on a tmpfs
+    sized by its memory limit, must never hold more than twice its modules' pages (what publish
+    counts with): such a module keeps no cache, and the others keep theirs."""
+    terse = "f(x, y)\n" * 20_000  # 160,000 bytes: 40 pages, its bytecode about five times that
+    root = tree(tmp_path / "b", {"main.py": "import terse\n", "terse.py": terse, "small.py": "VALUE = 1\n"})
+    assert bytecode.compile_modules(root) == 3
+    assert not cache(root, "terse.py").exists()
+    assert cache(root, "small.py").is_file() and cache(root, "main.py").is_file()
+    assert not any(cache(root, "terse.py").parent.glob("*.tmp*"))
