@@ -159,6 +159,32 @@ def test_new_user_namespaces(server: Server, tmp_path: Path) -> None:
         assert (said["unshare"], said["clone"]) == ("Operation not permitted",) * 2, said
 
 
+KEYRINGS = (
+    "import ctypes, json, os, platform\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "nr = {'x86_64': (250, 248), 'aarch64': (219, 217)}[platform.machine()]  # keyctl, add_key\n"
+    "def said(r):\n"
+    "    return 'done' if r >= 0 else os.strerror(ctypes.get_errno())\n"
+    "joined = libc.syscall(nr[0], 1, b'orch-hostile-channel')  # JOIN_SESSION_KEYRING, named\n"
+    "print(json.dumps({'join': said(joined),\n"
+    "                  'link into the uid keyring': said(libc.syscall(nr[0], 8, joined, -4)),\n"
+    "                  'add_key': said(libc.syscall(nr[1], b'user', b'k', b'v', 1, -4))}))\n"
+)
+
+
+def test_kernel_keyrings(server: Server, tmp_path: Path) -> None:
+    """The kernel's user keyring is the uid's across the machine, and every sandbox runs as uid
+    1000: a keyring linked into it, named with a run's data, was read by the next run of any
+    workspace, and 200 of them filled the uid's quota for every sandbox (found by a tester). No
+    keyring call reaches the host's kernel (under gVisor they reach gVisor's own)."""
+    run = run_agent(server, tmp_path, "keyrings", KEYRINGS)
+    assert run["status"] == "succeeded", run
+    said = json.loads(run["stdout"])
+    record("kernel keyrings", "keyctl: a named keyring linked into the uid's", run, ", ".join(said.values()))
+    if run["isolation"] == "runc":
+        assert set(said.values()) == {"Function not implemented"}, said
+
+
 def test_fork_bomb(server: Server, tmp_path: Path) -> None:
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        raise\n"
     run = run_agent(server, tmp_path, "forks", code, "resources: {pids: 64, timeout: 30}\n")

@@ -30,7 +30,7 @@ PROFILE = {
     ],
     "syscalls": [
         {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {}, "excludes": {}},
-        {"names": ["clone", "clone3", "unshare", "wait4"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["clone", "clone3", "keyctl", "unshare", "wait4"], "action": "SCMP_ACT_ALLOW"},
         {
             "names": ["personality"],
             "action": "SCMP_ACT_ALLOW",
@@ -290,14 +290,15 @@ def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> No
         "SCMP_ARCH_X32",
     ]
     assert sc["architectures"] == ["SCMP_ARCH_X86_64"]
-    podmans = seccomp.no_user_namespaces(seccomp.convert(PROFILE, [], "amd64"), "amd64")
+    podmans = seccomp.convert(seccomp.hardened(PROFILE, "amd64"), [], "amd64")
     assert {k: v for k, v in sc.items() if k != "architectures"} == {
         k: v for k, v in podmans.items() if k != "architectures"
     }
     newuser = {"index": 0, "value": seccomp.CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}
     assert sc["syscalls"] == [
         {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
-        {"names": ["wait4"], "action": "SCMP_ACT_ALLOW"},  # clone, clone3, unshare: below
+        # clone, clone3, unshare: below; keyctl: not at all (the default answer, ENOSYS)
+        {"names": ["wait4"], "action": "SCMP_ACT_ALLOW"},
         {
             "names": ["personality"],
             "action": "SCMP_ACT_ALLOW",
@@ -307,14 +308,14 @@ def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> No
         # chroot: refused without CAP_SYS_CHROOT (the allow rule needs it)
         {"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
         # no new user namespace (stricter than Podman): EPERM with CLONE_NEWUSER, clone3 ENOSYS
-        {"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "args": [{**newuser, "valueTwo": 0}]},
+        {"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "args": [newuser]},  # valueTwo 0
         {
             "names": ["unshare"],
             "action": "SCMP_ACT_ERRNO",
             "errnoRet": 1,
             "args": [{**newuser, "valueTwo": seccomp.CLONE_NEWUSER}],
         },
-        {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [{**newuser, "valueTwo": 0}]},
+        {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [newuser]},
         {
             "names": ["clone"],
             "action": "SCMP_ACT_ERRNO",
@@ -324,9 +325,10 @@ def test_seccomp_is_podmans_conversion_of_the_profile_for_the_native_abi() -> No
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
     ]
     # Podman's own conversion keeps them allowed
-    assert {"names": ["clone", "clone3", "unshare", "wait4"], "action": "SCMP_ACT_ALLOW"} in seccomp.convert(
-        PROFILE, [], "amd64"
-    )["syscalls"]
+    assert {
+        "names": ["clone", "clone3", "keyctl", "unshare", "wait4"],
+        "action": "SCMP_ACT_ALLOW",
+    } in seccomp.convert(PROFILE, [], "amd64")["syscalls"]
 
 
 def test_seccomp_rules_follow_the_capabilities() -> None:
@@ -353,6 +355,30 @@ def test_the_real_profile_converts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not {"chroot", "bpf", "kexec_load", "init_module", "open_by_handle_at"} & allowed
     assert not {"clone", "clone3", "unshare"} & allowed  # only without CLONE_NEWUSER (clone3: never)
     assert {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38} in sc["syscalls"]
+    everywhere = {n for r in sc["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
+    assert not seccomp.KEYRING_CALLS & everywhere  # by no rule, with or without arguments
+
+
+@pytest.mark.skipif(not seccomp.PROFILE.exists(), reason="containers-common is not installed")
+def test_podman_gets_the_same_rules_in_its_own_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Services' containers and builds' steps run a workspace's code under Podman: they get the
+    launcher's rules as a profile file (`--security-opt seccomp=`), which Podman converts as the
+    launcher does; written once per content, readable by all."""
+    monkeypatch.undo()
+    monkeypatch.setattr(seccomp, "PODMAN_PROFILES", tmp_path / "profiles")
+    path = seccomp.podman_profile()
+    assert path.parent == tmp_path / "profiles" and path.stat().st_mode & 0o777 == 0o644
+    assert seccomp.podman_profile() == path and len(list(path.parent.iterdir())) == 1
+    written = json.loads(path.read_text())
+    converted = seccomp.native_only(seccomp.convert(written, [], seccomp.go_arch()), seccomp.go_arch())
+    assert converted == seccomp.oci_seccomp([])
+    source = json.loads(seccomp.PROFILE.read_text())
+    allowed = {n for r in source["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
+    assert "keyctl" in allowed and "unshare" in allowed  # Podman's own default allows both
+    path.unlink()  # a reboot empties /run: written again
+    assert seccomp.podman_profile() == path and path.is_file()
 
 
 def test_missing_profile_is_a_plain_error(tmp_path: Path) -> None:

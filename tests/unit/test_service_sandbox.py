@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orch.engine.podman import detached_args
+from orch.sandbox import seccomp
 from orch.sandbox.service_spec import RUN_COMMAND_CAPS, ServiceLimits, container_spec, containerfile
 from orch.services import deployed_logs
 from orch.services.reconcile import BACKOFF_MAX, backoff
@@ -37,8 +40,14 @@ def test_containerfile_installs_dependencies_at_build_time() -> None:
     assert "pip" not in bare and "npm" not in bare
 
 
-def test_detached_container_is_hardened_and_publishes_no_port(tmp_path: Path) -> None:
+def test_detached_container_is_hardened_and_publishes_no_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seccomp, "PODMAN_PROFILES", tmp_path / "profiles")
     args = detached_args(spec(), tmp_path / "c.log", deployed_logs.MAX_CONTAINER_LOG)
+    # The sandboxes' seccomp rules, not Podman's default: no kernel keyrings, no user namespaces.
+    (profile,) = (tmp_path / "profiles").iterdir()
+    assert f"--security-opt=seccomp={profile}" in args
     assert args[:4] == ["run", "--name", "orch-x-svc_1-v1-abc", "-d"]
     assert f"--log-opt=path={tmp_path / 'c.log'}" in args and "--log-driver=k8s-file" in args
     assert f"--log-opt=max-size={deployed_logs.MAX_CONTAINER_LOG}" in args

@@ -32,6 +32,7 @@ from orch.engine.base import (
 )
 from orch.engine.network import Network
 from orch.errors import BuildFailed, EngineError
+from orch.sandbox import seccomp
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ class PodmanEngine(Engine):
             containerfile = Path(tmp) / "Containerfile"
             containerfile.write_text(request.containerfile)
             args = [self.binary, "build", "--layers", "--pull=never", "--force-rm"]
+            # The steps run a workspace's code: the sandboxes' seccomp rules (no kernel keyrings,
+            # no new user namespaces; sandbox/seccomp.py), not Podman's default.
+            args.append(f"--security-opt=seccomp={seccomp.podman_profile()}")
             args.append(f"--network={request.network.podman_name}")
             args += ["-f", str(containerfile), "-t", request.tag]
             if request.no_cache:
@@ -450,6 +454,7 @@ class PodmanEngine(Engine):
         if network is not Network.NONE:
             self.prepare()
         args = ["run", "--rm", "--pull=never", "--cap-drop=all", "--security-opt=no-new-privileges"]
+        args.append(f"--security-opt=seccomp={seccomp.podman_profile()}")
         args.append(f"--network={network.podman_name}")
         for k, v in sorted(labels.items()):
             args += ["--label", f"{k}={v}"]

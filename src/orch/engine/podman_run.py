@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from orch.engine.base import ContainerExit, ContainerSpec
+from orch.sandbox import seccomp
 
 CHUNK = 65536
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -26,6 +27,7 @@ def run_args(binary: str, spec: ContainerSpec) -> list[str]:
     """The `podman run` command line for `spec`: hardened by default."""
     args = [binary, "run", "--name", spec.name, "-i", "--pull=never", "--init"]
     args += ["--cap-drop=all", "--security-opt=no-new-privileges", "--log-driver=none"]
+    args.append(f"--security-opt=seccomp={seccomp.podman_profile()}")  # the runc launcher's rules
     if spec.read_only:
         # Podman's own tmpfs mounts for a read-only root are unbounded; we add sized ones instead.
         args += ["--read-only", "--read-only-tmpfs=false"]

@@ -1,13 +1,18 @@
 """The default seccomp filter of a sandbox: the profile Podman uses (containers-common's
 /usr/share/containers/seccomp.json), turned into the OCI form the way Podman turns it
 (containers/common pkg/seccomp `setupSeccomp`), so a runc sandbox gets the same filter as a
-`podman run` with the same capabilities. Two differences, both stricter: the native ABI only
-(`native_only`) and no new user namespaces (`no_user_namespaces`)."""
+`podman run` with the same capabilities. Three differences, all stricter: the native ABI only
+(`native_only`), no new user namespaces (`no_user_namespaces`) and no kernel keyrings
+(`no_keyrings`). The last two are made in Podman's own format (`hardened`), so that what Podman
+starts for a workspace, its services' containers and its builds' steps, gets them too
+(`podman_profile`, given as `--security-opt seccomp=`)."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import platform
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +30,9 @@ _SECCOMP_ARCH = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64", "s39
 
 CLONE_NEWUSER = 0x10000000
 EPERM, ENOSYS = 1, 38
+KEYRING_CALLS = frozenset({"keyctl", "add_key", "request_key"})
+# Where Podman is given the hardened profile: one file per content, written once, never changed.
+PODMAN_PROFILES = Path("/run/orch-seccomp")
 
 
 def go_arch() -> str:
@@ -43,11 +51,52 @@ def oci_seccomp(caps: Iterable[str], profile: Path | None = None, arch: str | No
 @functools.cache
 def _converted(profile: Path, caps: tuple[str, ...], arch: str) -> str:
     # Cached as text: every sandbox gets its own copy to put into its config.
+    return json.dumps(native_only(convert(hardened(_source(profile), arch), caps, arch), arch))
+
+
+def _source(profile: Path) -> dict[str, Any]:
     try:
-        source = json.loads(profile.read_text())
+        return json.loads(profile.read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError) as e:
         raise EngineError(f"The seccomp profile {profile} cannot be read ({e}).", _FIX) from None
-    return json.dumps(no_user_namespaces(native_only(convert(source, caps, arch), arch), arch))
+
+
+def hardened(source: dict[str, Any], arch: str) -> dict[str, Any]:
+    """Podman's profile (its own format, or the OCI one: both have `syscalls` of `names` and
+    `action`) without new user namespaces and without kernel keyrings."""
+    return no_keyrings(no_user_namespaces(source, arch))
+
+
+def podman_profile(profile: Path | None = None, arch: str | None = None) -> Path:
+    """The hardened profile as a file for Podman's `--security-opt seccomp=` (`podman run`,
+    `podman build`): named by its content, written when missing (a reboot empties /run)."""
+    text = json.dumps(hardened(_source(profile or PROFILE), arch or go_arch()), indent=1)
+    path = PODMAN_PROFILES / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        PODMAN_PROFILES.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(path)  # whole or not at all: another server may write the same one
+    return path
+
+
+def no_keyrings(profile: dict[str, Any]) -> dict[str, Any]:
+    """Podman's profile allows `keyctl`. Every sandbox runs as the host's uid 1000, and the
+    kernel's user keyring is the uid's across the machine, not a namespace's: with `keyctl` alone
+    a run could link a keyring, whose name is up to 4 KiB of its own data, into it, and any
+    later sandbox of any workspace read or remove it; or use up the uid's quota of keys (200) for
+    every sandbox on the machine (found by a tester). No keyring call is allowed (the profile's
+    default answer, ENOSYS, as for `add_key` already), as in Docker's profile. See
+    docs/trust.md."""
+    rules = []
+    for rule in profile.get("syscalls", ()):
+        if rule["action"] == "SCMP_ACT_ALLOW" and KEYRING_CALLS & set(rule["names"]):
+            rule = {**rule, "names": [n for n in rule["names"] if n not in KEYRING_CALLS]}
+            if not rule["names"]:
+                continue
+        rules.append(rule)
+    return {**profile, "syscalls": rules}
 
 
 def native_only(converted: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -63,7 +112,7 @@ def native_only(converted: dict[str, Any], arch: str) -> dict[str, Any]:
     return converted
 
 
-def no_user_namespaces(converted: dict[str, Any], arch: str) -> dict[str, Any]:
+def no_user_namespaces(profile: dict[str, Any], arch: str) -> dict[str, Any]:
     """Podman's profile lets any process create a user namespace (`unshare`, `clone` with
     CLONE_NEWUSER), in which it holds every capability over new namespaces of its own: mounts,
     network interfaces, nf_tables. Nothing a sandbox runs needs that, and it is the first step of
@@ -73,7 +122,7 @@ def no_user_namespaces(converted: dict[str, Any], arch: str) -> dict[str, Any]:
     `clone` (threads, fork and posix_spawn work as before). See docs/trust.md."""
     gated = {"unshare", "clone", "clone3"}
     rules = []
-    for rule in converted.get("syscalls", ()):
+    for rule in profile.get("syscalls", ()):
         if rule["action"] == "SCMP_ACT_ALLOW" and gated & set(rule["names"]):
             names = [n for n in rule["names"] if n not in gated]
             if not names:
@@ -97,7 +146,7 @@ def no_user_namespaces(converted: dict[str, Any], arch: str) -> dict[str, Any]:
         rules.append(on_newuser(name, index, "SCMP_ACT_ALLOW", 0))
         rules.append(on_newuser(name, index, "SCMP_ACT_ERRNO", CLONE_NEWUSER, EPERM))
     rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
-    return {**converted, "syscalls": rules}
+    return {**profile, "syscalls": rules}
 
 
 def convert(source: dict[str, Any], caps: Iterable[str], arch: str) -> dict[str, Any]:
