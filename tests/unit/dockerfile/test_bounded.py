@@ -58,11 +58,15 @@ def timed(text: str) -> tuple[float, Validation]:
 
 
 def growth(make: Callable[[int], str], n: int) -> float:
-    """How much longer a text 4 times as long takes than one of `n` (the least of three each,
-    side by side, so a busy machine slows both): linear is about 4, quadratic 16."""
-    small = min(timed(make(n))[0] for _ in range(3))
-    large = min(timed(make(4 * n))[0] for _ in range(3))
-    return large / max(small, 1e-3)
+    """How much longer a text 4 times as long takes than one of `n` (the least of five each,
+    taken in turns, so a busy stretch of the machine slows both alike): linear is about 4,
+    quadratic 16."""
+    small, large = make(n), make(4 * n)
+    times: dict[str, list[float]] = {"small": [], "large": []}
+    for _ in range(5):
+        times["small"].append(timed(small)[0])
+        times["large"].append(timed(large)[0])
+    return min(times["large"]) / max(min(times["small"]), 1e-3)
 
 
 def test_json_nested_deeper_than_python_recurses() -> None:
