@@ -33,6 +33,11 @@ PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 # Seconds a sandbox's create may take (the CLI's and the client's): the machine that holds it (a
 # cluster's node) may pull the environment's image first.
 CREATE_TIMEOUT = 300.0
+# A long poll (a request with the API's `wait` parameter: a run's logs and events, a service's
+# logs) is answered after up to `wait` seconds (at most LONGEST_POLL), and may take POLL_MARGIN
+# more, whatever the client's limit for one request: Client(timeout=5) still follows a run.
+LONGEST_POLL = 30.0
+POLL_MARGIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -363,9 +368,11 @@ class Transport:
     """Requests to one orch server as one workspace (its token); answers as parsed JSON.
 
     `get`, `post`, `put` and `delete` take `params`, `json`, `content`, `headers` and `timeout`
-    (seconds, or a `Wait`) and return the answer's JSON (None when it has no body); `send`
-    returns the answer itself (read whole), `stream` an answer still arriving. Every error answer
-    raises the OrchError subclass the server named, with its message and fix."""
+    (seconds, or a `Wait`; by default the client's, or a long poll's own: `_usual_wait`) and
+    return the answer's JSON (None when it has no body); `send` returns the answer itself (read
+    whole), `stream` an answer still arriving. Every error answer raises the OrchError subclass
+    the server named, with its message and fix; an answer that is not an orch server's raises
+    OrchError naming the URL (`_not_orch`)."""
 
     def __init__(
         self,
@@ -422,6 +429,15 @@ class Transport:
         connecting within the usual limit."""
         return Wait(connect=self.wait.connect, read=seconds)
 
+    def _usual_wait(self, params: Mapping[str, Any] | None) -> Wait:
+        """The timeout of a request that names none: the client's, or for a long poll (`wait` in
+        `params`) that poll's wait and POLL_MARGIN when that is longer. A wait the API refuses
+        (more than LONGEST_POLL, not a number) is refused at once, within the client's limit."""
+        wait = (params or {}).get("wait")
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= LONGEST_POLL:
+            return self.wait
+        return self.waiting(max(wait + POLL_MARGIN, self.wait.read or 0.0))
+
     def send(self, method: str, path: str, **kwargs: Any) -> Answer:
         """The answer to one request, read whole; an error answer raises."""
         with self.stream(method, path, **kwargs) as resp:
@@ -445,7 +461,7 @@ class Transport:
                 for item in value if isinstance(value, list | tuple) else (value,):
                     if isinstance(item, str) and (fault := _text_fault(item, f"`{name}`")):
                         raise fault
-        timeout = kwargs.pop("timeout", self.wait)
+        timeout = kwargs.pop("timeout") if "timeout" in kwargs else self._usual_wait(params)
         if not isinstance(timeout, Wait):  # seconds, or None: for connecting and reading alike
             timeout = Wait(connect=timeout, read=timeout)
         try:
@@ -472,7 +488,12 @@ class Transport:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self.send(method, path, **kwargs)
-        return resp.json() if resp.content else None
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:  # not JSON (nor UTF-8): a web page, say
+            raise _not_orch(resp, self.url) from None
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -499,20 +520,26 @@ CLOSED_FIX = (
 
 
 def _error(resp: Answer, url: str) -> OrchError:
-    """The exception an error answer stands for: the server's own, else one naming the status
-    and that what answered at `url` is not an orch server (another web server, a proxy)."""
+    """The exception an error answer stands for: the server's own, else `_not_orch`."""
     try:
         data = resp.json()
     except ValueError:
         data = {}
     if not isinstance(data, dict) or "message" not in data:
-        data = {
-            "message": f"The server answered {resp.status_code} {resp.reason_phrase}, not as an orch "
-            f"server answers: something else answers at {url}.",
-            "fix": f"Check that {url} is the address `orch server` printed (ORCH_URL, or `orch login "
-            "--url URL --token TOKEN`); a proxy on the way may have answered for a server that is down.",
-        }
+        return _not_orch(resp, url)
     return from_dict(data)
+
+
+def _not_orch(resp: Answer, url: str) -> OrchError:
+    """What an answer that is not an orch server's raises (an error without orch's body, a body
+    that is not JSON): its status, and that what answered at `url` is something else (another
+    web server, a proxy, a captive portal)."""
+    return OrchError(
+        f"The server answered {resp.status_code} {resp.reason_phrase}, not as an orch server "
+        f"answers: something else answers at {url}.",
+        f"Check that {url} is the address `orch server` printed (ORCH_URL, or `orch login --url URL "
+        "--token TOKEN`); a proxy on the way may have answered for a server that is down.",
+    )
 
 
 URL_FIX = (

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
-from orch.models import RunStatus, advance, new_id
+from orch.models import RunStatus, advance, new_id, shown_name
 from orch.services import log_files, nodes, run_output
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
@@ -185,7 +185,9 @@ def _get(platform: Platform, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow,
 
 
 def _no_run(run_id: str) -> NotFound:
-    return NotFound(f"No run {run_id!r} in this workspace.", "See `orch runs list` for their ids.")
+    return NotFound(
+        f"No run {shown_name(run_id)!r} in this workspace.", "See `orch runs list` for their ids."
+    )
 
 
 def _get_in(s: Session, ws_id: str, run_id: str) -> tuple[RunRow, AgentRow, AgentVersionRow]:

@@ -42,7 +42,7 @@ from orch.errors import (
     NotFound,
     OrchError,
 )
-from orch.models import BuildStatus, EnvKind, SandboxStatus, advance, new_id, sources
+from orch.models import BuildStatus, EnvKind, SandboxStatus, advance, new_id, shown_name, sources
 from orch.sandbox.held import ExecResult, Held, Output
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import HOME, SANDBOX_USER
@@ -443,7 +443,7 @@ def _row(platform: Platform, ws_id: str, sandbox_id: str) -> SandboxRow:
     with platform.store.session() as s:
         row = s.get(SandboxRow, sandbox_id)
         if row is None or row.workspace_id != ws_id:
-            raise NotFound(f"No sandbox {sandbox_id!r} in this workspace.", _NO_SANDBOX_FIX)
+            raise NotFound(f"No sandbox {shown_name(sandbox_id)!r} in this workspace.", _NO_SANDBOX_FIX)
         s.expunge(row)
         return row
 

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orch.errors import Conflict, Forbidden, NotFound, Unauthorized
-from orch.models import check_name, new_id
+from orch.models import check_name, new_id, shown_name
 from orch.services.platform import Platform
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
 from orch.store.db import Gone
@@ -186,7 +186,9 @@ def target_workspace(session: Session, caller: Caller, workspace: str | None, wh
         select(WorkspaceRow).where((WorkspaceRow.name == workspace) | (WorkspaceRow.id == workspace))
     )
     if ws is None:
-        raise NotFound(f"No workspace {workspace!r}.", "See `orch workspace list` for their names.")
+        raise NotFound(
+            f"No workspace {shown_name(workspace)!r}.", "See `orch workspace list` for their names."
+        )
     return ws
 
 
@@ -221,7 +223,7 @@ def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView
     with platform.store.session() as s:
         row = s.get(TokenRow, token_id)
         if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
-            raise NotFound(f"No token {token_id!r}.", "See `orch token list` for their ids.")
+            raise NotFound(f"No token {shown_name(token_id)!r}.", "See `orch token list` for their ids.")
         admins = s.scalar(select(func.count()).select_from(TokenRow).where(TokenRow.admin.is_(True)))
         if row.admin and admins == 1:
             raise Conflict(
