@@ -39,11 +39,14 @@ def publish(
     """Publish a directory as a new immutable version of an agent."""
     agent_name, bundle = packed(path, name, "agent", "orch publish ./my-agent")
     client = Transport.from_settings()
+    # As long as the server takes: a large bundle's upload and fit check can outlast the usual
+    # limit, and a publish given up on is published all the same.
     data = client.post(
         f"/v1/agents/{segment(agent_name)}/versions",
         params={"docker": "true" if docker else "false"},
         content=bundle.data,
         headers={"Content-Type": "application/gzip"},
+        timeout=client.waiting(None),
     )
     version = data["version"]
     if json_:

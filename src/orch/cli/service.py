@@ -83,11 +83,12 @@ def deploy(
     params: dict[str, str] = {"command": command_} if command_ is not None else {}
     if public:
         params["public"] = "true"
-    dep = client.post(
+    dep = client.post(  # as long as the server takes, as `orch publish`
         f"/v1/services/{segment(service)}/deploy",
         params=params,
         content=bundle.data,
         headers={"Content-Type": "application/gzip"},
+        timeout=client.waiting(None),
     )
     if dep.get("unchanged"):
         svc = client.get(f"/v1/services/{segment(service)}")
