@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -12,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, make_url, select, update
+from sqlalchemy import URL, create_engine, event, make_url, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -145,14 +146,16 @@ def dialect(url: str) -> str:
 def check_url(url: str) -> None:
     """InvalidInput unless the store at `url` is one orch can open, found without making anything
     (a server checks its setting before it makes its home): its scheme is SQLite's or
-    PostgreSQL's, and a PostgreSQL server answers there. A SQLite file is made with the home."""
+    PostgreSQL's, a SQLite store is a file the server may write (check_sqlite_file), and a
+    PostgreSQL server answers there. A SQLite file is made with the home."""
     try:
         parsed = make_url(engine_url(url))
     except ValueError:  # int() of the port
         raise InvalidInput("The database URL's port is not a number.", URL_FIX) from None
     except ArgumentError:
         raise InvalidInput("The database URL can't be read as one.", URL_FIX) from None
-    if parsed.get_backend_name() != "postgresql":
+    if parsed.get_backend_name() == "sqlite":
+        check_sqlite_file(parsed, url)
         return
     shown = parsed.render_as_string(hide_password=True)
     timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
@@ -168,6 +171,58 @@ def check_url(url: str) -> None:
         ) from None
     finally:
         probe.dispose()
+
+
+SQLITE_FIX = (
+    "Point ORCH_DATABASE_URL (or --db) at a file in a directory the server's user may write, "
+    "e.g. sqlite:////var/lib/orch/orch.db."
+)
+
+
+def check_sqlite_file(url: URL, given: str) -> None:
+    """InvalidInput unless the SQLite database at `url` (its path; `given` as set) is a file the
+    server can make, or open to write: not an in-memory database (each connection would have
+    its own, empty, and all of it would end with the server), not a directory, not under a file,
+    and in a directory the server may write (SQLite makes its -wal and -shm files there) on a
+    file system mounted read-write. Said before anything is made: a directory still missing
+    is tried by making and removing a directory of its own in the nearest one that exists."""
+    database = url.database
+    if database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        shown = given if url.password is None else url.render_as_string(hide_password=True)
+        raise InvalidInput(
+            f"The database URL {shown!r} names an in-memory SQLite database, "
+            "and orch keeps its store in a file.",
+            "Use sqlite:///PATH with the path of a file (the default is $ORCH_HOME/orch.db), "
+            "or postgresql://USER:PASSWORD@HOST/DB.",
+        )
+    if database is None or database.startswith("file:"):  # a URI (?uri=true): SQLite reads it, as it says
+        return
+    path = Path(os.path.abspath(database))
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise InvalidInput(f"The database {path} is {what}, not a SQLite file.", SQLITE_FIX)
+    if path.exists():
+        try:
+            os.close(os.open(path, os.O_RDWR))
+        except OSError as e:
+            raise InvalidInput(
+                f"The server can't write the database {path}: {e.strerror}.", SQLITE_FIX
+            ) from None
+    where = path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise InvalidInput(
+            f"The database {path} can't be made: {where} is a file, not a directory.", SQLITE_FIX
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".orch-check-", dir=where))
+    except OSError as e:
+        raise InvalidInput(
+            f"The database {path} can't be {'written' if path.exists() else 'made'}: "
+            f"the server can't write in {where} ({e.strerror}).",
+            SQLITE_FIX,
+        ) from None
 
 
 def _first_line(error: BaseException | None) -> str:
