@@ -5,10 +5,18 @@ What the commands use (the builder, the engine, the sandbox, the store) is impor
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import typer
 
 from orch import config
 from orch.cli.output import command, console, ok, print_json
+from orch.errors import OrchError
+
+if TYPE_CHECKING:
+    from orch.services import host_check
 
 app = typer.Typer(help="Operator commands that act on this machine directly.", no_args_is_help=True)
 
@@ -67,6 +75,30 @@ def check(json_: bool = typer.Option(False, "--json", help="Print the report as 
     """Check that this machine can run sandboxes and builds; exit 1 with what is missing.
 
     It checks the host packages the engine needs, then runs one sandbox and one build step."""
+    from orch.services import host_check
+
+    def show(name: str, seconds: float) -> None:
+        if not json_:
+            ok(f"{name}  ({seconds:.1f} s)")
+
+    try:
+        report = _check(show)
+    except OrchError as e:  # before the check could start (the settings, the store): its problem
+        if not json_:
+            raise
+        report = host_check.Report(problem=e)
+    if json_:
+        print_json(report.to_dict())
+        if report.problem:
+            raise typer.Exit(report.problem.exit_code)
+    elif report.problem:
+        raise report.problem
+    else:
+        ok("This machine can run orch's sandboxes and builds.")
+
+
+def _check(on_step: Callable[[str, float], None]) -> host_check.Report:
+    """The machine's self-check (`host_check.run`) on this ORCH_HOME's settings and store."""
     from orch.engine import PodmanEngine
     from orch.sandbox import runc
     from orch.services import host_check
@@ -76,21 +108,10 @@ def check(json_: bool = typer.Option(False, "--json", help="Print the report as 
     cfg = config.load()
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine())
     platform.launchers = dict(runc.launchers(platform.container_prefix))
-
-    def show(name: str, seconds: float) -> None:
-        if not json_:
-            ok(f"{name}  ({seconds:.1f} s)")
-
     try:
-        report = host_check.run(platform, show)
+        return host_check.run(platform, on_step)
     finally:
         for launcher in platform.launchers.values():
-            launcher.close()
-    if json_:
-        print_json(report.to_dict())
-        if report.problem:
-            raise typer.Exit(1)
-    elif report.problem:
-        raise report.problem
-    else:
-        ok("This machine can run orch's sandboxes and builds.")
+            # A Podman that cannot be run (the check says why) holds no image for a launcher.
+            with contextlib.suppress(FileNotFoundError):
+                launcher.close()

@@ -37,6 +37,9 @@ from orch.sandbox import seccomp
 log = logging.getLogger(__name__)
 
 _FIX = "Run scripts/setup to install and configure Podman, then try again."
+# Where Debian's podman package puts it. orch runs the `podman` that PATH finds: one that is
+# installed here while PATH lacks its folder is said so, not called missing.
+INSTALLED = Path("/usr/bin/podman")
 # What Podman says of an image whose store entry lacks a piece (a writer killed half-way).
 _BROKEN_IMAGE = re.compile(r'for image with ID "([0-9a-f]{64})" \(consider removing the image')
 # A build argument no Dockerfile declares (so it changes no layer's cache): Buildah keeps it in
@@ -63,6 +66,23 @@ _TRANSFER_TIMEOUT = 1800
 # Longer lines of build output come in pieces of this many characters: a step that prints
 # gigabytes without a newline must not be read into the server's memory at once.
 MAX_LINE = 64 * 1024
+
+
+def not_on_path(command: str, where: Path) -> tuple[str, str]:
+    """The sentence and the fix for a program installed at `where` that orch cannot run: it runs
+    `command` by name, through PATH, and PATH lacks its folder."""
+    return (
+        f"{command} is installed at {where}, but PATH does not include {where.parent}.",
+        f"Add {where.parent} to the PATH that orch runs with (the server's, or this shell's for "
+        "`orch admin`), then try again.",
+    )
+
+
+def _absent(binary: str) -> EngineError:
+    """Why `binary` (Podman) could not be run: PATH lacks its folder, or it is not installed."""
+    if binary == INSTALLED.name and INSTALLED.exists():
+        return EngineError(*not_on_path(binary, INSTALLED))
+    return EngineError("Podman is not installed.", _FIX)
 
 
 def _context_prefix(owner: str | None) -> str:
@@ -122,6 +142,8 @@ class PodmanEngine(Engine):
     def prepare(self) -> None:
         with self._prepare_lock:
             if not self._prepared:
+                if shutil.which(self.binary) is None:  # said as such, not as a network's failure
+                    raise _absent(self.binary)
                 networks.ensure(self.binary)
                 self._prepared = True
 
@@ -144,7 +166,7 @@ class PodmanEngine(Engine):
                 [self.binary, *args], capture_output=True, text=True, timeout=timeout, check=False
             )
         except FileNotFoundError:
-            raise EngineError("Podman is not installed.", _FIX) from None
+            raise _absent(self.binary) from None
         except subprocess.TimeoutExpired:
             raise EngineError(f"podman {args[0]} did not finish in {timeout:.0f} s.", _FIX) from None
         if check and proc.returncode != 0:
@@ -283,7 +305,7 @@ class PodmanEngine(Engine):
                 start_new_session=True,  # so a timeout can stop podman and its children together
             )
         except FileNotFoundError:
-            raise EngineError("Podman is not installed.", _FIX) from None
+            raise _absent(self.binary) from None
         if on_start:
             on_start(proc.pid)
         done = threading.Event()
@@ -424,7 +446,7 @@ class PodmanEngine(Engine):
         try:
             result = podman_run.run_container(self.binary, spec, on_stdout, on_stderr, timeout, should_stop)
         except FileNotFoundError:
-            raise EngineError("Podman is not installed.", _FIX) from None
+            raise _absent(self.binary) from None
         if on_exit is not None:
             on_exit(result)
         return result

@@ -4,8 +4,10 @@ First the host pieces that the engine's flags rely on are looked for (each names
 package that brings it); then one real sandbox starts through the run path (`run_spec`: init,
 limits, a root of its own, sized tmpfs, the sandbox network) and one build step runs. A failure
 is one sentence naming what is missing and how to get it; a piece is named only when it is
-missing indeed (Podman's error may name a piece that is there). `scripts/setup` ends with this
-check, `orch admin check` runs it on demand, and `orch server` runs it at start (`watch`).
+missing indeed (Podman's error may name a piece that is there). A piece that orch runs by name
+is looked for through PATH too: one installed in a folder that PATH lacks is said so, with the
+folder to add. `scripts/setup` ends with this check, `orch admin check` runs it on demand, and
+`orch server` runs it at start (`watch`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from orch.builder import base_images
 from orch.builder.host import ca_mounts
+from orch.engine import podman
 from orch.engine.base import BuildRequest, Engine, Mount
 from orch.errors import HostCheckFailed, OrchError
 from orch.sandbox.deps import Deps
@@ -45,9 +49,20 @@ class Piece:
     # The oldest Debian version that serves (empty: any), and the apt arguments that get it.
     at_least: str = ""
     install: str = ""
+    # The name orch (not Podman, which looks in its own folders) runs it by, through PATH.
+    command: str = ""
 
     def present(self) -> bool:
         return any(Path(p).exists() for p in self.paths) and not self._too_old()
+
+    def usable(self) -> bool:
+        return self.present() and not self.off_path()
+
+    def off_path(self) -> Path | None:
+        """Where the piece is installed when orch runs it by name and PATH lacks that folder."""
+        if not self.command or shutil.which(self.command):
+            return None
+        return next((Path(p) for p in self.paths if Path(p).exists()), None)
 
     def missing_in(self, output: str) -> bool:
         """Whether `output` (an engine's error) says this piece is missing and it is: absent, or
@@ -78,6 +93,8 @@ class Piece:
                 fix,
                 package=self.package,
             )
+        if self.present() and (where := self.off_path()):
+            return HostCheckFailed(*podman.not_on_path(self.command, where), package=self.package)
         return HostCheckFailed(
             f"This machine lacks {self.what}.",
             f"Install the Debian package {self.package} (apt-get install {install}), or run scripts/setup.",
@@ -86,9 +103,13 @@ class Piece:
 
 
 def _dpkg_version(package: str) -> str:
-    res = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
-    )
+    """The package's version as dpkg knows it ("" when it does not, or there is no dpkg to ask)."""
+    try:
+        res = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return ""
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
@@ -99,13 +120,20 @@ def _dpkg_at_least(version: str, minimum: str) -> bool:
 
 # Every flag `podman run` and `podman build` get from the engine, and what on the host serves it.
 PIECES: tuple[Piece, ...] = (
-    Piece("Podman, the container engine", "podman", ("/usr/bin/podman",), r"podman.*not found"),
+    Piece(
+        "Podman, the container engine",
+        "podman",
+        (str(podman.INSTALLED),),
+        r"podman.*not found",
+        command="podman",
+    ),
     Piece(
         "runc, the OCI runtime that starts every sandbox and build step",
         "runc",
         ("/usr/bin/runc", "/usr/sbin/runc"),
         # Only what says runc itself is missing: runc's own errors name other files it lacks.
         r'OCI runtime "runc" not found|runc: (executable file )?not found|exec: "runc"',
+        command="runc",  # runs' sandboxes start through it, by name
     ),
     Piece(
         "conmon, which watches each container and keeps a service's logs",
@@ -131,6 +159,7 @@ PIECES: tuple[Piece, ...] = (
         "iptables",
         ("/usr/sbin/iptables", "/sbin/iptables"),
         r"iptables.*(not found|no such file)",
+        command="iptables",
     ),
     Piece(
         "gVisor's runsc, the runtime of sandboxes with isolation: gvisor",
@@ -140,18 +169,21 @@ PIECES: tuple[Piece, ...] = (
         # bookworm's own (2022-12) has only the ptrace platform, and a fork bomb crashes its kernel.
         at_least="0.0~20240729",
         install="-t bookworm-backports runsc",
+        command="runsc",
     ),
     Piece(
         "mmdebstrap, which builds the base images from Debian packages",
         "mmdebstrap",
         ("/usr/bin/mmdebstrap",),
         r"mmdebstrap.*(not found|no such file)",
+        command="mmdebstrap",
     ),
 )
 
 
 def missing_pieces() -> list[Piece]:
-    return [p for p in PIECES if not p.present()]
+    """The pieces this machine lacks, or has where orch cannot run them (`Piece.off_path`)."""
+    return [p for p in PIECES if not p.usable()]
 
 
 def diagnose(output: str) -> HostCheckFailed | None:
