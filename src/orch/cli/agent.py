@@ -9,6 +9,7 @@ import typer
 
 from orch.cli.env import follow_build
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
+from orch.cli.terminal_text import shown
 from orch.cli.utils import JSON, confirm_delete, packed, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import Conflict, NotFound
@@ -72,7 +73,8 @@ def publish(
         elif state["status"] == "failed":  # published, but it can't run: the operation failed
             err_console.print(
                 f"[red]✗[/red] Environment {escape(env['name'])} failed to build: "
-                f"{escape(str(state.get('error')))}\n  See `orch env status {env['name']}`; fix the "
+                f"{escape(shown(str(state.get('error')), err_console.is_terminal))}\n"
+                f"  See `orch env status {env['name']}`; fix the "
                 "Dockerfile and publish again.",
                 soft_wrap=True,
             )

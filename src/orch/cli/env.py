@@ -13,7 +13,7 @@ import typer
 
 from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
-from orch.cli.terminal_text import TerminalText
+from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, plain_table
 from orch.client.transport import Transport, check_name, segment
 from orch.errors import InvalidInput, NotFound, OrchError
@@ -267,6 +267,7 @@ def _no_log_note(e: dict[str, Any], chunk: dict[str, Any]) -> None:
         note = f"Build {chunk['build_id']} has no log: it was a cache hit, so nothing was built."
     elif chunk["status"] == "failed":  # before any step ran (the disk reserve, the base image)
         why = e.get("error") if e.get("build_id") == chunk["build_id"] else None
+        why = escape(shown(why, err_console.is_terminal)) if why else None  # it may quote the step
         said = f": {why}" if why else f"; `orch env status {e['name']}` says why"
         note = f"Build {chunk['build_id']} failed before it wrote any output{said}"
     else:
@@ -290,7 +291,8 @@ def _print_status(client: Transport, e: dict[str, Any], show_log: bool) -> None:
         cache = b["cache"] + (f" ({escape(b['cache_reason'])})" if b["cache_reason"] else "")
         console.print(f"  build    {b['id']}  cache {cache}")
         if b["status"] == "building" and b["total_steps"]:
-            console.print(f"  progress step {b['step']}/{b['total_steps']}  {escape(b['step_text'][:80])}")
+            text = shown(b["step_text"][:80], console.is_terminal)  # the Dockerfile's: untrusted
+            console.print(f"  progress step {b['step']}/{b['total_steps']}  {escape(text)}")
         if b.get("duration") is not None:
             size = f" · {b['size_bytes'] / 1e6:.0f} MB" if b.get("size_bytes") else ""
             console.print(f"  took     {b['duration']:.1f} s{size}")
@@ -302,8 +304,8 @@ def _print_status(client: Transport, e: dict[str, Any], show_log: bool) -> None:
         lines = _last_lines(client, e["id"])
         if lines:
             console.print("  last lines of the log:")
-            for line in lines:
-                console.print(f"    {escape(line)}", soft_wrap=True)
+            for line in lines:  # a build's output: made safe on a terminal (cli/terminal_text.py)
+                console.print(f"    {escape(shown(line, console.is_terminal))}", soft_wrap=True)
 
 
 def _last_lines(client: Transport, env_id: str, count: int = 15) -> list[str]:
@@ -318,13 +320,13 @@ def _last_lines(client: Transport, env_id: str, count: int = 15) -> list[str]:
 
 def _print_failure(e: dict[str, Any]) -> None:
     b = e.get("build") or {}
-    err_console.print(
-        f"[red]✗[/red] Build failed: {escape(e.get('error') or 'unknown error')}", soft_wrap=True
-    )
+    terminal = err_console.is_terminal  # the error quotes the step, the excerpt its output
+    error = shown(e.get("error") or "unknown error", terminal)
+    err_console.print(f"[red]✗[/red] Build failed: {escape(error)}", soft_wrap=True)
     # The server's excerpt: the failing step, its error lines and the last lines, so the line
     # that says why (often far from the end) is shown.
     for line in (b.get("log_tail") or "").splitlines():
-        err_console.print(f"    {escape(line)}", soft_wrap=True, style="dim")
+        err_console.print(f"    {escape(shown(line, terminal))}", soft_wrap=True, style="dim")
     name = e["name"]
     if not b.get("failed_step"):
         # Not a step of the Dockerfile (a timeout, a push, a server stopped twice): the error
@@ -371,9 +373,10 @@ def follow_build(
         task = progress.add_task("Building", total=None, step="queued")
 
         def show(chunk: dict[str, Any]) -> None:
-            if logs and not quiet:
+            if logs and not quiet:  # a build's output: made safe on a terminal (cli/terminal_text.py)
                 for line in chunk["text"].splitlines():
-                    progress.console.print(f"  {escape(line)}", style="dim", soft_wrap=True)
+                    text = shown(line, console.is_terminal)
+                    progress.console.print(f"  {escape(text)}", style="dim", soft_wrap=True)
 
         while True:
             chunk = client.get(f"/v1/environments/{segment(env_id)}/logs", params={"offset": offset})
@@ -385,7 +388,8 @@ def follow_build(
             b = data.get("build") or {}
             desc = f'Building {data["id"]} "{data["name"]}"'
             if b.get("total_steps"):
-                step = f"step {b['step']}/{b['total_steps']}  {b['step_text'][:40]}"
+                # The Dockerfile's text: made safe (the bar is shown on a terminal only).
+                step = f"step {b['step']}/{b['total_steps']}  {shown(b['step_text'][:40])}"
                 progress.update(
                     task,
                     description=desc,

@@ -14,7 +14,7 @@ import typer
 
 from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
-from orch.cli.terminal_text import TerminalText
+from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, packed, plain_table
 from orch.client.transport import Transport, segment
 from orch.errors import OrchError
@@ -134,9 +134,12 @@ def deploy(
         ok(f"{service} v{dep['version']} is running at {svc['url']}")
     if dep["status"] != "ready":
         if not json_:
-            why = escape(dep["error"] or "the deployment failed")
+            # The build's output, and an error that quotes it or the service's: made safe on a
+            # terminal (cli/terminal_text.py).
+            terminal = err_console.is_terminal
+            why = escape(shown(dep["error"] or "the deployment failed", terminal))
             if dep["log_tail"] and (dep["error"] or "").startswith("Building"):  # the log, then why it ended
-                err_console.print(escape(dep["log_tail"]), style="dim", soft_wrap=True)
+                err_console.print(escape(shown(dep["log_tail"], terminal)), style="dim", soft_wrap=True)
             err_console.print(f"[red]✗[/red] {why}", soft_wrap=True)
             if svc["version"]:
                 err_console.print(f"  {service} v{svc['version']} still serves.")
@@ -214,15 +217,16 @@ def status(name: str = typer.Argument(..., help="Service name or id."), json_: b
     dep = s.get("deployment")
     error = s["error"]
     if dep and dep["status"] not in ("ready",):
-        why = f": {escape(dep['error'])}" if dep["error"] else ""
+        why = f": {escape(shown(dep['error'], console.is_terminal))}" if dep["error"] else ""
         console.print(f"  deploy    v{dep['version']} {dep['status']}{why}")
         if error == f"v{dep['version']} was not deployed: {dep['error']}":
             error = None  # said on the line above
-    if error:
-        warn(escape(error))
+    if error:  # it may quote the service's own output: made safe as `service logs` makes it
+        warn(escape(shown(error, console.is_terminal)))
     if s["last_output"] and s["state"] in ("crash-looping", "restarting", "failed"):
         console.print("  last output:")
-        console.print(escape(s["last_output"].rstrip()), style="dim", soft_wrap=True)
+        last = shown(s["last_output"].rstrip(), console.is_terminal)
+        console.print(escape(last), style="dim", soft_wrap=True)
 
 
 @app.command()

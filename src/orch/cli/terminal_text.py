@@ -61,10 +61,13 @@ class TerminalText:
         self.out.flush()
 
 
-def shown(text: str) -> str:
+def shown(text: str, terminal: bool = True) -> str:
     """`text` whole as TerminalText writes it on a terminal: for a line of it the CLI prints
-    itself (a managed loop's transcript: the model's text, a tool's name and output), a style
-    it leaves on reset at its end."""
+    itself (a managed loop's transcript: the model's text, a tool's name and output; a build's
+    log lines, its failure excerpt, the Dockerfile step it is at), a style it leaves on reset at
+    its end. Not on a `terminal` (piped, redirected: the console's `is_terminal`), as it came."""
+    if not terminal:
+        return text
     out = io.StringIO()
     written = TerminalText(out, terminal=True)
     written.write(text)
