@@ -36,13 +36,16 @@ def _cluster(cluster: str) -> str:
     return cluster
 
 
-def _name(name: str | None) -> str:
-    """The node's name: given, or this machine's host name."""
-    name = name or socket.gethostname().split(".")[0].lower()
+def _name(name: str | None, given_as: str) -> str:
+    """The node's name: given (as `given_as`, how the command takes it), or, left out, this
+    machine's host name. An empty one is refused like any bad name: it is typically an unset
+    shell variable, not a wish for the host name."""
+    if name is None:
+        name = socket.gethostname().split(".")[0].lower()
     if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"{name!r} is not a node name.",
-            "Pass --name with lowercase letters, digits and dashes (at most 63).",
+            f"Pass {given_as} with lowercase letters, digits and dashes (at most 63).",
         )
     return name
 
@@ -119,7 +122,7 @@ def start(
     from orch import config as config_mod
     from orch.cluster import node, ray_node
 
-    cluster, name = _cluster(cluster), _name(name)
+    cluster, name = _cluster(cluster), _name(name, "--name")
     address = _address(address) if address else _default_address(cluster.rsplit(":", 1)[0].strip("[]"))
     ray_node.require_ray()
     cfg = config_mod.load()
@@ -162,7 +165,7 @@ def stop(
     from orch import config as config_mod
     from orch.cluster import ray_node
 
-    cluster, name = _cluster(cluster), _name(name)
+    cluster, name = _cluster(cluster), _name(name, "a NAME")
     ray_node.require_ray()
     cfg = config_mod.load()
     secret_key = cfg.values.get("secret_key")
@@ -197,7 +200,8 @@ def list_(json_: bool = JSON) -> None:
     if json_:
         print_json(found)
         return
-    if not found and answer.headers.get("orch-work") == "cluster":
+    cluster = answer.headers.get("orch-work") == "cluster"
+    if not found and cluster:
         console.print(
             "No nodes: this server's runs, builds and services wait until a node of its cluster is "
             "up. Join one with `orch node start --cluster HOST:PORT` (its ORCH_CLUSTER).",
@@ -227,3 +231,9 @@ def list_(json_: bool = JSON) -> None:
             n["seen_at"][:19],
         )
     console.print(table)
+    if cluster and not any(n["state"] == "up" for n in found):  # stopped or lost: the usual way to have none
+        console.print(
+            "No node is up: this server's runs, builds and services wait until one is. Start one with "
+            "`orch node start --cluster HOST:PORT` (its ORCH_CLUSTER).",
+            markup=False,
+        )
