@@ -13,6 +13,7 @@
     │   └── BuildFailed        a build step exited non-zero, or the build was stopped
     ├── ServiceUnavailable     a service is not running, or did not answer the proxy: HTTP 503
     ├── CapacityReached        the server's sandboxes hold all the memory they may: HTTP 503, Retry-After
+    ├── StoreFull              the store's disk (or database) is full: HTTP 503 (`store_full` tells it)
     ├── ClientGone             the caller went away before the answer (nobody reads it): HTTP 499
     ├── RunFailed              a run could not start (its reason is recorded on the run)
     ├── InstallFailed          a run's dependencies (requirements.txt, package.json) did not install
@@ -28,6 +29,7 @@ back into the same class (`from_dict`).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -126,6 +128,47 @@ class CapacityReached(OrchError):
     retry_after = 5
 
 
+class StoreFull(OrchError):
+    """The store refused a write because its disk (or database) is full: the machine's trouble,
+    not a bug, and not the caller's."""
+
+    http_status = 503
+    code = "store_full"
+
+
+# How each store says its disk is full: SQLite's SQLITE_FULL (13, "database or disk is full"),
+# PostgreSQL's SQLSTATE 53100 (disk_full), and the system's ENOSPC.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def store_full(exc: BaseException) -> StoreFull | None:
+    """The StoreFull that `exc` (a store's error, as SQLAlchemy wraps it, or an OSError) means,
+    if it says that the disk under the store is full; else None."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if (
+            (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+            or getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL
+            or getattr(e, "sqlstate", None) == _PG_DISK_FULL
+            or getattr(e, "pgcode", None) == _PG_DISK_FULL
+            or (type(e).__module__.startswith("sqlite3") and "database or disk is full" in str(e))
+        ):
+            return StoreFull(
+                "The store's disk is full: the server cannot record anything until it has room.",
+                "Free space on the disk where the store lives (ORCH_HOME's orch.db, or the "
+                "PostgreSQL server's data directory), then try again.",
+            )
+        orig = getattr(e, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+        todo += [orig if isinstance(orig, BaseException) else None, e.__cause__, e.__context__]
+    return None
+
+
 class ClientGone(OrchError):
     """The caller went away before the answer (a sandbox's create it cancelled): what the request
     made is undone, and the answer goes nowhere (499, as nginx logs a client that left)."""
@@ -186,6 +229,7 @@ _BY_CODE: dict[str, type[OrchError]] = {
         BuildFailed,
         ServiceUnavailable,
         CapacityReached,
+        StoreFull,
         ClientGone,
         RunFailed,
         InstallFailed,

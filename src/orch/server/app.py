@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,12 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
-from orch.errors import ClientGone, OrchError
+from orch.errors import ClientGone, OrchError, store_full
 from orch.server import api_docs, body_limit, head, metrics, paths, proxy, sandbox_relay, ui_host
 from orch.server.api import (
     agents,
@@ -38,6 +40,8 @@ from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
 from orch.workers import Workers
 from orch.workers.nodes import Watch
+
+log = logging.getLogger(__name__)
 
 
 def create_app(platform: Platform, workers: bool = True) -> FastAPI:
@@ -164,8 +168,22 @@ def install_errors(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        """A store whose disk is full fails every write: the machine's trouble, not a bug, said
+        with its fix (503), its log one line, not a traceback per request. Any other store
+        error goes on to `crash`."""
+        if (full := store_full(exc)) is None:
+            raise exc
+        log.warning("%s %s: %s", request.method, request.url.path, full.message)
+        return await orch_error(request, full)
+
+    app.add_exception_handler(DBAPIError, store_error)
+    app.add_exception_handler(OSError, store_error)
+
     @app.exception_handler(Exception)
-    async def crash(_request: Request, exc: Exception) -> JSONResponse:
+    async def crash(request: Request, exc: Exception) -> Response:
+        if (full := store_full(exc)) is not None:  # wrapped in another error (its cause)
+            return await orch_error(request, full)
         return JSONResponse(
             {
                 "error": "internal",

@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 
 
 class QueueWorkers:
-    """`count` threads, each claiming one queued item at a time and working it to its end.
+    """`count` threads, each claiming one queued item at a time and working it to its end. An
+    exception out of `work` is logged and the worker goes on (a thread lost to one would be one
+    worker fewer until a restart).
 
     `recover` runs once before they start (settling what a stopped server left in flight);
     `wake` is set by whoever queues work, so an idle worker starts at once instead of at its
@@ -56,7 +58,10 @@ class QueueWorkers:
                 self._idle()
                 continue
             self._wake.set()  # the next idle worker looks for more
-            self._work(item)
+            try:
+                self._work(item)
+            except Exception:  # `work` records its own failures; one it could not must not end the worker
+                log.exception("working %s from the %s queue failed", item, self.name)
 
     def _idle(self) -> None:
         """Wait for work, or `poll` seconds: one worker at a time (the others wait their turn)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import Update, bindparam, select, update
+from sqlalchemy.exc import OperationalError
 
 from orch import config, metrics
 from orch.builder import base_images, registry
@@ -20,7 +21,7 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
-from orch.errors import EngineError, OrchError, RunFailed
+from orch.errors import EngineError, OrchError, RunFailed, store_full
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox import deps_cache, oci
@@ -122,19 +123,35 @@ def recover(platform: Platform) -> list[str]:
 
 
 def execute(platform: Platform, run_id: str) -> None:
-    """Take a claimed run to its end; every outcome is recorded, none raises."""
+    """Take a claimed run to its end; every outcome is recorded, none raises: a bug must fail
+    the run, not the worker. A store that refuses the run's end (its disk full) is asked again
+    for a while (`_finish`); one that still refuses it leaves the run `running`, as a stopped
+    server would, and the next start's `recover` settles it. The worker goes on either way."""
     out = RunOutput(platform, run_id)
     try:
-        _execute(platform, run_id, out)
-    except OrchError as e:
-        out.line(f"✗ {e}")
-        _finish(platform, out, RunStatus.FAILED, None, e.message)
-    except Exception as e:  # a bug must fail the run, not the worker
-        log.exception("run %s crashed", run_id)
-        out.line(f"✗ internal error: {e!r}")
-        _finish(platform, out, RunStatus.FAILED, None, f"internal error: {type(e).__name__}")
+        try:
+            _execute(platform, run_id, out)
+        except _Unrecorded:
+            raise  # the end was asked of the store already, for as long as it is asked
+        except OrchError as e:
+            out.line(f"✗ {e}")
+            _finish(platform, out, RunStatus.FAILED, None, e.message)
+        except Exception as e:  # a bug must fail the run, not the worker
+            log.exception("run %s crashed", run_id)
+            out.line(f"✗ internal error: {e!r}")
+            reason = "the store's disk was full" if store_full(e) else f"internal error: {type(e).__name__}"
+            _finish(platform, out, RunStatus.FAILED, None, reason)
+    except Exception:
+        log.exception(
+            "run %s: its end could not be recorded; it stays running until the server's next start "
+            "settles it",
+            run_id,
+        )
     finally:
-        out.close()
+        try:
+            out.close()
+        except Exception:
+            log.exception("storing the rest of run %s's output failed", run_id)
         platform.notify_runs(run_id)
 
 
@@ -143,21 +160,59 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
         return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
 
+# How long `_finish` waits before it asks a store that refused a run's end (its disk full, the
+# database away) again: about 2.5 minutes in all, then the run is left to `recover`.
+END_RETRY_PAUSES: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 30, 30, 30)
+
+
+class _Unrecorded(Exception):
+    """The store refused a run's end every time `_finish` asked it."""
+
+
 def _finish(
     platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
 ) -> None:
     """End the run, its output stored in the same transaction: whoever sees it ended reads all
-    of its output. The reason is masked as the output is."""
-    with out.storing, platform.store.session() as s:
-        out.store(s)
-        why = None if reason is None else out.hide(reason)
-        params = {"run_id": out.run_id, "code": exit_code, "why": why, "at": utcnow()}
-        ended = s.connection().execute(_ending(status), params)
-        if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
-            current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
-            if current is None or RunStatus(current).final:
-                return
-            advance(current, status)  # raises: the bug is reported, not hidden
+    of its output. The reason is masked as the output is. A store that refuses it (an
+    OperationalError: its disk full, the database away) is asked again after each of
+    END_RETRY_PAUSES, unless the server is stopping; then `_Unrecorded` is raised."""
+    for pause in (*END_RETRY_PAUSES, None):
+        try:
+            _end(platform, out, status, exit_code, reason)
+            return
+        except OperationalError as e:
+            if pause is None or platform.stopping.is_set():
+                raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
+            log.warning(
+                "recording the end of run %s failed (%s); trying again in %g s",
+                out.run_id,
+                "the store's disk is full" if store_full(e) else type(e.orig).__name__,
+                pause,
+            )
+            if platform.stopping.wait(pause):
+                raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
+
+
+def _end(
+    platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
+) -> None:
+    """`_finish`'s one try: output not stored waits again for the next."""
+    with out.storing:
+        taken = out.take()
+        try:
+            with platform.store.session() as s:
+                out.add(s, taken)
+                why = None if reason is None else out.hide(reason)
+                params = {"run_id": out.run_id, "code": exit_code, "why": why, "at": utcnow()}
+                ended = s.connection().execute(_ending(status), params)
+                if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
+                    current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
+                    if current is None or RunStatus(current).final:
+                        return
+                    advance(current, status)  # raises: the bug is reported, not hidden
+        except Exception:
+            out.give_back(taken)
+            raise
     metrics.of(platform).run_finished(status)
     platform.notify_runs(out.run_id)
 
