@@ -197,7 +197,8 @@ def dockerfile_environment(
     `agent`), and a note for the answer: an
     existing one of this workspace with the same Dockerfile (so its build is reused at once);
     else one whose build of it failed, built again (rather than a new environment for each
-    attempt, with the failure left unsaid); else a new one named after the agent."""
+    attempt, with the failure left unsaid); else a new one named after the agent
+    (_environment_name)."""
     wanted = dockerfile_hash(dockerfile.normalised(validation.instructions))
     with platform.store.session() as s:
         same = s.execute(
@@ -219,9 +220,20 @@ def dockerfile_environment(
             f"This Dockerfile failed to build before, as environment {env_name} ({_plain(error)}); "
             "it is being built again, and runs of this version wait for it."
         )
-    base = f"{agent}-dockerfile"
-    name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 10_000))) if n not in taken)
-    return envs.create(platform, ws_id, name, text).id, None
+    return envs.create(platform, ws_id, _environment_name(agent, taken), text).id, None
+
+
+_NAME_MAX = 63  # characters of a name (models.check_name)
+
+
+def _environment_name(agent: str, taken: set[str]) -> str:
+    """The name of a new environment for `agent`'s Dockerfile, free among `taken`:
+    `AGENT-dockerfile`, else `AGENT-dockerfile-2`, `-3`, ... Whatever the agent's (valid) name,
+    this one is valid: the agent's part is cut short so the whole has at most 63 characters,
+    and an `env_` at its start, which only an environment's id may have, is written `env-`."""
+    stem = "env-" + agent.removeprefix("env_") if agent.startswith("env_") else agent
+    suffixes = ("-dockerfile", *(f"-dockerfile-{i}" for i in range(2, 10_000)))
+    return next(n for n in (stem[: _NAME_MAX - len(x)] + x for x in suffixes) if n not in taken)
 
 
 def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> AgentRow:

@@ -313,10 +313,12 @@ def _building(s: Session, env: EnvironmentRow) -> bool:
     return _unfinished(s, env) is not None
 
 
-def failed_build_fix(name: str, kind: str) -> str:
-    """What to do about environment `name` whose build failed. An environment keeps its
-    Dockerfile, so a custom one is fixed by a new one (an agent's own: by publishing again)."""
-    if kind == EnvKind.CUSTOM:
+def failed_build_fix(name: str, kind: str, at_step: bool = True) -> str:
+    """What to do about environment `name` whose build failed (`at_step`: a step of its
+    Dockerfile failed). An environment keeps its Dockerfile, so a custom one whose step failed is
+    fixed by a new one (an agent's own: by publishing again); any other failure (a timeout, a
+    push, server stops) by building it again, as `orch env status` says."""
+    if kind == EnvKind.CUSTOM and at_step:
         return (
             f"Read why with `orch env logs {name}`, then delete it and create it again with the "
             "Dockerfile fixed (an agent's own Dockerfile: fix it and publish again with --docker)."
@@ -387,7 +389,8 @@ def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
             # Every run of an agent without an environment of its own would fail at once.
             raise Conflict(
                 f"{env.name} can't be the workspace default: its build failed, so no run could start in it.",
-                f"{failed_build_fix(env.name, env.kind)} Or set a ready environment as the default.",
+                f"{failed_build_fix(env.name, env.kind, build.failed_step is not None)} "
+                "Or set a ready environment as the default.",
             )
         ensure_built(platform, s, env)
         ws.default_environment_id = env.id
@@ -428,8 +431,9 @@ def read_log(
                 f"{env.name} has no build {build_id!r}.",
                 "Leave the build out to read the latest; the environment's status shows its build's id.",
             )
-    if b is None:
-        return BuildLogChunk(text="", offset=0, size=0, more=False, status=EnvStatus.NOT_BUILT.value)
+        if b is None:  # a base environment, or one never built: its status, as everywhere
+            status = _status(platform, env, None)[0].value
+            return BuildLogChunk(text="", offset=0, size=0, more=False, status=status)
     # Nothing stored: a cache hit, or a build not started yet.
     with platform.store.session() as s:
         read, size = build_output.read(s, b.id, offset, LOG_CHUNK)

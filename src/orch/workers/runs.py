@@ -731,8 +731,10 @@ def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) ->
             return _here(platform, plan.isolation, image, digest, out)
         if build is None or build.status == BuildStatus.FAILED.value:
             why = (build.error or "").rstrip(".") if build else "never built"
+            at_step = build is not None and build.failed_step is not None
             raise RunFailed(
-                f"The environment {name} failed to build: {why}.", envs.failed_build_fix(name, kind)
+                f"The environment {name} failed to build: {why}.",
+                envs.failed_build_fix(name, kind, at_step=at_step),
             )
         if not announced:
             out.line(f"Waiting for the environment {name} to build")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query, Response
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from orch.dockerfile.bounded import MAX_TEXT
 from orch.server.api.deps import NAME_FIELD, Body, PlatformDep, Reference, WorkspaceDep, api_router, name_rule
@@ -23,20 +24,43 @@ from orch.services.views import (
 router = api_router("environments")
 
 # Texts up to 4x the validator's limit reach it, so that one a little too long gets the same
-# finding here as from `orch env validate`; longer ones are refused as a request.
+# finding here as from `orch env validate`; longer ones are refused as a request (as the CLI
+# refuses a file over 1 MiB), in a sentence that names the validator's limit, the one that holds.
 MAX_DOCKERFILE = 4 * MAX_TEXT
+
+
+def _within_bound(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_DOCKERFILE:
+        # Said as the API says a text too long ("dockerfile is longer than 262,144 characters"),
+        # with the limit a client must keep to: not MAX_DOCKERFILE, which it would trim to, only
+        # to be refused again by the validator.
+        raise PydanticCustomError(
+            "string_too_long",
+            "String should have at most {max_length} characters",
+            {"max_length": f"{MAX_TEXT:,}"},
+        )
+    return value
+
+
+DockerfileField = Annotated[str, BeforeValidator(_within_bound)]
 
 
 class CreateEnvironment(Body):
     name: Annotated[str, name_rule("Environment name")] = Field(
         max_length=NAME_FIELD, description="Lower-case name, unique in the workspace."
     )
-    dockerfile: str = Field(max_length=MAX_DOCKERFILE, description="The Dockerfile's text.")
+    dockerfile: DockerfileField = Field(
+        max_length=MAX_DOCKERFILE,
+        description=f"The Dockerfile's text: at most {MAX_TEXT:,} characters (a longer one gets a finding).",
+    )
     no_cache: bool = Field(False, description="Build even when a cached image matches.")
 
 
 class DockerfileText(Body):
-    dockerfile: str = Field(max_length=MAX_DOCKERFILE)
+    dockerfile: DockerfileField = Field(
+        max_length=MAX_DOCKERFILE,
+        description=f"The Dockerfile's text: at most {MAX_TEXT:,} characters (a longer one gets a finding).",
+    )
 
 
 class BuildRequestBody(Body):
