@@ -63,6 +63,27 @@ def answer_handshake(conn: socket.socket) -> None:
     )
 
 
+def open_client(live: str) -> socket.socket:
+    """A client's WebSocket through the proxy, its handshake's answer read to its end and no
+    further, with small buffers."""
+    host, port = live.removeprefix("http://").split(":")
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    client.connect((host, int(port)))
+    client.sendall(
+        b"GET /services/team/web/ws HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    client.settimeout(10)
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := client.recv(1)):
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return client
+
+
 class DeafService:
     """A WebSocket service that answers the handshake by hand, then never reads again; it writes
     a text frame every `tick` seconds (0: nothing at all)."""
@@ -238,17 +259,7 @@ def test_a_client_that_never_reads_ends_the_websocket_after_the_send_timeout(
     monkeypatch.setattr(proxy_websocket, "SEND_TIMEOUT", 1.0)
     service = deaf(0, flood=True)
     deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
-    host, port = live.removeprefix("http://").split(":")
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        client.connect((host, int(port)))
-        client.sendall(
-            b"GET /services/team/web/ws HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        client.settimeout(10)
-        assert client.recv(12) == b"HTTP/1.1 101"
+    with open_client(live) as client:
         # Reads nothing more: the proxy's writes fill the client's socket, then the service's.
         assert service.cut.wait(20), "the proxy still holds the service's connection"
         assert wait_closed(platform) == 0

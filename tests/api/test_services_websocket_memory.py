@@ -28,7 +28,7 @@ from orch.server import proxy_websocket
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from tests.api.test_services_proxy import deployed, ws_url
-from tests.api.test_services_websocket_close import answer_handshake
+from tests.api.test_services_websocket_close import answer_handshake, open_client
 
 MiB = 1 << 20
 MESSAGE = 4 * MiB
@@ -142,27 +142,6 @@ def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     monkeypatch.setattr(use_cases, "PORT", made.port)
     yield made
     made.close()
-
-
-def open_client(live: str) -> socket.socket:
-    """A client's WebSocket through the proxy, its handshake's answer read to its end and no
-    further, with small buffers."""
-    host, port = live.removeprefix("http://").split(":")
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    client.connect((host, int(port)))
-    client.sendall(
-        b"GET /services/team/web/ws HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
-        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    client.settimeout(10)
-    head = b""
-    while b"\r\n\r\n" not in head and (chunk := client.recv(1)):
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return client
 
 
 def queued(sock: socket.socket) -> int:
