@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 from orch import config
 from orch.builder import base_images
+from orch.config import make_home
 from orch.engine.base import Engine
 from orch.engine.fake import FakeEngine
 from orch.services import build_output, deployed_logs, workspaces
@@ -56,8 +60,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'orch.db'}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store migrated once for this test process, as tests/postgres.py's template is on
+    PostgreSQL: migrating every test's file from scratch took most of a platform's setup. The
+    migrations still run here, on SQLite, and test_store migrates an empty file from scratch."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "orch.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.dispose()
+    return path
+
+
+def copy_sqlite(template: Path, path: Path) -> None:
+    """The store at `path` made a copy of `template` (SQLite's backup: whole, whatever its log
+    holds), its directory and file private as the store makes them."""
+    make_home(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    source, copy = sqlite3.connect(template), sqlite3.connect(path)
+    with contextlib.closing(source), contextlib.closing(copy):
+        source.backup(copy)
+
+
 @pytest.fixture
-def platform(tmp_path: Path, fake_engine: FakeEngine, database_url: str) -> Iterator[Platform]:
+def platform(
+    tmp_path: Path, fake_engine: FakeEngine, database_url: str, request: pytest.FixtureRequest
+) -> Iterator[Platform]:
+    if database_url.startswith("sqlite:///"):
+        copy_sqlite(request.getfixturevalue("sqlite_template"), Path(database_url.removeprefix("sqlite:///")))
     p = make_platform(tmp_path / "home", fake_engine, database_url=database_url)
     yield p
     close_platform(p)
