@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orch.cli import admin
-from orch.engine import podman
+from orch.engine import network, podman, programs
 from orch.engine.fake import FakeEngine
 from orch.errors import EngineError, InvalidInput
 from orch.services import host_check
@@ -122,3 +122,24 @@ def test_admin_check_json_prints_json_when_the_check_cannot_start(monkeypatch: p
             "fix": "Set it to one of them.",
         },
     }
+
+
+def test_a_server_start_names_iptables_off_path_not_as_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: a server started with a PATH without /usr/sbin said "iptables is not
+    installed" when it set up the sandboxes' network."""
+    _program(tmp_path / "usr-sbin", "iptables")
+    monkeypatch.setattr(programs, "SYSTEM_PATH", str(tmp_path / "usr-sbin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EngineError) as caught:
+        network._iptables("-L")
+    assert caught.value.message == (
+        f"iptables is installed at {tmp_path / 'usr-sbin' / 'iptables'}, but PATH does not include "
+        f"{tmp_path / 'usr-sbin'}."
+    )
+    # Not installed at all: said so.
+    monkeypatch.setattr(programs, "SYSTEM_PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(EngineError) as caught:
+        network._iptables("-L")
+    assert caught.value.message == "iptables is not installed, so sandboxes cannot be isolated."

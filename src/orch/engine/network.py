@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from orch.engine import programs
 from orch.errors import EngineError
 from orch.locking import file_lock
 
@@ -111,6 +112,8 @@ def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
     try:
         proc = subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
+        if where := programs.off_path(args[0]):
+            raise EngineError(*programs.not_on_path(args[0], where)) from None
         raise EngineError(f"{args[0]} is not installed, so sandboxes cannot be isolated.", _FIX) from None
     if check and proc.returncode != 0:
         why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
-from orch.engine import build_disk, build_limits, build_steps, podman_run, runtime_state
+from orch.engine import build_disk, build_limits, build_steps, podman_run, programs, runtime_state
 from orch.engine import network as networks
 from orch.engine.base import (
     BuildRequest,
@@ -68,20 +68,10 @@ _TRANSFER_TIMEOUT = 1800
 MAX_LINE = 64 * 1024
 
 
-def not_on_path(command: str, where: Path) -> tuple[str, str]:
-    """The sentence and the fix for a program installed at `where` that orch cannot run: it runs
-    `command` by name, through PATH, and PATH lacks its folder."""
-    return (
-        f"{command} is installed at {where}, but PATH does not include {where.parent}.",
-        f"Add {where.parent} to the PATH that orch runs with (the server's, or this shell's for "
-        "`orch admin`), then try again.",
-    )
-
-
 def _absent(binary: str) -> EngineError:
     """Why `binary` (Podman) could not be run: PATH lacks its folder, or it is not installed."""
     if binary == INSTALLED.name and INSTALLED.exists():
-        return EngineError(*not_on_path(binary, INSTALLED))
+        return EngineError(*programs.not_on_path(binary, INSTALLED))
     return EngineError("Podman is not installed.", _FIX)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from orch.builder import base_images
 from orch.builder.host import ca_mounts
-from orch.engine import podman
+from orch.engine import podman, programs
 from orch.engine.base import BuildRequest, Engine, Mount
 from orch.errors import HostCheckFailed, OrchError
 from orch.sandbox.deps import Deps
@@ -94,7 +94,7 @@ class Piece:
                 package=self.package,
             )
         if self.present() and (where := self.off_path()):
-            return HostCheckFailed(*podman.not_on_path(self.command, where), package=self.package)
+            return HostCheckFailed(*programs.not_on_path(self.command, where), package=self.package)
         return HostCheckFailed(
             f"This machine lacks {self.what}.",
             f"Install the Debian package {self.package} (apt-get install {install}), or run scripts/setup.",
