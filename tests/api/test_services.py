@@ -662,3 +662,19 @@ def test_cli_says_unchanged(cli, platform: Platform, tmp_path: Path, monkeypatch
         "public" in cli("service", "list").output
         and "access    public" in cli("service", "status", "api").output
     )
+
+
+def test_secrets_asked_for_in_orch_yaml_are_noted_as_not_given(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """Found by a tester: a service's `secrets:` was ignored without a word, and its process read
+    None where it expected a token; an `environment:` pin was noted."""
+    files = {"main.py": "", "orch.yaml": "name: web\nsecrets: [GH_TOKEN, NPM_TOKEN]\n"}
+    resp = deploy(api, "web", bundle(tmp_path, files))
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["notes"] == [
+        "orch.yaml asks for secrets (GH_TOKEN, NPM_TOKEN), which services are not given yet: the "
+        "service's process does not have them."
+    ]
+    work(platform)
+    assert api.get("/v1/services/web").json()["state"] == "running"

@@ -57,6 +57,12 @@ def deploy(
             f"orch.yaml pins environment {info.manifest.environment!r}, which services ignore: "
             f"they run on {runtime}."
         )
+    if info.manifest.secrets:
+        named = ", ".join(info.manifest.secrets)
+        notes.append(
+            f"orch.yaml asks for secrets ({named}), which services are not given yet: the service's "
+            "process does not have them."
+        )
     with platform.store.session() as s:  # answered at once, before anything is made
         found = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
         if found is not None:
