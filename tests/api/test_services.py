@@ -16,7 +16,7 @@ import pytest
 
 from orch.bundle import pack_directory
 from orch.engine.fake import FakeEngine
-from orch.services import bundles, reconcile
+from orch.services import bundles, leases, reconcile
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from orch.store.schema import ServiceReplicaRow
@@ -678,3 +678,44 @@ def test_secrets_asked_for_in_orch_yaml_are_noted_as_not_given(
     ]
     work(platform)
     assert api.get("/v1/services/web").json()["state"] == "running"
+
+
+def test_a_stopped_service_s_restart_answers_once_it_serves(
+    api: httpx.Client, platform: Platform, answering: list[bool], tmp_path: Path
+) -> None:
+    """Found by a tester: `orch service restart` of a stopped service answered "restarted
+    (starting)" at once, and the request after it got 503; a running one's restart waits."""
+    deployed(api, platform, tmp_path)
+    assert api.post("/v1/services/web/stop").json()["state"] == "stopped"
+    answering[0] = False  # its new container does not answer yet
+    answer: list[httpx.Response] = []
+    restart = threading.Thread(target=lambda: answer.append(api.post("/v1/services/web/restart")))
+    restart.start()
+    restart.join(1)
+    assert restart.is_alive() and not answer, "the restart answered before the service served"
+    answering[0] = True
+    for _ in range(100):  # the supervisor's passes, which ask the new container again
+        reconcile.reconcile(platform)
+        restart.join(0.1)
+        if answer:
+            break
+    assert answer and answer[0].status_code == 200, answer
+    assert answer[0].json()["state"] == "running"
+
+
+def test_a_stopped_service_whose_start_does_not_serve_is_said(
+    api: httpx.Client,
+    platform: Platform,
+    answering: list[bool],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployed(api, platform, tmp_path)
+    api.post("/v1/services/web/stop")
+    answering[0] = False
+    platform.config = platform.config.with_values(service_start_timeout=1)
+    monkeypatch.setattr(leases, "LEASE_SECONDS", 0.5)
+    resp = api.post("/v1/services/web/restart")
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["message"] == "web's replica 0 did not serve within 2 s of its start."
+    assert api.get("/v1/services/web").json()["desired"] == "running"  # its start goes on

@@ -346,13 +346,16 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
                 "Deploy a version of it first.",
             )
         s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
-        if svc.desired == "stopped" or not replicas(s, svc.id):
+        starts = svc.desired == "stopped" or not replicas(s, svc.id)
+        if starts:
             svc.state = (ServiceState.STARTING if svc.version else ServiceState.DEPLOYING).value
         svc.desired = "running"
         service_id = svc.id
     routing.of(platform).changed()
     restarts.restart(platform, service_id)
     reconcile(platform)
+    if starts and not deploying:  # a deployment under way starts it at its own end
+        restarts.serving(platform, service_id)
     return show(platform, ws_id, ref)
 
 

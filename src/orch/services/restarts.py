@@ -143,6 +143,21 @@ def _answering(platform: Platform, lease: leases.Kept, service_id: str, containe
     return None
 
 
+def serving(platform: Platform, service_id: str) -> None:
+    """Wait until each replica of a service started afresh (a stopped one restarted) serves.
+    ServiceUnavailable when one does not within `_patience`: its start goes on."""
+    with platform.store.session() as s:
+        svc = s.get(ServiceRow, service_id)
+        name = svc.name if svc is not None else service_id
+        slots = [r.slot for r in replicas(s, service_id)]
+    for slot in slots:
+        if not _serves_again(platform, service_id, slot):
+            raise ServiceUnavailable(
+                f"{name}'s replica {slot} did not serve within {_patience(platform):.0f} s of its start.",
+                "See the service's status and its logs.",
+            )
+
+
 def _patience(platform: Platform) -> float:
     """How long a renewed replica may take to serve again: its holder's next pass (a lease, if
     the holder changes meanwhile), then its start."""
