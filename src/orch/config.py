@@ -59,6 +59,17 @@ def _workers(text: str) -> int:
     return value
 
 
+MAX_PIDS = 4194304  # the most a pids cgroup's pids.max takes (the kernel's PID_MAX_LIMIT)
+
+
+def _pids(text: str) -> int:
+    """A process limit written to a pids cgroup: 1 to MAX_PIDS (the kernel refuses more, EINVAL)."""
+    value = int(text)
+    if not 1 <= value <= MAX_PIDS:
+        raise ValueError(text)
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -66,12 +77,15 @@ def _port(text: str) -> int:
     return value
 
 
+MAX_MEMORY = 2**63  # memory limits are int64s to Podman and the OCI runtime: below 8 EiB
+
+
 def _memory_size(text: str) -> int:
-    """A size such as 12Gi, 8G or 4096Mi (bytes without a unit), 16 MiB at least."""
+    """A size such as 12Gi, 8G or 4096Mi (bytes without a unit), 16 MiB at least, below 8 EiB."""
     from orch.sizes import parse_size  # only for a value given: a quick command pays nothing
 
     size = parse_size(text)
-    if size is None or size < 16 * 2**20:
+    if size is None or not 16 * 2**20 <= size < MAX_MEMORY:
         raise ValueError(text)
     return size
 
@@ -287,7 +301,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "build_pids",
         lambda h: 1024,
-        _positive_int,
+        _pids,
         "The processes (and threads) a build's RUN steps may have at once: past it a fork fails, "
         "and so does the build, saying so.",
     ),
@@ -474,7 +488,8 @@ _FORMS: dict[Callable[[str], Any], str] = {
     _non_negative_int: "a whole number of 0 or more",
     _port: "a port number from 0 to 65535 (0 picks a free one)",
     _isolation: "runc or gvisor",
-    _memory_size: "a size of 16Mi or more, such as 12Gi or 4096Mi",
+    _pids: f"a whole number of 1 to {MAX_PIDS}",
+    _memory_size: "a size of 16Mi or more, below 8 EiB, such as 12Gi or 4096Mi",
     _size_or_zero: "a size of 16Mi or more, such as 20Gi, or 0 for no limit",
     _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
     _base_url: "one http(s) URL with no path (e.g. https://services.example.com; '' for none)",

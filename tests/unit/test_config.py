@@ -62,6 +62,7 @@ def test_a_bad_value_says_what_the_setting_takes(tmp_path: Path) -> None:
         ('isolation = "kata"', "runc or gvisor"),
         ('run_memory = "lots"', "a size of 16Mi or more"),
         ("run_memory = 1024", "a size of 16Mi or more"),  # bytes: less than a sandbox's least
+        ("build_pids = 99999999999", "a whole number of 1 to 4194304"),
     ],
 )
 def test_a_config_files_value_is_checked_as_the_environments(tmp_path: Path, line: str, form: str) -> None:
@@ -140,6 +141,13 @@ def test_a_home_orch_makes_is_its_owners_alone_and_the_config_never_readable_by_
         # each a thread of the server's: 100000 of them took the machine's threads, then a traceback
         ("ORCH_RUN_WORKERS", "99999999999999999999", "a whole number of 1 to 1024"),
         ("ORCH_BUILD_WORKERS", "1025", "a whole number of 1 to 1024"),
+        # written to the build's pids.max, which takes at most PID_MAX_LIMIT: the server started,
+        # then every build and service deploy failed, sending the operator to scripts/setup
+        ("ORCH_BUILD_PIDS", "99999999999", "a whole number of 1 to 4194304"),
+        ("ORCH_BUILD_PIDS", "4194305", "a whole number of 1 to 4194304"),
+        # memory limits given to podman and the OCI runtime, which read them as int64s
+        ("ORCH_BUILD_MEMORY", "9999999Ti", "a size of 16Mi or more, below 8 EiB"),
+        ("ORCH_INSTALL_MEMORY", str(2**63), "a size of 16Mi or more, below 8 EiB"),
         # a server with this cluster started, and its runs waited queued without a word
         ("ORCH_CLUSTER", "nonsense", "HOST:PORT of the Ray cluster's head"),
         ("ORCH_CLUSTER", "head.example:99999", "HOST:PORT of the Ray cluster's head"),
@@ -172,11 +180,14 @@ def test_settings_of_those_forms_are_taken(tmp_path: Path) -> None:
         tmp_path,
         environ={
             "ORCH_RUN_WORKERS": "1024",
+            "ORCH_BUILD_PIDS": "4194304",
+            "ORCH_BUILD_MEMORY": f"{2**63 - 1}",
             "ORCH_CLUSTER": " [::1]:6379 ",
             "ORCH_CA_BUNDLE": str(bundle),
             "ORCH_METRICS_TOKEN": "scrape-secret_1",
         },
     )
+    assert (cfg.build_pids, cfg.build_memory) == (4194304, 2**63 - 1)
     assert (cfg.run_workers, cfg.cluster, cfg.ca_bundle, cfg.metrics_token) == (
         1024,
         "[::1]:6379",
