@@ -116,6 +116,9 @@ def _urls(text: str) -> tuple[str, ...]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(url)
+        if parts.username is not None or parts.password is not None or parts.port == 0:
+            raise ValueError(url)  # no client sends credentials from the address; 0 is no port
+        # `port` raises ValueError itself for one that is not a number, or past 65535.
     return urls
 
 
@@ -491,8 +494,10 @@ _FORMS: dict[Callable[[str], Any], str] = {
     _pids: f"a whole number of 1 to {MAX_PIDS}",
     _memory_size: "a size of 16Mi or more, below 8 EiB, such as 12Gi or 4096Mi",
     _size_or_zero: "a size of 16Mi or more, such as 20Gi, or 0 for no limit",
-    _urls: "http(s) URLs, comma-separated (e.g. https://api.openai.com/v1)",
-    _base_url: "one http(s) URL with no path (e.g. https://services.example.com; '' for none)",
+    _urls: "http(s) URLs, comma-separated, each with a port of 1 to 65535 if any and no user name or "
+    "password (e.g. https://api.openai.com/v1)",
+    _base_url: "one http(s) URL with no path, a port of 1 to 65535 if any and no user name or password "
+    "(e.g. https://services.example.com; '' for none)",
     _strict_bool: "true or false",
     _registry: "HOST[:PORT][/PATH] with no scheme (e.g. registry.example.com/team; '' for none)",
 }

@@ -162,6 +162,14 @@ def test_a_home_orch_makes_is_its_owners_alone_and_the_config_never_readable_by_
         ("ORCH_REGISTRY", "127.0.0.1:0/orch", "HOST[:PORT][/PATH] with no scheme"),
         # taken, then printed as every service's address
         ("ORCH_SERVICES_URL", "http://x y", "one http(s) URL with no path"),
+        # taken, then printed as every service's address: no client reaches it, or the
+        # credentials shown in every service's URL (found by a tester)
+        ("ORCH_SERVICES_URL", "http://x:abc", "one http(s) URL with no path, a port of 1 to 65535"),
+        ("ORCH_SERVICES_URL", "http://x:99999", "one http(s) URL with no path, a port of 1 to 65535"),
+        ("ORCH_SERVICES_URL", "http://x:0", "one http(s) URL with no path, a port of 1 to 65535"),
+        ("ORCH_SERVICES_URL", "http://user:pw@x", "one http(s) URL with no path, a port of 1 to 65535"),
+        ("ORCH_MODEL_ENDPOINTS", "http://a.example:abc/v1", "http(s) URLs, comma-separated"),
+        ("ORCH_MODEL_ENDPOINTS", "http://key@a.example/v1", "http(s) URLs, comma-separated"),
         ("ORCH_MODEL_ENDPOINTS", "http://a.example/v1,http://b\texample/v1", "http(s) URLs, comma-separated"),
     ],
 )
@@ -185,8 +193,10 @@ def test_settings_of_those_forms_are_taken(tmp_path: Path) -> None:
             "ORCH_CLUSTER": " [::1]:6379 ",
             "ORCH_CA_BUNDLE": str(bundle),
             "ORCH_METRICS_TOKEN": "scrape-secret_1",
+            "ORCH_SERVICES_URL": "https://services.example.com:8443",
         },
     )
+    assert cfg.services_url == "https://services.example.com:8443"
     assert (cfg.build_pids, cfg.build_memory) == (4194304, 2**63 - 1)
     assert (cfg.run_workers, cfg.cluster, cfg.ca_bundle, cfg.metrics_token) == (
         1024,
