@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -13,8 +14,11 @@ from typer.testing import CliRunner
 
 from orch.cli import client as client_mod
 from orch.cli.main import app
+from orch.errors import Conflict
+from orch.services import workspaces
 from orch.services.platform import Platform
-from orch.store.schema import TokenRow
+from orch.services.views import TokenView
+from orch.store.schema import TokenRow, WorkspaceRow
 
 runner = CliRunner()
 
@@ -105,6 +109,65 @@ def test_the_last_admin_token_cannot_be_revoked(api: httpx.Client) -> None:
     assert api.delete(f"/v1/tokens/{mine['id']}").status_code == 200
     assert api.get("/v1/tokens").status_code == 401
     assert as_token(api, second["token"]).get("/v1/workspaces").status_code == 200
+
+
+def _paused_in_transaction(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The first revoke to reach its answer waits there, its delete made and not committed, until
+    `go`; `there` says it is waiting."""
+    there, go = threading.Event(), threading.Event()
+    view = workspaces._token_view
+
+    def paused(row: TokenRow, ws: object) -> object:
+        if not there.is_set():
+            there.set()
+            assert go.wait(10)
+        return view(row, ws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workspaces, "_token_view", paused)
+    return there, go
+
+
+def _admin_callers(platform: Platform, api: httpx.Client) -> tuple[workspaces.Caller, workspaces.Caller]:
+    """The two admin tokens of the platform, each as the caller revoking the other."""
+    api.post("/v1/tokens", json={"name": "admin2", "admin": True}).raise_for_status()
+    with platform.store.session() as s:
+        rows = s.scalars(select(TokenRow).where(TokenRow.admin.is_(True))).all()
+        assert len(rows) == 2
+        ws = s.get(WorkspaceRow, rows[0].workspace_id)
+        assert ws is not None
+        return workspaces.Caller(ws, rows[0].id, True), workspaces.Caller(ws, rows[1].id, True)
+
+
+def test_two_admin_tokens_revoking_each_other_at_once_leave_one(
+    api: httpx.Client, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: the last two admin tokens revoked each other at the same moment, both
+    got 200, and no one could manage workspaces any more."""
+    a, b = _admin_callers(platform, api)
+    there, go = _paused_in_transaction(monkeypatch)
+    answers: dict[str, object] = {}
+
+    def revoke(caller: workspaces.Caller, token_id: str) -> None:
+        try:
+            answers[token_id] = workspaces.revoke_token(platform, caller, token_id)
+        except Conflict as e:
+            answers[token_id] = e
+
+    first = threading.Thread(target=revoke, args=(a, b.token_id))
+    first.start()
+    assert there.wait(10)
+    second = threading.Thread(target=revoke, args=(b, a.token_id))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second revoke did not wait for the first"
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert isinstance(answers[b.token_id], TokenView)
+    refused = answers[a.token_id]
+    assert isinstance(refused, Conflict) and "is the last admin token" in refused.message
+    with platform.store.session() as s:
+        assert s.scalars(select(TokenRow.id).where(TokenRow.admin.is_(True))).all() == [a.token_id]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from orch.models import BuildStatus, DeploymentStatus, EnvKind, RunStatus, Sandb
 from orch.services import bundles, deployed, images, routing
 from orch.services import environments as envs
 from orch.services.platform import Platform
-from orch.services.workspaces import Caller, require_admin, target_workspace
+from orch.services.workspaces import Caller, hold_admins, require_admin, target_workspace
 from orch.store.db import hold
 from orch.store.schema import (
     AgentRow,
@@ -77,6 +77,7 @@ def delete_workspace(platform: Platform, caller: Caller, ref: str) -> WorkspaceD
         # Every write that refers to the workspace (a run, a sandbox, a token...) either committed
         # before this, and is seen below, or waits for this transaction and then finds it gone.
         hold(s, WorkspaceRow, ws.id)
+        hold_admins(s)  # an admin token revoked meanwhile is seen below (and this waits for it)
         _refuse_last_admins(s, ws)
         _refuse_live(s, ws)
         result, shas, env_images, service_ids = _remove(s, ws)

@@ -13,7 +13,7 @@ from orch.errors import Conflict, Forbidden, NotFound, Unauthorized
 from orch.models import check_name, new_id, shown_name
 from orch.services.platform import Platform
 from orch.services.views import NewTokenView, NewWorkspaceView, TokenView, WorkspaceView
-from orch.store.db import Gone
+from orch.store.db import Gone, hold_all
 from orch.store.schema import TokenRow, WorkspaceRow
 
 DEFAULT_WORKSPACE = "default"
@@ -221,6 +221,9 @@ def list_tokens(platform: Platform, caller: Caller, workspace: str | None = None
 def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView:
     """Delete a token; the next request that sends it is refused (nothing caches tokens)."""
     with platform.store.session() as s:
+        # Two admin tokens revoking each other at once (or a workspace delete taking admin tokens
+        # with it): each counted the other and both went. The count is made under the lock.
+        hold_admins(s)
         row = s.get(TokenRow, token_id)
         if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
             raise NotFound(f"No token {shown_name(token_id)!r}.", "See `orch token list` for their ids.")
@@ -235,6 +238,12 @@ def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView
             raise Gone()
         s.delete(row)
         return _token_view(row, ws)
+
+
+def hold_admins(s: Session) -> None:
+    """Lock the platform's admin tokens until the session ends: taken by every write that may
+    remove admin tokens (a revoke, a workspace's delete) before it checks that some would stay."""
+    hold_all(s, TokenRow, TokenRow.admin.is_(True))
 
 
 def _workspace_view(ws: WorkspaceRow) -> WorkspaceView:

@@ -257,10 +257,16 @@ def hold(s: Session, model: Any, row_id: str, shared: bool = False) -> None:
     `shared`: only against a delete (or another whole hold) of the row, for a write that refers
     to it without a foreign key; other shared holds and writes that refer to it by one go on (on
     PostgreSQL FOR SHARE; on SQLite the same as a whole hold)."""
+    hold_all(s, model, model.id == row_id, shared=shared)
+
+
+def hold_all(s: Session, model: Any, where: Any, shared: bool = False) -> None:
+    """`hold` every row of `model` that `where` selects: for a check over several rows (the
+    platform's admin tokens, counted before one of them goes)."""
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(model.id).where(model.id == row_id).with_for_update(read=shared))
+        s.execute(select(model.id).where(where).with_for_update(read=shared))
     else:
-        s.execute(update(model).where(model.id == row_id).values(id=model.id))
+        s.execute(update(model).where(where).values(id=model.id))
 
 
 class Gone(Conflict):
