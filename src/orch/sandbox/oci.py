@@ -20,6 +20,7 @@ from typing import Any
 
 from orch.engine.base import ContainerSpec
 from orch.errors import EngineError
+from orch.sandbox.layout import SCRATCH
 from orch.sandbox.seccomp import oci_seccomp
 
 OCI_VERSION = "1.0.2-dev"
@@ -76,6 +77,8 @@ class Layout:
     # A warm sandbox's places for the run's own (late) mounts: container path -> an empty shared
     # mount point on the host, bound in as a slave, on which the run's source is attached later.
     late: Mapping[str, Path] = field(default_factory=dict)
+    # The root's own /tmp directory on the host, bound onto /tmp (gVisor: see runc.Launcher.prepare).
+    tmp: Path | None = None
 
 
 def config(spec: ContainerSpec, layout: Layout) -> dict[str, Any]:
@@ -184,6 +187,9 @@ def mounts(spec: ContainerSpec, layout: Layout) -> list[dict[str, Any]]:
             )
             continue
         user.append(_m(m.container, "bind", m.host, ("rbind", mode, "rprivate", "nosuid", "nodev")))
+    if layout.tmp and SCRATCH not in own:
+        mode = "ro" if spec.read_only else "rw"  # the root's own directory, as the root is
+        user.append(_m(SCRATCH, "bind", str(layout.tmp), ("bind", mode, "rprivate", "nosuid", "nodev")))
     user.sort(key=lambda m: len(Path(m["destination"]).parts))
     return system + user
 

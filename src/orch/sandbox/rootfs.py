@@ -20,6 +20,7 @@ import dataclasses
 import errno
 import json
 import os
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -197,6 +198,21 @@ def mount_root(
         unmount_root(where)
         raise
     return root
+
+
+def own_tmp(root: Path) -> Path | None:
+    """The directory /tmp of a mounted sandbox root, made (mode 1777) when the image has none, for
+    binding onto /tmp; None when the image's /tmp is not a directory (a symlink: a bind would
+    follow it on the host)."""
+    path = root / "tmp"
+    try:
+        os.mkdir(path, 0o700)  # nothing runs in the sandbox yet: made, then opened up
+        os.chmod(path, 0o1777)  # noqa: S103 - a /tmp: everyone's, sticky
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise EngineError(f"Could not make {path} ({e}).", _FIX) from None
+    return path if stat.S_ISDIR(os.lstat(path).st_mode) else None
 
 
 def unmount_root(where: Path) -> None:

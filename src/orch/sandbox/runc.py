@@ -53,6 +53,7 @@ from orch.errors import EngineError
 from orch.sandbox import etc_files, handoff, netns, oci, rootfs, sealed, volatile
 from orch.sandbox import spec as spec_mod
 from orch.sandbox.launcher import Isolation, sweep_all
+from orch.sandbox.layout import SCRATCH
 from orch.sandbox.pump import Pump
 from orch.sandbox.warm import Pool as WarmPool
 
@@ -462,6 +463,11 @@ class Launcher:
             for i, m in enumerate(m for m in spec.mounts if m.late):
                 late[m.container] = bundle / "late" / str(i)
                 rootfs.shared_point(late[m.container])
+        # runsc mounts a tmpfs of its own on a /tmp the config leaves out (when the root's is empty
+        # or missing): unbounded, outside the root's disk. The root's own /tmp bound there keeps
+        # it on that disk, as under runc: a full disk is ENOSPC, not a sandbox killed for memory.
+        own = {m.container for m in spec.mounts} | set(spec.tmpfs)
+        tmp = rootfs.own_tmp(root.path) if self.gvisor and SCRATCH not in own else None
         name = hostname(spec.name)
         files = etc_files.write(
             bundle,
@@ -490,6 +496,7 @@ class Launcher:
             rlimits=oci.podman_rlimits(),
             handoff=helper,
             late=late,
+            tmp=tmp,
         )
         config = oci.config(spec, layout)
         if self.gvisor:
