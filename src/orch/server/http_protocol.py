@@ -8,6 +8,11 @@ in the writes to the containers (py-spy, 2026-12-02). Here a connection's transp
 written during one turn of the loop and sends it at the turn's end, so start and body leave in
 one call. Nothing waits longer than that turn: a stream's chunks (SSE) still leave as they come.
 
+An answer an app cannot finish once it began (the services' proxy's, when a service breaks off its
+own) is cut short when the app raises `CutShort`: its connection closed, one warning in the log.
+uvicorn can only log an exception out of an app with its traceback, at error level, and an app
+that returns with its answer unfinished as an error too.
+
 A request the HTTP parser refuses before any app sees it (a URL or a header too long for it,
 bytes that are not HTTP) is answered here too, and as every other error: 400 with orch's
 `{error, message, fix}` body, where uvicorn says "Invalid HTTP request received." in plain text.
@@ -30,7 +35,8 @@ import resource
 import time
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,12 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT = 60.0
 # A port that holds its most connections says so in the log at most this often (seconds).
 FULL_SAID_EVERY = 60.0
+
+
+class CutShort(Exception):
+    """Raised by an app after its answer began, which it cannot finish: the connection is closed,
+    so that the client sees the answer cut short (never a whole, shorter one), and the message
+    is said in the log in one line, as a warning."""
 
 
 class CoalescingTransport:
@@ -227,6 +239,17 @@ class CoalescingHttpTools(HttpToolsProtocol):
             lost(exc)
 
         websocket.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:  # type: ignore[override]
+        async def run(scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await app(scope, receive, send)
+            except CutShort as e:
+                log.warning("%s", e)
+                cycle.transport.close()
+                cycle.disconnected = True  # as it is a moment later: uvicorn has nothing more to say
+
+        super()._start_asgi_task(cycle, run)  # type: ignore[arg-type]
 
     def _give_back(self) -> None:
         if self._port is not None and self.limits is not None:

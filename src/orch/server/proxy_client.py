@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,11 @@ MAX_INTERIM = 16  # interim (1xx) answers before the answer
 # A caller who leaves while the answer's head is awaited ends the wait, watched only once the
 # head is this late: a watch costs a task, which most answers come well within.
 WATCH_AFTER = 1.0
+# What a header of an answer may be (RFC 9110 §5.1, §5.5): its name a token, its value no control
+# character but HTAB. uvicorn refuses the rest once the answer is under way (the client got an empty
+# reply, the log a traceback); a line that begins with whitespace (obs-fold) is no token either.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class UpstreamError(Exception):
@@ -289,6 +295,9 @@ def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         conn.close()
         raise UpstreamError("the answer is not HTTP/1.1")
+    if len(parts[1]) != 3 or not b"100" <= parts[1] <= b"599":  # RFC 9110 §15: three digits, 100 to 599
+        conn.close()
+        raise UpstreamError(f"the answer's status {_shown(parts[1])} is not one of HTTP's (100 to 599)")
     status = int(parts[1])
     if status < 200:  # interim ones were skipped; 101 switches protocols, which no request asked
         conn.close()
@@ -296,10 +305,15 @@ def _answer(client: Client, key: tuple[str, int], conn: _Connection, method: str
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep:
+        name = name.rstrip(b" \t").lower()  # whitespace before the colon: removed (RFC 9112 §5.1)
+        value = value.strip(b" \t")
+        if not sep or not _TOKEN.fullmatch(name):
             conn.close()
             raise UpstreamError("a header of the answer is malformed")
-        headers.append((name.strip().lower(), value.strip()))
+        if _CONTROL.search(value):
+            conn.close()
+            raise UpstreamError(f"the answer's header {_shown(name)} has a control character in its value")
+        headers.append((name, value))
     try:
         framing, length, headers = _framing(method, status, headers)
     except UpstreamError:

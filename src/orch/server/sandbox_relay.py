@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orch.errors import OrchError, ServiceUnavailable
 from orch.server import relay, tokens
 from orch.server.api.deps import request_token
+from orch.server.http_protocol import CutShort
 from orch.server.proxy import client_gone, pump, request_body
 from orch.server.proxy_client import ClientLeft
 from orch.services import nodes, sandboxes, workspaces
@@ -154,9 +155,12 @@ class SandboxRelay:
         try:
             out = [(k.lower(), v) for k, v in answer.headers.raw if k.lower() not in _HOP]
             await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
-            # The node broke off its answer (an OrchError): so does this one (the client sees it cut).
-            with contextlib.suppress(OrchError):
+            try:
                 await pump(answer.aiter_raw(), send, receive, None)
+            except OrchError as e:  # the node broke off its answer: so does this one (seen cut)
+                raise CutShort(
+                    f"The node {node}'s answer broke off ({e.message}) Its caller's connection was cut."
+                ) from None
         finally:
             await answer.aclose()
 
