@@ -589,6 +589,32 @@ def test_a_services_output_is_in_the_store_for_any_server(
     assert logs["text"] == "one\ntwo\n" and logs["offset"] == len("one\ntwo\n")
 
 
+def test_what_a_service_prints_while_it_stops_is_stored(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopped container prints while it shuts down (its SIGTERM handler, during the removal):
+    Podman keeps its log file past the removal, and the rest of its output is stored from it
+    then (found by a tester: the rest was stored before the stop, and the shutdown's lines lost)."""
+    svc = deployed(api, platform, tmp_path)
+    log = platform.config.home / "logs" / "services" / svc["id"] / f"{svc['container']}.log"
+    log.write_text("2026-01-01T00:00:00Z stdout F serving\n")
+    remove = fake_engine.remove_container
+
+    def stopping(name: str, timeout: int = 10) -> None:
+        with log.open("a") as f:
+            f.write("2026-01-01T00:00:01Z stdout F shutting down\n")
+        remove(name, timeout)
+
+    monkeypatch.setattr(fake_engine, "remove_container", stopping)
+    assert api.post("/v1/services/web/stop").json()["state"] == "stopped"
+    assert api.get("/v1/services/web/logs").json()["text"] == "serving\nshutting down\n"
+    assert not log.exists()  # stored, and the file gone
+
+
 def test_a_deploy_wakes_the_deploy_worker(api: httpx.Client, platform: Platform, tmp_path: Path) -> None:
     platform.wake_deploys.clear()
     assert deploy(api, "web", bundle(tmp_path, {"main.py": ""})).status_code == 201

@@ -147,6 +147,38 @@ def test_run_command_runs_before_the_command(server: Server, tmp_path: Path) -> 
     assert fetch(server, "prep") == "v1 / uid=1000 marker=prepared-by-0\n"
 
 
+GRACEFUL = """
+import os, signal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+def stop(*_):
+    print("stopping on SIGTERM", flush=True)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+sets = ("CapPrm", "CapEff", "CapAmb")
+caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(sets)]
+print("caps", *caps, flush=True)
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_a_run_command_service_gets_sigterm_and_its_shutdown_output_is_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    """Its PID 1 (catatonit, root) forwards `podman stop`'s SIGTERM to the command (uid 1000):
+    found by a tester, without CAP_KILL it could not, so every stop waited 10 s for SIGKILL.
+    What the command prints then is stored (it was stored before the stop)."""
+    write(tmp_path / "grace", {"main.py": GRACEFUL, "orch.yaml": "run_command: echo prepared\n"})
+    res = deploy(server, tmp_path / "grace", "--name", "grace")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = server.cli("service", "stop", "grace")
+    assert res.returncode == 0, res.stdout + res.stderr
+    logs = server.cli("service", "logs", "grace").stdout
+    assert "caps 0000000000000000 0000000000000000 0000000000000000\n" in logs  # none kept
+    assert logs.endswith("stopping on SIGTERM\n"), logs
+
+
 def test_run_command_can_install_debian_packages(server: Server, tmp_path: Path) -> None:
     main = HTTP_SERVICE.replace(
         'marker = open("/opt/marker").read().strip() if os.path.exists("/opt/marker") else "-"',

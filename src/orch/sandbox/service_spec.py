@@ -12,9 +12,13 @@ from orch.sandbox.layout import NODE_DEPS_FILES, PYTHON_DEPS, SANDBOX_USER, SCRA
 
 APP = "/home/user/app"  # the bundle and its node_modules, baked into the service's image
 PORT = SERVICE_PORT  # what the service listens on inside its container (given as $PORT)
-# What `run_command` may need as root (apt-get: dpkg chowns files, apt drops to the _apt user);
-# every other capability stays dropped, and the command itself runs as SANDBOX_USER with none.
-RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID")
+# What `run_command` may need as root (apt-get: dpkg chowns files, apt drops to the _apt user),
+# and KILL for the container's init (catatonit, root): it forwards `podman stop`'s SIGTERM to the
+# command, a process of another uid, which takes CAP_KILL (without it the command never got the
+# SIGTERM and was killed 10 s later). Every other capability stays dropped, and the command
+# itself runs as SANDBOX_USER with none (setpriv's change from uid 0 clears them, and
+# no-new-privileges keeps it from regaining any).
+RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
 
 _PYTHON_STEP = f"""\
 COPY requirements.txt {APP}/

@@ -10,8 +10,9 @@ released. A claimed container is **in hand**: the supervisor does not take it fo
 meanwhile (it would remove it at once, undrained). A server killed in between leaves it as an
 orphan, which the next start's first pass removes (one killed during its stop too: the engine's
 removal stops a container that Podman still shows `stopping`, engine/podman.py). The rest of
-its output is stored under the lock (a service's output has one writer at a time) between the
-drain and the stop."""
+its output is stored under the lock (a service's output has one writer at a time) after its
+removal, so what it prints while it shuts down (after SIGTERM) is stored too: Podman keeps a
+container's log file (at the path orch gives it) past `podman stop` and `podman rm`."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def in_hand(platform: Platform) -> InHand:
 
 @dataclass
 class Takedown:
-    """Containers of one service, claimed (`claim`), to drain, store the output of and remove."""
+    """Containers of one service, claimed (`claim`), to drain, remove and store the output of."""
 
     platform: Platform
     service_id: str
@@ -78,11 +79,13 @@ class Takedown:
     stop_seconds: int = STOP_SECONDS
 
     def run(self) -> None:
-        """Drain them (all at once), store the rest of their output (while the service is
-        there), remove them (each in a thread of its own: a process that ignores SIGTERM costs
-        its grace once, not once per container); then they are out of hand. Never under the
-        services' lock. A container of another platform (the service's holder is another
-        server, or a cluster's node) is only drained: its holder removes it as an orphan."""
+        """Drain them (all at once), remove them (each in a thread of its own: a process that
+        ignores SIGTERM costs its grace once, not once per container), store the rest of their
+        output, what they printed stopping too (while the service is there); then they are out
+        of hand. Only the output is stored under the services' lock. A container of another
+        platform (the service's holder is another server, or a cluster's node) is only drained:
+        its holder removes it as an orphan, as it does one whose removal failed (its output is
+        stored then)."""
         platform = self.platform
         try:
             routing.of(platform).drain(self.containers, self.code, self.reason)
@@ -91,18 +94,18 @@ class Takedown:
             ]
             if not own:
                 return
-            with platform.services_lock, platform.store.session() as s:
-                there = s.get(ServiceRow, self.service_id) is not None
-                for c in own:
-                    if there:
-                        deployed_logs.archive(platform, s, self.service_id, c)
-                    else:  # deleted: its output went with it
-                        deployed_logs.forget(platform, c)
             if len(own) == 1:
-                self._remove(own[0])
+                removed = [self._remove(own[0])]
             else:
                 with ThreadPoolExecutor(len(own), thread_name_prefix="orch-takedown") as pool:
-                    list(pool.map(self._remove, own))
+                    removed = list(pool.map(self._remove, own))
+            with platform.services_lock, platform.store.session() as s:
+                there = s.get(ServiceRow, self.service_id) is not None
+                for c, gone in zip(own, removed, strict=True):
+                    if not there:  # deleted: its output went with it
+                        deployed_logs.forget(platform, c)
+                    elif gone:
+                        deployed_logs.archive(platform, s, self.service_id, c)
         finally:
             in_hand(platform).release(self.containers)
 
@@ -112,11 +115,14 @@ class Takedown:
         thread.start()
         return thread
 
-    def _remove(self, container: str) -> None:
+    def _remove(self, container: str) -> bool:
+        """Remove the container; whether it is gone."""
         try:
             self.platform.engine.remove_container(container, timeout=self.stop_seconds)
-        except OrchError as e:  # out of hand now: the supervisor removes it as an orphan
+        except OrchError as e:  # out of hand soon: the supervisor removes it as an orphan
             log.warning("removing container %s: %s", container, e)
+            return False
+        return True
 
 
 def claim(
