@@ -31,24 +31,28 @@ import httpx2
 from orch.loop.answer_size import BoundedClient
 
 Trace = Callable[[str, dict[str, Any]], None]
-_LOCATION_SHOWN = 500  # characters of a redirect's Location quoted back
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})  # the statuses that send a request elsewhere
 
 
 class Redirected(Exception):
-    """The endpoint answered a redirect, which is not followed: the run's reason, in a sentence."""
+    """The endpoint answered a redirect, which is not followed; `location`: where it pointed,
+    made absolute, whole and unmasked (`redirected` says it in a sentence)."""
 
     def __init__(self, status: int, location: str | None) -> None:
-        if status not in _REDIRECTS:  # 300, 304, 305...: no answer to a model call, and no redirect
-            said = f"the model endpoint answered {status}, which is no answer to a model call"
-        else:
-            where = f"a redirect to {location}" if location else "a redirect with no Location"
-            said = (
-                f"the model endpoint answered {status}, {where}, which orch does not follow: set "
-                "loop.base_url to where it points, if that address is in the server's model_endpoints"
-            )
-        super().__init__(said)
+        super().__init__(f"the model endpoint answered {status}")
         self.status, self.location = status, location
+
+
+def redirected(status: int, location: str | None) -> str:
+    """The run's reason for a redirect answer; `location` as the reason may show it (masked and
+    cut: model.quoted), None for none."""
+    if status not in _REDIRECTS:  # 300, 304, 305...: no answer to a model call, and no redirect
+        return f"the model endpoint answered {status}, which is no answer to a model call"
+    where = f"a redirect to {location}" if location else "a redirect with no Location"
+    return (
+        f"the model endpoint answered {status}, {where}, which orch does not follow: set "
+        "loop.base_url to where it points, if that address is in the server's model_endpoints"
+    )
 
 
 class RunClient(BoundedClient):
@@ -96,13 +100,13 @@ class RunClient(BoundedClient):
 
 
 def _location(request: httpx2.Request, response: httpx2.Response) -> str | None:
-    """Where a redirect points: its Location, made absolute, within _LOCATION_SHOWN characters."""
+    """Where a redirect points: its Location, made absolute."""
     location = response.headers.get("location", "").strip()
     if not location:
         return None
     with contextlib.suppress(httpx2.InvalidURL, ValueError):  # not a URL: quoted as it came
         location = str(request.url.join(location))
-    return location if len(location) <= _LOCATION_SHOWN else location[: _LOCATION_SHOWN - 3] + "..."
+    return location
 
 
 def _shut(stream: httpcore2.NetworkStream) -> None:

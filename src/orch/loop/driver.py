@@ -71,7 +71,7 @@ def run_loop(
     conversation = Conversation(config.system, first_message(run_input), config.tool_output_limit)
     try:
         while True:
-            turn = _model_call(config, model, conversation.messages, usage, watch, backoff, events)
+            turn = _model_call(config, model, conversation.messages, usage, watch, backoff, events, mask)
             if not turn.calls:
                 answer, truncated = events.final(turn.text)
                 return Outcome(RunStatus.SUCCEEDED, answer, None, usage, truncated)
@@ -103,6 +103,7 @@ def _model_call(
     watch: Watch,
     backoff: Backoff,
     events: Events,
+    mask: Mask,
 ) -> Turn:
     left = watch.left()
     request = Request(
@@ -113,7 +114,7 @@ def _model_call(
         timeout=CALL_TIMEOUT if left is None else max(1.0, min(CALL_TIMEOUT, left)),
     )
     began = time.monotonic()
-    turn, attempts = call(model, request, backoff, watch, config.api_key_secret)
+    turn, attempts = call(model, request, backoff, watch, config.api_key_secret, mask)
     usage.input_tokens += turn.input_tokens
     usage.output_tokens += turn.output_tokens
     usage.model_calls += 1

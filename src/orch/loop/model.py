@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from orch.loop.answer_size import AnswerTooLarge
 from orch.loop.client import Redirected
+from orch.secret.mask import Mask, shorten
 
 _SAID = 500  # characters of an endpoint's message kept in a reason
 MAX_DEPTH = 100  # levels of nesting a tool call's arguments may have (deeper: not usable JSON)
@@ -78,7 +79,8 @@ class Request:
 
 
 class EndpointError(Exception):
-    """The endpoint answered with an error status."""
+    """The endpoint answered with an error status. `message`: its own words (`said`), or where
+    a redirect pointed ("" for nowhere), as it gave them; `quoted` is what a reason shows of them."""
 
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -112,7 +114,8 @@ class Model(Protocol):
 
 def said(body: object, text: str) -> str:
     """The endpoint's own message in an error answer: `error.message` (both providers' shape,
-    and most compatible servers'), `message` or `detail`, else the answer's text."""
+    and most compatible servers'), `message` or `detail`, else the answer's text; whole and
+    unmasked: `quoted` makes it what a reason shows."""
     found: object = None
     if isinstance(body, dict):
         inner = body.get("error")
@@ -121,9 +124,16 @@ def said(body: object, text: str) -> str:
         elif isinstance(inner, str):
             found = inner
         found = found or body.get("message") or body.get("detail")
-    message = usable(str(found).strip() if found else text.strip())
-    message = " ".join(message.split()) or "no message"
-    return message if len(message) <= _SAID else message[: _SAID - 3] + "..."
+    return str(found) if found else text
+
+
+def quoted(text: str, mask: Mask) -> str:
+    """What the endpoint said (`said`, a redirect's Location) as a reason quotes it: the run's
+    secrets and API key masked (`mask`), on one line, at most _SAID characters. Masked before
+    anything else: joining its spaces or cutting it would leave a value the masker no longer
+    finds, most of it in clear."""
+    flat = " ".join(usable(mask(text)).split()) or "no message"
+    return shorten(flat, _SAID)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -157,7 +167,7 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
     APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
     answer that is not `shape` (the SDKs do not validate answers), is larger than orch reads or
     is otherwise Unusable as EndpointError too, with a status of 200. A redirect (client.py
-    follows none) is EndpointError with its 3xx status, its message the whole sentence."""
+    follows none) is EndpointError with its 3xx status, its message where it pointed."""
     try:
         yield
     except status_error as exc:
@@ -169,10 +179,10 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
             raise EndpointError(200, str(too_large)) from None
         redirected = _cause(exc, Redirected)
         if isinstance(redirected, Redirected):
-            raise EndpointError(redirected.status, str(redirected)) from None
+            raise EndpointError(redirected.status, redirected.location or "") from None
         raise Unreachable(cause_of(exc)) from None
     except Redirected as exc:  # the SDK let it through as it came (the OpenAI one does)
-        raise EndpointError(exc.status, str(exc)) from None
+        raise EndpointError(exc.status, exc.location or "") from None
     except (Unusable, AnswerTooLarge) as exc:
         raise EndpointError(200, str(exc)) from None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):

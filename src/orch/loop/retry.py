@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orch.loop.model import EndpointError, Model, Request, Turn, Unreachable
+from orch.loop.client import redirected
+from orch.loop.model import EndpointError, Model, Request, Turn, Unreachable, quoted
 from orch.loop.outcome import failed
 from orch.loop.watch import Watch
+from orch.secret.mask import Mask
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,10 @@ def retryable(status: int) -> bool:
 
 
 def call(
-    model: Model, request: Request, backoff: Backoff, watch: Watch, key_secret: str | None
+    model: Model, request: Request, backoff: Backoff, watch: Watch, key_secret: str | None, mask: Mask
 ) -> tuple[Turn, int]:
-    """The turn and how many tries it took; Stopped with a reason when there is none."""
+    """The turn and how many tries it took; Stopped with a reason when there is none. What the
+    endpoint said is quoted masked with `mask` (the run's secrets and API key), then cut."""
     attempt = 0
     while True:
         attempt += 1
@@ -40,18 +43,19 @@ def call(
             return watch.wait(lambda: model.complete(request)), attempt
         except EndpointError as exc:
             if exc.status in (401, 403):
-                raise failed(_refused_key(exc, key_secret)) from None
-            if 300 <= exc.status < 400:  # a redirect, not followed: its message says so, and where
-                raise failed(exc.message) from None
+                raise failed(_refused_key(exc.status, quoted(exc.message, mask), key_secret)) from None
+            if 300 <= exc.status < 400:  # a redirect, not followed: said so, and where it pointed
+                where = quoted(exc.message, mask) if exc.message else None
+                raise failed(redirected(exc.status, where)) from None
             if exc.status < 400:
                 raise failed(f"the model endpoint's answer is not usable: {exc.message}") from None
             if not retryable(exc.status):
                 raise failed(
-                    f"the model endpoint refused the request ({exc.status}): {exc.message}"
+                    f"the model endpoint refused the request ({exc.status}): {quoted(exc.message, mask)}"
                 ) from None
             if attempt >= backoff.attempts:
                 raise failed(
-                    f"the model endpoint answered {exc.status} {attempt} times: {exc.message}"
+                    f"the model endpoint answered {exc.status} {attempt} times: {quoted(exc.message, mask)}"
                 ) from None
             asked = exc.retry_after
         except Unreachable as exc:
@@ -64,8 +68,8 @@ def call(
         watch.sleep(backoff.pause(attempt, asked))
 
 
-def _refused_key(exc: EndpointError, key_secret: str | None) -> str:
-    said = f"the model endpoint refused the API key ({exc.status}: {exc.message})"
+def _refused_key(status: int, message: str, key_secret: str | None) -> str:
+    said = f"the model endpoint refused the API key ({status}: {message})"
     if key_secret is None:
         return f"{said}; the loop names no api_key_secret: add one to orch.yaml"
     check = f"check the workspace secret {key_secret} (loop.api_key_secret)"

@@ -108,7 +108,7 @@ class Tools:
 
     def _run(self, call: ToolCall, allowed: tuple[str, ...], timeout: float) -> ToolOutcome:
         if call.name not in allowed:
-            name = call.name if len(call.name) <= _NAME_SHOWN else call.name[: _NAME_SHOWN - 3] + "..."
+            name = self.mask.quote(call.name, _NAME_SHOWN)  # masked, then cut: never half a value
             offered = f"the tools are {', '.join(allowed)}" if allowed else "this loop offers no tools"
             return ToolOutcome(USAGE, f"error: there is no tool {name!r}; {offered}.")
         try:

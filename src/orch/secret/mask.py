@@ -348,6 +348,20 @@ def redact(text: bytes, values: Iterable[bytes]) -> bytes:
     return redactor.feed(text) + redactor.close()
 
 
+def shorten(text: str, limit: int) -> str:
+    """Masked `text` within `limit` characters: its first ones and `...`, the cut moved back
+    off a `***` it would split. Mask first, then cut: a value the cut went through would no
+    longer match, and most of it would be kept in clear."""
+    if len(text) <= limit:
+        return text
+    end = limit - 3
+    for back in (1, 2):
+        if text[end - back : end - back + len(MASK)] == MASK.decode():
+            end -= back
+            break
+    return text[:end] + "..."
+
+
 class Mask:
     """One run's secret values, masked in text that is stored whole (a run's reason, an event's
     field: `mask(text)`) or that arrives in pieces (`redactor()`), so that everything stored for
@@ -365,6 +379,10 @@ class Mask:
         # A lone surrogate (which no UTF-8 text holds) must not make masking fail: it goes through
         # as bytes and comes back as U+FFFD.
         return redact(text.encode("utf-8", "surrogatepass"), self.values).decode("utf-8", "replace")
+
+    def quote(self, text: str, limit: int) -> str:
+        """`text` masked, then within `limit` characters (`shorten`)."""
+        return shorten(self(text), limit)
 
     def redactor(self) -> Redactor:
         return Redactor(self.values)
