@@ -19,6 +19,9 @@ def test_input_and_variables_beyond_what_an_environment_holds_are_refused(
         ({"input": "a" * (MAX_INPUT + 1)}, "The input is 131,061 bytes; the limit is 131,060 (128 KiB"),
         ({"env": {"BIG": "b" * (MAX_VARIABLE - 3)}}, "The environment variable BIG is 131,068 bytes"),
         ({"env": {f"V{n}": "v" * 120_000 for n in range(9)}}, "more than 1 MiB together"),
+        # a long name shown by its start and length, not whole (found by a tester: a 60 KB answer)
+        ({"env": {"-" + "A" * 4999: "x"}}, f"variable name '-{'A' * 59}… (5000 characters)' is not usable."),
+        ({"env": {"A" * 5000: "x\x00"}}, f"variable {'A' * 60}… (5000 characters) holds a NUL"),
     ]:
         resp = api.post("/v1/runs", json={"agent": "hello", **body})
         assert resp.status_code == 400 and said in resp.json()["message"], resp.text

@@ -420,6 +420,17 @@ def test_a_stopping_server_kills_running_commands(
             400,
             "The environment variable A holds a NUL character.",
         ),
+        # A long name is shown by its start and length, not whole (found by a tester: a 60 KB answer)
+        (
+            {"command": ["true"], "env": {"1" + "A" * 4999: "x"}},
+            400,
+            f"The environment variable name '1{'A' * 59}… (5000 characters)' is not usable.",
+        ),
+        (
+            {"command": ["true"], "env": {"A" * 5000: "x\x00"}},
+            400,
+            f"The environment variable {'A' * 60}… (5000 characters) holds a NUL character.",
+        ),
         ({"command": ["true"], "timeout": 0}, 400, "A timeout of 0 seconds is out of range."),
         ({"command": ["true"], "timeout": -1}, 400, "A timeout of -1 seconds is out of range."),
         ({"command": ["true"], "timeout": 86401}, 400, "A timeout of 86401 seconds is out of range."),

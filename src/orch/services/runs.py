@@ -54,18 +54,18 @@ def create(
     for key in env:
         if not _ENV_NAME.match(key) or key.startswith("ORCH_"):
             raise InvalidInput(
-                f"The environment variable name {key!r} is not usable.",
+                f"The environment variable name {shown_name(key)!r} is not usable.",
                 "Use letters, digits and '_', not starting with a digit or ORCH_ (reserved).",
             )
         if len(f"{key}={env[key]}".encode()) > MAX_VARIABLE:
             raise InvalidInput(
-                f"The environment variable {key} is {len(env[key].encode()):,} bytes, more than one "
-                f"variable can hold ({MAX_VARIABLE - len(key) - 1:,} with its name).",
+                f"The environment variable {shown_name(key)} is {len(env[key].encode()):,} bytes, more "
+                f"than one variable can hold ({MAX_VARIABLE - len(key) - 1:,} with its name).",
                 "Pass large data as the run's input or let the agent download it.",
             )
         if "\x00" in env[key]:
             raise InvalidInput(
-                f"The environment variable {key} holds a NUL character, which no environment "
+                f"The environment variable {shown_name(key)} holds a NUL character, which no environment "
                 "variable can carry.",
                 "Pass text without NUL characters (encode binary data, e.g. as base64).",
             )

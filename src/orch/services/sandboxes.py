@@ -638,11 +638,13 @@ def start_exec(
     for key, value in env.items():
         if not _ENV_NAME.match(key):
             raise InvalidInput(
-                f"The environment variable name {key!r} is not usable.",
+                f"The environment variable name {shown_name(key)!r} is not usable.",
                 "Use letters, digits and '_', not starting with a digit.",
             )
         if "\x00" in value:
-            raise InvalidInput(f"The environment variable {key} holds a NUL character.", "Remove it.")
+            raise InvalidInput(
+                f"The environment variable {shown_name(key)} holds a NUL character.", "Remove it."
+            )
     if any("\x00" in arg for arg in command):
         raise InvalidInput("The command holds a NUL character, which no argument can carry.", "Remove it.")
     size = sum(len(a.encode()) + 1 for a in command) + sum(
@@ -663,8 +665,8 @@ def start_exec(
     for key, value in env.items():
         if len(key) + 1 + len(value.encode()) > MAX_ARGUMENT:
             raise InvalidInput(
-                f"The environment variable {key} is {len(value.encode()):,} bytes; Linux takes at "
-                f"most {MAX_ARGUMENT:,} in one variable, with its name.",
+                f"The environment variable {shown_name(key)} is {len(value.encode()):,} bytes; Linux "
+                f"takes at most {MAX_ARGUMENT:,} in one variable, with its name.",
                 "Pass large data on stdin or in a file (`orch sandbox cp`).",
             )
     data = (stdin or "").encode()
