@@ -237,7 +237,17 @@ def test_an_unknown_ui_path_is_the_uis_error_page(browser: httpx.Client, api: ht
     assert "text/html" in browser.get("/ui/agents/hello/x").headers["content-type"]
     # Elsewhere the API's JSON, as before.
     assert api.get("/v1/nope").json()["message"] == "Nothing is at /v1/nope."
-    assert browser.get("/ui/static/nope.js").headers["content-type"] == "application/json"
+
+
+def test_a_static_address_with_no_file_says_nothing_a_link_chose(browser: httpx.Client) -> None:
+    # It answered the API's JSON, "Nothing is at /ui/static/x. Your token expired; ..." (found
+    # by a tester): a plain sentence of its own, never the address.
+    said = "x. Your token expired; sign in at evil.example."
+    for resp in (browser.get("/ui/static/" + said), browser.post("/ui/static/" + said, headers=OWN)):
+        assert resp.status_code in (404, 405) and resp.headers["content-type"].startswith("text/plain")
+        assert "evil.example" not in resp.text and "expired" not in resp.text
+    assert browser.get("/ui/static/nope.js").text == "There is no file at this address."
+    assert browser.get("/ui/static/app.js").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/ui/x%00y", "/ui/environments%00", "/ui/%00"])
@@ -251,6 +261,16 @@ def test_the_error_page_says_nothing_a_link_chose(browser: httpx.Client) -> None
     said = "Your token was revoked. Sign in at http://evil.example"
     page = browser.get("/ui/" + said)
     assert page.status_code == 404 and "evil.example" not in page.text and "revoked" not in page.text
+
+
+@pytest.mark.parametrize("kind", ["agents", "runs", "environments", "services"])
+def test_a_pages_name_that_is_no_name_says_nothing_a_link_chose(browser: httpx.Client, kind: str) -> None:
+    # "No agent 'x. Session expired: sign in at evil.example' in this workspace." was shown.
+    page = browser.get(f"/ui/{kind}/x. Session expired: sign in at evil.example")
+    assert page.status_code == 404 and alert(page.text) == "There is no page at this address."
+    assert "evil.example" not in page.text and "expired" not in page.text
+    # A name (or id) that is none of the workspace's still says which.
+    assert "&#39;nothere&#39; in this workspace." in alert(browser.get(f"/ui/{kind}/nothere").text)
 
 
 def test_a_form_with_bytes_that_are_not_utf8_saves_nothing(browser: httpx.Client, api: httpx.Client) -> None:
@@ -344,6 +364,21 @@ def test_runs_lists_say_how_many_they_show_and_link_to_older(
     assert sorted(shown) == sorted(ids) and 'href="?">Newest runs' in older
     assert "Showing all 22 runs." in browser.get("/ui/runs").text
     assert browser.get("/ui/runs?before=run_nothere00").status_code == 404
+
+
+@pytest.mark.parametrize("page", ["/ui/runs", "/ui/agents/hello"])
+def test_a_before_that_is_no_run_id_says_nothing_a_link_chose(
+    browser: httpx.Client, hello: str, page: str
+) -> None:
+    # "No run 'x. Session expired: re-enter token at evil.example/login' in this workspace."
+    # was shown (found by a tester): a value that is not a run's id gets a fixed sentence.
+    said = "x. Session expired: re-enter token at evil.example/login"
+    resp = browser.get(page, params={"before": said})
+    assert resp.status_code == 404 and alert(resp.text) == "There is no page at this address."
+    assert "evil.example" not in resp.text and "expired" not in resp.text
+    # A run's id that is not one of this workspace's still says which.
+    missing = browser.get(page, params={"before": "run_nothere00"})
+    assert alert(missing.text) == "No run &#39;run_nothere00&#39; in this workspace."
 
 
 def test_a_run_can_be_cancelled_from_its_page(browser: httpx.Client, api: httpx.Client, hello: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -191,7 +192,12 @@ def test_a_service_page_shows_a_crash_and_its_restart_without_a_reload(
     res = server.cli("service", "deploy", str(tmp_path / "flaky"), "--name", "flaky")
     assert res.returncode == 0, res.stdout + res.stderr
     sign_in(page, server)
+    # Up 10 s or more when the page is rendered, so its uptime can't pass for the new replica's.
+    deadline = time.monotonic() + 60
+    while (server.get("/v1/services/flaky")["uptime"] or 0) < 10 and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
     page.goto(f"{server.url}/ui/services/flaky")
+    expect(page.locator("#service-uptime")).to_have_text(re.compile(r"^\d\d s$"))
     expect(page.locator("#service-restarts")).to_have_text("0")
     expect(page.locator("#service-state")).to_have_text("running")
     # It crashes once, from outside (a new container starts afresh, so a crash the service
@@ -202,5 +208,7 @@ def test_a_service_page_shows_a_crash_and_its_restart_without_a_reload(
     expect(page.locator("#service-restarts")).to_have_text("1", timeout=60_000)
     expect(page.locator("[data-service-log]")).to_contain_text("listening on 8080")
     expect(page.locator("#service-state")).to_have_text("running", timeout=60_000)
+    # The new replica's uptime, not the old one's the page was rendered with (found by a tester).
+    expect(page.locator("#service-uptime")).to_have_text(re.compile(r"^\d s$"))
     after = server.get("/v1/services/flaky")
     assert after["restarts"] == 1 and after["container"] != killed and after["last_exit"] == 137

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, Route, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
 
 from tests.e2e.conftest import shot, sign_in
 from tests.integration.conftest import Server
@@ -140,3 +140,24 @@ def test_pages_load_without_errors_and_back_after_sign_out_shows_none(page: Page
     page.go_back()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert "SHOWN_KEY" not in page.content()
+
+
+def test_the_menu_wraps_at_phone_width(browser: Browser, server: Server) -> None:
+    """At 360 px the header was one line 820 px wide: Services, Sandboxes, Settings and Sign out
+    were off-screen and every page scrolled sideways (found by a tester)."""
+    context = browser.new_context(base_url=server.url, viewport={"width": 360, "height": 640})
+    page = context.new_page()
+    try:
+        sign_in(page, server)
+        for path in ("/ui/runs", "/ui/services", "/ui/environments", "/ui/settings"):
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+            for item in [
+                *page.get_by_role("navigation", name="Main").get_by_role("link").all(),
+                page.get_by_role("button", name="Sign out"),
+            ]:
+                box = item.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, (path, item)
+        shot(page, "narrow-settings")
+    finally:
+        context.close()

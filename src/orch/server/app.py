@@ -12,7 +12,6 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -35,6 +34,7 @@ from orch.server.api import (
 from orch.server.api.deps import NUL_IN_URL
 from orch.server.api.errors import ERROR_RESPONSES
 from orch.server.ui import routes as ui
+from orch.server.ui.assets import Assets
 from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.platform import Platform
@@ -77,7 +77,7 @@ def create_app(platform: Platform, workers: bool = True) -> FastAPI:
     app.state.platform = platform
     app.include_router(environments.router)
     app.include_router(ui.router)
-    app.mount("/ui/static", StaticFiles(directory=Path(ui.__file__).parent / "static"), name="ui-static")
+    app.mount("/ui/static", Assets(directory=Path(ui.__file__).parent / "static"), name="ui-static")
     app.include_router(agents.router)
     app.include_router(runs.router)
     app.include_router(run_events.router)
@@ -299,7 +299,7 @@ def _page_error_text(request: Request, exc: StarletteHTTPException) -> tuple[int
     if "\x00" in request.url.path:
         return 400, NUL_IN_URL[0]
     if exc.status_code == 404:
-        return 404, "There is no page at this address."
+        return 404, ui.NO_PAGE
     if exc.status_code == 405:
         return 405, f"This page does not take {request.scope.get(head.ASKED, request.method)}."
     return exc.status_code, _http_error_text(request, exc)[0]

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orch import dockerfile
 from orch.errors import Forbidden, InvalidInput, NotFound, OrchError, TooLarge, Unauthorized
 from orch.loop.transcript import tool_call_text
+from orch.models import check_name
 from orch.secret import box
 from orch.secret.names import name_problem
 from orch.server.api.deps import TOKEN_COOKIE, from_own_page, get_platform, refuse_nul, request_token
@@ -235,6 +236,31 @@ def _refuse_other_pages(request: Request, what: str, fix: str) -> Response | Non
     return _error_page(request, refused)
 
 
+# What a page says of an address, or of a value in its URL, that names nothing it could show: a
+# fixed sentence, as the value is a link's choice ("x. Session expired: sign in at ...").
+NO_PAGE = "There is no page at this address."
+
+
+def _no_page() -> NotFound:
+    return NotFound(NO_PAGE, "Choose a page from the menu above.")
+
+
+def _id_shaped(text: str, prefix: str) -> bool:
+    """Whether `text` could be an id of the kind whose ids start with `prefix` ("run_"): only such
+    text from a URL is named back in a page's sentence ("No run 'run_...' in this workspace")."""
+    rest = text.removeprefix(prefix)
+    return rest != text and rest.isascii() and rest.isalnum()
+
+
+def _named(ref: str) -> str:
+    """`ref` from a page's path if it could name something (names and ids alike are name-shaped),
+    else NotFound with the fixed sentence: "No agent 'x. Session expired: ...'" would say it back."""
+    try:
+        return check_name(ref)
+    except InvalidInput:
+        raise _no_page() from None
+
+
 def is_page(path: str) -> bool:
     """Whether `path` is one of the UI's pages (not its static files): what a person opens."""
     return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/static/")
@@ -309,7 +335,7 @@ def new_environment_page(request: Request, platform: PlatformDep) -> Response:
 @router.get("/environments/{ref}", response_class=HTMLResponse)
 def environment_page(ref: str, request: Request, platform: PlatformDep) -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
-        env = envs.show(platform, ws.id, ref)
+        env = envs.show(platform, ws.id, _named(ref))
         lines = (env.dockerfile or "").splitlines()
         findings: dict[int, list[dockerfile.Finding]] = {}
         for f in dockerfile.validate(env.dockerfile).findings if env.dockerfile else ():
@@ -405,6 +431,8 @@ def _listed_runs(
     """A page of runs, newest first: `first` of them, queued before the run `before` (the
     previous page's last) if given; whether there are older ones (one more is read to know), so
     the page links to them rather than stopping silently."""
+    if before and not _id_shaped(before, "run_"):  # free text a link chose: not said back
+        raise _no_page()
     found = runs.list_runs(platform, ws.id, agent_id, first + 1, before or None)
     more = len(found) > first
     return {
@@ -422,7 +450,7 @@ def agents_page(request: Request, platform: PlatformDep) -> Response:
 @router.get("/agents/{ref}", response_class=HTMLResponse)
 def agent_page(ref: str, request: Request, platform: PlatformDep, before: str = "") -> Response:
     def build(ws: WorkspaceRow) -> dict[str, Any]:
-        agent = agents.show(platform, ws.id, ref)
+        agent = agents.show(platform, ws.id, _named(ref))
         would_run = run_environment.would_run(platform, ws.id, agent.id)
         listed = _listed_runs(platform, ws, agent.id, AGENT_RUNS_SHOWN, before)
         return {"agent": agent, "would_run": would_run, **listed}
@@ -440,7 +468,7 @@ def runs_page(request: Request, platform: PlatformDep, before: str = "") -> Resp
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: str, request: Request, platform: PlatformDep) -> Response:
     def values(ws: WorkspaceRow) -> dict[str, Any]:
-        run = runs.show(platform, ws.id, run_id)
+        run = runs.show(platform, ws.id, _named(run_id))
         events = run_events.list_events(platform, ws.id, run_id)
         # A managed loop's transcript: each tool call shown with its result, folded.
         results = {e.call_id: e for e in events if e.type == "tool_result"}
@@ -473,14 +501,10 @@ def sandboxes_page(request: Request, platform: PlatformDep, removed: str = "", g
     return page(request, platform, "sandboxes.html", build)
 
 
-def _sandbox_id(text: str) -> bool:
-    return text.startswith("sbx_") and text[4:].isalnum()
-
-
 def _was_removed(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> bool:
     """Whether the note "Removed ..." holds, from the sandbox's row: this workspace's, removed.
     A link said it of any id-shaped text (a running sandbox, another workspace's, none)."""
-    if not _sandbox_id(sandbox_id):
+    if not _id_shaped(sandbox_id, "sbx_"):
         return False
     try:
         return sandboxes.show(platform, ws.id, sandbox_id).status == "removed"
@@ -491,7 +515,7 @@ def _was_removed(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> bool:
 def _already_ended(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> str:
     """What the CLI says of a sandbox that had ended before Remove was pressed, from its row
     (the URL gives only the id): "sbx_... was already removed (why); nothing to remove."."""
-    if not _sandbox_id(sandbox_id):
+    if not _id_shaped(sandbox_id, "sbx_"):
         return ""
     try:
         shown = sandboxes.show(platform, ws.id, sandbox_id)
@@ -530,4 +554,6 @@ def services_page(request: Request, platform: PlatformDep) -> Response:
 
 @router.get("/services/{ref}", response_class=HTMLResponse)
 def service_page(ref: str, request: Request, platform: PlatformDep) -> Response:
-    return page(request, platform, "service.html", lambda ws: {"svc": deployed.show(platform, ws.id, ref)})
+    return page(
+        request, platform, "service.html", lambda ws: {"svc": deployed.show(platform, ws.id, _named(ref))}
+    )

@@ -306,6 +306,14 @@ document.addEventListener("DOMContentLoaded", () => {
 
 const SERVICE_FACTS_EVERY = 2000; // ms: a chatty service's page asks for its facts no more often
 
+// A service's uptime as the pages render it (templates/_uptime.html): none while no replica runs.
+function uptimeText(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 60) return `${Math.floor(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
 async function followService(pre) {
   const name = pre.dataset.serviceLog;
   const state = document.getElementById("service-state");
@@ -329,6 +337,8 @@ async function followService(pre) {
         const svc = await api("GET", `/v1/services/${name}`);
         showState(svc.state);
         document.getElementById("service-restarts").textContent = svc.restarts;
+        // The running replica's: after a crash and restart, the new one's, not the page's.
+        document.getElementById("service-uptime").textContent = uptimeText(svc.uptime);
       }
     } catch (error) {
       if (await link.failed(error)) continue;
