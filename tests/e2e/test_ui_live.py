@@ -142,6 +142,19 @@ def test_pages_load_without_errors_and_back_after_sign_out_shows_none(page: Page
     assert "SHOWN_KEY" not in page.content()
 
 
+def test_a_page_signed_out_meanwhile_says_so_not_the_apis_advice(page: Page, server: Server) -> None:
+    """Found by a tester: a live view whose sign-in went (Sign out in another window) showed the
+    API's advice for scripts, "This request has no API token. Send 'Authorization: Bearer
+    TOKEN'...", where a person reads that they must sign in again."""
+    sign_in(page, server)
+    page.goto("/ui/environments/new")
+    page.context.clear_cookies()  # signed out in another window
+    page.get_by_label("Dockerfile (validated as you type)").fill("FROM e2bdev/code-interpreter:latest\n")
+    expect(page.locator("#findings")).to_have_text(
+        "You are no longer signed in. Sign in again (reload this page), then try again."
+    )
+
+
 def test_the_menu_wraps_at_phone_width(browser: Browser, server: Server) -> None:
     """At 360 px the header was one line 820 px wide: Services, Sandboxes, Settings and Sign out
     were off-screen and every page scrolled sideways (found by a tester)."""

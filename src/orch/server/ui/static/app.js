@@ -20,8 +20,11 @@ async function api(method, path, body) {
   }
   const data = await response.json().catch(() => ({ message: `The server answered ${response.status}.`, fix: "" }));
   if (!response.ok) {
-    const error = new Error(data.message || "The request failed.");
-    error.fix = data.fix || "";
+    // 401: the page's sign-in cookie went (signed out in another window, a revoked token): the
+    // API's own advice is for scripts (send an Authorization header), not for this page.
+    const signedOut = response.status === 401;
+    const error = new Error(signedOut ? "You are no longer signed in." : data.message || "The request failed.");
+    error.fix = signedOut ? "Sign in again (reload this page), then try again." : data.fix || "";
     error.data = data;
     error.status = response.status;
     throw error;
