@@ -100,11 +100,16 @@ def test_the_server_relays_to_the_node_that_holds_the_service(
 
     # A client's own relay headers are dropped: the server sends its own, the node drops those.
     spoofed = {"orch-relay-token": "guess", "orch-replica": "other", "X-Theirs": "1"}
-    resp = site.get("/services/team/web/x?y=1", headers=spoofed)
+    # Who asked: the server's word reaches the service through the node, after the client's own.
+    claims = {"Forwarded": "for=1.1.1.1;proto=https", "X-Real-IP": "9.9.9.9"}
+    resp = site.get("/services/team/web/x?y=1", headers={**spoofed, **claims})
     assert resp.status_code == 200, resp.text
     got = resp.json()
     assert got["path"] == "/x?y=1"
     assert got["headers"]["x-forwarded-prefix"] == "/services/team/web"
+    client = got["headers"]["x-forwarded-for"].split(", ")[-1]
+    assert got["headers"]["x-real-ip"] == client
+    assert got["headers"]["forwarded"].startswith(f"for=1.1.1.1;proto=https, for={client};proto=http;")
     assert got["headers"]["x-theirs"] == "1"
     for header in ("authorization", "orch-relay-token", "orch-replica"):
         assert header not in got["headers"]
@@ -169,8 +174,11 @@ def test_websockets_pass_through_the_server_and_the_node(
         server.shutdown()
         thread.join(5)
     assert seen["path"] == "/socket?x=1"
-    headers = {k.lower() for k in seen["headers"]}  # type: ignore[attr-defined]
-    assert not headers & {"authorization", "orch-relay-token", "orch-replica"}
+    headers = {k.lower(): v for k, v in seen["headers"].items()}  # type: ignore[attr-defined]
+    assert not headers.keys() & {"authorization", "orch-relay-token", "orch-replica"}
+    # The handshake is an HTTP request: its scheme is http (nginx's $scheme), never ws.
+    assert headers["x-forwarded-proto"] == "http"
+    assert ";proto=http;" in headers["forwarded"]
 
 
 def test_the_relay_follows_the_service_s_lease(

@@ -41,8 +41,16 @@ NOT_RETURNED = NOT_PASSED | {
     "strict-transport-security",
     "service-worker-allowed",
 }
-# Who asked, as the edge saw it: set by the proxy that took the request from the client.
-_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# Who asked, as the edge saw it: set by the proxy that took the request from the client, in each
+# form a service or its framework may read (X-Forwarded-*, RFC 7239's Forwarded, nginx's X-Real-IP).
+_FORWARDED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
+# The scheme of the request: a WebSocket's handshake is an HTTP request (nginx's $scheme), though
+# an ASGI websocket scope says ws/wss.
+_SCHEME = {"ws": "http", "wss": "https"}
+# RFC 7230's tchar: a Forwarded value of only these needs no quotes (RFC 7239 §4).
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -54,6 +62,14 @@ def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return found - {b"close", b"keep-alive"}
 
 
+def _forwarded_value(value: bytes) -> bytes:
+    """A Forwarded parameter's value (RFC 7239 §4): a token as it is, else a quoted-string (an
+    IPv6 address, a host with its port)."""
+    if value and all(c in _TOKEN for c in value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 def request_headers(
     scope: MutableMapping[str, Any], route: Route, relayed: bool = False
 ) -> list[tuple[bytes, bytes]]:
@@ -61,11 +77,13 @@ def request_headers(
     any header and any form, as orch itself reads one and beyond (server/tokens.py; the
     Authorization of a private service always is one), no orch cookie; where it is mounted, and
     who asked: X-Forwarded-For with the client's address added to what it sent (the last one is
-    the one to trust), X-Forwarded-Proto and -Host as it reached orch. A `relayed` request (a
-    cluster's server to a node's proxy) has them from the server already."""
+    the one to trust), X-Forwarded-Proto and -Host as it reached orch, the same in a Forwarded
+    header (RFC 7239; orch's element added to what the client sent, as X-Forwarded-For), and
+    X-Real-IP the client's address. A `relayed` request (a cluster's server to a node's proxy) has
+    them from the server already."""
     out: list[tuple[bytes, bytes]] = []
     named = _connection_options(scope["headers"])
-    forwarded_for = b""
+    forwarded_for = forwarded = b""
     for key, value in scope["headers"]:
         k = key.lower()
         if k.decode("latin-1") in NOT_PASSED or k in named or k.startswith(b"sec-websocket-"):
@@ -73,6 +91,8 @@ def request_headers(
         if k in _FORWARDED and not relayed:
             if k == b"x-forwarded-for":
                 forwarded_for = value.strip()
+            elif k == b"forwarded":
+                forwarded = value.strip()
             continue
         if k == b"authorization" and not route.public:
             continue
@@ -88,11 +108,21 @@ def request_headers(
     out.append((b"x-forwarded-prefix", f"/services/{route.workspace}/{route.name}".encode()))
     if not relayed:
         client = (scope.get("client") or ("", 0))[0].encode()
+        scheme = str(scope.get("scheme", "http"))
+        proto = _SCHEME.get(scheme, scheme).encode()
         out.append((b"x-forwarded-for", b", ".join(v for v in (forwarded_for, client) if v)))
-        out.append((b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()))
+        out.append((b"x-forwarded-proto", proto))
         host = next((v for k, v in scope["headers"] if k.lower() == b"host"), None)
         if host:
             out.append((b"x-forwarded-host", host))
+        # RFC 7239 §6: an IPv6 address in brackets (so quoted), no address known is "unknown".
+        node = (b"[" + client + b"]" if b":" in client else client) or b"unknown"
+        element = b"for=" + _forwarded_value(node) + b";proto=" + _forwarded_value(proto)
+        if host:
+            element += b";host=" + _forwarded_value(host)
+        out.append((b"forwarded", b", ".join(v for v in (forwarded, element) if v)))
+        if client:
+            out.append((b"x-real-ip", client))
     return out
 
 
