@@ -21,6 +21,23 @@ class AnswerTooLarge(Exception):
         super().__init__(f"the answer is larger than {format_size(limit)}, the most orch reads")
 
 
+class Answer(httpx2.Response):
+    """An answer read whole. Its JSON, parsed once by the SDK (`json()`), is kept (`parsed`): the
+    SDKs' models of an answer change some of its values as they read them (model.usage_sent), so
+    what the answer held is read here, without parsing it again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parsed: object = None
+
+    def json(self, **kwargs: Any) -> Any:
+        if kwargs:
+            return super().json(**kwargs)
+        if self.parsed is None:
+            self.parsed = super().json()
+        return self.parsed
+
+
 class BoundedClient(httpx2.Client):
     """An httpx client that reads each answer at once, up to MAX_ANSWER bytes. orch asks the
     SDKs for no streamed answers, so reading at once changes nothing else."""
@@ -40,7 +57,7 @@ class BoundedClient(httpx2.Client):
                     raise AnswerTooLarge(self.limit)
         finally:
             response.close()
-        return httpx2.Response(
+        return Answer(
             response.status_code,
             headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in _FRAMING],
             content=bytes(body),

@@ -5,6 +5,7 @@ user message."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
@@ -22,6 +23,7 @@ from orch.loop.model import (
     tokens,
     tool_call,
     usable,
+    usage_sent,
 )
 
 _SHAPE = Shape("a Messages API message")
@@ -46,7 +48,7 @@ class AnthropicMessages:
         ]
         messages: Any = [_wire(m) for m in request.messages]
         with sdk_errors(anthropic.APIStatusError, anthropic.APIConnectionError, "a Messages API message"):
-            answer = self.client.messages.create(
+            answer = self.client.messages.with_raw_response.create(
                 model=self.model,
                 max_tokens=request.max_output_tokens,
                 system=request.system or anthropic.omit,
@@ -54,12 +56,13 @@ class AnthropicMessages:
                 tools=tools or anthropic.omit,
                 timeout=request.timeout,
             )
-            return _turn(answer)
+            return _turn(answer.parse(), usage_sent(answer.http_response))
 
 
-def _turn(answer: AnthropicMessage) -> Turn:
-    """The turn in an answer, each field read checked (model.Shape); a block of another type
-    (`thinking`, ...) is no text and no call."""
+def _turn(answer: AnthropicMessage, usage: Mapping[str, object]) -> Turn:
+    """The turn in an answer, each field read checked (model.Shape), its token counts as `usage`
+    (the answer's as sent: model.usage_sent) has them; a block of another type (`thinking`,
+    ...) is no text and no call."""
     texts, calls = [], []
     for i, given in enumerate(_SHAPE.array(_SHAPE.field(answer, "content"), "content")):
         block = _SHAPE.an_object(given, f"content[{i}]")
@@ -75,13 +78,12 @@ def _turn(answer: AnthropicMessage) -> Turn:
             if not isinstance(name, str):
                 raise _SHAPE.off(f"content[{i}].name", name, "a string")
             calls.append(tool_call(call_id, name, json.dumps(getattr(block, "input", None))))
-    usage = answer.usage
-    cached = tokens(usage.cache_creation_input_tokens) + tokens(usage.cache_read_input_tokens)
+    cached = tokens(usage.get("cache_creation_input_tokens")) + tokens(usage.get("cache_read_input_tokens"))
     return Turn(
         text=usable("".join(texts)),
         calls=tuple(calls),
-        input_tokens=tokens(tokens(usage.input_tokens) + cached),
-        output_tokens=tokens(usage.output_tokens),
+        input_tokens=tokens(tokens(usage.get("input_tokens")) + cached),
+        output_tokens=tokens(usage.get("output_tokens")),
     )
 
 

@@ -25,6 +25,9 @@ CALL_TIMEOUT = 600.0  # seconds one model call may take, when the run's deadline
 MAX_OUTPUT_TOKENS = 8192  # what one call may answer (the Messages API needs a number), within max_tokens
 MAX_CALLS = 32  # tool calls run per model turn; the model's others are answered with an error
 ANSWER_LIMIT = 1024 * 1024  # bytes of the answer kept: a run's stdout bound (services/run_output.py)
+# Characters of a reason kept: a backstop, as every part of a reason that an endpoint or a model
+# wrote is bounded already (model.quoted), so that no reason is a row of megabytes.
+REASON_LIMIT = 2000
 NO_INPUT = "(the run has no input)"
 
 
@@ -62,7 +65,8 @@ def run_loop(
 ) -> Outcome:
     """Drive the loop to its end: the answer, or the reason it stopped. `mask` (the run's
     secrets) is applied to everything the events, the answer and the reason carry, and to the
-    tools' output before it is clipped; the answer is kept within `answer_limit` bytes. The
+    tools' output before it is clipped; the answer is kept within `answer_limit` bytes, the
+    reason within REASON_LIMIT characters (masked first, then cut). The
     model is closed when the loop ends (`Model.close`): a run's model is its own."""
     watch = Watch(timeout, should_stop)
     usage = Usage()
@@ -82,9 +86,10 @@ def run_loop(
             for c in turn.calls[MAX_CALLS:]:
                 conversation.add(ToolResult(c, _TOO_MANY, True))
     except Stopped as stop:
-        return Outcome(stop.status, None, mask(stop.reason), usage)
+        return Outcome(stop.status, None, mask.quote(stop.reason, REASON_LIMIT), usage)
     except SandboxGone as exc:
-        return Outcome(RunStatus.FAILED, None, mask(f"the tools' sandbox stopped: {exc}"), usage)
+        reason = mask.quote(f"the tools' sandbox stopped: {exc}", REASON_LIMIT)
+        return Outcome(RunStatus.FAILED, None, reason, usage)
     finally:
         model.close()  # a call the loop stopped waiting for ends now, its connection with it
 

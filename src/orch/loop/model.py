@@ -18,6 +18,7 @@ from orch.loop.client import Redirected
 from orch.secret.mask import Mask, shorten
 
 _SAID = 500  # characters of an endpoint's message kept in a reason
+WORD_SHOWN = 100  # characters of a word of the answer's own (a tool's type, name) kept in a reason
 MAX_DEPTH = 100  # levels of nesting a tool call's arguments may have (deeper: not usable JSON)
 MAX_TOKENS = 10**9  # the most tokens one call is counted as: more is no honest count
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -96,7 +97,18 @@ class Unreachable(Exception):
 
 
 class Unusable(Exception):
-    """The answer has the provider's shape but asks for what orch cannot do (said in the message)."""
+    """The answer is not usable: not the provider's shape, larger than orch reads, or asking for
+    what orch cannot do. `text` says why; where it quotes the answer's own words (`{}`), they are
+    `words`, quoted as a reason shows them (`said`): masked, then within WORD_SHOWN characters."""
+
+    def __init__(self, text: str, *words: str) -> None:
+        super().__init__(text)
+        self.text, self.words = text, words
+
+    def said(self, mask: Mask) -> str:
+        if not self.words:
+            return self.text
+        return self.text.format(*(quoted(word, mask, WORD_SHOWN, empty='""') for word in self.words))
 
 
 class Model(Protocol):
@@ -127,13 +139,13 @@ def said(body: object, text: str) -> str:
     return str(found) if found else text
 
 
-def quoted(text: str, mask: Mask) -> str:
-    """What the endpoint said (`said`, a redirect's Location) as a reason quotes it: the run's
-    secrets and API key masked (`mask`), on one line, at most _SAID characters. Masked before
-    anything else: joining its spaces or cutting it would leave a value the masker no longer
-    finds, most of it in clear."""
-    flat = " ".join(usable(mask(text)).split()) or "no message"
-    return shorten(flat, _SAID)
+def quoted(text: str, mask: Mask, limit: int = _SAID, empty: str = "no message") -> str:
+    """What the endpoint said (`said`, a redirect's Location, what a failed connection's error
+    quotes of its answer) as a reason quotes it: the run's secrets and API key masked (`mask`),
+    on one line, at most `limit` characters (`empty` when it is none). Masked before anything
+    else: joining its spaces or cutting it would leave a value the masker no longer finds, most
+    of it in clear."""
+    return shorten(" ".join(usable(mask(text)).split()) or empty, limit)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -165,9 +177,9 @@ def cause_of(exc: BaseException) -> str:
 def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator[None]:
     """A provider SDK's errors as ours: its error status (`status_error`: the SDK's
     APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
-    answer that is not `shape` (the SDKs do not validate answers), is larger than orch reads or
-    is otherwise Unusable as EndpointError too, with a status of 200. A redirect (client.py
-    follows none) is EndpointError with its 3xx status, its message where it pointed."""
+    answer that is not `shape` (the SDKs do not validate answers) or is larger than orch reads
+    as Unusable. A redirect (client.py follows none) is EndpointError with its 3xx status, its
+    message where it pointed."""
     try:
         yield
     except status_error as exc:
@@ -176,17 +188,17 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
     except connection_error as exc:  # what went wrong reading the answer is its cause
         too_large = _cause(exc, AnswerTooLarge)
         if too_large is not None:
-            raise EndpointError(200, str(too_large)) from None
+            raise Unusable(str(too_large)) from None
         redirected = _cause(exc, Redirected)
         if isinstance(redirected, Redirected):
             raise EndpointError(redirected.status, redirected.location or "") from None
         raise Unreachable(cause_of(exc)) from None
     except Redirected as exc:  # the SDK let it through as it came (the OpenAI one does)
         raise EndpointError(exc.status, exc.location or "") from None
-    except (Unusable, AnswerTooLarge) as exc:
-        raise EndpointError(200, str(exc)) from None
+    except AnswerTooLarge as exc:
+        raise Unusable(str(exc)) from None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):
-        raise EndpointError(200, f"the answer is not {shape}") from None
+        raise Unusable(f"the answer is not {shape}") from None
 
 
 # What an endpoint answers is not trusted to be well-formed: the SDKs check no more than its
@@ -258,6 +270,16 @@ def usable(text: str) -> str:
     """`text` with each lone UTF-16 surrogate (JSON's `"\\ud800"`), which no UTF-8 text can
     hold, replaced by U+FFFD."""
     return _SURROGATE.sub("\ufffd", text)
+
+
+def usage_sent(response: object) -> Mapping[str, object]:
+    """The `usage` object of an answer (the SDK's HTTP response: answer_size.Answer) as the
+    endpoint sent it; empty when it sent none, or no object. Read there, not from the SDK's
+    model of the answer, which turns some counts into numbers (its `usage` may be missing, so it
+    is checked laxly: `true` becomes 1, "12" becomes 12) where a count not a number counts 0."""
+    sent = getattr(response, "parsed", None)
+    usage = sent.get("usage") if isinstance(sent, dict) else None
+    return usage if isinstance(usage, dict) else {}
 
 
 def tokens(count: object) -> int:

@@ -5,6 +5,7 @@ speak it: vLLM, Ollama, llama.cpp's server, LiteLLM). Tools are functions; their
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -26,6 +27,7 @@ from orch.loop.model import (
     tokens,
     tool_call,
     usable,
+    usage_sent,
 )
 
 _SHAPE = Shape("a chat completion")
@@ -57,19 +59,20 @@ class OpenAIChat:
             for t in request.tools
         ]
         with sdk_errors(openai.APIStatusError, openai.APIConnectionError, "a chat completion"):
-            answer = self.client.chat.completions.create(
+            answer = self.client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=messages,
                 tools=tools or openai.omit,
                 timeout=request.timeout,
             )
-            return _turn(answer)
+            return _turn(answer.parse(), usage_sent(answer.http_response))
 
 
-def _turn(answer: ChatCompletion) -> Turn:
-    """The turn in an answer, each field read checked (model.Shape). Arguments given as an
-    object rather than its JSON text, as some compatible servers send them (llama.cpp's server
-    has), are taken as that object's JSON (docs/loop.md, "What the model answers")."""
+def _turn(answer: ChatCompletion, usage: Mapping[str, object]) -> Turn:
+    """The turn in an answer, each field read checked (model.Shape), its token counts as `usage`
+    (the answer's as sent: model.usage_sent) has them. Arguments given as an object rather than
+    its JSON text, as some compatible servers send them (llama.cpp's server has), are taken as
+    that object's JSON (docs/loop.md, "What the model answers")."""
     if not isinstance(answer, BaseModel):  # the SDK's answer to a body that is no JSON object
         raise Unusable("the answer is not a chat completion")
     given = _SHAPE.field(answer, "choices")
@@ -82,12 +85,11 @@ def _turn(answer: ChatCompletion) -> Turn:
     said_back = _SHAPE.an_object(_SHAPE.field(choice, "message"), "choices[0].message")
     text = _SHAPE.text(_SHAPE.field(said_back, "content"), "choices[0].message.content")
     listed = _SHAPE.array(_SHAPE.field(said_back, "tool_calls"), "choices[0].message.tool_calls")
-    usage = answer.usage
     return Turn(
         text=usable(text or ""),
         calls=tuple(_call(i, call) for i, call in enumerate(listed)),
-        input_tokens=tokens(usage.prompt_tokens) if usage else 0,
-        output_tokens=tokens(usage.completion_tokens) if usage else 0,
+        input_tokens=tokens(usage.get("prompt_tokens")),
+        output_tokens=tokens(usage.get("completion_tokens")),
     )
 
 
@@ -96,8 +98,8 @@ def _call(i: int, given: object) -> ToolCall:
     call = _SHAPE.an_object(given, at)
     kind = _SHAPE.field(call, "type")
     if isinstance(kind, str) and kind != "function":  # a custom tool, which orch never offers
-        named = usable(str(getattr(_SHAPE.field(call, "custom"), "name", "") or "no name"))
-        raise Unusable(f"the answer calls a {kind} tool ({named}), which orch never offers")
+        named = str(getattr(_SHAPE.field(call, "custom"), "name", "") or "no name")
+        raise Unusable("the answer calls a {} tool ({}), which orch never offers", kind, named)
     if kind != "function":
         raise _SHAPE.off(f"{at}.type", kind, '"function"')
     call_id = _SHAPE.text(_SHAPE.field(call, "id"), f"{at}.id")

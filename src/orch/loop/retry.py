@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orch.loop.client import redirected
-from orch.loop.model import EndpointError, Model, Request, Turn, Unreachable, quoted
+from orch.loop.model import EndpointError, Model, Request, Turn, Unreachable, Unusable, quoted
 from orch.loop.outcome import failed
 from orch.loop.watch import Watch
 from orch.secret.mask import Mask
@@ -47,8 +47,6 @@ def call(
             if 300 <= exc.status < 400:  # a redirect, not followed: said so, and where it pointed
                 where = quoted(exc.message, mask) if exc.message else None
                 raise failed(redirected(exc.status, where)) from None
-            if exc.status < 400:
-                raise failed(f"the model endpoint's answer is not usable: {exc.message}") from None
             if not retryable(exc.status):
                 raise failed(
                     f"the model endpoint refused the request ({exc.status}): {quoted(exc.message, mask)}"
@@ -58,10 +56,13 @@ def call(
                     f"the model endpoint answered {exc.status} {attempt} times: {quoted(exc.message, mask)}"
                 ) from None
             asked = exc.retry_after
+        except Unusable as exc:
+            raise failed(f"the model endpoint's answer is not usable: {exc.said(mask)}") from None
         except Unreachable as exc:
             if attempt >= backoff.attempts:
+                cause = quoted(exc.cause, mask)  # it may quote the answer's bytes that broke HTTP
                 raise failed(
-                    f"could not reach the model endpoint {model.base_url} ({exc.cause}, {attempt} tries); "
+                    f"could not reach the model endpoint {model.base_url} ({cause}, {attempt} tries); "
                     "check loop.base_url and that the server there is up"
                 ) from None
             asked = None
