@@ -30,6 +30,12 @@ NOT_USABLE = "the model endpoint's answer is not usable: "
 BIG = 3 * 1024 * 1024  # characters of a hostile field: megabytes, where a reason holds hundreds
 
 
+def looped(loop: LoopConfig, tmp_path: Path) -> Outcome:
+    """The loop run once with the key as its only secret, on a local sandbox."""
+    sandbox = LocalSandbox(tmp_path)
+    return run_loop(loop, connect(loop, KEY), sandbox, "hi", lambda *_: None, mask=Mask([KEY]), backoff=QUICK)
+
+
 @pytest.fixture
 def drive(tmp_path: Path) -> Iterator[Any]:
     servers: list[Canned] = []
@@ -39,15 +45,7 @@ def drive(tmp_path: Path) -> Iterator[Any]:
         servers.append(server)
         base = f"{server.url}/v1" if provider == "openai" else server.url
         loop = LoopConfig(model="m", provider=provider, base_url=base)  # type: ignore[arg-type]
-        return run_loop(
-            loop,
-            connect(loop, KEY),
-            LocalSandbox(tmp_path),
-            "hi",
-            lambda *_: None,
-            mask=Mask([KEY]),
-            backoff=QUICK,
-        )
+        return looped(loop, tmp_path)
 
     yield run
     for server in servers:
@@ -121,15 +119,7 @@ def test_a_malformed_answer_quoted_by_the_connection_error_is_bounded(tmp_path: 
     server = Garbled(b"Q" * 60000 + KEY.encode() + b" tail")
     try:
         loop = LoopConfig(model="m", provider="openai", base_url=server.url)  # type: ignore[arg-type]
-        outcome = run_loop(
-            loop,
-            connect(loop, KEY),
-            LocalSandbox(tmp_path),
-            "hi",
-            lambda *_: None,
-            mask=Mask([KEY]),
-            backoff=QUICK,
-        )
+        outcome = looped(loop, tmp_path)
     finally:
         server.sock.close()
     reason = outcome.reason
