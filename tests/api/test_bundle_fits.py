@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from orch.bundle import pack_directory
+from orch.bundle.limits import MAX_BUNDLE_BYTES, MAX_UPLOAD_BYTES
 from orch.engine.fake import FakeEngine
 from orch.services.platform import Platform
 from tests.api.test_agents_runs import publish, run
@@ -96,3 +97,26 @@ def test_a_small_memory_limit_gives_a_working_directory_of_16_mib_at_least(
     ), resp.text
     r = run(api, platform, "dflt")
     assert r["status"] == "failed" and r["reason"].startswith("The bundle (17 MiB)"), r
+
+
+def test_files_just_within_the_bound_that_do_not_compress_are_published(
+    api: httpx.Client, tmp_path: Path
+) -> None:
+    """Found by a tester: 52,428,000 bytes of random data (under the 50 MiB of files) packed to
+    more than 50 MiB, and the server refused the upload ("The upload is over the 50 MiB limit.")
+    though `orch publish` had checked the files."""
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "main.py").write_text("print(1)\n")
+    (root / "blob").write_bytes(os.urandom(MAX_BUNDLE_BYTES - 1000))
+    data = pack_directory(root).data
+    assert len(data) > MAX_BUNDLE_BYTES  # what the server's bound was
+    resp = publish(api, "big", data)
+    assert resp.status_code == 201, resp.text
+
+
+def test_an_upload_larger_than_any_bundle_packs_to_is_refused_as_it_streams(api: httpx.Client) -> None:
+    resp = publish(api, "big", b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert resp.status_code == 400
+    assert resp.json()["message"] == "The upload is larger than a bundle of 50 MiB of files packs to."
+    assert api.get("/v1/agents").json() == []
