@@ -220,10 +220,13 @@ def list_tokens(platform: Platform, caller: Caller, workspace: str | None = None
 
 def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView:
     """Delete a token; the next request that sends it is refused (nothing caches tokens)."""
+    with platform.store.session() as s:  # a token's admin flag never changes
+        admin = s.scalar(select(TokenRow.admin).where(TokenRow.id == token_id))
     with platform.store.session() as s:
         # Two admin tokens revoking each other at once (or a workspace delete taking admin tokens
         # with it): each counted the other and both went. The count is made under the lock.
-        hold_admins(s)
+        if admin:
+            hold_admins(s)
         row = s.get(TokenRow, token_id)
         if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
             raise NotFound(f"No token {shown_name(token_id)!r}.", "See `orch token list` for their ids.")
