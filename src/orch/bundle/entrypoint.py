@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from orch.bundle.language import Language, language_of
 from orch.bundle.manifest import Manifest
 from orch.errors import InvalidInput
+from orch.models import shown_name
 
 # Detected entrypoints, in order of preference within a language.
 CANDIDATES = ("main.py", "agent.py", "app.py", "index.js", "main.js")
@@ -36,7 +37,7 @@ def detect_entrypoint(files: Collection[str], manifest: Manifest, package_json: 
         except InvalidInput:
             return Entrypoint("", Language.PYTHON, ())
         return Entrypoint(found.path, found.language, ())
-    path = manifest.entrypoint or _detect(files, _package_main(package_json, files))
+    path = manifest.entrypoint or _detect(files, *_package_main(package_json, files))
     language = language_of(path)
     if language is None:
         raise InvalidInput(
@@ -54,7 +55,9 @@ def detect_entrypoint(files: Collection[str], manifest: Manifest, package_json: 
     return Entrypoint(path, language, command)
 
 
-def _detect(files: Collection[str], package_main: str | None) -> str:
+def _detect(files: Collection[str], package_main: str | None, named_main: str | None = None) -> str:
+    """The entrypoint found among `files`; `named_main`: package.json's "main" as written, said
+    when it names no file of the bundle and nothing else is found."""
     # package.json's "main" is the author's explicit choice, so it comes before the Node defaults.
     python, node = CANDIDATES[:3], CANDIDATES[3:]
     order = [*python, *([package_main] if package_main else []), *node]
@@ -64,6 +67,12 @@ def _detect(files: Collection[str], package_main: str | None) -> str:
         raise InvalidInput(
             f"Found both Python and JavaScript entrypoints ({', '.join(found)}) and no manifest entrypoint.",
             "Add `entrypoint: FILE` to orch.yaml.",
+        )
+    if not found and named_main:
+        raise InvalidInput(
+            f'package.json\'s "main" names {shown_name(named_main)}, which is not a .js file of the bundle.',
+            'Add the file, or correct "main" in package.json (or name the entrypoint with '
+            "`entrypoint: FILE` in orch.yaml).",
         )
     if not found:
         listed = sorted(files, key=lambda name: (name.count("/"), name))
@@ -78,10 +87,11 @@ def _detect(files: Collection[str], package_main: str | None) -> str:
     return found[0]
 
 
-def _package_main(package_json: bytes | None, files: Collection[str]) -> str | None:
-    """package.json's "main" when it names a .js file of the bundle (as Node resolves it), else None."""
+def _package_main(package_json: bytes | None, files: Collection[str]) -> tuple[str | None, str | None]:
+    """package.json's "main" when it names a .js file of the bundle (as Node resolves it), else
+    None; and "main" as written (None when there is none)."""
     if package_json is None:
-        return None
+        return None, None
     try:
         package = json.loads(package_json)
     except (ValueError, RecursionError):
@@ -90,7 +100,7 @@ def _package_main(package_json: bytes | None, files: Collection[str]) -> str | N
         raise InvalidInput("package.json is not a JSON object.", _PACKAGE_FIX)
     main = package.get("main")
     if main is None:
-        return None
+        return None, None
     if not isinstance(main, str):
         raise InvalidInput(
             f'package.json\'s "main" is {main!r}, not a path.',
@@ -99,5 +109,5 @@ def _package_main(package_json: bytes | None, files: Collection[str]) -> str | N
     base = posixpath.normpath(main.replace("\\", "/")) if main else ""
     for path in (base, base + ".js", base + "/index.js"):
         if path in files and language_of(path) is Language.NODE:
-            return path
-    return None
+            return path, main
+    return None, main

@@ -60,8 +60,14 @@ def test_package_json_main_resolved_as_node_does() -> None:
 
 def test_package_json_main_that_is_missing_is_not_a_candidate() -> None:
     assert detect_entrypoint(["index.js"], NONE, b'{"main": "dist/bundle.js"}').path == "index.js"
-    with pytest.raises(InvalidInput, match="No entrypoint found"):
+    # With nothing else found, the sentence names "main", the rule its author relied on (found
+    # by a tester: "No entrypoint found: the bundle has none of main.py, ...").
+    with pytest.raises(InvalidInput) as caught:
         detect_entrypoint(["package.json"], NONE, b'{"main": "dist/bundle.js"}')
+    assert caught.value.message == (
+        'package.json\'s "main" names dist/bundle.js, which is not a .js file of the bundle.'
+    )
+    assert 'correct "main" in package.json' in caught.value.fix
 
 
 def test_package_json_main_with_python_is_mixed() -> None:
