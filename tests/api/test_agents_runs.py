@@ -77,6 +77,19 @@ def test_dockerfile_without_docker_flag_is_not_used(api: httpx.Client, tmp_path:
     assert resp.json()["version"]["dockerfile_environment"] is None
 
 
+def test_an_unused_dockerfile_that_is_not_valid_is_not_advised(api: httpx.Client, tmp_path: Path) -> None:
+    """Found by a tester: the note advised `--docker` for a Dockerfile that publish then refused."""
+    files = {"main.py": "", "Dockerfile": "FROM python\nCOPY x /y\n"}
+    resp = publish(api, "d", bundle(tmp_path, files))
+    assert resp.status_code == 201
+    (note,) = resp.json()["notes"]
+    assert note.startswith(
+        "The bundle has a Dockerfile, which was not used; it is not valid, and a build of it would be "
+        "refused (line 1 FROM: "
+    )
+    assert "--docker" not in note
+
+
 def test_docker_publish_builds_and_reuses(
     api: httpx.Client, tmp_path: Path, platform: Platform, fake_engine: FakeEngine
 ) -> None:

@@ -59,7 +59,15 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
             )
         validation = checked_dockerfile(info.dockerfile)
     elif info.dockerfile is not None:
-        notes.append(DOCKERFILE_NOT_USED)
+        try:
+            checked_dockerfile(info.dockerfile)
+            notes.append(DOCKERFILE_NOT_USED)
+        except InvalidDockerfile as refused:  # not advised to ask for a build that would be refused
+            why = refused.message.removeprefix("The bundle's Dockerfile is not valid: ")
+            notes.append(
+                f"The bundle has a Dockerfile, which was not used; it is not valid, and a build of it "
+                f"would be refused ({why}). {refused.fix}"
+            )
     if misfit := _misfit(info):
         notes.append(f"{misfit} Runs of this version will fail before the agent starts. {BUNDLE_MISFIT_FIX}")
     with platform.store.session() as s:
