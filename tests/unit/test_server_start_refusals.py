@@ -5,6 +5,7 @@ its help says the port settings give the defaults."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,33 @@ def test_a_store_the_server_cannot_use_is_refused_before_the_home_is_made(
     assert res.output.startswith(f"✗ {said}"), res.output
     assert "module" not in res.output and "\n\t" not in res.output
     assert not home.exists()  # no server.lock, no orch.db, no config.toml
+
+
+def test_a_second_server_of_a_held_home_on_its_port_names_the_server_not_the_port(tmp_path: Path) -> None:
+    """Found by a tester: `orch server` run twice with the same home and port said "Cannot listen
+    on 127.0.0.1:PORT: Address already in use ... pass --port", which led to the home's refusal."""
+    held = home_lock.hold(tmp_path)
+    taken = socket.socket()
+    try:
+        held.say("http://127.0.0.1:8770")
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = {"ORCH_HOME": str(tmp_path), "ORCH_PORT": port, "ORCH_SERVICES_PORT": "0"}
+        res = CliRunner().invoke(app, ["server"], env=env)
+        assert res.exit_code == 2, res.output
+        assert f"Another orch server (pid {os.getpid()}, http://127.0.0.1:8770) runs" in res.output
+    finally:
+        taken.close()
+        held.release()
+    # With no server holding the home, the port is what is said.
+    other = socket.socket()
+    try:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        env = {"ORCH_HOME": str(tmp_path / "new"), "ORCH_PORT": str(other.getsockname()[1])}
+        res = CliRunner().invoke(app, ["server"], env={**env, "ORCH_SERVICES_PORT": "0"})
+        assert res.exit_code == 2 and "Address already in use" in res.output, res.output
+        assert not (tmp_path / "new").exists()
+    finally:
+        other.close()

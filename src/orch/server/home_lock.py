@@ -57,11 +57,7 @@ def hold(home: Path) -> HomeLock:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise InvalidInput(
-            f"Another orch server ({holder}) runs on ORCH_HOME {home}; a second one would take its "
-            "runs, sandboxes and builds for a stopped server's leftovers.",
-            "Stop that server first, or set ORCH_HOME to another directory for a platform of its own.",
-        ) from None
+        raise _another(home, holder) from None
     except OSError as e:  # a file system without locks
         os.close(fd)
         raise InvalidInput(
@@ -69,6 +65,32 @@ def hold(home: Path) -> HomeLock:
             "Set ORCH_HOME to a directory on a local file system.",
         ) from None
     return HomeLock(path, fd)
+
+
+def refuse_if_held(home: Path) -> None:
+    """Raise hold's refusal when a server holds `home`'s lock, touching nothing (the home and the
+    lock file are not made): for a start refused before its lock is taken (its port taken, by
+    that very server), whose sentence would otherwise blame the port."""
+    try:
+        fd = os.open(home / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no home, or no lock file: no server has run here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _another(home, _holder(fd)) from None
+    except OSError:
+        return
+    finally:
+        os.close(fd)  # a lock taken here goes with it
+
+
+def _another(home: Path, holder: str) -> InvalidInput:
+    return InvalidInput(
+        f"Another orch server ({holder}) runs on ORCH_HOME {home}; a second one would take its "
+        "runs, sandboxes and builds for a stopped server's leftovers.",
+        "Stop that server first, or set ORCH_HOME to another directory for a platform of its own.",
+    )
 
 
 def _holder(fd: int) -> str:

@@ -76,8 +76,13 @@ def serve(cfg: Config, on_ready: object = None) -> None:
     if str(cfg.secret_key or "").strip() or box.key_path(cfg).exists():
         box.load(cfg)  # a key that is not one is refused now, not once the store is made
     with contextlib.ExitStack() as refused:  # closes the sockets when a step below refuses
-        sock = refused.enter_context(bind(str(cfg.host), int(cfg.port)))
-        services_sock = refused.enter_context(bind(str(cfg.host), int(cfg.services_port), "--services-port"))
+        try:
+            sock = refused.enter_context(bind(str(cfg.host), int(cfg.port)))
+            services = bind(str(cfg.host), int(cfg.services_port), "--services-port")
+            services_sock = refused.enter_context(services)
+        except InvalidInput:
+            home_lock.refuse_if_held(cfg.home)  # the port's holder is this home's server: named
+            raise
         db.check_url(cfg.database_url)  # a URL orch can't use, a server that does not answer
         config_mod.make_home(cfg.home)
         lock = home_lock.hold(cfg.home)
