@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -418,10 +418,11 @@ def test_websockets_go_both_ways_with_the_token_rule(
     assert 'orch_proxy_open_connections{kind="websocket"} 0.0' in api.get("/metrics").text
 
 
-@pytest.fixture
-def raw_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
-    """A service that reads a request's head and answers the bytes the test put in the list."""
-    answer: list[bytes] = []
+@contextlib.contextmanager
+def listening(monkeypatch: pytest.MonkeyPatch, handle: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A fake service on a loopback port the proxy sends to (its PORT): each connection it
+    accepts is handed to `handle` (in this thread, which handles one at a time, or started in a
+    thread of its own by `handle`); stopped and closed on the way out."""
     listener = socket.create_server(("127.0.0.1", 0))
     monkeypatch.setattr(use_cases, "PORT", listener.getsockname()[1])
     stop = threading.Event()
@@ -432,19 +433,33 @@ def raw_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
             if stop.is_set():
                 conn.close()
                 return
-            with conn:
-                got = b""
-                while b"\r\n\r\n" not in got and (chunk := conn.recv(4096)):
-                    got += chunk
-                conn.sendall(answer[0])
+            handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield answer
-    stop.set()
-    socket.create_connection(listener.getsockname(), timeout=5).close()  # wakes its accept
-    thread.join(5)
-    listener.close()
+    try:
+        yield
+    finally:
+        stop.set()
+        socket.create_connection(listener.getsockname(), timeout=5).close()  # wakes its accept
+        thread.join(5)
+        listener.close()
+
+
+@pytest.fixture
+def raw_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """A service that reads a request's head and answers the bytes the test put in the list."""
+    answer: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            got = b""
+            while b"\r\n\r\n" not in got and (chunk := conn.recv(4096)):
+                got += chunk
+            conn.sendall(answer[0])
+
+    with listening(monkeypatch, handle):
+        yield answer
 
 
 def test_a_service_that_answers_a_websocket_in_http_1_0_has_its_answer_passed_back(

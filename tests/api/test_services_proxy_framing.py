@@ -18,7 +18,7 @@ import pytest
 
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
-from tests.api.test_services_proxy import deployed
+from tests.api.test_services_proxy import deployed, listening
 
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nINJECT!"
 MINE = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine"
@@ -64,27 +64,14 @@ class KeptAlive:
 @pytest.fixture
 def kept_alive(monkeypatch: pytest.MonkeyPatch) -> Iterator[KeptAlive]:
     service = KeptAlive()
-    listener = socket.create_server(("127.0.0.1", 0))
-    monkeypatch.setattr(use_cases, "PORT", listener.getsockname()[1])
-    stop = threading.Event()
 
-    def serve() -> None:
-        while True:
-            conn, _ = listener.accept()
-            if stop.is_set():
-                conn.close()
-                return
-            service.connections += 1
-            service._open.append(conn)
-            threading.Thread(target=service.talk, args=(conn,), daemon=True).start()
+    def handle(conn: socket.socket) -> None:
+        service.connections += 1
+        service._open.append(conn)
+        threading.Thread(target=service.talk, args=(conn,), daemon=True).start()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield service
-    stop.set()
-    socket.create_connection(listener.getsockname(), timeout=5).close()  # wakes its accept
-    thread.join(5)
-    listener.close()
+    with listening(monkeypatch, handle):
+        yield service
     service.close()
 
 

@@ -250,6 +250,8 @@ class ServiceProxy:
         end: Callable[[], None],
     ) -> None:
         headers = answer_headers(answer.headers)
+        if answer.early:  # the rest of the caller's body is unread: not the next request's bytes
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})

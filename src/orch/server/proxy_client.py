@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,46 @@ class ClientLeft(Exception):
     the service is closed, so a hung service does not hold it for the rest of READ_TIMEOUT)."""
 
 
+class _Reader(asyncio.StreamReader):
+    """A connection's reader that gives what came before the connection's error (a reset), then
+    the error, as the socket itself does; asyncio's reader raises the error at once, what came
+    before it unread. A service that answers before it has read a request's body and closes
+    (RFC 9112 §9.6 allows it: a 413 for the body's size, a 401) has its kernel reset the
+    connection, the body unread: found by a tester, the service's 413 was lost so, and the caller
+    got orch's 503 `did not answer (Connection reset by peer)`."""
+
+    _failed: Exception | None = None
+
+    def set_exception(self, exc: Exception) -> None:
+        self._failed = exc
+        self._wakeup_waiter()  # type: ignore[attr-defined]  # a read waiting looks at what came
+
+    def exception(self) -> Exception | None:
+        return self._failed or super().exception()
+
+    def reset_ends(self) -> None:
+        """Take the connection's reset, once what came before it is read, for its end: a service
+        that answered before reading all of a request's body resets the connection for that
+        body, not to break off its answer (one that ends with the connection ends there)."""
+        if self._failed is not None and not self._eof:  # type: ignore[attr-defined]
+            self._failed = None
+            self.feed_eof()
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        if self._failed is not None:  # what came is read: the error
+            raise self._failed
+        await super()._wait_for_data(func_name)  # type: ignore[misc]
+
+
+async def _connect(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio.open_connection, with a `_Reader`."""
+    loop = asyncio.get_running_loop()
+    reader = _Reader(limit=MAX_HEAD, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, address, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 @dataclass
 class _Connection:
     reader: asyncio.StreamReader
@@ -85,6 +126,9 @@ class Answer:
     _length: int = 0
     _keep: bool = True  # the service keeps the connection open after the answer
     _done: bool = field(default=False)  # the body was read whole
+    # The service answered before the request's body was all sent (the rest was not): the
+    # caller's connection is closed after the answer, for the rest of its body is unread.
+    early: bool = False
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -191,7 +235,7 @@ class Client:
         if conn is None:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(address, port, limit=MAX_HEAD)
+                    reader, writer = await _connect(address, port)
             except TimeoutError:
                 raise ConnectFailed(f"no connection within {CONNECT_TIMEOUT:g} s") from None
             except OSError as e:
@@ -208,26 +252,23 @@ class Client:
             )
             head.append(framing)
         head.append(b"\r\n")
+        answer: Answer | None = None
         try:
             conn.writer.write(b"".join(head))
-            if body is not None:
-                async for piece in body:
-                    if piece:
-                        conn.writer.write(
-                            piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece)
-                        )
-                        await conn.writer.drain()
-                if length is None:
-                    conn.writer.write(b"0\r\n\r\n")
-            await conn.writer.drain()
-            raw = await _head(conn.reader, gone)
-            # Interim answers (100 Continue, 103 Early Hints) come before the answer: never the
-            # answer (the client's own 100 Continue is its server's). Reading one as the answer
-            # left the real one on the kept-alive connection, for the next caller to get.
-            for _ in range(MAX_INTERIM):
-                if not _interim(raw):
-                    break
+            if body is not None and (length is None or length > CHUNK):
+                answer = await self._send_watched(key, conn, method, body, length)
+            elif body is not None:
+                await _send_body(conn.writer, body, length)
+            if answer is None:
+                await conn.writer.drain()
                 raw = await _head(conn.reader, gone)
+                # Interim answers (100 Continue, 103 Early Hints) come before the answer: never
+                # the answer (the client's own 100 Continue is its server's). Reading one as the
+                # answer left the real one on the kept-alive connection, for the next caller.
+                for _ in range(MAX_INTERIM):
+                    if not _interim(raw):
+                        break
+                    raw = await _head(conn.reader, gone)
         except asyncio.IncompleteReadError as e:
             conn.close()
             if not e.partial:
@@ -245,7 +286,62 @@ class Client:
         except BaseException:  # the caller left (ClientLeft, or cancelled): half a request
             conn.close()
             raise
-        return _answer(self, key, conn, method, raw)
+        return answer if answer is not None else _answer(self, key, conn, method, raw)
+
+    async def _send_watched(
+        self,
+        key: tuple[str, int],
+        conn: _Connection,
+        method: str,
+        body: AsyncIterator[bytes],
+        length: int | None,
+    ) -> Answer | None:
+        """Send a body larger than CHUNK (or of unknown length) while watching for the answer:
+        a service may answer before it has read the body, and close (RFC 9112 §9.6: a 413 for
+        its size, a 401, http.server's 501 for a method it does not serve), as it may answer as
+        it reads (a stream of its own). The answer is taken early, the rest of the body not sent,
+        once the service has said all of it (its body came whole with its head) or ended the
+        connection (the body could not be sent on); an answer the service is still writing
+        waits for the body sent whole, as any answer. None when the body went whole before any
+        answer: its head is read as any other's. The caller's connection is closed after an
+        early answer (`Answer.early`): what is left of its body is unread."""
+        # The socket, held apart from the transport's: the transport drops what the socket still
+        # holds when a write fails (the service reset the connection), its answer among it.
+        held = conn.writer.get_extra_info("socket").dup()
+        sending = asyncio.ensure_future(_send_body(conn.writer, body, length))
+        heading = asyncio.ensure_future(_final_head(conn.reader))
+        try:
+            await asyncio.wait([sending, heading], return_when=asyncio.FIRST_COMPLETED)
+            if not heading.done():
+                error = sending.exception()
+                if error is None:
+                    return None  # the body went whole: its answer is read as any other's
+                if not isinstance(error, OSError):
+                    raise error  # the caller left: half a request
+                with contextlib.suppress(Exception):  # the service ended the connection
+                    await _read(heading)
+            if heading.exception() is not None and _recovered(conn.reader, held):
+                heading = asyncio.ensure_future(_final_head(conn.reader))
+                await heading
+            answer = _answer(self, key, conn, method, heading.result())  # its errors are the read's
+            if not sending.done() and not answer.whole() and not _ended(conn.reader):
+                await asyncio.wait([sending])  # the service is still writing: maybe as it reads
+                if isinstance(sending.exception(), ClientLeft):
+                    raise ClientLeft
+            _recovered(conn.reader, held)  # the rest of the answer
+            if not sending.done() or sending.exception() is not None:
+                answer.early = True
+                answer._keep = False
+                if isinstance(conn.reader, _Reader):
+                    conn.reader.reset_ends()
+            return answer
+        finally:
+            held.close()
+            for task in (sending, heading):
+                task.cancel()
+            for task in (sending, heading):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def _take(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
@@ -276,6 +372,46 @@ class Client:
             for conn in conns:
                 conn.close()
         self._idle.clear()
+
+
+async def _send_body(writer: asyncio.StreamWriter, body: AsyncIterator[bytes], length: int | None) -> None:
+    """Send a request's body: `length` bytes, or chunked if None."""
+    async for piece in body:
+        if piece:
+            writer.write(piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+    if length is None:
+        writer.write(b"0\r\n\r\n")
+
+
+def _ended(reader: asyncio.StreamReader) -> bool:
+    return reader.at_eof() or reader.exception() is not None
+
+
+def _recovered(reader: asyncio.StreamReader, sock: socket.socket) -> bool:
+    """Give `reader` what `sock` (its connection's socket, held apart) still holds once its
+    transport ended with an error, without waiting; whether anything was. A transport whose write
+    fails (the service reset the connection, having answered) drops what it did not read yet;
+    the socket still holds it (up to MAX_HEAD * 16 is taken)."""
+    if reader.exception() is None or reader._eof:  # type: ignore[attr-defined]
+        return False  # its transport reads on, or read all to the connection's end
+    sock.setblocking(False)
+    got = b""
+    with contextlib.suppress(OSError):
+        while len(got) < MAX_HEAD * 16 and (data := sock.recv(CHUNK)):
+            got += data
+    reader.feed_data(got)
+    return bool(got)
+
+
+async def _final_head(reader: asyncio.StreamReader) -> bytes:
+    """The head of the answer after any interim ones, however long it takes (as a body is sent)."""
+    raw = await reader.readuntil(b"\r\n\r\n")
+    for _ in range(MAX_INTERIM):
+        if not _interim(raw):
+            break
+        raw = await reader.readuntil(b"\r\n\r\n")
+    return raw
 
 
 def _interim(raw: bytes) -> bool:
