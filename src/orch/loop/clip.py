@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from orch.secret.mask import MASK, Redactor
+from orch.secret.mask import MASK, Redactor, off_mask
 
 _SLACK = 3  # bytes kept beyond each side of the cut, to move it off a `***` or a character
 
@@ -77,10 +77,8 @@ def cut_marker(cut: int) -> str:
 
 def _head_end(data: bytes, at: int) -> int:
     """Where the head ends: at most `at`, before a `***` it would split, on a character's start."""
-    for back in (1, 2):
-        if data[at - back : at - back + len(MASK)] == MASK:
-            return at - back
-    end = at
+    if (end := off_mask(data, at)) != at:
+        return end
     while end > max(0, at - 3) and _continues(data, end):
         end -= 1
     return end
@@ -88,10 +86,8 @@ def _head_end(data: bytes, at: int) -> int:
 
 def _tail_start(data: bytes, at: int) -> int:
     """Where the tail starts: at least `at`, after a `***` it would split, on a character's start."""
-    for back in (1, 2):
-        if at - back >= 0 and data[at - back : at - back + len(MASK)] == MASK:
-            return at - back + len(MASK)
-    start = at
+    if (start := off_mask(data, at)) != at:
+        return start + len(MASK)
     while start < min(len(data), at + 3) and _continues(data, start):
         start += 1
     return start

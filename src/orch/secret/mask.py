@@ -354,12 +354,16 @@ def shorten(text: str, limit: int) -> str:
     longer match, and most of it would be kept in clear."""
     if len(text) <= limit:
         return text
-    end = limit - 3
+    return text[: off_mask(text, limit - 3)] + "..."
+
+
+def off_mask(text: str | bytes, at: int) -> int:
+    """Where a cut of masked `text` at `at` goes: `at`, or the start of the `***` it would split."""
+    mask: str | bytes = MASK if isinstance(text, bytes) else MASK.decode()
     for back in (1, 2):
-        if text[end - back : end - back + len(MASK)] == MASK.decode():
-            end -= back
-            break
-    return text[:end] + "..."
+        if at - back >= 0 and text[at - back : at - back + len(mask)] == mask:
+            return at - back
+    return at
 
 
 class Mask:
