@@ -7,6 +7,7 @@ orch's `503 did not answer (Connection reset by peer)`; a 1.0 client read chunk 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orch.server import proxy_client
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from tests.api.test_services_proxy import deployed, listening
@@ -242,3 +244,121 @@ def test_an_http_1_0_caller_gets_a_body_that_ends_with_the_connection(
     early.answers["/sized"] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsized"
     line, headers, body = status_and_body(http10(live, "/sized"))
     assert (headers[b"content-length"], body) == (b"5", b"sized")
+
+
+def test_an_early_answer_to_a_small_body_sent_slowly_reaches_the_caller_before_its_body_ends(
+    api: httpx.Client, platform: Platform, tmp_path: Path, early: Early, live: str
+) -> None:
+    """A body of 64 KiB or less was sent whole before the answer was read: a caller that sends
+    60 KiB in pieces got a 401 the service said at once only after its whole upload. This
+    caller sends its next piece only once it has the answer (a timeout: the proxy waited)."""
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    early.answers["/up"] = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\nConnection: close\r\n\r\nwho"
+    port = int(live.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = f"POST /services/team/web/up HTTP/1.1\r\nHost: x\r\nContent-Length: {60 * 1024}\r\n\r\n"
+        sock.sendall(head.encode() + b"x" * 1024)  # the first piece; the rest would follow slowly
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):  # until the proxy closes the connection
+                got += chunk
+    line, headers, body = status_and_body(got)
+    assert (line, body) == (b"HTTP/1.1 401 Unauthorized", b"who")
+    assert headers[b"connection"] == b"close"  # the rest of the caller's body is not read
+    assert early.requests == [b"POST /up HTTP/1.1"]
+
+
+def test_a_service_that_answers_early_then_stops_reading_does_not_hold_the_upload_for_ever(
+    api: httpx.Client,
+    platform: Platform,
+    tmp_path: Path,
+    live: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The service sends part of its answer, keeps its connection open and reads nothing more.
+    Before, the proxy waited for the rest of the body to be sent, for ever: the caller never got
+    the answer. Now after SEND_TIMEOUT the answer is the caller's, its connection closed after it,
+    and the log says so in one warning line."""
+    monkeypatch.setattr(proxy_client, "SEND_TIMEOUT", 0.3, raising=False)
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    go, done = threading.Event(), threading.Event()
+
+    def talk(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            got = b""
+            while b"\r\n\r\n" not in got and (chunk := conn.recv(65536)):
+                got += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello")
+            go.wait(10)  # the caller has the answer's head and first part: the rest of it
+            conn.sendall(b" world")
+            done.wait(10)  # open, unread, until the test ends
+
+    def handle(conn: socket.socket) -> None:
+        threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    port = int(live.rsplit(":", 1)[1])
+    try:
+        with (
+            listening(monkeypatch, handle),
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        ):
+            head = f"POST /services/team/web/up HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\n\r\n"
+            sock.sendall(head.encode())
+
+            def send() -> None:
+                with contextlib.suppress(OSError):  # the proxy closes once it answered
+                    sock.sendall(b"x" * BIG)
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            got = b""
+            while b"hello" not in got and (chunk := sock.recv(65536)):
+                got += chunk
+            go.set()
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):  # until the proxy closes the connection
+                    got += chunk
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sender.join(10)
+    finally:
+        done.set()
+    line, headers, body = status_and_body(got)
+    assert (line, body) == (b"HTTP/1.1 200 OK", b"hello world")
+    assert headers[b"connection"] == b"close"
+    [said] = [r for r in caplog.records if "read none of it" in r.getMessage()]
+    assert said.levelname == "WARNING" and said.exc_info is None
+    assert said.getMessage() == (
+        "team/web answered before it read a request's body, then read none of it for 0.3 s: the "
+        "rest was not sent, and its caller's connection is closed after the answer."
+    )
+
+
+def test_a_service_that_reads_none_of_a_body_and_never_answers_is_a_503_after_the_send_deadline(
+    api: httpx.Client, platform: Platform, tmp_path: Path, live: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the proxy waited for ever to send the body (no deadline), and so did its caller."""
+    monkeypatch.setattr(proxy_client, "SEND_TIMEOUT", 0.3, raising=False)
+    deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
+    done = threading.Event()
+
+    def talk(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            got = b""
+            while b"\r\n\r\n" not in got and (chunk := conn.recv(65536)):
+                got += chunk
+            done.wait(10)  # reads no more, answers nothing
+
+    def handle(conn: socket.socket) -> None:
+        threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    try:
+        with listening(monkeypatch, handle):
+            line, _, body = status_and_body(uploaded(live, "POST", "/up", b"x" * BIG, closed=False))
+    finally:
+        done.set()
+    assert line == b"HTTP/1.1 503 Service Unavailable"
+    assert json.loads(body)["message"] == (
+        "The service web did not answer (it read none of the request's body for 0.3 s)."
+    )

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -28,14 +29,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import metrics
 from orch.errors import ClientGone, NotFound, OrchError, ServiceUnavailable, Unauthorized
-from orch.server import relay, tokens
+from orch.server import proxy_client, relay, tokens
 from orch.server.http_protocol import CutShort
 from orch.server.proxy_client import Answer, Client, ClientLeft, ConnectFailed, NothingCame, UpstreamError
 from orch.server.proxy_headers import answer_headers, request_headers
 from orch.server.proxy_websocket import forward_websocket
 from orch.services import deployed, routing
 from orch.services.platform import Platform
-from orch.services.routing import Backend, Route
+from orch.services.routing import Backend, InFlight, Route
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/services/"
 # What the proxy answers, as routes would say it (it is not one: tests walk every route with these).
@@ -211,6 +214,12 @@ class ServiceProxy:
                 raise ClientGone("The caller went away before the service answered.", "") from None
             except UpstreamError as e:
                 end()
+                if end.cut is not None:  # a drain's time ran out: the platform stopped its replica
+                    raise ServiceUnavailable(
+                        f"The service {route.name} did not answer: its replica was stopped with this "
+                        f"request still in flight ({end.cut}).",
+                        "Try again in a few seconds; see the service's status.",
+                    ) from None
                 if isinstance(e, ConnectFailed) and e.refused:
                     self.routing.refused(backend.container)
                 # Nothing was sent: another replica can take it. For a request without effects
@@ -226,13 +235,22 @@ class ServiceProxy:
                 raise ServiceUnavailable(
                     f"The service {route.name} did not answer ({e}).", deployed.SEE_STATUS_AND_LOGS
                 ) from None
+            if answer.stalled:  # its answer is the caller's; the caller's connection closes after it
+                log.warning(
+                    "%s/%s answered before it read a request's body, then read none of it for %g s: "
+                    "the rest was not sent, and its caller's connection is closed after the answer.",
+                    route.workspace,
+                    route.name,
+                    proxy_client.SEND_TIMEOUT,
+                )
             try:
                 await self._answer(scope, receive, send, answer, backend, end)
             except ServiceUnavailable as e:  # after the answer began: the client's connection is cut
                 # One line in the log, as nginx's "upstream prematurely closed connection": found by
                 # a tester, each broken answer logged a traceback, which any caller could repeat.
+                why = f" (its replica was stopped: {end.cut})" if end.cut is not None else ""
                 raise CutShort(
-                    f"{route.workspace}/{route.name}: {e.message} Its caller's connection was cut."
+                    f"{route.workspace}/{route.name}: {e.message}{why} Its caller's connection was cut."
                 ) from None
             finally:
                 end()
@@ -247,7 +265,7 @@ class ServiceProxy:
         send: Send,
         answer: Answer,
         backend: Backend,
-        end: Callable[[], None],
+        end: InFlight,
     ) -> None:
         headers = answer_headers(answer.headers)
         if answer.early:  # the rest of the caller's body is unread: not the next request's bytes

@@ -19,6 +19,10 @@ MAX_HEAD = 64 * 1024  # the status line and headers of an answer
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # until the answer begins, and between two pieces of it
+# How long the service may take none of a request's body (a write of it waits that long): then
+# the rest is not sent. A service that answered early and stopped reading, its connection open,
+# held the send (and the caller's connection) for ever.
+SEND_TIMEOUT = 300.0
 IDLE_PER_ADDRESS = 64  # kept-alive connections kept per container
 MAX_INTERIM = 16  # interim (1xx) answers before the answer
 # A caller who leaves while the answer's head is awaited ends the wait, watched only once the
@@ -129,6 +133,8 @@ class Answer:
     # The service answered before the request's body was all sent (the rest was not): the
     # caller's connection is closed after the answer, for the rest of its body is unread.
     early: bool = False
+    # Early, and the service then took none of the body for SEND_TIMEOUT (its connection open).
+    stalled: bool = False
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -254,11 +260,20 @@ class Client:
         head.append(b"\r\n")
         answer: Answer | None = None
         try:
-            conn.writer.write(b"".join(head))
-            if body is not None and (length is None or length > CHUNK):
-                answer = await self._send_watched(key, conn, method, body, length)
-            elif body is not None:
-                await _send_body(conn.writer, body, length)
+            if body is not None and length is not None and length <= CHUNK:
+                # A small body that comes whole (most do, with the request's head) goes with the
+                # head, in one write; one that comes in pieces (a caller that sends it slowly) is
+                # watched as a large one is, for an answer before its end.
+                first = await anext(body, b"")
+                if len(first) >= length:
+                    conn.writer.write(b"".join(head) + first)
+                else:
+                    conn.writer.write(b"".join(head))
+                    answer = await self._send_watched(key, conn, method, _following(first, body), length)
+            else:
+                conn.writer.write(b"".join(head))
+                if body is not None:
+                    answer = await self._send_watched(key, conn, method, body, length)
             if answer is None:
                 await conn.writer.drain()
                 raw = await _head(conn.reader, gone)
@@ -296,15 +311,17 @@ class Client:
         body: AsyncIterator[bytes],
         length: int | None,
     ) -> Answer | None:
-        """Send a body larger than CHUNK (or of unknown length) while watching for the answer:
+        """Send a body that did not come whole at once (larger than CHUNK, of unknown length, or
+        sent in pieces by the caller) while watching for the answer:
         a service may answer before it has read the body, and close (RFC 9112 §9.6: a 413 for
         its size, a 401, http.server's 501 for a method it does not serve), as it may answer as
         it reads (a stream of its own). The answer is taken early, the rest of the body not sent,
         once the service has said all of it (its body came whole with its head) or ended the
         connection (the body could not be sent on); an answer the service is still writing
-        waits for the body sent whole, as any answer. None when the body went whole before any
-        answer: its head is read as any other's. The caller's connection is closed after an
-        early answer (`Answer.early`): what is left of its body is unread."""
+        waits for the body sent whole, as any answer, unless the service takes none of it for
+        SEND_TIMEOUT (`Answer.stalled`: the rest is not sent). None when the body went whole
+        before any answer: its head is read as any other's. The caller's connection is closed
+        after an early answer (`Answer.early`): what is left of its body is unread."""
         # The socket, held apart from the transport's: the transport drops what the socket still
         # holds when a write fails (the service reset the connection), its answer among it.
         held = conn.writer.get_extra_info("socket").dup()
@@ -316,6 +333,8 @@ class Client:
                 error = sending.exception()
                 if error is None:
                     return None  # the body went whole: its answer is read as any other's
+                if isinstance(error, TimeoutError):
+                    raise UpstreamError(f"it read none of the request's body for {SEND_TIMEOUT:g} s")
                 if not isinstance(error, OSError):
                     raise error  # the caller left: half a request
                 with contextlib.suppress(Exception):  # the service ended the connection
@@ -331,6 +350,7 @@ class Client:
             _recovered(conn.reader, held)  # the rest of the answer
             if not sending.done() or sending.exception() is not None:
                 answer.early = True
+                answer.stalled = sending.done() and isinstance(sending.exception(), TimeoutError)
                 answer._keep = False
                 if isinstance(conn.reader, _Reader):
                     conn.reader.reset_ends()
@@ -379,9 +399,17 @@ async def _send_body(writer: asyncio.StreamWriter, body: AsyncIterator[bytes], l
     async for piece in body:
         if piece:
             writer.write(piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece))
-            await writer.drain()
+            async with asyncio.timeout(SEND_TIMEOUT):  # TimeoutError: the service reads no more
+                await writer.drain()
     if length is None:
         writer.write(b"0\r\n\r\n")
+
+
+async def _following(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`first`, then what `rest` yields."""
+    yield first
+    async for piece in rest:
+        yield piece
 
 
 def _ended(reader: asyncio.StreamReader) -> bool:

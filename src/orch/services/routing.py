@@ -13,7 +13,8 @@ Traffic: the requests in flight to each container and the long-lived connections
 (WebSockets, event streams). Before a container goes (a redeploy replaces it, a stop or a delete
 removes it), `drain` takes it out of its route at once, lets the requests in flight to it finish
 (up to DRAIN_SECONDS), then closes its long-lived connections cleanly: a WebSocket gets a close
-frame, an event stream its end (a browser's EventSource then reconnects, to what serves now)."""
+frame, an event stream its end (a browser's EventSource then reconnects, to what serves now). A
+request still in flight then is `cut` (its container stops under it): its caller hears why."""
 
 from __future__ import annotations
 
@@ -94,6 +95,25 @@ class Connection:
         self._loop.call_soon_threadsafe(self.closing.set)
 
 
+class InFlight:
+    """A request in flight to a container (`Routing.begin`); calling it ends it (once). `cut`:
+    why the platform stopped its container with it still in flight (a drain's time ran out: a
+    restart, a redeploy, a stop), so that its caller hears that rather than a crash's words."""
+
+    __slots__ = ("_ended", "_routing", "container", "cut")
+
+    def __init__(self, routing: Routing, container: str) -> None:
+        self._routing = routing
+        self.container = container
+        self.cut: str | None = None
+        self._ended = False
+
+    def __call__(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._routing._end(self)
+
+
 class Routing:
     """One platform's routes and traffic (see the module's docstring)."""
 
@@ -104,7 +124,7 @@ class Routing:
         self._generation = 0
         self._draining: dict[str, str] = {}  # containers being drained -> why
         self._refused: dict[str, float] = {}  # containers that refused a connection, until when
-        self._in_flight: dict[str, int] = {}
+        self._in_flight: dict[str, set[InFlight]] = {}
         self._open: dict[str, set[Connection]] = {}
         self._turn = itertools.count()
         self._watching = False
@@ -197,25 +217,20 @@ class Routing:
 
     # Traffic.
 
-    def begin(self, container: str) -> Callable[[], None]:
+    def begin(self, container: str) -> InFlight:
         """Count a request in flight to `container`; return what ends it (once, whenever called)."""
+        request = InFlight(self, container)
         with self._lock:
-            self._in_flight[container] = self._in_flight.get(container, 0) + 1
-        ended = False
+            self._in_flight.setdefault(container, set()).add(request)
+        return request
 
-        def end() -> None:
-            nonlocal ended
-            if ended:
-                return
-            ended = True
-            with self._lock:
-                left = self._in_flight[container] - 1
-                if left:
-                    self._in_flight[container] = left
-                else:
-                    del self._in_flight[container]
-
-        return end
+    def _end(self, request: InFlight) -> None:
+        with self._lock:
+            left = self._in_flight.get(request.container)
+            if left is not None:
+                left.discard(request)
+                if not left:
+                    del self._in_flight[request.container]
 
     @contextmanager
     def long_lived(self, container: str, kind: str) -> Iterator[Connection]:
@@ -257,6 +272,10 @@ class Routing:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(self._in_flight.get(c) for c in containers):
             time.sleep(0.02)
+        with self._lock:  # still in flight: its container stops under it, the platform's doing
+            for container in containers:
+                for request in self._in_flight.get(container, ()):
+                    request.cut = reason
         self._close([c for container in containers for c in self._open.get(container, ())], code, reason)
         # Closed: each connection ends its two directions and leaves (quickly; bounded anyway).
         deadline = time.monotonic() + 2
