@@ -1,6 +1,7 @@
 """Executing runs: claim a queued run, resolve and prepare its environment, install its
 dependencies (cached), run it in a sandbox, and record the outcome. Runs are rows in the store,
-so a restart loses nothing; `recover` settles runs a stopped server left in flight."""
+so a restart loses nothing; `recover` settles runs a stopped server left in flight, and
+`record_held` the ends a refusing store could not take while the server runs on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
 from orch.errors import EngineError, OrchError, RunFailed, store_full
+from orch.kept import kept
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
 from orch.sandbox import deps_cache, oci
@@ -32,6 +35,7 @@ from orch.services import environments as envs
 from orch.services import secrets as workspace_secrets
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.image_presence import still_here
+from orch.services.output_store import Taken
 from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import RunOutput, note
@@ -62,9 +66,13 @@ def claim(platform: Platform) -> str | None:
     """Move the oldest queued run to "starting" and return its id (None: queue empty); a cluster
     node chooses among the oldest (services/nodes.py). A stopping server claims none: a run it
     queued again as the stop began would be taken, and queued again, for as long as the stop
-    lasts, each time counted as an interruption (found by a tester)."""
+    lasts, each time counted as an interruption (found by a tester).
+
+    Each claim is a pass of the run queue's workers (an idle one's every `poll` seconds): the
+    ends a refusing store could not take are asked again first (`record_held`)."""
     if platform.stopping.is_set():
         return None
+    record_held(platform)
     if platform.node is not None:
         return nodes.claim_run(platform, platform.node)
     return queue.claim(platform.store, RunRow, RunStatus.QUEUED, RunStatus.STARTING, platform.instance)
@@ -125,9 +133,12 @@ def recover(platform: Platform) -> list[str]:
 def execute(platform: Platform, run_id: str) -> None:
     """Take a claimed run to its end; every outcome is recorded, none raises: a bug must fail
     the run, not the worker. A store that refuses the run's end (its disk full) is asked again
-    for a while (`_finish`); one that still refuses it leaves the run `running`, as a stopped
-    server would, and the next start's `recover` settles it. The worker goes on either way."""
+    for a while (`_finish`); one that still refuses it has the end held on the platform, asked
+    again at each pass of the run queue (`record_held`), and the worker goes on. An end not
+    held (the server stopping, or too many held) leaves the run `running`, as a stopped server
+    would, and the next start's `recover` settles it."""
     out = RunOutput(platform, run_id)
+    held = False
     try:
         try:
             _execute(platform, run_id, out)
@@ -141,6 +152,20 @@ def execute(platform: Platform, run_id: str) -> None:
             out.line(f"✗ internal error: {e!r}")
             reason = "the store's disk was full" if store_full(e) else f"internal error: {type(e).__name__}"
             _finish(platform, out, RunStatus.FAILED, None, reason)
+    except _Unrecorded as e:
+        held = e.held
+        if held:
+            log.warning(
+                "run %s: the store still refuses its end; it is held and asked again until the store "
+                "takes it",
+                run_id,
+            )
+        else:
+            log.exception(
+                "run %s: its end could not be recorded; it stays running until the server's next "
+                "start settles it",
+                run_id,
+            )
     except Exception:
         log.exception(
             "run %s: its end could not be recorded; it stays running until the server's next start "
@@ -149,7 +174,8 @@ def execute(platform: Platform, run_id: str) -> None:
         )
     finally:
         try:
-            out.close()
+            if not held:  # a held end stores the rest of the output with itself
+                out.close()
         except Exception:
             log.exception("storing the rest of run %s's output failed", run_id)
         platform.notify_runs(run_id)
@@ -161,12 +187,26 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
 
 
 # How long `_finish` waits before it asks a store that refused a run's end (its disk full, the
-# database away) again: about 2.5 minutes in all, then the run is left to `recover`.
+# database away) again: about 2.5 minutes in all, then the end is held (`_Held`).
 END_RETRY_PAUSES: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 30, 30, 30)
+
+# The bounds of what the platform holds of the ends a store still refused after those pauses:
+# at most UNRECORDED_RUNS ends (one more is left to `recover`, as a stopped server's run), and
+# at most UNRECORDED_OUTPUT bytes of their output not yet stored, all of them together (a run's
+# that would go past it is dropped, its log saying so). An end alone is a few hundred bytes.
+UNRECORDED_RUNS = 256
+UNRECORDED_OUTPUT = 32 * 1024 * 1024
+# How often the held ends are asked again, at most (the run queue's passes ask them).
+UNRECORDED_RETRY = 1.0
 
 
 class _Unrecorded(Exception):
-    """The store refused a run's end every time `_finish` asked it."""
+    """The store refused a run's end every time `_finish` asked it; `held`: the end waits on the
+    platform for `record_held`, else it is left to `recover`."""
+
+    def __init__(self, message: str, held: bool = False) -> None:
+        super().__init__(message)
+        self.held = held
 
 
 def _finish(
@@ -175,14 +215,18 @@ def _finish(
     """End the run, its output stored in the same transaction: whoever sees it ended reads all
     of its output. The reason is masked as the output is. A store that refuses it (an
     OperationalError: its disk full, the database away) is asked again after each of
-    END_RETRY_PAUSES, unless the server is stopping; then `_Unrecorded` is raised."""
+    END_RETRY_PAUSES, unless the server is stopping; then `_Unrecorded` is raised, the end held
+    on the platform (`_Held`) unless the server is stopping or too many are held."""
     for pause in (*END_RETRY_PAUSES, None):
         try:
             _end(platform, out, status, exit_code, reason)
             return
         except OperationalError as e:
             if pause is None or platform.stopping.is_set():
-                raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
+                held = not platform.stopping.is_set() and _held(platform).hold(
+                    _HeldEnd(out, status, exit_code, reason)
+                )
+                raise _Unrecorded(f"the store refused the end of run {out.run_id}", held) from e
             log.warning(
                 "recording the end of run %s failed (%s); trying again in %g s",
                 out.run_id,
@@ -193,10 +237,124 @@ def _finish(
                 raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
 
 
+@dataclass
+class _HeldEnd:
+    """A run's end as its sandbox (or loop) gave it, with its output not yet stored."""
+
+    out: RunOutput
+    status: RunStatus
+    exit_code: int | None
+    reason: str | None
+    since: float = field(default_factory=time.monotonic)
+    waiting: int = 0  # bytes of its output held, counted in UNRECORDED_OUTPUT
+
+
+class _Held:
+    """The ends a store refused past END_RETRY_PAUSES, kept on the platform (in memory only: a
+    stop leaves their runs to the next start's `recover`)."""
+
+    def __init__(self) -> None:
+        self.ends: dict[str, _HeldEnd] = {}
+        self.waiting = 0  # bytes of output they hold, all of them
+        self.lock = threading.Lock()  # guards the two above
+        self.asking = threading.Lock()  # held by the one pass that asks the store
+        self.next_ask = 0.0
+
+    def hold(self, end: _HeldEnd) -> bool:
+        """Keep `end` (its output, within UNRECORDED_OUTPUT); whether it is kept."""
+        with self.lock:
+            if len(self.ends) >= UNRECORDED_RUNS:
+                log.warning("run %s: %d run ends wait for the store already", end.out.run_id, len(self.ends))
+                return False
+            end.out.flush()  # what its masking held back: nothing more comes
+            end.waiting = _waiting(end.out)
+            if self.waiting + end.waiting > UNRECORDED_OUTPUT:
+                dropped, end.waiting = _drop_waiting(end.out), 0
+                end.out.line(
+                    f"→ {format_size(dropped)} of this run's output were dropped: the store refused "
+                    "them longer than the server could hold them"
+                )
+            self.waiting += end.waiting
+            self.ends[end.out.run_id] = end
+            return True
+
+    def take(self) -> list[_HeldEnd]:
+        with self.lock:
+            return list(self.ends.values())
+
+    def done(self, end: _HeldEnd) -> None:
+        with self.lock:
+            if self.ends.pop(end.out.run_id, None) is not None:
+                self.waiting -= end.waiting
+
+
+def _held(platform: Platform) -> _Held:
+    return kept(platform, "_unrecorded_ends", _Held)
+
+
+def _waiting(out: RunOutput) -> int:
+    """The bytes of `out` waiting to be stored."""
+    with out.storing:
+        taken = out.take()
+        out.give_back(taken)
+    return sum(len(data) for _stream, _start, data in taken.pieces)
+
+
+def _drop_waiting(out: RunOutput) -> int:
+    """Drop the output of `out` waiting to be stored (each stream then ends where its stored part
+    ends, cut); how many bytes were dropped."""
+    with out.storing:
+        taken = out.take()
+        for stream, start, _data in taken.pieces:
+            out.sizes[stream] = min(out.sizes[stream], start)
+        out.give_back(Taken([], cut=True))
+    return sum(len(data) for _stream, _start, data in taken.pieces)
+
+
+def record_held(platform: Platform) -> int:
+    """Ask the store again for the ends it refused past END_RETRY_PAUSES (called at each pass of
+    the run queue's workers; at most once every UNRECORDED_RETRY seconds, by one of them at a
+    time); how many it took. None is asked once the server is stopping: their runs are then left
+    to `recover`, as a stopped server's."""
+    held = _held(platform)
+    if not held.ends or platform.stopping.is_set() or time.monotonic() < held.next_ask:
+        return 0
+    if not held.asking.acquire(blocking=False):
+        return 0
+    recorded = 0
+    try:
+        held.next_ask = time.monotonic() + UNRECORDED_RETRY
+        for end in held.take():
+            if platform.stopping.is_set():
+                break
+            try:
+                ended = _end(platform, end.out, end.status, end.exit_code, end.reason)
+            except OperationalError:
+                break  # the store still refuses: the others wait with it
+            except Exception:  # a bug: the run is left to `recover`, the others go on
+                log.exception(
+                    "run %s: recording its held end failed; the next start settles it", end.out.run_id
+                )
+            else:
+                recorded += 1
+                if ended:
+                    log.info(
+                        "run %s: its end (%s) was recorded, %.0f s after the store first refused it",
+                        end.out.run_id,
+                        end.status.value,
+                        time.monotonic() - end.since,
+                    )
+            held.done(end)
+    finally:
+        held.asking.release()
+    return recorded
+
+
 def _end(
     platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
-) -> None:
-    """`_finish`'s one try: output not stored waits again for the next."""
+) -> bool:
+    """`_finish`'s one try: output not stored waits again for the next. Whether this ended the
+    run (False: it had ended already, a cancel's or a recovery's)."""
     with out.storing:
         taken = out.take()
         try:
@@ -208,13 +366,14 @@ def _end(
                 if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
                     current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
                     if current is None or RunStatus(current).final:
-                        return
+                        return False
                     advance(current, status)  # raises: the bug is reported, not hidden
         except Exception:
             out.give_back(taken)
             raise
     metrics.of(platform).run_finished(status)
     platform.notify_runs(out.run_id)
+    return True
 
 
 # What every run executes, built once and run as plain statements on the session's connection:
@@ -591,9 +750,8 @@ def _in_sandbox(
         with measure.timed("store"):
             if done.answer is not None:  # masked, and within stdout's bound: the `final` event's text
                 out.write("stdout", done.answer.encode())
-            if done.truncated:  # cut as stdout would have cut it: flagged as stdout's cut is
-                with platform.store.session() as s:
-                    s.execute(update(RunRow).where(RunRow.id == run_id).values(truncated=True))
+            if done.truncated:  # cut as stdout would have cut it: flagged as stdout's cut is,
+                out.give_back(Taken([], cut=True))  # with the end (a refusing store holds both)
             out.flush()
             status, reason = _unless_stopping(platform, done.status, done.reason, run_id)
             # A loop has no process of its own to exit: 0 when it answered, none otherwise.
