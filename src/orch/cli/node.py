@@ -13,7 +13,7 @@ import typer
 
 from orch.cli.output import command, console, ok, print_json
 from orch.cli.utils import JSON, plain_table
-from orch.client.transport import Transport
+from orch.client.transport import Transport, listed
 from orch.errors import InvalidInput, NotFound
 
 app = typer.Typer(
@@ -196,7 +196,7 @@ def stop(
 def list_(json_: bool = JSON) -> None:
     """List the cluster's nodes: their state, capacity and what they run now."""
     answer = Transport.from_settings().send("GET", "/v1/nodes")
-    found = answer.json()
+    found = listed(answer.json())
     if json_:
         print_json(found)
         return

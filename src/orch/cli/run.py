@@ -17,7 +17,7 @@ from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
-from orch.client.transport import Transport, check_name, segment
+from orch.client.transport import Transport, check_name, listed, segment
 from orch.errors import InvalidInput, ServerUnreachable
 from orch.loop.transcript import transcript_line
 from orch.reading import STDIN, read_bounded
@@ -172,7 +172,8 @@ def stream(
         raise
     printer.end_line(note=note_follows)
     # The answer that saw the end carries the run; a server before that is asked for it.
-    return dict(last.get("run") or client.get(f"/v1/runs/{segment(run_id)}"))
+    ended: dict[str, Any] = last.get("run") or client.get(f"/v1/runs/{segment(run_id)}")
+    return ended
 
 
 def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
@@ -272,7 +273,7 @@ def list_(
         params["agent"] = agent
     if before is not None:
         params["before"] = before
-    runs = Transport.from_settings().get("/v1/runs", params=params)
+    runs = listed(Transport.from_settings().get("/v1/runs", params=params))
     if json_:
         print_json(runs)
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import json
 import re
 import signal
 import sys
@@ -18,8 +17,9 @@ from orch import config as config_mod
 from orch.cli.output import command, console, err_console, escape, print_json, report
 from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, finite, plain_table, variables
-from orch.client.transport import CREATE_TIMEOUT, Transport, check_name
-from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized, from_dict
+from orch.client.exec_stream import exec_events
+from orch.client.transport import CREATE_TIMEOUT, Transport, check_name, listed
+from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized
 from orch.reading import STDIN, read_bounded
 from orch.sizes import format_size
 from orch.text import utf8
@@ -111,7 +111,7 @@ def create(
     check_name(env)  # --env '' names no environment; it is not the default one
     body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
     server = Transport.from_settings()
-    answer: dict[str, Any] = {}
+    answer: list[dict[str, Any]] = []  # the server's, once it is here
 
     def interrupt(_signum: int, _frame: object) -> None:
         # Ctrl-C cancels the create until its answer is here; from then on the sandbox is the
@@ -124,7 +124,7 @@ def create(
 
     _on_sigint(interrupt)
     try:
-        answer.update(server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT)))
+        answer.append(server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT)))
     except KeyboardInterrupt:  # the connection closes: the server removes what it was starting
         if not answer:
             _on_sigint(signal.SIG_IGN)  # the answer is decided: exit 130
@@ -134,7 +134,7 @@ def create(
             )
             raise typer.Exit(130) from None
     _on_sigint(signal.SIG_IGN)  # not reset at the interpreter's exit, as a handler is
-    created = answer
+    created = answer[0]
     if json_:
         print_json(created)
         return
@@ -211,20 +211,14 @@ def _stream(client: Transport, sandbox: str, body: dict[str, Any], wait: object)
     }
     headers = {"Accept": NDJSON}
     with client.stream("POST", f"{_path(sandbox)}/exec", json=body, headers=headers, timeout=wait) as resp:
-        for line in resp.iter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if "stream" in event:
-                out = outputs[event["stream"]]
-                out.write(event["data"])
-                out.out.flush()
-            elif "exit_code" in event:
+        for stream, event in exec_events(resp, client.url):
+            if stream == "end":
                 for out in outputs.values():
                     out.end()
-                return dict(event)
-            elif "message" in event:  # the server's error, once the answer had begun
-                raise from_dict(event)
+                return event
+            out = outputs[stream]
+            out.write(event["data"])
+            out.out.flush()
     raise OrchError(
         f"The answer from sandbox {sandbox} ended before the command's exit code.",
         "The server may have stopped; check it (`orch sandbox list`), then run the command again.",
@@ -319,7 +313,7 @@ def list_(
     json_: bool = JSON,
 ) -> None:
     """List the workspace's sandboxes, newest first."""
-    found = Transport.from_settings().get("/v1/sandboxes", params={"all": "true"} if all_ else {})
+    found = listed(Transport.from_settings().get("/v1/sandboxes", params={"all": "true"} if all_ else {}))
     if json_:
         print_json(found)
         return

@@ -12,9 +12,11 @@ does not pay for the rest.
     module          what
     client.py       Client: settings, and one resource per noun
     transport.py    Transport: the HTTP layer the CLI uses too (httpx, or plain_http);
-                    errors as orch.errors
+                    errors as orch.errors; `decode`, the one reader of an answer's JSON
     plain_http.py   requests to a plain http:// server over a socket (no httpx, no http.client)
     follow.py       `follow`, the one reader of a run's output (`orch run`, Run.wait)
+    exec_stream.py  `exec_events`, the one reader of a command's streamed answer
+                    (`orch sandbox exec`, Sandbox.exec)
     runs.py         Run
     sandboxes.py    Sandbox, ExecResult
     records.py      Agent, AgentVersion, Environment, EnvironmentRef, Secret

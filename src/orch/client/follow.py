@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, listed, segment
 from orch.errors import ServerUnreachable
 
 FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
@@ -83,8 +83,11 @@ def event_pages(
     there are no more."""
     while True:
         ended = not follow or http.get(f"/v1/runs/{segment(run_id)}")["status"] in FINAL
-        found: list[dict[str, Any]] = http.get(
-            f"/v1/runs/{segment(run_id)}/events", params={"after": after, "wait": POLL if follow else 0}
+        found: list[dict[str, Any]] = listed(
+            http.get(
+                f"/v1/runs/{segment(run_id)}/events",
+                params={"after": after, "wait": POLL if follow else 0},
+            )
         )
         if found:
             yield found

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, listed, segment
 
 # What lists the names and ids each resource takes, for the fix of an empty one.
 AGENTS, ENVIRONMENTS, SECRETS = "orch agents list", "orch env list", "orch secret list"
@@ -146,7 +146,7 @@ class Agents(Resource):
     """`client.agents`: published agents (publish them with `orch publish`)."""
 
     def list(self) -> list[Agent]:
-        return [Agent._from_api(a) for a in self._http.get("/v1/agents")]
+        return [Agent._from_api(a) for a in listed(self._http.get("/v1/agents"))]
 
     def get(self, name: str) -> Agent:
         """An agent by name or id, with every version."""
@@ -157,7 +157,7 @@ class Environments(Resource):
     """`client.environments`: the images sandboxes run in."""
 
     def list(self) -> list[Environment]:
-        return [Environment._from_api(e) for e in self._http.get("/v1/environments")]
+        return [Environment._from_api(e) for e in listed(self._http.get("/v1/environments"))]
 
     def get(self, name: str) -> Environment:
         """An environment by name or id."""
@@ -175,7 +175,7 @@ class Secrets(Resource):
         )
 
     def list(self) -> list[Secret]:
-        return [Secret._from_api(s) for s in self._http.get("/v1/secrets")]
+        return [Secret._from_api(s) for s in listed(self._http.get("/v1/secrets"))]
 
     def delete(self, name: str) -> None:
         self._http.delete(f"/v1/secrets/{segment(name, SECRETS, numbers=False)}")

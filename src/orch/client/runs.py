@@ -12,7 +12,16 @@ from typing import Any
 
 from orch.client.follow import FINAL, STREAMS, event_pages, follow
 from orch.client.records import AGENTS, EnvironmentRef, Resource, when
-from orch.client.transport import Transport, as_dict, check_json, check_name, seconds, segment, whole
+from orch.client.transport import (
+    Transport,
+    as_dict,
+    check_json,
+    check_name,
+    listed,
+    seconds,
+    segment,
+    whole,
+)
 from orch.errors import InvalidInput
 
 RUNS = "orch runs list"  # what lists runs' ids, for the fix of an empty one
@@ -124,8 +133,8 @@ class Run:
         if not wait:
             return [event for page in event_pages(self._http, self.id, after) for event in page]
         params = {"after": after, "wait": wait}
-        events: list[dict[str, Any]] = self._http.get(
-            f"/v1/runs/{segment(self.id, RUNS)}/events", params=params
+        events: list[dict[str, Any]] = listed(
+            self._http.get(f"/v1/runs/{segment(self.id, RUNS)}/events", params=params)
         )
         return events
 
@@ -204,4 +213,4 @@ class Runs(Resource):
             params["agent"] = agent
         if before is not None:
             params["before"] = before
-        return [Run._from_api(r, self._http) for r in self._http.get("/v1/runs", params=params)]
+        return [Run._from_api(r, self._http) for r in listed(self._http.get("/v1/runs", params=params))]

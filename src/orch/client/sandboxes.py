@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from orch.client.exec_stream import exec_events
 from orch.client.records import ENVIRONMENTS, EnvironmentRef, Resource, when
 from orch.client.transport import (
     CREATE_TIMEOUT,
@@ -21,10 +21,11 @@ from orch.client.transport import (
     flag,
     function,
     kind_of,
+    listed,
     seconds,
     segment,
 )
-from orch.errors import InvalidInput, NotFound, OrchError, from_dict
+from orch.errors import InvalidInput, NotFound, OrchError
 
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
@@ -155,21 +156,15 @@ class Sandbox:
         output: dict[str, list[str]] = {"stdout": [], "stderr": []}
         headers = {"Accept": NDJSON}
         with self._http.stream("POST", f"{self._path}/exec", json=body, headers=headers, **waits) as resp:
-            for line in resp.iter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if "stream" in event:
-                    output[event["stream"]].append(event["data"])
-                    handler = handlers.get(event["stream"])
-                    if handler is not None:
-                        handler(event["data"])
-                elif "exit_code" in event:
+            for stream, event in exec_events(resp, self._http.url):
+                if stream == "end":
                     out, err = "".join(output["stdout"]), "".join(output["stderr"])
                     took, timed_out = event.get("duration", 0.0), bool(event.get("timed_out"))
                     return ExecResult(event["exit_code"], out, err, took, timed_out)
-                elif "message" in event:  # the server's error, once the answer had begun
-                    raise from_dict(event)
+                output[stream].append(event["data"])
+                handler = handlers.get(stream)
+                if handler is not None:
+                    handler(event["data"])
         raise OrchError(
             f"The answer to the command in sandbox {self.id} ended before its exit code.",
             "The server may have stopped; check it, then run the command again.",
@@ -256,4 +251,6 @@ class Sandboxes(Resource):
     def list(self, all: bool = False) -> list[Sandbox]:
         """The workspace's open sandboxes (`all`: removed ones too)."""
         params = {"all": "true"} if flag(all, "all") else {}
-        return [Sandbox._from_api(s, self._http) for s in self._http.get("/v1/sandboxes", params=params)]
+        return [
+            Sandbox._from_api(s, self._http) for s in listed(self._http.get("/v1/sandboxes", params=params))
+        ]

@@ -439,10 +439,11 @@ class Transport:
         return self.waiting(max(wait + POLL_MARGIN, self.wait.read or 0.0))
 
     def send(self, method: str, path: str, **kwargs: Any) -> Answer:
-        """The answer to one request, read whole; an error answer raises."""
+        """The answer to one request, read whole (its `json()` is `decode`'s); an error answer
+        raises."""
         with self.stream(method, path, **kwargs) as resp:
             resp.read()
-        return resp
+        return Read(resp, self.url)
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Answer]:
@@ -487,13 +488,13 @@ class Transport:
             ) from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The answer's JSON, read by `decode`. An answer without a body is None to a DELETE (a
+        204); to anything else, which orch always answers with one, it is an empty `Reply`, which
+        says so when it is read."""
         resp = self.send(method, path, **kwargs)
         if not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:  # not JSON (nor UTF-8): a web page, say
-            raise _not_orch(resp, self.url) from None
+            return None if method == "DELETE" else Reply(self.url, empty=True)
+        return decode(resp, self.url)
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -517,6 +518,153 @@ CLOSED_FIX = (
     "A client is closed by close() or at the end of its `with` block; make the calls inside "
     "the block, or make a new Client for later ones."
 )
+
+
+def decode(resp: Answer, url: str, line: str | bytes | None = None) -> Any:
+    """The JSON of a success answer from `url` (or of one `line` of a streamed one), the one
+    reader of every answer the client and the CLI read: its objects are `Reply`s and its lists
+    `Replies`, so an answer of another shape than orch's (`{}`, a list for an object, a field
+    missing), from something else at the URL or another version's server, raises
+    `not_understood` where it is read, not KeyError or TypeError; `listed` checks an answer read
+    as a list. A body that is not JSON raises `_not_orch`; one that is neither an object nor a
+    list (orch's answers always are one of them) raises `not_understood`."""
+
+    def replies(value: list[Any]) -> Replies:
+        return Replies(url, (replies(v) if type(v) is list else v for v in value))
+
+    def hook(pairs: list[tuple[str, Any]]) -> Reply:
+        return Reply(url, ((k, replies(v) if type(v) is list else v) for k, v in pairs))
+
+    try:
+        data = json.loads(resp.content if line is None else line, object_pairs_hook=hook)
+        if type(data) is list:
+            data = replies(data)
+    except (ValueError, RecursionError):  # not JSON (nor UTF-8): a web page, say; or nested past reading
+        raise _not_orch(resp, url) from None
+    if not isinstance(data, Reply | Replies):
+        raise not_understood(url, f"{as_json_text(data)} where orch sends an object or a list")
+    return data
+
+
+def listed(value: Any) -> Any:
+    """`value`, an answer that orch sends as a list of objects (`decode`'s), checked: an object
+    where the list should be (which would be read as its keys), or a list of something else,
+    raises `not_understood`."""
+    if isinstance(value, Reply):
+        raise not_understood(
+            value.url, "an empty answer" if value.empty else "an object where orch sends a list"
+        )
+    if isinstance(value, Replies):
+        for item in value:
+            if not isinstance(item, Reply):
+                raise not_understood(
+                    value.url, f"a list holding {as_json_text(item)} where orch sends objects"
+                )
+    return value
+
+
+def decode_lines(resp: Answer, url: str) -> Iterator[Reply]:
+    """The objects of a streamed answer of JSON lines (application/x-ndjson: a command's output
+    in a sandbox), each read by `decode` as an object; blank lines are skipped."""
+    for line in resp.iter_lines():
+        if line.strip():
+            event = decode(resp, url, line)
+            if not isinstance(event, Reply):
+                raise not_understood(url, "a list where orch sends an object")
+            yield event
+
+
+def as_json_text(value: Any) -> str:
+    """`value` of an answer, for a sentence: `null`, `"x"`, `3` (cut at 40 characters)."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+class Reply(dict[str, Any]):
+    """An object of an answer (see `decode`): a key it lacks, read as `reply[key]`, raises
+    `not_understood` naming the key and the server's URL; `get` and `in` are a dict's. `empty`:
+    it stands for an answer without a body."""
+
+    __slots__ = ("empty", "url")
+
+    def __init__(self, url: str, pairs: Any = (), *, empty: bool = False) -> None:
+        super().__init__(pairs)
+        self.url, self.empty = url, empty
+
+    def __missing__(self, key: str) -> Any:
+        raise not_understood(self.url, "an empty answer" if self.empty else f"an object without `{key}`")
+
+    def __reduce__(self) -> Any:  # copy and pickle as a plain dict
+        return (dict, (dict(self),))
+
+
+class Replies(list[Any]):
+    """A list of an answer (see `decode`): read as an object (`found["id"]`, `found.get("id")`,
+    where orch sends one), it raises `not_understood` rather than TypeError or AttributeError."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str, items: Any = ()) -> None:
+        super().__init__(items)
+        self.url = url
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            raise not_understood(self.url, f"a list where orch sends an object with `{key}`")
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise not_understood(self.url, f"a list where orch sends an object with `{key}`")
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))
+
+
+class Read:
+    """An answer `Transport.send` read whole: the backend's, with `decode` for its `json()`."""
+
+    def __init__(self, resp: Answer, url: str) -> None:
+        self.resp, self.url = resp, url
+        self.status_code = resp.status_code
+
+    @property
+    def reason_phrase(self) -> str:
+        return self.resp.reason_phrase
+
+    @property
+    def is_success(self) -> bool:
+        return self.resp.is_success
+
+    @property
+    def content(self) -> bytes:
+        return self.resp.content
+
+    @property
+    def headers(self) -> Any:
+        return self.resp.headers
+
+    def read(self) -> bytes:
+        return self.resp.read()
+
+    def json(self) -> Any:
+        return decode(self.resp, self.url)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        return self.resp.iter_bytes()
+
+    def iter_lines(self) -> Iterator[str]:
+        return self.resp.iter_lines()
+
+
+def not_understood(url: str, what: str) -> OrchError:
+    """What an answer of JSON that is not of orch's shape raises (`what`: what it was, such as
+    "an object without `id`"): something other than this version's orch server answered at `url`
+    (another program, a proxy), or a server of another version."""
+    return OrchError(
+        f"The server at {url} answered something orch does not understand: {what}.",
+        f"Check that {url} is the address `orch server` printed (ORCH_URL, or `orch login --url URL "
+        "--token TOKEN`) and that it runs the version of orch this one is (`orch --version`).",
+    )
 
 
 def _error(resp: Answer, url: str) -> OrchError:
