@@ -19,11 +19,13 @@ conversation with it. A model API does not redirect its POSTs, so a 3xx ends the
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore2
 import httpx2
@@ -36,7 +38,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})  # the statuses that send a re
 
 class Redirected(Exception):
     """The endpoint answered a redirect, which is not followed; `location`: where it pointed,
-    made absolute, whole and unmasked (`redirected` says it in a sentence)."""
+    made absolute (`absolute`), whole and unmasked (`redirected` says it in a sentence)."""
 
     def __init__(self, status: int, location: str | None) -> None:
         super().__init__(f"the model endpoint answered {status}")
@@ -102,11 +104,30 @@ class RunClient(BoundedClient):
 def _location(request: httpx2.Request, response: httpx2.Response) -> str | None:
     """Where a redirect points: its Location, made absolute."""
     location = response.headers.get("location", "").strip()
-    if not location:
-        return None
-    with contextlib.suppress(httpx2.InvalidURL, ValueError):  # not a URL: quoted as it came
-        location = str(request.url.join(location))
-    return location
+    return absolute(str(request.url), location) if location else None
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def absolute(url: str, location: str) -> str:
+    """`location` made absolute against `url`, the request's, by putting what it lacks of `url`
+    before it, as text: the Location's own characters are kept as it gave them (none encoded,
+    no host lowercased or put in punycode, no `..` resolved), so that the masker sees a value in
+    it as the endpoint wrote it (`Mask.url`)."""
+    if _SCHEME.match(location):
+        return location
+    base = urlsplit(url)
+    if location.startswith("//"):
+        return f"{base.scheme}:{location}"
+    origin = f"{base.scheme}://{base.netloc}"
+    if location.startswith("/"):
+        return origin + location
+    if location.startswith("?"):
+        return origin + base.path + location
+    if location.startswith("#"):
+        return origin + base.path + (f"?{base.query}" if base.query else "") + location
+    return origin + base.path[: base.path.rfind("/") + 1] + location
 
 
 def _shut(stream: httpcore2.NetworkStream) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -139,12 +139,12 @@ def said(body: object, text: str) -> str:
     return str(found) if found else text
 
 
-def quoted(text: str, mask: Mask, limit: int = _SAID, empty: str = "no message") -> str:
+def quoted(text: str, mask: Callable[[str], str], limit: int = _SAID, empty: str = "no message") -> str:
     """What the endpoint said (`said`, a redirect's Location, what a failed connection's error
-    quotes of its answer) as a reason quotes it: the run's secrets and API key masked (`mask`),
-    on one line, at most `limit` characters (`empty` when it is none). Masked before anything
-    else: joining its spaces or cutting it would leave a value the masker no longer finds, most
-    of it in clear."""
+    quotes of its answer) as a reason quotes it: the run's secrets and API key masked (`mask`: a
+    Mask, or its `url` for a URL), on one line, at most `limit` characters (`empty` when it is
+    none). Masked before anything else: joining its spaces or cutting it would leave a value the
+    masker no longer finds, most of it in clear."""
     return shorten(" ".join(usable(mask(text)).split()) or empty, limit)
 
 

@@ -45,7 +45,8 @@ def call(
             if exc.status in (401, 403):
                 raise failed(_refused_key(exc.status, quoted(exc.message, mask), key_secret)) from None
             if 300 <= exc.status < 400:  # a redirect, not followed: said so, and where it pointed
-                where = quoted(exc.message, mask) if exc.message else None
+                # A URL: a value in it is masked percent-encoded too (Mask.url)
+                where = quoted(exc.message, mask.url) if exc.message else None
                 raise failed(redirected(exc.status, where)) from None
             if not retryable(exc.status):
                 raise failed(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orch.loop.clip import Clip
-from orch.loop.model import ToolCall, ToolSpec, json_value
+from orch.loop.model import WORD_SHOWN, ToolCall, ToolSpec, json_value
 from orch.loop.sandbox import ToolSandbox
 from orch.secret.mask import Mask
 
@@ -26,7 +26,6 @@ _READ = _REGULAR + f'exec head -c {EDIT_LIMIT + 1} -- "$1"'
 _CAT = _REGULAR + 'exec cat -- "$1"'
 USAGE = 2  # exit code of a call whose arguments are wrong, as a shell's usage error
 _ARGV = {"command": "a command", "path": "a path"}  # arguments that become a process's argv
-_NAME_SHOWN = 100  # characters of an unknown tool's name quoted back
 
 
 def _schema(**fields: str) -> dict[str, Any]:
@@ -101,14 +100,14 @@ class Tools:
 
     def run(self, call: ToolCall, allowed: tuple[str, ...], timeout: float | None = None) -> ToolOutcome:
         """Run `call` (one of the `allowed` tools) in the sandbox. Its output is masked before it
-        is clipped (clip.py); what the tool says of the model's own words (a tool's name, a path)
-        is masked too."""
+        is clipped (clip.py); the model's own words that a tool's answer quotes (a tool's name, a
+        path) are masked, then cut to WORD_SHOWN characters (`_shown`)."""
         outcome = self._run(call, allowed, self.timeout if timeout is None else timeout)
         return replace(outcome, output=self.mask(outcome.output))
 
     def _run(self, call: ToolCall, allowed: tuple[str, ...], timeout: float) -> ToolOutcome:
         if call.name not in allowed:
-            name = self.mask.quote(call.name, _NAME_SHOWN)  # masked, then cut: never half a value
+            name = self._shown(call.name)
             offered = f"the tools are {', '.join(allowed)}" if allowed else "this loop offers no tools"
             return ToolOutcome(USAGE, f"error: there is no tool {name!r}; {offered}.")
         try:
@@ -129,6 +128,11 @@ class Tools:
         except _Cancelled as stop:
             stop.output(b"\n[stopped]")  # by a cancel, or by the server's stop
             return ToolOutcome(stop.exit_code, stop.output.text(), cancelled=True)
+
+    def _shown(self, word: str) -> str:
+        """A word of the model's own (a tool's name, a path) as a tool's answer quotes it: masked,
+        then within WORD_SHOWN characters (never half a value, never a hostile path whole)."""
+        return self.mask.quote(word, WORD_SHOWN)
 
     def _exec(
         self, argv: list[str], timeout: float, stdin: bytes | None = None, limit: int = 0, masked: bool = True
@@ -151,9 +155,8 @@ class Tools:
         path = args["path"]
         code, output = self._exec(["sh", "-c", _CAT, "read_file", path], timeout)
         if code == NOT_REGULAR and output.size == 0:
-            return ToolOutcome(
-                1, _not_regular(path, "read_file reads files only (list_files lists a directory)")
-            )
+            only = "read_file reads files only (list_files lists a directory)"
+            return ToolOutcome(1, _not_regular(self._shown(path), only))
         return ToolOutcome(code, output.text())
 
     def write_file(self, args: Mapping[str, str], timeout: float) -> ToolOutcome:
@@ -170,20 +173,24 @@ class Tools:
         except _Cancelled as stop:
             raise _Cancelled(stop.exit_code, self._said(stop.output)) from None
         if code == NOT_REGULAR and output.size == 0:
-            return ToolOutcome(1, _not_regular(path, "edit_file edits files only"))
+            return ToolOutcome(1, _not_regular(self._shown(path), "edit_file edits files only"))
         if code != 0:
             return ToolOutcome(code, self._said(output).text())
         if output.size > EDIT_LIMIT:
-            return ToolOutcome(1, f"error: {path} is larger than 1 MiB; edit it with bash (sed, python).")
+            return ToolOutcome(
+                1, f"error: {self._shown(path)} is larger than 1 MiB; edit it with bash (sed, python)."
+            )
         try:
             text = output.data().decode("utf-8")
         except UnicodeDecodeError:
-            return ToolOutcome(1, f"error: {path} is not UTF-8 text; edit it with bash.")
+            return ToolOutcome(1, f"error: {self._shown(path)} is not UTF-8 text; edit it with bash.")
         found = text.count(old)
         if found != 1:
             said = "does not contain `old`" if found == 0 else f"contains `old` {found} times"
             fix = "copy it exactly from the file" if found == 0 else "include more of the lines around it"
-            return ToolOutcome(1, f"error: {path} {said}; {fix}, so that it occurs exactly once.")
+            return ToolOutcome(
+                1, f"error: {self._shown(path)} {said}; {fix}, so that it occurs exactly once."
+            )
         edited = text.replace(old, args["new"], 1).encode()
         return self._write(path, edited, timeout, "replaced 1 occurrence in {path}")
 
@@ -203,7 +210,7 @@ class Tools:
         code, output = self._exec(["sh", "-c", _WRITE, "write_file", path], timeout, stdin=data)
         if code != 0:
             return ToolOutcome(code, output.text())
-        return ToolOutcome(0, done.format(size=len(data), path=path))
+        return ToolOutcome(0, done.format(size=len(data), path=self._shown(path)))
 
 
 _RUNNERS: dict[str, Callable[[Tools, Mapping[str, str], float], ToolOutcome]] = {

@@ -19,7 +19,9 @@ computed only once output has matched that far into it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import re
 from array import array
 from collections.abc import Iterable
 
@@ -348,6 +350,51 @@ def redact(text: bytes, values: Iterable[bytes]) -> bytes:
     return redactor.feed(text) + redactor.close()
 
 
+def stretches(data: bytes, values: Iterable[bytes]) -> list[tuple[int, int]]:
+    """Where `redact(data, values)` puts each `***`: the stretches of `data` it masks, as (start,
+    end), in order (occurrences that overlap joined, as `Redactor` joins them), found as it
+    finds them, in time linear in `data`."""
+    found = Redactor(values)
+    p = _Pass(data, 0, 0, [0] * len(found.values))  # the whole text at once: nothing held back
+    heap = [(*at, i) for i in range(len(found.values)) if (at := found._occurrence(p, i)) is not None]
+    heapq.heapify(heap)
+    out: list[tuple[int, int]] = []
+    while heap:
+        start, end, i = heapq.heappop(heap)
+        if out and start < out[-1][1]:
+            out[-1] = out[-1][0], max(out[-1][1], end)
+        else:
+            out.append((start, end))
+        if (at := found._occurrence(p, i)) is not None:
+            heapq.heappush(heap, (*at, i))
+    return out
+
+
+_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}")
+# The escapes of what a URL cannot hold as it is: a control character, a space, `"<>\^`{|}`, what
+# is not ASCII, and a `%` that begins no escape. A URL's normalizer (a browser's, httpx's) adds
+# just these, keeping an escape that was there: `a%41 é` becomes `a%41%20%C3%A9`.
+_UNFIT = re.compile(
+    rb"%(?:[0189A-Fa-f][0-9A-Fa-f]|2[02]|25(?![0-9A-Fa-f]{2})|3[CcEe]|5[CcEe]|60|7[B-Db-dFf])"
+)
+
+
+class _Decoded:
+    """A URL's bytes with its escapes (`escape`) decoded, `+` as a space when `plus`, and where
+    each decoded byte begins in the URL (`where`)."""
+
+    def __init__(self, data: bytes, escape: re.Pattern[bytes], plus: bool = False) -> None:
+        if plus:  # before decoding: a `%2B` is a `+`
+            data = data.replace(b"+", b" ")
+        self.data = escape.sub(lambda m: bytes([int(m[0][1:], 16)]), data)
+        # Each escape shortens what follows it by 2: escape k starts at decoded byte starts[k].
+        self._starts = [m.start() - 2 * k for k, m in enumerate(escape.finditer(data))]
+
+    def where(self, at: int) -> int:
+        """Where decoded byte `at` begins in the URL (the URL's length for the end)."""
+        return at + 2 * bisect.bisect_left(self._starts, at)
+
+
 def shorten(text: str, limit: int) -> str:
     """Masked `text` within `limit` characters: its first ones and `...`, the cut moved back
     off a `***` it would split. Mask first, then cut: a value the cut went through would no
@@ -368,8 +415,9 @@ def off_mask(text: str | bytes, at: int) -> int:
 
 class Mask:
     """One run's secret values, masked in text that is stored whole (a run's reason, an event's
-    field: `mask(text)`) or that arrives in pieces (`redactor()`), so that everything stored for
-    the run hides the same values the same way."""
+    field: `mask(text)`; a URL, where a value may stand percent-encoded: `url(text)`) or that
+    arrives in pieces (`redactor()`), so that everything stored for the run hides the same values
+    the same way."""
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = [v.encode() for v in values if v]
@@ -383,6 +431,26 @@ class Mask:
         # A lone surrogate (which no UTF-8 text holds) must not make masking fail: it goes through
         # as bytes and comes back as U+FFFD.
         return redact(text.encode("utf-8", "surrogatepass"), self.values).decode("utf-8", "replace")
+
+    def url(self, text: str) -> str:
+        """`text`, a URL (a redirect's Location), with every value masked where it stands as it
+        is and where it stands percent-encoded: once its escapes are decoded (`%XX`, hex in either
+        case, UTF-8 for what is not ASCII; `+` read as a space or as itself), or once only those a
+        URL's normalizer adds are (`_UNFIT`). The URL is shown as it came, each stretch that reads
+        as a value one `***`. Other encodings (base64, a value encoded twice) are not undone."""
+        if not self.values:
+            return text
+        data = text.encode("utf-8", "surrogatepass")
+        found = stretches(data, self.values)
+        for decoded in (_Decoded(data, _ESCAPE), _Decoded(data, _ESCAPE, plus=True), _Decoded(data, _UNFIT)):
+            found += [(decoded.where(a), decoded.where(b)) for a, b in stretches(decoded.data, self.values)]
+        out, done = bytearray(), 0
+        for start, end in sorted(found):
+            if start >= done:  # else it overlaps the last `***`: one with it
+                out += data[done:start] + MASK
+            done = max(done, end)
+        out += data[done:]
+        return bytes(out).decode("utf-8", "replace")
 
     def quote(self, text: str, limit: int) -> str:
         """`text` masked, then within `limit` characters (`shorten`)."""
