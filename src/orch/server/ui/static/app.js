@@ -317,6 +317,38 @@ function uptimeText(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+// A service page's facts as the API says them now, as templates/service.html renders them: a
+// scale, restart or stop seen elsewhere shows without a reload, as the state beside them does.
+function showService(svc) {
+  const byId = (id) => document.getElementById(id);
+  byId("service-version").textContent = `v${svc.version}`;
+  byId("service-desired").textContent = svc.desired;
+  byId("service-restarts").textContent = svc.restarts;
+  // The running replica's: after a crash and restart, the new one's, not the page's.
+  byId("service-uptime").textContent = uptimeText(svc.uptime);
+  const running = svc.replicas.filter((r) => r.state === "running").length;
+  byId("service-replicas").textContent = `${running} of ${svc.desired_replicas} running`;
+  const list = byId("service-replica-list");
+  list.replaceChildren(...svc.replicas.map((r) => {
+    const item = document.createElement("li");
+    const state = document.createElement("span");
+    state.className = `status status-${r.state}`;
+    state.textContent = r.state;
+    item.append(`${r.slot}: `, state, ` v${r.version}`);
+    return item;
+  }));
+  list.hidden = svc.replicas.length <= 1; // a line each only when there are several
+  byId("service-access").textContent = svc.public
+    ? "public: anyone with the URL, no token"
+    : "private: a token of this workspace";
+  byId("service-image").textContent = svc.image || "";
+  byId("service-last-exit").textContent = svc.last_exit === null ? "" : svc.last_exit;
+  byId("service-error-text").textContent = svc.error || "";
+  // The rows of a crash are there only when there is one.
+  document.querySelectorAll('[data-row="last-exit"]').forEach((row) => { row.hidden = svc.last_exit === null; });
+  document.querySelectorAll('[data-row="error"]').forEach((row) => { row.hidden = !svc.error; });
+}
+
 async function followService(pre) {
   const name = pre.dataset.serviceLog;
   const state = document.getElementById("service-state");
@@ -339,9 +371,7 @@ async function followService(pre) {
         factsAt = Date.now();
         const svc = await api("GET", `/v1/services/${name}`);
         showState(svc.state);
-        document.getElementById("service-restarts").textContent = svc.restarts;
-        // The running replica's: after a crash and restart, the new one's, not the page's.
-        document.getElementById("service-uptime").textContent = uptimeText(svc.uptime);
+        showService(svc);
       }
     } catch (error) {
       if (await link.failed(error)) continue;
