@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from orch import dockerfile
@@ -369,14 +369,52 @@ def delete(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
 
 def remove(s: Session, env: EnvironmentRow) -> str | None:
     """Delete `env`'s row and its builds' (their logs go with them); return its image, which
-    the caller releases (images.release) once the session has committed."""
+    the caller releases (images.release) once the session has committed.
+
+    A build of `env` that made an image another environment of the workspace still runs (a
+    cache hit on it) is kept, as that environment's: it is what tells whose build the image's
+    tag names, so the workspace is still shown the tag whole (images.shown), and later hits
+    still name an environment of the workspace as their source. The hits that named `env` as
+    their source say it was deleted since (docs/environments.md, "Build cache"; found by a
+    tester: the tag was shown cut, and the reason named the deleted environment as if it were
+    there)."""
     image = env.image
     # A build under way is stopped by its worker, which sees its row go (workers/builds.py);
     # one whose server is gone, by that server's next start.
     s.delete(env)
-    for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)):
-        s.delete(b)
+    for b in s.scalars(select(BuildRow).where(BuildRow.environment_id == env.id)).all():
+        heir = _heir(s, env, b)
+        if heir is None:
+            s.delete(b)
+        else:
+            b.environment_id = heir.id
+    named = f"same Dockerfile as {env.name}, {env.id}"  # as build_requests.record words a hit
+    s.execute(
+        update(BuildRow)
+        .where(BuildRow.cache_reason == named)
+        .values(cache_reason=f"{named} {DELETED_SOURCE}")
+    )
     return image
+
+
+# What a cache hit's reason adds once the environment it names as its source is deleted.
+DELETED_SOURCE = "(since deleted)"
+
+
+def _heir(s: Session, env: EnvironmentRow, b: BuildRow) -> EnvironmentRow | None:
+    """The environment of `env`'s workspace that keeps build `b` once `env` is deleted: one
+    that still runs the image `b` made (reused through the cache). None: `b` goes with `env`."""
+    if b.cache == "hit" or b.status != BuildStatus.READY.value or not b.image:
+        return None  # a hit made no image; an unfinished or failed build names none yet
+    return s.scalars(
+        select(EnvironmentRow)
+        .where(
+            EnvironmentRow.scope == env.scope,
+            EnvironmentRow.image == b.image,
+            EnvironmentRow.id != env.id,
+        )
+        .order_by(EnvironmentRow.created_at, EnvironmentRow.id)
+    ).first()
 
 
 def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:

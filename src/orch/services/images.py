@@ -38,7 +38,9 @@ def shown(s: Session, workspace_id: str, tag: str | None, own_build: str | None)
     hit on another workspace's build shows the tag without that build's id,
     `localhost/orch-env/INSTANCE:KEY20`: what the image holds (the cache key, which the
     workspace's own build has too), nothing of the other workspace (docs/environments.md,
-    "Build cache"; found by a tester: the tag told one workspace another's build id)."""
+    "Build cache"; found by a tester: the tag told one workspace another's build id). A build
+    whose environment is deleted stays while its workspace runs its image (environments.remove),
+    so the workspace goes on seeing the tag whole."""
     if not tag:
         return tag
     repository, _, name = tag.rpartition(":")
