@@ -89,6 +89,27 @@ COMMANDS = [
     *((["runs", "list"], body) for body in LIST_ANSWERS),
     *((["sandbox", "list"], body) for body in LIST_ANSWERS),
     *((["node", "list"], body) for body in LIST_ANSWERS),
+    # every other list the CLI reads (they were a TypeError "This is a bug", or `{}` an empty
+    # table and exit 0; found by a tester)
+    *(
+        (args, body)
+        for args in (
+            ["agents", "list"],
+            ["env", "list"],
+            ["service", "list"],
+            ["secret", "list"],
+            ["workspace", "list"],
+            ["token", "list"],
+        )
+        for body in LIST_ANSWERS
+    ),
+    # --json prints the list as the server sent it: what is not a list of objects is refused
+    *(
+        (args, body)
+        for args in (["agents", "list", "--json"], ["secret", "list", "--json"], ["token", "list", "--json"])
+        for body in LIST_ANSWERS
+        if body != b'[{"id": "run_1"}]'
+    ),
     # `orch sandbox exec`'s answer, streamed as JSON lines
     *(
         (["sandbox", "exec", "sbx_1", "--", "ls"], body)

@@ -11,18 +11,15 @@ from orch.cli.env import follow_build
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import shown
 from orch.cli.utils import JSON, confirm_delete, packed, plain_table
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, listed, segment
 from orch.errors import Conflict, NotFound
+from orch.sizes import format_size
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
 
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
 @command
@@ -55,7 +52,7 @@ def publish(
         return
     ok(
         f"Published {data['agent']['name']} v{version['version']} · {escape(_program(version))} · "
-        f"{_plural(len(bundle.files), 'file')}, {_size(sum(f.size for f in bundle.files))}"
+        f"{_plural(len(bundle.files), 'file')}, {format_size(sum(f.size for f in bundle.files))}"
     )
     for note in data["notes"]:
         warn(note)
@@ -105,7 +102,7 @@ def _environment(v: dict[str, Any]) -> str:
 @command
 def list_(json_: bool = JSON) -> None:
     """List the workspace's agents with their latest version."""
-    agents = Transport.from_settings().get("/v1/agents")
+    agents = listed(Transport.from_settings().get("/v1/agents"))
     if json_:
         print_json(agents)
         return
@@ -142,7 +139,7 @@ def show(agent: str = typer.Argument(..., help="Agent name or id."), json_: bool
     for old in a.get("versions") or []:
         console.print(
             f"    v{old['version']}  {old['created_at'][:19]}  "
-            f"{old['bundle_sha256'][:12]}  {_size(old['bundle_size'])}"
+            f"{old['bundle_sha256'][:12]}  {format_size(old['bundle_size'])}"
         )
 
 
@@ -163,7 +160,7 @@ def delete(
     Refused while a run of it has not ended."""
     client = Transport.from_settings()
     a = client.get(f"/v1/agents/{segment(agent)}")
-    runs = client.get("/v1/runs", params={"agent": a["id"], "limit": RUNS_LISTED})
+    runs = listed(client.get("/v1/runs", params={"agent": a["id"], "limit": RUNS_LISTED}))
     if version is None:
         what = f"agent {a['name']} ({a['id']}), its {_plural(len(a['versions']), 'version')}"
         path = f"/v1/agents/{segment(a['id'])}"

@@ -15,7 +15,7 @@ from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, plain_table
-from orch.client.transport import Transport, check_name, segment
+from orch.client.transport import Transport, check_name, listed, segment
 from orch.errors import InvalidInput, NotFound, OrchError
 from orch.reading import STDIN, read_bounded
 
@@ -95,7 +95,7 @@ def _summary(findings: list[dict[str, object]]) -> str:
 @command
 def list_(json_: bool = JSON) -> None:
     """List environments: ids, names (★ marks the workspace default), kind and status."""
-    envs = Transport.from_settings().get("/v1/environments")
+    envs = listed(Transport.from_settings().get("/v1/environments"))
     if json_:
         print_json(
             [

@@ -12,7 +12,7 @@ import typer
 
 from orch.cli.output import command, console, ok, print_json
 from orch.cli.utils import JSON, plain_table
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, listed, segment
 from orch.errors import InvalidInput
 from orch.reading import STDIN, read_bounded
 from orch.secret.names import MAX_VALUE_BYTES, check_name, check_value
@@ -107,7 +107,7 @@ def set_(
 @command
 def list_(json_: bool = JSON) -> None:
     """List the workspace's secrets: names and times, never values."""
-    found = Transport.from_settings().get("/v1/secrets")
+    found = listed(Transport.from_settings().get("/v1/secrets"))
     if json_:
         print_json(found)
         return

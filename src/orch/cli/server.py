@@ -10,7 +10,7 @@ import typer
 
 from orch import config as config_mod
 from orch.cli.output import command, ok, warn
-from orch.client.transport import Transport
+from orch.client.transport import Transport, check_url_variable
 from orch.errors import InvalidInput
 
 
@@ -91,7 +91,8 @@ def login(
         raise InvalidInput(
             "--token is empty.", "Pass the workspace API token, e.g. --token orch_... (`orch token create`)."
         )
-    Transport(url, token).get("/v1/environments")
+    check_url_variable()  # it wins over what is saved: every next command would refuse it
+    Transport(url, token).check_server()  # the token, and that it is orch that answers there
     cfg = config_mod.load()
     config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
     ok(f"Logged in to {url}; saved in {cfg.config_path}.")

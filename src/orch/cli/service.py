@@ -16,7 +16,7 @@ from orch.cli import interrupt
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, packed, plain_table
-from orch.client.transport import Transport, segment
+from orch.client.transport import Transport, listed, segment
 from orch.errors import OrchError
 
 app = typer.Typer(help="Services: bundles that run always-on, reachable over HTTP.", no_args_is_help=True)
@@ -165,7 +165,7 @@ def _refuse_loop(path: Path) -> None:
 def list_(json_: bool = JSON) -> None:
     """List the workspace's services."""
     client = Transport.from_settings()
-    services = client.get("/v1/services")
+    services = listed(client.get("/v1/services"))
     if json_:
         print_json([_json(s) for s in services])
         return

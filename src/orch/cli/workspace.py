@@ -8,7 +8,7 @@ import typer
 
 from orch.cli.output import command, console, err_console, escape, ok, print_json
 from orch.cli.utils import JSON, confirm_delete, plain_table
-from orch.client.transport import Transport, check_name, segment
+from orch.client.transport import Transport, check_name, listed, segment
 
 workspace_app = typer.Typer(help="Workspaces: tenants, each with its own everything.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens of workspaces (shown once, stored hashed).", no_args_is_help=True)
@@ -49,7 +49,7 @@ def create_workspace(
 @command
 def list_workspaces(json_: bool = JSON) -> None:
     """List workspaces: every one with an admin token, else your own."""
-    data = Transport.from_settings().get("/v1/workspaces")
+    data = listed(Transport.from_settings().get("/v1/workspaces"))
     if json_:
         print_json(data)
         return
@@ -129,7 +129,7 @@ def list_tokens(
     """List tokens: ids, names, workspaces, never the tokens themselves."""
     check_name(workspace)  # --workspace '' names no workspace; it is not your token's own
     params = {"workspace": workspace} if workspace is not None else {}
-    data = Transport.from_settings().get("/v1/tokens", params=params)
+    data = listed(Transport.from_settings().get("/v1/tokens", params=params))
     if json_:
         print_json(data)
         return

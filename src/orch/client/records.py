@@ -150,7 +150,7 @@ class Agents(Resource):
 
     def get(self, name: str) -> Agent:
         """An agent by name or id, with every version."""
-        return Agent._from_api(self._http.get(f"/v1/agents/{segment(name, AGENTS)}"))
+        return Agent._from_api(self._http.get(f"/v1/agents/{segment(name, AGENTS, numbers=False)}"))
 
 
 class Environments(Resource):
@@ -161,7 +161,8 @@ class Environments(Resource):
 
     def get(self, name: str) -> Environment:
         """An environment by name or id."""
-        return Environment._from_api(self._http.get(f"/v1/environments/{segment(name, ENVIRONMENTS)}"))
+        path = f"/v1/environments/{segment(name, ENVIRONMENTS, numbers=False)}"
+        return Environment._from_api(self._http.get(path))
 
 
 class Secrets(Resource):

@@ -16,10 +16,10 @@ from orch.client.transport import (
     Transport,
     as_dict,
     check_json,
-    check_name,
     listed,
     seconds,
     segment,
+    text_name,
     whole,
 )
 from orch.errors import InvalidInput
@@ -191,7 +191,7 @@ class Runs(Resource):
         `run.wait()` follows it. `input` (text as given; a dict or list is sent as JSON) reaches
         the agent on stdin and in ORCH_INPUT; `env` adds environment variables; `timeout` is a
         wall-clock limit in seconds (default: the agent's manifest's)."""
-        check_name(agent, AGENTS)
+        text_name(agent, "agent", AGENTS, needed=True)
         body = {
             "agent": agent,
             "input": input_text(input),
@@ -201,13 +201,13 @@ class Runs(Resource):
         return Run._from_api(self._http.post("/v1/runs", json=body), self._http)
 
     def get(self, run_id: str) -> Run:
-        return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id, RUNS)}"), self._http)
+        return Run._from_api(self._http.get(f"/v1/runs/{segment(run_id, RUNS, numbers=False)}"), self._http)
 
     def list(self, agent: str | None = None, limit: int = 50, before: str | None = None) -> list[Run]:
         """Runs, newest first (`agent`: only this agent's, by name or id; `limit`: at most 500;
         `before`: a run's id, for the runs queued before it: the next page after its page)."""
-        check_name(agent, AGENTS)  # "" is no agent, not every agent
-        check_name(before, RUNS)
+        text_name(agent, "agent", AGENTS)  # "" is no agent, not every agent
+        text_name(before, "before", RUNS)
         params: dict[str, Any] = {"limit": whole(limit, "limit")}
         if agent is not None:
             params["agent"] = agent

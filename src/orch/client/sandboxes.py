@@ -17,13 +17,13 @@ from orch.client.transport import (
     as_dict,
     body_bytes,
     check_json,
-    check_name,
     flag,
     function,
     kind_of,
     listed,
     seconds,
     segment,
+    text_name,
 )
 from orch.errors import InvalidInput, NotFound, OrchError
 
@@ -234,7 +234,8 @@ class Sandboxes(Resource):
         and `cpus` (default 1), removed after `timeout` idle seconds (default 600), reaching the
         internet only if `network`. A workspace holding its limit of open sandboxes gets
         LimitReached."""
-        check_name(environment, ENVIRONMENTS)  # "" would be the default environment, without a word
+        # "" would be the default environment, without a word
+        text_name(environment, "environment", ENVIRONMENTS)
         body = {
             "environment": environment,
             "memory": memory,
@@ -246,7 +247,8 @@ class Sandboxes(Resource):
         return Sandbox._from_api(created, self._http)
 
     def get(self, sandbox_id: str) -> Sandbox:
-        return Sandbox._from_api(self._http.get(f"/v1/sandboxes/{segment(sandbox_id, LISTS)}"), self._http)
+        path = f"/v1/sandboxes/{segment(sandbox_id, LISTS, numbers=False)}"
+        return Sandbox._from_api(self._http.get(path), self._http)
 
     def list(self, all: bool = False) -> list[Sandbox]:
         """The workspace's open sandboxes (`all`: removed ones too)."""

@@ -106,6 +106,22 @@ def segment(value: str | int, lists: str | None = None, *, numbers: bool = True)
     return quote(str(value), safe="")
 
 
+def text_name(value: object, what: str, lists: str | None = None, *, needed: bool = False) -> None:
+    """InvalidInput, before any request, unless `value` (the argument `what`, a name or id sent
+    in a body or a query) is text that names something, or None where it may be left out (not
+    `needed`): 5 would be sent as "5", a name nobody gave. `lists`: as `check_name`'s."""
+    if value is None and not needed:
+        return
+    if isinstance(value, bool) or not isinstance(value, str):
+        shown = f"; `{lists}` shows them" if lists else ""
+        raise InvalidInput(
+            f"`{what}` is {kind_of(value)}, not text (a name or id).", f"Pass {what} as a str{shown}."
+        )
+    check_name(value, lists)
+    if fault := _text_fault(value, f"`{what}`"):
+        raise fault
+
+
 def check_name(value: object, lists: str | None = None) -> None:
     """InvalidInput for an empty name or id, given where one may be left out (None): it names
     nothing, and taking it as "not given" would pick another thing (the default environment,
@@ -391,13 +407,7 @@ class Transport:
                 "No orch server is configured.",
                 "Start one with `orch server` (same ORCH_HOME), or run `orch login --url URL --token TOKEN`.",
             )
-        _check_url(url)  # as given: "http://" stripped of its slashes would be quoted as "http:"
-        self.url = url.rstrip("/")
-        if self.url.endswith("/v1"):
-            raise InvalidInput(
-                f"The server's URL is its root, not its API's path: {self.url} ends in /v1.",
-                f"Use {self.url.removesuffix('/v1')}.",
-            )
+        self.url = address(url)
         timeout = seconds(timeout, "The client's timeout")
         _check_token(token)
         self.closed = False
@@ -423,6 +433,22 @@ class Transport:
         # not sent looking in config.toml (where `orch login` saved another).
         made.token_from_environment = bool(cfg.token) and os.environ.get("ORCH_TOKEN") == cfg.token
         return made
+
+    def check_server(self) -> None:
+        """That an orch server answers at the URL and takes the token, as `orch login` checks
+        before it saves them: the token's workspaces are an answer only orch gives (never an
+        empty list: the token's own is in it; each with an id `ws_…` and a name). An error
+        answer raises as any does (Unauthorized for a token it refuses); an answer of another
+        shape, from another program at the URL, raises `not_understood`."""
+        found = listed(self.get("/v1/workspaces"))
+        if not found:
+            raise not_understood(self.url, "an empty list where orch lists the token's workspace")
+        for workspace in found:
+            ws_id, name = workspace["id"], workspace["name"]
+            if not isinstance(ws_id, str) or not ws_id.startswith("ws_") or not isinstance(name, str):
+                raise not_understood(
+                    self.url, f"a workspace {as_json_text(ws_id)} where orch sends one whose id is ws_…"
+                )
 
     def waiting(self, seconds: float | None) -> Wait:
         """A timeout for a request whose answer may take `seconds` (None: as long as it takes),
@@ -488,12 +514,12 @@ class Transport:
             ) from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The answer's JSON, read by `decode`. An answer without a body is None to a DELETE (a
-        204); to anything else, which orch always answers with one, it is an empty `Reply`, which
-        says so when it is read."""
+        """The answer's JSON, read by `decode`. An answer without a body is None when it is a 204
+        or answers a DELETE; any other (orch always sends one) is an empty `Reply`, which says so
+        when it is read."""
         resp = self.send(method, path, **kwargs)
         if not resp.content:
-            return None if method == "DELETE" else Reply(self.url, empty=True)
+            return None if resp.status_code == 204 or method == "DELETE" else Reply(self.url, empty=True)
         return decode(resp, self.url)
 
     def get(self, path: str, **kw: Any) -> Any:
@@ -694,6 +720,37 @@ URL_FIX = (
     "Give the server's address as `orch server` printed it, such as http://127.0.0.1:8750 (in "
     "ORCH_URL, or with `orch login --url URL --token TOKEN`)."
 )
+
+
+def address(url: str) -> str:
+    """`url` as a server's address (without its last slash), or InvalidInput before any
+    request: see `_check_url`; and the API's path (`…/v1`) is not the server's root."""
+    _check_url(url)  # as given: "http://" stripped of its slashes would be quoted as "http:"
+    root = url.rstrip("/")
+    if root.endswith("/v1"):
+        raise InvalidInput(
+            f"The server's URL is its root, not its API's path: {root} ends in /v1.",
+            f"Use {root.removesuffix('/v1')}.",
+        )
+    return root
+
+
+def check_url_variable() -> None:
+    """InvalidInput, before any request, when ORCH_URL holds an address no server has: it wins
+    over $ORCH_HOME/config.toml, so every command in this shell would refuse it, and `orch
+    login` would save an address that none of them uses. (Empty, it counts as unset.)"""
+    given = os.environ.get("ORCH_URL", "")
+    if not given:
+        return
+    try:
+        address(given)
+    except InvalidInput as e:
+        raise InvalidInput(
+            f"{e.message.removesuffix('.')}: that address is ORCH_URL's, set in this shell, which "
+            "wins over what `orch login` saves in $ORCH_HOME/config.toml.",
+            "Unset it (`unset ORCH_URL`) to use the address `orch login` saves, or set it to the "
+            "server's address, such as http://127.0.0.1:8750.",
+        ) from None
 
 
 def _check_url(url: str) -> None:
