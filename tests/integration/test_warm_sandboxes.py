@@ -163,8 +163,9 @@ def test_the_config_is_a_cold_ones_but_for_the_command(launcher: Launcher) -> No
     finally:
         assert launcher.teardown(s.name) == ""
     assert "s3cret" not in json.dumps(warm_config)  # a run's environment is never on disk
-    assert warm_config["process"]["args"] == [oci.INIT, "--", oci.HANDOFF]
-    assert cold_config["process"]["args"] == [oci.INIT, "--", "python3", "-V"]
+    relayed = [oci.RELAY] if launcher.gvisor else []  # gVisor's output relay (sandbox/relay.py)
+    assert warm_config["process"]["args"] == [oci.INIT, "--", *relayed, oci.HANDOFF]
+    assert cold_config["process"]["args"] == [oci.INIT, "--", *relayed, "python3", "-V"]
     helper = [m for m in warm_config["mounts"] if m["destination"] == oci.HANDOFF]
     assert helper and helper[0]["options"] == ["bind", "ro", "rprivate", "nosuid", "nodev"]
     differ = {"args", "env"}

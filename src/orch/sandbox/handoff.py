@@ -30,8 +30,15 @@ class Unavailable(Exception):
 
 def binary(state: Path) -> Path:
     """The built helper under `state`, built first if missing. Raises Unavailable."""
-    source = SOURCE.read_bytes()
-    path = state / f"handoff-{hashlib.sha256(source).hexdigest()[:16]}"
+    return build(SOURCE, state)
+
+
+def build(source_file: Path, state: Path) -> Path:
+    """The static program built from the C file `source_file` under `state`, named after the
+    file's stem and its source's hash, built first if missing (this helper, and the relay of
+    sandbox/relay.py). Raises Unavailable."""
+    source = source_file.read_bytes()
+    path = state / f"{source_file.stem}-{hashlib.sha256(source).hexdigest()[:16]}"
     if path.exists():
         return path
     with _lock:
@@ -43,17 +50,17 @@ def binary(state: Path) -> Path:
         state.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
         res = subprocess.run(
-            [compiler, "-static", "-Os", "-s", "-o", str(partial), str(SOURCE)],
+            [compiler, "-static", "-Os", "-s", "-o", str(partial), str(source_file)],
             capture_output=True,
             text=True,
             check=False,
         )
         if res.returncode != 0:
             partial.unlink(missing_ok=True)
-            raise Unavailable(f"building {SOURCE.name} failed: {res.stderr.strip()[-300:]}")
+            raise Unavailable(f"building {source_file.name} failed: {res.stderr.strip()[-300:]}")
         partial.chmod(0o755)
         os.replace(partial, path)  # another process building the same source wins alike
-        log.info("built the warm sandboxes' helper %s", path)
+        log.info("built %s", path)
         return path
 
 

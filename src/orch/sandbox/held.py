@@ -77,6 +77,9 @@ _HANDOVER = (
     'exec "$@" <&3 >&4 2>&5 3<&- 4>&- 5>&-',
     "orch",
 )
+# Under gVisor the command writes through the output relay (sandbox/relay.py), which copies its
+# output to our pipes whole: gVisor cuts a large write to them short.
+_RELAYED = (*_HANDOVER[:2], _HANDOVER[2].replace('exec "$@"', f'exec {oci.RELAY} "$@"'), *_HANDOVER[3:])
 
 
 def _ignore(_data: bytes) -> None:
@@ -261,7 +264,10 @@ class RuncHolder:
             pid = int((bundle / "pid").read_text().strip())
             shell = os.path.lexists(Path(config["root"]["path"], "bin", "sh"))  # before anything ran
             process = config["process"]
-            return RuncSandbox(spec.name, launcher, spec, bundle, ns, process, pid, _started(pid), shell)
+            relay = any(m["destination"] == oci.RELAY for m in config["mounts"])
+            return RuncSandbox(
+                spec.name, launcher, spec, bundle, ns, process, pid, _started(pid), shell, relay
+            )
         except BaseException:
             if problems := launcher.teardown(spec.name):
                 log.warning("%s", problems)
@@ -346,6 +352,7 @@ class RuncSandbox:
     pid: int  # PID 1's host pid (runsc: its sandbox process)
     started: str  # and when that process started
     shell: bool = True  # whether its image has /bin/sh (commands' streams are handed over by it)
+    relay: bool = False  # whether the output relay is bound in (gVisor): commands run under it
     _places: Places = field(default_factory=Places, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _removed: bool = field(default=False, init=False)
@@ -433,7 +440,7 @@ class RuncSandbox:
         process = {
             **self.process,
             "terminal": False,
-            "args": [*_HANDOVER, *argv] if handed else list(argv),
+            "args": [*(_RELAYED if self.relay else _HANDOVER), *argv] if handed else list(argv),
             "env": [f"{k}={v}" for k, v in variables.items()],
             "cwd": workdir or self.process["cwd"],
         }

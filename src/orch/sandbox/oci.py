@@ -26,6 +26,7 @@ from orch.sandbox.seccomp import oci_seccomp
 OCI_VERSION = "1.0.2-dev"
 INIT = "/run/orch-init"  # where catatonit is bound in (Podman: /run/podman-init)
 HANDOFF = "/run/orch-handoff"  # where a warm sandbox's helper is bound in (sandbox/handoff.c)
+RELAY = "/run/orch-relay"  # where a gVisor sandbox's output relay is bound in (sandbox/relay.c)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000  # µs; Podman's --cpus uses the same period
 SHM_BYTES = 64_000 * 1024  # Podman's default --shm-size (64000k)
@@ -79,6 +80,9 @@ class Layout:
     late: Mapping[str, Path] = field(default_factory=dict)
     # The root's own /tmp directory on the host, bound onto /tmp (gVisor: see runc.Launcher.prepare).
     tmp: Path | None = None
+    # The output relay on the host (gVisor: see sandbox/relay.py), run between the init and the
+    # command; None: the command writes to the sandbox's stdout and stderr itself.
+    relay: Path | None = None
 
 
 def config(spec: ContainerSpec, layout: Layout) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def config(spec: ContainerSpec, layout: Layout) -> dict[str, Any]:
         "process": {
             "terminal": False,
             "user": {"uid": layout.uid, "gid": layout.gid, "umask": 0o022, "additionalGids": [layout.gid]},
-            "args": [INIT, "--", *spec.argv] if layout.init else list(spec.argv),
+            "args": arguments(spec.argv, layout),
             "env": environment(spec, layout),
             "cwd": spec.workdir or layout.image_workdir or "/",
             "capabilities": capabilities(caps, root=layout.uid == 0),
@@ -108,6 +112,11 @@ def config(spec: ContainerSpec, layout: Layout) -> dict[str, Any]:
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def arguments(argv: Sequence[str], layout: Layout) -> list[str]:
+    """The process's command line: the init, then the relay, then `argv`, each when there is one."""
+    return [*([INIT, "--"] if layout.init else []), *([RELAY] if layout.relay else []), *argv]
 
 
 def environment(spec: ContainerSpec, layout: Layout) -> list[str]:
@@ -164,6 +173,8 @@ def mounts(spec: ContainerSpec, layout: Layout) -> list[dict[str, Any]]:
         system.append(_m(INIT, "bind", str(layout.init), ("bind", "ro", "rprivate", "nosuid", "nodev")))
     if layout.handoff:
         system.append(_m(HANDOFF, "bind", str(layout.handoff), ("bind", "ro", "rprivate", "nosuid", "nodev")))
+    if layout.relay:
+        system.append(_m(RELAY, "bind", str(layout.relay), ("bind", "ro", "rprivate", "nosuid", "nodev")))
     own = {m.container for m in spec.mounts} | set(spec.tmpfs)
     for dest, host in sorted(layout.files.items()):
         if dest not in own:  # the spec's own mount of the same path wins, as in Podman

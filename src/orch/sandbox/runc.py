@@ -50,7 +50,7 @@ from orch.engine.podman_run import (
     remove_cgroup_parent,
 )
 from orch.errors import EngineError
-from orch.sandbox import etc_files, handoff, netns, oci, rootfs, sealed, volatile
+from orch.sandbox import etc_files, handoff, netns, oci, relay, rootfs, sealed, volatile
 from orch.sandbox import spec as spec_mod
 from orch.sandbox.launcher import Isolation, sweep_all
 from orch.sandbox.layout import SCRATCH
@@ -110,6 +110,26 @@ def _kill_cgroup(folder: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def unreadable_copy(binary: Path, state: Path) -> Path:
+    """A copy of `binary` under `state` that only root may read, executable by all (mode 0111),
+    made once per version of it (named after its inode, size and time). Whoever executes a file
+    they cannot read runs non-dumpable (the kernel's rule for such files), and a non-dumpable
+    process cannot be ptrace-attached without CAP_SYS_PTRACE: the sandbox's init, run from this
+    copy, cannot be stopped by its agent (an agent that attached to it and exited left the sandbox
+    running until its timeout). What the init starts execs its own files and stays traceable."""
+    st = binary.stat()
+    stamp = hashlib.sha256(f"{binary.resolve()}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
+    path = state / f"init-{stamp.hexdigest()[:16]}"
+    if path.exists():
+        return path
+    state.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+    shutil.copyfile(binary, partial)
+    partial.chmod(0o111)
+    os.replace(partial, path)
+    return path
+
+
 def writable_bytes(spec: ContainerSpec) -> int:
     """Size of a writable root's upper layer (its pages count against the memory limit too)."""
     if spec.memory_bytes:
@@ -142,6 +162,8 @@ class Launcher:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _warm: WarmPool[_Warm, ContainerSpec] | None = field(default=None, init=False)
     _helper: Path | None = field(default=None, init=False)
+    _relay: Path | None = field(default=None, init=False)
+    _no_relay: bool = field(default=False, init=False)  # relay.Unavailable said once
 
     def __post_init__(self) -> None:
         self.images = rootfs.Images(self.podman)
@@ -446,6 +468,8 @@ class Launcher:
         init = next((p for p in CATATONIT if p.exists()), None)
         if init is None:
             raise EngineError("catatonit (the sandbox's init) is not installed.", _FIX)
+        if not self.gvisor:
+            init = unreadable_copy(init, self.state)
         image = self._use(spec)
         self._hold(image.id)
         passwd, group = image.passwd, image.group
@@ -497,12 +521,34 @@ class Launcher:
             handoff=helper,
             late=late,
             tmp=tmp,
+            relay=self._output_relay() if self.gvisor else None,
         )
         config = oci.config(spec, layout)
         if self.gvisor:
             _for_gvisor(config)
         (bundle / "config.json").write_text(json.dumps(config))
         return layout
+
+    def _output_relay(self) -> Path | None:
+        """The relay a gVisor sandbox's command writes its output through (see sandbox/relay.py),
+        built the first time; None (and a warning, once) when it cannot be built here."""
+        with self._lock:
+            if self._relay is not None or self._no_relay:
+                return self._relay
+        try:
+            built = relay.binary(self.state)
+        except relay.Unavailable as e:
+            log.warning(
+                "gVisor sandboxes write their output without the relay: %s; a single write of more than "
+                "64 KiB may then be cut short (scripts/setup installs gcc)",
+                e,
+            )
+            with self._lock:
+                self._no_relay = True
+            return None
+        with self._lock:
+            self._relay = built
+        return built
 
     def base(self, ns: netns.Netns | None = None) -> list[str]:
         """The runtime's command line up to its subcommand: runc from its sealed in-memory copy
@@ -779,8 +825,11 @@ def _for_gvisor(config: dict[str, Any]) -> None:
     if pids and pids.get("limit"):
         limit = int(pids["limit"])
         pids["limit"] = limit + GVISOR_THREADS
+        # The output relay (sandbox/relay.py) is one process of the sandbox's user more than
+        # under runc: room for it, so that the agent's own count stays what its limit says.
+        nproc = limit + (oci.RELAY in config["process"]["args"])
         rlimits = [r for r in config["process"]["rlimits"] if r["type"] != "RLIMIT_NPROC"]
-        config["process"]["rlimits"] = [*rlimits, {"type": "RLIMIT_NPROC", "hard": limit, "soft": limit}]
+        config["process"]["rlimits"] = [*rlimits, {"type": "RLIMIT_NPROC", "hard": nproc, "soft": nproc}]
 
 
 def launchers(prefix: str, warm: int = 0) -> dict[Isolation, Launcher]:

@@ -68,7 +68,7 @@ def _holds_state(state: Path) -> bool:
 
 
 def _mount(state: Path) -> None:
-    carried = {p.name: p.read_bytes() for p in state.glob("handoff-*") if p.is_file()}
+    carried = {p.name: p.read_bytes() for g in ("handoff-*", "relay-*") for p in state.glob(g) if p.is_file()}
     try:
         rootfs.mount("tmpfs", state, "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NODEV, f"size={SIZE},mode=0700")
     except EngineError as e:
