@@ -226,6 +226,15 @@ def run_pids_default() -> int:
     return max(1, min(oci.sandbox_nproc(), pid_space()) // 2)
 
 
+def service_pids_default() -> int:
+    """A quarter of what the sandboxes' host uid may have (their RLIMIT_NPROC) or of the
+    machine's process ids, whichever is less: services run as the sandboxes' uid, whose other
+    half run_pids takes; the last quarter is the host's own processes of that uid."""
+    from orch.sandbox import oci
+
+    return max(1, min(oci.sandbox_nproc(), pid_space()) // 4)
+
+
 def capacity() -> int:
     """How many sandboxes this machine runs at once by default: starting one is CPU work (about
     0.1 s of a core), and each may use its default memory limit (512 MiB) in full."""
@@ -367,6 +376,32 @@ SETTINGS: tuple[Setting, ...] = (
         lambda h: "runc",
         _isolation,
         "How runs are isolated unless an agent's orch.yaml says: runc, or gvisor (gVisor's runsc).",
+    ),
+    Setting(
+        "service_memory",
+        lambda h: memory() // 4,
+        _memory_size,
+        "The memory services may have at once: the sum, over the services that run or are being "
+        "deployed, of replicas times their memory limit. A deploy (or a restart of a stopped "
+        "service) beyond it is refused (429). By default a quarter of the machine's memory "
+        "(run_memory takes half).",
+    ),
+    Setting(
+        "service_pids",
+        lambda h: Deferred(service_pids_default),
+        _positive_int,
+        "The processes services may have at once: the sum of replicas times their process limit "
+        "(pids:), refused beyond it as service_memory. By default a quarter of the sandboxes' "
+        "RLIMIT_NPROC or of the machine's process ids, whichever is less (run_pids takes half).",
+    ),
+    Setting(
+        "max_service_memory",
+        lambda h: memory() // 8,
+        _memory_size,
+        "The memory a workspace's services may have at once (replicas times memory limit, "
+        "summed); a deploy beyond it is refused (429). By default an eighth of the machine's "
+        "memory: half of service_memory's default, so that no workspace takes the services' "
+        "memory others count on.",
     ),
     Setting(
         "service_start_timeout",

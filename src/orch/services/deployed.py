@@ -16,7 +16,7 @@ from orch.errors import Conflict, InvalidInput, NotFound
 from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tests point it elsewhere)
-from orch.services import bundles, deployed_logs, refs, restarts, routing, takedown
+from orch.services import bundles, deployed_logs, refs, restarts, routing, service_budget, takedown
 from orch.services.agents import checked_dockerfile, dockerfile_environment
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile, remove_images, replicas
@@ -82,6 +82,8 @@ def deploy(
     # Locked from storing the bundle to committing the deployment that refers to it: a
     # concurrent agent delete never removes it as unused in between.
     with bundles.lock(platform), platform.services_lock, platform.store.session() as s:
+        found = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
+        service_budget.check(platform, s, ws_id, found.id if found else None, name, manifest)
         svc = _service_row(s, ws_id, name)
         _refuse_busy(s, svc)
         bundles.keep(s, info.sha256, data)
@@ -345,6 +347,9 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
                 f"{svc.name} has no deployed version to restart.",
                 "Deploy a version of it first.",
             )
+        if svc.desired == "stopped":  # it held nothing: what it runs again must fit
+            wanted = s.scalar(select(ServiceDeploymentRow.manifest).where(_under_way(svc.id))) or svc.manifest
+            service_budget.check(platform, s, ws_id, svc.id, svc.name, Manifest.model_validate_json(wanted))
         s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
         starts = svc.desired == "stopped" or not replicas(s, svc.id)
         if starts:
