@@ -722,6 +722,25 @@ def test_a_relative_redirect_is_named_in_full(model_server: ModelServer, tmp_pat
     )
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_to_a_location_that_is_not_ascii_is_named(
+    model_server: ModelServer, tmp_path: Path, provider: str
+) -> None:
+    """A header value that is not ASCII made the bounded client's answer raise as it was made,
+    and the run's reason said the answer was not a chat completion."""
+    redirector = Redirector(307, "/v1/caf\u00e9")
+    try:
+        base = f"{redirector.url}/v1" if provider == "openai" else redirector.url
+        loop = LoopConfig(model="m", provider=provider, base_url=base)  # type: ignore[arg-type]
+        outcome = run_loop(loop, connect(loop, KEY), LocalSandbox(tmp_path), "hi", lambda *_: None)
+    finally:
+        redirector.close()
+    assert outcome.reason is not None
+    assert outcome.reason.startswith(
+        f"the model endpoint answered 307, a redirect to {redirector.url}/v1/caf\u00e9, "
+    )
+
+
 @pytest.mark.parametrize("status", [300, 304])
 def test_a_3xx_that_is_no_redirect_is_not_called_one(
     model_server: ModelServer, tmp_path: Path, status: int

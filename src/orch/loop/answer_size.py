@@ -13,7 +13,7 @@ from orch.sizes import format_size
 
 MAX_ANSWER = 16 * 1024**2  # far above any real answer: stdout keeps 1 MiB, a tool's arguments 64 KiB
 # Headers about the wire's framing, which no longer hold for the answer read here whole.
-_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 class AnswerTooLarge(Exception):
@@ -59,7 +59,10 @@ class BoundedClient(httpx2.Client):
             response.close()
         return Answer(
             response.status_code,
-            headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in _FRAMING],
+            # As they came (bytes): a value that is not ASCII (a redirect's Location with an é,
+            # found by a fixer) made an answer of str headers raise, and the run's reason blamed
+            # the answer's shape.
+            headers=[(k, v) for k, v in response.headers.raw if k.lower() not in _FRAMING],
             content=bytes(body),
             request=request,
             extensions={
