@@ -150,7 +150,7 @@ def test_the_cli_says_it_in_a_sentence_with_exit_2(cli, budgets: Platform, tmp_p
     app = tmp_path / "big"
     app.mkdir()
     (app / "main.py").write_text("")
-    (app / "orch.yaml").write_text("replicas: 3\nresources:\n  memory: 512Mi\n")
+    (app / "orch.yaml").write_text("replicas: 3\nresources:\n  memory: 600Mi\n")  # 1.8 GiB of the 1.5
     result = cli("service", "deploy", str(app), "--name", "big")
     assert result.exit_code == 2, result.output
     assert "may hold at once (max_service_memory)" in result.output and "Traceback" not in result.output
