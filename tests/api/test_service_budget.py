@@ -116,8 +116,12 @@ def test_a_stopped_service_holds_nothing_and_its_restart_must_fit(
     assert api.post("/v1/services/a/stop").status_code == 200
     assert _deploy(api, tmp_path, "b", "resources:\n  memory: 1Gi\n").status_code == 201  # a's room
     work(budgets)
-    message, _ = _refused(api.post("/v1/services/a/restart"))
+    message, fix = _refused(api.post("/v1/services/a/restart"))
     assert message.startswith("This workspace's services hold 1 GiB of memory, and a asks for 1 GiB")
+    assert fix == (
+        "Stop or delete a service you no longer need (`orch service stop NAME`), then restart it again; "
+        "or deploy it anew: ask for fewer replicas: or less memory: in orch.yaml."
+    )
     with budgets.store.session() as s:
         assert s.scalar(select(ServiceRow.desired).where(ServiceRow.name == "a")) == "stopped"
     assert api.post("/v1/services/b/stop").status_code == 200
@@ -154,3 +158,29 @@ def test_the_cli_says_it_in_a_sentence_with_exit_2(cli, budgets: Platform, tmp_p
     result = cli("service", "deploy", str(app), "--name", "big")
     assert result.exit_code == 2, result.output
     assert "may hold at once (max_service_memory)" in result.output and "Traceback" not in result.output
+
+
+def test_while_a_smaller_version_deploys_the_serving_one_is_still_held(
+    api: httpx.Client, budgets: Platform, tmp_path: Path
+) -> None:
+    """The serving version runs on until the new one serves, and for good if it fails: a smaller
+    redeploy under way counted alone let others take what the old one still held (found by a
+    tester: the services then held 640 MiB of their 512)."""
+    assert _deploy(api, tmp_path, "a", "replicas: 2\nresources:\n  memory: 512Mi\n").status_code == 201
+    work(budgets)
+    assert _deploy(api, tmp_path, "a", "resources:\n  memory: 128Mi\n").status_code == 201  # under way
+    message, _ = _refused(_deploy(api, tmp_path, "b", "resources:\n  memory: 1536Mi\n", _other(budgets)))
+    assert message.startswith("The services on this server hold 1 GiB of the 2 GiB of memory")
+
+
+def test_a_service_over_a_lowered_budget_can_still_be_made_smaller(
+    api: httpx.Client, budgets: Platform, tmp_path: Path
+) -> None:
+    assert _deploy(api, tmp_path, "a", "replicas: 2\nresources:\n  memory: 640Mi\n").status_code == 201
+    work(budgets)
+    # 1.25 GiB held, then the operator lowers the budget to 1 GiB: a smaller version goes in.
+    budgets.config = budgets.config.with_values(service_memory=1024 * MiB, max_service_memory=1024 * MiB)
+    assert _deploy(api, tmp_path, "a", "replicas: 2\nresources:\n  memory: 448Mi\n").status_code == 201
+    work(budgets)
+    message, _ = _refused(_deploy(api, tmp_path, "b", "resources:\n  memory: 256Mi\n"))
+    assert message.startswith("The services on this server hold 896 MiB of the 1 GiB of memory")

@@ -82,10 +82,11 @@ def deploy(
     # Locked from storing the bundle to committing the deployment that refers to it: a
     # concurrent agent delete never removes it as unused in between.
     with bundles.lock(platform), platform.services_lock, platform.store.session() as s:
-        found = s.scalar(select(ServiceRow).where(ServiceRow.workspace_id == ws_id, ServiceRow.name == name))
-        service_budget.check(platform, s, ws_id, found.id if found else None, name, manifest)
         svc = _service_row(s, ws_id, name)
         _refuse_busy(s, svc)
+        runs_on = svc.desired == "running" and svc.version > 0  # until the new version serves
+        beside = Manifest.model_validate_json(svc.manifest) if runs_on else None
+        service_budget.check(platform, s, ws_id, svc.id, name, manifest, beside)
         bundles.keep(s, info.sha256, data)
         svc.latest_version += 1
         dep = ServiceDeploymentRow(
@@ -348,8 +349,14 @@ def restart(platform: Platform, ws_id: str, ref: str) -> ServiceView:
                 "Deploy a version of it first.",
             )
         if svc.desired == "stopped":  # it held nothing: what it runs again must fit
-            wanted = s.scalar(select(ServiceDeploymentRow.manifest).where(_under_way(svc.id))) or svc.manifest
-            service_budget.check(platform, s, ws_id, svc.id, svc.name, Manifest.model_validate_json(wanted))
+            # With a deployment under way, both run until it ends: the serving version's replicas
+            # start again at once, the new version's as it rolls out.
+            new = s.scalar(select(ServiceDeploymentRow.manifest).where(_under_way(svc.id)))
+            versions = [
+                Manifest.model_validate_json(m) for m in (svc.manifest if svc.version else None, new) if m
+            ]
+            beside = versions[1] if len(versions) > 1 else None
+            service_budget.check(platform, s, ws_id, svc.id, svc.name, versions[0], beside, restart=True)
         s.execute(update(ServiceDeploymentRow).where(_under_way(svc.id)).values(stop_requested=False))
         starts = svc.desired == "stopped" or not replicas(s, svc.id)
         if starts:

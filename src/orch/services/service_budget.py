@@ -40,6 +40,10 @@ class Held:
     def __add__(self, other: Held) -> Held:
         return Held(self.memory + other.memory, self.pids + other.pids)
 
+    def most(self, other: Held) -> Held:
+        """What holds both, one at a time or side by side in turn: the larger of each."""
+        return Held(max(self.memory, other.memory), max(self.pids, other.pids))
+
 
 def of(manifest: Manifest) -> Held:
     """What a version with this manifest holds while it runs."""
@@ -47,8 +51,12 @@ def of(manifest: Manifest) -> Held:
     return Held(n * manifest.resources.memory_bytes, n * manifest.resources.pids)
 
 
-def _held(s: Session, but: str | None) -> tuple[dict[str, Held], Held]:
-    """What each workspace's services hold, and all of them, leaving out the service `but`."""
+def _held(s: Session) -> dict[str, tuple[str, Held]]:
+    """What each service holds (service id -> its workspace's id, what it holds): while a
+    deployment of it is under way, the larger of its serving version's (while it should run)
+    and the new one's, since the serving version runs on until the new one serves, and for
+    good if the new one fails (found by a tester: a smaller redeploy that failed let a service
+    go back over the budgets its new version had been counted in)."""
     deploying = {
         service_id: manifest
         for service_id, manifest in s.execute(
@@ -66,30 +74,40 @@ def _held(s: Session, but: str | None) -> tuple[dict[str, Held], Held]:
             ServiceRow.manifest,
         )
     )
-    per_workspace: dict[str, Held] = {}
-    total = Held()
+    held: dict[str, tuple[str, Held]] = {}
     for service_id, ws_id, desired, version, serving in rows:
-        if service_id == but:
-            continue
-        manifest = deploying.get(service_id) or (serving if desired == "running" and version else None)
-        if manifest is None:
-            continue
-        held = of(Manifest.model_validate_json(manifest))
-        per_workspace[ws_id] = per_workspace.get(ws_id, Held()) + held
-        total += held
-    return per_workspace, total
+        running = of(Manifest.model_validate_json(serving)) if desired == "running" and version else Held()
+        new = deploying.get(service_id)
+        held[service_id] = (ws_id, running.most(of(Manifest.model_validate_json(new))) if new else running)
+    return held
 
 
 def check(
-    platform: Platform, s: Session, ws_id: str, service_id: str | None, name: str, manifest: Manifest
+    platform: Platform,
+    s: Session,
+    ws_id: str,
+    service_id: str | None,
+    name: str,
+    manifest: Manifest,
+    beside: Manifest | None = None,
+    restart: bool = False,
 ) -> None:
     """Refuse a version of service `name` (`service_id` once it exists) that would take the
     services of the server or of its workspace over their budgets: 429, saying what holds what,
     or 400 when it asks alone for more than a budget; call it under the services' lock, in the
-    session that then stores the change."""
+    session that then stores the change. `beside`: a version that runs on until this one
+    serves (the serving one of a redeploy), held with it as `_held` counts; `restart`: a stopped
+    service started again, whose fix is not to deploy again. A change that makes
+    the service hold no more than it does (a smaller redeploy) is never refused for a sum, so a
+    service over a budget the operator lowered can still be made smaller."""
     need = of(manifest)
-    per_workspace, total = _held(s, service_id)
-    mine = per_workspace.get(ws_id, Held())
+    after = need.most(of(beside)) if beside is not None else need
+    services = _held(s)
+    now = services.pop(service_id, (ws_id, Held()))[1] if service_id else Held()
+    total, mine = Held(), Held()
+    for workspace, holds in services.values():
+        total += holds
+        mine += holds if workspace == ws_id else Held()
     n = manifest.replicas
     replicas = f"{n} replica{'s' if n != 1 else ''}"
     memory = (
@@ -97,9 +115,12 @@ def check(
     )
     pids = f"{need.pids:,} ({replicas} × pids: {manifest.resources.pids:,})"
     fewer = "ask for fewer replicas: or less memory: in orch.yaml"
+    stop = "Stop or delete a service you no longer need (`orch service stop NAME`)"
+    # A restart runs what was deployed: less is asked for by a deploy.
     free = (
-        f"Stop or delete a service you no longer need (`orch service stop NAME`), or {fewer}, then "
-        "deploy again"
+        f"{stop}, then restart it again; or deploy it anew: {fewer}"
+        if restart
+        else f"{stop}, or {fewer}, then deploy again"
     )
     server = int(platform.config.service_memory)
     share = int(platform.config.max_service_memory)
@@ -120,8 +141,8 @@ def check(
             "server may have at once (service_pids).",
             f"Ask for at most {processes:,} in all: fewer replicas: or a lower pids: in orch.yaml.",
         )
-    memory_over = total.memory + need.memory > server
-    if memory_over or total.pids + need.pids > processes:
+    memory_over = after.memory > now.memory and total.memory + after.memory > server
+    if memory_over or (after.pids > now.pids and total.pids + after.pids > processes):
         held, of_all, setting, asks, less = (
             (format_size(total.memory), f"{format_size(server)} of memory", "service_memory", memory, "")
             if memory_over
@@ -133,7 +154,7 @@ def check(
             f"{free.replace('less memory:', 'a lower pids:') if less else free}; or the operator "
             f"raises ORCH_{setting.upper()}.",
         )
-    if mine.memory + need.memory > share:
+    if after.memory > now.memory and mine.memory + after.memory > share:
         raise LimitReached(
             f"This workspace's services hold {format_size(mine.memory)} of memory, and {name} asks for "
             f"{memory}: more than the {format_size(share)} a workspace's services may hold at once "
