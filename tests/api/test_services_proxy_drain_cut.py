@@ -1,7 +1,8 @@
 """A request still in flight when a drain's time runs out (a restart, a redeploy, a stop: the
 replica had DRAIN_SECONDS to finish it, then its container stops) hears that the platform stopped
 the replica, and to try again (docs/services.md, "Restart, stop and delete"). Before, it heard
-orch's `503 The service web did not answer (the connection was refused).`, a crash's words."""
+orch's `503 The service web did not answer (the connection was refused).`, a crash's words. A
+stop or a delete does not tell it to try again: the service stays stopped (or gone)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,39 @@ def answering(platform: Platform) -> None:
     platform.probe = lambda address, port: True
 
 
-@pytest.mark.parametrize("method", ["GET", "POST"])
-def test_a_request_cut_by_a_drain_s_end_says_the_service_was_restarting(
+RETRY = "Try again in a few seconds; see the service's status."
+# Why the drain was, and what its cut request's caller is told to do: a stopped or deleted service
+# does not answer a few seconds later (was "Try again in a few seconds" for them too).
+DRAINS = {
+    "restart": (routing.RESTARTING, "the service is restarting", RETRY),
+    "redeploy": (routing.RESTARTING, "web v2 replaces it", RETRY),
+    "stop": (
+        routing.GOING_AWAY,
+        "the service was stopped",
+        "The service stays stopped until it is restarted (orch service restart web).",
+    ),
+    "delete": (
+        routing.GOING_AWAY,
+        "the service was deleted",
+        "The service was deleted: it answers again once it is deployed again.",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "drain"),
+    [("GET", "restart"), ("POST", "restart"), ("GET", "redeploy"), ("GET", "stop"), ("POST", "delete")],
+)
+def test_a_request_cut_by_a_drain_s_end_says_why_and_what_to_do(
     api: httpx.Client,
     platform: Platform,
     tmp_path: Path,
     live: str,
     monkeypatch: pytest.MonkeyPatch,
     method: str,
+    drain: str,
 ) -> None:
+    code, reason, fix = DRAINS[drain]
     svc = deployed(api, platform, tmp_path, {"main.py": ""}, public="true")
     listener = socket.create_server(("127.0.0.1", 0))  # the replica: it takes the request, never answers
     monkeypatch.setattr(use_cases, "PORT", listener.getsockname()[1])
@@ -54,9 +79,7 @@ def test_a_request_cut_by_a_drain_s_end_says_the_service_was_restarting(
             assert head.startswith(method.encode())
             # The drain's time runs out with the request in flight; then the container stops:
             # its process goes (nothing listens there any more) and its connections with it.
-            routing.of(platform).drain(
-                [svc["container"]], routing.RESTARTING, "the service is restarting", 0.2
-            )
+            routing.of(platform).drain([svc["container"]], code, reason, 0.2)
             listener.close()
     finally:
         listener.close()
@@ -65,6 +88,6 @@ def test_a_request_cut_by_a_drain_s_end_says_the_service_was_restarting(
     assert answer.status_code == 503
     assert answer.json()["message"] == (
         "The service web did not answer: its replica was stopped with this request still in "
-        "flight (the service is restarting)."
+        f"flight ({reason})."
     )
-    assert answer.json()["fix"] == "Try again in a few seconds; see the service's status."
+    assert answer.json()["fix"] == fix

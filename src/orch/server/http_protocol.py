@@ -17,6 +17,16 @@ A request the HTTP parser refuses before any app sees it (a URL or a header too 
 bytes that are not HTTP) is answered here too, and as every other error: 400 with orch's
 `{error, message, fix}` body, where uvicorn says "Invalid HTTP request received." in plain text.
 
+A connection closed after an answer while its request's body is still coming (an early answer:
+the services' proxy's 413 or 401 from a service, with `Connection: close`) is closed as nginx's
+`lingering_close` does: its sending side shut (the client reads the answer, then the end), the
+rest of the body read and dropped until the client closes its side, for LINGER_TIME at most
+(LINGER_QUIET without a byte, LINGER_BYTES in all), then closed. Closed at once, a kernel resets
+a connection that holds unread bytes, and the reset can destroy the answer in the client's
+buffer before the client read it: found by a tester, curl's upload of 30 MB with `Expect:
+100-continue` (uvicorn answers 100 Continue as soon as the app reads the body) lost the
+service's 413 to `Connection reset by peer` 1 to 4 times in 30.
+
 And here a connection is bounded before any app sees it (`ConnectionLimits`): its request's head
 has a deadline, and each port holds so many connections at once. uvicorn bounds neither: its
 keep-alive timeout runs only between requests, and its `limit_concurrency` is looked at once a
@@ -33,6 +43,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +57,11 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT = 60.0
 # A port that holds its most connections says so in the log at most this often (seconds).
 FULL_SAID_EVERY = 60.0
+# A lingering close (nginx's lingering_time and lingering_timeout): how long the rest of a request's
+# body is read and dropped after its answer at most, and without a byte of it; and how much of it.
+LINGER_TIME = 30.0
+LINGER_QUIET = 5.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 
 class CutShort(Exception):
@@ -56,14 +72,23 @@ class CutShort(Exception):
 
 class CoalescingTransport:
     """A transport whose writes within one turn of the event loop go out as one write of the
-    transport it wraps; everything else is that transport's."""
+    transport it wraps; everything else is that transport's. Its `close()` asks `linger` first,
+    which may take the connection for a lingering close instead: the transport is closing from
+    then on, and its next `close()` closes it."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_linger", "_lingering", "_loop", "_pending", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        linger: Callable[[], bool] | None = None,
+    ) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._linger = linger
+        self._lingering = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -93,7 +118,14 @@ class CoalescingTransport:
 
     def close(self) -> None:
         self.flush()  # what was written before close() is sent, as asyncio's transports do
+        if not self._lingering and not self._transport.is_closing() and self._linger is not None:
+            self._lingering = self._linger()
+            if self._lingering:
+                return
         self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._lingering or self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -179,6 +211,12 @@ class CoalescingHttpTools(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_since: float | None = None  # when the awaited head's time began (None: none awaited)
         self._in_head = False  # part of a head came, not its end
+        self._upgraded = False  # a WebSocket's now
+        self._stopping = False  # the server stops: no lingering close
+        self._linger_until: float | None = None  # lingering: until when at most (None: not)
+        self._linger_heard = 0.0  # when the last byte came
+        self._linger_dropped = 0  # bytes read and dropped
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def limited(cls, limits: ConnectionLimits) -> type[CoalescingHttpTools]:
@@ -186,7 +224,8 @@ class CoalescingHttpTools(HttpToolsProtocol):
         return type(cls.__name__, (cls,), {"limits": limits})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        coalescing = CoalescingTransport(transport, self.loop, self._linger)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
         limits = self.limits
         if limits is None:
             return
@@ -206,8 +245,54 @@ class CoalescingHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self._give_back()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._linger_until is None:
+            super().data_received(data)
+            return
+        self._linger_heard = self.loop.time()  # the rest of an answered request's body: dropped
+        self._linger_dropped += len(data)
+        if self._linger_dropped > LINGER_BYTES:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self._linger_until is not None:
+            self.transport.close()
+        super().shutdown()
+
+    def _linger(self) -> bool:
+        """The transport is closed: whether the connection is taken for a lingering close (its
+        request's body still coming), and if so, begin it."""
+        cycle = self.cycle
+        if self._stopping or self._upgraded or cycle is None or not cycle.more_body:
+            return False
+        if not self.transport.can_write_eof():
+            return False
+        self._stop_head_timer()
+        self._linger_heard = self.loop.time()
+        self._linger_until = self._linger_heard + LINGER_TIME
+        self.transport.write_eof()  # after what was written: the answer, then the end
+        self.flow.resume_reading()
+        self._linger_timer = self.loop.call_later(LINGER_QUIET, self._linger_late)
+        return True
+
+    def _linger_late(self) -> None:
+        """The lingering close's timer: close when its time is over, or no byte came for LINGER_QUIET."""
+        self._linger_timer = None
+        now = self.loop.time()
+        until = self._linger_until or now
+        if now >= until or now - self._linger_heard >= LINGER_QUIET:
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_later(
+            min(until, self._linger_heard + LINGER_QUIET) - now, self._linger_late
+        )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -226,6 +311,7 @@ class CoalescingHttpTools(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._stop_head_timer()  # its head has ended; the WebSocket's pings watch it from now on
+        self._upgraded = True
         super().handle_websocket_upgrade()
         if self._port is None:
             return

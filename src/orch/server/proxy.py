@@ -218,7 +218,7 @@ class ServiceProxy:
                     raise ServiceUnavailable(
                         f"The service {route.name} did not answer: its replica was stopped with this "
                         f"request still in flight ({end.cut}).",
-                        "Try again in a few seconds; see the service's status.",
+                        _cut_fix(route.name, end),
                     ) from None
                 if isinstance(e, ConnectFailed) and e.refused:
                     self.routing.refused(backend.container)
@@ -294,6 +294,15 @@ class ServiceProxy:
         end()
         with self.routing.long_lived(backend.container, "stream") as conn:
             await pump(answer.body(), send, receive, conn.closing)
+
+
+def _cut_fix(name: str, end: InFlight) -> str:
+    """What the caller of a request cut by a drain can do: try again unless the service is gone."""
+    if end.cut == routing.STOPPED:
+        return f"The service stays stopped until it is restarted (orch service restart {name})."
+    if end.cut == routing.DELETED:
+        return "The service was deleted: it answers again once it is deployed again."
+    return "Try again in a few seconds; see the service's status."
 
 
 def _body_length(scope: Scope) -> tuple[int | None, bool]:

@@ -113,8 +113,12 @@ class _Connection:
         readable, for the same reason). asyncio has no public way to ask what a StreamReader
         holds, hence its `_buffer` (the bytes read from the socket, not yet by the proxy)."""
         reader = self.reader
-        held: bytearray = reader._buffer  # type: ignore[attr-defined]
-        return bool(held) or reader.at_eof() or reader.exception() is not None
+        return self.held() or reader.at_eof() or reader.exception() is not None
+
+    def held(self) -> bool:
+        """Whether the reader holds bytes the proxy has not read yet."""
+        held: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        return bool(held)
 
 
 @dataclass
@@ -238,6 +242,7 @@ class Client:
         `gone` returns when the caller leaves: then ClientLeft, and the connection is closed."""
         key = (container, port)
         conn = self._take(key)
+        reused = conn is not None
         if conn is None:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -297,11 +302,24 @@ class Client:
             raise UpstreamError(f"the answer's head is larger than {MAX_HEAD // 1024} KiB") from None
         except OSError as e:
             conn.close()
+            if reused and isinstance(e, ConnectionResetError) and not conn.held():
+                # A kept-alive connection the service reset before any answer: as one it had closed
+                # (a request without effects is sent again, on a new connection, as nginx does).
+                raise NothingCame(f"the connection was reset before an answer ({_said(e)})") from None
             raise UpstreamError(_said(e)) from None
         except BaseException:  # the caller left (ClientLeft, or cancelled): half a request
             conn.close()
             raise
-        return answer if answer is not None else _answer(self, key, conn, method, raw)
+        if answer is None:
+            answer = _answer(self, key, conn, method, raw)
+            if body is not None and answer.status >= 400:
+                # An error answer to a request with a body, the body sent: the service may have
+                # answered before it read the body (a 401, a 413), as it may answer after (a 422):
+                # what is left of the body in the connection, unread, is no next request's to meet.
+                # Found by a tester: a service that answered 401 keep-alive to a small body and read
+                # no more held the next, unrelated request until it closed, then it was a 503.
+                answer._keep = False
+        return answer
 
     async def _send_watched(
         self,
@@ -348,10 +366,12 @@ class Client:
                 if isinstance(sending.exception(), ClientLeft):
                     raise ClientLeft
             _recovered(conn.reader, held)  # the rest of the answer
+            # The answer's head came before the body was all sent: the service answered before it
+            # read the body, and may read no more of it. Never the connection of a next request.
+            answer._keep = False
             if not sending.done() or sending.exception() is not None:
                 answer.early = True
                 answer.stalled = sending.done() and isinstance(sending.exception(), TimeoutError)
-                answer._keep = False
                 if isinstance(conn.reader, _Reader):
                     conn.reader.reset_ends()
             return answer

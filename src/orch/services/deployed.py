@@ -332,7 +332,7 @@ def stop(platform: Platform, ws_id: str, ref: str) -> ServiceView:
     # Also when the supervisor's pass took them down first (in a thread of its own).
     takedown.in_hand(platform).wait(service_id, routing.DRAIN_SECONDS + takedown.STOP_SECONDS + 30)
     # What this server proxies to containers another platform runs (a cluster's node) ends too.
-    routing.of(platform).drain(containers, routing.GOING_AWAY, "the service was stopped")
+    routing.of(platform).drain(containers, routing.GOING_AWAY, routing.STOPPED)
     return show(platform, ws_id, ref)
 
 
@@ -394,7 +394,7 @@ def delete_service(platform: Platform, ws_id: str, ref: str) -> str:
             s.delete(svc)
         # Drained and removed at once (no SIGTERM grace), without the services' lock.
         gone = takedown.claim(
-            platform, service_id, containers, routing.GOING_AWAY, "the service was deleted", stop_seconds=0
+            platform, service_id, containers, routing.GOING_AWAY, routing.DELETED, stop_seconds=0
         )
     routing.of(platform).changed()
     gone.run()

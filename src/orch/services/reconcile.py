@@ -305,9 +305,7 @@ def _reconcile_service(
     containers to take down go on `takedowns` (claimed: taken down after the commit)."""
     if svc.desired == "stopped":
         gone = [r.container for r in rows]
-        takedowns.append(
-            takedown.claim(platform, svc.id, gone, routing.GOING_AWAY, "the service was stopped")
-        )
+        takedowns.append(takedown.claim(platform, svc.id, gone, routing.GOING_AWAY, routing.STOPPED))
         for r in rows:
             s.delete(r)
         svc.state = ServiceState.STOPPED.value

@@ -55,6 +55,9 @@ REFUSED_SECONDS = 3.0
 # WebSocket close codes (RFC 6455 §7.4.1, IANA registry): the service restarts (a redeploy), or
 # goes away (stop, delete).
 RESTARTING, GOING_AWAY = 1012, 1001
+# The reasons of drains after which the service has no replica at all (a stop, a delete: the
+# reasons deployed.py and reconcile.py give): a request cut by one is not told to try again.
+STOPPED, DELETED = "the service was stopped", "the service was deleted"
 
 
 @dataclass(frozen=True)
