@@ -14,16 +14,26 @@ It follows no redirect. The endpoint is one of the server's `model_endpoints` (e
 so that a workspace cannot make the server send requests where only the server reaches (its own
 API, the cloud's metadata address); a redirect from it would lead anywhere, and the
 conversation with it. A model API does not redirect its POSTs, so a 3xx ends the call:
-`Redirected`, which says where it pointed."""
+`Redirected`, which says where it pointed.
+
+It writes nothing to the server's log. The HTTP library logs each request it sends, at INFO
+(`HTTP Request: POST … "HTTP/1.1 503 <reason phrase>"`), and its connections at DEBUG, headers
+included, as the providers' SDKs log each answer at DEBUG: the reason phrase is whatever the
+endpoint wrote there (the API key it was sent, escape sequences that would clear the terminal of
+whoever reads the log), and no mask is at hand where they log. So while a run's client sends or
+closes, and while an SDK calls through it (`unlogged`), those loggers drop what they are given
+(`_quiet`); other clients of the library log as they did."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 import re
 import socket
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +44,43 @@ from orch.loop.answer_size import BoundedClient
 
 Trace = Callable[[str, dict[str, Any]], None]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})  # the statuses that send a request elsewhere
+# The loggers the HTTP library and the providers' SDKs write to while they send a request (a
+# filter is the logger's own: a child logger's records are not filtered by its parent's).
+_LOGGERS = (
+    "openai._base_client",
+    "openai._response",
+    "anthropic._base_client",
+    "anthropic._response",
+    "anthropic._tracing",
+    "httpx2",
+    "httpcore2",
+    "httpcore2.connection",
+    "httpcore2.connection_pool",
+    "httpcore2.http11",
+    "httpcore2.http2",
+    "httpcore2.proxy",
+    "httpcore2.socks",
+)
+_working = contextvars.ContextVar("orch_loop_client", default=False)  # a RunClient sends or closes
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """A logging filter: no record of what a run's client does (`_working`)."""
+    return not _working.get()
+
+
+@contextlib.contextmanager
+def unlogged() -> Iterator[None]:
+    """What the HTTP library (and an SDK: model.sdk_errors) does within logs nothing (`_quiet`)."""
+    working = _working.set(True)
+    try:
+        yield
+    finally:
+        _working.reset(working)
+
+
+for _name in _LOGGERS:
+    logging.getLogger(_name).addFilter(_quiet)
 
 
 class Redirected(Exception):
@@ -67,7 +114,8 @@ class RunClient(BoundedClient):
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         request.extensions["trace"] = self._trace(request.extensions.get("trace"))
         kwargs["follow_redirects"] = False  # whatever the SDK asks for this request
-        response = super().send(request, **kwargs)
+        with unlogged():  # the library logs nothing of it (the module's docstring)
+            response = super().send(request, **kwargs)
         if 300 <= response.status_code < 400:
             raise Redirected(response.status_code, _location(request, response))
         return response
@@ -98,7 +146,8 @@ class RunClient(BoundedClient):
             streams = list(self._streams)
         for stream in streams:
             _shut(stream)
-        super().close()
+        with unlogged():
+            super().close()
 
 
 def _location(request: httpx2.Request, response: httpx2.Response) -> str | None:

@@ -4,8 +4,11 @@ module (openai_chat.py, anthropic_messages.py) turns it into its SDK's request a
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +17,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from orch.loop.answer_size import AnswerTooLarge
-from orch.loop.client import Redirected
+from orch.loop.client import Redirected, unlogged
 from orch.secret.mask import Mask, shorten
 
 _SAID = 500  # characters of an endpoint's message kept in a reason
@@ -148,14 +151,34 @@ def quoted(text: str, mask: Callable[[str], str], limit: int = _SAID, empty: str
     return shorten(" ".join(usable(mask(text)).split()) or empty, limit)
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the endpoint asks to wait (`retry-after-ms`, `retry-after` in seconds), if any."""
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the endpoint asks to wait (`retry-after-ms`, `retry-after` in seconds or as an
+    HTTP date, RFC 9110: from `now`, the time.time() it is), if any. Unbounded: the pause that
+    honours it is bounded (retry.Backoff)."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
-            return max(0.0, float(headers[name]) * scale)
-        except (KeyError, ValueError):
+            seconds = float(headers[name]) * scale
+        except KeyError:
             continue
+        except ValueError:
+            if name == "retry-after-ms" or (when := _http_date(headers[name])) is None:
+                continue
+            seconds = when - (time.time() if now is None else now)
+        if seconds == seconds:  # not NaN
+            return max(0.0, seconds)
     return None
+
+
+def _http_date(text: str) -> float | None:
+    """The time an HTTP date (`Wed, 21 Oct 2099 07:28:00 GMT`, or its obsolete forms) names, as
+    time.time() counts; None when it is none."""
+    try:
+        when = email.utils.parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # `-0000`: the zone unknown, which HTTP dates never are but GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -179,9 +202,11 @@ def sdk_errors(status_error: Any, connection_error: Any, shape: str) -> Iterator
     APIStatusError) as EndpointError, no answer (`connection_error`) as Unreachable, and an
     answer that is not `shape` (the SDKs do not validate answers) or is larger than orch reads
     as Unusable. A redirect (client.py follows none) is EndpointError with its 3xx status, its
-    message where it pointed."""
+    message where it pointed. The SDK logs nothing of the call meanwhile (client.unlogged): its
+    log would quote what the endpoint answered, unmasked."""
     try:
-        yield
+        with unlogged():
+            yield
     except status_error as exc:
         message = said(exc.body, exc.response.text)
         raise EndpointError(exc.status_code, message, retry_after(exc.response.headers)) from None

@@ -380,12 +380,10 @@ _UNFIT = re.compile(
 
 
 class _Decoded:
-    """A URL's bytes with its escapes (`escape`) decoded, `+` as a space when `plus`, and where
-    each decoded byte begins in the URL (`where`)."""
+    """A URL's bytes with its escapes (`escape`) decoded, and where each decoded byte begins in
+    the URL (`where`)."""
 
-    def __init__(self, data: bytes, escape: re.Pattern[bytes], plus: bool = False) -> None:
-        if plus:  # before decoding: a `%2B` is a `+`
-            data = data.replace(b"+", b" ")
+    def __init__(self, data: bytes, escape: re.Pattern[bytes]) -> None:
         self.data = escape.sub(lambda m: bytes([int(m[0][1:], 16)]), data)
         # Each escape shortens what follows it by 2: escape k starts at decoded byte starts[k].
         self._starts = [m.start() - 2 * k for k, m in enumerate(escape.finditer(data))]
@@ -413,14 +411,43 @@ def off_mask(text: str | bytes, at: int) -> int:
     return at
 
 
+def _fold(data: bytes) -> bytes:
+    """`data` with every `+` a space, byte for byte: a URL's `+` read either way."""
+    return data.replace(b"+", b" ")
+
+
+def _quoted(value: str) -> set[bytes]:
+    """`value` as UTF-8 and in each form Python's repr writes it in between the quotes: a str's
+    (`repr`, `ascii`) and its UTF-8 bytes' (what an HTTP library's error quotes: `bytearray(b'...')`),
+    each with a `'` escaped or not (a text that holds a `"` too is quoted with `'`, which its `'`
+    is then escaped for). The same for a value with nothing to escape: one form."""
+    raw = value.encode("utf-8", "surrogatepass")
+    bodies = [
+        repr(value + '"')[1:-2],  # the `"` added: a `'` in the value is escaped
+        ascii(value + '"')[1:-2],
+        repr(raw + b'"')[2:-2],
+    ]
+    forms = {raw}
+    for body in bodies:
+        forms.add(body.encode("utf-8", "surrogatepass"))
+        forms.add(body.replace("\\'", "'").encode("utf-8", "surrogatepass"))
+    return forms
+
+
 class Mask:
     """One run's secret values, masked in text that is stored whole (a run's reason, an event's
     field: `mask(text)`; a URL, where a value may stand percent-encoded: `url(text)`) or that
     arrives in pieces (`redactor()`), so that everything stored for the run hides the same values
-    the same way."""
+    the same way. Text stored whole is masked for the forms Python's repr writes a value in too
+    (`forms`): it may quote an error's text, which writes a value's line break, backslash or
+    bytes that are not ASCII as escapes (`\\n`, `\\\\`, `\\xd0`)."""
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        self.values = [v.encode() for v in values if v]
+        given = [v for v in values if v]
+        self.values = [v.encode() for v in given]
+        # What text stored whole is masked for: each value, and the forms Python's repr writes it
+        # in (`_quoted`), which an error's text quotes (an HTTP library's `b'Bearer sk-\\n'`).
+        self.forms = sorted({form for v in given for form in _quoted(v)}, key=len, reverse=True)
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -430,20 +457,27 @@ class Mask:
             return text
         # A lone surrogate (which no UTF-8 text holds) must not make masking fail: it goes through
         # as bytes and comes back as U+FFFD.
-        return redact(text.encode("utf-8", "surrogatepass"), self.values).decode("utf-8", "replace")
+        return redact(text.encode("utf-8", "surrogatepass"), self.forms).decode("utf-8", "replace")
 
     def url(self, text: str) -> str:
         """`text`, a URL (a redirect's Location), with every value masked where it stands as it
         is and where it stands percent-encoded: once its escapes are decoded (`%XX`, hex in either
-        case, UTF-8 for what is not ASCII; `+` read as a space or as itself), or once only those a
-        URL's normalizer adds are (`_UNFIT`). The URL is shown as it came, each stretch that reads
-        as a value one `***`. Other encodings (base64, a value encoded twice) are not undone."""
+        case, UTF-8 for what is not ASCII; each `+` read as a space or as itself), or once only
+        those a URL's normalizer adds are (`_UNFIT`). The URL is shown as it came, each stretch
+        that reads as a value one `***`. Other encodings (base64, a value encoded twice) are not
+        undone.
+
+        A `+` may stand for a space or for itself, each one its own way (`a+b+c` is `a b+c` when
+        a value's space was written `+` and its `+` left as it was): so the URL and the values
+        are compared with every `+` made a space in both (`_fold`, which keeps each byte where
+        it was), and a stretch that reads as a value either way is masked."""
         if not self.values:
             return text
         data = text.encode("utf-8", "surrogatepass")
-        found = stretches(data, self.values)
-        for decoded in (_Decoded(data, _ESCAPE), _Decoded(data, _ESCAPE, plus=True), _Decoded(data, _UNFIT)):
-            found += [(decoded.where(a), decoded.where(b)) for a, b in stretches(decoded.data, self.values)]
+        values = [_fold(v) for v in self.forms]
+        found = stretches(_fold(data), values)
+        for decoded in (_Decoded(data, _ESCAPE), _Decoded(data, _UNFIT)):
+            found += [(decoded.where(a), decoded.where(b)) for a, b in stretches(_fold(decoded.data), values)]
         out, done = bytearray(), 0
         for start, end in sorted(found):
             if start >= done:  # else it overlaps the last `***`: one with it
