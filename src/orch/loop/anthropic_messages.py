@@ -10,14 +10,17 @@ from typing import Any
 
 import anthropic
 from anthropic.types import Message as AnthropicMessage
+from pydantic import BaseModel
 
 from orch.loop.client import RunClient
 from orch.loop.model import (
+    MISSING,
     Message,
     Request,
     Results,
     Shape,
     Turn,
+    Unusable,
     UserText,
     sdk_errors,
     tokens,
@@ -62,9 +65,21 @@ class AnthropicMessages:
 def _turn(answer: AnthropicMessage, usage: Mapping[str, object]) -> Turn:
     """The turn in an answer, each field read checked (model.Shape), its token counts as `usage`
     (the answer's as sent: model.usage_sent) has them; a block of another type (`thinking`,
-    ...) is no text and no call."""
+    ...) is no text and no call. The answer is a message (`type` "message") with its `content`
+    (an array, empty or not): else it is none, however it came (`{}`, `null`, a text page), and
+    the run fails rather than take it for an empty answer."""
+    if not isinstance(answer, BaseModel):  # the SDK's answer to a body that is no JSON object
+        raise Unusable("the answer is not a Messages API message")
+    kind = _SHAPE.field(answer, "type")
+    if isinstance(kind, str) and kind != "message":  # an error object, say, sent as a 200
+        raise Unusable('the answer is not a Messages API message: type is {}, not "message"', f'"{kind}"')
+    if kind != "message":
+        raise _SHAPE.off("type", kind, '"message"')
+    content = _SHAPE.field(answer, "content")
+    if content is None or content is MISSING:
+        raise _SHAPE.off("content", content, "an array")
     texts, calls = [], []
-    for i, given in enumerate(_SHAPE.array(_SHAPE.field(answer, "content"), "content")):
+    for i, given in enumerate(_SHAPE.array(content, "content")):
         block = _SHAPE.an_object(given, f"content[{i}]")
         kind = _SHAPE.field(block, "type")
         if not isinstance(kind, str):

@@ -71,6 +71,13 @@ class Clip:
         return f"{head.decode('utf-8', 'replace')}\n{cut_marker(cut)}\n{tail.decode('utf-8', 'replace')}"
 
 
+def head(data: bytes, limit: int) -> bytes:
+    """Masked `data`, or its first `limit` bytes at most when it is longer: as a run's stdout is
+    cut, ending before a `***` the cut would split (`…y`, never `…y*` or `…y**`) and on a
+    character's start."""
+    return data if len(data) <= limit else data[: _head_end(data, limit)]
+
+
 def cut_marker(cut: int) -> str:
     return f"[... {cut} {'byte' if cut == 1 else 'bytes'} cut ...]"
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from orch.loop.clip import clip
+from orch.loop.clip import clip, head
 from orch.loop.model import ToolCall, Turn, json_value
 from orch.secret.mask import Mask
 
@@ -67,11 +67,8 @@ class Events:
         """Emit the answer; return it as stored (the run's stdout) and whether it was cut."""
         data = self.mask(text).encode()
         truncated = len(data) > self.answer_limit
-        if truncated:  # the head, on a character's start, as stdout keeps it
-            data = data[: self.answer_limit]
-            answer = data.decode("utf-8", "ignore")
-        else:
-            answer = data.decode()
+        # The head, as stdout keeps it: off a `***` it would split, on a character's start.
+        answer = head(data, self.answer_limit).decode("utf-8", "ignore")
         self.emit("final", {"text": answer, "truncated": True} if truncated else {"text": answer})
         return answer, truncated
 

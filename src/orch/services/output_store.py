@@ -54,7 +54,10 @@ class Pending(ABC):
         self.bound = bound
         self._pending: list[tuple[str, int, bytearray]] = []
         self._cut = False  # a stream reached its bound since the last store
-        self._lock = threading.Lock()  # guards the two above
+        # Streams cut at their bound: nothing more of them is kept, even when the cut ended a
+        # byte or two early (`cut_at`), since what came after the cut was never written there.
+        self._full: set[str] = set()
+        self._lock = threading.Lock()  # guards the three above
         # Held from taking the waiting pieces to their commit, so pieces are stored in order: a
         # reader never sees a later piece before an earlier one.
         self.storing = threading.Lock()
@@ -71,16 +74,24 @@ class Pending(ABC):
         better (a run's masked output ends before a `***` it would split)."""
         return room
 
+    def exhausted(self, stream: str) -> bool:
+        """Whether `stream` keeps nothing more: it was cut, or it reached its bound."""
+        return stream in self._full or self.sizes[stream] >= self.bound
+
     def keep(self, stream: str, data: bytes) -> bool:
         """Keep `data` at the end of `stream`, as much of it as its bound leaves room for; whether
-        any of it was kept."""
+        any of it was kept. What is kept of a stream is always the beginning of what it was
+        given: once it is cut, the rest is dropped, however much room the cut left."""
         if not data:
             return False
         with self._lock:
+            if stream in self._full:
+                return False
             start = self.sizes[stream]
             room = self.bound - start
             if len(data) > room:
                 self._cut = True
+                self._full.add(stream)
                 data = data[: self.cut_at(stream, data, max(room, 0))]
                 if not data:
                     return False

@@ -60,7 +60,7 @@ class RunOutput(Pending):
 
     def write(self, stream: str, data: bytes) -> None:
         redactor = self.redactors.get(stream)
-        if redactor is not None and self.sizes[stream] < self.bound:  # past the limit: dropped anyway
+        if redactor is not None and not self.exhausted(stream):  # past the limit: dropped anyway
             data = redactor.feed(data)
         self._keep(stream, data)
 
@@ -76,7 +76,8 @@ class RunOutput(Pending):
     def cut_at(self, stream: str, data: bytes, room: int) -> int:
         """A masked stream's cut never splits a `***`: when the cut falls between two `*`, the
         kept part ends before its last one or two (a reader would take `**` for a cut mask or
-        for the agent's text)."""
+        for the agent's text), and the stream ends there (`Pending.keep`): what came after the
+        `***` is not kept in the room it left."""
         if stream not in self.redactors:
             return room
         back = 0
