@@ -445,7 +445,7 @@ def test_a_stopping_server_kills_running_commands(
         (
             {"command": ["true"], "env": {"BIG": "v" * 131_068}},
             400,
-            "The environment variable BIG is 131,068 bytes; Linux takes at most 131,071",
+            "The environment variable BIG is 131,072 bytes as NAME=value; Linux takes at most 131,071",
         ),
         ({"command": "echo hi"}, 422, "command"),
     ],

@@ -215,7 +215,7 @@ def test_a_file_call_refuses_what_is_no_regular_file_before_opening_it(tmp_path:
         e = held.file_error("read", str(special), done.stderr.decode(), done.returncode)
         assert e.message == f"Could not read {special} in the sandbox: Not a regular file."
         assert "regular files only" in e.fix and "head -c 1000 PATH" in e.fix
-    assert _read(regular).stdout == _read(tmp_path / "to-file").stdout == b"\x00bytes"
+    assert _read(regular).stdout == _read(tmp_path / "to-file").stdout == b"6\n\x00bytes"  # its size first
     assert _read(tmp_path / "missing").stderr.decode().strip().endswith("No such file or directory")
     assert _read(tmp_path).stderr.decode().strip().endswith("Is a directory")
     done = _write(tmp_path, "fifo")

@@ -188,10 +188,16 @@ def exec_(
         return
     end = _stream(client, sandbox, body, wait)
     if end.get("timed_out"):
-        err_console.print(
-            f"[red]✗[/red] timed out after {timeout or DEFAULT_EXEC_TIMEOUT:g} s; it was killed."
-        )
+        err_console.print(f"[red]✗[/red] {_timed_out(end.get('timeout'), timeout)}")
     raise typer.Exit(int(end["exit_code"]))
+
+
+def _timed_out(applied: object, asked: float | None) -> str:
+    """The line for a command that timed out, naming the timeout the server applied (its answer's
+    `timeout`: the default is the shorter of 60 s and the sandbox's lifetime), else the one asked
+    for; a server that says none, with none asked, gets no number rather than a guessed one."""
+    seconds = applied if isinstance(applied, int | float) and not isinstance(applied, bool) else asked
+    return f"timed out after {seconds:g} s; it was killed." if seconds else "timed out; it was killed."
 
 
 def _answer_wait(timeout: float | None) -> float:

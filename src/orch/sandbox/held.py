@@ -696,7 +696,7 @@ class RuncSandbox:
         take: Callable[[int], bool] | None = None,
     ) -> bytes:
         path = lexical(path)
-        out, err = _Collected(limit, take), _Collected()
+        out, err = _Collected(limit, take, sized=True), _Collected()
         stop = out.ended if should_stop is None else lambda: out.ended() or should_stop()
         argv = ["/bin/sh", "-c", _READ, "orch-read", path]
         result = self.exec(argv, timeout=timeout, on_stdout=out, on_stderr=err, should_stop=stop)
@@ -720,8 +720,20 @@ _SPECIAL = (
     '[ -e "$1" ] && [ ! -f "$1" ] && [ ! -d "$1" ] && { echo "orch: $1: Not a regular file" >&2; exit 1; }; '
 )
 
-# Read a file: $1 the path.
-_READ = _SPECIAL + 'exec cat -- "$1"'
+# A symlink that leads to no file (its target, or a directory on the way to it, does not exist; or
+# a loop) is said on stderr, `orch: PATH: Symlink to TARGET`, before the command's own error (the
+# last line, the reason): so a missing file or directory behind it is said as that (`file_error`).
+_DANGLING = (
+    '[ -L "$1" ] && [ ! -e "$1" ] && printf "orch: %s: Symlink to %s\\n" "$1" "$(readlink -- "$1")" >&2; '
+)
+
+# Read a file: $1 the path. Its size comes first, a line of its own on stdout (`-` when it cannot
+# be said), so that the server takes room for all of it before any byte is read (`_Collected`).
+_READ = (
+    _SPECIAL
+    + _DANGLING
+    + 's=$(stat -L -c %s -- "$1" 2>/dev/null) || s=-; printf "%s\\n" "$s"; exec cat -- "$1"'
+)
 
 
 # Write stdin to a file: $1 the path, $2 the file's own name, $3 non-empty when $1 must be a
@@ -748,7 +760,8 @@ _WRITE = (
     'cat > "$t" || { rm -f -- "$t"; exit 1; }; '
     '[ -f "$f" ] && { chmod "$(stat -c %a -- "$f")" "$t" 2>/dev/null || :; }; '
     'mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 1; }; '
-    'else n=; [ -e "$1" ] || n=1; cat > "$1" || { [ -z "$n" ] || rm -f -- "$1"; exit 1; }; fi; '
+    "else " + _DANGLING + 'n=; [ -e "$1" ] || [ -L "$1" ] || n=1; '
+    'cat > "$1" || { [ -z "$n" ] || rm -f -- "$1"; exit 1; }; fi; '
     'printf %s "$1"'
 )
 
@@ -797,24 +810,67 @@ def directory_form(path: str) -> tuple[str, bool]:
 
 class _Collected:
     """Bytes handed to a callback, kept up to `limit` (then `full`), each part once `take` gave
-    room for it (else `refused`, and nothing more is kept)."""
+    room for it (else `refused`, and nothing more is kept).
 
-    def __init__(self, limit: int = 65536, take: Callable[[int], bool] | None = None) -> None:
+    `sized`: the bytes begin with their size, a line of its own (the read script's). Room for
+    all of them is then taken at once, before the first is kept, and a size past `limit` is
+    `full` at once: reads side by side are each given their whole room or refused before they
+    read anything. Before, each took room as its bytes came, and three 64 MiB reads in a
+    workspace whose share is 128 MiB were all refused partway, none read (a tester). Bytes past
+    the size said (a file that grew) take their room as they come."""
+
+    def __init__(
+        self, limit: int = 65536, take: Callable[[int], bool] | None = None, sized: bool = False
+    ) -> None:
         self.limit = limit
         self.take = take
         self.parts: list[bytes] = []
         self.size = 0
+        self.given = 0  # bytes of room `take` gave
         self.refused = False
+        self._head: bytearray | None = bytearray() if sized else None
 
     def __call__(self, data: bytes) -> None:
-        if self.refused:
+        if self._head is not None:
+            head = bytes(self._head + data)
+            line, newline, rest = head.partition(b"\n")
+            if not newline:
+                if len(head) > 64:  # no size line: all of it is the bytes
+                    self._head = None
+                    self._keep(head)
+                else:
+                    self._head = bytearray(head)
+                return
+            self._head = None
+            said = line.decode("ascii", "replace").strip()
+            if said.isdigit():
+                self._reserve(int(said))
+            if rest:
+                self._keep(rest)
+            return
+        self._keep(data)
+
+    def _reserve(self, size: int) -> None:
+        if size > self.limit:
+            self.size = self.limit + 1  # full before any byte is read
+        elif size and self.take is not None:
+            if self.take(size):
+                self.given = size
+            else:
+                self.refused = True
+
+    def _keep(self, data: bytes) -> None:
+        if self.refused or self.full():
             return
         self.size += len(data)
         if self.size > self.limit:
             return
-        if self.take is not None and not self.take(len(data)):
-            self.refused = True
-            return
+        need = self.size - self.given
+        if need > 0 and self.take is not None:
+            if not self.take(need):
+                self.refused = True
+                return
+            self.given += need
         self.parts.append(data)
 
     def full(self) -> bool:
@@ -854,6 +910,11 @@ def file_error(verb: str, path: str, said: str, code: int, disk: int | None = No
         if known is not None:
             return known
     if "No such file" in reason:
+        if (target := _symlink_target(said)) is not None:
+            return NotFound(
+                f"No file {path} in the sandbox: it is a symlink to {target}, which does not exist.",
+                "Read the file it should name, or point the symlink at one (run `ln -sfn TARGET PATH`).",
+            )
         return NotFound(
             f"No file {path} in the sandbox.", "Check the path; relative paths start at /home/user."
         )
@@ -882,6 +943,15 @@ def _write_error(path: str, said: str, reason: str, disk: int | None) -> Invalid
             "symlink to a directory that does not exist).",
             "Give a path whose directories exist or can be made, or remove what is there.",
         )
+    if (
+        reason in ("Directory nonexistent", "No such file or directory")
+        and (target := _symlink_target(said)) is not None
+    ):
+        return InvalidInput(
+            f"Could not write {path} in the sandbox: it is a symlink to {target}, whose directory "
+            "does not exist.",
+            "Make that directory first (e.g. run `mkdir -p DIR`), or write to another path.",
+        )
     if reason in ("Directory nonexistent", "No such file or directory"):
         # The directory exists (it was made, or found): the file system there makes no files
         # (dash says ENOENT of a create as "Directory nonexistent"), as /proc and /sys.
@@ -893,7 +963,15 @@ def _write_error(path: str, said: str, reason: str, disk: int | None) -> Invalid
     return None
 
 
+def _symlink_target(said: str) -> str | None:
+    """The target of the symlink that led to no file, as the file scripts said it (`_DANGLING`)."""
+    found = re.search(r": Symlink to (.*)$", said, re.M)
+    return found[1] if found else None
+
+
 def _file_fix(verb: str, reason: str) -> str:
+    if reason == "Too many levels of symbolic links":
+        return "A symlink on the path leads back to itself: point it at a file (run `ln -sfn TARGET PATH`)."
     if reason == "Not a regular file":
         example = "-- head -c 1000 PATH" if verb == "read" else "-i -- sh -c 'cat > PATH'"
         return (

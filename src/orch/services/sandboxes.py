@@ -64,6 +64,7 @@ FILE_TIMEOUT = 20.0  # seconds a file call's command may take (under a client's 
 MAX_OUTPUT = 1024 * 1024  # bytes of each stream kept in a collected (not streamed) answer
 MAX_STDIN = 1024 * 1024  # bytes of text a command may be given on stdin
 MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
+MAX_NAME = 255  # bytes of one component of a path (Linux's NAME_MAX), in UTF-8
 MAX_COMMAND = 256 * 1024  # bytes of a command's argv and variables together
 MAX_ARGUMENT = 128 * 1024 - 1  # bytes of one argument or NAME=value (Linux's MAX_ARG_STRLEN, its NUL out)
 # How a caller asks for a sandbox's memory, whichever way it calls (the CLI, the API, the client).
@@ -105,6 +106,9 @@ class ExecView(BaseModel):
     duration: float = Field(description="Seconds from its start to its end.")
     timed_out: bool = False
     truncated: bool = Field(False, description=f"Whether a stream had more than {MAX_OUTPUT} bytes (cut).")
+    timeout: float | None = Field(
+        None, description="The seconds it was given: the request's, else the default (or the lifetime)."
+    )
 
 
 class FileView(BaseModel):
@@ -496,7 +500,21 @@ def path_in_sandbox(path: str, what: str = "The path") -> str:
         raise InvalidInput(f"{what} holds a NUL character, which no path can.", "Remove it.")
     if len(path.encode()) > MAX_PATH:
         raise InvalidInput(f"{what} is longer than {MAX_PATH} bytes.", "Give a shorter path.")
+    for part in path.split("/"):
+        _name_size(part, f"A name in {what[:1].lower()}{what[1:]}")
     return path if path.startswith("/") else posixpath.join(HOME, path)
+
+
+def _name_size(name: str, what: str) -> None:
+    """InvalidInput when `name`, one path component, is longer than Linux takes: MAX_NAME bytes,
+    counted in UTF-8 (128 characters of 'é' are 256 bytes), before anything is sent."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME:
+        raise InvalidInput(
+            f"{what} is {size:,} bytes long ({len(name):,} characters); Linux takes at most {MAX_NAME} "
+            "bytes in one file name.",
+            "Give a shorter name (a character outside ASCII takes 2 to 4 bytes).",
+        )
 
 
 def _claim(sandbox: Held) -> None:
@@ -663,10 +681,10 @@ def start_exec(
                 "Pass large data on stdin or in a file (`orch sandbox cp`).",
             )
     for key, value in env.items():
-        if len(key) + 1 + len(value.encode()) > MAX_ARGUMENT:
+        if (whole := len(key) + 1 + len(value.encode())) > MAX_ARGUMENT:
             raise InvalidInput(
-                f"The environment variable {shown_name(key)} is {len(value.encode()):,} bytes; Linux "
-                f"takes at most {MAX_ARGUMENT:,} in one variable, with its name.",
+                f"The environment variable {shown_name(key)} is {whole:,} bytes as NAME=value; Linux "
+                f"takes at most {MAX_ARGUMENT:,} in one variable (NAME=value).",
                 "Pass large data on stdin or in a file (`orch sandbox cp`).",
             )
     data = (stdin or "").encode()
@@ -718,7 +736,7 @@ class Capped:
         return b"".join(self.parts).decode("utf-8", "replace")
 
 
-def collected(result: ExecResult, out: Capped, err: Capped) -> ExecView:
+def collected(result: ExecResult, out: Capped, err: Capped, timeout: float | None = None) -> ExecView:
     return ExecView(
         exit_code=result.exit_code,
         stdout=out.text(),
@@ -726,6 +744,7 @@ def collected(result: ExecResult, out: Capped, err: Capped) -> ExecView:
         duration=round(result.duration, 6),
         timed_out=result.timed_out,
         truncated=out.cut or err.cut,
+        timeout=timeout,
     )
 
 
@@ -763,6 +782,7 @@ def file_name(name: str | None) -> None:
             f"The file name {name!r} is not usable: it names no file in a directory.",
             "Give a name without '/' or NUL, other than '.' and '..' (or leave it out).",
         )
+    _name_size(name, "The file name")
 
 
 def too_large(most: int) -> InvalidInput:

@@ -188,7 +188,7 @@ async def _answered(command: sandboxes.Exec, ws: str, file_limit: int, request: 
         if room.refused:
             refused = room.refused
             raise CapacityReached(f"{refused.message} The command was stopped.", refused.fix)
-        view = sandboxes.collected(result, out, err)
+        view = sandboxes.collected(result, out, err, command.timeout)
         out.parts.clear()  # one copy held while the answer is sent
         err.parts.clear()
         return _Sent(_json(view.model_dump(mode="json")), room.close, media_type="application/json")
@@ -370,7 +370,7 @@ def _streamed(command: sandboxes.Exec, ws: str, file_limit: int) -> Response:
     except BaseException:
         HELD.give(ws, STREAM_ROOM)
         raise
-    return _Stream(_lines(queue, buffer, stop), answered)
+    return _Stream(_lines(queue, buffer, stop, command.timeout), answered)
 
 
 class _Buffer:
@@ -425,8 +425,10 @@ class _Both:
 
 
 async def _lines(
-    queue: asyncio.Queue[tuple[str, Any]], buffer: _Buffer, stop: threading.Event
+    queue: asyncio.Queue[tuple[str, Any]], buffer: _Buffer, stop: threading.Event, timeout: float
 ) -> AsyncIterator[bytes]:
+    """The stream's lines; its last says the command's end, and the timeout it was given (the
+    request's, else the default or the shorter lifetime), which a client names when it timed out."""
     decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
     try:
         while True:
@@ -445,7 +447,7 @@ async def _lines(
                     yield _line({"stream": stream, "data": tail})
             result: ExecResult = value
             end = {"exit_code": result.exit_code, "duration": round(result.duration, 6)}
-            yield _line({**end, "timed_out": result.timed_out})
+            yield _line({**end, "timed_out": result.timed_out, "timeout": timeout})
             return
     finally:
         stop.set()  # the client went away (or the answer ended): the command goes too
