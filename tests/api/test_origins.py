@@ -8,6 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.api.test_ui_pages import mine
+
 SERVICES_PAGE = "http://127.0.0.1:8751"
 
 
@@ -49,8 +51,9 @@ def test_the_uis_own_pages_and_tokens_still_act(browser: httpx.Client, api: http
     )
     # A tool sending the cookie itself (no page: neither header).
     assert browser.put("/v1/secrets/C", json={"value": "x"}).status_code == 200
-    form = browser.post("/ui/settings/secrets", data={"name": "D", "value": "x"}, headers=own)
-    assert form.status_code == 303
+    data = {"name": "D", "value": "x", **mine(browser)}  # the page's form names its workspace
+    form = browser.post("/ui/settings/secrets", data=data, headers=own)
+    assert form.status_code == 303, form.text[:300]
     # Reading with the cookie stays open to any page (a browser keeps the answer from another
     # origin's page), and a token is no ambient credential: it acts from anywhere.
     assert browser.get("/v1/secrets", headers={"Sec-Fetch-Site": "same-site"}).status_code == 200

@@ -43,6 +43,14 @@ def other_token(platform: Platform) -> str:
         return workspaces.create_workspace(s, "beta")[1]
 
 
+def mine(browser: httpx.Client) -> dict[str, str]:
+    """The field a page's changing forms carry: the workspace the page was rendered for (read from
+    a page, as the browser has it)."""
+    found = re.search(r'name="workspace" value="([^"]+)"', browser.get("/ui/settings").text)
+    assert found, "the page's forms name no workspace"
+    return {"workspace": found.group(1)}
+
+
 def alert(html: str) -> str:
     found = re.search(r'role="alert"[^>]*>(.*?)</p>', html, re.S)
     return found.group(1).strip() if found else ""
@@ -134,7 +142,9 @@ def test_a_form_too_large_goes_back_to_its_page_with_a_sentence(
     """A 2 MiB secret value got Starlette's "Field exceeded maximum size of 1024KB." with a fix
     that did not apply; a 9 MiB one the API's raw JSON 413. A form answers as any form that
     fails: back to its page, with orch's sentence there."""
-    resp = browser.post("/ui/settings/secrets", data={"name": "BIG", "value": "x" * size}, headers=OWN)
+    resp = browser.post(
+        "/ui/settings/secrets", data={"name": "BIG", "value": "x" * size, **mine(browser)}, headers=OWN
+    )
     assert resp.status_code == 303, resp.text[:300]
     target = urlsplit(resp.headers["location"])
     assert (target.path, target.fragment) == ("/ui/settings", "secrets")
@@ -278,7 +288,7 @@ def test_a_form_with_bytes_that_are_not_utf8_saves_nothing(browser: httpx.Client
     # (the CLI and the API refuse it; found by a tester).
     resp = browser.post(
         "/ui/settings/secrets",
-        content=b"name=UIS5&value=%ff%fe",
+        content=b"name=UIS5&value=%ff%fe&workspace=" + mine(browser)["workspace"].encode(),
         headers={**OWN, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status_code == 303, resp.text[:300]
@@ -286,7 +296,9 @@ def test_a_form_with_bytes_that_are_not_utf8_saves_nothing(browser: httpx.Client
     assert alert(page.text).startswith("The form holds bytes that are not UTF-8 text, so nothing was saved.")
     assert api.get("/v1/secrets").json() == []
     # UTF-8 text, escaped, is saved as sent.
-    browser.post("/ui/settings/secrets", data={"name": "UIS6", "value": "héllo"}, headers=OWN)
+    browser.post(
+        "/ui/settings/secrets", data={"name": "UIS6", "value": "héllo", **mine(browser)}, headers=OWN
+    )
     assert [s["name"] for s in api.get("/v1/secrets").json()] == ["UIS6"]
 
 
@@ -295,9 +307,11 @@ def test_a_secret_named_in_the_url_is_shown_only_if_it_is_one(browser: httpx.Cli
     assert "hunter2" not in spoof.text and 'role="status"' not in spoof.text
     # A secret's name that the list does not back: not shown either.
     assert 'role="status"' not in browser.get("/ui/settings?secret=NOT_SAVED&done=set").text
-    saved = browser.post("/ui/settings/secrets", data={"name": "API_KEY", "value": "v"}, headers=OWN)
+    saved = browser.post(
+        "/ui/settings/secrets", data={"name": "API_KEY", "value": "v", **mine(browser)}, headers=OWN
+    )
     assert "Secret API_KEY saved." in browser.get(saved.headers["location"]).text
-    deleted = browser.post("/ui/settings/secrets/API_KEY/delete", headers=OWN)
+    deleted = browser.post("/ui/settings/secrets/API_KEY/delete", data=mine(browser), headers=OWN)
     assert "Secret API_KEY deleted." in browser.get(deleted.headers["location"]).text
 
 
@@ -308,7 +322,9 @@ def test_a_failed_default_goes_back_to_settings_with_its_sentence(
     drain(platform)
     env = api.get("/v1/environments/broken").json()
     assert env["status"] == "failed"
-    resp = browser.post("/ui/settings/default-environment", data={"environment": env["id"]}, headers=OWN)
+    resp = browser.post(
+        "/ui/settings/default-environment", data={"environment": env["id"], **mine(browser)}, headers=OWN
+    )
     assert resp.status_code == 303  # a reload shows Settings again; it does not send the form again
     target = urlsplit(resp.headers["location"])
     assert (target.path, target.fragment) == ("/ui/settings", "default-heading")
@@ -323,9 +339,9 @@ def test_a_failed_default_goes_back_to_settings_with_its_sentence(
 
 def test_a_sandbox_removed_already_says_so(browser: httpx.Client, api: httpx.Client, holder) -> None:
     sandbox = create(api)
-    first = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", headers=OWN)
+    first = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", data=mine(browser), headers=OWN)
     assert "Removed " + sandbox["id"] in browser.get(first.headers["location"]).text
-    again = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", headers=OWN)
+    again = browser.post(f"/ui/sandboxes/{sandbox['id']}/remove", data=mine(browser), headers=OWN)
     page = browser.get(again.headers["location"]).text
     assert f"{sandbox['id']} was already removed (removed on request); nothing to remove." in page
     assert "Removed " + sandbox["id"] not in page
@@ -334,7 +350,7 @@ def test_a_sandbox_removed_already_says_so(browser: httpx.Client, api: httpx.Cli
     running = create(api)
     for shown in (running["id"], "sbx_neverexisted"):
         assert "Removed " + shown not in browser.get("/ui/sandboxes", params={"removed": shown}).text
-    unknown = browser.post("/ui/sandboxes/sbx_nothere00/remove", headers=OWN)
+    unknown = browser.post("/ui/sandboxes/sbx_nothere00/remove", data=mine(browser), headers=OWN)
     assert alert(browser.get(unknown.headers["location"]).text).startswith(
         "No sandbox &#39;sbx_nothere00&#39; in this workspace."
     )
@@ -385,13 +401,13 @@ def test_a_run_can_be_cancelled_from_its_page(browser: httpx.Client, api: httpx.
     run_id = api.post("/v1/runs", json={"agent": hello}).json()["id"]  # stays queued: no workers
     page = browser.get(f"/ui/runs/{run_id}").text
     assert f'action="/ui/runs/{run_id}/cancel"' in page
-    refused = browser.post(f"/ui/runs/{run_id}/cancel", headers=SERVICES_PAGE)
+    refused = browser.post(f"/ui/runs/{run_id}/cancel", data=mine(browser), headers=SERVICES_PAGE)
     assert refused.status_code == 403 and api.get(f"/v1/runs/{run_id}").json()["status"] == "queued"
-    done = browser.post(f"/ui/runs/{run_id}/cancel", headers=OWN)
+    done = browser.post(f"/ui/runs/{run_id}/cancel", data=mine(browser), headers=OWN)
     assert done.status_code == 303 and done.headers["location"] == f"/ui/runs/{run_id}"
     assert api.get(f"/v1/runs/{run_id}").json()["status"] == "cancelled"
     assert "/cancel" not in browser.get(f"/ui/runs/{run_id}").text  # ended: no button
-    again = browser.post(f"/ui/runs/{run_id}/cancel", headers=OWN)
+    again = browser.post(f"/ui/runs/{run_id}/cancel", data=mine(browser), headers=OWN)
     assert alert(browser.get(again.headers["location"]).text).startswith(f"Run {run_id} has already ended")
 
 
@@ -449,3 +465,77 @@ def test_the_new_environment_names_pattern_is_valid_under_the_v_flag(browser: ht
     for path in ("/ui/environments/new", "/ui/settings"):
         for pattern in re.findall(r'pattern="([^"]*)"', browser.get(path).text):
             assert not re.search(r"[^\\]-\]", pattern), pattern
+
+
+# ---- forms of a page rendered for another workspace -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/ui/settings/secrets/API_KEY/delete", {}),
+        ("/ui/settings/secrets", {"name": "API_KEY", "value": "replaced"}),
+        ("/ui/settings/default-environment", {"environment": ""}),
+        ("/ui/runs/run_nothere00/cancel", {}),
+        ("/ui/sandboxes/sbx_nothere00/remove", {}),
+    ],
+)
+def test_a_form_of_a_page_for_another_workspace_changes_nothing(
+    browser: httpx.Client, api: httpx.Client, other_token: str, path: str, data: dict[str, str]
+) -> None:
+    """Found by a tester: tab 1 showed Settings of workspace team; tab 2 signed in to another
+    (the cookie is shared); Delete next to API_KEY in tab 1 deleted the OTHER workspace's
+    API_KEY, silently. A form says which workspace its page was for; another one is refused."""
+    other = httpx.Client(
+        transport=api._transport,
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {other_token}"},
+    )
+    for client in (api, other):
+        assert client.put("/v1/secrets/API_KEY", json={"value": "kept"}).status_code == 200
+    rendered_for = mine(browser)  # tab 1's page, for team
+    browser.cookies.set("orch_token", other_token)  # tab 2 signs in to beta
+    for sent in (rendered_for, {}):  # the page's field, or none at all
+        resp = browser.post(path, data={**data, **sent}, headers=OWN)
+        assert resp.status_code == 409, resp.text[:300]
+        said = "This page was for workspace team" if sent else "This page was for another workspace"
+        assert alert(resp.text) == f"{said}; you are now signed in to workspace beta, so nothing was changed."
+        assert "Reload the page." in resp.text and "workspace beta" in resp.text
+    for client in (api, other):
+        assert [s["name"] for s in client.get("/v1/secrets").json()] == ["API_KEY"]
+    # What a page's script asks before a change it makes through the API (Run, Restart, ...).
+    now = browser.get("/ui/workspace").json()
+    assert now["name"] == "beta" and now["id"] != rendered_for["workspace"]
+    assert f'data-workspace="{now["id"]}"' in browser.get("/ui/settings").text
+    browser.cookies.clear()
+    assert browser.get("/ui/workspace").status_code == 401
+    browser.cookies.set("orch_token", other_token)
+    [kept] = other.get("/v1/secrets").json()
+    assert kept["updated_at"] == kept["created_at"]  # not replaced either
+    # Reloaded, the page is beta's, and its forms act on beta.
+    deleted = browser.post("/ui/settings/secrets/API_KEY/delete", data=mine(browser), headers=OWN)
+    assert deleted.status_code == 303 and other.get("/v1/secrets").json() == []
+    assert [s["name"] for s in api.get("/v1/secrets").json()] == ["API_KEY"]
+
+
+def test_a_short_runs_duration_reads_as_the_cli_says_it(
+    browser: httpx.Client, api: httpx.Client, platform: Platform, hello: str
+) -> None:
+    """Found by a tester: a 41 ms run's page said "Duration 0.0 s" where `orch runs show` said
+    "41 ms"; the pages say a duration as the CLI does."""
+    from datetime import timedelta
+
+    from orch.store.schema import RunRow
+
+    fast, slow = (api.post("/v1/runs", json={"agent": hello}).json()["id"] for _ in range(2))
+    with platform.store.session() as s:
+        for run_id, took in ((fast, 0.041), (slow, 1.74)):
+            row = s.get(RunRow, run_id)
+            assert row is not None
+            row.status = "succeeded"
+            row.finished_at = row.queued_at + timedelta(seconds=took)
+            row.started_at = row.queued_at
+    assert re.search(r'data-field="duration">41 ms<', browser.get(f"/ui/runs/{fast}").text)
+    assert re.search(r'data-field="duration">1.7 s<', browser.get(f"/ui/runs/{slow}").text)
+    listed = browser.get("/ui/runs").text
+    assert "<td>41 ms</td>" in listed and "<td>1.7 s</td>" in listed and "0.0 s" not in listed

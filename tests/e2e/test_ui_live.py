@@ -5,6 +5,7 @@ load with no error in the console."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -157,13 +158,32 @@ def test_a_page_signed_out_meanwhile_says_so_not_the_apis_advice(page: Page, ser
 
 def test_the_menu_wraps_at_phone_width(browser: Browser, server: Server) -> None:
     """At 360 px the header was one line 820 px wide: Services, Sandboxes, Settings and Sign out
-    were off-screen and every page scrolled sideways (found by a tester)."""
+    were off-screen and every page scrolled sideways (found by a tester). Then the Sandboxes page
+    with a sandbox open (its table's hidden Actions heading stuck out of its box, to 836 px) and
+    an environment's page (its image's name) still did (found by a tester)."""
+    created = server.cli("sandbox", "create", "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+    sandbox = json.loads(created.stdout)
     context = browser.new_context(base_url=server.url, viewport={"width": 360, "height": 640})
     page = context.new_page()
     try:
         sign_in(page, server)
-        for path in ("/ui/runs", "/ui/services", "/ui/environments", "/ui/settings"):
+        environment = f"/ui/environments/{sandbox['environment']['name']}"
+        for path in (
+            "/ui/runs",
+            "/ui/services",
+            "/ui/environments",
+            "/ui/settings",
+            "/ui/sandboxes",
+            environment,
+        ):
             page.goto(path)
+            if path == "/ui/sandboxes":
+                expect(page.locator(f"tr[data-sandbox='{sandbox['id']}']")).to_have_count(1)
+            if path == environment:
+                expect(page.locator("[data-field=image]")).to_contain_text(":")
+            page.evaluate("window.scrollTo(1000, 0)")
+            assert page.evaluate("window.scrollX") == 0, path
             assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
             for item in [
                 *page.get_by_role("navigation", name="Main").get_by_role("link").all(),

@@ -18,6 +18,7 @@ from orch.cli.utils import JSON, plain_table, variables
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, check_name, listed, segment
+from orch.durations import duration_text
 from orch.errors import InvalidInput, ServerUnreachable
 from orch.loop.transcript import transcript_line
 from orch.reading import STDIN, read_bounded
@@ -87,14 +88,8 @@ def _env_text(run: dict[str, Any]) -> str:
     return f"environment {env['name']} ({rule})"
 
 
-def _duration(seconds: float) -> str:
-    """A run's duration as a person reads it: "32 ms" for a run faster than a tenth of a second
-    (most of them: not "0.0 s"), else "1.7 s"."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 0.1 else f"{seconds:.1f} s"
-
-
 def _summary(run: dict[str, Any]) -> str:
-    took = f" in {_duration(run['duration'])}" if run.get("duration") is not None else ""
+    took = f" in {duration_text(run['duration'])}" if run.get("duration") is not None else ""
     exit_text = f" · exit {run['exit_code']}" if run["exit_code"] is not None else ""
     said = run.get("reason") if run["status"] != "succeeded" else None
     # A reason that only repeats the exit code ("exit code 3") is said once, as the code.

@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orch import dockerfile
-from orch.errors import Forbidden, InvalidInput, NotFound, OrchError, TooLarge, Unauthorized
+from orch.durations import duration_text
+from orch.errors import Conflict, Forbidden, InvalidInput, NotFound, OrchError, TooLarge, Unauthorized
 from orch.loop.transcript import tool_call_text
 from orch.models import check_name
 from orch.secret import box
@@ -48,6 +49,8 @@ def plain(text: object) -> str:
 
 
 templates.env.filters["plain"] = plain
+# A run's duration as the CLI says it ("41 ms", "1.7 s"; app.js's durationText says it live).
+templates.env.filters["duration"] = duration_text
 # A tool call as `orch run` and `orch runs events` say it (bash's command, a file tool's path).
 templates.env.filters["arguments"] = lambda arguments, name: tool_call_text(str(name), arguments)
 
@@ -190,16 +193,27 @@ def page(
     return templates.TemplateResponse(request, template, {"workspace": ws, "failure": failure, **context})
 
 
-def action(request: Request, platform: Platform, back: str, do: Callable[[WorkspaceRow], str]) -> Response:
+# The hidden field every changing form carries (templates/_for_workspace.html): the id of the
+# workspace its page was rendered for.
+FOR_WORKSPACE = "workspace"
+
+
+def action(
+    request: Request, platform: Platform, form: Filled, back: str, do: Callable[[WorkspaceRow], str]
+) -> Response:
     """A form's change for the signed-in workspace, then a redirect to the URL `do` returns; if
     it fails, back to the form's page (`back`) with the sentence shown there, so a reload shows
-    the page again rather than sending the form again."""
+    the page again rather than sending the form again. A form rendered for another workspace
+    than the one signed in now (another tab signed in to another one since, sharing the cookie)
+    changes nothing: its name-keyed change (delete secret API_KEY) would hit the wrong one."""
     try:
         ws = _workspace(request, platform)
     except Unauthorized:
         return _to_sign_in(request, back.partition("#")[0])
     except Forbidden as e:
         return _error_page(request, e)
+    if form.problem is None and form.fields.get(FOR_WORKSPACE) != ws.id:
+        return _error_page(request, _other_workspace(platform, form.fields.get(FOR_WORKSPACE, ""), ws), ws)
     try:
         return RedirectResponse(do(ws), status_code=303)
     except OrchError as e:
@@ -210,6 +224,19 @@ def action(request: Request, platform: Platform, back: str, do: Callable[[Worksp
         path, _, fragment = back.partition("#")
         target = f"{path}?{urlencode({'failed': sealed})}" + (f"#{fragment}" if fragment else "")
         return RedirectResponse(target, status_code=303)
+
+
+def _other_workspace(platform: Platform, rendered_for: str, ws: WorkspaceRow) -> Conflict:
+    """Why a form rendered for another workspace than `ws` changed nothing, naming both."""
+    other = None
+    if rendered_for:
+        with platform.store.session() as s:
+            other = s.get(WorkspaceRow, rendered_for)
+    was = f"workspace {other.name}" if other is not None else "another workspace"
+    return Conflict(
+        f"This page was for {was}; you are now signed in to workspace {ws.name}, so nothing was changed.",
+        "Reload the page.",
+    )
 
 
 def _opened(platform: Platform, ws: WorkspaceRow, sealed: str) -> OrchError | None:
@@ -313,6 +340,17 @@ def logout(request: Request) -> Response:
     return signed_out(RedirectResponse("/ui/login", status_code=303))
 
 
+@router.get("/workspace")
+def signed_in_workspace(request: Request, platform: PlatformDep) -> Response:
+    """The workspace the browser is signed in to now, for a page's script to check before a
+    change it makes through the API (app.js, sameWorkspace): the page's may be another's."""
+    try:
+        ws = _workspace(request, platform)
+    except Unauthorized as e:
+        return JSONResponse({"message": e.message, "fix": e.fix}, status_code=401)
+    return JSONResponse({"id": ws.id, "name": ws.name}, headers={"Cache-Control": "no-store"})
+
+
 # ---- environments ----------------------------------------------------------------------------
 
 
@@ -396,7 +434,7 @@ def set_default(request: Request, platform: PlatformDep, form: FormDep) -> Respo
             envs.clear_default(platform, ws.id)
         return "/ui/settings?saved=1"
 
-    return action(request, platform, "/ui/settings#default-heading", do)
+    return action(request, platform, form, "/ui/settings#default-heading", do)
 
 
 @router.post("/settings/secrets")
@@ -406,16 +444,16 @@ def set_secret(request: Request, platform: PlatformDep, form: FormDep) -> Respon
         workspace_secrets.set_secret(platform, ws.id, name.strip(), value)
         return f"/ui/settings?{urlencode({'secret': name.strip(), 'done': 'set'})}#secrets"
 
-    return action(request, platform, "/ui/settings#secrets", do)
+    return action(request, platform, form, "/ui/settings#secrets", do)
 
 
 @router.post("/settings/secrets/{name}/delete")
-def delete_secret(name: str, request: Request, platform: PlatformDep) -> Response:
+def delete_secret(name: str, request: Request, platform: PlatformDep, form: FormDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
         workspace_secrets.delete_secret(platform, ws.id, name)
         return f"/ui/settings?{urlencode({'secret': name, 'done': 'deleted'})}#secrets"
 
-    return action(request, platform, "/ui/settings#secrets", do)
+    return action(request, platform, form, "/ui/settings#secrets", do)
 
 
 # ---- agents and runs --------------------------------------------------------------------------
@@ -478,12 +516,12 @@ def run_page(run_id: str, request: Request, platform: PlatformDep) -> Response:
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel_run(run_id: str, request: Request, platform: PlatformDep) -> Response:
+def cancel_run(run_id: str, request: Request, platform: PlatformDep, form: FormDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
         runs.cancel(platform, ws.id, run_id)
         return f"/ui/runs/{run_id}"
 
-    return action(request, platform, f"/ui/runs/{run_id}", do)
+    return action(request, platform, form, f"/ui/runs/{run_id}", do)
 
 
 # ---- sandboxes on demand ------------------------------------------------------------------------
@@ -529,14 +567,14 @@ def _already_ended(platform: Platform, ws: WorkspaceRow, sandbox_id: str) -> str
 
 
 @router.post("/sandboxes/{sandbox_id}/remove")
-def remove_sandbox(sandbox_id: str, request: Request, platform: PlatformDep) -> Response:
+def remove_sandbox(sandbox_id: str, request: Request, platform: PlatformDep, form: FormDep) -> Response:
     def do(ws: WorkspaceRow) -> str:
         if sandboxes.show(platform, ws.id, sandbox_id).status in ("removed", "failed"):
             return f"/ui/sandboxes?gone={sandbox_id}"
         sandboxes.remove(platform, ws.id, sandbox_id)
         return f"/ui/sandboxes?removed={sandbox_id}"
 
-    return action(request, platform, "/ui/sandboxes", do)
+    return action(request, platform, form, "/ui/sandboxes", do)
 
 
 # ---- services ---------------------------------------------------------------------------------

@@ -32,6 +32,21 @@ async function api(method, path, body) {
   return data;
 }
 
+// Before a change the page makes through the API (keyed by a name, as the CLI's: run agent X,
+// restart service Y): the browser must still be signed in to the workspace the page was rendered
+// for (base.html, data-workspace). Another tab may have signed in to another one since (the
+// cookie is shared), and the change would act there; the plain forms are checked by the server.
+async function sameWorkspace() {
+  const page = document.body.dataset;
+  const now = await api("GET", "/ui/workspace");
+  if (now.id === page.workspace) return;
+  const error = new Error(
+    `This page was for workspace ${page.workspaceName}; you are now signed in to workspace ${now.name}, so nothing was changed.`,
+  );
+  error.fix = "Reload the page.";
+  throw error;
+}
+
 // Whether asking again may help: no answer at all, or the server's own trouble (5xx, 429), as
 // when it restarts. Anything else (signed out, deleted) stays so.
 function passing(error) {
@@ -149,6 +164,7 @@ function setupCreate(form) {
       no_cache: form.elements.no_cache.checked,
     };
     try {
+      await sameWorkspace();
       const env = await api("POST", "/v1/environments", body);
       window.location.href = `/ui/environments/${env.id}`;
     } catch (error) {
@@ -210,6 +226,7 @@ function setupRebuild(button) {
   button.addEventListener("click", async () => {
     const noCache = document.getElementById("rebuild-no-cache").checked;
     try {
+      await sameWorkspace();
       await api("POST", `/v1/environments/${button.dataset.rebuild}/build`, { no_cache: noCache });
       window.location.reload();
     } catch (error) {
@@ -231,6 +248,7 @@ function setupRunForm(form) {
       return;
     }
     try {
+      await sameWorkspace();
       const run = await api("POST", "/v1/runs", { agent: form.dataset.runForm, input });
       window.location.href = `/ui/runs/${run.id}`;
     } catch (error) {
@@ -285,6 +303,11 @@ async function followRun(box) {
   }
 }
 
+// A run's duration as the CLI and the rendered page say it (durations.py, duration_text).
+function durationText(seconds) {
+  return seconds < 0.1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(1)} s`;
+}
+
 function showRun(field, run) {
   field("status").textContent = run.status;
   field("status").className = `status status-${run.status}`;
@@ -292,7 +315,7 @@ function showRun(field, run) {
   field("reason").textContent = run.reason || "";
   field("environment").textContent = run.environment.name ? `${run.environment.name} (${run.environment_rule})` : "";
   field("deps").textContent = run.deps;
-  field("duration").textContent = run.duration === null ? "" : `${run.duration.toFixed(1)} s`;
+  field("duration").textContent = run.duration === null ? "" : durationText(run.duration);
   const cancel = document.querySelector(`[data-run-cancel="${run.id}"]`);
   if (cancel) cancel.hidden = true; // nothing left to cancel
 }
@@ -307,7 +330,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-run-log]").forEach(followRun);
 });
 
-const SERVICE_FACTS_EVERY = 2000; // ms: a chatty service's page asks for its facts no more often
+const SERVICE_FACTS_EVERY = 2000; // ms: a service page asks for its facts this often while shown
 
 // A service's uptime as the pages render it (templates/_uptime.html): none while no replica runs.
 function uptimeText(seconds) {
@@ -318,14 +341,14 @@ function uptimeText(seconds) {
 }
 
 // A service page's facts as the API says them now, as templates/service.html renders them: a
-// scale, restart or stop seen elsewhere shows without a reload, as the state beside them does.
+// crash, scale, restart or stop seen elsewhere shows without a reload, the state with the rest.
 function showService(svc) {
   const byId = (id) => document.getElementById(id);
+  byId("service-state").textContent = svc.state;
+  byId("service-state").className = `status status-${svc.state}`;
   byId("service-version").textContent = `v${svc.version}`;
   byId("service-desired").textContent = svc.desired;
   byId("service-restarts").textContent = svc.restarts;
-  // The running replica's: after a crash and restart, the new one's, not the page's.
-  byId("service-uptime").textContent = uptimeText(svc.uptime);
   const running = svc.replicas.filter((r) => r.state === "running").length;
   byId("service-replicas").textContent = `${running} of ${svc.desired_replicas} running`;
   const list = byId("service-replica-list");
@@ -349,30 +372,59 @@ function showService(svc) {
   document.querySelectorAll('[data-row="error"]').forEach((row) => { row.hidden = !svc.error; });
 }
 
+// Resolves at once while the page is shown, else once it is shown again: a hidden tab asks nothing.
+function shown() {
+  if (document.visibilityState !== "hidden") return Promise.resolve();
+  return new Promise((go) => {
+    const again = () => {
+      if (document.visibilityState === "hidden") return;
+      document.removeEventListener("visibilitychange", again);
+      go();
+    };
+    document.addEventListener("visibilitychange", again);
+  });
+}
+
+// A service page's facts (state, replicas, uptime, ...) all from one answer of the API, asked
+// every SERVICE_FACTS_EVERY ms whatever its log does: they read as of one moment. The uptime
+// ticks each second from the running replica's start the last answer gave (after a restart, the
+// new replica's).
+async function followServiceFacts(name) {
+  const uptime = document.getElementById("service-uptime");
+  let since; // when the running replica started (Date.now() ms), null while none runs
+  const tick = () => {
+    if (since !== undefined) uptime.textContent = since === null ? "" : uptimeText((Date.now() - since) / 1000);
+  };
+  const ticking = setInterval(tick, 1000);
+  for (;;) {
+    await shown();
+    try {
+      const svc = await api("GET", `/v1/services/${name}`);
+      since = svc.uptime === null || svc.uptime === undefined ? null : Date.now() - svc.uptime * 1000;
+      showService(svc);
+      tick();
+    } catch (error) {
+      // The log's follower says so (a line above the log); asking again helps only if passing.
+      if (!passing(error)) { clearInterval(ticking); return; }
+    }
+    await sleep(SERVICE_FACTS_EVERY);
+  }
+}
+
+// A service's log, as it grows (a long poll: the server answers when there is more, or after
+// 10 s). The facts beside it follow on their own cadence (followServiceFacts).
 async function followService(pre) {
   const name = pre.dataset.serviceLog;
-  const state = document.getElementById("service-state");
-  const showState = (value) => {
-    state.textContent = value;
-    state.className = `status status-${value}`;
-  };
+  followServiceFacts(name);
   const link = connection(pre);
   const plain = plainText();
   let offset = 0;
-  let factsAt = Date.now();
   for (;;) {
     try {
       const chunk = await api("GET", `/v1/services/${name}/logs?offset=${offset}&wait=10`);
       link.answered();
       offset = chunk.offset;
       if (chunk.text) { pre.append(plain(chunk.text)); pre.scrollTop = pre.scrollHeight; }
-      showState(chunk.state); // live: a crash, a restart, a stop elsewhere
-      if (Date.now() - factsAt >= SERVICE_FACTS_EVERY) {
-        factsAt = Date.now();
-        const svc = await api("GET", `/v1/services/${name}`);
-        showState(svc.state);
-        showService(svc);
-      }
     } catch (error) {
       if (await link.failed(error)) continue;
       return;
@@ -385,6 +437,7 @@ function setupServiceAction(button) {
   button.addEventListener("click", async () => {
     errorBox.hidden = true;
     try {
+      await sameWorkspace();
       await api("POST", `/v1/services/${button.dataset.service}/${button.dataset.serviceAction}`);
       window.location.reload();
     } catch (error) {
