@@ -1286,6 +1286,24 @@ def test_without_a_timeout_a_command_runs_within_a_short_lifetime(
     assert api.post(url, json={"command": ["true"], "timeout": 30}).status_code == 200
 
 
+def test_a_killed_command_whose_sandbox_is_seen_ended_a_moment_later_says_so(
+    api: httpx.Client, holder: FakeHolder, platform: Platform
+) -> None:
+    """Under gVisor a command killed with its sandbox can answer (137) before the sandbox's
+    process has exited: on a loaded machine the answer was the 137, the death unsaid (CI)."""
+    sb = create(api)
+    fake = holder.last()
+
+    def killed_then_ended(cmd: Command) -> int:
+        threading.Timer(0.3, fake.die).start()  # its process exits a moment after the command's answer
+        return 137
+
+    fake.behaviour = killed_then_ended
+    resp = api.post(f"/v1/sandboxes/{sb['id']}/exec", json={"command": ["sh", "-c", "kill -KILL 1"]})
+    assert error(resp, 409).startswith(f"The sandbox {sb['id']} stopped running while the command ran")
+    assert api.get(f"/v1/sandboxes/{sb['id']}").json()["status"] == "failed"
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 def test_a_command_whose_sandbox_dies_under_it_says_so(
     api: httpx.Client, holder: FakeHolder, platform: Platform, streamed: bool

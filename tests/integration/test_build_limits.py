@@ -108,9 +108,10 @@ def test_a_step_that_fills_a_tmpfs_mount_to_the_memory_limit_fails_the_build_nam
     engine: PodmanEngine,
 ) -> None:
     """A tmpfs mount's files are the step's memory: its writer is killed, yet the step ends with
-    1 (the files stay charged, so its container is killed too), not 137 (a found defect: the
-    build said only "exit code 1")."""
-    step = "--mount=type=tmpfs,target=/t head -c 400M /dev/zero > /t/x; df -h /t; echo done"
+    1, not 137 (a found defect: the build said only "exit code 1"). The step says `exit 1`
+    itself: after the writer, the kernel kills whichever process the files' charge leaves no
+    room for, and on a loaded CI it once spared the shell, whose `echo` ended the step with 0."""
+    step = "--mount=type=tmpfs,target=/t head -c 400M /dev/zero > /t/x; df -h /t; echo done; exit 1"
     with pytest.raises(BuildFailed) as failed:
         engine.build(request("tmpfs", step), lambda line: None)
     assert failed.value.message == (

@@ -582,6 +582,8 @@ class Exec:
             raise
         finally:
             _touch(self.platform, self.sandbox_id)
+        if result.exit_code == KILLED:  # killed: its sandbox may be ending under it
+            _seen_ended(self.sandbox)
         _ended_under(self.platform, self.sandbox_id, self.sandbox, _RAN)
         if result.cancelled and stopping.is_set() and not should_stop():
             raise _server_stopped(self.sandbox_id, _RAN)
@@ -589,6 +591,18 @@ class Exec:
 
 
 _RAN = "the command ran"
+KILLED = 128 + 9  # a command's exit code when SIGKILL ended it
+# How long a killed command's sandbox is given to be seen ended: under gVisor the command's
+# answer can come before the sandbox's process has exited after its init did (on a loaded
+# machine, the sandbox was still alive when the command had ended, and its death went unsaid).
+SETTLE_SECONDS = 2.0
+
+
+def _seen_ended(sandbox: Held) -> None:
+    """Wait, up to SETTLE_SECONDS, for a sandbox that may be ending to be seen not alive."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while sandbox.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _there(during: str) -> str:
