@@ -136,21 +136,25 @@ def drain_runs(platform: Platform) -> int:
 # --no-loadscope-reorder`, scripts/test; its default would put the modules of most tests first),
 # so each starts at once and the many short ones fill the gaps, rather than one long module
 # running alone at the end.
-LONGEST_FIRST = (  # measured with --durations=0 in CI (2026-12-06), longest first
+LONGEST_FIRST = (  # measured with --durations=0 in CI (2026-12-07), longest first
     "tests/faults/test_random_kills.py",
     "tests/integration/test_services.py",
     "tests/integration/test_cluster.py",
     "tests/integration/test_environments.py",
     "tests/integration/test_runs.py",
     "tests/integration/test_sandboxes.py",
-    "tests/security/test_hostile.py",
     "tests/api/test_sandboxes.py",
-    "tests/api/test_schemathesis.py",
-    "tests/security/test_hostile_exec.py",
-    "tests/e2e/test_ui.py",
     "tests/security/test_hostile_loop.py",
-    "tests/integration/test_fresh_machine.py",
+    "tests/api/test_schemathesis.py",
+    "tests/e2e/test_ui.py",
+    "tests/integration/test_two_servers.py",
+    "tests/e2e/test_ui_live.py",
+    "tests/security/test_hostile_exec.py",
     "tests/integration/test_registry.py",
+    "tests/security/test_hostile.py",
+    "tests/load/test_load.py",
+    "tests/integration/test_services_traffic.py",
+    "tests/integration/test_fresh_machine.py",
 )
 
 

@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL server for the store and API tests, and a fresh database per test.
 
 The server is Debian's PostgreSQL (installed by `scripts/setup --dev`), started from its own
-binaries on a cluster in a temporary directory: the system cluster and service are never used,
-so a test run needs nothing running beforehand and leaves nothing behind. It listens on
+binaries on a cluster in memory (/dev/shm; else in the temporary directory): the system cluster
+and service are never used, so a test run needs nothing running beforehand and leaves nothing
+behind. It listens on
 127.0.0.1 only, on a free port, with trust authentication (loopback, throwaway data).
 
 A run that is killed cannot stop its server or remove its cluster: each cluster's directory
@@ -37,6 +38,20 @@ TEMPLATE = "orch_template"
 PREFIX = "orch-pg-"  # the clusters' directories, in the temporary directory
 OWNER = "owner"  # in a cluster's directory: the pid of the process that made it
 UNOWNED_AGE = 3600  # seconds: a directory without an owner file this old is a leftover
+# Where the clusters live: in memory when the machine has a tmpfs for it. Every test creates and
+# drops a database (about a thousand files each); on this kind of machine's disk (ext4, mounted
+# with `discard`) one took about 0.35 s, in memory about 15 ms.
+MEMORY = Path("/dev/shm")
+
+
+def root() -> Path:
+    """The directory the clusters are made in: ORCH_TEST_POSTGRES_DIR when set (a test of the
+    sweep), else /dev/shm when it is a writable directory, else the temporary directory."""
+    if chosen := os.environ.get("ORCH_TEST_POSTGRES_DIR"):
+        return Path(chosen)
+    if MEMORY.is_dir() and os.access(MEMORY, os.W_OK | os.X_OK):
+        return MEMORY
+    return Path(tempfile.gettempdir())
 
 
 def find_bin() -> Path:
@@ -115,6 +130,9 @@ class PostgresServer:
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
                 "-c max_connections=200",
+                # Each database made from the template writes it to the log: bounded, in memory.
+                "-c max_wal_size=128MB",
+                "-c min_wal_size=32MB",
                 # Not UTC, so that every test shows orch reads times back in UTC all the same.
                 "-c timezone=Asia/Kolkata",
             ]
@@ -149,7 +167,7 @@ def running() -> Iterator[PostgresServer]:
     cluster removed after (the tests' fixture, and bench/control_plane.py)."""
     binaries = find_bin()
     sweep(binaries)
-    server = PostgresServer(binaries, Path(tempfile.mkdtemp(prefix=PREFIX)))
+    server = PostgresServer(binaries, Path(tempfile.mkdtemp(prefix=PREFIX, dir=root())))
     (server.dir / OWNER).write_text(str(os.getpid()))
     try:
         server.start()
@@ -168,11 +186,11 @@ def running() -> Iterator[PostgresServer]:
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
-def sweep(binaries: Path, root: Path | None = None) -> list[Path]:
+def sweep(binaries: Path, where: Path | None = None) -> list[Path]:
     """Stop the servers of and remove the clusters left by killed test runs: those whose owner
     process is gone (or, without an owner file, made over an hour ago). Return what it removed."""
     removed = []
-    for d in Path(root or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+    for d in (where or root()).glob(f"{PREFIX}*"):
         try:
             owner: int | None = int((d / OWNER).read_text())
         except (OSError, ValueError):

@@ -7,6 +7,7 @@ The server writes ``url`` and ``token`` into that file on start, so a CLI with t
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, OrchError
 
 CONFIG_FILE = "config.toml"
 
@@ -713,6 +714,15 @@ def write_file(path: Path, updates: Mapping[str, Any]) -> None:
     make_home(path.parent)
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)  # left by a kill: it may have another mode
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-        f.write(tomlkit.dumps(document))
-    tmp.replace(path)
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+            f.write(tomlkit.dumps(document))
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # the file it was to replace is as it was
+        if e.errno == errno.ENOSPC:
+            raise OrchError(
+                f"The disk under {path.parent} is full: orch cannot write {path.name} there.",
+                "Free space on that disk (`df -h` shows it), then run the command again.",
+            ) from None
+        raise

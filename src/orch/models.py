@@ -198,3 +198,20 @@ def check_name(name: str, what: str = "Environment name", id_prefix: str = "") -
 
 def new_id(prefix: str) -> str:
     return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def id_pattern(prefix: str) -> re.Pattern[str]:
+    """The ids `new_id(prefix)` makes, and no other."""
+    return re.compile(rf"^{prefix}_[{_ID_ALPHABET}]{{10}}$")
+
+
+def chosen_id(value: str, pattern: re.Pattern[str], what: str) -> str:
+    """An id a caller chose for a new `what` (a run, a sandbox: so that a create cut short can be
+    undone by it), of `pattern` (`id_pattern`) as the server makes them; else InvalidInput."""
+    if not pattern.match(value):
+        prefix = pattern.pattern[1:].partition("_")[0]
+        raise InvalidInput(
+            f"The id {shown_name(value)!r} is not a {what} id as the server makes them.",
+            f"Use {prefix}_ and 10 characters of 0-9 and a-z without i, l, o and u (or leave it out).",
+        )
+    return value

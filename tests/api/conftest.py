@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,3 +104,30 @@ def served(app: FastAPI) -> Iterator[tuple[str, str]]:
     services' URL."""
     with on_loopback(app) as (api_port, services_port):
         yield f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{services_port}"
+
+
+def caller(
+    url: str, method: str, target: str, headers: dict[str, str], body: object | None = None
+) -> socket.socket:
+    """A request sent by hand to a server served on loopback (`served`), its answer left unread:
+    a caller that goes away when the test closes its socket, not after a client's timeout."""
+    host, port = url.removeprefix("http://").split(":")
+    content = b"" if body is None else json.dumps(body).encode()
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(content)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head.encode() + b"\r\n" + content)
+    return sock
+
+
+def unanswered(sock: socket.socket) -> bool:
+    """Whether `sock` (a `caller`'s) is still waiting: no byte of an answer, nor its end, has
+    reached it."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    return False

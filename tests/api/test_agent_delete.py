@@ -203,6 +203,35 @@ def test_deleting_a_version_names_no_environment_that_the_latest_still_uses(
     assert api.delete("/v1/agents/dock").json()["unused_environments"] == [own]
 
 
+def test_deleting_never_names_an_environment_the_workspace_made_that_a_publish_reused(
+    api: httpx.Client, platform: Platform, tmp_path: Path
+) -> None:
+    """`orch env create` made scraper-plus; a publish with the same Dockerfile reuses it. The
+    delete named it unused (inviting `orch env delete` of the user's own environment); one that a
+    publish made is still named."""
+    mine = GOOD + "ENV MINE=1\n"
+    assert api.post("/v1/environments", json={"name": "scraper-plus", "dockerfile": mine}).status_code == 201
+    drain(platform)
+    published(api, tmp_path, "dock", {"main.py": "", "Dockerfile": mine})  # v1: the Dockerfile unused
+    v2 = published(api, tmp_path, "dock", {"main.py": "", "Dockerfile": mine}, docker=True)
+    assert v2["version"]["dockerfile_environment"]["name"] == "scraper-plus"
+    deleted = api.delete("/v1/agents/dock/versions/2")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["unused_environments"] == []
+    # Made by a publish, then reused by another agent's: named once neither uses it.
+    made = published(api, tmp_path, "maker", {"main.py": "", "Dockerfile": GOOD + "ENV M=1\n"}, docker=True)
+    own = made["version"]["dockerfile_environment"]["name"]
+    assert own == "maker-dockerfile"
+    reused = published(
+        api, tmp_path, "reuser", {"main.py": "", "Dockerfile": GOOD + "ENV M=1\n"}, docker=True
+    )
+    assert reused["version"]["dockerfile_environment"]["name"] == own
+    drain(platform)
+    assert api.delete("/v1/agents/maker").json()["unused_environments"] == []  # reuser uses it
+    assert api.delete("/v1/agents/reuser").json()["unused_environments"] == [own]
+    assert api.delete("/v1/environments/scraper-plus").status_code == 200  # no agent uses it
+
+
 def test_a_rollback_to_a_version_whose_environment_is_gone_or_failed_says_so(
     api: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:

@@ -321,11 +321,11 @@ def test_a_first_publish_racing_another_makes_a_version_of_the_agent_the_other_m
 ) -> None:
     data = bundle(tmp_path, {"main.py": "print('hi')\n"})
     assert publish(api, "first", data).status_code == 201  # the bundle is stored: no write before the race
-    real = agents.new_id
+    real, real_hold = agents.new_id, agents.hold
     raced: list[str] = []
 
-    def new_id(prefix: str) -> str:
-        if prefix == "agt" and not raced:  # another publish of "twin" commits its agent now
+    def the_other() -> None:  # another publish of "twin" commits its agent now
+        if not raced:
             with platform.store.session() as s:
                 s.add(
                     AgentRow(
@@ -337,9 +337,20 @@ def test_a_first_publish_racing_another_makes_a_version_of_the_agent_the_other_m
                     )
                 )
             raced.append("twin")
+
+    def new_id(prefix: str) -> str:  # PostgreSQL: after this one found no agent of the name
+        if prefix == "agt":
+            the_other()
         return real(prefix)
 
-    monkeypatch.setattr(agents, "new_id", new_id)
+    def hold(s: Any, *args: Any, **kwargs: Any) -> None:  # SQLite: its first hold takes the one writer
+        the_other()
+        real_hold(s, *args, **kwargs)
+
+    if platform.store.db.dialect.name == "sqlite":
+        monkeypatch.setattr(agents, "hold", hold)
+    else:
+        monkeypatch.setattr(agents, "new_id", new_id)
     resp = publish(api, "twin", data)
     assert resp.status_code == 201, resp.text
     assert raced and resp.json()["version"]["version"] == 1

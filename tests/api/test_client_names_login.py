@@ -110,7 +110,7 @@ def other(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Callable[[byte
     def answer(body: bytes) -> None:
         Counting.body = body
 
-    made: list[Transport] = []  # login's own, closed after: the command leaves it to its exit
+    made: list[Transport] = []  # login's own
     monkeypatch.setattr(
         "orch.cli.server.Transport", lambda url, token: made.append(Transport(url, token)) or made[-1]
     )
@@ -147,6 +147,27 @@ def test_login_refuses_a_server_that_is_not_orch(
     assert "Logged in" not in res.output and "bug" not in res.output
     assert not (tmp_path / "home" / "config.toml").exists()
     assert asked == ["/v1/workspaces"]
+
+
+def test_login_closes_its_connection_whatever_the_answer(
+    other: tuple[str, Any, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its check's connection is closed when the command is done with it (it was left open)."""
+    url, answer, _ = other
+    made: list[Transport] = []
+    monkeypatch.setattr(
+        "orch.cli.server.Transport", lambda url, token: made.append(Transport(url, token)) or made[-1]
+    )
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    for body, code in (
+        (b"{}", 1),
+        (b'[{"id": "ws_1", "name": "team", "created_at": "2026-01-01T00:00:00"}]', 0),
+    ):
+        answer(body)
+        res = runner.invoke(app, ["login", "--url", url, "--token", "orch_x"])
+        assert res.exit_code == code, res.output
+        assert made[-1].closed, res.output
+    assert len(made) == 2
 
 
 @pytest.mark.parametrize(

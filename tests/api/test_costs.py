@@ -172,6 +172,9 @@ def test_a_run_with_dependencies_takes_the_image_id_from_its_launcher(
         def close(self) -> None:
             pass
 
+        def let_go(self) -> None:
+            pass
+
     platform.launchers[Isolation.RUNC] = Launcher()
     (tmp_path / "deps").mkdir()
     (tmp_path / "deps" / "main.py").write_text("import six\n")

@@ -28,12 +28,12 @@ def test_images_no_record_names_go_and_named_ones_stay(
     # A new version queued (a kill came after its image was made): its tag is in flight.
     assert deploy(api, "web", bundle(tmp_path, {"main.py": "print(2)\n"}, "web2")).status_code == 201
     ours = platform.labels
-    in_flight = fake_engine.add_image(images.service_tag(platform, "web", 2), ours).tags[0]
+    in_flight = fake_engine.add_image(images.service_tag(platform, svc["id"], "web", 2), ours).tags[0]
     # What kills leave: the image of a build that then failed, a replaced version's image.
     failed_build = fake_engine.add_image(images.environment_tag(platform, "f" * 64, "bld_failed"), ours).tags[
         0
     ]
-    old_version = fake_engine.add_image(images.service_tag(platform, "web", 0), ours).tags[0]
+    old_version = fake_engine.add_image(images.service_tag(platform, svc["id"], "web", 0), ours).tags[0]
     # Another platform's image, named by nothing here.
     other = {"org.orch.instance": "someone"}
     theirs = fake_engine.add_image("localhost/orch-env/someone:else", other).tags[0]

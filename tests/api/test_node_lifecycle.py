@@ -142,6 +142,9 @@ class KilledByTheStop:
     def close(self) -> None:
         pass
 
+    def let_go(self) -> None:
+        pass
+
 
 def wait_for(api: httpx.Client, run_id: str, status: str) -> None:
     for _ in range(100):  # bounded: 10 s
@@ -414,3 +417,37 @@ def test_a_node_serves_its_own_metrics_on_its_proxy(database_url: str, tmp_path:
             proxy.stop()
     assert found.status_code == 200, found.text
     assert 'orch_runs_finished_total{status="succeeded"} 1.0' in found.text
+
+
+def test_the_ports_picked_for_ray_differ_from_each_other_and_from_those_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The system hands out a port it gave a moment ago once that socket is closed: a head given
+    `--port=45393` (picked free by its caller) had its dashboard agent picked 45393 too, and
+    Ray refused to start ("trying to use a port number 45393 that is used by other
+    components")."""
+    handed = iter([45393, 45393, 45400, 45400, 45401, 45402, 45403])
+
+    class Socket:
+        def __init__(self, *_: object) -> None:
+            self.port = 0
+
+        def __enter__(self) -> Socket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def bind(self, _: object) -> None:
+            self.port = next(handed)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(ray_start.socket, "socket", Socket)
+    argv = ray_start.free_ports(["start", "--head", "--node-ip-address=127.0.0.1", "--port=45393"])
+    flags = ray_start.NODE_PORTS + ray_start.HEAD_PORTS
+    picked = [int(a.split("=", 1)[1]) for a in argv if a.startswith(flags)]
+    assert len(picked) == 3 and len(set(picked)) == 3 and 45393 not in picked, argv
+    given = ["start", "--port", "6379", "--dashboard-port=8265", "--address=h:1"]
+    assert ray_start.given_ports(given) == {6379, 8265}

@@ -95,6 +95,17 @@ def test_bad_queries_are_refused(api: httpx.Client, run_id: str, params: dict[st
     assert resp.status_code == 422 and resp.json()["message"].startswith("The request is not valid")
 
 
+@pytest.mark.parametrize("wait", ["nan", "inf", "-Infinity"])
+@pytest.mark.parametrize("path", ["/v1/runs/{run}/events", "/v1/runs/{run}/logs", "/v1/services/web/logs"])
+def test_a_wait_that_is_no_number_of_seconds_is_refused_as_such(
+    api: httpx.Client, run_id: str, path: str, wait: str
+) -> None:
+    # Not "must be at most 30": NaN is no more than 30 than it is less.
+    resp = api.get(path.format(run=run_id), params={"wait": wait})
+    assert resp.status_code == 422
+    assert resp.json()["message"] == "The request is not valid: query.wait must be a finite number."
+
+
 def test_events_go_with_their_run(api: httpx.Client, platform: Platform, run_id: str) -> None:
     for kind, data in STEPS:
         run_events.append(platform, run_id, kind, data)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -193,9 +194,10 @@ def sent_texts(case: Case) -> list[str]:
             for v in value:
                 walk(v)
         if not isinstance(value, bytes):
-            text = str(value)
-            escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-            found.update({text, repr(text)[1:-1], *escaped})
+            # A path parameter is generated percent-encoded (`a%2Bb`): the server quotes `a+b`.
+            for text in {str(value), unquote(str(value))}:
+                escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+                found.update({text, repr(text)[1:-1], *escaped})
 
     for part in (case.path_parameters, case.query, case.headers, case.body):
         walk(part or {})

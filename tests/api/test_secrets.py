@@ -14,12 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import LargeBinary, String, Text, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
 from orch.cli import client as client_mod
 from orch.cli.main import app
 from orch.engine.base import ContainerExit, ContainerSpec
 from orch.engine.fake import FakeEngine
+from orch.errors import NotFound
 from orch.secret import box
 from orch.secret.names import MAX_SECRETS
 from orch.services import secrets as workspace_secrets
@@ -153,6 +156,42 @@ def agent(api: httpx.Client, tmp_path: Path) -> str:
     files = {"main.py": "", "orch.yaml": "secrets: [OPENAI_API_KEY, GH_TOKEN]\nenv:\n  MODE: test\n"}
     assert publish(api, "keyed", bundle(tmp_path, files)).status_code == 201
     return "keyed"
+
+
+def test_of_two_deletes_at_once_one_deletes_and_the_other_finds_nothing(
+    api: httpx.Client, platform: Platform, workspace: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: both (or three) callers were told 204, and the server logged a
+    SQLAlchemy warning: each read the row, then deleted it."""
+    assert api.put("/v1/secrets/API_KEY", json={"value": "v"}).status_code in (200, 201)
+    answers: list[int] = []
+
+    def the_other() -> None:  # the other delete, run to its end just before this one writes
+        if not answers:
+            answers.append(0)
+            try:
+                workspace_secrets.delete_secret(platform, workspace[0], "API_KEY")
+                answers.append(204)
+            except NotFound:
+                answers.append(404)
+
+    real_delete, real_execute = Session.delete, Connection.execute
+
+    def delete(self: Session, row: object) -> None:  # as it was: read, then delete the row read
+        if isinstance(row, SecretRow):
+            the_other()
+        real_delete(self, row)
+
+    def execute(self: Connection, statement: Any, *args: Any, **kwargs: Any) -> Any:  # one statement
+        if getattr(statement, "is_delete", False) and getattr(statement.table, "name", "") == "secrets":
+            the_other()
+        return real_execute(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "delete", delete)
+    monkeypatch.setattr(Connection, "execute", execute)
+    answers.append(api.delete("/v1/secrets/API_KEY").status_code)
+    assert sorted(a for a in answers if a) == [204, 404], answers
+    assert api.get("/v1/secrets").json() == []
 
 
 def test_a_run_gets_its_secrets_and_its_output_is_masked(

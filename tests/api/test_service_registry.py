@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from orch.builder import registry
 from orch.engine.fake import FakeEngine
-from orch.services import leases, reconcile
+from orch.services import images, leases, reconcile
 from orch.services.platform import Platform
 from orch.store.schema import ServiceDeploymentRow, ServiceLeaseRow, utcnow
 from orch.workers import deploys
@@ -63,9 +63,9 @@ def test_a_deployment_pushes_its_image_and_records_the_digest(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
     deployed(api, platform, tmp_path, 1)
-    tag = f"localhost/orch-svc/{platform.instance}:web-v1"
+    tag = images.service_tag(platform, api.get("/v1/services/web").json()["id"], "web", 1)
     remote = registry.remote_name(REGISTRY, tag)
-    assert remote == f"{REGISTRY}/orch-svc/{platform.instance}:web-v1"
+    assert remote == f"{REGISTRY}/orch-svc/{platform.instance}:web-" + tag.rpartition(":web-")[2]
     assert fake_engine.pushed == [(tag, remote, False)]
     (digest,) = fake_engine.registry
     assert digest.startswith(f"{REGISTRY}/orch-svc/{platform.instance}@sha256:")
@@ -83,7 +83,7 @@ def test_a_machine_that_takes_a_service_over_pulls_its_image_by_digest(
     with_registry: None,
 ) -> None:
     deployed(api, platform, tmp_path, 2)
-    tag = f"localhost/orch-svc/{platform.instance}:web-v1"
+    tag = images.service_tag(platform, api.get("/v1/services/web").json()["id"], "web", 1)
     for other, engine in machine_b(platform, fake_engine, database_url, tmp_path, **SETTINGS):
         assert engine.inspect_image(tag) is None
         take_over(platform, other)
@@ -98,7 +98,7 @@ def test_without_a_registry_the_taker_says_why_it_cannot_start_it(
 ) -> None:
     deployed(api, platform, tmp_path, 1)
     assert digests(platform) == {1: None} and fake_engine.pushed == []
-    tag = f"localhost/orch-svc/{platform.instance}:web-v1"
+    tag = images.service_tag(platform, api.get("/v1/services/web").json()["id"], "web", 1)
     for other, engine in machine_b(platform, fake_engine, database_url, tmp_path):
         take_over(platform, other)
         svc = api.get("/v1/services/web").json()

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from orch.bundle import pack_directory
 from orch.engine.fake import FakeEngine
-from orch.services import bundles, leases, reconcile
+from orch.services import bundles, images, leases, reconcile, workspaces
 from orch.services import deployed as use_cases
 from orch.services.platform import Platform
 from orch.store.schema import ServiceReplicaRow
 from orch.workers import deploys
 from orch.workers.supervisor import Supervisor
+from tests.api.conftest import client_of
 
 
 def bundle(tmp_path: Path, files: dict[str, str], name: str = "svc") -> bytes:
@@ -90,7 +92,7 @@ def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
     assert build.containerfile.startswith("FROM localhost/orch/service-runner:")
     assert "uv pip install" in build.containerfile and "npm" not in build.containerfile
     assert build.context is not None and (build.context / "main.py").exists()
-    assert build.tag == f"localhost/orch-svc/{platform.instance}:web-v1"
+    assert build.tag == f"localhost/orch-svc/{platform.instance}:web-{svc['id']}-v1"
     # What its steps write is bounded while it runs, as an environment's build is.
     assert build.max_size == int(platform.config.build_max_size) > 0
     assert build.disk_reserve == int(platform.config.build_disk_reserve) > 0
@@ -297,7 +299,50 @@ def test_redeploy_switches_only_once_the_new_version_answers(
     svc = api.get("/v1/services/web").json()
     assert svc["version"] == 3 and svc["error"] is None and svc["container"] != v1["container"]
     assert list(fake_engine.detached) == [svc["container"]]
-    assert f"localhost/orch-svc/{platform.instance}:web-v1" not in fake_engine.images_by_tag
+    assert f"localhost/orch-svc/{platform.instance}:web-{svc['id']}-v1" not in fake_engine.images_by_tag
+
+
+def test_services_of_one_name_in_two_workspaces_never_share_an_image(
+    api: httpx.Client, app: FastAPI, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Found by a tester: service images were tagged `NAME-vN`, so another workspace's deploy of
+    a service of the same name retagged this one's image, and this one's next restart (or a
+    crash's, or a new replica's) ran the other workspace's code at this one's URL."""
+    ours = deployed(api, platform, tmp_path, "web", **{"main.py": "print('ours')\n"})
+    with platform.store.session() as s:
+        _, token = workspaces.create_workspace(s, "other")
+    with client_of(app, token) as other:
+        theirs = deployed(other, platform, tmp_path / "other", "web", **{"main.py": "print('theirs')\n"})
+    tags = [b.tag for b in fake_engine.builds]
+    assert len(set(tags)) == 2 and all(ours["id"] in t or theirs["id"] in t for t in tags), tags
+    assert api.post("/v1/services/web/restart").status_code in (200, 202)
+    work(platform)
+    restarted = api.get("/v1/services/web").json()
+    image = fake_engine.images_by_tag[current_spec(fake_engine, restarted).image]
+    assert image.labels["org.orch.service"] == ours["id"], image.labels
+    assert (tmp_path / "web" / "main.py").read_text() == "print('ours')\n"
+
+
+def test_a_deployment_removes_every_earlier_version_of_its_service(
+    api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Found by the faults suite: a deployment run again after a kill that came past its switch
+    found itself the version served and removed nothing, and the version before it (whose
+    container was still up at that start, so the start's sweep kept its image) stayed for good."""
+    v1 = deployed(api, platform, tmp_path, "web")
+    left = fake_engine.add_image(
+        images.service_tag(platform, v1["id"], "web", 0), platform.service_labels(v1["id"])
+    ).tags[0]
+    theirs = fake_engine.add_image(
+        "localhost/orch-svc/x:other-v1", platform.service_labels("svc_other")
+    ).tags[0]
+    assert deploy(api, "web", bundle(tmp_path, {"main.py": "print(2)\n"}, "v2")).status_code == 201
+    work(platform)
+    v2 = api.get("/v1/services/web").json()
+    assert v2["version"] == 2
+    ours = [list(i.tags) for i in fake_engine.images({"org.orch.service": v1["id"]})]
+    assert ours == [[v2["image"]]], ours  # v1's and the one left behind went
+    assert left not in fake_engine.images_by_tag and theirs in fake_engine.images_by_tag
 
 
 def test_a_stop_while_the_new_version_starts_queues_the_deployment_again(
@@ -532,7 +577,9 @@ def test_cli_refuses_a_bad_dockerfile_with_exit_2(cli, tmp_path: Path) -> None:
     (root / "main.py").write_text("")
     (root / "Dockerfile").write_text("FROM ubuntu:22.04\n")
     res = cli("service", "deploy", str(root))
-    assert res.exit_code == 2 and "The bundle's Dockerfile is not valid: line 1 FROM" in res.output
+    assert res.exit_code == 2, res.output
+    assert "✗ The bundle's Dockerfile was rejected (1 error); nothing was deployed." in res.output
+    assert "line 1  FROM" in res.output
 
 
 def test_the_supervisor_sweeps_gone_containers_leftovers_at_start(

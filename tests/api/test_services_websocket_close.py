@@ -185,6 +185,7 @@ def test_a_client_that_closes_after_a_flood_frees_the_connection_to_a_service_th
 ) -> None:
     """The tester's case: the service writes, never reads; the client floods, then closes."""
     from websockets.asyncio.client import connect
+    from websockets.protocol import State
 
     monkeypatch.setattr(proxy_websocket, "CLOSE_TIMEOUT", 0.5)
     service = deaf(0.1)
@@ -197,11 +198,15 @@ def test_a_client_that_closes_after_a_flood_frees_the_connection_to_a_service_th
         assert await flood(ws) < MAX_MESSAGES
         assert GAUGE + " 1.0" in api.get("/metrics").text
         # Its close frame waits behind its own messages, never read: the client gives up on the
-        # closing handshake (its library, too, waits on that write until its next keepalive ping).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1):
-                await ws.close()
+        # closing handshake (its library, too, waits on that write until its next keepalive ping),
+        # once the frame is written, as nothing it wrote can move any more.
+        closing = asyncio.ensure_future(ws.close())
+        async with asyncio.timeout(10):
+            while ws.state is State.OPEN:
+                await asyncio.sleep(0.01)
         ws.transport.abort()
+        async with asyncio.timeout(10):
+            await closing  # ended by the abort
 
     asyncio.run(client())
     assert wait_closed(platform) == 0

@@ -183,6 +183,9 @@ def test_a_side_that_never_reads_makes_the_proxy_hold_less_than_a_message_of_the
     finally:
         flood.close()
         client.close()
+        # The service's side too: else the proxy's send of the client's message waits on it for
+        # SEND_TIMEOUT (a client that goes is not seen meanwhile), holding the server's shutdown.
+        conn.close()
     assert sent < MESSAGES * MESSAGE, "nothing held the writer back"
     assert holds < MESSAGE, f"the proxy holds {holds / MiB:.1f} MiB of {MESSAGE / MiB:.0f} MiB messages"
 

@@ -1,5 +1,5 @@
 """A managed-loop run shares a code run's end (workers/runs.py `_finish`): one whose end the store
-refused past END_RETRY_PAUSES is held, and recorded with its answer at the run queue's next pass
+refused past store/refusals.py's PAUSES is held, and recorded with its answer at the run queue's next pass
 once the store has room (tests/api/test_store_full.py has the code runs')."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from orch.workers import runs as run_worker
 from tests.api.test_loop_runs import Holder, holder, loop_agent  # noqa: F401 - fixture
 from tests.api.test_store_full import ends_a_run, refuse
 from tests.model_server import KEY, ModelServer, Reply, model_server_fixture  # noqa: F401 - fixture
+from tests.refusing_store import no_pauses
 
 
 def test_a_loop_run_whose_end_the_store_refused_longer_ends_with_its_answer_once_it_has_room(
@@ -24,8 +25,7 @@ def test_a_loop_run_whose_end_the_store_refused_longer_ends_with_its_answer_once
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(run_worker, "END_RETRY_PAUSES", (0.0, 0.0, 0.0))
-    monkeypatch.setattr(run_worker, "UNRECORDED_RETRY", 0.0, raising=False)
+    no_pauses(monkeypatch)
     assert api.put("/v1/secrets/MODEL_KEY", json={"value": KEY}).status_code == 200
     loop_agent(api, tmp_path, model_server)
     model_server.script(Reply(text="Done.", input_tokens=10, output_tokens=2))

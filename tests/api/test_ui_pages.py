@@ -471,21 +471,24 @@ def test_the_new_environment_names_pattern_is_valid_under_the_v_flag(browser: ht
 
 
 @pytest.mark.parametrize(
-    ("path", "data"),
+    ("path", "data", "back"),
     [
-        ("/ui/settings/secrets/API_KEY/delete", {}),
-        ("/ui/settings/secrets", {"name": "API_KEY", "value": "replaced"}),
-        ("/ui/settings/default-environment", {"environment": ""}),
-        ("/ui/runs/run_nothere00/cancel", {}),
-        ("/ui/sandboxes/sbx_nothere00/remove", {}),
+        ("/ui/settings/secrets/API_KEY/delete", {}, "/ui/settings"),
+        ("/ui/settings/secrets", {"name": "API_KEY", "value": "replaced"}, "/ui/settings"),
+        ("/ui/settings/default-environment", {"environment": ""}, "/ui/settings"),
+        ("/ui/runs/run_nothere00/cancel", {}, "/ui/runs/run_nothere00"),
+        ("/ui/sandboxes/sbx_nothere00/remove", {}, "/ui/sandboxes"),
     ],
 )
 def test_a_form_of_a_page_for_another_workspace_changes_nothing(
-    browser: httpx.Client, api: httpx.Client, other_token: str, path: str, data: dict[str, str]
+    browser: httpx.Client, api: httpx.Client, other_token: str, path: str, data: dict[str, str], back: str
 ) -> None:
     """Found by a tester: tab 1 showed Settings of workspace team; tab 2 signed in to another
     (the cookie is shared); Delete next to API_KEY in tab 1 deleted the OTHER workspace's
-    API_KEY, silently. A form says which workspace its page was for; another one is refused."""
+    API_KEY, silently. A form says which workspace its page was for; another one is refused.
+    Then (found by a tester) the refusal was a page at the form's URL saying "Reload the page.":
+    the reload sent the form again, which deleted the secret once tab 2 signed in back to team.
+    It goes back to the form's page (post/redirect/get), as any form that fails."""
     other = httpx.Client(
         transport=api._transport,
         base_url="http://testserver",
@@ -497,10 +500,17 @@ def test_a_form_of_a_page_for_another_workspace_changes_nothing(
     browser.cookies.set("orch_token", other_token)  # tab 2 signs in to beta
     for sent in (rendered_for, {}):  # the page's field, or none at all
         resp = browser.post(path, data={**data, **sent}, headers=OWN)
-        assert resp.status_code == 409, resp.text[:300]
+        assert resp.status_code == 303, resp.text[:300]  # a reload gets the page, not the form again
+        assert urlsplit(resp.headers["location"]).path == back
+        shown = browser.get(resp.headers["location"]).text
         said = "This page was for workspace team" if sent else "This page was for another workspace"
-        assert alert(resp.text) == f"{said}; you are now signed in to workspace beta, so nothing was changed."
-        assert "Reload the page." in resp.text and "workspace beta" in resp.text
+        assert alert(shown) == (
+            f"{said}; you are now signed in to workspace beta, so nothing was changed. "
+            "This page now shows workspace beta; to change "
+            + ("workspace team" if sent else "the other workspace")
+            + ", sign in to it again."
+        )
+        assert "Reload the page." not in shown
     for client in (api, other):
         assert [s["name"] for s in client.get("/v1/secrets").json()] == ["API_KEY"]
     # What a page's script asks before a change it makes through the API (Run, Restart, ...).
@@ -516,6 +526,32 @@ def test_a_form_of_a_page_for_another_workspace_changes_nothing(
     deleted = browser.post("/ui/settings/secrets/API_KEY/delete", data=mine(browser), headers=OWN)
     assert deleted.status_code == 303 and other.get("/v1/secrets").json() == []
     assert [s["name"] for s in api.get("/v1/secrets").json()] == ["API_KEY"]
+
+
+def test_a_plain_tokens_form_names_no_other_workspace_whatever_id_it_sends(
+    browser: httpx.Client, api: httpx.Client, platform: Platform
+) -> None:
+    """Found by a tester: a plain token's browser posting another workspace's id in the form's
+    field was told its name ("This page was for workspace beta"), and "another workspace" for a
+    made-up id: an id-to-name oracle. Only a token that may see the other workspace (an admin's)
+    has it named; for a plain one an existing and a missing id read the same."""
+    team_id = mine(browser)["workspace"]
+    beta = api.post("/v1/workspaces", json={"name": "beta"}).json()  # its first token: a plain one
+    browser.cookies.set("orch_token", beta["token"])
+    for sent in (team_id, "ws_zzzzzzzzzz"):
+        resp = browser.post("/ui/runs/run_nothere00/cancel", data={"workspace": sent}, headers=OWN)
+        assert resp.status_code == 303, resp.text[:300]
+        shown = browser.get(resp.headers["location"]).text
+        assert alert(shown).startswith(
+            "This page was for another workspace; you are now signed in to workspace beta, so nothing "
+            "was changed."
+        )
+        assert "team" not in shown
+    browser.cookies.set("orch_token", api.headers["Authorization"].removeprefix("Bearer "))  # team's admin
+    resp = browser.post("/ui/runs/run_nothere00/cancel", data={"workspace": beta["id"]}, headers=OWN)
+    assert alert(browser.get(resp.headers["location"]).text).startswith(
+        "This page was for workspace beta; you are now signed in to workspace team"
+    )
 
 
 def test_a_short_runs_duration_reads_as_the_cli_says_it(

@@ -166,7 +166,7 @@ def sandboxes(run_id: str) -> list[str]:
         text=True,
         check=True,
     ).stdout.split()
-    return podman + [name for name, _ in _runtime_containers(run_id)]
+    return podman + [name for name, _ in runtime_containers(run_id)]
 
 
 def runtime_sandboxes(prefix: str) -> list[str]:
@@ -179,7 +179,7 @@ def _listed(prefix: str) -> list[tuple[runc.Launcher, str]]:
     return [(launcher, name) for launcher in launchers for name in launcher.containers(prefix)]
 
 
-def _runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
+def runtime_containers(run_id: str) -> list[tuple[str, list[str]]]:
     """(name, the runtime command that knows it) of the launcher's sandboxes of `run_id`: named
     after it, or started ahead of need and handed the run (its bundle says which)."""
     return [
@@ -204,7 +204,7 @@ def waiting_sandboxes(prefix: str) -> list[str]:
 
 def sandbox_address(run_id: str) -> str:
     """The address of a running run's sandbox on the sandbox network, as the host reaches it."""
-    ((name, command),) = _runtime_containers(run_id)
+    ((name, command),) = runtime_containers(run_id)
     state = subprocess.run([*command, "state", name], capture_output=True, text=True, check=True)
     pid = json.loads(state.stdout)["pid"]
     if pid <= 0:  # runsc names no host process of the sandbox: its /etc/hosts has its address

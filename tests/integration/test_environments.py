@@ -146,7 +146,11 @@ def test_server_killed_during_build_is_not_stuck(make_server, tmp_path) -> None:
     server: Server = make_server()
     server.start()
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text("FROM e2bdev/code-interpreter:latest\nRUN sleep 20 && echo slept > /slept\n")
+    # The step sleeps about 8 s (the digits after the point make its command line this test's
+    # own): the killed server's build is still in it as the next start ends it, and the build
+    # run again after the start waits that long, not 20 s.
+    marker = f"8.{7_450_000 + os.getpid()}"
+    dockerfile.write_text(f"FROM e2bdev/code-interpreter:latest\nRUN sleep {marker} && echo slept > /slept\n")
     res = server.cli("env", "create", "-f", str(dockerfile), "-n", "slow", "--detach", "--json")
     assert res.returncode == 0, res.stderr
     deadline = time.monotonic() + 120
@@ -154,7 +158,9 @@ def test_server_killed_during_build_is_not_stuck(make_server, tmp_path) -> None:
         while api.get("/v1/environments/slow").json()["status"] != "building":
             assert time.monotonic() < deadline
             time.sleep(0.2)
-    time.sleep(2)  # podman build is running now
+    while not running(f"sleep {marker}"):  # podman build is in its RUN step now
+        assert time.monotonic() < deadline, "the build never reached its RUN step"
+        time.sleep(0.2)
     server.kill()
     server.start()
     res = server.cli("env", "status", "slow", "--follow")

@@ -52,7 +52,7 @@ def test_a_killed_runs_server_and_cluster_are_removed_by_the_next_run(tmp_root: 
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER],
         cwd=ROOT,
-        env={**os.environ, "TMPDIR": str(tmp_root), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "ORCH_TEST_POSTGRES_DIR": str(tmp_root), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.host_listener import Listener, host_address
-from tests.integration.conftest import Server, sandbox_address
+from tests.integration.conftest import Server, runtime_containers, sandbox_address
 from tests.integration.test_runs import write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -336,21 +337,39 @@ def container_address(run_id: str) -> str:
     return sandbox_address(run_id)
 
 
+def stop_listening(run_id: str) -> None:
+    """Ends LISTEN in a run's sandbox once everything was tried: /tmp/stop, made by the runtime's
+    own exec from the host (the run's window is only an upper bound; nothing else reaches it)."""
+    ((name, command),) = runtime_containers(run_id)
+    made = subprocess.run(
+        [*command, "exec", name, "touch", "/tmp/stop"], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
 def test_listening_port_reached_from_host_and_other_sandboxes(server: Server, tmp_path: Path) -> None:
     write(tmp_path / "listen", {"main.py": LISTEN})
     assert server.cli("publish", str(tmp_path / "listen")).returncode == 0
     with server.api() as api:
-        run_id = api.post("/v1/runs", json={"agent": "listen", "input": "20"}).json()["id"]
+        run_id = api.post("/v1/runs", json={"agent": "listen", "input": "120"}).json()["id"]
         deadline = time.monotonic() + 60
         while "listening" not in (out := api.get(f"/v1/runs/{run_id}/logs").json()["stdout"]):
             assert time.monotonic() < deadline, "the listener never started"
             time.sleep(0.2)
         address = container_address(run_id)
         assert address and address in out
-        # From the host: the sandbox's address, port 8080.
-        from_host = connect_from_host(address, 8080)
-        # From another sandbox, on the same network.
+        # From the host (the sandbox's address, port 8080) and, at the same time, from another
+        # sandbox on the same network: each waits out its own connect timeout.
+        tried: dict[str, str] = {}
+        host = threading.Thread(target=lambda: tried.update(host=connect_from_host(address, 8080)))
+        host.start()
         probe = run_probe(server, tmp_path, "neighbour", 8080, [address])
+        host.join()
+        from_host = tried["host"]
+        # All tried while it listened: it has not reported (its report ends it). Then it ends.
+        logs = api.get(f"/v1/runs/{run_id}/logs").json()
+        assert logs["status"] == "running" and "accepted" not in logs["stdout"], logs
+        stop_listening(run_id)
         deadline = time.monotonic() + 60
         while (logs := api.get(f"/v1/runs/{run_id}/logs").json())["status"] in (
             "queued",

@@ -19,7 +19,7 @@ import pytest
 
 from orch.sandbox.runc import STATE
 from tests.integration.conftest import Server, sandbox_address
-from tests.security.test_hostile import LISTEN, PROBE, Listener, host_address
+from tests.security.test_hostile import LISTEN, PROBE, Listener, connect_from_host, host_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,13 +91,19 @@ def answers(server: Server, sandbox_id: str) -> bool:
 
 
 def fate(server: Server, sandbox_id: str) -> str:
-    """After an attack: the sandbox answers, or it ended with its reason recorded (an attack that
-    took its init or, under gVisor, its kernel with it). Either way it is what its record says."""
-    if answers(server, sandbox_id):
-        assert state(server, sandbox_id)["status"] == "running"
-        return "the sandbox answers"
+    """After an attack: the sandbox answers; or it is at its process limit (what a fork bomb's
+    processes left it), refuses the command in a sentence and goes on; or it ended with its
+    reason recorded (an attack that took its init or, under gVisor, its kernel with it). Either
+    way it is what its record says."""
+    resp = exec_(server, sandbox_id, ["echo", "alive"], timeout=20)
     shown = state(server, sandbox_id)
-    assert shown["status"] in ("failed", "removed") and shown["reason"], shown
+    if resp.status_code == 200 and resp.json()["stdout"] == "alive\n":
+        assert shown["status"] == "running", shown
+        return "the sandbox answers"
+    if resp.status_code == 409 and "process limit (256)" in resp.json()["message"]:
+        assert shown["status"] == "running", shown
+        return "new commands refused (its process limit), the sandbox goes on request"
+    assert shown["status"] in ("failed", "removed") and shown["reason"], (resp.text, shown)
     return f"the sandbox ended, recorded {shown['status']} ({shown['reason']})"
 
 
@@ -164,16 +170,13 @@ def test_fork_bomb(server: Server) -> None:
     result = outcome_of(exec_(server, sb, ["python3", "-c", code], timeout=20))
     assert isinstance(result, str) or result["exit_code"] != 0
     # Its command ended (the first fork that failed), the processes it left go on forking within
-    # the sandbox's limits (256 processes, 1 CPU): the machine and other sandboxes go on.
+    # the sandbox's limits (256 processes, 1 CPU): the machine and other sandboxes go on. Whether
+    # a command of its own then finds a free process is a race with those processes: `fate`
+    # takes either answer, each checked against the sandbox's record.
     began = time.monotonic()
     assert answers(server, other)
     took = time.monotonic() - began
-    assert took < 10
-    after = exec_(server, sb, ["true"], timeout=10)
-    if after.status_code == 409 and "process limit (256)" in after.json()["message"]:
-        outcome = "new commands refused (its process limit), the sandbox goes on request"
-    else:
-        outcome = fate(server, sb)
+    outcome = fate(server, sb)
     if state(server, sb)["status"] == "running":
         with server.api() as api:
             assert api.delete(f"/v1/sandboxes/{sb}").status_code == 204
@@ -260,23 +263,23 @@ def test_listening_port_reached_from_host_and_other_sandboxes(server: Server) ->
     address = ""
     deadline = time.monotonic() + 30
     while not address:
-        assert time.monotonic() < deadline, "the listener never started"
-        time.sleep(0.5)
         try:
             address = sandbox_address(listening)
         except (ValueError, RuntimeError):
-            continue
+            assert time.monotonic() < deadline, "the listener never started"
+            time.sleep(0.5)
     # Listening, seen from a second command in the same sandbox: a refused connection below then
     # means the firewall refused it, not that nothing listened yet.
     while not python(server, listening, LISTENING)["stdout"].startswith("yes"):
         assert time.monotonic() < deadline, "port 8080 never listened"
         time.sleep(0.2)
-    try:
-        socket.create_connection((address, 8080), timeout=3).close()
-        from_host = "connected"
-    except OSError as e:
-        from_host = type(e).__name__
+    # From the host and, at the same time, from the neighbour: each waits out its own timeout.
+    tried: dict[str, str] = {}
+    host = threading.Thread(target=lambda: tried.update(host=connect_from_host(address, 8080)))
+    host.start()
     neighbour_got = probe(server, neighbour, 8080, [address])["connected"]
+    host.join()
+    from_host = tried["host"]
     python(server, listening, "open('/tmp/stop', 'w').close()")  # all tried: the listener ends
     thread.join(90)
     seen = json.loads(out["stdout"].splitlines()[-1])

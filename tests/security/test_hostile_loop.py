@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,14 +124,18 @@ def test_a_fork_bomb_and_a_memory_bomb_through_the_bash_tool(
     assert (again["status"], again["stdout"]) == ("succeeded", "still here")
 
 
-# A listener in the sandbox: test_hostile.py's LISTEN, in the background, for 20 s, once it
-# listens (up to 15 s); then its report, once it has one.
+# A listener in the sandbox: test_hostile.py's LISTEN, in the background, once it listens (up to
+# 15 s), until told to stop (/tmp/stop; 100 s at most); then, told to, its report once it has one
+# (and first, whether it had already ended: then the probes proved nothing).
 LISTEN_IN_BACKGROUND = (
-    f"ORCH_INPUT=20 nohup python3 -c {shlex.quote(LISTEN)} > /tmp/listen.log 2>&1 & "
+    f"ORCH_INPUT=100 nohup python3 -c {shlex.quote(LISTEN)} > /tmp/listen.log 2>&1 & "
     "for i in $(seq 150); do grep -qs listening /tmp/listen.log && break; sleep 0.1; done; "
     "head -1 /tmp/listen.log"
 )
-LISTENER_REPORT = "until grep -qs accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
+LISTENER_REPORT = (
+    "grep -qs accepted /tmp/listen.log && echo 'ended before the probes'; touch /tmp/stop; "
+    "until grep -qs accepted /tmp/listen.log; do sleep 0.2; done; tail -1 /tmp/listen.log"
+)
 
 
 def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(
@@ -141,16 +146,29 @@ def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(
     server = loop_server(make_server, model_server)
     hostile_loop(server, tmp_path, model_server, "hostile", tool_timeout=30)
     commands = [LISTEN_IN_BACKGROUND, LISTENER_REPORT, "timeout 10 sh -c 'while :; do :; done'"]
-    model_server.script(*(Reply(calls=[("bash", {"command": c})]) for c in commands), Reply(text="done"))
+    # The model asks for the listener's report (which ends it) once the host and the neighbour
+    # have tried: the test says when, instead of the listener listening for a fixed time.
+    probed = threading.Event()
+    later = iter([*(Reply(calls=[("bash", {"command": c})]) for c in commands[1:]), Reply(text="done")])
+
+    def after_the_probes(_body: dict[str, Any]) -> Reply:
+        probed.wait(120)
+        return next(later)
+
+    model_server.script(Reply(calls=[("bash", {"command": commands[0]})]))
+    model_server.respond(after_the_probes)
     write(tmp_path / "nice", {"main.py": "print('still fine')\n"})
     assert server.cli("publish", str(tmp_path / "nice")).returncode == 0
+
+    def events(api: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+        return list(api.get(f"/v1/runs/{run_id}/events").json())
 
     def started(api: httpx.Client, run_id: str, command: str) -> None:
         """Wait until the loop's tool runs `command`."""
         deadline = time.monotonic() + 60
         while not any(
             e["type"] == "tool_call" and e.get("arguments") == {"command": command}
-            for e in api.get(f"/v1/runs/{run_id}/events").json()
+            for e in events(api, run_id)
         ):
             assert time.monotonic() < deadline, f"the loop never ran {command!r}"
             time.sleep(0.1)
@@ -159,22 +177,32 @@ def test_a_listening_port_and_a_cpu_hog_through_the_bash_tool(
         run_id = api.post(
             "/v1/runs", json={"agent": "hostile", "input": json.dumps({"prompt": "attack"})}
         ).json()["id"]
-        started(api, run_id, commands[1])  # the listener listens
+        deadline = time.monotonic() + 60
+        while not any(e["type"] == "tool_result" for e in events(api, run_id)):  # the listener listens
+            assert time.monotonic() < deadline, "the listener never started"
+            time.sleep(0.1)
         address = sandbox_address(run_id)
-        from_host = connect_from_host(address, 8080)
-        neighbour = run_probe(server, tmp_path, "neighbour", 8080, [address])
-        events = api.get(f"/v1/runs/{run_id}/events").json()
-        assert [e["type"] for e in events].count("tool_result") == 1, "the listener ended before the probes"
+        # From the host and, at the same time, from another sandbox: each waits out its timeout.
+        tried: dict[str, str] = {}
+        host = threading.Thread(target=lambda: tried.update(host=connect_from_host(address, 8080)))
+        host.start()
+        try:
+            neighbour = run_probe(server, tmp_path, "neighbour", 8080, [address])
+            host.join()
+        finally:
+            probed.set()
+        from_host = tried["host"]
         started(api, run_id, commands[2])  # the CPU hog burns
         nice = json.loads(server.cli("run", "nice", "--json").stdout)
         deadline = time.monotonic() + 120
         while (run := api.get(f"/v1/runs/{run_id}").json())["status"] not in ("succeeded", "failed"):
             assert time.monotonic() < deadline, run
             time.sleep(0.2)
-        results = [e for e in api.get(f"/v1/runs/{run_id}/events").json() if e["type"] == "tool_result"]
+        results = [e for e in events(api, run_id) if e["type"] == "tool_result"]
     assert run["status"] == "succeeded", run
     listening, heard, hog = results
     assert listening["output"].startswith("listening on"), results
+    assert "ended before the probes" not in heard["output"], heard  # it listened all along
     seen = json.loads(heard["output"])
     # The listener took exactly one connection: its own control.
     assert seen["accepted"] == [seen["me"]] and seen["me"] == address, seen

@@ -72,6 +72,20 @@ def test_only_the_failing_step_counts() -> None:
     assert "STEP 3/3: RUN ./configure" in picked
 
 
+def test_the_last_lines_are_the_failing_steps_own() -> None:
+    """A failing step that printed little: the excerpt's last lines did reach back into the
+    step before it (`27 28 29 30 --> 8d005e54c56`, found by a tester)."""
+    lines = [
+        "STEP 2/3: RUN seq 1 30",
+        *[str(i) for i in range(1, 31)],
+        "--> 8d005e54c56",
+        "STEP 3/3: RUN sh -c 'echo error: boom2 >&2; exit 3'",
+        "error: boom2",
+        'Error: building at STEP "RUN sh -c ...": while running runtime: exit status 3',
+    ]
+    assert excerpt(lines) == lines[-3:]
+
+
 def test_many_decisive_lines_keep_their_first_and_last() -> None:
     lines = ["STEP 2/2: RUN npm install", *(f"npm ERR! line {i}" for i in range(1000)), "done"]
     picked = excerpt(lines)

@@ -288,8 +288,9 @@ def test_every_help_text_is_shown_whole() -> None:
 def test_help_shows_a_type_only_for_options_that_take_a_value() -> None:
     shown = CliRunner().invoke(cli_main.app, ["sandbox", "create", "--help"], env={"COLUMNS": "200"})
     lines = {line.split()[1]: line for line in shown.output.splitlines() if line[2:4] == "--"}
-    assert "<str>" in lines["--memory"] and "<float>" in lines["--cpus"]
-    assert "<" not in lines["--json"] and "<" not in lines["--network"], shown.output
+    assert "SIZE" in lines["--memory"] and "NUMBER" in lines["--cpus"]
+    assert lines["--json"].split()[:2] == ["│", "--json"] and lines["--json"].split()[2] == "Print"
+    assert lines["--network"].split()[2] == "Let", shown.output
 
 
 def test_every_summary_reads_as_one_line_in_its_listing() -> None:

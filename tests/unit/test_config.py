@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orch import config
-from orch.errors import InvalidInput
+from orch.errors import InvalidInput, OrchError
 
 
 def test_defaults_come_from_home(tmp_path: Path) -> None:
@@ -216,3 +217,27 @@ def test_a_list_for_a_setting_of_one_value_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as e:
         config.load(tmp_path, environ={})
     assert e.value.message == f"Setting url in {tmp_path / 'config.toml'} is a list; it takes one value."
+
+
+def test_a_full_disk_under_the_home_is_said_with_its_fix_and_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orch server` on a full ORCH_HOME said "orch failed unexpectedly (OSError: [Errno 28] ...)
+    This is a bug" and left a config.tmp (found by a tester). The write goes to /dev/full here,
+    which answers every write ENOSPC, as a full disk does."""
+    path = tmp_path / "config.toml"
+    config.write_file(path, {"url": "http://a"})
+    before = path.read_bytes()
+    real_open = os.open
+
+    def full(file: Any, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(file, flags, mode)  # made, as on a full disk: its first write fails
+        os.close(fd)
+        return real_open("/dev/full", os.O_WRONLY)
+
+    monkeypatch.setattr(config.os, "open", full)
+    with pytest.raises(OrchError) as raised:
+        config.write_file(path, {"token": "t" * 10_000})
+    assert raised.value.message == f"The disk under {tmp_path} is full: orch cannot write config.toml there."
+    assert "Free space" in raised.value.fix
+    assert path.read_bytes() == before and not (tmp_path / "config.tmp").exists()

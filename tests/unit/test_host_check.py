@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import pwd
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,13 @@ NO_INIT = (
     "stat /usr/libexec/podman/catatonit: no such file or directory"
 )
 NO_CNI = 'Error: plugin type="bridge" failed (add): failed to find plugin "bridge" in path [/usr/lib/cni]'
+
+
+@pytest.fixture(autouse=True)
+def no_account_at_the_sandboxes_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check's warning of a host account at uid 1000 (this machine's own passwd) stays out of
+    what the tests count; the tests of the warning say which account there is."""
+    _account(monkeypatch, None)
 
 
 @pytest.fixture
@@ -380,3 +389,75 @@ def _watching(platform: Platform, seen: list[object]) -> None:
         return behaviour(spec, out, err)
 
     engine.behaviour = looking
+
+
+def _account(monkeypatch: pytest.MonkeyPatch, name: str | None) -> list[int]:
+    """The host's passwd as the check sees it: `name` at every uid asked for (None: no account)."""
+    asked: list[int] = []
+
+    def getpwuid(uid: int) -> pwd.struct_passwd:
+        asked.append(uid)
+        if name is None:
+            raise KeyError(f"getpwuid(): uid not found: {uid}")
+        return pwd.struct_passwd((name, "x", uid, uid, "", f"/home/{name}", "/bin/bash"))
+
+    monkeypatch.setattr(pwd, "getpwuid", getpwuid)
+    return asked
+
+
+def test_a_login_account_at_the_sandboxes_uid_is_warned_of_and_fails_nothing(
+    here: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: uid 1000, which every sandbox runs as without a user namespace, was the
+    login account `cloudsdk`, whose processes read a running run's environment (its secrets) from
+    /proc; the check passed without a word. It warns, naming the account and the fix."""
+    _platform(platform)
+    asked = _account(monkeypatch, "cloudsdk")
+    report = host_check.run(platform)
+    assert report.ok and asked == [1000]
+    (warning,) = report.warnings
+    assert "uid 1000, which is the account cloudsdk" in warning
+    assert "read each running sandbox's environment (a run's secrets included)" in warning
+    assert "Remove that account or give it another uid" in warning
+    assert report.to_dict()["warnings"] == [warning] and report.to_dict()["ok"] is True
+
+
+def test_no_account_at_the_sandboxes_uid_warns_of_nothing(
+    here: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _platform(platform)
+    _account(monkeypatch, None)
+    report = host_check.run(platform)
+    assert report.ok and report.warnings == []
+    assert report.to_dict()["warnings"] == []
+
+
+def test_orch_admin_check_prints_the_warning_and_exits_0(
+    here: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from orch.cli import admin
+
+    _platform(platform)
+    _account(monkeypatch, "cloudsdk")
+    monkeypatch.setattr(admin, "_check", lambda on_step: host_check.run(platform, on_step))
+    result = CliRunner().invoke(admin.app, ["check"])
+    assert result.exit_code == 0, result.output
+    assert "! Every sandbox runs as the host's uid 1000, which is the account cloudsdk" in result.output
+    assert result.output.rstrip().endswith("This machine can run orch's sandboxes and builds.")
+    as_json = CliRunner().invoke(admin.app, ["check", "--json"])
+    assert as_json.exit_code == 0 and "account cloudsdk" in json.loads(as_json.stdout)["warnings"][0]
+
+
+def test_a_server_says_the_warning_once_however_often_it_checks(
+    here: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch, no_pause: None
+) -> None:
+    calls: list[int] = []
+    _fails_then_passes(_platform(platform), 2, calls)
+    _account(monkeypatch, "cloudsdk")
+    said: list[str] = []
+    host_check.watch(platform, said.append)
+    assert len(calls) == 3
+    warned = [line for line in said if "account cloudsdk" in line]
+    assert warned == [said[0]] and said[0].startswith("orch server: warning: Every sandbox runs as")

@@ -121,6 +121,7 @@ def test_admin_check_json_prints_json_when_the_check_cannot_start(monkeypatch: p
             "message": "ORCH_ISOLATION must be runc or gvisor.",
             "fix": "Set it to one of them.",
         },
+        "warnings": [],
     }
 
 

@@ -104,6 +104,32 @@ BAD = [
         "loop.model: '' is not a model name.",
         "name of the model",
     ),
+    # The CLI prints the model (`orch agents list`): an ESC in it would clear the lister's screen.
+    (
+        'loop:\n  model: "x\\e[2J\\e]0;pwned\\a"\n  provider: openai\n  base_url: http://h\n',
+        2,
+        "loop.model: 'x\\x1b[2J\\x1b]0;pwned\\x07' holds a control character or a line break",
+        "on one line",
+    ),
+    (
+        'loop:\n  model: "a\\nb"\n  provider: openai\n  base_url: http://h\n',
+        2,
+        "loop.model: 'a\\nb' holds a control character or a line break",
+        "on one line",
+    ),
+    (
+        'loop:\n  model: "a\\x9bb"\n  provider: openai\n  base_url: http://h\n',
+        2,
+        "holds a control character or a line break",
+        "on one line",
+    ),
+    # urlsplit drops the line break: http://h/v1 (allowed) would be kept as http://h/v\n1.
+    (
+        'loop:\n  model: x\n  provider: openai\n  base_url: "http://h/v\\n1"\n',
+        4,
+        "loop.base_url: 'http://h/v\\n1' holds a control character or a line break.",
+        "endpoint's URL",
+    ),
     (
         "loop:\n  model: x\n  provider: openai\n  base_url: localhost:8000\n",
         4,
@@ -234,6 +260,29 @@ def test_each_mistake_names_its_line_and_a_fix(text: str, line: int, message: st
     assert error.message.startswith(f"orch.yaml line {line}: "), error.message
     assert message in error.message
     assert fix in error.fix
+
+
+# The sentence refusing a base_url quotes it without what may be a credential: its user name and
+# password (up to the host's last @), its query.
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        ("http://u:pw@127.0.0.1:18822/v1", "'http://***@127.0.0.1:18822/v1'", "holds a user name"),
+        ("http://u:pw@h:99999/v1", "'http://***@h:99999/v1'", "is not a URL"),
+        ("http://u:pw@h:0/v1", "'http://***@h:0/v1'", "names port 0"),
+        ("ftp://u:pw@h/v1", "'ftp://***@h/v1'", "is not an http:// or https:// URL"),
+        ("http://u:pw@", "'http://***@'", "names no host"),
+        ("u:pw@h/v1", "'***@h/v1'", "is not an http:// or https:// URL"),
+        ("http://u:p@pw@h/v1", "'http://***@h/v1'", "holds a user name"),
+        ("http://u:p/pw@h/v1", "'http://***@h/v1'", "is not a URL"),  # its port is `p`
+        ("http://h/v1?key=pw", "'http://h/v1?***'", "has a query or fragment"),
+        ("http://u:pw@h/v1\\e[2J", "'http://***@h/v1\\x1b[2J'", "holds a control character"),
+    ],
+)
+def test_a_refused_base_url_is_quoted_without_its_credentials(url: str, shown: str, why: str) -> None:
+    error = refusal(f'loop:\n  model: x\n  provider: openai\n  base_url: "{url}"\n')
+    assert error.message.startswith(f"orch.yaml line 4: loop.base_url: {shown} {why}"), error.message
+    assert "pw" not in error.message
 
 
 def test_a_misspelt_key_is_named_with_what_is_missing() -> None:

@@ -5,6 +5,7 @@ joined for 5 s in turn and the sandboxes ended only after: 41 s for 8 running ru
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,7 @@ import pytest
 from orch.services.platform import Platform
 from orch.workers import Workers
 from orch.workers.queue import QueueWorkers
+from tests.refusing_store import LOCKED, refusal
 
 RUNNING = 8
 
@@ -118,3 +120,30 @@ def test_busy_workers_are_waited_for_once_not_once_each(never: threading.Event) 
     waits = [float(e.split()[2]) for e in events]
     assert len(waits) == RUNNING and all(e.split()[1] == "busy" for e in events)
     assert sum(waits) <= 0.5  # before: 0.5 each, 4 s for the 8
+
+
+def test_a_stop_whose_records_the_store_refuses_still_ends_every_sandbox(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy store (another process's write lock past SQLite's wait) refused the first record of
+    the stop, the sandboxes on demand's, and the stop ended there: a sandbox outlived the server,
+    and the log had a traceback (found by a tester). Each step now goes on after a refusal."""
+    events: list[str] = []
+    platform.launchers = {"runc": Launcher(events, threading.Event())}  # type: ignore[dict-item]
+    workers = Workers(platform)
+    workers.queues = []
+
+    def refused() -> None:
+        events.append("refused")
+        raise refusal(LOCKED, "UPDATE sandboxes SET status=?")
+
+    monkeypatch.setattr(workers.reaper, "stop", refused)
+    monkeypatch.setattr(workers.supervisor, "stop", refused)
+    swept: list[str] = []
+    monkeypatch.setattr("orch.workers.sweep_all", lambda launchers, prefix: swept.append(prefix))
+    with caplog.at_level(logging.WARNING, logger="orch.workers"):
+        workers.stop()
+    assert events == ["refused", "refused", "close", "kill"] and swept == [platform.container_prefix]
+    said = [r for r in caplog.records if r.name == "orch.workers"]
+    assert len(said) == 2 and not any(r.exc_info for r in said), [r.getMessage() for r in said]
+    assert "the store refused (database is locked)" in said[0].getMessage()

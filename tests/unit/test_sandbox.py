@@ -164,6 +164,14 @@ def test_an_install_a_cancel_stopped_is_not_cached(tmp_path: Path, monkeypatch, 
     assert again.status == "installed"
 
 
+@pytest.mark.parametrize("stopped", [{"cancelled": True}, {"timed_out": True}])
+def test_an_agent_that_exited_0_as_it_was_stopped_succeeded(stopped: dict[str, bool]) -> None:
+    """A cancel that came as the agent exited 0 by itself was recorded `cancelled` with exit code 0
+    and the agent's whole output (found by a tester): its work was done."""
+    assert outcome(ContainerExit(0, **stopped), LIMITS, b"") == (RunStatus.SUCCEEDED, None)
+    assert outcome(ContainerExit(137, **stopped), LIMITS, b"")[0] != RunStatus.SUCCEEDED
+
+
 def test_an_install_that_times_out_says_whose_limit_it_ran_into(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(os, "chown", lambda *a: None)
     engine = FakeEngine()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orch.secret.mask import MASK, Redactor, redact
+from orch.secret.mask import MASK, Mask, Redactor, redact
 
 
 def reference(text: bytes, values: list[bytes]) -> bytes:
@@ -127,3 +128,36 @@ def test_any_pieces_mask_as_the_whole_does(text: bytes, values: list[bytes], cut
     assert most <= max((len(v) for v in values), default=1) - 1
     for v in values:
         assert v not in out.replace(MASK, b"|")
+
+
+PEM = "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END KEY-----"
+ODD = 'пароль-кл\\ючик"x'  # not ASCII, a backslash, a double quote
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        PEM,
+        ODD,
+        json.dumps({"pem": PEM, "odd": ODD}),  # ensure_ascii: \n, \u043f, \\, \"
+        json.dumps({"pem": PEM, "odd": ODD}, ensure_ascii=False),
+        repr(PEM) + " " + repr(ODD),  # an uncaught KeyError, a `%r` log line
+        ascii(ODD),
+        repr(ODD.encode()),  # bytes' repr: \xd0\xbf
+        "KeyError: " + repr(PEM.replace("KEY", "K'EY")).replace("\\'", "'"),
+    ],
+)
+def test_a_runs_output_is_masked_for_every_form_a_value_is_written_in(written: str) -> None:
+    """An agent's uncaught exception, a `%r` log line or `json.dumps` writes a multi-line, quoted
+    or non-ASCII value escaped: stored output masked only the value as it is kept the escaped
+    form whole (found by a tester: a PEM key in a KeyError)."""
+    values = [PEM, ODD, PEM.replace("KEY", "K'EY")]
+    mask = Mask(values)
+    data = (written + "\n").encode()
+    for cut in (len(data), 7):  # whole, and in pieces of 7 bytes
+        r = mask.redactor()
+        out = b"".join(r.feed(data[i : i + cut]) for i in range(0, len(data), cut)) + r.close()
+        text = out.decode()
+        assert "***" in text, text
+        for piece in ("MIIBOgIBAAJBAKj34GkxFhD9", "\\u043f\\u0430", "пароль", "\\xd0\\xbf"):
+            assert piece not in text, text

@@ -42,7 +42,6 @@ def test_bad_url_is_a_plain_error() -> None:
         # A database orch does not use was said with the driver SQLAlchemy tried to load
         # ("No module named 'MySQLdb'"), and the URL with its password.
         ("mysql://root:hunter2@db/orch", "The database URL is a mysql:// one"),
-        ("postgresql+psycopg2://u:hunter2@db/orch", "The database URL is a postgresql+psycopg2:// one"),
         ("orch.db", "The database URL is not a URL"),
         ("postgresql://u:hunter2@db:port/orch", "The database URL's port is not a number."),
     ],

@@ -25,6 +25,13 @@ _PROVIDER_FIX = (
     "provider: anthropic (the Messages API)."
 )
 _WHOLE = re.compile(r"\s*[0-9]{1,12}\s*")
+# C0, DEL, C1 and Unicode's line breaks: a terminal obeys them when the CLI prints the model (an
+# ESC clears the screen of whoever lists the workspace's agents); no name or URL holds one.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# What the sentence refusing a base_url leaves out: a user name or password (up to the host's
+# last `@`), and a query or fragment, which may hold a key (`?key=...`).
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+_QUERY = re.compile(r"[?#].*", re.DOTALL)
 
 
 def _whole(value: object, low: int, high: int, what: str, example: str) -> int:
@@ -38,6 +45,12 @@ def _whole(value: object, low: int, high: int, what: str, example: str) -> int:
     if not low <= number <= high:
         raise problem(f"{number} is not between {low} and {high}.", f"Write {what} from {low} to {high}.")
     return number
+
+
+def _shown_url(text: str) -> str:
+    """`text` for a refusal: never the credentials it may hold (`http://***@host/v1`)."""
+    text = _USER_INFO.sub(lambda m: f"{m.group(1) or ''}***@", text, count=1)
+    return show(_QUERY.sub(lambda m: f"{m.group()[0]}***", text, count=1))
 
 
 class LoopConfig(BaseModel):
@@ -74,6 +87,11 @@ class LoopConfig(BaseModel):
     def _check_model(cls, value: object) -> str:
         if not isinstance(value, str) or not value.strip() or len(value) > 200:
             raise problem(f"{show(value)} is not a model name.", "Write the endpoint's name of the model.")
+        if _CONTROL.search(value.strip()):
+            raise problem(
+                f"{show(value)} holds a control character or a line break, which no model name has.",
+                "Write the endpoint's name of the model on one line, as plain text.",
+            )
         return value.strip()
 
     @field_validator("provider", mode="before")
@@ -88,11 +106,15 @@ class LoopConfig(BaseModel):
     def _check_base_url(cls, value: object) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or (found := check_url(value)) is not None:
-            why = found or "is not text"
-            raise problem(
-                f"{show(value)} {why}.", "Write the endpoint's URL, such as http://127.0.0.1:11434/v1."
-            )
+        fix = "Write the endpoint's URL, such as http://127.0.0.1:11434/v1."
+        if not isinstance(value, str):
+            raise problem(f"{show(value)} is not text.", fix)
+        # Before check_url: urlsplit drops tabs and line breaks, so `http://h/v\n1` would pass
+        # as http://h/v1 (an allowed endpoint) and be kept with its line break.
+        if _CONTROL.search(value.strip()):
+            raise problem(f"{_shown_url(value)} holds a control character or a line break.", fix)
+        if (found := check_url(value)) is not None:
+            raise problem(f"{_shown_url(value)} {found}.", fix)
         return value.strip().rstrip("/")
 
     @field_validator("api_key_secret", mode="before")

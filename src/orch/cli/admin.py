@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from orch import config
-from orch.cli.output import command, console, ok, print_json
+from orch.cli.output import command, console, ok, print_json, warn
 from orch.errors import OrchError
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ def build_images(
 def check(json_: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Check that this machine can run sandboxes and builds; exit 1 with what is missing.
 
-    It checks the host packages the engine needs, then runs one sandbox and one build step."""
+    It checks the host packages the engine needs, then runs one sandbox and one build step. What
+    weakens sandboxes without stopping them is printed as a warning (the exit stays 0)."""
     from orch.services import host_check
 
     def show(name: str, seconds: float) -> None:
@@ -91,10 +92,12 @@ def check(json_: bool = typer.Option(False, "--json", help="Print the report as 
         print_json(report.to_dict())
         if report.problem:
             raise typer.Exit(report.problem.exit_code)
-    elif report.problem:
+        return
+    for warning in report.warnings:
+        warn(warning)
+    if report.problem:
         raise report.problem
-    else:
-        ok("This machine can run orch's sandboxes and builds.")
+    ok("This machine can run orch's sandboxes and builds.")
 
 
 def _check(on_step: Callable[[str, float], None]) -> host_check.Report:

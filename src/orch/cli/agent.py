@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from orch.cli.env import follow_build
+from orch.cli.env import follow_build, print_findings
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import shown
 from orch.cli.utils import JSON, confirm_delete, packed, plain_table
 from orch.client.transport import Transport, listed, segment
-from orch.errors import Conflict, NotFound
+from orch.errors import Conflict, InvalidDockerfile, NotFound
 from orch.sizes import format_size
 
 app = typer.Typer(help="Agents: published bundles of code that runs in sandboxes.", no_args_is_help=True)
@@ -39,13 +41,14 @@ def publish(
     client = Transport.from_settings()
     # As long as the server takes: a large bundle's upload and fit check can outlast the usual
     # limit, and a publish given up on is published all the same.
-    data = client.post(
-        f"/v1/agents/{segment(agent_name)}/versions",
-        params={"docker": "true" if docker else "false"},
-        content=bundle.data,
-        headers={"Content-Type": "application/gzip"},
-        timeout=client.waiting(None),
-    )
+    with dockerfile_rejected(json_, "nothing was published"):
+        data = client.post(
+            f"/v1/agents/{segment(agent_name)}/versions",
+            params={"docker": "true" if docker else "false"},
+            content=bundle.data,
+            headers={"Content-Type": "application/gzip"},
+            timeout=client.waiting(None),
+        )
     version = data["version"]
     if json_:
         print_json(data)
@@ -82,11 +85,40 @@ def publish(
         console.print("  environment: the workspace default, else the base image (chosen at each run)")
 
 
+_FINDING_KEYS = frozenset({"line", "instruction", "severity", "message", "fix"})
+
+
+@contextlib.contextmanager
+def dockerfile_rejected(json_: bool, nothing: str) -> Iterator[None]:
+    """A bundle's Dockerfile the server rejected, said with all its findings as `orch env create`
+    says them (the error's message names the first error only, and fixing one at a time took a
+    deploy for each), then `nothing` (what was not done); with --json, the error and its
+    findings on stdout. Exit 2. `orch service deploy` says it so too."""
+    try:
+        yield
+    except InvalidDockerfile as e:
+        findings = e.details.get("findings")
+        known = isinstance(findings, list) and all(
+            isinstance(f, dict) and f.keys() >= _FINDING_KEYS for f in findings
+        )
+        if not known or not findings:  # the error's own message says it
+            raise
+        if json_:
+            print_json(e.to_dict())
+        else:
+            errors = _plural(sum(1 for f in findings if f["severity"] == "error"), "error")
+            err_console.print(f"[red]✗[/red] The bundle's Dockerfile was rejected ({errors}); {nothing}.")
+            print_findings(findings, err_console)
+        raise typer.Exit(2) from None
+
+
 def _program(v: dict[str, Any]) -> str:
     """What runs: a managed loop's model (its entrypoint, if any, is not run), else the
     entrypoint and its language."""
     if loop := (v.get("manifest") or {}).get("loop"):
-        return f"loop ({loop['model']} via {loop['provider']})"
+        # A model's name is the author's text, and one published before control characters were
+        # refused may hold them: shown on a terminal as a run's output is.
+        return f"loop ({shown(str(loop['model']), console.is_terminal)} via {loop['provider']})"
     return f"{v['entrypoint']} ({v['language']})"
 
 

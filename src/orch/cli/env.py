@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from orch.cli import interrupt
-from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
+from orch.cli.output import Console, command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, plain_table
 from orch.client.transport import Transport, check_name, listed, segment
@@ -77,13 +77,15 @@ def _status_json(env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _print_findings(findings: list[dict[str, object]]) -> None:
+def print_findings(findings: list[dict[str, object]], out: Console = console) -> None:
+    """A Dockerfile's findings, one a line (also how `orch publish --docker` and `orch service
+    deploy` say those of a bundle's Dockerfile the server rejected, on stderr)."""
     for f in findings:
         colour = "red" if f["severity"] == "error" else "yellow"
         where = f"line {f['line']}" if f["line"] else "file"
         instr = f"  {f['instruction']}" if f["instruction"] else ""
         text = escape(f"{f['message']} {f['fix']}")
-        console.print(f"  [{colour}]{where}{escape(instr)}[/{colour}]  {text}", soft_wrap=True)
+        out.print(f"  [{colour}]{where}{escape(instr)}[/{colour}]  {text}", soft_wrap=True)
 
 
 def _summary(findings: list[dict[str, object]]) -> str:
@@ -131,7 +133,9 @@ def status(
     data = client.get(f"/v1/environments/{segment(env)}")
     # A finished build is followed too: its whole log is printed, then the outcome.
     if follow and data["status"] != "not-built" and not (json_ and data["status"] in FINAL):
-        data = follow_build(client, data["id"], quiet=json_, name=data["name"], build_id=data["build_id"])
+        data = follow_build(
+            client, data["id"], quiet=json_, logs=not json_, name=data["name"], build_id=data["build_id"]
+        )
     if json_:
         print_json(_status_json(data))
     else:
@@ -145,7 +149,7 @@ def status(
 def logs(
     env: str = typer.Argument(..., help="Environment id or name."),
     build: str | None = typer.Option(
-        None, "--build", help="A build id of this environment (default: its latest build)."
+        None, "--build", metavar="ID", help="A build id of this environment (default: its latest build)."
     ),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing while it builds, until the build ends."
@@ -352,8 +356,10 @@ def follow_build(
     created: bool = False,
 ) -> dict[str, Any]:
     """Show a progress bar (and the log, if `logs`) until the build ends; return the final state.
-    An environment deleted meanwhile, or a server that goes, is said as such (`_following_build`:
-    `name`, else its id; `build_id`; `created`: this command created the environment)."""
+    With `quiet` (--json: standard output holds only the JSON) there is no bar, and the log, if
+    `logs`, goes to stderr. An environment deleted meanwhile, or a server that goes, is said as
+    such (`_following_build`: `name`, else its id; `build_id`; `created`: this command created
+    the environment)."""
     # Here rather than at the top: `orch env list` and the other quick commands import this module.
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -373,16 +379,23 @@ def follow_build(
         task = progress.add_task("Building", total=None, step="queued")
 
         def show(chunk: dict[str, Any]) -> None:
-            if logs and not quiet:  # a build's output: made safe on a terminal (cli/terminal_text.py)
+            if not logs:
+                return
+            if quiet:  # --json --logs: the log on stderr, as it came (cli/terminal_text.py)
                 for line in chunk["text"].splitlines():
-                    text = shown(line, console.is_terminal)
-                    progress.console.print(f"  {escape(text)}", style="dim", soft_wrap=True)
+                    err_console.print(
+                        f"  {shown(line, err_console.is_terminal)}", markup=False, style="dim", soft_wrap=True
+                    )
+                return
+            for line in chunk["text"].splitlines():  # a build's output: made safe on a terminal
+                text = shown(line, console.is_terminal)
+                progress.console.print(f"  {escape(text)}", style="dim", soft_wrap=True)
 
         while True:
             chunk = client.get(f"/v1/environments/{segment(env_id)}/logs", params={"offset": offset})
             offset = chunk["offset"]
             show(chunk)
-            if chunk.get("more") and logs and not quiet:
+            if chunk.get("more") and logs:
                 continue  # catching up with a long log: no wait
             data: dict[str, Any] = client.get(f"/v1/environments/{segment(env_id)}")
             b = data.get("build") or {}
@@ -400,7 +413,7 @@ def follow_build(
             else:
                 progress.update(task, description=desc, step=data["status"])
             if data["status"] in FINAL:
-                while logs and not quiet:  # the rest, to its end
+                while logs:  # the rest, to its end
                     chunk = client.get(f"/v1/environments/{segment(env_id)}/logs", params={"offset": offset})
                     offset = chunk["offset"]
                     show(chunk)
@@ -422,6 +435,16 @@ def _print_ready(data: dict[str, Any]) -> None:
     size = f" · {b['size_bytes'] / 1e6:.0f} MB" if b.get("size_bytes") else ""
     took = f" in {b['duration']:.1f} s" if b.get("duration") is not None else ""
     ok(f"Ready{took}{size} · cache miss ({escape(b.get('cache_reason') or '')})")
+
+
+def _detached_logs(detach: bool, logs: bool) -> None:
+    """--detach returns once the build is queued; --logs streams its log while it is waited for:
+    asked together, one would be dropped without a word (docs/cli.md)."""
+    if detach and logs:
+        raise InvalidInput(
+            "--detach and --logs don't go together: a detached build is not waited for.",
+            "Leave out one of them; `orch env logs ENV -f` follows a detached build's log.",
+        )
 
 
 def _wait_and_report(
@@ -468,16 +491,23 @@ def _wait_and_report(
 @app.command()
 @command
 def create(
-    file: str = typer.Option(..., "--file", "-f", help="The Dockerfile ('-' reads standard input)."),
+    file: str = typer.Option(
+        ..., "--file", "-f", metavar="FILE", help="The Dockerfile ('-' reads standard input)."
+    ),
     name: str = typer.Option(
         ..., "--name", "-n", help="A name for the environment, unique in the workspace."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
-    logs: bool = typer.Option(False, "--logs", help="Stream the build log while it builds."),
+    logs: bool = typer.Option(
+        False, "--logs", help="Stream the build log while it builds (with --json, on stderr)."
+    ),
     json_: bool = JSON,
 ) -> None:
-    """Create a custom environment from a Dockerfile and build it (or reuse a cached build)."""
+    """Create a custom environment from a Dockerfile and build it (or reuse a cached build).
+
+    With --json and --logs, the JSON is printed at the end and the log streamed on stderr."""
+    _detached_logs(detach, logs)  # before anything is read or created
     from orch import dockerfile  # the validator and its parser: only for the commands that validate
 
     text = _read_dockerfile(file)
@@ -488,11 +518,11 @@ def create(
             print_json(validation.to_dict())
         else:
             console.print("[red]✗[/red] Dockerfile rejected; nothing was created.")
-            _print_findings(findings)
+            print_findings(findings)
         raise typer.Exit(2)
     if not json_:
         ok(f"Dockerfile valid{_summary(findings)}")
-        _print_findings(findings)
+        print_findings(findings)
     client = Transport.from_settings()
     data = client.post("/v1/environments", json={"name": name, "dockerfile": text, "no_cache": no_cache})
     _wait_and_report(client, data, detach, logs, json_, created=True)
@@ -501,7 +531,9 @@ def create(
 @app.command()
 @command
 def validate(
-    file: str = typer.Option(..., "--file", "-f", help="The Dockerfile ('-' reads standard input)."),
+    file: str = typer.Option(
+        ..., "--file", "-f", metavar="FILE", help="The Dockerfile ('-' reads standard input)."
+    ),
     json_: bool = JSON,
 ) -> None:
     """Check a Dockerfile without building it (works offline). Exit 0 when it can be built."""
@@ -513,11 +545,11 @@ def validate(
         print_json(validation.to_dict())
     elif validation.ok:
         ok(f"Dockerfile valid{_summary(findings)}")
-        _print_findings(findings)
+        print_findings(findings)
     else:
         errors = sum(1 for f in findings if f["severity"] == "error")
         console.print(f"[red]✗[/red] Dockerfile rejected ({errors} error{'s' if errors != 1 else ''})")
-        _print_findings(findings)
+        print_findings(findings)
     if not validation.ok:
         raise typer.Exit(2)
 
@@ -528,12 +560,16 @@ def build(
     env: str = typer.Argument(..., help="Environment id or name."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even when a cached image matches."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the build is queued."),
-    logs: bool = typer.Option(False, "--logs", help="Stream the build log while it builds."),
+    logs: bool = typer.Option(
+        False, "--logs", help="Stream the build log while it builds (with --json, on stderr)."
+    ),
     json_: bool = JSON,
 ) -> None:
     """Build an environment now: a predefined one ahead of first use, or a custom one again.
 
-    An image of its Dockerfile that is still there is reused at once: --no-cache builds anew."""
+    An image of its Dockerfile that is still there is reused at once: --no-cache builds anew.
+    With --json and --logs, the JSON is printed at the end and the log streamed on stderr."""
+    _detached_logs(detach, logs)  # before any request
     client = Transport.from_settings()
     before = client.get(f"/v1/environments/{segment(env)}")
     data = client.post(f"/v1/environments/{segment(before['id'])}/build", json={"no_cache": no_cache})

@@ -75,6 +75,13 @@ class FirstOnly:
         _swap(_first, signal.default_int_handler)
 
 
+def once_more() -> None:
+    """After FirstOnly's first Ctrl-C: the next one raises KeyboardInterrupt too (and those after
+    it are ignored), for a wait the first began that a second may cut short (`orch run --json`
+    waits for the run it cancelled to end)."""
+    _swap(signal.SIG_IGN, _first)
+
+
 def after_command() -> None:
     """A command's code has returned: in the `orch` command, Ctrl-C ends it quietly again (at the
     interpreter's exit a KeyboardInterrupt would be a traceback); elsewhere it stays Python's."""

@@ -35,14 +35,10 @@ if hasattr(typer.core, "build_runtime_param"):  # typer 0.26+ converts values wi
 
     plain_values.install()
 
-if hasattr(typer.core.TyperOption, "display_type_rich"):  # typer 0.29+ shows a type after options
-    _display_type = typer.core.TyperOption.display_type_rich
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):  # typer 0.29+ shows Python's types
+    from orch.cli import help_notation
 
-    def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
-        """A flag takes no value: `--json <bool>` in help read as if it took one."""
-        return None if self.is_flag else _display_type(self, ctx)
-
-    typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
+    help_notation.install()
 
 # Each command: the orch.cli module that defines it, and its attribute there: a Typer app (a
 # noun and its verbs) or a function (a command of its own). In the order `orch --help` lists.

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ADDRESS = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
-_CLUSTER = typer.Option(..., "--cluster", help="The Ray cluster's head, as HOST:PORT.")
+_CLUSTER = typer.Option(..., "--cluster", metavar="HOST:PORT", help="The Ray cluster's head, as HOST:PORT.")
 
 
 def _cluster(cluster: str) -> str:

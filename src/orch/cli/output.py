@@ -9,9 +9,11 @@ would otherwise pay for (tests/unit/test_cli_start.py keeps it out).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import select
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -253,6 +255,90 @@ def report(error: OrchError) -> None:
         err_console.print(f"  {error.fix}", markup=False, soft_wrap=True)
 
 
+# What a shell shows for a program that wrote to a closed pipe (128 + SIGPIPE): `orch … | head -1`.
+PIPE_CLOSED = 141
+
+
+def _to_null(stream: IO[str]) -> None:
+    """Point the file descriptor under `stream` at /dev/null, should its pipe be closed, so that
+    what it still holds is dropped at the interpreter's exit rather than said as an "Exception
+    ignored … BrokenPipeError" (exit 120). A stream without one (a test's) is left as it is."""
+    try:
+        stream.flush()
+        return
+    except OSError:
+        pass
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+class _WholeWrites(io.RawIOBase):
+    """An unbuffered standard stream's file, each write whole or an error. Unbuffered
+    (PYTHONUNBUFFERED, `python -u`: common in containers), Python's text stream writes straight
+    to its file and ignores how much a write took: a closed pipe takes part of a large write
+    (`orch runs logs RUN | head -1`), and the rest was lost without an error, so the command went
+    on and ended 0. Here the rest is written again, and a closed pipe raises BrokenPipeError."""
+
+    def __init__(self, file: io.FileIO) -> None:
+        self.file = file  # the interpreter's standard stream's: closing this one leaves it open
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def isatty(self) -> bool:
+        return self.file.isatty()
+
+    @property
+    def name(self) -> Any:
+        return self.file.name
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            took = self.file.write(view[done:])
+            if took is None:  # a non-blocking file that is full: wait until it takes more
+                select.select([], [self.file], [])
+                continue
+            done += took
+        return done
+
+
+def _whole(stream: IO[str]) -> IO[str]:
+    """`stream` (sys.stdout, sys.stderr) writing whole (`_WholeWrites`) if it is unbuffered; as
+    it is otherwise: a buffered stream writes the rest of a partial write itself, and a test's
+    stream has no file."""
+    file = getattr(stream, "buffer", None)
+    if type(file) is not io.FileIO or not isinstance(stream, io.TextIOWrapper):
+        return stream
+    return io.TextIOWrapper(
+        _WholeWrites(file),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=stream.line_buffering,
+        write_through=True,
+    )
+
+
+def pipe_closed() -> NoReturn:
+    """Standard output (or error) was closed while the command wrote to it: the reader took
+    what it wanted (`orch … | head -1`). Nothing more is said, as a Unix tool says nothing:
+    exit 141, as a shell shows such a tool's end (docs/cli.md)."""
+    for stream in (sys.stdout, sys.stderr):
+        _to_null(stream)
+    raise typer.Exit(PIPE_CLOSED)
+
+
 def fail(error: OrchError) -> NoReturn:
     report(error)
     raise typer.Exit(error.exit_code)
@@ -260,7 +346,8 @@ def fail(error: OrchError) -> NoReturn:
 
 @contextmanager
 def errors_to_exit() -> Iterator[None]:
-    """Turn orch's errors into a plain message and the right exit code; nothing else is caught."""
+    """Turn orch's errors into a plain message and the right exit code, Ctrl-C into 130 and a
+    closed standard output into 141 (`pipe_closed`); nothing else is caught."""
     try:
         yield
     except OrchError as e:
@@ -268,6 +355,8 @@ def errors_to_exit() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        pipe_closed()
 
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -277,6 +366,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         interrupt.inside_command()  # Ctrl-C is the command's to handle: KeyboardInterrupt
+        sys.stdout, sys.stderr = _whole(sys.stdout), _whole(sys.stderr)  # a closed pipe raises
         try:
             with errors_to_exit():
                 return fn(*args, **kwargs)

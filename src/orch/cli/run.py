@@ -8,19 +8,31 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import typer
 
-from orch.cli.output import Console, command, console, err_console, escape, print_json
+from orch.cli import interrupt
+from orch.cli.output import (
+    Console,
+    command,
+    console,
+    err_console,
+    escape,
+    pipe_closed,
+    print_json,
+    report,
+)
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, plain_table, variables
+from orch.client import plain_http
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, check_name, listed, segment
 from orch.durations import duration_text
-from orch.errors import InvalidInput, ServerUnreachable
+from orch.errors import Conflict, InvalidInput, NotFound, OrchError, ServerUnreachable
 from orch.loop.transcript import transcript_line
+from orch.models import new_id
 from orch.reading import STDIN, read_bounded
 from orch.text import utf8
 
@@ -178,11 +190,75 @@ def _collect(client: Transport, run_id: str, wait: float = 0) -> dict[str, str]:
     return {"stdout": "".join(out["stdout"]), "stderr": "".join(out["stderr"])}
 
 
+def _interrupted(client: Transport, run_id: str, json_: bool, *, unseen: bool = False) -> NoReturn:
+    """Ctrl-C once the run exists: it is cancelled and said (`Cancelled run_…`), 130, as for any
+    command Ctrl-C ends; with `json_`, the cancelled run is printed (`_cancelled`). A run that
+    ended as Ctrl-C came has nothing to cancel, and that is said instead.
+
+    `unseen`: Ctrl-C cut the create short before its answer was read, so the run may exist
+    without anyone but this command knowing its id (chosen here, `run`). It is cancelled the
+    same way; a run the server never made (404) is Ctrl-C anywhere else, `Interrupted.`, and a
+    cancel that fails names the run, for the caller to cancel it."""
+    try:
+        client.post(f"/v1/runs/{segment(run_id)}/cancel")
+    except Conflict:  # the server's answer for a run that has ended
+        err_console.print(f"Interrupted; {run_id} had already ended.")
+    except OrchError as e:
+        if not unseen:
+            raise
+        if isinstance(e, NotFound):
+            err_console.print("Interrupted.")
+        else:
+            err_console.print(
+                f"Interrupted, but the run the create may have queued ({run_id}) could not be "
+                f"cancelled: {escape(e.message)} Cancel it with `orch runs cancel {run_id}`.",
+                soft_wrap=True,
+            )
+        raise typer.Exit(130) from None
+    else:
+        err_console.print(f"Cancelled {run_id}.")
+    if json_:
+        print_json(_cancelled(client, run_id))
+    raise typer.Exit(130) from None
+
+
+def _lost(client: Transport, run_id: str, cut: ServerUnreachable) -> NoReturn:
+    """The connection broke or timed out before the create's answer was read: the server may
+    have queued the run, whose id nobody but this command knows. It is cancelled by that id, and
+    what became of it is said after the error (nothing when the run was never made, or when the
+    request never reached the server: it could not connect)."""
+    report(cut)
+    if not _never_sent(cut):
+        try:
+            client.post(f"/v1/runs/{segment(run_id)}/cancel")
+        except NotFound:  # never made
+            pass
+        except Conflict:
+            err_console.print(f"  The run it queued ({run_id}) had already ended: `orch runs show {run_id}`.")
+        except OrchError:
+            err_console.print(
+                f"  The run it may have queued ({run_id}) could not be cancelled either: once the "
+                f"server answers, `orch runs cancel {run_id}`.",
+                soft_wrap=True,
+            )
+        else:
+            err_console.print(f"  Cancelled {run_id}, the run it had queued.")
+    raise typer.Exit(cut.exit_code)
+
+
+def _never_sent(cut: ServerUnreachable) -> bool:
+    """Whether the request of `cut` never reached the server: no connection was made (the
+    transport's own failure, client/plain_http.py, is its context)."""
+    failed = cut.__context__
+    return isinstance(failed, plain_http.Broken) and failed.kind in ("ConnectError", "ConnectTimeout")
+
+
 def _cancelled(client: Transport, run_id: str) -> dict[str, Any]:
     """The run `--json` prints once Ctrl-C cancelled it: a started run ends when its worker has
     stopped its sandbox, so it is followed to its end (CANCEL_WAIT seconds at most; a second
     Ctrl-C stops waiting), and printed as it then is."""
     output: dict[str, list[str]] = {"stdout": [], "stderr": [], "log": []}
+    interrupt.once_more()
     with contextlib.suppress(KeyboardInterrupt):
         follow_output(
             client,
@@ -194,6 +270,18 @@ def _cancelled(client: Transport, run_id: str) -> dict[str, Any]:
     return _run_json(run, {"stdout": "".join(output["stdout"]), "stderr": "".join(output["stderr"])})
 
 
+def _unread(client: Transport, run_id: str) -> NoReturn:
+    """Standard output was closed while the run went on (`orch run AGENT | head -1`): what it
+    writes has no reader any more, so it is cancelled, as for Ctrl-C, and said on stderr; the
+    command ends as any whose output was closed (output.pipe_closed: 141). A run that had
+    already ended (`--json` printed at its end) is left as it is, and nothing is said."""
+    if client.get(f"/v1/runs/{segment(run_id)}")["status"] not in FINAL:
+        client.post(f"/v1/runs/{segment(run_id)}/cancel")
+        with contextlib.suppress(OSError):  # stderr may be the closed pipe too (2>&1 | head)
+            err_console.print(f"Cancelled {run_id}: standard output was closed, so its output had no reader.")
+    pipe_closed()
+
+
 def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
     """The run as the API has it (every key `runs list --json` has), with its whole output."""
     return {**run, **output}
@@ -203,7 +291,9 @@ def _run_json(run: dict[str, Any], output: dict[str, str]) -> dict[str, Any]:
 def run(
     agent: str = typer.Argument(..., help="Agent name or id; its latest version runs."),
     input: str = typer.Option(None, "--input", "-i", help="JSON input, @FILE, or - for standard input."),
-    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the sandbox (repeatable)."),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", metavar="KEY=VALUE", help="An environment variable for the sandbox (repeatable)."
+    ),
     timeout: int = typer.Option(
         None, "--timeout", "-t", help="Wall-clock limit in seconds \\[default: the manifest's]."
     ),
@@ -213,35 +303,52 @@ def run(
     json_: bool = typer.Option(False, "--json", help="Wait for the end, then print the run as JSON."),
 ) -> None:
     """Run an agent in a fresh sandbox, streaming its output; exits 0 when the run succeeds."""
+    check_name(agent, "orch agents list")  # before any request, as every command taking a name
     client = Transport.from_settings()
-    body = {"agent": agent, "input": _read_input(input), "env": variables(env), "timeout": timeout}
-    created = client.post("/v1/runs", json=body)
-    run_id = created["id"]
-    if detach:
-        if json_:
-            print_json(created)
-        else:
-            console.print(run_id)
-        return
-    try:
-        if json_:
-            output = _collect(client, run_id, wait=POLL)
-            final = client.get(f"/v1/runs/{segment(run_id)}")
-            print_json(_run_json(final, output))
-        else:
-            err_console.print(
-                f"→ {run_id} · {escape(created['agent'])} v{created['agent_version']}", soft_wrap=True
-            )
-            final = stream(client, run_id, note_follows=True)
-            if final.get("truncated"):  # what was printed is not all the run wrote: say so
-                err_console.print(TRUNCATED, style="dim")
-            _finish_line(final)
-    except KeyboardInterrupt:  # 130, as for any command Ctrl-C ends; the run is cancelled
-        client.post(f"/v1/runs/{segment(run_id)}/cancel")
-        err_console.print(f"Cancelled {run_id}.")
-        if json_:
-            print_json(_cancelled(client, run_id))
-        raise typer.Exit(130) from None
+    # The id is chosen here, so that a create cut short (Ctrl-C, a connection broken or timed out)
+    # can be undone by it even when the server's answer was on its way as the connection closed.
+    run_id = new_id("run")
+    body = {
+        "agent": agent,
+        "input": _read_input(input),
+        "env": variables(env),
+        "timeout": timeout,
+        "id": run_id,
+    }
+    # From the create on, the first Ctrl-C decides, wherever it lands (the run is cancelled:
+    # `_interrupted`), and later ones are ignored: `timeout -s INT` signals the command, then
+    # its process group, and that second one cut the cancel short with "Interrupted.".
+    with interrupt.FirstOnly():
+        try:
+            created = client.post("/v1/runs", json=body)
+        except KeyboardInterrupt:  # --detach too: the caller never got the id
+            _interrupted(client, run_id, json_ and not detach, unseen=True)
+        except ServerUnreachable as cut:
+            _lost(client, run_id, cut)
+        run_id = created["id"]  # the answer's word (a server honours the id it was sent)
+        if detach:
+            if json_:
+                print_json(created)
+            else:
+                console.print(run_id)
+            return
+        try:
+            if json_:
+                output = _collect(client, run_id, wait=POLL)
+                final = client.get(f"/v1/runs/{segment(run_id)}")
+                print_json(_run_json(final, output))
+            else:
+                err_console.print(
+                    f"→ {run_id} · {escape(created['agent'])} v{created['agent_version']}", soft_wrap=True
+                )
+                final = stream(client, run_id, note_follows=True)
+                if final.get("truncated"):  # what was printed is not all the run wrote: say so
+                    err_console.print(TRUNCATED, style="dim")
+                _finish_line(final)
+        except KeyboardInterrupt:
+            _interrupted(client, run_id, json_)
+        except BrokenPipeError:
+            _unread(client, run_id)
     if final["status"] != "succeeded":
         raise typer.Exit(1)
 
@@ -249,10 +356,10 @@ def run(
 @app.command("list")
 @command
 def list_(
-    agent: str = typer.Option(None, "--agent", "-a", help="Only this agent's runs."),
+    agent: str = typer.Option(None, "--agent", "-a", metavar="AGENT", help="Only this agent's runs."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first (1 to 500)."),
     before: str = typer.Option(
-        None, "--before", help="Only runs queued before this run (its id): the next page."
+        None, "--before", metavar="RUN", help="Only runs queued before this run (its id): the next page."
     ),
     json_: bool = JSON,
 ) -> None:
@@ -290,7 +397,7 @@ def list_(
 
 @app.command()
 @command
-def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) -> None:
+def show(run_id: str = typer.Argument(..., metavar="RUN", help="Run id."), json_: bool = JSON) -> None:
     """Show a run: status, environment and why it was chosen, exit code, reason."""
     client = Transport.from_settings()
     r = client.get(f"/v1/runs/{segment(run_id)}")
@@ -314,7 +421,7 @@ def show(run_id: str = typer.Argument(..., help="Run id."), json_: bool = JSON) 
 @app.command()
 @command
 def logs(
-    run_id: str = typer.Argument(..., help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the run ends."),
 ) -> None:
     """Print a run's output: the agent's stdout and stderr, and the platform's notes (dimmed)."""
@@ -354,7 +461,7 @@ def _is_loop(client: Transport, run: dict[str, Any]) -> bool:
 @app.command()
 @command
 def events(
-    run_id: str = typer.Argument(..., help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the run ends."),
     json_: bool = JSON,
 ) -> None:
@@ -401,7 +508,7 @@ def events(
 
 @app.command()
 @command
-def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
+def cancel(run_id: str = typer.Argument(..., metavar="RUN", help="Run id.")) -> None:
     """Cancel a run: at once if queued, else its sandbox is stopped."""
     client = Transport.from_settings()
     client.post(f"/v1/runs/{segment(run_id)}/cancel")

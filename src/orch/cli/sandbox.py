@@ -19,7 +19,8 @@ from orch.cli.terminal_text import TerminalText
 from orch.cli.utils import JSON, finite, plain_table, variables
 from orch.client.exec_stream import exec_events
 from orch.client.transport import CREATE_TIMEOUT, Transport, check_name, listed
-from orch.errors import Forbidden, InvalidInput, OrchError, ServerUnreachable, Unauthorized
+from orch.errors import Forbidden, InvalidInput, NotFound, OrchError, ServerUnreachable, Unauthorized
+from orch.models import new_id
 from orch.reading import STDIN, read_bounded
 from orch.sizes import format_size
 from orch.text import utf8
@@ -92,10 +93,14 @@ def _goes(s: dict[str, Any]) -> str:
 @command
 def create(
     env: str = typer.Option(
-        None, "--env", "-e", help="Environment name or id \\[default: the workspace's default, else python]."
+        None,
+        "--env",
+        "-e",
+        metavar="ENV",
+        help="Environment name or id \\[default: the workspace's default, else python].",
     ),
     memory: str = typer.Option(
-        None, "--memory", "-m", help="Memory limit, such as 512Mi \\[default: 512Mi]."
+        None, "--memory", "-m", metavar="SIZE", help="Memory limit, such as 512Mi \\[default: 512Mi]."
     ),
     cpus: float = typer.Option(None, "--cpus", help="CPUs, such as 0.5 \\[default: 1]."),
     timeout: int = typer.Option(
@@ -109,37 +114,58 @@ def create(
     """Start a sandbox and hold it open; prints its id (the rest goes to stderr)."""
     finite(cpus, "--cpus")
     check_name(env)  # --env '' names no environment; it is not the default one
-    body = {"environment": env, "memory": memory, "cpus": cpus, "timeout": timeout, "network": network}
+    # The id is chosen here, so that a create cut short by Ctrl-C can be undone by it even when
+    # the server's answer was on its way (or in a buffer) as the connection closed.
+    sandbox_id = new_id("sbx")
+    body = {
+        "environment": env,
+        "memory": memory,
+        "cpus": cpus,
+        "timeout": timeout,
+        "network": network,
+        "id": sandbox_id,
+    }
     server = Transport.from_settings()
-    answer: list[dict[str, Any]] = []  # the server's, once it is here
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        # Ctrl-C cancels the create until its answer is here; from then on the sandbox is the
-        # caller's (its id is printed, exit 0), so Ctrl-C is ignored until the process is gone:
-        # here until SIG_IGN is in place, then by it, through the interpreter's exit too (which
-        # puts a Python handler's signals back to their default, and where a KeyboardInterrupt
-        # is a traceback).
-        if not answer:
-            raise KeyboardInterrupt
-
-    _on_sigint(interrupt)
+    # Ctrl-C cancels the create until its id is about to be printed: from then on the sandbox is
+    # the caller's (its id is printed, exit 0), so Ctrl-C is ignored until the process is gone
+    # (SIG_IGN, through the interpreter's exit too, which puts a Python handler's signals back
+    # to their default, and where a KeyboardInterrupt is a traceback).
+    _on_sigint(signal.default_int_handler)
     try:
-        answer.append(server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT)))
-    except KeyboardInterrupt:  # the connection closes: the server removes what it was starting
-        if not answer:
-            _on_sigint(signal.SIG_IGN)  # the answer is decided: exit 130
-            err_console.print(
-                "Interrupted: the create was cancelled, and the server removes the sandbox it was "
-                "starting. `orch sandbox list` shows what is open."
-            )
-            raise typer.Exit(130) from None
-    _on_sigint(signal.SIG_IGN)  # not reset at the interpreter's exit, as a handler is
-    created = answer[0]
+        created = server.post("/v1/sandboxes", json=body, timeout=server.waiting(CREATE_TIMEOUT))
+        _on_sigint(signal.SIG_IGN)
+    except KeyboardInterrupt:
+        _on_sigint(signal.SIG_IGN)  # the answer is decided: exit 130
+        _cancel(server, sandbox_id)
+        raise typer.Exit(130) from None
     if json_:
         print_json(created)
         return
     console.print(created["id"])
     err_console.print(f"[green]✓[/green] {escape(_summary(created))}", soft_wrap=True)
+
+
+# How long an interrupted create waits for the server to remove what it made.
+CANCEL_TIMEOUT = 10.0
+
+
+def _cancel(server: Transport, sandbox_id: str) -> None:
+    """Undo a create that Ctrl-C cut short (the connection to the server closed): remove the
+    sandbox by the id the CLI chose, whether the server had stored it or not. The server removes
+    one it was starting when it sees its caller gone; this covers the one whose answer was sent
+    as the caller left (read by nobody), which the server cannot know."""
+    said = "Interrupted: the create was cancelled"
+    try:
+        server.delete(_path(sandbox_id), timeout=server.waiting(CANCEL_TIMEOUT))
+    except NotFound:  # never stored: the server stopped the create before (or stops it now)
+        err_console.print(f"{said}; no sandbox was left.")
+    except OrchError as e:
+        err_console.print(
+            f"{said}, but the sandbox it was making ({sandbox_id}) could not be removed: "
+            f"{escape(e.message)} Remove it with `orch sandbox rm {sandbox_id}`."
+        )
+    else:
+        err_console.print(f"{said}; the sandbox it was making ({sandbox_id}) was removed.")
 
 
 def _on_sigint(handler: Any) -> None:
@@ -152,16 +178,18 @@ def _on_sigint(handler: Any) -> None:
 @app.command("exec")
 @command
 def exec_(
-    sandbox: str = typer.Argument(..., help="Sandbox id."),
+    sandbox: str = typer.Argument(..., metavar="ID", help="Sandbox id."),
     argv: list[str] = typer.Argument(
         ..., metavar="-- COMMAND [ARG...]", help="The command and its arguments."
     ),
     timeout: float = typer.Option(
         None, "--timeout", "-t", help="Seconds before the command is killed \\[default: 60]."
     ),
-    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the command (repeatable)."),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", metavar="KEY=VALUE", help="An environment variable for the command (repeatable)."
+    ),
     workdir: str = typer.Option(
-        None, "--workdir", "-w", help="Its working directory \\[default: /home/user]."
+        None, "--workdir", "-w", metavar="DIR", help="Its working directory \\[default: /home/user]."
     ),
     stdin: bool = typer.Option(False, "--stdin", "-i", help="Give it this command's standard input."),
     json_: bool = typer.Option(
@@ -354,7 +382,7 @@ def list_(
 
 @app.command()
 @command
-def rm(sandbox: list[str] = typer.Argument(..., help="Sandbox ids.")) -> None:
+def rm(sandbox: list[str] = typer.Argument(..., metavar="ID...", help="Sandbox ids.")) -> None:
     """Remove sandboxes and everything in them.
 
     Every id is tried; orch exits 2 if one was not a sandbox of the workspace, as rm does."""

@@ -30,7 +30,7 @@ PIPE_FIX = (
 
 
 def _interactive() -> bool:
-    return sys.stdin is None or sys.stdin.isatty()
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _piped(stream: IO[Any] | None = None) -> bool:
@@ -51,6 +51,8 @@ def _piped(stream: IO[Any] | None = None) -> bool:
 
 def _value_from_stdin() -> str:
     """The value on standard input, without one line ending at its end (`echo` adds one)."""
+    if sys.stdin is None:  # closed (`<&-`): Python has no stream for it
+        raise InvalidInput("No value given, and standard input is closed.", PIPE_FIX)
     if _interactive():
         raise InvalidInput("No value given, and standard input is a terminal.", PIPE_FIX)
     too_large = InvalidInput(

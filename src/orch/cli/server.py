@@ -22,6 +22,7 @@ def server(
     port: int = typer.Option(
         None,
         "--port",
+        metavar="PORT",
         min=0,
         max=65535,
         help="Port to listen on; 0 picks a free one \\[default: the port setting (ORCH_PORT), else 8750].",
@@ -29,6 +30,7 @@ def server(
     services_port: int = typer.Option(
         None,
         "--services-port",
+        metavar="PORT",
         min=0,
         max=65535,
         help="Port services are served on, an origin of their own; 0 picks a free one "
@@ -37,6 +39,7 @@ def server(
     db: str = typer.Option(
         None,
         "--db",
+        metavar="URL",
         help="Database URL \\[default: the database_url setting (ORCH_DATABASE_URL), else the SQLite "
         "file in ORCH_HOME].",
     ),
@@ -81,7 +84,9 @@ def _check_host(host: str) -> None:
 
 @command
 def login(
-    url: str = typer.Option(..., "--url", help="The server's address, e.g. http://127.0.0.1:8750."),
+    url: str = typer.Option(
+        ..., "--url", metavar="URL", help="The server's address, e.g. http://127.0.0.1:8750."
+    ),
     token: str = typer.Option(..., "--token", help="A workspace API token."),
 ) -> None:
     """Point the CLI at a server: checks the token, then saves both in ORCH_HOME/config.toml."""
@@ -92,7 +97,11 @@ def login(
             "--token is empty.", "Pass the workspace API token, e.g. --token orch_... (`orch token create`)."
         )
     check_url_variable()  # it wins over what is saved: every next command would refuse it
-    Transport(url, token).check_server()  # the token, and that it is orch that answers there
+    transport = Transport(url, token)
+    try:
+        transport.check_server()  # the token, and that it is orch that answers there
+    finally:
+        transport.close()
     cfg = config_mod.load()
     config_mod.write_file(Path(cfg.config_path), {"url": url, "token": token})
     ok(f"Logged in to {url}; saved in {cfg.config_path}.")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import typer
 
 from orch.cli import interrupt
+from orch.cli.agent import dockerfile_rejected
 from orch.cli.output import command, console, err_console, escape, ok, print_json, warn
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, confirm_delete, following, packed, plain_table
@@ -83,13 +84,14 @@ def deploy(
     params: dict[str, str] = {"command": command_} if command_ is not None else {}
     if public:
         params["public"] = "true"
-    dep = client.post(  # as long as the server takes, as `orch publish`
-        f"/v1/services/{segment(service)}/deploy",
-        params=params,
-        content=bundle.data,
-        headers={"Content-Type": "application/gzip"},
-        timeout=client.waiting(None),
-    )
+    with dockerfile_rejected(json_, "nothing was deployed"):
+        dep = client.post(  # as long as the server takes, as `orch publish`
+            f"/v1/services/{segment(service)}/deploy",
+            params=params,
+            content=bundle.data,
+            headers={"Content-Type": "application/gzip"},
+            timeout=client.waiting(None),
+        )
     if dep.get("unchanged"):
         svc = client.get(f"/v1/services/{segment(service)}")
         if json_:

@@ -145,7 +145,7 @@ def list_tokens(
 @token_app.command("revoke")
 @command
 def revoke_token(
-    token_id: str = typer.Argument(..., help="Token id (tok_…), from `orch token list`."),
+    token_id: str = typer.Argument(..., metavar="ID", help="Token id (tok_…), from `orch token list`."),
 ) -> None:
     """Revoke a token: refused from the next request on."""
     data = Transport.from_settings().delete(f"/v1/tokens/{segment(token_id)}")

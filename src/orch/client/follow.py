@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from orch.client.transport import Transport, listed, segment
+from orch.client.transport import Transport, as_json_text, listed, not_understood, segment
 from orch.errors import ServerUnreachable
 
 FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
@@ -34,15 +34,18 @@ def follow(
     so that answer holds all the output that was left (no further request). With wait=0, or once
     `deadline` (a time.monotonic()) passes, stops at the first answer with nothing new. Returns
     the last answer: `status`, `offsets`, `truncated`, and `run` (the run) once it has ended.
-    A server that goes after its first answer is said by `lost_server`."""
+    A server that goes after its first answer is said by `lost_server`. With a `deadline`, each
+    request's limit ends at most the client's limit for one request past it (`Transport.until`)."""
     offsets = {"stdout": 0, "stderr": 0, "log": 0} if offsets is None else offsets
     answered = False
     while True:
         poll = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+        params = {**offsets, "wait": poll}
+        # With a deadline, each poll's limit is cut to it (and one request's limit more): a
+        # server that stops answering can't hold wait(timeout=5) for the poll's 30 s margin.
+        limit = {} if deadline is None else {"timeout": http.until(deadline, params)}
         try:
-            chunk: dict[str, Any] = http.get(
-                f"/v1/runs/{segment(run_id)}/logs", params={**offsets, "wait": poll}
-            )
+            chunk: dict[str, Any] = http.get(f"/v1/runs/{segment(run_id)}/logs", params=params, **limit)
         except ServerUnreachable:
             if not answered:
                 raise  # never reached: said as any command says it
@@ -52,12 +55,34 @@ def follow(
                 "stops records what it was running as failed).",
             ) from None
         answered = True
-        offsets.update(chunk["offsets"])
+        offsets.update(_checked(chunk))
         news = [stream for stream in STREAMS if chunk[stream]]
         for stream in news:
             on_output(stream, chunk[stream])
         if chunk["status"] in FINAL or (not news and poll <= 0):
             return chunk
+
+
+def _checked(chunk: dict[str, Any]) -> dict[str, int]:
+    """A logs answer's new offsets, once its fields are of the kinds orch sends (its `status`
+    text, each stream's text, `offsets` a whole number per stream); else `not_understood`, never
+    a TypeError from the caller's code ("status": ["x"] against FINAL)."""
+    url = getattr(chunk, "url", None) or "its address"
+
+    def wrong(key: str, value: Any, wanted: str) -> Exception:
+        return not_understood(url, f"{as_json_text(value)} as `{key}` where orch sends {wanted}")
+
+    offsets = chunk["offsets"]
+    if not isinstance(offsets, dict) or not all(
+        type(offsets.get(stream)) is int and offsets[stream] >= 0 for stream in STREAMS
+    ):
+        raise wrong("offsets", offsets, "a whole number of bytes per stream")
+    if not isinstance(chunk["status"], str):
+        raise wrong("status", chunk["status"], "text")
+    for stream in STREAMS:
+        if not isinstance(chunk[stream], str):
+            raise wrong(stream, chunk[stream], "text")
+    return {stream: offsets[stream] for stream in STREAMS}
 
 
 def lost_server(followed: str, fix: str) -> ServerUnreachable:

@@ -14,8 +14,10 @@ them apart.
 
 What it does: keep-alive connections per host, reused once their answer was read to its end and
 dropped when the server has closed them meanwhile (as httpcore does); a request sent again on a
-fresh connection when a reused one turns out closed and the method is idempotent; the connect
-timeout for connecting and the read timeout for every later wait; answers streamed as they arrive
+fresh connection when a reused one turns out closed and the method is idempotent (never one that
+timed out: the server may be slow, not gone); the connect timeout for connecting, and the read
+timeout as a deadline for the whole request (its sending, the answer's head and its body), so an
+answer that trickles in a byte at a time can't hold the caller past it; answers streamed as they arrive
 (NDJSON), de-chunked, gzip and deflate undone; informational (1xx) answers skipped; query strings
 and JSON bodies encoded as httpx encodes them. An answer that breaks HTTP/1.1's framing is a
 `Broken` ("RemoteProtocolError"), as in httpx.
@@ -28,6 +30,7 @@ import json as jsonlib
 import select
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -106,8 +109,19 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
         self.sock.settimeout(read)
         self._buffer = bytearray()
+        self.deadline: float | None = None  # a time.monotonic() past which no wait goes on
+
+    def limit(self) -> None:
+        """Bound the socket's next wait by what is left before the deadline; TimeoutError when
+        nothing is left."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request's deadline passed")
+            self.sock.settimeout(left)
 
     def send(self, data: bytes) -> None:
+        self.limit()
         self.sock.sendall(data)
 
     def closed_by_peer(self) -> bool:
@@ -141,6 +155,7 @@ class _Connection:
         return data
 
     def _fill(self) -> bool:
+        self.limit()
         data = self.sock.recv(READ_SIZE)
         self._buffer += data
         return bool(data)
@@ -269,11 +284,21 @@ class Answer:
     def iter_bytes(self) -> Iterator[bytes]:
         for data in self._raw():
             if self._unzip is not None:
-                data = self._unzip.decompress(data)
+                data = self._inflate(data)
             if data:
                 yield data
-        if self._unzip is not None and (rest := self._unzip.flush()):
+        if self._unzip is not None and (rest := self._inflate(None)):
             yield rest
+
+    def _inflate(self, data: bytes | None) -> bytes:
+        """`data` decompressed (None: what is left at the end); a body that does not decompress
+        is a broken answer (httpx's DecodingError), as a broken framing is."""
+        assert self._unzip is not None
+        try:
+            return self._unzip.decompress(data) if data is not None else self._unzip.flush()
+        except zlib.error as e:
+            self._drop()
+            raise Broken("DecodingError", f"The server's answer does not decompress ({e}).") from None
 
     def iter_lines(self) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -371,10 +396,15 @@ class PlainHTTP:
             answer.close()
 
     def _send(self, method: str, request: bytes, connect: float | None, read: float | None) -> Answer:
+        deadline = None if read is None else time.monotonic() + read
         while True:
             conn, reused = self._connection(connect, read)
+            conn.deadline = deadline
             try:
                 return self._exchange(conn, method, request)
+            except Timeout:
+                conn.close()
+                raise  # never sent again: the server may be slow, not gone, and the limit is spent
             except Broken:
                 conn.close()
                 if reused and method in IDEMPOTENT:

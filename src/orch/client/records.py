@@ -1,7 +1,11 @@
 """What the client returns for agents, environments and secrets, and their three resources.
 
 Each record is built from the API's JSON by `_from_api`: the keys it knows are read, any key a
-newer server adds is left out (the API only ever adds keys), and times become datetimes.
+newer server adds is left out (the API only ever adds keys), and times become datetimes. A field
+of another type than orch sends (null or a number where an object or a time goes, a time that is
+not one; text, a number or true/false of another kind, or null where orch never sends null)
+raises `not_understood`, as a missing one does, never AttributeError or ValueError, and is never
+handed on to fail later in the caller's code.
 """
 
 from __future__ import annotations
@@ -9,17 +13,103 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
-from orch.client.transport import Transport, listed, segment
+from orch.client.transport import Transport, as_json_text, listed, not_understood, segment
+from orch.errors import OrchError
 
 # What lists the names and ids each resource takes, for the fix of an empty one.
 AGENTS, ENVIRONMENTS, SECRETS = "orch agents list", "orch env list", "orch secret list"
 
+T = TypeVar("T")
+_NEEDED: Any = object()  # a scalar reader's default when the answer must hold the field
 
-def when(value: Any) -> datetime | None:
-    """An API time (ISO 8601) as a datetime; None stays None."""
-    return datetime.fromisoformat(value) if value else None
+
+def _wrong(data: Mapping[str, Any], key: str, value: Any, wanted: str) -> OrchError:
+    """What a field `key` of an answer `data` (a `Reply`, which knows its URL) that holds
+    `value`, not `wanted`, raises."""
+    url = getattr(data, "url", None) or "its address"
+    return not_understood(url, f"{as_json_text(value)} as `{key}` where orch sends {wanted}")
+
+
+def when(data: Mapping[str, Any], key: str) -> datetime | None:
+    """The API time (ISO 8601) `data[key]` as a datetime; None (or absent) stays None."""
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _wrong(data, key, value, "a time")
+
+
+def part(data: Mapping[str, Any], key: str, *, needed: bool = False) -> Mapping[str, Any] | None:
+    """The object `data[key]`; None when it is absent or null, unless it is `needed`."""
+    value = data[key] if needed else data.get(key)
+    if value is None and not needed:
+        return None
+    if not isinstance(value, Mapping):
+        raise _wrong(data, key, value, "an object")
+    return value
+
+
+def parts(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]] | None:
+    """The list of objects `data[key]`; None when it is absent or null."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise _wrong(data, key, value, "a list of objects")
+    return value
+
+
+def texts(data: Mapping[str, Any], key: str) -> list[str]:
+    """The list of text `data[key]`; empty when it is absent or null."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _wrong(data, key, value, "a list of text")
+    return list(value)
+
+
+class Scalar(Generic[T]):
+    """The reader of one kind of scalar field (`text`, `whole_number`, `number`, `truth`):
+    `read(data, key)` is `data[key]`, which must be there; `read(data, key, default)` is `default`
+    when the key is absent (a server older than the field); `read(data, key, null=True)` is None
+    when it is absent or null, for a field orch sends as null. A value of another kind, or null
+    where orch never sends it, raises `_wrong`: `bool("false")` would be True, `"x"` an exit code."""
+
+    def __init__(self, wanted: str, kinds: type | tuple[type, ...]) -> None:
+        self.wanted, self.kinds = wanted, kinds
+
+    @overload
+    def __call__(self, data: Mapping[str, Any], key: str, default: T = ...) -> T: ...
+    @overload
+    def __call__(self, data: Mapping[str, Any], key: str, default: None) -> T | None: ...
+    @overload
+    def __call__(self, data: Mapping[str, Any], key: str, *, null: Literal[True]) -> T | None: ...
+
+    def __call__(
+        self, data: Mapping[str, Any], key: str, default: Any = _NEEDED, *, null: bool = False
+    ) -> Any:
+        if key not in data and (null or default is not _NEEDED):
+            return None if null else default
+        value = data[key]  # a Reply that lacks it raises not_understood, naming the key
+        if value is None and null:
+            return None
+        # True is an int to Python, never a number to orch (nor 1 true or false)
+        if not isinstance(value, self.kinds) or (isinstance(value, bool) and self.kinds is not bool):
+            raise _wrong(data, key, value, self.wanted)
+        return value
+
+
+text: Scalar[str] = Scalar("text", str)
+whole_number: Scalar[int] = Scalar("a whole number", int)
+number: Scalar[float] = Scalar("a number", (int, float))
+truth: Scalar[bool] = Scalar("true or false", bool)
 
 
 class Resource:
@@ -39,7 +129,12 @@ class EnvironmentRef:
     @classmethod
     def _from_api(cls, data: Mapping[str, Any] | None) -> EnvironmentRef:
         data = data or {}
-        return cls(id=data.get("id"), name=data.get("name"))
+        return cls(id=text(data, "id", null=True), name=text(data, "name", null=True))
+
+    @classmethod
+    def _of(cls, data: Mapping[str, Any], key: str = "environment") -> EnvironmentRef:
+        """The reference in the field `key` of `data` (a run's or a sandbox's)."""
+        return cls._from_api(part(data, key))
 
 
 @dataclass(frozen=True)
@@ -58,19 +153,19 @@ class AgentVersion:
 
     @classmethod
     def _from_api(cls, data: Mapping[str, Any]) -> AgentVersion:
-        built = data.get("dockerfile_environment")
+        built = part(data, "dockerfile_environment")
         return cls(
-            id=data["id"],
-            version=data["version"],
-            entrypoint=data["entrypoint"],
-            language=data["language"],
-            command=list(data.get("command") or []),
-            bundle_sha256=data.get("bundle_sha256", ""),
-            bundle_size=data.get("bundle_size", 0),
-            pinned_environment=data.get("pinned_environment"),
+            id=text(data, "id"),
+            version=whole_number(data, "version"),
+            entrypoint=text(data, "entrypoint"),
+            language=text(data, "language"),
+            command=texts(data, "command"),
+            bundle_sha256=text(data, "bundle_sha256", ""),
+            bundle_size=whole_number(data, "bundle_size", 0),
+            pinned_environment=text(data, "pinned_environment", null=True),
             dockerfile_environment=EnvironmentRef._from_api(built) if built else None,
-            dependency_files=list(data.get("dependency_files") or []),
-            created_at=when(data.get("created_at")),
+            dependency_files=texts(data, "dependency_files"),
+            created_at=when(data, "created_at"),
         )
 
 
@@ -85,13 +180,15 @@ class Agent:
 
     @classmethod
     def _from_api(cls, data: Mapping[str, Any]) -> Agent:
-        versions = data.get("versions")
+        versions = parts(data, "versions")
+        latest = part(data, "latest", needed=True)
+        assert latest is not None  # needed: never None
         return cls(
-            id=data["id"],
-            name=data["name"],
-            latest_version=data["latest_version"],
-            latest=AgentVersion._from_api(data["latest"]),
-            created_at=when(data.get("created_at")),
+            id=text(data, "id"),
+            name=text(data, "name"),
+            latest_version=whole_number(data, "latest_version"),
+            latest=AgentVersion._from_api(latest),
+            created_at=when(data, "created_at"),
             versions=None if versions is None else [AgentVersion._from_api(v) for v in versions],
         )
 
@@ -112,16 +209,16 @@ class Environment:
     @classmethod
     def _from_api(cls, data: Mapping[str, Any]) -> Environment:
         return cls(
-            id=data["id"],
-            name=data["name"],
-            kind=data["kind"],
-            status=data["status"],
-            default=bool(data.get("default")),
-            description=data.get("description") or "",
-            image=data.get("image"),
-            error=data.get("error"),
-            created_at=when(data.get("created_at")),
-            dockerfile=data.get("dockerfile"),
+            id=text(data, "id"),
+            name=text(data, "name"),
+            kind=text(data, "kind"),
+            status=text(data, "status"),
+            default=truth(data, "default", False),
+            description=text(data, "description", ""),
+            image=text(data, "image", null=True),
+            error=text(data, "error", null=True),
+            created_at=when(data, "created_at"),
+            dockerfile=text(data, "dockerfile", null=True),
         )
 
 
@@ -136,9 +233,9 @@ class Secret:
     @classmethod
     def _from_api(cls, data: Mapping[str, Any]) -> Secret:
         return cls(
-            name=data["name"],
-            created_at=when(data.get("created_at")),
-            updated_at=when(data.get("updated_at")),
+            name=text(data, "name"),
+            created_at=when(data, "created_at"),
+            updated_at=when(data, "updated_at"),
         )
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +12,16 @@ from types import TracebackType
 from typing import Any
 
 from orch.client.exec_stream import exec_events
-from orch.client.records import ENVIRONMENTS, EnvironmentRef, Resource, when
+from orch.client.records import (
+    ENVIRONMENTS,
+    EnvironmentRef,
+    Resource,
+    number,
+    text,
+    truth,
+    when,
+    whole_number,
+)
 from orch.client.transport import (
     CREATE_TIMEOUT,
     Transport,
@@ -21,16 +32,22 @@ from orch.client.transport import (
     function,
     kind_of,
     listed,
+    python_number,
     seconds,
     segment,
     text_name,
+    whole_seconds,
 )
-from orch.errors import InvalidInput, NotFound, OrchError
+from orch.errors import InvalidInput, NotFound, OrchError, ServerUnreachable
 
 NDJSON = "application/x-ndjson"
 MARGIN = 30.0  # seconds an exec's answer may take beyond the command's own timeout
 LONGEST_WAIT = 365 * 86400.0  # seconds: longer than any sandbox's lifetime; a socket can keep it
 LISTS = "orch sandbox list"  # what shows a sandbox's id, for a fix
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # orch.models' ids: no i, l, o, u
+CANCEL_TIMEOUT = 10.0  # seconds a create cut short waits for the server to remove what it made
+# The most memory a sandbox may have (orch.bundle.resources), as said and as written.
+MOST_MEMORY_BYTES, MOST_MEMORY, MOST_MEMORY_WRITTEN = 64 * 1024**3, "64 GiB", "64Gi"
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,7 @@ class Sandbox:
         function(on_stderr, "on_stderr")
         body = {
             "command": command_line(command),
-            "timeout": timeout,
+            "timeout": timeout if python_number(timeout) is None else python_number(timeout),
             "env": as_dict(env, "env"),
             "workdir": workdir,
             "stdin": stdin,
@@ -145,12 +162,12 @@ class Sandbox:
         if on_stdout is None and on_stderr is None:
             data = self._http.post(f"{self._path}/exec", json=body, **waits)
             return ExecResult(
-                data["exit_code"],
-                data["stdout"],
-                data["stderr"],
-                data["duration"],
-                bool(data.get("timed_out")),
-                bool(data.get("truncated")),
+                whole_number(data, "exit_code"),
+                text(data, "stdout"),
+                text(data, "stderr"),
+                number(data, "duration"),
+                truth(data, "timed_out", False),
+                truth(data, "truncated", False),
             )
         handlers = {"stdout": on_stdout, "stderr": on_stderr}
         output: dict[str, list[str]] = {"stdout": [], "stderr": []}
@@ -159,7 +176,7 @@ class Sandbox:
             for stream, event in exec_events(resp, self._http.url):
                 if stream == "end":
                     out, err = "".join(output["stdout"]), "".join(output["stderr"])
-                    took, timed_out = event.get("duration", 0.0), bool(event.get("timed_out"))
+                    took, timed_out = number(event, "duration", 0.0), truth(event, "timed_out", False)
                     return ExecResult(event["exit_code"], out, err, took, timed_out)
                 output[stream].append(event["data"])
                 handler = handlers.get(stream)
@@ -200,21 +217,55 @@ def _file(path: str) -> str:
     return path
 
 
+def new_sandbox_id() -> str:
+    """A sandbox id as the server makes them (orch.models.new_id, CHOSEN_ID of
+    services/sandboxes.py), chosen by the client: sbx_ and 10 of 0-9 and a-z without i, l, o, u."""
+    return "sbx_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(10))
+
+
+# A size as orch.sizes reads one, and in the units past its own (petabytes and more), which the
+# server calls no size: `memory` in them, or in digits past the 40 characters the server reads,
+# is far past the most a sandbox may have (MOST_MEMORY), which is what the client says.
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtpezy]i?)?b?\s*", re.IGNORECASE)
+_POWERS = "kmgtpezy"
+
+
+def _memory(memory: object) -> None:
+    """InvalidInput, before any request, for a `memory` larger than a sandbox may have that the
+    server would call no size ("1Ei", or a number too long for it to read); the server judges
+    every other value (and says what is wrong with it)."""
+    if not isinstance(memory, str):
+        return
+    match = _SIZE.fullmatch(memory)
+    unit = ((match[2] if match else None) or "").lower()
+    if match is None or (len(memory) <= 40 and unit[:1] in ("", *"kmgt")):  # the server reads it
+        return
+    scale = (1024 if unit.endswith("i") else 1000) ** (_POWERS.index(unit[0]) + 1) if unit else 1
+    if float(match[1]) * scale > MOST_MEMORY_BYTES:
+        shown = memory if len(memory) <= 40 else memory[:20] + "…"
+        raise InvalidInput(
+            f"`memory` is {shown!r}, more than a sandbox may have: at most {MOST_MEMORY}.",
+            f"Pass a size up to {MOST_MEMORY_WRITTEN}, such as memory='512Mi' or memory='4Gi'.",
+        )
+
+
 def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": data["id"],
-        "status": data["status"],
-        "environment": EnvironmentRef._from_api(data.get("environment")),
-        "isolation": data.get("isolation"),
-        "memory_bytes": data.get("memory_bytes"),
-        "cpus": data.get("cpus"),
-        "network": bool(data.get("network")),
-        "timeout": data.get("timeout"),
-        "created_at": when(data.get("created_at")),
-        "last_used_at": when(data.get("last_used_at")),
-        "expires_at": when(data.get("expires_at")),
-        "reason": data.get("reason"),
-        "node": data.get("node"),
+        # Null only where orch sends it (`expires_at`, `reason`, `node`); a field a server older
+        # than it leaves out is None (or False).
+        "id": text(data, "id"),
+        "status": text(data, "status"),
+        "environment": EnvironmentRef._of(data),
+        "isolation": text(data, "isolation", None),
+        "memory_bytes": whole_number(data, "memory_bytes", None),
+        "cpus": number(data, "cpus", None),
+        "network": truth(data, "network", False),
+        "timeout": whole_number(data, "timeout", None),
+        "created_at": when(data, "created_at"),
+        "last_used_at": when(data, "last_used_at"),
+        "expires_at": when(data, "expires_at"),
+        "reason": text(data, "reason", null=True),
+        "node": text(data, "node", null=True),
     }
 
 
@@ -236,15 +287,47 @@ class Sandboxes(Resource):
         LimitReached."""
         # "" would be the default environment, without a word
         text_name(environment, "environment", ENVIRONMENTS)
+        _memory(memory)
+        # The id is chosen here, so that a create cut short (Ctrl-C, a connection broken or timed
+        # out before its answer was read) can be undone by it: the server may have made the
+        # sandbox, and its answer, the only other place the id is said, was never read.
+        sandbox_id = new_sandbox_id()
         body = {
             "environment": environment,
             "memory": memory,
-            "cpus": cpus,
-            "timeout": timeout,
+            "cpus": cpus if python_number(cpus) is None else python_number(cpus),
+            "timeout": whole_seconds(timeout, "timeout", 600),  # 600.0 is 600
             "network": network,
+            "id": sandbox_id,
         }
-        created = self._http.post("/v1/sandboxes", json=body, timeout=self._http.waiting(CREATE_TIMEOUT))
+        try:
+            created = self._http.post("/v1/sandboxes", json=body, timeout=self._http.waiting(CREATE_TIMEOUT))
+        except (KeyboardInterrupt, ServerUnreachable) as cut:
+            self._cancel(sandbox_id, cut)
+            raise
         return Sandbox._from_api(created, self._http)
+
+    def _cancel(self, sandbox_id: str, cut: BaseException) -> None:
+        """Undo a create cut short before its answer was read: remove the sandbox by the id this
+        client chose, whether the server made it or not (the server removes one it was starting
+        when it sees its caller gone; this covers one whose answer was sent as the caller went,
+        read by nobody). Best effort, within CANCEL_TIMEOUT: what became of it is a note on
+        `cut`, the exception that goes on."""
+        path = f"/v1/sandboxes/{sandbox_id}"
+        try:
+            self._http.delete(path, timeout=self._http.waiting(CANCEL_TIMEOUT))
+        except NotFound:
+            cut.add_note(
+                f"The create was cancelled; no sandbox was left (its id would have been {sandbox_id})."
+            )
+        except OrchError as e:
+            cut.add_note(
+                f"The create was cut short, and the sandbox it may have made ({sandbox_id}) could not "
+                f"be removed: {e.message} If `orch sandbox list` shows it, remove it with "
+                f"client.sandboxes.get({sandbox_id!r}).remove() (else it ends at its idle timeout)."
+            )
+        else:
+            cut.add_note(f"The create was cancelled; the sandbox it was making ({sandbox_id}) was removed.")
 
     def get(self, sandbox_id: str) -> Sandbox:
         path = f"/v1/sandboxes/{segment(sandbox_id, LISTS, numbers=False)}"

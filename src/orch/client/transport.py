@@ -11,10 +11,13 @@ for a TLS context that no connection would use. See docs/client.md.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
+import operator
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,12 +41,17 @@ CREATE_TIMEOUT = 300.0
 # more, whatever the client's limit for one request: Client(timeout=5) still follows a run.
 LONGEST_POLL = 30.0
 POLL_MARGIN = 30.0
+# The longest limit a client takes for one request (a year, in seconds): a socket's timeout is a
+# 64-bit count of nanoseconds (~292 years), and past that it raised a raw OverflowError on every
+# call; no request of orch's waits anywhere near this.
+LONGEST_TIMEOUT = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class Wait:
-    """How long a request may take: `connect` to reach the server, `read` for each wait on its
-    answer after that (None: as long as it takes)."""
+    """How long a request may take: `connect` to reach the server, `read` for the whole request
+    (its sending, the answer's head and body: a deadline, not a limit on each wait; None: as long
+    as it takes)."""
 
     connect: float | None
     read: float | None
@@ -144,13 +152,73 @@ def flag(value: object, what: str) -> bool:
 
 
 def whole(value: object, what: str) -> int:
-    """`value` if it is a whole number (not a bool, not text), else InvalidInput naming the
-    argument `what` (the server says which range it takes)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """`value` as an int if it is a whole number (not a bool, not text; an integer of another
+    library, such as numpy.int64, too), else InvalidInput naming the argument `what` (the
+    server says which range it takes)."""
+    number = python_number(value)
+    if not isinstance(number, int):
         raise InvalidInput(
             f"`{what}` is {kind_of(value)}, not a whole number.", f"Pass {what} as an int, such as 20."
         )
-    return value
+    return number
+
+
+def python_scalar(value: object) -> bool | int | float | None:
+    """Python's own bool, int or float that `value`, a scalar of another library (numpy.bool,
+    numpy.int64, numpy.float32: their `.item()`), stands for; else None (Python's own types
+    too). Such a value is none of Python's types, so json can't send it as it is."""
+    if type(value).__module__ == "builtins":
+        return None
+    try:
+        item = getattr(value, "item", None)
+        got = item() if callable(item) else None
+    except Exception:  # noqa: BLE001 (an array of several items, or an `item` of another meaning)
+        return None
+    return got if type(got) in (bool, int, float) else None
+
+
+def python_number(value: object) -> int | float | None:
+    """`value` as Python's int or float, if it is a number: an int or float (not a bool), an
+    integer of another library (`operator.index`), or another library's number scalar
+    (`python_scalar`, not its bool); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, int) else float(value)
+    scalar = python_scalar(value)
+    if scalar is not None:
+        return None if isinstance(scalar, bool) else scalar
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def whole_seconds(value: object, what: str, example: int) -> int | None:
+    """`value` (the argument `what`, a number of seconds the API takes as a whole number) as an
+    int: an int, or a float of whole value (30.0) or another library's number (numpy.int64);
+    None stays None. Else InvalidInput saying why: not a number, not finite, or a fraction of a
+    second (`example`: a value to show in the fix). The server says which range it takes."""
+    if value is None:
+        return None
+    number = python_number(value)
+    if number is None:
+        raise InvalidInput(
+            f"`{what}` is {kind_of(value)}, not a number of seconds.",
+            f"Pass {what} as a whole number of seconds, such as {what}={example}.",
+        )
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InvalidInput(
+            f"`{what}` is {number}, which is no number of seconds.",
+            f"Pass {what} as a whole number of seconds, such as {what}={example}.",
+        )
+    if isinstance(number, float) and not number.is_integer():
+        below, above = math.floor(number), math.ceil(number)
+        raise InvalidInput(
+            f"`{what}` is {number!r} seconds: it takes whole seconds, not a fraction of one.",
+            f"Pass {what}={above} (or {what}={below}).",
+        )
+    return int(number)
 
 
 def function(value: object, what: str) -> None:
@@ -170,12 +238,18 @@ SURROGATE_FIX = (
 
 
 def kind_of(value: object) -> str:
-    """What `value` is, for a sentence: "None", "bytes", "a float"..."""
+    """What `value` is, for a sentence: "None", "bytes", "a float"... A type of another module
+    is named with its package when its name is a builtin's (numpy's bool is "a numpy.bool", not
+    "a bool", which is what the sentence refuses) or it is another library's scalar (numpy's
+    int64: "a numpy.int64")."""
     if value is None:
         return "None"
-    name = type(value).__name__
+    kind = type(value)
+    name = kind.__name__
     if isinstance(value, bytes | bytearray | memoryview):
         return name
+    if kind.__module__ != "builtins" and (hasattr(builtins, name) or python_scalar(value) is not None):
+        name = f"{kind.__module__.partition('.')[0]}.{name}"
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
@@ -231,6 +305,13 @@ def _json_fault(value: Any, path: str) -> InvalidInput | None:
         return InvalidInput(
             f"{path} is {kind_of(value)}, which can't be sent as JSON: it takes text.",
             "Pass a str: decode the bytes first (data.decode()).",
+        )
+    scalar = python_scalar(value)
+    if scalar is not None:  # numpy.bool, numpy.int64: a value of Python's types, as another's
+        own = type(scalar).__name__
+        return InvalidInput(
+            f"{path} is {kind_of(value)} ({scalar!r}), not Python's own {own}, which is what json can send.",
+            f"Convert it first: .item() (or {own}(…)) gives Python's {own}.",
         )
     return InvalidInput(
         f"{path} is {kind_of(value)}, which can't be sent as JSON.",
@@ -296,14 +377,15 @@ def body_bytes(data: object, what: str = "The request's body") -> bytes:
 def seconds(value: object, what: str, *, waited: bool = True) -> float:
     """`value` as a number of seconds, or InvalidInput: a number (not a bool, not text) and, if
     it is `waited` here, more than 0 and finite (else the server says what range it takes)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    number = python_number(value)  # numpy's numbers too, but not a bool
+    if number is None:
         raise InvalidInput(
             f"{what} is {kind_of(value)}, not a number of seconds.",
             "Give the seconds as a number, such as 60.",
         )
-    if waited and not 0 < value < float("inf"):  # also NaN
-        raise InvalidInput(f"A timeout of {value} seconds can't be waited.", "Give more than 0 seconds.")
-    return float(value)
+    if waited and not 0 < number < float("inf"):  # also NaN
+        raise InvalidInput(f"A timeout of {number} seconds can't be waited.", "Give more than 0 seconds.")
+    return float(number)
 
 
 def _check_token(token: str) -> str:
@@ -320,6 +402,22 @@ def _check_token(token: str) -> str:
             "digits, '-' or '_'.",
         )
     return token
+
+
+def _check_transport(transport: object) -> None:
+    """InvalidInput unless `transport` is None or an httpx transport (`httpx.MockTransport`, an
+    `httpx.HTTPTransport`...): anything else would fail at the first request, as a traceback."""
+    if transport is None:
+        return
+    _import_httpx()
+    import httpx
+
+    if not isinstance(transport, httpx.BaseTransport):
+        raise InvalidInput(
+            f"`transport` is {kind_of(transport)}, not an httpx transport.",
+            "Pass an httpx.BaseTransport (such as httpx.MockTransport or httpx.HTTPTransport), or "
+            "leave it out.",
+        )
 
 
 def _proxied() -> bool:
@@ -367,7 +465,7 @@ class _Httpx:
                 yield resp
         except httpx.TimeoutException as e:
             raise plain_http.Timeout(type(e).__name__, str(e)) from None
-        except httpx.TransportError as e:
+        except (httpx.TransportError, httpx.DecodingError) as e:  # a body that does not decompress too
             raise plain_http.Broken(type(e).__name__, str(e)) from None
 
     def close(self) -> None:
@@ -409,16 +507,36 @@ class Transport:
             )
         self.url = address(url)
         timeout = seconds(timeout, "The client's timeout")
+        if timeout > LONGEST_TIMEOUT:
+            raise InvalidInput(
+                f"The client's timeout ({timeout:g} seconds) is longer than a request can wait: at "
+                f"most {LONGEST_TIMEOUT:.0f} seconds (a year).",
+                "Give `timeout` as the seconds one request may take, such as 60 (the default is 30).",
+            )
+        _check_transport(transport)
         _check_token(token)
         self.closed = False
         self.token_from_environment = False  # from_settings: the token is ORCH_TOKEN's
         self.wait = Wait(connect=min(timeout, 5.0), read=timeout)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._backend: plain_http.PlainHTTP | _Httpx
-        if transport is None and self.url.startswith("http://") and not _proxied():
-            self._backend = plain_http.PlainHTTP(self.url, self.headers)
-        else:
-            self._backend = _Httpx(self.url, self.headers, transport)
+        self._transport = transport
+        self._backend = self._connections()
+
+    def _connections(self) -> plain_http.PlainHTTP | _Httpx:
+        """What keeps this client's connections to the server, for this process (`_forked`)."""
+        self._pid = os.getpid()
+        if self._transport is None and self.url.startswith("http://") and not _proxied():
+            return plain_http.PlainHTTP(self.url, self.headers)
+        return _Httpx(self.url, self.headers, self._transport)
+
+    def _forked(self) -> None:
+        """This process is a fork of the one that made the client (multiprocessing, a forking
+        data loader): the connections it kept are the parent's too, and a request sent on one
+        would read the parent's answer, or leave the parent its own (found by a tester: 21 of a
+        child's 50 results were the parent's). The child drops its copies unused, never shut down
+        (a TLS close would tell the server, for the parent too), and makes its own."""
+        if os.getpid() != self._pid:
+            self._backend = self._connections()
 
     @classmethod
     def from_settings(
@@ -454,6 +572,17 @@ class Transport:
         """A timeout for a request whose answer may take `seconds` (None: as long as it takes),
         connecting within the usual limit."""
         return Wait(connect=self.wait.connect, read=seconds)
+
+    def until(self, deadline: float | None, params: Mapping[str, Any] | None = None) -> Wait:
+        """The timeout of a request (a long poll's, by its `params`) made for a caller that must
+        end by `deadline` (a time.monotonic(); None: no such caller): its usual one, cut to what
+        is left of the deadline and the client's limit for one request, so that a server that
+        stops answering keeps the caller at most that limit past its deadline."""
+        usual = self._usual_wait(params)
+        if deadline is None or usual.read is None:
+            return usual
+        left = max(0.0, deadline - time.monotonic())
+        return self.waiting(min(usual.read, left + (self.wait.read or 0.0)))
 
     def _usual_wait(self, params: Mapping[str, Any] | None) -> Wait:
         """The timeout of a request that names none: the client's, or for a long poll (`wait` in
@@ -492,6 +621,7 @@ class Transport:
         if not isinstance(timeout, Wait):  # seconds, or None: for connecting and reading alike
             timeout = Wait(connect=timeout, read=timeout)
         try:
+            self._forked()
             with self._backend.stream(
                 method, path, connect=timeout.connect, read=timeout.read, **kwargs
             ) as resp:

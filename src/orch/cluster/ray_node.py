@@ -295,9 +295,10 @@ class NodeAgent:
         import ray
 
         from orch import config as config_mod
+        from orch import log_setup
         from orch.cluster import node
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        log_setup.configure()
         cfg = config_mod.load(Path(home), settings)
         ray_node = ray.get_runtime_context().get_node_id()
         address = ray.util.get_node_ip_address()

@@ -29,6 +29,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Collection
+from contextlib import ExitStack
 
 # Ray's flags whose default is a fixed port: picked free at start unless given.
 HEAD_PORTS = ("--ray-client-server-port", "--dashboard-port")
@@ -48,12 +50,44 @@ def _given(argv: list[str], flag: str) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
-def free_port(address: str | None) -> int:
-    """A port free on `address` (every interface: None) now; Ray binds it a moment later."""
+def free_port(address: str | None, avoid: Collection[int] = ()) -> int:
+    """A port free on `address` (every interface: None) now, none of `avoid`; Ray binds it a
+    moment later."""
+    return distinct_free_ports(address, 1, avoid)[0]
+
+
+def distinct_free_ports(address: str | None, n: int, avoid: Collection[int] = ()) -> list[int]:
+    """`n` ports free on `address` now, all different and none of `avoid` (the ports the
+    command line gives already): each is held bound until all are picked, so the system cannot
+    hand out one twice (a head whose dashboard agent was given its GCS's port failed to start)."""
     family = socket.AF_INET6 if address and ":" in address else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((address or "", 0))
-        return int(s.getsockname()[1])
+    picked: list[int] = []
+    with ExitStack() as held:
+        for _ in range(n + len(avoid) + 8):  # the system skips a bound port: a few tries suffice
+            if len(picked) == n:
+                break
+            s = held.enter_context(socket.socket(family))
+            s.bind((address or "", 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid and port not in picked:
+                picked.append(port)
+    if len(picked) < n:
+        raise OSError(f"no {n} free ports on {address or 'this machine'}")
+    return picked
+
+
+def given_ports(argv: list[str]) -> set[int]:
+    """The ports `argv` gives Ray (`--port=6379`, `--dashboard-port 8265`, ...)."""
+    ports = set()
+    for i, arg in enumerate(argv):
+        flag, sep, value = arg.partition("=")
+        if not flag.startswith("--") or not flag.endswith("port"):
+            continue
+        if not sep and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value.isdigit():
+            ports.add(int(value))
+    return ports
 
 
 def free_ports(argv: list[str]) -> list[str]:
@@ -61,8 +95,9 @@ def free_ports(argv: list[str]) -> list[str]:
     if not argv or argv[0] != "start":
         return argv
     address = _address(argv)
-    flags = [*NODE_PORTS, *(HEAD_PORTS if "--head" in argv else ())]
-    added = [f"{flag}={free_port(address)}" for flag in flags if not _given(argv, flag)]
+    flags = [f for f in (*NODE_PORTS, *(HEAD_PORTS if "--head" in argv else ())) if not _given(argv, f)]
+    ports = distinct_free_ports(address, len(flags), given_ports(argv))
+    added = [f"{flag}={port}" for flag, port in zip(flags, ports, strict=True)]
     if not _given(argv, "--min-worker-port") and not _given(argv, "--worker-port-list"):
         added += ["--min-worker-port=0", "--max-worker-port=0"]  # 0: the system's free ports
     return [*argv, *added]
@@ -84,7 +119,7 @@ def main(argv: list[str]) -> None:
         services.node_ip_address_from_perspective = lambda *_a, **_k: "127.0.0.1"
     argv = free_ports(argv)
     if argv[:1] == ["start"] and "DASHBOARD_METRIC_PORT" not in os.environ:  # read by Ray's dashboard
-        os.environ["DASHBOARD_METRIC_PORT"] = str(free_port(address))
+        os.environ["DASHBOARD_METRIC_PORT"] = str(free_port(address, given_ports(argv)))
     from ray.scripts.scripts import main as ray_main
 
     sys.argv = ["ray", *argv]

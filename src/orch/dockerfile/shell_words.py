@@ -11,7 +11,11 @@ HEREDOC_MARKER = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _BLANKS = frozenset(GO_SPACE)  # a set lookup: this loop runs once per character of a line
-_MODIFIERS = ("}", ":-", ":+", ":?", "-", "+", "?", "#", "%", "/")
+# The modifiers the lexer of the parser used here (the `dockerfile` package's BuildKit) knows.
+# It fails on `${NAME#x}`, `${NAME%x}` and `${NAME/x/y}`, and then finds no heredoc on the line:
+# taking them as valid made the walk read the next lines as a heredoc body that the parser reads
+# as instructions, which then went unchecked (a garbled --mount flag was built).
+_MODIFIERS = ("}", ":-", ":+", ":?", "-", "+", "?")
 
 
 def split_words(text: str, *, raw: bool) -> list[str] | None:
@@ -105,7 +109,7 @@ def _open_brace(text: str, start: int, closers: list[str]) -> int:
     if modifier is None:
         return -1
     if modifier != "}":
-        closers += ["}", "/"] if modifier == "/" else ["}"]
+        closers.append("}")
     return i + len(modifier)
 
 

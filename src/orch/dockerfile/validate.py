@@ -15,6 +15,7 @@ from orch.dockerfile.instruction import Instruction
 from orch.dockerfile.parse import parse
 from orch.dockerfile.run_flags import StageVariables, check_mount_targets
 from orch.dockerfile.stage import before_from, check_stage
+from orch.dockerfile.substitutions import check_substitutions
 from orch.dockerfile.verdicts import BUILT, verdict
 
 
@@ -77,7 +78,9 @@ def check(text: str) -> Validation:
             if isinstance(stage_ins, Finding):
                 findings.append(stage_ins)
                 continue
-            findings += check_arguments(stage_ins)
+            # Only a stage instruction's words reach Podman (global ARGs are expanded here), and
+            # a word left open is said once, by check_arguments.
+            findings += check_arguments(stage_ins) or check_substitutions(stage_ins)
             findings += check_mount_targets(stage_ins, variables)
             variables.take(stage_ins)
             built.append(stage_ins)

@@ -15,7 +15,7 @@ from orch.loop.events import Emit, Events
 from orch.loop.model import Message, Model, Request, ToolCall, ToolResult, Turn
 from orch.loop.outcome import Outcome, Stopped, Usage, failed
 from orch.loop.retry import Backoff, call
-from orch.loop.sandbox import SandboxGone, ToolSandbox
+from orch.loop.sandbox import ToolSandbox
 from orch.loop.tools import SPECS, Tools
 from orch.loop.watch import Watch
 from orch.models import RunStatus
@@ -87,9 +87,6 @@ def run_loop(
                 conversation.add(ToolResult(c, _TOO_MANY, True))
     except Stopped as stop:
         return Outcome(stop.status, None, mask.quote(stop.reason, REASON_LIMIT), usage)
-    except SandboxGone as exc:
-        reason = mask.quote(f"the tools' sandbox stopped: {exc}", REASON_LIMIT)
-        return Outcome(RunStatus.FAILED, None, reason, usage)
     finally:
         model.close()  # a call the loop stopped waiting for ends now, its connection with it
 
@@ -149,5 +146,7 @@ def _tool_call(
     events.tool_result(tool_call, outcome.exit_code, outcome.output, time.monotonic() - began)
     if outcome.cancelled:
         raise Stopped(RunStatus.CANCELLED, "cancelled while running")
+    if outcome.gone:  # its result is no command's own end, and no further tool can run
+        raise failed(f"the tools' sandbox stopped: {outcome.gone}")
     watch.check()
     return ToolResult(tool_call, outcome.for_model(), outcome.exit_code != 0)

@@ -1,6 +1,6 @@
 """The built-in tools: their JSON schemas, and each call run as processes in the sandbox. A tool
 that fails (bad arguments, a missing file, a command's non-zero exit) is a result the model sees,
-never the end of the loop."""
+never the end of the loop; a sandbox that ends under it is (`ToolOutcome.gone`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from orch.loop.clip import Clip
 from orch.loop.model import WORD_SHOWN, ToolCall, ToolSpec, json_value
-from orch.loop.sandbox import ToolSandbox
+from orch.loop.sandbox import SandboxGone, ToolSandbox
 from orch.secret.mask import Mask
 
 EDIT_LIMIT = 1024 * 1024  # the largest file edit_file rewrites; larger ones are bash's (sed, python)
@@ -20,6 +20,7 @@ _WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'  # the path is an argu
 # until the tool's timeout: /dev/urandom never ends) exits NOT_REGULAR at once; a missing one is
 # head's to say.
 NOT_REGULAR = 65
+NOT_STARTED = 126  # a call the sandbox could not start, being gone: a shell's "cannot execute"
 _REGULAR = f'[ -f "$1" ] || [ ! -e "$1" ] || exit {NOT_REGULAR}; '
 _READ = _REGULAR + f'exec head -c {EDIT_LIMIT + 1} -- "$1"'
 # read_file's: a regular file whole (its output clipped as any tool's), the rest refused as above.
@@ -76,6 +77,7 @@ class ToolOutcome:
     exit_code: int
     output: str  # the tool's output, within the limit (the cut marked), the run's secrets masked
     cancelled: bool = False  # the run was cancelled while it ran: the loop ends with this result
+    gone: str = ""  # why the sandbox ended under it ("" when it did not): the loop ends with this result
 
     def for_model(self) -> str:
         """What the model is sent: the output, and the exit code when it is not 0."""
@@ -83,12 +85,13 @@ class ToolOutcome:
         return text if self.exit_code == 0 else f"{text}\n[exit code {self.exit_code}]"
 
 
-class _Cancelled(Exception):
-    """The run was stopped while a tool ran (a cancel, the server's stop): its output so far."""
+class _Stopped(Exception):
+    """The run was stopped while a tool ran (a cancel, the server's stop), or the sandbox ended
+    under it (`gone`, why): its output so far."""
 
-    def __init__(self, exit_code: int, output: Clip) -> None:
-        super().__init__("cancelled")
-        self.exit_code, self.output = exit_code, output
+    def __init__(self, exit_code: int, output: Clip, gone: str = "") -> None:
+        super().__init__(gone or "cancelled")
+        self.exit_code, self.output, self.gone = exit_code, output, gone
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,10 @@ class Tools:
                 return ToolOutcome(USAGE, f"error: {what} cannot hold a NUL character.")
         try:
             return _RUNNERS[call.name](self, arguments, timeout)
-        except _Cancelled as stop:
+        except _Stopped as stop:
+            if stop.gone:  # its sandbox ended under it: no end of the command's own
+                stop.output(b"\n[the sandbox stopped]")
+                return ToolOutcome(stop.exit_code, stop.output.text(), gone=stop.gone)
             stop.output(b"\n[stopped]")  # by a cancel, or by the server's stop
             return ToolOutcome(stop.exit_code, stop.output.text(), cancelled=True)
 
@@ -140,9 +146,12 @@ class Tools:
         """Run `argv`; its exit code and output. `masked`: the run's secrets masked in the output,
         for the model and the events (a file edit_file reads and writes back is not)."""
         output = Clip(limit or self.limit, self.mask.values if masked else ())
-        done = self.sandbox.exec(argv, stdin=stdin, timeout=timeout, output=output)
-        if done.cancelled:
-            raise _Cancelled(done.exit_code, done.output)
+        try:
+            done = self.sandbox.exec(argv, stdin=stdin, timeout=timeout, output=output)
+        except SandboxGone as exc:
+            raise _Stopped(NOT_STARTED, output, str(exc)) from None
+        if done.cancelled or done.gone:
+            raise _Stopped(done.exit_code, done.output, done.gone)
         if done.timed_out:
             done.output(f"\n[timed out after {round(timeout, 1):g} s]".encode())
         return done.exit_code, done.output
@@ -170,8 +179,8 @@ class Tools:
             code, output = self._exec(
                 ["sh", "-c", _READ, "edit_file", path], timeout, limit=EDIT_LIMIT + 1, masked=False
             )
-        except _Cancelled as stop:
-            raise _Cancelled(stop.exit_code, self._said(stop.output)) from None
+        except _Stopped as stop:
+            raise _Stopped(stop.exit_code, self._said(stop.output), stop.gone) from None
         if code == NOT_REGULAR and output.size == 0:
             return ToolOutcome(1, _not_regular(self._shown(path), "edit_file edits files only"))
         if code != 0:

@@ -52,10 +52,15 @@ from orch.sizes import format_size
 
 INSTALL_MEMORY = 2 * 1024**3  # the install sandbox's memory limit unless the caller says
 INSTALL_PIDS = 1024  # the install sandbox's process limit (held in the server's run_pids)
+INSTALL_CPUS = 1.0  # the install sandbox's CPUs at least, whatever the run's (see _install)
 INSTALL_FILES = 262_144  # files, directories and links an install may write (its tmpfs's inodes)
 _DEEPEST = 256  # directories in one another an install's result may have
 # Changed when what a key stands for changes, so no entry of an older meaning is ever reused.
 _SCHEME = b"orch-deps-2"
+# The search paths a run's dependencies set (`Deps.env`), put before the image's own value of the
+# variable by the sandbox's launcher (oci.environment, `search_path`). Node's packages need none:
+# their node_modules is mounted in the working directory, where Node looks first.
+_SEARCH_PATHS = {"PYTHONPATH": PYTHON_DEPS}
 
 # What the install sees (BUNDLE_SOURCE, read-only) copied to a writable BUNDLE, its working directory.
 _PRELUDE = f"""\
@@ -108,6 +113,15 @@ class Deps:
     def release(self) -> None:
         if self.use is not None:
             self.use.release()
+
+
+def search_path(name: str, value: str, image_value: str | None) -> str:
+    """The value of the sandbox's variable `name`, given `value` by its spec and `image_value` by
+    its image's ENV: the spec's, as in Podman, but for the dependencies' own PYTHONPATH, which
+    comes first with the image's after it (an image's `ENV PYTHONPATH=/opt/lib` still found)."""
+    if _SEARCH_PATHS.get(name) == value and image_value:
+        return f"{value}:{image_value}"
+    return value
 
 
 def dependency_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -210,7 +224,14 @@ def ensure(
     key = cache_key(dep_files, image_id, workspace_id=workspace_id, bundle_sha=bundle_sha)
     path = cache_root / key
     names = ", ".join(sorted(dep_files))
-    with deps_cache.install_lock(cache_root, key):
+
+    def waiting() -> None:
+        log(f"{names}: waiting for an install of the same files under way")
+
+    with deps_cache.install_lock(cache_root, key, should_stop, waiting) as held:
+        if not held:
+            log(f"{names}: cancelled, nothing installed")
+            raise Cancelled(names)
         if deps_cache.complete(path):
             deps_cache.touch(path)
             log(f"{names}: cached, nothing to install")
@@ -303,7 +324,9 @@ def _install(
             tmpfs={SCRATCH: f"rw,exec,nosuid,nodev,size={memory},mode=1777"},
             network=Network.SANDBOX,
             memory_bytes=memory,
-            cpus=base_spec.cpus,
+            # At least INSTALL_CPUS: an install of files another workspace's runs share (the cache
+            # is keyed by them) is not throttled by the `cpus` of the run that came first.
+            cpus=None if base_spec.cpus is None else max(base_spec.cpus, INSTALL_CPUS),
             pids=INSTALL_PIDS,
         )
 

@@ -23,7 +23,8 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from orch import disk_lru
@@ -41,15 +42,42 @@ COMPLETE = ".complete"
 TMP = ".tmp-"
 
 _locked = disk_lru.locked
+WAIT_LOOK = 0.2  # seconds between looks at a held install's lock (and at a cancel)
 _try_lock = disk_lru.try_lock
 
 
 @contextlib.contextmanager
-def install_lock(root: Path, key: str) -> Iterator[None]:
-    """Hold KEY.lock: the one lookup or install of KEY under way on this machine."""
+def install_lock(
+    root: Path,
+    key: str,
+    should_stop: Callable[[], bool] | None = None,
+    waiting: Callable[[], None] | None = None,
+) -> Iterator[bool]:
+    """Hold KEY.lock: the one lookup or install of KEY under way on this machine; True. While
+    another holds it (an install of the same files, perhaps another workspace's), `waiting` is
+    called once and `should_stop` asked every WAIT_LOOK seconds: once it says stop, False,
+    nothing held (a cancel waited for the other install to end)."""
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(lock_path(root, key), fcntl.LOCK_EX):
-        yield
+    path, said = lock_path(root, key), False
+    while True:
+        f = path.open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            if should_stop is not None and should_stop():
+                yield False
+                return
+            if waiting is not None and not said:
+                waiting()
+                said = True
+            time.sleep(WAIT_LOOK)
+            continue
+        if os.fstat(f.fileno()).st_nlink > 0:  # else it was removed while this waited: again
+            break
+        f.close()
+    with f:
+        yield True
 
 
 def mark_complete(path: Path, names: str, size: int) -> None:

@@ -54,6 +54,11 @@ class Sandboxes(Launcher, Protocol):
         """Release what the launcher holds ahead of need (prepared namespaces, image holds)."""
         ...
 
+    def let_go(self) -> None:
+        """Let go of, and remove, the images it holds that lost their name (an environment's
+        delete or rebuild took it) and that no sandbox of it uses now."""
+        ...
+
     def image_id(self, ref: str) -> str:
         """The id of the image `ref` names now, from the launcher's own image cache (what keys a
         run's dependency cache); raises EngineError when the image is missing."""

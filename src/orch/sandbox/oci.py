@@ -3,8 +3,9 @@
 It reproduces what Podman generates for the same `ContainerSpec` under `podman_run.run_args`
 (compared field by field in docs/launcher-config.md): the same user, rlimits, no new privileges,
 capabilities, seccomp filter, masked and read-only paths, device rules, limits and mounts. The
-few differences are stricter (a cgroup namespace; nosuid/nodev on bind mounts) or are about
-where a thing comes from (a tmpfs /dev/shm instead of a host one bound in).
+few differences are stricter (a cgroup namespace; nosuid/nodev on bind mounts), are about
+where a thing comes from (a tmpfs /dev/shm instead of a host one bound in), or keep what the
+image sets (its PYTHONPATH after the run's dependencies', see deps.search_path).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from orch.engine.base import ContainerSpec
 from orch.errors import EngineError
+from orch.sandbox.deps import search_path
 from orch.sandbox.layout import SCRATCH
 from orch.sandbox.seccomp import oci_seccomp
 
@@ -120,13 +122,11 @@ def arguments(argv: Sequence[str], layout: Layout) -> list[str]:
 
 
 def environment(spec: ContainerSpec, layout: Layout) -> list[str]:
-    """Podman's order of precedence: its defaults, then the image's, then the spec's."""
-    env = {"PATH": DEFAULT_PATH, "TERM": "xterm"}
-    for item in layout.image_env:
-        key, _, value = item.partition("=")
-        env[key] = value
-    env |= {"container": "oci", "HOSTNAME": layout.hostname}
-    env |= dict(spec.env)
+    """Podman's order of precedence: its defaults, then the image's, then the spec's; but the
+    run's dependencies' search path comes before the image's own (deps.search_path)."""
+    image = dict(item.partition("=")[::2] for item in layout.image_env)
+    env = {"PATH": DEFAULT_PATH, "TERM": "xterm", **image, "container": "oci", "HOSTNAME": layout.hostname}
+    env |= {key: search_path(key, value, image.get(key)) for key, value in spec.env.items()}
     return [f"{k}={v}" for k, v in env.items()]
 
 

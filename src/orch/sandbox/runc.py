@@ -159,6 +159,7 @@ class Launcher:
     _uses: dict[str, str] = field(default_factory=dict, init=False)  # sandbox name -> its image id
     _tagged: tuple[int, set[str]] = field(default=(0, set()), init=False)  # (stamp, ids with a name)
     _releasing: set[str] = field(default_factory=set, init=False)  # image ids let go, being removed
+    _removals: list[threading.Thread] = field(default_factory=list, init=False)  # of images let go
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _warm: WarmPool[_Warm, ContainerSpec] | None = field(default=None, init=False)
     _helper: Path | None = field(default=None, init=False)
@@ -186,16 +187,18 @@ class Launcher:
             return self._pools[network.podman_name]
 
     def wait(self) -> None:
-        """Until the pools' background work is done (warm sandboxes started, used namespaces
-        destroyed)."""
+        """Until the background work is done (warm sandboxes started, used namespaces destroyed,
+        images let go removed)."""
         with self._lock:
             waiting = self._warm
         if waiting is not None:
             waiting.wait()
         with self._lock:
-            pools = list(self._pools.values())
+            pools, removals = list(self._pools.values()), list(self._removals)
         for pool in pools:
             pool.wait()
+        for removal in removals:
+            removal.join()
 
     def close(self) -> None:
         """Destroy the pools' namespaces (a server stop), used and ready ones, and let go of the
@@ -209,7 +212,9 @@ class Launcher:
             self._held.clear()
         for pool in pools:
             pool.close()
-        self._release_holds(self.prefix)
+        # The holders only: a sandbox may run still (the stop kills them after). The images
+        # that lost their name go at the next start (workers/builds.py, before anything runs).
+        self._remove_holders(self.prefix)
 
     def image_id(self, ref: str) -> str:
         return self.images.get(ref).id
@@ -230,7 +235,7 @@ class Launcher:
 
     def _use(self, spec: ContainerSpec) -> rootfs.Image:
         """`spec`'s image, counted as used by its sandbox until `teardown`. One being removed
-        (`_let_go_of_untagged` decided so between the lookup and the count) is looked up again:
+        (a let-go decided so between the lookup and the count) is looked up again:
         its tag names another image by now."""
         for _ in range(2):
             image = self.images.get(spec.image)
@@ -245,31 +250,53 @@ class Launcher:
         # its own holds.
         return f"{self.prefix}hold-{Path(self.runtime).name}-{image_id[:12]}"
 
+    def let_go(self) -> None:
+        """Let go of the images held for sandboxes that no longer have a name and that no
+        sandbox of this launcher uses now, and remove them before returning: called after an
+        environment's delete, whose own removal of its image was refused while it was held (it
+        only took the name). Without it, an idle server kept such an image, and its holder, until
+        some other sandbox ended (found by a tester). One a sandbox uses goes when it ends."""
+        for image_id in self._untagged_idle(fresh=True):
+            self._remove_image(image_id)
+
     def _let_go_of_untagged(self) -> None:
         """Let go of the images held for sandboxes that no longer have a name (a rebuild moved
-        their tag) once no sandbox of this launcher uses them, and remove them: the rebuild's
-        own removal of the old image was refused while it was held. Checked as each sandbox is
-        torn down; it costs a stat unless Podman's list of images changed."""
+        their tag, an environment's delete took it) once no sandbox of this launcher uses them,
+        and remove them, in the background: the rebuild's own removal of the old image was
+        refused while it was held. Checked as each sandbox is torn down; it costs a stat unless
+        Podman's list of images changed."""
+        for image_id in self._untagged_idle():
+            removal = threading.Thread(target=self._remove_image, args=(image_id,), daemon=True)
+            removal.start()
+            with self._lock:
+                self._removals = [t for t in self._removals if t.is_alive()] + [removal]
+
+    def _untagged_idle(self, fresh: bool = False) -> set[str]:
+        """The held images that have no name and that no sandbox uses, taken out of `_held` into
+        `_releasing` for the caller to remove. `fresh`: Podman's list read whatever its stamp
+        (a change within the stamp's granularity does not hide an untag just made)."""
+        with self._lock:
+            if not self._held - set(self._uses.values()):
+                return set()  # nothing idle: not even a stat
         stamp = self.images.stamp()
         with self._lock:
             known, tagged = self._tagged
             idle = self._held - set(self._uses.values())
-            if known == stamp:
+            if known == stamp and not fresh:
                 idle -= tagged
         if not idle:
-            return
-        if known != stamp:
+            return set()
+        if known != stamp or fresh:
             found = self.images.tagged()
             if found is None:
-                return
+                return set()
             tagged = found
         with self._lock:
             self._tagged = (stamp, tagged)
             gone = idle - tagged - set(self._uses.values())
             self._held -= gone
             self._releasing |= gone
-        for image_id in gone:
-            threading.Thread(target=self._remove_image, args=(image_id,), daemon=True).start()
+        return gone
 
     def _remove_image(self, image_id: str) -> None:
         """Remove this launcher's holder of an image, then the image (refused while another
@@ -284,17 +311,45 @@ class Launcher:
             with self._lock:
                 self._releasing.discard(image_id)
 
-    def _release_holds(self, prefix: str) -> int:
+    def _holders(self, prefix: str) -> dict[str, str]:
+        """The holders of sandboxes named `prefix`... (every runtime's): name -> image id."""
+        shown = "{{.Names}} {{.ImageID}}"
+        args = ["ps", "-a", "--no-trunc", "--filter", f"name=^{prefix}hold-", "--format", shown]
         listed = subprocess.run(
-            [self.podman, "ps", "-a", "--filter", f"name=^{prefix}hold-", "--format", "{{.Names}}"],
+            [self.podman, *args],
             capture_output=True,
             text=True,
             check=False,
         )
-        names = listed.stdout.split()
-        if names:
-            subprocess.run([self.podman, "rm", "-f", *names], capture_output=True, check=False)
-        return len(names)
+        pairs = (line.split() for line in listed.stdout.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def _remove_holders(self, prefix: str) -> dict[str, str]:
+        """Remove the holders of sandboxes named `prefix`...; return them (name -> image id)."""
+        holders = self._holders(prefix)
+        if holders:
+            subprocess.run([self.podman, "rm", "-f", *holders], capture_output=True, check=False)
+        return holders
+
+    def _release_holds(self, prefix: str) -> int:
+        """Remove the holders of sandboxes named `prefix`..., and the images they held that have
+        no name (an environment deleted, a rebuild, while they were held); return how many
+        holders. Only once every sandbox of `prefix` is gone (`sweep`): an image removed under a
+        running sandbox empties its root. A killed server's holders are found by the next start's
+        sweep, after that start's removal of the unnamed images (workers/builds.py), which skips
+        held ones: without this, those stayed until the start after."""
+        holders = self._remove_holders(prefix)
+        try:
+            tagged = self.images.tagged() if holders else None
+        except EngineError as e:  # storage only: nothing here is worth failing a start for
+            log.warning("listing the images with a name: %s", e.message)
+            tagged = None
+        for image_id in set() if tagged is None else set(holders.values()) - tagged:
+            try:
+                PodmanEngine(self.podman).remove_image(image_id)  # another's holder: refused, fine
+            except EngineError as e:
+                log.warning("removing the untagged image %s: %s", image_id[:12], e.message)
+        return len(holders)
 
     def run_container(
         self,
@@ -743,7 +798,10 @@ class Launcher:
                 log.warning("%s", problems)
         swept = netns.sweep(prefix, Network.SANDBOX.podman_name, self.state / "netns")
         swept += netns.sweep(prefix, Network.SERVICE.podman_name, self.state / "netns")
-        stray = cgroup_parents(prefix) - names
+        # Services' containers (Podman's, `PREFIXsvc_…`: services/reconcile.py) have parent
+        # cgroups of the same form, live ones too: not the launcher's (a start counted each
+        # service's twice as a stopped server's leftover, and tried to remove its cgroup).
+        stray = {n for n in cgroup_parents(prefix) - names if not n.removeprefix(prefix).startswith("svc_")}
         for name in stray:
             remove_cgroup_parent(name, attempts=1)
         return len(names) + len(stray) + swept + self._release_holds(prefix)

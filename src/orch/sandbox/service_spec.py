@@ -20,10 +20,13 @@ PORT = SERVICE_PORT  # what the service listens on inside its container (given a
 # no-new-privileges keeps it from regaining any).
 RUN_COMMAND_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
 
+# The dependencies first on PYTHONPATH, then what the base image set there (an environment's
+# Dockerfile's `ENV PYTHONPATH=/opt/lib`), as a run has it (deps.search_path): `${V:+word}` is
+# one of the two modifiers Podman 4.3's imagebuilder expands (`-` and `+`).
 _PYTHON_STEP = f"""\
 COPY requirements.txt {APP}/
 RUN uv pip install --no-cache --python "$(command -v python3)" --target {PYTHON_DEPS} -r requirements.txt
-ENV PYTHONPATH={PYTHON_DEPS}
+ENV PYTHONPATH={PYTHON_DEPS}${{PYTHONPATH:+:$PYTHONPATH}}
 """
 _NODE_STEP = """\
 RUN if [ -f package-lock.json ]; then echo "npm ci (package-lock.json)" \\

@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,11 +66,12 @@ def key_path(config: Config) -> Path:
 def load(config: Config, create: bool = False) -> SecretKey:
     """The platform's key: the setting, else the key file (made now when `create`, if missing).
     A setting that is not a key, or a missing or damaged key file, is an InvalidInput that never
-    quotes the key."""
-    text = str(config.secret_key or "").strip()
-    if text:
+    quotes the key. Only an empty setting is "not set": one of spaces alone is refused, not taken
+    as unset, which would use the key file unbeknown to whoever set it."""
+    setting = str(config.secret_key or "")
+    if setting:
         what = "The secret_key setting (ORCH_SECRET_KEY or config.toml)"
-        return SecretKey(_decode(text, what), "the secret_key setting")
+        return SecretKey(_decode(setting.strip(), what), "the secret_key setting")
     path = key_path(config)
     if create and not path.exists():
         _make_key_file(path)
@@ -87,6 +89,24 @@ def load(config: Config, create: bool = False) -> SecretKey:
             "Check its owner and mode (0600, the server's user), or set ORCH_SECRET_KEY.",
         ) from None
     return SecretKey(_decode(text, f"The secret key file {path}"), str(path))
+
+
+def loose_key_file(config: Config) -> str | None:
+    """What to say when the key file in use is open to users other than its owner (the server
+    makes it 0600; a copy or a restore may have widened it). It stays usable: said, not refused."""
+    if config.secret_key:
+        return None  # the setting is the key; the file is not read
+    path = key_path(config)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"The secret key file {path} is open to other users than its owner (mode {mode:04o}): "
+        f"whoever reads it can decrypt every stored secret. Run `chmod 600 {path}`."
+    )
 
 
 def _decode(text: str, what: str) -> bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import json
 import re
 from array import array
 from collections.abc import Iterable
@@ -420,12 +421,15 @@ def _quoted(value: str) -> set[bytes]:
     """`value` as UTF-8 and in each form Python's repr writes it in between the quotes: a str's
     (`repr`, `ascii`) and its UTF-8 bytes' (what an HTTP library's error quotes: `bytearray(b'...')`),
     each with a `'` escaped or not (a text that holds a `"` too is quoted with `'`, which its `'`
-    is then escaped for). The same for a value with nothing to escape: one form."""
+    is then escaped for); and JSON's (`json.dumps`, with `ensure_ascii` or not: a `"` written
+    `\\"`, what is not ASCII `\\u043a`). The same for a value with nothing to escape: one form."""
     raw = value.encode("utf-8", "surrogatepass")
     bodies = [
         repr(value + '"')[1:-2],  # the `"` added: a `'` in the value is escaped
         ascii(value + '"')[1:-2],
         repr(raw + b'"')[2:-2],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
     ]
     forms = {raw}
     for body in bodies:
@@ -491,4 +495,7 @@ class Mask:
         return shorten(self(text), limit)
 
     def redactor(self) -> Redactor:
-        return Redactor(self.values)
+        """A masker of output that arrives in pieces, for every form of each value: an agent's
+        uncaught exception, a `%r` log line or `json.dumps` writes a value escaped (a PEM key's
+        line breaks as `\\n`), by accident as much as the value itself."""
+        return Redactor(self.forms)

@@ -18,7 +18,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch import __version__
-from orch.errors import ClientGone, OrchError, store_full
+from orch.errors import ClientGone, OrchError, StoreBusy, StoreFull, StoreUnavailable
+from orch.errors import store_trouble as errors_store_trouble
 from orch.server import api_docs, body_limit, head, metrics, paths, proxy, sandbox_relay, ui_host
 from orch.server.api import (
     agents,
@@ -168,22 +169,36 @@ def install_errors(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    def store_trouble(
+        request: Request, exc: BaseException
+    ) -> StoreFull | StoreUnavailable | StoreBusy | None:
+        """What `exc` means if it is the store's trouble, not a bug: its disk full, the store not
+        answering, or busy past a request's wait; else None."""
+        platform = getattr(request.app.state, "platform", None)
+        return platform.store.trouble(exc) if isinstance(platform, Platform) else errors_store_trouble(exc)
+
+    def store_named(request: Request) -> str:
+        """The store's URL (without its password) for the log, which the answer leaves out."""
+        platform = getattr(request.app.state, "platform", None)
+        return platform.store.shown if isinstance(platform, Platform) else ""
+
     async def store_error(request: Request, exc: Exception) -> Response:
-        """A store whose disk is full fails every write: the machine's trouble, not a bug, said
-        with its fix (503), its log one line, not a traceback per request. Any other store
+        """A store whose disk is full fails every write, one that does not answer every request,
+        and a busy one the request that waited past its wait: the machine's trouble, not a bug,
+        said with its fix (503), its log one line, not a traceback per request. Any other store
         error goes on to `crash`."""
-        if (full := store_full(exc)) is None:
+        if (trouble := store_trouble(request, exc)) is None:
             raise exc
-        log.warning("%s %s: %s", request.method, request.url.path, full.message)
-        return await orch_error(request, full)
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, trouble.message, store_named(request))
+        return await orch_error(request, trouble)
 
     app.add_exception_handler(DBAPIError, store_error)
     app.add_exception_handler(OSError, store_error)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> Response:
-        if (full := store_full(exc)) is not None:  # wrapped in another error (its cause)
-            return await orch_error(request, full)
+        if (trouble := store_trouble(request, exc)) is not None:  # wrapped in another error (its cause)
+            return await orch_error(request, trouble)
         return JSONResponse(
             {
                 "error": "internal",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import logging
 import resource
 import socket
 import sys
@@ -18,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orch import config as config_mod
+from orch import log_setup
 from orch.cluster import machine
 from orch.config import Config
 from orch.errors import InvalidInput
@@ -73,7 +73,7 @@ def serve(cfg: Config, on_ready: object = None) -> None:
             "Set ORCH_DATABASE_URL to a PostgreSQL URL the nodes reach too (docs/scale.md), or unset "
             "ORCH_CLUSTER to run the work on this machine.",
         )
-    if str(cfg.secret_key or "").strip() or box.key_path(cfg).exists():
+    if str(cfg.secret_key or "") or box.key_path(cfg).exists():
         box.load(cfg)  # a key that is not one is refused now, not once the store is made
     with contextlib.ExitStack() as refused:  # closes the sockets when a step below refuses
         try:
@@ -91,9 +91,13 @@ def serve(cfg: Config, on_ready: object = None) -> None:
         _serve(cfg, sock, services_sock, lock)
     finally:
         lock.release()
+        sock.close()  # uvicorn closed them once it ran; not when a step before it refused
+        services_sock.close()
 
 
 def _serve(cfg: Config, sock: socket.socket, services_sock: socket.socket, lock: home_lock.HomeLock) -> None:
+    # Before the platform and the app are made: what they say (the store's migration) is the log's.
+    log_setup.configure()
     raise_open_files()
     url = _url(sock)
     lock.say(url)
@@ -106,11 +110,11 @@ def _serve(cfg: Config, sock: socket.socket, services_sock: socket.socket, lock:
     if token:
         updates["token"] = token
     config_mod.write_file(cfg.config_path, updates)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"orch server on {url} (ORCH_HOME={cfg.home}); API docs at {url}/docs", flush=True)
     print(f"services on {services_url}/services/WORKSPACE/NAME/", flush=True)
-    if warning := shared_host(url, services_url):
-        print(f"orch server: warning: {warning}", file=sys.stderr, flush=True)
+    for warning in (shared_host(url, services_url), box.loose_key_file(cfg)):
+        if warning:
+            print(f"orch server: warning: {warning}", file=sys.stderr, flush=True)
     both = by_port(app, app.state.services_app, services_sock.getsockname()[1])
     limits = ConnectionLimits.of_process(services_sock.getsockname()[1])
     server_cfg = uvicorn.Config(both, **serving(limits))
@@ -151,6 +155,10 @@ def raise_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+# Seconds a stopping server gives the requests in flight before it cuts them (see `serving`).
+REQUESTS_GRACE = 10.0
+
+
 def serving(limits: ConnectionLimits | None = None) -> dict[str, Any]:
     """How uvicorn serves both origins (tests serve the app the same way), bounded by `limits`
     (by default the process's, with no port counted as the services': every connection then
@@ -166,7 +174,10 @@ def serving(limits: ConnectionLimits | None = None) -> dict[str, Any]:
     leave as one, its request's head has a deadline and each port holds so many connections at
     once (http_protocol.py). WebSockets are uvicorn's websockets-sansio protocol, whose flow
     the services' proxy holds to one message each way, and a client's message is at most the
-    proxy's MAX_MESSAGE (server/proxy_websocket.py): said here, not left to uvicorn's defaults."""
+    proxy's MAX_MESSAGE (server/proxy_websocket.py): said here, not left to uvicorn's defaults.
+    A stop waits REQUESTS_GRACE for the requests in flight, then cuts them: a service's answer
+    that streams without end (server-sent events), or a proxied send to a service that stopped
+    reading, held the stop for ever (docs/architecture.md, "Stopping")."""
     return {
         "http": CoalescingHttpTools.limited(limits or ConnectionLimits.of_process(None)),
         "ws": "websockets-sansio",
@@ -177,6 +188,7 @@ def serving(limits: ConnectionLimits | None = None) -> dict[str, Any]:
         "access_log": False,
         "proxy_headers": False,
         "server_header": False,
+        "timeout_graceful_shutdown": REQUESTS_GRACE,
     }
 
 

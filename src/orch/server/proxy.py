@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote
 
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -99,6 +100,12 @@ class ServiceProxy:
             if status == 0:  # nothing sent yet: orch's own answer
                 status = e.http_status
                 await JSONResponse(e.to_dict(), status_code=e.http_status)(scope, receive, send)
+        except DBAPIError as e:  # the store, asked for a route or a private service's token
+            if status != 0 or (down := self.store_trouble(scope, e)) is None:
+                raise  # a bug: its traceback
+            status = down.http_status
+            headers = {"Retry-After": str(down.retry_after)} if down.retry_after else None
+            await JSONResponse(down.to_dict(), status_code=status, headers=headers)(scope, receive, send)
         except CutShort:  # the service broke off its answer: so did the proxy
             status = ServiceUnavailable.http_status
             raise
@@ -108,6 +115,19 @@ class ServiceProxy:
         finally:
             if status != 401:  # refused for its token: not a request to a service
                 metrics.of(self.platform).proxy_request(status or 500, time.perf_counter() - started)
+
+    def store_trouble(self, scope: Scope, e: DBAPIError) -> OrchError | None:
+        """The 503 that the store's error `e` means if it is its trouble, not a bug (said in one
+        line of the log, the store named there only); else None."""
+        if (down := self.platform.store.trouble(e)) is not None:
+            log.warning(
+                "%s %s: %s (%s)",
+                scope.get("method", "GET"),
+                scope["path"],
+                down.message,
+                self.platform.store.shown,
+            )
+        return down
 
     async def resolve(self, scope: Scope, workspace: str, name: str) -> tuple[Route, list[Backend]]:
         """The service's route and the backends to try, after the token rule: a public service
@@ -125,8 +145,7 @@ class ServiceProxy:
             if route is None:
                 raise NotFound(f"No service {workspace}/{name} here.", "")
         elif route is None or not route.public:
-            token = _token(scope)
-            ws_id = self.routing.known(token) or await run_in_threadpool(self.routing.workspace_of, token)
+            ws_id = await self.token_workspace(scope)
             if route is None or route.workspace_id != ws_id:
                 raise NotFound(
                     f"No service {workspace}/{name} for this token.",
@@ -151,6 +170,14 @@ class ServiceProxy:
                 f"The service {name} is {route.state}, not running.", deployed.SEE_STATUS_AND_LOGS
             )
         return route, backends
+
+    async def token_workspace(self, scope: Scope) -> str:
+        """The workspace of the request's token (Unauthorized without one, or for one not valid),
+        asked of the store at most once a TOKEN_SECONDS per token (services/routing.py): what
+        opens a private service, and keeps its WebSockets open (server/proxy_websocket.py)."""
+        token = _token(scope)
+        known = self.routing.known(token)
+        return known if known is not None else await run_in_threadpool(self.routing.workspace_of, token)
 
     @property
     def relay_token(self) -> str:
@@ -286,14 +313,28 @@ class ServiceProxy:
         # tester: a body of a known length was not (it ends, but a stalled download may not for
         # READ_TIMEOUT), and its caller's going left the connection to the service open for
         # that long: 50 callers who gave up on stalled answers left 52 connections open.
+        # And for a drain's time running out with it still coming: its replica stops under it.
         if not (answer.header(b"content-type") or b"").startswith(EVENT_STREAM):
-            await pump(answer.body(), send, receive, None)
+            await pump(answer.body(), send, receive, None, _cut_event(end))
             return
         # An event stream never ends by itself: not in flight (a drain would wait for it in
         # vain) but long-lived, which a drain closes.
         end()
         with self.routing.long_lived(backend.container, "stream") as conn:
             await pump(answer.body(), send, receive, conn.closing)
+
+
+def _cut_event(end: InFlight) -> asyncio.Event:
+    """An event set when a drain cuts the request `end` (at once if one did)."""
+    loop = asyncio.get_running_loop()
+    cut = asyncio.Event()
+
+    def tell() -> None:  # from the drain's thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody left to tell
+            loop.call_soon_threadsafe(cut.set)
+
+    end.when_cut(tell)
+    return cut
 
 
 def _cut_fix(name: str, end: InFlight) -> str:
@@ -359,10 +400,15 @@ async def client_gone(receive: Receive) -> None:
 
 
 async def pump(
-    chunks: AsyncIterator[bytes], send: Send, receive: Receive, closing: asyncio.Event | None
+    chunks: AsyncIterator[bytes],
+    send: Send,
+    receive: Receive,
+    closing: asyncio.Event | None,
+    cut: asyncio.Event | None = None,
 ) -> None:
-    """Send the answer's body as it comes, until its end, the client leaving, or `closing`
-    (a drain or the server's stop: the answer then ends cleanly, as if the service ended it)."""
+    """Send the answer's body as it comes, until its end, the client leaving, `closing`
+    (a drain or the server's stop: the answer then ends cleanly, as if the service ended it),
+    or `cut` (its replica is stopped under it: ServiceUnavailable, the client sees it cut)."""
 
     async def copy() -> None:
         async for chunk in chunks:
@@ -373,8 +419,9 @@ async def pump(
         asyncio.ensure_future(copy()),
         asyncio.ensure_future(client_gone(receive)),
     ]
-    if closing is not None:
-        waiters.append(asyncio.ensure_future(closing.wait()))
+    for event in (closing, cut):
+        if event is not None:
+            waiters.append(asyncio.ensure_future(event.wait()))
     try:
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -388,6 +435,8 @@ async def pump(
     if waiters[0] in done and (error := waiters[0].exception()) is not None:
         # The service broke off its answer: so does the proxy (the client sees it incomplete).
         raise ServiceUnavailable(f"The service's answer broke off: {error}.", "")
+    if waiters[0] not in done and cut is not None and cut.is_set():
+        raise ServiceUnavailable("The service's answer was still coming when the drain's time ran out.", "")
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

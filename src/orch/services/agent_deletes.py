@@ -30,8 +30,8 @@ class AgentDeleted(BaseModel):
     deleted_runs: int
     # The agent's latest version now (the one its next run runs); None: the agent is gone.
     latest_version: int | None
-    # Environments built from the deleted versions' Dockerfiles that no agent uses any longer:
-    # `orch env delete` can remove them now.
+    # Environments a publish made for the deleted versions' Dockerfiles that no agent uses any
+    # longer: `orch env delete` can remove them now.
     unused_environments: list[str]
     # Warnings, as a publish gives them: the version that is the latest now would fail to run
     # because of its environment (gone, or its last build failed).
@@ -164,9 +164,15 @@ def _remove(
 
 
 def _unused(s: Session, ws_id: str, env_ids: set[str]) -> list[str]:
-    """Of the environments `env_ids`, the custom ones that no agent uses now."""
+    """Of the environments `env_ids`, the ones a publish made for a Dockerfile that no agent uses
+    now. One the workspace made (`orch env create`) is its own, even when a publish reused it
+    for the same Dockerfile: not named, as a pinned one is not."""
     rows = list(s.scalars(select(EnvironmentRow).where(EnvironmentRow.id.in_(env_ids))))
-    return sorted(e.name for e in rows if e.kind == EnvKind.CUSTOM and not usage.users(s, ws_id, e))
+    return sorted(
+        e.name
+        for e in rows
+        if e.kind == EnvKind.CUSTOM and e.made_for is not None and not usage.users(s, ws_id, e)
+    )
 
 
 def _clean_up(platform: Platform, gone: _Removed) -> None:

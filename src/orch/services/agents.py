@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import tempfile
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import bindparam, func, select
@@ -17,6 +20,7 @@ from orch.bundle import BundleInfo, extract_bundle, inspect_bundle
 from orch.bundle.bytecode import compile_modules
 from orch.bundle.contents import read_contents
 from orch.errors import InvalidDockerfile, InvalidInput, NotFound
+from orch.kept import kept
 from orch.loop.endpoints import check_allowed
 from orch.models import BuildStatus, EnvStatus, check_name, new_id
 from orch.sandbox.deps import dependency_files
@@ -25,7 +29,7 @@ from orch.services import bundles, refs
 from orch.services import environments as envs
 from orch.services.platform import Platform
 from orch.services.views import AgentVersionView, AgentView, PublishedView
-from orch.store.db import Clash, Gone
+from orch.store.db import Clash, Gone, hold, hold_all
 from orch.store.schema import (
     AgentRow,
     AgentVersionRow,
@@ -58,6 +62,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
                 "Add a Dockerfile next to the entrypoint, or publish without asking for a build.",
             )
         validation = checked_dockerfile(info.dockerfile)
+        notes += dockerfile_notes(validation, what_runs("agent", info, info.entrypoint.command))
     elif info.dockerfile is not None:
         try:
             checked_dockerfile(info.dockerfile)
@@ -76,13 +81,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
             raise Gone()
         pinned = info.manifest.environment
         if pinned:
-            try:
-                env = envs.resolve(s, ws, pinned)
-            except NotFound:
-                raise InvalidInput(
-                    f"orch.yaml pins environment {pinned!r}, which does not exist in this workspace.",
-                    "See `orch env list` for the names, or create that environment first.",
-                ) from None
+            env = _pinned(s, ws, pinned)
             state = envs.view(platform, s, ws, env)
             if state.status == EnvStatus.FAILED and not env.image:  # with one, runs run it
                 notes.append(
@@ -107,11 +106,23 @@ def _store_version(
     platform: Platform, ws_id: str, name: str, info: BundleInfo, env_id: str | None, notes: list[str]
 ) -> PublishedView:
     with bundles.lock(platform), platform.store.session() as s:
+        # The pin is a name, no foreign key: checked again under the workspace's hold, which an
+        # environment's delete holds whole while it counts the environment's users
+        # (environments.delete), so either that delete sees this version and refuses, or it
+        # committed first and this publish is refused. On SQLite this takes the store's one
+        # writer now, so what follows reads the state as it is.
+        hold(s, WorkspaceRow, ws_id, shared=True)
+        ws = s.get(WorkspaceRow, ws_id)
+        if ws is None:  # deleted since the checks of publish()
+            raise Gone()
+        if info.manifest.environment:
+            _pinned(s, ws, info.manifest.environment)
         bundles.keep(s, info.sha256, info.data)
-        # Locked: a delete of this agent waits for the new version, or this publish for the delete.
-        agent = s.scalar(
-            select(AgentRow).where(AgentRow.workspace_id == ws_id, AgentRow.name == name).with_for_update()
-        )
+        # Held: a delete of this agent waits for the new version, or this publish for the delete
+        # (then the agent is made afresh). Not a plain FOR UPDATE, which holds nothing on SQLite.
+        named = (AgentRow.workspace_id == ws_id) & (AgentRow.name == name)
+        hold_all(s, AgentRow, named)
+        agent = s.scalar(select(AgentRow).where(named))
         if agent is None:
             agent = AgentRow(
                 id=new_id("agt"), workspace_id=ws_id, name=name, latest_version=0, last_published=0
@@ -124,6 +135,17 @@ def _store_version(
         s.add(version)
         s.flush()
         return PublishedView(agent=_agent_view(s, agent), version=_version_view(s, version), notes=notes)
+
+
+def _pinned(s: Session, ws: WorkspaceRow, pinned: str) -> EnvironmentRow:
+    """The environment orch.yaml pins, or InvalidInput: nothing is stored."""
+    try:
+        return envs.resolve(s, ws, pinned)
+    except NotFound:
+        raise InvalidInput(
+            f"orch.yaml pins environment {pinned!r}, which does not exist in this workspace.",
+            "See `orch env list` for the names, or create that environment first.",
+        ) from None
 
 
 def _misfit(info: BundleInfo) -> str | None:
@@ -198,6 +220,34 @@ def checked_dockerfile(text: str) -> dockerfile.Validation:
     return validation
 
 
+def dockerfile_notes(validation: dockerfile.Validation, runs_instead: str) -> list[str]:
+    """A note for each warning of a bundle's Dockerfile (an instruction left out of the build, a
+    `# syntax=` line), as `orch env validate` says it. Docker runs a Dockerfile's CMD or
+    ENTRYPOINT, so a note on one says what runs instead: `runs_instead` (what_runs)."""
+    notes = []
+    for f in validation.findings:
+        if f.severity is not dockerfile.Severity.WARNING:
+            continue
+        where = f"Dockerfile line {f.line}" if f.line else "Dockerfile"
+        instead = f" {runs_instead}" if f.instruction in ("CMD", "ENTRYPOINT") else ""
+        notes.append(f"{where}: {f.message}{instead} {f.fix}")
+    return notes
+
+
+def what_runs(kind: str, info: BundleInfo, argv: Sequence[str], given: bool = False) -> str:
+    """The sentence saying what the `kind` (agent, service) runs, `argv`, and where that comes
+    from; `given`: a command given with the deploy."""
+    if info.manifest.has_loop:
+        return f"The {kind} runs its managed loop instead (orch.yaml's `loop:`)."
+    if given:
+        source = "the command given to the deploy"
+    elif info.manifest.command is not None:
+        source = "orch.yaml's `runtime.command`"
+    else:
+        source = "the default for its entrypoint; `runtime.command` in orch.yaml sets another"
+    return f"The {kind} runs `{shlex.join(argv)}` instead ({source})."
+
+
 def dockerfile_environment(
     platform: Platform, ws_id: str, agent: str, text: str, validation: dockerfile.Validation
 ) -> tuple[str, str | None]:
@@ -206,7 +256,16 @@ def dockerfile_environment(
     existing one of this workspace with the same Dockerfile (so its build is reused at once);
     else one whose build of it failed, built again (rather than a new environment for each
     attempt, with the failure left unsaid); else a new one named after the agent
-    (_environment_name)."""
+    (_environment_name), recorded as made for it (so an agent delete may name it as unused)."""
+    # One look-and-make at a time: two publishes of one Dockerfile at once made two environments
+    # (of two agents), or one lost at the name the other took and was refused 409 (of one agent).
+    with kept(platform, "_dockerfile_environments", threading.Lock):
+        return _dockerfile_environment(platform, ws_id, agent, text, validation)
+
+
+def _dockerfile_environment(
+    platform: Platform, ws_id: str, agent: str, text: str, validation: dockerfile.Validation
+) -> tuple[str, str | None]:
     wanted = dockerfile_hash(dockerfile.normalised(validation.instructions))
     with platform.store.session() as s:
         same = s.execute(
@@ -228,7 +287,7 @@ def dockerfile_environment(
             f"This Dockerfile failed to build before, as environment {env_name} ({_plain(error)}); "
             "it is being built again, and runs of this version wait for it."
         )
-    return envs.create(platform, ws_id, _environment_name(agent, taken), text).id, None
+    return envs.create(platform, ws_id, _environment_name(agent, taken), text, made_for=agent).id, None
 
 
 _NAME_MAX = 63  # characters of a name (models.check_name)
@@ -246,7 +305,11 @@ def _environment_name(agent: str, taken: set[str]) -> str:
 
 def resolve_agent(s: Session, ws_id: str, ref: str, lock: bool = False) -> AgentRow:
     """The agent called `ref` (an id or a name) in this workspace, or NotFound; with `lock`, its
-    row stays locked until the session ends (against a concurrent publish or delete)."""
+    row stays held until the session ends (against a concurrent publish or delete), on either
+    store: held before it is read (store/db.py hold; a FOR UPDATE holds nothing on SQLite)."""
+    if lock:
+        column = AgentRow.id if ref.startswith("agt_") else AgentRow.name
+        hold_all(s, AgentRow, (AgentRow.workspace_id == ws_id) & (column == ref))
     return refs.find(
         s,
         AgentRow,

@@ -67,9 +67,10 @@ class Excerpt:
     def add(self, line: str) -> None:
         n, self._seen = self._seen, self._seen + 1
         kept = (n, line if len(line) <= EXCERPT_WIDTH else line[:EXCERPT_WIDTH] + "…")
-        if is_step(line):
+        if is_step(line):  # a new step: what the steps before it printed is left out
             self._step, self._first = kept, []
             self._recent.clear()
+            self._last.clear()
         elif decisive(line):
             if len(self._first) < self._half:
                 self._first.append(kept)
@@ -104,15 +105,16 @@ class StepNumbers:
     """The user's number and text of each step Podman runs for one Dockerfile.
 
     `numbers[k - 1]` is the position, in the user's Dockerfile, of the instruction that is
-    Podman's step k, and `texts[k - 1]` that instruction as the user wrote it (its lines joined,
-    as Podman joins them; a heredoc's body left out); `total` is how many instructions the
-    Dockerfile has (SHELL and ignored ones included, so that step n is the n-th instruction the
-    user wrote).
+    Podman's step k, `lines[k - 1]` the line it starts on there, and `texts[k - 1]` that
+    instruction as the user wrote it (its lines joined, as Podman joins them; a heredoc's body
+    left out); `total` is how many instructions the Dockerfile has (SHELL and ignored ones
+    included, so that step n is the n-th instruction the user wrote).
     """
 
     numbers: tuple[int, ...]
     texts: tuple[str, ...]
     total: int
+    lines: tuple[int, ...]
 
     @classmethod
     def of(cls, text: str, built: Sequence[Instruction]) -> StepNumbers:
@@ -120,12 +122,30 @@ class StepNumbers:
         written = {ins.line: (n, ins.original) for n, ins in enumerate(parse(text).instructions, 1)}
         # render_containerfile writes each built instruction on a line of its own, except SHELL
         # (Podman ignores it; later RUN steps name their shell instead).
-        steps = [written[ins.line] for ins in built if ins.keyword != "SHELL"]
+        stepped = [ins.line for ins in built if ins.keyword != "SHELL"]
+        steps = [written[line] for line in stepped]
         return cls(
             tuple(n for n, _ in steps),
             tuple(original.partition("\n")[0].strip() for _, original in steps),
             len(written),
+            tuple(stepped),
         )
+
+    def unread(self, output: Sequence[str], containerfile: str) -> tuple[int, str, str] | None:
+        """(its line in the user's Dockerfile, its text, Podman's reason) of the instruction
+        Podman could not read, when `output` (the build's last lines) says it stopped on one:
+        `Error: resolving step {... StartLine:3 EndLine:3}: Unsupported modifier (?) in
+        substitution: ...`, StartLine a line of the rendered `containerfile`. No command ran
+        then, and Podman's last STEP line is the step before it."""
+        for line in reversed(output):
+            found = _UNREAD.search(line)
+            if found is None:
+                continue
+            k = _step_at(containerfile, int(found[1]))
+            if k is None or not 1 <= k <= len(self.lines):
+                return None
+            return self.lines[k - 1], self.texts[k - 1], found[2].strip()
+        return None
 
     def rewrite(self, line: str) -> tuple[str, tuple[int, str] | None]:
         """A line of Podman's output as the user sees it (its number the user's, its text what
@@ -139,6 +159,25 @@ class StepNumbers:
             number = self.numbers[k - 1]
             return f"STEP {number}/{self.total}: {text}", (number, self.texts[k - 1])
         return ORCH_STEP + _without_host_path(text), None
+
+
+# Podman prints the step it could not read as its parser's node: `{Value:env ... Original:ENV
+# A=... Flags:[] StartLine:3 EndLine:3}`; the first such end is taken, as only the Original
+# (the user's own text) could hold another before it.
+_UNREAD = re.compile(r"\bresolving step \{.*?\bStartLine:(\d+) EndLine:\d+\}: (.*)")
+
+
+def _step_at(containerfile: str, line: int) -> int | None:
+    """Which of the rendered Containerfile's instructions (1 for its FROM) starts on `line`;
+    render_containerfile folds a long one with continuation lines, each ending in a backslash."""
+    k, continued = 0, False
+    for n, text in enumerate(containerfile.split("\n"), 1):
+        if not continued:
+            k += 1
+        if n == line:
+            return None if continued else k
+        continued = text.endswith("\\")
+    return None
 
 
 _HOME_LABEL = f'LABEL "{HOME_LABEL}"='

@@ -17,7 +17,7 @@ from orch.models import DeploymentStatus, ServiceState, check_name, new_id
 from orch.sandbox.deps import dependency_files
 from orch.sandbox.service_spec import PORT as PORT  # where the proxy sends (tests point it elsewhere)
 from orch.services import bundles, deployed_logs, refs, restarts, routing, service_budget, takedown
-from orch.services.agents import checked_dockerfile, dockerfile_environment
+from orch.services.agents import checked_dockerfile, dockerfile_environment, dockerfile_notes, what_runs
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile, remove_images, replicas
 from orch.services.service_rules import LOOP_REFUSED, check_command
@@ -50,7 +50,11 @@ def deploy(
     argv = _command(info, command)
     validation = checked_dockerfile(info.dockerfile) if info.dockerfile is not None else None
     manifest = info.manifest.model_copy(update={"public": True}) if public else info.manifest
-    notes = []
+    notes = (
+        dockerfile_notes(validation, what_runs("service", info, argv, command is not None))
+        if validation
+        else []
+    )
     if info.manifest.environment:
         runtime = "the image of their own Dockerfile" if validation else "the service runtime"
         notes.append(

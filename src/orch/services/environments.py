@@ -79,7 +79,7 @@ def resolve(s: Session, ws: WorkspaceRow, ref: str) -> EnvironmentRow:
 
 def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) -> EnvironmentView:
     build = s.get(BuildRow, env.build_id) if env.build_id else None
-    status, image = _status(platform, env, build)
+    status, image, digest = _status(platform, env, build)
     return EnvironmentView(
         id=env.id,
         name=env.name,
@@ -88,7 +88,7 @@ def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) 
         default=ws.default_environment_id == env.id,
         description=env.description,
         image=images.shown(s, ws.id, image, env.build_id),  # nothing of another workspace's build
-        image_digest=env.image_digest if image == env.image else None,
+        image_digest=digest,
         cache=build.cache if build else None,
         cache_reason=build.cache_reason if build else None,
         build_id=build.id if build else None,
@@ -99,17 +99,26 @@ def view(platform: Platform, s: Session, ws: WorkspaceRow, env: EnvironmentRow) 
     )
 
 
-def _status(platform: Platform, env: EnvironmentRow, build: BuildRow | None) -> tuple[EnvStatus, str | None]:
+def _status(
+    platform: Platform, env: EnvironmentRow, build: BuildRow | None
+) -> tuple[EnvStatus, str | None, str | None]:
+    """The environment's status, its image and the image's registry digest."""
     if env.kind == EnvKind.BASE:
         tag = base_images.image_tag(BASE_ENVIRONMENTS[env.name][0])
         # Asked of the engine until it has the image, then known (as by the run path): base images
         # are named by their recipe's hash, and the platform never removes them.
         if tag not in platform.present_base_tags and platform.engine.inspect_image(tag) is not None:
             platform.present_base_tags.add(tag)
-        return (EnvStatus.READY if tag in platform.present_base_tags else EnvStatus.NOT_BUILT), tag
+        return (EnvStatus.READY if tag in platform.present_base_tags else EnvStatus.NOT_BUILT), tag, None
     if build is None:
-        return EnvStatus.NOT_BUILT, None
-    return EnvStatus(build.status), env.image
+        return EnvStatus.NOT_BUILT, None, None
+    if build.status == BuildStatus.READY.value:
+        # The environment's current build, ready: its image and digest are the environment's,
+        # written in the same commit. Read from the build, the row read last: on PostgreSQL each
+        # statement sees what was committed when it began, so the environment's row, read first,
+        # may be from before that commit (no image, no digest yet) and the build's from after it.
+        return EnvStatus.READY, build.image, build.image_digest
+    return EnvStatus(build.status), env.image, env.image_digest
 
 
 def _build_view(b: BuildRow, image: str | None) -> BuildView:
@@ -168,9 +177,10 @@ def _findings(v: dockerfile.Validation, severity: str | None = None) -> list[Fin
 
 
 def create(
-    platform: Platform, ws_id: str, name: str, text: str, no_cache: bool = False
+    platform: Platform, ws_id: str, name: str, text: str, no_cache: bool = False, made_for: str | None = None
 ) -> CreatedEnvironment:
-    """Validate, then reuse a cached image at once or queue a build."""
+    """Validate, then reuse a cached image at once or queue a build. `made_for`: the agent or
+    service whose published Dockerfile this is (None: the workspace's own)."""
     check_name(name, id_prefix="env_")
     validation = dockerfile.validate(text)
     if not validation.ok:
@@ -200,6 +210,7 @@ def create(
             kind=EnvKind.CUSTOM.value,
             dockerfile=text,
             description=_leading_comment(text),
+            made_for=made_for,
         )
         s.add(env)
         build = build_requests.record(platform, s, env, lookup)

@@ -8,6 +8,9 @@ missing indeed (Podman's error may name a piece that is there). A piece that orc
 is looked for through PATH too: one installed in a folder that PATH lacks is said so, with the
 folder to add. `scripts/setup` ends with this check, `orch admin check` runs it on demand, and
 `orch server` runs it at start (`watch`).
+
+What weakens sandboxes without stopping them (`warnings`: the sandboxes' host uid is an
+account here) is said beside the result and fails nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -31,6 +35,7 @@ from orch.engine.base import BuildRequest, Engine, Mount
 from orch.errors import HostCheckFailed, OrchError
 from orch.sandbox.deps import Deps
 from orch.sandbox.launcher import Isolation
+from orch.sandbox.layout import SANDBOX_USER
 from orch.sandbox.spec import Limits, run_spec
 from orch.services.platform import Platform
 
@@ -195,12 +200,31 @@ def diagnose(output: str) -> HostCheckFailed | None:
     return None
 
 
+def warnings() -> list[str]:
+    """What weakens sandboxes on this machine without stopping them, one sentence with its fix
+    each. Sandboxes run as the host's uid 1000 with no user namespace (docs/trust.md, "One host
+    uid"): when that uid is an account here, whatever runs as it reaches every sandbox."""
+    uid = int(SANDBOX_USER.split(":")[0])
+    try:
+        account = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return []
+    return [
+        f"Every sandbox runs as the host's uid {uid}, which is the account {account} on this "
+        f"machine: any process of {account} can read each running sandbox's environment (a run's "
+        "secrets included) and signal or trace its processes. Remove that account or give it "
+        "another uid, or let no one log in or run anything as it."
+    ]
+
+
 @dataclass
 class Report:
-    """What the check did: each step's name and seconds, or the problem it found."""
+    """What the check did: each step's name and seconds, or the problem it found, and what it
+    warns of (`warnings`; a check with warnings still passes)."""
 
     steps: list[tuple[str, float]] = field(default_factory=list)
     problem: OrchError | None = None
+    warnings: list[str] = field(default_factory=list)
     # What the failed step saw (its exit, its output's end): the server logs it with the
     # sentence, which quotes one line of it, or names only the missing piece.
     output: str = ""
@@ -220,6 +244,7 @@ class Report:
             "ok": self.ok,
             "steps": [{"step": name, "seconds": round(sec, 3)} for name, sec in self.steps],
             "problem": self.problem.to_dict() if self.problem else None,
+            "warnings": list(self.warnings),
         }
 
 
@@ -244,7 +269,7 @@ def run(
     """Check this machine; never raises for what it finds (the report carries it). With
     `fresh=False` (a server's start) the sandbox and the build step are skipped when they passed
     before on this machine as it is now (same pieces, same engine settings, same base image)."""
-    report = Report()
+    report = Report(warnings=warnings())
 
     def step(name: str, fn: Callable[[], None]) -> bool:
         start = time.monotonic()
@@ -415,11 +440,15 @@ def watch(platform: Platform, say: Callable[[str], None]) -> None:
     RECHECK s later. While a problem stands the check runs again, at pauses that double up to
     RECHECK_LONGEST, and the problem is cleared once it passes: a machine set right (a package
     installed, the load gone) needs no restart. Each sentence is said once, with what the failed
-    step saw (the sentence may quote one line of it, or name only the missing piece)."""
+    step saw (the sentence may quote one line of it, or name only the missing piece). Its
+    warnings are said once, at the first check."""
     pause = RECHECK
     failures = 0
     while not platform.stopping.is_set():
         report = run(platform, fresh=False)
+        if not failures:
+            for warning in report.warnings:
+                say(f"orch server: warning: {warning}")
         problem = report.problem
         if problem is None:
             if failures:

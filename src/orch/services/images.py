@@ -54,8 +54,12 @@ def shown(s: Session, workspace_id: str, tag: str | None, own_build: str | None)
     return f"{repository}:{key}"
 
 
-def service_tag(platform: Platform, service: str, version: int) -> str:
-    return f"localhost/orch-svc/{platform.instance}:{service}-v{version}"
+def service_tag(platform: Platform, service_id: str, name: str, version: int) -> str:
+    """The tag of the image a service's version `version` is built as: its service's own, by
+    the service's id (its name, for the reader): services of one name in two workspaces, or one
+    deleted and one made since, never share a tag (found by a tester: with `NAME-vN` alone, a
+    workspace's deploy retagged another's image, and that one's next restart ran its code)."""
+    return f"localhost/orch-svc/{platform.instance}:{name}-{service_id}-v{version}"
 
 
 def named(s: Session, platform: Platform) -> set[str]:
@@ -69,11 +73,11 @@ def named(s: Session, platform: Platform) -> set[str]:
             tags.add(environment_tag(platform, key, build_id))
     tags |= set(s.scalars(select(ServiceRow.image).where(ServiceRow.image.is_not(None))))
     unfinished = [s.value for s in DeploymentStatus if not s.final]
-    deploying = select(ServiceRow.name, ServiceDeploymentRow.version).join(
+    deploying = select(ServiceRow.id, ServiceRow.name, ServiceDeploymentRow.version).join(
         ServiceDeploymentRow, ServiceDeploymentRow.service_id == ServiceRow.id
     )
-    for name, version in s.execute(deploying.where(ServiceDeploymentRow.status.in_(unfinished))):
-        tags.add(service_tag(platform, name, version))
+    for service_id, name, version in s.execute(deploying.where(ServiceDeploymentRow.status.in_(unfinished))):
+        tags.add(service_tag(platform, service_id, name, version))
     return {t for t in tags if t}
 
 
@@ -89,6 +93,10 @@ def release(platform: Platform, image: str) -> None:
         platform.engine.remove_image(image)
         # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
         platform.engine.untag_image(image)
+        # Refused too while a launcher holds it for sandboxes that have ended: each lets go of
+        # it now (an idle server kept it until some other sandbox ended: found by a tester).
+        for launcher in platform.launchers.values():
+            launcher.let_go()
 
 
 def remove_unnamed(platform: Platform) -> list[str]:

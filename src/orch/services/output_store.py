@@ -4,7 +4,8 @@ writer costs the store one transaction per FLUSH_DELAY, not one per write, and e
 pieces share it (run_output.py, build_output.py).
 
     Pending     a writer's pieces from byte offsets, bounded per stream; `store(s)` adds what waits
-                to a transaction of the caller's (a run's end stores its rest with its status)
+                to a transaction of the caller's (a run's end stores its rest with its status),
+                and gives it back to wait again if that transaction does not commit
     flusher(p)  the platform's flusher: one thread while there is something to store
     joined(...) what a reader gets from its offset: the pieces stored without a gap from there
 """
@@ -15,14 +16,17 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
+from orch.errors import store_refused
 from orch.kept import kept
 from orch.services.platform import Platform
+from orch.store.db import first_line
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +124,69 @@ class Pending(ABC):
 
     def store(self, s: Session) -> bool:
         """Add the waiting pieces to `s` (the caller holds `storing` until `s` commits); whether
-        there were any."""
+        there were any. If `s`'s transaction ends without committing (the caller's other writes
+        failed, or the store refused the commit: a locked SQLite, a PostgreSQL restart), the
+        pieces wait again, before anything kept since, for the next store: the caller's next
+        try, the writer's `close`, or the flusher's pass that what is kept next asks for."""
         taken = self.take()
+        if taken:
+            _given_back_unless_committed(s, self, taken)
         self.add(s, taken)
         return bool(taken)
 
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session of the store whose transaction stores what waits too, `storing` held until
+        it commits: whoever sees what the caller records there reads this output with it."""
+        with self.storing, self.platform.store.session() as s:
+            self.store(s)
+            yield s
+
     def close(self) -> None:
-        """Store what is left now (nothing left: no transaction)."""
+        """Store what is left now (nothing left: no transaction). A store that refuses it for a
+        moment (errors.store_refused: a locked SQLite, a PostgreSQL restart) has the pieces wait
+        again, for the platform's flusher to store once the store takes writes again; the error
+        is raised still, for the caller to say."""
         with self.storing:
             taken = self.take()
             if taken:
-                with self.platform.store.session() as s:
-                    self.add(s, taken)
+                try:
+                    with self.platform.store.session() as s:
+                        self.add(s, taken)
+                except Exception as e:
+                    if store_refused(e) is None:  # a bug: raised as it came
+                        raise
+                    self.give_back(taken)
+                    flusher(self.platform).want(self)  # its passes ask again until it is stored
+                    raise
         if taken:
             self.stored()
+
+
+# In a session's `info`: the pieces `Pending.store` added to its transaction, (writer, taken) in
+# the order they were taken; and whether the session's events below are listened to.
+_TAKEN = "orch.output_taken"
+_LISTENING = "orch.output_listening"
+
+
+def _given_back_unless_committed(s: Session, writer: Pending, taken: Taken) -> None:
+    """`taken` goes back to `writer` when `s`'s transaction ends without committing."""
+    if not s.info.get(_LISTENING):
+        event.listen(s, "after_commit", _committed)
+        event.listen(s, "after_transaction_end", _ended)
+        s.info[_LISTENING] = True
+    s.info.setdefault(_TAKEN, []).append((writer, taken))
+
+
+def _committed(s: Session) -> None:
+    if not s.in_nested_transaction():  # a savepoint's commit is not the transaction's
+        s.info.pop(_TAKEN, None)  # stored
+
+
+def _ended(s: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # not committed (`_committed` took them else): they wait again
+        for writer, taken in reversed(s.info.pop(_TAKEN, [])):  # each before the later ones
+            writer.give_back(taken)
 
 
 class Flusher:
@@ -146,6 +199,8 @@ class Flusher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Since when storing fails (monotonic), None while it works: the thread says so once.
+        self._failing: float | None = None
 
     def want(self, writer: Pending) -> None:
         with self._lock:
@@ -167,10 +222,20 @@ class Flusher:
             time.sleep(FLUSH_DELAY)  # what comes meanwhile shares the transaction
             try:
                 self.store_waiting()
-            except Exception:  # the store is away: the pieces wait for the next try
-                log.exception("storing output failed; trying again")
+            except Exception as e:  # the store is away: the pieces wait for the next try
+                if self._failing is None:  # said once, not at every try
+                    self._failing = time.monotonic()
+                    log.warning(
+                        "storing output failed (%s); trying again every second",
+                        _said(e),
+                        exc_info=store_refused(e) is None,  # not the store refusing: a bug
+                    )
                 time.sleep(1.0)
                 self._wake.set()
+            else:
+                if self._failing is not None:
+                    log.info("stored output again after %.0f s", time.monotonic() - self._failing)
+                    self._failing = None
 
     def store_waiting(self) -> None:
         with self._lock:
@@ -194,6 +259,13 @@ class Flusher:
         for w, pieces in taken:
             if pieces:
                 w.stored()
+
+
+def _said(e: Exception) -> str:
+    """What a failed store says, as one line: its driver's error (under SQLAlchemy's, whose text
+    goes on with the statement), with its kind."""
+    error = getattr(e, "orig", None) or e
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def flusher(platform: Platform) -> Flusher:

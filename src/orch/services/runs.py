@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from orch import metrics
 from orch.errors import Conflict, InvalidInput, NotFound
-from orch.models import RunStatus, advance, new_id, shown_name
+from orch.models import RunStatus, advance, chosen_id, id_pattern, new_id, shown_name
 from orch.services import log_files, nodes, run_output
 from orch.services.agents import latest_version, resolve_agent
 from orch.services.platform import Platform
@@ -48,8 +48,15 @@ def create(
     input: str = "",
     env: dict[str, str] | None = None,
     timeout: int | None = None,
+    run_id: str | None = None,
 ) -> RunView:
-    """Queue a run of the agent's latest version; a worker picks it up at once when one is free."""
+    """Queue a run of the agent's latest version; a worker picks it up at once when one is free.
+
+    `run_id`, when the caller chose it (`chosen_id`), is the run's id: a caller whose create was
+    cut short before it read the answer cancels the run by that id, which it knew before the
+    answer; one taken already (by any workspace's run) is refused, 409."""
+    if run_id is not None:
+        chosen_id(run_id, CHOSEN_ID, "run")
     env = env or {}
     for key in env:
         if not _ENV_NAME.match(key) or key.startswith("ORCH_"):
@@ -89,8 +96,11 @@ def create(
         )
     if timeout is not None and not 1 <= timeout <= 86400:
         raise InvalidInput(f"A timeout of {timeout} seconds is out of range.", "Use 1 to 86400 seconds.")
-    run_id = new_id("run")
-    with platform.store.session() as s:
+    # A chosen id taken already breaks the runs' primary key at the insert, which is the check
+    # (no look first: two creates with one id race to it, and the loser is told the same).
+    taken = None if run_id is None else _taken(run_id)
+    run_id = run_id or new_id("run")
+    with platform.store.session(clash=taken) as s:
         agent = resolve_agent(s, ws_id, agent_ref)
         version = latest_version(s, agent)
         values = {
@@ -126,6 +136,20 @@ def create(
 
 
 _NEW_RUN = insert(RunRow)
+
+# A run's id as the server makes it (models.new_id): what a caller may choose.
+CHOSEN_ID = id_pattern("run")
+
+
+def _taken(run_id: str) -> Conflict:
+    """The answer to a chosen id that a run of any workspace has already: run ids are one
+    namespace, server-wide (docs/workspaces.md)."""
+    return Conflict(
+        f"A run with the id {run_id} exists already.",
+        "Choose another id (or leave it out: the server chooses one).",
+    )
+
+
 _VERSION_KEPT = select(AgentVersionRow.id).where(AgentVersionRow.id == bindparam("version_id"))
 
 # The statements of a status look (the API's commonest call), built once.

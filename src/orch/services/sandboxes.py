@@ -42,7 +42,18 @@ from orch.errors import (
     NotFound,
     OrchError,
 )
-from orch.models import BuildStatus, EnvKind, SandboxStatus, advance, new_id, shown_name, sources
+from orch.kept import kept
+from orch.models import (
+    BuildStatus,
+    EnvKind,
+    SandboxStatus,
+    advance,
+    chosen_id,
+    id_pattern,
+    new_id,
+    shown_name,
+    sources,
+)
 from orch.sandbox.held import ExecResult, Held, Output
 from orch.sandbox.launcher import Isolation
 from orch.sandbox.layout import HOME, SANDBOX_USER
@@ -52,6 +63,7 @@ from orch.services.platform import Platform
 from orch.services.run_memory import Budget
 from orch.sizes import format_size
 from orch.store.db import Gone, hold
+from orch.store.refusals import Outage
 from orch.store.schema import BuildRow, EnvironmentRow, NodeRow, SandboxRow, WorkspaceRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -129,13 +141,20 @@ def create(
     timeout: int | None = None,
     network: bool = False,
     gone: Callable[[], bool] = lambda: False,
+    sandbox_id: str | None = None,
 ) -> SandboxView:
     """Start a sandbox and hold it open for the workspace; it answers commands at once.
+
+    `sandbox_id`, when the caller chose it (`chosen_id`), is the sandbox's id: a caller whose
+    create was cut short before it read the answer removes it by that id (DELETE), which it knew
+    before the answer; one taken already (by any workspace) is refused, 409.
 
     `gone` says that the caller went away (its connection closed): nobody would learn the
     sandbox's id, so none is left. Checked after the image is there (before anything is stored),
     during the wait for memory (the row is deleted), and once it started (it is removed); each
     raises ClientGone. The route checks once more when the answer is ready (`abandon`)."""
+    if sandbox_id is not None:
+        chosen_id(sandbox_id, CHOSEN_ID, "sandbox")
     resources = limits(memory, cpus)
     idle = idle_timeout(platform, timeout)
     _within_budgets(platform, resources.memory_bytes)
@@ -155,7 +174,7 @@ def create(
     if problem := platform.host_problem:
         said = problem.message[:1].lower() + problem.message[1:]
         raise HostCheckFailed(f"No sandbox can start on the server's machine: {said}", problem.fix)
-    sandbox_id = new_id("sbx")
+    sandbox_id = sandbox_id or new_id("sbx")
     name = f"{platform.container_prefix}sb-{sandbox_id}"
     with platform.held.admission, platform.store.session() as s:
         ws = s.get(WorkspaceRow, ws_id)
@@ -165,6 +184,11 @@ def create(
         image = _image(platform, s, env, isolation)
         if gone():
             raise _client_gone()
+        if s.get(SandboxRow, sandbox_id) is not None:  # a chosen id, used before
+            raise Conflict(
+                f"A sandbox with the id {sandbox_id} exists already.",
+                "Choose another id (or leave it out: the server chooses one).",
+            )
         # The workspace's limits are checked and its new sandbox stored in one step: `admission`
         # makes it one on this server, the workspace's row on every server sharing the store
         # (after _image, which may write in a session of its own).
@@ -230,6 +254,10 @@ def create(
     if not _settle(platform, sandbox_id, SandboxStatus.RUNNING, None):
         _close(platform, sandbox_id, SandboxStatus.REMOVED, "removed while it started")
     return show(platform, ws_id, sandbox_id)
+
+
+# A sandbox's id as the server makes it (models.new_id): what a caller may choose.
+CHOSEN_ID = id_pattern("sbx")
 
 
 # The reason of a sandbox whose create's caller went away before the answer.
@@ -583,7 +611,7 @@ class Exec:
         finally:
             _touch(self.platform, self.sandbox_id)
         if result.exit_code == KILLED:  # killed: its sandbox may be ending under it
-            _seen_ended(self.sandbox)
+            seen_ended(self.sandbox)
         _ended_under(self.platform, self.sandbox_id, self.sandbox, _RAN)
         if result.cancelled and stopping.is_set() and not should_stop():
             raise _server_stopped(self.sandbox_id, _RAN)
@@ -598,7 +626,7 @@ KILLED = 128 + 9  # a command's exit code when SIGKILL ended it
 SETTLE_SECONDS = 2.0
 
 
-def _seen_ended(sandbox: Held) -> None:
+def seen_ended(sandbox: Held) -> None:
     """Wait, up to SETTLE_SECONDS, for a sandbox that may be ending to be seen not alive."""
     deadline = time.monotonic() + SETTLE_SECONDS
     while sandbox.alive() and time.monotonic() < deadline:
@@ -855,13 +883,36 @@ def _file_call(
         sandbox.release()
 
 
+def _touches(platform: Platform) -> Outage:
+    """The platform's "last used" bumps of commands and file calls, which a refusing store does
+    not fail: said once while it refuses."""
+    return kept(
+        platform,
+        "_sandbox_touches",
+        lambda: Outage(
+            "recording a sandbox's last use",
+            log,
+            "its commands and file calls go on, and its idle timeout counts from the last use recorded",
+        ),
+    )
+
+
 def _touch(platform: Platform, sandbox_id: str) -> None:
-    with platform.store.session() as s:
-        s.execute(
-            update(SandboxRow)
-            .where(SandboxRow.id == sandbox_id, SandboxRow.status == SandboxStatus.RUNNING.value)
-            .values(last_used_at=utcnow())
-        )
+    """Record a use of the sandbox (`last_used_at`, from which its idle timeout counts): the
+    server's bookkeeping, not the caller's request. A store that refuses it (full, busy, not
+    answering: errors.store_refused) fails neither a command that ran nor a read; it is said
+    once in the log while it lasts (`Outage`), and the timeout counts from the previous use
+    recorded. Found by a tester: on a full disk a command ran, then its answer was a bug's 500."""
+
+    def write() -> None:
+        with platform.store.session() as s:
+            s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id, SandboxRow.status == SandboxStatus.RUNNING.value)
+                .values(last_used_at=utcnow())
+            )
+
+    _touches(platform).ask(write, None)
 
 
 # ---- ending ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from orch.config import Config
@@ -110,11 +110,13 @@ def list_secrets(platform: Platform, ws_id: str) -> list[SecretView]:
 
 def delete_secret(platform: Platform, ws_id: str, name: str) -> None:
     check_name(name)
-    with platform.store.session() as s:
-        row = s.scalar(_one(ws_id, name))
-        if row is not None:
-            s.delete(row)
-    if row is None:
+    with platform.store.session() as s:  # one statement: of two deletes at once, one deletes it
+        gone = (
+            s.connection()
+            .execute(delete(SecretRow).where(SecretRow.workspace_id == ws_id, SecretRow.name == name))
+            .rowcount
+        )
+    if not gone:
         raise NotFound(f"This workspace has no secret {name}.", "See `orch secret list` for its secrets.")
 
 

@@ -219,7 +219,8 @@ def list_tokens(platform: Platform, caller: Caller, workspace: str | None = None
 
 
 def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView:
-    """Delete a token; the next request that sends it is refused (nothing caches tokens)."""
+    """Delete a token; the next request that sends it is refused (nothing caches tokens). A
+    plain token revokes its own workspace's plain tokens, an admin token any."""
     with platform.store.session() as s:  # a token's admin flag never changes
         admin = s.scalar(select(TokenRow.admin).where(TokenRow.id == token_id))
     with platform.store.session() as s:
@@ -230,6 +231,12 @@ def revoke_token(platform: Platform, caller: Caller, token_id: str) -> TokenView
         row = s.get(TokenRow, token_id)
         if row is None or not (caller.admin or row.workspace_id == caller.workspace_id):
             raise NotFound(f"No token {shown_name(token_id)!r}.", "See `orch token list` for their ids.")
+        if row.admin and not caller.admin:  # as it may not make one: an operator's stays theirs
+            raise Forbidden(
+                f"Only an admin token can revoke {token_id}, an admin token; this token is a plain "
+                f"token of workspace {caller.workspace.name}, so nothing was revoked.",
+                "Ask someone with an admin token to revoke it.",
+            )
         admins = s.scalar(select(func.count()).select_from(TokenRow).where(TokenRow.admin.is_(True)))
         if row.admin and admins == 1:
             raise Conflict(

@@ -53,6 +53,10 @@ class EnvironmentRow(Base):
     # (None: no registry was set when it was built, 0013). See builder/registry.py.
     image_digest: Mapped[str | None] = mapped_column(String(255))
     build_id: Mapped[str | None] = mapped_column(String(40))
+    # The agent or service (its name) whose published Dockerfile this environment was made for
+    # (0021): an agent delete lists it as unused then. None: the workspace made it (`orch env
+    # create`), even if a publish reuses it since.
+    made_for: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

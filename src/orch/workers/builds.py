@@ -6,6 +6,7 @@ stopped server left in "building".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -22,12 +23,13 @@ from orch.builder.cache import cache_key
 from orch.builder.host import ca_mounts, proxy_env
 from orch.dockerfile import cache_mounts
 from orch.engine.base import BuildRequest
-from orch.errors import BuildFailed, EngineError, OrchError
+from orch.errors import BuildFailed, EngineError, OrchError, store_refused
+from orch.kept import kept
 from orch.models import BuildStatus, advance
 from orch.services import base_digests, build_log, build_output, build_requests, images
 from orch.services.platform import Platform
 from orch.sizes import format_apart, format_size
-from orch.store import queue
+from orch.store import queue, refusals
 from orch.store.queue import left_by
 from orch.store.schema import BuildRow, EnvironmentRow, utcnow
 
@@ -37,7 +39,9 @@ MAX_ATTEMPTS = 2  # a build interrupted by a server stop is tried once more, the
 
 
 def claim(platform: Platform) -> str | None:
-    """Move the oldest queued build to "building" and return its id (None: queue empty)."""
+    """Move the oldest queued build to "building" and return its id (None: queue empty). What a
+    refusing store did not take of earlier builds is asked again first (`_writes`)."""
+    _writes(platform).settle_writes(platform.stopping)
     also = {"node": platform.node} if platform.node else None
     return queue.claim(
         platform.store, BuildRow, BuildStatus.QUEUED, BuildStatus.BUILDING, platform.instance, also
@@ -141,21 +145,39 @@ class _Interrupted(Exception):
 def run(platform: Platform, build_id: str, stopping: threading.Event | None = None) -> None:
     """Run one claimed build to its end; every outcome is recorded, none raises. Once `stopping`
     is set (the server stops), a running `podman build` is stopped with everything it started
-    (within a second or two), and the build is settled as a stop settles it (`_interrupted`)."""
+    (within a second or two), and the build is settled as a stop settles it (`_interrupted`).
+
+    A store that refuses for a while (errors.store_refused) does not stop a build under way: its
+    progress and its "still building?" looks go on without it, its log waits for it. One that
+    refuses a write the build cannot go on without has the build queued again (at most
+    refusals.REQUEUES times, its layers cached; then it fails, saying so); what is recorded then
+    is asked again until the store takes it (refusals.Writes). Found by a tester: a full disk
+    under the store left the build `building` until a restart, its log a traceback."""
+    stopping = stopping or threading.Event()
     started = time.monotonic()
-    with platform.store.session() as s:
-        b = s.get(BuildRow, build_id)
-        env = s.get(EnvironmentRow, b.environment_id) if b else None
-        if b is None or env is None:  # deleted while queued
-            if b is not None:
-                b.status, b.error, b.finished_at = advance(b.status, BuildStatus.FAILED), "deleted", utcnow()
-                metrics.of(platform).build_finished("failed", time.monotonic() - started)
-            return
-        job = _Job(build_id, env.id, env.name, env.scope, env.dockerfile or "", b.no_cache)
     # Only this attempt's lines make the excerpt: an earlier one (before a server stop) failed
     # for other reasons.
     excerpt = build_log.Excerpt()
-    stored = build_output.BuildOutput(platform, build_id)
+    try:
+        with platform.store.session() as s:
+            b = s.get(BuildRow, build_id)
+            env = s.get(EnvironmentRow, b.environment_id) if b else None
+            if b is None or env is None:  # deleted while queued
+                if b is not None:
+                    b.status, b.error, b.finished_at = (
+                        advance(b.status, BuildStatus.FAILED),
+                        "deleted",
+                        utcnow(),
+                    )
+                    metrics.of(platform).build_finished("failed", time.monotonic() - started)
+                return
+            job = _Job(build_id, env.id, env.name, env.scope, env.dockerfile or "", b.no_cache)
+        stored = build_output.BuildOutput(platform, build_id)
+    except Exception as e:
+        if store_refused(e) is None:
+            raise
+        _refused(platform, build_id, e, None, excerpt, stopping)
+        return
 
     def out(line: str) -> None:
         excerpt.add(line)
@@ -163,29 +185,118 @@ def run(platform: Platform, build_id: str, stopping: threading.Event | None = No
 
     outcome: metrics.BuildOutcome = "failed"
     try:
-        _build(platform, job, out, stored, stopping or threading.Event())
+        _build(platform, job, out, stored, stopping)
         outcome = "ready"
     except _Gone:
         log.info("build %s stopped: its environment %s was deleted", build_id, job.env_id)
     except _Interrupted:
         log.info("build %s stopped: the server is stopping", build_id)
-        with stored.storing, platform.store.session() as s:
-            stored.store(s)
+        with _with_log(platform, stored) as s:
             if (b := s.get(BuildRow, build_id)) is not None:
                 _interrupted(platform, s, b)
         return  # its outcome is counted when it ends (or by `_interrupted`)
     except BuildFailed as e:
-        _fail(platform, stored, e, excerpt.lines() or list(e.details.get("tail") or []))
+        _failed(platform, stored, e, excerpt.lines() or list(e.details.get("tail") or []), stopping)
     except OrchError as e:
         out(f"error: {e}")
-        _fail(platform, stored, e, excerpt.lines())
+        _failed(platform, stored, e, excerpt.lines(), stopping)
     except Exception as e:  # a bug must fail the build, not kill the worker
-        log.exception("build %s crashed", build_id)
-        out(f"internal error: {e!r}")
-        _fail(platform, stored, OrchError(f"Internal error: {e!r}"), excerpt.lines())
+        if store_refused(e) is not None:
+            if _refused(platform, build_id, e, stored, excerpt, stopping):
+                return  # queued again: counted when it ends
+        else:
+            log.exception("build %s crashed", build_id)
+            out(f"internal error: {e!r}")
+            _failed(platform, stored, OrchError(f"Internal error: {e!r}"), excerpt.lines(), stopping)
     finally:
-        stored.close()
+        try:
+            stored.close()
+        except Exception as e:
+            if store_refused(e) is None:
+                raise
+            # Its log waits for the store (the platform's flusher stores it once it answers).
+    _writes(platform).ended(build_id)
     metrics.of(platform).build_finished(outcome, time.monotonic() - started)
+
+
+def _refused(
+    platform: Platform,
+    build_id: str,
+    e: Exception,
+    stored: build_output.BuildOutput | None,
+    excerpt: build_log.Excerpt,
+    stopping: threading.Event,
+) -> bool:
+    """The store refused a write the build under way could not go on without: queue it again
+    (True), or fail it (False) once it was queued again refusals.REQUEUES times for that."""
+    why, writes = refusals.said(e), _writes(platform)
+    if writes.requeue(build_id) is not None:
+        log.warning("build %s: the store refused it under way (%s); it is queued again", build_id, why)
+        writes.write(build_id, "queue it again", lambda: _requeue(platform, build_id, stored, why), stopping)
+        return True
+    log.warning("build %s: the store refused it under way again (%s); it fails", build_id, why)
+    error = OrchError(
+        f"The store did not answer during the build ({why}), {refusals.REQUEUES + 1} times in a row.",
+        "Check that the database (and the disk under it) answers, then build again.",
+    )
+    _failed(platform, stored, error, excerpt.lines(), stopping, build_id)
+    return False
+
+
+def _failed(
+    platform: Platform,
+    stored: build_output.BuildOutput | None,
+    error: OrchError,
+    excerpt: list[str],
+    stopping: threading.Event,
+    build_id: str = "",
+) -> None:
+    """`_fail`, asked of a refusing store until it takes it (refusals.Writes)."""
+    key = stored.build_id if stored is not None else build_id
+    _writes(platform).write(
+        key, "record its failure", lambda: _fail(platform, stored, error, excerpt, key), stopping
+    )
+
+
+def _with_log(
+    platform: Platform, stored: build_output.BuildOutput | None
+) -> contextlib.AbstractContextManager[Session]:
+    """A session of the store whose transaction stores the build's log waiting (`stored`'s, if
+    any) too: whoever sees what it records reads that log."""
+    return platform.store.session() if stored is None else stored.session()
+
+
+def _requeue(platform: Platform, build_id: str, stored: build_output.BuildOutput | None, why: str) -> None:
+    """Queue the build again, its claim cleared, if it is still this platform's and building,
+    with its log so far and a note of why (one transaction: the next attempt's log goes on after
+    them, never over them); the claim it was taken by is not counted among its attempts (those
+    count server stops)."""
+    with _with_log(platform, stored) as s:
+        moved = s.execute(
+            update(BuildRow)
+            .where(
+                BuildRow.id == build_id,
+                BuildRow.status == BuildStatus.BUILDING.value,
+                BuildRow.claimed_by == platform.instance,
+            )
+            .values(
+                status=BuildStatus.QUEUED.value,
+                claimed_by=None,
+                step=0,
+                step_text="",
+                worker_pid=None,
+                attempts=BuildRow.attempts - 1,
+            )
+        )
+        if getattr(moved, "rowcount", 0):
+            build_output.note(
+                s, build_id, f"\nThe store refused to record this build ({why}); it was queued again.\n"
+            )
+    platform.wake_builds.set()
+
+
+def _writes(platform: Platform) -> refusals.Writes:
+    return kept(platform, "_unsettled_builds", lambda: refusals.Writes("build", log))
 
 
 def _build(
@@ -240,11 +351,14 @@ def _build(
     # not the one Podman ran (a cache mount's rewritten id, a SHELL's shell applied).
     numbers = build_log.StepNumbers.of(job.text, validation.instructions)
 
+    progress = refusals.Outage(f"build {job.build_id}: recording its progress", log, "the build goes on")
+    looking = refusals.Outage(f"build {job.build_id}: asking whether it goes on", log, "the build goes on")
+
     def out_with_progress(line: str) -> None:
         line, step = numbers.rewrite(line)
         out(line)
         if step:
-            _progress(platform, job.build_id, step[0], numbers.total, step[1])
+            _progress(platform, job.build_id, step[0], numbers.total, step[1], progress)
 
     # The cache mounts' directories it uses are kept until it ends; then the platform's are
     # brought within their size again (builder/cache_dirs.py).
@@ -255,13 +369,16 @@ def _build(
                 request,
                 out_with_progress,
                 lambda pid: _set_pid(platform, job.build_id, pid),
-                should_stop=lambda: stopping.is_set() or not _still_building(platform, job.build_id),
+                should_stop=lambda: stopping.is_set() or not _still_building(platform, job.build_id, looking),
             )
     except BuildFailed as e:
         if not _still_building(platform, job.build_id):
             raise _Gone from None
         if e.details.get("stopped") and stopping.is_set():
             raise _Interrupted from None
+        unread = numbers.unread(e.details.get("tail") or [], containerfile)
+        if unread is not None:
+            raise _unread_error(*unread) from None
         raise
     finally:
         if mounted:
@@ -275,8 +392,7 @@ def _build(
     platform.present_base_tags.add(tag)  # a cluster node holds it now (services/nodes.py)
     try:
         # Ready, with its whole log stored in the same transaction: whoever sees it ended reads all.
-        with stored.storing, platform.store.session() as s:
-            stored.store(s)
+        with stored.session() as s:
             b = s.get(BuildRow, job.build_id)
             env = s.get(EnvironmentRow, job.env_id)
             if b is None or env is None:
@@ -297,11 +413,16 @@ def _build(
         _release(platform, unnamed)
 
 
-def _still_building(platform: Platform, build_id: str) -> bool:
+def _still_building(platform: Platform, build_id: str, asking: refusals.Outage | None = None) -> bool:
     """Whether the build's row still says it is building: gone (its environment deleted) or
-    settled by someone else, the build is stopped (asked about once a second while it runs)."""
-    with platform.store.session() as s:
-        return s.scalar(select(BuildRow.status).where(BuildRow.id == build_id)) == BuildStatus.BUILDING
+    settled by someone else, the build is stopped (asked about once a second while it runs). A
+    store that refuses to say (`asking` says it once) is no stop: the next look asks again."""
+
+    def look() -> bool:
+        with platform.store.session() as s:
+            return s.scalar(select(BuildRow.status).where(BuildRow.id == build_id)) == BuildStatus.BUILDING
+
+    return look() if asking is None else asking.ask(look, True)
 
 
 def _release(platform: Platform, image: str) -> None:
@@ -329,6 +450,28 @@ def _size_error(platform: Platform, size: int) -> OrchError:
     )
 
 
+def _unread_error(line: int, text: str, why: str) -> BuildFailed:
+    """Why a build failed whose instruction on `line` Podman could not read (`Error: resolving
+    step`): no step's command failed, and the step before it is not to blame. Validation refuses
+    the `${...}` forms that do this (dockerfile/substitutions.py), but an environment created
+    before it did still builds its own Dockerfile."""
+    shown = text if len(text) <= 80 else text[:80] + "..."
+    why = why if len(why) <= 200 else why[:200] + "..."  # Podman quotes the whole word
+    if "in substitution" in why:
+        fix = (
+            "Podman substitutes only ${VAR}, ${VAR:-default} and ${VAR:+alt}: write one of those "
+            "there, or set the value in a RUN step"
+        )
+    else:
+        fix = "Change that instruction so that Podman can read it"
+    return BuildFailed(
+        f"Podman could not read line {line} of the Dockerfile ({shown}): {why}",
+        f"{fix}; then delete the environment and create it again with the Dockerfile fixed (an "
+        "agent's own Dockerfile: fix it and publish again with --docker).",
+        unread=True,  # no step is named: the progress still shows the one before it
+    )
+
+
 def _push(platform: Platform, name: str, tag: str, out: Callable[[str], None]) -> str | None:
     """Push the built image to the registry, if one is set, and return its digest reference. A
     failed push fails the build: the image is here, but no other machine could run it, and a
@@ -351,27 +494,41 @@ def _set_pid(platform: Platform, build_id: str, pid: int) -> None:
         s.execute(update(BuildRow).where(BuildRow.id == build_id).values(worker_pid=pid))
 
 
-def _progress(platform: Platform, build_id: str, step: int, total: int, text: str) -> None:
-    with platform.store.session() as s:
-        s.execute(
-            update(BuildRow)
-            .where(BuildRow.id == build_id)
-            .values(step=step, total_steps=total, step_text=text[:500])
-        )
+def _progress(
+    platform: Platform, build_id: str, step: int, total: int, text: str, asking: refusals.Outage
+) -> None:
+    """Record the step the build is at; a store that refuses it (`asking` says it once) is
+    skipped: the next step's progress says it again."""
+
+    def write() -> None:
+        with platform.store.session() as s:
+            s.execute(
+                update(BuildRow)
+                .where(BuildRow.id == build_id)
+                .values(step=step, total_steps=total, step_text=text[:500])
+            )
+
+    asking.ask(write, None)
 
 
-def _fail(platform: Platform, stored: build_output.BuildOutput, error: OrchError, excerpt: list[str]) -> None:
-    """Fail the build, its log stored in the same transaction. Only a Dockerfile step whose
-    command failed is the failed step; any other failure (a timeout, a push, the base image)
-    says in `error` what to do, with the fix of its own."""
-    with stored.storing, platform.store.session() as s:
-        stored.store(s)
-        b = s.get(BuildRow, stored.build_id)
+def _fail(
+    platform: Platform,
+    stored: build_output.BuildOutput | None,
+    error: OrchError,
+    excerpt: list[str],
+    build_id: str = "",
+) -> None:
+    """Fail the build, its log stored in the same transaction (`stored`: None before its log
+    was opened, `build_id` then). Only a Dockerfile step whose command failed is the failed
+    step; any other failure (a timeout, a push, the base image, an instruction Podman could not
+    read) says in `error` what to do, with the fix of its own."""
+    with _with_log(platform, stored) as s:
+        b = s.get(BuildRow, stored.build_id if stored is not None else build_id)
         if b is None:
             return
         step = (
             f"step {b.step}/{b.total_steps}: {b.step_text}"
-            if b.step and not error.details.get("built")
+            if b.step and not error.details.get("built") and not error.details.get("unread")
             else None
         )
         code = error.details.get("exit_code") if isinstance(error, BuildFailed) else None

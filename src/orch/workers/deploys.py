@@ -27,14 +27,15 @@ from orch.builder import base_images, registry
 from orch.builder.host import ca_mounts, proxy_env
 from orch.bundle import Manifest
 from orch.engine.base import BuildRequest
-from orch.errors import DeployFailed, OrchError
+from orch.errors import DeployFailed, OrchError, store_full, store_refused
+from orch.kept import kept
 from orch.models import BuildStatus, DeploymentStatus, ServiceState
 from orch.sandbox.service_spec import PORT, containerfile
 from orch.services import base_digests, build_log, deployed_logs, images, leases, nodes, routing, takedown
 from orch.services.bundles import extracted as extracted_bundle
 from orch.services.platform import Platform
 from orch.services.reconcile import RUN_COMMAND_FAILED, Version, replicas, start_container, version_of
-from orch.store import queue
+from orch.store import queue, refusals
 from orch.store.queue import left_by
 from orch.store.schema import (
     BuildRow,
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 def claim(platform: Platform) -> str | None:
     """Move the oldest queued deployment to "building" and return its id (None: queue empty,
-    or, on a cluster's node, left for a moment to a node that runs fewer services)."""
+    or, on a cluster's node, left for a moment to a node that runs fewer services). What a
+    refusing store did not take of earlier deployments is asked again first (`settle_held`)."""
+    settle_held(platform)
     if platform.node is not None and not nodes.takes_deployment(platform):
         return None
     return queue.claim(
@@ -85,25 +88,88 @@ class _Interrupted(Exception):
 def execute(platform: Platform, dep_id: str, stop: threading.Event | None = None) -> None:
     """Take a claimed deployment to its end; every outcome is recorded, none raises. Once `stop`
     is set (the server stops), a running build of the new version is stopped with everything it
-    started, and the deployment is queued again, as the next start would queue it."""
+    started, and the deployment is queued again, as the next start would queue it. A store that
+    refuses under way has the deployment queued again (at most refusals.REQUEUES times, then it
+    fails); what is recorded then is asked again until the store takes it (`_record`)."""
+    stop = stop or threading.Event()
     tail: list[str] = []
     try:
-        _execute(platform, dep_id, tail, stop or threading.Event())
+        _execute(platform, dep_id, tail, stop)
     except _Interrupted:
         log.info("deployment %s stopped: the server is stopping; it was queued again", dep_id)
-        with platform.store.session() as s:
-            s.execute(
-                update(ServiceDeploymentRow)
-                .where(ServiceDeploymentRow.id == dep_id)
-                .values(status=DeploymentStatus.QUEUED.value, container=None)
-            )
+        _record(platform, dep_id, "queue it again", lambda: _requeue(platform, dep_id), stop)
+        return
     except OrchError as e:
-        _fail(platform, dep_id, e.message, tail)
+        message = e.message
     except Exception as e:  # a bug must fail the deployment, not the worker
-        log.exception("deployment %s crashed", dep_id)
-        _fail(platform, dep_id, f"internal error: {type(e).__name__}", tail)
+        if store_refused(e) is not None:
+            _refused(platform, dep_id, e, tail, stop)
+            return
+        if (full := store_full(e)) is not None:  # the disk under ORCH_HOME (its bundle's files)
+            log.warning("deployment %s: %s", dep_id, full.message)
+            message = f"{full.message} {full.fix}"
+        else:
+            log.exception("deployment %s crashed", dep_id)
+            message = f"internal error: {type(e).__name__}"
     else:
+        _writes(platform).ended(dep_id)
         metrics.of(platform).deployment_finished("ready")
+        return
+    _writes(platform).ended(dep_id)
+    metrics.of(platform).deployment_finished("failed")
+    _record(platform, dep_id, "record its failure", lambda: _fail(platform, dep_id, message, tail), stop)
+
+
+def _refused(platform: Platform, dep_id: str, e: Exception, tail: list[str], stop: threading.Event) -> None:
+    """The store refused the deployment under way: queue it again, or fail it once it was queued
+    again refusals.REQUEUES times for that already."""
+    why = refusals.said(e)
+    if _writes(platform).requeue(dep_id) is not None:
+        log.warning("deployment %s: the store refused it under way (%s); it is queued again", dep_id, why)
+        _record(platform, dep_id, "queue it again", lambda: _requeue(platform, dep_id), stop)
+        return
+    log.warning("deployment %s: the store refused it under way again (%s); it fails", dep_id, why)
+    message = (
+        f"The store did not answer during the deployment ({why}), {refusals.REQUEUES + 1} times in a row. "
+        "Check that the database answers, then deploy again."
+    )
+    metrics.of(platform).deployment_finished("failed")
+    _record(platform, dep_id, "record its failure", lambda: _fail(platform, dep_id, message, tail), stop)
+
+
+def _requeue(platform: Platform, dep_id: str) -> None:
+    """Queue the deployment again, its claim cleared, if it is still this platform's and under way."""
+    with platform.store.session() as s:
+        s.execute(
+            update(ServiceDeploymentRow)
+            .where(
+                ServiceDeploymentRow.id == dep_id,
+                ServiceDeploymentRow.status.in_(
+                    [DeploymentStatus.BUILDING.value, DeploymentStatus.STARTING.value]
+                ),
+                ServiceDeploymentRow.claimed_by == platform.instance,
+            )
+            .values(status=DeploymentStatus.QUEUED.value, container=None, claimed_by=None)
+        )
+    platform.wake_deploys.set()
+
+
+def _record(
+    platform: Platform, dep_id: str, what: str, record: Callable[[], None], stop: threading.Event
+) -> None:
+    """`record` (the deployment queued again, or failed), asked of a refusing store until it
+    takes it (refusals.Writes); once `stop` is set, no more: the next start queues it again."""
+    _writes(platform).write(dep_id, what, record, stop)
+
+
+def _writes(platform: Platform) -> refusals.Writes:
+    return kept(platform, "_unsettled_deployments", lambda: refusals.Writes("deployment", log))
+
+
+def settle_held(platform: Platform) -> int:
+    """Ask the store again for what it refused of deployments past refusals.PAUSES (at each pass
+    of the deploy queue); how many it took."""
+    return _writes(platform).settle_writes(platform.stopping)
 
 
 def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.Event) -> None:
@@ -128,7 +194,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         base = base_images.image_tag("service-runner")
     else:
         base = _environment_image(platform, environment_id, out, stop)
-    tag = images.service_tag(platform, name, version)
+    tag = images.service_tag(platform, service_id, name, version)
     request = BuildRequest(
         containerfile=containerfile(base, deps_files, own_dockerfile=environment_id is not None),
         tag=tag,
@@ -196,11 +262,20 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         assert dep_row is not None
         dep_row.status, dep_row.finished_at = DeploymentStatus.READY.value, utcnow()
         dep_row.container, dep_row.log_tail = None, "\n".join(tail)
-    if old is not None and old.image != tag:
-        try:
-            platform.engine.remove_image(old.image)
-        except OrchError as e:  # v{version} serves already: not a failed deployment
-            log.warning("removing the previous version of %s: %s", name, e)
+    # Every earlier version's image of this service goes, not only the one it served before:
+    # a deployment run again after a kill that came past its switch finds itself the one served,
+    # and the version before it (its container still up at that start) stayed for good.
+    try:
+        earlier = [i for i in platform.engine.images({"org.orch.service": service_id}) if tag not in i.tags]
+    except OrchError as e:
+        log.warning("listing the earlier versions of %s: %s", name, e)
+        earlier = []
+    for image in earlier:
+        for ref in image.tags or (image.id,):
+            try:
+                platform.engine.remove_image(ref)
+            except OrchError as e:  # v{version} serves already: not a failed deployment
+                log.warning("removing an earlier version of %s: %s", name, e)
     platform.wake_supervisor.set()
 
 
@@ -461,7 +536,6 @@ def _last(output: str) -> str:
 
 
 def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> None:
-    metrics.of(platform).deployment_finished("failed")
     with platform.services_lock, platform.store.session() as s:
         dep = s.get(ServiceDeploymentRow, dep_id)
         if dep is None:
@@ -473,6 +547,12 @@ def _fail(platform: Platform, dep_id: str, message: str, tail: list[str]) -> Non
             svc.error = f"v{dep.version} was not deployed: {message}"
             if svc.version == 0:
                 svc.state = ServiceState.FAILED.value
-        if dep.image:
-            platform.engine.remove_image(dep.image)
+        image = dep.image
+    # Once the failure is stored (`_record` may ask for it again): an image left over is not
+    # what the deployment is recorded for.
+    if image:
+        try:
+            platform.engine.remove_image(image)
+        except OrchError as e:
+            log.warning("removing the image of failed deployment %s: %s", dep_id, e)
     platform.wake_supervisor.set()

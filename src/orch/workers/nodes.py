@@ -21,6 +21,7 @@ from typing import Protocol
 from orch.services import nodes
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
+from orch.store.refusals import Outage
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,18 @@ class _Ticker:
         self._tick, self.every = tick, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.outage = Outage(name, log)
 
     def start(self) -> None:
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            try:
-                if not self._tick():
-                    return
-            except Exception:
-                log.exception("%s failed", self._thread.name)
+            going = True
+            with self.outage.watching("%s failed", self._thread.name):  # a refusing store: one line
+                going = self._tick()
+            if not going:
+                return
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from orch.store.refusals import Outage
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,8 @@ class QueueWorkers:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._waiter = threading.Lock()  # held by the one idle worker that waits on `wake`
+        self.outage = Outage(f"claiming from the {name} queue", log)
+        self.working = Outage(f"working the {name} queue", log, "each item is tried on its own")
 
     def start(self) -> None:
         self._recover()
@@ -49,19 +53,17 @@ class QueueWorkers:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
-            try:
-                item = self._claim()
-            except Exception:
-                log.exception("claiming from the %s queue failed", self.name)
-                item = None
+            item = None
+            with self.outage.watching("claiming from the %s queue failed", self.name):
+                item = self._claim()  # the store refusing is one line, not a traceback a pass
             if item is None:
                 self._idle()
                 continue
             self._wake.set()  # the next idle worker looks for more
-            try:
+            # `work` records its own failures; one it could not (the store refusing that too)
+            # must not end the worker.
+            with self.working.watching("working %s from the %s queue failed", item, self.name):
                 self._work(item)
-            except Exception:  # `work` records its own failures; one it could not must not end the worker
-                log.exception("working %s from the %s queue failed", item, self.name)
 
     def _idle(self) -> None:
         """Wait for work, or `poll` seconds: one worker at a time (the others wait their turn)."""

@@ -9,13 +9,12 @@ import contextlib
 import functools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Update, bindparam, select, update
-from sqlalchemy.exc import OperationalError
 
 from orch import config, metrics
 from orch.builder import base_images, registry
@@ -23,7 +22,7 @@ from orch.builder.host import ca_mounts, proxy_env
 from orch.builder.predefined import BASE_ENVIRONMENTS
 from orch.bundle import Manifest
 from orch.engine.base import ContainerExit, ContainerSpec, Mount
-from orch.errors import EngineError, OrchError, RunFailed, store_full
+from orch.errors import EngineError, OrchError, RunFailed, store_full, store_refused
 from orch.kept import kept
 from orch.models import BuildStatus, EnvKind, RunStatus, advance, sources
 from orch.sandbox import deps as deps_mod
@@ -40,7 +39,7 @@ from orch.services.platform import Platform
 from orch.services.run_environment import choose_environment
 from orch.services.run_output import RunOutput, note
 from orch.sizes import format_size
-from orch.store import queue
+from orch.store import queue, refusals
 from orch.store.queue import left_by
 from orch.store.schema import AgentVersionRow, BuildRow, EnvironmentRow, RunRow, WorkspaceRow, utcnow
 from orch.workers import loop_runs
@@ -148,9 +147,18 @@ def execute(platform: Platform, run_id: str) -> None:
             out.line(f"✗ {e}")
             _finish(platform, out, RunStatus.FAILED, None, e.message)
         except Exception as e:  # a bug must fail the run, not the worker
-            log.exception("run %s crashed", run_id)
-            out.line(f"✗ internal error: {e!r}")
-            reason = "the store's disk was full" if store_full(e) else f"internal error: {type(e).__name__}"
+            full = "the store's disk was full" if store_full(e) else None
+            if store_refused(e) is not None or full:  # the store refused, or the disk under ORCH_HOME
+                # is full (a bundle extracted there): the machine's trouble, not a bug of orch
+                log.warning(
+                    "run %s: the store refused it while it was prepared (%s)", run_id, refusals.said(e)
+                )
+                reason = full or "the store did not answer while the run was prepared"
+                out.line(f"✗ {reason}")
+            else:
+                log.exception("run %s crashed", run_id)
+                out.line(f"✗ internal error: {e!r}")
+                reason = full or f"internal error: {type(e).__name__}"
             _finish(platform, out, RunStatus.FAILED, None, reason)
     except _Unrecorded as e:
         held = e.held
@@ -160,11 +168,12 @@ def execute(platform: Platform, run_id: str) -> None:
                 "takes it",
                 run_id,
             )
-        else:
-            log.exception(
-                "run %s: its end could not be recorded; it stays running until the server's next "
-                "start settles it",
+        else:  # the server stops, or too many ends are held: said in a line, no traceback
+            log.warning(
+                "run %s: its end could not be recorded (%s); it stays running until the server's "
+                "next start settles it",
                 run_id,
+                refusals.said(e),
             )
     except Exception:
         log.exception(
@@ -176,8 +185,13 @@ def execute(platform: Platform, run_id: str) -> None:
         try:
             if not held:  # a held end stores the rest of the output with itself
                 out.close()
-        except Exception:
-            log.exception("storing the rest of run %s's output failed", run_id)
+        except Exception as e:
+            if store_refused(e) is None:
+                log.exception("storing the rest of run %s's output failed", run_id)
+            else:  # it waits for the store (the platform's flusher), said once by the flusher
+                log.warning(
+                    "run %s: the rest of its output waits for the store (%s)", run_id, refusals.said(e)
+                )
         platform.notify_runs(run_id)
 
 
@@ -186,11 +200,19 @@ def _cancelled(platform: Platform, run_id: str) -> bool:
         return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
 
-# How long `_finish` waits before it asks a store that refused a run's end (its disk full, the
-# database away) again: about 2.5 minutes in all, then the end is held (`_Held`).
-END_RETRY_PAUSES: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 30, 30, 30)
+def _asking(run_id: str, what: str) -> refusals.Outage:
+    """What a run asks the store again and again (its cancel checks, its wait for a build): a
+    store that refuses is said once in the server's log, and once again when it answers."""
+    return refusals.Outage(f"run {run_id}: {what}", log, "the run goes on and asks again")
 
-# The bounds of what the platform holds of the ends a store still refused after those pauses:
+
+def _cancel_known(platform: Platform, run_id: str, asking: refusals.Outage) -> bool | None:
+    """Whether the run was cancelled; None when the store refused to say (not known now: the
+    next check asks again, and the run goes on meanwhile, within its own timeout)."""
+    return asking.ask(lambda: _cancelled(platform, run_id), None)
+
+
+# The bounds of what the platform holds of the ends a store still refused after refusals.PAUSES:
 # at most UNRECORDED_RUNS ends (one more is left to `recover`, as a stopped server's run), and
 # at most UNRECORDED_OUTPUT bytes of their output not yet stored, all of them together (a run's
 # that would go past it is dropped, its log saying so). An end alone is a few hundred bytes.
@@ -213,78 +235,66 @@ def _finish(
     platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
 ) -> None:
     """End the run, its output stored in the same transaction: whoever sees it ended reads all
-    of its output. The reason is masked as the output is. A store that refuses it (an
-    OperationalError: its disk full, the database away) is asked again after each of
-    END_RETRY_PAUSES, unless the server is stopping; then `_Unrecorded` is raised, the end held
-    on the platform (`_Held`) unless the server is stopping or too many are held."""
-    for pause in (*END_RETRY_PAUSES, None):
-        try:
-            _end(platform, out, status, exit_code, reason)
-            return
-        except OperationalError as e:
-            if pause is None or platform.stopping.is_set():
-                held = not platform.stopping.is_set() and _held(platform).hold(
-                    _HeldEnd(out, status, exit_code, reason)
-                )
-                raise _Unrecorded(f"the store refused the end of run {out.run_id}", held) from e
-            log.warning(
-                "recording the end of run %s failed (%s); trying again in %g s",
-                out.run_id,
-                "the store's disk is full" if store_full(e) else type(e.orig).__name__,
-                pause,
-            )
-            if platform.stopping.wait(pause):
-                raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
+    of its output. The reason is masked as the output is. A store that refuses it (its disk
+    full, the database away) is asked again after each of refusals.PAUSES, unless the server is
+    stopping; then `_Unrecorded` is raised, the end held on the platform (`_Held`) unless the
+    server is stopping or too many are held."""
+    end = _End(out, status, exit_code, reason)  # its time and its first ask: now
+    try:
+        refusals.ask_again(
+            lambda: _end(platform, end), f"run {out.run_id}: recording its end", log, platform.stopping
+        )
+    except refusals.Refused as e:
+        held = not platform.stopping.is_set() and _held(platform).hold(out.run_id, end)
+        raise _Unrecorded(f"the store refused the end of run {out.run_id}", held) from e
+    except refusals.Stopped as e:
+        raise _Unrecorded(f"the store refused the end of run {out.run_id}") from e
 
 
 @dataclass
-class _HeldEnd:
-    """A run's end as its sandbox (or loop) gave it, with its output not yet stored."""
+class _End:
+    """A run's end as its sandbox (or loop) gave it: recorded as ending `at`, whenever the store
+    takes it (a run whose end waited out a full disk took the outage's length, found by a
+    tester); `since` its first ask of the store, for the log."""
 
     out: RunOutput
     status: RunStatus
     exit_code: int | None
     reason: str | None
-    since: float = field(default_factory=time.monotonic)
+    at: datetime = field(default_factory=utcnow)
+    since: float = field(default_factory=lambda: time.monotonic())  # read at the call: a test's clock
     waiting: int = 0  # bytes of its output held, counted in UNRECORDED_OUTPUT
 
 
-class _Held:
-    """The ends a store refused past END_RETRY_PAUSES, kept on the platform (in memory only: a
-    stop leaves their runs to the next start's `recover`)."""
+class _Held(refusals.Held[_End]):
+    """The ends a store refused past refusals.PAUSES, by run, with what they hold of their output
+    (within UNRECORDED_RUNS and UNRECORDED_OUTPUT)."""
 
     def __init__(self) -> None:
-        self.ends: dict[str, _HeldEnd] = {}
-        self.waiting = 0  # bytes of output they hold, all of them
-        self.lock = threading.Lock()  # guards the two above
-        self.asking = threading.Lock()  # held by the one pass that asks the store
-        self.next_ask = 0.0
+        super().__init__()
+        self.waiting = 0  # bytes of output they hold, all of them (guarded by `lock`)
 
-    def hold(self, end: _HeldEnd) -> bool:
-        """Keep `end` (its output, within UNRECORDED_OUTPUT); whether it is kept."""
+    def hold(self, key: str, item: _End) -> bool:
+        """Keep `item` (its output, within UNRECORDED_OUTPUT); whether it is kept."""
         with self.lock:
-            if len(self.ends) >= UNRECORDED_RUNS:
-                log.warning("run %s: %d run ends wait for the store already", end.out.run_id, len(self.ends))
+            if len(self.items) >= UNRECORDED_RUNS:
+                log.warning("run %s: %d run ends wait for the store already", key, len(self.items))
                 return False
-            end.out.flush()  # what its masking held back: nothing more comes
-            end.waiting = _waiting(end.out)
-            if self.waiting + end.waiting > UNRECORDED_OUTPUT:
-                dropped, end.waiting = _drop_waiting(end.out), 0
-                end.out.line(
+            item.out.flush()  # what its masking held back: nothing more comes
+            item.waiting = _waiting(item.out)
+            if self.waiting + item.waiting > UNRECORDED_OUTPUT:
+                dropped, item.waiting = _drop_waiting(item.out), 0
+                item.out.line(
                     f"→ {format_size(dropped)} of this run's output were dropped: the store refused "
                     "them longer than the server could hold them"
                 )
-            self.waiting += end.waiting
-            self.ends[end.out.run_id] = end
+            self.waiting += item.waiting
+            self.items[key] = item
             return True
 
-    def take(self) -> list[_HeldEnd]:
+    def done(self, key: str) -> None:
         with self.lock:
-            return list(self.ends.values())
-
-    def done(self, end: _HeldEnd) -> None:
-        with self.lock:
-            if self.ends.pop(end.out.run_id, None) is not None:
+            if (end := self.items.pop(key, None)) is not None:
                 self.waiting -= end.waiting
 
 
@@ -312,65 +322,39 @@ def _drop_waiting(out: RunOutput) -> int:
 
 
 def record_held(platform: Platform) -> int:
-    """Ask the store again for the ends it refused past END_RETRY_PAUSES (called at each pass of
+    """Ask the store again for the ends it refused past refusals.PAUSES (called at each pass of
     the run queue's workers; at most once every UNRECORDED_RETRY seconds, by one of them at a
     time); how many it took. None is asked once the server is stopping: their runs are then left
     to `recover`, as a stopped server's."""
-    held = _held(platform)
-    if not held.ends or platform.stopping.is_set() or time.monotonic() < held.next_ask:
-        return 0
-    if not held.asking.acquire(blocking=False):
-        return 0
-    recorded = 0
-    try:
-        held.next_ask = time.monotonic() + UNRECORDED_RETRY
-        for end in held.take():
-            if platform.stopping.is_set():
-                break
-            try:
-                ended = _end(platform, end.out, end.status, end.exit_code, end.reason)
-            except OperationalError:
-                break  # the store still refuses: the others wait with it
-            except Exception:  # a bug: the run is left to `recover`, the others go on
-                log.exception(
-                    "run %s: recording its held end failed; the next start settles it", end.out.run_id
-                )
-            else:
-                recorded += 1
-                if ended:
-                    log.info(
-                        "run %s: its end (%s) was recorded, %.0f s after the store first refused it",
-                        end.out.run_id,
-                        end.status.value,
-                        time.monotonic() - end.since,
-                    )
-            held.done(end)
-    finally:
-        held.asking.release()
-    return recorded
+
+    def record(run_id: str, end: _End) -> None:
+        if _end(platform, end):
+            log.info(
+                "run %s: its end (%s) was recorded, %.0f s after the store first refused it",
+                run_id,
+                end.status.value,
+                time.monotonic() - end.since,
+            )
+
+    def bug(run_id: str, _held_end: _End) -> None:  # the run is left to `recover`, the others go on
+        log.exception("run %s: recording its held end failed; the next start settles it", run_id)
+
+    return _held(platform).settle(record, platform.stopping, bug, every=UNRECORDED_RETRY)
 
 
-def _end(
-    platform: Platform, out: RunOutput, status: RunStatus, exit_code: int | None, reason: str | None
-) -> bool:
-    """`_finish`'s one try: output not stored waits again for the next. Whether this ended the
-    run (False: it had ended already, a cancel's or a recovery's)."""
-    with out.storing:
-        taken = out.take()
-        try:
-            with platform.store.session() as s:
-                out.add(s, taken)
-                why = None if reason is None else out.hide(reason)
-                params = {"run_id": out.run_id, "code": exit_code, "why": why, "at": utcnow()}
-                ended = s.connection().execute(_ending(status), params)
-                if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
-                    current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
-                    if current is None or RunStatus(current).final:
-                        return False
-                    advance(current, status)  # raises: the bug is reported, not hidden
-        except Exception:
-            out.give_back(taken)
-            raise
+def _end(platform: Platform, end: _End) -> bool:
+    """`_finish`'s one try: output not stored waits again for the next (`out.store`). Whether
+    this ended the run (False: it had ended already, a cancel's or a recovery's)."""
+    out, status = end.out, end.status
+    with out.session() as s:
+        why = None if end.reason is None else out.hide(end.reason)
+        params = {"run_id": out.run_id, "code": end.exit_code, "why": why, "at": end.at}
+        ended = s.connection().execute(_ending(status), params)
+        if ended.rowcount == 0:  # ended already (a cancel, a recovery); else a move never allowed
+            current = s.scalar(select(RunRow.status).where(RunRow.id == out.run_id))
+            if current is None or RunStatus(current).final:
+                return False
+            advance(current, status)  # raises: the bug is reported, not hidden
     metrics.of(platform).run_finished(status)
     platform.notify_runs(out.run_id)
     return True
@@ -538,11 +522,18 @@ def _dependencies(
         timeout=float(platform.config.build_timeout),
         workspace_id=plan.workspace_id,
         bundle_sha=plan.bundle_sha,
-        should_stop=lambda: _cancelled(platform, run_id),
+        should_stop=functools.partial(
+            _install_stop, platform, run_id, _asking(run_id, "asking whether it was cancelled")
+        ),
         memory=int(platform.config.install_memory),
         admit=admit,
         cache_size=int(platform.config.deps_cache_size),
     )
+
+
+def _install_stop(platform: Platform, run_id: str, asking: refusals.Outage) -> bool:
+    """The dependency install's cancel check: a store that refuses to say is no cancel."""
+    return bool(_cancel_known(platform, run_id, asking))
 
 
 def _image_id(platform: Platform, plan: Plan, image: str) -> str:
@@ -656,8 +647,7 @@ def _queue_again(platform: Platform, out: RunOutput, why: str) -> None:
     """Queue the run again, its agent never started: the server stopped while `why`. The next
     start (or another server of the store) runs it, as `recover` queues a run left starting."""
     out.line(f"The server stopped while {why}; it was queued again.")
-    with out.storing, platform.store.session() as s:
-        out.store(s)
+    with out.session() as s:
         s.execute(
             update(RunRow)
             .where(RunRow.id == out.run_id, RunRow.status == RunStatus.STARTING.value)
@@ -718,14 +708,11 @@ def _in_sandbox(
         labels=labels,
         host_mounts=host_mounts,
     )
-    # The notes so far ("→ environment ...") are stored with the move to running: one change
-    # for the run's followers, not two.
-    with out.storing, platform.store.session() as s:
-        out.store(s)
-        moved = s.connection().execute(
-            _RUNNING, {"run_id": run_id, "deps_status": deps.status, "sandbox": spec.name, "image_ref": image}
-        )
-    if moved.rowcount == 0 and _cancelled(platform, run_id):
+    params = {"run_id": run_id, "deps_status": deps.status, "sandbox": spec.name, "image_ref": image}
+    moved = _to_running(platform, out, params)
+    if moved is None:  # the server stopped while the store refused it: left starting, for `recover`
+        return
+    if moved == 0 and _cancelled(platform, run_id):
         _finish(platform, out, RunStatus.CANCELLED, None, _BEFORE_THE_AGENT)
         return
     platform.notify_runs(run_id)
@@ -793,6 +780,33 @@ def _in_sandbox(
         measure.phase("exit", result.timings["exit"])
 
 
+def _to_running(platform: Platform, out: RunOutput, params: dict[str, str]) -> int | None:
+    """Move the run to running (the rows moved: 0 when a cancel came first), its notes so far
+    ("→ environment ...") stored with it: one change for its followers, not two. A store that
+    refuses it is asked again after each of refusals.PAUSES, as a run's end is: the agent has
+    not started, so nothing is lost while it waits. None when the server stops meanwhile (the run
+    is left starting: the next start's `recover` queues it again); RunFailed, saying so, when the
+    store refused it every time."""
+
+    def move() -> int:
+        with out.session() as s:
+            return int(s.connection().execute(_RUNNING, params).rowcount)
+
+    try:
+        return refusals.ask_again(move, f"run {out.run_id}: moving it to running", log, platform.stopping)
+    except refusals.Refused:
+        raise RunFailed(
+            "The store did not answer when the run was to start; its agent never started.",
+            "Run the agent again once the store answers.",
+        ) from None
+    except refusals.Stopped:
+        log.warning(
+            "run %s: the server stopped while the store refused its start; the next start queues it again",
+            out.run_id,
+        )
+        return None
+
+
 def _stop_check(platform: Platform, run_id: str, loop: bool = False) -> Callable[[], bool]:
     """A cheap cancellation check: the store is asked at most once a second, the first time a
     second after the start (which checked it). A cancel, once seen, stays seen: one check may be
@@ -801,9 +815,13 @@ def _stop_check(platform: Platform, run_id: str, loop: bool = False) -> Callable
     A `loop`'s also stops once the server is stopping: the stop ends its tools' sandbox, and the
     loop must not hand the killed tool's result to the model and record the model's answer as
     the run's (it did: a run cut off by the stop said `succeeded`, after a model call made
-    during the stop). A code run's sandbox is ended by the stop itself."""
+    during the stop). A code run's sandbox is ended by the stop itself.
+
+    A store that refuses to answer (`_cancel_known`) is no cancel: the run goes on, and the next
+    check asks again (a PostgreSQL restart under a run failed it: found by a tester)."""
     last = [time.monotonic()]
     seen = [False]
+    asking = _asking(run_id, "asking whether it was cancelled")
 
     def check() -> bool:
         if loop and platform.stopping.is_set():
@@ -812,7 +830,7 @@ def _stop_check(platform: Platform, run_id: str, loop: bool = False) -> Callable
         if seen[0] or now - last[0] < 1.0:
             return seen[0]
         last[0] = now
-        seen[0] = _cancelled(platform, run_id)
+        seen[0] = bool(_cancel_known(platform, run_id, asking))
         return seen[0]
 
     return check
@@ -828,22 +846,26 @@ def _unless_stopping(
     if not platform.stopping.is_set():
         return status, reason
     if status == RunStatus.FAILED or (
-        status == RunStatus.CANCELLED and run_id is not None and not _cancelled(platform, run_id)
+        status == RunStatus.CANCELLED
+        and run_id is not None
+        and not _cancel_known(platform, run_id, _asking(run_id, "asking whether it was cancelled"))
     ):
         return RunStatus.FAILED, _SERVER_STOPPED
     return status, reason
 
 
 def outcome(result: ContainerExit, limits: Limits, stderr_tail: bytes) -> tuple[RunStatus, str | None]:
-    """The run's final status and a reason a user understands."""
+    """The run's final status and a reason a user understands. An agent that exited 0 by itself
+    as a cancel or its timeout came (a kill ends it 137, never 0) succeeded: its work is done, and
+    `cancelled` with exit code 0 said two things at once (found by a tester)."""
+    if result.exit_code == 0 and not result.oom_killed:
+        return RunStatus.SUCCEEDED, None
     if result.cancelled:
         return RunStatus.CANCELLED, "cancelled while running"
     if result.timed_out:
         return RunStatus.TIMED_OUT, f"timed out after {limits.timeout} s"
     if result.oom_killed:
         return RunStatus.FAILED, f"killed: memory limit {_size(limits.memory_bytes)}"
-    if result.exit_code == 0:
-        return RunStatus.SUCCEEDED, None
     # From the launcher's facts (the sandbox's cgroup), never from what the agent wrote.
     if result.pids_limit_reached:
         return RunStatus.FAILED, f"exit code {result.exit_code}: process limit ({limits.pids}) reached"
@@ -870,40 +892,64 @@ class _CancelledWaiting(Exception):
 
 
 def _ready_image(platform: Platform, run_id: str, plan: Plan, out: RunOutput) -> str:
-    """The environment's image, waiting for its build when it is queued or building."""
+    """The environment's image, waiting for its build when it is queued or building. A store
+    that refuses to answer meanwhile is asked again at the next look (within the wait's bound)."""
     env_id, kind, name = plan.env_id, plan.env_kind, plan.env_name
     if kind == EnvKind.BASE:
         return _base_tag(platform, plan.isolation, BASE_ENVIRONMENTS[name][0], out)
     announced = False
     deadline = time.monotonic() + float(platform.config.build_timeout) + 60
-    while True:
+    asking = _asking(run_id, f"waiting for the environment {name}")
+
+    def look() -> tuple[EnvironmentRow | None, BuildRow | None, str | None, str | None]:
         with platform.store.session() as s:
             env = s.get(EnvironmentRow, env_id)
             build = s.get(BuildRow, env.build_id) if env and env.build_id else None
-            image, digest = (env.image, env.image_digest) if env else (None, None)
-        if env is None:
-            raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
-        if image:  # an earlier build's, ready: a rebuild under way or failed does not take it away
-            if build is not None and build.status != BuildStatus.READY.value:
-                out.line(_earlier_image(name, build))
-            return _here(platform, plan.isolation, image, digest, out)
-        if build is None or build.status == BuildStatus.FAILED.value:
-            why = (build.error or "").rstrip(".") if build else "never built"
-            at_step = build is not None and build.failed_step is not None
-            raise RunFailed(
-                f"The environment {name} failed to build: {why}.",
-                envs.failed_build_fix(name, kind, at_step=at_step),
-            )
-        if not announced:
-            out.line(f"Waiting for the environment {name} to build")
-            announced = True
-        if _cancelled(platform, run_id):
+            return env, build, *((env.image, env.image_digest) if env else (None, None))
+
+    while True:
+        if (seen := asking.ask(look, None)) is not None:
+            env, build, image, digest = seen
+            if (found := _built(platform, plan, out, env, build, image, digest)) is not None:
+                return found
+            if not announced:
+                out.line(f"Waiting for the environment {name} to build")
+                announced = True
+        if _cancel_known(platform, run_id, asking):
             out.line(f"Cancelled while the environment {name} was building (its build goes on)")
             raise _CancelledWaiting()
         if time.monotonic() > deadline:
             raise RunFailed(f"{name} took too long to build.", "Read its build log to see where it stands.")
         platform.wake_builds.set()
         time.sleep(0.5)
+
+
+def _built(
+    platform: Platform,
+    plan: Plan,
+    out: RunOutput,
+    env: EnvironmentRow | None,
+    build: BuildRow | None,
+    image: str | None,
+    digest: str | None,
+) -> str | None:
+    """`_ready_image`'s one look: the image when there is one, None while its build goes on;
+    RunFailed when there will be none."""
+    name = plan.env_name
+    if env is None:
+        raise RunFailed(f"The environment {name} was deleted.", "Run the agent again.")
+    if image:  # an earlier build's, ready: a rebuild under way or failed does not take it away
+        if build is not None and build.status != BuildStatus.READY.value:
+            out.line(_earlier_image(name, build))
+        return _here(platform, plan.isolation, image, digest, out)
+    if build is None or build.status == BuildStatus.FAILED.value:
+        why = (build.error or "").rstrip(".") if build else "never built"
+        at_step = build is not None and build.failed_step is not None
+        raise RunFailed(
+            f"The environment {name} failed to build: {why}.",
+            envs.failed_build_fix(name, plan.env_kind, at_step=at_step),
+        )
+    return None
 
 
 def _earlier_image(name: str, build: BuildRow) -> str:

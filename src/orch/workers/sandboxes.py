@@ -9,6 +9,7 @@ import threading
 
 from orch.services import nodes, sandboxes
 from orch.services.platform import Platform
+from orch.store.refusals import Outage
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class Reaper:
         self.poll = poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.outage = Outage("removing idle sandboxes", log)
 
     def start(self) -> None:
         """Settle the sandboxes of before a restart (the run queue's recovery, which runs first,
@@ -31,10 +33,8 @@ class Reaper:
 
     def _reap(self) -> None:
         while not self._stop.wait(self.poll):
-            try:
-                sandboxes.reap(self.platform)
-            except Exception:
-                log.exception("removing idle sandboxes failed")
+            with self.outage.watching("removing idle sandboxes failed"):
+                sandboxes.reap(self.platform)  # the store refusing is one line, not a traceback
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and remove every sandbox this server holds: none outlives it."""

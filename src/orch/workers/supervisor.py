@@ -11,6 +11,7 @@ import time
 from orch.services import deployed_logs, leases
 from orch.services.platform import Platform
 from orch.services.reconcile import reconcile
+from orch.store.refusals import Outage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Supervisor:
         self.poll = poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.outage = Outage("supervising services", log)
 
     def start(self) -> None:
         sweep(self.platform)
@@ -46,13 +48,11 @@ class Supervisor:
         next_sweep = time.monotonic() + SWEEP_EVERY
         while not self._stop.is_set():
             due = None
-            try:
+            with self.outage.watching("supervising services failed"):  # a refusing store: one line
                 due = reconcile(self.platform, settle=False)  # what it takes down goes meanwhile
                 if time.monotonic() >= next_sweep:
                     sweep(self.platform)
                     next_sweep = time.monotonic() + SWEEP_EVERY
-            except Exception:
-                log.exception("supervising services failed")
             # A restart whose backoff ends before the next poll happens on time, not at the poll.
             event.wait(self.poll if due is None else max(0.01, min(self.poll, due)))
             event.clear()

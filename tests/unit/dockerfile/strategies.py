@@ -100,6 +100,8 @@ _WORDS = [
     "a\rb",
     "\r",
     "${a:-${b:-${c:-x}}}",
+    "${a#x}",  # a modifier the parser's lexer fails on: the line opens no heredoc
+    "${a:-${a%x}}",
     "${BASE}",
     "A=${BASE:-x}",
     "<<",

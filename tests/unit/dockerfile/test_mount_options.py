@@ -179,7 +179,7 @@ def test_a_target_is_checked_with_its_variables_values(lines: str, needle: str) 
         "RUN --mount=type=cache,target=$HOME/.cache true",  # the base image's ENV may set it
         "ARG HTTPS_PROXY=/x\nRUN --mount=type=cache,target=$HTTPS_PROXY true",  # a build argument
         "ARG TARGETARCH\nRUN --mount=type=cache,target=$TARGETARCH true",  # the build machine's
-        "ARG E=/x/\nRUN --mount=type=cache,target=${E%/} true",
+        "ARG E=/x/\nRUN --mount=type=cache,target=${E:-/y} true",
         "ARG E\nENV F=$G\nRUN --mount=type=cache,target=${F}${E} true",
     ],
 )

@@ -19,7 +19,10 @@ async def get_run_events(
     after: int = Query(
         0, ge=0, le=2**31 - 1, description="Only events with a greater seq (the last one seen)."
     ),
-    wait: float = Query(0, ge=0, le=30, description="Seconds to wait for one (long poll)."),
+    # nan and inf: "must be a finite number", not "at most 30".
+    wait: float = Query(
+        0, ge=0, le=30, allow_inf_nan=False, description="Seconds to wait for one (long poll)."
+    ),
     limit: int = Query(run_events.LIST_LIMIT, ge=1, le=run_events.LIST_LIMIT),
 ) -> list[RunEventView]:
     """Events after `after`, oldest first: model_call, tool_call, tool_result, final. With

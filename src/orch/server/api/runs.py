@@ -20,13 +20,21 @@ class StartRun(Body):
     input: str = Field("", description="Given to the agent on stdin and in ORCH_INPUT.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     timeout: int | None = Field(None, description="Wall-clock limit in seconds (default: the manifest's).")
+    id: str | None = Field(
+        None,
+        max_length=14,
+        description="The run's id, chosen by the caller as the server makes them (run_ and 10 of "
+        "0-9a-z without i, l, o, u; default: the server's). A caller whose create was cut short "
+        "before it read the answer cancels the run by it (POST /runs/{id}/cancel; 404: it was never "
+        "made). One taken already, by any workspace's run: 409.",
+    )
 
 
 @router.post("/runs", response_model=RunView, status_code=201)
 def start_run(body: StartRun, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
     """Queue a run in a fresh sandbox; poll it, or follow /runs/{id}/logs."""
     started = time.perf_counter()
-    view = runs.create(platform, ws, body.agent, body.input, body.env, body.timeout)
+    view = runs.create(platform, ws, body.agent, body.input, body.env, body.timeout, run_id=body.id)
     # Once per run: a refused request (an unknown agent, a bad timeout) is no run's phase.
     metrics.of(platform).phase("api", time.perf_counter() - started)
     return view
@@ -59,7 +67,10 @@ async def get_run_logs(
     stdout: int = Query(0, ge=0, description="Byte offset in the agent's stdout."),
     stderr: int = Query(0, ge=0, description="Byte offset in the agent's stderr."),
     log: int = Query(0, ge=0, description="Byte offset in the platform's log of the run."),
-    wait: float = Query(0, ge=0, le=30, description="Seconds to wait for new output (long poll)."),
+    # nan and inf: "must be a finite number", not "at most 30".
+    wait: float = Query(
+        0, ge=0, le=30, allow_inf_nan=False, description="Seconds to wait for new output (long poll)."
+    ),
 ) -> RunLogs:
     """Output from the given offsets; pass the returned offsets back to follow the run."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.

@@ -43,6 +43,7 @@ from orch.sandbox.held import ExecResult, Output
 from orch.server import body_limit
 from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep, api_router
 from orch.services import sandboxes
+from orch.services.platform import Platform
 from orch.services.sandboxes import ExecView, FileView, SandboxView
 from orch.sizes import format_size
 
@@ -73,6 +74,13 @@ class CreateSandbox(Body):
     cpus: float | None = Field(None, description="CPUs such as 0.5 (default 1).")
     timeout: int | None = Field(None, description="Idle seconds before it is removed (default 600).")
     network: bool = Field(False, description="Reach the internet (never the host or other sandboxes).")
+    id: str | None = Field(
+        None,
+        max_length=14,
+        description="The sandbox's id, chosen by the caller as the server makes them (sbx_ and 10 of "
+        "0-9a-z without i, l, o, u; default: the server's). A caller whose create was cut short "
+        "before it read the answer removes the sandbox by it (DELETE). One taken already: 409.",
+    )
 
 
 class ExecCommand(Body):
@@ -105,6 +113,7 @@ async def create_sandbox(
             timeout=body.timeout,
             network=body.network,
             gone=gone.is_set,
+            sandbox_id=body.id,
         ),
         request,
         gone,
@@ -219,7 +228,8 @@ def _start(
         finally:
             command.release()
 
-    _thread(run, done, f"a command in sandbox {command.sandbox_id}", "orch-sandbox-exec", command.release)
+    what = f"a command in sandbox {command.sandbox_id}"
+    _thread(run, done, what, "orch-sandbox-exec", command.platform, command.release)
 
 
 def _thread(
@@ -227,10 +237,12 @@ def _thread(
     done: Callable[[T | None, BaseException | None], object],
     what: str,
     name: str,
+    platform: Platform,
     unstarted: Callable[[], None] = lambda: None,
 ) -> None:
     """`work` on a thread of its own; `done` gets its result, or its error (a bug as a sentence,
-    the log has it). `unstarted` undoes what the caller took for it when no thread starts."""
+    the log has it; the store's trouble as the API answers it, `platform`'s store named).
+    `unstarted` undoes what the caller took for it when no thread starts."""
 
     def go() -> None:
         try:
@@ -238,6 +250,10 @@ def _thread(
         except OrchError as e:
             done(None, e)
         except Exception as e:
+            if (trouble := platform.store.trouble(e)) is not None:  # the machine's trouble, not a bug: a 503
+                log.warning("%s: %s", what, trouble.message)
+                done(None, trouble)
+                return
             log.exception("%s failed", what)
             done(None, OrchError(f"The call failed in the server: {type(e).__name__}.", _SERVER_LOG))
         else:
@@ -265,7 +281,8 @@ async def _threaded(work: Callable[[threading.Event], T], what: str, request: Re
             else:
                 finished.set_result(result)  # type: ignore[arg-type]  # None only with an error
 
-    _thread(lambda: work(gone), lambda r, e: _soon(loop, settle, r, e), what, "orch-sandbox-file")
+    platform = request.app.state.platform
+    _thread(lambda: work(gone), lambda r, e: _soon(loop, settle, r, e), what, "orch-sandbox-file", platform)
     return await _watched(finished, request, gone)
 
 

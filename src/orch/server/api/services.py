@@ -75,7 +75,10 @@ async def get_logs(
     platform: PlatformDep,
     ws: WorkspaceDep,
     offset: int = Query(0, ge=0, description="Byte offset in the service's output."),
-    wait: float = Query(0, ge=0, le=30, description="Seconds to wait for new output (long poll)."),
+    # nan and inf: "must be a finite number", not "at most 30".
+    wait: float = Query(
+        0, ge=0, le=30, allow_inf_nan=False, description="Seconds to wait for new output (long poll)."
+    ),
 ) -> ServiceLogs:
     """Output of every container of the service, oldest first; pass `offset` back to follow."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.

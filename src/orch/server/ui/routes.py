@@ -137,9 +137,13 @@ def _too_large(what: str) -> InvalidInput:
 FormDep = Annotated[Filled, Depends(read_form)]
 
 
-def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
+def _caller(request: Request, platform: Platform) -> workspaces.Caller:
     # A form's change counts only from the UI's own pages (api/deps.py, request_token).
-    return workspaces.caller(platform, request_token(request)).workspace
+    return workspaces.caller(platform, request_token(request))
+
+
+def _workspace(request: Request, platform: Platform) -> WorkspaceRow:
+    return _caller(request, platform).workspace
 
 
 def _to_sign_in(request: Request, back: str) -> Response:
@@ -171,9 +175,13 @@ def signed_out(response: Response) -> Response:
 
 
 def _error_page(
-    request: Request, error: OrchError, ws: WorkspaceRow | None = None, status: int | None = None
+    request: Request,
+    error: OrchError,
+    ws: WorkspaceRow | None = None,
+    status: int | None = None,
+    failure: OrchError | None = None,
 ) -> Response:
-    context = {"error": error, "workspace": ws}
+    context = {"error": error, "workspace": ws, "failure": failure}
     return templates.TemplateResponse(request, "error.html", context, status_code=status or error.http_status)
 
 
@@ -185,11 +193,13 @@ def page(
         ws = _workspace(request, platform)
     except Unauthorized:
         return _to_sign_in(request, request.url.path)
+    failure = _opened(platform, ws, request.query_params.get("failed", ""))
     try:
         context = build(ws)
     except OrchError as e:
-        return _error_page(request, e, ws)
-    failure = _opened(platform, ws, request.query_params.get("failed", ""))
+        # A form's failure shown with it: a run's Cancel from a page of another workspace comes
+        # back to a run this workspace does not have.
+        return _error_page(request, e, ws, failure=failure)
     return templates.TemplateResponse(request, template, {"workspace": ws, "failure": failure, **context})
 
 
@@ -205,37 +215,56 @@ def action(
     it fails, back to the form's page (`back`) with the sentence shown there, so a reload shows
     the page again rather than sending the form again. A form rendered for another workspace
     than the one signed in now (another tab signed in to another one since, sharing the cookie)
-    changes nothing: its name-keyed change (delete secret API_KEY) would hit the wrong one."""
+    changes nothing: its name-keyed change (delete secret API_KEY) would hit the wrong one. It
+    goes back the same way: a page at the form's URL was reloaded as advised, and that sent the
+    form again, acting once the tab had signed in back (a tester's secret got deleted)."""
     try:
-        ws = _workspace(request, platform)
+        caller = _caller(request, platform)
     except Unauthorized:
         return _to_sign_in(request, back.partition("#")[0])
     except Forbidden as e:
         return _error_page(request, e)
+    ws = caller.workspace
     if form.problem is None and form.fields.get(FOR_WORKSPACE) != ws.id:
-        return _error_page(request, _other_workspace(platform, form.fields.get(FOR_WORKSPACE, ""), ws), ws)
+        return _back(
+            request,
+            platform,
+            ws,
+            back,
+            _other_workspace(platform, form.fields.get(FOR_WORKSPACE, ""), caller),
+        )
     try:
         return RedirectResponse(do(ws), status_code=303)
     except OrchError as e:
-        try:
-            sealed = box.load(platform.config).seal(ws.id, FAILURE, json.dumps([e.message, e.fix]))
-        except OrchError:  # no key to seal with: the sentence on a page of its own
-            return _error_page(request, e, ws)
-        path, _, fragment = back.partition("#")
-        target = f"{path}?{urlencode({'failed': sealed})}" + (f"#{fragment}" if fragment else "")
-        return RedirectResponse(target, status_code=303)
+        return _back(request, platform, ws, back, e)
 
 
-def _other_workspace(platform: Platform, rendered_for: str, ws: WorkspaceRow) -> Conflict:
-    """Why a form rendered for another workspace than `ws` changed nothing, naming both."""
-    other = None
-    if rendered_for:
+def _back(request: Request, platform: Platform, ws: WorkspaceRow, back: str, failure: OrchError) -> Response:
+    """A redirect to the form's page `back`, which shows `failure` (sealed in the URL for `ws`)."""
+    try:
+        sealed = box.load(platform.config).seal(ws.id, FAILURE, json.dumps([failure.message, failure.fix]))
+    except OrchError:  # no key to seal with: the sentence on a page of its own
+        return _error_page(request, failure, ws)
+    path, _, fragment = back.partition("#")
+    target = f"{path}?{urlencode({'failed': sealed})}" + (f"#{fragment}" if fragment else "")
+    return RedirectResponse(target, status_code=303)
+
+
+def _other_workspace(platform: Platform, rendered_for: str, caller: workspaces.Caller) -> Conflict:
+    """Why a form rendered for another workspace than the caller's changed nothing, naming both
+    if the caller's token may see the other (an admin token sees every workspace). The field is
+    the browser's to send: named for a plain token, any workspace's id told its name (a tester
+    found it), and a missing id read apart from an existing one."""
+    ws, other = caller.workspace, None
+    if rendered_for and caller.admin:
         with platform.store.session() as s:
             other = s.get(WorkspaceRow, rendered_for)
     was = f"workspace {other.name}" if other is not None else "another workspace"
+    there = f"workspace {other.name}" if other is not None else "the other workspace"
+    # Said on the form's page as it is now, the signed-in workspace's (action, _back).
     return Conflict(
         f"This page was for {was}; you are now signed in to workspace {ws.name}, so nothing was changed.",
-        "Reload the page.",
+        f"This page now shows workspace {ws.name}; to change {there}, sign in to it again.",
     )
 
 

@@ -2,23 +2,48 @@
 // JSON API as the CLI; the sign-in cookie authenticates it.
 "use strict";
 
-async function api(method, path, body) {
+const ANSWER_WITHIN = 15000; // ms: a request not answered by then counts as unanswered
+const LONG_POLL = 10; // s: how long a live view's long poll lets the server wait for more
+const LONG_POLL_WITHIN = (LONG_POLL + 10) * 1000; // ms: past the server's wait, so none is cut
+
+function notAnswering() {
+  const error = new Error("The server is not answering.");
+  error.fix = "Check that orch server is running, then try again.";
+  error.offline = true;
+  return error;
+}
+
+// A request to the server, answered within `within` ms or not at all: a server that accepts the
+// connection and then says nothing (stopped, overloaded, its packets dropped) is told as one that
+// refuses it, not waited for forever (a tester froze the server: the buttons and live views said
+// nothing, and each click of Run made a run once it woke).
+async function api(method, path, body, within = ANSWER_WITHIN) {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), within);
   let response;
+  let text;
   try {
     response = await fetch(path, {
       method,
       headers: body === undefined ? {} : { "Content-Type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
+      signal: deadline.signal,
     });
+    text = await response.text(); // the answer's body is under the deadline too
   } catch {
-    // fetch says only "Failed to fetch" (a TypeError): the server is down, restarting or out of reach.
-    const error = new Error("The server is not answering.");
-    error.fix = "Check that orch server is running, then try again.";
-    error.offline = true;
-    throw error;
+    // fetch says only "Failed to fetch" (a TypeError), or that the deadline aborted it: the
+    // server is down, restarting, hung or out of reach.
+    throw notAnswering();
+  } finally {
+    clearTimeout(timer);
   }
-  const data = await response.json().catch(() => ({ message: `The server answered ${response.status}.`, fix: "" }));
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = { message: `The server answered ${response.status}.`, fix: "" };
+  }
   if (!response.ok) {
     // 401: the page's sign-in cookie went (signed out in another window, a revoked token): the
     // API's own advice is for scripts (send an Authorization header), not for this page.
@@ -30,6 +55,23 @@ async function api(method, path, body) {
     throw error;
   }
   return data;
+}
+
+// A button's request (Run, Create and build, Rebuild, Restart, Stop): the button is disabled and
+// says it is busy from the click until `request` fails, so a second click meanwhile sends nothing
+// (three clicks on a hung server made three runs); once it succeeds the page goes elsewhere, and
+// the button stays so till then.
+async function pressed(button, request) {
+  if (button.disabled) return; // a form's submit (Enter) while its button's request is pending
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  try {
+    await request();
+  } catch (error) {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+    throw error;
+  }
 }
 
 // Before a change the page makes through the API (keyed by a name, as the CLI's: run agent X,
@@ -155,8 +197,10 @@ function setupValidation(textarea) {
 
 function setupCreate(form) {
   const errorBox = document.getElementById("create-error");
+  const submit = form.querySelector("button[type=submit]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (submit.disabled) return; // its request is pending
     errorBox.hidden = true;
     const body = {
       name: form.elements.name.value.trim(),
@@ -164,9 +208,11 @@ function setupCreate(form) {
       no_cache: form.elements.no_cache.checked,
     };
     try {
-      await sameWorkspace();
-      const env = await api("POST", "/v1/environments", body);
-      window.location.href = `/ui/environments/${env.id}`;
+      await pressed(submit, async () => {
+        await sameWorkspace();
+        const env = await api("POST", "/v1/environments", body);
+        window.location.href = `/ui/environments/${env.id}`;
+      });
     } catch (error) {
       if (error.data && error.data.findings) renderFindings(document.getElementById("findings"), error.data.findings);
       showError(errorBox, error);
@@ -226,9 +272,11 @@ function setupRebuild(button) {
   button.addEventListener("click", async () => {
     const noCache = document.getElementById("rebuild-no-cache").checked;
     try {
-      await sameWorkspace();
-      await api("POST", `/v1/environments/${button.dataset.rebuild}/build`, { no_cache: noCache });
-      window.location.reload();
+      await pressed(button, async () => {
+        await sameWorkspace();
+        await api("POST", `/v1/environments/${button.dataset.rebuild}/build`, { no_cache: noCache });
+        window.location.reload();
+      });
     } catch (error) {
       alert(`${error.message} ${error.fix}`);
     }
@@ -237,8 +285,10 @@ function setupRebuild(button) {
 
 function setupRunForm(form) {
   const errorBox = document.getElementById("run-error");
+  const submit = form.querySelector("button[type=submit]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (submit.disabled) return; // its request is pending
     errorBox.hidden = true;
     const input = form.elements.input.value;
     try {
@@ -248,9 +298,11 @@ function setupRunForm(form) {
       return;
     }
     try {
-      await sameWorkspace();
-      const run = await api("POST", "/v1/runs", { agent: form.dataset.runForm, input });
-      window.location.href = `/ui/runs/${run.id}`;
+      await pressed(submit, async () => {
+        await sameWorkspace();
+        const run = await api("POST", "/v1/runs", { agent: form.dataset.runForm, input });
+        window.location.href = `/ui/runs/${run.id}`;
+      });
     } catch (error) {
       showError(errorBox, error);
     }
@@ -278,8 +330,8 @@ async function followRun(box) {
   for (;;) {
     let chunk;
     try {
-      const q = new URLSearchParams({ ...offsets, wait: "10" });
-      chunk = await api("GET", `/v1/runs/${id}/logs?${q}`);
+      const q = new URLSearchParams({ ...offsets, wait: String(LONG_POLL) });
+      chunk = await api("GET", `/v1/runs/${id}/logs?${q}`, undefined, LONG_POLL_WITHIN);
       link.answered();
     } catch (error) {
       if (await link.failed(error)) continue;
@@ -406,13 +458,14 @@ async function followServiceFacts(name) {
     } catch (error) {
       // The log's follower says so (a line above the log); asking again helps only if passing.
       if (!passing(error)) { clearInterval(ticking); return; }
+      since = undefined; // the uptime stands still till it answers: the service may have ended
     }
     await sleep(SERVICE_FACTS_EVERY);
   }
 }
 
 // A service's log, as it grows (a long poll: the server answers when there is more, or after
-// 10 s). The facts beside it follow on their own cadence (followServiceFacts).
+// LONG_POLL s). The facts beside it follow on their own cadence (followServiceFacts).
 async function followService(pre) {
   const name = pre.dataset.serviceLog;
   followServiceFacts(name);
@@ -421,7 +474,8 @@ async function followService(pre) {
   let offset = 0;
   for (;;) {
     try {
-      const chunk = await api("GET", `/v1/services/${name}/logs?offset=${offset}&wait=10`);
+      const q = new URLSearchParams({ offset, wait: String(LONG_POLL) });
+      const chunk = await api("GET", `/v1/services/${name}/logs?${q}`, undefined, LONG_POLL_WITHIN);
       link.answered();
       offset = chunk.offset;
       if (chunk.text) { pre.append(plain(chunk.text)); pre.scrollTop = pre.scrollHeight; }
@@ -435,11 +489,14 @@ async function followService(pre) {
 function setupServiceAction(button) {
   const errorBox = document.getElementById("service-error");
   button.addEventListener("click", async () => {
+    if (button.disabled) return;
     errorBox.hidden = true;
     try {
-      await sameWorkspace();
-      await api("POST", `/v1/services/${button.dataset.service}/${button.dataset.serviceAction}`);
-      window.location.reload();
+      await pressed(button, async () => {
+        await sameWorkspace();
+        await api("POST", `/v1/services/${button.dataset.service}/${button.dataset.serviceAction}`);
+        window.location.reload();
+      });
     } catch (error) {
       showError(errorBox, error);
     }
