@@ -78,6 +78,17 @@ def test_an_image_without_a_pythonpath_gets_the_dependencies_alone(
     assert sandbox_env(cached, image_env)["PYTHONPATH"] == PYTHON_DEPS
 
 
+@pytest.mark.parametrize("image_env", [IMAGE_ENV, (*IMAGE_ENV, "PYTHONPATH=/opt/lib")])
+def test_a_runs_own_pythonpath_comes_after_the_dependencies(
+    cached: deps.Deps, image_env: tuple[str, ...]
+) -> None:
+    """An agent's own `env: {PYTHONPATH: ...}` (or `--env`) is kept after the dependencies and,
+    as Podman has it, replaces the image's."""
+    env = sandbox_env(cached, image_env, {"PYTHONPATH": "/work/lib:/work/more"})
+    assert env["PYTHONPATH"] == f"{PYTHON_DEPS}:/work/lib:/work/more"
+    assert sandbox_env(cached, image_env, {"PYTHONPATH": ""})["PYTHONPATH"].startswith(PYTHON_DEPS)
+
+
 def test_without_dependencies_the_images_pythonpath_and_a_runs_own_stay_as_podman_has_them() -> None:
     image_env = (*IMAGE_ENV, "PYTHONPATH=/opt/lib")
     assert sandbox_env(deps.Deps("none"), image_env)["PYTHONPATH"] == "/opt/lib"

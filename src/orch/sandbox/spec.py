@@ -100,6 +100,13 @@ BUNDLE_MISFIT_FIX = (
 )
 
 
+def with_deps(env: Mapping[str, str], deps_env: Mapping[str, str]) -> dict[str, str]:
+    """The dependencies' variables over a run's own `env`: their search path first, then the
+    run's own value of it (an agent's `env: {PYTHONPATH: /work/lib}` still found: it was
+    replaced as soon as the agent had a requirements.txt)."""
+    return {k: f"{v}:{env[k]}" if env.get(k) else v for k, v in deps_env.items()}
+
+
 def run_spec(
     *,
     name: str,
@@ -120,7 +127,7 @@ def run_spec(
         argv=["/bin/sh", "-c", _PRELUDE, "orch-run", *command],
         name=name,
         labels=labels,
-        env={**env, "HOME": HOME, **deps.env},  # as a template's user has it: ~/.local, dotfiles
+        env={**env, "HOME": HOME, **with_deps(env, deps.env)},  # HOME as a template's user has it
         workdir=WORKDIR,
         user=SANDBOX_USER,
         mounts=[
