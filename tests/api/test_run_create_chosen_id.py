@@ -72,7 +72,15 @@ def test_an_id_of_another_workspace_s_run_is_409(
 
 @pytest.mark.parametrize(
     "bad",
-    ["run_../../etc", "sbx_0123456789", "run_012345678", "run_0123456789".upper(), "run_01234567io", ""],
+    [
+        "run_../../etc",
+        "sbx_0123456789",
+        "run_012345678",
+        "run_0123456789".upper(),
+        "run_01234567io",
+        "",
+        "run_01234567890",  # one too long: the sentence, not the request model's 422
+    ],
 )
 def test_a_malformed_id_is_400(api: httpx.Client, agent: str, platform: Platform, bad: str) -> None:
     said = error(api.post("/v1/runs", json={"agent": agent, "id": bad}), 400)

@@ -65,6 +65,8 @@ def test_a_chosen_id_is_the_sandbox_s_and_is_checked(api: httpx.Client, holder: 
     )
     said = error(api.post("/v1/sandboxes", json={"id": "sbx_../../etc"}), 400)
     assert said == "The id 'sbx_../../etc' is not a sandbox id as the server makes them."
+    said = error(api.post("/v1/sandboxes", json={"id": "sbx_0123456789ab"}), 400)  # too long
+    assert said == "The id 'sbx_0123456789ab' is not a sandbox id as the server makes them."
     assert len(holder.opened) == 1
 
 

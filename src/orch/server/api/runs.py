@@ -22,7 +22,7 @@ class StartRun(Body):
     timeout: int | None = Field(None, description="Wall-clock limit in seconds (default: the manifest's).")
     id: str | None = Field(
         None,
-        max_length=14,
+        max_length=200,  # a bound; a longer one than the server makes is told so by chosen_id
         description="The run's id, chosen by the caller as the server makes them (run_ and 10 of "
         "0-9a-z without i, l, o, u; default: the server's). A caller whose create was cut short "
         "before it read the answer cancels the run by it (POST /runs/{id}/cancel; 404: it was never "

@@ -76,7 +76,7 @@ class CreateSandbox(Body):
     network: bool = Field(False, description="Reach the internet (never the host or other sandboxes).")
     id: str | None = Field(
         None,
-        max_length=14,
+        max_length=200,  # a bound; a longer one than the server makes is told so by chosen_id
         description="The sandbox's id, chosen by the caller as the server makes them (sbx_ and 10 of "
         "0-9a-z without i, l, o, u; default: the server's). A caller whose create was cut short "
         "before it read the answer removes the sandbox by it (DELETE). One taken already: 409.",
