@@ -451,3 +451,31 @@ def test_the_ports_picked_for_ray_differ_from_each_other_and_from_those_given(
     assert len(picked) == 3 and len(set(picked)) == 3 and 45393 not in picked, argv
     given = ["start", "--port", "6379", "--dashboard-port=8265", "--address=h:1"]
     assert ray_start.given_ports(given) == {6379, 8265}
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "postgresql://x@127.0.0.1:1/orch?connect_timeout=abc",
+            "has an option psycopg refuses (connect_timeout)",
+        ),
+        ("postgresql://x@127.0.0.1:1/orch?connect_timeout=1", "Cannot open the database at"),
+    ],
+)
+def test_a_store_url_orch_cannot_use_is_said_as_the_server_says_it(
+    url: str, said: str, node_env: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orch node start` and `orch admin build-images` (with a registry: it records the images'
+    digests in the store) check ORCH_DATABASE_URL as a server's start does (it was 'This is a
+    bug' for an option psycopg refuses)."""
+    monkeypatch.setenv("ORCH_DATABASE_URL", url)
+    with head() as listening:
+        cluster = f"127.0.0.1:{listening.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["node", "start", "--cluster", cluster, "--name", "a"])
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "bug" not in result.output and node_env == []
+    assert "postgresql://x@127.0.0.1:1/orch" in result.output  # the URL as written, not the engine's
+    built = CliRunner().invoke(app, ["admin", "build-images"])
+    assert built.exit_code == 2, built.output
+    assert said in built.output and "bug" not in built.output

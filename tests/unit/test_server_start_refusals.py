@@ -76,7 +76,7 @@ def _unreachable_port() -> int:
         # Said once the home was made, with psycopg's two lines, exit 1.
         (
             {"ORCH_DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{_unreachable_port()}/orch"},
-            "Cannot open the database at postgresql+psycopg://u:***@127.0.0.1:",
+            "Cannot open the database at postgresql://u:***@127.0.0.1:",  # as written
         ),
         # Started, and its runs waited for a node, which `orch node start` refuses on SQLite.
         ({"ORCH_CLUSTER": "127.0.0.1:6379"}, "ORCH_CLUSTER is set (127.0.0.1:6379), and the store"),

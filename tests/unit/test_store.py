@@ -94,7 +94,7 @@ def test_a_postgresql_server_that_does_not_answer_is_one_sentence(postgres_url: 
         check_url(f"postgresql://orch:hunter2@127.0.0.1:{port}/orch")
     said = refused.value.message
     assert said.startswith(
-        f"Cannot open the database at postgresql+psycopg://orch:***@127.0.0.1:{port}/orch: "
+        f"Cannot open the database at postgresql://orch:***@127.0.0.1:{port}/orch: "  # as written
     )
     assert said.endswith("Connection refused.") and "\n" not in said and "hunter2" not in said, said
     assert "Check ORCH_DATABASE_URL" in refused.value.fix

@@ -92,7 +92,7 @@ def test_a_user_without_rights_on_orchs_tables_is_refused_before_the_home_is_mad
     assert code == 2, said
     assert said.startswith(
         f"✗ The PostgreSQL user {migrated.role} may not read orch's tables in the database "
-        f"{migrated.database} (postgresql+psycopg://{migrated.role}@127.0.0.1:"
+        f"{migrated.database} (postgresql://{migrated.role}@127.0.0.1:"  # as written
     ), said
     assert ": permission denied for table alembic_version." in said, said
     assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {migrated.role}" in said

@@ -42,7 +42,9 @@ def build_images(
     if cfg.registry:  # the digests are in the store every machine shares
         from orch.services import base_digests
         from orch.store import Store
+        from orch.store.db import check_url
 
+        check_url(cfg.database_url)  # said as a server's start says it, not as a bug
         store = Store(cfg.database_url)
         store.migrate()
         digests = base_digests.known(store)

@@ -18,7 +18,7 @@ from orch.services import secrets as workspace_secrets
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
 from orch.store import Store
-from orch.store.db import dialect
+from orch.store.db import check_url, dialect
 from orch.workers.nodes import NodeWork
 
 
@@ -51,6 +51,7 @@ def check_name(cfg: Config, name: str) -> bool:
     """Whether node `name` of this ORCH_HOME is up (starting it again restarts it: the caller
     stops it first). Conflict when a node of that name is up with another ORCH_HOME or on
     another machine: starting this one would replace its agent and strand its open sandboxes."""
+    check_url(cfg.database_url)  # said as a server's start says it: an option, a store that is not there
     platform = Platform(cfg, Store(cfg.database_url), PodmanEngine(), node=name)
     try:
         platform.store.migrate()

@@ -293,7 +293,9 @@ def check_url(url: str) -> None:
         raise InvalidInput("The database URL's port is not a number.", URL_FIX) from None
     except ArgumentError:
         raise InvalidInput("The database URL can't be read as one.", URL_FIX) from None
-    shown = parsed.render_as_string(hide_password=True)
+    # As the operator wrote it (postgresql://, not the engine's postgresql+psycopg://), no password.
+    written = parsed.set(drivername=url.partition("://")[0])
+    shown = written.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         check_sqlite_file(parsed, url)
         check_sqlite_schema(parsed, shown)
@@ -317,7 +319,7 @@ def check_url(url: str) -> None:
     finally:
         probe.dispose()
     if refused is not None:
-        raise no_rights(parsed, *refused, setting="ORCH_DATABASE_URL (or --db)")
+        raise no_rights(written, *refused, setting="ORCH_DATABASE_URL (or --db)")
 
 
 def _connect(probe: Engine, url: URL, shown: str) -> Connection:
