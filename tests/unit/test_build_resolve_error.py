@@ -18,7 +18,7 @@ import pytest
 from orch import dockerfile
 from orch.engine.base import BuildRequest, ImageInfo
 from orch.engine.fake import FakeEngine
-from orch.errors import BuildFailed
+from orch.errors import BuildFailed, Conflict
 from orch.services import build_log as steps
 from orch.services import environments as envs
 from orch.services.platform import Platform
@@ -121,3 +121,17 @@ def test_a_resolve_error_fails_no_step_and_names_line_3(
     # Not the step before it, and not Podman's exit code as a command's.
     assert "exit code" not in error and "ENV SQ" not in error and "step 2/" not in error.lower()
     assert RESOLVING in build_log(platform, env.build_id)  # the log keeps Podman's own words
+
+
+def test_its_fix_is_a_new_dockerfile_not_a_build_again(
+    platform: Platform, workspace: tuple[str, str], podman_resolving: FakeEngine
+) -> None:
+    """No step failed, but the Dockerfile is at fault all the same: a build again fails the same
+    way, so what refuses it (setting it as the default here; a run or a sandbox in it share
+    `dockerfile_at_fault`) does not say `orch env build`."""
+    envs.create(platform, workspace[0], "unread", DOCKERFILE)
+    drain(platform)
+    with pytest.raises(Conflict) as refused:
+        envs.set_default(platform, workspace[0], "unread")
+    assert "create it again with the Dockerfile fixed" in refused.value.fix, refused.value.fix
+    assert "orch env build" not in refused.value.fix, refused.value.fix

@@ -324,6 +324,17 @@ def _building(s: Session, env: EnvironmentRow) -> bool:
     return _unfinished(s, env) is not None
 
 
+# How a failed build's error starts when Podman could not read an instruction of its Dockerfile
+# (workers/builds.py): the Dockerfile is at fault, as with a step that failed, though no step ran.
+UNREAD = "Podman could not read line"
+
+
+def dockerfile_at_fault(build: BuildRow) -> bool:
+    """Whether failed `build` failed for its Dockerfile (a step's command, or an instruction
+    Podman could not read), which only a new Dockerfile fixes; not a timeout, a push, a stop."""
+    return build.failed_step is not None or (build.error or "").startswith(UNREAD)
+
+
 def failed_build_fix(name: str, kind: str, at_step: bool = True) -> str:
     """What to do about environment `name` whose build failed (`at_step`: a step of its
     Dockerfile failed). An environment keeps its Dockerfile, so a custom one whose step failed is
@@ -438,7 +449,7 @@ def set_default(platform: Platform, ws_id: str, ref: str) -> EnvironmentView:
             # Every run of an agent without an environment of its own would fail at once.
             raise Conflict(
                 f"{env.name} can't be the workspace default: its build failed, so no run could start in it.",
-                f"{failed_build_fix(env.name, env.kind, build.failed_step is not None)} "
+                f"{failed_build_fix(env.name, env.kind, dockerfile_at_fault(build))} "
                 "Or set a ready environment as the default.",
             )
         ensure_built(platform, s, env)

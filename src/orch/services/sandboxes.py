@@ -407,7 +407,7 @@ def _image(platform: Platform, s: Session, env: EnvironmentRow, isolation: Isola
         )
     if build is None or build.status == BuildStatus.FAILED.value:
         why = build.error if build is not None else "it was never built"
-        at_step = build is not None and build.failed_step is not None
+        at_step = build is not None and envs.dockerfile_at_fault(build)
         raise Conflict(
             f"The environment {env.name} has no image: its build failed ({why}).",
             envs.failed_build_fix(env.name, env.kind, at_step=at_step),

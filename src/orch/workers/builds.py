@@ -26,7 +26,7 @@ from orch.engine.base import BuildRequest
 from orch.errors import BuildFailed, EngineError, OrchError, store_refused
 from orch.kept import kept
 from orch.models import BuildStatus, advance
-from orch.services import base_digests, build_log, build_output, build_requests, images
+from orch.services import base_digests, build_log, build_output, build_requests, environments, images
 from orch.services.platform import Platform
 from orch.sizes import format_apart, format_size
 from orch.store import queue, refusals
@@ -465,7 +465,7 @@ def _unread_error(line: int, text: str, why: str) -> BuildFailed:
     else:
         fix = "Change that instruction so that Podman can read it"
     return BuildFailed(
-        f"Podman could not read line {line} of the Dockerfile ({shown}): {why}",
+        f"{environments.UNREAD} {line} of the Dockerfile ({shown}): {why}",
         f"{fix}; then delete the environment and create it again with the Dockerfile fixed (an "
         "agent's own Dockerfile: fix it and publish again with --docker).",
         unread=True,  # no step is named: the progress still shows the one before it

@@ -944,7 +944,7 @@ def _built(
         return _here(platform, plan.isolation, image, digest, out)
     if build is None or build.status == BuildStatus.FAILED.value:
         why = (build.error or "").rstrip(".") if build else "never built"
-        at_step = build is not None and build.failed_step is not None
+        at_step = build is not None and envs.dockerfile_at_fault(build)
         raise RunFailed(
             f"The environment {name} failed to build: {why}.",
             envs.failed_build_fix(name, plan.env_kind, at_step=at_step),
