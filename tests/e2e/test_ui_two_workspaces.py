@@ -26,6 +26,8 @@ def test_a_tab_left_on_another_workspaces_page_changes_nothing(page: Page, serve
     page.goto("/ui/settings")
     new_env = page.context.new_page()  # a second page of tab 1's workspace: a script's change
     new_env.goto("/ui/environments/new")
+    env_page = page.context.new_page()  # and an environment's page, whose Rebuild is a script's
+    env_page.goto("/ui/environments/python-ml")
     second = page.context.new_page()  # tab 2 signs in to beta
     second.goto("/ui/login")
     second.get_by_label("API token").fill(theirs)
@@ -54,6 +56,11 @@ def test_a_tab_left_on_another_workspaces_page_changes_nothing(page: Page, serve
     new_env.get_by_role("button", name="Create and build").click()
     said = f"This page was for workspace default; {now}"
     expect(new_env.locator("#create-error")).to_have_text(f"{said} Reload the page.")
+    dialogs: list[str] = []
+    env_page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    env_page.get_by_role("button", name="Rebuild").click()  # said on the page, not in an alert()
+    expect(env_page.get_by_role("alert")).to_have_text(f"{said} Reload the page.")
+    assert dialogs == []
     with server.api() as api:
         assert [s["name"] for s in api.get("/v1/secrets").json()] == ["API_KEY"]
         assert [s["name"] for s in api.get("/v1/secrets", headers=other).json()] == ["API_KEY"]

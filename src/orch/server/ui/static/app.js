@@ -269,8 +269,10 @@ async function followBuild(pre) {
 }
 
 function setupRebuild(button) {
+  const errorBox = document.getElementById("rebuild-error");
   button.addEventListener("click", async () => {
     const noCache = document.getElementById("rebuild-no-cache").checked;
+    errorBox.hidden = true;
     try {
       await pressed(button, async () => {
         await sameWorkspace();
@@ -278,7 +280,7 @@ function setupRebuild(button) {
         window.location.reload();
       });
     } catch (error) {
-      alert(`${error.message} ${error.fix}`);
+      showError(errorBox, error); // on the page, as every form's refusal (not a modal alert)
     }
   });
 }
