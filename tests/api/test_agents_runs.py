@@ -85,9 +85,24 @@ def test_an_unused_dockerfile_that_is_not_valid_is_not_advised(api: httpx.Client
     (note,) = resp.json()["notes"]
     assert note.startswith(
         "The bundle has a Dockerfile, which was not used; it is not valid, and a build of it would be "
-        "refused (line 1 FROM: "
+        "refused (2 errors: line 1 FROM: "
     )
     assert "--docker" not in note
+
+
+def test_an_unused_dockerfile_s_note_names_each_of_its_errors(api: httpx.Client, tmp_path: Path) -> None:
+    """Not its first error alone: fixing one at a time took a publish each (found by a tester)."""
+    lines = ["FROM python", "MAINTAINER me", "COPY x /y", *["ADD a /b"] * 6]
+    resp = publish(api, "d", bundle(tmp_path, {"main.py": "", "Dockerfile": "\n".join(lines) + "\n"}))
+    assert resp.status_code == 201
+    (note,) = resp.json()["notes"]
+    found = api.post("/v1/environments/validate", json={"dockerfile": "\n".join(lines) + "\n"}).json()
+    errors = [f for f in found["findings"] if f["severity"] == "error"]
+    assert len(errors) > 5, errors
+    assert f"({len(errors)} errors: line 1 FROM: " in note, note
+    for f in errors[:5]:
+        assert f"line {f['line']} {f['instruction']}: {f['message'].rstrip('.')}" in note
+    assert f"and {len(errors) - 5} more (orch env validate says all)" in note
 
 
 def test_docker_publish_builds_and_reuses(

@@ -68,11 +68,7 @@ def publish(platform: Platform, ws_id: str, name: str, data: bytes, docker: bool
             checked_dockerfile(info.dockerfile)
             notes.append(DOCKERFILE_NOT_USED)
         except InvalidDockerfile as refused:  # not advised to ask for a build that would be refused
-            why = refused.message.removeprefix("The bundle's Dockerfile is not valid: ")
-            notes.append(
-                f"The bundle has a Dockerfile, which was not used; it is not valid, and a build of it "
-                f"would be refused ({why}). {refused.fix}"
-            )
+            notes.append(_unused_invalid_note(refused))
     if misfit := _misfit(info):
         notes.append(f"{misfit} Runs of this version will fail before the agent starts. {BUNDLE_MISFIT_FIX}")
     with platform.store.session() as s:
@@ -204,6 +200,29 @@ def _version_row(agent: AgentRow, info: BundleInfo, env_id: str | None) -> Agent
         pinned_environment=info.manifest.environment,
         dockerfile_environment_id=env_id,
         deps_files=json.dumps(sorted(dependency_files(info.files))),
+    )
+
+
+# How many of an unused Dockerfile's errors a publish's note names (`orch env validate` says all).
+NOTED_ERRORS = 5
+
+
+def _unused_invalid_note(refused: InvalidDockerfile) -> str:
+    """The note for a bundle's Dockerfile that was not used and is not valid: each of its errors
+    (up to NOTED_ERRORS; fixing one at a time took a publish each), the first one's fix."""
+    errors = [
+        f"line {f['line']} {f['instruction']}: {str(f['message']).rstrip('.')}"
+        for f in refused.details.get("findings") or []
+        if f.get("severity") == dockerfile.Severity.ERROR
+    ] or [refused.message.removeprefix("The bundle's Dockerfile is not valid: ").rstrip(".")]
+    more = len(errors) - NOTED_ERRORS
+    said = "; ".join(errors[:NOTED_ERRORS]) + (
+        f"; and {more} more (orch env validate says all)" if more > 0 else ""
+    )
+    count = f"{len(errors)} errors: " if len(errors) > 1 else ""
+    return (
+        "The bundle has a Dockerfile, which was not used; it is not valid, and a build of it would "
+        f"be refused ({count}{said}). {refused.fix}"
     )
 
 
