@@ -344,9 +344,11 @@ class IllegalTransition(OrchError):
 
 
 class ServerUnreachable(OrchError):
-    """The CLI cannot reach the server."""
+    """The CLI cannot reach the server. `never_sent`: no connection was made, so the request never
+    reached it (a create that failed so made nothing, and has nothing to undo)."""
 
     code = "server_unreachable"
+    never_sent = False
 
 
 _BY_CODE: dict[str, type[OrchError]] = {

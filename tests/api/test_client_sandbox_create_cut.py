@@ -120,3 +120,24 @@ def test_a_removal_that_fails_too_is_a_note_naming_the_id(
         "Cannot reach the orch server"
     )
     assert f"client.sandboxes.get('{row.id}').remove()" in note
+
+
+@pytest.mark.parametrize(
+    "refused", [httpx.ConnectError("Connection refused"), httpx.ConnectTimeout("timed out")]
+)
+def test_a_create_that_never_reached_the_server_sends_nothing_more(
+    app_transport: httpx.BaseTransport, workspace: tuple[str, str], platform: Platform, refused: Exception
+) -> None:
+    """No connection was made: nothing was started, so no removal is tried (it would wait on the
+    same unreachable server for CANCEL_TIMEOUT, and note a failure to undo what never was)."""
+
+    class Refusing(CutAfterCreate):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            self.seen.append((request.method, request.url.path))
+            raise refused
+
+    transport = Refusing(app_transport, None)
+    with _client(workspace, transport) as client, pytest.raises(ServerUnreachable) as raised:
+        client.sandboxes.create()
+    assert transport.seen == [("POST", "/v1/sandboxes")] and rows(platform) == []
+    assert raised.value.never_sent and not getattr(raised.value, "__notes__", [])

@@ -285,3 +285,21 @@ def test_client_cancel_that_fails_too_is_a_note_naming_the_id(
         "Cannot reach the orch server"
     )
     assert f"client.runs.get('{run_id}').cancel()" in note
+
+
+def test_client_create_that_never_reached_the_server_sends_nothing_more(
+    app_transport: httpx.BaseTransport, workspace: tuple[str, str], agent: str, platform: Platform
+) -> None:
+    """A refused connect: nothing was queued, so no cancel is tried (nor noted as failing)."""
+
+    class Refusing(CutAfterCreate):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            self.seen.append((request.method, request.url.path))
+            raise httpx.ConnectError("Connection refused")
+
+    transport = Refusing(app_transport, None)
+    client = Client("http://testserver", workspace[1], transport=transport)
+    with client, pytest.raises(ServerUnreachable) as raised:
+        client.runs.create(agent)
+    assert transport.seen == [("POST", "/v1/runs")] and _runs(platform) == []
+    assert raised.value.never_sent and not getattr(raised.value, "__notes__", [])

@@ -25,7 +25,6 @@ from orch.cli.output import (
 )
 from orch.cli.terminal_text import TerminalText, shown
 from orch.cli.utils import JSON, plain_table, variables
-from orch.client import plain_http
 from orch.client.follow import FINAL, POLL, event_pages
 from orch.client.follow import follow as follow_output
 from orch.client.transport import Transport, check_name, listed, segment
@@ -228,7 +227,7 @@ def _lost(client: Transport, run_id: str, cut: ServerUnreachable) -> NoReturn:
     what became of it is said after the error (nothing when the run was never made, or when the
     request never reached the server: it could not connect)."""
     report(cut)
-    if not _never_sent(cut):
+    if not cut.never_sent:
         try:
             client.post(f"/v1/runs/{segment(run_id)}/cancel")
         except NotFound:  # never made
@@ -244,13 +243,6 @@ def _lost(client: Transport, run_id: str, cut: ServerUnreachable) -> NoReturn:
         else:
             err_console.print(f"  Cancelled {run_id}, the run it had queued.")
     raise typer.Exit(cut.exit_code)
-
-
-def _never_sent(cut: ServerUnreachable) -> bool:
-    """Whether the request of `cut` never reached the server: no connection was made (the
-    transport's own failure, client/plain_http.py, is its context)."""
-    failed = cut.__context__
-    return isinstance(failed, plain_http.Broken) and failed.kind in ("ConnectError", "ConnectTimeout")
 
 
 def _cancelled(client: Transport, run_id: str) -> dict[str, Any]:

@@ -255,6 +255,8 @@ class Runs(Resource):
         try:
             created = self._http.post("/v1/runs", json=body)
         except (KeyboardInterrupt, ServerUnreachable) as cut:
+            if isinstance(cut, ServerUnreachable) and cut.never_sent:
+                raise  # no connection was made: nothing was queued, nothing to cancel
             self._cancel(run_id, cut)
             raise
         return Run._from_api(created, self._http)

@@ -303,6 +303,8 @@ class Sandboxes(Resource):
         try:
             created = self._http.post("/v1/sandboxes", json=body, timeout=self._http.waiting(CREATE_TIMEOUT))
         except (KeyboardInterrupt, ServerUnreachable) as cut:
+            if isinstance(cut, ServerUnreachable) and cut.never_sent:
+                raise  # no connection was made: nothing was started, nothing to remove
             self._cancel(sandbox_id, cut)
             raise
         return Sandbox._from_api(created, self._http)

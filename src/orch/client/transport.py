@@ -632,16 +632,20 @@ class Transport:
                         error.fix = VARIABLE_WINS_FIX
                     raise error
                 yield resp
-        except plain_http.Timeout as e:
-            raise ServerUnreachable(
-                f"The orch server at {self.url} did not answer in time ({e.kind}).",
-                "Check that it is running and not overloaded (`orch server`), then try again.",
-            ) from None
         except plain_http.Broken as e:
-            raise ServerUnreachable(
-                f"Cannot reach the orch server at {self.url} ({e.kind}).",
-                "Start it with `orch server`, or check ORCH_URL / `orch login`.",
-            ) from None
+            cut = (
+                ServerUnreachable(
+                    f"The orch server at {self.url} did not answer in time ({e.kind}).",
+                    "Check that it is running and not overloaded (`orch server`), then try again.",
+                )
+                if isinstance(e, plain_http.Timeout)
+                else ServerUnreachable(
+                    f"Cannot reach the orch server at {self.url} ({e.kind}).",
+                    "Start it with `orch server`, or check ORCH_URL / `orch login`.",
+                )
+            )
+            cut.never_sent = e.kind in ("ConnectError", "ConnectTimeout")
+            raise cut from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The answer's JSON, read by `decode`. An answer without a body is None when it is a 204
