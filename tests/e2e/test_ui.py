@@ -151,6 +151,7 @@ def test_a_run_page_opened_before_the_agent_starts_shows_its_status_change(
 
 
 def test_service_state_logs_and_restart(page: Page, server: Server, tmp_path: Path) -> None:
+    from tests.e2e.test_ui_hung_server import frozen
     from tests.integration.test_runs import write
     from tests.integration.test_services import HTTP_SERVICE
 
@@ -180,6 +181,12 @@ def test_service_state_logs_and_restart(page: Page, server: Server, tmp_path: Pa
     page.reload()
     expect(page.locator("#service-state")).to_have_text("running")
     shot(page, "service")
+    # While a Restart is pending (the server frozen: it answers nothing), Stop can't be pressed.
+    restart, stop = page.get_by_role("button", name="Restart"), page.get_by_role("button", name="Stop")
+    with page.expect_navigation(timeout=60_000), frozen(server):  # reloaded once it answers
+        restart.click()
+        expect(restart).to_be_disabled()
+        expect(stop).to_be_disabled()
 
 
 def seconds(uptime: str | None) -> int:

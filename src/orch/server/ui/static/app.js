@@ -493,6 +493,9 @@ function setupServiceAction(button) {
   button.addEventListener("click", async () => {
     if (button.disabled) return;
     errorBox.hidden = true;
+    // The service's other actions wait too: a Stop pressed while a Restart is pending would race it.
+    const others = [...document.querySelectorAll("[data-service-action]")].filter((b) => b !== button && !b.disabled);
+    others.forEach((b) => { b.disabled = true; });
     try {
       await pressed(button, async () => {
         await sameWorkspace();
@@ -500,6 +503,7 @@ function setupServiceAction(button) {
         window.location.reload();
       });
     } catch (error) {
+      others.forEach((b) => { b.disabled = false; });
       showError(errorBox, error);
     }
   });
