@@ -70,7 +70,8 @@ def submit(api: httpx.Client, agent: str = "hello") -> str:
 
 
 def age(platform: Platform, seconds: float) -> None:
-    """Make every queued run look `seconds` old."""
+    """Make every queued run look `seconds` old (0: just queued, whatever the submit took on a
+    loaded machine: a claim's wait of SPREAD_FOR, 0.5 s, had passed before it looked)."""
     with platform.store.session() as s:
         s.execute(update(RunRow).values(queued_at=utcnow() - timedelta(seconds=seconds)))
 
@@ -153,6 +154,7 @@ def test_a_node_prefers_runs_whose_image_it_holds(
         b.present_base_tags.add(image)
         assert nodes.heartbeat(b, "b", 0, b.present_base_tags)
         run_id = submit(api, "tooled")
+        age(a, 0)
         assert nodes.claim_run(a, "a") is None  # b holds the image and has room: left to b
         age(a, nodes.PREFER_FOR)
         assert nodes.claim_run(a, "a") == run_id  # waited long enough: a takes it and pulls
@@ -169,15 +171,16 @@ def test_runs_spread_to_the_node_with_more_room(api: httpx.Client, database_url:
         node(tmp_path, database_url, "big", slots=8),
     ):
         run_id = submit(api)
+        age(small, 0)
         assert nodes.claim_run(small, "small") is None  # big has more room: left to it for a moment
         age(small, nodes.SPREAD_FOR)
         assert nodes.claim_run(small, "small") == run_id
 
 
-def waited(platform: Platform) -> None:
-    """Make every queued deployment look SPREAD_FOR old."""
+def waited(platform: Platform, seconds: float = nodes.SPREAD_FOR) -> None:
+    """Make every queued deployment look SPREAD_FOR (or `seconds`) old."""
     with platform.store.session() as s:
-        since = utcnow() - timedelta(seconds=nodes.SPREAD_FOR)
+        since = utcnow() - timedelta(seconds=seconds)
         s.execute(update(ServiceDeploymentRow).values(queued_at=since))
 
 
@@ -196,6 +199,7 @@ def test_a_new_service_goes_to_the_node_that_runs_fewer(
                 service_id = s.get(ServiceDeploymentRow, dep_id).service_id  # type: ignore[union-attr]
             assert leases.take_one(busy, service_id)
         assert deploy(api, "three", service_bundle(tmp_path, {"main.py": ""}, "three")).status_code == 201
+        waited(busy, 0)  # just queued, however long the deploy took
         assert deploys.claim(busy) is None  # idle runs none: left to it for a moment
         waited(busy)
         assert deploys.claim(busy) is not None  # nobody took it: whoever looks first
