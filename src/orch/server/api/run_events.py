@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Query
+from fastapi import Query, Request
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router, asked_again
 from orch.services import run_events
 from orch.services.run_events import RunEventView
 
@@ -13,6 +13,7 @@ router = api_router("runs")
 
 @router.get("/runs/{run_id}/events", response_model=list[RunEventView], response_model_exclude_none=True)
 async def get_run_events(
+    request: Request,
     run_id: str,
     platform: PlatformDep,
     ws: WorkspaceDep,
@@ -29,4 +30,7 @@ async def get_run_events(
     `wait`, answers as soon as there is one, or the run has ended (then an empty list means
     there are no more)."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
-    return await run_events.follow_events(platform, ws, run_id, after, wait, limit)
+    found = await run_events.follow_events(platform, ws, run_id, after, wait, limit)
+    if wait:
+        await asked_again(request)
+    return found

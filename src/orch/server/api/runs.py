@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import Query
+from fastapi import Query, Request
 from pydantic import Field
 
 from orch import metrics
-from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep, api_router
+from orch.server.api.deps import Body, PlatformDep, Reference, WorkspaceDep, api_router, asked_again
 from orch.services import runs
 from orch.services.views import RunLogs, RunView
 
@@ -61,6 +61,7 @@ def get_run(run_id: str, platform: PlatformDep, ws: WorkspaceDep) -> RunView:
 
 @router.get("/runs/{run_id}/logs", response_model=RunLogs)
 async def get_run_logs(
+    request: Request,
     run_id: str,
     platform: PlatformDep,
     ws: WorkspaceDep,
@@ -74,9 +75,12 @@ async def get_run_logs(
 ) -> RunLogs:
     """Output from the given offsets; pass the returned offsets back to follow the run."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
-    return await runs.follow_logs(
+    found = await runs.follow_logs(
         platform, ws, run_id, {"stdout": stdout, "stderr": stderr, "log": log}, wait
     )
+    if wait:
+        await asked_again(request)
+    return found
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunView)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router
+from orch.server.api.deps import PlatformDep, WorkspaceDep, api_router, asked_again
 from orch.server.api.uploads import read_bundle_upload
 from orch.services import deployed
 from orch.services.service_rules import MAX_COMMAND
@@ -71,6 +71,7 @@ def get_deployment(ref: str, version: int, platform: PlatformDep, ws: WorkspaceD
 
 @router.get("/services/{ref}/logs", response_model=ServiceLogs)
 async def get_logs(
+    request: Request,
     ref: str,
     platform: PlatformDep,
     ws: WorkspaceDep,
@@ -82,7 +83,10 @@ async def get_logs(
 ) -> ServiceLogs:
     """Output of every container of the service, oldest first; pass `offset` back to follow."""
     # Async: a long poll waits in the event loop, not on one of the thread pool's 40 threads.
-    return await deployed.follow_logs(platform, ws, ref, offset, wait)
+    found = await deployed.follow_logs(platform, ws, ref, offset, wait)
+    if wait:
+        await asked_again(request)
+    return found
 
 
 @router.post("/services/{ref}/stop", response_model=ServiceView)
