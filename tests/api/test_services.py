@@ -70,6 +70,32 @@ def current_spec(fake_engine: FakeEngine, svc: dict):
     return fake_engine.detached[svc["container"]][0]
 
 
+@pytest.mark.parametrize(
+    ("files", "pythonpath"),
+    [
+        ({"requirements.txt": "six\n"}, "/opt/orch/deps/python:/app/lib"),  # found after the deps
+        ({}, "/app/lib"),  # no dependencies: its own, as Podman gives it
+    ],
+)
+def test_a_services_own_pythonpath_comes_after_its_dependencies(
+    api: httpx.Client,
+    platform: Platform,
+    fake_engine: FakeEngine,
+    tmp_path: Path,
+    files: dict[str, str],
+    pythonpath: str,
+) -> None:
+    """orch.yaml's `env: {PYTHONPATH: ...}` replaced the image's ENV, where the dependencies'
+    directory is: they were not found. A restart (the version read back from the store) too."""
+    own = {"main.py": "", "orch.yaml": "env: {PYTHONPATH: /app/lib}\n", **files}
+    svc = deployed(api, platform, tmp_path, **own)
+    assert current_spec(fake_engine, svc).env["PYTHONPATH"] == pythonpath
+    assert api.post("/v1/services/web/restart").status_code == 200
+    work(platform)
+    svc = api.get("/v1/services/web").json()
+    assert current_spec(fake_engine, svc).env["PYTHONPATH"] == pythonpath
+
+
 def test_deploy_builds_an_image_with_dependencies_and_runs_hardened(
     api: httpx.Client, platform: Platform, fake_engine: FakeEngine, tmp_path: Path
 ) -> None:

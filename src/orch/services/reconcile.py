@@ -35,6 +35,7 @@ from orch.bundle import Manifest
 from orch.engine.base import ContainerInfo, Mount
 from orch.errors import DeployFailed, OrchError
 from orch.models import DeploymentStatus, ServiceState, new_id
+from orch.sandbox.layout import PYTHON_DEPS
 from orch.sandbox.service_spec import PORT, ServiceLimits, container_spec
 from orch.services import deployed_logs, leases, routing, takedown
 from orch.services.platform import Platform
@@ -74,6 +75,7 @@ class Version:
     run_command: str | None
     manifest: Manifest
     digest: str | None = None  # where a machine that lacks `image` pulls it (a registry is set)
+    deps_files: tuple[str, ...] = ()  # the dependency files its image installed (requirements.txt...)
 
 
 def version_of(s: Session, service_id: str, version: int) -> Version | None:
@@ -86,7 +88,8 @@ def version_of(s: Session, service_id: str, version: int) -> Version | None:
         return None
     manifest = Manifest.model_validate_json(dep.manifest)
     command = json.loads(dep.command)
-    return Version(version, dep.image, command, dep.run_command, manifest, dep.image_digest)
+    deps_files = tuple(json.loads(dep.deps_files))
+    return Version(version, dep.image, command, dep.run_command, manifest, dep.image_digest, deps_files)
 
 
 def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
@@ -102,7 +105,9 @@ def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
         image=v.image,
         command=v.command,
         run_command=_reporting(v.run_command),
-        env={**proxy_env(platform.config), **v.manifest.env, "ORCH_SERVICE": svc.name},
+        env=_own_pythonpath_after_deps(
+            {**proxy_env(platform.config), **v.manifest.env, "ORCH_SERVICE": svc.name}, v
+        ),
         limits=ServiceLimits(resources.cpus, resources.memory_bytes, resources.pids),
         labels={**platform.service_labels(svc.id), "org.orch.version": str(v.version)},
         host_mounts=[Mount(h, c) for h, c in ca_mounts(platform.config).items()],
@@ -110,6 +115,16 @@ def start_container(platform: Platform, svc: ServiceRow, v: Version) -> str:
     log_path = deployed_logs.container_log(platform, svc.id, name)
     platform.engine.start_container(spec, log_path, deployed_logs.MAX_CONTAINER_LOG)
     return name
+
+
+def _own_pythonpath_after_deps(env: dict[str, str], v: Version) -> dict[str, str]:
+    """`env`, with the service's own PYTHONPATH (orch.yaml's `env:`) after its dependencies' when
+    its image installed a requirements.txt: the container's variable replaces the image's ENV,
+    where the dependencies' directory is (service_spec.containerfile), so they were not found.
+    Without an own PYTHONPATH the image's ENV stands, the base image's value after them."""
+    if "requirements.txt" in v.deps_files and env.get("PYTHONPATH"):
+        return {**env, "PYTHONPATH": f"{PYTHON_DEPS}:{env['PYTHONPATH']}"}
+    return env
 
 
 def _reporting(run_command: str | None) -> str | None:

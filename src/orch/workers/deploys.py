@@ -219,7 +219,7 @@ def _execute(platform: Platform, dep_id: str, tail: list[str], stop: threading.E
         raise DeployFailed(f"Building v{version} failed: {e.message}", "See the deployment's log.") from None
     metrics.of(platform).build_finished("ready", time.monotonic() - started, kind="service")
     digest = _push(platform, tag, out)
-    new = Version(version, tag, command, run_command, manifest, digest)
+    new = Version(version, tag, command, run_command, manifest, digest, tuple(deps_files))
     with platform.services_lock, platform.store.session() as s:
         _service(s, service_id)
         s.execute(
