@@ -112,6 +112,8 @@ def test_a_resolve_error_fails_no_step_and_names_line_3(
     failed = envs.show(platform, workspace[0], "unread")
     assert failed.status == "failed"
     assert failed.build is not None and failed.build.failed_step is None
+    # Its progress is that instruction's (Podman's last STEP line was the one before it).
+    assert (failed.build.step, failed.build.step_text) == (3, "ENV REQ=${HOME:-mustbeset} ALT=${NOPE:+alt}x")
     error = failed.error or ""
     assert error.startswith(
         "Podman could not read line 3 of the Dockerfile (ENV REQ=${HOME:-mustbeset} ALT=${NOPE:+alt}x): "

@@ -378,6 +378,10 @@ def _build(
             raise _Interrupted from None
         unread = numbers.unread(e.details.get("tail") or [], containerfile)
         if unread is not None:
+            # Its progress names that instruction, not the step before it (whose STEP line was
+            # Podman's last: it prints none for one it can't read).
+            at = numbers.numbers[numbers.lines.index(unread[0])]
+            _progress(platform, job.build_id, at, numbers.total, unread[1], progress)
             raise _unread_error(*unread) from None
         raise
     finally:
@@ -468,7 +472,7 @@ def _unread_error(line: int, text: str, why: str) -> BuildFailed:
         f"{environments.UNREAD} {line} of the Dockerfile ({shown}): {why}",
         f"{fix}; then delete the environment and create it again with the Dockerfile fixed (an "
         "agent's own Dockerfile: fix it and publish again with --docker).",
-        unread=True,  # no step is named: the progress still shows the one before it
+        unread=True,  # no step failed: no failed_step (the progress names this instruction)
     )
 
 
