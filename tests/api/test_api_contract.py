@@ -175,6 +175,15 @@ def test_numbers_are_numbers(api: httpx.Client, body: dict[str, Any], said: str)
             "-Infinity is not a JSON value at character 44",
         ),
         ('{"agent": "a", "input": [Infinity]}', "Infinity is not a JSON value at character 25"),
+        # Python's json kept the last of a key given twice, silently (found by a tester).
+        (
+            '{"agent": "a", "timeout": 10, "timeout": 600}',
+            "an object names the key 'timeout' twice at character 30",
+        ),
+        (
+            '{"agent": "a", "env": {"A": "1", "B": "2", "A": "3"}}',
+            "an object names the key 'A' twice at character 43",
+        ),
     ],
 )
 def test_nan_and_infinity_are_not_json(api: httpx.Client, text: str, said: str) -> None:

@@ -3,7 +3,9 @@ Infinity and -Infinity, which no other JSON reader takes. A run's input holding 
 agent as text that a Node agent's JSON.parse refuses; the API refuses it instead, as the CLI
 does (422, naming it and where it is). So is a lone UTF-16 surrogate in a string (`"\\ud800"`),
 which JSON's escapes can write but no UTF-8 text can hold: the store, an environment variable
-and the agent could not take it (a run's input holding one was a 500)."""
+and the agent could not take it (a run's input holding one was a 500). So is an object that names
+a key twice (`{"timeout": 10, "timeout": 600}`): Python's json keeps the last, silently, and which
+one a reader keeps is not defined (RFC 8259: names SHOULD be unique)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def loads(body: bytes | str) -> Any:
     """`body` as JSON; json.JSONDecodeError (with the place) for a word that is not JSON, or a
     string (a key too) that holds a lone surrogate."""
-    value = json.loads(body, parse_constant=lambda word: _refuse(word, body))
+    try:
+        value = json.loads(body, parse_constant=lambda word: _refuse(word, body), object_pairs_hook=_unique)
+    except _Twice as twice:
+        doc = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        raise json.JSONDecodeError(
+            f"an object names the key {twice.key!r} twice", doc, _second_key(doc, twice.key)
+        ) from None
     doc = body.decode("utf-8", "surrogatepass") if isinstance(body, bytes) else body
     if _MAYBE_SURROGATE.search(doc):  # most bodies hold none: only these are looked at closely
         for string in _TOKENS.finditer(doc):  # valid JSON: the strings, in order, keys too
@@ -37,6 +45,27 @@ def loads(body: bytes | str) -> Any:
                     string.start(),
                 )
     return value
+
+
+class _Twice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _Twice(key)
+        found[key] = value
+    return found
+
+
+def _second_key(doc: str, key: str) -> int:
+    """Where `key` is written as a key the second time in `doc` (0 when its escapes differ)."""
+    written = json.dumps(key, ensure_ascii=False)
+    places = [m.start() for m in re.finditer(re.escape(written) + r"\s*:", doc)]
+    return places[1] if len(places) > 1 else 0
 
 
 def _refuse(word: str, body: bytes | str) -> None:
