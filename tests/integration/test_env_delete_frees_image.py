@@ -6,11 +6,11 @@ but not the image."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 PREFIX = f"orch-imagegc{os.getpid()}-"
 
 
-@dataclass
+@dataclasses.dataclass
 class Env:
     platform: Platform
     launcher: Launcher
@@ -151,3 +151,26 @@ def test_a_killed_servers_holds_go_with_their_images_at_the_next_start(env: Env)
     Launcher(prefix=PREFIX, pool_size=0).sweep(PREFIX)  # the next start's launcher
     assert holders() == [] and not image_exists(env.image_id)
     assert image_exists(base_images.image_tag("python"))  # a held image with a name stays
+
+
+def waiting(launcher: Launcher) -> list[str]:
+    """The sandboxes `launcher` started ahead of need, by their bundles (one that waits has not
+    been made in the runtime yet: its helper makes it at the handover)."""
+    return [p.name for p in (launcher.state / "sandboxes").glob(f"{PREFIX}warm-*")]
+
+
+def test_a_delete_removes_the_warm_sandbox_waiting_for_the_image_and_then_the_image(env: Env) -> None:
+    """A sandbox started ahead of need for the environment's next run held its image until it
+    was thrown away (idle for minutes): the delete removes it, and the image with it."""
+    env.launcher.close()
+    warm = Launcher(prefix=PREFIX, pool_size=0, warm=1)
+    env.platform.launchers = {Isolation.RUNC: warm}
+    try:
+        assert cat_tiny(dataclasses.replace(env, launcher=warm)) == "tiny"
+        warm.wait()  # the next run's sandbox is waiting, on the image
+        assert waiting(warm) and image_exists(env.image_id)
+        environments.delete(env.platform, env.ws_id, "tiny")
+        assert waiting(warm) == [] and not image_exists(env.image_id) and holders() == []
+    finally:
+        warm.close()
+        warm.sweep(PREFIX)

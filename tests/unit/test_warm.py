@@ -232,3 +232,30 @@ def test_one_run_waits_for_a_sandbox_being_started_the_others_start_cold() -> No
     first.join(5)
     assert got == ["a-1"]
     p.close()
+
+
+def test_forget_removes_a_keys_waiting_sandboxes_and_wants_it_no_more() -> None:
+    """An environment's image deleted: its key's sandboxes would serve no run and hold the image
+    (runc.Launcher.let_go forgets the keys of images without a name)."""
+    boxes, _clock, p = wanted_in_turn(2, "a", "b")  # a-1 and b-3 wait (a-2 gave way to b)
+    before = len(boxes.discarded)
+    p.forget(lambda key: key == "a")
+    assert boxes.discarded[before:] == ["a-1"]  # before it returned
+    assert p.take("a") is None and p.take("b") == "b-3"
+    p.want("b", "b")
+    p.wait()
+    assert "a" not in {key for key, _ in boxes.started[2:]}  # only b's are started again
+    p.close()
+
+
+def test_one_being_started_for_a_forgotten_key_is_removed_once_started() -> None:
+    boxes = Sandboxes()
+    p, gate = starting(boxes, "a")
+    p.forget(lambda key: key == "a")
+    gate.set()
+    p.wait()
+    deadline = time.monotonic() + 5
+    while not boxes.discarded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert boxes.discarded == ["a-1"] and p.take("a") is None and p.waiting() == 0
+    p.close()

@@ -255,7 +255,17 @@ class Launcher:
         sandbox of this launcher uses now, and remove them before returning: called after an
         environment's delete, whose own removal of its image was refused while it was held (it
         only took the name). Without it, an idle server kept such an image, and its holder, until
-        some other sandbox ended (found by a tester). One a sandbox uses goes when it ends."""
+        some other sandbox ended (found by a tester). One a sandbox uses goes when it ends; the
+        warm sandboxes of such an image, which no run could be handed, are removed first."""
+        with self._lock:
+            pool = self._warm
+        tagged = self.images.tagged() if pool is not None else None
+        if pool is not None and tagged is not None:  # a warm key starts with its image's id
+            pool.forget(lambda key: key.partition(" ")[0] not in tagged)
+            with self._lock:  # their teardown let go of the image in the background: done here
+                removals = list(self._removals)
+            for removal in removals:
+                removal.join()
         for image_id in self._untagged_idle(fresh=True):
             self._remove_image(image_id)
 
@@ -468,7 +478,7 @@ class Launcher:
             dataclasses.replace(m, host="") if m.late and not self.gvisor else m for m in spec.mounts
         )
         shape = dataclasses.replace(spec, name="", labels={}, env={}, argv=(), stdin=b"", mounts=mounts)
-        return f"{self.images.get(spec.image).id} {shape!r}"
+        return f"{self.images.get(spec.image).id} {shape!r}"  # the id first: let_go reads it
 
     def _start_warm(self, key: str, template: ContainerSpec) -> _Warm:
         name = f"{self.prefix}warm-{secrets.token_hex(6)}"

@@ -114,6 +114,21 @@ class Pool(Generic[T, S]):
         with self._cond:
             self._expire_locked()
 
+    def forget(self, unwanted: Callable[[str], bool]) -> None:
+        """Want the keys `unwanted` says no more, and remove their waiting sandboxes before
+        returning (their image was deleted: they would serve no run, and hold it). One being
+        started for such a key is removed once started (`_loop`: its key is no longer wanted)."""
+        with self._cond:
+            keys = {k for k in [*self._wanted, *self._waiting] if unwanted(k)}
+            items = []
+            for key in keys:
+                self._wanted.pop(key, None)
+                self._todo = [k for k in self._todo if k != key]
+                items += [w.item for w in self._waiting.pop(key, [])]
+            self._cond.notify_all()
+        for item in items:
+            self._discard_quietly(item)
+
     def waiting(self) -> int:
         with self._cond:
             return self._count_locked() + self._busy
@@ -172,8 +187,11 @@ class Pool(Generic[T, S]):
                 log.warning("a warm sandbox could not be started: %s", e)
             with self._cond:
                 self._busy, self._starting = False, None
+                # Late: closed, the key no longer wanted (idle, or `forget`), or deep enough.
                 late = item is not None and (
-                    self._closed or len(self._waiting.get(key, ())) >= self._depth_locked(key)
+                    self._closed
+                    or key not in self._wanted
+                    or len(self._waiting.get(key, ())) >= self._depth_locked(key)
                 )
                 if item is not None and not late:
                     self._waiting.setdefault(key, []).append(_Waiting(item, self._clock()))
