@@ -56,6 +56,7 @@ def test_a_runs_output_is_shown_the_same_live_and_after_a_reload(
     agent = (
         "import sys, time\n"
         "print('first out', flush=True)\n"
+        "print('nul\\x00 bel\\x07 esc\\x1b del\\x7f', flush=True)\n"  # control characters
         "print('\\x1b[31mRED\\x1b[0m on stderr', file=sys.stderr, flush=True)\n"
         "time.sleep(1)\n"
         "print('second out', flush=True)\n"
@@ -72,7 +73,8 @@ def test_a_runs_output_is_shown_the_same_live_and_after_a_reload(
     stderr = page.locator("[data-stream=stderr] pre")
     expect(stderr).to_have_text("RED on stderr\n")  # no escape sequences
     live = {s: page.locator(f"[data-stream={s}] pre").text_content() for s in ("log", "stdout", "stderr")}
-    assert live["stdout"].startswith("first out\nsecond out\nxxx")
+    # Control characters as their pictures (a browser showed empty boxes), live and reloaded.
+    assert live["stdout"].startswith("first out\nnul\u2400 bel\u2407 esc\u241b del\u2421\nsecond out\nxxx")
     shot(page, "run-streams")
     page.reload()
     expect(page.locator("[data-stream=stdout] pre")).to_have_text(live["stdout"])

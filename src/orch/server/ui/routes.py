@@ -43,9 +43,21 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
 
+# The C0 control characters but tab, line feed and carriage return, and DEL: a browser shows
+# each as an empty box, or nothing. They are shown as Unicode's pictures of them (U+2400-U+2421:
+# NUL as ␀, BEL as ␇, a lone ESC as ␛), as app.js's plainText shows them live.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _picture(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return chr(0x2421 if code == 0x7F else 0x2400 + code)
+
+
 def plain(text: object) -> str:
-    """`text` without terminal escape sequences: shown raw they are noise (`[31mRED[0m`)."""
-    return ANSI.sub("", str(text or ""))
+    """`text` without terminal escape sequences: shown raw they are noise (`[31mRED[0m`); the
+    control characters left are shown as their pictures (`_CONTROLS`)."""
+    return _CONTROLS.sub(_picture, ANSI.sub("", str(text or "")))
 
 
 templates.env.filters["plain"] = plain

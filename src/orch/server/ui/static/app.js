@@ -136,13 +136,18 @@ function connection(element) {
 const ANSI = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])/g;
 const ANSI_CUT = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b\n]*)?$/;
 
+// The control characters a browser shows as empty boxes (all of C0 but tab, line feed and
+// carriage return, and DEL), shown as Unicode's pictures of them (␀, ␇, ␛), as routes.py's plain.
+const CONTROLS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+const picture = (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0));
+
 function plainText() {
   let held = "";
   return (text) => {
     const whole = held + text;
     const cut = whole.match(ANSI_CUT);
     held = cut ? cut[0] : "";
-    return (cut ? whole.slice(0, cut.index) : whole).replace(ANSI, "");
+    return (cut ? whole.slice(0, cut.index) : whole).replace(ANSI, "").replace(CONTROLS, picture);
   };
 }
 
