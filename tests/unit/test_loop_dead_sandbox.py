@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from orch.engine.base import ContainerSpec
-from orch.loop.sandbox import HeldTools
+from orch.errors import EngineError
+from orch.loop.clip import Clip
+from orch.loop.sandbox import HeldTools, SandboxGone
 from orch.models import RunStatus
 from orch.sandbox.held import KILLED
 from orch.sandbox.held_fake import Command, FakeSandbox
@@ -164,3 +166,24 @@ def test_a_cancel_that_ends_the_sandbox_stays_a_cancel(model_server: ModelServer
     outcome = drive(should_stop=stopped.is_set)
     assert (outcome.status, outcome.reason) == (RunStatus.CANCELLED, "cancelled while running")
     assert len(model_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        f"The sandbox {NAME} is no longer running.",
+        f"The command could not start in the sandbox: container {NAME}: exec failed: EAGAIN.",
+    ],
+)
+def test_a_tool_that_could_not_start_in_a_live_sandbox_names_no_container(said: str) -> None:
+    """The launcher's or the runtime's words reach the run's reason: without the runtime's name
+    of the sandbox (the platform's, not the user's)."""
+    sandbox = held()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise EngineError(said, "")
+
+    sandbox.exec = refuse  # type: ignore[method-assign]
+    with pytest.raises(SandboxGone) as gone:
+        HeldTools(sandbox).exec(["true"], stdin=None, timeout=5, output=Clip(1024))
+    assert NAME not in str(gone.value) and "the sandbox" in str(gone.value).lower(), gone.value

@@ -87,12 +87,18 @@ class HeldTools:
                 should_stop=self.should_stop,
             )
         except EngineError as exc:
-            raise SandboxGone(exc.message if self.held.alive() else _GONE_BEFORE) from None
+            raise SandboxGone(self._unnamed(exc.message) if self.held.alive() else _GONE_BEFORE) from None
         except InvalidInput as exc:  # what the sandbox refused (its process limit, ...): the model's to see
             output(f"orch: {exc.message}\n".encode())
             return Finished(NOT_EXECUTABLE, output)
         gone = self._gone(result, limit[-1] if limit else None)
         return Finished(result.exit_code, output, result.timed_out, result.cancelled, gone)
+
+    def _unnamed(self, message: str) -> str:
+        """`message` (the launcher's, or its runtime's words) without the runtime's name of the
+        sandbox, which is the platform's, not the run's user's."""
+        name = self.held.name
+        return message.replace(f"sandbox {name}", "sandbox").replace(name, "the sandbox")
 
     def _gone(self, result: ExecResult, limit: str | None) -> str:
         """Why the sandbox ended under a command that ended by itself ("" when it lives on), as
