@@ -48,7 +48,20 @@ def app_transport(app: FastAPI) -> Iterator[httpx.BaseTransport]:
         yield transport
 
 
-def _client(workspace: tuple[str, str], transport: CutAfterCreate) -> Client:
+class NeverConnected(httpx.BaseTransport):
+    """A transport whose every request fails to connect with `refused`: nothing reaches the
+    server. The requests tried are in `seen`."""
+
+    def __init__(self, refused: Exception) -> None:
+        self.refused = refused
+        self.seen: list[tuple[str, str]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, request.url.path))
+        raise self.refused
+
+
+def _client(workspace: tuple[str, str], transport: httpx.BaseTransport) -> Client:
     return Client("http://testserver", workspace[1], transport=transport)
 
 
@@ -56,7 +69,8 @@ def _open(platform: Platform) -> list[str]:
     return [r.id for r in rows(platform) if r.status in sandboxes.OPEN]
 
 
-@pytest.mark.parametrize(
+# How a create is cut short after the server made it (for CutAfterCreate), run and sandbox alike.
+cut_short = pytest.mark.parametrize(
     "cut",
     [  # made anew for each test: a note added to one would stay on it
         KeyboardInterrupt,
@@ -65,6 +79,9 @@ def _open(platform: Platform) -> list[str]:
     ],
     ids=["ctrl-c", "timed out", "connection broken"],
 )
+
+
+@cut_short
 def test_a_create_cut_after_the_server_made_it_leaves_nothing_open(
     app_transport: httpx.BaseTransport,
     workspace: tuple[str, str],
@@ -126,17 +143,11 @@ def test_a_removal_that_fails_too_is_a_note_naming_the_id(
     "refused", [httpx.ConnectError("Connection refused"), httpx.ConnectTimeout("timed out")]
 )
 def test_a_create_that_never_reached_the_server_sends_nothing_more(
-    app_transport: httpx.BaseTransport, workspace: tuple[str, str], platform: Platform, refused: Exception
+    workspace: tuple[str, str], platform: Platform, refused: Exception
 ) -> None:
     """No connection was made: nothing was started, so no removal is tried (it would wait on the
     same unreachable server for CANCEL_TIMEOUT, and note a failure to undo what never was)."""
-
-    class Refusing(CutAfterCreate):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            self.seen.append((request.method, request.url.path))
-            raise refused
-
-    transport = Refusing(app_transport, None)
+    transport = NeverConnected(refused)
     with _client(workspace, transport) as client, pytest.raises(ServerUnreachable) as raised:
         client.sandboxes.create()
     assert transport.seen == [("POST", "/v1/sandboxes")] and rows(platform) == []

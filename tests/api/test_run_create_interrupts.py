@@ -205,15 +205,7 @@ class CutAfterCreate(sandbox_cut.CutAfterCreate):
     create = "/v1/runs"
 
 
-@pytest.mark.parametrize(
-    "cut",
-    [  # made anew for each test: a note added to one would stay on it
-        KeyboardInterrupt,
-        lambda: httpx.ReadTimeout("timed out"),
-        lambda: httpx.RemoteProtocolError("Server disconnected without sending a response."),
-    ],
-    ids=["ctrl-c", "timed out", "connection broken"],
-)
+@sandbox_cut.cut_short
 def test_client_create_cut_after_the_server_queued_it_cancels_the_run(
     app_transport: httpx.BaseTransport,
     workspace: tuple[str, str],
@@ -288,16 +280,10 @@ def test_client_cancel_that_fails_too_is_a_note_naming_the_id(
 
 
 def test_client_create_that_never_reached_the_server_sends_nothing_more(
-    app_transport: httpx.BaseTransport, workspace: tuple[str, str], agent: str, platform: Platform
+    workspace: tuple[str, str], agent: str, platform: Platform
 ) -> None:
     """A refused connect: nothing was queued, so no cancel is tried (nor noted as failing)."""
-
-    class Refusing(CutAfterCreate):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            self.seen.append((request.method, request.url.path))
-            raise httpx.ConnectError("Connection refused")
-
-    transport = Refusing(app_transport, None)
+    transport = sandbox_cut.NeverConnected(httpx.ConnectError("Connection refused"))
     client = Client("http://testserver", workspace[1], transport=transport)
     with client, pytest.raises(ServerUnreachable) as raised:
         client.runs.create(agent)
