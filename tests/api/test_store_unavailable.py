@@ -127,7 +127,7 @@ def test_a_websocket_to_a_service_is_refused_503_store_unavailable(
 def test_the_store_is_named_without_its_password() -> None:
     store = Store("postgresql://orch:s3cret-pw@127.0.0.1:1/orch")  # nothing is connected to
     try:
-        assert store.shown == "postgresql+psycopg://orch:***@127.0.0.1:1/orch"
+        assert store.shown == "postgresql://orch:***@127.0.0.1:1/orch"  # as written, not the engine's
         down = store.trouble(
             psycopg.OperationalError("connection failed: connection to server at ... Connection refused")
         )

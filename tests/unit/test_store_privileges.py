@@ -163,7 +163,8 @@ def test_a_user_who_may_not_upgrade_the_tables_is_refused(migrated: Rights) -> N
 def test_migrate_without_the_rights_is_the_same_sentence_not_a_bug(
     request: pytest.FixtureRequest, database: str, doing: str, refused: str
 ) -> None:
-    """`orch node start` and `orch admin` migrate the store themselves (no check first)."""
+    """`orch node start` and `orch admin` migrate the store themselves (no check first); the URL
+    is quoted as written, as check_url quotes it (it was the engine's postgresql+psycopg://)."""
     rights: Rights = request.getfixturevalue(database)
     store = Store(rights.url)
     try:
@@ -175,6 +176,7 @@ def test_migrate_without_the_rights_is_the_same_sentence_not_a_bug(
     assert message.startswith(f"The PostgreSQL user {rights.role} may not {doing} orch's tables"), message
     assert message.endswith(f": {refused}."), message
     assert "[SQL:" not in message and "\n" not in message
+    assert f"(postgresql://{rights.role}@127.0.0.1:" in message and "+psycopg" not in message, message
 
 
 def test_a_user_with_only_the_rights_on_the_rows_of_a_migrated_database_passes(migrated: Rights) -> None:

@@ -74,6 +74,7 @@ class Store:
     def __init__(self, url: str) -> None:
         given, url = url, engine_url(url)
         self.url = url
+        self._scheme = given.partition("://")[0]  # as written: postgresql://, not the engine's
         # SQLAlchemy's engine, called `db` here: in orch, "engine" is the container engine.
         # A pre-ping finds a PostgreSQL connection the server closed; a SQLite file has none to
         # lose, and the ping would be one more statement per session.
@@ -133,7 +134,7 @@ class Store:
             log.info("migrated the store to revision %s", _newest())
         except OperationalError as e:
             raise OrchError(
-                f"Cannot open the database {self.db.url.render_as_string()}: {e.orig}.",
+                f"Cannot open the database {self.shown}: {e.orig}.",
                 "Check ORCH_DATABASE_URL and that the database server is running.",
             ) from None
         except ProgrammingError as e:
@@ -142,7 +143,7 @@ class Store:
             if getattr(e.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
                 raise
             doing = "read" if current is _UNREAD else "create" if current is None else "upgrade"
-            raise no_rights(self.db.url, _user(self.db.url), doing, first_line(e.orig)) from None
+            raise no_rights(self.written, _user(self.db.url), doing, first_line(e.orig)) from None
 
     @contextmanager
     def session(self, clash: Conflict | None = None) -> Iterator[Session]:
@@ -174,9 +175,15 @@ class Store:
         self.db.dispose()
 
     @property
+    def written(self) -> URL:
+        """The store's URL with its scheme as the operator wrote it (postgresql://), not as the
+        engine reads it (postgresql+psycopg://)."""
+        return self.db.url.set(drivername=self._scheme)
+
+    @property
     def shown(self) -> str:
-        """The store's URL as messages and logs name it: never with its password."""
-        return self.db.url.render_as_string(hide_password=True)
+        """The store's URL as messages and logs name it: as written, never with its password."""
+        return self.written.render_as_string(hide_password=True)
 
     def trouble(self, exc: BaseException) -> StoreFull | StoreUnavailable | StoreBusy | None:
         """The 503 that `exc` means if it is this store's trouble, not a bug: its disk full, the
