@@ -17,16 +17,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from orch.builder import base_images
 from orch.engine.fake import FakeEngine
 from orch.models import RunStatus
-from orch.services import leases, nodes
+from orch.services import environments as envs
+from orch.services import images, leases, nodes
 from orch.services.nodes import Joining, _mine_to_take, _Other
 from orch.services.platform import Platform
-from orch.store.schema import NodeRow, RunRow, ServiceDeploymentRow, utcnow
+from orch.store.schema import BuildRow, NodeRow, RunRow, ServiceDeploymentRow, utcnow
 from orch.workers import deploys
+from orch.workers import nodes as node_work
 from orch.workers import runs as run_worker
 from orch.workers.nodes import NodeWork, Watch
 from tests.api.test_agents_runs import bundle, publish
@@ -34,7 +36,7 @@ from tests.api.test_cli import cli
 from tests.api.test_registry_runs import REGISTRY, pin
 from tests.api.test_services import bundle as service_bundle
 from tests.api.test_services import deploy
-from tests.conftest import close_platform, drain_runs, make_platform
+from tests.conftest import close_platform, drain, drain_runs, make_platform
 
 __all__ = ["cli"]  # the fixture
 
@@ -162,6 +164,65 @@ def test_a_node_prefers_runs_whose_image_it_holds(
         del run_id
         fresh = submit(api, "tooled")
         assert nodes.claim_run(b, "b") == fresh  # holds it: takes it at once
+
+
+def test_a_node_lets_go_of_the_images_no_environment_runs_any_more(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An environment rebuilt or deleted on the cluster's server (which holds none of its
+    images): the image a node pulled for its runs goes from the node, not at its next start
+    (which removes only what it built itself: a pulled image stayed for good). What an
+    environment runs stays, and so does what a build under way on the node makes."""
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    first, _digest = pin(api, platform, workspace[0], tmp_path)
+    with node(tmp_path, database_url, "a", **settings) as a:
+        a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
+        submit(api, "tooled")
+        assert drain_runs(a) == 1
+        assert first in a.present_base_tags and a.engine.inspect_image(first) is not None
+        assert images.release_held(a) == []  # `tools` runs it
+        rebuilt = api.post("/v1/environments/tools/build", json={"no_cache": True})
+        assert rebuilt.status_code == 202, rebuilt.text
+        drain(platform)  # on the server's side: `tools` moves to a new image
+        later = {"name": "later", "dockerfile": "FROM e2bdev/code-interpreter:latest\nRUN echo later\n"}
+        assert api.post("/v1/environments", json=later).status_code == 201
+        with a.store.session() as s:  # what its build, queued, makes if this node takes it
+            made = s.scalars(select(BuildRow).where(BuildRow.status == "queued")).one()
+            in_flight = images.environment_tag(a, made.cache_key, made.id)
+        a.engine.add_image(in_flight)  # type: ignore[attr-defined]
+        a.present_base_tags.add(in_flight)
+
+        assert images.release_held(a) == [first]
+        assert a.engine.inspect_image(first) is None and first not in a.present_base_tags
+        assert a.engine.inspect_image(in_flight) is not None and in_flight in a.present_base_tags
+
+        submit(api, "tooled")
+        assert drain_runs(a) == 1
+        second = envs.show(platform, workspace[0], "tools").image
+        assert second is not None and second != first and second in a.present_base_tags
+        assert api.delete("/v1/agents/tooled").status_code == 200
+        assert api.delete("/v1/environments/tools").status_code == 200
+        monkeypatch.setattr(nodes, "HEARTBEAT", 0.05)
+        monkeypatch.setattr(node_work, "RELEASE_EVERY", 0.0)  # the node's heartbeat does it
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**30, slots=2, ray_node="ray-a")
+        work = NodeWork(a, me, alive=lambda: {"ray-a"})
+        work.start()
+        try:
+            for _ in range(200):  # bounded: 10 s
+                if a.engine.inspect_image(second) is None:
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            work.stop()
+        assert a.engine.inspect_image(second) is None and second not in a.present_base_tags
+        assert a.engine.inspect_image(in_flight) is not None
 
 
 def test_runs_spread_to_the_node_with_more_room(api: httpx.Client, database_url: str, tmp_path: Path) -> None:

@@ -7,7 +7,11 @@ moves only its own environment to the new image; the old one goes once nothing n
 (`release`). A kill can leave an image that nothing names: a build or a deployment it cut short
 after the image was made, which then failed; a redeploy's previous version, whose removal
 came after the switch was stored; and untagged images (see Engine.remove_untagged_images). At
-start, before any of the platform's builds or deployments runs, they go."""
+start, before any of the platform's builds or deployments runs, they go.
+
+A cluster's environments are deleted and rebuilt on its server, which holds none of their
+images: each node holds those it built or pulled, and lets go of the ones no record names any
+more as it goes (`release_held`)."""
 
 from __future__ import annotations
 
@@ -24,11 +28,14 @@ from orch.store.schema import BuildRow, EnvironmentRow, ServiceDeploymentRow, Se
 log = logging.getLogger(__name__)
 
 
+ENVIRONMENT_IMAGES = "localhost/orch-env/"  # how every environment image's tag begins
+
+
 def environment_tag(platform: Platform, cache_key: str, build_id: str) -> str:
     """The tag of the image build `build_id` (of this cache key) makes: its own, never another
     build's, so that a build replaces no image another environment runs. (Environments that
     share a Dockerfile share an image through the cache: a hit names the earlier build's tag.)"""
-    return f"localhost/orch-env/{platform.instance}:{cache_key[:20]}-{build_id}"
+    return f"{ENVIRONMENT_IMAGES}{platform.instance}:{cache_key[:20]}-{build_id}"
 
 
 def shown(s: Session, workspace_id: str, tag: str | None, own_build: str | None) -> str | None:
@@ -90,13 +97,41 @@ def release(platform: Platform, image: str) -> None:
             return
     info = platform.engine.inspect_image(image)
     if info is not None and info.labels.get("org.orch.instance") == platform.instance:
-        platform.engine.remove_image(image)
-        # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
-        platform.engine.untag_image(image)
-        # Refused too while a launcher holds it for sandboxes that have ended: each lets go of
-        # it now (an idle server kept it until some other sandbox ended: found by a tester).
-        for launcher in platform.launchers.values():
-            launcher.let_go()
+        _remove(platform, image)
+
+
+def _remove(platform: Platform, image: str) -> None:
+    platform.engine.remove_image(image)
+    # Refused while an open sandbox uses it: its name goes now, the image with the sandbox.
+    platform.engine.untag_image(image)
+    # Refused too while a launcher holds it for sandboxes that have ended: each lets go of it
+    # now (an idle server kept it until some other sandbox ended: found by a tester).
+    for launcher in platform.launchers.values():
+        launcher.let_go()
+
+
+def release_held(platform: Platform) -> list[str]:
+    """On a cluster node: remove the environment images it holds (built or pulled by this
+    process: `present_base_tags`) that no record names any more, nor a build under way here
+    (`named`): their environment was deleted, or moved to a newer build's image, on the
+    cluster's server, which has none of them to remove. Its warm sandboxes of them go too. One
+    that a build of this node just made is named by its build until the build is stored.
+    Return the tags removed; one the engine would not remove stays held, and is tried again."""
+    held = {t for t in platform.present_base_tags if t.startswith(ENVIRONMENT_IMAGES)}
+    if not held:
+        return []
+    with platform.store.session() as s:
+        unnamed = held - named(s, platform)
+    removed = []
+    for tag in sorted(unnamed):
+        try:
+            _remove(platform, tag)
+        except OrchError as e:
+            log.warning("removing %s, which no environment runs any more: %s", tag, e)
+            continue
+        platform.present_base_tags.discard(tag)
+        removed.append(tag)
+    return removed
 
 
 def remove_unnamed(platform: Platform) -> list[str]:

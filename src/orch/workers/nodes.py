@@ -3,7 +3,9 @@
 - `NodeWork`: what an orch node runs. Its platform's usual workers (builds, runs, deployments,
   the services' supervisor) claim from the shared store's queues on the node's own Podman, and a
   heartbeat thread says every second that the node is alive, what it runs and which images it
-  holds; it also declares lost the other nodes Ray reports gone. A node that finds itself
+  holds; it also declares lost the other nodes Ray reports gone, and every RELEASE_EVERY
+  seconds removes the environment images it holds that no record names any more (deleted or
+  rebuilt on the server: services/images.py `release_held`). A node that finds itself
   declared lost stops: its runs went to other nodes or failed meanwhile.
 - `Watch`: what a server of a cluster runs instead of workers. It runs nothing itself; it
   declares lost the nodes whose heartbeat stopped, so that no run stays stuck on a node that
@@ -15,10 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from orch.services import nodes
+from orch.services import images, nodes
 from orch.services.nodes import Joining
 from orch.services.platform import Platform
 from orch.store.refusals import Outage
@@ -26,6 +29,7 @@ from orch.store.refusals import Outage
 log = logging.getLogger(__name__)
 
 NODE_POLL = 0.25  # a node's idle queue workers look at the store this often (no wake from a server)
+RELEASE_EVERY = 30.0  # seconds between a node's looks for images no environment runs any more
 
 
 class Serving(Protocol):
@@ -100,6 +104,7 @@ class NodeWork:
         # one machine (each pass renews leases: a write).
         self.workers = Workers(platform, poll=NODE_POLL, supervise=1.0)
         self._ticker = _Ticker(f"orch-node-{me.id}", self._tick, nodes.HEARTBEAT)
+        self._released_at = time.monotonic()
 
     def start(self) -> None:
         # The proxy answers before the node's row says where it is. Register before the
@@ -112,12 +117,15 @@ class NodeWork:
         self._ticker.start()
 
     def _tick(self) -> bool:
-        images = set(self.platform.present_base_tags)
-        if not nodes.heartbeat(self.platform, self.me.id, nodes.in_flight(self.platform), images):
+        held = set(self.platform.present_base_tags)
+        if not nodes.heartbeat(self.platform, self.me.id, nodes.in_flight(self.platform), held):
             log.error("node %s was declared lost: stopping", self.me.id)
             self._on_lost()
             return False
         nodes.settle_lost(self.platform, self._alive() if self._alive else None)
+        if time.monotonic() - self._released_at >= RELEASE_EVERY:
+            self._released_at = time.monotonic()
+            images.release_held(self.platform)
         return True
 
     def stop(self) -> int:
