@@ -117,7 +117,8 @@ def release_held(platform: Platform) -> list[str]:
     cluster's server, which has none of them to remove. Its warm sandboxes of them go too. One
     that a build of this node just made is named by its build until the build is stored.
     Return the tags removed; one the engine would not remove stays held, and is tried again."""
-    held = {t for t in platform.present_base_tags if t.startswith(ENVIRONMENT_IMAGES)}
+    # Copied at once (in C, whole): run workers add to the set while this looks through it.
+    held = {t for t in set(platform.present_base_tags) if t.startswith(ENVIRONMENT_IMAGES)}
     if not held:
         return []
     with platform.store.session() as s:
