@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -513,10 +514,11 @@ def test_a_sandbox_is_reached_neither_from_the_host_nor_from_another_sandbox(lau
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while b"listening on" not in b"".join(output):
+        # The whole line: the output comes in pieces, and one may end inside the address.
+        while (listening := re.search(rb"listening on (\S+)\n", b"".join(output))) is None:
             assert time.monotonic() < deadline and thread.is_alive(), b"".join(output)
             time.sleep(0.05)
-        address = b"".join(output).split()[2].decode()
+        address = listening[1].decode()
         try:
             socket.create_connection((address, 8080), timeout=2).close()
             from_host = "connected"
