@@ -225,6 +225,47 @@ def test_a_node_lets_go_of_the_images_no_environment_runs_any_more(
         assert a.engine.inspect_image(in_flight) is not None
 
 
+def test_a_node_started_again_holds_the_images_it_held_that_are_still_there(
+    api: httpx.Client,
+    platform: Platform,
+    workspace: tuple[str, str],
+    fake_engine: FakeEngine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """Its heartbeat's list of images outlives it: a restart holds again what the engine still
+    has (the cluster went on leaving it the runs of them, and it lets go of the unused ones; an
+    image pulled in an earlier life stayed for good before), not what went meanwhile."""
+    settings = {"registry": REGISTRY, "registry_tls_verify": False}
+    platform.config = platform.config.with_values(**settings)
+    image, _digest = pin(api, platform, workspace[0], tmp_path)
+    base = base_images.image_tag("python")
+    gone = "localhost/orch-env/0123456789ab:removed-by-hand"
+    with node(tmp_path, database_url, "a", **settings) as a:
+        a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
+        submit(api, "tooled")
+        assert drain_runs(a) == 1 and image in a.present_base_tags
+        a.engine.add_image(gone)  # type: ignore[attr-defined]
+        held = {*a.present_base_tags, base, gone}
+        assert nodes.heartbeat(a, "a", 0, held)
+        a.engine.remove_image(gone)  # `podman rmi` while it was down
+        a.present_base_tags.clear()  # a new process
+        me = Joining(id="a", address="127.0.0.1", cpus=2, memory=2**33, slots=4, ray_node="ray-a")
+        nodes.register(a, me)
+        assert a.present_base_tags == {image, base}
+        rebuilt = api.post("/v1/environments/tools/build", json={"no_cache": True})
+        assert rebuilt.status_code == 202, rebuilt.text
+        drain(platform)
+        assert images.release_held(a) == [image] and a.engine.inspect_image(image) is None
+        assert a.present_base_tags == {base}
+        assert nodes.heartbeat(a, "a", 0, a.present_base_tags)
+
+    # A name reused with another home (whose engine has the base image too): what the node of
+    # that name held is not this one's.
+    with node(tmp_path / "elsewhere", database_url, "a", **settings) as other:
+        assert other.instance != a.instance and other.present_base_tags == set()
+
+
 def test_runs_spread_to_the_node_with_more_room(api: httpx.Client, database_url: str, tmp_path: Path) -> None:
     hello(api, tmp_path)
     with (

@@ -77,8 +77,13 @@ def register(platform: Platform, me: Joining) -> None:
     """Record the node as up, replacing what an earlier life of it left. That life was stopped
     (`leave`) or declared lost, and its work settled then; or its agent's process ended without
     either (killed, and Ray started it again within LOST_AFTER): its work is settled now, as a
-    lost node's, with the reason `node lost` and a log line saying the node restarted."""
+    lost node's, with the reason `node lost` and a log line saying the node restarted.
+
+    The images an earlier life said it held (its row's `images`) that the engine still has are
+    held again: the cluster goes on preferring this node for runs of them, and it lets go of
+    those no environment runs any more as it would of its own (images.release_held)."""
     now = utcnow()
+    held_before: set[str] = set()
     with platform.store.session() as s:
         earlier = select(NodeRow.id).where(NodeRow.instance == platform.instance, NodeRow.state == UP)
         for gone in s.scalars(earlier).all():
@@ -87,15 +92,32 @@ def register(platform: Platform, me: Joining) -> None:
         for old in s.scalars(
             select(NodeRow).where(NodeRow.instance == platform.instance, NodeRow.id != me.id)
         ):
+            held_before.update(json.loads(old.images or "[]"))
             s.delete(old)
         s.flush()
         row = s.get(NodeRow, me.id) or NodeRow(id=me.id)
+        if row.instance == platform.instance:  # this home's: a name reused elsewhere held others
+            held_before.update(json.loads(row.images or "[]"))
         row.instance, row.address, row.ray_node, row.state = platform.instance, me.address, me.ray_node, UP
         row.proxy = me.proxy
         row.cpus, row.memory, row.slots, row.running = me.cpus, me.memory, me.slots, 0
         row.memory_budget = me.memory_budget
         row.images, row.started_at, row.seen_at = "[]", now, now
         s.add(row)
+    if held_before:
+        _hold_again(platform, held_before)
+
+
+def _hold_again(platform: Platform, tags: set[str]) -> None:
+    """Count as held the `tags` an earlier life held that the engine still has (one listing of
+    its images); the next heartbeat says so. A listing that fails holds none: each is found
+    again at its next use."""
+    try:
+        here = {tag for image in platform.engine.images({}) for tag in image.tags}
+    except OrchError as e:
+        log.warning("listing the images an earlier life of this node held: %s", e)
+        return
+    platform.present_base_tags.update(tags & here)
 
 
 def heartbeat(platform: Platform, node_id: str, running: int, images: Collection[str]) -> bool:
