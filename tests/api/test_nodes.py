@@ -41,14 +41,26 @@ from tests.conftest import close_platform, drain, drain_runs, make_platform
 __all__ = ["cli"]  # the fixture
 
 
+REGISTRY_SETTINGS = {"registry": REGISTRY, "registry_tls_verify": False}
+
+
 @contextmanager
 def node(
-    tmp_path: Path, database_url: str, name: str, slots: int = 4, **settings: object
+    tmp_path: Path,
+    database_url: str,
+    name: str,
+    slots: int = 4,
+    reaching: FakeEngine | None = None,
+    **settings: object,
 ) -> Iterator[Platform]:
-    """A platform working as cluster node `name` on the same store, with an engine of its own."""
+    """A platform working as cluster node `name` on the same store, with an engine of its own
+    (that reaches the same registry as `reaching`, when given)."""
     engine = FakeEngine()
     for r in base_images.RECIPES:
         engine.add_image(base_images.image_tag(r.name), base_images.labels(r.name))
+    if reaching is not None:
+        engine.registry = reaching.registry  # type: ignore[attr-defined]
+        settings = {**REGISTRY_SETTINGS, **settings}
     found = make_platform(
         tmp_path / f"node-{name}", engine, database_url=database_url, run_workers=slots, **settings
     )
@@ -61,6 +73,14 @@ def node(
         yield found
     finally:
         close_platform(found)
+
+
+@pytest.fixture
+def pinned(api: httpx.Client, platform: Platform, workspace: tuple[str, str], tmp_path: Path) -> str:
+    """Agent `tooled` pinned to an environment built on the server's side, whose image went to
+    the registry: that image."""
+    platform.config = platform.config.with_values(**REGISTRY_SETTINGS)
+    return pin(api, platform, workspace[0], tmp_path)[0]
 
 
 def hello(api: httpx.Client, tmp_path: Path) -> None:
@@ -138,21 +158,13 @@ def test_a_silent_node_is_lost_whatever_ray_says(
 
 
 def test_a_node_prefers_runs_whose_image_it_holds(
-    api: httpx.Client,
-    platform: Platform,
-    workspace: tuple[str, str],
-    fake_engine: FakeEngine,
-    database_url: str,
-    tmp_path: Path,
+    api: httpx.Client, pinned: str, fake_engine: FakeEngine, database_url: str, tmp_path: Path
 ) -> None:
-    settings = {"registry": REGISTRY, "registry_tls_verify": False}
-    platform.config = platform.config.with_values(**settings)
-    image, _digest = pin(api, platform, workspace[0], tmp_path)
+    image = pinned
     with (
-        node(tmp_path, database_url, "a", **settings) as a,
-        node(tmp_path, database_url, "b", **settings) as b,
+        node(tmp_path, database_url, "a", reaching=fake_engine) as a,
+        node(tmp_path, database_url, "b", reaching=fake_engine) as b,
     ):
-        b.engine.registry = a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
         b.present_base_tags.add(image)
         assert nodes.heartbeat(b, "b", 0, b.present_base_tags)
         run_id = submit(api, "tooled")
@@ -168,6 +180,7 @@ def test_a_node_prefers_runs_whose_image_it_holds(
 
 def test_a_node_lets_go_of_the_images_no_environment_runs_any_more(
     api: httpx.Client,
+    pinned: str,
     platform: Platform,
     workspace: tuple[str, str],
     fake_engine: FakeEngine,
@@ -179,11 +192,8 @@ def test_a_node_lets_go_of_the_images_no_environment_runs_any_more(
     images): the image a node pulled for its runs goes from the node, not at its next start
     (which removes only what it built itself: a pulled image stayed for good). What an
     environment runs stays, and so does what a build under way on the node makes."""
-    settings = {"registry": REGISTRY, "registry_tls_verify": False}
-    platform.config = platform.config.with_values(**settings)
-    first, _digest = pin(api, platform, workspace[0], tmp_path)
-    with node(tmp_path, database_url, "a", **settings) as a:
-        a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
+    first = pinned
+    with node(tmp_path, database_url, "a", reaching=fake_engine) as a:
         submit(api, "tooled")
         assert drain_runs(a) == 1
         assert first in a.present_base_tags and a.engine.inspect_image(first) is not None
@@ -227,8 +237,8 @@ def test_a_node_lets_go_of_the_images_no_environment_runs_any_more(
 
 def test_a_node_started_again_holds_the_images_it_held_that_are_still_there(
     api: httpx.Client,
+    pinned: str,
     platform: Platform,
-    workspace: tuple[str, str],
     fake_engine: FakeEngine,
     database_url: str,
     tmp_path: Path,
@@ -236,13 +246,10 @@ def test_a_node_started_again_holds_the_images_it_held_that_are_still_there(
     """Its heartbeat's list of images outlives it: a restart holds again what the engine still
     has (the cluster went on leaving it the runs of them, and it lets go of the unused ones; an
     image pulled in an earlier life stayed for good before), not what went meanwhile."""
-    settings = {"registry": REGISTRY, "registry_tls_verify": False}
-    platform.config = platform.config.with_values(**settings)
-    image, _digest = pin(api, platform, workspace[0], tmp_path)
+    image = pinned
     base = base_images.image_tag("python")
     gone = "localhost/orch-env/0123456789ab:removed-by-hand"
-    with node(tmp_path, database_url, "a", **settings) as a:
-        a.engine.registry = fake_engine.registry  # type: ignore[attr-defined]
+    with node(tmp_path, database_url, "a", reaching=fake_engine) as a:
         submit(api, "tooled")
         assert drain_runs(a) == 1 and image in a.present_base_tags
         a.engine.add_image(gone)  # type: ignore[attr-defined]
@@ -262,7 +269,7 @@ def test_a_node_started_again_holds_the_images_it_held_that_are_still_there(
 
     # A name reused with another home (whose engine has the base image too): what the node of
     # that name held is not this one's.
-    with node(tmp_path / "elsewhere", database_url, "a", **settings) as other:
+    with node(tmp_path / "elsewhere", database_url, "a", reaching=fake_engine) as other:
         assert other.instance != a.instance and other.present_base_tags == set()
 
 
